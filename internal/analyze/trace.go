@@ -43,6 +43,10 @@ type Trace struct {
 	ByID  map[model.SpanID]*Node
 
 	cp *CriticalPath
+	// memo holds what detectors derive once per trace (semconv.go): call
+	// targets (normalising statements and URLs is costly) and an index of
+	// the critical path for fast per-subtree lookups.
+	memo *detectMemo
 }
 
 // NewTrace builds the tree. Spans are not copied; the caller must not modify

@@ -1,0 +1,150 @@
+package analyze
+
+import (
+	"fmt"
+
+	"github.com/tracedx/tracedx/internal/model"
+)
+
+// IdleGap finds time inside a span with no child running: waiting for a
+// pooled connection, a lock or a thread, or work nobody instrumented.
+type IdleGap struct {
+	MinGapMS float64 `yaml:"min_gap_ms"`
+	MinShare float64 `yaml:"min_share"` // of the span, 0..1
+}
+
+// NewIdleGap returns the detector with shared/patterns.md defaults.
+func NewIdleGap() *IdleGap { return &IdleGap{MinGapMS: 100, MinShare: 0.2} }
+
+func init() { Register(func() Detector { return NewIdleGap() }) }
+
+// Kind implements Detector.
+func (*IdleGap) Kind() string { return "idle_gap" }
+
+// IdleGapEvidence is the evidence of an idle_gap finding.
+type IdleGapEvidence struct {
+	Span SpanRef `json:"span"`
+	// Position is "before_first_child", "between_children" or "after_last_child".
+	Position string   `json:"position"`
+	GapMS    float64  `json:"gap_ms"`
+	SharePct float64  `json:"share_pct"`
+	Before   *SpanRef `json:"before,omitempty"` // child that ended before the gap
+	After    *SpanRef `json:"after,omitempty"`  // child that started after it
+	// LikelyCause is "pool_wait", "network_or_queueing",
+	// "uninstrumented_work" or "lock_or_thread_wait"; CauseText says why.
+	LikelyCause string `json:"likely_cause"`
+	CauseText   string `json:"cause_text"`
+	// GapStartMS is the gap's offset from the trace start.
+	GapStartMS float64 `json:"gap_start_ms"`
+}
+
+// Detect implements Detector. Leaf spans have no children to leave gaps
+// between (their time is slow_query's or slow_dependency's). Severity by
+// the gap's critical-path time (SeverityForImpact).
+func (d *IdleGap) Detect(t *Trace, _ *Env) []Finding {
+	var out []Finding
+	for _, n := range t.Nodes {
+		if len(n.Children) == 0 {
+			continue
+		}
+		dur := n.Duration()
+		minGap := uint64(max(d.MinGapMS*1e6, d.MinShare*float64(dur)))
+		if dur == 0 || dur < minGap {
+			continue
+		}
+		lo, hi := n.Start(), n.End()
+		covered := lo // everything before covered has a child running (or is the span start)
+		var before *Node
+		report := func(gs, ge uint64, pos string, after *Node) {
+			if ge <= gs || ge-gs < minGap {
+				return
+			}
+			crit := critWithin(t, n, gs, ge)
+			out = append(out, d.finding(t, n, gs, ge, crit, pos, before, after))
+		}
+		first := true
+		for _, c := range n.Children {
+			if asyncEdge(n, c) {
+				continue
+			}
+			cs := max(c.Start(), lo)
+			if cs > covered {
+				pos := "between_children"
+				if first {
+					pos = "before_first_child"
+				}
+				report(covered, min(cs, hi), pos, c)
+			}
+			first = false
+			if ce := min(c.End(), hi); ce > covered {
+				covered = ce
+				before = c
+			} else if before == nil {
+				before = c
+			}
+		}
+		if !first && hi > covered {
+			report(covered, hi, "after_last_child", nil)
+		}
+	}
+	return out
+}
+
+func (d *IdleGap) finding(t *Trace, n *Node, gs, ge, crit uint64, pos string, before, after *Node) Finding {
+	gap := ge - gs
+	ev := IdleGapEvidence{Span: RefOf(t, n), Position: pos, GapMS: roundMS(gap), SharePct: sharePct(gap, n.Duration())}
+	if r := t.Root(); r != nil && gs > r.Start() {
+		ev.GapStartMS = roundMS(gs - r.Start())
+	}
+	if before != nil && pos != "before_first_child" {
+		r := RefOf(t, before)
+		ev.Before = &r
+	}
+	if after != nil {
+		r := RefOf(t, after)
+		ev.After = &r
+	}
+	ev.LikelyCause, ev.CauseText = gapCause(n, pos, before, after)
+	where := "before the first child"
+	switch pos {
+	case "between_children":
+		where = fmt.Sprintf("between %s and %s", clipText(before.Span.Name, 50), clipText(after.Span.Name, 50))
+	case "after_last_child":
+		where = "after the last child"
+	}
+	title := fmt.Sprintf("%.0f ms with nothing running inside %s %s (%.0f%% of it), %s; likely %s",
+		NS(gap), n.Span.Service, clipText(displayOp(n), 60), ev.SharePct, where, ev.CauseText)
+	fix := map[string]string{
+		"pool_wait":           "Check the connection pool (size, wait time, leaked connections held across slow work) and instrument pool acquisition.",
+		"network_or_queueing": "The callee started late: check its request queue, thread pool and the network path; instrument its ingress.",
+		"uninstrumented_work": "Instrument the code running here (a span around it) to see what it does; it is on the request's path.",
+		"lock_or_thread_wait": "Look for locks, synchronous sleeps or a saturated worker pool here, and add spans around them.",
+	}[ev.LikelyCause]
+	return Finding{Kind: d.Kind(), Severity: SeverityForImpact(crit, critTotal(t)), Title: title,
+		SpanIDs: idleGapIDs(n, before, after, pos), ImpactMS: roundMS(crit), Evidence: ev, Fix: fix}
+}
+
+func idleGapIDs(n, before, after *Node, pos string) []string {
+	ids := []string{n.Span.SpanID.String()}
+	if before != nil && pos != "before_first_child" {
+		ids = append(ids, before.Span.SpanID.String())
+	}
+	if after != nil {
+		ids = append(ids, after.Span.SpanID.String())
+	}
+	return ids
+}
+
+func gapCause(n *Node, pos string, before, after *Node) (string, string) {
+	switch {
+	case after != nil && IsDB(after) && (pos == "before_first_child" || (before != nil && IsDB(before))):
+		return "pool_wait", "waiting for a pooled database connection"
+	case after != nil && IsDB(after):
+		return "pool_wait", "waiting for a pooled database connection before the next query"
+	case after != nil && IsCall(n) && (after.Span.Kind == model.KindServer || after.Span.Kind == model.KindConsumer):
+		return "network_or_queueing", "network or queueing before the callee started"
+	case pos == "after_last_child" || pos == "before_first_child":
+		return "uninstrumented_work", "work nobody instrumented"
+	}
+	return "lock_or_thread_wait", "a lock, a thread or work nobody instrumented"
+}

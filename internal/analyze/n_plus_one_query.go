@@ -1,0 +1,190 @@
+package analyze
+
+import (
+	"fmt"
+	"strings"
+
+	"github.com/tracedx/tracedx/internal/model"
+)
+
+// NPlusOneQuery finds many database spans of one statement shape under one
+// parent: a loop issuing a query per item of a list fetched just before.
+type NPlusOneQuery struct {
+	MinRepetitions int     `yaml:"min_repetitions"`
+	MinTotalMS     float64 `yaml:"min_total_ms"`
+}
+
+// NewNPlusOneQuery returns the detector with shared/patterns.md defaults.
+func NewNPlusOneQuery() *NPlusOneQuery { return &NPlusOneQuery{MinRepetitions: 5, MinTotalMS: 50} }
+
+func init() { Register(func() Detector { return NewNPlusOneQuery() }) }
+
+// Kind implements Detector.
+func (*NPlusOneQuery) Kind() string { return "n_plus_one_query" }
+
+// NPlusOneEvidence is the evidence of an n_plus_one_query finding.
+type NPlusOneEvidence struct {
+	Shape    string  `json:"shape"`
+	DBSystem string  `json:"db_system"`
+	Count    int     `json:"count"`
+	TotalMS  float64 `json:"total_ms"`
+	// CriticalMS is the repeated spans' time on the critical path (less
+	// than TotalMS when they overlap).
+	CriticalMS float64 `json:"critical_ms"`
+	// DistinctStatements counts different raw texts (1 with bind parameters).
+	DistinctStatements int     `json:"distinct_statements"`
+	Parent             SpanRef `json:"parent"`
+	// ListQuery is the query just before the loop that fetched the list.
+	ListQuery *ListQueryRef `json:"list_query,omitempty"`
+	Hint      string        `json:"hint"`
+}
+
+// ListQueryRef is the query that fetched the list the loop walks.
+type ListQueryRef struct {
+	SpanRef
+	Shape string `json:"shape"`
+}
+
+// Detect implements Detector. Severity by the time batching would save
+// (SeverityForImpact), raised to at least warning from 20 repetitions: the
+// count grows with the data even when today's impact is small.
+func (d *NPlusOneQuery) Detect(t *Trace, _ *Env) []Finding {
+	var out []Finding
+	type group struct {
+		key   string
+		units []*Node // children of p: the query, or a wrapper around it
+		dbs   []*Node
+	}
+	for _, p := range t.Nodes {
+		if len(p.Children) < d.MinRepetitions {
+			continue
+		}
+		var groups []*group
+		idx := map[string]*group{}
+		for _, c := range p.Children {
+			q := dbUnit(c)
+			if q == nil {
+				continue
+			}
+			_, shape := CallTarget(t, q)
+			key := DBSystem(q.Span) + "\x00" + shape
+			g := idx[key]
+			if g == nil {
+				g = &group{key: key}
+				idx[key] = g
+				groups = append(groups, g)
+			}
+			g.units = append(g.units, c)
+			g.dbs = append(g.dbs, q)
+		}
+		for _, g := range groups {
+			if len(g.units) < d.MinRepetitions {
+				continue
+			}
+			if f, ok := d.finding(t, p, g.units, g.dbs); ok {
+				out = append(out, f)
+			}
+		}
+	}
+	return out
+}
+
+// dbUnit returns the database span a child of the loop's parent stands
+// for: the child itself, or the only child of a wrapper span (Spring Data
+// repositories, ORM methods) around one query.
+func dbUnit(c *Node) *Node {
+	if IsDB(c) {
+		return c
+	}
+	if len(c.Children) == 1 && (c.Span.Kind == model.KindInternal || c.Span.Kind == model.KindUnspecified) &&
+		!IsCall(c) && IsDB(c.Children[0]) {
+		return c.Children[0]
+	}
+	return nil
+}
+
+func (d *NPlusOneQuery) finding(t *Trace, p *Node, units, nodes []*Node) (Finding, bool) {
+	var total, longest uint64
+	distinct := map[string]struct{}{}
+	for i, n := range nodes {
+		total += units[i].Duration()
+		longest = max(longest, units[i].Duration())
+		if len(distinct) < 2 {
+			distinct[DBStatement(n.Span)] = struct{}{}
+		}
+	}
+	if NS(total) < d.MinTotalMS {
+		return Finding{}, false
+	}
+	_, shape := CallTarget(t, nodes[0])
+	raw := DBStatement(nodes[0].Span)
+	// The same literal text again and again is not a loop over a list (it
+	// is a missing cache); with bind markers we cannot see the parameters
+	// and must trust the shape.
+	if len(distinct) == 1 && raw != shape && !strings.ContainsAny(raw, "?$:@") {
+		return Finding{}, false
+	}
+	system := DBSystem(nodes[0].Span)
+	crit := critUnder(t, units...)
+	// One batched query costs about as much as the slowest single one.
+	impact := subSat(crit, longest)
+
+	// The list query: the latest other-shaped database sibling that ended
+	// before the loop began.
+	var list *Node
+	first := units[0]
+	for _, c := range p.Children {
+		if c.Start() >= first.Start() {
+			break
+		}
+		if q := dbUnit(c); q != nil && c.End() <= first.Start()+1e6 {
+			if _, s := CallTarget(t, q); s != shape {
+				list = q
+			}
+		}
+	}
+	ev := NPlusOneEvidence{
+		Shape: shape, DBSystem: system, Count: len(nodes), TotalMS: roundMS(total), CriticalMS: roundMS(crit),
+		DistinctStatements: len(distinct), Parent: RefOf(t, p),
+		Hint: "batch the loop into one query: WHERE id IN (...) over the collected ids, or a JOIN with the list query",
+	}
+	if len(distinct) > 1 {
+		ev.DistinctStatements = countDistinctStatements(nodes)
+	}
+	if list != nil {
+		_, ls := CallTarget(t, list)
+		ev.ListQuery = &ListQueryRef{SpanRef: RefOf(t, list), Shape: ls}
+	}
+	ids := make([]string, len(nodes))
+	for i, n := range nodes {
+		ids[i] = n.Span.SpanID.String()
+	}
+	sev := SeverityForImpact(impact, critTotal(t))
+	if len(nodes) >= 20 && sev.Rank() < SeverityWarning.Rank() {
+		sev = SeverityWarning
+	}
+	entry := EntryOf(p)
+	title := fmt.Sprintf("%d %s queries of the same shape under %s (%s), %.0f ms in total",
+		len(nodes), system, displayOp(entry), clipText(shape, 80), NS(total))
+	if list != nil {
+		title = fmt.Sprintf("%d %s queries of the same shape after 1 list query under %s (%s), %.0f ms in total",
+			len(nodes), system, displayOp(entry), clipText(shape, 80), NS(total))
+	}
+	fix := "Load the rows in one query (WHERE id IN (...) or a JOIN"
+	if list != nil {
+		_, ls := CallTarget(t, list)
+		fix += " with " + clipText(ls, 80)
+	}
+	fix += ") or enable the ORM's eager loading / batch fetching for this association."
+	return Finding{
+		Kind: d.Kind(), Severity: sev, Title: title, SpanIDs: ids, ImpactMS: roundMS(impact), Evidence: ev, Fix: fix,
+	}, true
+}
+
+func countDistinctStatements(nodes []*Node) int {
+	seen := make(map[string]struct{}, len(nodes))
+	for _, n := range nodes {
+		seen[DBStatement(n.Span)] = struct{}{}
+	}
+	return len(seen)
+}

@@ -1,0 +1,339 @@
+package analyze
+
+import (
+	"fmt"
+	"strconv"
+	"strings"
+
+	"github.com/tracedx/tracedx/internal/model"
+)
+
+// RetryStorm finds a parent calling the same target again after a failed or
+// timed-out attempt, and multiplies the attempts of nested retry layers
+// (3 x 3 = 9 calls per user request).
+type RetryStorm struct {
+	MinAttempts int `yaml:"min_attempts"`
+	// A chain of fewer than AlwaysReportAttempts attempts is reported only
+	// when the failed attempts and back-off cost at least MinWastedMS: one
+	// quick retry that succeeded is a retry policy doing its job.
+	AlwaysReportAttempts int     `yaml:"always_report_attempts"`
+	MinWastedMS          float64 `yaml:"min_wasted_ms"`
+	// OverlapToleranceMS: an attempt may start this much before the previous
+	// one ended (clock granularity) and still count as a retry.
+	OverlapToleranceMS float64 `yaml:"overlap_tolerance_ms"`
+}
+
+// NewRetryStorm returns the detector with shared/patterns.md defaults.
+func NewRetryStorm() *RetryStorm {
+	return &RetryStorm{MinAttempts: 2, AlwaysReportAttempts: 3, MinWastedMS: 100, OverlapToleranceMS: 1}
+}
+
+func init() { Register(func() Detector { return NewRetryStorm() }) }
+
+// Kind implements Detector.
+func (*RetryStorm) Kind() string { return "retry_storm" }
+
+// RetryAttempt is one attempt of a retry chain.
+type RetryAttempt struct {
+	SpanRef
+	Failed  bool   `json:"failed"`
+	Outcome string `json:"outcome"`
+}
+
+// RetryLayer is one level of nested retries.
+type RetryLayer struct {
+	Service   string `json:"service"`
+	Operation string `json:"operation"`
+	// Attempts is the most attempts seen per caller at this layer.
+	Attempts int `json:"attempts"`
+	// Calls is how many calls this layer made in the whole trace.
+	Calls int `json:"calls"`
+}
+
+// RetryStormEvidence is the evidence of a retry_storm finding.
+type RetryStormEvidence struct {
+	Target        string         `json:"target"`
+	Operation     string         `json:"operation"`
+	Caller        SpanRef        `json:"caller"`
+	Attempts      []RetryAttempt `json:"attempts"`
+	FailedCount   int            `json:"failed_count"`
+	FinalOutcome  string         `json:"final_outcome"`
+	Layers        []RetryLayer   `json:"layers"`
+	Amplification int            `json:"amplification"`
+	WastedMS      float64        `json:"wasted_ms"`
+}
+
+type retryChain struct {
+	parent  *Node
+	service string
+	op      string
+	nodes   []*Node
+	outer   *retryChain
+	depth   int
+	nested  []*retryChain
+}
+
+// attemptFailed: the call failed, timed out, or its server side failed
+// while the client span forgot to say so.
+func attemptFailed(n *Node) bool {
+	if Failed(n) || (n.Span.StatusCode != model.StatusOK && IsTimeoutLike(n.Span)) {
+		return true
+	}
+	for _, c := range n.Children {
+		if c.Span.Kind == model.KindServer && Failed(c) {
+			return true
+		}
+	}
+	return false
+}
+
+// retryChainsOf splits calls to one target (sorted by start) into chains
+// where each attempt starts after the previous one failed and ended.
+func retryChainsOf(nodes []*Node, tolNS uint64) [][]*Node {
+	var chains [][]*Node
+	var cur []*Node
+	for _, n := range nodes {
+		if len(cur) > 0 {
+			prev := cur[len(cur)-1]
+			if n.Start()+tolNS >= prev.End() && attemptFailed(prev) {
+				cur = append(cur, n)
+				continue
+			}
+			if len(cur) >= 2 {
+				chains = append(chains, cur)
+			}
+		}
+		cur = []*Node{n}
+	}
+	if len(cur) >= 2 {
+		chains = append(chains, cur)
+	}
+	return chains
+}
+
+// groupCallsByTarget groups p's call children by CallTarget, in first-seen
+// order; each group keeps start order.
+func groupCallsByTarget(t *Trace, p *Node, keep func(*Node) bool) [][]*Node {
+	var groups [][]*Node
+	var idx map[[2]string]int
+	for _, c := range p.Children {
+		if !IsCall(c) || (keep != nil && !keep(c)) {
+			continue
+		}
+		svc, op := CallTarget(t, c)
+		k := [2]string{svc, op}
+		if idx == nil {
+			idx = map[[2]string]int{}
+		}
+		i, ok := idx[k]
+		if !ok {
+			i = len(groups)
+			idx[k] = i
+			groups = append(groups, nil)
+		}
+		groups[i] = append(groups[i], c)
+	}
+	return groups
+}
+
+// Detect implements Detector. Severity: critical when the amplification
+// reaches 9 calls per request or the request failed anyway after retrying
+// at the root's level; otherwise by the wasted critical-path time
+// (SeverityForImpact), at least warning when every attempt failed.
+func (d *RetryStorm) Detect(t *Trace, _ *Env) []Finding {
+	tol := uint64(d.OverlapToleranceMS * 1e6)
+	var chains []*retryChain
+	member := map[*Node]*retryChain{}
+	for _, p := range t.Nodes {
+		if len(p.Children) < 2 {
+			continue
+		}
+		for _, g := range groupCallsByTarget(t, p, nil) {
+			if len(g) < 2 {
+				continue
+			}
+			for _, nodes := range retryChainsOf(g, tol) {
+				svc, op := CallTarget(t, nodes[0])
+				rc := &retryChain{parent: p, service: svc, op: op, nodes: nodes}
+				chains = append(chains, rc)
+				for _, n := range nodes {
+					member[n] = rc
+				}
+			}
+		}
+	}
+	if len(chains) == 0 {
+		return nil
+	}
+	// Nest chains: the nearest enclosing attempt of another chain.
+	var tops []*retryChain
+	for _, rc := range chains {
+		for a := rc.parent; a != nil; a = a.Parent {
+			if o := member[a]; o != nil && o != rc {
+				rc.outer = o
+				break
+			}
+		}
+	}
+	for _, rc := range chains {
+		top := rc
+		for top.outer != nil {
+			top = top.outer
+			rc.depth++
+		}
+		if top == rc {
+			tops = append(tops, rc)
+		} else {
+			top.nested = append(top.nested, rc)
+		}
+	}
+	var out []Finding
+	for _, rc := range tops {
+		if f, ok := d.finding(t, rc); ok {
+			out = append(out, f)
+		}
+	}
+	return out
+}
+
+func (d *RetryStorm) finding(t *Trace, rc *retryChain) (Finding, bool) {
+	first, last := rc.nodes[0], rc.nodes[len(rc.nodes)-1]
+	lastFailed := attemptFailed(last)
+	var wasted uint64
+	var attempts []RetryAttempt
+	failed := 0
+	for i, n := range rc.nodes {
+		f := attemptFailed(n)
+		if f {
+			failed++
+		}
+		if i < len(rc.nodes)-1 || lastFailed {
+			wasted += n.Duration()
+		}
+		attempts = append(attempts, RetryAttempt{SpanRef: RefOf(t, n), Failed: f, Outcome: attemptOutcome(n, f)})
+	}
+	// Back-off between attempts is waiting too.
+	for i := 1; i < len(rc.nodes); i++ {
+		wasted += subSat(rc.nodes[i].Start(), rc.nodes[i-1].End())
+	}
+	if len(rc.nodes) < d.MinAttempts || (len(rc.nodes) < d.AlwaysReportAttempts && NS(wasted) < d.MinWastedMS) {
+		return Finding{}, false
+	}
+	// Layers: this chain, then nested chains grouped by depth and target.
+	layers := []RetryLayer{{Service: rc.service, Operation: rc.op, Attempts: len(rc.nodes), Calls: len(rc.nodes)}}
+	type lk struct {
+		depth   int
+		svc, op string
+	}
+	li := map[lk]int{}
+	ids := make([]string, 0, len(rc.nodes))
+	for _, n := range rc.nodes {
+		ids = append(ids, n.Span.SpanID.String())
+	}
+	for _, nc := range rc.nested {
+		k := lk{nc.depth, nc.service, nc.op}
+		i, ok := li[k]
+		if !ok {
+			i = len(layers)
+			li[k] = i
+			layers = append(layers, RetryLayer{Service: nc.service, Operation: nc.op})
+		}
+		layers[i].Attempts = max(layers[i].Attempts, len(nc.nodes))
+		layers[i].Calls += len(nc.nodes)
+		for _, n := range nc.nodes {
+			ids = append(ids, n.Span.SpanID.String())
+		}
+	}
+	// Amplification multiplies the worst layer at each depth.
+	perDepth := map[int]int{0: len(rc.nodes)}
+	for k, i := range li {
+		perDepth[k.depth] = max(perDepth[k.depth], layers[i].Attempts)
+	}
+	amp := 1
+	for _, a := range perDepth {
+		amp *= a
+	}
+	// Critical-path time a fix removes: everything before the successful
+	// attempt, or everything after the first failure when all failed.
+	lo, hi := first.Start(), last.Start()
+	if lastFailed {
+		lo, hi = first.End(), last.End()
+	}
+	impact := critWithin(t, rc.parent, lo, hi)
+
+	final := attempts[len(attempts)-1].Outcome
+	ev := RetryStormEvidence{
+		Target: rc.service, Operation: rc.op, Caller: RefOf(t, rc.parent), Attempts: attempts, FailedCount: failed,
+		FinalOutcome: final, Layers: layers, Amplification: amp, WastedMS: roundMS(wasted),
+	}
+	sev := SeverityForImpact(impact, critTotal(t))
+	if lastFailed && sev.Rank() < SeverityWarning.Rank() {
+		sev = SeverityWarning
+	}
+	if amp >= 9 || (lastFailed && rc.parent.Parent == nil && rc.parent.Failed()) {
+		sev = SeverityCritical
+	}
+	var title string
+	if len(layers) > 1 {
+		parts := make([]string, 0, len(perDepth))
+		for i := 0; i < len(perDepth); i++ {
+			parts = append(parts, strconv.Itoa(perDepth[i]))
+		}
+		title = fmt.Sprintf("%s retried %s %d times and nested retries multiply to %s = %d calls per request",
+			rc.parent.Span.Service, rc.service, len(rc.nodes), strings.Join(parts, " x "), amp)
+	} else {
+		outcome := "the last one succeeded"
+		if lastFailed {
+			outcome = "all failed"
+			if failed < len(rc.nodes) {
+				outcome = "the last one failed"
+			}
+		}
+		title = fmt.Sprintf("%d attempts to %s %s from %s, %s (%s)", len(rc.nodes), rc.service, clipText(rc.op, 60),
+			rc.parent.Span.Service, outcome, clipText(attempts[0].Outcome, 80))
+	}
+	fix := "Retry only idempotent calls on transient errors, with exponential back-off and jitter and a retry budget; " +
+		"retry at one layer only (usually the edge) and do not retry when the callee says it is overloaded."
+	return Finding{Kind: d.Kind(), Severity: sev, Title: title, SpanIDs: ids, ImpactMS: roundMS(impact), Evidence: ev, Fix: fix}, true
+}
+
+func attemptOutcome(n *Node, failed bool) string {
+	if !failed {
+		if code, ok := HTTPStatus(n.Span); ok {
+			return "HTTP " + strconv.Itoa(code)
+		}
+		return "ok"
+	}
+	var parts []string
+	if code, ok := HTTPStatus(n.Span); ok {
+		parts = append(parts, "HTTP "+strconv.Itoa(code))
+	}
+	msg := errorText(n.Span)
+	if msg == "" {
+		for _, c := range n.Children {
+			if c.Span.Kind == model.KindServer {
+				if msg = errorText(c.Span); msg != "" {
+					break
+				}
+			}
+		}
+	}
+	if msg != "" {
+		parts = append(parts, msg)
+	}
+	if len(parts) == 0 {
+		return "error"
+	}
+	return strings.Join(parts, ": ")
+}
+
+func errorText(s *model.Span) string {
+	typ, msg := ExceptionOf(s)
+	switch {
+	case msg != "" && typ != "":
+		return typ + ": " + msg
+	case msg != "":
+		return msg
+	}
+	return typ
+}

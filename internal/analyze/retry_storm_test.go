@@ -1,0 +1,36 @@
+package analyze
+
+import (
+	"testing"
+
+	"github.com/tracedx/tracedx/internal/model"
+)
+
+func TestRetryStormThresholds(t *testing.T) {
+	build := func(attempts [][3]float64) *Trace { // start, end, status
+		spans := []model.Span{p1Span(1, 0, "web", "GET /page", model.KindServer, 0, 2000)}
+		for i, a := range attempts {
+			spans = append(spans, p1Call(byte(10+i), 1, a[0], a[1], "http://api/v1/items/7", int64(a[2])))
+		}
+		return NewTrace(spans)
+	}
+	d := NewRetryStorm()
+	// One quick retry that worked: a policy doing its job.
+	if got := d.Detect(build([][3]float64{{10, 18, 503}, {28, 60, 200}}), nil); len(got) != 0 {
+		t.Fatal("quick single retry reported")
+	}
+	// Two attempts, but the failed one waited 800 ms.
+	got := d.Detect(build([][3]float64{{10, 810, 504}, {815, 900, 200}}), nil)
+	if len(got) != 1 || got[0].Evidence.(RetryStormEvidence).Amplification != 2 || !p1Near(got[0].ImpactMS, 805, 0.01) {
+		t.Fatalf("slow failed attempt: %+v", got)
+	}
+	// Concurrent calls, one failed: nothing was retried.
+	if got := d.Detect(build([][3]float64{{10, 100, 503}, {12, 100, 200}, {14, 100, 200}}), nil); len(got) != 0 {
+		t.Fatal("concurrent calls reported as retries")
+	}
+	// Three attempts always count.
+	got = d.Detect(build([][3]float64{{10, 15, 503}, {20, 25, 503}, {30, 35, 200}}), nil)
+	if len(got) != 1 || got[0].Evidence.(RetryStormEvidence).FailedCount != 2 {
+		t.Fatalf("three attempts: %+v", got)
+	}
+}

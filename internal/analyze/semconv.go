@@ -1,0 +1,510 @@
+package analyze
+
+import (
+	"net/url"
+	"slices"
+	"sort"
+	"strings"
+
+	"github.com/tracedx/tracedx/internal/model"
+)
+
+// Semantic-convention readers. Every helper reads the current name first and
+// the older one second, so traces from old and new SDKs diagnose alike.
+
+// IsServiceEntry: a SERVER or CONSUMER span, or a span without a parent in
+// the trace (a root, or an orphan whose parent never arrived).
+func IsServiceEntry(n *Node) bool {
+	if n == nil {
+		return false
+	}
+	return n.Parent == nil || n.Span.Kind == model.KindServer || n.Span.Kind == model.KindConsumer
+}
+
+// IsCall: a CLIENT or PRODUCER span, or an INTERNAL/unspecified span that
+// carries the attributes of an outgoing call (some database and HTTP client
+// libraries emit INTERNAL spans).
+func IsCall(n *Node) bool {
+	if n == nil {
+		return false
+	}
+	switch n.Span.Kind {
+	case model.KindClient, model.KindProducer:
+		return true
+	case model.KindInternal, model.KindUnspecified:
+		_, ok := n.Span.Attrs.First("db.system.name", "db.system", "http.request.method", "http.method",
+			"rpc.system", "messaging.system")
+		return ok
+	}
+	return false
+}
+
+// IsDB: a call to a database (db.system.name / db.system present). SERVER
+// spans of a database proxy are not calls and are excluded.
+func IsDB(n *Node) bool {
+	if n == nil || n.Span.Kind == model.KindServer || n.Span.Kind == model.KindConsumer {
+		return false
+	}
+	_, ok := n.Span.Attrs.First("db.system.name", "db.system")
+	return ok
+}
+
+// DBSystem returns db.system.name / db.system ("postgresql", "redis", ...).
+func DBSystem(s *model.Span) string { return s.Attrs.Str("db.system.name", "db.system") }
+
+// DBStatement returns db.query.text / db.statement, falling back to the
+// span name (which instrumentations set to "SELECT shop.orders" or "GET").
+func DBStatement(s *model.Span) string {
+	if v := s.Attrs.Str("db.query.text", "db.statement"); v != "" {
+		return v
+	}
+	if v := s.Attrs.Str("db.query.summary", "db.operation.name", "db.operation"); v != "" {
+		if c := s.Attrs.Str("db.collection.name", "db.sql.table", "db.mongodb.collection"); c != "" {
+			return v + " " + c
+		}
+		return v
+	}
+	return s.Name
+}
+
+// DBShape is the normalised statement of a database span.
+func DBShape(s *model.Span) string { return NormalizeStatement(DBStatement(s)) }
+
+// HTTPStatus returns http.response.status_code / http.status_code.
+func HTTPStatus(s *model.Span) (int, bool) {
+	v, ok := s.Attrs.First("http.response.status_code", "http.status_code")
+	if !ok {
+		return 0, false
+	}
+	i, ok := v.AsInt()
+	return int(i), ok && i > 0
+}
+
+// HTTPMethod returns http.request.method / http.method.
+func HTTPMethod(s *model.Span) string { return s.Attrs.Str("http.request.method", "http.method") }
+
+// HTTPRoute returns the route template (http.route), or "".
+func HTTPRoute(s *model.Span) string { return s.Attrs.Str("http.route") }
+
+// HTTPURL returns the raw URL or path of an HTTP span: url.full / http.url,
+// else url.path / http.target.
+func HTTPURL(s *model.Span) string {
+	return s.Attrs.Str("url.full", "http.url", "url.path", "http.target")
+}
+
+// HTTPPath returns the route template when known, else the normalised URL
+// path, else "".
+func HTTPPath(s *model.Span) string {
+	if r := HTTPRoute(s); r != "" {
+		return r
+	}
+	if u := HTTPURL(s); u != "" {
+		return NormalizeURL(u)
+	}
+	return ""
+}
+
+// PeerService returns peer.service (set by the caller to name the callee).
+func PeerService(s *model.Span) string { return s.Attrs.Str("peer.service") }
+
+// ServerAddress returns server.address / net.peer.name, else the host of
+// url.full / http.url.
+func ServerAddress(s *model.Span) string {
+	if v := s.Attrs.Str("server.address", "net.peer.name"); v != "" {
+		return v
+	}
+	if raw := s.Attrs.Str("url.full", "http.url"); raw != "" {
+		if u, err := url.Parse(raw); err == nil && u.Hostname() != "" {
+			return u.Hostname()
+		}
+	}
+	return ""
+}
+
+// CallTarget names what a call talks to (shared/patterns.md, "target of a
+// call"): service is peer.service, else server.address / net.peer.name, else
+// the service of the child SERVER/CONSUMER span, else db.system or the
+// messaging system; operation is the route template (from the call or its
+// server child), the rpc method, the messaging destination, or the
+// normalised statement. Results are memoised in t (nil t: no memo), so
+// detectors may call it freely; the Trace is not safe for concurrent use
+// anyway (its critical path is memoised the same way).
+func CallTarget(t *Trace, n *Node) (service, operation string) {
+	if t == nil || n.Index < 0 || n.Index >= len(t.Nodes) || t.Nodes[n.Index] != n {
+		return callTarget(n)
+	}
+	memo := memoOf(t)
+	if memo.calls == nil {
+		memo.calls = make([]callMemo, len(t.Nodes))
+	}
+	m := &memo.calls[n.Index]
+	if !m.done {
+		m.service, m.operation = callTarget(n)
+		m.done = true
+	}
+	return m.service, m.operation
+}
+
+type callMemo struct {
+	done               bool
+	service, operation string
+}
+
+func callTarget(n *Node) (service, operation string) {
+	s := n.Span
+	var server *Node
+	for _, c := range n.Children {
+		if (c.Span.Kind == model.KindServer || c.Span.Kind == model.KindConsumer) && c.Span.Service != s.Service {
+			server = c
+			break
+		}
+	}
+	service = PeerService(s)
+	if service == "" {
+		service = ServerAddress(s)
+	}
+	if service == "" && server != nil {
+		service = server.Span.Service
+	}
+	if service == "" {
+		service = DBSystem(s)
+	}
+	if service == "" {
+		service = s.Attrs.Str("messaging.system", "rpc.service")
+	}
+
+	switch {
+	case IsDB(n):
+		operation = DBShape(s)
+	case s.Attrs.Str("rpc.system") != "" || s.Attrs.Str("rpc.method") != "":
+		m := s.Attrs.Str("rpc.method")
+		if svc := s.Attrs.Str("rpc.service"); svc != "" && m != "" && !strings.Contains(m, "/") {
+			operation = svc + "/" + m
+		} else if m != "" {
+			operation = m
+		} else {
+			operation = s.Name
+		}
+	case s.Attrs.Str("messaging.system") != "":
+		dest := s.Attrs.Str("messaging.destination.name", "messaging.destination")
+		op := s.Attrs.Str("messaging.operation.type", "messaging.operation")
+		if op == "" {
+			op = "publish"
+		}
+		operation = strings.TrimSpace(op + " " + dest)
+	case HTTPMethod(s) != "":
+		path := HTTPRoute(s)
+		if path == "" && server != nil {
+			path = HTTPRoute(server.Span)
+		}
+		if path == "" {
+			path = HTTPPath(s)
+		}
+		if path == "" {
+			path = NormalizeURL(s.Name)
+		}
+		operation = strings.TrimSpace(HTTPMethod(s) + " " + path)
+	default:
+		operation = NormalizeURL(s.Name)
+	}
+	if service == "" {
+		service = s.Service
+	}
+	return service, operation
+}
+
+// EntryOf returns the nearest service-entry ancestor-or-self of n.
+func EntryOf(n *Node) *Node {
+	for p := n; p != nil; p = p.Parent {
+		if IsServiceEntry(p) {
+			return p
+		}
+	}
+	return nil
+}
+
+// grpcFailure holds the gRPC codes that mean the callee failed (UNKNOWN,
+// DEADLINE_EXCEEDED, RESOURCE_EXHAUSTED, ABORTED, INTERNAL, UNAVAILABLE,
+// DATA_LOSS); codes such as NOT_FOUND or INVALID_ARGUMENT are answers.
+var grpcFailure = map[int64]bool{2: true, 4: true, 8: true, 10: true, 13: true, 14: true, 15: true}
+
+// Failed reports whether a span failed. Decision: status ERROR; or an HTTP
+// status ≥ 500 on any span kind (instrumentations forget to set the status);
+// or 408/429, which are not the caller's fault and are what retries react
+// to; or a failing gRPC code; or the OpenTracing `error=true` tag. Other 4xx
+// are answers to the caller (404 on a lookup is normal) and are not
+// failures.
+func Failed(n *Node) bool {
+	s := n.Span
+	if s.StatusCode == model.StatusError {
+		return true
+	}
+	if s.StatusCode == model.StatusOK {
+		// An explicit OK is the instrumentation's final word.
+		return false
+	}
+	if code, ok := HTTPStatus(s); ok && (code >= 500 || code == 408 || code == 429) {
+		return true
+	}
+	if v, ok := s.Attrs.Get("rpc.grpc.status_code"); ok {
+		if c, ok := v.AsInt(); ok && grpcFailure[c] {
+			return true
+		}
+	}
+	if v, ok := s.Attrs.Get("error"); ok && v.Type == model.TypeBool && v.Bool {
+		return true
+	}
+	return false
+}
+
+// IsTimeoutLike reports whether a span ended because something timed out:
+// its status message, error.type, exception events or attributes mention a
+// timeout or deadline, or it carries HTTP 504/408 or gRPC DEADLINE_EXCEEDED.
+func IsTimeoutLike(s *model.Span) bool {
+	if mentionsTimeout(s.StatusMessage) || mentionsTimeout(s.Attrs.Str("error.type")) ||
+		mentionsTimeout(s.Attrs.Str("exception.type")) || mentionsTimeout(s.Attrs.Str("exception.message")) {
+		return true
+	}
+	for i := range s.Events {
+		e := &s.Events[i]
+		if e.Name != "exception" {
+			continue
+		}
+		if mentionsTimeout(e.Attrs.Str("exception.type")) || mentionsTimeout(e.Attrs.Str("exception.message")) {
+			return true
+		}
+	}
+	if code, ok := HTTPStatus(s); ok && (code == 504 || code == 408) {
+		return true
+	}
+	if v, ok := s.Attrs.Get("rpc.grpc.status_code"); ok {
+		if c, ok := v.AsInt(); ok && c == 4 {
+			return true
+		}
+	}
+	return false
+}
+
+func mentionsTimeout(s string) bool {
+	if s == "" {
+		return false
+	}
+	l := strings.ToLower(s)
+	return strings.Contains(l, "timeout") || strings.Contains(l, "timed out") ||
+		strings.Contains(l, "deadline") || strings.Contains(l, "time-out") || strings.Contains(l, "time out")
+}
+
+// ExceptionOf returns the type and message of the span's first exception
+// event, else of exception.* / error.type attributes, else the status
+// message.
+func ExceptionOf(s *model.Span) (typ, msg string) {
+	for i := range s.Events {
+		e := &s.Events[i]
+		if e.Name == "exception" {
+			return e.Attrs.Str("exception.type"), e.Attrs.Str("exception.message")
+		}
+	}
+	typ = s.Attrs.Str("exception.type", "error.type")
+	msg = s.Attrs.Str("exception.message")
+	if msg == "" {
+		msg = s.StatusMessage
+	}
+	return typ, msg
+}
+
+// SpanRef names one span in evidence.
+type SpanRef struct {
+	SpanID     string  `json:"span_id"`
+	Service    string  `json:"service"`
+	Operation  string  `json:"operation"`
+	DurationMS float64 `json:"duration_ms"`
+	// StartMS is the offset from the start of the trace's main root.
+	StartMS float64 `json:"start_ms"`
+}
+
+// RefOf describes n for evidence.
+func RefOf(t *Trace, n *Node) SpanRef {
+	var base uint64
+	if r := t.Root(); r != nil {
+		base = r.Start()
+	}
+	var off float64
+	if n.Start() > base {
+		off = NS(n.Start() - base)
+	}
+	return SpanRef{SpanID: n.Span.SpanID.String(), Service: n.Span.Service, Operation: n.Span.Name,
+		DurationMS: NS(n.Duration()), StartMS: off}
+}
+
+// SeverityForImpact grades a finding by the critical-path time a fix would
+// remove: critical when it is at least half of the request and at least
+// 500 ms, warning when it is at least a fifth of the request or 200 ms,
+// info otherwise (worth knowing, not worth a page).
+func SeverityForImpact(impactNS, totalNS uint64) Severity {
+	share := 0.0
+	if totalNS > 0 {
+		share = float64(impactNS) / float64(totalNS)
+	}
+	switch {
+	case share >= 0.5 && impactNS >= 500e6:
+		return SeverityCritical
+	case share >= 0.2 || impactNS >= 200e6:
+		return SeverityWarning
+	}
+	return SeverityInfo
+}
+
+// detectMemo is derived once per trace; see Trace.memo.
+type detectMemo struct {
+	calls []callMemo
+	// Pre-order interval of each node by index: m is in n's subtree iff
+	// pre[n] <= pre[m] < post[n].
+	pre, post []int32
+	cp        *CriticalPath
+	total     uint64
+}
+
+func memoOf(t *Trace) *detectMemo {
+	if t.memo == nil {
+		t.memo = &detectMemo{}
+	}
+	return t.memo
+}
+
+// pathIndex prepares the Euler intervals and the critical path.
+func pathIndex(t *Trace) *detectMemo {
+	m := memoOf(t)
+	if m.cp != nil {
+		return m
+	}
+	m.pre = make([]int32, len(t.Nodes))
+	m.post = make([]int32, len(t.Nodes))
+	for i := range m.pre {
+		m.pre[i] = -1
+	}
+	var clock int32
+	type fr struct {
+		n    *Node
+		next int
+	}
+	stack := make([]fr, 0, 64)
+	for _, r := range t.Roots {
+		stack = append(stack, fr{n: r})
+		m.pre[r.Index] = clock
+		clock++
+		for len(stack) > 0 {
+			f := &stack[len(stack)-1]
+			if f.next < len(f.n.Children) {
+				c := f.n.Children[f.next]
+				f.next++
+				m.pre[c.Index] = clock
+				clock++
+				stack = append(stack, fr{n: c})
+				continue
+			}
+			m.post[f.n.Index] = clock
+			stack = stack[:len(stack)-1]
+		}
+	}
+	m.cp = t.CriticalPath()
+	m.total = m.cp.Total()
+	return m
+}
+
+// critTotal is the critical path's length, computed once.
+func critTotal(t *Trace) uint64 { return pathIndex(t).total }
+
+// critUnder is CriticalPath.TimeUnder in O(k log S + segments inside the
+// nodes' time windows): segments of a subtree lie inside the subtree
+// root's [start, end], so a binary search finds them, and pre-order
+// intervals test membership without walking ancestors.
+func critUnder(t *Trace, nodes ...*Node) uint64 {
+	m := pathIndex(t)
+	if len(nodes) == 0 {
+		return 0
+	}
+	// Drop nodes inside another node of the set so nothing counts twice.
+	sorted := slices.Clone(nodes)
+	slices.SortFunc(sorted, func(a, b *Node) int { return int(m.pre[a.Index]) - int(m.pre[b.Index]) })
+	var total uint64
+	var keptPost int32 = -1
+	for _, n := range sorted {
+		p := m.pre[n.Index]
+		if p < 0 || p < keptPost {
+			continue
+		}
+		keptPost = m.post[n.Index]
+		total += m.within(n, n.Start(), n.End())
+	}
+	return total
+}
+
+// critWithin is the critical-path time inside [lo, hi) spent in under or
+// its descendants.
+func critWithin(t *Trace, under *Node, lo, hi uint64) uint64 {
+	m := pathIndex(t)
+	if m.pre[under.Index] < 0 {
+		return 0
+	}
+	return m.within(under, max(lo, under.Start()), min(hi, under.End()))
+}
+
+func (m *detectMemo) within(n *Node, lo, hi uint64) uint64 {
+	segs := m.cp.Segments
+	i := sort.Search(len(segs), func(i int) bool { return segs[i].End > lo })
+	pre, post := m.pre[n.Index], m.post[n.Index]
+	var total uint64
+	for ; i < len(segs) && segs[i].Start < hi; i++ {
+		s := segs[i]
+		if q := m.pre[s.Node.Index]; q < pre || q >= post {
+			continue
+		}
+		total += min(s.End, hi) - max(s.Start, lo)
+	}
+	return total
+}
+
+// displayOp names a span for titles: its route for entries, else its name.
+func displayOp(n *Node) string {
+	if n == nil {
+		return "?"
+	}
+	if m, r := HTTPMethod(n.Span), HTTPRoute(n.Span); m != "" && r != "" && n.Span.Kind == model.KindServer {
+		return m + " " + r
+	}
+	return n.Span.Name
+}
+
+func clipText(s string, n int) string {
+	if len(s) <= n {
+		return s
+	}
+	return s[:n] + "…"
+}
+
+func roundMS(ns uint64) float64 { return float64(int64(NS(ns)*10+0.5)) / 10 }
+
+func sharePct(part, whole uint64) float64 {
+	if whole == 0 {
+		return 0
+	}
+	return float64(int64(float64(part)/float64(whole)*1000+0.5)) / 10
+}
+
+// subSat subtracts without wrapping.
+func subSat(a, b uint64) uint64 {
+	if a < b {
+		return 0
+	}
+	return a - b
+}
+
+// spanLabel names a span for titles: "checkout → payment-service
+// POST /v1/charges" for calls, "payment-service POST /api/payments" else.
+func spanLabel(t *Trace, n *Node) string {
+	if IsCall(n) {
+		svc, op := CallTarget(t, n)
+		return n.Span.Service + " → " + svc + " " + clipText(op, 60)
+	}
+	return n.Span.Service + " " + clipText(displayOp(n), 60)
+}

@@ -1,0 +1,121 @@
+package analyze
+
+import (
+	"testing"
+
+	"github.com/tracedx/tracedx/internal/model"
+)
+
+func p1Span(id, parent byte, service, name string, kind model.SpanKind, startMS, endMS float64, attrs ...model.Attr) model.Span {
+	s := model.Span{
+		TraceID: model.TraceID{1}, SpanID: model.SpanID{0, 0, 0, 0, 0, 0, 1, id}, Name: name, Kind: kind, Service: service,
+		StartUnixNano: 1_700_000_000_000_000_000 + uint64(startMS*1e6), EndUnixNano: 1_700_000_000_000_000_000 + uint64(endMS*1e6),
+		Attrs: attrs,
+	}
+	if parent != 0 {
+		s.ParentSpanID = model.SpanID{0, 0, 0, 0, 0, 0, 1, parent}
+	}
+	return s
+}
+
+func p1Node(t *Trace, id byte) *Node { return t.ByID[model.SpanID{0, 0, 0, 0, 0, 0, 1, id}] }
+
+func TestSemconvReadsOldAndNewNames(t *testing.T) {
+	a := model.Attr{Key: "http.response.status_code", Value: model.Int(503)}
+	b := model.Attr{Key: "http.status_code", Value: model.Str("502")}
+	for _, c := range []struct {
+		attr model.Attr
+		want int
+	}{{a, 503}, {b, 502}} {
+		s := p1Span(1, 0, "x", "GET", model.KindClient, 0, 1, c.attr)
+		if got, ok := HTTPStatus(&s); !ok || got != c.want {
+			t.Errorf("HTTPStatus = %d,%v want %d", got, ok, c.want)
+		}
+	}
+	old := p1Span(1, 0, "x", "q", model.KindClient, 0, 1, model.Attr{Key: "db.system", Value: model.Str("mysql")},
+		model.Attr{Key: "db.statement", Value: model.Str("SELECT 1")})
+	cur := p1Span(1, 0, "x", "q", model.KindClient, 0, 1, model.Attr{Key: "db.system.name", Value: model.Str("postgresql")},
+		model.Attr{Key: "db.query.text", Value: model.Str("SELECT 2")})
+	bare := p1Span(1, 0, "x", "SELECT shop.orders", model.KindClient, 0, 1, model.Attr{Key: "db.system", Value: model.Str("postgresql")})
+	if DBSystem(&old) != "mysql" || DBStatement(&old) != "SELECT 1" || DBSystem(&cur) != "postgresql" || DBStatement(&cur) != "SELECT 2" {
+		t.Error("db.* old/new names not both read")
+	}
+	if DBStatement(&bare) != "SELECT shop.orders" {
+		t.Errorf("DBStatement fallback = %q", DBStatement(&bare))
+	}
+}
+
+func TestCallTargetAndKinds(t *testing.T) {
+	spans := []model.Span{
+		p1Span(1, 0, "frontend", "GET /checkout", model.KindServer, 0, 100),
+		p1Span(2, 1, "frontend", "GET", model.KindClient, 5, 50,
+			model.Attr{Key: "http.request.method", Value: model.Str("GET")},
+			model.Attr{Key: "url.full", Value: model.Str("http://cart:8080/cart/12345?x=1")}),
+		p1Span(3, 2, "cart", "GET /cart/{id}", model.KindServer, 6, 49,
+			model.Attr{Key: "http.route", Value: model.Str("/cart/{id}")}),
+		p1Span(4, 1, "frontend", "query", model.KindInternal, 50, 60,
+			model.Attr{Key: "db.system", Value: model.Str("postgresql")},
+			model.Attr{Key: "db.statement", Value: model.Str("SELECT * FROM a WHERE id = 7")},
+			model.Attr{Key: "peer.service", Value: model.Str("orders-db")}),
+		p1Span(5, 1, "frontend", "/inventory.Inventory/GetStock", model.KindClient, 60, 70,
+			model.Attr{Key: "rpc.system", Value: model.Str("grpc")}, model.Attr{Key: "rpc.service", Value: model.Str("inventory.Inventory")},
+			model.Attr{Key: "rpc.method", Value: model.Str("GetStock")}, model.Attr{Key: "net.peer.name", Value: model.Str("inventory")},
+			model.Attr{Key: "rpc.grpc.status_code", Value: model.Int(4)}),
+		p1Span(6, 1, "frontend", "render", model.KindInternal, 70, 80),
+	}
+	tr := NewTrace(spans)
+	cases := []struct {
+		id       byte
+		svc, op  string
+		call, db bool
+	}{
+		{2, "cart", "GET /cart/{id}", true, false},
+		{4, "orders-db", "SELECT * FROM a WHERE id = ?", true, true},
+		{5, "inventory", "inventory.Inventory/GetStock", true, false},
+	}
+	for _, c := range cases {
+		n := p1Node(tr, c.id)
+		svc, op := CallTarget(tr, n)
+		if svc != c.svc || op != c.op {
+			t.Errorf("CallTarget(%d) = %q,%q want %q,%q", c.id, svc, op, c.svc, c.op)
+		}
+		if IsCall(n) != c.call || IsDB(n) != c.db {
+			t.Errorf("span %d IsCall=%v IsDB=%v", c.id, IsCall(n), IsDB(n))
+		}
+	}
+	if IsCall(p1Node(tr, 6)) || IsCall(p1Node(tr, 1)) {
+		t.Error("plain internal span and server span are not calls")
+	}
+	if EntryOf(p1Node(tr, 3)) != p1Node(tr, 3) || EntryOf(p1Node(tr, 4)) != p1Node(tr, 1) {
+		t.Error("EntryOf wrong")
+	}
+	if !Failed(p1Node(tr, 5)) || !IsTimeoutLike(p1Node(tr, 5).Span) {
+		t.Error("gRPC DEADLINE_EXCEEDED must be failed and timeout-like")
+	}
+	if Failed(p1Node(tr, 2)) {
+		t.Error("span without error is not failed")
+	}
+}
+
+func TestFailedAndTimeout(t *testing.T) {
+	mk := func(code model.StatusCode, msg string, attrs ...model.Attr) *Node {
+		s := p1Span(1, 0, "x", "op", model.KindClient, 0, 1, attrs...)
+		s.StatusCode, s.StatusMessage = code, msg
+		return NewTrace([]model.Span{s}).Root()
+	}
+	st := func(c int64) model.Attr { return model.Attr{Key: "http.status_code", Value: model.Int(c)} }
+	if !Failed(mk(model.StatusError, "")) || !Failed(mk(model.StatusUnset, "", st(503))) || !Failed(mk(model.StatusUnset, "", st(429))) {
+		t.Error("ERROR, 503 and 429 are failures")
+	}
+	if Failed(mk(model.StatusUnset, "", st(404))) || Failed(mk(model.StatusOK, "", st(500))) {
+		t.Error("404 is an answer; explicit OK wins")
+	}
+	n := mk(model.StatusError, "")
+	n.Span.Events = []model.Event{{Name: "exception", Attrs: model.Attrs{{Key: "exception.type", Value: model.Str("java.net.SocketTimeoutException")}}}}
+	if !IsTimeoutLike(n.Span) || !IsTimeoutLike(mk(model.StatusError, "context deadline exceeded").Span) {
+		t.Error("timeout exception / deadline message must be timeout-like")
+	}
+	if IsTimeoutLike(mk(model.StatusError, "connection refused").Span) {
+		t.Error("connection refused is not a timeout")
+	}
+}

@@ -1,0 +1,143 @@
+package analyze
+
+import (
+	"fmt"
+
+	"github.com/tracedx/tracedx/internal/model"
+)
+
+// SequentialCalls finds calls to different targets that run one after
+// another, back to back, though nothing in the trace shows that one needs
+// the other's answer: running them concurrently would cost only the
+// slowest.
+type SequentialCalls struct {
+	MinCalls int `yaml:"min_calls"`
+	// MaxGapMS: each call starts within this of the previous call's end.
+	MaxGapMS    float64 `yaml:"max_gap_ms"`
+	MinTotalMS  float64 `yaml:"min_total_ms"`
+	MinShare    float64 `yaml:"min_share"` // of the parent, 0..1
+	IncludeDB   bool    `yaml:"include_db"`
+	MinSavingMS float64 `yaml:"min_saving_ms"`
+}
+
+// NewSequentialCalls returns the detector with shared/patterns.md defaults.
+// Database statements are left out by default: consecutive statements of
+// one handler usually depend on each other (same transaction).
+func NewSequentialCalls() *SequentialCalls {
+	return &SequentialCalls{MinCalls: 3, MaxGapMS: 5, MinTotalMS: 100, MinShare: 0.5}
+}
+
+func init() { Register(func() Detector { return NewSequentialCalls() }) }
+
+// Kind implements Detector.
+func (*SequentialCalls) Kind() string { return "sequential_calls" }
+
+// SequentialCall is one call of a sequence.
+type SequentialCall struct {
+	SpanRef
+	Target      string  `json:"target"`
+	TargetOp    string  `json:"target_operation"`
+	GapBeforeMS float64 `json:"gap_before_ms"`
+}
+
+// SequentialCallsEvidence is the evidence of a sequential_calls finding.
+type SequentialCallsEvidence struct {
+	Parent   SpanRef          `json:"parent"`
+	Calls    []SequentialCall `json:"calls"`
+	SumMS    float64          `json:"sum_ms"`
+	MaxMS    float64          `json:"max_ms"`
+	SharePct float64          `json:"share_pct"`
+	// SavingMS is what running the calls concurrently would save (sum - max).
+	SavingMS float64 `json:"saving_ms"`
+}
+
+// Detect implements Detector. Severity by the critical-path saving
+// (SeverityForImpact).
+func (d *SequentialCalls) Detect(t *Trace, _ *Env) []Finding {
+	maxGap := uint64(d.MaxGapMS * 1e6)
+	var out []Finding
+	var chain []*Node
+	var calls []*Node
+	for _, p := range t.Nodes {
+		if len(p.Children) < d.MinCalls {
+			continue
+		}
+		calls = calls[:0]
+		for _, c := range p.Children {
+			if !IsCall(c) || c.Span.Kind == model.KindProducer || c.Span.Attrs.Str("messaging.system") != "" {
+				continue
+			}
+			if IsDB(c) && !d.IncludeDB {
+				continue
+			}
+			calls = append(calls, c)
+		}
+		chain = chain[:0]
+		flush := func() {
+			if f, ok := d.finding(t, p, chain); ok {
+				out = append(out, f)
+			}
+		}
+		for _, c := range calls {
+			if len(chain) > 0 {
+				prev := chain[len(chain)-1]
+				ps, po := CallTarget(t, prev)
+				cs, co := CallTarget(t, c)
+				if c.Start() >= prev.End() && c.Start()-prev.End() <= maxGap && (ps != cs || po != co) {
+					chain = append(chain, c)
+					continue
+				}
+				flush()
+				chain = chain[:0]
+			}
+			chain = append(chain, c)
+		}
+		flush()
+	}
+	return out
+}
+
+func (d *SequentialCalls) finding(t *Trace, p *Node, chain []*Node) (Finding, bool) {
+	if len(chain) < d.MinCalls {
+		return Finding{}, false
+	}
+	targets := map[[2]string]struct{}{}
+	var sum, longest uint64
+	for _, c := range chain {
+		s, o := CallTarget(t, c)
+		targets[[2]string{s, o}] = struct{}{}
+		sum += c.Duration()
+		longest = max(longest, c.Duration())
+	}
+	if len(targets) < d.MinCalls || NS(sum) < d.MinTotalMS || p.Duration() == 0 ||
+		float64(sum) < d.MinShare*float64(p.Duration()) {
+		return Finding{}, false
+	}
+	saving := sum - longest
+	if NS(saving) < d.MinSavingMS {
+		return Finding{}, false
+	}
+	impact := subSat(critUnder(t, chain...), longest)
+	ev := SequentialCallsEvidence{Parent: RefOf(t, p), SumMS: roundMS(sum), MaxMS: roundMS(longest),
+		SharePct: sharePct(sum, p.Duration()), SavingMS: roundMS(saving)}
+	ids := make([]string, len(chain))
+	var prevEnd uint64
+	for i, c := range chain {
+		s, o := CallTarget(t, c)
+		sc := SequentialCall{SpanRef: RefOf(t, c), Target: s, TargetOp: o}
+		if i > 0 {
+			sc.GapBeforeMS = roundMS(subSat(c.Start(), prevEnd))
+		}
+		prevEnd = c.End()
+		ev.Calls = append(ev.Calls, sc)
+		ids[i] = c.Span.SpanID.String()
+	}
+	title := fmt.Sprintf("%d independent-looking calls run one after another under %s: %.0f ms in sequence vs %.0f ms for the slowest",
+		len(chain), displayOp(p), NS(sum), NS(longest))
+	return Finding{
+		Kind: d.Kind(), Severity: SeverityForImpact(impact, critTotal(t)), Title: title, SpanIDs: ids,
+		ImpactMS: roundMS(impact), Evidence: ev,
+		Fix: "If the calls do not need each other's results, issue them concurrently (errgroup, CompletableFuture.allOf, " +
+			"Promise.all, asyncio.gather) so the caller waits only for the slowest.",
+	}, true
+}

@@ -1,0 +1,235 @@
+package analyze
+
+import (
+	"fmt"
+	"strings"
+)
+
+// TimeoutCascade finds a chain of ancestors that all fail after waiting
+// for the same thing: durations within a few ms of each other, or sitting
+// on round timeout values. Each layer only passed the timeout up.
+type TimeoutCascade struct {
+	MinChain int `yaml:"min_chain"`
+	// LayerGapMS: how close two layers' durations (or ends) must be.
+	LayerGapMS float64 `yaml:"layer_gap_ms"`
+	// MinUsualPresence: a usual child call (from history) present in at
+	// least this share of earlier requests and absent here never started.
+	MinUsualPresence float64 `yaml:"min_usual_presence"`
+}
+
+// NewTimeoutCascade returns the detector with shared/patterns.md defaults.
+func NewTimeoutCascade() *TimeoutCascade {
+	return &TimeoutCascade{MinChain: 2, LayerGapMS: 10, MinUsualPresence: 0.9}
+}
+
+func init() { Register(func() Detector { return NewTimeoutCascade() }) }
+
+// Kind implements Detector.
+func (*TimeoutCascade) Kind() string { return "timeout_cascade" }
+
+// roundTimeoutsMS are the values people configure timeouts to.
+var roundTimeoutsMS = []float64{1000, 5000, 10000, 30000, 60000}
+
+// roundTimeout reports the round timeout value a duration sits on (within
+// 1 %, and never shorter than it: a timer fires at or after its value).
+func roundTimeout(durNS uint64) (float64, bool) {
+	d := NS(durNS)
+	for _, v := range roundTimeoutsMS {
+		if d >= v*0.999 && d <= v*1.01 {
+			return v, true
+		}
+	}
+	return 0, false
+}
+
+// CascadeLayer is one span of the chain.
+type CascadeLayer struct {
+	SpanRef
+	WaitedMS    float64 `json:"waited_ms"`
+	TimeoutLike bool    `json:"timeout_like"`
+	Message     string  `json:"message,omitempty"`
+}
+
+// TimeoutCascadeEvidence is the evidence of a timeout_cascade finding.
+type TimeoutCascadeEvidence struct {
+	Origin CascadeLayer `json:"origin"`
+	// Layers from the outermost down to the origin.
+	Layers []CascadeLayer `json:"layers"`
+	// TimeoutMS is the round value the chain sits on, else the origin's wait.
+	TimeoutMS    float64 `json:"timeout_ms"`
+	RoundTimeout bool    `json:"round_timeout"`
+	// NeverStarted lists calls usually made (history) that this request
+	// never reached because it was stuck waiting.
+	NeverStarted []string `json:"never_started,omitempty"`
+	// Occurrences counts identical chains under the same parent (retries).
+	Occurrences int `json:"occurrences"`
+}
+
+func (d *TimeoutCascade) linked(p, c *Node) bool {
+	if !Failed(p) || !Failed(c) {
+		return false
+	}
+	gap := uint64(d.LayerGapMS * 1e6)
+	pd, cd := p.Duration(), c.Duration()
+	if subSat(pd, cd) <= gap && subSat(cd, pd) <= gap {
+		return true
+	}
+	if c.End() <= p.End() && p.End()-c.End() <= gap && cd*2 >= pd {
+		return true
+	}
+	// Round values link layers with different timeouts, but only when the
+	// parent really waited for the child: a child that outlived its parent
+	// is a timeout_mismatch, the parent gave up on its own.
+	_, pr := roundTimeout(pd)
+	_, cr := roundTimeout(cd)
+	return pr && (cr || IsTimeoutLike(c.Span)) && cd <= pd+gap
+}
+
+// Detect implements Detector. Chains without any sign of a timeout (a fast
+// error passed up quickly also has layers of equal duration) are
+// error_origin's, not ours. Severity: critical when the chain reaches the
+// trace root or spans 3+ layers, warning otherwise.
+func (d *TimeoutCascade) Detect(t *Trace, env *Env) []Finding {
+	var hist History = NoHistory{}
+	if env != nil && env.History != nil {
+		hist = env.History
+	}
+	var out []Finding
+	// Identical chains under one parent (each attempt of a retry loop)
+	// are one finding with a count.
+	type sig struct {
+		parent *Node
+		layers string
+	}
+	seen := map[sig]int{}
+	for _, top := range t.Nodes {
+		if !Failed(top) || (top.Parent != nil && d.linked(top.Parent, top)) {
+			continue
+		}
+		chain := []*Node{top}
+		for cur := top; ; {
+			var next *Node
+			for _, c := range cur.Children {
+				if d.linked(cur, c) && (next == nil || c.Duration() > next.Duration()) {
+					next = c
+				}
+			}
+			if next == nil {
+				break
+			}
+			chain = append(chain, next)
+			cur = next
+		}
+		if len(chain) < d.MinChain {
+			continue
+		}
+		var b strings.Builder
+		for _, n := range chain {
+			b.WriteString(n.Span.Service + "\x00" + n.Span.Name + "\x01")
+		}
+		k := sig{top.Parent, b.String()}
+		if i, dup := seen[k]; dup {
+			ev := out[i].Evidence.(TimeoutCascadeEvidence)
+			ev.Occurrences++
+			out[i].Evidence = ev
+			continue
+		}
+		if f, ok := d.finding(t, hist, chain); ok {
+			seen[k] = len(out)
+			out = append(out, f)
+		}
+	}
+	for i := range out {
+		if n := out[i].Evidence.(TimeoutCascadeEvidence).Occurrences; n > 1 {
+			out[i].Title += fmt.Sprintf(" (the same chain %d times under one caller)", n)
+		}
+	}
+	return out
+}
+
+func (d *TimeoutCascade) finding(t *Trace, hist History, chain []*Node) (Finding, bool) {
+	origin := chain[len(chain)-1]
+	evidence := false
+	var round float64
+	layers := make([]CascadeLayer, len(chain))
+	ids := make([]string, len(chain))
+	for i, n := range chain {
+		tl := IsTimeoutLike(n.Span)
+		v, on := roundTimeout(n.Duration())
+		if on && round == 0 {
+			round = v
+		}
+		evidence = evidence || tl || on
+		_, msg := ExceptionOf(n.Span)
+		layers[i] = CascadeLayer{SpanRef: RefOf(t, n), WaitedMS: roundMS(n.Duration()), TimeoutLike: tl, Message: clipText(msg, 200)}
+		ids[i] = n.Span.SpanID.String()
+	}
+	if !evidence {
+		return Finding{}, false
+	}
+	if v, on := roundTimeout(origin.Duration()); on {
+		round = v
+	}
+	ev := TimeoutCascadeEvidence{Origin: layers[len(layers)-1], Layers: layers, TimeoutMS: round, RoundTimeout: round > 0, Occurrences: 1}
+	if round == 0 {
+		ev.TimeoutMS = roundMS(origin.Duration())
+	}
+	ev.NeverStarted = d.neverStarted(t, hist, chain)
+	impact := critUnder(t, origin)
+	sev := SeverityWarning
+	if chain[0].Parent == nil || len(chain) >= 3 {
+		sev = SeverityCritical
+	}
+	peer, _ := CallTarget(t, origin)
+	title := fmt.Sprintf("timeout cascade through %d layers: %s timed out after %.0f ms and every caller above failed with it",
+		len(chain), spanLabel(t, origin), NS(origin.Duration()))
+	if len(ev.NeverStarted) > 0 {
+		title += fmt.Sprintf("; %d usual calls never started", len(ev.NeverStarted))
+	}
+	return Finding{
+		Kind: d.Kind(), Severity: sev, Title: title, SpanIDs: ids, ImpactMS: roundMS(impact), Evidence: ev,
+		Fix: "Give each layer a timeout shorter than its caller's (deadline propagation), fail fast with a circuit breaker on " +
+			peer + ", and look at why " + peer + " stopped answering.",
+	}, true
+}
+
+// neverStarted compares the calls made under each service entry of the
+// chain with what history says that operation usually calls.
+func (d *TimeoutCascade) neverStarted(t *Trace, hist History, chain []*Node) []string {
+	var out []string
+	for _, n := range chain {
+		if !IsServiceEntry(n) {
+			continue
+		}
+		usual, ok := hist.UsualChildren(n.Span.Service, n.Span.Name)
+		if !ok || len(usual) == 0 {
+			continue
+		}
+		seen := map[[2]string]bool{}
+		// Calls made by this service under this entry (not deeper services).
+		stack := append([]*Node(nil), n.Children...)
+		for len(stack) > 0 {
+			c := stack[len(stack)-1]
+			stack = stack[:len(stack)-1]
+			if IsServiceEntry(c) {
+				continue
+			}
+			if IsCall(c) {
+				s, o := CallTarget(t, c)
+				seen[[2]string{s, o}] = true
+				seen[[2]string{s, ""}] = true
+			}
+			stack = append(stack, c.Children...)
+		}
+		for _, u := range usual {
+			if u.Presence < d.MinUsualPresence || seen[[2]string{u.Service, u.Operation}] {
+				continue
+			}
+			if u.Operation == "" && seen[[2]string{u.Service, ""}] {
+				continue
+			}
+			out = append(out, strings.TrimSpace(u.Service+" "+u.Operation))
+		}
+	}
+	return out
+}

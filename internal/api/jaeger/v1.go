@@ -1,0 +1,356 @@
+package jaeger
+
+import (
+	"encoding/json"
+	"errors"
+	"fmt"
+	"net/http"
+	"net/url"
+	"sort"
+	"strconv"
+	"strings"
+	"time"
+
+	"github.com/tracedx/tracedx/internal/model"
+	"github.com/tracedx/tracedx/internal/store"
+)
+
+// Operation is an entry of /api/operations.
+type Operation struct {
+	Name     string `json:"name"`
+	SpanKind string `json:"spanKind"`
+}
+
+func (h *handler) services(w http.ResponseWriter, r *http.Request) {
+	svcs, err := h.st.Services(r.Context(), store.TimeRange{})
+	if err != nil {
+		h.writeErr(w, r, fmt.Errorf("listing services: %w", err))
+		return
+	}
+	if svcs == nil {
+		svcs = []string{}
+	}
+	h.writeData(w, r, svcs, len(svcs), nil)
+}
+
+func (h *handler) serviceOperations(w http.ResponseWriter, r *http.Request) {
+	ops, err := h.st.Operations(r.Context(), r.PathValue("service"), store.TimeRange{})
+	if err != nil {
+		h.writeErr(w, r, fmt.Errorf("listing operations: %w", err))
+		return
+	}
+	// This older endpoint lists names only; one name may exist with
+	// several kinds.
+	seen := map[string]bool{}
+	names := []string{}
+	for _, op := range ops {
+		if !seen[op.Name] {
+			seen[op.Name] = true
+			names = append(names, op.Name)
+		}
+	}
+	sort.Strings(names)
+	h.writeData(w, r, names, len(names), nil)
+}
+
+// v1KindName is the spanKind string of the v1 API: Jaeger has no value for
+// OTLP's UNSPECIFIED and reports it as "".
+func v1KindName(k model.SpanKind) string {
+	if k == model.KindUnspecified {
+		return ""
+	}
+	return k.String()
+}
+
+func parseKindFilter(name, v string) (kind model.SpanKind, set bool, err error) {
+	if v == "" {
+		return 0, false, nil
+	}
+	k, ok := model.ParseSpanKind(v)
+	if !ok {
+		return 0, false, badParam(name, fmt.Errorf("unsupported span kind %q (want server, client, producer, consumer, internal or unspecified)", v))
+	}
+	return k, true, nil
+}
+
+func (h *handler) operations(w http.ResponseWriter, r *http.Request) {
+	q := r.URL.Query()
+	kind, filter, err := parseKindFilter("spanKind", q.Get("spanKind"))
+	if err != nil {
+		h.writeErr(w, r, err)
+		return
+	}
+	ops, err := h.st.Operations(r.Context(), q.Get("service"), store.TimeRange{})
+	if err != nil {
+		h.writeErr(w, r, fmt.Errorf("listing operations: %w", err))
+		return
+	}
+	out := make([]Operation, 0, len(ops))
+	for _, op := range ops {
+		if filter && op.Kind != kind {
+			continue
+		}
+		out = append(out, Operation{Name: op.Name, SpanKind: v1KindName(op.Kind)})
+	}
+	h.writeData(w, r, out, len(out), nil)
+}
+
+func (h *handler) getTrace(w http.ResponseWriter, r *http.Request) {
+	id, err := parseTraceIDParam(r.PathValue("traceID"))
+	if err != nil {
+		h.writeErr(w, r, err)
+		return
+	}
+	q := r.URL.Query()
+	var hint store.TimeRange
+	if hint.Start, err = parseMicros(q, "start"); err != nil {
+		h.writeErr(w, r, err)
+		return
+	}
+	if hint.End, err = parseMicros(q, "end"); err != nil {
+		h.writeErr(w, r, err)
+		return
+	}
+	spans, err := h.st.Trace(r.Context(), id, hint)
+	if err == nil && len(spans) == 0 {
+		err = store.ErrNotFound
+	}
+	if err != nil {
+		if errors.Is(err, store.ErrNotFound) {
+			// Jaeger's exact message; clients match on the 404 code.
+			h.writeErr(w, r, store.ErrNotFound)
+			return
+		}
+		h.writeErr(w, r, fmt.Errorf("reading trace %s: %w", id, err))
+		return
+	}
+	h.writeData(w, r, []Trace{ToTrace(spans)}, 0, nil)
+}
+
+// parseMicros reads a unix-microseconds parameter as unix nanoseconds.
+func parseMicros(q url.Values, name string) (uint64, error) {
+	v := q.Get(name)
+	if v == "" {
+		return 0, nil
+	}
+	n, err := strconv.ParseInt(v, 10, 64)
+	if err != nil || n < 0 {
+		return 0, badParam(name, fmt.Errorf("want unix microseconds, got %q", v))
+	}
+	return uint64(n) * 1000, nil
+}
+
+// parseLookback reads the UI's lookback ("1h", "2d", "custom").
+func parseLookback(v string) (time.Duration, bool) {
+	if strings.HasSuffix(v, "d") {
+		n, err := strconv.Atoi(strings.TrimSuffix(v, "d"))
+		if err != nil || n <= 0 {
+			return 0, false
+		}
+		return time.Duration(n) * 24 * time.Hour, true
+	}
+	d, err := time.ParseDuration(v)
+	return d, err == nil && d > 0
+}
+
+// searchRequest is a parsed /api/traces request.
+type searchRequest struct {
+	q        store.Query
+	traceIDs []model.TraceID
+}
+
+func (h *handler) parseSearch(r *http.Request) (searchRequest, error) {
+	var sr searchRequest
+	q := r.URL.Query()
+	for _, s := range q["traceID"] {
+		// The UI's "compare" view sends ids comma-separated too.
+		for _, part := range strings.Split(s, ",") {
+			if part = strings.TrimSpace(part); part == "" {
+				continue
+			}
+			id, err := model.ParseTraceID(part)
+			if err != nil {
+				return sr, badParam("traceID", err)
+			}
+			sr.traceIDs = append(sr.traceIDs, id)
+		}
+	}
+	sq := &sr.q
+	sq.Service = q.Get("service")
+	sq.Operation = q.Get("operation")
+	var err error
+	if sq.Range.Start, err = parseMicros(q, "start"); err != nil {
+		return sr, err
+	}
+	if sq.Range.End, err = parseMicros(q, "end"); err != nil {
+		return sr, err
+	}
+	if sq.Range.End != 0 && sq.Range.Start > sq.Range.End {
+		return sr, badf("start (%d) must not be after end (%d)", sq.Range.Start/1000, sq.Range.End/1000)
+	}
+	if sq.Range.Start == 0 {
+		if lb, ok := parseLookback(q.Get("lookback")); ok {
+			end := sq.Range.End
+			if end == 0 {
+				end = uint64(h.opts.Now().UnixNano())
+			}
+			if uint64(lb) < end {
+				sq.Range.Start = end - uint64(lb)
+			}
+		}
+	}
+	// The range end is inclusive in Jaeger (µs precision); ours is
+	// half-open in ns.
+	if sq.Range.End != 0 {
+		sq.Range.End += 1000
+	}
+	for _, name := range []string{"minDuration", "maxDuration"} {
+		v := q.Get(name)
+		if v == "" {
+			continue
+		}
+		d, err := time.ParseDuration(v)
+		if err != nil || d < 0 {
+			return sr, badParam(name, fmt.Errorf("want a duration such as 100ms or 1.5s, got %q", v))
+		}
+		if name == "minDuration" {
+			sq.MinDuration = uint64(d)
+		} else {
+			sq.MaxDuration = uint64(d)
+		}
+	}
+	if sq.MinDuration != 0 && sq.MaxDuration != 0 && sq.MaxDuration < sq.MinDuration {
+		return sr, badf("maxDuration must be greater than minDuration")
+	}
+	sq.Limit = h.opts.DefaultSearchLimit
+	if v := q.Get("limit"); v != "" {
+		n, err := strconv.Atoi(v)
+		if err != nil || n < 0 {
+			return sr, badParam("limit", fmt.Errorf("want a non-negative integer, got %q", v))
+		}
+		if n > 0 {
+			sq.Limit = n
+		}
+	}
+	if sq.Limit > h.opts.MaxSearchLimit {
+		sq.Limit = h.opts.MaxSearchLimit
+	}
+	tags := map[string]string{}
+	var tagOrder []string
+	addTag := func(k, v string) {
+		if _, dup := tags[k]; !dup {
+			tagOrder = append(tagOrder, k)
+		}
+		tags[k] = v
+	}
+	for _, raw := range q["tags"] {
+		var m map[string]any
+		if err := json.Unmarshal([]byte(raw), &m); err != nil {
+			return sr, badParam("tags", fmt.Errorf("want a JSON object such as {\"http.status_code\":\"500\"}: %w", err))
+		}
+		keys := make([]string, 0, len(m))
+		for k := range m {
+			keys = append(keys, k)
+		}
+		sort.Strings(keys)
+		for _, k := range keys {
+			switch v := m[k].(type) {
+			case string:
+				addTag(k, v)
+			case bool, float64:
+				addTag(k, fmt.Sprint(v))
+			default:
+				return sr, badParam("tags", fmt.Errorf("value of %q must be a string, number or bool", k))
+			}
+		}
+	}
+	for _, raw := range q["tag"] {
+		k, v, ok := strings.Cut(raw, ":")
+		if !ok || k == "" {
+			return sr, badParam("tag", fmt.Errorf("want key:value, got %q", raw))
+		}
+		addTag(k, v)
+	}
+	for _, k := range tagOrder {
+		if err := applyTag(sq, "tags", k, tags[k]); err != nil {
+			return sr, err
+		}
+	}
+	return sr, nil
+}
+
+// applyTag turns one Jaeger tag filter into a query condition. The tags
+// that tracedx derives from OTLP fields (error, span.kind,
+// otel.status_code) filter on those fields, so a search the UI offers for
+// a tag it displays finds the span.
+func applyTag(q *store.Query, param, k, v string) error {
+	switch k {
+	case "error":
+		if b, err := strconv.ParseBool(v); err == nil && b {
+			st := model.StatusError
+			q.Status = &st
+			return nil
+		}
+	case "otel.status_code":
+		var st model.StatusCode
+		switch strings.ToUpper(v) {
+		case "ERROR":
+			st = model.StatusError
+		case "OK":
+			st = model.StatusOK
+		case "UNSET":
+			st = model.StatusUnset
+		default:
+			return badParam(param, fmt.Errorf("otel.status_code must be OK, ERROR or UNSET, got %q", v))
+		}
+		q.Status = &st
+		return nil
+	case "span.kind":
+		kind, ok := model.ParseSpanKind(v)
+		if !ok {
+			return badParam(param, fmt.Errorf("unsupported span.kind %q", v))
+		}
+		q.Kinds = append(q.Kinds, kind)
+		return nil
+	}
+	q.Attrs = append(q.Attrs, store.AttrFilter{Scope: store.ScopeAny, Key: k, Op: store.OpEq, Value: model.Str(v)})
+	return nil
+}
+
+func (h *handler) searchTraces(w http.ResponseWriter, r *http.Request) {
+	sr, err := h.parseSearch(r)
+	if err != nil {
+		h.writeErr(w, r, err)
+		return
+	}
+	ctx := r.Context()
+	traces := []Trace{}
+	if len(sr.traceIDs) > 0 {
+		// Fetch by id: missing traces are reported per id in errors, the
+		// others returned (Jaeger's behaviour for the compare view).
+		var errs []apiError
+		for _, id := range sr.traceIDs {
+			spans, err := h.st.Trace(ctx, id, store.TimeRange{})
+			if errors.Is(err, store.ErrNotFound) || (err == nil && len(spans) == 0) {
+				errs = append(errs, apiError{Msg: store.ErrNotFound.Error(), TraceID: jaegerTraceID(id)})
+				continue
+			}
+			if err != nil {
+				h.writeErr(w, r, fmt.Errorf("reading trace %s: %w", id, err))
+				return
+			}
+			traces = append(traces, ToTrace(spans))
+		}
+		h.writeData(w, r, traces, len(traces), errs)
+		return
+	}
+	err = h.st.ScanTraces(ctx, sr.q, func(spans []model.Span) error {
+		traces = append(traces, ToTrace(spans))
+		return nil
+	})
+	if err != nil {
+		h.writeErr(w, r, fmt.Errorf("searching traces: %w", err))
+		return
+	}
+	h.writeData(w, r, traces, len(traces), nil)
+}

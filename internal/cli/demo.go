@@ -1,0 +1,133 @@
+package cli
+
+import (
+	"bytes"
+	"context"
+	"errors"
+	"flag"
+	"fmt"
+	"io"
+	"net"
+	"net/http"
+	"os"
+	"os/signal"
+	"path/filepath"
+	"slices"
+	"strings"
+	"syscall"
+	"time"
+
+	"github.com/tracedx/tracedx/internal/config"
+	"github.com/tracedx/tracedx/internal/demo"
+	"github.com/tracedx/tracedx/internal/server"
+)
+
+func init() { extraCommands["demo"] = demoCmd }
+
+// demoCmd runs `tracedx demo`: a server (unless --endpoint names one) and a
+// simulated shop that sends it real OTLP with healthy traffic and incidents.
+func demoCmd(args []string, _ io.Reader, stdout, stderr io.Writer) int {
+	fs := flag.NewFlagSet("tracedx demo", flag.ContinueOnError)
+	var help bytes.Buffer
+	fs.SetOutput(&help)
+	endpoint := fs.String("endpoint", "", "OTLP/HTTP endpoint (host:port) of a running tracedx; empty starts one in this process")
+	dataDir := fs.String("data-dir", filepath.Join(os.TempDir(), "tracedx-demo"), "data directory of the in-process server")
+	httpAddr := fs.String("http-addr", "127.0.0.1:16686", "UI/API address of the in-process server")
+	rate := fs.Float64("rate", 4, "healthy requests per second")
+	every := fs.Duration("incident-every", 15*time.Second, "play the next incident of the catalogue this often (0: only on demand)")
+	incident := fs.String("incident", "", "play these incidents (comma-separated) right away; 'all' plays every one: "+strings.Join(demo.Incidents, ", "))
+	lag := fs.Duration("consumer-lag", 45*time.Second, "queue lag of the consumer_lag incident")
+	control := fs.String("control-addr", "127.0.0.1:16680", "address of the demo's control API: POST /incidents/{name}")
+	duration := fs.Duration("duration", 0, "stop after this long (0: until interrupted)")
+	if err := fs.Parse(args); err != nil {
+		if errors.Is(err, flag.ErrHelp) {
+			fmt.Fprint(stdout, "Usage: tracedx demo [flags]\n\nRuns a simulated shop instrumented with the OpenTelemetry SDK against tracedx.\n\nFlags:\n", help.String())
+			return 0
+		}
+		fmt.Fprintf(stderr, "tracedx demo: %v\n%s", err, help.String())
+		return 2
+	}
+	var incidents []string
+	if *incident == "all" {
+		incidents = demo.Incidents
+	} else if *incident != "" {
+		for _, n := range strings.Split(*incident, ",") {
+			n = strings.TrimSpace(n)
+			if !slices.Contains(demo.Incidents, n) {
+				fmt.Fprintf(stderr, "tracedx demo: unknown incident %q; known: %s\n", n, strings.Join(demo.Incidents, ", "))
+				return 2
+			}
+			incidents = append(incidents, n)
+		}
+	}
+
+	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
+	defer stop()
+	if *duration > 0 {
+		var cancel context.CancelFunc
+		ctx, cancel = context.WithTimeout(ctx, *duration)
+		defer cancel()
+	}
+	logger := server.NewLogger(stderr, "info")
+
+	uiAddr := ""
+	serverDone := make(chan error, 1)
+	if *endpoint == "" {
+		cfg := config.Default()
+		cfg.DataDir = *dataDir
+		cfg.Listen.HTTP = *httpAddr
+		// Demo traces are short; analyse them soon after they end.
+		cfg.Storage.TraceIdleTimeout = 3 * time.Second
+		srv, err := server.New(ctx, cfg, logger)
+		if err != nil {
+			fmt.Fprintf(stderr, "tracedx demo: %v\n", err)
+			return 1
+		}
+		defer srv.Close()
+		if err := srv.Start(ctx); err != nil {
+			fmt.Fprintf(stderr, "tracedx demo: %v\n", err)
+			return 1
+		}
+		go func() { serverDone <- srv.Wait(ctx) }()
+		*endpoint = srv.Addr("otlp-http")
+		uiAddr = srv.Addr("http")
+	}
+
+	shop, err := demo.Start(ctx, demo.Options{Endpoint: *endpoint, Rate: *rate, IncidentEvery: *every, ConsumerLag: *lag, Logger: logger})
+	if err != nil {
+		fmt.Fprintf(stderr, "tracedx demo: %v\n", err)
+		return 1
+	}
+	defer func() {
+		flush, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+		defer cancel()
+		shop.Close(flush)
+	}()
+	if *control != "" {
+		ln, err := net.Listen("tcp", *control)
+		if err != nil {
+			fmt.Fprintf(stderr, "tracedx demo: control API: %v\n", err)
+			return 1
+		}
+		csrv := &http.Server{Handler: shop.ControlHandler(ctx), ReadHeaderTimeout: 5 * time.Second}
+		go func() { _ = csrv.Serve(ln) }()
+		defer csrv.Close()
+	}
+	if uiAddr != "" {
+		fmt.Fprintf(stdout, "tracedx demo: open http://%s — diagnoses appear within a minute\n", uiAddr)
+	}
+	fmt.Fprintf(stdout, "tracedx demo: sending OTLP to %s; play an incident with: curl -X POST http://%s/incidents/n_plus_one_query\n", *endpoint, *control)
+	for _, n := range incidents {
+		if err := shop.Incident(ctx, n); err != nil {
+			fmt.Fprintf(stderr, "tracedx demo: %v\n", err)
+		}
+	}
+	shop.Run(ctx)
+	if *endpoint != "" && uiAddr != "" {
+		if err := <-serverDone; err != nil {
+			fmt.Fprintf(stderr, "tracedx demo: %v\n", err)
+			return 1
+		}
+	}
+	return 0
+}

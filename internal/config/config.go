@@ -1,0 +1,188 @@
+// Package config holds the settings of `tracedx serve`: defaults that work
+// on a laptop, an optional YAML file, and command-line flags that override
+// both (flags > file > defaults).
+package config
+
+import (
+	"bytes"
+	"errors"
+	"flag"
+	"fmt"
+	"io"
+	"os"
+	"time"
+
+	"gopkg.in/yaml.v3"
+)
+
+// Config is the whole server configuration. YAML keys are the snake_case
+// field tags.
+type Config struct {
+	DataDir  string  `yaml:"data_dir"`
+	LogLevel string  `yaml:"log_level"`
+	Listen   Listen  `yaml:"listen"`
+	Storage  Storage `yaml:"storage"`
+	Ingest   Ingest  `yaml:"ingest"`
+	// Analysis.Detectors maps a finding kind to its thresholds, e.g.
+	// {n_plus_one_query: {min_count: 8}}. Kept as raw YAML so the analysis
+	// package decodes it into the detector structs.
+	Analysis Analysis `yaml:"analysis"`
+}
+
+// Listen addresses. Defaults bind loopback only; an empty address disables
+// that listener.
+type Listen struct {
+	OTLPGRPC string `yaml:"otlp_grpc"`
+	OTLPHTTP string `yaml:"otlp_http"`
+	Zipkin   string `yaml:"zipkin"`
+	// HTTP serves the UI, /api/v1, the Jaeger APIs and /metrics.
+	HTTP  string `yaml:"http"`
+	Tempo string `yaml:"tempo"`
+}
+
+// Storage settings of the embedded engine.
+type Storage struct {
+	Retention        time.Duration `yaml:"retention"`
+	MaxDiskBytes     int64         `yaml:"max_disk_bytes"`
+	TraceIdleTimeout time.Duration `yaml:"trace_idle_timeout"`
+	HeadMaxBytes     int64         `yaml:"head_max_bytes"`
+}
+
+// Ingest limits.
+type Ingest struct {
+	MaxRequestBytes    int64 `yaml:"max_request_bytes"`
+	MaxAttributes      int   `yaml:"max_attributes_per_span"`
+	MaxSpansPerRequest int   `yaml:"max_spans_per_request"`
+}
+
+// Analysis settings.
+type Analysis struct {
+	Enabled   bool      `yaml:"enabled"`
+	Detectors yaml.Node `yaml:"detectors"`
+	// MetricsRetention is how long RED metrics and the service graph are kept.
+	MetricsRetention time.Duration `yaml:"metrics_retention"`
+}
+
+// Default returns a configuration that works with no file and no flags.
+func Default() Config {
+	return Config{
+		DataDir:  "./tracedx-data",
+		LogLevel: "info",
+		Listen: Listen{
+			OTLPGRPC: "127.0.0.1:4317",
+			OTLPHTTP: "127.0.0.1:4318",
+			Zipkin:   "127.0.0.1:9411",
+			HTTP:     "127.0.0.1:16686",
+			Tempo:    "127.0.0.1:3200",
+		},
+		Storage: Storage{
+			Retention:        7 * 24 * time.Hour,
+			TraceIdleTimeout: 10 * time.Second,
+			HeadMaxBytes:     256 << 20,
+		},
+		Ingest: Ingest{
+			MaxRequestBytes:    16 << 20,
+			MaxAttributes:      1024,
+			MaxSpansPerRequest: 100_000,
+		},
+		Analysis: Analysis{Enabled: true, MetricsRetention: 30 * 24 * time.Hour},
+	}
+}
+
+// Load parses args (without the subcommand name) into a Config: defaults,
+// then the YAML file named by --config, then the other flags.
+func Load(args []string, usageOut *bytes.Buffer) (Config, error) {
+	cfg := Default()
+	fs := flag.NewFlagSet("tracedx serve", flag.ContinueOnError)
+	if usageOut != nil {
+		fs.SetOutput(usageOut)
+	}
+	configFile := fs.String("config", "", "optional YAML configuration file; flags given on the command line override it")
+	// Flags are bound to a scratch copy first so the file can be applied
+	// underneath them.
+	var f Config = cfg
+	fs.StringVar(&f.DataDir, "data-dir", cfg.DataDir, "directory for the write-ahead log, blocks, metrics and findings")
+	fs.StringVar(&f.LogLevel, "log-level", cfg.LogLevel, "log level: debug, info, warn or error")
+	fs.StringVar(&f.Listen.OTLPGRPC, "otlp-grpc-addr", cfg.Listen.OTLPGRPC, "OTLP/gRPC listen address (empty disables)")
+	fs.StringVar(&f.Listen.OTLPHTTP, "otlp-http-addr", cfg.Listen.OTLPHTTP, "OTLP/HTTP listen address for /v1/traces and /v1/logs (empty disables)")
+	fs.StringVar(&f.Listen.Zipkin, "zipkin-addr", cfg.Listen.Zipkin, "Zipkin v2 JSON listen address for /api/v2/spans (empty disables)")
+	fs.StringVar(&f.Listen.HTTP, "http-addr", cfg.Listen.HTTP, "address of the UI, /api/v1, the Jaeger APIs and /metrics")
+	fs.StringVar(&f.Listen.Tempo, "tempo-addr", cfg.Listen.Tempo, "address of the Tempo-compatible API (empty disables)")
+	fs.DurationVar(&f.Storage.Retention, "retention", cfg.Storage.Retention, "delete spans older than this")
+	fs.Int64Var(&f.Storage.MaxDiskBytes, "max-disk-bytes", cfg.Storage.MaxDiskBytes, "delete the oldest blocks when the data exceeds this size (0: no limit)")
+	fs.DurationVar(&f.Storage.TraceIdleTimeout, "trace-idle-timeout", cfg.Storage.TraceIdleTimeout, "a trace with no new spans for this long is complete and gets analysed")
+	fs.Int64Var(&f.Ingest.MaxRequestBytes, "max-request-bytes", cfg.Ingest.MaxRequestBytes, "largest accepted ingest request body (after decompression)")
+	fs.BoolVar(&f.Analysis.Enabled, "analysis", cfg.Analysis.Enabled, "run the detectors on completed traces and the cross-trace analytics")
+	if err := fs.Parse(args); err != nil {
+		return cfg, err
+	}
+	if fs.NArg() > 0 {
+		return cfg, fmt.Errorf("unexpected argument %q (serve takes only flags)", fs.Arg(0))
+	}
+	if *configFile != "" {
+		data, err := os.ReadFile(*configFile)
+		if err != nil {
+			return cfg, fmt.Errorf("reading config file: %w", err)
+		}
+		dec := yaml.NewDecoder(bytes.NewReader(data))
+		dec.KnownFields(true)
+		if err := dec.Decode(&cfg); err != nil && !errors.Is(err, io.EOF) { // an empty file is fine
+			return cfg, fmt.Errorf("config file %s: %w", *configFile, err)
+		}
+	}
+	// Apply only the flags the user set, so they win over the file.
+	fs.Visit(func(fl *flag.Flag) {
+		switch fl.Name {
+		case "data-dir":
+			cfg.DataDir = f.DataDir
+		case "log-level":
+			cfg.LogLevel = f.LogLevel
+		case "otlp-grpc-addr":
+			cfg.Listen.OTLPGRPC = f.Listen.OTLPGRPC
+		case "otlp-http-addr":
+			cfg.Listen.OTLPHTTP = f.Listen.OTLPHTTP
+		case "zipkin-addr":
+			cfg.Listen.Zipkin = f.Listen.Zipkin
+		case "http-addr":
+			cfg.Listen.HTTP = f.Listen.HTTP
+		case "tempo-addr":
+			cfg.Listen.Tempo = f.Listen.Tempo
+		case "retention":
+			cfg.Storage.Retention = f.Storage.Retention
+		case "max-disk-bytes":
+			cfg.Storage.MaxDiskBytes = f.Storage.MaxDiskBytes
+		case "trace-idle-timeout":
+			cfg.Storage.TraceIdleTimeout = f.Storage.TraceIdleTimeout
+		case "max-request-bytes":
+			cfg.Ingest.MaxRequestBytes = f.Ingest.MaxRequestBytes
+		case "analysis":
+			cfg.Analysis.Enabled = f.Analysis.Enabled
+		}
+	})
+	return cfg, cfg.Validate()
+}
+
+// Validate checks values a user can get wrong.
+func (c *Config) Validate() error {
+	if c.DataDir == "" {
+		return errors.New("data_dir must not be empty")
+	}
+	if c.Listen.HTTP == "" {
+		return errors.New("listen.http must not be empty: the query API and UI need it")
+	}
+	if c.Storage.TraceIdleTimeout <= 0 {
+		return errors.New("storage.trace_idle_timeout must be positive")
+	}
+	if c.Storage.Retention < 0 || c.Storage.MaxDiskBytes < 0 {
+		return errors.New("storage.retention and storage.max_disk_bytes must not be negative")
+	}
+	if c.Ingest.MaxRequestBytes <= 0 {
+		return errors.New("ingest.max_request_bytes must be positive")
+	}
+	switch c.LogLevel {
+	case "debug", "info", "warn", "error":
+	default:
+		return fmt.Errorf("log_level %q: want debug, info, warn or error", c.LogLevel)
+	}
+	return nil
+}

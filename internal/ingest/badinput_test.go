@@ -1,0 +1,512 @@
+package ingest
+
+import (
+	"bytes"
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"net/http"
+	"strings"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"github.com/klauspost/compress/gzip"
+	"go.opentelemetry.io/collector/pdata/ptrace/ptraceotlp"
+	coltracepb "go.opentelemetry.io/proto/otlp/collector/trace/v1"
+	commonpb "go.opentelemetry.io/proto/otlp/common/v1"
+	tracepb "go.opentelemetry.io/proto/otlp/trace/v1"
+	"google.golang.org/genproto/googleapis/rpc/errdetails"
+	spb "google.golang.org/genproto/googleapis/rpc/status"
+	"google.golang.org/grpc"
+	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/credentials/insecure"
+	"google.golang.org/grpc/status"
+	"google.golang.org/protobuf/proto"
+
+	"github.com/tracedx/tracedx/internal/model"
+	"github.com/tracedx/tracedx/internal/store"
+	"github.com/tracedx/tracedx/internal/store/memstore"
+)
+
+func badCount(s *Server, proto, reason string) float64 {
+	return metricValue(s.metrics.BadRequests.WithLabelValues(proto, reason))
+}
+
+func TestHTTPBadInput(t *testing.T) {
+	st := memstore.New()
+	cfg := testConfig()
+	cfg.MaxSpansPerRequest = 50
+	s := startServer(t, cfg, st, nil)
+	url := "http://" + s.HTTPAddr() + "/v1/traces"
+	valid := protoBody(t, sampleTraces(1, 3))
+
+	var gz bytes.Buffer
+	zw := gzip.NewWriter(&gz)
+	_, _ = zw.Write([]byte("this is not protobuf at all \xff\xff\xff"))
+	_ = zw.Close()
+
+	cases := []struct {
+		name, ct string
+		body     []byte
+		hdr      []string
+		code     int
+		reason   string
+		msg      string
+	}{
+		{"truncated protobuf", ctProto, valid[:len(valid)-7], nil, 400, reasonDecode, "cannot decode OTLP protobuf"},
+		{"garbage gzip protobuf", ctProto, gz.Bytes(), []string{"Content-Encoding", "gzip"}, 400, reasonDecode, "cannot decode OTLP protobuf"},
+		{"invalid json", ctJSON, []byte(`{"resourceSpans":[{"scopeSpans":[{"spans":[{"name":`), nil, 400, reasonDecode, "cannot decode OTLP JSON"},
+		{"not gzip", ctProto, valid, []string{"Content-Encoding", "gzip"}, 400, reasonDecode, "decompress"},
+		{"wrong content type", "text/plain", valid, nil, 415, reasonContentType, "unsupported Content-Type"},
+		{"missing content type", "", valid, nil, 415, reasonContentType, "unsupported Content-Type"},
+		{"unknown encoding", ctProto, valid, []string{"Content-Encoding", "br"}, 415, reasonEncoding, "Content-Encoding"},
+		{"too many spans", ctProto, protoBody(t, sampleTraces(2, 51)), nil, 413, reasonTooManySpans, "51 spans, limit is 50"},
+	}
+	for _, c := range cases {
+		t.Run(c.name, func(t *testing.T) {
+			before := badCount(s, protoHTTP, c.reason)
+			resp, body := post(t, url, c.ct, c.body, c.hdr...)
+			if resp.StatusCode != c.code {
+				t.Fatalf("status %d, want %d: %s", resp.StatusCode, c.code, body)
+			}
+			if !strings.Contains(errMessage(t, resp, body), c.msg) {
+				t.Errorf("message %q does not contain %q", errMessage(t, resp, body), c.msg)
+			}
+			if got := badCount(s, protoHTTP, c.reason); got != before+1 {
+				t.Errorf("metric %s = %v, want %v", c.reason, got, before+1)
+			}
+		})
+	}
+
+	t.Run("wrong method", func(t *testing.T) {
+		resp, err := http.Get(url)
+		if err != nil {
+			t.Fatal(err)
+		}
+		resp.Body.Close()
+		if resp.StatusCode != 405 || resp.Header.Get("Allow") != "POST" {
+			t.Fatalf("GET: %d allow=%q", resp.StatusCode, resp.Header.Get("Allow"))
+		}
+		if badCount(s, protoHTTP, reasonMethod) != 1 {
+			t.Error("method metric not counted")
+		}
+	})
+	assertServing(t, s, st, 200)
+}
+
+// errMessage decodes the google.rpc.Status body of an OTLP/HTTP error.
+func errMessage(t *testing.T, resp *http.Response, body []byte) string {
+	t.Helper()
+	switch resp.Header.Get("Content-Type") {
+	case ctProto:
+		var st spb.Status
+		if err := proto.Unmarshal(body, &st); err != nil {
+			t.Fatalf("error body is not a protobuf Status: %v", err)
+		}
+		return st.Message
+	case ctJSON:
+		var st struct {
+			Code    int
+			Message string
+		}
+		if err := json.Unmarshal(body, &st); err != nil {
+			t.Fatalf("error body is not a JSON Status: %v", err)
+		}
+		return st.Message
+	}
+	return string(body)
+}
+
+// zeroReader yields n zero bytes without allocating them.
+type zeroReader struct{ n int64 }
+
+func (z *zeroReader) Read(p []byte) (int, error) {
+	if z.n <= 0 {
+		return 0, io.EOF
+	}
+	k := min(int64(len(p)), z.n)
+	clear(p[:k])
+	z.n -= k
+	return int(k), nil
+}
+
+func TestHTTPHugeBodies(t *testing.T) {
+	st := memstore.New()
+	s := startServer(t, testConfig(), st, nil)
+	url := "http://" + s.HTTPAddr() + "/v1/traces"
+	const hundredMB = 100 << 20
+
+	send := func(r io.Reader, length int64, enc string) int {
+		req, _ := http.NewRequest(http.MethodPost, url, r)
+		req.ContentLength = length
+		req.Header.Set("Content-Type", ctProto)
+		if enc != "" {
+			req.Header.Set("Content-Encoding", enc)
+		}
+		resp, err := http.DefaultClient.Do(req)
+		if err != nil {
+			t.Fatalf("request: %v", err)
+		}
+		defer resp.Body.Close()
+		b, _ := io.ReadAll(resp.Body)
+		if !strings.Contains(errMessage(t, resp, b), "exceeds the limit") {
+			t.Errorf("message: %s", b)
+		}
+		return resp.StatusCode
+	}
+	if code := send(&zeroReader{hundredMB}, hundredMB, ""); code != 413 {
+		t.Errorf("100 MB with length: %d", code)
+	}
+	// Chunked: the server only learns the size while reading.
+	if code := send(&zeroReader{hundredMB}, -1, ""); code != 413 {
+		t.Errorf("100 MB chunked: %d", code)
+	}
+	// A gzip bomb: small on the wire, 100 MB decompressed.
+	var gz bytes.Buffer
+	zw, _ := gzip.NewWriterLevel(&gz, gzip.BestCompression)
+	_, _ = io.Copy(zw, &zeroReader{hundredMB})
+	_ = zw.Close()
+	if code := send(bytes.NewReader(gz.Bytes()), int64(gz.Len()), "gzip"); code != 413 {
+		t.Errorf("gzip bomb: %d", code)
+	}
+	if got := badCount(s, protoHTTP, reasonTooLarge); got != 3 {
+		t.Errorf("too_large metric = %v, want 3", got)
+	}
+	assertServing(t, s, st, 201)
+}
+
+// millionAttrs encodes one span with n attributes (built with the OTLP
+// proto structs, since a pdata map deduplicates keys on every insert).
+func millionAttrs(n int) []byte {
+	attrs := make([]*commonpb.KeyValue, n)
+	for i := range attrs {
+		attrs[i] = &commonpb.KeyValue{Key: fmt.Sprintf("k%d", i), Value: &commonpb.AnyValue{Value: &commonpb.AnyValue_IntValue{IntValue: int64(i)}}}
+	}
+	req := &coltracepb.ExportTraceServiceRequest{ResourceSpans: []*tracepb.ResourceSpans{{
+		ScopeSpans: []*tracepb.ScopeSpans{{Spans: []*tracepb.Span{{
+			TraceId: bytes.Repeat([]byte{1}, 16), SpanId: bytes.Repeat([]byte{2}, 8), Name: "fat", Attributes: attrs,
+		}}}},
+	}}}
+	b, _ := proto.Marshal(req)
+	return b
+}
+
+func TestMillionAttributes(t *testing.T) {
+	st := memstore.New()
+	body := millionAttrs(1_000_000)
+
+	// With the default body limit the request is refused for its size.
+	s := startServer(t, testConfig(), st, nil)
+	resp, msg := post(t, "http://"+s.HTTPAddr()+"/v1/traces", ctProto, body)
+	if resp.StatusCode != 413 {
+		t.Fatalf("default limits: %d %s", resp.StatusCode, msg)
+	}
+
+	// With a larger body limit the attribute limit refuses it.
+	cfg := testConfig()
+	cfg.MaxRequestBytes = 64 << 20
+	s2 := startServer(t, cfg, st, nil)
+	resp, msg = post(t, "http://"+s2.HTTPAddr()+"/v1/traces", ctProto, body)
+	if resp.StatusCode != 400 || !strings.Contains(errMessage(t, resp, msg), "1000000 attributes, limit is 1024") {
+		t.Fatalf("attribute limit: %d %s", resp.StatusCode, errMessage(t, resp, msg))
+	}
+	if badCount(s2, protoHTTP, reasonTooManyAttrs) != 1 {
+		t.Error("too_many_attributes not counted")
+	}
+	// Same over gRPC.
+	conn := dial(t, s2.GRPCAddr())
+	_, err := ptraceotlp.NewGRPCClient(conn).Export(context.Background(), mustRequest(t, body))
+	if status.Code(err) != codes.InvalidArgument || !strings.Contains(err.Error(), "1000000 attributes") {
+		t.Fatalf("grpc: %v", err)
+	}
+	if _, err := st.Trace(context.Background(), model.TraceID(bytes.Repeat([]byte{1}, 16)), store.TimeRange{}); !errors.Is(err, store.ErrNotFound) {
+		t.Errorf("fat span must not be stored: %v", err)
+	}
+	assertServing(t, s2, st, 202)
+}
+
+func mustRequest(t *testing.T, body []byte) ptraceotlp.ExportRequest {
+	t.Helper()
+	req := ptraceotlp.NewExportRequest()
+	if err := req.UnmarshalProto(body); err != nil {
+		t.Fatal(err)
+	}
+	return req
+}
+
+func dial(t *testing.T, addr string) *grpc.ClientConn {
+	t.Helper()
+	conn, err := grpc.NewClient(addr, grpc.WithTransportCredentials(insecure.NewCredentials()),
+		grpc.WithDefaultCallOptions(grpc.MaxCallSendMsgSize(256<<20)))
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { conn.Close() })
+	return conn
+}
+
+// badIDRequest has one valid span and spans with wrong-length ids.
+func badIDRequest(trace byte) []byte {
+	tb := func() []byte { t := tid(trace); return t[:] }
+	sb := func(n byte) []byte { s := sid(n); return s[:] }
+	good := &tracepb.Span{TraceId: tb(), SpanId: sb(1), Name: "good"}
+	req := &coltracepb.ExportTraceServiceRequest{ResourceSpans: []*tracepb.ResourceSpans{{
+		ScopeSpans: []*tracepb.ScopeSpans{{Spans: []*tracepb.Span{
+			good,
+			{TraceId: tb()[:15], SpanId: sb(2), Name: "short trace id"},
+			{TraceId: tb(), SpanId: append(sb(3), 9), Name: "long span id"},
+			{TraceId: tb(), SpanId: sb(4), ParentSpanId: []byte{1, 2}, Name: "short parent"},
+			{TraceId: make([]byte, 16), SpanId: sb(5), Name: "zero trace id"},
+		}}},
+	}}}
+	b, _ := proto.Marshal(req)
+	return b
+}
+
+func TestInvalidIDsPartialSuccess(t *testing.T) {
+	st := memstore.New()
+	s := startServer(t, testConfig(), st, nil)
+	check := func(trace byte, rejected int64, msg string) {
+		t.Helper()
+		spans, err := st.Trace(context.Background(), model.TraceID(tid(trace)), store.TimeRange{})
+		if err != nil || len(spans) != 1 || spans[0].Name != "good" {
+			t.Fatalf("stored: %+v %v", spans, err)
+		}
+		if rejected != 4 || !strings.Contains(msg, "4 span(s) rejected") {
+			t.Errorf("partial success: rejected=%d msg=%q", rejected, msg)
+		}
+	}
+
+	t.Run("http protobuf", func(t *testing.T) {
+		resp, body := post(t, "http://"+s.HTTPAddr()+"/v1/traces", ctProto, badIDRequest(10))
+		if resp.StatusCode != 200 {
+			t.Fatalf("%d %s", resp.StatusCode, body)
+		}
+		r := ptraceotlp.NewExportResponse()
+		if err := r.UnmarshalProto(body); err != nil {
+			t.Fatal(err)
+		}
+		check(10, r.PartialSuccess().RejectedSpans(), r.PartialSuccess().ErrorMessage())
+	})
+	t.Run("http json", func(t *testing.T) {
+		js := fmt.Sprintf(`{"resourceSpans":[{"resource":{"attributes":[{"key":"service.name","value":{"stringValue":"j"}}]},
+		"scopeSpans":[{"spans":[
+		 {"traceId":"%[1]s","spanId":"cd00000000000001","name":"good","kind":2},
+		 {"traceId":"%[1]s00","spanId":"cd00000000000002","name":"long trace id"},
+		 {"traceId":"%[1]s","spanId":"cd0000000000003","name":"odd span id"},
+		 {"traceId":"%[1]s","spanId":"cd00000000000004","name":"bad link","links":[{"traceId":"ab","spanId":"cd00000000000001"}]},
+		 {"traceId":"%[1]s","spanId":"0000000000000000","name":"zero span id"}]}]}]}`, tid(11).String())
+		resp, body := post(t, "http://"+s.HTTPAddr()+"/v1/traces", ctJSON, []byte(js))
+		if resp.StatusCode != 200 || resp.Header.Get("Content-Type") != ctJSON {
+			t.Fatalf("%d %s", resp.StatusCode, body)
+		}
+		r := ptraceotlp.NewExportResponse()
+		if err := r.UnmarshalJSON(body); err != nil {
+			t.Fatal(err)
+		}
+		check(11, r.PartialSuccess().RejectedSpans(), r.PartialSuccess().ErrorMessage())
+	})
+	t.Run("grpc", func(t *testing.T) {
+		var resp []byte
+		err := dial(t, s.GRPCAddr()).Invoke(context.Background(), "/opentelemetry.proto.collector.trace.v1.TraceService/Export",
+			badIDRequest(12), &resp, grpc.ForceCodec(rawCodec{}))
+		if err != nil {
+			t.Fatal(err)
+		}
+		r := ptraceotlp.NewExportResponse()
+		if err := r.UnmarshalProto(resp); err != nil {
+			t.Fatal(err)
+		}
+		check(12, r.PartialSuccess().RejectedSpans(), r.PartialSuccess().ErrorMessage())
+	})
+	if got := metricValue(s.metrics.SpansRejected.WithLabelValues(protoHTTP, reasonInvalidID)); got != 8 {
+		t.Errorf("rejected spans metric (http) = %v", got)
+	}
+}
+
+// rawCodec sends pre-encoded bytes, so tests can send broken protobuf.
+type rawCodec struct{}
+
+func (rawCodec) Marshal(v any) ([]byte, error) { return v.([]byte), nil }
+func (rawCodec) Unmarshal(data []byte, v any) error {
+	*v.(*[]byte) = append([]byte(nil), data...)
+	return nil
+}
+func (rawCodec) Name() string { return "proto" }
+
+func TestGRPCBadInput(t *testing.T) {
+	st := memstore.New()
+	cfg := testConfig()
+	cfg.MaxRequestBytes = 1 << 20
+	s := startServer(t, cfg, st, nil)
+	conn := dial(t, s.GRPCAddr())
+	invoke := func(body []byte) error {
+		var resp []byte
+		return conn.Invoke(context.Background(), "/opentelemetry.proto.collector.trace.v1.TraceService/Export",
+			body, &resp, grpc.ForceCodec(rawCodec{}))
+	}
+	valid := protoBody(t, sampleTraces(1, 3))
+	err := invoke(valid[:len(valid)-5])
+	if err == nil || !strings.Contains(err.Error(), "unmarshal") {
+		t.Errorf("truncated: %v", err)
+	}
+	if badCount(s, protoGRPC, reasonDecode) != 1 {
+		t.Error("grpc decode failure not counted")
+	}
+	if err := invoke(make([]byte, 2<<20)); status.Code(err) != codes.ResourceExhausted {
+		t.Errorf("oversized message: %v", err)
+	}
+	if err := invoke(valid); err != nil {
+		t.Fatalf("valid request after bad ones: %v", err)
+	}
+	assertServing(t, s, st, 203)
+}
+
+func TestOverloadedIsRetryable(t *testing.T) {
+	sink := funcSink(func(context.Context, []model.Span) error {
+		return fmt.Errorf("wal full: %w", store.ErrOverloaded)
+	})
+	s := startServer(t, testConfig(), sink, nil)
+
+	resp, body := post(t, "http://"+s.HTTPAddr()+"/v1/traces", ctProto, protoBody(t, sampleTraces(1, 1)))
+	if resp.StatusCode != 503 || resp.Header.Get("Retry-After") != "1" {
+		t.Errorf("http: %d retry-after=%q %s", resp.StatusCode, resp.Header.Get("Retry-After"), body)
+	}
+	_, err := ptraceotlp.NewGRPCClient(dial(t, s.GRPCAddr())).Export(context.Background(),
+		ptraceotlp.NewExportRequestFromTraces(sampleTraces(1, 1)))
+	st := status.Convert(err)
+	if st.Code() != codes.Unavailable {
+		t.Fatalf("grpc: %v", err)
+	}
+	if !hasRetryInfo(st) {
+		t.Error("UNAVAILABLE without RetryInfo")
+	}
+	resp, _ = post(t, "http://"+s.ZipkinAddr()+"/api/v2/spans", ctJSON, []byte(`[{"traceId":"01","id":"02"}]`))
+	if resp.StatusCode != 503 {
+		t.Errorf("zipkin: %d", resp.StatusCode)
+	}
+	if got := metricValue(s.metrics.Requests.WithLabelValues(protoGRPC, "traces", "overloaded")); got != 1 {
+		t.Errorf("overloaded metric = %v", got)
+	}
+}
+
+func hasRetryInfo(st *status.Status) bool {
+	for _, d := range st.Details() {
+		if ri, ok := d.(*errdetails.RetryInfo); ok && ri.RetryDelay.AsDuration() == time.Second {
+			return true
+		}
+	}
+	return false
+}
+
+func TestConcurrencyLimit(t *testing.T) {
+	release := make(chan struct{})
+	var calls atomic.Int32
+	sink := funcSink(func(ctx context.Context, _ []model.Span) error {
+		calls.Add(1)
+		select {
+		case <-release:
+		case <-ctx.Done():
+		}
+		return nil
+	})
+	cfg := testConfig()
+	cfg.MaxConcurrentRequests = 1
+	cfg.ConcurrencyWait = 20 * time.Millisecond
+	s := startServer(t, cfg, sink, nil)
+	url := "http://" + s.HTTPAddr() + "/v1/traces"
+	first := make(chan int)
+	go func() {
+		resp, _ := post(t, url, ctProto, protoBody(t, sampleTraces(1, 1)))
+		first <- resp.StatusCode
+	}()
+	for calls.Load() == 0 {
+		time.Sleep(time.Millisecond)
+	}
+	resp, body := post(t, url, ctProto, protoBody(t, sampleTraces(2, 1)))
+	if resp.StatusCode != 429 || resp.Header.Get("Retry-After") == "" {
+		t.Errorf("second request: %d %s", resp.StatusCode, body)
+	}
+	_, err := ptraceotlp.NewGRPCClient(dial(t, s.GRPCAddr())).Export(context.Background(),
+		ptraceotlp.NewExportRequestFromTraces(sampleTraces(3, 1)))
+	if st := status.Convert(err); st.Code() != codes.ResourceExhausted || !hasRetryInfo(st) {
+		t.Errorf("grpc: %v", err)
+	}
+	close(release)
+	if code := <-first; code != 200 {
+		t.Errorf("first request: %d", code)
+	}
+}
+
+func TestRateLimit(t *testing.T) {
+	cfg := testConfig()
+	cfg.MaxSpansPerSecond = 10
+	st := memstore.New()
+	s := startServer(t, cfg, st, nil)
+	url := "http://" + s.HTTPAddr() + "/v1/traces"
+	if resp, b := post(t, url, ctProto, protoBody(t, sampleTraces(1, 10))); resp.StatusCode != 200 {
+		t.Fatalf("first: %d %s", resp.StatusCode, b)
+	}
+	if resp, b := post(t, url, ctProto, protoBody(t, sampleTraces(2, 10))); resp.StatusCode != 429 {
+		t.Fatalf("second within the same second: %d %s", resp.StatusCode, b)
+	}
+}
+
+func TestZipkinBadInput(t *testing.T) {
+	st := memstore.New()
+	s := startServer(t, testConfig(), st, nil)
+	url := "http://" + s.ZipkinAddr() + "/api/v2/spans"
+	for _, c := range []struct {
+		name, ct, body string
+		code           int
+		reason         string
+	}{
+		{"invalid json", ctJSON, `[{"traceId":`, 400, reasonDecode},
+		{"not an array", ctJSON, `{"traceId":"1"}`, 400, reasonDecode},
+		{"protobuf", "application/x-protobuf", "\x0a\x01", 415, reasonContentType},
+	} {
+		resp, body := post(t, url, c.ct, []byte(c.body))
+		if resp.StatusCode != c.code || len(body) == 0 {
+			t.Errorf("%s: %d %s", c.name, resp.StatusCode, body)
+		}
+		if badCount(s, protoZipkin, c.reason) == 0 {
+			t.Errorf("%s: not counted", c.name)
+		}
+	}
+	resp, body := post(t, url, ctJSON, []byte(`[
+	 {"traceId":"00000000000000aa","id":"00000000000000bb","name":"good"},
+	 {"traceId":"00000000000000aa00000000000000aa00","id":"00000000000000cc","name":"bad"}]`))
+	if resp.StatusCode != 202 || !strings.Contains(string(body), "1 zipkin span(s) rejected") {
+		t.Errorf("partial: %d %s", resp.StatusCode, body)
+	}
+	spans, err := st.Trace(context.Background(), model.TraceID{15: 0xaa}, store.TimeRange{})
+	if err != nil || len(spans) != 1 || spans[0].Name != "good" {
+		t.Errorf("stored: %v %v", spans, err)
+	}
+	getResp, err := http.Get(url)
+	if err != nil {
+		t.Fatal(err)
+	}
+	getResp.Body.Close()
+	if getResp.StatusCode != 405 {
+		t.Errorf("GET: %d", getResp.StatusCode)
+	}
+	assertServing(t, s, st, 204)
+}
+
+func TestShutdownRefusesNewWork(t *testing.T) {
+	st := memstore.New()
+	s := startServer(t, testConfig(), st, nil)
+	addr := s.HTTPAddr()
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel()
+	if err := s.Shutdown(ctx); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := http.Post("http://"+addr+"/v1/traces", ctProto, bytes.NewReader(protoBody(t, sampleTraces(1, 1)))); err == nil {
+		t.Error("request after shutdown succeeded")
+	}
+}

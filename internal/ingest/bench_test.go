@@ -1,0 +1,67 @@
+package ingest
+
+import (
+	"context"
+	"io"
+	"log/slog"
+	"math/rand/v2"
+	"testing"
+
+	"go.opentelemetry.io/collector/pdata/ptrace/ptraceotlp"
+
+	"github.com/tracedx/tracedx/bench/loadgen/gen"
+	"github.com/tracedx/tracedx/internal/model"
+)
+
+// BenchmarkDecodeConvert measures the CPU cost of the ingest hot path
+// without network or storage: protobuf decode, limit checks, pdata→model.
+func BenchmarkDecodeConvert(b *testing.B) {
+	ts, err := gen.Templates(1, 4, 30)
+	if err != nil {
+		b.Fatal(err)
+	}
+	rng := rand.New(rand.NewPCG(1, 2))
+	bodies := make([][]byte, len(ts))
+	spans := 0
+	for i, t := range ts {
+		bodies[i] = t.Fill(nil, rng)
+		spans += t.Spans
+	}
+	s, err := New(DefaultConfig(), funcSink(func(context.Context, []model.Span) error { return nil }), nil,
+		slog.New(slog.NewTextHandler(io.Discard, nil)), nil)
+	if err != nil {
+		b.Fatal(err)
+	}
+	b.ReportAllocs()
+	b.ResetTimer()
+	for i := 0; i < b.N; i++ {
+		for _, body := range bodies {
+			req := ptraceotlp.NewExportRequest()
+			if err := req.UnmarshalProto(body); err != nil {
+				b.Fatal(err)
+			}
+			if _, err := s.consumeTraces(context.Background(), protoHTTP, req.Traces()); err != nil {
+				b.Fatal(err)
+			}
+		}
+	}
+	b.ReportMetric(float64(spans*b.N)/b.Elapsed().Seconds(), "spans/s")
+	b.SetBytes(int64(len(bodies[0]) * len(bodies)))
+}
+
+// BenchmarkDecodeOnly isolates pdata decoding for comparison.
+func BenchmarkDecodeOnly(b *testing.B) {
+	ts, err := gen.Templates(1, 1, 30)
+	if err != nil {
+		b.Fatal(err)
+	}
+	body := ts[0].Fill(nil, rand.New(rand.NewPCG(1, 2)))
+	b.ReportAllocs()
+	for i := 0; i < b.N; i++ {
+		req := ptraceotlp.NewExportRequest()
+		if err := req.UnmarshalProto(body); err != nil {
+			b.Fatal(err)
+		}
+	}
+	b.ReportMetric(float64(ts[0].Spans*b.N)/b.Elapsed().Seconds(), "spans/s")
+}

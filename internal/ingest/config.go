@@ -1,0 +1,113 @@
+package ingest
+
+import (
+	"context"
+	"fmt"
+	"runtime"
+	"time"
+
+	"github.com/tracedx/tracedx/internal/model"
+)
+
+// Sink receives converted spans. Write must return only once the spans are
+// durable: ingest acknowledges the client after Write returns nil.
+// store.Store satisfies it. Write may return store.ErrOverloaded to ask the
+// client to retry later.
+type Sink interface {
+	Write(ctx context.Context, spans []model.Span) error
+}
+
+// LogSink receives OTLP log records. The same durability and overload
+// contract as Sink applies.
+type LogSink interface {
+	WriteLogs(ctx context.Context, logs []LogRecord) error
+}
+
+// LogRecord is an OTLP log record reduced to what trace correlation needs.
+type LogRecord struct {
+	TraceID        model.TraceID
+	SpanID         model.SpanID
+	TimeUnixNano   uint64 // observed time when the record has no timestamp
+	SeverityNumber int32  // OTLP SeverityNumber (1..24, 0 unspecified)
+	SeverityText   string
+	Body           string // the body rendered as text (maps/arrays as JSON)
+	Attrs          model.Attrs
+	// Service and Resource describe the emitting process; Resource is shared
+	// between the records of one resource and must be treated as immutable.
+	Service   string
+	Resource  model.Attrs
+	ScopeName string
+}
+
+// Config configures the ingest servers. An empty address disables that
+// listener. Zero limits take the defaults of DefaultConfig.
+type Config struct {
+	GRPCAddr   string // OTLP/gRPC, default 127.0.0.1:4317
+	HTTPAddr   string // OTLP/HTTP, default 127.0.0.1:4318
+	ZipkinAddr string // Zipkin v2 JSON, default 127.0.0.1:9411
+
+	// MaxRequestBytes bounds a request body after decompression (and the
+	// gRPC message size). Larger requests get 413 / RESOURCE_EXHAUSTED.
+	MaxRequestBytes int64
+	// MaxSpansPerRequest rejects requests with more spans (413 / INVALID_ARGUMENT).
+	MaxSpansPerRequest int
+	// MaxAttributesPerSpan rejects requests where a span, its resource, one
+	// of its events or links carries more attributes (400 / INVALID_ARGUMENT).
+	MaxAttributesPerSpan int
+	// MaxConcurrentRequests bounds requests being decoded or written at
+	// once, across all protocols. A request that cannot get a slot within
+	// ConcurrencyWait gets 429 / RESOURCE_EXHAUSTED with a retry delay.
+	MaxConcurrentRequests int
+	ConcurrencyWait       time.Duration
+	// MaxSpansPerSecond, when > 0, rate-limits accepted spans (429).
+	MaxSpansPerSecond float64
+	// RetryAfter is the delay suggested to clients on overload.
+	RetryAfter time.Duration
+}
+
+// DefaultConfig returns the defaults: loopback listeners on the standard
+// ports and limits suited to a single node.
+func DefaultConfig() Config {
+	return Config{
+		GRPCAddr:              "127.0.0.1:4317",
+		HTTPAddr:              "127.0.0.1:4318",
+		ZipkinAddr:            "127.0.0.1:9411",
+		MaxRequestBytes:       16 << 20,
+		MaxSpansPerRequest:    100_000,
+		MaxAttributesPerSpan:  1024,
+		MaxConcurrentRequests: 64 * runtime.GOMAXPROCS(0),
+		ConcurrencyWait:       200 * time.Millisecond,
+		RetryAfter:            time.Second,
+	}
+}
+
+func (c Config) withDefaults() (Config, error) {
+	d := DefaultConfig()
+	if c.MaxRequestBytes == 0 {
+		c.MaxRequestBytes = d.MaxRequestBytes
+	}
+	if c.MaxSpansPerRequest == 0 {
+		c.MaxSpansPerRequest = d.MaxSpansPerRequest
+	}
+	if c.MaxAttributesPerSpan == 0 {
+		c.MaxAttributesPerSpan = d.MaxAttributesPerSpan
+	}
+	if c.MaxConcurrentRequests == 0 {
+		c.MaxConcurrentRequests = d.MaxConcurrentRequests
+	}
+	if c.ConcurrencyWait == 0 {
+		c.ConcurrencyWait = d.ConcurrencyWait
+	}
+	if c.RetryAfter == 0 {
+		c.RetryAfter = d.RetryAfter
+	}
+	switch {
+	case c.MaxRequestBytes < 0 || c.MaxRequestBytes > 1<<31-1:
+		return c, fmt.Errorf("ingest: max request bytes %d out of range (1..2GiB)", c.MaxRequestBytes)
+	case c.MaxSpansPerRequest < 0, c.MaxAttributesPerSpan < 0, c.MaxConcurrentRequests < 0:
+		return c, fmt.Errorf("ingest: limits must not be negative")
+	case c.MaxSpansPerSecond < 0:
+		return c, fmt.Errorf("ingest: max spans per second must not be negative")
+	}
+	return c, nil
+}

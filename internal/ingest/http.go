@@ -1,0 +1,408 @@
+package ingest
+
+import (
+	"bytes"
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"mime"
+	"net/http"
+	"strconv"
+	"strings"
+	"sync"
+
+	"github.com/klauspost/compress/gzip"
+	"github.com/klauspost/compress/zstd"
+	"go.opentelemetry.io/collector/pdata/plog/plogotlp"
+	"go.opentelemetry.io/collector/pdata/ptrace/ptraceotlp"
+	spb "google.golang.org/genproto/googleapis/rpc/status"
+	"google.golang.org/grpc/codes"
+	"google.golang.org/protobuf/proto"
+
+	"github.com/tracedx/tracedx/internal/zipkin"
+)
+
+type wireFormat uint8
+
+const (
+	formatProto wireFormat = iota + 1
+	formatJSON
+)
+
+const (
+	ctProto = "application/x-protobuf"
+	ctJSON  = "application/json"
+)
+
+// OTLPHTTPHandler serves POST /v1/traces and /v1/logs. The coordinator may
+// mount it on its own mux instead of using HTTPAddr.
+func (s *Server) OTLPHTTPHandler() http.Handler {
+	mux := http.NewServeMux()
+	mux.HandleFunc("/v1/traces", func(w http.ResponseWriter, r *http.Request) { s.handleOTLP(w, r, "traces") })
+	mux.HandleFunc("/v1/logs", func(w http.ResponseWriter, r *http.Request) { s.handleOTLP(w, r, "logs") })
+	return mux
+}
+
+// ZipkinHandler serves POST /api/v2/spans.
+func (s *Server) ZipkinHandler() http.Handler {
+	mux := http.NewServeMux()
+	mux.HandleFunc("/api/v2/spans", s.handleZipkin)
+	return mux
+}
+
+func parseOTLPContentType(ct string) (wireFormat, error) {
+	mt, _, err := mime.ParseMediaType(ct)
+	if err != nil && ct != "" {
+		return 0, badInput(kindUnsupported, reasonContentType, "unparsable Content-Type %q: use %s or %s", truncate(ct, 80), ctProto, ctJSON)
+	}
+	switch mt {
+	case ctProto, "application/protobuf":
+		return formatProto, nil
+	case ctJSON:
+		return formatJSON, nil
+	}
+	return 0, badInput(kindUnsupported, reasonContentType, "unsupported Content-Type %q: use %s or %s", truncate(ct, 80), ctProto, ctJSON)
+}
+
+func (s *Server) handleOTLP(w http.ResponseWriter, r *http.Request, signal string) {
+	format, ferr := parseOTLPContentType(r.Header.Get("Content-Type"))
+	var err error
+	rejected := 0
+	defer func() { s.finish(protoHTTP, signal, err, rejected) }()
+	if r.Method != http.MethodPost {
+		w.Header().Set("Allow", http.MethodPost)
+		err = badInput(kindMethod, reasonMethod, "method %s not allowed: OTLP/HTTP export uses POST", r.Method)
+		s.writeOTLPError(w, format, err)
+		return
+	}
+	if ferr != nil {
+		err = ferr
+		s.writeOTLPError(w, 0, err)
+		return
+	}
+	release, aerr := s.acquire(r.Context())
+	if aerr != nil {
+		err = aerr
+		s.writeOTLPError(w, format, err)
+		return
+	}
+	defer release()
+	buf, rerr := s.readBody(w, r)
+	if rerr != nil {
+		err = rerr
+		s.writeOTLPError(w, format, err)
+		return
+	}
+	defer putBuf(buf)
+
+	var body []byte
+	switch signal {
+	case "traces":
+		var res traceResult
+		res, err = s.httpTraces(r.Context(), format, buf.Bytes())
+		if err == nil {
+			rejected = res.rejected
+			switch {
+			case rejected == 0 && format == formatJSON:
+				// Full success leaves partial_success unset (OTLP spec).
+				body = []byte("{}")
+			case rejected == 0:
+				body = nil // the empty ExportTraceServiceResponse
+			case format == formatJSON:
+				body, err = traceResponse(res).MarshalJSON()
+			default:
+				body, err = traceResponse(res).MarshalProto()
+			}
+		}
+	case "logs":
+		err = s.httpLogs(r.Context(), format, buf.Bytes())
+		if err == nil {
+			resp := plogotlp.NewExportResponse()
+			if format == formatJSON {
+				body, err = resp.MarshalJSON()
+			} else {
+				body, err = resp.MarshalProto()
+			}
+		}
+	}
+	if err != nil {
+		s.writeOTLPError(w, format, err)
+		return
+	}
+	if format == formatJSON {
+		w.Header().Set("Content-Type", ctJSON)
+	} else {
+		w.Header().Set("Content-Type", ctProto)
+	}
+	w.Header().Set("Content-Length", strconv.Itoa(len(body)))
+	w.WriteHeader(http.StatusOK)
+	_, _ = w.Write(body)
+}
+
+func (s *Server) httpTraces(ctx context.Context, format wireFormat, data []byte) (traceResult, error) {
+	req := ptraceotlp.NewExportRequest()
+	var derr error
+	if format == formatJSON {
+		derr = req.UnmarshalJSON(data)
+	} else {
+		derr = req.UnmarshalProto(data)
+	}
+	if derr != nil {
+		var fixed []byte
+		var n int
+		var ferr error
+		if format == formatJSON {
+			fixed, n, ferr = repairTraceJSON(data)
+		} else {
+			fixed, n, ferr = repairTraceProto(data)
+		}
+		if ferr != nil || n == 0 {
+			return traceResult{}, decodeError(format, derr)
+		}
+		req = ptraceotlp.NewExportRequest()
+		if format == formatJSON {
+			derr = req.UnmarshalJSON(fixed)
+		} else {
+			derr = req.UnmarshalProto(fixed)
+		}
+		if derr != nil {
+			return traceResult{}, decodeError(format, derr)
+		}
+	}
+	return s.consumeTraces(ctx, protoHTTP, req.Traces())
+}
+
+func (s *Server) httpLogs(ctx context.Context, format wireFormat, data []byte) error {
+	req := plogotlp.NewExportRequest()
+	var derr error
+	if format == formatJSON {
+		derr = req.UnmarshalJSON(data)
+	} else {
+		derr = req.UnmarshalProto(data)
+	}
+	if derr != nil {
+		return decodeError(format, derr)
+	}
+	return s.consumeLogs(ctx, protoHTTP, req.Logs())
+}
+
+func decodeError(format wireFormat, err error) error {
+	what := "protobuf"
+	if format == formatJSON {
+		what = "JSON"
+	}
+	return badInput(kindBadRequest, reasonDecode, "cannot decode OTLP %s request body: %v", what, err)
+}
+
+// httpStatus maps a pipeline error to an HTTP status and the equivalent
+// gRPC code (the OTLP/HTTP error body is a google.rpc.Status).
+func httpStatus(err error) (int, codes.Code, string) {
+	var re *requestError
+	if !errors.As(err, &re) {
+		return http.StatusInternalServerError, codes.Internal, err.Error()
+	}
+	switch re.kind {
+	case kindBadRequest:
+		return http.StatusBadRequest, codes.InvalidArgument, re.msg
+	case kindTooLarge:
+		return http.StatusRequestEntityTooLarge, codes.InvalidArgument, re.msg
+	case kindUnsupported:
+		return http.StatusUnsupportedMediaType, codes.InvalidArgument, re.msg
+	case kindMethod:
+		return http.StatusMethodNotAllowed, codes.Unimplemented, re.msg
+	case kindLimited:
+		return http.StatusTooManyRequests, codes.ResourceExhausted, re.msg
+	case kindOverloaded:
+		return http.StatusServiceUnavailable, codes.Unavailable, re.msg
+	}
+	return http.StatusInternalServerError, codes.Internal, re.msg
+}
+
+func (s *Server) setRetryAfter(w http.ResponseWriter, code int) {
+	if code == http.StatusTooManyRequests || code == http.StatusServiceUnavailable {
+		secs := int(s.cfg.RetryAfter.Seconds() + 0.999)
+		w.Header().Set("Retry-After", strconv.Itoa(max(secs, 1)))
+	}
+}
+
+// writeOTLPError answers with a google.rpc.Status encoded like the request
+// (plain text when the request's encoding is unknown).
+func (s *Server) writeOTLPError(w http.ResponseWriter, format wireFormat, err error) {
+	code, grpcCode, msg := httpStatus(err)
+	s.setRetryAfter(w, code)
+	var body []byte
+	switch format {
+	case formatProto:
+		body, _ = proto.Marshal(&spb.Status{Code: int32(grpcCode), Message: msg})
+		w.Header().Set("Content-Type", ctProto)
+	case formatJSON:
+		body, _ = json.Marshal(struct {
+			Code    int32  `json:"code"`
+			Message string `json:"message"`
+		}{int32(grpcCode), msg})
+		w.Header().Set("Content-Type", ctJSON)
+	default:
+		body = []byte(msg + "\n")
+		w.Header().Set("Content-Type", "text/plain; charset=utf-8")
+	}
+	w.Header().Set("Content-Length", strconv.Itoa(len(body)))
+	w.WriteHeader(code)
+	_, _ = w.Write(body)
+}
+
+// --- body reading --------------------------------------------------------
+
+var bufPool = sync.Pool{New: func() any { return new(bytes.Buffer) }}
+
+func putBuf(b *bytes.Buffer) {
+	// Do not keep huge buffers alive in the pool.
+	if b.Cap() <= 4<<20 {
+		b.Reset()
+		bufPool.Put(b)
+	}
+}
+
+var gzipPool sync.Pool
+
+// readBody reads the (decompressed) body into a pooled buffer, never more
+// than MaxRequestBytes+1 bytes, so a 100 MB body or a zip bomb costs at
+// most the limit.
+func (s *Server) readBody(w http.ResponseWriter, r *http.Request) (*bytes.Buffer, error) {
+	limit := s.cfg.MaxRequestBytes
+	if r.ContentLength > limit {
+		return nil, s.tooLarge(r.ContentLength)
+	}
+	body := http.MaxBytesReader(w, r.Body, limit)
+	var src io.Reader = body
+	switch enc := strings.ToLower(strings.TrimSpace(r.Header.Get("Content-Encoding"))); enc {
+	case "", "identity":
+	case "gzip", "x-gzip":
+		zr, _ := gzipPool.Get().(*gzip.Reader)
+		var err error
+		if zr == nil {
+			zr, err = gzip.NewReader(body)
+		} else {
+			err = zr.Reset(body)
+		}
+		if err != nil {
+			return nil, s.readError(err, "gzip")
+		}
+		defer gzipPool.Put(zr)
+		src = zr
+	case "zstd":
+		zr, err := zstd.NewReader(body, zstd.WithDecoderConcurrency(1), zstd.WithDecoderMaxMemory(uint64(limit)+1))
+		if err != nil {
+			return nil, s.readError(err, "zstd")
+		}
+		defer zr.Close()
+		src = zr
+	default:
+		return nil, badInput(kindUnsupported, reasonEncoding, "unsupported Content-Encoding %q: use gzip, zstd or none", truncate(enc, 40))
+	}
+	buf := bufPool.Get().(*bytes.Buffer)
+	if r.ContentLength > 0 && r.Header.Get("Content-Encoding") == "" {
+		buf.Grow(int(r.ContentLength))
+	}
+	n, err := buf.ReadFrom(io.LimitReader(src, limit+1))
+	if err != nil {
+		putBuf(buf)
+		return nil, s.readError(err, r.Header.Get("Content-Encoding"))
+	}
+	if n > limit {
+		putBuf(buf)
+		return nil, s.tooLarge(n)
+	}
+	return buf, nil
+}
+
+func (s *Server) tooLarge(n int64) error {
+	return badInput(kindTooLarge, reasonTooLarge, "request body exceeds the limit of %d bytes (got at least %d): send smaller batches", s.cfg.MaxRequestBytes, n)
+}
+
+func (s *Server) readError(err error, enc string) error {
+	var mbe *http.MaxBytesError
+	if errors.As(err, &mbe) {
+		return s.tooLarge(mbe.Limit + 1)
+	}
+	if errors.Is(err, zstd.ErrDecoderSizeExceeded) || errors.Is(err, zstd.ErrWindowSizeExceeded) {
+		return s.tooLarge(s.cfg.MaxRequestBytes + 1)
+	}
+	if enc != "" {
+		return badInput(kindBadRequest, reasonDecode, "cannot decompress %s request body: %v", enc, err)
+	}
+	return badInput(kindBadRequest, reasonDecode, "cannot read request body: %v", err)
+}
+
+// --- Zipkin ----------------------------------------------------------------
+
+func (s *Server) handleZipkin(w http.ResponseWriter, r *http.Request) {
+	var err error
+	rejected := 0
+	defer func() { s.finish(protoZipkin, "traces", err, rejected) }()
+	if r.Method != http.MethodPost {
+		w.Header().Set("Allow", http.MethodPost)
+		err = badInput(kindMethod, reasonMethod, "method %s not allowed: Zipkin spans are sent with POST", r.Method)
+		s.writeTextError(w, err)
+		return
+	}
+	if ct := r.Header.Get("Content-Type"); ct != "" {
+		if mt, _, perr := mime.ParseMediaType(ct); perr != nil || mt != ctJSON {
+			err = badInput(kindUnsupported, reasonContentType, "unsupported Content-Type %q: only Zipkin v2 JSON (application/json) is accepted", truncate(ct, 80))
+			s.writeTextError(w, err)
+			return
+		}
+	}
+	release, aerr := s.acquire(r.Context())
+	if aerr != nil {
+		err = aerr
+		s.writeTextError(w, err)
+		return
+	}
+	defer release()
+	buf, rerr := s.readBody(w, r)
+	if rerr != nil {
+		err = rerr
+		s.writeTextError(w, err)
+		return
+	}
+	defer putBuf(buf)
+	spans, cerr := zipkin.ToModel(buf.Bytes())
+	note := ""
+	if cerr != nil {
+		bad, partial := zipkin.IsInvalidSpans(cerr)
+		if !partial {
+			err = badInput(kindBadRequest, reasonDecode, "%v", cerr)
+			s.writeTextError(w, err)
+			return
+		}
+		rejected = bad.Rejected
+		note = bad.Error()
+		s.metrics.SpansRejected.WithLabelValues(protoZipkin, reasonInvalidID).Add(float64(bad.Rejected))
+	}
+	var res traceResult
+	res, err = s.consumeSpans(r.Context(), protoZipkin, spans)
+	if err != nil {
+		s.writeTextError(w, err)
+		return
+	}
+	rejected += res.rejected
+	if res.msg != "" {
+		note = strings.TrimPrefix(note+"; "+res.msg, "; ")
+	}
+	if note != "" {
+		// Zipkin has no partial-success body; say it in plain text.
+		w.Header().Set("Content-Type", "text/plain; charset=utf-8")
+		w.WriteHeader(http.StatusAccepted)
+		_, _ = fmt.Fprintf(w, "accepted %d span(s); %s\n", res.accepted, note)
+		return
+	}
+	w.WriteHeader(http.StatusAccepted)
+}
+
+func (s *Server) writeTextError(w http.ResponseWriter, err error) {
+	code, _, msg := httpStatus(err)
+	s.setRetryAfter(w, code)
+	http.Error(w, msg, code)
+}

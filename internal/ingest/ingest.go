@@ -1,0 +1,440 @@
+// Package ingest runs tracedx's receivers: OTLP/gRPC, OTLP/HTTP (traces and
+// logs) and Zipkin v2 JSON. Every receiver converts to model.Span, applies
+// the same limits and writes to a Sink; a request is acknowledged only after
+// Sink.Write returned nil, i.e. after the spans are durable.
+//
+// Error mapping follows the OTLP specification: bad payloads are permanent
+// errors (HTTP 400/413/415, gRPC INVALID_ARGUMENT), saturation is retryable
+// (HTTP 429/503 with Retry-After, gRPC RESOURCE_EXHAUSTED/UNAVAILABLE with
+// RetryInfo), and spans with invalid ids are dropped one by one and reported
+// as a partial success.
+package ingest
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net"
+	"net/http"
+	"sync"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+	"google.golang.org/grpc"
+
+	"github.com/tracedx/tracedx/internal/model"
+	"github.com/tracedx/tracedx/internal/store"
+)
+
+// Server owns the ingest listeners.
+type Server struct {
+	cfg     Config
+	sink    Sink
+	logs    LogSink
+	log     *slog.Logger
+	metrics *Metrics
+
+	slots   chan struct{}
+	limiter *rateLimiter
+
+	mu         sync.Mutex
+	grpcSrv    *grpc.Server
+	httpSrv    *http.Server
+	zipkinSrv  *http.Server
+	grpcAddr   string
+	httpAddr   string
+	zipkinAddr string
+	started    bool
+	serveErrs  chan error
+}
+
+// New builds the ingest servers. sink must not be nil; logs may be nil (log
+// records are then accepted, counted and dropped). reg may be nil to skip
+// metric registration (Metrics() still returns the collectors).
+func New(cfg Config, sink Sink, logs LogSink, logger *slog.Logger, reg prometheus.Registerer) (*Server, error) {
+	if sink == nil {
+		return nil, errors.New("ingest: nil sink")
+	}
+	cfg, err := cfg.withDefaults()
+	if err != nil {
+		return nil, err
+	}
+	if logger == nil {
+		logger = slog.Default()
+	}
+	s := &Server{
+		cfg:       cfg,
+		sink:      sink,
+		logs:      logs,
+		log:       logger.With("component", "ingest"),
+		metrics:   NewMetrics(),
+		slots:     make(chan struct{}, cfg.MaxConcurrentRequests),
+		serveErrs: make(chan error, 3),
+	}
+	if cfg.MaxSpansPerSecond > 0 {
+		s.limiter = newRateLimiter(cfg.MaxSpansPerSecond)
+	}
+	if reg != nil {
+		if err := s.metrics.Register(reg); err != nil {
+			return nil, err
+		}
+	}
+	return s, nil
+}
+
+// Metrics returns the ingest collectors.
+func (s *Server) Metrics() *Metrics { return s.metrics }
+
+// Config returns the effective configuration (defaults applied).
+func (s *Server) Config() Config { return s.cfg }
+
+// Start binds every configured listener and serves in the background. It
+// fails (and binds nothing) when any address cannot be bound.
+func (s *Server) Start(ctx context.Context) error {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.started {
+		return errors.New("ingest: already started")
+	}
+	var lns []net.Listener
+	closeAll := func() {
+		for _, l := range lns {
+			_ = l.Close()
+		}
+	}
+	listen := func(addr, what string) (net.Listener, error) {
+		var lc net.ListenConfig
+		l, err := lc.Listen(ctx, "tcp", addr)
+		if err != nil {
+			return nil, fmt.Errorf("ingest: listen %s on %s: %w", what, addr, err)
+		}
+		lns = append(lns, l)
+		return l, nil
+	}
+	var grpcLn, httpLn, zipkinLn net.Listener
+	var err error
+	if s.cfg.GRPCAddr != "" {
+		if grpcLn, err = listen(s.cfg.GRPCAddr, "OTLP/gRPC"); err != nil {
+			closeAll()
+			return err
+		}
+	}
+	if s.cfg.HTTPAddr != "" {
+		if httpLn, err = listen(s.cfg.HTTPAddr, "OTLP/HTTP"); err != nil {
+			closeAll()
+			return err
+		}
+	}
+	if s.cfg.ZipkinAddr != "" {
+		if zipkinLn, err = listen(s.cfg.ZipkinAddr, "Zipkin"); err != nil {
+			closeAll()
+			return err
+		}
+	}
+	s.started = true
+	if grpcLn != nil {
+		s.grpcSrv = s.newGRPCServer()
+		s.grpcAddr = grpcLn.Addr().String()
+		go s.serve("OTLP/gRPC", s.grpcAddr, func() error { return s.grpcSrv.Serve(grpcLn) })
+	}
+	if httpLn != nil {
+		s.httpSrv = s.newHTTPServer(s.OTLPHTTPHandler())
+		s.httpAddr = httpLn.Addr().String()
+		go s.serve("OTLP/HTTP", s.httpAddr, func() error { return s.httpSrv.Serve(httpLn) })
+	}
+	if zipkinLn != nil {
+		s.zipkinSrv = s.newHTTPServer(s.ZipkinHandler())
+		s.zipkinAddr = zipkinLn.Addr().String()
+		go s.serve("Zipkin", s.zipkinAddr, func() error { return s.zipkinSrv.Serve(zipkinLn) })
+	}
+	return nil
+}
+
+func (s *Server) serve(what, addr string, fn func() error) {
+	s.log.Info("ingest listening", "protocol", what, "addr", addr)
+	if err := fn(); err != nil && !errors.Is(err, http.ErrServerClosed) && !errors.Is(err, grpc.ErrServerStopped) {
+		s.log.Error("ingest listener failed", "protocol", what, "addr", addr, "err", err)
+		s.serveErrs <- fmt.Errorf("%s on %s: %w", what, addr, err)
+	}
+}
+
+// Errors delivers fatal listener errors after Start (buffered; optional).
+func (s *Server) Errors() <-chan error { return s.serveErrs }
+
+func (s *Server) newHTTPServer(h http.Handler) *http.Server {
+	return &http.Server{
+		Handler:           h,
+		ReadHeaderTimeout: 10 * time.Second,
+		ReadTimeout:       2 * time.Minute,
+		IdleTimeout:       2 * time.Minute,
+		MaxHeaderBytes:    1 << 20,
+		ErrorLog:          slog.NewLogLogger(s.log.Handler(), slog.LevelDebug),
+	}
+}
+
+// GRPCAddr returns the bound OTLP/gRPC address ("" before Start or when disabled).
+func (s *Server) GRPCAddr() string { s.mu.Lock(); defer s.mu.Unlock(); return s.grpcAddr }
+
+// HTTPAddr returns the bound OTLP/HTTP address.
+func (s *Server) HTTPAddr() string { s.mu.Lock(); defer s.mu.Unlock(); return s.httpAddr }
+
+// ZipkinAddr returns the bound Zipkin address.
+func (s *Server) ZipkinAddr() string { s.mu.Lock(); defer s.mu.Unlock(); return s.zipkinAddr }
+
+// Shutdown stops accepting requests and waits for in-flight ones until ctx
+// ends, then closes remaining connections.
+func (s *Server) Shutdown(ctx context.Context) error {
+	s.mu.Lock()
+	g, h, z := s.grpcSrv, s.httpSrv, s.zipkinSrv
+	s.mu.Unlock()
+	var wg sync.WaitGroup
+	errs := make([]error, 3)
+	if g != nil {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			done := make(chan struct{})
+			go func() { g.GracefulStop(); close(done) }()
+			select {
+			case <-done:
+			case <-ctx.Done():
+				g.Stop()
+				<-done
+				errs[0] = fmt.Errorf("ingest: grpc shutdown: %w", ctx.Err())
+			}
+		}()
+	}
+	for i, hs := range []*http.Server{h, z} {
+		if hs == nil {
+			continue
+		}
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			if err := hs.Shutdown(ctx); err != nil {
+				_ = hs.Close()
+				errs[i+1] = fmt.Errorf("ingest: http shutdown: %w", err)
+			}
+		}()
+	}
+	wg.Wait()
+	return errors.Join(errs...)
+}
+
+// --- shared pipeline ---------------------------------------------------
+
+type errKind uint8
+
+const (
+	kindBadRequest errKind = iota + 1
+	kindTooLarge
+	kindUnsupported
+	kindMethod
+	kindLimited
+	kindOverloaded
+	kindInternal
+)
+
+// requestError is a whole-request failure with its client-facing message.
+type requestError struct {
+	kind   errKind
+	reason string // metric label for bad input, "" otherwise
+	msg    string
+}
+
+func (e *requestError) Error() string { return e.msg }
+
+func badInput(kind errKind, reason, format string, args ...any) *requestError {
+	return &requestError{kind: kind, reason: reason, msg: fmt.Sprintf(format, args...)}
+}
+
+// outcome label of a finished request.
+func outcomeOf(err error, rejected int) string {
+	if err == nil {
+		if rejected > 0 {
+			return "partial"
+		}
+		return "ok"
+	}
+	var re *requestError
+	if errors.As(err, &re) {
+		switch re.kind {
+		case kindLimited:
+			return "limited"
+		case kindOverloaded:
+			return "overloaded"
+		case kindInternal:
+			return "error"
+		}
+	}
+	return "bad_request"
+}
+
+// finish records metrics for one request.
+func (s *Server) finish(proto, signal string, err error, rejected int) {
+	s.metrics.Requests.WithLabelValues(proto, signal, outcomeOf(err, rejected)).Inc()
+	var re *requestError
+	if errors.As(err, &re) && re.reason != "" {
+		s.metrics.BadRequests.WithLabelValues(proto, re.reason).Inc()
+		s.log.Debug("ingest: bad request", "protocol", proto, "signal", signal, "reason", re.reason, "err", re.msg)
+	}
+}
+
+// acquire takes a concurrency slot, waiting at most ConcurrencyWait.
+func (s *Server) acquire(ctx context.Context) (func(), error) {
+	release := func() {
+		<-s.slots
+		s.metrics.InFlight.Dec()
+	}
+	select {
+	case s.slots <- struct{}{}:
+		s.metrics.InFlight.Inc()
+		return release, nil
+	default:
+	}
+	t := time.NewTimer(s.cfg.ConcurrencyWait)
+	defer t.Stop()
+	select {
+	case s.slots <- struct{}{}:
+		s.metrics.InFlight.Inc()
+		return release, nil
+	case <-t.C:
+		return nil, &requestError{kind: kindLimited,
+			msg: fmt.Sprintf("too many concurrent ingest requests (limit %d), retry later", s.cfg.MaxConcurrentRequests)}
+	case <-ctx.Done():
+		return nil, &requestError{kind: kindLimited, msg: "request cancelled while waiting for an ingest slot"}
+	}
+}
+
+// checkSpans enforces per-span limits on converted spans and drops spans
+// with invalid ids in place. It returns the kept spans, the rejected count
+// and a message for the partial-success response.
+func (s *Server) checkSpans(proto string, spans []model.Span) ([]model.Span, int, string, error) {
+	if len(spans) > s.cfg.MaxSpansPerRequest {
+		return nil, 0, "", badInput(kindTooLarge, reasonTooManySpans,
+			"request has %d spans, limit is %d per request: send smaller batches", len(spans), s.cfg.MaxSpansPerRequest)
+	}
+	max := s.cfg.MaxAttributesPerSpan
+	kept := spans[:0]
+	rejected := 0
+	var firstBad string
+	for i := range spans {
+		sp := &spans[i]
+		if n := attrCount(sp); n > max {
+			return nil, 0, "", badInput(kindBadRequest, reasonTooManyAttrs,
+				"span %q (%s) has %d attributes in one set, limit is %d", truncate(sp.Name, 64), sp.SpanID, n, max)
+		}
+		if sp.TraceID.IsZero() || sp.SpanID.IsZero() {
+			rejected++
+			if firstBad == "" {
+				firstBad = fmt.Sprintf("span %q: trace id and span id must be 16 and 8 bytes and not all zero (got trace id %s, span id %s)",
+					truncate(sp.Name, 64), sp.TraceID, sp.SpanID)
+			}
+			continue
+		}
+		kept = append(kept, *sp)
+	}
+	// Let the dropped tail be collected.
+	clear(spans[len(kept):])
+	msg := ""
+	if rejected > 0 {
+		s.metrics.SpansRejected.WithLabelValues(proto, reasonInvalidID).Add(float64(rejected))
+		msg = fmt.Sprintf("%d span(s) rejected for invalid ids; first: %s", rejected, firstBad)
+	}
+	return kept, rejected, msg, nil
+}
+
+// attrCount returns the largest attribute set of a span (span, resource,
+// any event or link), which is what the per-span limit bounds.
+func attrCount(sp *model.Span) int {
+	n := max(len(sp.Attrs), len(sp.Resource))
+	for i := range sp.Events {
+		n = max(n, len(sp.Events[i].Attrs))
+	}
+	for i := range sp.Links {
+		n = max(n, len(sp.Links[i].Attrs))
+	}
+	return n
+}
+
+// write hands spans to the sink and maps its errors.
+func (s *Server) write(ctx context.Context, proto string, spans []model.Span) error {
+	if len(spans) == 0 {
+		return nil
+	}
+	if s.limiter != nil && !s.limiter.allow(len(spans)) {
+		return &requestError{kind: kindLimited,
+			msg: fmt.Sprintf("ingest rate limit of %.0f spans/s exceeded, retry later", s.cfg.MaxSpansPerSecond)}
+	}
+	start := time.Now()
+	err := s.sink.Write(ctx, spans)
+	s.metrics.WriteSeconds.Observe(time.Since(start).Seconds())
+	if err != nil {
+		if errors.Is(err, store.ErrOverloaded) {
+			return &requestError{kind: kindOverloaded, msg: "tracedx is overloaded, retry later"}
+		}
+		if ctx.Err() != nil {
+			return &requestError{kind: kindOverloaded, msg: "request cancelled before spans were durable"}
+		}
+		s.log.Error("ingest: sink write failed", "protocol", proto, "spans", len(spans), "err", err)
+		return &requestError{kind: kindInternal, msg: "failed to store spans: " + err.Error()}
+	}
+	s.metrics.SpansAccepted.WithLabelValues(proto).Add(float64(len(spans)))
+	return nil
+}
+
+// writeLogs hands records to the log sink, or counts and drops them.
+func (s *Server) writeLogs(ctx context.Context, proto string, recs []LogRecord) error {
+	if len(recs) == 0 {
+		return nil
+	}
+	if s.logs == nil {
+		s.metrics.LogsDropped.Add(float64(len(recs)))
+		return nil
+	}
+	if err := s.logs.WriteLogs(ctx, recs); err != nil {
+		if errors.Is(err, store.ErrOverloaded) {
+			return &requestError{kind: kindOverloaded, msg: "tracedx is overloaded, retry later"}
+		}
+		s.log.Error("ingest: log sink write failed", "protocol", proto, "records", len(recs), "err", err)
+		return &requestError{kind: kindInternal, msg: "failed to store logs: " + err.Error()}
+	}
+	s.metrics.LogsAccepted.WithLabelValues(proto).Add(float64(len(recs)))
+	return nil
+}
+
+func truncate(s string, n int) string {
+	if len(s) <= n {
+		return s
+	}
+	return s[:n] + "…"
+}
+
+// rateLimiter is a token bucket over spans with one second of burst.
+type rateLimiter struct {
+	mu     sync.Mutex
+	rate   float64
+	tokens float64
+	last   time.Time
+}
+
+func newRateLimiter(rate float64) *rateLimiter {
+	return &rateLimiter{rate: rate, tokens: rate, last: time.Now()}
+}
+
+func (r *rateLimiter) allow(n int) bool {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	now := time.Now()
+	r.tokens = min(r.rate, r.tokens+now.Sub(r.last).Seconds()*r.rate)
+	r.last = now
+	// A request larger than the burst passes when the bucket is full and
+	// drives it negative, so big batches are slowed rather than starved.
+	need := min(float64(n), r.rate)
+	if r.tokens < need {
+		return false
+	}
+	r.tokens -= float64(n)
+	return true
+}

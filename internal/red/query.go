@@ -1,0 +1,402 @@
+package red
+
+import (
+	"errors"
+	"fmt"
+	"sort"
+	"strings"
+	"time"
+
+	"github.com/tracedx/tracedx/internal/model"
+	"github.com/tracedx/tracedx/internal/red/tsdb"
+)
+
+// Query selects RED series.
+type Query struct {
+	Service   string // "" = all services
+	Operation string // "" = all operations
+	// Kind: "" (all kinds), a span kind ("server", "client", …) or "entry"
+	// (server and consumer spans: the requests a service handles).
+	Kind       string
+	Start, End time.Time
+	// Step is rounded up to whole minutes (default: 1 minute).
+	Step time.Duration
+	// GroupByOperation returns one series per (service, operation, kind)
+	// instead of one per service.
+	GroupByOperation bool
+}
+
+// Point is one step of a series. Rate is requests per second over the
+// step; latencies are estimated from the histogram (±12%).
+type Point struct {
+	TimeMS    int64   `json:"time_ms"`
+	Rate      float64 `json:"rate"`
+	ErrorRate float64 `json:"error_rate"`
+	P50MS     float64 `json:"p50_ms"`
+	P95MS     float64 `json:"p95_ms"`
+	P99MS     float64 `json:"p99_ms"`
+	Count     uint64  `json:"count"`
+	Errors    uint64  `json:"errors"`
+}
+
+// Series is the result for one service or operation.
+type Series struct {
+	Service   string  `json:"service"`
+	Operation string  `json:"operation,omitempty"`
+	Kind      string  `json:"kind,omitempty"`
+	Points    []Point `json:"points"`
+}
+
+// ErrBadQuery wraps invalid query input (an HTTP 400).
+var ErrBadQuery = errors.New("bad metrics query")
+
+// MaxPoints bounds the points of one series.
+const MaxPoints = 11000
+
+type kindFilter struct {
+	any   bool
+	entry bool
+	kind  model.SpanKind
+}
+
+func parseKind(s string) (kindFilter, error) {
+	switch strings.ToLower(strings.TrimSpace(s)) {
+	case "", "any", "all":
+		return kindFilter{any: true}, nil
+	case "entry":
+		return kindFilter{entry: true}, nil
+	}
+	k, ok := model.ParseSpanKind(s)
+	if !ok {
+		return kindFilter{}, fmt.Errorf("%w: unknown span kind %q", ErrBadQuery, s)
+	}
+	return kindFilter{kind: k}, nil
+}
+
+func (f kindFilter) match(k uint8) bool {
+	switch {
+	case f.any:
+		return true
+	case f.entry:
+		return isEntry(k)
+	}
+	return k == uint8(f.kind)
+}
+
+func isEntry(k uint8) bool {
+	return k == uint8(model.KindServer) || k == uint8(model.KindConsumer)
+}
+
+type window struct {
+	startMin, endMin, stepMin int64
+	n                         int
+}
+
+func makeWindow(start, end time.Time, step time.Duration) (window, error) {
+	if start.IsZero() || end.IsZero() {
+		return window{}, fmt.Errorf("%w: start and end are required", ErrBadQuery)
+	}
+	if !end.After(start) {
+		return window{}, fmt.Errorf("%w: end must be after start", ErrBadQuery)
+	}
+	w := window{startMin: tsdb.UnixMinute(start), endMin: tsdb.UnixMinute(end.Add(time.Minute - time.Nanosecond))}
+	if step <= 0 {
+		step = time.Minute
+	}
+	w.stepMin = int64((step + time.Minute - 1) / time.Minute)
+	span := w.endMin - w.startMin
+	w.n = int((span + w.stepMin - 1) / w.stepMin)
+	if w.n > MaxPoints {
+		return window{}, fmt.Errorf("%w: %d points exceed %d; use a larger step", ErrBadQuery, w.n, MaxPoints)
+	}
+	w.endMin = w.startMin + int64(w.n)*w.stepMin
+	return w, nil
+}
+
+type groupKey struct {
+	service, op string
+	kind        int16 // -1 when kinds are merged
+}
+
+// collect aggregates matching records into per-group step buckets.
+func (m *Metrics) collect(w window, match func(tsdb.Key) bool, group func(tsdb.Key) groupKey) (map[groupKey][]*tsdb.Agg, error) {
+	out := map[groupKey][]*tsdb.Agg{}
+	err := m.st.Range(w.startMin, w.endMin, match, func(k tsdb.Key, r *tsdb.Rec) {
+		g := group(k)
+		aggs := out[g]
+		if aggs == nil {
+			aggs = make([]*tsdb.Agg, w.n)
+			out[g] = aggs
+		}
+		i := (r.Minute - w.startMin) / w.stepMin
+		if aggs[i] == nil {
+			aggs[i] = new(tsdb.Agg)
+		}
+		aggs[i].AddRec(r)
+	})
+	return out, err
+}
+
+func point(a *tsdb.Agg, tms int64, seconds float64) Point {
+	p := Point{TimeMS: tms}
+	if a == nil {
+		return p
+	}
+	p.Count, p.Errors = a.Count, a.Errors
+	p.Rate = tsdb.Round6(float64(a.Count) / seconds)
+	p.ErrorRate = a.ErrorRate()
+	p.P50MS, p.P95MS, p.P99MS = a.QuantileMS(0, 0.5), a.QuantileMS(0, 0.95), a.QuantileMS(0, 0.99)
+	return p
+}
+
+// Query returns RED series per step. Steps without spans have zero values.
+// A point covers [time, time+step); its rate divides by the whole step, so
+// the step holding "now" reads low until it closes.
+func (m *Metrics) Query(q Query) ([]Series, error) {
+	kf, err := parseKind(q.Kind)
+	if err != nil {
+		return nil, err
+	}
+	w, err := makeWindow(q.Start, q.End, q.Step)
+	if err != nil {
+		return nil, err
+	}
+	match := func(k tsdb.Key) bool {
+		return (q.Service == "" || k.A == q.Service) && (q.Operation == "" || k.B == q.Operation) && kf.match(k.K)
+	}
+	group := func(k tsdb.Key) groupKey {
+		if q.GroupByOperation {
+			return groupKey{k.A, k.B, int16(k.K)}
+		}
+		return groupKey{k.A, "", -1}
+	}
+	groups, err := m.collect(w, match, group)
+	if err != nil && len(groups) == 0 {
+		return nil, err
+	}
+	out := make([]Series, 0, len(groups))
+	secs := float64(w.stepMin * 60)
+	for g, aggs := range groups {
+		s := Series{Service: g.service, Operation: g.op, Points: make([]Point, w.n)}
+		if g.kind >= 0 {
+			s.Kind = model.SpanKind(g.kind).String()
+		}
+		for i, a := range aggs {
+			s.Points[i] = point(a, (w.startMin+int64(i)*w.stepMin)*60000, secs)
+		}
+		out = append(out, s)
+	}
+	sort.Slice(out, func(i, j int) bool {
+		if out[i].Service != out[j].Service {
+			return out[i].Service < out[j].Service
+		}
+		if out[i].Operation != out[j].Operation {
+			return out[i].Operation < out[j].Operation
+		}
+		return out[i].Kind < out[j].Kind
+	})
+	return out, err
+}
+
+// Summary is RED over a window.
+type Summary struct {
+	Rate      float64 `json:"rate"`
+	ErrorRate float64 `json:"error_rate"`
+	P50MS     float64 `json:"p50_ms"`
+	P95MS     float64 `json:"p95_ms"`
+	P99MS     float64 `json:"p99_ms"`
+	Count     uint64  `json:"count"`
+	Errors    uint64  `json:"errors"`
+}
+
+func summarize(a *tsdb.Agg, seconds float64) Summary {
+	p := point(a, 0, seconds)
+	return Summary{Rate: p.Rate, ErrorRate: p.ErrorRate, P50MS: p.P50MS, P95MS: p.P95MS, P99MS: p.P99MS, Count: p.Count, Errors: p.Errors}
+}
+
+// SparkPoint is one point of a service sparkline.
+type SparkPoint struct {
+	TimeMS    int64   `json:"time_ms"`
+	Rate      float64 `json:"rate"`
+	ErrorRate float64 `json:"error_rate"`
+	P95MS     float64 `json:"p95_ms"`
+}
+
+// ServiceSummary is one row of the service overview.
+type ServiceSummary struct {
+	Service string `json:"service"`
+	Summary
+	// Basis says which spans the figures use: "entry" (server and consumer
+	// spans, the requests the service handles) or "all" for services that
+	// have no entry spans (batch jobs, clients only).
+	Basis     string       `json:"basis"`
+	Sparkline []SparkPoint `json:"sparkline"`
+}
+
+// Services summarises every service over [start, end) with a sparkline of
+// sparkPoints points (0 = none).
+func (m *Metrics) Services(start, end time.Time, sparkPoints int) ([]ServiceSummary, error) {
+	whole, err := makeWindow(start, end, end.Sub(start))
+	if err != nil {
+		return nil, err
+	}
+	// First pass: which services have entry spans in the window.
+	hasEntry := map[string]bool{}
+	if err := m.st.Range(whole.startMin, whole.endMin, func(k tsdb.Key) bool {
+		return isEntry(k.K) && !hasEntry[k.A]
+	}, func(k tsdb.Key, r *tsdb.Rec) {
+		if r.Count > 0 {
+			hasEntry[k.A] = true
+		}
+	}); err != nil {
+		m.log.Warn("red services: partial read", "err", err)
+	}
+	match := func(k tsdb.Key) bool { return !hasEntry[k.A] || isEntry(k.K) }
+	group := func(k tsdb.Key) groupKey { return groupKey{k.A, "", -1} }
+	if sparkPoints < 1 {
+		sparkPoints = 1
+	}
+	spanMin := whole.endMin - whole.startMin
+	step := time.Duration((spanMin+int64(sparkPoints)-1)/int64(sparkPoints)) * time.Minute
+	w, err := makeWindow(start, end, step)
+	if err != nil {
+		return nil, err
+	}
+	groups, err := m.collect(w, match, group)
+	if err != nil && len(groups) == 0 {
+		return nil, err
+	}
+	out := make([]ServiceSummary, 0, len(groups))
+	wholeSecs := float64((w.endMin - w.startMin) * 60)
+	stepSecs := float64(w.stepMin * 60)
+	for g, aggs := range groups {
+		var tot tsdb.Agg
+		spark := make([]SparkPoint, len(aggs))
+		for i, a := range aggs {
+			p := point(a, (w.startMin+int64(i)*w.stepMin)*60000, stepSecs)
+			spark[i] = SparkPoint{TimeMS: p.TimeMS, Rate: p.Rate, ErrorRate: p.ErrorRate, P95MS: p.P95MS}
+			if a != nil {
+				tot.Merge(a)
+			}
+		}
+		basis := "entry"
+		if !hasEntry[g.service] {
+			basis = "all"
+		}
+		out = append(out, ServiceSummary{Service: g.service, Summary: summarize(&tot, wholeSecs), Basis: basis, Sparkline: spark})
+	}
+	sort.Slice(out, func(i, j int) bool { return out[i].Service < out[j].Service })
+	return out, err
+}
+
+// OperationSummary is RED of one (service, operation, kind) over a window.
+type OperationSummary struct {
+	Service   string `json:"service"`
+	Operation string `json:"operation"`
+	Kind      string `json:"kind"`
+	Summary
+}
+
+// Sort orders for Operations.
+const (
+	ByP95       = "p95"
+	ByP99       = "p99"
+	ByErrorRate = "error_rate"
+	ByRate      = "rate"
+	ByErrors    = "errors"
+)
+
+// Operations summarises operations over [start, end): of one service, or
+// of all services when service is "" (top operations), optionally of one
+// kind, sorted by sortBy (p95 by default) descending, at most limit rows
+// (0 = all).
+func (m *Metrics) Operations(service, kind string, start, end time.Time, sortBy string, limit int) ([]OperationSummary, error) {
+	kf, err := parseKind(kind)
+	if err != nil {
+		return nil, err
+	}
+	less, err := sorter(sortBy)
+	if err != nil {
+		return nil, err
+	}
+	w, err := makeWindow(start, end, end.Sub(start))
+	if err != nil {
+		return nil, err
+	}
+	groups, err := m.collect(w, func(k tsdb.Key) bool {
+		return (service == "" || k.A == service) && kf.match(k.K)
+	}, func(k tsdb.Key) groupKey { return groupKey{k.A, k.B, int16(k.K)} })
+	if err != nil && len(groups) == 0 {
+		return nil, err
+	}
+	secs := float64((w.endMin - w.startMin) * 60)
+	out := make([]OperationSummary, 0, len(groups))
+	for g, aggs := range groups {
+		var tot tsdb.Agg
+		for _, a := range aggs {
+			if a != nil {
+				tot.Merge(a)
+			}
+		}
+		out = append(out, OperationSummary{Service: g.service, Operation: g.op, Kind: model.SpanKind(g.kind).String(), Summary: summarize(&tot, secs)})
+	}
+	sort.Slice(out, func(i, j int) bool {
+		if less(&out[i].Summary, &out[j].Summary) {
+			return false
+		}
+		if less(&out[j].Summary, &out[i].Summary) {
+			return true
+		}
+		if out[i].Service != out[j].Service {
+			return out[i].Service < out[j].Service
+		}
+		if out[i].Operation != out[j].Operation {
+			return out[i].Operation < out[j].Operation
+		}
+		return out[i].Kind < out[j].Kind
+	})
+	if limit > 0 && len(out) > limit {
+		out = out[:limit]
+	}
+	return out, err
+}
+
+func sorter(by string) (func(a, b *Summary) bool, error) {
+	switch strings.ToLower(by) {
+	case "", ByP95:
+		return func(a, b *Summary) bool { return a.P95MS < b.P95MS }, nil
+	case ByP99:
+		return func(a, b *Summary) bool { return a.P99MS < b.P99MS }, nil
+	case ByErrorRate:
+		return func(a, b *Summary) bool {
+			if a.ErrorRate != b.ErrorRate {
+				return a.ErrorRate < b.ErrorRate
+			}
+			return a.Errors < b.Errors
+		}, nil
+	case ByRate:
+		return func(a, b *Summary) bool { return a.Count < b.Count }, nil
+	case ByErrors:
+		return func(a, b *Summary) bool { return a.Errors < b.Errors }, nil
+	}
+	return nil, fmt.Errorf("%w: unknown sort %q (p95, p99, error_rate, rate, errors)", ErrBadQuery, by)
+}
+
+// ServiceStat is the node figure the service map shows.
+type ServiceStat struct {
+	Rate, ErrorRate, P95MS float64
+}
+
+// ServiceStats returns entry-span RED per service over [start, end); it is
+// what servicegraph uses for node figures.
+func (m *Metrics) ServiceStats(start, end time.Time) (map[string]ServiceStat, error) {
+	ss, err := m.Services(start, end, 0)
+	if err != nil {
+		return nil, err
+	}
+	out := make(map[string]ServiceStat, len(ss))
+	for _, s := range ss {
+		out[s.Service] = ServiceStat{Rate: s.Rate, ErrorRate: s.ErrorRate, P95MS: s.P95MS}
+	}
+	return out, nil
+}

@@ -1,0 +1,248 @@
+package server
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net/http"
+	"path/filepath"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+
+	"github.com/tracedx/tracedx/internal/api/jaeger"
+	v1 "github.com/tracedx/tracedx/internal/api/v1"
+	"github.com/tracedx/tracedx/internal/baseline"
+	"github.com/tracedx/tracedx/internal/config"
+	"github.com/tracedx/tracedx/internal/ingest"
+	"github.com/tracedx/tracedx/internal/logstore"
+	"github.com/tracedx/tracedx/internal/model"
+	"github.com/tracedx/tracedx/internal/red"
+	"github.com/tracedx/tracedx/internal/servicegraph"
+	"github.com/tracedx/tracedx/internal/store/engine"
+)
+
+const shutdownGrace = 10 * time.Second
+
+// New opens storage and builds every part; Start binds the listeners.
+func New(ctx context.Context, cfg config.Config, log *slog.Logger) (*Server, error) {
+	s := &Server{cfg: cfg, log: log, reg: newRegistry()}
+	ok := false
+	defer func() {
+		if !ok {
+			s.Close()
+		}
+	}()
+	dir := func(sub string) string { return filepath.Join(cfg.DataDir, sub) }
+
+	// Analytics first: the store's completion hook feeds them.
+	metrics, err := red.New(red.Options{Dir: dir("metrics"), Retention: cfg.Analysis.MetricsRetention}, log.With("component", "red"))
+	if err != nil {
+		return nil, err
+	}
+	s.closers = append(s.closers, metrics.Close)
+	s.background = append(s.background, metrics.Start)
+	graph, err := servicegraph.New(servicegraph.Options{Dir: dir("servicegraph"), Retention: cfg.Analysis.MetricsRetention, NodeStats: metrics},
+		log.With("component", "servicegraph"))
+	if err != nil {
+		return nil, err
+	}
+	s.closers = append(s.closers, graph.Close)
+	s.background = append(s.background, graph.Start)
+	history, err := baseline.New(baseline.Options{Dir: dir("baselines")}, log.With("component", "baseline"))
+	if err != nil {
+		return nil, err
+	}
+	s.closers = append(s.closers, history.Close)
+	s.background = append(s.background, history.Start)
+	s.reg.MustRegister(metrics, graph)
+
+	pipe := newPipeline(s, history)
+
+	eng, err := engine.Open(ctx, engine.Options{
+		Dir:             dir("traces"),
+		IdleTimeout:     cfg.Storage.TraceIdleTimeout,
+		OnTraceComplete: pipe.traceComplete,
+		HeadMaxBytes:    cfg.Storage.HeadMaxBytes,
+		Retention:       cfg.Storage.Retention,
+		MaxDiskBytes:    cfg.Storage.MaxDiskBytes,
+		Logger:          log.With("component", "store"),
+	})
+	if err != nil {
+		return nil, fmt.Errorf("opening storage in %s: %w", dir("traces"), err)
+	}
+	s.store = eng
+	s.closers = append(s.closers, eng.Close)
+	s.reg.MustRegister(engineCollector{eng})
+
+	logs, err := logstore.Open(dir("logs"), 100_000)
+	if err != nil {
+		return nil, err
+	}
+	s.closers = append(s.closers, logs.Close)
+
+	sink := &analyticsSink{store: eng, observers: []func([]model.Span){metrics.Observe, graph.Observe}}
+	in, err := ingest.New(ingest.Config{
+		GRPCAddr:             cfg.Listen.OTLPGRPC,
+		HTTPAddr:             cfg.Listen.OTLPHTTP,
+		ZipkinAddr:           cfg.Listen.Zipkin,
+		MaxRequestBytes:      cfg.Ingest.MaxRequestBytes,
+		MaxSpansPerRequest:   cfg.Ingest.MaxSpansPerRequest,
+		MaxAttributesPerSpan: cfg.Ingest.MaxAttributes,
+	}, sink, logs, log, s.reg)
+	if err != nil {
+		return nil, err
+	}
+	s.ingest = in
+
+	jaegerAPI := jaeger.NewHandler(eng, jaeger.Options{
+		Logger: log.With("component", "jaeger-api"),
+		Metrics: jaeger.MetricsFunc(func(_ context.Context, kind string, q jaeger.MetricsQuery) (*jaeger.MetricFamily, error) {
+			fam, err := metrics.JaegerMetrics(kind, red.JaegerParams{Services: q.Services, SpanKinds: q.SpanKinds,
+				GroupByOperation: q.GroupByOperation, EndTs: q.End, Lookback: q.Lookback, Step: q.Step, RatePer: q.RatePer, Quantile: q.Quantile})
+			if err != nil {
+				if errors.Is(err, red.ErrBadQuery) {
+					return nil, jaeger.BadRequest(err)
+				}
+				return nil, err
+			}
+			// The two packages keep their own types for one JSON shape.
+			var out jaeger.MetricFamily
+			if err := convertJSON(fam, &out); err != nil {
+				return nil, err
+			}
+			return &out, nil
+		}),
+		Dependencies: jaeger.DependencyFunc(func(_ context.Context, end time.Time, lookback time.Duration) ([]jaeger.DependencyLink, error) {
+			deps, err := graph.Dependencies(end, lookback)
+			if err != nil {
+				return nil, err
+			}
+			out := make([]jaeger.DependencyLink, len(deps))
+			for i, d := range deps {
+				out[i] = jaeger.DependencyLink{Parent: d.Parent, Child: d.Child, CallCount: d.CallCount}
+			}
+			return out, nil
+		}),
+	})
+
+	mux := http.NewServeMux()
+	routes := []func(*http.ServeMux){metrics.RegisterRoutes, graph.RegisterRoutes, pipe.registerRoutes, logRoutes(logs)}
+	routes = append(routes, s.extraRoutes(eng, pipe)...)
+	apiV1 := v1.NewHandler(v1.Deps{
+		Store:    eng,
+		Analyzer: pipe.analyze,
+		Findings: pipe,
+		Routes:   routes,
+		Logger:   log.With("component", "api"),
+	})
+	mux.Handle("/api/v1/", apiV1)
+	mux.Handle("/api/", jaegerAPI)
+	mux.Handle("GET /metrics", metricsHandler(s.reg))
+	mux.HandleFunc("GET /healthz", func(w http.ResponseWriter, _ *http.Request) { _, _ = w.Write([]byte("ok\n")) })
+	mux.Handle("/", uiHandler())
+	s.addHTTP("http", cfg.Listen.HTTP, withRecover(log, mux))
+	if h := tempoHandler(eng, pipe); h != nil {
+		s.addHTTP("tempo", cfg.Listen.Tempo, withRecover(log, h))
+	}
+	s.background = append(s.background, pipe.run)
+	ok = true
+	return s, nil
+}
+
+// analyticsSink writes durably, then feeds the per-span analytics. The
+// analytics run after the write so nothing is counted that was not stored.
+type analyticsSink struct {
+	store     interface{ Write(context.Context, []model.Span) error }
+	observers []func([]model.Span)
+}
+
+func (a *analyticsSink) Write(ctx context.Context, spans []model.Span) error {
+	if err := a.store.Write(ctx, spans); err != nil {
+		return err
+	}
+	for _, o := range a.observers {
+		o(spans)
+	}
+	return nil
+}
+
+func convertJSON(in, out any) error {
+	b, err := json.Marshal(in)
+	if err != nil {
+		return err
+	}
+	return json.Unmarshal(b, out)
+}
+
+// withRecover turns a handler panic into a 500 so one bad request cannot
+// take the server down.
+func withRecover(log *slog.Logger, h http.Handler) http.Handler {
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		defer func() {
+			if v := recover(); v != nil {
+				if v == http.ErrAbortHandler {
+					panic(v)
+				}
+				log.Error("handler panic", "path", r.URL.Path, "panic", fmt.Sprint(v))
+				http.Error(w, `{"error":"internal error"}`, http.StatusInternalServerError)
+			}
+		}()
+		h.ServeHTTP(w, r)
+	})
+}
+
+func logRoutes(logs *logstore.Store) func(*http.ServeMux) {
+	return func(mux *http.ServeMux) {
+		mux.HandleFunc("GET /api/v1/traces/{id}/logs", func(w http.ResponseWriter, r *http.Request) {
+			id, err := model.ParseTraceID(r.PathValue("id"))
+			w.Header().Set("Content-Type", "application/json")
+			if err != nil {
+				w.WriteHeader(http.StatusBadRequest)
+				_ = json.NewEncoder(w).Encode(map[string]string{"error": err.Error()})
+				return
+			}
+			recs := logs.ForTrace(id)
+			if recs == nil {
+				recs = []logstore.Record{}
+			}
+			_ = json.NewEncoder(w).Encode(map[string]any{"logs": recs})
+		})
+	}
+}
+
+// engineCollector exports the storage engine's counters.
+type engineCollector struct{ e *engine.Engine }
+
+var (
+	descSpansWritten = prometheus.NewDesc("tracedx_store_spans_written_total", "Spans written durably.", nil, nil)
+	descOverloaded   = prometheus.NewDesc("tracedx_store_overloaded_total", "Writes refused by back-pressure.", nil, nil)
+	descFsyncs       = prometheus.NewDesc("tracedx_store_wal_fsyncs_total", "WAL fsyncs (group commits).", nil, nil)
+	descCompleted    = prometheus.NewDesc("tracedx_store_traces_completed_total", "Traces that went idle and were handed to analysis.", nil, nil)
+	descBlocks       = prometheus.NewDesc("tracedx_store_blocks", "Immutable blocks on disk.", nil, nil)
+	descBlockBytes   = prometheus.NewDesc("tracedx_store_block_bytes", "Bytes of blocks on disk.", nil, nil)
+	descWALBytes     = prometheus.NewDesc("tracedx_store_wal_bytes", "Bytes of write-ahead log on disk.", nil, nil)
+	descHeadSpans    = prometheus.NewDesc("tracedx_store_head_spans", "Spans buffered in the head.", nil, nil)
+	descBgErrors     = prometheus.NewDesc("tracedx_store_background_errors_total", "Errors of flush, compaction and retention jobs.", nil, nil)
+)
+
+func (c engineCollector) Describe(ch chan<- *prometheus.Desc) {
+	for _, d := range []*prometheus.Desc{descSpansWritten, descOverloaded, descFsyncs, descCompleted, descBlocks, descBlockBytes, descWALBytes, descHeadSpans, descBgErrors} {
+		ch <- d
+	}
+}
+
+func (c engineCollector) Collect(ch chan<- prometheus.Metric) {
+	st := c.e.Stats()
+	ch <- prometheus.MustNewConstMetric(descSpansWritten, prometheus.CounterValue, float64(st.SpansWrittenTotal))
+	ch <- prometheus.MustNewConstMetric(descOverloaded, prometheus.CounterValue, float64(st.OverloadedTotal))
+	ch <- prometheus.MustNewConstMetric(descFsyncs, prometheus.CounterValue, float64(st.WALFsyncsTotal))
+	ch <- prometheus.MustNewConstMetric(descCompleted, prometheus.CounterValue, float64(st.TracesCompletedTotal))
+	ch <- prometheus.MustNewConstMetric(descBlocks, prometheus.GaugeValue, float64(st.Blocks))
+	ch <- prometheus.MustNewConstMetric(descBlockBytes, prometheus.GaugeValue, float64(st.BlockBytes))
+	ch <- prometheus.MustNewConstMetric(descWALBytes, prometheus.GaugeValue, float64(st.WALBytes))
+	ch <- prometheus.MustNewConstMetric(descHeadSpans, prometheus.GaugeValue, float64(st.HeadSpans))
+	ch <- prometheus.MustNewConstMetric(descBgErrors, prometheus.CounterValue, float64(st.BackgroundErrorsTotal))
+}

@@ -1,0 +1,230 @@
+package engine
+
+import (
+	"context"
+	"errors"
+	"math/rand/v2"
+	"os"
+	"runtime"
+	"strconv"
+	"sync"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"github.com/tracedx/tracedx/internal/model"
+	"github.com/tracedx/tracedx/internal/store"
+)
+
+// Benchmarks. Reproduce with
+//
+//	go test -run '^$' -bench . -benchtime 5x ./internal/store/engine/
+//	TRACEDX_BENCH_SPANS=10000000 go test -run '^$' -bench 'TraceByID|Search' -benchtime 200x -timeout 60m ./internal/store/engine/
+//
+// TRACEDX_BENCH_SPANS sets the size of the stored data set for the read
+// benchmarks (default 1M).
+
+// BenchmarkWrite measures durable ingest: 8 concurrent writers, batches of
+// 500 realistic spans with fresh random trace ids, every Write waiting for
+// fsync (shared by group commit). One op is one batch.
+func BenchmarkWrite(b *testing.B) {
+	e, err := Open(context.Background(), Options{Dir: b.TempDir(), IdleTimeout: 2 * time.Second})
+	if err != nil {
+		b.Fatal(err)
+	}
+	defer e.Close()
+	const batchSize = 500
+	g := newGen(42)
+	var batches [][]model.Span
+	for i := 0; i < 64; i++ {
+		batches = append(batches, g.batch(batchSize, uint64(time.Now().UnixNano()), 1e6))
+	}
+	var next, overloaded atomic.Int64
+	var wg sync.WaitGroup
+	b.ResetTimer()
+	start := time.Now()
+	for w := 0; w < 8; w++ {
+		wg.Add(1)
+		go func(w int) {
+			defer wg.Done()
+			r := rand.New(rand.NewPCG(uint64(w), 7))
+			local := make([]model.Span, batchSize+64)
+			for {
+				i := next.Add(1) - 1
+				if i >= int64(b.N) {
+					return
+				}
+				src := batches[i%int64(len(batches))]
+				local = append(local[:0], src...)
+				// Fresh trace ids: rewrite them per trace, like new requests.
+				var prev, cur model.TraceID
+				for k := range local {
+					if k == 0 || local[k].TraceID != prev {
+						prev = local[k].TraceID
+						cur[0], cur[1] = byte(r.Uint32()), byte(r.Uint32())
+						for j := 2; j < 16; j += 8 {
+							v := r.Uint64()
+							for m := 0; m < 8 && j+m < 16; m++ {
+								cur[j+m] = byte(v >> (8 * m))
+							}
+						}
+					}
+					local[k].TraceID = cur
+				}
+				for {
+					err := e.Write(context.Background(), local)
+					if errors.Is(err, store.ErrOverloaded) {
+						overloaded.Add(1)
+						time.Sleep(5 * time.Millisecond)
+						continue
+					}
+					if err != nil {
+						b.Error(err)
+						return
+					}
+					break
+				}
+			}
+		}(w)
+	}
+	wg.Wait()
+	el := time.Since(start)
+	b.StopTimer()
+	st := e.Stats()
+	b.ReportMetric(float64(st.SpansWrittenTotal)/el.Seconds(), "spans/s")
+	b.ReportMetric(float64(st.WriteBatchesTotal)/float64(max(st.WALFsyncsTotal, 1)), "batches/fsync")
+	b.ReportMetric(float64(overloaded.Load()), "overloaded")
+}
+
+type fixture struct {
+	e     *Engine
+	ids   []model.TraceID
+	spans int64
+	bytes int64
+	build time.Duration
+	err   error
+}
+
+var (
+	fixOnce sync.Once
+	fix     fixture
+)
+
+func benchSpans() int64 {
+	if v, err := strconv.ParseInt(os.Getenv("TRACEDX_BENCH_SPANS"), 10, 64); err == nil && v > 0 {
+		return v
+	}
+	return 1_000_000
+}
+
+// getFixture ingests the data set through Write, flushes and compacts it,
+// once per process.
+func getFixture(b *testing.B) *fixture {
+	fixOnce.Do(func() {
+		dir, err := os.MkdirTemp("", "tracedx-bench-")
+		if err != nil {
+			fix.err = err
+			return
+		}
+		e, err := Open(context.Background(), Options{Dir: dir, IdleTimeout: time.Hour, FlushInterval: time.Hour, CompactInterval: time.Hour})
+		if err != nil {
+			fix.err = err
+			return
+		}
+		fix.e = e
+		start := time.Now()
+		total := benchSpans()
+		g := newGen(99)
+		now := uint64(time.Now().Add(-24 * time.Hour).UnixNano())
+		// Spread over 24 h like a day of traffic.
+		step := uint64(24*3600e9) / uint64(total/17+1)
+		var written int64
+		var ts uint64 = now
+		for written < total {
+			batch := g.batch(500, ts, step)
+			ts += uint64(len(batch)/17+1) * step
+			if err := e.Write(context.Background(), batch); err != nil {
+				fix.err = err
+				return
+			}
+			for i := 0; i < len(batch); i += 17 {
+				if len(fix.ids) < 100_000 {
+					fix.ids = append(fix.ids, batch[i].TraceID)
+				}
+			}
+			written += int64(len(batch))
+			if e.head.bytes.Load() > e.opts.HeadMaxBytes/3 {
+				if err := e.Flush(context.Background()); err != nil {
+					fix.err = err
+					return
+				}
+			}
+		}
+		if err := e.Flush(context.Background()); err != nil {
+			fix.err = err
+			return
+		}
+		if err := e.Compact(context.Background()); err != nil {
+			fix.err = err
+			return
+		}
+		fix.build = time.Since(start)
+		st := e.Stats()
+		fix.spans, fix.bytes = st.BlockSpans, st.BlockBytes
+		runtime.GC()
+	})
+	if fix.err != nil {
+		b.Fatal(fix.err)
+	}
+	return &fix
+}
+
+func reportFixture(b *testing.B, f *fixture) {
+	b.ReportMetric(float64(f.spans), "stored-spans")
+	b.ReportMetric(float64(f.bytes)/float64(f.spans), "disk-bytes/span")
+	var ms runtime.MemStats
+	runtime.ReadMemStats(&ms)
+	b.ReportMetric(float64(ms.HeapInuse)/(1<<20), "heap-MiB")
+}
+
+func BenchmarkTraceByID(b *testing.B) {
+	f := getFixture(b)
+	r := rand.New(rand.NewPCG(1, 2))
+	b.ResetTimer()
+	for i := 0; i < b.N; i++ {
+		id := f.ids[r.IntN(len(f.ids))]
+		spans, err := f.e.Trace(context.Background(), id, store.TimeRange{})
+		if err != nil || len(spans) == 0 {
+			b.Fatalf("trace %s: %d spans, %v", id, len(spans), err)
+		}
+	}
+	b.StopTimer()
+	reportFixture(b, f)
+}
+
+func BenchmarkSearchByService(b *testing.B) {
+	f := getFixture(b)
+	b.ResetTimer()
+	for i := 0; i < b.N; i++ {
+		svc := genServices[i%len(genServices)]
+		res, err := f.e.Search(context.Background(), store.Query{Service: svc, Limit: 20})
+		if err != nil || len(res) != 20 {
+			b.Fatalf("search %s: %d results, %v", svc, len(res), err)
+		}
+	}
+	b.StopTimer()
+	reportFixture(b, f)
+}
+
+// BenchmarkSearchSpanFilter is a span-level query (needs span data, not
+// just summaries): slow database calls with a given statement.
+func BenchmarkSearchSpanFilter(b *testing.B) {
+	f := getFixture(b)
+	q := store.Query{Service: "cart", MinDuration: 20e6, Attrs: []store.AttrFilter{{Key: "db.system", Op: store.OpEq, Value: model.Str("postgresql")}}, Limit: 20}
+	b.ResetTimer()
+	for i := 0; i < b.N; i++ {
+		if _, err := f.e.Search(context.Background(), q); err != nil {
+			b.Fatal(err)
+		}
+	}
+}

@@ -1,0 +1,586 @@
+package engine
+
+import (
+	"bytes"
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"sort"
+	"sync"
+	"sync/atomic"
+
+	"github.com/klauspost/compress/zstd"
+	"github.com/parquet-go/parquet-go"
+	pzstd "github.com/parquet-go/parquet-go/compress/zstd"
+
+	"github.com/tracedx/tracedx/internal/model"
+)
+
+// A block is three files:
+//
+//	data.parquet  spans, one row per span, sorted by (trace id, start)
+//	index.bin     zstd-compressed trace index: per trace (sorted by id) its
+//	              first row and row count, start/end, error count, root
+//	              service/operation and per-service span counts
+//	meta.json     time range, counts, level and the block's catalog;
+//	              written last, so its presence marks a complete block
+//
+// The index is loaded into memory: it answers "is trace X here, which
+// rows" with a binary search and serves search-by-summary without reading
+// span data.
+
+const (
+	fileData  = "data.parquet"
+	fileIndex = "index.bin"
+	fileMeta  = "meta.json"
+
+	blockFormatVersion = 1
+	rowsPerRowGroup    = 1 << 17
+	pageBufferSize     = 64 << 10
+)
+
+type blockMeta struct {
+	Version    int          `json:"version"`
+	ID         string       `json:"id"`
+	MinTime    uint64       `json:"min_time_unix_nano"`
+	MaxTime    uint64       `json:"max_time_unix_nano"`
+	Spans      int64        `json:"spans"`
+	Traces     int64        `json:"traces"`
+	Level      int          `json:"level"` // 0: cut from the head; n: n compactions deep
+	DataBytes  int64        `json:"data_bytes"`
+	IndexBytes int64        `json:"index_bytes"`
+	Catalog    *catalogJSON `json:"catalog,omitempty"`
+}
+
+// blockIndex is the in-memory trace index of a block, as parallel arrays
+// (far fewer pointers for the GC than a slice of structs with slices).
+type blockIndex struct {
+	ids      []model.TraceID
+	firstRow []uint32
+	nspans   []uint32
+	start    []uint64
+	end      []uint64
+	errs     []uint32
+	rootSvc  []uint32 // index into strs, or noStr
+	rootName []uint32
+	svcOff   []uint32 // len(ids)+1, into svcs
+	svcs     []svcStat
+	strs     []string
+	byStart  []uint32 // trace positions, newest start first
+}
+
+type svcStat struct{ name, count, errs uint32 }
+
+const noStr = ^uint32(0)
+
+func (x *blockIndex) find(id model.TraceID) int {
+	i := sort.Search(len(x.ids), func(i int) bool { return bytes.Compare(x.ids[i][:], id[:]) >= 0 })
+	if i < len(x.ids) && x.ids[i] == id {
+		return i
+	}
+	return -1
+}
+
+func (x *blockIndex) str(i uint32) string {
+	if i == noStr || int(i) >= len(x.strs) {
+		return ""
+	}
+	return x.strs[i]
+}
+
+func (x *blockIndex) strIdx(s string) uint32 {
+	// strs is small (services and root names); linear search is fine and
+	// it runs once per query.
+	for i, v := range x.strs {
+		if v == s {
+			return uint32(i)
+		}
+	}
+	return noStr
+}
+
+// summary rebuilds the per-block summary of trace position i.
+func (x *blockIndex) summary(i int) model.TraceSummary {
+	ts := model.TraceSummary{
+		TraceID:       x.ids[i],
+		RootService:   x.str(x.rootSvc[i]),
+		RootName:      x.str(x.rootName[i]),
+		StartUnixNano: x.start[i],
+		EndUnixNano:   x.end[i],
+		SpanCount:     int(x.nspans[i]),
+		ErrorCount:    int(x.errs[i]),
+	}
+	for _, s := range x.svcs[x.svcOff[i]:x.svcOff[i+1]] {
+		ts.Services = append(ts.Services, model.ServiceStats{Name: x.str(s.name), SpanCount: int(s.count), ErrorCount: int(s.errs)})
+	}
+	return ts
+}
+
+func (x *blockIndex) hasService(i int, svc uint32) bool {
+	for _, s := range x.svcs[x.svcOff[i]:x.svcOff[i+1]] {
+		if s.name == svc {
+			return true
+		}
+	}
+	return false
+}
+
+// indexBuilder accumulates index entries while a block is written.
+type indexBuilder struct {
+	x      blockIndex
+	strMap map[string]uint32
+}
+
+func (b *indexBuilder) intern(s string) uint32 {
+	if b.strMap == nil {
+		b.strMap = map[string]uint32{}
+	}
+	if i, ok := b.strMap[s]; ok {
+		return i
+	}
+	i := uint32(len(b.x.strs))
+	b.x.strs = append(b.x.strs, s)
+	b.strMap[s] = i
+	return i
+}
+
+func (b *indexBuilder) add(firstRow uint32, ts *model.TraceSummary) {
+	x := &b.x
+	if len(x.svcOff) == 0 {
+		x.svcOff = append(x.svcOff, 0)
+	}
+	x.ids = append(x.ids, ts.TraceID)
+	x.firstRow = append(x.firstRow, firstRow)
+	x.nspans = append(x.nspans, uint32(ts.SpanCount))
+	x.start = append(x.start, ts.StartUnixNano)
+	x.end = append(x.end, ts.EndUnixNano)
+	x.errs = append(x.errs, uint32(ts.ErrorCount))
+	rs, rn := noStr, noStr
+	if ts.RootName != "" || ts.RootService != "" {
+		rs, rn = b.intern(ts.RootService), b.intern(ts.RootName)
+	}
+	x.rootSvc = append(x.rootSvc, rs)
+	x.rootName = append(x.rootName, rn)
+	for _, s := range ts.Services {
+		x.svcs = append(x.svcs, svcStat{b.intern(s.Name), uint32(s.SpanCount), uint32(s.ErrorCount)})
+	}
+	x.svcOff = append(x.svcOff, uint32(len(x.svcs)))
+}
+
+var indexMagic = []byte("TDXI\x01")
+
+func (x *blockIndex) marshal() ([]byte, error) {
+	e := enc{}
+	e.raw(indexMagic)
+	e.uvarint(uint64(len(x.strs)))
+	for _, s := range x.strs {
+		e.str(s)
+	}
+	e.uvarint(uint64(len(x.ids)))
+	for i := range x.ids {
+		e.raw(x.ids[i][:])
+		e.uvarint(uint64(x.firstRow[i]))
+		e.uvarint(uint64(x.nspans[i]))
+		e.uvarint(x.start[i])
+		e.varint(int64(x.end[i] - x.start[i]))
+		e.uvarint(uint64(x.errs[i]))
+		e.uvarint(uint64(x.rootSvc[i] + 1))
+		e.uvarint(uint64(x.rootName[i] + 1))
+		svcs := x.svcs[x.svcOff[i]:x.svcOff[i+1]]
+		e.uvarint(uint64(len(svcs)))
+		for _, s := range svcs {
+			e.uvarint(uint64(s.name))
+			e.uvarint(uint64(s.count))
+			e.uvarint(uint64(s.errs))
+		}
+	}
+	zw, err := zstd.NewWriter(nil, zstd.WithEncoderLevel(zstd.SpeedDefault))
+	if err != nil {
+		return nil, err
+	}
+	defer zw.Close()
+	return zw.EncodeAll(e.b, nil), nil
+}
+
+var zdec, _ = zstd.NewReader(nil, zstd.WithDecoderConcurrency(1))
+
+func unmarshalIndex(p []byte) (*blockIndex, error) {
+	raw, err := zdec.DecodeAll(p, nil)
+	if err != nil {
+		return nil, fmt.Errorf("decompress index: %w", err)
+	}
+	if !bytes.HasPrefix(raw, indexMagic) {
+		return nil, fmt.Errorf("index: bad magic: %w", errCorrupt)
+	}
+	d := dec{b: raw[len(indexMagic):]}
+	x := &blockIndex{}
+	ns := d.count()
+	x.strs = make([]string, ns)
+	for i := range x.strs {
+		x.strs[i] = d.str()
+	}
+	n := d.count()
+	x.ids = make([]model.TraceID, n)
+	x.firstRow = make([]uint32, n)
+	x.nspans = make([]uint32, n)
+	x.start = make([]uint64, n)
+	x.end = make([]uint64, n)
+	x.errs = make([]uint32, n)
+	x.rootSvc = make([]uint32, n)
+	x.rootName = make([]uint32, n)
+	x.svcOff = make([]uint32, n+1)
+	for i := 0; i < n && d.err == nil; i++ {
+		copy(x.ids[i][:], d.rawN(16))
+		x.firstRow[i] = uint32(d.uvarint())
+		x.nspans[i] = uint32(d.uvarint())
+		x.start[i] = d.uvarint()
+		x.end[i] = x.start[i] + uint64(d.varint())
+		x.errs[i] = uint32(d.uvarint())
+		x.rootSvc[i] = uint32(d.uvarint()) - 1
+		x.rootName[i] = uint32(d.uvarint()) - 1
+		k := d.count()
+		for j := 0; j < k; j++ {
+			x.svcs = append(x.svcs, svcStat{uint32(d.uvarint()), uint32(d.uvarint()), uint32(d.uvarint())})
+		}
+		x.svcOff[i+1] = uint32(len(x.svcs))
+	}
+	if d.err != nil {
+		return nil, fmt.Errorf("index: %w", d.err)
+	}
+	x.sortByStart()
+	return x, nil
+}
+
+func (x *blockIndex) sortByStart() {
+	x.byStart = make([]uint32, len(x.ids))
+	for i := range x.byStart {
+		x.byStart[i] = uint32(i)
+	}
+	sort.Slice(x.byStart, func(a, b int) bool { return x.start[x.byStart[a]] > x.start[x.byStart[b]] })
+}
+
+// blockBuilder streams traces (in increasing trace-id order) into a new
+// block.
+type blockBuilder struct {
+	bw    BlockWriter
+	data  io.WriteCloser
+	cw    *countingWriter
+	w     *parquet.GenericWriter[spanRow]
+	rows  []spanRow
+	nrows uint32
+	idx   indexBuilder
+	meta  blockMeta
+	cat   *catalog
+	enc   enc
+	last  model.TraceID
+	any   bool
+	pos   map[model.SpanID]int
+}
+
+type countingWriter struct {
+	w io.Writer
+	n int64
+}
+
+func (c *countingWriter) Write(p []byte) (int, error) {
+	n, err := c.w.Write(p)
+	c.n += int64(n)
+	return n, err
+}
+
+var zstdCodec = &pzstd.Codec{Level: pzstd.SpeedDefault}
+
+func newBlockBuilder(ctx context.Context, st BlockStorage, id string, level int) (*blockBuilder, error) {
+	bw, err := st.Create(ctx, id)
+	if err != nil {
+		return nil, err
+	}
+	data, err := bw.File(fileData)
+	if err != nil {
+		bw.Abort()
+		return nil, err
+	}
+	cw := &countingWriter{w: data}
+	w := parquet.NewGenericWriter[spanRow](cw,
+		parquet.Compression(zstdCodec),
+		parquet.MaxRowsPerRowGroup(rowsPerRowGroup),
+		parquet.PageBufferSize(pageBufferSize),
+	)
+	return &blockBuilder{
+		bw: bw, data: data, cw: cw, w: w,
+		meta: blockMeta{Version: blockFormatVersion, ID: id, Level: level},
+		cat:  newCatalog(),
+		pos:  map[model.SpanID]int{},
+	}, nil
+}
+
+// addTrace appends all spans of one trace. Calls must come in strictly
+// increasing trace-id order.
+func (b *blockBuilder) addTrace(spans []model.Span) error {
+	if len(spans) == 0 {
+		return nil
+	}
+	id := spans[0].TraceID
+	if b.any && bytes.Compare(id[:], b.last[:]) <= 0 {
+		return fmt.Errorf("block builder: trace %s out of order", id)
+	}
+	b.any, b.last = true, id
+	sort.SliceStable(spans, func(i, j int) bool { return spans[i].StartUnixNano < spans[j].StartUnixNano })
+	ts := model.Summarize(spans)
+	b.idx.add(b.nrows, &ts)
+	traceStart := spans[0].StartUnixNano
+	clear(b.pos)
+	for i := range spans {
+		b.pos[spans[i].SpanID] = i
+	}
+	for i := range spans {
+		s := &spans[i]
+		b.rows = append(b.rows, spanRow{})
+		r := &b.rows[len(b.rows)-1]
+		toRow(s, r, &b.enc)
+		r.TraceStart = int64(traceStart)
+		r.StartOff = int64(s.StartUnixNano - traceStart)
+		if !s.ParentSpanID.IsZero() {
+			if j, ok := b.pos[s.ParentSpanID]; ok && spans[j].SpanID != s.SpanID {
+				r.ParentIdx = int32(j + 1)
+			} else {
+				r.ParentID = append([]byte(nil), s.ParentSpanID[:]...)
+			}
+		}
+		if b.meta.MinTime == 0 || s.StartUnixNano < b.meta.MinTime {
+			b.meta.MinTime = s.StartUnixNano
+		}
+		if s.EndUnixNano > b.meta.MaxTime {
+			b.meta.MaxTime = s.EndUnixNano
+		}
+	}
+	b.cat.addServices(spans)
+	b.cat.addAttrs(spans)
+	b.nrows += uint32(len(spans))
+	b.meta.Spans += int64(len(spans))
+	b.meta.Traces++
+	if len(b.rows) >= 4096 {
+		return b.flushRows()
+	}
+	return nil
+}
+
+func (b *blockBuilder) flushRows() error {
+	if len(b.rows) == 0 {
+		return nil
+	}
+	if _, err := b.w.Write(b.rows); err != nil {
+		return fmt.Errorf("write block rows: %w", err)
+	}
+	clear(b.rows)
+	b.rows = b.rows[:0]
+	return nil
+}
+
+func (b *blockBuilder) abort() {
+	b.data.Close()
+	b.bw.Abort()
+}
+
+// finish writes index and meta and commits the block.
+func (b *blockBuilder) finish() (blockMeta, error) {
+	fail := func(err error) (blockMeta, error) {
+		b.abort()
+		return blockMeta{}, err
+	}
+	if err := b.flushRows(); err != nil {
+		return fail(err)
+	}
+	if err := b.w.Close(); err != nil {
+		return fail(fmt.Errorf("close parquet writer: %w", err))
+	}
+	if err := b.data.Close(); err != nil {
+		return fail(err)
+	}
+	b.meta.DataBytes = b.cw.n
+	idx, err := b.idx.x.marshal()
+	if err != nil {
+		return fail(fmt.Errorf("encode index: %w", err))
+	}
+	if err := writeFile(b.bw, fileIndex, idx); err != nil {
+		return fail(err)
+	}
+	b.meta.IndexBytes = int64(len(idx))
+	b.meta.Catalog = b.cat.export()
+	mj, err := json.Marshal(&b.meta)
+	if err != nil {
+		return fail(fmt.Errorf("encode meta: %w", err))
+	}
+	if err := writeFile(b.bw, fileMeta, mj); err != nil {
+		return fail(err)
+	}
+	if err := b.bw.Commit(); err != nil {
+		b.bw.Abort()
+		return blockMeta{}, err
+	}
+	return b.meta, nil
+}
+
+func writeFile(bw BlockWriter, name string, p []byte) error {
+	f, err := bw.File(name)
+	if err != nil {
+		return err
+	}
+	if _, err := f.Write(p); err != nil {
+		f.Close()
+		return fmt.Errorf("write %s: %w", name, err)
+	}
+	return f.Close()
+}
+
+// block is an open, immutable block.
+type block struct {
+	id      string
+	meta    blockMeta
+	idx     *blockIndex
+	file    BlockFile
+	pf      *parquet.File
+	readers sync.Pool
+	// refs counts users; the engine's block list holds one reference, each
+	// query holds one while it reads. The file closes when it drops to 0.
+	refs atomic.Int32
+}
+
+func openBlock(ctx context.Context, st BlockStorage, id string) (*block, error) {
+	mj, err := st.ReadAll(ctx, id, fileMeta)
+	if err != nil {
+		return nil, err
+	}
+	b := &block{id: id}
+	if err := json.Unmarshal(mj, &b.meta); err != nil {
+		return nil, fmt.Errorf("block %s meta: %w", id, err)
+	}
+	if b.meta.Version != blockFormatVersion {
+		return nil, fmt.Errorf("block %s: unsupported format version %d", id, b.meta.Version)
+	}
+	ib, err := st.ReadAll(ctx, id, fileIndex)
+	if err != nil {
+		return nil, err
+	}
+	if b.idx, err = unmarshalIndex(ib); err != nil {
+		return nil, fmt.Errorf("block %s: %w", id, err)
+	}
+	f, err := st.Open(ctx, id, fileData)
+	if err != nil {
+		return nil, err
+	}
+	pf, err := parquet.OpenFile(f, f.Size(), parquet.SkipBloomFilters(true))
+	if err != nil {
+		f.Close()
+		return nil, fmt.Errorf("block %s: open parquet: %w", id, err)
+	}
+	b.file, b.pf = f, pf
+	b.refs.Store(1)
+	// Catalog is merged by the engine at load; no need to keep it around.
+	return b, nil
+}
+
+func (b *block) acquire() { b.refs.Add(1) }
+
+func (b *block) release() {
+	if b.refs.Add(-1) == 0 {
+		b.file.Close()
+	}
+}
+
+func (b *block) reader() *parquet.GenericReader[spanRow] {
+	if r, ok := b.readers.Get().(*parquet.GenericReader[spanRow]); ok {
+		return r
+	}
+	return parquet.NewGenericReader[spanRow](b.pf)
+}
+
+// readTrace returns the spans of trace position i.
+func (b *block) readTrace(i int) ([]model.Span, error) {
+	first, n := int64(b.idx.firstRow[i]), int(b.idx.nspans[i])
+	r := b.reader()
+	defer b.readers.Put(r)
+	if err := r.SeekToRow(first); err != nil {
+		return nil, fmt.Errorf("block %s: seek: %w", b.id, err)
+	}
+	rows := make([]spanRow, n)
+	got := 0
+	for got < n {
+		k, err := r.Read(rows[got:])
+		got += k
+		if err != nil {
+			if errors.Is(err, io.EOF) && got == n {
+				break
+			}
+			if got < n {
+				return nil, fmt.Errorf("block %s: read rows: %w", b.id, err)
+			}
+		}
+	}
+	return rowsToSpans(rows, nil)
+}
+
+// rowsToSpans converts the rows of one trace.
+func rowsToSpans(rows []spanRow, out []model.Span) ([]model.Span, error) {
+	base := len(out)
+	for i := range rows {
+		out = append(out, model.Span{})
+		s := &out[len(out)-1]
+		if err := fromRow(&rows[i], s); err != nil {
+			return nil, fmt.Errorf("decode row: %w", err)
+		}
+		if p := rows[i].ParentIdx; p > 0 {
+			if int(p) > len(rows) {
+				return nil, fmt.Errorf("decode row: parent index %d out of range: %w", p, errCorrupt)
+			}
+			s.ParentSpanID = rows[p-1].SpanID
+		} else if len(rows[i].ParentID) == 8 {
+			copy(s.ParentSpanID[:], rows[i].ParentID)
+		}
+	}
+	_ = base
+	return out, nil
+}
+
+// forEachTrace streams every trace of the block in trace-id order.
+func (b *block) forEachTrace(ctx context.Context, fn func(spans []model.Span) error) error {
+	r := parquet.NewGenericReader[spanRow](b.pf)
+	defer r.Close()
+	buf := make([]spanRow, 0, 8192)
+	chunk := make([]spanRow, 4096)
+	eof := false
+	for i := range b.idx.ids {
+		if i%256 == 0 {
+			if err := ctx.Err(); err != nil {
+				return err
+			}
+		}
+		n := int(b.idx.nspans[i])
+		for len(buf) < n && !eof {
+			k, err := r.Read(chunk)
+			buf = append(buf, chunk[:k]...)
+			if err != nil {
+				if !errors.Is(err, io.EOF) {
+					return fmt.Errorf("block %s: read rows: %w", b.id, err)
+				}
+				eof = true
+			}
+		}
+		if len(buf) < n {
+			return fmt.Errorf("block %s: index says %d more rows than the data holds: %w", b.id, n-len(buf), errCorrupt)
+		}
+		spans, err := rowsToSpans(buf[:n], nil)
+		if err != nil {
+			return fmt.Errorf("block %s: %w", b.id, err)
+		}
+		if err := fn(spans); err != nil {
+			return err
+		}
+		rest := copy(buf, buf[n:])
+		clear(buf[rest:])
+		buf = buf[:rest]
+	}
+	return nil
+}

@@ -1,0 +1,468 @@
+// Package engine is tracedx's embedded storage engine: a write-ahead log
+// with group commit, an in-memory head of recent traces, and immutable
+// Parquet blocks with in-memory trace indexes, compacted and expired in the
+// background. See docs/architecture.md for the design.
+package engine
+
+import (
+	"context"
+	"crypto/rand"
+	"encoding/hex"
+	"errors"
+	"fmt"
+	"log/slog"
+	"os"
+	"path/filepath"
+	"sort"
+	"strconv"
+	"sync"
+	"sync/atomic"
+	"syscall"
+	"time"
+
+	"github.com/tracedx/tracedx/internal/model"
+	"github.com/tracedx/tracedx/internal/store"
+)
+
+// Options configure an Engine. Zero values pick the defaults noted.
+type Options struct {
+	// Dir holds the WAL (Dir/wal) and, with the default storage, blocks
+	// (Dir/blocks). Required.
+	Dir string
+	// Storage overrides where blocks live (default: LocalStorage under Dir/blocks).
+	Storage BlockStorage
+
+	// IdleTimeout: a trace with no new span for this long is complete
+	// (default 10s).
+	IdleTimeout time.Duration
+	// OnTraceComplete, when set, is called from a background goroutine
+	// with all spans of each completed trace. Late spans of a completed
+	// trace complete it again (with all its spans) once idle again.
+	OnTraceComplete func(id model.TraceID, spans []model.Span)
+
+	// FlushInterval is how often the head is checked for complete traces
+	// (default 1s, or IdleTimeout/4 when that is shorter).
+	FlushInterval time.Duration
+	// HeadMaxBytes bounds head memory. Above half of it, traces are cut to
+	// blocks before they are idle; above it, Write returns
+	// store.ErrOverloaded (default 256 MiB).
+	HeadMaxBytes int64
+	// BlockMaxSpans is the target size of compacted blocks (default 2M).
+	BlockMaxSpans int64
+	// CompactInterval is how often compaction and retention run (default 30s).
+	CompactInterval time.Duration
+	// Retention deletes blocks whose newest span is older than this
+	// (0: keep forever).
+	Retention time.Duration
+	// MaxDiskBytes deletes the oldest blocks while blocks and WAL together
+	// exceed it (0: no limit).
+	MaxDiskBytes int64
+	// WALSegmentBytes rotates WAL segments (default 64 MiB).
+	WALSegmentBytes int64
+
+	Logger *slog.Logger
+}
+
+func (o *Options) defaults() {
+	if o.IdleTimeout <= 0 {
+		o.IdleTimeout = 10 * time.Second
+	}
+	if o.FlushInterval <= 0 {
+		o.FlushInterval = time.Second
+		if o.IdleTimeout/4 < o.FlushInterval {
+			o.FlushInterval = max(o.IdleTimeout/4, 10*time.Millisecond)
+		}
+	}
+	if o.HeadMaxBytes <= 0 {
+		o.HeadMaxBytes = 256 << 20
+	}
+	if o.BlockMaxSpans <= 0 {
+		o.BlockMaxSpans = 2_000_000
+	}
+	if o.CompactInterval <= 0 {
+		o.CompactInterval = 30 * time.Second
+	}
+	if o.WALSegmentBytes <= 0 {
+		o.WALSegmentBytes = 64 << 20
+	}
+	if o.Logger == nil {
+		o.Logger = slog.Default()
+	}
+}
+
+// Stats are counters and gauges for monitoring (Prometheus-friendly: the
+// *Total fields only grow).
+type Stats struct {
+	SpansWrittenTotal     uint64
+	WriteBatchesTotal     uint64
+	OverloadedTotal       uint64
+	WALFsyncsTotal        uint64
+	TracesCompletedTotal  uint64
+	BlocksFlushedTotal    uint64
+	CompactionsTotal      uint64
+	RetentionDeletedTotal uint64
+	BackgroundErrorsTotal uint64
+
+	HeadTraces int64
+	HeadSpans  int64
+	HeadBytes  int64
+	Blocks     int
+	BlockSpans int64
+	BlockBytes int64
+	WALBytes   int64
+}
+
+// Engine implements store.Store.
+type Engine struct {
+	opts    Options
+	log     *slog.Logger
+	storage BlockStorage
+	wal     *wal
+	head    *head
+	cat     *catalog
+	lock    *os.File
+
+	// ingestMu is held shared by each Write from its WAL append until its
+	// head insert, and exclusively while deciding which WAL segments are
+	// no longer needed, so no acknowledged span is ever only in a deleted
+	// segment.
+	ingestMu sync.RWMutex
+
+	// mu guards the set of readable places: blocks and traces being
+	// flushed. Moving traces head→flushing→block happens under it, so a
+	// reader holding it shared sees every span exactly once.
+	mu       sync.RWMutex
+	blocks   []*block
+	flushing []map[model.TraceID]*headTrace
+
+	// pending holds traces cut before they were idle (memory pressure):
+	// they complete later, read back from blocks.
+	pendingMu sync.Mutex
+	pending   map[model.TraceID]int64
+	nPending  atomic.Int64
+
+	completions chan completion
+	flushNow    chan struct{}
+	bgMu        sync.Mutex // serialises flush, compaction and retention jobs that change blocks
+	cancel      context.CancelFunc
+	wg          sync.WaitGroup // flush and maintenance loops
+	cwg         sync.WaitGroup // completion loop
+	closed      atomic.Bool
+
+	spansWritten, batches, overloaded, completed, flushed, compactions, retained, bgErrors atomic.Uint64
+}
+
+type completion struct {
+	id    model.TraceID
+	spans []model.Span
+}
+
+var _ store.Store = (*Engine)(nil)
+
+// Open opens (creating if needed) the engine in opts.Dir, replays the WAL
+// and starts background work.
+func Open(ctx context.Context, opts Options) (*Engine, error) {
+	if opts.Dir == "" {
+		return nil, errors.New("engine: Options.Dir is required")
+	}
+	opts.defaults()
+	walDir := filepath.Join(opts.Dir, "wal")
+	if err := os.MkdirAll(walDir, 0o755); err != nil {
+		return nil, fmt.Errorf("create wal dir: %w", err)
+	}
+	lock, err := lockDir(opts.Dir)
+	if err != nil {
+		return nil, err
+	}
+	e := &Engine{
+		opts:        opts,
+		log:         opts.Logger.With("component", "store"),
+		head:        newHead(),
+		cat:         newCatalog(),
+		lock:        lock,
+		pending:     map[model.TraceID]int64{},
+		completions: make(chan completion, 1024),
+		flushNow:    make(chan struct{}, 1),
+	}
+	fail := func(err error) (*Engine, error) {
+		for _, b := range e.blocks {
+			b.release()
+		}
+		lock.Close()
+		return nil, err
+	}
+	e.storage = opts.Storage
+	if e.storage == nil {
+		ls, err := NewLocalStorage(filepath.Join(opts.Dir, "blocks"))
+		if err != nil {
+			return fail(err)
+		}
+		e.storage = ls
+	}
+	ids, err := e.storage.List(ctx)
+	if err != nil {
+		return fail(err)
+	}
+	for _, id := range ids {
+		b, err := openBlock(ctx, e.storage, id)
+		if err != nil {
+			return fail(err)
+		}
+		if b.meta.Catalog != nil {
+			e.cat.merge(b.meta.Catalog)
+			b.meta.Catalog = nil
+		}
+		e.blocks = append(e.blocks, b)
+	}
+	sortBlocks(e.blocks)
+
+	now := time.Now().UnixNano()
+	var replayed int
+	segs, err := replayWAL(walDir, e.log, func(seq uint64, payload []byte) error {
+		spans, err := decodeFramed(payload, nil)
+		if err != nil {
+			return err
+		}
+		offs := frameOffsets(payload, len(spans))
+		e.head.insert(spans, payload, offs, seq, now)
+		e.cat.addServices(spans)
+		e.cat.addAttrs(spans)
+		replayed += len(spans)
+		return nil
+	})
+	if err != nil {
+		return fail(err)
+	}
+	if err := e.dedupeReplayed(); err != nil {
+		return fail(err)
+	}
+	if e.wal, err = openWAL(walDir, opts.WALSegmentBytes, segs, e.log); err != nil {
+		return fail(err)
+	}
+	e.log.Info("storage engine open", "dir", opts.Dir, "blocks", len(e.blocks), "replayed_spans", replayed)
+
+	bg, cancel := context.WithCancel(context.Background())
+	e.cancel = cancel
+	e.wg.Add(2)
+	go e.flushLoop(bg)
+	go e.maintenanceLoop(bg)
+	e.cwg.Add(1)
+	go e.completionLoop()
+	return e, nil
+}
+
+func lockDir(dir string) (*os.File, error) {
+	f, err := os.OpenFile(filepath.Join(dir, "LOCK"), os.O_CREATE|os.O_RDWR, 0o644)
+	if err != nil {
+		return nil, fmt.Errorf("open lock file: %w", err)
+	}
+	if err := syscall.Flock(int(f.Fd()), syscall.LOCK_EX|syscall.LOCK_NB); err != nil {
+		f.Close()
+		return nil, fmt.Errorf("data dir %s is in use by another process: %w", dir, err)
+	}
+	return f, nil
+}
+
+func frameOffsets(p []byte, n int) []int {
+	offs := make([]int, 0, n+1)
+	off := 0
+	offs = append(offs, 0)
+	_ = forEachFramed(p, func(b []byte) error {
+		off += 4 + len(b)
+		offs = append(offs, off)
+		return nil
+	})
+	return offs
+}
+
+func sortBlocks(bs []*block) {
+	sort.Slice(bs, func(i, j int) bool {
+		if bs[i].meta.MinTime != bs[j].meta.MinTime {
+			return bs[i].meta.MinTime < bs[j].meta.MinTime
+		}
+		return bs[i].id < bs[j].id
+	})
+}
+
+// dedupeReplayed drops replayed spans that are already in a block: a crash
+// between committing a block and deleting the WAL segments it covered
+// leaves them in both places.
+func (e *Engine) dedupeReplayed() error {
+	if len(e.blocks) == 0 {
+		return nil
+	}
+	var ids []model.TraceID
+	e.head.each(func(t *headTrace) {
+		for _, b := range e.blocks {
+			if b.idx.find(t.sum.TraceID) >= 0 {
+				ids = append(ids, t.sum.TraceID)
+				return
+			}
+		}
+	})
+	for _, id := range ids {
+		have := map[model.SpanID]bool{}
+		for _, b := range e.blocks {
+			if i := b.idx.find(id); i >= 0 {
+				spans, err := b.readTrace(i)
+				if err != nil {
+					return err
+				}
+				for _, s := range spans {
+					have[s.SpanID] = true
+				}
+			}
+		}
+		cut := e.head.cut(func(t *headTrace) bool { return t.sum.TraceID == id })
+		t := cut[id]
+		if t == nil {
+			continue
+		}
+		spans, err := t.spans()
+		if err != nil {
+			return err
+		}
+		var keep []model.Span
+		for _, s := range spans {
+			if !have[s.SpanID] {
+				keep = append(keep, s)
+			}
+		}
+		if len(keep) == 0 {
+			continue
+		}
+		var buf []byte
+		offs := []int{0}
+		for i := range keep {
+			buf = appendFramed(buf, &keep[i])
+			offs = append(offs, len(buf))
+		}
+		e.head.insert(keep, buf, offs, t.minSeg, t.lastSeen)
+	}
+	return nil
+}
+
+var framePool = sync.Pool{New: func() any { return new(frameBuf) }}
+
+type frameBuf struct {
+	b    []byte
+	offs []int
+}
+
+// Write makes spans durable (WAL + fsync, shared with concurrent writers)
+// and adds them to the head.
+func (e *Engine) Write(ctx context.Context, spans []model.Span) error {
+	if len(spans) == 0 {
+		return nil
+	}
+	if e.closed.Load() {
+		return errors.New("store closed")
+	}
+	hb := e.head.bytes.Load()
+	if hb > e.opts.HeadMaxBytes/2 {
+		e.kickFlush()
+		if hb > e.opts.HeadMaxBytes {
+			e.overloaded.Add(1)
+			return store.ErrOverloaded
+		}
+	}
+	fb := framePool.Get().(*frameBuf)
+	defer func() {
+		if cap(fb.b) <= 8<<20 {
+			framePool.Put(fb)
+		}
+	}()
+	fb.b, fb.offs = fb.b[:0], append(fb.offs[:0], 0)
+	for i := range spans {
+		fb.b = appendFramed(fb.b, &spans[i])
+		fb.offs = append(fb.offs, len(fb.b))
+	}
+	e.ingestMu.RLock()
+	seg, err := e.wal.append(ctx, fb.b)
+	if err != nil {
+		e.ingestMu.RUnlock()
+		return fmt.Errorf("write-ahead log: %w", err)
+	}
+	e.head.insert(spans, fb.b, fb.offs, seg, time.Now().UnixNano())
+	e.ingestMu.RUnlock()
+
+	if e.nPending.Load() > 0 {
+		e.pendingMu.Lock()
+		for i := range spans {
+			// Back in the head: it completes from there (merged with its
+			// blocks) when idle.
+			delete(e.pending, spans[i].TraceID)
+		}
+		e.nPending.Store(int64(len(e.pending)))
+		e.pendingMu.Unlock()
+	}
+	e.cat.addServices(spans)
+	e.spansWritten.Add(uint64(len(spans)))
+	e.batches.Add(1)
+	return nil
+}
+
+func (e *Engine) kickFlush() {
+	select {
+	case e.flushNow <- struct{}{}:
+	default:
+	}
+}
+
+// Close stops background work and closes files. The head is not flushed:
+// it is in the WAL and is replayed on the next Open.
+func (e *Engine) Close() error {
+	if !e.closed.CompareAndSwap(false, true) {
+		return nil
+	}
+	e.cancel()
+	e.wg.Wait()
+	close(e.completions)
+	e.cwg.Wait()
+	err := e.wal.close()
+	e.mu.Lock()
+	for _, b := range e.blocks {
+		b.release()
+	}
+	e.blocks = nil
+	e.mu.Unlock()
+	if lerr := e.lock.Close(); err == nil {
+		err = lerr
+	}
+	return err
+}
+
+// Stats returns current counters.
+func (e *Engine) Stats() Stats {
+	s := Stats{
+		SpansWrittenTotal:     e.spansWritten.Load(),
+		WriteBatchesTotal:     e.batches.Load(),
+		OverloadedTotal:       e.overloaded.Load(),
+		WALFsyncsTotal:        e.wal.fsyncs.Load(),
+		TracesCompletedTotal:  e.completed.Load(),
+		BlocksFlushedTotal:    e.flushed.Load(),
+		CompactionsTotal:      e.compactions.Load(),
+		RetentionDeletedTotal: e.retained.Load(),
+		BackgroundErrorsTotal: e.bgErrors.Load(),
+		HeadTraces:            e.head.traces.Load(),
+		HeadSpans:             e.head.spans.Load(),
+		HeadBytes:             e.head.bytes.Load(),
+		WALBytes:              e.wal.bytes.Load(),
+	}
+	e.mu.RLock()
+	for _, b := range e.blocks {
+		s.Blocks++
+		s.BlockSpans += b.meta.Spans
+		s.BlockBytes += b.diskBytes()
+	}
+	e.mu.RUnlock()
+	return s
+}
+
+func (b *block) diskBytes() int64 { return b.meta.DataBytes + b.meta.IndexBytes }
+
+func newBlockID() string {
+	var r [4]byte
+	_, _ = rand.Read(r[:])
+	return strconv.FormatInt(time.Now().UnixNano(), 36) + "-" + hex.EncodeToString(r[:])
+}

@@ -1,0 +1,513 @@
+package engine
+
+import (
+	"container/heap"
+	"context"
+	"errors"
+	"sort"
+
+	"github.com/tracedx/tracedx/internal/model"
+	"github.com/tracedx/tracedx/internal/store"
+)
+
+var storeRangeAll = store.TimeRange{}
+
+// DefaultSearchLimit applies when Query.Limit is 0.
+const DefaultSearchLimit = 20
+
+// Trace returns every stored span of a trace, ordered by start time.
+func (e *Engine) Trace(ctx context.Context, id model.TraceID, hint store.TimeRange) ([]model.Span, error) {
+	var spans []model.Span
+	var hits []blockHit
+	var derr error
+	e.mu.RLock()
+	if t := e.head.get(id); t != nil {
+		spans, derr = decodeFramed(t.buf, spans)
+	}
+	for _, m := range e.flushing {
+		if t := m[id]; t != nil && derr == nil {
+			spans, derr = decodeFramed(t.buf, spans)
+		}
+	}
+	for _, b := range e.blocks {
+		if !hint.Overlaps(b.meta.MinTime, b.meta.MaxTime) {
+			continue
+		}
+		if i := b.idx.find(id); i >= 0 {
+			b.acquire()
+			hits = append(hits, blockHit{b, i})
+		}
+	}
+	e.mu.RUnlock()
+	defer releaseHits(hits)
+	if derr != nil {
+		return nil, derr
+	}
+	for _, h := range hits {
+		if err := ctx.Err(); err != nil {
+			return nil, err
+		}
+		more, err := h.b.readTrace(h.i)
+		if err != nil {
+			return nil, err
+		}
+		spans = append(spans, more...)
+	}
+	if len(spans) == 0 {
+		return nil, store.ErrNotFound
+	}
+	sortSpans(spans)
+	return spans, nil
+}
+
+type blockHit struct {
+	b *block
+	i int
+}
+
+func releaseHits(hs []blockHit) {
+	for _, h := range hs {
+		h.b.release()
+	}
+}
+
+func sortSpans(spans []model.Span) {
+	sort.SliceStable(spans, func(i, j int) bool { return spans[i].StartUnixNano < spans[j].StartUnixNano })
+}
+
+// snapshot is a consistent, lock-free view for one query: copies of the
+// head and flushing traces plus referenced blocks.
+type snapshot struct {
+	mem    map[model.TraceID][]*headTrace
+	list   []*headTrace
+	blocks []*block
+}
+
+func (e *Engine) snap(q *store.Query) *snapshot {
+	s := &snapshot{mem: map[model.TraceID][]*headTrace{}}
+	add := func(t *headTrace) {
+		s.mem[t.sum.TraceID] = append(s.mem[t.sum.TraceID], t)
+		s.list = append(s.list, t)
+	}
+	e.mu.RLock()
+	e.head.each(add)
+	for _, m := range e.flushing {
+		for _, t := range m {
+			c := *t
+			add(&c)
+		}
+	}
+	for _, b := range e.blocks {
+		b.acquire()
+		s.blocks = append(s.blocks, b)
+	}
+	e.mu.RUnlock()
+	return s
+}
+
+func (s *snapshot) release() {
+	for _, b := range s.blocks {
+		b.release()
+	}
+}
+
+// prefilter holds the conditions that can be checked on one fragment's
+// summary (a fragment is the part of a trace in one block or in the head).
+// They are necessary conditions: a span satisfying the query lies in some
+// fragment that passes.
+type prefilter struct {
+	q      *store.Query
+	ids    map[model.TraceID]bool
+	svc    string
+	rangeQ store.TimeRange
+}
+
+func newPrefilter(q *store.Query) *prefilter {
+	p := &prefilter{q: q, svc: q.Service, rangeQ: q.Range}
+	if len(q.TraceIDs) > 0 {
+		p.ids = map[model.TraceID]bool{}
+		for _, id := range q.TraceIDs {
+			p.ids[id] = true
+		}
+	}
+	return p
+}
+
+func (p *prefilter) pass(id model.TraceID, start, end uint64) bool {
+	if p.rangeQ.End != 0 && start >= p.rangeQ.End {
+		return false
+	}
+	if p.rangeQ.Start != 0 && end < p.rangeQ.Start {
+		return false
+	}
+	if p.ids != nil && !p.ids[id] {
+		return false
+	}
+	if p.q.MaxTraceDuration != 0 && end > start && end-start > p.q.MaxTraceDuration {
+		return false
+	}
+	return true
+}
+
+// candIter yields fragments newest first.
+type candIter struct {
+	// memory source
+	mem []*headTrace
+	// block source
+	b      *block
+	svc    uint32
+	pos    int
+	opened bool   // block sources scan their columns lazily, when first reached
+	match  []bool // per trace position: a span here satisfies the span conditions
+
+	plan *scanPlan // nil: no span-level conditions beyond service
+
+	cur   int
+	id    model.TraceID
+	start uint64
+}
+
+func (it *candIter) next(p *prefilter) bool {
+	if it.b == nil {
+		for it.pos < len(it.mem) {
+			t := it.mem[it.pos]
+			it.pos++
+			if p.svc != "" && !t.hasService(p.svc) {
+				continue
+			}
+			if !p.pass(t.sum.TraceID, t.sum.StartUnixNano, t.sum.EndUnixNano) {
+				continue
+			}
+			if it.plan != nil && !memFragmentMatches(it.plan.q, t) {
+				continue
+			}
+			it.id, it.start = t.sum.TraceID, t.sum.StartUnixNano
+			return true
+		}
+		return false
+	}
+	x := it.b.idx
+	for it.pos < len(x.byStart) {
+		i := int(x.byStart[it.pos])
+		it.pos++
+		if p.svc != "" && !x.hasService(i, it.svc) {
+			continue
+		}
+		if it.match != nil && !it.match[i] {
+			continue
+		}
+		if !p.pass(x.ids[i], x.start[i], x.end[i]) {
+			continue
+		}
+		it.cur, it.id, it.start = i, x.ids[i], x.start[i]
+		return true
+	}
+	return false
+}
+
+type iterHeap []*candIter
+
+func (h iterHeap) Len() int           { return len(h) }
+func (h iterHeap) Less(i, j int) bool { return h[i].start > h[j].start }
+func (h iterHeap) Swap(i, j int)      { h[i], h[j] = h[j], h[i] }
+func (h *iterHeap) Push(x any)        { *h = append(*h, x.(*candIter)) }
+func (h *iterHeap) Pop() any {
+	old := *h
+	x := old[len(old)-1]
+	*h = old[:len(old)-1]
+	return x
+}
+
+func memFragmentMatches(q *store.Query, t *headTrace) bool {
+	match := false
+	_ = forEachFramed(t.buf, func(b []byte) error {
+		var sp model.Span
+		if decodeSpan(b, &sp) == nil && store.MatchSpan(q, &sp) {
+			match = true
+			return errStopIter
+		}
+		return nil
+	})
+	return match
+}
+
+// hasSpanFilters reports whether q needs span data (beyond the service,
+// which fragment summaries list).
+func hasSpanFilters(q *store.Query) bool {
+	return q.Operation != "" || len(q.Kinds) > 0 || q.Status != nil || q.MinDuration != 0 || q.MaxDuration != 0 || len(q.Attrs) > 0
+}
+
+// walk visits distinct candidate trace ids newest first (by the start of
+// the fragment that surfaced them) until visit returns false. With span
+// filters, only traces with a span satisfying all span conditions are
+// visited; block columns are scanned only for blocks the walk reaches, so
+// a search that fills its limit from recent data never reads old blocks.
+func (s *snapshot) walk(ctx context.Context, q *store.Query, visit func(id model.TraceID) (bool, error)) error {
+	p := newPrefilter(q)
+	var plan *scanPlan
+	if hasSpanFilters(q) {
+		plan = newScanPlan(q)
+	}
+	h := &iterHeap{}
+	if len(s.list) > 0 {
+		mem := append([]*headTrace(nil), s.list...)
+		sort.Slice(mem, func(i, j int) bool { return mem[i].sum.StartUnixNano > mem[j].sum.StartUnixNano })
+		it := &candIter{mem: mem, plan: plan}
+		if it.next(p) {
+			heap.Push(h, it)
+		}
+	}
+	for _, b := range s.blocks {
+		if !q.Range.Overlaps(b.meta.MinTime, b.meta.MaxTime) {
+			continue
+		}
+		it := &candIter{b: b, svc: noStr, plan: plan, start: b.meta.MaxTime}
+		if q.Service != "" {
+			if it.svc = b.idx.strIdx(q.Service); it.svc == noStr {
+				continue // service absent from this block
+			}
+		}
+		heap.Push(h, it)
+	}
+	seen := map[model.TraceID]bool{}
+	for n := 0; h.Len() > 0; n++ {
+		if n%64 == 0 {
+			if err := ctx.Err(); err != nil {
+				return err
+			}
+		}
+		it := (*h)[0]
+		if it.b != nil && !it.opened {
+			// Its key was the block's newest time, an upper bound; now find
+			// its real candidates.
+			it.opened = true
+			if plan != nil {
+				m, err := it.b.scanMatches(ctx, plan)
+				if err != nil {
+					return err
+				}
+				it.match = m
+			}
+			if it.next(p) {
+				heap.Fix(h, 0)
+			} else {
+				heap.Pop(h)
+			}
+			continue
+		}
+		id := it.id
+		if it.next(p) {
+			heap.Fix(h, 0)
+		} else {
+			heap.Pop(h)
+		}
+		if seen[id] {
+			continue
+		}
+		seen[id] = true
+		more, err := visit(id)
+		if err != nil || !more {
+			return err
+		}
+	}
+	return nil
+}
+
+// summary merges the summaries of all fragments of a trace.
+func (s *snapshot) summary(id model.TraceID) model.TraceSummary {
+	var parts []model.TraceSummary
+	for _, t := range s.mem[id] {
+		parts = append(parts, t.sum)
+	}
+	for _, b := range s.blocks {
+		if i := b.idx.find(id); i >= 0 {
+			parts = append(parts, b.idx.summary(i))
+		}
+	}
+	return mergeSummaries(parts)
+}
+
+func mergeSummaries(parts []model.TraceSummary) model.TraceSummary {
+	if len(parts) == 1 {
+		return parts[0]
+	}
+	var out model.TraceSummary
+	var rootStart uint64
+	for _, p := range parts {
+		out.TraceID = p.TraceID
+		if out.StartUnixNano == 0 || p.StartUnixNano < out.StartUnixNano {
+			out.StartUnixNano = p.StartUnixNano
+		}
+		if p.EndUnixNano > out.EndUnixNano {
+			out.EndUnixNano = p.EndUnixNano
+		}
+		// Fragment summaries do not carry the root's own start; the
+		// fragment start is a close proxy (roots start first).
+		if p.RootName != "" && (out.RootName == "" || p.StartUnixNano < rootStart) {
+			out.RootService, out.RootName, rootStart = p.RootService, p.RootName, p.StartUnixNano
+		}
+		out.SpanCount += p.SpanCount
+		out.ErrorCount += p.ErrorCount
+		for _, sv := range p.Services {
+			found := false
+			for i := range out.Services {
+				if out.Services[i].Name == sv.Name {
+					out.Services[i].SpanCount += sv.SpanCount
+					out.Services[i].ErrorCount += sv.ErrorCount
+					found = true
+					break
+				}
+			}
+			if !found {
+				out.Services = append(out.Services, sv)
+			}
+		}
+	}
+	return out
+}
+
+// spans loads every span of a trace from the snapshot.
+func (s *snapshot) spans(id model.TraceID) ([]model.Span, error) {
+	var out []model.Span
+	var err error
+	for _, t := range s.mem[id] {
+		if out, err = decodeFramed(t.buf, out); err != nil {
+			return nil, err
+		}
+	}
+	for _, b := range s.blocks {
+		if i := b.idx.find(id); i >= 0 {
+			more, err := b.readTrace(i)
+			if err != nil {
+				return nil, err
+			}
+			out = append(out, more...)
+		}
+	}
+	sortSpans(out)
+	return out, nil
+}
+
+// summaryDecides reports whether the merged summary alone decides q for a
+// trace: no span conditions beyond service, and every span of the trace
+// starts inside the range.
+func summaryDecides(q *store.Query, sum *model.TraceSummary) bool {
+	if q.Operation != "" || len(q.Kinds) > 0 || q.Status != nil || q.MinDuration != 0 || q.MaxDuration != 0 || len(q.Attrs) > 0 {
+		return false
+	}
+	if q.Range.Start != 0 && sum.StartUnixNano < q.Range.Start {
+		return false
+	}
+	if q.Range.End != 0 && sum.EndUnixNano >= q.Range.End {
+		return false
+	}
+	return true
+}
+
+func traceLevelOK(q *store.Query, sum *model.TraceSummary) bool {
+	d := sum.DurationNano()
+	if q.MinTraceDuration != 0 && d < q.MinTraceDuration {
+		return false
+	}
+	if q.MaxTraceDuration != 0 && d > q.MaxTraceDuration {
+		return false
+	}
+	if q.Service != "" {
+		for _, s := range sum.Services {
+			if s.Name == q.Service {
+				return true
+			}
+		}
+		return false
+	}
+	return true
+}
+
+// Search returns summaries of matching traces, newest first.
+func (e *Engine) Search(ctx context.Context, q store.Query) ([]model.TraceSummary, error) {
+	limit := q.Limit
+	if limit <= 0 {
+		limit = DefaultSearchLimit
+	}
+	s := e.snap(&q)
+	defer s.release()
+	var out []model.TraceSummary
+	spanFilters := hasSpanFilters(&q)
+	err := s.walk(ctx, &q, func(id model.TraceID) (bool, error) {
+		sum := s.summary(id)
+		if spanFilters {
+			// walk only surfaces traces with a matching span.
+			if traceLevelOK(&q, &sum) {
+				out = append(out, sum)
+			}
+			return len(out) < limit, nil
+		}
+		if summaryDecides(&q, &sum) {
+			if traceLevelOK(&q, &sum) {
+				out = append(out, sum)
+			}
+			return len(out) < limit, nil
+		}
+		spans, err := s.spans(id)
+		if err != nil {
+			return false, err
+		}
+		if store.MatchTrace(&q, spans) {
+			out = append(out, model.Summarize(spans))
+		}
+		return len(out) < limit, nil
+	})
+	if err != nil {
+		return nil, err
+	}
+	sort.SliceStable(out, func(i, j int) bool { return out[i].StartUnixNano > out[j].StartUnixNano })
+	return out, nil
+}
+
+// ScanTraces calls fn with the spans of each matching trace, newest first.
+func (e *Engine) ScanTraces(ctx context.Context, q store.Query, fn func(spans []model.Span) error) error {
+	s := e.snap(&q)
+	defer s.release()
+	n := 0
+	err := s.walk(ctx, &q, func(id model.TraceID) (bool, error) {
+		spans, err := s.spans(id)
+		if err != nil {
+			return false, err
+		}
+		if !store.MatchTrace(&q, spans) {
+			return true, nil
+		}
+		if err := fn(spans); err != nil {
+			return false, err
+		}
+		n++
+		return q.Limit <= 0 || n < q.Limit, nil
+	})
+	if errors.Is(err, store.ErrStop) {
+		return nil
+	}
+	return err
+}
+
+// Services lists services seen in the range.
+func (e *Engine) Services(ctx context.Context, r store.TimeRange) ([]string, error) {
+	return e.cat.serviceList(r), nil
+}
+
+// Operations lists span names (with kind) of a service ("" for all).
+func (e *Engine) Operations(ctx context.Context, service string, r store.TimeRange) ([]store.Operation, error) {
+	return e.cat.operationList(service, r), nil
+}
+
+// AttributeNames lists attribute keys. Attributes of spans still in the
+// head appear once their trace is cut into a block (seconds), which keeps
+// the write path free of per-attribute work.
+func (e *Engine) AttributeNames(ctx context.Context, scope store.Scope, r store.TimeRange) ([]string, error) {
+	return e.cat.attrNames(scope, r), nil
+}
+
+// AttributeValues lists distinct values of a key (at most 1000 per key are
+// remembered, values longer than 256 bytes are not).
+func (e *Engine) AttributeValues(ctx context.Context, scope store.Scope, key string, r store.TimeRange, limit int) ([]model.Value, error) {
+	return e.cat.attrValues(scope, key, r, limit), nil
+}

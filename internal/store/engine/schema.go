@@ -1,0 +1,273 @@
+package engine
+
+import (
+	"github.com/tracedx/tracedx/internal/model"
+)
+
+// spanRow is one span as a Parquet row. Rows of a block are sorted by
+// (trace id, start), which is what makes it small:
+//   - trace_id and trace_start repeat for every span of a trace, so their
+//     dictionary indexes form runs that RLE encodes to almost nothing;
+//   - parent_idx points at the parent's position inside the trace's rows
+//     instead of repeating its 8 random bytes;
+//   - start_off is the offset from the trace start, a short number;
+//   - service, name, scope, resource and the dedicated attribute columns
+//     are dictionary encoded, and zstd squeezes what is left.
+type spanRow struct {
+	TraceID    [16]byte `parquet:"trace_id,dict"`
+	SpanID     [8]byte  `parquet:"span_id"`
+	ParentIdx  int32    `parquet:"parent_idx"`         // 0: no parent; k: the (k-1)th row of this trace in this block
+	ParentID   []byte   `parquet:"parent_id,optional"` // set only when the parent is not among the trace's rows here
+	TraceStart int64    `parquet:"trace_start,dict"`   // earliest start of the trace's rows in this block
+	StartOff   int64    `parquet:"start_off"`
+	Duration   int64    `parquet:"duration"` // end-start, modulo 2^64
+	Service    string   `parquet:"service,dict"`
+	Name       string   `parquet:"name,dict"`
+	Kind       int32    `parquet:"kind,dict"`
+	Status     int32    `parquet:"status,dict"`
+	StatusMsg  string   `parquet:"status_msg,optional,dict"`
+	TraceState string   `parquet:"trace_state,optional,dict"`
+	Flags      int32    `parquet:"flags,dict"`
+	ScopeName  string   `parquet:"scope_name,dict"`
+	ScopeVer   string   `parquet:"scope_version,dict"`
+	Resource   []byte   `parquet:"resource,dict"`    // encoded resource attributes
+	Attrs      []byte   `parquet:"attrs,optional"`   // encoded attribute order + non-dedicated attributes
+	Events     []byte   `parquet:"events,optional"`  // encoded events
+	Links      []byte   `parquet:"links,optional"`   // encoded links
+	Dropped    []byte   `parquet:"dropped,optional"` // three uvarints when any drop count is non-zero
+	// Spill is set when an attribute with a dedicated key sits in the attrs
+	// blob instead (wrong type, zero value or duplicate key); column scans
+	// must then read the blob to see it.
+	Spill bool `parquet:"spill"`
+
+	// Dedicated attribute columns: well-known semantic-convention keys get
+	// their own dictionary-encoded column so that repeated values (methods,
+	// routes, statement shapes) cost a few bits and filters can read one
+	// column. A value lands here only when its type matches and it is not
+	// the zero value, so "absent" and "zero" are never confused.
+	HTTPReqMethod   string `parquet:"a_http_request_method,optional,dict"`
+	HTTPMethod      string `parquet:"a_http_method,optional,dict"`
+	HTTPRoute       string `parquet:"a_http_route,optional,dict"`
+	HTTPRespStatus  int64  `parquet:"a_http_response_status_code,optional,dict"`
+	HTTPStatus      int64  `parquet:"a_http_status_code,optional,dict"`
+	URLFull         string `parquet:"a_url_full,optional,dict"`
+	HTTPURL         string `parquet:"a_http_url,optional,dict"`
+	URLPath         string `parquet:"a_url_path,optional,dict"`
+	HTTPTarget      string `parquet:"a_http_target,optional,dict"`
+	ServerAddress   string `parquet:"a_server_address,optional,dict"`
+	ServerPort      int64  `parquet:"a_server_port,optional,dict"`
+	NetPeerName     string `parquet:"a_net_peer_name,optional,dict"`
+	PeerService     string `parquet:"a_peer_service,optional,dict"`
+	DBSystem        string `parquet:"a_db_system,optional,dict"`
+	DBSystemName    string `parquet:"a_db_system_name,optional,dict"`
+	DBStatement     string `parquet:"a_db_statement,optional,dict"`
+	DBQueryText     string `parquet:"a_db_query_text,optional,dict"`
+	DBName          string `parquet:"a_db_name,optional,dict"`
+	DBNamespace     string `parquet:"a_db_namespace,optional,dict"`
+	DBOperation     string `parquet:"a_db_operation,optional,dict"`
+	DBOperationName string `parquet:"a_db_operation_name,optional,dict"`
+	RPCSystem       string `parquet:"a_rpc_system,optional,dict"`
+	RPCService      string `parquet:"a_rpc_service,optional,dict"`
+	RPCMethod       string `parquet:"a_rpc_method,optional,dict"`
+	MsgSystem       string `parquet:"a_messaging_system,optional,dict"`
+	MsgDestination  string `parquet:"a_messaging_destination_name,optional,dict"`
+	MsgOperation    string `parquet:"a_messaging_operation,optional,dict"`
+	ErrorType       string `parquet:"a_error_type,optional,dict"`
+	NetPeerPort     int64  `parquet:"a_net_peer_port,optional,dict"`
+	URLScheme       string `parquet:"a_url_scheme,optional,dict"`
+}
+
+type dedicatedCol struct {
+	key string
+	str func(r *spanRow) *string // nil for int columns
+	num func(r *spanRow) *int64
+}
+
+func ds(key string, f func(r *spanRow) *string) dedicatedCol { return dedicatedCol{key: key, str: f} }
+func di(key string, f func(r *spanRow) *int64) dedicatedCol  { return dedicatedCol{key: key, num: f} }
+
+// dedicated lists the dedicated columns; the position in this list is
+// persisted in the attrs blob, so only append to it.
+var dedicated = []dedicatedCol{
+	ds("http.request.method", func(r *spanRow) *string { return &r.HTTPReqMethod }),
+	ds("http.method", func(r *spanRow) *string { return &r.HTTPMethod }),
+	ds("http.route", func(r *spanRow) *string { return &r.HTTPRoute }),
+	di("http.response.status_code", func(r *spanRow) *int64 { return &r.HTTPRespStatus }),
+	di("http.status_code", func(r *spanRow) *int64 { return &r.HTTPStatus }),
+	ds("url.full", func(r *spanRow) *string { return &r.URLFull }),
+	ds("http.url", func(r *spanRow) *string { return &r.HTTPURL }),
+	ds("url.path", func(r *spanRow) *string { return &r.URLPath }),
+	ds("http.target", func(r *spanRow) *string { return &r.HTTPTarget }),
+	ds("server.address", func(r *spanRow) *string { return &r.ServerAddress }),
+	di("server.port", func(r *spanRow) *int64 { return &r.ServerPort }),
+	ds("net.peer.name", func(r *spanRow) *string { return &r.NetPeerName }),
+	ds("peer.service", func(r *spanRow) *string { return &r.PeerService }),
+	ds("db.system", func(r *spanRow) *string { return &r.DBSystem }),
+	ds("db.system.name", func(r *spanRow) *string { return &r.DBSystemName }),
+	ds("db.statement", func(r *spanRow) *string { return &r.DBStatement }),
+	ds("db.query.text", func(r *spanRow) *string { return &r.DBQueryText }),
+	ds("db.name", func(r *spanRow) *string { return &r.DBName }),
+	ds("db.namespace", func(r *spanRow) *string { return &r.DBNamespace }),
+	ds("db.operation", func(r *spanRow) *string { return &r.DBOperation }),
+	ds("db.operation.name", func(r *spanRow) *string { return &r.DBOperationName }),
+	ds("rpc.system", func(r *spanRow) *string { return &r.RPCSystem }),
+	ds("rpc.service", func(r *spanRow) *string { return &r.RPCService }),
+	ds("rpc.method", func(r *spanRow) *string { return &r.RPCMethod }),
+	ds("messaging.system", func(r *spanRow) *string { return &r.MsgSystem }),
+	ds("messaging.destination.name", func(r *spanRow) *string { return &r.MsgDestination }),
+	ds("messaging.operation", func(r *spanRow) *string { return &r.MsgOperation }),
+	ds("error.type", func(r *spanRow) *string { return &r.ErrorType }),
+	di("net.peer.port", func(r *spanRow) *int64 { return &r.NetPeerPort }),
+	ds("url.scheme", func(r *spanRow) *string { return &r.URLScheme }),
+}
+
+var dedicatedByKey = func() map[string]int {
+	m := make(map[string]int, len(dedicated))
+	for i, d := range dedicated {
+		m[d.key] = i
+	}
+	return m
+}()
+
+// Attribute blob entries start with a tag byte: attrGeneric is followed by
+// key and value; tag t >= 1 means "dedicated column t-1 goes here", which
+// keeps the original attribute order exact.
+const attrGeneric = 0
+
+// toRow fills r from s. parentIdx/parentExt and traceStart are decided by
+// the caller, which sees the whole trace.
+func toRow(s *model.Span, r *spanRow, scratch *enc) {
+	*r = spanRow{}
+	r.TraceID = s.TraceID
+	r.SpanID = s.SpanID
+	r.Duration = int64(s.EndUnixNano - s.StartUnixNano)
+	r.Service = s.Service
+	r.Name = s.Name
+	r.Kind = int32(s.Kind)
+	r.Status = int32(s.StatusCode)
+	r.StatusMsg = s.StatusMessage
+	r.TraceState = s.TraceState
+	r.Flags = int32(s.Flags)
+	r.ScopeName = s.ScopeName
+	r.ScopeVer = s.ScopeVersion
+
+	scratch.b = scratch.b[:0]
+	encAttrs(scratch, s.Resource)
+	r.Resource = append([]byte(nil), scratch.b...)
+
+	if len(s.Attrs) > 0 {
+		scratch.b = scratch.b[:0]
+		scratch.uvarint(uint64(len(s.Attrs)))
+		for i := range s.Attrs {
+			a := &s.Attrs[i]
+			if j, ok := dedicatedByKey[a.Key]; ok {
+				if placeDedicated(r, j, a.Value) {
+					scratch.byte1(byte(j + 1))
+					continue
+				}
+				r.Spill = true
+			}
+			scratch.byte1(attrGeneric)
+			scratch.str(a.Key)
+			encValue(scratch, a.Value)
+		}
+		r.Attrs = append([]byte(nil), scratch.b...)
+	}
+	if len(s.Events) > 0 {
+		scratch.b = scratch.b[:0]
+		encEvents(scratch, s.Events, s.StartUnixNano)
+		r.Events = append([]byte(nil), scratch.b...)
+	}
+	if len(s.Links) > 0 {
+		scratch.b = scratch.b[:0]
+		encLinks(scratch, s.Links)
+		r.Links = append([]byte(nil), scratch.b...)
+	}
+	if s.DroppedAttributesCount|s.DroppedEventsCount|s.DroppedLinksCount != 0 {
+		scratch.b = scratch.b[:0]
+		scratch.uvarint(uint64(s.DroppedAttributesCount))
+		scratch.uvarint(uint64(s.DroppedEventsCount))
+		scratch.uvarint(uint64(s.DroppedLinksCount))
+		r.Dropped = append([]byte(nil), scratch.b...)
+	}
+}
+
+func placeDedicated(r *spanRow, j int, v model.Value) bool {
+	d := &dedicated[j]
+	if d.str != nil {
+		p := d.str(r)
+		if v.Type != model.TypeString || v.Str == "" || *p != "" {
+			return false
+		}
+		*p = v.Str
+		return true
+	}
+	p := d.num(r)
+	if v.Type != model.TypeInt || v.Int == 0 || *p != 0 {
+		return false
+	}
+	*p = v.Int
+	return true
+}
+
+// fromRow decodes the row-local fields of r into s. Parent and start are
+// resolved by the caller from the trace context.
+func fromRow(r *spanRow, s *model.Span) error {
+	s.TraceID = r.TraceID
+	s.SpanID = r.SpanID
+	s.StartUnixNano = uint64(r.TraceStart) + uint64(r.StartOff)
+	s.EndUnixNano = s.StartUnixNano + uint64(r.Duration)
+	s.Service = r.Service
+	s.Name = r.Name
+	s.Kind = model.SpanKind(r.Kind)
+	s.StatusCode = model.StatusCode(r.Status)
+	s.StatusMessage = r.StatusMsg
+	s.TraceState = r.TraceState
+	s.Flags = uint32(r.Flags)
+	s.ScopeName = r.ScopeName
+	s.ScopeVersion = r.ScopeVer
+	d := dec{b: r.Resource}
+	s.Resource = decAttrs(&d)
+	if len(r.Attrs) > 0 {
+		d.b = r.Attrs
+		n := d.count()
+		s.Attrs = make(model.Attrs, 0, n)
+		for i := 0; i < n && d.err == nil; i++ {
+			tag := d.byte1()
+			if tag == attrGeneric {
+				k := d.str()
+				s.Attrs = append(s.Attrs, model.Attr{Key: k, Value: decValue(&d)})
+				continue
+			}
+			j := int(tag) - 1
+			if j >= len(dedicated) {
+				d.fail()
+				break
+			}
+			c := &dedicated[j]
+			if c.str != nil {
+				s.Attrs = append(s.Attrs, model.Attr{Key: c.key, Value: model.Str(*c.str(r))})
+			} else {
+				s.Attrs = append(s.Attrs, model.Attr{Key: c.key, Value: model.Int(*c.num(r))})
+			}
+		}
+	}
+	if len(r.Events) > 0 {
+		d.b = r.Events
+		s.Events = decEvents(&d, s.StartUnixNano)
+	}
+	if len(r.Links) > 0 {
+		d.b = r.Links
+		s.Links = decLinks(&d)
+	}
+	if len(r.Dropped) > 0 {
+		d.b = r.Dropped
+		s.DroppedAttributesCount = uint32(d.uvarint())
+		s.DroppedEventsCount = uint32(d.uvarint())
+		s.DroppedLinksCount = uint32(d.uvarint())
+	}
+	if d.err != nil {
+		return d.err
+	}
+	return nil
+}

@@ -1,0 +1,389 @@
+package engine
+
+import (
+	"context"
+	"encoding/binary"
+	"errors"
+	"fmt"
+	"hash/crc32"
+	"log/slog"
+	"os"
+	"path/filepath"
+	"sort"
+	"strconv"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"syscall"
+)
+
+// WAL layout: dir/wal/<seq as 16 hex digits>.log. A segment is a sequence of
+// records, each
+//
+//	u32 little-endian payload length | u32 CRC-32C of payload | payload
+//
+// and a payload is a batch of framed spans (one Write call). A single
+// goroutine appends records: it takes every request queued while the
+// previous fsync ran, writes them with one write(2) and makes them durable
+// with one fdatasync(2) (group commit), then wakes all their writers.
+
+const walRecordHeader = 8
+
+var crcTable = crc32.MakeTable(crc32.Castagnoli)
+
+var errWALClosed = errors.New("wal closed")
+
+type walReq struct {
+	p      []byte
+	rotate bool // start a new segment after the records queued before this one
+	seq    uint64
+	done   chan error
+}
+
+type wal struct {
+	dir      string
+	segBytes int64
+	log      *slog.Logger
+
+	reqs chan *walReq
+	stop chan struct{}
+	wg   sync.WaitGroup
+
+	mu      sync.Mutex // guards segs, cur* fields seen by other goroutines
+	segs    []uint64
+	cur     *os.File
+	curSeq  uint64
+	curSize int64
+	broken  error
+
+	bytes   atomic.Int64 // total bytes of all segments
+	fsyncs  atomic.Uint64
+	records atomic.Uint64
+}
+
+func segName(seq uint64) string { return fmt.Sprintf("%016x.log", seq) }
+
+func listSegments(dir string) ([]uint64, error) {
+	ents, err := os.ReadDir(dir)
+	if err != nil {
+		return nil, fmt.Errorf("list wal dir: %w", err)
+	}
+	var segs []uint64
+	for _, e := range ents {
+		name := e.Name()
+		if !strings.HasSuffix(name, ".log") {
+			continue
+		}
+		seq, err := strconv.ParseUint(strings.TrimSuffix(name, ".log"), 16, 64)
+		if err != nil {
+			continue
+		}
+		segs = append(segs, seq)
+	}
+	sort.Slice(segs, func(i, j int) bool { return segs[i] < segs[j] })
+	return segs, nil
+}
+
+// replayWAL reads every record of every segment in order. A record that is
+// cut short or fails its checksum ends the segment: it is the tail of a
+// write that was never acknowledged (the process died before fsync
+// returned), so the segment is truncated there.
+func replayWAL(dir string, log *slog.Logger, fn func(seq uint64, payload []byte) error) ([]uint64, error) {
+	segs, err := listSegments(dir)
+	if err != nil {
+		return nil, err
+	}
+	for _, seq := range segs {
+		path := filepath.Join(dir, segName(seq))
+		data, err := os.ReadFile(path)
+		if err != nil {
+			return nil, fmt.Errorf("read wal segment %s: %w", path, err)
+		}
+		off := 0
+		for off < len(data) {
+			if len(data)-off < walRecordHeader {
+				break
+			}
+			n := int(binary.LittleEndian.Uint32(data[off:]))
+			sum := binary.LittleEndian.Uint32(data[off+4:])
+			if n > len(data)-off-walRecordHeader {
+				break
+			}
+			payload := data[off+walRecordHeader : off+walRecordHeader+n]
+			if crc32.Checksum(payload, crcTable) != sum {
+				break
+			}
+			if err := fn(seq, payload); err != nil {
+				return nil, fmt.Errorf("replay wal segment %s at offset %d: %w", path, off, err)
+			}
+			off += walRecordHeader + n
+		}
+		if off < len(data) {
+			log.Warn("truncating torn wal tail", "segment", path, "offset", off, "dropped_bytes", len(data)-off)
+			if err := os.Truncate(path, int64(off)); err != nil {
+				return nil, fmt.Errorf("truncate torn wal segment %s: %w", path, err)
+			}
+		}
+	}
+	return segs, nil
+}
+
+// openWAL starts a fresh segment after the existing ones (which must have
+// been replayed already).
+func openWAL(dir string, segBytes int64, existing []uint64, log *slog.Logger) (*wal, error) {
+	w := &wal{
+		dir:      dir,
+		segBytes: segBytes,
+		log:      log,
+		reqs:     make(chan *walReq, 4096),
+		stop:     make(chan struct{}),
+		segs:     append([]uint64(nil), existing...),
+	}
+	var total int64
+	for _, s := range existing {
+		if fi, err := os.Stat(filepath.Join(dir, segName(s))); err == nil {
+			total += fi.Size()
+		}
+	}
+	w.bytes.Store(total)
+	next := uint64(1)
+	if len(existing) > 0 {
+		next = existing[len(existing)-1] + 1
+	}
+	if err := w.openSegment(next); err != nil {
+		return nil, err
+	}
+	w.wg.Add(1)
+	go w.loop()
+	return w, nil
+}
+
+func (w *wal) openSegment(seq uint64) error {
+	f, err := os.OpenFile(filepath.Join(w.dir, segName(seq)), os.O_CREATE|os.O_WRONLY|os.O_TRUNC, 0o644)
+	if err != nil {
+		return fmt.Errorf("create wal segment: %w", err)
+	}
+	// The new file name must itself be durable before records in it are
+	// acknowledged.
+	if err := syncDir(w.dir); err != nil {
+		f.Close()
+		return err
+	}
+	w.mu.Lock()
+	old := w.cur
+	w.cur, w.curSeq, w.curSize = f, seq, 0
+	w.segs = append(w.segs, seq)
+	w.mu.Unlock()
+	if old != nil {
+		if err := old.Close(); err != nil {
+			w.log.Warn("close wal segment", "err", err)
+		}
+	}
+	return nil
+}
+
+// append makes p durable and returns the segment it landed in.
+func (w *wal) append(ctx context.Context, p []byte) (uint64, error) {
+	r := &walReq{p: p, done: make(chan error, 1)}
+	select {
+	case w.reqs <- r:
+	case <-w.stop:
+		return 0, errWALClosed
+	case <-ctx.Done():
+		return 0, ctx.Err()
+	}
+	// Once queued the record may be written, so wait for the outcome even if
+	// ctx ends: returning early could acknowledge nothing yet leave a record
+	// that replays later, which is harmless, but the caller must not assume
+	// it was not written.
+	err := <-r.done
+	return r.seq, err
+}
+
+func (w *wal) loop() {
+	defer w.wg.Done()
+	var batch []*walReq
+	var buf []byte
+	for {
+		batch = batch[:0]
+		select {
+		case r := <-w.reqs:
+			batch = append(batch, r)
+		case <-w.stop:
+			// Fail whatever is still queued.
+			for {
+				select {
+				case r := <-w.reqs:
+					r.done <- errWALClosed
+				default:
+					return
+				}
+			}
+		}
+		size := len(batch[0].p)
+		rotate := batch[0].rotate
+	gather:
+		for size < 16<<20 && !rotate {
+			select {
+			case r := <-w.reqs:
+				batch = append(batch, r)
+				size += len(r.p)
+				rotate = r.rotate
+			default:
+				break gather
+			}
+		}
+		buf = buf[:0]
+		nrec := 0
+		for _, r := range batch {
+			if r.rotate {
+				continue
+			}
+			nrec++
+			buf = binary.LittleEndian.AppendUint32(buf, uint32(len(r.p)))
+			buf = binary.LittleEndian.AppendUint32(buf, crc32.Checksum(r.p, crcTable))
+			buf = append(buf, r.p...)
+		}
+		var err error
+		if nrec > 0 {
+			err = w.writeSync(buf)
+		}
+		seq := w.curSeq
+		if err == nil {
+			w.records.Add(uint64(nrec))
+			if w.curSize >= w.segBytes || (rotate && w.curSize > 0) {
+				if rerr := w.openSegment(seq + 1); rerr != nil {
+					w.setBroken(rerr)
+				}
+			}
+		}
+		for _, r := range batch {
+			if r.rotate {
+				r.seq = w.curSeq
+			} else {
+				r.seq = seq
+			}
+			r.done <- err
+		}
+		if cap(buf) > 64<<20 {
+			buf = nil
+		}
+	}
+}
+
+func (w *wal) setBroken(err error) {
+	w.mu.Lock()
+	if w.broken == nil {
+		w.broken = err
+	}
+	w.mu.Unlock()
+	w.log.Error("wal unusable; writes will fail", "err", err)
+}
+
+func (w *wal) writeSync(buf []byte) error {
+	w.mu.Lock()
+	broken := w.broken
+	w.mu.Unlock()
+	if broken != nil {
+		return fmt.Errorf("wal: %w", broken)
+	}
+	if _, err := w.cur.Write(buf); err != nil {
+		// A partial record may now sit at the tail; replay drops it, but no
+		// further record may follow it.
+		w.setBroken(err)
+		return fmt.Errorf("wal write: %w", err)
+	}
+	if err := fdatasync(w.cur); err != nil {
+		w.setBroken(err)
+		return fmt.Errorf("wal fsync: %w", err)
+	}
+	w.fsyncs.Add(1)
+	w.curSize += int64(len(buf))
+	w.bytes.Add(int64(len(buf)))
+	return nil
+}
+
+// rotateSeg closes the current segment (if it holds anything) so it can be
+// deleted once its spans are in blocks, and returns the segment new records
+// go to.
+func (w *wal) rotateSeg(ctx context.Context) (uint64, error) {
+	r := &walReq{rotate: true, done: make(chan error, 1)}
+	select {
+	case w.reqs <- r:
+	case <-w.stop:
+		return 0, errWALClosed
+	case <-ctx.Done():
+		return 0, ctx.Err()
+	}
+	err := <-r.done
+	return r.seq, err
+}
+
+// currentSeq is the segment new records go to.
+func (w *wal) currentSeq() uint64 {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	return w.curSeq
+}
+
+// deleteBefore removes closed segments older than seq.
+func (w *wal) deleteBefore(seq uint64) error {
+	w.mu.Lock()
+	var del []uint64
+	keep := w.segs[:0]
+	for _, s := range w.segs {
+		if s < seq && s != w.curSeq {
+			del = append(del, s)
+		} else {
+			keep = append(keep, s)
+		}
+	}
+	w.segs = keep
+	w.mu.Unlock()
+	var firstErr error
+	for _, s := range del {
+		path := filepath.Join(w.dir, segName(s))
+		fi, err := os.Stat(path)
+		if err == nil {
+			w.bytes.Add(-fi.Size())
+		}
+		if err := os.Remove(path); err != nil && !errors.Is(err, os.ErrNotExist) && firstErr == nil {
+			firstErr = fmt.Errorf("remove wal segment: %w", err)
+		}
+	}
+	return firstErr
+}
+
+func (w *wal) close() error {
+	close(w.stop)
+	w.wg.Wait()
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	if w.cur != nil {
+		err := w.cur.Close()
+		w.cur = nil
+		return err
+	}
+	return nil
+}
+
+func fdatasync(f *os.File) error {
+	for {
+		err := syscall.Fdatasync(int(f.Fd()))
+		if err != syscall.EINTR {
+			return err
+		}
+	}
+}
+
+func syncDir(dir string) error {
+	d, err := os.Open(dir)
+	if err != nil {
+		return fmt.Errorf("open dir for sync: %w", err)
+	}
+	defer d.Close()
+	if err := d.Sync(); err != nil && !errors.Is(err, syscall.EINVAL) {
+		return fmt.Errorf("sync dir %s: %w", dir, err)
+	}
+	return nil
+}

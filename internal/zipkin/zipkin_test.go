@@ -1,0 +1,155 @@
+package zipkin
+
+import (
+	"os"
+	"strings"
+	"testing"
+
+	"github.com/tracedx/tracedx/internal/model"
+)
+
+func load(t *testing.T) []model.Span {
+	t.Helper()
+	data, err := os.ReadFile("testdata/spans.json")
+	if err != nil {
+		t.Fatal(err)
+	}
+	spans, err := ToModel(data)
+	if err != nil {
+		t.Fatalf("ToModel: %v", err)
+	}
+	if len(spans) != 4 {
+		t.Fatalf("got %d spans, want 4", len(spans))
+	}
+	return spans
+}
+
+func TestToModelFields(t *testing.T) {
+	spans := load(t)
+	s := spans[0]
+	if got := s.TraceID.String(); got != "00000000000000005af7183fb1d4cf5f" {
+		t.Errorf("64-bit trace id padded: %s", got)
+	}
+	if s.SpanID.String() != "6b221d5bc9e6496c" || !s.ParentSpanID.IsZero() {
+		t.Errorf("ids: %s parent %s", s.SpanID, s.ParentSpanID)
+	}
+	if s.Name != "get /api" || s.Kind != model.KindServer || s.Service != "frontend" {
+		t.Errorf("name/kind/service: %q %v %q", s.Name, s.Kind, s.Service)
+	}
+	if s.StartUnixNano != 1700000000000000000 || s.DurationNano() != 207000000 {
+		t.Errorf("times: %d %d", s.StartUnixNano, s.DurationNano())
+	}
+	if s.StatusCode != model.StatusError || s.StatusMessage != "boom" {
+		t.Errorf("status: %v %q", s.StatusCode, s.StatusMessage)
+	}
+	if _, ok := s.Attrs.Get("error"); ok {
+		t.Error("error tag should become status, not an attribute")
+	}
+	if s.Resource.Str("service.name") != "frontend" {
+		t.Errorf("resource: %v", s.Resource)
+	}
+	for k, want := range map[string]string{
+		"http.method": "GET", "http.status_code": "500",
+		AttrLocalAddress: "192.168.99.1", AttrLocalPort: "8080",
+		AttrPeerAddress: "::1", AttrPeerPort: "63720",
+	} {
+		if got := s.Attrs.Str(k); got != want {
+			t.Errorf("attr %s = %q, want %q", k, got, want)
+		}
+	}
+	if len(s.Events) != 1 || s.Events[0].Name != "wr" || s.Events[0].TimeUnixNano != 1700000000001000000 {
+		t.Errorf("events: %+v", s.Events)
+	}
+
+	c := spans[1]
+	if c.Kind != model.KindClient || c.ParentSpanID.String() != "0020000000000001" {
+		t.Errorf("client: %v %s", c.Kind, c.ParentSpanID)
+	}
+	if c.StatusCode != model.StatusError || c.StatusMessage != "" {
+		t.Errorf("empty error tag: %v %q", c.StatusCode, c.StatusMessage)
+	}
+	if c.Attrs.Str(AttrPeerService) != "mysql" || c.Attrs.Str(AttrPeerPort) != "3306" {
+		t.Errorf("remote endpoint: %v", c.Attrs)
+	}
+
+	sh := spans[2]
+	if sh.ParentSpanID != c.SpanID || sh.SpanID == c.SpanID || sh.SpanID.IsZero() {
+		t.Errorf("shared span should become child of client: id %s parent %s", sh.SpanID, sh.ParentSpanID)
+	}
+	if v, ok := sh.Attrs.Get(AttrShared); !ok || !v.Bool {
+		t.Errorf("shared marker missing: %v", sh.Attrs)
+	}
+	if l := spans[3]; l.Kind != model.KindInternal || l.Service != model.UnknownService {
+		t.Errorf("local span: %v %q", l.Kind, l.Service)
+	}
+}
+
+func TestRoundTrip(t *testing.T) {
+	spans := load(t)
+	data, err := FromModel(spans)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !strings.Contains(string(data), `"traceId":"5af7183fb1d4cf5f"`) {
+		t.Errorf("64-bit id should stay 16 chars: %s", data)
+	}
+	if !strings.Contains(string(data), `"shared":true`) {
+		t.Errorf("shared flag lost: %s", data)
+	}
+	back, err := ToModel(data)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(back) != len(spans) {
+		t.Fatalf("round trip: %d spans", len(back))
+	}
+	for i := range spans {
+		a, b := spans[i], back[i]
+		if a.TraceID != b.TraceID || a.SpanID != b.SpanID || a.ParentSpanID != b.ParentSpanID ||
+			a.Name != b.Name || a.Kind != b.Kind || a.StartUnixNano != b.StartUnixNano ||
+			a.EndUnixNano != b.EndUnixNano || a.StatusCode != b.StatusCode ||
+			a.StatusMessage != b.StatusMessage || a.Service != b.Service ||
+			len(a.Attrs) != len(b.Attrs) || len(a.Events) != len(b.Events) {
+			t.Errorf("span %d differs after round trip:\n%+v\n%+v", i, a, b)
+		}
+		for _, at := range a.Attrs {
+			if b.Attrs.Str(at.Key) != at.Value.AsString() {
+				t.Errorf("span %d attr %s: %q vs %q", i, at.Key, at.Value.AsString(), b.Attrs.Str(at.Key))
+			}
+		}
+	}
+}
+
+func TestInvalidSpansArePartial(t *testing.T) {
+	in := `[
+	 {"traceId":"463ac35c9f6413ad48485a3953bb6124","id":"a2fb4a1d1a96d312","name":"ok"},
+	 {"traceId":"463ac35c9f6413ad48485a3953bb6124463ac35c","id":"a2fb4a1d1a96d312","name":"long trace id"},
+	 {"traceId":"463ac35c9f6413ad","id":"a2fb4a1d1a96d312aa","name":"long span id"},
+	 {"traceId":"zz3ac35c9f6413ad","id":"a2fb4a1d1a96d312","name":"not hex"},
+	 {"traceId":"0000000000000000","id":"a2fb4a1d1a96d312","name":"zero"},
+	 {"traceId":"463ac35c9f6413ad","id":"a2fb4a1d1a96d312","parentId":"x","name":"bad parent"}
+	]`
+	spans, err := ToModel([]byte(in))
+	if len(spans) != 1 || spans[0].Name != "ok" {
+		t.Fatalf("valid spans: %+v", spans)
+	}
+	bad, ok := IsInvalidSpans(err)
+	if !ok || bad.Rejected != 5 {
+		t.Fatalf("want 5 rejected, got %v", err)
+	}
+	if !strings.Contains(err.Error(), "trace id") {
+		t.Errorf("message should name the id: %v", err)
+	}
+}
+
+func TestMalformed(t *testing.T) {
+	for _, in := range []string{`{`, `{"traceId":"1"}`, `[{"traceId":1}]`, ``} {
+		spans, err := ToModel([]byte(in))
+		if err == nil || spans != nil {
+			t.Errorf("%q: want error, got %v %v", in, spans, err)
+		}
+		if _, partial := IsInvalidSpans(err); partial {
+			t.Errorf("%q: malformed json must not be a partial error", in)
+		}
+	}
+}
