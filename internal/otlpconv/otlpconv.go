@@ -18,6 +18,12 @@ import (
 // between spans of one resource and must be treated as immutable.
 func FromTraces(td ptrace.Traces) []model.Span {
 	out := make([]model.Span, 0, td.SpanCount())
+	// One backing array for every span's attributes: on the ingest path a
+	// per-span allocation is the largest cost after protobuf decoding. Each
+	// span gets a capacity-capped window so an append cannot spill into its
+	// neighbour.
+	var a arena
+	a.attrs = make([]model.Attr, 0, countSpanAttrs(td))
 	rss := td.ResourceSpans()
 	for i := 0; i < rss.Len(); i++ {
 		rs := rss.At(i)
@@ -32,14 +38,49 @@ func FromTraces(td ptrace.Traces) []model.Span {
 			scopeName, scopeVersion := ss.Scope().Name(), ss.Scope().Version()
 			spans := ss.Spans()
 			for k := 0; k < spans.Len(); k++ {
-				out = append(out, spanFrom(spans.At(k), service, res, scopeName, scopeVersion))
+				out = append(out, spanFrom(spans.At(k), service, res, scopeName, scopeVersion, &a))
 			}
 		}
 	}
 	return out
 }
 
-func spanFrom(s ptrace.Span, service string, res model.Attrs, scopeName, scopeVersion string) model.Span {
+type arena struct{ attrs []model.Attr }
+
+// take appends m's attributes to the arena and returns them as a
+// capacity-capped slice.
+func (a *arena) take(m pcommon.Map) model.Attrs {
+	n := m.Len()
+	if n == 0 {
+		return nil
+	}
+	if cap(a.attrs)-len(a.attrs) < n {
+		return AttrsFromMap(m)
+	}
+	start := len(a.attrs)
+	m.Range(func(k string, v pcommon.Value) bool {
+		a.attrs = append(a.attrs, model.Attr{Key: k, Value: ValueFrom(v)})
+		return true
+	})
+	return model.Attrs(a.attrs[start:len(a.attrs):len(a.attrs)])
+}
+
+func countSpanAttrs(td ptrace.Traces) int {
+	n := 0
+	rss := td.ResourceSpans()
+	for i := 0; i < rss.Len(); i++ {
+		sss := rss.At(i).ScopeSpans()
+		for j := 0; j < sss.Len(); j++ {
+			spans := sss.At(j).Spans()
+			for k := 0; k < spans.Len(); k++ {
+				n += spans.At(k).Attributes().Len()
+			}
+		}
+	}
+	return n
+}
+
+func spanFrom(s ptrace.Span, service string, res model.Attrs, scopeName, scopeVersion string, a *arena) model.Span {
 	sp := model.Span{
 		TraceID:                model.TraceID(s.TraceID()),
 		SpanID:                 model.SpanID(s.SpanID()),
@@ -56,7 +97,7 @@ func spanFrom(s ptrace.Span, service string, res model.Attrs, scopeName, scopeVe
 		Resource:               res,
 		ScopeName:              scopeName,
 		ScopeVersion:           scopeVersion,
-		Attrs:                  AttrsFromMap(s.Attributes()),
+		Attrs:                  a.take(s.Attributes()),
 		DroppedAttributesCount: s.DroppedAttributesCount(),
 		DroppedEventsCount:     s.DroppedEventsCount(),
 		DroppedLinksCount:      s.DroppedLinksCount(),

@@ -3,7 +3,6 @@ package server
 import (
 	"context"
 	"errors"
-	"fmt"
 	"io"
 	"log/slog"
 	"net/http"
@@ -126,4 +125,3 @@ func (s *Server) addHTTP(name, addr string, h http.Handler) {
 	}
 	s.http = append(s.http, &httpService{name: name, addr: addr, handler: h})
 }
-

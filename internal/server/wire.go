@@ -68,7 +68,7 @@ func New(ctx context.Context, cfg config.Config, log *slog.Logger) (*Server, err
 		HeadMaxBytes:    cfg.Storage.HeadMaxBytes,
 		Retention:       cfg.Storage.Retention,
 		MaxDiskBytes:    cfg.Storage.MaxDiskBytes,
-		Logger:          log.With("component", "store"),
+		Logger:          log,
 	})
 	if err != nil {
 		return nil, fmt.Errorf("opening storage in %s: %w", dir("traces"), err)
@@ -155,7 +155,9 @@ func New(ctx context.Context, cfg config.Config, log *slog.Logger) (*Server, err
 // analyticsSink writes durably, then feeds the per-span analytics. The
 // analytics run after the write so nothing is counted that was not stored.
 type analyticsSink struct {
-	store     interface{ Write(context.Context, []model.Span) error }
+	store interface {
+		Write(context.Context, []model.Span) error
+	}
 	observers []func([]model.Span)
 }
 

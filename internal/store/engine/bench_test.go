@@ -7,6 +7,7 @@ import (
 	"os"
 	"runtime"
 	"strconv"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"testing"
@@ -94,6 +95,25 @@ func BenchmarkWrite(b *testing.B) {
 	b.ReportMetric(float64(st.SpansWrittenTotal)/el.Seconds(), "spans/s")
 	b.ReportMetric(float64(st.WriteBatchesTotal)/float64(max(st.WALFsyncsTotal, 1)), "batches/fsync")
 	b.ReportMetric(float64(overloaded.Load()), "overloaded")
+	b.ReportMetric(peakRSSMiB(), "peak-RSS-MiB")
+}
+
+// peakRSSMiB is the process's peak resident set (VmHWM), Linux only.
+func peakRSSMiB() float64 {
+	data, err := os.ReadFile("/proc/self/status")
+	if err != nil {
+		return 0
+	}
+	for _, line := range strings.Split(string(data), "\n") {
+		if strings.HasPrefix(line, "VmHWM:") {
+			f := strings.Fields(line)
+			if len(f) >= 2 {
+				kb, _ := strconv.ParseFloat(f[1], 64)
+				return kb / 1024
+			}
+		}
+	}
+	return 0
 }
 
 type fixture struct {
@@ -185,6 +205,7 @@ func reportFixture(b *testing.B, f *fixture) {
 	var ms runtime.MemStats
 	runtime.ReadMemStats(&ms)
 	b.ReportMetric(float64(ms.HeapInuse)/(1<<20), "heap-MiB")
+	b.ReportMetric(peakRSSMiB(), "peak-RSS-MiB")
 }
 
 func BenchmarkTraceByID(b *testing.B) {

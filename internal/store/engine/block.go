@@ -169,7 +169,7 @@ func (b *indexBuilder) add(firstRow uint32, ts *model.TraceSummary) {
 	x.svcOff = append(x.svcOff, uint32(len(x.svcs)))
 }
 
-var indexMagic = []byte("TDXI\x01")
+var indexMagic = []byte("TDXI\x02")
 
 func (x *blockIndex) marshal() ([]byte, error) {
 	e := enc{}
@@ -179,11 +179,19 @@ func (x *blockIndex) marshal() ([]byte, error) {
 		e.str(s)
 	}
 	e.uvarint(uint64(len(x.ids)))
+	// Starts are stored relative to the earliest one (shorter varints);
+	// first rows are not stored at all: they are running sums of counts.
+	var base uint64
+	for i := range x.start {
+		if i == 0 || x.start[i] < base {
+			base = x.start[i]
+		}
+	}
+	e.uvarint(base)
 	for i := range x.ids {
 		e.raw(x.ids[i][:])
-		e.uvarint(uint64(x.firstRow[i]))
 		e.uvarint(uint64(x.nspans[i]))
-		e.uvarint(x.start[i])
+		e.uvarint(x.start[i] - base)
 		e.varint(int64(x.end[i] - x.start[i]))
 		e.uvarint(uint64(x.errs[i]))
 		e.uvarint(uint64(x.rootSvc[i] + 1))
@@ -231,11 +239,14 @@ func unmarshalIndex(p []byte) (*blockIndex, error) {
 	x.rootSvc = make([]uint32, n)
 	x.rootName = make([]uint32, n)
 	x.svcOff = make([]uint32, n+1)
+	base := d.uvarint()
+	var row uint32
 	for i := 0; i < n && d.err == nil; i++ {
 		copy(x.ids[i][:], d.rawN(16))
-		x.firstRow[i] = uint32(d.uvarint())
+		x.firstRow[i] = row
 		x.nspans[i] = uint32(d.uvarint())
-		x.start[i] = d.uvarint()
+		row += x.nspans[i]
+		x.start[i] = base + d.uvarint()
 		x.end[i] = x.start[i] + uint64(d.varint())
 		x.errs[i] = uint32(d.uvarint())
 		x.rootSvc[i] = uint32(d.uvarint()) - 1
@@ -277,6 +288,12 @@ type blockBuilder struct {
 	last  model.TraceID
 	any   bool
 	pos   map[model.SpanID]int
+
+	// raw (transcoding) path
+	raws      []rawSpan
+	in        interner
+	resIntern map[string][]byte
+	rcat      *rawCatalog
 }
 
 type countingWriter struct {
@@ -313,6 +330,10 @@ func newBlockBuilder(ctx context.Context, st BlockStorage, id string, level int)
 		meta: blockMeta{Version: blockFormatVersion, ID: id, Level: level},
 		cat:  newCatalog(),
 		pos:  map[model.SpanID]int{},
+		in:   interner{m: map[string]string{}},
+
+		resIntern: map[string][]byte{},
+		rcat:      newRawCatalog(),
 	}, nil
 }
 
@@ -330,7 +351,9 @@ func (b *blockBuilder) addTrace(spans []model.Span) error {
 	sort.SliceStable(spans, func(i, j int) bool { return spans[i].StartUnixNano < spans[j].StartUnixNano })
 	ts := model.Summarize(spans)
 	b.idx.add(b.nrows, &ts)
-	traceStart := spans[0].StartUnixNano
+	// Offsets are relative to the index's trace start, which readers use
+	// to rebuild start times (mod 2^64, so even odd zero starts round-trip).
+	traceStart := ts.StartUnixNano
 	clear(b.pos)
 	for i := range spans {
 		b.pos[spans[i].SpanID] = i
@@ -409,6 +432,11 @@ func (b *blockBuilder) finish() (blockMeta, error) {
 	}
 	b.meta.IndexBytes = int64(len(idx))
 	b.meta.Catalog = b.cat.export()
+	if rc := b.rcat.export(b.meta.MinTime, b.meta.MaxTime); len(rc.Services) > 0 {
+		b.meta.Catalog.Services = append(b.meta.Catalog.Services, rc.Services...)
+		b.meta.Catalog.Operations = append(b.meta.Catalog.Operations, rc.Operations...)
+		b.meta.Catalog.Attrs = append(b.meta.Catalog.Attrs, rc.Attrs...)
+	}
 	mj, err := json.Marshal(&b.meta)
 	if err != nil {
 		return fail(fmt.Errorf("encode meta: %w", err))
@@ -506,6 +534,11 @@ func (b *block) readTrace(i int) ([]model.Span, error) {
 		return nil, fmt.Errorf("block %s: seek: %w", b.id, err)
 	}
 	rows := make([]spanRow, n)
+	defer func() {
+		for k := range rows {
+			rows[k] = spanRow{}
+		}
+	}()
 	got := 0
 	for got < n {
 		k, err := r.Read(rows[got:])
@@ -519,7 +552,17 @@ func (b *block) readTrace(i int) ([]model.Span, error) {
 			}
 		}
 	}
+	b.fillTrace(rows, i)
 	return rowsToSpans(rows, nil)
+}
+
+// fillTrace sets the per-trace fields kept in the index rather than in the
+// Parquet file.
+func (b *block) fillTrace(rows []spanRow, i int) {
+	for k := range rows {
+		rows[k].TraceID = b.idx.ids[i]
+		rows[k].TraceStart = int64(b.idx.start[i])
+	}
 }
 
 // rowsToSpans converts the rows of one trace.
@@ -546,6 +589,13 @@ func rowsToSpans(rows []spanRow, out []model.Span) ([]model.Span, error) {
 
 // forEachTrace streams every trace of the block in trace-id order.
 func (b *block) forEachTrace(ctx context.Context, fn func(spans []model.Span) error) error {
+	return b.scanTraces(ctx, nil, func(_ int, spans []model.Span) error { return fn(spans) })
+}
+
+// scanTraces reads the block sequentially and calls fn for each trace
+// position that want accepts (nil: all), skipping span decoding for the
+// others.
+func (b *block) scanTraces(ctx context.Context, want func(i int) bool, fn func(i int, spans []model.Span) error) error {
 	r := parquet.NewGenericReader[spanRow](b.pf)
 	defer r.Close()
 	buf := make([]spanRow, 0, 8192)
@@ -571,12 +621,15 @@ func (b *block) forEachTrace(ctx context.Context, fn func(spans []model.Span) er
 		if len(buf) < n {
 			return fmt.Errorf("block %s: index says %d more rows than the data holds: %w", b.id, n-len(buf), errCorrupt)
 		}
-		spans, err := rowsToSpans(buf[:n], nil)
-		if err != nil {
-			return fmt.Errorf("block %s: %w", b.id, err)
-		}
-		if err := fn(spans); err != nil {
-			return err
+		if want == nil || want(i) {
+			b.fillTrace(buf[:n], i)
+			spans, err := rowsToSpans(buf[:n], nil)
+			if err != nil {
+				return fmt.Errorf("block %s: %w", b.id, err)
+			}
+			if err := fn(i, spans); err != nil {
+				return err
+			}
 		}
 		rest := copy(buf, buf[n:])
 		clear(buf[rest:])

@@ -43,9 +43,10 @@ type Options struct {
 	// FlushInterval is how often the head is checked for complete traces
 	// (default 1s, or IdleTimeout/4 when that is shorter).
 	FlushInterval time.Duration
-	// HeadMaxBytes bounds head memory. Above half of it, traces are cut to
-	// blocks before they are idle; above it, Write returns
-	// store.ErrOverloaded (default 256 MiB).
+	// HeadMaxBytes bounds the memory of spans not yet in blocks (head plus
+	// the cut being written). Above half of it, traces are cut to blocks
+	// before they are idle; above it, Write returns store.ErrOverloaded
+	// (default 128 MiB).
 	HeadMaxBytes int64
 	// BlockMaxSpans is the target size of compacted blocks (default 2M).
 	BlockMaxSpans int64
@@ -74,7 +75,7 @@ func (o *Options) defaults() {
 		}
 	}
 	if o.HeadMaxBytes <= 0 {
-		o.HeadMaxBytes = 256 << 20
+		o.HeadMaxBytes = 128 << 20
 	}
 	if o.BlockMaxSpans <= 0 {
 		o.BlockMaxSpans = 2_000_000
@@ -141,6 +142,8 @@ type Engine struct {
 	pending   map[model.TraceID]int64
 	nPending  atomic.Int64
 
+	flushingBytes atomic.Int64
+
 	completions chan completion
 	flushNow    chan struct{}
 	bgMu        sync.Mutex // serialises flush, compaction and retention jobs that change blocks
@@ -154,6 +157,8 @@ type Engine struct {
 
 type completion struct {
 	id    model.TraceID
+	buf   []byte // framed spans from the head, decoded by the completion goroutine
+	n     int
 	spans []model.Span
 }
 
@@ -358,7 +363,9 @@ func (e *Engine) Write(ctx context.Context, spans []model.Span) error {
 	if e.closed.Load() {
 		return errors.New("store closed")
 	}
-	hb := e.head.bytes.Load()
+	// Traces being written to a block still occupy memory until the block
+	// is published, so they count against the budget too.
+	hb := e.head.bytes.Load() + e.flushingBytes.Load()
 	if hb > e.opts.HeadMaxBytes/2 {
 		e.kickFlush()
 		if hb > e.opts.HeadMaxBytes {

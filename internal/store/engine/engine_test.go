@@ -313,6 +313,15 @@ func TestSearchFiltersNewestFirst(t *testing.T) {
 	var all []model.Span
 	for round := 0; round < 3; round++ {
 		spans := g.batch(1500, base+uint64(round)*100e9, 37e6)
+		// Some dedicated-key values with an unexpected type spill into the
+		// generic attribute blob; column scans must still see them.
+		for i := range spans {
+			for j := range spans[i].Attrs {
+				if spans[i].Attrs[j].Key == "db.system" && i%29 == 0 {
+					spans[i].Attrs[j].Value = model.Int(7)
+				}
+			}
+		}
 		all = append(all, spans...)
 		if err := e.Write(ctx, spans); err != nil {
 			t.Fatal(err)
@@ -345,6 +354,7 @@ func TestSearchFiltersNewestFirst(t *testing.T) {
 		"attr lt":         {Attrs: []store.AttrFilter{{Key: "server.port", Op: store.OpLt, Value: model.Int(500)}}, Limit: 20},
 		"attr regex":      {Attrs: []store.AttrFilter{{Key: "url.full", Op: store.OpRegex, Value: model.Str("http://(payment|users):8080/api/.*")}}, Limit: 20},
 		"attr not regex":  {Service: "shipping", Attrs: []store.AttrFilter{{Key: "db.operation", Op: store.OpNotRegex, Value: model.Str("SELECT|GET")}}, Limit: 20},
+		"attr spilled":    {Attrs: []store.AttrFilter{{Key: "db.system", Op: store.OpEq, Value: model.Int(7)}}, Limit: 20},
 		"attr exists":     {Attrs: []store.AttrFilter{{Key: "cache.hit", Op: store.OpExists}}, Limit: 20},
 		"resource attr":   {Attrs: []store.AttrFilter{{Scope: store.ScopeResource, Key: "host.name", Op: store.OpEq, Value: model.Str("search-2.prod.internal")}}, Limit: 20},
 		"resource svc":    {Attrs: []store.AttrFilter{{Scope: store.ScopeResource, Key: "service.name", Op: store.OpEq, Value: model.Str("cart")}}, Limit: 20},
@@ -618,6 +628,77 @@ func TestTraceCompletion(t *testing.T) {
 	all, err := e.Trace(ctx, id, store.TimeRange{})
 	if err != nil || len(all) != len(spans)+1 {
 		t.Fatalf("stored %d spans (%v)", len(all), err)
+	}
+}
+
+// Under memory pressure traces are cut into blocks before they are idle;
+// they must still complete, once, with all their spans.
+func TestCompletionAfterForcedCut(t *testing.T) {
+	var mu sync.Mutex
+	got := map[model.TraceID]int{}
+	calls := map[model.TraceID]int{}
+	o := testOpts(t.TempDir())
+	o.IdleTimeout = 2 * time.Second
+	o.FlushInterval = 20 * time.Millisecond
+	o.HeadMaxBytes = 256 << 10
+	o.OnTraceComplete = func(id model.TraceID, spans []model.Span) {
+		mu.Lock()
+		got[id] = len(spans)
+		calls[id]++
+		mu.Unlock()
+	}
+	e := openT(t, o)
+	defer e.Close()
+	ctx := context.Background()
+	g := newGen(13)
+	want := map[model.TraceID]int{}
+	written := map[model.TraceID][]time.Time{}
+	var traces [][]model.Span
+	for i := 0; i < 100; i++ {
+		traces = append(traces, g.trace(1_700_000_000e9+uint64(i)*1e9))
+	}
+	// Send every trace in two halves, far enough apart that the first half
+	// is cut under pressure before the second arrives.
+	for half := 0; half < 2; half++ {
+		for _, tr := range traces {
+			part := tr[:len(tr)/2]
+			if half == 1 {
+				part = tr[len(tr)/2:]
+			}
+			want[tr[0].TraceID] = len(tr)
+			for {
+				err := e.Write(ctx, part)
+				if errors.Is(err, store.ErrOverloaded) {
+					time.Sleep(5 * time.Millisecond)
+					continue
+				}
+				if err != nil {
+					t.Fatal(err)
+				}
+				break
+			}
+			written[tr[0].TraceID] = append(written[tr[0].TraceID], time.Now())
+		}
+		time.Sleep(150 * time.Millisecond)
+	}
+	waitFor(t, func() bool { mu.Lock(); defer mu.Unlock(); return len(got) == len(want) })
+	time.Sleep(o.IdleTimeout / 2) // no second completion may follow
+	mu.Lock()
+	defer mu.Unlock()
+	for id, n := range want {
+		if got[id] != n {
+			t.Fatalf("trace %s completed with %d spans, want %d", id, got[id], n)
+		}
+	}
+	for id, n := range calls {
+		// A second completion is right only when the halves were written
+		// further apart than the idle timeout (a slow, loaded machine).
+		if n > 1 && written[id][1].Sub(written[id][0]) < o.IdleTimeout-100*time.Millisecond {
+			t.Fatalf("trace %s completed %d times; halves written %v apart", id, n, written[id][1].Sub(written[id][0]))
+		}
+	}
+	if e.Stats().BlocksFlushedTotal < 2 {
+		t.Fatalf("expected forced cuts, stats %+v", e.Stats())
 	}
 }
 

@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"context"
 	"fmt"
+	"slices"
 	"sort"
 	"time"
 
@@ -32,9 +33,20 @@ func (e *Engine) flushLoop(ctx context.Context) {
 func (e *Engine) completionLoop() {
 	defer e.cwg.Done()
 	for c := range e.completions {
-		if e.opts.OnTraceComplete != nil {
-			e.callComplete(c)
+		if e.opts.OnTraceComplete == nil {
+			continue
 		}
+		if c.buf != nil {
+			// Decoding happens here, off the flush path.
+			spans, err := decodeFramed(c.buf, make([]model.Span, 0, c.n+len(c.spans)))
+			if err != nil {
+				e.bgErrors.Add(1)
+				e.log.Error("decode completed trace", "trace_id", c.id.String(), "err", err)
+				continue
+			}
+			c.spans = append(spans, c.spans...)
+		}
+		e.callComplete(c)
 	}
 }
 
@@ -59,35 +71,56 @@ func (e *Engine) flushOnce(ctx context.Context) error {
 	forceBefore := idleBefore
 	if e.head.bytes.Load() > e.opts.HeadMaxBytes/2 {
 		// Under pressure take everything not touched very recently; those
-		// traces complete later from the blocks.
-		forceBefore = now - int64(e.opts.IdleTimeout/10)
+		// traces complete later, read back from the blocks.
+		forceBefore = now - int64(min(e.opts.IdleTimeout/10, 250*time.Millisecond))
 	}
+	return e.cutToBlock(ctx, func(t *headTrace) bool { return t.lastSeen <= forceBefore }, idleBefore)
+}
+
+// cutToBlock moves the picked head traces into a new block. Traces idle
+// since idleBefore complete; others are remembered and complete later.
+// Callers hold bgMu.
+func (e *Engine) cutToBlock(ctx context.Context, pick func(t *headTrace) bool, idleBefore int64) error {
 	e.mu.Lock()
-	cut := e.head.cut(func(t *headTrace) bool { return t.lastSeen <= forceBefore })
+	cut := e.head.cut(pick)
+	var cutBytes int64
+	for _, t := range cut {
+		cutBytes += t.size()
+	}
 	if len(cut) > 0 {
 		e.flushing = append(e.flushing, cut)
+		e.flushingBytes.Add(cutBytes)
+	}
+	if e.opts.OnTraceComplete != nil {
+		// Traces cut before they are idle complete later. Registering them
+		// before the head can receive more of their spans makes Write see
+		// the entry and hand completion back to the head.
+		e.pendingMu.Lock()
+		for id, t := range cut {
+			if t.lastSeen > idleBefore {
+				e.pending[id] = t.lastSeen
+			}
+		}
+		e.nPending.Store(int64(len(e.pending)))
+		e.pendingMu.Unlock()
 	}
 	e.mu.Unlock()
 	if len(cut) == 0 {
 		return nil
 	}
+	defer e.flushingBytes.Add(-cutBytes)
 	err := e.writeCut(ctx, cut, idleBefore)
 	e.mu.Lock()
-	for i, m := range e.flushing {
-		if len(m) > 0 && sameMap(m, cut) {
-			e.flushing = append(e.flushing[:i], e.flushing[i+1:]...)
-			break
-		}
-	}
+	e.removeFlushingLocked(cut) // no-op when writeCut published the block
 	if err != nil {
 		// Put the traces back so nothing becomes unreadable; the WAL still
 		// holds them and the next tick retries.
 		for _, t := range cut {
-			var buf []byte
 			spans, derr := t.spans()
 			if derr != nil {
 				continue
 			}
+			var buf []byte
 			offs := []int{0}
 			for i := range spans {
 				buf = appendFramed(buf, &spans[i])
@@ -103,8 +136,19 @@ func (e *Engine) flushOnce(ctx context.Context) error {
 	return e.truncateWAL(ctx)
 }
 
+func (e *Engine) removeFlushingLocked(cut map[model.TraceID]*headTrace) {
+	for i, m := range e.flushing {
+		if sameMap(m, cut) {
+			// slices.Delete clears the vacated slot, so the cut (and all its
+			// span buffers) is not kept alive by the backing array.
+			e.flushing = slices.Delete(e.flushing, i, i+1)
+			return
+		}
+	}
+}
+
 func sameMap(a, b map[model.TraceID]*headTrace) bool {
-	if len(a) != len(b) {
+	if len(a) != len(b) || len(a) == 0 {
 		return false
 	}
 	for k, v := range a {
@@ -137,18 +181,11 @@ func (e *Engine) writeCut(ctx context.Context, cut map[model.TraceID]*headTrace,
 		return err
 	}
 	var done []completion
-	var forced []model.TraceID
 	for _, id := range ids {
 		t := cut[id]
-		spans, err := t.spans()
-		if err != nil {
-			bb.abort()
-			return fmt.Errorf("decode head trace %s: %w", id, err)
-		}
-		e.cat.addAttrs(spans)
 		if e.opts.OnTraceComplete != nil {
 			if t.lastSeen <= idleBefore {
-				full := spans
+				c := completion{id: id, buf: t.buf, n: t.n}
 				// A trace that also has spans in blocks (late spans, or an
 				// earlier forced cut) completes with all of them.
 				for _, b := range older {
@@ -158,24 +195,15 @@ func (e *Engine) writeCut(ctx context.Context, cut map[model.TraceID]*headTrace,
 							bb.abort()
 							return err
 						}
-						if len(full) == len(spans) {
-							full = append([]model.Span(nil), spans...)
-						}
-						full = append(full, more...)
+						c.spans = append(c.spans, more...)
 					}
 				}
-				done = append(done, completion{id, full})
-			} else {
-				forced = append(forced, id)
+				done = append(done, c)
 			}
 		}
-		if err := bb.addTrace(spans); err != nil {
+		if err := bb.addRawTrace(t.buf, t.n); err != nil {
 			bb.abort()
-			return err
-		}
-		if len(done) >= 256 {
-			e.sendCompletions(ctx, done)
-			done = done[:0]
+			return fmt.Errorf("head trace %s: %w", id, err)
 		}
 	}
 	meta, err := bb.finish()
@@ -186,21 +214,19 @@ func (e *Engine) writeCut(ctx context.Context, cut map[model.TraceID]*headTrace,
 	if err != nil {
 		return err
 	}
-	nb.meta.Catalog = nil
+	if nb.meta.Catalog != nil {
+		e.cat.merge(nb.meta.Catalog)
+		nb.meta.Catalog = nil
+	}
+	// Publishing the block and dropping the cut from the flushing set is
+	// one step, so readers never see these spans twice or not at all.
 	e.mu.Lock()
 	e.blocks = append(e.blocks, nb)
 	sortBlocks(e.blocks)
+	e.removeFlushingLocked(cut)
 	e.mu.Unlock()
 	e.flushed.Add(1)
 	e.sendCompletions(ctx, done)
-	if len(forced) > 0 {
-		e.pendingMu.Lock()
-		for _, id := range forced {
-			e.pending[id] = cut[id].lastSeen
-		}
-		e.nPending.Store(int64(len(e.pending)))
-		e.pendingMu.Unlock()
-	}
 	e.log.Debug("cut block", "block", meta.ID, "spans", meta.Spans, "traces", meta.Traces, "bytes", meta.DataBytes)
 	return nil
 }
@@ -215,7 +241,9 @@ func (e *Engine) sendCompletions(ctx context.Context, cs []completion) {
 	}
 }
 
-// completePending completes traces that were cut early once they are idle.
+// completePending completes traces that were cut early (memory pressure)
+// once they are idle. Their spans are read back from blocks in batches: a
+// block holding many of them is scanned once instead of sought per trace.
 func (e *Engine) completePending(ctx context.Context) {
 	if e.nPending.Load() == 0 || e.opts.OnTraceComplete == nil {
 		return
@@ -231,13 +259,78 @@ func (e *Engine) completePending(ctx context.Context) {
 	}
 	e.nPending.Store(int64(len(e.pending)))
 	e.pendingMu.Unlock()
-	for _, id := range ready {
-		spans, err := e.Trace(ctx, id, storeRangeAll)
-		if err != nil {
+	for len(ready) > 0 && ctx.Err() == nil {
+		n := min(len(ready), 4096)
+		if err := e.completeBatch(ctx, ready[:n]); err != nil && ctx.Err() == nil {
+			e.bgErrors.Add(1)
+			e.log.Error("complete early-cut traces", "err", err)
+		}
+		ready = ready[n:]
+	}
+}
+
+func (e *Engine) completeBatch(ctx context.Context, ids []model.TraceID) error {
+	got := make(map[model.TraceID][]model.Span, len(ids))
+	e.mu.RLock()
+	blocks := append([]*block(nil), e.blocks...)
+	for _, b := range blocks {
+		b.acquire()
+	}
+	for _, id := range ids {
+		if t := e.head.get(id); t != nil {
+			if spans, err := t.spans(); err == nil {
+				got[id] = spans
+			}
+		}
+		for _, m := range e.flushing {
+			if t := m[id]; t != nil {
+				if spans, err := t.spans(); err == nil {
+					got[id] = append(got[id], spans...)
+				}
+			}
+		}
+	}
+	e.mu.RUnlock()
+	defer func() {
+		for _, b := range blocks {
+			b.release()
+		}
+	}()
+	for _, b := range blocks {
+		want := map[int]bool{}
+		for _, id := range ids {
+			if i := b.idx.find(id); i >= 0 {
+				want[i] = true
+			}
+		}
+		if len(want) == 0 {
 			continue
 		}
-		e.sendCompletions(ctx, []completion{{id, spans}})
+		if len(want) <= 64 {
+			for i := range want {
+				spans, err := b.readTrace(i)
+				if err != nil {
+					return err
+				}
+				got[b.idx.ids[i]] = append(got[b.idx.ids[i]], spans...)
+			}
+			continue
+		}
+		err := b.scanTraces(ctx, func(i int) bool { return want[i] }, func(i int, spans []model.Span) error {
+			got[b.idx.ids[i]] = append(got[b.idx.ids[i]], spans...)
+			return nil
+		})
+		if err != nil {
+			return err
+		}
 	}
+	for _, id := range ids {
+		if spans := got[id]; len(spans) > 0 {
+			sortSpans(spans)
+			e.sendCompletions(ctx, []completion{{id: id, spans: spans}})
+		}
+	}
+	return nil
 }
 
 // truncateWAL deletes WAL segments that hold only spans now in blocks.

@@ -64,29 +64,8 @@ func (e *Engine) Compact(ctx context.Context) error {
 // still complete once idle.
 func (e *Engine) Flush(ctx context.Context) error {
 	e.bgMu.Lock()
-	e.mu.Lock()
-	cut := e.head.cut(func(*headTrace) bool { return true })
-	if len(cut) > 0 {
-		e.flushing = append(e.flushing, cut)
-	}
-	e.mu.Unlock()
-	var err error
-	if len(cut) > 0 {
-		err = e.writeCut(ctx, cut, time.Now().UnixNano()-int64(e.opts.IdleTimeout))
-	}
-	e.mu.Lock()
-	for i, m := range e.flushing {
-		if len(m) > 0 && sameMap(m, cut) {
-			e.flushing = append(e.flushing[:i], e.flushing[i+1:]...)
-			break
-		}
-	}
-	e.mu.Unlock()
-	e.bgMu.Unlock()
-	if err != nil {
-		return err
-	}
-	return e.truncateWAL(ctx)
+	defer e.bgMu.Unlock()
+	return e.cutToBlock(ctx, func(*headTrace) bool { return true }, time.Now().UnixNano()-int64(e.opts.IdleTimeout))
 }
 
 // compactOnce merges a run of small blocks (oldest first) into one.

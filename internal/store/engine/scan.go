@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"sync"
 
 	"github.com/parquet-go/parquet-go"
 
@@ -62,12 +63,15 @@ func newScanPlan(q *store.Query) *scanPlan {
 }
 
 // colValues reads every value of one column chunk (one per row: the schema
-// is flat, and optional columns yield null values).
-func colValues(cc parquet.ColumnChunk, out []parquet.Value) ([]parquet.Value, error) {
+// is flat, and optional columns yield null values) into out, which is
+// reused across row groups and queries.
+func colValues(cc parquet.ColumnChunk, n int, out []parquet.Value) ([]parquet.Value, error) {
+	if cap(out) < n {
+		out = make([]parquet.Value, 0, n)
+	}
 	out = out[:0]
 	pages := cc.Pages()
 	defer pages.Close()
-	buf := make([]parquet.Value, 4096)
 	for {
 		pg, err := pages.ReadPage()
 		if err != nil {
@@ -78,23 +82,28 @@ func colValues(cc parquet.ColumnChunk, out []parquet.Value) ([]parquet.Value, er
 		}
 		vr := pg.Values()
 		for {
-			n, err := vr.ReadValues(buf)
+			if len(out) == cap(out) {
+				out = append(out, parquet.Value{})[:len(out)]
+			}
 			// Values point into the page buffers; pages are not released
 			// back to parquet-go's pool, so the memory stays valid while the
 			// values are in use.
-			out = append(out, buf[:n]...)
+			k, err := vr.ReadValues(out[len(out):cap(out)])
+			out = out[:len(out)+k]
 			if err != nil {
 				if errors.Is(err, io.EOF) {
 					break
 				}
 				return nil, err
 			}
-			if n == 0 {
+			if k == 0 {
 				break
 			}
 		}
 	}
 }
+
+var valuesPool sync.Pool // *[]parquet.Value
 
 func (b *block) colIndex(name string) (int, error) {
 	leaf, ok := b.pf.Schema().Lookup(name)
@@ -132,16 +141,24 @@ func (b *block) scanMatches(ctx context.Context, p *scanPlan) ([]bool, error) {
 	cName := use("name", p.name)
 	cKind := use("kind", p.kind)
 	cStatus := use("status", p.status)
-	cTS := use("trace_start", p.times)
 	cOff := use("start_off", p.times)
 	cDur := use("duration", p.times)
-	cBlob := use("attrs", p.attrs)
+	cBlob := use("attrs", p.blobAlways)
 	cSpill := use("spill", p.attrs && !p.blobAlways)
 	cRes := use("resource", p.resource)
 	ded := make([]*col, len(p.dedCols))
 	for i, j := range p.dedCols {
 		ded[i] = use("a_"+columnName(dedicated[j].key), true)
 	}
+	defer func() {
+		for _, c := range cols {
+			if c.vals != nil {
+				clear(c.vals[:cap(c.vals)]) // drop references to page buffers
+				v := c.vals[:0]
+				valuesPool.Put(&v)
+			}
+		}
+	}()
 	resCache := map[string]model.Attrs{}
 	var row int64
 	tpos := 0
@@ -153,15 +170,40 @@ func (b *block) scanMatches(ctx context.Context, p *scanPlan) ([]bool, error) {
 		n := int(rg.NumRows())
 		ccs := rg.ColumnChunks()
 		for _, c := range cols {
-			if !c.on {
+			if !c.on || (c == cBlob && !p.blobAlways) {
 				continue
 			}
+			if c.vals == nil {
+				if p, ok := valuesPool.Get().(*[]parquet.Value); ok {
+					c.vals = *p
+				}
+			}
 			var err error
-			if c.vals, err = colValues(ccs[c.idx], c.vals); err != nil {
+			if c.vals, err = colValues(ccs[c.idx], n, c.vals); err != nil {
 				return nil, fmt.Errorf("block %s: scan %s: %w", b.id, c.name, err)
 			}
 			if len(c.vals) != n {
 				return nil, fmt.Errorf("block %s: column %s has %d values for %d rows: %w", b.id, c.name, len(c.vals), n, errCorrupt)
+			}
+		}
+		if p.attrs && !p.blobAlways {
+			// The blob is the biggest column: read it only for row groups
+			// where some dedicated-key value spilled into it.
+			cBlob.on = false
+			for i := range cSpill.vals {
+				if cSpill.vals[i].Boolean() {
+					cBlob.on = true
+					break
+				}
+			}
+			if cBlob.on {
+				ci, err := b.colIndex("attrs")
+				if err != nil {
+					return nil, err
+				}
+				if cBlob.vals, err = colValues(ccs[ci], n, cBlob.vals); err != nil {
+					return nil, fmt.Errorf("block %s: scan attrs: %w", b.id, err)
+				}
 			}
 		}
 		for i := 0; i < n; i++ {
@@ -185,8 +227,8 @@ func (b *block) scanMatches(ctx context.Context, p *scanPlan) ([]bool, error) {
 			if cStatus.on {
 				sp.StatusCode = model.StatusCode(cStatus.vals[i].Int32())
 			}
-			if cTS.on {
-				sp.StartUnixNano = uint64(cTS.vals[i].Int64()) + uint64(cOff.vals[i].Int64())
+			if cOff.on {
+				sp.StartUnixNano = b.idx.start[tpos] + uint64(cOff.vals[i].Int64())
 				sp.EndUnixNano = sp.StartUnixNano + uint64(cDur.vals[i].Int64())
 			}
 			if p.attrs {
@@ -201,7 +243,7 @@ func (b *block) scanMatches(ctx context.Context, p *scanPlan) ([]bool, error) {
 						sp.Attrs = append(sp.Attrs, model.Attr{Key: dedicated[j].key, Value: model.Int(v.Int64())})
 					}
 				}
-				if p.blobAlways || (cSpill.on && cSpill.vals[i].Boolean()) {
+				if cBlob.on && (p.blobAlways || cSpill.vals[i].Boolean()) {
 					if bv := cBlob.vals[i]; !bv.IsNull() {
 						sp.Attrs = appendGenericAttrs(sp.Attrs, bv.ByteArray())
 					}

@@ -14,11 +14,13 @@ import (
 //   - service, name, scope, resource and the dedicated attribute columns
 //     are dictionary encoded, and zstd squeezes what is left.
 type spanRow struct {
-	TraceID    [16]byte `parquet:"trace_id,dict"`
+	// TraceID and TraceStart are not stored in the Parquet file: the block
+	// index holds each trace's id and start once, and readers fill them in.
+	TraceID    [16]byte `parquet:"-"`
 	SpanID     [8]byte  `parquet:"span_id"`
 	ParentIdx  int32    `parquet:"parent_idx"`         // 0: no parent; k: the (k-1)th row of this trace in this block
 	ParentID   []byte   `parquet:"parent_id,optional"` // set only when the parent is not among the trace's rows here
-	TraceStart int64    `parquet:"trace_start,dict"`   // earliest start of the trace's rows in this block
+	TraceStart int64    `parquet:"-"`                  // earliest start of the trace's rows in this block (index start)
 	StartOff   int64    `parquet:"start_off"`
 	Duration   int64    `parquet:"duration"` // end-start, modulo 2^64
 	Service    string   `parquet:"service,dict"`
@@ -75,6 +77,14 @@ type spanRow struct {
 	ErrorType       string `parquet:"a_error_type,optional,dict"`
 	NetPeerPort     int64  `parquet:"a_net_peer_port,optional,dict"`
 	URLScheme       string `parquet:"a_url_scheme,optional,dict"`
+	NetProtoVersion string `parquet:"a_network_protocol_version,optional,dict"`
+	UserAgent       string `parquet:"a_user_agent_original,optional,dict"`
+	ClientAddress   string `parquet:"a_client_address,optional,dict"`
+	NetPeerAddress  string `parquet:"a_network_peer_address,optional,dict"`
+	ThreadID        int64  `parquet:"a_thread_id,optional,dict"`
+	DBUser          string `parquet:"a_db_user,optional,dict"`
+	DBSQLTable      string `parquet:"a_db_sql_table,optional,dict"`
+	NetTransport    string `parquet:"a_network_transport,optional,dict"`
 }
 
 type dedicatedCol struct {
@@ -119,6 +129,14 @@ var dedicated = []dedicatedCol{
 	ds("error.type", func(r *spanRow) *string { return &r.ErrorType }),
 	di("net.peer.port", func(r *spanRow) *int64 { return &r.NetPeerPort }),
 	ds("url.scheme", func(r *spanRow) *string { return &r.URLScheme }),
+	ds("network.protocol.version", func(r *spanRow) *string { return &r.NetProtoVersion }),
+	ds("user_agent.original", func(r *spanRow) *string { return &r.UserAgent }),
+	ds("client.address", func(r *spanRow) *string { return &r.ClientAddress }),
+	ds("network.peer.address", func(r *spanRow) *string { return &r.NetPeerAddress }),
+	di("thread.id", func(r *spanRow) *int64 { return &r.ThreadID }),
+	ds("db.user", func(r *spanRow) *string { return &r.DBUser }),
+	ds("db.sql.table", func(r *spanRow) *string { return &r.DBSQLTable }),
+	ds("network.transport", func(r *spanRow) *string { return &r.NetTransport }),
 }
 
 var dedicatedByKey = func() map[string]int {

@@ -1,0 +1,427 @@
+package engine
+
+import (
+	"bytes"
+	"fmt"
+	"sort"
+
+	"github.com/tracedx/tracedx/internal/model"
+	"github.com/tracedx/tracedx/internal/store"
+)
+
+// Cutting the head into a block is the hottest background path, so it
+// transcodes the head's encoded spans straight into Parquet rows: resource,
+// events and links are already in block encoding and are copied as bytes,
+// strings are interned, and nothing goes through model.Span.
+
+// rawSpan is a parsed span whose variable parts still point into the
+// encoded buffer.
+type rawSpan struct {
+	traceID                                               model.TraceID
+	spanID, parent                                        model.SpanID
+	flags                                                 uint32
+	kind, status                                          byte
+	start, end                                            uint64
+	name, traceState, statusMsg, service, scope, scopeVer []byte
+	resource, attrs, events, links                        []byte
+	droppedAttrs, droppedEvents, droppedLinks             uint32
+}
+
+func (d *dec) bstr() []byte {
+	n := d.uvarint()
+	if n > uint64(len(d.b)) {
+		d.fail()
+		return nil
+	}
+	return d.rawN(int(n))
+}
+
+func skipValue(d *dec) {
+	switch model.ValueType(d.byte1()) {
+	case model.TypeEmpty:
+	case model.TypeString, model.TypeArray, model.TypeMap, model.TypeBytes:
+		d.bstr()
+	case model.TypeBool:
+		d.byte1()
+	case model.TypeInt:
+		d.varint()
+	case model.TypeDouble:
+		d.rawN(8)
+	default:
+		d.fail()
+	}
+}
+
+func skipAttrs(d *dec) {
+	n := d.count()
+	for i := 0; i < n && d.err == nil; i++ {
+		d.bstr()
+		skipValue(d)
+	}
+}
+
+// span returns the bytes consumed by fn.
+func (d *dec) span(fn func(d *dec)) []byte {
+	before := d.b
+	fn(d)
+	if d.err != nil {
+		return nil
+	}
+	return before[:len(before)-len(d.b)]
+}
+
+func parseRaw(p []byte, r *rawSpan) error {
+	d := dec{b: p}
+	copy(r.traceID[:], d.rawN(16))
+	copy(r.spanID[:], d.rawN(8))
+	copy(r.parent[:], d.rawN(8))
+	r.flags = uint32(d.uvarint())
+	r.kind = d.byte1()
+	r.status = d.byte1()
+	r.start = d.uvarint()
+	r.end = r.start + uint64(d.varint())
+	r.name = d.bstr()
+	r.traceState = d.bstr()
+	r.statusMsg = d.bstr()
+	r.service = d.bstr()
+	r.scope = d.bstr()
+	r.scopeVer = d.bstr()
+	r.resource = d.span(skipAttrs)
+	r.attrs = d.span(skipAttrs)
+	r.events = d.span(func(d *dec) {
+		n := d.count()
+		for i := 0; i < n && d.err == nil; i++ {
+			d.varint()
+			d.bstr()
+			skipAttrs(d)
+		}
+	})
+	r.links = d.span(func(d *dec) {
+		n := d.count()
+		for i := 0; i < n && d.err == nil; i++ {
+			d.rawN(24)
+			d.bstr()
+			skipAttrs(d)
+		}
+	})
+	r.droppedAttrs = uint32(d.uvarint())
+	r.droppedEvents = uint32(d.uvarint())
+	r.droppedLinks = uint32(d.uvarint())
+	if d.err != nil {
+		return fmt.Errorf("parse span: %w", d.err)
+	}
+	return nil
+}
+
+// interner shares string allocations for the few distinct values of
+// service, operation, scope and dedicated attribute columns.
+type interner struct{ m map[string]string }
+
+func (in *interner) str(b []byte) string {
+	if len(b) == 0 {
+		return ""
+	}
+	if s, ok := in.m[string(b)]; ok {
+		return s
+	}
+	s := string(b)
+	if len(in.m) < 200_000 {
+		in.m[s] = s
+	}
+	return s
+}
+
+// rawCatalog collects the block catalog from raw spans.
+type rawCatalog struct {
+	services map[string]*seen
+	ops      map[opKey]*seen
+	attrs    [3]map[string]*rawAttr // by store.Scope
+	lastRes  []byte
+}
+
+type rawAttr struct {
+	seen
+	values map[string]model.Value // by encoded value bytes
+}
+
+func newRawCatalog() *rawCatalog {
+	c := &rawCatalog{services: map[string]*seen{}, ops: map[opKey]*seen{}}
+	c.attrs[store.ScopeSpan] = map[string]*rawAttr{}
+	c.attrs[store.ScopeResource] = map[string]*rawAttr{}
+	return c
+}
+
+func (c *rawCatalog) addAttrs(scope store.Scope, enc []byte, t uint64) {
+	m := c.attrs[scope]
+	d := dec{b: enc}
+	n := d.count()
+	for i := 0; i < n && d.err == nil; i++ {
+		k := d.bstr()
+		vb := d.span(skipValue)
+		if d.err != nil {
+			return
+		}
+		a := m[string(k)]
+		if a == nil {
+			a = &rawAttr{values: map[string]model.Value{}}
+			m[string(k)] = a
+		}
+		a.add(t)
+		if len(a.values) >= maxValuesPerKey || len(vb) > maxValueLen+4 {
+			continue
+		}
+		if _, ok := a.values[string(vb)]; ok {
+			continue
+		}
+		switch model.ValueType(vb[0]) {
+		case model.TypeBytes, model.TypeArray, model.TypeMap:
+			continue
+		}
+		vd := dec{b: vb}
+		a.values[string(vb)] = decValue(&vd)
+	}
+}
+
+func (c *rawCatalog) add(r *rawSpan, svc, name string) {
+	sv := c.services[svc]
+	if sv == nil {
+		sv = &seen{}
+		c.services[svc] = sv
+	}
+	sv.add(r.start)
+	k := opKey{svc, name, model.SpanKind(r.kind)}
+	o := c.ops[k]
+	if o == nil {
+		o = &seen{}
+		c.ops[k] = o
+	}
+	o.add(r.start)
+	c.addAttrs(store.ScopeSpan, r.attrs, r.start)
+	// Spans of one process share their resource; skip the repeats (export
+	// widens resource attributes to the block's time range).
+	if !bytes.Equal(r.resource, c.lastRes) {
+		c.addAttrs(store.ScopeResource, r.resource, r.start)
+		c.lastRes = r.resource
+	}
+}
+
+func (c *rawCatalog) export(minT, maxT uint64) *catalogJSON {
+	for _, a := range c.attrs[store.ScopeResource] {
+		a.add(minT)
+		a.add(maxT)
+	}
+	out := &catalogJSON{}
+	for n, s := range c.services {
+		out.Services = append(out.Services, namedSeen{n, *s})
+	}
+	for k, s := range c.ops {
+		out.Operations = append(out.Operations, opSeen{k.Service, k.Name, k.Kind, *s})
+	}
+	for _, scope := range []store.Scope{store.ScopeSpan, store.ScopeResource} {
+		for k, a := range c.attrs[scope] {
+			as := attrSeen{Scope: scope, Key: k, Seen: a.seen}
+			for _, v := range a.values {
+				as.Values = append(as.Values, v)
+			}
+			out.Attrs = append(out.Attrs, as)
+		}
+	}
+	return out
+}
+
+// addRawTrace appends one trace given as framed encoded spans (the head's
+// buffer). Same contract as addTrace.
+func (b *blockBuilder) addRawTrace(buf []byte, n int) error {
+	raws := b.raws[:0]
+	err := forEachFramed(buf, func(p []byte) error {
+		raws = append(raws, rawSpan{})
+		return parseRaw(p, &raws[len(raws)-1])
+	})
+	b.raws = raws
+	if err != nil {
+		return err
+	}
+	if len(raws) == 0 {
+		return nil
+	}
+	id := raws[0].traceID
+	if b.any && bytes.Compare(id[:], b.last[:]) <= 0 {
+		return fmt.Errorf("block builder: trace %s out of order", id)
+	}
+	b.any, b.last = true, id
+	sort.SliceStable(raws, func(i, j int) bool { return raws[i].start < raws[j].start })
+
+	// Summary, exactly as model.Summarize computes it.
+	ts := model.TraceSummary{TraceID: id}
+	var rootStart uint64
+	clear(b.pos)
+	for i := range raws {
+		b.pos[raws[i].spanID] = i
+		// The trace start as model.Summarize defines it (see addTrace).
+		if ts.StartUnixNano == 0 || raws[i].start < ts.StartUnixNano {
+			ts.StartUnixNano = raws[i].start
+		}
+	}
+	traceStart := ts.StartUnixNano
+	for i := range raws {
+		r := &raws[i]
+		svc := b.in.str(r.service)
+		name := b.in.str(r.name)
+		if ts.StartUnixNano == 0 || r.start < ts.StartUnixNano {
+			ts.StartUnixNano = r.start
+		}
+		if r.end > ts.EndUnixNano {
+			ts.EndUnixNano = r.end
+		}
+		if r.parent.IsZero() && (ts.RootName == "" || r.start < rootStart) {
+			ts.RootService, ts.RootName, rootStart = svc, name, r.start
+		}
+		ts.SpanCount++
+		isErr := model.StatusCode(r.status) == model.StatusError
+		if isErr {
+			ts.ErrorCount++
+		}
+		found := false
+		for j := range ts.Services {
+			if ts.Services[j].Name == svc {
+				ts.Services[j].SpanCount++
+				if isErr {
+					ts.Services[j].ErrorCount++
+				}
+				found = true
+				break
+			}
+		}
+		if !found {
+			st := model.ServiceStats{Name: svc, SpanCount: 1}
+			if isErr {
+				st.ErrorCount = 1
+			}
+			ts.Services = append(ts.Services, st)
+		}
+
+		b.rows = append(b.rows, spanRow{})
+		row := &b.rows[len(b.rows)-1]
+		row.TraceID = r.traceID
+		row.SpanID = r.spanID
+		if !r.parent.IsZero() {
+			if j, ok := b.pos[r.parent]; ok && raws[j].spanID != r.spanID {
+				row.ParentIdx = int32(j + 1)
+			} else {
+				row.ParentID = append([]byte(nil), r.parent[:]...)
+			}
+		}
+		row.TraceStart = int64(traceStart)
+		row.StartOff = int64(r.start - traceStart)
+		row.Duration = int64(r.end - r.start)
+		row.Service = svc
+		row.Name = name
+		row.Kind = int32(r.kind)
+		row.Status = int32(r.status)
+		row.StatusMsg = b.in.str(r.statusMsg)
+		row.TraceState = b.in.str(r.traceState)
+		row.Flags = int32(r.flags)
+		row.ScopeName = b.in.str(r.scope)
+		row.ScopeVer = b.in.str(r.scopeVer)
+		row.Resource = b.internBytes(r.resource)
+		if len(r.attrs) > 1 {
+			b.transcodeAttrs(r.attrs, row)
+		}
+		if len(r.events) > 1 {
+			row.Events = append([]byte(nil), r.events...)
+		}
+		if len(r.links) > 1 {
+			row.Links = append([]byte(nil), r.links...)
+		}
+		if r.droppedAttrs|r.droppedEvents|r.droppedLinks != 0 {
+			e := enc{}
+			e.uvarint(uint64(r.droppedAttrs))
+			e.uvarint(uint64(r.droppedEvents))
+			e.uvarint(uint64(r.droppedLinks))
+			row.Dropped = e.b
+		}
+		if b.meta.MinTime == 0 || r.start < b.meta.MinTime {
+			b.meta.MinTime = r.start
+		}
+		if r.end > b.meta.MaxTime {
+			b.meta.MaxTime = r.end
+		}
+		b.rcat.add(r, svc, name)
+	}
+	b.idx.add(b.nrows, &ts)
+	b.nrows += uint32(len(raws))
+	b.meta.Spans += int64(len(raws))
+	b.meta.Traces++
+	if len(b.rows) >= 4096 {
+		return b.flushRows()
+	}
+	return nil
+}
+
+// internBytes shares identical resource encodings between rows.
+func (b *blockBuilder) internBytes(p []byte) []byte {
+	if v, ok := b.resIntern[string(p)]; ok {
+		return v
+	}
+	v := append([]byte(nil), p...)
+	if len(b.resIntern) < 100_000 {
+		b.resIntern[string(v)] = v
+	}
+	return v
+}
+
+// transcodeAttrs moves dedicated-key values into their columns and keeps
+// the rest, in order, in the blob (same layout as toRow).
+func (b *blockBuilder) transcodeAttrs(enc []byte, row *spanRow) {
+	d := dec{b: enc}
+	n := d.count()
+	e := &b.enc
+	e.b = e.b[:0]
+	e.uvarint(uint64(n))
+	for i := 0; i < n && d.err == nil; i++ {
+		k := d.bstr()
+		vb := d.span(skipValue)
+		if d.err != nil {
+			break
+		}
+		if j, ok := dedicatedByKey[string(k)]; ok {
+			if b.placeRaw(row, j, vb) {
+				e.byte1(byte(j + 1))
+				continue
+			}
+			row.Spill = true
+		}
+		e.byte1(attrGeneric)
+		e.bytes(k)
+		e.raw(vb)
+	}
+	row.Attrs = append([]byte(nil), e.b...)
+}
+
+func (b *blockBuilder) placeRaw(row *spanRow, j int, vb []byte) bool {
+	c := &dedicated[j]
+	d := dec{b: vb}
+	t := model.ValueType(d.byte1())
+	if c.str != nil {
+		if t != model.TypeString {
+			return false
+		}
+		s := d.bstr()
+		p := c.str(row)
+		if len(s) == 0 || *p != "" || d.err != nil {
+			return false
+		}
+		*p = b.in.str(s)
+		return true
+	}
+	if t != model.TypeInt {
+		return false
+	}
+	v := d.varint()
+	p := c.num(row)
+	if v == 0 || *p != 0 || d.err != nil {
+		return false
+	}
+	*p = v
+	return true
+}

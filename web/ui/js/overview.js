@@ -1,0 +1,101 @@
+// Overview: where does it hurt? RED per service, the worst operations,
+// findings by kind and the service map; everything clicks through.
+import { el, fmtMs, fmtPct, fmtRate, fmtNum, sparkline, svcColor, rangePicker, rangeBounds, emptyState, badge, relTime } from './util.js';
+import { optional, get } from './api.js';
+import { loadFindings, findingsByKind } from './data.js';
+import { serviceMap } from './servicemap.js';
+import { navigate, setParams } from './app.js';
+
+export async function render({ params, root }) {
+  const range = params.get('range') || '1h';
+  document.title = 'Overview · tracedx';
+  const [start, end] = rangeBounds(range);
+  const head = el('div.row', el('h1', 'Overview'), el('span.spacer'),
+    rangePicker(range, r => { setParams({ range: r }); navigate(location.pathname + location.search, { replace: true }); }));
+  const kpis = el('div.kpis');
+  const mapCard = el('section.card', el('h2', 'Service map', el('span.spacer'), el('span.muted.small', 'edges: calls/s · error rate · p95; click to search')), el('div.loading', 'Loading…'));
+  const svcCard = el('section.card', el('h2', 'Services'), el('div.loading', 'Loading…'));
+  const findCard = el('section.card', el('h2', 'Findings by kind'), el('div.loading', 'Loading…'));
+  const opsCard = el('section.card', el('h2', 'Slowest operations (p95)'), el('div.loading', 'Loading…'));
+  root.append(head, kpis, mapCard, el('div.grid2', el('div', svcCard), el('div', findCard, opsCard)));
+
+  const rangeQ = `range=${encodeURIComponent(range)}`;
+  const fill = (card, node) => { card.lastChild.replaceWith(node); };
+  const failed = (card, e) => fill(card, el('div.error-box', String(e.message || e)));
+
+  const services = optional('/api/v1/metrics/services', { start, end, points: 30 }).then(body => {
+    const list = body?.services;
+    if (!list) {
+      fill(svcCard, emptyState('No RED metrics in this build', 'The metrics endpoint is not available; use Search to browse traces.'));
+      return null;
+    }
+    if (!list.length) { fill(svcCard, emptyState('No traffic in this range', 'Send OTLP to the collector port, or try a longer range.')); return list; }
+    const tbl = el('table', el('thead', el('tr', el('th', 'Service'), el('th.num', 'Rate'), el('th.num', 'Errors'), el('th.num', 'p95'), el('th', 'p95 trend'), el('th', 'errors'))));
+    const tb = el('tbody');
+    for (const s of [...list].sort((a, b) => b.error_rate - a.error_rate || b.rate - a.rate)) {
+      const href = `/search?service=${encodeURIComponent(s.service)}&${rangeQ}`;
+      tb.append(el('tr', { tabindex: '0', 'data-row': '', onclick: () => navigate(href) },
+        el('td', el('span.svc-dot', { style: { background: svcColor(s.service) } }), el('a', { href }, s.service), s.basis === 'all' ? el('span.muted.small', ' (no entry spans)') : null),
+        el('td.num', fmtRate(s.rate)),
+        el('td.num' + (s.error_rate >= 0.05 ? '.err' : ''), fmtPct(s.error_rate)),
+        el('td.num', fmtMs(s.p95_ms)),
+        el('td', sparkline((s.sparkline || []).map(p => p.p95_ms))),
+        el('td', sparkline((s.sparkline || []).map(p => p.error_rate), { cls: 'err' }))));
+    }
+    tbl.append(tb);
+    fill(svcCard, tbl);
+    return list;
+  }).catch(e => { failed(svcCard, e); return null; });
+
+  optional('/api/v1/metrics/operations', { start, end, sort: 'p95', limit: 10 }).then(body => {
+    const ops = body?.operations;
+    if (!ops) { fill(opsCard, emptyState('No operation metrics in this build')); return; }
+    if (!ops.length) { fill(opsCard, emptyState('No operations in this range')); return; }
+    const tb = el('tbody');
+    for (const o of ops) {
+      const href = `/search?service=${encodeURIComponent(o.service)}&operation=${encodeURIComponent(o.operation)}&${rangeQ}`;
+      tb.append(el('tr', { tabindex: '0', 'data-row': '', onclick: () => navigate(href) },
+        el('td', el('span.svc-dot', { style: { background: svcColor(o.service) } }), el('a', { href }, o.operation), el('div.muted.small', o.service + ' · ' + o.kind)),
+        el('td.num', fmtMs(o.p95_ms)), el('td.num', fmtRate(o.rate)), el('td.num' + (o.error_rate >= 0.05 ? '.err' : ''), fmtPct(o.error_rate))));
+    }
+    fill(opsCard, el('table', el('thead', el('tr', el('th', 'Operation'), el('th.num', 'p95'), el('th.num', 'Rate'), el('th.num', 'Errors'))), tb));
+  }).catch(e => failed(opsCard, e));
+
+  const findings = loadFindings({ start, end }).then(({ findings, source }) => {
+    const kinds = findingsByKind(findings);
+    if (!kinds.length) { fill(findCard, emptyState('No findings in this range', 'Traces are analysed a few seconds after their last span arrives.')); return findings; }
+    const tb = el('tbody');
+    for (const k of kinds) {
+      const href = `/findings?kind=${encodeURIComponent(k.kind)}&${rangeQ}`;
+      tb.append(el('tr', { tabindex: '0', 'data-row': '', onclick: () => navigate(href) },
+        el('td', badge(k.kind, k.worst)), el('td.num', fmtNum(k.count)), el('td.num', fmtMs(k.impact)),
+        el('td.muted.small', k.latest ? relTime(k.latest) : '')));
+    }
+    fill(findCard, el('div',
+      source === 'sampled' ? el('p.note', 'Findings store not available: showing findings of the 40 most recent traces.') : null,
+      el('table', el('thead', el('tr', el('th', 'Kind'), el('th.num', 'Count'), el('th.num', 'Impact'), el('th', 'Latest'))), tb)));
+    return findings;
+  }).catch(e => { failed(findCard, e); return []; });
+
+  optional('/api/v1/servicemap', { start, end }).then(body => {
+    if (!body) { fill(mapCard, emptyState('No service map in this build')); return; }
+    if (!(body.nodes || []).length) { fill(mapCard, emptyState('No calls between services in this range')); return; }
+    fill(mapCard, serviceMap(body, {
+      onNode: n => navigate(`/search?service=${encodeURIComponent(n.id)}&${rangeQ}`),
+      onEdge: e => navigate(`/search?service=${encodeURIComponent(e.target)}&${rangeQ}`),
+    }));
+  }).catch(e => failed(mapCard, e));
+
+  // KPIs once services and findings are in.
+  const [svcs, fs] = await Promise.all([services, findings]);
+  let rate = 0, errs = 0;
+  for (const s of svcs || []) { rate += s.rate || 0; errs += (s.rate || 0) * (s.error_rate || 0); }
+  let nTraces = null;
+  if (!svcs) nTraces = await get('/api/v1/search', { start, end, limit: 1000 }).then(b => b.count).catch(() => null);
+  kpis.append(
+    el('div.kpi', el('b', fmtNum(svcs ? svcs.length : null)), el('span', 'services')),
+    svcs ? el('div.kpi', el('b', fmtRate(rate)), el('span', 'requests, all services')) : el('div.kpi', el('b', fmtNum(nTraces)), el('span', 'traces')),
+    el('div.kpi' + (rate && errs / rate >= 0.05 ? '.bad' : ''), el('b', svcs ? fmtPct(rate ? errs / rate : 0) : '–'), el('span', 'error rate')),
+    el('div.kpi' + ((fs || []).some(f => f.severity === 'critical') ? '.bad' : ''), el('b', fmtNum((fs || []).length)), el('span', 'findings')),
+  );
+}

@@ -1,0 +1,419 @@
+// Trace view: why chain and findings on top, then a virtualised waterfall
+// (only the rows in view exist in the DOM), a flame graph and per-service
+// statistics. The waterfall draws as soon as the spans arrive; the
+// analysis (critical path, findings) is overlaid when it lands.
+import { el, clear, fmtMs, fmtPct, fmtTime, svcColor, badge, copyText, toast, attrValue } from './util.js';
+import { getTrace, getAnalysis, optional } from './api.js';
+import { buildModel, criticalPath, idleGaps, serviceStats, flatten, selfTime } from './tracemodel.js';
+import { setParams, openPanel } from './app.js';
+
+const ROW = 24;
+const esc = s => String(s).replace(/[&<>"']/g, c => ({ '&': '&amp;', '<': '&lt;', '>': '&gt;', '"': '&quot;', "'": '&#39;' }[c]));
+let active = null; // the live view state, for onKey
+
+export async function render({ match, params, root }) {
+  const id = match[1].toLowerCase().padStart(32, '0');
+  const t0 = performance.now();
+  document.title = 'Trace ' + id.slice(0, 8) + ' · tracedx';
+  const anaP = getAnalysis(id);
+  anaP.catch(() => {});
+  let trace;
+  try {
+    trace = await getTrace(id);
+  } catch (e) {
+    root.append(el('div.error-box', el('strong', e.status === 404 ? 'Trace not found' : 'Could not load the trace'),
+      el('p', e.status === 404 ? `No span of trace ${id} is stored (it may have expired, or not arrived yet).` : e.message)));
+    return;
+  }
+  const tFetched = performance.now();
+  const model = buildModel(trace);
+  const cp = criticalPath(model);
+  const S = active = {
+    id, model, cp, cpSet: withAncestors(cp.keys()), collapsed: new Set(), flat: [], sel: null, hl: new Set(),
+    findingsBySpan: new Map(), findings: [], analysis: null, tab: params.get('tab') || 'waterfall', gapCache: new Map(),
+  };
+  const rootN = model.main;
+  document.title = `${rootN ? rootN.service + ': ' + rootN.name : id.slice(0, 8)} · tracedx`;
+
+  // Header.
+  const errCount = model.nodes.filter(n => n.err).length;
+  const services = new Set(model.nodes.map(n => n.service));
+  const copyBtn = el('button', { type: 'button', title: 'Copy trace id', onclick: async () => toast(await copyText(id) ? 'Trace id copied' : 'Copy failed') }, 'Copy id');
+  root.append(el('div.trace-head',
+    el('div', el('h1', rootN ? [el('span.svc-dot', { style: { background: svcColor(rootN.service) } }), rootN.service + ': ' + rootN.name] : 'Trace (no root span)'),
+      el('div.ids', el('code#trace-id', id), copyBtn,
+        el('a', { href: `/compare?a=${id}` }, 'Compare with…'),
+        rootN ? el('a', { href: `/search?service=${encodeURIComponent(rootN.service)}&operation=${encodeURIComponent(rootN.name)}` }, 'Similar traces') : null)),
+    el('span.spacer'),
+    el('div.facts', el('span', el('b', fmtMs(model.duration)), ' duration'), el('span', el('b', String(model.nodes.length)), ' spans'),
+      el('span', el('b', String(services.size)), ' services'), el('span', el('b', String(model.maxDepth + 1)), ' depth'),
+      el('span' + (errCount ? '.err' : ''), el('b', String(errCount)), ' errors'),
+      el('span', { title: fmtTime(trace.start_time) }, fmtTime(trace.start_time)))));
+
+  const whyCard = el('section.card#why', el('h2', 'Why'), el('div.loading', 'Analysing…'));
+  const findCard = el('section.card#findings', { hidden: true }, el('h2', 'Findings'), el('div'));
+  root.append(whyCard, findCard);
+
+  const tabs = el('div.tabs', { role: 'tablist' });
+  const pane = el('div');
+  const tabDefs = [['waterfall', 'Waterfall'], ['flame', 'Flame graph'], ['services', 'Services']];
+  for (const [k, label] of tabDefs) {
+    tabs.append(el('button', { type: 'button', role: 'tab', 'data-tab': k, 'aria-selected': String(S.tab === k), onclick: () => showTab(k) }, label));
+  }
+  root.append(tabs, pane);
+
+  // Waterfall.
+  const legend = el('div.legend', el('span', el('i.cp'), 'critical path'), el('span', el('i.gap'), 'idle gap (no child running)'),
+    el('span', el('i.errb'), 'error'), el('span.spacer'),
+    el('button', { type: 'button', onclick: () => { S.collapsed.clear(); refresh(); } }, 'Expand all'),
+    el('button', { type: 'button', onclick: () => { collapseToCriticalPath(); } }, 'Critical path only'));
+  const ticks = el('div.ticks');
+  const head = el('div.wf-head', el('div', 'Service · operation'), ticks);
+  const spacer = el('div.wf-spacer');
+  const body = el('div.wf-body', { role: 'tree', 'aria-label': 'Spans' }, spacer);
+  const wf = el('div.wf', head, body);
+  const wfPane = el('div', legend, wf);
+  const T = Math.max(model.duration, 1e-6);
+  const nTicks = 5;
+  for (let i = 0; i <= nTicks; i++) ticks.append(el('span', { style: { left: (i / nTicks * 100) + '%' } }, fmtMs(T * i / nTicks)));
+
+  function gapsOf(n) {
+    let g = S.gapCache.get(n);
+    if (!g) { g = idleGaps(n, Math.max(T * 0.01, n.dur * 0.1)); S.gapCache.set(n, g); }
+    return g;
+  }
+
+  function rowHTML(n, idx) {
+    const l = n.start / T * 100, w = Math.max(n.dur / T * 100, 0.05);
+    const cls = ['wf-row'];
+    if (n === S.sel) cls.push('sel');
+    if (n.err) cls.push('err');
+    if (S.cpSet.has(n)) cls.push('cp');
+    if (S.hl.has(n.id)) cls.push('hl');
+    const color = svcColor(n.service);
+    const fs = S.findingsBySpan.get(n.id);
+    const hasKids = n.children.length > 0;
+    const exp = hasKids ? (S.collapsed.has(n) ? 'false' : 'true') : null;
+    let h = `<div class="${cls.join(' ')}" style="top:${idx * ROW}px" data-i="${idx}" role="treeitem" aria-level="${n.depth + 1}"${exp ? ` aria-expanded="${exp}"` : ''} aria-selected="${n === S.sel}" tabindex="${n === S.sel ? 0 : -1}" data-span="${n.id}">`;
+    h += `<div class="wf-name" style="padding-left:${4 + Math.min(n.depth, 40) * 12}px">`;
+    h += `<span class="tw" data-toggle="1">${hasKids ? (S.collapsed.has(n) ? '▸' : '▾') : ''}</span>`;
+    if (S.cpSet.has(n)) h += '<span class="cpmark" title="on the critical path"></span>';
+    h += `<span class="svc-dot" style="background:${color}"></span><span class="svc">${esc(n.service)}</span>&nbsp;<span class="op" title="${esc(n.name)}">${esc(n.name)}</span>`;
+    if (n.err) h += '<span class="emark" title="error">!</span>';
+    if (fs) for (const f of fs.slice(0, 3)) h += `<span class="badge fmark sev-${esc(f.severity)}" title="${esc(f.title)}">${esc(f.kind.replace(/_/g, ' '))}</span>`;
+    if (hasKids && S.collapsed.has(n)) h += `<span class="badge plain fmark">+${n.children.length}</span>`;
+    h += '</div><div class="wf-lane">';
+    for (const [a, b] of gapsOf(n)) h += `<div class="wf-gap" style="left:${a / T * 100}%;width:${(b - a) / T * 100}%" title="idle ${esc(fmtMs(b - a))}"></div>`;
+    h += `<div class="wf-bar" style="left:${l}%;width:${w}%;background:${n.err ? 'var(--err)' : color}"></div>`;
+    const segs = S.cpSet.has(n) ? cp.get(n) : null;
+    if (segs) for (const [a, b] of segs) h += `<div class="wf-cp" style="left:${a / T * 100}%;width:${Math.max((b - a) / T * 100, 0.05)}%"></div>`;
+    const endPct = l + w;
+    h += endPct < 82 ? `<span class="wf-dur" style="left:calc(${endPct}% + 4px)">${esc(fmtMs(n.dur))}</span>`
+      : `<span class="wf-dur" style="right:calc(${100 - l}% + 4px)">${esc(fmtMs(n.dur))}</span>`;
+    h += '</div></div>';
+    return h;
+  }
+
+  let lastRange = '';
+  function draw(force) {
+    const top = body.scrollTop, h = body.clientHeight || 600;
+    const from = Math.max(0, Math.floor(top / ROW) - 10), to = Math.min(S.flat.length, Math.ceil((top + h) / ROW) + 10);
+    const key = from + ':' + to;
+    if (!force && key === lastRange) return;
+    lastRange = key;
+    let html = '';
+    for (let i = from; i < to; i++) html += rowHTML(S.flat[i], i);
+    spacer.innerHTML = html;
+  }
+  function refresh() {
+    S.flat = flatten(model, S.collapsed);
+    spacer.style.height = (S.flat.length * ROW) + 'px';
+    draw(true);
+  }
+  let raf = 0;
+  body.addEventListener('scroll', () => { if (!raf) raf = requestAnimationFrame(() => { raf = 0; draw(false); }); }, { passive: true });
+
+  body.addEventListener('click', e => {
+    const row = e.target.closest('.wf-row');
+    if (!row) return;
+    const n = S.flat[Number(row.dataset.i)];
+    if (e.target.closest('[data-toggle]') && n.children.length) { toggle(n); return; }
+    select(n, true);
+  });
+  body.addEventListener('dblclick', e => {
+    const row = e.target.closest('.wf-row');
+    if (row) toggle(S.flat[Number(row.dataset.i)]);
+  });
+
+  function toggle(n, open) {
+    if (!n.children.length) return;
+    const isCollapsed = S.collapsed.has(n);
+    if (open === true && !isCollapsed) return;
+    if (open === false && isCollapsed) return;
+    if (isCollapsed) S.collapsed.delete(n); else S.collapsed.add(n);
+    refresh();
+  }
+  function collapseToCriticalPath() {
+    S.collapsed.clear();
+    for (const n of model.nodes) if (n.children.length && !n.children.some(c => S.cpSet.has(c))) S.collapsed.add(n);
+    refresh();
+  }
+  function reveal(n) {
+    let changed = false;
+    for (let p = n.parent; p; p = p.parent) if (S.collapsed.delete(p)) changed = true;
+    if (changed) refresh();
+    const idx = S.flat.indexOf(n);
+    if (idx < 0) return;
+    const top = idx * ROW;
+    if (top < body.scrollTop || top > body.scrollTop + body.clientHeight - ROW) body.scrollTop = Math.max(0, top - body.clientHeight / 3);
+  }
+  function select(n, openDetail, focus = true) {
+    S.sel = n;
+    setParams({ span: n ? n.id : '' });
+    if (n) reveal(n);
+    draw(true);
+    if (n && focus) {
+      const r = spacer.querySelector(`.wf-row[data-span="${n.id}"]`);
+      if (r) r.focus({ preventScroll: true });
+    }
+    if (n && openDetail) showSpan(n);
+  }
+  S.select = select; S.toggle = toggle; S.body = body;
+
+  // Span detail panel.
+  let logsP = null;
+  function showSpan(n) {
+    const s = n.span;
+    const kv = list => {
+      if (!list || !list.length) return el('p.muted.small', 'none');
+      return el('table.kv', el('tbody', list.map(a => el('tr', el('td', { title: a.key }, a.key), el('td', attrValue(a))))));
+    };
+    const fs = S.findingsBySpan.get(n.id) || [];
+    const exc = (s.events || []).filter(ev => ev.name === 'exception');
+    const logsBox = el('div', el('p.muted.small', 'Loading logs…'));
+    const content = el('div#span-detail',
+      el('h2', el('span.svc-dot', { style: { background: svcColor(n.service) } }), n.service + ': ' + n.name),
+      el('div.facts', el('span', el('b', fmtMs(n.dur))), el('span', 'at ' + fmtMs(n.start)), el('span', s.kind),
+        el('span' + (n.err ? '.err' : ''), 'status ' + (s.status?.code || 'unset') + (s.status?.message ? ': ' + s.status.message : '')),
+        S.cpSet.has(n) ? el('span', el('b', fmtMs((cp.get(n) || []).reduce((a, [x, y]) => a + y - x, 0))), ' on the critical path') : null,
+        el('span', 'self ' + fmtMs(selfTime(n)))),
+      fs.length ? [el('h3', 'Findings on this span'), fs.map(f => findingCard(f, false))] : null,
+      exc.length ? [el('h3', 'Exception'), exc.map(ev => eventBox(ev))] : null,
+      el('h3', 'Attributes'), kv(s.attributes),
+      el('h3', 'Resource'), kv(s.resource),
+      (s.events || []).length ? [el('h3', `Events (${s.events.length})`), s.events.map(ev => eventBox(ev))] : null,
+      (s.links || []).length ? [el('h3', 'Links'), el('ul', s.links.map(l => el('li', el('a', { href: `/trace/${l.trace_id}?span=${l.span_id}` }, l.trace_id.slice(0, 16) + '… / ' + l.span_id))))] : null,
+      el('h3', 'Logs'), logsBox,
+      el('h3', 'Identity'),
+      el('table.kv', el('tbody',
+        el('tr', el('td', 'span_id'), el('td', s.span_id)), el('tr', el('td', 'parent'), el('td', s.parent_span_id || '(root)')),
+        el('tr', el('td', 'scope'), el('td', (s.scope?.name || '') + (s.scope?.version ? ' ' + s.scope.version : ''))),
+        el('tr', el('td', 'start'), el('td', s.start_time)))));
+    openPanel(content, { label: 'Span details', onClose: () => { const r = spacer.querySelector('.wf-row.sel'); if (r) r.focus({ preventScroll: true }); } });
+    if (!logsP) logsP = optional(`/api/v1/traces/${id}/logs`).catch(() => null);
+    logsP.then(b => {
+      const logs = (b?.logs || []).filter(l => !l.span_id || l.span_id === n.id);
+      const mine = logs.filter(l => l.span_id === n.id);
+      clear(logsBox).append(mine.length ? el('div', mine.map(l => el('div.event', el('div.small.muted', (l.severity_text || '') + ' ' + l.service),
+        el('div.mono', l.body)))) : el('p.muted.small', b ? 'No logs for this span.' : 'Logs are not available in this build.'));
+    });
+  }
+  function eventBox(ev) {
+    const m = new Map((ev.attributes || []).map(a => [a.key, attrValue(a)]));
+    if (ev.name === 'exception') {
+      return el('div.event.exception', el('b', (m.get('exception.type') || 'exception') + ': '), m.get('exception.message') || '',
+        m.get('exception.stacktrace') ? el('pre', m.get('exception.stacktrace')) : null);
+    }
+    return el('div.event', el('b', ev.name), el('span.muted.small', ' ' + ev.time), (ev.attributes || []).length ? el('table.kv', el('tbody', ev.attributes.map(a => el('tr', el('td', a.key), el('td', attrValue(a)))))) : null);
+  }
+
+  function findingCard(f, clickable = true) {
+    const card = el('div.finding.sev-' + f.severity, { tabindex: '0', 'data-row': '', 'data-kind': f.kind },
+      el('div.row', badge(f.kind, f.severity), f.impact_ms ? el('span.small', el('b', fmtMs(f.impact_ms)), ' on the critical path') : null),
+      el('div.t', f.title), f.fix ? el('div.fix', 'Fix: ' + f.fix) : null,
+      !clickable && f.evidence && Object.keys(f.evidence).length ? el('details', el('summary.small.muted', 'evidence'), el('pre.small.mono', JSON.stringify(f.evidence, null, 2))) : null);
+    if (clickable) {
+      const go = () => {
+        S.hl = new Set(f.span_ids || []);
+        for (const c of findCard.querySelectorAll('.finding')) c.classList.toggle('active', c === card);
+        const first = (f.span_ids || []).map(sid => model.byId.get(sid)).filter(Boolean).sort((a, b) => a.start - b.start)[0];
+        if (S.tab !== 'waterfall') showTab('waterfall');
+        if (first) select(first, true, false); else draw(true);
+      };
+      card.addEventListener('click', go);
+      card.addEventListener('keydown', e => { if (e.key === 'Enter') go(); });
+    }
+    return card;
+  }
+
+  // Tabs.
+  let flameCleanup = null;
+  function showTab(k) {
+    S.tab = k;
+    setParams({ tab: k === 'waterfall' ? '' : k });
+    for (const b of tabs.children) b.setAttribute('aria-selected', String(b.dataset.tab === k));
+    if (flameCleanup) { flameCleanup(); flameCleanup = null; }
+    clear(pane);
+    if (k === 'waterfall') { pane.append(wfPane); draw(true); }
+    else if (k === 'flame') { const f = flameGraph(); pane.append(f.node); flameCleanup = f.cleanup; f.draw(); }
+    else pane.append(statsTable());
+  }
+
+  function statsTable() {
+    const rows = serviceStats(model, cp);
+    const tb = el('tbody');
+    for (const r of rows) {
+      tb.append(el('tr',
+        el('td', el('span.svc-dot', { style: { background: svcColor(r.service) } }), r.service),
+        el('td.num', String(r.spans)), el('td.num' + (r.errors ? '.err' : ''), String(r.errors)), el('td.num', String(r.ops.size)),
+        el('td.num', fmtMs(r.total)), el('td.num', fmtMs(r.self)), el('td.num', fmtMs(r.cp)), el('td.num', fmtPct(r.cp / T)),
+        el('td', el('span.lift', { style: { width: Math.round(r.cp / T * 120) + 'px', background: svcColor(r.service) } }))));
+    }
+    return el('div.card#service-stats', el('table',
+      el('thead', el('tr', el('th', 'Service'), el('th.num', 'Spans'), el('th.num', 'Errors'), el('th.num', 'Operations'), el('th.num', 'Span time'),
+        el('th.num', 'Self time'), el('th.num', 'Critical path'), el('th.num', 'Share'), el('th', ''))), tb),
+      el('p.small.muted', 'Self time: span time with no child running. Critical path: time this service decided the end-to-end duration.'));
+  }
+
+  function flameGraph() {
+    const H = 18;
+    const canvas = el('canvas', { role: 'img', 'aria-label': 'Flame graph of the trace: time across, depth down' });
+    const tip = el('div.tip', { hidden: true });
+    const wrap = el('div.flame-wrap#flame', canvas);
+    document.body.append(tip);
+    let width = 0;
+    const drawF = () => {
+      width = wrap.clientWidth || 1000;
+      const dpr = window.devicePixelRatio || 1;
+      const height = (model.maxDepth + 1) * H + 4;
+      canvas.width = width * dpr; canvas.height = height * dpr;
+      canvas.style.height = height + 'px';
+      const g = canvas.getContext('2d');
+      g.scale(dpr, dpr);
+      const css = getComputedStyle(document.documentElement);
+      const errC = css.getPropertyValue('--err').trim(), cpC = css.getPropertyValue('--cp').trim(), fg = '#fff';
+      g.font = '11px system-ui, sans-serif';
+      g.textBaseline = 'middle';
+      for (const n of model.nodes) {
+        const x = n.start / T * width, w = Math.max(n.dur / T * width, 0.5), y = n.depth * H + 2;
+        g.fillStyle = n.err ? errC : svcColor(n.service);
+        g.globalAlpha = S.cpSet.has(n) ? 1 : 0.7;
+        g.fillRect(x, y, w - (w > 2 ? 1 : 0), H - 2);
+        if (S.cpSet.has(n)) { g.globalAlpha = 1; g.fillStyle = cpC; g.fillRect(x, y + H - 4, w, 2); }
+        if (w > 40) {
+          g.globalAlpha = 1; g.fillStyle = fg;
+          g.save(); g.beginPath(); g.rect(x + 2, y, w - 4, H); g.clip();
+          g.fillText(n.name, x + 4, y + H / 2 - 1);
+          g.restore();
+        }
+      }
+      g.globalAlpha = 1;
+    };
+    // Hit test: per depth, nodes sorted by start; binary search.
+    const levels = [];
+    for (const n of model.nodes) (levels[n.depth] ||= []).push(n);
+    for (const l of levels) if (l) l.sort((a, b) => a.start - b.start);
+    const at = ev => {
+      const r = canvas.getBoundingClientRect();
+      const d = Math.floor((ev.clientY - r.top - 2) / H), t = (ev.clientX - r.left) / r.width * T;
+      const l = levels[d];
+      if (!l) return null;
+      let lo = 0, hi = l.length - 1, best = null;
+      while (lo <= hi) { const m = (lo + hi) >> 1; if (l[m].start <= t) { best = m; lo = m + 1; } else hi = m - 1; }
+      for (let i = best; i != null && i >= 0 && i > best - 50; i--) if (l[i].end >= t) return l[i];
+      return null;
+    };
+    canvas.addEventListener('mousemove', ev => {
+      const n = at(ev);
+      if (!n) { tip.hidden = true; return; }
+      tip.hidden = false;
+      tip.textContent = `${n.service}: ${n.name} — ${fmtMs(n.dur)}${n.err ? ' (error)' : ''}`;
+      tip.style.left = Math.min(ev.clientX + 12, innerWidth - 300) + 'px'; tip.style.top = (ev.clientY + 14) + 'px';
+    });
+    canvas.addEventListener('mouseleave', () => { tip.hidden = true; });
+    canvas.addEventListener('click', ev => { const n = at(ev); if (n) { S.sel = n; showSpan(n); } });
+    const onResize = () => drawF();
+    window.addEventListener('resize', onResize);
+    window.addEventListener('themechange', onResize);
+    return { node: wrap, draw: drawF, cleanup: () => { tip.remove(); window.removeEventListener('resize', onResize); window.removeEventListener('themechange', onResize); } };
+  }
+
+  // First paint: waterfall (or the tab in the URL), then analysis.
+  refresh();
+  showTab(S.tab);
+  const want = params.get('span');
+  if (want && model.byId.has(want)) select(model.byId.get(want), true, false);
+  requestAnimationFrame(() => {
+    const tDrawn = performance.now();
+    window.__tracedxPerf = { traceId: id, spans: model.nodes.length, fetchMs: tFetched - t0, renderMs: tDrawn - tFetched, totalMs: tDrawn - t0 };
+    document.body.dataset.traceReady = id;
+  });
+
+  anaP.then(a => {
+    if (active !== S) return;
+    S.analysis = a;
+    // The server's critical path decides which spans are on it.
+    if ((a.critical_path || []).length) S.cpSet = withAncestors(a.critical_path.map(p => model.byId.get(p.span_id)).filter(Boolean));
+    S.findings = [...(a.findings || [])].sort((x, y) => sev(y.severity) - sev(x.severity) || (y.impact_ms || 0) - (x.impact_ms || 0));
+    for (const f of S.findings) for (const sid of f.span_ids || []) (S.findingsBySpan.get(sid) || S.findingsBySpan.set(sid, []).get(sid)).push(f);
+    const why = a.why || [];
+    whyCard.lastChild.replaceWith(why.length ? el('ol.why', why.map(w => el('li', w))) :
+      el('p.muted', S.findings.length ? 'See the findings below.' : 'No problem found in this trace.'));
+    if (S.findings.length) {
+      findCard.hidden = false;
+      findCard.firstChild.textContent = `Findings (${S.findings.length})`;
+      // A few findings first: the waterfall must stay in view.
+      const strip = el('div.findings-strip', S.findings.slice(0, 6).map(f => findingCard(f)));
+      findCard.lastChild.replaceWith(strip);
+      if (S.findings.length > 6) {
+        const more = el('button', { type: 'button', onclick: () => { strip.append(...S.findings.slice(6).map(f => findingCard(f))); more.remove(); } },
+          `Show ${S.findings.length - 6} more`);
+        findCard.append(more);
+      }
+    }
+    if (S.tab === 'waterfall') draw(true); else showTab(S.tab);
+    document.body.dataset.analysisReady = id;
+  }).catch(e => {
+    whyCard.lastChild.replaceWith(el('p.muted', 'Analysis unavailable: ' + e.message));
+  });
+
+  return () => { if (flameCleanup) flameCleanup(); if (active === S) active = null; };
+}
+
+// A span whose child is on the critical path is on it too, even when it
+// spends no time of its own there.
+function withAncestors(nodes) {
+  const set = new Set();
+  for (let n of nodes) for (; n && !set.has(n); n = n.parent) set.add(n);
+  return set;
+}
+
+function sev(s) { return { critical: 3, warning: 2, info: 1 }[s] || 0; }
+
+export function onKey(e) {
+  const S = active;
+  if (!S || S.tab !== 'waterfall') return false;
+  const i = S.sel ? S.flat.indexOf(S.sel) : -1;
+  switch (e.key) {
+    case 'j': case 'ArrowDown':
+      if (e.key === 'ArrowDown' && !(document.activeElement && document.activeElement.closest('.wf-body'))) return false;
+      S.select(S.flat[Math.min(S.flat.length - 1, i + 1)], false); break;
+    case 'k': case 'ArrowUp':
+      if (e.key === 'ArrowUp' && !(document.activeElement && document.activeElement.closest('.wf-body'))) return false;
+      S.select(S.flat[Math.max(0, i - 1)], false); break;
+    case 'Enter': case 'o':
+      if (!S.sel || (document.activeElement && document.activeElement.closest('.finding'))) return false;
+      S.select(S.sel, true); break;
+    case 'ArrowLeft': case 'h':
+      if (!S.sel) return false;
+      if (S.sel.children.length && !S.collapsed.has(S.sel)) S.toggle(S.sel, false); else if (S.sel.parent) S.select(S.sel.parent, false);
+      break;
+    case 'ArrowRight': case 'l':
+      if (!S.sel) return false;
+      S.toggle(S.sel, true); break;
+    default: return false;
+  }
+  e.preventDefault();
+  return true;
+}
+
