@@ -337,59 +337,6 @@ func newBlockBuilder(ctx context.Context, st BlockStorage, id string, level int)
 	}, nil
 }
 
-// addTrace appends all spans of one trace. Calls must come in strictly
-// increasing trace-id order.
-func (b *blockBuilder) addTrace(spans []model.Span) error {
-	if len(spans) == 0 {
-		return nil
-	}
-	id := spans[0].TraceID
-	if b.any && bytes.Compare(id[:], b.last[:]) <= 0 {
-		return fmt.Errorf("block builder: trace %s out of order", id)
-	}
-	b.any, b.last = true, id
-	sort.SliceStable(spans, func(i, j int) bool { return spans[i].StartUnixNano < spans[j].StartUnixNano })
-	ts := model.Summarize(spans)
-	b.idx.add(b.nrows, &ts)
-	// Offsets are relative to the index's trace start, which readers use
-	// to rebuild start times (mod 2^64, so even odd zero starts round-trip).
-	traceStart := ts.StartUnixNano
-	clear(b.pos)
-	for i := range spans {
-		b.pos[spans[i].SpanID] = i
-	}
-	for i := range spans {
-		s := &spans[i]
-		b.rows = append(b.rows, spanRow{})
-		r := &b.rows[len(b.rows)-1]
-		toRow(s, r, &b.enc)
-		r.TraceStart = int64(traceStart)
-		r.StartOff = int64(s.StartUnixNano - traceStart)
-		if !s.ParentSpanID.IsZero() {
-			if j, ok := b.pos[s.ParentSpanID]; ok && spans[j].SpanID != s.SpanID {
-				r.ParentIdx = int32(j + 1)
-			} else {
-				r.ParentID = append([]byte(nil), s.ParentSpanID[:]...)
-			}
-		}
-		if b.meta.MinTime == 0 || s.StartUnixNano < b.meta.MinTime {
-			b.meta.MinTime = s.StartUnixNano
-		}
-		if s.EndUnixNano > b.meta.MaxTime {
-			b.meta.MaxTime = s.EndUnixNano
-		}
-	}
-	b.cat.addServices(spans)
-	b.cat.addAttrs(spans)
-	b.nrows += uint32(len(spans))
-	b.meta.Spans += int64(len(spans))
-	b.meta.Traces++
-	if len(b.rows) >= 4096 {
-		return b.flushRows()
-	}
-	return nil
-}
-
 func (b *blockBuilder) flushRows() error {
 	if len(b.rows) == 0 {
 		return nil
@@ -567,7 +514,6 @@ func (b *block) fillTrace(rows []spanRow, i int) {
 
 // rowsToSpans converts the rows of one trace.
 func rowsToSpans(rows []spanRow, out []model.Span) ([]model.Span, error) {
-	base := len(out)
 	for i := range rows {
 		out = append(out, model.Span{})
 		s := &out[len(out)-1]
@@ -583,7 +529,6 @@ func rowsToSpans(rows []spanRow, out []model.Span) ([]model.Span, error) {
 			copy(s.ParentSpanID[:], rows[i].ParentID)
 		}
 	}
-	_ = base
 	return out, nil
 }
 
@@ -596,10 +541,26 @@ func (b *block) forEachTrace(ctx context.Context, fn func(spans []model.Span) er
 // position that want accepts (nil: all), skipping span decoding for the
 // others.
 func (b *block) scanTraces(ctx context.Context, want func(i int) bool, fn func(i int, spans []model.Span) error) error {
+	return b.scanRows(ctx, func(i int, rows []spanRow) error {
+		if want != nil && !want(i) {
+			return nil
+		}
+		spans, err := rowsToSpans(rows, nil)
+		if err != nil {
+			return fmt.Errorf("block %s: %w", b.id, err)
+		}
+		return fn(i, spans)
+	})
+}
+
+// scanRows reads the block sequentially and calls fn with the rows of each
+// trace (trace id and start filled in from the index). The rows are only
+// valid during the call.
+func (b *block) scanRows(ctx context.Context, fn func(i int, rows []spanRow) error) error {
 	r := parquet.NewGenericReader[spanRow](b.pf)
 	defer r.Close()
-	buf := make([]spanRow, 0, 8192)
-	chunk := make([]spanRow, 4096)
+	buf := make([]spanRow, 0, 1024)
+	chunk := make([]spanRow, 512)
 	eof := false
 	for i := range b.idx.ids {
 		if i%256 == 0 {
@@ -621,15 +582,9 @@ func (b *block) scanTraces(ctx context.Context, want func(i int) bool, fn func(i
 		if len(buf) < n {
 			return fmt.Errorf("block %s: index says %d more rows than the data holds: %w", b.id, n-len(buf), errCorrupt)
 		}
-		if want == nil || want(i) {
-			b.fillTrace(buf[:n], i)
-			spans, err := rowsToSpans(buf[:n], nil)
-			if err != nil {
-				return fmt.Errorf("block %s: %w", b.id, err)
-			}
-			if err := fn(i, spans); err != nil {
-				return err
-			}
+		b.fillTrace(buf[:n], i)
+		if err := fn(i, buf[:n]); err != nil {
+			return err
 		}
 		rest := copy(buf, buf[n:])
 		clear(buf[rest:])

@@ -146,7 +146,8 @@ type Engine struct {
 
 	completions chan completion
 	flushNow    chan struct{}
-	bgMu        sync.Mutex // serialises flush, compaction and retention jobs that change blocks
+	flushMu     sync.Mutex // one head cut at a time
+	bgMu        sync.Mutex // compaction and retention: they remove blocks, so never run together
 	cancel      context.CancelFunc
 	wg          sync.WaitGroup // flush and maintenance loops
 	cwg         sync.WaitGroup // completion loop
@@ -305,7 +306,12 @@ func (e *Engine) dedupeReplayed() error {
 			}
 		}
 	})
+	set := make(map[model.TraceID]bool, len(ids))
 	for _, id := range ids {
+		set[id] = true
+	}
+	cut := e.head.cut(func(t *headTrace) bool { return set[t.sum.TraceID] })
+	for id, t := range cut {
 		have := map[model.SpanID]bool{}
 		for _, b := range e.blocks {
 			if i := b.idx.find(id); i >= 0 {
@@ -317,11 +323,6 @@ func (e *Engine) dedupeReplayed() error {
 					have[s.SpanID] = true
 				}
 			}
-		}
-		cut := e.head.cut(func(t *headTrace) bool { return t.sum.TraceID == id })
-		t := cut[id]
-		if t == nil {
-			continue
 		}
 		spans, err := t.spans()
 		if err != nil {

@@ -64,8 +64,8 @@ func (e *Engine) callComplete(c completion) {
 // flushOnce cuts complete traces (and, under memory pressure, older
 // incomplete ones) from the head into a new block.
 func (e *Engine) flushOnce(ctx context.Context) error {
-	e.bgMu.Lock()
-	defer e.bgMu.Unlock()
+	e.flushMu.Lock()
+	defer e.flushMu.Unlock()
 	now := time.Now().UnixNano()
 	idleBefore := now - int64(e.opts.IdleTimeout)
 	forceBefore := idleBefore
@@ -79,7 +79,8 @@ func (e *Engine) flushOnce(ctx context.Context) error {
 
 // cutToBlock moves the picked head traces into a new block. Traces idle
 // since idleBefore complete; others are remembered and complete later.
-// Callers hold bgMu.
+// Callers hold flushMu. Cuts only add blocks, so they run alongside
+// compaction and retention.
 func (e *Engine) cutToBlock(ctx context.Context, pick func(t *headTrace) bool, idleBefore int64) error {
 	e.mu.Lock()
 	cut := e.head.cut(pick)

@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"container/heap"
 	"context"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"iter"
@@ -63,8 +64,8 @@ func (e *Engine) Compact(ctx context.Context) error {
 // idleness (for tests, benchmarks and operators). Traces cut this way
 // still complete once idle.
 func (e *Engine) Flush(ctx context.Context) error {
-	e.bgMu.Lock()
-	defer e.bgMu.Unlock()
+	e.flushMu.Lock()
+	defer e.flushMu.Unlock()
 	return e.cutToBlock(ctx, func(*headTrace) bool { return true }, time.Now().UnixNano()-int64(e.opts.IdleTimeout))
 }
 
@@ -139,11 +140,12 @@ func (e *Engine) compactOnce(ctx context.Context) (bool, error) {
 	return true, firstErr
 }
 
-// traceSeq streams a block's traces.
-func traceSeq(ctx context.Context, b *block, errp *error) iter.Seq[[]model.Span] {
-	return func(yield func([]model.Span) bool) {
-		err := b.forEachTrace(ctx, func(spans []model.Span) error {
-			if !yield(spans) {
+// rowSeq streams a block's traces as rows; each yielded slice is valid
+// until the next one is requested.
+func rowSeq(ctx context.Context, b *block, errp *error) iter.Seq[[]spanRow] {
+	return func(yield func([]spanRow) bool) {
+		err := b.scanRows(ctx, func(_ int, rows []spanRow) error {
+			if !yield(rows) {
 				return errStopIter
 			}
 			return nil
@@ -157,9 +159,8 @@ func traceSeq(ctx context.Context, b *block, errp *error) iter.Seq[[]model.Span]
 var errStopIter = errors.New("stop")
 
 type mergeSrc struct {
-	next func() ([]model.Span, bool)
-	stop func()
-	cur  []model.Span
+	next func() ([]spanRow, bool)
+	cur  []spanRow
 }
 
 type mergeHeap []*mergeSrc
@@ -177,29 +178,49 @@ func (h *mergeHeap) Pop() any {
 	return x
 }
 
-// mergeBlocks k-way merges blocks (each sorted by trace id), combining
-// fragments of the same trace, into a new block. Memory stays at one trace
-// per input.
+// mergeBlocks k-way merges blocks (each sorted by trace id) into a new
+// block, joining fragments of the same trace. It works on rows: attribute
+// blobs, resources, events and links are copied as they are, only times,
+// parent positions and the index are recomputed. Memory stays at one trace
+// per input plus read buffers.
 func (e *Engine) mergeBlocks(ctx context.Context, in []*block, level int) (*block, error) {
+	bb, err := newBlockBuilder(ctx, e.storage, newBlockID(), level)
+	if err != nil {
+		return nil, err
+	}
+	for _, b := range in {
+		// The inputs' catalogs (in their meta.json) together describe the
+		// merged block.
+		mj, err := e.storage.ReadAll(ctx, b.id, fileMeta)
+		if err != nil {
+			bb.abort()
+			return nil, err
+		}
+		var m blockMeta
+		if err := json.Unmarshal(mj, &m); err != nil {
+			bb.abort()
+			return nil, fmt.Errorf("block %s meta: %w", b.id, err)
+		}
+		if m.Catalog != nil {
+			bb.cat.merge(m.Catalog)
+		}
+	}
 	errs := make([]error, len(in))
 	h := &mergeHeap{}
 	for i, b := range in {
-		next, stop := iter.Pull(traceSeq(ctx, b, &errs[i]))
-		src := &mergeSrc{next: next, stop: stop}
+		next, stop := iter.Pull(rowSeq(ctx, b, &errs[i]))
 		defer stop()
+		src := &mergeSrc{next: next}
 		if cur, ok := next(); ok {
 			src.cur = cur
 			heap.Push(h, src)
 		}
 	}
-	bb, err := newBlockBuilder(ctx, e.storage, newBlockID(), level)
-	if err != nil {
-		return nil, err
-	}
+	var frags []mergedRow
 	for h.Len() > 0 {
 		top := heap.Pop(h).(*mergeSrc)
-		spans := top.cur
-		id := spans[0].TraceID
+		id := top.cur[0].TraceID
+		frags = appendFragment(frags[:0], top.cur)
 		advance := func(s *mergeSrc) {
 			if cur, ok := s.next(); ok {
 				s.cur = cur
@@ -209,10 +230,10 @@ func (e *Engine) mergeBlocks(ctx context.Context, in []*block, level int) (*bloc
 		advance(top)
 		for h.Len() > 0 && (*h)[0].cur[0].TraceID == id {
 			s := heap.Pop(h).(*mergeSrc)
-			spans = append(spans, s.cur...)
+			frags = appendFragment(frags, s.cur)
 			advance(s)
 		}
-		if err := bb.addTrace(spans); err != nil {
+		if err := bb.addRows(frags); err != nil {
 			bb.abort()
 			return nil, err
 		}
@@ -237,6 +258,109 @@ func (e *Engine) mergeBlocks(ctx context.Context, in []*block, level int) (*bloc
 	}
 	nb.meta.Catalog = nil
 	return nb, nil
+}
+
+// mergedRow is a row with its absolute start and parent id resolved, so
+// rows of different fragments can be combined.
+type mergedRow struct {
+	r      spanRow
+	start  uint64
+	parent model.SpanID
+}
+
+func appendFragment(out []mergedRow, rows []spanRow) []mergedRow {
+	for i := range rows {
+		r := &rows[i]
+		m := mergedRow{r: *r, start: uint64(r.TraceStart) + uint64(r.StartOff)}
+		if r.ParentIdx > 0 && int(r.ParentIdx) <= len(rows) {
+			m.parent = rows[r.ParentIdx-1].SpanID
+		} else if len(r.ParentID) == 8 {
+			copy(m.parent[:], r.ParentID)
+		}
+		m.r.ParentIdx, m.r.ParentID = 0, nil
+		out = append(out, m)
+	}
+	return out
+}
+
+// addRows appends one whole trace given as resolved rows.
+func (b *blockBuilder) addRows(rows []mergedRow) error {
+	if len(rows) == 0 {
+		return nil
+	}
+	id := rows[0].r.TraceID
+	if b.any && bytes.Compare(id[:], b.last[:]) <= 0 {
+		return fmt.Errorf("block builder: trace %s out of order", id)
+	}
+	b.any, b.last = true, id
+	sort.SliceStable(rows, func(i, j int) bool { return rows[i].start < rows[j].start })
+	// Summary, exactly as model.Summarize computes it.
+	ts := model.TraceSummary{TraceID: id}
+	var rootStart uint64
+	clear(b.pos)
+	for i := range rows {
+		b.pos[rows[i].r.SpanID] = i
+		if ts.StartUnixNano == 0 || rows[i].start < ts.StartUnixNano {
+			ts.StartUnixNano = rows[i].start
+		}
+	}
+	for i := range rows {
+		m := &rows[i]
+		end := m.start + uint64(m.r.Duration)
+		if end > ts.EndUnixNano {
+			ts.EndUnixNano = end
+		}
+		if m.parent.IsZero() && (ts.RootName == "" || m.start < rootStart) {
+			ts.RootService, ts.RootName, rootStart = m.r.Service, m.r.Name, m.start
+		}
+		ts.SpanCount++
+		isErr := model.StatusCode(m.r.Status) == model.StatusError
+		if isErr {
+			ts.ErrorCount++
+		}
+		found := false
+		for j := range ts.Services {
+			if ts.Services[j].Name == m.r.Service {
+				ts.Services[j].SpanCount++
+				if isErr {
+					ts.Services[j].ErrorCount++
+				}
+				found = true
+				break
+			}
+		}
+		if !found {
+			st := model.ServiceStats{Name: m.r.Service, SpanCount: 1}
+			if isErr {
+				st.ErrorCount = 1
+			}
+			ts.Services = append(ts.Services, st)
+		}
+		row := m.r
+		row.StartOff = int64(m.start - ts.StartUnixNano)
+		if !m.parent.IsZero() {
+			if j, ok := b.pos[m.parent]; ok && j != i {
+				row.ParentIdx = int32(j + 1)
+			} else {
+				row.ParentID = append([]byte(nil), m.parent[:]...)
+			}
+		}
+		b.rows = append(b.rows, row)
+		if b.meta.MinTime == 0 || m.start < b.meta.MinTime {
+			b.meta.MinTime = m.start
+		}
+		if end > b.meta.MaxTime {
+			b.meta.MaxTime = end
+		}
+	}
+	b.idx.add(b.nrows, &ts)
+	b.nrows += uint32(len(rows))
+	b.meta.Spans += int64(len(rows))
+	b.meta.Traces++
+	if len(b.rows) >= 4096 {
+		return b.flushRows()
+	}
+	return nil
 }
 
 // applyRetention deletes blocks past the retention age, then the oldest

@@ -83,7 +83,7 @@ type snapshot struct {
 	blocks []*block
 }
 
-func (e *Engine) snap(q *store.Query) *snapshot {
+func (e *Engine) snap() *snapshot {
 	s := &snapshot{mem: map[model.TraceID][]*headTrace{}}
 	add := func(t *headTrace) {
 		s.mem[t.sum.TraceID] = append(s.mem[t.sum.TraceID], t)
@@ -429,7 +429,7 @@ func (e *Engine) Search(ctx context.Context, q store.Query) ([]model.TraceSummar
 	if limit <= 0 {
 		limit = DefaultSearchLimit
 	}
-	s := e.snap(&q)
+	s := e.snap()
 	defer s.release()
 	var out []model.TraceSummary
 	spanFilters := hasSpanFilters(&q)
@@ -466,7 +466,7 @@ func (e *Engine) Search(ctx context.Context, q store.Query) ([]model.TraceSummar
 
 // ScanTraces calls fn with the spans of each matching trace, newest first.
 func (e *Engine) ScanTraces(ctx context.Context, q store.Query, fn func(spans []model.Span) error) error {
-	s := e.snap(&q)
+	s := e.snap()
 	defer s.release()
 	n := 0
 	err := s.walk(ctx, &q, func(id model.TraceID) (bool, error) {

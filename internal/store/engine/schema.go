@@ -6,8 +6,8 @@ import (
 
 // spanRow is one span as a Parquet row. Rows of a block are sorted by
 // (trace id, start), which is what makes it small:
-//   - trace_id and trace_start repeat for every span of a trace, so their
-//     dictionary indexes form runs that RLE encodes to almost nothing;
+//   - trace id and trace start are not stored per row at all: the block
+//     index has them once per trace;
 //   - parent_idx points at the parent's position inside the trace's rows
 //     instead of repeating its 8 random bytes;
 //   - start_off is the offset from the trace start, a short number;
@@ -151,82 +151,6 @@ var dedicatedByKey = func() map[string]int {
 // key and value; tag t >= 1 means "dedicated column t-1 goes here", which
 // keeps the original attribute order exact.
 const attrGeneric = 0
-
-// toRow fills r from s. parentIdx/parentExt and traceStart are decided by
-// the caller, which sees the whole trace.
-func toRow(s *model.Span, r *spanRow, scratch *enc) {
-	*r = spanRow{}
-	r.TraceID = s.TraceID
-	r.SpanID = s.SpanID
-	r.Duration = int64(s.EndUnixNano - s.StartUnixNano)
-	r.Service = s.Service
-	r.Name = s.Name
-	r.Kind = int32(s.Kind)
-	r.Status = int32(s.StatusCode)
-	r.StatusMsg = s.StatusMessage
-	r.TraceState = s.TraceState
-	r.Flags = int32(s.Flags)
-	r.ScopeName = s.ScopeName
-	r.ScopeVer = s.ScopeVersion
-
-	scratch.b = scratch.b[:0]
-	encAttrs(scratch, s.Resource)
-	r.Resource = append([]byte(nil), scratch.b...)
-
-	if len(s.Attrs) > 0 {
-		scratch.b = scratch.b[:0]
-		scratch.uvarint(uint64(len(s.Attrs)))
-		for i := range s.Attrs {
-			a := &s.Attrs[i]
-			if j, ok := dedicatedByKey[a.Key]; ok {
-				if placeDedicated(r, j, a.Value) {
-					scratch.byte1(byte(j + 1))
-					continue
-				}
-				r.Spill = true
-			}
-			scratch.byte1(attrGeneric)
-			scratch.str(a.Key)
-			encValue(scratch, a.Value)
-		}
-		r.Attrs = append([]byte(nil), scratch.b...)
-	}
-	if len(s.Events) > 0 {
-		scratch.b = scratch.b[:0]
-		encEvents(scratch, s.Events, s.StartUnixNano)
-		r.Events = append([]byte(nil), scratch.b...)
-	}
-	if len(s.Links) > 0 {
-		scratch.b = scratch.b[:0]
-		encLinks(scratch, s.Links)
-		r.Links = append([]byte(nil), scratch.b...)
-	}
-	if s.DroppedAttributesCount|s.DroppedEventsCount|s.DroppedLinksCount != 0 {
-		scratch.b = scratch.b[:0]
-		scratch.uvarint(uint64(s.DroppedAttributesCount))
-		scratch.uvarint(uint64(s.DroppedEventsCount))
-		scratch.uvarint(uint64(s.DroppedLinksCount))
-		r.Dropped = append([]byte(nil), scratch.b...)
-	}
-}
-
-func placeDedicated(r *spanRow, j int, v model.Value) bool {
-	d := &dedicated[j]
-	if d.str != nil {
-		p := d.str(r)
-		if v.Type != model.TypeString || v.Str == "" || *p != "" {
-			return false
-		}
-		*p = v.Str
-		return true
-	}
-	p := d.num(r)
-	if v.Type != model.TypeInt || v.Int == 0 || *p != 0 {
-		return false
-	}
-	*p = v.Int
-	return true
-}
 
 // fromRow decodes the row-local fields of r into s. Parent and start are
 // resolved by the caller from the trace context.

@@ -158,10 +158,9 @@ type localFile struct {
 func (f *localFile) Size() int64 { return f.size }
 
 type localWriter struct {
-	l     *LocalStorage
-	id    string
-	tmp   string
-	files []*os.File
+	l   *LocalStorage
+	id  string
+	tmp string
 }
 
 type syncCloser struct{ f *os.File }

@@ -137,6 +137,9 @@ type rawCatalog struct {
 	ops      map[opKey]*seen
 	attrs    [3]map[string]*rawAttr // by store.Scope
 	lastRes  []byte
+	// seenKV remembers encoded key+value pairs already recorded, so the
+	// common case (a pair seen before) costs one map lookup.
+	seenKV map[string]struct{}
 }
 
 type rawAttr struct {
@@ -145,7 +148,7 @@ type rawAttr struct {
 }
 
 func newRawCatalog() *rawCatalog {
-	c := &rawCatalog{services: map[string]*seen{}, ops: map[opKey]*seen{}}
+	c := &rawCatalog{services: map[string]*seen{}, ops: map[opKey]*seen{}, seenKV: map[string]struct{}{}}
 	c.attrs[store.ScopeSpan] = map[string]*rawAttr{}
 	c.attrs[store.ScopeResource] = map[string]*rawAttr{}
 	return c
@@ -156,10 +159,22 @@ func (c *rawCatalog) addAttrs(scope store.Scope, enc []byte, t uint64) {
 	d := dec{b: enc}
 	n := d.count()
 	for i := 0; i < n && d.err == nil; i++ {
+		kv := d.b
 		k := d.bstr()
 		vb := d.span(skipValue)
 		if d.err != nil {
 			return
+		}
+		kv = kv[:len(kv)-len(d.b)]
+		if scope == store.ScopeSpan {
+			// Time ranges of attributes are widened to the block's at
+			// export, so a known pair needs no further work.
+			if _, ok := c.seenKV[string(kv)]; ok {
+				continue
+			}
+			if len(c.seenKV) < 200_000 {
+				c.seenKV[string(kv)] = struct{}{}
+			}
 		}
 		a := m[string(k)]
 		if a == nil {
@@ -206,9 +221,11 @@ func (c *rawCatalog) add(r *rawSpan, svc, name string) {
 }
 
 func (c *rawCatalog) export(minT, maxT uint64) *catalogJSON {
-	for _, a := range c.attrs[store.ScopeResource] {
-		a.add(minT)
-		a.add(maxT)
+	for _, scope := range []store.Scope{store.ScopeSpan, store.ScopeResource} {
+		for _, a := range c.attrs[scope] {
+			a.add(minT)
+			a.add(maxT)
+		}
 	}
 	out := &catalogJSON{}
 	for n, s := range c.services {
@@ -371,7 +388,7 @@ func (b *blockBuilder) internBytes(p []byte) []byte {
 }
 
 // transcodeAttrs moves dedicated-key values into their columns and keeps
-// the rest, in order, in the blob (same layout as toRow).
+// the rest, in order, in the blob (placeholders keep the order exact).
 func (b *blockBuilder) transcodeAttrs(enc []byte, row *spanRow) {
 	d := dec{b: enc}
 	n := d.count()

@@ -319,13 +319,6 @@ func (w *wal) rotateSeg(ctx context.Context) (uint64, error) {
 	return r.seq, err
 }
 
-// currentSeq is the segment new records go to.
-func (w *wal) currentSeq() uint64 {
-	w.mu.Lock()
-	defer w.mu.Unlock()
-	return w.curSeq
-}
-
 // deleteBefore removes closed segments older than seq.
 func (w *wal) deleteBefore(seq uint64) error {
 	w.mu.Lock()
