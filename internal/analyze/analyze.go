@@ -1,6 +1,8 @@
 package analyze
 
 import (
+	"fmt"
+	"log/slog"
 	"sort"
 
 	"github.com/tracedx/tracedx/internal/model"
@@ -14,9 +16,11 @@ type Options struct {
 	History History
 }
 
-// Analyze diagnoses one trace: it runs the detectors, orders the findings
-// (most severe, then largest impact first) and adds the critical path and
-// the why chain.
+// Analyze diagnoses one trace: it builds the span tree once, runs the
+// detectors, stamps the trace id on their findings, orders them (most
+// severe, then largest impact first) and adds the critical path and the
+// why chain. A detector that panics on a malformed trace loses its
+// findings for that trace instead of taking the caller down.
 func Analyze(spans []model.Span, opts Options) Result {
 	if opts.Detectors == nil {
 		opts.Detectors = DefaultDetectors()
@@ -31,7 +35,7 @@ func Analyze(spans []model.Span, opts Options) Result {
 	}
 	env := &Env{History: opts.History}
 	for _, d := range opts.Detectors {
-		for _, f := range d.Detect(t, env) {
+		for _, f := range runDetector(d, t, env) {
 			f.TraceID = res.TraceID
 			if f.SpanIDs == nil {
 				f.SpanIDs = []string{}
@@ -44,12 +48,26 @@ func Analyze(spans []model.Span, opts Options) Result {
 		if a.Severity.Rank() != b.Severity.Rank() {
 			return a.Severity.Rank() > b.Severity.Rank()
 		}
-		return a.ImpactMS > b.ImpactMS
+		if a.ImpactMS != b.ImpactMS {
+			return a.ImpactMS > b.ImpactMS
+		}
+		return a.Kind < b.Kind
 	})
 	res.CriticalPath = t.CriticalPath().Steps(t)
 	if res.CriticalPath == nil {
 		res.CriticalPath = []PathStep{}
 	}
-	res.Why = whyChain(t, res.Findings)
+	res.Why = whyChain(t, res.Findings, opts.History)
 	return res
+}
+
+func runDetector(d Detector, t *Trace, env *Env) (out []Finding) {
+	defer func() {
+		if r := recover(); r != nil {
+			slog.Error("analyze: detector panicked; its findings for this trace are dropped",
+				"kind", d.Kind(), "trace_id", t.ID.String(), "panic", fmt.Sprint(r))
+			out = nil
+		}
+	}()
+	return d.Detect(t, env)
 }

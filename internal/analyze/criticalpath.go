@@ -21,7 +21,9 @@ type Segment struct {
 // asynchronously, its time is not the request's).
 type CriticalPath struct {
 	Segments []Segment // in time order
-	self     map[*Node]uint64
+	// self is indexed by Node.Index: a slice, not a map, because the path
+	// of a 10k-span trace touches thousands of nodes.
+	self []uint64
 }
 
 // CriticalPath returns the trace's critical path, computed once.
@@ -29,7 +31,10 @@ func (t *Trace) CriticalPath() *CriticalPath {
 	if t.cp != nil {
 		return t.cp
 	}
-	cp := &CriticalPath{self: map[*Node]uint64{}}
+	// A span's own time is split into at most one segment more than it has
+	// children on the path, so a path has fewer than 2N segments: one
+	// allocation suffices.
+	cp := &CriticalPath{self: make([]uint64, len(t.Nodes)), Segments: make([]Segment, 0, 2*len(t.Nodes)+1)}
 	if root := t.Root(); root != nil {
 		cp.walk(root, root.Start(), root.End())
 		// walk appends segments latest first.
@@ -107,14 +112,21 @@ func (cp *CriticalPath) add(n *Node, start, end uint64) {
 		return
 	}
 	cp.Segments = append(cp.Segments, Segment{Node: n, Start: start, End: end})
-	cp.self[n] += end - start
+	if n.Index >= 0 && n.Index < len(cp.self) {
+		cp.self[n.Index] += end - start
+	}
 }
 
 // SelfTime is the critical-path time spent in n itself.
-func (cp *CriticalPath) SelfTime(n *Node) uint64 { return cp.self[n] }
+func (cp *CriticalPath) SelfTime(n *Node) uint64 {
+	if n == nil || n.Index < 0 || n.Index >= len(cp.self) {
+		return 0
+	}
+	return cp.self[n.Index]
+}
 
 // OnPath reports whether n contributes any time to the critical path.
-func (cp *CriticalPath) OnPath(n *Node) bool { return cp.self[n] > 0 }
+func (cp *CriticalPath) OnPath(n *Node) bool { return cp.SelfTime(n) > 0 }
 
 // TimeUnder is the critical-path time spent in any of the given nodes or
 // their descendants; overlapping nodes are not counted twice.
@@ -169,17 +181,25 @@ func (cp *CriticalPath) Steps(t *Trace) []PathStep {
 		}
 		return NS(v - base)
 	}
-	seen := map[*Node]bool{}
-	var out []PathStep
+	seen := make([]bool, len(cp.self))
+	distinct := 0
 	for _, s := range cp.Segments {
-		if seen[s.Node] {
+		if !seen[s.Node.Index] {
+			seen[s.Node.Index] = true
+			distinct++
+		}
+	}
+	clear(seen)
+	out := make([]PathStep, 0, distinct)
+	for _, s := range cp.Segments {
+		if seen[s.Node.Index] {
 			continue
 		}
-		seen[s.Node] = true
+		seen[s.Node.Index] = true
 		sp := s.Node.Span
 		out = append(out, PathStep{
 			SpanID: sp.SpanID.String(), Service: sp.Service, Operation: sp.Name,
-			SelfMS: NS(cp.self[s.Node]), StartMS: off(sp.StartUnixNano), EndMS: off(sp.EndUnixNano), Depth: s.Node.Depth,
+			SelfMS: NS(cp.self[s.Node.Index]), StartMS: off(sp.StartUnixNano), EndMS: off(sp.EndUnixNano), Depth: s.Node.Depth,
 		})
 	}
 	return out

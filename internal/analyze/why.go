@@ -3,52 +3,118 @@ package analyze
 import (
 	"fmt"
 	"math"
+	"strings"
 
 	"github.com/tracedx/tracedx/internal/model"
 )
 
-// whyChain explains the trace in a few sentences, each with a number: from
-// the root, follow the critical path down while one child holds most of the
-// time, then name the finding that explains where the descent stopped.
-func whyChain(t *Trace, findings []Finding) []string {
+// maxDescent caps the "N % of that was …" sentences of a why chain.
+const maxDescent = 4
+
+// whyChain explains the trace in a few sentences, each with a number (the
+// five whys, done by the machine): how long the request took, then down
+// the critical path while one child holds most of the time, then the
+// failure's origin when the request failed, then the finding that explains
+// where the descent stopped and its fix.
+func whyChain(t *Trace, findings []Finding, h History) []string {
 	root := t.Root()
 	if root == nil {
 		return []string{}
 	}
+	if h == nil {
+		h = NoHistory{}
+	}
 	crit := critTotals(t)
 	var out []string
-	first := fmt.Sprintf("%s %s took %s", root.Span.Service, root.Span.Name, fmtDur(root.Duration()))
-	if root.Failed() {
-		first += " and failed"
+	first := fmt.Sprintf("%s took %s", nodeLabel(t, root), fmtDur(root.Duration()))
+	if Failed(root) {
+		if code, ok := HTTPStatus(root.Span); ok && code >= 400 {
+			first += fmt.Sprintf(" and failed with HTTP %d", code)
+		} else {
+			first += " and failed"
+		}
+	}
+	if d := t.Duration(); d > root.Duration()+root.Duration()/2 && d-root.Duration() >= 1e9 {
+		first += fmt.Sprintf("; with its asynchronous work the trace spans %s", fmtDur(d))
 	}
 	out = append(out, first+".")
 
-	cur := root
-	for steps := 0; steps < 5; steps++ {
+	// Descend: at each span, the child with most critical-path time, while
+	// it holds at least half of its parent's.
+	var path []*Node
+	for cur := root; ; {
 		var best *Node
 		for _, c := range cur.Children {
-			if best == nil || crit[c] > crit[best] {
+			if best == nil || crit[c.Index] > crit[best.Index] {
 				best = c
 			}
 		}
-		if best == nil || crit[cur] == 0 || float64(crit[best]) < 0.5*float64(crit[cur]) || crit[best] < 1e6 {
+		if best == nil || crit[cur.Index] == 0 || float64(crit[best.Index]) < 0.5*float64(crit[cur.Index]) || crit[best.Index] < 1e6 {
 			break
 		}
-		share := 100 * float64(crit[best]) / float64(crit[cur])
-		// A call and the server span it reached are one hop to a reader:
-		// say it once.
-		hop := (cur.Span.Kind == model.KindClient || cur.Span.Kind == model.KindProducer) && share >= 95
-		if !hop {
-			out = append(out, fmt.Sprintf("%.0f %% of that (%s) was %s %s.", math.Floor(share), fmtDur(crit[best]), best.Span.Service, best.Span.Name))
-		}
+		path = append(path, best)
 		cur = best
 	}
-	// The findings are sorted most severe and costly first.
-	if len(findings) > 0 {
-		f := findings[0]
-		s := fmt.Sprintf("Cause: %s", f.Title)
+	// Say each hop once: a call whose callee's entry span holds nearly all
+	// of it is named by the callee; keep service changes and the deepest
+	// span, and only the last few of them.
+	var steps []*Node
+	for i, n := range path {
+		if i+1 < len(path) && IsCall(n) && IsServiceEntry(path[i+1]) && float64(crit[path[i+1].Index]) >= 0.95*float64(crit[n.Index]) {
+			continue
+		}
+		if i+1 < len(path) && n.Span.Service == path[i+1].Span.Service && !IsCall(n) && !IsServiceEntry(n) &&
+			float64(crit[path[i+1].Index]) >= 0.95*float64(crit[n.Index]) {
+			continue // an internal wrapper around the next span
+		}
+		steps = append(steps, n)
+	}
+	if len(steps) > maxDescent {
+		steps = append(steps[:1:1], steps[len(steps)-(maxDescent-1):]...)
+	}
+	prev := root
+	for _, n := range steps {
+		share := 100 * float64(crit[n.Index]) / float64(max(crit[prev.Index], 1))
+		s := fmt.Sprintf("%.0f %% of that (%s) was %s", math.Min(99, math.Floor(share)), fmtDur(crit[n.Index]), nodeLabel(t, n))
+		if n == steps[len(steps)-1] {
+			s += usualTime(n, h)
+		}
+		out = append(out, s+".")
+		prev = n
+	}
+
+	// A failed request: say where the error started.
+	explained := map[string]bool{}
+	for _, f := range findings {
+		ev, ok := f.Evidence.(ErrorOriginEvidence)
+		if !ok || !ev.RootFailed {
+			continue
+		}
+		s := fmt.Sprintf("The error started in %s %s", ev.Origin.Service, ev.Origin.Operation)
+		if what := strings.Trim(ev.ExceptionType+": "+clipText(ev.ExceptionMessage, 90), ": "); what != "" {
+			s += ": " + what
+		}
+		if ev.PropagatedLayers > 0 {
+			s += fmt.Sprintf(" (%d layers passed it up, %d re-wrapped it)", ev.PropagatedLayers, ev.RewrappedLayers)
+		}
+		out = append(out, s+".")
+		explained[f.Kind] = true
+		if f.Fix != "" {
+			out = append(out, "Fix: "+f.Fix)
+		}
+		break
+	}
+
+	// The cause: the most severe, costliest finding about the spans where
+	// the descent ended (or, failing that, the first finding).
+	if f := causeFinding(t, findings, steps, explained); f != nil {
+		s := "Cause: " + f.Title
 		if f.ImpactMS >= 1 {
-			s += fmt.Sprintf(" — %s of the request could be saved", fmtDur(uint64(f.ImpactMS*1e6)))
+			of := "the request"
+			if f.ImpactMS*1e6 > float64(root.Duration()) {
+				of = "end-to-end time"
+			}
+			s += fmt.Sprintf(" — %s of %s could be saved", fmtDur(uint64(f.ImpactMS*1e6)), of)
 		}
 		out = append(out, s+".")
 		if f.Fix != "" {
@@ -58,21 +124,85 @@ func whyChain(t *Trace, findings []Finding) []string {
 	return out
 }
 
+func causeFinding(t *Trace, findings []Finding, steps []*Node, skip map[string]bool) *Finding {
+	var candidates []*Finding
+	for i := range findings {
+		if !skip[findings[i].Kind] {
+			candidates = append(candidates, &findings[i])
+		}
+	}
+	if len(candidates) == 0 {
+		return nil
+	}
+	if len(steps) > 0 {
+		deepest := steps[len(steps)-1]
+		for _, f := range candidates {
+			for _, id := range f.SpanIDs {
+				if n := nodeByHex(t, id); n != nil && (n == deepest || IsAncestor(deepest, n) || IsAncestor(n, deepest)) {
+					return f
+				}
+			}
+		}
+	}
+	if len(skip) > 0 && candidates[0].ImpactMS < 1 {
+		return nil // the failure is explained; a stray info finding is not a cause
+	}
+	return candidates[0]
+}
+
+func nodeByHex(t *Trace, id string) *Node {
+	sid, err := model.ParseSpanID(id)
+	if err != nil {
+		return nil
+	}
+	return t.ByID[sid]
+}
+
+// nodeLabel names a span for a sentence: "inventory GetStock", or for a
+// call that reached no instrumented callee "checkout → stripe POST /v1/charges".
+func nodeLabel(t *Trace, n *Node) string {
+	if IsDB(n) {
+		sys := DBSystem(n.Span)
+		return fmt.Sprintf("one %s %s", sys, clipText(DBShape(n.Span), 80))
+	}
+	if IsCall(n) {
+		return spanLabel(t, n)
+	}
+	return n.Span.Service + " " + clipText(displayOp(n), 80)
+}
+
+// usualTime compares a span with its usual duration when history knows it.
+func usualTime(n *Node, h History) string {
+	var b Baseline
+	var ok bool
+	if IsDB(n) {
+		b, ok = h.StatementDuration(DBSystem(n.Span), DBShape(n.Span))
+	} else {
+		b, ok = h.OperationDuration(n.Span.Service, n.Span.Name)
+	}
+	if !ok || b.P50MS <= 0 {
+		return ""
+	}
+	ratio := NS(n.Duration()) / b.P50MS
+	if ratio < 2 {
+		return fmt.Sprintf(", about its usual time (p50 %.0f ms)", b.P50MS)
+	}
+	return fmt.Sprintf(", %.0fx its usual time (p50 %.0f ms)", ratio, b.P50MS)
+}
+
 // critTotals returns, per node, the critical-path time spent in it and its
 // descendants, in one pass over the path and one over the tree.
-func critTotals(t *Trace) map[*Node]uint64 {
+func critTotals(t *Trace) []uint64 {
 	cp := t.CriticalPath()
-	total := make(map[*Node]uint64, len(cp.self))
-	for n, v := range cp.self {
-		total[n] = v
-	}
+	total := make([]uint64, len(t.Nodes))
+	copy(total, cp.self)
 	// Children before parents: walk in pre-order, then accumulate in reverse.
-	var order []*Node
+	order := make([]*Node, 0, len(t.Nodes))
 	t.Walk(func(n *Node) { order = append(order, n) })
 	for i := len(order) - 1; i >= 0; i-- {
 		n := order[i]
-		if n.Parent != nil {
-			total[n.Parent] += total[n]
+		if n.Parent != nil && total[n.Index] > 0 {
+			total[n.Parent.Index] += total[n.Index]
 		}
 	}
 	return total

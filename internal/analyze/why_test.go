@@ -7,33 +7,83 @@ import (
 	"github.com/tracedx/tracedx/internal/model"
 )
 
-func TestWhyChainFollowsCriticalPathToCause(t *testing.T) {
+type fakeHistory struct{ NoHistory }
+
+func (fakeHistory) StatementDuration(system, shape string) (Baseline, bool) {
+	if system == "postgresql" && strings.HasPrefix(shape, "SELECT qty FROM stock") {
+		return Baseline{P50MS: 190, P95MS: 260, Count: 5000}, true
+	}
+	return Baseline{}, false
+}
+
+func whySpans() []model.Span {
 	ms := uint64(1e6)
 	base := uint64(1_700_000_000_000_000_000)
-	sp := func(id, parent byte, svc, name string, kind model.SpanKind, start, end uint64) model.Span {
+	sp := func(id, parent byte, svc, name string, kind model.SpanKind, start, end uint64, attrs ...model.Attr) model.Span {
 		s := model.Span{TraceID: model.TraceID{1}, SpanID: model.SpanID{id}, Service: svc, Name: name, Kind: kind,
-			StartUnixNano: base + start*ms, EndUnixNano: base + end*ms}
+			StartUnixNano: base + start*ms, EndUnixNano: base + end*ms, Attrs: attrs}
 		if parent != 0 {
 			s.ParentSpanID = model.SpanID{parent}
 		}
 		return s
 	}
-	spans := []model.Span{
+	return []model.Span{
 		sp(1, 0, "checkout", "POST /checkout", model.KindServer, 0, 6100),
-		sp(2, 1, "checkout", "GET /stock", model.KindClient, 100, 5000),
-		sp(3, 2, "inventory", "GET /stock", model.KindServer, 110, 4990),
-		sp(4, 3, "inventory", "SELECT stock", model.KindClient, 150, 4950),
+		sp(2, 1, "checkout", "inventory.v1.Inventory/GetStock", model.KindClient, 100, 5000,
+			model.Attr{Key: "rpc.system", Value: model.Str("grpc")}, model.Attr{Key: "rpc.service", Value: model.Str("inventory.v1.Inventory")},
+			model.Attr{Key: "rpc.method", Value: model.Str("GetStock")}, model.Attr{Key: "server.address", Value: model.Str("inventory")}),
+		sp(3, 2, "inventory", "inventory.v1.Inventory/GetStock", model.KindServer, 110, 4990),
+		sp(4, 3, "inventory", "SELECT stock", model.KindClient, 150, 4950,
+			model.Attr{Key: "db.system", Value: model.Str("postgresql")},
+			model.Attr{Key: "db.statement", Value: model.Str("SELECT qty FROM stock WHERE sku = 'A-1' FOR UPDATE")}),
 		sp(5, 1, "checkout", "POST /charge", model.KindClient, 5000, 5100),
 	}
-	why := whyChain(NewTrace(spans), []Finding{{Title: "SELECT on stock took 4,800 ms", ImpactMS: 4700, Fix: "add an index"}})
+}
+
+func TestWhyChainFollowsCriticalPathToCause(t *testing.T) {
+	tr := NewTrace(whySpans())
+	why := whyChain(tr, []Finding{{Kind: "slow_query", Title: "SELECT on stock took 4,800 ms", ImpactMS: 4700, Fix: "add an index",
+		SpanIDs: []string{model.SpanID{4}.String()}}}, fakeHistory{})
 	text := strings.Join(why, "\n")
-	for _, want := range []string{"checkout POST /checkout took 6.1 s", "80 % of that (4.9 s) was checkout GET /stock",
-		"inventory SELECT stock", "Cause: SELECT on stock took 4,800 ms", "Fix: add an index"} {
+	for _, want := range []string{
+		"checkout POST /checkout took 6.1 s.",
+		"80 % of that (4.9 s) was inventory inventory.v1.Inventory/GetStock.",
+		"98 % of that (4.8 s) was one postgresql SELECT qty FROM stock WHERE sku = ? FOR UPDATE, 25x its usual time (p50 190 ms).",
+		"Cause: SELECT on stock took 4,800 ms — 4.7 s of the request could be saved.",
+		"Fix: add an index"} {
 		if !strings.Contains(text, want) {
 			t.Errorf("why chain lacks %q:\n%s", want, text)
 		}
 	}
-	if strings.Contains(text, "was inventory GET /stock") {
+	// The client→server hop is said once, by the callee.
+	if strings.Contains(text, "checkout → inventory") {
 		t.Errorf("the client→server hop must be said once:\n%s", text)
+	}
+}
+
+func TestWhyChainFailedRequestNamesOrigin(t *testing.T) {
+	res := Analyze(loadSpans(t, "../../testdata/traces/error_origin/positive-ml-model-oom.json"), Options{})
+	text := strings.Join(res.Why, "\n")
+	for _, want := range []string{"api-gateway GET /api/products/{id} took 1.4 s and failed with HTTP 500.",
+		"was ml-inference model.forward.",
+		"The error started in ml-inference model.forward: torch.cuda.OutOfMemoryError: CUDA out of memory",
+		"(7 layers passed it up"} {
+		if !strings.Contains(text, want) {
+			t.Errorf("why chain lacks %q:\n%s", want, text)
+		}
+	}
+	if n := strings.Count(text, " % of that"); n < 2 || n > maxDescent {
+		t.Errorf("%d descent steps:\n%s", n, text)
+	}
+}
+
+func TestWhyChainEmptyAndHealthy(t *testing.T) {
+	if got := whyChain(NewTrace(nil), nil, nil); len(got) != 0 {
+		t.Errorf("empty trace: %v", got)
+	}
+	spans := whySpans()[:1]
+	got := whyChain(NewTrace(spans), nil, nil)
+	if len(got) != 1 || got[0] != "checkout POST /checkout took 6.1 s." {
+		t.Errorf("single span: %v", got)
 	}
 }

@@ -11,6 +11,7 @@ import (
 	"sort"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"time"
 )
 
@@ -39,9 +40,11 @@ type Shop struct {
 	// service.version that brings an N+1.
 	ordersNext *service
 	deployed   bool
-	mu         sync.Mutex
-	queue      chan message
-	wg         sync.WaitGroup
+	// staleAuth counts token checks during auth_expiry_race.
+	staleAuth atomic.Uint64
+	mu        sync.Mutex
+	queue     chan message
+	wg        sync.WaitGroup
 }
 
 // Incidents lists the incidents the shop can produce, in schedule order.
@@ -90,6 +93,10 @@ func Start(ctx context.Context, opts Options) (*Shop, error) {
 
 // Close stops the services and flushes their spans.
 func (s *Shop) Close(ctx context.Context) {
+	// Connections the client dialled but never used look "new" to the
+	// servers, and http.Server.Shutdown waits 5 s for those; closing them
+	// from this side lets the shop stop at once.
+	s.client.CloseIdleConnections()
 	all := make([]*service, 0, len(s.services)+1)
 	for _, svc := range s.services {
 		all = append(all, svc)
@@ -186,7 +193,7 @@ func (s *Shop) Incident(ctx context.Context, name string) error {
 		s.deployed = true
 		s.mu.Unlock()
 		for i := 0; i < 5; i++ {
-			s.get(ctx, "", "/api/orders")
+			s.get(ctx, name, "/api/orders")
 		}
 	default:
 		return fmt.Errorf("unknown incident %q (known: %s)", name, strings.Join(Incidents, ", "))

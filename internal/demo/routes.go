@@ -78,7 +78,13 @@ func (s *Shop) routes() {
 		if st, err := gw.call(ctx, s.svc("auth"), "POST", "/verify", "/verify", time.Second); err != nil || st != http.StatusOK {
 			return http.StatusUnauthorized
 		}
-		_, _ = gw.call(ctx, s.svc("cart"), "GET", "/cart", "/cart", time.Second)
+		// The cart and the prices do not depend on each other: the
+		// healthy checkout asks for both at once (the sequential_calls
+		// incident is the dashboard, which does not).
+		parallel(
+			func() { _, _ = gw.call(ctx, s.svc("cart"), "GET", "/cart", "/cart", time.Second) },
+			func() { _, _ = gw.call(ctx, s.svc("pricing"), "GET", "/prices/{sku}", "/prices/SKU-1001", time.Second) },
+		)
 		// Inventory reservations are retried on 503: the retry policy is
 		// part of what the retry_storm incident shows.
 		var st int
@@ -93,7 +99,9 @@ func (s *Shop) routes() {
 		if err != nil || st >= 500 {
 			return http.StatusServiceUnavailable
 		}
-		_, _ = gw.call(ctx, s.svc("pricing"), "GET", "/prices/{sku}", "/prices/SKU-1001", time.Second)
+		// Totals, taxes and the payment request are computed from the
+		// reservation: local work between the two calls.
+		sleep(ctx, ms(8))
 		st, err = gw.call(ctx, s.svc("payment"), "POST", "/charge", "/charge", 1500*time.Millisecond)
 		if err != nil || st >= 500 {
 			return http.StatusGatewayTimeout
@@ -109,8 +117,11 @@ func (s *Shop) routes() {
 	})
 	auth.handle("POST", "/verify", func(ctx context.Context, r *http.Request) int {
 		auth.cacheGet(ctx, "session:{token}", true)
-		if incidentOf(ctx) == "auth_expiry_race" && rand.IntN(2) == 0 {
-			// A token refreshed by one instance and not yet seen by another.
+		if incidentOf(ctx) == "auth_expiry_race" && s.staleAuth.Add(1)%2 == 0 {
+			// A token refreshed by one instance and not yet seen by the
+			// other: requests alternate between the two, so every second
+			// one is refused (deterministic, so the incident always shows
+			// both successes and failures).
 			return http.StatusUnauthorized
 		}
 		sleep(ctx, ms(5))
@@ -293,7 +304,6 @@ type message struct {
 	headers  http.Header
 	sentAt   time.Time
 	incident string
-	attempt  int
 }
 
 // produce publishes a message with a PRODUCER span.

@@ -202,7 +202,6 @@ func ToTraces(spans []model.Span) ptrace.Traces {
 	}
 	resIdx := map[string]ptrace.ResourceSpans{}
 	scopeIdx := map[scopeKey]ptrace.SpanSlice{}
-	var resOrder []string
 	for i := range spans {
 		s := &spans[i]
 		rk := resourceKey(s)
@@ -214,7 +213,6 @@ func ToTraces(spans []model.Span) ptrace.Traces {
 				rs.Resource().Attributes().PutStr("service.name", s.Service)
 			}
 			resIdx[rk] = rs
-			resOrder = append(resOrder, rk)
 		}
 		sk := scopeKey{rk, s.ScopeName, s.ScopeVersion}
 		ss, ok := scopeIdx[sk]

@@ -9,6 +9,8 @@ import (
 	"flag"
 	"fmt"
 	"log/slog"
+	"net/http"
+	_ "net/http/pprof" // profiling endpoints when TRACEDX_PPROF_ADDR is set
 	"os"
 	"os/signal"
 	"sync/atomic"
@@ -34,6 +36,9 @@ func main() {
 	httpAddr := flag.String("otlp-http-addr", "127.0.0.1:4318", "OTLP/HTTP address")
 	flag.Parse()
 	log := slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: slog.LevelWarn}))
+	if addr := os.Getenv("TRACEDX_PPROF_ADDR"); addr != "" {
+		go func() { log.Warn("pprof listener", "err", http.ListenAndServe(addr, nil)) }()
+	}
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 	defer stop()
 

@@ -294,6 +294,8 @@ type blockBuilder struct {
 	in        interner
 	resIntern map[string][]byte
 	rcat      *rawCatalog
+	arena     []byte // see keep
+	dedCache  [32]dedSlot
 }
 
 type countingWriter struct {
@@ -309,6 +311,22 @@ func (c *countingWriter) Write(p []byte) (int, error) {
 
 var zstdCodec = &pzstd.Codec{Level: pzstd.SpeedDefault}
 
+// writerOptions configure block writers. Page bounds (min/max per page in
+// the column index) are skipped for every column: no read uses them (rows
+// are sorted by trace id and found through the block index), and computing
+// them is a sizeable part of writing.
+var writerOptions = func() []parquet.WriterOption {
+	opts := []parquet.WriterOption{
+		parquet.Compression(zstdCodec),
+		parquet.MaxRowsPerRowGroup(rowsPerRowGroup),
+		parquet.PageBufferSize(pageBufferSize),
+	}
+	for _, path := range parquet.SchemaOf(spanRow{}).Columns() {
+		opts = append(opts, parquet.SkipPageBounds(path...))
+	}
+	return opts
+}()
+
 func newBlockBuilder(ctx context.Context, st BlockStorage, id string, level int) (*blockBuilder, error) {
 	bw, err := st.Create(ctx, id)
 	if err != nil {
@@ -320,11 +338,7 @@ func newBlockBuilder(ctx context.Context, st BlockStorage, id string, level int)
 		return nil, err
 	}
 	cw := &countingWriter{w: data}
-	w := parquet.NewGenericWriter[spanRow](cw,
-		parquet.Compression(zstdCodec),
-		parquet.MaxRowsPerRowGroup(rowsPerRowGroup),
-		parquet.PageBufferSize(pageBufferSize),
-	)
+	w := parquet.NewGenericWriter[spanRow](cw, writerOptions...)
 	return &blockBuilder{
 		bw: bw, data: data, cw: cw, w: w,
 		meta: blockMeta{Version: blockFormatVersion, ID: id, Level: level},
@@ -346,6 +360,9 @@ func (b *blockBuilder) flushRows() error {
 	}
 	clear(b.rows)
 	b.rows = b.rows[:0]
+	// The rows are gone; the arena's current array may be written over.
+	// (Earlier arrays were dropped when it grew.)
+	b.arena = b.arena[:0]
 	return nil
 }
 

@@ -1,6 +1,7 @@
 package engine
 
 import (
+	"bytes"
 	"encoding/binary"
 	"errors"
 	"fmt"
@@ -29,6 +30,35 @@ func (e *enc) raw(p []byte)     { e.b = append(e.b, p...) }
 type dec struct {
 	b   []byte
 	err error
+	// a, when set, makes decoding cheaper for whole traces: strings are
+	// substrings of one copy of the input, attribute lists come out of
+	// shared backing arrays, and a resource equal to the previous span's
+	// is shared.
+	a *decArena
+}
+
+type decArena struct {
+	src    string // copy of the input; substrings of it are returned
+	srcLen int    // len of the input: offset of d.b is srcLen-len(d.b)
+	attrs  []model.Attr
+	// recent resources (a trace has one per service), most recent first
+	resRaw [4][]byte
+	res    [4]model.Attrs
+}
+
+func newDecArena(p []byte) *decArena { return &decArena{src: string(p), srcLen: len(p)} }
+
+// take returns n attribute slots, capacity-capped so an append by a
+// consumer cannot overwrite the neighbour.
+func (a *decArena) take(n int) model.Attrs {
+	if cap(a.attrs)-len(a.attrs) < n {
+		// Encoded attributes take ~40 bytes each, so this is about what
+		// the current span and the rest of the input need.
+		a.attrs = make([]model.Attr, 0, max(16, n+(len(a.src)-a.srcLen)/48))
+	}
+	s := a.attrs[len(a.attrs) : len(a.attrs)+n : len(a.attrs)+n]
+	a.attrs = a.attrs[:len(a.attrs)+n]
+	return model.Attrs(s)
 }
 
 func (d *dec) fail() {
@@ -83,6 +113,11 @@ func (d *dec) str() string {
 	if n > uint64(len(d.b)) {
 		d.fail()
 		return ""
+	}
+	if d.a != nil {
+		off := d.a.srcLen - len(d.b)
+		d.b = d.b[n:]
+		return d.a.src[off : off+int(n)]
 	}
 	return string(d.rawN(int(n)))
 }
@@ -168,7 +203,12 @@ func decAttrs(d *dec) model.Attrs {
 	if n == 0 {
 		return nil
 	}
-	a := make(model.Attrs, n)
+	var a model.Attrs
+	if d.a != nil {
+		a = d.a.take(n)
+	} else {
+		a = make(model.Attrs, n)
+	}
 	for i := range a {
 		a[i].Key = d.str()
 		a[i].Value = decValue(d)
@@ -230,7 +270,12 @@ func decLinks(d *dec) []model.Link {
 }
 
 // appendSpan appends the full encoding of s.
-func appendSpan(b []byte, s *model.Span) []byte {
+func appendSpan(b []byte, s *model.Span) []byte { return appendSpanRes(b, s, nil) }
+
+// appendSpanRes is appendSpan with s.Resource already encoded (by encAttrs)
+// in res, when res is not nil: spans of one batch usually share a few
+// resources, which need encoding only once.
+func appendSpanRes(b []byte, s *model.Span, res []byte) []byte {
 	e := enc{b: b}
 	e.raw(s.TraceID[:])
 	e.raw(s.SpanID[:])
@@ -246,7 +291,11 @@ func appendSpan(b []byte, s *model.Span) []byte {
 	e.str(s.Service)
 	e.str(s.ScopeName)
 	e.str(s.ScopeVersion)
-	encAttrs(&e, s.Resource)
+	if res != nil {
+		e.raw(res)
+	} else {
+		encAttrs(&e, s.Resource)
+	}
 	encAttrs(&e, s.Attrs)
 	encEvents(&e, s.Events, s.StartUnixNano)
 	encLinks(&e, s.Links)
@@ -259,7 +308,43 @@ func appendSpan(b []byte, s *model.Span) []byte {
 // decodeSpan decodes one span produced by appendSpan; p must hold exactly
 // one span.
 func decodeSpan(p []byte, s *model.Span) error {
-	d := dec{b: p}
+	return decodeSpanArena(p, s, nil)
+}
+
+// decResource decodes a resource; with an arena, spans with the same
+// encoded resource as the previous one share its (immutable) attributes.
+func decResource(d *dec) model.Attrs {
+	if d.a == nil {
+		return decAttrs(d)
+	}
+	raw := d.span(skipAttrs)
+	if d.err != nil {
+		return nil
+	}
+	for i, r := range d.a.resRaw {
+		if r != nil && bytes.Equal(raw, r) {
+			return d.a.res[i]
+		}
+	}
+	// Decode the same bytes again; raw ends where d.b starts, which is
+	// what the arena's end offset must say meanwhile.
+	sub := dec{b: raw, a: d.a}
+	end := d.a.srcLen
+	d.a.srcLen = end - len(d.b)
+	res := decAttrs(&sub)
+	d.a.srcLen = end
+	if sub.err != nil {
+		d.fail()
+		return nil
+	}
+	copy(d.a.resRaw[1:], d.a.resRaw[:3])
+	copy(d.a.res[1:], d.a.res[:3])
+	d.a.resRaw[0], d.a.res[0] = raw, res
+	return res
+}
+
+func decodeSpanArena(p []byte, s *model.Span, a *decArena) error {
+	d := dec{b: p, a: a}
 	copy(s.TraceID[:], d.rawN(16))
 	copy(s.SpanID[:], d.rawN(8))
 	copy(s.ParentSpanID[:], d.rawN(8))
@@ -274,7 +359,7 @@ func decodeSpan(p []byte, s *model.Span) error {
 	s.Service = d.str()
 	s.ScopeName = d.str()
 	s.ScopeVersion = d.str()
-	s.Resource = decAttrs(&d)
+	s.Resource = decResource(&d)
 	s.Attrs = decAttrs(&d)
 	s.Events = decEvents(&d, s.StartUnixNano)
 	s.Links = decLinks(&d)
@@ -292,13 +377,52 @@ func decodeSpan(p []byte, s *model.Span) error {
 
 // appendFramed appends a span prefixed with its encoded length, the framing
 // used inside WAL records and head buffers.
-func appendFramed(b []byte, s *model.Span) []byte {
+func appendFramed(b []byte, s *model.Span) []byte { return appendFramedRes(b, s, nil) }
+
+func appendFramedRes(b []byte, s *model.Span, res []byte) []byte {
 	// Reserve a fixed 4-byte length so the span can be encoded in place.
 	off := len(b)
 	b = append(b, 0, 0, 0, 0)
-	b = appendSpan(b, s)
+	b = appendSpanRes(b, s, res)
 	binary.LittleEndian.PutUint32(b[off:], uint32(len(b)-off-4))
 	return b
+}
+
+// resEncCache remembers the encodings of the resources met in one batch,
+// keyed by the identity of their attribute slices (converters share one
+// slice between the spans of a resource).
+type resEncCache struct {
+	keys []*model.Attr
+	lens []int
+	enc  [][]byte
+	buf  enc
+}
+
+func (c *resEncCache) reset() {
+	c.keys, c.lens, c.enc = c.keys[:0], c.lens[:0], c.enc[:0]
+	c.buf.b = c.buf.b[:0]
+}
+
+func (c *resEncCache) get(res model.Attrs) []byte {
+	if len(res) == 0 {
+		return nil // encAttrs of nothing is one byte; not worth caching
+	}
+	k := &res[0]
+	for i := range c.keys {
+		if c.keys[i] == k && c.lens[i] == len(res) {
+			return c.enc[i]
+		}
+	}
+	if len(c.keys) >= 16 {
+		return nil
+	}
+	start := len(c.buf.b)
+	encAttrs(&c.buf, res)
+	// buf may move when it grows; earlier entries keep their old backing
+	// arrays, which stay valid.
+	e := c.buf.b[start:len(c.buf.b):len(c.buf.b)]
+	c.keys, c.lens, c.enc = append(c.keys, k), append(c.lens, len(res)), append(c.enc, e)
+	return e
 }
 
 // forEachFramed calls fn with each framed span payload in p.
@@ -321,9 +445,26 @@ func forEachFramed(p []byte, fn func(span []byte) error) error {
 
 // decodeFramed decodes every framed span in p.
 func decodeFramed(p []byte, out []model.Span) ([]model.Span, error) {
-	err := forEachFramed(p, func(b []byte) error {
+	if len(p) == 0 {
+		return out, nil
+	}
+	a := newDecArena(p)
+	for off := 0; off < len(p); {
+		if len(p)-off < 4 {
+			return out, fmt.Errorf("framed span header: %w", errCorrupt)
+		}
+		n := int(binary.LittleEndian.Uint32(p[off:]))
+		if n > len(p)-off-4 {
+			return out, fmt.Errorf("framed span of %d bytes past end: %w", n, errCorrupt)
+		}
+		end := off + 4 + n
+		// The arena finds a string's offset in p from where the span ends.
+		a.srcLen = end
 		out = append(out, model.Span{})
-		return decodeSpan(b, &out[len(out)-1])
-	})
-	return out, err
+		if err := decodeSpanArena(p[off+4:end], &out[len(out)-1], a); err != nil {
+			return out, err
+		}
+		off = end
+	}
+	return out, nil
 }

@@ -44,9 +44,10 @@ type Options struct {
 	// (default 1s, or IdleTimeout/4 when that is shorter).
 	FlushInterval time.Duration
 	// HeadMaxBytes bounds the memory of spans not yet in blocks (head plus
-	// the cut being written). Above half of it, traces are cut to blocks
-	// before they are idle; above it, Write returns store.ErrOverloaded
-	// (default 128 MiB).
+	// the cut being written). Above a quarter of it, traces are cut to
+	// blocks before they are idle (they wait for completion compressed, in
+	// at most another quarter); above it, Write returns
+	// store.ErrOverloaded (default 128 MiB).
 	HeadMaxBytes int64
 	// BlockMaxSpans is the target size of compacted blocks (default 2M).
 	BlockMaxSpans int64
@@ -137,12 +138,16 @@ type Engine struct {
 	flushing []map[model.TraceID]*headTrace
 
 	// pending holds traces cut before they were idle (memory pressure):
-	// they complete later, read back from blocks.
+	// they complete later, from the cold tier (or read back from blocks).
 	pendingMu sync.Mutex
-	pending   map[model.TraceID]int64
+	pending   map[model.TraceID]*pendingTrace
+	cold      coldTier
 	nPending  atomic.Int64
 
 	flushingBytes atomic.Int64
+
+	cutMu   sync.Mutex
+	cutDone chan struct{} // closed (and replaced) whenever a cut ends
 
 	completions chan completion
 	flushNow    chan struct{}
@@ -154,6 +159,9 @@ type Engine struct {
 	closed      atomic.Bool
 
 	spansWritten, batches, overloaded, completed, flushed, compactions, retained, bgErrors atomic.Uint64
+	// readBacks counts early-cut traces completed by reading blocks back
+	// because the cold tier did not hold them whole.
+	readBacks atomic.Uint64
 }
 
 type completion struct {
@@ -181,13 +189,15 @@ func Open(ctx context.Context, opts Options) (*Engine, error) {
 		return nil, err
 	}
 	e := &Engine{
+		cold:        coldTier{budget: opts.HeadMaxBytes / 4},
 		opts:        opts,
 		log:         opts.Logger.With("component", "store"),
 		head:        newHead(),
 		cat:         newCatalog(),
 		lock:        lock,
-		pending:     map[model.TraceID]int64{},
+		pending:     map[model.TraceID]*pendingTrace{},
 		completions: make(chan completion, 1024),
+		cutDone:     make(chan struct{}),
 		flushNow:    make(chan struct{}, 1),
 	}
 	fail := func(err error) (*Engine, error) {
@@ -353,6 +363,7 @@ var framePool = sync.Pool{New: func() any { return new(frameBuf) }}
 type frameBuf struct {
 	b    []byte
 	offs []int
+	res  resEncCache
 }
 
 // Write makes spans durable (WAL + fsync, shared with concurrent writers)
@@ -367,11 +378,19 @@ func (e *Engine) Write(ctx context.Context, spans []model.Span) error {
 	// Traces being written to a block still occupy memory until the block
 	// is published, so they count against the budget too.
 	hb := e.head.bytes.Load() + e.flushingBytes.Load()
-	if hb > e.opts.HeadMaxBytes/2 {
+	if hb > e.softHeadBytes() {
 		e.kickFlush()
 		if hb > e.opts.HeadMaxBytes {
 			e.overloaded.Add(1)
 			return store.ErrOverloaded
+		}
+		if hb > e.opts.HeadMaxBytes/2 {
+			// Write stall: past half the budget, ingest outruns the cuts.
+			// Waiting for the running cut (briefly) paces writers to the
+			// rate blocks are written and leaves the CPU to the cut, where
+			// failing fast would let clients retry at once and spend it on
+			// decoding requests that are then refused.
+			e.waitForCut(ctx, writeStallMax)
 		}
 	}
 	fb := framePool.Get().(*frameBuf)
@@ -381,10 +400,13 @@ func (e *Engine) Write(ctx context.Context, spans []model.Span) error {
 		}
 	}()
 	fb.b, fb.offs = fb.b[:0], append(fb.offs[:0], 0)
+	fb.res.reset()
 	for i := range spans {
-		fb.b = appendFramed(fb.b, &spans[i])
+		fb.b = appendFramedRes(fb.b, &spans[i], fb.res.get(spans[i].Resource))
 		fb.offs = append(fb.offs, len(fb.b))
 	}
+	fb.res.reset() // drop references to the caller's resources
+	clear(fb.res.keys[:cap(fb.res.keys)])
 	e.ingestMu.RLock()
 	seg, err := e.wal.append(ctx, fb.b)
 	if err != nil {
@@ -398,16 +420,41 @@ func (e *Engine) Write(ctx context.Context, spans []model.Span) error {
 		e.pendingMu.Lock()
 		for i := range spans {
 			// Back in the head: it completes from there (merged with its
-			// blocks) when idle.
-			delete(e.pending, spans[i].TraceID)
+			// cold parts or blocks) when idle.
+			if p := e.pending[spans[i].TraceID]; p != nil {
+				p.inHead = true
+			}
 		}
-		e.nPending.Store(int64(len(e.pending)))
 		e.pendingMu.Unlock()
 	}
 	e.cat.addServices(spans)
 	e.spansWritten.Add(uint64(len(spans)))
 	e.batches.Add(1)
 	return nil
+}
+
+// writeStallMax bounds how long a Write waits for a cut under memory
+// pressure before going ahead (it is still refused above HeadMaxBytes).
+const writeStallMax = 250 * time.Millisecond
+
+func (e *Engine) waitForCut(ctx context.Context, d time.Duration) {
+	e.cutMu.Lock()
+	ch := e.cutDone
+	e.cutMu.Unlock()
+	t := time.NewTimer(d)
+	defer t.Stop()
+	select {
+	case <-ch:
+	case <-t.C:
+	case <-ctx.Done():
+	}
+}
+
+func (e *Engine) signalCut() {
+	e.cutMu.Lock()
+	close(e.cutDone)
+	e.cutDone = make(chan struct{})
+	e.cutMu.Unlock()
 }
 
 func (e *Engine) kickFlush() {

@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"context"
 	"fmt"
+	"runtime"
 	"slices"
 	"sort"
 	"time"
@@ -32,9 +33,13 @@ func (e *Engine) flushLoop(ctx context.Context) {
 
 func (e *Engine) completionLoop() {
 	defer e.cwg.Done()
+	n := 0
 	for c := range e.completions {
 		if e.opts.OnTraceComplete == nil {
 			continue
+		}
+		if n++; n%32 == 0 && !e.underPressure() {
+			runtime.Gosched() // background work: let ingest go first
 		}
 		if c.buf != nil {
 			// Decoding happens here, off the flush path.
@@ -69,9 +74,9 @@ func (e *Engine) flushOnce(ctx context.Context) error {
 	now := time.Now().UnixNano()
 	idleBefore := now - int64(e.opts.IdleTimeout)
 	forceBefore := idleBefore
-	if e.head.bytes.Load() > e.opts.HeadMaxBytes/2 {
+	if e.underPressure() {
 		// Under pressure take everything not touched very recently; those
-		// traces complete later, read back from the blocks.
+		// traces complete later, from the cold tier.
 		forceBefore = now - int64(min(e.opts.IdleTimeout/10, 250*time.Millisecond))
 	}
 	return e.cutToBlock(ctx, func(t *headTrace) bool { return t.lastSeen <= forceBefore }, idleBefore)
@@ -92,6 +97,7 @@ func (e *Engine) cutToBlock(ctx context.Context, pick func(t *headTrace) bool, i
 		e.flushing = append(e.flushing, cut)
 		e.flushingBytes.Add(cutBytes)
 	}
+	var early []model.TraceID
 	if e.opts.OnTraceComplete != nil {
 		// Traces cut before they are idle complete later. Registering them
 		// before the head can receive more of their spans makes Write see
@@ -99,7 +105,14 @@ func (e *Engine) cutToBlock(ctx context.Context, pick func(t *headTrace) bool, i
 		e.pendingMu.Lock()
 		for id, t := range cut {
 			if t.lastSeen > idleBefore {
-				e.pending[id] = t.lastSeen
+				p := e.pending[id]
+				if p == nil {
+					p = &pendingTrace{}
+					e.pending[id] = p
+				}
+				p.inHead = false
+				p.lastSeen = t.lastSeen
+				early = append(early, id)
 			}
 		}
 		e.nPending.Store(int64(len(e.pending)))
@@ -109,7 +122,13 @@ func (e *Engine) cutToBlock(ctx context.Context, pick func(t *headTrace) bool, i
 	if len(cut) == 0 {
 		return nil
 	}
-	defer e.flushingBytes.Add(-cutBytes)
+	if len(early) > 0 {
+		e.keepCold(cut, early)
+	}
+	defer func() {
+		e.flushingBytes.Add(-cutBytes)
+		e.signalCut()
+	}()
 	err := e.writeCut(ctx, cut, idleBefore)
 	e.mu.Lock()
 	e.removeFlushingLocked(cut) // no-op when writeCut published the block
@@ -135,6 +154,18 @@ func (e *Engine) cutToBlock(ctx context.Context, pick func(t *headTrace) bool, i
 		return err
 	}
 	return e.truncateWAL(ctx)
+}
+
+// softHeadBytes is where memory pressure starts: above it, traces are cut
+// before they are idle. A quarter of HeadMaxBytes keeps memory low at
+// rates the engine sustains (early cuts cost little since completion
+// reads from the cold tier, not from blocks); the rest absorbs bursts.
+func (e *Engine) softHeadBytes() int64 { return e.opts.HeadMaxBytes / 4 }
+
+// underPressure reports whether unflushed spans use more than the soft
+// limit.
+func (e *Engine) underPressure() bool {
+	return e.head.bytes.Load()+e.flushingBytes.Load() > e.softHeadBytes()
 }
 
 func (e *Engine) removeFlushingLocked(cut map[model.TraceID]*headTrace) {
@@ -182,21 +213,47 @@ func (e *Engine) writeCut(ctx context.Context, cut map[model.TraceID]*headTrace,
 		return err
 	}
 	var done []completion
-	for _, id := range ids {
+	var cr coldReader
+	for k, id := range ids {
+		if k%128 == 127 && !e.underPressure() {
+			// Cuts are long CPU-bound runs; with few cores they would hold
+			// a processor for whole time slices while ingest requests wait
+			// to be read and acknowledged. Under memory pressure the cut
+			// is what frees memory, so it goes first.
+			runtime.Gosched()
+		}
 		t := cut[id]
 		if e.opts.OnTraceComplete != nil {
 			if t.lastSeen <= idleBefore {
 				c := completion{id: id, buf: t.buf, n: t.n}
 				// A trace that also has spans in blocks (late spans, or an
-				// earlier forced cut) completes with all of them.
-				for _, b := range older {
-					if i := b.idx.find(id); i >= 0 {
-						more, err := b.readTrace(i)
-						if err != nil {
-							bb.abort()
-							return err
+				// earlier forced cut) completes with all of them: from the
+				// cold tier when it holds them all, else read back.
+				fromCold := false
+				e.pendingMu.Lock()
+				if p := e.pending[id]; p != nil {
+					if p.complete() {
+						if buf, n, err := cr.framed(p.parts); err == nil {
+							c.buf = append(buf, t.buf...)
+							c.n += n
+							fromCold = true
 						}
-						c.spans = append(c.spans, more...)
+					}
+					e.cold.release(p.parts)
+					delete(e.pending, id)
+					e.nPending.Store(int64(len(e.pending)))
+				}
+				e.pendingMu.Unlock()
+				if !fromCold {
+					for _, b := range older {
+						if i := b.idx.find(id); i >= 0 {
+							more, err := b.readTrace(i)
+							if err != nil {
+								bb.abort()
+								return err
+							}
+							c.spans = append(c.spans, more...)
+						}
 					}
 				}
 				done = append(done, c)
@@ -242,24 +299,114 @@ func (e *Engine) sendCompletions(ctx context.Context, cs []completion) {
 	}
 }
 
+// keepCold packs the spans of traces cut before they were idle into the
+// cold tier, so they complete later without reading blocks back. A trace
+// that already had spans in blocks before this cut is marked to complete by
+// read-back instead (its parts would miss those spans). Callers hold
+// flushMu.
+func (e *Engine) keepCold(cut map[model.TraceID]*headTrace, early []model.TraceID) {
+	e.mu.RLock()
+	blocks := e.blocks
+	olderIn := make(map[model.TraceID]bool)
+	for _, id := range early {
+		for _, b := range blocks {
+			if b.idx.find(id) >= 0 {
+				olderIn[id] = true
+				break
+			}
+		}
+	}
+	e.mu.RUnlock()
+	cb := coldBuilder{flush: func(c *coldChunk, ids []model.TraceID, refs []coldRef) {
+		e.pendingMu.Lock()
+		defer e.pendingMu.Unlock()
+		for i, id := range ids {
+			p := e.pending[id]
+			if p == nil {
+				c.live--
+				continue
+			}
+			if olderIn[id] && len(p.parts) == 0 {
+				p.older = true
+			}
+			p.parts = append(p.parts, refs[i])
+		}
+		e.cold.add(c)
+		if c.live <= 0 {
+			e.cold.drop(c)
+			e.cold.trim()
+		}
+	}}
+	// Chunks hold traces of similar age, so they go idle together and a
+	// completion pass decompresses few chunks.
+	sort.Slice(early, func(i, j int) bool { return cut[early[i]].lastSeen < cut[early[j]].lastSeen })
+	for _, id := range early {
+		t := cut[id]
+		cb.add(id, t.buf, t.n)
+	}
+	cb.finish()
+}
+
 // completePending completes traces that were cut early (memory pressure)
-// once they are idle. Their spans are read back from blocks in batches: a
-// block holding many of them is scanned once instead of sought per trace.
+// once they are idle: from the cold tier, or, for traces it does not fully
+// hold, read back from blocks in batches (a block holding many of them is
+// scanned once instead of sought per trace).
 func (e *Engine) completePending(ctx context.Context) {
 	if e.nPending.Load() == 0 || e.opts.OnTraceComplete == nil {
 		return
 	}
 	idleBefore := time.Now().UnixNano() - int64(e.opts.IdleTimeout)
 	var ready []model.TraceID
+	type coldDone struct {
+		id    model.TraceID
+		parts []coldRef
+	}
+	var fromCold []coldDone
 	e.pendingMu.Lock()
-	for id, last := range e.pending {
-		if last <= idleBefore {
-			ready = append(ready, id)
-			delete(e.pending, id)
+	for id, p := range e.pending {
+		if p.inHead || p.lastSeen > idleBefore {
+			continue
 		}
+		delete(e.pending, id)
+		if p.complete() {
+			fromCold = append(fromCold, coldDone{id, p.parts})
+			continue
+		}
+		e.cold.release(p.parts)
+		ready = append(ready, id)
 	}
 	e.nPending.Store(int64(len(e.pending)))
 	e.pendingMu.Unlock()
+
+	// Chunk order: each chunk is decompressed once and dropped when passed.
+	sort.Slice(fromCold, func(i, j int) bool { return fromCold[i].parts[0].c.seq < fromCold[j].parts[0].c.seq })
+	var cr coldReader
+	for len(fromCold) > 0 && ctx.Err() == nil {
+		// Batches bound the decompressed bytes in memory; chunks are only
+		// dropped under flushMu, so none vanishes while it is read.
+		n := min(len(fromCold), 512)
+		batch := make([]completion, 0, n)
+		e.flushMu.Lock()
+		for _, c := range fromCold[:n] {
+			cr.forget(c.parts[0].c.seq)
+			buf, k, err := cr.framed(c.parts)
+			if err != nil {
+				ready = append(ready, c.id) // evicted meanwhile: read back
+			} else {
+				batch = append(batch, completion{id: c.id, buf: buf, n: k})
+			}
+		}
+		e.pendingMu.Lock()
+		for _, c := range fromCold[:n] {
+			e.cold.release(c.parts)
+		}
+		e.pendingMu.Unlock()
+		e.flushMu.Unlock()
+		fromCold = fromCold[n:]
+		e.sendCompletions(ctx, batch)
+	}
+
+	e.readBacks.Add(uint64(len(ready)))
 	for len(ready) > 0 && ctx.Err() == nil {
 		n := min(len(ready), 4096)
 		if err := e.completeBatch(ctx, ready[:n]); err != nil && ctx.Err() == nil {

@@ -105,8 +105,14 @@ func (h *head) shard(id model.TraceID) *headShard { return &h.shards[id[15]%head
 // insert adds spans whose framed encodings are enc[offs[i]:offs[i+1]].
 func (h *head) insert(spans []model.Span, enc []byte, offs []int, seg uint64, now int64) {
 	var grew int64
-	for i := range spans {
+	for i := 0; i < len(spans); {
 		s := &spans[i]
+		// Spans of one trace usually come in runs (converters keep the
+		// order of the request): one lock and lookup per run.
+		j := i + 1
+		for j < len(spans) && spans[j].TraceID == s.TraceID {
+			j++
+		}
 		sh := h.shard(s.TraceID)
 		sh.mu.Lock()
 		t := sh.traces[s.TraceID]
@@ -116,9 +122,15 @@ func (h *head) insert(spans []model.Span, enc []byte, offs []int, seg uint64, no
 			h.traces.Add(1)
 		}
 		before := t.size()
-		t.add(s, enc[offs[i]:offs[i+1]], seg, now)
+		if need := offs[j] - offs[i]; cap(t.buf)-len(t.buf) < need {
+			t.buf = append(make([]byte, 0, len(t.buf)+need+len(t.buf)/4), t.buf...)
+		}
+		for k := i; k < j; k++ {
+			t.add(&spans[k], enc[offs[k]:offs[k+1]], seg, now)
+		}
 		grew += t.size() - before
 		sh.mu.Unlock()
+		i = j
 	}
 	h.bytes.Add(grew)
 	h.spans.Add(int64(len(spans)))

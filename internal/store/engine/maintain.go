@@ -2,12 +2,15 @@ package engine
 
 import (
 	"bytes"
+	"cmp"
 	"container/heap"
 	"context"
 	"encoding/json"
 	"errors"
 	"fmt"
 	"iter"
+	"runtime"
+	"slices"
 	"sort"
 	"time"
 
@@ -217,7 +220,10 @@ func (e *Engine) mergeBlocks(ctx context.Context, in []*block, level int) (*bloc
 		}
 	}
 	var frags []mergedRow
-	for h.Len() > 0 {
+	for n := 0; h.Len() > 0; n++ {
+		if n%128 == 127 {
+			runtime.Gosched() // background work: let ingest go first
+		}
 		top := heap.Pop(h).(*mergeSrc)
 		id := top.cur[0].TraceID
 		frags = appendFragment(frags[:0], top.cur)
@@ -293,7 +299,7 @@ func (b *blockBuilder) addRows(rows []mergedRow) error {
 		return fmt.Errorf("block builder: trace %s out of order", id)
 	}
 	b.any, b.last = true, id
-	sort.SliceStable(rows, func(i, j int) bool { return rows[i].start < rows[j].start })
+	slices.SortStableFunc(rows, func(x, y mergedRow) int { return cmp.Compare(x.start, y.start) })
 	// Summary, exactly as model.Summarize computes it.
 	ts := model.TraceSummary{TraceID: id}
 	var rootStart uint64
@@ -342,7 +348,7 @@ func (b *blockBuilder) addRows(rows []mergedRow) error {
 			if j, ok := b.pos[m.parent]; ok && j != i {
 				row.ParentIdx = int32(j + 1)
 			} else {
-				row.ParentID = append([]byte(nil), m.parent[:]...)
+				row.ParentID = b.keep(m.parent[:])
 			}
 		}
 		b.rows = append(b.rows, row)

@@ -2,8 +2,9 @@ package engine
 
 import (
 	"bytes"
+	"cmp"
 	"fmt"
-	"sort"
+	"slices"
 
 	"github.com/tracedx/tracedx/internal/model"
 	"github.com/tracedx/tracedx/internal/store"
@@ -133,13 +134,22 @@ func (in *interner) str(b []byte) string {
 
 // rawCatalog collects the block catalog from raw spans.
 type rawCatalog struct {
-	services map[string]*seen
-	ops      map[opKey]*seen
-	attrs    [3]map[string]*rawAttr // by store.Scope
-	lastRes  []byte
-	// seenKV remembers encoded key+value pairs already recorded, so the
-	// common case (a pair seen before) costs one map lookup.
-	seenKV map[string]struct{}
+	services  map[string]*seen
+	ops       map[opKey]*seen
+	attrs     [3]map[string]*rawAttr // by store.Scope
+	keyCache  [3][32]keySlot
+	recentOps [16]opSlot
+	nextOp    int
+}
+
+type opSlot struct {
+	k     opKey
+	o, sv *seen
+}
+
+type keySlot struct {
+	key []byte
+	a   *rawAttr
 }
 
 type rawAttr struct {
@@ -148,7 +158,7 @@ type rawAttr struct {
 }
 
 func newRawCatalog() *rawCatalog {
-	c := &rawCatalog{services: map[string]*seen{}, ops: map[opKey]*seen{}, seenKV: map[string]struct{}{}}
+	c := &rawCatalog{services: map[string]*seen{}, ops: map[opKey]*seen{}}
 	c.attrs[store.ScopeSpan] = map[string]*rawAttr{}
 	c.attrs[store.ScopeResource] = map[string]*rawAttr{}
 	return c
@@ -159,29 +169,27 @@ func (c *rawCatalog) addAttrs(scope store.Scope, enc []byte, t uint64) {
 	d := dec{b: enc}
 	n := d.count()
 	for i := 0; i < n && d.err == nil; i++ {
-		kv := d.b
 		k := d.bstr()
 		vb := d.span(skipValue)
 		if d.err != nil {
 			return
 		}
-		kv = kv[:len(kv)-len(d.b)]
-		if scope == store.ScopeSpan {
-			// Time ranges of attributes are widened to the block's at
-			// export, so a known pair needs no further work.
-			if _, ok := c.seenKV[string(kv)]; ok {
-				continue
+		// Spans of one kind list their keys in the same order, so the key
+		// last seen at this position usually matches without hashing.
+		var a *rawAttr
+		slot := &c.keyCache[scope][i%len(c.keyCache[scope])]
+		if slot.a != nil && bytes.Equal(slot.key, k) {
+			a = slot.a
+		} else {
+			a = m[string(k)]
+			if a == nil {
+				a = &rawAttr{values: map[string]model.Value{}}
+				m[string(k)] = a
+				// Time ranges are widened to the block's at export.
+				a.add(t)
 			}
-			if len(c.seenKV) < 200_000 {
-				c.seenKV[string(kv)] = struct{}{}
-			}
+			slot.key, slot.a = append(slot.key[:0], k...), a
 		}
-		a := m[string(k)]
-		if a == nil {
-			a = &rawAttr{values: map[string]model.Value{}}
-			m[string(k)] = a
-		}
-		a.add(t)
 		if len(a.values) >= maxValuesPerKey || len(vb) > maxValueLen+4 {
 			continue
 		}
@@ -197,26 +205,40 @@ func (c *rawCatalog) addAttrs(scope store.Scope, enc []byte, t uint64) {
 	}
 }
 
-func (c *rawCatalog) add(r *rawSpan, svc, name string) {
-	sv := c.services[svc]
-	if sv == nil {
-		sv = &seen{}
-		c.services[svc] = sv
-	}
-	sv.add(r.start)
+func (c *rawCatalog) add(r *rawSpan, svc, name string, newRes bool) {
 	k := opKey{svc, name, model.SpanKind(r.kind)}
-	o := c.ops[k]
-	if o == nil {
-		o = &seen{}
-		c.ops[k] = o
+	// A few operations make up most spans; their strings are interned, so
+	// comparing against recent ones is cheaper than hashing.
+	var hit *opSlot
+	for i := range c.recentOps {
+		if c.recentOps[i].o != nil && c.recentOps[i].k == k {
+			hit = &c.recentOps[i]
+			break
+		}
 	}
-	o.add(r.start)
+	if hit == nil {
+		sv := c.services[svc]
+		if sv == nil {
+			sv = &seen{}
+			c.services[svc] = sv
+		}
+		o := c.ops[k]
+		if o == nil {
+			o = &seen{}
+			c.ops[k] = o
+		}
+		hit = &c.recentOps[c.nextOp%len(c.recentOps)]
+		c.nextOp++
+		*hit = opSlot{k: k, o: o, sv: sv}
+	}
+	hit.sv.add(r.start)
+	hit.o.add(r.start)
 	c.addAttrs(store.ScopeSpan, r.attrs, r.start)
-	// Spans of one process share their resource; skip the repeats (export
-	// widens resource attributes to the block's time range).
-	if !bytes.Equal(r.resource, c.lastRes) {
+	// Spans of one process share their resource; only a resource new to
+	// the block needs looking at (export widens resource attributes to the
+	// block's time range).
+	if newRes {
 		c.addAttrs(store.ScopeResource, r.resource, r.start)
-		c.lastRes = r.resource
 	}
 }
 
@@ -266,7 +288,7 @@ func (b *blockBuilder) addRawTrace(buf []byte, n int) error {
 		return fmt.Errorf("block builder: trace %s out of order", id)
 	}
 	b.any, b.last = true, id
-	sort.SliceStable(raws, func(i, j int) bool { return raws[i].start < raws[j].start })
+	slices.SortStableFunc(raws, func(x, y rawSpan) int { return cmp.Compare(x.start, y.start) })
 
 	// Summary, exactly as model.Summarize computes it.
 	ts := model.TraceSummary{TraceID: id}
@@ -325,7 +347,7 @@ func (b *blockBuilder) addRawTrace(buf []byte, n int) error {
 			if j, ok := b.pos[r.parent]; ok && raws[j].spanID != r.spanID {
 				row.ParentIdx = int32(j + 1)
 			} else {
-				row.ParentID = append([]byte(nil), r.parent[:]...)
+				row.ParentID = b.keep(r.parent[:])
 			}
 		}
 		row.TraceStart = int64(traceStart)
@@ -340,15 +362,16 @@ func (b *blockBuilder) addRawTrace(buf []byte, n int) error {
 		row.Flags = int32(r.flags)
 		row.ScopeName = b.in.str(r.scope)
 		row.ScopeVer = b.in.str(r.scopeVer)
-		row.Resource = b.internBytes(r.resource)
+		var newRes bool
+		row.Resource, newRes = b.internBytes(r.resource)
 		if len(r.attrs) > 1 {
 			b.transcodeAttrs(r.attrs, row)
 		}
 		if len(r.events) > 1 {
-			row.Events = append([]byte(nil), r.events...)
+			row.Events = b.keep(r.events)
 		}
 		if len(r.links) > 1 {
-			row.Links = append([]byte(nil), r.links...)
+			row.Links = b.keep(r.links)
 		}
 		if r.droppedAttrs|r.droppedEvents|r.droppedLinks != 0 {
 			e := enc{}
@@ -363,7 +386,7 @@ func (b *blockBuilder) addRawTrace(buf []byte, n int) error {
 		if r.end > b.meta.MaxTime {
 			b.meta.MaxTime = r.end
 		}
-		b.rcat.add(r, svc, name)
+		b.rcat.add(r, svc, name, newRes)
 	}
 	b.idx.add(b.nrows, &ts)
 	b.nrows += uint32(len(raws))
@@ -376,15 +399,50 @@ func (b *blockBuilder) addRawTrace(buf []byte, n int) error {
 }
 
 // internBytes shares identical resource encodings between rows.
-func (b *blockBuilder) internBytes(p []byte) []byte {
+// It reports whether p was not seen before in this block.
+func (b *blockBuilder) internBytes(p []byte) ([]byte, bool) {
 	if v, ok := b.resIntern[string(p)]; ok {
-		return v
+		return v, false
 	}
 	v := append([]byte(nil), p...)
 	if len(b.resIntern) < 100_000 {
 		b.resIntern[string(v)] = v
 	}
-	return v
+	return v, true
+}
+
+// keep copies p into the builder's byte arena: rows buffered for the
+// Parquet writer point into it until flushRows, which resets it (the
+// writer copies values into its own column buffers).
+func (b *blockBuilder) keep(p []byte) []byte {
+	if cap(b.arena)-len(b.arena) < len(p) {
+		b.arena = make([]byte, 0, max(len(p), 256<<10))
+	}
+	n := len(b.arena)
+	b.arena = append(b.arena, p...)
+	return b.arena[n:len(b.arena):len(b.arena)]
+}
+
+// dedicatedIndex looks up the dedicated column of the key at position i
+// of an attribute list. Spans of one kind list their keys in the same
+// order, so comparing with the key last seen there mostly avoids hashing.
+func (b *blockBuilder) dedicatedIndex(i int, k []byte) (int, bool) {
+	slot := &b.dedCache[i%len(b.dedCache)]
+	if slot.ok && bytes.Equal(slot.key, k) {
+		return slot.j, slot.j >= 0
+	}
+	j, ok := dedicatedByKey[string(k)]
+	if !ok {
+		j = -1
+	}
+	slot.key, slot.j, slot.ok = append(slot.key[:0], k...), j, true
+	return j, ok
+}
+
+type dedSlot struct {
+	key []byte
+	j   int
+	ok  bool
 }
 
 // transcodeAttrs moves dedicated-key values into their columns and keeps
@@ -401,7 +459,7 @@ func (b *blockBuilder) transcodeAttrs(enc []byte, row *spanRow) {
 		if d.err != nil {
 			break
 		}
-		if j, ok := dedicatedByKey[string(k)]; ok {
+		if j, ok := b.dedicatedIndex(i, k); ok {
 			if b.placeRaw(row, j, vb) {
 				e.byte1(byte(j + 1))
 				continue
@@ -412,7 +470,7 @@ func (b *blockBuilder) transcodeAttrs(enc []byte, row *spanRow) {
 		e.bytes(k)
 		e.raw(vb)
 	}
-	row.Attrs = append([]byte(nil), e.b...)
+	row.Attrs = b.keep(e.b)
 }
 
 func (b *blockBuilder) placeRaw(row *spanRow, j int, vb []byte) bool {

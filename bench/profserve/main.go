@@ -1,0 +1,29 @@
+// Command profserve is `tracedx` with Go's profiling endpoints added, for
+// profiling the real server under the harness without changing it:
+//
+//	go build -o /tmp/profserve ./bench/profserve
+//	TRACEDX_PPROF_ADDR=127.0.0.1:6060 go run ./bench/harness -bin /tmp/profserve
+//	go tool pprof -top http://127.0.0.1:6060/debug/pprof/profile?seconds=10
+//
+// Without TRACEDX_PPROF_ADDR it behaves exactly like tracedx.
+package main
+
+import (
+	"log/slog"
+	"net/http"
+	_ "net/http/pprof" // registers /debug/pprof on the default mux
+	"os"
+
+	"github.com/tracedx/tracedx/internal/cli"
+)
+
+func main() {
+	if addr := os.Getenv("TRACEDX_PPROF_ADDR"); addr != "" {
+		go func() {
+			if err := http.ListenAndServe(addr, nil); err != nil {
+				slog.Error("pprof listener", "addr", addr, "err", err)
+			}
+		}()
+	}
+	os.Exit(cli.Main(os.Args[1:], os.Stdin, os.Stdout, os.Stderr))
+}

@@ -1,0 +1,205 @@
+package analyze
+
+import (
+	"fmt"
+	"strings"
+
+	"github.com/tracedx/tracedx/internal/model"
+)
+
+// BrokenPropagation finds the hops where trace context was lost: spans
+// whose parent never arrived, several roots in one trace, and calls to an
+// instrumented service that produced no SERVER span under the call.
+type BrokenPropagation struct {
+	// MaxFindings caps findings per trace (a service that never propagates
+	// breaks every hop the same way).
+	MaxFindings int `yaml:"max_findings"`
+}
+
+// NewBrokenPropagation returns the detector with shared/patterns.md defaults.
+func NewBrokenPropagation() *BrokenPropagation { return &BrokenPropagation{MaxFindings: 20} }
+
+func init() { Register(func() Detector { return NewBrokenPropagation() }) }
+
+// Kind implements Detector.
+func (*BrokenPropagation) Kind() string { return "broken_propagation" }
+
+// BrokenPropagationEvidence is the evidence of a broken_propagation finding.
+type BrokenPropagationEvidence struct {
+	// Signal: missing_parent, extra_root or no_server_child.
+	Signal string `json:"signal"`
+	// Span is the first span after the break (the orphan or extra root).
+	Span *SpanRef `json:"span,omitempty"`
+	// MissingParentID is the parent span id that never arrived.
+	MissingParentID string `json:"missing_parent_id,omitempty"`
+	// Call is the client call whose context did not reach the callee.
+	Call *SpanRef `json:"call,omitempty"`
+	// Caller and Callee name the hop where the context was lost.
+	Caller      string `json:"caller,omitempty"`
+	Callee      string `json:"callee,omitempty"`
+	SubtreeSize int    `json:"subtree_size,omitempty"`
+}
+
+// Detect implements Detector. A CLIENT call whose callee has no SERVER
+// span below it but started a separate root (or orphan) during the call is
+// reported once, as that hop. External APIs (the callee is not a service
+// of this trace), database and messaging calls, and calls that failed
+// without an HTTP status (never reached the callee) are not breaks.
+// Consumers linked to a producer of the trace are roots by design.
+func (d *BrokenPropagation) Detect(t *Trace, _ *Env) []Finding {
+	services := map[string]bool{}
+	for i := range t.Spans {
+		services[t.Spans[i].Service] = true
+	}
+	main := t.Root()
+	detached := map[*Node]bool{}
+	for _, r := range t.Roots {
+		if r == main && !r.Orphan {
+			continue
+		}
+		if p, _ := producerOf(t, r); p != nil {
+			continue
+		}
+		detached[r] = true
+	}
+	var out []Finding
+	full := func() bool { return d.MaxFindings > 0 && len(out) >= d.MaxFindings }
+	add := func(f Finding) {
+		if !full() {
+			out = append(out, f)
+		}
+	}
+	fix := func(caller, callee string) string {
+		return fmt.Sprintf("Propagate the W3C traceparent header from %s to %s: instrument the client (HTTP/gRPC library or message headers), "+
+			"check proxies and gateways forward traceparent/tracestate, and that both sides use the same propagator (W3C vs B3).",
+			nonEmpty(caller, "the caller"), nonEmpty(callee, "the callee"))
+	}
+	for _, c := range t.Nodes {
+		if full() {
+			break
+		}
+		if c.Span.Kind != model.KindClient || IsDB(c) || c.Span.Attrs.Str("messaging.system") != "" {
+			continue
+		}
+		hasServer := false
+		for _, k := range c.Children {
+			if k.Span.Kind == model.KindServer || k.Span.Kind == model.KindConsumer || k.Span.Service != c.Span.Service {
+				hasServer = true
+				break
+			}
+		}
+		if hasServer {
+			continue
+		}
+		callee := calleeService(c, services)
+		if callee == "" || callee == c.Span.Service {
+			continue
+		}
+		if _, ok := HTTPStatus(c.Span); !ok && Failed(c) && c.Span.Attrs.Str("rpc.grpc.status_code") == "" {
+			continue // failed before an answer: the callee may never have seen it
+		}
+		ev := BrokenPropagationEvidence{Signal: "no_server_child", Caller: c.Span.Service, Callee: callee}
+		ref := RefOf(t, c)
+		ev.Call = &ref
+		ids := []string{c.Span.SpanID.String()}
+		for _, r := range t.Roots {
+			if detached[r] && r.Span.Service == callee && r.Start() >= c.Start() && r.Start() <= c.End() {
+				rr := RefOf(t, r)
+				ev.Span = &rr
+				ev.SubtreeSize = subtreeSize(r)
+				if r.Orphan {
+					ev.MissingParentID = r.Span.ParentSpanID.String()
+				}
+				ids = append(ids, r.Span.SpanID.String())
+				delete(detached, r)
+				break
+			}
+		}
+		title := fmt.Sprintf("trace context lost on the call from %s to %s (%s): no %s span under it", c.Span.Service, callee,
+			clipText(c.Span.Name, 60), callee)
+		switch {
+		case ev.Span != nil && ev.MissingParentID != "":
+			title += fmt.Sprintf("; %s's spans point to a parent (%s) that never arrived", callee, ev.MissingParentID)
+		case ev.Span != nil:
+			title += fmt.Sprintf("; %s started a new root instead", callee)
+		}
+		add(Finding{Kind: d.Kind(), Severity: SeverityWarning, Title: title, SpanIDs: ids, Evidence: ev, Fix: fix(c.Span.Service, callee)})
+	}
+	for _, r := range t.Roots {
+		if full() {
+			break
+		}
+		if !detached[r] {
+			continue
+		}
+		ev := BrokenPropagationEvidence{SubtreeSize: subtreeSize(r), Callee: r.Span.Service}
+		ref := RefOf(t, r)
+		ev.Span = &ref
+		var title string
+		if r.Orphan {
+			ev.Signal = "missing_parent"
+			ev.MissingParentID = r.Span.ParentSpanID.String()
+			title = fmt.Sprintf("parent %s of %s %s never arrived (%d spans detached)", ev.MissingParentID, r.Span.Service,
+				clipText(displayOp(r), 60), ev.SubtreeSize)
+		} else {
+			ev.Signal = "extra_root"
+			title = fmt.Sprintf("%s %s started a second root in the trace (%d spans detached from %s)", r.Span.Service,
+				clipText(displayOp(r), 60), ev.SubtreeSize, main.Span.Service)
+		}
+		// The caller is whoever was calling that service when it started.
+		if caller := likelyCaller(t, r); caller != nil {
+			ev.Caller = caller.Span.Service
+			cr := RefOf(t, caller)
+			ev.Call = &cr
+		}
+		add(Finding{Kind: d.Kind(), Severity: SeverityWarning, Title: title, SpanIDs: []string{r.Span.SpanID.String()},
+			Evidence: ev, Fix: fix(ev.Caller, r.Span.Service)})
+	}
+	return out
+}
+
+// calleeService maps a call's target to a service of the trace:
+// peer.service, else the first DNS label of server.address.
+func calleeService(c *Node, services map[string]bool) string {
+	if p := PeerService(c.Span); p != "" && services[p] {
+		return p
+	}
+	addr := ServerAddress(c.Span)
+	if addr == "" {
+		return ""
+	}
+	if services[addr] {
+		return addr
+	}
+	if k := strings.IndexByte(addr, '.'); k > 0 && services[addr[:k]] {
+		return addr[:k]
+	}
+	return ""
+}
+
+// likelyCaller returns a call of the main tree running when r started
+// whose target could be r's service, or nil.
+func likelyCaller(t *Trace, r *Node) *Node {
+	services := map[string]bool{r.Span.Service: true}
+	for _, c := range t.Nodes {
+		if c == r || c.Span.Kind != model.KindClient || c.Span.Service == r.Span.Service {
+			continue
+		}
+		if c.Start() <= r.Start() && r.Start() <= c.End() && calleeService(c, services) != "" {
+			return c
+		}
+	}
+	return nil
+}
+
+func subtreeSize(n *Node) int {
+	size := 0
+	stack := []*Node{n}
+	for len(stack) > 0 {
+		x := stack[len(stack)-1]
+		stack = stack[:len(stack)-1]
+		size++
+		stack = append(stack, x.Children...)
+	}
+	return size
+}

@@ -1,0 +1,169 @@
+package analyze
+
+import (
+	"strings"
+	"testing"
+
+	"github.com/tracedx/tracedx/internal/model"
+)
+
+// mk builds spans tersely: times in ms.
+func mk(id, parent byte, svc, name string, kind model.SpanKind, start, end float64, attrs ...model.Attr) model.Span {
+	s := model.Span{TraceID: model.TraceID{7}, SpanID: model.SpanID{id}, Service: svc, Name: name, Kind: kind,
+		StartUnixNano: 1e18 + uint64(start*1e6), EndUnixNano: 1e18 + uint64(end*1e6), Attrs: attrs}
+	if parent != 0 {
+		s.ParentSpanID = model.SpanID{parent}
+	}
+	return s
+}
+
+func str(k, v string) model.Attr { return model.Attr{Key: k, Value: model.Str(v)} }
+
+func TestConsumerLagViaLink(t *testing.T) {
+	c := mk(3, 0, "worker", "orders process", model.KindConsumer, 2500, 2600, str("messaging.system", "kafka"))
+	c.Links = []model.Link{{TraceID: model.TraceID{7}, SpanID: model.SpanID{2}}}
+	spans := []model.Span{
+		mk(1, 0, "api", "POST /orders", model.KindServer, 0, 100),
+		mk(2, 1, "api", "orders publish", model.KindProducer, 10, 20, str("messaging.system", "kafka"), str("messaging.destination.name", "orders")),
+		c,
+	}
+	tr := NewTrace(spans)
+	fs := NewConsumerLag().Detect(tr, &Env{})
+	if len(fs) != 1 {
+		t.Fatalf("findings %d", len(fs))
+	}
+	ev := fs[0].Evidence.(ConsumerLagEvidence)
+	if ev.Via != "link" || ev.LagMS != 2480 || ev.Destination != "orders" {
+		t.Errorf("evidence %+v", ev)
+	}
+	// A consumer linked to a producer of the trace is a root by design.
+	if fs := NewBrokenPropagation().Detect(tr, &Env{}); len(fs) != 0 {
+		t.Errorf("linked consumer reported as broken propagation: %s", fs[0].Title)
+	}
+}
+
+func TestSensitiveValues(t *testing.T) {
+	for _, tc := range []struct{ key, val, typ, masked string }{
+		{"user.email", "Contact: John.Smith+shop@mail.example.org", "email", "J***@***.org"},
+		{"payment.card", "5555-5555-5555-4444", "card_number", "************4444"},
+		{"amex", "371449635398431", "card_number", "***********8431"},
+		{"http.request.header.authorization", "Bearer abcdefghijklmnopqrstuvwxyz012345", "bearer_token", "Bearer abcd…(28 chars hidden)"},
+		{"db.connection_string", "postgres://app:s3cr3t@pg-main:5432/shop", "credentials_in_url", "postgres://app:****@pg-main:5432/shop"},
+		{"config.db_password", "hunter2hunter2", "password", "hunt…(10 chars hidden)"},
+		// Not sensitive: a card that fails Luhn, a 13-digit unix-ms
+		// timestamp, an order id, a git sha, a masked card, an at-sign
+		// without a domain, an empty-ish token.
+		{"payment.card", "4111 1111 1111 1112", "", ""},
+		{"ts", "1763733600123", "", ""},
+		{"order.id", "ord_4111111111111111x", "", ""},
+		{"vcs.sha", "9f86d081884c7d659a2feaa0c55ad015a3bf4f1b", "", ""},
+		{"payment.card", "**** **** **** 1111", "", ""},
+		{"mention", "ping @oncall please", "", ""},
+		{"http.request.header.authorization", "[REDACTED]", "", ""},
+	} {
+		typ, masked := sensitive(secretKeyKind(tc.key), tc.val)
+		if typ != tc.typ || masked != tc.masked {
+			t.Errorf("%s=%q: got %q %q, want %q %q", tc.key, tc.val, typ, masked, tc.typ, tc.masked)
+		}
+	}
+}
+
+func TestNameShape(t *testing.T) {
+	for name, want := range map[string]string{
+		"GET /api/users/48213":                               "GET /api/users/{id}",
+		"process order 5fea7756-0ea4-451a-a703-a558b933e274": "process order {id}",
+		"send mail to jane@example.com":                      "send mail to {id}",
+		"GET /api/v2/orders/{id}":                            "",
+		"HTTP/1.1 keep-alive":                                "",
+		"retry attempt 2":                                    "",
+		"cart.v1.CartService/GetCart":                        "",
+	} {
+		got, ok := nameShape(name)
+		if (want == "") == ok || (ok && got != want) {
+			t.Errorf("%q: got %q %v, want %q", name, got, ok, want)
+		}
+	}
+}
+
+func TestPartialFailureNeedsConcurrency(t *testing.T) {
+	fail := func(s model.Span) model.Span { s.StatusCode = model.StatusError; return s }
+	spans := []model.Span{
+		fail(mk(1, 0, "bff", "GET /home", model.KindServer, 0, 100)),
+		mk(2, 1, "bff", "GET", model.KindClient, 1, 50, str("http.request.method", "GET"), str("server.address", "a")),
+		fail(mk(3, 1, "bff", "GET", model.KindClient, 1.5, 90, str("http.request.method", "GET"), str("server.address", "b"))),
+		fail(mk(4, 1, "bff", "GET", model.KindClient, 2, 95, str("http.request.method", "GET"), str("server.address", "c"))),
+	}
+	// Two of three failed: an outage of the parent's dependencies, not a
+	// partial failure (MaxFailed 1).
+	if fs := NewPartialFailure().Detect(NewTrace(spans), &Env{}); len(fs) != 0 {
+		t.Errorf("two failed branches reported: %s", fs[0].Title)
+	}
+	d := NewPartialFailure()
+	d.MaxFailed = 2
+	if fs := d.Detect(NewTrace(spans), &Env{}); len(fs) != 0 {
+		t.Errorf("more failed than healthy branches reported")
+	}
+}
+
+func TestErrorOriginPrefersFailureThatReachedRoot(t *testing.T) {
+	fail := func(s model.Span, msg string) model.Span {
+		s.StatusCode, s.StatusMessage = model.StatusError, msg
+		return s
+	}
+	spans := []model.Span{
+		fail(mk(1, 0, "api", "GET /x", model.KindServer, 0, 100), "boom"),
+		// A deep failure that was handled (its parent succeeded)...
+		mk(2, 1, "api", "cache", model.KindInternal, 1, 10),
+		mk(3, 2, "api", "inner", model.KindInternal, 2, 9),
+		fail(mk(4, 3, "api", "deep", model.KindInternal, 3, 8), "handled"),
+		// ...and a shallower one that took the request down.
+		fail(mk(5, 1, "api", "db", model.KindClient, 20, 90, str("db.system", "postgresql")), "disk full"),
+	}
+	fs := NewErrorOrigin().Detect(NewTrace(spans), &Env{})
+	ev := fs[0].Evidence.(ErrorOriginEvidence)
+	if len(fs) != 1 || ev.Origin.Operation != "db" || ev.ExceptionMessage != "disk full" || ev.OtherOrigins != 1 || !ev.RootFailed {
+		t.Errorf("evidence %+v", ev)
+	}
+}
+
+type panicky struct{}
+
+func (panicky) Kind() string                  { return "panicky" }
+func (panicky) Detect(*Trace, *Env) []Finding { panic("bad detector") }
+
+func TestAnalyzeSurvivesDetectorPanicAndEmptyInput(t *testing.T) {
+	res := Analyze([]model.Span{mk(1, 0, "a", "x", model.KindServer, 0, 1)}, Options{Detectors: []Detector{panicky{}, NewErrorOrigin()}})
+	if res.SpanCount != 1 || res.Findings == nil || len(res.Findings) != 0 {
+		t.Errorf("result %+v", res)
+	}
+	res = Analyze(nil, Options{})
+	if res.SpanCount != 0 || res.Findings == nil || res.CriticalPath == nil || res.Why == nil {
+		t.Errorf("empty trace result %+v", res)
+	}
+}
+
+func TestAnalyzeOrdersFindings(t *testing.T) {
+	res := Analyze(loadSpans(t, "../../testdata/traces/swallowed_error/positive-product-page-timeouts.json"), Options{})
+	for i := 1; i < len(res.Findings); i++ {
+		a, b := res.Findings[i-1], res.Findings[i]
+		if a.Severity.Rank() < b.Severity.Rank() || (a.Severity == b.Severity && a.ImpactMS < b.ImpactMS) {
+			t.Errorf("findings out of order: %s/%s/%.0f before %s/%s/%.0f", a.Kind, a.Severity, a.ImpactMS, b.Kind, b.Severity, b.ImpactMS)
+		}
+		if b.TraceID != res.TraceID {
+			t.Errorf("trace id not set on %s", b.Kind)
+		}
+	}
+	if !strings.HasPrefix(res.Why[0], "web-bff GET /products/{slug} took") {
+		t.Errorf("why %v", res.Why)
+	}
+}
+
+func TestInstrumentationGapSkipsDBNames(t *testing.T) {
+	spans := []model.Span{
+		mk(1, 0, "api", "GET /x", model.KindServer, 0, 10),
+		mk(2, 1, "api", "SELECT shop.orders_2024", model.KindClient, 1, 9, str("db.system", "postgresql")),
+	}
+	if fs := NewInstrumentationGap().Detect(NewTrace(spans), &Env{}); len(fs) != 0 {
+		t.Errorf("db span name reported: %s", fs[0].Title)
+	}
+}

@@ -1,0 +1,159 @@
+package analyze
+
+import (
+	"fmt"
+	"sort"
+	"strings"
+
+	"github.com/tracedx/tracedx/internal/model"
+)
+
+// SwallowedError finds service-entry spans that answered successfully while
+// work below them failed: the user got a degraded answer and nobody sees an
+// error rate.
+type SwallowedError struct {
+	MinFailed int `yaml:"min_failed"` // failed descendants that make a finding
+}
+
+// NewSwallowedError returns the detector with shared/patterns.md defaults.
+func NewSwallowedError() *SwallowedError { return &SwallowedError{MinFailed: 1} }
+
+func init() { Register(func() Detector { return NewSwallowedError() }) }
+
+// Kind implements Detector.
+func (*SwallowedError) Kind() string { return "swallowed_error" }
+
+// FailedCall is one failure absorbed by a successful entry.
+type FailedCall struct {
+	SpanRef
+	Target          string  `json:"target"`
+	TargetOperation string  `json:"target_operation"`
+	Error           string  `json:"error"`
+	TimedOut        bool    `json:"timed_out"`
+	CriticalMS      float64 `json:"critical_ms"`
+}
+
+// SwallowedErrorEvidence is the evidence of a swallowed_error finding.
+type SwallowedErrorEvidence struct {
+	Entry      SpanRef      `json:"entry"`
+	HTTPStatus int          `json:"http_status,omitempty"`
+	Failed     []FailedCall `json:"failed"`
+	// UserGot says what the caller received instead of the full answer.
+	UserGot string `json:"user_got"`
+}
+
+// Detect implements Detector. A failure is charged to the service entry of
+// the span that absorbed it (the successful parent of the topmost failed
+// span), so a failure handled deep down is reported once, where it was
+// swallowed. Failed attempts that a later sibling call to the same target
+// recovered (a retry that worked) and failures of asynchronous consumers
+// (poison_message's concern) are not degraded answers and are skipped.
+func (d *SwallowedError) Detect(t *Trace, _ *Env) []Finding {
+	groups := map[*Node][]*Node{}
+	var order []*Node
+	for _, n := range t.Nodes {
+		p := n.Parent
+		if p == nil || !Failed(n) || Failed(p) {
+			continue
+		}
+		if n.Span.Kind == model.KindConsumer || p.Span.Kind == model.KindProducer {
+			continue
+		}
+		if recoveredByRetry(t, n) {
+			continue
+		}
+		e := EntryOf(p)
+		if e == nil || Failed(e) {
+			continue
+		}
+		if _, ok := groups[e]; !ok {
+			order = append(order, e)
+		}
+		groups[e] = append(groups[e], n)
+	}
+	var out []Finding
+	for _, e := range order {
+		failed := groups[e]
+		if len(failed) < max(d.MinFailed, 1) {
+			continue
+		}
+		ev := SwallowedErrorEvidence{Entry: RefOf(t, e)}
+		ev.HTTPStatus, _ = HTTPStatus(e.Span)
+		ids := []string{e.Span.SpanID.String()}
+		var targets []string
+		anyTimeout := false
+		for _, f := range failed {
+			svc, op := f.Span.Service, f.Span.Name
+			if IsCall(f) {
+				svc, op = CallTarget(t, f)
+			}
+			typ, msg := ExceptionOf(f.Span)
+			errText := strings.TrimSpace(strings.Trim(typ+": "+msg, ": "))
+			if errText == "" {
+				if code, ok := HTTPStatus(f.Span); ok {
+					errText = fmt.Sprintf("HTTP %d", code)
+				}
+			}
+			to := IsTimeoutLike(f.Span)
+			anyTimeout = anyTimeout || to
+			ev.Failed = append(ev.Failed, FailedCall{SpanRef: RefOf(t, f), Target: svc, TargetOperation: clipText(op, 80),
+				Error: clipText(errText, 200), TimedOut: to, CriticalMS: roundMS(critUnder(t, f))})
+			ids = append(ids, f.Span.SpanID.String())
+			targets = append(targets, svc)
+		}
+		targets = uniqSorted(targets)
+		status := "a successful answer"
+		if ev.HTTPStatus > 0 {
+			status = fmt.Sprintf("HTTP %d", ev.HTTPStatus)
+		}
+		ev.UserGot = fmt.Sprintf("%s built without %s", status, strings.Join(targets, ", "))
+		impact := critUnder(t, failed...)
+		sev := SeverityWarning
+		noun := "call"
+		if len(failed) > 1 {
+			noun = "calls"
+		}
+		how := "failed"
+		if anyTimeout {
+			how = "failed or timed out"
+		}
+		title := fmt.Sprintf("%s answered %s though %d %s below it %s (%s)", spanLabel(t, e), status, len(failed), noun, how,
+			strings.Join(targets, ", "))
+		fix := "Make the degradation visible: record the error on the entry span or a `degraded` attribute, " +
+			"count fallbacks in a metric, and alert on them"
+		if anyTimeout {
+			fix += "; the timed-out calls also cost the request their full timeout, use a shorter budget or a cached fallback"
+		}
+		out = append(out, Finding{Kind: d.Kind(), Severity: sev, Title: title, SpanIDs: ids, ImpactMS: roundMS(impact),
+			Evidence: ev, Fix: fix + "."})
+	}
+	return out
+}
+
+// recoveredByRetry: a later sibling calls the same target and succeeds.
+func recoveredByRetry(t *Trace, n *Node) bool {
+	if n.Parent == nil || !IsCall(n) {
+		return false
+	}
+	svc, op := CallTarget(t, n)
+	for _, s := range n.Parent.Children {
+		if s == n || s.Start() < n.End() || !IsCall(s) || Failed(s) {
+			continue
+		}
+		if ss, so := CallTarget(t, s); ss == svc && so == op {
+			return true
+		}
+	}
+	return false
+}
+
+func uniqSorted(in []string) []string {
+	sort.Strings(in)
+	out := in[:0]
+	for i, s := range in {
+		if i == 0 || s != in[i-1] {
+			out = append(out, s)
+		}
+	}
+	return out
+}

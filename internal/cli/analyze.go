@@ -1,0 +1,316 @@
+package cli
+
+import (
+	"bytes"
+	"encoding/json"
+	"errors"
+	"flag"
+	"fmt"
+	"io"
+	"os"
+	"sort"
+	"strings"
+
+	"github.com/tracedx/tracedx/internal/analyze"
+	"github.com/tracedx/tracedx/internal/traceio"
+)
+
+func init() { extraCommands["analyze"] = Analyze }
+
+// analyzeOutput is the JSON contract of `tracedx analyze --format json`.
+type analyzeOutput struct {
+	Traces []analyze.Result `json:"traces"`
+}
+
+// Analyze runs `tracedx analyze [flags] FILE...`: it diagnoses every trace
+// in the files ('-' reads stdin) and prints the findings. Exit codes: 0 no
+// gate failed, 1 a --fail-on/--fail-on-severity finding exists, 2 bad
+// flags or unreadable input.
+func Analyze(args []string, stdin io.Reader, stdout, stderr io.Writer) int {
+	fs := flag.NewFlagSet("tracedx analyze", flag.ContinueOnError)
+	var help bytes.Buffer
+	fs.SetOutput(&help)
+	format := fs.String("format", "text", "output format: text, json or markdown")
+	failOn := fs.String("fail-on", "", "exit 1 when a finding of one of these kinds exists (comma-separated, e.g. n_plus_one_query,retry_storm)")
+	failSev := fs.String("fail-on-severity", "", "exit 1 when a finding of this severity or worse exists: warning or critical")
+	configPath := fs.String("config", "", "YAML file with detector thresholds per kind (kind: {field: value}, or kind: false to switch it off)")
+	fs.Usage = func() {
+		fmt.Fprint(&help, "Usage: tracedx analyze [flags] FILE...\n\n"+
+			"Diagnoses each trace in the files: critical path, findings (N+1 queries, retry storms, swallowed\n"+
+			"errors, …) and a why chain. Files hold OTLP JSON (a request, or the Collector file exporter's one\n"+
+			"request per line), OTLP protobuf, Jaeger JSON or Zipkin v2 JSON; the format is detected. '-' reads\n"+
+			"stdin. Exit status: 0 ok, 1 a --fail-on/--fail-on-severity finding exists, 2 bad flags or input.\n\nFlags:\n")
+		fs.PrintDefaults()
+	}
+	usageErr := func(format string, a ...any) int {
+		fmt.Fprintf(stderr, "tracedx analyze: "+format+"\n", a...)
+		fmt.Fprint(stderr, "Run 'tracedx analyze --help' for usage.\n")
+		return 2
+	}
+	if err := fs.Parse(args); err != nil {
+		if errors.Is(err, flag.ErrHelp) {
+			fmt.Fprint(stdout, help.String())
+			return 0
+		}
+		return usageErr("%v", err)
+	}
+	switch *format {
+	case "text", "json", "markdown", "md":
+	default:
+		return usageErr("--format must be text, json or markdown, got %q", *format)
+	}
+	if fs.NArg() == 0 {
+		return usageErr("no input: name one or more trace files, or '-' for stdin")
+	}
+	gateSev := 0
+	switch strings.ToLower(*failSev) {
+	case "":
+	case "warning":
+		gateSev = analyze.SeverityWarning.Rank()
+	case "critical":
+		gateSev = analyze.SeverityCritical.Rank()
+	case "info":
+		gateSev = analyze.SeverityInfo.Rank()
+	default:
+		return usageErr("--fail-on-severity must be warning or critical, got %q", *failSev)
+	}
+
+	detectors := analyze.DefaultDetectors()
+	if *configPath != "" {
+		doc, err := os.ReadFile(*configPath)
+		if err != nil {
+			return usageErr("read --config: %v", err)
+		}
+		if detectors, err = analyze.LoadDetectorConfig(doc); err != nil {
+			return usageErr("--config %s: %v", *configPath, err)
+		}
+	}
+	gateKinds := map[string]bool{}
+	if *failOn != "" {
+		known := map[string]bool{}
+		for _, k := range analyze.Kinds() {
+			known[k] = true
+		}
+		for _, k := range strings.Split(*failOn, ",") {
+			k = strings.TrimSpace(k)
+			if k == "" {
+				continue
+			}
+			if !known[k] {
+				return usageErr("--fail-on: unknown kind %q (known: %s)", k, strings.Join(analyze.Kinds(), ", "))
+			}
+			gateKinds[k] = true
+		}
+	}
+
+	var traces []traceio.Trace
+	stdinUsed := false
+	for _, path := range fs.Args() {
+		var got []traceio.Trace
+		var err error
+		if path == "-" {
+			if stdinUsed {
+				return usageErr("'-' (stdin) given twice")
+			}
+			stdinUsed = true
+			if got, _, err = traceio.Read(stdin); err != nil {
+				err = fmt.Errorf("stdin: %w", err)
+			}
+		} else {
+			got, _, err = traceio.ReadFile(path)
+		}
+		if err != nil {
+			fmt.Fprintf(stderr, "tracedx analyze: cannot read traces from %v\n", err)
+			return 2
+		}
+		if len(got) == 0 {
+			name := path
+			if path == "-" {
+				name = "stdin"
+			}
+			fmt.Fprintf(stderr, "tracedx analyze: %s holds no spans\n", name)
+			return 2
+		}
+		traces = append(traces, got...)
+	}
+
+	out := analyzeOutput{Traces: make([]analyze.Result, 0, len(traces))}
+	opts := analyze.Options{Detectors: detectors}
+	for _, tr := range traces {
+		out.Traces = append(out.Traces, analyze.Analyze(tr.Spans, opts))
+	}
+
+	var err error
+	switch *format {
+	case "json":
+		enc := json.NewEncoder(stdout)
+		enc.SetIndent("", "  ")
+		err = enc.Encode(out)
+	case "markdown", "md":
+		err = writeMarkdown(stdout, out.Traces)
+	default:
+		err = writeText(stdout, out.Traces)
+	}
+	if err != nil {
+		fmt.Fprintf(stderr, "tracedx analyze: write output: %v\n", err)
+		return 2
+	}
+
+	var tripped []string
+	for _, r := range out.Traces {
+		for _, f := range r.Findings {
+			if gateKinds[f.Kind] || (gateSev > 0 && f.Severity.Rank() >= gateSev) {
+				tripped = append(tripped, fmt.Sprintf("%s (%s) in trace %s", f.Kind, f.Severity, r.TraceID))
+			}
+		}
+	}
+	if len(tripped) > 0 {
+		sort.Strings(tripped)
+		fmt.Fprintf(stderr, "tracedx analyze: failing: %d finding(s) matched the gate: %s\n", len(tripped), strings.Join(firstN(tripped, 5), "; "))
+		return 1
+	}
+	return 0
+}
+
+func firstN(s []string, n int) []string {
+	if len(s) <= n {
+		return s
+	}
+	return append(s[:n:n], fmt.Sprintf("… %d more", len(s)-n))
+}
+
+// maxWaterfall caps the critical-path rows shown per trace; the rows kept
+// are the ones with the most self time.
+const maxWaterfall = 14
+
+func waterfallSteps(steps []analyze.PathStep) ([]analyze.PathStep, int) {
+	if len(steps) <= maxWaterfall {
+		return steps, 0
+	}
+	idx := make([]int, len(steps))
+	for i := range idx {
+		idx[i] = i
+	}
+	sort.SliceStable(idx, func(a, b int) bool { return steps[idx[a]].SelfMS > steps[idx[b]].SelfMS })
+	keep := idx[:maxWaterfall]
+	sort.Ints(keep)
+	out := make([]analyze.PathStep, 0, maxWaterfall)
+	for _, i := range keep {
+		out = append(out, steps[i])
+	}
+	return out, len(steps) - maxWaterfall
+}
+
+func fmtMS(ms float64) string {
+	switch {
+	case ms >= 10000:
+		return fmt.Sprintf("%.0f s", ms/1000)
+	case ms >= 1000:
+		return fmt.Sprintf("%.2f s", ms/1000)
+	case ms >= 10:
+		return fmt.Sprintf("%.0f ms", ms)
+	default:
+		return fmt.Sprintf("%.1f ms", ms)
+	}
+}
+
+func writeText(w io.Writer, results []analyze.Result) error {
+	var b strings.Builder
+	const width = 32
+	for i, r := range results {
+		if i > 0 {
+			b.WriteString("\n")
+		}
+		fmt.Fprintf(&b, "trace %s  %s %s  %s  %d spans  %d finding(s)\n", r.TraceID, r.RootService, r.RootOperation,
+			fmtMS(r.DurationMS), r.SpanCount, len(r.Findings))
+		steps, hidden := waterfallSteps(r.CriticalPath)
+		if len(steps) > 0 {
+			b.WriteString("\ncritical path\n")
+		}
+		total := r.DurationMS
+		for _, s := range steps {
+			if total <= 0 {
+				total = 1
+			}
+			lo := int(s.StartMS / total * width)
+			hi := int(s.EndMS/total*width + 0.999)
+			lo, hi = min(max(lo, 0), width-1), min(max(hi, lo+1), width)
+			bar := strings.Repeat(" ", lo) + strings.Repeat("█", hi-lo) + strings.Repeat(" ", width-hi)
+			indent := strings.Repeat(" ", min(s.Depth, 8))
+			fmt.Fprintf(&b, "  |%s| %8s self  %s%s %s\n", bar, fmtMS(s.SelfMS), indent, s.Service, clip(s.Operation, 70))
+		}
+		if hidden > 0 {
+			fmt.Fprintf(&b, "  … %d more spans on the path with less self time\n", hidden)
+		}
+		if len(r.Findings) > 0 {
+			b.WriteString("\nfindings\n")
+		}
+		for _, f := range r.Findings {
+			fmt.Fprintf(&b, "  %-8s %-20s %s", strings.ToUpper(string(f.Severity)), f.Kind, f.Title)
+			if f.ImpactMS >= 0.1 {
+				fmt.Fprintf(&b, "  [impact %s]", fmtMS(f.ImpactMS))
+			}
+			b.WriteString("\n")
+			if f.Fix != "" {
+				fmt.Fprintf(&b, "  %-8s %-20s fix: %s\n", "", "", f.Fix)
+			}
+		}
+		if len(r.Why) > 0 {
+			b.WriteString("\nwhy\n")
+			for j, s := range r.Why {
+				fmt.Fprintf(&b, "  %d. %s\n", j+1, s)
+			}
+		}
+	}
+	_, err := io.WriteString(w, b.String())
+	return err
+}
+
+func clip(s string, n int) string {
+	if len(s) <= n {
+		return s
+	}
+	return s[:n] + "…"
+}
+
+// mdCell escapes what would break a table cell.
+func mdCell(s string) string {
+	s = strings.ReplaceAll(s, "|", "\\|")
+	return strings.ReplaceAll(s, "\n", " ")
+}
+
+func writeMarkdown(w io.Writer, results []analyze.Result) error {
+	var b strings.Builder
+	for i, r := range results {
+		if i > 0 {
+			b.WriteString("\n")
+		}
+		fmt.Fprintf(&b, "## Trace `%s`: %s %s\n\n%s, %d spans, %d finding(s).\n", r.TraceID, mdCell(r.RootService), mdCell(r.RootOperation),
+			fmtMS(r.DurationMS), r.SpanCount, len(r.Findings))
+		if len(r.Why) > 0 {
+			b.WriteString("\n### Why\n\n")
+			for j, s := range r.Why {
+				fmt.Fprintf(&b, "%d. %s\n", j+1, s)
+			}
+		}
+		if len(r.Findings) > 0 {
+			b.WriteString("\n### Findings\n\n| severity | kind | finding | impact | fix |\n|---|---|---|---:|---|\n")
+			for _, f := range r.Findings {
+				fmt.Fprintf(&b, "| %s | `%s` | %s | %s | %s |\n", f.Severity, f.Kind, mdCell(f.Title), fmtMS(f.ImpactMS), mdCell(f.Fix))
+			}
+		}
+		steps, hidden := waterfallSteps(r.CriticalPath)
+		if len(steps) > 0 {
+			b.WriteString("\n### Critical path\n\n| span | service | operation | start | self |\n|---|---|---|---:|---:|\n")
+			for _, s := range steps {
+				fmt.Fprintf(&b, "| `%s` | %s | %s%s | %s | %s |\n", s.SpanID, mdCell(s.Service), strings.Repeat("· ", min(s.Depth, 8)),
+					mdCell(clip(s.Operation, 80)), fmtMS(s.StartMS), fmtMS(s.SelfMS))
+			}
+			if hidden > 0 {
+				fmt.Fprintf(&b, "\n%d more spans on the path with less self time.\n", hidden)
+			}
+		}
+	}
+	_, err := io.WriteString(w, b.String())
+	return err
+}

@@ -1,0 +1,139 @@
+package findingstore
+
+import (
+	"net/http"
+	"sort"
+	"strconv"
+	"time"
+
+	"github.com/tracedx/tracedx/internal/findingstore/apiutil"
+	"github.com/tracedx/tracedx/internal/model"
+)
+
+// ListResponse is the body of GET /api/v1/findings.
+type ListResponse struct {
+	Findings []Stored `json:"findings"`
+	// Truncated is true when limit cut the list.
+	Truncated bool `json:"truncated"`
+}
+
+// KindCount is one line of the summary.
+type KindCount struct {
+	Kind  string `json:"kind"`
+	Count int    `json:"count"`
+}
+
+// SummaryResponse is the body of GET /api/v1/findings/summary.
+type SummaryResponse struct {
+	From   *time.Time  `json:"from,omitempty"`
+	To     *time.Time  `json:"to,omitempty"`
+	Total  int         `json:"total"`
+	Counts []KindCount `json:"counts"`
+}
+
+// RegisterRoutes mounts
+//
+//	GET /api/v1/findings?from=&to=&kind=&service=&trace_id=&systemic=&limit=
+//	GET /api/v1/findings/summary?from=&to=
+//
+// from/to (aliases start/end) take RFC 3339, unix milliseconds or a
+// duration ago ("1h"); kind may list several kinds separated by commas;
+// systemic=true keeps only cross-trace findings, false only per-trace ones.
+func RegisterRoutes(mux *http.ServeMux, fs *Store) {
+	mux.HandleFunc("GET /api/v1/findings", func(w http.ResponseWriter, r *http.Request) {
+		q, err := parseQuery(r, fs.opt.Now())
+		if err != nil {
+			apiutil.Fail(w, r, err)
+			return
+		}
+		want := q.Limit
+		q.Limit++
+		list, err := fs.List(r.Context(), q)
+		if err != nil {
+			apiutil.Fail(w, r, err)
+			return
+		}
+		resp := ListResponse{Findings: list}
+		if len(list) > want {
+			resp.Findings, resp.Truncated = list[:want], true
+		}
+		if resp.Findings == nil {
+			resp.Findings = []Stored{}
+		}
+		apiutil.WriteJSON(w, http.StatusOK, resp)
+	})
+	mux.HandleFunc("GET /api/v1/findings/summary", func(w http.ResponseWriter, r *http.Request) {
+		from, to, err := parseFromTo(r, fs.opt.Now())
+		if err != nil {
+			apiutil.Fail(w, r, err)
+			return
+		}
+		counts := fs.Counts(from, to)
+		resp := SummaryResponse{Counts: []KindCount{}}
+		if !from.IsZero() {
+			resp.From = &from
+		}
+		if !to.IsZero() {
+			resp.To = &to
+		}
+		for k, n := range counts {
+			resp.Counts = append(resp.Counts, KindCount{Kind: k, Count: n})
+			resp.Total += n
+		}
+		sort.Slice(resp.Counts, func(i, j int) bool {
+			if resp.Counts[i].Count != resp.Counts[j].Count {
+				return resp.Counts[i].Count > resp.Counts[j].Count
+			}
+			return resp.Counts[i].Kind < resp.Counts[j].Kind
+		})
+		apiutil.WriteJSON(w, http.StatusOK, resp)
+	})
+}
+
+func parseFromTo(r *http.Request, now time.Time) (from, to time.Time, err error) {
+	v := r.URL.Query()
+	get := func(a, b string) (string, string) {
+		if x := v.Get(a); x != "" {
+			return a, x
+		}
+		return b, v.Get(b)
+	}
+	n, x := get("from", "start")
+	if from, err = apiutil.ParseTime(n, x, now); err != nil {
+		return
+	}
+	n, x = get("to", "end")
+	if to, err = apiutil.ParseTime(n, x, now); err != nil {
+		return
+	}
+	if !from.IsZero() && !to.IsZero() && !from.Before(to) {
+		err = apiutil.Badf("from must be before to")
+	}
+	return
+}
+
+func parseQuery(r *http.Request, now time.Time) (Query, error) {
+	var q Query
+	var err error
+	if q.From, q.To, err = parseFromTo(r, now); err != nil {
+		return q, err
+	}
+	v := r.URL.Query()
+	q.Kind, q.Service = v.Get("kind"), v.Get("service")
+	if id := v.Get("trace_id"); id != "" {
+		if q.TraceID, err = model.ParseTraceID(id); err != nil {
+			return q, apiutil.BadRequest{Err: err}
+		}
+	}
+	if s := v.Get("systemic"); s != "" {
+		b, err := strconv.ParseBool(s)
+		if err != nil {
+			return q, apiutil.Badf("systemic: want true or false, got %q", s)
+		}
+		q.Systemic = &b
+	}
+	if q.Limit, err = apiutil.ParseLimit("limit", v.Get("limit"), 100, 10000); err != nil {
+		return q, err
+	}
+	return q, nil
+}

@@ -1,0 +1,193 @@
+package engine
+
+import (
+	"fmt"
+
+	"github.com/klauspost/compress/s2"
+
+	"github.com/tracedx/tracedx/internal/model"
+)
+
+// The cold tier keeps the encoded spans of traces that memory pressure cut
+// into blocks before they were idle, so that completing them later (handing
+// them to OnTraceComplete) needs no read-back from Parquet. Their framed
+// head bytes are packed into chunks of about coldChunkBytes and compressed
+// with S2 (fast, and spans of one cut repeat keys, resources and values, so
+// they shrink about tenfold). When the tier outgrows its budget the oldest
+// chunks are dropped and their traces fall back to the read-back path,
+// which is slower but gives the same result. All fields are guarded by
+// Engine.pendingMu.
+
+const coldChunkBytes = 1 << 20
+
+type coldChunk struct {
+	data []byte // S2-compressed framed spans; nil once released or evicted
+	live int    // pending parts still pointing into this chunk
+	seq  uint64 // creation order
+}
+
+type coldRef struct {
+	c      *coldChunk
+	off, n uint32 // range of the trace's framed spans in the decompressed chunk
+	spans  int
+}
+
+// pendingTrace is a trace cut before it was idle.
+type pendingTrace struct {
+	lastSeen int64
+	// inHead: spans arrived after the cut, so the head holds the newest
+	// ones and completes the trace (adding the parts below) when idle.
+	inHead bool
+	// older: the trace already had spans in blocks before it became
+	// pending, which the parts do not cover; it completes by read-back.
+	older bool
+	parts []coldRef
+}
+
+// complete reports whether the parts hold every span of the trace.
+func (p *pendingTrace) complete() bool {
+	if p.older {
+		return false
+	}
+	for _, r := range p.parts {
+		if r.c.data == nil {
+			return false
+		}
+	}
+	return true
+}
+
+type coldTier struct {
+	chunks []*coldChunk // oldest first
+	bytes  int64
+	budget int64
+	seq    uint64
+}
+
+// add registers a compressed chunk and evicts the oldest ones beyond the
+// budget.
+func (t *coldTier) add(c *coldChunk) {
+	t.seq++
+	c.seq = t.seq
+	t.chunks = append(t.chunks, c)
+	t.bytes += int64(len(c.data))
+	for t.bytes > t.budget && len(t.chunks) > 1 {
+		t.drop(t.chunks[0])
+		t.trim()
+	}
+}
+
+func (t *coldTier) drop(c *coldChunk) {
+	if c.data != nil {
+		t.bytes -= int64(len(c.data))
+		c.data = nil
+	}
+}
+
+// trim forgets released chunks at the front.
+func (t *coldTier) trim() {
+	i := 0
+	for i < len(t.chunks) && t.chunks[i].data == nil {
+		t.chunks[i] = nil
+		i++
+	}
+	t.chunks = t.chunks[i:]
+}
+
+// release drops the parts' references.
+func (t *coldTier) release(parts []coldRef) {
+	for _, r := range parts {
+		r.c.live--
+		if r.c.live <= 0 {
+			t.drop(r.c)
+		}
+	}
+	t.trim()
+}
+
+// coldBuilder packs traces into chunks.
+type coldBuilder struct {
+	raw, scratch []byte
+	ids          []model.TraceID
+	refs         []coldRef
+	flush        func(c *coldChunk, ids []model.TraceID, refs []coldRef)
+}
+
+func (b *coldBuilder) add(id model.TraceID, buf []byte, spans int) {
+	if len(b.raw) > 0 && len(b.raw)+len(buf) > coldChunkBytes {
+		b.finish()
+	}
+	b.ids = append(b.ids, id)
+	b.refs = append(b.refs, coldRef{off: uint32(len(b.raw)), n: uint32(len(buf)), spans: spans})
+	b.raw = append(b.raw, buf...)
+}
+
+func (b *coldBuilder) finish() {
+	if len(b.ids) == 0 {
+		return
+	}
+	// Encode into scratch and keep an exact-size copy: S2 sizes its output
+	// for the worst case, about ten times what these chunks need.
+	b.scratch = s2.Encode(b.scratch[:cap(b.scratch)], b.raw)
+	c := &coldChunk{data: append([]byte(nil), b.scratch...), live: len(b.ids)}
+	for i := range b.refs {
+		b.refs[i].c = c
+	}
+	b.flush(c, b.ids, b.refs)
+	b.raw, b.ids, b.refs = b.raw[:0], b.ids[:0], b.refs[:0]
+}
+
+// coldReader decompresses each chunk once per pass.
+type coldReader struct {
+	cache map[*coldChunk][]byte
+	free  [][]byte
+}
+
+// forget drops decompressed chunks older than seq.
+func (r *coldReader) forget(seq uint64) {
+	for c, b := range r.cache {
+		if c.seq < seq {
+			delete(r.cache, c)
+			r.free = append(r.free, b)
+		}
+	}
+}
+
+// framed returns the framed spans of the parts, concatenated, in a new
+// buffer.
+func (r *coldReader) framed(parts []coldRef) ([]byte, int, error) {
+	if r.cache == nil {
+		r.cache = map[*coldChunk][]byte{}
+	}
+	size, n := 0, 0
+	for _, p := range parts {
+		size += int(p.n)
+		n += p.spans
+	}
+	out := make([]byte, 0, size)
+	for _, p := range parts {
+		raw, ok := r.cache[p.c]
+		if !ok {
+			if p.c.data == nil {
+				return nil, 0, fmt.Errorf("cold chunk evicted")
+			}
+			var dst []byte
+			if k := len(r.free); k > 0 {
+				dst, r.free = r.free[k-1], r.free[:k-1]
+			}
+			var err error
+			if n, derr := s2.DecodedLen(p.c.data); derr == nil && n > cap(dst) {
+				dst = make([]byte, n)
+			}
+			if raw, err = s2.Decode(dst[:cap(dst)], p.c.data); err != nil {
+				return nil, 0, fmt.Errorf("decompress cold chunk: %w", err)
+			}
+			r.cache[p.c] = raw
+		}
+		if int(p.off+p.n) > len(raw) {
+			return nil, 0, fmt.Errorf("cold part out of range: %w", errCorrupt)
+		}
+		out = append(out, raw[p.off:p.off+p.n]...)
+	}
+	return out, n, nil
+}

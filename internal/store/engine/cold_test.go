@@ -1,0 +1,127 @@
+package engine
+
+import (
+	"context"
+	"errors"
+	"reflect"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/tracedx/tracedx/internal/model"
+	"github.com/tracedx/tracedx/internal/store"
+)
+
+// Traces cut under memory pressure complete from the cold tier once idle,
+// with exactly the spans written. With a cold budget too small to keep
+// them, they complete by reading blocks back instead, with the same result.
+func TestEarlyCutTracesCompleteFromColdTier(t *testing.T) {
+	for _, tc := range []struct {
+		name      string
+		budget    int64 // cold tier budget; 0: the default
+		wantEvict bool
+	}{
+		{name: "cold"},
+		{name: "evicted", budget: 1, wantEvict: true},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			var mu sync.Mutex
+			got := map[model.TraceID][]model.Span{}
+			calls := map[model.TraceID]int{}
+			o := testOpts(t.TempDir())
+			o.IdleTimeout = 1500 * time.Millisecond
+			o.FlushInterval = 20 * time.Millisecond
+			o.HeadMaxBytes = 512 << 10
+			o.OnTraceComplete = func(id model.TraceID, spans []model.Span) {
+				mu.Lock()
+				got[id] = spans
+				calls[id]++
+				mu.Unlock()
+			}
+			e := openT(t, o)
+			defer e.Close()
+			if tc.budget > 0 {
+				e.pendingMu.Lock()
+				e.cold.budget = tc.budget
+				e.pendingMu.Unlock()
+			}
+			ctx := context.Background()
+			g := newGen(31)
+			want := map[model.TraceID][]model.Span{}
+			for i := 0; i < 300; i++ {
+				tr := g.trace(1_700_000_000e9 + uint64(i)*1e6)
+				want[tr[0].TraceID] = tr
+				for {
+					err := e.Write(ctx, tr)
+					if errors.Is(err, store.ErrOverloaded) {
+						time.Sleep(5 * time.Millisecond)
+						continue
+					}
+					if err != nil {
+						t.Fatal(err)
+					}
+					break
+				}
+				if i%50 == 49 {
+					// Let the flusher cut what is older than 250 ms.
+					time.Sleep(300 * time.Millisecond)
+				}
+			}
+			e.pendingMu.Lock()
+			cold := e.cold.seq
+			e.pendingMu.Unlock()
+			if cold == 0 {
+				t.Fatalf("no trace went to the cold tier; stats %+v", e.Stats())
+			}
+			waitFor(t, func() bool { mu.Lock(); defer mu.Unlock(); return len(got) == len(want) })
+			time.Sleep(o.IdleTimeout / 2) // no second completion may follow
+			mu.Lock()
+			defer mu.Unlock()
+			for id, w := range want {
+				if calls[id] != 1 {
+					t.Fatalf("trace %s completed %d times", id, calls[id])
+				}
+				g := append([]model.Span(nil), got[id]...)
+				ws := append([]model.Span(nil), w...)
+				sortSpans(g)
+				sortSpans(ws)
+				if len(g) != len(ws) {
+					t.Fatalf("trace %s completed with %d spans, want %d", id, len(g), len(ws))
+				}
+				for i := range ws {
+					if !reflect.DeepEqual(normSpan(g[i]), normSpan(ws[i])) {
+						t.Fatalf("trace %s span %d:\n got %+v\nwant %+v", id, i, g[i], ws[i])
+					}
+				}
+			}
+			if rb := e.readBacks.Load(); tc.wantEvict != (rb > 0) {
+				t.Fatalf("%d traces completed by reading blocks back (evictions expected: %v)", rb, tc.wantEvict)
+			}
+			e.pendingMu.Lock()
+			defer e.pendingMu.Unlock()
+			if len(e.pending) != 0 {
+				t.Fatalf("%d traces still pending", len(e.pending))
+			}
+			if !tc.wantEvict && e.cold.bytes != 0 {
+				t.Fatalf("cold tier still holds %d bytes after every trace completed", e.cold.bytes)
+			}
+		})
+	}
+}
+
+// normSpan makes nil and empty lists compare equal.
+func normSpan(s model.Span) model.Span {
+	if len(s.Attrs) == 0 {
+		s.Attrs = nil
+	}
+	if len(s.Resource) == 0 {
+		s.Resource = nil
+	}
+	if len(s.Events) == 0 {
+		s.Events = nil
+	}
+	if len(s.Links) == 0 {
+		s.Links = nil
+	}
+	return s
+}

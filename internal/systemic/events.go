@@ -1,0 +1,491 @@
+package systemic
+
+import (
+	"fmt"
+	"math"
+	"sort"
+	"strings"
+	"time"
+
+	"github.com/tracedx/tracedx/internal/analyze"
+	"github.com/tracedx/tracedx/internal/attribution"
+	"github.com/tracedx/tracedx/internal/model"
+)
+
+var sprintf = fmt.Sprintf
+
+// Evidence types: the JSON contract of each systemic kind.
+
+// ErrorRateEvidence backs error_rate_spike.
+type ErrorRateEvidence struct {
+	Service      string  `json:"service"`
+	Operation    string  `json:"operation,omitempty"`
+	WindowS      float64 `json:"window_s"`
+	Requests     int     `json:"requests"`
+	Errors       int     `json:"errors"`
+	ErrorRate    float64 `json:"error_rate"`
+	BaselineRate float64 `json:"baseline_rate"`
+	Threshold    float64 `json:"threshold"`
+}
+
+// LatencyEvidence backs latency_regression.
+type LatencyEvidence struct {
+	Service       string              `json:"service"`
+	Operation     string              `json:"operation"`
+	WindowS       float64             `json:"window_s"`
+	Requests      int                 `json:"requests"`
+	P95MS         float64             `json:"p95_ms"`
+	BaselineP95MS float64             `json:"baseline_p95_ms"`
+	Factor        float64             `json:"factor"`
+	Attribution   []attribution.Value `json:"attribution"`
+}
+
+// SpanCountEvidence backs span_count_regression.
+type SpanCountEvidence struct {
+	Flow              string  `json:"flow"`
+	WindowS           float64 `json:"window_s"`
+	Traces            int     `json:"traces"`
+	MeanSpans         float64 `json:"mean_spans"`
+	BaselineMeanSpans float64 `json:"baseline_mean_spans"`
+	// Service and Version name the release that brought the new shape.
+	Service          string  `json:"service,omitempty"`
+	Version          string  `json:"version,omitempty"`
+	VersionTraces    int     `json:"version_traces,omitempty"`
+	VersionMeanSpans float64 `json:"version_mean_spans,omitempty"`
+}
+
+// NewErrorTypeEvidence backs new_error_type.
+type NewErrorTypeEvidence struct {
+	Service       string `json:"service"`
+	ExceptionType string `json:"exception_type"`
+	Message       string `json:"message,omitempty"`
+}
+
+// MissingServiceEvidence backs missing_service.
+type MissingServiceEvidence struct {
+	Flow             string  `json:"flow"`
+	Service          string  `json:"service"`
+	WindowS          float64 `json:"window_s"`
+	Traces           int     `json:"traces"`
+	BaselinePresence float64 `json:"baseline_presence"`
+}
+
+// ThroughputEvidence backs throughput_drop.
+type ThroughputEvidence struct {
+	Service        string  `json:"service"`
+	Operation      string  `json:"operation"`
+	WindowS        float64 `json:"window_s"`
+	Requests       int     `json:"requests"`
+	Expected       float64 `json:"expected"`
+	RatePerMin     float64 `json:"rate_per_min"`
+	BaselinePerMin float64 `json:"baseline_per_min"`
+}
+
+// StampedeEvidence backs cache_stampede.
+type StampedeEvidence struct {
+	Endpoint     string  `json:"endpoint"`
+	CacheKey     string  `json:"cache_key"`
+	Traces       int     `json:"traces"`
+	WithinMS     float64 `json:"within_ms"`
+	Fallback     string  `json:"fallback,omitempty"`
+	FallbackMS   float64 `json:"fallback_mean_ms"`
+	Rewrites     int     `json:"rewrites"` // traces that wrote the key back
+	CacheService string  `json:"cache_service"`
+}
+
+// AuthRaceEvidence backs auth_expiry_race.
+type AuthRaceEvidence struct {
+	Target    string    `json:"target"`
+	Callers   []string  `json:"callers"`
+	Failures  int       `json:"failures"`
+	Successes int       `json:"successes"`
+	Moment    time.Time `json:"moment"`
+	SpreadMS  float64   `json:"spread_ms"`
+	Codes     []int     `json:"codes"`
+}
+
+// ---- cache_stampede ----
+
+type missEvent struct {
+	t           time.Time
+	trace, span string
+	fallback    string
+	fallbackMS  float64
+	wrote       bool
+	service     string
+}
+
+type ring struct {
+	events []missEvent
+	seen   time.Time // observation time of the latest event
+}
+
+var cacheSystems = map[string]bool{"redis": true, "memcached": true, "valkey": true, "hazelcast": true, "couchbase": true,
+	"aerospike": true, "geode": true, "coherence": true, "ehcache": true}
+
+type cacheMiss struct {
+	s   *model.Span
+	key string
+}
+
+func isCacheSpan(s *model.Span) bool {
+	if _, ok := s.Attrs.Get("cache.hit"); ok {
+		return true
+	}
+	return cacheSystems[strings.ToLower(s.Attrs.Str("db.system.name", "db.system"))]
+}
+
+func cacheCommand(s *model.Span) (cmd, key string) {
+	if k := s.Attrs.Str("cache.key", "db.redis.key"); k != "" {
+		key = k
+	}
+	stmt := s.Attrs.Str("db.query.text", "db.statement")
+	fields := strings.Fields(stmt)
+	if len(fields) > 0 {
+		cmd = strings.ToUpper(fields[0])
+		if key == "" && len(fields) > 1 {
+			key = fields[1]
+		}
+	}
+	if cmd == "" {
+		cmd = strings.ToUpper(s.Attrs.Str("db.operation.name", "db.operation"))
+	}
+	if cmd == "" {
+		cmd = strings.ToUpper(s.Name)
+	}
+	return cmd, key
+}
+
+// missOf reports whether a cache span is a miss, and its key.
+func missOf(s *model.Span, spans []model.Span) (string, bool) {
+	cmd, key := cacheCommand(s)
+	if key == "" {
+		return "", false
+	}
+	if v, ok := s.Attrs.Get("cache.hit"); ok {
+		if v.Type == model.TypeBool {
+			return key, !v.Bool
+		}
+		return key, strings.EqualFold(v.AsString(), "false")
+	}
+	if r := strings.ToLower(s.Attrs.Str("cache.result", "cache.status")); r != "" {
+		return key, r == "miss"
+	}
+	for i := range s.Events {
+		switch strings.ToLower(s.Events[i].Name) {
+		case "miss", "cache_miss", "cache.miss":
+			return key, true
+		}
+	}
+	// A GET later followed by a SET of the same key under the same parent
+	// is a miss that was filled.
+	if cmd != "GET" || len(spans) > 500 {
+		return key, false
+	}
+	for i := range spans {
+		o := &spans[i]
+		if o.ParentSpanID == s.ParentSpanID && o.StartUnixNano >= s.EndUnixNano && isCacheSpan(o) {
+			if c, k := cacheCommand(o); (c == "SET" || c == "SETEX" || c == "PSETEX") && k == key {
+				return key, true
+			}
+		}
+	}
+	return key, false
+}
+
+func (d *Detector) observeCache(s *model.Span, spans []model.Span) {
+	if !isCacheSpan(s) {
+		return
+	}
+	key, miss := missOf(s, spans)
+	if !miss {
+		return
+	}
+	d.misses = append(d.misses, cacheMiss{s: s, key: key})
+}
+
+// flushMisses records the trace's misses under its endpoint.
+func (d *Detector) flushMisses(now time.Time, root *model.Span, spans []model.Span) {
+	if len(d.misses) == 0 {
+		return
+	}
+	defer func() { d.misses = d.misses[:0] }()
+	endpoint := root.Service + " " + root.Name
+	for _, m := range d.misses {
+		ev := missEvent{t: time.Unix(0, int64(m.s.StartUnixNano)), trace: m.s.TraceID.String(), span: m.s.SpanID.String(), service: m.s.Service}
+		// The fallback: the first non-cache database call after the miss.
+		for i := range spans {
+			o := &spans[i]
+			if o.StartUnixNano < m.s.EndUnixNano || o.TraceID != m.s.TraceID {
+				continue
+			}
+			if isCacheSpan(o) {
+				if c, k := cacheCommand(o); strings.HasPrefix(c, "SET") && k == m.key {
+					ev.wrote = true
+				}
+				continue
+			}
+			if _, ok := o.Attrs.First("db.system.name", "db.system"); ok && ev.fallback == "" {
+				ev.fallback = clip(analyze.DBShape(o), 120)
+				ev.fallbackMS = float64(o.DurationNano()) / 1e6
+			}
+		}
+		if ev.fallback == "" {
+			continue // a miss with nothing expensive behind it is not a stampede
+		}
+		k := [2]string{endpoint, m.key}
+		r := d.stampede[k]
+		if r == nil {
+			r = &ring{}
+			d.stampede[k] = r
+		}
+		r.seen = now
+		if len(r.events) >= 256 {
+			r.events = r.events[1:]
+		}
+		r.events = append(r.events, ev)
+		d.checkStampede(endpoint, m.key, r)
+	}
+}
+
+func (d *Detector) checkStampede(endpoint, key string, r *ring) {
+	evs := r.events
+	sort.SliceStable(evs, func(i, j int) bool { return evs[i].t.Before(evs[j].t) })
+	// Largest set of distinct traces within StampedeWindow (two pointers).
+	best, bi, bj := 0, 0, 0
+	j := 0
+	for i := range evs {
+		for evs[i].t.Sub(evs[j].t) > d.cfg.StampedeWindow {
+			j++
+		}
+		if n := distinctTraces(evs[j : i+1]); n > best {
+			best, bi, bj = n, j, i
+		}
+	}
+	if best < d.cfg.StampedeTraces {
+		return
+	}
+	win := evs[bi : bj+1]
+	f := Finding{Key: "cache_stampede/" + endpoint + "/" + key}
+	f.Kind, f.Severity = "cache_stampede", analyze.SeverityWarning
+	var sum float64
+	wrote := 0
+	seen := map[string]bool{}
+	for _, e := range win {
+		sum += e.fallbackMS
+		if e.wrote {
+			wrote++
+		}
+		if !seen[e.trace] && len(f.ExampleTraceIDs) < 10 {
+			seen[e.trace] = true
+			f.ExampleTraceIDs = append(f.ExampleTraceIDs, e.trace)
+			f.SpanIDs = append(f.SpanIDs, e.span)
+		}
+	}
+	mean := sum / float64(len(win))
+	spread := win[len(win)-1].t.Sub(win[0].t)
+	f.Service, f.Operation = win[0].service, endpoint
+	f.Time = win[0].t
+	f.Title = sprintf("cache stampede on %s: %d requests to %s missed it within %.0f ms and all ran %s (mean %.1f ms)",
+		key, best, endpoint, float64(spread)/1e6, clip(win[0].fallback, 60), mean)
+	// Impact: all but one of the fallbacks were redundant.
+	f.ImpactMS = math.Round(mean*float64(best-1)*10) / 10
+	f.Evidence = StampedeEvidence{Endpoint: endpoint, CacheKey: key, Traces: best, WithinMS: float64(spread) / 1e6,
+		Fallback: win[0].fallback, FallbackMS: math.Round(mean*10) / 10, Rewrites: wrote, CacheService: win[0].service}
+	f.Fix = "Let one request recompute the value while the others wait or serve the stale one: request coalescing (singleflight), a lock per key, early probabilistic refresh, or TTL jitter."
+	d.pending[f.Key] = f
+}
+
+func distinctTraces(evs []missEvent) int {
+	if len(evs) <= 1 {
+		return len(evs)
+	}
+	seen := make(map[string]struct{}, len(evs))
+	for _, e := range evs {
+		seen[e.trace] = struct{}{}
+	}
+	return len(seen)
+}
+
+// ---- auth_expiry_race ----
+
+type authEvent struct {
+	t           time.Time
+	trace, span string
+	caller      string
+	code        int
+}
+
+type authState struct {
+	fails []authEvent
+	succ  map[int64]int // per second of span start
+	seen  time.Time
+}
+
+// authStatus classifies a call's answer: auth failure, success, or neither.
+func authStatus(s *model.Span) (code int, fail, ok bool) {
+	if v, present := s.Attrs.First("http.response.status_code", "http.status_code"); present {
+		c, _ := v.AsInt()
+		switch {
+		case c == 401 || c == 403:
+			return int(c), true, true
+		case c >= 200 && c < 400:
+			return int(c), false, true
+		}
+		return int(c), false, false
+	}
+	if v, present := s.Attrs.Get("rpc.grpc.status_code"); present {
+		c, _ := v.AsInt()
+		switch c {
+		case 16, 7: // UNAUTHENTICATED, PERMISSION_DENIED
+			return int(c), true, true
+		case 0:
+			return 0, false, true
+		}
+	}
+	return 0, false, false
+}
+
+func (d *Detector) observeAuth(s *model.Span, spans []model.Span) {
+	code, fail, ok := authStatus(s)
+	if !ok {
+		return
+	}
+	target := s.Attrs.Str("peer.service", "server.address", "net.peer.name")
+	if target == "" {
+		for i := range spans {
+			if spans[i].ParentSpanID == s.SpanID && spans[i].Kind == model.KindServer {
+				target = spans[i].Service
+				break
+			}
+		}
+	}
+	if target == "" {
+		return
+	}
+	st := d.auth[target]
+	if st == nil {
+		st = &authState{succ: map[int64]int{}}
+		d.auth[target] = st
+	}
+	t := time.Unix(0, int64(s.StartUnixNano))
+	st.seen = d.clockNow
+	if !fail {
+		st.succ[t.Unix()]++
+		return
+	}
+	if len(st.fails) >= 256 {
+		st.fails = st.fails[1:]
+	}
+	st.fails = append(st.fails, authEvent{t: t, trace: s.TraceID.String(), span: s.SpanID.String(), caller: s.Service, code: code})
+	d.checkAuth(target, st)
+}
+
+func (d *Detector) checkAuth(target string, st *authState) {
+	fs := st.fails
+	sort.SliceStable(fs, func(i, j int) bool { return fs[i].t.Before(fs[j].t) })
+	last := fs[len(fs)-1].t
+	var win []authEvent
+	for _, e := range fs {
+		if last.Sub(e.t) <= d.cfg.AuthWindow {
+			win = append(win, e)
+		}
+	}
+	if len(win) < d.cfg.AuthFailures {
+		return
+	}
+	lo, hi := win[0].t.Add(-d.cfg.AuthWindow).Unix(), last.Add(d.cfg.AuthWindow).Unix()
+	succ := 0
+	for sec, n := range st.succ {
+		if sec >= lo && sec <= hi {
+			succ += n
+		}
+	}
+	if succ == 0 {
+		return // everything fails: revoked credentials, not a race
+	}
+	f := Finding{Key: "auth_expiry_race/" + target}
+	f.Kind, f.Severity = "auth_expiry_race", analyze.SeverityWarning
+	callers, codes := map[string]bool{}, map[int]bool{}
+	for _, e := range win {
+		callers[e.caller] = true
+		codes[e.code] = true
+		if len(f.ExampleTraceIDs) < 10 {
+			f.ExampleTraceIDs = append(f.ExampleTraceIDs, e.trace)
+			f.SpanIDs = append(f.SpanIDs, e.span)
+		}
+	}
+	ev := AuthRaceEvidence{Target: target, Failures: len(win), Successes: succ, Moment: win[len(win)/2].t,
+		SpreadMS: float64(last.Sub(win[0].t)) / 1e6}
+	for c := range callers {
+		ev.Callers = append(ev.Callers, c)
+	}
+	for c := range codes {
+		ev.Codes = append(ev.Codes, c)
+	}
+	sort.Strings(ev.Callers)
+	sort.Ints(ev.Codes)
+	f.Service = strings.Join(ev.Callers, ",")
+	if len(ev.Callers) == 1 {
+		f.Service = ev.Callers[0]
+	}
+	f.Operation = target
+	f.Time = win[0].t
+	f.Title = sprintf("%d calls to %s were rejected (%v) within %.1f s around %s while %d others succeeded: a credential expiring mid-flight",
+		len(win), target, ev.Codes, ev.SpreadMS/1000, ev.Moment.UTC().Format("15:04:05"), succ)
+	f.Evidence = ev
+	f.Fix = "Refresh tokens before they expire (refresh at ~80 % of the lifetime, with a margin for clock skew and request duration) and retry once on 401 with a fresh token; share one refresh among concurrent requests."
+	d.pending[f.Key] = f
+}
+
+// expireEvents drops sub-minute state that can no longer form a finding.
+func (d *Detector) expireEvents(now time.Time) {
+	idle := 10 * time.Minute
+	for k, r := range d.stampede {
+		if now.Sub(r.seen) > idle {
+			delete(d.stampede, k)
+			continue
+		}
+		if n := len(r.events); n > 0 {
+			cut := r.events[n-1].t.Add(-2 * d.cfg.StampedeWindow)
+			i := 0
+			for i < n && r.events[i].t.Before(cut) {
+				i++
+			}
+			r.events = r.events[i:]
+		}
+	}
+	for k, st := range d.auth {
+		if now.Sub(st.seen) > 24*time.Hour {
+			delete(d.auth, k)
+			continue
+		}
+		var newest time.Time
+		if len(st.fails) > 0 {
+			newest = st.fails[len(st.fails)-1].t
+		}
+		for sec := range st.succ {
+			if t := time.Unix(sec, 0); t.After(newest) {
+				newest = t
+			}
+		}
+		cut := newest.Add(-3 * d.cfg.AuthWindow)
+		for sec := range st.succ {
+			if time.Unix(sec, 0).Before(cut) {
+				delete(st.succ, sec)
+			}
+		}
+		kept := st.fails[:0]
+		for _, e := range st.fails {
+			if !e.t.Before(cut) {
+				kept = append(kept, e)
+			}
+		}
+		st.fails = kept
+	}
+	for k, last := range d.errTypes {
+		if now.Sub(last) > d.cfg.ErrorTypeMemory {
+			delete(d.errTypes, k)
+		}
+	}
+}

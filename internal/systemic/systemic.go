@@ -1,0 +1,834 @@
+// Package systemic detects the patterns that only show across traces
+// (shared/patterns.md, "Patterns across traces"): cache_stampede,
+// auth_expiry_race, span_count_regression, latency_regression,
+// error_rate_spike, new_error_type, missing_service, throughput_drop.
+//
+// Completed traces are Observed into per-endpoint sliding windows of
+// small time buckets; buckets older than the longest window fold into an
+// exponentially decaying baseline, so memory stays bounded per endpoint
+// whatever the traffic. Evaluate compares windows with baselines and
+// returns findings, one per key while the condition lasts (a key that stays
+// quiet for a window closes and may open again).
+//
+// Windows are on the observation clock (when traces complete), which makes
+// rates immune to late spans; the two sub-minute patterns (stampede, auth
+// race) cluster on the spans' own timestamps.
+package systemic
+
+import (
+	"context"
+	"log/slog"
+	"math"
+	"sort"
+	"strings"
+	"sync"
+	"time"
+
+	"github.com/tracedx/tracedx/internal/analyze"
+	"github.com/tracedx/tracedx/internal/attribution"
+	"github.com/tracedx/tracedx/internal/findingstore"
+	"github.com/tracedx/tracedx/internal/model"
+)
+
+// Finding is a systemic finding as stored.
+type Finding = findingstore.Stored
+
+// Sink receives findings (the findings store implements it).
+type Sink interface {
+	Put(ctx context.Context, fs []findingstore.Stored) error
+}
+
+// Detector holds the sliding windows. It is safe for concurrent use.
+type Detector struct {
+	cfg   Config
+	sink  Sink
+	log   *slog.Logger
+	clock func() time.Time
+
+	mu       sync.Mutex
+	started  time.Time
+	ops      map[opKey]*series // service-entry spans
+	roots    map[opKey]*series // trace roots (flows)
+	errTypes map[[2]string]time.Time
+	newTypes []newType
+	stampede map[[2]string]*ring // (endpoint, cache key)
+	auth     map[string]*authState
+	pending  map[string]Finding // sub-minute patterns detected in Observe
+	open     map[string]*openKey
+	// scratch of Observe
+	misses   []cacheMiss
+	clockNow time.Time
+}
+
+type opKey struct{ service, op string }
+
+type openKey struct {
+	last  time.Time
+	close time.Duration
+}
+
+// New returns a detector. sink may be nil when only Evaluate is used;
+// clock nil means time.Now.
+func New(cfg Config, sink Sink, clock func() time.Time, log *slog.Logger) *Detector {
+	if clock == nil {
+		clock = time.Now
+	}
+	if log == nil {
+		log = slog.Default()
+	}
+	return &Detector{cfg: cfg.withDefaults(), sink: sink, clock: clock, log: log.With("component", "systemic"),
+		ops: map[opKey]*series{}, roots: map[opKey]*series{}, errTypes: map[[2]string]time.Time{},
+		stampede: map[[2]string]*ring{}, auth: map[string]*authState{}, pending: map[string]Finding{}, open: map[string]*openKey{}}
+}
+
+// Config returns the effective configuration.
+func (d *Detector) Config() Config { return d.cfg }
+
+// Run evaluates every EvalInterval and stores the findings until ctx ends.
+func (d *Detector) Run(ctx context.Context) {
+	t := time.NewTicker(d.cfg.EvalInterval)
+	defer t.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-t.C:
+			fs := d.Evaluate(d.clock())
+			if len(fs) == 0 || d.sink == nil {
+				continue
+			}
+			if err := d.sink.Put(ctx, fs); err != nil {
+				d.log.Warn("storing systemic findings", "count", len(fs), "err", err)
+			}
+		}
+	}
+}
+
+// ---- histograms: log-scale bins, 4 per power of two (~19 % wide) ----
+
+const nBins = 112
+
+func bin(ns uint64) int {
+	ms := float64(ns) / 1e6
+	b := int(4 * math.Log2(ms*10+1)) // 0.1 ms resolution at the bottom
+	return min(max(b, 0), nBins-1)
+}
+
+func binUpperMS(b int) float64 { return (math.Exp2(float64(b+1)/4) - 1) / 10 }
+
+func quantileMS(h *[nBins]float64, q float64) float64 {
+	var total float64
+	for _, c := range h {
+		total += c
+	}
+	if total == 0 {
+		return 0
+	}
+	want, acc := q*total, 0.0
+	for b, c := range h {
+		acc += c
+		if acc >= want {
+			return binUpperMS(b)
+		}
+	}
+	return binUpperMS(nBins - 1)
+}
+
+// ---- windows ----
+
+type vstat struct{ n, spans float64 }
+
+type bucket struct {
+	n, errs, spans float64
+	hist           [nBins]float64
+	versions       map[string]*vstat  // roots: "service version" of any service in the trace
+	services       map[string]float64 // roots: traces in which each service appears
+}
+
+type series struct {
+	key     opKey
+	created time.Time
+	buckets map[int64]*bucket
+	folded  int64 // buckets ≤ folded are in base
+	base    bucket
+	baseSec float64
+	// baseP95MS caches the baseline p95 for Observe (0: none yet).
+	baseP95MS float64
+	// examples
+	errRefs  []ref
+	recent   []ref // roots: the latest traces, as examples
+	slow     []sample
+	normal   []sample
+	lastNorm time.Time
+	lastSlow time.Time
+}
+
+// ref keeps raw ids: most refs are overwritten before anyone reads them,
+// so hex encoding waits for output.
+type ref struct {
+	trace model.TraceID
+	span  model.SpanID
+	t     time.Time
+}
+
+type sample struct {
+	ref
+	f   attribution.Features
+	dur float64
+}
+
+func (d *Detector) idx(t time.Time) int64 { return t.UnixNano() / int64(d.cfg.Bucket) }
+
+func (d *Detector) seriesOf(m map[opKey]*series, k opKey, now time.Time) *series {
+	s := m[k]
+	if s == nil {
+		s = &series{key: k, created: now, buckets: map[int64]*bucket{},
+			folded: d.idx(now) - int64(d.cfg.maxWindow()/d.cfg.Bucket) - 1}
+		m[k] = s
+	}
+	return s
+}
+
+func (s *series) bucketAt(i int64) *bucket {
+	b := s.buckets[i]
+	if b == nil {
+		b = &bucket{}
+		s.buckets[i] = b
+	}
+	return b
+}
+
+// window sums the buckets of the last w.
+func (d *Detector) window(s *series, now time.Time, w time.Duration) *bucket {
+	cur := d.idx(now)
+	lo := cur - int64(w/d.cfg.Bucket) + 1
+	out := &bucket{}
+	for i, b := range s.buckets {
+		if i < lo || i > cur {
+			continue
+		}
+		addBucket(out, b, 1)
+	}
+	return out
+}
+
+func addBucket(dst, src *bucket, w float64) {
+	dst.n += src.n * w
+	dst.errs += src.errs * w
+	dst.spans += src.spans * w
+	for i, c := range src.hist {
+		if c != 0 {
+			dst.hist[i] += c * w
+		}
+	}
+	if src.versions != nil {
+		if dst.versions == nil {
+			dst.versions = map[string]*vstat{}
+		}
+		for k, v := range src.versions {
+			x := dst.versions[k]
+			if x == nil {
+				x = &vstat{}
+				dst.versions[k] = x
+			}
+			x.n += v.n * w
+			x.spans += v.spans * w
+		}
+	}
+	if src.services != nil {
+		if dst.services == nil {
+			dst.services = map[string]float64{}
+		}
+		for k, v := range src.services {
+			dst.services[k] += v * w
+		}
+	}
+}
+
+func scaleBucket(b *bucket, f float64) {
+	b.n *= f
+	b.errs *= f
+	b.spans *= f
+	for i := range b.hist {
+		b.hist[i] *= f
+	}
+	for k, v := range b.versions {
+		v.n *= f
+		v.spans *= f
+		if v.n < 1e-3 {
+			delete(b.versions, k)
+		}
+	}
+	for k, v := range b.services {
+		b.services[k] = v * f
+		if v*f < 1e-3 {
+			delete(b.services, k)
+		}
+	}
+}
+
+// fold moves buckets older than the longest window into the baseline.
+func (d *Detector) fold(s *series, now time.Time) {
+	upto := d.idx(now) - int64(d.cfg.maxWindow()/d.cfg.Bucket)
+	if upto <= s.folded {
+		return
+	}
+	decay := math.Exp(-math.Ln2 * d.cfg.Bucket.Seconds() / d.cfg.BaselineHalfLife.Seconds())
+	steps := upto - s.folded
+	// After many half-lives nothing of the old baseline remains; skip the
+	// empty steps in one go.
+	if limit := int64(20 * d.cfg.BaselineHalfLife / d.cfg.Bucket); steps > limit {
+		scaleBucket(&s.base, 0)
+		s.baseSec = 0
+		s.folded = upto - limit
+	}
+	for i := s.folded + 1; i <= upto; i++ {
+		scaleBucket(&s.base, decay)
+		s.baseSec = s.baseSec*decay + d.cfg.Bucket.Seconds()
+		if b := s.buckets[i]; b != nil {
+			addBucket(&s.base, b, 1)
+			delete(s.buckets, i)
+		}
+	}
+	for i := range s.buckets {
+		if i <= upto {
+			delete(s.buckets, i)
+		}
+	}
+	s.folded = upto
+	if s.base.n >= float64(d.cfg.MinSamples) {
+		s.baseP95MS = quantileMS(&s.base.hist, 0.95)
+	}
+}
+
+func (d *Detector) baselineReady(s *series) bool {
+	// baseSec decays too; compare with the decayed equivalent of MinBaseline.
+	need := d.cfg.MinBaseline.Seconds()
+	hl := d.cfg.BaselineHalfLife.Seconds()
+	need = hl / math.Ln2 * (1 - math.Exp(-math.Ln2*need/hl))
+	return s.baseSec >= need*0.999 && s.base.n >= float64(d.cfg.MinSamples)
+}
+
+// ---- observation ----
+
+func failed(s *model.Span) bool {
+	if s.StatusCode == model.StatusError {
+		return true
+	}
+	if s.StatusCode == model.StatusOK {
+		return false
+	}
+	if v, ok := s.Attrs.First("http.response.status_code", "http.status_code"); ok {
+		if c, ok := v.AsInt(); ok && (c >= 500 || c == 408 || c == 429) {
+			return true
+		}
+	}
+	return false
+}
+
+// Observe feeds one completed trace. now is the completion time.
+func (d *Detector) Observe(now time.Time, spans []model.Span) {
+	if len(spans) == 0 {
+		return
+	}
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	if d.started.IsZero() {
+		d.started = now
+	}
+	d.clockNow = now
+	bi := d.idx(now)
+	var root *model.Span
+	var traceFeatures *attribution.Features
+	features := func() attribution.Features {
+		if traceFeatures == nil {
+			f := attribution.Extract(spans)
+			traceFeatures = &f
+		}
+		return *traceFeatures
+	}
+	for i := range spans {
+		s := &spans[i]
+		isRoot := s.ParentSpanID.IsZero()
+		if isRoot && (root == nil || s.StartUnixNano < root.StartUnixNano) {
+			root = s
+		}
+		fail := s.StatusCode == model.StatusError || (s.StatusCode == model.StatusUnset && failed(s))
+		if fail {
+			d.observeErrorType(now, s)
+		}
+		switch {
+		case isRoot || s.Kind == model.KindServer || s.Kind == model.KindConsumer:
+			sr := d.seriesOf(d.ops, opKey{s.Service, s.Name}, now)
+			b := sr.bucketAt(bi)
+			b.n++
+			b.hist[bin(s.DurationNano())]++
+			r := ref{trace: s.TraceID, span: s.SpanID, t: now}
+			if fail {
+				b.errs++
+				sr.errRefs = pushRef(sr.errRefs, r, 5)
+			}
+			ms := float64(s.DurationNano()) / 1e6
+			switch {
+			case sr.baseP95MS > 0 && ms >= d.cfg.LatencyFactor*sr.baseP95MS:
+				if now.Sub(sr.lastSlow) >= 100*time.Millisecond {
+					sr.lastSlow = now
+					sr.slow = pushSample(sr.slow, sample{ref: r, f: features(), dur: ms}, 100)
+				}
+			case now.Sub(sr.lastNorm) >= time.Second:
+				sr.lastNorm = now
+				sr.normal = pushSample(sr.normal, sample{ref: r, f: features(), dur: ms}, 100)
+			}
+		case s.Kind == model.KindClient:
+			d.observeAuth(s, spans)
+		}
+		if s.Kind == model.KindClient || s.Kind == model.KindInternal {
+			d.observeCache(s, spans)
+		}
+	}
+	if root == nil {
+		d.misses = d.misses[:0]
+		return
+	}
+	d.flushMisses(now, root, spans)
+	sr := d.seriesOf(d.roots, opKey{root.Service, root.Name}, now)
+	b := sr.bucketAt(bi)
+	b.n++
+	b.spans += float64(len(spans))
+	if b.versions == nil {
+		b.versions = map[string]*vstat{}
+		b.services = map[string]float64{}
+	}
+	var seen [16]string // services of this trace, usually few
+	svcs := seen[:0]
+	for i := range spans {
+		s := &spans[i]
+		dup := false
+		for _, x := range svcs {
+			if x == s.Service {
+				dup = true
+				break
+			}
+		}
+		if dup {
+			continue
+		}
+		svcs = append(svcs, s.Service)
+		b.services[s.Service]++
+		if v := s.Resource.Str("service.version"); v != "" {
+			k := s.Service + " " + v
+			x := b.versions[k]
+			if x == nil {
+				x = &vstat{}
+				b.versions[k] = x
+			}
+			x.n++
+			x.spans += float64(len(spans))
+		}
+	}
+	if failed(root) {
+		b.errs++
+		sr.errRefs = pushRef(sr.errRefs, ref{trace: root.TraceID, span: root.SpanID, t: now}, 5)
+	}
+	sr.recent = pushRef(sr.recent, ref{trace: root.TraceID, span: root.SpanID, t: now}, 3)
+}
+
+func pushRef(list []ref, r ref, capN int) []ref {
+	if len(list) < capN {
+		return append(list, r)
+	}
+	copy(list, list[1:])
+	list[len(list)-1] = r
+	return list
+}
+
+func pushSample(list []sample, s sample, capN int) []sample {
+	if len(list) < capN {
+		return append(list, s)
+	}
+	copy(list, list[1:])
+	list[len(list)-1] = s
+	return list
+}
+
+// ---- new_error_type ----
+
+type newType struct {
+	service, typ, msg string
+	r                 ref
+}
+
+func (d *Detector) observeErrorType(now time.Time, s *model.Span) {
+	typ, msg := analyze.ExceptionOf(s)
+	if typ == "" {
+		typ = s.Attrs.Str("error.type")
+	}
+	if typ == "" {
+		return
+	}
+	k := [2]string{s.Service, typ}
+	last, known := d.errTypes[k]
+	d.errTypes[k] = now
+	if known && now.Sub(last) < d.cfg.ErrorTypeMemory {
+		return
+	}
+	if now.Sub(d.started) < d.cfg.ErrorTypeWarmup {
+		return
+	}
+	if len(d.newTypes) < 1000 {
+		d.newTypes = append(d.newTypes, newType{service: s.Service, typ: typ, msg: msg,
+			r: ref{trace: s.TraceID, span: s.SpanID, t: now}})
+	}
+}
+
+// ---- evaluation ----
+
+// Evaluate folds old buckets into baselines, checks every pattern and
+// returns the findings that open now.
+func (d *Detector) Evaluate(now time.Time) []Finding {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	active := map[string]Finding{}
+	closeAfter := map[string]time.Duration{}
+	add := func(f Finding, w time.Duration) {
+		f.Systemic = true
+		if f.Time.IsZero() {
+			f.Time = now
+		}
+		if f.SpanIDs == nil {
+			f.SpanIDs = []string{}
+		}
+		if f.ExampleTraceIDs == nil {
+			f.ExampleTraceIDs = []string{}
+		}
+		if len(f.ExampleTraceIDs) > 0 && f.TraceID == "" {
+			f.TraceID = f.ExampleTraceIDs[0]
+		}
+		active[f.Key] = f
+		closeAfter[f.Key] = w
+	}
+	for _, s := range d.ops {
+		d.fold(s, now)
+	}
+	for _, s := range d.roots {
+		d.fold(s, now)
+	}
+	d.evalErrors(now, add)
+	d.evalLatency(now, add)
+	d.evalRoots(now, add)
+	for _, nt := range d.newTypes {
+		add(newErrorType(nt), d.cfg.ErrorWindow)
+	}
+	d.newTypes = d.newTypes[:0]
+	for k, f := range d.pending {
+		w := d.cfg.ErrorWindow
+		add(f, w)
+		delete(d.pending, k)
+	}
+	d.expireEvents(now)
+
+	var out []Finding
+	for k, f := range active {
+		o := d.open[k]
+		if o == nil {
+			out = append(out, f)
+			o = &openKey{}
+			d.open[k] = o
+		}
+		o.last, o.close = now, closeAfter[k]
+	}
+	for k, o := range d.open {
+		if _, ok := active[k]; !ok && now.Sub(o.last) >= o.close {
+			delete(d.open, k)
+		}
+	}
+	sort.Slice(out, func(i, j int) bool { return out[i].Key < out[j].Key })
+	return out
+}
+
+// Open returns the keys of the findings currently open (tests, debugging).
+func (d *Detector) Open() []string {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	var out []string
+	for k := range d.open {
+		out = append(out, k)
+	}
+	sort.Strings(out)
+	return out
+}
+
+func refIDs(rs []ref) (traces, spans []string) {
+	for i := len(rs) - 1; i >= 0; i-- {
+		traces = append(traces, rs[i].trace.String())
+		spans = append(spans, rs[i].span.String())
+	}
+	return traces, spans
+}
+
+func pct(f float64) float64 { return math.Round(f*1000) / 10 }
+
+func (d *Detector) evalErrors(now time.Time, add func(Finding, time.Duration)) {
+	type svcAgg struct {
+		n, e, bn, be float64
+		refs         []ref
+		opActive     bool
+	}
+	bySvc := map[string]*svcAgg{}
+	keys := make([]opKey, 0, len(d.ops))
+	for k := range d.ops {
+		keys = append(keys, k)
+	}
+	sort.Slice(keys, func(i, j int) bool { return keys[i].service+keys[i].op < keys[j].service+keys[j].op })
+	for _, k := range keys {
+		s := d.ops[k]
+		w := d.window(s, now, d.cfg.ErrorWindow)
+		a := bySvc[k.service]
+		if a == nil {
+			a = &svcAgg{}
+			bySvc[k.service] = a
+		}
+		a.n += w.n
+		a.e += w.errs
+		a.bn += s.base.n
+		a.be += s.base.errs
+		for _, r := range s.errRefs {
+			if now.Sub(r.t) <= d.cfg.ErrorWindow {
+				a.refs = append(a.refs, r)
+			}
+		}
+		if w.n < float64(d.cfg.MinSamples) || w.errs < float64(d.cfg.MinErrors) {
+			continue
+		}
+		rate := w.errs / w.n
+		baseRate := -1.0
+		if s.base.n >= float64(d.cfg.MinSamples) {
+			baseRate = s.base.errs / s.base.n
+		}
+		if rate <= d.cfg.OpErrorRate || (baseRate >= 0 && rate < 2*baseRate) {
+			continue
+		}
+		a.opActive = true
+		traces, spans := refIDs(s.errRefs)
+		f := Finding{Service: k.service, Operation: k.op, Key: "error_rate_spike/" + k.service + "/" + k.op, ExampleTraceIDs: traces}
+		f.Kind, f.Severity = "error_rate_spike", analyze.SeverityWarning
+		if rate >= 0.5 {
+			f.Severity = analyze.SeverityCritical
+		}
+		f.SpanIDs = spans
+		f.Title = sprintf("%s %s fails %.1f%% of %d requests over %s (usual %s)", k.service, k.op, pct(rate), int(w.n),
+			d.cfg.ErrorWindow, usualRate(baseRate))
+		f.Evidence = ErrorRateEvidence{Service: k.service, Operation: k.op, WindowS: d.cfg.ErrorWindow.Seconds(), Requests: int(w.n),
+			Errors: int(w.errs), ErrorRate: pct(rate) / 100, BaselineRate: math.Max(baseRate, 0), Threshold: d.cfg.OpErrorRate}
+		f.Fix = "Open an example trace: its error_origin finding names the failing span; compare a failing with a successful request (GET /api/v1/compare) and check recent deploys of " + k.service + "."
+		add(f, d.cfg.ErrorWindow)
+	}
+	svcs := make([]string, 0, len(bySvc))
+	for s := range bySvc {
+		svcs = append(svcs, s)
+	}
+	sort.Strings(svcs)
+	for _, svc := range svcs {
+		a := bySvc[svc]
+		if a.opActive || a.n < float64(d.cfg.MinSamples) || a.e < float64(d.cfg.MinErrors) {
+			continue
+		}
+		rate := a.e / a.n
+		baseRate := -1.0
+		if a.bn >= float64(d.cfg.MinSamples) {
+			baseRate = a.be / a.bn
+		}
+		if rate <= d.cfg.ServiceErrorRate || (baseRate >= 0 && rate < 2*baseRate) {
+			continue
+		}
+		sort.Slice(a.refs, func(i, j int) bool { return a.refs[i].t.Before(a.refs[j].t) })
+		if len(a.refs) > 5 {
+			a.refs = a.refs[len(a.refs)-5:]
+		}
+		traces, spans := refIDs(a.refs)
+		f := Finding{Service: svc, Key: "error_rate_spike/" + svc + "/", ExampleTraceIDs: traces}
+		f.Kind, f.Severity, f.SpanIDs = "error_rate_spike", analyze.SeverityWarning, spans
+		f.Title = sprintf("%s fails %.1f%% of %d requests over %s (usual %s)", svc, pct(rate), int(a.n), d.cfg.ErrorWindow, usualRate(baseRate))
+		f.Evidence = ErrorRateEvidence{Service: svc, WindowS: d.cfg.ErrorWindow.Seconds(), Requests: int(a.n), Errors: int(a.e),
+			ErrorRate: pct(rate) / 100, BaselineRate: math.Max(baseRate, 0), Threshold: d.cfg.ServiceErrorRate}
+		f.Fix = "Open an example trace to find the failing dependency, and check recent deploys of " + svc + "."
+		add(f, d.cfg.ErrorWindow)
+	}
+}
+
+func usualRate(r float64) string {
+	if r < 0 {
+		return "unknown"
+	}
+	return sprintf("%.1f%%", pct(r))
+}
+
+func (d *Detector) evalLatency(now time.Time, add func(Finding, time.Duration)) {
+	for k, s := range d.ops {
+		if !d.baselineReady(s) {
+			continue
+		}
+		w := d.window(s, now, d.cfg.LatencyWindow)
+		if w.n < float64(d.cfg.MinSamples) {
+			continue
+		}
+		p95 := quantileMS(&w.hist, 0.95)
+		base := quantileMS(&s.base.hist, 0.95)
+		if base <= 0 || p95 < d.cfg.LatencyFactor*base || p95-base < float64(d.cfg.LatencyMinDelta)/1e6 {
+			continue
+		}
+		// Attribution: slow samples since the window began vs normal ones.
+		var sel, basef []attribution.Features
+		var refs []ref
+		for _, x := range s.slow {
+			if now.Sub(x.t) <= d.cfg.LatencyWindow {
+				sel = append(sel, x.f)
+				refs = append(refs, x.ref)
+			}
+		}
+		for _, x := range s.normal {
+			if x.dur < d.cfg.LatencyFactor*base {
+				basef = append(basef, x.f)
+			}
+		}
+		vals := attribution.Rank(sel, basef, attribution.Options{Limit: 5})
+		if len(refs) > 5 {
+			refs = refs[len(refs)-5:]
+		}
+		traces, spans := refIDs(refs)
+		f := Finding{Service: k.service, Operation: k.op, Key: "latency_regression/" + k.service + "/" + k.op, ExampleTraceIDs: traces}
+		f.Kind, f.SpanIDs = "latency_regression", spans
+		f.Severity = analyze.SeverityWarning
+		if p95 >= 4*base {
+			f.Severity = analyze.SeverityCritical
+		}
+		f.ImpactMS = math.Round((p95-base)*10) / 10
+		title := sprintf("p95 of %s %s is %.0f ms, %.1fx its usual %.0f ms", k.service, k.op, p95, p95/base, base)
+		if len(vals) > 0 {
+			title += sprintf("; %.0f%% of slow requests have %s (vs %.0f%%)", 100*vals[0].SelectionShare, vals[0].Label, 100*vals[0].BaselineShare)
+		}
+		f.Title = title
+		f.Evidence = LatencyEvidence{Service: k.service, Operation: k.op, WindowS: d.cfg.LatencyWindow.Seconds(), Requests: int(w.n),
+			P95MS: p95, BaselineP95MS: base, Factor: math.Round(p95/base*100) / 100, Attribution: vals}
+		f.Fix = "Compare a slow and a usual request (GET /api/v1/compare) and look at what the slow ones share (attribution above): a deploy, a host, or an input size."
+		add(f, d.cfg.LatencyWindow)
+	}
+}
+
+func (d *Detector) evalRoots(now time.Time, add func(Finding, time.Duration)) {
+	for k, s := range d.roots {
+		ready := d.baselineReady(s)
+		// throughput_drop: also evaluated with no traffic at all.
+		if ready && now.Sub(s.created) >= d.cfg.MinBaseline+d.cfg.ThroughputWindow {
+			w := d.window(s, now, d.cfg.ThroughputWindow)
+			expected := s.base.n / s.baseSec * d.cfg.ThroughputWindow.Seconds()
+			if expected >= d.cfg.MinExpected && w.n < d.cfg.ThroughputFactor*expected {
+				f := Finding{Service: k.service, Operation: k.op, Key: "throughput_drop/" + k.service + "/" + k.op}
+				f.Kind, f.Severity = "throughput_drop", analyze.SeverityWarning
+				if w.n < 0.1*expected {
+					f.Severity = analyze.SeverityCritical
+				}
+				f.Title = sprintf("%s %s received %d requests in %s, expected about %.0f (%.0f%% of usual)", k.service, k.op, int(w.n),
+					d.cfg.ThroughputWindow, expected, 100*w.n/expected)
+				f.Evidence = ThroughputEvidence{Service: k.service, Operation: k.op, WindowS: d.cfg.ThroughputWindow.Seconds(),
+					Requests: int(w.n), Expected: math.Round(expected*10) / 10, RatePerMin: w.n / d.cfg.ThroughputWindow.Minutes(),
+					BaselinePerMin: s.base.n / s.baseSec * 60}
+				f.Fix = "Check what sends this traffic: a failing upstream, a load balancer or DNS change, a client release, or lost instrumentation (spans missing, not requests)."
+				add(f, d.cfg.ThroughputWindow)
+			}
+		}
+		if !ready {
+			continue
+		}
+		// missing_service
+		w := d.window(s, now, d.cfg.MissingWindow)
+		if w.n >= float64(d.cfg.MinSamples) {
+			var gone []string
+			for svc, c := range s.base.services {
+				if c/s.base.n >= d.cfg.MissingPresence && w.services[svc] == 0 {
+					gone = append(gone, svc)
+				}
+			}
+			sort.Strings(gone)
+			for _, svc := range gone {
+				share := s.base.services[svc] / s.base.n
+				f := Finding{Service: svc, Operation: k.op, Key: "missing_service/" + k.service + "/" + k.op + "/" + svc}
+				f.Kind, f.Severity = "missing_service", analyze.SeverityWarning
+				f.Title = sprintf("%s no longer appears in %s %s: 0 of %d traces over %s, usually in %.0f%%", svc, k.service, k.op,
+					int(w.n), d.cfg.MissingWindow, 100*share)
+				f.Evidence = MissingServiceEvidence{Flow: k.service + " " + k.op, Service: svc, WindowS: d.cfg.MissingWindow.Seconds(),
+					Traces: int(w.n), BaselinePresence: math.Round(share*1000) / 1000}
+				f.Fix = "Check whether " + svc + " is down or bypassed (feature flag, fallback, circuit breaker open), or lost its instrumentation or trace propagation."
+				f.ExampleTraceIDs, _ = refIDs(s.recent)
+				add(f, d.cfg.MissingWindow)
+			}
+		}
+		// span_count_regression
+		w = d.window(s, now, d.cfg.SpanWindow)
+		if w.n < float64(d.cfg.MinSamples) || s.base.n == 0 {
+			continue
+		}
+		baseMean := s.base.spans / s.base.n
+		mean := w.spans / w.n
+		var culprit string
+		var culpritMean, culpritN float64
+		for v, st := range w.versions {
+			m := st.spans / st.n
+			if st.n < float64(d.cfg.MinSamples)/2 || m < d.cfg.SpanFactor*baseMean {
+				continue
+			}
+			bv := s.base.versions[v]
+			isNew := bv == nil || bv.n < 1 || bv.spans/bv.n < d.cfg.SpanFactor*baseMean
+			if !isNew {
+				continue
+			}
+			// Prefer the version whose traces are all affected and that is
+			// new: among several services' versions in the same traces,
+			// the one absent from the baseline is the change.
+			if culprit == "" || bv == nil && st.n > culpritN || m > culpritMean && st.n >= culpritN {
+				culprit, culpritMean, culpritN = v, m, st.n
+			}
+		}
+		if mean < d.cfg.SpanFactor*baseMean && culprit == "" {
+			continue
+		}
+		f := Finding{Service: k.service, Operation: k.op, Key: "span_count_regression/" + k.service + "/" + k.op}
+		f.Kind, f.Severity = "span_count_regression", analyze.SeverityWarning
+		shown := mean
+		if culprit != "" {
+			shown = culpritMean
+		}
+		f.Title = sprintf("spans per trace of %s %s rose from %.1f to %.1f (%.1fx)", k.service, k.op, baseMean, shown, shown/baseMean)
+		ev := SpanCountEvidence{Flow: k.service + " " + k.op, WindowS: d.cfg.SpanWindow.Seconds(), Traces: int(w.n),
+			MeanSpans: math.Round(mean*10) / 10, BaselineMeanSpans: math.Round(baseMean*10) / 10}
+		if culprit != "" {
+			svc, ver, _ := strings.Cut(culprit, " ")
+			f.Title += sprintf(" with %s %s", svc, ver)
+			ev.Service, ev.Version, ev.VersionTraces, ev.VersionMeanSpans = svc, ver, int(culpritN), math.Round(culpritMean*10)/10
+		}
+		f.Evidence = ev
+		f.Fix = "Compare a trace of the new shape with an older one (GET /api/v1/compare, GET /api/v1/groups): an N+1 query or call loop usually shipped in that version."
+		f.ExampleTraceIDs, f.SpanIDs = refIDs(s.recent)
+		add(f, d.cfg.SpanWindow)
+	}
+}
+
+func newErrorType(nt newType) Finding {
+	f := Finding{Service: nt.service, Key: "new_error_type/" + nt.service + "/" + nt.typ, ExampleTraceIDs: []string{nt.r.trace.String()}}
+	f.Kind, f.Severity, f.SpanIDs = "new_error_type", analyze.SeverityWarning, []string{nt.r.span.String()}
+	f.Time = nt.r.t
+	f.Title = sprintf("new error type in %s: %s", nt.service, nt.typ)
+	if nt.msg != "" {
+		f.Title += sprintf(" (%s)", clip(nt.msg, 120))
+	}
+	f.Evidence = NewErrorTypeEvidence{Service: nt.service, ExceptionType: nt.typ, Message: clip(nt.msg, 500)}
+	f.Fix = "An exception type not seen before usually comes with a deploy or a new failure mode of a dependency; open the example trace for the stack."
+	return f
+}
+
+func clip(s string, n int) string {
+	if len(s) <= n {
+		return s
+	}
+	return s[:n] + "…"
+}
