@@ -1,17 +1,56 @@
 package server
 
 import (
+	"context"
 	"net/http"
 
+	"github.com/tracedx/tracedx/internal/analyze"
+	"github.com/tracedx/tracedx/internal/api/tempo"
+	"github.com/tracedx/tracedx/internal/attribution"
+	"github.com/tracedx/tracedx/internal/compare"
+	"github.com/tracedx/tracedx/internal/findingstore"
+	"github.com/tracedx/tracedx/internal/grouping"
+	"github.com/tracedx/tracedx/internal/model"
 	"github.com/tracedx/tracedx/internal/store"
+	"github.com/tracedx/tracedx/internal/systemic"
 	"github.com/tracedx/tracedx/internal/web"
 )
 
 // tempoHandler returns the Tempo-compatible API.
-func tempoHandler(st store.Store, p *pipeline) http.Handler { return nil }
+func tempoHandler(st store.Store, p *pipeline) http.Handler {
+	return tempo.NewHandler(st, tempo.Options{Findings: tempo.FindingsFrom(p)})
+}
 
 // uiHandler serves the web UI.
 func uiHandler() http.Handler { return web.Handler() }
 
 // extraRoutes are the cross-trace analysis endpoints.
-func (s *Server) extraRoutes(st store.Store, p *pipeline) []func(*http.ServeMux) { return nil }
+func (s *Server) extraRoutes(st store.Store, p *pipeline) []func(*http.ServeMux) {
+	routes := []func(*http.ServeMux){
+		func(m *http.ServeMux) { compare.RegisterRoutes(m, st) },
+		func(m *http.ServeMux) { attribution.RegisterRoutes(m, st) },
+		func(m *http.ServeMux) { grouping.RegisterRoutes(m, st) },
+	}
+	if fs, ok := p.findings.(*storedFindings); ok {
+		routes = append(routes, func(m *http.ServeMux) { findingstore.RegisterRoutes(m, fs.fs) })
+	}
+	return routes
+}
+
+// storedFindings connects the pipeline to the findings store and the
+// cross-trace detectors.
+type storedFindings struct {
+	fs  *findingstore.Store
+	sys *systemic.Detector
+}
+
+func (f *storedFindings) putTrace(ctx context.Context, spans []model.Span, res analyze.Result) error {
+	return f.fs.Put(ctx, findingstore.FromResult(spans, res))
+}
+
+func (f *storedFindings) traceFindings(ctx context.Context, id model.TraceID) ([]analyze.Finding, bool, error) {
+	l, err := f.fs.ForTrace(ctx, id)
+	return findingstore.Findings(l), len(l) > 0, err
+}
+
+func (f *storedFindings) observe(spans []model.Span) { f.sys.Observe(timeNow(), spans) }

@@ -16,15 +16,19 @@ import (
 	v1 "github.com/tracedx/tracedx/internal/api/v1"
 	"github.com/tracedx/tracedx/internal/baseline"
 	"github.com/tracedx/tracedx/internal/config"
+	"github.com/tracedx/tracedx/internal/findingstore"
 	"github.com/tracedx/tracedx/internal/ingest"
 	"github.com/tracedx/tracedx/internal/logstore"
 	"github.com/tracedx/tracedx/internal/model"
 	"github.com/tracedx/tracedx/internal/red"
 	"github.com/tracedx/tracedx/internal/servicegraph"
 	"github.com/tracedx/tracedx/internal/store/engine"
+	"github.com/tracedx/tracedx/internal/systemic"
 )
 
 const shutdownGrace = 10 * time.Second
+
+var timeNow = time.Now
 
 // New opens storage and builds every part; Start binds the listeners.
 func New(ctx context.Context, cfg config.Config, log *slog.Logger) (*Server, error) {
@@ -60,6 +64,15 @@ func New(ctx context.Context, cfg config.Config, log *slog.Logger) (*Server, err
 	s.reg.MustRegister(metrics, graph)
 
 	pipe := newPipeline(s, history)
+	fs, err := findingstore.Open(findingstore.Options{Dir: dir("findings"), SyncInterval: 200 * time.Millisecond, Logger: log})
+	if err != nil {
+		return nil, err
+	}
+	s.closers = append(s.closers, fs.Close)
+	s.background = append(s.background, func(ctx context.Context) { fs.Run(ctx) })
+	sys := systemic.New(systemic.Config{}, fs, nil, log)
+	s.background = append(s.background, func(ctx context.Context) { sys.Run(ctx) })
+	pipe.findings = &storedFindings{fs: fs, sys: sys}
 
 	eng, err := engine.Open(ctx, engine.Options{
 		Dir:             dir("traces"),
