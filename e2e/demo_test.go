@@ -46,7 +46,10 @@ var demoPerTrace = map[string]string{
 var demoCrossTrace = map[string]string{
 	"cache_stampede":   "cache_stampede",
 	"auth_expiry_race": "auth_expiry_race",
-	"deploy":           "span_count_regression",
+	// The deploy's span_count_regression is not checked here: the
+	// cross-trace detector compares against a baseline it only trusts
+	// after 10 minutes of history, longer than this test runs. Its
+	// detection is tested with an injected clock in internal/systemic.
 }
 
 // TestDemo runs `tracedx demo` against the started server, plays every
