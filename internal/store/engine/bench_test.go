@@ -279,3 +279,64 @@ func BenchmarkSearchSpanFilter(b *testing.B) {
 		}
 	}
 }
+
+// BenchmarkCompact measures compaction CPU per span on one core's worth of
+// work: 8 cuts of 32k realistic spans, then "level0" converts the 8
+// level-0 blocks into one Parquet block (what every span goes through once)
+// and "parquet-merge" merges 8 Parquet blocks (each converted on its own
+// first) row by row, the path of higher levels.
+func BenchmarkCompact(b *testing.B) {
+	const cuts, perCut = 8, 32_000
+	setup := func(b *testing.B, convertEach bool) *Engine {
+		e, err := Open(context.Background(), Options{Dir: b.TempDir(), IdleTimeout: time.Hour, FlushInterval: time.Hour, CompactInterval: time.Hour})
+		if err != nil {
+			b.Fatal(err)
+		}
+		g := newGen(77)
+		ts := uint64(time.Now().Add(-time.Hour).UnixNano())
+		for c := 0; c < cuts; c++ {
+			for n := 0; n < perCut; n += 500 {
+				if err := e.Write(context.Background(), g.batch(500, ts, 1e6)); err != nil {
+					b.Fatal(err)
+				}
+				ts += 30e6
+			}
+			if err := e.Flush(context.Background()); err != nil {
+				b.Fatal(err)
+			}
+			if convertEach {
+				if err := e.convertAll(context.Background()); err != nil {
+					b.Fatal(err)
+				}
+			}
+		}
+		return e
+	}
+	for _, tc := range []struct {
+		name        string
+		convertEach bool
+	}{{"level0", false}, {"parquet-merge", true}} {
+		b.Run(tc.name, func(b *testing.B) {
+			var spans int64
+			var took time.Duration
+			for i := 0; i < b.N; i++ {
+				b.StopTimer()
+				e := setup(b, tc.convertEach)
+				spans += e.Stats().BlockSpans
+				b.StartTimer()
+				start := time.Now()
+				if err := e.Compact(context.Background()); err != nil {
+					b.Fatal(err)
+				}
+				took += time.Since(start)
+				b.StopTimer()
+				if st := e.Stats(); st.Blocks != 1 {
+					b.Fatalf("%d blocks after compaction", st.Blocks)
+				}
+				e.Close()
+				b.StartTimer()
+			}
+			b.ReportMetric(float64(took.Nanoseconds())/float64(spans)/1e3, "µs/span")
+		})
+	}
+}

@@ -10,6 +10,7 @@ import (
 	"sort"
 	"sync"
 	"sync/atomic"
+	"time"
 
 	"github.com/klauspost/compress/zstd"
 	"github.com/parquet-go/parquet-go"
@@ -52,6 +53,13 @@ type blockMeta struct {
 	DataBytes  int64        `json:"data_bytes"`
 	IndexBytes int64        `json:"index_bytes"`
 	Catalog    *catalogJSON `json:"catalog,omitempty"`
+	// Format is "" for Parquet (data.parquet) and "l0" for a level-0
+	// block in the head's encoding (data.l0, see l0.go).
+	Format string `json:"format,omitempty"`
+	// Sources are the blocks this one was compacted from. A crash after
+	// this block is committed but before they are deleted leaves both; Open
+	// then deletes the sources, so no span is seen twice.
+	Sources []string `json:"sources,omitempty"`
 }
 
 // blockIndex is the in-memory trace index of a block, as parallel arrays
@@ -396,7 +404,9 @@ func (b *blockBuilder) finish() (blockMeta, error) {
 	}
 	b.meta.IndexBytes = int64(len(idx))
 	b.meta.Catalog = b.cat.export()
-	if rc := b.rcat.export(b.meta.MinTime, b.meta.MaxTime); len(rc.Services) > 0 {
+	if b.rcat == nil {
+		// Converted from level-0 blocks: their catalogs were merged into cat.
+	} else if rc := b.rcat.export(b.meta.MinTime, b.meta.MaxTime); len(rc.Services) > 0 {
 		b.meta.Catalog.Services = append(b.meta.Catalog.Services, rc.Services...)
 		b.meta.Catalog.Operations = append(b.meta.Catalog.Operations, rc.Operations...)
 		b.meta.Catalog.Attrs = append(b.meta.Catalog.Attrs, rc.Attrs...)
@@ -433,7 +443,9 @@ type block struct {
 	meta    blockMeta
 	idx     *blockIndex
 	file    BlockFile
-	pf      *parquet.File
+	pf      *parquet.File // Parquet blocks
+	l0      *l0Data       // level-0 blocks
+	opened  time.Time     // when this process opened it (age of level-0 blocks)
 	readers sync.Pool
 	// refs counts users; the engine's block list holds one reference, each
 	// query holds one while it reads. The file closes when it drops to 0.
@@ -445,7 +457,7 @@ func openBlock(ctx context.Context, st BlockStorage, id string) (*block, error) 
 	if err != nil {
 		return nil, err
 	}
-	b := &block{id: id}
+	b := &block{id: id, opened: time.Now()}
 	if err := json.Unmarshal(mj, &b.meta); err != nil {
 		return nil, fmt.Errorf("block %s meta: %w", id, err)
 	}
@@ -458,6 +470,28 @@ func openBlock(ctx context.Context, st BlockStorage, id string) (*block, error) 
 	}
 	if b.idx, err = unmarshalIndex(ib); err != nil {
 		return nil, fmt.Errorf("block %s: %w", id, err)
+	}
+	return openBlockData(ctx, st, b)
+}
+
+// openBlockData opens the data file of a block whose meta and index are
+// loaded.
+func openBlockData(ctx context.Context, st BlockStorage, b *block) (*block, error) {
+	id := b.id
+	if b.meta.Format == formatL0 {
+		f, err := st.Open(ctx, id, fileL0)
+		if err != nil {
+			return nil, err
+		}
+		if b.l0, err = readL0Footer(f, len(b.idx.ids)); err != nil {
+			f.Close()
+			return nil, fmt.Errorf("block %s: %w", id, err)
+		}
+		b.file = f
+		b.refs.Store(1)
+		return b, nil
+	} else if b.meta.Format != "" {
+		return nil, fmt.Errorf("block %s: unknown data format %q", id, b.meta.Format)
 	}
 	f, err := st.Open(ctx, id, fileData)
 	if err != nil {
@@ -491,6 +525,9 @@ func (b *block) reader() *parquet.GenericReader[spanRow] {
 
 // readTrace returns the spans of trace position i.
 func (b *block) readTrace(i int) ([]model.Span, error) {
+	if b.l0 != nil {
+		return b.l0ReadTrace(i)
+	}
 	first, n := int64(b.idx.firstRow[i]), int(b.idx.nspans[i])
 	r := b.reader()
 	defer b.readers.Put(r)
@@ -558,6 +595,9 @@ func (b *block) forEachTrace(ctx context.Context, fn func(spans []model.Span) er
 // position that want accepts (nil: all), skipping span decoding for the
 // others.
 func (b *block) scanTraces(ctx context.Context, want func(i int) bool, fn func(i int, spans []model.Span) error) error {
+	if b.l0 != nil {
+		return b.l0ScanTraces(ctx, want, fn)
+	}
 	return b.scanRows(ctx, func(i int, rows []spanRow) error {
 		if want != nil && !want(i) {
 			return nil

@@ -18,10 +18,13 @@ import (
 func TestEarlyCutTracesCompleteFromColdTier(t *testing.T) {
 	for _, tc := range []struct {
 		name      string
-		budget    int64 // cold tier budget; 0: the default
+		budget    int64 // cold tier budget
 		wantEvict bool
 	}{
-		{name: "cold"},
+		// The test's traces compress to more than the default budget
+		// (HeadMaxBytes/4 = 128 KiB here) while they wait, so "cold" gives
+		// the tier room to hold them all.
+		{name: "cold", budget: 64 << 20},
 		{name: "evicted", budget: 1, wantEvict: true},
 	} {
 		t.Run(tc.name, func(t *testing.T) {

@@ -151,10 +151,11 @@ type Engine struct {
 
 	completions chan completion
 	flushNow    chan struct{}
-	flushMu     sync.Mutex // one head cut at a time
-	bgMu        sync.Mutex // compaction and retention: they remove blocks, so never run together
+	completeNow chan struct{} // flush loop → pending loop: a cut ended
+	flushMu     sync.Mutex    // one head cut at a time
+	bgMu        sync.Mutex    // compaction and retention: they remove blocks, so never run together
 	cancel      context.CancelFunc
-	wg          sync.WaitGroup // flush and maintenance loops
+	wg          sync.WaitGroup // flush, pending and maintenance loops
 	cwg         sync.WaitGroup // completion loop
 	closed      atomic.Bool
 
@@ -199,6 +200,7 @@ func Open(ctx context.Context, opts Options) (*Engine, error) {
 		completions: make(chan completion, 1024),
 		cutDone:     make(chan struct{}),
 		flushNow:    make(chan struct{}, 1),
+		completeNow: make(chan struct{}, 1),
 	}
 	fail := func(err error) (*Engine, error) {
 		for _, b := range e.blocks {
@@ -224,11 +226,35 @@ func Open(ctx context.Context, opts Options) (*Engine, error) {
 		if err != nil {
 			return fail(err)
 		}
+		e.blocks = append(e.blocks, b)
+	}
+	// A crash between committing a compacted block and deleting its
+	// sources leaves both; the sources go now.
+	compacted := map[string]bool{}
+	for _, b := range e.blocks {
+		for _, src := range b.meta.Sources {
+			compacted[src] = true
+		}
+	}
+	keep := e.blocks[:0]
+	for _, b := range e.blocks {
+		if !compacted[b.id] {
+			keep = append(keep, b)
+			continue
+		}
+		b.release()
+		if err := e.storage.Delete(ctx, b.id); err != nil {
+			return fail(err)
+		}
+		e.log.Info("deleted block already compacted", "block", b.id)
+	}
+	clear(e.blocks[len(keep):])
+	e.blocks = keep
+	for _, b := range e.blocks {
 		if b.meta.Catalog != nil {
 			e.cat.merge(b.meta.Catalog)
 			b.meta.Catalog = nil
 		}
-		e.blocks = append(e.blocks, b)
 	}
 	sortBlocks(e.blocks)
 
@@ -259,8 +285,9 @@ func Open(ctx context.Context, opts Options) (*Engine, error) {
 
 	bg, cancel := context.WithCancel(context.Background())
 	e.cancel = cancel
-	e.wg.Add(2)
+	e.wg.Add(3)
 	go e.flushLoop(bg)
+	go e.pendingLoop(bg)
 	go e.maintenanceLoop(bg)
 	e.cwg.Add(1)
 	go e.completionLoop()

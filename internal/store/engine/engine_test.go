@@ -373,8 +373,29 @@ func TestSearchFiltersNewestFirst(t *testing.T) {
 		"combined":        {Service: "frontend", Kinds: []model.SpanKind{model.KindServer}, MinDuration: 50e6, Attrs: []store.AttrFilter{{Key: "http.request.method", Op: store.OpEq, Value: model.Str("POST")}}, Limit: 20},
 		"attr on missing": {Service: "frontend", Attrs: []store.AttrFilter{{Key: "db.system", Op: store.OpNeq, Value: model.Str("redis")}}, Limit: 20},
 	}
+	// Level-0 blocks (the cuts) and their Parquet conversion answer alike.
+	for _, phase := range []string{"level0", "parquet"} {
+		if phase == "parquet" {
+			if err := e.Compact(ctx); err != nil {
+				t.Fatal(err)
+			}
+			if l0, pq := blockFormats(e); l0 != 0 || pq != 1 {
+				t.Fatalf("after compaction: %d level-0, %d Parquet blocks", l0, pq)
+			}
+		}
+		searchCases(t, e, all, phase, queries)
+	}
+	// ErrStop ends a scan without error.
+	n := 0
+	if err := e.ScanTraces(ctx, store.Query{}, func([]model.Span) error { n++; return store.ErrStop }); err != nil || n != 1 {
+		t.Fatalf("ErrStop: n=%d err=%v", n, err)
+	}
+}
+
+func searchCases(t *testing.T, e *Engine, all []model.Span, phase string, queries map[string]store.Query) {
+	ctx := context.Background()
 	for name, q := range queries {
-		t.Run(name, func(t *testing.T) {
+		t.Run(phase+"/"+name, func(t *testing.T) {
 			want := bruteSearch(all, q)
 			res, err := e.Search(ctx, q)
 			if err != nil {
@@ -411,11 +432,6 @@ func TestSearchFiltersNewestFirst(t *testing.T) {
 				t.Fatalf("scan %v != search %v", scanned, got)
 			}
 		})
-	}
-	// ErrStop ends a scan without error.
-	n := 0
-	if err := e.ScanTraces(ctx, store.Query{}, func([]model.Span) error { n++; return store.ErrStop }); err != nil || n != 1 {
-		t.Fatalf("ErrStop: n=%d err=%v", n, err)
 	}
 }
 

@@ -3,7 +3,6 @@ package engine
 import (
 	"bytes"
 	"context"
-	"fmt"
 	"runtime"
 	"slices"
 	"sort"
@@ -26,6 +25,25 @@ func (e *Engine) flushLoop(ctx context.Context) {
 		if err := e.flushOnce(ctx); err != nil && ctx.Err() == nil {
 			e.bgErrors.Add(1)
 			e.log.Error("head flush failed", "err", err)
+		}
+		select {
+		case e.completeNow <- struct{}{}:
+		default:
+		}
+	}
+}
+
+// pendingLoop completes traces cut early once they are idle. It runs
+// beside the flush loop: completing by read-back (decoding blocks, and
+// waiting for OnTraceComplete to take the traces) can take seconds, during
+// which the head must keep being cut or writers stall.
+func (e *Engine) pendingLoop(ctx context.Context) {
+	defer e.wg.Done()
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-e.completeNow:
 		}
 		e.completePending(ctx)
 	}
@@ -208,7 +226,9 @@ func (e *Engine) writeCut(ctx context.Context, cut map[model.TraceID]*headTrace,
 		}
 	}()
 
-	bb, err := newBlockBuilder(ctx, e.storage, newBlockID(), 0)
+	// The cut writes a level-0 block: the head's encoded spans as they
+	// are, compressed. Parquet is written once, when compaction converts it.
+	bb, err := newL0Builder(ctx, e.storage, newBlockID())
 	if err != nil {
 		return err
 	}
@@ -259,16 +279,16 @@ func (e *Engine) writeCut(ctx context.Context, cut map[model.TraceID]*headTrace,
 				done = append(done, c)
 			}
 		}
-		if err := bb.addRawTrace(t.buf, t.n); err != nil {
+		if err := bb.add(t); err != nil {
 			bb.abort()
-			return fmt.Errorf("head trace %s: %w", id, err)
+			return err
 		}
 	}
 	meta, err := bb.finish()
 	if err != nil {
 		return err
 	}
-	nb, err := openBlock(ctx, e.storage, meta.ID)
+	nb, err := bb.open(ctx, e.storage)
 	if err != nil {
 		return err
 	}

@@ -33,7 +33,7 @@ func (e *Engine) maintenanceLoop(ctx context.Context) {
 		case <-t.C:
 		}
 		for {
-			did, err := e.compactOnce(ctx)
+			did, err := e.compactOnce(ctx, false)
 			if err != nil {
 				if ctx.Err() == nil {
 					e.bgErrors.Add(1)
@@ -52,11 +52,13 @@ func (e *Engine) maintenanceLoop(ctx context.Context) {
 	}
 }
 
-// Compact merges small blocks until none is left to merge. Exposed for
-// tests and benchmarks; the background loop does the same periodically.
+// Compact converts every level-0 block to Parquet and merges small blocks
+// until none is left to merge. Exposed for tests and benchmarks; the
+// background loop does the same periodically (converting level-0 blocks
+// once enough of them accumulated).
 func (e *Engine) Compact(ctx context.Context) error {
 	for {
-		did, err := e.compactOnce(ctx)
+		did, err := e.compactOnce(ctx, true)
 		if err != nil || !did {
 			return err
 		}
@@ -72,42 +74,33 @@ func (e *Engine) Flush(ctx context.Context) error {
 	return e.cutToBlock(ctx, func(*headTrace) bool { return true }, time.Now().UnixNano()-int64(e.opts.IdleTimeout))
 }
 
-// compactOnce merges a run of small blocks (oldest first) into one.
-func (e *Engine) compactOnce(ctx context.Context) (bool, error) {
+// compactOnce converts a run of level-0 blocks to one Parquet block or,
+// when there is none to convert, merges a run of small Parquet blocks
+// (oldest first) into one. force converts level-0 blocks however few.
+func (e *Engine) compactOnce(ctx context.Context, force bool) (bool, error) {
 	e.bgMu.Lock()
 	defer e.bgMu.Unlock()
+	if did, err := e.convertOnce(ctx, force); did || err != nil {
+		return did, err
+	}
 	e.mu.RLock()
 	var small []*block
 	for _, b := range e.blocks {
-		if b.meta.Spans < e.opts.BlockMaxSpans/2 {
+		if b.l0 == nil && b.meta.Spans < e.opts.BlockMaxSpans/2 {
 			small = append(small, b)
 		}
 	}
 	sort.Slice(small, func(i, j int) bool { return small[i].meta.MaxTime < small[j].meta.MaxTime })
-	var pick []*block
-	var total int64
-	for _, b := range small {
-		if len(pick) >= compactMaxBlocks || (len(pick) > 0 && total+b.meta.Spans > e.opts.BlockMaxSpans) {
-			break
-		}
-		pick = append(pick, b)
-		total += b.meta.Spans
-	}
+	pick, _ := e.pickBlocks(small, compactMaxBlocks)
 	if len(pick) < compactMinBlocks {
 		pick = nil
 	}
-	for _, b := range pick {
-		b.acquire()
-	}
+	acquireAll(pick)
 	e.mu.RUnlock()
 	if pick == nil {
 		return false, nil
 	}
-	defer func() {
-		for _, b := range pick {
-			b.release()
-		}
-	}()
+	defer releaseAll(pick)
 	level := 0
 	for _, b := range pick {
 		level = max(level, b.meta.Level)
@@ -117,12 +110,23 @@ func (e *Engine) compactOnce(ctx context.Context) (bool, error) {
 	if err != nil {
 		return false, err
 	}
+	err = e.replaceBlocks(ctx, pick, nb)
+	e.compactions.Add(1)
+	e.log.Info("compacted blocks", "inputs", len(pick), "spans", nb.meta.Spans, "bytes", nb.diskBytes(), "took", time.Since(start))
+	return true, err
+}
+
+// replaceBlocks publishes nb in place of its inputs (one step for
+// readers) and deletes the inputs' files.
+func (e *Engine) replaceBlocks(ctx context.Context, pick []*block, nb *block) error {
 	old := map[*block]bool{}
 	for _, b := range pick {
 		old[b] = true
 	}
 	e.mu.Lock()
-	keep := e.blocks[:0]
+	// A new slice: filtering in place would leave the removed blocks
+	// reachable from the old array's tail.
+	keep := make([]*block, 0, len(e.blocks)+1)
 	for _, b := range e.blocks {
 		if !old[b] {
 			keep = append(keep, b)
@@ -138,9 +142,7 @@ func (e *Engine) compactOnce(ctx context.Context) (bool, error) {
 			firstErr = err
 		}
 	}
-	e.compactions.Add(1)
-	e.log.Info("compacted blocks", "inputs", len(pick), "spans", nb.meta.Spans, "bytes", nb.diskBytes(), "took", time.Since(start))
-	return true, firstErr
+	return firstErr
 }
 
 // rowSeq streams a block's traces as rows; each yielded slice is valid
@@ -187,26 +189,9 @@ func (h *mergeHeap) Pop() any {
 // parent positions and the index are recomputed. Memory stays at one trace
 // per input plus read buffers.
 func (e *Engine) mergeBlocks(ctx context.Context, in []*block, level int) (*block, error) {
-	bb, err := newBlockBuilder(ctx, e.storage, newBlockID(), level)
+	bb, err := e.newCompactedBuilder(ctx, in, level)
 	if err != nil {
 		return nil, err
-	}
-	for _, b := range in {
-		// The inputs' catalogs (in their meta.json) together describe the
-		// merged block.
-		mj, err := e.storage.ReadAll(ctx, b.id, fileMeta)
-		if err != nil {
-			bb.abort()
-			return nil, err
-		}
-		var m blockMeta
-		if err := json.Unmarshal(mj, &m); err != nil {
-			bb.abort()
-			return nil, fmt.Errorf("block %s meta: %w", b.id, err)
-		}
-		if m.Catalog != nil {
-			bb.cat.merge(m.Catalog)
-		}
 	}
 	errs := make([]error, len(in))
 	h := &mergeHeap{}
@@ -254,16 +239,34 @@ func (e *Engine) mergeBlocks(ctx context.Context, in []*block, level int) (*bloc
 		bb.abort()
 		return nil, err
 	}
-	meta, err := bb.finish()
+	return e.openBuilt(ctx, bb)
+}
+
+// newCompactedBuilder starts the output block of a compaction of in: it
+// records the inputs as its sources and takes the union of their catalogs
+// (from their meta.json) as its own.
+func (e *Engine) newCompactedBuilder(ctx context.Context, in []*block, level int) (*blockBuilder, error) {
+	bb, err := newBlockBuilder(ctx, e.storage, newBlockID(), level)
 	if err != nil {
 		return nil, err
 	}
-	nb, err := openBlock(ctx, e.storage, meta.ID)
-	if err != nil {
-		return nil, err
+	for _, b := range in {
+		bb.meta.Sources = append(bb.meta.Sources, b.id)
+		mj, err := e.storage.ReadAll(ctx, b.id, fileMeta)
+		if err != nil {
+			bb.abort()
+			return nil, err
+		}
+		var m blockMeta
+		if err := json.Unmarshal(mj, &m); err != nil {
+			bb.abort()
+			return nil, fmt.Errorf("block %s meta: %w", b.id, err)
+		}
+		if m.Catalog != nil {
+			bb.cat.merge(m.Catalog)
+		}
 	}
-	nb.meta.Catalog = nil
-	return nb, nil
+	return bb, nil
 }
 
 // mergedRow is a row with its absolute start and parent id resolved, so
@@ -421,3 +424,46 @@ func (e *Engine) applyRetention(ctx context.Context) error {
 
 // ApplyRetention runs retention now (for tests and operators).
 func (e *Engine) ApplyRetention(ctx context.Context) error { return e.applyRetention(ctx) }
+
+// pickBlocks takes blocks from the front of cands while they fit one
+// output block: at most maxBlocks, at most BlockMaxSpans spans (but always
+// the first).
+func (e *Engine) pickBlocks(cands []*block, maxBlocks int) (pick []*block, spans int64) {
+	for _, b := range cands {
+		if len(pick) >= maxBlocks || (len(pick) > 0 && spans+b.meta.Spans > e.opts.BlockMaxSpans) {
+			break
+		}
+		pick = append(pick, b)
+		spans += b.meta.Spans
+	}
+	return pick, spans
+}
+
+// acquireAll pins blocks so retention cannot close them while a
+// background job reads them; releaseAll undoes it.
+func acquireAll(bs []*block) {
+	for _, b := range bs {
+		b.acquire()
+	}
+}
+
+func releaseAll(bs []*block) {
+	for _, b := range bs {
+		b.release()
+	}
+}
+
+// openBuilt finishes a background job's output block and opens it. The
+// catalog stays on disk: the engine's catalog already has the inputs'.
+func (e *Engine) openBuilt(ctx context.Context, bb *blockBuilder) (*block, error) {
+	meta, err := bb.finish()
+	if err != nil {
+		return nil, err
+	}
+	nb, err := openBlock(ctx, e.storage, meta.ID)
+	if err != nil {
+		return nil, err
+	}
+	nb.meta.Catalog = nil
+	return nb, nil
+}

@@ -116,6 +116,9 @@ func (b *block) colIndex(name string) (int, error) {
 // scanMatches returns, per trace position of the block, whether one of its
 // spans in this block satisfies every span-level condition of the plan.
 func (b *block) scanMatches(ctx context.Context, p *scanPlan) ([]bool, error) {
+	if b.l0 != nil {
+		return b.l0ScanMatches(ctx, p)
+	}
 	match := make([]bool, len(b.idx.ids))
 	type col struct {
 		on   bool

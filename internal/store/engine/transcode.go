@@ -73,22 +73,7 @@ func (d *dec) span(fn func(d *dec)) []byte {
 
 func parseRaw(p []byte, r *rawSpan) error {
 	d := dec{b: p}
-	copy(r.traceID[:], d.rawN(16))
-	copy(r.spanID[:], d.rawN(8))
-	copy(r.parent[:], d.rawN(8))
-	r.flags = uint32(d.uvarint())
-	r.kind = d.byte1()
-	r.status = d.byte1()
-	r.start = d.uvarint()
-	r.end = r.start + uint64(d.varint())
-	r.name = d.bstr()
-	r.traceState = d.bstr()
-	r.statusMsg = d.bstr()
-	r.service = d.bstr()
-	r.scope = d.bstr()
-	r.scopeVer = d.bstr()
-	r.resource = d.span(skipAttrs)
-	r.attrs = d.span(skipAttrs)
+	parseRawPrefix(&d, r)
 	r.events = d.span(func(d *dec) {
 		n := d.count()
 		for i := 0; i < n && d.err == nil; i++ {
@@ -108,6 +93,37 @@ func parseRaw(p []byte, r *rawSpan) error {
 	r.droppedAttrs = uint32(d.uvarint())
 	r.droppedEvents = uint32(d.uvarint())
 	r.droppedLinks = uint32(d.uvarint())
+	if d.err != nil {
+		return fmt.Errorf("parse span: %w", d.err)
+	}
+	return nil
+}
+
+// parseRawPrefix parses the fields up to and including the span attributes
+// (all the catalog needs).
+func parseRawPrefix(d *dec, r *rawSpan) {
+	copy(r.traceID[:], d.rawN(16))
+	copy(r.spanID[:], d.rawN(8))
+	copy(r.parent[:], d.rawN(8))
+	r.flags = uint32(d.uvarint())
+	r.kind = d.byte1()
+	r.status = d.byte1()
+	r.start = d.uvarint()
+	r.end = r.start + uint64(d.varint())
+	r.name = d.bstr()
+	r.traceState = d.bstr()
+	r.statusMsg = d.bstr()
+	r.service = d.bstr()
+	r.scope = d.bstr()
+	r.scopeVer = d.bstr()
+	r.resource = d.span(skipAttrs)
+	r.attrs = d.span(skipAttrs)
+}
+
+// parseRawCatalog parses only what the catalog needs.
+func parseRawCatalog(p []byte, r *rawSpan) error {
+	d := dec{b: p}
+	parseRawPrefix(&d, r)
 	if d.err != nil {
 		return fmt.Errorf("parse span: %w", d.err)
 	}
@@ -150,6 +166,7 @@ type opSlot struct {
 type keySlot struct {
 	key []byte
 	a   *rawAttr
+	val []byte // the value last seen here (already in a.values or skipped)
 }
 
 type rawAttr struct {
@@ -180,6 +197,11 @@ func (c *rawCatalog) addAttrs(scope store.Scope, enc []byte, t uint64) {
 		slot := &c.keyCache[scope][i%len(c.keyCache[scope])]
 		if slot.a != nil && bytes.Equal(slot.key, k) {
 			a = slot.a
+			// Low-cardinality values (methods, systems, routes) repeat
+			// from span to span: no hashing for those.
+			if bytes.Equal(slot.val, vb) {
+				continue
+			}
 		} else {
 			a = m[string(k)]
 			if a == nil {
@@ -190,6 +212,7 @@ func (c *rawCatalog) addAttrs(scope store.Scope, enc []byte, t uint64) {
 			}
 			slot.key, slot.a = append(slot.key[:0], k...), a
 		}
+		slot.val = append(slot.val[:0], vb...)
 		if len(a.values) >= maxValuesPerKey || len(vb) > maxValueLen+4 {
 			continue
 		}
@@ -386,7 +409,9 @@ func (b *blockBuilder) addRawTrace(buf []byte, n int) error {
 		if r.end > b.meta.MaxTime {
 			b.meta.MaxTime = r.end
 		}
-		b.rcat.add(r, svc, name, newRes)
+		if b.rcat != nil {
+			b.rcat.add(r, svc, name, newRes)
+		}
 	}
 	b.idx.add(b.nrows, &ts)
 	b.nrows += uint32(len(raws))
