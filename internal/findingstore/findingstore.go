@@ -103,12 +103,19 @@ type Store struct {
 	opt Options
 	log *slog.Logger
 
-	mu        sync.RWMutex
-	segs      []*segment
-	cur       *segment
-	dirty     bool
-	nextID    uint64
-	entries   []*entry // by time
+	mu      sync.RWMutex
+	segs    []*segment
+	cur     *segment
+	dirty   bool
+	nextID  uint64
+	entries []*entry // by (t, id); so are the lists of byKind and byService
+	// pending are indexed entries not yet merged into the sorted lists.
+	// Findings carry their trace's start time and arrive when the trace
+	// completes, seconds later and out of order: inserting each into a
+	// sorted list moved a window of entries per finding (most of the
+	// server's analysis CPU at 50k spans/s). Merging in batches moves each
+	// entry of that window once per batch instead.
+	pending   []*entry
 	byKind    map[string][]*entry
 	byService map[string][]*entry
 	byTrace   map[model.TraceID][]*entry
@@ -227,28 +234,86 @@ func (s *Store) index(seg *segment, st *Stored, off int64, n int32) {
 		seg.maxT = e.t
 	}
 	seg.live++
-	s.entries = insertByTime(s.entries, e)
-	s.byKind[e.kind] = insertByTime(s.byKind[e.kind], e)
-	if e.service != "" {
-		s.byService[e.service] = insertByTime(s.byService[e.service], e)
+	s.pending = append(s.pending, e)
+	if len(s.pending) >= mergeEvery {
+		s.mergeLocked()
 	}
 	if !e.trace.IsZero() {
 		s.byTrace[e.trace] = append(s.byTrace[e.trace], e)
 	}
 }
 
-// insertByTime keeps list sorted by (t, id); findings arrive nearly in
-// order, so the search from the end is short.
-func insertByTime(list []*entry, e *entry) []*entry {
-	i := len(list)
-	for i > 0 && (list[i-1].t > e.t || (list[i-1].t == e.t && list[i-1].id > e.id)) {
-		i--
+// mergeEvery is the batch size of mergeLocked: large enough that merging
+// a window of out-of-order entries is cheap per finding, small enough that
+// a reader's merge is quick.
+const mergeEvery = 4096
+
+// mergeLocked moves pending into the sorted lists; the caller holds mu for
+// writing.
+func (s *Store) mergeLocked() {
+	if len(s.pending) == 0 {
+		return
 	}
-	list = append(list, nil)
-	copy(list[i+1:], list[i:])
-	list[i] = e
-	return list
+	p := s.pending
+	sort.Slice(p, func(i, j int) bool { return after(p[j], p[i]) })
+	s.entries = mergeByTime(s.entries, p)
+	var byKind, byService map[string][]*entry
+	group := func(m *map[string][]*entry, key string, e *entry) {
+		if *m == nil {
+			*m = map[string][]*entry{}
+		}
+		(*m)[key] = append((*m)[key], e)
+	}
+	for _, e := range p {
+		group(&byKind, e.kind, e)
+		if e.service != "" {
+			group(&byService, e.service, e)
+		}
+	}
+	for k, list := range byKind {
+		s.byKind[k] = mergeByTime(s.byKind[k], list)
+	}
+	for k, list := range byService {
+		s.byService[k] = mergeByTime(s.byService[k], list)
+	}
+	clear(p)
+	s.pending = p[:0]
 }
+
+// settle merges pending entries before a read, which then runs under the
+// read lock. Entries put between the two locks may be missed, as if they
+// had been put after the read.
+func (s *Store) settle() {
+	s.mu.RLock()
+	n := len(s.pending)
+	s.mu.RUnlock()
+	if n == 0 {
+		return
+	}
+	s.mu.Lock()
+	s.mergeLocked()
+	s.mu.Unlock()
+}
+
+// mergeByTime merges sorted src into sorted dst, in place from the back:
+// src is mostly newer than dst, so only dst's tail moves.
+func mergeByTime(dst, src []*entry) []*entry {
+	i, j := len(dst)-1, len(src)-1
+	dst = append(dst, src...)
+	for k := len(dst) - 1; j >= 0; k-- {
+		if i >= 0 && after(dst[i], src[j]) {
+			dst[k] = dst[i]
+			i--
+		} else {
+			dst[k] = src[j]
+			j--
+		}
+	}
+	return dst
+}
+
+// after reports whether a sorts after e by (t, id).
+func after(a, e *entry) bool { return a.t > e.t || (a.t == e.t && a.id > e.id) }
 
 // Put appends findings. IDs are assigned here; a zero Time becomes now.
 func (s *Store) Put(ctx context.Context, fs []Stored) error {
@@ -408,6 +473,7 @@ func (s *Store) List(ctx context.Context, q Query) ([]Stored, error) {
 			}
 		}
 	}
+	s.settle()
 	s.mu.RLock()
 	defer s.mu.RUnlock()
 	cands := s.entries
@@ -449,6 +515,7 @@ func (s *Store) List(ctx context.Context, q Query) ([]Stored, error) {
 
 // Counts returns the number of findings by kind in [from, to).
 func (s *Store) Counts(from, to time.Time) map[string]int {
+	s.settle()
 	s.mu.RLock()
 	defer s.mu.RUnlock()
 	out := map[string]int{}
@@ -470,7 +537,7 @@ func (s *Store) Counts(from, to time.Time) map[string]int {
 func (s *Store) Len() int {
 	s.mu.RLock()
 	defer s.mu.RUnlock()
-	return len(s.entries)
+	return len(s.entries) + len(s.pending)
 }
 
 // Prune applies retention now; Run calls it periodically.
@@ -481,6 +548,7 @@ func (s *Store) Prune() {
 }
 
 func (s *Store) prune() {
+	s.mergeLocked()
 	cut := s.opt.Now().Add(-s.opt.Retention).UnixNano()
 	n := sort.Search(len(s.entries), func(i int) bool { return s.entries[i].t >= cut })
 	if n > 0 {

@@ -3,10 +3,12 @@ package findingstore
 import (
 	"context"
 	"encoding/json"
+	"math/rand/v2"
 	"net/http"
 	"net/http/httptest"
 	"os"
 	"path/filepath"
+	"strings"
 	"sync"
 	"testing"
 	"time"
@@ -265,4 +267,106 @@ func TestFromResult(t *testing.T) {
 	if f := Findings(got); len(f) != 2 || f[0].Kind != "slow_query" {
 		t.Fatalf("Findings = %+v", f)
 	}
+}
+
+// BenchmarkPutOutOfOrder puts findings whose times trail the newest by up
+// to 10 s, as traces of different durations complete, into a store that
+// already holds 200k findings.
+func BenchmarkPutOutOfOrder(b *testing.B) {
+	s, err := Open(Options{Dir: b.TempDir(), SyncInterval: time.Hour})
+	if err != nil {
+		b.Fatal(err)
+	}
+	defer s.Close()
+	base := time.Now().Add(-time.Hour)
+	rng := rand.New(rand.NewPCG(1, 2))
+	step := 50 * time.Microsecond // 20k findings/s
+	put := func(i int) {
+		t := base.Add(time.Duration(i)*step - time.Duration(rng.Int64N(int64(10*time.Second))))
+		f := Stored{Time: t, Service: "checkout"}
+		f.Kind, f.TraceID = "n_plus_one_query", "0af7651916cd43dd8448eb211c80319c"
+		if err := s.Put(context.Background(), []Stored{f}); err != nil {
+			b.Fatal(err)
+		}
+	}
+	for i := range 200_000 {
+		put(i)
+	}
+	b.ResetTimer()
+	for i := range b.N {
+		put(200_000 + i)
+	}
+}
+
+// TestOutOfOrderPutsListInOrder puts more findings than one merge batch,
+// out of time order and interleaved with reads, and checks every list is
+// newest first and complete, also after a restart.
+func TestOutOfOrderPutsListInOrder(t *testing.T) {
+	dir := t.TempDir()
+	s, err := Open(Options{Dir: dir, SyncInterval: time.Hour})
+	if err != nil {
+		t.Fatal(err)
+	}
+	base := time.Now().Add(-time.Hour)
+	rng := rand.New(rand.NewPCG(3, 4))
+	kinds, services := []string{"n_plus_one_query", "retry_storm", "error_cascade"}, []string{"cart", "checkout"}
+	want := map[string]int{}
+	const n = 3*mergeEvery + 77
+	for i := range n {
+		f := Stored{Time: base.Add(time.Duration(i)*time.Millisecond - time.Duration(rng.Int64N(int64(5*time.Second)))), Service: services[i%2]}
+		f.Kind = kinds[i%3]
+		want[f.Kind+"/"+f.Service]++
+		if err := s.Put(context.Background(), []Stored{f}); err != nil {
+			t.Fatal(err)
+		}
+		if i%1000 == 999 {
+			if got, _ := s.List(context.Background(), Query{Limit: 5}); len(got) != 5 {
+				t.Fatalf("after %d puts: %d findings listed", i+1, len(got))
+			}
+		}
+	}
+	check := func(s *Store) {
+		t.Helper()
+		if s.Len() != n {
+			t.Fatalf("Len %d, want %d", s.Len(), n)
+		}
+		for _, q := range []Query{{}, {Kind: "retry_storm"}, {Service: "cart"}} {
+			q.Limit = n
+			got, err := s.List(context.Background(), q)
+			if err != nil {
+				t.Fatal(err)
+			}
+			count := 0
+			for k, c := range want {
+				if (q.Kind == "" || strings.HasPrefix(k, q.Kind+"/")) && (q.Service == "" || strings.HasSuffix(k, "/"+q.Service)) {
+					count += c
+				}
+			}
+			if len(got) != count {
+				t.Fatalf("%+v: %d findings, want %d", q, len(got), count)
+			}
+			for i := 1; i < len(got); i++ {
+				if got[i].Time.After(got[i-1].Time) {
+					t.Fatalf("%+v: finding %d (%v) newer than %d (%v)", q, i, got[i].Time, i-1, got[i-1].Time)
+				}
+			}
+		}
+		total := 0
+		for _, c := range s.Counts(time.Time{}, time.Time{}) {
+			total += c
+		}
+		if total != n {
+			t.Fatalf("Counts total %d, want %d", total, n)
+		}
+	}
+	check(s)
+	if err := s.Close(); err != nil {
+		t.Fatal(err)
+	}
+	s, err = Open(Options{Dir: dir})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer s.Close()
+	check(s)
 }
