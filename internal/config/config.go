@@ -27,6 +27,14 @@ type Config struct {
 	// {n_plus_one_query: {min_count: 8}}. Kept as raw YAML so the analysis
 	// package decodes it into the detector structs.
 	Analysis Analysis `yaml:"analysis"`
+	// Analytics are the cross-trace analytics: RED metrics, the service
+	// graph, baselines and the systemic detectors.
+	Analytics Analytics `yaml:"analytics"`
+	// MemoryLimit is the soft limit of the Go runtime (debug.SetMemoryLimit)
+	// in bytes: the GC works harder as the process nears it, so RSS stays
+	// close to it instead of at twice the live heap. 0 derives it from
+	// storage.head_max_bytes unless GOMEMLIMIT is set; negative disables it.
+	MemoryLimit int64 `yaml:"memory_limit"`
 }
 
 // Listen addresses. Defaults bind loopback only; an empty address disables
@@ -55,12 +63,34 @@ type Ingest struct {
 	MaxSpansPerRequest int   `yaml:"max_spans_per_request"`
 }
 
-// Analysis settings.
+// Analysis settings: the per-trace detectors run on every completed trace.
 type Analysis struct {
 	Enabled   bool      `yaml:"enabled"`
 	Detectors yaml.Node `yaml:"detectors"`
 	// MetricsRetention is how long RED metrics and the service graph are kept.
 	MetricsRetention time.Duration `yaml:"metrics_retention"`
+	// QueueSpans bounds the spans of completed traces waiting for the
+	// analysis worker (decoded, ~1.7 KB each); beyond it traces are skipped
+	// and counted, their spans stay in the store.
+	QueueSpans int `yaml:"queue_spans"`
+	// MaxCPUShare is the share of the server's CPU the completed-trace
+	// pipeline (detectors, baselines, systemic detectors) may take while
+	// the server is CPU-bound; above it the detectors and baselines see a
+	// sample of traces (the systemic detectors still see every one).
+	// 0 or 1 disables shedding.
+	MaxCPUShare float64 `yaml:"max_cpu_share"`
+}
+
+// Analytics switches the cross-trace analytics. Off, serve only stores
+// and (if analysis is enabled) runs the per-trace detectors: the metrics,
+// service map and systemic findings APIs answer with empty results.
+type Analytics struct {
+	Enabled bool `yaml:"enabled"`
+	// BaselineTracesPerSecond caps the completed traces fed to the
+	// baselines (uniformly sampled above it; 0: every trace). Baselines are
+	// decayed distributions over hours, so a sample describes them as well
+	// as every trace, at a fraction of the cost (~1.2 µs per span).
+	BaselineTracesPerSecond float64 `yaml:"baseline_traces_per_second"`
 }
 
 // Default returns a configuration that works with no file and no flags.
@@ -78,14 +108,15 @@ func Default() Config {
 		Storage: Storage{
 			Retention:        7 * 24 * time.Hour,
 			TraceIdleTimeout: 10 * time.Second,
-			HeadMaxBytes:     256 << 20,
+			HeadMaxBytes:     128 << 20,
 		},
 		Ingest: Ingest{
 			MaxRequestBytes:    16 << 20,
 			MaxAttributes:      1024,
 			MaxSpansPerRequest: 100_000,
 		},
-		Analysis: Analysis{Enabled: true, MetricsRetention: 30 * 24 * time.Hour},
+		Analysis:  Analysis{Enabled: true, MetricsRetention: 30 * 24 * time.Hour, QueueSpans: 8192, MaxCPUShare: 0.2},
+		Analytics: Analytics{Enabled: true, BaselineTracesPerSecond: 200},
 	}
 }
 
@@ -112,7 +143,10 @@ func Load(args []string, usageOut *bytes.Buffer) (Config, error) {
 	fs.Int64Var(&f.Storage.MaxDiskBytes, "max-disk-bytes", cfg.Storage.MaxDiskBytes, "delete the oldest blocks when the data exceeds this size (0: no limit)")
 	fs.DurationVar(&f.Storage.TraceIdleTimeout, "trace-idle-timeout", cfg.Storage.TraceIdleTimeout, "a trace with no new spans for this long is complete and gets analysed")
 	fs.Int64Var(&f.Ingest.MaxRequestBytes, "max-request-bytes", cfg.Ingest.MaxRequestBytes, "largest accepted ingest request body (after decompression)")
-	fs.BoolVar(&f.Analysis.Enabled, "analysis", cfg.Analysis.Enabled, "run the detectors on completed traces and the cross-trace analytics")
+	fs.Int64Var(&f.Storage.HeadMaxBytes, "head-max-bytes", cfg.Storage.HeadMaxBytes, "memory for spans not yet in blocks; ingest slows, then refuses, beyond it")
+	fs.BoolVar(&f.Analysis.Enabled, "analysis", cfg.Analysis.Enabled, "run the per-trace detectors on completed traces")
+	fs.BoolVar(&f.Analytics.Enabled, "analytics", cfg.Analytics.Enabled, "compute the cross-trace analytics: RED metrics, service graph, baselines, systemic findings")
+	fs.Int64Var(&f.MemoryLimit, "memory-limit", cfg.MemoryLimit, "soft memory limit of the process in bytes; 0: GOMEMLIMIT if set, else storage.head_max_bytes*5/4 + 128 MiB; -1: none")
 	if err := fs.Parse(args); err != nil {
 		return cfg, err
 	}
@@ -155,11 +189,39 @@ func Load(args []string, usageOut *bytes.Buffer) (Config, error) {
 			cfg.Storage.TraceIdleTimeout = f.Storage.TraceIdleTimeout
 		case "max-request-bytes":
 			cfg.Ingest.MaxRequestBytes = f.Ingest.MaxRequestBytes
+		case "head-max-bytes":
+			cfg.Storage.HeadMaxBytes = f.Storage.HeadMaxBytes
 		case "analysis":
 			cfg.Analysis.Enabled = f.Analysis.Enabled
+		case "analytics":
+			cfg.Analytics.Enabled = f.Analytics.Enabled
+		case "memory-limit":
+			cfg.MemoryLimit = f.MemoryLimit
 		}
 	})
 	return cfg, cfg.Validate()
+}
+
+// EffectiveMemoryLimit resolves MemoryLimit: the limit in bytes (0: none)
+// and where it comes from ("config", "GOMEMLIMIT", "default" or "none").
+// gomemlimit is the GOMEMLIMIT environment variable; when set and the
+// config leaves memory_limit at 0, the Go runtime has already applied it.
+func (c *Config) EffectiveMemoryLimit(gomemlimit string) (int64, string) {
+	switch {
+	case c.MemoryLimit < 0:
+		return 0, "none"
+	case c.MemoryLimit > 0:
+		return c.MemoryLimit, "config"
+	case gomemlimit != "":
+		return 0, "GOMEMLIMIT"
+	}
+	head := c.Storage.HeadMaxBytes
+	if head <= 0 {
+		head = Default().Storage.HeadMaxBytes
+	}
+	// The engine holds up to about 1.25 × head_max_bytes (head, cold tier,
+	// a cut in flight); the rest of the server needs ~100 MB at full rate.
+	return head*5/4 + 128<<20, "default"
 }
 
 // Validate checks values a user can get wrong.
@@ -175,6 +237,21 @@ func (c *Config) Validate() error {
 	}
 	if c.Storage.Retention < 0 || c.Storage.MaxDiskBytes < 0 {
 		return errors.New("storage.retention and storage.max_disk_bytes must not be negative")
+	}
+	if c.Storage.HeadMaxBytes < 0 {
+		return errors.New("storage.head_max_bytes must not be negative")
+	}
+	if c.Analysis.QueueSpans < 0 {
+		return errors.New("analysis.queue_spans must not be negative")
+	}
+	if c.Analysis.MaxCPUShare < 0 || c.Analysis.MaxCPUShare > 1 {
+		return fmt.Errorf("analysis.max_cpu_share %g: want a fraction between 0 and 1", c.Analysis.MaxCPUShare)
+	}
+	if c.Analytics.BaselineTracesPerSecond < 0 {
+		return errors.New("analytics.baseline_traces_per_second must not be negative")
+	}
+	if c.MemoryLimit > 0 && c.MemoryLimit < 64<<20 {
+		return fmt.Errorf("memory_limit %d: below 64 MiB the garbage collector would run constantly; use -1 for no limit", c.MemoryLimit)
 	}
 	if c.Ingest.MaxRequestBytes <= 0 {
 		return errors.New("ingest.max_request_bytes must be positive")

@@ -51,3 +51,59 @@ func TestBadInputIsExplained(t *testing.T) {
 		t.Fatalf("empty config file must be accepted: %v", err)
 	}
 }
+
+func TestMemoryAndAnalyticsSettings(t *testing.T) {
+	dir := t.TempDir()
+	file := filepath.Join(dir, "tracedx.yaml")
+	yaml := "memory_limit: 402653184\nanalytics:\n  enabled: false\nanalysis:\n  queue_spans: 1000\n  max_cpu_share: 0.3\n"
+	if err := os.WriteFile(file, []byte(yaml), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	cfg, err := Load([]string{"--config", file, "--analysis=false"}, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if cfg.MemoryLimit != 384<<20 || cfg.Analytics.Enabled || cfg.Analysis.Enabled || cfg.Analysis.QueueSpans != 1000 || cfg.Analysis.MaxCPUShare != 0.3 {
+		t.Fatalf("file/flag values not applied: %+v", cfg)
+	}
+	if l, src := cfg.EffectiveMemoryLimit("1GiB"); l != 384<<20 || src != "config" {
+		t.Errorf("explicit memory_limit must win over GOMEMLIMIT: %d %s", l, src)
+	}
+	cfg, err = Load([]string{"--analytics=false", "--memory-limit", "-1", "--head-max-bytes", "67108864"}, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if cfg.Analytics.Enabled || !cfg.Analysis.Enabled || cfg.Storage.HeadMaxBytes != 64<<20 {
+		t.Fatalf("flags not applied: %+v", cfg)
+	}
+	if l, src := cfg.EffectiveMemoryLimit(""); l != 0 || src != "none" {
+		t.Errorf("-1 must disable the limit: %d %s", l, src)
+	}
+
+	def := Default()
+	if !def.Analytics.Enabled || def.MemoryLimit != 0 {
+		t.Fatalf("defaults: %+v", def)
+	}
+	if l, src := def.EffectiveMemoryLimit("512MiB"); l != 0 || src != "GOMEMLIMIT" {
+		t.Errorf("GOMEMLIMIT must be honoured when memory_limit is unset: %d %s", l, src)
+	}
+	l, src := def.EffectiveMemoryLimit("")
+	if src != "default" || l != def.Storage.HeadMaxBytes*5/4+128<<20 {
+		t.Errorf("derived limit: %d %s", l, src)
+	}
+	def.Storage.HeadMaxBytes *= 4
+	if l2, _ := def.EffectiveMemoryLimit(""); l2 <= l {
+		t.Errorf("the derived limit must grow with head_max_bytes: %d then %d", l, l2)
+	}
+
+	for _, args := range [][]string{{"--memory-limit", "1000"}, {"--head-max-bytes", "-5"}} {
+		if _, err := Load(args, nil); err == nil {
+			t.Errorf("%v accepted", args)
+		}
+	}
+	bad := filepath.Join(dir, "bad.yaml")
+	_ = os.WriteFile(bad, []byte("analysis:\n  max_cpu_share: 1.5\n"), 0o644)
+	if _, err := Load([]string{"--config", bad}, nil); err == nil || !strings.Contains(err.Error(), "max_cpu_share") {
+		t.Errorf("bad max_cpu_share: %v", err)
+	}
+}

@@ -3,8 +3,12 @@ package server
 import (
 	"context"
 	"log/slog"
+	"math"
+	"math/rand/v2"
 	"net/http"
+	"runtime"
 	"sync/atomic"
+	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
 
@@ -13,17 +17,76 @@ import (
 	"github.com/tracedx/tracedx/internal/model"
 )
 
-// pipeline is the diagnosis path: the store hands over each completed
-// trace, a worker analyses it, stores its findings and feeds the baselines
-// and the cross-trace detectors.
+const (
+	// pipelineTick is how often the worker re-reads CPU usage and adapts
+	// its sampling.
+	pipelineTick = 500 * time.Millisecond
+	// pipelineIdle is how long the worker sleeps on an empty queue. Its
+	// goroutine is locked to an OS thread (for exact CPU accounting), and
+	// each wake-up of a locked thread is an OS thread hand-off, so it polls
+	// in batches rather than waking per trace.
+	pipelineIdle = 20 * time.Millisecond
+	// minKeep is the smallest share of traces the detectors and baselines
+	// still see when shedding.
+	minKeep = 0.01
+)
+
+// pipeline is the completed-trace path: the store hands over each
+// completed trace, a worker runs the per-trace detectors (analysis), stores
+// their findings, and feeds the baselines and the systemic detectors
+// (analytics).
+//
+// It protects ingest twice: the queue is bounded by spans (decoded traces
+// are ~1.7 KB per span), and when the server is CPU-bound and the worker
+// takes more than maxShare of the process's CPU, the detectors and the
+// baselines see only a sample of traces. The systemic detectors see every
+// trace: their rates and "new error type" / stampede patterns are not
+// sampling-tolerant, and they are cheaper than the detectors.
 type pipeline struct {
 	s       *Server
 	log     *slog.Logger
 	history *baseline.Baselines
 	queue   chan []model.Span
 
-	analysed, dropped atomic.Uint64
-	findings          findingSink
+	analysis, analytics bool
+	maxQueued           int64
+	maxShare            float64
+
+	queued                  atomic.Int64 // spans queued or being processed
+	analysed, dropped, shed atomic.Uint64
+	cpu                     atomic.Int64  // worker CPU, ns
+	keepBits                atomic.Uint64 // float64: share of traces fully processed
+	findings                findingSink
+
+	// worker-only state
+	lastTick          time.Time
+	lastProc, lastThr time.Duration
+	rng               *rand.Rand
+	baseline          rateSampler
+}
+
+// rateSampler keeps about perSecond events per second, uniformly: the keep
+// probability for the next second is perSecond over the rate of the last.
+type rateSampler struct {
+	perSecond float64
+	p         float64
+	n         int
+	start     time.Time
+}
+
+func (r *rateSampler) keep(now time.Time, rng *rand.Rand) bool {
+	if r.perSecond <= 0 {
+		return true
+	}
+	if r.start.IsZero() {
+		r.start, r.p = now, 1
+	}
+	if el := now.Sub(r.start); el >= time.Second {
+		r.p = min(1, r.perSecond*el.Seconds()/float64(max(r.n, 1)))
+		r.n, r.start = 0, now
+	}
+	r.n++
+	return r.p >= 1 || rng.Float64() < r.p
 }
 
 // findingSink stores per-trace findings and answers lookups; the findings
@@ -35,47 +98,151 @@ type findingSink interface {
 }
 
 func newPipeline(s *Server, history *baseline.Baselines) *pipeline {
-	p := &pipeline{s: s, log: s.log.With("component", "analysis"), history: history, queue: make(chan []model.Span, 4096)}
+	maxQueued := int64(s.cfg.Analysis.QueueSpans)
+	if maxQueued <= 0 {
+		maxQueued = 8192
+	}
+	p := &pipeline{s: s, log: s.log.With("component", "analysis"), history: history, queue: make(chan []model.Span, 4096),
+		analysis: s.cfg.Analysis.Enabled, analytics: s.cfg.Analytics.Enabled,
+		maxQueued: maxQueued, maxShare: s.cfg.Analysis.MaxCPUShare, rng: rand.New(rand.NewPCG(rand.Uint64(), 1)),
+		baseline: rateSampler{perSecond: s.cfg.Analytics.BaselineTracesPerSecond}}
+	p.keepBits.Store(math.Float64bits(1))
 	s.reg.MustRegister(
-		prometheus.NewCounterFunc(prometheus.CounterOpts{Name: "tracedx_analysis_traces_total", Help: "Completed traces analysed."},
+		prometheus.NewCounterFunc(prometheus.CounterOpts{Name: "tracedx_analysis_traces_total", Help: "Completed traces taken by the analysis worker."},
 			func() float64 { return float64(p.analysed.Load()) }),
-		prometheus.NewCounterFunc(prometheus.CounterOpts{Name: "tracedx_analysis_dropped_total", Help: "Completed traces not analysed because the queue was full."},
+		prometheus.NewCounterFunc(prometheus.CounterOpts{Name: "tracedx_analysis_dropped_total", Help: "Completed traces not analysed because the queue (analysis.queue_spans) was full."},
 			func() float64 { return float64(p.dropped.Load()) }),
+		prometheus.NewCounterFunc(prometheus.CounterOpts{Name: "tracedx_analysis_shed_total",
+			Help: "Completed traces the per-trace detectors and baselines skipped to keep the worker within analysis.max_cpu_share (the systemic detectors saw them)."},
+			func() float64 { return float64(p.shed.Load()) }),
+		prometheus.NewGaugeFunc(prometheus.GaugeOpts{Name: "tracedx_analysis_queued_spans", Help: "Spans of completed traces waiting for or in analysis."},
+			func() float64 { return float64(p.queued.Load()) }),
+		prometheus.NewGaugeFunc(prometheus.GaugeOpts{Name: "tracedx_analysis_keep_ratio", Help: "Share of completed traces the detectors and baselines currently see (1: all)."},
+			func() float64 { return math.Float64frombits(p.keepBits.Load()) }),
+		prometheus.NewCounterFunc(prometheus.CounterOpts{Name: "tracedx_analysis_cpu_seconds_total", Help: "CPU time of the analysis worker (Linux only)."},
+			func() float64 { return float64(p.cpu.Load()) / 1e9 }),
 	)
 	return p
 }
+
+// active reports whether completed traces are needed at all; when not, the
+// store is not asked to decode them.
+func (p *pipeline) active() bool { return p.analysis || p.analytics }
 
 // traceComplete is the store's completion hook. It must not block the
 // store: when analysis falls behind, traces are skipped (and counted), the
 // spans themselves are safe in the store.
 func (p *pipeline) traceComplete(_ model.TraceID, spans []model.Span) {
-	if !p.s.cfg.Analysis.Enabled {
+	if !p.active() {
+		return
+	}
+	n := int64(len(spans))
+	// A trace larger than the whole budget still goes in when the queue is
+	// empty, or it would never be analysed.
+	if q := p.queued.Add(n); q > p.maxQueued && q != n {
+		p.queued.Add(-n)
+		p.dropped.Add(1)
 		return
 	}
 	select {
 	case p.queue <- spans:
 	default:
+		p.queued.Add(-n)
 		p.dropped.Add(1)
 	}
 }
 
 func (p *pipeline) run(ctx context.Context) {
+	if !p.active() {
+		return
+	}
+	runtime.LockOSThread()
+	defer runtime.UnlockOSThread()
+	p.lastTick = time.Now()
+	p.lastProc, _ = processCPU()
+	p.lastThr, _ = threadCPU()
+	idle := time.NewTimer(pipelineIdle)
+	defer idle.Stop()
 	for {
 		select {
 		case <-ctx.Done():
 			return
 		case spans := <-p.queue:
-			res := p.analyze(spans)
-			if p.findings != nil {
-				if err := p.findings.putTrace(ctx, spans, res); err != nil {
-					p.log.Warn("storing findings", "trace_id", res.TraceID, "err", err)
-				}
-				p.findings.observe(spans)
+			p.process(ctx, spans)
+		default:
+			idle.Reset(pipelineIdle)
+			select {
+			case <-ctx.Done():
+				return
+			case <-idle.C:
 			}
-			p.history.ObserveTrace(spans)
-			p.analysed.Add(1)
+		}
+		if now := time.Now(); now.Sub(p.lastTick) >= pipelineTick {
+			p.tick(now)
 		}
 	}
+}
+
+func (p *pipeline) process(ctx context.Context, spans []model.Span) {
+	defer p.queued.Add(-int64(len(spans)))
+	p.analysed.Add(1)
+	keep := math.Float64frombits(p.keepBits.Load())
+	full := keep >= 1 || p.rng.Float64() < keep
+	if !full {
+		p.shed.Add(1)
+	}
+	if p.analysis && full {
+		res := p.analyze(spans)
+		if p.findings != nil {
+			if err := p.findings.putTrace(ctx, spans, res); err != nil {
+				p.log.Warn("storing findings", "trace_id", res.TraceID, "err", err)
+			}
+		}
+	}
+	if !p.analytics {
+		return
+	}
+	if p.findings != nil {
+		p.findings.observe(spans)
+	}
+	if full && p.baseline.keep(time.Now(), p.rng) {
+		p.history.ObserveTrace(spans)
+	}
+}
+
+// tick accounts the worker's CPU and adapts the share of traces it
+// processes in full.
+func (p *pipeline) tick(now time.Time) {
+	proc, ok1 := processCPU()
+	thr, ok2 := threadCPU()
+	if !ok1 || !ok2 {
+		return
+	}
+	dThr := thr - p.lastThr
+	keep := nextKeep(math.Float64frombits(p.keepBits.Load()), p.maxShare, now.Sub(p.lastTick), proc-p.lastProc, dThr, runtime.GOMAXPROCS(0))
+	p.keepBits.Store(math.Float64bits(keep))
+	p.cpu.Add(int64(dThr))
+	p.lastTick, p.lastProc, p.lastThr = now, proc, thr
+}
+
+// nextKeep is the sampling controller: over an interval of wall time wall
+// the process used procCPU and the worker workerCPU. Only while the process
+// is CPU-bound (≥ 90 % of its cores) is the worker held to share of it;
+// then keep shrinks in proportion to the excess. Otherwise keep recovers
+// by half each interval, so sampling ends soon after the load does.
+func nextKeep(keep, share float64, wall, procCPU, workerCPU time.Duration, procs int) float64 {
+	if share <= 0 || share >= 1 || wall <= 0 {
+		return 1
+	}
+	saturated := float64(procCPU) >= 0.9*float64(wall)*float64(procs)
+	budget := share * float64(procCPU)
+	switch {
+	case saturated && float64(workerCPU) > budget:
+		keep *= budget / float64(workerCPU)
+	case !saturated || float64(workerCPU) < 0.8*budget:
+		keep *= 1.5
+	}
+	return min(1, max(minKeep, keep))
 }
 
 // analyze runs every detector with the server's history.

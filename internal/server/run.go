@@ -40,6 +40,7 @@ func Run(ctx context.Context, cfg config.Config, logOut io.Writer) error {
 		return err
 	}
 	defer s.Close()
+	applyMemoryLimit(cfg, s.log)
 	if err := s.Start(ctx); err != nil {
 		return err
 	}

@@ -63,6 +63,7 @@ func newRegistry() *prometheus.Registry {
 		Name: "tracedx_build_info", Help: "Build information; the value is always 1.",
 		ConstLabels: prometheus.Labels{"version": version.Version, "revision": version.Revision()},
 	}, func() float64 { return 1 }))
+	reg.MustRegister(memoryLimitGauge())
 	return reg
 }
 

@@ -258,6 +258,13 @@ var (
 	failedDesc = prometheus.NewDesc("traces_service_graph_request_failed_total", "Failed requests between two nodes.", sgLabels, nil)
 	serverDesc = prometheus.NewDesc("traces_service_graph_request_server_seconds", "Request duration seen by the server.", sgLabels, nil)
 	clientDesc = prometheus.NewDesc("traces_service_graph_request_client_seconds", "Request duration seen by the client.", sgLabels, nil)
+
+	pendingDesc = prometheus.NewDesc("tracedx_servicegraph_pending_halves", "Call halves waiting in the pairing cache for their other side.", nil, nil)
+	evictedDesc = prometheus.NewDesc("tracedx_servicegraph_evicted_total",
+		"Call halves resolved before their pairing timeout because the pairing cache was full (raise MaxPending if this grows).", nil, nil)
+	immediateDesc = prometheus.NewDesc("tracedx_servicegraph_uninstrumented_calls_total",
+		"Calls to peers that have not answered with SERVER spans for a while, recorded without waiting in the pairing cache.", nil, nil)
+	droppedDesc = prometheus.NewDesc("tracedx_servicegraph_unpaired_total", "Call halves that expired without a partner and without a named peer.", nil, nil)
 )
 
 // Describe implements prometheus.Collector.
@@ -266,11 +273,22 @@ func (g *Graph) Describe(ch chan<- *prometheus.Desc) {
 	ch <- failedDesc
 	ch <- serverDesc
 	ch <- clientDesc
+	ch <- pendingDesc
+	ch <- evictedDesc
+	ch <- droppedDesc
+	ch <- immediateDesc
 }
 
 // Collect implements prometheus.Collector (cumulative since start; serve
 // with OpenMetrics enabled for exemplars).
 func (g *Graph) Collect(ch chan<- prometheus.Metric) {
+	g.mu.Lock()
+	waiting, evicted, dropped, immediate := len(g.pending), g.evicted, g.dropped, g.immediate
+	g.mu.Unlock()
+	ch <- prometheus.MustNewConstMetric(immediateDesc, prometheus.CounterValue, float64(immediate))
+	ch <- prometheus.MustNewConstMetric(pendingDesc, prometheus.GaugeValue, float64(waiting))
+	ch <- prometheus.MustNewConstMetric(evictedDesc, prometheus.CounterValue, float64(evicted))
+	ch <- prometheus.MustNewConstMetric(droppedDesc, prometheus.CounterValue, float64(dropped))
 	g.st.EachExt(func(k tsdb.Key, e *edgeProm) {
 		labels := []string{k.A, k.B, ConnName(k.K)}
 		total := prometheus.MustNewConstMetric(totalDesc, prometheus.CounterValue, float64(e.total), labels...)

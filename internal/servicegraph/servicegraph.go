@@ -55,8 +55,9 @@ type Options struct {
 	// PairTimeout is how long one half of a call waits for the other
 	// (default 10 s, Tempo's default wait).
 	PairTimeout time.Duration
-	// MaxPending bounds the pairing cache (default 200000 halves); when
-	// full, the oldest halves expire early.
+	// MaxPending bounds the pairing cache (default 50000 halves, ~16 MB
+	// with the map's and the expiry queue's slack); when full, the oldest
+	// halves are resolved early (counted as evicted).
 	MaxPending int
 	// MaxEdges caps (client, server, type) series (default 20000).
 	MaxEdges int
@@ -116,6 +117,28 @@ type pending struct {
 	deadline int64
 }
 
+// peerKey is a (client service, named peer) pair.
+type peerKey struct{ service, peer string }
+
+// peerStat tracks whether calls to a named peer ever pair. A peer that is
+// not instrumented (no SERVER spans) would otherwise hold every call to it
+// in the pairing cache for PairTimeout: at high rates most of the cache's
+// memory and of its CPU (random probes of a large map).
+type peerStat struct {
+	unpaired uint32 // consecutive calls resolved without a partner
+	calls    uint32
+}
+
+const (
+	// uninstrumentedAfter consecutive unpaired calls mark a peer as
+	// uninstrumented: its calls are recorded without waiting, except
+	// one in probeEvery, which still waits so a peer that gets
+	// instrumented is noticed (its first pairing clears the mark).
+	uninstrumentedAfter = 100
+	probeEvery          = 64
+	maxPeerStats        = 10000
+)
+
 type queued struct {
 	key      pendKey
 	deadline int64
@@ -130,10 +153,16 @@ type Graph struct {
 
 	mu      sync.Mutex // pairing cache; taken once per Observe batch
 	pending map[pendKey]pending
-	queue   []queued
-	qhead   int
+	// pendingPeak is the largest size of pending since it was last
+	// rebuilt: Go maps never shrink, and a map emptied by deletions keeps
+	// its memory and makes every lookup of an absent key probe far.
+	pendingPeak int
+	peers       map[peerKey]*peerStat
+	queue       []queued
+	qhead       int
 	// counters for /metrics-less introspection and tests
-	paired, virtual, dropped uint64
+	paired, virtual, dropped, evicted uint64
+	immediate                         uint64 // calls to uninstrumented peers recorded without waiting
 
 	startOnce sync.Once
 	closeOnce sync.Once
@@ -156,7 +185,7 @@ func New(opt Options, log *slog.Logger) (*Graph, error) {
 		opt.PairTimeout = 10 * time.Second
 	}
 	if opt.MaxPending <= 0 {
-		opt.MaxPending = 200000
+		opt.MaxPending = 50000
 	}
 	st, err := tsdb.New[edgeProm](tsdb.Options{
 		Dir: opt.Dir, Name: "edges", NHist: 2, Retention: opt.Retention,
@@ -165,7 +194,7 @@ func New(opt Options, log *slog.Logger) (*Graph, error) {
 	if err != nil {
 		return nil, fmt.Errorf("service graph: %w", err)
 	}
-	return &Graph{st: st, log: log, opt: opt, now: time.Now, pending: map[pendKey]pending{}, done: make(chan struct{})}, nil
+	return &Graph{st: st, log: log, opt: opt, now: time.Now, pending: map[pendKey]pending{}, peers: map[peerKey]*peerStat{}, done: make(chan struct{})}, nil
 }
 
 // Start runs expiry of unpaired halves (every second) and the periodic
@@ -222,7 +251,22 @@ func (g *Graph) Expire() {
 	now := g.now().UnixNano()
 	g.mu.Lock()
 	g.expireLocked(now, false)
+	g.shrinkLocked()
 	g.mu.Unlock()
+}
+
+// shrinkLocked rebuilds the pairing map once it holds under an eighth of
+// its peak (after a burst, or once uninstrumented peers stop waiting).
+func (g *Graph) shrinkLocked() {
+	g.pendingPeak = max(g.pendingPeak, len(g.pending))
+	if g.pendingPeak < 4096 || len(g.pending)*8 > g.pendingPeak {
+		return
+	}
+	m := make(map[pendKey]pending, len(g.pending))
+	for k, v := range g.pending {
+		m[k] = v
+	}
+	g.pending, g.pendingPeak = m, len(m)
 }
 
 // Observe pairs the spans of a batch with each other and with halves from
@@ -247,6 +291,23 @@ func (g *Graph) Observe(spans []model.Span) {
 					g.record(sp.TraceID, &h, &p.h)
 				}
 				continue // else a duplicate client span
+			}
+			if h.peerConn == ConnDatabase {
+				// Databases rarely have SERVER spans: record the edge to the
+				// database node now (as Tempo does) instead of holding the
+				// half for PairTimeout. At high rates these halves were most
+				// of the cache.
+				g.resolveUnpaired(sp.TraceID, &pending{h: h})
+				continue
+			}
+			if h.peer != "" {
+				if st := g.peers[peerKey{h.service, h.peer}]; st != nil && st.unpaired >= uninstrumentedAfter {
+					if st.calls++; st.calls%probeEvery != 0 {
+						g.immediate++
+						g.resolveUnpaired(sp.TraceID, &pending{h: h})
+						continue
+					}
+				}
 			}
 			g.insert(k, pending{h: h, deadline: deadline})
 		case model.KindServer, model.KindConsumer:
@@ -346,6 +407,7 @@ func (g *Graph) evictOldest() {
 		g.qhead++
 		if p, ok := g.pending[q.key]; ok && p.deadline == q.deadline {
 			delete(g.pending, q.key)
+			g.evicted++
 			g.resolveUnpaired(q.key.trace, &p)
 			return
 		}
@@ -378,6 +440,20 @@ func (g *Graph) expireLocked(now int64, all bool) {
 }
 
 func (g *Graph) resolveUnpaired(trace model.TraceID, p *pending) {
+	if !p.isServer && p.h.peer != "" && p.h.peerConn != ConnDatabase {
+		// Also when the peer is the client's own service: such a call
+		// makes no edge unless it pairs, so it is worth waiting for only
+		// while it sometimes does.
+		k := peerKey{p.h.service, p.h.peer}
+		st := g.peers[k]
+		if st == nil && len(g.peers) < maxPeerStats {
+			st = &peerStat{}
+			g.peers[k] = st
+		}
+		if st != nil && st.unpaired < 1<<31 {
+			st.unpaired++
+		}
+	}
 	if !p.isServer && p.h.peer != "" && p.h.peer != p.h.service {
 		g.virtual++
 		g.recordEdge(trace, tsdb.Key{A: p.h.service, B: p.h.peer, K: p.h.peerConn}, &p.h, nil)
@@ -388,6 +464,11 @@ func (g *Graph) resolveUnpaired(trace model.TraceID, p *pending) {
 
 func (g *Graph) record(trace model.TraceID, c, s *half) {
 	g.paired++
+	if c.peer != "" {
+		if st := g.peers[peerKey{c.service, c.peer}]; st != nil {
+			st.unpaired = 0
+		}
+	}
 	conn := ConnUnset
 	if c.kind == model.KindProducer || s.kind == model.KindConsumer {
 		conn = ConnMessagingSystem
@@ -442,4 +523,12 @@ func (g *Graph) PairStats() (paired, virtual, dropped uint64, waiting int) {
 	g.mu.Lock()
 	defer g.mu.Unlock()
 	return g.paired, g.virtual, g.dropped, len(g.pending)
+}
+
+// Evicted is the number of halves resolved before their PairTimeout
+// because the pairing cache was full (MaxPending).
+func (g *Graph) Evicted() uint64 {
+	g.mu.Lock()
+	defer g.mu.Unlock()
+	return g.evicted
 }
