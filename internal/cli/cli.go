@@ -25,7 +25,8 @@ const usage = `tracedx — a tracing backend that tells you why a request was sl
 Usage:
   tracedx serve [flags]            run ingest, storage, analysis, APIs and UI on this machine
   tracedx analyze [flags] FILE...  diagnose trace files (OTLP JSON/protobuf, Jaeger JSON, Zipkin JSON); '-' reads stdin
-  tracedx compare [flags] A B      compare two trace files
+  tracedx compare [flags] A B      compare two traces, or two groups: --a FILE... --b FILE...
+  tracedx demo [flags]             run tracedx with a simulated shop that produces every incident
   tracedx version                  print the version
   tracedx help [COMMAND]           show help
 

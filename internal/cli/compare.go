@@ -7,97 +7,159 @@ import (
 	"flag"
 	"fmt"
 	"io"
-	"os"
 	"sort"
 	"strings"
-
-	"go.opentelemetry.io/collector/pdata/ptrace"
+	"text/tabwriter"
 
 	"github.com/tracedx/tracedx/internal/compare"
 	"github.com/tracedx/tracedx/internal/model"
-	"github.com/tracedx/tracedx/internal/otlpconv"
-	"github.com/tracedx/tracedx/internal/zipkin"
+	"github.com/tracedx/tracedx/internal/traceio"
 )
 
 func init() { extraCommands["compare"] = Compare }
 
-// Compare runs `tracedx compare [flags] A B`. With one trace per file it
-// compares the two traces; when a file holds several traces the files are
-// compared as two groups. Exit codes: 0 done, 2 usage or unreadable input,
-// 1 output failure.
+const compareHelp = `Usage: tracedx compare [flags] A B
+       tracedx compare [flags] --a FILE... --b FILE...
+
+Compares side A (say, fast or successful requests) with side B (slow or failing ones): calls only on
+one side, repeated-call count changes, nodes by duration difference (own time vs children), spans
+failing on one side only. Spans are matched by their (service, operation) path from the root and their
+order among equal siblings.
+
+A side is one file (A, B) or the files after --a / --b (repeat the flag, or list several files after
+it, e.g. --a fast/*.json --b slow/*.json). Files hold OTLP JSON (a request, or the Collector file
+exporter's one request per line), OTLP protobuf, Jaeger JSON (UI download or API response) or Zipkin
+v2 JSON; the format is detected from the content. '-' reads stdin (on one side only). Spans of one
+trace id on one side are joined, even across files.
+
+--mode auto (the default): when each side holds exactly one trace, the two traces are compared span
+by span; otherwise the sides are compared as two groups (per path: presence, mean count and time per
+trace, p50 per call, error share) and every trace on a side counts. --mode traces insists on one trace
+per side; --mode groups compares as groups even single traces. --service (and --operation) compare
+groups from the first span of that service (endpoint) in each trace instead of the trace root.
+
+Exit status: 0 done, 2 bad flags or unreadable input, 1 the output could not be written.
+
+Flags:
+`
+
+// Compare runs `tracedx compare`; see compareHelp for the semantics.
 func Compare(args []string, stdin io.Reader, stdout, stderr io.Writer) int {
 	fs := flag.NewFlagSet("tracedx compare", flag.ContinueOnError)
 	var help bytes.Buffer
 	fs.SetOutput(&help)
-	format := fs.String("format", "text", "output format: text or json")
-	service := fs.String("service", "", "group mode: compare from the first span of this service instead of the trace root")
-	operation := fs.String("operation", "", "group mode: with --service, the span name of the endpoint")
+	var filesA, filesB fileList
+	fs.Var(&filesA, "a", "a file of side A (repeatable; several files may follow one --a)")
+	fs.Var(&filesB, "b", "a file of side B (repeatable; several files may follow one --b)")
+	format := fs.String("format", "text", "output format: text, json or markdown")
+	mode := fs.String("mode", "auto", "auto, traces or groups (see above)")
+	service := fs.String("service", "", "groups: compare from the first span of this service instead of the trace root")
+	operation := fs.String("operation", "", "groups: with --service, the span name of the endpoint")
 	limit := fs.Int("limit", 10, "entries per section")
 	fs.Usage = func() {
-		fmt.Fprint(&help, "Usage: tracedx compare [flags] A B\n\n"+
-			"Compares trace A (say, a fast or successful request) with trace B (a slow or failing one):\n"+
-			"calls only on one side, repeated-call count changes, nodes by duration difference (own time vs\n"+
-			"children), spans failing on one side only. Files hold OTLP JSON or protobuf, or Zipkin v2 JSON;\n"+
-			"'-' reads stdin. Files with several traces are compared as two groups.\n\nFlags:\n")
+		fmt.Fprint(&help, compareHelp)
 		fs.PrintDefaults()
 	}
-	if err := fs.Parse(args); err != nil {
+	usageErr := func(format string, a ...any) int {
+		fmt.Fprintf(stderr, "tracedx compare: "+format+"\n", a...)
+		fmt.Fprint(stderr, "Run 'tracedx compare --help' for usage.\n")
+		return 2
+	}
+	if err := fs.Parse(expandSideLists(args)); err != nil {
 		if errors.Is(err, flag.ErrHelp) {
 			fmt.Fprint(stdout, help.String())
 			return 0
 		}
-		fmt.Fprintf(stderr, "tracedx compare: %v\n%s", err, help.String())
-		return 2
+		return usageErr("%v", err)
 	}
-	if fs.NArg() != 2 {
-		fs.Usage()
-		fmt.Fprintf(stderr, "tracedx compare: want two files, got %d\n%s", fs.NArg(), help.String())
-		return 2
+	switch *format {
+	case "text", "json", "markdown", "md":
+	default:
+		return usageErr("--format must be text, json or markdown, got %q", *format)
 	}
-	if *format != "text" && *format != "json" {
-		fmt.Fprintf(stderr, "tracedx compare: --format must be text or json, got %q\n", *format)
-		return 2
+	switch *mode {
+	case "auto", "traces", "groups":
+	default:
+		return usageErr("--mode must be auto, traces or groups, got %q", *mode)
 	}
 	if *operation != "" && *service == "" {
-		fmt.Fprintln(stderr, "tracedx compare: --operation needs --service")
-		return 2
+		return usageErr("--operation needs --service")
 	}
-	if fs.Arg(0) == "-" && fs.Arg(1) == "-" {
-		fmt.Fprintln(stderr, "tracedx compare: only one of the files can be stdin")
-		return 2
+	if *service != "" && *mode == "traces" {
+		return usageErr("--service selects an endpoint in each trace of a group; it does not go with --mode traces")
 	}
-	var sides [2][][]model.Span
-	for i := 0; i < 2; i++ {
-		traces, err := readTraceFile(fs.Arg(i), stdin)
+	if *limit <= 0 {
+		return usageErr("--limit must be positive, got %d", *limit)
+	}
+	sides := [2][]string{filesA, filesB}
+	switch {
+	case len(filesA) > 0 || len(filesB) > 0:
+		if fs.NArg() > 0 {
+			return usageErr("give the sides either as A B or with --a/--b, not both (extra arguments: %s)", strings.Join(fs.Args(), " "))
+		}
+		if len(filesA) == 0 || len(filesB) == 0 {
+			return usageErr("both --a and --b need at least one file")
+		}
+	case fs.NArg() == 2:
+		sides = [2][]string{{fs.Arg(0)}, {fs.Arg(1)}}
+	default:
+		return usageErr("want two files A B (or --a FILE... --b FILE...), got %d argument(s)", fs.NArg())
+	}
+	stdinUses := 0
+	for _, side := range sides {
+		for _, p := range side {
+			if p == "-" {
+				stdinUses++
+			}
+		}
+	}
+	if stdinUses > 1 {
+		return usageErr("'-' (stdin) can be given only once")
+	}
+
+	var traces [2][][]model.Span
+	for i, side := range sides {
+		got, err := readSide(side, stdin)
 		if err != nil {
 			fmt.Fprintf(stderr, "tracedx compare: %v\n", err)
 			return 2
 		}
-		sides[i] = traces
+		traces[i] = got
+	}
+	single := len(traces[0]) == 1 && len(traces[1]) == 1
+	if *mode == "traces" && !single {
+		return usageErr("--mode traces needs one trace per side; side A holds %d, side B %d", len(traces[0]), len(traces[1]))
 	}
 	opt := compare.Options{Limit: *limit}
 	var out any
-	if len(sides[0]) == 1 && len(sides[1]) == 1 && *service == "" {
-		out = compare.Traces(sides[0][0], sides[1][0], opt)
+	if *mode == "traces" || (*mode == "auto" && single && *service == "") {
+		out = compare.Traces(traces[0][0], traces[1][0], opt)
 	} else {
 		gopt := compare.GroupOptions{Options: opt}
 		if *service != "" {
 			gopt.Root = compare.EndpointRoot(*service, *operation)
 		}
-		res := compare.Groups(sides[0], sides[1], gopt)
-		if res.A.Traces == 0 || res.B.Traces == 0 {
-			fmt.Fprintf(stderr, "tracedx compare: no trace has a span of service %q operation %q on side %s\n", *service, *operation,
-				map[bool]string{true: "A", false: "B"}[res.A.Traces == 0])
-			return 2
+		res := compare.Groups(traces[0], traces[1], gopt)
+		for _, s := range []struct {
+			name string
+			n    int
+		}{{"A", res.A.Traces}, {"B", res.B.Traces}} {
+			if s.n == 0 {
+				fmt.Fprintf(stderr, "tracedx compare: no trace of side %s has a span of service %q operation %q\n", s.name, *service, *operation)
+				return 2
+			}
 		}
 		out = res
 	}
 	var err error
-	if *format == "json" {
+	switch *format {
+	case "json":
 		enc := json.NewEncoder(stdout)
 		enc.SetIndent("", "  ")
 		err = enc.Encode(out)
-	} else {
+	case "markdown", "md":
+		err = writeCompareMarkdown(stdout, out)
+	default:
 		err = writeCompareText(stdout, out)
 	}
 	if err != nil {
@@ -107,141 +169,241 @@ func Compare(args []string, stdin io.Reader, stdout, stderr io.Writer) int {
 	return 0
 }
 
-// readTraceFile reads OTLP JSON, OTLP protobuf or Zipkin v2 JSON and splits
-// the spans by trace, in order of first appearance.
-func readTraceFile(name string, stdin io.Reader) ([][]model.Span, error) {
-	var data []byte
-	var err error
-	if name == "-" {
-		data, err = io.ReadAll(stdin)
-	} else {
-		data, err = os.ReadFile(name)
+// fileList is a repeatable flag.
+type fileList []string
+
+func (f *fileList) String() string { return strings.Join(*f, " ") }
+
+func (f *fileList) Set(v string) error {
+	if v == "" {
+		return errors.New("empty file name")
 	}
-	if err != nil {
-		return nil, fmt.Errorf("reading %s: %w", name, err)
+	*f = append(*f, v)
+	return nil
+}
+
+// expandSideLists rewrites "--a x y --b z" into "--a x --a y --b z" so a
+// shell glob can follow --a/--b; the flag package alone stops at the
+// second file. A list ends at the next flag or at "--".
+func expandSideLists(args []string) []string {
+	out := make([]string, 0, len(args))
+	for i := 0; i < len(args); i++ {
+		arg := args[i]
+		out = append(out, arg)
+		if arg == "--" {
+			return append(out, args[i+1:]...)
+		}
+		name := strings.TrimLeft(arg, "-")
+		if (name != "a" && name != "b") || len(arg)-len(name) > 2 || i+1 >= len(args) {
+			continue
+		}
+		// The flag's own value, then every further non-flag argument.
+		i++
+		out = append(out, args[i])
+		for i+1 < len(args) && (args[i+1] == "-" || !strings.HasPrefix(args[i+1], "-")) {
+			i++
+			out = append(out, arg, args[i])
+		}
 	}
-	spans, err := decodeSpans(data)
-	if err != nil {
-		return nil, fmt.Errorf("%s: %w", name, err)
-	}
-	if len(spans) == 0 {
-		return nil, fmt.Errorf("%s: no spans", name)
-	}
+	return out
+}
+
+// readSide reads the files of one side and joins spans by trace id, so a
+// trace exported in parts (or in several files) is compared whole.
+func readSide(paths []string, stdin io.Reader) ([][]model.Span, error) {
 	idx := map[model.TraceID]int{}
 	var out [][]model.Span
-	for _, s := range spans {
-		i, ok := idx[s.TraceID]
-		if !ok {
-			i = len(out)
-			idx[s.TraceID] = i
-			out = append(out, nil)
+	for _, p := range paths {
+		got, _, err := traceio.ReadInput(p, stdin)
+		if err != nil {
+			return nil, fmt.Errorf("cannot read traces from %w", err)
 		}
-		out[i] = append(out[i], s)
+		if len(got) == 0 {
+			name := p
+			if p == "-" {
+				name = "stdin"
+			}
+			return nil, fmt.Errorf("%s holds no spans", name)
+		}
+		for _, tr := range got {
+			i, ok := idx[tr.ID]
+			if !ok {
+				i = len(out)
+				idx[tr.ID] = i
+				out = append(out, nil)
+			}
+			out[i] = append(out[i], tr.Spans...)
+		}
 	}
 	return out, nil
 }
 
-func decodeSpans(data []byte) ([]model.Span, error) {
-	trimmed := bytes.TrimSpace(data)
-	switch {
-	case len(trimmed) == 0:
-		return nil, errors.New("empty file")
-	case trimmed[0] == '[':
-		spans, err := zipkin.ToModel(trimmed)
-		var bad *zipkin.InvalidSpansError
-		if errors.As(err, &bad) && len(spans) > 0 {
-			return spans, nil
+// cmpReport is a comparison laid out once for every human format: the
+// text and markdown writers differ only in how they draw it.
+type cmpReport struct {
+	title    string
+	sides    []string
+	summary  []string
+	sections []cmpSection
+}
+
+// cmpSection is a table whose last column is the call path (the long one).
+type cmpSection struct {
+	title string
+	cols  []string
+	rows  [][]string
+}
+
+func ms(f float64) string { return fmt.Sprintf("%.1f ms", f) }
+
+func arrow(a, b string) string { return a + " → " + b }
+
+func pct(f float64) string { return fmt.Sprintf("%.0f%%", 100*f) }
+
+func compareReport(out any) (cmpReport, error) {
+	var rep cmpReport
+	var only []compare.OnlyInOne
+	var counts []compare.CountChange
+	var errs []compare.ErrorDiff
+	var durations cmpSection
+	switch r := out.(type) {
+	case compare.Result:
+		rep.title = "Trace comparison"
+		side := func(name string, t compare.TraceInfo) string {
+			return fmt.Sprintf("%s: trace %s, %s %s, %s, %d spans, %d errors", name, t.TraceID,
+				t.RootService, t.RootOperation, ms(t.DurationMS), t.SpanCount, t.ErrorCount)
 		}
-		return spans, err
-	case trimmed[0] == '{':
-		if bytes.Contains(trimmed[:min(len(trimmed), 4096)], []byte(`"processes"`)) {
-			return nil, errors.New("jaeger JSON is not supported by compare yet; export OTLP JSON (Jaeger api_v3) or Zipkin JSON")
+		rep.sides = []string{side("A", r.A), side("B", r.B)}
+		rep.sides = append(rep.sides, fmt.Sprintf("%d spans matched", r.Matched))
+		rep.summary, only, counts, errs = r.Summary, r.OnlyInOne, r.CountChanges, r.Errors
+		durations = cmpSection{title: "Largest duration differences (B - A)", cols: []string{"diff", "A → B", "own time", "children", "call"}}
+		for _, d := range r.Durations {
+			durations.rows = append(durations.rows, []string{fmt.Sprintf("%+.1f ms", d.DiffMS), arrow(num(d.DurationMSA), ms(d.DurationMSB)),
+				fmt.Sprintf("%+.1f ms", d.SelfDiffMS), fmt.Sprintf("%+.1f ms", d.ChildrenDiffMS), d.Path})
 		}
-		td, err := (&ptrace.JSONUnmarshaler{}).UnmarshalTraces(trimmed)
-		if err != nil {
-			return nil, fmt.Errorf("decoding OTLP JSON: %w", err)
+	case compare.GroupResult:
+		rep.title = "Group comparison"
+		side := func(name string, g compare.GroupInfo) string {
+			return fmt.Sprintf("%s: %d traces, mean %s, p50 %s, %s failed, %.1f spans per trace", name, g.Traces,
+				ms(g.MeanDurationMS), ms(g.P50DurationMS), pct(g.ErrorShare), g.MeanSpanCount)
 		}
-		return otlpconv.FromTraces(td), nil
+		rep.sides = []string{side("A", r.A), side("B", r.B)}
+		rep.summary, only, counts, errs = r.Summary, r.OnlyInOne, r.CountChanges, r.Errors
+		durations = cmpSection{title: "Largest differences in time per trace (B - A)", cols: []string{"diff", "per trace A → B", "p50 per call A → B", "call"}}
+		for _, d := range r.Durations {
+			durations.rows = append(durations.rows, []string{fmt.Sprintf("%+.1f ms", d.DiffMS),
+				arrow(statMS(d.A, perTrace), statMS(d.B, perTrace)), arrow(statMS(d.A, p50), statMS(d.B, p50)),
+				d.Path})
+		}
 	default:
-		td, err := (&ptrace.ProtoUnmarshaler{}).UnmarshalTraces(data)
-		if err != nil {
-			return nil, fmt.Errorf("not OTLP JSON, Zipkin JSON or OTLP protobuf: %w", err)
-		}
-		return otlpconv.FromTraces(td), nil
+		return rep, fmt.Errorf("unexpected result %T", out)
 	}
+	sec := cmpSection{title: "Repeated calls whose count changed", cols: []string{"count A → B", "time A → B", "call"}}
+	for _, c := range counts {
+		sec.rows = append(sec.rows, []string{arrow(num(c.CountA), num(c.CountB)), arrow(num(c.DurationMSA), ms(c.DurationMSB)), c.Path})
+	}
+	rep.sections = append(rep.sections, sec)
+	sec = cmpSection{title: "Calls on one side only", cols: []string{"side", "count", "time", "failed", "call"}}
+	sorted := append([]compare.OnlyInOne(nil), only...)
+	sort.SliceStable(sorted, func(i, j int) bool { return sorted[i].Side < sorted[j].Side })
+	for _, o := range sorted {
+		sec.rows = append(sec.rows, []string{"only " + strings.ToUpper(o.Side), "x" + num(o.Count), ms(o.DurationMS), fmt.Sprint(o.Failed), o.Path})
+	}
+	rep.sections = append(rep.sections, sec, durations)
+	sec = cmpSection{title: "Error differences", cols: []string{"failed A", "failed B", "error", "call"}}
+	for _, e := range errs {
+		var msg []string
+		if e.ErrorB != "" {
+			msg = append(msg, "B: "+e.ErrorB)
+		}
+		if e.ErrorA != "" {
+			msg = append(msg, "A: "+e.ErrorA)
+		}
+		sec.rows = append(sec.rows, []string{pct(e.ErrorShareA), pct(e.ErrorShareB), strings.Join(msg, "; "), e.Path})
+	}
+	rep.sections = append(rep.sections, sec)
+	return rep, nil
+}
+
+func perTrace(p *compare.PathStats) float64 { return p.PerTraceMS }
+
+func p50(p *compare.PathStats) float64 { return p.P50MS }
+
+// statMS reads one statistic of a side that may lack the path.
+func statMS(p *compare.PathStats, f func(*compare.PathStats) float64) string {
+	if p == nil {
+		return "-"
+	}
+	return ms(f(p))
 }
 
 func writeCompareText(w io.Writer, out any) error {
-	var b strings.Builder
-	switch r := out.(type) {
-	case compare.Result:
-		fmt.Fprintf(&b, "A %s  %s %s  %.1f ms  %d spans  %d errors\n", r.A.TraceID, r.A.RootService, r.A.RootOperation, r.A.DurationMS, r.A.SpanCount, r.A.ErrorCount)
-		fmt.Fprintf(&b, "B %s  %s %s  %.1f ms  %d spans  %d errors\n", r.B.TraceID, r.B.RootService, r.B.RootOperation, r.B.DurationMS, r.B.SpanCount, r.B.ErrorCount)
-		fmt.Fprintf(&b, "%d spans matched\n", r.Matched)
-		textSections(&b, r.Summary, r.OnlyInOne, r.CountChanges, r.Errors)
-		if len(r.Durations) > 0 {
-			b.WriteString("\nLargest duration differences (B - A):\n")
-			for _, d := range r.Durations {
-				fmt.Fprintf(&b, "  %+9.1f ms  %s\n              %.1f → %.1f ms; own time %+.1f ms, children %+.1f ms\n",
-					d.DiffMS, d.Path, d.DurationMSA, d.DurationMSB, d.SelfDiffMS, d.ChildrenDiffMS)
-			}
-		}
-	case compare.GroupResult:
-		fmt.Fprintf(&b, "A %d traces  mean %.1f ms  p50 %.1f ms  errors %.0f%%  %.1f spans\n", r.A.Traces, r.A.MeanDurationMS, r.A.P50DurationMS, 100*r.A.ErrorShare, r.A.MeanSpanCount)
-		fmt.Fprintf(&b, "B %d traces  mean %.1f ms  p50 %.1f ms  errors %.0f%%  %.1f spans\n", r.B.Traces, r.B.MeanDurationMS, r.B.P50DurationMS, 100*r.B.ErrorShare, r.B.MeanSpanCount)
-		textSections(&b, r.Summary, r.OnlyInOne, r.CountChanges, r.Errors)
-		if len(r.Durations) > 0 {
-			b.WriteString("\nLargest differences in time per trace (B - A):\n")
-			for _, d := range r.Durations {
-				fmt.Fprintf(&b, "  %+9.1f ms  %s\n              %.1f → %.1f ms per trace; p50 per call %.1f → %.1f ms\n",
-					d.DiffMS, d.Path, d.A.PerTraceMS, d.B.PerTraceMS, d.A.P50MS, d.B.P50MS)
-			}
-		}
-	default:
-		return fmt.Errorf("unexpected result %T", out)
+	rep, err := compareReport(out)
+	if err != nil {
+		return err
 	}
-	_, err := io.WriteString(w, b.String())
+	var b strings.Builder
+	b.WriteString(rep.title + "\n")
+	for _, s := range rep.sides {
+		fmt.Fprintf(&b, "  %s\n", s)
+	}
+	if len(rep.summary) > 0 {
+		b.WriteString("\nSummary:\n")
+		for _, s := range rep.summary {
+			fmt.Fprintf(&b, "  - %s\n", s)
+		}
+	}
+	for _, sec := range rep.sections {
+		if len(sec.rows) == 0 {
+			continue
+		}
+		fmt.Fprintf(&b, "\n%s:\n", sec.title)
+		tw := tabwriter.NewWriter(&b, 0, 0, 2, ' ', 0)
+		fmt.Fprintf(tw, "  %s\n", strings.Join(sec.cols, "\t"))
+		for _, row := range sec.rows {
+			fmt.Fprintf(tw, "  %s\n", strings.Join(row, "\t"))
+		}
+		if err := tw.Flush(); err != nil {
+			return err
+		}
+	}
+	_, err = io.WriteString(w, b.String())
 	return err
 }
 
-func textSections(b *strings.Builder, summary []string, only []compare.OnlyInOne, counts []compare.CountChange, errs []compare.ErrorDiff) {
-	if len(summary) > 0 {
-		b.WriteString("\nSummary:\n")
-		for _, s := range summary {
-			fmt.Fprintf(b, "  - %s\n", s)
+func writeCompareMarkdown(w io.Writer, out any) error {
+	rep, err := compareReport(out)
+	if err != nil {
+		return err
+	}
+	var b strings.Builder
+	fmt.Fprintf(&b, "## %s\n\n", rep.title)
+	for _, s := range rep.sides {
+		fmt.Fprintf(&b, "- %s\n", mdCell(s))
+	}
+	if len(rep.summary) > 0 {
+		b.WriteString("\n### Summary\n\n")
+		for _, s := range rep.summary {
+			fmt.Fprintf(&b, "- %s\n", mdCell(s))
 		}
 	}
-	if len(counts) > 0 {
-		b.WriteString("\nRepeated calls whose count changed:\n")
-		for _, c := range counts {
-			fmt.Fprintf(b, "  %s → %s  %s  (%.1f → %.1f ms)\n", num(c.CountA), num(c.CountB), c.Path, c.DurationMSA, c.DurationMSB)
+	for _, sec := range rep.sections {
+		if len(sec.rows) == 0 {
+			continue
 		}
-	}
-	if len(only) > 0 {
-		b.WriteString("\nCalls on one side only:\n")
-		sorted := append([]compare.OnlyInOne(nil), only...)
-		sort.SliceStable(sorted, func(i, j int) bool { return sorted[i].Side < sorted[j].Side })
-		for _, o := range sorted {
-			fmt.Fprintf(b, "  only %s  %s x%s  %.1f ms", strings.ToUpper(o.Side), o.Path, num(o.Count), o.DurationMS)
-			if o.Failed > 0 {
-				fmt.Fprintf(b, "  (%d failed)", o.Failed)
+		fmt.Fprintf(&b, "\n### %s\n\n| %s |\n|%s\n", sec.title, strings.Join(sec.cols, " | "), strings.Repeat("---|", len(sec.cols)))
+		for _, row := range sec.rows {
+			cells := make([]string, len(row))
+			for i, c := range row {
+				cells[i] = mdCell(c)
 			}
-			b.WriteString("\n")
+			// The call path is code-like (statements, routes): keep it verbatim.
+			cells[len(cells)-1] = "`" + strings.ReplaceAll(cells[len(cells)-1], "`", "'") + "`"
+			fmt.Fprintf(&b, "| %s |\n", strings.Join(cells, " | "))
 		}
 	}
-	if len(errs) > 0 {
-		b.WriteString("\nError differences:\n")
-		for _, e := range errs {
-			fmt.Fprintf(b, "  %s: failed %.0f%% in A, %.0f%% in B", e.Path, 100*e.ErrorShareA, 100*e.ErrorShareB)
-			if e.ErrorB != "" {
-				fmt.Fprintf(b, "  B: %s", e.ErrorB)
-			}
-			if e.ErrorA != "" {
-				fmt.Fprintf(b, "  A: %s", e.ErrorA)
-			}
-			b.WriteString("\n")
-		}
-	}
+	_, err = io.WriteString(w, b.String())
+	return err
 }
 
 func num(f float64) string {

@@ -8,6 +8,7 @@ import (
 	"strings"
 	"time"
 
+	"github.com/tracedx/tracedx/internal/api/jaeger/jaegermetrics"
 	"github.com/tracedx/tracedx/internal/model"
 	"github.com/tracedx/tracedx/internal/red/tsdb"
 )
@@ -78,38 +79,6 @@ func ParseJaegerParams(v url.Values, now time.Time) (JaegerParams, error) {
 	return p, nil
 }
 
-// MetricFamily is Jaeger's metrics response (the JSON of its protobuf
-// MetricFamily), returned without the usual {"data":…} envelope.
-type MetricFamily struct {
-	Name    string         `json:"name"`
-	Type    string         `json:"type"`
-	Help    string         `json:"help"`
-	Metrics []JaegerMetric `json:"metrics"`
-}
-
-// JaegerMetric is one labelled series.
-type JaegerMetric struct {
-	Labels       []JaegerLabel `json:"labels"`
-	MetricPoints []JaegerPoint `json:"metricPoints"`
-}
-
-// JaegerLabel is a label pair.
-type JaegerLabel struct {
-	Name  string `json:"name"`
-	Value string `json:"value"`
-}
-
-// JaegerPoint is one gauge point; Timestamp is RFC3339.
-type JaegerPoint struct {
-	GaugeValue JaegerGauge `json:"gaugeValue"`
-	Timestamp  string      `json:"timestamp"`
-}
-
-// JaegerGauge holds the value.
-type JaegerGauge struct {
-	DoubleValue float64 `json:"doubleValue"`
-}
-
 // Jaeger metric kinds (the path segment).
 const (
 	JaegerLatencies = "latencies"
@@ -122,8 +91,8 @@ const (
 // step over the lookback, each over a trailing RatePer window — as Jaeger's
 // Prometheus reader evaluates rate(…[ratePer]). Points without calls are
 // left out of latencies and errors (Prometheus would give NaN).
-func (m *Metrics) JaegerMetrics(kind string, p JaegerParams) (*MetricFamily, error) {
-	var fam MetricFamily
+func (m *Metrics) JaegerMetrics(kind string, p JaegerParams) (*jaegermetrics.MetricFamily, error) {
+	var fam jaegermetrics.MetricFamily
 	fam.Type = "GAUGE"
 	scope, scopeHelp := "service", "service"
 	if p.GroupByOperation {
@@ -205,12 +174,12 @@ func (m *Metrics) JaegerMetrics(kind string, p JaegerParams) (*MetricFamily, err
 		}
 		return keys[i].op < keys[j].op
 	})
-	fam.Metrics = make([]JaegerMetric, 0, len(keys))
+	fam.Metrics = make([]jaegermetrics.Metric, 0, len(keys))
 	for _, g := range keys {
 		mins := groups[g]
-		jm := JaegerMetric{Labels: []JaegerLabel{{"service_name", g.service}}}
+		jm := jaegermetrics.Metric{Labels: []jaegermetrics.Label{{Name: "service_name", Value: g.service}}}
 		if p.GroupByOperation {
-			jm.Labels = append(jm.Labels, JaegerLabel{"operation", g.op})
+			jm.Labels = append(jm.Labels, jaegermetrics.Label{Name: "operation", Value: g.op})
 		}
 		for i := 0; i < n; i++ {
 			pe := firstEnd + int64(i)*stepMin // exclusive end minute of this point's window
@@ -239,10 +208,10 @@ func (m *Metrics) JaegerMetrics(kind string, p JaegerParams) (*MetricFamily, err
 			if ts.After(p.EndTs) {
 				ts = p.EndTs.UTC()
 			}
-			jm.MetricPoints = append(jm.MetricPoints, JaegerPoint{JaegerGauge{v}, ts.Format(time.RFC3339Nano)})
+			jm.MetricPoints = append(jm.MetricPoints, jaegermetrics.MetricPoint{GaugeValue: jaegermetrics.Gauge(v), Timestamp: ts.Format(time.RFC3339Nano)})
 		}
 		if jm.MetricPoints == nil {
-			jm.MetricPoints = []JaegerPoint{}
+			jm.MetricPoints = []jaegermetrics.MetricPoint{}
 		}
 		fam.Metrics = append(fam.Metrics, jm)
 	}
@@ -251,7 +220,7 @@ func (m *Metrics) JaegerMetrics(kind string, p JaegerParams) (*MetricFamily, err
 
 // JaegerMetricsFromQuery is ParseJaegerParams + JaegerMetrics for a
 // handler: kind is the last path segment.
-func (m *Metrics) JaegerMetricsFromQuery(kind string, v url.Values) (*MetricFamily, error) {
+func (m *Metrics) JaegerMetricsFromQuery(kind string, v url.Values) (*jaegermetrics.MetricFamily, error) {
 	p, err := ParseJaegerParams(v, m.now())
 	if err != nil {
 		return nil, err

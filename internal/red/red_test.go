@@ -19,6 +19,8 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/promhttp"
 
+	"github.com/tracedx/tracedx/internal/api/jaeger"
+	"github.com/tracedx/tracedx/internal/api/jaeger/jaegermetrics"
 	"github.com/tracedx/tracedx/internal/model"
 )
 
@@ -413,6 +415,12 @@ func TestHTTPHandlers(t *testing.T) {
 	}
 }
 
+// The Jaeger handler takes what JaegerMetrics returns as is: one type, no
+// conversion in between (this fails to compile if the twins come back).
+var _ jaeger.MetricsFunc = func(_ context.Context, kind string, q jaeger.MetricsQuery) (*jaeger.MetricFamily, error) {
+	return (*Metrics)(nil).JaegerMetrics(kind, JaegerParams{})
+}
+
 func TestJaegerMetricsShape(t *testing.T) {
 	base := time.Now().Truncate(time.Minute)
 	now := base.Add(-time.Second)
@@ -428,15 +436,15 @@ func TestJaegerMetricsShape(t *testing.T) {
 		t.Fatalf("calls family: %+v", calls)
 	}
 	users := calls.Metrics[0]
-	if users.Labels[0] != (JaegerLabel{"service_name", "api"}) || users.Labels[1] != (JaegerLabel{"operation", "GET /users"}) {
+	if users.Labels[0] != (jaegermetrics.Label{Name: "service_name", Value: "api"}) || users.Labels[1] != (jaegermetrics.Label{Name: "operation", Value: "GET /users"}) {
 		t.Fatalf("labels: %+v", users.Labels)
 	}
 	if len(users.MetricPoints) != 10 {
 		t.Fatalf("%d points, want 10", len(users.MetricPoints))
 	}
 	for _, p := range users.MetricPoints {
-		if !within(p.GaugeValue.DoubleValue, 1.0, 1e-9) {
-			t.Errorf("call rate %v, want 1/s", p.GaugeValue.DoubleValue)
+		if !within(*p.GaugeValue.DoubleValue, 1.0, 1e-9) {
+			t.Errorf("call rate %v, want 1/s", *p.GaugeValue.DoubleValue)
 		}
 		if _, err := time.Parse(time.RFC3339, p.Timestamp); err != nil {
 			t.Errorf("timestamp %q", p.Timestamp)
@@ -446,14 +454,14 @@ func TestJaegerMetricsShape(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if p := lat.Metrics[0].MetricPoints[0].GaugeValue.DoubleValue; p < 20 || p > 80 {
+	if p := *lat.Metrics[0].MetricPoints[0].GaugeValue.DoubleValue; p < 20 || p > 80 {
 		t.Errorf("p95 of GET /users %v ms, want ≈45", p)
 	}
 	errs, err := m.JaegerMetricsFromQuery("errors", v)
 	if err != nil {
 		t.Fatal(err)
 	}
-	if p := errs.Metrics[0].MetricPoints[0].GaugeValue.DoubleValue; p < 0.1 || p > 0.4 {
+	if p := *errs.Metrics[0].MetricPoints[0].GaugeValue.DoubleValue; p < 0.1 || p > 0.4 {
 		t.Errorf("error rate %v, want ≈0.25", p)
 	}
 	raw, _ := json.Marshal(errs)

@@ -24,6 +24,7 @@ import (
 	"github.com/tracedx/tracedx/internal/servicegraph"
 	"github.com/tracedx/tracedx/internal/store/engine"
 	"github.com/tracedx/tracedx/internal/systemic"
+	"github.com/tracedx/tracedx/internal/web"
 )
 
 const shutdownGrace = 10 * time.Second
@@ -74,10 +75,16 @@ func New(ctx context.Context, cfg config.Config, log *slog.Logger) (*Server, err
 	s.background = append(s.background, func(ctx context.Context) { sys.Run(ctx) })
 	pipe.findings = &storedFindings{fs: fs, sys: sys}
 
+	// Without analysis and analytics nobody reads completed traces: the
+	// store then neither keeps them for completion nor decodes them.
+	var onComplete func(model.TraceID, []model.Span)
+	if pipe.active() {
+		onComplete = pipe.traceComplete
+	}
 	eng, err := engine.Open(ctx, engine.Options{
 		Dir:             dir("traces"),
 		IdleTimeout:     cfg.Storage.TraceIdleTimeout,
-		OnTraceComplete: pipe.traceComplete,
+		OnTraceComplete: onComplete,
 		HeadMaxBytes:    cfg.Storage.HeadMaxBytes,
 		Retention:       cfg.Storage.Retention,
 		MaxDiskBytes:    cfg.Storage.MaxDiskBytes,
@@ -96,7 +103,10 @@ func New(ctx context.Context, cfg config.Config, log *slog.Logger) (*Server, err
 	}
 	s.closers = append(s.closers, logs.Close)
 
-	sink := &analyticsSink{store: eng, observers: []func([]model.Span){metrics.Observe, graph.Observe}}
+	sink := &analyticsSink{store: eng}
+	if cfg.Analytics.Enabled {
+		sink.observers = []func([]model.Span){metrics.Observe, graph.Observe}
+	}
 	in, err := ingest.New(ingest.Config{
 		GRPCAddr:             cfg.Listen.OTLPGRPC,
 		HTTPAddr:             cfg.Listen.OTLPHTTP,
@@ -121,12 +131,7 @@ func New(ctx context.Context, cfg config.Config, log *slog.Logger) (*Server, err
 				}
 				return nil, err
 			}
-			// The two packages keep their own types for one JSON shape.
-			var out jaeger.MetricFamily
-			if err := convertJSON(fam, &out); err != nil {
-				return nil, err
-			}
-			return &out, nil
+			return fam, nil
 		}),
 		Dependencies: jaeger.DependencyFunc(func(_ context.Context, end time.Time, lookback time.Duration) ([]jaeger.DependencyLink, error) {
 			deps, err := graph.Dependencies(end, lookback)
@@ -155,10 +160,16 @@ func New(ctx context.Context, cfg config.Config, log *slog.Logger) (*Server, err
 	mux.Handle("/api/", jaegerAPI)
 	mux.Handle("GET /metrics", metricsHandler(s.reg))
 	mux.HandleFunc("GET /healthz", func(w http.ResponseWriter, _ *http.Request) { _, _ = w.Write([]byte("ok\n")) })
+	// The UI's TraceQL box calls the Tempo API on its own origin, so it is
+	// mounted under web.TempoPrefix too, besides its own port.
+	th := tempoHandler(eng, pipe)
+	if th != nil {
+		mux.Handle(web.TempoPrefix+"/", http.StripPrefix(web.TempoPrefix, th))
+	}
 	mux.Handle("/", uiHandler())
 	s.addHTTP("http", cfg.Listen.HTTP, withRecover(log, mux))
-	if h := tempoHandler(eng, pipe); h != nil {
-		s.addHTTP("tempo", cfg.Listen.Tempo, withRecover(log, h))
+	if th != nil {
+		s.addHTTP("tempo", cfg.Listen.Tempo, withRecover(log, th))
 	}
 	s.background = append(s.background, pipe.run)
 	ok = true
@@ -182,14 +193,6 @@ func (a *analyticsSink) Write(ctx context.Context, spans []model.Span) error {
 		o(spans)
 	}
 	return nil
-}
-
-func convertJSON(in, out any) error {
-	b, err := json.Marshal(in)
-	if err != nil {
-		return err
-	}
-	return json.Unmarshal(b, out)
 }
 
 // withRecover turns a handler panic into a 500 so one bad request cannot

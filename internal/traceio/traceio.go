@@ -58,6 +58,22 @@ func ReadFile(path string) ([]Trace, Format, error) {
 	return tr, format, nil
 }
 
+// ReadInput reads the input a command line names: a file path, or "-" for
+// stdin. Errors name the input ("stdin" for "-").
+func ReadInput(path string, stdin io.Reader) ([]Trace, Format, error) {
+	if path != "-" {
+		return ReadFile(path)
+	}
+	if stdin == nil {
+		return nil, "", errors.New("stdin: no standard input")
+	}
+	tr, format, err := Read(stdin)
+	if err != nil {
+		return nil, format, fmt.Errorf("stdin: %w", err)
+	}
+	return tr, format, nil
+}
+
 // Read reads a whole input and returns its spans grouped per trace, in
 // order of first appearance.
 func Read(r io.Reader) ([]Trace, Format, error) {

@@ -204,3 +204,25 @@ func hasKind(res analyze.Result, kind string) bool {
 	}
 	return false
 }
+
+func TestReadInputStdinAndFile(t *testing.T) {
+	data := readFixture(t, "zipkin/v2/two-traces.json")
+	tr, f, err := ReadInput("-", bytes.NewReader(data))
+	if err != nil || f != FormatZipkinJSON || len(tr) != 2 {
+		t.Fatalf("stdin: %d traces, format %q, err %v", len(tr), f, err)
+	}
+	fromFile, f, err := ReadInput(filepath.Join(fixtures, "zipkin/v2/two-traces.json"), nil)
+	if err != nil || f != FormatZipkinJSON || len(fromFile) != 2 || len(fromFile[0].Spans) != len(tr[0].Spans) {
+		t.Fatalf("file: %d traces, format %q, err %v", len(fromFile), f, err)
+	}
+	if _, _, err := ReadInput("-", strings.NewReader("garbage")); err == nil || !strings.HasPrefix(err.Error(), "stdin: ") {
+		t.Errorf("bad stdin: error %v does not name stdin", err)
+	}
+	if _, _, err := ReadInput("-", nil); err == nil {
+		t.Error("nil stdin: no error")
+	}
+	missing := filepath.Join(t.TempDir(), "missing.json")
+	if _, _, err := ReadInput(missing, nil); err == nil || !strings.Contains(err.Error(), missing) {
+		t.Errorf("missing file: error %v does not name the file", err)
+	}
+}

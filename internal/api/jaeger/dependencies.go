@@ -8,6 +8,7 @@ import (
 	"strconv"
 	"time"
 
+	"github.com/tracedx/tracedx/internal/api/apiparam"
 	"github.com/tracedx/tracedx/internal/model"
 	"github.com/tracedx/tracedx/internal/store"
 )
@@ -100,8 +101,8 @@ func parseMillisTime(r *http.Request, name string, now time.Time) (time.Time, er
 		return now, nil
 	}
 	n, err := strconv.ParseInt(v, 10, 64)
-	if err != nil || n < 0 {
-		return time.Time{}, badParam(name, fmt.Errorf("want unix milliseconds, got %q", v))
+	if err != nil || n < 0 || n > apiparam.MaxUnixMillis {
+		return time.Time{}, badParam(name, fmt.Errorf("want unix milliseconds between 0 and %d, got %q", apiparam.MaxUnixMillis, v))
 	}
 	return time.UnixMilli(n), nil
 }
@@ -113,8 +114,8 @@ func parseMillisDuration(r *http.Request, name string, def time.Duration) (time.
 		return def, nil
 	}
 	n, err := strconv.ParseInt(v, 10, 64)
-	if err != nil || n <= 0 {
-		return 0, badParam(name, fmt.Errorf("want a positive number of milliseconds, got %q", v))
+	if err != nil || n <= 0 || n > apiparam.MaxUnixMillis {
+		return 0, badParam(name, fmt.Errorf("want a positive number of milliseconds up to %d, got %q", apiparam.MaxUnixMillis, v))
 	}
 	return time.Duration(n) * time.Millisecond, nil
 }

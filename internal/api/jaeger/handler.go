@@ -16,6 +16,7 @@ import (
 	"net/http"
 	"time"
 
+	"github.com/tracedx/tracedx/internal/api/apiparam"
 	"github.com/tracedx/tracedx/internal/model"
 	"github.com/tracedx/tracedx/internal/store"
 )
@@ -162,6 +163,19 @@ func statusOf(err error) int {
 		return http.StatusServiceUnavailable
 	}
 	return http.StatusInternalServerError
+}
+
+// parseLimit reads a result count: absent or 0 means def; larger values
+// are capped at limitMax (apiparam.Count).
+func parseLimit(v string, def, limitMax int) (int, error) {
+	if v == "" {
+		return min(def, limitMax), nil
+	}
+	n, err := apiparam.Count(v, limitMax)
+	if err != nil || n > 0 {
+		return n, err
+	}
+	return min(def, limitMax), nil
 }
 
 // parseTraceIDParam accepts Jaeger's hex forms (16 or 32 chars, or shorter

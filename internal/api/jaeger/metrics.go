@@ -10,43 +10,21 @@ import (
 	"strconv"
 	"time"
 
+	"github.com/tracedx/tracedx/internal/api/jaeger/jaegermetrics"
 	"github.com/tracedx/tracedx/internal/model"
 	"github.com/tracedx/tracedx/internal/store"
 )
 
-// MetricFamily is the response of /api/metrics/*: Jaeger's protobuf
-// MetricFamily in its JSON form, which the UI's Monitor tab reads
-// (labels service_name and operation, gauge points with RFC 3339 times).
-type MetricFamily struct {
-	Name    string   `json:"name"`
-	Type    string   `json:"type"`
-	Help    string   `json:"help"`
-	Metrics []Metric `json:"metrics"`
-}
-
-// Metric is one series.
-type Metric struct {
-	Labels       []Label       `json:"labels"`
-	MetricPoints []MetricPoint `json:"metricPoints"`
-}
-
-// Label is a series label.
-type Label struct {
-	Name  string `json:"name"`
-	Value string `json:"value"`
-}
-
-// MetricPoint is one sample.
-type MetricPoint struct {
-	GaugeValue GaugeValue `json:"gaugeValue"`
-	Timestamp  string     `json:"timestamp"`
-}
-
-// GaugeValue holds the value; nil (JSON null) means "no data at this
-// step", which the UI draws as a gap.
-type GaugeValue struct {
-	DoubleValue *float64 `json:"doubleValue"`
-}
+// The metrics response types live in jaegermetrics so that the RED
+// component can produce them directly; these aliases keep this package's
+// API whole.
+type (
+	MetricFamily = jaegermetrics.MetricFamily
+	Metric       = jaegermetrics.Metric
+	Label        = jaegermetrics.Label
+	MetricPoint  = jaegermetrics.MetricPoint
+	GaugeValue   = jaegermetrics.GaugeValue
+)
 
 // MetricsQuery is a parsed /api/metrics request.
 type MetricsQuery struct {

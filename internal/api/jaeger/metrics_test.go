@@ -9,12 +9,13 @@ import (
 	"testing"
 	"time"
 
+	"github.com/tracedx/tracedx/internal/api/apitest"
 	"github.com/tracedx/tracedx/internal/model"
 )
 
 // metricsQuery is what the Monitor tab sends (query-string sorts keys).
 func metricsQuery(metric string, extra string) string {
-	return "/api/metrics/" + metric + "?service=frontend&endTs=" + itoa(testNow.UnixMilli()) +
+	return "/api/metrics/" + metric + "?service=frontend&endTs=" + itoa(apitest.Now.UnixMilli()) +
 		"&lookback=600000" + extra + "&ratePer=600000&spanKind=server&step=60000"
 }
 
@@ -22,9 +23,9 @@ func metricsQuery(metric string, extra string) string {
 func points(t *testing.T, series map[string]any) map[time.Time]*float64 {
 	t.Helper()
 	out := map[time.Time]*float64{}
-	for _, p := range arr(t, "metricPoints", series["metricPoints"]) {
-		pm := wantKeys(t, "point", p, "gaugeValue", "timestamp")
-		gv := wantKeys(t, "gaugeValue", pm["gaugeValue"], "doubleValue")
+	for _, p := range apitest.Arr(t, "metricPoints", series["metricPoints"]) {
+		pm := apitest.WantKeys(t, "point", p, "gaugeValue", "timestamp")
+		gv := apitest.WantKeys(t, "gaugeValue", pm["gaugeValue"], "doubleValue")
 		ts, err := time.Parse(time.RFC3339Nano, pm["timestamp"].(string))
 		if err != nil {
 			t.Fatalf("timestamp %v: %v", pm["timestamp"], err)
@@ -44,13 +45,13 @@ func family(t *testing.T, st int, m map[string]any, name string) []any {
 	if st != http.StatusOK {
 		t.Fatalf("%s: status %d: %v", name, st, m)
 	}
-	f := wantKeys(t, "family", m, "name", "type", "help", "metrics")
-	eq(t, "name", f["name"], name)
-	eq(t, "type", f["type"], "GAUGE")
-	return arr(t, "metrics", f["metrics"])
+	f := apitest.WantKeys(t, "family", m, "name", "type", "help", "metrics")
+	apitest.Eq(t, "name", f["name"], name)
+	apitest.Eq(t, "type", f["type"], "GAUGE")
+	return apitest.Arr(t, "metrics", f["metrics"])
 }
 
-func at(min int) time.Time { return t0.Add(time.Duration(min) * time.Minute) }
+func at(min int) time.Time { return apitest.T0.Add(time.Duration(min) * time.Minute) }
 
 func near(t *testing.T, what string, got *float64, want float64) {
 	t.Helper()
@@ -65,13 +66,13 @@ func near(t *testing.T, what string, got *float64, want float64) {
 
 func TestMetricsCalls(t *testing.T) {
 	srv := newServer(t, Options{})
-	st, m := get(t, srv, metricsQuery("calls", ""))
+	st, m := apitest.GetJSON(t, srv, metricsQuery("calls", ""))
 	ms := family(t, st, m, "service_call_rate")
 	if len(ms) != 1 {
 		t.Fatalf("series: %v", ms)
 	}
-	s := wantKeys(t, "series", ms[0], "labels", "metricPoints")
-	eq(t, "labels", s["labels"], []any{map[string]any{"name": "service_name", "value": "frontend"}})
+	s := apitest.WantKeys(t, "series", ms[0], "labels", "metricPoints")
+	apitest.Eq(t, "labels", s["labels"], []any{map[string]any{"name": "service_name", "value": "frontend"}})
 	p := points(t, s)
 	if len(p) != 11 {
 		t.Errorf("want 11 points (lookback/step + 1), got %d", len(p))
@@ -84,7 +85,7 @@ func TestMetricsCalls(t *testing.T) {
 
 func TestMetricsLatenciesGroupedByOperation(t *testing.T) {
 	srv := newServer(t, Options{})
-	st, m := get(t, srv, metricsQuery("latencies", "&groupByOperation=true&quantile=0.95"))
+	st, m := apitest.GetJSON(t, srv, metricsQuery("latencies", "&groupByOperation=true&quantile=0.95"))
 	ms := family(t, st, m, "service_operation_latencies")
 	if len(ms) != 2 {
 		t.Fatalf("series: %v", ms)
@@ -93,7 +94,7 @@ func TestMetricsLatenciesGroupedByOperation(t *testing.T) {
 	wantMS := []float64{2, 120}
 	for i, x := range ms {
 		s := x.(map[string]any)
-		eq(t, "labels", s["labels"], []any{
+		apitest.Eq(t, "labels", s["labels"], []any{
 			map[string]any{"name": "service_name", "value": "frontend"},
 			map[string]any{"name": "operation", "value": wantOps[i]},
 		})
@@ -105,14 +106,14 @@ func TestMetricsLatenciesGroupedByOperation(t *testing.T) {
 	}
 
 	// Ungrouped, p50 over {2ms, 120ms} interpolates to 61 ms.
-	st, m = get(t, srv, metricsQuery("latencies", "&quantile=0.5"))
+	st, m = apitest.GetJSON(t, srv, metricsQuery("latencies", "&quantile=0.5"))
 	ms = family(t, st, m, "service_latencies")
 	near(t, "p50 at 10:05", points(t, ms[0].(map[string]any))[at(5)], 61)
 }
 
 func TestMetricsErrors(t *testing.T) {
 	srv := newServer(t, Options{})
-	st, m := get(t, srv, metricsQuery("errors", ""))
+	st, m := apitest.GetJSON(t, srv, metricsQuery("errors", ""))
 	ms := family(t, st, m, "service_error_rate")
 	p := points(t, ms[0].(map[string]any))
 	near(t, "error rate at 10:00", p[at(0)], 1)
@@ -122,9 +123,9 @@ func TestMetricsErrors(t *testing.T) {
 	}
 	// The worker's consumer span is not a server span: nothing for it
 	// with the default kind, a series with spanKind=consumer.
-	st, m = get(t, srv, "/api/metrics/errors?service=worker&endTs="+itoa(testNow.UnixMilli())+"&lookback=600000&step=60000")
-	eq(t, "worker server series", family(t, st, m, "service_error_rate"), []any{})
-	st, m = get(t, srv, "/api/metrics/errors?service=worker&spanKind=consumer&endTs="+itoa(testNow.UnixMilli())+"&lookback=600000&step=60000")
+	st, m = apitest.GetJSON(t, srv, "/api/metrics/errors?service=worker&endTs="+itoa(apitest.Now.UnixMilli())+"&lookback=600000&step=60000")
+	apitest.Eq(t, "worker server series", family(t, st, m, "service_error_rate"), []any{})
+	st, m = apitest.GetJSON(t, srv, "/api/metrics/errors?service=worker&spanKind=consumer&endTs="+itoa(apitest.Now.UnixMilli())+"&lookback=600000&step=60000")
 	ms = family(t, st, m, "service_error_rate")
 	near(t, "worker error rate", points(t, ms[0].(map[string]any))[at(5)], 0)
 }
@@ -140,10 +141,10 @@ func TestMetricsBadParams(t *testing.T) {
 		"bad group":    "/api/metrics/calls?service=a&groupByOperation=maybe",
 		"too many pts": "/api/metrics/calls?service=a&lookback=86400000&step=1",
 	} {
-		st, m := get(t, srv, path)
+		st, m := apitest.GetJSON(t, srv, path)
 		envelopeErr(t, what, st, m, http.StatusBadRequest)
 	}
-	st, m := get(t, srv, "/api/metrics/throughput?service=a")
+	st, m := apitest.GetJSON(t, srv, "/api/metrics/throughput?service=a")
 	envelopeErr(t, "unknown metric", st, m, http.StatusNotFound)
 }
 
@@ -158,11 +159,11 @@ func TestMetricsSourceIsPluggable(t *testing.T) {
 			MetricPoints: []MetricPoint{{GaugeValue: GaugeValue{DoubleValue: &one}, Timestamp: "2026-01-15T10:00:00Z"}},
 		}}}, nil
 	})})
-	st, m := get(t, srv, "/api/metrics/calls?service=x&service=y&spanKind=client&spanKind=producer&groupByOperation=1&endTs=1768471200000&lookback=120000&step=30000&ratePer=60000")
+	st, m := apitest.GetJSON(t, srv, "/api/metrics/calls?service=x&service=y&spanKind=client&spanKind=producer&groupByOperation=1&endTs=1768471200000&lookback=120000&step=30000&ratePer=60000")
 	ms := family(t, st, m, "service_call_rate")
-	near(t, "value", points(t, ms[0].(map[string]any))[t0], 1.5)
-	eq(t, "kind", kinds, []string{"calls"})
-	eq(t, "parsed query", got, MetricsQuery{
+	near(t, "value", points(t, ms[0].(map[string]any))[apitest.T0], 1.5)
+	apitest.Eq(t, "kind", kinds, []string{"calls"})
+	apitest.Eq(t, "parsed query", got, MetricsQuery{
 		Services: []string{"x", "y"}, SpanKinds: []model.SpanKind{model.KindClient, model.KindProducer}, GroupByOperation: true,
 		End: time.UnixMilli(1768471200000), Lookback: 2 * time.Minute, Step: 30 * time.Second, RatePer: time.Minute,
 	})
@@ -177,10 +178,10 @@ func TestSourceErrors(t *testing.T) {
 			return nil, errors.New("graph unavailable")
 		}),
 	})
-	st, m := get(t, srv, "/api/metrics/calls?service=a")
+	st, m := apitest.GetJSON(t, srv, "/api/metrics/calls?service=a")
 	if msg := envelopeErr(t, "source bad request", st, m, http.StatusBadRequest); !strings.Contains(msg, "1m resolution") {
 		t.Errorf("message %q", msg)
 	}
-	st, m = get(t, srv, "/api/dependencies")
+	st, m = apitest.GetJSON(t, srv, "/api/dependencies")
 	envelopeErr(t, "source failure", st, m, http.StatusInternalServerError)
 }

@@ -6,6 +6,8 @@ import (
 	"strconv"
 	"testing"
 	"time"
+
+	"github.com/tracedx/tracedx/internal/api/apitest"
 )
 
 // TestJaegerUIReplay replays, byte for byte, the requests that the Jaeger UI
@@ -16,27 +18,27 @@ import (
 // the Monitor tab). See docs/compatibility.md.
 func TestJaegerUIReplay(t *testing.T) {
 	srv := newServer(t, Options{})
-	nowMS := testNow.UnixMilli()
+	nowMS := apitest.Now.UnixMilli()
 	hex32 := regexp.MustCompile(`^[0-9a-f]{32}$`)
 	decimal := regexp.MustCompile(`^\d+$`)
 
 	t.Run("search page: services and span names (api_v3)", func(t *testing.T) {
-		st, m := get(t, srv, "/api/v3/services")
+		st, m := apitest.GetJSON(t, srv, "/api/v3/services")
 		if st != 200 {
 			t.Fatal(st)
 		}
-		for _, s := range arr(t, "services", m["services"]) {
+		for _, s := range apitest.Arr(t, "services", m["services"]) {
 			if _, ok := s.(string); !ok {
 				t.Errorf("service %v is not a string", s)
 			}
 		}
 		// client.ts: `${apiRoot}/operations?service=${encodeURIComponent(service)}`
-		st, m = get(t, srv, "/api/v3/operations?service=frontend")
+		st, m = apitest.GetJSON(t, srv, "/api/v3/operations?service=frontend")
 		if st != 200 {
 			t.Fatal(st)
 		}
-		for _, o := range arr(t, "operations", m["operations"]) {
-			op := wantKeys(t, "operation", o, "name", "spanKind")
+		for _, o := range apitest.Arr(t, "operations", m["operations"]) {
+			op := apitest.WantKeys(t, "operation", o, "name", "spanKind")
 			if _, ok := op["name"].(string); !ok {
 				t.Errorf("name %v", op["name"])
 			}
@@ -55,11 +57,11 @@ func TestJaegerUIReplay(t *testing.T) {
 			"&query.startTimeMax=2026-01-15T10%3A05%3A00.000Z" +
 			"&query.searchDepth=20&query.durationMin=100ms" +
 			"&query.attributes=%7B%22error%22%3A%22true%22%7D"
-		st, m := get(t, srv, path)
+		st, m := apitest.GetJSON(t, srv, path)
 		if st != 200 {
 			t.Fatal(st, m)
 		}
-		sums := arr(t, "summaries", m["summaries"])
+		sums := apitest.Arr(t, "summaries", m["summaries"])
 		if len(sums) != 1 {
 			t.Fatalf("want the one failing slow trace, got %v", sums)
 		}
@@ -76,14 +78,14 @@ func TestJaegerUIReplay(t *testing.T) {
 		// The UI's own arithmetic: BigInt ns → µs start and duration.
 		start, _ := new(big.Int).SetString(s["minStartTimeUnixNano"].(string), 10)
 		end, _ := new(big.Int).SetString(s["maxEndTimeUnixNano"].(string), 10)
-		eq(t, "UI startTime µs", new(big.Int).Div(start, big.NewInt(1000)).Int64(), t0.UnixMicro())
-		eq(t, "UI duration µs", new(big.Int).Div(new(big.Int).Sub(end, start), big.NewInt(1000)).Int64(), int64(120000))
+		apitest.Eq(t, "UI startTime µs", new(big.Int).Div(start, big.NewInt(1000)).Int64(), apitest.T0.UnixMicro())
+		apitest.Eq(t, "UI duration µs", new(big.Int).Div(new(big.Int).Sub(end, start), big.NewInt(1000)).Int64(), int64(120000))
 		for _, k := range []string{"spanCount", "errorSpanCount"} {
 			if f, ok := s[k].(float64); !ok || f < 0 || f != float64(int64(f)) {
 				t.Errorf("%s %v is not a non-negative integer", k, s[k])
 			}
 		}
-		for _, sv := range arr(t, "services", s["services"]) {
+		for _, sv := range apitest.Arr(t, "services", s["services"]) {
 			if _, ok := sv.(map[string]any)["name"].(string); !ok {
 				t.Errorf("service summary without name: %v", sv)
 			}
@@ -92,45 +94,45 @@ func TestJaegerUIReplay(t *testing.T) {
 
 	t.Run("trace page: v1 trace as transformTraceData reads it", func(t *testing.T) {
 		// jaeger.ts fetchTrace: `${apiRoot}traces/${encodeURIComponent(id)}`
-		for _, id := range []string{traceA, traceB} {
-			st, m := get(t, srv, "/api/traces/"+id)
-			tr := arr(t, "data", envelopeOK(t, "trace", st, m))[0].(map[string]any)
+		for _, id := range []string{apitest.TraceA, apitest.TraceB64} {
+			st, m := apitest.GetJSON(t, srv, "/api/traces/"+id)
+			tr := apitest.Arr(t, "data", envelopeOK(t, "trace", st, m))[0].(map[string]any)
 			checkTransformTraceData(t, tr)
 		}
 		// The "Trace JSON" buttons of the trace page.
-		st, _ := get(t, srv, "/api/traces/"+traceA+"?prettyPrint=true")
-		eq(t, "prettyPrint status", st, 200)
-		st, _ = get(t, srv, "/api/traces/"+traceA+"?raw=true&prettyPrint=true")
-		eq(t, "raw status", st, 200)
+		st, _ := apitest.GetJSON(t, srv, "/api/traces/"+apitest.TraceA+"?prettyPrint=true")
+		apitest.Eq(t, "prettyPrint status", st, 200)
+		st, _ = apitest.GetJSON(t, srv, "/api/traces/"+apitest.TraceA+"?raw=true&prettyPrint=true")
+		apitest.Eq(t, "raw status", st, 200)
 	})
 
 	t.Run("legacy search page (jaeger-ui <= v2.19, Grafana): /api/traces", func(t *testing.T) {
 		// queryString.stringify sorts keys; unset form fields were sent as
 		// bare keys (minDuration without '=').
-		end := testNow.UnixMicro()
-		start := testNow.Add(-time.Hour).UnixMicro()
+		end := apitest.Now.UnixMicro()
+		start := apitest.Now.Add(-time.Hour).UnixMicro()
 		path := "/api/traces?end=" + strconv.FormatInt(end, 10) + "&limit=20&lookback=1h&maxDuration&minDuration" +
 			"&service=frontend&start=" + strconv.FormatInt(start, 10) + "&tags=%7B%22http.route%22%3A%22%2Forders%22%7D"
-		st, m := get(t, srv, path)
-		data := arr(t, "data", envelopeOK(t, "legacy search", st, m))
+		st, m := apitest.GetJSON(t, srv, path)
+		data := apitest.Arr(t, "data", envelopeOK(t, "legacy search", st, m))
 		if len(data) != 1 {
 			t.Fatalf("want 1 trace, got %d", len(data))
 		}
 		checkTransformTraceData(t, data[0].(map[string]any))
 		// The compare page fetches several traces by id.
-		st, m = get(t, srv, "/api/traces?traceID="+traceA+"&traceID="+traceC)
-		eq(t, "compare traces", len(arr(t, "data", envelopeOK(t, "compare", st, m))), 2)
+		st, m = apitest.GetJSON(t, srv, "/api/traces?traceID="+apitest.TraceA+"&traceID="+apitest.TraceC)
+		apitest.Eq(t, "compare traces", len(apitest.Arr(t, "data", envelopeOK(t, "compare", st, m))), 2)
 	})
 
 	t.Run("monitor tab: services, server operations, RED metrics", func(t *testing.T) {
-		st, m := get(t, srv, "/api/services")
-		if len(arr(t, "data", envelopeOK(t, "services", st, m))) == 0 {
+		st, m := apitest.GetJSON(t, srv, "/api/services")
+		if len(apitest.Arr(t, "data", envelopeOK(t, "services", st, m))) == 0 {
 			t.Fatal("Grafana's health check needs a non-empty service list")
 		}
 		// fetchServiceServerOps: query {service, spanKind:'server'}
-		st, m = get(t, srv, "/api/operations?service=frontend&spanKind=server")
-		for _, o := range arr(t, "data", envelopeOK(t, "server ops", st, m)) {
-			eq(t, "spanKind", o.(map[string]any)["spanKind"], "server")
+		st, m = apitest.GetJSON(t, srv, "/api/operations?service=frontend&spanKind=server")
+		for _, o := range apitest.Arr(t, "data", envelopeOK(t, "server ops", st, m)) {
+			apitest.Eq(t, "spanKind", o.(map[string]any)["spanKind"], "server")
 		}
 		// ServicesView: {quantile:0.95, endTs, lookback, step:60000,
 		// ratePer:600000, spanKind}; fetchMetrics prefixes service=...
@@ -147,16 +149,16 @@ func TestJaegerUIReplay(t *testing.T) {
 			{"errors", "endTs=" + strconv.FormatInt(nowMS, 10) + "&groupByOperation=true&lookback=3600000&quantile=0.95" + tail, "service_operation_error_rate"},
 		}
 		for _, c := range all {
-			st, m := get(t, srv, "/api/metrics/"+c.metric+"?service=frontend&"+c.query)
+			st, m := apitest.GetJSON(t, srv, "/api/metrics/"+c.metric+"?service=frontend&"+c.query)
 			ms := family(t, st, m, c.name)
 			if len(ms) == 0 {
 				t.Fatalf("%s: no series", c.name)
 			}
 			for _, x := range ms {
 				series := x.(map[string]any)
-				labels := arr(t, "labels", series["labels"])
+				labels := apitest.Arr(t, "labels", series["labels"])
 				// fetchServiceMetricsDone: serviceName = metrics[0].labels[0].value
-				eq(t, c.name+" labels[0]", labels[0], map[string]any{"name": "service_name", "value": "frontend"})
+				apitest.Eq(t, c.name+" labels[0]", labels[0], map[string]any{"name": "service_name", "value": "frontend"})
 				if c.name[:17] == "service_operation" {
 					// fetchOpsMetricsDone looks for the label named "operation".
 					if len(labels) != 2 || labels[1].(map[string]any)["name"] != "operation" {
@@ -173,12 +175,12 @@ func TestJaegerUIReplay(t *testing.T) {
 
 	t.Run("system architecture: dependencies", func(t *testing.T) {
 		// fetchDependencies(endTs = Date.now(), lookback = 1 week in ms)
-		st, m := get(t, srv, "/api/dependencies?endTs="+strconv.FormatInt(nowMS, 10)+"&lookback=604800000")
-		links := arr(t, "data", envelopeOK(t, "dependencies", st, m))
+		st, m := apitest.GetJSON(t, srv, "/api/dependencies?endTs="+strconv.FormatInt(nowMS, 10)+"&lookback=604800000")
+		links := apitest.Arr(t, "data", envelopeOK(t, "dependencies", st, m))
 		if len(links) != 1 {
 			t.Fatalf("links %v", links)
 		}
-		wantKeys(t, "link", links[0], "parent", "child", "callCount")
+		apitest.WantKeys(t, "link", links[0], "parent", "child", "callCount")
 	})
 }
 
@@ -192,7 +194,7 @@ func checkTransformTraceData(t *testing.T, tr map[string]any) {
 		t.Fatal("transformTraceData returns null without traceID")
 	}
 	procs := tr["processes"].(map[string]any)
-	spans := arr(t, "spans", tr["spans"])
+	spans := apitest.Arr(t, "spans", tr["spans"])
 	byID := map[string]map[string]any{}
 	for _, x := range spans {
 		s := x.(map[string]any)
@@ -206,7 +208,7 @@ func checkTransformTraceData(t *testing.T, tr map[string]any) {
 	}
 	roots, orphans := 0, 0
 	for _, s := range byID {
-		refs := arr(t, "references", s["references"])
+		refs := apitest.Arr(t, "references", s["references"])
 		found := false
 		for _, r := range refs {
 			rm := r.(map[string]any)

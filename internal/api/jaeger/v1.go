@@ -1,9 +1,11 @@
 package jaeger
 
 import (
+	"context"
 	"encoding/json"
 	"errors"
 	"fmt"
+	"math"
 	"net/http"
 	"net/url"
 	"sort"
@@ -11,6 +13,7 @@ import (
 	"strings"
 	"time"
 
+	"github.com/tracedx/tracedx/internal/api/apiparam"
 	"github.com/tracedx/tracedx/internal/model"
 	"github.com/tracedx/tracedx/internal/store"
 )
@@ -75,24 +78,32 @@ func parseKindFilter(name, v string) (kind model.SpanKind, set bool, err error) 
 
 func (h *handler) operations(w http.ResponseWriter, r *http.Request) {
 	q := r.URL.Query()
-	kind, filter, err := parseKindFilter("spanKind", q.Get("spanKind"))
+	out, err := h.listOperations(r.Context(), q.Get("service"), "spanKind", q.Get("spanKind"), v1KindName)
 	if err != nil {
 		h.writeErr(w, r, err)
 		return
 	}
-	ops, err := h.st.Operations(r.Context(), q.Get("service"), store.TimeRange{})
+	h.writeData(w, r, out, len(out), nil)
+}
+
+// listOperations answers the operations endpoints of v1 and api_v3, which
+// differ in the kind parameter's name and in how they spell kinds.
+func (h *handler) listOperations(ctx context.Context, service, kindParam, kindValue string, kindName func(model.SpanKind) string) ([]Operation, error) {
+	kind, filter, err := parseKindFilter(kindParam, kindValue)
 	if err != nil {
-		h.writeErr(w, r, fmt.Errorf("listing operations: %w", err))
-		return
+		return nil, err
+	}
+	ops, err := h.st.Operations(ctx, service, store.TimeRange{})
+	if err != nil {
+		return nil, fmt.Errorf("listing operations: %w", err)
 	}
 	out := make([]Operation, 0, len(ops))
 	for _, op := range ops {
-		if filter && op.Kind != kind {
-			continue
+		if !filter || op.Kind == kind {
+			out = append(out, Operation{Name: op.Name, SpanKind: kindName(op.Kind)})
 		}
-		out = append(out, Operation{Name: op.Name, SpanKind: v1KindName(op.Kind)})
 	}
-	h.writeData(w, r, out, len(out), nil)
+	return out, nil
 }
 
 func (h *handler) getTrace(w http.ResponseWriter, r *http.Request) {
@@ -134,23 +145,38 @@ func parseMicros(q url.Values, name string) (uint64, error) {
 		return 0, nil
 	}
 	n, err := strconv.ParseInt(v, 10, 64)
-	if err != nil || n < 0 {
-		return 0, badParam(name, fmt.Errorf("want unix microseconds, got %q", v))
+	if err != nil || n < 0 || n > apiparam.MaxUnixMicros {
+		return 0, badParam(name, fmt.Errorf("want unix microseconds between 0 and %d, got %q", apiparam.MaxUnixMicros, v))
 	}
 	return uint64(n) * 1000, nil
 }
 
-// parseLookback reads the UI's lookback ("1h", "2d", "custom").
-func parseLookback(v string) (time.Duration, bool) {
-	if strings.HasSuffix(v, "d") {
-		n, err := strconv.Atoi(strings.TrimSuffix(v, "d"))
-		if err != nil || n <= 0 {
-			return 0, false
-		}
-		return time.Duration(n) * 24 * time.Hour, true
+// parseLookback reads the UI's lookback ("1h", "2d", "1w"; "custom" and ""
+// mean none). Lookbacks beyond what int64 nanoseconds hold mean "since
+// the epoch".
+func parseLookback(v string) (time.Duration, error) {
+	if v == "" || v == "custom" {
+		return 0, nil
 	}
-	d, err := time.ParseDuration(v)
-	return d, err == nil && d > 0
+	unit := time.Duration(0)
+	switch {
+	case strings.HasSuffix(v, "d"):
+		unit = 24 * time.Hour
+	case strings.HasSuffix(v, "w"):
+		unit = 7 * 24 * time.Hour
+	}
+	if unit != 0 {
+		n, err := strconv.ParseUint(v[:len(v)-1], 10, 64)
+		if errors.Is(err, strconv.ErrRange) || (err == nil && n > uint64(math.MaxInt64/unit)) {
+			return math.MaxInt64, nil
+		}
+		if err == nil && n > 0 {
+			return time.Duration(n) * unit, nil
+		}
+	} else if d, err := time.ParseDuration(v); err == nil && d > 0 {
+		return d, nil
+	}
+	return 0, badParam("lookback", fmt.Errorf("want a duration such as 1h, 2d or 1w, got %q", v))
 }
 
 // searchRequest is a parsed /api/traces request.
@@ -175,6 +201,9 @@ func (h *handler) parseSearch(r *http.Request) (searchRequest, error) {
 			sr.traceIDs = append(sr.traceIDs, id)
 		}
 	}
+	if len(sr.traceIDs) > h.opts.MaxSearchLimit {
+		return sr, badParam("traceID", fmt.Errorf("%d trace ids, at most %d per request", len(sr.traceIDs), h.opts.MaxSearchLimit))
+	}
 	sq := &sr.q
 	sq.Service = q.Get("service")
 	sq.Operation = q.Get("operation")
@@ -189,7 +218,13 @@ func (h *handler) parseSearch(r *http.Request) (searchRequest, error) {
 		return sr, badf("start (%d) must not be after end (%d)", sq.Range.Start/1000, sq.Range.End/1000)
 	}
 	if sq.Range.Start == 0 {
-		if lb, ok := parseLookback(q.Get("lookback")); ok {
+		// start wins over lookback (the UI sends both), so lookback is
+		// only checked when used.
+		lb, err := parseLookback(q.Get("lookback"))
+		if err != nil {
+			return sr, err
+		}
+		if lb > 0 {
 			end := sq.Range.End
 			if end == 0 {
 				end = uint64(h.opts.Now().UnixNano())
@@ -222,18 +257,8 @@ func (h *handler) parseSearch(r *http.Request) (searchRequest, error) {
 	if sq.MinDuration != 0 && sq.MaxDuration != 0 && sq.MaxDuration < sq.MinDuration {
 		return sr, badf("maxDuration must be greater than minDuration")
 	}
-	sq.Limit = h.opts.DefaultSearchLimit
-	if v := q.Get("limit"); v != "" {
-		n, err := strconv.Atoi(v)
-		if err != nil || n < 0 {
-			return sr, badParam("limit", fmt.Errorf("want a non-negative integer, got %q", v))
-		}
-		if n > 0 {
-			sq.Limit = n
-		}
-	}
-	if sq.Limit > h.opts.MaxSearchLimit {
-		sq.Limit = h.opts.MaxSearchLimit
+	if sq.Limit, err = parseLimit(q.Get("limit"), h.opts.DefaultSearchLimit, h.opts.MaxSearchLimit); err != nil {
+		return sr, badParam("limit", err)
 	}
 	tags := map[string]string{}
 	var tagOrder []string

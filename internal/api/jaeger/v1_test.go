@@ -8,50 +8,52 @@ import (
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/tracedx/tracedx/internal/api/apitest"
 )
 
 func TestServicesEnvelope(t *testing.T) {
 	srv := newServer(t, Options{})
-	st, m := get(t, srv, "/api/services")
+	st, m := apitest.GetJSON(t, srv, "/api/services")
 	data := envelopeOK(t, "services", st, m)
-	eq(t, "services", data, []any{"frontend", "inventory", "worker"})
-	eq(t, "total", m["total"], 3.0)
-	eq(t, "errors", m["errors"], nil)
+	apitest.Eq(t, "services", data, []any{"frontend", "inventory", "worker"})
+	apitest.Eq(t, "total", m["total"], 3.0)
+	apitest.Eq(t, "errors", m["errors"], nil)
 }
 
 func TestServiceOperations(t *testing.T) {
 	srv := newServer(t, Options{})
-	st, m := get(t, srv, "/api/services/frontend/operations")
-	eq(t, "operations", envelopeOK(t, "ops", st, m), []any{"GET /health", "GET /orders", "GET /stock", "SELECT orders"})
-	eq(t, "total", m["total"], 4.0)
+	st, m := apitest.GetJSON(t, srv, "/api/services/frontend/operations")
+	apitest.Eq(t, "operations", envelopeOK(t, "ops", st, m), []any{"GET /health", "GET /orders", "GET /stock", "SELECT orders"})
+	apitest.Eq(t, "total", m["total"], 4.0)
 
-	st, m = get(t, srv, "/api/services/"+url.PathEscape("no such service")+"/operations")
-	eq(t, "unknown service operations", envelopeOK(t, "ops", st, m), []any{})
+	st, m = apitest.GetJSON(t, srv, "/api/services/"+url.PathEscape("no such service")+"/operations")
+	apitest.Eq(t, "unknown service operations", envelopeOK(t, "ops", st, m), []any{})
 }
 
 func TestOperationsWithKind(t *testing.T) {
 	srv := newServer(t, Options{})
-	st, m := get(t, srv, "/api/operations?service=frontend&spanKind=server")
-	data := arr(t, "data", envelopeOK(t, "operations", st, m))
+	st, m := apitest.GetJSON(t, srv, "/api/operations?service=frontend&spanKind=server")
+	data := apitest.Arr(t, "data", envelopeOK(t, "operations", st, m))
 	if len(data) != 2 {
 		t.Fatalf("operations: %v", data)
 	}
 	for i, want := range []string{"GET /health", "GET /orders"} {
-		op := wantKeys(t, "operation", data[i], "name", "spanKind")
-		eq(t, "name", op["name"], want)
-		eq(t, "spanKind", op["spanKind"], "server")
+		op := apitest.WantKeys(t, "operation", data[i], "name", "spanKind")
+		apitest.Eq(t, "name", op["name"], want)
+		apitest.Eq(t, "spanKind", op["spanKind"], "server")
 	}
 
-	st, m = get(t, srv, "/api/operations?service=worker")
-	data = arr(t, "data", envelopeOK(t, "operations", st, m))
+	st, m = apitest.GetJSON(t, srv, "/api/operations?service=worker")
+	data = apitest.Arr(t, "data", envelopeOK(t, "operations", st, m))
 	got := map[string]any{}
 	for _, x := range data {
 		op := x.(map[string]any)
 		got[op["name"].(string)] = op["spanKind"]
 	}
-	eq(t, "worker operations", got, map[string]any{"ack": "internal", "process order": "consumer"})
+	apitest.Eq(t, "worker operations", got, map[string]any{"ack": "internal", "process order": "consumer"})
 
-	st, m = get(t, srv, "/api/operations?service=frontend&spanKind=sideways")
+	st, m = apitest.GetJSON(t, srv, "/api/operations?service=frontend&spanKind=sideways")
 	msg := envelopeErr(t, "bad spanKind", st, m, http.StatusBadRequest)
 	if !strings.Contains(msg, "spanKind") {
 		t.Errorf("message %q does not name the parameter", msg)
@@ -60,29 +62,29 @@ func TestOperationsWithKind(t *testing.T) {
 
 func TestGetTraceFieldByField(t *testing.T) {
 	srv := newServer(t, Options{})
-	st, m := get(t, srv, "/api/traces/"+traceA)
-	data := arr(t, "data", envelopeOK(t, "trace", st, m))
+	st, m := apitest.GetJSON(t, srv, "/api/traces/"+apitest.TraceA)
+	data := apitest.Arr(t, "data", envelopeOK(t, "trace", st, m))
 	if len(data) != 1 {
 		t.Fatalf("want one trace, got %d", len(data))
 	}
-	tr := wantKeys(t, "trace", data[0], "traceID", "spans", "processes", "warnings")
-	eq(t, "traceID", tr["traceID"], traceA)
-	spans := arr(t, "spans", tr["spans"])
+	tr := apitest.WantKeys(t, "trace", data[0], "traceID", "spans", "processes", "warnings")
+	apitest.Eq(t, "traceID", tr["traceID"], apitest.TraceA)
+	spans := apitest.Arr(t, "spans", tr["spans"])
 	if len(spans) != 4 {
 		t.Fatalf("spans: %d", len(spans))
 	}
 	spanKeys := []string{"traceID", "spanID", "flags", "operationName", "references", "startTime", "duration", "tags", "logs", "processID", "warnings"}
 
 	// Root span: spans are ordered by start time.
-	root := wantKeys(t, "root span", spans[0], spanKeys...)
-	eq(t, "root traceID", root["traceID"], traceA)
-	eq(t, "root spanID", root["spanID"], "b7ad6b7169203331")
-	eq(t, "root flags", root["flags"], 1.0)
-	eq(t, "root operationName", root["operationName"], "GET /orders")
-	eq(t, "root references", root["references"], []any{})
-	eq(t, "root startTime (µs)", root["startTime"], usOf(t0))
-	eq(t, "root duration (µs)", root["duration"], 120000.0)
-	eq(t, "root warnings", root["warnings"], nil)
+	root := apitest.WantKeys(t, "root span", spans[0], spanKeys...)
+	apitest.Eq(t, "root traceID", root["traceID"], apitest.TraceA)
+	apitest.Eq(t, "root spanID", root["spanID"], "b7ad6b7169203331")
+	apitest.Eq(t, "root flags", root["flags"], 1.0)
+	apitest.Eq(t, "root operationName", root["operationName"], "GET /orders")
+	apitest.Eq(t, "root references", root["references"], []any{})
+	apitest.Eq(t, "root startTime (µs)", root["startTime"], usOf(apitest.T0))
+	apitest.Eq(t, "root duration (µs)", root["duration"], 120000.0)
+	apitest.Eq(t, "root warnings", root["warnings"], nil)
 	tags := tagMap(t, root["tags"])
 	tagIs(t, tags, "http.request.method", "string", "GET")
 	tagIs(t, tags, "http.response.status_code", "int64", 500.0)
@@ -92,20 +94,20 @@ func TestGetTraceFieldByField(t *testing.T) {
 	tagIs(t, tags, "otel.status_code", "string", "ERROR")
 	tagIs(t, tags, "error", "bool", true)
 	tagIs(t, tags, "otel.status_description", "string", "upstream failed")
-	logs := arr(t, "logs", root["logs"])
+	logs := apitest.Arr(t, "logs", root["logs"])
 	if len(logs) != 1 {
 		t.Fatalf("logs: %v", logs)
 	}
-	lg := wantKeys(t, "log", logs[0], "timestamp", "fields")
-	eq(t, "log timestamp", lg["timestamp"], usOf(t0.Add(110*time.Millisecond)))
+	lg := apitest.WantKeys(t, "log", logs[0], "timestamp", "fields")
+	apitest.Eq(t, "log timestamp", lg["timestamp"], usOf(apitest.T0.Add(110*time.Millisecond)))
 	fields := tagMap(t, lg["fields"])
 	tagIs(t, fields, "event", "string", "exception")
 	tagIs(t, fields, "exception.type", "string", "IOError")
 	tagIs(t, fields, "exception.message", "string", "inventory unavailable")
 
 	// A client span without status: no status tags, no flags field.
-	db := wantKeys(t, "db span", spans[1], "traceID", "spanID", "operationName", "references", "startTime", "duration", "tags", "logs", "processID", "warnings")
-	eq(t, "db references", db["references"], []any{map[string]any{"refType": "CHILD_OF", "traceID": traceA, "spanID": "b7ad6b7169203331"}})
+	db := apitest.WantKeys(t, "db span", spans[1], "traceID", "spanID", "operationName", "references", "startTime", "duration", "tags", "logs", "processID", "warnings")
+	apitest.Eq(t, "db references", db["references"], []any{map[string]any{"refType": "CHILD_OF", "traceID": apitest.TraceA, "spanID": "b7ad6b7169203331"}})
 	dbTags := tagMap(t, db["tags"])
 	tagIs(t, dbTags, "span.kind", "string", "client")
 	for _, k := range []string{"error", "otel.status_code", "otel.status_description"} {
@@ -113,16 +115,16 @@ func TestGetTraceFieldByField(t *testing.T) {
 			t.Errorf("db span has tag %q though its status is unset", k)
 		}
 	}
-	eq(t, "db processID", db["processID"], "p1")
-	eq(t, "db logs", db["logs"], []any{})
+	apitest.Eq(t, "db processID", db["processID"], "p1")
+	apitest.Eq(t, "db logs", db["logs"], []any{})
 
 	// The inventory server span: second process, typed values, links.
 	inv := spans[3].(map[string]any)
-	eq(t, "inventory spanID", inv["spanID"], "8f3c2a1b0e9d7c6a")
-	eq(t, "inventory processID", inv["processID"], "p2")
-	eq(t, "inventory references", inv["references"], []any{
-		map[string]any{"refType": "CHILD_OF", "traceID": traceA, "spanID": "53995c3f42cd8ad8"},
-		map[string]any{"refType": "FOLLOWS_FROM", "traceID": traceB, "spanID": "a2fb4a1d1a96d312"},
+	apitest.Eq(t, "inventory spanID", inv["spanID"], "8f3c2a1b0e9d7c6a")
+	apitest.Eq(t, "inventory processID", inv["processID"], "p2")
+	apitest.Eq(t, "inventory references", inv["references"], []any{
+		map[string]any{"refType": "CHILD_OF", "traceID": apitest.TraceA, "spanID": "53995c3f42cd8ad8"},
+		map[string]any{"refType": "FOLLOWS_FROM", "traceID": apitest.TraceB64, "spanID": "a2fb4a1d1a96d312"},
 	})
 	it := tagMap(t, inv["tags"])
 	tagIs(t, it, "stock.big_counter", "int64", "9007199254740993") // beyond 2^53: string
@@ -137,27 +139,27 @@ func TestGetTraceFieldByField(t *testing.T) {
 		t.Error("empty scope version must not become a tag")
 	}
 
-	procs := wantKeys(t, "processes", tr["processes"], "p1", "p2")
-	p1 := wantKeys(t, "p1", procs["p1"], "serviceName", "tags")
-	eq(t, "p1 serviceName", p1["serviceName"], "frontend")
-	eq(t, "p1 tags", p1["tags"], []any{
+	procs := apitest.WantKeys(t, "processes", tr["processes"], "p1", "p2")
+	p1 := apitest.WantKeys(t, "p1", procs["p1"], "serviceName", "tags")
+	apitest.Eq(t, "p1 serviceName", p1["serviceName"], "frontend")
+	apitest.Eq(t, "p1 tags", p1["tags"], []any{
 		map[string]any{"key": "service.version", "type": "string", "value": "1.2.0"},
 		map[string]any{"key": "host.name", "type": "string", "value": "web-1"},
 	})
 	p2 := procs["p2"].(map[string]any)
-	eq(t, "p2 serviceName", p2["serviceName"], "inventory")
-	eq(t, "p2 tags", p2["tags"], []any{map[string]any{"key": "k8s.pod.name", "type": "string", "value": "inventory-7d9f"}})
+	apitest.Eq(t, "p2 serviceName", p2["serviceName"], "inventory")
+	apitest.Eq(t, "p2 tags", p2["tags"], []any{map[string]any{"key": "k8s.pod.name", "type": "string", "value": "inventory-7d9f"}})
 }
 
 func TestGetTrace64BitIDAndOrphan(t *testing.T) {
 	srv := newServer(t, Options{})
-	for _, id := range []string{traceB, "0000000000000000" + traceB, strings.ToUpper(traceB)} {
-		st, m := get(t, srv, "/api/traces/"+id)
-		data := arr(t, "data", envelopeOK(t, "trace "+id, st, m))
+	for _, id := range []string{apitest.TraceB64, "0000000000000000" + apitest.TraceB64, strings.ToUpper(apitest.TraceB64)} {
+		st, m := apitest.GetJSON(t, srv, "/api/traces/"+id)
+		data := apitest.Arr(t, "data", envelopeOK(t, "trace "+id, st, m))
 		tr := data[0].(map[string]any)
 		// Jaeger prints 64-bit trace ids as 16 hex characters.
-		eq(t, "traceID of "+id, tr["traceID"], traceB)
-		spans := arr(t, "spans", tr["spans"])
+		apitest.Eq(t, "traceID of "+id, tr["traceID"], apitest.TraceB64)
+		spans := apitest.Arr(t, "spans", tr["spans"])
 		if len(spans) != 2 {
 			t.Fatalf("spans: %d", len(spans))
 		}
@@ -168,14 +170,14 @@ func TestGetTrace64BitIDAndOrphan(t *testing.T) {
 		if _, ok := tags["error"]; ok {
 			t.Error("status OK must not set error")
 		}
-		logs := arr(t, "logs", consumer["logs"])
+		logs := apitest.Arr(t, "logs", consumer["logs"])
 		// An "event" attribute wins over the event name.
-		eq(t, "log fields", logs[0].(map[string]any)["fields"], []any{
+		apitest.Eq(t, "log fields", logs[0].(map[string]any)["fields"], []any{
 			map[string]any{"key": "event", "type": "string", "value": "custom-event"},
 			map[string]any{"key": "attempt", "type": "int64", "value": 2.0},
 		})
 		ack := spans[1].(map[string]any)
-		w := arr(t, "ack warnings", ack["warnings"])
+		w := apitest.Arr(t, "ack warnings", ack["warnings"])
 		if len(w) != 1 || !strings.Contains(w[0].(string), "ffffffffffffffff") {
 			t.Errorf("orphan span warnings = %v", w)
 		}
@@ -184,14 +186,14 @@ func TestGetTrace64BitIDAndOrphan(t *testing.T) {
 
 func TestGetTraceErrors(t *testing.T) {
 	srv := newServer(t, Options{})
-	st, m := get(t, srv, "/api/traces/1234567890abcdef1234567890abcdef")
-	eq(t, "404 msg", envelopeErr(t, "missing trace", st, m, http.StatusNotFound), "trace not found")
+	st, m := apitest.GetJSON(t, srv, "/api/traces/1234567890abcdef1234567890abcdef")
+	apitest.Eq(t, "404 msg", envelopeErr(t, "missing trace", st, m, http.StatusNotFound), "trace not found")
 
 	for _, bad := range []string{"xyz", strings.Repeat("a", 33), "12345678901234567890123456789gzz"} {
-		st, m = get(t, srv, "/api/traces/"+bad)
+		st, m = apitest.GetJSON(t, srv, "/api/traces/"+bad)
 		envelopeErr(t, "bad id "+bad, st, m, http.StatusBadRequest)
 	}
-	st, m = get(t, srv, "/api/traces/"+traceA+"?start=yesterday")
+	st, m = apitest.GetJSON(t, srv, "/api/traces/"+apitest.TraceA+"?start=yesterday")
 	envelopeErr(t, "bad start", st, m, http.StatusBadRequest)
 }
 
@@ -199,45 +201,45 @@ func TestGetTraceErrors(t *testing.T) {
 func searchIDs(t *testing.T, srvGet func(string) (int, map[string]any), query string) []string {
 	t.Helper()
 	st, m := srvGet("/api/traces?" + query)
-	data := arr(t, "data", envelopeOK(t, "search "+query, st, m))
-	eq(t, "total of "+query, m["total"], float64(len(data)))
+	data := apitest.Arr(t, "data", envelopeOK(t, "search "+query, st, m))
+	apitest.Eq(t, "total of "+query, m["total"], float64(len(data)))
 	ids := []string{}
 	for _, x := range data {
-		ids = append(ids, wantKeys(t, "trace", x, "traceID", "spans", "processes", "warnings")["traceID"].(string))
+		ids = append(ids, apitest.WantKeys(t, "trace", x, "traceID", "spans", "processes", "warnings")["traceID"].(string))
 	}
 	return ids
 }
 
 func TestSearch(t *testing.T) {
 	srv := newServer(t, Options{})
-	g := func(p string) (int, map[string]any) { return get(t, srv, p) }
+	g := func(p string) (int, map[string]any) { return apitest.GetJSON(t, srv, p) }
 	tagsJSON := url.QueryEscape(`{"http.response.status_code":"500"}`)
-	start := usOf(t0.Add(-time.Minute))
+	start := usOf(apitest.T0.Add(-time.Minute))
 	cases := []struct {
 		query string
 		want  []string
 	}{
-		{"service=frontend", []string{traceC, traceA}}, // newest first
-		{"service=frontend&limit=1", []string{traceC}},
-		{"service=frontend&tags=" + tagsJSON, []string{traceA}},
-		{"service=inventory&tag=http.response.status_code:503", []string{traceA}},
+		{"service=frontend", []string{apitest.TraceC, apitest.TraceA}}, // newest first
+		{"service=frontend&limit=1", []string{apitest.TraceC}},
+		{"service=frontend&tags=" + tagsJSON, []string{apitest.TraceA}},
+		{"service=inventory&tag=http.response.status_code:503", []string{apitest.TraceA}},
 		{"service=frontend&tag=http.response.status_code:404", []string{}},
-		{"tag=error:true", []string{traceA}},
+		{"tag=error:true", []string{apitest.TraceA}},
 		{"service=worker&tag=error:true", []string{}},
-		{"tags=" + url.QueryEscape(`{"span.kind":"consumer"}`), []string{traceB}},
-		{"tags=" + url.QueryEscape(`{"otel.status_code":"OK"}`), []string{traceB}},
-		{"service=inventory&operation=" + url.QueryEscape("GET /stock"), []string{traceA}},
-		{"service=frontend&minDuration=100ms", []string{traceA}},
-		{"service=frontend&maxDuration=5ms", []string{traceC}},
+		{"tags=" + url.QueryEscape(`{"span.kind":"consumer"}`), []string{apitest.TraceB64}},
+		{"tags=" + url.QueryEscape(`{"otel.status_code":"OK"}`), []string{apitest.TraceB64}},
+		{"service=inventory&operation=" + url.QueryEscape("GET /stock"), []string{apitest.TraceA}},
+		{"service=frontend&minDuration=100ms", []string{apitest.TraceA}},
+		{"service=frontend&maxDuration=5ms", []string{apitest.TraceC}},
 		{"service=frontend&minDuration=1s", []string{}},
 		// The UI sends µs start/end; the end is inclusive.
-		{"start=" + ftoa(start) + "&end=" + ftoa(usOf(t0.Add(time.Minute))), []string{traceB, traceA}},
-		{"end=" + ftoa(usOf(t0)), []string{traceA}},
-		{"lookback=3m30s", []string{traceC}}, {"lookback=1d", []string{traceC, traceB, traceA}}, // now is 10:05; lookback without start counts back from now
-		{"service=frontend&minDuration=&maxDuration=", []string{traceC, traceA}},
+		{"start=" + ftoa(start) + "&end=" + ftoa(usOf(apitest.T0.Add(time.Minute))), []string{apitest.TraceB64, apitest.TraceA}},
+		{"end=" + ftoa(usOf(apitest.T0)), []string{apitest.TraceA}},
+		{"lookback=3m30s", []string{apitest.TraceC}}, {"lookback=1d", []string{apitest.TraceC, apitest.TraceB64, apitest.TraceA}}, // now is 10:05; lookback without start counts back from now
+		{"service=frontend&minDuration=&maxDuration=", []string{apitest.TraceC, apitest.TraceA}},
 	}
 	for _, c := range cases {
-		eq(t, c.query, searchIDs(t, g, c.query), c.want)
+		apitest.Eq(t, c.query, searchIDs(t, g, c.query), c.want)
 	}
 }
 
@@ -248,20 +250,20 @@ func itoa(i int64) string { return strconv.FormatInt(i, 10) }
 func TestSearchByTraceIDs(t *testing.T) {
 	srv := newServer(t, Options{})
 	missing := "1234567890abcdef1234567890abcdef"
-	st, m := get(t, srv, "/api/traces?traceID="+traceA+"&traceID="+missing+"&traceID="+traceB)
-	data := arr(t, "data", envelopeOK(t, "by ids", st, m))
+	st, m := apitest.GetJSON(t, srv, "/api/traces?traceID="+apitest.TraceA+"&traceID="+missing+"&traceID="+apitest.TraceB64)
+	data := apitest.Arr(t, "data", envelopeOK(t, "by ids", st, m))
 	if len(data) != 2 {
 		t.Fatalf("want 2 traces, got %d", len(data))
 	}
-	eq(t, "first", data[0].(map[string]any)["traceID"], traceA)
-	eq(t, "second", data[1].(map[string]any)["traceID"], traceB)
-	errs := arr(t, "errors", m["errors"])
+	apitest.Eq(t, "first", data[0].(map[string]any)["traceID"], apitest.TraceA)
+	apitest.Eq(t, "second", data[1].(map[string]any)["traceID"], apitest.TraceB64)
+	errs := apitest.Arr(t, "errors", m["errors"])
 	if len(errs) != 1 {
 		t.Fatalf("errors: %v", errs)
 	}
-	e := wantKeys(t, "error", errs[0], "msg", "traceID")
-	eq(t, "error msg", e["msg"], "trace not found")
-	eq(t, "error traceID", e["traceID"], missing)
+	e := apitest.WantKeys(t, "error", errs[0], "msg", "traceID")
+	apitest.Eq(t, "error msg", e["msg"], "trace not found")
+	apitest.Eq(t, "error traceID", e["traceID"], missing)
 }
 
 func TestSearchBadParams(t *testing.T) {
@@ -279,7 +281,7 @@ func TestSearchBadParams(t *testing.T) {
 		"minDuration=2s&maxDuration=1s": "maxDuration",
 		"start=20&end=10":               "start",
 	} {
-		st, m := get(t, srv, "/api/traces?"+q)
+		st, m := apitest.GetJSON(t, srv, "/api/traces?"+q)
 		msg := envelopeErr(t, q, st, m, http.StatusBadRequest)
 		if !strings.Contains(msg, param) {
 			t.Errorf("%s: message %q does not name %s", q, msg, param)
@@ -289,27 +291,27 @@ func TestSearchBadParams(t *testing.T) {
 
 func TestDependencies(t *testing.T) {
 	srv := newServer(t, Options{})
-	end := testNow.UnixMilli()
-	st, m := get(t, srv, "/api/dependencies?endTs="+itoa(end)+"&lookback=3600000")
-	data := arr(t, "data", envelopeOK(t, "dependencies", st, m))
+	end := apitest.Now.UnixMilli()
+	st, m := apitest.GetJSON(t, srv, "/api/dependencies?endTs="+itoa(end)+"&lookback=3600000")
+	data := apitest.Arr(t, "data", envelopeOK(t, "dependencies", st, m))
 	if len(data) != 1 {
 		t.Fatalf("dependencies: %v", data)
 	}
-	d := wantKeys(t, "link", data[0], "parent", "child", "callCount")
-	eq(t, "parent", d["parent"], "frontend")
-	eq(t, "child", d["child"], "inventory")
-	eq(t, "callCount", d["callCount"], 1.0)
+	d := apitest.WantKeys(t, "link", data[0], "parent", "child", "callCount")
+	apitest.Eq(t, "parent", d["parent"], "frontend")
+	apitest.Eq(t, "child", d["child"], "inventory")
+	apitest.Eq(t, "callCount", d["callCount"], 1.0)
 
 	// A window after every trace has no edges.
-	st, m = get(t, srv, "/api/dependencies?endTs="+itoa(end)+"&lookback=60000")
-	eq(t, "empty window", envelopeOK(t, "dependencies", st, m), []any{})
+	st, m = apitest.GetJSON(t, srv, "/api/dependencies?endTs="+itoa(end)+"&lookback=60000")
+	apitest.Eq(t, "empty window", envelopeOK(t, "dependencies", st, m), []any{})
 
-	st, m = get(t, srv, "/api/dependencies?endTs="+itoa(end)+"&lookback=3600000&service=worker")
-	eq(t, "filtered", envelopeOK(t, "dependencies", st, m), []any{})
+	st, m = apitest.GetJSON(t, srv, "/api/dependencies?endTs="+itoa(end)+"&lookback=3600000&service=worker")
+	apitest.Eq(t, "filtered", envelopeOK(t, "dependencies", st, m), []any{})
 
-	st, m = get(t, srv, "/api/dependencies?endTs=now")
+	st, m = apitest.GetJSON(t, srv, "/api/dependencies?endTs=now")
 	envelopeErr(t, "bad endTs", st, m, http.StatusBadRequest)
-	st, m = get(t, srv, "/api/dependencies?lookback=0")
+	st, m = apitest.GetJSON(t, srv, "/api/dependencies?lookback=0")
 	envelopeErr(t, "bad lookback", st, m, http.StatusBadRequest)
 }
 
@@ -322,6 +324,6 @@ func (f fixedDeps) Dependencies(_ context.Context, _ time.Time, _ time.Duration)
 
 func TestDependencySourceIsPluggable(t *testing.T) {
 	srv := newServer(t, Options{Dependencies: fixedDeps{{Parent: "a", Child: "b", CallCount: 7}}})
-	st, m := get(t, srv, "/api/dependencies")
-	eq(t, "data", envelopeOK(t, "deps", st, m), []any{map[string]any{"parent": "a", "child": "b", "callCount": 7.0}})
+	st, m := apitest.GetJSON(t, srv, "/api/dependencies")
+	apitest.Eq(t, "data", envelopeOK(t, "deps", st, m), []any{map[string]any{"parent": "a", "child": "b", "callCount": 7.0}})
 }

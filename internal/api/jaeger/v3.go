@@ -14,6 +14,7 @@ import (
 
 	"go.opentelemetry.io/collector/pdata/ptrace"
 
+	"github.com/tracedx/tracedx/internal/api/apiparam"
 	"github.com/tracedx/tracedx/internal/model"
 	"github.com/tracedx/tracedx/internal/otlpconv"
 	"github.com/tracedx/tracedx/internal/store"
@@ -70,22 +71,10 @@ func (h *handler) v3Services(w http.ResponseWriter, r *http.Request) {
 func (h *handler) v3Operations(w http.ResponseWriter, r *http.Request) {
 	q := r.URL.Query()
 	kv, name := v3Param(q, "spanKind", "span_kind")
-	kind, filter, err := parseKindFilter(name, kv)
+	out, err := h.listOperations(r.Context(), q.Get("service"), name, kv, model.SpanKind.String)
 	if err != nil {
 		h.v3Err(w, r, err)
 		return
-	}
-	ops, err := h.st.Operations(r.Context(), q.Get("service"), store.TimeRange{})
-	if err != nil {
-		h.v3Err(w, r, fmt.Errorf("listing operations: %w", err))
-		return
-	}
-	out := make([]Operation, 0, len(ops))
-	for _, op := range ops {
-		if filter && op.Kind != kind {
-			continue
-		}
-		out = append(out, Operation{Name: op.Name, SpanKind: op.Kind.String()})
 	}
 	writeJSON(w, r, http.StatusOK, map[string]any{"operations": out})
 }
@@ -117,8 +106,8 @@ func parseRFC3339(q url.Values, canonical, alias string) (uint64, error) {
 	if err != nil {
 		return 0, v3Bad(name, fmt.Errorf("want RFC 3339 time such as 2026-01-02T15:04:05.999Z: %w", err))
 	}
-	if t.UnixNano() < 0 {
-		return 0, v3Bad(name, errors.New("time before 1970"))
+	if err := apiparam.CheckTime(t); err != nil {
+		return 0, v3Bad(name, err)
 	}
 	return uint64(t.UnixNano()), nil
 }
@@ -215,22 +204,15 @@ func (h *handler) parseV3Query(q url.Values) (store.Query, error) {
 			sq.MaxDuration = uint64(d)
 		}
 	}
-	sq.Limit = h.opts.DefaultSearchLimit
+	if sq.MinDuration != 0 && sq.MaxDuration != 0 && sq.MaxDuration < sq.MinDuration {
+		return sq, badf("query.durationMax must not be less than query.durationMin")
+	}
 	n, name := v3Param(q, "query.searchDepth", "query.search_depth")
 	if n == "" {
 		n, name = q.Get("query.num_traces"), "query.num_traces"
 	}
-	if n != "" {
-		d, err := strconv.Atoi(n)
-		if err != nil || d < 0 {
-			return sq, v3Bad(name, fmt.Errorf("want a non-negative integer, got %q", n))
-		}
-		if d > 0 {
-			sq.Limit = d
-		}
-	}
-	if sq.Limit > h.opts.MaxSearchLimit {
-		sq.Limit = h.opts.MaxSearchLimit
+	if sq.Limit, err = parseLimit(n, h.opts.DefaultSearchLimit, h.opts.MaxSearchLimit); err != nil {
+		return sq, v3Bad(name, err)
 	}
 	return sq, nil
 }

@@ -6,15 +6,11 @@ import (
 	"io"
 	"net/http"
 	"net/http/httptest"
-	"os"
 	"testing"
 	"time"
 
-	"go.opentelemetry.io/collector/pdata/ptrace"
-
+	"github.com/tracedx/tracedx/internal/api/apitest"
 	"github.com/tracedx/tracedx/internal/model"
-	"github.com/tracedx/tracedx/internal/otlpconv"
-	"github.com/tracedx/tracedx/internal/store/memstore"
 	"github.com/tracedx/tracedx/internal/traceql"
 )
 
@@ -25,28 +21,15 @@ const (
 
 func fixtureSpans(t testing.TB) []model.Span {
 	t.Helper()
-	raw, err := os.ReadFile("testdata/traces.json")
-	if err != nil {
-		t.Fatal(err)
-	}
-	var u ptrace.JSONUnmarshaler
-	td, err := u.UnmarshalTraces(raw)
-	if err != nil {
-		t.Fatal(err)
-	}
-	return otlpconv.FromTraces(td)
+	return apitest.LoadOTLPJSON(t, "testdata/traces.json")
 }
 
 func newTestHandler(t testing.TB, opts Options) http.Handler {
 	t.Helper()
-	st := memstore.New()
-	if err := st.Write(context.Background(), fixtureSpans(t)); err != nil {
-		t.Fatal(err)
-	}
 	if opts.Now == nil {
 		opts.Now = func() time.Time { return time.Unix(1700000200, 0) }
 	}
-	return NewHandler(st, opts)
+	return NewHandler(apitest.NewStore(t, fixtureSpans(t)), opts)
 }
 
 func do(t testing.TB, h http.Handler, target string, header ...string) *httptest.ResponseRecorder {

@@ -10,6 +10,7 @@ import (
 	"strings"
 	"time"
 
+	"github.com/tracedx/tracedx/internal/api/apiparam"
 	"github.com/tracedx/tracedx/internal/model"
 	"github.com/tracedx/tracedx/internal/store"
 	"github.com/tracedx/tracedx/internal/traceql"
@@ -32,7 +33,10 @@ func parseMetricsTime(s, name string) (uint64, error) {
 	if f, err := strconv.ParseFloat(s, 64); err == nil && f >= 0 && f < math.MaxInt64/1e9 {
 		return uint64(f * 1e9), nil
 	}
-	if t, err := time.Parse(time.RFC3339Nano, s); err == nil && t.UnixNano() >= 0 {
+	if t, err := time.Parse(time.RFC3339Nano, s); err == nil {
+		if err := apiparam.CheckTime(t); err != nil {
+			return 0, badRequest{fmt.Sprintf("invalid %s: %v", name, err)}
+		}
 		return uint64(t.UnixNano()), nil
 	}
 	return 0, badRequest{fmt.Sprintf("invalid %s: %q is not unix seconds, unix nanoseconds or RFC 3339", name, s)}
@@ -106,7 +110,7 @@ func (h *handler) parseMetrics(r *http.Request, instant bool) (*metricsParams, e
 	if s := v.Get("step"); s != "" {
 		if f, err := strconv.ParseFloat(s, 64); err == nil {
 			if f <= 0 || f > 1e9 {
-				return nil, badRequest{fmt.Sprintf("invalid step: %q must be positive", s)}
+				return nil, badRequest{fmt.Sprintf("invalid step: %q must be between 0 and 1e9 seconds", s)}
 			}
 			p.step = uint64(f * 1e9)
 		} else if d, err := time.ParseDuration(s); err == nil && d > 0 {
@@ -149,22 +153,7 @@ func (h *handler) runMetrics(r *http.Request, p *metricsParams) ([]traceql.Serie
 }
 
 func (h *handler) queryRange(w http.ResponseWriter, r *http.Request) {
-	p, err := h.parseMetrics(r, false)
-	if err != nil {
-		h.fail(w, r, err)
-		return
-	}
-	series, inspected, inspectedB, partial, err := h.runMetrics(r, p)
-	if err != nil {
-		h.fail(w, r, err)
-		return
-	}
-	var b bytes.Buffer
-	j := &jw{b: &b}
-	j.open('{')
-	j.key("series")
-	j.open('[')
-	for _, s := range series {
+	h.serveMetrics(w, r, false, func(j *jw, s traceql.Series) {
 		j.sep()
 		j.open('{')
 		writeSeriesLabels(j, s.Labels)
@@ -174,28 +163,39 @@ func (h *handler) queryRange(w http.ResponseWriter, r *http.Request) {
 			j.sep()
 			j.open('{')
 			j.key("timestampMs")
-			b.WriteString(`"` + strconv.FormatInt(smp.TimestampMs, 10) + `"`)
+			j.b.WriteString(`"` + strconv.FormatInt(smp.TimestampMs, 10) + `"`)
 			j.key("value")
-			writeJSONFloat(&b, smp.Value)
+			writeJSONFloat(j.b, smp.Value)
 			j.close('}')
 		}
 		j.close(']')
 		j.key("exemplars")
-		b.WriteString("[]")
+		j.b.WriteString("[]")
 		j.close('}')
-	}
-	j.close(']')
-	writeMetricsFooter(j, inspected, inspectedB, partial)
-	j.close('}')
-	b.WriteByte('\n')
-	w.Header().Set("Content-Type", "application/json")
-	_, _ = w.Write(b.Bytes())
+	})
 }
 
 // queryInstant answers /api/metrics/query: one value per series over the
 // whole range.
 func (h *handler) queryInstant(w http.ResponseWriter, r *http.Request) {
-	p, err := h.parseMetrics(r, true)
+	h.serveMetrics(w, r, true, func(j *jw, s traceql.Series) {
+		if len(s.Samples) == 0 {
+			return
+		}
+		j.sep()
+		j.open('{')
+		writeSeriesLabels(j, s.Labels)
+		j.key("value")
+		// The aligned range may span two buckets; the last holds the end.
+		writeJSONFloat(j.b, s.Samples[len(s.Samples)-1].Value)
+		j.close('}')
+	})
+}
+
+// serveMetrics runs a metrics query and writes {"series":[…],"metrics":…},
+// each series rendered by one.
+func (h *handler) serveMetrics(w http.ResponseWriter, r *http.Request, instant bool, one func(j *jw, s traceql.Series)) {
+	p, err := h.parseMetrics(r, instant)
 	if err != nil {
 		h.fail(w, r, err)
 		return
@@ -211,16 +211,7 @@ func (h *handler) queryInstant(w http.ResponseWriter, r *http.Request) {
 	j.key("series")
 	j.open('[')
 	for _, s := range series {
-		if len(s.Samples) == 0 {
-			continue
-		}
-		j.sep()
-		j.open('{')
-		writeSeriesLabels(j, s.Labels)
-		j.key("value")
-		// The aligned range may span two buckets; the last holds the end.
-		writeJSONFloat(&b, s.Samples[len(s.Samples)-1].Value)
-		j.close('}')
+		one(j, s)
 	}
 	j.close(']')
 	writeMetricsFooter(j, inspected, inspectedB, partial)
@@ -231,18 +222,7 @@ func (h *handler) queryInstant(w http.ResponseWriter, r *http.Request) {
 }
 
 func writeSeriesLabels(j *jw, ls []traceql.Label) {
-	j.key("labels")
-	j.open('[')
-	for _, l := range ls {
-		j.sep()
-		j.open('{')
-		j.key("key")
-		writeJSONString(j.b, l.Key)
-		j.key("value")
-		writeValue(j, l.Value)
-		j.close('}')
-	}
-	j.close(']')
+	writeLabelArray(j, "labels", ls) // even when empty: clients index it
 	// promLabels is the Prometheus-style rendering older Grafana versions read.
 	var pl strings.Builder
 	pl.WriteByte('{')

@@ -11,6 +11,7 @@ import (
 	"strings"
 	"time"
 
+	"github.com/tracedx/tracedx/internal/api/apiparam"
 	"github.com/tracedx/tracedx/internal/model"
 	"github.com/tracedx/tracedx/internal/store"
 	"github.com/tracedx/tracedx/internal/traceql"
@@ -27,19 +28,23 @@ type searchParams struct {
 	minDur, maxD uint64 // trace duration bounds (legacy minDuration/maxDuration)
 }
 
+// maxSpansPerSpanSet caps spss: each result carries that many spans per
+// matched spanset, so an unbounded value would copy whole traces.
+const maxSpansPerSpanSet = 1000
+
 func (h *handler) parseSearch(r *http.Request) (*searchParams, error) {
 	q := r.URL.Query()
 	p := &searchParams{limit: 20, spss: 3}
 	if s := q.Get("limit"); s != "" {
-		n, err := strconv.Atoi(s)
-		if err != nil || n <= 0 {
+		n, err := apiparam.Count(s, h.opts.MaxSearchLimit)
+		if err != nil || n == 0 {
 			return nil, badRequest{fmt.Sprintf("invalid limit: %q must be a positive integer", s)}
 		}
-		p.limit = min(n, h.opts.MaxSearchLimit)
+		p.limit = n
 	}
 	if s := q.Get("spss"); s != "" {
-		n, err := strconv.Atoi(s)
-		if err != nil || n < 0 {
+		n, err := apiparam.Count(s, maxSpansPerSpanSet)
+		if err != nil {
 			return nil, badRequest{fmt.Sprintf("invalid spss: %q must be a non-negative integer", s)}
 		}
 		p.spss = n
@@ -341,10 +346,15 @@ func writeSpanset(j *jw, ss *traceql.Spanset, spss int) {
 	j.close('}')
 }
 
+// writeLabels writes key: [{key, value}…], leaving out an empty list as
+// jsonpb does.
 func writeLabels(j *jw, key string, ls []traceql.Label) {
-	if len(ls) == 0 {
-		return
+	if len(ls) > 0 {
+		writeLabelArray(j, key, ls)
 	}
+}
+
+func writeLabelArray(j *jw, key string, ls []traceql.Label) {
 	j.key(key)
 	j.open('[')
 	for _, l := range ls {

@@ -5,9 +5,9 @@ import (
 	"fmt"
 	"net/http"
 	"sort"
-	"strconv"
 	"strings"
 
+	"github.com/tracedx/tracedx/internal/api/apiparam"
 	"github.com/tracedx/tracedx/internal/model"
 	"github.com/tracedx/tracedx/internal/store"
 	"github.com/tracedx/tracedx/internal/traceql"
@@ -37,8 +37,8 @@ func tagLimit(r *http.Request, def int) (int, error) {
 	if s == "" {
 		return def, nil
 	}
-	n, err := strconv.Atoi(s)
-	if err != nil || n < 0 {
+	n, err := apiparam.Count(s, maxTagLimit)
+	if err != nil {
 		return 0, badRequest{fmt.Sprintf("invalid limit: %q must be a non-negative integer", s)}
 	}
 	if n == 0 {
@@ -47,15 +47,13 @@ func tagLimit(r *http.Request, def int) (int, error) {
 	return n, nil
 }
 
+// maxTagLimit caps the limit of tag-name and tag-value lookups.
+const maxTagLimit = 10_000
+
 // tagsV1 answers /api/search/tags: {"tagNames": [...]} (span and resource
 // attribute names together, as Tempo's v1 endpoint does).
 func (h *handler) tagsV1(w http.ResponseWriter, r *http.Request) {
-	rng, err := h.tagRange(r)
-	if err != nil {
-		h.fail(w, r, err)
-		return
-	}
-	scopes, err := h.scopeTags(r, rng, r.URL.Query().Get("scope"))
+	scopes, err := h.requestScopeTags(r)
 	if err != nil {
 		h.fail(w, r, err)
 		return
@@ -77,6 +75,16 @@ func (h *handler) tagsV1(w http.ResponseWriter, r *http.Request) {
 	writeJSON(w, http.StatusOK, map[string]any{"tagNames": names, "metrics": map[string]any{}})
 }
 
+// requestScopeTags answers the tag-name lookups for the request's range
+// and scope parameters.
+func (h *handler) requestScopeTags(r *http.Request) ([]scopeTags, error) {
+	rng, err := h.tagRange(r)
+	if err != nil {
+		return nil, err
+	}
+	return h.scopeTags(r, rng, r.URL.Query().Get("scope"))
+}
+
 type scopeTags struct {
 	Name string   `json:"name"`
 	Tags []string `json:"tags"`
@@ -84,12 +92,7 @@ type scopeTags struct {
 
 // tagsV2 answers /api/v2/search/tags?scope=: {"scopes":[{name,tags}]}.
 func (h *handler) tagsV2(w http.ResponseWriter, r *http.Request) {
-	rng, err := h.tagRange(r)
-	if err != nil {
-		h.fail(w, r, err)
-		return
-	}
-	scopes, err := h.scopeTags(r, rng, r.URL.Query().Get("scope"))
+	scopes, err := h.requestScopeTags(r)
 	if err != nil {
 		h.fail(w, r, err)
 		return
@@ -146,6 +149,16 @@ func tagName(path, prefix string) (string, bool) {
 	return name, ok && name != "" && rest != path
 }
 
+// tagValuesParams reads the range and limit of a tag-value lookup.
+func (h *handler) tagValuesParams(r *http.Request) (store.TimeRange, int, error) {
+	rng, err := h.tagRange(r)
+	if err != nil {
+		return rng, 0, err
+	}
+	limit, err := tagLimit(r, 1000)
+	return rng, limit, err
+}
+
 // tagValuesV1 answers /api/search/tag/{tag}/values: {"tagValues":[...]}.
 // The tag is an attribute name looked up in span, then resource attributes.
 func (h *handler) tagValuesV1(w http.ResponseWriter, r *http.Request) {
@@ -154,12 +167,7 @@ func (h *handler) tagValuesV1(w http.ResponseWriter, r *http.Request) {
 		http.NotFound(w, r)
 		return
 	}
-	rng, err := h.tagRange(r)
-	if err != nil {
-		h.fail(w, r, err)
-		return
-	}
-	limit, err := tagLimit(r, 1000)
+	rng, limit, err := h.tagValuesParams(r)
 	if err != nil {
 		h.fail(w, r, err)
 		return
@@ -196,12 +204,7 @@ func (h *handler) tagValuesV2(w http.ResponseWriter, r *http.Request) {
 		h.fail(w, r, err)
 		return
 	}
-	rng, err := h.tagRange(r)
-	if err != nil {
-		h.fail(w, r, err)
-		return
-	}
-	limit, err := tagLimit(r, 1000)
+	rng, limit, err := h.tagValuesParams(r)
 	if err != nil {
 		h.fail(w, r, err)
 		return

@@ -14,6 +14,7 @@ import (
 	"go.opentelemetry.io/collector/pdata/ptrace"
 	"google.golang.org/protobuf/encoding/protowire"
 
+	"github.com/tracedx/tracedx/internal/api/apiparam"
 	"github.com/tracedx/tracedx/internal/model"
 	"github.com/tracedx/tracedx/internal/otlpconv"
 	"github.com/tracedx/tracedx/internal/store"
@@ -97,8 +98,8 @@ func parseUnixSeconds(s, name string) (uint64, error) {
 		return 0, nil
 	}
 	n, err := strconv.ParseInt(s, 10, 64)
-	if err != nil || n < 0 || n > math.MaxInt64/int64(1e9) {
-		return 0, badRequest{fmt.Sprintf("invalid %s: %q is not unix seconds", name, s)}
+	if err != nil || n < 0 || n > apiparam.MaxUnixSeconds {
+		return 0, badRequest{fmt.Sprintf("invalid %s: %q is not unix seconds between 0 and %d", name, s, apiparam.MaxUnixSeconds)}
 	}
 	return uint64(n) * 1e9, nil
 }

@@ -2,6 +2,7 @@ package v1
 
 import (
 	"fmt"
+	"math"
 	"net/http"
 	"net/url"
 	"regexp"
@@ -10,6 +11,7 @@ import (
 	"time"
 
 	"github.com/tracedx/tracedx/internal/analyze"
+	"github.com/tracedx/tracedx/internal/api/apiparam"
 	"github.com/tracedx/tracedx/internal/model"
 	"github.com/tracedx/tracedx/internal/store"
 )
@@ -106,19 +108,20 @@ func (a *api) parseTime(name, v string) (uint64, error) {
 		return 0, nil
 	}
 	if n, err := strconv.ParseInt(v, 10, 64); err == nil {
-		if n < 0 {
-			return 0, badf("%s: unix milliseconds must not be negative", name)
+		if n < 0 || n > apiparam.MaxUnixMillis {
+			return 0, badf("%s: want unix milliseconds between 0 and %d, got %d", name, apiparam.MaxUnixMillis, n)
 		}
 		return uint64(n) * uint64(time.Millisecond), nil
 	}
 	if t, err := time.Parse(time.RFC3339Nano, v); err == nil {
-		if t.UnixNano() < 0 {
-			return 0, badf("%s: time before 1970", name)
+		if err := apiparam.CheckTime(t); err != nil {
+			return 0, badf("%s: %v", name, err)
 		}
 		return uint64(t.UnixNano()), nil
 	}
 	if d, err := time.ParseDuration(v); err == nil && d > 0 {
-		return uint64(a.d.Now().Add(-d).UnixNano()), nil
+		// A duration reaching before 1970 means "from the beginning".
+		return uint64(max(a.d.Now().Add(-d).UnixNano(), 0)), nil
 	}
 	return 0, badf("%s: want RFC 3339 (2026-01-02T15:04:05Z), unix milliseconds, or a duration ago (1h), got %q", name, v)
 }
@@ -138,6 +141,22 @@ func (a *api) parseRange(q url.Values) (store.TimeRange, error) {
 	return r, nil
 }
 
+// maxAttributeValues caps the limit of /api/v1/attributes/{key}/values.
+const maxAttributeValues = 10_000
+
+// parseLimit reads a positive count; values beyond limitMax, however many
+// digits they have, are capped.
+func parseLimit(v string, def, limitMax int) (int, error) {
+	if v == "" {
+		return min(def, limitMax), nil
+	}
+	n, err := apiparam.Count(v, limitMax)
+	if err != nil || n == 0 {
+		return 0, badf("limit: want a positive integer, got %q", v)
+	}
+	return n, nil
+}
+
 // parseDuration accepts Go durations (250ms, 1.5s) or a bare number of
 // milliseconds.
 func parseDuration(name, v string) (uint64, error) {
@@ -145,8 +164,8 @@ func parseDuration(name, v string) (uint64, error) {
 		return 0, nil
 	}
 	if f, err := strconv.ParseFloat(v, 64); err == nil {
-		if f < 0 {
-			return 0, badf("%s must not be negative", name)
+		if f < 0 || f > float64(apiparam.MaxUnixMillis) || math.IsNaN(f) {
+			return 0, badf("%s: want milliseconds between 0 and %d, got %q", name, apiparam.MaxUnixMillis, v)
 		}
 		return uint64(f * 1e6), nil
 	}
@@ -289,15 +308,8 @@ func (a *api) ParseSearch(q url.Values) (store.Query, error) {
 		}
 		sq.Attrs = append(sq.Attrs, f)
 	}
-	sq.Limit = 20
-	if v := q.Get("limit"); v != "" {
-		n, err := strconv.Atoi(v)
-		if err != nil || n <= 0 {
-			return sq, badf("limit: want a positive integer, got %q", v)
-		}
-		sq.Limit = min(n, a.d.MaxSearchLimit)
-	}
-	return sq, nil
+	sq.Limit, err = parseLimit(q.Get("limit"), 20, a.d.MaxSearchLimit)
+	return sq, err
 }
 
 // SearchResponse is the body of GET /api/v1/search.
@@ -424,14 +436,10 @@ func (a *api) attributeValues(w http.ResponseWriter, r *http.Request) {
 		a.fail(w, r, err)
 		return
 	}
-	limit := 100
-	if v := q.Get("limit"); v != "" {
-		n, err := strconv.Atoi(v)
-		if err != nil || n <= 0 {
-			a.fail(w, r, badf("limit: want a positive integer, got %q", v))
-			return
-		}
-		limit = min(n, 10000)
+	limit, err := parseLimit(q.Get("limit"), 100, maxAttributeValues)
+	if err != nil {
+		a.fail(w, r, err)
+		return
 	}
 	vals, err := a.d.Store.AttributeValues(r.Context(), scope, key, rng, limit)
 	if err != nil {
