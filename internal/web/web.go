@@ -1,6 +1,8 @@
 // Package web serves the embedded single-page UI. Unknown paths that look
 // like routes (no file extension) get index.html so that every UI URL can be
-// shared and reloaded; /api/ paths never do, so API typos stay 404.
+// shared and reloaded; API paths (/api/, and /tempo/ where the server mounts
+// the Tempo-compatible API for the TraceQL box) never do, so API typos and
+// an unmounted API stay 404 and the UI can say what is missing.
 package web
 
 import (
@@ -110,6 +112,20 @@ func newHandler(fsys fs.FS, root string) (*handler, error) {
 	return h, nil
 }
 
+// TempoPrefix is where the UI expects the Tempo-compatible API on its own
+// origin (the TraceQL search box calls TempoPrefix + "/api/search"). The
+// server mounts it with http.StripPrefix(TempoPrefix, tempoHandler).
+const TempoPrefix = "/tempo"
+
+func isAPIPath(p string) bool {
+	for _, pre := range []string{"/api", TempoPrefix} {
+		if p == pre || strings.HasPrefix(p, pre+"/") {
+			return true
+		}
+	}
+	return false
+}
+
 func compressible(ct string) bool {
 	return strings.HasPrefix(ct, "text/") || strings.Contains(ct, "javascript") || strings.Contains(ct, "json") || strings.Contains(ct, "svg")
 }
@@ -121,7 +137,7 @@ func (h *handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	p := path.Clean("/" + r.URL.Path)
-	if p == "/api" || strings.HasPrefix(p, "/api/") {
+	if isAPIPath(p) {
 		w.Header().Set("Content-Type", "application/json")
 		w.WriteHeader(http.StatusNotFound)
 		_, _ = fmt.Fprintf(w, "{\"error\":%q}\n", "no endpoint "+p)

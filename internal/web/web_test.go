@@ -4,11 +4,16 @@ import (
 	"bytes"
 	"compress/gzip"
 	"io"
+	"io/fs"
 	"net/http"
 	"net/http/httptest"
+	"path"
+	"regexp"
 	"strings"
 	"testing"
 	"testing/fstest"
+
+	ui "github.com/tracedx/tracedx/web"
 )
 
 func get(t *testing.T, h http.Handler, path string, hdr map[string]string) *httptest.ResponseRecorder {
@@ -39,7 +44,7 @@ func TestEmbeddedUI(t *testing.T) {
 
 	// Every script the index and the router load must be served as JS
 	// (browsers refuse ES modules with another type).
-	for _, p := range []string{"/js/app.js", "/js/trace.js", "/js/search.js", "/js/overview.js", "/js/compare.js", "/js/findings.js", "/js/theme.js"} {
+	for _, p := range []string{"/js/app.js", "/js/trace.js", "/js/search.js", "/js/overview.js", "/js/compare.js", "/js/findings.js", "/js/theme.js", "/js/traceql.js"} {
 		rr := get(t, h, p, nil)
 		if rr.Code != 200 || rr.Header().Get("Content-Type") != "text/javascript; charset=utf-8" {
 			t.Errorf("%s: %d %q", p, rr.Code, rr.Header().Get("Content-Type"))
@@ -53,14 +58,14 @@ func TestEmbeddedUI(t *testing.T) {
 	}
 
 	// SPA fallback: routes get index.html so shared URLs load.
-	for _, p := range []string{"/search", "/trace/0af7651916cd43dd8448eb211c80319c", "/compare?a=1&b=2", "/findings/"} {
+	for _, p := range []string{"/search", "/trace/0af7651916cd43dd8448eb211c80319c", "/compare?a=1&b=2", "/findings/", "/tempofoo"} {
 		rr := get(t, h, p, nil)
 		if rr.Code != 200 || rr.Body.String() != index {
 			t.Errorf("%s: want index.html, got %d (%d bytes)", p, rr.Code, rr.Body.Len())
 		}
 	}
 	// Missing assets and API paths are real 404s, never HTML.
-	for _, p := range []string{"/js/missing.js", "/api/v1/nope", "/api"} {
+	for _, p := range []string{"/js/missing.js", "/api/v1/nope", "/api", "/tempo/api/search", "/tempo"} {
 		rr := get(t, h, p, nil)
 		if rr.Code != 404 || strings.Contains(rr.Body.String(), "<html") {
 			t.Errorf("%s: want 404 without HTML, got %d", p, rr.Code)
@@ -104,5 +109,36 @@ func TestConditionalAndGzip(t *testing.T) {
 	}
 	if _, err := newHandler(fstest.MapFS{"ui/a.js": {Data: []byte("x")}}, "ui"); err == nil {
 		t.Fatal("a tree without index.html must be refused")
+	}
+}
+
+// Every relative import of every module must resolve to a served module:
+// there is no bundler to catch a missing or misnamed file.
+func TestModuleImportsResolve(t *testing.T) {
+	h := Handler()
+	importRe := regexp.MustCompile(`(?:from|import\()\s*'(\./[^']+)'`)
+	entries, err := fs.ReadDir(ui.UI, "ui/js")
+	if err != nil {
+		t.Fatal(err)
+	}
+	n := 0
+	for _, e := range entries {
+		if !strings.HasSuffix(e.Name(), ".js") {
+			continue
+		}
+		src, err := fs.ReadFile(ui.UI, "ui/js/"+e.Name())
+		if err != nil {
+			t.Fatal(err)
+		}
+		for _, m := range importRe.FindAllStringSubmatch(string(src), -1) {
+			p := path.Join("/js", m[1])
+			n++
+			if rr := get(t, h, p, nil); rr.Code != 200 || rr.Header().Get("Content-Type") != "text/javascript; charset=utf-8" {
+				t.Errorf("%s imports %s: served %d %q", e.Name(), p, rr.Code, rr.Header().Get("Content-Type"))
+			}
+		}
+	}
+	if n < 10 {
+		t.Fatalf("found only %d imports; the pattern no longer matches the sources", n)
 	}
 }

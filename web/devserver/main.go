@@ -24,6 +24,7 @@ import (
 	"go.opentelemetry.io/collector/pdata/ptrace"
 
 	"github.com/tracedx/tracedx/internal/analyze"
+	"github.com/tracedx/tracedx/internal/api/tempo"
 	v1 "github.com/tracedx/tracedx/internal/api/v1"
 	"github.com/tracedx/tracedx/internal/model"
 	"github.com/tracedx/tracedx/internal/otlpconv"
@@ -52,6 +53,9 @@ func main() {
 			os.Exit(2)
 		}
 		mux.Handle("/api/", httputil.NewSingleHostReverseProxy(u))
+		// The TraceQL box calls /tempo/api/search; a server that mounts
+		// the Tempo API there answers it, others 404 and the UI says so.
+		mux.Handle(web.TempoPrefix+"/", httputil.NewSingleHostReverseProxy(u))
 	} else {
 		st := memstore.New()
 		n, err := loadFixtures(st, *fixtures)
@@ -113,6 +117,10 @@ func main() {
 		sink = observe
 		mux.Handle("/api/v1/", v1.NewHandler(v1.Deps{Store: st, Analyzer: analyzeAll, Logger: log,
 			Routes: []func(*http.ServeMux){metrics.RegisterRoutes, graph.RegisterRoutes}}))
+		// The Tempo-compatible API where the UI's TraceQL box expects it
+		// (the wiring tracedx serve needs on its UI port as well). No
+		// findings lookup here: finding.kind queries get a clear 400.
+		mux.Handle(web.TempoPrefix+"/", http.StripPrefix(web.TempoPrefix, tempo.NewHandler(st, tempo.Options{Logger: log})))
 	}
 	if *dir != "" {
 		mux.Handle("/", web.DevHandler(os.DirFS(*dir)))

@@ -16,7 +16,9 @@ export async function launch() {
   });
   const errors = [];
   const watch = page => {
-    page.on('console', m => { if (m.type() === 'error') errors.push(`console: ${m.text()} (${page.url()})`); });
+    // The resource URL matters for "Failed to load resource" lines: a 400
+    // from a deliberately bad TraceQL query is expected, anything else not.
+    page.on('console', m => { if (m.type() === 'error') errors.push(`console: ${m.text()} (${page.url()}) [${m.location()?.url || ''}]`); });
     page.on('pageerror', e => errors.push(`pageerror: ${e.message} (${page.url()})`));
   };
   ctx.pages().forEach(watch);

@@ -18,4 +18,5 @@ export PLAYWRIGHT_SKIP_BROWSER_DOWNLOAD=1
 if ! [ -d node_modules/playwright-core ] || ! npm ls --silent >/dev/null 2>&1; then
   npm ci --no-audit --no-fund
 fi
+node unit.mjs
 exec node run.mjs "$@"

@@ -164,7 +164,8 @@ function rowNav(e) {
   const i = rows.indexOf(document.activeElement);
   if (e.key === 'Enter') {
     if (i < 0) return;
-    const link = rows[i].matches('a[href]') ? rows[i] : rows[i].querySelector('a[href]');
+    // A row may hold several links (a filter, examples): data-primary marks the one Enter follows.
+    const link = rows[i].matches('a[href]') ? rows[i] : rows[i].querySelector('a[data-primary]') || rows[i].querySelector('a[href]');
     if (link) { e.preventDefault(); link.click(); }
     return;
   }

@@ -1,63 +1,264 @@
-// Compare: two traces (?a=&b=) or two groups (?ga=id,id&gb=id,id).
-// Spans are matched by their path of (service, operation) from the root;
-// repeated siblings are aggregated so that "1 call became 50" is one row.
-// The attribution tab ranks attribute values over-represented in group A.
-import { el, clear, fmtMs, fmtPct, svcColor, badge, emptyState, pool, attrValue } from './util.js';
+// Compare: two traces (?a=&b=), drawn as one aligned call tree with the
+// server's diff sentences, or two groups of one endpoint (?service=&…, the
+// parameters of GET /api/v1/compare) compared on the server, so groups of
+// hundreds of traces cost one request. A is the trace or group under
+// investigation, B the reference. The attribution tab asks the server which
+// attribute values the slow or failed traces have in common.
+// In the pair tree, spans are matched by their path of (service, operation)
+// from the root; repeated siblings are aggregated so "1 call became 50" is
+// one row.
+import { el, clear, fmtMs, fmtPct, svcColor, badge, emptyState, pool } from './util.js';
 import { get, getTrace, getAnalysis } from './api.js';
 import { buildModel } from './tracemodel.js';
 import { navigate, setParams } from './app.js';
 
-const MAX_GROUP = 50;
-
 export async function render({ params, root }) {
   document.title = 'Compare · tracedx';
   const a = (params.get('a') || '').trim(), b = (params.get('b') || '').trim();
-  const ga = ids(params.get('ga')), gb = ids(params.get('gb'));
-  const groups = ga.length > 0 || gb.length > 0;
   root.append(el('h1', 'Compare'));
-  if (!groups) {
-    const ia = el('input#cmp-a', { value: a, placeholder: 'trace id A (e.g. the slow or failing one)', 'data-search-focus': '' });
-    const ib = el('input#cmp-b', { value: b, placeholder: 'trace id B (e.g. a healthy one)' });
-    root.append(el('form.card.cmp-inputs', { onsubmit: e => { e.preventDefault(); navigate(`/compare?a=${enc(ia.value)}&b=${enc(ib.value)}`); } },
-      el('div', el('label', { for: 'cmp-a' }, 'Trace A'), ia), el('div', el('label', { for: 'cmp-b' }, 'Trace B'), ib),
-      el('button.primary', { type: 'submit' }, 'Compare')));
-    if (!a) { root.append(emptyState('Pick two traces', 'Open a trace and use "Compare with…", or select a region in the search scatter plot to compare groups.')); return; }
-    if (!b) { await suggest(root, a); return; }
+  if (params.get('service')) return renderGroups(params, root);
+  if (params.get('ga') || params.get('gb')) {
+    root.append(el('p.note', 'Group links listing trace ids are no longer used: groups are now chosen by endpoint, time and duration and compared on the server. Select a region in Search again.'));
   }
-  const tabName = params.get('tab') === 'attribution' && groups ? 'attribution' : 'diff';
-  const tabs = el('div.tabs', { role: 'tablist' });
-  const pane = el('div.card', el('div.loading', 'Loading traces…'));
-  if (groups) {
-    for (const [k, label] of [['diff', 'Call tree differences'], ['attribution', 'Attribute attribution']]) {
-      tabs.append(el('button', { type: 'button', role: 'tab', 'aria-selected': String(k === tabName), onclick: () => { setParams({ tab: k === 'diff' ? '' : k }); navigate(location.pathname + location.search, { replace: true }); } }, label));
-    }
-    root.append(tabs);
+  const ia = el('input#cmp-a', { value: a, placeholder: 'trace id A (e.g. the slow or failing one)', 'data-search-focus': '' });
+  const ib = el('input#cmp-b', { value: b, placeholder: 'trace id B (e.g. a healthy one)' });
+  root.append(el('form.card.cmp-inputs', { onsubmit: e => { e.preventDefault(); navigate(`/compare?a=${enc(ia.value)}&b=${enc(ib.value)}`); } },
+    el('div', el('label', { for: 'cmp-a' }, 'Trace A'), ia), el('div', el('label', { for: 'cmp-b' }, 'Trace B'), ib),
+    el('button.primary', { type: 'submit' }, 'Compare')));
+  if (!a) {
+    root.append(groupForm(new URLSearchParams(), root, true));
+    root.append(emptyState('Pick two traces or two groups', 'Open a trace and use "Compare with…", select a region in the Search scatter plot, or compare the failed and successful requests of an endpoint above.'));
+    return;
   }
-  root.append(pane);
+  if (!b) { await suggest(root, a); return; }
 
+  const pane = el('div.card', el('div.loading', 'Loading traces…'));
+  root.append(pane);
   let A, B;
+  // The server's diff matches database spans by statement and names the
+  // biggest effects; the tree below is drawn from both traces here.
+  const server = get('/api/v1/compare', { a, b }).catch(() => null);
   try {
-    if (groups) {
-      [A, B] = await Promise.all([loadGroup(ga.slice(0, MAX_GROUP)), loadGroup(gb.slice(0, MAX_GROUP))]);
-    } else {
-      [A, B] = await Promise.all([loadGroup([a]), loadGroup([b])]);
-    }
+    [A, B] = await Promise.all([loadGroup([a]), loadGroup([b])]);
   } catch (e) {
     pane.lastChild.replaceWith(el('div.error-box', el('strong', 'Could not load the traces'), el('p', e.message)));
     return;
   }
   if (!A.traces.length || !B.traces.length) {
-    pane.lastChild.replaceWith(el('div.error-box', el('strong', 'Nothing to compare'), el('p', `${A.traces.length} trace(s) on side A, ${B.traces.length} on side B could be loaded.`)));
+    pane.lastChild.replaceWith(el('div.error-box', el('strong', 'Nothing to compare'), el('p', `${A.traces.length ? 'B' : 'A'} could not be loaded.`)));
+    return;
+  }
+  const res = await server;
+  clear(pane);
+  root.insertBefore(sideBySide(A, B, false), pane);
+  pane.append(diffTable(A, B, false, res && res.summary));
+}
+
+const SIDES = [['a', 'A · selection'], ['b', 'B · baseline']];
+
+/** Editable group criteria; every field is a /api/v1/compare parameter. */
+function groupForm(params, root, collapsed) {
+  const f = name => params.get(name) || '';
+  const svc = el('input#g-service', { value: f('service'), placeholder: 'service (required)', list: 'g-services', required: true });
+  const op = el('input#g-operation', { value: f('operation'), placeholder: 'operation (optional)', list: 'g-ops' });
+  const dl = el('datalist#g-services'), dlo = el('datalist#g-ops');
+  get('/api/v1/services').then(bd => { for (const s of bd.services || []) dl.append(el('option', { value: s })); }).catch(() => {});
+  const loadOps = () => {
+    clear(dlo);
+    if (svc.value) get(`/api/v1/services/${encodeURIComponent(svc.value)}/operations`).then(bd => {
+      for (const n of new Set((bd.operations || []).map(o => o.name))) dlo.append(el('option', { value: n }));
+    }).catch(() => {});
+  };
+  svc.addEventListener('change', loadOps);
+  loadOps();
+  const start = el('input#g-start', { value: readableTime(f('start')) || '1h', placeholder: '1h, RFC 3339 or unix ms', 'aria-label': 'From' });
+  const end = el('input#g-end', { value: readableTime(f('end')), placeholder: 'now', 'aria-label': 'To' });
+  const side = p => {
+    const st = el('select', { id: `g-${p}-status`, 'aria-label': `Side ${p.toUpperCase()} status` }, ['', 'ok', 'error'].map(v => el('option', { value: v, selected: v === f(p + '_status') }, v || 'any status')));
+    const mn = el('input', { id: `g-${p}-min`, value: f(p + '_min_duration'), placeholder: 'min (ms or 250ms)', 'aria-label': `Side ${p.toUpperCase()} min duration` });
+    const mx = el('input', { id: `g-${p}-max`, value: f(p + '_max_duration'), placeholder: 'max', 'aria-label': `Side ${p.toUpperCase()} max duration` });
+    const ws = f(p + '_start'), we = f(p + '_end');
+    const win = ws || we ? el('div.small.muted', 'window ', fmtWhen(ws), ' → ', fmtWhen(we)) : null;
+    return { st, mn, mx, win, ws, we };
+  };
+  const sa = side('a'), sb = side('b');
+  const go = extra => {
+    const p = new URLSearchParams();
+    const set = (k, v) => { if (v) p.set(k, v); };
+    set('service', svc.value.trim()); set('operation', op.value.trim()); set('start', start.value.trim()); set('end', end.value.trim());
+    for (const [k, s] of [['a', sa], ['b', sb]]) {
+      set(k + '_status', s.st.value); set(k + '_min_duration', s.mn.value.trim()); set(k + '_max_duration', s.mx.value.trim());
+      set(k + '_start', s.ws); set(k + '_end', s.we);
+    }
+    for (const [k, v] of Object.entries(extra || {})) { p.delete(k); if (v) p.set(k, v); }
+    const tab = params.get('tab');
+    if (tab) p.set('tab', tab);
+    navigate('/compare?' + p);
+  };
+  const sideBox = (p, label, s) => el('fieldset.gside', el('legend', label), s.st, el('div.pair', s.mn, s.mx), s.win);
+  const form = el('form.card.groups-form', { onsubmit: e => { e.preventDefault(); go(); } },
+    el('h2', 'Compare two groups of one endpoint', el('span.spacer'), el('span.muted.small', 'computed on the server over up to 200 traces per side')),
+    el('div.gcrit', el('div', el('label', { for: 'g-service' }, 'Service'), svc, dl), el('div', el('label', { for: 'g-operation' }, 'Operation'), op, dlo),
+      el('div', el('label', { for: 'g-start' }, 'From'), start), el('div', el('label', { for: 'g-end' }, 'To'), end)),
+    el('div.gsides', sideBox('a', SIDES[0][1], sa), sideBox('b', SIDES[1][1], sb)),
+    el('div.actions.row', el('button.primary', { type: 'submit' }, 'Compare groups'),
+      el('button#preset-failed', { type: 'button', onclick: () => {
+        sa.st.value = 'error'; sb.st.value = 'ok';
+        for (const s of [sa, sb]) { s.mn.value = ''; s.mx.value = ''; s.ws = ''; s.we = ''; }
+        go({ selection: 'error', threshold_ms: '' });
+      } }, 'Failed vs successful'),
+      el('span.muted.small', 'A is the selection, B the baseline; the sentences read A → B.')));
+  if (collapsed) return el('details.card-details', el('summary', 'Or compare two groups of an endpoint…'), form);
+  return form;
+}
+
+// Unix ms in links (short, exact) read as RFC 3339 in the form; the server takes both.
+function readableTime(v) {
+  return /^\d{12,}$/.test(v) ? new Date(Number(v)).toISOString() : v;
+}
+
+/** Server sentences name whole call paths; keep the first and last hop. */
+function shortSentence(t) {
+  const parts = t.split(' > ');
+  if (parts.length <= 3) return t;
+  return el('span', { title: t }, parts[0] + ' > … > ' + parts[parts.length - 1]);
+}
+
+function fmtWhen(v) {
+  if (!v) return 'range';
+  return /^\d{10,}$/.test(v) ? new Date(Number(v)).toLocaleTimeString() : v;
+}
+
+async function renderGroups(params, root) {
+  const tabName = params.get('tab') === 'attribution' ? 'attribution' : 'diff';
+  root.append(groupForm(params, root, false));
+  const tabs = el('div.tabs', { role: 'tablist' });
+  for (const [k, label] of [['diff', 'Call tree differences'], ['attribution', 'Attribute attribution']]) {
+    tabs.append(el('button', { type: 'button', role: 'tab', id: 'tab-' + k, 'aria-selected': String(k === tabName),
+      onclick: () => { setParams({ tab: k === 'diff' ? '' : k }); navigate(location.pathname + location.search, { replace: true }); } }, label));
+  }
+  const pane = el('div.card', el('div.loading', 'Comparing on the server…'));
+  root.append(tabs, pane);
+  if (tabName === 'attribution') return renderAttribution(params, pane);
+  const q = {};
+  for (const [k, v] of params) if (k !== 'tab' && k !== 'selection' && k !== 'threshold_ms') q[k] = v;
+  let res;
+  try {
+    res = await get('/api/v1/compare', q);
+  } catch (e) {
+    pane.lastChild.replaceWith(el('div.error-box', el('strong', 'The server could not compare these groups'), el('p', e.message)));
     return;
   }
   clear(pane);
-  root.insertBefore(sideBySide(A, B, groups), tabs.parentNode ? tabs : pane);
-  if (tabName === 'attribution') pane.append(attribution(A, B));
-  else pane.append(diffTable(A, B, groups));
+  root.insertBefore(groupCards(res), tabs);
+  if (!res.a.traces || !res.b.traces) {
+    pane.append(emptyState('Nothing to compare', `${res.a.traces} trace(s) in A and ${res.b.traces} in B match. Widen the time range or loosen a side's duration or status.`));
+    return;
+  }
+  pane.append(groupDiff(res));
+}
+
+function groupCards(res) {
+  const card = (p, label, g) => el('section.card.side-' + p,
+    el('h2', label, el('span.spacer'), el('span.muted.small', `${g.traces} trace${g.traces === 1 ? '' : 's'}`)),
+    el('div.facts', el('span', el('b', fmtMs(g.mean_duration_ms)), ' mean'), el('span', el('b', fmtMs(g.p50_duration_ms)), ' p50'),
+      el('span', el('b', g.mean_span_count.toFixed(1)), ' spans'), el('span' + (g.error_share ? '.err' : ''), el('b', fmtPct(g.error_share)), ' failed')),
+    (g.example_trace_ids || []).length ? el('div.small', 'Examples: ', g.example_trace_ids.map((id, i) => [i ? ' ' : '', el('a.mono', { href: '/trace/' + id }, id.slice(0, 8))])) : null);
+  return el('div.side', card('a', SIDES[0][1], res.a), card('b', SIDES[1][1], res.b));
+}
+
+/** The leaf of a path, with the chain above it for the tooltip. */
+function call(x) {
+  const leaf = x.service + ': ' + (x.statement || x.operation) + (!x.statement && x.target ? ' → ' + x.target : '');
+  const parent = x.path && x.path.endsWith(leaf) && x.path.length > leaf.length ? x.path.slice(0, x.path.length - leaf.length).replace(/ > $/, '') : '';
+  return el('td.path', { title: x.path },
+    el('span.svc-dot', { style: { background: svcColor(x.service) } }), el('span.muted', x.service + ' '),
+    x.statement ? el('code', x.statement) : x.operation, !x.statement && x.target ? el('span.muted', ' → ' + x.target) : null,
+    parent ? el('div.small.muted.chain', 'under ' + parent.split(' > ').slice(-2).join(' > ')) : null);
+}
+
+const num = v => (Number.isInteger(v) ? String(v) : v.toFixed(1));
+
+function groupDiff(res) {
+  const out = el('div#cmp-diff');
+  out.append(res.summary.length ? el('div', el('h2', 'What differs'), el('ul#cmp-notes', res.summary.map(t => el('li', shortSentence(t)))))
+    : el('p.muted#cmp-notes', 'The two groups have the same shape and timing.'));
+  if (res.count_changes.length) {
+    out.append(el('h3', 'Repeated calls that changed count (per trace)'), el('table.cmp-counts',
+      el('thead', el('tr', el('th', 'Call'), el('th.num', 'Calls A'), el('th.num', 'Calls B'), el('th.num', 'Time A'), el('th.num', 'Time B'))),
+      el('tbody', res.count_changes.map(c => el('tr.changed', call(c), el('td.num.cnt', num(c.count_a)), el('td.num.cnt', num(c.count_b)),
+        el('td.num', fmtMs(c.duration_ms_a)), el('td.num', fmtMs(c.duration_ms_b)))))));
+  }
+  if (res.only_in_one.length) {
+    out.append(el('h3', 'Calls on one side only'), el('table.cmp-only',
+      el('thead', el('tr', el('th', 'Call'), el('th', 'Side'), el('th.num', 'Calls per trace'), el('th.num', 'Time per trace'), el('th.num', 'Failed spans'))),
+      el('tbody', res.only_in_one.map(o => el('tr.only-' + o.side, call(o), el('td', 'only in ' + o.side.toUpperCase()), el('td.num', num(o.count)),
+        el('td.num', fmtMs(o.duration_ms)), el('td.num' + (o.failed ? '.err' : ''), String(o.failed)))))));
+  }
+  if (res.duration_diffs.length) {
+    const max = Math.max(...res.duration_diffs.map(d => Math.max(d.a.per_trace_ms, d.b.per_trace_ms)), 1e-9);
+    out.append(el('h3', 'Time per trace'), el('table.cmp-durs',
+      el('thead', el('tr', el('th', 'Call'), el('th.num', 'A'), el('th.num', 'B'), el('th.num', 'Δ'), el('th.num', 'own Δ'), el('th', ''))),
+      el('tbody', res.duration_diffs.map(d => {
+        const big = Math.abs(d.diff_ms) >= Math.max(1, 0.2 * Math.min(d.a.per_trace_ms, d.b.per_trace_ms));
+        return el('tr', call(d), el('td.num', fmtMs(d.a.per_trace_ms)), el('td.num', fmtMs(d.b.per_trace_ms)),
+          el('td.num' + (big ? (d.diff_ms > 0 ? '.slower' : '.faster') : ''), (d.diff_ms > 0 ? '+' : '') + fmtMs(d.diff_ms)),
+          el('td.num.muted', (d.b.self_ms - d.a.self_ms > 0 ? '+' : '') + fmtMs(d.b.self_ms - d.a.self_ms)),
+          el('td', el('div.cbar', el('i.a', { style: { width: (d.a.per_trace_ms / max * 100) + '%' } }), el('i.b', { style: { width: (d.b.per_trace_ms / max * 100) + '%' } }))));
+      }))));
+  }
+  if (res.error_diffs.length) {
+    out.append(el('h3', 'Failure share'), el('table.cmp-errs',
+      el('thead', el('tr', el('th', 'Call'), el('th.num', 'Fails in A'), el('th.num', 'Fails in B'))),
+      el('tbody', res.error_diffs.map(e => el('tr', call(e), el('td.num', fmtPct(e.error_share_a, 0)), el('td.num' + (e.error_share_b > e.error_share_a ? '.err' : ''), fmtPct(e.error_share_b, 0)))))));
+  }
+  out.append(el('div.legend', el('span', el('i', { style: { background: 'var(--fg3)' } }), 'A · selection'), el('span', el('i', { style: { background: 'var(--accent)' } }), 'B · baseline'),
+    el('span', 'counts and times are per trace, from each trace\'s endpoint span')));
+  return out;
+}
+
+/**
+ * Attribution on the server: the endpoint's traces in the range, split into
+ * the selection (slow: at or above the threshold; error: failed) and the
+ * rest. The threshold defaults to side A's lower duration bound.
+ */
+async function renderAttribution(params, pane) {
+  const service = params.get('service'), operation = params.get('operation') || '';
+  const selection = params.get('selection') || (params.get('a_status') === 'error' ? 'error' : 'slow');
+  const threshold = params.get('threshold_ms') ?? params.get('a_min_duration') ?? '';
+  const selSel = el('select#attr-selection', { 'aria-label': 'Selection' }, [['slow', 'slow traces'], ['error', 'failed traces']].map(([v, l]) => el('option', { value: v, selected: v === selection }, l)));
+  const thr = el('input#attr-threshold', { value: threshold, placeholder: 'p90', size: 8, 'aria-label': 'Slow threshold (ms)' });
+  const apply = () => { setParams({ selection: selSel.value, threshold_ms: thr.value.trim() }); navigate(location.pathname + location.search, { replace: true }); };
+  selSel.addEventListener('change', apply);
+  const controls = el('form.row.small', { onsubmit: e => { e.preventDefault(); apply(); } },
+    el('label', 'Selection ', selSel), el('label', 'at or above ', thr, ' ms'), el('button', { type: 'submit' }, 'Apply'));
+  let res;
+  try {
+    res = await get('/api/v1/attribution', { service, operation, start: params.get('start'), end: params.get('end'), selection, threshold_ms: selection === 'slow' ? threshold : '' });
+  } catch (e) {
+    pane.lastChild.replaceWith(el('div', controls, el('div.error-box', el('strong', 'The server could not rank attributes'), el('p', e.message))));
+    return;
+  }
+  const what = res.selection === 'error' ? 'failed' : `at or above ${fmtMs(res.threshold_ms)}`;
+  const endpoint = operation ? `${service}: ${operation}` : service;
+  const head = el('p.muted', `${res.selected_traces} ${endpoint} trace${res.selected_traces === 1 ? '' : 's'} ${what} (selection) against the other ${res.baseline_traces} in the range (baseline). A value counts once per trace.`);
+  clear(pane).append(controls, head);
+  if (!res.values.length) { pane.append(el('div#attribution', emptyState('No attribute value stands out', res.selected_traces ? 'Selection and baseline carry the same attribute values.' : 'Nothing is selected: lower the threshold or widen the range.'))); return; }
+  const range = /^\d+$/.test(params.get('start') || '') && /^\d+$/.test(params.get('end') || '') ? `${params.get('start')}-${params.get('end')}` : '1h';
+  const filter = v => v.op === '=' ? `${v.key}=${/^-?\d+(\.\d+)?$/.test(v.value) ? JSON.stringify(v.value) : v.value}` : `${v.key}${v.op}${v.value}`;
+  pane.append(el('div#attribution', el('table',
+    el('thead', el('tr', el('th', 'Attribute value'), el('th.num', 'Selection'), el('th.num', 'Baseline'), el('th.num', 'Lift'), el('th', ''), el('th', ''))),
+    el('tbody', res.values.map(v => {
+      const href = `/search?service=${encodeURIComponent(service)}${operation ? '&operation=' + encodeURIComponent(operation) : ''}&range=${range}&attr=${encodeURIComponent(filter(v))}`;
+      return el('tr', { tabindex: '0', 'data-row': '' }, el('td.mono', v.label),
+        el('td.num', `${fmtPct(v.selection_share, 0)} (${v.selection_count})`), el('td.num', `${fmtPct(v.baseline_share, 0)} (${v.baseline_count})`),
+        el('td.num', v.lift >= 1000 ? '∞' : v.lift.toFixed(1) + '×'),
+        el('td', el('span.lift', { style: { width: Math.max(2, Math.round((v.selection_share - v.baseline_share) * 120)) + 'px' } })),
+        el('td.small', el('a', { href }, 'traces →')));
+    })))));
 }
 
 const enc = s => encodeURIComponent(s.trim());
-function ids(s) { return (s || '').split(',').map(x => x.trim()).filter(x => /^[0-9a-fA-F]{1,32}$/.test(x)); }
 
 async function suggest(root, a) {
   const box = el('section.card', el('h2', 'Pick trace B'), el('div.loading', 'Looking for similar traces…'));
@@ -137,7 +338,7 @@ function sideBySide(A, B, groups) {
     el('p.note#cmp-summary', `B is ${fmtMs(Math.abs(d))} ${d >= 0 ? 'slower' : 'faster'} than A (${fmtPct(A.tree.duration ? Math.abs(d) / A.tree.duration : 0)}).`));
 }
 
-function diffTable(A, B, groups) {
+function diffTable(A, B, groups, serverNotes) {
   const na = A.tree.n, nb = B.tree.n;
   const keys = new Set([...A.tree.nodes.keys(), ...B.tree.nodes.keys()]);
   const rows = [];
@@ -172,6 +373,9 @@ function diffTable(A, B, groups) {
     .filter(r => Math.abs(r.db - r.da) >= Math.max(1, 0.2 * Math.min(r.da, r.db)));
   for (const r of slow) notes.push([Math.abs(r.db - r.da), `${r.service}: ${r.name} ${fmtMs(r.da)} in A vs ${fmtMs(r.db)} in B`]);
   notes.sort((p, q) => q[0] - p[0]);
+  // The server's sentences are better informed (statements, callees, own
+  // vs children's time): prefer them, minus the headline shown above.
+  if (serverNotes && serverNotes.length) notes.splice(0, notes.length, ...serverNotes.filter(t => !/^B took /.test(t)).map(t => [0, shortSentence(t)]));
   const tb = el('tbody');
   const limit = 3000;
   for (const r of ordered.slice(0, limit)) {
@@ -195,50 +399,3 @@ function diffTable(A, B, groups) {
     ordered.length > limit ? el('p.muted.small', `${ordered.length - limit} more rows not shown.`) : null);
 }
 
-/** Attribute values (span + resource) by how much more often they occur in A. */
-function attribution(A, B) {
-  const collect = G => {
-    const per = G.traces.map(t => {
-      const set = new Set(); const nums = new Map();
-      for (const n of t.model.nodes) {
-        for (const a of [...(n.span.attributes || []), ...(n.span.resource || [])]) {
-          const v = attrValue(a);
-          if (v.length > 80) continue;
-          set.add(a.key + '=' + v);
-          if ((a.type === 'int' || a.type === 'double') && isFinite(Number(a.value))) nums.set(a.key, Math.max(nums.get(a.key) ?? -Infinity, Number(a.value)));
-        }
-      }
-      return { set, nums };
-    });
-    return per;
-  };
-  const pa = collect(A), pb = collect(B);
-  const share = (per, pred) => per.filter(pred).length / Math.max(1, per.length);
-  const cands = new Map();
-  for (const p of pa) for (const kv of p.set) cands.set(kv, (cands.get(kv) || 0) + 1);
-  const rows = [];
-  for (const [kv, cnt] of cands) {
-    if (cnt < Math.max(2, Math.ceil(pa.length * 0.5)) && pa.length > 1) continue;
-    const sa = cnt / pa.length, sb = share(pb, p => p.set.has(kv));
-    if (sa - sb >= 0.2) rows.push({ label: kv, sa, sb });
-  }
-  // Numeric keys: the threshold that best separates A from B.
-  const numKeys = new Set(pa.flatMap(p => [...p.nums.keys()]));
-  for (const k of numKeys) {
-    const vals = [...new Set([...pa, ...pb].map(p => p.nums.get(k)).filter(v => v != null))].sort((x, y) => x - y);
-    if (vals.length < 3) continue;
-    let best = null;
-    for (const t of vals.slice(0, -1)) {
-      const sa = share(pa, p => (p.nums.get(k) ?? -Infinity) > t), sb = share(pb, p => (p.nums.get(k) ?? -Infinity) > t);
-      if (!best || sa - sb > best.sa - best.sb) best = { label: `${k} > ${t}`, sa, sb };
-    }
-    if (best && best.sa - best.sb >= 0.3) rows.push(best);
-  }
-  rows.sort((p, q) => (q.sa - q.sb) - (p.sa - p.sb) || p.label.localeCompare(q.label));
-  if (!rows.length) return emptyState('No attribute value stands out', 'Selection and baseline carry the same attribute values.');
-  return el('div#attribution',
-    el('p.muted', `Attribute values present in the ${A.traces.length} selected traces (A) compared with ${B.traces.length} others (B). Each value counts once per trace.`),
-    el('table', el('thead', el('tr', el('th', 'Attribute value'), el('th.num', 'In A'), el('th.num', 'In B'), el('th.num', 'Lift'), el('th', ''))),
-      el('tbody', rows.slice(0, 40).map(r => el('tr', el('td.mono', r.label), el('td.num', fmtPct(r.sa, 0)), el('td.num', fmtPct(r.sb, 0)),
-        el('td.num', r.sb ? (r.sa / r.sb).toFixed(1) + '×' : '∞'), el('td', el('span.lift', { style: { width: Math.round((r.sa - r.sb) * 120) + 'px' } })))))));
-}

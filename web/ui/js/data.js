@@ -14,10 +14,10 @@ function listOf(body, ...keys) {
  * is 'store' (the findings store) or 'sampled' (analysed here from the
  * most recent traces because the store endpoint is missing).
  */
-export async function loadFindings({ start, end, kind, service, limit = 500 } = {}) {
-  const body = await optional('/api/v1/findings', { from: start, to: end, kind, service, limit });
+export async function loadFindings({ start, end, kind, service, systemic, limit = 500 } = {}) {
+  const body = await optional('/api/v1/findings', { from: start, to: end, kind, service, systemic, limit });
   const list = body && listOf(body, 'findings', 'items');
-  if (list) return { findings: list.map(normalizeFinding), source: 'store' };
+  if (list) return { findings: list.map(normalizeFinding), source: 'store', truncated: !!body.truncated };
   const search = await get('/api/v1/search', { start, end, service, limit: 40 });
   const traces = search.traces || [];
   const analyses = await pool(traces, 4, t => getAnalysis(t.trace_id).catch(() => null));

@@ -4,7 +4,23 @@ import { el, fmtMs, fmtPct, fmtRate, fmtNum, sparkline, svcColor, rangePicker, r
 import { optional, get } from './api.js';
 import { loadFindings, findingsByKind } from './data.js';
 import { serviceMap } from './servicemap.js';
+import { traceQLAvailable } from './traceql.js';
 import { navigate, setParams } from './app.js';
+
+// A map of more services than this is a wall of boxes: show the busiest
+// and the failing ones (and the calls between them), the rest on request.
+const MAP_NODES = 24;
+
+function busiest(body, n) {
+  const nodes = body.nodes || [];
+  if (nodes.length <= n) return body;
+  // Calls, with failed calls counting more: a busy path and a failing one
+  // both make the cut, a service seen once does not.
+  const weight = new Map(nodes.map(x => [x.id, 0]));
+  for (const e of body.edges || []) for (const id of [e.source, e.target]) weight.set(id, (weight.get(id) || 0) + (e.call_count || 0) + 5 * (e.error_count || 0));
+  const keep = new Set([...weight].sort((a, b) => b[1] - a[1] || a[0].localeCompare(b[0])).slice(0, n).map(([id]) => id));
+  return { ...body, nodes: nodes.filter(x => keep.has(x.id)), edges: (body.edges || []).filter(e => keep.has(e.source) && keep.has(e.target)) };
+}
 
 export async function render({ params, root }) {
   const range = params.get('range') || '1h';
@@ -13,7 +29,7 @@ export async function render({ params, root }) {
   const head = el('div.row', el('h1', 'Overview'), el('span.spacer'),
     rangePicker(range, r => { setParams({ range: r }); navigate(location.pathname + location.search, { replace: true }); }));
   const kpis = el('div.kpis');
-  const mapCard = el('section.card', el('h2', 'Service map', el('span.spacer'), el('span.muted.small', 'edges: calls/s · error rate · p95; click to search')), el('div.loading', 'Loading…'));
+  const mapCard = el('section.card', el('h2', 'Service map', el('span.spacer'), el('span.muted.small', 'edges: calls · error rate · p95; click a service or a call to see its traces')), el('div.loading', 'Loading…'));
   const svcCard = el('section.card', el('h2', 'Services'), el('div.loading', 'Loading…'));
   const findCard = el('section.card', el('h2', 'Findings by kind'), el('div.loading', 'Loading…'));
   const opsCard = el('section.card', el('h2', 'Slowest operations (p95)'), el('div.loading', 'Loading…'));
@@ -80,9 +96,25 @@ export async function render({ params, root }) {
   optional('/api/v1/servicemap', { start, end }).then(body => {
     if (!body) { fill(mapCard, emptyState('No service map in this build')); return; }
     if (!(body.nodes || []).length) { fill(mapCard, emptyState('No calls between services in this range')); return; }
-    fill(mapCard, serviceMap(body, {
+    const virtual = new Set((body.nodes || []).filter(n => n.virtual).map(n => n.id));
+    const all = params.get('map') === 'all';
+    const shown = all ? body : busiest(body, MAP_NODES);
+    if (shown !== body) {
+      mapCard.firstChild.append(el('a.small#map-all', { href: `/?${rangeQ}&map=all` }, `show all ${body.nodes.length}`));
+      mapCard.firstChild.querySelector('.muted.small').textContent = `the ${shown.nodes.length} services with the most (failed) calls of ${body.nodes.length} services and databases · click a service or a call to see its traces`;
+    }
+    fill(mapCard, serviceMap(shown, {
       onNode: n => navigate(`/search?service=${encodeURIComponent(n.id)}&${rangeQ}`),
-      onEdge: e => navigate(`/search?service=${encodeURIComponent(e.target)}&${rangeQ}`),
+      // An edge opens the traces where the caller calls the callee (TraceQL:
+      // a callee span whose parent is a caller span), when TraceQL is served
+      // here; a database or external node has no spans of its own, so its
+      // edges open the caller's traces.
+      onEdge: async e => {
+        if (!virtual.has(e.target) && await traceQLAvailable()) {
+          const q = `{ resource.service.name = ${JSON.stringify(e.source)} } > { resource.service.name = ${JSON.stringify(e.target)} }`;
+          navigate(`/search?q=${encodeURIComponent(q)}&${rangeQ}`);
+        } else navigate(`/search?service=${encodeURIComponent(virtual.has(e.target) ? e.source : e.target)}&${rangeQ}`);
+      },
     }));
   }).catch(e => failed(mapCard, e));
 

@@ -1,10 +1,12 @@
-// Search: filters in the query string, results newest first with duration
-// bars, errors and finding badges, and a duration-over-time scatter whose
-// brushed region goes to comparison/attribution.
+// Search: filters or a TraceQL query (state in the query string), results
+// newest first with duration bars, errors and finding badges, and a
+// duration-over-time scatter whose brushed region goes to the server's
+// group comparison and attribution.
 import { el, svg, clear, fmtMs, fmtTime, relTime, svcColor, rangePicker, rangeBounds, emptyState, badge } from './util.js';
 import { get } from './api.js';
 import { findingsForTraces } from './data.js';
 import { navigate, setParams } from './app.js';
+import { searchTraceQL, filtersToTraceQL, offsetOf, EXAMPLES } from './traceql.js';
 
 let abort = null;
 
@@ -15,12 +17,13 @@ export async function render({ params, root }) {
     minDuration: params.get('minDuration') || '', maxDuration: params.get('maxDuration') || '', status: params.get('status') || '',
     kind: params.get('kind') || '', attr: params.getAll('attr'), limit: params.get('limit') || '50', q: params.get('q') || '',
   };
+  let mode = st.q || params.get('mode') === 'traceql' ? 'traceql' : 'filters';
   const svcSel = el('select#f-service', { name: 'service', 'aria-label': 'Service' }, el('option', { value: '' }, 'All services'));
   const opSel = el('select#f-operation', { name: 'operation', 'aria-label': 'Operation' }, el('option', { value: '' }, 'All operations'));
   const minD = el('input#f-min', { name: 'minDuration', placeholder: 'e.g. 250ms', value: st.minDuration });
   const maxD = el('input#f-max', { name: 'maxDuration', placeholder: 'e.g. 2s', value: st.maxDuration });
   const status = el('select#f-status', { name: 'status' }, ['', 'error', 'ok', 'unset'].map(v => el('option', { value: v, selected: v === st.status }, v || 'any')));
-  const attrs = el('textarea#f-attrs', { name: 'attr', placeholder: 'http.route=/orders\nhttp.response.status_code>=500', value: st.attr.join('\n'), 'data-search-focus': '' });
+  const attrs = el('textarea#f-attrs', { name: 'attr', placeholder: 'http.route=/orders\nhttp.response.status_code>=500', value: st.attr.join('\n') });
   const limit = el('select#f-limit', { name: 'limit' }, ['20', '50', '100', '500'].map(v => el('option', { value: v, selected: v === st.limit }, v)));
   let range = st.range;
   const rangeBox = el('div');
@@ -30,16 +33,45 @@ export async function render({ params, root }) {
   };
   drawRange();
 
-  const tqlBox = el('div');
-  const form = el('form.filters.card', { onsubmit: e => { e.preventDefault(); submit(); } },
+  // TraceQL: Enter runs, Shift+Enter is a new line; errors show under the box.
+  const tql = el('textarea#f-tql', { name: 'q', rows: 3, spellcheck: false, autocomplete: 'off', value: st.q,
+    placeholder: '{ resource.service.name = "checkout" && status = error }', 'aria-describedby': 'tql-error',
+    onkeydown: e => { if (e.key === 'Enter' && !e.shiftKey) { e.preventDefault(); submit(); } },
+    oninput: () => { tqlErr.hidden = true; tql.removeAttribute('aria-invalid'); } });
+  const tqlErr = el('div#tql-error.tql-error', { role: 'alert', hidden: true });
+  const examples = el('div.tql-examples.small', el('span.muted', 'Examples: '),
+    EXAMPLES.map(([label, q]) => el('button.chip', { type: 'button', title: q, onclick: () => { tql.value = q; submit(); } }, label)));
+  const filterFields = el('div.mode-filters',
     el('label', { for: 'f-service' }, 'Service'), svcSel,
     el('label', { for: 'f-operation' }, 'Operation'), opSel,
-    el('label', 'Time range'), rangeBox,
     el('div.pair', el('div', el('label', { for: 'f-min' }, 'Min trace duration'), minD), el('div', el('label', { for: 'f-max' }, 'Max trace duration'), maxD)),
-    el('div.pair', el('div', el('label', { for: 'f-status' }, 'Span status'), status), el('div', el('label', { for: 'f-limit' }, 'Limit'), limit)),
+    el('label', { for: 'f-status' }, 'Span status'), status,
     el('label', { for: 'f-attrs' }, 'Attributes (one per line: key=value, key>=n, key=~regex)'), attrs,
-    el('div.actions', el('button.primary', { type: 'submit' }, 'Find traces'), el('button', { type: 'button', onclick: () => navigate('/search') }, 'Reset')),
-    tqlBox);
+    el('p.small', el('a#to-traceql', { href: '#', onclick: e => { e.preventDefault(); tql.value = filtersToTraceQL(query()); setMode('traceql'); } }, 'Edit these filters as TraceQL →')));
+  const tqlFields = el('div.mode-traceql',
+    el('label', { for: 'f-tql' }, 'TraceQL ', el('span.muted', '(Enter runs, Shift+Enter new line)')), tql, tqlErr, examples);
+  const tabs = el('div.tabs.mode-tabs', { role: 'tablist', 'aria-label': 'Search mode' });
+  const tabBtns = {};
+  for (const [k, label] of [['filters', 'Filters'], ['traceql', 'TraceQL']]) {
+    tabBtns[k] = el('button', { type: 'button', role: 'tab', id: 'tab-' + k, onclick: () => setMode(k) }, label);
+    tabs.append(tabBtns[k]);
+  }
+  const form = el('form.filters.card', { onsubmit: e => { e.preventDefault(); submit(); } },
+    tabs, filterFields, tqlFields,
+    el('label', 'Time range'), rangeBox,
+    el('label', { for: 'f-limit' }, 'Limit'), limit,
+    el('div.actions', el('button.primary#run', { type: 'submit' }, 'Find traces'), el('button', { type: 'button', onclick: () => navigate('/search' + (mode === 'traceql' ? '?mode=traceql' : '')) }, 'Reset')));
+  function setMode(m, focus = true) {
+    mode = m;
+    for (const [k, b] of Object.entries(tabBtns)) b.setAttribute('aria-selected', String(k === m));
+    filterFields.hidden = m !== 'filters';
+    tqlFields.hidden = m !== 'traceql';
+    // "/" focuses the box of the visible mode.
+    attrs.toggleAttribute('data-search-focus', m === 'filters');
+    tql.toggleAttribute('data-search-focus', m === 'traceql');
+    if (m === 'traceql' && focus) tql.focus();
+  }
+  setMode(mode, false);
   const scatterCard = el('section.card', el('h2', 'Duration over time', el('span.spacer'), el('span.muted.small', 'drag to select a region; click a dot to open')), el('div'));
   const results = el('section.card.results', el('h2', 'Traces'), el('div.loading', 'Searching…'));
   root.append(el('div.search-layout', form, el('div', scatterCard, results)));
@@ -62,11 +94,6 @@ export async function render({ params, root }) {
   loadOps(st.service);
   svcSel.addEventListener('change', () => { st.operation = ''; loadOps(svcSel.value); });
 
-  // TraceQL is answered by the Tempo-compatible API on its own port (3200
-  // by default), which this origin cannot call; ?q= still runs it when the
-  // server mounts /api/search here.
-  tqlBox.append(el('p.note', 'TraceQL: use the Tempo-compatible API (port 3200 by default) from Grafana or curl: /api/search?q={ … }.'));
-
   function query() {
     const [start, end] = rangeBounds(range);
     return {
@@ -77,17 +104,29 @@ export async function render({ params, root }) {
   }
 
   function submit() {
+    const lim = limit.value === '50' ? '' : limit.value;
+    if (mode === 'traceql') {
+      const text = tql.value.trim();
+      setParams({ service: '', operation: '', minDuration: '', maxDuration: '', status: '', attr: '', kind: '', mode: text ? '' : 'traceql', q: text, range, limit: lim });
+      runTraceQL(text || '{ }');
+      return;
+    }
     const q = query();
     setParams({ service: q.service, operation: q.operation, range, minDuration: q.minTraceDuration, maxDuration: q.maxTraceDuration,
-      status: q.status, attr: q.attr, limit: q.limit === '50' ? '' : q.limit, kind: q.kind });
+      status: q.status, attr: q.attr, limit: lim, kind: q.kind, q: '', mode: '' });
     run(q);
   }
 
-  async function run(q) {
+  function begin(text) {
     if (abort) abort.abort();
     abort = new AbortController();
-    const sig = abort.signal;
-    results.lastChild.replaceWith(el('div.loading', 'Searching…'));
+    results.lastChild.replaceWith(el('div.loading', text));
+    results.firstChild.textContent = 'Traces';
+    return abort.signal;
+  }
+
+  async function run(q) {
+    const sig = begin('Searching…');
     let body;
     try {
       body = await get('/api/v1/search', q, { signal: sig });
@@ -101,23 +140,46 @@ export async function render({ params, root }) {
   }
 
   async function runTraceQL(text) {
+    tqlErr.hidden = true;
+    tql.removeAttribute('aria-invalid');
     const [start, end] = rangeBounds(range);
-    results.lastChild.replaceWith(el('div.loading', 'Running TraceQL…'));
+    const sig = begin('Running TraceQL…');
+    let res;
     try {
-      const b = await get('/api/search', { q: text, start: Math.floor(start / 1000), end: Math.ceil(end / 1000), limit: limit.value });
-      const traces = (b.traces || []).map(t => ({
-        trace_id: t.traceID, root_service: t.rootServiceName || '', root_operation: t.rootTraceName || '',
-        start_time: new Date(Number(BigInt(t.startTimeUnixNano || '0') / 1000000n)).toISOString(), duration_ms: t.durationMs || 0,
-        span_count: 0, error_count: 0, services: [],
-      }));
-      show(traces, { start, end });
+      res = await searchTraceQL(text, { start, end, limit: limit.value, signal: sig });
     } catch (e) {
-      results.lastChild.replaceWith(el('div.error-box', el('strong', 'TraceQL failed'), el('p', e.message)));
+      if (e.name === 'AbortError') return;
+      showTraceQLError(text, e);
+      results.lastChild.replaceWith(emptyState(e.line ? 'The query does not parse' : 'TraceQL search failed', 'See the message under the query.'));
+      scatterCard.lastChild.replaceWith(el('div'));
+      return;
     }
+    show(res.traces, { start, end, limit: limit.value, traceql: true, partial: res.partial });
+  }
+
+  function showTraceQLError(text, e) {
+    clear(tqlErr);
+    if (e.line) {
+      const lines = text.split('\n');
+      const src = lines[e.line - 1] ?? '';
+      tqlErr.append(el('strong', `Line ${e.line}, column ${e.col}: `), el('span.msg', e.message),
+        el('pre.caret', src + '\n' + ' '.repeat(Math.max(0, e.col - 1)) + '^'));
+      tqlErr.dataset.line = e.line; tqlErr.dataset.col = e.col;
+      // Put the cursor where the parser stopped.
+      const off = offsetOf(text, e.line, e.col);
+      tql.focus();
+      tql.setSelectionRange(off, off);
+    } else {
+      tqlErr.append(el('strong', e.missing ? 'TraceQL is not available here: ' : 'Query failed: '), el('span.msg', e.message));
+      delete tqlErr.dataset.line; delete tqlErr.dataset.col;
+    }
+    tql.setAttribute('aria-invalid', 'true');
+    tqlErr.hidden = false;
   }
 
   function show(traces, q) {
     const list = el('div');
+    if (q.partial) list.append(el('p.note', q.partial));
     if (!traces.length) {
       list.append(emptyState('No traces match', 'Widen the time range or remove a filter.'));
       results.lastChild.replaceWith(list);
@@ -128,21 +190,26 @@ export async function render({ params, root }) {
     const maxDur = Math.max(...traces.map(t => t.duration_ms), 1e-9);
     const badgeSlots = new Map();
     for (const t of traces) {
-      const href = `/trace/${t.trace_id}`;
+      // A TraceQL hit opens at its first matched span.
+      const first = (t.matched || [])[0];
+      const href = `/trace/${t.trace_id}${first ? '?span=' + first.span_id : ''}`;
       const slot = el('span.badges');
       badgeSlots.set(t.trace_id, slot);
       const err = t.error_count > 0;
-      list.append(el('a.result', { href, 'data-row': '', 'data-trace': t.trace_id },
+      list.append(el('a.result', { href, 'data-row': '', 'data-trace': t.trace_id, 'data-start': t.start_time },
         el('div',
           el('div.title', t.root_service ? el('span', el('span.svc-dot', { style: { background: svcColor(t.root_service) } }), t.root_service + ': ') : null, t.root_operation || el('em.muted', 'root span missing')),
           el('div.meta', el('span', { title: fmtTime(t.start_time) }, relTime(t.start_time)), el('span', `${t.span_count} spans`),
-            err ? el('span.badge.err', `${t.error_count} error${t.error_count > 1 ? 's' : ''}`) : null, slot,
+            err ? el('span.badge.err', `${t.error_count} error${t.error_count > 1 ? 's' : ''}`) : null,
+            t.matched_count ? el('span.badge.plain.matched', { title: t.matched.map(s => `${s.name} (${fmtMs(s.duration_ms)})`).join('\n') },
+              `${t.matched_count} matched span${t.matched_count > 1 ? 's' : ''}${first ? ': ' + first.name : ''}`) : null,
+            slot,
             el('span.svcs', (t.services || []).slice(0, 6).map(s => el('span', el('span.svc-dot', { style: { background: svcColor(s.name) } }), s.name))))),
         el('div.right', el('b', fmtMs(t.duration_ms)), el('div.dbar' + (err ? '.err' : ''), el('i', { style: { width: Math.max(0.5, t.duration_ms / maxDur * 100) + '%' } })),
           el('div.small.muted.mono', t.trace_id.slice(0, 16)))));
     }
     results.lastChild.replaceWith(list);
-    scatterCard.lastChild.replaceWith(scatter(traces));
+    scatterCard.lastChild.replaceWith(scatter(traces, q));
     findingsForTraces(traces.slice(0, 100).map(t => t.trace_id), q).then(m => {
       for (const [id, fs] of m) {
         const slot = badgeSlots.get(id);
@@ -157,7 +224,7 @@ export async function render({ params, root }) {
     }).catch(() => {});
   }
 
-  function scatter(traces) {
+  function scatter(traces, q) {
     const W = 900, H = 190, L = 52, R = 10, T = 10, B = 24;
     const pts = traces.map(t => ({ t, x: Date.parse(t.start_time), y: t.duration_ms }));
     let x0 = Math.min(...pts.map(p => p.x)), x1 = Math.max(...pts.map(p => p.x));
@@ -185,7 +252,8 @@ export async function render({ params, root }) {
     });
     const brush = svg('rect', { class: 'brush', visibility: 'hidden' });
     root.append(brush);
-    const bar = el('div.row.small', el('span.muted', 'Select a region to compare slow or failing traces with the rest.'));
+    const hint = 'Select a region to compare it with the other traces of its endpoint, on the server.';
+    const bar = el('div.row.small.sel-bar', el('span.muted', hint));
     let drag = null, picked = [];
     const toSvg = ev => {
       const r = root.getBoundingClientRect();
@@ -215,21 +283,71 @@ export async function render({ params, root }) {
     });
     function drawBar() {
       clear(bar);
-      if (!picked.length) { bar.append(el('span.muted', 'Select a region to compare slow or failing traces with the rest.')); return; }
-      const sel = picked.map(p => p.t.trace_id);
-      const rest = pts.filter(p => !picked.includes(p)).map(p => p.t.trace_id);
-      const href = `/compare?ga=${sel.slice(0, 50).join(',')}&gb=${rest.slice(0, 50).join(',')}`;
-      bar.append(el('b', `${picked.length} selected`),
-        rest.length ? el('a', { href, id: 'send-compare' }, 'Compare with the other ' + rest.length + ' →') : el('span.muted', 'everything is selected'),
-        rest.length ? el('a', { href: href + '&tab=attribution' }, 'Attribute values over-represented →') : null,
-        picked.length === 1 ? el('a', { href: '/trace/' + sel[0] }, 'Open trace') : null);
+      if (!picked.length) { bar.append(el('span.muted', hint)); return; }
+      const g = groupFor(picked.map(p => p.t), traces, q);
+      bar.append(el('b', `${picked.length} selected`));
+      if (picked.length === 1) bar.append(el('a', { href: '/trace/' + picked[0].t.trace_id }, 'Open trace'));
+      if (!g) { bar.append(el('span.muted', 'no endpoint to compare: the selected traces have no root span')); return; }
+      bar.append(el('span.muted', g.label),
+        el('a#send-compare', { href: '/compare?' + g.compare }, 'Compare with the others →'),
+        el('a#send-attribution', { href: '/compare?' + g.compare + '&tab=attribution' }, 'What do they have in common? →'));
     }
     return el('div', root, bar);
   }
 
-  if (st.q) { runTraceQL(st.q); return () => { if (abort) abort.abort(); }; }
+  if (mode === 'traceql' && st.q) { runTraceQL(st.q); return () => { if (abort) abort.abort(); }; }
+  if (mode === 'traceql') { results.lastChild.replaceWith(emptyState('Write a TraceQL query', 'Or pick an example under the box.')); return () => {}; }
   const q0 = query();
   q0.service = st.service; q0.operation = st.operation;
   run(q0);
   return () => { if (abort) abort.abort(); };
+}
+
+/**
+ * The server compares groups of one endpoint (service + operation) chosen
+ * by time and duration, so a brushed region becomes: A (the selection) =
+ * the endpoint's traces in the selected time span and duration band, B
+ * (the baseline) = its traces in the whole search range on the other side
+ * of that band.
+ */
+export function groupFor(sel, all, q) {
+  const count = new Map();
+  for (const t of sel) if (t.root_service) {
+    const k = t.root_service + '\u0000' + t.root_operation;
+    count.set(k, (count.get(k) || 0) + 1);
+  }
+  if (!count.size) return null;
+  const [top, n] = [...count].sort((a, b) => b[1] - a[1])[0];
+  let [service, operation] = top.split('\u0000');
+  // Mixed endpoints: compare the service's entry spans, any operation.
+  if (n < sel.length / 2) operation = '';
+  // Bounds come from the traces of that endpoint only: the others in the
+  // region are not part of either side.
+  const mine = t => t.root_service === service && (!operation || t.root_operation === operation);
+  sel = sel.filter(mine);
+  all = all.filter(mine);
+  const durs = sel.map(t => t.duration_ms);
+  const lo = Math.min(...durs), hi = Math.max(...durs);
+  const times = sel.map(t => Date.parse(t.start_time));
+  const others = all.filter(t => !sel.includes(t)).map(t => t.duration_ms).sort((a, b) => a - b);
+  const median = others.length ? others[Math.floor(others.length / 2)] : 0;
+  const p = new URLSearchParams({ service });
+  if (operation) p.set('operation', operation);
+  p.set('start', String(Math.floor(q.start)));
+  if (q.end) p.set('end', String(Math.ceil(q.end)));
+  p.set('a_start', String(Math.min(...times)));
+  p.set('a_end', String(Math.max(...times) + 1));
+  const ms = v => String(Math.round(v * 1000) / 1000);
+  let label;
+  if (lo >= median) {
+    // The slow band: the baseline is everything faster.
+    p.set('a_min_duration', ms(lo));
+    p.set('b_max_duration', ms(lo * 0.999));
+    label = `${operation ? service + ': ' + operation : service} ≥ ${fmtMs(lo)}`;
+  } else {
+    p.set('a_max_duration', ms(hi));
+    p.set('b_min_duration', ms(hi * 1.001));
+    label = `${operation ? service + ': ' + operation : service} ≤ ${fmtMs(hi)}`;
+  }
+  return { service, operation, compare: p.toString(), label };
 }

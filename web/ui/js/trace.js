@@ -43,6 +43,8 @@ export async function render({ match, params, root }) {
     el('div', el('h1', rootN ? [el('span.svc-dot', { style: { background: svcColor(rootN.service) } }), rootN.service + ': ' + rootN.name] : 'Trace (no root span)'),
       el('div.ids', el('code#trace-id', id), copyBtn,
         el('a', { href: `/compare?a=${id}` }, 'Compare with…'),
+        rootN ? el('a#cmp-endpoint', { href: endpointCompare(rootN, model.duration), title: 'Compare this endpoint\'s traces like this one (failed, or as slow) with the others of the last hour, on the server' },
+          rootN.err ? 'Failed vs successful' : 'Slow vs the rest') : null,
         rootN ? el('a', { href: `/search?service=${encodeURIComponent(rootN.service)}&operation=${encodeURIComponent(rootN.name)}` }, 'Similar traces') : null)),
     el('span.spacer'),
     el('div.facts', el('span', el('b', fmtMs(model.duration)), ' duration'), el('span', el('b', String(model.nodes.length)), ' spans'),
@@ -417,3 +419,14 @@ export function onKey(e) {
   return true;
 }
 
+/** The group comparison of this trace's endpoint that its own shape suggests. */
+function endpointCompare(root, durMs) {
+  const p = new URLSearchParams({ service: root.service, operation: root.name, start: '1h' });
+  if (root.err) { p.set('a_status', 'error'); p.set('b_status', 'ok'); }
+  else {
+    const t = Math.round(durMs * 0.8 * 1000) / 1000;
+    p.set('a_min_duration', String(t));
+    p.set('b_max_duration', String(Math.max(0, t - 0.001)));
+  }
+  return '/compare?' + p;
+}

@@ -61,6 +61,8 @@ export function fmtPct(r, digits = 1) {
 export function fmtRate(perSec) {
   if (perSec == null || isNaN(perSec)) return '–';
   if (perSec === 0) return '0/s';
+  // A handful of calls an hour would read "0.0/min".
+  if (perSec < 0.1 / 60) return (perSec * 3600).toFixed(perSec * 3600 < 10 ? 1 : 0) + '/h';
   if (perSec < 0.1) return (perSec * 60).toFixed(1) + '/min';
   return perSec.toFixed(perSec < 10 ? 2 : 0) + '/s';
 }
