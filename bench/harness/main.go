@@ -59,6 +59,7 @@ func main() {
 		genCPU    = flag.String("gen-cpu", "1", "taskset CPU list of the load generator")
 		keep      = flag.Bool("keep", false, "keep the data directory")
 		asJSON    = flag.Bool("json", false, "print the report as JSON")
+		srvArgs   = flag.String("server-args", "", "extra server flags, space separated (e.g. \"--analytics=false --analysis=false\" to measure what analysis costs)")
 	)
 	flag.Parse()
 	work, err := os.MkdirTemp("", "tracedx-bench-")
@@ -88,6 +89,7 @@ func main() {
 	} else {
 		args = append(args, "-data-dir", dataDir, "-store", *store, "-otlp-grpc-addr", grpcAddr, "-otlp-http-addr", httpAddr)
 	}
+	args = append(args, strings.Fields(*srvArgs)...)
 	step("starting " + strings.Join(append([]string{"taskset"}, args...), " "))
 	srv := exec.Command("taskset", args...)
 	srv.Stdout, srv.Stderr = os.Stderr, os.Stderr

@@ -75,20 +75,40 @@ func Traces(rng *rand.Rand, nTraces int, base time.Time) ptrace.Traces {
 			status = 500
 		}
 		httpServer(root, tid, rootID, pcommon.SpanID{}, "GET "+route, route, status, start, start.Add(rootDur), rng)
-		parents := []pcommon.SpanID{rootID}
+		// Children nest inside their parents and every HTTP call is answered
+		// by a SERVER span of the called service, as instrumented services
+		// produce: the per-trace detectors then find what real traffic
+		// shows (an occasional N+1 or gap), not a finding per span.
+		type server struct {
+			id         pcommon.SpanID
+			svc        int
+			start, end time.Time
+		}
+		servers := []server{{rootID, 0, start, start.Add(rootDur)}}
 		for i := 1; i < n; i++ {
-			parent := parents[rng.IntN(len(parents))]
-			svc := 1 + rng.IntN(len(services)-1)
-			off := time.Duration(rng.IntN(int(rootDur/2))) + time.Millisecond
-			dur := time.Duration(1+rng.IntN(int(rootDur/time.Millisecond)/3+1)) * time.Millisecond
-			sp := spansOf(svc).AppendEmpty()
-			id := newSpanID(rng)
-			if i%3 == 1 {
-				httpClient(sp, tid, id, parent, services[svc].name, start.Add(off), start.Add(off+dur), rng)
-				parents = append(parents, id)
-			} else {
-				dbClient(sp, tid, id, parent, start.Add(off), start.Add(off+dur), rng)
+			p := servers[rng.IntN(len(servers))]
+			pdur := p.end.Sub(p.start)
+			off := time.Duration(rng.Int64N(int64(pdur)*3/5 + 1))
+			dur := time.Duration(rng.Int64N(int64(pdur-off)/2+1)) + 200*time.Microsecond
+			cs, ce := p.start.Add(off), p.start.Add(off+dur)
+			if ce.After(p.end) {
+				ce = p.end
 			}
+			id := newSpanID(rng)
+			if i%3 == 1 && i+1 < n {
+				target := 1 + rng.IntN(len(services)-1)
+				httpClient(spansOf(p.svc).AppendEmpty(), tid, id, p.id, services[target].name, cs, ce, rng)
+				// The callee's SERVER span sits inside the client span, less
+				// the network time.
+				net := ce.Sub(cs) / 10
+				srvID := newSpanID(rng)
+				srvRoute := "/internal/v1/reserve/{id}"
+				httpServer(spansOf(target).AppendEmpty(), tid, srvID, id, "POST "+srvRoute, srvRoute, 200, cs.Add(net), ce.Add(-net), rng)
+				servers = append(servers, server{srvID, target, cs.Add(net), ce.Add(-net)})
+				i++
+				continue
+			}
+			dbClient(spansOf(p.svc).AppendEmpty(), tid, id, p.id, cs, ce, rng)
 		}
 	}
 	return td
