@@ -88,7 +88,7 @@ func TestMemoryAndAnalyticsSettings(t *testing.T) {
 		t.Errorf("GOMEMLIMIT must be honoured when memory_limit is unset: %d %s", l, src)
 	}
 	l, src := def.EffectiveMemoryLimit("")
-	if src != "default" || l != def.Storage.HeadMaxBytes*5/4+128<<20 {
+	if src != "default" || l != def.Storage.HeadMaxBytes*5/4+96<<20 {
 		t.Errorf("derived limit: %d %s", l, src)
 	}
 	def.Storage.HeadMaxBytes *= 4

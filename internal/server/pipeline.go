@@ -2,6 +2,7 @@ package server
 
 import (
 	"context"
+	"fmt"
 	"log/slog"
 	"math"
 	"math/rand/v2"
@@ -11,9 +12,11 @@ import (
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
+	"gopkg.in/yaml.v3"
 
 	"github.com/tracedx/tracedx/internal/analyze"
 	"github.com/tracedx/tracedx/internal/baseline"
+	"github.com/tracedx/tracedx/internal/config"
 	"github.com/tracedx/tracedx/internal/model"
 )
 
@@ -57,6 +60,7 @@ type pipeline struct {
 	cpu                     atomic.Int64  // worker CPU, ns
 	keepBits                atomic.Uint64 // float64: share of traces fully processed
 	findings                findingSink
+	detectors               []analyze.Detector // nil: the defaults
 
 	// worker-only state
 	lastTick          time.Time
@@ -247,7 +251,25 @@ func nextKeep(keep, share float64, wall, procCPU, workerCPU time.Duration, procs
 
 // analyze runs every detector with the server's history.
 func (p *pipeline) analyze(spans []model.Span) analyze.Result {
-	return analyze.Analyze(spans, analyze.Options{History: p.history})
+	return analyze.Analyze(spans, analyze.Options{History: p.history, Detectors: p.detectors})
+}
+
+// detectorsOf builds the detectors once from analysis.detectors (nil: the
+// defaults). Detectors hold only their thresholds, so the worker and the
+// API's on-demand analyses share them.
+func detectorsOf(cfg config.Analysis) ([]analyze.Detector, error) {
+	if cfg.Detectors.Kind == 0 {
+		return nil, nil
+	}
+	doc, err := yaml.Marshal(&cfg.Detectors)
+	if err != nil {
+		return nil, fmt.Errorf("analysis.detectors: %w", err)
+	}
+	ds, err := analyze.LoadDetectorConfig(doc)
+	if err != nil {
+		return nil, fmt.Errorf("analysis.detectors: %w", err)
+	}
+	return ds, nil
 }
 
 // TraceFindings implements v1.FindingsLookup.

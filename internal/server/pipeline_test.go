@@ -2,14 +2,20 @@ package server
 
 import (
 	"context"
+	"fmt"
 	"io"
 	"log/slog"
 	"math"
 	"math/rand/v2"
+	"os"
+	"path/filepath"
+	"reflect"
+	"strings"
 	"testing"
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
+	"gopkg.in/yaml.v3"
 
 	"github.com/tracedx/tracedx/internal/analyze"
 	"github.com/tracedx/tracedx/internal/baseline"
@@ -175,5 +181,88 @@ func TestRateSamplerKeepsAboutTheRate(t *testing.T) {
 		if !all.keep(t0, rng) {
 			t.Fatal("perSecond 0 must keep everything")
 		}
+	}
+}
+
+func TestDetectorThresholdsFromConfig(t *testing.T) {
+	var an config.Analysis
+	if err := yaml.Unmarshal([]byte("detectors:\n  n_plus_one_query: {min_repetitions: 3}\n  idle_gap: false\n"), &an); err != nil {
+		t.Fatal(err)
+	}
+	ds, err := detectorsOf(an)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, d := range ds {
+		if d.Kind() == "idle_gap" {
+			t.Error("idle_gap switched off in the config, still run")
+		}
+	}
+
+	// Three identical queries of 30 ms under one handler: below the default
+	// of 5 repetitions, an N+1 with min_repetitions 3.
+	start := uint64(time.Now().Add(-time.Second).UnixNano())
+	tr := model.TraceID{7}
+	spans := []model.Span{{TraceID: tr, SpanID: model.SpanID{1}, Service: "orders", Name: "GET /orders", Kind: model.KindServer,
+		StartUnixNano: start, EndUnixNano: start + 100e6}}
+	for i := range 3 {
+		s := model.Span{TraceID: tr, SpanID: model.SpanID{byte(i + 2)}, ParentSpanID: model.SpanID{1}, Service: "orders",
+			Name: "SELECT customers", Kind: model.KindClient, StartUnixNano: start + uint64(i)*31e6, EndUnixNano: start + uint64(i)*31e6 + 30e6}
+		s.Attrs = model.Attrs{{Key: "db.system", Value: model.Str("postgresql")},
+			{Key: "db.query.text", Value: model.Str(fmt.Sprintf("SELECT * FROM customers WHERE id = %d", 40+i))}}
+		spans = append(spans, s)
+	}
+	has := func(res analyze.Result) bool {
+		for _, f := range res.Findings {
+			if f.Kind == "n_plus_one_query" {
+				return true
+			}
+		}
+		return false
+	}
+	p := testPipeline(t, nil)
+	if has(p.analyze(spans)) {
+		t.Fatal("default thresholds: 3 queries reported as N+1")
+	}
+	p.detectors = ds
+	if !has(p.analyze(spans)) {
+		t.Fatal("min_repetitions 3 from the config not applied")
+	}
+
+	if err := yaml.Unmarshal([]byte("detectors:\n  n_plus_one: {min_repetitions: 3}\n"), &an); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := detectorsOf(an); err == nil || !strings.Contains(err.Error(), "n_plus_one") {
+		t.Fatalf("unknown kind accepted or not named: %v", err)
+	}
+}
+
+// TestDocumentedConfigLoads keeps docs/configuration.md true: its YAML
+// block is the default configuration and its detector section loads.
+func TestDocumentedConfigLoads(t *testing.T) {
+	doc, err := os.ReadFile("../../docs/configuration.md")
+	if err != nil {
+		t.Fatal(err)
+	}
+	_, rest, ok := strings.Cut(string(doc), "```yaml\n")
+	block, _, ok2 := strings.Cut(rest, "```")
+	if !ok || !ok2 {
+		t.Fatal("no yaml block in docs/configuration.md")
+	}
+	file := filepath.Join(t.TempDir(), "tracedx.yaml")
+	if err := os.WriteFile(file, []byte(block), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	cfg, err := config.Load([]string{"--config", file}, nil)
+	if err != nil {
+		t.Fatalf("documented file: %v", err)
+	}
+	if _, err := detectorsOf(cfg.Analysis); err != nil {
+		t.Fatalf("documented detectors: %v", err)
+	}
+	def := config.Default()
+	cfg.Analysis.Detectors, def.Analysis.Detectors = yaml.Node{}, yaml.Node{}
+	if !reflect.DeepEqual(cfg, def) {
+		t.Errorf("the documented file is not the defaults:\n doc %+v\n def %+v", cfg, def)
 	}
 }

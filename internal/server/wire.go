@@ -65,6 +65,9 @@ func New(ctx context.Context, cfg config.Config, log *slog.Logger) (*Server, err
 	s.reg.MustRegister(metrics, graph)
 
 	pipe := newPipeline(s, history)
+	if pipe.detectors, err = detectorsOf(cfg.Analysis); err != nil {
+		return nil, err
+	}
 	fs, err := findingstore.Open(findingstore.Options{Dir: dir("findings"), SyncInterval: 200 * time.Millisecond, Logger: log})
 	if err != nil {
 		return nil, err
