@@ -151,8 +151,11 @@ func run(s sender, ts []*gen.Template, workers int, d time.Duration, rate float6
 				buf = t.Fill(buf, rng)
 				t0 := time.Now()
 				rejected, err := s.send(ctx, buf, &scratch)
-				if ctx.Err() != nil && err != nil {
-					return // cut off by the end of the run, not a server error
+				// gRPC enforces the deadline with its own timer, which can fire
+				// before ctx's: an error at or after the deadline is the run's
+				// end cutting the request off, not a server error.
+				if deadline, _ := ctx.Deadline(); err != nil && (ctx.Err() != nil || !time.Now().Before(deadline)) {
+					return
 				}
 				lat[w] = append(lat[w], time.Since(t0))
 				requests.Add(1)
