@@ -74,7 +74,7 @@ func New(ctx context.Context, cfg config.Config, log *slog.Logger) (*Server, err
 	}
 	s.closers = append(s.closers, fs.Close)
 	s.background = append(s.background, func(ctx context.Context) { fs.Run(ctx) })
-	sys := systemic.New(systemic.Config{}, fs, nil, log)
+	sys := systemic.New(systemic.Config{Dir: dir("systemic")}, fs, nil, log)
 	s.background = append(s.background, func(ctx context.Context) { sys.Run(ctx) })
 	pipe.findings = &storedFindings{fs: fs, sys: sys}
 

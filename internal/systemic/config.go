@@ -5,6 +5,14 @@ import "time"
 // Config holds the thresholds of the cross-trace patterns. Zero fields take
 // the defaults of shared/patterns.md (see Defaults).
 type Config struct {
+	// Dir keeps a snapshot (systemic.gob.gz) of the baselines, windows,
+	// known exception types and open findings across restarts ("": memory
+	// only). An unreadable snapshot is renamed *.corrupt and ignored.
+	Dir string
+	// SnapshotInterval is how often Run writes the snapshot (default 1 min;
+	// it is also written when Run ends).
+	SnapshotInterval time.Duration
+
 	// Bucket is the time resolution of the sliding windows.
 	Bucket time.Duration
 	// EvalInterval is how often Run evaluates the patterns.
@@ -102,6 +110,7 @@ func (c Config) withDefaults() Config {
 		}
 	}
 	dur(&c.Bucket, d.Bucket)
+	dur(&c.SnapshotInterval, time.Minute)
 	dur(&c.EvalInterval, d.EvalInterval)
 	dur(&c.BaselineHalfLife, d.BaselineHalfLife)
 	dur(&c.MinBaseline, d.MinBaseline)

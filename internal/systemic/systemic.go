@@ -13,6 +13,15 @@
 // Windows are on the observation clock (when traces complete), which makes
 // rates immune to late spans; the two sub-minute patterns (stampede, auth
 // race) cluster on the spans' own timestamps.
+//
+// With Config.Dir set the state that detection depends on (baselines,
+// window buckets, known exception types, open finding keys, the start of
+// warmup) is snapshotted there every SnapshotInterval and when Run ends,
+// atomically, and restored by New, so a restart neither blinds the
+// baseline patterns for MinBaseline, nor relearns exception types, nor
+// reports an ongoing finding twice. The downtime is cut out of the
+// observation timeline on restore; after a downtime longer than the
+// longest window the windows restart empty (see persist.go).
 package systemic
 
 import (
@@ -58,6 +67,16 @@ type Detector struct {
 	// scratch of Observe
 	misses   []cacheMiss
 	clockNow time.Time
+
+	// Persistence (persist.go). lastSeen is the latest observation-clock
+	// time of Observe or Evaluate; resumePending marks a restored state
+	// whose downtime is cut out at the next of them; windowsFrom, when
+	// set, is when windows restarted empty after a long downtime.
+	lastSeen      time.Time
+	resumePending bool
+	resumes       int // resume calls, so capture notices one mid-copy
+	windowsFrom   time.Time
+	snapMu        sync.Mutex
 }
 
 type opKey struct{ service, op string }
@@ -76,22 +95,38 @@ func New(cfg Config, sink Sink, clock func() time.Time, log *slog.Logger) *Detec
 	if log == nil {
 		log = slog.Default()
 	}
-	return &Detector{cfg: cfg.withDefaults(), sink: sink, clock: clock, log: log.With("component", "systemic"),
+	d := &Detector{cfg: cfg.withDefaults(), sink: sink, clock: clock, log: log.With("component", "systemic"),
 		ops: map[opKey]*series{}, roots: map[opKey]*series{}, errTypes: map[[2]string]time.Time{},
 		stampede: map[[2]string]*ring{}, auth: map[string]*authState{}, pending: map[string]Finding{}, open: map[string]*openKey{}}
+	d.restore()
+	return d
 }
 
 // Config returns the effective configuration.
 func (d *Detector) Config() Config { return d.cfg }
 
-// Run evaluates every EvalInterval and stores the findings until ctx ends.
+// Run evaluates every EvalInterval and stores the findings until ctx ends;
+// with a Dir it snapshots every SnapshotInterval and on the way out.
 func (d *Detector) Run(ctx context.Context) {
 	t := time.NewTicker(d.cfg.EvalInterval)
 	defer t.Stop()
+	var snap <-chan time.Time
+	if d.cfg.Dir != "" {
+		st := time.NewTicker(d.cfg.SnapshotInterval)
+		defer st.Stop()
+		snap = st.C
+	}
 	for {
 		select {
 		case <-ctx.Done():
+			if err := d.Snapshot(); err != nil {
+				d.log.Warn("saving systemic history", "err", err)
+			}
 			return
+		case <-snap:
+			if err := d.Snapshot(); err != nil {
+				d.log.Warn("saving systemic history", "err", err)
+			}
 		case <-t.C:
 			fs := d.Evaluate(d.clock())
 			if len(fs) == 0 || d.sink == nil {
@@ -333,6 +368,7 @@ func (d *Detector) Observe(now time.Time, spans []model.Span) {
 	}
 	d.mu.Lock()
 	defer d.mu.Unlock()
+	d.seen(now)
 	if d.started.IsZero() {
 		d.started = now
 	}
@@ -488,6 +524,7 @@ func (d *Detector) observeErrorType(now time.Time, s *model.Span) {
 func (d *Detector) Evaluate(now time.Time) []Finding {
 	d.mu.Lock()
 	defer d.mu.Unlock()
+	d.seen(now)
 	active := map[string]Finding{}
 	closeAfter := map[string]time.Duration{}
 	add := func(f Finding, w time.Duration) {
@@ -716,10 +753,14 @@ func (d *Detector) evalLatency(now time.Time, add func(Finding, time.Duration)) 
 }
 
 func (d *Detector) evalRoots(now time.Time, add func(Finding, time.Duration)) {
+	// After a long downtime the windows restart empty: an empty or
+	// partly filled window is no evidence of a drop or of a missing
+	// service until it spans fresh data only.
+	fresh := func(w time.Duration) bool { return d.windowsFrom.IsZero() || now.Sub(d.windowsFrom) >= w }
 	for k, s := range d.roots {
 		ready := d.baselineReady(s)
 		// throughput_drop: also evaluated with no traffic at all.
-		if ready && now.Sub(s.created) >= d.cfg.MinBaseline+d.cfg.ThroughputWindow {
+		if ready && now.Sub(s.created) >= d.cfg.MinBaseline+d.cfg.ThroughputWindow && fresh(d.cfg.ThroughputWindow) {
 			w := d.window(s, now, d.cfg.ThroughputWindow)
 			expected := s.base.n / s.baseSec * d.cfg.ThroughputWindow.Seconds()
 			if expected >= d.cfg.MinExpected && w.n < d.cfg.ThroughputFactor*expected {
@@ -742,7 +783,7 @@ func (d *Detector) evalRoots(now time.Time, add func(Finding, time.Duration)) {
 		}
 		// missing_service
 		w := d.window(s, now, d.cfg.MissingWindow)
-		if w.n >= float64(d.cfg.MinSamples) {
+		if w.n >= float64(d.cfg.MinSamples) && fresh(d.cfg.MissingWindow) {
 			var gone []string
 			for svc, c := range s.base.services {
 				if c/s.base.n >= d.cfg.MissingPresence && w.services[svc] == 0 {
