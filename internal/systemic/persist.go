@@ -286,6 +286,11 @@ func writeAtomic(dir, name string, data []byte) error {
 		return fmt.Errorf("systemic snapshot: %w", err)
 	}
 	defer os.Remove(tmp.Name()) // after a successful rename there is nothing to remove
+	// CreateTemp makes 0600 files; the rest of the data directory is 0644.
+	if err := tmp.Chmod(0o644); err != nil {
+		tmp.Close()
+		return fmt.Errorf("systemic snapshot: %w", err)
+	}
 	if _, err := tmp.Write(data); err != nil {
 		tmp.Close()
 		return fmt.Errorf("systemic snapshot: writing %s: %w", tmp.Name(), err)
