@@ -399,10 +399,6 @@ func (b *blockBuilder) finish() (blockMeta, error) {
 	if err != nil {
 		return fail(fmt.Errorf("encode index: %w", err))
 	}
-	if err := writeFile(b.bw, fileIndex, idx); err != nil {
-		return fail(err)
-	}
-	b.meta.IndexBytes = int64(len(idx))
 	b.meta.Catalog = b.cat.export()
 	if b.rcat == nil {
 		// Converted from level-0 blocks: their catalogs were merged into cat.
@@ -411,18 +407,28 @@ func (b *blockBuilder) finish() (blockMeta, error) {
 		b.meta.Catalog.Operations = append(b.meta.Catalog.Operations, rc.Operations...)
 		b.meta.Catalog.Attrs = append(b.meta.Catalog.Attrs, rc.Attrs...)
 	}
-	mj, err := json.Marshal(&b.meta)
-	if err != nil {
-		return fail(fmt.Errorf("encode meta: %w", err))
-	}
-	if err := writeFile(b.bw, fileMeta, mj); err != nil {
+	if err := commitBlock(b.bw, &b.meta, idx); err != nil {
 		return fail(err)
 	}
-	if err := b.bw.Commit(); err != nil {
-		b.bw.Abort()
-		return blockMeta{}, err
-	}
 	return b.meta, nil
+}
+
+// commitBlock writes a finished block's index, then its meta.json (the
+// file that makes a block complete), and commits it. The caller aborts the
+// builder on error.
+func commitBlock(bw BlockWriter, meta *blockMeta, idx []byte) error {
+	if err := writeFile(bw, fileIndex, idx); err != nil {
+		return err
+	}
+	meta.IndexBytes = int64(len(idx))
+	mj, err := json.Marshal(meta)
+	if err != nil {
+		return fmt.Errorf("encode meta: %w", err)
+	}
+	if err := writeFile(bw, fileMeta, mj); err != nil {
+		return err
+	}
+	return bw.Commit()
 }
 
 func writeFile(bw BlockWriter, name string, p []byte) error {

@@ -5,7 +5,6 @@ import (
 	"container/heap"
 	"context"
 	"encoding/binary"
-	"encoding/json"
 	"fmt"
 	"hash/crc32"
 	"io"
@@ -414,21 +413,9 @@ func (lb *l0Builder) finish() (blockMeta, error) {
 	if err != nil {
 		return fail(fmt.Errorf("encode index: %w", err))
 	}
-	if err := writeFile(lb.bw, fileIndex, idx); err != nil {
-		return fail(err)
-	}
-	lb.meta.IndexBytes = int64(len(idx))
 	lb.meta.Catalog = lb.rcat.export(lb.meta.MinTime, lb.meta.MaxTime)
-	mj, err := json.Marshal(&lb.meta)
-	if err != nil {
-		return fail(fmt.Errorf("encode meta: %w", err))
-	}
-	if err := writeFile(lb.bw, fileMeta, mj); err != nil {
+	if err := commitBlock(lb.bw, &lb.meta, idx); err != nil {
 		return fail(err)
-	}
-	if err := lb.bw.Commit(); err != nil {
-		lb.bw.Abort()
-		return blockMeta{}, err
 	}
 	return lb.meta, nil
 }
