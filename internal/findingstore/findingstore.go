@@ -257,17 +257,12 @@ func (s *Store) mergeLocked() {
 	p := s.pending
 	sort.Slice(p, func(i, j int) bool { return after(p[j], p[i]) })
 	s.entries = mergeByTime(s.entries, p)
-	var byKind, byService map[string][]*entry
-	group := func(m *map[string][]*entry, key string, e *entry) {
-		if *m == nil {
-			*m = map[string][]*entry{}
-		}
-		(*m)[key] = append((*m)[key], e)
-	}
+	// Grouping the sorted batch keeps each group sorted.
+	byKind, byService := map[string][]*entry{}, map[string][]*entry{}
 	for _, e := range p {
-		group(&byKind, e.kind, e)
+		byKind[e.kind] = append(byKind[e.kind], e)
 		if e.service != "" {
-			group(&byService, e.service, e)
+			byService[e.service] = append(byService[e.service], e)
 		}
 	}
 	for k, list := range byKind {
