@@ -182,6 +182,22 @@ func (s *series) weight() float64 {
 // for baselines. Saved is the observation clock (lastSeen), never the
 // wall clock: resume measures the downtime on the clock the windows use.
 func (d *Detector) capture() *snapshot {
+	for {
+		snap, resumes := d.captureOnce()
+		d.mu.Lock()
+		same := d.resumes == resumes
+		d.mu.Unlock()
+		if same {
+			return snap
+		}
+		// The downtime was cut out while copying, so part of the copy is
+		// on the old timeline. Rare (a snapshot racing the first trace
+		// after a restore); copy everything again.
+	}
+}
+
+// captureOnce copies the state, and returns the resume count it started at.
+func (d *Detector) captureOnce() (*snapshot, int) {
 	d.mu.Lock()
 	snap := &snapshot{Version: snapshotVersion, Saved: d.lastSeen, Started: d.started}
 	for k, t := range d.errTypes {
@@ -215,17 +231,7 @@ func (d *Detector) capture() *snapshot {
 		return out
 	}
 	snap.Ops, snap.Roots = copyAll(ops), copyAll(roots)
-	d.mu.Lock()
-	defer d.mu.Unlock()
-	if d.resumes != resumes {
-		// The downtime was cut out while copying: part of the copy is on
-		// the old timeline. Rare (a snapshot racing the first trace after
-		// a restore); copy again in one go.
-		snap.Saved = d.lastSeen
-		snap.Ops = copySeries(snapSeriesOf(d.ops))
-		snap.Roots = copySeries(snapSeriesOf(d.roots))
-	}
-	return snap
+	return snap, resumes
 }
 
 // snapSeriesOf lists the series worth writing, the busiest first when
@@ -245,14 +251,6 @@ func snapSeriesOf(m map[opKey]*series) []*series {
 		list = list[:maxSnapshotSeries]
 	}
 	return list
-}
-
-func copySeries(list []*series) []snapSeries {
-	out := make([]snapSeries, len(list))
-	for i, s := range list {
-		out[i] = toSnapSeries(s)
-	}
-	return out
 }
 
 // Snapshot writes the state to Config.Dir now (a no-op without a Dir).
