@@ -74,7 +74,7 @@ func Traces(rng *rand.Rand, nTraces int, base time.Time) ptrace.Traces {
 		if rng.IntN(50) == 0 {
 			status = 500
 		}
-		httpServer(root, tid, rootID, pcommon.SpanID{}, "GET "+route, route, status, start, start.Add(rootDur), rng)
+		httpServer(root, tid, rootID, pcommon.SpanID{}, "GET", route, status, start, start.Add(rootDur), rng)
 		// Children nest inside their parents and every HTTP call is answered
 		// by a SERVER span of the called service, as instrumented services
 		// produce: the per-trace detectors then find what real traffic
@@ -103,7 +103,7 @@ func Traces(rng *rand.Rand, nTraces int, base time.Time) ptrace.Traces {
 				net := ce.Sub(cs) / 10
 				srvID := newSpanID(rng)
 				srvRoute := "/internal/v1/reserve/{id}"
-				httpServer(spansOf(target).AppendEmpty(), tid, srvID, id, "POST "+srvRoute, srvRoute, 200, cs.Add(net), ce.Add(-net), rng)
+				httpServer(spansOf(target).AppendEmpty(), tid, srvID, id, "POST", srvRoute, 200, cs.Add(net), ce.Add(-net), rng)
 				servers = append(servers, server{srvID, target, cs.Add(net), ce.Add(-net)})
 				i++
 				continue
@@ -141,10 +141,10 @@ func common(sp ptrace.Span, tid pcommon.TraceID, id, parent pcommon.SpanID, name
 	sp.SetEndTimestamp(pcommon.NewTimestampFromTime(end))
 }
 
-func httpServer(sp ptrace.Span, tid pcommon.TraceID, id, parent pcommon.SpanID, name, route string, status int64, start, end time.Time, rng *rand.Rand) {
-	common(sp, tid, id, parent, name, ptrace.SpanKindServer, start, end)
+func httpServer(sp ptrace.Span, tid pcommon.TraceID, id, parent pcommon.SpanID, method, route string, status int64, start, end time.Time, rng *rand.Rand) {
+	common(sp, tid, id, parent, method+" "+route, ptrace.SpanKindServer, start, end)
 	a := sp.Attributes()
-	a.PutStr("http.request.method", "GET")
+	a.PutStr("http.request.method", method)
 	a.PutStr("http.route", route)
 	a.PutStr("url.path", fmt.Sprintf("/api/orders/%d", 10000+rng.IntN(90000)))
 	a.PutStr("url.scheme", "https")
