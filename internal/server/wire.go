@@ -41,6 +41,11 @@ func New(ctx context.Context, cfg config.Config, log *slog.Logger) (*Server, err
 		}
 	}()
 	dir := func(sub string) string { return filepath.Join(cfg.DataDir, sub) }
+	// A bad detector config is refused before anything is opened.
+	detectors, err := detectorsOf(cfg.Analysis)
+	if err != nil {
+		return nil, err
+	}
 
 	// Analytics first: the store's completion hook feeds them.
 	metrics, err := red.New(red.Options{Dir: dir("metrics"), Retention: cfg.Analysis.MetricsRetention}, log.With("component", "red"))
@@ -65,9 +70,7 @@ func New(ctx context.Context, cfg config.Config, log *slog.Logger) (*Server, err
 	s.reg.MustRegister(metrics, graph)
 
 	pipe := newPipeline(s, history)
-	if pipe.detectors, err = detectorsOf(cfg.Analysis); err != nil {
-		return nil, err
-	}
+	pipe.detectors = detectors
 	fs, err := findingstore.Open(findingstore.Options{Dir: dir("findings"), SyncInterval: 200 * time.Millisecond, Logger: log})
 	if err != nil {
 		return nil, err
