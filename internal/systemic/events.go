@@ -162,20 +162,12 @@ func missOf(s *model.Span, spans []model.Span) (string, bool) {
 	if key == "" {
 		return "", false
 	}
+	var hit *model.Value
 	if v, ok := s.Attrs.Get("cache.hit"); ok {
-		if v.Type == model.TypeBool {
-			return key, !v.Bool
-		}
-		return key, strings.EqualFold(v.AsString(), "false")
+		hit = &v
 	}
-	if r := strings.ToLower(s.Attrs.Str("cache.result", "cache.status")); r != "" {
-		return key, r == "miss"
-	}
-	for i := range s.Events {
-		switch strings.ToLower(s.Events[i].Name) {
-		case "miss", "cache_miss", "cache.miss":
-			return key, true
-		}
+	if miss, marked := missMark(s, hit); marked {
+		return key, miss
 	}
 	// A GET later followed by a SET of the same key under the same parent
 	// is a miss that was filled.
@@ -191,6 +183,28 @@ func missOf(s *model.Span, spans []model.Span) (string, bool) {
 		}
 	}
 	return key, false
+}
+
+// missMark reads what a cache span says of itself: cache.hit (hit, nil
+// when absent), else cache.result / cache.status, else a miss event.
+// marked is false when it says nothing.
+func missMark(s *model.Span, hit *model.Value) (miss, marked bool) {
+	if hit != nil {
+		if hit.Type == model.TypeBool {
+			return !hit.Bool, true
+		}
+		return strings.EqualFold(hit.AsString(), "false"), true
+	}
+	if r := strings.ToLower(s.Attrs.Str("cache.result", "cache.status")); r != "" {
+		return r == "miss", true
+	}
+	for i := range s.Events {
+		switch strings.ToLower(s.Events[i].Name) {
+		case "miss", "cache_miss", "cache.miss":
+			return true, true
+		}
+	}
+	return false, false
 }
 
 func (d *Detector) observeCache(s *model.Span, spans []model.Span) {
@@ -322,47 +336,9 @@ type authState struct {
 	seen  time.Time
 }
 
-// authStatus classifies a call's answer: auth failure, success, or neither.
-func authStatus(s *model.Span) (code int, fail, ok bool) {
-	if v, present := s.Attrs.First("http.response.status_code", "http.status_code"); present {
-		c, _ := v.AsInt()
-		switch {
-		case c == 401 || c == 403:
-			return int(c), true, true
-		case c >= 200 && c < 400:
-			return int(c), false, true
-		}
-		return int(c), false, false
-	}
-	if v, present := s.Attrs.Get("rpc.grpc.status_code"); present {
-		c, _ := v.AsInt()
-		switch c {
-		case 16, 7: // UNAUTHENTICATED, PERMISSION_DENIED
-			return int(c), true, true
-		case 0:
-			return 0, false, true
-		}
-	}
-	return 0, false, false
-}
-
-func (d *Detector) observeAuth(s *model.Span, spans []model.Span) {
-	code, fail, ok := authStatus(s)
-	if !ok {
-		return
-	}
-	target := s.Attrs.Str("peer.service", "server.address", "net.peer.name")
-	if target == "" {
-		for i := range spans {
-			if spans[i].ParentSpanID == s.SpanID && spans[i].Kind == model.KindServer {
-				target = spans[i].Service
-				break
-			}
-		}
-	}
-	if target == "" {
-		return
-	}
+// recordAuth records the answer of a call to target (see
+// spanKeys.authStatus) and checks for a race.
+func (d *Detector) recordAuth(s *model.Span, target string, code int, fail bool) {
 	st := d.auth[target]
 	if st == nil {
 		st = &authState{succ: map[int64]int{}}

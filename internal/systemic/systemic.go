@@ -3,16 +3,20 @@
 // auth_expiry_race, span_count_regression, latency_regression,
 // error_rate_spike, new_error_type, missing_service, throughput_drop.
 //
-// Completed traces are Observed into per-endpoint sliding windows of
-// small time buckets; buckets older than the longest window fold into an
-// exponentially decaying baseline, so memory stays bounded per endpoint
-// whatever the traffic. Evaluate compares windows with baselines and
-// returns findings, one per key while the condition lasts (a key that stays
-// quiet for a window closes and may open again).
+// Spans and completed traces are observed (observe.go: ObserveSpans at
+// ingest, ObserveSummary per completed trace, ObserveTrace for the few
+// traces that need decoding whole; Observe does all three) into
+// per-endpoint sliding windows of small time buckets; buckets older than
+// the longest window fold into an exponentially decaying baseline, so
+// memory stays bounded per endpoint whatever the traffic. Evaluate
+// compares windows with baselines and returns findings, one per key while
+// the condition lasts (a key that stays quiet for a window closes and may
+// open again).
 //
-// Windows are on the observation clock (when traces complete), which makes
-// rates immune to late spans; the two sub-minute patterns (stampede, auth
-// race) cluster on the spans' own timestamps.
+// Windows are on the observation clock (when spans are ingested and when
+// traces complete), which makes rates immune to late spans; the two
+// sub-minute patterns (stampede, auth race) cluster on the spans' own
+// timestamps.
 //
 // With Config.Dir set the state that detection depends on (baselines,
 // window buckets, known exception types, open finding keys, the start of
@@ -65,8 +69,10 @@ type Detector struct {
 	pending  map[string]Finding // sub-minute patterns detected in Observe
 	open     map[string]*openKey
 	// scratch of Observe
-	misses   []cacheMiss
-	clockNow time.Time
+	misses     []cacheMiss
+	svcScratch []string
+	verScratch []string
+	clockNow   time.Time
 
 	// Persistence (persist.go). lastSeen is the latest observation-clock
 	// time of Observe or Evaluate; resumePending marks a restored state
@@ -359,114 +365,6 @@ func failed(s *model.Span) bool {
 		}
 	}
 	return false
-}
-
-// Observe feeds one completed trace. now is the completion time.
-func (d *Detector) Observe(now time.Time, spans []model.Span) {
-	if len(spans) == 0 {
-		return
-	}
-	d.mu.Lock()
-	defer d.mu.Unlock()
-	d.seen(now)
-	if d.started.IsZero() {
-		d.started = now
-	}
-	d.clockNow = now
-	bi := d.idx(now)
-	var root *model.Span
-	var traceFeatures *attribution.Features
-	features := func() attribution.Features {
-		if traceFeatures == nil {
-			f := attribution.Extract(spans)
-			traceFeatures = &f
-		}
-		return *traceFeatures
-	}
-	for i := range spans {
-		s := &spans[i]
-		isRoot := s.ParentSpanID.IsZero()
-		if isRoot && (root == nil || s.StartUnixNano < root.StartUnixNano) {
-			root = s
-		}
-		fail := s.StatusCode == model.StatusError || (s.StatusCode == model.StatusUnset && failed(s))
-		if fail {
-			d.observeErrorType(now, s)
-		}
-		switch {
-		case isRoot || s.Kind == model.KindServer || s.Kind == model.KindConsumer:
-			sr := d.seriesOf(d.ops, opKey{s.Service, s.Name}, now)
-			b := sr.bucketAt(bi)
-			b.n++
-			b.hist[bin(s.DurationNano())]++
-			r := ref{trace: s.TraceID, span: s.SpanID, t: now}
-			if fail {
-				b.errs++
-				sr.errRefs = pushRef(sr.errRefs, r, 5)
-			}
-			ms := float64(s.DurationNano()) / 1e6
-			switch {
-			case sr.baseP95MS > 0 && ms >= d.cfg.LatencyFactor*sr.baseP95MS:
-				if now.Sub(sr.lastSlow) >= 100*time.Millisecond {
-					sr.lastSlow = now
-					sr.slow = pushSample(sr.slow, sample{ref: r, f: features(), dur: ms}, 100)
-				}
-			case now.Sub(sr.lastNorm) >= time.Second:
-				sr.lastNorm = now
-				sr.normal = pushSample(sr.normal, sample{ref: r, f: features(), dur: ms}, 100)
-			}
-		case s.Kind == model.KindClient:
-			d.observeAuth(s, spans)
-		}
-		if s.Kind == model.KindClient || s.Kind == model.KindInternal {
-			d.observeCache(s, spans)
-		}
-	}
-	if root == nil {
-		d.misses = d.misses[:0]
-		return
-	}
-	d.flushMisses(now, root, spans)
-	sr := d.seriesOf(d.roots, opKey{root.Service, root.Name}, now)
-	b := sr.bucketAt(bi)
-	b.n++
-	b.spans += float64(len(spans))
-	if b.versions == nil {
-		b.versions = map[string]*vstat{}
-		b.services = map[string]float64{}
-	}
-	var seen [16]string // services of this trace, usually few
-	svcs := seen[:0]
-	for i := range spans {
-		s := &spans[i]
-		dup := false
-		for _, x := range svcs {
-			if x == s.Service {
-				dup = true
-				break
-			}
-		}
-		if dup {
-			continue
-		}
-		svcs = append(svcs, s.Service)
-		b.services[s.Service]++
-		if v := s.Resource.Str("service.version"); v != "" {
-			k := s.Service + " " + v
-			x := b.versions[k]
-			if x == nil {
-				x = &vstat{}
-				b.versions[k] = x
-			}
-			x.n++
-			x.spans += float64(len(spans))
-		}
-	}
-	if failed(root) {
-		b.errs++
-		sr.errRefs = pushRef(sr.errRefs, ref{trace: root.TraceID, span: root.SpanID, t: now}, 5)
-	}
-	sr.recent = pushRef(sr.recent, ref{trace: root.TraceID, span: root.SpanID, t: now}, 3)
 }
 
 func pushRef(list []ref, r ref, capN int) []ref {

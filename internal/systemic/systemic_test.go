@@ -29,6 +29,10 @@ type sim struct {
 	checkoutRate float64
 	findings     []found
 	nextEval     time.Time
+	// split, when set, feeds the traces as the server does: ObserveSpans
+	// per ingested batch, ObserveSummary and ObserveTrace per completed
+	// trace (split_test.go).
+	split *splitFeed
 }
 
 func newSim(seed int64) *sim {
@@ -36,14 +40,27 @@ func newSim(seed int64) *sim {
 }
 
 func (s *sim) observe(spans []model.Span) {
-	now := workload.End(spans).Add(2 * time.Second) // completion lags the last span
-	for !s.nextEval.After(now) {
-		for _, f := range s.d.Evaluate(s.nextEval) {
-			s.findings = append(s.findings, found{s.nextEval, f})
-		}
-		s.nextEval = s.nextEval.Add(10 * time.Second)
+	if s.split != nil {
+		s.split.add(s, spans)
+		return
 	}
+	now := workload.End(spans).Add(2 * time.Second) // completion lags the last span
+	s.evaluateUntil(now)
 	s.d.Observe(now, spans)
+}
+
+// evaluateUntil evaluates every 10 s up to now.
+func (s *sim) evaluateUntil(now time.Time) {
+	for !s.nextEval.After(now) {
+		s.evaluate()
+	}
+}
+
+func (s *sim) evaluate() {
+	for _, f := range s.d.Evaluate(s.nextEval) {
+		s.findings = append(s.findings, found{s.nextEval, f})
+	}
+	s.nextEval = s.nextEval.Add(10 * time.Second)
 }
 
 // run simulates [from, to).
@@ -95,17 +112,21 @@ func TestHealthyTrafficHasNoFindings(t *testing.T) {
 	}
 }
 
-func TestInjectedPatterns(t *testing.T) {
-	inject := t0.Add(40 * time.Minute)
-	cases := []struct {
-		name     string
-		change   func(s *sim)
-		burst    func(s *sim)
-		kind     string
-		key      string
-		deadline time.Duration
-		check    func(t *testing.T, f Finding)
-	}{
+// patternCase injects one systemic problem into shop traffic at inject.
+type patternCase struct {
+	name     string
+	change   func(s *sim)
+	burst    func(s *sim)
+	kind     string
+	key      string
+	deadline time.Duration
+	check    func(t *testing.T, f Finding)
+}
+
+// patternCases are the injected problems, one per pattern, each with the
+// finding it must open within deadline.
+func patternCases(inject time.Time) []patternCase {
+	return []patternCase{
 		{name: "n+1 shipped in checkout 1.5.0", kind: "span_count_regression", key: "span_count_regression/frontend/POST /checkout",
 			change:   func(s *sim) { s.shop.CheckoutVersion, s.shop.ItemQueries = "1.5.0", 25 },
 			deadline: 3 * time.Minute,
@@ -175,13 +196,7 @@ func TestInjectedPatterns(t *testing.T) {
 				}
 			}},
 		{name: "token expiry race", kind: "auth_expiry_race", key: "auth_expiry_race/auth",
-			burst: func(s *sim) {
-				s.shop.AuthFailRate = 0.5
-				for i := 0; i < 20; i++ {
-					s.observe(s.shop.Checkout(inject.Add(time.Duration(i) * 200 * time.Millisecond)))
-				}
-				s.shop.AuthFailRate = 0
-			},
+			burst:    authBurst(inject),
 			deadline: 30 * time.Second,
 			check: func(t *testing.T, f Finding) {
 				ev := f.Evidence.(AuthRaceEvidence)
@@ -189,45 +204,60 @@ func TestInjectedPatterns(t *testing.T) {
 					t.Errorf("evidence %+v", ev)
 				}
 			}},
+		{name: "token expiry race, target named by the callee only", kind: "auth_expiry_race", key: "auth_expiry_race/auth",
+			change:   func(s *sim) { s.shop.UntargetedAuth = true },
+			burst:    authBurst(inject),
+			deadline: 30 * time.Second,
+			check: func(t *testing.T, f Finding) {
+				ev := f.Evidence.(AuthRaceEvidence)
+				if ev.Target != "auth" || ev.Failures < 3 || ev.Successes == 0 || ev.SpreadMS > 5000 || len(ev.Callers) != 1 || ev.Callers[0] != "checkout" {
+					t.Errorf("evidence %+v", ev)
+				}
+			}},
 	}
-	for i, c := range cases {
+}
+
+// run simulates 40 minutes of healthy traffic, injects the problem at
+// inject and simulates 15 more minutes; the finding must open once,
+// within the deadline, and nothing before the injection.
+func (c *patternCase) run(t *testing.T, s *sim, inject time.Time) {
+	t.Helper()
+	s.run(t0, inject)
+	if c.change != nil {
+		c.change(s)
+	}
+	if c.burst != nil {
+		c.burst(s)
+	}
+	s.run(inject, inject.Add(15*time.Minute))
+	if pre := s.before(inject); len(pre) != 0 {
+		t.Fatalf("findings before the injection:%s", describe(pre))
+	}
+	got := s.first(c.kind, c.key)
+	if got == nil {
+		t.Fatalf("%s %s not detected; findings:%s", c.kind, c.key, describe(s.findings))
+	}
+	if lag := got.at.Sub(inject); lag > c.deadline {
+		t.Errorf("detected %s after injection, want ≤ %s", lag, c.deadline)
+	}
+	if n := s.count(c.key); n != 1 {
+		t.Errorf("%d findings with key %s, want one (deduplicated):%s", n, c.key, describe(s.findings))
+	}
+	f := got.f
+	if f.Kind != c.kind || !f.Systemic || f.Severity == "" || f.Title == "" || f.Fix == "" {
+		t.Errorf("incomplete finding %+v", f)
+	}
+	if c.check != nil {
+		c.check(t, f)
+	}
+}
+
+func TestInjectedPatterns(t *testing.T) {
+	inject := t0.Add(40 * time.Minute)
+	for i, c := range patternCases(inject) {
 		t.Run(c.name, func(t *testing.T) {
 			t.Parallel()
-			s := newSim(int64(100 + i))
-			s.run(t0, inject)
-			if c.change != nil {
-				c.change(s)
-			}
-			if c.burst != nil {
-				c.burst(s)
-			}
-			s.run(inject, inject.Add(15*time.Minute))
-			if pre := s.before(inject); len(pre) != 0 {
-				t.Fatalf("findings before the injection:%s", describe(pre))
-			}
-			got := s.first(c.kind, c.key)
-			if got == nil {
-				t.Fatalf("%s %s not detected; findings:%s", c.kind, c.key, describe(s.findings))
-			}
-			if lag := got.at.Sub(inject); lag > c.deadline {
-				t.Errorf("detected %s after injection, want ≤ %s", lag, c.deadline)
-			}
-			n := 0
-			for _, f := range s.findings {
-				if f.f.Key == c.key {
-					n++
-				}
-			}
-			if n != 1 {
-				t.Errorf("%d findings with key %s, want one (deduplicated):%s", n, c.key, describe(s.findings))
-			}
-			f := got.f
-			if f.Kind != c.kind || !f.Systemic || f.Severity == "" || f.Title == "" || f.Fix == "" {
-				t.Errorf("incomplete finding %+v", f)
-			}
-			if c.check != nil {
-				c.check(t, f)
-			}
+			c.run(t, newSim(int64(100+i)), inject)
 		})
 	}
 }
@@ -293,5 +323,17 @@ func TestRunStoresFindings(t *testing.T) {
 	}
 	if !hit {
 		t.Fatalf("new error type not stored: %+v", list)
+	}
+}
+
+// authBurst makes half of 20 checkouts over 4 s from inject fail their
+// auth call.
+func authBurst(inject time.Time) func(*sim) {
+	return func(s *sim) {
+		s.shop.AuthFailRate = 0.5
+		for i := 0; i < 20; i++ {
+			s.observe(s.shop.Checkout(inject.Add(time.Duration(i) * 200 * time.Millisecond)))
+		}
+		s.shop.AuthFailRate = 0
 	}
 }

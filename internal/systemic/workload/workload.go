@@ -39,6 +39,9 @@ type Shop struct {
 	NoRecommendations bool
 	// AuthFailRate is the share of checkouts whose auth call gets a 401.
 	AuthFailRate float64
+	// UntargetedAuth leaves the target attribute (peer.service) off the
+	// auth call: only auth's SERVER span names the callee.
+	UntargetedAuth bool
 	// CacheMissAll makes every product lookup miss the cache key of
 	// StampedeKey (default "product:42") and fall back to a slow query.
 	CacheMissAll bool
@@ -121,9 +124,12 @@ func (s *Shop) Checkout(start time.Time) []model.Span {
 	c := t.Add(s.ms(0.3, 1))
 	// auth
 	d := s.ms(2, 5)
-	ac := b.span(co, "checkout", ver, "GET", model.KindClient, c, d,
-		model.Attr{Key: "http.request.method", Value: model.Str("GET")}, model.Attr{Key: "peer.service", Value: model.Str("auth")},
-		model.Attr{Key: "url.full", Value: model.Str("http://auth/verify")})
+	authAttrs := []model.Attr{{Key: "http.request.method", Value: model.Str("GET")}, {Key: "peer.service", Value: model.Str("auth")},
+		{Key: "url.full", Value: model.Str("http://auth/verify")}}
+	if s.UntargetedAuth {
+		authAttrs = append(authAttrs[:1], authAttrs[2])
+	}
+	ac := b.span(co, "checkout", ver, "GET", model.KindClient, c, d, authAttrs...)
 	as := b.span(ac, "auth", "3.1.0", "GET /verify", model.KindServer, c.Add(200*time.Microsecond), d-400*time.Microsecond,
 		model.Attr{Key: "http.route", Value: model.Str("/verify")})
 	authFailed := s.AuthFailRate > 0 && s.rng.Float64() < s.AuthFailRate
