@@ -91,6 +91,13 @@ type Analytics struct {
 	// decayed distributions over hours, so a sample describes them as well
 	// as every trace, at a fraction of the cost (~1.2 µs per span).
 	BaselineTracesPerSecond float64 `yaml:"baseline_traces_per_second"`
+	// WholeTracesPerSecond: above this rate of completed traces, the
+	// cross-trace analytics decode a uniform sample of whole traces (the
+	// latency examples behind attribution, the baselines) and count every
+	// other trace from the summary the store keeps without decoding it.
+	// Traces that may hold a cache miss or an auth failure only the whole
+	// trace can place are always decoded (0: decode every trace).
+	WholeTracesPerSecond float64 `yaml:"whole_traces_per_second"`
 }
 
 // Default returns a configuration that works with no file and no flags.
@@ -116,7 +123,7 @@ func Default() Config {
 			MaxSpansPerRequest: 100_000,
 		},
 		Analysis:  Analysis{Enabled: true, MetricsRetention: 30 * 24 * time.Hour, QueueSpans: 8192, MaxCPUShare: 0.2},
-		Analytics: Analytics{Enabled: true, BaselineTracesPerSecond: 200},
+		Analytics: Analytics{Enabled: true, BaselineTracesPerSecond: 200, WholeTracesPerSecond: 100},
 	}
 }
 
@@ -251,6 +258,9 @@ func (c *Config) Validate() error {
 	}
 	if c.Analytics.BaselineTracesPerSecond < 0 {
 		return errors.New("analytics.baseline_traces_per_second must not be negative")
+	}
+	if c.Analytics.WholeTracesPerSecond < 0 {
+		return errors.New("analytics.whole_traces_per_second must not be negative")
 	}
 	if c.MemoryLimit > 0 && c.MemoryLimit < 64<<20 {
 		return fmt.Errorf("memory_limit %d: below 64 MiB the garbage collector would run constantly; use -1 for no limit", c.MemoryLimit)

@@ -53,4 +53,5 @@ func (f *storedFindings) traceFindings(ctx context.Context, id model.TraceID) ([
 	return findingstore.Findings(l), len(l) > 0, err
 }
 
-func (f *storedFindings) observe(spans []model.Span) { f.sys.Observe(timeNow(), spans) }
+func (f *storedFindings) observeSummary(t systemic.TraceSummary) { f.sys.ObserveSummary(timeNow(), t) }
+func (f *storedFindings) observeTrace(spans []model.Span)        { f.sys.ObserveTrace(timeNow(), spans) }

@@ -2,6 +2,7 @@ package server
 
 import (
 	"context"
+	"encoding/binary"
 	"fmt"
 	"log/slog"
 	"math"
@@ -18,6 +19,8 @@ import (
 	"github.com/tracedx/tracedx/internal/baseline"
 	"github.com/tracedx/tracedx/internal/config"
 	"github.com/tracedx/tracedx/internal/model"
+	"github.com/tracedx/tracedx/internal/store/engine"
+	"github.com/tracedx/tracedx/internal/systemic"
 )
 
 const (
@@ -39,6 +42,15 @@ const (
 // their findings, and feeds the baselines and the systemic detectors
 // (analytics).
 //
+// Decoding a trace costs about as much as storing it, so with the
+// detectors off the store decodes only what the analytics need whole: a
+// uniform sample of about wholePerSecond traces (latency examples, the
+// baselines) and the traces whose span flags say only the whole trace can
+// tell (cache misses, unattributed auth failures). Every other trace
+// reaches the systemic detectors as the summary the store keeps anyway;
+// their per-span series are fed at ingest. So nothing they count is
+// sampled.
+//
 // It protects ingest twice: the queue is bounded by spans (decoded traces
 // are ~1.7 KB per span), and when the server is CPU-bound and the worker
 // takes more than maxShare of the process's CPU, the detectors and the
@@ -49,11 +61,21 @@ type pipeline struct {
 	s       *Server
 	log     *slog.Logger
 	history *baseline.Baselines
-	queue   chan []model.Span
+	queue   chan engine.CompletedTrace
 
 	analysis, analytics bool
 	maxQueued           int64
 	maxShare            float64
+	wholePerSecond      float64
+
+	completedN atomic.Uint64 // traces the store completed
+	// openTraces, when set, counts the traces the store holds until they
+	// complete (within about idle of their last span): it foretells the
+	// completion rate before the first completions arrive.
+	openTraces  func() int64
+	idle        time.Duration
+	sampleBits  atomic.Uint64 // float64: share of traces decoded for the analytics
+	completionR float64       // worker-only: smoothed completions per second
 
 	queued                  atomic.Int64 // spans queued or being processed
 	analysed, dropped, shed atomic.Uint64
@@ -98,7 +120,10 @@ func (r *rateSampler) keep(now time.Time, rng *rand.Rand) bool {
 type findingSink interface {
 	putTrace(ctx context.Context, spans []model.Span, res analyze.Result) error
 	traceFindings(ctx context.Context, id model.TraceID) ([]analyze.Finding, bool, error)
-	observe(spans []model.Span)
+	// observeSummary takes every completed trace, observeTrace the whole
+	// traces the systemic detectors need.
+	observeSummary(t systemic.TraceSummary)
+	observeTrace(spans []model.Span)
 }
 
 func newPipeline(s *Server, history *baseline.Baselines) *pipeline {
@@ -106,11 +131,12 @@ func newPipeline(s *Server, history *baseline.Baselines) *pipeline {
 	if maxQueued <= 0 {
 		maxQueued = 8192
 	}
-	p := &pipeline{s: s, log: s.log.With("component", "analysis"), history: history, queue: make(chan []model.Span, 4096),
+	p := &pipeline{s: s, log: s.log.With("component", "analysis"), history: history, queue: make(chan engine.CompletedTrace, 4096),
 		analysis: s.cfg.Analysis.Enabled, analytics: s.cfg.Analytics.Enabled,
 		maxQueued: maxQueued, maxShare: s.cfg.Analysis.MaxCPUShare, rng: rand.New(rand.NewPCG(rand.Uint64(), 1)),
-		baseline: rateSampler{perSecond: s.cfg.Analytics.BaselineTracesPerSecond}}
+		baseline: rateSampler{perSecond: s.cfg.Analytics.BaselineTracesPerSecond}, wholePerSecond: s.cfg.Analytics.WholeTracesPerSecond}
 	p.keepBits.Store(math.Float64bits(1))
+	p.sampleBits.Store(math.Float64bits(1))
 	s.reg.MustRegister(
 		prometheus.NewCounterFunc(prometheus.CounterOpts{Name: "tracedx_analysis_traces_total", Help: "Completed traces taken by the analysis worker."},
 			func() float64 { return float64(p.analysed.Load()) }),
@@ -125,6 +151,9 @@ func newPipeline(s *Server, history *baseline.Baselines) *pipeline {
 			func() float64 { return math.Float64frombits(p.keepBits.Load()) }),
 		prometheus.NewCounterFunc(prometheus.CounterOpts{Name: "tracedx_analysis_cpu_seconds_total", Help: "CPU time of the analysis worker (Linux only)."},
 			func() float64 { return float64(p.cpu.Load()) / 1e9 }),
+		prometheus.NewGaugeFunc(prometheus.GaugeOpts{Name: "tracedx_analytics_whole_trace_ratio",
+			Help: "Share of completed traces the cross-trace analytics decode whole (analytics.whole_traces_per_second); the others count from their summaries."},
+			func() float64 { return math.Float64frombits(p.sampleBits.Load()) }),
 	)
 	return p
 }
@@ -133,14 +162,29 @@ func newPipeline(s *Server, history *baseline.Baselines) *pipeline {
 // store is not asked to decode them.
 func (p *pipeline) active() bool { return p.analysis || p.analytics }
 
+// sampled reports whether the trace is in the analytics' uniform sample of
+// whole traces. The low half of a trace id is random (W3C), so the choice
+// is uniform, and the same for every completion of the trace.
+func (p *pipeline) sampled(id model.TraceID) bool {
+	share := math.Float64frombits(p.sampleBits.Load())
+	return share >= 1 || float64(binary.LittleEndian.Uint64(id[8:]))/(1<<64) < share
+}
+
+// wantSpans is the store's WantSpans: whether a completed trace must be
+// decoded.
+func (p *pipeline) wantSpans(id model.TraceID, flags uint32) bool {
+	return p.analysis || (p.analytics && (systemic.NeedsTrace(flags) || p.sampled(id)))
+}
+
 // traceComplete is the store's completion hook. It must not block the
 // store: when analysis falls behind, traces are skipped (and counted), the
 // spans themselves are safe in the store.
-func (p *pipeline) traceComplete(_ model.TraceID, spans []model.Span) {
+func (p *pipeline) traceComplete(c engine.CompletedTrace) {
 	if !p.active() {
 		return
 	}
-	n := int64(len(spans))
+	p.completedN.Add(1)
+	n := weight(c)
 	// A trace larger than the whole budget still goes in when the queue is
 	// empty, or it would never be analysed.
 	if q := p.queued.Add(n); q > p.maxQueued && q != n {
@@ -149,7 +193,7 @@ func (p *pipeline) traceComplete(_ model.TraceID, spans []model.Span) {
 		return
 	}
 	select {
-	case p.queue <- spans:
+	case p.queue <- c:
 	default:
 		p.queued.Add(-n)
 		p.dropped.Add(1)
@@ -171,8 +215,8 @@ func (p *pipeline) run(ctx context.Context) {
 		select {
 		case <-ctx.Done():
 			return
-		case spans := <-p.queue:
-			p.process(ctx, spans)
+		case c := <-p.queue:
+			p.process(ctx, c)
 		default:
 			idle.Reset(pipelineIdle)
 			select {
@@ -187,15 +231,20 @@ func (p *pipeline) run(ctx context.Context) {
 	}
 }
 
-func (p *pipeline) process(ctx context.Context, spans []model.Span) {
-	defer p.queued.Add(-int64(len(spans)))
+// weight is what a completed trace counts against the queue bound: its
+// decoded spans, or 1 for a summary.
+func weight(c engine.CompletedTrace) int64 { return max(1, int64(len(c.Spans))) }
+
+func (p *pipeline) process(ctx context.Context, c engine.CompletedTrace) {
+	defer p.queued.Add(-weight(c))
 	p.analysed.Add(1)
+	spans := c.Spans
 	keep := math.Float64frombits(p.keepBits.Load())
 	full := keep >= 1 || p.rng.Float64() < keep
 	if !full {
 		p.shed.Add(1)
 	}
-	if p.analysis && full {
+	if p.analysis && full && spans != nil {
 		res := p.analyze(spans)
 		if p.findings != nil {
 			if err := p.findings.putTrace(ctx, spans, res); err != nil {
@@ -206,27 +255,83 @@ func (p *pipeline) process(ctx context.Context, spans []model.Span) {
 	if !p.analytics {
 		return
 	}
+	sampled := spans != nil && p.sampled(c.ID)
 	if p.findings != nil {
-		p.findings.observe(spans)
+		p.findings.observeSummary(systemicSummary(c))
+		if sampled || (spans != nil && systemic.NeedsTrace(c.Flags)) {
+			p.findings.observeTrace(spans)
+		}
 	}
-	if full && p.baseline.keep(time.Now(), p.rng) {
+	// Traces decoded for their flags alone would bias the baselines.
+	if full && (sampled || (p.analysis && spans != nil)) && p.baseline.keep(time.Now(), p.rng) {
 		p.history.ObserveTrace(spans)
 	}
 }
 
+// systemicSummary is what the systemic detectors' root series need of a
+// completed trace, from the store's summary.
+func systemicSummary(c engine.CompletedTrace) systemic.TraceSummary {
+	t := systemic.TraceSummary{TraceID: c.ID, RootSpanID: c.RootSpanID, RootService: c.Summary.RootService, RootName: c.Summary.RootName,
+		RootFailed: c.Flags&systemic.FlagRootFailed != 0, Spans: c.Summary.SpanCount, Versions: c.Versions,
+		Services: make([]string, len(c.Summary.Services))}
+	for i := range c.Summary.Services {
+		t.Services[i] = c.Summary.Services[i].Name
+	}
+	return t
+}
+
 // tick accounts the worker's CPU and adapts the share of traces it
-// processes in full.
+// processes in full, and the share the analytics decode.
 func (p *pipeline) tick(now time.Time) {
+	wall := now.Sub(p.lastTick)
+	p.lastTick = now
+	if wall > 0 {
+		p.completionR = nextRate(p.completionR, float64(p.completedN.Swap(0))/wall.Seconds())
+		rate := p.completionR
+		if p.openTraces != nil && p.idle > 0 {
+			rate = max(rate, float64(p.openTraces())/p.idle.Seconds())
+		}
+		prev := math.Float64frombits(p.sampleBits.Load())
+		p.sampleBits.Store(math.Float64bits(nextShare(prev, wholeShare(p.wholePerSecond, rate))))
+	}
 	proc, ok1 := processCPU()
 	thr, ok2 := threadCPU()
 	if !ok1 || !ok2 {
 		return
 	}
 	dThr := thr - p.lastThr
-	keep := nextKeep(math.Float64frombits(p.keepBits.Load()), p.maxShare, now.Sub(p.lastTick), proc-p.lastProc, dThr, runtime.GOMAXPROCS(0))
+	keep := nextKeep(math.Float64frombits(p.keepBits.Load()), p.maxShare, wall, proc-p.lastProc, dThr, runtime.GOMAXPROCS(0))
 	p.keepBits.Store(math.Float64bits(keep))
 	p.cpu.Add(int64(dThr))
-	p.lastTick, p.lastProc, p.lastThr = now, proc, thr
+	p.lastProc, p.lastThr = proc, thr
+}
+
+// nextRate smooths the completion rate over about ten ticks: completions
+// arrive in bursts, one per head cut.
+func nextRate(prev, cur float64) float64 {
+	if prev == 0 {
+		return cur
+	}
+	return 0.9*prev + 0.1*cur
+}
+
+// nextShare moves the whole-trace share only on a change of more than a
+// fifth: a trace declined when memory pressure cut it early and wanted once
+// complete must be read back from blocks, so the share must not jitter.
+func nextShare(prev, target float64) float64 {
+	if target >= 1 || target < 0.8*prev || target > 1.25*prev {
+		return target
+	}
+	return prev
+}
+
+// wholeShare is the share of traces decoded for the analytics at a rate of
+// completions per second (perSecond 0: all).
+func wholeShare(perSecond, rate float64) float64 {
+	if perSecond <= 0 || rate <= perSecond {
+		return 1
+	}
+	return perSecond / rate
 }
 
 // nextKeep is the sampling controller: over an interval of wall time wall

@@ -21,6 +21,8 @@ import (
 	"github.com/tracedx/tracedx/internal/baseline"
 	"github.com/tracedx/tracedx/internal/config"
 	"github.com/tracedx/tracedx/internal/model"
+	"github.com/tracedx/tracedx/internal/store/engine"
+	"github.com/tracedx/tracedx/internal/systemic"
 )
 
 func testPipeline(t *testing.T, mutate func(*config.Config)) *pipeline {
@@ -56,7 +58,7 @@ func traceOf(n int, svc string) []model.Span {
 func TestQueueIsBoundedBySpans(t *testing.T) {
 	p := testPipeline(t, func(c *config.Config) { c.Analysis.QueueSpans = 250 })
 	for range 3 {
-		p.traceComplete(model.TraceID{}, traceOf(100, "a"))
+		p.traceComplete(completedOf(traceOf(100, "a")))
 	}
 	if q, d := p.queued.Load(), p.dropped.Load(); q != 200 || d != 1 || len(p.queue) != 2 {
 		t.Fatalf("queued %d spans in %d traces, dropped %d; want 200, 2, 1", q, len(p.queue), d)
@@ -70,14 +72,27 @@ func TestQueueIsBoundedBySpans(t *testing.T) {
 	}
 	// A trace larger than the whole budget is still taken when the queue is
 	// empty, but nothing may join it.
-	p.traceComplete(model.TraceID{}, traceOf(1000, "a"))
-	p.traceComplete(model.TraceID{}, traceOf(1, "a"))
+	p.traceComplete(completedOf(traceOf(1000, "a")))
+	p.traceComplete(completedOf(traceOf(1, "a")))
 	if q, d := p.queued.Load(), p.dropped.Load(); q != 1000 || d != 2 {
 		t.Fatalf("big trace: queued %d dropped %d", q, d)
 	}
 }
 
-type countingSink struct{ put, observed int }
+// completedOf is the store's completion of a decoded trace.
+func completedOf(spans []model.Span) engine.CompletedTrace {
+	c := engine.CompletedTrace{ID: spans[0].TraceID, Summary: model.Summarize(spans), Spans: spans}
+	for i := range spans {
+		c.Flags |= systemic.SpanFlags(&spans[i])
+		if spans[i].ParentSpanID.IsZero() {
+			c.RootSpanID = spans[i].SpanID
+		}
+	}
+	c.Versions = make([]string, len(c.Summary.Services))
+	return c
+}
+
+type countingSink struct{ put, observed, whole int }
 
 func (c *countingSink) putTrace(context.Context, []model.Span, analyze.Result) error {
 	c.put++
@@ -86,7 +101,8 @@ func (c *countingSink) putTrace(context.Context, []model.Span, analyze.Result) e
 func (c *countingSink) traceFindings(context.Context, model.TraceID) ([]analyze.Finding, bool, error) {
 	return nil, false, nil
 }
-func (c *countingSink) observe([]model.Span) { c.observed++ }
+func (c *countingSink) observeSummary(systemic.TraceSummary) { c.observed++ }
+func (c *countingSink) observeTrace([]model.Span)            { c.whole++ }
 
 func TestSheddingSkipsDetectorsButNotSystemic(t *testing.T) {
 	p := testPipeline(t, nil)
@@ -94,7 +110,7 @@ func TestSheddingSkipsDetectorsButNotSystemic(t *testing.T) {
 	p.findings = sink
 	p.keepBits.Store(math.Float64bits(0)) // below minKeep: shed everything
 	for range 20 {
-		p.process(context.Background(), traceOf(3, "shed"))
+		p.process(context.Background(), completedOf(traceOf(3, "shed")))
 	}
 	if sink.put != 0 || sink.observed != 20 || p.shed.Load() != 20 || p.analysed.Load() != 20 {
 		t.Fatalf("shedding: put %d observed %d shed %d", sink.put, sink.observed, p.shed.Load())
@@ -104,7 +120,7 @@ func TestSheddingSkipsDetectorsButNotSystemic(t *testing.T) {
 	}
 	p.keepBits.Store(math.Float64bits(1))
 	for range 20 {
-		p.process(context.Background(), traceOf(3, "kept"))
+		p.process(context.Background(), completedOf(traceOf(3, "kept")))
 	}
 	if sink.put != 20 || sink.observed != 40 || p.shed.Load() != 20 {
 		t.Fatalf("keeping: put %d observed %d shed %d", sink.put, sink.observed, p.shed.Load())
@@ -118,19 +134,19 @@ func TestSwitchesSelectWork(t *testing.T) {
 	p := testPipeline(t, func(c *config.Config) { c.Analytics.Enabled = false })
 	sink := &countingSink{}
 	p.findings = sink
-	p.process(context.Background(), traceOf(3, "a"))
+	p.process(context.Background(), completedOf(traceOf(3, "a")))
 	if sink.put != 1 || sink.observed != 0 {
 		t.Fatalf("analysis only: put %d observed %d", sink.put, sink.observed)
 	}
 	p = testPipeline(t, func(c *config.Config) { c.Analysis.Enabled = false })
 	sink = &countingSink{}
 	p.findings = sink
-	p.process(context.Background(), traceOf(3, "a"))
+	p.process(context.Background(), completedOf(traceOf(3, "a")))
 	if sink.put != 0 || sink.observed != 1 {
 		t.Fatalf("analytics only: put %d observed %d", sink.put, sink.observed)
 	}
 	p = testPipeline(t, func(c *config.Config) { c.Analysis.Enabled, c.Analytics.Enabled = false, false })
-	p.traceComplete(model.TraceID{}, traceOf(3, "a"))
+	p.traceComplete(completedOf(traceOf(3, "a")))
 	if p.active() || len(p.queue) != 0 {
 		t.Fatal("nothing to do, yet traces are queued")
 	}
@@ -264,5 +280,140 @@ func TestDocumentedConfigLoads(t *testing.T) {
 	cfg.Analysis.Detectors, def.Analysis.Detectors = yaml.Node{}, yaml.Node{}
 	if !reflect.DeepEqual(cfg, def) {
 		t.Errorf("the documented file is not the defaults:\n doc %+v\n def %+v", cfg, def)
+	}
+}
+
+// With the detectors off, the store decodes only what the analytics need
+// whole: a uniform sample sized by analytics.whole_traces_per_second, and
+// the traces whose flags ask for it. Every trace still reaches the
+// systemic detectors as a summary.
+func TestAnalyticsDecodeASampleOfWholeTraces(t *testing.T) {
+	p := testPipeline(t, func(c *config.Config) {
+		c.Analysis.Enabled = false
+		c.Analytics.WholeTracesPerSecond = 50
+	})
+	sink := &countingSink{}
+	p.findings = sink
+	rng := rand.New(rand.NewPCG(3, 4))
+	randomID := func() (id model.TraceID) {
+		for i := range id {
+			id[i] = byte(rng.Uint32())
+		}
+		return
+	}
+	if !p.wantSpans(randomID(), 0) {
+		t.Fatal("before any rate is known every trace must be decoded")
+	}
+	// 1000 completions over the last second: a twentieth is decoded.
+	now := time.Now()
+	p.lastTick = now.Add(-time.Second)
+	p.completedN.Store(1000)
+	p.tick(now)
+	if got := math.Float64frombits(p.sampleBits.Load()); math.Abs(got-0.05) > 1e-9 {
+		t.Fatalf("whole-trace share %g, want 0.05", got)
+	}
+	wanted := 0
+	const n = 20000
+	for range n {
+		id := randomID()
+		w := p.wantSpans(id, 0)
+		if w != p.sampled(id) || w != p.wantSpans(id, 0) {
+			t.Fatal("the choice must be the same for every completion of a trace")
+		}
+		if w {
+			wanted++
+		}
+		if !p.wantSpans(id, systemic.FlagCacheMiss) {
+			t.Fatal("a trace with a possible cache miss must be decoded")
+		}
+	}
+	if share := float64(wanted) / n; share < 0.04 || share > 0.06 {
+		t.Fatalf("decoded %.3f of the traces, want about 0.05", share)
+	}
+
+	// A trace that was not decoded is counted from its summary alone and
+	// does not feed the baselines.
+	tr := traceOf(4, "summary-only")
+	c := completedOf(tr)
+	c.Spans = nil
+	for p.sampled(c.ID) {
+		c.ID[15] += 7
+	}
+	p.process(context.Background(), c)
+	if sink.observed != 1 || sink.whole != 0 {
+		t.Fatalf("summary only: observed %d whole %d", sink.observed, sink.whole)
+	}
+	if _, ok := p.history.OperationDuration("summary-only", "GET /x"); ok {
+		t.Error("baselines fed from a trace that was not decoded")
+	}
+	// A sampled trace is observed whole and feeds the baselines.
+	c = completedOf(traceOf(4, "sampled"))
+	for !p.sampled(c.ID) {
+		c.ID[15] += 7
+	}
+	p.process(context.Background(), c)
+	if sink.observed != 2 || sink.whole != 1 {
+		t.Fatalf("sampled: observed %d whole %d", sink.observed, sink.whole)
+	}
+	if _, ok := p.history.OperationDuration("sampled", "GET /x"); !ok {
+		t.Error("baselines not fed from a sampled trace")
+	}
+	// With the detectors on, every trace is decoded.
+	p.analysis = true
+	for range 100 {
+		if !p.wantSpans(randomID(), 0) {
+			t.Fatal("the detectors need every trace")
+		}
+	}
+}
+
+func TestWholeShare(t *testing.T) {
+	for _, tc := range []struct{ perSecond, rate, want float64 }{
+		{200, 0, 1}, {200, 150, 1}, {200, 800, 0.25}, {0, 5000, 1},
+	} {
+		if got := wholeShare(tc.perSecond, tc.rate); got != tc.want {
+			t.Errorf("wholeShare(%g, %g) = %g, want %g", tc.perSecond, tc.rate, got, tc.want)
+		}
+	}
+	// The rate is smoothed, and the share moves only on a real change.
+	if r := nextRate(0, 1000); r != 1000 {
+		t.Errorf("first rate: %g", r)
+	}
+	if r := nextRate(1000, 0); r <= 0 || r >= 1000 {
+		t.Errorf("falling: %g", r)
+	}
+	if s := nextShare(0.1, 0.11); s != 0.1 {
+		t.Errorf("share jittered to %g", s)
+	}
+	if s := nextShare(0.1, 0.2); s != 0.2 {
+		t.Errorf("share did not follow a halved rate: %g", s)
+	}
+	if s := nextShare(0.1, 1); s != 1 {
+		t.Errorf("share did not return to 1: %g", s)
+	}
+}
+
+// Before the first completions arrive, the traces the store holds open
+// foretell their rate: the start of a heavy load is sampled at once, not
+// decoded whole until the queue overflows.
+func TestWholeShareForetoldByOpenTraces(t *testing.T) {
+	p := testPipeline(t, func(c *config.Config) {
+		c.Analysis.Enabled = false
+		c.Analytics.WholeTracesPerSecond = 50
+	})
+	open := int64(10_000)
+	p.openTraces, p.idle = func() int64 { return open }, 10*time.Second
+	now := time.Now()
+	p.lastTick = now.Add(-500 * time.Millisecond)
+	p.tick(now)
+	if got := math.Float64frombits(p.sampleBits.Load()); math.Abs(got-0.05) > 1e-9 {
+		t.Fatalf("share %g with 10000 open traces and a 10 s idle timeout, want 0.05", got)
+	}
+	// A light load decodes everything.
+	open = 100
+	p.lastTick = now
+	p.tick(now.Add(500 * time.Millisecond))
+	if got := math.Float64frombits(p.sampleBits.Load()); got != 1 {
+		t.Fatalf("share %g at 10 traces/s, want 1", got)
 	}
 }

@@ -83,14 +83,27 @@ func New(ctx context.Context, cfg config.Config, log *slog.Logger) (*Server, err
 
 	// Without analysis and analytics nobody reads completed traces: the
 	// store then neither keeps them for completion nor decodes them.
-	var onComplete func(model.TraceID, []model.Span)
+	var onComplete func(engine.CompletedTrace)
+	var spanFlags func(*model.Span) uint32
+	var wantSpans func(model.TraceID, uint32) bool
 	if pipe.active() {
 		onComplete = pipe.traceComplete
+	}
+	if cfg.Analytics.Enabled {
+		// The flags carry a root's failure and say which traces the
+		// systemic detectors need whole. Without the detectors, only the
+		// analytics read completed traces, and most need no decoding.
+		spanFlags = systemic.SpanFlags
+		if !cfg.Analysis.Enabled {
+			wantSpans = pipe.wantSpans
+		}
 	}
 	eng, err := engine.Open(ctx, engine.Options{
 		Dir:             dir("traces"),
 		IdleTimeout:     cfg.Storage.TraceIdleTimeout,
 		OnTraceComplete: onComplete,
+		SpanFlags:       spanFlags,
+		WantSpans:       wantSpans,
 		HeadMaxBytes:    cfg.Storage.HeadMaxBytes,
 		Retention:       cfg.Storage.Retention,
 		MaxDiskBytes:    cfg.Storage.MaxDiskBytes,
@@ -100,6 +113,7 @@ func New(ctx context.Context, cfg config.Config, log *slog.Logger) (*Server, err
 		return nil, fmt.Errorf("opening storage in %s: %w", dir("traces"), err)
 	}
 	s.store = eng
+	pipe.openTraces, pipe.idle = eng.OpenTraces, cfg.Storage.TraceIdleTimeout
 	s.closers = append(s.closers, eng.Close)
 	s.reg.MustRegister(engineCollector{eng})
 
@@ -111,7 +125,8 @@ func New(ctx context.Context, cfg config.Config, log *slog.Logger) (*Server, err
 
 	sink := &analyticsSink{store: eng}
 	if cfg.Analytics.Enabled {
-		sink.observers = []func([]model.Span){metrics.Observe, graph.Observe}
+		sink.observers = []func([]model.Span){metrics.Observe, graph.Observe,
+			func(spans []model.Span) { sys.ObserveSpans(timeNow(), spans) }}
 	}
 	in, err := ingest.New(ingest.Config{
 		GRPCAddr:             cfg.Listen.OTLPGRPC,
@@ -245,6 +260,7 @@ var (
 	descOverloaded   = prometheus.NewDesc("tracedx_store_overloaded_total", "Writes refused by back-pressure.", nil, nil)
 	descFsyncs       = prometheus.NewDesc("tracedx_store_wal_fsyncs_total", "WAL fsyncs (group commits).", nil, nil)
 	descCompleted    = prometheus.NewDesc("tracedx_store_traces_completed_total", "Traces that went idle and were handed to analysis.", nil, nil)
+	descReadBacks    = prometheus.NewDesc("tracedx_store_completion_read_backs_total", "Completed traces whose spans were read back from blocks: cut early under memory pressure and not kept in memory.", nil, nil)
 	descBlocks       = prometheus.NewDesc("tracedx_store_blocks", "Immutable blocks on disk.", nil, nil)
 	descBlockBytes   = prometheus.NewDesc("tracedx_store_block_bytes", "Bytes of blocks on disk.", nil, nil)
 	descWALBytes     = prometheus.NewDesc("tracedx_store_wal_bytes", "Bytes of write-ahead log on disk.", nil, nil)
@@ -253,7 +269,7 @@ var (
 )
 
 func (c engineCollector) Describe(ch chan<- *prometheus.Desc) {
-	for _, d := range []*prometheus.Desc{descSpansWritten, descOverloaded, descFsyncs, descCompleted, descBlocks, descBlockBytes, descWALBytes, descHeadSpans, descBgErrors} {
+	for _, d := range []*prometheus.Desc{descSpansWritten, descOverloaded, descFsyncs, descCompleted, descReadBacks, descBlocks, descBlockBytes, descWALBytes, descHeadSpans, descBgErrors} {
 		ch <- d
 	}
 }
@@ -264,6 +280,7 @@ func (c engineCollector) Collect(ch chan<- prometheus.Metric) {
 	ch <- prometheus.MustNewConstMetric(descOverloaded, prometheus.CounterValue, float64(st.OverloadedTotal))
 	ch <- prometheus.MustNewConstMetric(descFsyncs, prometheus.CounterValue, float64(st.WALFsyncsTotal))
 	ch <- prometheus.MustNewConstMetric(descCompleted, prometheus.CounterValue, float64(st.TracesCompletedTotal))
+	ch <- prometheus.MustNewConstMetric(descReadBacks, prometheus.CounterValue, float64(st.CompletionReadBacksTotal))
 	ch <- prometheus.MustNewConstMetric(descBlocks, prometheus.GaugeValue, float64(st.Blocks))
 	ch <- prometheus.MustNewConstMetric(descBlockBytes, prometheus.GaugeValue, float64(st.BlockBytes))
 	ch <- prometheus.MustNewConstMetric(descWALBytes, prometheus.GaugeValue, float64(st.WALBytes))

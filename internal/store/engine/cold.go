@@ -35,6 +35,9 @@ type coldRef struct {
 // pendingTrace is a trace cut before it was idle.
 type pendingTrace struct {
 	lastSeen int64
+	// flags and packed (a packed traceMeta) cover the spans cut so far.
+	flags  uint32
+	packed []byte
 	// inHead: spans arrived after the cut, so the head holds the newest
 	// ones and completes the trace (adding the parts below) when idle.
 	inHead bool
@@ -42,6 +45,26 @@ type pendingTrace struct {
 	// pending, which the parts do not cover; it completes by read-back.
 	older bool
 	parts []coldRef
+}
+
+// addMeta merges the meta of more spans of the trace.
+func (p *pendingTrace) addMeta(id model.TraceID, m *traceMeta) {
+	p.flags |= m.flags
+	if p.packed == nil {
+		p.packed = m.pack(nil)
+		return
+	}
+	cur := unpackMeta(id, p.packed) // copies the strings: packed can be reused
+	cur.merge(m)
+	p.packed = cur.pack(p.packed[:0])
+}
+
+// meta unpacks the meta of the spans cut so far.
+func (p *pendingTrace) meta(id model.TraceID) traceMeta { return unpackMeta(id, p.packed) }
+
+type pendingRef struct {
+	id       model.TraceID
+	lastSeen int64
 }
 
 // complete reports whether the parts hold every span of the trace.

@@ -1,15 +1,12 @@
 package engine
 
 import (
-	"context"
-	"errors"
 	"reflect"
 	"sync"
 	"testing"
 	"time"
 
 	"github.com/tracedx/tracedx/internal/model"
-	"github.com/tracedx/tracedx/internal/store"
 )
 
 // Traces cut under memory pressure complete from the cold tier once idle,
@@ -35,7 +32,8 @@ func TestEarlyCutTracesCompleteFromColdTier(t *testing.T) {
 			o.IdleTimeout = 1500 * time.Millisecond
 			o.FlushInterval = 20 * time.Millisecond
 			o.HeadMaxBytes = 512 << 10
-			o.OnTraceComplete = func(id model.TraceID, spans []model.Span) {
+			o.OnTraceComplete = func(c CompletedTrace) {
+				id, spans := c.ID, c.Spans
 				mu.Lock()
 				got[id] = spans
 				calls[id]++
@@ -48,23 +46,12 @@ func TestEarlyCutTracesCompleteFromColdTier(t *testing.T) {
 				e.cold.budget = tc.budget
 				e.pendingMu.Unlock()
 			}
-			ctx := context.Background()
 			g := newGen(31)
 			want := map[model.TraceID][]model.Span{}
 			for i := 0; i < 300; i++ {
 				tr := g.trace(1_700_000_000e9 + uint64(i)*1e6)
 				want[tr[0].TraceID] = tr
-				for {
-					err := e.Write(ctx, tr)
-					if errors.Is(err, store.ErrOverloaded) {
-						time.Sleep(5 * time.Millisecond)
-						continue
-					}
-					if err != nil {
-						t.Fatal(err)
-					}
-					break
-				}
+				writeRetrying(t, e, tr)
 				if i%50 == 49 {
 					// Let the flusher cut what is older than 250 ms.
 					time.Sleep(300 * time.Millisecond)

@@ -36,9 +36,22 @@ type Options struct {
 	// (default 10s).
 	IdleTimeout time.Duration
 	// OnTraceComplete, when set, is called from a background goroutine
-	// with all spans of each completed trace. Late spans of a completed
-	// trace complete it again (with all its spans) once idle again.
-	OnTraceComplete func(id model.TraceID, spans []model.Span)
+	// for each completed trace. Late spans of a completed trace complete
+	// it again once idle again.
+	OnTraceComplete func(CompletedTrace)
+	// SpanFlags, when set, classifies each written span; the bits are
+	// ORed per trace and handed to WantSpans and OnTraceComplete.
+	SpanFlags func(*model.Span) uint32
+	// WantSpans, when set, says whether OnTraceComplete needs the spans of
+	// a trace (nil: always). The traces it declines complete with their
+	// summary only, so they are not kept in memory when memory pressure
+	// cuts them early, nor decoded, nor read back from blocks. It is asked
+	// when a trace is cut early and again when it completes, with the
+	// flags of all its spans so far; a trace declined at an early cut and
+	// wanted at completion is read back from blocks, which is correct but
+	// slow, so answers should rarely change that way. It runs under the
+	// engine's locks and must be cheap.
+	WantSpans func(id model.TraceID, flags uint32) bool
 
 	// FlushInterval is how often the head is checked for complete traces
 	// (default 1s, or IdleTimeout/4 when that is shorter).
@@ -92,18 +105,25 @@ func (o *Options) defaults() {
 	}
 }
 
+// OpenTraces is the number of traces not yet complete: in the head, or cut
+// early and waiting to go idle. Cheap enough to poll.
+func (e *Engine) OpenTraces() int64 { return e.head.traces.Load() + e.nPending.Load() }
+
 // Stats are counters and gauges for monitoring (Prometheus-friendly: the
 // *Total fields only grow).
 type Stats struct {
-	SpansWrittenTotal     uint64
-	WriteBatchesTotal     uint64
-	OverloadedTotal       uint64
-	WALFsyncsTotal        uint64
-	TracesCompletedTotal  uint64
-	BlocksFlushedTotal    uint64
-	CompactionsTotal      uint64
-	RetentionDeletedTotal uint64
-	BackgroundErrorsTotal uint64
+	SpansWrittenTotal    uint64
+	WriteBatchesTotal    uint64
+	OverloadedTotal      uint64
+	WALFsyncsTotal       uint64
+	TracesCompletedTotal uint64
+	// CompletionReadBacksTotal counts completed traces whose spans had to
+	// be read back from blocks (cut early and not kept in memory).
+	CompletionReadBacksTotal uint64
+	BlocksFlushedTotal       uint64
+	CompactionsTotal         uint64
+	RetentionDeletedTotal    uint64
+	BackgroundErrorsTotal    uint64
 
 	HeadTraces int64
 	HeadSpans  int64
@@ -141,8 +161,13 @@ type Engine struct {
 	// they complete later, from the cold tier (or read back from blocks).
 	pendingMu sync.Mutex
 	pending   map[model.TraceID]*pendingTrace
-	cold      coldTier
-	nPending  atomic.Int64
+	// pendingQ lists pending traces in the order they go idle, so a
+	// completion pass looks only at the idle ones: each cut takes the
+	// traces idle longest, so later cuts append later lastSeen. Entries of
+	// traces completed or cut again since are stale and skipped.
+	pendingQ []pendingRef
+	cold     coldTier
+	nPending atomic.Int64
 
 	flushingBytes atomic.Int64
 
@@ -165,11 +190,31 @@ type Engine struct {
 	readBacks atomic.Uint64
 }
 
+// CompletedTrace is what OnTraceComplete receives.
+type CompletedTrace struct {
+	ID model.TraceID
+	// Summary, RootSpanID and Versions describe the spans the engine held
+	// since the trace last completed (all of them, unless late spans
+	// complete it again); when spans were read back from blocks they are
+	// computed from Spans.
+	Summary    model.TraceSummary
+	RootSpanID model.SpanID
+	// Versions is parallel to Summary.Services: the service.version
+	// resource attribute of the service's first span ("" when unset).
+	Versions []string
+	// Flags ORs Options.SpanFlags over the spans.
+	Flags uint32
+	// Spans are every span of the trace, or nil when WantSpans declined.
+	Spans []model.Span
+}
+
 type completion struct {
 	id    model.TraceID
+	meta  traceMeta
+	want  bool
 	buf   []byte // framed spans from the head, decoded by the completion goroutine
 	n     int
-	spans []model.Span
+	spans []model.Span // read back from blocks
 }
 
 var _ store.Store = (*Engine)(nil)
@@ -193,7 +238,7 @@ func Open(ctx context.Context, opts Options) (*Engine, error) {
 		cold:        coldTier{budget: opts.HeadMaxBytes / 4},
 		opts:        opts,
 		log:         opts.Logger.With("component", "store"),
-		head:        newHead(),
+		head:        newHead(opts.SpanFlags, opts.OnTraceComplete != nil),
 		cat:         newCatalog(),
 		lock:        lock,
 		pending:     map[model.TraceID]*pendingTrace{},
@@ -517,19 +562,20 @@ func (e *Engine) Close() error {
 // Stats returns current counters.
 func (e *Engine) Stats() Stats {
 	s := Stats{
-		SpansWrittenTotal:     e.spansWritten.Load(),
-		WriteBatchesTotal:     e.batches.Load(),
-		OverloadedTotal:       e.overloaded.Load(),
-		WALFsyncsTotal:        e.wal.fsyncs.Load(),
-		TracesCompletedTotal:  e.completed.Load(),
-		BlocksFlushedTotal:    e.flushed.Load(),
-		CompactionsTotal:      e.compactions.Load(),
-		RetentionDeletedTotal: e.retained.Load(),
-		BackgroundErrorsTotal: e.bgErrors.Load(),
-		HeadTraces:            e.head.traces.Load(),
-		HeadSpans:             e.head.spans.Load(),
-		HeadBytes:             e.head.bytes.Load(),
-		WALBytes:              e.wal.bytes.Load(),
+		SpansWrittenTotal:        e.spansWritten.Load(),
+		WriteBatchesTotal:        e.batches.Load(),
+		OverloadedTotal:          e.overloaded.Load(),
+		WALFsyncsTotal:           e.wal.fsyncs.Load(),
+		TracesCompletedTotal:     e.completed.Load(),
+		CompletionReadBacksTotal: e.readBacks.Load(),
+		BlocksFlushedTotal:       e.flushed.Load(),
+		CompactionsTotal:         e.compactions.Load(),
+		RetentionDeletedTotal:    e.retained.Load(),
+		BackgroundErrorsTotal:    e.bgErrors.Load(),
+		HeadTraces:               e.head.traces.Load(),
+		HeadSpans:                e.head.spans.Load(),
+		HeadBytes:                e.head.bytes.Load(),
+		WALBytes:                 e.wal.bytes.Load(),
 	}
 	e.mu.RLock()
 	for _, b := range e.blocks {

@@ -637,7 +637,8 @@ func TestTraceCompletion(t *testing.T) {
 	o := testOpts(t.TempDir())
 	o.IdleTimeout = 150 * time.Millisecond
 	o.FlushInterval = 20 * time.Millisecond
-	o.OnTraceComplete = func(id model.TraceID, spans []model.Span) {
+	o.OnTraceComplete = func(c CompletedTrace) {
+		id, spans := c.ID, c.Spans
 		mu.Lock()
 		got[id] = append(got[id], len(spans))
 		mu.Unlock()
@@ -688,7 +689,8 @@ func TestCompletionAfterForcedCut(t *testing.T) {
 	o.IdleTimeout = 2 * time.Second
 	o.FlushInterval = 20 * time.Millisecond
 	o.HeadMaxBytes = 256 << 10
-	o.OnTraceComplete = func(id model.TraceID, spans []model.Span) {
+	o.OnTraceComplete = func(c CompletedTrace) {
+		id, spans := c.ID, c.Spans
 		mu.Lock()
 		got[id] = len(spans)
 		calls[id]++
@@ -696,7 +698,6 @@ func TestCompletionAfterForcedCut(t *testing.T) {
 	}
 	e := openT(t, o)
 	defer e.Close()
-	ctx := context.Background()
 	g := newGen(13)
 	want := map[model.TraceID]int{}
 	written := map[model.TraceID][]time.Time{}
@@ -713,17 +714,7 @@ func TestCompletionAfterForcedCut(t *testing.T) {
 				part = tr[len(tr)/2:]
 			}
 			want[tr[0].TraceID] = len(tr)
-			for {
-				err := e.Write(ctx, part)
-				if errors.Is(err, store.ErrOverloaded) {
-					time.Sleep(5 * time.Millisecond)
-					continue
-				}
-				if err != nil {
-					t.Fatal(err)
-				}
-				break
-			}
+			writeRetrying(t, e, part)
 			written[tr[0].TraceID] = append(written[tr[0].TraceID], time.Now())
 		}
 		time.Sleep(150 * time.Millisecond)
@@ -746,6 +737,23 @@ func TestCompletionAfterForcedCut(t *testing.T) {
 	}
 	if e.Stats().BlocksFlushedTotal < 2 {
 		t.Fatalf("expected forced cuts, stats %+v", e.Stats())
+	}
+}
+
+// writeRetrying writes spans, waiting out back-pressure as a client's
+// retries would.
+func writeRetrying(t *testing.T, e *Engine, spans []model.Span) {
+	t.Helper()
+	for {
+		err := e.Write(context.Background(), spans)
+		if errors.Is(err, store.ErrOverloaded) {
+			time.Sleep(5 * time.Millisecond)
+			continue
+		}
+		if err != nil {
+			t.Fatal(err)
+		}
+		return
 	}
 }
 

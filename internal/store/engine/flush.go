@@ -59,6 +59,7 @@ func (e *Engine) completionLoop() {
 		if n++; n%32 == 0 && !e.underPressure() {
 			runtime.Gosched() // background work: let ingest go first
 		}
+		readBack := len(c.spans) > 0
 		if c.buf != nil {
 			// Decoding happens here, off the flush path.
 			spans, err := decodeFramed(c.buf, make([]model.Span, 0, c.n+len(c.spans)))
@@ -68,6 +69,14 @@ func (e *Engine) completionLoop() {
 				continue
 			}
 			c.spans = append(spans, c.spans...)
+		}
+		if readBack {
+			// Spans read back from blocks are not covered by the meta the
+			// head kept.
+			c.meta = traceMeta{}
+			for i := range c.spans {
+				c.meta.add(&c.spans[i], e.opts.SpanFlags, true)
+			}
 		}
 		e.callComplete(c)
 	}
@@ -80,8 +89,21 @@ func (e *Engine) callComplete(c completion) {
 			e.log.Error("OnTraceComplete panicked", "trace_id", c.id.String(), "panic", r)
 		}
 	}()
-	e.opts.OnTraceComplete(c.id, c.spans)
+	ct := CompletedTrace{ID: c.id, Summary: c.meta.sum, RootSpanID: c.meta.rootSpan, Versions: c.meta.versions, Flags: c.meta.flags}
+	if c.want {
+		ct.Spans = c.spans
+		if ct.Spans == nil {
+			ct.Spans = []model.Span{}
+		}
+	}
+	ct.Summary.TraceID = c.id
+	e.opts.OnTraceComplete(ct)
 	e.completed.Add(1)
+}
+
+// wants reports whether OnTraceComplete needs the spans of the trace.
+func (e *Engine) wants(id model.TraceID, flags uint32) bool {
+	return e.opts.WantSpans == nil || e.opts.WantSpans(id, flags)
 }
 
 // flushOnce cuts complete traces (and, under memory pressure, older
@@ -121,6 +143,7 @@ func (e *Engine) cutToBlock(ctx context.Context, pick func(t *headTrace) bool, i
 		// before the head can receive more of their spans makes Write see
 		// the entry and hand completion back to the head.
 		e.pendingMu.Lock()
+		q := len(e.pendingQ)
 		for id, t := range cut {
 			if t.lastSeen > idleBefore {
 				p := e.pending[id]
@@ -130,9 +153,19 @@ func (e *Engine) cutToBlock(ctx context.Context, pick func(t *headTrace) bool, i
 				}
 				p.inHead = false
 				p.lastSeen = t.lastSeen
-				early = append(early, id)
+				p.addMeta(id, &t.traceMeta)
+				e.pendingQ = append(e.pendingQ, pendingRef{id, t.lastSeen})
+				if e.wants(id, p.flags) {
+					early = append(early, id)
+				} else {
+					// Nobody needs its spans so far: they are not kept. Should
+					// later spans make it wanted, it completes by read-back.
+					p.older = true
+				}
 			}
 		}
+		added := e.pendingQ[q:]
+		sort.Slice(added, func(i, j int) bool { return added[i].lastSeen < added[j].lastSeen })
 		e.nPending.Store(int64(len(e.pending)))
 		e.pendingMu.Unlock()
 	}
@@ -245,14 +278,23 @@ func (e *Engine) writeCut(ctx context.Context, cut map[model.TraceID]*headTrace,
 		t := cut[id]
 		if e.opts.OnTraceComplete != nil {
 			if t.lastSeen <= idleBefore {
-				c := completion{id: id, buf: t.buf, n: t.n}
+				c := completion{id: id, meta: t.traceMeta}
 				// A trace that also has spans in blocks (late spans, or an
 				// earlier forced cut) completes with all of them: from the
 				// cold tier when it holds them all, else read back.
 				fromCold := false
 				e.pendingMu.Lock()
-				if p := e.pending[id]; p != nil {
-					if p.complete() {
+				p := e.pending[id]
+				if p != nil {
+					c.meta = p.meta(id)
+					c.meta.merge(&t.traceMeta)
+				}
+				c.want = e.wants(id, c.meta.flags)
+				if c.want {
+					c.buf, c.n = t.buf, t.n
+				}
+				if p != nil {
+					if c.want && p.complete() {
 						if buf, n, err := cr.framed(p.parts); err == nil {
 							c.buf = append(buf, t.buf...)
 							c.n += n
@@ -264,7 +306,7 @@ func (e *Engine) writeCut(ctx context.Context, cut map[model.TraceID]*headTrace,
 					e.nPending.Store(int64(len(e.pending)))
 				}
 				e.pendingMu.Unlock()
-				if !fromCold {
+				if c.want && !fromCold {
 					for _, b := range older {
 						if i := b.idx.find(id); i >= 0 {
 							more, err := b.readTrace(i)
@@ -380,23 +422,39 @@ func (e *Engine) completePending(ctx context.Context) {
 	type coldDone struct {
 		id    model.TraceID
 		parts []coldRef
+		meta  traceMeta
 	}
 	var fromCold []coldDone
+	var unwanted []completion
 	e.pendingMu.Lock()
-	for id, p := range e.pending {
-		if p.inHead || p.lastSeen > idleBefore {
+	k := 0
+	for ; k < len(e.pendingQ) && e.pendingQ[k].lastSeen <= idleBefore; k++ {
+		id := e.pendingQ[k].id
+		p := e.pending[id]
+		if p == nil || p.lastSeen != e.pendingQ[k].lastSeen || p.inHead {
+			// Completed or cut again since; or back in the head, which
+			// completes it.
 			continue
 		}
 		delete(e.pending, id)
-		if p.complete() {
-			fromCold = append(fromCold, coldDone{id, p.parts})
-			continue
+		switch {
+		case !e.wants(id, p.flags):
+			e.cold.release(p.parts)
+			unwanted = append(unwanted, completion{id: id, meta: p.meta(id)})
+		case p.complete():
+			fromCold = append(fromCold, coldDone{id, p.parts, p.meta(id)})
+		default:
+			e.cold.release(p.parts)
+			ready = append(ready, id)
 		}
-		e.cold.release(p.parts)
-		ready = append(ready, id)
+	}
+	e.pendingQ = e.pendingQ[k:]
+	if cap(e.pendingQ) > 4*len(e.pendingQ)+1024 {
+		e.pendingQ = append([]pendingRef(nil), e.pendingQ...) // let the consumed front go
 	}
 	e.nPending.Store(int64(len(e.pending)))
 	e.pendingMu.Unlock()
+	e.sendCompletions(ctx, unwanted)
 
 	// Chunk order: each chunk is decompressed once and dropped when passed.
 	sort.Slice(fromCold, func(i, j int) bool { return fromCold[i].parts[0].c.seq < fromCold[j].parts[0].c.seq })
@@ -413,7 +471,7 @@ func (e *Engine) completePending(ctx context.Context) {
 			if err != nil {
 				ready = append(ready, c.id) // evicted meanwhile: read back
 			} else {
-				batch = append(batch, completion{id: c.id, buf: buf, n: k})
+				batch = append(batch, completion{id: c.id, meta: c.meta, want: true, buf: buf, n: k})
 			}
 		}
 		e.pendingMu.Lock()
@@ -495,7 +553,7 @@ func (e *Engine) completeBatch(ctx context.Context, ids []model.TraceID) error {
 	for _, id := range ids {
 		if spans := got[id]; len(spans) > 0 {
 			sortSpans(spans)
-			e.sendCompletions(ctx, []completion{{id: id, spans: spans}})
+			e.sendCompletions(ctx, []completion{{id: id, want: true, spans: spans}})
 		}
 	}
 	return nil

@@ -1,6 +1,7 @@
 package engine
 
 import (
+	"encoding/binary"
 	"sync"
 	"sync/atomic"
 
@@ -18,24 +19,41 @@ import (
 const headShards = 64
 
 type headTrace struct {
-	buf      []byte // framed encoded spans
-	n        int
-	sum      model.TraceSummary
-	rootSt   uint64
+	buf []byte // framed encoded spans
+	n   int
+	traceMeta
 	lastSeen int64  // engine clock, unix nanos
 	minSeg   uint64 // oldest WAL segment holding spans of this trace
 }
 
-func (t *headTrace) size() int64 { return int64(cap(t.buf)) + 160 + int64(len(t.sum.Services))*40 }
+// traceMeta is what the engine knows of a trace without decoding it: the
+// running summary (search by service), and what OnTraceComplete receives
+// for traces whose spans nobody wants decoded.
+type traceMeta struct {
+	sum      model.TraceSummary
+	rootSt   uint64
+	rootSpan model.SpanID
+	versions []string // parallel to sum.Services: service.version of the service's first span
+	flags    uint32   // Options.SpanFlags, ORed
+}
 
-func (t *headTrace) add(s *model.Span, enc []byte, seg uint64, now int64) {
+func (t *headTrace) size() int64 { return int64(cap(t.buf)) + 160 + int64(len(t.sum.Services))*56 }
+
+func (t *headTrace) add(s *model.Span, enc []byte, seg uint64, now int64, h *head) {
 	t.buf = append(t.buf, enc...)
 	t.n++
 	t.lastSeen = now
 	if t.minSeg == 0 || seg < t.minSeg {
 		t.minSeg = seg
 	}
-	sum := &t.sum
+	t.traceMeta.add(s, h.flags, h.versions)
+}
+
+func (m *traceMeta) add(s *model.Span, flags func(*model.Span) uint32, versions bool) {
+	if flags != nil {
+		m.flags |= flags(s)
+	}
+	sum := &m.sum
 	sum.TraceID = s.TraceID
 	if sum.StartUnixNano == 0 || s.StartUnixNano < sum.StartUnixNano {
 		sum.StartUnixNano = s.StartUnixNano
@@ -43,8 +61,8 @@ func (t *headTrace) add(s *model.Span, enc []byte, seg uint64, now int64) {
 	if s.EndUnixNano > sum.EndUnixNano {
 		sum.EndUnixNano = s.EndUnixNano
 	}
-	if s.IsRoot() && (sum.RootName == "" || s.StartUnixNano < t.rootSt) {
-		sum.RootService, sum.RootName, t.rootSt = s.Service, s.Name, s.StartUnixNano
+	if s.IsRoot() && (sum.RootName == "" || s.StartUnixNano < m.rootSt) {
+		sum.RootService, sum.RootName, m.rootSt, m.rootSpan = s.Service, s.Name, s.StartUnixNano, s.SpanID
 	}
 	sum.SpanCount++
 	isErr := s.StatusCode == model.StatusError
@@ -65,6 +83,47 @@ func (t *headTrace) add(s *model.Span, enc []byte, seg uint64, now int64) {
 		st.ErrorCount = 1
 	}
 	sum.Services = append(sum.Services, st)
+	if versions {
+		m.versions = append(m.versions, s.Resource.Str("service.version"))
+	}
+}
+
+// merge adds the meta of other spans of the same trace.
+func (m *traceMeta) merge(o *traceMeta) {
+	m.flags |= o.flags
+	sum := &m.sum
+	if sum.TraceID.IsZero() {
+		sum.TraceID = o.sum.TraceID
+	}
+	if o.sum.SpanCount == 0 {
+		return
+	}
+	if sum.SpanCount == 0 || o.sum.StartUnixNano < sum.StartUnixNano {
+		sum.StartUnixNano = o.sum.StartUnixNano
+	}
+	sum.EndUnixNano = max(sum.EndUnixNano, o.sum.EndUnixNano)
+	if o.sum.RootName != "" && (sum.RootName == "" || o.rootSt < m.rootSt) {
+		sum.RootService, sum.RootName, m.rootSt, m.rootSpan = o.sum.RootService, o.sum.RootName, o.rootSt, o.rootSpan
+	}
+	sum.SpanCount += o.sum.SpanCount
+	sum.ErrorCount += o.sum.ErrorCount
+next:
+	for i, os := range o.sum.Services {
+		for j := range sum.Services {
+			if sum.Services[j].Name == os.Name {
+				sum.Services[j].SpanCount += os.SpanCount
+				sum.Services[j].ErrorCount += os.ErrorCount
+				continue next
+			}
+		}
+		sum.Services = append(sum.Services, os)
+		if i < len(o.versions) { // else versions are not kept
+			for len(m.versions) < len(sum.Services)-1 {
+				m.versions = append(m.versions, "")
+			}
+			m.versions = append(m.versions, o.versions[i])
+		}
+	}
 }
 
 func (t *headTrace) spans() ([]model.Span, error) {
@@ -87,13 +146,18 @@ type headShard struct {
 
 type head struct {
 	shards [headShards]headShard
-	bytes  atomic.Int64
-	spans  atomic.Int64
-	traces atomic.Int64
+	// flags classifies each inserted span (Options.SpanFlags); nil: none.
+	flags func(*model.Span) uint32
+	// versions: keep each service's version in the trace's meta (only
+	// completed traces report them).
+	versions bool
+	bytes    atomic.Int64
+	spans    atomic.Int64
+	traces   atomic.Int64
 }
 
-func newHead() *head {
-	h := &head{}
+func newHead(flags func(*model.Span) uint32, versions bool) *head {
+	h := &head{flags: flags, versions: versions}
 	for i := range h.shards {
 		h.shards[i].traces = map[model.TraceID]*headTrace{}
 	}
@@ -126,7 +190,7 @@ func (h *head) insert(spans []model.Span, enc []byte, offs []int, seg uint64, no
 			t.buf = append(make([]byte, 0, len(t.buf)+need+len(t.buf)/4), t.buf...)
 		}
 		for k := i; k < j; k++ {
-			t.add(&spans[k], enc[offs[k]:offs[k+1]], seg, now)
+			t.add(&spans[k], enc[offs[k]:offs[k+1]], seg, now, h)
 		}
 		grew += t.size() - before
 		sh.mu.Unlock()
@@ -148,6 +212,7 @@ func (h *head) get(id model.TraceID) *headTrace {
 	// append (append may reallocate buf; the copied header stays valid).
 	c := *t
 	c.sum.Services = append([]model.ServiceStats(nil), t.sum.Services...)
+	c.versions = nil // queries do not read them; writers may append
 	return &c
 }
 
@@ -184,6 +249,7 @@ func (h *head) each(fn func(t *headTrace)) {
 		for _, t := range sh.traces {
 			c := *t
 			c.sum.Services = append([]model.ServiceStats(nil), t.sum.Services...)
+			c.versions = nil
 			list = append(list, c)
 		}
 		sh.mu.Unlock()
@@ -192,3 +258,82 @@ func (h *head) each(fn func(t *headTrace)) {
 		}
 	}
 }
+
+// pack appends the meta to dst in one pointer-free encoding. Traces cut
+// early wait in pending for up to IdleTimeout, tens of thousands at high
+// rates; as structs with string slices they were most of the objects the
+// garbage collector had to mark.
+func (m *traceMeta) pack(dst []byte) []byte {
+	s := &m.sum
+	dst = binary.AppendUvarint(dst, uint64(m.flags))
+	dst = binary.AppendUvarint(dst, m.rootSt)
+	dst = append(dst, m.rootSpan[:]...)
+	dst = binary.AppendUvarint(dst, s.StartUnixNano)
+	dst = binary.AppendUvarint(dst, s.EndUnixNano)
+	dst = binary.AppendUvarint(dst, uint64(s.SpanCount))
+	dst = binary.AppendUvarint(dst, uint64(s.ErrorCount))
+	dst = appendPackedStr(dst, s.RootService)
+	dst = appendPackedStr(dst, s.RootName)
+	dst = binary.AppendUvarint(dst, uint64(len(s.Services)))
+	for i, st := range s.Services {
+		dst = appendPackedStr(dst, st.Name)
+		v := ""
+		if i < len(m.versions) {
+			v = m.versions[i]
+		}
+		dst = appendPackedStr(dst, v)
+		dst = binary.AppendUvarint(dst, uint64(st.SpanCount))
+		dst = binary.AppendUvarint(dst, uint64(st.ErrorCount))
+	}
+	return dst
+}
+
+func appendPackedStr(dst []byte, s string) []byte {
+	dst = binary.AppendUvarint(dst, uint64(len(s)))
+	return append(dst, s...)
+}
+
+// unpackMeta decodes what pack wrote for trace id. The input is the
+// engine's own memory, never read from outside, so it is trusted.
+func unpackMeta(id model.TraceID, b []byte) traceMeta {
+	r := packedReader{b: b}
+	var m traceMeta
+	s := &m.sum
+	s.TraceID = id
+	m.flags = uint32(r.uvarint())
+	m.rootSt = r.uvarint()
+	copy(m.rootSpan[:], r.take(len(m.rootSpan)))
+	s.StartUnixNano = r.uvarint()
+	s.EndUnixNano = r.uvarint()
+	s.SpanCount = int(r.uvarint())
+	s.ErrorCount = int(r.uvarint())
+	s.RootService = r.str()
+	s.RootName = r.str()
+	n := int(r.uvarint())
+	s.Services = make([]model.ServiceStats, n)
+	m.versions = make([]string, n)
+	for i := range n {
+		s.Services[i].Name = r.str()
+		m.versions[i] = r.str()
+		s.Services[i].SpanCount = int(r.uvarint())
+		s.Services[i].ErrorCount = int(r.uvarint())
+	}
+	return m
+}
+
+type packedReader struct{ b []byte }
+
+func (r *packedReader) uvarint() uint64 {
+	v, n := binary.Uvarint(r.b)
+	r.b = r.b[max(n, 0):]
+	return v
+}
+
+func (r *packedReader) take(n int) []byte {
+	n = min(n, len(r.b))
+	p := r.b[:n]
+	r.b = r.b[n:]
+	return p
+}
+
+func (r *packedReader) str() string { return string(r.take(int(r.uvarint()))) }
