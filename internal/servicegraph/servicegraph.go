@@ -18,6 +18,7 @@ import (
 	"context"
 	"fmt"
 	"log/slog"
+	"strings"
 	"sync"
 	"time"
 
@@ -160,6 +161,12 @@ type Graph struct {
 	peers       map[peerKey]*peerStat
 	queue       []queued
 	qhead       int
+	// nowMin is the current minute as of the latest Observe or expiry:
+	// reading the clock per recorded edge was a measurable share of ingest.
+	nowMin int64
+	// dbPeers interns the "system/namespace" names of database peers, which
+	// would otherwise be concatenated for every database call.
+	dbPeers map[[2]string]string
 	// counters for /metrics-less introspection and tests
 	paired, virtual, dropped, evicted uint64
 	immediate                         uint64 // calls to uninstrumented peers recorded without waiting
@@ -236,6 +243,7 @@ func (g *Graph) Close() error {
 			<-g.done
 		}
 		g.mu.Lock()
+		g.nowMin = tsdb.UnixMinute(g.now())
 		g.expireLocked(1<<63-1, true)
 		g.mu.Unlock()
 		err = g.st.Flush(g.now(), true)
@@ -248,8 +256,10 @@ func (g *Graph) Flush() error { return g.st.Flush(g.now(), false) }
 
 // Expire resolves halves whose pairing window has passed.
 func (g *Graph) Expire() {
-	now := g.now().UnixNano()
+	t := g.now()
+	now := t.UnixNano()
 	g.mu.Lock()
+	g.nowMin = tsdb.UnixMinute(t)
 	g.expireLocked(now, false)
 	g.shrinkLocked()
 	g.mu.Unlock()
@@ -273,17 +283,19 @@ func (g *Graph) shrinkLocked() {
 // earlier batches. One lock per batch; no allocation per span once the
 // cache has grown.
 func (g *Graph) Observe(spans []model.Span) {
-	now := g.now().UnixNano()
+	t := g.now()
+	now := t.UnixNano()
 	deadline := now + int64(g.opt.PairTimeout)
 	g.mu.Lock()
 	defer g.mu.Unlock()
+	g.nowMin = tsdb.UnixMinute(t)
 	g.expireLocked(now, false)
 	for i := range spans {
 		sp := &spans[i]
 		switch sp.Kind {
 		case model.KindClient, model.KindProducer:
 			h := halfOf(sp)
-			h.peer, h.peerConn = peerOf(sp)
+			h.peer, h.peerConn = g.peerOf(sp)
 			k := pendKey{sp.TraceID, sp.SpanID}
 			if p, ok := g.pending[k]; ok {
 				if p.isServer {
@@ -353,26 +365,101 @@ func halfOf(sp *model.Span) half {
 // peerOf names the remote side of a CLIENT/PRODUCER span for when no
 // SERVER/CONSUMER span answers it (an uninstrumented service, a database,
 // a broker).
-func peerOf(sp *model.Span) (string, uint8) {
-	if v := sp.Attrs.Str("peer.service"); v != "" {
+//
+// One pass over the attributes instead of a lookup per candidate key: this
+// runs for every CLIENT and PRODUCER span at ingest.
+func (g *Graph) peerOf(sp *model.Span) (string, uint8) {
+	const (
+		peerService = iota
+		dbSystemName
+		dbSystem
+		dbNamespace
+		dbName
+		msgSystem
+		msgDestName
+		msgDest
+		serverAddress
+		netPeerName
+		rpcService
+		nKeys
+	)
+	var at [nKeys]*model.Value // first occurrence of each key
+	for i := range sp.Attrs {
+		var k int
+		switch sp.Attrs[i].Key {
+		case "peer.service":
+			k = peerService
+		case "db.system.name":
+			k = dbSystemName
+		case "db.system":
+			k = dbSystem
+		case "db.namespace":
+			k = dbNamespace
+		case "db.name":
+			k = dbName
+		case "messaging.system":
+			k = msgSystem
+		case "messaging.destination.name":
+			k = msgDestName
+		case "messaging.destination":
+			k = msgDest
+		case "server.address":
+			k = serverAddress
+		case "net.peer.name":
+			k = netPeerName
+		case "rpc.service":
+			k = rpcService
+		default:
+			continue
+		}
+		if at[k] == nil {
+			at[k] = &sp.Attrs[i].Value
+		}
+	}
+	// str is Attrs.Str over the given keys: the first present one's value.
+	str := func(a, b, c int) string {
+		for _, k := range [3]int{a, b, c} {
+			if k >= 0 && at[k] != nil {
+				return at[k].AsString()
+			}
+		}
+		return ""
+	}
+	if v := str(peerService, -1, -1); v != "" {
 		return v, ConnVirtualNode
 	}
-	if sys := sp.Attrs.Str("db.system.name", "db.system"); sys != "" {
-		if ns := sp.Attrs.Str("db.namespace", "db.name"); ns != "" {
-			return sys + "/" + ns, ConnDatabase
+	if sys := str(dbSystemName, dbSystem, -1); sys != "" {
+		if ns := str(dbNamespace, dbName, -1); ns != "" {
+			return g.joinPeer(sys, ns), ConnDatabase
 		}
 		return sys, ConnDatabase
 	}
-	if sys := sp.Attrs.Str("messaging.system"); sys != "" {
-		if d := sp.Attrs.Str("messaging.destination.name", "messaging.destination"); d != "" {
-			return sys + "/" + d, ConnMessagingSystem
+	if sys := str(msgSystem, -1, -1); sys != "" {
+		if d := str(msgDestName, msgDest, -1); d != "" {
+			return g.joinPeer(sys, d), ConnMessagingSystem
 		}
 		return sys, ConnMessagingSystem
 	}
-	if v := sp.Attrs.Str("server.address", "net.peer.name", "rpc.service"); v != "" {
+	if v := str(serverAddress, netPeerName, rpcService); v != "" {
 		return v, ConnVirtualNode
 	}
 	return "", ConnUnset
+}
+
+// joinPeer returns "a/b", interned: databases and queues are few, their
+// calls many.
+func (g *Graph) joinPeer(a, b string) string {
+	k := [2]string{a, b}
+	if v, ok := g.dbPeers[k]; ok {
+		return v
+	}
+	if g.dbPeers == nil || len(g.dbPeers) >= 4096 {
+		g.dbPeers = map[[2]string]string{} // a flood of names must not grow it without bound
+	}
+	v := a + "/" + b
+	// The key's strings may point into a request's buffer; keep copies.
+	g.dbPeers[[2]string{strings.Clone(a), strings.Clone(b)}] = v
+	return v
 }
 
 func (g *Graph) insert(k pendKey, p pending) {
@@ -478,7 +565,7 @@ func (g *Graph) record(trace model.TraceID, c, s *half) {
 
 // recordEdge adds one call; s is nil for a virtual (uninstrumented) peer.
 func (g *Graph) recordEdge(trace model.TraceID, k tsdb.Key, c, s *half) {
-	nowMin := tsdb.UnixMinute(g.now())
+	nowMin := g.nowMin
 	minute := tsdb.MinuteOfNano(c.startNS)
 	if minute < nowMin-int64(g.opt.Retention/time.Minute) || minute > nowMin+10 {
 		minute = -1
