@@ -129,10 +129,9 @@ type cacheMiss struct {
 }
 
 func isCacheSpan(s *model.Span) bool {
-	if _, ok := s.Attrs.Get("cache.hit"); ok {
-		return true
-	}
-	return cacheSystems[strings.ToLower(s.Attrs.Str("db.system.name", "db.system"))]
+	var k spanKeys
+	k.scan(s.Attrs)
+	return k.isCache()
 }
 
 func cacheCommand(s *model.Span) (cmd, key string) {

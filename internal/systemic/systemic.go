@@ -352,19 +352,18 @@ func (d *Detector) baselineReady(s *series) bool {
 
 // ---- observation ----
 
+// failed: an error status, or no explicit one and a failing HTTP answer
+// (spanKeys.failedHTTP).
 func failed(s *model.Span) bool {
-	if s.StatusCode == model.StatusError {
+	switch s.StatusCode {
+	case model.StatusError:
 		return true
-	}
-	if s.StatusCode == model.StatusOK {
+	case model.StatusOK:
 		return false
 	}
-	if v, ok := s.Attrs.First("http.response.status_code", "http.status_code"); ok {
-		if c, ok := v.AsInt(); ok && (c >= 500 || c == 408 || c == 429) {
-			return true
-		}
-	}
-	return false
+	var k spanKeys
+	k.scan(s.Attrs)
+	return k.failedHTTP()
 }
 
 func pushRef(list []ref, r ref, capN int) []ref {
