@@ -1,7 +1,6 @@
 package engine
 
 import (
-	"reflect"
 	"sync"
 	"testing"
 	"time"
@@ -71,18 +70,7 @@ func TestEarlyCutTracesCompleteFromColdTier(t *testing.T) {
 				if calls[id] != 1 {
 					t.Fatalf("trace %s completed %d times", id, calls[id])
 				}
-				g := append([]model.Span(nil), got[id]...)
-				ws := append([]model.Span(nil), w...)
-				sortSpans(g)
-				sortSpans(ws)
-				if len(g) != len(ws) {
-					t.Fatalf("trace %s completed with %d spans, want %d", id, len(g), len(ws))
-				}
-				for i := range ws {
-					if !reflect.DeepEqual(normSpan(g[i]), normSpan(ws[i])) {
-						t.Fatalf("trace %s span %d:\n got %+v\nwant %+v", id, i, g[i], ws[i])
-					}
-				}
+				sameSpans(t, normSpans(w), normSpans(got[id]))
 			}
 			if rb := e.readBacks.Load(); tc.wantEvict != (rb > 0) {
 				t.Fatalf("%d traces completed by reading blocks back (evictions expected: %v)", rb, tc.wantEvict)
@@ -97,6 +85,15 @@ func TestEarlyCutTracesCompleteFromColdTier(t *testing.T) {
 			}
 		})
 	}
+}
+
+// normSpans is normSpan over a copy of spans.
+func normSpans(spans []model.Span) []model.Span {
+	out := make([]model.Span, len(spans))
+	for i, s := range spans {
+		out[i] = normSpan(s)
+	}
+	return out
 }
 
 // normSpan makes nil and empty lists compare equal.

@@ -110,18 +110,7 @@ func TestUnwantedTracesCompleteWithSummaryOnly(t *testing.T) {
 		if !sampled(id) {
 			lateWanted++
 		}
-		gs := append([]model.Span(nil), c.Spans...)
-		ws := append([]model.Span(nil), tr...)
-		sortSpans(gs)
-		sortSpans(ws)
-		if len(gs) != len(ws) {
-			t.Fatalf("trace %d completed with %d spans, want %d", i, len(gs), len(ws))
-		}
-		for k := range ws {
-			if !reflect.DeepEqual(normSpan(gs[k]), normSpan(ws[k])) {
-				t.Fatalf("trace %d span %d:\n got %+v\nwant %+v", i, k, gs[k], ws[k])
-			}
-		}
+		sameSpans(t, normSpans(tr), normSpans(c.Spans))
 	}
 	if lateWanted == 0 {
 		t.Fatal("no trace became wanted by its second half")
