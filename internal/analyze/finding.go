@@ -37,6 +37,22 @@ type Finding struct {
 	// trip through storage it is a generic JSON value.
 	Evidence any    `json:"evidence"`
 	Fix      string `json:"fix"`
+	// Culprit is the place to fix, which may differ from where the problem
+	// was observed: a callee that started late blames what sits in front of
+	// the callee, a retry storm blames the failing dependency, an N+1 blames
+	// the caller's loop. Nil only for findings stored before culprits existed.
+	Culprit *Culprit `json:"culprit,omitempty"`
+}
+
+// Culprit names the service and operation to fix and why that one.
+type Culprit struct {
+	Service   string `json:"service"`
+	Operation string `json:"operation"`
+	// SpanID is the span that shows the cause ("" for cross-trace findings
+	// without one representative span).
+	SpanID string `json:"span_id,omitempty"`
+	// Reason says in one sentence why this place is to blame.
+	Reason string `json:"reason"`
 }
 
 // Baseline is what history knows about the usual duration of something.
