@@ -61,7 +61,10 @@ func New(ctx context.Context, cfg config.Config, log *slog.Logger) (*Server, err
 	}
 	s.closers = append(s.closers, graph.Close)
 	s.background = append(s.background, graph.Start)
-	history, err := baseline.New(baseline.Options{Dir: dir("baselines")}, log.With("component", "baseline"))
+	bl := cfg.Analytics.Baseline
+	history, err := baseline.New(baseline.Options{Dir: dir("baselines"), HalfLife: bl.HalfLife,
+		Robust: baseline.Robust{Window: bl.Window, AnomalyFactor: bl.AnomalyFactor, AcceptAfter: bl.AcceptAfter, ReleaseAfter: bl.ReleaseAfter}},
+		log.With("component", "baseline"))
 	if err != nil {
 		return nil, err
 	}
