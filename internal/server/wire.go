@@ -176,6 +176,7 @@ func New(ctx context.Context, cfg config.Config, log *slog.Logger) (*Server, err
 	apiV1 := v1.NewHandler(v1.Deps{
 		Store:    eng,
 		Analyzer: pipe.analyze,
+		Explain:  pipe.explain,
 		Findings: pipe,
 		Routes:   routes,
 		Logger:   log.With("component", "api"),
