@@ -24,8 +24,8 @@ func TestDatabaseNodesAreNamedByDatabase(t *testing.T) {
 		call("orders", str("db.system", "postgresql"), str("db.namespace", "orders_db")),
 		call("orders", str("db.system", "postgresql"), str("db.namespace", "orders_db")),
 		call("billing", str("db.system.name", "postgresql"), str("db.namespace", "orders_db")), // current semconv
-		call("users", str("db.system", "mysql"), str("db.name", "accounts")),                    // older semconv
-		call("cart", str("db.system", "redis"), str("db.namespace", "0")),                       // an index, not a name
+		call("users", str("db.system", "mysql"), str("db.name", "accounts")),                   // older semconv
+		call("cart", str("db.system", "redis"), str("db.namespace", "0")),                      // an index, not a name
 		call("cart", str("db.system", "memcached")),
 		call("search", str("db.system", "elasticsearch"), str("peer.service", "es-main")),
 	})
