@@ -1,6 +1,7 @@
 package baseline
 
 import (
+	"math"
 	"sort"
 	"time"
 
@@ -128,17 +129,29 @@ func (b *Baselines) observe(s *series, k key, v uint64, failed bool, t int64) {
 }
 
 // anomaly says why window w would not be usual against base ("" = it is
-// usual). A baseline too young to judge by accepts everything.
+// usual). A baseline too young to judge by accepts everything. Both tests
+// also ask that chance could hardly explain the window, or a noisy key
+// would lose its slow or failing windows to quarantine and its baseline
+// would read better than the truth: the window's median must lie above
+// the usual p90 (five of ten samples above it happens 0.2 % of the time),
+// and its failures must exceed the usual count by three standard
+// deviations.
 func (b *Baselines) anomaly(base, w *dist) string {
 	r := &b.opt.Robust
 	if base.n < r.MinEstablished || w.n <= 0 {
 		return ""
 	}
-	if bp := base.p50(); bp > 0 && w.p50() >= r.AnomalyFactor*bp {
-		return "slower"
+	if bp := base.p50(); bp > 0 {
+		wp := w.p50()
+		p90, _ := tsdb.Quantile(base.h[:], 0.9)
+		if wp >= r.AnomalyFactor*bp && wp >= p90 {
+			return "slower"
+		}
 	}
 	usual, now := base.errs/base.n, w.errs/w.n
-	if now >= r.AnomalyFactor*usual && now-usual >= r.ErrorShareJump {
+	expected := w.n * usual
+	if now >= r.AnomalyFactor*usual && now-usual >= r.ErrorShareJump &&
+		w.errs >= expected+3*math.Sqrt(expected*(1-usual))+1 {
 		return "errors"
 	}
 	return ""
@@ -199,7 +212,7 @@ func (b *Baselines) usual(s *series) (dist, bool) {
 type Shift struct {
 	Table     string // "operation", "statement" or "span_count"
 	A, B      string // service and operation, or db system and shape
-	Reason    string // "slower" or "errors"
+	Reason    string // "slower" ("larger" for span counts) or "errors"
 	Since     time.Time
 	UsualP50  float64 // ms (spans for span_count)
 	ShiftP50  float64
@@ -221,7 +234,11 @@ func (b *Baselines) Shifts() []Shift {
 			if s.q == nil {
 				continue
 			}
-			out = append(out, Shift{Table: tb.name, A: k.a, B: k.b, Reason: s.q.reason, Since: time.Unix(0, s.q.since).UTC(),
+			reason := s.q.reason
+			if tb.name == "span_count" && reason == "slower" {
+				reason = "larger"
+			}
+			out = append(out, Shift{Table: tb.name, A: k.a, B: k.b, Reason: reason, Since: time.Unix(0, s.q.since).UTC(),
 				UsualP50: tsdb.Round3(s.base.p50() / tb.scale), ShiftP50: tsdb.Round3(s.q.d.p50() / tb.scale), Anomalous: s.q.anomalous})
 		}
 	}

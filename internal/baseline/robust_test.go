@@ -207,3 +207,32 @@ func TestSnapshotV1Loads(t *testing.T) {
 		t.Errorf("v1 statement baseline: %+v %v", st, ok)
 	}
 }
+
+// A noisy but steady key (durations spread over a decade, 10 % failures,
+// 15 samples a window) must not lose its slow or failing windows to
+// quarantine by chance: its baseline would read faster and healthier than
+// the truth.
+func TestNoisySteadyKeyIsNotQuarantined(t *testing.T) {
+	b, _ := New(Options{}, nil)
+	o := &orders{r: rand.New(rand.NewPCG(21, 22)), now: time.Date(2026, 3, 2, 0, 0, 0, 0, time.UTC)}
+	var checks, shifted int
+	for end := o.now.Add(12 * time.Hour); o.now.Before(end); o.now = o.now.Add(20 * time.Second) {
+		ms := math.Exp(o.r.NormFloat64() + math.Log(300))
+		b.ObserveTrace(o.next(ms, o.r.Float64() < 0.1))
+		if o.now.Second() == 0 && o.now.Minute()%5 == 0 {
+			checks++
+			if len(b.Shifts()) > 0 {
+				shifted++
+			}
+		}
+	}
+	if shifted*20 > checks {
+		t.Errorf("held out at %d of %d checks", shifted, checks)
+	}
+	if r, _, _ := b.OperationErrorRate("orders", "GET /orders"); math.Abs(r-0.1) > 0.015 {
+		t.Errorf("usual error share %.3f, true 0.1", r)
+	}
+	if p := stmtP50(t, b); !near(p, 300) {
+		t.Errorf("usual p50 %.1f ms, true 300", p)
+	}
+}
