@@ -250,3 +250,18 @@ func (b *Baselines) Shifts() []Shift {
 	})
 	return out
 }
+
+// ShiftCount is the number of keys whose recent windows are held out.
+func (b *Baselines) ShiftCount() int {
+	b.mu.RLock()
+	defer b.mu.RUnlock()
+	n := 0
+	for _, m := range []map[key]*series{b.ops, b.stmts, b.spanCounts} {
+		for _, s := range m {
+			if s.q != nil {
+				n++
+			}
+		}
+	}
+	return n
+}

@@ -98,7 +98,7 @@ func TestIncidentStaysOutOfBaseline(t *testing.T) {
 		t.Errorf("entry operation p50 %.1f ms, usual ~320", op.P50MS)
 	}
 	sh := b.Shifts()
-	if len(sh) != 3 { // the entry op, the query op and the statement shape
+	if len(sh) != 3 || b.ShiftCount() != 3 { // the entry op, the query op and the statement shape
 		t.Fatalf("shifts during the incident: %+v", sh)
 	}
 	for _, s := range sh {

@@ -86,7 +86,7 @@ func metricsAfterIngest(t *testing.T, mutate func(*config.Config)) string {
 
 func TestAnalyticsSwitch(t *testing.T) {
 	on := metricsAfterIngest(t, func(*config.Config) {})
-	for _, want := range []string{`traces_spanmetrics_calls_total{`, `traces_service_graph_request_total{client="frontend",connection_type="",server="api"}`, "tracedx_memory_limit_bytes", "tracedx_analysis_shed_total"} {
+	for _, want := range []string{`traces_spanmetrics_calls_total{`, `traces_service_graph_request_total{client="frontend",connection_type="",server="api"}`, "tracedx_memory_limit_bytes", "tracedx_analysis_shed_total", "tracedx_baseline_shifted_keys 0"} {
 		if !strings.Contains(on, want) {
 			t.Errorf("analytics on: /metrics lacks %s", want)
 		}

@@ -70,7 +70,9 @@ func New(ctx context.Context, cfg config.Config, log *slog.Logger) (*Server, err
 	}
 	s.closers = append(s.closers, history.Close)
 	s.background = append(s.background, history.Start)
-	s.reg.MustRegister(metrics, graph)
+	s.reg.MustRegister(metrics, graph, prometheus.NewGaugeFunc(prometheus.GaugeOpts{Name: "tracedx_baseline_shifted_keys",
+		Help: "Operations, statement shapes and entry operations whose recent windows are held out of their baseline as anomalous (an ongoing incident or a shift not yet accepted)."},
+		func() float64 { return float64(history.ShiftCount()) }))
 
 	pipe := newPipeline(s, history)
 	pipe.detectors = detectors
