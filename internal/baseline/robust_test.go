@@ -236,3 +236,17 @@ func TestNoisySteadyKeyIsNotQuarantined(t *testing.T) {
 		t.Errorf("usual p50 %.1f ms, true 300", p)
 	}
 }
+
+// Detectors look baselines up for every database span and service entry.
+func BenchmarkStatementLookup(b *testing.B) {
+	bl, _ := New(Options{}, nil)
+	o := &orders{r: rand.New(rand.NewPCG(23, 24)), now: time.Date(2026, 3, 2, 9, 0, 0, 0, time.UTC)}
+	o.run(bl, 32*time.Minute, 5*time.Second, 300, nil) // established, with an open window
+	b.ReportAllocs()
+	b.ResetTimer()
+	for i := 0; i < b.N; i++ {
+		if _, ok := bl.StatementDuration("postgresql", ordersShape); !ok {
+			b.Fatal("no baseline")
+		}
+	}
+}
