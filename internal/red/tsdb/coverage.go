@@ -25,13 +25,17 @@ func (s *Store[E]) FirstMinute() (int64, bool) {
 	return m, m != noData
 }
 
-// loadFirst finds the first minute with data among the day files (at
-// start; afterwards updates keep it).
+// loadFirst finds the first minute with data among the day files, oldest
+// first (at start; afterwards updates keep it). Only a day older than the
+// ones kept in memory is read for it: one file, once.
 func (s *Store[E]) loadFirst(days []int64) {
 	for _, d := range days {
-		dd, err := s.readDay(d)
-		if err != nil || dd == nil {
-			continue
+		dd := s.days[d]
+		if dd == nil {
+			var err error
+			if dd, err = s.readDay(d); err != nil || dd == nil {
+				continue
+			}
 		}
 		found := false
 		for _, rs := range dd.recs {
