@@ -30,8 +30,8 @@ type Robust struct {
 	// ErrorShareJump is the least rise of the error share (0..1) that makes
 	// a window anomalous (default 0.1).
 	ErrorShareJump float64
-	// AcceptAfter is how long anomalous windows must go on (and outnumber
-	// normal ones) before they become the new normal (default 6 h).
+	// AcceptAfter is how long anomalous windows must go on (three in four
+	// windows at least) before they become the new normal (default 6 h).
 	AcceptAfter time.Duration
 	// ReleaseAfter: once normal windows have come back for this long after
 	// the last anomalous one, the incident is over and its quarantined
@@ -186,7 +186,9 @@ func (b *Baselines) closeWindow(s *series, k key, t int64) {
 	s.q.d.merge(&s.win)
 	s.q.last = t
 	s.q.anomalous++
-	if time.Duration(t-s.q.since) >= r.AcceptAfter && s.q.anomalous >= s.q.normal {
+	// Three in four windows: an incident that comes and goes keeps the
+	// good mode as usual rather than swapping it for the bad one.
+	if time.Duration(t-s.q.since) >= r.AcceptAfter && s.q.anomalous >= 3*s.q.normal {
 		b.log.Info("baseline: lasting shift accepted as the new normal", "a", k.a, "b", k.b, "reason", s.q.reason,
 			"old_p50_ms", tsdb.Round3(s.base.p50()/1000), "new_p50_ms", tsdb.Round3(s.q.d.p50()/1000))
 		s.base = s.q.d

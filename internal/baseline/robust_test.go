@@ -250,3 +250,18 @@ func BenchmarkStatementLookup(b *testing.B) {
 		}
 	}
 }
+
+// An incident that comes and goes (slow every other half hour for a day)
+// is never accepted as the new normal: the good windows stay usual.
+func TestFlappingIncidentIsNotAccepted(t *testing.T) {
+	b, _ := New(Options{}, nil)
+	o := &orders{r: rand.New(rand.NewPCG(25, 26)), now: time.Date(2026, 3, 2, 0, 0, 0, 0, time.UTC)}
+	o.run(b, time.Hour, 10*time.Second, 300, nil)
+	for i := 0; i < 24; i++ {
+		o.run(b, 30*time.Minute, 10*time.Second, 1100, nil)
+		o.run(b, 25*time.Minute, 10*time.Second, 300, nil)
+		if p := stmtP50(t, b); !near(p, 300) {
+			t.Fatalf("p50 %.1f ms after %d hours of a flapping incident", p, i+1)
+		}
+	}
+}
