@@ -1,9 +1,12 @@
 package baseline
 
 import (
+	"encoding/json"
 	"fmt"
 	"math"
 	"math/rand/v2"
+	"net/http"
+	"net/http/httptest"
 	"testing"
 	"time"
 
@@ -264,4 +267,43 @@ func TestFlappingIncidentIsNotAccepted(t *testing.T) {
 			t.Fatalf("p50 %.1f ms after %d hours of a flapping incident", p, i+1)
 		}
 	}
+}
+
+func TestShiftsEndpoint(t *testing.T) {
+	b, _ := New(Options{}, nil)
+	o := &orders{r: rand.New(rand.NewPCG(27, 28)), now: time.Date(2026, 3, 2, 9, 0, 0, 0, time.UTC)}
+	mux := http.NewServeMux()
+	b.RegisterRoutes(mux)
+	get := func() []map[string]any {
+		rec := httptest.NewRecorder()
+		mux.ServeHTTP(rec, httptest.NewRequest("GET", "/api/v1/baselines/shifts", nil))
+		var body struct{ Shifts []map[string]any }
+		if rec.Code != 200 || json.Unmarshal(rec.Body.Bytes(), &body) != nil || body.Shifts == nil {
+			t.Fatalf("shifts: %d %s", rec.Code, rec.Body)
+		}
+		return body.Shifts
+	}
+	o.run(b, 30*time.Minute, 5*time.Second, 300, nil)
+	if s := get(); len(s) != 0 {
+		t.Fatalf("no incident yet: %v", s)
+	}
+	o.run(b, 20*time.Minute, 5*time.Second, 1100, nil)
+	var stmt map[string]any
+	for _, s := range get() {
+		if s["table"] == "statement" {
+			stmt = s
+		}
+	}
+	if stmt == nil || stmt["db_system"] != "postgresql" || stmt["shape"] != ordersShape || stmt["reason"] != "slower" ||
+		!sinceNear(stmt["since"], time.Date(2026, 3, 2, 9, 30, 0, 0, time.UTC)) || !near(stmt["usual_p50"].(float64), 300) || !near(stmt["shifted_p50"].(float64), 1100) {
+		t.Errorf("statement shift: %v", stmt)
+	}
+}
+
+// sinceNear: a shift starts with the first window judged anomalous, which
+// may be the one after the window the incident began in.
+func sinceNear(v any, want time.Time) bool {
+	s, _ := v.(string)
+	at, err := time.Parse(time.RFC3339, s)
+	return err == nil && !at.Before(want.Add(-5*time.Minute)) && !at.After(want.Add(5*time.Minute))
 }

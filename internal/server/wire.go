@@ -173,7 +173,7 @@ func New(ctx context.Context, cfg config.Config, log *slog.Logger) (*Server, err
 	})
 
 	mux := http.NewServeMux()
-	routes := []func(*http.ServeMux){metrics.RegisterRoutes, graph.RegisterRoutes, pipe.registerRoutes, logRoutes(logs)}
+	routes := []func(*http.ServeMux){metrics.RegisterRoutes, graph.RegisterRoutes, history.RegisterRoutes, pipe.registerRoutes, logRoutes(logs)}
 	routes = append(routes, s.extraRoutes(eng, pipe)...)
 	apiV1 := v1.NewHandler(v1.Deps{
 		Store:    eng,
