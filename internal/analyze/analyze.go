@@ -3,7 +3,6 @@ package analyze
 import (
 	"fmt"
 	"log/slog"
-	"sort"
 
 	"github.com/tracedx/tracedx/internal/model"
 )
@@ -43,16 +42,7 @@ func Analyze(spans []model.Span, opts Options) Result {
 			res.Findings = append(res.Findings, f)
 		}
 	}
-	sort.SliceStable(res.Findings, func(i, j int) bool {
-		a, b := res.Findings[i], res.Findings[j]
-		if a.Severity.Rank() != b.Severity.Rank() {
-			return a.Severity.Rank() > b.Severity.Rank()
-		}
-		if a.ImpactMS != b.ImpactMS {
-			return a.ImpactMS > b.ImpactMS
-		}
-		return a.Kind < b.Kind
-	})
+	sortFindings(res.Findings)
 	res.CriticalPath = t.CriticalPath().Steps(t)
 	if res.CriticalPath == nil {
 		res.CriticalPath = []PathStep{}

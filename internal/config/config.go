@@ -98,6 +98,22 @@ type Analytics struct {
 	// Traces that may hold a cache miss or an auth failure only the whole
 	// trace can place are always decoded (0: decode every trace).
 	WholeTracesPerSecond float64 `yaml:"whole_traces_per_second"`
+	// Baseline says how "usual" is learnt and how incidents are kept out
+	// of it.
+	Baseline Baseline `yaml:"baseline"`
+}
+
+// Baseline configures the learnt baselines (internal/baseline). A window
+// whose p50 is anomaly_factor times the usual p50, or whose error share
+// jumps as much, is held out of the baseline until the shift has lasted
+// accept_after, and dropped once normal windows have been back for
+// release_after.
+type Baseline struct {
+	HalfLife      time.Duration `yaml:"half_life"`
+	Window        time.Duration `yaml:"window"`
+	AnomalyFactor float64       `yaml:"anomaly_factor"`
+	AcceptAfter   time.Duration `yaml:"accept_after"`
+	ReleaseAfter  time.Duration `yaml:"release_after"`
 }
 
 // Default returns a configuration that works with no file and no flags.
@@ -122,8 +138,9 @@ func Default() Config {
 			MaxAttributes:      1024,
 			MaxSpansPerRequest: 100_000,
 		},
-		Analysis:  Analysis{Enabled: true, MetricsRetention: 30 * 24 * time.Hour, QueueSpans: 8192, MaxCPUShare: 0.2},
-		Analytics: Analytics{Enabled: true, BaselineTracesPerSecond: 200, WholeTracesPerSecond: 100},
+		Analysis: Analysis{Enabled: true, MetricsRetention: 30 * 24 * time.Hour, QueueSpans: 8192, MaxCPUShare: 0.2},
+		Analytics: Analytics{Enabled: true, BaselineTracesPerSecond: 200, WholeTracesPerSecond: 100,
+			Baseline: Baseline{HalfLife: 24 * time.Hour, Window: 5 * time.Minute, AnomalyFactor: 2, AcceptAfter: 6 * time.Hour, ReleaseAfter: 30 * time.Minute}},
 	}
 }
 
@@ -261,6 +278,12 @@ func (c *Config) Validate() error {
 	}
 	if c.Analytics.WholeTracesPerSecond < 0 {
 		return errors.New("analytics.whole_traces_per_second must not be negative")
+	}
+	if bl := c.Analytics.Baseline; bl.HalfLife <= 0 || bl.Window <= 0 || bl.AcceptAfter <= 0 || bl.ReleaseAfter <= 0 {
+		return errors.New("analytics.baseline: half_life, window, accept_after and release_after must be positive durations")
+	}
+	if c.Analytics.Baseline.AnomalyFactor <= 1 {
+		return fmt.Errorf("analytics.baseline.anomaly_factor %g: want more than 1 (a window that many times slower than usual is held out)", c.Analytics.Baseline.AnomalyFactor)
 	}
 	if c.MemoryLimit > 0 && c.MemoryLimit < 64<<20 {
 		return fmt.Errorf("memory_limit %d: below 64 MiB the garbage collector would run constantly; use -1 for no limit", c.MemoryLimit)

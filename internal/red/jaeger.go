@@ -89,7 +89,9 @@ const (
 // JaegerMetrics answers /api/metrics/{kind}: latencies (the quantile in ms),
 // calls (requests per second) or errors (error share 0..1), one point per
 // step over the lookback, each over a trailing RatePer window — as Jaeger's
-// Prometheus reader evaluates rate(…[ratePer]). Points without calls are
+// Prometheus reader evaluates rate(…[ratePer]), except that a call rate is
+// averaged over the part of the window covered by data (Metrics.covered),
+// as every other rate. Points without calls are
 // left out of latencies and errors (Prometheus would give NaN).
 func (m *Metrics) JaegerMetrics(kind string, p JaegerParams) (*jaegermetrics.MetricFamily, error) {
 	var fam jaegermetrics.MetricFamily
@@ -192,7 +194,9 @@ func (m *Metrics) JaegerMetrics(kind string, p JaegerParams) (*jaegermetrics.Met
 			var v float64
 			switch kind {
 			case JaegerCalls:
-				v = tsdb.Round6(float64(a.Count) / float64(winMin*60))
+				if secs := m.covered(pe-winMin, pe); secs > 0 {
+					v = tsdb.Round6(float64(a.Count) / secs)
+				}
 			case JaegerErrors:
 				if a.Count == 0 {
 					continue

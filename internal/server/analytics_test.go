@@ -17,9 +17,8 @@ import (
 	"github.com/tracedx/tracedx/internal/otlpconv"
 )
 
-// startServer runs a whole server on loopback ports and returns its
-// /metrics text after one OTLP request of a client/server pair.
-func metricsAfterIngest(t *testing.T, mutate func(*config.Config)) string {
+// startServer runs a whole server on loopback ports until the test ends.
+func startServer(t *testing.T, mutate func(*config.Config)) *Server {
 	t.Helper()
 	cfg := config.Default()
 	cfg.DataDir = t.TempDir()
@@ -43,14 +42,12 @@ func metricsAfterIngest(t *testing.T, mutate func(*config.Config)) string {
 		defer close(done)
 		_ = s.Wait(ctx)
 	}()
+	return s
+}
 
-	now := uint64(time.Now().UnixNano())
-	tr := model.TraceID{9, 9, 9}
-	spans := []model.Span{
-		{TraceID: tr, SpanID: model.SpanID{1}, Service: "frontend", Name: "GET /", Kind: model.KindServer, StartUnixNano: now, EndUnixNano: now + 5e6},
-		{TraceID: tr, SpanID: model.SpanID{2}, ParentSpanID: model.SpanID{1}, Service: "frontend", Name: "GET /api", Kind: model.KindClient, StartUnixNano: now + 1e6, EndUnixNano: now + 4e6},
-		{TraceID: tr, SpanID: model.SpanID{3}, ParentSpanID: model.SpanID{2}, Service: "api", Name: "GET /api", Kind: model.KindServer, StartUnixNano: now + 2e6, EndUnixNano: now + 3e6},
-	}
+// postSpans sends spans to the server's OTLP/HTTP receiver.
+func postSpans(t *testing.T, s *Server, spans []model.Span) {
+	t.Helper()
 	body, err := (&ptrace.JSONMarshaler{}).MarshalTraces(otlpconv.ToTraces(spans))
 	if err != nil {
 		t.Fatal(err)
@@ -63,7 +60,22 @@ func metricsAfterIngest(t *testing.T, mutate func(*config.Config)) string {
 	if resp.StatusCode != http.StatusOK {
 		t.Fatalf("ingest: %s", resp.Status)
 	}
-	resp, err = http.Get("http://" + s.Addr("http") + "/metrics")
+}
+
+// metricsAfterIngest returns a server's /metrics text after one OTLP
+// request of a client/server pair.
+func metricsAfterIngest(t *testing.T, mutate func(*config.Config)) string {
+	t.Helper()
+	s := startServer(t, mutate)
+	now := uint64(time.Now().UnixNano())
+	tr := model.TraceID{9, 9, 9}
+	spans := []model.Span{
+		{TraceID: tr, SpanID: model.SpanID{1}, Service: "frontend", Name: "GET /", Kind: model.KindServer, StartUnixNano: now, EndUnixNano: now + 5e6},
+		{TraceID: tr, SpanID: model.SpanID{2}, ParentSpanID: model.SpanID{1}, Service: "frontend", Name: "GET /api", Kind: model.KindClient, StartUnixNano: now + 1e6, EndUnixNano: now + 4e6},
+		{TraceID: tr, SpanID: model.SpanID{3}, ParentSpanID: model.SpanID{2}, Service: "api", Name: "GET /api", Kind: model.KindServer, StartUnixNano: now + 2e6, EndUnixNano: now + 3e6},
+	}
+	postSpans(t, s, spans)
+	resp, err := http.Get("http://" + s.Addr("http") + "/metrics")
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -74,7 +86,7 @@ func metricsAfterIngest(t *testing.T, mutate func(*config.Config)) string {
 
 func TestAnalyticsSwitch(t *testing.T) {
 	on := metricsAfterIngest(t, func(*config.Config) {})
-	for _, want := range []string{`traces_spanmetrics_calls_total{`, `traces_service_graph_request_total{client="frontend",connection_type="",server="api"}`, "tracedx_memory_limit_bytes", "tracedx_analysis_shed_total"} {
+	for _, want := range []string{`traces_spanmetrics_calls_total{`, `traces_service_graph_request_total{client="frontend",connection_type="",server="api"}`, "tracedx_memory_limit_bytes", "tracedx_analysis_shed_total", "tracedx_baseline_shifted_keys 0"} {
 		if !strings.Contains(on, want) {
 			t.Errorf("analytics on: /metrics lacks %s", want)
 		}

@@ -61,13 +61,18 @@ func New(ctx context.Context, cfg config.Config, log *slog.Logger) (*Server, err
 	}
 	s.closers = append(s.closers, graph.Close)
 	s.background = append(s.background, graph.Start)
-	history, err := baseline.New(baseline.Options{Dir: dir("baselines")}, log.With("component", "baseline"))
+	bl := cfg.Analytics.Baseline
+	history, err := baseline.New(baseline.Options{Dir: dir("baselines"), HalfLife: bl.HalfLife,
+		Robust: baseline.Robust{Window: bl.Window, AnomalyFactor: bl.AnomalyFactor, AcceptAfter: bl.AcceptAfter, ReleaseAfter: bl.ReleaseAfter}},
+		log.With("component", "baseline"))
 	if err != nil {
 		return nil, err
 	}
 	s.closers = append(s.closers, history.Close)
 	s.background = append(s.background, history.Start)
-	s.reg.MustRegister(metrics, graph)
+	s.reg.MustRegister(metrics, graph, prometheus.NewGaugeFunc(prometheus.GaugeOpts{Name: "tracedx_baseline_shifted_keys",
+		Help: "Operations, statement shapes and entry operations whose recent windows are held out of their baseline as anomalous (an ongoing incident or a shift not yet accepted)."},
+		func() float64 { return float64(history.ShiftCount()) }))
 
 	pipe := newPipeline(s, history)
 	pipe.detectors = detectors
@@ -168,11 +173,12 @@ func New(ctx context.Context, cfg config.Config, log *slog.Logger) (*Server, err
 	})
 
 	mux := http.NewServeMux()
-	routes := []func(*http.ServeMux){metrics.RegisterRoutes, graph.RegisterRoutes, pipe.registerRoutes, logRoutes(logs)}
+	routes := []func(*http.ServeMux){metrics.RegisterRoutes, graph.RegisterRoutes, history.RegisterRoutes, pipe.registerRoutes, logRoutes(logs)}
 	routes = append(routes, s.extraRoutes(eng, pipe)...)
 	apiV1 := v1.NewHandler(v1.Deps{
 		Store:    eng,
 		Analyzer: pipe.analyze,
+		Explain:  pipe.explain,
 		Findings: pipe,
 		Routes:   routes,
 		Logger:   log.With("component", "api"),
