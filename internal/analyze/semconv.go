@@ -121,10 +121,10 @@ func ServerAddress(s *model.Span) string {
 	return ""
 }
 
-// CallTarget names what a call talks to (shared/patterns.md, "target of a
-// call"): service is peer.service, else server.address / net.peer.name, else
-// the service of the child SERVER/CONSUMER span, else db.system or the
-// messaging system; operation is the route template (from the call or its
+// CallTarget names what a call talks to (docs/patterns.md, "target of a
+// call"): service is the service.name of the callee's SERVER/CONSUMER span
+// when it is in the trace (not for producers), else peer.service, else
+// server.address / net.peer.name, else db.system or the messaging system; operation is the route template (from the call or its
 // server child), the rpc method, the messaging destination, or the
 // normalised statement. Results are memoised in t (nil t: no memo), so
 // detectors may call it freely; the Trace is not safe for concurrent use
@@ -152,14 +152,17 @@ type callMemo struct {
 
 func callTarget(n *Node) (service, operation string) {
 	s := n.Span
-	var server *Node
-	for _, c := range n.Children {
-		if (c.Span.Kind == model.KindServer || c.Span.Kind == model.KindConsumer) && c.Span.Service != s.Service {
-			server = c
-			break
-		}
+	server := calleeEntry(n)
+	// The callee's own service.name is ground truth; peer.service is the
+	// caller's guess and server.address is often an IP or a load balancer.
+	// A message's consumers are not its target (the broker is), so
+	// producers keep the names the caller gave.
+	if server != nil && s.Kind != model.KindProducer {
+		service = server.Span.Service
 	}
-	service = PeerService(s)
+	if service == "" {
+		service = PeerService(s)
+	}
 	if service == "" {
 		service = ServerAddress(s)
 	}
@@ -211,6 +214,18 @@ func callTarget(n *Node) (service, operation string) {
 		service = s.Service
 	}
 	return service, operation
+}
+
+// calleeEntry returns the SERVER or CONSUMER span a call produced in
+// another service, or nil when the callee is not instrumented.
+func calleeEntry(n *Node) *Node {
+	for _, c := range n.Children {
+		if (c.Span.Kind == model.KindServer || c.Span.Kind == model.KindConsumer) && c.Span.Service != "" &&
+			!strings.HasPrefix(c.Span.Service, model.UnknownService) && c.Span.Service != n.Span.Service {
+			return c
+		}
+	}
+	return nil
 }
 
 // EntryOf returns the nearest service-entry ancestor-or-self of n.
