@@ -523,3 +523,68 @@ func spanLabel(t *Trace, n *Node) string {
 	}
 	return n.Span.Service + " " + clipText(displayOp(n), 60)
 }
+
+// wrapperErrorTypes are exception types that only wrap another error:
+// Go's fmt.Errorf("...: %w") and errors.New/Join, pkg/errors' wrappers,
+// url.Error, and the generic exceptions other runtimes wrap causes in.
+// Naming one of them as "the thing to fix" says nothing.
+var wrapperErrorTypes = map[string]bool{
+	"*fmt.wrapError": true, "*fmt.wrapErrors": true, "*errors.errorString": true, "*errors.joinError": true,
+	"*errors.withStack": true, "*errors.withMessage": true, "*errors.fundamental": true, "*url.Error": true,
+	"*net.OpError": true, "*status.Error": true, "error": true, "Error": true,
+	"java.lang.RuntimeException": true, "java.util.concurrent.ExecutionException": true,
+	"java.util.concurrent.CompletionException": true, "System.AggregateException": true,
+}
+
+// IsWrapperErrorType reports whether an exception type only wraps a cause.
+func IsWrapperErrorType(typ string) bool { return wrapperErrorTypes[strings.TrimSpace(typ)] }
+
+// OriginalError unwraps an error as an exception reports it: a wrapper
+// type is dropped, and of a message chain "a: b: c" (Go's %w, Java's
+// "Outer: Inner: cause") the last part is the original cause.
+func OriginalError(typ, msg string) (string, string) {
+	if IsWrapperErrorType(typ) {
+		typ = ""
+	}
+	parts := strings.Split(msg, ": ")
+	for i := len(parts) - 1; i >= 0; i-- {
+		if p := strings.TrimSpace(parts[i]); p != "" {
+			// A chain that ends in a type name ("...: java.io.IOException")
+			// names the original type.
+			if typ == "" && i > 0 && looksLikeTypeName(p) {
+				return p, ""
+			}
+			if typ == "" && i > 0 && looksLikeTypeName(strings.TrimSpace(parts[i-1])) {
+				return strings.TrimSpace(parts[i-1]), p
+			}
+			return typ, p
+		}
+	}
+	return typ, strings.TrimSpace(msg)
+}
+
+// looksLikeTypeName: a dotted identifier with a capitalised last part
+// (java.io.IOException, System.IO.IOException) or a Go *pkg.Type.
+func looksLikeTypeName(s string) bool {
+	if s == "" || strings.ContainsAny(s, " \"'/()") {
+		return false
+	}
+	s = strings.TrimPrefix(s, "*")
+	dot := strings.LastIndexByte(s, '.')
+	if dot <= 0 || dot == len(s)-1 {
+		return false
+	}
+	last := s[dot+1]
+	return last >= 'A' && last <= 'Z' && !IsWrapperErrorType(s) && !IsWrapperErrorType("*"+s)
+}
+
+// originalErrorType names the original error for "fix or guard X": its
+// type when the reported type is not a wrapper, else the innermost part of
+// the message.
+func originalErrorType(typ, msg string) string {
+	t, m := OriginalError(typ, msg)
+	if t != "" {
+		return t
+	}
+	return clipText(m, 80)
+}
