@@ -136,10 +136,15 @@ func (d *ErrorOrigin) Detect(t *Trace, _ *Env) []Finding {
 		sev = SeverityCritical
 	}
 	what := typ
-	if what == "" {
-		what = "error"
+	if IsWrapperErrorType(typ) {
+		what = "" // "*fmt.wrapError: a: b: c" says no more than "a: b: c"
 	}
-	if msg != "" {
+	switch {
+	case what == "" && msg != "":
+		what = clipText(msg, 80)
+	case what == "":
+		what = "error"
+	case msg != "":
 		what += ": " + clipText(msg, 80)
 	}
 	top := o

@@ -95,7 +95,7 @@ func retryChainsOf(nodes []*Node, tolNS uint64) [][]*Node {
 	for _, n := range nodes {
 		if len(cur) > 0 {
 			prev := cur[len(cur)-1]
-			if n.Start()+tolNS >= prev.End() && attemptFailed(prev) {
+			if n.Start()+max(tolNS, timingTolerance(prev, n)) >= prev.End() && attemptFailed(prev) {
 				cur = append(cur, n)
 				continue
 			}
@@ -281,12 +281,17 @@ func (d *RetryStorm) finding(t *Trace, rc *retryChain) (Finding, bool) {
 		}
 		title = fmt.Sprintf("%s retried %s %d times and nested retries multiply to %s = %d calls per request",
 			rc.parent.Span.Service, rc.service, len(rc.nodes), strings.Join(parts, " x "), amp)
+		if lastFailed {
+			title += "; retries exhausted"
+		}
 	} else {
 		outcome := "the last one succeeded"
 		if lastFailed {
-			outcome = "all failed"
+			// The caller gave up: say so, since without a timeout in sight
+			// this is the whole story (timeout_cascade leaves it to us).
+			outcome = "retries exhausted, all failed"
 			if failed < len(rc.nodes) {
-				outcome = "the last one failed"
+				outcome = "retries exhausted, the last one failed"
 			}
 		}
 		title = fmt.Sprintf("%d attempts to %s %s from %s, %s (%s)", len(rc.nodes), rc.service, clipText(rc.op, 60),

@@ -89,13 +89,14 @@ func (d *SequentialCalls) Detect(t *Trace, _ *Env) []Finding {
 		for _, c := range calls {
 			if len(chain) > 0 {
 				prev := chain[len(chain)-1]
-				ps, po := CallTarget(t, prev)
-				cs, co := CallTarget(t, c)
+				// Two calls in a row to one service are a loop or a
+				// conversation (fan_out, n_plus_one_query), not this.
+				ps, _ := CallTarget(t, prev)
+				cs, _ := CallTarget(t, c)
 				// Back to back within the clocks' tolerance: an SDK that
 				// rounds to whole ms shows sequential calls overlapping by
 				// up to a millisecond (timing.go).
-				if c.Start()+timingTolerance(prev, c) >= prev.End() && subSat(c.Start(), prev.End()) <= maxGap &&
-					(ps != cs || po != co) {
+				if c.Start()+timingTolerance(prev, c) >= prev.End() && subSat(c.Start(), prev.End()) <= maxGap && ps != cs {
 					chain = append(chain, c)
 					continue
 				}
@@ -113,11 +114,11 @@ func (d *SequentialCalls) finding(t *Trace, p *Node, chain []*Node) (Finding, bo
 	if len(chain) < d.MinCalls {
 		return Finding{}, false
 	}
-	targets := map[[2]string]struct{}{}
+	targets := map[string]struct{}{}
 	var sum, longest uint64
 	for _, c := range chain {
-		s, o := CallTarget(t, c)
-		targets[[2]string{s, o}] = struct{}{}
+		s, _ := CallTarget(t, c)
+		targets[s] = struct{}{}
 		sum += c.Duration()
 		longest = max(longest, c.Duration())
 	}
