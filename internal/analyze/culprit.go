@@ -59,22 +59,29 @@ func assignCulprits(t *Trace, findings []Finding) {
 func firstSpanCulprit(t *Trace, f *Finding) *Culprit {
 	for _, id := range f.SpanIDs {
 		if n := nodeByHex(t, id); n != nil {
-			return culpritAt(n, fmt.Sprintf("%s shows the %s problem.", nodeLabel(t, n), f.Kind))
+			return culpritAt(t, n, fmt.Sprintf("%s shows the %s problem.", nodeLabel(t, n), f.Kind))
 		}
 	}
 	return nil
 }
 
-// culpritAt blames the code of the service that owns n.
-func culpritAt(n *Node, reason string) *Culprit {
-	return &Culprit{Service: n.Span.Service, Operation: displayOp(n), SpanID: n.Span.SpanID.String(), Reason: reason}
+// culpritAt blames the code of the service that owns n. A call is named
+// by what it calls ("call to inventory POST /v1/reservations"): its span
+// name is often just "POST".
+func culpritAt(t *Trace, n *Node, reason string) *Culprit {
+	op := displayOp(n)
+	if IsCall(n) {
+		svc, target := CallTarget(t, n)
+		op = "call to " + svc + " " + clipText(target, 80)
+	}
+	return &Culprit{Service: n.Span.Service, Operation: op, SpanID: n.Span.SpanID.String(), Reason: reason}
 }
 
 // culpritCallee blames what a call talks to: the callee's entry span when
 // it is in the trace, else the target as the caller names it.
 func culpritCallee(t *Trace, call *Node, reason string) *Culprit {
 	if !IsCall(call) {
-		return culpritAt(call, reason)
+		return culpritAt(t, call, reason)
 	}
 	svc, op := CallTarget(t, call)
 	c := &Culprit{Service: svc, Operation: op, SpanID: call.Span.SpanID.String(), Reason: reason}
@@ -101,21 +108,21 @@ func brokenPropagationCulprit(t *Trace, f *Finding) *Culprit {
 	case "extra_root":
 		// The callee received the call but did not continue its context.
 		if n := refNode(t, ev.Span); n != nil {
-			return culpritAt(n, fmt.Sprintf("%s started a new trace instead of continuing its caller's context: its server "+
+			return culpritAt(t, n, fmt.Sprintf("%s started a new trace instead of continuing its caller's context: its server "+
 				"instrumentation does not extract traceparent (or uses another propagator).", n.Span.Service))
 		}
 	case "missing_parent":
 		if n := refNode(t, ev.Call); n != nil {
-			return culpritAt(n, fmt.Sprintf("%s's spans name a parent that never arrived; %s was calling it then and its span "+
+			return culpritAt(t, n, fmt.Sprintf("%s's spans name a parent that never arrived; %s was calling it then and its span "+
 				"carrying that context was not exported (or a proxy rewrote the header).", ev.Callee, n.Span.Service))
 		}
 		if n := refNode(t, ev.Span); n != nil {
-			return culpritAt(n, fmt.Sprintf("%s's parent span never arrived: whoever called it did not export the span it "+
+			return culpritAt(t, n, fmt.Sprintf("%s's parent span never arrived: whoever called it did not export the span it "+
 				"propagated.", n.Span.Service))
 		}
 	default:
 		if n := refNode(t, ev.Call); n != nil {
-			return culpritAt(n, fmt.Sprintf("the call from %s reached %s without trace context: the client side of this hop "+
+			return culpritAt(t, n, fmt.Sprintf("the call from %s reached %s without trace context: the client side of this hop "+
 				"must inject traceparent.", ev.Caller, ev.Callee))
 		}
 	}
@@ -135,7 +142,7 @@ func cacheMissCulprit(t *Trace, f *Finding) *Culprit {
 	if n.Parent != nil {
 		owner = n.Parent
 	}
-	return culpritAt(owner, fmt.Sprintf("%s's cache-aside code missed on %s and paid %.0f ms for the fallback; its TTL, "+
+	return culpritAt(t, owner, fmt.Sprintf("%s's cache-aside code missed on %s and paid %.0f ms for the fallback; its TTL, "+
 		"write-back and warming live there.", owner.Span.Service, nonEmpty(ev.KeyShape, n.Span.Name), ev.CostMS))
 }
 
@@ -148,7 +155,7 @@ func consumerLagCulprit(t *Trace, f *Finding) *Culprit {
 	if n == nil {
 		return nil
 	}
-	c := culpritAt(n, fmt.Sprintf("the message waited %.0f ms in %s before %s took it: the consumer%s is not keeping up "+
+	c := culpritAt(t, n, fmt.Sprintf("the message waited %.0f ms in %s before %s took it: the consumer%s is not keeping up "+
 		"with its queue.", ev.LagMS, nonEmpty(ev.Destination, "the queue"), n.Span.Service, groupText(ev.ConsumerGroup)))
 	if ev.Destination != "" {
 		c.Operation = "consume " + ev.Destination
@@ -185,7 +192,7 @@ func errorOriginCulprit(t *Trace, f *Finding) *Culprit {
 		return culpritCallee(t, o, fmt.Sprintf("the call to %s timed out (%s) while %s was still working: the slow callee "+
 			"is the cause, the layers above only passed the timeout up.", svc, what, svc))
 	}
-	return culpritAt(o, fmt.Sprintf("the failure starts here (%s) while none of its own calls failed; every failed layer "+
+	return culpritAt(t, o, fmt.Sprintf("the failure starts here (%s) while none of its own calls failed; every failed layer "+
 		"above only passed it up.", what))
 }
 
@@ -198,7 +205,7 @@ func fanOutCulprit(t *Trace, f *Finding) *Culprit {
 	if p == nil {
 		return nil
 	}
-	return culpritAt(p, fmt.Sprintf("%s's code calls %s %s once per item (%d calls); the loop is the thing to batch.",
+	return culpritAt(t, p, fmt.Sprintf("%s's code calls %s %s once per item (%d calls); the loop is the thing to batch.",
 		p.Span.Service, ev.Target, clipText(ev.Operation, 60), ev.Count))
 }
 
@@ -214,15 +221,15 @@ func idleGapCulprit(t *Trace, f *Finding) *Culprit {
 	switch ev.LikelyCause {
 	case "network_or_queueing":
 		if after := refNode(t, ev.After); after != nil {
-			return culpritAt(after, fmt.Sprintf("%s's span started %.0f ms after %s called it: the time was lost in the "+
+			return culpritAt(t, after, fmt.Sprintf("%s's span started %.0f ms after %s called it: the time was lost in the "+
 				"network or the request queue in front of %s, not in the caller.", after.Span.Service, ev.GapMS,
 				n.Span.Service, after.Span.Service))
 		}
 	case "pool_wait":
-		return culpritAt(n, fmt.Sprintf("%s waited %.0f ms for a pooled database connection: its pool is too small or "+
+		return culpritAt(t, n, fmt.Sprintf("%s waited %.0f ms for a pooled database connection: its pool is too small or "+
 			"held by slow work.", n.Span.Service, ev.GapMS))
 	}
-	return culpritAt(n, fmt.Sprintf("%.0f ms inside %s ran no instrumented child: the wait or the work is in %s's own code.",
+	return culpritAt(t, n, fmt.Sprintf("%.0f ms inside %s ran no instrumented child: the wait or the work is in %s's own code.",
 		ev.GapMS, displayOp(n), n.Span.Service))
 }
 
@@ -235,7 +242,7 @@ func instrumentationGapCulprit(t *Trace, f *Finding) *Culprit {
 	if n == nil {
 		return nil
 	}
-	c := culpritAt(n, fmt.Sprintf("%s's telemetry has the %s problem (%d spans): its instrumentation or SDK "+
+	c := culpritAt(t, n, fmt.Sprintf("%s's telemetry has the %s problem (%d spans): its instrumentation or SDK "+
 		"configuration is the place to change.", n.Span.Service, strings.ReplaceAll(ev.Problem, "_", " "), ev.SpanCount))
 	if len(ev.Services) > 1 {
 		c.Reason = fmt.Sprintf("%d services (%s) have the %s problem; %s is the first.", len(ev.Services),
@@ -253,7 +260,7 @@ func nPlusOneCulprit(t *Trace, f *Finding) *Culprit {
 	if p == nil {
 		return nil
 	}
-	return culpritAt(p, fmt.Sprintf("%s's code runs one %s query per item (%d times); the loop or the ORM mapping "+
+	return culpritAt(t, p, fmt.Sprintf("%s's code runs one %s query per item (%d times); the loop or the ORM mapping "+
 		"there is to fix, not the database.", p.Span.Service, ev.DBSystem, ev.Count))
 }
 
@@ -270,7 +277,7 @@ func partialFailureCulprit(t *Trace, f *Finding) *Culprit {
 	for _, b := range ev.Failing {
 		failing = append(failing, b.Target)
 	}
-	return culpritAt(p, fmt.Sprintf("%s failed as a whole because %s failed, throwing away %d healthy branches: its "+
+	return culpritAt(t, p, fmt.Sprintf("%s failed as a whole because %s failed, throwing away %d healthy branches: its "+
 		"all-or-nothing error handling is the place to fix.", p.Span.Service, strings.Join(failing, ", "), len(ev.Healthy)))
 }
 
@@ -289,7 +296,7 @@ func poisonMessageCulprit(t *Trace, f *Finding) *Culprit {
 	if n == nil {
 		return nil
 	}
-	c := culpritAt(n, fmt.Sprintf("%s fails on this message every time (%d attempts): its handling of the message "+
+	c := culpritAt(t, n, fmt.Sprintf("%s fails on this message every time (%d attempts): its handling of the message "+
 		"(or the producer that wrote it) is to fix; retrying cannot.", ev.Consumer, ev.FailedAttempts))
 	if ev.Destination != "" {
 		c.Operation = "consume " + ev.Destination
@@ -334,7 +341,7 @@ func sequentialCallsCulprit(t *Trace, f *Finding) *Culprit {
 	if p == nil {
 		return nil
 	}
-	return culpritAt(p, fmt.Sprintf("if the %d calls do not need each other's answers, %s's code awaits them one by one "+
+	return culpritAt(t, p, fmt.Sprintf("if the %d calls do not need each other's answers, %s's code awaits them one by one "+
 		"where it could run them together.", len(ev.Calls), p.Span.Service))
 }
 
@@ -372,7 +379,7 @@ func swallowedErrorCulprit(t *Trace, f *Finding) *Culprit {
 	if e == nil {
 		return nil
 	}
-	return culpritAt(e, fmt.Sprintf("%s answered success though %d call(s) below it failed: its error handling hides "+
+	return culpritAt(t, e, fmt.Sprintf("%s answered success though %d call(s) below it failed: its error handling hides "+
 		"the failure from callers and error rates.", e.Span.Service, len(ev.Failed)))
 }
 
@@ -390,7 +397,7 @@ func timeoutCascadeCulprit(t *Trace, f *Finding) *Culprit {
 	if IsCall(o) {
 		return culpritCallee(t, o, reason)
 	}
-	return culpritAt(o, reason)
+	return culpritAt(t, o, reason)
 }
 
 func timeoutMismatchCulprit(t *Trace, f *Finding) *Culprit {
@@ -399,18 +406,14 @@ func timeoutMismatchCulprit(t *Trace, f *Finding) *Culprit {
 		return nil
 	}
 	if in := refNode(t, ev.InnerTimeout); in != nil {
-		c := culpritAt(in, fmt.Sprintf("%s's call waited %.0f ms, longer than the %.0f ms its own caller waited: its "+
+		return culpritAt(t, in, fmt.Sprintf("%s's call waited %.0f ms, longer than the %.0f ms its own caller waited: its "+
 			"timeout is set above its caller's.", in.Span.Service, ev.InnerWaitedMS, ev.ParentWaitedMS))
-		if IsCall(in) {
-			_, c.Operation = CallTarget(t, in)
-		}
-		return c
 	}
 	c := refNode(t, &ev.Child)
 	if c == nil {
 		return nil
 	}
-	return culpritAt(c, fmt.Sprintf("%s kept working %.0f ms after its caller gave up: it does not receive or honour "+
+	return culpritAt(t, c, fmt.Sprintf("%s kept working %.0f ms after its caller gave up: it does not receive or honour "+
 		"the caller's deadline.", c.Span.Service, ev.InvertedByMS))
 }
 
