@@ -158,7 +158,8 @@ func (d *TimeoutCascade) Detect(t *Trace, env *Env) []Finding {
 }
 
 // joinChains appends a chain to the one whose origin sits above its top
-// when every span between them failed too: one timeout, one cascade.
+// when every span between them failed too and the lower chain took at
+// least 90 % of the upper origin's time: one timeout, one cascade.
 func joinChains(chains [][]*Node) [][]*Node {
 	byOrigin := make(map[*Node]int, len(chains))
 	for i, c := range chains {
@@ -176,6 +177,12 @@ func joinChains(chains [][]*Node) [][]*Node {
 			var between []*Node
 			for a := c[0].Parent; a != nil && Failed(a); a = a.Parent {
 				j, ok := byOrigin[a]
+				// Only a lower chain that held (nearly) all of the upper
+				// origin's time is the same wait: one of several retry
+				// attempts is not.
+				if ok && 10*c[0].Duration() < 9*a.Duration() {
+					break
+				}
 				if !ok || j == i || joined[j] {
 					between = append(between, a)
 					continue
