@@ -16,7 +16,7 @@ type BrokenPropagation struct {
 	MaxFindings int `yaml:"max_findings"`
 }
 
-// NewBrokenPropagation returns the detector with shared/patterns.md defaults.
+// NewBrokenPropagation returns the detector with docs/patterns.md defaults.
 func NewBrokenPropagation() *BrokenPropagation { return &BrokenPropagation{MaxFindings: 20} }
 
 func init() { Register(func() Detector { return NewBrokenPropagation() }) }

@@ -14,7 +14,7 @@ type CacheMiss struct {
 	MinFallbackMS float64 `yaml:"min_fallback_ms"`
 }
 
-// NewCacheMiss returns the detector with shared/patterns.md defaults.
+// NewCacheMiss returns the detector with docs/patterns.md defaults.
 func NewCacheMiss() *CacheMiss { return &CacheMiss{MinFallbackMS: 50} }
 
 func init() { Register(func() Detector { return NewCacheMiss() }) }

@@ -14,7 +14,7 @@ type ErrorOrigin struct {
 	MaxChain int `yaml:"max_chain"`
 }
 
-// NewErrorOrigin returns the detector with shared/patterns.md defaults
+// NewErrorOrigin returns the detector with docs/patterns.md defaults
 // (every trace with an error span).
 func NewErrorOrigin() *ErrorOrigin { return &ErrorOrigin{MaxChain: 20} }
 

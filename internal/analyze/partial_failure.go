@@ -13,7 +13,7 @@ type PartialFailure struct {
 	MaxFailed     int `yaml:"max_failed"`     // failed branches at most (more is an outage, not a partial failure)
 }
 
-// NewPartialFailure returns the detector with shared/patterns.md defaults.
+// NewPartialFailure returns the detector with docs/patterns.md defaults.
 func NewPartialFailure() *PartialFailure { return &PartialFailure{MinConcurrent: 2, MaxFailed: 1} }
 
 func init() { Register(func() Detector { return NewPartialFailure() }) }

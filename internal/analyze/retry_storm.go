@@ -23,7 +23,7 @@ type RetryStorm struct {
 	OverlapToleranceMS float64 `yaml:"overlap_tolerance_ms"`
 }
 
-// NewRetryStorm returns the detector with shared/patterns.md defaults.
+// NewRetryStorm returns the detector with docs/patterns.md defaults.
 func NewRetryStorm() *RetryStorm {
 	return &RetryStorm{MinAttempts: 2, AlwaysReportAttempts: 3, MinWastedMS: 100, OverlapToleranceMS: 1}
 }

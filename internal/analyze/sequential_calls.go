@@ -25,7 +25,7 @@ type SequentialCalls struct {
 	WarnMinSavingMS float64 `yaml:"warn_min_saving_ms"`
 }
 
-// NewSequentialCalls returns the detector with shared/patterns.md defaults.
+// NewSequentialCalls returns the detector with docs/patterns.md defaults.
 // Database statements are left out by default: consecutive statements of
 // one handler usually depend on each other (same transaction).
 func NewSequentialCalls() *SequentialCalls {

@@ -15,7 +15,7 @@ type SwallowedError struct {
 	MinFailed int `yaml:"min_failed"` // failed descendants that make a finding
 }
 
-// NewSwallowedError returns the detector with shared/patterns.md defaults.
+// NewSwallowedError returns the detector with docs/patterns.md defaults.
 func NewSwallowedError() *SwallowedError { return &SwallowedError{MinFailed: 1} }
 
 func init() { Register(func() Detector { return NewSwallowedError() }) }

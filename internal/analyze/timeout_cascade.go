@@ -17,7 +17,7 @@ type TimeoutCascade struct {
 	MinUsualPresence float64 `yaml:"min_usual_presence"`
 }
 
-// NewTimeoutCascade returns the detector with shared/patterns.md defaults.
+// NewTimeoutCascade returns the detector with docs/patterns.md defaults.
 func NewTimeoutCascade() *TimeoutCascade {
 	return &TimeoutCascade{MinChain: 2, LayerGapMS: 10, MinUsualPresence: 0.9}
 }

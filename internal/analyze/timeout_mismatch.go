@@ -22,7 +22,7 @@ type TimeoutMismatch struct {
 }
 
 // NewTimeoutMismatch returns the detector with defaults ("any" inversion
-// in shared/patterns.md, beyond clock skew).
+// in docs/patterns.md, beyond clock skew).
 func NewTimeoutMismatch() *TimeoutMismatch {
 	return &TimeoutMismatch{SkewToleranceMS: 2, CrossHostSkewMS: 25}
 }
