@@ -180,6 +180,11 @@ func errorOriginCulprit(t *Trace, f *Finding) *Culprit {
 		return nil
 	}
 	what := nonEmpty(originalErrorType(ev.ExceptionType, ev.ExceptionMessage), "the error")
+	if IsCall(o) && poolExhausted(ev.ExceptionType+" "+ev.ExceptionMessage) {
+		// The call never reached its target: the caller's own pool ran dry.
+		return culpritAt(t, o, fmt.Sprintf("%s's connection pool had no connection to give (%s): the call never reached "+
+			"its target; the pool's size and the work holding its connections are the place to fix.", o.Span.Service, what))
+	}
 	if IsCall(o) && calleeEntry(o) == nil {
 		svc, _ := CallTarget(t, o)
 		return culpritCallee(t, o, fmt.Sprintf("the failure starts at the call to %s (%s), which left no spans of its own; "+
@@ -431,4 +436,12 @@ func innermostFailedAttempt(t *Trace, f *Finding, ev RetryStormEvidence) *Node {
 		}
 	}
 	return best
+}
+
+// poolExhausted: an error that says a client-side pool ran out
+// (HikariPool "Connection is not available", "pool exhausted", ...).
+func poolExhausted(text string) bool {
+	l := strings.ToLower(text)
+	return strings.Contains(l, "pool") && (strings.Contains(l, "exhaust") || strings.Contains(l, "not available") ||
+		strings.Contains(l, "timed out") || strings.Contains(l, "timeout") || strings.Contains(l, "in use"))
 }

@@ -132,6 +132,35 @@ func TestCulpritOfLateCalleeIsTheCallee(t *testing.T) {
 	}
 }
 
+// A database call that failed because the caller's pool was exhausted
+// never reached the database: the pool owner is to blame.
+func TestErrorOriginPoolExhaustionBlamesThePoolOwner(t *testing.T) {
+	spans := []model.Span{
+		p1Span(1, 0, "inventory", "POST /reserve", model.KindServer, 0, 120,
+			model.Attr{Key: "http.response.status_code", Value: model.Int(503)}),
+		p1Span(2, 1, "inventory", "UPDATE inventory", model.KindClient, 1, 101,
+			model.Attr{Key: "db.system", Value: model.Str("postgresql")},
+			model.Attr{Key: "server.address", Value: model.Str("postgres.shop.internal")},
+			model.Attr{Key: "db.statement", Value: model.Str("UPDATE inventory SET reserved = reserved + 1 WHERE sku = 'A'")}),
+	}
+	spans[0].StatusCode, spans[1].StatusCode = model.StatusError, model.StatusError
+	spans[1].Events = []model.Event{{Name: "exception", Attrs: model.Attrs{
+		{Key: "exception.type", Value: model.Str("PoolExhaustedError")},
+		{Key: "exception.message", Value: model.Str("connection pool exhausted: 20/20 connections in use, waited 100ms")},
+	}}}
+	fs := ofKind(Analyze(spans, Options{}).Findings, "error_origin")
+	if len(fs) != 1 || fs[0].Culprit.Service != "inventory" || !strings.Contains(fs[0].Culprit.Reason, "connection pool") {
+		t.Fatalf("%+v", fs)
+	}
+	// A failure the database reported is the database's.
+	spans[1].Events[0].Attrs = model.Attrs{{Key: "exception.type", Value: model.Str("org.postgresql.util.PSQLException")},
+		{Key: "exception.message", Value: model.Str("ERROR: deadlock detected")}}
+	fs = ofKind(Analyze(spans, Options{}).Findings, "error_origin")
+	if len(fs) != 1 || fs[0].Culprit.Service != "postgres.shop.internal" {
+		t.Fatalf("%+v", fs[0].Culprit)
+	}
+}
+
 func TestOriginalError(t *testing.T) {
 	for _, c := range []struct{ typ, msg, wantTyp, wantMsg string }{
 		{"*fmt.wrapError", "load user 42: query users: dial tcp 10.0.0.5:5432: connect: connection refused", "", "connection refused"},
