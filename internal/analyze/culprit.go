@@ -286,18 +286,29 @@ func partialFailureCulprit(t *Trace, f *Finding) *Culprit {
 		"all-or-nothing error handling is the place to fix.", p.Span.Service, strings.Join(failing, ", "), len(ev.Healthy)))
 }
 
+// firstFailedAttempt returns the span of the first failed of n attempts,
+// else of the first attempt.
+func firstFailedAttempt(t *Trace, n int, attempt func(i int) (*SpanRef, bool)) *Node {
+	for i := 0; i < n; i++ {
+		if ref, failed := attempt(i); failed {
+			return refNode(t, ref)
+		}
+	}
+	if n == 0 {
+		return nil
+	}
+	ref, _ := attempt(0)
+	return refNode(t, ref)
+}
+
 func poisonMessageCulprit(t *Trace, f *Finding) *Culprit {
 	ev, ok := f.Evidence.(PoisonMessageEvidence)
 	if !ok || len(ev.Attempts) == 0 {
 		return nil
 	}
-	n := refNode(t, &ev.Attempts[0].SpanRef)
-	for i := range ev.Attempts {
-		if ev.Attempts[i].Failed {
-			n = refNode(t, &ev.Attempts[i].SpanRef)
-			break
-		}
-	}
+	n := firstFailedAttempt(t, len(ev.Attempts), func(i int) (*SpanRef, bool) {
+		return &ev.Attempts[i].SpanRef, ev.Attempts[i].Failed
+	})
 	if n == nil {
 		return nil
 	}
@@ -314,13 +325,9 @@ func retryStormCulprit(t *Trace, f *Finding) *Culprit {
 	if !ok || len(ev.Attempts) == 0 {
 		return nil
 	}
-	attempt := refNode(t, &ev.Attempts[0].SpanRef)
-	for i := range ev.Attempts {
-		if ev.Attempts[i].Failed {
-			attempt = refNode(t, &ev.Attempts[i].SpanRef)
-			break
-		}
-	}
+	attempt := firstFailedAttempt(t, len(ev.Attempts), func(i int) (*SpanRef, bool) {
+		return &ev.Attempts[i].SpanRef, ev.Attempts[i].Failed
+	})
 	if attempt == nil {
 		return nil
 	}

@@ -38,30 +38,25 @@ func httpCall(id, parent byte, svc string, startMS, endMS float64, target string
 // millisecond; partial_failure must not take them for concurrent branches
 // (it fired at CRITICAL on ordinary JavaScript traces).
 func TestPartialFailureToleratesClockGranularity(t *testing.T) {
-	sequential := []model.Span{
-		p1Span(1, 0, "web", "GET /page", model.KindServer, 0, 400),
-		httpCall(2, 1, "web", 0.2, 150.6, "profile/v1/me", 200),
-		// starts 0.4 ms before the previous call "ended": what ms
-		// rounding of start times produces.
-		httpCall(3, 1, "web", 150.2, 390.3, "billing/v1/plan", 503),
-	}
-	sequential[0].StatusCode = model.StatusError
-	for name, spans := range realClocks(sequential, "web", 3*time.Millisecond) {
-		if got := NewPartialFailure().Detect(NewTrace(spans), nil); len(got) != 0 {
-			t.Errorf("%s: sequential calls reported as a partial failure: %s", name, got[0].Title)
+	// want: findings for calls at [s1, e1] (succeeds) and [s2, e2] (fails)
+	// under a failed parent, on every clock.
+	check := func(what string, s1, e1, s2, e2 float64, want int) {
+		spans := []model.Span{
+			p1Span(1, 0, "web", "GET /page", model.KindServer, 0, 400),
+			httpCall(2, 1, "web", s1, e1, "profile/v1/me", 200),
+			httpCall(3, 1, "web", s2, e2, "billing/v1/plan", 503),
+		}
+		spans[0].StatusCode = model.StatusError
+		for name, v := range realClocks(spans, "web", 3*time.Millisecond) {
+			if got := NewPartialFailure().Detect(NewTrace(v), nil); len(got) != want {
+				t.Errorf("%s, %s: %d findings, want %d", what, name, len(got), want)
+			}
 		}
 	}
-	concurrent := []model.Span{
-		p1Span(1, 0, "web", "GET /page", model.KindServer, 0, 400),
-		httpCall(2, 1, "web", 1, 300, "profile/v1/me", 200),
-		httpCall(3, 1, "web", 2, 390, "billing/v1/plan", 503),
-	}
-	concurrent[0].StatusCode = model.StatusError
-	for name, spans := range realClocks(concurrent, "web", 3*time.Millisecond) {
-		if got := NewPartialFailure().Detect(NewTrace(spans), nil); len(got) != 1 {
-			t.Errorf("%s: concurrent branches: %d findings", name, len(got))
-		}
-	}
+	// The second starts 0.4 ms before the first "ended": what ms rounding
+	// of start times produces for calls made one after the other.
+	check("sequential", 0.2, 150.6, 150.2, 390.3, 0)
+	check("concurrent", 1, 300, 2, 390, 1)
 }
 
 func sequentialThree() []model.Span {
@@ -159,26 +154,21 @@ func TestFanOutNeedsAWorthwhileSaving(t *testing.T) {
 }
 
 func TestTimeoutMismatchToleratesHostSkew(t *testing.T) {
-	healthy := []model.Span{
-		p1Span(1, 0, "web", "GET /page", model.KindServer, 0, 300),
-		httpCall(2, 1, "web", 10, 290, "search/v1/q", 200),
-		p1Span(3, 2, "search", "GET /v1/q", model.KindServer, 11, 289.8),
-	}
-	for name, spans := range realClocks(healthy, "search", 12*time.Millisecond) {
-		if got := NewTimeoutMismatch().Detect(NewTrace(spans), nil); len(got) != 0 {
-			t.Errorf("%s: clock skew reported as a timeout mismatch: %s", name, got[0].Title)
+	// The callee's span ends at calleeEnd ms; its caller's call at 290.
+	check := func(what string, calleeEnd float64, status int64, want int) {
+		spans := []model.Span{
+			p1Span(1, 0, "web", "GET /page", model.KindServer, 0, 300),
+			httpCall(2, 1, "web", 10, 290, "search/v1/q", status),
+			p1Span(3, 2, "search", "GET /v1/q", model.KindServer, 11, calleeEnd),
+		}
+		for name, v := range realClocks(spans, "search", 12*time.Millisecond) {
+			if got := NewTimeoutMismatch().Detect(NewTrace(v), nil); len(got) != want {
+				t.Errorf("%s, %s: %d findings, want %d", what, name, len(got), want)
+			}
 		}
 	}
-	overrun := []model.Span{
-		p1Span(1, 0, "web", "GET /page", model.KindServer, 0, 300),
-		httpCall(2, 1, "web", 10, 290, "search/v1/q", 504),
-		p1Span(3, 2, "search", "GET /v1/q", model.KindServer, 11, 1500),
-	}
-	for name, spans := range realClocks(overrun, "search", 12*time.Millisecond) {
-		if got := NewTimeoutMismatch().Detect(NewTrace(spans), nil); len(got) != 1 {
-			t.Errorf("%s: 1.2 s overrun: %d findings", name, len(got))
-		}
-	}
+	check("12 ms of host skew", 289.8, 200, 0)
+	check("1.2 s overrun", 1500, 504, 1)
 }
 
 // One problem, one finding: a loop whose every call outlives its caller
