@@ -194,7 +194,7 @@ func errorOriginCulprit(t *Trace, f *Finding) *Culprit {
 		// The caller gave up waiting; the callee that did not answer in
 		// time is where the time went.
 		svc, _ := CallTarget(t, o)
-		return culpritCallee(t, o, fmt.Sprintf("the call to %s timed out (%s) while %s was still working: the slow callee "+
+		return slowestCulprit(t, o, fmt.Sprintf("the call to %s timed out (%s) while %s was still working: the slow callee "+
 			"is the cause, the layers above only passed the timeout up.", svc, what, svc))
 	}
 	return culpritAt(t, o, fmt.Sprintf("the failure starts here (%s) while none of its own calls failed; every failed layer "+
@@ -406,10 +406,52 @@ func timeoutCascadeCulprit(t *Trace, f *Finding) *Culprit {
 	}
 	reason := fmt.Sprintf("it consumed the %.0f ms budget; the %d layers above only waited for it and passed the "+
 		"timeout up.", ev.TimeoutMS, len(ev.Layers)-1)
-	if IsCall(o) {
-		return culpritCallee(t, o, reason)
+	return slowestCulprit(t, o, reason)
+}
+
+// slowestCulprit blames where a slow span's time went: the callee of a
+// call, and below that the span that holds nearly all of it (a timed-out
+// call to a service that spent 99 % of the wait in one query blames the
+// query's database, not the service).
+func slowestCulprit(t *Trace, n *Node, reason string) *Culprit {
+	start := n
+	if IsCall(n) {
+		if start = calleeEntry(n); start == nil {
+			return culpritCallee(t, n, reason)
+		}
 	}
-	return culpritAt(t, o, reason)
+	leaf := dominantDescendant(start)
+	if leaf == start {
+		if IsCall(n) {
+			return culpritCallee(t, n, reason)
+		}
+		return culpritAt(t, n, reason)
+	}
+	share := 100 * float64(min(leaf.Duration(), start.Duration())) / float64(max(start.Duration(), 1))
+	why := fmt.Sprintf("%s; %s spent %.0f%% of its %s in %s, which is where the time went.", strings.TrimSuffix(reason, "."),
+		start.Span.Service, share, fmtDur(start.Duration()), nodeLabel(t, leaf))
+	if IsCall(leaf) {
+		return culpritCallee(t, leaf, why)
+	}
+	return culpritAt(t, leaf, why)
+}
+
+// dominantDescendant walks down from n while one child covers at least
+// 90 % of its parent's time, and returns where it stops.
+func dominantDescendant(n *Node) *Node {
+	cur := n
+	for {
+		var best *Node
+		for _, c := range cur.Children {
+			if !asyncEdge(cur, c) && (best == nil || c.Duration() > best.Duration()) {
+				best = c
+			}
+		}
+		if best == nil || 10*min(best.Duration(), cur.Duration()) < 9*cur.Duration() {
+			return cur
+		}
+		cur = best
+	}
 }
 
 func timeoutMismatchCulprit(t *Trace, f *Finding) *Culprit {
