@@ -1,6 +1,9 @@
 package analyze
 
-import "fmt"
+import (
+	"fmt"
+	"strings"
+)
 
 // One root problem, one finding: some detectors see the same failed or
 // slow span from different angles. When one finding says everything
@@ -42,11 +45,15 @@ func mergeDuplicates(fs []Finding) []Finding {
 		}
 		// The same problem on repeated spans (each redelivery of a message,
 		// each iteration of a loop) reads the same: one finding, a count.
-		k := [2]string{f.Kind, f.Title}
+		k := [2]string{f.Kind, problemKey(f)}
 		if i, dup := same[k]; dup && f.Kind != "instrumentation_gap" { // it counts its own groups
 			counts[i]++
+			// The costliest occurrence speaks for all of them.
+			kept := out[i]
+			if f.ImpactMS > kept.ImpactMS {
+				out[i], f = f, kept
+			}
 			out[i].SpanIDs = appendCapped(out[i].SpanIDs, f.SpanIDs, maxMergedSpanIDs)
-			out[i].ImpactMS = max(out[i].ImpactMS, f.ImpactMS)
 			continue
 		}
 		same[k] = len(out)
@@ -59,6 +66,19 @@ func mergeDuplicates(fs []Finding) []Finding {
 		}
 	}
 	return out
+}
+
+// problemKey says which findings of one kind are the same problem on
+// repeated spans: by default the same title; for kinds whose titles carry
+// each occurrence's own milliseconds, what the problem is about.
+func problemKey(f Finding) string {
+	switch ev := f.Evidence.(type) {
+	case IdleGapEvidence:
+		return strings.Join([]string{ev.Span.Service, ev.Span.Operation, ev.Position, ev.LikelyCause}, "\x00")
+	case SlowDependencyEvidence:
+		return strings.Join([]string{ev.Peer, ev.Operation, ev.Parent.Service, ev.Parent.Operation}, "\x00")
+	}
+	return f.Title
 }
 
 // maxMergedSpanIDs caps the example spans of a finding that stands for

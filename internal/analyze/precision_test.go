@@ -300,3 +300,26 @@ func TestRepeatedIdenticalFindingsMerge(t *testing.T) {
 		t.Errorf("%+v", fs)
 	}
 }
+
+// A worker that idles the same way in each of 300 deliveries has one
+// problem: one idle_gap finding with a count and capped examples.
+func TestRepeatedIdleGapsAreOneFinding(t *testing.T) {
+	spans := []model.Span{p1Span(1, 0, "worker", "poll", model.KindServer, 0, 100_000)}
+	for i := 0; i < 300; i++ {
+		st := float64(i) * 300
+		p := p1Span(0, 1, "worker", "process", model.KindConsumer, st, st+250+float64(i%7))
+		p.SpanID = model.SpanID{0, 0, 0, 0, 0, 2, byte(i >> 8), byte(i)}
+		c := p1Span(0, 0, "worker", "parse", model.KindInternal, st+1, st+20)
+		c.SpanID, c.ParentSpanID = model.SpanID{0, 0, 0, 0, 0, 3, byte(i >> 8), byte(i)}, p.SpanID
+		spans = append(spans, p, c)
+	}
+	res := Analyze(spans, Options{})
+	gaps := ofKind(res.Findings, "idle_gap")
+	if len(gaps) != 1 || !strings.HasSuffix(gaps[0].Title, "(300 times in this trace)") || len(gaps[0].SpanIDs) > maxMergedSpanIDs {
+		t.Fatalf("%d idle_gap findings; first %+v", len(gaps), gaps)
+	}
+	// The costliest occurrence (256 ms process span) speaks for the group.
+	if ev := gaps[0].Evidence.(IdleGapEvidence); ev.Span.DurationMS != 256 {
+		t.Errorf("kept the %v ms occurrence", ev.Span.DurationMS)
+	}
+}
