@@ -103,7 +103,9 @@ func (d *BrokenPropagation) Detect(t *Trace, _ *Env) []Finding {
 		ev.Call = &ref
 		ids := []string{c.Span.SpanID.String()}
 		for _, r := range t.Roots {
-			if detached[r] && r.Span.Service == callee && r.Start() >= c.Start() && r.Start() <= c.End() {
+			// The callee runs on another host: its clock may be off by
+			// up to crossHostSkewNS (timing.go).
+			if detached[r] && r.Span.Service == callee && r.Start()+crossHostSkewNS >= c.Start() && r.Start() <= c.End()+crossHostSkewNS {
 				rr := RefOf(t, r)
 				ev.Span = &rr
 				ev.SubtreeSize = subtreeSize(r)
@@ -185,7 +187,7 @@ func likelyCaller(t *Trace, r *Node) *Node {
 		if c == r || c.Span.Kind != model.KindClient || c.Span.Service == r.Span.Service {
 			continue
 		}
-		if c.Start() <= r.Start() && r.Start() <= c.End() && calleeService(c, services) != "" {
+		if c.Start() <= r.Start()+crossHostSkewNS && r.Start() <= c.End()+crossHostSkewNS && calleeService(c, services) != "" {
 			return c
 		}
 	}

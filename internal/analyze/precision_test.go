@@ -323,3 +323,56 @@ func TestRepeatedIdleGapsAreOneFinding(t *testing.T) {
 		t.Errorf("kept the %v ms occurrence", ev.Span.DurationMS)
 	}
 }
+
+// A failed call retried successfully right after it is a retry policy at
+// work, not a swallowed error, also when ms rounding makes the retry
+// appear to start before the failure "ended".
+func TestSwallowedErrorRecognisesRetriesOnRealClocks(t *testing.T) {
+	spans := []model.Span{
+		p1Span(1, 0, "cart", "GET /cart", model.KindServer, 0, 300, model.Attr{Key: "http.response.status_code", Value: model.Int(200)}),
+		httpCall(2, 1, "cart", 10, 110.4, "pricing/v1/prices", 503),
+		httpCall(3, 1, "cart", 110.1, 200, "pricing/v1/prices", 200),
+	}
+	for name, v := range realClocks(spans, "cart", 3*time.Millisecond) {
+		if got := NewSwallowedError().Detect(NewTrace(v), nil); len(got) != 0 {
+			t.Errorf("%s: recovered retry reported: %s", name, got[0].Title)
+		}
+	}
+}
+
+func TestCacheMissOnRealClocks(t *testing.T) {
+	redis := func(id byte, start, end float64, stmt string, attrs ...model.Attr) model.Span {
+		return p1Span(id, 1, "product", strings.Fields(stmt)[0], model.KindClient, start, end,
+			append(attrs, model.Attr{Key: "db.system", Value: model.Str("redis")}, model.Attr{Key: "db.statement", Value: model.Str(stmt)})...)
+	}
+	spans := []model.Span{
+		p1Span(1, 0, "product", "GET /products/{id}", model.KindServer, 0, 130),
+		redis(2, 1, 2.3, "GET product:42"),
+		p1Span(3, 1, "product", "SELECT products", model.KindClient, 2.1, 110, model.Attr{Key: "db.system", Value: model.Str("postgresql")},
+			model.Attr{Key: "db.statement", Value: model.Str("SELECT * FROM products WHERE id = 42")}),
+		redis(4, 109.6, 111, "SET product:42 {...}"),
+	}
+	for name, v := range realClocks(spans, "product", 3*time.Millisecond) {
+		if got := NewCacheMiss().Detect(NewTrace(v), nil); len(got) != 1 {
+			t.Errorf("%s: %d cache_miss findings", name, len(got))
+		}
+	}
+}
+
+// The callee that started a new root runs on another host; its clock may
+// be off. The hop is still one finding, with the detached root attached.
+func TestBrokenPropagationToleratesHostSkew(t *testing.T) {
+	spans := []model.Span{
+		p1Span(1, 0, "checkout", "POST /checkout", model.KindServer, 0, 320),
+		p1Span(2, 1, "checkout", "POST", model.KindClient, 10, 300,
+			model.Attr{Key: "http.request.method", Value: model.Str("POST")}, model.Attr{Key: "server.address", Value: model.Str("inventory")},
+			model.Attr{Key: "http.response.status_code", Value: model.Int(200)}),
+		p1Span(3, 0, "inventory", "POST /reserve", model.KindServer, 12, 298),
+	}
+	for name, v := range realClocks(spans, "inventory", 8*time.Millisecond) {
+		got := NewBrokenPropagation().Detect(NewTrace(v), nil)
+		if len(got) != 1 || got[0].Evidence.(BrokenPropagationEvidence).Span == nil {
+			t.Errorf("%s: %d findings for one lost hop", name, len(got))
+		}
+	}
+}

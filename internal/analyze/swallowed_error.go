@@ -137,7 +137,9 @@ func recoveredByRetry(t *Trace, n *Node) bool {
 	}
 	svc, op := CallTarget(t, n)
 	for _, s := range n.Parent.Children {
-		if s == n || s.Start() < n.End() || !IsCall(s) || Failed(s) {
+		// A retry starts after the failed attempt ended, give or take the
+		// clocks' tolerance (timing.go).
+		if s == n || s.Start()+timingTolerance(s, n) < n.End() || !IsCall(s) || Failed(s) {
 			continue
 		}
 		if ss, so := CallTarget(t, s); ss == svc && so == op {

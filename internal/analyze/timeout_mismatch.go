@@ -24,7 +24,7 @@ type TimeoutMismatch struct {
 // NewTimeoutMismatch returns the detector with defaults ("any" inversion
 // in docs/patterns.md, beyond clock skew).
 func NewTimeoutMismatch() *TimeoutMismatch {
-	return &TimeoutMismatch{SkewToleranceMS: 2, CrossHostSkewMS: 25}
+	return &TimeoutMismatch{SkewToleranceMS: 2, CrossHostSkewMS: crossHostSkewNS / 1e6}
 }
 
 func init() { Register(func() Detector { return NewTimeoutMismatch() }) }

@@ -23,3 +23,8 @@ func overlapNS(a, b *Node) uint64 {
 // concurrent reports whether a and b ran at the same time by more than
 // the clocks' tolerance.
 func concurrent(a, b *Node) bool { return overlapNS(a, b) > timingTolerance(a, b) }
+
+// crossHostSkewNS is the clock offset allowed between two services' hosts
+// where a detector has no setting of its own (NTP keeps hosts within a
+// few ms; containers on a drifting VM can be tens of ms apart).
+const crossHostSkewNS = 25e6
