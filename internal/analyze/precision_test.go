@@ -376,3 +376,77 @@ func TestBrokenPropagationToleratesHostSkew(t *testing.T) {
 		}
 	}
 }
+
+// hotrodShaped is a dispatch request shaped like Jaeger's HotROD demo:
+// instrumentation names every peer by IP, the frontend calls customer,
+// then driver with the customer's location, then route for each driver
+// (three at a time), and one redis lookup fails with a Go error and is
+// retried.
+func hotrodShaped() []model.Span {
+	str := func(k, v string) model.Attr { return model.Attr{Key: k, Value: model.Str(v)} }
+	httpGet := func(id, parent byte, svc string, start, end float64, url string) model.Span {
+		return p1Span(id, parent, svc, "HTTP GET", model.KindClient, start, end, str("http.request.method", "GET"),
+			str("server.address", "127.0.0.1"), str("url.full", url), model.Attr{Key: "http.response.status_code", Value: model.Int(200)})
+	}
+	spans := []model.Span{
+		p1Span(1, 0, "frontend", "GET /dispatch", model.KindServer, 0, 790, str("http.route", "/dispatch")),
+		httpGet(2, 1, "frontend", 1, 300, "http://127.0.0.1:8081/customer?customer=123"),
+		p1Span(3, 2, "customer", "GET /customer", model.KindServer, 2, 299, str("http.route", "/customer")),
+		p1Span(4, 3, "customer", "SQL SELECT", model.KindClient, 3, 298, str("db.system", "mysql"),
+			str("db.statement", "SELECT * FROM customer WHERE customer_id=123")),
+		p1Span(5, 1, "frontend", "driver.DriverService/FindNearest", model.KindClient, 300.4, 520, str("rpc.system", "grpc"),
+			str("rpc.method", "driver.DriverService/FindNearest"), str("server.address", "127.0.0.1")),
+		p1Span(6, 5, "driver", "driver.DriverService/FindNearest", model.KindServer, 301, 519),
+		p1Span(7, 6, "driver", "FindDriverIDs", model.KindClient, 302, 322, str("peer.service", "redis")),
+	}
+	for i := 0; i < 10; i++ {
+		st := 322.3 + float64(i)*19.6
+		s := p1Span(byte(10+i), 6, "driver", "GetDriver", model.KindClient, st, st+19.4, str("peer.service", "redis"))
+		if i == 3 {
+			s.StatusCode = model.StatusError
+			s.Events = []model.Event{{Name: "exception", Attrs: model.Attrs{
+				str("exception.type", "*errors.errorString"), str("exception.message", "redis timeout")}}}
+		}
+		spans = append(spans, s)
+	}
+	for i := 0; i < 10; i++ {
+		st := 521 + float64(i/3)*66.5
+		spans = append(spans,
+			httpGet(byte(30+i), 1, "frontend", st, st+65.2, "http://127.0.0.1:8083/route?pickup=1,2&dropoff=3,4"),
+			p1Span(byte(50+i), byte(30+i), "route", "GET /route", model.KindServer, st+0.6, st+64.9, str("http.route", "/route")))
+	}
+	return spans
+}
+
+func TestHotRODShapedTraceNamesCauses(t *testing.T) {
+	for name, spans := range realClocks(hotrodShaped(), "route", 2*time.Millisecond) {
+		t.Run(name, func(t *testing.T) {
+			res := Analyze(spans, Options{})
+			for _, f := range res.Findings {
+				switch {
+				case f.Kind == "partial_failure" || f.Kind == "timeout_cascade":
+					t.Errorf("%s on an ordinary request: %s", f.Kind, f.Title)
+				case strings.Contains(f.Title+f.Culprit.Service, "127.0.0.1"):
+					t.Errorf("%s names a peer by IP: %s", f.Kind, f.Title)
+				case f.Kind == "fan_out" && f.ImpactMS < 10:
+					t.Errorf("fan_out saving %.1f ms reported", f.ImpactMS)
+				case f.Kind == "sequential_calls" && f.Severity != SeverityInfo:
+					t.Errorf("data-dependent chain reported as %s: %s", f.Severity, f.Title)
+				}
+			}
+			eo := ofKind(res.Findings, "error_origin")
+			if len(eo) != 1 || eo[0].Culprit.Service != "redis" || !strings.Contains(eo[0].Fix, `"redis timeout"`) ||
+				strings.Contains(eo[0].Fix+eo[0].Title, "errorString") {
+				t.Errorf("error_origin %+v", eo)
+			}
+			for _, f := range ofKind(res.Findings, "fan_out") {
+				if ev := f.Evidence.(FanOutEvidence); ev.Target == "route" && f.Culprit.Service != "frontend" {
+					t.Errorf("route fan-out blames %s", f.Culprit.Service)
+				}
+			}
+			if last := res.Why[len(res.Why)-1]; !strings.HasPrefix(last, "Culprit: ") {
+				t.Errorf("why chain ends with %q", last)
+			}
+		})
+	}
+}
