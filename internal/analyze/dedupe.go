@@ -69,16 +69,31 @@ func mergeDuplicates(fs []Finding) []Finding {
 }
 
 // problemKey says which findings of one kind are the same problem on
-// repeated spans: by default the same title; for kinds whose titles carry
-// each occurrence's own milliseconds, what the problem is about.
+// repeated spans (a batch job running the same handler for every item, a
+// consumer taking every message of a burst late): by default the same
+// title; for kinds whose titles carry each occurrence's own numbers, what
+// the problem is about (the operation, the target, the statement shape).
 func problemKey(f Finding) string {
+	var parts []string
 	switch ev := f.Evidence.(type) {
 	case IdleGapEvidence:
-		return strings.Join([]string{ev.Span.Service, ev.Span.Operation, ev.Position, ev.LikelyCause}, "\x00")
+		parts = []string{ev.Span.Service, ev.Span.Operation, ev.Position, ev.LikelyCause}
 	case SlowDependencyEvidence:
-		return strings.Join([]string{ev.Peer, ev.Operation, ev.Parent.Service, ev.Parent.Operation}, "\x00")
+		parts = []string{ev.Peer, ev.Operation, ev.Parent.Service, ev.Parent.Operation}
+	case NPlusOneEvidence:
+		parts = []string{ev.DBSystem, ev.Shape, ev.Parent.Service, ev.Parent.Operation}
+	case FanOutEvidence:
+		parts = []string{ev.Target, ev.Operation, ev.Caller.Service, ev.Caller.Operation}
+	case RetryStormEvidence:
+		parts = []string{ev.Target, ev.Operation, ev.Caller.Service, ev.Caller.Operation}
+	case CacheMissEvidence:
+		parts = []string{ev.System, ev.KeyShape, ev.Lookup.Service, ev.Lookup.Operation}
+	case ConsumerLagEvidence:
+		parts = []string{ev.Destination, ev.Partition, ev.Consumer.Service, ev.Consumer.Operation}
+	default:
+		return f.Title
 	}
-	return f.Title
+	return strings.Join(parts, "\x00")
 }
 
 // maxMergedSpanIDs caps the example spans of a finding that stands for

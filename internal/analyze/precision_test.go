@@ -450,3 +450,28 @@ func TestHotRODShapedTraceNamesCauses(t *testing.T) {
 		})
 	}
 }
+
+// A batch job that runs one handler per item repeats the handler's N+1 in
+// every item: one problem, one n_plus_one_query finding with a count.
+func TestBatchOfHandlersIsOneNPlusOne(t *testing.T) {
+	spans := []model.Span{p1Span(1, 0, "billing", "nightly run", model.KindServer, 0, 10_000)}
+	id := uint16(1)
+	next := func() model.SpanID { id++; return model.SpanID{0, 0, 0, 0, 0, 4, byte(id >> 8), byte(id)} }
+	for item := 0; item < 8; item++ {
+		h := p1Span(0, 0, "billing", "InvoiceJob.handle", model.KindInternal, float64(item)*1000, float64(item)*1000+600)
+		h.SpanID, h.ParentSpanID = next(), spans[0].SpanID
+		spans = append(spans, h)
+		for q := 0; q < 6+item; q++ {
+			st := float64(item)*1000 + 10 + float64(q)*20
+			s := p1Span(0, 0, "billing", "SELECT", model.KindClient, st, st+18,
+				model.Attr{Key: "db.system", Value: model.Str("postgresql")},
+				model.Attr{Key: "db.statement", Value: model.Str(fmt.Sprintf("SELECT * FROM lines WHERE invoice_id = %d", 100*item+q))})
+			s.SpanID, s.ParentSpanID = next(), h.SpanID
+			spans = append(spans, s)
+		}
+	}
+	fs := ofKind(Analyze(spans, Options{}).Findings, "n_plus_one_query")
+	if len(fs) != 1 || !strings.HasSuffix(fs[0].Title, "(8 times in this trace)") || fs[0].Evidence.(NPlusOneEvidence).Count != 13 {
+		t.Fatalf("%d findings: %+v", len(fs), fs)
+	}
+}
