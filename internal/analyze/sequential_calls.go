@@ -151,7 +151,11 @@ func (d *SequentialCalls) finding(t *Trace, p *Node, chain []*Node) (Finding, bo
 	// It is worth a warning only when the possible saving is most of the
 	// request.
 	sev := SeverityInfo
-	if total := critTotal(t); total > 0 && NS(impact) >= d.WarnMinSavingMS && float64(impact) >= d.WarnMinShare*float64(total) {
+	var request uint64
+	if r := t.Root(); r != nil {
+		request = r.Duration()
+	}
+	if request > 0 && NS(impact) >= d.WarnMinSavingMS && float64(impact) >= d.WarnMinShare*float64(request) {
 		sev = SeverityWarning
 	}
 	var names []string
