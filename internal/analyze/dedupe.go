@@ -54,6 +54,9 @@ func mergeDuplicates(fs []Finding) []Finding {
 				out[i], f = f, kept
 			}
 			out[i].SpanIDs = appendCapped(out[i].SpanIDs, f.SpanIDs, maxMergedSpanIDs)
+			if f.Severity.Rank() > out[i].Severity.Rank() {
+				out[i].Severity = f.Severity
+			}
 			continue
 		}
 		same[k] = len(out)

@@ -292,11 +292,13 @@ func TestOneFindingPerRecoveredAttempt(t *testing.T) {
 
 func TestRepeatedIdenticalFindingsMerge(t *testing.T) {
 	fs := mergeDuplicates([]Finding{
-		{Kind: "idle_gap", Title: "205 ms idle", SpanIDs: []string{"a"}, ImpactMS: 3},
-		{Kind: "idle_gap", Title: "205 ms idle", SpanIDs: []string{"b"}, ImpactMS: 5},
-		{Kind: "idle_gap", Title: "90 ms idle", SpanIDs: []string{"c"}},
+		{Kind: "swallowed_error", Severity: SeverityWarning, Title: "205 ms idle", SpanIDs: []string{"a"}, ImpactMS: 3},
+		{Kind: "swallowed_error", Severity: SeverityInfo, Title: "205 ms idle", SpanIDs: []string{"b"}, ImpactMS: 5},
+		{Kind: "swallowed_error", Title: "90 ms idle", SpanIDs: []string{"c"}},
 	})
-	if len(fs) != 2 || fs[0].Title != "205 ms idle (2 times in this trace)" || len(fs[0].SpanIDs) != 2 || fs[0].ImpactMS != 5 {
+	// The costliest speaks for the group, at the highest severity of any.
+	if len(fs) != 2 || fs[0].Title != "205 ms idle (2 times in this trace)" || len(fs[0].SpanIDs) != 2 || fs[0].ImpactMS != 5 ||
+		fs[0].Severity != SeverityWarning || fs[0].SpanIDs[0] != "b" {
 		t.Errorf("%+v", fs)
 	}
 }
