@@ -14,8 +14,9 @@ import (
 type RetryStorm struct {
 	MinAttempts int `yaml:"min_attempts"`
 	// A chain of fewer than AlwaysReportAttempts attempts is reported only
-	// when the failed attempts and back-off cost at least MinWastedMS: one
-	// quick retry that succeeded is a retry policy doing its job.
+	// when the failed attempts and back-off cost at least MinWastedMS or
+	// every attempt failed: one quick retry that succeeded is a retry
+	// policy doing its job.
 	AlwaysReportAttempts int     `yaml:"always_report_attempts"`
 	MinWastedMS          float64 `yaml:"min_wasted_ms"`
 	// OverlapToleranceMS: an attempt may start this much before the previous
@@ -216,7 +217,10 @@ func (d *RetryStorm) finding(t *Trace, rc *retryChain) (Finding, bool) {
 	for i := 1; i < len(rc.nodes); i++ {
 		wasted += subSat(rc.nodes[i].Start(), rc.nodes[i-1].End())
 	}
-	if len(rc.nodes) < d.MinAttempts || (len(rc.nodes) < d.AlwaysReportAttempts && NS(wasted) < d.MinWastedMS) {
+	// A short chain is news when it cost time, or when every attempt failed:
+	// the caller gave up with its retries exhausted (without a timeout in
+	// sight that is the whole story; timeout_cascade leaves it to us).
+	if len(rc.nodes) < d.MinAttempts || (len(rc.nodes) < d.AlwaysReportAttempts && NS(wasted) < d.MinWastedMS && failed < len(rc.nodes)) {
 		return Finding{}, false
 	}
 	// Layers: this chain, then nested chains grouped by depth and target.
