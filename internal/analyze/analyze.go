@@ -13,7 +13,14 @@ type Options struct {
 	Detectors []Detector
 	// History of earlier traces; nil means none (offline analysis).
 	History History
+	// MaxFindings caps the findings of one trace (0: DefaultMaxFindings,
+	// negative: no cap). A pathological trace (200k spans, each overrunning
+	// its parent) must not bury the one finding that matters.
+	MaxFindings int
 }
+
+// DefaultMaxFindings is the per-trace cap when Options.MaxFindings is 0.
+const DefaultMaxFindings = 100
 
 // Analyze diagnoses one trace: it builds the span tree once, runs the
 // detectors, stamps the trace id on their findings, orders them (most
@@ -42,7 +49,18 @@ func Analyze(spans []model.Span, opts Options) Result {
 			res.Findings = append(res.Findings, f)
 		}
 	}
+	res.Findings = mergeDuplicates(res.Findings)
+	assignCulprits(t, res.Findings)
 	sortFindings(res.Findings)
+	limit := opts.MaxFindings
+	if limit == 0 {
+		limit = DefaultMaxFindings
+	}
+	if limit > 0 && len(res.Findings) > limit {
+		// The order above puts the most severe and costliest first.
+		res.FindingsOmitted = len(res.Findings) - limit
+		res.Findings = res.Findings[:limit:limit]
+	}
 	res.CriticalPath = t.CriticalPath().Steps(t)
 	if res.CriticalPath == nil {
 		res.CriticalPath = []PathStep{}

@@ -14,7 +14,7 @@ type ErrorOrigin struct {
 	MaxChain int `yaml:"max_chain"`
 }
 
-// NewErrorOrigin returns the detector with shared/patterns.md defaults
+// NewErrorOrigin returns the detector with docs/patterns.md defaults
 // (every trace with an error span).
 func NewErrorOrigin() *ErrorOrigin { return &ErrorOrigin{MaxChain: 20} }
 
@@ -136,10 +136,15 @@ func (d *ErrorOrigin) Detect(t *Trace, _ *Env) []Finding {
 		sev = SeverityCritical
 	}
 	what := typ
-	if what == "" {
-		what = "error"
+	if IsWrapperErrorType(typ) {
+		what = "" // "*fmt.wrapError: a: b: c" says no more than "a: b: c"
 	}
-	if msg != "" {
+	switch {
+	case what == "" && msg != "":
+		what = clipText(msg, 80)
+	case what == "":
+		what = "error"
+	case msg != "":
 		what += ": " + clipText(msg, 80)
 	}
 	top := o
@@ -163,7 +168,10 @@ func (d *ErrorOrigin) Detect(t *Trace, _ *Env) []Finding {
 			ids = append(ids, n.Span.SpanID.String())
 		}
 	}
-	fix := fmt.Sprintf("Start at %s %s: fix or guard %s there", o.Span.Service, o.Span.Name, nonEmpty(typ, "the failure"))
+	// Wrapper types (*fmt.wrapError) and "a: b: c" message chains hide the
+	// original error; name that one as the thing to fix.
+	fix := fmt.Sprintf("Start at %s %s: fix or guard %s there", o.Span.Service, o.Span.Name,
+		nonEmpty(quoteCause(typ, msg), "the failure"))
 	if ev.RewrappedLayers > 0 {
 		fix += fmt.Sprintf("; %d layer(s) re-wrapped the error, keep the original cause in their messages", ev.RewrappedLayers)
 	}
@@ -177,4 +185,17 @@ func nonEmpty(s, alt string) string {
 		return alt
 	}
 	return s
+}
+
+// quoteCause names the original error for a fix sentence: its type, or
+// its innermost message part in quotes when the type is a wrapper.
+func quoteCause(typ, msg string) string {
+	t, m := OriginalError(typ, msg)
+	switch {
+	case t != "":
+		return t
+	case m != "":
+		return fmt.Sprintf("%q", clipText(m, 80))
+	}
+	return ""
 }

@@ -28,6 +28,8 @@ func Explain(spans []model.Span, findings []Finding, h History) Result {
 		}
 		res.Findings = append(res.Findings, withTypedEvidence(f))
 	}
+	// Findings stored before culprits existed get one by today's rules.
+	assignCulprits(t, res.Findings)
 	sortFindings(res.Findings)
 	res.CriticalPath = t.CriticalPath().Steps(t)
 	if res.CriticalPath == nil {

@@ -13,7 +13,7 @@ type SlowDependency struct {
 	MinShare      float64 `yaml:"min_share"` // of the parent, 0..1
 }
 
-// NewSlowDependency returns the detector with shared/patterns.md defaults.
+// NewSlowDependency returns the detector with docs/patterns.md defaults.
 func NewSlowDependency() *SlowDependency { return &SlowDependency{MinDurationMS: 500, MinShare: 0.5} }
 
 func init() { Register(func() Detector { return NewSlowDependency() }) }

@@ -350,7 +350,9 @@ func TestAnalysis(t *testing.T) {
 	apitest.Eq(t, "most severe stored finding first", []any{f0["kind"], f0["severity"], f0["title"]}, []any{"error_origin", "critical", "inventory failed"})
 	apitest.Eq(t, "then the cross-trace one", f[1].(map[string]any)["kind"], "error_rate_spike")
 	why := apitest.Arr(t, "why", m["why"])
-	if len(why) < 3 || why[len(why)-2] != "The error started in inventory GET /stock." || why[len(why)-1] != "Fix: handle the empty stock" {
+	// The chain ends at the culprit the stored finding points to.
+	if len(why) < 4 || why[len(why)-3] != "The error started in inventory GET /stock." || why[len(why)-2] != "Fix: handle the empty stock" ||
+		!strings.HasPrefix(why[len(why)-1].(string), "Culprit: inventory GET /stock") {
 		t.Errorf("why chain not built from the stored findings: %q", why)
 	}
 	apitest.Eq(t, "rejudged", m["rejudged"], []any{
