@@ -20,6 +20,7 @@ import (
 func testOpts(dir string) Options {
 	return Options{
 		Dir:             dir,
+		Storage:         testStorage(dir),
 		IdleTimeout:     time.Hour, // tests flush explicitly unless they test idleness
 		FlushInterval:   time.Hour,
 		CompactInterval: time.Hour,
@@ -536,9 +537,8 @@ func TestCompactionKeepsAllSpans(t *testing.T) {
 	if after.Blocks != 1 || after.BlockSpans != int64(len(all)) || after.CompactionsTotal != 1 {
 		t.Fatalf("after compaction: %+v", after)
 	}
-	ents, _ := os.ReadDir(filepath.Join(dir, "blocks"))
-	if len(ents) != 1 {
-		t.Fatalf("old block dirs remain: %d entries", len(ents))
+	if ents := storedBlocks(t, dir); len(ents) != 1 {
+		t.Fatalf("old blocks remain: %d blocks", len(ents))
 	}
 	checkAllTraces(t, e, all)
 	bps := float64(after.BlockBytes) / float64(after.BlockSpans)
@@ -600,7 +600,7 @@ func TestRetention(t *testing.T) {
 			t.Fatal(err)
 		}
 	}
-	sizeBefore := dirSize(t, filepath.Join(dir, "blocks"))
+	sizeBefore := storedBytes(t, dir)
 	if err := e.ApplyRetention(ctx); err != nil {
 		t.Fatal(err)
 	}
@@ -608,7 +608,7 @@ func TestRetention(t *testing.T) {
 		t.Fatalf("expired trace still readable: %v", err)
 	}
 	checkAllTraces(t, e, mid)
-	sizeAfter := dirSize(t, filepath.Join(dir, "blocks"))
+	sizeAfter := storedBytes(t, dir)
 	if sizeAfter >= sizeBefore {
 		t.Fatalf("disk not freed: %d -> %d", sizeBefore, sizeAfter)
 	}
@@ -626,7 +626,7 @@ func TestRetention(t *testing.T) {
 	if got := e.Stats(); got.Blocks != 1 || got.RetentionDeletedTotal != 2 {
 		t.Fatalf("stats after retention: %+v", got)
 	}
-	if d := dirSize(t, filepath.Join(dir, "blocks")); d >= sizeAfter {
+	if d := storedBytes(t, dir); d >= sizeAfter {
 		t.Fatalf("disk not freed by size retention: %d -> %d", sizeAfter, d)
 	}
 }

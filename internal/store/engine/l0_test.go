@@ -135,11 +135,11 @@ func TestLevel0BlocksSurviveReopenAndConvert(t *testing.T) {
 	if vals, _ := e.AttributeValues(ctx, store.ScopeSpan, "http.request.method", store.TimeRange{}, 10); len(vals) != 4 {
 		t.Fatalf("attribute values after conversion: %v", vals)
 	}
-	blocks, _ := os.ReadDir(filepath.Join(dir, "blocks"))
+	blocks := storedBlocks(t, dir)
 	if len(blocks) != 1 {
-		t.Fatalf("%d block directories after conversion, want 1", len(blocks))
+		t.Fatalf("%d blocks after conversion, want 1", len(blocks))
 	}
-	if _, err := os.Stat(filepath.Join(dir, "blocks", blocks[0].Name(), fileData)); err != nil {
+	if _, err := blockStorageOf(t, dir).ReadAll(ctx, blocks[0], fileData); err != nil {
 		t.Fatalf("converted block has no Parquet file: %v", err)
 	}
 }
@@ -148,6 +148,7 @@ func TestLevel0BlocksSurviveReopenAndConvert(t *testing.T) {
 // the inputs leaves both on disk; Open must drop the inputs so no span is
 // returned twice. Checked for a level-0 conversion and a Parquet merge.
 func TestCrashBetweenCompactionCommitAndInputDelete(t *testing.T) {
+	localBlocksOnly(t)
 	dir := t.TempDir()
 	ctx := context.Background()
 	o := testOpts(dir)
@@ -218,6 +219,7 @@ func TestCrashBetweenCompactionCommitAndInputDelete(t *testing.T) {
 
 // Corrupt level-0 data is reported, never decoded into garbage.
 func TestLevel0ChecksumMismatch(t *testing.T) {
+	localBlocksOnly(t)
 	dir := t.TempDir()
 	ctx := context.Background()
 	e := openT(t, testOpts(dir))

@@ -8,45 +8,20 @@ import (
 	"os"
 	"path/filepath"
 	"strings"
+
+	"github.com/tracedx/tracedx/internal/store/blockio"
 )
 
 // BlockStorage is the seam between the engine and where immutable blocks
-// live. A block is a directory-like set of named files written once and
-// never modified. Everything the engine needs is listed here, so an
-// object-storage backend (S3 and friends: List = ListObjects under a
-// prefix, Open = ranged GETs behind io.ReaderAt, Commit = upload the meta
-// object last) can replace LocalStorage without touching ingest or query.
-type BlockStorage interface {
-	// List returns the ids of committed blocks.
-	List(ctx context.Context) ([]string, error)
-	// Create starts writing a new block; nothing is visible until Commit.
-	Create(ctx context.Context, id string) (BlockWriter, error)
-	// Open opens one file of a committed block for random access.
-	Open(ctx context.Context, id, name string) (BlockFile, error)
-	// ReadAll reads one (small) file of a committed block.
-	ReadAll(ctx context.Context, id, name string) ([]byte, error)
-	// Delete removes a block; readers that already opened its files may
-	// finish (local files stay readable while open).
-	Delete(ctx context.Context, id string) error
-	// Size returns the bytes a block occupies.
-	Size(ctx context.Context, id string) (int64, error)
-}
+// live (see package blockio): LocalStorage below, or object storage
+// (internal/store/s3store), without touching ingest or query.
+type BlockStorage = blockio.Storage
 
 // BlockWriter writes the files of one block.
-type BlockWriter interface {
-	File(name string) (io.WriteCloser, error)
-	// Commit makes the whole block durable and visible atomically.
-	Commit() error
-	// Abort discards a block that was not committed.
-	Abort() error
-}
+type BlockWriter = blockio.Writer
 
 // BlockFile is a random-access file of a block.
-type BlockFile interface {
-	io.ReaderAt
-	io.Closer
-	Size() int64
-}
+type BlockFile = blockio.File
 
 // LocalStorage keeps blocks as directories under Dir. A block is written
 // into ".tmp-<id>", every file is fsynced, and the directory is renamed to

@@ -1,0 +1,47 @@
+// Package blockio defines where the storage engine's immutable blocks live:
+// a small interface that a local directory and object storage (S3 and
+// compatible servers) both implement. It is its own package so that
+// backends and the engine's tests can depend on it without depending on
+// each other.
+package blockio
+
+import (
+	"context"
+	"io"
+)
+
+// Storage holds blocks. A block is a directory-like set of named files
+// written once and never modified. Object storage maps it as: List =
+// ListObjects under a prefix, Open = ranged GETs behind io.ReaderAt,
+// Commit = upload the file that marks a block complete last.
+type Storage interface {
+	// List returns the ids of committed blocks.
+	List(ctx context.Context) ([]string, error)
+	// Create starts writing a new block; nothing is visible until Commit.
+	Create(ctx context.Context, id string) (Writer, error)
+	// Open opens one file of a committed block for random access.
+	Open(ctx context.Context, id, name string) (File, error)
+	// ReadAll reads one (small) file of a committed block.
+	ReadAll(ctx context.Context, id, name string) ([]byte, error)
+	// Delete removes a block; readers that already opened its files may
+	// finish (local files stay readable while open).
+	Delete(ctx context.Context, id string) error
+	// Size returns the bytes a block occupies.
+	Size(ctx context.Context, id string) (int64, error)
+}
+
+// Writer writes the files of one block.
+type Writer interface {
+	File(name string) (io.WriteCloser, error)
+	// Commit makes the whole block durable and visible atomically.
+	Commit() error
+	// Abort discards a block that was not committed.
+	Abort() error
+}
+
+// File is a random-access file of a block.
+type File interface {
+	io.ReaderAt
+	io.Closer
+	Size() int64
+}

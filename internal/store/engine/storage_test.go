@@ -1,0 +1,105 @@
+package engine
+
+import (
+	"context"
+	"fmt"
+	"os"
+	"path/filepath"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/tracedx/tracedx/internal/store/s3store"
+)
+
+// The engine's tests run on local block storage by default. With
+// TRACEDX_TEST_S3_ENDPOINT set (credentials from AWS_ACCESS_KEY_ID and
+// AWS_SECRET_ACCESS_KEY) the tests that open engines through testOpts keep
+// their blocks on that S3 server instead, in bucket TRACEDX_TEST_S3_BUCKET
+// (default tracedx-engine-test), one prefix per test directory, so
+// reopening a directory reopens its blocks. e2e/minio.sh runs them so.
+const s3EndpointEnv = "TRACEDX_TEST_S3_ENDPOINT"
+
+var testStorages = struct {
+	sync.Mutex
+	run string
+	m   map[string]BlockStorage
+}{m: map[string]BlockStorage{}}
+
+func onS3() bool { return os.Getenv(s3EndpointEnv) != "" }
+
+// testStorage returns the block storage of test directory dir (nil: the
+// engine's default, local).
+func testStorage(dir string) BlockStorage {
+	if !onS3() {
+		return nil
+	}
+	testStorages.Lock()
+	defer testStorages.Unlock()
+	if st, ok := testStorages.m[dir]; ok {
+		return st
+	}
+	if testStorages.run == "" {
+		testStorages.run = fmt.Sprintf("enginetest-%d", time.Now().UnixNano())
+	}
+	bucket := os.Getenv("TRACEDX_TEST_S3_BUCKET")
+	if bucket == "" {
+		bucket = "tracedx-engine-test"
+	}
+	prefix := testStorages.run + "/" + strings.Trim(strings.ReplaceAll(dir, string(filepath.Separator), "-"), "-")
+	st, err := s3store.New(context.Background(), s3store.Config{
+		Endpoint: os.Getenv(s3EndpointEnv),
+		Bucket:   bucket,
+		Prefix:   prefix,
+		SpoolDir: filepath.Join(dir, "s3spool"),
+	})
+	if err != nil {
+		panic(fmt.Sprintf("engine tests on S3: %v", err))
+	}
+	testStorages.m[dir] = st
+	return st
+}
+
+// blockStorageOf is where the blocks of test directory dir are.
+func blockStorageOf(t *testing.T, dir string) BlockStorage {
+	t.Helper()
+	if st := testStorage(dir); st != nil {
+		return st
+	}
+	return &LocalStorage{Dir: filepath.Join(dir, "blocks")}
+}
+
+// storedBlocks lists the committed blocks of test directory dir.
+func storedBlocks(t *testing.T, dir string) []string {
+	t.Helper()
+	ids, err := blockStorageOf(t, dir).List(context.Background())
+	if err != nil {
+		t.Fatal(err)
+	}
+	return ids
+}
+
+// storedBytes is the size of every block of dir.
+func storedBytes(t *testing.T, dir string) int64 {
+	t.Helper()
+	if !onS3() {
+		return dirSize(t, filepath.Join(dir, "blocks"))
+	}
+	var n int64
+	for _, id := range storedBlocks(t, dir) {
+		sz, err := testStorage(dir).Size(context.Background(), id)
+		if err != nil {
+			t.Fatal(err)
+		}
+		n += sz
+	}
+	return n
+}
+
+// localBlocksOnly skips tests that edit block files on local disk.
+func localBlocksOnly(t *testing.T) {
+	if onS3() {
+		t.Skip("edits block files on local disk; not applicable to S3 storage")
+	}
+}

@@ -1,0 +1,182 @@
+package s3store
+
+import (
+	"container/list"
+	"context"
+	"fmt"
+	"io"
+	"strings"
+	"sync"
+
+	"github.com/minio/minio-go/v7"
+)
+
+// rangeFile reads an object by byte ranges of whole chunks, through the
+// storage's range cache: Parquet readers issue many small reads near each
+// other (footer, page headers, pages), which one chunk GET serves.
+type rangeFile struct {
+	s    *Storage
+	key  string
+	size int64
+}
+
+func (f *rangeFile) Size() int64  { return f.size }
+func (f *rangeFile) Close() error { return nil }
+
+func (f *rangeFile) ReadAt(p []byte, off int64) (int, error) {
+	if off < 0 {
+		return 0, fmt.Errorf("s3 storage: read %s at negative offset", f.key)
+	}
+	if off >= f.size {
+		return 0, io.EOF
+	}
+	want := p
+	if rest := f.size - off; int64(len(want)) > rest {
+		want = want[:rest]
+	}
+	cs := f.s.cfg.ChunkBytes
+	first, last := off/cs, (off+int64(len(want))-1)/cs
+	chunks := make([][]byte, last-first+1)
+	// Fetch each run of missing chunks with one GET.
+	for c := first; c <= last; {
+		if b, ok := f.s.cache.get(f.key, c); ok {
+			f.s.m.cacheHits.Inc()
+			chunks[c-first] = b
+			c++
+			continue
+		}
+		end := c
+		for end+1 <= last {
+			if _, ok := f.s.cache.peek(f.key, end+1); ok {
+				break
+			}
+			end++
+		}
+		f.s.m.cacheMisses.Add(float64(end - c + 1))
+		got, err := f.fetch(c*cs, min((end+1)*cs, f.size))
+		if err != nil {
+			return 0, err
+		}
+		for k := c; k <= end; k++ {
+			lo := (k - c) * cs
+			b := got[lo:min(lo+cs, int64(len(got)))]
+			f.s.cache.put(f.key, k, b)
+			chunks[k-first] = b
+		}
+		c = end + 1
+	}
+	n := 0
+	pos := off
+	for i, b := range chunks {
+		start := pos - (first+int64(i))*cs
+		n += copy(want[n:], b[start:])
+		pos = off + int64(n)
+	}
+	if n < len(p) {
+		return n, io.EOF
+	}
+	return n, nil
+}
+
+// fetch downloads [start, end) of the object.
+func (f *rangeFile) fetch(start, end int64) ([]byte, error) {
+	ctx := context.Background() // io.ReaderAt carries no context; requests are bounded by the client's retries
+	buf := make([]byte, end-start)
+	err := f.s.retry(ctx, "get_range", func() error {
+		opts := minio.GetObjectOptions{}
+		if err := opts.SetRange(start, end-1); err != nil {
+			return err
+		}
+		obj, err := f.s.client.GetObject(ctx, f.s.cfg.Bucket, f.key, opts)
+		if err != nil {
+			return err
+		}
+		defer obj.Close()
+		_, err = io.ReadFull(obj, buf)
+		return err
+	})
+	if err != nil {
+		return nil, fmt.Errorf("s3 storage: read %s [%d,%d): %w", f.key, start, end, err)
+	}
+	f.s.m.downloaded.Add(float64(len(buf)))
+	return buf, nil
+}
+
+// rangeCache is an LRU of object chunks bounded by bytes.
+type rangeCache struct {
+	mu    sync.Mutex
+	max   int64
+	bytes int64
+	ll    *list.List
+	m     map[chunkKey]*list.Element
+}
+
+type chunkKey struct {
+	key string
+	n   int64
+}
+
+type chunkEntry struct {
+	k chunkKey
+	b []byte
+}
+
+func newRangeCache(max int64) *rangeCache {
+	return &rangeCache{max: max, ll: list.New(), m: map[chunkKey]*list.Element{}}
+}
+
+func (c *rangeCache) get(key string, n int64) ([]byte, bool) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	el, ok := c.m[chunkKey{key, n}]
+	if !ok {
+		return nil, false
+	}
+	c.ll.MoveToFront(el)
+	return el.Value.(*chunkEntry).b, true
+}
+
+// peek looks without refreshing recency.
+func (c *rangeCache) peek(key string, n int64) ([]byte, bool) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	el, ok := c.m[chunkKey{key, n}]
+	if !ok {
+		return nil, false
+	}
+	return el.Value.(*chunkEntry).b, true
+}
+
+func (c *rangeCache) put(key string, n int64, b []byte) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	k := chunkKey{key, n}
+	if el, ok := c.m[k]; ok {
+		c.ll.MoveToFront(el)
+		return
+	}
+	c.m[k] = c.ll.PushFront(&chunkEntry{k: k, b: b})
+	c.bytes += int64(len(b))
+	for c.bytes > c.max && c.ll.Len() > 1 {
+		c.removeLocked(c.ll.Back())
+	}
+}
+
+func (c *rangeCache) removeLocked(el *list.Element) {
+	e := c.ll.Remove(el).(*chunkEntry)
+	delete(c.m, e.k)
+	c.bytes -= int64(len(e.b))
+}
+
+// dropPrefix forgets the chunks of objects under prefix (a deleted block).
+func (c *rangeCache) dropPrefix(prefix string) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	for el := c.ll.Front(); el != nil; {
+		next := el.Next()
+		if strings.HasPrefix(el.Value.(*chunkEntry).k.key, prefix) {
+			c.removeLocked(el)
+		}
+		el = next
+	}
+}
