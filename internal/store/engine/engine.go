@@ -75,6 +75,14 @@ type Options struct {
 	// WALSegmentBytes rotates WAL segments (default 64 MiB).
 	WALSegmentBytes int64
 
+	// OwnsBlock, when set, says which blocks this engine compacts and
+	// expires; the others belong to other engines sharing the storage
+	// (see shared.go). Nil: all.
+	OwnsBlock func(id string) bool
+	// RefreshInterval, when set, re-lists the storage that often to pick
+	// up blocks of other engines sharing it (see Refresh).
+	RefreshInterval time.Duration
+
 	Logger *slog.Logger
 }
 
@@ -143,6 +151,7 @@ type Engine struct {
 	head    *head
 	cat     *catalog
 	lock    *os.File
+	sh      shared
 
 	// ingestMu is held shared by each Write from its WAL append until its
 	// head insert, and exclusively while deciding which WAL segments are
@@ -262,6 +271,8 @@ func Open(ctx context.Context, opts Options) (*Engine, error) {
 		}
 		e.storage = ls
 	}
+	e.sh.created = map[string]bool{}
+	e.storage = createTracker{BlockStorage: e.storage, sh: &e.sh}
 	ids, err := e.storage.List(ctx)
 	if err != nil {
 		return fail(err)
@@ -334,6 +345,10 @@ func Open(ctx context.Context, opts Options) (*Engine, error) {
 	go e.flushLoop(bg)
 	go e.pendingLoop(bg)
 	go e.maintenanceLoop(bg)
+	if opts.RefreshInterval > 0 {
+		e.wg.Add(1)
+		go e.refreshLoop(bg)
+	}
 	e.cwg.Add(1)
 	go e.completionLoop()
 	return e, nil

@@ -484,7 +484,7 @@ func (e *Engine) convertOnce(ctx context.Context, force bool) (bool, error) {
 	e.mu.RLock()
 	var l0s []*block
 	for _, b := range e.blocks {
-		if b.l0 != nil {
+		if b.l0 != nil && e.owns(b) {
 			l0s = append(l0s, b)
 		}
 	}

@@ -86,7 +86,7 @@ func (e *Engine) compactOnce(ctx context.Context, force bool) (bool, error) {
 	e.mu.RLock()
 	var small []*block
 	for _, b := range e.blocks {
-		if b.l0 == nil && b.meta.Spans < e.opts.BlockMaxSpans/2 {
+		if b.l0 == nil && b.meta.Spans < e.opts.BlockMaxSpans/2 && e.owns(b) {
 			small = append(small, b)
 		}
 	}
@@ -386,7 +386,7 @@ func (e *Engine) applyRetention(ctx context.Context) error {
 	if e.opts.Retention > 0 {
 		cutoff := uint64(time.Now().Add(-e.opts.Retention).UnixNano())
 		for _, b := range e.blocks {
-			if b.meta.MaxTime < cutoff {
+			if b.meta.MaxTime < cutoff && e.owns(b) {
 				drop = append(drop, b)
 			} else {
 				keep = append(keep, b)

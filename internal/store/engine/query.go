@@ -83,7 +83,11 @@ type snapshot struct {
 	blocks []*block
 }
 
-func (e *Engine) snap() *snapshot {
+func (e *Engine) snap() *snapshot { return e.snapWhere(nil) }
+
+// snapWhere snapshots the head, the traces being cut and the blocks that
+// keep accepts (nil: all).
+func (e *Engine) snapWhere(keep func(*block) bool) *snapshot {
 	s := &snapshot{mem: map[model.TraceID][]*headTrace{}}
 	add := func(t *headTrace) {
 		s.mem[t.sum.TraceID] = append(s.mem[t.sum.TraceID], t)
@@ -98,6 +102,9 @@ func (e *Engine) snap() *snapshot {
 		}
 	}
 	for _, b := range e.blocks {
+		if keep != nil && !keep(b) {
+			continue
+		}
 		b.acquire()
 		s.blocks = append(s.blocks, b)
 	}
@@ -425,12 +432,16 @@ func traceLevelOK(q *store.Query, sum *model.TraceSummary) bool {
 
 // Search returns summaries of matching traces, newest first.
 func (e *Engine) Search(ctx context.Context, q store.Query) ([]model.TraceSummary, error) {
+	s := e.snap()
+	defer s.release()
+	return s.search(ctx, q)
+}
+
+func (s *snapshot) search(ctx context.Context, q store.Query) ([]model.TraceSummary, error) {
 	limit := q.Limit
 	if limit <= 0 {
 		limit = DefaultSearchLimit
 	}
-	s := e.snap()
-	defer s.release()
 	var out []model.TraceSummary
 	spanFilters := hasSpanFilters(&q)
 	err := s.walk(ctx, &q, func(id model.TraceID) (bool, error) {

@@ -1,0 +1,243 @@
+package engine
+
+import (
+	"context"
+	"fmt"
+	"strconv"
+	"strings"
+	"sync"
+	"time"
+
+	"github.com/tracedx/tracedx/internal/model"
+	"github.com/tracedx/tracedx/internal/store"
+)
+
+// Several engines (the nodes of a cluster) may share one BlockStorage, an
+// S3 bucket. Each keeps its own WAL and head; blocks are common:
+//   - Refresh picks up blocks other nodes committed and drops those they
+//     deleted (compacted or expired);
+//   - Options.OwnsBlock splits compaction and retention between nodes, so
+//     each block is compacted and expired by exactly one of them;
+//   - PeerTrace and PeerSearch answer for what this node holds that the
+//     others may not see yet: its head, and blocks it committed recently
+//     (another node lists them at its next Refresh).
+
+// shared is the engine's state for a shared storage.
+type shared struct {
+	mu      sync.Mutex
+	created map[string]bool // blocks this engine wrote: it publishes them itself
+}
+
+// createTracker records the ids of blocks the engine creates, so Refresh
+// never opens a block this engine is about to publish.
+type createTracker struct {
+	BlockStorage
+	sh *shared
+}
+
+func (c createTracker) Create(ctx context.Context, id string) (BlockWriter, error) {
+	c.sh.mu.Lock()
+	c.sh.created[id] = true
+	c.sh.mu.Unlock()
+	return c.BlockStorage.Create(ctx, id)
+}
+
+func (c createTracker) Delete(ctx context.Context, id string) error {
+	c.sh.mu.Lock()
+	delete(c.sh.created, id)
+	c.sh.mu.Unlock()
+	return c.BlockStorage.Delete(ctx, id)
+}
+
+func (e *Engine) createdHere(id string) bool {
+	e.sh.mu.Lock()
+	defer e.sh.mu.Unlock()
+	return e.sh.created[id]
+}
+
+// owns says whether this engine compacts and expires block b.
+func (e *Engine) owns(b *block) bool {
+	return e.opts.OwnsBlock == nil || e.opts.OwnsBlock(b.id)
+}
+
+func (e *Engine) refreshLoop(ctx context.Context) {
+	defer e.wg.Done()
+	t := time.NewTicker(e.opts.RefreshInterval)
+	defer t.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-t.C:
+		}
+		if err := e.Refresh(ctx); err != nil && ctx.Err() == nil {
+			e.bgErrors.Add(1)
+			e.log.Error("refreshing blocks from storage failed", "err", err)
+		}
+	}
+}
+
+// Refresh lists the storage and brings the block set in line with it:
+// blocks other engines committed are opened, blocks that disappeared
+// (compacted or expired by their owner) are dropped, and so are the inputs
+// of a compacted block as soon as it appears.
+func (e *Engine) Refresh(ctx context.Context) error {
+	start := time.Now()
+	ids, err := e.storage.List(ctx)
+	if err != nil {
+		return err
+	}
+	listed := make(map[string]bool, len(ids))
+	for _, id := range ids {
+		listed[id] = true
+	}
+	e.mu.RLock()
+	known := make(map[string]bool, len(e.blocks))
+	for _, b := range e.blocks {
+		known[b.id] = true
+	}
+	e.mu.RUnlock()
+	var added []*block
+	for _, id := range ids {
+		if known[id] || e.createdHere(id) {
+			continue
+		}
+		b, err := openBlock(ctx, e.storage, id)
+		if err != nil {
+			// Deleted since the listing (compacted meanwhile): the next
+			// refresh sees its successor.
+			e.log.Warn("opening a block of another node failed", "block", id, "err", err)
+			continue
+		}
+		added = append(added, b)
+	}
+	gone := map[string]bool{}
+	for _, b := range added {
+		for _, src := range b.meta.Sources {
+			gone[src] = true
+		}
+	}
+	// Compaction and retention hold bgMu while they own a block's list
+	// reference; taking it keeps Refresh from releasing one twice.
+	e.bgMu.Lock()
+	defer e.bgMu.Unlock()
+	e.mu.Lock()
+	var drop []*block
+	keep := make([]*block, 0, len(e.blocks)+len(added))
+	present := map[string]bool{}
+	for _, b := range e.blocks {
+		// A block opened after the listing began may be missing from it
+		// only because it is newer.
+		if gone[b.id] || (!listed[b.id] && b.opened.Before(start)) {
+			drop = append(drop, b)
+			continue
+		}
+		keep = append(keep, b)
+		present[b.id] = true
+	}
+	var fresh []*block
+	for _, b := range added {
+		if present[b.id] || gone[b.id] {
+			b.release()
+			continue
+		}
+		keep = append(keep, b)
+		fresh = append(fresh, b)
+	}
+	sortBlocks(keep)
+	e.blocks = keep
+	e.mu.Unlock()
+	for _, b := range drop {
+		b.release()
+	}
+	for _, b := range fresh {
+		if b.meta.Catalog != nil {
+			e.cat.merge(b.meta.Catalog)
+			b.meta.Catalog = nil
+		}
+	}
+	// Forget own blocks that another engine deleted (compacted); ids
+	// younger than a minute may be blocks still being written.
+	e.sh.mu.Lock()
+	for id := range e.sh.created {
+		if !listed[id] && time.Since(BlockTime(id)) > time.Minute {
+			delete(e.sh.created, id)
+		}
+	}
+	e.sh.mu.Unlock()
+	if len(drop) > 0 || len(fresh) > 0 {
+		e.log.Debug("refreshed blocks", "added", len(fresh), "dropped", len(drop))
+	}
+	return nil
+}
+
+// peerWindow is how long a block this engine committed is also served to
+// peers: longer than their refresh interval, with room for a slow listing.
+func (e *Engine) peerWindow() time.Duration {
+	return 3*e.opts.RefreshInterval + 10*time.Second
+}
+
+// BlockTime is when a block id was made (ids start with the creation time),
+// zero for ids of another form.
+func BlockTime(id string) time.Time {
+	head, _, _ := strings.Cut(id, "-")
+	n, err := strconv.ParseInt(head, 36, 64)
+	if err != nil {
+		return time.Time{}
+	}
+	return time.Unix(0, n)
+}
+
+// RecentBlocks lists the loaded blocks made within d (by the time in their
+// ids): what a peer asked for its recent blocks should leave out.
+func (e *Engine) RecentBlocks(d time.Duration) []string {
+	cut := time.Now().Add(-d)
+	e.mu.RLock()
+	defer e.mu.RUnlock()
+	var out []string
+	for _, b := range e.blocks {
+		if BlockTime(b.id).After(cut) {
+			out = append(out, b.id)
+		}
+	}
+	return out
+}
+
+// PeerWindow is how far back a peer's blocks count as recent; callers of
+// PeerTrace and PeerSearch pass RecentBlocks(PeerWindow()+skew).
+func (e *Engine) PeerWindow() time.Duration { return e.peerWindow() }
+
+// peerSnap is the head, the traces being cut, and the blocks this engine
+// committed within peerWindow, minus those the asking node has loaded.
+func (e *Engine) peerSnap(exclude map[string]bool) *snapshot {
+	win := e.peerWindow()
+	return e.snapWhere(func(b *block) bool {
+		return !exclude[b.id] && time.Since(b.opened) < win && e.createdHere(b.id)
+	})
+}
+
+// PeerTrace returns the spans of a trace that only this node may hold:
+// see peerSnap. ErrNotFound when there are none.
+func (e *Engine) PeerTrace(ctx context.Context, id model.TraceID, exclude map[string]bool) ([]model.Span, error) {
+	s := e.peerSnap(exclude)
+	defer s.release()
+	spans, err := s.spans(id)
+	if err != nil {
+		return nil, fmt.Errorf("peer trace %s: %w", id, err)
+	}
+	if len(spans) == 0 {
+		return nil, store.ErrNotFound
+	}
+	return spans, nil
+}
+
+// PeerSearch searches what only this node may hold (see peerSnap).
+func (e *Engine) PeerSearch(ctx context.Context, q store.Query, exclude map[string]bool) ([]model.TraceSummary, error) {
+	s := e.peerSnap(exclude)
+	defer s.release()
+	return s.search(ctx, q)
+}
+
+// MergeSummaries combines the summaries of parts of one trace held in
+// different places (nodes).
+func MergeSummaries(parts []model.TraceSummary) model.TraceSummary { return mergeSummaries(parts) }
