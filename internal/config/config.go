@@ -13,6 +13,8 @@ import (
 	"time"
 
 	"gopkg.in/yaml.v3"
+
+	"github.com/tracedx/tracedx/internal/cluster"
 )
 
 // Config is the whole server configuration. YAML keys are the snake_case
@@ -35,6 +37,34 @@ type Config struct {
 	// close to it instead of at twice the live heap. 0 derives it from
 	// storage.head_max_bytes unless GOMEMLIMIT is set; negative disables it.
 	MemoryLimit int64 `yaml:"memory_limit"`
+	// Cluster makes this node one of several sharing an S3 bucket.
+	Cluster Cluster `yaml:"cluster"`
+}
+
+// Cluster lists the nodes of a cluster (the same list on every node).
+// Empty: a single node.
+type Cluster struct {
+	// NodeID is this node's id in Peers.
+	NodeID string         `yaml:"node_id"`
+	Peers  []cluster.Peer `yaml:"peers"`
+	// RefreshInterval is how often a node lists the bucket for blocks
+	// the others wrote (default 5s).
+	RefreshInterval time.Duration `yaml:"refresh_interval"`
+}
+
+// S3 is the bucket that holds blocks with storage.backend s3.
+type S3 struct {
+	// Endpoint is host:port or a URL (http:// for plain HTTP).
+	Endpoint string `yaml:"endpoint"`
+	Bucket   string `yaml:"bucket"`
+	Prefix   string `yaml:"prefix"`
+	Region   string `yaml:"region"`
+	// AccessKey and SecretKey default to the environment's
+	// AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY.
+	AccessKey string `yaml:"access_key"`
+	SecretKey string `yaml:"secret_key"`
+	// CacheBytes bounds the memory cache of block byte ranges.
+	CacheBytes int64 `yaml:"cache_bytes"`
 }
 
 // Listen addresses. Defaults bind loopback only; an empty address disables
@@ -54,6 +84,10 @@ type Storage struct {
 	MaxDiskBytes     int64         `yaml:"max_disk_bytes"`
 	TraceIdleTimeout time.Duration `yaml:"trace_idle_timeout"`
 	HeadMaxBytes     int64         `yaml:"head_max_bytes"`
+	// Backend is where blocks live: "local" (under data_dir) or "s3".
+	// The WAL and the head stay on local disk either way.
+	Backend string `yaml:"backend"`
+	S3      S3     `yaml:"s3"`
 }
 
 // Ingest limits.
@@ -132,7 +166,10 @@ func Default() Config {
 			Retention:        7 * 24 * time.Hour,
 			TraceIdleTimeout: 10 * time.Second,
 			HeadMaxBytes:     128 << 20,
+			Backend:          "local",
+			S3:               S3{CacheBytes: 64 << 20},
 		},
+		Cluster: Cluster{RefreshInterval: 5 * time.Second},
 		Ingest: Ingest{
 			MaxRequestBytes:    16 << 20,
 			MaxAttributes:      1024,
@@ -171,6 +208,12 @@ func Load(args []string, usageOut *bytes.Buffer) (Config, error) {
 	fs.BoolVar(&f.Analysis.Enabled, "analysis", cfg.Analysis.Enabled, "run the per-trace detectors on completed traces")
 	fs.BoolVar(&f.Analytics.Enabled, "analytics", cfg.Analytics.Enabled, "compute the cross-trace analytics: RED metrics, service graph, baselines, systemic findings")
 	fs.Int64Var(&f.MemoryLimit, "memory-limit", cfg.MemoryLimit, "soft memory limit of the process in bytes; 0: GOMEMLIMIT if set, else storage.head_max_bytes*5/4 + 96 MiB; -1: none")
+	fs.StringVar(&f.Storage.Backend, "storage", cfg.Storage.Backend, "where blocks live: local (under --data-dir) or s3 (--s3-endpoint, --s3-bucket)")
+	fs.StringVar(&f.Storage.S3.Endpoint, "s3-endpoint", cfg.Storage.S3.Endpoint, "S3 endpoint, host:port or http(s)://host:port; credentials from AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY")
+	fs.StringVar(&f.Storage.S3.Bucket, "s3-bucket", cfg.Storage.S3.Bucket, "S3 bucket for blocks (created when missing)")
+	fs.StringVar(&f.Storage.S3.Prefix, "s3-prefix", cfg.Storage.S3.Prefix, "prefix of the objects in the bucket")
+	fs.StringVar(&f.Cluster.NodeID, "node-id", cfg.Cluster.NodeID, "this node's id in --peers")
+	peers := fs.String("peers", "", "cluster nodes sharing the bucket, comma-separated id=otlp_grpc_host:port/http_host:port (this node included)")
 	if err := fs.Parse(args); err != nil {
 		return cfg, err
 	}
@@ -221,8 +264,25 @@ func Load(args []string, usageOut *bytes.Buffer) (Config, error) {
 			cfg.Analytics.Enabled = f.Analytics.Enabled
 		case "memory-limit":
 			cfg.MemoryLimit = f.MemoryLimit
+		case "storage":
+			cfg.Storage.Backend = f.Storage.Backend
+		case "s3-endpoint":
+			cfg.Storage.S3.Endpoint = f.Storage.S3.Endpoint
+		case "s3-bucket":
+			cfg.Storage.S3.Bucket = f.Storage.S3.Bucket
+		case "s3-prefix":
+			cfg.Storage.S3.Prefix = f.Storage.S3.Prefix
+		case "node-id":
+			cfg.Cluster.NodeID = f.Cluster.NodeID
 		}
 	})
+	if *peers != "" {
+		ps, err := cluster.ParsePeers(*peers)
+		if err != nil {
+			return cfg, fmt.Errorf("--peers: %w", err)
+		}
+		cfg.Cluster.Peers = ps
+	}
 	return cfg, cfg.Validate()
 }
 
@@ -291,10 +351,38 @@ func (c *Config) Validate() error {
 	if c.Ingest.MaxRequestBytes <= 0 {
 		return errors.New("ingest.max_request_bytes must be positive")
 	}
+	if err := c.validateStorage(); err != nil {
+		return err
+	}
 	switch c.LogLevel {
 	case "debug", "info", "warn", "error":
 	default:
 		return fmt.Errorf("log_level %q: want debug, info, warn or error", c.LogLevel)
+	}
+	return nil
+}
+
+func (c *Config) validateStorage() error {
+	switch c.Storage.Backend {
+	case "local", "":
+	case "s3":
+		if c.Storage.S3.Endpoint == "" || c.Storage.S3.Bucket == "" {
+			return errors.New("storage.backend s3 needs storage.s3.endpoint and storage.s3.bucket (--s3-endpoint, --s3-bucket)")
+		}
+	default:
+		return fmt.Errorf("storage.backend %q: want local or s3", c.Storage.Backend)
+	}
+	if len(c.Cluster.Peers) == 0 {
+		return nil
+	}
+	if c.Storage.Backend != "s3" {
+		return errors.New("cluster.peers needs storage.backend s3: the nodes share blocks through the bucket")
+	}
+	if _, err := cluster.NewRing(c.Cluster.Peers, c.Cluster.NodeID); err != nil {
+		return fmt.Errorf("cluster: %w (set --node-id to this node's id in --peers)", err)
+	}
+	if c.Cluster.RefreshInterval <= 0 {
+		return errors.New("cluster.refresh_interval must be positive")
 	}
 	return nil
 }

@@ -103,8 +103,17 @@ func New(ctx context.Context, cfg config.Config, log *slog.Logger) (*Server, err
 			wantSpans = pipe.wantSpans
 		}
 	}
-	eng, err := engine.Open(ctx, engine.Options{
+	ring, err := clusterRing(cfg)
+	if err != nil {
+		return nil, err
+	}
+	blocks, err := s.blockStorage(ctx, cfg, dir("traces"))
+	if err != nil {
+		return nil, err
+	}
+	engOpts := engine.Options{
 		Dir:             dir("traces"),
+		Storage:         blocks,
 		IdleTimeout:     cfg.Storage.TraceIdleTimeout,
 		OnTraceComplete: onComplete,
 		SpanFlags:       spanFlags,
@@ -113,7 +122,9 @@ func New(ctx context.Context, cfg config.Config, log *slog.Logger) (*Server, err
 		Retention:       cfg.Storage.Retention,
 		MaxDiskBytes:    cfg.Storage.MaxDiskBytes,
 		Logger:          log,
-	})
+	}
+	clusterEngineOptions(&engOpts, cfg, ring)
+	eng, err := engine.Open(ctx, engOpts)
 	if err != nil {
 		return nil, fmt.Errorf("opening storage in %s: %w", dir("traces"), err)
 	}
@@ -133,6 +144,10 @@ func New(ctx context.Context, cfg config.Config, log *slog.Logger) (*Server, err
 		sink.observers = []func([]model.Span){metrics.Observe, graph.Observe,
 			func(spans []model.Span) { sys.ObserveSpans(timeNow(), spans) }}
 	}
+	ingestSink, st, err := s.joinCluster(ring, eng, sink, log)
+	if err != nil {
+		return nil, err
+	}
 	in, err := ingest.New(ingest.Config{
 		GRPCAddr:             cfg.Listen.OTLPGRPC,
 		HTTPAddr:             cfg.Listen.OTLPHTTP,
@@ -140,13 +155,13 @@ func New(ctx context.Context, cfg config.Config, log *slog.Logger) (*Server, err
 		MaxRequestBytes:      cfg.Ingest.MaxRequestBytes,
 		MaxSpansPerRequest:   cfg.Ingest.MaxSpansPerRequest,
 		MaxAttributesPerSpan: cfg.Ingest.MaxAttributes,
-	}, sink, logs, log, s.reg)
+	}, ingestSink, logs, log, s.reg)
 	if err != nil {
 		return nil, err
 	}
 	s.ingest = in
 
-	jaegerAPI := jaeger.NewHandler(eng, jaeger.Options{
+	jaegerAPI := jaeger.NewHandler(st, jaeger.Options{
 		Logger: log.With("component", "jaeger-api"),
 		Metrics: jaeger.MetricsFunc(func(_ context.Context, kind string, q jaeger.MetricsQuery) (*jaeger.MetricFamily, error) {
 			fam, err := metrics.JaegerMetrics(kind, red.JaegerParams{Services: q.Services, SpanKinds: q.SpanKinds,
@@ -174,9 +189,9 @@ func New(ctx context.Context, cfg config.Config, log *slog.Logger) (*Server, err
 
 	mux := http.NewServeMux()
 	routes := []func(*http.ServeMux){metrics.RegisterRoutes, graph.RegisterRoutes, history.RegisterRoutes, pipe.registerRoutes, logRoutes(logs)}
-	routes = append(routes, s.extraRoutes(eng, pipe)...)
+	routes = append(routes, s.extraRoutes(st, pipe)...)
 	apiV1 := v1.NewHandler(v1.Deps{
-		Store:    eng,
+		Store:    st,
 		Analyzer: pipe.analyze,
 		Explain:  pipe.explain,
 		Findings: pipe,
@@ -184,12 +199,13 @@ func New(ctx context.Context, cfg config.Config, log *slog.Logger) (*Server, err
 		Logger:   log.With("component", "api"),
 	})
 	mux.Handle("/api/v1/", apiV1)
+	clusterRoutes(mux, ring, eng, apiV1, log)
 	mux.Handle("/api/", jaegerAPI)
 	mux.Handle("GET /metrics", metricsHandler(s.reg))
 	mux.HandleFunc("GET /healthz", func(w http.ResponseWriter, _ *http.Request) { _, _ = w.Write([]byte("ok\n")) })
 	// The UI's TraceQL box calls the Tempo API on its own origin, so it is
 	// mounted under web.TempoPrefix too, besides its own port.
-	th := tempoHandler(eng, pipe)
+	th := tempoHandler(st, pipe)
 	if th != nil {
 		mux.Handle(web.TempoPrefix+"/", http.StripPrefix(web.TempoPrefix, th))
 	}

@@ -1,0 +1,105 @@
+package cluster
+
+import (
+	"bytes"
+	"context"
+	"encoding/json"
+	"fmt"
+	"io"
+	"log/slog"
+	"net/http"
+	"sort"
+	"strconv"
+	"sync"
+	"time"
+
+	"github.com/tracedx/tracedx/internal/findingstore"
+)
+
+// MergeFindings wraps the findings list (GET /api/v1/findings): each node
+// stores the findings of the traces it owns (and its own systemic ones)
+// on local disk, so the list asks every peer for the same query and
+// merges the answers, newest first. Finding ids are per node.
+func MergeFindings(next http.Handler, ring *Ring, log *slog.Logger) http.Handler {
+	hc := &http.Client{Timeout: 5 * time.Second}
+	peers := ring.Others()
+	log = log.With("component", "cluster")
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if r.Header.Get(PeerHeader) != "" {
+			next.ServeHTTP(w, r)
+			return
+		}
+		rec := &recorder{header: http.Header{}, status: http.StatusOK}
+		next.ServeHTTP(rec, r)
+		var local findingstore.ListResponse
+		if rec.status != http.StatusOK || json.Unmarshal(rec.body.Bytes(), &local) != nil {
+			rec.replay(w)
+			return
+		}
+		var mu sync.Mutex
+		var wg sync.WaitGroup
+		for _, p := range peers {
+			wg.Add(1)
+			go func() {
+				defer wg.Done()
+				res, err := peerFindings(r.Context(), hc, p, r.URL.RequestURI())
+				if err != nil {
+					log.Warn("peer findings query failed; answering without them", "peer", p.ID, "err", err)
+					return
+				}
+				mu.Lock()
+				local.Findings = append(local.Findings, res.Findings...)
+				local.Truncated = local.Truncated || res.Truncated
+				mu.Unlock()
+			}()
+		}
+		wg.Wait()
+		sort.SliceStable(local.Findings, func(i, j int) bool { return local.Findings[i].Time.After(local.Findings[j].Time) })
+		if n, err := strconv.Atoi(r.URL.Query().Get("limit")); err == nil && n > 0 && len(local.Findings) > n {
+			local.Findings, local.Truncated = local.Findings[:n], true
+		}
+		w.Header().Set("Content-Type", "application/json")
+		_ = json.NewEncoder(w).Encode(local)
+	})
+}
+
+func peerFindings(ctx context.Context, hc *http.Client, p Peer, uri string) (*findingstore.ListResponse, error) {
+	req, err := http.NewRequestWithContext(ctx, http.MethodGet, "http://"+p.HTTP+uri, nil)
+	if err != nil {
+		return nil, err
+	}
+	req.Header.Set(PeerHeader, "1")
+	resp, err := hc.Do(req)
+	if err != nil {
+		return nil, err
+	}
+	defer resp.Body.Close()
+	if resp.StatusCode != http.StatusOK {
+		b, _ := io.ReadAll(io.LimitReader(resp.Body, 4096))
+		return nil, fmt.Errorf("%s: %s", resp.Status, bytes.TrimSpace(b))
+	}
+	var out findingstore.ListResponse
+	if err := json.NewDecoder(resp.Body).Decode(&out); err != nil {
+		return nil, fmt.Errorf("decode findings: %w", err)
+	}
+	return &out, nil
+}
+
+// recorder keeps a handler's response to merge it.
+type recorder struct {
+	header http.Header
+	status int
+	body   bytes.Buffer
+}
+
+func (r *recorder) Header() http.Header         { return r.header }
+func (r *recorder) Write(p []byte) (int, error) { return r.body.Write(p) }
+func (r *recorder) WriteHeader(code int)        { r.status = code }
+
+func (r *recorder) replay(w http.ResponseWriter) {
+	for k, v := range r.header {
+		w.Header()[k] = v
+	}
+	w.WriteHeader(r.status)
+	_, _ = w.Write(r.body.Bytes())
+}

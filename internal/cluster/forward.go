@@ -1,0 +1,149 @@
+package cluster
+
+import (
+	"context"
+	"fmt"
+	"log/slog"
+	"sync"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+	"go.opentelemetry.io/collector/pdata/ptrace/ptraceotlp"
+	"google.golang.org/grpc"
+	"google.golang.org/grpc/credentials/insecure"
+	"google.golang.org/grpc/metadata"
+
+	"github.com/tracedx/tracedx/internal/model"
+	"github.com/tracedx/tracedx/internal/otlpconv"
+	"github.com/tracedx/tracedx/internal/store"
+)
+
+// forwardedKey marks a gRPC request forwarded by a peer: the receiver
+// stores it without looking at the ring again, so nodes whose peer lists
+// disagree cannot bounce spans between them.
+const forwardedKey = "x-tracedx-forwarded-by"
+
+// Writer is where spans of this node's traces go (the local pipeline).
+type Writer interface {
+	Write(ctx context.Context, spans []model.Span) error
+}
+
+// Forwarder is the ingest sink of a cluster node: it writes the spans of
+// traces this node owns locally and forwards the others to their owners
+// over OTLP/gRPC, acknowledging a batch only when every part is durable on
+// its node. A failed forward is a retryable error (store.ErrOverloaded:
+// gRPC UNAVAILABLE, HTTP 503) to the sender, never a silent drop.
+type Forwarder struct {
+	ring    *Ring
+	local   Writer
+	log     *slog.Logger
+	timeout time.Duration
+	clients map[string]ptraceotlp.GRPCClient
+	conns   []*grpc.ClientConn
+
+	forwarded *prometheus.CounterVec
+	failures  *prometheus.CounterVec
+}
+
+// NewForwarder dials (lazily) every other node.
+func NewForwarder(ring *Ring, local Writer, log *slog.Logger) (*Forwarder, error) {
+	f := &Forwarder{
+		ring: ring, local: local, log: log.With("component", "cluster"), timeout: 15 * time.Second,
+		clients: map[string]ptraceotlp.GRPCClient{},
+		forwarded: prometheus.NewCounterVec(prometheus.CounterOpts{Name: "tracedx_cluster_forwarded_spans_total",
+			Help: "Spans forwarded to the node owning their trace."}, []string{"peer"}),
+		failures: prometheus.NewCounterVec(prometheus.CounterOpts{Name: "tracedx_cluster_forward_failures_total",
+			Help: "Forwarded batches that failed (the sender was told to retry)."}, []string{"peer"}),
+	}
+	for _, p := range ring.Others() {
+		conn, err := grpc.NewClient(p.OTLPGRPC, grpc.WithTransportCredentials(insecure.NewCredentials()))
+		if err != nil {
+			f.Close()
+			return nil, fmt.Errorf("cluster: client for peer %s at %s: %w", p.ID, p.OTLPGRPC, err)
+		}
+		f.conns = append(f.conns, conn)
+		f.clients[p.ID] = ptraceotlp.NewGRPCClient(conn)
+	}
+	return f, nil
+}
+
+// Collectors are the forwarder's metrics.
+func (f *Forwarder) Collectors() []prometheus.Collector {
+	return []prometheus.Collector{f.forwarded, f.failures}
+}
+
+// Close closes the peer connections.
+func (f *Forwarder) Close() error {
+	for _, c := range f.conns {
+		c.Close()
+	}
+	return nil
+}
+
+func forwardedFrom(ctx context.Context) bool {
+	md, ok := metadata.FromIncomingContext(ctx)
+	return ok && len(md.Get(forwardedKey)) > 0
+}
+
+// Write stores or forwards spans by the owner of their trace.
+func (f *Forwarder) Write(ctx context.Context, spans []model.Span) error {
+	if forwardedFrom(ctx) {
+		return f.local.Write(ctx, spans)
+	}
+	self := f.ring.Self().ID
+	groups := map[string][]model.Span{}
+	for i := range spans {
+		owner := f.ring.TraceOwner(spans[i].TraceID).ID
+		groups[owner] = append(groups[owner], spans[i])
+	}
+	if len(groups) == 1 {
+		if _, ok := groups[self]; ok {
+			return f.local.Write(ctx, spans)
+		}
+	}
+	var wg sync.WaitGroup
+	var mu sync.Mutex
+	var firstErr error
+	for id, part := range groups {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			var err error
+			if id == self {
+				err = f.local.Write(ctx, part)
+			} else {
+				err = f.forward(ctx, id, part)
+			}
+			if err != nil {
+				mu.Lock()
+				if firstErr == nil {
+					firstErr = err
+				}
+				mu.Unlock()
+			}
+		}()
+	}
+	wg.Wait()
+	return firstErr
+}
+
+func (f *Forwarder) forward(ctx context.Context, peer string, spans []model.Span) error {
+	ctx, cancel := context.WithTimeout(ctx, f.timeout)
+	defer cancel()
+	ctx = metadata.AppendToOutgoingContext(ctx, forwardedKey, f.ring.Self().ID)
+	req := ptraceotlp.NewExportRequestFromTraces(otlpconv.ToTraces(spans))
+	resp, err := f.clients[peer].Export(ctx, req)
+	if err == nil {
+		if ps := resp.PartialSuccess(); ps.RejectedSpans() > 0 {
+			err = fmt.Errorf("%d spans rejected: %s", ps.RejectedSpans(), ps.ErrorMessage())
+		}
+	}
+	if err != nil {
+		f.failures.WithLabelValues(peer).Inc()
+		f.log.Warn("forwarding spans to their owner failed; the sender is told to retry", "peer", peer, "spans", len(spans), "err", err)
+		// Overloaded makes ingest answer with a retryable status.
+		return fmt.Errorf("forwarding %d spans to node %s: %v: %w", len(spans), peer, err, store.ErrOverloaded)
+	}
+	f.forwarded.WithLabelValues(peer).Add(float64(len(spans)))
+	return nil
+}

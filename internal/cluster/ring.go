@@ -1,0 +1,126 @@
+// Package cluster runs several tracedx nodes as one: a static list of
+// peers, a consistent-hash ring that gives every trace one owner node,
+// forwarding of spans to their owner, and queries answered from the shared
+// bucket plus what each peer holds that the bucket does not show yet.
+package cluster
+
+import (
+	"encoding/binary"
+	"fmt"
+	"sort"
+	"strings"
+
+	"github.com/cespare/xxhash/v2"
+
+	"github.com/tracedx/tracedx/internal/model"
+)
+
+// Peer is one node of the cluster.
+type Peer struct {
+	ID string `yaml:"id"`
+	// OTLPGRPC is the node's OTLP/gRPC ingest address: spans of the
+	// traces it owns are forwarded there.
+	OTLPGRPC string `yaml:"otlp_grpc"`
+	// HTTP is the node's HTTP address (the peer query API is there).
+	HTTP string `yaml:"http"`
+}
+
+// ParsePeers reads the --peers flag: comma-separated
+// id=otlp_grpc_addr/http_addr entries.
+func ParsePeers(s string) ([]Peer, error) {
+	var out []Peer
+	for _, part := range strings.Split(s, ",") {
+		part = strings.TrimSpace(part)
+		if part == "" {
+			continue
+		}
+		id, addrs, ok := strings.Cut(part, "=")
+		grpcAddr, httpAddr, ok2 := strings.Cut(addrs, "/")
+		if !ok || !ok2 || id == "" || grpcAddr == "" || httpAddr == "" {
+			return nil, fmt.Errorf("peer %q: want id=otlp_grpc_host:port/http_host:port", part)
+		}
+		out = append(out, Peer{ID: id, OTLPGRPC: grpcAddr, HTTP: httpAddr})
+	}
+	return out, nil
+}
+
+// vnodes per peer: enough that each node's share of traces stays within a
+// few percent of 1/N.
+const vnodes = 128
+
+// Ring maps keys to peers by consistent hashing, so adding or removing a
+// node moves only about 1/N of the traces.
+type Ring struct {
+	peers  []Peer
+	points []uint64
+	owner  []int // parallel to points: index into peers
+	self   int
+}
+
+// NewRing builds the ring of peers; self is this node's id and must be
+// one of them.
+func NewRing(peers []Peer, self string) (*Ring, error) {
+	if len(peers) == 0 {
+		return nil, fmt.Errorf("cluster: no peers")
+	}
+	r := &Ring{peers: peers, self: -1}
+	seen := map[string]bool{}
+	type pt struct {
+		h uint64
+		i int
+	}
+	var pts []pt
+	for i, p := range peers {
+		if seen[p.ID] {
+			return nil, fmt.Errorf("cluster: peer id %q listed twice", p.ID)
+		}
+		seen[p.ID] = true
+		if p.ID == self {
+			r.self = i
+		}
+		for v := 0; v < vnodes; v++ {
+			pts = append(pts, pt{xxhash.Sum64String(fmt.Sprintf("%s#%d", p.ID, v)), i})
+		}
+	}
+	if r.self < 0 {
+		return nil, fmt.Errorf("cluster: node id %q is not in the peer list", self)
+	}
+	sort.Slice(pts, func(a, b int) bool { return pts[a].h < pts[b].h })
+	for _, p := range pts {
+		r.points = append(r.points, p.h)
+		r.owner = append(r.owner, p.i)
+	}
+	return r, nil
+}
+
+func (r *Ring) lookup(h uint64) int {
+	i := sort.Search(len(r.points), func(i int) bool { return r.points[i] >= h })
+	if i == len(r.points) {
+		i = 0
+	}
+	return r.owner[i]
+}
+
+// Self is this node.
+func (r *Ring) Self() Peer { return r.peers[r.self] }
+
+// Others are the other nodes.
+func (r *Ring) Others() []Peer {
+	out := make([]Peer, 0, len(r.peers)-1)
+	for i, p := range r.peers {
+		if i != r.self {
+			out = append(out, p)
+		}
+	}
+	return out
+}
+
+// TraceOwner is the node that stores a trace's spans.
+func (r *Ring) TraceOwner(id model.TraceID) Peer {
+	return r.peers[r.lookup(binary.BigEndian.Uint64(id[:8])^binary.BigEndian.Uint64(id[8:]))]
+}
+
+// OwnsBlock says whether this node compacts and expires a block.
+func (r *Ring) OwnsBlock(blockID string) bool {
+	return r.lookup(xxhash.Sum64String(blockID)) == r.self
+}

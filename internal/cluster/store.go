@@ -1,0 +1,136 @@
+package cluster
+
+import (
+	"context"
+	"errors"
+	"log/slog"
+	"net/http"
+	"sort"
+	"sync"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+
+	"github.com/tracedx/tracedx/internal/model"
+	"github.com/tracedx/tracedx/internal/store"
+	"github.com/tracedx/tracedx/internal/store/engine"
+)
+
+// clockSkew widens the window of recent blocks a node reports as loaded:
+// block ids carry their maker's clock.
+const clockSkew = time.Minute
+
+// Store is the store.Store of a cluster node's query APIs: the local
+// engine (which sees every block in the bucket) plus, for trace by id and
+// search, what each peer holds that the bucket does not show yet. The
+// other methods (ScanTraces, catalogs) answer from the local engine: they
+// miss spans still only in a peer's head until that peer cuts them into a
+// block (seconds).
+type Store struct {
+	store.Store
+	local   Local
+	peers   []*peerClient
+	log     *slog.Logger
+	failure *prometheus.CounterVec
+}
+
+// NewStore wraps the local engine.
+func NewStore(eng store.Store, local Local, ring *Ring, log *slog.Logger) *Store {
+	s := &Store{Store: eng, local: local, log: log.With("component", "cluster"),
+		failure: prometheus.NewCounterVec(prometheus.CounterOpts{Name: "tracedx_cluster_peer_query_failures_total",
+			Help: "Peer queries that failed; the answer was given without that peer's recent spans."}, []string{"peer"})}
+	hc := &http.Client{Timeout: 5 * time.Second}
+	for _, p := range ring.Others() {
+		s.peers = append(s.peers, &peerClient{peer: p, http: hc})
+	}
+	return s
+}
+
+// Collectors are the store's metrics.
+func (s *Store) Collectors() []prometheus.Collector { return []prometheus.Collector{s.failure} }
+
+func (s *Store) exclude() []string {
+	return s.local.RecentBlocks(s.local.PeerWindow() + clockSkew)
+}
+
+// fanOut calls fn for every peer concurrently. A peer that fails (down,
+// restarting) is logged and counted and left out: its traces' spans in
+// the bucket are still answered; those only in its head or WAL come back
+// when it does.
+func (s *Store) fanOut(ctx context.Context, what string, fn func(ctx context.Context, p *peerClient) error) {
+	var wg sync.WaitGroup
+	for _, p := range s.peers {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			if err := fn(ctx, p); err != nil && ctx.Err() == nil {
+				s.failure.WithLabelValues(p.peer.ID).Inc()
+				s.log.Warn("peer query failed; answering without its recent spans", "query", what, "peer", p.peer.ID, "err", err)
+			}
+		}()
+	}
+	wg.Wait()
+}
+
+// Trace merges the local spans with the peers'.
+func (s *Store) Trace(ctx context.Context, id model.TraceID, hint store.TimeRange) ([]model.Span, error) {
+	ex := s.exclude()
+	var mu sync.Mutex
+	var all []model.Span
+	s.fanOut(ctx, "trace", func(ctx context.Context, p *peerClient) error {
+		spans, err := p.trace(ctx, id, ex)
+		mu.Lock()
+		all = append(all, spans...)
+		mu.Unlock()
+		return err
+	})
+	local, err := s.Store.Trace(ctx, id, hint)
+	if err != nil && !errors.Is(err, store.ErrNotFound) {
+		return nil, err
+	}
+	all = append(all, local...)
+	if len(all) == 0 {
+		return nil, store.ErrNotFound
+	}
+	sort.SliceStable(all, func(i, j int) bool { return all[i].StartUnixNano < all[j].StartUnixNano })
+	return all, nil
+}
+
+// Search merges the local results with the peers': parts of one trace on
+// several nodes are combined into one summary. Trace-level conditions
+// (trace duration) are judged by each node on its part.
+func (s *Store) Search(ctx context.Context, q store.Query) ([]model.TraceSummary, error) {
+	ex := s.exclude()
+	var mu sync.Mutex
+	parts := map[model.TraceID][]model.TraceSummary{}
+	add := func(res []model.TraceSummary) {
+		mu.Lock()
+		for _, r := range res {
+			parts[r.TraceID] = append(parts[r.TraceID], r)
+		}
+		mu.Unlock()
+	}
+	s.fanOut(ctx, "search", func(ctx context.Context, p *peerClient) error {
+		res, err := p.search(ctx, q, ex)
+		add(res)
+		return err
+	})
+	local, err := s.Store.Search(ctx, q)
+	if err != nil {
+		return nil, err
+	}
+	add(local)
+	out := make([]model.TraceSummary, 0, len(parts))
+	for _, ps := range parts {
+		out = append(out, engine.MergeSummaries(ps))
+	}
+	sort.SliceStable(out, func(i, j int) bool { return out[i].StartUnixNano > out[j].StartUnixNano })
+	limit := q.Limit
+	if limit <= 0 {
+		limit = engine.DefaultSearchLimit
+	}
+	if len(out) > limit {
+		out = out[:limit]
+	}
+	return out, nil
+}

@@ -1,0 +1,89 @@
+package server
+
+import (
+	"context"
+	"log/slog"
+	"net/http"
+	"path/filepath"
+	"time"
+
+	"github.com/tracedx/tracedx/internal/cluster"
+	"github.com/tracedx/tracedx/internal/config"
+	"github.com/tracedx/tracedx/internal/ingest"
+	"github.com/tracedx/tracedx/internal/store"
+	"github.com/tracedx/tracedx/internal/store/engine"
+	"github.com/tracedx/tracedx/internal/store/s3store"
+)
+
+// blockStorage is where the engine keeps blocks: nil for the default
+// (local, under the data directory) or the configured S3 bucket. The WAL
+// and the head stay local either way.
+func (s *Server) blockStorage(ctx context.Context, cfg config.Config, engineDir string) (engine.BlockStorage, error) {
+	if cfg.Storage.Backend != "s3" {
+		return nil, nil
+	}
+	c := cfg.Storage.S3
+	sc := s3store.Config{
+		Endpoint: c.Endpoint, Bucket: c.Bucket, Prefix: c.Prefix, Region: c.Region,
+		AccessKey: c.AccessKey, SecretKey: c.SecretKey, CacheBytes: c.CacheBytes,
+		SpoolDir: filepath.Join(engineDir, "s3spool"),
+		Logger:   s.log,
+	}
+	if len(cfg.Cluster.Peers) > 0 {
+		// Other nodes may still read a compacted block until their next
+		// refresh drops it.
+		sc.DeleteGrace = 6*cfg.Cluster.RefreshInterval + 30*time.Second
+	}
+	st, err := s3store.New(ctx, sc)
+	if err != nil {
+		return nil, err
+	}
+	s.reg.MustRegister(st.Collectors()...)
+	return st, nil
+}
+
+// clusterRing is the cluster's ring, nil for a single node.
+func clusterRing(cfg config.Config) (*cluster.Ring, error) {
+	if len(cfg.Cluster.Peers) == 0 {
+		return nil, nil
+	}
+	return cluster.NewRing(cfg.Cluster.Peers, cfg.Cluster.NodeID)
+}
+
+// clusterEngineOptions splits compaction and retention between the nodes
+// and makes each pick up the blocks of the others.
+func clusterEngineOptions(o *engine.Options, cfg config.Config, ring *cluster.Ring) {
+	if ring == nil {
+		return
+	}
+	o.OwnsBlock = ring.OwnsBlock
+	o.RefreshInterval = cfg.Cluster.RefreshInterval
+}
+
+// joinCluster wraps the ingest sink (spans go to their trace's owner) and
+// the query store (peers' recent spans merged in), and mounts the peer
+// API and the merged findings list. A single node gets sink and store back.
+func (s *Server) joinCluster(ring *cluster.Ring, eng *engine.Engine, sink ingest.Sink, log *slog.Logger) (ingest.Sink, store.Store, error) {
+	if ring == nil {
+		return sink, eng, nil
+	}
+	fw, err := cluster.NewForwarder(ring, sink, log)
+	if err != nil {
+		return nil, nil, err
+	}
+	s.closers = append(s.closers, fw.Close)
+	cs := cluster.NewStore(eng, eng, ring, log)
+	s.reg.MustRegister(fw.Collectors()...)
+	s.reg.MustRegister(cs.Collectors()...)
+	log.Info("cluster node", "node_id", ring.Self().ID, "peers", len(ring.Others()))
+	return fw, cs, nil
+}
+
+// clusterRoutes mounts the peer query API and merges the findings list.
+func clusterRoutes(mux *http.ServeMux, ring *cluster.Ring, eng *engine.Engine, apiV1 http.Handler, log *slog.Logger) {
+	if ring == nil {
+		return
+	}
+	cluster.RegisterPeerRoutes(mux, eng, log)
+	mux.Handle("GET /api/v1/findings", cluster.MergeFindings(apiV1, ring, log))
+}
