@@ -1,0 +1,286 @@
+package cluster
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"math/rand/v2"
+	"net/http"
+	"net/http/httptest"
+	"path/filepath"
+	"sync"
+	"testing"
+	"time"
+
+	"go.opentelemetry.io/collector/pdata/ptrace/ptraceotlp"
+	"google.golang.org/grpc"
+	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/credentials/insecure"
+	"google.golang.org/grpc/status"
+
+	"github.com/tracedx/tracedx/internal/ingest"
+	"github.com/tracedx/tracedx/internal/model"
+	"github.com/tracedx/tracedx/internal/otlpconv"
+	"github.com/tracedx/tracedx/internal/store"
+	"github.com/tracedx/tracedx/internal/store/engine"
+)
+
+var quiet = slog.New(slog.NewTextHandler(io.Discard, nil))
+
+// sinkRef lets ingest start before the ring (which needs every node's
+// bound address) exists.
+type sinkRef struct {
+	mu sync.Mutex
+	w  Writer
+}
+
+func (r *sinkRef) Write(ctx context.Context, spans []model.Span) error {
+	r.mu.Lock()
+	w := r.w
+	r.mu.Unlock()
+	return w.Write(ctx, spans)
+}
+
+type node struct {
+	eng   *engine.Engine
+	in    *ingest.Server
+	web   *httptest.Server
+	store *Store
+	ring  *Ring
+}
+
+// startCluster runs n nodes in-process on one block storage, each with
+// its OTLP/gRPC ingest and HTTP peer API on port 0.
+func startCluster(t *testing.T, n int) []*node {
+	t.Helper()
+	ctx := context.Background()
+	shared, err := engine.NewLocalStorage(filepath.Join(t.TempDir(), "bucket"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	nodes := make([]*node, n)
+	refs := make([]*sinkRef, n)
+	var peers []Peer
+	for i := range nodes {
+		refs[i] = &sinkRef{}
+		in, err := ingest.New(ingest.Config{GRPCAddr: "127.0.0.1:0"}, refs[i], nil, quiet, nil)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if err := in.Start(ctx); err != nil {
+			t.Fatal(err)
+		}
+		mux := http.NewServeMux()
+		web := httptest.NewServer(mux)
+		nodes[i] = &node{in: in, web: web}
+		peers = append(peers, Peer{ID: fmt.Sprintf("n%d", i), OTLPGRPC: in.GRPCAddr(), HTTP: web.Listener.Addr().String()})
+		t.Cleanup(func() {
+			web.Close()
+			in.Shutdown(context.Background())
+		})
+	}
+	for i, nd := range nodes {
+		ring, err := NewRing(peers, peers[i].ID)
+		if err != nil {
+			t.Fatal(err)
+		}
+		eng, err := engine.Open(ctx, engine.Options{Dir: t.TempDir(), Storage: shared, OwnsBlock: ring.OwnsBlock,
+			IdleTimeout: time.Hour, FlushInterval: time.Hour, CompactInterval: time.Hour, Logger: quiet})
+		if err != nil {
+			t.Fatal(err)
+		}
+		t.Cleanup(func() { eng.Close() })
+		fw, err := NewForwarder(ring, eng, quiet)
+		if err != nil {
+			t.Fatal(err)
+		}
+		t.Cleanup(func() { fw.Close() })
+		refs[i].mu.Lock()
+		refs[i].w = fw
+		refs[i].mu.Unlock()
+		nd.eng, nd.ring = eng, ring
+		nd.store = NewStore(eng, eng, ring, quiet)
+		RegisterPeerRoutes(nd.web.Config.Handler.(*http.ServeMux), eng, quiet)
+	}
+	return nodes
+}
+
+func makeTraces(r *rand.Rand, n int) []model.Span {
+	var spans []model.Span
+	base := uint64(time.Now().Add(-time.Minute).UnixNano())
+	for i := 0; i < n; i++ {
+		var tid model.TraceID
+		for k := range tid {
+			tid[k] = byte(r.UintN(256))
+		}
+		root := model.SpanID{byte(i), byte(i >> 8), 1}
+		start := base + uint64(i)*1e6
+		spans = append(spans,
+			model.Span{TraceID: tid, SpanID: root, Name: "GET /cart", Service: "frontend", Kind: model.KindServer,
+				StartUnixNano: start, EndUnixNano: start + 5e6},
+			model.Span{TraceID: tid, SpanID: model.SpanID{byte(i), byte(i >> 8), 2}, ParentSpanID: root, Name: "SELECT",
+				Service: "cart", Kind: model.KindClient, StartUnixNano: start + 1e6, EndUnixNano: start + 3e6})
+	}
+	return spans
+}
+
+func export(t *testing.T, addr string, spans []model.Span) error {
+	t.Helper()
+	conn, err := grpc.NewClient(addr, grpc.WithTransportCredentials(insecure.NewCredentials()))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer conn.Close()
+	_, err = ptraceotlp.NewGRPCClient(conn).Export(context.Background(), ptraceotlp.NewExportRequestFromTraces(otlpconv.ToTraces(spans)))
+	return err
+}
+
+// checkEverywhere asserts every node answers every trace whole, by id and
+// by search, whatever node owns it.
+func checkEverywhere(t *testing.T, stage string, nodes []*node, spans []model.Span) {
+	t.Helper()
+	ctx := context.Background()
+	want := map[model.TraceID]int{}
+	for _, s := range spans {
+		want[s.TraceID]++
+	}
+	for i, nd := range nodes {
+		for id, n := range want {
+			got, err := nd.store.Trace(ctx, id, store.TimeRange{})
+			if err != nil || len(got) != n {
+				t.Fatalf("%s: node %d: trace %s: %d spans, want %d (%v)", stage, i, id, len(got), n, err)
+			}
+		}
+		res, err := nd.store.Search(ctx, store.Query{Service: "cart", Limit: 10_000})
+		if err != nil {
+			t.Fatal(err)
+		}
+		if len(res) != len(want) {
+			t.Fatalf("%s: node %d: search found %d traces, want %d", stage, i, len(res), len(want))
+		}
+		for _, r := range res {
+			if r.SpanCount != want[r.TraceID] {
+				t.Fatalf("%s: node %d: trace %s summarised with %d spans, want %d", stage, i, r.TraceID, r.SpanCount, want[r.TraceID])
+			}
+		}
+	}
+}
+
+func TestClusterAnswersEverywhere(t *testing.T) {
+	ctx := context.Background()
+	nodes := startCluster(t, 3)
+	spans := makeTraces(rand.New(rand.NewPCG(1, 2)), 300)
+	// Every batch goes to node 0; the ring spreads the traces.
+	if err := export(t, nodes[0].in.GRPCAddr(), spans); err != nil {
+		t.Fatal(err)
+	}
+	for i, nd := range nodes {
+		st := nd.eng.Stats()
+		if st.HeadSpans == 0 || st.HeadSpans == int64(len(spans)) {
+			t.Fatalf("node %d holds %d of %d spans: traces are not spread by owner", i, st.HeadSpans, len(spans))
+		}
+		for _, s := range spans {
+			owns := nd.ring.TraceOwner(s.TraceID).ID == nd.ring.Self().ID
+			_, err := nd.eng.PeerTrace(ctx, s.TraceID, nil)
+			if owns != (err == nil) {
+				t.Fatalf("node %d: trace %s owned=%v but stored=%v", i, s.TraceID, owns, err == nil)
+			}
+		}
+	}
+	checkEverywhere(t, "in heads", nodes, spans)
+
+	// Cut to blocks: before the others refresh, owners serve their recent
+	// blocks; after, everyone reads them from the shared storage and owners
+	// leave them out (no span counted twice).
+	for _, nd := range nodes {
+		if err := nd.eng.Flush(ctx); err != nil {
+			t.Fatal(err)
+		}
+	}
+	checkEverywhere(t, "recent blocks", nodes, spans)
+	for _, nd := range nodes {
+		if err := nd.eng.Refresh(ctx); err != nil {
+			t.Fatal(err)
+		}
+	}
+	checkEverywhere(t, "shared blocks", nodes, spans)
+
+	// Compaction runs once per block: each node compacts only the blocks
+	// it owns, every block is owned by exactly one node.
+	total := 0
+	for _, nd := range nodes {
+		total += nd.eng.Stats().Blocks
+	}
+	if total != 3*3 {
+		t.Fatalf("each node should list the 3 blocks, got %d in all", total)
+	}
+	owned := 0
+	for _, id := range nodes[0].eng.RecentBlocks(time.Hour) {
+		n := 0
+		for _, nd := range nodes {
+			if nd.ring.OwnsBlock(id) {
+				n++
+			}
+		}
+		if n != 1 {
+			t.Fatalf("block %s has %d owners", id, n)
+		}
+		owned++
+	}
+	if owned != 3 {
+		t.Fatalf("%d blocks, want 3", owned)
+	}
+}
+
+func TestForwardFailureIsRetryable(t *testing.T) {
+	nodes := startCluster(t, 2)
+	// Find a trace node 1 owns, stop node 1, send it to node 0.
+	var spans []model.Span
+	for _, s := range makeTraces(rand.New(rand.NewPCG(3, 4)), 50) {
+		if nodes[0].ring.TraceOwner(s.TraceID).ID == "n1" {
+			spans = append(spans, s)
+		}
+	}
+	if len(spans) == 0 {
+		t.Fatal("no trace owned by n1")
+	}
+	nodes[1].in.Shutdown(context.Background())
+	err := export(t, nodes[0].in.GRPCAddr(), spans)
+	if status.Code(err) != codes.Unavailable {
+		t.Fatalf("forward to a stopped node: %v, want UNAVAILABLE (retryable)", err)
+	}
+	// And nothing of it was stored on node 0 as if acknowledged.
+	if _, err := nodes[0].eng.PeerTrace(context.Background(), spans[0].TraceID, nil); !errors.Is(err, store.ErrNotFound) {
+		t.Fatalf("span of n1's trace kept on n0: %v", err)
+	}
+}
+
+func TestRingSpreadsAndParsesPeers(t *testing.T) {
+	peers, err := ParsePeers("a=h1:4317/h1:16686, b=h2:4317/h2:16686,c=h3:4317/h3:16686")
+	if err != nil || len(peers) != 3 || peers[1].OTLPGRPC != "h2:4317" || peers[1].HTTP != "h2:16686" {
+		t.Fatalf("ParsePeers: %+v %v", peers, err)
+	}
+	if _, err := ParsePeers("a=h1:4317"); err == nil {
+		t.Fatal("peer without HTTP address accepted")
+	}
+	if _, err := NewRing(peers, "d"); err == nil {
+		t.Fatal("node id outside the peer list accepted")
+	}
+	r, _ := NewRing(peers, "a")
+	count := map[string]int{}
+	rng := rand.New(rand.NewPCG(5, 6))
+	for i := 0; i < 30_000; i++ {
+		var id model.TraceID
+		for k := range id {
+			id[k] = byte(rng.UintN(256))
+		}
+		count[r.TraceOwner(id).ID]++
+	}
+	for id, n := range count {
+		if n < 7_000 || n > 13_000 {
+			t.Fatalf("node %s owns %d of 30000 traces: ring is lopsided %v", id, n, count)
+		}
+	}
+}
