@@ -9,6 +9,7 @@ import (
 	"math/rand/v2"
 	"net/http"
 	"net/http/httptest"
+	"os"
 	"path/filepath"
 	"sync"
 	"testing"
@@ -25,6 +26,7 @@ import (
 	"github.com/tracedx/tracedx/internal/otlpconv"
 	"github.com/tracedx/tracedx/internal/store"
 	"github.com/tracedx/tracedx/internal/store/engine"
+	"github.com/tracedx/tracedx/internal/store/s3store"
 )
 
 var quiet = slog.New(slog.NewTextHandler(io.Discard, nil))
@@ -56,7 +58,15 @@ type node struct {
 func startCluster(t *testing.T, n int) []*node {
 	t.Helper()
 	ctx := context.Background()
-	shared, err := engine.NewLocalStorage(filepath.Join(t.TempDir(), "bucket"))
+	// On MinIO when e2e/minio.sh gives one, else a shared directory.
+	var shared engine.BlockStorage
+	var err error
+	if ep := os.Getenv("TRACEDX_TEST_S3_ENDPOINT"); ep != "" {
+		shared, err = s3store.New(ctx, s3store.Config{Endpoint: ep, Bucket: "tracedx-cluster-test",
+			Prefix: fmt.Sprintf("%s-%d", t.Name(), time.Now().UnixNano()), SpoolDir: t.TempDir(), Logger: quiet})
+	} else {
+		shared, err = engine.NewLocalStorage(filepath.Join(t.TempDir(), "bucket"))
+	}
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -8,7 +8,6 @@ import (
 	"strings"
 	"sync"
 	"testing"
-	"time"
 
 	"github.com/tracedx/tracedx/internal/store/s3store"
 )
@@ -23,8 +22,7 @@ const s3EndpointEnv = "TRACEDX_TEST_S3_ENDPOINT"
 
 var testStorages = struct {
 	sync.Mutex
-	run string
-	m   map[string]BlockStorage
+	m map[string]BlockStorage
 }{m: map[string]BlockStorage{}}
 
 func onS3() bool { return os.Getenv(s3EndpointEnv) != "" }
@@ -40,14 +38,13 @@ func testStorage(dir string) BlockStorage {
 	if st, ok := testStorages.m[dir]; ok {
 		return st
 	}
-	if testStorages.run == "" {
-		testStorages.run = fmt.Sprintf("enginetest-%d", time.Now().UnixNano())
-	}
 	bucket := os.Getenv("TRACEDX_TEST_S3_BUCKET")
 	if bucket == "" {
 		bucket = "tracedx-engine-test"
 	}
-	prefix := testStorages.run + "/" + strings.Trim(strings.ReplaceAll(dir, string(filepath.Separator), "-"), "-")
+	// Named by the (random, unique) directory alone, so the kill test's
+	// child process finds the same prefix as its parent.
+	prefix := "enginetest/" + strings.Trim(strings.ReplaceAll(dir, string(filepath.Separator), "-"), "-")
 	st, err := s3store.New(context.Background(), s3store.Config{
 		Endpoint: os.Getenv(s3EndpointEnv),
 		Bucket:   bucket,

@@ -1,0 +1,269 @@
+package s3store
+
+import (
+	"bytes"
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"math/rand/v2"
+	"net/http"
+	"net/http/httptest"
+	"net/http/httputil"
+	"net/url"
+	"os"
+	"slices"
+	"strings"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus/testutil"
+)
+
+// These tests need an S3 server: TRACEDX_TEST_S3_ENDPOINT (e.g.
+// http://127.0.0.1:9000) with AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY;
+// e2e/minio.sh starts MinIO and runs them.
+func testConfig(t *testing.T) Config {
+	t.Helper()
+	ep := os.Getenv("TRACEDX_TEST_S3_ENDPOINT")
+	if ep == "" {
+		t.Skip("TRACEDX_TEST_S3_ENDPOINT not set (e2e/minio.sh runs this against MinIO)")
+	}
+	return Config{
+		Endpoint: ep, Bucket: "tracedx-s3store-test",
+		Prefix:   fmt.Sprintf("t%d-%s", time.Now().UnixNano(), t.Name()),
+		SpoolDir: t.TempDir(),
+	}
+}
+
+func open(t *testing.T, cfg Config) *Storage {
+	t.Helper()
+	s, err := New(context.Background(), cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return s
+}
+
+func writeBlock(t *testing.T, s *Storage, id string, files map[string][]byte, commit bool) {
+	t.Helper()
+	w, err := s.Create(context.Background(), id)
+	if err != nil {
+		t.Fatal(err)
+	}
+	names := make([]string, 0, len(files))
+	for n := range files {
+		names = append(names, n)
+	}
+	slices.Sort(names)
+	for _, n := range names {
+		f, err := w.File(n)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if _, err := f.Write(files[n]); err != nil {
+			t.Fatal(err)
+		}
+		if err := f.Close(); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if commit {
+		if err := w.Commit(); err != nil {
+			t.Fatal(err)
+		}
+	} else if err := w.Abort(); err != nil {
+		t.Fatal(err)
+	}
+}
+
+func TestBlockVisibleOnlyWithItsMarker(t *testing.T) {
+	ctx := context.Background()
+	s := open(t, testConfig(t))
+	data := make([]byte, 3<<20)
+	for i := range data {
+		data[i] = byte(i * 7)
+	}
+	// Data uploaded, marker not: a crash here leaves nothing listed.
+	w, err := s.Create(ctx, "b1")
+	if err != nil {
+		t.Fatal(err)
+	}
+	f, _ := w.File("data.parquet")
+	f.Write(data)
+	if err := f.Close(); err != nil {
+		t.Fatal(err)
+	}
+	m, _ := w.File("meta.json")
+	m.Write([]byte(`{"v":1}`))
+	m.Close()
+	if ids, _ := s.List(ctx); len(ids) != 0 {
+		t.Fatalf("block listed before commit: %v", ids)
+	}
+	if err := w.Commit(); err != nil {
+		t.Fatal(err)
+	}
+	if ids, _ := s.List(ctx); !slices.Equal(ids, []string{"b1"}) {
+		t.Fatalf("after commit: %v", ids)
+	}
+	if b, err := s.ReadAll(ctx, "b1", "meta.json"); err != nil || string(b) != `{"v":1}` {
+		t.Fatalf("meta: %q %v", b, err)
+	}
+	if n, err := s.Size(ctx, "b1"); err != nil || n != int64(len(data))+7 {
+		t.Fatalf("size %d %v", n, err)
+	}
+	// An aborted block leaves no object behind.
+	writeBlock(t, s, "b2", map[string][]byte{"data.parquet": data[:1000]}, false)
+	if objs, _ := s.objects(ctx, "b2"); len(objs) != 0 {
+		t.Fatalf("aborted block left %d objects", len(objs))
+	}
+	if err := s.Delete(ctx, "b1"); err != nil {
+		t.Fatal(err)
+	}
+	if ids, _ := s.List(ctx); len(ids) != 0 {
+		t.Fatalf("deleted block listed: %v", ids)
+	}
+	if objs, _ := s.objects(ctx, "b1"); len(objs) != 0 {
+		t.Fatalf("deleted block left %d objects", len(objs))
+	}
+	if _, err := s.Open(ctx, "b1", "data.parquet"); err == nil {
+		t.Fatal("opened a deleted block's file")
+	}
+}
+
+// Random ranged reads return the object's bytes, each chunk is fetched
+// once while it stays cached, and no read downloads the whole object.
+func TestRangedReads(t *testing.T) {
+	ctx := context.Background()
+	cfg := testConfig(t)
+	cfg.ChunkBytes = 64 << 10
+	cfg.CacheBytes = 1 << 20
+	s := open(t, cfg)
+	data := make([]byte, 5<<20+123)
+	r := rand.New(rand.NewPCG(1, 2))
+	for i := range data {
+		data[i] = byte(r.UintN(256))
+	}
+	writeBlock(t, s, "b", map[string][]byte{"data": data, "meta.json": []byte("{}")}, true)
+	f, err := s.Open(ctx, "b", "data")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if f.Size() != int64(len(data)) {
+		t.Fatalf("size %d", f.Size())
+	}
+	for i := 0; i < 300; i++ {
+		off := r.Int64N(int64(len(data)))
+		n := r.IntN(200 << 10)
+		buf := make([]byte, n)
+		k, err := f.ReadAt(buf, off)
+		want := data[off:min(off+int64(n), int64(len(data)))]
+		if k != len(want) || !bytes.Equal(buf[:k], want) {
+			t.Fatalf("ReadAt(%d, %d): %d bytes, equal=%v", n, off, k, bytes.Equal(buf[:k], want))
+		}
+		if k < n && !errors.Is(err, io.EOF) {
+			t.Fatalf("short read without EOF: %v", err)
+		}
+	}
+	down := testutil.ToFloat64(s.m.downloaded)
+	// The footer read of a Parquet file: tiny reads at the end, served by
+	// one chunk.
+	before := testutil.ToFloat64(s.m.cacheMisses)
+	tail := make([]byte, 8)
+	for i := 0; i < 10; i++ {
+		f.ReadAt(tail, int64(len(data)-8-i))
+	}
+	if misses := testutil.ToFloat64(s.m.cacheMisses) - before; misses > 1 {
+		t.Fatalf("ten reads within one chunk fetched %v chunks", misses)
+	}
+	if int(down) < len(data)/2 {
+		t.Logf("downloaded %.0f of %d bytes over 300 reads", down, len(data))
+	}
+	if hits := testutil.ToFloat64(s.m.cacheHits); hits == 0 {
+		t.Fatal("range cache never hit")
+	}
+}
+
+// Throttling (503 SlowDown) and dropped connections are retried: every
+// operation succeeds through a proxy that fails a third of the requests.
+func TestThrottlingIsRetried(t *testing.T) {
+	cfg := testConfig(t)
+	target, err := url.Parse(cfg.Endpoint)
+	if err != nil || target.Scheme == "" {
+		t.Skip("needs an http:// endpoint to proxy")
+	}
+	var n, failed atomic.Int64
+	proxy := httputil.NewSingleHostReverseProxy(target)
+	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if n.Add(1)%3 == 0 {
+			failed.Add(1)
+			w.Header().Set("Content-Type", "application/xml")
+			w.WriteHeader(http.StatusServiceUnavailable)
+			io.WriteString(w, `<?xml version="1.0" encoding="UTF-8"?><Error><Code>SlowDown</Code><Message>Please reduce your request rate.</Message></Error>`)
+			return
+		}
+		proxy.ServeHTTP(w, r)
+	}))
+	defer srv.Close()
+	cfg.Endpoint = srv.URL
+	cfg.ChunkBytes = 16 << 10
+	s := open(t, cfg)
+	ctx := context.Background()
+	data := bytes.Repeat([]byte("tracedx "), 40_000)
+	for i := 0; i < 5; i++ {
+		writeBlock(t, s, fmt.Sprint("b", i), map[string][]byte{"data": data, "meta.json": []byte("{}")}, true)
+	}
+	ids, err := s.List(ctx)
+	if err != nil || len(ids) != 5 {
+		t.Fatalf("list through throttling: %v %v", ids, err)
+	}
+	for _, id := range ids {
+		f, err := s.Open(ctx, id, "data")
+		if err != nil {
+			t.Fatal(err)
+		}
+		buf := make([]byte, len(data))
+		if _, err := f.ReadAt(buf, 0); err != nil || !bytes.Equal(buf, data) {
+			t.Fatalf("read through throttling: %v", err)
+		}
+	}
+	if failed.Load() == 0 {
+		t.Fatal("the proxy throttled nothing")
+	}
+	t.Logf("%d of %d requests throttled, all operations succeeded", failed.Load(), n.Load())
+}
+
+func TestPermanentErrorsAreNotRetried(t *testing.T) {
+	s := open(t, testConfig(t))
+	start := time.Now()
+	_, err := s.ReadAll(context.Background(), "missing", "meta.json")
+	if err == nil || !strings.Contains(err.Error(), "NoSuchKey") && !strings.Contains(err.Error(), "does not exist") {
+		t.Fatalf("missing object: %v", err)
+	}
+	if time.Since(start) > 2*time.Second {
+		t.Fatalf("a missing object took %v: retried", time.Since(start))
+	}
+}
+
+func TestRangeCacheEvictsLeastRecent(t *testing.T) {
+	c := newRangeCache(3 * 10)
+	for i := int64(0); i < 3; i++ {
+		c.put("k", i, make([]byte, 10))
+	}
+	c.get("k", 0) // 1 is now the least recent
+	c.put("k", 3, make([]byte, 10))
+	if _, ok := c.peek("k", 1); ok {
+		t.Fatal("least recent chunk kept")
+	}
+	for _, n := range []int64{0, 2, 3} {
+		if _, ok := c.peek("k", n); !ok {
+			t.Fatalf("chunk %d evicted", n)
+		}
+	}
+	c.put("other/x", 0, make([]byte, 5))
+	c.dropPrefix("k")
+	if c.bytes != 5 || c.ll.Len() != 1 {
+		t.Fatalf("after dropPrefix: %d bytes, %d chunks", c.bytes, c.ll.Len())
+	}
+}
