@@ -32,7 +32,7 @@ func killBatch(seq int) []model.Span {
 func runKillChild(dir string, base int) {
 	e, err := Open(context.Background(), Options{
 		Dir:             dir,
-		Storage:         testStorage(dir), // the parent reopens the same blocks
+		Storage:         testStorage(dir),       // the parent reopens the same blocks
 		IdleTimeout:     100 * time.Millisecond, // blocks are cut while writing
 		FlushInterval:   30 * time.Millisecond,
 		CompactInterval: 150 * time.Millisecond,
