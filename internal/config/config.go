@@ -84,6 +84,9 @@ type Storage struct {
 	MaxDiskBytes     int64         `yaml:"max_disk_bytes"`
 	TraceIdleTimeout time.Duration `yaml:"trace_idle_timeout"`
 	HeadMaxBytes     int64         `yaml:"head_max_bytes"`
+	// CompactInterval is how often compaction and retention run
+	// (0: every 30s).
+	CompactInterval time.Duration `yaml:"compact_interval"`
 	// Backend is where blocks live: "local" (under data_dir) or "s3".
 	// The WAL and the head stay on local disk either way.
 	Backend string `yaml:"backend"`

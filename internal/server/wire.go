@@ -121,6 +121,7 @@ func New(ctx context.Context, cfg config.Config, log *slog.Logger) (*Server, err
 		HeadMaxBytes:    cfg.Storage.HeadMaxBytes,
 		Retention:       cfg.Storage.Retention,
 		MaxDiskBytes:    cfg.Storage.MaxDiskBytes,
+		CompactInterval: cfg.Storage.CompactInterval,
 		Logger:          log,
 	}
 	clusterEngineOptions(&engOpts, cfg, ring)
