@@ -3,7 +3,7 @@
 // Package cluster_test runs three `tracedx serve` processes on one MinIO
 // bucket: e2e/minio.sh builds MinIO, starts it and runs this with
 // TRACEDX_TEST_S3_ENDPOINT, AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY.
-package cluster_test
+package cluster
 
 import (
 	"bytes"
