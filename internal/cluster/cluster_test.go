@@ -55,7 +55,12 @@ type node struct {
 
 // startCluster runs n nodes in-process on one block storage, each with
 // its OTLP/gRPC ingest and HTTP peer API on port 0.
-func startCluster(t *testing.T, n int) []*node {
+func startCluster(t testing.TB, n int) []*node {
+	return startClusterWith(t, n, engine.Options{IdleTimeout: time.Hour, FlushInterval: time.Hour, CompactInterval: time.Hour})
+}
+
+// startClusterWith starts n nodes whose engines use the timings of o.
+func startClusterWith(t testing.TB, n int, o engine.Options) []*node {
 	t.Helper()
 	ctx := context.Background()
 	// On MinIO when e2e/minio.sh gives one, else a shared directory.
@@ -96,8 +101,9 @@ func startCluster(t *testing.T, n int) []*node {
 		if err != nil {
 			t.Fatal(err)
 		}
-		eng, err := engine.Open(ctx, engine.Options{Dir: t.TempDir(), Storage: shared, OwnsBlock: ring.OwnsBlock,
-			IdleTimeout: time.Hour, FlushInterval: time.Hour, CompactInterval: time.Hour, Logger: quiet})
+		eo := o
+		eo.Dir, eo.Storage, eo.OwnsBlock, eo.Logger = t.TempDir(), shared, ring.OwnsBlock, quiet
+		eng, err := engine.Open(ctx, eo)
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -136,7 +142,7 @@ func makeTraces(r *rand.Rand, n int) []model.Span {
 	return spans
 }
 
-func export(t *testing.T, addr string, spans []model.Span) error {
+func export(t testing.TB, addr string, spans []model.Span) error {
 	t.Helper()
 	conn, err := grpc.NewClient(addr, grpc.WithTransportCredentials(insecure.NewCredentials()))
 	if err != nil {

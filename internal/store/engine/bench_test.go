@@ -176,7 +176,8 @@ func getFixture(b *testing.B) *fixture {
 			return
 		}
 		fix.dir = dir
-		e, err := Open(context.Background(), Options{Dir: dir, IdleTimeout: time.Hour, FlushInterval: time.Hour, CompactInterval: time.Hour})
+		// On S3 when TRACEDX_TEST_S3_ENDPOINT is set (see storage_test.go).
+		e, err := Open(context.Background(), Options{Dir: dir, Storage: testStorage(dir), IdleTimeout: time.Hour, FlushInterval: time.Hour, CompactInterval: time.Hour})
 		if err != nil {
 			fix.err = err
 			return

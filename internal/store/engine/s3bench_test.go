@@ -1,0 +1,89 @@
+package engine
+
+import (
+	"context"
+	"math/rand/v2"
+	"testing"
+
+	"github.com/tracedx/tracedx/internal/model"
+	"github.com/tracedx/tracedx/internal/store"
+	"github.com/tracedx/tracedx/internal/store/s3store"
+)
+
+// Reads from S3 with a cold and a warm range cache. Run against MinIO:
+//
+//	TRACEDX_TEST_S3_ENDPOINT=http://127.0.0.1:9000 AWS_ACCESS_KEY_ID=... AWS_SECRET_ACCESS_KEY=... \
+//	TRACEDX_BENCH_SPANS=1000000 go test -run '^$' -bench 'S3' -benchtime 200x ./internal/store/engine/
+//
+// Cold empties the range cache before every query (block indexes stay in
+// memory, as they always are once a block is opened); warm repeats
+// queries whose ranges are cached.
+func BenchmarkS3TraceByID(b *testing.B) {
+	f, st := s3Fixture(b)
+	r := rand.New(rand.NewPCG(3, 4))
+	hot := f.ids[:200]
+	read := func(id model.TraceID) {
+		spans, err := f.e.Trace(context.Background(), id, store.TimeRange{})
+		if err != nil || len(spans) == 0 {
+			b.Fatalf("trace %s: %d spans, %v", id, len(spans), err)
+		}
+	}
+	b.Run("cold", func(b *testing.B) {
+		for i := 0; i < b.N; i++ {
+			b.StopTimer()
+			st.DropCache()
+			id := f.ids[r.IntN(len(f.ids))]
+			b.StartTimer()
+			read(id)
+		}
+		reportFixture(b, f)
+	})
+	b.Run("warm", func(b *testing.B) {
+		for _, id := range hot {
+			read(id)
+		}
+		b.ResetTimer()
+		for i := 0; i < b.N; i++ {
+			read(hot[i%len(hot)])
+		}
+	})
+}
+
+func BenchmarkS3Search(b *testing.B) {
+	f, st := s3Fixture(b)
+	queries := []store.Query{}
+	for _, svc := range genServices {
+		queries = append(queries, store.Query{Service: svc, Limit: 20})
+	}
+	spanQ := store.Query{Service: "cart", MinDuration: 20e6, Attrs: []store.AttrFilter{{Key: "db.system", Op: store.OpEq, Value: model.Str("postgresql")}}, Limit: 20}
+	run := func(b *testing.B, cold bool, q func(i int) store.Query) {
+		for i := 0; i < b.N; i++ {
+			if cold {
+				b.StopTimer()
+				st.DropCache()
+				b.StartTimer()
+			}
+			if _, err := f.e.Search(context.Background(), q(i)); err != nil {
+				b.Fatal(err)
+			}
+		}
+	}
+	byService := func(i int) store.Query { return queries[i%len(queries)] }
+	bySpan := func(int) store.Query { return spanQ }
+	b.Run("service/cold", func(b *testing.B) { run(b, true, byService) })
+	b.Run("service/warm", func(b *testing.B) { run(b, false, byService) })
+	b.Run("span-filter/cold", func(b *testing.B) { run(b, true, bySpan) })
+	b.Run("span-filter/warm", func(b *testing.B) { run(b, false, bySpan) })
+}
+
+func s3Fixture(b *testing.B) (*fixture, *s3store.Storage) {
+	if !onS3() {
+		b.Skip("set TRACEDX_TEST_S3_ENDPOINT to benchmark reads from S3")
+	}
+	f := getFixture(b)
+	st, ok := testStorage(f.dir).(*s3store.Storage)
+	if !ok {
+		b.Fatal("fixture not on S3")
+	}
+	return f, st
+}
