@@ -50,6 +50,11 @@ type Cluster struct {
 	// RefreshInterval is how often a node lists the bucket for blocks
 	// the others wrote (default 5s).
 	RefreshInterval time.Duration `yaml:"refresh_interval"`
+	// Forward sends spans to the node owning their trace (default true).
+	// Off, a node stores what it receives: for a load balancer that
+	// already keeps each trace on one node (the Collector's loadbalancing
+	// exporter with routing_key traceID), saving a hop.
+	Forward bool `yaml:"forward"`
 }
 
 // S3 is the bucket that holds blocks with storage.backend s3.
@@ -172,7 +177,7 @@ func Default() Config {
 			Backend:          "local",
 			S3:               S3{CacheBytes: 64 << 20},
 		},
-		Cluster: Cluster{RefreshInterval: 5 * time.Second},
+		Cluster: Cluster{RefreshInterval: 5 * time.Second, Forward: true},
 		Ingest: Ingest{
 			MaxRequestBytes:    16 << 20,
 			MaxAttributes:      1024,

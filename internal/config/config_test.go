@@ -132,3 +132,53 @@ func TestBaselineSettings(t *testing.T) {
 		t.Errorf("a zero window must be refused, got %v", err)
 	}
 }
+
+func TestStorageS3AndClusterSettings(t *testing.T) {
+	cfg, err := Load([]string{"--storage", "s3", "--s3-endpoint", "http://minio:9000", "--s3-bucket", "traces", "--s3-prefix", "prod",
+		"--node-id", "b", "--peers", "a=10.0.0.1:4317/10.0.0.1:16686,b=10.0.0.2:4317/10.0.0.2:16686"}, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if cfg.Storage.Backend != "s3" || cfg.Storage.S3.Endpoint != "http://minio:9000" || cfg.Storage.S3.Bucket != "traces" || cfg.Storage.S3.Prefix != "prod" {
+		t.Fatalf("s3 flags: %+v", cfg.Storage)
+	}
+	if cfg.Cluster.NodeID != "b" || len(cfg.Cluster.Peers) != 2 || cfg.Cluster.Peers[1].HTTP != "10.0.0.2:16686" || !cfg.Cluster.Forward {
+		t.Fatalf("cluster flags: %+v", cfg.Cluster)
+	}
+
+	dir := t.TempDir()
+	file := filepath.Join(dir, "c.yaml")
+	os.WriteFile(file, []byte(`
+storage:
+  backend: s3
+  s3: {endpoint: "minio:9000", bucket: traces}
+cluster:
+  node_id: a
+  forward: false
+  refresh_interval: 2s
+  peers:
+    - {id: a, otlp_grpc: "10.0.0.1:4317", http: "10.0.0.1:16686"}
+`), 0o644)
+	cfg, err = Load([]string{"--config", file}, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if cfg.Cluster.Forward || cfg.Cluster.RefreshInterval != 2*time.Second || cfg.Cluster.Peers[0].OTLPGRPC != "10.0.0.1:4317" || cfg.Storage.S3.CacheBytes != 64<<20 {
+		t.Fatalf("cluster file: %+v %+v", cfg.Cluster, cfg.Storage.S3)
+	}
+
+	for name, tc := range map[string]struct {
+		args []string
+		want string
+	}{
+		"s3 without bucket": {[]string{"--storage", "s3", "--s3-endpoint", "m:9000"}, "storage.s3.bucket"},
+		"unknown backend":   {[]string{"--storage", "gcs"}, `"gcs"`},
+		"cluster on local":  {[]string{"--node-id", "a", "--peers", "a=h:1/h:2"}, "needs storage.backend s3"},
+		"node not a peer":   {[]string{"--storage", "s3", "--s3-endpoint", "m:9000", "--s3-bucket", "b", "--node-id", "c", "--peers", "a=h:1/h:2"}, `"c" is not in the peer list`},
+		"bad peer":          {[]string{"--peers", "a=h:1"}, "want id=otlp_grpc_host:port/http_host:port"},
+	} {
+		if _, err := Load(tc.args, nil); err == nil || !strings.Contains(err.Error(), tc.want) {
+			t.Errorf("%s: err = %v, want it to mention %s", name, err, tc.want)
+		}
+	}
+}

@@ -63,19 +63,22 @@ func clusterEngineOptions(o *engine.Options, cfg config.Config, ring *cluster.Ri
 // joinCluster wraps the ingest sink (spans go to their trace's owner) and
 // the query store (peers' recent spans merged in), and mounts the peer
 // API and the merged findings list. A single node gets sink and store back.
-func (s *Server) joinCluster(ring *cluster.Ring, eng *engine.Engine, sink ingest.Sink, log *slog.Logger) (ingest.Sink, store.Store, error) {
+func (s *Server) joinCluster(cfg config.Cluster, ring *cluster.Ring, eng *engine.Engine, sink ingest.Sink, log *slog.Logger) (ingest.Sink, store.Store, error) {
 	if ring == nil {
 		return sink, eng, nil
+	}
+	cs := cluster.NewStore(eng, eng, ring, log)
+	s.reg.MustRegister(cs.Collectors()...)
+	log.Info("cluster node", "node_id", ring.Self().ID, "peers", len(ring.Others()), "forward", cfg.Forward)
+	if !cfg.Forward {
+		return sink, cs, nil
 	}
 	fw, err := cluster.NewForwarder(ring, sink, log)
 	if err != nil {
 		return nil, nil, err
 	}
 	s.closers = append(s.closers, fw.Close)
-	cs := cluster.NewStore(eng, eng, ring, log)
 	s.reg.MustRegister(fw.Collectors()...)
-	s.reg.MustRegister(cs.Collectors()...)
-	log.Info("cluster node", "node_id", ring.Self().ID, "peers", len(ring.Others()))
 	return fw, cs, nil
 }
 

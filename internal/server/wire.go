@@ -145,7 +145,7 @@ func New(ctx context.Context, cfg config.Config, log *slog.Logger) (*Server, err
 		sink.observers = []func([]model.Span){metrics.Observe, graph.Observe,
 			func(spans []model.Span) { sys.ObserveSpans(timeNow(), spans) }}
 	}
-	ingestSink, st, err := s.joinCluster(ring, eng, sink, log)
+	ingestSink, st, err := s.joinCluster(cfg.Cluster, ring, eng, sink, log)
 	if err != nil {
 		return nil, err
 	}
