@@ -37,9 +37,9 @@ const bucket = "tracedx-e2e-cluster"
 
 type node struct {
 	id, grpcAddr, httpAddr, dir string
-	cmd                        *exec.Cmd
-	log                        *bytes.Buffer
-	done                       chan struct{}
+	cmd                         *exec.Cmd
+	log                         *bytes.Buffer
+	done                        chan struct{}
 }
 
 // freeAddr asks the kernel for a free port. A cluster's static peer list
