@@ -181,6 +181,17 @@ func checkEverywhere(t *testing.T, stage string, nodes []*node, spans []model.Sp
 				t.Fatalf("%s: node %d: trace %s summarised with %d spans, want %d", stage, i, r.TraceID, r.SpanCount, want[r.TraceID])
 			}
 		}
+		scanned := 0
+		err = nd.store.ScanTraces(ctx, store.Query{Service: "frontend", Limit: 10_000}, func(spans []model.Span) error {
+			if len(spans) != want[spans[0].TraceID] {
+				return fmt.Errorf("scan: trace %s with %d spans", spans[0].TraceID, len(spans))
+			}
+			scanned++
+			return nil
+		})
+		if err != nil || scanned != len(want) {
+			t.Fatalf("%s: node %d: scan saw %d traces, want %d (%v)", stage, i, scanned, len(want), err)
+		}
 	}
 }
 

@@ -21,11 +21,11 @@ import (
 const clockSkew = time.Minute
 
 // Store is the store.Store of a cluster node's query APIs: the local
-// engine (which sees every block in the bucket) plus, for trace by id and
-// search, what each peer holds that the bucket does not show yet. The
-// other methods (ScanTraces, catalogs) answer from the local engine: they
-// miss spans still only in a peer's head until that peer cuts them into a
-// block (seconds).
+// engine (which sees every block in the bucket) plus, for trace by id,
+// search and limited scans, what each peer holds that the bucket does not
+// show yet. Unlimited scans (metrics over many traces) and the catalogs
+// answer from the local engine: they miss spans still only in a peer's
+// head until that peer cuts them into a block (seconds).
 type Store struct {
 	store.Store
 	local   Local
@@ -133,4 +133,33 @@ func (s *Store) Search(ctx context.Context, q store.Query) ([]model.TraceSummary
 		out = out[:limit]
 	}
 	return out, nil
+}
+
+// ScanTraces with a limit (the search of the Jaeger and Tempo APIs) is a
+// merged Search followed by a merged Trace of each result; without a
+// limit it scans the local engine only.
+func (s *Store) ScanTraces(ctx context.Context, q store.Query, fn func(spans []model.Span) error) error {
+	if q.Limit <= 0 {
+		return s.Store.ScanTraces(ctx, q, fn)
+	}
+	sums, err := s.Search(ctx, q)
+	if err != nil {
+		return err
+	}
+	for _, sum := range sums {
+		spans, err := s.Trace(ctx, sum.TraceID, store.TimeRange{})
+		if errors.Is(err, store.ErrNotFound) {
+			continue // expired since the search
+		}
+		if err != nil {
+			return err
+		}
+		if err := fn(spans); err != nil {
+			if errors.Is(err, store.ErrStop) {
+				return nil
+			}
+			return err
+		}
+	}
+	return nil
 }
