@@ -208,11 +208,15 @@ func (e *Engine) RecentBlocks(d time.Duration) []string {
 func (e *Engine) PeerWindow() time.Duration { return e.peerWindow() }
 
 // peerSnap is the head, the traces being cut, and the blocks this engine
-// committed within peerWindow, minus those the asking node has loaded.
+// cut from its head within peerWindow, minus those the asking node has
+// loaded. Compaction outputs are left out: their spans are in their
+// inputs, which the asking node has loaded or is served as cut blocks
+// (compaction picks blocks older than a refresh interval), so serving
+// them too would count spans twice.
 func (e *Engine) peerSnap(exclude map[string]bool) *snapshot {
 	win := e.peerWindow()
 	return e.snapWhere(func(b *block) bool {
-		return !exclude[b.id] && time.Since(b.opened) < win && e.createdHere(b.id)
+		return !exclude[b.id] && len(b.meta.Sources) == 0 && time.Since(b.opened) < win && e.createdHere(b.id)
 	})
 }
 

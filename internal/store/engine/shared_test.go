@@ -89,6 +89,11 @@ func TestEnginesSharingStorage(t *testing.T) {
 	if s := a.Stats(); s.CompactionsTotal == 0 || s.Blocks != 1 {
 		t.Fatalf("a did not compact: %+v", s)
 	}
+	// Before b sees the compacted block it still has the inputs: a must
+	// not serve the output as recent, or b would count its spans twice.
+	if res, _ := a.PeerSearch(ctx, store.Query{Limit: 1000}, set(b.RecentBlocks(b.PeerWindow()))); len(res) != 0 {
+		t.Fatalf("a serves its compacted block to b, which holds its inputs: %d results", len(res))
+	}
 	if err := b.Refresh(ctx); err != nil {
 		t.Fatal(err)
 	}
