@@ -29,9 +29,8 @@ func retryable(err error) bool {
 }
 
 // retry runs fn until it succeeds, fails permanently or Attempts are
-// spent, sleeping with jittered exponential backoff between tries. The
-// client retries each request itself too; this outer loop outlasts longer
-// throttling (SlowDown, 503) and connection resets. An error that remains
+// spent, sleeping with jittered exponential backoff between tries
+// (throttling: SlowDown, 503; connection resets; 5xx). An error that remains
 // goes to the engine, which keeps the data in the WAL and head, and its
 // memory bound turns a lasting outage into back-pressure on ingest.
 func (s *Storage) retry(ctx context.Context, op string, fn func() error) error {

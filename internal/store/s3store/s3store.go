@@ -52,8 +52,7 @@ type Config struct {
 	// CacheBytes bounds the in-memory cache of ranges (default 64 MiB).
 	CacheBytes int64
 	// Attempts is how many times a failed request is tried in all, with
-	// exponential backoff between tries, on top of the client's own
-	// retries (default 4).
+	// jittered exponential backoff between tries (default 8: about 12 s).
 	Attempts int
 	// DeleteGrace delays deleting a removed block's data objects, so
 	// queries of other nodes that still list it can finish (its marker
@@ -93,7 +92,7 @@ func New(ctx context.Context, cfg Config) (*Storage, error) {
 		cfg.CacheBytes = 64 << 20
 	}
 	if cfg.Attempts <= 0 {
-		cfg.Attempts = 4
+		cfg.Attempts = 8
 	}
 	if cfg.Logger == nil {
 		cfg.Logger = slog.Default()
@@ -108,7 +107,12 @@ func New(ctx context.Context, cfg Config) (*Storage, error) {
 	} else {
 		creds = credentials.NewEnvAWS()
 	}
-	client, err := minio.New(host, &minio.Options{Creds: creds, Secure: secure, Region: cfg.Region})
+	// The client's own retries are off: when a server answers before
+	// reading a whole upload (503 SlowDown does), the client seeks the
+	// body for its retry while the transport may still be reading it (a
+	// data race the race detector reports). Retry does each try with a
+	// fresh body instead.
+	client, err := minio.New(host, &minio.Options{Creds: creds, Secure: secure, Region: cfg.Region, MaxRetries: 1})
 	if err != nil {
 		return nil, fmt.Errorf("s3 storage: client for %s: %w", cfg.Endpoint, err)
 	}
