@@ -11,6 +11,9 @@ import (
 	"github.com/minio/minio-go/v7"
 )
 
+// readAhead is how many chunks a sequential miss fetches at once.
+const readAhead = 16
+
 // rangeFile reads an object by byte ranges of whole chunks, through the
 // storage's range cache: Parquet readers issue many small reads near each
 // other (footer, page headers, pages), which one chunk GET serves.
@@ -52,6 +55,18 @@ func (f *rangeFile) ReadAt(p []byte, off int64) (int, error) {
 			}
 			end++
 		}
+		// A miss right after a cached chunk is a sequential scan (a
+		// column read page by page): fetch ahead in the same GET, so a
+		// scan costs one round trip per readAhead chunks, not per chunk.
+		if _, seq := f.s.cache.peek(f.key, c-1); seq && c > 0 {
+			maxChunk := (f.size - 1) / cs
+			for end < c+readAhead-1 && end < maxChunk {
+				if _, ok := f.s.cache.peek(f.key, end+1); ok {
+					break
+				}
+				end++
+			}
+		}
 		f.s.m.cacheMisses.Add(float64(end - c + 1))
 		got, err := f.fetch(c*cs, min((end+1)*cs, f.size))
 		if err != nil {
@@ -61,7 +76,9 @@ func (f *rangeFile) ReadAt(p []byte, off int64) (int, error) {
 			lo := (k - c) * cs
 			b := got[lo:min(lo+cs, int64(len(got)))]
 			f.s.cache.put(f.key, k, b)
-			chunks[k-first] = b
+			if k <= last {
+				chunks[k-first] = b
+			}
 		}
 		c = end + 1
 	}

@@ -183,6 +183,23 @@ func TestRangedReads(t *testing.T) {
 	if hits := testutil.ToFloat64(s.m.cacheHits); hits == 0 {
 		t.Fatal("range cache never hit")
 	}
+
+	// A sequential scan (a column read page by page) reads ahead: one GET
+	// per readAhead chunks.
+	s.DropCache()
+	gets := func() float64 { return testutil.ToFloat64(s.m.requests.WithLabelValues("get_range", "ok")) }
+	before = gets()
+	page := make([]byte, 4096)
+	for off := int64(0); off < int64(len(data)); off += int64(len(page)) {
+		k, _ := f.ReadAt(page, off)
+		if !bytes.Equal(page[:k], data[off:off+int64(k)]) {
+			t.Fatalf("scan at %d: wrong bytes", off)
+		}
+	}
+	chunks := float64(len(data))/float64(cfg.ChunkBytes) + 1
+	if n := gets() - before; n > chunks/readAhead+2 {
+		t.Fatalf("sequential scan of %.0f chunks took %.0f GETs, want about %.0f", chunks, n, chunks/readAhead+1)
+	}
 }
 
 // Throttling (503 SlowDown) and dropped connections are retried: every
