@@ -27,6 +27,7 @@ func (s *Server) blockStorage(ctx context.Context, cfg config.Config, engineDir 
 		Endpoint: c.Endpoint, Bucket: c.Bucket, Prefix: c.Prefix, Region: c.Region,
 		AccessKey: c.AccessKey, SecretKey: c.SecretKey, CacheBytes: c.CacheBytes,
 		SpoolDir: filepath.Join(engineDir, "s3spool"),
+		CacheDir: filepath.Join(engineDir, "s3cache"),
 		Logger:   s.log,
 	}
 	if len(cfg.Cluster.Peers) > 0 {

@@ -65,6 +65,7 @@ type metrics struct {
 	retries                *prometheus.CounterVec
 	downloaded, uploaded   prometheus.Counter
 	cacheHits, cacheMisses prometheus.Counter
+	diskHits               prometheus.Counter
 }
 
 func newMetrics() metrics {
@@ -81,9 +82,11 @@ func newMetrics() metrics {
 			Help: "Block chunks served from the in-memory range cache."}),
 		cacheMisses: prometheus.NewCounter(prometheus.CounterOpts{Name: "tracedx_s3_range_cache_misses_total",
 			Help: "Block chunks fetched from the bucket."}),
+		diskHits: prometheus.NewCounter(prometheus.CounterOpts{Name: "tracedx_s3_disk_cache_hits_total",
+			Help: "Block metas and trace indexes read from the local disk cache instead of the bucket."}),
 	}
 }
 
 func (m metrics) collectors() []prometheus.Collector {
-	return []prometheus.Collector{m.requests, m.retries, m.downloaded, m.uploaded, m.cacheHits, m.cacheMisses}
+	return []prometheus.Collector{m.requests, m.retries, m.downloaded, m.uploaded, m.cacheHits, m.cacheMisses, m.diskHits}
 }

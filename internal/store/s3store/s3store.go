@@ -51,6 +51,11 @@ type Config struct {
 	ChunkBytes int64
 	// CacheBytes bounds the in-memory cache of ranges (default 64 MiB).
 	CacheBytes int64
+	// CacheDir, when set, keeps blocks' small files (meta and trace
+	// index, read whole) on local disk, at most CacheDirBytes (default
+	// 1 GiB), so a restart does not download them again.
+	CacheDir      string
+	CacheDirBytes int64
 	// Attempts is how many times a failed request is tried in all, with
 	// jittered exponential backoff between tries (default 8: about 12 s).
 	Attempts int
@@ -67,6 +72,7 @@ type Storage struct {
 	client *minio.Client
 	prefix string // cfg.Prefix + "blocks/"
 	cache  *rangeCache
+	disk   *diskCache // nil without CacheDir
 	log    *slog.Logger
 	m      metrics
 }
@@ -131,6 +137,14 @@ func New(ctx context.Context, cfg Config) (*Storage, error) {
 		cache: newRangeCache(cfg.CacheBytes),
 		log:   cfg.Logger.With("component", "s3store", "bucket", cfg.Bucket),
 		m:     newMetrics(),
+	}
+	if cfg.CacheDir != "" {
+		if cfg.CacheDirBytes <= 0 {
+			cfg.CacheDirBytes = 1 << 30
+		}
+		if s.disk, err = newDiskCache(cfg.CacheDir, cfg.CacheDirBytes); err != nil {
+			return nil, err
+		}
 	}
 	if err := s.ensureBucket(ctx); err != nil {
 		return nil, err
@@ -231,8 +245,14 @@ func (s *Storage) Open(ctx context.Context, id, name string) (blockio.File, erro
 	return &rangeFile{s: s, key: key, size: info.Size}, nil
 }
 
-// ReadAll downloads one whole (small) file.
+// ReadAll downloads one whole (small) file, through the disk cache.
 func (s *Storage) ReadAll(ctx context.Context, id, name string) ([]byte, error) {
+	if s.disk != nil {
+		if b, ok := s.disk.get(id, name); ok {
+			s.m.diskHits.Inc()
+			return b, nil
+		}
+	}
 	key := s.key(id, name)
 	var b []byte
 	err := s.retry(ctx, "get", func() error {
@@ -248,6 +268,9 @@ func (s *Storage) ReadAll(ctx context.Context, id, name string) ([]byte, error) 
 		return nil, fmt.Errorf("s3 storage: read %s: %w", key, err)
 	}
 	s.m.downloaded.Add(float64(len(b)))
+	if s.disk != nil {
+		s.disk.put(id, name, b)
+	}
 	return b, nil
 }
 
@@ -263,6 +286,9 @@ func (s *Storage) Delete(ctx context.Context, id string) error {
 		return fmt.Errorf("s3 storage: delete block %s: %w", id, err)
 	}
 	s.cache.dropPrefix(s.prefix + id + "/")
+	if s.disk != nil {
+		s.disk.drop(id)
+	}
 	if s.cfg.DeleteGrace <= 0 {
 		return s.deleteObjects(ctx, id)
 	}

@@ -12,6 +12,7 @@ import (
 	"net/http/httputil"
 	"net/url"
 	"os"
+	"path/filepath"
 	"slices"
 	"strings"
 	"sync/atomic"
@@ -282,5 +283,73 @@ func TestRangeCacheEvictsLeastRecent(t *testing.T) {
 	c.dropPrefix("k")
 	if c.bytes != 5 || c.ll.Len() != 1 {
 		t.Fatalf("after dropPrefix: %d bytes, %d chunks", c.bytes, c.ll.Len())
+	}
+}
+
+func TestDiskCacheBoundedAndKeptAcrossRestart(t *testing.T) {
+	dir := t.TempDir()
+	c, err := newDiskCache(dir, 1000)
+	if err != nil {
+		t.Fatal(err)
+	}
+	c.put("b1", "index", bytes.Repeat([]byte{1}, 200))
+	c.put("b1", "meta.json", []byte("{}"))
+	if b, ok := c.get("b1", "index"); !ok || len(b) != 200 {
+		t.Fatalf("get: %d bytes, %v", len(b), ok)
+	}
+	os.WriteFile(filepath.Join(dir, "b1", ".tmp-torn"), []byte("x"), 0o644)
+	// A restart finds the entries and drops a torn write.
+	c, err = newDiskCache(dir, 1000)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, ok := c.get("b1", "meta.json"); !ok || c.bytes != 202 {
+		t.Fatalf("after reopen: ok=%v bytes=%d", ok, c.bytes)
+	}
+	if _, err := os.Stat(filepath.Join(dir, "b1", ".tmp-torn")); err == nil {
+		t.Fatal("torn temporary file kept")
+	}
+	// Over the bound, the least recently used go first.
+	time.Sleep(10 * time.Millisecond)
+	for i := 0; i < 5; i++ {
+		c.put(fmt.Sprint("b", i+2), "index", bytes.Repeat([]byte{2}, 200))
+		time.Sleep(2 * time.Millisecond)
+	}
+	if c.bytes > 1000 {
+		t.Fatalf("cache holds %d bytes, bound 1000", c.bytes)
+	}
+	if _, ok := c.get("b1", "index"); ok {
+		t.Fatal("least recently used entry kept over the bound")
+	}
+	if _, ok := c.get("b6", "index"); !ok {
+		t.Fatal("newest entry evicted")
+	}
+	c.drop("b6")
+	if _, ok := c.get("b6", "index"); ok {
+		t.Fatal("dropped block still cached")
+	}
+}
+
+func TestReadAllFromDiskCacheAfterRestart(t *testing.T) {
+	ctx := context.Background()
+	cfg := testConfig(t)
+	cfg.CacheDir = t.TempDir()
+	s := open(t, cfg)
+	writeBlock(t, s, "b", map[string][]byte{"index": []byte("the index"), "meta.json": []byte("{}")}, true)
+	if b, err := s.ReadAll(ctx, "b", "index"); err != nil || string(b) != "the index" {
+		t.Fatalf("first read: %q %v", b, err)
+	}
+	s = open(t, cfg) // restart
+	if b, err := s.ReadAll(ctx, "b", "index"); err != nil || string(b) != "the index" {
+		t.Fatalf("read after restart: %q %v", b, err)
+	}
+	if hits := testutil.ToFloat64(s.m.diskHits); hits != 1 {
+		t.Fatalf("disk cache hits after restart: %v, want 1", hits)
+	}
+	if err := s.Delete(ctx, "b"); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := s.ReadAll(ctx, "b", "index"); err == nil {
+		t.Fatal("deleted block still read from the disk cache")
 	}
 }
