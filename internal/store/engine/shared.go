@@ -117,18 +117,17 @@ func (e *Engine) Refresh(ctx context.Context) error {
 			gone[src] = true
 		}
 	}
-	// Compaction and retention hold bgMu while they own a block's list
-	// reference; taking it keeps Refresh from releasing one twice.
-	e.bgMu.Lock()
-	defer e.bgMu.Unlock()
 	e.mu.Lock()
 	var drop []*block
 	keep := make([]*block, 0, len(e.blocks)+len(added))
 	present := map[string]bool{}
 	for _, b := range e.blocks {
-		// A block opened after the listing began may be missing from it
-		// only because it is newer.
-		if gone[b.id] || (!listed[b.id] && b.opened.Before(start)) {
+		// Only blocks of other owners are dropped: this engine's own
+		// compaction and retention remove its blocks themselves (and hold
+		// their list reference meanwhile, so dropping one here would
+		// release it twice). A block opened after the listing began may be
+		// missing from it only because it is newer.
+		if !e.owns(b) && (gone[b.id] || (!listed[b.id] && b.opened.Before(start))) {
 			drop = append(drop, b)
 			continue
 		}
