@@ -56,7 +56,9 @@ type node struct {
 // startCluster runs n nodes in-process on one block storage, each with
 // its OTLP/gRPC ingest and HTTP peer API on port 0.
 func startCluster(t testing.TB, n int) []*node {
-	return startClusterWith(t, n, engine.Options{IdleTimeout: time.Hour, FlushInterval: time.Hour, CompactInterval: time.Hour})
+	// Refreshes are explicit; the interval also sets how long a node
+	// serves its recent blocks to peers, which must outlast a slow run.
+	return startClusterWith(t, n, engine.Options{IdleTimeout: time.Hour, FlushInterval: time.Hour, CompactInterval: time.Hour, RefreshInterval: time.Hour})
 }
 
 // startClusterWith starts n nodes whose engines use the timings of o.
