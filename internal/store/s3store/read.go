@@ -55,10 +55,13 @@ func (f *rangeFile) ReadAt(p []byte, off int64) (int, error) {
 			}
 			end++
 		}
-		// A miss right after a cached chunk is a sequential scan (a
+		// A miss right after two cached chunks is a sequential scan (a
 		// column read page by page): fetch ahead in the same GET, so a
 		// scan costs one round trip per readAhead chunks, not per chunk.
-		if _, seq := f.s.cache.peek(f.key, c-1); seq && c > 0 {
+		// (One cached chunk before is not enough: a trace lookup reading
+		// a page across a chunk boundary would fetch megabytes it does
+		// not need.)
+		if f.sequential(c) {
 			maxChunk := (f.size - 1) / cs
 			for end < c+readAhead-1 && end < maxChunk {
 				if _, ok := f.s.cache.peek(f.key, end+1); ok {
@@ -93,6 +96,16 @@ func (f *rangeFile) ReadAt(p []byte, off int64) (int, error) {
 		return n, io.EOF
 	}
 	return n, nil
+}
+
+// sequential reports whether the two chunks before c are cached.
+func (f *rangeFile) sequential(c int64) bool {
+	if c < 2 {
+		return false
+	}
+	_, a := f.s.cache.peek(f.key, c-1)
+	_, b := f.s.cache.peek(f.key, c-2)
+	return a && b
 }
 
 // fetch downloads [start, end) of the object.
