@@ -190,7 +190,7 @@ func New(ctx context.Context, cfg config.Config, log *slog.Logger) (*Server, err
 	mux.Handle("/", uiHandler())
 	s.addHTTP("http", cfg.Listen.HTTP, withRecover(log, mux))
 	if th != nil {
-		s.addHTTP("tempo", cfg.Listen.Tempo, withRecover(log, th))
+		s.addHTTP("tempo", cfg.Listen.Tempo, withRecover(log, tempoWithGRPC(th)))
 	}
 	s.background = append(s.background, pipe.run)
 	ok = true
