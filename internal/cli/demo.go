@@ -32,7 +32,13 @@ func demoCmd(args []string, _ io.Reader, stdout, stderr io.Writer) int {
 	fs.SetOutput(&help)
 	endpoint := fs.String("endpoint", "", "OTLP/HTTP endpoint (host:port) of a running tracedx; empty starts one in this process")
 	dataDir := fs.String("data-dir", filepath.Join(os.TempDir(), "tracedx-demo"), "data directory of the in-process server")
-	httpAddr := fs.String("http-addr", "127.0.0.1:16686", "UI/API address of the in-process server")
+	def := config.Default().Listen
+	var listen config.Listen
+	fs.StringVar(&listen.HTTP, "http-addr", def.HTTP, "UI/API address of the in-process server")
+	fs.StringVar(&listen.OTLPGRPC, "otlp-grpc-addr", def.OTLPGRPC, "OTLP/gRPC address of the in-process server (empty disables)")
+	fs.StringVar(&listen.OTLPHTTP, "otlp-http-addr", def.OTLPHTTP, "OTLP/HTTP address of the in-process server; the shop sends to it")
+	fs.StringVar(&listen.Zipkin, "zipkin-addr", def.Zipkin, "Zipkin address of the in-process server (empty disables)")
+	fs.StringVar(&listen.Tempo, "tempo-addr", def.Tempo, "Tempo API address of the in-process server (empty disables)")
 	rate := fs.Float64("rate", 4, "healthy requests per second")
 	every := fs.Duration("incident-every", 15*time.Second, "play the next incident of the catalogue this often (0: only on demand)")
 	incident := fs.String("incident", "", "play these incidents (comma-separated) right away; 'all' plays every one: "+strings.Join(demo.Incidents, ", "))
@@ -63,19 +69,38 @@ func demoCmd(args []string, _ io.Reader, stdout, stderr io.Writer) int {
 
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 	defer stop()
-	if *duration > 0 {
+	return runDemo(ctx, demoRun{endpoint: *endpoint, dataDir: *dataDir, listen: listen, rate: *rate, every: *every,
+		incidents: incidents, lag: *lag, control: *control, duration: *duration}, stdout, stderr)
+}
+
+// demoRun is what `tracedx demo` was asked to do.
+type demoRun struct {
+	endpoint, dataDir, control string
+	listen                     config.Listen
+	rate                       float64
+	every, lag, duration       time.Duration
+	incidents                  []string
+}
+
+// runDemo runs the demo until ctx ends or the duration passes.
+func runDemo(ctx context.Context, d demoRun, stdout, stderr io.Writer) int {
+	if d.duration > 0 {
 		var cancel context.CancelFunc
-		ctx, cancel = context.WithTimeout(ctx, *duration)
+		ctx, cancel = context.WithTimeout(ctx, d.duration)
 		defer cancel()
 	}
 	logger := server.NewLogger(stderr, "info")
 
 	uiAddr := ""
 	serverDone := make(chan error, 1)
-	if *endpoint == "" {
+	if d.endpoint == "" {
+		if d.listen.OTLPHTTP == "" {
+			fmt.Fprintln(stderr, "tracedx demo: --otlp-http-addr is empty, but the shop sends OTLP/HTTP to the in-process server; give an address (port 0 picks one) or --endpoint")
+			return 2
+		}
 		cfg := config.Default()
-		cfg.DataDir = *dataDir
-		cfg.Listen.HTTP = *httpAddr
+		cfg.DataDir = d.dataDir
+		cfg.Listen = d.listen
 		// Demo traces are short; analyse them soon after they end.
 		cfg.Storage.TraceIdleTimeout = 3 * time.Second
 		srv, err := server.New(ctx, cfg, logger)
@@ -89,11 +114,11 @@ func demoCmd(args []string, _ io.Reader, stdout, stderr io.Writer) int {
 			return 1
 		}
 		go func() { serverDone <- srv.Wait(ctx) }()
-		*endpoint = srv.Addr("otlp-http")
+		d.endpoint = srv.Addr("otlp-http")
 		uiAddr = srv.Addr("http")
 	}
 
-	shop, err := demo.Start(ctx, demo.Options{Endpoint: *endpoint, Rate: *rate, IncidentEvery: *every, ConsumerLag: *lag, Logger: logger})
+	shop, err := demo.Start(ctx, demo.Options{Endpoint: d.endpoint, Rate: d.rate, IncidentEvery: d.every, ConsumerLag: d.lag, Logger: logger})
 	if err != nil {
 		fmt.Fprintf(stderr, "tracedx demo: %v\n", err)
 		return 1
@@ -103,27 +128,32 @@ func demoCmd(args []string, _ io.Reader, stdout, stderr io.Writer) int {
 		defer cancel()
 		shop.Close(flush)
 	}()
-	if *control != "" {
-		ln, err := net.Listen("tcp", *control)
+	controlAddr := ""
+	if d.control != "" {
+		ln, err := net.Listen("tcp", d.control)
 		if err != nil {
 			fmt.Fprintf(stderr, "tracedx demo: control API: %v\n", err)
 			return 1
 		}
+		controlAddr = ln.Addr().String()
 		csrv := &http.Server{Handler: shop.ControlHandler(ctx), ReadHeaderTimeout: 5 * time.Second}
 		go func() { _ = csrv.Serve(ln) }()
 		defer csrv.Close()
 	}
 	if uiAddr != "" {
-		fmt.Fprintf(stdout, "tracedx demo: open http://%s — diagnoses appear within a minute\n", uiAddr)
+		fmt.Fprintf(stdout, "tracedx demo: open http://%s — the first diagnoses appear within half a minute\n", uiAddr)
 	}
-	fmt.Fprintf(stdout, "tracedx demo: sending OTLP to %s; play an incident with: curl -X POST http://%s/incidents/n_plus_one_query\n", *endpoint, *control)
-	for _, n := range incidents {
+	fmt.Fprintf(stdout, "tracedx demo: sending OTLP to %s\n", d.endpoint)
+	if controlAddr != "" {
+		fmt.Fprintf(stdout, "tracedx demo: play an incident with: curl -X POST http://%s/incidents/n_plus_one_query\n", controlAddr)
+	}
+	for _, n := range d.incidents {
 		if err := shop.Incident(ctx, n); err != nil {
 			fmt.Fprintf(stderr, "tracedx demo: %v\n", err)
 		}
 	}
 	shop.Run(ctx)
-	if *endpoint != "" && uiAddr != "" {
+	if d.endpoint != "" && uiAddr != "" {
 		if err := <-serverDone; err != nil {
 			fmt.Fprintf(stderr, "tracedx demo: %v\n", err)
 			return 1
