@@ -1,7 +1,9 @@
 // Package traceio reads trace files for `tracedx analyze` and friends:
 // OTLP JSON (an ExportTraceServiceRequest, or the Collector file exporter's
 // one request per line), OTLP protobuf, Jaeger JSON (the UI's download
-// format and a bare trace object) and Zipkin v2 JSON arrays. The format is
+// format, the query API's answer and a bare trace object), Tempo's trace
+// JSON (v1 and v2), tracedx's own /api/v1/traces/{id} and Zipkin v2 JSON
+// arrays. The format is
 // detected from the content, never from the file name, so stdin works too.
 package traceio
 
@@ -29,6 +31,11 @@ const (
 	FormatOTLPProto  Format = "otlp-protobuf"
 	FormatJaegerJSON Format = "jaeger-json"
 	FormatZipkinJSON Format = "zipkin-json"
+	// FormatTempoJSON is Tempo's trace by id: {"batches": …} (v1) or
+	// {"trace": {"resourceSpans": …}} (v2), ids in base64.
+	FormatTempoJSON Format = "tempo-json"
+	// FormatTracedxJSON is tracedx's own GET /api/v1/traces/{id}.
+	FormatTracedxJSON Format = "tracedx-json"
 )
 
 // Trace is the spans of one trace, in input order.
@@ -191,6 +198,12 @@ func parseObjects(data []byte) ([]model.Span, Format, error) {
 		case keys["resourceSpans"] != nil || keys["resource_spans"] != nil:
 			f = FormatOTLPJSON
 			got, err = otlpJSON(raw)
+		case keys["batches"] != nil || keys["trace"] != nil:
+			f = FormatTempoJSON
+			got, err = tempoJSON(raw, keys)
+		case keys["trace_id"] != nil && keys["spans"] != nil:
+			f = FormatTracedxJSON
+			got, err = tracedxJSON(raw)
 		case keys["result"] != nil:
 			// Jaeger api_v3 wraps OTLP JSON in {"result": …}.
 			f = FormatOTLPJSON
@@ -215,7 +228,7 @@ func parseObjects(data []byte) ([]model.Span, Format, error) {
 				names = append(names, k)
 			}
 			sort.Strings(names)
-			return nil, "", fmt.Errorf("%w: object %d has keys %v; expected resourceSpans (OTLP), data or spans (Jaeger)", ErrUnrecognized, n, names)
+			return nil, "", fmt.Errorf("%w: object %d has keys %v; expected resourceSpans (OTLP), batches or trace (Tempo), trace_id and spans (tracedx), data or spans (Jaeger)", ErrUnrecognized, n, names)
 		}
 		if err != nil {
 			return nil, f, fmt.Errorf("object %d: decode %s: %w", n, f, err)
