@@ -476,3 +476,42 @@ func TestJaegerMetricsShape(t *testing.T) {
 		t.Error("unknown metric must fail")
 	}
 }
+
+// TestJaegerMetricsEmptyStepsAreNull: steps without calls stay in the
+// series, 0 calls and null latency and error share, so every series of
+// the Monitor tab has the same steps.
+func TestJaegerMetricsEmptyStepsAreNull(t *testing.T) {
+	base := time.Now().Truncate(time.Minute)
+	now := base.Add(-time.Second)
+	m := newTestMetrics(t, "", now)
+	feed(m, genWorkload(base, 20, 60, 0.25, 6).spans, 100)
+	v := url.Values{"service": {"api"}, "endTs": {strconv.FormatInt(now.UnixMilli(), 10)},
+		"lookback": {"3600000"}, "step": {"60000"}, "ratePer": {"60000"}, "quantile": {"0.5"}}
+	for _, kind := range []string{"calls", "latencies", "errors"} {
+		fam, err := m.JaegerMetricsFromQuery(kind, v)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if len(fam.Metrics) != 1 || len(fam.Metrics[0].MetricPoints) != 60 {
+			t.Fatalf("%s: want 60 points in one series: %+v", kind, fam)
+		}
+		empty, full := 0, 0
+		for _, p := range fam.Metrics[0].MetricPoints {
+			switch {
+			case p.GaugeValue.DoubleValue == nil:
+				empty++
+			case *p.GaugeValue.DoubleValue == 0 && kind == "calls":
+				empty++
+			default:
+				full++
+			}
+		}
+		if empty < 30 || full < 10 {
+			t.Errorf("%s: %d empty, %d with data", kind, empty, full)
+		}
+		raw, _ := json.Marshal(fam)
+		if kind != "calls" && !strings.Contains(string(raw), `{"gaugeValue":{"doubleValue":null},"timestamp":`) {
+			t.Errorf("%s: no null step in %s", kind, raw[:min(len(raw), 300)])
+		}
+	}
+}
