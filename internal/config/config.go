@@ -98,6 +98,10 @@ type Analytics struct {
 	// Traces that may hold a cache miss or an auth failure only the whole
 	// trace can place are always decoded (0: decode every trace).
 	WholeTracesPerSecond float64 `yaml:"whole_traces_per_second"`
+	// ExemplarLabel is the exemplar label carrying the trace id on the
+	// traces_spanmetrics_* series of /metrics: Tempo's metrics-generator
+	// writes traceID, which Grafana's exemplar links expect by default.
+	ExemplarLabel string `yaml:"exemplar_label"`
 }
 
 // Default returns a configuration that works with no file and no flags.
@@ -123,7 +127,7 @@ func Default() Config {
 			MaxSpansPerRequest: 100_000,
 		},
 		Analysis:  Analysis{Enabled: true, MetricsRetention: 30 * 24 * time.Hour, QueueSpans: 8192, MaxCPUShare: 0.2},
-		Analytics: Analytics{Enabled: true, BaselineTracesPerSecond: 200, WholeTracesPerSecond: 100},
+		Analytics: Analytics{Enabled: true, BaselineTracesPerSecond: 200, WholeTracesPerSecond: 100, ExemplarLabel: "traceID"},
 	}
 }
 

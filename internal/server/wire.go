@@ -48,7 +48,7 @@ func New(ctx context.Context, cfg config.Config, log *slog.Logger) (*Server, err
 	}
 
 	// Analytics first: the store's completion hook feeds them.
-	metrics, err := red.New(red.Options{Dir: dir("metrics"), Retention: cfg.Analysis.MetricsRetention}, log.With("component", "red"))
+	metrics, err := red.New(red.Options{Dir: dir("metrics"), Retention: cfg.Analysis.MetricsRetention, ExemplarLabel: cfg.Analytics.ExemplarLabel}, log.With("component", "red"))
 	if err != nil {
 		return nil, err
 	}
