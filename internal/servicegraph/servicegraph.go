@@ -429,8 +429,9 @@ func (g *Graph) peerOf(sp *model.Span) (string, uint8) {
 		return v, ConnVirtualNode
 	}
 	if sys := str(dbSystemName, dbSystem, -1); sys != "" {
+		// The database's name alone, as Tempo's service graphs name it.
 		if ns := str(dbNamespace, dbName, -1); ns != "" {
-			return g.joinPeer(sys, ns), ConnDatabase
+			return g.joinPeer("", ns), ConnDatabase
 		}
 		return sys, ConnDatabase
 	}
@@ -446,8 +447,8 @@ func (g *Graph) peerOf(sp *model.Span) (string, uint8) {
 	return "", ConnUnset
 }
 
-// joinPeer returns "a/b", interned: databases and queues are few, their
-// calls many.
+// joinPeer returns "a/b" (b when a is empty), interned: databases and
+// queues are few, their calls many.
 func (g *Graph) joinPeer(a, b string) string {
 	k := [2]string{a, b}
 	if v, ok := g.dbPeers[k]; ok {
@@ -456,7 +457,10 @@ func (g *Graph) joinPeer(a, b string) string {
 	if g.dbPeers == nil || len(g.dbPeers) >= 4096 {
 		g.dbPeers = map[[2]string]string{} // a flood of names must not grow it without bound
 	}
-	v := a + "/" + b
+	v := strings.Clone(b)
+	if a != "" {
+		v = a + "/" + b
+	}
 	// The key's strings may point into a request's buffer; keep copies.
 	g.dbPeers[[2]string{strings.Clone(a), strings.Clone(b)}] = v
 	return v
