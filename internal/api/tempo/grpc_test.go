@@ -216,3 +216,46 @@ func TestStreamingMetricsOverGRPC(t *testing.T) {
 		t.Errorf("non-metrics query: %v", err)
 	}
 }
+
+// TestCompareForTracesDrilldown runs the instant compare() query of
+// Grafana's Traces Drilldown comparison tab, over HTTP and gRPC.
+func TestCompareForTracesDrilldown(t *testing.T) {
+	h := newTestHandler(t, Options{})
+	q := `{ } | compare({ status = error })`
+	res := getJSON(t, h, "/api/metrics/query?q="+urlq(q)+"&start=1699999000&end=1700000200")
+	got := map[string]float64{}
+	for _, s := range path(t, res, "series").([]any) {
+		ls := path(t, s, "labels").([]any)
+		if len(ls) != 2 {
+			t.Fatalf("labels %v", ls)
+		}
+		meta := path(t, ls[0], "value", "stringValue").(string)
+		attr := path(t, ls[1], "key").(string)
+		val := ""
+		if v, ok := path(t, ls[1], "value").(map[string]any)["stringValue"]; ok {
+			val = v.(string)
+		}
+		got[meta+" "+attr+"="+val] = path(t, s, "value").(float64)
+	}
+	if got["selection resource.service.name=cart"] == 0 || got["baseline resource.service.name=payment"] != 1 {
+		t.Errorf("service split %v", got)
+	}
+	if got["selection_total name="] == 0 || got["baseline_total name="] == 0 {
+		t.Errorf("totals missing: %v", got)
+	}
+
+	c := dialLikeGrafana(t, serveGRPCAndHTTP(t))
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	s, err := c.MetricsQueryInstant(ctx, &tempopb.QueryInstantRequest{Query: q, Start: 1699999000 * 1e9, End: 1700000200 * 1e9})
+	msgs := drain(t, s, err)
+	n := 0
+	for _, ser := range msgs[len(msgs)-1].Series {
+		if ser.Labels[0].Key == "__meta_type" && ser.Labels[0].Value.GetStringValue() == "selection" {
+			n++
+		}
+	}
+	if n == 0 {
+		t.Error("no selection series over gRPC")
+	}
+}
