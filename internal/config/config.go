@@ -30,6 +30,8 @@ type Config struct {
 	// Analytics are the cross-trace analytics: RED metrics, the service
 	// graph, baselines and the systemic detectors.
 	Analytics Analytics `yaml:"analytics"`
+	// Logs configures the OTLP log records kept beside the traces.
+	Logs Logs `yaml:"logs"`
 	// MemoryLimit is the soft limit of the Go runtime (debug.SetMemoryLimit)
 	// in bytes: the GC works harder as the process nears it, so RSS stays
 	// close to it instead of at twice the live heap. 0 derives it from
@@ -102,6 +104,13 @@ type Analytics struct {
 	// traces_spanmetrics_* series of /metrics: Tempo's metrics-generator
 	// writes traceID, which Grafana's exemplar links expect by default.
 	ExemplarLabel string `yaml:"exemplar_label"`
+}
+
+// Logs settings. Logs are kept as long as the traces (storage.retention).
+type Logs struct {
+	// KeepUncorrelated stores log records without a trace id, searchable
+	// through /api/v1/logs; off, they are counted and dropped.
+	KeepUncorrelated bool `yaml:"keep_uncorrelated"`
 }
 
 // Default returns a configuration that works with no file and no flags.
