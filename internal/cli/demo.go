@@ -14,6 +14,7 @@ import (
 	"path/filepath"
 	"slices"
 	"strings"
+	"sync"
 	"syscall"
 	"time"
 
@@ -105,25 +106,30 @@ func runDemo(ctx context.Context, d demoRun, stdout, stderr io.Writer) int {
 	}
 	logger := server.NewLogger(stderr, "info")
 
+	// The in-process server outlives ctx until the shop has flushed its
+	// last spans, so stopping the demo loses none and logs no export errors.
+	srvCtx, stopServer := context.WithCancel(context.WithoutCancel(ctx))
+	defer stopServer()
 	uiAddr := ""
 	serverDone := make(chan error, 1)
-	if d.endpoint == "" {
+	inProcess := d.endpoint == ""
+	if inProcess {
 		cfg := config.Default()
 		cfg.DataDir = d.dataDir
 		cfg.Listen = d.listen
 		// Demo traces are short; analyse them soon after they end.
 		cfg.Storage.TraceIdleTimeout = 3 * time.Second
-		srv, err := server.New(ctx, cfg, logger)
+		srv, err := server.New(srvCtx, cfg, logger)
 		if err != nil {
 			fmt.Fprintf(stderr, "tracedx demo: %v\n", err)
 			return 1
 		}
 		defer srv.Close()
-		if err := srv.Start(ctx); err != nil {
+		if err := srv.Start(srvCtx); err != nil {
 			fmt.Fprintf(stderr, "tracedx demo: %v\n", err)
 			return 1
 		}
-		go func() { serverDone <- srv.Wait(ctx) }()
+		go func() { serverDone <- srv.Wait(srvCtx) }()
 		d.endpoint = srv.Addr("otlp-http")
 		uiAddr = srv.Addr("http")
 	}
@@ -133,11 +139,12 @@ func runDemo(ctx context.Context, d demoRun, stdout, stderr io.Writer) int {
 		fmt.Fprintf(stderr, "tracedx demo: %v\n", err)
 		return 1
 	}
-	defer func() {
+	closeShop := sync.OnceFunc(func() {
 		flush, cancel := context.WithTimeout(context.Background(), 5*time.Second)
 		defer cancel()
 		shop.Close(flush)
-	}()
+	})
+	defer closeShop()
 	controlAddr := ""
 	if d.control != "" {
 		ln, err := net.Listen("tcp", d.control)
@@ -163,7 +170,9 @@ func runDemo(ctx context.Context, d demoRun, stdout, stderr io.Writer) int {
 		}
 	}
 	shop.Run(ctx)
-	if d.endpoint != "" && uiAddr != "" {
+	closeShop()
+	stopServer()
+	if inProcess {
 		if err := <-serverDone; err != nil {
 			fmt.Fprintf(stderr, "tracedx demo: %v\n", err)
 			return 1
