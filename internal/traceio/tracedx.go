@@ -9,7 +9,10 @@ import (
 )
 
 // tracedx's own trace JSON (GET /api/v1/traces/{id}): snake_case, hex ids,
-// typed attributes {key, type, value}.
+// typed attributes {key, type, value}. The fields mirror api/v1's
+// TraceJSON, but values stay raw JSON until their type is known, so 64-bit
+// integers keep every digit (decoding into api/v1's `any` would make them
+// float64).
 type txTrace struct {
 	Spans []txSpan `json:"spans"`
 }
