@@ -155,7 +155,7 @@ func Analyze(args []string, stdin io.Reader, stdout, stderr io.Writer) int {
 	case "markdown", "md":
 		err = writeMarkdown(stdout, out.Traces, parents, g, tripped)
 	default:
-		err = writeText(stdout, out.Traces, parents)
+		err = writeText(stdout, out.Traces, parents, g)
 	}
 	if err != nil {
 		fmt.Fprintf(stderr, "tracedx analyze: write output: %v\n", err)
@@ -260,7 +260,7 @@ func fmtMS(ms float64) string {
 	}
 }
 
-func writeText(w io.Writer, results []analyze.Result, parents []map[string]string) error {
+func writeText(w io.Writer, results []analyze.Result, parents []map[string]string, g gate) error {
 	var b strings.Builder
 	const width = 32
 	for i, r := range results {
@@ -291,7 +291,7 @@ func writeText(w io.Writer, results []analyze.Result, parents []map[string]strin
 		if len(r.Findings) > 0 {
 			b.WriteString("\nfindings\n")
 		}
-		for _, f := range r.Findings {
+		for _, f := range byImpact(r.Findings, g) {
 			fmt.Fprintf(&b, "  %-8s %-20s %s", strings.ToUpper(string(f.Severity)), f.Kind, f.Title)
 			if f.ImpactMS >= 0.1 {
 				fmt.Fprintf(&b, "  [impact %s]", fmtMS(f.ImpactMS))
