@@ -22,18 +22,27 @@ import (
 // streaming is on. Each call is translated to the matching HTTP query and
 // answered by the same handler, whose JSON is Tempo's jsonpb rendering of
 // the very messages the stream carries; so both protocols share parsing,
-// limits and error messages. Results come in one message: a stream that
-// ends after its first message is what Tempo sends for a small search too.
+// limits and error messages. Results come in one message (a stream that
+// ends after its first message is what Tempo sends for a small search
+// too), except search results larger than maxMessage: Grafana adds up the
+// traces of every search message, and its gRPC client refuses messages
+// over 4 MiB, so those are sent in parts. Metrics messages each replace
+// the last in Grafana, so they stay whole.
 type streamingQuerier struct {
 	tempopb.UnimplementedStreamingQuerierServer
-	http http.Handler
+	http       http.Handler
+	maxMessage int
 }
+
+// searchMessageBytes keeps search messages under gRPC's default 4 MiB
+// receive limit with room for the metrics.
+const searchMessageBytes = 3 << 20
 
 // NewGRPCServer returns a gRPC server offering Tempo's StreamingQuerier
 // over the same query engine as NewHandler.
 func NewGRPCServer(h http.Handler, opts ...grpc.ServerOption) *grpc.Server {
 	s := grpc.NewServer(opts...)
-	tempopb.RegisterStreamingQuerierServer(s, &streamingQuerier{http: h})
+	tempopb.RegisterStreamingQuerierServer(s, &streamingQuerier{http: h, maxMessage: searchMessageBytes})
 	return s
 }
 
@@ -72,7 +81,33 @@ func (s *streamingQuerier) Search(req *tempopb.SearchRequest, stream grpc.Server
 		}
 		v.Set("tags", strings.Join(tags, " "))
 	}
-	return answer(stream, s.http, "/api/search", v)
+	var res tempopb.SearchResponse
+	if err := decode(stream.Context(), s.http, "/api/search", v, &res); err != nil {
+		return err
+	}
+	return sendSearch(stream, &res, s.maxMessage)
+}
+
+// sendSearch sends the traces in messages of at most max bytes (at least
+// one trace each), every message with the metrics.
+func sendSearch(stream grpc.ServerStreamingServer[tempopb.SearchResponse], res *tempopb.SearchResponse, max int) error {
+	if proto.Size(res) <= max {
+		return stream.Send(res)
+	}
+	part := &tempopb.SearchResponse{Metrics: res.Metrics}
+	size := proto.Size(res.Metrics)
+	for _, tr := range res.Traces {
+		n := proto.Size(tr) + 8 // field tag and length prefix
+		if len(part.Traces) > 0 && size+n > max {
+			if err := stream.Send(part); err != nil {
+				return err
+			}
+			part, size = &tempopb.SearchResponse{Metrics: res.Metrics}, proto.Size(res.Metrics)
+		}
+		part.Traces = append(part.Traces, tr)
+		size += n
+	}
+	return stream.Send(part)
 }
 
 func (s *streamingQuerier) SearchTags(req *tempopb.SearchTagsRequest, stream grpc.ServerStreamingServer[tempopb.SearchTagsResponse]) error {
@@ -162,14 +197,22 @@ func answer[T any, PT interface {
 	proto.Message
 }](stream grpc.ServerStreamingServer[T], h http.Handler, path string, v url.Values) error {
 	into := PT(new(T))
-	body, err := query(stream.Context(), h, path, v)
+	if err := decode(stream.Context(), h, path, v, into); err != nil {
+		return err
+	}
+	return stream.Send(into)
+}
+
+// decode runs the HTTP query and reads its JSON answer into the message.
+func decode(ctx context.Context, h http.Handler, path string, v url.Values, into proto.Message) error {
+	body, err := query(ctx, h, path, v)
 	if err != nil {
 		return err
 	}
 	if err := (protojson.UnmarshalOptions{DiscardUnknown: true}).Unmarshal(body, into); err != nil {
 		return status.Errorf(codes.Internal, "tempo grpc: decode %s answer: %v", path, err)
 	}
-	return stream.Send(into)
+	return nil
 }
 
 func query(ctx context.Context, h http.Handler, path string, v url.Values) ([]byte, error) {

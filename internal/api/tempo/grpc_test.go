@@ -15,6 +15,7 @@ import (
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/credentials/insecure"
 	"google.golang.org/grpc/status"
+	"google.golang.org/protobuf/proto"
 
 	"github.com/tracedx/tracedx/internal/api/tempo/tempopb"
 )
@@ -257,5 +258,44 @@ func TestCompareForTracesDrilldown(t *testing.T) {
 	}
 	if n == 0 {
 		t.Error("no selection series over gRPC")
+	}
+}
+
+// TestLargeSearchComesInParts: a search answer over the message budget is
+// split by traces; the union of the messages (what Grafana accumulates) is
+// the whole answer, and every message stays within the budget.
+func TestLargeSearchComesInParts(t *testing.T) {
+	h := newTestHandler(t, Options{})
+	srv := grpc.NewServer()
+	const budget = 100 // smaller than one trace: one trace per message
+	tempopb.RegisterStreamingQuerierServer(srv, &streamingQuerier{http: h, maxMessage: budget})
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	go func() { _ = srv.Serve(ln) }()
+	t.Cleanup(srv.Stop)
+	c := dialLikeGrafana(t, ln.Addr().String())
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+
+	whole := getJSON(t, h, "/api/search?q="+urlq("{ }")+"&limit=20")
+	want := len(path(t, whole, "traces").([]any))
+	s, err := c.Search(ctx, &tempopb.SearchRequest{Query: "{ }", Limit: 20})
+	msgs := drain(t, s, err)
+	seen := map[string]bool{}
+	for _, m := range msgs {
+		if len(m.Traces) > 1 && proto.Size(m) > budget {
+			t.Errorf("message of %d bytes over the %d budget", proto.Size(m), budget)
+		}
+		if m.Metrics.GetInspectedTraces() == 0 {
+			t.Error("a part without metrics")
+		}
+		for _, tr := range m.Traces {
+			seen[tr.TraceID] = true
+		}
+	}
+	if want < 2 || len(msgs) < 2 || len(seen) != want {
+		t.Fatalf("%d messages with %d distinct traces, want %d traces in several messages", len(msgs), len(seen), want)
 	}
 }
