@@ -142,9 +142,28 @@ func Parse(data []byte) ([]model.Span, Format, error) {
 	return nil, "", fmt.Errorf("%w: input starts with %q; expected OTLP JSON or protobuf, Jaeger JSON or a Zipkin v2 JSON array", ErrUnrecognized, head)
 }
 
-// parseArray handles Zipkin v2 (an array of spans) and an array of Jaeger
-// trace objects.
+// parseArray handles Zipkin v2 (an array of spans, or the query API's
+// /api/v2/traces: an array of such arrays) and an array of Jaeger trace
+// objects.
 func parseArray(data []byte) ([]model.Span, Format, error) {
+	if inner := bytes.TrimLeft(data[1:], " \t\r\n"); len(inner) > 0 && inner[0] == '[' {
+		var traces []json.RawMessage
+		if err := json.Unmarshal(data, &traces); err != nil {
+			return nil, "", fmt.Errorf("%w: a JSON array of arrays, but not of Zipkin v2 traces: %v", ErrUnrecognized, err)
+		}
+		var spans []model.Span
+		for i, tr := range traces {
+			got, f, err := parseArray(tr)
+			if err != nil {
+				return spans, f, fmt.Errorf("trace %d: %w", i+1, err)
+			}
+			if f != FormatZipkinJSON {
+				return nil, f, fmt.Errorf("%w: trace %d of an array of arrays is %s, not Zipkin v2", ErrUnrecognized, i+1, f)
+			}
+			spans = append(spans, got...)
+		}
+		return spans, FormatZipkinJSON, nil
+	}
 	var elems []map[string]json.RawMessage
 	if err := json.Unmarshal(data, &elems); err != nil {
 		return nil, "", fmt.Errorf("%w: a JSON array, but not of span or trace objects: %v", ErrUnrecognized, err)
