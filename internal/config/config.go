@@ -30,6 +30,8 @@ type Config struct {
 	// Analytics are the cross-trace analytics: RED metrics, the service
 	// graph, baselines and the systemic detectors.
 	Analytics Analytics `yaml:"analytics"`
+	// Logs configures the OTLP log records kept beside the traces.
+	Logs Logs `yaml:"logs"`
 	// MemoryLimit is the soft limit of the Go runtime (debug.SetMemoryLimit)
 	// in bytes: the GC works harder as the process nears it, so RSS stays
 	// close to it instead of at twice the live heap. 0 derives it from
@@ -101,6 +103,17 @@ type Analytics struct {
 	// Baseline says how "usual" is learnt and how incidents are kept out
 	// of it.
 	Baseline Baseline `yaml:"baseline"`
+	// ExemplarLabel is the exemplar label carrying the trace id on the
+	// traces_spanmetrics_* series of /metrics: Tempo's metrics-generator
+	// writes traceID, which Grafana's exemplar links expect by default.
+	ExemplarLabel string `yaml:"exemplar_label"`
+}
+
+// Logs settings. Logs are kept as long as the traces (storage.retention).
+type Logs struct {
+	// KeepUncorrelated stores log records without a trace id, searchable
+	// through /api/v1/logs; off, they are counted and dropped.
+	KeepUncorrelated bool `yaml:"keep_uncorrelated"`
 }
 
 // Baseline configures the learnt baselines (internal/baseline). A window
@@ -139,7 +152,7 @@ func Default() Config {
 			MaxSpansPerRequest: 100_000,
 		},
 		Analysis: Analysis{Enabled: true, MetricsRetention: 30 * 24 * time.Hour, QueueSpans: 8192, MaxCPUShare: 0.2},
-		Analytics: Analytics{Enabled: true, BaselineTracesPerSecond: 200, WholeTracesPerSecond: 100,
+		Analytics: Analytics{Enabled: true, BaselineTracesPerSecond: 200, WholeTracesPerSecond: 100, ExemplarLabel: "traceID",
 			Baseline: Baseline{HalfLife: 24 * time.Hour, Window: 5 * time.Minute, AnomalyFactor: 2, AcceptAfter: 6 * time.Hour, ReleaseAfter: 30 * time.Minute}},
 	}
 }
