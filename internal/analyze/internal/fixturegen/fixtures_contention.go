@@ -1,0 +1,124 @@
+package main
+
+import (
+	"fmt"
+
+	"github.com/tracedx/tracedx/internal/model"
+)
+
+// event adds a span event atMS from the trace start.
+func (g *gen) event(i int, atMS float64, name string, attrs ...model.Attr) {
+	g.spans[i].Events = append(g.spans[i].Events, model.Event{TimeUnixNano: g.base + uint64(atMS*1e6), Name: name, Attrs: attrs})
+}
+
+// poolCalls runs n calls of durs[i] ms through k workers starting at
+// startMS, each worker taking the next call when its last one ends (plus
+// handoff ms); it returns when the last call ends.
+func (g *gen) poolCalls(parent, k int, startMS, handoff float64, durs []float64, one func(i int, at, dur float64)) float64 {
+	free := make([]float64, k)
+	for w := range free {
+		free[w] = startMS + float64(w)*0.2
+	}
+	end := startMS
+	for i, d := range durs {
+		w := 0
+		for j := range free {
+			if free[j] < free[w] {
+				w = j
+			}
+		}
+		at := free[w]
+		one(i, at, d)
+		free[w] = at + d + handoff
+		end = max(end, at+d)
+	}
+	return end
+}
+
+func init() {
+	// lock_contention --------------------------------------------------------
+	// A reservation endpoint whose DAO wraps every query in one JVM-wide
+	// lock: under load each request queues behind the others.
+	add("lock_contention", "positive-inventory-global-mutex", func() *gen {
+		g := newGen(1101, false)
+		root := g.server(-1, "checkout-service", "POST", "/api/checkout", "/api/checkout", 200, 0, 742)
+		g.authNoise(root, "checkout-service", 0.4)
+		_, inv := g.call(root, "checkout-service", "inventory-service", "POST", "/v1/reservations", "/v1/reservations", 201, 3.5, 690)
+		q := g.db(inv, "inventory-service", "mysql", "inventory", "mysql-inventory",
+			"UPDATE stock SET reserved = reserved + 2 WHERE sku = 'SKU-30551' AND warehouse_id = 4", 5.1, 684.2)
+		g.event(q, 5.3, "Waiting for lock behind 7 transactions", a("blockers", "[req-8812 req-8813 req-8815 req-8816 req-8819 req-8820 req-8822]"))
+		g.event(q, 662.8, "Acquired lock with 3 transactions waiting behind")
+		g.internal(root, "checkout-service", "build confirmation", 695, 44)
+		return g
+	})
+	add("lock_contention", "positive-hikari-pool-exhausted", func() *gen {
+		g := newGen(1102, true)
+		root := g.server(-1, "order-service", "GET", "/api/orders/{id}", "/api/orders/88213", 200, 0, 468)
+		ctl := g.internal(root, "order-service", "OrderController.getOrder", 0.8, 466)
+		q := g.db(ctl, "order-service", "postgresql", "orders", "pg-orders-primary",
+			"SELECT o.id, o.status, o.total_cents FROM orders o WHERE o.id = 88213", 1.5, 431.6)
+		g.set(q, a("db.client.connections.pool.name", "HikariPool-1"), a("db.client.connections.wait_time", 424.9))
+		g.db(ctl, "order-service", "postgresql", "orders", "pg-orders-primary",
+			"SELECT li.sku, li.qty FROM order_lines li WHERE li.order_id = 88213", 434, 4.2)
+		g.internal(ctl, "order-service", "serialize", 439, 25)
+		return g
+	})
+	// A dispatch endpoint asks for a route per candidate driver through a
+	// worker pool shared by all requests, sized 3.
+	add("lock_contention", "positive-route-worker-pool-of-3", func() *gen {
+		g := newGen(1103, true)
+		root := g.server(-1, "dispatch-api", "GET", "/dispatch", "/dispatch?customer=392", 200, 0, 0)
+		_, _ = g.call(root, "dispatch-api", "customer-service", "GET", "/customer?customer=392", "/customer", 200, 0.8, 61)
+		_, _ = g.call(root, "dispatch-api", "drivers-service", "GET", "/drivers/near?loc=577,322", "/drivers/near", 200, 62.5, 48)
+		durs := make([]float64, 10)
+		for i := range durs {
+			durs[i] = g.jitter(52, 0.25)
+		}
+		end := g.poolCalls(root, 3, 111.5, 0.15, durs, func(i int, at, dur float64) {
+			g.call(root, "dispatch-api", "route-service", "GET", fmt.Sprintf("/route?pickup=577,322&dropoff=%d,%d", 100+i*37, 900-i*41), "/route", 200, at, dur)
+		})
+		g.internal(root, "dispatch-api", "pick best eta", end+0.3, 1.1)
+		g.spans[root].EndUnixNano = g.base + uint64((end+2)*1e6)
+		return g
+	})
+	add("lock_contention", "healthy-parallel-route-calls", func() *gen {
+		g := newGen(1104, true)
+		root := g.server(-1, "dispatch-api", "GET", "/dispatch", "/dispatch?customer=123", 200, 0, 0)
+		_, _ = g.call(root, "dispatch-api", "customer-service", "GET", "/customer?customer=123", "/customer", 200, 0.8, 58)
+		durs := make([]float64, 10)
+		for i := range durs {
+			durs[i] = g.jitter(52, 0.25)
+		}
+		end := g.poolCalls(root, 10, 60, 0.15, durs, func(i int, at, dur float64) {
+			g.call(root, "dispatch-api", "route-service", "GET", fmt.Sprintf("/route?pickup=115,277&dropoff=%d,%d", 100+i*37, 900-i*41), "/route", 200, at, dur)
+		})
+		g.spans[root].EndUnixNano = g.base + uint64((end+2)*1e6)
+		return g
+	})
+	// A loop over pages: sequential calls, one at a time by design.
+	add("lock_contention", "healthy-sequential-page-loop", func() *gen {
+		g := newGen(1105, false)
+		root := g.server(-1, "export-service", "POST", "/v1/exports", "/v1/exports", 202, 0, 0)
+		at := 1.0
+		for i := 0; i < 8; i++ {
+			d := g.jitter(40, 0.2)
+			g.call(root, "export-service", "ledger-service", "GET", fmt.Sprintf("/v1/entries?page=%d", i+1), "/v1/entries", 200, at, d)
+			at += d + 0.2
+		}
+		g.spans[root].EndUnixNano = g.base + uint64((at+3)*1e6)
+		return g
+	})
+	// The lock was free: acquired at once, nobody waiting; a 3 ms queue
+	// before a connection is noise.
+	add("lock_contention", "healthy-lock-free-and-short-pool-wait", func() *gen {
+		g := newGen(1106, false)
+		root := g.server(-1, "inventory-service", "POST", "/v1/reservations", "/v1/reservations", 201, 0, 96)
+		q := g.db(root, "inventory-service", "mysql", "inventory", "mysql-inventory",
+			"UPDATE stock SET reserved = reserved + 1 WHERE sku = 'SKU-10482' AND warehouse_id = 2", 1.2, 41)
+		g.event(q, 1.3, "Acquired lock with 0 transactions waiting behind")
+		r := g.db(root, "inventory-service", "postgresql", "audit", "pg-audit", "INSERT INTO audit_log (actor, action) VALUES ('svc', 'reserve')", 44, 9)
+		g.set(r, a("db.client.connection.pool.name", "audit"), a("db.client.connection.wait_time", 0.003))
+		g.internal(root, "inventory-service", "publish event", 55, 38)
+		return g
+	})
+}
