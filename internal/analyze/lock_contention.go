@@ -88,6 +88,10 @@ type PoolFanOutEvidence struct {
 	TotalQueueMS  float64 `json:"total_queue_ms"`
 	WindowMS      float64 `json:"window_ms"`
 	LongestCallMS float64 `json:"longest_call_ms"`
+	// LeadingWaitMS is the parent's idle time right before the first call:
+	// the first call waiting for a worker that other requests held (a pool
+	// shared across requests). It is part of the finding's WaitMS.
+	LeadingWaitMS float64 `json:"leading_wait_ms,omitempty"`
 	// ParentSharePct is the wall-clock wait over the parent's duration.
 	ParentSharePct float64  `json:"parent_share_pct"`
 	SpanIDs        []string `json:"span_ids"`

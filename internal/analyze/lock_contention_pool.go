@@ -134,8 +134,13 @@ func (d *LockContention) poolFinding(t *Trace, p *Node, calls []*Node, total uin
 	if sh.k < 2 || sh.k >= n || sh.queued*5 < mustQueue*4 || sh.saturation < d.MinSaturation {
 		return Finding{}, false
 	}
-	wait := subSat(sh.window, sh.longest)
-	impact := min(wait, critWithin(t, p, sh.firstStart, sh.lastE))
+	// A pool shared across requests keeps the first call waiting while
+	// other requests' calls hold every worker: the parent then sits idle
+	// from its previous child's end to the first call's start.
+	lead := leadingIdle(p, calls[0], sh.firstStart)
+	inWindow := subSat(sh.window, sh.longest)
+	wait := lead + inWindow
+	impact := min(inWindow, critWithin(t, p, sh.firstStart, sh.lastE)) + critWithin(t, p, sh.firstStart-lead, sh.firstStart)
 	sev, ok := d.severity(impact, total)
 	if !ok {
 		return Finding{}, false
@@ -148,7 +153,7 @@ func (d *LockContention) poolFinding(t *Trace, p *Node, calls []*Node, total uin
 	pool := &PoolFanOutEvidence{
 		Target: svc, Operation: op, Calls: n, Concurrency: sh.k, QueuedCalls: sh.queued,
 		TotalQueueMS: roundMS(sh.totalQueue), WindowMS: roundMS(sh.window), LongestCallMS: roundMS(sh.longest),
-		ParentSharePct: sharePct(wait, p.Duration()), SpanIDs: ids,
+		ParentSharePct: sharePct(wait, p.Duration()), SpanIDs: ids, LeadingWaitMS: roundMS(lead),
 	}
 	ev := LockContentionEvidence{
 		Mechanism: "pool_fan_out", Resource: "worker_pool", Span: RefOf(t, p), WaitMS: roundMS(wait),
@@ -164,4 +169,21 @@ func (d *LockContention) poolFinding(t *Trace, p *Node, calls []*Node, total uin
 		ImpactMS: roundMS(impact), Evidence: ev, Fix: poolFixText(sh.k, n, target),
 		Culprit: &Culprit{Service: p.Span.Service, Operation: displayOp(p), SpanID: p.Span.SpanID.String(), Reason: reason},
 	}, true
+}
+
+// leadingIdle is the time before first (starting at start) during which p
+// ran no child: from the end of the latest child that ended before it, or
+// from p's start. 0 when another child was still running.
+func leadingIdle(p, first *Node, start uint64) uint64 {
+	from := p.Start()
+	for _, c := range p.Children {
+		if c == first || c.Start() >= start {
+			break
+		}
+		if c.End() > start {
+			return 0
+		}
+		from = max(from, c.End())
+	}
+	return subSat(start, from)
 }

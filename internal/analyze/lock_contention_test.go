@@ -298,6 +298,27 @@ func TestLockContentionPoolStarvedFanOut(t *testing.T) {
 	}
 }
 
+func TestLockContentionSharedPoolLeadingWait(t *testing.T) {
+	// Other requests hold the shared workers: the first route call starts
+	// 150 ms after the driver call returned, nothing running meanwhile.
+	spans := lcPoolTrace(10, 3)
+	for i := 3; i < len(spans); i++ {
+		spans[i].StartUnixNano += 150e6
+		spans[i].EndUnixNano += 150e6
+	}
+	spans[0].EndUnixNano += 150e6
+	for name, real := range lcRealTimings {
+		got := NewLockContention().Detect(NewTrace(real(spans)), nil)
+		if len(got) != 1 {
+			t.Fatalf("%s: findings %d", name, len(got))
+		}
+		ev := got[0].Evidence.(LockContentionEvidence)
+		if !p1Near(ev.Pool.LeadingWaitMS, 151, 5) || ev.WaitMS < 270 || got[0].Severity != SeverityCritical {
+			t.Errorf("%s: leading %.1f wait %.1f severity %s", name, ev.Pool.LeadingWaitMS, ev.WaitMS, got[0].Severity)
+		}
+	}
+}
+
 func TestLockContentionPoolLookAlikes(t *testing.T) {
 	cases := map[string][]model.Span{
 		"pool as large as the fan-out": lcPoolTrace(10, 10),

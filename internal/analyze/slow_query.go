@@ -15,10 +15,12 @@ type SlowQuery struct {
 	// MinHistoryMS keeps a 0.2 ms lookup that took 0.8 ms from being news.
 	MinHistoryMS      float64 `yaml:"min_history_ms"`
 	MinHistorySamples int     `yaml:"min_history_samples"`
-	// FailedFactor: a failed attempt (status ERROR) is an error, and its
-	// time is the timeout the error and retry detectors report; it is a slow
-	// query only when it ran at least this many times the usual time of
-	// successful runs of its shape (this trace's, else history's).
+	// FailedFactor: a failed attempt is an error (error_origin,
+	// retry_storm report it). One that timed out is never a slow query:
+	// its length is the client's timeout, not the statement's time. Any
+	// other failure is a slow query too only when it ran at least this
+	// many times the usual time of successful runs of its shape (this
+	// trace's, else history's): a statement cancelled after grinding.
 	FailedFactor float64 `yaml:"failed_factor"`
 }
 
@@ -149,6 +151,9 @@ func (d *SlowQuery) failedButSlow(t *Trace, n *Node, system, shape string, hist 
 				}
 			}
 		}
+	}
+	if IsTimeoutLike(n.Span) {
+		return false
 	}
 	usual := 0.0
 	if len(ok) > 0 {

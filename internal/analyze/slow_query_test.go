@@ -136,7 +136,7 @@ func TestSlowQueryFailedAttempts(t *testing.T) {
 		s := p1Span(id, 1, "driver", "GetDriver", model.KindClient, at, at+ms,
 			model.Attr{Key: "db.system", Value: model.Str("redis")}, model.Attr{Key: "db.statement", Value: model.Str(fmt.Sprintf("GET driver:%d", 7100+int(id)))})
 		if failed {
-			s.StatusCode, s.StatusMessage = model.StatusError, "redis timeout"
+			s.StatusCode, s.StatusMessage = model.StatusError, "OOM command not allowed when used memory > 'maxmemory'"
 		}
 		spans = append(spans, s)
 		at += ms + 0.2
@@ -151,7 +151,14 @@ func TestSlowQueryFailedAttempts(t *testing.T) {
 	if len(got) != 1 || !got[0].Evidence.(SlowQueryEvidence).Failed {
 		t.Fatalf("a failed attempt 14x the usual time is also a slow query: %d findings", len(got))
 	}
-	// At 3x the usual time it is the timeout the error detectors report.
+	// A timeout at 14x is the client's timeout, which the error and retry
+	// detectors report.
+	spans[3].StatusMessage = "redis: read tcp 10.0.1.4:51234->10.0.3.17:6379: i/o timeout"
+	if got := d.Detect(NewTrace(spans), nil); len(got) != 0 {
+		t.Errorf("timed-out attempt reported as slow_query: %q", got[0].Title)
+	}
+	spans[3].StatusMessage = "OOM command not allowed"
+	// At 3x the usual time a failure is no slow query.
 	spans[3].EndUnixNano = spans[3].StartUnixNano + 31e6
 	spans[4].StartUnixNano, spans[4].EndUnixNano = spans[3].EndUnixNano+1e6, spans[3].EndUnixNano+11e6
 	spans[0].EndUnixNano = spans[4].EndUnixNano + 1e6
