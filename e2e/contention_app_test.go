@@ -7,7 +7,6 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
-	"io"
 	"net/http"
 	"net/http/httptest"
 	"net/url"
@@ -18,18 +17,14 @@ import (
 	"testing"
 	"time"
 
-	"go.opentelemetry.io/collector/pdata/ptrace/ptraceotlp"
 	"go.opentelemetry.io/otel/attribute"
 	"go.opentelemetry.io/otel/codes"
-	"go.opentelemetry.io/otel/exporters/otlp/otlptrace/otlptracehttp"
 	"go.opentelemetry.io/otel/propagation"
-	"go.opentelemetry.io/otel/sdk/resource"
 	sdktrace "go.opentelemetry.io/otel/sdk/trace"
+	"go.opentelemetry.io/otel/sdk/trace/tracetest"
 	"go.opentelemetry.io/otel/trace"
 
 	"github.com/tracedx/tracedx/internal/analyze"
-	"github.com/tracedx/tracedx/internal/model"
-	"github.com/tracedx/tracedx/internal/otlpconv"
 )
 
 // A ride-dispatch app of four services, written for this test, with the
@@ -42,9 +37,10 @@ import (
 //     GET times out and is retried;
 //   - frontend sends the route calls through a worker pool of 3 shared by
 //     all requests.
-// Each problem has a fix switch. Spans go over real OTLP/HTTP (the Go SDK's
-// exporter) to an in-process receiver and are diagnosed by analyze.Analyze
-// with the default detectors.
+// Each problem has a fix switch. Spans go over OTLP/HTTP (the Go SDK's
+// exporter) to the shared `tracedx serve`, and each trace's diagnosis is
+// read back from GET /api/v1/traces/{id}/analysis (analyze.Analyze with the
+// default detectors and the server's history).
 
 type rideFixes struct {
 	noMutex    bool // customer: no global lock around the database
@@ -58,53 +54,6 @@ const (
 	rideRedisTimeout = 110 * time.Millisecond // the client's read timeout
 	rideDrivers      = 10
 )
-
-// rideReceiver is an OTLP/HTTP endpoint keeping every span it is sent.
-type rideReceiver struct {
-	mu    sync.Mutex
-	spans []model.Span
-}
-
-func (c *rideReceiver) ServeHTTP(w http.ResponseWriter, r *http.Request) {
-	body, err := io.ReadAll(r.Body)
-	if err != nil || r.URL.Path != "/v1/traces" {
-		http.Error(w, "want POST /v1/traces", http.StatusBadRequest)
-		return
-	}
-	req := ptraceotlp.NewExportRequest()
-	if err := req.UnmarshalProto(body); err != nil {
-		http.Error(w, err.Error(), http.StatusBadRequest)
-		return
-	}
-	spans := otlpconv.FromTraces(req.Traces())
-	c.mu.Lock()
-	c.spans = append(c.spans, spans...)
-	c.mu.Unlock()
-	out, _ := ptraceotlp.NewExportResponse().MarshalProto()
-	w.Header().Set("Content-Type", "application/x-protobuf")
-	_, _ = w.Write(out)
-}
-
-// traces groups the received spans by trace, keeping traces whose root is
-// a frontend dispatch.
-func (c *rideReceiver) traces() [][]model.Span {
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	by := map[model.TraceID][]model.Span{}
-	for _, s := range c.spans {
-		by[s.TraceID] = append(by[s.TraceID], s)
-	}
-	var out [][]model.Span
-	for _, spans := range by {
-		for i := range spans {
-			if spans[i].ParentSpanID.IsZero() && spans[i].Service == "frontend" {
-				out = append(out, spans)
-				break
-			}
-		}
-	}
-	return out
-}
 
 // rideLock is a mutex that tells the span what it waited for.
 type rideLock struct {
@@ -151,23 +100,11 @@ func newRidePool(workers int) *ridePool {
 }
 
 type rideApp struct {
-	recv     *rideReceiver
 	tps      []*sdktrace.TracerProvider
+	recs     []*tracetest.SpanRecorder
 	frontend *httptest.Server
 	pool     *ridePool
 	redisOps atomic.Int64 // every fifth Redis read times out
-}
-
-func rideProvider(t *testing.T, endpoint, service string) *sdktrace.TracerProvider {
-	t.Helper()
-	exp, err := otlptracehttp.New(context.Background(), otlptracehttp.WithEndpoint(endpoint), otlptracehttp.WithInsecure())
-	if err != nil {
-		t.Fatalf("exporter for %s: %v", service, err)
-	}
-	return sdktrace.NewTracerProvider(
-		sdktrace.WithBatcher(exp, sdktrace.WithBatchTimeout(50*time.Millisecond)),
-		sdktrace.WithResource(resource.NewWithAttributes("", attribute.String("service.name", service))),
-	)
 }
 
 var rideProp = propagation.TraceContext{}
@@ -188,6 +125,7 @@ func rideServe(tr trace.Tracer, route string, h func(ctx context.Context, q url.
 			span.SetStatus(codes.Error, err.Error())
 		}
 		span.SetAttributes(attribute.Int("http.response.status_code", status))
+		w.Header().Set("X-Trace-Id", span.SpanContext().TraceID().String())
 		w.WriteHeader(status)
 		_ = json.NewEncoder(w).Encode(v)
 	})
@@ -250,17 +188,14 @@ func (app *rideApp) redisRetry(ctx context.Context, tr trace.Tracer, cmd string,
 
 func startRideApp(t *testing.T, fix rideFixes) *rideApp {
 	t.Helper()
-	app := &rideApp{recv: &rideReceiver{}}
-	recvSrv := httptest.NewServer(app.recv)
-	t.Cleanup(recvSrv.Close)
-	endpoint := strings.TrimPrefix(recvSrv.URL, "http://")
+	app := &rideApp{}
 	tracer := func(service string) trace.Tracer {
-		tp := rideProvider(t, endpoint, service)
-		app.tps = append(app.tps, tp)
+		tp, rec := newGoProvider(t, shared, "http", service)
+		app.tps, app.recs = append(app.tps, tp), append(app.recs, rec)
 		return tp.Tracer("ride/" + service)
 	}
 
-	custTr := tracer("customer")
+	custTr := tracer("ride-customer")
 	var dbLock rideLock
 	locations := map[string]string{"123": "115,277", "392": "577,322", "567": "211,653", "731": "728,326"}
 	customer := httptest.NewServer(rideServe(custTr, "/customer", func(ctx context.Context, q url.Values) (any, error) {
@@ -283,7 +218,7 @@ func startRideApp(t *testing.T, fix rideFixes) *rideApp {
 	}))
 	t.Cleanup(customer.Close)
 
-	drvTr := tracer("driver")
+	drvTr := tracer("ride-driver")
 	driver := httptest.NewServer(rideServe(drvTr, "/drivers", func(ctx context.Context, q url.Values) (any, error) {
 		cell := strings.ReplaceAll(q.Get("location"), ",", ":")
 		if err := app.redisRetry(ctx, drvTr, "SMEMBERS drivers:near:"+cell, 6*time.Millisecond); err != nil {
@@ -305,7 +240,7 @@ func startRideApp(t *testing.T, fix rideFixes) *rideApp {
 	}))
 	t.Cleanup(driver.Close)
 
-	routeTr := tracer("route")
+	routeTr := tracer("ride-route")
 	route := httptest.NewServer(rideServe(routeTr, "/route", func(ctx context.Context, q url.Values) (any, error) {
 		n, _ := strconv.Atoi(q.Get("driver"))
 		time.Sleep(time.Duration(40+n%23) * time.Millisecond)
@@ -319,7 +254,7 @@ func startRideApp(t *testing.T, fix rideFixes) *rideApp {
 	}
 	app.pool = newRidePool(workers)
 	t.Cleanup(func() { close(app.pool.jobs) })
-	feTr := tracer("frontend")
+	feTr := tracer("ride-frontend")
 	app.frontend = httptest.NewServer(rideServe(feTr, "/dispatch", func(ctx context.Context, q url.Values) (any, error) {
 		var cust map[string]string
 		if err := rideGet(ctx, feTr, customer.URL, "/customer?customer="+q.Get("customer"), &cust); err != nil {
@@ -355,10 +290,12 @@ func startRideApp(t *testing.T, fix rideFixes) *rideApp {
 }
 
 // load sends bursts of concurrent dispatch requests (several users press
-// the button at once) and returns every dispatch trace, diagnosed.
+// the button at once) and returns the server's diagnosis of every trace.
 func (app *rideApp) load(t *testing.T, bursts, perBurst int) []analyze.Result {
 	t.Helper()
 	customers := []string{"123", "392", "567", "731"}
+	var mu sync.Mutex
+	var ids []string
 	for b := range bursts {
 		var wg sync.WaitGroup
 		for i := range perBurst {
@@ -374,26 +311,47 @@ func (app *rideApp) load(t *testing.T, bursts, perBurst int) []analyze.Result {
 				if resp.StatusCode != http.StatusOK {
 					t.Errorf("dispatch: %s", resp.Status)
 				}
+				mu.Lock()
+				ids = append(ids, resp.Header.Get("X-Trace-Id"))
+				mu.Unlock()
 			}()
 		}
 		wg.Wait()
 	}
-	ctx, cancel := context.WithTimeout(context.Background(), 15*time.Second)
-	defer cancel()
 	for _, tp := range app.tps {
-		if err := tp.Shutdown(ctx); err != nil {
-			t.Fatalf("flushing spans: %v", err)
+		shutdownProvider(t, tp)
+	}
+	sent := map[string]int{}
+	for _, rec := range app.recs {
+		for _, s := range rec.Ended() {
+			sent[s.SpanContext().TraceID().String()]++
 		}
 	}
-	traces := app.recv.traces()
-	if len(traces) != bursts*perBurst {
-		t.Fatalf("received %d dispatch traces, want %d", len(traces), bursts*perBurst)
-	}
-	out := make([]analyze.Result, len(traces))
-	for i, spans := range traces {
-		out[i] = analyze.Analyze(spans, analyze.Options{})
+	out := make([]analyze.Result, 0, len(ids))
+	for _, id := range ids {
+		shared.waitTrace(t, id, sent[id])
+		var res analyze.Result
+		if err := shared.getJSON(context.Background(), "/api/v1/traces/"+id+"/analysis", &res); err != nil {
+			t.Fatalf("analysis of %s: %v", id, err)
+		}
+		out = append(out, res)
 	}
 	return out
+}
+
+// rideEvidence decodes a finding's evidence (generic JSON after the trip
+// through the API) into the detector's evidence type.
+func rideEvidence[T any](t *testing.T, f analyze.Finding) T {
+	t.Helper()
+	var ev T
+	b, err := json.Marshal(f.Evidence)
+	if err == nil {
+		err = json.Unmarshal(b, &ev)
+	}
+	if err != nil {
+		t.Fatalf("%s evidence: %v", f.Kind, err)
+	}
+	return ev
 }
 
 // rideFindings returns the findings of kind in every result that match.
@@ -424,15 +382,16 @@ func rideSummary(results []analyze.Result) string {
 	return b.String()
 }
 
-func rideIsLockWait(f analyze.Finding) bool {
-	ev, ok := f.Evidence.(analyze.LockContentionEvidence)
-	return ok && ev.Mechanism == "span_events" && ev.Resource == "lock"
+// rideMechanism reads lock_contention's evidence.mechanism.
+func rideMechanism(f analyze.Finding) string {
+	m, _ := f.Evidence.(map[string]any)
+	v, _ := m["mechanism"].(string)
+	return v
 }
 
-func rideIsPool(f analyze.Finding) bool {
-	ev, ok := f.Evidence.(analyze.LockContentionEvidence)
-	return ok && ev.Mechanism == "pool_fan_out"
-}
+func rideIsLockWait(f analyze.Finding) bool { return rideMechanism(f) == "span_events" }
+
+func rideIsPool(f analyze.Finding) bool { return rideMechanism(f) == "pool_fan_out" }
 
 func rideNoQueryPlanAdvice(t *testing.T, f analyze.Finding) {
 	t.Helper()
@@ -454,8 +413,11 @@ func TestRideDispatchContention(t *testing.T) {
 		}
 		deepest := 0
 		for _, f := range locks {
-			ev := f.Evidence.(analyze.LockContentionEvidence)
-			if f.Culprit == nil || f.Culprit.Service != "customer" || f.Culprit.Operation != "SELECT customers.customer" {
+			ev := rideEvidence[analyze.LockContentionEvidence](t, f)
+			if ev.Resource != "lock" {
+				t.Errorf("resource %q, want lock", ev.Resource)
+			}
+			if f.Culprit == nil || f.Culprit.Service != "ride-customer" || f.Culprit.Operation != "SELECT customers.customer" {
 				t.Errorf("culprit %+v, want customer's database call", f.Culprit)
 			}
 			if !strings.Contains(f.Fix, "global mutex") {
@@ -482,7 +444,7 @@ func TestRideDispatchContention(t *testing.T) {
 	t.Run("slow_query leaves the lock wait alone", func(t *testing.T) {
 		sq, _ := rideFindings(results, "slow_query", nil)
 		for _, f := range sq {
-			ev := f.Evidence.(analyze.SlowQueryEvidence)
+			ev := rideEvidence[analyze.SlowQueryEvidence](t, f)
 			if ev.DBSystem == "mysql" {
 				t.Errorf("slow_query on the customer query that waited for a lock: %q", f.Title)
 			}
@@ -501,12 +463,12 @@ func TestRideDispatchContention(t *testing.T) {
 			t.Fatalf("pool-starved fan-out named in %d of %d traces", traces, len(results))
 		}
 		for _, f := range pools {
-			ev := f.Evidence.(analyze.LockContentionEvidence)
+			ev := rideEvidence[analyze.LockContentionEvidence](t, f)
 			if ev.Pool.Concurrency != 3 || ev.Pool.Calls != rideDrivers || ev.Pool.Operation != "GET /route" ||
 				!strings.Contains(f.Title, "worker pool of 3 for 10 calls") {
 				t.Errorf("pool %+v title %q", ev.Pool, f.Title)
 			}
-			if f.Culprit == nil || f.Culprit.Service != "frontend" || f.Culprit.Operation != "GET /dispatch" {
+			if f.Culprit == nil || f.Culprit.Service != "ride-frontend" || f.Culprit.Operation != "GET /dispatch" {
 				t.Errorf("culprit %+v, want the frontend's dispatch", f.Culprit)
 			}
 			rideNoQueryPlanAdvice(t, f)
@@ -541,7 +503,7 @@ func TestRideDispatchContention(t *testing.T) {
 			if f.Culprit == nil {
 				t.Skip("will pass once h-cause merges: n_plus_one_query sets no culprit yet")
 			}
-			if f.Culprit.Service != "driver" {
+			if f.Culprit.Service != "ride-driver" {
 				t.Errorf("culprit %+v, want driver", f.Culprit)
 			}
 		}
@@ -581,7 +543,7 @@ func TestRideDispatchFixed(t *testing.T) {
 			case "lock_contention", "n_plus_one_query":
 				t.Errorf("fixed, yet %s %s: %q", f.Severity, f.Kind, f.Title)
 			case "slow_query":
-				if ev := f.Evidence.(analyze.SlowQueryEvidence); ev.DBSystem == "mysql" {
+				if ev := rideEvidence[analyze.SlowQueryEvidence](t, f); ev.DBSystem == "mysql" {
 					t.Errorf("fixed, yet %s slow_query on the customer query: %q", f.Severity, f.Title)
 				}
 			}
