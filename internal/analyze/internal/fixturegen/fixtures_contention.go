@@ -66,33 +66,15 @@ func init() {
 	// A dispatch endpoint asks for a route per candidate driver through a
 	// worker pool shared by all requests, sized 3.
 	add("lock_contention", "positive-route-worker-pool-of-3", func() *gen {
-		g := newGen(1103, true)
-		root := g.server(-1, "dispatch-api", "GET", "/dispatch", "/dispatch?customer=392", 200, 0, 0)
-		_, _ = g.call(root, "dispatch-api", "customer-service", "GET", "/customer?customer=392", "/customer", 200, 0.8, 61)
-		_, _ = g.call(root, "dispatch-api", "drivers-service", "GET", "/drivers/near?loc=577,322", "/drivers/near", 200, 62.5, 48)
-		durs := make([]float64, 10)
-		for i := range durs {
-			durs[i] = g.jitter(52, 0.25)
-		}
-		end := g.poolCalls(root, 3, 111.5, 0.15, durs, func(i int, at, dur float64) {
-			g.call(root, "dispatch-api", "route-service", "GET", fmt.Sprintf("/route?pickup=577,322&dropoff=%d,%d", 100+i*37, 900-i*41), "/route", 200, at, dur)
-		})
+		g, root, at := dispatchStart(1103, "392", "577,322", true)
+		_, _ = g.call(root, "dispatch-api", "drivers-service", "GET", "/drivers/near?loc=577,322", "/drivers/near", 200, at, 48)
+		end := g.routeCalls(root, 3, at+49, "577,322")
 		g.internal(root, "dispatch-api", "pick best eta", end+0.3, 1.1)
-		g.spans[root].EndUnixNano = g.base + uint64((end+2)*1e6)
 		return g
 	})
 	add("lock_contention", "healthy-parallel-route-calls", func() *gen {
-		g := newGen(1104, true)
-		root := g.server(-1, "dispatch-api", "GET", "/dispatch", "/dispatch?customer=123", 200, 0, 0)
-		_, _ = g.call(root, "dispatch-api", "customer-service", "GET", "/customer?customer=123", "/customer", 200, 0.8, 58)
-		durs := make([]float64, 10)
-		for i := range durs {
-			durs[i] = g.jitter(52, 0.25)
-		}
-		end := g.poolCalls(root, 10, 60, 0.15, durs, func(i int, at, dur float64) {
-			g.call(root, "dispatch-api", "route-service", "GET", fmt.Sprintf("/route?pickup=115,277&dropoff=%d,%d", 100+i*37, 900-i*41), "/route", 200, at, dur)
-		})
-		g.spans[root].EndUnixNano = g.base + uint64((end+2)*1e6)
+		g, root, at := dispatchStart(1104, "123", "115,277", true)
+		g.routeCalls(root, 10, at, "115,277")
 		return g
 	})
 	// A loop over pages: sequential calls, one at a time by design.
@@ -121,4 +103,27 @@ func init() {
 		g.internal(root, "inventory-service", "publish event", 55, 38)
 		return g
 	})
+}
+
+// dispatchStart opens a dispatch request that first looks the customer up;
+// it returns when that call ended.
+func dispatchStart(seed uint64, customer, loc string, old bool) (*gen, int, float64) {
+	g := newGen(seed, old)
+	root := g.server(-1, "dispatch-api", "GET", "/dispatch", "/dispatch?customer="+customer, 200, 0, 0)
+	_, _ = g.call(root, "dispatch-api", "customer-service", "GET", "/customer?customer="+customer, "/customer", 200, 0.8, 61)
+	return g, root, 62.5
+}
+
+// routeCalls asks route-service for 10 routes through a pool of workers
+// and ends the request 2 ms after the last answer.
+func (g *gen) routeCalls(root, workers int, startMS float64, pickup string) float64 {
+	durs := make([]float64, 10)
+	for i := range durs {
+		durs[i] = g.jitter(52, 0.25)
+	}
+	end := g.poolCalls(root, workers, startMS, 0.15, durs, func(i int, at, dur float64) {
+		g.call(root, "dispatch-api", "route-service", "GET", fmt.Sprintf("/route?pickup=%s&dropoff=%d,%d", pickup, 100+i*37, 900-i*41), "/route", 200, at, dur)
+	})
+	g.spans[root].EndUnixNano = g.base + uint64((end+2)*1e6)
+	return end
 }
