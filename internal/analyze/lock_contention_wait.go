@@ -59,9 +59,27 @@ func textWords(s string) []string {
 	})
 }
 
+// waitHints are the word stems without which a text cannot speak of
+// waiting for or acquiring something: a cheap test before splitting words,
+// since every span event and attribute key passes here.
+var waitHints = []string{"wait", "queue", "block", "contend", "acquir", "obtain", "grant", "got", "lock", "check"}
+
+func mayTalkOfWaiting(s string) bool {
+	l := strings.ToLower(s) // no allocation when s is lower-case already
+	for _, h := range waitHints {
+		if strings.Contains(l, h) {
+			return true
+		}
+	}
+	return false
+}
+
 // classifyText says whether s speaks of waiting for, or having acquired, a
 // shared resource, and which.
 func classifyText(s string) (resource string, wait, acquired bool) {
+	if !mayTalkOfWaiting(s) {
+		return "", false, false
+	}
 	best := -1
 	for _, w := range textWords(s) {
 		if r, ok := resourceWords[w]; ok && resourceRank[r] > best {
