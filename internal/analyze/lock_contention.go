@@ -151,7 +151,10 @@ func (d *LockContention) waitFinding(t *Trace, n *Node, ws []spanWait, impact, t
 	}
 	what := resourceNoun(main.resource, main.poolName)
 	behind := ""
-	if main.waitersAhead > 0 {
+	switch {
+	case main.waitersAhead == 1:
+		behind = " behind 1 other"
+	case main.waitersAhead > 1:
 		behind = fmt.Sprintf(" behind %d others", main.waitersAhead)
 	}
 	title := fmt.Sprintf("%s waited %.0f ms for %s%s (%.0f%% of the span, %.0f%% of the request)",

@@ -395,3 +395,27 @@ func TestLockContentionFixtures(t *testing.T) {
 		t.Errorf("%d positive and %d healthy fixtures", pos, healthy)
 	}
 }
+
+// HotROD-style spans: no db.system (peer.service and sql.query only), and
+// the lock events as Jaeger stores OpenTracing logs (the text in an
+// "event" field).
+func TestLockContentionJaegerLogEvents(t *testing.T) {
+	spans := lcMutexTrace(13, 520, 598)
+	q := &spans[3]
+	q.Attrs = model.Attrs{{Key: "peer.service", Value: model.Str("mysql")},
+		{Key: "sql.query", Value: model.Str("SELECT * FROM customer WHERE customer_id=392")}}
+	q.Events = []model.Event{
+		lcEvent(13, "log", model.Attr{Key: "event", Value: model.Str("Waiting for lock behind 4 transactions")},
+			model.Attr{Key: "blockers", Value: model.Str("[1 2 3 4]")}),
+		lcEvent(520, "", model.Attr{Key: "event", Value: model.Str("Acquired lock with 0 transactions waiting behind")}),
+	}
+	got := NewLockContention().Detect(NewTrace(spans), nil)
+	if len(got) != 1 {
+		t.Fatalf("findings %d", len(got))
+	}
+	ev := got[0].Evidence.(LockContentionEvidence)
+	if ev.WaitersAhead != 4 || !p1Near(ev.WaitMS, 507, 0.1) || got[0].Culprit.Operation != "SQL SELECT" ||
+		!strings.Contains(got[0].Title, "behind 4 others") {
+		t.Errorf("evidence %+v title %q", ev, got[0].Title)
+	}
+}
