@@ -1,6 +1,8 @@
 package systemic
 
 import (
+	"cmp"
+	"maps"
 	"math"
 	"slices"
 	"sort"
@@ -44,31 +46,21 @@ type ContentionConfig struct {
 }
 
 func (c ContentionConfig) withDefaults() ContentionConfig {
-	if c.Window <= 0 {
-		c.Window = 10 * time.Minute
-	}
-	if c.MaxCallsPerOp <= 0 {
-		c.MaxCallsPerOp = 1024
-	}
-	if c.MaxOps <= 0 {
-		c.MaxOps = 2000
-	}
-	if c.MinSamples <= 0 {
-		c.MinSamples = 40
-	}
-	if c.MinBucket <= 0 {
-		c.MinBucket = 10
-	}
-	if c.Factor <= 0 {
-		c.Factor = 2
-	}
-	if c.MinDelta <= 0 {
-		c.MinDelta = 10 * time.Millisecond
-	}
-	if c.Every <= 0 {
-		c.Every = time.Minute
-	}
+	orDefault(&c.Window, 10*time.Minute)
+	orDefault(&c.MaxCallsPerOp, 1024)
+	orDefault(&c.MaxOps, 2000)
+	orDefault(&c.MinSamples, 40)
+	orDefault(&c.MinBucket, 10)
+	orDefault(&c.Factor, 2)
+	orDefault(&c.MinDelta, 10*time.Millisecond)
+	orDefault(&c.Every, time.Minute)
 	return c
+}
+
+func orDefault[T int | float64 | time.Duration](v *T, def T) {
+	if *v <= 0 {
+		*v = def
+	}
 }
 
 // ContentionEvidence is the evidence of a concurrency_contention finding.
@@ -181,11 +173,9 @@ func (c *contentionTracker) evaluate(now time.Time, add func(Finding, time.Durat
 		return
 	}
 	c.lastEval = now
-	keys := make([]opKey, 0, len(c.ops))
-	for k := range c.ops {
-		keys = append(keys, k)
-	}
-	sort.Slice(keys, func(i, j int) bool { return keys[i].service+keys[i].op < keys[j].service+keys[j].op })
+	keys := slices.SortedFunc(maps.Keys(c.ops), func(a, b opKey) int {
+		return cmp.Or(cmp.Compare(a.service, b.service), cmp.Compare(a.op, b.op))
+	})
 	for _, k := range keys {
 		r := c.ops[k]
 		var calls []callSample
