@@ -419,3 +419,25 @@ func TestLockContentionJaegerLogEvents(t *testing.T) {
 		t.Errorf("evidence %+v title %q", ev, got[0].Title)
 	}
 }
+
+func TestLockContentionConfigurable(t *testing.T) {
+	ds, err := LoadDetectorConfig([]byte("lock_contention: {min_wait_ms: 50, min_pool_calls: 6, handoff_tolerance_ms: 5}\nslow_query: {failed_factor: 20}\n"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, d := range ds {
+		switch x := d.(type) {
+		case *LockContention:
+			if x.MinWaitMS != 50 || x.MinPoolCalls != 6 || x.HandoffToleranceMS != 5 || x.CriticalShare != 0.5 {
+				t.Errorf("lock_contention %+v", x)
+			}
+		case *SlowQuery:
+			if x.FailedFactor != 20 || x.MinDurationMS != 100 {
+				t.Errorf("slow_query %+v", x)
+			}
+		}
+	}
+	if _, err := LoadDetectorConfig([]byte("lock_contention: {min_wait: 5}")); err == nil {
+		t.Error("unknown field accepted")
+	}
+}
