@@ -361,6 +361,21 @@ func TestLockContentionFixtures(t *testing.T) {
 			}
 		},
 	}
+	checks["positive-hotrod-shaped-dispatch"] = func(t *testing.T, f Finding, ev LockContentionEvidence) {
+		switch ev.Mechanism {
+		case "span_events":
+			if f.Culprit.Service != "customer" || f.Culprit.Operation != "SQL SELECT" || ev.WaitersAhead != 4 ||
+				!p1Near(ev.WaitMS, 310.7, 0.2) || f.Severity != SeverityWarning {
+				t.Errorf("lock: evidence %+v severity %s culprit %+v", ev, f.Severity, f.Culprit)
+			}
+		case "pool_fan_out":
+			if ev.Pool.Calls != 10 || ev.Pool.Concurrency != 3 || f.Culprit.Service != "frontend" || ev.RequestSharePct < 10 {
+				t.Errorf("pool: evidence %+v pool %+v", ev, ev.Pool)
+			}
+		default:
+			t.Errorf("unexpected %s finding %q", ev.Mechanism, f.Title)
+		}
+	}
 	var pos, healthy int
 	for _, path := range files {
 		base := strings.TrimSuffix(filepath.Base(path), ".json")
@@ -380,15 +395,21 @@ func TestLockContentionFixtures(t *testing.T) {
 				}
 				return
 			}
-			if len(got) != 1 {
-				t.Fatalf("%d lock_contention findings, want 1; kinds %v", len(got), lcKinds(all))
+			want := 1
+			if base == "positive-hotrod-shaped-dispatch" {
+				want = 2 // the lock and the pool
 			}
-			p1CheckCommon(t, tr, got[0])
-			lcNoIndexAdvice(t, got[0].Fix)
+			if len(got) != want {
+				t.Fatalf("%d lock_contention findings, want %d; kinds %v", len(got), want, lcKinds(all))
+			}
+			for _, f := range got {
+				p1CheckCommon(t, tr, f)
+				lcNoIndexAdvice(t, f.Fix)
+				checks[base](t, f, f.Evidence.(LockContentionEvidence))
+			}
 			if sq := p1OfKind(all, "slow_query"); len(sq) > 0 {
 				t.Errorf("slow_query fired beside lock_contention: %q", sq[0].Title)
 			}
-			checks[base](t, got[0], got[0].Evidence.(LockContentionEvidence))
 		})
 	}
 	if pos < 3 || healthy < 3 {

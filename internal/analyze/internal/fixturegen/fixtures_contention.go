@@ -77,6 +77,44 @@ func init() {
 		g.routeCalls(root, 10, at, "115,277")
 		return g
 	})
+	// The shape of Jaeger's HotROD demo under load: the customer lookup
+	// queues behind a global lock around its (simulated) MySQL, the driver
+	// service reads each driver from Redis (every fifth read times out and
+	// is retried), and route is asked once per driver through the
+	// frontend's worker pool of 3, shared by all requests.
+	add("lock_contention", "positive-hotrod-shaped-dispatch", func() *gen {
+		g := newGen(1107, true)
+		root := g.server(-1, "frontend", "GET", "/dispatch", "/dispatch?customer=392&nonse=0.17", 200, 0, 0)
+		_, cs := g.call(root, "frontend", "customer", "GET", "/customer?customer=392", "/customer", 200, 0.6, 402)
+		q := g.span(cs, "customer", "SQL SELECT", model.KindClient, 1.4, 399.5, a("peer.service", "mysql"),
+			a("sql.query", "SELECT * FROM customer WHERE customer_id=392"), a("request", "5318-7"))
+		g.event(q, 1.5, "Waiting for lock behind 4 transactions", a("blockers", "[5318-3 5318-4 5318-5 5318-6]"))
+		g.event(q, 312.2, "Acquired lock with 2 transactions waiting behind")
+		dc := g.rpcClient(root, "frontend", "driver", "driver.DriverService", "FindNearest", 0, 403.5, 231)
+		ds := g.rpcServer(dc, "driver", "driver.DriverService", "FindNearest", 0, 404.1, 229.6)
+		g.db(ds, "driver", "redis", "0", "redis", "SMEMBERS drivers:577,322", 404.4, 21.3)
+		at := 426.0
+		for i := 0; i < 10; i++ {
+			for attempt := 0; ; attempt++ {
+				d := g.jitter(11, 0.2)
+				fail := attempt == 0 && (i == 3 || i == 8)
+				if fail {
+					d = 31.4
+				}
+				r := g.db(ds, "driver", "redis", "0", "redis", fmt.Sprintf("GET driver:T7%05dC", 10231+i*311), at, d)
+				at += d + 0.1
+				if !fail {
+					break
+				}
+				g.fail(r, "", "redis timeout")
+			}
+		}
+		end := g.poolCalls(root, 3, 636, 0.1, []float64{48, 61, 55, 52, 66, 49, 58, 53, 60, 57}, func(i int, at, dur float64) {
+			g.call(root, "frontend", "route", "GET", fmt.Sprintf("/route?dropoff=577,322&pickup=%d,%d", 100+i*37, 900-i*41), "/route", 200, at, dur)
+		})
+		g.spans[root].EndUnixNano = g.base + uint64((end+1.5)*1e6)
+		return g
+	})
 	// A loop over pages: sequential calls, one at a time by design.
 	add("lock_contention", "healthy-sequential-page-loop", func() *gen {
 		g := newGen(1105, false)
