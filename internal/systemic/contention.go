@@ -29,11 +29,12 @@ import (
 type ContentionConfig struct {
 	// Window: calls observed within it are compared (default 10 min).
 	Window time.Duration
-	// MaxCallsPerOp bounds the ring of each operation (default 1024).
+	// MaxCallsPerOp bounds the ring of each operation (default 512) and
+	// MaxOps the operations tracked (default 500; later ones are not
+	// tracked until one goes quiet for a Window): at 48 bytes a call, at
+	// most ~12 MB.
 	MaxCallsPerOp int
-	// MaxOps bounds the operations tracked (default 2000; later ones are
-	// not tracked until a restart).
-	MaxOps int
+	MaxOps        int
 	// MinSamples in the window and MinBucket in each of the low and high
 	// concurrency groups (defaults 40 and 10).
 	MinSamples, MinBucket int
@@ -47,8 +48,8 @@ type ContentionConfig struct {
 
 func (c ContentionConfig) withDefaults() ContentionConfig {
 	orDefault(&c.Window, 10*time.Minute)
-	orDefault(&c.MaxCallsPerOp, 1024)
-	orDefault(&c.MaxOps, 2000)
+	orDefault(&c.MaxCallsPerOp, 512)
+	orDefault(&c.MaxOps, 500)
 	orDefault(&c.MinSamples, 40)
 	orDefault(&c.MinBucket, 10)
 	orDefault(&c.Factor, 2)
@@ -93,7 +94,7 @@ type ConcurrencyBucket struct {
 
 type callSample struct {
 	start, end uint64
-	seen       time.Time
+	seen       int64 // observation clock, unix ns
 	trace      model.TraceID
 	span       model.SpanID
 }
@@ -127,7 +128,7 @@ func (c *contentionTracker) observe(now time.Time, s *model.Span) {
 		r = &callRing{}
 		c.ops[k] = r
 	}
-	x := callSample{start: s.StartUnixNano, end: s.EndUnixNano, seen: now, trace: s.TraceID, span: s.SpanID}
+	x := callSample{start: s.StartUnixNano, end: s.EndUnixNano, seen: now.UnixNano(), trace: s.TraceID, span: s.SpanID}
 	if len(r.calls) < c.cfg.MaxCallsPerOp {
 		r.calls = append(r.calls, x)
 		return
@@ -180,7 +181,7 @@ func (c *contentionTracker) evaluate(now time.Time, add func(Finding, time.Durat
 		r := c.ops[k]
 		var calls []callSample
 		for _, x := range r.calls {
-			if now.Sub(x.seen) <= c.cfg.Window {
+			if now.UnixNano()-x.seen <= int64(c.cfg.Window) {
 				calls = append(calls, x)
 			}
 		}

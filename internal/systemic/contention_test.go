@@ -133,3 +133,19 @@ func TestConcurrencyContentionNeedsSamples(t *testing.T) {
 		}
 	}
 }
+
+// BenchmarkContentionObserve is the ingest cost the tracker adds per
+// CLIENT span (50 operations, rings full).
+func BenchmarkContentionObserve(b *testing.B) {
+	c := newContentionTracker(ContentionConfig{})
+	spans := make([]model.Span, 0, 50)
+	for i := range 50 {
+		spans = append(spans, ctCalls(uint64(i), 1, "svc-"+string(rune('a'+i%26)), "op"+string(rune('a'+i/26)),
+			func(int, time.Time) time.Duration { return 20 * time.Millisecond })...)
+	}
+	now := t0
+	b.ResetTimer()
+	for i := 0; i < b.N; i++ {
+		c.observe(now, &spans[i%len(spans)])
+	}
+}
