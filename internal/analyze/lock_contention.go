@@ -213,6 +213,7 @@ func contentionFix(resource, what string) string {
 // poolFixText is the fix of a pool-starved fan-out.
 func poolFixText(k, n int, target string) string {
 	return fmt.Sprintf("Only %d of the %d calls to %s run at once: enlarge the worker pool to at least %d (or size it "+
-		"per request rather than sharing it across requests), or batch the calls into one request.",
+		"per request rather than sharing it across requests), or batch the calls into one request. An HTTP or gRPC "+
+		"client's per-host connection limit gives the same shape: raise it too.",
 		k, n, strings.TrimSpace(target), n)
 }
