@@ -22,10 +22,11 @@ func (d *LockContention) poolFindings(t *Trace, total uint64) []Finding {
 		var order []string
 		groups := map[string][]*Node{}
 		for _, c := range p.Children {
-			if !IsCall(c) || asyncEdge(p, c) {
+			call := pooledCall(c)
+			if call == nil || asyncEdge(p, c) {
 				continue
 			}
-			svc, op := CallTarget(t, c)
+			svc, op := CallTarget(t, call)
 			key := svc + " " + op
 			if _, seen := groups[key]; !seen {
 				order = append(order, key)
@@ -43,6 +44,20 @@ func (d *LockContention) poolFindings(t *Trace, total uint64) []Finding {
 		}
 	}
 	return out
+}
+
+// pooledCall is the call a child of the parent makes: the child itself,
+// or the one call inside a span wrapping each task (a worker that opens
+// "FindRoute" around its HTTP call). The wrapper holds the worker, so its
+// times are the ones measured.
+func pooledCall(c *Node) *Node {
+	if IsCall(c) {
+		return c
+	}
+	if len(c.Children) == 1 && IsCall(c.Children[0]) && c.Span.Service == c.Children[0].Span.Service {
+		return c.Children[0]
+	}
+	return nil
 }
 
 // poolShape is what the calls' timing says about a pool.
@@ -145,7 +160,7 @@ func (d *LockContention) poolFinding(t *Trace, p *Node, calls []*Node, total uin
 	if !ok {
 		return Finding{}, false
 	}
-	svc, op := CallTarget(t, calls[0])
+	svc, op := CallTarget(t, pooledCall(calls[0]))
 	ids := make([]string, 0, n)
 	for _, c := range calls {
 		ids = append(ids, c.Span.SpanID.String())

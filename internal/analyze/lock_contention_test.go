@@ -298,6 +298,27 @@ func TestLockContentionPoolStarvedFanOut(t *testing.T) {
 	}
 }
 
+func TestLockContentionPoolOfWrappedTasks(t *testing.T) {
+	// Each pooled task opens its own span around the HTTP call.
+	spans := lcPoolTrace(10, 3)
+	n := len(spans)
+	for i := 3; i < n; i++ {
+		w := spans[i]
+		w.SpanID[6], w.Name, w.Kind, w.Attrs = 2, "route.FindRoute", model.KindInternal, nil
+		spans[i].ParentSpanID = w.SpanID
+		spans[i].StartUnixNano += 300e3 // the call starts inside its wrapper
+		spans = append(spans, w)
+	}
+	got := NewLockContention().Detect(NewTrace(roundToMillis(spans)), nil)
+	if len(got) != 1 {
+		t.Fatalf("findings %d", len(got))
+	}
+	ev := got[0].Evidence.(LockContentionEvidence)
+	if ev.Pool.Calls != 10 || ev.Pool.Concurrency != 3 || ev.Pool.Target != "route" || got[0].Culprit.Service != "frontend" {
+		t.Errorf("pool %+v culprit %+v", ev.Pool, got[0].Culprit)
+	}
+}
+
 func TestLockContentionSharedPoolLeadingWait(t *testing.T) {
 	// Other requests hold the shared workers: the first route call starts
 	// 150 ms after the driver call returned, nothing running meanwhile.
