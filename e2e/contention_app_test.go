@@ -34,7 +34,7 @@ import (
 //   - customer guards its database with one process-wide mutex, and says so
 //     in span events ("Waiting for lock behind N transactions");
 //   - driver reads each driver from Redis one GET at a time, and every fifth
-//     GET times out and is retried;
+//     read times out (after 110 ms) and is retried once;
 //   - frontend sends the route calls through a worker pool of 3 shared by
 //     all requests.
 // Each problem has a fix switch. Spans go over OTLP/HTTP (the Go SDK's
