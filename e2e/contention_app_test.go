@@ -491,23 +491,23 @@ func TestRideDispatchContention(t *testing.T) {
 		}
 	})
 
-	// Culprits of other detectors: set by the h-cause branch.
-	t.Run("h-cause/n_plus_one_query culprit is driver's loop", func(t *testing.T) {
+	// Culprits of the other detectors.
+	t.Run("n_plus_one_query culprit is driver's loop", func(t *testing.T) {
 		n1, _ := rideFindings(results, "n_plus_one_query", nil)
 		for _, f := range n1 {
 			if f.Culprit == nil {
-				t.Skip("will pass once h-cause merges: n_plus_one_query sets no culprit yet")
+				t.Fatalf("n_plus_one_query without a culprit: %q", f.Title)
 			}
 			if f.Culprit.Service != "ride-driver" {
 				t.Errorf("culprit %+v, want driver", f.Culprit)
 			}
 		}
 	})
-	t.Run("h-cause/retry_storm culprit is the failing Redis", func(t *testing.T) {
+	t.Run("retry_storm culprit is the failing Redis", func(t *testing.T) {
 		rs, _ := rideFindings(results, "retry_storm", nil)
 		for _, f := range rs {
 			if f.Culprit == nil {
-				t.Skip("will pass once h-cause merges: retry_storm sets no culprit yet")
+				t.Fatalf("retry_storm without a culprit: %q", f.Title)
 			}
 			if !strings.Contains(f.Culprit.Service+" "+f.Culprit.Operation, "redis") &&
 				!strings.Contains(f.Culprit.Service, "10.0.3.17") {
@@ -515,12 +515,12 @@ func TestRideDispatchContention(t *testing.T) {
 			}
 		}
 	})
-	t.Run("h-cause/sequential_calls not a warning for a data-dependent chain", func(t *testing.T) {
+	t.Run("sequential_calls not a warning for a data-dependent chain", func(t *testing.T) {
 		sc, _ := rideFindings(results, "sequential_calls", func(f analyze.Finding) bool {
 			return f.Severity.Rank() >= analyze.SeverityWarning.Rank()
 		})
 		if len(sc) > 0 {
-			t.Skipf("will pass once h-cause merges: sequential_calls warns on customer → driver (%q)", sc[0].Title)
+			t.Errorf("sequential_calls warns on the data-dependent customer → driver → route chain: %q", sc[0].Title)
 		}
 	})
 }

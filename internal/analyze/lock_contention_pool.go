@@ -177,7 +177,7 @@ func (d *LockContention) poolFinding(t *Trace, p *Node, calls []*Node, total uin
 	target := svc + " " + clipText(op, 60)
 	title := fmt.Sprintf("worker pool of %d for %d calls: %s → %s ran at most %d at a time, queueing %.0f ms (%.0f%% of the request)",
 		sh.k, n, p.Span.Service, target, sh.k, NS(wait), ev.RequestSharePct)
-	reason := fmt.Sprintf("%s %s sends %d calls to %s through a pool that runs only %d at once", p.Span.Service,
+	reason := fmt.Sprintf("%s %s sends %d calls to %s through a pool that runs only %d at once.", p.Span.Service,
 		clipText(displayOp(p), 60), n, target, sh.k)
 	return Finding{
 		Kind: d.Kind(), Severity: sev, Title: title, SpanIDs: append([]string{p.Span.SpanID.String()}, ids...),

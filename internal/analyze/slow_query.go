@@ -131,7 +131,7 @@ func (d *SlowQuery) Detect(t *Trace, env *Env) []Finding {
 			Kind: d.Kind(), Severity: sev, Title: title, SpanIDs: []string{n.Span.SpanID.String()},
 			ImpactMS: roundMS(impact), Evidence: ev, Fix: queryAdvice(system, shape),
 			Culprit: &Culprit{Service: n.Span.Service, Operation: shape, SpanID: n.Span.SpanID.String(),
-				Reason: fmt.Sprintf("%s issues this %s statement, which ran %.0f ms itself", n.Span.Service, system, durMS)},
+				Reason: fmt.Sprintf("%s issues this %s statement, which ran %.0f ms itself, so the statement and what it reads are the place to look.", n.Span.Service, system, durMS)},
 		})
 	}
 	return out
