@@ -1,0 +1,602 @@
+package alerting
+
+import (
+	"context"
+	"encoding/json"
+	"io"
+	"net/http"
+	"net/http/httptest"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+	"gopkg.in/yaml.v3"
+
+	"github.com/tracedx/tracedx/internal/analyze"
+	"github.com/tracedx/tracedx/internal/findingstore"
+	"github.com/tracedx/tracedx/internal/red"
+)
+
+// fakeFindings answers List from a slice, honouring the query's filters.
+type fakeFindings struct {
+	mu   sync.Mutex
+	list []findingstore.Stored // newest first
+}
+
+func (f *fakeFindings) set(l []findingstore.Stored) {
+	f.mu.Lock()
+	f.list = l
+	f.mu.Unlock()
+}
+
+func (f *fakeFindings) List(_ context.Context, q findingstore.Query) ([]findingstore.Stored, error) {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	var out []findingstore.Stored
+	for _, s := range f.list {
+		if !q.From.IsZero() && s.Time.Before(q.From) || q.Service != "" && s.Service != q.Service ||
+			q.Kind != "" && !strings.Contains(","+q.Kind+",", ","+s.Kind+",") || q.Systemic != nil && *q.Systemic != s.Systemic {
+			continue
+		}
+		out = append(out, s)
+	}
+	return out, nil
+}
+
+func nPlusOne(n int, at time.Time) []findingstore.Stored {
+	out := make([]findingstore.Stored, n)
+	for i := range out {
+		out[i] = findingstore.Stored{
+			Finding: analyze.Finding{Kind: "n_plus_one_query", Severity: analyze.SeverityWarning, Title: "12 SELECTs in a loop",
+				TraceID: "0af7651916cd43dd8448eb211c80319c", ImpactMS: float64(10 + i),
+				Culprit: &analyze.Culprit{Service: "orders", Operation: "GET /orders", SpanID: "b7ad6b7169203331", Reason: "the loop issues one query per item"}},
+			Time: at, Service: "checkout", Operation: "SELECT items", ID: uint64(i + 1),
+		}
+	}
+	return out
+}
+
+type clock struct {
+	mu sync.Mutex
+	t  time.Time
+}
+
+func (c *clock) now() time.Time { c.mu.Lock(); defer c.mu.Unlock(); return c.t }
+func (c *clock) add(d time.Duration) {
+	c.mu.Lock()
+	c.t = c.t.Add(d)
+	c.mu.Unlock()
+}
+
+// hook is a webhook receiver that records what it is sent and can be down.
+type hook struct {
+	srv    *httptest.Server
+	secret string
+	down   atomic.Bool
+	mu     sync.Mutex
+	calls  []WebhookPayload
+	badSig int
+}
+
+func newHook(t *testing.T, secret string) *hook {
+	h := &hook{secret: secret}
+	h.srv = httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if h.down.Load() {
+			http.Error(w, "down for maintenance", http.StatusServiceUnavailable)
+			return
+		}
+		body, _ := io.ReadAll(r.Body)
+		var p WebhookPayload
+		if err := json.Unmarshal(body, &p); err != nil {
+			http.Error(w, err.Error(), http.StatusBadRequest)
+			return
+		}
+		h.mu.Lock()
+		defer h.mu.Unlock()
+		if secret != "" && r.Header.Get(SignatureHeader) != Sign([]byte(secret), body) {
+			h.badSig++
+		}
+		h.calls = append(h.calls, p)
+	}))
+	t.Cleanup(h.srv.Close)
+	return h
+}
+
+// statuses lists the status of every alert received, in order.
+func (h *hook) statuses() []string {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	var out []string
+	for _, c := range h.calls {
+		for _, a := range c.Alerts {
+			out = append(out, string(a.Status))
+		}
+	}
+	return out
+}
+
+func (h *hook) last() WebhookAlert {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	c := h.calls[len(h.calls)-1]
+	return c.Alerts[len(c.Alerts)-1]
+}
+
+func waitFor(t *testing.T, what string, cond func() bool) {
+	t.Helper()
+	deadline := time.Now().Add(5 * time.Second)
+	for !cond() {
+		if time.Now().After(deadline) {
+			t.Fatalf("timed out waiting for %s", what)
+		}
+		time.Sleep(5 * time.Millisecond)
+	}
+}
+
+func parseRules(t *testing.T, doc string) []Rule {
+	t.Helper()
+	var n yaml.Node
+	if err := yaml.Unmarshal([]byte(doc), &n); err != nil {
+		t.Fatal(err)
+	}
+	rules, err := ParseRules(n.Content[0])
+	if err != nil {
+		t.Fatal(err)
+	}
+	return rules
+}
+
+const checkoutRule = `
+- alert: CheckoutNPlusOne
+  for: 30s
+  labels: {severity: page}
+  annotations:
+    description: "{{ .Value }} N+1 on {{ .Labels.service }}; fix {{ .Culprit.Service }} {{ .Culprit.Operation }}"
+  findings: {kind: n_plus_one_query, service: checkout, more_than: 20, window: 10m}
+`
+
+type harness struct {
+	m     *Manager
+	clk   *clock
+	fs    *fakeFindings
+	ctx   context.Context
+	stop  context.CancelFunc
+	wg    *sync.WaitGroup
+	reg   *prometheus.Registry
+	hooks []*hook
+}
+
+func newHarness(t *testing.T, dir string, rules []Rule, hooks ...*hook) *harness {
+	t.Helper()
+	h := &harness{clk: &clock{t: time.Date(2026, 12, 6, 10, 0, 0, 0, time.UTC)}, fs: &fakeFindings{}, reg: prometheus.NewRegistry(), hooks: hooks}
+	var recv []Receiver
+	for _, hk := range hooks {
+		w, err := NewWebhook(hk.srv.URL, hk.secret, hk.srv.Client())
+		if err != nil {
+			t.Fatal(err)
+		}
+		recv = append(recv, w)
+	}
+	m, err := New(Options{Rules: rules, Dir: dir, Receivers: recv, Findings: h.fs, Registerer: h.reg,
+		Now: h.clk.now, ExternalURL: "http://tracedx.example:16686/", Backoff: 5 * time.Millisecond, Attempts: 2})
+	if err != nil {
+		t.Fatal(err)
+	}
+	h.m = m
+	h.ctx, h.stop = context.WithCancel(context.Background())
+	h.wg = m.startReceivers(h.ctx)
+	t.Cleanup(h.close)
+	return h
+}
+
+func (h *harness) close() {
+	h.stop()
+	h.wg.Wait()
+}
+
+func TestFindingsRuleLifecycleAndWebhook(t *testing.T) {
+	hk := newHook(t, "s3cret")
+	h := newHarness(t, t.TempDir(), parseRules(t, checkoutRule), hk)
+	ctx := context.Background()
+
+	h.fs.set(nPlusOne(20, h.clk.now()))
+	h.m.Evaluate(ctx)
+	if v := h.m.Alerts(); len(v.Pending)+len(v.Firing) != 0 {
+		t.Fatalf("20 findings is not more than 20: %+v", v)
+	}
+	h.fs.set(nPlusOne(21, h.clk.now()))
+	h.m.Evaluate(ctx)
+	v := h.m.Alerts()
+	if len(v.Pending) != 1 || len(v.Firing) != 0 {
+		t.Fatalf("want one pending alert, got %+v", v)
+	}
+	h.clk.add(15 * time.Second)
+	h.m.Evaluate(ctx)
+	if len(h.m.Alerts().Firing) != 0 {
+		t.Fatal("fired before its for: 30s")
+	}
+	h.clk.add(15 * time.Second)
+	h.m.Evaluate(ctx)
+	v = h.m.Alerts()
+	if len(v.Firing) != 1 {
+		t.Fatalf("want firing after 30s, got %+v", v)
+	}
+	a := v.Firing[0]
+	if a.Labels["alertname"] != "CheckoutNPlusOne" || a.Labels["service"] != "checkout" || a.Labels["kind"] != "n_plus_one_query" || a.Labels["severity"] != "page" {
+		t.Errorf("labels: %v", a.Labels)
+	}
+	if a.Annotations["culprit"] != "orders GET /orders" || a.Annotations["culprit_span_id"] != "b7ad6b7169203331" {
+		t.Errorf("the culprit of the top finding must be named: %v", a.Annotations)
+	}
+	if want := "21 N+1 on checkout; fix orders GET /orders"; a.Annotations["description"] != want {
+		t.Errorf("template: %q, want %q", a.Annotations["description"], want)
+	}
+	if !strings.HasPrefix(a.Annotations["trace_url"], "http://tracedx.example:16686/trace/0af76519") ||
+		!strings.Contains(a.Annotations["finding_url"], "/findings?kind=n_plus_one_query&service=checkout") {
+		t.Errorf("links: %v", a.Annotations)
+	}
+	waitFor(t, "the firing webhook", func() bool { return len(hk.statuses()) == 1 })
+	if got := hk.last(); got.Status != StateFiring || got.Annotations["culprit"] != "orders GET /orders" {
+		t.Errorf("webhook got %+v", got)
+	}
+	if out := gauge(t, h.reg, "tracedx_alerts", "alertstate", "firing"); out != 1 {
+		t.Errorf("tracedx_alerts: %v", out)
+	}
+
+	// Still firing: a webhook hears of it once, however often it is evaluated.
+	for i := 0; i < 5; i++ {
+		h.clk.add(time.Minute)
+		h.fs.set(nPlusOne(25, h.clk.now()))
+		h.m.Evaluate(ctx)
+	}
+	time.Sleep(50 * time.Millisecond)
+	if got := hk.statuses(); len(got) != 1 {
+		t.Fatalf("webhook calls while firing: %v, want just the first", got)
+	}
+
+	h.fs.set(nil)
+	h.m.Evaluate(ctx)
+	v = h.m.Alerts()
+	if len(v.Firing) != 0 || len(v.History) != 1 || v.History[0].State != StateResolved {
+		t.Fatalf("want resolved in history: %+v", v)
+	}
+	waitFor(t, "the resolve", func() bool { return len(hk.statuses()) == 2 })
+	if got := hk.statuses(); got[1] != "resolved" {
+		t.Errorf("webhook statuses %v", got)
+	}
+	hk.mu.Lock()
+	if hk.badSig != 0 {
+		t.Errorf("%d webhook calls with a bad signature", hk.badSig)
+	}
+	hk.mu.Unlock()
+}
+
+func TestRestartNeitherRepeatsNorLoses(t *testing.T) {
+	dir := t.TempDir()
+	hk := newHook(t, "")
+	rules := parseRules(t, strings.Replace(checkoutRule, "for: 30s", "for: 0s", 1))
+	h := newHarness(t, dir, rules, hk)
+	h.fs.set(nPlusOne(30, h.clk.now()))
+	h.m.Evaluate(context.Background())
+	waitFor(t, "firing", func() bool { return len(hk.statuses()) == 1 })
+	firedAt := h.m.Alerts().Firing[0].FiredAt
+	h.close()
+
+	// Restart while firing: the alert is still firing from the same time,
+	// and the webhook hears nothing new.
+	h2 := newHarness(t, dir, rules, hk)
+	h2.clk.t = h.clk.now().Add(time.Minute)
+	h2.fs.set(nPlusOne(30, h2.clk.now()))
+	v := h2.m.Alerts()
+	if len(v.Firing) != 1 || !v.Firing[0].FiredAt.Equal(firedAt) {
+		t.Fatalf("firing alert lost over a restart: %+v", v)
+	}
+	h2.m.Evaluate(context.Background())
+	time.Sleep(50 * time.Millisecond)
+	if got := hk.statuses(); len(got) != 1 {
+		t.Fatalf("restart repeated the notification: %v", got)
+	}
+
+	// Resolve while the webhook is down, then restart before it is back:
+	// the resolve survives and is delivered.
+	hk.down.Store(true)
+	h2.fs.set(nil)
+	h2.m.Evaluate(context.Background())
+	time.Sleep(50 * time.Millisecond)
+	h2.close()
+	hk.down.Store(false)
+	h3 := newHarness(t, dir, rules, hk)
+	h3.clk.t = h2.clk.now().Add(time.Minute)
+	h3.m.Evaluate(context.Background())
+	waitFor(t, "the resolve after restart", func() bool { return len(hk.statuses()) == 2 })
+	if got := hk.statuses(); got[1] != "resolved" {
+		t.Fatalf("statuses %v", got)
+	}
+	h3.m.Evaluate(context.Background())
+	time.Sleep(50 * time.Millisecond)
+	if got := hk.statuses(); len(got) != 2 {
+		t.Fatalf("resolve delivered twice: %v", got)
+	}
+}
+
+func TestDownReceiverDelaysNothingElse(t *testing.T) {
+	up, down := newHook(t, ""), newHook(t, "")
+	down.down.Store(true)
+	// A third receiver that hangs: its queue fills, evaluation goes on.
+	release := make(chan struct{})
+	hang := &hook{}
+	hang.srv = httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) { <-release }))
+	t.Cleanup(func() { close(release); hang.srv.Close() })
+	rules := parseRules(t, strings.Replace(checkoutRule, "for: 30s", "for: 0s", 1))
+	h := newHarness(t, t.TempDir(), rules, up, down, hang)
+	h.fs.set(nPlusOne(30, h.clk.now()))
+	start := time.Now()
+	for i := 0; i < 200; i++ {
+		h.m.Evaluate(context.Background())
+	}
+	if d := time.Since(start); d > 2*time.Second {
+		t.Errorf("200 evaluations took %s with a hanging receiver", d)
+	}
+	waitFor(t, "the healthy receiver", func() bool { return len(up.statuses()) == 1 })
+	down.down.Store(false)
+	waitFor(t, "the receiver that came back", func() bool {
+		h.m.Evaluate(context.Background())
+		return len(down.statuses()) == 1
+	})
+	if got := up.statuses(); len(got) != 1 {
+		t.Errorf("healthy receiver got %v", got)
+	}
+}
+
+func TestAlertmanagerResends(t *testing.T) {
+	var mu sync.Mutex
+	var posts [][]map[string]any
+	am := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if r.URL.Path != "/api/v2/alerts" || r.Method != http.MethodPost {
+			http.NotFound(w, r)
+			return
+		}
+		var body []map[string]any
+		_ = json.NewDecoder(r.Body).Decode(&body)
+		mu.Lock()
+		posts = append(posts, body)
+		mu.Unlock()
+	}))
+	defer am.Close()
+	clk := &clock{t: time.Date(2026, 12, 6, 10, 0, 0, 0, time.UTC)}
+	recv, err := NewAlertmanager(am.URL, time.Minute, am.Client())
+	if err != nil {
+		t.Fatal(err)
+	}
+	fs := &fakeFindings{}
+	m, err := New(Options{Rules: parseRules(t, strings.Replace(checkoutRule, "for: 30s", "for: 0s", 1)),
+		Receivers: []Receiver{recv}, Findings: fs, Now: clk.now, ExternalURL: "http://x"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	m.startReceivers(ctx)
+	n := func() int { mu.Lock(); defer mu.Unlock(); return len(posts) }
+	fs.set(nPlusOne(30, clk.now()))
+	m.Evaluate(ctx)
+	waitFor(t, "first post", func() bool { return n() == 1 })
+	clk.add(30 * time.Second)
+	m.Evaluate(ctx)
+	time.Sleep(30 * time.Millisecond)
+	if n() != 1 {
+		t.Fatalf("resent before the resend interval")
+	}
+	clk.add(31 * time.Second)
+	m.Evaluate(ctx)
+	waitFor(t, "resend", func() bool { return n() == 2 })
+	mu.Lock()
+	first := posts[0][0]
+	mu.Unlock()
+	if first["startsAt"] != "2026-12-06T10:00:00.000Z" || first["endsAt"] != "2026-12-06T10:04:00.000Z" ||
+		first["generatorURL"] != "http://x/alerts?rule=CheckoutNPlusOne" {
+		t.Errorf("posted %v", first)
+	}
+	fs.set(nil)
+	clk.add(10 * time.Second)
+	m.Evaluate(ctx)
+	waitFor(t, "resolve", func() bool { return n() == 3 })
+	mu.Lock()
+	last := posts[2][0]
+	mu.Unlock()
+	if last["endsAt"] != "2026-12-06T10:01:11.000Z" {
+		t.Errorf("resolve must end at the resolve time: %v", last)
+	}
+}
+
+func TestBadRulesAreNamed(t *testing.T) {
+	cases := map[string]string{
+		"- alert: A\n  findings: {window: 0s}\n":                                   `alert rule "A": findings.window`,
+		"- alert: B\n  red: {window: 5m, error_ratio_above: 2}\n":                  `alert rule "B": red.error_ratio_above`,
+		"- alert: C\n  red: {window: 5m}\n":                                        `alert rule "C": red: needs exactly one`,
+		"- alert: D\n  slo: {objective: 99.9}\n":                                   `alert rule "D": slo.objective`,
+		"- alert: E\n  findings: {window: 1m, min_severity: loud}\n":               `alert rule "E": findings.min_severity`,
+		"- alert: F\n  annotations: {x: '{{ .Labels'}\n  findings: {window: 1m}\n": `alert rule "F": annotations.x`,
+		"- alert: G\n":               `alert rule "G": needs exactly one of`,
+		"- findings: {window: 1m}\n": `alert rule "#1": alert:`,
+		"- alert: H\n  slo: {objective: 0.99, windows: [{long: 5m, short: 1h, factor: 2}]}\n": `alert rule "H": slo.windows[0]`,
+	}
+	for doc, want := range cases {
+		err := Validate(parseRules(t, doc))
+		if err == nil || !strings.Contains(err.Error(), want) {
+			t.Errorf("%q: got %v, want it to contain %q", doc, err, want)
+		}
+	}
+	var n yaml.Node
+	_ = yaml.Unmarshal([]byte("- alert: X\n  findings: {windw: 1m}\n"), &n)
+	if _, err := ParseRules(n.Content[0]); err == nil || !strings.Contains(err.Error(), "windw") {
+		t.Errorf("unknown field: %v", err)
+	}
+	if err := Validate(DefaultRules()); err != nil {
+		t.Errorf("default rules: %v", err)
+	}
+}
+
+// fakeRED holds per-window counts keyed by window length.
+type fakeRED map[time.Duration][]red.EntryCounts
+
+func (f fakeRED) EntryOperationCounts(_ string, start, end time.Time, _ float64) ([]red.EntryCounts, error) {
+	return f[end.Sub(start)], nil
+}
+
+func TestSLOBurnNeedsBothWindows(t *testing.T) {
+	op := func(count, errs uint64) []red.EntryCounts {
+		return []red.EntryCounts{{Service: "checkout", Operation: "POST /checkout", Count: count, Errors: errs}}
+	}
+	rule := parseRules(t, "- alert: Burn\n  slo: {objective: 0.999, min_requests: 100}\n")
+	if err := Validate(rule); err != nil {
+		t.Fatal(err)
+	}
+	now := time.Date(2026, 12, 6, 10, 0, 0, 0, time.UTC)
+	eval := func(src fakeRED) []sample {
+		e := &evaluator{red: src, now: now, cache: map[redKey][]red.EntryCounts{}}
+		s, err := e.eval(context.Background(), &rule[0])
+		if err != nil {
+			t.Fatal(err)
+		}
+		return s
+	}
+	// 1.5% errors = 15x the 0.1% budget in the last hour and 5 minutes.
+	if s := eval(fakeRED{time.Hour: op(10000, 150), 5 * time.Minute: op(800, 12)}); len(s) != 1 || s[0].value < 14.4 {
+		t.Fatalf("fast burn missed: %+v", s)
+	}
+	// The hour burned, the last 5 minutes are clean: already over.
+	if s := eval(fakeRED{time.Hour: op(10000, 150), 5 * time.Minute: op(800, 0)}); len(s) != 0 {
+		t.Fatalf("fired on the long window alone: %+v", s)
+	}
+	// 1.3% (13x) is under the fast factor, over the slow one (6x) when 6h and 30m agree.
+	if s := eval(fakeRED{time.Hour: op(10000, 130), 5 * time.Minute: op(800, 11),
+		6 * time.Hour: op(60000, 700), 30 * time.Minute: op(5000, 60)}); len(s) != 1 || !strings.Contains(s[0].impact, "6h0m0s/30m0s") {
+		t.Fatalf("slow burn missed: %+v", s)
+	}
+	// Too little traffic is not judged.
+	if s := eval(fakeRED{time.Hour: op(50, 50), 5 * time.Minute: op(5, 5)}); len(s) != 0 {
+		t.Fatalf("judged an endpoint without enough traffic: %+v", s)
+	}
+}
+
+func TestREDConditions(t *testing.T) {
+	now := time.Date(2026, 12, 6, 10, 0, 30, 0, time.UTC)
+	rules := parseRules(t, `
+- alert: Errors
+  red: {service: cart, window: 5m, error_ratio_above: 0.05, min_requests: 10}
+- alert: Slow
+  red: {window: 5m, latency_above_ms: 500, percentile: 95}
+- alert: Drop
+  red: {window: 10m, rate_drop_below: 0.5, baseline: 1h}
+`)
+	if err := Validate(rules); err != nil {
+		t.Fatal(err)
+	}
+	src := fakeRED{
+		5 * time.Minute: {{Service: "cart", Operation: "GET /cart", Count: 100, Errors: 6, P95MS: 700},
+			{Service: "pay", Operation: "POST /pay", Count: 100, Errors: 50, P95MS: 100}},
+		10 * time.Minute: {{Service: "cart", Operation: "GET /cart", Count: 300}},
+		time.Hour:        {{Service: "cart", Operation: "GET /cart", Count: 6000}, {Service: "gone", Operation: "GET /", Count: 600}},
+	}
+	e := &evaluator{red: src, now: now, cache: map[redKey][]red.EntryCounts{}}
+	got := map[string][]string{}
+	for i := range rules {
+		s, err := e.eval(context.Background(), &rules[i])
+		if err != nil {
+			t.Fatal(err)
+		}
+		for _, x := range s {
+			got[rules[i].Name] = append(got[rules[i].Name], x.labels["service"])
+		}
+	}
+	// pay is excluded by the service filter; cart's 6% breaks 5%.
+	if len(got["Errors"]) != 1 || got["Errors"][0] != "cart" {
+		t.Errorf("Errors: %v", got["Errors"])
+	}
+	if len(got["Slow"]) != 1 || got["Slow"][0] != "cart" {
+		t.Errorf("Slow: %v", got["Slow"])
+	}
+	// cart: 0.5/s against 1.67/s; gone: no request at all against 0.17/s.
+	if strings.Join(got["Drop"], ",") != "cart,gone" && strings.Join(got["Drop"], ",") != "gone,cart" {
+		t.Errorf("Drop: %v", got["Drop"])
+	}
+}
+
+func TestCrossTraceFindingsAreAlertsOfTheirOwn(t *testing.T) {
+	rules := DefaultRules()
+	if err := Validate(rules); err != nil {
+		t.Fatal(err)
+	}
+	h := newHarness(t, "", rules)
+	now := h.clk.now()
+	h.fs.set([]findingstore.Stored{
+		{Finding: analyze.Finding{Kind: "latency_regression", Severity: analyze.SeverityWarning, Title: "GET /cart is 3x slower", ImpactMS: 240},
+			Time: now, Service: "cart", Operation: "GET /cart", Systemic: true, ExampleTraceIDs: []string{"4bf92f3577b34da6a3ce929d0e0e4736"}},
+		{Finding: analyze.Finding{Kind: "missing_service", Severity: analyze.SeverityCritical, Title: "inventory stopped answering"},
+			Time: now, Service: "inventory", Systemic: true},
+		{Finding: analyze.Finding{Kind: "new_error_type", Severity: analyze.SeverityInfo, Title: "below the default's severity"},
+			Time: now, Service: "cart", Systemic: true},
+	})
+	h.m.Evaluate(context.Background())
+	v := h.m.Alerts()
+	kinds := map[string]Alert{}
+	for _, a := range v.Firing {
+		kinds[a.Labels["kind"]] = a
+	}
+	if len(v.Firing) != 2 || kinds["latency_regression"].Rule != "TracedxCrossTraceFinding" || kinds["missing_service"].Rule != "TracedxCrossTraceFinding" {
+		t.Fatalf("want one alert per cross-trace finding of warning and above: %+v", v.Firing)
+	}
+	lr := kinds["latency_regression"]
+	if lr.Annotations["culprit"] != "cart GET /cart" || !strings.HasSuffix(lr.Annotations["trace_url"], "/trace/4bf92f3577b34da6a3ce929d0e0e4736") ||
+		!strings.Contains(lr.Annotations["compare_url"], "/compare?operation=GET+%2Fcart&selection=slow&service=cart") {
+		t.Errorf("annotations: %v", lr.Annotations)
+	}
+	rg := h.m.Rules()
+	if len(rg.Groups) != 1 || len(rg.Groups[0].Rules) != 3 || rg.Groups[0].Rules[1].State != "firing" || rg.Groups[0].Rules[1].Health != "ok" {
+		t.Errorf("rules view: %+v", rg)
+	}
+}
+
+func TestFindingsCounter(t *testing.T) {
+	reg := prometheus.NewRegistry()
+	c := NewFindingsCounter(reg)
+	fs := &fakeFindings{}
+	sink := c.Wrap(putFunc(func(l []findingstore.Stored) { fs.set(l) }))
+	if err := sink.Put(context.Background(), nPlusOne(3, time.Now())); err != nil {
+		t.Fatal(err)
+	}
+	if got := gauge(t, reg, "tracedx_findings_total", "severity", "warning"); got != 3 {
+		t.Errorf("tracedx_findings_total = %v, want 3", got)
+	}
+}
+
+type putFunc func([]findingstore.Stored)
+
+func (f putFunc) Put(_ context.Context, l []findingstore.Stored) error { f(l); return nil }
+
+// gauge sums the samples of a metric whose label has value.
+func gauge(t *testing.T, reg *prometheus.Registry, name, label, value string) float64 {
+	t.Helper()
+	fams, err := reg.Gather()
+	if err != nil {
+		t.Fatal(err)
+	}
+	var sum float64
+	for _, f := range fams {
+		if f.GetName() != name {
+			continue
+		}
+		for _, m := range f.GetMetric() {
+			for _, l := range m.GetLabel() {
+				if l.GetName() == label && l.GetValue() == value {
+					sum += m.GetGauge().GetValue() + m.GetCounter().GetValue()
+				}
+			}
+		}
+	}
+	return sum
+}

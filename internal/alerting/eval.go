@@ -1,0 +1,377 @@
+package alerting
+
+import (
+	"context"
+	"fmt"
+	"sort"
+	"strings"
+	"time"
+
+	"github.com/tracedx/tracedx/internal/analyze"
+	"github.com/tracedx/tracedx/internal/findingstore"
+	"github.com/tracedx/tracedx/internal/red"
+)
+
+// REDReader is the RED metrics the rules read.
+type REDReader interface {
+	EntryOperationCounts(service string, start, end time.Time, slowerMS float64) ([]red.EntryCounts, error)
+}
+
+// FindingsReader is the findings store the rules read.
+type FindingsReader interface {
+	List(ctx context.Context, q findingstore.Query) ([]findingstore.Stored, error)
+}
+
+// maxFindingsPerRule bounds the findings one rule reads per evaluation; a
+// count rule saturates there.
+const maxFindingsPerRule = 5000
+
+// sample is one instance of a rule's condition that holds now.
+type sample struct {
+	labels  map[string]string // instance labels: service, operation, kind
+	value   float64
+	culprit analyze.Culprit
+	impact  string
+	summary string
+	// traceID is an example trace; findingID the finding behind the alert.
+	traceID   string
+	findingID uint64
+	// service/operation of a comparison link (RED and SLO alerts).
+	compareService, compareOperation string
+	compareSelection                 string
+}
+
+// evaluator runs the conditions of rules against the sources, caching the
+// RED reads of one evaluation so rules sharing a window share the scan.
+type evaluator struct {
+	red      REDReader
+	findings FindingsReader
+	now      time.Time
+	cache    map[redKey][]red.EntryCounts
+}
+
+type redKey struct {
+	service    string
+	start, end int64
+	slowerMS   float64
+}
+
+func (e *evaluator) counts(service string, start, end time.Time, slowerMS float64) ([]red.EntryCounts, error) {
+	k := redKey{service, start.UnixNano(), end.UnixNano(), slowerMS}
+	if c, ok := e.cache[k]; ok {
+		return c, nil
+	}
+	if e.red == nil {
+		return nil, nil
+	}
+	c, err := e.red.EntryOperationCounts(service, start, end, slowerMS)
+	if err != nil {
+		return nil, err
+	}
+	e.cache[k] = c
+	return c, nil
+}
+
+func (e *evaluator) eval(ctx context.Context, r *Rule) ([]sample, error) {
+	var out []sample
+	var err error
+	switch {
+	case r.RED != nil:
+		out, err = e.evalRED(r.RED)
+	case r.SLO != nil:
+		out, err = e.evalSLO(r.SLO)
+	case r.Findings != nil:
+		return e.evalFindings(ctx, r.Findings)
+	default:
+		return e.evalCrossTrace(ctx, r.CrossTrace)
+	}
+	if err != nil {
+		return nil, err
+	}
+	// RED and SLO alerts name the operation; the top finding of the
+	// service in the window usually knows better where to fix it.
+	for i := range out {
+		e.blame(ctx, &out[i])
+	}
+	return out, nil
+}
+
+func opLabels(c red.EntryCounts) map[string]string {
+	return map[string]string{"service": c.Service, "operation": c.Operation}
+}
+
+func matchOp(c red.EntryCounts, service, op string) bool {
+	return (service == "" || c.Service == service) && (op == "" || c.Operation == op)
+}
+
+func (e *evaluator) evalRED(c *REDCondition) ([]sample, error) {
+	end := e.now
+	if c.RateDropBelow > 0 {
+		// The open minute is partial and would read as a drop.
+		end = e.now.Truncate(time.Minute)
+	}
+	start := end.Add(-c.Window)
+	cur, err := e.counts(c.Service, start, end, 0)
+	if err != nil {
+		return nil, err
+	}
+	var base map[[2]string]uint64
+	if c.RateDropBelow > 0 {
+		prev, err := e.counts(c.Service, start.Add(-c.Baseline), start, 0)
+		if err != nil {
+			return nil, err
+		}
+		base = map[[2]string]uint64{}
+		for _, p := range prev {
+			base[[2]string{p.Service, p.Operation}] = p.Count
+		}
+		// An operation that stopped entirely has no row in the window.
+		seen := map[[2]string]bool{}
+		for _, x := range cur {
+			seen[[2]string{x.Service, x.Operation}] = true
+		}
+		for _, p := range prev {
+			if !seen[[2]string{p.Service, p.Operation}] {
+				cur = append(cur, red.EntryCounts{Service: p.Service, Operation: p.Operation})
+			}
+		}
+	}
+	var out []sample
+	for _, x := range cur {
+		if !matchOp(x, c.Service, c.Operation) {
+			continue
+		}
+		s := sample{labels: opLabels(x), compareService: x.Service, compareOperation: x.Operation}
+		switch {
+		case c.ErrorRatioAbove > 0:
+			if x.Count < uint64(c.MinRequests) || x.Count == 0 {
+				continue
+			}
+			s.value = float64(x.Errors) / float64(x.Count)
+			if s.value <= c.ErrorRatioAbove {
+				continue
+			}
+			s.compareSelection = "error"
+			s.summary = fmt.Sprintf("%s %s fails %.1f%% of requests (threshold %.1f%%)", x.Service, x.Operation, 100*s.value, 100*c.ErrorRatioAbove)
+			s.impact = fmt.Sprintf("%d of %d requests failed in the last %s", x.Errors, x.Count, c.Window)
+		case c.LatencyAboveMS > 0:
+			if x.Count < uint64(c.MinRequests) || x.Count == 0 {
+				continue
+			}
+			s.value = map[int]float64{50: x.P50MS, 95: x.P95MS, 99: x.P99MS}[c.Percentile]
+			if s.value <= c.LatencyAboveMS {
+				continue
+			}
+			s.compareSelection = "slow"
+			s.summary = fmt.Sprintf("%s %s p%d latency is %.0f ms (threshold %.0f ms)", x.Service, x.Operation, c.Percentile, s.value, c.LatencyAboveMS)
+			s.impact = fmt.Sprintf("p%d of %d requests in the last %s is %.0f ms", c.Percentile, x.Count, c.Window, s.value)
+		default:
+			b := base[[2]string{x.Service, x.Operation}]
+			if b == 0 || b < uint64(c.MinRequests) {
+				continue
+			}
+			rate := float64(x.Count) / c.Window.Seconds()
+			baseRate := float64(b) / c.Baseline.Seconds()
+			s.value = rate / baseRate
+			if s.value >= c.RateDropBelow {
+				continue
+			}
+			s.summary = fmt.Sprintf("%s %s gets %.0f%% of its usual requests", x.Service, x.Operation, 100*s.value)
+			s.impact = fmt.Sprintf("%.2f req/s in the last %s against %.2f req/s in the %s before", rate, c.Window, baseRate, c.Baseline)
+		}
+		out = append(out, s)
+	}
+	return out, nil
+}
+
+func (e *evaluator) evalSLO(c *SLOCondition) ([]sample, error) {
+	budget := 1 - c.Objective
+	type burn struct {
+		long, short float64
+		count       uint64
+	}
+	hot := map[[2]string][]string{}
+	worst := map[[2]string]burn{}
+	for _, w := range c.Windows {
+		long, err := e.counts(c.Service, e.now.Add(-w.Long), e.now, c.LatencyMS)
+		if err != nil {
+			return nil, err
+		}
+		short, err := e.counts(c.Service, e.now.Add(-w.Short), e.now, c.LatencyMS)
+		if err != nil {
+			return nil, err
+		}
+		shortBurn := map[[2]string]float64{}
+		for _, x := range short {
+			shortBurn[[2]string{x.Service, x.Operation}] = badRatio(x, c.LatencyMS) / budget
+		}
+		for _, x := range long {
+			if !matchOp(x, c.Service, c.Operation) || x.Count == 0 || x.Count < uint64(c.MinRequests) {
+				continue
+			}
+			k := [2]string{x.Service, x.Operation}
+			lb, sb := badRatio(x, c.LatencyMS)/budget, shortBurn[k]
+			if lb < w.Factor || sb < w.Factor {
+				continue
+			}
+			hot[k] = append(hot[k], fmt.Sprintf("%s/%s at %.1fx/%.1fx (threshold %gx)", w.Long, w.Short, lb, sb, w.Factor))
+			if lb > worst[k].long {
+				worst[k] = burn{lb, sb, x.Count}
+			}
+		}
+	}
+	what, sel := "availability", "error"
+	if c.LatencyMS > 0 {
+		what, sel = fmt.Sprintf("latency (< %g ms)", c.LatencyMS), "slow"
+	}
+	out := make([]sample, 0, len(hot))
+	for k, pairs := range hot {
+		b := worst[k]
+		out = append(out, sample{
+			labels: map[string]string{"service": k[0], "operation": k[1]},
+			value:  b.long,
+			summary: fmt.Sprintf("%s %s burns its %s error budget (SLO %g) %.1fx too fast",
+				k[0], k[1], what, c.Objective, b.long),
+			impact:         "burn rate " + strings.Join(pairs, "; "),
+			compareService: k[0], compareOperation: k[1], compareSelection: sel,
+		})
+	}
+	return out, nil
+}
+
+func badRatio(x red.EntryCounts, latencyMS float64) float64 {
+	if x.Count == 0 {
+		return 0
+	}
+	bad := x.Errors
+	if latencyMS > 0 {
+		bad = x.Slow
+	}
+	return float64(bad) / float64(x.Count)
+}
+
+func (e *evaluator) listFindings(ctx context.Context, kind, service string, minSev analyze.Severity, window time.Duration, systemic bool) ([]findingstore.Stored, error) {
+	if e.findings == nil {
+		return nil, nil
+	}
+	list, err := e.findings.List(ctx, findingstore.Query{From: e.now.Add(-window), Kind: kind, Service: service,
+		Systemic: &systemic, Limit: maxFindingsPerRule})
+	if err != nil {
+		return nil, fmt.Errorf("reading findings: %w", err)
+	}
+	out := list[:0]
+	for _, f := range list {
+		if f.Severity.Rank() >= minSev.Rank() {
+			out = append(out, f)
+		}
+	}
+	return out, nil
+}
+
+func (e *evaluator) evalFindings(ctx context.Context, c *FindingsCondition) ([]sample, error) {
+	list, err := e.listFindings(ctx, c.Kind, c.Service, c.MinSeverity, c.Window, false)
+	if err != nil {
+		return nil, err
+	}
+	groups := map[[2]string][]findingstore.Stored{}
+	for _, f := range list {
+		k := [2]string{f.Kind, f.Service}
+		groups[k] = append(groups[k], f)
+	}
+	var out []sample
+	for k, fs := range groups {
+		if len(fs) <= c.MoreThan {
+			continue
+		}
+		top := topFinding(fs)
+		var impact float64
+		for _, f := range fs {
+			impact += f.ImpactMS
+		}
+		s := sample{labels: map[string]string{"kind": k[0], "service": k[1]}, value: float64(len(fs)),
+			summary: fmt.Sprintf("%d× %s in %s in the last %s: %s", len(fs), k[0], k[1], c.Window, top.Title),
+			impact:  fmt.Sprintf("%d traces affected, %.0f ms on their critical paths in the last %s", len(fs), impact, c.Window)}
+		setFinding(&s, top)
+		out = append(out, s)
+	}
+	return out, nil
+}
+
+func (e *evaluator) evalCrossTrace(ctx context.Context, c *CrossTraceCondition) ([]sample, error) {
+	list, err := e.listFindings(ctx, c.Kind, c.Service, c.MinSeverity, c.Window, true)
+	if err != nil {
+		return nil, err
+	}
+	latest := map[[3]string]findingstore.Stored{}
+	for _, f := range list { // newest first: keep the first of each
+		k := [3]string{f.Kind, f.Service, f.Operation}
+		if _, ok := latest[k]; !ok {
+			latest[k] = f
+		}
+	}
+	out := make([]sample, 0, len(latest))
+	for k, f := range latest {
+		s := sample{labels: map[string]string{"kind": k[0], "service": k[1], "operation": k[2]}, value: f.ImpactMS,
+			summary: f.Title, impact: fmt.Sprintf("%.0f ms per affected request", f.ImpactMS)}
+		setFinding(&s, f)
+		if s.traceID == "" && len(f.ExampleTraceIDs) > 0 {
+			s.traceID = f.ExampleTraceIDs[0]
+		}
+		if f.Operation != "" {
+			s.compareService, s.compareOperation = f.Service, f.Operation
+			s.compareSelection = "slow"
+			if strings.Contains(f.Kind, "error") {
+				s.compareSelection = "error"
+			}
+		}
+		out = append(out, s)
+	}
+	return out, nil
+}
+
+// topFinding is the one with the largest impact (the newest on ties).
+func topFinding(fs []findingstore.Stored) findingstore.Stored {
+	top := fs[0]
+	for _, f := range fs[1:] {
+		if f.ImpactMS > top.ImpactMS {
+			top = f
+		}
+	}
+	return top
+}
+
+func culpritOf(f findingstore.Stored) analyze.Culprit {
+	if f.Culprit != nil && f.Culprit.Service != "" {
+		return *f.Culprit
+	}
+	return analyze.Culprit{Service: f.Service, Operation: f.Operation,
+		Reason: fmt.Sprintf("the %s finding with the largest impact sits there", f.Kind)}
+}
+
+func setFinding(s *sample, f findingstore.Stored) {
+	s.culprit = culpritOf(f)
+	s.traceID = f.TraceID
+	s.findingID = f.ID
+}
+
+// blame names the culprit of a RED or SLO alert: the culprit of the top
+// finding of the service in the last 15 minutes, else the operation itself.
+func (e *evaluator) blame(ctx context.Context, s *sample) {
+	svc, op := s.labels["service"], s.labels["operation"]
+	s.culprit = analyze.Culprit{Service: svc, Operation: op, Reason: "its own requests break the threshold; no finding points elsewhere"}
+	if e.findings == nil {
+		return
+	}
+	list, err := e.findings.List(ctx, findingstore.Query{From: e.now.Add(-15 * time.Minute), Service: svc, Limit: 200})
+	if err != nil || len(list) == 0 {
+		return
+	}
+	sort.SliceStable(list, func(i, j int) bool { return list[i].Severity.Rank() > list[j].Severity.Rank() })
+	best := list[0]
+	for _, f := range list {
+		if f.Severity.Rank() == best.Severity.Rank() && f.ImpactMS > best.ImpactMS {
+			best = f
+		}
+	}
+	setFinding(s, best)
+}
