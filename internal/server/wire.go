@@ -12,6 +12,7 @@ import (
 
 	"github.com/prometheus/client_golang/prometheus"
 
+	"github.com/tracedx/tracedx/internal/alerting"
 	"github.com/tracedx/tracedx/internal/api/jaeger"
 	v1 "github.com/tracedx/tracedx/internal/api/v1"
 	"github.com/tracedx/tracedx/internal/baseline"
@@ -46,6 +47,10 @@ func New(ctx context.Context, cfg config.Config, log *slog.Logger) (*Server, err
 	if err != nil {
 		return nil, err
 	}
+	alertRules, err := alertRulesOf(cfg.Alerting)
+	if err != nil {
+		return nil, err
+	}
 
 	// Analytics first: the store's completion hook feeds them.
 	metrics, err := red.New(red.Options{Dir: dir("metrics"), Retention: cfg.Analysis.MetricsRetention}, log.With("component", "red"))
@@ -77,9 +82,15 @@ func New(ctx context.Context, cfg config.Config, log *slog.Logger) (*Server, err
 	}
 	s.closers = append(s.closers, fs.Close)
 	s.background = append(s.background, func(ctx context.Context) { fs.Run(ctx) })
-	sys := systemic.New(systemic.Config{Dir: dir("systemic")}, fs, nil, log)
+	// Every stored finding is counted on /metrics (tracedx_findings_total).
+	findingsSink := alerting.NewFindingsCounter(s.reg).Wrap(fs)
+	sys := systemic.New(systemic.Config{Dir: dir("systemic")}, findingsSink, nil, log)
 	s.background = append(s.background, func(ctx context.Context) { sys.Run(ctx) })
-	pipe.findings = &storedFindings{fs: fs, sys: sys}
+	pipe.findings = &storedFindings{fs: fs, sink: findingsSink, sys: sys}
+	alertRoutes, err := s.startAlerting(alertRules, metrics, fs)
+	if err != nil {
+		return nil, err
+	}
 
 	// Without analysis and analytics nobody reads completed traces: the
 	// store then neither keeps them for completion nor decodes them.
@@ -170,6 +181,9 @@ func New(ctx context.Context, cfg config.Config, log *slog.Logger) (*Server, err
 	mux := http.NewServeMux()
 	routes := []func(*http.ServeMux){metrics.RegisterRoutes, graph.RegisterRoutes, pipe.registerRoutes, logRoutes(logs)}
 	routes = append(routes, s.extraRoutes(eng, pipe)...)
+	if alertRoutes != nil {
+		routes = append(routes, alertRoutes)
+	}
 	apiV1 := v1.NewHandler(v1.Deps{
 		Store:    eng,
 		Analyzer: pipe.analyze,
