@@ -600,3 +600,38 @@ func gauge(t *testing.T, reg *prometheus.Registry, name, label, value string) fl
 	}
 	return sum
 }
+
+// countingRED counts the scans per window length.
+type countingRED struct {
+	fakeRED
+	mu    sync.Mutex
+	scans map[time.Duration]int
+}
+
+func (c *countingRED) EntryOperationCounts(s string, start, end time.Time, slow float64) ([]red.EntryCounts, error) {
+	c.mu.Lock()
+	c.scans[end.Sub(start)]++
+	c.mu.Unlock()
+	return c.fakeRED.EntryOperationCounts(s, start, end, slow)
+}
+
+// Long windows are rescanned every sixtieth of their length, short ones at
+// every evaluation.
+func TestLongWindowsAreReusedBriefly(t *testing.T) {
+	src := &countingRED{fakeRED: fakeRED{}, scans: map[time.Duration]int{}}
+	clk := &clock{t: time.Date(2026, 12, 6, 10, 0, 0, 0, time.UTC)}
+	m, err := New(Options{Rules: parseRules(t, "- alert: Burn\n  slo: {objective: 0.999}\n"), RED: src, Now: clk.now})
+	if err != nil {
+		t.Fatal(err)
+	}
+	for i := 0; i < 24; i++ { // 6 minutes at 15 s
+		m.Evaluate(context.Background())
+		clk.add(15 * time.Second)
+	}
+	want := map[time.Duration]int{5 * time.Minute: 24, 30 * time.Minute: 12, time.Hour: 6, 6 * time.Hour: 1}
+	for w, n := range want {
+		if src.scans[w] != n {
+			t.Errorf("window %s scanned %d times in 6 min, want %d (all: %v)", w, src.scans[w], n, src.scans)
+		}
+	}
+}

@@ -59,6 +59,7 @@ type Manager struct {
 	history  []Alert // newest last
 	health   map[string]ruleHealth
 	inflight map[string]map[string]bool // receiver → alert key
+	long     *longWindows
 	saveMu   sync.Mutex
 
 	evalFailures *prometheus.CounterVec
@@ -103,7 +104,7 @@ func New(opt Options) (*Manager, error) {
 	}
 	opt.ExternalURL = strings.TrimRight(opt.ExternalURL, "/")
 	m := &Manager{opt: opt, log: opt.Logger, alerts: map[string]*Alert{}, health: map[string]ruleHealth{},
-		inflight: map[string]map[string]bool{},
+		inflight: map[string]map[string]bool{}, long: &longWindows{m: map[longKey]longCounts{}},
 		evalFailures: prometheus.NewCounterVec(prometheus.CounterOpts{Name: "tracedx_alert_rule_evaluation_failures_total",
 			Help: "Evaluations of an alert rule that failed."}, []string{"rule"}),
 		notifyTotal: prometheus.NewCounterVec(prometheus.CounterOpts{Name: "tracedx_alert_notifications_total",
@@ -169,7 +170,7 @@ func (m *Manager) startReceivers(ctx context.Context) *sync.WaitGroup {
 // notifications due.
 func (m *Manager) Evaluate(ctx context.Context) {
 	now := m.opt.Now()
-	ev := &evaluator{red: m.opt.RED, findings: m.opt.Findings, now: now, cache: map[redKey][]red.EntryCounts{}}
+	ev := &evaluator{red: m.opt.RED, findings: m.opt.Findings, now: now, cache: map[redKey][]red.EntryCounts{}, long: m.long}
 	results := make(map[string][]sample, len(m.opt.Rules))
 	health := make(map[string]ruleHealth, len(m.opt.Rules))
 	failed := map[string]bool{}

@@ -1,0 +1,63 @@
+package alerting
+
+import (
+	"context"
+	"fmt"
+	"testing"
+	"time"
+
+	"github.com/tracedx/tracedx/internal/model"
+	"github.com/tracedx/tracedx/internal/red"
+)
+
+// BenchmarkEvaluateDefaultRules: one evaluation of the built-in rules over
+// RED metrics of 200 entry operations with 6 hours of traffic (the SLO
+// rule's longest window), 10 requests per operation and minute. The clock
+// moves 15 s (the default interval) per evaluation, so long windows are
+// rescanned as often as in a server: run it with -benchtime 96x (24 min).
+func BenchmarkEvaluateDefaultRules(b *testing.B) {
+	m, err := red.New(red.Options{}, nil)
+	if err != nil {
+		b.Fatal(err)
+	}
+	defer m.Close()
+	now := time.Now()
+	var spans []model.Span
+	var seq uint64
+	for minute := 360; minute >= 1; minute-- {
+		t0 := now.Add(-time.Duration(minute) * time.Minute)
+		spans = spans[:0]
+		for op := 0; op < 200; op++ {
+			for i := 0; i < 10; i++ {
+				seq++
+				st := t0.Add(time.Duration(i) * 5 * time.Second)
+				sp := model.Span{Service: fmt.Sprintf("svc%d", op%20), Name: fmt.Sprintf("GET /op%d", op), Kind: model.KindServer,
+					StartUnixNano: uint64(st.UnixNano()), EndUnixNano: uint64(st.Add(time.Duration(5+i) * time.Millisecond).UnixNano())}
+				sp.SpanID[0], sp.TraceID[0] = byte(seq), byte(seq>>8)
+				if i == 0 && op%7 == 0 {
+					sp.StatusCode = model.StatusError
+				}
+				spans = append(spans, sp)
+			}
+		}
+		m.Observe(spans)
+	}
+	if err := m.Flush(); err != nil {
+		b.Fatal(err)
+	}
+	clk := &clock{t: now}
+	mgr, err := New(Options{Rules: DefaultRules(), RED: m, Findings: &fakeFindings{}, Now: clk.now})
+	if err != nil {
+		b.Fatal(err)
+	}
+	ctx := context.Background()
+	mgr.Evaluate(ctx)
+	if n := len(mgr.Alerts().Firing); n == 0 {
+		b.Fatalf("with 10%% errors on every 7th operation the SLO rule must fire; fired %d", n)
+	}
+	b.ResetTimer()
+	for b.Loop() {
+		clk.add(15 * time.Second)
+		mgr.Evaluate(ctx)
+	}
+}
