@@ -5,15 +5,11 @@ package e2e
 import (
 	"bufio"
 	"context"
-	"crypto/hmac"
-	"crypto/sha256"
-	"encoding/hex"
 	"encoding/json"
 	"errors"
 	"fmt"
 	"io"
 	"net/http"
-	"net/http/httptest"
 	"net/url"
 	"os"
 	"os/exec"
@@ -21,75 +17,17 @@ import (
 	"regexp"
 	"strings"
 	"sync"
-	"sync/atomic"
 	"testing"
 	"time"
 
 	"github.com/prometheus/alertmanager/api/v2/models"
 
+	"github.com/tracedx/tracedx/internal/alerting/alertingtest"
 	"github.com/tracedx/tracedx/internal/demo"
 )
 
 // Keep in sync with ALERTMANAGER_VERSION in e2e/ci.sh.
 const alertmanagerVersion = "v0.35.0"
-
-// webhookSink records the JSON posted to it; down makes it answer 503.
-type webhookSink struct {
-	srv    *httptest.Server
-	secret string
-	down   atomic.Bool
-	mu     sync.Mutex
-	bodies []map[string]any
-	badSig int
-}
-
-func newWebhookSink(t *testing.T, secret string) *webhookSink {
-	w := &webhookSink{secret: secret}
-	w.srv = httptest.NewServer(http.HandlerFunc(func(rw http.ResponseWriter, r *http.Request) {
-		if w.down.Load() {
-			http.Error(rw, "down", http.StatusServiceUnavailable)
-			return
-		}
-		body, _ := io.ReadAll(r.Body)
-		var m map[string]any
-		if err := json.Unmarshal(body, &m); err != nil {
-			http.Error(rw, err.Error(), http.StatusBadRequest)
-			return
-		}
-		w.mu.Lock()
-		defer w.mu.Unlock()
-		if secret != "" {
-			mac := hmac.New(sha256.New, []byte(secret))
-			mac.Write(body)
-			if r.Header.Get("X-Tracedx-Signature") != "sha256="+hex.EncodeToString(mac.Sum(nil)) {
-				w.badSig++
-			}
-		}
-		w.bodies = append(w.bodies, m)
-	}))
-	t.Cleanup(w.srv.Close)
-	return w
-}
-
-// statuses lists, in arrival order, the status of each alert named
-// alertname (tracedx's webhook and Alertmanager's share the fields).
-func (w *webhookSink) statuses(alertname string) []string {
-	w.mu.Lock()
-	defer w.mu.Unlock()
-	var out []string
-	for _, b := range w.bodies {
-		alerts, _ := b["alerts"].([]any)
-		for _, a := range alerts {
-			am, _ := a.(map[string]any)
-			labels, _ := am["labels"].(map[string]any)
-			if labels["alertname"] == alertname {
-				st, _ := am["status"].(string)
-				out = append(out, st)
-			}
-		}
-	}
-	return out
-}
 
 // startAlertmanager runs a real Alertmanager on a port the kernel picks,
 // routing every alert to hook with resolves, and returns its base URL.
@@ -200,11 +138,11 @@ type apiAlerts struct {
 func TestAlertsReachAlertmanager(t *testing.T) {
 	t.Parallel()
 	amBin := requireTool(t, "alertmanager", "bash e2e/ci.sh builds Alertmanager "+alertmanagerVersion)
-	amHook := newWebhookSink(t, "")
-	direct := newWebhookSink(t, "e2e-secret")
-	flaky := newWebhookSink(t, "")
-	flaky.down.Store(true)
-	amURL := startAlertmanager(t, amBin, amHook.srv.URL)
+	amHook := alertingtest.New(t, "")
+	direct := alertingtest.New(t, "e2e-secret")
+	flaky := alertingtest.New(t, "")
+	flaky.SetDown(true)
+	amURL := startAlertmanager(t, amBin, amHook.URL())
 
 	const alertname = "ShopNPlusOne"
 	dir := t.TempDir()
@@ -223,7 +161,7 @@ func TestAlertsReachAlertmanager(t *testing.T) {
       annotations:
         description: "{{ .Value }} N+1 findings in {{ .Labels.service }}; fix {{ .Culprit.Service }} {{ .Culprit.Operation }}"
       findings: {kind: n_plus_one_query, window: 15s}
-`, direct.srv.URL, flaky.srv.URL, alertname)
+`, direct.URL(), flaky.URL(), alertname)
 	if err := os.WriteFile(cfgFile, []byte(cfg), 0o644); err != nil {
 		t.Fatal(err)
 	}
@@ -291,10 +229,10 @@ func TestAlertsReachAlertmanager(t *testing.T) {
 	}
 	// Alertmanager's own notification, and tracedx's signed webhook.
 	if err := eventually(15*time.Second, func() error {
-		if got := amHook.statuses(alertname); len(got) == 0 {
+		if got := amHook.Statuses(alertname); len(got) == 0 {
 			return errors.New("alertmanager has not notified its receiver")
 		}
-		if got := direct.statuses(alertname); len(got) == 0 {
+		if got := direct.Statuses(alertname); len(got) == 0 {
 			return errors.New("the webhook got nothing")
 		}
 		return nil
@@ -303,9 +241,9 @@ func TestAlertsReachAlertmanager(t *testing.T) {
 	}
 	// The receiver that was down gets the alert once it is back; it
 	// delayed nothing above.
-	flaky.down.Store(false)
+	flaky.SetDown(false)
 	if err := eventually(30*time.Second, func() error {
-		if got := flaky.statuses(alertname); len(got) != 1 || got[0] != "firing" {
+		if got := flaky.Statuses(alertname); len(got) != 1 || got[0] != "firing" {
 			return fmt.Errorf("the receiver that came back got %v", got)
 		}
 		return nil
@@ -353,8 +291,8 @@ func TestAlertsReachAlertmanager(t *testing.T) {
 		t.Fatalf("after the restart the firing alert must be the same one: %v before %+v after %+v", err, before, after)
 	}
 	time.Sleep(5 * time.Second) // evaluations and an Alertmanager resend after the restart
-	for name, w := range map[string]*webhookSink{"the webhook": direct, "the receiver that came back": flaky, "Alertmanager's receiver": amHook} {
-		if got := w.statuses(alertname); len(got) != 1 || got[0] != "firing" {
+	for name, w := range map[string]*alertingtest.Receiver{"the webhook": direct, "the receiver that came back": flaky, "Alertmanager's receiver": amHook} {
+		if got := w.Statuses(alertname); len(got) != 1 || got[0] != "firing" {
 			t.Errorf("%s: %v, want exactly one firing notification over the restart", name, got)
 		}
 	}
@@ -362,8 +300,8 @@ func TestAlertsReachAlertmanager(t *testing.T) {
 	// The incident ends: resolved everywhere.
 	stopIncident()
 	if err := eventually(60*time.Second, func() error {
-		for name, w := range map[string]*webhookSink{"the webhook": direct, "Alertmanager's receiver": amHook} {
-			if got := w.statuses(alertname); len(got) < 2 || got[len(got)-1] != "resolved" {
+		for name, w := range map[string]*alertingtest.Receiver{"the webhook": direct, "Alertmanager's receiver": amHook} {
+			if got := w.Statuses(alertname); len(got) < 2 || got[len(got)-1] != "resolved" {
 				return fmt.Errorf("%s got %v, want the resolve", name, got)
 			}
 		}
@@ -378,14 +316,12 @@ func TestAlertsReachAlertmanager(t *testing.T) {
 	}); err != nil {
 		t.Fatalf("%v\ntracedx log:\n%s", err, srv.logTail(20))
 	}
-	if got := direct.statuses(alertname); len(got) != 2 {
+	if got := direct.Statuses(alertname); len(got) != 2 {
 		t.Errorf("the webhook got %v, want firing then resolved", got)
 	}
-	direct.mu.Lock()
-	if direct.badSig != 0 {
-		t.Errorf("%d webhook calls without a valid X-Tracedx-Signature", direct.badSig)
+	if n := direct.BadSignatures(); n != 0 {
+		t.Errorf("%d webhook calls without a valid X-Tracedx-Signature", n)
 	}
-	direct.mu.Unlock()
 	var done apiAlerts
 	if err := srv.getJSON(ctx, "/api/v1/alerts", &done); err != nil || len(done.Firing) != 0 || len(done.History) == 0 || done.History[0].State != "resolved" {
 		t.Errorf("GET /api/v1/alerts after the resolve: %v %+v", err, done)

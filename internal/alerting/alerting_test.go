@@ -3,18 +3,17 @@ package alerting
 import (
 	"context"
 	"encoding/json"
-	"io"
 	"net/http"
 	"net/http/httptest"
 	"strings"
 	"sync"
-	"sync/atomic"
 	"testing"
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
 	"gopkg.in/yaml.v3"
 
+	"github.com/tracedx/tracedx/internal/alerting/alertingtest"
 	"github.com/tracedx/tracedx/internal/analyze"
 	"github.com/tracedx/tracedx/internal/findingstore"
 	"github.com/tracedx/tracedx/internal/red"
@@ -71,59 +70,7 @@ func (c *clock) add(d time.Duration) {
 	c.mu.Unlock()
 }
 
-// hook is a webhook receiver that records what it is sent and can be down.
-type hook struct {
-	srv    *httptest.Server
-	secret string
-	down   atomic.Bool
-	mu     sync.Mutex
-	calls  []WebhookPayload
-	badSig int
-}
-
-func newHook(t *testing.T, secret string) *hook {
-	h := &hook{secret: secret}
-	h.srv = httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		if h.down.Load() {
-			http.Error(w, "down for maintenance", http.StatusServiceUnavailable)
-			return
-		}
-		body, _ := io.ReadAll(r.Body)
-		var p WebhookPayload
-		if err := json.Unmarshal(body, &p); err != nil {
-			http.Error(w, err.Error(), http.StatusBadRequest)
-			return
-		}
-		h.mu.Lock()
-		defer h.mu.Unlock()
-		if secret != "" && r.Header.Get(SignatureHeader) != Sign([]byte(secret), body) {
-			h.badSig++
-		}
-		h.calls = append(h.calls, p)
-	}))
-	t.Cleanup(h.srv.Close)
-	return h
-}
-
-// statuses lists the status of every alert received, in order.
-func (h *hook) statuses() []string {
-	h.mu.Lock()
-	defer h.mu.Unlock()
-	var out []string
-	for _, c := range h.calls {
-		for _, a := range c.Alerts {
-			out = append(out, string(a.Status))
-		}
-	}
-	return out
-}
-
-func (h *hook) last() WebhookAlert {
-	h.mu.Lock()
-	defer h.mu.Unlock()
-	c := h.calls[len(h.calls)-1]
-	return c.Alerts[len(c.Alerts)-1]
-}
+func newHook(t *testing.T, secret string) *alertingtest.Receiver { return alertingtest.New(t, secret) }
 
 func waitFor(t *testing.T, what string, cond func() bool) {
 	t.Helper()
@@ -159,22 +106,21 @@ const checkoutRule = `
 `
 
 type harness struct {
-	m     *Manager
-	clk   *clock
-	fs    *fakeFindings
-	ctx   context.Context
-	stop  context.CancelFunc
-	wg    *sync.WaitGroup
-	reg   *prometheus.Registry
-	hooks []*hook
+	m    *Manager
+	clk  *clock
+	fs   *fakeFindings
+	ctx  context.Context
+	stop context.CancelFunc
+	wg   *sync.WaitGroup
+	reg  *prometheus.Registry
 }
 
-func newHarness(t *testing.T, dir string, rules []Rule, hooks ...*hook) *harness {
+func newHarness(t *testing.T, dir string, rules []Rule, hooks ...*alertingtest.Receiver) *harness {
 	t.Helper()
-	h := &harness{clk: &clock{t: time.Date(2026, 12, 6, 10, 0, 0, 0, time.UTC)}, fs: &fakeFindings{}, reg: prometheus.NewRegistry(), hooks: hooks}
+	h := &harness{clk: &clock{t: time.Date(2026, 12, 6, 10, 0, 0, 0, time.UTC)}, fs: &fakeFindings{}, reg: prometheus.NewRegistry()}
 	var recv []Receiver
 	for _, hk := range hooks {
-		w, err := NewWebhook(hk.srv.URL, hk.secret, hk.srv.Client())
+		w, err := NewWebhook(hk.URL(), hk.Secret(), hk.Client())
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -199,6 +145,7 @@ func (h *harness) close() {
 
 func TestFindingsRuleLifecycleAndWebhook(t *testing.T) {
 	hk := newHook(t, "s3cret")
+	const rule = "CheckoutNPlusOne"
 	h := newHarness(t, t.TempDir(), parseRules(t, checkoutRule), hk)
 	ctx := context.Background()
 
@@ -238,8 +185,9 @@ func TestFindingsRuleLifecycleAndWebhook(t *testing.T) {
 		!strings.Contains(a.Annotations["finding_url"], "/findings?kind=n_plus_one_query&service=checkout") {
 		t.Errorf("links: %v", a.Annotations)
 	}
-	waitFor(t, "the firing webhook", func() bool { return len(hk.statuses()) == 1 })
-	if got := hk.last(); got.Status != StateFiring || got.Annotations["culprit"] != "orders GET /orders" {
+	waitFor(t, "the firing webhook", func() bool { return len(hk.Statuses("")) == 1 })
+	got := hk.Alerts(rule)[0]
+	if ann, _ := got["annotations"].(map[string]any); got["status"] != "firing" || ann["culprit"] != "orders GET /orders" {
 		t.Errorf("webhook got %+v", got)
 	}
 	if out := gauge(t, h.reg, "tracedx_alerts", "alertstate", "firing"); out != 1 {
@@ -253,7 +201,7 @@ func TestFindingsRuleLifecycleAndWebhook(t *testing.T) {
 		h.m.Evaluate(ctx)
 	}
 	time.Sleep(50 * time.Millisecond)
-	if got := hk.statuses(); len(got) != 1 {
+	if got := hk.Statuses(""); len(got) != 1 {
 		t.Fatalf("webhook calls while firing: %v, want just the first", got)
 	}
 
@@ -263,15 +211,13 @@ func TestFindingsRuleLifecycleAndWebhook(t *testing.T) {
 	if len(v.Firing) != 0 || len(v.History) != 1 || v.History[0].State != StateResolved {
 		t.Fatalf("want resolved in history: %+v", v)
 	}
-	waitFor(t, "the resolve", func() bool { return len(hk.statuses()) == 2 })
-	if got := hk.statuses(); got[1] != "resolved" {
+	waitFor(t, "the resolve", func() bool { return len(hk.Statuses("")) == 2 })
+	if got := hk.Statuses(""); got[1] != "resolved" {
 		t.Errorf("webhook statuses %v", got)
 	}
-	hk.mu.Lock()
-	if hk.badSig != 0 {
-		t.Errorf("%d webhook calls with a bad signature", hk.badSig)
+	if n := hk.BadSignatures(); n != 0 {
+		t.Errorf("%d webhook calls with a bad signature", n)
 	}
-	hk.mu.Unlock()
 }
 
 func TestRestartNeitherRepeatsNorLoses(t *testing.T) {
@@ -281,7 +227,7 @@ func TestRestartNeitherRepeatsNorLoses(t *testing.T) {
 	h := newHarness(t, dir, rules, hk)
 	h.fs.set(nPlusOne(30, h.clk.now()))
 	h.m.Evaluate(context.Background())
-	waitFor(t, "firing", func() bool { return len(hk.statuses()) == 1 })
+	waitFor(t, "firing", func() bool { return len(hk.Statuses("")) == 1 })
 	firedAt := h.m.Alerts().Firing[0].FiredAt
 	h.close()
 
@@ -296,40 +242,37 @@ func TestRestartNeitherRepeatsNorLoses(t *testing.T) {
 	}
 	h2.m.Evaluate(context.Background())
 	time.Sleep(50 * time.Millisecond)
-	if got := hk.statuses(); len(got) != 1 {
+	if got := hk.Statuses(""); len(got) != 1 {
 		t.Fatalf("restart repeated the notification: %v", got)
 	}
 
 	// Resolve while the webhook is down, then restart before it is back:
 	// the resolve survives and is delivered.
-	hk.down.Store(true)
+	hk.SetDown(true)
 	h2.fs.set(nil)
 	h2.m.Evaluate(context.Background())
 	time.Sleep(50 * time.Millisecond)
 	h2.close()
-	hk.down.Store(false)
+	hk.SetDown(false)
 	h3 := newHarness(t, dir, rules, hk)
 	h3.clk.t = h2.clk.now().Add(time.Minute)
 	h3.m.Evaluate(context.Background())
-	waitFor(t, "the resolve after restart", func() bool { return len(hk.statuses()) == 2 })
-	if got := hk.statuses(); got[1] != "resolved" {
+	waitFor(t, "the resolve after restart", func() bool { return len(hk.Statuses("")) == 2 })
+	if got := hk.Statuses(""); got[1] != "resolved" {
 		t.Fatalf("statuses %v", got)
 	}
 	h3.m.Evaluate(context.Background())
 	time.Sleep(50 * time.Millisecond)
-	if got := hk.statuses(); len(got) != 2 {
+	if got := hk.Statuses(""); len(got) != 2 {
 		t.Fatalf("resolve delivered twice: %v", got)
 	}
 }
 
 func TestDownReceiverDelaysNothingElse(t *testing.T) {
 	up, down := newHook(t, ""), newHook(t, "")
-	down.down.Store(true)
+	down.SetDown(true)
 	// A third receiver that hangs: its queue fills, evaluation goes on.
-	release := make(chan struct{})
-	hang := &hook{}
-	hang.srv = httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) { <-release }))
-	t.Cleanup(func() { close(release); hang.srv.Close() })
+	hang := alertingtest.NewHanging(t)
 	rules := parseRules(t, strings.Replace(checkoutRule, "for: 30s", "for: 0s", 1))
 	h := newHarness(t, t.TempDir(), rules, up, down, hang)
 	h.fs.set(nPlusOne(30, h.clk.now()))
@@ -340,13 +283,13 @@ func TestDownReceiverDelaysNothingElse(t *testing.T) {
 	if d := time.Since(start); d > 2*time.Second {
 		t.Errorf("200 evaluations took %s with a hanging receiver", d)
 	}
-	waitFor(t, "the healthy receiver", func() bool { return len(up.statuses()) == 1 })
-	down.down.Store(false)
+	waitFor(t, "the healthy receiver", func() bool { return len(up.Statuses("")) == 1 })
+	down.SetDown(false)
 	waitFor(t, "the receiver that came back", func() bool {
 		h.m.Evaluate(context.Background())
-		return len(down.statuses()) == 1
+		return len(down.Statuses("")) == 1
 	})
-	if got := up.statuses(); len(got) != 1 {
+	if got := up.Statuses(""); len(got) != 1 {
 		t.Errorf("healthy receiver got %v", got)
 	}
 }

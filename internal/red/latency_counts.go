@@ -39,12 +39,7 @@ func (m *Metrics) EntryOperationCounts(service string, start, end time.Time, slo
 	}
 	out := make([]EntryCounts, 0, len(groups))
 	for g, aggs := range groups {
-		var tot tsdb.Agg
-		for _, a := range aggs {
-			if a != nil {
-				tot.Merge(a)
-			}
-		}
+		tot := total(aggs)
 		c := EntryCounts{Service: g.service, Operation: g.op, Count: tot.Count, Errors: tot.Errors,
 			P50MS: tot.QuantileMS(0, 0.5), P95MS: tot.QuantileMS(0, 0.95), P99MS: tot.QuantileMS(0, 0.99)}
 		if slowerMS > 0 {
@@ -59,6 +54,17 @@ func (m *Metrics) EntryOperationCounts(service string, start, end time.Time, slo
 		return out[i].Operation < out[j].Operation
 	})
 	return out, err
+}
+
+// total merges the steps of one group.
+func total(aggs []*tsdb.Agg) *tsdb.Agg {
+	var tot tsdb.Agg
+	for _, a := range aggs {
+		if a != nil {
+			tot.Merge(a)
+		}
+	}
+	return &tot
 }
 
 func slowerThan(h *[tsdb.NumBuckets]uint64, us float64) uint64 {

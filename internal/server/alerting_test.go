@@ -88,15 +88,7 @@ func TestDocumentedPrometheusRulesUseExposedMetrics(t *testing.T) {
 		{TraceID: tr, SpanID: model.SpanID{1}, Service: "shop", Name: "GET /", Kind: model.KindServer, StartUnixNano: now, EndUnixNano: now + 50e6, StatusCode: model.StatusError},
 		{TraceID: tr, SpanID: model.SpanID{2}, ParentSpanID: model.SpanID{1}, Service: "db", Name: "SELECT", Kind: model.KindServer, StartUnixNano: now + 1e6, EndUnixNano: now + 40e6, StatusCode: model.StatusError},
 	}
-	body, err := (&ptrace.JSONMarshaler{}).MarshalTraces(otlpconv.ToTraces(spans))
-	if err != nil {
-		t.Fatal(err)
-	}
-	resp, err := http.Post("http://"+s.Addr("otlp-http")+"/v1/traces", "application/json", bytes.NewReader(body))
-	if err != nil {
-		t.Fatal(err)
-	}
-	_ = resp.Body.Close()
+	postOTLP(t, s.Addr("otlp-http"), spans)
 
 	doc, err := os.ReadFile("../../docs/alerting.md")
 	if err != nil {
@@ -134,5 +126,22 @@ func TestDocumentedPrometheusRulesUseExposedMetrics(t *testing.T) {
 			t.Fatalf("/metrics lacks %v, used by docs/alerting.md", missing)
 		}
 		time.Sleep(50 * time.Millisecond)
+	}
+}
+
+// postOTLP sends spans to the OTLP/HTTP receiver at addr as JSON.
+func postOTLP(t *testing.T, addr string, spans []model.Span) {
+	t.Helper()
+	body, err := (&ptrace.JSONMarshaler{}).MarshalTraces(otlpconv.ToTraces(spans))
+	if err != nil {
+		t.Fatal(err)
+	}
+	resp, err := http.Post("http://"+addr+"/v1/traces", "application/json", bytes.NewReader(body))
+	if err != nil {
+		t.Fatal(err)
+	}
+	_ = resp.Body.Close()
+	if resp.StatusCode != http.StatusOK {
+		t.Fatalf("ingest: %s", resp.Status)
 	}
 }
