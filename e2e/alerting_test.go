@@ -212,14 +212,15 @@ func TestAlertsReachAlertmanager(t *testing.T) {
 	}); err != nil {
 		t.Fatalf("%v\ntracedx log:\n%s", err, srv.logTail(30))
 	}
-	t.Logf("firing in Alertmanager %.1fs after the incident started", time.Since(incidentStart).Seconds())
+	t.Logf("firing in Alertmanager %.1fs after the incident started; labels %v annotations %v",
+		time.Since(incidentStart).Seconds(), firing.Labels, firing.Annotations)
 	if culprit := firing.Annotations["culprit"]; !strings.Contains(culprit, "orders") {
 		t.Errorf("the culprit annotation should name the orders service: %q (annotations %v)", culprit, firing.Annotations)
 	}
 	if d := firing.Annotations["description"]; !strings.Contains(d, "N+1 findings in orders; fix orders") {
 		t.Errorf("templated description: %q", d)
 	}
-	for _, k := range []string{"summary", "impact", "trace_url", "finding_url"} {
+	for _, k := range []string{"summary", "impact", "trace_url", "finding_url", "compare_url"} {
 		if firing.Annotations[k] == "" {
 			t.Errorf("annotation %s missing: %v", k, firing.Annotations)
 		}

@@ -182,7 +182,8 @@ func TestFindingsRuleLifecycleAndWebhook(t *testing.T) {
 		t.Errorf("template: %q, want %q", a.Annotations["description"], want)
 	}
 	if !strings.HasPrefix(a.Annotations["trace_url"], "http://tracedx.example:16686/trace/0af76519") ||
-		!strings.Contains(a.Annotations["finding_url"], "/findings?kind=n_plus_one_query&service=checkout") {
+		!strings.Contains(a.Annotations["finding_url"], "/findings?kind=n_plus_one_query&service=checkout") ||
+		!strings.Contains(a.Annotations["compare_url"], "/compare?operation=GET+%2Forders&selection=slow&service=orders") {
 		t.Errorf("links: %v", a.Annotations)
 	}
 	waitFor(t, "the firing webhook", func() bool { return len(hk.Statuses("")) == 1 })

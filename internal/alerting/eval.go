@@ -394,6 +394,11 @@ func setFinding(s *sample, f findingstore.Stored) {
 	s.culprit = culpritOf(f)
 	s.traceID = f.TraceID
 	s.findingID = f.ID
+	// Slow traces of the culprit's operation against its usual ones show
+	// what the finding costs.
+	if s.compareService == "" && s.culprit.Operation != "" {
+		s.compareService, s.compareOperation, s.compareSelection = s.culprit.Service, s.culprit.Operation, "slow"
+	}
 }
 
 // blame names the culprit of a RED or SLO alert: the culprit of the top

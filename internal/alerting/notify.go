@@ -18,6 +18,8 @@ import (
 
 	"github.com/go-openapi/strfmt"
 	"github.com/prometheus/alertmanager/api/v2/models"
+
+	"github.com/tracedx/tracedx/internal/analyze"
 )
 
 // Receiver delivers alerts somewhere.
@@ -159,7 +161,7 @@ type WebhookAlert struct {
 	GeneratorURL string            `json:"generatorURL"`
 	Fingerprint  string            `json:"fingerprint"`
 	Value        float64           `json:"value"`
-	Culprit      any               `json:"culprit"`
+	Culprit      analyze.Culprit   `json:"culprit"`
 }
 
 // Sign returns the signature header value of body.

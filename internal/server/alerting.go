@@ -81,6 +81,15 @@ func (s *Server) startAlerting(rules []alerting.Rule, red alerting.REDReader, fi
 	if err != nil {
 		return nil, err
 	}
+	names := make([]string, len(receivers))
+	for i, r := range receivers {
+		names[i] = r.Name()
+	}
+	if len(receivers) == 0 {
+		s.log.Warn("alerting: no receiver; alerts show in the UI and /api/v1/alerts but go nowhere (set --alertmanager-url or alerting.webhooks)", "rules", len(rules))
+	} else {
+		s.log.Info("alerting", "rules", len(rules), "receivers", names, "interval", c.Interval.String())
+	}
 	s.background = append(s.background, func(ctx context.Context) {
 		if c.ExternalURL == "" {
 			// Known once the listener is bound (port 0 in tests).
