@@ -3,6 +3,8 @@ package alerting
 import (
 	"context"
 	"encoding/json"
+	"io"
+	"log/slog"
 	"net/http"
 	"net/http/httptest"
 	"strings"
@@ -10,6 +12,8 @@ import (
 	"testing"
 	"time"
 
+	"github.com/go-openapi/strfmt"
+	"github.com/prometheus/alertmanager/api/v2/models"
 	"github.com/prometheus/client_golang/prometheus"
 	"gopkg.in/yaml.v3"
 
@@ -70,6 +74,8 @@ func (c *clock) add(d time.Duration) {
 	c.mu.Unlock()
 }
 
+var quiet = slog.New(slog.DiscardHandler)
+
 func newHook(t *testing.T, secret string) *alertingtest.Receiver { return alertingtest.New(t, secret) }
 
 func waitFor(t *testing.T, what string, cond func() bool) {
@@ -127,7 +133,7 @@ func newHarness(t *testing.T, dir string, rules []Rule, hooks ...*alertingtest.R
 		recv = append(recv, w)
 	}
 	m, err := New(Options{Rules: rules, Dir: dir, Receivers: recv, Findings: h.fs, Registerer: h.reg,
-		Now: h.clk.now, ExternalURL: "http://tracedx.example:16686/", Backoff: 5 * time.Millisecond, Attempts: 2})
+		Now: h.clk.now, ExternalURL: "http://tracedx.example:16686/", Backoff: 5 * time.Millisecond, Attempts: 2, Logger: quiet})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -303,8 +309,19 @@ func TestAlertmanagerResends(t *testing.T) {
 			http.NotFound(w, r)
 			return
 		}
+		raw, _ := io.ReadAll(r.Body)
+		// Alertmanager's own decoding and validation, as its API does.
+		var typed models.PostableAlerts
+		if err := json.Unmarshal(raw, &typed); err != nil {
+			http.Error(w, err.Error(), http.StatusBadRequest)
+			return
+		}
+		if err := typed.Validate(strfmt.Default); err != nil {
+			http.Error(w, err.Error(), http.StatusBadRequest)
+			return
+		}
 		var body []map[string]any
-		_ = json.NewDecoder(r.Body).Decode(&body)
+		_ = json.Unmarshal(raw, &body)
 		mu.Lock()
 		posts = append(posts, body)
 		mu.Unlock()
@@ -317,7 +334,7 @@ func TestAlertmanagerResends(t *testing.T) {
 	}
 	fs := &fakeFindings{}
 	m, err := New(Options{Rules: parseRules(t, strings.Replace(checkoutRule, "for: 30s", "for: 0s", 1)),
-		Receivers: []Receiver{recv}, Findings: fs, Now: clk.now, ExternalURL: "http://x"})
+		Receivers: []Receiver{recv}, Findings: fs, Now: clk.now, ExternalURL: "http://x", Logger: quiet})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -420,6 +437,22 @@ func TestSLOBurnNeedsBothWindows(t *testing.T) {
 	if s := eval(fakeRED{time.Hour: op(10000, 130), 5 * time.Minute: op(800, 11),
 		6 * time.Hour: op(60000, 700), 30 * time.Minute: op(5000, 60)}); len(s) != 1 || !strings.Contains(s[0].impact, "6h0m0s/30m0s") {
 		t.Fatalf("slow burn missed: %+v", s)
+	}
+	// A latency objective counts the slow requests, not the failed ones.
+	lat := parseRules(t, "- alert: Lat\n  slo: {objective: 0.99, latency_ms: 300, windows: [{long: 1h, short: 5m, factor: 14.4}]}\n")
+	if err := Validate(lat); err != nil {
+		t.Fatal(err)
+	}
+	slow := func(count, slow uint64) []red.EntryCounts {
+		return []red.EntryCounts{{Service: "checkout", Operation: "POST /checkout", Count: count, Errors: count / 2, Slow: slow}}
+	}
+	e := &evaluator{red: fakeRED{time.Hour: slow(1000, 100), 5 * time.Minute: slow(100, 20)}, now: now, cache: map[redKey][]red.EntryCounts{}}
+	if s, err := e.eval(context.Background(), &lat[0]); err != nil || len(s) != 0 {
+		t.Fatalf("10%% slow is 10x a 1%% budget, under the factor: must not fire: %+v %v", s, err)
+	}
+	e = &evaluator{red: fakeRED{time.Hour: slow(1000, 150), 5 * time.Minute: slow(100, 20)}, now: now, cache: map[redKey][]red.EntryCounts{}}
+	if s, _ := e.eval(context.Background(), &lat[0]); len(s) != 1 || s[0].value != 15 || s[0].compareSelection != "slow" {
+		t.Fatalf("15%% slow over the hour, 20%% over 5 min: fires at 15x: %+v", s)
 	}
 	// Too little traffic is not judged.
 	if s := eval(fakeRED{time.Hour: op(50, 50), 5 * time.Minute: op(5, 5)}); len(s) != 0 {

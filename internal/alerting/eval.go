@@ -3,6 +3,7 @@ package alerting
 import (
 	"context"
 	"fmt"
+	"math"
 	"sort"
 	"strings"
 	"sync"
@@ -245,14 +246,14 @@ func (e *evaluator) evalSLO(c *SLOCondition) ([]sample, error) {
 		}
 		shortBurn := map[[2]string]float64{}
 		for _, x := range short {
-			shortBurn[[2]string{x.Service, x.Operation}] = badRatio(x, c.LatencyMS) / budget
+			shortBurn[[2]string{x.Service, x.Operation}] = burnRate(x, c.LatencyMS, budget)
 		}
 		for _, x := range long {
 			if !matchOp(x, c.Service, c.Operation) || x.Count == 0 || x.Count < uint64(c.MinRequests) {
 				continue
 			}
 			k := [2]string{x.Service, x.Operation}
-			lb, sb := badRatio(x, c.LatencyMS)/budget, shortBurn[k]
+			lb, sb := burnRate(x, c.LatencyMS, budget), shortBurn[k]
 			if lb < w.Factor || sb < w.Factor {
 				continue
 			}
@@ -279,6 +280,13 @@ func (e *evaluator) evalSLO(c *SLOCondition) ([]sample, error) {
 		})
 	}
 	return out, nil
+}
+
+// burnRate is the bad ratio over the budget, rounded to 1e-6 so a burn
+// exactly at a factor (15% bad of a 1% budget) is not lost to 1 - 0.99
+// being 0.010000000000000009.
+func burnRate(x red.EntryCounts, latencyMS, budget float64) float64 {
+	return math.Round(badRatio(x, latencyMS)/budget*1e6) / 1e6
 }
 
 func badRatio(x red.EntryCounts, latencyMS float64) float64 {
