@@ -517,6 +517,11 @@ func TestCrossTraceFindingsAreAlertsOfTheirOwn(t *testing.T) {
 			Time: now, Service: "inventory", Systemic: true},
 		{Finding: analyze.Finding{Kind: "new_error_type", Severity: analyze.SeverityInfo, Title: "below the default's severity"},
 			Time: now, Service: "cart", Systemic: true},
+		// Two findings of one kind and service, told apart by their keys.
+		{Finding: analyze.Finding{Kind: "new_error_type", Severity: analyze.SeverityWarning, Title: "TimeoutError"},
+			Time: now, Service: "pay", Systemic: true, Key: "new_error_type/pay/TimeoutError"},
+		{Finding: analyze.Finding{Kind: "new_error_type", Severity: analyze.SeverityWarning, Title: "CardDeclined"},
+			Time: now, Service: "pay", Systemic: true, Key: "new_error_type/pay/CardDeclined"},
 	})
 	h.m.Evaluate(context.Background())
 	v := h.m.Alerts()
@@ -524,7 +529,7 @@ func TestCrossTraceFindingsAreAlertsOfTheirOwn(t *testing.T) {
 	for _, a := range v.Firing {
 		kinds[a.Labels["kind"]] = a
 	}
-	if len(v.Firing) != 2 || kinds["latency_regression"].Rule != "TracedxCrossTraceFinding" || kinds["missing_service"].Rule != "TracedxCrossTraceFinding" {
+	if len(v.Firing) != 4 || kinds["latency_regression"].Rule != "TracedxCrossTraceFinding" || kinds["missing_service"].Rule != "TracedxCrossTraceFinding" {
 		t.Fatalf("want one alert per cross-trace finding of warning and above: %+v", v.Firing)
 	}
 	lr := kinds["latency_regression"]

@@ -352,16 +352,21 @@ func (e *evaluator) evalCrossTrace(ctx context.Context, c *CrossTraceCondition) 
 	if err != nil {
 		return nil, err
 	}
-	latest := map[[3]string]findingstore.Stored{}
+	// One alert per finding: the detector's key tells findings apart (a
+	// new error type names the type, a missing service its caller).
+	latest := map[string]findingstore.Stored{}
 	for _, f := range list { // newest first: keep the first of each
-		k := [3]string{f.Kind, f.Service, f.Operation}
+		k := f.Key
+		if k == "" {
+			k = f.Kind + "/" + f.Service + "/" + f.Operation
+		}
 		if _, ok := latest[k]; !ok {
 			latest[k] = f
 		}
 	}
 	out := make([]sample, 0, len(latest))
 	for k, f := range latest {
-		s := sample{labels: map[string]string{"kind": k[0], "service": k[1], "operation": k[2]}, value: f.ImpactMS,
+		s := sample{labels: map[string]string{"kind": f.Kind, "service": f.Service, "operation": f.Operation, "finding_key": k}, value: f.ImpactMS,
 			summary: f.Title, impact: fmt.Sprintf("%.0f ms per affected request", f.ImpactMS)}
 		setFinding(&s, f)
 		if s.traceID == "" && len(f.ExampleTraceIDs) > 0 {
