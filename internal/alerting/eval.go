@@ -196,7 +196,7 @@ func (e *evaluator) evalRED(c *REDCondition) ([]sample, error) {
 			}
 			s.compareSelection = "error"
 			s.summary = fmt.Sprintf("%s %s fails %.1f%% of requests (threshold %.1f%%)", x.Service, x.Operation, 100*s.value, 100*c.ErrorRatioAbove)
-			s.impact = fmt.Sprintf("%d of %d requests failed in the last %s", x.Errors, x.Count, c.Window)
+			s.impact = fmt.Sprintf("%d of %d requests failed in the last %s", x.Errors, x.Count, human(c.Window))
 		case c.LatencyAboveMS > 0:
 			if x.Count < uint64(c.MinRequests) || x.Count == 0 {
 				continue
@@ -207,7 +207,7 @@ func (e *evaluator) evalRED(c *REDCondition) ([]sample, error) {
 			}
 			s.compareSelection = "slow"
 			s.summary = fmt.Sprintf("%s %s p%d latency is %.0f ms (threshold %.0f ms)", x.Service, x.Operation, c.Percentile, s.value, c.LatencyAboveMS)
-			s.impact = fmt.Sprintf("p%d of %d requests in the last %s is %.0f ms", c.Percentile, x.Count, c.Window, s.value)
+			s.impact = fmt.Sprintf("p%d of %d requests in the last %s is %.0f ms", c.Percentile, x.Count, human(c.Window), s.value)
 		default:
 			b := base[[2]string{x.Service, x.Operation}]
 			if b == 0 || b < uint64(c.MinRequests) {
@@ -220,7 +220,7 @@ func (e *evaluator) evalRED(c *REDCondition) ([]sample, error) {
 				continue
 			}
 			s.summary = fmt.Sprintf("%s %s gets %.0f%% of its usual requests", x.Service, x.Operation, 100*s.value)
-			s.impact = fmt.Sprintf("%.2f req/s in the last %s against %.2f req/s in the %s before", rate, c.Window, baseRate, c.Baseline)
+			s.impact = fmt.Sprintf("%.2f req/s in the last %s against %.2f req/s in the %s before", rate, human(c.Window), baseRate, human(c.Baseline))
 		}
 		out = append(out, s)
 	}
@@ -257,7 +257,7 @@ func (e *evaluator) evalSLO(c *SLOCondition) ([]sample, error) {
 			if lb < w.Factor || sb < w.Factor {
 				continue
 			}
-			hot[k] = append(hot[k], fmt.Sprintf("%s/%s at %.1fx/%.1fx (threshold %gx)", w.Long, w.Short, lb, sb, w.Factor))
+			hot[k] = append(hot[k], fmt.Sprintf("%s/%s at %.1fx/%.1fx (threshold %gx)", human(w.Long), human(w.Short), lb, sb, w.Factor))
 			if lb > worst[k].long {
 				worst[k] = burn{lb, sb, x.Count}
 			}
@@ -339,8 +339,8 @@ func (e *evaluator) evalFindings(ctx context.Context, c *FindingsCondition) ([]s
 			impact += f.ImpactMS
 		}
 		s := sample{labels: map[string]string{"kind": k[0], "service": k[1]}, value: float64(len(fs)),
-			summary: fmt.Sprintf("%d× %s in %s in the last %s: %s", len(fs), k[0], k[1], c.Window, top.Title),
-			impact:  fmt.Sprintf("%d traces affected, %.0f ms on their critical paths in the last %s", len(fs), impact, c.Window)}
+			summary: fmt.Sprintf("%d× %s in %s in the last %s: %s", len(fs), k[0], k[1], human(c.Window), top.Title),
+			impact:  fmt.Sprintf("%s affected, %.0f ms on their critical paths in the last %s", plural(len(fs), "trace"), impact, human(c.Window))}
 		setFinding(&s, top)
 		out = append(out, s)
 	}
@@ -434,4 +434,23 @@ func (e *evaluator) blame(ctx context.Context, s *sample) {
 		}
 	}
 	setFinding(s, best)
+}
+
+// human writes a duration as people do: 10m, 1h30m, 45s.
+func human(d time.Duration) string {
+	s := d.String()
+	if strings.HasSuffix(s, "m0s") {
+		s = strings.TrimSuffix(s, "0s")
+	}
+	if strings.HasSuffix(s, "h0m") {
+		s = strings.TrimSuffix(s, "0m")
+	}
+	return s
+}
+
+func plural(n int, what string) string {
+	if n == 1 {
+		return "1 " + what
+	}
+	return fmt.Sprintf("%d %ss", n, what)
 }

@@ -372,11 +372,11 @@ func (r *Rule) Query() string {
 		scope := scopeOf(c.Service, c.Operation)
 		switch {
 		case c.ErrorRatioAbove > 0:
-			return fmt.Sprintf("error ratio of %s over %s > %g", scope, c.Window, c.ErrorRatioAbove)
+			return fmt.Sprintf("error ratio of %s over %s > %g", scope, human(c.Window), c.ErrorRatioAbove)
 		case c.LatencyAboveMS > 0:
-			return fmt.Sprintf("p%d latency of %s over %s > %g ms", c.Percentile, scope, c.Window, c.LatencyAboveMS)
+			return fmt.Sprintf("p%d latency of %s over %s > %g ms", c.Percentile, scope, human(c.Window), c.LatencyAboveMS)
 		}
-		return fmt.Sprintf("request rate of %s over %s < %g × the rate of the %s before", scope, c.Window, c.RateDropBelow, c.Baseline)
+		return fmt.Sprintf("request rate of %s over %s < %g × the rate of the %s before", scope, human(c.Window), c.RateDropBelow, human(c.Baseline))
 	case r.SLO != nil:
 		c := r.SLO
 		what := "availability"
@@ -385,15 +385,15 @@ func (r *Rule) Query() string {
 		}
 		parts := make([]string, len(c.Windows))
 		for i, w := range c.Windows {
-			parts[i] = fmt.Sprintf("%s/%s at %gx", w.Long, w.Short, w.Factor)
+			parts[i] = fmt.Sprintf("%s/%s at %gx", human(w.Long), human(w.Short), w.Factor)
 		}
 		return fmt.Sprintf("%s SLO %g of %s burning: %s", what, c.Objective, scopeOf(c.Service, c.Operation), strings.Join(parts, " or "))
 	case r.Findings != nil:
 		c := r.Findings
-		return fmt.Sprintf("findings %s of %s with severity >= %s in %s > %d", orAny(c.Kind), orAny(c.Service), orAny(string(c.MinSeverity)), c.Window, c.MoreThan)
+		return fmt.Sprintf("findings %s of %s with severity >= %s in %s > %d", orAny(c.Kind), orAny(c.Service), orAny(string(c.MinSeverity)), human(c.Window), c.MoreThan)
 	}
 	c := r.CrossTrace
-	return fmt.Sprintf("cross-trace finding %s of %s with severity >= %s in the last %s", orAny(c.Kind), orAny(c.Service), orAny(string(c.MinSeverity)), c.Window)
+	return fmt.Sprintf("cross-trace finding %s of %s with severity >= %s in the last %s", orAny(c.Kind), orAny(c.Service), orAny(string(c.MinSeverity)), human(c.Window))
 }
 
 func scopeOf(service, op string) string {
