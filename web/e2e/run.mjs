@@ -473,6 +473,7 @@ async function main() {
     const health = await page.locator('tr[data-rule="TracedxSLOBurn"] td').nth(3).textContent();
     assert.match(health, /^(ok|unknown)/, 'the built-in SLO rule evaluates cleanly');
     assert.equal(await page.locator('nav a[data-view="alerts"]').getAttribute('aria-current'), 'page');
+    await shot('alerts.png');
   });
 
   let loadMs = null, inPageMs = null;
