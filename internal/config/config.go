@@ -10,6 +10,7 @@ import (
 	"fmt"
 	"io"
 	"os"
+	"strings"
 	"time"
 
 	"gopkg.in/yaml.v3"
@@ -330,6 +331,9 @@ func (c *Config) Validate() error {
 		}
 		if c.Alerting.QueueSize <= 0 {
 			return errors.New("alerting.queue_size must be positive")
+		}
+		if u := c.Alerting.ExternalURL; u != "" && !strings.HasPrefix(u, "http://") && !strings.HasPrefix(u, "https://") {
+			return fmt.Errorf("alerting.external_url %q: want the http(s):// address people open the UI at", u)
 		}
 		for i, w := range c.Alerting.Webhooks {
 			if w.URL == "" {

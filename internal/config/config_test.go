@@ -129,6 +129,11 @@ func TestAlertingSettings(t *testing.T) {
 	if _, err := Load([]string{"--config", bad}, nil); err == nil || !strings.Contains(err.Error(), "alerting.interval") {
 		t.Errorf("zero interval: %v", err)
 	}
+	_ = os.WriteFile(bad, []byte("alerting:\n  external_url: tracedx.example.com\n"), 0o644)
+	if _, err := Load([]string{"--config", bad}, nil); err == nil || !strings.Contains(err.Error(), "alerting.external_url") {
+		t.Errorf("external_url without a scheme: %v", err)
+	}
+	_ = os.WriteFile(bad, []byte("alerting:\n  interval: 0s\n"), 0o644)
 	if cfg, err := Load([]string{"--config", bad, "--alerting=false"}, nil); err != nil || cfg.Alerting.Enabled {
 		t.Errorf("alerting off needs no valid interval: %v", err)
 	}
