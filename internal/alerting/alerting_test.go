@@ -26,13 +26,7 @@ import (
 // fakeFindings answers List from a slice, honouring the query's filters.
 type fakeFindings struct {
 	mu   sync.Mutex
-	list []findingstore.Stored // newest first
-}
-
-func (f *fakeFindings) set(l []findingstore.Stored) {
-	f.mu.Lock()
-	f.list = l
-	f.mu.Unlock()
+	list []findingstore.Stored // newest first, as the store lists them
 }
 
 func (f *fakeFindings) List(_ context.Context, q findingstore.Query) ([]findingstore.Stored, error) {
@@ -40,7 +34,10 @@ func (f *fakeFindings) List(_ context.Context, q findingstore.Query) ([]findings
 	defer f.mu.Unlock()
 	var out []findingstore.Stored
 	for _, s := range f.list {
-		if !q.From.IsZero() && s.Time.Before(q.From) || q.Service != "" && s.Service != q.Service ||
+		if len(out) == q.Limit && q.Limit > 0 {
+			break
+		}
+		if !q.From.IsZero() && s.Time.Before(q.From) || !q.To.IsZero() && !s.Time.Before(q.To) || q.Service != "" && s.Service != q.Service ||
 			q.Kind != "" && !strings.Contains(","+q.Kind+",", ","+s.Kind+",") || q.Systemic != nil && *q.Systemic != s.Systemic {
 			continue
 		}
@@ -121,9 +118,11 @@ type harness struct {
 	reg  *prometheus.Registry
 }
 
-func newHarness(t *testing.T, dir string, rules []Rule, hooks ...*alertingtest.Receiver) *harness {
+// newHarness starts a manager over a store that holds stored (what a
+// restarted server finds) at 10:00.
+func newHarness(t *testing.T, dir string, rules []Rule, stored []findingstore.Stored, hooks ...*alertingtest.Receiver) *harness {
 	t.Helper()
-	h := &harness{clk: &clock{t: time.Date(2026, 12, 6, 10, 0, 0, 0, time.UTC)}, fs: &fakeFindings{}, reg: prometheus.NewRegistry()}
+	h := &harness{clk: &clock{t: t0}, fs: &fakeFindings{list: stored}, reg: prometheus.NewRegistry()}
 	var recv []Receiver
 	for _, hk := range hooks {
 		w, err := NewWebhook(hk.URL(), hk.Secret(), hk.Client())
@@ -144,6 +143,11 @@ func newHarness(t *testing.T, dir string, rules []Rule, hooks ...*alertingtest.R
 	return h
 }
 
+var t0 = time.Date(2026, 12, 6, 10, 0, 0, 0, time.UTC)
+
+// feed stores n N+1 findings in checkout now.
+func (h *harness) feed(n int) { h.m.ObserveFindings(nPlusOne(n, h.clk.now())) }
+
 func (h *harness) close() {
 	h.stop()
 	h.wg.Wait()
@@ -152,15 +156,15 @@ func (h *harness) close() {
 func TestFindingsRuleLifecycleAndWebhook(t *testing.T) {
 	hk := newHook(t, "s3cret")
 	const rule = "CheckoutNPlusOne"
-	h := newHarness(t, t.TempDir(), parseRules(t, checkoutRule), hk)
+	h := newHarness(t, t.TempDir(), parseRules(t, checkoutRule), nil, hk)
 	ctx := context.Background()
 
-	h.fs.set(nPlusOne(20, h.clk.now()))
+	h.feed(20)
 	h.m.Evaluate(ctx)
 	if v := h.m.Alerts(); len(v.Pending)+len(v.Firing) != 0 {
 		t.Fatalf("20 findings is not more than 20: %+v", v)
 	}
-	h.fs.set(nPlusOne(21, h.clk.now()))
+	h.feed(1)
 	h.m.Evaluate(ctx)
 	v := h.m.Alerts()
 	if len(v.Pending) != 1 || len(v.Firing) != 0 {
@@ -204,15 +208,19 @@ func TestFindingsRuleLifecycleAndWebhook(t *testing.T) {
 	// Still firing: a webhook hears of it once, however often it is evaluated.
 	for i := 0; i < 5; i++ {
 		h.clk.add(time.Minute)
-		h.fs.set(nPlusOne(25, h.clk.now()))
+		h.feed(1)
 		h.m.Evaluate(ctx)
+	}
+	if v := h.m.Alerts().Firing[0].Value; v != 26 {
+		t.Errorf("value %v, want the 26 findings of the window", v)
 	}
 	time.Sleep(50 * time.Millisecond)
 	if got := hk.Statuses(""); len(got) != 1 {
 		t.Fatalf("webhook calls while firing: %v, want just the first", got)
 	}
 
-	h.fs.set(nil)
+	// Ten minutes without a new finding: the window is empty.
+	h.clk.add(10 * time.Minute)
 	h.m.Evaluate(ctx)
 	v = h.m.Alerts()
 	if len(v.Firing) != 0 || len(v.History) != 1 || v.History[0].State != StateResolved {
@@ -231,23 +239,27 @@ func TestRestartNeitherRepeatsNorLoses(t *testing.T) {
 	dir := t.TempDir()
 	hk := newHook(t, "")
 	rules := parseRules(t, strings.Replace(checkoutRule, "for: 30s", "for: 0s", 1))
-	h := newHarness(t, dir, rules, hk)
-	h.fs.set(nPlusOne(30, h.clk.now()))
+	h := newHarness(t, dir, rules, nil, hk)
+	h.feed(30)
 	h.m.Evaluate(context.Background())
 	waitFor(t, "firing", func() bool { return len(hk.Statuses("")) == 1 })
 	firedAt := h.m.Alerts().Firing[0].FiredAt
 	h.close()
 
 	// Restart while firing: the alert is still firing from the same time,
-	// and the webhook hears nothing new.
-	h2 := newHarness(t, dir, rules, hk)
+	// its findings are counted again from the store, and the webhook hears
+	// nothing new.
+	stored := nPlusOne(30, t0)
+	h2 := newHarness(t, dir, rules, stored, hk)
 	h2.clk.t = h.clk.now().Add(time.Minute)
-	h2.fs.set(nPlusOne(30, h2.clk.now()))
 	v := h2.m.Alerts()
 	if len(v.Firing) != 1 || !v.Firing[0].FiredAt.Equal(firedAt) {
 		t.Fatalf("firing alert lost over a restart: %+v", v)
 	}
 	h2.m.Evaluate(context.Background())
+	if v := h2.m.Alerts(); len(v.Firing) != 1 || v.Firing[0].Value != 30 {
+		t.Fatalf("after the restart the stored findings must count: %+v", v)
+	}
 	time.Sleep(50 * time.Millisecond)
 	if got := hk.Statuses(""); len(got) != 1 {
 		t.Fatalf("restart repeated the notification: %v", got)
@@ -256,12 +268,12 @@ func TestRestartNeitherRepeatsNorLoses(t *testing.T) {
 	// Resolve while the webhook is down, then restart before it is back:
 	// the resolve survives and is delivered.
 	hk.SetDown(true)
-	h2.fs.set(nil)
+	h2.clk.add(10 * time.Minute)
 	h2.m.Evaluate(context.Background())
 	time.Sleep(50 * time.Millisecond)
 	h2.close()
 	hk.SetDown(false)
-	h3 := newHarness(t, dir, rules, hk)
+	h3 := newHarness(t, dir, rules, stored, hk)
 	h3.clk.t = h2.clk.now().Add(time.Minute)
 	h3.m.Evaluate(context.Background())
 	waitFor(t, "the resolve after restart", func() bool { return len(hk.Statuses("")) == 2 })
@@ -281,8 +293,8 @@ func TestDownReceiverDelaysNothingElse(t *testing.T) {
 	// A third receiver that hangs: its queue fills, evaluation goes on.
 	hang := alertingtest.NewHanging(t)
 	rules := parseRules(t, strings.Replace(checkoutRule, "for: 30s", "for: 0s", 1))
-	h := newHarness(t, t.TempDir(), rules, up, down, hang)
-	h.fs.set(nPlusOne(30, h.clk.now()))
+	h := newHarness(t, t.TempDir(), rules, nil, up, down, hang)
+	h.feed(30)
 	start := time.Now()
 	for i := 0; i < 200; i++ {
 		h.m.Evaluate(context.Background())
@@ -332,9 +344,8 @@ func TestAlertmanagerResends(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	fs := &fakeFindings{}
 	m, err := New(Options{Rules: parseRules(t, strings.Replace(checkoutRule, "for: 30s", "for: 0s", 1)),
-		Receivers: []Receiver{recv}, Findings: fs, Now: clk.now, ExternalURL: "http://x", Logger: quiet})
+		Receivers: []Receiver{recv}, Now: clk.now, ExternalURL: "http://x", Logger: quiet})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -342,7 +353,7 @@ func TestAlertmanagerResends(t *testing.T) {
 	defer cancel()
 	m.startReceivers(ctx)
 	n := func() int { mu.Lock(); defer mu.Unlock(); return len(posts) }
-	fs.set(nPlusOne(30, clk.now()))
+	m.ObserveFindings(nPlusOne(30, clk.now()))
 	m.Evaluate(ctx)
 	waitFor(t, "first post", func() bool { return n() == 1 })
 	clk.add(30 * time.Second)
@@ -361,14 +372,13 @@ func TestAlertmanagerResends(t *testing.T) {
 		first["generatorURL"] != "http://x/alerts?rule=CheckoutNPlusOne" {
 		t.Errorf("posted %v", first)
 	}
-	fs.set(nil)
-	clk.add(10 * time.Second)
+	clk.add(10 * time.Minute)
 	m.Evaluate(ctx)
 	waitFor(t, "resolve", func() bool { return n() == 3 })
 	mu.Lock()
 	last := posts[2][0]
 	mu.Unlock()
-	if last["endsAt"] != "2026-12-06T10:01:11.000Z" {
+	if last["endsAt"] != "2026-12-06T10:11:01.000Z" {
 		t.Errorf("resolve must end at the resolve time: %v", last)
 	}
 }
@@ -508,9 +518,9 @@ func TestCrossTraceFindingsAreAlertsOfTheirOwn(t *testing.T) {
 	if err := Validate(rules); err != nil {
 		t.Fatal(err)
 	}
-	h := newHarness(t, "", rules)
+	h := newHarness(t, "", rules, nil)
 	now := h.clk.now()
-	h.fs.set([]findingstore.Stored{
+	h.m.ObserveFindings([]findingstore.Stored{
 		{Finding: analyze.Finding{Kind: "latency_regression", Severity: analyze.SeverityWarning, Title: "GET /cart is 3x slower", ImpactMS: 240},
 			Time: now, Service: "cart", Operation: "GET /cart", Systemic: true, ExampleTraceIDs: []string{"4bf92f3577b34da6a3ce929d0e0e4736"}},
 		{Finding: analyze.Finding{Kind: "missing_service", Severity: analyze.SeverityCritical, Title: "inventory stopped answering"},
@@ -546,10 +556,14 @@ func TestCrossTraceFindingsAreAlertsOfTheirOwn(t *testing.T) {
 func TestFindingsCounter(t *testing.T) {
 	reg := prometheus.NewRegistry()
 	c := NewFindingsCounter(reg)
-	fs := &fakeFindings{}
-	sink := c.Wrap(putFunc(func(l []findingstore.Stored) { fs.set(l) }))
+	var stored, observed int
+	c.OnStored(func(l []findingstore.Stored) { observed += len(l) })
+	sink := c.Wrap(putFunc(func(l []findingstore.Stored) { stored += len(l) }))
 	if err := sink.Put(context.Background(), nPlusOne(3, time.Now())); err != nil {
 		t.Fatal(err)
+	}
+	if stored != 3 || observed != 3 {
+		t.Errorf("stored %d, observed %d; want 3 and 3", stored, observed)
 	}
 	if got := gauge(t, reg, "tracedx_findings_total", "severity", "warning"); got != 3 {
 		t.Errorf("tracedx_findings_total = %v, want 3", got)
@@ -614,6 +628,45 @@ func TestLongWindowsAreReusedBriefly(t *testing.T) {
 	for w, n := range want {
 		if src.scans[w] != n {
 			t.Errorf("window %s scanned %d times in 6 min, want %d (all: %v)", w, src.scans[w], n, src.scans)
+		}
+	}
+}
+
+// The window counts every finding, however many, by severity, and reads
+// the store once at start, a page at a time.
+func TestFindingsWindowCountsExactly(t *testing.T) {
+	var stored []findingstore.Stored
+	for i := 0; i < 25_000; i++ { // newest first, 1 ms apart
+		f := nPlusOne(1, t0.Add(-time.Duration(i)*time.Millisecond))[0]
+		f.ID = uint64(25_000 - i)
+		if i%1000 == 0 {
+			f.Severity = analyze.SeverityCritical
+		}
+		stored = append(stored, f)
+	}
+	rules := parseRules(t, `
+- alert: All
+  findings: {kind: n_plus_one_query, more_than: 24999, window: 1m}
+- alert: Critical
+  findings: {min_severity: critical, window: 1m}
+`)
+	h := newHarness(t, "", rules, stored)
+	h.m.Evaluate(context.Background())
+	got := map[string]float64{}
+	for _, a := range h.m.Alerts().Firing {
+		got[a.Rule] = a.Value
+	}
+	if got["All"] != 25_000 || got["Critical"] != 25 {
+		t.Fatalf("counts %v, want All 25000 (seeded over 3 pages) and Critical 25", got)
+	}
+	h.feed(5)
+	h.m.Evaluate(context.Background())
+	if v := h.m.Alerts().Firing; len(v) != 2 {
+		t.Fatalf("firing %+v", v)
+	}
+	for _, a := range h.m.Alerts().Firing {
+		if a.Rule == "All" && a.Value != 25_005 {
+			t.Errorf("new findings must add to the seeded ones: %v", a.Value)
 		}
 	}
 }

@@ -4,7 +4,6 @@ import (
 	"context"
 	"fmt"
 	"math"
-	"sort"
 	"strings"
 	"sync"
 	"time"
@@ -24,10 +23,6 @@ type FindingsReader interface {
 	List(ctx context.Context, q findingstore.Query) ([]findingstore.Stored, error)
 }
 
-// maxFindingsPerRule bounds the findings one rule reads per evaluation; a
-// count rule saturates there.
-const maxFindingsPerRule = 5000
-
 // sample is one instance of a rule's condition that holds now.
 type sample struct {
 	labels  map[string]string // instance labels: service, operation, kind
@@ -46,10 +41,10 @@ type sample struct {
 // evaluator runs the conditions of rules against the sources, caching the
 // RED reads of one evaluation so rules sharing a window share the scan.
 type evaluator struct {
-	red      REDReader
-	findings FindingsReader
-	now      time.Time
-	cache    map[redKey][]red.EntryCounts
+	red    REDReader
+	window *findingsWindow
+	now    time.Time
+	cache  map[redKey][]red.EntryCounts
 	// long keeps the reads of long windows across evaluations (see counts).
 	long *longWindows
 }
@@ -124,9 +119,9 @@ func (e *evaluator) eval(ctx context.Context, r *Rule) ([]sample, error) {
 	case r.SLO != nil:
 		out, err = e.evalSLO(r.SLO)
 	case r.Findings != nil:
-		return e.evalFindings(ctx, r.Findings)
+		return e.evalFindings(r.Findings), nil
 	default:
-		return e.evalCrossTrace(ctx, r.CrossTrace)
+		return e.evalCrossTrace(r.CrossTrace), nil
 	}
 	if err != nil {
 		return nil, err
@@ -134,7 +129,7 @@ func (e *evaluator) eval(ctx context.Context, r *Rule) ([]sample, error) {
 	// RED and SLO alerts name the operation; the top finding of the
 	// service in the window usually knows better where to fix it.
 	for i := range out {
-		e.blame(ctx, &out[i])
+		e.blame(&out[i])
 	}
 	return out, nil
 }
@@ -300,78 +295,84 @@ func badRatio(x red.EntryCounts, latencyMS float64) float64 {
 	return float64(bad) / float64(x.Count)
 }
 
-func (e *evaluator) listFindings(ctx context.Context, kind, service string, minSev analyze.Severity, window time.Duration, systemic bool) ([]findingstore.Stored, error) {
-	if e.findings == nil {
-		return nil, nil
-	}
-	list, err := e.findings.List(ctx, findingstore.Query{From: e.now.Add(-window), Kind: kind, Service: service,
-		Systemic: &systemic, Limit: maxFindingsPerRule})
-	if err != nil {
-		return nil, fmt.Errorf("reading findings: %w", err)
-	}
-	out := list[:0]
-	for _, f := range list {
-		if f.Severity.Rank() >= minSev.Rank() {
-			out = append(out, f)
+// matchFindings selects the window's groups of a findings condition.
+func matchFindings(kinds, service string, minSev analyze.Severity, systemic bool) func(findingGroup) bool {
+	var want map[string]bool
+	if list := splitList(kinds); len(list) > 0 {
+		want = map[string]bool{}
+		for _, k := range list {
+			want[k] = true
 		}
 	}
-	return out, nil
+	return func(g findingGroup) bool {
+		return g.systemic == systemic && (want == nil || want[g.kind]) && (service == "" || g.service == service) &&
+			g.severity.Rank() >= minSev.Rank()
+	}
 }
 
-func (e *evaluator) evalFindings(ctx context.Context, c *FindingsCondition) ([]sample, error) {
-	list, err := e.listFindings(ctx, c.Kind, c.Service, c.MinSeverity, c.Window, false)
-	if err != nil {
-		return nil, err
+// better says whether finding a should be cited rather than b: the
+// larger impact, the newer on ties.
+func better(a, b *findingstore.Stored) bool {
+	if a.ImpactMS != b.ImpactMS {
+		return a.ImpactMS > b.ImpactMS
 	}
-	groups := map[[2]string][]findingstore.Stored{}
-	for _, f := range list {
-		k := [2]string{f.Kind, f.Service}
-		groups[k] = append(groups[k], f)
+	return a.Time.After(b.Time)
+}
+
+func (e *evaluator) evalFindings(c *FindingsCondition) []sample {
+	type total struct {
+		count  int
+		impact float64
+		top    findingstore.Stored
 	}
+	match := matchFindings(c.Kind, c.Service, c.MinSeverity, false)
+	groups := map[[2]string]*total{}
+	e.window.each(e.now.Add(-c.Window), func(g findingGroup, a *findingAgg) {
+		if !match(g) {
+			return
+		}
+		k := [2]string{g.kind, g.service}
+		t := groups[k]
+		if t == nil {
+			t = &total{top: a.top}
+			groups[k] = t
+		} else if better(&a.top, &t.top) {
+			t.top = a.top
+		}
+		t.count += a.count
+		t.impact += a.impact
+	})
 	var out []sample
-	for k, fs := range groups {
-		if len(fs) <= c.MoreThan {
+	for k, t := range groups {
+		if t.count <= c.MoreThan {
 			continue
 		}
-		top := topFinding(fs)
-		var impact float64
-		for _, f := range fs {
-			impact += f.ImpactMS
-		}
-		s := sample{labels: map[string]string{"kind": k[0], "service": k[1]}, value: float64(len(fs)),
-			summary: fmt.Sprintf("%d× %s in %s in the last %s: %s", len(fs), k[0], k[1], human(c.Window), top.Title),
-			impact:  fmt.Sprintf("%s affected, %.0f ms on their critical paths in the last %s", plural(len(fs), "trace"), impact, human(c.Window))}
-		setFinding(&s, top)
+		s := sample{labels: map[string]string{"kind": k[0], "service": k[1]}, value: float64(t.count),
+			summary: fmt.Sprintf("%d× %s in %s in the last %s: %s", t.count, k[0], k[1], human(c.Window), t.top.Title),
+			impact:  fmt.Sprintf("%s affected, %.0f ms on their critical paths in the last %s", plural(t.count, "trace"), t.impact, human(c.Window))}
+		setFinding(&s, t.top)
 		out = append(out, s)
 	}
-	return out, nil
+	return out
 }
 
-func (e *evaluator) evalCrossTrace(ctx context.Context, c *CrossTraceCondition) ([]sample, error) {
-	list, err := e.listFindings(ctx, c.Kind, c.Service, c.MinSeverity, c.Window, true)
-	if err != nil {
-		return nil, err
-	}
+func (e *evaluator) evalCrossTrace(c *CrossTraceCondition) []sample {
 	// One alert per finding: the detector's key tells findings apart (a
 	// new error type names the type, a missing service its caller).
+	match := matchFindings(c.Kind, c.Service, c.MinSeverity, true)
 	latest := map[string]findingstore.Stored{}
-	for _, f := range list { // newest first: keep the first of each
-		k := f.Key
-		if k == "" {
-			k = f.Kind + "/" + f.Service + "/" + f.Operation
+	e.window.each(e.now.Add(-c.Window), func(g findingGroup, a *findingAgg) {
+		if !match(g) {
+			return
 		}
-		if _, ok := latest[k]; !ok {
-			latest[k] = f
+		if l, ok := latest[g.key]; !ok || a.top.Time.After(l.Time) {
+			latest[g.key] = a.top
 		}
-	}
+	})
 	out := make([]sample, 0, len(latest))
 	for k, f := range latest {
 		s := sample{labels: map[string]string{"kind": f.Kind, "service": f.Service, "operation": f.Operation, "finding_key": k}, value: f.ImpactMS,
 			summary: f.Title, impact: fmt.Sprintf("%.0f ms per affected request", f.ImpactMS)}
-		setFinding(&s, f)
-		if s.traceID == "" && len(f.ExampleTraceIDs) > 0 {
-			s.traceID = f.ExampleTraceIDs[0]
-		}
 		if f.Operation != "" {
 			s.compareService, s.compareOperation = f.Service, f.Operation
 			s.compareSelection = "slow"
@@ -379,20 +380,13 @@ func (e *evaluator) evalCrossTrace(ctx context.Context, c *CrossTraceCondition) 
 				s.compareSelection = "error"
 			}
 		}
+		setFinding(&s, f)
+		if s.traceID == "" && len(f.ExampleTraceIDs) > 0 {
+			s.traceID = f.ExampleTraceIDs[0]
+		}
 		out = append(out, s)
 	}
-	return out, nil
-}
-
-// topFinding is the one with the largest impact (the newest on ties).
-func topFinding(fs []findingstore.Stored) findingstore.Stored {
-	top := fs[0]
-	for _, f := range fs[1:] {
-		if f.ImpactMS > top.ImpactMS {
-			top = f
-		}
-	}
-	return top
+	return out
 }
 
 func culpritOf(f findingstore.Stored) analyze.Culprit {
@@ -414,26 +408,29 @@ func setFinding(s *sample, f findingstore.Stored) {
 	}
 }
 
-// blame names the culprit of a RED or SLO alert: the culprit of the top
-// finding of the service in the last 15 minutes, else the operation itself.
-func (e *evaluator) blame(ctx context.Context, s *sample) {
+// blameWindow is how far back RED and SLO alerts look for a culprit.
+const blameWindow = 15 * time.Minute
+
+// blame names the culprit of a RED or SLO alert: the culprit of the most
+// severe, largest-impact finding of the service in the last 15 minutes,
+// else the operation itself.
+func (e *evaluator) blame(s *sample) {
 	svc, op := s.labels["service"], s.labels["operation"]
 	s.culprit = analyze.Culprit{Service: svc, Operation: op, Reason: "its own requests break the threshold; no finding points elsewhere"}
-	if e.findings == nil {
-		return
-	}
-	list, err := e.findings.List(ctx, findingstore.Query{From: e.now.Add(-15 * time.Minute), Service: svc, Limit: 200})
-	if err != nil || len(list) == 0 {
-		return
-	}
-	sort.SliceStable(list, func(i, j int) bool { return list[i].Severity.Rank() > list[j].Severity.Rank() })
-	best := list[0]
-	for _, f := range list {
-		if f.Severity.Rank() == best.Severity.Rank() && f.ImpactMS > best.ImpactMS {
-			best = f
+	var best *findingstore.Stored
+	var bestRank int
+	e.window.each(e.now.Add(-blameWindow), func(g findingGroup, a *findingAgg) {
+		if g.service != svc {
+			return
 		}
+		if r := g.severity.Rank(); best == nil || r > bestRank || r == bestRank && better(&a.top, best) {
+			top := a.top
+			best, bestRank = &top, r
+		}
+	})
+	if best != nil {
+		setFinding(s, *best)
 	}
-	setFinding(s, best)
 }
 
 // human writes a duration as people do: 10m, 1h30m, 45s.

@@ -13,6 +13,7 @@ import (
 
 	"github.com/prometheus/client_golang/prometheus"
 
+	"github.com/tracedx/tracedx/internal/findingstore"
 	"github.com/tracedx/tracedx/internal/red"
 )
 
@@ -39,10 +40,12 @@ type Options struct {
 	ExternalURL string
 	Receivers   []Receiver
 	RED         REDReader
-	Findings    FindingsReader
-	Registerer  prometheus.Registerer
-	Logger      *slog.Logger
-	Now         func() time.Time
+	// Findings is read once at start to count the findings of the rules'
+	// windows; after that ObserveFindings brings new ones.
+	Findings   FindingsReader
+	Registerer prometheus.Registerer
+	Logger     *slog.Logger
+	Now        func() time.Time
 }
 
 // historySize bounds the resolved alerts the API lists.
@@ -60,7 +63,9 @@ type Manager struct {
 	health   map[string]ruleHealth
 	inflight map[string]map[string]bool // receiver → alert key
 	long     *longWindows
-	saveMu   sync.Mutex
+	// window counts the findings stored recently (ObserveFindings).
+	window *findingsWindow
+	saveMu sync.Mutex
 
 	evalFailures *prometheus.CounterVec
 	notifyTotal  *prometheus.CounterVec
@@ -111,6 +116,32 @@ func New(opt Options) (*Manager, error) {
 			Help: "Alert notification batches by receiver and result (sent, failed)."}, []string{"receiver", "result"}),
 		dropped: prometheus.NewCounterVec(prometheus.CounterOpts{Name: "tracedx_alert_notifications_dropped_total",
 			Help: "Notification batches not queued because the receiver's queue was full; they are offered again."}, []string{"receiver"}),
+	}
+	// How far back the rules look, per-trace and cross-trace findings apart:
+	// at start the window is filled with that much from the store, so a
+	// restart changes no count.
+	perTrace, crossTrace := blameWindow, blameWindow
+	for _, r := range opt.Rules {
+		switch {
+		case r.Findings != nil:
+			perTrace = max(perTrace, r.Findings.Window)
+		case r.CrossTrace != nil:
+			crossTrace = max(crossTrace, r.CrossTrace.Window)
+		}
+	}
+	m.window = newFindingsWindow(max(perTrace, crossTrace))
+	if opt.Findings != nil {
+		start := time.Now()
+		n, err := m.window.seed(context.Background(), opt.Findings, opt.Now(), perTrace, false)
+		if err == nil {
+			var k int
+			k, err = m.window.seed(context.Background(), opt.Findings, opt.Now(), crossTrace, true)
+			n += k
+		}
+		if err != nil {
+			return nil, fmt.Errorf("alerting: %w", err)
+		}
+		m.log.Info("alerting: counted the stored findings of the rules' windows", "findings", n, "took", time.Since(start).Round(time.Millisecond).String())
 	}
 	st, err := loadState(opt.Dir)
 	if err != nil {
@@ -170,7 +201,8 @@ func (m *Manager) startReceivers(ctx context.Context) *sync.WaitGroup {
 // notifications due.
 func (m *Manager) Evaluate(ctx context.Context) {
 	now := m.opt.Now()
-	ev := &evaluator{red: m.opt.RED, findings: m.opt.Findings, now: now, cache: map[redKey][]red.EntryCounts{}, long: m.long}
+	m.window.prune(now)
+	ev := &evaluator{red: m.opt.RED, window: m.window, now: now, cache: map[redKey][]red.EntryCounts{}, long: m.long}
 	results := make(map[string][]sample, len(m.opt.Rules))
 	health := make(map[string]ruleHealth, len(m.opt.Rules))
 	failed := map[string]bool{}
@@ -406,6 +438,10 @@ func (m *Manager) annotate(r *Rule, labels map[string]string, s sample) map[stri
 	}
 	return out
 }
+
+// ObserveFindings counts findings as they are stored (FindingsCounter
+// calls it); findings older than the longest window are ignored.
+func (m *Manager) ObserveFindings(fs []findingstore.Stored) { m.window.add(m.opt.Now(), fs) }
 
 // SetExternalURL sets the base of the UI links (known only once the
 // server's listener is bound).

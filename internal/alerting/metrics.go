@@ -35,10 +35,17 @@ type Sink interface {
 	Put(ctx context.Context, fs []findingstore.Stored) error
 }
 
-// FindingsCounter counts stored findings as tracedx_findings_total.
+// FindingsCounter counts stored findings as tracedx_findings_total and
+// hands them to the alert rules' window.
 type FindingsCounter struct {
 	vec *prometheus.CounterVec
+	// observe is set once before the server starts (OnStored).
+	observe func([]findingstore.Stored)
 }
+
+// OnStored makes every stored batch of findings go to fn too; call it
+// before anything is stored.
+func (c *FindingsCounter) OnStored(fn func([]findingstore.Stored)) { c.observe = fn }
 
 // NewFindingsCounter registers tracedx_findings_total{kind,service,severity}.
 func NewFindingsCounter(reg prometheus.Registerer) *FindingsCounter {
@@ -66,6 +73,9 @@ func (s countingSink) Put(ctx context.Context, fs []findingstore.Stored) error {
 	}
 	for i := range fs {
 		s.c.vec.WithLabelValues(fs[i].Kind, fs[i].Service, string(fs[i].Severity)).Inc()
+	}
+	if s.c.observe != nil {
+		s.c.observe(fs)
 	}
 	return nil
 }

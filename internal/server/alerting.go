@@ -64,7 +64,8 @@ func alertReceivers(c config.Alerting) ([]alerting.Receiver, error) {
 
 // startAlerting builds the alert manager over the RED metrics and the
 // findings store, runs it in the background and returns its API routes.
-func (s *Server) startAlerting(rules []alerting.Rule, red alerting.REDReader, findings alerting.FindingsReader) (func(*http.ServeMux), error) {
+// New findings reach the rules through counter.
+func (s *Server) startAlerting(rules []alerting.Rule, red alerting.REDReader, findings alerting.FindingsReader, counter *alerting.FindingsCounter) (func(*http.ServeMux), error) {
 	c := s.cfg.Alerting
 	if !c.Enabled {
 		return nil, nil
@@ -81,6 +82,7 @@ func (s *Server) startAlerting(rules []alerting.Rule, red alerting.REDReader, fi
 	if err != nil {
 		return nil, err
 	}
+	counter.OnStored(m.ObserveFindings)
 	names := make([]string, len(receivers))
 	for i, r := range receivers {
 		names[i] = r.Name()

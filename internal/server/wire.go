@@ -83,11 +83,12 @@ func New(ctx context.Context, cfg config.Config, log *slog.Logger) (*Server, err
 	s.closers = append(s.closers, fs.Close)
 	s.background = append(s.background, func(ctx context.Context) { fs.Run(ctx) })
 	// Every stored finding is counted on /metrics (tracedx_findings_total).
-	findingsSink := alerting.NewFindingsCounter(s.reg).Wrap(fs)
+	findingsCounter := alerting.NewFindingsCounter(s.reg)
+	findingsSink := findingsCounter.Wrap(fs)
 	sys := systemic.New(systemic.Config{Dir: dir("systemic")}, findingsSink, nil, log)
 	s.background = append(s.background, func(ctx context.Context) { sys.Run(ctx) })
 	pipe.findings = &storedFindings{fs: fs, sink: findingsSink, sys: sys}
-	alertRoutes, err := s.startAlerting(alertRules, metrics, fs)
+	alertRoutes, err := s.startAlerting(alertRules, metrics, fs, findingsCounter)
 	if err != nil {
 		return nil, err
 	}
