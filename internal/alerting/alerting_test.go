@@ -670,3 +670,27 @@ func TestFindingsWindowCountsExactly(t *testing.T) {
 		}
 	}
 }
+
+// Receiver names go to logs, metrics and the state file: no password, no
+// token from a webhook's path.
+func TestReceiverNamesHideSecrets(t *testing.T) {
+	am, err := NewAlertmanager("http://admin:hunter2@am.example:9093/", time.Minute, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	wh, err := NewWebhook("https://hooks.example.com/services/T000/B000/XXXXSECRET?token=abc", "", nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, n := range []string{am.Name(), wh.Name()} {
+		if strings.Contains(n, "hunter2") || strings.Contains(n, "XXXXSECRET") || strings.Contains(n, "token=") {
+			t.Errorf("receiver name leaks a secret: %q", n)
+		}
+	}
+	if !strings.Contains(am.Name(), "am.example:9093") || !strings.Contains(wh.Name(), "hooks.example.com") {
+		t.Errorf("names should still say where: %q %q", am.Name(), wh.Name())
+	}
+	if _, err := NewWebhook("hooks.example.com/x", "", nil); err == nil {
+		t.Error("a webhook URL without a scheme must be refused")
+	}
+}

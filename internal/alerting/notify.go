@@ -77,6 +77,7 @@ type Alertmanager struct {
 	// them ahead, so Alertmanager keeps it while resends arrive and
 	// resolves it by itself if tracedx dies (as Prometheus does).
 	resend time.Duration
+	name   string // without a password
 }
 
 // NewAlertmanager returns a receiver for the Alertmanager at base (e.g.
@@ -86,12 +87,11 @@ func NewAlertmanager(base string, resend time.Duration, client *http.Client) (*A
 	if err != nil || (u.Scheme != "http" && u.Scheme != "https") || u.Host == "" {
 		return nil, fmt.Errorf("alertmanager url %q: want http(s)://host:port", base)
 	}
-	return &Alertmanager{url: strings.TrimRight(base, "/") + "/api/v2/alerts", client: client, resend: resend}, nil
+	return &Alertmanager{url: strings.TrimRight(base, "/") + "/api/v2/alerts", client: client, resend: resend,
+		name: "alertmanager " + strings.TrimRight(u.Redacted(), "/")}, nil
 }
 
-func (a *Alertmanager) Name() string {
-	return "alertmanager " + strings.TrimSuffix(a.url, "/api/v2/alerts")
-}
+func (a *Alertmanager) Name() string  { return a.name }
 func (a *Alertmanager) Resends() bool { return true }
 
 // Send posts the alerts in one request.
@@ -128,6 +128,7 @@ const SignatureHeader = "X-Tracedx-Signature"
 // Webhook posts JSON to a URL, once per state change of an alert.
 type Webhook struct {
 	url    string
+	name   string
 	secret []byte
 	client *http.Client
 }
@@ -138,10 +139,14 @@ func NewWebhook(rawURL, secret string, client *http.Client) (*Webhook, error) {
 	if err != nil || (u.Scheme != "http" && u.Scheme != "https") || u.Host == "" {
 		return nil, fmt.Errorf("webhook url %q: want http(s)://host/path", rawURL)
 	}
-	return &Webhook{url: rawURL, secret: []byte(secret), client: client}, nil
+	// Webhook URLs often carry a token in the path or query: the name, which
+	// goes to logs, metrics and the state file, shows the host and a hash.
+	sum := sha256.Sum256([]byte(rawURL))
+	return &Webhook{url: rawURL, secret: []byte(secret), client: client,
+		name: "webhook " + u.Host + " " + hex.EncodeToString(sum[:4])}, nil
 }
 
-func (w *Webhook) Name() string  { return "webhook " + w.url }
+func (w *Webhook) Name() string  { return w.name }
 func (w *Webhook) Resends() bool { return false }
 
 // WebhookPayload is the body of a webhook call.
