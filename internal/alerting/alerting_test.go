@@ -429,7 +429,7 @@ func TestSLOBurnNeedsBothWindows(t *testing.T) {
 	now := time.Date(2026, 12, 6, 10, 0, 0, 0, time.UTC)
 	eval := func(src fakeRED) []sample {
 		e := &evaluator{red: src, now: now, cache: map[redKey][]red.EntryCounts{}}
-		s, err := e.eval(context.Background(), &rule[0])
+		s, err := e.eval(&rule[0])
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -457,11 +457,11 @@ func TestSLOBurnNeedsBothWindows(t *testing.T) {
 		return []red.EntryCounts{{Service: "checkout", Operation: "POST /checkout", Count: count, Errors: count / 2, Slow: slow}}
 	}
 	e := &evaluator{red: fakeRED{time.Hour: slow(1000, 100), 5 * time.Minute: slow(100, 20)}, now: now, cache: map[redKey][]red.EntryCounts{}}
-	if s, err := e.eval(context.Background(), &lat[0]); err != nil || len(s) != 0 {
+	if s, err := e.eval(&lat[0]); err != nil || len(s) != 0 {
 		t.Fatalf("10%% slow is 10x a 1%% budget, under the factor: must not fire: %+v %v", s, err)
 	}
 	e = &evaluator{red: fakeRED{time.Hour: slow(1000, 150), 5 * time.Minute: slow(100, 20)}, now: now, cache: map[redKey][]red.EntryCounts{}}
-	if s, _ := e.eval(context.Background(), &lat[0]); len(s) != 1 || s[0].value != 15 || s[0].compareSelection != "slow" {
+	if s, _ := e.eval(&lat[0]); len(s) != 1 || s[0].value != 15 || s[0].compareSelection != "slow" {
 		t.Fatalf("15%% slow over the hour, 20%% over 5 min: fires at 15x: %+v", s)
 	}
 	// Too little traffic is not judged.
@@ -492,7 +492,7 @@ func TestREDConditions(t *testing.T) {
 	e := &evaluator{red: src, now: now, cache: map[redKey][]red.EntryCounts{}}
 	got := map[string][]string{}
 	for i := range rules {
-		s, err := e.eval(context.Background(), &rules[i])
+		s, err := e.eval(&rules[i])
 		if err != nil {
 			t.Fatal(err)
 		}

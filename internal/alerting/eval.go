@@ -18,7 +18,8 @@ type REDReader interface {
 	EntryOperationCounts(service string, start, end time.Time, slowerMS float64) ([]red.EntryCounts, error)
 }
 
-// FindingsReader is the findings store the rules read.
+// FindingsReader is the findings store, read once at start to count the
+// findings of the rules' windows.
 type FindingsReader interface {
 	List(ctx context.Context, q findingstore.Query) ([]findingstore.Stored, error)
 }
@@ -30,9 +31,8 @@ type sample struct {
 	culprit analyze.Culprit
 	impact  string
 	summary string
-	// traceID is an example trace; findingID the finding behind the alert.
-	traceID   string
-	findingID uint64
+	// traceID is an example trace.
+	traceID string
 	// service/operation of a comparison link (RED and SLO alerts).
 	compareService, compareOperation string
 	compareSelection                 string
@@ -64,9 +64,10 @@ type longWindows struct {
 	m  map[longKey]longCounts
 }
 
+// longKey names a window ending now (windows ending at the start of the
+// minute, those of rate drops, are not kept).
 type longKey struct {
 	service  string
-	end      bool // window ending now (true) or at the start of the minute
 	window   time.Duration
 	slowerMS float64
 }
@@ -87,8 +88,9 @@ func (e *evaluator) counts(service string, start, end time.Time, slowerMS float6
 		return nil, nil
 	}
 	window := end.Sub(start)
-	lk := longKey{service, end.Equal(e.now), window, slowerMS}
-	if e.long != nil && window >= longWindow && lk.end {
+	lk := longKey{service, window, slowerMS}
+	keep := e.long != nil && window >= longWindow && end.Equal(e.now)
+	if keep {
 		e.long.mu.Lock()
 		lc, ok := e.long.m[lk]
 		e.long.mu.Unlock()
@@ -102,7 +104,7 @@ func (e *evaluator) counts(service string, start, end time.Time, slowerMS float6
 		return nil, err
 	}
 	e.cache[k] = c
-	if e.long != nil && window >= longWindow && lk.end {
+	if keep {
 		e.long.mu.Lock()
 		e.long.m[lk] = longCounts{at: e.now, counts: c}
 		e.long.mu.Unlock()
@@ -110,7 +112,7 @@ func (e *evaluator) counts(service string, start, end time.Time, slowerMS float6
 	return c, nil
 }
 
-func (e *evaluator) eval(ctx context.Context, r *Rule) ([]sample, error) {
+func (e *evaluator) eval(r *Rule) ([]sample, error) {
 	var out []sample
 	var err error
 	switch {
@@ -400,7 +402,6 @@ func culpritOf(f findingstore.Stored) analyze.Culprit {
 func setFinding(s *sample, f findingstore.Stored) {
 	s.culprit = culpritOf(f)
 	s.traceID = f.TraceID
-	s.findingID = f.ID
 	// Slow traces of the culprit's operation against its usual ones show
 	// what the finding costs.
 	if s.compareService == "" && s.culprit.Operation != "" {

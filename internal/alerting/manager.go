@@ -209,7 +209,7 @@ func (m *Manager) Evaluate(ctx context.Context) {
 	for i := range m.opt.Rules {
 		r := &m.opt.Rules[i]
 		start := time.Now()
-		s, err := ev.eval(ctx, r)
+		s, err := ev.eval(r)
 		h := ruleHealth{lastEval: now, duration: time.Since(start)}
 		if err != nil {
 			h.err = err.Error()
