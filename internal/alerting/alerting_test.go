@@ -542,6 +542,9 @@ func TestCrossTraceFindingsAreAlertsOfTheirOwn(t *testing.T) {
 	if len(v.Firing) != 4 || kinds["latency_regression"].Rule != "TracedxCrossTraceFinding" || kinds["missing_service"].Rule != "TracedxCrossTraceFinding" {
 		t.Fatalf("want one alert per cross-trace finding of warning and above: %+v", v.Firing)
 	}
+	if kinds["missing_service"].Labels["severity"] != "critical" || kinds["latency_regression"].Labels["severity"] != "warning" {
+		t.Errorf("cross-trace alerts carry their finding's severity: %v %v", kinds["missing_service"].Labels, kinds["latency_regression"].Labels)
+	}
 	lr := kinds["latency_regression"]
 	if lr.Annotations["culprit"] != "cart GET /cart" || !strings.HasSuffix(lr.Annotations["trace_url"], "/trace/4bf92f3577b34da6a3ce929d0e0e4736") ||
 		!strings.Contains(lr.Annotations["compare_url"], "/compare?operation=GET+%2Fcart&selection=slow&service=cart") {

@@ -373,7 +373,9 @@ func (e *evaluator) evalCrossTrace(c *CrossTraceCondition) []sample {
 	})
 	out := make([]sample, 0, len(latest))
 	for k, f := range latest {
-		s := sample{labels: map[string]string{"kind": f.Kind, "service": f.Service, "operation": f.Operation, "finding_key": k}, value: f.ImpactMS,
+		// The finding's severity, unless the rule sets one.
+		s := sample{labels: map[string]string{"kind": f.Kind, "service": f.Service, "operation": f.Operation, "finding_key": k,
+			"severity": string(f.Severity)}, value: f.ImpactMS,
 			summary: f.Title, impact: fmt.Sprintf("%.0f ms per affected request", f.ImpactMS)}
 		if f.Operation != "" {
 			s.compareService, s.compareOperation = f.Service, f.Operation

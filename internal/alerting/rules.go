@@ -115,7 +115,7 @@ func DefaultRules() []Rule {
 	return []Rule{
 		{Name: "TracedxCriticalFinding", Labels: map[string]string{"severity": "critical"},
 			Findings: &FindingsCondition{MinSeverity: analyze.SeverityCritical, Window: 10 * time.Minute}},
-		{Name: "TracedxCrossTraceFinding", Labels: map[string]string{"severity": "warning"},
+		{Name: "TracedxCrossTraceFinding",
 			CrossTrace: &CrossTraceCondition{MinSeverity: analyze.SeverityWarning, Window: 30 * time.Minute}},
 		{Name: "TracedxSLOBurn", Labels: map[string]string{"severity": "page"},
 			SLO: &SLOCondition{Objective: 0.999, MinRequests: 100}},
