@@ -3,6 +3,7 @@ package alerting
 import (
 	"context"
 	"encoding/json"
+	"errors"
 	"io"
 	"log/slog"
 	"net/http"
@@ -695,5 +696,45 @@ func TestReceiverNamesHideSecrets(t *testing.T) {
 	}
 	if _, err := NewWebhook("hooks.example.com/x", "", nil); err == nil {
 		t.Error("a webhook URL without a scheme must be refused")
+	}
+}
+
+// failingRED fails while broken is set.
+type failingRED struct {
+	fakeRED
+	broken bool
+}
+
+func (f *failingRED) EntryOperationCounts(s string, start, end time.Time, slow float64) ([]red.EntryCounts, error) {
+	if f.broken {
+		return nil, errors.New("reading day file red-20261206.jsonl.gz: unexpected EOF")
+	}
+	return f.fakeRED.EntryOperationCounts(s, start, end, slow)
+}
+
+// A rule whose evaluation fails keeps its alerts as they were and says why
+// in the rules API; a template that fails says so in its annotation.
+func TestFailedEvaluationChangesNothing(t *testing.T) {
+	src := &failingRED{fakeRED: fakeRED{5 * time.Minute: {{Service: "cart", Operation: "GET /cart", Count: 100, Errors: 50}}}}
+	clk := &clock{t: t0}
+	rules := parseRules(t, "- alert: CartErrors\n  annotations: {bad: '{{ index .Labels 3 }}'}\n  red: {window: 5m, error_ratio_above: 0.1}\n")
+	m, err := New(Options{Rules: rules, RED: src, Now: clk.now, Logger: quiet})
+	if err != nil {
+		t.Fatal(err)
+	}
+	m.Evaluate(context.Background())
+	v := m.Alerts()
+	if len(v.Firing) != 1 || !strings.HasPrefix(v.Firing[0].Annotations["bad"], "template error:") {
+		t.Fatalf("want firing with a template error in its annotation: %+v", v)
+	}
+	src.broken = true
+	clk.add(time.Minute)
+	m.Evaluate(context.Background())
+	if len(m.Alerts().Firing) != 1 {
+		t.Fatal("a failed evaluation resolved the alert")
+	}
+	r := m.Rules().Groups[0].Rules[0]
+	if r.Health != "err" || !strings.Contains(r.LastError, "unexpected EOF") || r.State != "firing" {
+		t.Errorf("rule state: %+v", r)
 	}
 }
