@@ -10,6 +10,7 @@ import (
 	"fmt"
 	"io"
 	"os"
+	"strings"
 	"time"
 
 	"gopkg.in/yaml.v3"
@@ -37,6 +38,48 @@ type Config struct {
 	// close to it instead of at twice the live heap. 0 derives it from
 	// storage.head_max_bytes unless GOMEMLIMIT is set; negative disables it.
 	MemoryLimit int64 `yaml:"memory_limit"`
+	// Alerting evaluates alert rules and notifies Alertmanager and
+	// webhooks (docs/alerting.md).
+	Alerting Alerting `yaml:"alerting"`
+}
+
+// Alerting settings. Rules are kept as raw YAML so the alerting package
+// decodes and validates them.
+type Alerting struct {
+	Enabled bool `yaml:"enabled"`
+	// Interval between rule evaluations.
+	Interval time.Duration `yaml:"interval"`
+	// ResendInterval between sends of a firing alert to Alertmanager.
+	ResendInterval time.Duration `yaml:"resend_interval"`
+	// DefaultRules adds the built-in rules (critical findings,
+	// cross-trace findings, SLO burn) to the configured ones.
+	DefaultRules bool      `yaml:"default_rules"`
+	Rules        yaml.Node `yaml:"rules"`
+	// RulesFile holds more rules ({rules: [...]}); --alert-rules.
+	RulesFile        string         `yaml:"rules_file"`
+	AlertmanagerURLs []string       `yaml:"alertmanager_urls"`
+	Webhooks         []AlertWebhook `yaml:"webhooks"`
+	// ExternalURL is the base of the UI links in alerts ("": the
+	// http listen address).
+	ExternalURL string `yaml:"external_url"`
+	// QueueSize bounds the notification batches waiting per receiver.
+	QueueSize int `yaml:"queue_size"`
+}
+
+// AlertWebhook is a generic JSON webhook; with a secret each call carries
+// an HMAC-SHA256 signature header.
+type AlertWebhook struct {
+	URL    string `yaml:"url"`
+	Secret string `yaml:"secret"`
+}
+
+// stringList is a repeatable flag.
+type stringList []string
+
+func (l *stringList) String() string { return fmt.Sprint([]string(*l)) }
+func (l *stringList) Set(v string) error {
+	*l = append(*l, v)
+	return nil
 }
 
 // Listen addresses. Defaults bind loopback only; an empty address disables
@@ -154,6 +197,7 @@ func Default() Config {
 		Analysis: Analysis{Enabled: true, MetricsRetention: 30 * 24 * time.Hour, QueueSpans: 8192, MaxCPUShare: 0.2},
 		Analytics: Analytics{Enabled: true, BaselineTracesPerSecond: 200, WholeTracesPerSecond: 100, ExemplarLabel: "traceID",
 			Baseline: Baseline{HalfLife: 24 * time.Hour, Window: 5 * time.Minute, AnomalyFactor: 2, AcceptAfter: 6 * time.Hour, ReleaseAfter: 30 * time.Minute}},
+		Alerting:  Alerting{Enabled: true, Interval: 15 * time.Second, ResendInterval: time.Minute, DefaultRules: true, QueueSize: 64},
 	}
 }
 
@@ -184,6 +228,10 @@ func Load(args []string, usageOut *bytes.Buffer) (Config, error) {
 	fs.BoolVar(&f.Analysis.Enabled, "analysis", cfg.Analysis.Enabled, "run the per-trace detectors on completed traces")
 	fs.BoolVar(&f.Analytics.Enabled, "analytics", cfg.Analytics.Enabled, "compute the cross-trace analytics: RED metrics, service graph, baselines, systemic findings")
 	fs.Int64Var(&f.MemoryLimit, "memory-limit", cfg.MemoryLimit, "soft memory limit of the process in bytes; 0: GOMEMLIMIT if set, else storage.head_max_bytes*5/4 + 96 MiB; -1: none")
+	fs.StringVar(&f.Alerting.RulesFile, "alert-rules", cfg.Alerting.RulesFile, "YAML file of alert rules ({rules: [...]}, see docs/alerting.md)")
+	var amURLs stringList
+	fs.Var(&amURLs, "alertmanager-url", "Alertmanager to notify, e.g. http://localhost:9093 (repeat for several)")
+	fs.BoolVar(&f.Alerting.Enabled, "alerting", cfg.Alerting.Enabled, "evaluate alert rules and send notifications")
 	if err := fs.Parse(args); err != nil {
 		return cfg, err
 	}
@@ -234,6 +282,12 @@ func Load(args []string, usageOut *bytes.Buffer) (Config, error) {
 			cfg.Analytics.Enabled = f.Analytics.Enabled
 		case "memory-limit":
 			cfg.MemoryLimit = f.MemoryLimit
+		case "alert-rules":
+			cfg.Alerting.RulesFile = f.Alerting.RulesFile
+		case "alertmanager-url":
+			cfg.Alerting.AlertmanagerURLs = amURLs
+		case "alerting":
+			cfg.Alerting.Enabled = f.Alerting.Enabled
 		}
 	})
 	return cfg, cfg.Validate()
@@ -303,6 +357,25 @@ func (c *Config) Validate() error {
 	}
 	if c.Ingest.MaxRequestBytes <= 0 {
 		return errors.New("ingest.max_request_bytes must be positive")
+	}
+	if c.Alerting.Enabled {
+		if c.Alerting.Interval <= 0 {
+			return errors.New("alerting.interval must be positive")
+		}
+		if c.Alerting.ResendInterval <= 0 {
+			return errors.New("alerting.resend_interval must be positive")
+		}
+		if c.Alerting.QueueSize <= 0 {
+			return errors.New("alerting.queue_size must be positive")
+		}
+		if u := c.Alerting.ExternalURL; u != "" && !strings.HasPrefix(u, "http://") && !strings.HasPrefix(u, "https://") {
+			return fmt.Errorf("alerting.external_url %q: want the http(s):// address people open the UI at", u)
+		}
+		for i, w := range c.Alerting.Webhooks {
+			if w.URL == "" {
+				return fmt.Errorf("alerting.webhooks[%d].url must not be empty", i)
+			}
+		}
 	}
 	switch c.LogLevel {
 	case "debug", "info", "warn", "error":

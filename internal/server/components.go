@@ -43,12 +43,14 @@ func (s *Server) extraRoutes(st store.Store, p *pipeline) []func(*http.ServeMux)
 // storedFindings connects the pipeline to the findings store and the
 // cross-trace detectors.
 type storedFindings struct {
-	fs  *findingstore.Store
-	sys *systemic.Detector
+	fs *findingstore.Store
+	// sink stores into fs and counts what it stores.
+	sink systemic.Sink
+	sys  *systemic.Detector
 }
 
 func (f *storedFindings) putTrace(ctx context.Context, spans []model.Span, res analyze.Result) error {
-	return f.fs.Put(ctx, findingstore.FromResult(spans, res))
+	return f.sink.Put(ctx, findingstore.FromResult(spans, res))
 }
 
 func (f *storedFindings) traceFindings(ctx context.Context, id model.TraceID) ([]analyze.Finding, bool, error) {

@@ -11,6 +11,7 @@ import (
 
 	"github.com/prometheus/client_golang/prometheus"
 
+	"github.com/tracedx/tracedx/internal/alerting"
 	"github.com/tracedx/tracedx/internal/api/jaeger"
 	v1 "github.com/tracedx/tracedx/internal/api/v1"
 	"github.com/tracedx/tracedx/internal/baseline"
@@ -42,6 +43,10 @@ func New(ctx context.Context, cfg config.Config, log *slog.Logger) (*Server, err
 	dir := func(sub string) string { return filepath.Join(cfg.DataDir, sub) }
 	// A bad detector config is refused before anything is opened.
 	detectors, err := detectorsOf(cfg.Analysis)
+	if err != nil {
+		return nil, err
+	}
+	alertRules, err := alertRulesOf(cfg.Alerting)
 	if err != nil {
 		return nil, err
 	}
@@ -81,9 +86,16 @@ func New(ctx context.Context, cfg config.Config, log *slog.Logger) (*Server, err
 	}
 	s.closers = append(s.closers, fs.Close)
 	s.background = append(s.background, func(ctx context.Context) { fs.Run(ctx) })
-	sys := systemic.New(systemic.Config{Dir: dir("systemic")}, fs, nil, log)
+	// Every stored finding is counted on /metrics (tracedx_findings_total).
+	findingsCounter := alerting.NewFindingsCounter(s.reg)
+	findingsSink := findingsCounter.Wrap(fs)
+	sys := systemic.New(systemic.Config{Dir: dir("systemic")}, findingsSink, nil, log)
 	s.background = append(s.background, func(ctx context.Context) { sys.Run(ctx) })
-	pipe.findings = &storedFindings{fs: fs, sys: sys}
+	pipe.findings = &storedFindings{fs: fs, sink: findingsSink, sys: sys}
+	alertRoutes, err := s.startAlerting(alertRules, metrics, fs, findingsCounter)
+	if err != nil {
+		return nil, err
+	}
 
 	// Without analysis and analytics nobody reads completed traces: the
 	// store then neither keeps them for completion nor decodes them.
@@ -178,6 +190,9 @@ func New(ctx context.Context, cfg config.Config, log *slog.Logger) (*Server, err
 	mux := http.NewServeMux()
 	routes := []func(*http.ServeMux){metrics.RegisterRoutes, graph.RegisterRoutes, history.RegisterRoutes, pipe.registerRoutes, logs.RegisterRoutes}
 	routes = append(routes, s.extraRoutes(eng, pipe)...)
+	if alertRoutes != nil {
+		routes = append(routes, alertRoutes)
+	}
 	apiV1 := v1.NewHandler(v1.Deps{
 		Store:    eng,
 		Analyzer: pipe.analyze,

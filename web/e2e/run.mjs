@@ -462,6 +462,20 @@ async function main() {
     await shot('findings.png');
   });
 
+  await check('overview links to the alerts view, which lists the rules and their health', async () => {
+    await goto('/');
+    await page.waitForSelector('#kpi-alerts a', { timeout: 20000 });
+    await page.click('#kpi-alerts a');
+    await page.waitForFunction(() => location.pathname === '/alerts');
+    await page.waitForSelector('tr[data-rule="TracedxSLOBurn"]');
+    const rules = await page.locator('tr[data-rule]').evaluateAll(els => els.map(e => e.dataset.rule));
+    for (const r of ['TracedxCriticalFinding', 'TracedxCrossTraceFinding', 'TracedxSLOBurn']) assert.ok(rules.includes(r), `rule ${r} not listed: ${rules}`);
+    const health = await page.locator('tr[data-rule="TracedxSLOBurn"] td').nth(3).textContent();
+    assert.match(health, /^(ok|unknown)/, 'the built-in SLO rule evaluates cleanly');
+    assert.equal(await page.locator('nav a[data-view="alerts"]').getAttribute('aria-current'), 'page');
+    await shot('alerts.png');
+  });
+
   let loadMs = null, inPageMs = null;
   await check('5,000-span trace renders in under 1 s', async () => {
     // Warm the module cache the way a user arriving from search would.

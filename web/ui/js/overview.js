@@ -132,4 +132,10 @@ export async function render({ params, root }) {
     el('div.kpi' + (rate && errs / rate >= 0.05 ? '.bad' : ''), el('b', svcs ? fmtPct(rate ? errs / rate : 0) : '–'), el('span', 'error rate')),
     el('div.kpi' + ((fs || []).some(f => f.severity === 'critical') ? '.bad' : ''), el('b', fmtNum((fs || []).length)), el('span', 'findings')),
   );
+  // Alerts firing now, linked to the Alerts view (absent when alerting is off).
+  const alerts = await optional('/api/v1/alerts').catch(() => null);
+  if (alerts) {
+    const n = alerts.firing.length;
+    kpis.append(el('div.kpi#kpi-alerts' + (n ? '.bad' : ''), el('b', el('a', { href: '/alerts', 'data-nav': '' }, fmtNum(n))), el('span', el('a', { href: '/alerts', 'data-nav': '' }, 'alerts firing'))));
+  }
 }
