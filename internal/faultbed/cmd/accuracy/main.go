@@ -1,0 +1,67 @@
+// Command accuracy measures the root-cause ranking on the fault bed: for
+// each fault class it injects the fault at a random service and time
+// (seeded) and prints how often the faulty service came first (top-1) and
+// among the first three (top-3).
+//
+//	go run ./internal/faultbed/cmd/accuracy -runs 20 -seed 1
+package main
+
+import (
+	"flag"
+	"fmt"
+	"os"
+	"strings"
+	"text/tabwriter"
+
+	"github.com/tracedx/tracedx/internal/faultbed"
+)
+
+func main() {
+	runs := flag.Int("runs", 20, "runs per fault class")
+	seed := flag.Uint64("seed", 1, "seed of the first run; run i uses seed+i")
+	traces := flag.Int("traces", 250, "mean traces per window")
+	class := flag.String("class", "", "only this fault class (default: all)")
+	verbose := flag.Bool("v", false, "list the runs missed at top 1")
+	flag.Parse()
+	if *runs <= 0 || *traces <= 0 {
+		fmt.Fprintln(os.Stderr, "accuracy: -runs and -traces must be positive")
+		os.Exit(2)
+	}
+	classes := faultbed.Classes()
+	if *class != "" {
+		c, err := faultbed.ParseClass(*class)
+		if err != nil {
+			fmt.Fprintf(os.Stderr, "accuracy: %v\n", err)
+			os.Exit(2)
+		}
+		classes = []faultbed.Class{c}
+	}
+	res, err := faultbed.Accuracy(classes, *runs, *seed, *traces)
+	if err != nil {
+		fmt.Fprintf(os.Stderr, "accuracy: %v\n", err)
+		os.Exit(1)
+	}
+	tw := tabwriter.NewWriter(os.Stdout, 0, 0, 2, ' ', 0)
+	fmt.Fprintln(tw, "class\truns\ttop-1\ttop-3\ttop-1 with operation")
+	var runsAll, top1All, top3All int
+	for _, r := range res {
+		fmt.Fprintf(tw, "%s\t%d\t%s\t%s\t%s\n", r.Class, r.Runs, pct(r.Top1, r.Runs), pct(r.Top3, r.Runs), pct(r.OpTop1, r.Runs))
+		runsAll, top1All, top3All = runsAll+r.Runs, top1All+r.Top1, top3All+r.Top3
+	}
+	fmt.Fprintf(tw, "all\t%d\t%s\t%s\t\n", runsAll, pct(top1All, runsAll), pct(top3All, runsAll))
+	_ = tw.Flush()
+	if *verbose {
+		for _, r := range res {
+			if len(r.Misses) > 0 {
+				fmt.Printf("\n%s misses:\n  %s\n", r.Class, strings.Join(r.Misses, "\n  "))
+			}
+		}
+	}
+}
+
+func pct(n, of int) string {
+	if of == 0 {
+		return "-"
+	}
+	return fmt.Sprintf("%.0f %% (%d/%d)", 100*float64(n)/float64(of), n, of)
+}
