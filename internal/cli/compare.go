@@ -185,7 +185,14 @@ func (f *fileList) Set(v string) error {
 // expandSideLists rewrites "--a x y --b z" into "--a x --a y --b z" so a
 // shell glob can follow --a/--b; the flag package alone stops at the
 // second file. A list ends at the next flag or at "--".
-func expandSideLists(args []string) []string {
+func expandSideLists(args []string) []string { return expandFileLists(args, "a", "b") }
+
+// expandFileLists does what expandSideLists does for the named list flags.
+func expandFileLists(args []string, names ...string) []string {
+	isList := map[string]bool{}
+	for _, n := range names {
+		isList[n] = true
+	}
 	out := make([]string, 0, len(args))
 	for i := 0; i < len(args); i++ {
 		arg := args[i]
@@ -194,7 +201,7 @@ func expandSideLists(args []string) []string {
 			return append(out, args[i+1:]...)
 		}
 		name := strings.TrimLeft(arg, "-")
-		if (name != "a" && name != "b") || len(arg)-len(name) > 2 || i+1 >= len(args) {
+		if !isList[name] || len(arg)-len(name) > 2 || i+1 >= len(args) {
 			continue
 		}
 		// The flag's own value, then every further non-flag argument.

@@ -116,15 +116,15 @@ func Rank(baseline, incident [][]model.Span, opt Options) (Report, error) {
 	for _, tr := range incident {
 		i.add(tr, opt.Service, opt.Operation)
 	}
-	scope := "trace"
+	scope := ""
 	if opt.Service != "" {
-		scope = strings.TrimSpace("endpoint " + opt.Service + " " + opt.Operation)
+		scope = " through endpoint " + strings.TrimSpace(opt.Service+" "+opt.Operation)
 	}
 	if len(b.traces) == 0 {
-		return Report{}, fmt.Errorf("%w in the baseline window with a %s", ErrNoTraces, scope)
+		return Report{}, fmt.Errorf("%w in the baseline window%s", ErrNoTraces, scope)
 	}
 	if len(i.traces) == 0 {
-		return Report{}, fmt.Errorf("%w in the incident window with a %s", ErrNoTraces, scope)
+		return Report{}, fmt.Errorf("%w in the incident window%s", ErrNoTraces, scope)
 	}
 	r := ranker{b: b, i: i, nb: float64(len(b.traces)), ni: float64(len(i.traces))}
 	return Report{Causes: r.rank(opt)}, nil
