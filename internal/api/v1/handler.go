@@ -71,6 +71,7 @@ func NewHandler(d Deps) http.Handler {
 	a.mux.HandleFunc("GET /api/v1/services/{service}/operations", a.operations)
 	a.mux.HandleFunc("GET /api/v1/attributes", a.attributes)
 	a.mux.HandleFunc("GET /api/v1/attributes/{key}/values", a.attributeValues)
+	a.mux.HandleFunc("GET /api/v1/rootcause", a.rootCause)
 	for _, reg := range d.Routes {
 		reg(a.mux)
 	}
