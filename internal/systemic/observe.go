@@ -285,6 +285,7 @@ func (d *Detector) observeSummary(now time.Time, t *TraceSummary) {
 }
 
 func (d *Detector) observeTrace(now time.Time, spans []model.Span) {
+	d.observeCulprits(spans)
 	var traceFeatures *attribution.Features
 	features := func() attribution.Features {
 		if traceFeatures == nil {
