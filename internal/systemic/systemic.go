@@ -392,7 +392,7 @@ func pushSample(list []sample, s sample, capN int) []sample {
 
 type newType struct {
 	service, op, typ, msg string
-	r                 ref
+	r                     ref
 }
 
 func (d *Detector) observeErrorType(now time.Time, s *model.Span) {
