@@ -7,11 +7,14 @@ import (
 	"flag"
 	"fmt"
 	"io"
+	"log/slog"
 	"os"
 	"sort"
 	"strings"
 
 	"github.com/tracedx/tracedx/internal/analyze"
+	"github.com/tracedx/tracedx/internal/model"
+	"github.com/tracedx/tracedx/internal/systemic"
 	"github.com/tracedx/tracedx/internal/traceio"
 )
 
@@ -20,6 +23,9 @@ func init() { extraCommands["analyze"] = Analyze }
 // analyzeOutput is the JSON contract of `tracedx analyze --format json`.
 type analyzeOutput struct {
 	Traces []analyze.Result `json:"traces"`
+	// Systemic are the cross-trace findings of all the files together,
+	// detected in trace time (absent when there are none).
+	Systemic []systemic.Finding `json:"systemic,omitempty"`
 }
 
 // Analyze runs `tracedx analyze [flags] FILE...`: it diagnoses every trace
@@ -136,9 +142,14 @@ func Analyze(args []string, stdin io.Reader, stdout, stderr io.Writer) int {
 
 	out := analyzeOutput{Traces: make([]analyze.Result, 0, len(traces))}
 	opts := analyze.Options{Detectors: detectors}
+	whole := make([][]model.Span, 0, len(traces))
 	for _, tr := range traces {
 		out.Traces = append(out.Traces, analyze.Analyze(tr.Spans, opts))
+		whole = append(whole, tr.Spans)
 	}
+	// The cross-trace detectors run on the traces' own clock, so a
+	// recorded incident gives the findings live ingest gave.
+	out.Systemic = systemic.ReplayTraces(systemic.Config{}, whole, slog.New(slog.NewTextHandler(io.Discard, nil)))
 
 	var err error
 	switch *format {
@@ -148,8 +159,14 @@ func Analyze(args []string, stdin io.Reader, stdout, stderr io.Writer) int {
 		err = enc.Encode(out)
 	case "markdown", "md":
 		err = writeMarkdown(stdout, out.Traces)
+		if err == nil {
+			err = writeSystemic(stdout, out.Systemic, true)
+		}
 	default:
 		err = writeText(stdout, out.Traces)
+		if err == nil {
+			err = writeSystemic(stdout, out.Systemic, false)
+		}
 	}
 	if err != nil {
 		fmt.Fprintf(stderr, "tracedx analyze: write output: %v\n", err)
@@ -309,6 +326,37 @@ func writeMarkdown(w io.Writer, results []analyze.Result) error {
 			if hidden > 0 {
 				fmt.Fprintf(&b, "\n%d more spans on the path with less self time.\n", hidden)
 			}
+		}
+	}
+	_, err := io.WriteString(w, b.String())
+	return err
+}
+
+// writeSystemic prints the cross-trace findings after the traces, with
+// when (in trace time) each was detected and the culprit it names.
+func writeSystemic(w io.Writer, fs []systemic.Finding, md bool) error {
+	if len(fs) == 0 {
+		return nil
+	}
+	var b strings.Builder
+	if md {
+		b.WriteString("\n## Across traces\n\n| detected | severity | kind | finding | culprit |\n|---|---|---|---|---|\n")
+	} else {
+		b.WriteString("\nacross traces (detected in trace time)\n")
+	}
+	for _, f := range fs {
+		culprit := "-"
+		if f.Culprit != nil {
+			culprit = strings.TrimSpace(f.Culprit.Service + " " + f.Culprit.Operation)
+		}
+		at := f.Time.UTC().Format("2006-01-02 15:04:05")
+		if md {
+			fmt.Fprintf(&b, "| %s | %s | `%s` | %s | %s |\n", at, f.Severity, f.Kind, mdCell(f.Title), mdCell(culprit))
+			continue
+		}
+		fmt.Fprintf(&b, "  %s  %-8s %-22s %s\n", at, strings.ToUpper(string(f.Severity)), f.Kind, f.Title)
+		if f.Culprit != nil {
+			fmt.Fprintf(&b, "  %19s  %-8s %-22s culprit: %s (%s)\n", "", "", "", culprit, f.Culprit.Reason)
 		}
 	}
 	_, err := io.WriteString(w, b.String())
