@@ -129,6 +129,10 @@ type sim struct {
 	fault   *Fault
 	// active is whether the fault is on for the request being simulated.
 	active bool
+	// drift is an innocent service whose work is driftFactor slower while
+	// the fault is active: the noise a real incident window has.
+	drift       string
+	driftFactor float64
 }
 
 var propagator = propagation.TraceContext{}
@@ -153,7 +157,11 @@ func (s *sim) serve(ctx context.Context, carrier propagation.MapCarrier, o *oper
 	failed := false
 	t = t.Add(s.fault.queueWait(s, o))
 	for i, st := range o.Steps {
-		t = t.Add(s.fault.work(s, o.Service, s.jitter(st.Work)))
+		work := s.jitter(st.Work)
+		if s.active && o.Service == s.drift {
+			work = time.Duration(float64(work) * s.driftFactor)
+		}
+		t = t.Add(s.fault.work(s, o.Service, work))
 		if i == len(o.Steps)-1 && s.fault.throws(s, o) {
 			span.RecordError(errInjected, trace.WithTimestamp(t))
 			failed = true

@@ -109,12 +109,24 @@ func Generate(cfg Config) (Windows, error) {
 		}
 	}()
 
+	// Confounders an incident window has in real life: the mix of
+	// requests shifts, and an innocent service drifts a little slower.
+	checkoutShare := 0.4 + 0.3*(rng.Float64()-0.5)
+	s.drift = names[rng.IntN(len(names))]
+	for s.drift == fault.Service {
+		s.drift = names[rng.IntN(len(names))]
+	}
+	s.driftFactor = 1 + 0.2*rng.Float64()
+
 	entries := []*operation{ops["frontend GET /home"], ops["frontend POST /checkout"]}
 	mean := float64(cfg.Window) / float64(cfg.TracesPerWindow)
 	for t := baseStart; t.Before(incEnd); t = t.Add(time.Duration(rng.ExpFloat64() * mean)) {
 		s.active = !t.Before(fault.Start)
-		entry := entries[0]
-		if rng.Float64() < 0.4 {
+		entry, share := entries[0], 0.4
+		if !t.Before(incStart) {
+			share = checkoutShare
+		}
+		if rng.Float64() < share {
 			entry = entries[1]
 		}
 		s.serve(context.Background(), nil, entry, t)

@@ -70,6 +70,8 @@ func (f *Fault) String() string {
 		return fmt.Sprintf("%s in %s (x%.1f)", f.Class, f.Service, f.Factor)
 	case Exception:
 		return fmt.Sprintf("%s in %s %s (%.0f %% of calls)", f.Class, f.Service, f.Operation, 100*f.Probability)
+	case NetworkDelay:
+		return fmt.Sprintf("%s in front of %s (+%s)", f.Class, f.Service, f.Delay.Round(time.Millisecond))
 	default:
 		return fmt.Sprintf("%s at %s %s (+%s)", f.Class, f.Service, f.Operation, f.Delay.Round(time.Millisecond))
 	}
@@ -104,6 +106,8 @@ func pickFault(rng *rand.Rand, class Class, ops map[string]*operation) Fault {
 	switch class {
 	case NetworkDelay:
 		f.Delay = randDur(rng, 15*time.Millisecond, 60*time.Millisecond)
+		// The delay is in front of the whole service, whatever it serves.
+		f.Operation = ""
 	case CPUContention:
 		f.Factor = 1.8 + 1.4*rng.Float64()
 		// Every operation of the service slows; the entry one names it.

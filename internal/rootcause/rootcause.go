@@ -163,6 +163,35 @@ func (r *ranker) keys() []Key {
 	return out
 }
 
+// rise is how much a per-trace total f grew from the baseline to the
+// incident, endpoint by endpoint, weighted by the incident's mix of
+// endpoints: a shift in the mix alone rises nothing. An endpoint new in
+// the incident counts from zero.
+func (r *ranker) rise(f func(*window) float64) float64 {
+	var out float64
+	for e, is := range r.i.strata {
+		n := float64(len(is.traces))
+		v := f(is) / n
+		if bs := r.b.strata[e]; bs != nil && len(bs.traces) > 0 {
+			v -= f(bs) / float64(len(bs.traces))
+		}
+		out += n / r.ni * v
+	}
+	return out
+}
+
+// usual is the baseline's per-trace mean of f in the incident's mix of
+// endpoints.
+func (r *ranker) usual(f func(*window) float64) float64 {
+	var out float64
+	for e, is := range r.i.strata {
+		if bs := r.b.strata[e]; bs != nil && len(bs.traces) > 0 {
+			out += float64(len(is.traces)) / r.ni * f(bs) / float64(len(bs.traces))
+		}
+	}
+	return out
+}
+
 func (r *ranker) get(w *window, k Key) *keyStat {
 	if s := w.keys[k]; s != nil {
 		return s
@@ -196,10 +225,9 @@ func (r *ranker) rank(opt Options) []Cause {
 	keys := r.keys()
 	cpRise, offRise, errRise, findRise := map[Key]float64{}, map[Key]float64{}, map[Key]float64{}, map[Key]float64{}
 	for _, k := range keys {
-		bs, is := r.get(r.b, k), r.get(r.i, k)
-		cpRise[k] = (is.cpOwn+is.cpFront)/r.ni - (bs.cpOwn+bs.cpFront)/r.nb
-		offRise[k] = (is.selfOwn+is.selfFront)/r.ni - (bs.selfOwn+bs.selfFront)/r.nb
-		errRise[k] = float64(is.origins)/r.ni - float64(bs.origins)/r.nb
+		cpRise[k] = r.rise(func(w *window) float64 { s := r.get(w, k); return s.cpOwn + s.cpFront })
+		offRise[k] = r.rise(func(w *window) float64 { s := r.get(w, k); return s.selfOwn + s.selfFront })
+		errRise[k] = r.rise(func(w *window) float64 { return float64(r.get(w, k).origins) })
 	}
 	for k, v := range culpritCounts(opt.IncidentFindings) {
 		findRise[k] += float64(v) / r.ni
@@ -207,23 +235,26 @@ func (r *ranker) rank(opt Options) []Cause {
 	for k, v := range culpritCounts(opt.BaselineFindings) {
 		findRise[k] -= float64(v) / r.nb
 	}
-	var baseSelf float64
-	for _, st := range r.b.keys {
-		baseSelf += st.selfOwn + st.selfFront
-	}
-	cpShare := shares(cpRise, minRelative*5*r.b.cpMS/r.nb)
-	offShare := shares(offRise, minRelative*5*baseSelf/r.nb)
+	baseCP := r.usual(func(w *window) float64 { return w.cpMS })
+	baseSelf := r.usual(func(w *window) float64 {
+		var sum float64
+		for _, st := range w.keys {
+			sum += st.selfOwn + st.selfFront
+		}
+		return sum
+	})
+	cpShare := shares(cpRise, minRelative*5*baseCP)
+	offShare := shares(offRise, minRelative*5*baseSelf)
 	errShare, findShare := shares(errRise, minErrorRise*10), shares(findRise, 0)
 
 	// How much of the incident is latency and how much is errors: the
 	// relative rise of the mean critical path against the rise of the
 	// failing share.
-	baseCP := r.b.cpMS / r.nb
 	latency := 0.0
 	if baseCP > 0 {
-		latency = (r.i.cpMS/r.ni - baseCP) / baseCP
+		latency = r.rise(func(w *window) float64 { return w.cpMS }) / baseCP
 	}
-	errs := float64(r.i.failed)/r.ni - float64(r.b.failed)/r.nb
+	errs := r.rise(func(w *window) float64 { return float64(w.failed) })
 	if latency < minRelative {
 		latency = 0
 	}
@@ -334,7 +365,7 @@ func (r *ranker) evidence(svc string, list []keyScore, wLat, wErr float64, opt O
 		name := strings.TrimSpace(k.Service + " " + k.Operation)
 		if wLat > 0 && (ks.cp > 0 || ks.off > 0) {
 			ownB, ownI := median(bs.ownSamples), median(is.ownSamples)
-			added := (is.cpOwn/r.ni - bs.cpOwn/r.nb)
+			added := r.rise(func(w *window) float64 { return r.get(w, k).cpOwn })
 			if added > 0 && ownI > ownB {
 				ev := Evidence{Kind: KindSelfTime, Operation: k.Operation, Baseline: fp(ownB), Incident: fp(ownI), AddedMS: fp(added), SlowTraceShare: fp(slow)}
 				ev.Text = fmt.Sprintf("p50 self time of %s rose from %.1f to %.1f ms", name, ownB, ownI)
@@ -347,7 +378,7 @@ func (r *ranker) evidence(svc string, list []keyScore, wLat, wErr float64, opt O
 			}
 			gapB, gapI := median(bs.gapSamples), median(is.gapSamples)
 			if len(is.gapSamples) > 0 && gapI-gapB > max(minGapMS, 0.2*gapB) {
-				ev := Evidence{Kind: KindCalleeDelay, Operation: k.Operation, Baseline: fp(gapB), Incident: fp(gapI), AddedMS: fp(is.cpFront/r.ni - bs.cpFront/r.nb)}
+				ev := Evidence{Kind: KindCalleeDelay, Operation: k.Operation, Baseline: fp(gapB), Incident: fp(gapI), AddedMS: fp(r.rise(func(w *window) float64 { return r.get(w, k).cpFront }))}
 				if gapB > 0 {
 					ev.Ratio = fp(gapI / gapB)
 				}

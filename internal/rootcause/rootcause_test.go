@@ -107,6 +107,23 @@ func TestHealthyWindowsScoreLow(t *testing.T) {
 			t.Errorf("healthy comparison blames %s with score %.2f", c.Service, c.Score)
 		}
 	}
+	// The same, with the incident's mix of requests shifted: nearly all
+	// home pages, few checkouts. Nothing got slower per request.
+	var shifted [][]model.Span
+	for i, tr := range w.Baseline[half:] {
+		if rootName(tr) == "GET /home" || i%10 == 0 {
+			shifted = append(shifted, tr)
+		}
+	}
+	rep, err = rootcause.Rank(w.Baseline[:half], shifted, rootcause.Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, c := range rep.Causes {
+		if c.Score > 0.5 {
+			t.Errorf("a shift of the request mix blames %s with score %.2f", c.Service, c.Score)
+		}
+	}
 }
 
 func TestEndpointScopeAndErrors(t *testing.T) {
@@ -165,4 +182,13 @@ func names(r rootcause.Report) []string {
 		out = append(out, c.Service)
 	}
 	return out
+}
+
+func rootName(tr []model.Span) string {
+	for _, s := range tr {
+		if s.ParentSpanID.IsZero() {
+			return s.Name
+		}
+	}
+	return ""
 }

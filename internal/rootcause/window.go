@@ -50,9 +50,34 @@ type window struct {
 	keys   map[Key]*keyStat
 	cpMS   float64 // total critical-path time
 	failed int
+	// strata are the same digests per entry endpoint (root service and
+	// span name), so a shift in the mix of requests between the windows
+	// is not mistaken for a change inside them.
+	strata map[string]*window
 }
 
-func newWindow() *window { return &window{keys: map[Key]*keyStat{}} }
+func newWindow() *window { return &window{keys: map[Key]*keyStat{}, strata: map[string]*window{}} }
+
+// merge adds the digest of src into w.
+func (w *window) merge(src *window) {
+	for k, s := range src.keys {
+		d := w.stat(k)
+		d.cpOwn += s.cpOwn
+		d.cpFront += s.cpFront
+		d.selfOwn += s.selfOwn
+		d.selfFront += s.selfFront
+		d.ownSamples = append(d.ownSamples, s.ownSamples...)
+		d.gapSamples = append(d.gapSamples, s.gapSamples...)
+		d.presence += s.presence
+		d.origins += s.origins
+		if d.exception == "" {
+			d.exception = s.exception
+		}
+	}
+	w.traces = append(w.traces, src.traces...)
+	w.cpMS += src.cpMS
+	w.failed += src.failed
+}
 
 func (w *window) stat(k Key) *keyStat {
 	s := w.keys[k]
@@ -142,7 +167,7 @@ func uncovered(n *analyze.Node) uint64 {
 	return hi - lo - covered
 }
 
-// add digests one trace into the window.
+// add digests one trace into the window and into its endpoint's stratum.
 func (w *window) add(spans []model.Span, service, operation string) bool {
 	spans, ok := entryOf(spans, service, operation)
 	if !ok || len(spans) == 0 {
@@ -153,6 +178,21 @@ func (w *window) add(spans []model.Span, service, operation string) bool {
 	if root == nil {
 		return false
 	}
+	one := &window{keys: map[Key]*keyStat{}}
+	one.digest(t, root)
+	w.merge(one)
+	endpoint := root.Span.Service + " " + root.Span.Name
+	st := w.strata[endpoint]
+	if st == nil {
+		st = &window{keys: map[Key]*keyStat{}}
+		w.strata[endpoint] = st
+	}
+	st.merge(one)
+	return true
+}
+
+// digest adds one trace, deskewed, into an empty window.
+func (w *window) digest(t *analyze.Trace, root *analyze.Node) {
 	rec := traceRec{id: t.ID.String(), svcCP: map[string]float64{}, origins: map[string]bool{}}
 	cp := t.CriticalPath()
 	ownCP := map[Key]float64{}
@@ -217,7 +257,6 @@ func (w *window) add(spans []model.Span, service, operation string) bool {
 	}
 	w.cpMS += rec.cpMS
 	w.traces = append(w.traces, rec)
-	return true
 }
 
 func median(xs []float64) float64 {
