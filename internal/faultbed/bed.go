@@ -31,6 +31,9 @@ type Config struct {
 	Window time.Duration
 	// MaxSkew bounds each service's constant clock offset (default 25 ms).
 	MaxSkew time.Duration
+	// Strength scales the fault (default 1): the added delays, the CPU
+	// slowdown beyond 1x and the share of failing calls.
+	Strength float64
 }
 
 func (c Config) withDefaults() Config {
@@ -42,6 +45,9 @@ func (c Config) withDefaults() Config {
 	}
 	if c.MaxSkew <= 0 {
 		c.MaxSkew = 25 * time.Millisecond
+	}
+	if c.Strength <= 0 {
+		c.Strength = 1
 	}
 	return c
 }
@@ -72,6 +78,9 @@ func Generate(cfg Config) (Windows, error) {
 	rng := rand.New(rand.NewPCG(cfg.Seed, uint64(len(cfg.Class))*7919+0x5eed))
 	ops := topology()
 	fault := pickFault(rng, cfg.Class, ops)
+	fault.Delay = time.Duration(float64(fault.Delay) * cfg.Strength)
+	fault.Factor = 1 + (fault.Factor-1)*cfg.Strength
+	fault.Probability *= cfg.Strength
 
 	epoch := time.Date(2026, 1, 1, 0, 0, 0, 0, time.UTC).Add(time.Duration(cfg.Seed%100000) * time.Minute)
 	incStart := epoch.Add(2 * cfg.Window)
@@ -293,12 +302,14 @@ type ClassResult struct {
 }
 
 // Accuracy runs each class runs times with seeds seedBase, seedBase+1, ...
-func Accuracy(classes []Class, runs int, seedBase uint64, tracesPerWindow int) ([]ClassResult, error) {
+// and cfg's other settings.
+func Accuracy(classes []Class, runs int, seedBase uint64, cfg Config) ([]ClassResult, error) {
 	var out []ClassResult
 	for _, c := range classes {
 		res := ClassResult{Class: c}
 		for i := 0; i < runs; i++ {
-			o, err := Run(Config{Seed: seedBase + uint64(i), Class: c, TracesPerWindow: tracesPerWindow})
+			cfg.Seed, cfg.Class = seedBase+uint64(i), c
+			o, err := Run(cfg)
 			if err != nil {
 				return nil, err
 			}

@@ -52,7 +52,7 @@ func TestRankingAccuracy(t *testing.T) {
 	if testing.Short() {
 		runs = 2
 	}
-	res, err := Accuracy(Classes(), runs, 1, 150)
+	res, err := Accuracy(Classes(), runs, 1, Config{TracesPerWindow: 150})
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -228,6 +228,7 @@ func (r *ranker) rank(opt Options) []Cause {
 		cpRise[k] = r.rise(func(w *window) float64 { s := r.get(w, k); return s.cpOwn + s.cpFront })
 		offRise[k] = r.rise(func(w *window) float64 { s := r.get(w, k); return s.selfOwn + s.selfFront })
 		errRise[k] = r.rise(func(w *window) float64 { return float64(r.get(w, k).origins) })
+		cpRise[k] = ownPart(cpRise[k], offRise[k])
 	}
 	for k, v := range culpritCounts(opt.IncidentFindings) {
 		findRise[k] += float64(v) / r.ni
@@ -308,6 +309,18 @@ func (r *ranker) rank(opt Options) []Cause {
 		causes = []Cause{}
 	}
 	return causes
+}
+
+// ownPart is the part of a key's change on the critical path that its own
+// time explains. When a parallel branch gets slower the critical path
+// moves onto it, and every span of that branch gains critical-path time
+// although only one of them changed; its own time (on the path or not)
+// says which.
+func ownPart(cp, own float64) float64 {
+	if cp > 0 {
+		return min(cp, max(own, 0))
+	}
+	return max(cp, min(own, 0))
 }
 
 func culpritCounts(fs []analyze.Finding) map[Key]int {

@@ -12,6 +12,7 @@ import (
 	"os"
 	"strings"
 	"text/tabwriter"
+	"time"
 
 	"github.com/tracedx/tracedx/internal/faultbed"
 )
@@ -21,10 +22,12 @@ func main() {
 	seed := flag.Uint64("seed", 1, "seed of the first run; run i uses seed+i")
 	traces := flag.Int("traces", 250, "mean traces per window")
 	class := flag.String("class", "", "only this fault class (default: all)")
+	strength := flag.Float64("strength", 1, "scale of the faults: delays, CPU slowdown beyond 1x, failing share")
+	skew := flag.Duration("skew", 25*time.Millisecond, "largest clock offset of a service's host")
 	verbose := flag.Bool("v", false, "list the runs missed at top 1")
 	flag.Parse()
-	if *runs <= 0 || *traces <= 0 {
-		fmt.Fprintln(os.Stderr, "accuracy: -runs and -traces must be positive")
+	if *runs <= 0 || *traces <= 0 || *strength <= 0 || *skew <= 0 {
+		fmt.Fprintln(os.Stderr, "accuracy: -runs, -traces, -strength and -skew must be positive")
 		os.Exit(2)
 	}
 	classes := faultbed.Classes()
@@ -36,7 +39,7 @@ func main() {
 		}
 		classes = []faultbed.Class{c}
 	}
-	res, err := faultbed.Accuracy(classes, *runs, *seed, *traces)
+	res, err := faultbed.Accuracy(classes, *runs, *seed, faultbed.Config{TracesPerWindow: *traces, Strength: *strength, MaxSkew: *skew})
 	if err != nil {
 		fmt.Fprintf(os.Stderr, "accuracy: %v\n", err)
 		os.Exit(1)
