@@ -1,7 +1,6 @@
 package faultbed
 
 import (
-	"errors"
 	"fmt"
 	"math"
 	"math/rand/v2"
@@ -46,7 +45,13 @@ func ParseClass(s string) (Class, error) {
 	return "", fmt.Errorf("unknown fault class %q", s)
 }
 
-var errInjected = errors.New("injected fault: IllegalStateException")
+// IllegalStateException is the error the exception fault throws; the SDK
+// records its type name as exception.type, as Java agents record theirs.
+type IllegalStateException struct{}
+
+func (IllegalStateException) Error() string { return "injected fault: pool in illegal state" }
+
+var errInjected error = IllegalStateException{}
 
 // Fault is one injected fault: where, when and how strong. Service and
 // Operation are the ground truth the ranking should name.

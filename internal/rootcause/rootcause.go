@@ -101,6 +101,8 @@ const (
 	// and ten times them are the rises a cause must explain to score 1.
 	minRelative  = 0.02
 	minErrorRise = 0.005
+	// minScore drops causes explaining less than 1 % of the incident.
+	minScore = 0.01
 )
 
 // Rank compares the incident traces with the baseline traces and returns
@@ -288,7 +290,7 @@ func (r *ranker) rank(opt Options) []Cause {
 				best = j
 			}
 		}
-		if score <= 0.001 {
+		if score < minScore {
 			continue
 		}
 		c := Cause{Service: svc, Operation: list[best].key.Operation, Score: math.Round(score*1000) / 1000}
