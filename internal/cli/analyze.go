@@ -1,10 +1,7 @@
 package cli
 
 import (
-	"bytes"
 	"encoding/json"
-	"errors"
-	"flag"
 	"fmt"
 	"io"
 	"log/slog"
@@ -28,42 +25,36 @@ type analyzeOutput struct {
 	Systemic []systemic.Finding `json:"systemic,omitempty"`
 }
 
+const analyzeHelp = `Usage: tracedx analyze [flags] FILE...
+
+Diagnoses each trace in the files: critical path, findings (N+1 queries, retry storms, swallowed
+errors, …) and a why chain. Over all the files together it also runs the cross-trace detectors
+(error-rate spikes, latency regressions, missing services, new error types, …) in trace time: the
+traces are replayed in order of start, so a recorded incident gives the findings live ingest gave
+(the detectors want about ten minutes of history before they compare). Files hold OTLP JSON (a
+request, or the Collector file exporter's one request per line), OTLP protobuf, Jaeger JSON or Zipkin
+v2 JSON; the format is detected. '-' reads stdin. Exit status: 0 ok, 1 a --fail-on/--fail-on-severity
+finding exists, 2 bad flags or input.
+
+Flags:
+`
+
 // Analyze runs `tracedx analyze [flags] FILE...`: it diagnoses every trace
 // in the files ('-' reads stdin) and prints the findings. Exit codes: 0 no
 // gate failed, 1 a --fail-on/--fail-on-severity finding exists, 2 bad
 // flags or unreadable input.
 func Analyze(args []string, stdin io.Reader, stdout, stderr io.Writer) int {
-	fs := flag.NewFlagSet("tracedx analyze", flag.ContinueOnError)
-	var help bytes.Buffer
-	fs.SetOutput(&help)
+	cmd := newCommand("analyze", analyzeHelp, stderr)
+	fs, usageErr := cmd.fs, cmd.usageErr
 	format := fs.String("format", "text", "output format: text, json or markdown")
 	failOn := fs.String("fail-on", "", "exit 1 when a finding of one of these kinds exists (comma-separated, e.g. n_plus_one_query,retry_storm)")
 	failSev := fs.String("fail-on-severity", "", "exit 1 when a finding of this severity or worse exists: warning or critical")
 	configPath := fs.String("config", "", "YAML file with detector thresholds per kind (kind: {field: value}, or kind: false to switch it off)")
-	fs.Usage = func() {
-		fmt.Fprint(&help, "Usage: tracedx analyze [flags] FILE...\n\n"+
-			"Diagnoses each trace in the files: critical path, findings (N+1 queries, retry storms, swallowed\n"+
-			"errors, …) and a why chain. Files hold OTLP JSON (a request, or the Collector file exporter's one\n"+
-			"request per line), OTLP protobuf, Jaeger JSON or Zipkin v2 JSON; the format is detected. '-' reads\n"+
-			"stdin. Exit status: 0 ok, 1 a --fail-on/--fail-on-severity finding exists, 2 bad flags or input.\n\nFlags:\n")
-		fs.PrintDefaults()
+	if code, done := cmd.parse(args, stdout); done {
+		return code
 	}
-	usageErr := func(format string, a ...any) int {
-		fmt.Fprintf(stderr, "tracedx analyze: "+format+"\n", a...)
-		fmt.Fprint(stderr, "Run 'tracedx analyze --help' for usage.\n")
-		return 2
-	}
-	if err := fs.Parse(args); err != nil {
-		if errors.Is(err, flag.ErrHelp) {
-			fmt.Fprint(stdout, help.String())
-			return 0
-		}
-		return usageErr("%v", err)
-	}
-	switch *format {
-	case "text", "json", "markdown", "md":
-	default:
-		return usageErr("--format must be text, json or markdown, got %q", *format)
+	if code, done := cmd.checkFormat(*format); done {
+		return code
 	}
 	if fs.NArg() == 0 {
 		return usageErr("no input: name one or more trace files, or '-' for stdin")

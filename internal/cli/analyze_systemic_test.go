@@ -44,7 +44,7 @@ func TestAnalyzeRunsSystemicInTraceTime(t *testing.T) {
 		Traces   []json.RawMessage  `json:"traces"`
 		Systemic []systemic.Finding `json:"systemic"`
 	}
-	if err := json.Unmarshal([]byte(out.String()), &doc); err != nil {
+	if err := json.Unmarshal(out.Bytes(), &doc); err != nil {
 		t.Fatal(err)
 	}
 	if len(doc.Traces) != len(traces) {

@@ -1,10 +1,8 @@
 package cli
 
 import (
-	"bytes"
 	"encoding/json"
 	"errors"
-	"flag"
 	"fmt"
 	"io"
 	"sort"
@@ -45,9 +43,8 @@ Flags:
 
 // Compare runs `tracedx compare`; see compareHelp for the semantics.
 func Compare(args []string, stdin io.Reader, stdout, stderr io.Writer) int {
-	fs := flag.NewFlagSet("tracedx compare", flag.ContinueOnError)
-	var help bytes.Buffer
-	fs.SetOutput(&help)
+	cmd := newCommand("compare", compareHelp, stderr)
+	fs, usageErr := cmd.fs, cmd.usageErr
 	var filesA, filesB fileList
 	fs.Var(&filesA, "a", "a file of side A (repeatable; several files may follow one --a)")
 	fs.Var(&filesB, "b", "a file of side B (repeatable; several files may follow one --b)")
@@ -56,26 +53,11 @@ func Compare(args []string, stdin io.Reader, stdout, stderr io.Writer) int {
 	service := fs.String("service", "", "groups: compare from the first span of this service instead of the trace root")
 	operation := fs.String("operation", "", "groups: with --service, the span name of the endpoint")
 	limit := fs.Int("limit", 10, "entries per section")
-	fs.Usage = func() {
-		fmt.Fprint(&help, compareHelp)
-		fs.PrintDefaults()
+	if code, done := cmd.parse(expandSideLists(args), stdout); done {
+		return code
 	}
-	usageErr := func(format string, a ...any) int {
-		fmt.Fprintf(stderr, "tracedx compare: "+format+"\n", a...)
-		fmt.Fprint(stderr, "Run 'tracedx compare --help' for usage.\n")
-		return 2
-	}
-	if err := fs.Parse(expandSideLists(args)); err != nil {
-		if errors.Is(err, flag.ErrHelp) {
-			fmt.Fprint(stdout, help.String())
-			return 0
-		}
-		return usageErr("%v", err)
-	}
-	switch *format {
-	case "text", "json", "markdown", "md":
-	default:
-		return usageErr("--format must be text, json or markdown, got %q", *format)
+	if code, done := cmd.checkFormat(*format); done {
+		return code
 	}
 	switch *mode {
 	case "auto", "traces", "groups":

@@ -1,10 +1,7 @@
 package cli
 
 import (
-	"bytes"
 	"encoding/json"
-	"errors"
-	"flag"
 	"fmt"
 	"io"
 	"strings"
@@ -36,9 +33,8 @@ Flags:
 
 // RootCause runs `tracedx rootcause`; see rootcauseHelp.
 func RootCause(args []string, stdin io.Reader, stdout, stderr io.Writer) int {
-	fs := flag.NewFlagSet("tracedx rootcause", flag.ContinueOnError)
-	var help bytes.Buffer
-	fs.SetOutput(&help)
+	cmd := newCommand("rootcause", rootcauseHelp, stderr)
+	fs, usageErr := cmd.fs, cmd.usageErr
 	var base, inc fileList
 	fs.Var(&base, "baseline", "a trace file of the normal period (repeatable; several files may follow)")
 	fs.Var(&inc, "incident", "a trace file of the incident (repeatable; several files may follow)")
@@ -47,26 +43,11 @@ func RootCause(args []string, stdin io.Reader, stdout, stderr io.Writer) int {
 	operation := fs.String("operation", "", "with --service, the span name of the endpoint")
 	limit := fs.Int("limit", 5, "causes listed")
 	findings := fs.Bool("findings", true, "analyze each trace and count the culprits its findings name")
-	fs.Usage = func() {
-		fmt.Fprint(&help, rootcauseHelp)
-		fs.PrintDefaults()
+	if code, done := cmd.parse(expandFileLists(args, "baseline", "incident"), stdout); done {
+		return code
 	}
-	usageErr := func(format string, a ...any) int {
-		fmt.Fprintf(stderr, "tracedx rootcause: "+format+"\n", a...)
-		fmt.Fprint(stderr, "Run 'tracedx rootcause --help' for usage.\n")
-		return 2
-	}
-	if err := fs.Parse(expandFileLists(args, "baseline", "incident")); err != nil {
-		if errors.Is(err, flag.ErrHelp) {
-			fmt.Fprint(stdout, help.String())
-			return 0
-		}
-		return usageErr("%v", err)
-	}
-	switch *format {
-	case "text", "json", "markdown", "md":
-	default:
-		return usageErr("--format must be text, json or markdown, got %q", *format)
+	if code, done := cmd.checkFormat(*format); done {
+		return code
 	}
 	switch {
 	case fs.NArg() > 0:

@@ -261,7 +261,7 @@ func value(v attribute.Value) model.Value {
 	case attribute.FLOAT64:
 		return model.Float(v.AsFloat64())
 	default:
-		return model.Str(v.Emit())
+		return model.Str(v.String())
 	}
 }
 
