@@ -22,10 +22,7 @@ const originCap = 200
 // (per failing entry span on the way up) and which operation calls each
 // service. Called with d.mu held.
 func (d *Detector) observeCulprits(spans []model.Span) {
-	byID := make(map[model.SpanID]int, len(spans))
-	for i := range spans {
-		byID[spans[i].SpanID] = i
-	}
+	byID := d.spanIndex(spans)
 	parent := func(i int) (int, bool) {
 		s := &spans[i]
 		if s.ParentSpanID.IsZero() {
@@ -77,6 +74,19 @@ func (d *Detector) observeCulprits(spans []model.Span) {
 			j = p
 		}
 	}
+}
+
+// spanIndex maps span ids to their index in spans, in a map reused from
+// trace to trace (observeTrace runs for many of them).
+func (d *Detector) spanIndex(spans []model.Span) map[model.SpanID]int {
+	if d.idScratch == nil {
+		d.idScratch = make(map[model.SpanID]int, len(spans))
+	}
+	clear(d.idScratch)
+	for i := range spans {
+		d.idScratch[spans[i].SpanID] = i
+	}
+	return d.idScratch
 }
 
 func (d *Detector) creditOrigin(entry, origin opKey) {
@@ -145,4 +155,140 @@ func (d *Detector) callerOf(service string) (opKey, bool) {
 
 func endpointCulprit(k opKey, reason string) *analyze.Culprit {
 	return &analyze.Culprit{Service: k.service, Operation: k.op, Reason: reason}
+}
+
+// selfMark is an entry span of a whole trace that became a latency sample,
+// slow or normal.
+type selfMark struct {
+	span int
+	slow bool
+}
+
+// selfAgg sums the self time one operation spends under an entry operation
+// in its slow and in its normal samples.
+type selfAgg struct {
+	slow, normal float64 // ms
+}
+
+// selfCounts is the key under which an entry's sample counts are kept.
+var selfCounts = opKey{service: "\x00samples"}
+
+// selfCap bounds the samples behind an entry's self times: past it they
+// are halved, so recent samples outweigh old ones.
+const selfCap = 400
+
+// learnSelfTimes adds, for each marked entry span, the self time of every
+// operation in its subtree (time no child covers; a client span's time
+// outside its server child belongs to the callee, in front of which it was
+// lost). Called with d.mu held.
+func (d *Detector) learnSelfTimes(spans []model.Span, marks []selfMark) {
+	if len(marks) == 0 {
+		return
+	}
+	byID := d.spanIndex(spans)
+	children := make([][]int, len(spans))
+	for i := range spans {
+		if p, ok := byID[spans[i].ParentSpanID]; ok && p != i && !spans[i].ParentSpanID.IsZero() {
+			children[p] = append(children[p], i)
+		}
+	}
+	self := make([]float64, len(spans))
+	key := make([]opKey, len(spans))
+	for i := range spans {
+		s := &spans[i]
+		kids := children[i]
+		sort.Slice(kids, func(a, b int) bool { return spans[kids[a]].StartUnixNano < spans[kids[b]].StartUnixNano })
+		var covered uint64
+		cursor, end := s.StartUnixNano, s.EndUnixNano
+		key[i] = opKey{s.Service, s.Name}
+		for _, c := range kids {
+			cs := &spans[c]
+			if lo, hi := max(cs.StartUnixNano, cursor), min(cs.EndUnixNano, end); hi > lo {
+				covered += hi - lo
+				cursor = hi
+			}
+			if s.Kind == model.KindClient && cs.Service != s.Service && (cs.Kind == model.KindServer || cs.Kind == model.KindConsumer) {
+				key[i] = opKey{cs.Service, cs.Name}
+			}
+		}
+		if end > s.StartUnixNano+covered {
+			self[i] = float64(end-s.StartUnixNano-covered) / 1e6
+		}
+	}
+	if d.selfs == nil {
+		d.selfs = map[opKey]map[opKey]*selfAgg{}
+	}
+	for _, m := range marks {
+		e := &spans[m.span]
+		aggs := d.selfs[opKey{e.Service, e.Name}]
+		if aggs == nil {
+			aggs = map[opKey]*selfAgg{}
+			d.selfs[opKey{e.Service, e.Name}] = aggs
+		}
+		stack := []int{m.span}
+		for steps := 0; len(stack) > 0 && steps < len(spans); steps++ {
+			i := stack[len(stack)-1]
+			stack = stack[:len(stack)-1]
+			stack = append(stack, children[i]...)
+			a := aggs[key[i]]
+			if a == nil {
+				a = &selfAgg{}
+				aggs[key[i]] = a
+			}
+			if m.slow {
+				a.slow += self[i]
+			} else {
+				a.normal += self[i]
+			}
+		}
+		n := aggs[selfCounts]
+		if n == nil {
+			n = &selfAgg{}
+			aggs[selfCounts] = n
+		}
+		if m.slow {
+			n.slow++
+		} else {
+			n.normal++
+		}
+		if n.slow+n.normal > selfCap {
+			for _, a := range aggs {
+				a.slow /= 2
+				a.normal /= 2
+			}
+		}
+	}
+}
+
+// latencyCulprit names the operation under the entry k whose self time is
+// larger in its slow samples than in its normal ones by the most, or k
+// itself when too few whole traces were seen.
+func (d *Detector) latencyCulprit(k opKey) *analyze.Culprit {
+	aggs := d.selfs[k]
+	n := aggs[selfCounts]
+	if n == nil || n.slow < 3 || n.normal < 3 {
+		return endpointCulprit(k, "the endpoint whose p95 rose; too few whole traces were seen to name the operation inside it (GET /api/v1/rootcause over the window does)")
+	}
+	var best opKey
+	var bestRise float64
+	keys := make([]opKey, 0, len(aggs))
+	for o := range aggs {
+		if o != selfCounts {
+			keys = append(keys, o)
+		}
+	}
+	sort.Slice(keys, func(i, j int) bool { return keys[i].service+"\x00"+keys[i].op < keys[j].service+"\x00"+keys[j].op })
+	for _, o := range keys {
+		a := aggs[o]
+		if rise := a.slow/n.slow - a.normal/n.normal; rise > bestRise {
+			best, bestRise = o, rise
+		}
+	}
+	if bestRise <= 0 {
+		return endpointCulprit(k, "the endpoint whose p95 rose; no operation inside it takes longer in the slow requests")
+	}
+	a := aggs[best]
+	return &analyze.Culprit{Service: best.service, Operation: best.op,
+		Reason: sprintf("in the slow requests of %s %s, %s %s takes %.1f ms of its own time against %.1f ms in the usual ones, the largest rise inside the endpoint",
+			k.service, k.op, best.service, best.op, a.slow/n.slow, a.normal/n.normal)}
 }

@@ -77,6 +77,10 @@ type Detector struct {
 	// operation, and the operation last seen calling each service.
 	origins map[opKey]map[opKey]float64
 	callers map[string]opKey
+	selfs   map[opKey]map[opKey]*selfAgg
+	marks   []selfMark // scratch of observeTrace
+	// idScratch indexes the spans of the trace being observed.
+	idScratch map[model.SpanID]int
 
 	// Persistence (persist.go). lastSeen is the latest observation-clock
 	// time of Observe or Evaluate; resumePending marks a restored state
@@ -657,7 +661,7 @@ func (d *Detector) evalLatency(now time.Time, add func(Finding, time.Duration)) 
 		f.Evidence = LatencyEvidence{Service: k.service, Operation: k.op, WindowS: d.cfg.LatencyWindow.Seconds(), Requests: int(w.n),
 			P95MS: p95, BaselineP95MS: base, Factor: math.Round(p95/base*100) / 100, Attribution: vals}
 		f.Fix = "Compare a slow and a usual request (GET /api/v1/compare) and look at what the slow ones share (attribution above): a deploy, a host, or an input size."
-		f.Culprit = endpointCulprit(k, "the endpoint whose p95 rose; GET /api/v1/rootcause with service and operation over the window names the operation inside it whose time grew")
+		f.Culprit = d.latencyCulprit(k)
 		add(f, d.cfg.LatencyWindow)
 	}
 }

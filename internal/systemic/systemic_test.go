@@ -141,13 +141,17 @@ func patternCases(inject time.Time) []patternCase {
 					t.Errorf("title %q lacks the version", f.Title)
 				}
 			}},
-		{name: "big carts got slow", kind: "latency_regression", key: "latency_regression/checkout/POST /api/checkout", culprit: "checkout",
+		{name: "big carts got slow", kind: "latency_regression", key: "latency_regression/checkout/POST /api/checkout", culprit: "inventory",
 			change:   func(s *sim) { s.shop.SlowBigCarts, s.shop.BigCartShare, s.shop.SlowFactor = true, 0.2, 12 },
 			deadline: 3 * time.Minute,
 			check: func(t *testing.T, f Finding) {
 				ev := f.Evidence.(LatencyEvidence)
 				if ev.Factor < 2 || len(ev.Attribution) == 0 || ev.Attribution[0].Label != "product.variant_count > 50" {
 					t.Errorf("evidence %+v: want ≥ 2x and product.variant_count > 50 first", ev)
+				}
+				// The stock lookups got slow: the culprit is inside the endpoint.
+				if f.Culprit == nil || f.Culprit.Operation != "SELECT shop.stock" {
+					t.Errorf("culprit %+v, want inventory SELECT shop.stock", f.Culprit)
 				}
 				if f.ImpactMS <= 0 || len(f.ExampleTraceIDs) == 0 {
 					t.Errorf("impact %v examples %v", f.ImpactMS, f.ExampleTraceIDs)
