@@ -23,7 +23,18 @@ export function rootCauseCard({ start, end, service = '', operation = '', title 
   const card = el('section.card#rootcause', el('h2', title, el('span.spacer'), el('span.muted.small', 'this range against the one just before it')),
     el('div.loading', 'Ranking…'));
   const fill = node => card.lastChild.replaceWith(node);
-  get('/api/v1/rootcause', { from: Math.round(start), to: Math.round(end), service, operation, causes: 5 }).then(body => {
+  const from = Math.round(start), to = Math.round(end), before = from - (to - from);
+  // A window without traces is a 404 of the ranking; asking the search
+  // first keeps that out of the browser console on a fresh install.
+  const any = (s, e) => get('/api/v1/search', { start: s, end: e, service, operation, limit: 1 }).then(b => b.count > 0);
+  Promise.all([any(before, from), any(from, to)]).then(([inBase, inIncident]) => {
+    if (!inBase || !inIncident) {
+      fill(emptyState('Nothing to compare', `No traces${service ? ' of ' + [service, operation].filter(Boolean).join(' ') : ''} in ${inBase ? 'this range' : 'the range before this one'}.`));
+      return null;
+    }
+    return get('/api/v1/rootcause', { from, to, service, operation, causes: 5 });
+  }).then(body => {
+    if (!body) return;
     const rows = causeRows(body);
     if (!rows.length) { fill(emptyState('Nothing stands out', 'No service explains a tenth of the change against the range before.')); return; }
     fill(el('ol.causes', rows.map(r => el('li',
