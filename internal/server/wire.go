@@ -170,13 +170,17 @@ func New(ctx context.Context, cfg config.Config, log *slog.Logger) (*Server, err
 	mux := http.NewServeMux()
 	routes := []func(*http.ServeMux){metrics.RegisterRoutes, graph.RegisterRoutes, pipe.registerRoutes, logRoutes(logs)}
 	routes = append(routes, s.extraRoutes(eng, pipe)...)
-	apiV1 := v1.NewHandler(v1.Deps{
+	deps := v1.Deps{
 		Store:    eng,
 		Analyzer: pipe.analyze,
 		Findings: pipe,
 		Routes:   routes,
 		Logger:   log.With("component", "api"),
-	})
+	}
+	if sf, ok := pipe.findings.(*storedFindings); ok {
+		deps.WindowFindings = sf
+	}
+	apiV1 := v1.NewHandler(deps)
 	mux.Handle("/api/v1/", apiV1)
 	mux.Handle("/api/", jaegerAPI)
 	mux.Handle("GET /metrics", metricsHandler(s.reg))

@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"net/http"
 	"net/url"
+	"time"
 
 	"github.com/tracedx/tracedx/internal/analyze"
 	"github.com/tracedx/tracedx/internal/model"
@@ -16,6 +17,10 @@ import (
 // rootCauseSlices is how many equal slices a window is sampled in, so a
 // capped sample spans the whole window instead of its newest minutes.
 const rootCauseSlices = 10
+
+// maxWindowFindings caps the findings read per window (newest first);
+// their culprits are one vote among the evidence.
+const maxWindowFindings = 10_000
 
 // rootCauseQuery is a parsed GET /api/v1/rootcause.
 type rootCauseQuery struct {
@@ -135,7 +140,7 @@ func (a *api) sampleWindow(ctx context.Context, rq rootCauseQuery, win store.Tim
 				return nil, nil, fmt.Errorf("reading trace %s: %w", s.TraceID, err)
 			}
 			traces = append(traces, spans)
-			if a.d.Findings == nil {
+			if a.d.Findings == nil || a.d.WindowFindings != nil {
 				continue
 			}
 			fs, ok, err := a.d.Findings.TraceFindings(ctx, s.TraceID)
@@ -148,6 +153,19 @@ func (a *api) sampleWindow(ctx context.Context, rq rootCauseQuery, win store.Tim
 		}
 		if step == 0 {
 			break
+		}
+	}
+	if a.d.WindowFindings != nil {
+		fs, err := a.d.WindowFindings.FindingsBetween(ctx, time.Unix(0, int64(win.Start)), time.Unix(0, int64(win.End)), maxWindowFindings)
+		if err != nil {
+			return nil, nil, fmt.Errorf("findings of the window: %w", err)
+		}
+		// Only those of sampled traces: the ranking counts culprits per
+		// sampled trace, and both windows must be sampled alike.
+		for _, f := range fs {
+			if id, err := model.ParseTraceID(f.TraceID); err == nil && seen[id] {
+				findings = append(findings, f)
+			}
 		}
 	}
 	return traces, findings, nil

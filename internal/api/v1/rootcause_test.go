@@ -138,3 +138,48 @@ func TestRootCauseRouteBadInput(t *testing.T) {
 		wantError(t, tc.query, st, m, tc.status, tc.mention)
 	}
 }
+
+// windowFindings answers the window query with a culprit finding for each
+// incident trace, and one of a trace that was not sampled.
+type windowFindings struct {
+	incident map[model.TraceID]bool
+	culprit  analyze.Culprit
+}
+
+func (w windowFindings) FindingsBetween(_ context.Context, from, to time.Time, _ int) ([]analyze.Finding, error) {
+	out := []analyze.Finding{{Kind: "retry_storm", TraceID: "ffffffffffffffffffffffffffffffff", Culprit: &analyze.Culprit{Service: "unsampled"}}}
+	for id := range w.incident {
+		out = append(out, analyze.Finding{Kind: "slow_dependency", TraceID: id.String(), Culprit: &w.culprit})
+	}
+	return out, nil
+}
+
+func TestRootCauseRouteUsesWindowFindings(t *testing.T) {
+	w, err := faultbed.Generate(faultbed.Config{Seed: 9, Class: faultbed.Exception, TracesPerWindow: 100})
+	if err != nil {
+		t.Fatal(err)
+	}
+	wf := windowFindings{incident: map[model.TraceID]bool{}, culprit: analyze.Culprit{Service: "email", Operation: "POST /send"}}
+	for _, tr := range w.Incident {
+		wf.incident[tr[0].TraceID] = true
+	}
+	_, get, _ := rootCauseServer(t, faultbed.Exception, Deps{WindowFindings: wf})
+	from, to := windowOf(w.Incident)
+	st, m := get(fmt.Sprintf("/api/v1/rootcause?from=%d&to=%d", from, to))
+	if st != http.StatusOK {
+		t.Fatal(st, m)
+	}
+	var email bool
+	for _, c := range apitest.Arr(t, "causes", m["causes"]) {
+		svc := c.(map[string]any)["service"]
+		if svc == "unsampled" {
+			t.Error("a finding of a trace outside the sample counted")
+		}
+		for _, e := range apitest.Arr(t, "evidence", c.(map[string]any)["evidence"]) {
+			email = email || (svc == "email" && e.(map[string]any)["kind"] == "finding_culprit")
+		}
+	}
+	if !email {
+		t.Errorf("window findings blaming email are not evidence: %v", m)
+	}
+}
