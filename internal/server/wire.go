@@ -29,6 +29,8 @@ import (
 
 const shutdownGrace = 10 * time.Second
 
+// timeNow is the clock of observation and of the cross-trace detectors'
+// evaluations; tests replace it.
 var timeNow = time.Now
 
 // New opens storage and builds every part; Start binds the listeners.
@@ -77,7 +79,9 @@ func New(ctx context.Context, cfg config.Config, log *slog.Logger) (*Server, err
 	}
 	s.closers = append(s.closers, fs.Close)
 	s.background = append(s.background, func(ctx context.Context) { fs.Run(ctx) })
-	sys := systemic.New(systemic.Config{Dir: dir("systemic")}, fs, nil, log)
+	// One clock for observing and evaluating, so a test that moves it
+	// moves both.
+	sys := systemic.New(systemic.Config{Dir: dir("systemic")}, fs, func() time.Time { return timeNow() }, log)
 	s.background = append(s.background, func(ctx context.Context) { sys.Run(ctx) })
 	pipe.findings = &storedFindings{fs: fs, sys: sys}
 
