@@ -411,8 +411,11 @@ func (d *Detector) checkAuth(target string, st *authState) {
 	f.Title = sprintf("%d calls to %s were rejected (%v) within %.1f s around %s while %d others succeeded: a credential expiring mid-flight",
 		len(win), target, ev.Codes, ev.SpreadMS/1000, ev.Moment.UTC().Format("15:04:05"), succ)
 	f.Evidence = ev
-	f.Culprit = &analyze.Culprit{Service: f.Service, Operation: "token refresh",
-		Reason: sprintf("%s keeps using a token to %s until it is rejected: its token refresh runs too late", f.Service, target)}
+	// Several callers racing on one expiring token usually share the
+	// refresh code; the first names the place, the reason names them all.
+	f.Culprit = &analyze.Culprit{Service: ev.Callers[0], Operation: "token refresh",
+		Reason: sprintf("%s %s using a token to %s until it is rejected: the token refresh runs too late", strings.Join(ev.Callers, " and "),
+			map[bool]string{true: "keeps", false: "keep"}[len(ev.Callers) == 1], target)}
 	f.Fix = "Refresh tokens before they expire (refresh at ~80 % of the lifetime, with a margin for clock skew and request duration) and retry once on 401 with a fresh token; share one refresh among concurrent requests."
 	d.pending[f.Key] = f
 }
