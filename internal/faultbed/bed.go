@@ -16,6 +16,7 @@ import (
 	"go.opentelemetry.io/otel/sdk/trace/tracetest"
 	"go.opentelemetry.io/otel/trace"
 
+	"github.com/tracedx/tracedx/internal/analyze"
 	"github.com/tracedx/tracedx/internal/model"
 	"github.com/tracedx/tracedx/internal/rootcause"
 )
@@ -34,6 +35,9 @@ type Config struct {
 	// Strength scales the fault (default 1): the added delays, the CPU
 	// slowdown beyond 1x and the share of failing calls.
 	Strength float64
+	// Naive ranks with the plain per-service self-time comparison instead
+	// of the root-cause ranking, for reference.
+	Naive bool
 }
 
 func (c Config) withDefaults() Config {
@@ -163,8 +167,10 @@ func Run(cfg Config) (Outcome, error) {
 	if err != nil {
 		return Outcome{}, err
 	}
-	rep, err := rootcause.Rank(w.Baseline, w.Incident, rootcause.Options{})
-	if err != nil {
+	var rep rootcause.Report
+	if cfg.Naive {
+		rep = naiveRank(w.Baseline, w.Incident)
+	} else if rep, err = rootcause.Rank(w.Baseline, w.Incident, rootcause.Options{}); err != nil {
 		return Outcome{}, fmt.Errorf("faultbed: ranking seed %d: %w", cfg.Seed, err)
 	}
 	out := Outcome{Fault: w.Fault, Report: rep}
@@ -176,6 +182,37 @@ func Run(cfg Config) (Outcome, error) {
 	}
 	out.OperationHit = out.Rank == 1 && (w.Fault.Operation == "" || rep.Causes[0].Operation == w.Fault.Operation)
 	return out, nil
+}
+
+// naiveRank is the plain comparison the ranking is measured against: each
+// service's mean self time per trace (span time no child covers, raw
+// timestamps, charged to the span's own service), ranked by its rise.
+func naiveRank(baseline, incident [][]model.Span) rootcause.Report {
+	mean := func(traces [][]model.Span) map[string]float64 {
+		out := map[string]float64{}
+		for _, tr := range traces {
+			t := analyze.NewTrace(tr)
+			for _, n := range t.Nodes {
+				covered, cursor := uint64(0), n.Start()
+				for _, c := range n.Children {
+					if lo, hi := max(c.Start(), cursor), min(c.End(), n.End()); hi > lo {
+						covered, cursor = covered+hi-lo, hi
+					}
+				}
+				if d := n.Duration(); d > covered {
+					out[n.Span.Service] += float64(d-covered) / 1e6 / float64(len(traces))
+				}
+			}
+		}
+		return out
+	}
+	b, i := mean(baseline), mean(incident)
+	var rep rootcause.Report
+	for svc, v := range i {
+		rep.Causes = append(rep.Causes, rootcause.Cause{Service: svc, Score: v - b[svc]})
+	}
+	sort.Slice(rep.Causes, func(x, y int) bool { return rep.Causes[x].Score > rep.Causes[y].Score })
+	return rep
 }
 
 func rootStart(spans []model.Span) uint64 {

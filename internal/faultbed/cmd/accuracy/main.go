@@ -32,6 +32,7 @@ func main() {
 	class := flag.String("class", "", "only this fault class (default: all)")
 	strength := flag.Float64("strength", 1, "scale of the faults: delays, CPU slowdown beyond 1x, failing share")
 	skew := flag.Duration("skew", 25*time.Millisecond, "largest clock offset of a service's host")
+	naive := flag.Bool("naive", false, "rank by the plain per-service self-time comparison instead, for reference")
 	verbose := flag.Bool("v", false, "list the runs missed at top 1")
 	export := flag.String("export", "", "write the run of -class and -seed as OTLP JSON files into this directory")
 	flag.Parse()
@@ -59,7 +60,7 @@ func main() {
 		}
 		return
 	}
-	res, err := faultbed.Accuracy(classes, *runs, *seed, faultbed.Config{TracesPerWindow: *traces, Strength: *strength, MaxSkew: *skew})
+	res, err := faultbed.Accuracy(classes, *runs, *seed, faultbed.Config{TracesPerWindow: *traces, Strength: *strength, MaxSkew: *skew, Naive: *naive})
 	if err != nil {
 		fmt.Fprintf(os.Stderr, "accuracy: %v\n", err)
 		os.Exit(1)
