@@ -214,7 +214,7 @@ func (s *sim) call(ctx context.Context, o *operation, c call, t time.Time) (time
 		trace.WithAttributes(attribute.String("peer.service", c.Service), attribute.String("server.address", c.Service)))
 	carrier := propagation.MapCarrier{}
 	propagator.Inject(ctx, carrier)
-	arrive := t.Add(s.network()).Add(s.fault.inFront(s, c.Service))
+	arrive := t.Add(s.network()).Add(s.fault.inFront(s, o.Service, c.Service))
 	end, failed := s.serve(context.Background(), carrier, target, arrive)
 	end = end.Add(s.network())
 	if failed {

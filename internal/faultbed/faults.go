@@ -16,6 +16,10 @@ const (
 	// NetworkDelay slows every call into one service before it starts
 	// (a bad link, a proxy, an accept backlog in front of it).
 	NetworkDelay Class = "network_delay"
+	// HostDelay delays all network traffic of one service's host, in and
+	// out (what tc netem on its interface does): calls into it and the
+	// calls it makes.
+	HostDelay Class = "host_delay"
 	// CPUContention makes one service's own work slower in every
 	// operation.
 	CPUContention Class = "cpu_contention"
@@ -32,7 +36,7 @@ const (
 
 // Classes lists every fault class, latency ones first.
 func Classes() []Class {
-	return []Class{NetworkDelay, CPUContention, PoolTooSmall, SlowDownstream, Exception}
+	return []Class{NetworkDelay, HostDelay, CPUContention, PoolTooSmall, SlowDownstream, Exception}
 }
 
 // ParseClass accepts a class name.
@@ -77,6 +81,8 @@ func (f *Fault) String() string {
 		return fmt.Sprintf("%s in %s %s (%.0f %% of calls)", f.Class, f.Service, f.Operation, 100*f.Probability)
 	case NetworkDelay:
 		return fmt.Sprintf("%s in front of %s (+%s)", f.Class, f.Service, f.Delay.Round(time.Millisecond))
+	case HostDelay:
+		return fmt.Sprintf("%s on the host of %s (+%s each way)", f.Class, f.Service, f.Delay.Round(time.Millisecond))
 	default:
 		return fmt.Sprintf("%s at %s %s (+%s)", f.Class, f.Service, f.Operation, f.Delay.Round(time.Millisecond))
 	}
@@ -94,7 +100,7 @@ func pickFault(rng *rand.Rand, class Class, ops map[string]*operation) Fault {
 	for _, k := range keys {
 		o := ops[k]
 		switch class {
-		case NetworkDelay, Exception:
+		case NetworkDelay, HostDelay, Exception:
 			// Not the entry service: no one calls it, and "deep down".
 			if o.Service == "frontend" {
 				continue
@@ -109,7 +115,7 @@ func pickFault(rng *rand.Rand, class Class, ops map[string]*operation) Fault {
 	o := cands[rng.IntN(len(cands))]
 	f := Fault{Class: class, Service: o.Service, Operation: o.Name}
 	switch class {
-	case NetworkDelay:
+	case NetworkDelay, HostDelay:
 		f.Delay = randDur(rng, 15*time.Millisecond, 60*time.Millisecond)
 		// The delay is in front of the whole service, whatever it serves.
 		f.Operation = ""
@@ -154,12 +160,15 @@ func randDur(rng *rand.Rand, lo, hi time.Duration) time.Duration {
 // The hooks below return the fault's effect on the request being
 // simulated, and nothing while the fault is not active.
 
-// inFront is the extra time before a call into service reaches it.
-func (f *Fault) inFront(s *sim, service string) time.Duration {
-	if !s.active || f.Class != NetworkDelay || service != f.Service {
+// inFront is the extra time before a call from caller reaches callee.
+func (f *Fault) inFront(s *sim, caller, callee string) time.Duration {
+	switch {
+	case !s.active:
 		return 0
+	case f.Class == NetworkDelay && callee == f.Service, f.Class == HostDelay && (callee == f.Service || caller == f.Service):
+		return s.jitter(f.Delay)
 	}
-	return s.jitter(f.Delay)
+	return 0
 }
 
 // work is the time own work of service takes.

@@ -58,6 +58,7 @@ type Examples struct {
 const (
 	KindSelfTime     = "self_time"
 	KindCalleeDelay  = "callee_delay"
+	KindHostDelay    = "host_delay"
 	KindErrorOrigin  = "error_origin"
 	KindCallsAppear  = "calls_appeared"
 	KindCallsVanish  = "calls_vanished"
@@ -230,6 +231,10 @@ func (r *ranker) rank(opt Options) []Cause {
 		cpRise[k] = r.rise(func(w *window) float64 { s := r.get(w, k); return s.cpOwn + s.cpFront })
 		offRise[k] = r.rise(func(w *window) float64 { s := r.get(w, k); return s.selfOwn + s.selfFront })
 		errRise[k] = r.rise(func(w *window) float64 { return float64(r.get(w, k).origins) })
+	}
+	hosts := r.hostEdges()
+	r.moveHostTime(hosts, cpRise, offRise)
+	for _, k := range keys {
 		cpRise[k] = ownPart(cpRise[k], offRise[k])
 	}
 	for k, v := range culpritCounts(opt.IncidentFindings) {
@@ -295,6 +300,9 @@ func (r *ranker) rank(opt Options) []Cause {
 		}
 		c := Cause{Service: svc, Operation: list[best].key.Operation, Score: math.Round(score*1000) / 1000}
 		c.Evidence = r.evidence(svc, list, wLat, wErr, opt)
+		if moved := hosts[svc]; len(moved) > 0 && wLat > 0 {
+			c.Evidence = append([]Evidence{r.hostEvidence(svc, moved)}, c.Evidence...)
+		}
 		c.Examples = r.examples(svc, errPart > score/2)
 		causes = append(causes, c)
 	}

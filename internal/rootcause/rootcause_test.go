@@ -49,6 +49,30 @@ func TestNetworkDelayBlamesCalleeDespiteSkew(t *testing.T) {
 	}
 }
 
+// A host slow on the network delays the calls into it and the calls it
+// makes; the calls it makes are charged to it, not to its callees, because
+// their other callers do not wait longer.
+func TestHostDelayBlamesTheHost(t *testing.T) {
+	hostEvidence := 0
+	for _, seed := range []uint64{71, 72, 73, 74, 75} {
+		w := windows(t, faultbed.HostDelay, seed, 40*time.Millisecond)
+		rep, err := rootcause.Rank(w.Baseline, w.Incident, rootcause.Options{})
+		if err != nil {
+			t.Fatal(err)
+		}
+		if len(rep.Causes) == 0 || rep.Causes[0].Service != w.Fault.Service {
+			t.Errorf("seed %d: %s: causes %v", seed, w.Fault.String(), names(rep))
+			continue
+		}
+		if hasKind(rep.Causes[0], rootcause.KindHostDelay) {
+			hostEvidence++
+		}
+	}
+	if hostEvidence == 0 {
+		t.Error("no run charged a caller's calls to its host")
+	}
+}
+
 func TestExceptionBlamesOrigin(t *testing.T) {
 	w := windows(t, faultbed.Exception, 21, 0)
 	rep, err := rootcause.Rank(w.Baseline, w.Incident, rootcause.Options{})

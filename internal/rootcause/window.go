@@ -34,6 +34,20 @@ type keyStat struct {
 	exception         string
 }
 
+// edge is a call from an operation of one service to an operation of
+// another: where time in front of a callee was lost.
+type edge struct {
+	caller Key // the calling service and its entry operation
+	callee Key
+}
+
+// edgeStat is the time in front of the callee on one edge: on the
+// critical path, on all calls, and the client-minus-server gap per call.
+type edgeStat struct {
+	cpFront, selfFront float64
+	gapSamples         []float64
+}
+
 // traceRec is what the ranking keeps of one trace for examples and the
 // "slow traces" figures.
 type traceRec struct {
@@ -50,13 +64,38 @@ type window struct {
 	keys   map[Key]*keyStat
 	cpMS   float64 // total critical-path time
 	failed int
+	edges  map[edge]*edgeStat
 	// strata are the same digests per entry endpoint (root service and
 	// span name), so a shift in the mix of requests between the windows
 	// is not mistaken for a change inside them.
 	strata map[string]*window
 }
 
-func newWindow() *window { return &window{keys: map[Key]*keyStat{}, strata: map[string]*window{}} }
+func newWindow() *window {
+	return &window{keys: map[Key]*keyStat{}, edges: map[edge]*edgeStat{}, strata: map[string]*window{}}
+}
+
+func (w *window) edge(e edge) *edgeStat {
+	s := w.edges[e]
+	if s == nil {
+		s = &edgeStat{}
+		w.edges[e] = s
+	}
+	return s
+}
+
+// edgeOf is the edge of a client span calling another service: the caller
+// is named by the entry span (server, consumer or root) above the call.
+func edgeOf(n, callee *analyze.Node) edge {
+	e := edge{callee: Key{callee.Span.Service, callee.Span.Name}, caller: Key{Service: n.Span.Service, Operation: n.Span.Name}}
+	for p := n.Parent; p != nil && p.Span.Service == n.Span.Service; p = p.Parent {
+		e.caller.Operation = p.Span.Name
+		if p.Span.Kind == model.KindServer || p.Span.Kind == model.KindConsumer {
+			break
+		}
+	}
+	return e
+}
 
 // merge adds the digest of src into w.
 func (w *window) merge(src *window) {
@@ -73,6 +112,12 @@ func (w *window) merge(src *window) {
 		if d.exception == "" {
 			d.exception = s.exception
 		}
+	}
+	for e, s := range src.edges {
+		d := w.edge(e)
+		d.cpFront += s.cpFront
+		d.selfFront += s.selfFront
+		d.gapSamples = append(d.gapSamples, s.gapSamples...)
 	}
 	w.traces = append(w.traces, src.traces...)
 	w.cpMS += src.cpMS
@@ -178,13 +223,13 @@ func (w *window) add(spans []model.Span, service, operation string) bool {
 	if root == nil {
 		return false
 	}
-	one := &window{keys: map[Key]*keyStat{}}
+	one := &window{keys: map[Key]*keyStat{}, edges: map[edge]*edgeStat{}}
 	one.digest(t, root)
 	w.merge(one)
 	endpoint := root.Span.Service + " " + root.Span.Name
 	st := w.strata[endpoint]
 	if st == nil {
-		st = &window{keys: map[Key]*keyStat{}}
+		st = &window{keys: map[Key]*keyStat{}, edges: map[edge]*edgeStat{}}
 		w.strata[endpoint] = st
 	}
 	st.merge(one)
@@ -202,6 +247,7 @@ func (w *window) digest(t *analyze.Trace, root *analyze.Node) {
 		st := w.stat(k)
 		if front {
 			st.cpFront += d
+			w.edge(edgeOf(seg.Node, frontOf(seg.Node))).cpFront += d
 		} else {
 			st.cpOwn += d
 			ownCP[k] += d
@@ -222,6 +268,9 @@ func (w *window) digest(t *analyze.Trace, root *analyze.Node) {
 			gap := ms(n.Duration()) - ms(c.Duration())
 			st.gapSamples = append(st.gapSamples, gap)
 			st.selfFront += max(gap, 0)
+			es := w.edge(edgeOf(n, c))
+			es.gapSamples = append(es.gapSamples, gap)
+			es.selfFront += max(gap, 0)
 		} else {
 			st.selfOwn += ms(uncovered(n))
 		}
