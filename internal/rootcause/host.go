@@ -113,6 +113,6 @@ func (r *ranker) hostEvidence(svc string, list []edge) Evidence {
 	}
 	b, i := median(base), median(inc)
 	return Evidence{Kind: KindHostDelay, Baseline: fp(b), Incident: fp(i), AddedMS: fp(added), Count: ip(len(callees)),
-		Text: fmt.Sprintf("calls from %s to %s wait %.1f ms more outside their server spans (p50 %.1f → %.1f ms) while their other callers do not: the time is lost on %s's host or its network",
-			svc, strings.Join(callees, ", "), i-b, b, i, svc)}
+		Text: fmt.Sprintf("calls from %s to %s wait %.1f ms more outside their server spans (p50 %.1f → %.1f ms) while other callers of %[2]s do not: the time is lost on %[1]s's host or its network",
+			svc, strings.Join(callees, ", "), i-b, b, i)}
 }
