@@ -75,13 +75,16 @@ func newWindow() *window {
 	return &window{keys: map[Key]*keyStat{}, edges: map[edge]*edgeStat{}, strata: map[string]*window{}}
 }
 
-func (w *window) edge(e edge) *edgeStat {
-	s := w.edges[e]
-	if s == nil {
-		s = &edgeStat{}
-		w.edges[e] = s
+func (w *window) edge(e edge) *edgeStat { return entry(w.edges, e) }
+
+// entry returns m[k], adding a zero value first when it is missing.
+func entry[K comparable, V any](m map[K]*V, k K) *V {
+	v := m[k]
+	if v == nil {
+		v = new(V)
+		m[k] = v
 	}
-	return s
+	return v
 }
 
 // edgeOf is the edge of a client span calling another service: the caller
@@ -124,14 +127,7 @@ func (w *window) merge(src *window) {
 	w.failed += src.failed
 }
 
-func (w *window) stat(k Key) *keyStat {
-	s := w.keys[k]
-	if s == nil {
-		s = &keyStat{}
-		w.keys[k] = s
-	}
-	return s
-}
+func (w *window) stat(k Key) *keyStat { return entry(w.keys, k) }
 
 func ms(ns uint64) float64 { return float64(ns) / 1e6 }
 

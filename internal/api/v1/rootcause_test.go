@@ -90,31 +90,79 @@ func TestRootCauseRoute(t *testing.T) {
 	}
 }
 
-// Stored findings' culprits count: findings that blame a service in the
-// incident window only are evidence against it.
-func TestRootCauseRouteUsesStoredFindings(t *testing.T) {
+// rankWithFindings ranks the exception run of seed 9 with the findings
+// deps makes from the ids of its incident traces.
+func rankWithFindings(t *testing.T, deps func(incident map[model.TraceID]bool) Deps) map[string]any {
+	t.Helper()
 	w, err := faultbed.Generate(faultbed.Config{Seed: 9, Class: faultbed.Exception, TracesPerWindow: 100})
 	if err != nil {
 		t.Fatal(err)
 	}
-	blamed := culpritFindings{culprit: analyze.Culprit{Service: "email", Operation: "POST /send"}, only: map[model.TraceID]bool{}}
+	ids := map[model.TraceID]bool{}
 	for _, tr := range w.Incident {
-		blamed.only[tr[0].TraceID] = true
+		ids[tr[0].TraceID] = true
 	}
-	_, get, _ := rootCauseServer(t, faultbed.Exception, Deps{Findings: blamed})
+	_, get, _ := rootCauseServer(t, faultbed.Exception, deps(ids))
 	from, to := windowOf(w.Incident)
 	st, m := get(fmt.Sprintf("/api/v1/rootcause?from=%d&to=%d", from, to))
 	if st != http.StatusOK {
 		t.Fatal(st, m)
 	}
-	found := false
+	return m
+}
+
+// evidenceKinds maps each cause's service to its evidence kinds.
+func evidenceKinds(t *testing.T, m map[string]any) map[string]map[string]bool {
+	out := map[string]map[string]bool{}
 	for _, c := range apitest.Arr(t, "causes", m["causes"]) {
+		svc, _ := c.(map[string]any)["service"].(string)
+		out[svc] = map[string]bool{}
 		for _, e := range apitest.Arr(t, "evidence", c.(map[string]any)["evidence"]) {
-			found = found || (e.(map[string]any)["kind"] == "finding_culprit" && c.(map[string]any)["service"] == "email")
+			kind, _ := e.(map[string]any)["kind"].(string)
+			out[svc][kind] = true
 		}
 	}
-	if !found {
+	return out
+}
+
+var emailCulprit = analyze.Culprit{Service: "email", Operation: "POST /send"}
+
+// Stored findings' culprits count: findings that blame a service in the
+// incident window only are evidence against it.
+func TestRootCauseRouteUsesStoredFindings(t *testing.T) {
+	m := rankWithFindings(t, func(ids map[model.TraceID]bool) Deps {
+		return Deps{Findings: culpritFindings{culprit: emailCulprit, only: ids}}
+	})
+	if !evidenceKinds(t, m)["email"]["finding_culprit"] {
 		t.Errorf("no finding_culprit evidence against email: %v", m)
+	}
+}
+
+// windowFindings answers the window query with a culprit finding for each
+// incident trace, and one of a trace that was not sampled.
+type windowFindings struct {
+	incident map[model.TraceID]bool
+	culprit  analyze.Culprit
+}
+
+func (w windowFindings) FindingsBetween(_ context.Context, from, to time.Time, _ int) ([]analyze.Finding, error) {
+	out := []analyze.Finding{{Kind: "retry_storm", TraceID: "ffffffffffffffffffffffffffffffff", Culprit: &analyze.Culprit{Service: "unsampled"}}}
+	for id := range w.incident {
+		out = append(out, analyze.Finding{Kind: "slow_dependency", TraceID: id.String(), Culprit: &w.culprit})
+	}
+	return out, nil
+}
+
+func TestRootCauseRouteUsesWindowFindings(t *testing.T) {
+	m := rankWithFindings(t, func(ids map[model.TraceID]bool) Deps {
+		return Deps{WindowFindings: windowFindings{incident: ids, culprit: emailCulprit}}
+	})
+	kinds := evidenceKinds(t, m)
+	if _, ok := kinds["unsampled"]; ok {
+		t.Error("a finding of a trace outside the sample counted")
+	}
+	if !kinds["email"]["finding_culprit"] {
+		t.Errorf("window findings blaming email are not evidence: %v", m)
 	}
 }
 
@@ -136,50 +184,5 @@ func TestRootCauseRouteBadInput(t *testing.T) {
 	} {
 		st, m := get("/api/v1/rootcause?" + tc.query)
 		wantError(t, tc.query, st, m, tc.status, tc.mention)
-	}
-}
-
-// windowFindings answers the window query with a culprit finding for each
-// incident trace, and one of a trace that was not sampled.
-type windowFindings struct {
-	incident map[model.TraceID]bool
-	culprit  analyze.Culprit
-}
-
-func (w windowFindings) FindingsBetween(_ context.Context, from, to time.Time, _ int) ([]analyze.Finding, error) {
-	out := []analyze.Finding{{Kind: "retry_storm", TraceID: "ffffffffffffffffffffffffffffffff", Culprit: &analyze.Culprit{Service: "unsampled"}}}
-	for id := range w.incident {
-		out = append(out, analyze.Finding{Kind: "slow_dependency", TraceID: id.String(), Culprit: &w.culprit})
-	}
-	return out, nil
-}
-
-func TestRootCauseRouteUsesWindowFindings(t *testing.T) {
-	w, err := faultbed.Generate(faultbed.Config{Seed: 9, Class: faultbed.Exception, TracesPerWindow: 100})
-	if err != nil {
-		t.Fatal(err)
-	}
-	wf := windowFindings{incident: map[model.TraceID]bool{}, culprit: analyze.Culprit{Service: "email", Operation: "POST /send"}}
-	for _, tr := range w.Incident {
-		wf.incident[tr[0].TraceID] = true
-	}
-	_, get, _ := rootCauseServer(t, faultbed.Exception, Deps{WindowFindings: wf})
-	from, to := windowOf(w.Incident)
-	st, m := get(fmt.Sprintf("/api/v1/rootcause?from=%d&to=%d", from, to))
-	if st != http.StatusOK {
-		t.Fatal(st, m)
-	}
-	var email bool
-	for _, c := range apitest.Arr(t, "causes", m["causes"]) {
-		svc := c.(map[string]any)["service"]
-		if svc == "unsampled" {
-			t.Error("a finding of a trace outside the sample counted")
-		}
-		for _, e := range apitest.Arr(t, "evidence", c.(map[string]any)["evidence"]) {
-			email = email || (svc == "email" && e.(map[string]any)["kind"] == "finding_culprit")
-		}
-	}
-	if !email {
-		t.Errorf("window findings blaming email are not evidence: %v", m)
 	}
 }
