@@ -243,6 +243,12 @@ func (r *ranker) rank(opt Options) []Cause {
 	for k, v := range culpritCounts(opt.BaselineFindings) {
 		findRise[k] -= float64(v) / r.nb
 	}
+	// A culprit may name what has no spans of its own (a database).
+	for k := range findRise {
+		if _, ok := cpRise[k]; !ok {
+			keys = append(keys, k)
+		}
+	}
 	baseCP := r.usual(func(w *window) float64 { return w.cpMS })
 	baseSelf := r.usual(func(w *window) float64 {
 		var sum float64

@@ -139,16 +139,18 @@ func TestRootCauseRouteUsesStoredFindings(t *testing.T) {
 }
 
 // windowFindings answers the window query with a culprit finding for each
-// incident trace, and one of a trace that was not sampled.
+// incident trace, and as many blaming ledger in traces outside the sample.
 type windowFindings struct {
 	incident map[model.TraceID]bool
 	culprit  analyze.Culprit
 }
 
 func (w windowFindings) FindingsBetween(_ context.Context, from, to time.Time, _ int) ([]analyze.Finding, error) {
-	out := []analyze.Finding{{Kind: "retry_storm", TraceID: "ffffffffffffffffffffffffffffffff", Culprit: &analyze.Culprit{Service: "unsampled"}}}
+	var out []analyze.Finding
 	for id := range w.incident {
 		out = append(out, analyze.Finding{Kind: "slow_dependency", TraceID: id.String(), Culprit: &w.culprit})
+		id[0] ^= 0xff
+		out = append(out, analyze.Finding{Kind: "retry_storm", TraceID: id.String(), Culprit: &analyze.Culprit{Service: "ledger"}})
 	}
 	return out, nil
 }
@@ -158,7 +160,7 @@ func TestRootCauseRouteUsesWindowFindings(t *testing.T) {
 		return Deps{WindowFindings: windowFindings{incident: ids, culprit: emailCulprit}}
 	})
 	kinds := evidenceKinds(t, m)
-	if _, ok := kinds["unsampled"]; ok {
+	if _, ok := kinds["ledger"]; ok {
 		t.Error("a finding of a trace outside the sample counted")
 	}
 	if !kinds["email"]["finding_culprit"] {
