@@ -38,7 +38,7 @@ func TestSystemicLiveMatchesReplay(t *testing.T) {
 	inject := t0.Add(40 * time.Minute)
 	shop := workload.New(31)
 	var recorded [][]model.Span
-	for at, next := t0, t0; at.Before(inject.Add(15*time.Minute)); at = at.Add(250 * time.Millisecond) {
+	for at, next := t0, t0; at.Before(inject.Add(15 * time.Minute)); at = at.Add(250 * time.Millisecond) {
 		if !at.Before(inject) {
 			shop.ErrorRate, shop.ErrorType = 0.3, "LedgerTimeoutException"
 			shop.CheckoutVersion, shop.ItemQueries = "1.5.0", 25
