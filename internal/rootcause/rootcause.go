@@ -402,7 +402,7 @@ func (r *ranker) evidence(svc string, list []keyScore, wLat, wErr float64, opt O
 					ev.Ratio = fp(ownI / ownB)
 					ev.Text = fmt.Sprintf("p50 self time of %s rose %.1fx (%.1f → %.1f ms)", name, ownI/ownB, ownB, ownI)
 				}
-				ev.Text += fmt.Sprintf(", adding %.1f ms per request on the critical path; on the critical path of %.0f %% of slow traces", added, 100*slow)
+				ev.Text += fmt.Sprintf(", adding %.1f ms per request on the critical path; %s is on the critical path of %.0f %% of slow traces", added, k.Service, 100*slow)
 				out = append(out, ev)
 			}
 			gapB, gapI := median(bs.gapSamples), median(is.gapSamples)
