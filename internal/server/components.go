@@ -3,6 +3,7 @@ package server
 import (
 	"context"
 	"net/http"
+	"time"
 
 	"github.com/tracedx/tracedx/internal/analyze"
 	"github.com/tracedx/tracedx/internal/api/tempo"
@@ -56,6 +57,13 @@ func (f *storedFindings) putTrace(ctx context.Context, spans []model.Span, res a
 func (f *storedFindings) traceFindings(ctx context.Context, id model.TraceID) ([]analyze.Finding, bool, error) {
 	l, err := f.fs.ForTrace(ctx, id)
 	return findingstore.Findings(l), len(l) > 0, err
+}
+
+// FindingsBetween lists the findings stored for [from, to), newest first,
+// for the root-cause ranking (v1.FindingsInRange).
+func (f *storedFindings) FindingsBetween(ctx context.Context, from, to time.Time, limit int) ([]analyze.Finding, error) {
+	l, err := f.fs.List(ctx, findingstore.Query{From: from, To: to, Limit: limit})
+	return findingstore.Findings(l), err
 }
 
 func (f *storedFindings) observeSummary(t systemic.TraceSummary) { f.sys.ObserveSummary(timeNow(), t) }

@@ -29,6 +29,8 @@ import (
 
 const shutdownGrace = 10 * time.Second
 
+// timeNow is the clock of observation and of the cross-trace detectors'
+// evaluations; tests replace it.
 var timeNow = time.Now
 
 // New opens storage and builds every part; Start binds the listeners.
@@ -89,7 +91,9 @@ func New(ctx context.Context, cfg config.Config, log *slog.Logger) (*Server, err
 	// Every stored finding is counted on /metrics (tracedx_findings_total).
 	findingsCounter := alerting.NewFindingsCounter(s.reg)
 	findingsSink := findingsCounter.Wrap(fs)
-	sys := systemic.New(systemic.Config{Dir: dir("systemic")}, findingsSink, nil, log)
+	// One clock for observing and evaluating, so a test that moves it
+	// moves both.
+	sys := systemic.New(systemic.Config{Dir: dir("systemic")}, findingsSink, func() time.Time { return timeNow() }, log)
 	s.background = append(s.background, func(ctx context.Context) { sys.Run(ctx) })
 	pipe.findings = &storedFindings{fs: fs, sink: findingsSink, sys: sys}
 	alertRoutes, err := s.startAlerting(alertRules, metrics, fs, findingsCounter)
@@ -193,14 +197,18 @@ func New(ctx context.Context, cfg config.Config, log *slog.Logger) (*Server, err
 	if alertRoutes != nil {
 		routes = append(routes, alertRoutes)
 	}
-	apiV1 := v1.NewHandler(v1.Deps{
+	deps := v1.Deps{
 		Store:    eng,
 		Analyzer: pipe.analyze,
 		Explain:  pipe.explain,
 		Findings: pipe,
 		Routes:   routes,
 		Logger:   log.With("component", "api"),
-	})
+	}
+	if sf, ok := pipe.findings.(*storedFindings); ok {
+		deps.WindowFindings = sf
+	}
+	apiV1 := v1.NewHandler(deps)
 	mux.Handle("/api/v1/", apiV1)
 	mux.Handle("/api/", jaegerAPI)
 	mux.Handle("GET /metrics", metricsHandler(s.reg))

@@ -202,6 +202,11 @@ async function main() {
       assert.ok(await page.locator('svg.map g.edge text').count() >= 1, 'service map edges carry no labels');
     }
     await shot('overview.png');
+    // The likely-causes card settles: a ranking, or a sentence why there is none.
+    await page.waitForFunction(() => { const c = document.querySelector('#rootcause'); return !c || !c.querySelector('.loading'); }, null, { timeout: 15000 });
+    const rc = await fetch(`${api}/api/v1/rootcause?from=1h`);
+    assert.ok(rc.status === 200 || rc.status === 404, `GET /api/v1/rootcause: ${rc.status}`);
+    assert.ok(await page.locator('#rootcause ol.causes li, #rootcause .empty').count() >= 1, 'the likely-causes card shows neither causes nor a reason');
     if (map && (map.nodes || []).length) {
       // Click-through: a call between two instrumented services opens the
       // traces where one calls the other (TraceQL, caller span > callee span).

@@ -6,6 +6,7 @@ import { loadFindings, findingsByKind } from './data.js';
 import { serviceMap } from './servicemap.js';
 import { traceQLAvailable } from './traceql.js';
 import { navigate, setParams } from './app.js';
+import { rootCauseCard } from './rootcause.js';
 
 // A map of more services than this is a wall of boxes: show the busiest
 // and the failing ones (and the calls between them), the rest on request.
@@ -33,7 +34,7 @@ export async function render({ params, root }) {
   const svcCard = el('section.card', el('h2', 'Services'), el('div.loading', 'Loading…'));
   const findCard = el('section.card', el('h2', 'Findings by kind'), el('div.loading', 'Loading…'));
   const opsCard = el('section.card', el('h2', 'Slowest operations (p95)'), el('div.loading', 'Loading…'));
-  root.append(head, kpis, mapCard, el('div.grid2', el('div', svcCard), el('div', findCard, opsCard)));
+  root.append(head, kpis, rootCauseCard({ start, end }), mapCard, el('div.grid2', el('div', svcCard), el('div', findCard, opsCard)));
 
   const rangeQ = `range=${encodeURIComponent(range)}`;
   const fill = (card, node) => { card.lastChild.replaceWith(node); };

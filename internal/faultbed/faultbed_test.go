@@ -1,0 +1,84 @@
+package faultbed
+
+import (
+	"testing"
+	"time"
+
+	"github.com/tracedx/tracedx/internal/model"
+)
+
+// The bed must deliver what real hosts deliver: whole milliseconds, and
+// clocks that disagree (some callee spans start before their caller's call).
+func TestGenerateLooksLikeRealHosts(t *testing.T) {
+	w, err := Generate(Config{Seed: 7, Class: NetworkDelay, TracesPerWindow: 60})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(w.Baseline) < 30 || len(w.Incident) < 30 {
+		t.Fatalf("windows hold %d and %d traces, want about 60 each", len(w.Baseline), len(w.Incident))
+	}
+	early, services := 0, map[string]bool{}
+	for _, tr := range append(w.Baseline, w.Incident...) {
+		byID := map[model.SpanID]*model.Span{}
+		for i := range tr {
+			byID[tr[i].SpanID] = &tr[i]
+		}
+		for i := range tr {
+			s := &tr[i]
+			services[s.Service] = true
+			if s.StartUnixNano%uint64(time.Millisecond) != 0 || s.EndUnixNano%uint64(time.Millisecond) != 0 {
+				t.Fatalf("span %s %s has sub-millisecond timestamps", s.Service, s.Name)
+			}
+			if p := byID[s.ParentSpanID]; p != nil && s.Kind == model.KindServer && s.StartUnixNano < p.StartUnixNano {
+				early++
+			}
+		}
+	}
+	if len(services) < 10 {
+		t.Errorf("traces cover %d services, want the twelve of the shop", len(services))
+	}
+	if early == 0 {
+		t.Error("no server span starts before its client span: clock skew is not applied")
+	}
+	if w.Fault.Service == "" || w.Fault.Service == "frontend" {
+		t.Errorf("network delay injected at %q, want a called service", w.Fault.Service)
+	}
+}
+
+// A small accuracy run per class. The seeds are the reported ones (1...),
+// not the tuning seeds (1000...).
+func TestRankingAccuracy(t *testing.T) {
+	runs := 4
+	if testing.Short() {
+		runs = 2
+	}
+	res, err := Accuracy(Classes(), runs, 1, Config{TracesPerWindow: 150})
+	if err != nil {
+		t.Fatal(err)
+	}
+	var n, top1 int
+	for _, r := range res {
+		n += r.Runs
+		top1 += r.Top1
+		for _, m := range r.Misses {
+			t.Logf("%s: %s", r.Class, m)
+		}
+	}
+	if got := float64(top1) / float64(n); got < 0.9 {
+		t.Errorf("top-1 accuracy %.0f %% over %d runs, want at least 90 %%", 100*got, n)
+	}
+}
+
+func TestSameSeedSameRun(t *testing.T) {
+	a, err := Run(Config{Seed: 3, Class: CPUContention, TracesPerWindow: 40})
+	if err != nil {
+		t.Fatal(err)
+	}
+	b, err := Run(Config{Seed: 3, Class: CPUContention, TracesPerWindow: 40})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if a.Fault != b.Fault || len(a.Report.Causes) == 0 || a.Report.Causes[0].Examples != b.Report.Causes[0].Examples {
+		t.Errorf("seed 3 gave different runs: %v / %v", a.Fault, b.Fault)
+	}
+}
