@@ -5,6 +5,7 @@ import (
 	"time"
 
 	"github.com/tracedx/tracedx/internal/model"
+	"github.com/tracedx/tracedx/internal/rootcause"
 )
 
 // The bed must deliver what real hosts deliver: whole milliseconds, and
@@ -80,5 +81,40 @@ func TestSameSeedSameRun(t *testing.T) {
 	}
 	if a.Fault != b.Fault || len(a.Report.Causes) == 0 || a.Report.Causes[0].Examples != b.Report.Causes[0].Examples {
 		t.Errorf("seed 3 gave different runs: %v / %v", a.Fault, b.Fault)
+	}
+}
+
+// Exports converted from Jaeger or CSV often lose the span kind. The
+// ranking must still know a call from the callee's entry, or a network
+// delay in front of a service is charged to its callers.
+func TestRankingWithoutSpanKinds(t *testing.T) {
+	var n, top1 int
+	for _, class := range Classes() {
+		for seed := uint64(700); seed < 702; seed++ {
+			w, err := Generate(Config{Seed: seed, Class: class, TracesPerWindow: 120})
+			if err != nil {
+				t.Fatal(err)
+			}
+			for _, side := range [][][]model.Span{w.Baseline, w.Incident} {
+				for _, spans := range side {
+					for i := range spans {
+						spans[i].Kind = model.KindUnspecified
+					}
+				}
+			}
+			rep, err := rootcause.Rank(w.Baseline, w.Incident, rootcause.Options{})
+			if err != nil {
+				t.Fatal(err)
+			}
+			n++
+			if len(rep.Causes) > 0 && rep.Causes[0].Service == w.Fault.Service {
+				top1++
+			} else {
+				t.Logf("%s seed %d: fault at %s, ranked %v", class, seed, w.Fault.Service, rep.Causes[:min(3, len(rep.Causes))])
+			}
+		}
+	}
+	if float64(top1) < 0.9*float64(n) {
+		t.Errorf("without span kinds top-1 is %d of %d runs", top1, n)
 	}
 }
