@@ -1,0 +1,167 @@
+package otlpconv
+
+import (
+	"bytes"
+	"encoding/json"
+	"errors"
+	"strings"
+	"testing"
+
+	"go.opentelemetry.io/collector/pdata/pcommon"
+	"go.opentelemetry.io/collector/pdata/ptrace"
+	"go.opentelemetry.io/collector/pdata/ptrace/ptraceotlp"
+
+	"github.com/tracedx/tracedx/internal/otlpconv/otlpconvtest"
+)
+
+func oneSpan() (ptrace.Traces, ptrace.Span) {
+	td := ptrace.NewTraces()
+	sp := td.ResourceSpans().AppendEmpty().ScopeSpans().AppendEmpty().Spans().AppendEmpty()
+	sp.SetTraceID(pcommon.TraceID{1})
+	sp.SetSpanID(pcommon.SpanID{1})
+	return td, sp
+}
+
+func TestDeepValueIsCutToMaxDepth(t *testing.T) {
+	td, sp := oneSpan()
+	v := sp.Attributes().PutEmptySlice("deep").AppendEmpty()
+	for i := 0; i < 100; i++ {
+		v = v.SetEmptySlice().AppendEmpty()
+	}
+	v.SetStr("bottom")
+	lim := DefaultLimits()
+	lim.MaxDepth = 4
+	spans, stats := FromTracesLimited(td, lim)
+	got, _ := spans[0].Attrs.Get("deep")
+	want := `[[[[` + `"` + DepthMarker + `"` + `]]]]`
+	if got.Str != want {
+		t.Fatalf("deep value = %s, want %s", got.Str, want)
+	}
+	if !json.Valid([]byte(got.Str)) || stats.TruncatedValues != 1 {
+		t.Errorf("valid JSON %v, stats %+v", json.Valid([]byte(got.Str)), stats)
+	}
+}
+
+func TestCompositeMatchesPdataJSON(t *testing.T) {
+	_, sp := oneSpan()
+	m := sp.Attributes().PutEmptyMap("m")
+	m.PutStr("z", "<a&b>")
+	m.PutInt("a", -3)
+	m.PutDouble("f", 1.5e300)
+	m.PutEmptyBytes("b").FromRaw([]byte{0, 1, 2})
+	s := m.PutEmptySlice("s")
+	s.AppendEmpty().SetBool(true)
+	s.AppendEmpty().SetEmptyMap().PutStr("k", "v")
+	v, _ := sp.Attributes().Get("m")
+	if got, want := ValueFrom(v).Str, v.AsString(); got != want {
+		t.Errorf("map text\n got %s\nwant %s", got, want)
+	}
+}
+
+func TestLongValuesAreCut(t *testing.T) {
+	td, sp := oneSpan()
+	lim := DefaultLimits()
+	lim.MaxValueBytes = 100
+	sp.Attributes().PutStr("s", strings.Repeat("é", 200))
+	sp.Attributes().PutEmptyBytes("b").FromRaw(bytes.Repeat([]byte{7}, 300))
+	arr := sp.Attributes().PutEmptySlice("a")
+	for i := 0; i < 1000; i++ {
+		arr.AppendEmpty().SetStr("xxxxxxxx")
+	}
+	sp.SetName(strings.Repeat("n", 500))
+	spans, stats := FromTracesLimited(td, lim)
+	got := spans[0]
+	for _, k := range []string{"s", "a"} {
+		s := got.Attrs.Str(k)
+		if len(s) > 100 || !strings.HasSuffix(s, ValueMarker) || !strings.ContainsRune(s, 'x') && k == "a" {
+			t.Errorf("%s: %d bytes %q", k, len(s), s)
+		}
+	}
+	if strings.Contains(got.Attrs.Str("s"), "\uFFFD") {
+		t.Error("string cut inside a rune")
+	}
+	if b, _ := got.Attrs.Get("b"); len(b.Bytes) != 100 {
+		t.Errorf("bytes kept %d", len(b.Bytes))
+	}
+	if len(got.Name) > 100 || stats.TruncatedValues != 4 {
+		t.Errorf("name %d bytes, stats %+v", len(got.Name), stats)
+	}
+}
+
+func TestCountsOverLimitsAreDropped(t *testing.T) {
+	td, sp := oneSpan()
+	sp.SetDroppedAttributesCount(5)
+	for i := 0; i < 300; i++ {
+		sp.Attributes().PutInt(strings.Repeat("k", i+1), int64(i))
+		sp.Events().AppendEmpty().SetName("e")
+		sp.Links().AppendEmpty().SetSpanID(pcommon.SpanID{2})
+	}
+	spans, stats := FromTracesLimited(td, DefaultLimits())
+	got := spans[0]
+	if len(got.Attrs) != 128 || got.DroppedAttributesCount != 5+172 || got.Attrs[127].Value.Int != 127 {
+		t.Errorf("attrs %d dropped %d", len(got.Attrs), got.DroppedAttributesCount)
+	}
+	if len(got.Events) != 128 || got.DroppedEventsCount != 172 || len(got.Links) != 128 || got.DroppedLinksCount != 172 {
+		t.Errorf("events %d/%d links %d/%d", len(got.Events), got.DroppedEventsCount, len(got.Links), got.DroppedLinksCount)
+	}
+	if stats != (Stats{DroppedAttrs: 172, DroppedEvents: 172, DroppedLinks: 172}) {
+		t.Errorf("stats %+v", stats)
+	}
+}
+
+func TestProtoNestingCheck(t *testing.T) {
+	tid, sid := bytes.Repeat([]byte{1}, 16), bytes.Repeat([]byte{2}, 8)
+	at := func(depth int) []byte {
+		return otlpconvtest.TraceRequest(tid, sid, "s", otlpconvtest.KeyValue("d", otlpconvtest.NestedArray(depth)))
+	}
+	// NestedArray(n) holds n+1 AnyValues, the innermost one empty.
+	if err := CheckTracesProtoNesting(at(MaxNesting-1), MaxNesting); err != nil {
+		t.Errorf("at the limit: %v", err)
+	}
+	var ne *NestingError
+	if err := CheckTracesProtoNesting(at(MaxNesting), MaxNesting); !errors.As(err, &ne) {
+		t.Errorf("over the limit: %v", err)
+	}
+	big := at(1_000_000)
+	if err := CheckTracesProtoNesting(big, MaxNesting); !errors.As(err, &ne) {
+		t.Errorf("a million levels: %v", err)
+	}
+	if err := CheckLogsProtoNesting(otlpconvtest.LogsRequest(otlpconvtest.NestedArray(1000)), MaxNesting); !errors.As(err, &ne) {
+		t.Errorf("log body: %v", err)
+	}
+	// What passes decodes with pdata and converts under the depth limit.
+	req := ptraceotlp.NewExportRequest()
+	if err := req.UnmarshalProto(at(MaxNesting - 1)); err != nil {
+		t.Fatal(err)
+	}
+	spans := FromTraces(req.Traces())
+	if s := spans[0].Attrs.Str("d"); !strings.Contains(s, DepthMarker) || strings.Count(s, "[") > DefaultLimits().MaxDepth+1 {
+		t.Errorf("converted: %.200s", s)
+	}
+	// Garbage is left for the decoder.
+	if err := CheckTracesProtoNesting([]byte{0xff, 0xff, 0xff}, MaxNesting); err != nil {
+		t.Errorf("garbage: %v", err)
+	}
+}
+
+func TestJSONNestingCheck(t *testing.T) {
+	wrap := func(v []byte) []byte {
+		return []byte(`{"resourceSpans":[{"scopeSpans":[{"spans":[{"events":[{"attributes":[{"key":"d","value":` + string(v) + `}]}]}]}]}]}`)
+	}
+	ok := wrap(otlpconvtest.NestedArrayJSON(MaxNesting))
+	if err := CheckJSONNesting(ok); err != nil {
+		t.Errorf("at the limit: %v", err)
+	}
+	req := ptraceotlp.NewExportRequest()
+	if err := req.UnmarshalJSON(ok); err != nil {
+		t.Fatal(err)
+	}
+	var ne *NestingError
+	if err := CheckJSONNesting(wrap(otlpconvtest.NestedArrayJSON(1_000_000))); !errors.As(err, &ne) {
+		t.Errorf("a million levels: %v", err)
+	}
+	// Brackets inside strings do not count.
+	if err := CheckJSONNesting([]byte(`{"k":"` + strings.Repeat(`[{\"`, 10000) + `"}`)); err != nil {
+		t.Errorf("brackets in a string: %v", err)
+	}
+}
