@@ -2,7 +2,6 @@ package ingest
 
 import (
 	"bytes"
-	"context"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -15,12 +14,11 @@ import (
 
 	"github.com/klauspost/compress/gzip"
 	"github.com/klauspost/compress/zstd"
-	"go.opentelemetry.io/collector/pdata/plog/plogotlp"
-	"go.opentelemetry.io/collector/pdata/ptrace/ptraceotlp"
 	spb "google.golang.org/genproto/googleapis/rpc/status"
 	"google.golang.org/grpc/codes"
 	"google.golang.org/protobuf/proto"
 
+	"github.com/tracedx/tracedx/internal/otlpconv"
 	"github.com/tracedx/tracedx/internal/zipkin"
 )
 
@@ -101,30 +99,17 @@ func (s *Server) handleOTLP(w http.ResponseWriter, r *http.Request, signal strin
 	switch signal {
 	case "traces":
 		var res traceResult
-		res, err = s.httpTraces(r.Context(), format, buf.Bytes())
+		res, err = s.exportTraces(r.Context(), protoHTTP, format, buf.Bytes())
 		if err == nil {
 			rejected = res.rejected
-			switch {
-			case rejected == 0 && format == formatJSON:
-				// Full success leaves partial_success unset (OTLP spec).
-				body = []byte("{}")
-			case rejected == 0:
-				body = nil // the empty ExportTraceServiceResponse
-			case format == formatJSON:
-				body, err = traceResponse(res).MarshalJSON()
-			default:
-				body, err = traceResponse(res).MarshalProto()
-			}
+			body, err = exportResponse(format, res.rejected, traceResponse(res))
 		}
 	case "logs":
-		err = s.httpLogs(r.Context(), format, buf.Bytes())
+		var res logResult
+		res, err = s.exportLogs(r.Context(), protoHTTP, format, buf.Bytes())
 		if err == nil {
-			resp := plogotlp.NewExportResponse()
-			if format == formatJSON {
-				body, err = resp.MarshalJSON()
-			} else {
-				body, err = resp.MarshalProto()
-			}
+			rejected = res.rejected
+			body, err = exportResponse(format, res.rejected, logsResponse(res))
 		}
 	}
 	if err != nil {
@@ -141,51 +126,22 @@ func (s *Server) handleOTLP(w http.ResponseWriter, r *http.Request, signal strin
 	_, _ = w.Write(body)
 }
 
-func (s *Server) httpTraces(ctx context.Context, format wireFormat, data []byte) (traceResult, error) {
-	req := ptraceotlp.NewExportRequest()
-	var derr error
-	if format == formatJSON {
-		derr = req.UnmarshalJSON(data)
-	} else {
-		derr = req.UnmarshalProto(data)
+// exportResponse encodes an export response like the request. Full
+// success leaves partial_success unset (OTLP spec): "{}" in JSON, no bytes
+// in protobuf.
+func exportResponse(format wireFormat, rejected int, resp interface {
+	MarshalJSON() ([]byte, error)
+	MarshalProto() ([]byte, error)
+}) ([]byte, error) {
+	switch {
+	case rejected == 0 && format == formatJSON:
+		return []byte("{}"), nil
+	case rejected == 0:
+		return nil, nil
+	case format == formatJSON:
+		return resp.MarshalJSON()
 	}
-	if derr != nil {
-		var fixed []byte
-		var n int
-		var ferr error
-		if format == formatJSON {
-			fixed, n, ferr = repairTraceJSON(data)
-		} else {
-			fixed, n, ferr = repairTraceProto(data)
-		}
-		if ferr != nil || n == 0 {
-			return traceResult{}, decodeError(format, derr)
-		}
-		req = ptraceotlp.NewExportRequest()
-		if format == formatJSON {
-			derr = req.UnmarshalJSON(fixed)
-		} else {
-			derr = req.UnmarshalProto(fixed)
-		}
-		if derr != nil {
-			return traceResult{}, decodeError(format, derr)
-		}
-	}
-	return s.consumeTraces(ctx, protoHTTP, req.Traces())
-}
-
-func (s *Server) httpLogs(ctx context.Context, format wireFormat, data []byte) error {
-	req := plogotlp.NewExportRequest()
-	var derr error
-	if format == formatJSON {
-		derr = req.UnmarshalJSON(data)
-	} else {
-		derr = req.UnmarshalProto(data)
-	}
-	if derr != nil {
-		return decodeError(format, derr)
-	}
-	return s.consumeLogs(ctx, protoHTTP, req.Logs())
+	return resp.MarshalProto()
 }
 
 func decodeError(format wireFormat, err error) error {
@@ -347,12 +303,13 @@ func (s *Server) handleZipkin(w http.ResponseWriter, r *http.Request) {
 		s.writeTextError(w, err)
 		return
 	}
-	if ct := r.Header.Get("Content-Type"); ct != "" {
-		if mt, _, perr := mime.ParseMediaType(ct); perr != nil || mt != ctJSON {
-			err = badInput(kindUnsupported, reasonContentType, "unsupported Content-Type %q: only Zipkin v2 JSON (application/json) is accepted", truncate(ct, 80))
-			s.writeTextError(w, err)
-			return
-		}
+	// A browser may POST text/plain or form bodies to any origin without a
+	// preflight; requiring JSON keeps a web page from injecting spans into
+	// a local instance.
+	if ct := r.Header.Get("Content-Type"); !isJSONContentType(ct) {
+		err = badInput(kindUnsupported, reasonContentType, "unsupported Content-Type %q: only Zipkin v2 JSON (application/json) is accepted", truncate(ct, 80))
+		s.writeTextError(w, err)
+		return
 	}
 	release, aerr := s.acquire(r.Context())
 	if aerr != nil {
@@ -369,7 +326,7 @@ func (s *Server) handleZipkin(w http.ResponseWriter, r *http.Request) {
 	}
 	defer putBuf(buf)
 	spans, cerr := zipkin.ToModel(buf.Bytes())
-	note := ""
+	var rej rejections
 	if cerr != nil {
 		bad, partial := zipkin.IsInvalidSpans(cerr)
 		if !partial {
@@ -377,20 +334,19 @@ func (s *Server) handleZipkin(w http.ResponseWriter, r *http.Request) {
 			s.writeTextError(w, err)
 			return
 		}
-		rejected = bad.Rejected
-		note = bad.Error()
-		s.metrics.SpansRejected.WithLabelValues(protoZipkin, reasonInvalidID).Add(float64(bad.Rejected))
+		for i := 0; i < bad.Rejected; i++ {
+			rej.add(reasonInvalidID, bad.First[0].Error())
+		}
 	}
+	s.observeLimits(otlpconv.LimitSpans(spans, s.cfg.limits()))
 	var res traceResult
-	res, err = s.consumeSpans(r.Context(), protoZipkin, spans)
+	res, err = s.consumeSpans(r.Context(), protoZipkin, spans, &rej)
 	if err != nil {
 		s.writeTextError(w, err)
 		return
 	}
-	rejected += res.rejected
-	if res.msg != "" {
-		note = strings.TrimPrefix(note+"; "+res.msg, "; ")
-	}
+	rejected = res.rejected
+	note := res.msg
 	if note != "" {
 		// Zipkin has no partial-success body; say it in plain text.
 		w.Header().Set("Content-Type", "text/plain; charset=utf-8")
@@ -399,6 +355,11 @@ func (s *Server) handleZipkin(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	w.WriteHeader(http.StatusAccepted)
+}
+
+func isJSONContentType(ct string) bool {
+	mt, _, err := mime.ParseMediaType(ct)
+	return err == nil && mt == ctJSON
 }
 
 func (s *Server) writeTextError(w http.ResponseWriter, err error) {

@@ -248,3 +248,56 @@ func (c *converter) attrsFromMap(m pcommon.Map) model.Attrs {
 	out, _ := c.attrs(make(model.Attrs, 0, min(m.Len(), c.lim.MaxAttrs)), m)
 	return out
 }
+
+// AttrsFromMapLimited converts an OTLP attribute map under lim.
+func AttrsFromMapLimited(m pcommon.Map, lim Limits) model.Attrs {
+	c := converter{lim: lim}
+	return c.attrsFromMap(m)
+}
+
+// ValueTextLimited renders a value as text under lim ("" for an empty
+// value); arrays and maps as JSON.
+func ValueTextLimited(v pcommon.Value, lim Limits) string {
+	if v.Type() == pcommon.ValueTypeEmpty {
+		return ""
+	}
+	c := converter{lim: lim}
+	return c.value(v).AsString()
+}
+
+// LimitSpans applies lim to spans converted from formats without nested
+// values (Zipkin): strings are cut, attributes and events over the counts
+// dropped and counted in the spans' dropped counts.
+func LimitSpans(spans []model.Span, lim Limits) Stats {
+	c := converter{lim: lim}
+	for i := range spans {
+		sp := &spans[i]
+		sp.Name, sp.StatusMessage = c.clipStr(sp.Name), c.clipStr(sp.StatusMessage)
+		var dropped int
+		sp.Attrs, dropped = c.clipAttrs(sp.Attrs)
+		sp.DroppedAttributesCount = saturatingAdd(sp.DroppedAttributesCount, dropped)
+		if n := len(sp.Events) - lim.MaxEvents; n > 0 {
+			sp.Events = sp.Events[:lim.MaxEvents]
+			sp.DroppedEventsCount = saturatingAdd(sp.DroppedEventsCount, n)
+			c.stats.DroppedEvents += n
+		}
+		for j := range sp.Events {
+			sp.Events[j].Name = c.clipStr(sp.Events[j].Name)
+			sp.Events[j].Attrs, _ = c.clipAttrs(sp.Events[j].Attrs)
+		}
+	}
+	return c.stats
+}
+
+func (c *converter) clipAttrs(a model.Attrs) (model.Attrs, int) {
+	dropped := max(len(a)-c.lim.MaxAttrs, 0)
+	a = a[:len(a)-dropped]
+	c.stats.DroppedAttrs += dropped
+	for i := range a {
+		a[i].Key = c.clipStr(a[i].Key)
+		if a[i].Value.Type == model.TypeString {
+			a[i].Value.Str = c.clipStr(a[i].Value.Str)
+		}
+	}
+	return a, dropped
+}
