@@ -138,4 +138,3 @@ func logsResponse(r logResult) plogotlp.ExportResponse {
 	}
 	return resp
 }
-

@@ -258,8 +258,12 @@ func AttrsFromMapLimited(m pcommon.Map, lim Limits) model.Attrs {
 // ValueTextLimited renders a value as text under lim ("" for an empty
 // value); arrays and maps as JSON.
 func ValueTextLimited(v pcommon.Value, lim Limits) string {
-	if v.Type() == pcommon.ValueTypeEmpty {
+	switch v.Type() {
+	case pcommon.ValueTypeEmpty:
 		return ""
+	case pcommon.ValueTypeBytes: // base64, as pdata renders bytes
+		b := v.Bytes().AsRaw()
+		return base64.StdEncoding.EncodeToString(b[:min(len(b), lim.MaxValueBytes)])
 	}
 	c := converter{lim: lim}
 	return c.value(v).AsString()
