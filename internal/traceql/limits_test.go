@@ -10,7 +10,7 @@ import (
 func TestExpensiveRegexIsRefused(t *testing.T) {
 	var le *LimitError
 	for _, pat := range []string{
-		strings.Repeat("(a|b)*", 5000),  // 30 KB
+		strings.Repeat("(a|b)*", 5000),   // 30 KB
 		strings.Repeat("[a-z]{100}", 60), // 600 bytes, 6,000+ instructions
 	} {
 		_, err := Parse(`{ name =~ "` + pat + `" }`)
