@@ -166,8 +166,13 @@ func (s *Server) serve(what, addr string, fn func() error) {
 func (s *Server) Errors() <-chan error { return s.serveErrs }
 
 func (s *Server) newHTTPServer(h http.Handler) *http.Server {
+	// nosniff: no reply is ever to be read by a browser as script or HTML.
+	nosniff := http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		w.Header().Set("X-Content-Type-Options", "nosniff")
+		h.ServeHTTP(w, r)
+	})
 	return &http.Server{
-		Handler:           h,
+		Handler:           nosniff,
 		ReadHeaderTimeout: 10 * time.Second,
 		ReadTimeout:       2 * time.Minute,
 		IdleTimeout:       2 * time.Minute,

@@ -17,9 +17,8 @@ import (
 	"github.com/tracedx/tracedx/internal/otlpconv"
 )
 
-// startServer runs a whole server on loopback ports and returns its
-// /metrics text after one OTLP request of a client/server pair.
-func metricsAfterIngest(t *testing.T, mutate func(*config.Config)) string {
+// startWhole runs a whole server on loopback ports.
+func startWhole(t *testing.T, mutate func(*config.Config)) *Server {
 	t.Helper()
 	cfg := config.Default()
 	cfg.DataDir = t.TempDir()
@@ -43,7 +42,14 @@ func metricsAfterIngest(t *testing.T, mutate func(*config.Config)) string {
 		defer close(done)
 		_ = s.Wait(ctx)
 	}()
+	return s
+}
 
+// metricsAfterIngest returns a whole server's /metrics text after one OTLP
+// request of a client/server pair.
+func metricsAfterIngest(t *testing.T, mutate func(*config.Config)) string {
+	t.Helper()
+	s := startWhole(t, mutate)
 	now := uint64(time.Now().UnixNano())
 	tr := model.TraceID{9, 9, 9}
 	spans := []model.Span{
