@@ -49,27 +49,12 @@ func fuzzServer(f *testing.F, bad *error) *Server {
 // FuzzOTLPTraces feeds arbitrary bytes to the OTLP trace decoders (protobuf
 // or JSON) and the whole conversion and check path. Seeds are in
 // testdata/fuzz/FuzzOTLPTraces.
-func FuzzOTLPTraces(f *testing.F) {
-	var bad error
-	s := fuzzServer(f, &bad)
-	f.Fuzz(func(t *testing.T, data []byte, json bool) {
-		bad = nil
-		format := formatProto
-		if json {
-			format = formatJSON
-		}
-		res, err := s.exportTraces(context.Background(), protoHTTP, format, data)
-		if err == nil && res.rejected > 0 && res.msg == "" {
-			t.Fatal("rejections without a message")
-		}
-		if bad != nil {
-			t.Fatal(bad)
-		}
-	})
-}
+func FuzzOTLPTraces(f *testing.F) { fuzzExport(f, tracesSignal) }
 
 // FuzzOTLPLogs is FuzzOTLPTraces for logs.
-func FuzzOTLPLogs(f *testing.F) {
+func FuzzOTLPLogs(f *testing.F) { fuzzExport(f, logsSignal) }
+
+func fuzzExport(f *testing.F, sig otlpSignal) {
 	var bad error
 	s := fuzzServer(f, &bad)
 	f.Fuzz(func(t *testing.T, data []byte, json bool) {
@@ -78,7 +63,7 @@ func FuzzOTLPLogs(f *testing.F) {
 		if json {
 			format = formatJSON
 		}
-		res, err := s.exportLogs(context.Background(), protoHTTP, format, data)
+		res, err := sig.export(s, context.Background(), protoHTTP, format, data)
 		if err == nil && res.rejected > 0 && res.msg == "" {
 			t.Fatal("rejections without a message")
 		}

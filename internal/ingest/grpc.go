@@ -40,13 +40,13 @@ func (s *Server) newGRPCServer() *grpc.Server {
 	g.RegisterService(&grpc.ServiceDesc{
 		ServiceName: "opentelemetry.proto.collector.trace.v1.TraceService",
 		HandlerType: (*any)(nil),
-		Methods:     []grpc.MethodDesc{{MethodName: "Export", Handler: rawHandler(s.grpcExportTraces)}},
+		Methods:     []grpc.MethodDesc{{MethodName: "Export", Handler: rawHandler(s.grpcExport(tracesSignal))}},
 		Metadata:    "opentelemetry/proto/collector/trace/v1/trace_service.proto",
 	}, s)
 	g.RegisterService(&grpc.ServiceDesc{
 		ServiceName: "opentelemetry.proto.collector.logs.v1.LogsService",
 		HandlerType: (*any)(nil),
-		Methods:     []grpc.MethodDesc{{MethodName: "Export", Handler: rawHandler(s.grpcExportLogs)}},
+		Methods:     []grpc.MethodDesc{{MethodName: "Export", Handler: rawHandler(s.grpcExport(logsSignal))}},
 		Metadata:    "opentelemetry/proto/collector/logs/v1/logs_service.proto",
 	}, s)
 	return g
@@ -126,49 +126,38 @@ func rawHandler(export rawExport) grpc.MethodHandler {
 	}
 }
 
-func (s *Server) grpcExportTraces(ctx context.Context, data []byte) ([]byte, error) {
-	var res traceResult
-	release, err := s.acquire(ctx)
-	if err == nil {
-		res, err = s.exportTraces(ctx, protoGRPC, formatProto, data)
-		release()
+// grpcExport answers one export request of a signal over gRPC.
+func (s *Server) grpcExport(sig otlpSignal) rawExport {
+	return func(ctx context.Context, data []byte) ([]byte, error) {
+		var res exportResult
+		release, err := s.acquire(ctx)
+		if err == nil {
+			res, err = sig.export(s, ctx, protoGRPC, formatProto, data)
+			release()
+		}
+		s.finish(protoGRPC, sig.name, err, res.rejected)
+		if err != nil {
+			return nil, s.grpcStatus(err)
+		}
+		return sig.response(res).MarshalProto()
 	}
-	s.finish(protoGRPC, "traces", err, res.rejected)
-	if err != nil {
-		return nil, s.grpcStatus(err)
-	}
-	return traceResponse(res).MarshalProto()
-}
-
-func (s *Server) grpcExportLogs(ctx context.Context, data []byte) ([]byte, error) {
-	var res logResult
-	release, err := s.acquire(ctx)
-	if err == nil {
-		res, err = s.exportLogs(ctx, protoGRPC, formatProto, data)
-		release()
-	}
-	s.finish(protoGRPC, "logs", err, res.rejected)
-	if err != nil {
-		return nil, s.grpcStatus(err)
-	}
-	return logsResponse(res).MarshalProto()
 }
 
 // exportTraces decodes and stores one trace export request of either
 // OTLP protocol; the caller holds a concurrency slot.
-func (s *Server) exportTraces(ctx context.Context, proto string, format wireFormat, data []byte) (traceResult, error) {
+func (s *Server) exportTraces(ctx context.Context, proto string, format wireFormat, data []byte) (exportResult, error) {
 	td, rep, err := decodeTraces(format, data)
 	if err != nil {
-		return traceResult{}, err
+		return exportResult{}, err
 	}
 	return s.consumeTraces(ctx, proto, td, rep)
 }
 
 // exportLogs is exportTraces for logs.
-func (s *Server) exportLogs(ctx context.Context, proto string, format wireFormat, data []byte) (logResult, error) {
+func (s *Server) exportLogs(ctx context.Context, proto string, format wireFormat, data []byte) (exportResult, error) {
 	ld, rep, err := decodeLogs(format, data)
 	if err != nil {
-		return logResult{}, err
+		return exportResult{}, err
 	}
 	return s.consumeLogs(ctx, proto, ld, rep)
 }

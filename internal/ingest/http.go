@@ -38,8 +38,8 @@ const (
 // mount it on its own mux instead of using HTTPAddr.
 func (s *Server) OTLPHTTPHandler() http.Handler {
 	mux := http.NewServeMux()
-	mux.HandleFunc("/v1/traces", func(w http.ResponseWriter, r *http.Request) { s.handleOTLP(w, r, "traces") })
-	mux.HandleFunc("/v1/logs", func(w http.ResponseWriter, r *http.Request) { s.handleOTLP(w, r, "logs") })
+	mux.HandleFunc("/v1/traces", func(w http.ResponseWriter, r *http.Request) { s.handleOTLP(w, r, tracesSignal) })
+	mux.HandleFunc("/v1/logs", func(w http.ResponseWriter, r *http.Request) { s.handleOTLP(w, r, logsSignal) })
 	return mux
 }
 
@@ -64,11 +64,11 @@ func parseOTLPContentType(ct string) (wireFormat, error) {
 	return 0, badInput(kindUnsupported, reasonContentType, "unsupported Content-Type %q: use %s or %s", truncate(ct, 80), ctProto, ctJSON)
 }
 
-func (s *Server) handleOTLP(w http.ResponseWriter, r *http.Request, signal string) {
+func (s *Server) handleOTLP(w http.ResponseWriter, r *http.Request, sig otlpSignal) {
 	format, ferr := parseOTLPContentType(r.Header.Get("Content-Type"))
 	var err error
 	rejected := 0
-	defer func() { s.finish(protoHTTP, signal, err, rejected) }()
+	defer func() { s.finish(protoHTTP, sig.name, err, rejected) }()
 	if r.Method != http.MethodPost {
 		w.Header().Set("Allow", http.MethodPost)
 		err = badInput(kindMethod, reasonMethod, "method %s not allowed: OTLP/HTTP export uses POST", r.Method)
@@ -95,22 +95,12 @@ func (s *Server) handleOTLP(w http.ResponseWriter, r *http.Request, signal strin
 	}
 	defer putBuf(buf)
 
+	var res exportResult
+	res, err = sig.export(s, r.Context(), protoHTTP, format, buf.Bytes())
 	var body []byte
-	switch signal {
-	case "traces":
-		var res traceResult
-		res, err = s.exportTraces(r.Context(), protoHTTP, format, buf.Bytes())
-		if err == nil {
-			rejected = res.rejected
-			body, err = exportResponse(format, res.rejected, traceResponse(res))
-		}
-	case "logs":
-		var res logResult
-		res, err = s.exportLogs(r.Context(), protoHTTP, format, buf.Bytes())
-		if err == nil {
-			rejected = res.rejected
-			body, err = exportResponse(format, res.rejected, logsResponse(res))
-		}
+	if err == nil {
+		rejected = res.rejected
+		body, err = exportResponse(format, res.rejected, sig.response(res))
 	}
 	if err != nil {
 		s.writeOTLPError(w, format, err)
@@ -129,10 +119,7 @@ func (s *Server) handleOTLP(w http.ResponseWriter, r *http.Request, signal strin
 // exportResponse encodes an export response like the request. Full
 // success leaves partial_success unset (OTLP spec): "{}" in JSON, no bytes
 // in protobuf.
-func exportResponse(format wireFormat, rejected int, resp interface {
-	MarshalJSON() ([]byte, error)
-	MarshalProto() ([]byte, error)
-}) ([]byte, error) {
+func exportResponse(format wireFormat, rejected int, resp encodedResponse) ([]byte, error) {
 	switch {
 	case rejected == 0 && format == formatJSON:
 		return []byte("{}"), nil
@@ -339,7 +326,7 @@ func (s *Server) handleZipkin(w http.ResponseWriter, r *http.Request) {
 		}
 	}
 	s.observeLimits(otlpconv.LimitSpans(spans, s.cfg.limits()))
-	var res traceResult
+	var res exportResult
 	res, err = s.consumeSpans(r.Context(), protoZipkin, spans, &rej)
 	if err != nil {
 		s.writeTextError(w, err)

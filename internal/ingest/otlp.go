@@ -12,18 +12,44 @@ import (
 	"github.com/tracedx/tracedx/internal/otlpconv"
 )
 
-// traceResult is what a trace export request produced.
-type traceResult struct {
+// exportResult is what an export request produced.
+type exportResult struct {
 	accepted, rejected int
-	msg                string
+	msg                string // partial-success message
+}
+
+// encodedResponse is an OTLP export response of either signal.
+type encodedResponse interface {
+	MarshalJSON() ([]byte, error)
+	MarshalProto() ([]byte, error)
+}
+
+// otlpSignal is what the OTLP receivers need to know of a signal.
+type otlpSignal struct {
+	name     string // metric label and URL path element
+	export   func(s *Server, ctx context.Context, proto string, format wireFormat, data []byte) (exportResult, error)
+	response func(exportResult) encodedResponse
+}
+
+var (
+	tracesSignal = otlpSignal{"traces", (*Server).exportTraces, func(r exportResult) encodedResponse { return traceResponse(r) }}
+	logsSignal   = otlpSignal{"logs", (*Server).exportLogs, func(r exportResult) encodedResponse { return logsResponse(r) }}
+)
+
+// checkCount refuses a request with more items than MaxSpansPerRequest.
+func (s *Server) checkCount(n int, items string) error {
+	if n > s.cfg.MaxSpansPerRequest {
+		return badInput(kindTooLarge, reasonTooManySpans,
+			"request has %d %s, limit is %d per request: send smaller batches", n, items, s.cfg.MaxSpansPerRequest)
+	}
+	return nil
 }
 
 // consumeTraces is the protocol-independent part of a trace export; rep
 // holds the spans decoding already removed.
-func (s *Server) consumeTraces(ctx context.Context, proto string, td ptrace.Traces, rep repaired) (traceResult, error) {
-	if n := td.SpanCount(); n > s.cfg.MaxSpansPerRequest {
-		return traceResult{}, badInput(kindTooLarge, reasonTooManySpans,
-			"request has %d spans, limit is %d per request: send smaller batches", n, s.cfg.MaxSpansPerRequest)
+func (s *Server) consumeTraces(ctx context.Context, proto string, td ptrace.Traces, rep repaired) (exportResult, error) {
+	if err := s.checkCount(td.SpanCount(), "spans"); err != nil {
+		return exportResult{}, err
 	}
 	spans, stats := otlpconv.FromTracesLimited(td, s.cfg.limits())
 	s.observeLimits(stats)
@@ -44,23 +70,23 @@ func (s *Server) observeLimits(st otlpconv.Stats) {
 
 // consumeSpans checks converted spans and writes the valid ones; rej may
 // already hold rejections of the decoder.
-func (s *Server) consumeSpans(ctx context.Context, proto string, spans []model.Span, rej *rejections) (traceResult, error) {
+func (s *Server) consumeSpans(ctx context.Context, proto string, spans []model.Span, rej *rejections) (exportResult, error) {
 	kept, keys, dups, err := s.checkSpans(spans, rej)
 	if err != nil {
-		return traceResult{}, err
+		return exportResult{}, err
 	}
 	if err := s.write(ctx, proto, kept); err != nil {
-		return traceResult{}, err
+		return exportResult{}, err
 	}
 	s.recent.remember(keys)
 	if dups > 0 {
 		s.metrics.SpansDeduplicated.WithLabelValues(proto).Add(float64(dups))
 	}
 	rej.observe(s.metrics.SpansRejected, proto)
-	return traceResult{accepted: len(kept), rejected: rej.n, msg: rej.message("span")}, nil
+	return exportResult{accepted: len(kept), rejected: rej.n, msg: rej.message("span")}, nil
 }
 
-func traceResponse(r traceResult) ptraceotlp.ExportResponse {
+func traceResponse(r exportResult) ptraceotlp.ExportResponse {
 	resp := ptraceotlp.NewExportResponse()
 	if r.rejected > 0 {
 		resp.PartialSuccess().SetRejectedSpans(int64(r.rejected))
@@ -110,27 +136,20 @@ func (s *Server) logsFrom(ld plog.Logs) []LogRecord {
 	return out
 }
 
-// logResult is what a logs export request produced.
-type logResult struct {
-	rejected int
-	msg      string
-}
-
-func (s *Server) consumeLogs(ctx context.Context, proto string, ld plog.Logs, rep repaired) (logResult, error) {
-	if n := ld.LogRecordCount(); n > s.cfg.MaxSpansPerRequest {
-		return logResult{}, badInput(kindTooLarge, reasonTooManySpans,
-			"request has %d log records, limit is %d per request", n, s.cfg.MaxSpansPerRequest)
+func (s *Server) consumeLogs(ctx context.Context, proto string, ld plog.Logs, rep repaired) (exportResult, error) {
+	if err := s.checkCount(ld.LogRecordCount(), "log records"); err != nil {
+		return exportResult{}, err
 	}
 	var rej rejections
 	rej.addRepaired(rep)
 	if err := s.writeLogs(ctx, proto, s.logsFrom(ld)); err != nil {
-		return logResult{}, err
+		return exportResult{}, err
 	}
 	rej.observe(s.metrics.LogsRejected, proto)
-	return logResult{rejected: rej.n, msg: rej.message("log record")}, nil
+	return exportResult{rejected: rej.n, msg: rej.message("log record")}, nil
 }
 
-func logsResponse(r logResult) plogotlp.ExportResponse {
+func logsResponse(r exportResult) plogotlp.ExportResponse {
 	resp := plogotlp.NewExportResponse()
 	if r.rejected > 0 {
 		resp.PartialSuccess().SetRejectedLogRecords(int64(r.rejected))

@@ -44,6 +44,7 @@ const (
 	kindAnyValue
 	kindArray
 	kindKVList
+	numKinds
 )
 
 type fieldOf struct {
@@ -51,10 +52,19 @@ type fieldOf struct {
 	num protowire.Number
 }
 
-// children maps the length-delimited fields that hold messages on the way
+// childKinds is childFields as a table, indexed by kind and field number:
+// the scan looks up every length-delimited field of the request.
+var childKinds = func() (t [numKinds][16]msgKind) {
+	for f, k := range childFields {
+		t[f.in][f.num] = k
+	}
+	return t
+}()
+
+// childFields are the length-delimited fields that hold messages on the way
 // to an attribute value (field numbers of opentelemetry-proto); any other
 // field is skipped unread.
-var children = map[fieldOf]msgKind{
+var childFields = map[fieldOf]msgKind{
 	{kindTraceRequest, 1}:  kindResourceSpans,
 	{kindResourceSpans, 1}: kindResource,
 	{kindResourceSpans, 2}: kindScopeSpans,
@@ -125,8 +135,11 @@ func checkProtoNesting(data []byte, root msgKind, limit int) error {
 			return nil
 		}
 		pos += n
-		child, ok := children[fieldOf{f.kind, num}]
-		if !ok {
+		var child msgKind
+		if num < 16 {
+			child = childKinds[f.kind][num]
+		}
+		if child == kindOther {
 			pos += int(size)
 			continue
 		}
