@@ -165,3 +165,22 @@ func TestJSONNestingCheck(t *testing.T) {
 		t.Errorf("brackets in a string: %v", err)
 	}
 }
+
+func TestProtoNestingCheckSeesMapsAndEvents(t *testing.T) {
+	for _, depth := range []int{MaxNesting - 1, MaxNesting + 1} {
+		td, sp := oneSpan()
+		m := sp.Events().AppendEmpty().Attributes().PutEmptyMap("m") // AnyValue 1
+		for i := 0; i < depth-1; i++ {
+			m = m.PutEmptyMap("k") // AnyValue i+2
+		}
+		m.PutStr("leaf", "x") // one more AnyValue: depth+1 in all
+		body, err := ptraceotlp.NewExportRequestFromTraces(td).MarshalProto()
+		if err != nil {
+			t.Fatal(err)
+		}
+		err = CheckTracesProtoNesting(body, MaxNesting)
+		if tooDeep := depth+1 > MaxNesting; tooDeep != (err != nil) {
+			t.Errorf("map nested %d deep in an event: %v", depth+1, err)
+		}
+	}
+}

@@ -123,7 +123,25 @@ func checkProtoNesting(data []byte, root msgKind, limit int) error {
 			return nil
 		}
 		pos += n
-		if typ != protowire.BytesType {
+		// Scalars are skipped here without the generic ConsumeFieldValue:
+		// they are most fields of a request.
+		switch typ {
+		case protowire.VarintType:
+			if _, n = protowire.ConsumeVarint(data[pos:f.end]); n < 0 {
+				return nil
+			}
+			pos += n
+			continue
+		case protowire.Fixed64Type, protowire.Fixed32Type:
+			if pos += 4; typ == protowire.Fixed64Type {
+				pos += 4
+			}
+			if pos > f.end {
+				return nil
+			}
+			continue
+		case protowire.BytesType:
+		default:
 			if n = protowire.ConsumeFieldValue(num, typ, data[pos:f.end]); n < 0 {
 				return nil
 			}
@@ -148,10 +166,25 @@ func checkProtoNesting(data []byte, root msgKind, limit int) error {
 			if depth++; depth > limit {
 				return &NestingError{Limit: limit}
 			}
+			if scalarAnyValue(data[pos : pos+int(size)]) {
+				pos += int(size) // most values: nothing nested to look at
+				continue
+			}
 		}
 		stack = append(stack, frame{kind: child, end: pos + int(size), depth: depth})
 	}
 	return nil
+}
+
+// scalarAnyValue reports whether an encoded AnyValue is exactly one field
+// that is not an array or a key-value list.
+func scalarAnyValue(b []byte) bool {
+	num, typ, n := protowire.ConsumeTag(b)
+	if n < 0 || num == 5 || num == 6 {
+		return false
+	}
+	m := protowire.ConsumeFieldValue(num, typ, b[n:])
+	return m >= 0 && n+m == len(b)
 }
 
 // JSONNestingLimit is the bracket depth of OTLP JSON that holds attribute
