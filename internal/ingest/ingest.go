@@ -399,8 +399,9 @@ func (s *Server) checkSpans(spans []model.Span, rej *rejections) ([]model.Span, 
 	// Let the dropped tail be collected.
 	clear(spans[len(kept):])
 	keys := make([]uint64, len(kept))
+	var scratch []byte
 	for i := range kept {
-		keys[i] = spanKey(&kept[i])
+		scratch, keys[i] = spanKey(scratch, &kept[i])
 	}
 	kept, keys, dups := s.recent.dedupe(kept, keys)
 	return kept, keys, dups, nil

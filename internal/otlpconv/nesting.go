@@ -118,37 +118,19 @@ func checkProtoNesting(data []byte, root msgKind, limit int) error {
 			stack = stack[:len(stack)-1]
 			continue
 		}
-		num, typ, n := protowire.ConsumeTag(data[pos:f.end])
+		num, typ, n := tag(data[pos:f.end])
 		if n < 0 {
 			return nil
 		}
 		pos += n
-		// Scalars are skipped here without the generic ConsumeFieldValue:
-		// they are most fields of a request.
-		switch typ {
-		case protowire.VarintType:
-			if _, n = protowire.ConsumeVarint(data[pos:f.end]); n < 0 {
-				return nil
-			}
-			pos += n
-			continue
-		case protowire.Fixed64Type, protowire.Fixed32Type:
-			if pos += 4; typ == protowire.Fixed64Type {
-				pos += 4
-			}
-			if pos > f.end {
-				return nil
-			}
-			continue
-		case protowire.BytesType:
-		default:
-			if n = protowire.ConsumeFieldValue(num, typ, data[pos:f.end]); n < 0 {
+		if typ != protowire.BytesType {
+			if n = skipScalar(typ, num, data[pos:f.end]); n < 0 {
 				return nil
 			}
 			pos += n
 			continue
 		}
-		size, n := protowire.ConsumeVarint(data[pos:f.end])
+		size, n := varint(data[pos:f.end])
 		if n < 0 || size > uint64(f.end-pos-n) {
 			return nil
 		}
@@ -158,6 +140,12 @@ func checkProtoNesting(data []byte, root msgKind, limit int) error {
 			child = childKinds[f.kind][num]
 		}
 		if child == kindOther {
+			pos += int(size)
+			continue
+		}
+		// The common attribute, a key and a scalar, is checked in place
+		// (its value is one level deeper than this message).
+		if child == kindKeyValue && f.depth < limit && scalarKeyValue(data[pos:pos+int(size)]) {
 			pos += int(size)
 			continue
 		}
@@ -176,15 +164,88 @@ func checkProtoNesting(data []byte, root msgKind, limit int) error {
 	return nil
 }
 
+// varint, tag and skipScalar are protowire's, with the one-byte case
+// inlined: the scan reads every field of a request, most of them small.
+func varint(b []byte) (uint64, int) {
+	if len(b) > 0 && b[0] < 0x80 {
+		return uint64(b[0]), 1
+	}
+	return protowire.ConsumeVarint(b)
+}
+
+func tag(b []byte) (protowire.Number, protowire.Type, int) {
+	v, n := varint(b)
+	if n < 0 || v>>3 == 0 {
+		return 0, 0, -1
+	}
+	return protowire.Number(v >> 3), protowire.Type(v & 7), n
+}
+
+// skipScalar returns the size of a field value that is not length-delimited.
+func skipScalar(typ protowire.Type, num protowire.Number, b []byte) int {
+	switch typ {
+	case protowire.VarintType:
+		_, n := varint(b)
+		return n
+	case protowire.Fixed64Type:
+		if len(b) < 8 {
+			return -1
+		}
+		return 8
+	case protowire.Fixed32Type:
+		if len(b) < 4 {
+			return -1
+		}
+		return 4
+	}
+	return protowire.ConsumeFieldValue(num, typ, b)
+}
+
+// skipField returns the size of any field value.
+func skipField(typ protowire.Type, num protowire.Number, b []byte) int {
+	if typ != protowire.BytesType {
+		return skipScalar(typ, num, b)
+	}
+	size, n := varint(b)
+	if n < 0 || size > uint64(len(b)-n) {
+		return -1
+	}
+	return n + int(size)
+}
+
 // scalarAnyValue reports whether an encoded AnyValue is exactly one field
 // that is not an array or a key-value list.
 func scalarAnyValue(b []byte) bool {
-	num, typ, n := protowire.ConsumeTag(b)
+	num, typ, n := tag(b)
 	if n < 0 || num == 5 || num == 6 {
 		return false
 	}
-	m := protowire.ConsumeFieldValue(num, typ, b[n:])
+	m := skipField(typ, num, b[n:])
 	return m >= 0 && n+m == len(b)
+}
+
+// scalarKeyValue reports whether an encoded KeyValue is well formed and
+// its value, if any, a scalar.
+func scalarKeyValue(b []byte) bool {
+	for len(b) > 0 {
+		num, typ, n := tag(b)
+		if n < 0 {
+			return false
+		}
+		b = b[n:]
+		m := skipField(typ, num, b)
+		if m < 0 {
+			return false
+		}
+		if num == 2 {
+			size, k := varint(b)
+			if typ != protowire.BytesType || !scalarAnyValue(b[k:k+int(size)]) {
+				return false
+			}
+		}
+		b = b[m:]
+	}
+	return true
 }
 
 // JSONNestingLimit is the bracket depth of OTLP JSON that holds attribute
