@@ -4,10 +4,13 @@ import (
 	"bytes"
 	"encoding/json"
 	"errors"
+	"math/rand/v2"
 	"strings"
 	"testing"
 
 	"go.opentelemetry.io/collector/pdata/pcommon"
+	"go.opentelemetry.io/collector/pdata/plog"
+	"go.opentelemetry.io/collector/pdata/plog/plogotlp"
 	"go.opentelemetry.io/collector/pdata/ptrace"
 	"go.opentelemetry.io/collector/pdata/ptrace/ptraceotlp"
 
@@ -181,6 +184,106 @@ func TestProtoNestingCheckSeesMapsAndEvents(t *testing.T) {
 		err = CheckTracesProtoNesting(body, MaxNesting)
 		if tooDeep := depth+1 > MaxNesting; tooDeep != (err != nil) {
 			t.Errorf("map nested %d deep in an event: %v", depth+1, err)
+		}
+	}
+}
+
+// valueDepth is the number of AnyValue levels of v.
+func valueDepth(v pcommon.Value) int {
+	d := 0
+	switch v.Type() {
+	case pcommon.ValueTypeSlice:
+		for i := 0; i < v.Slice().Len(); i++ {
+			d = max(d, valueDepth(v.Slice().At(i)))
+		}
+	case pcommon.ValueTypeMap:
+		v.Map().Range(func(_ string, c pcommon.Value) bool { d = max(d, valueDepth(c)); return true })
+	}
+	return d + 1
+}
+
+// randomValue fills v with a random tree depth levels deep: one child
+// continues the spine, its siblings are shallow (so the tree stays small).
+func randomValue(rng *rand.Rand, v pcommon.Value, depth int) {
+	if depth <= 1 {
+		switch rng.IntN(3) {
+		case 0:
+			v.SetStr("s")
+		case 1:
+			v.SetInt(rng.Int64())
+		default:
+			v.SetEmptySlice() // an empty array is one level too
+		}
+		return
+	}
+	n := 1 + rng.IntN(3)
+	if rng.IntN(2) == 0 {
+		s := v.SetEmptySlice()
+		spine := rng.IntN(n)
+		for i := 0; i < n; i++ {
+			randomValue(rng, s.AppendEmpty(), childDepth(rng, i == spine, depth))
+		}
+		return
+	}
+	m := v.SetEmptyMap()
+	spine := rng.IntN(n)
+	for i := 0; i < n; i++ {
+		randomValue(rng, m.PutEmpty(string(rune('a'+i))), childDepth(rng, i == spine, depth))
+	}
+}
+
+func childDepth(rng *rand.Rand, spine bool, depth int) int {
+	if spine {
+		return depth - 1
+	}
+	return 1 + rng.IntN(min(3, depth-1))
+}
+
+// The scan's verdict matches the depth pdata sees, wherever the value sits.
+func TestProtoNestingCheckMatchesDecodedDepth(t *testing.T) {
+	rng := rand.New(rand.NewPCG(7, 8))
+	for i := 0; i < 300; i++ {
+		td, sp := oneSpan()
+		rs := td.ResourceSpans().At(0)
+		places := []pcommon.Map{sp.Attributes(), rs.Resource().Attributes(), rs.ScopeSpans().At(0).Scope().Attributes(),
+			sp.Events().AppendEmpty().Attributes(), sp.Links().AppendEmpty().Attributes()}
+		deepest := 0
+		for j := 0; j < 3; j++ {
+			v := places[rng.IntN(len(places))].PutEmpty(string(rune('k' + j)))
+			randomValue(rng, v, 1+rng.IntN(MaxNesting+20))
+			deepest = max(deepest, valueDepth(v))
+		}
+		body, err := ptraceotlp.NewExportRequestFromTraces(td).MarshalProto()
+		if err != nil {
+			t.Fatal(err)
+		}
+		err = CheckTracesProtoNesting(body, MaxNesting)
+		if (deepest > MaxNesting) != (err != nil) {
+			t.Fatalf("case %d: deepest value %d levels, scan says %v", i, deepest, err)
+		}
+	}
+}
+
+func TestLogsNestingCheckMatchesDecodedDepth(t *testing.T) {
+	rng := rand.New(rand.NewPCG(9, 10))
+	for i := 0; i < 200; i++ {
+		ld := plog.NewLogs()
+		rl := ld.ResourceLogs().AppendEmpty()
+		sl := rl.ScopeLogs().AppendEmpty()
+		lr := sl.LogRecords().AppendEmpty()
+		places := []pcommon.Map{lr.Attributes(), rl.Resource().Attributes(), sl.Scope().Attributes()}
+		v := lr.Body()
+		if rng.IntN(2) == 0 {
+			v = places[rng.IntN(len(places))].PutEmpty("k")
+		}
+		randomValue(rng, v, 1+rng.IntN(MaxNesting+20))
+		body, err := plogotlp.NewExportRequestFromLogs(ld).MarshalProto()
+		if err != nil {
+			t.Fatal(err)
+		}
+		err = CheckLogsProtoNesting(body, MaxNesting)
+		if d := valueDepth(v); (d > MaxNesting) != (err != nil) {
+			t.Fatalf("case %d: value %d levels, scan says %v", i, d, err)
 		}
 	}
 }

@@ -74,7 +74,7 @@ var childFields = map[fieldOf]msgKind{
 	{kindSpan, 11}:         kindEvent,
 	{kindSpan, 13}:         kindLink,
 	{kindEvent, 3}:         kindKeyValue,
-	{kindLink, 5}:          kindKeyValue,
+	{kindLink, 4}:          kindKeyValue,
 	{kindLogsRequest, 1}:   kindResourceLogs,
 	{kindResourceLogs, 1}:  kindResource,
 	{kindResourceLogs, 2}:  kindScopeLogs,
