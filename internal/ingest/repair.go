@@ -8,6 +8,8 @@ import (
 
 	collogspb "go.opentelemetry.io/proto/otlp/collector/logs/v1"
 	coltracepb "go.opentelemetry.io/proto/otlp/collector/trace/v1"
+	logspb "go.opentelemetry.io/proto/otlp/logs/v1"
+	tracepb "go.opentelemetry.io/proto/otlp/trace/v1"
 	"google.golang.org/protobuf/proto"
 )
 
@@ -63,6 +65,28 @@ func clipHex(b []byte) string {
 	return hex.EncodeToString(b)
 }
 
+// dropBad keeps the items for which why returns "", noting the others.
+func dropBad[T any](items []T, rep *repaired, why func(T) string) []T {
+	kept := items[:0]
+	for _, it := range items {
+		if reason := why(it); reason != "" {
+			rep.add(reason)
+			continue
+		}
+		kept = append(kept, it)
+	}
+	return kept
+}
+
+// repairedProto encodes req after its bad items were dropped.
+func repairedProto(req proto.Message, rep repaired) ([]byte, repaired, error) {
+	if rep.removed == 0 {
+		return nil, rep, errNothingToRepair
+	}
+	out, err := proto.Marshal(req)
+	return out, rep, err
+}
+
 func repairTraceProto(data []byte) ([]byte, repaired, error) {
 	var req coltracepb.ExportTraceServiceRequest
 	var rep repaired
@@ -71,26 +95,16 @@ func repairTraceProto(data []byte) ([]byte, repaired, error) {
 	}
 	for _, rs := range req.ResourceSpans {
 		for _, ss := range rs.ScopeSpans {
-			kept := ss.Spans[:0]
-			for _, sp := range ss.Spans {
+			ss.Spans = dropBad(ss.Spans, &rep, func(sp *tracepb.Span) string {
 				fields := []idField{{"trace", sp.TraceId, 16}, {"span", sp.SpanId, 8}, {"parent span", sp.ParentSpanId, 8}}
 				for _, l := range sp.Links {
 					fields = append(fields, idField{"link trace", l.TraceId, 16}, idField{"link span", l.SpanId, 8})
 				}
-				if why := badID("span", sp.Name, fields...); why != "" {
-					rep.add(why)
-					continue
-				}
-				kept = append(kept, sp)
-			}
-			ss.Spans = kept
+				return badID("span", sp.Name, fields...)
+			})
 		}
 	}
-	if rep.removed == 0 {
-		return nil, rep, errNothingToRepair
-	}
-	out, err := proto.Marshal(&req)
-	return out, rep, err
+	return repairedProto(&req, rep)
 }
 
 func repairLogsProto(data []byte) ([]byte, repaired, error) {
@@ -101,22 +115,12 @@ func repairLogsProto(data []byte) ([]byte, repaired, error) {
 	}
 	for _, rl := range req.ResourceLogs {
 		for _, sl := range rl.ScopeLogs {
-			kept := sl.LogRecords[:0]
-			for _, lr := range sl.LogRecords {
-				if why := badID("log record", lr.EventName, idField{"trace", lr.TraceId, 16}, idField{"span", lr.SpanId, 8}); why != "" {
-					rep.add(why)
-					continue
-				}
-				kept = append(kept, lr)
-			}
-			sl.LogRecords = kept
+			sl.LogRecords = dropBad(sl.LogRecords, &rep, func(lr *logspb.LogRecord) string {
+				return badID("log record", lr.EventName, idField{"trace", lr.TraceId, 16}, idField{"span", lr.SpanId, 8})
+			})
 		}
 	}
-	if rep.removed == 0 {
-		return nil, rep, errNothingToRepair
-	}
-	out, err := proto.Marshal(&req)
-	return out, rep, err
+	return repairedProto(&req, rep)
 }
 
 // jsonObj keeps unknown members verbatim while ids are checked.
