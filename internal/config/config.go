@@ -24,6 +24,7 @@ type Config struct {
 	Listen   Listen  `yaml:"listen"`
 	Storage  Storage `yaml:"storage"`
 	Ingest   Ingest  `yaml:"ingest"`
+	Query    Query   `yaml:"query"`
 	// Analysis.Detectors maps a finding kind to its thresholds, e.g.
 	// {n_plus_one_query: {min_count: 8}}. Kept as raw YAML so the analysis
 	// package decodes it into the detector structs.
@@ -91,6 +92,11 @@ type Listen struct {
 	// HTTP serves the UI, /api/v1, the Jaeger APIs and /metrics.
 	HTTP  string `yaml:"http"`
 	Tempo string `yaml:"tempo"`
+	// AllowedHosts are the host names the UI and query APIs answer to
+	// besides the listen addresses' hosts, localhost and the loopback
+	// addresses; "*" allows any. A request naming another Host is refused,
+	// so a web page cannot reach a local instance through DNS rebinding.
+	AllowedHosts []string `yaml:"allowed_hosts"`
 }
 
 // Storage settings of the embedded engine.
@@ -106,6 +112,29 @@ type Ingest struct {
 	MaxRequestBytes    int64 `yaml:"max_request_bytes"`
 	MaxAttributes      int   `yaml:"max_attributes_per_span"`
 	MaxSpansPerRequest int   `yaml:"max_spans_per_request"`
+	MaxEventsPerSpan   int   `yaml:"max_events_per_span"`
+	MaxLinksPerSpan    int   `yaml:"max_links_per_span"`
+	// MaxAttributeDepth: arrays and maps nested deeper inside one
+	// attribute value are cut (requests nested deeper than 128 levels are
+	// refused before decoding).
+	MaxAttributeDepth      int `yaml:"max_attribute_depth"`
+	MaxAttributeValueBytes int `yaml:"max_attribute_value_bytes"`
+	// MaxSpansPerTrace bounds the spans of one trace within one request.
+	MaxSpansPerTrace int           `yaml:"max_spans_per_trace"`
+	MaxSpanDuration  time.Duration `yaml:"max_span_duration"`
+	// DedupWindowSpans is how many recently accepted spans are remembered
+	// so that a client's retry is not stored twice (-1: only within a request).
+	DedupWindowSpans int `yaml:"dedup_window_spans"`
+}
+
+// Query limits of the TraceQL (Tempo) API.
+type Query struct {
+	// Timeout is the time budget of one query request (422 beyond it).
+	Timeout time.Duration `yaml:"timeout"`
+	// MaxRegexBytes and MaxRegexInstructions bound one regular expression
+	// (its text and its compiled program).
+	MaxRegexBytes        int `yaml:"max_regex_bytes"`
+	MaxRegexInstructions int `yaml:"max_regex_instructions"`
 }
 
 // Analysis settings: the per-trace detectors run on every completed trace.
@@ -178,11 +207,12 @@ func Default() Config {
 		DataDir:  "./tracedx-data",
 		LogLevel: "info",
 		Listen: Listen{
-			OTLPGRPC: "127.0.0.1:4317",
-			OTLPHTTP: "127.0.0.1:4318",
-			Zipkin:   "127.0.0.1:9411",
-			HTTP:     "127.0.0.1:16686",
-			Tempo:    "127.0.0.1:3200",
+			OTLPGRPC:     "127.0.0.1:4317",
+			OTLPHTTP:     "127.0.0.1:4318",
+			Zipkin:       "127.0.0.1:9411",
+			HTTP:         "127.0.0.1:16686",
+			Tempo:        "127.0.0.1:3200",
+			AllowedHosts: []string{},
 		},
 		Storage: Storage{
 			Retention:        7 * 24 * time.Hour,
@@ -190,10 +220,18 @@ func Default() Config {
 			HeadMaxBytes:     128 << 20,
 		},
 		Ingest: Ingest{
-			MaxRequestBytes:    16 << 20,
-			MaxAttributes:      1024,
-			MaxSpansPerRequest: 100_000,
+			MaxRequestBytes:        16 << 20,
+			MaxAttributes:          128,
+			MaxSpansPerRequest:     100_000,
+			MaxEventsPerSpan:       128,
+			MaxLinksPerSpan:        128,
+			MaxAttributeDepth:      32,
+			MaxAttributeValueBytes: 64 << 10,
+			MaxSpansPerTrace:       100_000,
+			MaxSpanDuration:        24 * time.Hour,
+			DedupWindowSpans:       1 << 18,
 		},
+		Query:    Query{Timeout: 30 * time.Second, MaxRegexBytes: 1024, MaxRegexInstructions: 5000},
 		Analysis: Analysis{Enabled: true, MetricsRetention: 30 * 24 * time.Hour, QueueSpans: 8192, MaxCPUShare: 0.2},
 		Analytics: Analytics{Enabled: true, BaselineTracesPerSecond: 200, WholeTracesPerSecond: 100, ExemplarLabel: "traceID",
 			Baseline: Baseline{HalfLife: 24 * time.Hour, Window: 5 * time.Minute, AnomalyFactor: 2, AcceptAfter: 6 * time.Hour, ReleaseAfter: 30 * time.Minute}},
@@ -220,6 +258,7 @@ func Load(args []string, usageOut *bytes.Buffer) (Config, error) {
 	fs.StringVar(&f.Listen.Zipkin, "zipkin-addr", cfg.Listen.Zipkin, "Zipkin v2 JSON listen address for /api/v2/spans (empty disables)")
 	fs.StringVar(&f.Listen.HTTP, "http-addr", cfg.Listen.HTTP, "address of the UI, /api/v1, the Jaeger APIs and /metrics")
 	fs.StringVar(&f.Listen.Tempo, "tempo-addr", cfg.Listen.Tempo, "address of the Tempo-compatible API (empty disables)")
+	allowedHosts := fs.String("allowed-hosts", "", "comma-separated host names the UI and query APIs answer to, besides the listen hosts, localhost and loopback (* for any)")
 	fs.DurationVar(&f.Storage.Retention, "retention", cfg.Storage.Retention, "delete spans older than this")
 	fs.Int64Var(&f.Storage.MaxDiskBytes, "max-disk-bytes", cfg.Storage.MaxDiskBytes, "delete the oldest blocks when the data exceeds this size (0: no limit)")
 	fs.DurationVar(&f.Storage.TraceIdleTimeout, "trace-idle-timeout", cfg.Storage.TraceIdleTimeout, "a trace with no new spans for this long is complete and gets analysed")
@@ -288,9 +327,21 @@ func Load(args []string, usageOut *bytes.Buffer) (Config, error) {
 			cfg.Alerting.AlertmanagerURLs = amURLs
 		case "alerting":
 			cfg.Alerting.Enabled = f.Alerting.Enabled
+		case "allowed-hosts":
+			cfg.Listen.AllowedHosts = splitList(*allowedHosts)
 		}
 	})
 	return cfg, cfg.Validate()
+}
+
+func splitList(s string) []string {
+	out := []string{}
+	for _, part := range strings.Split(s, ",") {
+		if part = strings.TrimSpace(part); part != "" {
+			out = append(out, part)
+		}
+	}
+	return out
 }
 
 // EffectiveMemoryLimit resolves MemoryLimit: the limit in bytes (0: none)
@@ -376,6 +427,30 @@ func (c *Config) Validate() error {
 				return fmt.Errorf("alerting.webhooks[%d].url must not be empty", i)
 			}
 		}
+	}
+	in := c.Ingest
+	for _, v := range []struct {
+		key string
+		n   int
+	}{{"max_attributes_per_span", in.MaxAttributes}, {"max_spans_per_request", in.MaxSpansPerRequest},
+		{"max_events_per_span", in.MaxEventsPerSpan}, {"max_links_per_span", in.MaxLinksPerSpan},
+		{"max_attribute_depth", in.MaxAttributeDepth}, {"max_attribute_value_bytes", in.MaxAttributeValueBytes},
+		{"max_spans_per_trace", in.MaxSpansPerTrace}} {
+		if v.n <= 0 {
+			return fmt.Errorf("ingest.%s must be positive (got %d)", v.key, v.n)
+		}
+	}
+	if in.MaxAttributeDepth > 128 {
+		return fmt.Errorf("ingest.max_attribute_depth %d: at most 128", in.MaxAttributeDepth)
+	}
+	if in.MaxAttributeValueBytes < 64 {
+		return fmt.Errorf("ingest.max_attribute_value_bytes %d: at least 64", in.MaxAttributeValueBytes)
+	}
+	if in.MaxSpanDuration <= 0 {
+		return errors.New("ingest.max_span_duration must be positive")
+	}
+	if c.Query.Timeout <= 0 || c.Query.MaxRegexBytes <= 0 || c.Query.MaxRegexInstructions <= 0 {
+		return errors.New("query.timeout, query.max_regex_bytes and query.max_regex_instructions must be positive")
 	}
 	switch c.LogLevel {
 	case "debug", "info", "warn", "error":

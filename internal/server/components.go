@@ -9,17 +9,20 @@ import (
 	"github.com/tracedx/tracedx/internal/api/tempo"
 	"github.com/tracedx/tracedx/internal/attribution"
 	"github.com/tracedx/tracedx/internal/compare"
+	"github.com/tracedx/tracedx/internal/config"
 	"github.com/tracedx/tracedx/internal/findingstore"
 	"github.com/tracedx/tracedx/internal/grouping"
 	"github.com/tracedx/tracedx/internal/model"
 	"github.com/tracedx/tracedx/internal/store"
 	"github.com/tracedx/tracedx/internal/systemic"
+	"github.com/tracedx/tracedx/internal/traceql"
 	"github.com/tracedx/tracedx/internal/web"
 )
 
 // tempoHandler returns the Tempo-compatible API.
-func tempoHandler(st store.Store, p *pipeline) http.Handler {
-	return tempo.NewHandler(st, tempo.Options{Findings: tempo.FindingsFrom(p)})
+func tempoHandler(st store.Store, p *pipeline, q config.Query) http.Handler {
+	return tempo.NewHandler(st, tempo.Options{Findings: tempo.FindingsFrom(p), QueryTimeout: q.Timeout,
+		QueryLimits: traceql.Limits{MaxRegexBytes: q.MaxRegexBytes, MaxRegexInsts: q.MaxRegexInstructions}})
 }
 
 // tempoWithGRPC adds Tempo's gRPC streaming API to the Tempo port.

@@ -153,12 +153,19 @@ func New(ctx context.Context, cfg config.Config, log *slog.Logger) (*Server, err
 			func(spans []model.Span) { sys.ObserveSpans(timeNow(), spans) }}
 	}
 	in, err := ingest.New(ingest.Config{
-		GRPCAddr:             cfg.Listen.OTLPGRPC,
-		HTTPAddr:             cfg.Listen.OTLPHTTP,
-		ZipkinAddr:           cfg.Listen.Zipkin,
-		MaxRequestBytes:      cfg.Ingest.MaxRequestBytes,
-		MaxSpansPerRequest:   cfg.Ingest.MaxSpansPerRequest,
-		MaxAttributesPerSpan: cfg.Ingest.MaxAttributes,
+		GRPCAddr:               cfg.Listen.OTLPGRPC,
+		HTTPAddr:               cfg.Listen.OTLPHTTP,
+		ZipkinAddr:             cfg.Listen.Zipkin,
+		MaxRequestBytes:        cfg.Ingest.MaxRequestBytes,
+		MaxSpansPerRequest:     cfg.Ingest.MaxSpansPerRequest,
+		MaxAttributesPerSpan:   cfg.Ingest.MaxAttributes,
+		MaxEventsPerSpan:       cfg.Ingest.MaxEventsPerSpan,
+		MaxLinksPerSpan:        cfg.Ingest.MaxLinksPerSpan,
+		MaxAttributeDepth:      cfg.Ingest.MaxAttributeDepth,
+		MaxAttributeValueBytes: cfg.Ingest.MaxAttributeValueBytes,
+		MaxSpansPerTrace:       cfg.Ingest.MaxSpansPerTrace,
+		MaxSpanDuration:        cfg.Ingest.MaxSpanDuration,
+		DedupWindowSpans:       cfg.Ingest.DedupWindowSpans,
 	}, sink, logs, log, s.reg)
 	if err != nil {
 		return nil, err
@@ -215,14 +222,14 @@ func New(ctx context.Context, cfg config.Config, log *slog.Logger) (*Server, err
 	mux.HandleFunc("GET /healthz", func(w http.ResponseWriter, _ *http.Request) { _, _ = w.Write([]byte("ok\n")) })
 	// The UI's TraceQL box calls the Tempo API on its own origin, so it is
 	// mounted under web.TempoPrefix too, besides its own port.
-	th := tempoHandler(eng, pipe)
+	th := tempoHandler(eng, pipe, cfg.Query)
 	if th != nil {
 		mux.Handle(web.TempoPrefix+"/", http.StripPrefix(web.TempoPrefix, th))
 	}
 	mux.Handle("/", uiHandler())
-	s.addHTTP("http", cfg.Listen.HTTP, withRecover(log, mux))
+	s.addHTTP("http", cfg.Listen.HTTP, withRecover(log, guard(cfg.Listen.HTTP, cfg.Listen.AllowedHosts, mux)))
 	if th != nil {
-		s.addHTTP("tempo", cfg.Listen.Tempo, withRecover(log, tempoWithGRPC(th)))
+		s.addHTTP("tempo", cfg.Listen.Tempo, withRecover(log, guard(cfg.Listen.Tempo, cfg.Listen.AllowedHosts, tempoWithGRPC(th))))
 	}
 	s.background = append(s.background, pipe.run)
 	ok = true
