@@ -52,7 +52,8 @@ func TestCulpritsOnFixtures(t *testing.T) {
 		{"retry_storm/positive-inventory-pool-exhaustion", "retry_storm", "inventory-service", "inventory.v1.InventoryService/ReserveStock"},
 		{"sequential_calls/positive-dashboard-four-calls", "sequential_calls", "web-bff", "GET /api/dashboard"},
 		{"slow_dependency/positive-geocoding-api", "slow_dependency", "maps.example-geo.com", "GET /maps/api/geocode/json"},
-		{"slow_query/positive-sales-report-postgres", "slow_query", "pg-analytics-replica-1", "SELECT date_trunc("},
+		// The service that issues the statement owns it (and its schema).
+		{"slow_query/positive-sales-report-postgres", "slow_query", "reporting-api", "SELECT date_trunc("},
 		{"swallowed_error/positive-search-personalization-unavailable", "swallowed_error", "search-api", "GET /api/search"},
 		{"timeout_cascade/positive-checkout-bank-5s", "timeout_cascade", "bank-gateway", "POST /v2/authorizations"},
 		// The worker's call to shipping timed out; shipping spent all of

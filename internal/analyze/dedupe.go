@@ -19,6 +19,11 @@ var subsumedBy = map[string][]string{
 	// A slow leaf that is a retried attempt or the origin of a timeout
 	// cascade is that finding's evidence, not a second problem.
 	"slow_dependency": {"retry_storm", "timeout_cascade"},
+	// Calls queued for a worker pool are a fan-out too, but the cause is
+	// the pool's size, which lock_contention names; and the idle time of
+	// the parent before its first pooled call is that queue's wait.
+	"fan_out":  {"lock_contention"},
+	"idle_gap": {"lock_contention"},
 }
 
 // mergeDuplicates drops findings subsumed by another finding on the same

@@ -157,9 +157,9 @@ func (d *ErrorOrigin) Detect(t *Trace, _ *Env) []Finding {
 	code, hasCode := HTTPStatus(top.Span)
 	switch {
 	case ev.RootFailed && hasCode && code >= 500:
-		title = fmt.Sprintf("HTTP %d from %s caused by %s, %d layers below", code, spanLabel(t, top), title, o.Depth-top.Depth)
+		title = fmt.Sprintf("HTTP %d from %s caused by %s, %s below", code, spanLabel(t, top), title, layers(o.Depth-top.Depth))
 	case ev.PropagatedLayers > 0:
-		title += fmt.Sprintf(", passed up %d layers to %s", ev.PropagatedLayers, spanLabel(t, top))
+		title += fmt.Sprintf(", passed up %s to %s", layers(ev.PropagatedLayers), spanLabel(t, top))
 	}
 	ids := make([]string, 0, len(path))
 	ids = append(ids, o.Span.SpanID.String())
@@ -198,4 +198,11 @@ func quoteCause(typ, msg string) string {
 		return fmt.Sprintf("%q", clipText(m, 80))
 	}
 	return ""
+}
+
+func layers(n int) string {
+	if n == 1 {
+		return "1 layer"
+	}
+	return fmt.Sprintf("%d layers", n)
 }

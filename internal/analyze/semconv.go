@@ -1,6 +1,7 @@
 package analyze
 
 import (
+	"net"
 	"net/url"
 	"slices"
 	"sort"
@@ -165,6 +166,11 @@ func callTarget(n *Node) (service, operation string) {
 	}
 	if service == "" {
 		service = ServerAddress(s)
+		// A database reached by IP is better named by what it is: the
+		// address says nothing to a reader and changes with every pod.
+		if isIPLiteral(service) && IsDB(n) {
+			service = DBSystem(s)
+		}
 	}
 	if service == "" && server != nil {
 		service = server.Span.Service
@@ -587,4 +593,9 @@ func originalErrorType(typ, msg string) string {
 		return t
 	}
 	return clipText(m, 80)
+}
+
+// isIPLiteral reports whether host is an IPv4 or IPv6 address.
+func isIPLiteral(host string) bool {
+	return host != "" && net.ParseIP(strings.Trim(host, "[]")) != nil
 }

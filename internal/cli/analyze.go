@@ -1,17 +1,17 @@
 package cli
 
 import (
-	"bytes"
 	"encoding/json"
-	"errors"
-	"flag"
 	"fmt"
 	"io"
+	"log/slog"
 	"os"
 	"sort"
 	"strings"
 
 	"github.com/tracedx/tracedx/internal/analyze"
+	"github.com/tracedx/tracedx/internal/model"
+	"github.com/tracedx/tracedx/internal/systemic"
 	"github.com/tracedx/tracedx/internal/traceio"
 )
 
@@ -20,44 +20,41 @@ func init() { extraCommands["analyze"] = Analyze }
 // analyzeOutput is the JSON contract of `tracedx analyze --format json`.
 type analyzeOutput struct {
 	Traces []analyze.Result `json:"traces"`
+	// Systemic are the cross-trace findings of all the files together,
+	// detected in trace time (absent when there are none).
+	Systemic []systemic.Finding `json:"systemic,omitempty"`
 }
+
+const analyzeHelp = `Usage: tracedx analyze [flags] FILE...
+
+Diagnoses each trace in the files: critical path, findings (N+1 queries, retry storms, swallowed
+errors, …) and a why chain. Over all the files together it also runs the cross-trace detectors
+(error-rate spikes, latency regressions, missing services, new error types, …) in trace time: the
+traces are replayed in order of start, so a recorded incident gives the findings live ingest gave
+(the detectors want about ten minutes of history before they compare). Files hold OTLP JSON (a
+request, or the Collector file exporter's one request per line), OTLP protobuf, Jaeger JSON, Zipkin
+v2 JSON, Tempo's trace JSON or tracedx's own /api/v1/traces/{id}; the format is detected. '-' reads stdin. Exit status: 0 ok, 1 a --fail-on/--fail-on-severity
+finding exists, 2 bad flags or input.
+
+Flags:
+`
 
 // Analyze runs `tracedx analyze [flags] FILE...`: it diagnoses every trace
 // in the files ('-' reads stdin) and prints the findings. Exit codes: 0 no
 // gate failed, 1 a --fail-on/--fail-on-severity finding exists, 2 bad
 // flags or unreadable input.
 func Analyze(args []string, stdin io.Reader, stdout, stderr io.Writer) int {
-	fs := flag.NewFlagSet("tracedx analyze", flag.ContinueOnError)
-	var help bytes.Buffer
-	fs.SetOutput(&help)
+	cmd := newCommand("analyze", analyzeHelp, stderr)
+	fs, usageErr := cmd.fs, cmd.usageErr
 	format := fs.String("format", "text", "output format: text, json or markdown")
 	failOn := fs.String("fail-on", "", "exit 1 when a finding of one of these kinds exists (comma-separated, e.g. n_plus_one_query,retry_storm)")
 	failSev := fs.String("fail-on-severity", "", "exit 1 when a finding of this severity or worse exists: warning or critical")
 	configPath := fs.String("config", "", "YAML file with detector thresholds per kind (kind: {field: value}, or kind: false to switch it off)")
-	fs.Usage = func() {
-		fmt.Fprint(&help, "Usage: tracedx analyze [flags] FILE...\n\n"+
-			"Diagnoses each trace in the files: critical path, findings (N+1 queries, retry storms, swallowed\n"+
-			"errors, …) and a why chain. Files hold OTLP JSON (a request, or the Collector file exporter's one\n"+
-			"request per line), OTLP protobuf, Jaeger JSON or Zipkin v2 JSON; the format is detected. '-' reads\n"+
-			"stdin. Exit status: 0 ok, 1 a --fail-on/--fail-on-severity finding exists, 2 bad flags or input.\n\nFlags:\n")
-		fs.PrintDefaults()
+	if code, done := cmd.parse(args, stdout); done {
+		return code
 	}
-	usageErr := func(format string, a ...any) int {
-		fmt.Fprintf(stderr, "tracedx analyze: "+format+"\n", a...)
-		fmt.Fprint(stderr, "Run 'tracedx analyze --help' for usage.\n")
-		return 2
-	}
-	if err := fs.Parse(args); err != nil {
-		if errors.Is(err, flag.ErrHelp) {
-			fmt.Fprint(stdout, help.String())
-			return 0
-		}
-		return usageErr("%v", err)
-	}
-	switch *format {
-	case "text", "json", "markdown", "md":
-	default:
-		return usageErr("--format must be text, json or markdown, got %q", *format)
+	if code, done := cmd.checkFormat(*format); done {
+		return code
 	}
 	if fs.NArg() == 0 {
 		return usageErr("no input: name one or more trace files, or '-' for stdin")
@@ -136,9 +133,18 @@ func Analyze(args []string, stdin io.Reader, stdout, stderr io.Writer) int {
 
 	out := analyzeOutput{Traces: make([]analyze.Result, 0, len(traces))}
 	opts := analyze.Options{Detectors: detectors}
+	parents := make([]map[string]string, 0, len(traces))
+	whole := make([][]model.Span, 0, len(traces))
 	for _, tr := range traces {
 		out.Traces = append(out.Traces, analyze.Analyze(tr.Spans, opts))
+		parents = append(parents, parentsOf(tr.Spans))
+		whole = append(whole, tr.Spans)
 	}
+	g := gate{kinds: gateKinds, severity: gateSev, failOn: *failOn, failSev: *failSev}
+	tripped := g.tripped(out.Traces)
+	// The cross-trace detectors run on the traces' own clock, so a
+	// recorded incident gives the findings live ingest gave.
+	out.Systemic = systemic.ReplayTraces(systemic.Config{}, whole, slog.New(slog.NewTextHandler(io.Discard, nil)))
 
 	var err error
 	switch *format {
@@ -147,29 +153,75 @@ func Analyze(args []string, stdin io.Reader, stdout, stderr io.Writer) int {
 		enc.SetIndent("", "  ")
 		err = enc.Encode(out)
 	case "markdown", "md":
-		err = writeMarkdown(stdout, out.Traces)
+		err = writeMarkdown(stdout, out.Traces, parents, g, tripped)
+		if err == nil {
+			err = writeSystemic(stdout, out.Systemic, true)
+		}
 	default:
-		err = writeText(stdout, out.Traces)
+		err = writeText(stdout, out.Traces, parents, g)
+		if err == nil {
+			err = writeSystemic(stdout, out.Systemic, false)
+		}
 	}
 	if err != nil {
 		fmt.Fprintf(stderr, "tracedx analyze: write output: %v\n", err)
 		return 2
 	}
-
-	var tripped []string
-	for _, r := range out.Traces {
-		for _, f := range r.Findings {
-			if gateKinds[f.Kind] || (gateSev > 0 && f.Severity.Rank() >= gateSev) {
-				tripped = append(tripped, fmt.Sprintf("%s (%s) in trace %s", f.Kind, f.Severity, r.TraceID))
-			}
-		}
-	}
 	if len(tripped) > 0 {
-		sort.Strings(tripped)
-		fmt.Fprintf(stderr, "tracedx analyze: failing: %d finding(s) matched the gate: %s\n", len(tripped), strings.Join(firstN(tripped, 5), "; "))
+		fmt.Fprintf(stderr, "tracedx analyze: failing: %s matched the gate: %s\n", plural(len(tripped), "finding"), strings.Join(firstN(tripped, 5), "; "))
 		return 1
 	}
 	return 0
+}
+
+// gate is what --fail-on and --fail-on-severity ask for.
+type gate struct {
+	kinds           map[string]bool
+	severity        int
+	failOn, failSev string
+}
+
+func (g gate) active() bool { return len(g.kinds) > 0 || g.severity > 0 }
+
+func (g gate) matches(f analyze.Finding) bool {
+	return g.kinds[f.Kind] || (g.severity > 0 && f.Severity.Rank() >= g.severity)
+}
+
+// tripped describes each finding that fails the gate, sorted.
+func (g gate) tripped(results []analyze.Result) []string {
+	var out []string
+	for _, r := range results {
+		for _, f := range r.Findings {
+			if g.matches(f) {
+				out = append(out, fmt.Sprintf("%s (%s) in trace %s", f.Kind, f.Severity, r.TraceID))
+			}
+		}
+	}
+	sort.Strings(out)
+	return out
+}
+
+// flags renders the gate as the command line gave it.
+func (g gate) flags() string {
+	var parts []string
+	if g.failOn != "" {
+		parts = append(parts, "`--fail-on "+g.failOn+"`")
+	}
+	if g.failSev != "" {
+		parts = append(parts, "`--fail-on-severity "+g.failSev+"`")
+	}
+	return strings.Join(parts, " and ")
+}
+
+// parentsOf maps span id to parent span id (hex), to order path rows.
+func parentsOf(spans []model.Span) map[string]string {
+	m := make(map[string]string, len(spans))
+	for i := range spans {
+		if !spans[i].ParentSpanID.IsZero() {
+			m[spans[i].SpanID.String()] = spans[i].ParentSpanID.String()
+		}
+	}
+	return m
 }
 
 func firstN(s []string, n int) []string {
@@ -214,16 +266,16 @@ func fmtMS(ms float64) string {
 	}
 }
 
-func writeText(w io.Writer, results []analyze.Result) error {
+func writeText(w io.Writer, results []analyze.Result, parents []map[string]string, g gate) error {
 	var b strings.Builder
 	const width = 32
 	for i, r := range results {
 		if i > 0 {
 			b.WriteString("\n")
 		}
-		fmt.Fprintf(&b, "trace %s  %s %s  %s  %d spans  %d finding(s)\n", r.TraceID, r.RootService, r.RootOperation,
-			fmtMS(r.DurationMS), r.SpanCount, len(r.Findings))
-		steps, hidden := waterfallSteps(r.CriticalPath)
+		fmt.Fprintf(&b, "trace %s  %s %s  %s  %d spans  %s\n", r.TraceID, r.RootService, r.RootOperation,
+			fmtMS(r.DurationMS), r.SpanCount, plural(len(r.Findings), "finding"))
+		steps, hidden := pathRows(r.CriticalPath, parents[i])
 		if len(steps) > 0 {
 			b.WriteString("\ncritical path\n")
 		}
@@ -245,12 +297,15 @@ func writeText(w io.Writer, results []analyze.Result) error {
 		if len(r.Findings) > 0 {
 			b.WriteString("\nfindings\n")
 		}
-		for _, f := range r.Findings {
+		for _, f := range byImpact(r.Findings, g) {
 			fmt.Fprintf(&b, "  %-8s %-20s %s", strings.ToUpper(string(f.Severity)), f.Kind, f.Title)
 			if f.ImpactMS >= 0.1 {
 				fmt.Fprintf(&b, "  [impact %s]", fmtMS(f.ImpactMS))
 			}
 			b.WriteString("\n")
+			if c := f.Culprit; c != nil {
+				fmt.Fprintf(&b, "  %-8s %-20s culprit: %s %s — %s\n", "", "", c.Service, clip(c.Operation, 70), c.Reason)
+			}
 			if f.Fix != "" {
 				fmt.Fprintf(&b, "  %-8s %-20s fix: %s\n", "", "", f.Fix)
 			}
@@ -279,27 +334,49 @@ func mdCell(s string) string {
 	return strings.ReplaceAll(s, "\n", " ")
 }
 
-func writeMarkdown(w io.Writer, results []analyze.Result) error {
+// writeMarkdown renders a pull-request comment: the gate's verdict first,
+// then per trace the why list (covering every gated finding), the findings
+// by impact and the critical path in tree order.
+func writeMarkdown(w io.Writer, results []analyze.Result, parents []map[string]string, g gate, tripped []string) error {
 	var b strings.Builder
-	for i, r := range results {
-		if i > 0 {
-			b.WriteString("\n")
+	nf := 0
+	for _, r := range results {
+		nf += len(r.Findings)
+	}
+	fmt.Fprintf(&b, "# tracedx analyze: %s, %s\n\n", plural(len(results), "trace"), plural(nf, "finding"))
+	switch {
+	case !g.active():
+	case len(tripped) > 0:
+		fmt.Fprintf(&b, "**Gate failed:** %s matched %s:\n\n", plural(len(tripped), "finding"), g.flags())
+		for _, t := range firstN(tripped, 10) {
+			fmt.Fprintf(&b, "- %s\n", t)
 		}
-		fmt.Fprintf(&b, "## Trace `%s`: %s %s\n\n%s, %d spans, %d finding(s).\n", r.TraceID, mdCell(r.RootService), mdCell(r.RootOperation),
-			fmtMS(r.DurationMS), r.SpanCount, len(r.Findings))
-		if len(r.Why) > 0 {
+		b.WriteString("\n")
+	default:
+		fmt.Fprintf(&b, "**Gate passed:** no finding matched %s.\n\n", g.flags())
+	}
+	for i, r := range results {
+		findings := byImpact(r.Findings, g)
+		fmt.Fprintf(&b, "## Trace `%s`: %s %s\n\n%s, %s, %s.\n", r.TraceID, mdCell(r.RootService), mdCell(r.RootOperation),
+			fmtMS(r.DurationMS), plural(r.SpanCount, "span"), plural(len(r.Findings), "finding"))
+		why := whyWithGated(r.Why, findings, g)
+		if len(why) > 0 {
 			b.WriteString("\n### Why\n\n")
-			for j, s := range r.Why {
+			for j, s := range why {
 				fmt.Fprintf(&b, "%d. %s\n", j+1, s)
 			}
 		}
-		if len(r.Findings) > 0 {
+		if len(findings) > 0 {
 			b.WriteString("\n### Findings\n\n| severity | kind | finding | impact | fix |\n|---|---|---|---:|---|\n")
-			for _, f := range r.Findings {
-				fmt.Fprintf(&b, "| %s | `%s` | %s | %s | %s |\n", f.Severity, f.Kind, mdCell(f.Title), fmtMS(f.ImpactMS), mdCell(f.Fix))
+			for _, f := range findings {
+				sev := string(f.Severity)
+				if g.matches(f) {
+					sev = "**" + sev + " (gate)**"
+				}
+				fmt.Fprintf(&b, "| %s | `%s` | %s | %s | %s |\n", sev, f.Kind, mdCell(f.Title), fmtMS(f.ImpactMS), mdCell(f.Fix))
 			}
 		}
-		steps, hidden := waterfallSteps(r.CriticalPath)
+		steps, hidden := pathRows(r.CriticalPath, parents[i])
 		if len(steps) > 0 {
 			b.WriteString("\n### Critical path\n\n| span | service | operation | start | self |\n|---|---|---|---:|---:|\n")
 			for _, s := range steps {
@@ -309,6 +386,127 @@ func writeMarkdown(w io.Writer, results []analyze.Result) error {
 			if hidden > 0 {
 				fmt.Fprintf(&b, "\n%d more spans on the path with less self time.\n", hidden)
 			}
+		}
+		b.WriteString("\n")
+	}
+	_, err := io.WriteString(w, b.String())
+	return err
+}
+
+func plural(n int, noun string) string {
+	if n == 1 {
+		return "1 " + noun
+	}
+	return fmt.Sprintf("%d %ss", n, noun)
+}
+
+// byImpact orders findings for a reviewer: those failing the gate first,
+// then by the time a fix would save, then by severity.
+func byImpact(fs []analyze.Finding, g gate) []analyze.Finding {
+	out := append([]analyze.Finding(nil), fs...)
+	sort.SliceStable(out, func(i, j int) bool {
+		a, b := out[i], out[j]
+		if ga, gb := g.matches(a), g.matches(b); ga != gb {
+			return ga
+		}
+		if a.ImpactMS != b.ImpactMS {
+			return a.ImpactMS > b.ImpactMS
+		}
+		return a.Severity.Rank() > b.Severity.Rank()
+	})
+	return out
+}
+
+// whyWithGated appends to the why chain each gated finding it does not
+// already tell, so the comment explains every reason the check failed.
+func whyWithGated(why []string, findings []analyze.Finding, g gate) []string {
+	out := append([]string(nil), why...)
+	told := strings.Join(why, "\n")
+	for _, f := range findings {
+		if !g.matches(f) || strings.Contains(told, f.Title) {
+			continue
+		}
+		line := fmt.Sprintf("Also `%s` (%s): %s", f.Kind, f.Severity, f.Title)
+		if f.ImpactMS >= 0.1 {
+			line += fmt.Sprintf(" — %s of the request could be saved", fmtMS(f.ImpactMS))
+		}
+		if f.Fix != "" {
+			line += ". Fix: " + f.Fix
+		}
+		out = append(out, line)
+	}
+	return out
+}
+
+// pathRows picks the critical-path rows to show (the most self time, with
+// their ancestors on the path so no row hangs without its parent) and puts
+// them in tree order: each parent above its children, siblings by start.
+func pathRows(steps []analyze.PathStep, parents map[string]string) ([]analyze.PathStep, int) {
+	byID := make(map[string]int, len(steps))
+	for i, s := range steps {
+		byID[s.SpanID] = i
+	}
+	// up finds the nearest ancestor of step i that is on the path.
+	up := func(i int) int {
+		for id, ok := parents[steps[i].SpanID]; ok; id, ok = parents[id] {
+			if j, on := byID[id]; on {
+				return j
+			}
+		}
+		return -1
+	}
+	keep := make([]bool, len(steps))
+	kept, _ := waterfallSteps(steps)
+	for _, s := range kept {
+		for i := byID[s.SpanID]; i >= 0 && !keep[i]; i = up(i) {
+			keep[i] = true
+		}
+	}
+	children := map[int][]int{}
+	for i := range steps {
+		if keep[i] {
+			children[up(i)] = append(children[up(i)], i)
+		}
+	}
+	var out []analyze.PathStep
+	var walk func(p int)
+	walk = func(p int) {
+		kids := children[p]
+		sort.SliceStable(kids, func(a, b int) bool { return steps[kids[a]].StartMS < steps[kids[b]].StartMS })
+		for _, k := range kids {
+			out = append(out, steps[k])
+			walk(k)
+		}
+	}
+	walk(-1)
+	return out, len(steps) - len(out)
+}
+
+// writeSystemic prints the cross-trace findings after the traces, with
+// when (in trace time) each was detected and the culprit it names.
+func writeSystemic(w io.Writer, fs []systemic.Finding, md bool) error {
+	if len(fs) == 0 {
+		return nil
+	}
+	var b strings.Builder
+	if md {
+		b.WriteString("\n## Across traces\n\n| detected | severity | kind | finding | culprit |\n|---|---|---|---|---|\n")
+	} else {
+		b.WriteString("\nacross traces (detected in trace time)\n")
+	}
+	for _, f := range fs {
+		culprit := "-"
+		if f.Culprit != nil {
+			culprit = strings.TrimSpace(f.Culprit.Service + " " + f.Culprit.Operation)
+		}
+		at := f.Time.UTC().Format("2006-01-02 15:04:05")
+		if md {
+			fmt.Fprintf(&b, "| %s | %s | `%s` | %s | %s |\n", at, f.Severity, f.Kind, mdCell(f.Title), mdCell(culprit))
+			continue
+		}
+		fmt.Fprintf(&b, "  %s  %-8s %-22s %s\n", at, strings.ToUpper(string(f.Severity)), f.Kind, f.Title)
+		if f.Culprit != nil {
+			fmt.Fprintf(&b, "  %19s  %-8s %-22s culprit: %s (%s)\n", "", "", "", culprit, f.Culprit.Reason)
 		}
 	}
 	_, err := io.WriteString(w, b.String())

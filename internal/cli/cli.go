@@ -13,6 +13,7 @@ import (
 	"os"
 	"os/signal"
 	"runtime"
+	"strings"
 	"syscall"
 
 	"github.com/tracedx/tracedx/internal/config"
@@ -26,6 +27,8 @@ Usage:
   tracedx serve [flags]            run ingest, storage, analysis, APIs and UI on this machine
   tracedx analyze [flags] FILE...  diagnose trace files (OTLP JSON/protobuf, Jaeger JSON, Zipkin JSON); '-' reads stdin
   tracedx compare [flags] A B      compare two traces, or two groups: --a FILE... --b FILE...
+  tracedx rootcause [flags] --baseline FILE... --incident FILE...
+                                   rank the services most likely to have caused an incident
   tracedx demo [flags]             run tracedx with a simulated shop that produces every incident
   tracedx version                  print the version
   tracedx help [COMMAND]           show help
@@ -61,8 +64,31 @@ func Main(args []string, stdin io.Reader, stdout, stderr io.Writer) int {
 	}
 }
 
+// Validate checks the command line of a long-running command (serve,
+// demo) as Main would read it, without starting anything, so tools and
+// tests can check documented commands.
+func Validate(args []string) error {
+	if len(args) == 0 {
+		return errors.New("no command")
+	}
+	var out bytes.Buffer
+	switch args[0] {
+	case "serve":
+		if _, err := config.Load(args[1:], &out); err != nil && !errors.Is(err, flag.ErrHelp) {
+			return fmt.Errorf("tracedx serve: %w", err)
+		}
+		return nil
+	case "demo":
+		if _, code, _ := parseDemoArgs(args[1:], io.Discard, &out); code != 0 {
+			return errors.New(strings.TrimSpace(out.String()))
+		}
+		return nil
+	}
+	return fmt.Errorf("validate: %q is not a long-running command; run it with Main", args[0])
+}
+
 // extraCommands are the subcommands that live in their own files
-// (analyze, compare, demo).
+// (analyze, compare, rootcause, demo).
 var extraCommands = map[string]func(args []string, stdin io.Reader, stdout, stderr io.Writer) int{}
 
 func serve(args []string, stdout, stderr io.Writer) int {

@@ -10,6 +10,7 @@ import (
 	"fmt"
 	"io"
 	"os"
+	"strings"
 	"time"
 
 	"gopkg.in/yaml.v3"
@@ -25,6 +26,7 @@ type Config struct {
 	Listen   Listen  `yaml:"listen"`
 	Storage  Storage `yaml:"storage"`
 	Ingest   Ingest  `yaml:"ingest"`
+	Query    Query   `yaml:"query"`
 	// Analysis.Detectors maps a finding kind to its thresholds, e.g.
 	// {n_plus_one_query: {min_count: 8}}. Kept as raw YAML so the analysis
 	// package decodes it into the detector structs.
@@ -32,6 +34,8 @@ type Config struct {
 	// Analytics are the cross-trace analytics: RED metrics, the service
 	// graph, baselines and the systemic detectors.
 	Analytics Analytics `yaml:"analytics"`
+	// Logs configures the OTLP log records kept beside the traces.
+	Logs Logs `yaml:"logs"`
 	// MemoryLimit is the soft limit of the Go runtime (debug.SetMemoryLimit)
 	// in bytes: the GC works harder as the process nears it, so RSS stays
 	// close to it instead of at twice the live heap. 0 derives it from
@@ -39,6 +43,48 @@ type Config struct {
 	MemoryLimit int64 `yaml:"memory_limit"`
 	// Cluster makes this node one of several sharing an S3 bucket.
 	Cluster Cluster `yaml:"cluster"`
+	// Alerting evaluates alert rules and notifies Alertmanager and
+	// webhooks (docs/alerting.md).
+	Alerting Alerting `yaml:"alerting"`
+}
+
+// Alerting settings. Rules are kept as raw YAML so the alerting package
+// decodes and validates them.
+type Alerting struct {
+	Enabled bool `yaml:"enabled"`
+	// Interval between rule evaluations.
+	Interval time.Duration `yaml:"interval"`
+	// ResendInterval between sends of a firing alert to Alertmanager.
+	ResendInterval time.Duration `yaml:"resend_interval"`
+	// DefaultRules adds the built-in rules (critical findings,
+	// cross-trace findings, SLO burn) to the configured ones.
+	DefaultRules bool      `yaml:"default_rules"`
+	Rules        yaml.Node `yaml:"rules"`
+	// RulesFile holds more rules ({rules: [...]}); --alert-rules.
+	RulesFile        string         `yaml:"rules_file"`
+	AlertmanagerURLs []string       `yaml:"alertmanager_urls"`
+	Webhooks         []AlertWebhook `yaml:"webhooks"`
+	// ExternalURL is the base of the UI links in alerts ("": the
+	// http listen address).
+	ExternalURL string `yaml:"external_url"`
+	// QueueSize bounds the notification batches waiting per receiver.
+	QueueSize int `yaml:"queue_size"`
+}
+
+// AlertWebhook is a generic JSON webhook; with a secret each call carries
+// an HMAC-SHA256 signature header.
+type AlertWebhook struct {
+	URL    string `yaml:"url"`
+	Secret string `yaml:"secret"`
+}
+
+// stringList is a repeatable flag.
+type stringList []string
+
+func (l *stringList) String() string { return fmt.Sprint([]string(*l)) }
+func (l *stringList) Set(v string) error {
+	*l = append(*l, v)
+	return nil
 }
 
 // Cluster lists the nodes of a cluster (the same list on every node).
@@ -81,6 +127,11 @@ type Listen struct {
 	// HTTP serves the UI, /api/v1, the Jaeger APIs and /metrics.
 	HTTP  string `yaml:"http"`
 	Tempo string `yaml:"tempo"`
+	// AllowedHosts are the host names the UI and query APIs answer to
+	// besides the listen addresses' hosts, localhost and the loopback
+	// addresses; "*" allows any. A request naming another Host is refused,
+	// so a web page cannot reach a local instance through DNS rebinding.
+	AllowedHosts []string `yaml:"allowed_hosts"`
 }
 
 // Storage settings of the embedded engine.
@@ -103,6 +154,29 @@ type Ingest struct {
 	MaxRequestBytes    int64 `yaml:"max_request_bytes"`
 	MaxAttributes      int   `yaml:"max_attributes_per_span"`
 	MaxSpansPerRequest int   `yaml:"max_spans_per_request"`
+	MaxEventsPerSpan   int   `yaml:"max_events_per_span"`
+	MaxLinksPerSpan    int   `yaml:"max_links_per_span"`
+	// MaxAttributeDepth: arrays and maps nested deeper inside one
+	// attribute value are cut (requests nested deeper than 128 levels are
+	// refused before decoding).
+	MaxAttributeDepth      int `yaml:"max_attribute_depth"`
+	MaxAttributeValueBytes int `yaml:"max_attribute_value_bytes"`
+	// MaxSpansPerTrace bounds the spans of one trace within one request.
+	MaxSpansPerTrace int           `yaml:"max_spans_per_trace"`
+	MaxSpanDuration  time.Duration `yaml:"max_span_duration"`
+	// DedupWindowSpans is how many recently accepted spans are remembered
+	// so that a client's retry is not stored twice (-1: only within a request).
+	DedupWindowSpans int `yaml:"dedup_window_spans"`
+}
+
+// Query limits of the TraceQL (Tempo) API.
+type Query struct {
+	// Timeout is the time budget of one query request (422 beyond it).
+	Timeout time.Duration `yaml:"timeout"`
+	// MaxRegexBytes and MaxRegexInstructions bound one regular expression
+	// (its text and its compiled program).
+	MaxRegexBytes        int `yaml:"max_regex_bytes"`
+	MaxRegexInstructions int `yaml:"max_regex_instructions"`
 }
 
 // Analysis settings: the per-trace detectors run on every completed trace.
@@ -143,6 +217,17 @@ type Analytics struct {
 	// Baseline says how "usual" is learnt and how incidents are kept out
 	// of it.
 	Baseline Baseline `yaml:"baseline"`
+	// ExemplarLabel is the exemplar label carrying the trace id on the
+	// traces_spanmetrics_* series of /metrics: Tempo's metrics-generator
+	// writes traceID, which Grafana's exemplar links expect by default.
+	ExemplarLabel string `yaml:"exemplar_label"`
+}
+
+// Logs settings. Logs are kept as long as the traces (storage.retention).
+type Logs struct {
+	// KeepUncorrelated stores log records without a trace id, searchable
+	// through /api/v1/logs; off, they are counted and dropped.
+	KeepUncorrelated bool `yaml:"keep_uncorrelated"`
 }
 
 // Baseline configures the learnt baselines (internal/baseline). A window
@@ -164,11 +249,12 @@ func Default() Config {
 		DataDir:  "./tracedx-data",
 		LogLevel: "info",
 		Listen: Listen{
-			OTLPGRPC: "127.0.0.1:4317",
-			OTLPHTTP: "127.0.0.1:4318",
-			Zipkin:   "127.0.0.1:9411",
-			HTTP:     "127.0.0.1:16686",
-			Tempo:    "127.0.0.1:3200",
+			OTLPGRPC:     "127.0.0.1:4317",
+			OTLPHTTP:     "127.0.0.1:4318",
+			Zipkin:       "127.0.0.1:9411",
+			HTTP:         "127.0.0.1:16686",
+			Tempo:        "127.0.0.1:3200",
+			AllowedHosts: []string{},
 		},
 		Storage: Storage{
 			Retention:        7 * 24 * time.Hour,
@@ -179,13 +265,22 @@ func Default() Config {
 		},
 		Cluster: Cluster{RefreshInterval: 5 * time.Second, Forward: true},
 		Ingest: Ingest{
-			MaxRequestBytes:    16 << 20,
-			MaxAttributes:      1024,
-			MaxSpansPerRequest: 100_000,
+			MaxRequestBytes:        16 << 20,
+			MaxAttributes:          128,
+			MaxSpansPerRequest:     100_000,
+			MaxEventsPerSpan:       128,
+			MaxLinksPerSpan:        128,
+			MaxAttributeDepth:      32,
+			MaxAttributeValueBytes: 64 << 10,
+			MaxSpansPerTrace:       100_000,
+			MaxSpanDuration:        24 * time.Hour,
+			DedupWindowSpans:       1 << 18,
 		},
+		Query:    Query{Timeout: 30 * time.Second, MaxRegexBytes: 1024, MaxRegexInstructions: 5000},
 		Analysis: Analysis{Enabled: true, MetricsRetention: 30 * 24 * time.Hour, QueueSpans: 8192, MaxCPUShare: 0.2},
-		Analytics: Analytics{Enabled: true, BaselineTracesPerSecond: 200, WholeTracesPerSecond: 100,
+		Analytics: Analytics{Enabled: true, BaselineTracesPerSecond: 200, WholeTracesPerSecond: 100, ExemplarLabel: "traceID",
 			Baseline: Baseline{HalfLife: 24 * time.Hour, Window: 5 * time.Minute, AnomalyFactor: 2, AcceptAfter: 6 * time.Hour, ReleaseAfter: 30 * time.Minute}},
+		Alerting: Alerting{Enabled: true, Interval: 15 * time.Second, ResendInterval: time.Minute, DefaultRules: true, QueueSize: 64},
 	}
 }
 
@@ -208,6 +303,7 @@ func Load(args []string, usageOut *bytes.Buffer) (Config, error) {
 	fs.StringVar(&f.Listen.Zipkin, "zipkin-addr", cfg.Listen.Zipkin, "Zipkin v2 JSON listen address for /api/v2/spans (empty disables)")
 	fs.StringVar(&f.Listen.HTTP, "http-addr", cfg.Listen.HTTP, "address of the UI, /api/v1, the Jaeger APIs and /metrics")
 	fs.StringVar(&f.Listen.Tempo, "tempo-addr", cfg.Listen.Tempo, "address of the Tempo-compatible API (empty disables)")
+	allowedHosts := fs.String("allowed-hosts", "", "comma-separated host names the UI and query APIs answer to, besides the listen hosts, localhost and loopback (* for any)")
 	fs.DurationVar(&f.Storage.Retention, "retention", cfg.Storage.Retention, "delete spans older than this")
 	fs.Int64Var(&f.Storage.MaxDiskBytes, "max-disk-bytes", cfg.Storage.MaxDiskBytes, "delete the oldest blocks when the data exceeds this size (0: no limit)")
 	fs.DurationVar(&f.Storage.TraceIdleTimeout, "trace-idle-timeout", cfg.Storage.TraceIdleTimeout, "a trace with no new spans for this long is complete and gets analysed")
@@ -222,6 +318,10 @@ func Load(args []string, usageOut *bytes.Buffer) (Config, error) {
 	fs.StringVar(&f.Storage.S3.Prefix, "s3-prefix", cfg.Storage.S3.Prefix, "prefix of the objects in the bucket")
 	fs.StringVar(&f.Cluster.NodeID, "node-id", cfg.Cluster.NodeID, "this node's id in --peers")
 	peers := fs.String("peers", "", "cluster nodes sharing the bucket, comma-separated id=otlp_grpc_host:port/http_host:port (this node included)")
+	fs.StringVar(&f.Alerting.RulesFile, "alert-rules", cfg.Alerting.RulesFile, "YAML file of alert rules ({rules: [...]}, see docs/alerting.md)")
+	var amURLs stringList
+	fs.Var(&amURLs, "alertmanager-url", "Alertmanager to notify, e.g. http://localhost:9093 (repeat for several)")
+	fs.BoolVar(&f.Alerting.Enabled, "alerting", cfg.Alerting.Enabled, "evaluate alert rules and send notifications")
 	if err := fs.Parse(args); err != nil {
 		return cfg, err
 	}
@@ -282,6 +382,14 @@ func Load(args []string, usageOut *bytes.Buffer) (Config, error) {
 			cfg.Storage.S3.Prefix = f.Storage.S3.Prefix
 		case "node-id":
 			cfg.Cluster.NodeID = f.Cluster.NodeID
+		case "alert-rules":
+			cfg.Alerting.RulesFile = f.Alerting.RulesFile
+		case "alertmanager-url":
+			cfg.Alerting.AlertmanagerURLs = amURLs
+		case "alerting":
+			cfg.Alerting.Enabled = f.Alerting.Enabled
+		case "allowed-hosts":
+			cfg.Listen.AllowedHosts = splitList(*allowedHosts)
 		}
 	})
 	if *peers != "" {
@@ -292,6 +400,16 @@ func Load(args []string, usageOut *bytes.Buffer) (Config, error) {
 		cfg.Cluster.Peers = ps
 	}
 	return cfg, cfg.Validate()
+}
+
+func splitList(s string) []string {
+	out := []string{}
+	for _, part := range strings.Split(s, ",") {
+		if part = strings.TrimSpace(part); part != "" {
+			out = append(out, part)
+		}
+	}
+	return out
 }
 
 // EffectiveMemoryLimit resolves MemoryLimit: the limit in bytes (0: none)
@@ -361,6 +479,49 @@ func (c *Config) Validate() error {
 	}
 	if err := c.validateStorage(); err != nil {
 		return err
+	}
+	if c.Alerting.Enabled {
+		if c.Alerting.Interval <= 0 {
+			return errors.New("alerting.interval must be positive")
+		}
+		if c.Alerting.ResendInterval <= 0 {
+			return errors.New("alerting.resend_interval must be positive")
+		}
+		if c.Alerting.QueueSize <= 0 {
+			return errors.New("alerting.queue_size must be positive")
+		}
+		if u := c.Alerting.ExternalURL; u != "" && !strings.HasPrefix(u, "http://") && !strings.HasPrefix(u, "https://") {
+			return fmt.Errorf("alerting.external_url %q: want the http(s):// address people open the UI at", u)
+		}
+		for i, w := range c.Alerting.Webhooks {
+			if w.URL == "" {
+				return fmt.Errorf("alerting.webhooks[%d].url must not be empty", i)
+			}
+		}
+	}
+	in := c.Ingest
+	for _, v := range []struct {
+		key string
+		n   int
+	}{{"max_attributes_per_span", in.MaxAttributes}, {"max_spans_per_request", in.MaxSpansPerRequest},
+		{"max_events_per_span", in.MaxEventsPerSpan}, {"max_links_per_span", in.MaxLinksPerSpan},
+		{"max_attribute_depth", in.MaxAttributeDepth}, {"max_attribute_value_bytes", in.MaxAttributeValueBytes},
+		{"max_spans_per_trace", in.MaxSpansPerTrace}} {
+		if v.n <= 0 {
+			return fmt.Errorf("ingest.%s must be positive (got %d)", v.key, v.n)
+		}
+	}
+	if in.MaxAttributeDepth > 128 {
+		return fmt.Errorf("ingest.max_attribute_depth %d: at most 128", in.MaxAttributeDepth)
+	}
+	if in.MaxAttributeValueBytes < 64 {
+		return fmt.Errorf("ingest.max_attribute_value_bytes %d: at least 64", in.MaxAttributeValueBytes)
+	}
+	if in.MaxSpanDuration <= 0 {
+		return errors.New("ingest.max_span_duration must be positive")
+	}
+	if c.Query.Timeout <= 0 || c.Query.MaxRegexBytes <= 0 || c.Query.MaxRegexInstructions <= 0 {
+		return errors.New("query.timeout, query.max_regex_bytes and query.max_regex_instructions must be positive")
 	}
 	switch c.LogLevel {
 	case "debug", "info", "warn", "error":

@@ -1,7 +1,6 @@
 package server
 
 import (
-	"bytes"
 	"context"
 	"io"
 	"log/slog"
@@ -10,11 +9,8 @@ import (
 	"testing"
 	"time"
 
-	"go.opentelemetry.io/collector/pdata/ptrace"
-
 	"github.com/tracedx/tracedx/internal/config"
 	"github.com/tracedx/tracedx/internal/model"
-	"github.com/tracedx/tracedx/internal/otlpconv"
 )
 
 // startServer runs a whole server on loopback ports until the test ends.
@@ -45,23 +41,6 @@ func startServer(t *testing.T, mutate func(*config.Config)) *Server {
 	return s
 }
 
-// postSpans sends spans to the server's OTLP/HTTP receiver.
-func postSpans(t *testing.T, s *Server, spans []model.Span) {
-	t.Helper()
-	body, err := (&ptrace.JSONMarshaler{}).MarshalTraces(otlpconv.ToTraces(spans))
-	if err != nil {
-		t.Fatal(err)
-	}
-	resp, err := http.Post("http://"+s.Addr("otlp-http")+"/v1/traces", "application/json", bytes.NewReader(body))
-	if err != nil {
-		t.Fatal(err)
-	}
-	_ = resp.Body.Close()
-	if resp.StatusCode != http.StatusOK {
-		t.Fatalf("ingest: %s", resp.Status)
-	}
-}
-
 // metricsAfterIngest returns a server's /metrics text after one OTLP
 // request of a client/server pair.
 func metricsAfterIngest(t *testing.T, mutate func(*config.Config)) string {
@@ -74,7 +53,7 @@ func metricsAfterIngest(t *testing.T, mutate func(*config.Config)) string {
 		{TraceID: tr, SpanID: model.SpanID{2}, ParentSpanID: model.SpanID{1}, Service: "frontend", Name: "GET /api", Kind: model.KindClient, StartUnixNano: now + 1e6, EndUnixNano: now + 4e6},
 		{TraceID: tr, SpanID: model.SpanID{3}, ParentSpanID: model.SpanID{2}, Service: "api", Name: "GET /api", Kind: model.KindServer, StartUnixNano: now + 2e6, EndUnixNano: now + 3e6},
 	}
-	postSpans(t, s, spans)
+	postOTLP(t, s.Addr("otlp-http"), spans)
 	resp, err := http.Get("http://" + s.Addr("http") + "/metrics")
 	if err != nil {
 		t.Fatal(err)

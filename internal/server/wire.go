@@ -2,7 +2,6 @@ package server
 
 import (
 	"context"
-	"encoding/json"
 	"errors"
 	"fmt"
 	"log/slog"
@@ -12,6 +11,7 @@ import (
 
 	"github.com/prometheus/client_golang/prometheus"
 
+	"github.com/tracedx/tracedx/internal/alerting"
 	"github.com/tracedx/tracedx/internal/api/jaeger"
 	v1 "github.com/tracedx/tracedx/internal/api/v1"
 	"github.com/tracedx/tracedx/internal/baseline"
@@ -29,6 +29,8 @@ import (
 
 const shutdownGrace = 10 * time.Second
 
+// timeNow is the clock of observation and of the cross-trace detectors'
+// evaluations; tests replace it.
 var timeNow = time.Now
 
 // New opens storage and builds every part; Start binds the listeners.
@@ -46,9 +48,13 @@ func New(ctx context.Context, cfg config.Config, log *slog.Logger) (*Server, err
 	if err != nil {
 		return nil, err
 	}
+	alertRules, err := alertRulesOf(cfg.Alerting)
+	if err != nil {
+		return nil, err
+	}
 
 	// Analytics first: the store's completion hook feeds them.
-	metrics, err := red.New(red.Options{Dir: dir("metrics"), Retention: cfg.Analysis.MetricsRetention}, log.With("component", "red"))
+	metrics, err := red.New(red.Options{Dir: dir("metrics"), Retention: cfg.Analysis.MetricsRetention, ExemplarLabel: cfg.Analytics.ExemplarLabel}, log.With("component", "red"))
 	if err != nil {
 		return nil, err
 	}
@@ -82,9 +88,18 @@ func New(ctx context.Context, cfg config.Config, log *slog.Logger) (*Server, err
 	}
 	s.closers = append(s.closers, fs.Close)
 	s.background = append(s.background, func(ctx context.Context) { fs.Run(ctx) })
-	sys := systemic.New(systemic.Config{Dir: dir("systemic")}, fs, nil, log)
+	// Every stored finding is counted on /metrics (tracedx_findings_total).
+	findingsCounter := alerting.NewFindingsCounter(s.reg)
+	findingsSink := findingsCounter.Wrap(fs)
+	// One clock for observing and evaluating, so a test that moves it
+	// moves both.
+	sys := systemic.New(systemic.Config{Dir: dir("systemic")}, findingsSink, func() time.Time { return timeNow() }, log)
 	s.background = append(s.background, func(ctx context.Context) { sys.Run(ctx) })
-	pipe.findings = &storedFindings{fs: fs, sys: sys}
+	pipe.findings = &storedFindings{fs: fs, sink: findingsSink, sys: sys}
+	alertRoutes, err := s.startAlerting(alertRules, metrics, fs, findingsCounter)
+	if err != nil {
+		return nil, err
+	}
 
 	// Without analysis and analytics nobody reads completed traces: the
 	// store then neither keeps them for completion nor decodes them.
@@ -134,11 +149,15 @@ func New(ctx context.Context, cfg config.Config, log *slog.Logger) (*Server, err
 	s.closers = append(s.closers, eng.Close)
 	s.reg.MustRegister(engineCollector{eng})
 
-	logs, err := logstore.Open(dir("logs"), 100_000)
+	logs, err := logstore.OpenWith(logstore.Options{Dir: dir("logs"), MaxTraces: 100_000,
+		Retention: cfg.Storage.Retention, KeepUncorrelated: cfg.Logs.KeepUncorrelated})
 	if err != nil {
 		return nil, err
 	}
 	s.closers = append(s.closers, logs.Close)
+	s.background = append(s.background, func(ctx context.Context) {
+		logs.RunPruning(ctx, 10*time.Minute, func(err error) { log.Error("pruning logs", "err", err) })
+	})
 
 	sink := &analyticsSink{store: eng}
 	if cfg.Analytics.Enabled {
@@ -150,12 +169,19 @@ func New(ctx context.Context, cfg config.Config, log *slog.Logger) (*Server, err
 		return nil, err
 	}
 	in, err := ingest.New(ingest.Config{
-		GRPCAddr:             cfg.Listen.OTLPGRPC,
-		HTTPAddr:             cfg.Listen.OTLPHTTP,
-		ZipkinAddr:           cfg.Listen.Zipkin,
-		MaxRequestBytes:      cfg.Ingest.MaxRequestBytes,
-		MaxSpansPerRequest:   cfg.Ingest.MaxSpansPerRequest,
-		MaxAttributesPerSpan: cfg.Ingest.MaxAttributes,
+		GRPCAddr:               cfg.Listen.OTLPGRPC,
+		HTTPAddr:               cfg.Listen.OTLPHTTP,
+		ZipkinAddr:             cfg.Listen.Zipkin,
+		MaxRequestBytes:        cfg.Ingest.MaxRequestBytes,
+		MaxSpansPerRequest:     cfg.Ingest.MaxSpansPerRequest,
+		MaxAttributesPerSpan:   cfg.Ingest.MaxAttributes,
+		MaxEventsPerSpan:       cfg.Ingest.MaxEventsPerSpan,
+		MaxLinksPerSpan:        cfg.Ingest.MaxLinksPerSpan,
+		MaxAttributeDepth:      cfg.Ingest.MaxAttributeDepth,
+		MaxAttributeValueBytes: cfg.Ingest.MaxAttributeValueBytes,
+		MaxSpansPerTrace:       cfg.Ingest.MaxSpansPerTrace,
+		MaxSpanDuration:        cfg.Ingest.MaxSpanDuration,
+		DedupWindowSpans:       cfg.Ingest.DedupWindowSpans,
 	}, ingestSink, logs, log, s.reg)
 	if err != nil {
 		return nil, err
@@ -189,16 +215,23 @@ func New(ctx context.Context, cfg config.Config, log *slog.Logger) (*Server, err
 	})
 
 	mux := http.NewServeMux()
-	routes := []func(*http.ServeMux){metrics.RegisterRoutes, graph.RegisterRoutes, history.RegisterRoutes, pipe.registerRoutes, logRoutes(logs)}
+	routes := []func(*http.ServeMux){metrics.RegisterRoutes, graph.RegisterRoutes, history.RegisterRoutes, pipe.registerRoutes, logs.RegisterRoutes}
 	routes = append(routes, s.extraRoutes(st, pipe)...)
-	apiV1 := v1.NewHandler(v1.Deps{
+	if alertRoutes != nil {
+		routes = append(routes, alertRoutes)
+	}
+	deps := v1.Deps{
 		Store:    st,
 		Analyzer: pipe.analyze,
 		Explain:  pipe.explain,
 		Findings: pipe,
 		Routes:   routes,
 		Logger:   log.With("component", "api"),
-	})
+	}
+	if sf, ok := pipe.findings.(*storedFindings); ok {
+		deps.WindowFindings = sf
+	}
+	apiV1 := v1.NewHandler(deps)
 	mux.Handle("/api/v1/", apiV1)
 	clusterRoutes(mux, ring, eng, apiV1, log)
 	mux.Handle("/api/", jaegerAPI)
@@ -206,14 +239,14 @@ func New(ctx context.Context, cfg config.Config, log *slog.Logger) (*Server, err
 	mux.HandleFunc("GET /healthz", func(w http.ResponseWriter, _ *http.Request) { _, _ = w.Write([]byte("ok\n")) })
 	// The UI's TraceQL box calls the Tempo API on its own origin, so it is
 	// mounted under web.TempoPrefix too, besides its own port.
-	th := tempoHandler(st, pipe)
+	th := tempoHandler(st, pipe, cfg.Query)
 	if th != nil {
 		mux.Handle(web.TempoPrefix+"/", http.StripPrefix(web.TempoPrefix, th))
 	}
 	mux.Handle("/", uiHandler())
-	s.addHTTP("http", cfg.Listen.HTTP, withRecover(log, mux))
+	s.addHTTP("http", cfg.Listen.HTTP, withRecover(log, guard(cfg.Listen.HTTP, cfg.Listen.AllowedHosts, mux)))
 	if th != nil {
-		s.addHTTP("tempo", cfg.Listen.Tempo, withRecover(log, th))
+		s.addHTTP("tempo", cfg.Listen.Tempo, withRecover(log, guard(cfg.Listen.Tempo, cfg.Listen.AllowedHosts, tempoWithGRPC(th))))
 	}
 	s.background = append(s.background, pipe.run)
 	ok = true
@@ -254,25 +287,6 @@ func withRecover(log *slog.Logger, h http.Handler) http.Handler {
 		}()
 		h.ServeHTTP(w, r)
 	})
-}
-
-func logRoutes(logs *logstore.Store) func(*http.ServeMux) {
-	return func(mux *http.ServeMux) {
-		mux.HandleFunc("GET /api/v1/traces/{id}/logs", func(w http.ResponseWriter, r *http.Request) {
-			id, err := model.ParseTraceID(r.PathValue("id"))
-			w.Header().Set("Content-Type", "application/json")
-			if err != nil {
-				w.WriteHeader(http.StatusBadRequest)
-				_ = json.NewEncoder(w).Encode(map[string]string{"error": err.Error()})
-				return
-			}
-			recs := logs.ForTrace(id)
-			if recs == nil {
-				recs = []logstore.Record{}
-			}
-			_ = json.NewEncoder(w).Encode(map[string]any{"logs": recs})
-		})
-	}
 }
 
 // engineCollector exports the storage engine's counters.

@@ -481,7 +481,10 @@ func (g *Graph) joinPeer(a, b string) string {
 	if g.dbPeers == nil || len(g.dbPeers) >= 4096 {
 		g.dbPeers = map[[2]string]string{} // a flood of names must not grow it without bound
 	}
-	v := a + "/" + b
+	v := strings.Clone(b)
+	if a != "" {
+		v = a + "/" + b
+	}
 	// The key's strings may point into a request's buffer; keep copies.
 	g.dbPeers[[2]string{strings.Clone(a), strings.Clone(b)}] = v
 	return v

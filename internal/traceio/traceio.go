@@ -1,7 +1,9 @@
 // Package traceio reads trace files for `tracedx analyze` and friends:
 // OTLP JSON (an ExportTraceServiceRequest, or the Collector file exporter's
 // one request per line), OTLP protobuf, Jaeger JSON (the UI's download
-// format and a bare trace object) and Zipkin v2 JSON arrays. The format is
+// format, the query API's answer and a bare trace object), Tempo's trace
+// JSON (v1 and v2), tracedx's own /api/v1/traces/{id} and Zipkin v2 JSON
+// arrays. The format is
 // detected from the content, never from the file name, so stdin works too.
 package traceio
 
@@ -29,6 +31,11 @@ const (
 	FormatOTLPProto  Format = "otlp-protobuf"
 	FormatJaegerJSON Format = "jaeger-json"
 	FormatZipkinJSON Format = "zipkin-json"
+	// FormatTempoJSON is Tempo's trace by id: {"batches": …} (v1) or
+	// {"trace": {"resourceSpans": …}} (v2), ids in base64.
+	FormatTempoJSON Format = "tempo-json"
+	// FormatTracedxJSON is tracedx's own GET /api/v1/traces/{id}.
+	FormatTracedxJSON Format = "tracedx-json"
 )
 
 // Trace is the spans of one trace, in input order.
@@ -100,7 +107,20 @@ func Parse(data []byte) ([]model.Span, Format, error) {
 	}
 	var jsonErr error
 	var jsonFormat Format
-	switch trimmed[0] {
+	// The OTLP decoders recurse once per nested attribute value: a hostile
+	// file could overflow the stack (see otlpconv.MaxNesting).
+	// A protobuf body starts with 0x0a, which TrimLeft takes for a newline,
+	// so a nesting error only counts when the input cannot be protobuf.
+	first := trimmed[0]
+	if first == '[' || first == '{' {
+		if err := otlpconv.CheckJSONNesting(trimmed); err != nil {
+			if data[0] != 0x0a {
+				return nil, "", err
+			}
+			jsonErr, first = err, 0
+		}
+	}
+	switch first {
 	case '[':
 		spans, f, err := parseArray(trimmed)
 		if err == nil || data[0] != 0x0a {
@@ -118,6 +138,9 @@ func Parse(data []byte) ([]model.Span, Format, error) {
 	// with field 1 (resource_spans), length-delimited: tag byte 0x0a — which
 	// is also a newline, so JSON after an empty line is tried first.
 	if data[0] == 0x0a {
+		if err := otlpconv.CheckTracesProtoNesting(data, otlpconv.MaxNesting); err != nil {
+			return nil, FormatOTLPProto, err
+		}
 		var u ptrace.ProtoUnmarshaler
 		td, err := u.UnmarshalTraces(data)
 		if err == nil {
@@ -135,9 +158,28 @@ func Parse(data []byte) ([]model.Span, Format, error) {
 	return nil, "", fmt.Errorf("%w: input starts with %q; expected OTLP JSON or protobuf, Jaeger JSON or a Zipkin v2 JSON array", ErrUnrecognized, head)
 }
 
-// parseArray handles Zipkin v2 (an array of spans) and an array of Jaeger
-// trace objects.
+// parseArray handles Zipkin v2 (an array of spans, or the query API's
+// /api/v2/traces: an array of such arrays) and an array of Jaeger trace
+// objects.
 func parseArray(data []byte) ([]model.Span, Format, error) {
+	if inner := bytes.TrimLeft(data[1:], " \t\r\n"); len(inner) > 0 && inner[0] == '[' {
+		var traces []json.RawMessage
+		if err := json.Unmarshal(data, &traces); err != nil {
+			return nil, "", fmt.Errorf("%w: a JSON array of arrays, but not of Zipkin v2 traces: %v", ErrUnrecognized, err)
+		}
+		var spans []model.Span
+		for i, tr := range traces {
+			got, f, err := parseArray(tr)
+			if err != nil {
+				return spans, f, fmt.Errorf("trace %d: %w", i+1, err)
+			}
+			if f != FormatZipkinJSON {
+				return nil, f, fmt.Errorf("%w: trace %d of an array of arrays is %s, not Zipkin v2", ErrUnrecognized, i+1, f)
+			}
+			spans = append(spans, got...)
+		}
+		return spans, FormatZipkinJSON, nil
+	}
 	var elems []map[string]json.RawMessage
 	if err := json.Unmarshal(data, &elems); err != nil {
 		return nil, "", fmt.Errorf("%w: a JSON array, but not of span or trace objects: %v", ErrUnrecognized, err)
@@ -191,6 +233,12 @@ func parseObjects(data []byte) ([]model.Span, Format, error) {
 		case keys["resourceSpans"] != nil || keys["resource_spans"] != nil:
 			f = FormatOTLPJSON
 			got, err = otlpJSON(raw)
+		case keys["batches"] != nil || keys["trace"] != nil:
+			f = FormatTempoJSON
+			got, err = tempoJSON(raw, keys)
+		case keys["trace_id"] != nil && keys["spans"] != nil:
+			f = FormatTracedxJSON
+			got, err = tracedxJSON(raw)
 		case keys["result"] != nil:
 			// Jaeger api_v3 wraps OTLP JSON in {"result": …}.
 			f = FormatOTLPJSON
@@ -215,7 +263,7 @@ func parseObjects(data []byte) ([]model.Span, Format, error) {
 				names = append(names, k)
 			}
 			sort.Strings(names)
-			return nil, "", fmt.Errorf("%w: object %d has keys %v; expected resourceSpans (OTLP), data or spans (Jaeger)", ErrUnrecognized, n, names)
+			return nil, "", fmt.Errorf("%w: object %d has keys %v; expected resourceSpans (OTLP), batches or trace (Tempo), trace_id and spans (tracedx), data or spans (Jaeger)", ErrUnrecognized, n, names)
 		}
 		if err != nil {
 			return nil, f, fmt.Errorf("object %d: decode %s: %w", n, f, err)

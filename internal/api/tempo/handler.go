@@ -12,6 +12,7 @@ import (
 	"context"
 	"encoding/json"
 	"errors"
+	"fmt"
 	"log/slog"
 	"net/http"
 	"runtime"
@@ -46,6 +47,11 @@ type Options struct {
 	Logger  *slog.Logger
 	// Now is the clock (tests pin it).
 	Now func() time.Time
+	// QueryLimits bound the cost of a TraceQL query (zero: traceql.DefaultLimits).
+	QueryLimits traceql.Limits
+	// QueryTimeout is the time budget of one request; a query that runs
+	// out of it is answered 422 (0: 30s).
+	QueryTimeout time.Duration
 }
 
 func (o *Options) defaults() {
@@ -70,6 +76,12 @@ func (o *Options) defaults() {
 	if o.FindingKinds == nil {
 		o.FindingKinds = analyze.Kinds
 	}
+	if o.QueryLimits == (traceql.Limits{}) {
+		o.QueryLimits = traceql.DefaultLimits()
+	}
+	if o.QueryTimeout <= 0 {
+		o.QueryTimeout = 30 * time.Second
+	}
 }
 
 type handler struct {
@@ -88,6 +100,11 @@ func NewHandler(st store.Store, opts Options) http.Handler {
 		_, _ = w.Write([]byte("echo"))
 	})
 	h.mux.HandleFunc("GET /api/status/buildinfo", h.buildInfo)
+	// Tempo's readiness probe; Grafana and load balancers check it.
+	h.mux.HandleFunc("GET /ready", func(w http.ResponseWriter, _ *http.Request) {
+		w.Header().Set("Content-Type", "text/plain; charset=utf-8")
+		_, _ = w.Write([]byte("ready\n"))
+	})
 	h.mux.HandleFunc("GET /api/traces/{traceID}", h.traceV1)
 	h.mux.HandleFunc("GET /api/v2/traces/{traceID}", h.traceV2)
 	h.mux.HandleFunc("GET /api/search", h.search)
@@ -101,7 +118,18 @@ func NewHandler(st store.Store, opts Options) http.Handler {
 	return h
 }
 
-func (h *handler) ServeHTTP(w http.ResponseWriter, r *http.Request) { h.mux.ServeHTTP(w, r) }
+func (h *handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
+	ctx, cancel := context.WithTimeoutCause(r.Context(), h.opts.QueryTimeout, errBudget)
+	defer cancel()
+	h.mux.ServeHTTP(w, r.WithContext(ctx))
+}
+
+// errBudget is the cause of a request running out of QueryTimeout.
+var errBudget = errors.New("query time budget exhausted")
+
+func (h *handler) parse(text string) (*traceql.Query, error) {
+	return traceql.ParseLimited(text, h.opts.QueryLimits)
+}
 
 func (h *handler) buildInfo(w http.ResponseWriter, _ *http.Request) {
 	writeJSON(w, http.StatusOK, map[string]string{
@@ -123,9 +151,15 @@ func (e badRequest) Error() string { return e.msg }
 func (h *handler) fail(w http.ResponseWriter, r *http.Request, err error) {
 	var br badRequest
 	var se *traceql.SyntaxError
+	var le *traceql.LimitError
 	switch {
 	case errors.As(err, &br), errors.As(err, &se):
 		http.Error(w, err.Error(), http.StatusBadRequest)
+	case errors.As(err, &le):
+		http.Error(w, err.Error(), http.StatusUnprocessableEntity)
+	case errors.Is(context.Cause(r.Context()), errBudget):
+		http.Error(w, fmt.Sprintf("query too expensive: it ran out of its time budget of %s; narrow the time range or the query", h.opts.QueryTimeout),
+			http.StatusUnprocessableEntity)
 	case errors.Is(err, store.ErrNotFound):
 		http.Error(w, "trace not found", http.StatusNotFound)
 	case errors.Is(err, context.Canceled) && r.Context().Err() != nil:
