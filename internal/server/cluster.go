@@ -3,6 +3,7 @@ package server
 import (
 	"context"
 	"log/slog"
+	"net"
 	"net/http"
 	"path/filepath"
 	"time"
@@ -49,6 +50,19 @@ func clusterRing(cfg config.Config) (*cluster.Ring, error) {
 		return nil, nil
 	}
 	return cluster.NewRing(cfg.Cluster.Peers, cfg.Cluster.NodeID)
+}
+
+// withPeerHosts allows the peers' HTTP host names on this node's HTTP
+// listener (the Host check refuses names it does not know): peers query
+// each other by the names in the peer list.
+func withPeerHosts(cfg config.Config) []string {
+	hosts := append([]string(nil), cfg.Listen.AllowedHosts...)
+	for _, p := range cfg.Cluster.Peers {
+		if h, _, err := net.SplitHostPort(p.HTTP); err == nil && h != "" {
+			hosts = append(hosts, h)
+		}
+	}
+	return hosts
 }
 
 // clusterEngineOptions splits compaction and retention between the nodes

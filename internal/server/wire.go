@@ -122,6 +122,7 @@ func New(ctx context.Context, cfg config.Config, log *slog.Logger) (*Server, err
 	if err != nil {
 		return nil, err
 	}
+	cfg.Listen.AllowedHosts = withPeerHosts(cfg)
 	blocks, err := s.blockStorage(ctx, cfg, dir("traces"))
 	if err != nil {
 		return nil, err
