@@ -30,8 +30,27 @@ if ! command -v minio >/dev/null 2>&1; then
   echo "== minio: built in $(( $(date +%s) - start ))s"
 fi
 
+# A random high port nothing listens on (bash only: no python or curl
+# needed on a fresh machine).
 free_port() {
-  python3 -c 'import socket; s = socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])'
+  local p
+  while :; do
+    p=$(( 20000 + RANDOM % 40000 ))
+    if ! (exec 3<>"/dev/tcp/127.0.0.1/$p") 2>/dev/null; then
+      echo "$p"
+      return
+    fi
+  done
+}
+
+# minio_ready: GET /minio/health/ready answers 200.
+minio_ready() {
+  local status
+  exec 3<>"/dev/tcp/127.0.0.1/$api_port" 2>/dev/null || return 1
+  printf 'GET /minio/health/ready HTTP/1.0\r\nHost: 127.0.0.1\r\n\r\n' >&3
+  read -r _ status _ <&3 || status=
+  exec 3<&- 3>&-
+  [ "$status" = 200 ]
 }
 
 work=$(mktemp -d)
@@ -51,8 +70,8 @@ cleanup() {
 trap cleanup EXIT
 
 export TRACEDX_TEST_S3_ENDPOINT="http://127.0.0.1:$api_port"
-for _ in $(seq 1 100); do
-  if curl -fsS "$TRACEDX_TEST_S3_ENDPOINT/minio/health/ready" >/dev/null 2>&1; then
+for _ in $(seq 1 150); do
+  if minio_ready; then
     break
   fi
   if ! kill -0 "$minio_pid" 2>/dev/null; then
@@ -60,7 +79,7 @@ for _ in $(seq 1 100); do
   fi
   sleep 0.2
 done
-curl -fsS "$TRACEDX_TEST_S3_ENDPOINT/minio/health/ready" >/dev/null || { echo "minio not ready:"; cat "$work/minio.log"; exit 1; }
+minio_ready || { echo "minio not ready:"; cat "$work/minio.log"; exit 1; }
 echo "== minio ready at $TRACEDX_TEST_S3_ENDPOINT"
 
 echo "== engine suite, S3 storage and cluster packages on MinIO"
