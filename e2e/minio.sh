@@ -43,14 +43,15 @@ free_port() {
   done
 }
 
-# minio_ready: GET /minio/health/ready answers 200.
+# minio_ready: GET /minio/health/ready answers 200 (in a subshell, so the
+# connection and its error messages stay there).
 minio_ready() {
-  local status
-  exec 3<>"/dev/tcp/127.0.0.1/$api_port" 2>/dev/null || return 1
-  printf 'GET /minio/health/ready HTTP/1.0\r\nHost: 127.0.0.1\r\n\r\n' >&3
-  read -r _ status _ <&3 || status=
-  exec 3<&- 3>&-
-  [ "$status" = 200 ]
+  (
+    exec 3<>"/dev/tcp/127.0.0.1/$api_port" || exit 1
+    printf 'GET /minio/health/ready HTTP/1.0\r\nHost: 127.0.0.1\r\n\r\n' >&3
+    read -r _ status _ <&3
+    [ "$status" = 200 ]
+  ) 2>/dev/null
 }
 
 work=$(mktemp -d)
