@@ -9,7 +9,9 @@ import (
 	"flag"
 	"fmt"
 	"io"
+	"net"
 	"os"
+	"strings"
 	"time"
 
 	"gopkg.in/yaml.v3"
@@ -37,7 +39,36 @@ type Config struct {
 	// close to it instead of at twice the live heap. 0 derives it from
 	// storage.head_max_bytes unless GOMEMLIMIT is set; negative disables it.
 	MemoryLimit int64 `yaml:"memory_limit"`
+	// Auth names the bearer tokens every listener requires.
+	Auth Auth `yaml:"auth"`
+	// TLS, when a certificate is set, encrypts every listener.
+	TLS TLS `yaml:"tls"`
+	// InsecureListen allows listening on a non-loopback address without
+	// auth.token_file: anyone who reaches the port may then read and write
+	// everything.
+	InsecureListen bool `yaml:"insecure_listen"`
 }
+
+// Auth settings.
+type Auth struct {
+	// TokenFile lists the accepted bearer tokens, one per line
+	// ("token [tenant [read,write]]") or as YAML (tokens: [{token, tenant,
+	// scopes}]); re-read when it changes or on SIGHUP. Empty: no
+	// authentication.
+	TokenFile string `yaml:"token_file"`
+}
+
+// TLS settings of every listener (PEM files). The certificate and key are
+// re-read when they change.
+type TLS struct {
+	CertFile string `yaml:"cert_file"`
+	KeyFile  string `yaml:"key_file"`
+	// ClientCAFile, when set, requires client certificates signed by it (mTLS).
+	ClientCAFile string `yaml:"client_ca_file"`
+}
+
+// Enabled reports whether the listeners speak TLS.
+func (t TLS) Enabled() bool { return t.CertFile != "" }
 
 // Listen addresses. Defaults bind loopback only; an empty address disables
 // that listener.
@@ -184,6 +215,11 @@ func Load(args []string, usageOut *bytes.Buffer) (Config, error) {
 	fs.BoolVar(&f.Analysis.Enabled, "analysis", cfg.Analysis.Enabled, "run the per-trace detectors on completed traces")
 	fs.BoolVar(&f.Analytics.Enabled, "analytics", cfg.Analytics.Enabled, "compute the cross-trace analytics: RED metrics, service graph, baselines, systemic findings")
 	fs.Int64Var(&f.MemoryLimit, "memory-limit", cfg.MemoryLimit, "soft memory limit of the process in bytes; 0: GOMEMLIMIT if set, else storage.head_max_bytes*5/4 + 96 MiB; -1: none")
+	fs.StringVar(&f.Auth.TokenFile, "auth-token-file", cfg.Auth.TokenFile, "file of accepted bearer tokens (token [tenant [read,write]] per line, or YAML); empty: no authentication")
+	fs.StringVar(&f.TLS.CertFile, "tls-cert", cfg.TLS.CertFile, "PEM certificate of every listener; enables TLS (re-read when it changes)")
+	fs.StringVar(&f.TLS.KeyFile, "tls-key", cfg.TLS.KeyFile, "PEM private key of --tls-cert")
+	fs.StringVar(&f.TLS.ClientCAFile, "tls-client-ca", cfg.TLS.ClientCAFile, "PEM CA certificates client certificates must be signed by (mTLS); empty: no client certificates")
+	fs.BoolVar(&f.InsecureListen, "insecure-listen", cfg.InsecureListen, "allow non-loopback listen addresses without --auth-token-file")
 	if err := fs.Parse(args); err != nil {
 		return cfg, err
 	}
@@ -234,6 +270,16 @@ func Load(args []string, usageOut *bytes.Buffer) (Config, error) {
 			cfg.Analytics.Enabled = f.Analytics.Enabled
 		case "memory-limit":
 			cfg.MemoryLimit = f.MemoryLimit
+		case "auth-token-file":
+			cfg.Auth.TokenFile = f.Auth.TokenFile
+		case "tls-cert":
+			cfg.TLS.CertFile = f.TLS.CertFile
+		case "tls-key":
+			cfg.TLS.KeyFile = f.TLS.KeyFile
+		case "tls-client-ca":
+			cfg.TLS.ClientCAFile = f.TLS.ClientCAFile
+		case "insecure-listen":
+			cfg.InsecureListen = f.InsecureListen
 		}
 	})
 	return cfg, cfg.Validate()
@@ -309,5 +355,41 @@ func (c *Config) Validate() error {
 	default:
 		return fmt.Errorf("log_level %q: want debug, info, warn or error", c.LogLevel)
 	}
+	return c.validateSecurity()
+}
+
+// validateSecurity refuses half a TLS setup, and a listener others can
+// reach when nothing checks who they are.
+func (c *Config) validateSecurity() error {
+	if (c.TLS.CertFile == "") != (c.TLS.KeyFile == "") {
+		return errors.New("tls: set both cert_file and key_file (--tls-cert, --tls-key), or neither")
+	}
+	if c.TLS.ClientCAFile != "" && c.TLS.CertFile == "" {
+		return errors.New("tls.client_ca_file needs tls.cert_file and tls.key_file: client certificates are checked only over TLS")
+	}
+	if c.Auth.TokenFile != "" || c.InsecureListen {
+		return nil
+	}
+	for _, l := range []struct{ key, addr string }{{"otlp_grpc", c.Listen.OTLPGRPC}, {"otlp_http", c.Listen.OTLPHTTP},
+		{"zipkin", c.Listen.Zipkin}, {"http", c.Listen.HTTP}, {"tempo", c.Listen.Tempo}} {
+		if l.addr != "" && !Loopback(l.addr) {
+			return fmt.Errorf("listen.%s %q is reachable from other hosts, and without authentication anyone there could read and write every trace: "+
+				"set --auth-token-file (auth.token_file), or pass --insecure-listen (insecure_listen: true) to accept that", l.key, l.addr)
+		}
+	}
 	return nil
+}
+
+// Loopback reports whether a listen address binds only the loopback
+// interface. An empty host (":4317") binds every interface.
+func Loopback(addr string) bool {
+	host, _, err := net.SplitHostPort(addr)
+	if err != nil {
+		host = addr
+	}
+	if host == "localhost" {
+		return true
+	}
+	ip := net.ParseIP(strings.Trim(host, "[]"))
+	return ip != nil && ip.IsLoopback()
 }

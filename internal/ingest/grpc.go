@@ -24,7 +24,7 @@ const (
 )
 
 func (s *Server) newGRPCServer() *grpc.Server {
-	g := grpc.NewServer(
+	opts := []grpc.ServerOption{
 		grpc.MaxRecvMsgSize(int(s.cfg.MaxRequestBytes)),
 		grpc.MaxConcurrentStreams(uint32(s.cfg.MaxConcurrentRequests)),
 		// Export requests are a few hundred KB. With gRPC's default 64 KB
@@ -38,7 +38,8 @@ func (s *Server) newGRPCServer() *grpc.Server {
 		grpc.InitialConnWindowSize(grpcConnWindow),
 		grpc.ForceServerCodecV2(&idRepairCodec{delegate: encoding.GetCodecV2("proto"), s: s}),
 		grpc.KeepaliveEnforcementPolicy(keepalive.EnforcementPolicy{MinTime: 10 * time.Second, PermitWithoutStream: true}),
-	)
+	}
+	g := grpc.NewServer(append(opts, s.cfg.GRPCOptions...)...)
 	ptraceotlp.RegisterGRPCServer(g, &grpcTraces{s: s})
 	plogotlp.RegisterGRPCServer(g, &grpcLogs{s: s})
 	return g

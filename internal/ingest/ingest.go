@@ -110,6 +110,9 @@ func (s *Server) Start(ctx context.Context) error {
 			return nil, fmt.Errorf("ingest: listen %s on %s: %w", what, addr, err)
 		}
 		lns = append(lns, l)
+		if s.cfg.WrapListener != nil {
+			return s.cfg.WrapListener(l), nil
+		}
 		return l, nil
 	}
 	var grpcLn, httpLn, zipkinLn net.Listener
@@ -163,6 +166,9 @@ func (s *Server) serve(what, addr string, fn func() error) {
 func (s *Server) Errors() <-chan error { return s.serveErrs }
 
 func (s *Server) newHTTPServer(h http.Handler) *http.Server {
+	if s.cfg.HTTPMiddleware != nil {
+		h = s.cfg.HTTPMiddleware(h)
+	}
 	return &http.Server{
 		Handler:           h,
 		ReadHeaderTimeout: 10 * time.Second,

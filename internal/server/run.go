@@ -5,6 +5,7 @@ import (
 	"errors"
 	"io"
 	"log/slog"
+	"net"
 	"net/http"
 	"sync"
 
@@ -23,6 +24,8 @@ type Server struct {
 	store  store.Store
 	ingest *ingest.Server
 	http   []*httpService
+	// listenWrap wraps the HTTP listeners (TLS); nil: plain TCP.
+	listenWrap func(net.Listener) net.Listener
 
 	// background jobs run from Start until shutdown.
 	background []func(ctx context.Context)
@@ -44,7 +47,11 @@ func Run(ctx context.Context, cfg config.Config, logOut io.Writer) error {
 	if err := s.Start(ctx); err != nil {
 		return err
 	}
-	s.log.Info("tracedx ready", "ui", "http://"+s.Addr("http"), "otlp_grpc", s.Addr("otlp-grpc"),
+	scheme := "http://"
+	if cfg.TLS.Enabled() {
+		scheme = "https://"
+	}
+	s.log.Info("tracedx ready", "ui", scheme+s.Addr("http"), "otlp_grpc", s.Addr("otlp-grpc"),
 		"otlp_http", s.Addr("otlp-http"), "zipkin", s.Addr("zipkin"), "tempo", s.Addr("tempo"), "data_dir", cfg.DataDir)
 	return s.Wait(ctx)
 }
@@ -124,5 +131,5 @@ func (s *Server) addHTTP(name, addr string, h http.Handler) {
 	if addr == "" {
 		return
 	}
-	s.http = append(s.http, &httpService{name: name, addr: addr, handler: h})
+	s.http = append(s.http, &httpService{name: name, addr: addr, handler: h, wrap: s.listenWrap})
 }

@@ -45,6 +45,10 @@ func New(ctx context.Context, cfg config.Config, log *slog.Logger) (*Server, err
 	if err != nil {
 		return nil, err
 	}
+	sec, err := newSecurity(s, cfg)
+	if err != nil {
+		return nil, err
+	}
 
 	// Analytics first: the store's completion hook feeds them.
 	metrics, err := red.New(red.Options{Dir: dir("metrics"), Retention: cfg.Analysis.MetricsRetention, ExemplarLabel: cfg.Analytics.ExemplarLabel}, log.With("component", "red"))
@@ -136,14 +140,16 @@ func New(ctx context.Context, cfg config.Config, log *slog.Logger) (*Server, err
 		sink.observers = []func([]model.Span){metrics.Observe, graph.Observe,
 			func(spans []model.Span) { sys.ObserveSpans(timeNow(), spans) }}
 	}
-	in, err := ingest.New(ingest.Config{
+	inCfg := ingest.Config{
 		GRPCAddr:             cfg.Listen.OTLPGRPC,
 		HTTPAddr:             cfg.Listen.OTLPHTTP,
 		ZipkinAddr:           cfg.Listen.Zipkin,
 		MaxRequestBytes:      cfg.Ingest.MaxRequestBytes,
 		MaxSpansPerRequest:   cfg.Ingest.MaxSpansPerRequest,
 		MaxAttributesPerSpan: cfg.Ingest.MaxAttributes,
-	}, sink, logs, log, s.reg)
+	}
+	sec.ingestConfig(&inCfg)
+	in, err := ingest.New(inCfg, sink, logs, log, s.reg)
 	if err != nil {
 		return nil, err
 	}
@@ -197,9 +203,11 @@ func New(ctx context.Context, cfg config.Config, log *slog.Logger) (*Server, err
 		mux.Handle(web.TempoPrefix+"/", http.StripPrefix(web.TempoPrefix, th))
 	}
 	mux.Handle("/", uiHandler())
-	s.addHTTP("http", cfg.Listen.HTTP, withRecover(log, mux))
+	sec.routes(mux)
+	s.listenWrap = sec.wrap
+	s.addHTTP("http", cfg.Listen.HTTP, withRecover(log, sec.query(mux)))
 	if th != nil {
-		s.addHTTP("tempo", cfg.Listen.Tempo, withRecover(log, tempoWithGRPC(th)))
+		s.addHTTP("tempo", cfg.Listen.Tempo, withRecover(log, sec.query(tempoWithGRPC(th))))
 	}
 	s.background = append(s.background, pipe.run)
 	ok = true
