@@ -577,6 +577,9 @@ func (e *Engine) convertL0(ctx context.Context, in []*block) (*block, error) {
 				heap.Pop(h)
 			}
 		}
+		if e.drops.has(id) {
+			continue
+		}
 		if err := bb.addRawTrace(buf, n); err != nil {
 			return fail(fmt.Errorf("convert trace %s: %w", id, err))
 		}

@@ -1,0 +1,66 @@
+package engine
+
+import (
+	"sync"
+	"time"
+
+	"github.com/tracedx/tracedx/internal/model"
+)
+
+// dropSet holds the traces a tail-sampling decision dropped after they
+// completed. A completed trace is already in a level-0 block, and blocks
+// are immutable; so its spans are left out when that block is converted to
+// Parquet (or, if the decision came later, when Parquet blocks are next
+// merged). Entries expire after ttl: a decision that misses its
+// conversions just keeps the trace, as does a restart, which loses the
+// set (it fails towards keeping).
+type dropSet struct {
+	ttl time.Duration
+
+	mu      sync.Mutex
+	ids     map[model.TraceID]int64 // expiry, unix ns
+	removed uint64                  // traces left out of a compaction
+	sweep   int64                   // next expiry sweep, unix ns
+}
+
+func (d *dropSet) add(id model.TraceID, now time.Time) {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	if d.ids == nil {
+		d.ids = map[model.TraceID]int64{}
+	}
+	n := now.UnixNano()
+	d.ids[id] = n + int64(d.ttl)
+	if n >= d.sweep {
+		for k, exp := range d.ids {
+			if exp < n {
+				delete(d.ids, k)
+			}
+		}
+		d.sweep = n + int64(d.ttl)
+	}
+}
+
+// has reports whether id is dropped, counting it as removed when so.
+func (d *dropSet) has(id model.TraceID) bool {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	if _, ok := d.ids[id]; !ok {
+		return false
+	}
+	d.removed++
+	return true
+}
+
+func (d *dropSet) stats() (pending int, removed uint64) {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	return len(d.ids), d.removed
+}
+
+// Drop removes a completed trace from storage: its spans are left out
+// when the blocks holding them are next compacted, normally within
+// CompactInterval. Until then queries still find it. Spans that arrive
+// after Drop (a trace completed again) are only dropped when they are
+// compacted within the same window.
+func (e *Engine) Drop(id model.TraceID) { e.drops.add(id, time.Now()) }

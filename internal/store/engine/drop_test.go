@@ -1,0 +1,93 @@
+package engine
+
+import (
+	"context"
+	"errors"
+	"testing"
+
+	"github.com/tracedx/tracedx/internal/model"
+	"github.com/tracedx/tracedx/internal/store"
+)
+
+// A dropped trace leaves storage at the next compaction, whether its
+// level-0 block is converted after the decision or it was already in
+// Parquet; the other traces stay whole. Dropping every trace of a block
+// leaves an empty block, not an error.
+func TestDroppedTracesLeaveAtCompaction(t *testing.T) {
+	e := openT(t, testOpts(t.TempDir()))
+	defer e.Close()
+	ctx := context.Background()
+	g := newGen(11)
+	first := g.batch(300, 1_700_000_000e9, 5e6)
+	if err := e.Write(ctx, first); err != nil {
+		t.Fatal(err)
+	}
+	if err := e.Flush(ctx); err != nil {
+		t.Fatal(err)
+	}
+	byID := groupByTrace(first)
+	var ids []model.TraceID
+	for id := range byID {
+		ids = append(ids, id)
+	}
+	// Half dropped while still in a level-0 block.
+	dropped := map[model.TraceID]bool{}
+	for _, id := range ids[:len(ids)/2] {
+		e.Drop(id)
+		dropped[id] = true
+	}
+	if err := e.Compact(ctx); err != nil {
+		t.Fatal(err)
+	}
+	// One more dropped once already in Parquet: it goes at the next merge.
+	late := ids[len(ids)-1]
+	e.Drop(late)
+	dropped[late] = true
+	// More Parquet blocks, so they get merged; one of nothing but
+	// dropped traces.
+	for i := 0; i < compactMinBlocks; i++ {
+		more := g.batch(50, 1_700_000_100e9+uint64(i)*1e9, 5e6)
+		if err := e.Write(ctx, more); err != nil {
+			t.Fatal(err)
+		}
+		if err := e.Flush(ctx); err != nil {
+			t.Fatal(err)
+		}
+		for id, sp := range groupByTrace(more) {
+			if i == 0 {
+				e.Drop(id)
+				dropped[id] = true
+			}
+			byID[id] = sp
+		}
+		if err := e.Compact(ctx); err != nil {
+			t.Fatal(err)
+		}
+	}
+	for id, want := range byID {
+		got, err := e.Trace(ctx, id, store.TimeRange{})
+		if dropped[id] {
+			if !errors.Is(err, store.ErrNotFound) {
+				t.Errorf("dropped trace %s: %d spans, err %v", id, len(got), err)
+			}
+			continue
+		}
+		if err != nil {
+			t.Fatal(err)
+		}
+		sameSpans(t, want, got)
+	}
+	st := e.Stats()
+	if st.DroppedTracesTotal < uint64(len(ids)/2+1) {
+		t.Errorf("dropped total %d, want at least %d", st.DroppedTracesTotal, len(ids)/2+1)
+	}
+	keptSpans := 0
+	for id, sp := range byID {
+		if !dropped[id] {
+			keptSpans += len(sp)
+		}
+	}
+	if st.BlockSpans != int64(keptSpans) {
+		t.Errorf("blocks hold %d spans, want %d (the kept traces')", st.BlockSpans, keptSpans)
+	}
+}
