@@ -39,6 +39,11 @@ type Config struct {
 	// close to it instead of at twice the live heap. 0 derives it from
 	// storage.head_max_bytes unless GOMEMLIMIT is set; negative disables it.
 	MemoryLimit int64 `yaml:"memory_limit"`
+	// Sampling is tail sampling after diagnosis: which completed traces'
+	// spans are kept.
+	Sampling Sampling `yaml:"sampling"`
+	// Retention of what outlives the traces.
+	Retention Retention `yaml:"retention"`
 	// Auth names the bearer tokens every listener requires.
 	Auth Auth `yaml:"auth"`
 	// TLS, when a certificate is set, encrypts every listener.
@@ -47,6 +52,40 @@ type Config struct {
 	// auth.token_file: anyone who reaches the port may then read and write
 	// everything.
 	InsecureListen bool `yaml:"insecure_listen"`
+}
+
+// Sampling settings. Off, every trace is kept. On, a completed trace's
+// spans are kept when it has an error (keep_errors), a finding of at least
+// keep_findings severity, or took longer than keep_slower_than ("p50" or
+// "p95") of its endpoint's baseline; of the others, at least
+// min_per_endpoint_per_minute per endpoint and a share rate. RED metrics,
+// the service map, baselines and findings count every trace either way.
+type Sampling struct {
+	Enabled        bool    `yaml:"enabled"`
+	KeepErrors     bool    `yaml:"keep_errors"`
+	KeepFindings   string  `yaml:"keep_findings"`
+	KeepSlowerThan string  `yaml:"keep_slower_than"`
+	Rate           float64 `yaml:"rate"`
+	MinPerMinute   int     `yaml:"min_per_endpoint_per_minute"`
+}
+
+// Retention of sampled traces and findings. Traces in general are kept
+// for storage.retention, metrics and the service map for
+// analysis.metrics_retention.
+type Retention struct {
+	// KeptTraces replaces storage.retention while sampling is enabled:
+	// only kept traces stay in storage then.
+	KeptTraces time.Duration `yaml:"kept_traces"`
+	// Findings are kept this long, also after their trace is gone.
+	Findings time.Duration `yaml:"findings"`
+}
+
+// TraceRetention is how long the stored traces are kept.
+func (c *Config) TraceRetention() time.Duration {
+	if c.Sampling.Enabled {
+		return c.Retention.KeptTraces
+	}
+	return c.Storage.Retention
 }
 
 // Auth settings.
@@ -185,6 +224,8 @@ func Default() Config {
 		Analysis: Analysis{Enabled: true, MetricsRetention: 30 * 24 * time.Hour, QueueSpans: 8192, MaxCPUShare: 0.2},
 		Analytics: Analytics{Enabled: true, BaselineTracesPerSecond: 200, WholeTracesPerSecond: 100, ExemplarLabel: "traceID",
 			Baseline: Baseline{HalfLife: 24 * time.Hour, Window: 5 * time.Minute, AnomalyFactor: 2, AcceptAfter: 6 * time.Hour, ReleaseAfter: 30 * time.Minute}},
+		Sampling:  Sampling{KeepErrors: true, KeepFindings: "warning", KeepSlowerThan: "p95", Rate: 0.01, MinPerMinute: 1},
+		Retention: Retention{KeptTraces: 30 * 24 * time.Hour, Findings: 30 * 24 * time.Hour},
 	}
 }
 
@@ -215,6 +256,7 @@ func Load(args []string, usageOut *bytes.Buffer) (Config, error) {
 	fs.BoolVar(&f.Analysis.Enabled, "analysis", cfg.Analysis.Enabled, "run the per-trace detectors on completed traces")
 	fs.BoolVar(&f.Analytics.Enabled, "analytics", cfg.Analytics.Enabled, "compute the cross-trace analytics: RED metrics, service graph, baselines, systemic findings")
 	fs.Int64Var(&f.MemoryLimit, "memory-limit", cfg.MemoryLimit, "soft memory limit of the process in bytes; 0: GOMEMLIMIT if set, else storage.head_max_bytes*5/4 + 96 MiB; -1: none")
+	fs.BoolVar(&f.Sampling.Enabled, "sampling", cfg.Sampling.Enabled, "tail sampling: keep only traces with errors, findings or unusual latency, and sampling.rate of the rest")
 	fs.StringVar(&f.Auth.TokenFile, "auth-token-file", cfg.Auth.TokenFile, "file of accepted bearer tokens (token [tenant [read,write]] per line, or YAML); empty: no authentication")
 	fs.StringVar(&f.TLS.CertFile, "tls-cert", cfg.TLS.CertFile, "PEM certificate of every listener; enables TLS (re-read when it changes)")
 	fs.StringVar(&f.TLS.KeyFile, "tls-key", cfg.TLS.KeyFile, "PEM private key of --tls-cert")
@@ -270,6 +312,8 @@ func Load(args []string, usageOut *bytes.Buffer) (Config, error) {
 			cfg.Analytics.Enabled = f.Analytics.Enabled
 		case "memory-limit":
 			cfg.MemoryLimit = f.MemoryLimit
+		case "sampling":
+			cfg.Sampling.Enabled = f.Sampling.Enabled
 		case "auth-token-file":
 			cfg.Auth.TokenFile = f.Auth.TokenFile
 		case "tls-cert":
@@ -355,7 +399,37 @@ func (c *Config) Validate() error {
 	default:
 		return fmt.Errorf("log_level %q: want debug, info, warn or error", c.LogLevel)
 	}
+	if err := c.validateSampling(); err != nil {
+		return err
+	}
 	return c.validateSecurity()
+}
+
+func (c *Config) validateSampling() error {
+	sm := c.Sampling
+	switch sm.KeepFindings {
+	case "", "info", "warning", "critical":
+	default:
+		return fmt.Errorf("sampling.keep_findings %q: want info, warning, critical or empty", sm.KeepFindings)
+	}
+	switch sm.KeepSlowerThan {
+	case "", "p50", "p95":
+	default:
+		return fmt.Errorf("sampling.keep_slower_than %q: want p50, p95 or empty", sm.KeepSlowerThan)
+	}
+	if sm.Rate < 0 || sm.Rate > 1 {
+		return fmt.Errorf("sampling.rate %g: want a share between 0 and 1", sm.Rate)
+	}
+	if sm.MinPerMinute < 0 {
+		return errors.New("sampling.min_per_endpoint_per_minute must not be negative")
+	}
+	if sm.Enabled && !c.Analysis.Enabled {
+		return errors.New("sampling needs analysis.enabled: without the detectors a trace's findings could not keep it")
+	}
+	if c.Retention.KeptTraces < 0 || c.Retention.Findings < 0 {
+		return errors.New("retention.kept_traces and retention.findings must not be negative")
+	}
+	return nil
 }
 
 // validateSecurity refuses half a TLS setup, and a listener others can

@@ -79,7 +79,7 @@ func New(ctx context.Context, cfg config.Config, log *slog.Logger) (*Server, err
 
 	pipe := newPipeline(s, history)
 	pipe.detectors = detectors
-	fs, err := findingstore.Open(findingstore.Options{Dir: dir("findings"), SyncInterval: 200 * time.Millisecond, Logger: log})
+	fs, err := findingstore.Open(findingstore.Options{Dir: dir("findings"), Retention: cfg.Retention.Findings, SyncInterval: 200 * time.Millisecond, Logger: log})
 	if err != nil {
 		return nil, err
 	}
@@ -113,7 +113,7 @@ func New(ctx context.Context, cfg config.Config, log *slog.Logger) (*Server, err
 		SpanFlags:       spanFlags,
 		WantSpans:       wantSpans,
 		HeadMaxBytes:    cfg.Storage.HeadMaxBytes,
-		Retention:       cfg.Storage.Retention,
+		Retention:       cfg.TraceRetention(),
 		MaxDiskBytes:    cfg.Storage.MaxDiskBytes,
 		Logger:          log,
 	})
@@ -124,6 +124,7 @@ func New(ctx context.Context, cfg config.Config, log *slog.Logger) (*Server, err
 	pipe.openTraces, pipe.idle = eng.OpenTraces, cfg.Storage.TraceIdleTimeout
 	s.closers = append(s.closers, eng.Close)
 	s.reg.MustRegister(engineCollector{eng})
+	s.withSampling(pipe, history, eng)
 
 	logs, err := logstore.OpenWith(logstore.Options{Dir: dir("logs"), MaxTraces: 100_000,
 		Retention: cfg.Storage.Retention, KeepUncorrelated: cfg.Logs.KeepUncorrelated})
@@ -191,6 +192,7 @@ func New(ctx context.Context, cfg config.Config, log *slog.Logger) (*Server, err
 		Findings: pipe,
 		Routes:   routes,
 		Logger:   log.With("component", "api"),
+		Sampled:  pipe.sampledReason,
 	})
 	mux.Handle("/api/v1/", apiV1)
 	mux.Handle("/api/", jaegerAPI)
