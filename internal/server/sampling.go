@@ -35,3 +35,10 @@ func (p *pipeline) sampledReason(id model.TraceID) string {
 	}
 	return string(p.sampler.Reason(id))
 }
+
+// hasTrace tells the findings API whether a finding's trace is still
+// stored (the store opens after the findings store).
+func (s *Server) hasTrace(id model.TraceID) bool {
+	st, ok := s.store.(interface{ HasTrace(model.TraceID) bool })
+	return !ok || st.HasTrace(id)
+}

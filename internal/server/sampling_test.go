@@ -130,3 +130,45 @@ func TestTailSamplingKeepsWhatMatters(t *testing.T) {
 	}
 	t.Logf("kept %d of %d: %v", len(kept), n, kept)
 }
+
+// A finding outlives its trace: once the trace is gone from storage the
+// findings list still shows it, marked trace_available: false with a note.
+func TestFindingOutlivesItsTrace(t *testing.T) {
+	s := startServer(t, func(c *config.Config) { c.Storage.TraceIdleTimeout = 100 * time.Millisecond })
+	spans := slowOrder(0, time.Now().Add(-time.Minute))
+	id := spans[0].TraceID
+	postSpans(t, s, spans)
+	type listed struct {
+		Findings []struct {
+			Kind           string         `json:"kind"`
+			TraceID        string         `json:"trace_id"`
+			TraceAvailable *bool          `json:"trace_available"`
+			TraceNote      string         `json:"trace_note"`
+			Evidence       map[string]any `json:"evidence"`
+		} `json:"findings"`
+	}
+	var l listed
+	for deadline := time.Now().Add(20 * time.Second); len(l.Findings) == 0; time.Sleep(100 * time.Millisecond) {
+		if time.Now().After(deadline) {
+			t.Fatal("no finding stored")
+		}
+		getJSON(t, s, "/api/v1/findings?service=orders", &l)
+	}
+	f := l.Findings[0]
+	if f.TraceID != id.String() || f.TraceAvailable == nil || !*f.TraceAvailable || f.TraceNote != "" {
+		t.Fatalf("while the trace is stored: %+v", f)
+	}
+	eng := s.Store().(*engine.Engine)
+	if err := eng.Flush(context.Background()); err != nil {
+		t.Fatal(err)
+	}
+	eng.Drop(id) // as retention or sampling would remove it
+	if err := eng.Compact(context.Background()); err != nil {
+		t.Fatal(err)
+	}
+	getJSON(t, s, "/api/v1/findings?service=orders", &l)
+	f = l.Findings[0]
+	if f.TraceAvailable == nil || *f.TraceAvailable || !strings.Contains(f.TraceNote, "no longer stored") || f.Kind != "slow_query" || len(f.Evidence) == 0 {
+		t.Fatalf("after the trace is gone: %+v", f)
+	}
+}

@@ -79,7 +79,8 @@ func New(ctx context.Context, cfg config.Config, log *slog.Logger) (*Server, err
 
 	pipe := newPipeline(s, history)
 	pipe.detectors = detectors
-	fs, err := findingstore.Open(findingstore.Options{Dir: dir("findings"), Retention: cfg.Retention.Findings, SyncInterval: 200 * time.Millisecond, Logger: log})
+	fs, err := findingstore.Open(findingstore.Options{Dir: dir("findings"), Retention: cfg.Retention.Findings, SyncInterval: 200 * time.Millisecond, Logger: log,
+		TraceAvailable: s.hasTrace})
 	if err != nil {
 		return nil, err
 	}

@@ -64,3 +64,24 @@ func (d *dropSet) stats() (pending int, removed uint64) {
 // after Drop (a trace completed again) are only dropped when they are
 // compacted within the same window.
 func (e *Engine) Drop(id model.TraceID) { e.drops.add(id, time.Now()) }
+
+// HasTrace reports whether any span of the trace is stored, from the
+// in-memory indexes alone (no block is read).
+func (e *Engine) HasTrace(id model.TraceID) bool {
+	e.mu.RLock()
+	defer e.mu.RUnlock()
+	if e.head.get(id) != nil {
+		return true
+	}
+	for _, m := range e.flushing {
+		if m[id] != nil {
+			return true
+		}
+	}
+	for _, b := range e.blocks {
+		if b.idx.find(id) >= 0 {
+			return true
+		}
+	}
+	return false
+}
