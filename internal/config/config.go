@@ -44,6 +44,8 @@ type Config struct {
 	Sampling Sampling `yaml:"sampling"`
 	// Retention of what outlives the traces.
 	Retention Retention `yaml:"retention"`
+	// Multitenancy keeps tenants' data apart (X-Scope-OrgID).
+	Multitenancy Multitenancy `yaml:"multitenancy"`
 	// Auth names the bearer tokens every listener requires.
 	Auth Auth `yaml:"auth"`
 	// TLS, when a certificate is set, encrypts every listener.
@@ -67,6 +69,9 @@ type Sampling struct {
 	KeepSlowerThan string  `yaml:"keep_slower_than"`
 	Rate           float64 `yaml:"rate"`
 	MinPerMinute   int     `yaml:"min_per_endpoint_per_minute"`
+	// MaxFindingTracesPerMinute caps the traces one finding kind keeps per
+	// endpoint per minute (0: no cap); the findings are all stored.
+	MaxFindingTracesPerMinute int `yaml:"max_finding_traces_per_minute"`
 }
 
 // Retention of sampled traces and findings. Traces in general are kept
@@ -86,6 +91,46 @@ func (c *Config) TraceRetention() time.Duration {
 		return c.Retention.KeptTraces
 	}
 	return c.Storage.Retention
+}
+
+// Multitenancy settings. Enabled, every request names its tenant
+// (X-Scope-OrgID, or the tenant of its token), and each tenant gets its own
+// storage, analysis, metrics, baselines and findings under
+// data_dir/tenants/<id>, opened on first use.
+type Multitenancy struct {
+	Enabled bool `yaml:"enabled"`
+	// Limits apply to every tenant; Tenants overrides them per tenant id
+	// (fields left at 0 keep Limits').
+	Limits  TenantLimits            `yaml:"limits"`
+	Tenants map[string]TenantLimits `yaml:"tenants"`
+}
+
+// TenantLimits bound one tenant.
+type TenantLimits struct {
+	// IngestSpansPerSecond refuses spans beyond this rate with a retryable
+	// error (0: no limit).
+	IngestSpansPerSecond float64 `yaml:"ingest_spans_per_second"`
+	// MaxSpansPerTrace drops spans of a trace beyond this count (0: no limit).
+	MaxSpansPerTrace int `yaml:"max_spans_per_trace"`
+	// Retention of the tenant's traces (0: the server's).
+	Retention time.Duration `yaml:"retention"`
+}
+
+// LimitsOf returns the limits of tenant id.
+func (m *Multitenancy) LimitsOf(id string) TenantLimits {
+	l := m.Limits
+	if o, ok := m.Tenants[id]; ok {
+		if o.IngestSpansPerSecond != 0 {
+			l.IngestSpansPerSecond = o.IngestSpansPerSecond
+		}
+		if o.MaxSpansPerTrace != 0 {
+			l.MaxSpansPerTrace = o.MaxSpansPerTrace
+		}
+		if o.Retention != 0 {
+			l.Retention = o.Retention
+		}
+	}
+	return l
 }
 
 // Auth settings.
@@ -257,6 +302,7 @@ func Load(args []string, usageOut *bytes.Buffer) (Config, error) {
 	fs.BoolVar(&f.Analytics.Enabled, "analytics", cfg.Analytics.Enabled, "compute the cross-trace analytics: RED metrics, service graph, baselines, systemic findings")
 	fs.Int64Var(&f.MemoryLimit, "memory-limit", cfg.MemoryLimit, "soft memory limit of the process in bytes; 0: GOMEMLIMIT if set, else storage.head_max_bytes*5/4 + 96 MiB; -1: none")
 	fs.BoolVar(&f.Sampling.Enabled, "sampling", cfg.Sampling.Enabled, "tail sampling: keep only traces with errors, findings or unusual latency, and sampling.rate of the rest")
+	fs.BoolVar(&f.Multitenancy.Enabled, "multitenancy", cfg.Multitenancy.Enabled, "keep tenants apart: every request names its tenant (X-Scope-OrgID or its token's)")
 	fs.StringVar(&f.Auth.TokenFile, "auth-token-file", cfg.Auth.TokenFile, "file of accepted bearer tokens (token [tenant [read,write]] per line, or YAML); empty: no authentication")
 	fs.StringVar(&f.TLS.CertFile, "tls-cert", cfg.TLS.CertFile, "PEM certificate of every listener; enables TLS (re-read when it changes)")
 	fs.StringVar(&f.TLS.KeyFile, "tls-key", cfg.TLS.KeyFile, "PEM private key of --tls-cert")
@@ -314,6 +360,8 @@ func Load(args []string, usageOut *bytes.Buffer) (Config, error) {
 			cfg.MemoryLimit = f.MemoryLimit
 		case "sampling":
 			cfg.Sampling.Enabled = f.Sampling.Enabled
+		case "multitenancy":
+			cfg.Multitenancy.Enabled = f.Multitenancy.Enabled
 		case "auth-token-file":
 			cfg.Auth.TokenFile = f.Auth.TokenFile
 		case "tls-cert":
@@ -420,11 +468,19 @@ func (c *Config) validateSampling() error {
 	if sm.Rate < 0 || sm.Rate > 1 {
 		return fmt.Errorf("sampling.rate %g: want a share between 0 and 1", sm.Rate)
 	}
-	if sm.MinPerMinute < 0 {
-		return errors.New("sampling.min_per_endpoint_per_minute must not be negative")
+	if sm.MinPerMinute < 0 || sm.MaxFindingTracesPerMinute < 0 {
+		return errors.New("sampling.min_per_endpoint_per_minute and max_finding_traces_per_minute must not be negative")
 	}
 	if sm.Enabled && !c.Analysis.Enabled {
 		return errors.New("sampling needs analysis.enabled: without the detectors a trace's findings could not keep it")
+	}
+	for id, l := range c.Multitenancy.Tenants {
+		if l.IngestSpansPerSecond < 0 || l.MaxSpansPerTrace < 0 || l.Retention < 0 {
+			return fmt.Errorf("multitenancy.tenants.%s: limits must not be negative", id)
+		}
+	}
+	if l := c.Multitenancy.Limits; l.IngestSpansPerSecond < 0 || l.MaxSpansPerTrace < 0 || l.Retention < 0 {
+		return errors.New("multitenancy.limits must not be negative")
 	}
 	if c.Retention.KeptTraces < 0 || c.Retention.Findings < 0 {
 		return errors.New("retention.kept_traces and retention.findings must not be negative")

@@ -53,6 +53,11 @@ type Policy struct {
 	// MinPerMinute keeps at least this many traces per endpoint (root
 	// service and operation) per minute.
 	MinPerMinute int
+	// MaxFindingTracesPerMinute, when > 0, caps the traces a finding kind
+	// keeps per endpoint per minute: a standing problem (an N+1 on every
+	// request) keeps examples, not every trace. The findings themselves are
+	// all stored either way. 0: every trace with a finding is kept.
+	MaxFindingTracesPerMinute int
 }
 
 // Baselines gives an endpoint's usual duration (baseline.Baselines).
@@ -84,6 +89,7 @@ type Sampler struct {
 	mu       sync.Mutex
 	minute   int64
 	perEP    map[string]int // traces kept this minute per endpoint
+	perKind  map[string]int // traces kept this minute per endpoint and finding kind
 	recent   map[model.TraceID]Reason
 	ring     []model.TraceID // recent's ids, oldest evicted first
 	ringNext int
@@ -92,7 +98,7 @@ type Sampler struct {
 // New returns a sampler remembering the reasons of the last remember
 // traces, and registers its counter with reg (nil: none).
 func New(p Policy, b Baselines, remember int, reg prometheus.Registerer) *Sampler {
-	s := &Sampler{policy: p, baselines: b, perEP: map[string]int{},
+	s := &Sampler{policy: p, baselines: b, perEP: map[string]int{}, perKind: map[string]int{},
 		recent: make(map[model.TraceID]Reason, remember), ring: make([]model.TraceID, max(remember, 1)),
 		decisions: prometheus.NewCounterVec(prometheus.CounterOpts{Name: "tracedx_sampling_decisions_total",
 			Help: "Completed traces by tail-sampling decision: the reason a trace was kept, or dropped."}, []string{"reason"})}
@@ -111,7 +117,10 @@ func (s *Sampler) Decide(t Trace, now time.Time) Reason {
 	ep := t.Service + "\x00" + t.Operation
 	s.mu.Lock()
 	if m := now.Unix() / 60; m != s.minute {
-		s.minute, s.perEP = m, map[string]int{}
+		s.minute, s.perEP, s.perKind = m, map[string]int{}, map[string]int{}
+	}
+	if r == Finding && s.policy.MaxFindingTracesPerMinute > 0 && !s.takeFindingSlot(ep, t.Findings) {
+		r = Dropped
 	}
 	switch {
 	case r != Dropped:
@@ -127,6 +136,22 @@ func (s *Sampler) Decide(t Trace, now time.Time) Reason {
 	s.mu.Unlock()
 	s.decisions.WithLabelValues(string(r)).Inc()
 	return r
+}
+
+// takeFindingSlot reports whether one of the trace's qualifying finding
+// kinds still has room this minute on its endpoint, and takes it.
+func (s *Sampler) takeFindingSlot(ep string, findings []analyze.Finding) bool {
+	for _, f := range findings {
+		if f.Severity.Rank() < s.policy.KeepFindings.Rank() {
+			continue
+		}
+		k := ep + "\x00" + f.Kind
+		if s.perKind[k] < s.policy.MaxFindingTracesPerMinute {
+			s.perKind[k]++
+			return true
+		}
+	}
+	return false
 }
 
 // judge applies the reasons that hold whatever else was kept.

@@ -118,3 +118,35 @@ func counterValue(t *testing.T, s *Sampler, reason string) float64 {
 	}
 	return m.GetCounter().GetValue()
 }
+
+// A standing problem keeps examples, not every trace: with a cap, each
+// finding kind keeps that many traces per endpoint per minute.
+func TestFindingTracesCappedPerKindAndEndpoint(t *testing.T) {
+	p := policy
+	p.MaxFindingTracesPerMinute, p.Rate, p.MinPerMinute = 3, 0, 0
+	s := New(p, nil, 100, nil)
+	rng := rand.New(rand.NewPCG(7, 8))
+	now := time.Unix(1_800_000_000, 0)
+	nPlusOne := []analyze.Finding{{Kind: "n_plus_one_query", Severity: analyze.SeverityWarning}}
+	decide := func(op string, fs []analyze.Finding, at time.Time) Reason {
+		return s.Decide(Trace{ID: randomID(rng), Service: "orders", Operation: op, Analysed: true, Findings: fs}, at)
+	}
+	kept := 0
+	for range 10 {
+		if decide("GET /orders", nPlusOne, now) == Finding {
+			kept++
+		}
+	}
+	if kept != 3 {
+		t.Errorf("kept %d traces of a standing N+1, want the cap of 3", kept)
+	}
+	if r := decide("GET /orders", []analyze.Finding{{Kind: "slow_query", Severity: analyze.SeverityCritical}}, now); r != Finding {
+		t.Errorf("another kind on the same endpoint: %s", r)
+	}
+	if r := decide("GET /customers", nPlusOne, now); r != Finding {
+		t.Errorf("the same kind on another endpoint: %s", r)
+	}
+	if r := decide("GET /orders", nPlusOne, now.Add(time.Minute)); r != Finding {
+		t.Errorf("next minute: %s", r)
+	}
+}

@@ -21,7 +21,8 @@ func (s *Server) withSampling(p *pipeline, b sampling.Baselines, eng *engine.Eng
 		return
 	}
 	p.sampler = sampling.New(sampling.Policy{KeepErrors: sc.KeepErrors, KeepFindings: analyze.Severity(sc.KeepFindings),
-		KeepSlowerThan: sc.KeepSlowerThan, Rate: sc.Rate, MinPerMinute: sc.MinPerMinute}, b, rememberedDecisions, s.reg)
+		KeepSlowerThan: sc.KeepSlowerThan, Rate: sc.Rate, MinPerMinute: sc.MinPerMinute,
+		MaxFindingTracesPerMinute: sc.MaxFindingTracesPerMinute}, b, rememberedDecisions, s.reg)
 	p.drop = eng.Drop
 	s.reg.MustRegister(prometheus.NewCounterFunc(prometheus.CounterOpts{Name: "tracedx_store_sampled_out_traces_total",
 		Help: "Traces (or late fragments) left out of compacted blocks because sampling dropped them."},

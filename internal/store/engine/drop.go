@@ -41,6 +41,20 @@ func (d *dropSet) add(id model.TraceID, now time.Time) {
 	}
 }
 
+// revive cancels the drop of traces that get new spans: late spans
+// complete the trace again, and its next decision sees them with the
+// earlier ones only if those are still stored.
+func (d *dropSet) revive(spans []model.Span) {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	if len(d.ids) == 0 {
+		return
+	}
+	for i := range spans {
+		delete(d.ids, spans[i].TraceID)
+	}
+}
+
 // has reports whether id is dropped, counting it as removed when so.
 func (d *dropSet) has(id model.TraceID) bool {
 	d.mu.Lock()
@@ -60,9 +74,10 @@ func (d *dropSet) stats() (pending int, removed uint64) {
 
 // Drop removes a completed trace from storage: its spans are left out
 // when the blocks holding them are next compacted, normally within
-// CompactInterval. Until then queries still find it. Spans that arrive
-// after Drop (a trace completed again) are only dropped when they are
-// compacted within the same window.
+// CompactInterval. Until then queries still find it. New spans of the
+// trace written before that cancel the drop (the trace completes again
+// and is decided again); spans arriving after its compaction find their
+// earlier spans gone.
 func (e *Engine) Drop(id model.TraceID) { e.drops.add(id, time.Now()) }
 
 // HasTrace reports whether any span of the trace is stored, from the

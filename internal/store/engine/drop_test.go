@@ -91,3 +91,40 @@ func TestDroppedTracesLeaveAtCompaction(t *testing.T) {
 		t.Errorf("blocks hold %d spans, want %d (the kept traces')", st.BlockSpans, keptSpans)
 	}
 }
+
+// Late spans of a dropped trace, arriving before its compaction, cancel
+// the drop: the trace completes again and is decided again, whole.
+func TestLateSpansCancelADrop(t *testing.T) {
+	e := openT(t, testOpts(t.TempDir()))
+	defer e.Close()
+	ctx := context.Background()
+	spans := newGen(12).batch(4, 1_700_000_000e9, 5e6)
+	if err := e.Write(ctx, spans[:len(spans)-1]); err != nil {
+		t.Fatal(err)
+	}
+	if err := e.Flush(ctx); err != nil {
+		t.Fatal(err)
+	}
+	late := spans[len(spans)-1]
+	e.Drop(late.TraceID)
+	if err := e.Write(ctx, []model.Span{late}); err != nil {
+		t.Fatal(err)
+	}
+	if err := e.Flush(ctx); err != nil {
+		t.Fatal(err)
+	}
+	if err := e.Compact(ctx); err != nil {
+		t.Fatal(err)
+	}
+	var want []model.Span
+	for _, sp := range spans {
+		if sp.TraceID == late.TraceID {
+			want = append(want, sp)
+		}
+	}
+	got, err := e.Trace(ctx, late.TraceID, store.TimeRange{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	sameSpans(t, want, got)
+}

@@ -456,6 +456,7 @@ func (e *Engine) Write(ctx context.Context, spans []model.Span) error {
 	if e.closed.Load() {
 		return errors.New("store closed")
 	}
+	e.drops.revive(spans)
 	// Traces being written to a block still occupy memory until the block
 	// is published, so they count against the budget too.
 	hb := e.head.bytes.Load() + e.flushingBytes.Load()
