@@ -26,6 +26,12 @@ type Server struct {
 	http   []*httpService
 	// listenWrap wraps the HTTP listeners (TLS); nil: plain TCP.
 	listenWrap func(net.Listener) net.Listener
+	// sink and logSink take ingested spans and logs (a tenant's instance
+	// is fed through them by the outer server).
+	sink    ingest.Sink
+	logSink ingest.LogSink
+	// tenants lists the opened tenants (multitenancy only).
+	tenants func() []string
 
 	// background jobs run from Start until shutdown.
 	background []func(ctx context.Context)
@@ -90,6 +96,12 @@ func (s *Server) Start(ctx context.Context) error {
 	if err := s.ingest.Start(ctx); err != nil {
 		return err
 	}
+	s.startBackground(ctx)
+	return nil
+}
+
+// startBackground starts the background jobs; they run until Close.
+func (s *Server) startBackground(ctx context.Context) {
 	bgCtx, cancel := context.WithCancel(context.WithoutCancel(ctx))
 	s.cancel = cancel
 	for _, job := range s.background {
@@ -99,7 +111,6 @@ func (s *Server) Start(ctx context.Context) error {
 			job(bgCtx)
 		}()
 	}
-	return nil
 }
 
 // Wait serves the HTTP listeners until ctx ends, then stops ingest first so

@@ -32,6 +32,9 @@ var timeNow = time.Now
 
 // New opens storage and builds every part; Start binds the listeners.
 func New(ctx context.Context, cfg config.Config, log *slog.Logger) (*Server, error) {
+	if cfg.Multitenancy.Enabled {
+		return newMultiTenant(ctx, cfg, log)
+	}
 	s := &Server{cfg: cfg, log: log, reg: newRegistry()}
 	ok := false
 	defer func() {
@@ -142,15 +145,9 @@ func New(ctx context.Context, cfg config.Config, log *slog.Logger) (*Server, err
 		sink.observers = []func([]model.Span){metrics.Observe, graph.Observe,
 			func(spans []model.Span) { sys.ObserveSpans(timeNow(), spans) }}
 	}
-	inCfg := ingest.Config{
-		GRPCAddr:             cfg.Listen.OTLPGRPC,
-		HTTPAddr:             cfg.Listen.OTLPHTTP,
-		ZipkinAddr:           cfg.Listen.Zipkin,
-		MaxRequestBytes:      cfg.Ingest.MaxRequestBytes,
-		MaxSpansPerRequest:   cfg.Ingest.MaxSpansPerRequest,
-		MaxAttributesPerSpan: cfg.Ingest.MaxAttributes,
-	}
+	inCfg := ingestConfigOf(cfg)
 	sec.ingestConfig(&inCfg)
+	s.sink, s.logSink = sink, logs
 	in, err := ingest.New(inCfg, sink, logs, log, s.reg)
 	if err != nil {
 		return nil, err
