@@ -128,3 +128,62 @@ func TestLateSpansCancelADrop(t *testing.T) {
 	}
 	sameSpans(t, want, got)
 }
+
+// Blocks converted while traces are dropped catalogue the traces kept (a
+// reopened engine, which reads catalogs from the blocks, lists their
+// services and operations) and not the dropped ones' operations.
+func TestCatalogOfAThinnedBlockIsTheKeptTraces(t *testing.T) {
+	dir := t.TempDir()
+	e := openT(t, testOpts(dir))
+	ctx := context.Background()
+	keep := newGen(13).batch(20, 1_700_000_000e9, 5e6)
+	drop := newGen(14).batch(20, 1_700_000_000e9, 5e6)
+	for i := range drop {
+		drop[i].Name = "dropped-op-" + drop[i].Name
+	}
+	if err := e.Write(ctx, append(append([]model.Span{}, keep...), drop...)); err != nil {
+		t.Fatal(err)
+	}
+	if err := e.Flush(ctx); err != nil {
+		t.Fatal(err)
+	}
+	for id := range groupByTrace(drop) {
+		e.Drop(id)
+	}
+	if err := e.Compact(ctx); err != nil {
+		t.Fatal(err)
+	}
+	e.Close()
+	e = openT(t, testOpts(dir))
+	defer e.Close()
+	// Nor does the write-ahead log bring a dropped trace back.
+	if _, err := e.Trace(ctx, drop[0].TraceID, store.TimeRange{}); !errors.Is(err, store.ErrNotFound) {
+		t.Errorf("dropped trace after reopening: %v", err)
+	}
+	wantOps := map[string]bool{}
+	for _, sp := range keep {
+		wantOps[sp.Service+"/"+sp.Name] = true
+	}
+	svcs, err := e.Services(ctx, store.TimeRange{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	listed := map[string]bool{}
+	for _, svc := range svcs {
+		ops, err := e.Operations(ctx, svc, store.TimeRange{})
+		if err != nil {
+			t.Fatal(err)
+		}
+		for _, op := range ops {
+			if !wantOps[svc+"/"+op.Name] {
+				t.Errorf("catalog lists %s/%s, not an operation of a kept trace", svc, op.Name)
+			}
+			listed[svc+"/"+op.Name] = true
+		}
+	}
+	for op := range wantOps {
+		if !listed[op] {
+			t.Errorf("kept operation %s missing from the catalog", op)
+		}
+	}
+}
