@@ -130,7 +130,17 @@ func newMultiTenant(ctx context.Context, cfg config.Config, log *slog.Logger) (*
 	mux := http.NewServeMux()
 	mux.HandleFunc("GET /healthz", func(w http.ResponseWriter, _ *http.Request) { _, _ = w.Write([]byte("ok\n")) })
 	sec.routes(mux)
-	mux.Handle("/", route("http"))
+	tenantHTTP, processMetrics := route("http"), metricsHandler(s.reg)
+	// /metrics without a tenant is the operator's: process and ingest
+	// metrics. With one, the tenant's own series.
+	mux.Handle("GET /metrics", http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if id, _ := auth.FromContext(r.Context()); id.Tenant == "" && r.Header.Get(tenant.Header) == "" {
+			processMetrics.ServeHTTP(w, r)
+			return
+		}
+		tenantHTTP.ServeHTTP(w, r)
+	}))
+	mux.Handle("/", tenantHTTP)
 	s.listenWrap = sec.wrap
 	s.addHTTP("http", cfg.Listen.HTTP, withRecover(log, sec.query(mux)))
 	s.addHTTP("tempo", cfg.Listen.Tempo, withRecover(log, sec.query(route("tempo"))))
@@ -218,8 +228,10 @@ func (r *spanRate) allow(n int, now time.Time) bool {
 	return true
 }
 
-// spanCountWindow is how long spans of a trace are counted together.
-const spanCountWindow = 10 * time.Minute
+// spanCountWindow is how long spans of a trace are counted together: the
+// counts start afresh each window, so memory stays at the traces of one
+// window (a trace spanning two may keep up to twice the limit).
+const spanCountWindow = time.Minute
 
 // trimTraces drops the spans of traces beyond maxSpans.
 func (r *spanRate) trimTraces(spans []model.Span) []model.Span {

@@ -156,10 +156,17 @@ func TestTenantsAreKeptApart(t *testing.T) {
 			token, org string
 			want       int
 		}{{"", "", 401}, {"wrong-token-0123456789", "a", 401}, {tokenAny, "", 401}, {tokenB, "a", 403}} {
+			if strings.HasSuffix(u, "/metrics") && c.token == tokenAny && c.org == "" {
+				continue // the operator's /metrics, below
+			}
 			if code, _ := call(t, "GET", u, c.token, c.org, nil); code != c.want {
 				t.Errorf("GET %s with token %q, org %q: %d, want %d", u, c.token, c.org, code, c.want)
 			}
 		}
+	}
+	// /metrics without any tenant is the process's: no tenant's series.
+	if code, body := call(t, "GET", base+"/metrics", tokenAny, "", nil); code != 200 || !strings.Contains(body, "go_goroutines") || strings.Contains(body, `service="orders"`) {
+		t.Errorf("operator /metrics: %d, %.300s", code, body)
 	}
 	// Tenant b's own data is there for b.
 	if code, body := call(t, "GET", base+"/api/v1/traces/"+idB, tokenB, "", nil); code != 200 || !strings.Contains(body, "frontend") {
