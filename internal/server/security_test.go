@@ -4,6 +4,8 @@ import (
 	"context"
 	"crypto/tls"
 	"encoding/json"
+	"errors"
+	"io"
 	"net/http"
 	"net/http/cookiejar"
 	"net/url"
@@ -26,6 +28,7 @@ import (
 	"google.golang.org/grpc/metadata"
 	"google.golang.org/grpc/status"
 
+	"github.com/tracedx/tracedx/internal/api/tempo/tempopb"
 	"github.com/tracedx/tracedx/internal/config"
 	"github.com/tracedx/tracedx/internal/tlsutil/tlstest"
 )
@@ -237,5 +240,45 @@ func TestGRPCIngestCodes(t *testing.T) {
 		if status.Code(err) != want {
 			t.Errorf("token %q: %v, want %s", token, err, want)
 		}
+	}
+}
+
+// Grafana streams Tempo searches over gRPC to the Tempo port: over TLS,
+// without a token it gets codes.Unauthenticated, with a read token
+// the search runs.
+func TestTempoGRPCStreamingNeedsAToken(t *testing.T) {
+	s, clientTLS := secureServer(t)
+	search := func(token string) error {
+		conn, err := grpc.NewClient(s.Addr("tempo"), grpc.WithTransportCredentials(credentials.NewTLS(clientTLS)))
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer conn.Close()
+		ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+		defer cancel()
+		if token != "" {
+			ctx = metadata.AppendToOutgoingContext(ctx, "authorization", "Bearer "+token)
+		}
+		stream, err := tempopb.NewStreamingQuerierClient(conn).Search(ctx, &tempopb.SearchRequest{Query: "{}", Start: uint32(time.Now().Add(-time.Hour).Unix()), End: uint32(time.Now().Unix())})
+		if err != nil {
+			return err
+		}
+		for {
+			if _, err := stream.Recv(); err != nil {
+				if errors.Is(err, io.EOF) {
+					return nil
+				}
+				return err
+			}
+		}
+	}
+	if err := search(""); status.Code(err) != codes.Unauthenticated {
+		t.Errorf("without a token: %v", err)
+	}
+	if err := search(testWriteToken); status.Code(err) != codes.PermissionDenied {
+		t.Errorf("with a write token: %v", err)
+	}
+	if err := search(testReadToken); err != nil {
+		t.Errorf("with a read token: %v", err)
 	}
 }

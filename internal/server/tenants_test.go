@@ -2,6 +2,7 @@ package server
 
 import (
 	"bytes"
+	"context"
 	"encoding/binary"
 	"io"
 	"net/http"
@@ -14,6 +15,12 @@ import (
 	"time"
 
 	"go.opentelemetry.io/collector/pdata/ptrace"
+	"go.opentelemetry.io/collector/pdata/ptrace/ptraceotlp"
+	"google.golang.org/grpc"
+	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/credentials/insecure"
+	"google.golang.org/grpc/metadata"
+	"google.golang.org/grpc/status"
 
 	"github.com/tracedx/tracedx/internal/config"
 	"github.com/tracedx/tracedx/internal/model"
@@ -213,5 +220,43 @@ func TestTenantLimits(t *testing.T) {
 		if time.Now().After(deadline) {
 			t.Fatalf("b's trace: %d %s", code, body)
 		}
+	}
+}
+
+// OTLP/gRPC names the tenant in x-scope-orgid metadata.
+func TestTenantOfGRPCIngest(t *testing.T) {
+	s := multiTenantServer(t, func(c *config.Config) { c.Listen.OTLPGRPC = "127.0.0.1:0" })
+	conn, err := grpc.NewClient(s.Addr("otlp-grpc"), grpc.WithTransportCredentials(insecure.NewCredentials()))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer conn.Close()
+	spans := checkoutCalls(1, time.Minute, time.Now())
+	export := func(md ...string) error {
+		ctx := metadata.AppendToOutgoingContext(context.Background(), md...)
+		req := ptraceotlp.NewExportRequestFromTraces(otlpconv.ToTraces(spans))
+		_, err := ptraceotlp.NewGRPCClient(conn).Export(ctx, req)
+		return err
+	}
+	if err := export("authorization", "Bearer "+tokenAny); status.Code(err) != codes.Unauthenticated {
+		t.Errorf("no tenant: %v", err)
+	}
+	if err := export("authorization", "Bearer "+tokenA, "x-scope-orgid", "b"); status.Code(err) != codes.PermissionDenied {
+		t.Errorf("token of a, tenant b: %v", err)
+	}
+	if err := export("authorization", "Bearer "+tokenAny, "x-scope-orgid", "b"); err != nil {
+		t.Fatalf("tenant b: %v", err)
+	}
+	u := "http://" + s.Addr("http") + "/api/v1/traces/" + spans[0].TraceID.String()
+	for deadline := time.Now().Add(10 * time.Second); ; time.Sleep(50 * time.Millisecond) {
+		if code, _ := call(t, "GET", u, tokenB, "", nil); code == 200 {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatal("tenant b's trace never readable")
+		}
+	}
+	if code, _ := call(t, "GET", u, tokenA, "", nil); code != 404 {
+		t.Errorf("tenant a reads b's trace: %d", code)
 	}
 }
