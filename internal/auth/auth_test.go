@@ -6,8 +6,10 @@ import (
 	"net/http/httptest"
 	"net/url"
 	"os"
+	"os/signal"
 	"path/filepath"
 	"strings"
+	"syscall"
 	"testing"
 	"time"
 
@@ -216,5 +218,34 @@ func TestGRPCInterceptorCodes(t *testing.T) {
 	}
 	if id, err := call(metadata.Pairs("authorization", "Bearer "+writer)); err != nil || id.Tenant != "acme" {
 		t.Errorf("write token: %v %+v", err, id)
+	}
+}
+
+// SIGHUP reloads the file at once (the poll interval here is an hour).
+func TestReloadOnSIGHUP(t *testing.T) {
+	// Our own subscription keeps SIGHUP from ending the test process
+	// before Watch subscribes.
+	own := make(chan os.Signal, 16)
+	signal.Notify(own, syscall.SIGHUP)
+	defer signal.Stop(own)
+	path := tokenFile(t, writer+"\n")
+	tk, err := Load(path, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	go tk.Watch(ctx, time.Hour)
+	if err := os.WriteFile(path, []byte(reader+"\n"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	for end := time.Now().Add(5 * time.Second); ; time.Sleep(50 * time.Millisecond) {
+		if _, ok := tk.Check(reader); ok {
+			break
+		}
+		if time.Now().After(end) {
+			t.Fatal("SIGHUP did not reload the token file")
+		}
+		_ = syscall.Kill(os.Getpid(), syscall.SIGHUP)
 	}
 }

@@ -68,7 +68,10 @@ type Sampling struct {
 	KeepFindings   string  `yaml:"keep_findings"`
 	KeepSlowerThan string  `yaml:"keep_slower_than"`
 	Rate           float64 `yaml:"rate"`
-	MinPerMinute   int     `yaml:"min_per_endpoint_per_minute"`
+	// EndpointRates overrides rate per endpoint ("service operation" of
+	// the root span, e.g. "checkout POST /api/checkout": 0.1).
+	EndpointRates map[string]float64 `yaml:"endpoint_rates"`
+	MinPerMinute  int                `yaml:"min_per_endpoint_per_minute"`
 	// MaxFindingTracesPerMinute caps the traces one finding kind keeps per
 	// endpoint per minute (0: no cap); the findings are all stored.
 	MaxFindingTracesPerMinute int `yaml:"max_finding_traces_per_minute"`
@@ -467,6 +470,11 @@ func (c *Config) validateSampling() error {
 	}
 	if sm.Rate < 0 || sm.Rate > 1 {
 		return fmt.Errorf("sampling.rate %g: want a share between 0 and 1", sm.Rate)
+	}
+	for ep, r := range sm.EndpointRates {
+		if r < 0 || r > 1 {
+			return fmt.Errorf("sampling.endpoint_rates[%q] %g: want a share between 0 and 1", ep, r)
+		}
 	}
 	if sm.MinPerMinute < 0 || sm.MaxFindingTracesPerMinute < 0 {
 		return errors.New("sampling.min_per_endpoint_per_minute and max_finding_traces_per_minute must not be negative")

@@ -50,6 +50,9 @@ type Policy struct {
 	// Rate is the share of the other traces kept, decided by trace id so
 	// every node would agree.
 	Rate float64
+	// EndpointRates overrides Rate per endpoint, keyed "service operation"
+	// of the root span.
+	EndpointRates map[string]float64
 	// MinPerMinute keeps at least this many traces per endpoint (root
 	// service and operation) per minute.
 	MinPerMinute int
@@ -126,7 +129,7 @@ func (s *Sampler) Decide(t Trace, now time.Time) Reason {
 	case r != Dropped:
 	case s.perEP[ep] < s.policy.MinPerMinute:
 		r = EndpointMinimum
-	case s.inRate(t.ID):
+	case s.inRate(t.ID, s.rateOf(t)):
 		r = Rate
 	}
 	if r != Dropped {
@@ -186,8 +189,15 @@ func (s *Sampler) judge(t Trace) Reason {
 
 // inRate uses the random low half of a W3C trace id, so the choice is
 // uniform and the same wherever it is made.
-func (s *Sampler) inRate(id model.TraceID) bool {
-	return s.policy.Rate > 0 && float64(binary.LittleEndian.Uint64(id[8:]))/(1<<64) < s.policy.Rate
+func (s *Sampler) inRate(id model.TraceID, rate float64) bool {
+	return rate > 0 && float64(binary.LittleEndian.Uint64(id[8:]))/(1<<64) < rate
+}
+
+func (s *Sampler) rateOf(t Trace) float64 {
+	if r, ok := s.policy.EndpointRates[t.Service+" "+t.Operation]; ok {
+		return r
+	}
+	return s.policy.Rate
 }
 
 func (s *Sampler) remember(id model.TraceID, r Reason) {

@@ -150,3 +150,30 @@ func TestFindingTracesCappedPerKindAndEndpoint(t *testing.T) {
 		t.Errorf("next minute: %s", r)
 	}
 }
+
+// An endpoint's own rate replaces the general one.
+func TestEndpointRates(t *testing.T) {
+	p := policy
+	p.MinPerMinute, p.EndpointRates = 0, map[string]float64{"api POST /checkout": 0.5, "api GET /health": 0}
+	s := New(p, nil, 10, nil)
+	rng := rand.New(rand.NewPCG(9, 10))
+	now := time.Unix(1_800_000_000, 0)
+	count := func(op string) int {
+		kept := 0
+		for range 10_000 {
+			if s.Decide(Trace{ID: randomID(rng), Service: "api", Operation: op, Analysed: true}, now) == Rate {
+				kept++
+			}
+		}
+		return kept
+	}
+	if n := count("POST /checkout"); n < 4700 || n > 5300 {
+		t.Errorf("checkout kept %d of 10000, want about half", n)
+	}
+	if n := count("GET /health"); n != 0 {
+		t.Errorf("health kept %d, want none", n)
+	}
+	if n := count("GET /cart"); n < 60 || n > 140 {
+		t.Errorf("cart kept %d of 10000, want about 1 %%", n)
+	}
+}

@@ -21,7 +21,7 @@ func (s *Server) withSampling(p *pipeline, b sampling.Baselines, eng *engine.Eng
 		return
 	}
 	p.sampler = sampling.New(sampling.Policy{KeepErrors: sc.KeepErrors, KeepFindings: analyze.Severity(sc.KeepFindings),
-		KeepSlowerThan: sc.KeepSlowerThan, Rate: sc.Rate, MinPerMinute: sc.MinPerMinute,
+		KeepSlowerThan: sc.KeepSlowerThan, Rate: sc.Rate, EndpointRates: sc.EndpointRates, MinPerMinute: sc.MinPerMinute,
 		MaxFindingTracesPerMinute: sc.MaxFindingTracesPerMinute}, b, rememberedDecisions, s.reg)
 	p.drop = eng.Drop
 	s.reg.MustRegister(prometheus.NewCounterFunc(prometheus.CounterOpts{Name: "tracedx_store_sampled_out_traces_total",
