@@ -30,8 +30,6 @@ type Server struct {
 	// is fed through them by the outer server).
 	sink    ingest.Sink
 	logSink ingest.LogSink
-	// tenants lists the opened tenants (multitenancy only).
-	tenants func() []string
 
 	// background jobs run from Start until shutdown.
 	background []func(ctx context.Context)

@@ -94,7 +94,6 @@ func newMultiTenant(ctx context.Context, cfg config.Config, log *slog.Logger) (*
 			}
 		}
 	}
-	s.tenants = router.IDs
 
 	sink := &tenantSink{router: router}
 	inCfg := ingestConfigOf(cfg)

@@ -260,3 +260,20 @@ func TestTenantOfGRPCIngest(t *testing.T) {
 		t.Errorf("tenant a reads b's trace: %d", code)
 	}
 }
+
+// A tenant's instance: its own directory, its retention limit, no
+// listeners of its own and no second layer of tokens.
+func TestTenantConfig(t *testing.T) {
+	cfg := config.Default()
+	cfg.DataDir = "/data"
+	cfg.Auth.TokenFile = "/etc/tokens"
+	cfg.Multitenancy = config.Multitenancy{Enabled: true, Limits: config.TenantLimits{Retention: 24 * time.Hour},
+		Tenants: map[string]config.TenantLimits{"b": {Retention: 72 * time.Hour}}}
+	a, b := tenantConfig(cfg, "a"), tenantConfig(cfg, "b")
+	if a.DataDir != filepath.Join("/data", "tenants", "a") || a.Storage.Retention != 24*time.Hour || b.Storage.Retention != 72*time.Hour {
+		t.Errorf("a: %s %v, b: %v", a.DataDir, a.Storage.Retention, b.Storage.Retention)
+	}
+	if a.Multitenancy.Enabled || a.Auth.TokenFile != "" || a.Listen.OTLPGRPC != "" || a.Listen.HTTP != inProcess {
+		t.Errorf("tenant instance config: %+v", a)
+	}
+}
