@@ -9,6 +9,7 @@ import (
 	"flag"
 	"fmt"
 	"io"
+	"net"
 	"os"
 	"strings"
 	"time"
@@ -42,6 +43,21 @@ type Config struct {
 	// Alerting evaluates alert rules and notifies Alertmanager and
 	// webhooks (docs/alerting.md).
 	Alerting Alerting `yaml:"alerting"`
+	// Sampling is tail sampling after diagnosis: which completed traces'
+	// spans are kept.
+	Sampling Sampling `yaml:"sampling"`
+	// Retention of what outlives the traces.
+	Retention Retention `yaml:"retention"`
+	// Multitenancy keeps tenants' data apart (X-Scope-OrgID).
+	Multitenancy Multitenancy `yaml:"multitenancy"`
+	// Auth names the bearer tokens every listener requires.
+	Auth Auth `yaml:"auth"`
+	// TLS, when a certificate is set, encrypts every listener.
+	TLS TLS `yaml:"tls"`
+	// InsecureListen allows listening on a non-loopback address without
+	// auth.token_file: anyone who reaches the port may then read and write
+	// everything.
+	InsecureListen bool `yaml:"insecure_listen"`
 }
 
 // Alerting settings. Rules are kept as raw YAML so the alerting package
@@ -82,6 +98,107 @@ func (l *stringList) Set(v string) error {
 	*l = append(*l, v)
 	return nil
 }
+
+// Sampling settings. Off, every trace is kept. On, a completed trace's
+// spans are kept when it has an error (keep_errors), a finding of at least
+// keep_findings severity, or took longer than keep_slower_than ("p50" or
+// "p95") of its endpoint's baseline; of the others, at least
+// min_per_endpoint_per_minute per endpoint and a share rate. RED metrics,
+// the service map, baselines and findings count every trace either way.
+type Sampling struct {
+	Enabled        bool    `yaml:"enabled"`
+	KeepErrors     bool    `yaml:"keep_errors"`
+	KeepFindings   string  `yaml:"keep_findings"`
+	KeepSlowerThan string  `yaml:"keep_slower_than"`
+	Rate           float64 `yaml:"rate"`
+	// EndpointRates overrides rate per endpoint ("service operation" of
+	// the root span, e.g. "checkout POST /api/checkout": 0.1).
+	EndpointRates map[string]float64 `yaml:"endpoint_rates"`
+	MinPerMinute  int                `yaml:"min_per_endpoint_per_minute"`
+	// MaxFindingTracesPerMinute caps the traces one finding kind keeps per
+	// endpoint per minute (0: no cap); the findings are all stored.
+	MaxFindingTracesPerMinute int `yaml:"max_finding_traces_per_minute"`
+}
+
+// Retention of sampled traces and findings. Traces in general are kept
+// for storage.retention, metrics and the service map for
+// analysis.metrics_retention.
+type Retention struct {
+	// KeptTraces replaces storage.retention while sampling is enabled:
+	// only kept traces stay in storage then.
+	KeptTraces time.Duration `yaml:"kept_traces"`
+	// Findings are kept this long, also after their trace is gone.
+	Findings time.Duration `yaml:"findings"`
+}
+
+// TraceRetention is how long the stored traces are kept.
+func (c *Config) TraceRetention() time.Duration {
+	if c.Sampling.Enabled {
+		return c.Retention.KeptTraces
+	}
+	return c.Storage.Retention
+}
+
+// Multitenancy settings. Enabled, every request names its tenant
+// (X-Scope-OrgID, or the tenant of its token), and each tenant gets its own
+// storage, analysis, metrics, baselines and findings under
+// data_dir/tenants/<id>, opened on first use.
+type Multitenancy struct {
+	Enabled bool `yaml:"enabled"`
+	// Limits apply to every tenant; Tenants overrides them per tenant id
+	// (fields left at 0 keep Limits').
+	Limits  TenantLimits            `yaml:"limits"`
+	Tenants map[string]TenantLimits `yaml:"tenants"`
+}
+
+// TenantLimits bound one tenant.
+type TenantLimits struct {
+	// IngestSpansPerSecond refuses spans beyond this rate with a retryable
+	// error (0: no limit).
+	IngestSpansPerSecond float64 `yaml:"ingest_spans_per_second"`
+	// MaxSpansPerTrace drops spans of a trace beyond this count (0: no limit).
+	MaxSpansPerTrace int `yaml:"max_spans_per_trace"`
+	// Retention of the tenant's traces (0: the server's).
+	Retention time.Duration `yaml:"retention"`
+}
+
+// LimitsOf returns the limits of tenant id.
+func (m *Multitenancy) LimitsOf(id string) TenantLimits {
+	l := m.Limits
+	if o, ok := m.Tenants[id]; ok {
+		if o.IngestSpansPerSecond != 0 {
+			l.IngestSpansPerSecond = o.IngestSpansPerSecond
+		}
+		if o.MaxSpansPerTrace != 0 {
+			l.MaxSpansPerTrace = o.MaxSpansPerTrace
+		}
+		if o.Retention != 0 {
+			l.Retention = o.Retention
+		}
+	}
+	return l
+}
+
+// Auth settings.
+type Auth struct {
+	// TokenFile lists the accepted bearer tokens, one per line
+	// ("token [tenant [read,write]]") or as YAML (tokens: [{token, tenant,
+	// scopes}]); re-read when it changes or on SIGHUP. Empty: no
+	// authentication.
+	TokenFile string `yaml:"token_file"`
+}
+
+// TLS settings of every listener (PEM files). The certificate and key are
+// re-read when they change.
+type TLS struct {
+	CertFile string `yaml:"cert_file"`
+	KeyFile  string `yaml:"key_file"`
+	// ClientCAFile, when set, requires client certificates signed by it (mTLS).
+	ClientCAFile string `yaml:"client_ca_file"`
+}
+
+// Enabled reports whether the listeners speak TLS.
+func (t TLS) Enabled() bool { return t.CertFile != "" }
 
 // Listen addresses. Defaults bind loopback only; an empty address disables
 // that listener.
@@ -235,7 +352,9 @@ func Default() Config {
 		Analysis: Analysis{Enabled: true, MetricsRetention: 30 * 24 * time.Hour, QueueSpans: 8192, MaxCPUShare: 0.2},
 		Analytics: Analytics{Enabled: true, BaselineTracesPerSecond: 200, WholeTracesPerSecond: 100, ExemplarLabel: "traceID",
 			Baseline: Baseline{HalfLife: 24 * time.Hour, Window: 5 * time.Minute, AnomalyFactor: 2, AcceptAfter: 6 * time.Hour, ReleaseAfter: 30 * time.Minute}},
-		Alerting: Alerting{Enabled: true, Interval: 15 * time.Second, ResendInterval: time.Minute, DefaultRules: true, QueueSize: 64},
+		Alerting:  Alerting{Enabled: true, Interval: 15 * time.Second, ResendInterval: time.Minute, DefaultRules: true, QueueSize: 64},
+		Sampling:  Sampling{KeepErrors: true, KeepFindings: "warning", KeepSlowerThan: "p95", Rate: 0.01, MinPerMinute: 1},
+		Retention: Retention{KeptTraces: 30 * 24 * time.Hour, Findings: 30 * 24 * time.Hour},
 	}
 }
 
@@ -271,6 +390,13 @@ func Load(args []string, usageOut *bytes.Buffer) (Config, error) {
 	var amURLs stringList
 	fs.Var(&amURLs, "alertmanager-url", "Alertmanager to notify, e.g. http://localhost:9093 (repeat for several)")
 	fs.BoolVar(&f.Alerting.Enabled, "alerting", cfg.Alerting.Enabled, "evaluate alert rules and send notifications")
+	fs.BoolVar(&f.Sampling.Enabled, "sampling", cfg.Sampling.Enabled, "tail sampling: keep only traces with errors, findings or unusual latency, and sampling.rate of the rest")
+	fs.BoolVar(&f.Multitenancy.Enabled, "multitenancy", cfg.Multitenancy.Enabled, "keep tenants apart: every request names its tenant (X-Scope-OrgID or its token's)")
+	fs.StringVar(&f.Auth.TokenFile, "auth-token-file", cfg.Auth.TokenFile, "file of accepted bearer tokens (token [tenant [read,write]] per line, or YAML); empty: no authentication")
+	fs.StringVar(&f.TLS.CertFile, "tls-cert", cfg.TLS.CertFile, "PEM certificate of every listener; enables TLS (re-read when it changes)")
+	fs.StringVar(&f.TLS.KeyFile, "tls-key", cfg.TLS.KeyFile, "PEM private key of --tls-cert")
+	fs.StringVar(&f.TLS.ClientCAFile, "tls-client-ca", cfg.TLS.ClientCAFile, "PEM CA certificates client certificates must be signed by (mTLS); empty: no client certificates")
+	fs.BoolVar(&f.InsecureListen, "insecure-listen", cfg.InsecureListen, "allow non-loopback listen addresses without --auth-token-file")
 	if err := fs.Parse(args); err != nil {
 		return cfg, err
 	}
@@ -329,6 +455,20 @@ func Load(args []string, usageOut *bytes.Buffer) (Config, error) {
 			cfg.Alerting.Enabled = f.Alerting.Enabled
 		case "allowed-hosts":
 			cfg.Listen.AllowedHosts = splitList(*allowedHosts)
+		case "sampling":
+			cfg.Sampling.Enabled = f.Sampling.Enabled
+		case "multitenancy":
+			cfg.Multitenancy.Enabled = f.Multitenancy.Enabled
+		case "auth-token-file":
+			cfg.Auth.TokenFile = f.Auth.TokenFile
+		case "tls-cert":
+			cfg.TLS.CertFile = f.TLS.CertFile
+		case "tls-key":
+			cfg.TLS.KeyFile = f.TLS.KeyFile
+		case "tls-client-ca":
+			cfg.TLS.ClientCAFile = f.TLS.ClientCAFile
+		case "insecure-listen":
+			cfg.InsecureListen = f.InsecureListen
 		}
 	})
 	return cfg, cfg.Validate()
@@ -457,5 +597,84 @@ func (c *Config) Validate() error {
 	default:
 		return fmt.Errorf("log_level %q: want debug, info, warn or error", c.LogLevel)
 	}
+	if err := c.validateSampling(); err != nil {
+		return err
+	}
+	return c.validateSecurity()
+}
+
+func (c *Config) validateSampling() error {
+	sm := c.Sampling
+	switch sm.KeepFindings {
+	case "", "info", "warning", "critical":
+	default:
+		return fmt.Errorf("sampling.keep_findings %q: want info, warning, critical or empty", sm.KeepFindings)
+	}
+	switch sm.KeepSlowerThan {
+	case "", "p50", "p95":
+	default:
+		return fmt.Errorf("sampling.keep_slower_than %q: want p50, p95 or empty", sm.KeepSlowerThan)
+	}
+	if sm.Rate < 0 || sm.Rate > 1 {
+		return fmt.Errorf("sampling.rate %g: want a share between 0 and 1", sm.Rate)
+	}
+	for ep, r := range sm.EndpointRates {
+		if r < 0 || r > 1 {
+			return fmt.Errorf("sampling.endpoint_rates[%q] %g: want a share between 0 and 1", ep, r)
+		}
+	}
+	if sm.MinPerMinute < 0 || sm.MaxFindingTracesPerMinute < 0 {
+		return errors.New("sampling.min_per_endpoint_per_minute and max_finding_traces_per_minute must not be negative")
+	}
+	if sm.Enabled && !c.Analysis.Enabled {
+		return errors.New("sampling needs analysis.enabled: without the detectors a trace's findings could not keep it")
+	}
+	for id, l := range c.Multitenancy.Tenants {
+		if l.IngestSpansPerSecond < 0 || l.MaxSpansPerTrace < 0 || l.Retention < 0 {
+			return fmt.Errorf("multitenancy.tenants.%s: limits must not be negative", id)
+		}
+	}
+	if l := c.Multitenancy.Limits; l.IngestSpansPerSecond < 0 || l.MaxSpansPerTrace < 0 || l.Retention < 0 {
+		return errors.New("multitenancy.limits must not be negative")
+	}
+	if c.Retention.KeptTraces < 0 || c.Retention.Findings < 0 {
+		return errors.New("retention.kept_traces and retention.findings must not be negative")
+	}
 	return nil
+}
+
+// validateSecurity refuses half a TLS setup, and a listener others can
+// reach when nothing checks who they are.
+func (c *Config) validateSecurity() error {
+	if (c.TLS.CertFile == "") != (c.TLS.KeyFile == "") {
+		return errors.New("tls: set both cert_file and key_file (--tls-cert, --tls-key), or neither")
+	}
+	if c.TLS.ClientCAFile != "" && c.TLS.CertFile == "" {
+		return errors.New("tls.client_ca_file needs tls.cert_file and tls.key_file: client certificates are checked only over TLS")
+	}
+	if c.Auth.TokenFile != "" || c.InsecureListen {
+		return nil
+	}
+	for _, l := range []struct{ key, addr string }{{"otlp_grpc", c.Listen.OTLPGRPC}, {"otlp_http", c.Listen.OTLPHTTP},
+		{"zipkin", c.Listen.Zipkin}, {"http", c.Listen.HTTP}, {"tempo", c.Listen.Tempo}} {
+		if l.addr != "" && !Loopback(l.addr) {
+			return fmt.Errorf("listen.%s %q is reachable from other hosts, and without authentication anyone there could read and write every trace: "+
+				"set --auth-token-file (auth.token_file), or pass --insecure-listen (insecure_listen: true) to accept that", l.key, l.addr)
+		}
+	}
+	return nil
+}
+
+// Loopback reports whether a listen address binds only the loopback
+// interface. An empty host (":4317") binds every interface.
+func Loopback(addr string) bool {
+	host, _, err := net.SplitHostPort(addr)
+	if err != nil {
+		host = addr
+	}
+	if host == "localhost" {
+		return true
+	}
+	ip := net.ParseIP(strings.Trim(host, "[]"))
+	return ip != nil && ip.IsLoopback()
 }

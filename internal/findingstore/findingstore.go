@@ -44,6 +44,11 @@ type Stored struct {
 	Systemic bool   `json:"systemic,omitempty"`
 	// ID is assigned by the store, increasing in insertion order.
 	ID uint64 `json:"id"`
+	// TraceAvailable, in list answers when Options.TraceAvailable is set,
+	// says whether the finding's trace is still stored; when not,
+	// TraceNote says so and the finding's evidence is what remains.
+	TraceAvailable *bool  `json:"trace_available,omitempty"`
+	TraceNote      string `json:"trace_note,omitempty"`
 }
 
 // Options configure a Store.
@@ -60,6 +65,10 @@ type Options struct {
 	// findings on power loss (they can be recomputed from the spans) for
 	// one fsync per interval instead of one per trace.
 	SyncInterval time.Duration
+	// TraceAvailable, when set, tells whether a trace is still stored, so
+	// list answers can mark findings whose trace retention or sampling
+	// removed.
+	TraceAvailable func(model.TraceID) bool
 	// Now is the clock (tests); default time.Now.
 	Now    func() time.Time
 	Logger *slog.Logger

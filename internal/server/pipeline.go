@@ -19,6 +19,7 @@ import (
 	"github.com/tracedx/tracedx/internal/baseline"
 	"github.com/tracedx/tracedx/internal/config"
 	"github.com/tracedx/tracedx/internal/model"
+	"github.com/tracedx/tracedx/internal/sampling"
 	"github.com/tracedx/tracedx/internal/store/engine"
 	"github.com/tracedx/tracedx/internal/systemic"
 )
@@ -83,6 +84,10 @@ type pipeline struct {
 	keepBits                atomic.Uint64 // float64: share of traces fully processed
 	findings                findingSink
 	detectors               []analyze.Detector // nil: the defaults
+	// sampler, when set, decides after analysis whether a trace's spans
+	// stay; drop removes those it does not keep.
+	sampler *sampling.Sampler
+	drop    func(model.TraceID)
 
 	// worker-only state
 	lastTick          time.Time
@@ -244,14 +249,17 @@ func (p *pipeline) process(ctx context.Context, c engine.CompletedTrace) {
 	if !full {
 		p.shed.Add(1)
 	}
-	if p.analysis && full && spans != nil {
-		res := p.analyze(spans)
+	var res analyze.Result
+	analysed := p.analysis && full && spans != nil
+	if analysed {
+		res = p.analyze(spans)
 		if p.findings != nil {
 			if err := p.findings.putTrace(ctx, spans, res); err != nil {
 				p.log.Warn("storing findings", "trace_id", res.TraceID, "err", err)
 			}
 		}
 	}
+	p.sample(c, analysed, res.Findings)
 	if !p.analytics {
 		return
 	}
@@ -265,6 +273,19 @@ func (p *pipeline) process(ctx context.Context, c engine.CompletedTrace) {
 	// Traces decoded for their flags alone would bias the baselines.
 	if full && (sampled || (p.analysis && spans != nil)) && p.baseline.keep(time.Now(), p.rng) {
 		p.history.ObserveTrace(spans)
+	}
+}
+
+// sample applies tail sampling to a completed trace once its findings are
+// known; everything that counts traces has seen it or sees it anyway.
+func (p *pipeline) sample(c engine.CompletedTrace, analysed bool, findings []analyze.Finding) {
+	if p.sampler == nil {
+		return
+	}
+	r := p.sampler.Decide(sampling.Trace{ID: c.ID, Service: c.Summary.RootService, Operation: c.Summary.RootName,
+		Duration: time.Duration(c.Summary.DurationNano()), Errors: c.Summary.ErrorCount, Analysed: analysed, Findings: findings}, timeNow())
+	if r == sampling.Dropped && p.drop != nil {
+		p.drop(c.ID)
 	}
 }
 

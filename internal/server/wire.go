@@ -35,6 +35,9 @@ var timeNow = time.Now
 
 // New opens storage and builds every part; Start binds the listeners.
 func New(ctx context.Context, cfg config.Config, log *slog.Logger) (*Server, error) {
+	if cfg.Multitenancy.Enabled {
+		return newMultiTenant(ctx, cfg, log)
+	}
 	s := &Server{cfg: cfg, log: log, reg: newRegistry()}
 	ok := false
 	defer func() {
@@ -49,6 +52,10 @@ func New(ctx context.Context, cfg config.Config, log *slog.Logger) (*Server, err
 		return nil, err
 	}
 	alertRules, err := alertRulesOf(cfg.Alerting)
+	if err != nil {
+		return nil, err
+	}
+	sec, err := newSecurity(s, cfg)
 	if err != nil {
 		return nil, err
 	}
@@ -82,7 +89,8 @@ func New(ctx context.Context, cfg config.Config, log *slog.Logger) (*Server, err
 
 	pipe := newPipeline(s, history)
 	pipe.detectors = detectors
-	fs, err := findingstore.Open(findingstore.Options{Dir: dir("findings"), SyncInterval: 200 * time.Millisecond, Logger: log})
+	fs, err := findingstore.Open(findingstore.Options{Dir: dir("findings"), Retention: cfg.Retention.Findings, SyncInterval: 200 * time.Millisecond, Logger: log,
+		TraceAvailable: s.hasTrace})
 	if err != nil {
 		return nil, err
 	}
@@ -125,7 +133,7 @@ func New(ctx context.Context, cfg config.Config, log *slog.Logger) (*Server, err
 		SpanFlags:       spanFlags,
 		WantSpans:       wantSpans,
 		HeadMaxBytes:    cfg.Storage.HeadMaxBytes,
-		Retention:       cfg.Storage.Retention,
+		Retention:       cfg.TraceRetention(),
 		MaxDiskBytes:    cfg.Storage.MaxDiskBytes,
 		Logger:          log,
 	})
@@ -136,6 +144,7 @@ func New(ctx context.Context, cfg config.Config, log *slog.Logger) (*Server, err
 	pipe.openTraces, pipe.idle = eng.OpenTraces, cfg.Storage.TraceIdleTimeout
 	s.closers = append(s.closers, eng.Close)
 	s.reg.MustRegister(engineCollector{eng})
+	s.withSampling(pipe, history, eng)
 
 	logs, err := logstore.OpenWith(logstore.Options{Dir: dir("logs"), MaxTraces: 100_000,
 		Retention: cfg.Storage.Retention, KeepUncorrelated: cfg.Logs.KeepUncorrelated})
@@ -152,21 +161,10 @@ func New(ctx context.Context, cfg config.Config, log *slog.Logger) (*Server, err
 		sink.observers = []func([]model.Span){metrics.Observe, graph.Observe,
 			func(spans []model.Span) { sys.ObserveSpans(timeNow(), spans) }}
 	}
-	in, err := ingest.New(ingest.Config{
-		GRPCAddr:               cfg.Listen.OTLPGRPC,
-		HTTPAddr:               cfg.Listen.OTLPHTTP,
-		ZipkinAddr:             cfg.Listen.Zipkin,
-		MaxRequestBytes:        cfg.Ingest.MaxRequestBytes,
-		MaxSpansPerRequest:     cfg.Ingest.MaxSpansPerRequest,
-		MaxAttributesPerSpan:   cfg.Ingest.MaxAttributes,
-		MaxEventsPerSpan:       cfg.Ingest.MaxEventsPerSpan,
-		MaxLinksPerSpan:        cfg.Ingest.MaxLinksPerSpan,
-		MaxAttributeDepth:      cfg.Ingest.MaxAttributeDepth,
-		MaxAttributeValueBytes: cfg.Ingest.MaxAttributeValueBytes,
-		MaxSpansPerTrace:       cfg.Ingest.MaxSpansPerTrace,
-		MaxSpanDuration:        cfg.Ingest.MaxSpanDuration,
-		DedupWindowSpans:       cfg.Ingest.DedupWindowSpans,
-	}, sink, logs, log, s.reg)
+	inCfg := ingestConfigOf(cfg)
+	sec.ingestConfig(&inCfg)
+	s.sink, s.logSink = sink, logs
+	in, err := ingest.New(inCfg, sink, logs, log, s.reg)
 	if err != nil {
 		return nil, err
 	}
@@ -211,6 +209,7 @@ func New(ctx context.Context, cfg config.Config, log *slog.Logger) (*Server, err
 		Findings: pipe,
 		Routes:   routes,
 		Logger:   log.With("component", "api"),
+		Sampled:  pipe.sampledReason,
 	}
 	if sf, ok := pipe.findings.(*storedFindings); ok {
 		deps.WindowFindings = sf
@@ -227,9 +226,11 @@ func New(ctx context.Context, cfg config.Config, log *slog.Logger) (*Server, err
 		mux.Handle(web.TempoPrefix+"/", http.StripPrefix(web.TempoPrefix, th))
 	}
 	mux.Handle("/", uiHandler())
-	s.addHTTP("http", cfg.Listen.HTTP, withRecover(log, guard(cfg.Listen.HTTP, cfg.Listen.AllowedHosts, mux)))
+	sec.routes(mux)
+	s.listenWrap = sec.wrap
+	s.addHTTP("http", cfg.Listen.HTTP, withRecover(log, guard(cfg.Listen.HTTP, cfg.Listen.AllowedHosts, sec.query(mux))))
 	if th != nil {
-		s.addHTTP("tempo", cfg.Listen.Tempo, withRecover(log, guard(cfg.Listen.Tempo, cfg.Listen.AllowedHosts, tempoWithGRPC(th))))
+		s.addHTTP("tempo", cfg.Listen.Tempo, withRecover(log, guard(cfg.Listen.Tempo, cfg.Listen.AllowedHosts, sec.query(tempoWithGRPC(th)))))
 	}
 	s.background = append(s.background, pipe.run)
 	ok = true

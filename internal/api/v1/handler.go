@@ -59,6 +59,9 @@ type Deps struct {
 	Now func() time.Time
 	// MaxSearchLimit caps limit on /api/v1/search (default 1000).
 	MaxSearchLimit int
+	// Sampled, when set, gives the tail-sampling decision about a trace
+	// for search results ("": unknown).
+	Sampled func(model.TraceID) string
 }
 
 type api struct {

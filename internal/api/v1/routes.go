@@ -376,6 +376,9 @@ func (a *api) search(w http.ResponseWriter, r *http.Request) {
 	resp := SearchResponse{Traces: make([]SummaryJSON, len(sums)), Count: len(sums), Limit: sq.Limit}
 	for i := range sums {
 		resp.Traces[i] = summaryJSON(&sums[i])
+		if a.d.Sampled != nil {
+			resp.Traces[i].Sampled = a.d.Sampled(sums[i].TraceID)
+		}
 	}
 	writeJSON(w, http.StatusOK, resp)
 }

@@ -101,6 +101,11 @@ type SummaryJSON struct {
 	SpanCount  int           `json:"span_count"`
 	ErrorCount int           `json:"error_count"`
 	Services   []ServiceJSON `json:"services"`
+	// Sampled is the tail-sampling decision about the trace: why it was
+	// kept ("error", "finding", "slow", "rate", ...) or "dropped" (its
+	// spans are about to leave storage). Absent when sampling is off or
+	// the decision is no longer remembered.
+	Sampled string `json:"sampled,omitempty"`
 }
 
 // ServiceJSON counts one service's spans in a trace.

@@ -124,6 +124,10 @@ type Stats struct {
 	CompactionsTotal         uint64
 	RetentionDeletedTotal    uint64
 	BackgroundErrorsTotal    uint64
+	// DroppedTracesTotal counts trace fragments Drop left out of compacted
+	// blocks; DropsPending the traces waiting for their compaction.
+	DroppedTracesTotal uint64
+	DropsPending       int
 
 	HeadTraces int64
 	HeadSpans  int64
@@ -188,6 +192,8 @@ type Engine struct {
 	// readBacks counts early-cut traces completed by reading blocks back
 	// because the cold tier did not hold them whole.
 	readBacks atomic.Uint64
+	// drops are traces to leave out of the next compactions (Drop).
+	drops dropSet
 }
 
 // CompletedTrace is what OnTraceComplete receives.
@@ -235,7 +241,10 @@ func Open(ctx context.Context, opts Options) (*Engine, error) {
 		return nil, err
 	}
 	e := &Engine{
-		cold:        coldTier{budget: opts.HeadMaxBytes / 4},
+		cold: coldTier{budget: opts.HeadMaxBytes / 4},
+		// Level-0 blocks are converted about CompactInterval after their
+		// cut; a few rounds of slack cover a busy compactor.
+		drops:       dropSet{ttl: max(4*opts.CompactInterval, 2*time.Minute)},
 		opts:        opts,
 		log:         opts.Logger.With("component", "store"),
 		head:        newHead(opts.SpanFlags, opts.OnTraceComplete != nil),
@@ -447,6 +456,7 @@ func (e *Engine) Write(ctx context.Context, spans []model.Span) error {
 	if e.closed.Load() {
 		return errors.New("store closed")
 	}
+	e.drops.revive(spans)
 	// Traces being written to a block still occupy memory until the block
 	// is published, so they count against the budget too.
 	hb := e.head.bytes.Load() + e.flushingBytes.Load()
@@ -577,6 +587,7 @@ func (e *Engine) Stats() Stats {
 		HeadBytes:                e.head.bytes.Load(),
 		WALBytes:                 e.wal.bytes.Load(),
 	}
+	s.DropsPending, s.DroppedTracesTotal = e.drops.stats()
 	e.mu.RLock()
 	for _, b := range e.blocks {
 		s.Blocks++

@@ -224,6 +224,9 @@ func (e *Engine) mergeBlocks(ctx context.Context, in []*block, level int) (*bloc
 			frags = appendFragment(frags, s.cur)
 			advance(s)
 		}
+		if e.drops.has(id) {
+			continue
+		}
 		if err := bb.addRows(frags); err != nil {
 			bb.abort()
 			return nil, err
