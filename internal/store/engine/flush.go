@@ -26,6 +26,7 @@ func (e *Engine) flushLoop(ctx context.Context) {
 			e.bgErrors.Add(1)
 			e.log.Error("head flush failed", "err", err)
 		}
+		e.refreshStoredBytes()
 		select {
 		case e.completeNow <- struct{}{}:
 		default:
