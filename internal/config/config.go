@@ -30,6 +30,10 @@ type Config struct {
 	// Analytics are the cross-trace analytics: RED metrics, the service
 	// graph, baselines and the systemic detectors.
 	Analytics Analytics `yaml:"analytics"`
+	// Admission refuses ingest, retryably, while the server is over a budget.
+	Admission Admission `yaml:"admission"`
+	// Query bounds what one API request may cost.
+	Query Query `yaml:"query"`
 	// MemoryLimit is the soft limit of the Go runtime (debug.SetMemoryLimit)
 	// in bytes: the GC works harder as the process nears it, so RSS stays
 	// close to it instead of at twice the live heap. 0 derives it from
@@ -100,6 +104,34 @@ type Analytics struct {
 	WholeTracesPerSecond float64 `yaml:"whole_traces_per_second"`
 }
 
+// Admission: while the server is over one of these budgets (or the head's,
+// or the disk's), ingest requests are refused before they are read, with
+// HTTP 503 + Retry-After / gRPC UNAVAILABLE + RetryInfo, which exporters
+// retry after the delay.
+type Admission struct {
+	// HeapFraction refuses while the live Go heap (after the last
+	// collection) exceeds this share of the memory limit, or the heap in
+	// use exceeds the whole limit. 0 disables; without a memory limit it
+	// does nothing.
+	HeapFraction float64 `yaml:"heap_fraction"`
+	// AnalysisQueue refuses while the analysis queue is full, so traces
+	// are not skipped by the detectors for lack of room.
+	AnalysisQueue bool `yaml:"analysis_queue"`
+	// RetryAfter is the delay suggested to refused clients.
+	RetryAfter time.Duration `yaml:"retry_after"`
+}
+
+// Query limits of the HTTP APIs.
+type Query struct {
+	// MaxTraceSpans is the largest page of spans GET /api/v1/traces/{id}
+	// returns (the rest with ?offset=); analysis of a larger trace is
+	// refused with 422.
+	MaxTraceSpans int `yaml:"max_trace_spans"`
+	// Timeout bounds one API request; beyond it the request is answered
+	// 503 with the reason.
+	Timeout time.Duration `yaml:"timeout"`
+}
+
 // Default returns a configuration that works with no file and no flags.
 func Default() Config {
 	return Config{
@@ -124,6 +156,8 @@ func Default() Config {
 		},
 		Analysis:  Analysis{Enabled: true, MetricsRetention: 30 * 24 * time.Hour, QueueSpans: 8192, MaxCPUShare: 0.2},
 		Analytics: Analytics{Enabled: true, BaselineTracesPerSecond: 200, WholeTracesPerSecond: 100},
+		Admission: Admission{HeapFraction: 0.85, AnalysisQueue: true, RetryAfter: time.Second},
+		Query:     Query{MaxTraceSpans: 10_000, Timeout: 30 * time.Second},
 	}
 }
 
@@ -147,7 +181,7 @@ func Load(args []string, usageOut *bytes.Buffer) (Config, error) {
 	fs.StringVar(&f.Listen.HTTP, "http-addr", cfg.Listen.HTTP, "address of the UI, /api/v1, the Jaeger APIs and /metrics")
 	fs.StringVar(&f.Listen.Tempo, "tempo-addr", cfg.Listen.Tempo, "address of the Tempo-compatible API (empty disables)")
 	fs.DurationVar(&f.Storage.Retention, "retention", cfg.Storage.Retention, "delete spans older than this")
-	fs.Int64Var(&f.Storage.MaxDiskBytes, "max-disk-bytes", cfg.Storage.MaxDiskBytes, "delete the oldest blocks when the data exceeds this size (0: no limit)")
+	fs.Int64Var(&f.Storage.MaxDiskBytes, "max-disk-bytes", cfg.Storage.MaxDiskBytes, "disk budget of spans, WAL and findings: the oldest blocks are deleted beyond it, and ingest is refused (retryably) rather than delete data for the WAL (0: no limit)")
 	fs.DurationVar(&f.Storage.TraceIdleTimeout, "trace-idle-timeout", cfg.Storage.TraceIdleTimeout, "a trace with no new spans for this long is complete and gets analysed")
 	fs.Int64Var(&f.Ingest.MaxRequestBytes, "max-request-bytes", cfg.Ingest.MaxRequestBytes, "largest accepted ingest request body (after decompression)")
 	fs.Int64Var(&f.Storage.HeadMaxBytes, "head-max-bytes", cfg.Storage.HeadMaxBytes, "memory for spans not yet in blocks; ingest slows, then refuses, beyond it")
@@ -264,6 +298,15 @@ func (c *Config) Validate() error {
 	}
 	if c.MemoryLimit > 0 && c.MemoryLimit < 64<<20 {
 		return fmt.Errorf("memory_limit %d: below 64 MiB the garbage collector would run constantly; use -1 for no limit", c.MemoryLimit)
+	}
+	if c.Admission.HeapFraction < 0 || c.Admission.HeapFraction > 1 {
+		return fmt.Errorf("admission.heap_fraction %g: want a fraction between 0 and 1", c.Admission.HeapFraction)
+	}
+	if c.Admission.RetryAfter < 0 {
+		return errors.New("admission.retry_after must not be negative")
+	}
+	if c.Query.MaxTraceSpans <= 0 || c.Query.Timeout <= 0 {
+		return errors.New("query.max_trace_spans and query.timeout must be positive")
 	}
 	if c.Ingest.MaxRequestBytes <= 0 {
 		return errors.New("ingest.max_request_bytes must be positive")

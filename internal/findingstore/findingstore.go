@@ -528,6 +528,18 @@ func (s *Store) Counts(from, to time.Time) map[string]int {
 	return out
 }
 
+// DiskBytes returns the bytes of the log segments (they count against
+// the server's disk budget).
+func (s *Store) DiskBytes() int64 {
+	s.mu.RLock()
+	defer s.mu.RUnlock()
+	var n int64
+	for _, seg := range s.segs {
+		n += seg.size
+	}
+	return n
+}
+
 // Len returns the number of findings held.
 func (s *Store) Len() int {
 	s.mu.RLock()

@@ -63,6 +63,10 @@ type Config struct {
 	MaxSpansPerSecond float64
 	// RetryAfter is the delay suggested to clients on overload.
 	RetryAfter time.Duration
+	// Admit, when set, is asked before a request is read: an error refuses
+	// it as overloaded (HTTP 503 with Retry-After, gRPC UNAVAILABLE with
+	// RetryInfo) with the error's text, before its body costs memory.
+	Admit func() error
 }
 
 // DefaultConfig returns the defaults: loopback listeners on the standard

@@ -1,6 +1,7 @@
 package ingest
 
 import (
+	"context"
 	"errors"
 	"reflect"
 	"time"
@@ -15,6 +16,7 @@ import (
 	"google.golang.org/grpc/keepalive"
 	"google.golang.org/grpc/mem"
 	"google.golang.org/grpc/status"
+	"google.golang.org/grpc/tap"
 	"google.golang.org/protobuf/types/known/durationpb"
 )
 
@@ -38,10 +40,22 @@ func (s *Server) newGRPCServer() *grpc.Server {
 		grpc.InitialConnWindowSize(grpcConnWindow),
 		grpc.ForceServerCodecV2(&idRepairCodec{delegate: encoding.GetCodecV2("proto"), s: s}),
 		grpc.KeepaliveEnforcementPolicy(keepalive.EnforcementPolicy{MinTime: 10 * time.Second, PermitWithoutStream: true}),
+		// Admission runs before the message is read, so a refused request
+		// costs no decoding.
+		grpc.InTapHandle(s.admitStream),
 	)
 	ptraceotlp.RegisterGRPCServer(g, &grpcTraces{s: s})
 	plogotlp.RegisterGRPCServer(g, &grpcLogs{s: s})
 	return g
+}
+
+func (s *Server) admitStream(ctx context.Context, _ *tap.Info) (context.Context, error) {
+	if s.cfg.Admit != nil {
+		if err := s.cfg.Admit(); err != nil {
+			return nil, s.grpcStatus(&requestError{kind: kindOverloaded, msg: err.Error()})
+		}
+	}
+	return ctx, nil
 }
 
 // grpcStatus maps a pipeline error to the OTLP gRPC status: retryable codes

@@ -17,13 +17,12 @@ import (
 	"github.com/tracedx/tracedx/internal/otlpconv"
 )
 
-// startServer runs a whole server on loopback ports and returns its
-// /metrics text after one OTLP request of a client/server pair.
-func metricsAfterIngest(t *testing.T, mutate func(*config.Config)) string {
+// startTestServer runs a whole server on loopback ports.
+func startTestServer(t *testing.T, mutate func(*config.Config)) *Server {
 	t.Helper()
 	cfg := config.Default()
 	cfg.DataDir = t.TempDir()
-	cfg.Listen = config.Listen{OTLPHTTP: "127.0.0.1:0", HTTP: "127.0.0.1:0"}
+	cfg.Listen = config.Listen{OTLPHTTP: "127.0.0.1:0", OTLPGRPC: "127.0.0.1:0", HTTP: "127.0.0.1:0"}
 	mutate(&cfg)
 	ctx, cancel := context.WithCancel(context.Background())
 	s, err := New(ctx, cfg, slog.New(slog.NewTextHandler(io.Discard, nil)))
@@ -43,9 +42,13 @@ func metricsAfterIngest(t *testing.T, mutate func(*config.Config)) string {
 		defer close(done)
 		_ = s.Wait(ctx)
 	}()
+	return s
+}
 
+// postSpans sends a client/server pair over OTLP/HTTP JSON.
+func postSpans(t *testing.T, s *Server, tr model.TraceID) *http.Response {
+	t.Helper()
 	now := uint64(time.Now().UnixNano())
-	tr := model.TraceID{9, 9, 9}
 	spans := []model.Span{
 		{TraceID: tr, SpanID: model.SpanID{1}, Service: "frontend", Name: "GET /", Kind: model.KindServer, StartUnixNano: now, EndUnixNano: now + 5e6},
 		{TraceID: tr, SpanID: model.SpanID{2}, ParentSpanID: model.SpanID{1}, Service: "frontend", Name: "GET /api", Kind: model.KindClient, StartUnixNano: now + 1e6, EndUnixNano: now + 4e6},
@@ -60,10 +63,24 @@ func metricsAfterIngest(t *testing.T, mutate func(*config.Config)) string {
 		t.Fatal(err)
 	}
 	_ = resp.Body.Close()
+	return resp
+}
+
+// metricsAfterIngest returns /metrics after one OTLP request of a
+// client/server pair.
+func metricsAfterIngest(t *testing.T, mutate func(*config.Config)) string {
+	t.Helper()
+	s := startTestServer(t, mutate)
+	resp := postSpans(t, s, model.TraceID{9, 9, 9})
 	if resp.StatusCode != http.StatusOK {
 		t.Fatalf("ingest: %s", resp.Status)
 	}
-	resp, err = http.Get("http://" + s.Addr("http") + "/metrics")
+	return metricsOf(t, s)
+}
+
+func metricsOf(t *testing.T, s *Server) string {
+	t.Helper()
+	resp, err := http.Get("http://" + s.Addr("http") + "/metrics")
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -19,6 +19,7 @@ import (
 	"github.com/tracedx/tracedx/internal/baseline"
 	"github.com/tracedx/tracedx/internal/config"
 	"github.com/tracedx/tracedx/internal/model"
+	"github.com/tracedx/tracedx/internal/ratelog"
 	"github.com/tracedx/tracedx/internal/store/engine"
 	"github.com/tracedx/tracedx/internal/systemic"
 )
@@ -35,6 +36,8 @@ const (
 	// minKeep is the smallest share of traces the detectors and baselines
 	// still see when shedding.
 	minKeep = 0.01
+	// skipLogEvery bounds the warnings about skipped analysis.
+	skipLogEvery = 30 * time.Second
 )
 
 // pipeline is the completed-trace path: the store hands over each
@@ -83,6 +86,9 @@ type pipeline struct {
 	keepBits                atomic.Uint64 // float64: share of traces fully processed
 	findings                findingSink
 	detectors               []analyze.Detector // nil: the defaults
+	// skipLog rate-limits the warnings about traces dropped or shed.
+	skipLog  ratelog.Limiter
+	lastShed uint64 // worker-only: shed count at the last warning
 
 	// worker-only state
 	lastTick          time.Time
@@ -131,7 +137,7 @@ func newPipeline(s *Server, history *baseline.Baselines) *pipeline {
 	if maxQueued <= 0 {
 		maxQueued = 8192
 	}
-	p := &pipeline{s: s, log: s.log.With("component", "analysis"), history: history, queue: make(chan engine.CompletedTrace, 4096),
+	p := &pipeline{s: s, log: s.log.With("component", "analysis"), skipLog: ratelog.Limiter{Every: skipLogEvery}, history: history, queue: make(chan engine.CompletedTrace, 4096),
 		analysis: s.cfg.Analysis.Enabled, analytics: s.cfg.Analytics.Enabled,
 		maxQueued: maxQueued, maxShare: s.cfg.Analysis.MaxCPUShare, rng: rand.New(rand.NewPCG(rand.Uint64(), 1)),
 		baseline: rateSampler{perSecond: s.cfg.Analytics.BaselineTracesPerSecond}, wholePerSecond: s.cfg.Analytics.WholeTracesPerSecond}
@@ -189,16 +195,30 @@ func (p *pipeline) traceComplete(c engine.CompletedTrace) {
 	// empty, or it would never be analysed.
 	if q := p.queued.Add(n); q > p.maxQueued && q != n {
 		p.queued.Add(-n)
-		p.dropped.Add(1)
+		p.drop()
 		return
 	}
 	select {
 	case p.queue <- c:
 	default:
 		p.queued.Add(-n)
-		p.dropped.Add(1)
+		p.drop()
 	}
 }
+
+// drop counts a completed trace the detectors will not see and says so,
+// at most every skipLogEvery.
+func (p *pipeline) drop() {
+	n := p.dropped.Add(1)
+	if _, ok := p.skipLog.Allow(time.Now()); ok {
+		p.log.Warn("analysis queue full: completed traces skipped by the detectors (their spans are stored)",
+			"dropped_total", n, "queue_spans", p.maxQueued)
+	}
+}
+
+// queueFull reports whether the next completed trace would be dropped;
+// admission then refuses ingest instead.
+func (p *pipeline) queueFull() bool { return p.active() && p.queued.Load() >= p.maxQueued }
 
 func (p *pipeline) run(ctx context.Context) {
 	if !p.active() {
@@ -293,6 +313,13 @@ func (p *pipeline) tick(now time.Time) {
 		}
 		prev := math.Float64frombits(p.sampleBits.Load())
 		p.sampleBits.Store(math.Float64bits(nextShare(prev, wholeShare(p.wholePerSecond, rate))))
+	}
+	if shed := p.shed.Load(); shed > p.lastShed {
+		if _, ok := p.skipLog.Allow(now); ok {
+			p.log.Warn("analysis over its CPU share: the detectors and baselines see a sample of traces",
+				"shed_total", shed, "keep_ratio", math.Float64frombits(p.keepBits.Load()))
+			p.lastShed = shed
+		}
 	}
 	proc, ok1 := processCPU()
 	thr, ok2 := threadCPU()

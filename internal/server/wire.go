@@ -107,6 +107,7 @@ func New(ctx context.Context, cfg config.Config, log *slog.Logger) (*Server, err
 		HeadMaxBytes:    cfg.Storage.HeadMaxBytes,
 		Retention:       cfg.Storage.Retention,
 		MaxDiskBytes:    cfg.Storage.MaxDiskBytes,
+		ExtraDiskBytes:  fs.DiskBytes,
 		Logger:          log,
 	})
 	if err != nil {
@@ -128,7 +129,10 @@ func New(ctx context.Context, cfg config.Config, log *slog.Logger) (*Server, err
 		sink.observers = []func([]model.Span){metrics.Observe, graph.Observe,
 			func(spans []model.Span) { sys.ObserveSpans(timeNow(), spans) }}
 	}
+	admit := newAdmission(cfg.Admission, eng, pipe.queueFull, log, s.reg)
 	in, err := ingest.New(ingest.Config{
+		Admit:                admit.Admit,
+		RetryAfter:           cfg.Admission.RetryAfter,
 		GRPCAddr:             cfg.Listen.OTLPGRPC,
 		HTTPAddr:             cfg.Listen.OTLPHTTP,
 		ZipkinAddr:           cfg.Listen.Zipkin,
@@ -266,10 +270,13 @@ var (
 	descWALBytes     = prometheus.NewDesc("tracedx_store_wal_bytes", "Bytes of write-ahead log on disk.", nil, nil)
 	descHeadSpans    = prometheus.NewDesc("tracedx_store_head_spans", "Spans buffered in the head.", nil, nil)
 	descBgErrors     = prometheus.NewDesc("tracedx_store_background_errors_total", "Errors of flush, compaction and retention jobs.", nil, nil)
+	descDiskRefused  = prometheus.NewDesc("tracedx_store_disk_refused_total", "Writes refused because the disk was full or storage.max_disk_bytes reached.", nil, nil)
+	descWALFailures  = prometheus.NewDesc("tracedx_store_wal_failures_total", "Failed WAL writes and fsyncs (each answered with an error, the WAL recovers).", nil, nil)
+	descDiskFull     = prometheus.NewDesc("tracedx_store_disk_full", "1 while writes fail for lack of disk space or quota.", nil, nil)
 )
 
 func (c engineCollector) Describe(ch chan<- *prometheus.Desc) {
-	for _, d := range []*prometheus.Desc{descSpansWritten, descOverloaded, descFsyncs, descCompleted, descReadBacks, descBlocks, descBlockBytes, descWALBytes, descHeadSpans, descBgErrors} {
+	for _, d := range []*prometheus.Desc{descSpansWritten, descOverloaded, descFsyncs, descCompleted, descReadBacks, descBlocks, descBlockBytes, descWALBytes, descHeadSpans, descBgErrors, descDiskRefused, descWALFailures, descDiskFull} {
 		ch <- d
 	}
 }
@@ -286,4 +293,11 @@ func (c engineCollector) Collect(ch chan<- prometheus.Metric) {
 	ch <- prometheus.MustNewConstMetric(descWALBytes, prometheus.GaugeValue, float64(st.WALBytes))
 	ch <- prometheus.MustNewConstMetric(descHeadSpans, prometheus.GaugeValue, float64(st.HeadSpans))
 	ch <- prometheus.MustNewConstMetric(descBgErrors, prometheus.CounterValue, float64(st.BackgroundErrorsTotal))
+	ch <- prometheus.MustNewConstMetric(descDiskRefused, prometheus.CounterValue, float64(st.DiskRefusedTotal))
+	ch <- prometheus.MustNewConstMetric(descWALFailures, prometheus.CounterValue, float64(st.WALFailuresTotal))
+	full := 0.0
+	if st.DiskFull {
+		full = 1
+	}
+	ch <- prometheus.MustNewConstMetric(descDiskFull, prometheus.GaugeValue, full)
 }

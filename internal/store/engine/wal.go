@@ -18,6 +18,7 @@ import (
 	"syscall"
 	"time"
 
+	"github.com/tracedx/tracedx/internal/ratelog"
 	"github.com/tracedx/tracedx/internal/store"
 )
 
@@ -84,7 +85,7 @@ type wal struct {
 	// needNew (loop only): the current segment may end in a torn or
 	// unsynced record, so the next write starts a new segment.
 	needNew bool
-	errLog  rateLimitedLog
+	errLog  ratelog.Limiter
 
 	bytes    atomic.Int64 // total bytes of all segments
 	fsyncs   atomic.Uint64
@@ -173,7 +174,7 @@ func openWAL(dir string, segBytes int64, existing []uint64, log *slog.Logger, cr
 		stop:     make(chan struct{}),
 		segs:     append([]uint64(nil), existing...),
 		create:   create,
-		errLog:   rateLimitedLog{every: 10 * time.Second},
+		errLog:   ratelog.Limiter{Every: 10 * time.Second},
 	}
 	var total int64
 	for _, s := range existing {
@@ -365,7 +366,7 @@ func (w *wal) failure(op string, err error) error {
 }
 
 func (w *wal) logFailure(op string, err error) {
-	if n, ok := w.errLog.allow(time.Now()); ok {
+	if n, ok := w.errLog.Allow(time.Now()); ok {
 		w.log.Error("wal write failed; writes are refused until one succeeds", "op", op, "err", err, "failures_since_last_log", n)
 	}
 }
@@ -374,26 +375,6 @@ func (w *wal) logFailure(op string, err error) {
 // (EDQUOT) left: conditions that pass, unlike a failing device.
 func isDiskFull(err error) bool {
 	return errors.Is(err, syscall.ENOSPC) || errors.Is(err, syscall.EDQUOT)
-}
-
-// rateLimitedLog lets one log line through per interval and counts the
-// ones it held back.
-type rateLimitedLog struct {
-	every time.Duration
-	mu    sync.Mutex
-	last  time.Time
-	held  int
-}
-
-func (r *rateLimitedLog) allow(now time.Time) (held int, ok bool) {
-	r.mu.Lock()
-	defer r.mu.Unlock()
-	if !r.last.IsZero() && now.Sub(r.last) < r.every {
-		r.held++
-		return 0, false
-	}
-	held, r.held, r.last = r.held, 0, now
-	return held, true
 }
 
 // rotateSeg closes the current segment (if it holds anything) so it can be
