@@ -124,9 +124,11 @@ type Admission struct {
 // Query limits of the HTTP APIs.
 type Query struct {
 	// MaxTraceSpans is the largest page of spans GET /api/v1/traces/{id}
-	// returns (the rest with ?offset=); analysis of a larger trace is
-	// refused with 422.
+	// returns (the rest with ?offset=).
 	MaxTraceSpans int `yaml:"max_trace_spans"`
+	// MaxAnalysisSpans: GET /api/v1/traces/{id}/analysis of a larger trace
+	// is refused with 422 (its background findings stay available).
+	MaxAnalysisSpans int `yaml:"max_analysis_spans"`
 	// Timeout bounds one API request; beyond it the request is answered
 	// 503 with the reason.
 	Timeout time.Duration `yaml:"timeout"`
@@ -157,7 +159,7 @@ func Default() Config {
 		Analysis:  Analysis{Enabled: true, MetricsRetention: 30 * 24 * time.Hour, QueueSpans: 8192, MaxCPUShare: 0.2},
 		Analytics: Analytics{Enabled: true, BaselineTracesPerSecond: 200, WholeTracesPerSecond: 100},
 		Admission: Admission{HeapFraction: 0.85, AnalysisQueue: true, RetryAfter: time.Second},
-		Query:     Query{MaxTraceSpans: 10_000, Timeout: 30 * time.Second},
+		Query:     Query{MaxTraceSpans: 10_000, MaxAnalysisSpans: 50_000, Timeout: 30 * time.Second},
 	}
 }
 
@@ -305,8 +307,8 @@ func (c *Config) Validate() error {
 	if c.Admission.RetryAfter < 0 {
 		return errors.New("admission.retry_after must not be negative")
 	}
-	if c.Query.MaxTraceSpans <= 0 || c.Query.Timeout <= 0 {
-		return errors.New("query.max_trace_spans and query.timeout must be positive")
+	if c.Query.MaxTraceSpans <= 0 || c.Query.MaxAnalysisSpans <= 0 || c.Query.Timeout <= 0 {
+		return errors.New("query.max_trace_spans, query.max_analysis_spans and query.timeout must be positive")
 	}
 	if c.Ingest.MaxRequestBytes <= 0 {
 		return errors.New("ingest.max_request_bytes must be positive")

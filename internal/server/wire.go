@@ -180,6 +180,10 @@ func New(ctx context.Context, cfg config.Config, log *slog.Logger) (*Server, err
 		Findings: pipe,
 		Routes:   routes,
 		Logger:   log.With("component", "api"),
+
+		MaxTraceSpans:    cfg.Query.MaxTraceSpans,
+		MaxAnalysisSpans: cfg.Query.MaxAnalysisSpans,
+		QueryTimeout:     cfg.Query.Timeout,
 	})
 	mux.Handle("/api/v1/", apiV1)
 	mux.Handle("/api/", jaegerAPI)

@@ -48,21 +48,39 @@ func (a *api) loadTrace(r *http.Request) ([]model.Span, model.TraceID, error) {
 }
 
 func (a *api) trace(w http.ResponseWriter, r *http.Request) {
-	spans, _, err := a.loadTrace(r)
+	r, cancel := a.queryContext(r)
+	defer cancel()
+	offset, limit, err := a.pageParams(r.URL.Query())
 	if err != nil {
 		a.fail(w, r, err)
 		return
 	}
-	writeJSON(w, http.StatusOK, traceJSON(spans))
+	spans, _, err := a.loadTrace(r)
+	if err != nil {
+		a.fail(w, r, timeoutError(r.Context(), err))
+		return
+	}
+	writeJSON(w, http.StatusOK, tracePage(spans, offset, limit, r.URL))
 }
 
 func (a *api) analysis(w http.ResponseWriter, r *http.Request) {
+	r, cancel := a.queryContext(r)
+	defer cancel()
 	spans, id, err := a.loadTrace(r)
+	if err != nil {
+		a.fail(w, r, timeoutError(r.Context(), err))
+		return
+	}
+	if len(spans) > a.d.MaxAnalysisSpans {
+		a.fail(w, r, errTooLarge{fmt.Sprintf("trace %s has %d spans, more than the %d an analysis on request may take (query.max_analysis_spans); "+
+			"its findings from the background analysis are at /api/v1/findings?trace_id=%s", id, len(spans), a.d.MaxAnalysisSpans, id)})
+		return
+	}
+	res, err := a.runAnalysis(r.Context(), spans)
 	if err != nil {
 		a.fail(w, r, err)
 		return
 	}
-	res := a.d.Analyzer(spans)
 	if a.d.Findings != nil {
 		stored, ok, err := a.d.Findings.TraceFindings(r.Context(), id)
 		if err != nil {
@@ -82,7 +100,7 @@ func (a *api) analysis(w http.ResponseWriter, r *http.Request) {
 	if res.Why == nil {
 		res.Why = []string{}
 	}
-	writeJSON(w, http.StatusOK, res)
+	writeJSON(w, http.StatusOK, capAnalysis(res))
 }
 
 // mergeFindings adds stored findings (e.g. from cross-trace detectors) that

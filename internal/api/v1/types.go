@@ -3,7 +3,6 @@ package v1
 import (
 	"encoding/json"
 	"math"
-	"sort"
 	"strconv"
 	"time"
 
@@ -194,28 +193,6 @@ func spanJSON(s *model.Span) SpanJSON {
 		j.Links[i] = LinkJSON{TraceID: l.TraceID.String(), SpanID: l.SpanID.String(), TraceState: l.TraceState, Attributes: attrsJSON(l.Attrs)}
 	}
 	return j
-}
-
-func traceJSON(spans []model.Span) TraceJSON {
-	sorted := append([]model.Span(nil), spans...)
-	sort.SliceStable(sorted, func(i, j int) bool { return sorted[i].StartUnixNano < sorted[j].StartUnixNano })
-	var lo, hi uint64
-	for i := range sorted {
-		if lo == 0 || sorted[i].StartUnixNano < lo {
-			lo = sorted[i].StartUnixNano
-		}
-		if sorted[i].EndUnixNano > hi {
-			hi = sorted[i].EndUnixNano
-		}
-	}
-	t := TraceJSON{TimesJSON: times(lo, hi), SpanCount: len(sorted), Spans: make([]SpanJSON, len(sorted))}
-	if len(sorted) > 0 {
-		t.TraceID = sorted[0].TraceID.String()
-	}
-	for i := range sorted {
-		t.Spans[i] = spanJSON(&sorted[i])
-	}
-	return t
 }
 
 func summaryJSON(s *model.TraceSummary) SummaryJSON {
