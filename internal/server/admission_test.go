@@ -158,3 +158,16 @@ func TestFullAnalysisQueueRefusesIngest(t *testing.T) {
 		t.Fatalf("admission.analysis_queue off: %v", err)
 	}
 }
+
+func TestReadyz(t *testing.T) {
+	s := startTestServer(t, func(*config.Config) {})
+	resp, err := http.Get("http://" + s.Addr("http") + "/readyz")
+	if err != nil {
+		t.Fatal(err)
+	}
+	body, _ := io.ReadAll(resp.Body)
+	resp.Body.Close()
+	if resp.StatusCode != http.StatusOK || string(body) != "ready\n" {
+		t.Fatalf("/readyz: %s %q", resp.Status, body)
+	}
+}

@@ -189,6 +189,7 @@ func New(ctx context.Context, cfg config.Config, log *slog.Logger) (*Server, err
 	mux.Handle("/api/", jaegerAPI)
 	mux.Handle("GET /metrics", metricsHandler(s.reg))
 	mux.HandleFunc("GET /healthz", func(w http.ResponseWriter, _ *http.Request) { _, _ = w.Write([]byte("ok\n")) })
+	mux.HandleFunc("GET /readyz", readyz(fs))
 	// The UI's TraceQL box calls the Tempo API on its own origin, so it is
 	// mounted under web.TempoPrefix too, besides its own port.
 	th := tempoHandler(eng, pipe)
@@ -203,6 +204,20 @@ func New(ctx context.Context, cfg config.Config, log *slog.Logger) (*Server, err
 	s.background = append(s.background, pipe.run)
 	ok = true
 	return s, nil
+}
+
+// readyz answers 200 once every query sees all stored data, 503 with what
+// is still loading before. The listeners open before slow loads finish:
+// ingest and most queries work meanwhile.
+func readyz(fs *findingstore.Store) http.HandlerFunc {
+	return func(w http.ResponseWriter, _ *http.Request) {
+		if n := fs.Unindexed(); n > 0 {
+			w.WriteHeader(http.StatusServiceUnavailable)
+			fmt.Fprintf(w, "indexing findings: %d segment(s) left; finding queries are incomplete until then\n", n)
+			return
+		}
+		_, _ = w.Write([]byte("ready\n"))
+	}
 }
 
 // analyticsSink writes durably, then feeds the per-span analytics. The
