@@ -643,14 +643,21 @@ func (s *Store) List(ctx context.Context, q Query) ([]Stored, error) {
 		if err != nil {
 			return nil, err
 		}
-		for i := range x.entries {
+		// A sealed index is sorted: read it newest first and stop at limit
+		// matches. The open segment's is in arrival order.
+		sorted, found := seg.b == nil, 0
+		for i := len(x.entries) - 1; i >= 0 && !(sorted && found >= q.Limit); i-- {
 			e := &x.entries[i]
+			if sorted && e.t < from {
+				break
+			}
 			if e.t < from || e.t >= to || kinds != nil && !kinds[x.str(int(e.kind))] ||
 				q.Service != "" && (e.service == 0 || x.str(int(e.service)-1) != q.Service) ||
 				!q.TraceID.IsZero() && e.trace != q.TraceID || q.Systemic != nil && *q.Systemic != e.systemic {
 				continue
 			}
 			top = append(top, hit{seg, *e})
+			found++
 		}
 		sort.Slice(top, func(i, j int) bool { return after(&top[i].e, &top[j].e) })
 		if len(top) > q.Limit {
