@@ -420,8 +420,10 @@ func (s *Store) Put(ctx context.Context, fs []Stored) error {
 		recs[i] = st
 	}
 	if _, err := s.cur.f.WriteAt(buf.Bytes(), s.cur.size); err != nil {
-		// Whatever was written past size is overwritten by the next Put,
-		// or cut when the segment is indexed.
+		// Cut what was written: whole lines of a failed Put must not be
+		// found by a later indexing (their ids are given out again). If
+		// even that fails, the next Put overwrites them.
+		_ = s.cur.f.Truncate(s.cur.size)
 		return fmt.Errorf("findingstore: writing %s: %w", s.cur.name, err)
 	}
 	if s.opt.SyncInterval <= 0 {

@@ -89,6 +89,10 @@ type pipeline struct {
 	// skipLog rate-limits the warnings about traces dropped or shed.
 	skipLog  ratelog.Limiter
 	lastShed uint64 // worker-only: shed count at the last warning
+	// putLog rate-limits the warnings about findings that could not be
+	// stored; findingsFailed counts them.
+	putLog         ratelog.Limiter
+	findingsFailed atomic.Uint64
 
 	// worker-only state
 	lastTick          time.Time
@@ -137,7 +141,7 @@ func newPipeline(s *Server, history *baseline.Baselines) *pipeline {
 	if maxQueued <= 0 {
 		maxQueued = 8192
 	}
-	p := &pipeline{s: s, log: s.log.With("component", "analysis"), skipLog: ratelog.Limiter{Every: skipLogEvery}, history: history, queue: make(chan engine.CompletedTrace, 4096),
+	p := &pipeline{s: s, log: s.log.With("component", "analysis"), skipLog: ratelog.Limiter{Every: skipLogEvery}, putLog: ratelog.Limiter{Every: skipLogEvery}, history: history, queue: make(chan engine.CompletedTrace, 4096),
 		analysis: s.cfg.Analysis.Enabled, analytics: s.cfg.Analytics.Enabled,
 		maxQueued: maxQueued, maxShare: s.cfg.Analysis.MaxCPUShare, rng: rand.New(rand.NewPCG(rand.Uint64(), 1)),
 		baseline: rateSampler{perSecond: s.cfg.Analytics.BaselineTracesPerSecond}, wholePerSecond: s.cfg.Analytics.WholeTracesPerSecond}
@@ -151,6 +155,8 @@ func newPipeline(s *Server, history *baseline.Baselines) *pipeline {
 		prometheus.NewCounterFunc(prometheus.CounterOpts{Name: "tracedx_analysis_shed_total",
 			Help: "Completed traces the per-trace detectors and baselines skipped to keep the worker within analysis.max_cpu_share (the systemic detectors saw them)."},
 			func() float64 { return float64(p.shed.Load()) }),
+		prometheus.NewCounterFunc(prometheus.CounterOpts{Name: "tracedx_analysis_findings_store_failures_total", Help: "Analysed traces whose findings could not be stored (e.g. disk full)."},
+			func() float64 { return float64(p.findingsFailed.Load()) }),
 		prometheus.NewGaugeFunc(prometheus.GaugeOpts{Name: "tracedx_analysis_queued_spans", Help: "Spans of completed traces waiting for or in analysis."},
 			func() float64 { return float64(p.queued.Load()) }),
 		prometheus.NewGaugeFunc(prometheus.GaugeOpts{Name: "tracedx_analysis_keep_ratio", Help: "Share of completed traces the detectors and baselines currently see (1: all)."},
@@ -268,7 +274,11 @@ func (p *pipeline) process(ctx context.Context, c engine.CompletedTrace) {
 		res := p.analyze(spans)
 		if p.findings != nil {
 			if err := p.findings.putTrace(ctx, spans, res); err != nil {
-				p.log.Warn("storing findings", "trace_id", res.TraceID, "err", err)
+				p.findingsFailed.Add(1)
+				// A full disk fails every trace alike: one line per interval.
+				if held, ok := p.putLog.Allow(time.Now()); ok {
+					p.log.Warn("storing findings", "trace_id", res.TraceID, "err", err, "failures_since_last_log", held)
+				}
 			}
 		}
 	}
