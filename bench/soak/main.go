@@ -295,13 +295,8 @@ func (r *runState) request(traces, spans int) ([][16]byte, int, []byte) {
 		binary.BigEndian.PutUint64(id[8:], rand.Uint64())
 		ids[t] = id
 		for s := range spans {
-			sp := ss.Spans().AppendEmpty()
-			sp.SetTraceID(pcommon.TraceID(id))
-			var sid [8]byte
-			binary.BigEndian.PutUint64(sid[:], uint64(s+1))
-			sp.SetSpanID(pcommon.SpanID(sid))
+			sp := appendSpan(ss, id, s, now.Add(time.Duration(s)*time.Millisecond), 800*time.Microsecond)
 			if s > 0 {
-				sp.SetParentSpanID(pcommon.SpanID([8]byte{7: 1}))
 				sp.SetKind(ptrace.SpanKindClient)
 				sp.SetName("SELECT orders")
 				sp.Attributes().PutStr("db.system", "postgresql")
@@ -312,9 +307,6 @@ func (r *runState) request(traces, spans int) ([][16]byte, int, []byte) {
 				sp.Attributes().PutStr("http.route", "/checkout")
 				sp.Attributes().PutInt("http.response.status_code", 200)
 			}
-			start := now.Add(time.Duration(s) * time.Millisecond)
-			sp.SetStartTimestamp(pcommon.NewTimestampFromTime(start))
-			sp.SetEndTimestamp(pcommon.NewTimestampFromTime(start.Add(800 * time.Microsecond)))
 		}
 	}
 	body, err := (&ptrace.ProtoMarshaler{}).MarshalTraces(td)
@@ -378,18 +370,7 @@ func (r *runState) hugeTrace() bool {
 		ss := td.ResourceSpans().AppendEmpty().ScopeSpans().AppendEmpty()
 		td.ResourceSpans().At(0).Resource().Attributes().PutStr("service.name", "batch")
 		for i := sent; i < min(n, sent+per); i++ {
-			sp := ss.Spans().AppendEmpty()
-			sp.SetTraceID(pcommon.TraceID(id))
-			var sid [8]byte
-			binary.BigEndian.PutUint64(sid[:], uint64(i+1))
-			sp.SetSpanID(pcommon.SpanID(sid))
-			if i > 0 {
-				sp.SetParentSpanID(pcommon.SpanID([8]byte{7: 1}))
-			}
-			sp.SetName("process item")
-			ts := start.Add(time.Duration(i) * time.Microsecond)
-			sp.SetStartTimestamp(pcommon.NewTimestampFromTime(ts))
-			sp.SetEndTimestamp(pcommon.NewTimestampFromTime(ts.Add(time.Microsecond)))
+			appendSpan(ss, id, i, start.Add(time.Duration(i)*time.Microsecond), time.Microsecond).SetName("process item")
 		}
 		body, err := (&ptrace.ProtoMarshaler{}).MarshalTraces(td)
 		check(err)
@@ -422,6 +403,22 @@ func (r *runState) hugeTrace() bool {
 	ok := status == http.StatusOK && page.TotalSpans == n && size < 32<<20 && (astatus == http.StatusOK || astatus == http.StatusUnprocessableEntity)
 	fmt.Printf("  bounded answers: %s; peak RSS so far %d MB\n", verdict(ok), r.peakRSSKB.Load()/1024)
 	return ok
+}
+
+// appendSpan adds span number i of a trace (span id i+1, a child of span 1
+// unless it is span 1).
+func appendSpan(ss ptrace.ScopeSpans, id [16]byte, i int, start time.Time, d time.Duration) ptrace.Span {
+	sp := ss.Spans().AppendEmpty()
+	sp.SetTraceID(pcommon.TraceID(id))
+	var sid [8]byte
+	binary.BigEndian.PutUint64(sid[:], uint64(i+1))
+	sp.SetSpanID(pcommon.SpanID(sid))
+	if i > 0 {
+		sp.SetParentSpanID(pcommon.SpanID([8]byte{7: 1}))
+	}
+	sp.SetStartTimestamp(pcommon.NewTimestampFromTime(start))
+	sp.SetEndTimestamp(pcommon.NewTimestampFromTime(start.Add(d)))
+	return sp
 }
 
 func get(url string) (int, int, []byte) {
