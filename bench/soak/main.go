@@ -333,9 +333,18 @@ func (r *runState) diskFullCycle(d time.Duration) bool {
 				break
 			}
 		}
-		f.Close()
 		phase.Store(1)
-		time.Sleep(d * 2 / 5)
+		// Keep it full: whatever the server frees (WAL segments after a
+		// flush) is taken again.
+		small := chunk[:64<<10]
+		for until := time.Now().Add(d * 2 / 5); time.Now().Before(until); time.Sleep(20 * time.Millisecond) {
+			for {
+				if _, err := f.Write(small); err != nil {
+					break
+				}
+			}
+		}
+		f.Close()
 		check(os.Remove(filler))
 		phase.Store(2)
 	}()
@@ -374,6 +383,10 @@ func (r *runState) hugeTrace() bool {
 		}
 		body, err := (&ptrace.ProtoMarshaler{}).MarshalTraces(td)
 		check(err)
+		if time.Now().After(r.deadline) {
+			fmt.Printf("  could not send the huge trace before the deadline (%d of %d spans acknowledged): FAIL\n", sent, n)
+			return false
+		}
 		status, retryAfter := post(context.Background(), client, r.otlp+"/v1/traces", body)
 		if status == http.StatusOK {
 			sent += per
@@ -421,8 +434,10 @@ func appendSpan(ss ptrace.ScopeSpans, id [16]byte, i int, start time.Time, d tim
 	return sp
 }
 
+var queryClient = &http.Client{Timeout: 2 * time.Minute}
+
 func get(url string) (int, int, []byte) {
-	resp, err := http.Get(url)
+	resp, err := queryClient.Get(url)
 	if err != nil {
 		return 0, 0, nil
 	}
