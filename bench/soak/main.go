@@ -50,6 +50,7 @@ type options struct {
 	memLimitBytes int64
 	tmpfsBytes    int64
 	hugeSpans     int
+	config        string
 }
 
 func main() {
@@ -60,6 +61,7 @@ func main() {
 	flag.Int64Var(&o.memLimitBytes, "memory-limit", 256<<20, "the server's --memory-limit")
 	flag.Int64Var(&o.tmpfsBytes, "tmpfs-bytes", 1<<30, "size of the tmpfs holding the data directory")
 	flag.IntVar(&o.hugeSpans, "huge-spans", 200_000, "spans of the huge trace")
+	flag.StringVar(&o.config, "config", "", "a YAML configuration file for the server (flags set by soak override it)")
 	flag.Parse()
 	if o.bin == "" {
 		o.bin = filepath.Join(os.TempDir(), "soak-tracedx")
@@ -129,6 +131,9 @@ func (r *runState) startServer() {
 	r.srv = exec.Command(r.o.bin, "serve", "--data-dir", filepath.Join(r.dir, "data"), "--http-addr", httpAddr, "--otlp-http-addr", otlpAddr,
 		"--otlp-grpc-addr", "", "--zipkin-addr", "", "--tempo-addr", "", "--trace-idle-timeout", "2s",
 		"--memory-limit", strconv.FormatInt(r.o.memLimitBytes, 10), "--log-level", "warn")
+	if r.o.config != "" {
+		r.srv.Args = append(r.srv.Args, "--config", r.o.config)
+	}
 	log, err := os.Create(filepath.Join(os.TempDir(), "soak-server.log"))
 	check(err)
 	r.srv.Stdout, r.srv.Stderr = log, log

@@ -158,7 +158,7 @@ func Default() Config {
 		},
 		Analysis:  Analysis{Enabled: true, MetricsRetention: 30 * 24 * time.Hour, QueueSpans: 8192, MaxCPUShare: 0.2},
 		Analytics: Analytics{Enabled: true, BaselineTracesPerSecond: 200, WholeTracesPerSecond: 100},
-		Admission: Admission{HeapFraction: 0.85, AnalysisQueue: true, RetryAfter: time.Second},
+		Admission: Admission{HeapFraction: 0.7, AnalysisQueue: true, RetryAfter: time.Second},
 		Query:     Query{MaxTraceSpans: 10_000, MaxAnalysisSpans: 50_000, Timeout: 30 * time.Second},
 	}
 }

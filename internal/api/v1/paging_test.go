@@ -1,6 +1,7 @@
 package v1
 
 import (
+	"context"
 	"fmt"
 	"strings"
 	"testing"
@@ -9,6 +10,8 @@ import (
 	"github.com/tracedx/tracedx/internal/analyze"
 	"github.com/tracedx/tracedx/internal/api/apitest"
 	"github.com/tracedx/tracedx/internal/model"
+	"github.com/tracedx/tracedx/internal/store"
+	"github.com/tracedx/tracedx/internal/store/memstore"
 )
 
 // A huge trace comes in pages of at most MaxTraceSpans spans, each saying
@@ -111,5 +114,34 @@ func TestAnalysisListsAreCapped(t *testing.T) {
 	}
 	if top := fs[0].(map[string]any)["impact_ms"]; top != 1499.0 {
 		t.Fatalf("the cap must keep the costliest findings; first has impact %v", top)
+	}
+}
+
+// countingStore counts spans without reading them, and fails reads.
+type countingStore struct {
+	*memstore.Store
+	n     int
+	reads int
+}
+
+func (c *countingStore) TraceSpanCount(context.Context, model.TraceID, store.TimeRange) (int, error) {
+	return c.n, nil
+}
+
+func (c *countingStore) Trace(ctx context.Context, id model.TraceID, hint store.TimeRange) ([]model.Span, error) {
+	c.reads++
+	return c.Store.Trace(ctx, id, hint)
+}
+
+// With a store that counts spans, a trace too large is refused without
+// being read.
+func TestHugeTraceAnalysisIsRefusedUnread(t *testing.T) {
+	spans := apitest.SynthTrace(5, 10)
+	st := &countingStore{Store: apitest.NewStore(t, spans), n: 60_000}
+	srv := apitest.Serve(t, NewHandler(Deps{Store: st}))
+	code, m := apitest.GetJSON(t, srv, "/api/v1/traces/"+spans[0].TraceID.String()+"/analysis")
+	wantError(t, "counted analysis", code, m, 422, "60000 spans")
+	if st.reads != 0 {
+		t.Fatalf("the trace was read %d times before being refused", st.reads)
 	}
 }

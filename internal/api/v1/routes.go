@@ -1,6 +1,7 @@
 package v1
 
 import (
+	"context"
 	"fmt"
 	"math"
 	"net/http"
@@ -66,14 +67,17 @@ func (a *api) trace(w http.ResponseWriter, r *http.Request) {
 func (a *api) analysis(w http.ResponseWriter, r *http.Request) {
 	r, cancel := a.queryContext(r)
 	defer cancel()
+	if err := a.checkAnalysisSize(r); err != nil {
+		a.fail(w, r, timeoutError(r.Context(), err))
+		return
+	}
 	spans, id, err := a.loadTrace(r)
 	if err != nil {
 		a.fail(w, r, timeoutError(r.Context(), err))
 		return
 	}
 	if len(spans) > a.d.MaxAnalysisSpans {
-		a.fail(w, r, errTooLarge{fmt.Sprintf("trace %s has %d spans, more than the %d an analysis on request may take (query.max_analysis_spans); "+
-			"its findings from the background analysis are at /api/v1/findings?trace_id=%s", id, len(spans), a.d.MaxAnalysisSpans, id)})
+		a.fail(w, r, a.tooLargeForAnalysis(id, len(spans)))
 		return
 	}
 	res, err := a.runAnalysis(r.Context(), spans)
@@ -101,6 +105,43 @@ func (a *api) analysis(w http.ResponseWriter, r *http.Request) {
 		res.Why = []string{}
 	}
 	writeJSON(w, http.StatusOK, capAnalysis(res))
+}
+
+// spanCounter is a store that counts a trace's spans without reading
+// them (the embedded engine).
+type spanCounter interface {
+	TraceSpanCount(ctx context.Context, id model.TraceID, hint store.TimeRange) (int, error)
+}
+
+// checkAnalysisSize refuses a trace too large to analyse before reading
+// it, when the store can count its spans: reading a 200k-span trace only
+// to refuse it took seconds and hundreds of MB.
+func (a *api) checkAnalysisSize(r *http.Request) error {
+	sc, ok := a.d.Store.(spanCounter)
+	if !ok {
+		return nil
+	}
+	id, err := parseID(r.PathValue("id"))
+	if err != nil {
+		return err
+	}
+	hint, err := a.parseRange(r.URL.Query())
+	if err != nil {
+		return err
+	}
+	n, err := sc.TraceSpanCount(r.Context(), id, hint)
+	if err != nil {
+		return err
+	}
+	if n > a.d.MaxAnalysisSpans {
+		return a.tooLargeForAnalysis(id, n)
+	}
+	return nil
+}
+
+func (a *api) tooLargeForAnalysis(id model.TraceID, n int) error {
+	return errTooLarge{fmt.Sprintf("trace %s has %d spans, more than the %d an analysis on request may take (query.max_analysis_spans); "+
+		"its findings from the background analysis are at /api/v1/findings?trace_id=%s", id, n, a.d.MaxAnalysisSpans, id)}
 }
 
 // mergeFindings adds stored findings (e.g. from cross-trace detectors) that

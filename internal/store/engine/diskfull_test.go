@@ -208,3 +208,36 @@ func TestDiskBudgetCountsExtraData(t *testing.T) {
 	}
 	checkAllTraces(t, e, fresh)
 }
+
+func TestTraceSpanCount(t *testing.T) {
+	e := openT(t, testOpts(t.TempDir()))
+	defer e.Close()
+	ctx := context.Background()
+	now := uint64(time.Now().UnixNano())
+	spans := newGen(81).batch(300, now, 1e6)
+	id := spans[0].TraceID
+	var first, second []model.Span
+	for _, s := range spans {
+		if s.TraceID == id && len(first) < 2 {
+			first = append(first, s)
+		} else if s.TraceID == id {
+			second = append(second, s)
+		}
+	}
+	if err := e.Write(ctx, first); err != nil {
+		t.Fatal(err)
+	}
+	if err := e.Flush(ctx); err != nil {
+		t.Fatal(err)
+	}
+	if err := e.Write(ctx, second); err != nil { // in the head, the rest in a block
+		t.Fatal(err)
+	}
+	got, err := e.TraceSpanCount(ctx, id, store.TimeRange{})
+	if err != nil || got != len(first)+len(second) {
+		t.Fatalf("span count %d (%v), want %d", got, err, len(first)+len(second))
+	}
+	if n, _ := e.TraceSpanCount(ctx, model.TraceID{9}, store.TimeRange{}); n != 0 {
+		t.Fatalf("unknown trace: %d spans", n)
+	}
+}

@@ -511,3 +511,29 @@ func (e *Engine) AttributeNames(ctx context.Context, scope store.Scope, r store.
 func (e *Engine) AttributeValues(ctx context.Context, scope store.Scope, key string, r store.TimeRange, limit int) ([]model.Value, error) {
 	return e.cat.attrValues(scope, key, r, limit), nil
 }
+
+// TraceSpanCount returns how many spans of a trace are stored, from the
+// head's counters and the blocks' indexes, without decoding any: the API
+// refuses an analysis too large before reading the trace.
+func (e *Engine) TraceSpanCount(ctx context.Context, id model.TraceID, hint store.TimeRange) (int, error) {
+	e.mu.RLock()
+	defer e.mu.RUnlock()
+	n := 0
+	if t := e.head.get(id); t != nil {
+		n += t.n
+	}
+	for _, m := range e.flushing {
+		if t := m[id]; t != nil {
+			n += t.n
+		}
+	}
+	for _, b := range e.blocks {
+		if !hint.Overlaps(b.meta.MinTime, b.meta.MaxTime) {
+			continue
+		}
+		if i := b.idx.find(id); i >= 0 {
+			n += int(b.idx.nspans[i])
+		}
+	}
+	return n, ctx.Err()
+}
