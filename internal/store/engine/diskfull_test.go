@@ -3,6 +3,7 @@ package engine
 import (
 	"context"
 	"errors"
+	"log/slog"
 	"sync/atomic"
 	"syscall"
 	"testing"
@@ -37,6 +38,19 @@ func (d *faultyDisk) create(path string) (segmentFile, error) {
 	}
 	return &faultySegment{f, d}, nil
 }
+
+// countingHandler counts ERROR records.
+type countingHandler struct{ errors atomic.Int64 }
+
+func (h *countingHandler) Enabled(context.Context, slog.Level) bool { return true }
+func (h *countingHandler) Handle(_ context.Context, r slog.Record) error {
+	if r.Level >= slog.LevelError {
+		h.errors.Add(1)
+	}
+	return nil
+}
+func (h *countingHandler) WithAttrs([]slog.Attr) slog.Handler { return h }
+func (h *countingHandler) WithGroup(string) slog.Handler      { return h }
 
 type pathError struct {
 	path string
@@ -78,6 +92,8 @@ func TestWALRecoversFromFullDisk(t *testing.T) {
 			disk := &faultyDisk{onFsync: onFsync}
 			o := testOpts(dir)
 			o.walCreate = disk.create
+			logs := &countingHandler{}
+			o.Logger = slog.New(logs)
 			e := openT(t, o)
 			ctx := context.Background()
 			now := uint64(time.Now().UnixNano())
@@ -100,6 +116,9 @@ func TestWALRecoversFromFullDisk(t *testing.T) {
 			}
 			if disk.failCount.Load() == 0 {
 				t.Fatal("the fault was never hit")
+			}
+			if n := logs.errors.Load(); n != 1 {
+				t.Fatalf("%d error lines for 3 failed writes, want 1 (rate-limited)", n)
 			}
 			disk.full.Store(false)
 			if err := e.Write(ctx, after); err != nil {
