@@ -2,6 +2,7 @@ package server
 
 import (
 	"context"
+	"encoding/json"
 	"errors"
 	"io"
 	"log/slog"
@@ -169,5 +170,36 @@ func TestReadyz(t *testing.T) {
 	resp.Body.Close()
 	if resp.StatusCode != http.StatusOK || string(body) != "ready\n" {
 		t.Fatalf("/readyz: %s %q", resp.Status, body)
+	}
+}
+
+// The engine reads a page of a trace alone; the API serves it.
+func TestTracePageFromTheEngine(t *testing.T) {
+	s := startTestServer(t, func(*config.Config) {})
+	tr := model.TraceID{5, 5, 5}
+	if resp := postSpans(t, s, tr); resp.StatusCode != http.StatusOK {
+		t.Fatalf("ingest: %s", resp.Status)
+	}
+	resp, err := http.Get("http://" + s.Addr("http") + "/api/v1/traces/" + tr.String() + "?offset=1&limit=1")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer resp.Body.Close()
+	var page struct {
+		TotalSpans int    `json:"total_spans"`
+		Truncated  bool   `json:"truncated"`
+		Next       string `json:"next"`
+		Spans      []struct {
+			SpanID string `json:"span_id"`
+		} `json:"spans"`
+	}
+	if err := json.NewDecoder(resp.Body).Decode(&page); err != nil {
+		t.Fatal(err)
+	}
+	// Spans start 0, 1 and 2 ms after the first: the second page of one
+	// is span 2.
+	if page.TotalSpans != 3 || len(page.Spans) != 1 || page.Spans[0].SpanID != (model.SpanID{2}).String() || !page.Truncated ||
+		!strings.Contains(page.Next, "offset=2") {
+		t.Fatalf("page: %+v", page)
 	}
 }

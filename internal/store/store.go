@@ -62,6 +62,24 @@ type Store interface {
 	Close() error
 }
 
+// TracePage is one page of a trace's spans, in start order (ties by span
+// id), with what describes the whole trace.
+type TracePage struct {
+	Spans []model.Span
+	// Total is the trace's span count; StartUnixNano and EndUnixNano its
+	// earliest start and latest end.
+	Total                      int
+	StartUnixNano, EndUnixNano uint64
+}
+
+// TracePager is implemented by stores that read a page of a trace holding
+// only that page's spans decoded, whatever the trace weighs (the embedded
+// engine). Spans [offset, offset+limit) of the start order are returned;
+// ErrNotFound when no span of the trace is stored.
+type TracePager interface {
+	TracePage(ctx context.Context, id model.TraceID, hint TimeRange, offset, limit int) (TracePage, error)
+}
+
 // ErrStop may be returned by a ScanTraces callback to end the scan early
 // without error.
 var ErrStop = errors.New("stop scan")

@@ -1,6 +1,7 @@
 package v1
 
 import (
+	"bytes"
 	"context"
 	"errors"
 	"fmt"
@@ -11,6 +12,7 @@ import (
 
 	"github.com/tracedx/tracedx/internal/analyze"
 	"github.com/tracedx/tracedx/internal/model"
+	"github.com/tracedx/tracedx/internal/store"
 )
 
 // A trace of 200k spans answered with 155 MB of JSON in up to 40 s, and
@@ -70,34 +72,40 @@ type TracePage struct {
 	Next       string `json:"next,omitempty"`
 }
 
-// tracePage converts only the spans of the page: the cost of a response is
-// bounded by the page, whatever the trace weighs. spans are sorted in
-// place.
-func tracePage(spans []model.Span, offset, limit int, u *url.URL) TracePage {
-	sort.SliceStable(spans, func(i, j int) bool { return spans[i].StartUnixNano < spans[j].StartUnixNano })
-	var lo, hi uint64
+// pageOf cuts a page out of a whole trace, for stores that cannot read a
+// page alone. spans are sorted in place.
+func pageOf(spans []model.Span, offset, limit int) store.TracePage {
+	sort.SliceStable(spans, func(i, j int) bool {
+		a, b := &spans[i], &spans[j]
+		return a.StartUnixNano < b.StartUnixNano || a.StartUnixNano == b.StartUnixNano && bytes.Compare(a.SpanID[:], b.SpanID[:]) < 0
+	})
+	p := store.TracePage{Total: len(spans)}
 	for i := range spans {
-		if lo == 0 || spans[i].StartUnixNano < lo {
-			lo = spans[i].StartUnixNano
+		if p.StartUnixNano == 0 || spans[i].StartUnixNano < p.StartUnixNano {
+			p.StartUnixNano = spans[i].StartUnixNano
 		}
-		hi = max(hi, spans[i].EndUnixNano)
+		p.EndUnixNano = max(p.EndUnixNano, spans[i].EndUnixNano)
 	}
-	start, end := min(offset, len(spans)), min(offset+limit, len(spans))
-	p := TracePage{TraceJSON: TraceJSON{TimesJSON: times(lo, hi), SpanCount: len(spans), Spans: make([]SpanJSON, end-start)},
-		TotalSpans: len(spans), Offset: offset, Limit: limit, Truncated: end < len(spans)}
-	if len(spans) > 0 {
-		p.TraceID = spans[0].TraceID.String()
+	p.Spans = spans[min(offset, len(spans)):min(offset+limit, len(spans))]
+	return p
+}
+
+// pageJSON converts only the spans of the page: the cost of a response is
+// bounded by the page, whatever the trace weighs.
+func pageJSON(id model.TraceID, p store.TracePage, offset, limit int, u *url.URL) TracePage {
+	out := TracePage{TraceJSON: TraceJSON{TraceID: id.String(), TimesJSON: times(p.StartUnixNano, p.EndUnixNano), SpanCount: p.Total,
+		Spans: make([]SpanJSON, len(p.Spans))}, TotalSpans: p.Total, Offset: offset, Limit: limit}
+	for i := range p.Spans {
+		out.Spans[i] = spanJSON(&p.Spans[i])
 	}
-	for i := start; i < end; i++ {
-		p.Spans[i-start] = spanJSON(&spans[i])
-	}
-	if p.Truncated {
+	if end := offset + len(p.Spans); end < p.Total && len(p.Spans) > 0 {
+		out.Truncated = true
 		q := u.Query()
 		q.Set("offset", strconv.Itoa(end))
 		q.Set("limit", strconv.Itoa(limit))
-		p.Next = u.Path + "?" + q.Encode()
+		out.Next = u.Path + "?" + q.Encode()
 	}
-	return p
+	return out
 }
 
 // AnalysisJSON is an analysis with its lists capped at maxAnalysisItems.

@@ -28,13 +28,19 @@ func parseID(s string) (model.TraceID, error) {
 	return id, nil
 }
 
-// loadTrace reads a trace with the optional start/end hint.
-func (a *api) loadTrace(r *http.Request) ([]model.Span, model.TraceID, error) {
+// traceParams reads the trace id and the optional start/end hint.
+func (a *api) traceParams(r *http.Request) (model.TraceID, store.TimeRange, error) {
 	id, err := parseID(r.PathValue("id"))
 	if err != nil {
-		return nil, id, err
+		return id, store.TimeRange{}, err
 	}
 	hint, err := a.parseRange(r.URL.Query())
+	return id, hint, err
+}
+
+// loadTrace reads a trace with the optional start/end hint.
+func (a *api) loadTrace(r *http.Request) ([]model.Span, model.TraceID, error) {
+	id, hint, err := a.traceParams(r)
 	if err != nil {
 		return nil, id, err
 	}
@@ -56,12 +62,34 @@ func (a *api) trace(w http.ResponseWriter, r *http.Request) {
 		a.fail(w, r, err)
 		return
 	}
-	spans, _, err := a.loadTrace(r)
+	page, id, err := a.loadPage(r, offset, limit)
 	if err != nil {
 		a.fail(w, r, timeoutError(r.Context(), err))
 		return
 	}
-	writeJSON(w, http.StatusOK, tracePage(spans, offset, limit, r.URL))
+	writeJSON(w, http.StatusOK, pageJSON(id, page, offset, limit, r.URL))
+}
+
+// loadPage reads one page of a trace: from the store alone when it can,
+// else cut out of the whole trace.
+func (a *api) loadPage(r *http.Request, offset, limit int) (store.TracePage, model.TraceID, error) {
+	pager, ok := a.d.Store.(store.TracePager)
+	if !ok {
+		spans, id, err := a.loadTrace(r)
+		if err != nil {
+			return store.TracePage{}, id, err
+		}
+		return pageOf(spans, offset, limit), id, nil
+	}
+	id, hint, err := a.traceParams(r)
+	if err != nil {
+		return store.TracePage{}, id, err
+	}
+	page, err := pager.TracePage(r.Context(), id, hint, offset, limit)
+	if err != nil {
+		return page, id, fmt.Errorf("trace %s: %w", id, err)
+	}
+	return page, id, nil
 }
 
 func (a *api) analysis(w http.ResponseWriter, r *http.Request) {
@@ -121,11 +149,7 @@ func (a *api) checkAnalysisSize(r *http.Request) error {
 	if !ok {
 		return nil
 	}
-	id, err := parseID(r.PathValue("id"))
-	if err != nil {
-		return err
-	}
-	hint, err := a.parseRange(r.URL.Query())
+	id, hint, err := a.traceParams(r)
 	if err != nil {
 		return err
 	}
