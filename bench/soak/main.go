@@ -190,13 +190,19 @@ func (r *runState) all() bool {
 	limitKB := r.o.memLimitBytes * 12 / 10 / 1024
 	rssOK := r.peakRSSKB.Load() <= limitKB
 	retryOK := r.retryableSeen() && r.retryAfterSeen.Load()
-	fmt.Printf("  responses by status: %s\n", codes)
+	fmt.Printf("  responses by status (0: no answer): %s\n", codes)
+	if n := transportErrs.Load(); n > 0 {
+		fmt.Printf("  %d requests got no answer, the last: %v\n", n, lastTransportErr.Load())
+	}
 	fmt.Printf("  peak RSS %d MB, limit + 20 %% = %d MB: %s\n", r.peakRSSKB.Load()/1024, limitKB/1024, verdict(rssOK))
 	fmt.Printf("  retryable refusals with Retry-After: %s\n", verdict(retryOK))
 
 	diskOK := true
 	if r.mounted {
+		r.peakRSSKB.Store(0)
 		diskOK = r.diskFullCycle(budget * 30 / 100)
+		fmt.Printf("  peak RSS in this phase %d MB\n", r.peakRSSKB.Load()/1024)
+		r.peakRSSKB.Store(0)
 	}
 	hugeOK := r.hugeTrace()
 
@@ -271,6 +277,13 @@ func sleep(ctx context.Context, d time.Duration) {
 	}
 }
 
+// transportErrs counts requests that got no HTTP answer (status 0),
+// besides those cut by the end of a phase.
+var (
+	transportErrs    atomic.Int64
+	lastTransportErr atomic.Value
+)
+
 // post returns the status (0 on a transport error) and the Retry-After.
 func post(ctx context.Context, c *http.Client, url string, body []byte) (int, time.Duration) {
 	req, err := http.NewRequestWithContext(ctx, http.MethodPost, url, bytes.NewReader(body))
@@ -278,6 +291,10 @@ func post(ctx context.Context, c *http.Client, url string, body []byte) (int, ti
 	req.Header.Set("Content-Type", "application/x-protobuf")
 	resp, err := c.Do(req)
 	if err != nil {
+		if ctx.Err() == nil {
+			transportErrs.Add(1)
+			lastTransportErr.Store(err.Error())
+		}
 		return 0, 0
 	}
 	_, _ = io.Copy(io.Discard, resp.Body)
@@ -419,7 +436,7 @@ func (r *runState) hugeTrace() bool {
 	fmt.Printf("  GET trace: %d, %d KB in %s (total_spans %d, truncated %v)\n", status, size>>10, fetch.Round(time.Millisecond), page.TotalSpans, page.Truncated)
 	fmt.Printf("  GET analysis: %d, %d KB in %s\n", astatus, asize>>10, analysis.Round(time.Millisecond))
 	ok := status == http.StatusOK && page.TotalSpans == n && size < 32<<20 && (astatus == http.StatusOK || astatus == http.StatusUnprocessableEntity)
-	fmt.Printf("  bounded answers: %s; peak RSS so far %d MB\n", verdict(ok), r.peakRSSKB.Load()/1024)
+	fmt.Printf("  bounded answers: %s; peak RSS since the overload phase %d MB\n", verdict(ok), r.peakRSSKB.Load()/1024)
 	return ok
 }
 
