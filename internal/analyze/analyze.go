@@ -3,7 +3,6 @@ package analyze
 import (
 	"fmt"
 	"log/slog"
-	"sort"
 
 	"github.com/tracedx/tracedx/internal/model"
 )
@@ -14,7 +13,14 @@ type Options struct {
 	Detectors []Detector
 	// History of earlier traces; nil means none (offline analysis).
 	History History
+	// MaxFindings caps the findings of one trace (0: DefaultMaxFindings,
+	// negative: no cap). A pathological trace (200k spans, each overrunning
+	// its parent) must not bury the one finding that matters.
+	MaxFindings int
 }
+
+// DefaultMaxFindings is the per-trace cap when Options.MaxFindings is 0.
+const DefaultMaxFindings = 100
 
 // Analyze diagnoses one trace: it builds the span tree once, runs the
 // detectors, stamps the trace id on their findings, orders them (most
@@ -43,16 +49,18 @@ func Analyze(spans []model.Span, opts Options) Result {
 			res.Findings = append(res.Findings, f)
 		}
 	}
-	sort.SliceStable(res.Findings, func(i, j int) bool {
-		a, b := res.Findings[i], res.Findings[j]
-		if a.Severity.Rank() != b.Severity.Rank() {
-			return a.Severity.Rank() > b.Severity.Rank()
-		}
-		if a.ImpactMS != b.ImpactMS {
-			return a.ImpactMS > b.ImpactMS
-		}
-		return a.Kind < b.Kind
-	})
+	res.Findings = mergeDuplicates(res.Findings)
+	assignCulprits(t, res.Findings)
+	sortFindings(res.Findings)
+	limit := opts.MaxFindings
+	if limit == 0 {
+		limit = DefaultMaxFindings
+	}
+	if limit > 0 && len(res.Findings) > limit {
+		// The order above puts the most severe and costliest first.
+		res.FindingsOmitted = len(res.Findings) - limit
+		res.Findings = res.Findings[:limit:limit]
+	}
 	res.CriticalPath = t.CriticalPath().Steps(t)
 	if res.CriticalPath == nil {
 		res.CriticalPath = []PathStep{}

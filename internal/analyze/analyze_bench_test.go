@@ -124,7 +124,16 @@ func BenchmarkAnalyzeScaling(b *testing.B) {
 // TestBigTraceExercisesDetectors keeps the benchmark honest: the generated
 // trace must give the detectors real work, findings included.
 func TestBigTraceExercisesDetectors(t *testing.T) {
-	res := Analyze(bigTrace(10_000), Options{})
+	res := Analyze(bigTrace(10_000), Options{MaxFindings: -1})
+	capped := Analyze(bigTrace(10_000), Options{MaxFindings: 5})
+	if len(capped.Findings) != 5 || capped.FindingsOmitted != len(res.Findings)-5 {
+		t.Errorf("cap: %d findings kept, %d omitted, of %d", len(capped.Findings), capped.FindingsOmitted, len(res.Findings))
+	}
+	for i := 1; i < len(capped.Findings); i++ {
+		if capped.Findings[i].Severity.Rank() > capped.Findings[i-1].Severity.Rank() {
+			t.Fatalf("cap kept a less severe finding before a more severe one at %d", i)
+		}
+	}
 	kinds := map[string]int{}
 	for _, f := range res.Findings {
 		kinds[f.Kind]++

@@ -16,7 +16,7 @@ type BrokenPropagation struct {
 	MaxFindings int `yaml:"max_findings"`
 }
 
-// NewBrokenPropagation returns the detector with shared/patterns.md defaults.
+// NewBrokenPropagation returns the detector with docs/patterns.md defaults.
 func NewBrokenPropagation() *BrokenPropagation { return &BrokenPropagation{MaxFindings: 20} }
 
 func init() { Register(func() Detector { return NewBrokenPropagation() }) }
@@ -103,7 +103,9 @@ func (d *BrokenPropagation) Detect(t *Trace, _ *Env) []Finding {
 		ev.Call = &ref
 		ids := []string{c.Span.SpanID.String()}
 		for _, r := range t.Roots {
-			if detached[r] && r.Span.Service == callee && r.Start() >= c.Start() && r.Start() <= c.End() {
+			// The callee runs on another host: its clock may be off by
+			// up to crossHostSkewNS (timing.go).
+			if detached[r] && r.Span.Service == callee && r.Start()+crossHostSkewNS >= c.Start() && r.Start() <= c.End()+crossHostSkewNS {
 				rr := RefOf(t, r)
 				ev.Span = &rr
 				ev.SubtreeSize = subtreeSize(r)
@@ -185,7 +187,7 @@ func likelyCaller(t *Trace, r *Node) *Node {
 		if c == r || c.Span.Kind != model.KindClient || c.Span.Service == r.Span.Service {
 			continue
 		}
-		if c.Start() <= r.Start() && r.Start() <= c.End() && calleeService(c, services) != "" {
+		if c.Start() <= r.Start()+crossHostSkewNS && r.Start() <= c.End()+crossHostSkewNS && calleeService(c, services) != "" {
 			return c
 		}
 	}

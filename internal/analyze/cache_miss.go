@@ -14,7 +14,7 @@ type CacheMiss struct {
 	MinFallbackMS float64 `yaml:"min_fallback_ms"`
 }
 
-// NewCacheMiss returns the detector with shared/patterns.md defaults.
+// NewCacheMiss returns the detector with docs/patterns.md defaults.
 func NewCacheMiss() *CacheMiss { return &CacheMiss{MinFallbackMS: 50} }
 
 func init() { Register(func() Detector { return NewCacheMiss() }) }
@@ -171,7 +171,9 @@ func (d *CacheMiss) Detect(t *Trace, _ *Env) []Finding {
 			// bounded look-ahead keeps parents with thousands of cache
 			// calls linear.
 			all := n.Parent.Children
-			i0 := sort.Search(len(all), func(i int) bool { return all[i].Start() >= n.End() })
+			// Clock rounding can show the fetch starting up to a ms
+			// before the lookup "ended" (timing.go).
+			i0 := sort.Search(len(all), func(i int) bool { return all[i].Start()+1e6 >= n.End() })
 			sibs := all[i0:min(len(all), i0+cacheLookahead)]
 			for _, s := range sibs {
 				if s == n {
@@ -264,7 +266,7 @@ func hasLaterWrite(sibs []*Node, after *Node, key string) bool {
 		return false
 	}
 	for _, s := range sibs {
-		if s.Start() < after.End() {
+		if s.Start()+1e6 < after.End() {
 			continue
 		}
 		if c, k, _, ok := cacheOp(s); ok && cacheWrites[c] && k == key {

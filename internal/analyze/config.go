@@ -20,7 +20,7 @@ import (
 //	cache_miss: {min_fallback_ms: 100}
 //	instrumentation_gap: false
 //
-// Kinds not named keep shared/patterns.md defaults. Unknown kinds and
+// Kinds not named keep docs/patterns.md defaults. Unknown kinds and
 // unknown fields are errors, so a typo cannot silently leave a default in
 // place. An empty document yields DefaultDetectors().
 func LoadDetectorConfig(doc []byte) ([]Detector, error) {

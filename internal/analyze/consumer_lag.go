@@ -15,7 +15,7 @@ type ConsumerLag struct {
 	CriticalFactor float64 `yaml:"critical_factor"`
 }
 
-// NewConsumerLag returns the detector with shared/patterns.md defaults.
+// NewConsumerLag returns the detector with docs/patterns.md defaults.
 func NewConsumerLag() *ConsumerLag { return &ConsumerLag{MinLagMS: 1000, CriticalFactor: 10} }
 
 func init() { Register(func() Detector { return NewConsumerLag() }) }

@@ -14,7 +14,7 @@ type Segment struct {
 }
 
 // CriticalPath is the chain of spans that decides the end-to-end duration
-// of the main root (shared/patterns.md): from a span, go to the child that
+// of the main root (docs/patterns.md): from a span, go to the child that
 // finished last before the span's end, then to the child that finished
 // before that child started, and so on. Children are cut at their parent's
 // end, and producer→consumer edges are not followed (the consumer runs

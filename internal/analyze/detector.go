@@ -8,7 +8,7 @@ import (
 
 // Detector recognises one kind of pattern in one trace. A detector is a
 // struct whose exported fields are its thresholds (YAML-configurable, with
-// the defaults of shared/patterns.md set by its constructor); it keeps no
+// the defaults of docs/patterns.md set by its constructor); it keeps no
 // state between calls, so one instance serves concurrent analyses.
 type Detector interface {
 	Kind() string

@@ -14,7 +14,7 @@ type ErrorOrigin struct {
 	MaxChain int `yaml:"max_chain"`
 }
 
-// NewErrorOrigin returns the detector with shared/patterns.md defaults
+// NewErrorOrigin returns the detector with docs/patterns.md defaults
 // (every trace with an error span).
 func NewErrorOrigin() *ErrorOrigin { return &ErrorOrigin{MaxChain: 20} }
 
@@ -136,10 +136,15 @@ func (d *ErrorOrigin) Detect(t *Trace, _ *Env) []Finding {
 		sev = SeverityCritical
 	}
 	what := typ
-	if what == "" {
-		what = "error"
+	if IsWrapperErrorType(typ) {
+		what = "" // "*fmt.wrapError: a: b: c" says no more than "a: b: c"
 	}
-	if msg != "" {
+	switch {
+	case what == "" && msg != "":
+		what = clipText(msg, 80)
+	case what == "":
+		what = "error"
+	case msg != "":
 		what += ": " + clipText(msg, 80)
 	}
 	top := o
@@ -152,9 +157,9 @@ func (d *ErrorOrigin) Detect(t *Trace, _ *Env) []Finding {
 	code, hasCode := HTTPStatus(top.Span)
 	switch {
 	case ev.RootFailed && hasCode && code >= 500:
-		title = fmt.Sprintf("HTTP %d from %s caused by %s, %d layers below", code, spanLabel(t, top), title, o.Depth-top.Depth)
+		title = fmt.Sprintf("HTTP %d from %s caused by %s, %s below", code, spanLabel(t, top), title, layers(o.Depth-top.Depth))
 	case ev.PropagatedLayers > 0:
-		title += fmt.Sprintf(", passed up %d layers to %s", ev.PropagatedLayers, spanLabel(t, top))
+		title += fmt.Sprintf(", passed up %s to %s", layers(ev.PropagatedLayers), spanLabel(t, top))
 	}
 	ids := make([]string, 0, len(path))
 	ids = append(ids, o.Span.SpanID.String())
@@ -163,7 +168,10 @@ func (d *ErrorOrigin) Detect(t *Trace, _ *Env) []Finding {
 			ids = append(ids, n.Span.SpanID.String())
 		}
 	}
-	fix := fmt.Sprintf("Start at %s %s: fix or guard %s there", o.Span.Service, o.Span.Name, nonEmpty(typ, "the failure"))
+	// Wrapper types (*fmt.wrapError) and "a: b: c" message chains hide the
+	// original error; name that one as the thing to fix.
+	fix := fmt.Sprintf("Start at %s %s: fix or guard %s there", o.Span.Service, o.Span.Name,
+		nonEmpty(quoteCause(typ, msg), "the failure"))
 	if ev.RewrappedLayers > 0 {
 		fix += fmt.Sprintf("; %d layer(s) re-wrapped the error, keep the original cause in their messages", ev.RewrappedLayers)
 	}
@@ -177,4 +185,24 @@ func nonEmpty(s, alt string) string {
 		return alt
 	}
 	return s
+}
+
+// quoteCause names the original error for a fix sentence: its type, or
+// its innermost message part in quotes when the type is a wrapper.
+func quoteCause(typ, msg string) string {
+	t, m := OriginalError(typ, msg)
+	switch {
+	case t != "":
+		return t
+	case m != "":
+		return fmt.Sprintf("%q", clipText(m, 80))
+	}
+	return ""
+}
+
+func layers(n int) string {
+	if n == 1 {
+		return "1 layer"
+	}
+	return fmt.Sprintf("%d layers", n)
 }

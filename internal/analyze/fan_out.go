@@ -11,10 +11,15 @@ import (
 // another service: the service-level N+1.
 type FanOut struct {
 	MinCalls int `yaml:"min_calls"`
+	// A batch call must save at least MinSavingMS and MinSavingShare of the
+	// parent's duration: ten concurrent calls that a batch would shorten by
+	// 0.4 ms are how the code should look, not a finding.
+	MinSavingMS    float64 `yaml:"min_saving_ms"`
+	MinSavingShare float64 `yaml:"min_saving_share"`
 }
 
-// NewFanOut returns the detector with shared/patterns.md defaults.
-func NewFanOut() *FanOut { return &FanOut{MinCalls: 5} }
+// NewFanOut returns the detector with its defaults (docs/patterns.md).
+func NewFanOut() *FanOut { return &FanOut{MinCalls: 5, MinSavingMS: 10, MinSavingShare: 0.05} }
 
 func init() { Register(func() Detector { return NewFanOut() }) }
 
@@ -37,7 +42,8 @@ type FanOutEvidence struct {
 	BatchSavingMS float64 `json:"batch_saving_ms"`
 }
 
-// Detect implements Detector. Database calls are n_plus_one_query's and
+// Detect implements Detector. Groups whose batch saving is below the
+// thresholds are no finding. Database calls are n_plus_one_query's and
 // message publishing is not request/response, so both are left out; a
 // group that is mostly one retry chain is retry_storm's. Severity by the
 // batch saving (SeverityForImpact), at least warning when sequential.
@@ -61,13 +67,15 @@ func (d *FanOut) Detect(t *Trace, _ *Env) []Finding {
 			if inRetries*2 >= len(g) {
 				continue
 			}
-			out = append(out, d.finding(t, p, g))
+			if f, ok := d.finding(t, p, g); ok {
+				out = append(out, f)
+			}
 		}
 	}
 	return out
 }
 
-func (d *FanOut) finding(t *Trace, p *Node, g []*Node) Finding {
+func (d *FanOut) finding(t *Trace, p *Node, g []*Node) (Finding, bool) {
 	var total, longest uint64
 	for _, n := range g {
 		total += n.Duration()
@@ -83,6 +91,9 @@ func (d *FanOut) finding(t *Trace, p *Node, g []*Node) Finding {
 	}
 	crit := critUnder(t, g...)
 	saving := subSat(crit, longest)
+	if NS(saving) < d.MinSavingMS || float64(saving) < d.MinSavingShare*float64(p.Duration()) {
+		return Finding{}, false
+	}
 	svc, op := CallTarget(t, g[0])
 	ids := make([]string, len(g))
 	for i, n := range g {
@@ -96,9 +107,7 @@ func (d *FanOut) finding(t *Trace, p *Node, g []*Node) Finding {
 	if mode == "partly_concurrent" {
 		title = fmt.Sprintf("%d calls (at most %d at once) to %s %s from %s", len(g), conc, svc, clipText(op, 60), displayOp(p))
 	}
-	if saving > 0 {
-		title += fmt.Sprintf("; a batch call would save ~%.0f ms", NS(saving))
-	}
+	title += fmt.Sprintf("; a batch call would save ~%.0f ms", NS(saving))
 	return Finding{
 		Kind: d.Kind(), Severity: sev, Title: title, SpanIDs: ids, ImpactMS: roundMS(saving),
 		Evidence: FanOutEvidence{
@@ -107,7 +116,7 @@ func (d *FanOut) finding(t *Trace, p *Node, g []*Node) Finding {
 		},
 		Fix: "Add or use a batch endpoint on " + svc + " (one call with all ids), or cache the per-item answers; " +
 			"if the calls must stay separate, run them concurrently with a bounded pool.",
-	}
+	}, true
 }
 
 // maxConcurrency of spans sorted by start: the most running at one
@@ -120,7 +129,10 @@ func maxConcurrency(g []*Node) int {
 	slices.Sort(ends)
 	best, running, j := 0, 0, 0
 	for _, n := range g {
-		for j < len(ends) && ends[j] <= n.Start() {
+		// A call that ended within the clock tolerance of this start ran
+		// before it (timing.go).
+		tol := max(uint64(1e6), n.Duration()/50)
+		for j < len(ends) && ends[j] <= n.Start()+tol && running > 0 {
 			j++
 			running--
 		}

@@ -34,9 +34,10 @@ func TestFanOutModesAndRetryExclusion(t *testing.T) {
 	if len(got) != 1 || got[0].Evidence.(FanOutEvidence).Mode != "sequential" || got[0].ImpactMS != 200 {
 		t.Fatalf("sequential: %+v", got)
 	}
-	got = d.Detect(build(6, true, 200), nil)
-	if len(got) != 1 || got[0].Evidence.(FanOutEvidence).Mode != "concurrent" || got[0].ImpactMS != 0 {
-		t.Fatalf("concurrent: %+v", got)
+	// Six concurrent calls already cost only the slowest: a batch call
+	// would save nothing, so there is nothing to report.
+	if got := d.Detect(build(6, true, 200), nil); len(got) != 0 {
+		t.Fatalf("concurrent fan-out that saves ~0 ms reported: %q", got[0].Title)
 	}
 	if got := d.Detect(build(4, false, 200), nil); len(got) != 0 {
 		t.Fatal("4 calls are below the threshold")

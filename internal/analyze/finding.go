@@ -23,7 +23,7 @@ func (s Severity) Rank() int {
 }
 
 // Finding is one diagnosed problem. The JSON field names are a public
-// contract (shared/patterns.md).
+// contract (docs/patterns.md).
 type Finding struct {
 	Kind     string   `json:"kind"`
 	Severity Severity `json:"severity"`

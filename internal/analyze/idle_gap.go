@@ -13,7 +13,7 @@ type IdleGap struct {
 	MinShare float64 `yaml:"min_share"` // of the span, 0..1
 }
 
-// NewIdleGap returns the detector with shared/patterns.md defaults.
+// NewIdleGap returns the detector with docs/patterns.md defaults.
 func NewIdleGap() *IdleGap { return &IdleGap{MinGapMS: 100, MinShare: 0.2} }
 
 func init() { Register(func() Detector { return NewIdleGap() }) }

@@ -21,7 +21,7 @@ type InstrumentationGap struct {
 	MaxExamples int `yaml:"max_examples"`
 }
 
-// NewInstrumentationGap returns the detector with shared/patterns.md
+// NewInstrumentationGap returns the detector with docs/patterns.md
 // defaults (every check on).
 func NewInstrumentationGap() *InstrumentationGap {
 	return &InstrumentationGap{CheckStatus: true, CheckService: true, CheckSpanNames: true, CheckSecrets: true, MaxExamples: 10}

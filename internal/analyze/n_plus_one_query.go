@@ -14,7 +14,7 @@ type NPlusOneQuery struct {
 	MinTotalMS     float64 `yaml:"min_total_ms"`
 }
 
-// NewNPlusOneQuery returns the detector with shared/patterns.md defaults.
+// NewNPlusOneQuery returns the detector with docs/patterns.md defaults.
 func NewNPlusOneQuery() *NPlusOneQuery { return &NPlusOneQuery{MinRepetitions: 5, MinTotalMS: 50} }
 
 func init() { Register(func() Detector { return NewNPlusOneQuery() }) }

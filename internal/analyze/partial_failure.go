@@ -13,7 +13,7 @@ type PartialFailure struct {
 	MaxFailed     int `yaml:"max_failed"`     // failed branches at most (more is an outage, not a partial failure)
 }
 
-// NewPartialFailure returns the detector with shared/patterns.md defaults.
+// NewPartialFailure returns the detector with docs/patterns.md defaults.
 func NewPartialFailure() *PartialFailure { return &PartialFailure{MinConcurrent: 2, MaxFailed: 1} }
 
 func init() { Register(func() Detector { return NewPartialFailure() }) }
@@ -40,7 +40,9 @@ type PartialFailureEvidence struct {
 }
 
 // Detect implements Detector. Concurrent means the branch overlaps the
-// failing one in time. Severity is critical when the failure reached the
+// failing one in time by more than the clocks' tolerance (timing.go):
+// back-to-back calls on an SDK that rounds to whole ms touch or overlap by
+// a millisecond and are not concurrent. Severity is critical when the failure reached the
 // root (the user got an error), warning otherwise. impact_ms is the
 // critical-path time spent in the failing branch.
 func (d *PartialFailure) Detect(t *Trace, _ *Env) []Finding {
@@ -64,7 +66,8 @@ func (d *PartialFailure) Detect(t *Trace, _ *Env) []Finding {
 				continue
 			}
 			for _, f := range failed {
-				if c.Start() < f.End() && f.Start() < c.End() {
+				if concurrent(c, f) { // not merely touching on a rounded clock
+
 					healthy = append(healthy, c)
 					break
 				}

@@ -14,7 +14,7 @@ type PoisonMessage struct {
 	MinFailedAttempts int `yaml:"min_failed_attempts"`
 }
 
-// NewPoisonMessage returns the detector with shared/patterns.md defaults.
+// NewPoisonMessage returns the detector with docs/patterns.md defaults.
 func NewPoisonMessage() *PoisonMessage { return &PoisonMessage{MinFailedAttempts: 2} }
 
 func init() { Register(func() Detector { return NewPoisonMessage() }) }

@@ -14,8 +14,9 @@ import (
 type RetryStorm struct {
 	MinAttempts int `yaml:"min_attempts"`
 	// A chain of fewer than AlwaysReportAttempts attempts is reported only
-	// when the failed attempts and back-off cost at least MinWastedMS: one
-	// quick retry that succeeded is a retry policy doing its job.
+	// when the failed attempts and back-off cost at least MinWastedMS or
+	// every attempt failed: one quick retry that succeeded is a retry
+	// policy doing its job.
 	AlwaysReportAttempts int     `yaml:"always_report_attempts"`
 	MinWastedMS          float64 `yaml:"min_wasted_ms"`
 	// OverlapToleranceMS: an attempt may start this much before the previous
@@ -23,7 +24,7 @@ type RetryStorm struct {
 	OverlapToleranceMS float64 `yaml:"overlap_tolerance_ms"`
 }
 
-// NewRetryStorm returns the detector with shared/patterns.md defaults.
+// NewRetryStorm returns the detector with docs/patterns.md defaults.
 func NewRetryStorm() *RetryStorm {
 	return &RetryStorm{MinAttempts: 2, AlwaysReportAttempts: 3, MinWastedMS: 100, OverlapToleranceMS: 1}
 }
@@ -95,7 +96,7 @@ func retryChainsOf(nodes []*Node, tolNS uint64) [][]*Node {
 	for _, n := range nodes {
 		if len(cur) > 0 {
 			prev := cur[len(cur)-1]
-			if n.Start()+tolNS >= prev.End() && attemptFailed(prev) {
+			if n.Start()+max(tolNS, timingTolerance(prev, n)) >= prev.End() && attemptFailed(prev) {
 				cur = append(cur, n)
 				continue
 			}
@@ -216,7 +217,10 @@ func (d *RetryStorm) finding(t *Trace, rc *retryChain) (Finding, bool) {
 	for i := 1; i < len(rc.nodes); i++ {
 		wasted += subSat(rc.nodes[i].Start(), rc.nodes[i-1].End())
 	}
-	if len(rc.nodes) < d.MinAttempts || (len(rc.nodes) < d.AlwaysReportAttempts && NS(wasted) < d.MinWastedMS) {
+	// A short chain is news when it cost time, or when every attempt failed:
+	// the caller gave up with its retries exhausted (without a timeout in
+	// sight that is the whole story; timeout_cascade leaves it to us).
+	if len(rc.nodes) < d.MinAttempts || (len(rc.nodes) < d.AlwaysReportAttempts && NS(wasted) < d.MinWastedMS && failed < len(rc.nodes)) {
 		return Finding{}, false
 	}
 	// Layers: this chain, then nested chains grouped by depth and target.
@@ -281,12 +285,17 @@ func (d *RetryStorm) finding(t *Trace, rc *retryChain) (Finding, bool) {
 		}
 		title = fmt.Sprintf("%s retried %s %d times and nested retries multiply to %s = %d calls per request",
 			rc.parent.Span.Service, rc.service, len(rc.nodes), strings.Join(parts, " x "), amp)
+		if lastFailed {
+			title += "; retries exhausted"
+		}
 	} else {
 		outcome := "the last one succeeded"
 		if lastFailed {
-			outcome = "all failed"
+			// The caller gave up: say so, since without a timeout in sight
+			// this is the whole story (timeout_cascade leaves it to us).
+			outcome = "retries exhausted, all failed"
 			if failed < len(rc.nodes) {
-				outcome = "the last one failed"
+				outcome = "retries exhausted, the last one failed"
 			}
 		}
 		title = fmt.Sprintf("%d attempts to %s %s from %s, %s (%s)", len(rc.nodes), rc.service, clipText(rc.op, 60),

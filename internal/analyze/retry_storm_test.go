@@ -1,6 +1,7 @@
 package analyze
 
 import (
+	"strings"
 	"testing"
 
 	"github.com/tracedx/tracedx/internal/model"
@@ -27,6 +28,11 @@ func TestRetryStormThresholds(t *testing.T) {
 	// Concurrent calls, one failed: nothing was retried.
 	if got := d.Detect(build([][3]float64{{10, 100, 503}, {12, 100, 200}, {14, 100, 200}}), nil); len(got) != 0 {
 		t.Fatal("concurrent calls reported as retries")
+	}
+	// Two quick attempts that both failed: the retries were exhausted.
+	got = d.Detect(build([][3]float64{{10, 18, 503}, {28, 36, 503}}), nil)
+	if len(got) != 1 || !strings.Contains(got[0].Title, "retries exhausted") || got[0].Severity.Rank() < SeverityWarning.Rank() {
+		t.Fatalf("exhausted quick retries: %+v", got)
 	}
 	// Three attempts always count.
 	got = d.Detect(build([][3]float64{{10, 15, 503}, {20, 25, 503}, {30, 35, 200}}), nil)

@@ -1,6 +1,7 @@
 package analyze
 
 import (
+	"net"
 	"net/url"
 	"slices"
 	"sort"
@@ -121,10 +122,10 @@ func ServerAddress(s *model.Span) string {
 	return ""
 }
 
-// CallTarget names what a call talks to (shared/patterns.md, "target of a
-// call"): service is peer.service, else server.address / net.peer.name, else
-// the service of the child SERVER/CONSUMER span, else db.system or the
-// messaging system; operation is the route template (from the call or its
+// CallTarget names what a call talks to (docs/patterns.md, "target of a
+// call"): service is the service.name of the callee's SERVER/CONSUMER span
+// when it is in the trace (not for producers), else peer.service, else
+// server.address / net.peer.name, else db.system or the messaging system; operation is the route template (from the call or its
 // server child), the rpc method, the messaging destination, or the
 // normalised statement. Results are memoised in t (nil t: no memo), so
 // detectors may call it freely; the Trace is not safe for concurrent use
@@ -152,16 +153,24 @@ type callMemo struct {
 
 func callTarget(n *Node) (service, operation string) {
 	s := n.Span
-	var server *Node
-	for _, c := range n.Children {
-		if (c.Span.Kind == model.KindServer || c.Span.Kind == model.KindConsumer) && c.Span.Service != s.Service {
-			server = c
-			break
-		}
+	server := calleeEntry(n)
+	// The callee's own service.name is ground truth; peer.service is the
+	// caller's guess and server.address is often an IP or a load balancer.
+	// A message's consumers are not its target (the broker is), so
+	// producers keep the names the caller gave.
+	if server != nil && s.Kind != model.KindProducer {
+		service = server.Span.Service
 	}
-	service = PeerService(s)
+	if service == "" {
+		service = PeerService(s)
+	}
 	if service == "" {
 		service = ServerAddress(s)
+		// A database reached by IP is better named by what it is: the
+		// address says nothing to a reader and changes with every pod.
+		if isIPLiteral(service) && IsDB(n) {
+			service = DBSystem(s)
+		}
 	}
 	if service == "" && server != nil {
 		service = server.Span.Service
@@ -211,6 +220,18 @@ func callTarget(n *Node) (service, operation string) {
 		service = s.Service
 	}
 	return service, operation
+}
+
+// calleeEntry returns the SERVER or CONSUMER span a call produced in
+// another service, or nil when the callee is not instrumented.
+func calleeEntry(n *Node) *Node {
+	for _, c := range n.Children {
+		if (c.Span.Kind == model.KindServer || c.Span.Kind == model.KindConsumer) && c.Span.Service != "" &&
+			!strings.HasPrefix(c.Span.Service, model.UnknownService) && c.Span.Service != n.Span.Service {
+			return c
+		}
+	}
+	return nil
 }
 
 // EntryOf returns the nearest service-entry ancestor-or-self of n.
@@ -507,4 +528,74 @@ func spanLabel(t *Trace, n *Node) string {
 		return n.Span.Service + " → " + svc + " " + clipText(op, 60)
 	}
 	return n.Span.Service + " " + clipText(displayOp(n), 60)
+}
+
+// wrapperErrorTypes are exception types that only wrap another error:
+// Go's fmt.Errorf("...: %w") and errors.New/Join, pkg/errors' wrappers,
+// url.Error, and the generic exceptions other runtimes wrap causes in.
+// Naming one of them as "the thing to fix" says nothing.
+var wrapperErrorTypes = map[string]bool{
+	"*fmt.wrapError": true, "*fmt.wrapErrors": true, "*errors.errorString": true, "*errors.joinError": true,
+	"*errors.withStack": true, "*errors.withMessage": true, "*errors.fundamental": true, "*url.Error": true,
+	"*net.OpError": true, "*status.Error": true, "error": true, "Error": true,
+	"java.lang.RuntimeException": true, "java.util.concurrent.ExecutionException": true,
+	"java.util.concurrent.CompletionException": true, "System.AggregateException": true,
+}
+
+// IsWrapperErrorType reports whether an exception type only wraps a cause.
+func IsWrapperErrorType(typ string) bool { return wrapperErrorTypes[strings.TrimSpace(typ)] }
+
+// OriginalError unwraps an error as an exception reports it: a wrapper
+// type is dropped, and of a message chain "a: b: c" (Go's %w, Java's
+// "Outer: Inner: cause") the last part is the original cause.
+func OriginalError(typ, msg string) (string, string) {
+	if IsWrapperErrorType(typ) {
+		typ = ""
+	}
+	parts := strings.Split(msg, ": ")
+	for i := len(parts) - 1; i >= 0; i-- {
+		if p := strings.TrimSpace(parts[i]); p != "" {
+			// A chain that ends in a type name ("...: java.io.IOException")
+			// names the original type.
+			if typ == "" && i > 0 && looksLikeTypeName(p) {
+				return p, ""
+			}
+			if typ == "" && i > 0 && looksLikeTypeName(strings.TrimSpace(parts[i-1])) {
+				return strings.TrimSpace(parts[i-1]), p
+			}
+			return typ, p
+		}
+	}
+	return typ, strings.TrimSpace(msg)
+}
+
+// looksLikeTypeName: a dotted identifier with a capitalised last part
+// (java.io.IOException, System.IO.IOException) or a Go *pkg.Type.
+func looksLikeTypeName(s string) bool {
+	if s == "" || strings.ContainsAny(s, " \"'/()") {
+		return false
+	}
+	s = strings.TrimPrefix(s, "*")
+	dot := strings.LastIndexByte(s, '.')
+	if dot <= 0 || dot == len(s)-1 {
+		return false
+	}
+	last := s[dot+1]
+	return last >= 'A' && last <= 'Z' && !IsWrapperErrorType(s) && !IsWrapperErrorType("*"+s)
+}
+
+// originalErrorType names the original error for "fix or guard X": its
+// type when the reported type is not a wrapper, else the innermost part of
+// the message.
+func originalErrorType(typ, msg string) string {
+	t, m := OriginalError(typ, msg)
+	if t != "" {
+		return t
+	}
+	return clipText(m, 80)
+}
+
+// isIPLiteral reports whether host is an IPv4 or IPv6 address.
+func isIPLiteral(host string) bool {
+	return host != "" && net.ParseIP(strings.Trim(host, "[]")) != nil
 }

@@ -119,3 +119,41 @@ func TestFailedAndTimeout(t *testing.T) {
 		t.Error("connection refused is not a timeout")
 	}
 }
+
+// Instrumentations name peers by IP (server.address = 127.0.0.1) and
+// callers set peer.service to whatever they think the callee is; the
+// callee's own service.name wins when its SERVER span is in the trace.
+func TestCallTargetPrefersCalleeServiceName(t *testing.T) {
+	method := model.Attr{Key: "http.request.method", Value: model.Str("GET")}
+	spans := []model.Span{
+		p1Span(1, 0, "frontend", "GET /dispatch", model.KindServer, 0, 100),
+		p1Span(2, 1, "frontend", "HTTP GET", model.KindClient, 5, 50, method,
+			model.Attr{Key: "server.address", Value: model.Str("127.0.0.1")},
+			model.Attr{Key: "url.full", Value: model.Str("http://127.0.0.1:8083/route?pickup=1,2")}),
+		p1Span(3, 2, "route", "GET /route", model.KindServer, 6, 49, model.Attr{Key: "http.route", Value: model.Str("/route")}),
+		p1Span(4, 1, "frontend", "HTTP GET", model.KindClient, 50, 60, method,
+			model.Attr{Key: "peer.service", Value: model.Str("customer-lb")},
+			model.Attr{Key: "net.peer.name", Value: model.Str("10.0.0.7")}, model.Attr{Key: "http.target", Value: model.Str("/customer")}),
+		p1Span(5, 4, "customer", "GET /customer", model.KindServer, 51, 59),
+		// No callee span: the caller's names are all there is.
+		p1Span(6, 1, "frontend", "HTTP GET", model.KindClient, 60, 70, method,
+			model.Attr{Key: "server.address", Value: model.Str("10.0.0.9")}, model.Attr{Key: "url.path", Value: model.Str("/driver")}),
+		// A callee without service.name does not replace peer.service.
+		p1Span(7, 1, "frontend", "HTTP GET", model.KindClient, 70, 80, method,
+			model.Attr{Key: "peer.service", Value: model.Str("ledger")}, model.Attr{Key: "url.path", Value: model.Str("/entries")}),
+		p1Span(8, 7, model.UnknownService+":java", "GET /entries", model.KindServer, 71, 79),
+	}
+	tr := NewTrace(spans)
+	for _, c := range []struct {
+		id      byte
+		svc, op string
+	}{{2, "route", "GET /route"}, {4, "customer", "GET /customer"}, {6, "10.0.0.9", "GET /driver"}, {7, "ledger", "GET /entries"}} {
+		svc, op := CallTarget(tr, p1Node(tr, c.id))
+		if svc != c.svc || op != c.op {
+			t.Errorf("CallTarget(%d) = %q %q, want %q %q", c.id, svc, op, c.svc, c.op)
+		}
+	}
+	if got := spanLabel(tr, p1Node(tr, 2)); got != "frontend → route GET /route" {
+		t.Errorf("label %q", got)
+	}
+}

@@ -2,14 +2,15 @@ package analyze
 
 import (
 	"fmt"
+	"strings"
 
 	"github.com/tracedx/tracedx/internal/model"
 )
 
 // SequentialCalls finds calls to different targets that run one after
-// another, back to back, though nothing in the trace shows that one needs
-// the other's answer: running them concurrently would cost only the
-// slowest.
+// another, back to back: if they are independent, running them
+// concurrently would cost only the slowest. Repeated calls to one target
+// are fan_out's and n_plus_one_query's.
 type SequentialCalls struct {
 	MinCalls int `yaml:"min_calls"`
 	// MaxGapMS: each call starts within this of the previous call's end.
@@ -18,13 +19,18 @@ type SequentialCalls struct {
 	MinShare    float64 `yaml:"min_share"` // of the parent, 0..1
 	IncludeDB   bool    `yaml:"include_db"`
 	MinSavingMS float64 `yaml:"min_saving_ms"`
+	// The finding is a warning only when the critical-path saving is at
+	// least WarnMinShare of the request and WarnMinSavingMS; info else.
+	WarnMinShare    float64 `yaml:"warn_min_share"`
+	WarnMinSavingMS float64 `yaml:"warn_min_saving_ms"`
 }
 
-// NewSequentialCalls returns the detector with shared/patterns.md defaults.
+// NewSequentialCalls returns the detector with docs/patterns.md defaults.
 // Database statements are left out by default: consecutive statements of
 // one handler usually depend on each other (same transaction).
 func NewSequentialCalls() *SequentialCalls {
-	return &SequentialCalls{MinCalls: 3, MaxGapMS: 5, MinTotalMS: 100, MinShare: 0.5}
+	return &SequentialCalls{MinCalls: 3, MaxGapMS: 5, MinTotalMS: 100, MinShare: 0.5, MinSavingMS: 10,
+		WarnMinShare: 0.5, WarnMinSavingMS: 200}
 }
 
 func init() { Register(func() Detector { return NewSequentialCalls() }) }
@@ -51,8 +57,10 @@ type SequentialCallsEvidence struct {
 	SavingMS float64 `json:"saving_ms"`
 }
 
-// Detect implements Detector. Severity by the critical-path saving
-// (SeverityForImpact).
+// Detect implements Detector. The finding is a hypothesis (the calls may
+// depend on each other's data): info, or warning when the saving is at
+// least WarnMinShare of the request and WarnMinSavingMS. The why chain
+// ranks it below measured causes.
 func (d *SequentialCalls) Detect(t *Trace, _ *Env) []Finding {
 	maxGap := uint64(d.MaxGapMS * 1e6)
 	var out []Finding
@@ -81,9 +89,14 @@ func (d *SequentialCalls) Detect(t *Trace, _ *Env) []Finding {
 		for _, c := range calls {
 			if len(chain) > 0 {
 				prev := chain[len(chain)-1]
-				ps, po := CallTarget(t, prev)
-				cs, co := CallTarget(t, c)
-				if c.Start() >= prev.End() && c.Start()-prev.End() <= maxGap && (ps != cs || po != co) {
+				// Two calls in a row to one service are a loop or a
+				// conversation (fan_out, n_plus_one_query), not this.
+				ps, _ := CallTarget(t, prev)
+				cs, _ := CallTarget(t, c)
+				// Back to back within the clocks' tolerance: an SDK that
+				// rounds to whole ms shows sequential calls overlapping by
+				// up to a millisecond (timing.go).
+				if c.Start()+timingTolerance(prev, c) >= prev.End() && subSat(c.Start(), prev.End()) <= maxGap && ps != cs {
 					chain = append(chain, c)
 					continue
 				}
@@ -101,11 +114,11 @@ func (d *SequentialCalls) finding(t *Trace, p *Node, chain []*Node) (Finding, bo
 	if len(chain) < d.MinCalls {
 		return Finding{}, false
 	}
-	targets := map[[2]string]struct{}{}
+	targets := map[string]struct{}{}
 	var sum, longest uint64
 	for _, c := range chain {
-		s, o := CallTarget(t, c)
-		targets[[2]string{s, o}] = struct{}{}
+		s, _ := CallTarget(t, c)
+		targets[s] = struct{}{}
 		sum += c.Duration()
 		longest = max(longest, c.Duration())
 	}
@@ -132,12 +145,30 @@ func (d *SequentialCalls) finding(t *Trace, p *Node, chain []*Node) (Finding, bo
 		ev.Calls = append(ev.Calls, sc)
 		ids[i] = c.Span.SpanID.String()
 	}
-	title := fmt.Sprintf("%d independent-looking calls run one after another under %s: %.0f ms in sequence vs %.0f ms for the slowest",
-		len(chain), displayOp(p), NS(sum), NS(longest))
+	// Apps chain calls on purpose (the customer's address, then the
+	// drivers near it, then routes to them): nothing in a trace shows
+	// whether one call needs another's answer, so this is a hypothesis.
+	// It is worth a warning only when the possible saving is most of the
+	// request.
+	sev := SeverityInfo
+	var request uint64
+	if r := t.Root(); r != nil {
+		request = r.Duration()
+	}
+	if request > 0 && NS(impact) >= d.WarnMinSavingMS && float64(impact) >= d.WarnMinShare*float64(request) {
+		sev = SeverityWarning
+	}
+	var names []string
+	for _, c := range ev.Calls {
+		names = append(names, c.Target)
+	}
+	title := fmt.Sprintf("if these %d calls are independent, running them together under %s would save ~%.0f ms: %s run one "+
+		"after another (%.0f ms in sequence vs %.0f ms for the slowest)",
+		len(chain), displayOp(p), NS(saving), clipText(strings.Join(names, ", "), 120), NS(sum), NS(longest))
 	return Finding{
-		Kind: d.Kind(), Severity: SeverityForImpact(impact, critTotal(t)), Title: title, SpanIDs: ids,
+		Kind: d.Kind(), Severity: sev, Title: title, SpanIDs: ids,
 		ImpactMS: roundMS(impact), Evidence: ev,
-		Fix: "If the calls do not need each other's results, issue them concurrently (errgroup, CompletableFuture.allOf, " +
+		Fix: "If these calls do not need each other's results (check the code: a later call often takes an earlier answer as input), issue them concurrently (errgroup, CompletableFuture.allOf, " +
 			"Promise.all, asyncio.gather) so the caller waits only for the slowest.",
 	}, true
 }

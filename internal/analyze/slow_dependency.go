@@ -13,7 +13,7 @@ type SlowDependency struct {
 	MinShare      float64 `yaml:"min_share"` // of the parent, 0..1
 }
 
-// NewSlowDependency returns the detector with shared/patterns.md defaults.
+// NewSlowDependency returns the detector with docs/patterns.md defaults.
 func NewSlowDependency() *SlowDependency { return &SlowDependency{MinDurationMS: 500, MinShare: 0.5} }
 
 func init() { Register(func() Detector { return NewSlowDependency() }) }
@@ -46,7 +46,12 @@ func (d *SlowDependency) Detect(t *Trace, _ *Env) []Finding {
 			continue
 		}
 		dur, pd := n.Duration(), n.Parent.Duration()
-		if NS(dur) < d.MinDurationMS || pd == 0 || float64(dur) < d.MinShare*float64(pd) {
+		// Time the call spent queueing for a lock or a pool (its events or
+		// attributes say so) is lock_contention's finding: judge the
+		// dependency on the rest, or it is blamed for the queue in front of it.
+		ws := spanWaits(n.Span)
+		waited := min(waitedNS(ws), dur)
+		if NS(dur-waited) < d.MinDurationMS || pd == 0 || float64(dur-waited) < d.MinShare*float64(pd) {
 			continue
 		}
 		peer, op := CallTarget(t, n)
@@ -60,6 +65,11 @@ func (d *SlowDependency) Detect(t *Trace, _ *Env) []Finding {
 			ev.TimeoutMS = tmo
 		}
 		impact := critUnder(t, n)
+		if w := waitsOnPath(t, n, ws); w < impact {
+			impact -= w
+		} else {
+			impact = 0
+		}
 		sev := SeverityForImpact(impact, critTotal(t))
 		if ev.LooksLikeTimeout && sev.Rank() < SeverityWarning.Rank() {
 			sev = SeverityWarning

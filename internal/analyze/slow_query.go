@@ -1,6 +1,10 @@
 package analyze
 
-import "fmt"
+import (
+	"fmt"
+	"slices"
+	"strings"
+)
 
 // SlowQuery finds one database span that takes most of its service-entry
 // span, or that runs far slower than its statement shape usually does.
@@ -11,11 +15,18 @@ type SlowQuery struct {
 	// MinHistoryMS keeps a 0.2 ms lookup that took 0.8 ms from being news.
 	MinHistoryMS      float64 `yaml:"min_history_ms"`
 	MinHistorySamples int     `yaml:"min_history_samples"`
+	// FailedFactor: a failed attempt is an error (error_origin,
+	// retry_storm report it). One that timed out is never a slow query:
+	// its length is the client's timeout, not the statement's time. Any
+	// other failure is a slow query too only when it ran at least this
+	// many times the usual time of successful runs of its shape (this
+	// trace's, else history's): a statement cancelled after grinding.
+	FailedFactor float64 `yaml:"failed_factor"`
 }
 
 // NewSlowQuery returns the detector with shared/patterns.md defaults.
 func NewSlowQuery() *SlowQuery {
-	return &SlowQuery{MinDurationMS: 100, MinShare: 0.5, HistoryFactor: 3, MinHistoryMS: 20, MinHistorySamples: 10}
+	return &SlowQuery{MinDurationMS: 100, MinShare: 0.5, HistoryFactor: 3, MinHistoryMS: 20, MinHistorySamples: 10, FailedFactor: 10}
 }
 
 func init() { Register(func() Detector { return NewSlowQuery() }) }
@@ -39,6 +50,13 @@ type SlowQueryEvidence struct {
 	TimesUsual float64 `json:"times_usual,omitempty"`
 	// Rule is "share" or "history": which threshold fired.
 	Rule string `json:"rule"`
+	// LockWaitMS is time inside the span spent waiting for a lock or a
+	// pooled connection (lock_contention's finding); the rules judge the
+	// rest, the statement's own time.
+	LockWaitMS float64 `json:"lock_wait_ms,omitempty"`
+	// Failed is set when the span failed yet ran far beyond the usual
+	// time of successful runs.
+	Failed bool `json:"failed,omitempty"`
 }
 
 // Detect implements Detector. Severity: critical when the query's
@@ -59,7 +77,11 @@ func (d *SlowQuery) Detect(t *Trace, env *Env) []Finding {
 		if entry == nil {
 			continue
 		}
-		dur := n.Duration()
+		// Time spent queueing for a lock or a connection is lock_contention's
+		// finding: judge only what the statement itself took.
+		waits := spanWaits(n.Span)
+		waited := waitedNS(waits)
+		dur := subSat(n.Duration(), waited)
 		durMS := NS(dur)
 		share := 0.0
 		if ed := entry.Duration(); ed > 0 {
@@ -69,6 +91,9 @@ func (d *SlowQuery) Detect(t *Trace, env *Env) []Finding {
 		system := DBSystem(n.Span)
 		base, hasBase := hist.StatementDuration(system, shape)
 		hasBase = hasBase && base.Count >= d.MinHistorySamples && base.P50MS > 0
+		if Failed(n) && !d.failedButSlow(t, n, system, shape, hist, durMS) {
+			continue
+		}
 		rule := ""
 		switch {
 		case durMS >= d.MinDurationMS && share >= d.MinShare:
@@ -78,11 +103,12 @@ func (d *SlowQuery) Detect(t *Trace, env *Env) []Finding {
 		default:
 			continue
 		}
-		crit := critUnder(t, n)
+		crit := subSat(critUnder(t, n), waitsOnPath(t, n, waits))
 		impact := crit
 		ev := SlowQueryEvidence{
 			Shape: shape, Statement: clipText(DBStatement(n.Span), 2000), DBSystem: system, DurationMS: roundMS(dur),
 			Entry: RefOf(t, entry), SharePct: float64(int64(share*1000+0.5)) / 10, Rule: rule,
+			LockWaitMS: roundMS(waited), Failed: Failed(n),
 		}
 		if hasBase {
 			ev.UsualMS, ev.UsualP95MS = base.P50MS, base.P95MS
@@ -98,12 +124,109 @@ func (d *SlowQuery) Detect(t *Trace, env *Env) []Finding {
 		if hasBase {
 			title += fmt.Sprintf(" (%.1fx its usual %.0f ms)", ev.TimesUsual, base.P50MS)
 		}
+		if waited > 0 {
+			title += fmt.Sprintf(", after %.0f ms waiting for a lock or connection", NS(waited))
+		}
 		out = append(out, Finding{
 			Kind: d.Kind(), Severity: sev, Title: title, SpanIDs: []string{n.Span.SpanID.String()},
-			ImpactMS: roundMS(impact), Evidence: ev,
-			Fix: "EXPLAIN the statement " + clipText(shape, 120) + ": add or fix the index it needs, fetch fewer rows or columns, " +
-				"and check for lock waits if the plan is fine.",
+			ImpactMS: roundMS(impact), Evidence: ev, Fix: queryAdvice(system, shape),
+			Culprit: &Culprit{Service: n.Span.Service, Operation: shape, SpanID: n.Span.SpanID.String(),
+				Reason: fmt.Sprintf("%s issues this %s statement, which ran %.0f ms itself, so the statement and what it reads are the place to look.", n.Span.Service, system, durMS)},
 		})
 	}
 	return out
+}
+
+// failedButSlow reports whether a failed attempt ran at least FailedFactor
+// times the usual time of successful runs of its shape: successful
+// siblings' median in this trace first (an N+1 loop or a retry shows them),
+// else history's p50.
+func (d *SlowQuery) failedButSlow(t *Trace, n *Node, system, shape string, hist History, durMS float64) bool {
+	var ok []float64
+	if n.Parent != nil {
+		for _, c := range n.Parent.Children {
+			if c != n && !Failed(c) && IsDB(c) && DBSystem(c.Span) == system {
+				if _, s := CallTarget(t, c); s == shape {
+					ok = append(ok, NS(c.Duration()))
+				}
+			}
+		}
+	}
+	if IsTimeoutLike(n.Span) {
+		return false
+	}
+	usual := 0.0
+	if len(ok) > 0 {
+		slices.Sort(ok)
+		usual = ok[len(ok)/2]
+	} else if base, found := hist.StatementDuration(system, shape); found && base.Count >= d.MinHistorySamples {
+		usual = base.P50MS
+	}
+	return usual > 0 && durMS >= d.FailedFactor*usual
+}
+
+// sqlSystems are db.system values whose statements are SQL (current and
+// older semantic-convention names).
+var sqlSystems = map[string]bool{
+	"postgresql": true, "mysql": true, "mariadb": true, "mssql": true, "microsoft.sql_server": true,
+	"oracle": true, "oracle.db": true, "sqlite": true, "db2": true, "ibm.db2": true, "cockroachdb": true,
+	"h2": true, "hsqldb": true, "derby": true, "other_sql": true, "redshift": true, "snowflake": true,
+	"trino": true, "clickhouse": true, "spanner": true, "gcp.spanner": true, "sybase": true, "informix": true,
+	"teradata": true, "vertica": true, "firebird": true, "ingres": true, "hive": true, "sap.hana": true,
+	"hanadb": true, "instantdb": true, "interbase": true, "pointbase": true, "netezza": true, "firstsql": true,
+	"cloudscape": true, "edb": true, "adabas": true, "cache": true, "intersystems.cache": true, "progress": true,
+	"maxdb": true, "filemaker": true, "pervasive": true, "mssqlcompact": true,
+}
+
+// cacheOnN are Redis-style commands whose cost grows with the size of what
+// they touch.
+var cacheOnN = map[string]bool{
+	"KEYS": true, "SMEMBERS": true, "LRANGE": true, "HGETALL": true, "ZRANGE": true, "ZRANGEBYSCORE": true,
+	"ZREVRANGE": true, "SORT": true, "SUNION": true, "SINTER": true, "SDIFF": true, "HKEYS": true, "HVALS": true,
+	"FLUSHALL": true, "FLUSHDB": true, "LREM": true,
+}
+
+// queryAdvice is the fix for a slow statement in the terms of its store:
+// EXPLAIN and indexes mean nothing to a cache.
+func queryAdvice(system, shape string) string {
+	what := clipText(shape, 120)
+	verb := ""
+	if f := strings.Fields(shape); len(f) > 0 {
+		verb = strings.ToUpper(f[0])
+	}
+	switch s := strings.ToLower(system); {
+	case sqlSystems[s] || (s == "" && looksLikeSQL(verb)):
+		return "EXPLAIN the statement " + what + ": add or fix the index it needs, fetch fewer rows or columns, " +
+			"and check for lock waits if the plan is fine."
+	case s == "redis" || s == "valkey" || s == "memcached" || s == "keydb" || s == "dragonfly":
+		adv := "The " + system + " call " + what + " is slow: "
+		if cacheOnN[verb] {
+			adv += verb + " costs time in proportion to the items it touches: bound it (SCAN/SSCAN/HSCAN in pages, " +
+				"LRANGE/ZRANGE with small ranges) or keep the collection small. "
+		}
+		return adv + "Look for big values (MEMORY USAGE, split or compress them), a hot key hammered by every " +
+			"request, round trips that pipelining or MGET would merge, and the server's CPU and SLOWLOG; a single-" +
+			"threaded server makes every command wait behind a slow one."
+	case s == "mongodb":
+		return "Run explain() on " + what + ": add an index on the filter (and sort) fields so it is no COLLSCAN, " +
+			"return only the fields needed with a projection, and limit the documents fetched."
+	case s == "cassandra" || s == "scylla" || s == "scylladb":
+		return "Query " + what + " by its full partition key: avoid ALLOW FILTERING and multi-partition IN, keep " +
+			"partitions small (large partitions and tombstones slow reads), and check the consistency level."
+	case s == "elasticsearch" || s == "opensearch":
+		return "Profile the search " + what + " (profile API): use filter context instead of scoring where possible, " +
+			"avoid leading wildcards and deep pagination (use search_after), and check shard count and sizes."
+	case s == "dynamodb" || s == "aws.dynamodb":
+		return "Use Query on a key (or a secondary index) instead of Scan for " + what + ", and project fewer attributes."
+	}
+	return "Find out where " + what + " spends its time on the " + system + " side: the work the server does for it, " +
+		"the size of what it returns, and the network between."
+}
+
+func looksLikeSQL(verb string) bool {
+	switch verb {
+	case "SELECT", "INSERT", "UPDATE", "DELETE", "WITH", "MERGE", "UPSERT", "CALL", "REPLACE":
+		return true
+	}
+	return false
 }

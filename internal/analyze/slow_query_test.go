@@ -1,6 +1,8 @@
 package analyze
 
 import (
+	"fmt"
+	"strings"
 	"testing"
 
 	"github.com/tracedx/tracedx/internal/model"
@@ -75,5 +77,132 @@ func TestSlowQueryThresholdsConfigurable(t *testing.T) {
 	d.MinDurationMS = 50
 	if len(d.Detect(NewTrace(spans), nil)) != 1 {
 		t.Fatal("lowered floor must fire")
+	}
+}
+
+// sqRequest is a request whose only work is one database call of dbMS.
+func sqRequest(system, stmt string, dbMS float64, extra ...model.Attr) []model.Span {
+	return []model.Span{
+		p1Span(1, 0, "driver", "FindNearest", model.KindServer, 0, dbMS+20),
+		p1Span(2, 1, "driver", stmt, model.KindClient, 5, 5+dbMS, append([]model.Attr{
+			{Key: "db.system", Value: model.Str(system)}, {Key: "db.statement", Value: model.Str(stmt)}}, extra...)...),
+	}
+}
+
+func TestSlowQueryAdviceFollowsDBSystem(t *testing.T) {
+	for _, c := range []struct {
+		system, stmt string
+		want, never  []string
+	}{
+		{"postgresql", "SELECT * FROM orders WHERE id = 7", []string{"EXPLAIN", "index"}, nil},
+		{"mssql", "SELECT TOP 10 * FROM orders", []string{"EXPLAIN"}, nil},
+		{"redis", "GET driver:T712345C", []string{"hot key", "pipelining", "big values"}, []string{"EXPLAIN", "index"}},
+		{"redis", "SMEMBERS drivers:near:577,322", []string{"SMEMBERS costs time in proportion", "SSCAN"}, []string{"EXPLAIN", "index"}},
+		{"memcached", "get session:abc", []string{"hot key"}, []string{"EXPLAIN", "index"}},
+		{"valkey", "KEYS driver:*", []string{"KEYS costs time"}, []string{"EXPLAIN"}},
+		{"mongodb", `{"find":"drivers","filter":{"zone":3}}`, []string{"explain()", "projection", "filter"}, []string{"EXPLAIN the"}},
+		{"cassandra", "SELECT * FROM rides WHERE city = ? ALLOW FILTERING", []string{"partition key", "ALLOW FILTERING"}, []string{"EXPLAIN"}},
+		{"elasticsearch", "GET /rides/_search", []string{"profile", "filter context"}, []string{"EXPLAIN"}},
+	} {
+		t.Run(c.system, func(t *testing.T) {
+			got := NewSlowQuery().Detect(NewTrace(sqRequest(c.system, c.stmt, 300)), nil)
+			if len(got) != 1 {
+				t.Fatalf("findings %d", len(got))
+			}
+			for _, w := range c.want {
+				if !strings.Contains(got[0].Fix, w) {
+					t.Errorf("fix lacks %q: %q", w, got[0].Fix)
+				}
+			}
+			for _, w := range c.never {
+				if strings.Contains(got[0].Fix, w) {
+					t.Errorf("fix has %q: %q", w, got[0].Fix)
+				}
+			}
+			cu := got[0].Culprit
+			if cu == nil || cu.Service != "driver" || cu.Operation != got[0].Evidence.(SlowQueryEvidence).Shape || cu.SpanID == "" {
+				t.Errorf("culprit %+v", cu)
+			}
+		})
+	}
+}
+
+func TestSlowQueryFailedAttempts(t *testing.T) {
+	// A driver lookup: GetDriver per driver, one attempt timed out after
+	// 3x the usual time and was retried.
+	spans := []model.Span{p1Span(1, 0, "driver", "FindNearest", model.KindServer, 0, 0)}
+	at := 1.0
+	add := func(id byte, ms float64, failed bool) {
+		s := p1Span(id, 1, "driver", "GetDriver", model.KindClient, at, at+ms,
+			model.Attr{Key: "db.system", Value: model.Str("redis")}, model.Attr{Key: "db.statement", Value: model.Str(fmt.Sprintf("GET driver:%d", 7100+int(id)))})
+		if failed {
+			s.StatusCode, s.StatusMessage = model.StatusError, "OOM command not allowed when used memory > 'maxmemory'"
+		}
+		spans = append(spans, s)
+		at += ms + 0.2
+	}
+	add(2, 10, false)
+	add(3, 11, false)
+	add(4, 150, true) // timed out at ~14x usual
+	add(5, 10, false)
+	spans[0].EndUnixNano = spans[len(spans)-1].EndUnixNano + 2e6
+	d := NewSlowQuery()
+	got := d.Detect(NewTrace(spans), nil)
+	if len(got) != 1 || !got[0].Evidence.(SlowQueryEvidence).Failed {
+		t.Fatalf("a failed attempt 14x the usual time is also a slow query: %d findings", len(got))
+	}
+	// A timeout at 14x is the client's timeout, which the error and retry
+	// detectors report.
+	spans[3].StatusMessage = "redis: read tcp 10.0.1.4:51234->10.0.3.17:6379: i/o timeout"
+	if got := d.Detect(NewTrace(spans), nil); len(got) != 0 {
+		t.Errorf("timed-out attempt reported as slow_query: %q", got[0].Title)
+	}
+	spans[3].StatusMessage = "OOM command not allowed"
+	// At 3x the usual time a failure is no slow query.
+	spans[3].EndUnixNano = spans[3].StartUnixNano + 31e6
+	spans[4].StartUnixNano, spans[4].EndUnixNano = spans[3].EndUnixNano+1e6, spans[3].EndUnixNano+11e6
+	spans[0].EndUnixNano = spans[4].EndUnixNano + 1e6
+	d.MinDurationMS, d.MinShare = 20, 0.3 // so the share rule alone would fire
+	if got := d.Detect(NewTrace(spans), nil); len(got) != 0 {
+		t.Errorf("failed attempt at 3x usual reported as slow_query: %q", got[0].Title)
+	}
+	// Alone, with no successful run to compare with, a failure is no slow query.
+	lone := sqRequest("redis", "GET driver:7123", 300)
+	lone[1].StatusCode = model.StatusError
+	if got := NewSlowQuery().Detect(NewTrace(lone), nil); len(got) != 0 {
+		t.Errorf("lone failed attempt: %q", got[0].Title)
+	}
+	// History of successful runs stands in for siblings.
+	h := p1History{stmt: map[string]Baseline{"redis|GET driver:?": {P50MS: 2, P95MS: 4, Count: 100}}}
+	shape := NewTrace(lone)
+	if _, s := CallTarget(shape, shape.Nodes[1]); s != "GET driver:?" {
+		t.Fatalf("shape %q", s)
+	}
+	if got := NewSlowQuery().Detect(NewTrace(lone), &Env{History: h}); len(got) != 1 {
+		t.Errorf("failed at 150x its usual 2 ms: %d findings", len(got))
+	}
+}
+
+func TestSlowQueryLeavesLockWaitToLockContention(t *testing.T) {
+	ev := func(at float64, name string) model.Event {
+		return model.Event{TimeUnixNano: 1_700_000_000_000_000_000 + uint64(at*1e6), Name: name}
+	}
+	// 400 ms span: 350 ms waiting for the lock, 50 ms of statement.
+	spans := sqRequest("mysql", "SELECT * FROM customer WHERE customer_id=392", 400)
+	spans[1].Events = []model.Event{ev(6, "Waiting for lock behind 4 transactions"), ev(356, "Acquired lock with 0 transactions waiting behind")}
+	if got := NewSlowQuery().Detect(NewTrace(spans), nil); len(got) != 0 {
+		t.Errorf("a query that mostly waited for a lock got %q", got[0].Title)
+	}
+	// 600 ms span: 100 ms waiting, 500 ms of statement: still slow, judged
+	// on its own time.
+	spans = sqRequest("mysql", "SELECT * FROM customer WHERE customer_id=392", 600)
+	spans[1].Events = []model.Event{ev(6, "Waiting for lock behind 1 transactions"), ev(106, "Acquired lock")}
+	got := NewSlowQuery().Detect(NewTrace(spans), nil)
+	if len(got) != 1 {
+		t.Fatalf("findings %d", len(got))
+	}
+	e := got[0].Evidence.(SlowQueryEvidence)
+	if !p1Near(e.DurationMS, 500, 0.1) || !p1Near(e.LockWaitMS, 100, 0.1) || !p1Near(got[0].ImpactMS, 500, 0.5) {
+		t.Errorf("evidence %+v impact %.1f", e, got[0].ImpactMS)
 	}
 }

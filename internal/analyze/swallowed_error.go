@@ -15,7 +15,7 @@ type SwallowedError struct {
 	MinFailed int `yaml:"min_failed"` // failed descendants that make a finding
 }
 
-// NewSwallowedError returns the detector with shared/patterns.md defaults.
+// NewSwallowedError returns the detector with docs/patterns.md defaults.
 func NewSwallowedError() *SwallowedError { return &SwallowedError{MinFailed: 1} }
 
 func init() { Register(func() Detector { return NewSwallowedError() }) }
@@ -137,7 +137,9 @@ func recoveredByRetry(t *Trace, n *Node) bool {
 	}
 	svc, op := CallTarget(t, n)
 	for _, s := range n.Parent.Children {
-		if s == n || s.Start() < n.End() || !IsCall(s) || Failed(s) {
+		// A retry starts after the failed attempt ended, give or take the
+		// clocks' tolerance (timing.go).
+		if s == n || s.Start()+timingTolerance(s, n) < n.End() || !IsCall(s) || Failed(s) {
 			continue
 		}
 		if ss, so := CallTarget(t, s); ss == svc && so == op {

@@ -17,7 +17,7 @@ type TimeoutCascade struct {
 	MinUsualPresence float64 `yaml:"min_usual_presence"`
 }
 
-// NewTimeoutCascade returns the detector with shared/patterns.md defaults.
+// NewTimeoutCascade returns the detector with docs/patterns.md defaults.
 func NewTimeoutCascade() *TimeoutCascade {
 	return &TimeoutCascade{MinChain: 2, LayerGapMS: 10, MinUsualPresence: 0.9}
 }
@@ -85,23 +85,21 @@ func (d *TimeoutCascade) linked(p, c *Node) bool {
 	return pr && (cr || IsTimeoutLike(c.Span)) && cd <= pd+gap
 }
 
-// Detect implements Detector. Chains without any sign of a timeout (a fast
-// error passed up quickly also has layers of equal duration) are
-// error_origin's, not ours. Severity: critical when the chain reaches the
-// trace root or spans 3+ layers, warning otherwise.
+// Detect implements Detector. A chain needs evidence of a timeout: a
+// deadline/timeout error on some layer (IsTimeoutLike), or a layer whose
+// duration sits on a round timeout value. A fast error passed up quickly
+// also has layers of equal duration (error_origin's), and a caller that
+// gave up after its retries were exhausted, with no timeout anywhere, is
+// retry_storm's, even when the attempts happen to add up to a round value.
+// Chains separated by a failed layer that did not link (an internal span
+// a few ms longer) are one cascade. Severity: critical when the chain
+// reaches the trace root or spans 3+ layers, warning otherwise.
 func (d *TimeoutCascade) Detect(t *Trace, env *Env) []Finding {
 	var hist History = NoHistory{}
 	if env != nil && env.History != nil {
 		hist = env.History
 	}
-	var out []Finding
-	// Identical chains under one parent (each attempt of a retry loop)
-	// are one finding with a count.
-	type sig struct {
-		parent *Node
-		layers string
-	}
-	seen := map[sig]int{}
+	var chains [][]*Node
 	for _, top := range t.Nodes {
 		if !Failed(top) || (top.Parent != nil && d.linked(top.Parent, top)) {
 			continue
@@ -120,6 +118,18 @@ func (d *TimeoutCascade) Detect(t *Trace, env *Env) []Finding {
 			chain = append(chain, next)
 			cur = next
 		}
+		chains = append(chains, chain)
+	}
+	chains = joinChains(chains)
+	var out []Finding
+	// Identical chains under one parent (each attempt of a retry loop)
+	// are one finding with a count.
+	type sig struct {
+		parent *Node
+		layers string
+	}
+	seen := map[sig]int{}
+	for _, chain := range chains {
 		if len(chain) < d.MinChain {
 			continue
 		}
@@ -127,7 +137,7 @@ func (d *TimeoutCascade) Detect(t *Trace, env *Env) []Finding {
 		for _, n := range chain {
 			b.WriteString(n.Span.Service + "\x00" + n.Span.Name + "\x01")
 		}
-		k := sig{top.Parent, b.String()}
+		k := sig{chain[0].Parent, b.String()}
 		if i, dup := seen[k]; dup {
 			ev := out[i].Evidence.(TimeoutCascadeEvidence)
 			ev.Occurrences++
@@ -147,6 +157,78 @@ func (d *TimeoutCascade) Detect(t *Trace, env *Env) []Finding {
 	return out
 }
 
+// joinChains appends a chain to the one whose origin sits above its top
+// when every span between them failed too and the lower chain took at
+// least 90 % of the upper origin's time: one timeout, one cascade.
+func joinChains(chains [][]*Node) [][]*Node {
+	byOrigin := make(map[*Node]int, len(chains))
+	for i, c := range chains {
+		byOrigin[c[len(c)-1]] = i
+	}
+	joined := make([]bool, len(chains))
+	// Children are found after their ancestors' chains were built (t.Nodes
+	// is not in tree order), so join bottom-up until nothing changes.
+	for changed := true; changed; {
+		changed = false
+		for i, c := range chains {
+			if joined[i] {
+				continue
+			}
+			var between []*Node
+			for a := c[0].Parent; a != nil && Failed(a); a = a.Parent {
+				j, ok := byOrigin[a]
+				// Only a lower chain that held (nearly) all of the upper
+				// origin's time is the same wait: one of several retry
+				// attempts is not.
+				if ok && 10*c[0].Duration() < 9*a.Duration() {
+					break
+				}
+				if !ok || j == i || joined[j] {
+					between = append(between, a)
+					continue
+				}
+				upper := chains[j]
+				for k := len(between) - 1; k >= 0; k-- {
+					upper = append(upper, between[k])
+				}
+				chains[j] = append(upper, c...)
+				delete(byOrigin, a)
+				byOrigin[c[len(c)-1]] = j
+				joined[i], changed = true, true
+				break
+			}
+		}
+	}
+	out := chains[:0]
+	for i, c := range chains {
+		if !joined[i] {
+			out = append(out, c)
+		}
+	}
+	return out
+}
+
+// retriesExhausted reports whether n failed after a chain of failed retry
+// attempts below it, none of which timed out: the caller gave up because
+// its retry budget ran out, not because a deadline passed.
+func retriesExhausted(t *Trace, n *Node) bool {
+	for _, g := range groupCallsByTarget(t, n, nil) {
+		for _, chain := range retryChainsOf(g, uint64(1e6)) {
+			if !attemptFailed(chain[len(chain)-1]) {
+				continue
+			}
+			timedOut := false
+			for _, a := range chain {
+				timedOut = timedOut || IsTimeoutLike(a.Span)
+			}
+			if !timedOut {
+				return true
+			}
+		}
+	}
+	return false
+}
+
 func (d *TimeoutCascade) finding(t *Trace, hist History, chain []*Node) (Finding, bool) {
 	origin := chain[len(chain)-1]
 	evidence := false
@@ -164,7 +246,11 @@ func (d *TimeoutCascade) finding(t *Trace, hist History, chain []*Node) (Finding
 		layers[i] = CascadeLayer{SpanRef: RefOf(t, n), WaitedMS: roundMS(n.Duration()), TimeoutLike: tl, Message: clipText(msg, 200)}
 		ids[i] = n.Span.SpanID.String()
 	}
-	if !evidence {
+	explicit := false
+	for _, l := range layers {
+		explicit = explicit || l.TimeoutLike
+	}
+	if !evidence || (!explicit && retriesExhausted(t, origin)) {
 		return Finding{}, false
 	}
 	if v, on := roundTimeout(origin.Duration()); on {

@@ -16,11 +16,16 @@ type TimeoutMismatch struct {
 	// SkewToleranceMS absorbs clock skew between hosts: overruns up to this
 	// are not reported.
 	SkewToleranceMS float64 `yaml:"skew_tolerance_ms"`
+	// CrossHostSkewMS is the clock offset allowed between two services'
+	// hosts (docs/patterns.md, "Timing tolerance").
+	CrossHostSkewMS float64 `yaml:"cross_host_skew_ms"`
 }
 
 // NewTimeoutMismatch returns the detector with defaults ("any" inversion
-// in shared/patterns.md, beyond clock skew).
-func NewTimeoutMismatch() *TimeoutMismatch { return &TimeoutMismatch{SkewToleranceMS: 2} }
+// in docs/patterns.md, beyond clock skew).
+func NewTimeoutMismatch() *TimeoutMismatch {
+	return &TimeoutMismatch{SkewToleranceMS: 2, CrossHostSkewMS: crossHostSkewNS / 1e6}
+}
 
 func init() { Register(func() Detector { return NewTimeoutMismatch() }) }
 
@@ -40,6 +45,9 @@ type TimeoutMismatchEvidence struct {
 	// the outer one.
 	InnerTimeout  *SpanRef `json:"inner_timeout,omitempty"`
 	InnerWaitedMS float64  `json:"inner_waited_ms,omitempty"`
+	// Count is how many (parent, child) pairs of the same two operations
+	// overran; Parent and Child show the worst of them.
+	Count int `json:"count"`
 }
 
 // Detect implements Detector. Asynchronous children (a consumer under a
@@ -48,16 +56,67 @@ type TimeoutMismatchEvidence struct {
 // Severity: warning when the inversion is ≥ 100 ms or an inner timeout is
 // longer than the outer one, info below.
 func (d *TimeoutMismatch) Detect(t *Trace, _ *Env) []Finding {
-	tol := uint64(d.SkewToleranceMS * 1e6)
-	var out []Finding
+	// One problem, one finding: a loop whose iterations all outlive the
+	// caller is one mismatch, not one per iteration.
+	type shape struct{ ps, po, cs, co string }
+	type group struct {
+		worst, parent *Node
+		over          uint64
+		ids           []string
+		count         int
+	}
+	var order []shape
+	groups := map[shape]*group{}
 	for _, n := range t.Nodes {
 		p := n.Parent
-		if p == nil || asyncEdge(p, n) || n.End() <= p.End()+tol {
+		if p == nil || asyncEdge(p, n) || n.End() <= p.End() {
 			continue
 		}
-		out = append(out, d.finding(t, p, n, n.End()-p.End()))
+		over := n.End() - p.End()
+		if over <= d.tolerance(p, n) {
+			continue
+		}
+		k := shape{p.Span.Service, p.Span.Name, n.Span.Service, n.Span.Name}
+		g := groups[k]
+		if g == nil {
+			g = &group{}
+			groups[k] = g
+			order = append(order, k)
+		}
+		g.count++
+		if len(g.ids) < maxMergedSpanIDs {
+			g.ids = append(g.ids, n.Span.SpanID.String())
+		}
+		if over > g.over {
+			g.worst, g.parent, g.over = n, p, over
+		}
+	}
+	out := make([]Finding, 0, len(order))
+	for _, k := range order {
+		g := groups[k]
+		f := d.finding(t, g.parent, g.worst, g.over)
+		if g.count > 1 {
+			ev := f.Evidence.(TimeoutMismatchEvidence)
+			ev.Count = g.count
+			f.Evidence = ev
+			f.Title = fmt.Sprintf("%d spans like this: %s", g.count, f.Title)
+			f.SpanIDs = appendCapped(f.SpanIDs, g.ids, maxMergedSpanIDs)
+		}
+		out = append(out, f)
 	}
 	return out
+}
+
+// tolerance is the overrun clocks alone can explain: SkewToleranceMS (at
+// least the ±1 ms of SDKs that round to whole milliseconds), and across
+// hosts, where a child that is no longer than its parent could fit inside
+// it with both clocks right, also CrossHostSkewMS.
+func (d *TimeoutMismatch) tolerance(p, c *Node) uint64 {
+	tol := max(uint64(d.SkewToleranceMS*1e6), timingTolerance(p, c))
+	if p.Span.Service != c.Span.Service && c.Duration() <= p.Duration() {
+		tol = max(tol, uint64(d.CrossHostSkewMS*1e6))
+	}
+	return tol
 }
 
 func asyncEdge(p, c *Node) bool {
@@ -81,7 +140,7 @@ func innerTimeout(n *Node) *Node {
 
 func (d *TimeoutMismatch) finding(t *Trace, p, c *Node, over uint64) Finding {
 	ev := TimeoutMismatchEvidence{Parent: RefOf(t, p), Child: RefOf(t, c), InvertedByMS: roundMS(over),
-		ParentWaitedMS: roundMS(p.Duration())}
+		ParentWaitedMS: roundMS(p.Duration()), Count: 1}
 	ids := []string{p.Span.SpanID.String(), c.Span.SpanID.String()}
 	title := fmt.Sprintf("%s kept running %.0f ms after its caller (%s) gave up after %.0f ms",
 		spanLabel(t, c), NS(over), spanLabel(t, p), NS(p.Duration()))

@@ -3,6 +3,7 @@ package analyze
 import (
 	"fmt"
 	"math"
+	"sort"
 	"strings"
 
 	"github.com/tracedx/tracedx/internal/model"
@@ -85,13 +86,23 @@ func whyChain(t *Trace, findings []Finding, h History) []string {
 
 	// A failed request: say where the error started.
 	explained := map[string]bool{}
-	for _, f := range findings {
+	var primary *Finding // whose culprit ends the chain
+	for i, f := range findings {
 		ev, ok := f.Evidence.(ErrorOriginEvidence)
 		if !ok || !ev.RootFailed {
 			continue
 		}
-		s := fmt.Sprintf("The error started in %s %s", ev.Origin.Service, ev.Origin.Operation)
-		if what := strings.Trim(ev.ExceptionType+": "+clipText(ev.ExceptionMessage, 90), ": "); what != "" {
+		primary = &findings[i]
+		where := ev.Origin.Service + " " + ev.Origin.Operation
+		if n := nodeByHex(t, ev.Origin.SpanID); n != nil {
+			where = nodeLabel(t, n)
+		}
+		s := "The error started in " + where
+		typ := ev.ExceptionType
+		if IsWrapperErrorType(typ) {
+			typ = ""
+		}
+		if what := strings.Trim(typ+": "+clipText(ev.ExceptionMessage, 90), ": "); what != "" {
 			s += ": " + what
 		}
 		if ev.PropagatedLayers > 0 {
@@ -109,6 +120,12 @@ func whyChain(t *Trace, findings []Finding, h History) []string {
 	// the descent ended (or, failing that, the first finding).
 	if f := causeFinding(t, findings, steps, explained); f != nil {
 		s := "Cause: " + f.Title
+		if isHypothesis(f) {
+			s = "Possible cause: " + f.Title
+		}
+		if primary == nil {
+			primary = f
+		}
 		if f.ImpactMS >= 1 {
 			of := "the request"
 			if f.ImpactMS*1e6 > float64(root.Duration()) {
@@ -121,7 +138,29 @@ func whyChain(t *Trace, findings []Finding, h History) []string {
 			out = append(out, "Fix: "+f.Fix)
 		}
 	}
+	if primary != nil && primary.Culprit != nil && primary.Culprit.Service != "" {
+		c := primary.Culprit
+		out = append(out, fmt.Sprintf("Culprit: %s — %s", strings.TrimSpace(c.Service+" "+clipText(c.Operation, 80)),
+			strings.TrimSuffix(c.Reason, ".")+"."))
+	}
 	return out
+}
+
+// isHypothesis: findings whose cause the trace cannot prove. Calls in
+// sequence may need each other's answers; only the code can tell.
+func isHypothesis(f *Finding) bool { return f.Kind == "sequential_calls" }
+
+// causeRank orders candidate causes: measured ones (with a critical-path
+// time a fix would remove) first, then hypotheses, then findings that
+// cost no request time (telemetry hygiene, work after the caller left).
+func causeRank(f *Finding) int {
+	switch {
+	case isHypothesis(f):
+		return 1
+	case f.ImpactMS >= 1:
+		return 0
+	}
+	return 2
 }
 
 func causeFinding(t *Trace, findings []Finding, steps []*Node, skip map[string]bool) *Finding {
@@ -134,20 +173,35 @@ func causeFinding(t *Trace, findings []Finding, steps []*Node, skip map[string]b
 	if len(candidates) == 0 {
 		return nil
 	}
-	if len(steps) > 0 {
+	// A measured cause always beats a hypothesis; within a rank, a finding
+	// about the spans where the descent ended beats the costliest one.
+	sort.SliceStable(candidates, func(i, j int) bool { return causeRank(candidates[i]) < causeRank(candidates[j]) })
+	onPath := func(f *Finding) bool {
+		if len(steps) == 0 {
+			return false
+		}
 		deepest := steps[len(steps)-1]
-		for _, f := range candidates {
-			for _, id := range f.SpanIDs {
-				if n := nodeByHex(t, id); n != nil && (n == deepest || IsAncestor(deepest, n) || IsAncestor(n, deepest)) {
-					return f
-				}
+		for _, id := range f.SpanIDs {
+			if n := nodeByHex(t, id); n != nil && (n == deepest || IsAncestor(deepest, n) || IsAncestor(n, deepest)) {
+				return true
 			}
 		}
+		return false
 	}
-	if len(skip) > 0 && candidates[0].ImpactMS < 1 {
+	best := candidates[0]
+	for _, f := range candidates {
+		if causeRank(f) != causeRank(best) {
+			break
+		}
+		if onPath(f) {
+			best = f
+			break
+		}
+	}
+	if len(skip) > 0 && best.ImpactMS < 1 {
 		return nil // the failure is explained; a stray info finding is not a cause
 	}
-	return candidates[0]
+	return best
 }
 
 func nodeByHex(t *Trace, id string) *Node {

@@ -7,11 +7,23 @@
 // OperationErrorRate).
 //
 // Figures are exponentially decayed by trace time (half-life HalfLife,
-// default 24 h): a change in behaviour becomes the new normal after a few
-// half-lives, and a baseline never needs a window of raw data. Decay is
-// applied lazily per key, in steps of 1/64 half-life, so an update costs
-// O(1) almost always. Durations use the same log-linear histogram as RED
-// metrics (quantiles within ~12%).
+// default 24 h), so a baseline never needs raw data. Decay is applied lazily
+// per key, in steps of 1/64 half-life, so an update costs O(1) almost
+// always. Durations use the same log-linear histogram as RED metrics
+// (quantiles within ~12%).
+//
+// "Usual" must not follow an ongoing incident, or a query slowed by lock
+// contention becomes its own yardstick and findings soften as the incident
+// goes on. So once a key's baseline is established, samples are gathered in
+// windows (Window of trace time) and each closed window is judged against
+// the baseline before it may enter it (see robust.go): a window whose p50 is
+// AnomalyFactor times the usual p50, or whose error share jumps, is held
+// out in quarantine. Quarantined data becomes the new normal only once the
+// shift has lasted AcceptAfter (default 6 h); when normal windows come back
+// for ReleaseAfter, the quarantine is dropped and the baseline never saw the
+// incident. Operation durations and error shares, statement durations and
+// trace span counts are learnt this way; the usual children of an
+// operation are plain decayed figures.
 //
 // Persistence: a gzip JSON snapshot (baseline.json.gz in Dir) written
 // atomically every FlushInterval when something changed, and on Close; a
@@ -46,6 +58,8 @@ type Options struct {
 	// MaxChildren caps the distinct children remembered per operation
 	// (default 64).
 	MaxChildren int
+	// Robust is how anomalous windows are kept out of the baselines.
+	Robust Robust
 }
 
 type key struct{ a, b string }
@@ -75,9 +89,9 @@ type Baselines struct {
 	log *slog.Logger
 
 	mu         sync.RWMutex
-	ops        map[key]*dist
-	stmts      map[key]*dist
-	spanCounts map[key]*dist
+	ops        map[key]*series
+	stmts      map[key]*series
+	spanCounts map[key]*series
 	children   map[key]*parent
 	dirty      bool
 	capWarned  bool
@@ -107,8 +121,9 @@ func New(opt Options, log *slog.Logger) (*Baselines, error) {
 	if opt.MaxChildren <= 0 {
 		opt.MaxChildren = 64
 	}
-	b := &Baselines{opt: opt, log: log, ops: map[key]*dist{}, stmts: map[key]*dist{},
-		spanCounts: map[key]*dist{}, children: map[key]*parent{}, done: make(chan struct{})}
+	opt.Robust = opt.Robust.withDefaults()
+	b := &Baselines{opt: opt, log: log, ops: map[key]*series{}, stmts: map[key]*series{},
+		spanCounts: map[key]*series{}, children: map[key]*parent{}, done: make(chan struct{})}
 	if opt.Dir != "" {
 		if err := b.load(); err != nil {
 			return nil, fmt.Errorf("baseline: %w", err)
@@ -181,23 +196,17 @@ func (b *Baselines) decayDist(d *dist, t int64) {
 	d.t = t
 }
 
-func (b *Baselines) addDist(m map[key]*dist, k key, v uint64, failed bool, t int64) {
-	d := m[k]
-	if d == nil {
+func (b *Baselines) addSample(m map[key]*series, k key, v uint64, failed bool, t int64) {
+	s := m[k]
+	if s == nil {
 		if len(m) >= b.opt.MaxKeys {
 			b.warnCap()
 			return
 		}
-		d = &dist{}
-		m[k] = d
+		s = &series{}
+		m[k] = s
 	}
-	b.decayDist(d, t)
-	d.h[tsdb.BucketOf(v)]++
-	d.n++
-	d.sum += float64(v)
-	if failed {
-		d.errs++
-	}
+	b.observe(s, k, v, failed, t)
 }
 
 func (b *Baselines) warnCap() {
@@ -256,13 +265,13 @@ func (b *Baselines) ObserveTrace(spans []model.Span) {
 	b.dirty = true
 	for _, u := range ups {
 		if u.kind == 0 {
-			b.addDist(b.ops, u.k, u.us, u.failed, t)
+			b.addSample(b.ops, u.k, u.us, u.failed, t)
 		} else {
-			b.addDist(b.stmts, u.k, u.us, false, t)
+			b.addSample(b.stmts, u.k, u.us, false, t)
 		}
 	}
 	if hasRoot {
-		b.addDist(b.spanCounts, root, uint64(len(spans)), false, t)
+		b.addSample(b.spanCounts, root, uint64(len(spans)), false, t)
 	}
 	for _, cu := range cups {
 		b.addChildren(cu, t)
@@ -331,14 +340,14 @@ func toBaseline(d *dist) analyze.Baseline {
 	return analyze.Baseline{P50MS: tsdb.Round3(p50 / 1000), P95MS: tsdb.Round3(p95 / 1000), Count: int(math.Round(d.n))}
 }
 
-func (b *Baselines) lookup(m map[key]*dist, k key) (analyze.Baseline, bool) {
+func (b *Baselines) lookup(m map[key]*series, k key) (analyze.Baseline, bool) {
 	b.mu.RLock()
 	defer b.mu.RUnlock()
-	d := m[k]
-	if d == nil || d.n <= 0 {
+	d, ok := b.usual(m[k])
+	if !ok {
 		return analyze.Baseline{}, false
 	}
-	return toBaseline(d), true
+	return toBaseline(&d), true
 }
 
 // OperationDuration implements analyze.History: usual duration of spans
@@ -393,8 +402,8 @@ type SpanCountStats struct {
 func (b *Baselines) SpanCount(service, operation string) (SpanCountStats, bool) {
 	b.mu.RLock()
 	defer b.mu.RUnlock()
-	d := b.spanCounts[key{service, operation}]
-	if d == nil || d.n <= 0 {
+	d, ok := b.usual(b.spanCounts[key{service, operation}])
+	if !ok {
 		return SpanCountStats{}, false
 	}
 	p50, _ := tsdb.Quantile(d.h[:], 0.5)
@@ -408,8 +417,8 @@ func (b *Baselines) SpanCount(service, operation string) (SpanCountStats, bool) 
 func (b *Baselines) OperationErrorRate(service, operation string) (rate float64, count int, ok bool) {
 	b.mu.RLock()
 	defer b.mu.RUnlock()
-	d := b.ops[key{service, operation}]
-	if d == nil || d.n <= 0 {
+	d, ok := b.usual(b.ops[key{service, operation}])
+	if !ok {
 		return 0, 0, false
 	}
 	return tsdb.Round6(d.errs / d.n), int(math.Round(d.n)), true
@@ -419,8 +428,8 @@ func (b *Baselines) OperationErrorRate(service, operation string) (rate float64,
 func (b *Baselines) OperationMeanMS(service, operation string) (float64, bool) {
 	b.mu.RLock()
 	defer b.mu.RUnlock()
-	d := b.ops[key{service, operation}]
-	if d == nil || d.n <= 0 {
+	d, ok := b.usual(b.ops[key{service, operation}])
+	if !ok {
 		return 0, false
 	}
 	return tsdb.Round3(d.sum / d.n / 1000), true

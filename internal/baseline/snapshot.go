@@ -14,6 +14,9 @@ import (
 
 const snapshotName = "baseline.json.gz"
 
+// distJSON is one key: its baseline (the version 1 fields) and, since
+// version 2, its open window and quarantine, so a restart neither lets an
+// ongoing incident into the baseline nor forgets how long it has lasted.
 type distJSON struct {
 	A    string    `json:"a"`
 	B    string    `json:"b"`
@@ -22,6 +25,54 @@ type distJSON struct {
 	Errs float64   `json:"e,omitempty"`
 	Sum  float64   `json:"s"`
 	H    []float64 `json:"h"` // bucket, weight, bucket, weight…
+
+	Win  *partJSON       `json:"win,omitempty"`
+	Quar *quarantineJSON `json:"quar,omitempty"`
+}
+
+type partJSON struct {
+	Start int64     `json:"start"`
+	T     int64     `json:"t,omitempty"`
+	N     float64   `json:"n"`
+	Errs  float64   `json:"e,omitempty"`
+	Sum   float64   `json:"s"`
+	H     []float64 `json:"h"`
+}
+
+type quarantineJSON struct {
+	Part      partJSON `json:"d"`
+	Last      int64    `json:"last"`
+	Anomalous int      `json:"anomalous"`
+	Normal    int      `json:"normal"`
+	Reason    string   `json:"reason"`
+}
+
+func histJSON(h *[tsdb.NumBuckets]float32) []float64 {
+	var out []float64
+	for i, w := range h {
+		if w > 0 {
+			out = append(out, float64(i), float64(w))
+		}
+	}
+	return out
+}
+
+func histFrom(h *[tsdb.NumBuckets]float32, in []float64) {
+	for i := 0; i+1 < len(in); i += 2 {
+		if b := int(in[i]); b >= 0 && b < tsdb.NumBuckets {
+			h[b] = float32(in[i+1])
+		}
+	}
+}
+
+func partOf(d *dist, start int64) partJSON {
+	return partJSON{Start: start, T: d.t, N: d.n, Errs: d.errs, Sum: d.sum, H: histJSON(&d.h)}
+}
+
+func (p *partJSON) dist() dist {
+	d := dist{t: p.T, n: p.N, errs: p.Errs, sum: p.Sum}
+	histFrom(&d.h, p.H)
+	return d
 }
 
 type kidJSON struct {
@@ -47,30 +98,36 @@ type snapshot struct {
 	Children   []parentJSON `json:"children"`
 }
 
-func distsJSON(m map[key]*dist) []distJSON {
+func distsJSON(m map[key]*series) []distJSON {
 	out := make([]distJSON, 0, len(m))
-	for k, d := range m {
-		dj := distJSON{A: k.a, B: k.b, T: d.t, N: d.n, Errs: d.errs, Sum: d.sum}
-		for i, w := range d.h {
-			if w > 0 {
-				dj.H = append(dj.H, float64(i), float64(w))
-			}
+	for k, sr := range m {
+		d := &sr.base
+		dj := distJSON{A: k.a, B: k.b, T: d.t, N: d.n, Errs: d.errs, Sum: d.sum, H: histJSON(&d.h)}
+		if sr.win.n > 0 {
+			w := partOf(&sr.win, sr.winStart)
+			dj.Win = &w
+		}
+		if q := sr.q; q != nil {
+			dj.Quar = &quarantineJSON{Part: partOf(&q.d, q.since), Last: q.last, Anomalous: q.anomalous, Normal: q.normal, Reason: q.reason}
 		}
 		out = append(out, dj)
 	}
 	return out
 }
 
-func distsFrom(in []distJSON) map[key]*dist {
-	out := make(map[key]*dist, len(in))
+func distsFrom(in []distJSON) map[key]*series {
+	out := make(map[key]*series, len(in))
 	for _, dj := range in {
-		d := &dist{t: dj.T, n: dj.N, errs: dj.Errs, sum: dj.Sum}
-		for i := 0; i+1 < len(dj.H); i += 2 {
-			if b := int(dj.H[i]); b >= 0 && b < tsdb.NumBuckets {
-				d.h[b] = float32(dj.H[i+1])
-			}
+		sr := &series{base: dist{t: dj.T, n: dj.N, errs: dj.Errs, sum: dj.Sum}}
+		histFrom(&sr.base.h, dj.H)
+		if dj.Win != nil {
+			sr.win, sr.winStart = dj.Win.dist(), dj.Win.Start
 		}
-		out[key{dj.A, dj.B}] = d
+		if qj := dj.Quar; qj != nil {
+			sr.q = &quarantine{d: qj.Part.dist(), since: qj.Part.Start, last: qj.Last,
+				anomalous: qj.Anomalous, normal: qj.Normal, reason: qj.Reason}
+		}
+		out[key{dj.A, dj.B}] = sr
 	}
 	return out
 }
@@ -86,7 +143,7 @@ func (b *Baselines) Flush() error {
 		b.mu.Unlock()
 		return nil
 	}
-	snap := snapshot{Version: 1, Ops: distsJSON(b.ops), Stmts: distsJSON(b.stmts), SpanCounts: distsJSON(b.spanCounts)}
+	snap := snapshot{Version: 2, Ops: distsJSON(b.ops), Stmts: distsJSON(b.stmts), SpanCounts: distsJSON(b.spanCounts)}
 	for k, p := range b.children {
 		pj := parentJSON{A: k.a, B: k.b, T: p.t, N: p.n}
 		for kk, kd := range p.kids {

@@ -12,6 +12,7 @@ import (
 	"strings"
 
 	"github.com/tracedx/tracedx/internal/analyze"
+	"github.com/tracedx/tracedx/internal/model"
 	"github.com/tracedx/tracedx/internal/traceio"
 )
 
@@ -38,8 +39,9 @@ func Analyze(args []string, stdin io.Reader, stdout, stderr io.Writer) int {
 		fmt.Fprint(&help, "Usage: tracedx analyze [flags] FILE...\n\n"+
 			"Diagnoses each trace in the files: critical path, findings (N+1 queries, retry storms, swallowed\n"+
 			"errors, …) and a why chain. Files hold OTLP JSON (a request, or the Collector file exporter's one\n"+
-			"request per line), OTLP protobuf, Jaeger JSON or Zipkin v2 JSON; the format is detected. '-' reads\n"+
-			"stdin. Exit status: 0 ok, 1 a --fail-on/--fail-on-severity finding exists, 2 bad flags or input.\n\nFlags:\n")
+			"request per line), OTLP protobuf, Jaeger JSON, Zipkin v2 JSON, Tempo's trace JSON or tracedx's own\n"+
+			"/api/v1/traces/{id}; the format is detected. '-' reads stdin. Exit status: 0 ok, 1 a --fail-on/\n"+
+			"--fail-on-severity finding exists, 2 bad flags or input.\n\nFlags:\n")
 		fs.PrintDefaults()
 	}
 	usageErr := func(format string, a ...any) int {
@@ -136,9 +138,13 @@ func Analyze(args []string, stdin io.Reader, stdout, stderr io.Writer) int {
 
 	out := analyzeOutput{Traces: make([]analyze.Result, 0, len(traces))}
 	opts := analyze.Options{Detectors: detectors}
+	parents := make([]map[string]string, 0, len(traces))
 	for _, tr := range traces {
 		out.Traces = append(out.Traces, analyze.Analyze(tr.Spans, opts))
+		parents = append(parents, parentsOf(tr.Spans))
 	}
+	g := gate{kinds: gateKinds, severity: gateSev, failOn: *failOn, failSev: *failSev}
+	tripped := g.tripped(out.Traces)
 
 	var err error
 	switch *format {
@@ -147,29 +153,69 @@ func Analyze(args []string, stdin io.Reader, stdout, stderr io.Writer) int {
 		enc.SetIndent("", "  ")
 		err = enc.Encode(out)
 	case "markdown", "md":
-		err = writeMarkdown(stdout, out.Traces)
+		err = writeMarkdown(stdout, out.Traces, parents, g, tripped)
 	default:
-		err = writeText(stdout, out.Traces)
+		err = writeText(stdout, out.Traces, parents, g)
 	}
 	if err != nil {
 		fmt.Fprintf(stderr, "tracedx analyze: write output: %v\n", err)
 		return 2
 	}
-
-	var tripped []string
-	for _, r := range out.Traces {
-		for _, f := range r.Findings {
-			if gateKinds[f.Kind] || (gateSev > 0 && f.Severity.Rank() >= gateSev) {
-				tripped = append(tripped, fmt.Sprintf("%s (%s) in trace %s", f.Kind, f.Severity, r.TraceID))
-			}
-		}
-	}
 	if len(tripped) > 0 {
-		sort.Strings(tripped)
-		fmt.Fprintf(stderr, "tracedx analyze: failing: %d finding(s) matched the gate: %s\n", len(tripped), strings.Join(firstN(tripped, 5), "; "))
+		fmt.Fprintf(stderr, "tracedx analyze: failing: %s matched the gate: %s\n", plural(len(tripped), "finding"), strings.Join(firstN(tripped, 5), "; "))
 		return 1
 	}
 	return 0
+}
+
+// gate is what --fail-on and --fail-on-severity ask for.
+type gate struct {
+	kinds           map[string]bool
+	severity        int
+	failOn, failSev string
+}
+
+func (g gate) active() bool { return len(g.kinds) > 0 || g.severity > 0 }
+
+func (g gate) matches(f analyze.Finding) bool {
+	return g.kinds[f.Kind] || (g.severity > 0 && f.Severity.Rank() >= g.severity)
+}
+
+// tripped describes each finding that fails the gate, sorted.
+func (g gate) tripped(results []analyze.Result) []string {
+	var out []string
+	for _, r := range results {
+		for _, f := range r.Findings {
+			if g.matches(f) {
+				out = append(out, fmt.Sprintf("%s (%s) in trace %s", f.Kind, f.Severity, r.TraceID))
+			}
+		}
+	}
+	sort.Strings(out)
+	return out
+}
+
+// flags renders the gate as the command line gave it.
+func (g gate) flags() string {
+	var parts []string
+	if g.failOn != "" {
+		parts = append(parts, "`--fail-on "+g.failOn+"`")
+	}
+	if g.failSev != "" {
+		parts = append(parts, "`--fail-on-severity "+g.failSev+"`")
+	}
+	return strings.Join(parts, " and ")
+}
+
+// parentsOf maps span id to parent span id (hex), to order path rows.
+func parentsOf(spans []model.Span) map[string]string {
+	m := make(map[string]string, len(spans))
+	for i := range spans {
+		if !spans[i].ParentSpanID.IsZero() {
+			m[spans[i].SpanID.String()] = spans[i].ParentSpanID.String()
+		}
+	}
+	return m
 }
 
 func firstN(s []string, n int) []string {
@@ -214,16 +260,16 @@ func fmtMS(ms float64) string {
 	}
 }
 
-func writeText(w io.Writer, results []analyze.Result) error {
+func writeText(w io.Writer, results []analyze.Result, parents []map[string]string, g gate) error {
 	var b strings.Builder
 	const width = 32
 	for i, r := range results {
 		if i > 0 {
 			b.WriteString("\n")
 		}
-		fmt.Fprintf(&b, "trace %s  %s %s  %s  %d spans  %d finding(s)\n", r.TraceID, r.RootService, r.RootOperation,
-			fmtMS(r.DurationMS), r.SpanCount, len(r.Findings))
-		steps, hidden := waterfallSteps(r.CriticalPath)
+		fmt.Fprintf(&b, "trace %s  %s %s  %s  %d spans  %s\n", r.TraceID, r.RootService, r.RootOperation,
+			fmtMS(r.DurationMS), r.SpanCount, plural(len(r.Findings), "finding"))
+		steps, hidden := pathRows(r.CriticalPath, parents[i])
 		if len(steps) > 0 {
 			b.WriteString("\ncritical path\n")
 		}
@@ -245,12 +291,15 @@ func writeText(w io.Writer, results []analyze.Result) error {
 		if len(r.Findings) > 0 {
 			b.WriteString("\nfindings\n")
 		}
-		for _, f := range r.Findings {
+		for _, f := range byImpact(r.Findings, g) {
 			fmt.Fprintf(&b, "  %-8s %-20s %s", strings.ToUpper(string(f.Severity)), f.Kind, f.Title)
 			if f.ImpactMS >= 0.1 {
 				fmt.Fprintf(&b, "  [impact %s]", fmtMS(f.ImpactMS))
 			}
 			b.WriteString("\n")
+			if c := f.Culprit; c != nil {
+				fmt.Fprintf(&b, "  %-8s %-20s culprit: %s %s — %s\n", "", "", c.Service, clip(c.Operation, 70), c.Reason)
+			}
 			if f.Fix != "" {
 				fmt.Fprintf(&b, "  %-8s %-20s fix: %s\n", "", "", f.Fix)
 			}
@@ -279,27 +328,49 @@ func mdCell(s string) string {
 	return strings.ReplaceAll(s, "\n", " ")
 }
 
-func writeMarkdown(w io.Writer, results []analyze.Result) error {
+// writeMarkdown renders a pull-request comment: the gate's verdict first,
+// then per trace the why list (covering every gated finding), the findings
+// by impact and the critical path in tree order.
+func writeMarkdown(w io.Writer, results []analyze.Result, parents []map[string]string, g gate, tripped []string) error {
 	var b strings.Builder
-	for i, r := range results {
-		if i > 0 {
-			b.WriteString("\n")
+	nf := 0
+	for _, r := range results {
+		nf += len(r.Findings)
+	}
+	fmt.Fprintf(&b, "# tracedx analyze: %s, %s\n\n", plural(len(results), "trace"), plural(nf, "finding"))
+	switch {
+	case !g.active():
+	case len(tripped) > 0:
+		fmt.Fprintf(&b, "**Gate failed:** %s matched %s:\n\n", plural(len(tripped), "finding"), g.flags())
+		for _, t := range firstN(tripped, 10) {
+			fmt.Fprintf(&b, "- %s\n", t)
 		}
-		fmt.Fprintf(&b, "## Trace `%s`: %s %s\n\n%s, %d spans, %d finding(s).\n", r.TraceID, mdCell(r.RootService), mdCell(r.RootOperation),
-			fmtMS(r.DurationMS), r.SpanCount, len(r.Findings))
-		if len(r.Why) > 0 {
+		b.WriteString("\n")
+	default:
+		fmt.Fprintf(&b, "**Gate passed:** no finding matched %s.\n\n", g.flags())
+	}
+	for i, r := range results {
+		findings := byImpact(r.Findings, g)
+		fmt.Fprintf(&b, "## Trace `%s`: %s %s\n\n%s, %s, %s.\n", r.TraceID, mdCell(r.RootService), mdCell(r.RootOperation),
+			fmtMS(r.DurationMS), plural(r.SpanCount, "span"), plural(len(r.Findings), "finding"))
+		why := whyWithGated(r.Why, findings, g)
+		if len(why) > 0 {
 			b.WriteString("\n### Why\n\n")
-			for j, s := range r.Why {
+			for j, s := range why {
 				fmt.Fprintf(&b, "%d. %s\n", j+1, s)
 			}
 		}
-		if len(r.Findings) > 0 {
+		if len(findings) > 0 {
 			b.WriteString("\n### Findings\n\n| severity | kind | finding | impact | fix |\n|---|---|---|---:|---|\n")
-			for _, f := range r.Findings {
-				fmt.Fprintf(&b, "| %s | `%s` | %s | %s | %s |\n", f.Severity, f.Kind, mdCell(f.Title), fmtMS(f.ImpactMS), mdCell(f.Fix))
+			for _, f := range findings {
+				sev := string(f.Severity)
+				if g.matches(f) {
+					sev = "**" + sev + " (gate)**"
+				}
+				fmt.Fprintf(&b, "| %s | `%s` | %s | %s | %s |\n", sev, f.Kind, mdCell(f.Title), fmtMS(f.ImpactMS), mdCell(f.Fix))
 			}
 		}
-		steps, hidden := waterfallSteps(r.CriticalPath)
+		steps, hidden := pathRows(r.CriticalPath, parents[i])
 		if len(steps) > 0 {
 			b.WriteString("\n### Critical path\n\n| span | service | operation | start | self |\n|---|---|---|---:|---:|\n")
 			for _, s := range steps {
@@ -310,7 +381,97 @@ func writeMarkdown(w io.Writer, results []analyze.Result) error {
 				fmt.Fprintf(&b, "\n%d more spans on the path with less self time.\n", hidden)
 			}
 		}
+		b.WriteString("\n")
 	}
 	_, err := io.WriteString(w, b.String())
 	return err
+}
+
+func plural(n int, noun string) string {
+	if n == 1 {
+		return "1 " + noun
+	}
+	return fmt.Sprintf("%d %ss", n, noun)
+}
+
+// byImpact orders findings for a reviewer: those failing the gate first,
+// then by the time a fix would save, then by severity.
+func byImpact(fs []analyze.Finding, g gate) []analyze.Finding {
+	out := append([]analyze.Finding(nil), fs...)
+	sort.SliceStable(out, func(i, j int) bool {
+		a, b := out[i], out[j]
+		if ga, gb := g.matches(a), g.matches(b); ga != gb {
+			return ga
+		}
+		if a.ImpactMS != b.ImpactMS {
+			return a.ImpactMS > b.ImpactMS
+		}
+		return a.Severity.Rank() > b.Severity.Rank()
+	})
+	return out
+}
+
+// whyWithGated appends to the why chain each gated finding it does not
+// already tell, so the comment explains every reason the check failed.
+func whyWithGated(why []string, findings []analyze.Finding, g gate) []string {
+	out := append([]string(nil), why...)
+	told := strings.Join(why, "\n")
+	for _, f := range findings {
+		if !g.matches(f) || strings.Contains(told, f.Title) {
+			continue
+		}
+		line := fmt.Sprintf("Also `%s` (%s): %s", f.Kind, f.Severity, f.Title)
+		if f.ImpactMS >= 0.1 {
+			line += fmt.Sprintf(" — %s of the request could be saved", fmtMS(f.ImpactMS))
+		}
+		if f.Fix != "" {
+			line += ". Fix: " + f.Fix
+		}
+		out = append(out, line)
+	}
+	return out
+}
+
+// pathRows picks the critical-path rows to show (the most self time, with
+// their ancestors on the path so no row hangs without its parent) and puts
+// them in tree order: each parent above its children, siblings by start.
+func pathRows(steps []analyze.PathStep, parents map[string]string) ([]analyze.PathStep, int) {
+	byID := make(map[string]int, len(steps))
+	for i, s := range steps {
+		byID[s.SpanID] = i
+	}
+	// up finds the nearest ancestor of step i that is on the path.
+	up := func(i int) int {
+		for id, ok := parents[steps[i].SpanID]; ok; id, ok = parents[id] {
+			if j, on := byID[id]; on {
+				return j
+			}
+		}
+		return -1
+	}
+	keep := make([]bool, len(steps))
+	kept, _ := waterfallSteps(steps)
+	for _, s := range kept {
+		for i := byID[s.SpanID]; i >= 0 && !keep[i]; i = up(i) {
+			keep[i] = true
+		}
+	}
+	children := map[int][]int{}
+	for i := range steps {
+		if keep[i] {
+			children[up(i)] = append(children[up(i)], i)
+		}
+	}
+	var out []analyze.PathStep
+	var walk func(p int)
+	walk = func(p int) {
+		kids := children[p]
+		sort.SliceStable(kids, func(a, b int) bool { return steps[kids[a]].StartMS < steps[kids[b]].StartMS })
+		for _, k := range kids {
+			out = append(out, steps[k])
+			walk(k)
+		}
+	}
+	walk(-1)
+	return out, len(steps) - len(out)
 }

@@ -7,6 +7,8 @@ import (
 	"path/filepath"
 	"strings"
 	"testing"
+
+	"github.com/tracedx/tracedx/internal/traceio"
 )
 
 var traceDir = filepath.Join("..", "..", "testdata", "traces")
@@ -194,5 +196,77 @@ func TestAnalyzeViaMain(t *testing.T) {
 	if code := Main([]string{"analyze", "--format", "json", fixture("poison_message/positive-kafka-retries-to-dlt.json")}, nil, &out, &errb); code != 0 ||
 		!strings.Contains(out.String(), "poison_message") {
 		t.Errorf("tracedx analyze via Main: exit %d %s", code, errb.String())
+	}
+}
+
+// TestAnalyzeMarkdownIsAPullRequestComment checks what a reviewer reads
+// first: the gate's verdict, the gated finding at the top of the table and
+// in the why list, and a critical path where parents come before children.
+func TestAnalyzeMarkdownIsAPullRequestComment(t *testing.T) {
+	file := fixture("swallowed_error/positive-product-page-timeouts.json")
+	code, out, _ := runAnalyze(t, "", "--format", "markdown", "--fail-on", "timeout_mismatch", file)
+	if code != 1 {
+		t.Fatalf("exit %d, want 1", code)
+	}
+	if !strings.HasPrefix(out, "# tracedx analyze: 1 trace, 4 findings\n\n**Gate failed:** 1 finding matched `--fail-on timeout_mismatch`") {
+		t.Errorf("the comment does not open with the gate:\n%.300s", out)
+	}
+	table := out[strings.Index(out, "### Findings"):]
+	rows := strings.Split(table, "\n")
+	if len(rows) < 5 || !strings.Contains(rows[4], "`timeout_mismatch`") || !strings.Contains(rows[4], "(gate)") {
+		t.Errorf("gated finding is not the first row:\n%s", table)
+	}
+	// Below the gated row, findings go by impact.
+	var impacts []string
+	for _, r := range rows[5:] {
+		if !strings.HasPrefix(r, "| ") {
+			break
+		}
+		impacts = append(impacts, strings.TrimSpace(strings.Split(r, "|")[4]))
+	}
+	// (The error origin under the swallowed error is the same problem and
+	// is reported once, as swallowed_error.)
+	if len(impacts) != 3 || impacts[0] != "2.00 s" || impacts[2] != "0.0 ms" {
+		t.Errorf("impacts %v", impacts)
+	}
+	why := out[strings.Index(out, "### Why"):strings.Index(out, "### Findings")]
+	if !strings.Contains(why, "`timeout_mismatch`") {
+		t.Errorf("why list does not explain the gated finding:\n%s", why)
+	}
+	if strings.Contains(out, " 1 layers") || strings.Contains(out, "1 finding(s)") {
+		t.Errorf("singular nouns wrong:\n%s", out)
+	}
+
+	// Tree order: every row's parent (by span id) is above it.
+	traces, _, err := traceio.ReadFile(file)
+	if err != nil {
+		t.Fatal(err)
+	}
+	parent := parentsOf(traces[0].Spans)
+	path := out[strings.Index(out, "### Critical path"):]
+	seen := map[string]bool{}
+	rowsSeen := 0
+	for _, line := range strings.Split(path, "\n") {
+		if !strings.HasPrefix(line, "| `") {
+			continue
+		}
+		id := strings.Trim(strings.Split(line, "|")[1], " `")
+		if p, ok := parent[id]; ok && !seen[p] {
+			t.Errorf("row %s comes before its parent %s", id, p)
+		}
+		seen[id] = true
+		rowsSeen++
+	}
+	if rowsSeen < 5 {
+		t.Errorf("only %d critical-path rows", rowsSeen)
+	}
+
+	if _, out, _ := runAnalyze(t, "", "--format", "markdown", fixture("retry_storm/healthy-single-quick-retry.json")); !strings.Contains(out, " 1 layer ") {
+		t.Errorf("error origin one layer up: %s", out)
+	}
+
+	code, out, _ = runAnalyze(t, "", "--format", "markdown", "--fail-on-severity", "critical", fixture("n_plus_one_query/healthy-batched-in-query.json"))
+	if code != 0 || !strings.Contains(out, "**Gate passed:** no finding matched `--fail-on-severity critical`.") {
+		t.Errorf("passing gate: exit %d\n%.300s", code, out)
 	}
 }

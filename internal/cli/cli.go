@@ -13,6 +13,7 @@ import (
 	"os"
 	"os/signal"
 	"runtime"
+	"strings"
 	"syscall"
 
 	"github.com/tracedx/tracedx/internal/config"
@@ -59,6 +60,29 @@ func Main(args []string, stdin io.Reader, stdout, stderr io.Writer) int {
 		fmt.Fprintf(stderr, "tracedx: unknown command %q\n\n%s", cmd, usage)
 		return 2
 	}
+}
+
+// Validate checks the command line of a long-running command (serve,
+// demo) as Main would read it, without starting anything, so tools and
+// tests can check documented commands.
+func Validate(args []string) error {
+	if len(args) == 0 {
+		return errors.New("no command")
+	}
+	var out bytes.Buffer
+	switch args[0] {
+	case "serve":
+		if _, err := config.Load(args[1:], &out); err != nil && !errors.Is(err, flag.ErrHelp) {
+			return fmt.Errorf("tracedx serve: %w", err)
+		}
+		return nil
+	case "demo":
+		if _, code, _ := parseDemoArgs(args[1:], io.Discard, &out); code != 0 {
+			return errors.New(strings.TrimSpace(out.String()))
+		}
+		return nil
+	}
+	return fmt.Errorf("validate: %q is not a long-running command; run it with Main", args[0])
 }
 
 // extraCommands are the subcommands that live in their own files

@@ -30,6 +30,8 @@ type Config struct {
 	// Analytics are the cross-trace analytics: RED metrics, the service
 	// graph, baselines and the systemic detectors.
 	Analytics Analytics `yaml:"analytics"`
+	// Logs configures the OTLP log records kept beside the traces.
+	Logs Logs `yaml:"logs"`
 	// Admission refuses ingest, retryably, while the server is over a budget.
 	Admission Admission `yaml:"admission"`
 	// Query bounds what one API request may cost.
@@ -102,6 +104,33 @@ type Analytics struct {
 	// Traces that may hold a cache miss or an auth failure only the whole
 	// trace can place are always decoded (0: decode every trace).
 	WholeTracesPerSecond float64 `yaml:"whole_traces_per_second"`
+	// Baseline says how "usual" is learnt and how incidents are kept out
+	// of it.
+	Baseline Baseline `yaml:"baseline"`
+	// ExemplarLabel is the exemplar label carrying the trace id on the
+	// traces_spanmetrics_* series of /metrics: Tempo's metrics-generator
+	// writes traceID, which Grafana's exemplar links expect by default.
+	ExemplarLabel string `yaml:"exemplar_label"`
+}
+
+// Logs settings. Logs are kept as long as the traces (storage.retention).
+type Logs struct {
+	// KeepUncorrelated stores log records without a trace id, searchable
+	// through /api/v1/logs; off, they are counted and dropped.
+	KeepUncorrelated bool `yaml:"keep_uncorrelated"`
+}
+
+// Baseline configures the learnt baselines (internal/baseline). A window
+// whose p50 is anomaly_factor times the usual p50, or whose error share
+// jumps as much, is held out of the baseline until the shift has lasted
+// accept_after, and dropped once normal windows have been back for
+// release_after.
+type Baseline struct {
+	HalfLife      time.Duration `yaml:"half_life"`
+	Window        time.Duration `yaml:"window"`
+	AnomalyFactor float64       `yaml:"anomaly_factor"`
+	AcceptAfter   time.Duration `yaml:"accept_after"`
+	ReleaseAfter  time.Duration `yaml:"release_after"`
 }
 
 // Admission: while the server is over one of these budgets (or the head's,
@@ -156,8 +185,9 @@ func Default() Config {
 			MaxAttributes:      1024,
 			MaxSpansPerRequest: 100_000,
 		},
-		Analysis:  Analysis{Enabled: true, MetricsRetention: 30 * 24 * time.Hour, QueueSpans: 8192, MaxCPUShare: 0.2},
-		Analytics: Analytics{Enabled: true, BaselineTracesPerSecond: 200, WholeTracesPerSecond: 100},
+		Analysis: Analysis{Enabled: true, MetricsRetention: 30 * 24 * time.Hour, QueueSpans: 8192, MaxCPUShare: 0.2},
+		Analytics: Analytics{Enabled: true, BaselineTracesPerSecond: 200, WholeTracesPerSecond: 100, ExemplarLabel: "traceID",
+			Baseline: Baseline{HalfLife: 24 * time.Hour, Window: 5 * time.Minute, AnomalyFactor: 2, AcceptAfter: 6 * time.Hour, ReleaseAfter: 30 * time.Minute}},
 		Admission: Admission{HeapFraction: 0.7, AnalysisQueue: true, RetryAfter: time.Second},
 		Query:     Query{MaxTraceSpans: 10_000, MaxAnalysisSpans: 50_000, Timeout: 30 * time.Second},
 	}
@@ -297,6 +327,12 @@ func (c *Config) Validate() error {
 	}
 	if c.Analytics.WholeTracesPerSecond < 0 {
 		return errors.New("analytics.whole_traces_per_second must not be negative")
+	}
+	if bl := c.Analytics.Baseline; bl.HalfLife <= 0 || bl.Window <= 0 || bl.AcceptAfter <= 0 || bl.ReleaseAfter <= 0 {
+		return errors.New("analytics.baseline: half_life, window, accept_after and release_after must be positive durations")
+	}
+	if c.Analytics.Baseline.AnomalyFactor <= 1 {
+		return fmt.Errorf("analytics.baseline.anomaly_factor %g: want more than 1 (a window that many times slower than usual is held out)", c.Analytics.Baseline.AnomalyFactor)
 	}
 	if c.MemoryLimit > 0 && c.MemoryLimit < 64<<20 {
 		return fmt.Errorf("memory_limit %d: below 64 MiB the garbage collector would run constantly; use -1 for no limit", c.MemoryLimit)

@@ -107,3 +107,28 @@ func TestMemoryAndAnalyticsSettings(t *testing.T) {
 		t.Errorf("bad max_cpu_share: %v", err)
 	}
 }
+
+func TestBaselineSettings(t *testing.T) {
+	dir := t.TempDir()
+	load := func(yaml string) (Config, error) {
+		file := filepath.Join(dir, "tracedx.yaml")
+		if err := os.WriteFile(file, []byte(yaml), 0o644); err != nil {
+			t.Fatal(err)
+		}
+		return Load([]string{"--config", file}, nil)
+	}
+	cfg, err := load("analytics:\n  baseline:\n    accept_after: 2h\n    anomaly_factor: 3\n")
+	if err != nil {
+		t.Fatal(err)
+	}
+	bl := cfg.Analytics.Baseline
+	if bl.AcceptAfter != 2*time.Hour || bl.AnomalyFactor != 3 || bl.HalfLife != 24*time.Hour || bl.Window != 5*time.Minute || bl.ReleaseAfter != 30*time.Minute {
+		t.Errorf("baseline settings (set keys, defaults for the rest): %+v", bl)
+	}
+	if _, err := load("analytics:\n  baseline:\n    anomaly_factor: 1\n"); err == nil || !strings.Contains(err.Error(), "anomaly_factor") {
+		t.Errorf("anomaly_factor 1 must be refused by name, got %v", err)
+	}
+	if _, err := load("analytics:\n  baseline:\n    window: 0s\n"); err == nil || !strings.Contains(err.Error(), "analytics.baseline") {
+		t.Errorf("a zero window must be refused, got %v", err)
+	}
+}

@@ -109,6 +109,14 @@ func (s *Shop) Close(ctx context.Context) {
 	}
 }
 
+// The opening schedule of Run: the first incident after
+// firstIncidentAfter, the next quickIncidents-1 every quickIncidentEvery.
+const (
+	firstIncidentAfter = 2 * time.Second
+	quickIncidentEvery = 3 * time.Second
+	quickIncidents     = 6
+)
+
 // Run produces healthy traffic and scheduled incidents until ctx ends.
 func (s *Shop) Run(ctx context.Context) {
 	var tick <-chan time.Time
@@ -117,11 +125,14 @@ func (s *Shop) Run(ctx context.Context) {
 		defer t.Stop()
 		tick = t.C
 	}
+	// The first incidents come quickly so a new user sees diagnoses within
+	// half a minute; then the configured period takes over.
 	var incTick <-chan time.Time
+	var incTimer *time.Timer
 	if s.opts.IncidentEvery > 0 {
-		t := time.NewTicker(s.opts.IncidentEvery)
-		defer t.Stop()
-		incTick = t.C
+		incTimer = time.NewTimer(min(firstIncidentAfter, s.opts.IncidentEvery))
+		defer incTimer.Stop()
+		incTick = incTimer.C
 	}
 	next := 0
 	for {
@@ -135,6 +146,11 @@ func (s *Shop) Run(ctx context.Context) {
 		case <-incTick:
 			name := Incidents[next%len(Incidents)]
 			next++
+			if next < quickIncidents {
+				incTimer.Reset(min(quickIncidentEvery, s.opts.IncidentEvery))
+			} else {
+				incTimer.Reset(s.opts.IncidentEvery)
+			}
 			s.wg.Add(1)
 			go func() {
 				defer s.wg.Done()

@@ -8,10 +8,10 @@ import (
 )
 
 // FromResult turns the per-trace findings of one analysed trace into
-// records: Time is the trace start, Service/Operation those of the first
-// span the finding names (else the root), so listing by service finds the
-// service where the problem sits rather than the edge that received the
-// request.
+// records: Time is the trace start, Service/Operation those of the
+// finding's culprit, else of the first span it names (else the root), so
+// listing by service finds the service where the problem sits rather than
+// the edge that received the request.
 func FromResult(spans []model.Span, res analyze.Result) []Stored {
 	if len(res.Findings) == 0 {
 		return nil
@@ -32,6 +32,12 @@ func FromResult(spans []model.Span, res analyze.Result) []Stored {
 				st.Service, st.Operation = s.Service, s.Name
 				break
 			}
+		}
+		// The culprit is where the problem is to be fixed, which is what a
+		// list of findings by service should answer (a late callee start
+		// is seen on the caller's span but belongs to the callee).
+		if c := f.Culprit; c != nil && c.Service != "" {
+			st.Service, st.Operation = c.Service, c.Operation
 		}
 		out = append(out, st)
 	}

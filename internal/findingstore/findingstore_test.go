@@ -267,6 +267,13 @@ func TestFromResult(t *testing.T) {
 	if f := Findings(got); len(f) != 2 || f[0].Kind != "slow_query" {
 		t.Fatalf("Findings = %+v", f)
 	}
+	// A late callee start is seen on the caller's span; the record is
+	// listed under the culprit, where it is to be fixed.
+	res.Findings = []analyze.Finding{{Kind: "idle_gap", SpanIDs: []string{root.SpanID.String()},
+		Culprit: &analyze.Culprit{Service: "route", Operation: "GET /route", Reason: "the callee started late."}}}
+	if got := FromResult([]model.Span{root, db}, res); len(got) != 1 || got[0].Service != "route" || got[0].Operation != "GET /route" {
+		t.Fatalf("record of a culprit finding = %+v", got)
+	}
 }
 
 // BenchmarkPutOutOfOrder puts findings whose times trail the newest by up

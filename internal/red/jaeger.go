@@ -89,8 +89,10 @@ const (
 // JaegerMetrics answers /api/metrics/{kind}: latencies (the quantile in ms),
 // calls (requests per second) or errors (error share 0..1), one point per
 // step over the lookback, each over a trailing RatePer window — as Jaeger's
-// Prometheus reader evaluates rate(…[ratePer]). Points without calls are
-// left out of latencies and errors (Prometheus would give NaN).
+// Prometheus reader evaluates rate(…[ratePer]), except that a call rate is
+// averaged over the part of the window covered by data (Metrics.covered),
+// as every other rate. Points without calls are null in latencies and
+// errors (Prometheus would give NaN).
 func (m *Metrics) JaegerMetrics(kind string, p JaegerParams) (*jaegermetrics.MetricFamily, error) {
 	var fam jaegermetrics.MetricFamily
 	fam.Type = "GAUGE"
@@ -189,26 +191,27 @@ func (m *Metrics) JaegerMetrics(kind string, p JaegerParams) (*jaegermetrics.Met
 					a.Merge(x)
 				}
 			}
-			var v float64
-			switch kind {
-			case JaegerCalls:
-				v = tsdb.Round6(float64(a.Count) / float64(winMin*60))
-			case JaegerErrors:
-				if a.Count == 0 {
-					continue
+			// A step without calls has no latency or error share: its
+			// value is null (the UI draws a gap), the step still listed.
+			var gv jaegermetrics.GaugeValue
+			switch {
+			case kind == JaegerCalls:
+				v := 0.0
+				if secs := m.covered(pe-winMin, pe); secs > 0 {
+					v = tsdb.Round6(float64(a.Count) / secs)
 				}
-				v = a.ErrorRate()
-			case JaegerLatencies:
-				if a.Count == 0 {
-					continue
-				}
-				v = a.QuantileMS(0, p.Quantile)
+				gv = jaegermetrics.Gauge(v)
+			case a.Count == 0:
+			case kind == JaegerErrors:
+				gv = jaegermetrics.Gauge(a.ErrorRate())
+			case kind == JaegerLatencies:
+				gv = jaegermetrics.Gauge(a.QuantileMS(0, p.Quantile))
 			}
 			ts := time.Unix(pe*60, 0).UTC()
 			if ts.After(p.EndTs) {
 				ts = p.EndTs.UTC()
 			}
-			jm.MetricPoints = append(jm.MetricPoints, jaegermetrics.MetricPoint{GaugeValue: jaegermetrics.Gauge(v), Timestamp: ts.Format(time.RFC3339Nano)})
+			jm.MetricPoints = append(jm.MetricPoints, jaegermetrics.MetricPoint{GaugeValue: gv, Timestamp: ts.Format(time.RFC3339Nano)})
 		}
 		if jm.MetricPoints == nil {
 			jm.MetricPoints = []jaegermetrics.MetricPoint{}

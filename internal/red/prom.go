@@ -18,10 +18,14 @@ var (
 	latencyDesc = prometheus.NewDesc("traces_spanmetrics_latency",
 		"Span duration in seconds.",
 		[]string{"service", "span_name", "span_kind", "status_code"}, nil)
+	sizeDesc = prometheus.NewDesc("traces_spanmetrics_size_total",
+		"Bytes of spans received (their OTLP protobuf size), by service, span name, kind and status.",
+		[]string{"service", "span_name", "span_kind", "status_code"}, nil)
 )
 
-// ExemplarLabel is the exemplar label holding the trace id.
-const ExemplarLabel = "trace_id"
+// DefaultExemplarLabel is the exemplar label holding the trace id, the
+// name Tempo's metrics-generator writes and Grafana links from.
+const DefaultExemplarLabel = "traceID"
 
 // PromSpanKind renders a kind as the span_kind label value.
 func PromSpanKind(k model.SpanKind) string {
@@ -46,6 +50,7 @@ var statusLabels = [3]string{"STATUS_CODE_UNSET", "STATUS_CODE_OK", "STATUS_CODE
 func (m *Metrics) Describe(ch chan<- *prometheus.Desc) {
 	ch <- callsDesc
 	ch <- latencyDesc
+	ch <- sizeDesc
 }
 
 // Collect implements prometheus.Collector: cumulative counters since start.
@@ -61,9 +66,10 @@ func (m *Metrics) Collect(ch chan<- prometheus.Metric) {
 			labels := []string{k.A, k.B, kind, statusLabels[st]}
 			c := prometheus.MustNewConstMetric(callsDesc, prometheus.CounterValue, float64(e.calls[st]), labels...)
 			if last, ok := latestExemplar(&e.ex[st]); ok {
-				c = withExemplars(c, []prometheus.Exemplar{promExemplar(last)})
+				c = withExemplars(c, []prometheus.Exemplar{m.promExemplar(last)})
 			}
 			ch <- c
+			ch <- prometheus.MustNewConstMetric(sizeDesc, prometheus.CounterValue, float64(e.bytes[st]), labels...)
 			buckets := make(map[float64]uint64, tsdb.NumProm-1)
 			var cum uint64
 			exs := make([]prometheus.Exemplar, 0, 4)
@@ -73,7 +79,7 @@ func (m *Metrics) Collect(ch chan<- prometheus.Metric) {
 					buckets[tsdb.PromBoundSeconds(i)] = cum
 				}
 				if !e.ex[st][i].trace.IsZero() {
-					exs = append(exs, promExemplar(e.ex[st][i]))
+					exs = append(exs, m.promExemplar(e.ex[st][i]))
 				}
 			}
 			h := prometheus.MustNewConstHistogram(latencyDesc, e.calls[st], float64(e.sumUS[st])/1e6, buckets, labels...)
@@ -92,10 +98,10 @@ func latestExemplar(ex *[tsdb.NumProm]exemplar) (exemplar, bool) {
 	return best, !best.trace.IsZero()
 }
 
-func promExemplar(e exemplar) prometheus.Exemplar {
+func (m *Metrics) promExemplar(e exemplar) prometheus.Exemplar {
 	return prometheus.Exemplar{
 		Value:     float64(e.us) / 1e6,
-		Labels:    prometheus.Labels{ExemplarLabel: e.trace.String()},
+		Labels:    prometheus.Labels{m.opt.ExemplarLabel: e.trace.String()},
 		Timestamp: time.Unix(0, int64(e.ns)),
 	}
 }

@@ -27,7 +27,8 @@ type Query struct {
 }
 
 // Point is one step of a series. Rate is requests per second over the
-// step; latencies are estimated from the histogram (±12%).
+// part of the step covered by data (see covered); latencies are estimated
+// from the histogram (±12%).
 type Point struct {
 	TimeMS    int64   `json:"time_ms"`
 	Rate      float64 `json:"rate"`
@@ -113,6 +114,16 @@ func makeWindow(start, end time.Time, step time.Duration) (window, error) {
 	return w, nil
 }
 
+// stepSeconds is the covered time of each step of w.
+func (w window) stepSeconds(m *Metrics) []float64 {
+	out := make([]float64, w.n)
+	for i := range out {
+		from := w.startMin + int64(i)*w.stepMin
+		out[i] = m.covered(from, from+w.stepMin)
+	}
+	return out
+}
+
 type groupKey struct {
 	service, op string
 	kind        int16 // -1 when kinds are merged
@@ -143,15 +154,33 @@ func point(a *tsdb.Agg, tms int64, seconds float64) Point {
 		return p
 	}
 	p.Count, p.Errors = a.Count, a.Errors
-	p.Rate = tsdb.Round6(float64(a.Count) / seconds)
+	if seconds > 0 {
+		p.Rate = tsdb.Round6(float64(a.Count) / seconds)
+	}
 	p.ErrorRate = a.ErrorRate()
 	p.P50MS, p.P95MS, p.P99MS = a.QuantileMS(0, 0.5), a.QuantileMS(0, 0.95), a.QuantileMS(0, 0.99)
 	return p
 }
 
+// covered is the seconds of the minutes [startMin, endMin) that rates are
+// averaged over: the one rule of every rate tracedx reports (RED, service
+// map, Jaeger Monitor) — from the later of the range start and the first
+// minute tracedx holds data for, to the earlier of the range end and now.
+func (m *Metrics) covered(startMin, endMin int64) float64 {
+	return m.st.CoveredSeconds(startMin, endMin, m.now())
+}
+
+// DataSince is the first minute RED metrics hold data for (ok false while
+// they hold none); the service map averages its rates from it too.
+func (m *Metrics) DataSince() (time.Time, bool) {
+	first, ok := m.st.FirstMinute()
+	return time.Unix(first*60, 0), ok
+}
+
 // Query returns RED series per step. Steps without spans have zero values.
-// A point covers [time, time+step); its rate divides by the whole step, so
-// the step holding "now" reads low until it closes.
+// A point covers [time, time+step); its rate divides by the part of the
+// step covered by data, so neither the step holding "now" nor the one in
+// which data begins reads low.
 func (m *Metrics) Query(q Query) ([]Series, error) {
 	kf, err := parseKind(q.Kind)
 	if err != nil {
@@ -175,14 +204,14 @@ func (m *Metrics) Query(q Query) ([]Series, error) {
 		return nil, err
 	}
 	out := make([]Series, 0, len(groups))
-	secs := float64(w.stepMin * 60)
+	secs := w.stepSeconds(m)
 	for g, aggs := range groups {
 		s := Series{Service: g.service, Operation: g.op, Points: make([]Point, w.n)}
 		if g.kind >= 0 {
 			s.Kind = model.SpanKind(g.kind).String()
 		}
 		for i, a := range aggs {
-			s.Points[i] = point(a, (w.startMin+int64(i)*w.stepMin)*60000, secs)
+			s.Points[i] = point(a, (w.startMin+int64(i)*w.stepMin)*60000, secs[i])
 		}
 		out = append(out, s)
 	}
@@ -267,13 +296,13 @@ func (m *Metrics) Services(start, end time.Time, sparkPoints int) ([]ServiceSumm
 		return nil, err
 	}
 	out := make([]ServiceSummary, 0, len(groups))
-	wholeSecs := float64((w.endMin - w.startMin) * 60)
-	stepSecs := float64(w.stepMin * 60)
+	wholeSecs := m.covered(w.startMin, w.endMin)
+	stepSecs := w.stepSeconds(m)
 	for g, aggs := range groups {
 		var tot tsdb.Agg
 		spark := make([]SparkPoint, len(aggs))
 		for i, a := range aggs {
-			p := point(a, (w.startMin+int64(i)*w.stepMin)*60000, stepSecs)
+			p := point(a, (w.startMin+int64(i)*w.stepMin)*60000, stepSecs[i])
 			spark[i] = SparkPoint{TimeMS: p.TimeMS, Rate: p.Rate, ErrorRate: p.ErrorRate, P95MS: p.P95MS}
 			if a != nil {
 				tot.Merge(a)
@@ -329,7 +358,7 @@ func (m *Metrics) Operations(service, kind string, start, end time.Time, sortBy 
 	if err != nil && len(groups) == 0 {
 		return nil, err
 	}
-	secs := float64((w.endMin - w.startMin) * 60)
+	secs := m.covered(w.startMin, w.endMin)
 	out := make([]OperationSummary, 0, len(groups))
 	for g, aggs := range groups {
 		var tot tsdb.Agg

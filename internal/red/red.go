@@ -39,6 +39,9 @@ type Options struct {
 	// MemoryDays of compacted minutes kept decoded in memory (default 2);
 	// older days are read from disk when queried.
 	MemoryDays int
+	// ExemplarLabel names the exemplar label holding the trace id
+	// (default DefaultExemplarLabel, as Tempo's metrics-generator).
+	ExemplarLabel string
 }
 
 // exemplar is the last span seen for a bucket: enough to link a metric
@@ -54,6 +57,7 @@ type exemplar struct {
 type promState struct {
 	calls   [3]uint64
 	sumUS   [3]uint64
+	bytes   [3]uint64 // OTLP size of the spans (traces_spanmetrics_size_total)
 	buckets [3][tsdb.NumProm]uint64
 	ex      [3][tsdb.NumProm]exemplar
 }
@@ -82,6 +86,9 @@ func New(opt Options, log *slog.Logger) (*Metrics, error) {
 	}
 	if opt.FlushInterval <= 0 {
 		opt.FlushInterval = 30 * time.Second
+	}
+	if opt.ExemplarLabel == "" {
+		opt.ExemplarLabel = DefaultExemplarLabel
 	}
 	st, err := tsdb.New[promState](tsdb.Options{
 		Dir: opt.Dir, Name: "red", NHist: 1, Retention: opt.Retention,
@@ -155,6 +162,7 @@ func (m *Metrics) Observe(spans []model.Span) {
 			st = model.StatusUnset
 		}
 		b, pb := tsdb.BucketOf(us), tsdb.PromBucketOf(us)
+		size := spanSize(sp)
 		m.st.Update(tsdb.Key{A: sp.Service, B: sp.Name, K: uint8(sp.Kind)}, minute, func(acc *tsdb.Acc, e *promState) {
 			if acc != nil {
 				acc.Count++
@@ -166,6 +174,7 @@ func (m *Metrics) Observe(spans []model.Span) {
 			}
 			e.calls[st]++
 			e.sumUS[st] += us
+			e.bytes[st] += size
 			e.buckets[st][pb]++
 			e.ex[st][pb] = exemplar{trace: sp.TraceID, us: us, ns: sp.EndUnixNano}
 		})

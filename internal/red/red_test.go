@@ -317,7 +317,7 @@ func TestPrometheusExpositionWithExemplars(t *testing.T) {
 	var calls, errCalls float64
 	var buckets []promLine
 	var sawExemplar bool
-	var count float64
+	var count, size float64
 	for _, l := range lines {
 		if l.labels["service"] == "api" && l.labels["span_name"] == "GET /users" {
 			if l.labels["span_kind"] != "SPAN_KIND_SERVER" {
@@ -333,12 +333,14 @@ func TestPrometheusExpositionWithExemplars(t *testing.T) {
 				if l.labels["status_code"] == "STATUS_CODE_UNSET" {
 					buckets = append(buckets, l)
 				}
-				if id := l.exemplar["trace_id"]; id != "" {
+				if id := l.exemplar["traceID"]; id != "" {
 					if _, err := model.ParseTraceID(id); err != nil || len(id) != 32 {
 						t.Fatalf("exemplar trace_id %q", id)
 					}
 					sawExemplar = true
 				}
+			case "traces_spanmetrics_size_total":
+				size += l.value
 			case "traces_spanmetrics_latency_count":
 				if l.labels["status_code"] == "STATUS_CODE_UNSET" {
 					count = l.value
@@ -353,7 +355,16 @@ func TestPrometheusExpositionWithExemplars(t *testing.T) {
 		t.Fatalf("error calls %v of %v", errCalls, calls)
 	}
 	if !sawExemplar {
-		t.Fatal("no exemplar with a trace_id on latency buckets")
+		t.Fatal("no exemplar with a traceID on latency buckets")
+	}
+	var wantSize uint64
+	for i := range w.spans {
+		if w.spans[i].Service == "api" && w.spans[i].Name == "GET /users" {
+			wantSize += spanSize(&w.spans[i])
+		}
+	}
+	if size != float64(wantSize) || size < 100*40 {
+		t.Fatalf("size_total %v, want %d", size, wantSize)
 	}
 	if len(buckets) < 10 {
 		t.Fatalf("%d buckets", len(buckets))
@@ -424,7 +435,9 @@ var _ jaeger.MetricsFunc = func(_ context.Context, kind string, q jaeger.Metrics
 func TestJaegerMetricsShape(t *testing.T) {
 	base := time.Now().Truncate(time.Minute)
 	now := base.Add(-time.Second)
-	m := newTestMetrics(t, "", now)
+	// The clock is past the last span: rates are averaged up to the
+	// earlier of the window end and now.
+	m := newTestMetrics(t, "", base)
 	feed(m, genWorkload(base, 20, 60, 0.25, 6).spans, 100)
 	v := url.Values{"service": {"api"}, "spanKind": {"server"}, "endTs": {strconv.FormatInt(now.UnixMilli(), 10)},
 		"lookback": {"600000"}, "step": {"60000"}, "ratePer": {"300000"}, "groupByOperation": {"true"}, "quantile": {"0.95"}}
@@ -474,5 +487,64 @@ func TestJaegerMetricsShape(t *testing.T) {
 	}
 	if _, err := m.JaegerMetricsFromQuery("bogus", v); err == nil {
 		t.Error("unknown metric must fail")
+	}
+}
+
+// TestJaegerMetricsEmptyStepsAreNull: steps without calls stay in the
+// series, 0 calls and null latency and error share, so every series of
+// the Monitor tab has the same steps.
+func TestJaegerMetricsEmptyStepsAreNull(t *testing.T) {
+	base := time.Now().Truncate(time.Minute)
+	now := base.Add(-time.Second)
+	m := newTestMetrics(t, "", now)
+	feed(m, genWorkload(base, 20, 60, 0.25, 6).spans, 100)
+	v := url.Values{"service": {"api"}, "endTs": {strconv.FormatInt(now.UnixMilli(), 10)},
+		"lookback": {"3600000"}, "step": {"60000"}, "ratePer": {"60000"}, "quantile": {"0.5"}}
+	for _, kind := range []string{"calls", "latencies", "errors"} {
+		fam, err := m.JaegerMetricsFromQuery(kind, v)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if len(fam.Metrics) != 1 || len(fam.Metrics[0].MetricPoints) != 60 {
+			t.Fatalf("%s: want 60 points in one series: %+v", kind, fam)
+		}
+		empty, full := 0, 0
+		for _, p := range fam.Metrics[0].MetricPoints {
+			switch {
+			case p.GaugeValue.DoubleValue == nil:
+				empty++
+			case *p.GaugeValue.DoubleValue == 0 && kind == "calls":
+				empty++
+			default:
+				full++
+			}
+		}
+		if empty < 30 || full < 10 {
+			t.Errorf("%s: %d empty, %d with data", kind, empty, full)
+		}
+		raw, _ := json.Marshal(fam)
+		if kind != "calls" && !strings.Contains(string(raw), `{"gaugeValue":{"doubleValue":null},"timestamp":`) {
+			t.Errorf("%s: no null step in %s", kind, raw[:min(len(raw), 300)])
+		}
+	}
+}
+
+func TestExemplarLabelIsConfigurable(t *testing.T) {
+	base := time.Now().Truncate(time.Minute)
+	m, err := New(Options{ExemplarLabel: "trace_id"}, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	m.now = func() time.Time { return base }
+	feed(m, genWorkload(base, 1, 20, 0, 4).spans, 10)
+	found := false
+	for _, l := range parseExposition(t, scrape(t, m)) {
+		if l.exemplar["traceID"] != "" {
+			t.Fatalf("default label used: %+v", l)
+		}
+		found = found || l.exemplar["trace_id"] != ""
+	}
+	if !found {
+		t.Fatal("no exemplar labelled trace_id")
 	}
 }

@@ -33,8 +33,11 @@ import (
 // server sustained went into latency and RSS, never into a retryable
 // answer.
 func TestMemoryOverBudgetIsRetryable(t *testing.T) {
-	s := startTestServer(t, func(c *config.Config) { c.Admission.RetryAfter = 2 * time.Second })
-	if resp := postSpans(t, s, model.TraceID{1}); resp.StatusCode != http.StatusOK {
+	s := startServer(t, func(c *config.Config) {
+		c.Admission.RetryAfter = 2 * time.Second
+		c.Listen.OTLPGRPC = "127.0.0.1:0"
+	})
+	if resp := sendSpans(t, s, clientServerPair(model.TraceID{1})); resp.StatusCode != http.StatusOK {
 		t.Fatalf("within budget: %s", resp.Status)
 	}
 
@@ -49,7 +52,7 @@ func TestMemoryOverBudgetIsRetryable(t *testing.T) {
 	t.Cleanup(func() { debug.SetMemoryLimit(old) })
 	time.Sleep(2 * heapReadEvery)
 
-	resp := postSpans(t, s, model.TraceID{2})
+	resp := sendSpans(t, s, clientServerPair(model.TraceID{2}))
 	if resp.StatusCode != http.StatusServiceUnavailable || resp.Header.Get("Retry-After") != "2" {
 		t.Fatalf("over the memory budget: %s, Retry-After %q; want 503 with Retry-After 2", resp.Status, resp.Header.Get("Retry-After"))
 	}
@@ -79,7 +82,7 @@ func TestMemoryOverBudgetIsRetryable(t *testing.T) {
 	ballast = nil
 	runtime.GC()
 	time.Sleep(2 * heapReadEvery)
-	if resp := postSpans(t, s, model.TraceID{4}); resp.StatusCode != http.StatusOK {
+	if resp := sendSpans(t, s, clientServerPair(model.TraceID{4})); resp.StatusCode != http.StatusOK {
 		t.Fatalf("memory back within budget: %s", resp.Status)
 	}
 }
@@ -161,7 +164,7 @@ func TestFullAnalysisQueueRefusesIngest(t *testing.T) {
 }
 
 func TestReadyz(t *testing.T) {
-	s := startTestServer(t, func(*config.Config) {})
+	s := startServer(t, func(*config.Config) {})
 	resp, err := http.Get("http://" + s.Addr("http") + "/readyz")
 	if err != nil {
 		t.Fatal(err)
@@ -175,11 +178,9 @@ func TestReadyz(t *testing.T) {
 
 // The engine reads a page of a trace alone; the API serves it.
 func TestTracePageFromTheEngine(t *testing.T) {
-	s := startTestServer(t, func(*config.Config) {})
+	s := startServer(t, func(*config.Config) {})
 	tr := model.TraceID{5, 5, 5}
-	if resp := postSpans(t, s, tr); resp.StatusCode != http.StatusOK {
-		t.Fatalf("ingest: %s", resp.Status)
-	}
+	postSpans(t, s, clientServerPair(tr))
 	resp, err := http.Get("http://" + s.Addr("http") + "/api/v1/traces/" + tr.String() + "?offset=1&limit=1")
 	if err != nil {
 		t.Fatal(err)

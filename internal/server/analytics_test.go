@@ -17,12 +17,12 @@ import (
 	"github.com/tracedx/tracedx/internal/otlpconv"
 )
 
-// startTestServer runs a whole server on loopback ports.
-func startTestServer(t *testing.T, mutate func(*config.Config)) *Server {
+// startServer runs a whole server on loopback ports until the test ends.
+func startServer(t *testing.T, mutate func(*config.Config)) *Server {
 	t.Helper()
 	cfg := config.Default()
 	cfg.DataDir = t.TempDir()
-	cfg.Listen = config.Listen{OTLPHTTP: "127.0.0.1:0", OTLPGRPC: "127.0.0.1:0", HTTP: "127.0.0.1:0"}
+	cfg.Listen = config.Listen{OTLPHTTP: "127.0.0.1:0", HTTP: "127.0.0.1:0"}
 	mutate(&cfg)
 	ctx, cancel := context.WithCancel(context.Background())
 	s, err := New(ctx, cfg, slog.New(slog.NewTextHandler(io.Discard, nil)))
@@ -45,15 +45,18 @@ func startTestServer(t *testing.T, mutate func(*config.Config)) *Server {
 	return s
 }
 
-// postSpans sends a client/server pair over OTLP/HTTP JSON.
-func postSpans(t *testing.T, s *Server, tr model.TraceID) *http.Response {
+// postSpans sends spans to the server's OTLP/HTTP receiver.
+func postSpans(t *testing.T, s *Server, spans []model.Span) {
 	t.Helper()
-	now := uint64(time.Now().UnixNano())
-	spans := []model.Span{
-		{TraceID: tr, SpanID: model.SpanID{1}, Service: "frontend", Name: "GET /", Kind: model.KindServer, StartUnixNano: now, EndUnixNano: now + 5e6},
-		{TraceID: tr, SpanID: model.SpanID{2}, ParentSpanID: model.SpanID{1}, Service: "frontend", Name: "GET /api", Kind: model.KindClient, StartUnixNano: now + 1e6, EndUnixNano: now + 4e6},
-		{TraceID: tr, SpanID: model.SpanID{3}, ParentSpanID: model.SpanID{2}, Service: "api", Name: "GET /api", Kind: model.KindServer, StartUnixNano: now + 2e6, EndUnixNano: now + 3e6},
+	if resp := sendSpans(t, s, spans); resp.StatusCode != http.StatusOK {
+		t.Fatalf("ingest: %s", resp.Status)
 	}
+}
+
+// sendSpans posts spans over OTLP/HTTP JSON and returns the answer (its
+// body closed).
+func sendSpans(t *testing.T, s *Server, spans []model.Span) *http.Response {
+	t.Helper()
 	body, err := (&ptrace.JSONMarshaler{}).MarshalTraces(otlpconv.ToTraces(spans))
 	if err != nil {
 		t.Fatal(err)
@@ -66,15 +69,23 @@ func postSpans(t *testing.T, s *Server, tr model.TraceID) *http.Response {
 	return resp
 }
 
-// metricsAfterIngest returns /metrics after one OTLP request of a
-// client/server pair.
+// clientServerPair is a trace of a frontend calling an api, its spans
+// starting 0, 1 and 2 ms after now.
+func clientServerPair(tr model.TraceID) []model.Span {
+	now := uint64(time.Now().UnixNano())
+	return []model.Span{
+		{TraceID: tr, SpanID: model.SpanID{1}, Service: "frontend", Name: "GET /", Kind: model.KindServer, StartUnixNano: now, EndUnixNano: now + 5e6},
+		{TraceID: tr, SpanID: model.SpanID{2}, ParentSpanID: model.SpanID{1}, Service: "frontend", Name: "GET /api", Kind: model.KindClient, StartUnixNano: now + 1e6, EndUnixNano: now + 4e6},
+		{TraceID: tr, SpanID: model.SpanID{3}, ParentSpanID: model.SpanID{2}, Service: "api", Name: "GET /api", Kind: model.KindServer, StartUnixNano: now + 2e6, EndUnixNano: now + 3e6},
+	}
+}
+
+// metricsAfterIngest returns a server's /metrics text after one OTLP
+// request of a client/server pair.
 func metricsAfterIngest(t *testing.T, mutate func(*config.Config)) string {
 	t.Helper()
-	s := startTestServer(t, mutate)
-	resp := postSpans(t, s, model.TraceID{9, 9, 9})
-	if resp.StatusCode != http.StatusOK {
-		t.Fatalf("ingest: %s", resp.Status)
-	}
+	s := startServer(t, mutate)
+	postSpans(t, s, clientServerPair(model.TraceID{9, 9, 9}))
 	return metricsOf(t, s)
 }
 
@@ -91,7 +102,7 @@ func metricsOf(t *testing.T, s *Server) string {
 
 func TestAnalyticsSwitch(t *testing.T) {
 	on := metricsAfterIngest(t, func(*config.Config) {})
-	for _, want := range []string{`traces_spanmetrics_calls_total{`, `traces_service_graph_request_total{client="frontend",connection_type="",server="api"}`, "tracedx_memory_limit_bytes", "tracedx_analysis_shed_total"} {
+	for _, want := range []string{`traces_spanmetrics_calls_total{`, `traces_service_graph_request_total{client="frontend",connection_type="",server="api"}`, "tracedx_memory_limit_bytes", "tracedx_analysis_shed_total", "tracedx_baseline_shifted_keys 0"} {
 		if !strings.Contains(on, want) {
 			t.Errorf("analytics on: /metrics lacks %s", want)
 		}

@@ -21,6 +21,9 @@ func tempoHandler(st store.Store, p *pipeline) http.Handler {
 	return tempo.NewHandler(st, tempo.Options{Findings: tempo.FindingsFrom(p)})
 }
 
+// tempoWithGRPC adds Tempo's gRPC streaming API to the Tempo port.
+func tempoWithGRPC(h http.Handler) http.Handler { return tempo.Mux(h, tempo.NewGRPCServer(h)) }
+
 // uiHandler serves the web UI.
 func uiHandler() http.Handler { return web.Handler() }
 

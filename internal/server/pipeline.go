@@ -396,6 +396,11 @@ func (p *pipeline) analyze(spans []model.Span) analyze.Result {
 	return analyze.Analyze(spans, analyze.Options{History: p.history, Detectors: p.detectors})
 }
 
+// explain builds the answer for a trace around its stored findings.
+func (p *pipeline) explain(spans []model.Span, stored []analyze.Finding) analyze.Result {
+	return analyze.Explain(spans, stored, p.history)
+}
+
 // detectorsOf builds the detectors once from analysis.detectors (nil: the
 // defaults). Detectors hold only their thresholds, so the worker and the
 // API's on-demand analyses share them.

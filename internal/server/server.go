@@ -45,6 +45,11 @@ func (h *httpService) listen() error {
 	}
 	h.ln = ln
 	h.srv = &http.Server{Handler: h.handler, ReadHeaderTimeout: 10 * time.Second}
+	// Unencrypted HTTP/2 (h2c) lets gRPC clients share a port with HTTP/1:
+	// Grafana's Tempo data source streams over gRPC to its HTTP URL.
+	h.srv.Protocols = new(http.Protocols)
+	h.srv.Protocols.SetHTTP1(true)
+	h.srv.Protocols.SetUnencryptedHTTP2(true)
 	return nil
 }
 

@@ -2,7 +2,6 @@ package server
 
 import (
 	"context"
-	"encoding/json"
 	"errors"
 	"fmt"
 	"log/slog"
@@ -48,7 +47,7 @@ func New(ctx context.Context, cfg config.Config, log *slog.Logger) (*Server, err
 	}
 
 	// Analytics first: the store's completion hook feeds them.
-	metrics, err := red.New(red.Options{Dir: dir("metrics"), Retention: cfg.Analysis.MetricsRetention}, log.With("component", "red"))
+	metrics, err := red.New(red.Options{Dir: dir("metrics"), Retention: cfg.Analysis.MetricsRetention, ExemplarLabel: cfg.Analytics.ExemplarLabel}, log.With("component", "red"))
 	if err != nil {
 		return nil, err
 	}
@@ -61,13 +60,18 @@ func New(ctx context.Context, cfg config.Config, log *slog.Logger) (*Server, err
 	}
 	s.closers = append(s.closers, graph.Close)
 	s.background = append(s.background, graph.Start)
-	history, err := baseline.New(baseline.Options{Dir: dir("baselines")}, log.With("component", "baseline"))
+	bl := cfg.Analytics.Baseline
+	history, err := baseline.New(baseline.Options{Dir: dir("baselines"), HalfLife: bl.HalfLife,
+		Robust: baseline.Robust{Window: bl.Window, AnomalyFactor: bl.AnomalyFactor, AcceptAfter: bl.AcceptAfter, ReleaseAfter: bl.ReleaseAfter}},
+		log.With("component", "baseline"))
 	if err != nil {
 		return nil, err
 	}
 	s.closers = append(s.closers, history.Close)
 	s.background = append(s.background, history.Start)
-	s.reg.MustRegister(metrics, graph)
+	s.reg.MustRegister(metrics, graph, prometheus.NewGaugeFunc(prometheus.GaugeOpts{Name: "tracedx_baseline_shifted_keys",
+		Help: "Operations, statement shapes and entry operations whose recent windows are held out of their baseline as anomalous (an ongoing incident or a shift not yet accepted)."},
+		func() float64 { return float64(history.ShiftCount()) }))
 
 	pipe := newPipeline(s, history)
 	pipe.detectors = detectors
@@ -118,11 +122,15 @@ func New(ctx context.Context, cfg config.Config, log *slog.Logger) (*Server, err
 	s.closers = append(s.closers, eng.Close)
 	s.reg.MustRegister(engineCollector{eng})
 
-	logs, err := logstore.Open(dir("logs"), 100_000)
+	logs, err := logstore.OpenWith(logstore.Options{Dir: dir("logs"), MaxTraces: 100_000,
+		Retention: cfg.Storage.Retention, KeepUncorrelated: cfg.Logs.KeepUncorrelated})
 	if err != nil {
 		return nil, err
 	}
 	s.closers = append(s.closers, logs.Close)
+	s.background = append(s.background, func(ctx context.Context) {
+		logs.RunPruning(ctx, 10*time.Minute, func(err error) { log.Error("pruning logs", "err", err) })
+	})
 
 	sink := &analyticsSink{store: eng}
 	if cfg.Analytics.Enabled {
@@ -172,11 +180,12 @@ func New(ctx context.Context, cfg config.Config, log *slog.Logger) (*Server, err
 	})
 
 	mux := http.NewServeMux()
-	routes := []func(*http.ServeMux){metrics.RegisterRoutes, graph.RegisterRoutes, pipe.registerRoutes, logRoutes(logs)}
+	routes := []func(*http.ServeMux){metrics.RegisterRoutes, graph.RegisterRoutes, history.RegisterRoutes, pipe.registerRoutes, logs.RegisterRoutes}
 	routes = append(routes, s.extraRoutes(eng, pipe)...)
 	apiV1 := v1.NewHandler(v1.Deps{
 		Store:    eng,
 		Analyzer: pipe.analyze,
+		Explain:  pipe.explain,
 		Findings: pipe,
 		Routes:   routes,
 		Logger:   log.With("component", "api"),
@@ -199,7 +208,7 @@ func New(ctx context.Context, cfg config.Config, log *slog.Logger) (*Server, err
 	mux.Handle("/", uiHandler())
 	s.addHTTP("http", cfg.Listen.HTTP, withRecover(log, mux))
 	if th != nil {
-		s.addHTTP("tempo", cfg.Listen.Tempo, withRecover(log, th))
+		s.addHTTP("tempo", cfg.Listen.Tempo, withRecover(log, tempoWithGRPC(th)))
 	}
 	s.background = append(s.background, pipe.run)
 	ok = true
@@ -254,25 +263,6 @@ func withRecover(log *slog.Logger, h http.Handler) http.Handler {
 		}()
 		h.ServeHTTP(w, r)
 	})
-}
-
-func logRoutes(logs *logstore.Store) func(*http.ServeMux) {
-	return func(mux *http.ServeMux) {
-		mux.HandleFunc("GET /api/v1/traces/{id}/logs", func(w http.ResponseWriter, r *http.Request) {
-			id, err := model.ParseTraceID(r.PathValue("id"))
-			w.Header().Set("Content-Type", "application/json")
-			if err != nil {
-				w.WriteHeader(http.StatusBadRequest)
-				_ = json.NewEncoder(w).Encode(map[string]string{"error": err.Error()})
-				return
-			}
-			recs := logs.ForTrace(id)
-			if recs == nil {
-				recs = []logstore.Record{}
-			}
-			_ = json.NewEncoder(w).Encode(map[string]any{"logs": recs})
-		})
-	}
 }
 
 // engineCollector exports the storage engine's counters.

@@ -63,7 +63,37 @@ func (g *Graph) aggregate(start, end time.Time) (map[pairKey]*edgeAgg, float64, 
 	if err != nil && len(out) == 0 {
 		return nil, 0, err
 	}
-	return out, float64((e - s) * 60), err
+	return out, g.covered(s, e), err
+}
+
+// DataSincer says since when a component holds data; *red.Metrics
+// implements it. The map then averages rates from the same minute as RED
+// metrics, so node, edge and table rates of the same calls agree.
+type DataSincer interface {
+	DataSince() (time.Time, bool)
+}
+
+// covered is the seconds of the minutes [s, e) that rates are averaged
+// over: from the later of s and the first minute with data, to the earlier
+// of e and now (the rule of red's rates; see docs/api.md).
+func (g *Graph) covered(s, e int64) float64 {
+	first, ok := g.st.FirstMinute()
+	if ds, isDS := g.opt.NodeStats.(DataSincer); isDS {
+		if t, has := ds.DataSince(); has {
+			first, ok = min(tsdb.UnixMinute(t), first), true
+		}
+	}
+	if !ok {
+		first = s
+	}
+	return tsdb.Covered(s, e, first, g.now())
+}
+
+func rate(n uint64, secs float64) float64 {
+	if secs <= 0 {
+		return 0
+	}
+	return tsdb.Round6(float64(n) / secs)
 }
 
 func edgeOf(pk pairKey, ea *edgeAgg, secs float64) Edge {
@@ -76,7 +106,7 @@ func edgeOf(pk pairKey, ea *edgeAgg, secs float64) Edge {
 	}
 	e := Edge{Source: pk.a, Target: pk.b, ConnectionType: ConnName(uint8(best)),
 		CallCount: a.Count, ErrorCount: a.Errors, ErrorRate: a.ErrorRate(),
-		Rate:        tsdb.Round6(float64(a.Count) / secs),
+		Rate:        rate(a.Count, secs),
 		ClientP50MS: a.QuantileMS(0, 0.5), ClientP95MS: a.QuantileMS(0, 0.95),
 		ServerP50MS: a.QuantileMS(1, 0.5), ServerP95MS: a.QuantileMS(1, 0.95)}
 	if a.HistCount(1) > 0 {
@@ -118,6 +148,10 @@ type Node struct {
 	P95MS     float64 `json:"p95_ms"`
 	// Virtual marks a peer known only from its callers' attributes.
 	Virtual bool `json:"virtual,omitempty"`
+	// Type is "database" or "messaging_system" for a node that calls reach
+	// as one (a database is named by db.namespace, else db.system), else
+	// "service".
+	Type string `json:"type"`
 }
 
 // Map is the service map of a window.
@@ -144,9 +178,13 @@ func (g *Graph) ServiceMap(start, end time.Time) (*Map, error) {
 	incoming := map[string]*tsdb.Agg{}
 	instrumented := map[string]bool{}
 	virtual := map[string]bool{}
+	nodeType := map[string]string{}
 	for pk, ea := range aggs {
 		e := edgeOf(pk, ea, secs)
 		m.Edges = append(m.Edges, e)
+		if e.ConnectionType == "database" || e.ConnectionType == "messaging_system" {
+			nodeType[pk.b] = e.ConnectionType
+		}
 		instrumented[pk.a] = true
 		if ea.agg.HistCount(1) > 0 {
 			instrumented[pk.b] = true
@@ -168,7 +206,10 @@ func (g *Graph) ServiceMap(start, end time.Time) (*Map, error) {
 		names[s] = true
 	}
 	for name := range names {
-		n := Node{ID: name, Service: name, Virtual: virtual[name] && !instrumented[name]}
+		n := Node{ID: name, Service: name, Virtual: virtual[name] && !instrumented[name], Type: "service"}
+		if t := nodeType[name]; t != "" && !instrumented[name] {
+			n.Type = t
+		}
 		if st, ok := stats[name]; ok {
 			n.Rate, n.ErrorRate, n.P95MS = st.Rate, st.ErrorRate, st.P95MS
 		} else if in := incoming[name]; in != nil {
@@ -176,7 +217,7 @@ func (g *Graph) ServiceMap(start, end time.Time) (*Map, error) {
 			if in.HistCount(1) == 0 {
 				h = 0
 			}
-			n.Rate, n.ErrorRate, n.P95MS = tsdb.Round6(float64(in.Count)/secs), in.ErrorRate(), in.QuantileMS(h, 0.95)
+			n.Rate, n.ErrorRate, n.P95MS = rate(in.Count, secs), in.ErrorRate(), in.QuantileMS(h, 0.95)
 		}
 		m.Nodes = append(m.Nodes, n)
 	}

@@ -1,8 +1,9 @@
 // Package servicegraph builds the service dependency map from spans at
 // ingest: CLIENT→SERVER parent/child pairs and PRODUCER→CONSUMER pairs (by
 // parent or span link) across services, plus edges to uninstrumented peers
-// named by peer.service / server.address / db.system on CLIENT spans that
-// never get a SERVER child. Per edge it keeps 1-minute records (calls,
+// named by peer.service / server.address on CLIENT spans that never get a
+// SERVER child, and caller→database edges (a node per database, named by
+// db.namespace, else db.system) for database and cache calls. Per edge it keeps 1-minute records (calls,
 // failures, client- and server-side latency histograms) in the same engine
 // and files as RED metrics, so any time window can be queried, and exposes
 // the traces_service_graph_* Prometheus series Grafana's service map reads.
@@ -164,8 +165,8 @@ type Graph struct {
 	// nowMin is the current minute as of the latest Observe or expiry:
 	// reading the clock per recorded edge was a measurable share of ingest.
 	nowMin int64
-	// dbPeers interns the "system/namespace" names of database peers, which
-	// would otherwise be concatenated for every database call.
+	// dbPeers interns the "system/destination" names of messaging peers,
+	// which would otherwise be concatenated for every call.
 	dbPeers map[[2]string]string
 	// counters for /metrics-less introspection and tests
 	paired, virtual, dropped, evicted uint64
@@ -425,14 +426,26 @@ func (g *Graph) peerOf(sp *model.Span) (string, uint8) {
 		}
 		return ""
 	}
-	if v := str(peerService, -1, -1); v != "" {
-		return v, ConnVirtualNode
+	// A database or cache is a node of its own, named as Tempo names it:
+	// peer.service when the caller set one, else the database
+	// (db.namespace, formerly db.name), else the system (db.system.name,
+	// formerly db.system). A bare number is Redis's database index, not a
+	// name: the system names the node then.
+	sys, ns := str(dbSystemName, dbSystem, -1), str(dbNamespace, dbName, -1)
+	if isIndex(ns) && sys != "" {
+		ns = ""
 	}
-	if sys := str(dbSystemName, dbSystem, -1); sys != "" {
-		if ns := str(dbNamespace, dbName, -1); ns != "" {
-			return g.joinPeer(sys, ns), ConnDatabase
+	if sys != "" || ns != "" {
+		if v := str(peerService, -1, -1); v != "" {
+			return v, ConnDatabase
+		}
+		if ns != "" {
+			return ns, ConnDatabase
 		}
 		return sys, ConnDatabase
+	}
+	if v := str(peerService, -1, -1); v != "" {
+		return v, ConnVirtualNode
 	}
 	if sys := str(msgSystem, -1, -1); sys != "" {
 		if d := str(msgDestName, msgDest, -1); d != "" {
@@ -446,8 +459,20 @@ func (g *Graph) peerOf(sp *model.Span) (string, uint8) {
 	return "", ConnUnset
 }
 
-// joinPeer returns "a/b", interned: databases and queues are few, their
-// calls many.
+// isIndex reports whether s is a bare database number.
+func isIndex(s string) bool {
+	if s == "" {
+		return false
+	}
+	for i := 0; i < len(s); i++ {
+		if s[i] < '0' || s[i] > '9' {
+			return false
+		}
+	}
+	return true
+}
+
+// joinPeer returns "a/b", interned: queues are few, their calls many.
 func (g *Graph) joinPeer(a, b string) string {
 	k := [2]string{a, b}
 	if v, ok := g.dbPeers[k]; ok {
@@ -456,7 +481,10 @@ func (g *Graph) joinPeer(a, b string) string {
 	if g.dbPeers == nil || len(g.dbPeers) >= 4096 {
 		g.dbPeers = map[[2]string]string{} // a flood of names must not grow it without bound
 	}
-	v := a + "/" + b
+	v := strings.Clone(b)
+	if a != "" {
+		v = a + "/" + b
+	}
 	// The key's strings may point into a request's buffer; keep copies.
 	g.dbPeers[[2]string{strings.Clone(a), strings.Clone(b)}] = v
 	return v

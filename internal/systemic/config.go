@@ -73,6 +73,9 @@ type Config struct {
 	// successes from one target within AuthWindow.
 	AuthWindow   time.Duration
 	AuthFailures int
+
+	// concurrency_contention (contention.go).
+	Contention ContentionConfig
 }
 
 // Defaults returns the thresholds of shared/patterns.md.

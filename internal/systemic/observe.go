@@ -235,6 +235,7 @@ func (d *Detector) observeSpans(now time.Time, spans []model.Span) {
 				sr.errRefs = pushRef(sr.errRefs, ref{trace: s.TraceID, span: s.SpanID, t: now}, 5)
 			}
 		case call:
+			d.contention.observe(now, s)
 			if code, bad, ok := k.authStatus(); ok {
 				if v := k.target(); !emptyValue(v) {
 					d.recordAuth(s, v.AsString(), code, bad)

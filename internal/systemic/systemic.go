@@ -68,6 +68,8 @@ type Detector struct {
 	auth     map[string]*authState
 	pending  map[string]Finding // sub-minute patterns detected in Observe
 	open     map[string]*openKey
+	// contention keeps recent calls per operation (contention.go).
+	contention *contentionTracker
 	// scratch of Observe
 	misses     []cacheMiss
 	svcScratch []string
@@ -104,6 +106,7 @@ func New(cfg Config, sink Sink, clock func() time.Time, log *slog.Logger) *Detec
 	d := &Detector{cfg: cfg.withDefaults(), sink: sink, clock: clock, log: log.With("component", "systemic"),
 		ops: map[opKey]*series{}, roots: map[opKey]*series{}, errTypes: map[[2]string]time.Time{},
 		stampede: map[[2]string]*ring{}, auth: map[string]*authState{}, pending: map[string]Finding{}, open: map[string]*openKey{}}
+	d.contention = newContentionTracker(d.cfg.Contention)
 	d.restore()
 	return d
 }
@@ -450,6 +453,7 @@ func (d *Detector) Evaluate(now time.Time) []Finding {
 	d.evalErrors(now, add)
 	d.evalLatency(now, add)
 	d.evalRoots(now, add)
+	d.contention.evaluate(now, add)
 	for _, nt := range d.newTypes {
 		add(newErrorType(nt), d.cfg.ErrorWindow)
 	}

@@ -1,7 +1,9 @@
 // Package traceio reads trace files for `tracedx analyze` and friends:
 // OTLP JSON (an ExportTraceServiceRequest, or the Collector file exporter's
 // one request per line), OTLP protobuf, Jaeger JSON (the UI's download
-// format and a bare trace object) and Zipkin v2 JSON arrays. The format is
+// format, the query API's answer and a bare trace object), Tempo's trace
+// JSON (v1 and v2), tracedx's own /api/v1/traces/{id} and Zipkin v2 JSON
+// arrays. The format is
 // detected from the content, never from the file name, so stdin works too.
 package traceio
 
@@ -29,6 +31,11 @@ const (
 	FormatOTLPProto  Format = "otlp-protobuf"
 	FormatJaegerJSON Format = "jaeger-json"
 	FormatZipkinJSON Format = "zipkin-json"
+	// FormatTempoJSON is Tempo's trace by id: {"batches": …} (v1) or
+	// {"trace": {"resourceSpans": …}} (v2), ids in base64.
+	FormatTempoJSON Format = "tempo-json"
+	// FormatTracedxJSON is tracedx's own GET /api/v1/traces/{id}.
+	FormatTracedxJSON Format = "tracedx-json"
 )
 
 // Trace is the spans of one trace, in input order.
@@ -135,9 +142,28 @@ func Parse(data []byte) ([]model.Span, Format, error) {
 	return nil, "", fmt.Errorf("%w: input starts with %q; expected OTLP JSON or protobuf, Jaeger JSON or a Zipkin v2 JSON array", ErrUnrecognized, head)
 }
 
-// parseArray handles Zipkin v2 (an array of spans) and an array of Jaeger
-// trace objects.
+// parseArray handles Zipkin v2 (an array of spans, or the query API's
+// /api/v2/traces: an array of such arrays) and an array of Jaeger trace
+// objects.
 func parseArray(data []byte) ([]model.Span, Format, error) {
+	if inner := bytes.TrimLeft(data[1:], " \t\r\n"); len(inner) > 0 && inner[0] == '[' {
+		var traces []json.RawMessage
+		if err := json.Unmarshal(data, &traces); err != nil {
+			return nil, "", fmt.Errorf("%w: a JSON array of arrays, but not of Zipkin v2 traces: %v", ErrUnrecognized, err)
+		}
+		var spans []model.Span
+		for i, tr := range traces {
+			got, f, err := parseArray(tr)
+			if err != nil {
+				return spans, f, fmt.Errorf("trace %d: %w", i+1, err)
+			}
+			if f != FormatZipkinJSON {
+				return nil, f, fmt.Errorf("%w: trace %d of an array of arrays is %s, not Zipkin v2", ErrUnrecognized, i+1, f)
+			}
+			spans = append(spans, got...)
+		}
+		return spans, FormatZipkinJSON, nil
+	}
 	var elems []map[string]json.RawMessage
 	if err := json.Unmarshal(data, &elems); err != nil {
 		return nil, "", fmt.Errorf("%w: a JSON array, but not of span or trace objects: %v", ErrUnrecognized, err)
@@ -191,6 +217,12 @@ func parseObjects(data []byte) ([]model.Span, Format, error) {
 		case keys["resourceSpans"] != nil || keys["resource_spans"] != nil:
 			f = FormatOTLPJSON
 			got, err = otlpJSON(raw)
+		case keys["batches"] != nil || keys["trace"] != nil:
+			f = FormatTempoJSON
+			got, err = tempoJSON(raw, keys)
+		case keys["trace_id"] != nil && keys["spans"] != nil:
+			f = FormatTracedxJSON
+			got, err = tracedxJSON(raw)
 		case keys["result"] != nil:
 			// Jaeger api_v3 wraps OTLP JSON in {"result": …}.
 			f = FormatOTLPJSON
@@ -215,7 +247,7 @@ func parseObjects(data []byte) ([]model.Span, Format, error) {
 				names = append(names, k)
 			}
 			sort.Strings(names)
-			return nil, "", fmt.Errorf("%w: object %d has keys %v; expected resourceSpans (OTLP), data or spans (Jaeger)", ErrUnrecognized, n, names)
+			return nil, "", fmt.Errorf("%w: object %d has keys %v; expected resourceSpans (OTLP), batches or trace (Tempo), trace_id and spans (tracedx), data or spans (Jaeger)", ErrUnrecognized, n, names)
 		}
 		if err != nil {
 			return nil, f, fmt.Errorf("object %d: decode %s: %w", n, f, err)

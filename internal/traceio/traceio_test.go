@@ -2,6 +2,7 @@ package traceio
 
 import (
 	"bytes"
+	"encoding/json"
 	"errors"
 	"os"
 	"path/filepath"
@@ -224,5 +225,39 @@ func TestReadInputStdinAndFile(t *testing.T) {
 	missing := filepath.Join(t.TempDir(), "missing.json")
 	if _, _, err := ReadInput(missing, nil); err == nil || !strings.Contains(err.Error(), missing) {
 		t.Errorf("missing file: error %v does not name the file", err)
+	}
+}
+
+// TestZipkinTracesArray reads the answer of Zipkin's /api/v2/traces: one
+// array of spans per trace.
+func TestZipkinTracesArray(t *testing.T) {
+	var spans []json.RawMessage
+	if err := json.Unmarshal(readFixture(t, "zipkin/v2/two-traces.json"), &spans); err != nil {
+		t.Fatal(err)
+	}
+	byTrace := map[string][]json.RawMessage{}
+	var order []string
+	for _, s := range spans {
+		var k struct {
+			TraceID string `json:"traceId"`
+		}
+		_ = json.Unmarshal(s, &k)
+		if byTrace[k.TraceID] == nil {
+			order = append(order, k.TraceID)
+		}
+		byTrace[k.TraceID] = append(byTrace[k.TraceID], s)
+	}
+	var nested [][]json.RawMessage
+	for _, id := range order {
+		nested = append(nested, byTrace[id])
+	}
+	in, _ := json.Marshal(nested)
+	tr := mustRead(t, in, FormatZipkinJSON)
+	flat := mustRead(t, readFixture(t, "zipkin/v2/two-traces.json"), FormatZipkinJSON)
+	if len(tr) != 2 || len(tr[0].Spans)+len(tr[1].Spans) != len(flat[0].Spans)+len(flat[1].Spans) {
+		t.Fatalf("got %d traces", len(tr))
+	}
+	if _, _, err := Parse([]byte(`[[{"spans": []}]]`)); err == nil {
+		t.Error("an array of Jaeger traces inside an array must be refused")
 	}
 }

@@ -131,6 +131,9 @@ const (
 	MetricsSumOverTime
 	MetricsQuantileOverTime
 	MetricsHistogramOverTime
+	// MetricsCompare splits the spans into a selection and a baseline and
+	// counts every attribute value in each (Tempo's compare()).
+	MetricsCompare
 )
 
 var metricsNames = map[string]MetricsFunc{
@@ -138,6 +141,7 @@ var metricsNames = map[string]MetricsFunc{
 	"min_over_time": MetricsMinOverTime, "max_over_time": MetricsMaxOverTime,
 	"avg_over_time": MetricsAvgOverTime, "sum_over_time": MetricsSumOverTime,
 	"quantile_over_time": MetricsQuantileOverTime, "histogram_over_time": MetricsHistogramOverTime,
+	"compare": MetricsCompare,
 }
 
 // String returns the function's TraceQL name.
@@ -159,6 +163,20 @@ type MetricsAgg struct {
 	// TopK/BottomK keep the N series with the highest/lowest value
 	// (second-stage `| topk(n)`); 0 when absent.
 	TopK, BottomK int
+	// Compare is compare()'s arguments.
+	Compare *CompareArgs
+}
+
+// CompareArgs are compare({selection}, topN, start, end).
+type CompareArgs struct {
+	// Selection decides which spans are the selection; the rest are the
+	// baseline.
+	Selection *SpansetFilter
+	// TopN values are kept per attribute and group (default 10).
+	TopN int
+	// Start and End (unix ns, both or neither) also restrict the
+	// selection to spans starting in (Start, End].
+	Start, End uint64
 }
 
 func (*SpansetFilter) stage()       {}

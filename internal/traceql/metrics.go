@@ -47,6 +47,7 @@ type MetricsEvaluator struct {
 	start   uint64 // aligned
 	buckets int
 	series  map[string]*seriesAcc
+	cmp     *compareAcc // compare() only
 }
 
 type seriesAcc struct {
@@ -74,7 +75,11 @@ func (q *Query) NewMetricsEvaluator(r MetricsRange) (*MetricsEvaluator, error) {
 	if n > MaxMetricsPoints {
 		return nil, fmt.Errorf("range and step give %d points, more than the maximum of %d; use a larger step", n, MaxMetricsPoints)
 	}
-	return &MetricsEvaluator{q: q, r: r, start: start, buckets: int(n), series: map[string]*seriesAcc{}}, nil
+	m := &MetricsEvaluator{q: q, r: r, start: start, buckets: int(n), series: map[string]*seriesAcc{}}
+	if q.Metrics.Func == MetricsCompare {
+		m.cmp = newCompareAcc()
+	}
+	return m, nil
 }
 
 // Observe evaluates the query's spanset part over one trace and counts the
@@ -100,6 +105,12 @@ func (m *MetricsEvaluator) Observe(ctx context.Context, spans []model.Span, find
 			}
 			b := int((s.StartUnixNano - m.start) / m.r.Step)
 			if b < 0 || b >= m.buckets {
+				continue
+			}
+			if m.cmp != nil {
+				if err := m.observeCompare(tc, i, b); err != nil {
+					return err
+				}
 				continue
 			}
 			var val float64
@@ -189,13 +200,16 @@ func (a *seriesAcc) add(f MetricsFunc, b int, v float64) {
 func (m *MetricsEvaluator) Result() []Series {
 	agg := m.q.Metrics
 	stepSec := float64(m.r.Step) / 1e9
+	ts := func(b int) int64 { return int64((m.start + uint64(b)*m.r.Step) / 1e6) }
+	if m.cmp != nil {
+		return m.compareResult(ts)
+	}
 	var out []Series
 	for _, acc := range m.series {
 		base := acc.labels
 		if len(base) == 0 {
 			base = []Label{{Key: "__name__", Value: Value{Type: TypeString, S: agg.Func.String()}}}
 		}
-		ts := func(b int) int64 { return int64((m.start + uint64(b)*m.r.Step) / 1e6) }
 		if agg.Func == MetricsQuantileOverTime {
 			for _, q := range agg.Quantiles {
 				s := Series{Labels: append(append([]Label(nil), base...), Label{Key: "p", Value: Value{Type: TypeFloat, F: q}})}

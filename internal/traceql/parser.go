@@ -678,6 +678,12 @@ func (p *parser) parseMetrics(f MetricsFunc) (*MetricsAgg, error) {
 	}
 	switch f {
 	case MetricsRate, MetricsCountOverTime:
+	case MetricsCompare:
+		args, err := p.parseCompareArgs()
+		if err != nil {
+			return nil, err
+		}
+		m.Compare = args
 	default:
 		fe, err := p.parseFieldExpr()
 		if err != nil {
@@ -717,12 +723,18 @@ func (p *parser) parseMetrics(f MetricsFunc) (*MetricsAgg, error) {
 			return nil, err
 		}
 		m.By = by
+		if f == MetricsCompare {
+			return nil, p.errAt(name, "compare() takes no by(): it already splits by every attribute")
+		}
 	}
 	return m, nil
 }
 
 func (p *parser) parseSecondStage() error {
 	t := p.next()
+	if p.q.Metrics.Func == MetricsCompare {
+		return p.errAt(t, "compare() cannot be followed by another stage")
+	}
 	if t.kind == tIdent && (t.text == "topk" || t.text == "bottomk") {
 		if _, err := p.expect(tPunct, "(", "'(' after "+t.text); err != nil {
 			return err
@@ -777,4 +789,47 @@ func (p *parser) parseHints() error {
 	}
 	p.next()
 	return nil
+}
+
+// parseCompareArgs reads compare({filter}[, topN[, start, end]]).
+func (p *parser) parseCompareArgs() (*CompareArgs, error) {
+	t := p.peek()
+	if !p.is(tPunct, "{") {
+		return nil, p.errAt(t, "compare needs a spanset filter first, e.g. compare({ status = error }), found %s", t.describe())
+	}
+	sel, err := p.parseSpansetPrimary()
+	if err != nil {
+		return nil, err
+	}
+	f, ok := sel.(*SpansetFilter)
+	if !ok {
+		return nil, p.errAt(t, "compare takes one spanset filter { … }, not a spanset expression")
+	}
+	args := &CompareArgs{Selection: f, TopN: 10}
+	var nums []int64
+	for p.is(tPunct, ",") {
+		p.next()
+		n := p.next()
+		if n.kind != tInt || n.i < 0 {
+			return nil, p.errAt(n, "expected a non-negative integer in compare(), found %s", n.describe())
+		}
+		nums = append(nums, n.i)
+	}
+	switch len(nums) {
+	case 0:
+	case 1, 3:
+		if nums[0] < 1 || nums[0] > 1000 {
+			return nil, p.errAt(t, "compare's topN must be between 1 and 1000, got %d", nums[0])
+		}
+		args.TopN = int(nums[0])
+		if len(nums) == 3 {
+			args.Start, args.End = uint64(nums[1]), uint64(nums[2])
+			if args.End <= args.Start {
+				return nil, p.errAt(t, "compare's end must be after its start")
+			}
+		}
+	default:
+		return nil, p.errAt(t, "compare takes a filter, then optionally topN, then optionally both start and end (unix ns); got %d numbers", len(nums))
+	}
+	return args, nil
 }

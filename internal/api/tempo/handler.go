@@ -88,6 +88,11 @@ func NewHandler(st store.Store, opts Options) http.Handler {
 		_, _ = w.Write([]byte("echo"))
 	})
 	h.mux.HandleFunc("GET /api/status/buildinfo", h.buildInfo)
+	// Tempo's readiness probe; Grafana and load balancers check it.
+	h.mux.HandleFunc("GET /ready", func(w http.ResponseWriter, _ *http.Request) {
+		w.Header().Set("Content-Type", "text/plain; charset=utf-8")
+		_, _ = w.Write([]byte("ready\n"))
+	})
 	h.mux.HandleFunc("GET /api/traces/{traceID}", h.traceV1)
 	h.mux.HandleFunc("GET /api/v2/traces/{traceID}", h.traceV2)
 	h.mux.HandleFunc("GET /api/search", h.search)

@@ -153,7 +153,7 @@ func (h *handler) runMetrics(r *http.Request, p *metricsParams) ([]traceql.Serie
 }
 
 func (h *handler) queryRange(w http.ResponseWriter, r *http.Request) {
-	h.serveMetrics(w, r, false, func(j *jw, s traceql.Series) {
+	h.serveMetrics(w, r, false, func(j *jw, _ traceql.MetricsFunc, s traceql.Series) {
 		j.sep()
 		j.open('{')
 		writeSeriesLabels(j, s.Labels)
@@ -178,7 +178,7 @@ func (h *handler) queryRange(w http.ResponseWriter, r *http.Request) {
 // queryInstant answers /api/metrics/query: one value per series over the
 // whole range.
 func (h *handler) queryInstant(w http.ResponseWriter, r *http.Request) {
-	h.serveMetrics(w, r, true, func(j *jw, s traceql.Series) {
+	h.serveMetrics(w, r, true, func(j *jw, f traceql.MetricsFunc, s traceql.Series) {
 		if len(s.Samples) == 0 {
 			return
 		}
@@ -186,15 +186,29 @@ func (h *handler) queryInstant(w http.ResponseWriter, r *http.Request) {
 		j.open('{')
 		writeSeriesLabels(j, s.Labels)
 		j.key("value")
-		// The aligned range may span two buckets; the last holds the end.
-		writeJSONFloat(j.b, s.Samples[len(s.Samples)-1].Value)
+		writeJSONFloat(j.b, instantValue(f, s.Samples))
 		j.close('}')
 	})
 }
 
+// instantValue is a series' value over the whole range. The range, aligned
+// to the step, may span two buckets: counts (and rates, all over the same
+// step) add up; for the other functions the last bucket holds the end.
+func instantValue(f traceql.MetricsFunc, samples []traceql.Sample) float64 {
+	switch f {
+	case traceql.MetricsRate, traceql.MetricsCountOverTime, traceql.MetricsHistogramOverTime, traceql.MetricsCompare:
+		var sum float64
+		for _, s := range samples {
+			sum += s.Value
+		}
+		return sum
+	}
+	return samples[len(samples)-1].Value
+}
+
 // serveMetrics runs a metrics query and writes {"series":[…],"metrics":…},
 // each series rendered by one.
-func (h *handler) serveMetrics(w http.ResponseWriter, r *http.Request, instant bool, one func(j *jw, s traceql.Series)) {
+func (h *handler) serveMetrics(w http.ResponseWriter, r *http.Request, instant bool, one func(j *jw, f traceql.MetricsFunc, s traceql.Series)) {
 	p, err := h.parseMetrics(r, instant)
 	if err != nil {
 		h.fail(w, r, err)
@@ -211,7 +225,7 @@ func (h *handler) serveMetrics(w http.ResponseWriter, r *http.Request, instant b
 	j.key("series")
 	j.open('[')
 	for _, s := range series {
-		one(j, s)
+		one(j, p.query.Metrics.Func, s)
 	}
 	j.close(']')
 	writeMetricsFooter(j, inspected, inspectedB, partial)

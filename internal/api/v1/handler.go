@@ -32,8 +32,14 @@ type Deps struct {
 	// Analyzer runs the diagnosis of one trace (the server wires
 	// analyze.Analyze with its history). Nil: the critical path only.
 	Analyzer func(spans []model.Span) analyze.Result
-	// Findings, when set, adds stored findings to the analysis.
+	// Findings, when set, are the record: a trace with stored findings is
+	// answered with them (see Explain), and Analyzer only says where
+	// today's baselines would judge differently.
 	Findings FindingsLookup
+	// Explain builds the critical path and why chain of a trace around its
+	// stored findings (the server wires analyze.Explain with its history).
+	// Nil: analyze.Explain without history.
+	Explain func(spans []model.Span, stored []analyze.Finding) analyze.Result
 	// Routes lets the server register more /api/v1 endpoints on the same
 	// mux (patterns like "GET /api/v1/findings").
 	Routes []func(mux *http.ServeMux)
@@ -56,6 +62,9 @@ type Deps struct {
 type api struct {
 	d   Deps
 	mux *http.ServeMux
+	// rejudge: an analyzer with detectors is wired, so comparing its
+	// verdict with the stored one means something.
+	rejudge bool
 }
 
 // NewHandler returns the /api/v1 routes.
@@ -69,6 +78,7 @@ func NewHandler(d Deps) http.Handler {
 	if d.MaxSearchLimit <= 0 {
 		d.MaxSearchLimit = 1000
 	}
+	rejudge := d.Analyzer != nil
 	if d.Analyzer == nil {
 		d.Analyzer = CriticalPathOnly
 	}
@@ -81,7 +91,12 @@ func NewHandler(d Deps) http.Handler {
 	if d.QueryTimeout <= 0 {
 		d.QueryTimeout = 30 * time.Second
 	}
-	a := &api{d: d, mux: http.NewServeMux()}
+	if d.Explain == nil {
+		d.Explain = func(spans []model.Span, stored []analyze.Finding) analyze.Result {
+			return analyze.Explain(spans, stored, nil)
+		}
+	}
+	a := &api{d: d, mux: http.NewServeMux(), rejudge: rejudge}
 	a.mux.HandleFunc("GET /api/v1/traces/{id}", a.trace)
 	a.mux.HandleFunc("GET /api/v1/traces/{id}/analysis", a.analysis)
 	a.mux.HandleFunc("GET /api/v1/search", a.search)

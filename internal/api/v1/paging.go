@@ -10,7 +10,6 @@ import (
 	"sort"
 	"strconv"
 
-	"github.com/tracedx/tracedx/internal/analyze"
 	"github.com/tracedx/tracedx/internal/model"
 	"github.com/tracedx/tracedx/internal/store"
 )
@@ -108,39 +107,31 @@ func pageJSON(id model.TraceID, p store.TracePage, offset, limit int, u *url.URL
 	return out
 }
 
-// AnalysisJSON is an analysis with its lists capped at maxAnalysisItems.
-type AnalysisJSON struct {
-	analyze.Result
-	TotalFindings     int  `json:"total_findings"`
-	TotalCriticalPath int  `json:"total_critical_path"`
-	Truncated         bool `json:"truncated"`
-}
-
-func capAnalysis(res analyze.Result) AnalysisJSON {
-	out := AnalysisJSON{Result: res, TotalFindings: len(res.Findings), TotalCriticalPath: len(res.CriticalPath)}
-	if len(res.Findings) > maxAnalysisItems {
+// capAnalysis cuts the lists of an analysis to maxAnalysisItems.
+func capAnalysis(out *analysisJSON) {
+	out.TotalFindings, out.TotalCriticalPath = len(out.Findings), len(out.CriticalPath)
+	if len(out.Findings) > maxAnalysisItems {
 		// The most costly findings first, so the cap keeps what matters.
-		sort.SliceStable(res.Findings, func(i, j int) bool { return res.Findings[i].ImpactMS > res.Findings[j].ImpactMS })
-		out.Findings = res.Findings[:maxAnalysisItems]
+		sort.SliceStable(out.Findings, func(i, j int) bool { return out.Findings[i].ImpactMS > out.Findings[j].ImpactMS })
+		out.Findings = out.Findings[:maxAnalysisItems]
 		out.Truncated = true
 	}
-	if len(res.CriticalPath) > maxAnalysisItems {
-		out.CriticalPath = res.CriticalPath[:maxAnalysisItems]
+	if len(out.CriticalPath) > maxAnalysisItems {
+		out.CriticalPath = out.CriticalPath[:maxAnalysisItems]
 		out.Truncated = true
 	}
-	return out
 }
 
-// runAnalysis runs the analyzer under the request's deadline. The
-// analyzer takes no context, so on timeout it finishes in the background;
+// runAnalysis runs judge under the request's deadline. The analyzers
+// take no context, so on timeout it finishes in the background;
 // MaxAnalysisSpans bounds what that costs.
-func (a *api) runAnalysis(ctx context.Context, spans []model.Span) (analyze.Result, error) {
-	done := make(chan analyze.Result, 1)
-	go func() { done <- a.d.Analyzer(spans) }()
+func runAnalysis(ctx context.Context, judge func() analysisJSON) (analysisJSON, error) {
+	done := make(chan analysisJSON, 1)
+	go func() { done <- judge() }()
 	select {
-	case res := <-done:
-		return res, nil
+	case out := <-done:
+		return out, nil
 	case <-ctx.Done():
-		return analyze.Result{}, timeoutError(ctx, ctx.Err())
+		return analysisJSON{}, timeoutError(ctx, ctx.Err())
 	}
 }

@@ -108,31 +108,51 @@ func (a *api) analysis(w http.ResponseWriter, r *http.Request) {
 		a.fail(w, r, a.tooLargeForAnalysis(id, len(spans)))
 		return
 	}
-	res, err := a.runAnalysis(r.Context(), spans)
-	if err != nil {
-		a.fail(w, r, err)
-		return
-	}
+	var stored []analyze.Finding
+	var have bool
 	if a.d.Findings != nil {
-		stored, ok, err := a.d.Findings.TraceFindings(r.Context(), id)
+		stored, have, err = a.d.Findings.TraceFindings(r.Context(), id)
 		if err != nil {
 			a.fail(w, r, fmt.Errorf("reading stored findings of %s: %w", id, err))
 			return
 		}
-		if ok {
-			res.Findings = mergeFindings(res.Findings, stored)
+	}
+	out, err := runAnalysis(r.Context(), func() analysisJSON { return a.judge(spans, stored, have) })
+	if err != nil {
+		a.fail(w, r, err)
+		return
+	}
+	capAnalysis(&out)
+	writeJSON(w, http.StatusOK, out)
+}
+
+// judge is the analysis of a trace: its stored findings explained (and
+// compared with today's verdict) when there are any, else computed now.
+func (a *api) judge(spans []model.Span, stored []analyze.Finding, have bool) analysisJSON {
+	out := analysisJSON{Source: "computed", Rejudged: []rejudgedJSON{}}
+	if have {
+		out.Source = "stored"
+		out.Result = a.d.Explain(spans, stored)
+		if a.rejudge {
+			out.Rejudged = rejudge(stored, a.d.Analyzer(spans).Findings)
 		}
+		if n := len(out.Rejudged); n > 0 {
+			out.Note = fmt.Sprintf("%d finding(s) would be judged differently against today's baselines (see rejudged); "+
+				"the findings shown are the ones stored when the trace was analysed", n)
+		}
+	} else {
+		out.Result = a.d.Analyzer(spans)
 	}
-	if res.Findings == nil {
-		res.Findings = []analyze.Finding{}
+	if out.Findings == nil {
+		out.Findings = []analyze.Finding{}
 	}
-	if res.CriticalPath == nil {
-		res.CriticalPath = []analyze.PathStep{}
+	if out.CriticalPath == nil {
+		out.CriticalPath = []analyze.PathStep{}
 	}
-	if res.Why == nil {
-		res.Why = []string{}
+	if out.Why == nil {
+		out.Why = []string{}
 	}
-	writeJSON(w, http.StatusOK, capAnalysis(res))
+	return out
 }
 
 // spanCounter is a store that counts a trace's spans without reading
@@ -168,20 +188,51 @@ func (a *api) tooLargeForAnalysis(id model.TraceID, n int) error {
 		"its findings from the background analysis are at /api/v1/findings?trace_id=%s", id, n, a.d.MaxAnalysisSpans, id)}
 }
 
-// mergeFindings adds stored findings (e.g. from cross-trace detectors) that
-// the fresh analysis did not produce itself.
-func mergeFindings(fresh, stored []analyze.Finding) []analyze.Finding {
-	key := func(f *analyze.Finding) string { return f.Kind + "\x00" + strings.Join(f.SpanIDs, ",") }
-	seen := map[string]bool{}
-	for i := range fresh {
-		seen[key(&fresh[i])] = true
+// rejudge lists where today's analysis of a trace disagrees with its stored
+// findings: another severity, a stored finding it would not report, or one
+// it would add. Findings of kinds the per-trace detectors never produce
+// (cross-trace ones) are not compared.
+func rejudge(stored, now []analyze.Finding) []rejudgedJSON {
+	perTrace := map[string]bool{}
+	for _, k := range analyze.Kinds() {
+		perTrace[k] = true
 	}
+	key := func(f *analyze.Finding) string { return f.Kind + "\x00" + strings.Join(f.SpanIDs, ",") }
+	byKey := make(map[string]*analyze.Finding, len(now))
+	for i := range now {
+		byKey[key(&now[i])] = &now[i]
+	}
+	out := []rejudgedJSON{}
+	seen := map[string]bool{}
 	for i := range stored {
-		if !seen[key(&stored[i])] {
-			fresh = append(fresh, stored[i])
+		f := &stored[i]
+		k := key(f)
+		seen[k] = true
+		if !perTrace[f.Kind] {
+			continue
+		}
+		switch n := byKey[k]; {
+		case n == nil:
+			out = append(out, rejudgedJSON{Kind: f.Kind, SpanIDs: nonNil(f.SpanIDs), StoredSeverity: string(f.Severity), NowSeverity: "none"})
+		case n.Severity != f.Severity:
+			out = append(out, rejudgedJSON{Kind: f.Kind, SpanIDs: nonNil(f.SpanIDs), StoredSeverity: string(f.Severity),
+				NowSeverity: string(n.Severity), NowTitle: n.Title})
 		}
 	}
-	return fresh
+	for i := range now {
+		if f := &now[i]; !seen[key(f)] {
+			out = append(out, rejudgedJSON{Kind: f.Kind, SpanIDs: nonNil(f.SpanIDs), StoredSeverity: "none",
+				NowSeverity: string(f.Severity), NowTitle: f.Title})
+		}
+	}
+	return out
+}
+
+func nonNil(s []string) []string {
+	if s == nil {
+		return []string{}
+	}
+	return s
 }
 
 // parseTime accepts RFC 3339, unix milliseconds, or a Go duration meaning

@@ -6,6 +6,7 @@ import (
 	"strconv"
 	"time"
 
+	"github.com/tracedx/tracedx/internal/analyze"
 	"github.com/tracedx/tracedx/internal/model"
 )
 
@@ -205,4 +206,29 @@ func summaryJSON(s *model.TraceSummary) SummaryJSON {
 		j.Services[i] = ServiceJSON{Name: sv.Name, SpanCount: sv.SpanCount, ErrorCount: sv.ErrorCount}
 	}
 	return j
+}
+
+// analysisJSON is the analysis of one trace. Source says whether the
+// findings are the ones stored when the server analysed the trace
+// ("stored") or were computed for this request ("computed").
+type analysisJSON struct {
+	analyze.Result
+	Source   string         `json:"source"`
+	Rejudged []rejudgedJSON `json:"rejudged"`
+	Note     string         `json:"note,omitempty"`
+	// Findings and CriticalPath hold at most maxAnalysisItems entries;
+	// the totals say how many there were, Truncated whether either was cut.
+	TotalFindings     int  `json:"total_findings"`
+	TotalCriticalPath int  `json:"total_critical_path"`
+	Truncated         bool `json:"truncated"`
+}
+
+// rejudgedJSON is a stored finding that today's baselines would judge
+// differently; "none" stands for "not reported".
+type rejudgedJSON struct {
+	Kind           string   `json:"kind"`
+	SpanIDs        []string `json:"span_ids"`
+	StoredSeverity string   `json:"stored_severity"`
+	NowSeverity    string   `json:"now_severity"`
+	NowTitle       string   `json:"now_title,omitempty"`
 }

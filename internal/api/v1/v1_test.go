@@ -305,12 +305,14 @@ func TestAnalysis(t *testing.T) {
 	if st != 200 {
 		t.Fatal(st, m)
 	}
-	res := apitest.WantKeys(t, "analysis", m, "trace_id", "root_service", "root_operation", "duration_ms", "span_count", "findings", "critical_path", "why",
-		"total_findings", "total_critical_path", "truncated")
+	res := apitest.WantKeys(t, "analysis", m, "trace_id", "root_service", "root_operation", "duration_ms", "span_count", "findings",
+		"critical_path", "why", "source", "rejudged", "total_findings", "total_critical_path", "truncated")
 	apitest.Eq(t, "trace_id", res["trace_id"], apitest.TraceA)
 	apitest.Eq(t, "root_operation", res["root_operation"], "GET /orders")
 	apitest.Eq(t, "duration_ms", res["duration_ms"], 120.0)
 	apitest.Eq(t, "findings", res["findings"], []any{})
+	apitest.Eq(t, "source", res["source"], "computed")
+	apitest.Eq(t, "rejudged", res["rejudged"], []any{})
 	path := apitest.Arr(t, "critical_path", res["critical_path"])
 	if len(path) == 0 {
 		t.Fatal("empty critical path")
@@ -318,30 +320,60 @@ func TestAnalysis(t *testing.T) {
 	first := apitest.WantKeys(t, "step", path[0], "span_id", "service", "operation", "self_ms", "start_ms", "end_ms", "depth")
 	apitest.Eq(t, "path starts at the root", first["span_id"], "b7ad6b7169203331")
 
-	// With an analyzer and stored findings: both reach the response, the
-	// stored duplicate only once.
+	// Stored findings are the record: today's analyzer disagrees (it would
+	// call the error origin a warning and add a slow query), but the answer
+	// is what was stored, the why chain is built from it, and the
+	// disagreement is reported beside it. The cross-trace finding is not
+	// something the per-trace analyzer could produce, so it is not rejudged.
 	id, _ := model.ParseTraceID(apitest.TraceA)
-	mine := analyze.Finding{Kind: "error_origin", Severity: analyze.SeverityCritical, Title: "inventory failed", SpanIDs: []string{"8f3c2a1b0e9d7c6a"}}
+	stored := analyze.Finding{Kind: "error_origin", Severity: analyze.SeverityCritical, Title: "inventory failed", SpanIDs: []string{"8f3c2a1b0e9d7c6a"},
+		ImpactMS: 60, Fix: "handle the empty stock", Evidence: map[string]any{"origin": map[string]any{"service": "inventory", "operation": "GET /stock"}, "root_failed": true}}
 	cross := analyze.Finding{Kind: "error_rate_spike", Severity: analyze.SeverityWarning, Title: "errors up", SpanIDs: []string{}}
+	today := stored
+	today.Severity, today.Title = analyze.SeverityWarning, "inventory failed (as usual)"
+	slow := analyze.Finding{Kind: "slow_query", Severity: analyze.SeverityInfo, Title: "query took 40 ms", SpanIDs: []string{"a1a2a3a4a5a6a7a8"}}
 	var gotSpans int
-	srv = newServer(t, Deps{
-		Analyzer: func(spans []model.Span) analyze.Result {
-			gotSpans = len(spans)
-			r := CriticalPathOnly(spans)
-			r.Findings = []analyze.Finding{mine}
-			r.Why = []string{"GET /orders took 120 ms"}
-			return r
-		},
-		Findings: storedFindings{id: {mine, cross}},
-	})
+	analyzer := func(spans []model.Span) analyze.Result {
+		gotSpans = len(spans)
+		r := CriticalPathOnly(spans)
+		r.Findings = []analyze.Finding{today, slow}
+		r.Why = []string{"today's why"}
+		return r
+	}
+	srv = newServer(t, Deps{Analyzer: analyzer, Findings: storedFindings{id: {cross, stored}}})
 	_, m = apitest.GetJSON(t, srv, "/api/v1/traces/"+apitest.TraceA+"/analysis")
 	apitest.Eq(t, "analyzer saw the whole trace", gotSpans, 4)
+	apitest.Eq(t, "source", m["source"], "stored")
 	f := apitest.Arr(t, "findings", m["findings"])
 	if len(f) != 2 {
 		t.Fatalf("findings %v", f)
 	}
-	apitest.Eq(t, "finding kinds", []any{f[0].(map[string]any)["kind"], f[1].(map[string]any)["kind"]}, []any{"error_origin", "error_rate_spike"})
-	apitest.Eq(t, "why", m["why"], []any{"GET /orders took 120 ms"})
+	f0 := f[0].(map[string]any)
+	apitest.Eq(t, "most severe stored finding first", []any{f0["kind"], f0["severity"], f0["title"]}, []any{"error_origin", "critical", "inventory failed"})
+	apitest.Eq(t, "then the cross-trace one", f[1].(map[string]any)["kind"], "error_rate_spike")
+	why := apitest.Arr(t, "why", m["why"])
+	// The chain ends at the culprit the stored finding points to.
+	if len(why) < 4 || why[len(why)-3] != "The error started in inventory GET /stock." || why[len(why)-2] != "Fix: handle the empty stock" ||
+		!strings.HasPrefix(why[len(why)-1].(string), "Culprit: inventory GET /stock") {
+		t.Errorf("why chain not built from the stored findings: %q", why)
+	}
+	apitest.Eq(t, "rejudged", m["rejudged"], []any{
+		map[string]any{"kind": "error_origin", "span_ids": []any{"8f3c2a1b0e9d7c6a"}, "stored_severity": "critical", "now_severity": "warning",
+			"now_title": "inventory failed (as usual)"},
+		map[string]any{"kind": "slow_query", "span_ids": []any{"a1a2a3a4a5a6a7a8"}, "stored_severity": "none", "now_severity": "info",
+			"now_title": "query took 40 ms"},
+	})
+	if note, _ := m["note"].(string); !strings.Contains(note, "2 finding(s)") {
+		t.Errorf("note %q", m["note"])
+	}
+
+	// Nothing stored for the trace: computed now, and said so.
+	srv = newServer(t, Deps{Analyzer: analyzer, Findings: storedFindings{}})
+	_, m = apitest.GetJSON(t, srv, "/api/v1/traces/"+apitest.TraceA+"/analysis")
+	apitest.Eq(t, "source", m["source"], "computed")
+	apitest.Eq(t, "computed findings", len(apitest.Arr(t, "findings", m["findings"])), 2)
+	apitest.Eq(t, "why", m["why"], []any{"today's why"})
+	apitest.Eq(t, "no rejudging without a record", m["rejudged"], []any{})
 
 	st, m = apitest.GetJSON(t, srv, "/api/v1/traces/1234567890abcdef1234567890abcdef/analysis")
 	wantError(t, "missing", st, m, 404, "not found")

@@ -9,6 +9,7 @@ import (
 	"io"
 	"os"
 	"path/filepath"
+	"sort"
 	"strings"
 	"time"
 )
@@ -145,8 +146,12 @@ func (s *Store[E]) loadRecent(now time.Time) error {
 		return fmt.Errorf("tsdb %s: list %s: %w", s.opt.Name, s.opt.Dir, err)
 	}
 	oldest := UnixMinute(now.Add(-s.opt.Retention)) / 1440
+	var kept []int64
 	for _, e := range ents {
 		d, ok := s.dayOfFile(e.Name())
+		if ok && d >= oldest {
+			kept = append(kept, d)
+		}
 		if !ok || d < oldest || !s.inMemWindow(d, now) {
 			continue
 		}
@@ -158,6 +163,8 @@ func (s *Store[E]) loadRecent(now time.Time) error {
 			s.days[d] = dd
 		}
 	}
+	sort.Slice(kept, func(i, j int) bool { return kept[i] < kept[j] })
+	s.loadFirst(kept)
 	return s.deleteOldFiles(oldest)
 }
 

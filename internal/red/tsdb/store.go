@@ -100,6 +100,7 @@ type Store[E any] struct {
 	shards  [nShards]shard[E]
 	nseries atomic.Int64
 	pool    sync.Pool
+	first   atomic.Int64 // earliest unix minute with data; noData if none
 
 	mu   sync.RWMutex
 	days map[int64]*day // by unix day
@@ -128,6 +129,7 @@ func New[E any](opt Options) (*Store[E], error) {
 		opt.Logger = slog.Default()
 	}
 	s := &Store[E]{opt: opt, log: opt.Logger, seed: maphash.MakeSeed(), days: map[int64]*day{}}
+	s.first.Store(noData)
 	s.pool.New = func() any { return new(Acc) }
 	for i := range s.shards {
 		s.shards[i].m = map[Key]*series[E]{}
@@ -168,6 +170,9 @@ func (s *Store[E]) Update(k Key, minute int64, f func(acc *Acc, ext *E)) {
 	}
 	var acc *Acc
 	if minute >= 0 {
+		if minute < s.first.Load() {
+			s.noteMinute(minute)
+		}
 		for i := range ser.hot {
 			if ser.hot[i].minute == minute {
 				acc = ser.hot[i].acc
@@ -377,6 +382,13 @@ func mergeRec(a, b Rec) Rec {
 
 func (s *Store[E]) applyRetention(now time.Time) error {
 	oldest := UnixMinute(now.Add(-s.opt.Retention)) / 1440
+	// Data older than retention is gone: rates must not count its time.
+	for {
+		cur := s.first.Load()
+		if cur == noData || cur >= oldest*1440 || s.first.CompareAndSwap(cur, oldest*1440) {
+			break
+		}
+	}
 	s.mu.Lock()
 	for d := range s.days {
 		if d < oldest || (s.opt.Dir != "" && !s.inMemWindow(d, now)) {

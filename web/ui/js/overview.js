@@ -1,6 +1,6 @@
 // Overview: where does it hurt? RED per service, the worst operations,
 // findings by kind and the service map; everything clicks through.
-import { el, fmtMs, fmtPct, fmtRate, fmtNum, sparkline, svcColor, rangePicker, rangeBounds, emptyState, badge, relTime } from './util.js';
+import { el, fmtMs, fmtPct, fmtRate, rateUnit, fmtNum, sparkline, svcColor, rangePicker, rangeBounds, emptyState, badge, relTime } from './util.js';
 import { optional, get } from './api.js';
 import { loadFindings, findingsByKind } from './data.js';
 import { serviceMap } from './servicemap.js';
@@ -48,11 +48,12 @@ export async function render({ params, root }) {
     if (!list.length) { fill(svcCard, emptyState('No traffic in this range', 'Send OTLP to the collector port, or try a longer range.')); return list; }
     const tbl = el('table', el('thead', el('tr', el('th', 'Service'), el('th.num', 'Rate'), el('th.num', 'Errors'), el('th.num', 'p95'), el('th', 'p95 trend'), el('th', 'errors'))));
     const tb = el('tbody');
+    const unit = rateUnit(list.map(s => s.rate));
     for (const s of [...list].sort((a, b) => b.error_rate - a.error_rate || b.rate - a.rate)) {
       const href = `/search?service=${encodeURIComponent(s.service)}&${rangeQ}`;
       tb.append(el('tr', { tabindex: '0', 'data-row': '', onclick: () => navigate(href) },
         el('td', el('span.svc-dot', { style: { background: svcColor(s.service) } }), el('a', { href }, s.service), s.basis === 'all' ? el('span.muted.small', ' (no entry spans)') : null),
-        el('td.num', fmtRate(s.rate)),
+        el('td.num', fmtRate(s.rate, unit)),
         el('td.num' + (s.error_rate >= 0.05 ? '.err' : ''), fmtPct(s.error_rate)),
         el('td.num', fmtMs(s.p95_ms)),
         el('td', sparkline((s.sparkline || []).map(p => p.p95_ms))),
@@ -68,11 +69,12 @@ export async function render({ params, root }) {
     if (!ops) { fill(opsCard, emptyState('No operation metrics in this build')); return; }
     if (!ops.length) { fill(opsCard, emptyState('No operations in this range')); return; }
     const tb = el('tbody');
+    const unit = rateUnit(ops.map(o => o.rate));
     for (const o of ops) {
       const href = `/search?service=${encodeURIComponent(o.service)}&operation=${encodeURIComponent(o.operation)}&${rangeQ}`;
       tb.append(el('tr', { tabindex: '0', 'data-row': '', onclick: () => navigate(href) },
         el('td', el('span.svc-dot', { style: { background: svcColor(o.service) } }), el('a', { href }, o.operation), el('div.muted.small', o.service + ' · ' + o.kind)),
-        el('td.num', fmtMs(o.p95_ms)), el('td.num', fmtRate(o.rate)), el('td.num' + (o.error_rate >= 0.05 ? '.err' : ''), fmtPct(o.error_rate))));
+        el('td.num', fmtMs(o.p95_ms)), el('td.num', fmtRate(o.rate, unit)), el('td.num' + (o.error_rate >= 0.05 ? '.err' : ''), fmtPct(o.error_rate))));
     }
     fill(opsCard, el('table', el('thead', el('tr', el('th', 'Operation'), el('th.num', 'p95'), el('th.num', 'Rate'), el('th.num', 'Errors'))), tb));
   }).catch(e => failed(opsCard, e));

@@ -2,7 +2,7 @@
 // are the longest call depth from a service nobody calls; within a rank,
 // nodes sit near the average position of their callers (one sweep is enough
 // for the dozen services a map usually has).
-import { svg, fmtRate, fmtPct, fmtMs, svcColor } from './util.js';
+import { svg, fmtRate, rateUnit, fmtPct, fmtMs, svcColor } from './util.js';
 
 const NW = 178, NH = 46, CW = 270, RH = 78;
 
@@ -51,6 +51,8 @@ export function serviceMap(data, { onNode, onEdge } = {}) {
   root.append(svg('defs', {}, svg('marker', { id: 'arrow', viewBox: '0 0 10 10', refX: '9', refY: '5', markerWidth: '8', markerHeight: '8', markerUnits: 'userSpaceOnUse', orient: 'auto-start-reverse' },
     svg('path', { d: 'M0,0 L10,5 L0,10 z' }))));
   const maxCalls = Math.max(1, ...edges.map(e => e.call_count || 0));
+  // One unit on the whole map, so edge and node rates compare at a glance.
+  const unit = rateUnit([...edges.map(e => e.rate), ...[...nodes.values()].map(n => n.rate)]);
   for (const e of edges) {
     const a = pos.get(e.source), b = pos.get(e.target);
     let d, lx, ly;
@@ -66,7 +68,7 @@ export function serviceMap(data, { onNode, onEdge } = {}) {
     }
     const err = (e.error_rate || 0) >= 0.05;
     const width = 1 + 3 * Math.sqrt((e.call_count || 0) / maxCalls);
-    const label = `${fmtRate(e.rate)} · ${fmtPct(e.error_rate)} err · p95 ${fmtMs(e.p95_ms || e.client_p95_ms)}`;
+    const label = `${fmtRate(e.rate, unit)} · ${fmtPct(e.error_rate)} err · p95 ${fmtMs(e.p95_ms || e.client_p95_ms)}`;
     // Dense maps: labels of healthy edges appear on hover/focus only.
     const quiet = edges.length > 12 && !err;
     const g = svg('g', { class: 'edge' + (err ? ' err' : ''), tabindex: '0', role: 'link',
@@ -83,7 +85,7 @@ export function serviceMap(data, { onNode, onEdge } = {}) {
   for (const [id, n] of nodes) {
     const p = pos.get(id);
     const err = (n.error_rate || 0) >= 0.05;
-    const sub = n.virtual ? (n.service || 'external') : `${fmtRate(n.rate)} · ${fmtPct(n.error_rate)} · p95 ${fmtMs(n.p95_ms)}`;
+    const sub = n.virtual ? (n.type === 'database' ? 'database · ' + fmtRate(n.rate, unit) : (n.service || 'external')) : `${fmtRate(n.rate, unit)} · ${fmtPct(n.error_rate)} · p95 ${fmtMs(n.p95_ms)}`;
     const g = svg('g', { class: 'node' + (err ? ' err' : '') + (n.virtual ? ' virtual' : ''), tabindex: '0', role: 'link',
       'aria-label': `${id}: ${sub}`, 'data-node': id, transform: `translate(${p.x},${p.y})` },
       svg('title', {}, `${id}\n${sub}`),

@@ -361,6 +361,8 @@ export async function render({ match, params, root }) {
     const why = a.why || [];
     whyCard.lastChild.replaceWith(why.length ? el('ol.why', why.map(w => el('li', w))) :
       el('p.muted', S.findings.length ? 'See the findings below.' : 'No problem found in this trace.'));
+    // Stored findings are the record; say when today's baselines would differ.
+    if (a.note) whyCard.append(el('p.muted.small', { 'data-rejudged': String((a.rejudged || []).length) }, a.note));
     if (S.findings.length) {
       findCard.hidden = false;
       findCard.firstChild.textContent = `Findings (${S.findings.length})`;

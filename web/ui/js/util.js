@@ -58,13 +58,27 @@ export function fmtPct(r, digits = 1) {
   return (p > 0 && p < 0.1 ? '<0.1' : p.toFixed(p >= 10 ? 0 : digits)) + ' %';
 }
 
-export function fmtRate(perSec) {
+// rateUnit picks one unit for a column of rates (per second from the API):
+// a column mixing /s, /min and /h reads wrong at a glance. The largest
+// value decides, so a handful of calls an hour still reads "3.0/h".
+export function rateUnit(perSecs) {
+  const max = Math.max(0, ...perSecs.filter(v => v > 0 && isFinite(v)));
+  if (max > 0 && max < 0.1 / 60) return 'h';
+  if (max > 0 && max < 0.1) return 'min';
+  return 's';
+}
+
+const secondsPer = { s: 1, min: 60, h: 3600 };
+
+// fmtRate formats a per-second rate in unit (default: the value's own).
+export function fmtRate(perSec, unit) {
   if (perSec == null || isNaN(perSec)) return '–';
-  if (perSec === 0) return '0/s';
-  // A handful of calls an hour would read "0.0/min".
-  if (perSec < 0.1 / 60) return (perSec * 3600).toFixed(perSec * 3600 < 10 ? 1 : 0) + '/h';
-  if (perSec < 0.1) return (perSec * 60).toFixed(1) + '/min';
-  return perSec.toFixed(perSec < 10 ? 2 : 0) + '/s';
+  const u = secondsPer[unit] ? unit : rateUnit([perSec]);
+  const v = perSec * secondsPer[u];
+  if (v === 0) return '0/' + u;
+  if (v >= 10) return v.toFixed(0) + '/' + u;
+  if (v >= 0.1) return v.toFixed(u === 's' ? 2 : 1) + '/' + u;
+  return String(Number(v.toPrecision(2))) + '/' + u;
 }
 
 export function fmtNum(n) { return n == null ? '–' : Number(n).toLocaleString('en-US'); }

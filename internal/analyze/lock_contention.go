@@ -1,0 +1,219 @@
+package analyze
+
+import (
+	"fmt"
+	"strings"
+)
+
+// LockContention finds request time spent queueing for something shared: a
+// lock or mutex, a semaphore, a connection pool, a queue, or a worker pool
+// too small for the calls a request fans out. The evidence is what spans
+// say (wait/acquired events, pool wait-time attributes) or, for worker
+// pools, the shape of the calls: N similar calls that never run more than
+// K < N at a time, each next one starting as an earlier one ends.
+type LockContention struct {
+	// MinWaitMS and MinShare (of the request, 0..1) are the floor below
+	// which a wait is not reported at all.
+	MinWaitMS float64 `yaml:"min_wait_ms"`
+	MinShare  float64 `yaml:"min_share"`
+	// WarningShare and CriticalShare grade by the wait's share of the
+	// request; critical also needs CriticalMinMS.
+	WarningShare  float64 `yaml:"warning_share"`
+	CriticalShare float64 `yaml:"critical_share"`
+	CriticalMinMS float64 `yaml:"critical_min_ms"`
+	// MinPoolCalls is the fewest similar calls under one parent that can
+	// show a worker pool.
+	MinPoolCalls int `yaml:"min_pool_calls"`
+	// HandoffToleranceMS is how close a queued call's start must be to an
+	// earlier call's end to count as "waited for that worker"; the
+	// effective tolerance is at least HandoffToleranceShare of the median
+	// call, because SDK clocks round and jitter.
+	HandoffToleranceMS    float64 `yaml:"handoff_tolerance_ms"`
+	HandoffToleranceShare float64 `yaml:"handoff_tolerance_share"`
+	// MinSaturation is the share of the time from the first call's start to
+	// the last call's start during which K calls ran: a pool that was
+	// full while work queued, not a loop with one overlap.
+	MinSaturation float64 `yaml:"min_saturation"`
+}
+
+// NewLockContention returns the detector with its defaults.
+func NewLockContention() *LockContention {
+	return &LockContention{MinWaitMS: 10, MinShare: 0.1, WarningShare: 0.2, CriticalShare: 0.5, CriticalMinMS: 100,
+		MinPoolCalls: 4, HandoffToleranceMS: 3, HandoffToleranceShare: 0.1, MinSaturation: 0.7}
+}
+
+func init() { Register(func() Detector { return NewLockContention() }) }
+
+// Kind implements Detector.
+func (*LockContention) Kind() string { return "lock_contention" }
+
+// LockContentionEvidence is the evidence of a lock_contention finding.
+type LockContentionEvidence struct {
+	// Mechanism is how the wait was seen: "span_events", "attributes" or
+	// "pool_fan_out".
+	Mechanism string `json:"mechanism"`
+	// Resource is "lock", "semaphore", "connection_pool", "worker_pool",
+	// "pool" or "queue".
+	Resource string `json:"resource"`
+	// Span is the span that waited, or for pool_fan_out the parent whose
+	// calls queued.
+	Span SpanRef `json:"span"`
+	// WaitMS is the wall-clock time the span (or the fan-out) waited.
+	WaitMS       float64 `json:"wait_ms"`
+	SpanSharePct float64 `json:"span_share_pct"`
+	// RequestSharePct is the wait's critical-path time over the request's.
+	RequestSharePct float64 `json:"request_share_pct"`
+	// WaitersAhead is "behind N transactions" when the span said so;
+	// WaitersBehind is how many queued behind it when it got the lock.
+	WaitersAhead  int                 `json:"waiters_ahead,omitempty"`
+	WaitersBehind int                 `json:"waiters_behind,omitempty"`
+	WaitEvent     string              `json:"wait_event,omitempty"`
+	AcquiredEvent string              `json:"acquired_event,omitempty"`
+	WaitAttribute string              `json:"wait_attribute,omitempty"`
+	PoolName      string              `json:"pool_name,omitempty"`
+	Pool          *PoolFanOutEvidence `json:"pool,omitempty"`
+}
+
+// PoolFanOutEvidence describes calls queued for a worker pool.
+type PoolFanOutEvidence struct {
+	Target    string `json:"target"`
+	Operation string `json:"operation"`
+	// Calls is N, Concurrency K: never more than K of the N calls ran at once.
+	Calls       int `json:"calls"`
+	Concurrency int `json:"concurrency"`
+	// QueuedCalls started only when an earlier call ended.
+	QueuedCalls int `json:"queued_calls"`
+	// TotalQueueMS sums each queued call's wait from the first call's start
+	// (the calls are taken as submitted together).
+	TotalQueueMS  float64 `json:"total_queue_ms"`
+	WindowMS      float64 `json:"window_ms"`
+	LongestCallMS float64 `json:"longest_call_ms"`
+	// LeadingWaitMS is the parent's idle time right before the first call:
+	// the first call waiting for a worker that other requests held (a pool
+	// shared across requests). It is part of the finding's WaitMS.
+	LeadingWaitMS float64 `json:"leading_wait_ms,omitempty"`
+	// ParentSharePct is the wall-clock wait over the parent's duration.
+	ParentSharePct float64  `json:"parent_share_pct"`
+	SpanIDs        []string `json:"span_ids"`
+}
+
+// Detect implements Detector.
+func (d *LockContention) Detect(t *Trace, _ *Env) []Finding {
+	var out []Finding
+	total := critTotal(t)
+	for _, n := range t.Nodes {
+		ws := spanWaits(n.Span)
+		if len(ws) == 0 {
+			continue
+		}
+		impact := waitsOnPath(t, n, ws)
+		sev, ok := d.severity(impact, total)
+		if !ok {
+			continue
+		}
+		out = append(out, d.waitFinding(t, n, ws, impact, total, sev))
+	}
+	return append(out, d.poolFindings(t, total)...)
+}
+
+// severity grades by the wait's share of the request; ok=false below the
+// floor.
+func (d *LockContention) severity(impact, total uint64) (Severity, bool) {
+	if total == 0 {
+		return "", false
+	}
+	share := float64(impact) / float64(total)
+	ms := NS(impact)
+	switch {
+	case ms < d.MinWaitMS || share < d.MinShare:
+		return "", false
+	case share >= d.CriticalShare && ms >= d.CriticalMinMS:
+		return SeverityCritical, true
+	case share >= d.WarningShare:
+		return SeverityWarning, true
+	}
+	return SeverityInfo, true
+}
+
+func (d *LockContention) waitFinding(t *Trace, n *Node, ws []spanWait, impact, total uint64, sev Severity) Finding {
+	wait := waitedNS(ws)
+	main := ws[0]
+	for _, w := range ws {
+		if w.end-w.start > main.end-main.start {
+			main = w
+		}
+	}
+	ev := LockContentionEvidence{
+		Mechanism: main.source, Resource: main.resource, Span: RefOf(t, n), WaitMS: roundMS(wait),
+		SpanSharePct: sharePct(wait, n.Duration()), RequestSharePct: sharePct(impact, total),
+		WaitersAhead: main.waitersAhead, WaitersBehind: main.waitersBehind, WaitEvent: main.waitEvent,
+		AcquiredEvent: main.acquiredEvent, WaitAttribute: main.attribute, PoolName: main.poolName,
+	}
+	what := resourceNoun(main.resource, main.poolName)
+	behind := ""
+	switch {
+	case main.waitersAhead == 1:
+		behind = " behind 1 other"
+	case main.waitersAhead > 1:
+		behind = fmt.Sprintf(" behind %d others", main.waitersAhead)
+	}
+	title := fmt.Sprintf("%s waited %.0f ms for %s%s (%.0f%% of the span, %.0f%% of the request)",
+		spanLabel(t, n), NS(wait), what, behind, ev.SpanSharePct, ev.RequestSharePct)
+	reason := fmt.Sprintf("%s %s serialises concurrent requests on %s; this span spent %.0f%% of its time waiting for it.",
+		n.Span.Service, clipText(n.Span.Name, 60), what, ev.SpanSharePct)
+	return Finding{
+		Kind: d.Kind(), Severity: sev, Title: title, SpanIDs: []string{n.Span.SpanID.String()},
+		ImpactMS: roundMS(impact), Evidence: ev, Fix: contentionFix(main.resource, what),
+		Culprit: &Culprit{Service: n.Span.Service, Operation: n.Span.Name, SpanID: n.Span.SpanID.String(), Reason: reason},
+	}
+}
+
+func resourceNoun(resource, poolName string) string {
+	switch resource {
+	case "lock":
+		return "a lock"
+	case "semaphore":
+		return "a semaphore permit"
+	case "connection_pool":
+		if poolName != "" {
+			return "a connection from pool " + poolName
+		}
+		return "a pooled connection"
+	case "worker_pool":
+		return "a worker"
+	case "queue":
+		return "its turn in a queue"
+	}
+	if poolName != "" {
+		return "pool " + poolName
+	}
+	return "a pooled resource"
+}
+
+// contentionFix speaks of the resource waited for, never of indexes: the
+// statement behind a lock is not slow, the queue in front of it is.
+func contentionFix(resource, what string) string {
+	switch resource {
+	case "lock", "semaphore":
+		return "Requests queue for " + what + " held by other requests: shorten the critical section (no I/O, remote " +
+			"calls or sleeps while holding it), lock per row or key instead of one global mutex, or drop the lock where " +
+			"the database's own transactions already give the isolation needed."
+	case "connection_pool", "pool":
+		return "Requests queue for " + what + ": size the pool for the concurrency it serves (and what the database " +
+			"can take), return connections promptly (none held across remote calls or slow work), and look for leaked " +
+			"connections."
+	case "worker_pool":
+		return "Work queues for a free worker: enlarge the worker pool or give each request its own, and keep slow " +
+			"blocking work out of shared pools."
+	}
+	return "Work waits in a queue: add consumers or workers, shorten the work each item needs, or shed load before " +
+		"the queue grows."
+}
+
+// poolFixText is the fix of a pool-starved fan-out.
+func poolFixText(k, n int, target string) string {
+	return fmt.Sprintf("Only %d of the %d calls to %s run at once: enlarge the worker pool to at least %d (or size it "+
+		"per request rather than sharing it across requests), or batch the calls into one request. An HTTP or gRPC "+
+		"client's per-host connection limit gives the same shape: raise it too.",
+		k, n, strings.TrimSpace(target), n)
+}

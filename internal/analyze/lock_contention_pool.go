@@ -1,0 +1,204 @@
+package analyze
+
+import (
+	"fmt"
+	"slices"
+	"sort"
+)
+
+// A worker pool is invisible in spans, but its shape is not: N calls to the
+// same target under one parent, never more than K < N running at once, the
+// pool full while calls wait, and every call beyond the first K starting as
+// an earlier one ends (it took that call's worker).
+
+// poolFindings reports pool-starved fan-outs in t.
+func (d *LockContention) poolFindings(t *Trace, total uint64) []Finding {
+	minCalls := max(d.MinPoolCalls, 3)
+	var out []Finding
+	for _, p := range t.Nodes {
+		if len(p.Children) < minCalls {
+			continue
+		}
+		var order []string
+		groups := map[string][]*Node{}
+		for _, c := range p.Children {
+			call := pooledCall(c)
+			if call == nil || asyncEdge(p, c) {
+				continue
+			}
+			svc, op := CallTarget(t, call)
+			key := svc + " " + op
+			if _, seen := groups[key]; !seen {
+				order = append(order, key)
+			}
+			groups[key] = append(groups[key], c)
+		}
+		for _, key := range order {
+			calls := groups[key]
+			if len(calls) < minCalls {
+				continue
+			}
+			if f, ok := d.poolFinding(t, p, calls, total); ok {
+				out = append(out, f)
+			}
+		}
+	}
+	return out
+}
+
+// pooledCall is the call a child of the parent makes: the child itself,
+// or the one call inside a span wrapping each task (a worker that opens
+// "FindRoute" around its HTTP call). The wrapper holds the worker, so its
+// times are the ones measured.
+func pooledCall(c *Node) *Node {
+	if IsCall(c) {
+		return c
+	}
+	if len(c.Children) == 1 && IsCall(c.Children[0]) && c.Span.Service == c.Children[0].Span.Service {
+		return c.Children[0]
+	}
+	return nil
+}
+
+// poolShape is what the calls' timing says about a pool.
+type poolShape struct {
+	k, queued         int
+	saturation        float64
+	window, longest   uint64
+	totalQueue        uint64
+	firstStart, lastE uint64
+}
+
+// measurePool finds the concurrency limit K of calls (sorted by start) and
+// how many calls waited for a worker. tol absorbs rounded and jittered
+// clocks: two calls overlapping by less than tol did not run together.
+func measurePool(calls []*Node, tol uint64) poolShape {
+	type edge struct {
+		at    uint64
+		delta int
+	}
+	edges := make([]edge, 0, 2*len(calls))
+	sh := poolShape{firstStart: calls[0].Start()}
+	lastStart := calls[0].Start()
+	for _, c := range calls {
+		sh.lastE = max(sh.lastE, c.End())
+		lastStart = max(lastStart, c.Start())
+		sh.longest = max(sh.longest, c.Duration())
+		if c.End() > c.Start()+tol {
+			edges = append(edges, edge{c.Start() + tol, 1}, edge{c.End(), -1})
+		}
+	}
+	sort.Slice(edges, func(i, j int) bool {
+		if edges[i].at != edges[j].at {
+			return edges[i].at < edges[j].at
+		}
+		return edges[i].delta < edges[j].delta // ends before starts
+	})
+	running := 0
+	for _, e := range edges {
+		running += e.delta
+		sh.k = max(sh.k, running)
+	}
+	sh.window = sh.lastE - sh.firstStart
+	// Saturation: time at K between the first and the last call start,
+	// while work was still waiting to be picked up.
+	if lastStart > sh.firstStart+tol {
+		var full uint64
+		running, prev := 0, sh.firstStart
+		for _, e := range edges {
+			at := min(e.at, lastStart)
+			if running >= sh.k && at > prev {
+				full += at - prev
+			}
+			prev = max(prev, at)
+			running += e.delta
+		}
+		// The handoff instants (tol wide each) count as full.
+		full += uint64(max(len(calls)-sh.k, 0)) * tol
+		sh.saturation = min(float64(full)/float64(lastStart-sh.firstStart), 1)
+	}
+	for i, c := range calls {
+		if i < sh.k {
+			continue
+		}
+		handoff := false
+		for j, o := range calls {
+			if j != i && o.Start() < c.Start() && o.End() <= c.Start()+tol && o.End()+tol >= c.Start() {
+				handoff = true
+				break
+			}
+		}
+		if handoff {
+			sh.queued++
+			sh.totalQueue += c.Start() - sh.firstStart
+		}
+	}
+	return sh
+}
+
+func (d *LockContention) poolFinding(t *Trace, p *Node, calls []*Node, total uint64) (Finding, bool) {
+	durs := make([]uint64, len(calls))
+	for i, c := range calls {
+		durs[i] = c.Duration()
+	}
+	slices.Sort(durs)
+	tol := max(uint64(d.HandoffToleranceMS*1e6), uint64(d.HandoffToleranceShare*float64(durs[len(durs)/2])))
+	sh := measurePool(calls, tol)
+	n := len(calls)
+	mustQueue := n - sh.k
+	if sh.k < 2 || sh.k >= n || sh.queued*5 < mustQueue*4 || sh.saturation < d.MinSaturation {
+		return Finding{}, false
+	}
+	// A pool shared across requests keeps the first call waiting while
+	// other requests' calls hold every worker: the parent then sits idle
+	// from its previous child's end to the first call's start.
+	lead := leadingIdle(p, calls[0], sh.firstStart)
+	inWindow := subSat(sh.window, sh.longest)
+	wait := lead + inWindow
+	impact := min(inWindow, critWithin(t, p, sh.firstStart, sh.lastE)) + critWithin(t, p, sh.firstStart-lead, sh.firstStart)
+	sev, ok := d.severity(impact, total)
+	if !ok {
+		return Finding{}, false
+	}
+	svc, op := CallTarget(t, pooledCall(calls[0]))
+	ids := make([]string, 0, n)
+	for _, c := range calls {
+		ids = append(ids, c.Span.SpanID.String())
+	}
+	pool := &PoolFanOutEvidence{
+		Target: svc, Operation: op, Calls: n, Concurrency: sh.k, QueuedCalls: sh.queued,
+		TotalQueueMS: roundMS(sh.totalQueue), WindowMS: roundMS(sh.window), LongestCallMS: roundMS(sh.longest),
+		ParentSharePct: sharePct(wait, p.Duration()), SpanIDs: ids, LeadingWaitMS: roundMS(lead),
+	}
+	ev := LockContentionEvidence{
+		Mechanism: "pool_fan_out", Resource: "worker_pool", Span: RefOf(t, p), WaitMS: roundMS(wait),
+		SpanSharePct: pool.ParentSharePct, RequestSharePct: sharePct(impact, total), Pool: pool,
+	}
+	target := svc + " " + clipText(op, 60)
+	title := fmt.Sprintf("worker pool of %d for %d calls: %s → %s ran at most %d at a time, queueing %.0f ms (%.0f%% of the request)",
+		sh.k, n, p.Span.Service, target, sh.k, NS(wait), ev.RequestSharePct)
+	reason := fmt.Sprintf("%s %s sends %d calls to %s through a pool that runs only %d at once.", p.Span.Service,
+		clipText(displayOp(p), 60), n, target, sh.k)
+	return Finding{
+		Kind: d.Kind(), Severity: sev, Title: title, SpanIDs: append([]string{p.Span.SpanID.String()}, ids...),
+		ImpactMS: roundMS(impact), Evidence: ev, Fix: poolFixText(sh.k, n, target),
+		Culprit: &Culprit{Service: p.Span.Service, Operation: displayOp(p), SpanID: p.Span.SpanID.String(), Reason: reason},
+	}, true
+}
+
+// leadingIdle is the time before first (starting at start) during which p
+// ran no child: from the end of the latest child that ended before it, or
+// from p's start. 0 when another child was still running.
+func leadingIdle(p, first *Node, start uint64) uint64 {
+	from := p.Start()
+	for _, c := range p.Children {
+		if c == first || c.Start() >= start {
+			break
+		}
+		if c.End() > start {
+			return 0
+		}
+		from = max(from, c.End())
+	}
+	return subSat(start, from)
+}

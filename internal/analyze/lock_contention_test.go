@@ -1,0 +1,485 @@
+package analyze
+
+import (
+	"fmt"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/tracedx/tracedx/internal/model"
+)
+
+const lcBase = 1_700_000_000_000_000_000
+
+func lcEvent(atMS float64, name string, attrs ...model.Attr) model.Event {
+	return model.Event{TimeUnixNano: lcBase + uint64(atMS*1e6), Name: name, Attrs: attrs}
+}
+
+// lcEventsFollow moves each span's events by the shift its start got from
+// a timing transform: events carry the same host clock as their span.
+func lcEventsFollow(orig, moved []model.Span) []model.Span {
+	for i := range moved {
+		d := int64(moved[i].StartUnixNano) - int64(orig[i].StartUnixNano)
+		evs := append([]model.Event(nil), moved[i].Events...)
+		for j := range evs {
+			evs[j].TimeUnixNano = uint64(int64(evs[j].TimeUnixNano) + d)
+			evs[j].TimeUnixNano -= evs[j].TimeUnixNano % uint64(time.Millisecond)
+		}
+		moved[i].Events = evs
+	}
+	return moved
+}
+
+// lcRealTimings are the clocks real SDKs hand over.
+var lcRealTimings = map[string]func([]model.Span) []model.Span{
+	"exact":      func(s []model.Span) []model.Span { return s },
+	"ms-rounded": func(s []model.Span) []model.Span { return lcEventsFollow(s, roundToMillis(s)) },
+	"jitter-2ms": func(s []model.Span) []model.Span { return lcEventsFollow(s, jitterMillis(s, 2*time.Millisecond)) },
+	"customer-skew": func(s []model.Span) []model.Span {
+		return lcEventsFollow(s, skewService(s, "customer", 25*time.Millisecond))
+	},
+}
+
+// lcMutexTrace is a frontend request whose customer lookup queues behind
+// a global lock around the database (events as HotROD-style apps write
+// them).
+func lcMutexTrace(waitStart, acquired, end float64) []model.Span {
+	q := p1Span(4, 3, "customer", "SQL SELECT", model.KindClient, 12, end,
+		model.Attr{Key: "db.system", Value: model.Str("mysql")}, model.Attr{Key: "peer.service", Value: model.Str("mysql")},
+		model.Attr{Key: "db.statement", Value: model.Str("SELECT * FROM customer WHERE customer_id=392")})
+	q.Events = []model.Event{
+		lcEvent(waitStart, "Waiting for lock behind 9 transactions", model.Attr{Key: "blockers", Value: model.Str("[1 2 3 4 5 6 7 8 9]")}),
+		lcEvent(acquired, "Acquired lock with 9 transactions waiting behind"),
+	}
+	return []model.Span{
+		p1Span(1, 0, "frontend", "GET /dispatch", model.KindServer, 0, end+100),
+		p1Span(2, 1, "frontend", "GET", model.KindClient, 5, end+4, model.Attr{Key: "http.request.method", Value: model.Str("GET")},
+			model.Attr{Key: "peer.service", Value: model.Str("customer")}),
+		p1Span(3, 2, "customer", "GET /customer", model.KindServer, 8, end+2, model.Attr{Key: "http.request.method", Value: model.Str("GET")},
+			model.Attr{Key: "http.route", Value: model.Str("/customer")}),
+		q,
+		p1Span(5, 1, "frontend", "compute eta", model.KindInternal, end+5, end+95),
+	}
+}
+
+func TestLockContentionGlobalMutexEvents(t *testing.T) {
+	for name, real := range lcRealTimings {
+		t.Run(name, func(t *testing.T) {
+			spans := real(lcMutexTrace(13, 520, 598))
+			res := Analyze(spans, Options{})
+			got := ofKind(res.Findings, "lock_contention")
+			if len(got) != 1 {
+				t.Fatalf("lock_contention findings: %d, want 1 (%v)", len(got), lcKinds(res.Findings))
+			}
+			f := got[0]
+			ev := f.Evidence.(LockContentionEvidence)
+			if ev.Mechanism != "span_events" || ev.Resource != "lock" || ev.WaitersAhead != 9 || ev.WaitersBehind != 9 {
+				t.Errorf("evidence %+v", ev)
+			}
+			if !p1Near(ev.WaitMS, 507, 4) || ev.SpanSharePct < 80 {
+				t.Errorf("wait %.1f ms, %.1f%% of the span", ev.WaitMS, ev.SpanSharePct)
+			}
+			// 507 ms of a ~700 ms request: critical.
+			if f.Severity != SeverityCritical || !p1Near(f.ImpactMS, 507, 4) {
+				t.Errorf("severity %s impact %.1f", f.Severity, f.ImpactMS)
+			}
+			if f.Culprit == nil || f.Culprit.Service != "customer" || f.Culprit.Operation != "SQL SELECT" {
+				t.Errorf("culprit %+v", f.Culprit)
+			}
+			lcNoIndexAdvice(t, f.Fix)
+			if !strings.Contains(f.Fix, "global mutex") || !strings.Contains(f.Title, "behind 9 others") {
+				t.Errorf("fix %q title %q", f.Fix, f.Title)
+			}
+			// One root problem, one finding: the query's own 78 ms is no
+			// slow query.
+			if sq := ofKind(res.Findings, "slow_query"); len(sq) != 0 {
+				t.Errorf("slow_query also fired: %q", sq[0].Title)
+			}
+		})
+	}
+}
+
+func lcNoIndexAdvice(t *testing.T, fix string) {
+	t.Helper()
+	l := strings.ToLower(fix)
+	if strings.Contains(l, "index") || strings.Contains(l, "explain") {
+		t.Errorf("contention fix gives query-plan advice: %q", fix)
+	}
+}
+
+func lcKinds(fs []Finding) []string {
+	out := make([]string, len(fs))
+	for i, f := range fs {
+		out[i] = f.Kind + "/" + string(f.Severity)
+	}
+	return out
+}
+
+func TestLockContentionSeverityByShareOfRequest(t *testing.T) {
+	for _, c := range []struct {
+		name         string
+		acquired     float64 // wait from 13 ms; the span ends at 598
+		want         Severity
+		wantFindings int
+	}{
+		{"most of the request", 520, SeverityCritical, 1},
+		{"a fifth", 180, SeverityWarning, 1},         // 167 ms of 698
+		{"a tenth", 95, SeverityInfo, 1},             // 82 ms: 12 %
+		{"below the floor", 40, "", 0},               // 27 ms: 4 %
+		{"acquired at once", 13.2, "", 0},            // 0.2 ms
+		{"never acquired", 598, SeverityCritical, 1}, // waited to the span end
+	} {
+		t.Run(c.name, func(t *testing.T) {
+			got := NewLockContention().Detect(NewTrace(lcMutexTrace(13, c.acquired, 598)), nil)
+			if len(got) != c.wantFindings {
+				t.Fatalf("findings %d, want %d", len(got), c.wantFindings)
+			}
+			if c.wantFindings > 0 && got[0].Severity != c.want {
+				t.Errorf("severity %s, want %s (%s)", got[0].Severity, c.want, got[0].Title)
+			}
+		})
+	}
+	// A wait event whose acquisition was not recorded lasts to the span end.
+	spans := lcMutexTrace(13, 520, 598)
+	spans[3].Events = spans[3].Events[:1]
+	got := NewLockContention().Detect(NewTrace(spans), nil)
+	if len(got) != 1 || !p1Near(got[0].Evidence.(LockContentionEvidence).WaitMS, 585, 0.1) {
+		t.Errorf("unterminated wait: %+v", got)
+	}
+	// Thresholds are configurable.
+	d := NewLockContention()
+	d.MinWaitMS = 600
+	if got := d.Detect(NewTrace(lcMutexTrace(13, 520, 598)), nil); len(got) != 0 {
+		t.Errorf("raised floor still fires: %q", got[0].Title)
+	}
+}
+
+func TestLockContentionEventWording(t *testing.T) {
+	for _, c := range []struct {
+		wait, acquired, resource string
+		found                    bool
+	}{
+		{"Waiting for lock behind 9 transactions", "Acquired lock with 9 transactions waiting behind", "lock", true},
+		{"waiting for connection from pool", "connection acquired", "connection_pool", true},
+		{"semaphore.wait", "semaphore.acquired", "semaphore", true},
+		{"queued: 14 requests ahead", "dequeued", "queue", true},
+		{"mutex contended", "mutex locked", "lock", true},
+		{"cache blocked on clock skew", "unblocked", "", false}, // no lock: "blocked", "clock" are other words
+		{"retrying after backoff", "done", "", false},
+	} {
+		res, wait, _ := classifyText(c.wait)
+		if c.found != (wait && res == c.resource) {
+			t.Errorf("%q: resource %q wait %v, want %q %v", c.wait, res, wait, c.resource, c.found)
+		}
+	}
+	if n := firstInt(aheadRe, "queued: 14 requests ahead"); n != 14 {
+		t.Errorf("waiters ahead %d", n)
+	}
+}
+
+func TestLockContentionPoolWaitAttributes(t *testing.T) {
+	req := func(attrs ...model.Attr) []model.Span {
+		q := p1Span(3, 2, "orders", "SELECT orders", model.KindClient, 2, 402, append([]model.Attr{
+			{Key: "db.system.name", Value: model.Str("postgresql")},
+			{Key: "db.query.text", Value: model.Str("SELECT * FROM orders WHERE id = 7")}}, attrs...)...)
+		return []model.Span{
+			p1Span(1, 0, "orders", "GET /orders/{id}", model.KindServer, 0, 500),
+			p1Span(2, 1, "orders", "OrderRepository.find", model.KindInternal, 1, 480),
+			q,
+		}
+	}
+	for _, c := range []struct {
+		name   string
+		attrs  []model.Attr
+		waitMS float64
+	}{
+		{"semconv seconds", []model.Attr{{Key: "db.client.connection.pool.name", Value: model.Str("HikariPool-1")},
+			{Key: "db.client.connection.wait_time", Value: model.Float(0.32)}}, 320},
+		{"older semconv ms", []model.Attr{{Key: "db.client.connections.pool.name", Value: model.Str("HikariPool-1")},
+			{Key: "db.client.connections.wait_time", Value: model.Int(320)}}, 320},
+		{"unit in the key", []model.Attr{{Key: "pool.wait_ms", Value: model.Str("320")}}, 320},
+		{"lock wait in µs", []model.Attr{{Key: "app.lock.wait_us", Value: model.Int(320000)}}, 320},
+	} {
+		t.Run(c.name, func(t *testing.T) {
+			res := Analyze(req(c.attrs...), Options{})
+			got := ofKind(res.Findings, "lock_contention")
+			if len(got) != 1 {
+				t.Fatalf("findings %v", lcKinds(res.Findings))
+			}
+			ev := got[0].Evidence.(LockContentionEvidence)
+			if ev.Mechanism != "attributes" || !p1Near(ev.WaitMS, c.waitMS, 0.1) || got[0].Severity != SeverityCritical ||
+				got[0].Culprit == nil || got[0].Culprit.Service != "orders" {
+				t.Errorf("evidence %+v severity %s culprit %+v", ev, got[0].Severity, got[0].Culprit)
+			}
+			lcNoIndexAdvice(t, got[0].Fix)
+			if len(ofKind(res.Findings, "slow_query")) != 0 {
+				t.Error("slow_query fired for a query that mostly waited for a connection")
+			}
+		})
+	}
+	// A unitless non-standard key is not guessed at, nor is a tiny wait.
+	for _, attrs := range [][]model.Attr{
+		{{Key: "pool.wait", Value: model.Int(320)}},
+		{{Key: "db.client.connection.wait_time", Value: model.Float(0.002)}},
+		{{Key: "db.client.connection.pool.name", Value: model.Str("main")}},
+	} {
+		if got := NewLockContention().Detect(NewTrace(req(attrs...)), nil); len(got) != 0 {
+			t.Errorf("%v: %q", attrs, got[0].Title)
+		}
+	}
+}
+
+// lcPoolTrace: a dispatch request calls customer, then drivers, then asks
+// route for each of n candidates through k workers (each worker takes the
+// next call when its last one ends).
+func lcPoolTrace(n, k int) []model.Span {
+	spans := []model.Span{
+		p1Span(1, 0, "frontend", "GET /dispatch", model.KindServer, 0, 0),
+		p1Span(2, 1, "frontend", "GET", model.KindClient, 1, 61, model.Attr{Key: "http.request.method", Value: model.Str("GET")},
+			model.Attr{Key: "peer.service", Value: model.Str("customer")}),
+		p1Span(3, 1, "frontend", "GET", model.KindClient, 62, 110, model.Attr{Key: "http.request.method", Value: model.Str("GET")},
+			model.Attr{Key: "peer.service", Value: model.Str("driver")}),
+	}
+	free := make([]float64, k)
+	for w := range free {
+		free[w] = 111 + float64(w)*0.1
+	}
+	end := 0.0
+	for i := 0; i < n; i++ {
+		w := 0
+		for j := range free {
+			if free[j] < free[w] {
+				w = j
+			}
+		}
+		d := 40 + float64((i*37)%25)
+		at := free[w]
+		spans = append(spans, p1Span(byte(10+i), 1, "frontend", "GET", model.KindClient, at, at+d,
+			model.Attr{Key: "http.request.method", Value: model.Str("GET")}, model.Attr{Key: "peer.service", Value: model.Str("route")},
+			model.Attr{Key: "url.full", Value: model.Str(fmt.Sprintf("http://route:8083/route?pickup=1,2&dropoff=%d,3", i))}))
+		free[w] = at + d + 0.1
+		end = max(end, at+d)
+	}
+	spans[0].EndUnixNano = lcBase + uint64((end+3)*1e6)
+	return spans
+}
+
+func TestLockContentionPoolStarvedFanOut(t *testing.T) {
+	for name, real := range lcRealTimings {
+		t.Run(name, func(t *testing.T) {
+			got := NewLockContention().Detect(NewTrace(real(lcPoolTrace(10, 3))), nil)
+			if len(got) != 1 {
+				t.Fatalf("findings %d, want 1", len(got))
+			}
+			f := got[0]
+			ev := f.Evidence.(LockContentionEvidence)
+			if ev.Mechanism != "pool_fan_out" || ev.Pool == nil || ev.Pool.Calls != 10 || ev.Pool.Concurrency != 3 ||
+				ev.Pool.QueuedCalls < 6 || ev.Pool.Target != "route" {
+				t.Fatalf("evidence %+v pool %+v", ev, ev.Pool)
+			}
+			if !strings.Contains(f.Title, "worker pool of 3 for 10 calls") || f.Culprit == nil ||
+				f.Culprit.Service != "frontend" || f.Culprit.Operation != "GET /dispatch" {
+				t.Errorf("title %q culprit %+v", f.Title, f.Culprit)
+			}
+			// Unbounded, the 10 calls take as long as the longest (64 ms);
+			// through 3 workers ~ 4 rounds: the difference is the wait.
+			if ev.WaitMS < 120 || ev.WaitMS > 170 || ev.RequestSharePct < 35 || f.Severity != SeverityWarning {
+				t.Errorf("wait %.1f ms, %.1f%% of the request, severity %s", ev.WaitMS, ev.RequestSharePct, f.Severity)
+			}
+			if ev.Pool.TotalQueueMS <= ev.WaitMS {
+				t.Errorf("total queue %.1f ms must exceed the wall-clock wait %.1f", ev.Pool.TotalQueueMS, ev.WaitMS)
+			}
+			if !strings.Contains(f.Fix, "worker pool to at least 10") {
+				t.Errorf("fix %q", f.Fix)
+			}
+			lcNoIndexAdvice(t, f.Fix)
+		})
+	}
+}
+
+func TestLockContentionPoolOfWrappedTasks(t *testing.T) {
+	// Each pooled task opens its own span around the HTTP call.
+	spans := lcPoolTrace(10, 3)
+	n := len(spans)
+	for i := 3; i < n; i++ {
+		w := spans[i]
+		w.SpanID[6], w.Name, w.Kind, w.Attrs = 2, "route.FindRoute", model.KindInternal, nil
+		spans[i].ParentSpanID = w.SpanID
+		spans[i].StartUnixNano += 300e3 // the call starts inside its wrapper
+		spans = append(spans, w)
+	}
+	got := NewLockContention().Detect(NewTrace(roundToMillis(spans)), nil)
+	if len(got) != 1 {
+		t.Fatalf("findings %d", len(got))
+	}
+	ev := got[0].Evidence.(LockContentionEvidence)
+	if ev.Pool.Calls != 10 || ev.Pool.Concurrency != 3 || ev.Pool.Target != "route" || got[0].Culprit.Service != "frontend" {
+		t.Errorf("pool %+v culprit %+v", ev.Pool, got[0].Culprit)
+	}
+}
+
+func TestLockContentionSharedPoolLeadingWait(t *testing.T) {
+	// Other requests hold the shared workers: the first route call starts
+	// 150 ms after the driver call returned, nothing running meanwhile.
+	spans := lcPoolTrace(10, 3)
+	for i := 3; i < len(spans); i++ {
+		spans[i].StartUnixNano += 150e6
+		spans[i].EndUnixNano += 150e6
+	}
+	spans[0].EndUnixNano += 150e6
+	for name, real := range lcRealTimings {
+		got := NewLockContention().Detect(NewTrace(real(spans)), nil)
+		if len(got) != 1 {
+			t.Fatalf("%s: findings %d", name, len(got))
+		}
+		ev := got[0].Evidence.(LockContentionEvidence)
+		if !p1Near(ev.Pool.LeadingWaitMS, 151, 5) || ev.WaitMS < 270 || got[0].Severity != SeverityCritical {
+			t.Errorf("%s: leading %.1f wait %.1f severity %s", name, ev.Pool.LeadingWaitMS, ev.WaitMS, got[0].Severity)
+		}
+	}
+}
+
+func TestLockContentionPoolLookAlikes(t *testing.T) {
+	cases := map[string][]model.Span{
+		"pool as large as the fan-out": lcPoolTrace(10, 10),
+		"sequential loop":              lcPoolTrace(10, 1),
+		"fewer calls than workers":     lcPoolTrace(3, 3),
+	}
+	// A sequential loop with one call overlapping its neighbour is no
+	// pool of 2.
+	loop := lcPoolTrace(10, 1)
+	loop[6].StartUnixNano -= 20e6
+	cases["loop with one overlap"] = loop
+	for name, spans := range cases {
+		for tname, real := range lcRealTimings {
+			if got := NewLockContention().Detect(NewTrace(real(spans)), nil); len(got) != 0 {
+				t.Errorf("%s/%s: %q", name, tname, got[0].Title)
+			}
+		}
+	}
+}
+
+func TestLockContentionFixtures(t *testing.T) {
+	files, _ := filepath.Glob(filepath.Join("..", "..", "testdata", "traces", "lock_contention", "*.json"))
+	checks := map[string]func(t *testing.T, f Finding, ev LockContentionEvidence){
+		"positive-inventory-global-mutex": func(t *testing.T, f Finding, ev LockContentionEvidence) {
+			if ev.Resource != "lock" || ev.WaitersAhead != 7 || ev.WaitersBehind != 3 || !p1Near(ev.WaitMS, 657.5, 0.2) ||
+				f.Severity != SeverityCritical || f.Culprit.Service != "inventory-service" {
+				t.Errorf("evidence %+v severity %s culprit %+v", ev, f.Severity, f.Culprit)
+			}
+		},
+		"positive-hikari-pool-exhausted": func(t *testing.T, f Finding, ev LockContentionEvidence) {
+			if ev.Resource != "connection_pool" || ev.PoolName != "HikariPool-1" || !p1Near(ev.WaitMS, 424.9, 0.1) ||
+				f.Severity != SeverityCritical || !strings.Contains(f.Fix, "pool") {
+				t.Errorf("evidence %+v severity %s fix %q", ev, f.Severity, f.Fix)
+			}
+		},
+		"positive-route-worker-pool-of-3": func(t *testing.T, f Finding, ev LockContentionEvidence) {
+			if ev.Pool == nil || ev.Pool.Calls != 10 || ev.Pool.Concurrency != 3 || ev.Pool.Target != "route-service" ||
+				f.Culprit.Service != "dispatch-api" || ev.RequestSharePct < 40 {
+				t.Errorf("evidence %+v pool %+v culprit %+v", ev, ev.Pool, f.Culprit)
+			}
+		},
+	}
+	checks["positive-hotrod-shaped-dispatch"] = func(t *testing.T, f Finding, ev LockContentionEvidence) {
+		switch ev.Mechanism {
+		case "span_events":
+			if f.Culprit.Service != "customer" || f.Culprit.Operation != "SQL SELECT" || ev.WaitersAhead != 4 ||
+				!p1Near(ev.WaitMS, 310.7, 0.2) || f.Severity != SeverityWarning {
+				t.Errorf("lock: evidence %+v severity %s culprit %+v", ev, f.Severity, f.Culprit)
+			}
+		case "pool_fan_out":
+			if ev.Pool.Calls != 10 || ev.Pool.Concurrency != 3 || f.Culprit.Service != "frontend" || ev.RequestSharePct < 10 {
+				t.Errorf("pool: evidence %+v pool %+v", ev, ev.Pool)
+			}
+		default:
+			t.Errorf("unexpected %s finding %q", ev.Mechanism, f.Title)
+		}
+	}
+	var pos, healthy int
+	for _, path := range files {
+		base := strings.TrimSuffix(filepath.Base(path), ".json")
+		positive := strings.HasPrefix(base, "positive-")
+		if positive {
+			pos++
+		} else {
+			healthy++
+		}
+		t.Run(base, func(t *testing.T) {
+			tr := p1LoadFixture(t, path)
+			all := p1RunAll(tr, &Env{History: NoHistory{}})
+			got := p1OfKind(all, "lock_contention")
+			if !positive {
+				if len(got) > 0 {
+					t.Fatalf("healthy look-alike produced %q", got[0].Title)
+				}
+				return
+			}
+			want := 1
+			if base == "positive-hotrod-shaped-dispatch" {
+				want = 2 // the lock and the pool
+			}
+			if len(got) != want {
+				t.Fatalf("%d lock_contention findings, want %d; kinds %v", len(got), want, lcKinds(all))
+			}
+			for _, f := range got {
+				p1CheckCommon(t, tr, f)
+				lcNoIndexAdvice(t, f.Fix)
+				checks[base](t, f, f.Evidence.(LockContentionEvidence))
+			}
+			if sq := p1OfKind(all, "slow_query"); len(sq) > 0 {
+				t.Errorf("slow_query fired beside lock_contention: %q", sq[0].Title)
+			}
+		})
+	}
+	if pos < 3 || healthy < 3 {
+		t.Errorf("%d positive and %d healthy fixtures", pos, healthy)
+	}
+}
+
+// HotROD-style spans: no db.system (peer.service and sql.query only), and
+// the lock events as Jaeger stores OpenTracing logs (the text in an
+// "event" field).
+func TestLockContentionJaegerLogEvents(t *testing.T) {
+	spans := lcMutexTrace(13, 520, 598)
+	q := &spans[3]
+	q.Attrs = model.Attrs{{Key: "peer.service", Value: model.Str("mysql")},
+		{Key: "sql.query", Value: model.Str("SELECT * FROM customer WHERE customer_id=392")}}
+	q.Events = []model.Event{
+		lcEvent(13, "log", model.Attr{Key: "event", Value: model.Str("Waiting for lock behind 4 transactions")},
+			model.Attr{Key: "blockers", Value: model.Str("[1 2 3 4]")}),
+		lcEvent(520, "", model.Attr{Key: "event", Value: model.Str("Acquired lock with 0 transactions waiting behind")}),
+	}
+	got := NewLockContention().Detect(NewTrace(spans), nil)
+	if len(got) != 1 {
+		t.Fatalf("findings %d", len(got))
+	}
+	ev := got[0].Evidence.(LockContentionEvidence)
+	if ev.WaitersAhead != 4 || !p1Near(ev.WaitMS, 507, 0.1) || got[0].Culprit.Operation != "SQL SELECT" ||
+		!strings.Contains(got[0].Title, "behind 4 others") {
+		t.Errorf("evidence %+v title %q", ev, got[0].Title)
+	}
+}
+
+func TestLockContentionConfigurable(t *testing.T) {
+	ds, err := LoadDetectorConfig([]byte("lock_contention: {min_wait_ms: 50, min_pool_calls: 6, handoff_tolerance_ms: 5}\nslow_query: {failed_factor: 20}\n"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, d := range ds {
+		switch x := d.(type) {
+		case *LockContention:
+			if x.MinWaitMS != 50 || x.MinPoolCalls != 6 || x.HandoffToleranceMS != 5 || x.CriticalShare != 0.5 {
+				t.Errorf("lock_contention %+v", x)
+			}
+		case *SlowQuery:
+			if x.FailedFactor != 20 || x.MinDurationMS != 100 {
+				t.Errorf("slow_query %+v", x)
+			}
+		}
+	}
+	if _, err := LoadDetectorConfig([]byte("lock_contention: {min_wait: 5}")); err == nil {
+		t.Error("unknown field accepted")
+	}
+}

@@ -1,0 +1,257 @@
+package analyze
+
+import (
+	"regexp"
+	"sort"
+	"strconv"
+	"strings"
+
+	"github.com/tracedx/tracedx/internal/model"
+)
+
+// What a span itself says about waiting: span events ("Waiting for lock
+// behind 9 transactions" ... "Acquired lock with 9 transactions waiting
+// behind") and attributes (db.client.connection.wait_time, pool.wait_ms).
+// slow_query reads the same evidence so a query that only queued for a lock
+// or a connection is not sent to EXPLAIN.
+
+// spanWait is one stretch of a span spent waiting for a shared resource.
+type spanWait struct {
+	start, end uint64
+	// resource is "lock", "semaphore", "connection_pool", "worker_pool",
+	// "pool" or "queue".
+	resource string
+	// source is "span_events" or "attributes".
+	source        string
+	waitersAhead  int
+	waitersBehind int
+	waitEvent     string
+	acquiredEvent string
+	attribute     string
+	poolName      string
+}
+
+// resourceWords maps words of event names and attribute keys to the kind of
+// resource waited for. Whole words only: "blocked" or "clock" are no lock.
+var resourceWords = map[string]string{
+	"lock": "lock", "locks": "lock", "mutex": "lock", "latch": "lock", "rwlock": "lock",
+	"semaphore": "semaphore", "permit": "semaphore", "permits": "semaphore",
+	"connection": "connection_pool", "connections": "connection_pool", "conn": "connection_pool",
+	"worker": "worker_pool", "workers": "worker_pool", "thread": "worker_pool", "threads": "worker_pool",
+	"pool": "pool", "queue": "queue", "queued": "queue",
+}
+
+// resourceRank breaks ties when a text names several: "connection pool"
+// is a connection pool, "lock queue" is a lock.
+var resourceRank = map[string]int{"lock": 5, "semaphore": 4, "connection_pool": 3, "worker_pool": 2, "pool": 1, "queue": 0}
+
+var (
+	waitWords    = map[string]bool{"wait": true, "waiting": true, "waited": true, "waits": true, "queued": true, "blocked": true, "contended": true}
+	acquireWords = map[string]bool{"acquired": true, "obtained": true, "granted": true, "got": true, "locked": true, "checked": true}
+	behindRe     = regexp.MustCompile(`behind (\d+)`)
+	aheadRe      = regexp.MustCompile(`(\d+) (?:transactions|waiters|requests|callers|others|sessions)(?: are)? (?:ahead|queued|waiting)(?: ahead| before)?\b`)
+	waitBehindRe = regexp.MustCompile(`(\d+) (?:transactions|waiters|requests|callers|others|sessions) waiting behind`)
+)
+
+func textWords(s string) []string {
+	return strings.FieldsFunc(strings.ToLower(s), func(r rune) bool {
+		return (r < 'a' || r > 'z') && (r < '0' || r > '9')
+	})
+}
+
+// waitHints are the word stems without which a text cannot speak of
+// waiting for or acquiring something: a cheap test before splitting words,
+// since every span event and attribute key passes here.
+var waitHints = []string{"wait", "queue", "block", "contend", "acquir", "obtain", "grant", "got", "lock", "check"}
+
+func mayTalkOfWaiting(s string) bool {
+	l := strings.ToLower(s) // no allocation when s is lower-case already
+	for _, h := range waitHints {
+		if strings.Contains(l, h) {
+			return true
+		}
+	}
+	return false
+}
+
+// classifyText says whether s speaks of waiting for, or having acquired, a
+// shared resource, and which.
+func classifyText(s string) (resource string, wait, acquired bool) {
+	if !mayTalkOfWaiting(s) {
+		return "", false, false
+	}
+	best := -1
+	for _, w := range textWords(s) {
+		if r, ok := resourceWords[w]; ok && resourceRank[r] > best {
+			resource, best = r, resourceRank[r]
+		}
+		acquired = acquired || acquireWords[w]
+		wait = wait || waitWords[w]
+	}
+	if resource == "" {
+		return "", false, false
+	}
+	if acquired {
+		// "Acquired lock with 9 transactions waiting behind" ends a wait.
+		wait = false
+	}
+	return resource, wait, acquired
+}
+
+// eventText is an event's name plus the message attributes bridges put the
+// text in (OpenTracing logs arrive as event attributes "event"/"message").
+func eventText(e *model.Event) string {
+	txt := e.Name
+	if v := e.Attrs.Str("event", "message", "log.message", "body"); v != "" && v != e.Name {
+		txt += " " + v
+	}
+	return txt
+}
+
+func firstInt(re *regexp.Regexp, s string) int {
+	m := re.FindStringSubmatch(strings.ToLower(s))
+	if m == nil {
+		return 0
+	}
+	n, _ := strconv.Atoi(m[1])
+	return n
+}
+
+// eventWaits pairs wait events with the acquired event that ends them; a
+// wait nothing ends lasts to the span end (the span gave up or the
+// acquisition was not recorded).
+func eventWaits(s *model.Span) []spanWait {
+	if len(s.Events) == 0 {
+		return nil
+	}
+	evs := make([]*model.Event, 0, len(s.Events))
+	for i := range s.Events {
+		evs = append(evs, &s.Events[i])
+	}
+	sort.SliceStable(evs, func(i, j int) bool { return evs[i].TimeUnixNano < evs[j].TimeUnixNano })
+	var out []spanWait
+	var open *spanWait
+	for _, e := range evs {
+		txt := eventText(e)
+		res, wait, acq := classifyText(txt)
+		switch {
+		case wait && open == nil:
+			open = &spanWait{start: e.TimeUnixNano, resource: res, source: "span_events", waitEvent: clipText(txt, 200)}
+			open.waitersAhead = max(firstInt(behindRe, txt), firstInt(aheadRe, txt))
+		case acq && open != nil:
+			open.end = e.TimeUnixNano
+			open.acquiredEvent = clipText(txt, 200)
+			open.waitersBehind = firstInt(waitBehindRe, txt)
+			out = append(out, *open)
+			open = nil
+		}
+	}
+	if open != nil {
+		open.end = s.EndUnixNano
+		out = append(out, *open)
+	}
+	for i := range out {
+		w := &out[i]
+		w.start = min(max(w.start, s.StartUnixNano), s.EndUnixNano)
+		w.end = min(max(w.end, w.start), s.EndUnixNano)
+	}
+	return out
+}
+
+// waitAttrUnits are the well-known wait-time attributes without a unit in
+// their name: the semantic-convention pool metrics, sometimes copied onto
+// spans (new name in seconds, the older one in milliseconds).
+var waitAttrUnits = map[string]float64{
+	"db.client.connection.wait_time":  1e9,
+	"db.client.connections.wait_time": 1e6,
+}
+
+var poolNameKeys = []string{"db.client.connection.pool.name", "db.client.connections.pool.name", "pool.name", "db.pool.name"}
+
+// unitOf reads the unit from a key's suffix ("pool.wait_ms",
+// "lock_wait_seconds"); 0 when the key names no unit.
+func unitOf(key string) float64 {
+	k := strings.ToLower(key)
+	for _, u := range []struct {
+		suffixes []string
+		ns       float64
+	}{
+		{[]string{"_ms", ".ms", "_millis", "_milliseconds", ".milliseconds"}, 1e6},
+		{[]string{"_us", ".us", "_micros", "_microseconds"}, 1e3},
+		{[]string{"_ns", ".ns", "_nanos", "_nanoseconds"}, 1},
+		{[]string{"_s", ".s", "_sec", "_secs", "_seconds", ".seconds"}, 1e9},
+	} {
+		for _, sfx := range u.suffixes {
+			if strings.HasSuffix(k, sfx) {
+				return u.ns
+			}
+		}
+	}
+	return 0
+}
+
+// attrWait reads a pool, lock or queue wait time from span attributes. The
+// wait is placed at the span start: acquiring comes before the work.
+func attrWait(s *model.Span) (spanWait, bool) {
+	var best spanWait
+	var bestNS float64
+	for _, a := range s.Attrs {
+		ns, known := waitAttrUnits[a.Key]
+		res := "connection_pool"
+		if !known {
+			r, wait, acq := classifyText(a.Key)
+			if r == "" || (!wait && !acq && !strings.Contains(strings.ToLower(a.Key), "acquire")) {
+				continue
+			}
+			if ns = unitOf(a.Key); ns == 0 {
+				continue
+			}
+			res = r
+		}
+		v, ok := a.Value.AsFloat()
+		if !ok || v <= 0 {
+			continue
+		}
+		if d := v * ns; d > bestNS {
+			bestNS = d
+			best = spanWait{resource: res, source: "attributes", attribute: a.Key}
+		}
+	}
+	if bestNS == 0 {
+		return spanWait{}, false
+	}
+	best.poolName = s.Attrs.Str(poolNameKeys...)
+	best.start = s.StartUnixNano
+	best.end = min(s.StartUnixNano+uint64(bestNS), s.EndUnixNano)
+	return best, best.end > best.start
+}
+
+// spanWaits is what the span says it waited for: its events when they
+// speak of waiting, else its wait-time attributes.
+func spanWaits(s *model.Span) []spanWait {
+	if ws := eventWaits(s); len(ws) > 0 {
+		return ws
+	}
+	if w, ok := attrWait(s); ok {
+		return []spanWait{w}
+	}
+	return nil
+}
+
+// waitedNS sums the waits' length.
+func waitedNS(ws []spanWait) uint64 {
+	var total uint64
+	for _, w := range ws {
+		total += w.end - w.start
+	}
+	return total
+}
+
+// waitsOnPath is the critical-path time inside the waits.
+func waitsOnPath(t *Trace, n *Node, ws []spanWait) uint64 {
+	var total uint64
+	for _, w := range ws {
+		total += critWithin(t, n, w.start, w.end)
+	}
+	return total
+}
