@@ -91,7 +91,6 @@ func (e *Engine) TracePage(ctx context.Context, id model.TraceID, hint store.Tim
 // blocks.
 func (e *Engine) traceSources(id model.TraceID, hint store.TimeRange) ([]spanSource, func()) {
 	var sources []spanSource
-	var hits []blockHit
 	e.mu.RLock()
 	// Head buffers grow under the lock; a copy of the bytes is read after.
 	if t := e.head.get(id); t != nil {
@@ -102,15 +101,7 @@ func (e *Engine) traceSources(id model.TraceID, hint store.TimeRange) ([]spanSou
 			sources = append(sources, framedSource(bytes.Clone(t.buf)))
 		}
 	}
-	for _, b := range e.blocks {
-		if !hint.Overlaps(b.meta.MinTime, b.meta.MaxTime) {
-			continue
-		}
-		if i := b.idx.find(id); i >= 0 {
-			b.acquire()
-			hits = append(hits, blockHit{b, i})
-		}
-	}
+	hits := e.blockHits(id, hint)
 	e.mu.RUnlock()
 	for _, h := range hits {
 		sources = append(sources, h.b.traceSource(h.i))

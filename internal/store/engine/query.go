@@ -29,15 +29,7 @@ func (e *Engine) Trace(ctx context.Context, id model.TraceID, hint store.TimeRan
 			spans, derr = decodeFramed(t.buf, spans)
 		}
 	}
-	for _, b := range e.blocks {
-		if !hint.Overlaps(b.meta.MinTime, b.meta.MaxTime) {
-			continue
-		}
-		if i := b.idx.find(id); i >= 0 {
-			b.acquire()
-			hits = append(hits, blockHit{b, i})
-		}
-	}
+	hits = e.blockHits(id, hint)
 	e.mu.RUnlock()
 	defer releaseHits(hits)
 	if derr != nil {
@@ -63,6 +55,22 @@ func (e *Engine) Trace(ctx context.Context, id model.TraceID, hint store.TimeRan
 type blockHit struct {
 	b *block
 	i int
+}
+
+// blockHits finds the blocks holding spans of a trace and acquires them;
+// the caller holds e.mu and releases the hits.
+func (e *Engine) blockHits(id model.TraceID, hint store.TimeRange) []blockHit {
+	var hits []blockHit
+	for _, b := range e.blocks {
+		if !hint.Overlaps(b.meta.MinTime, b.meta.MaxTime) {
+			continue
+		}
+		if i := b.idx.find(id); i >= 0 {
+			b.acquire()
+			hits = append(hits, blockHit{b, i})
+		}
+	}
+	return hits
 }
 
 func releaseHits(hs []blockHit) {
