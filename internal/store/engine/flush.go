@@ -457,6 +457,13 @@ func (e *Engine) completePending(ctx context.Context) {
 			// completes it.
 			continue
 		}
+		if len(p.parts) == 0 && !p.older && e.wants(id, p.flags) {
+			// Its cut registered it but has not handed its spans to the
+			// cold tier yet (keepCold runs after the registration, and on
+			// a starved CPU the trace can go idle meanwhile): the next
+			// pass takes it. Taking it now completed it from no parts.
+			break
+		}
 		delete(e.pending, id)
 		switch {
 		case !e.wants(id, p.flags):
