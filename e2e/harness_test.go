@@ -97,9 +97,10 @@ type tracedxServer struct {
 // loopback port. Ports are chosen by the kernel (":0") and read back from
 // the server's "tracedx ready" log line, so there is no window in which
 // another process could take a port picked in advance.
-func startTracedx(dataDir string) (*tracedxServer, error) {
+// Flags in extra come last and so win over these.
+func startTracedx(dataDir string, extra ...string) (*tracedxServer, error) {
 	const loopback = "127.0.0.1:0"
-	cmd := exec.Command(tracedxBin, "serve",
+	args := []string{"serve",
 		"--data-dir", dataDir,
 		"--otlp-grpc-addr", loopback,
 		"--otlp-http-addr", loopback,
@@ -107,7 +108,8 @@ func startTracedx(dataDir string) (*tracedxServer, error) {
 		"--http-addr", loopback,
 		"--tempo-addr", loopback,
 		"--trace-idle-timeout", "2s",
-	)
+	}
+	cmd := exec.Command(tracedxBin, append(args, extra...)...)
 	stderr, err := cmd.StderrPipe()
 	if err != nil {
 		return nil, err

@@ -1,18 +1,17 @@
 package cli
 
 import (
-	"bytes"
 	"encoding/json"
-	"errors"
-	"flag"
 	"fmt"
 	"io"
+	"log/slog"
 	"os"
 	"sort"
 	"strings"
 
 	"github.com/tracedx/tracedx/internal/analyze"
 	"github.com/tracedx/tracedx/internal/model"
+	"github.com/tracedx/tracedx/internal/systemic"
 	"github.com/tracedx/tracedx/internal/traceio"
 )
 
@@ -21,45 +20,41 @@ func init() { extraCommands["analyze"] = Analyze }
 // analyzeOutput is the JSON contract of `tracedx analyze --format json`.
 type analyzeOutput struct {
 	Traces []analyze.Result `json:"traces"`
+	// Systemic are the cross-trace findings of all the files together,
+	// detected in trace time (absent when there are none).
+	Systemic []systemic.Finding `json:"systemic,omitempty"`
 }
+
+const analyzeHelp = `Usage: tracedx analyze [flags] FILE...
+
+Diagnoses each trace in the files: critical path, findings (N+1 queries, retry storms, swallowed
+errors, …) and a why chain. Over all the files together it also runs the cross-trace detectors
+(error-rate spikes, latency regressions, missing services, new error types, …) in trace time: the
+traces are replayed in order of start, so a recorded incident gives the findings live ingest gave
+(the detectors want about ten minutes of history before they compare). Files hold OTLP JSON (a
+request, or the Collector file exporter's one request per line), OTLP protobuf, Jaeger JSON, Zipkin
+v2 JSON, Tempo's trace JSON or tracedx's own /api/v1/traces/{id}; the format is detected. '-' reads stdin. Exit status: 0 ok, 1 a --fail-on/--fail-on-severity
+finding exists, 2 bad flags or input.
+
+Flags:
+`
 
 // Analyze runs `tracedx analyze [flags] FILE...`: it diagnoses every trace
 // in the files ('-' reads stdin) and prints the findings. Exit codes: 0 no
 // gate failed, 1 a --fail-on/--fail-on-severity finding exists, 2 bad
 // flags or unreadable input.
 func Analyze(args []string, stdin io.Reader, stdout, stderr io.Writer) int {
-	fs := flag.NewFlagSet("tracedx analyze", flag.ContinueOnError)
-	var help bytes.Buffer
-	fs.SetOutput(&help)
+	cmd := newCommand("analyze", analyzeHelp, stderr)
+	fs, usageErr := cmd.fs, cmd.usageErr
 	format := fs.String("format", "text", "output format: text, json or markdown")
 	failOn := fs.String("fail-on", "", "exit 1 when a finding of one of these kinds exists (comma-separated, e.g. n_plus_one_query,retry_storm)")
 	failSev := fs.String("fail-on-severity", "", "exit 1 when a finding of this severity or worse exists: warning or critical")
 	configPath := fs.String("config", "", "YAML file with detector thresholds per kind (kind: {field: value}, or kind: false to switch it off)")
-	fs.Usage = func() {
-		fmt.Fprint(&help, "Usage: tracedx analyze [flags] FILE...\n\n"+
-			"Diagnoses each trace in the files: critical path, findings (N+1 queries, retry storms, swallowed\n"+
-			"errors, …) and a why chain. Files hold OTLP JSON (a request, or the Collector file exporter's one\n"+
-			"request per line), OTLP protobuf, Jaeger JSON, Zipkin v2 JSON, Tempo's trace JSON or tracedx's own\n"+
-			"/api/v1/traces/{id}; the format is detected. '-' reads stdin. Exit status: 0 ok, 1 a --fail-on/\n"+
-			"--fail-on-severity finding exists, 2 bad flags or input.\n\nFlags:\n")
-		fs.PrintDefaults()
+	if code, done := cmd.parse(args, stdout); done {
+		return code
 	}
-	usageErr := func(format string, a ...any) int {
-		fmt.Fprintf(stderr, "tracedx analyze: "+format+"\n", a...)
-		fmt.Fprint(stderr, "Run 'tracedx analyze --help' for usage.\n")
-		return 2
-	}
-	if err := fs.Parse(args); err != nil {
-		if errors.Is(err, flag.ErrHelp) {
-			fmt.Fprint(stdout, help.String())
-			return 0
-		}
-		return usageErr("%v", err)
-	}
-	switch *format {
-	case "text", "json", "markdown", "md":
-	default:
-		return usageErr("--format must be text, json or markdown, got %q", *format)
+	if code, done := cmd.checkFormat(*format); done {
+		return code
 	}
 	if fs.NArg() == 0 {
 		return usageErr("no input: name one or more trace files, or '-' for stdin")
@@ -139,12 +134,17 @@ func Analyze(args []string, stdin io.Reader, stdout, stderr io.Writer) int {
 	out := analyzeOutput{Traces: make([]analyze.Result, 0, len(traces))}
 	opts := analyze.Options{Detectors: detectors}
 	parents := make([]map[string]string, 0, len(traces))
+	whole := make([][]model.Span, 0, len(traces))
 	for _, tr := range traces {
 		out.Traces = append(out.Traces, analyze.Analyze(tr.Spans, opts))
 		parents = append(parents, parentsOf(tr.Spans))
+		whole = append(whole, tr.Spans)
 	}
 	g := gate{kinds: gateKinds, severity: gateSev, failOn: *failOn, failSev: *failSev}
 	tripped := g.tripped(out.Traces)
+	// The cross-trace detectors run on the traces' own clock, so a
+	// recorded incident gives the findings live ingest gave.
+	out.Systemic = systemic.ReplayTraces(systemic.Config{}, whole, slog.New(slog.NewTextHandler(io.Discard, nil)))
 
 	var err error
 	switch *format {
@@ -154,8 +154,14 @@ func Analyze(args []string, stdin io.Reader, stdout, stderr io.Writer) int {
 		err = enc.Encode(out)
 	case "markdown", "md":
 		err = writeMarkdown(stdout, out.Traces, parents, g, tripped)
+		if err == nil {
+			err = writeSystemic(stdout, out.Systemic, true)
+		}
 	default:
 		err = writeText(stdout, out.Traces, parents, g)
+		if err == nil {
+			err = writeSystemic(stdout, out.Systemic, false)
+		}
 	}
 	if err != nil {
 		fmt.Fprintf(stderr, "tracedx analyze: write output: %v\n", err)
@@ -474,4 +480,35 @@ func pathRows(steps []analyze.PathStep, parents map[string]string) ([]analyze.Pa
 	}
 	walk(-1)
 	return out, len(steps) - len(out)
+}
+
+// writeSystemic prints the cross-trace findings after the traces, with
+// when (in trace time) each was detected and the culprit it names.
+func writeSystemic(w io.Writer, fs []systemic.Finding, md bool) error {
+	if len(fs) == 0 {
+		return nil
+	}
+	var b strings.Builder
+	if md {
+		b.WriteString("\n## Across traces\n\n| detected | severity | kind | finding | culprit |\n|---|---|---|---|---|\n")
+	} else {
+		b.WriteString("\nacross traces (detected in trace time)\n")
+	}
+	for _, f := range fs {
+		culprit := "-"
+		if f.Culprit != nil {
+			culprit = strings.TrimSpace(f.Culprit.Service + " " + f.Culprit.Operation)
+		}
+		at := f.Time.UTC().Format("2006-01-02 15:04:05")
+		if md {
+			fmt.Fprintf(&b, "| %s | %s | `%s` | %s | %s |\n", at, f.Severity, f.Kind, mdCell(f.Title), mdCell(culprit))
+			continue
+		}
+		fmt.Fprintf(&b, "  %s  %-8s %-22s %s\n", at, strings.ToUpper(string(f.Severity)), f.Kind, f.Title)
+		if f.Culprit != nil {
+			fmt.Fprintf(&b, "  %19s  %-8s %-22s culprit: %s (%s)\n", "", "", "", culprit, f.Culprit.Reason)
+		}
+	}
+	_, err := io.WriteString(w, b.String())
+	return err
 }

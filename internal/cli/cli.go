@@ -27,6 +27,8 @@ Usage:
   tracedx serve [flags]            run ingest, storage, analysis, APIs and UI on this machine
   tracedx analyze [flags] FILE...  diagnose trace files (OTLP JSON/protobuf, Jaeger JSON, Zipkin JSON); '-' reads stdin
   tracedx compare [flags] A B      compare two traces, or two groups: --a FILE... --b FILE...
+  tracedx rootcause [flags] --baseline FILE... --incident FILE...
+                                   rank the services most likely to have caused an incident
   tracedx demo [flags]             run tracedx with a simulated shop that produces every incident
   tracedx version                  print the version
   tracedx help [COMMAND]           show help
@@ -86,7 +88,7 @@ func Validate(args []string) error {
 }
 
 // extraCommands are the subcommands that live in their own files
-// (analyze, compare, demo).
+// (analyze, compare, rootcause, demo).
 var extraCommands = map[string]func(args []string, stdin io.Reader, stdout, stderr io.Writer) int{}
 
 func serve(args []string, stdout, stderr io.Writer) int {

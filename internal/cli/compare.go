@@ -1,10 +1,8 @@
 package cli
 
 import (
-	"bytes"
 	"encoding/json"
 	"errors"
-	"flag"
 	"fmt"
 	"io"
 	"sort"
@@ -45,9 +43,8 @@ Flags:
 
 // Compare runs `tracedx compare`; see compareHelp for the semantics.
 func Compare(args []string, stdin io.Reader, stdout, stderr io.Writer) int {
-	fs := flag.NewFlagSet("tracedx compare", flag.ContinueOnError)
-	var help bytes.Buffer
-	fs.SetOutput(&help)
+	cmd := newCommand("compare", compareHelp, stderr)
+	fs, usageErr := cmd.fs, cmd.usageErr
 	var filesA, filesB fileList
 	fs.Var(&filesA, "a", "a file of side A (repeatable; several files may follow one --a)")
 	fs.Var(&filesB, "b", "a file of side B (repeatable; several files may follow one --b)")
@@ -56,26 +53,11 @@ func Compare(args []string, stdin io.Reader, stdout, stderr io.Writer) int {
 	service := fs.String("service", "", "groups: compare from the first span of this service instead of the trace root")
 	operation := fs.String("operation", "", "groups: with --service, the span name of the endpoint")
 	limit := fs.Int("limit", 10, "entries per section")
-	fs.Usage = func() {
-		fmt.Fprint(&help, compareHelp)
-		fs.PrintDefaults()
+	if code, done := cmd.parse(expandSideLists(args), stdout); done {
+		return code
 	}
-	usageErr := func(format string, a ...any) int {
-		fmt.Fprintf(stderr, "tracedx compare: "+format+"\n", a...)
-		fmt.Fprint(stderr, "Run 'tracedx compare --help' for usage.\n")
-		return 2
-	}
-	if err := fs.Parse(expandSideLists(args)); err != nil {
-		if errors.Is(err, flag.ErrHelp) {
-			fmt.Fprint(stdout, help.String())
-			return 0
-		}
-		return usageErr("%v", err)
-	}
-	switch *format {
-	case "text", "json", "markdown", "md":
-	default:
-		return usageErr("--format must be text, json or markdown, got %q", *format)
+	if code, done := cmd.checkFormat(*format); done {
+		return code
 	}
 	switch *mode {
 	case "auto", "traces", "groups":
@@ -185,7 +167,14 @@ func (f *fileList) Set(v string) error {
 // expandSideLists rewrites "--a x y --b z" into "--a x --a y --b z" so a
 // shell glob can follow --a/--b; the flag package alone stops at the
 // second file. A list ends at the next flag or at "--".
-func expandSideLists(args []string) []string {
+func expandSideLists(args []string) []string { return expandFileLists(args, "a", "b") }
+
+// expandFileLists does what expandSideLists does for the named list flags.
+func expandFileLists(args []string, names ...string) []string {
+	isList := map[string]bool{}
+	for _, n := range names {
+		isList[n] = true
+	}
 	out := make([]string, 0, len(args))
 	for i := 0; i < len(args); i++ {
 		arg := args[i]
@@ -194,7 +183,7 @@ func expandSideLists(args []string) []string {
 			return append(out, args[i+1:]...)
 		}
 		name := strings.TrimLeft(arg, "-")
-		if (name != "a" && name != "b") || len(arg)-len(name) > 2 || i+1 >= len(args) {
+		if !isList[name] || len(arg)-len(name) > 2 || i+1 >= len(args) {
 			continue
 		}
 		// The flag's own value, then every further non-flag argument.

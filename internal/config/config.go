@@ -10,6 +10,7 @@ import (
 	"fmt"
 	"io"
 	"os"
+	"strings"
 	"time"
 
 	"gopkg.in/yaml.v3"
@@ -23,6 +24,7 @@ type Config struct {
 	Listen   Listen  `yaml:"listen"`
 	Storage  Storage `yaml:"storage"`
 	Ingest   Ingest  `yaml:"ingest"`
+	Query    Query   `yaml:"query"`
 	// Analysis.Detectors maps a finding kind to its thresholds, e.g.
 	// {n_plus_one_query: {min_count: 8}}. Kept as raw YAML so the analysis
 	// package decodes it into the detector structs.
@@ -34,13 +36,53 @@ type Config struct {
 	Logs Logs `yaml:"logs"`
 	// Admission refuses ingest, retryably, while the server is over a budget.
 	Admission Admission `yaml:"admission"`
-	// Query bounds what one API request may cost.
-	Query Query `yaml:"query"`
 	// MemoryLimit is the soft limit of the Go runtime (debug.SetMemoryLimit)
 	// in bytes: the GC works harder as the process nears it, so RSS stays
 	// close to it instead of at twice the live heap. 0 derives it from
 	// storage.head_max_bytes unless GOMEMLIMIT is set; negative disables it.
 	MemoryLimit int64 `yaml:"memory_limit"`
+	// Alerting evaluates alert rules and notifies Alertmanager and
+	// webhooks (docs/alerting.md).
+	Alerting Alerting `yaml:"alerting"`
+}
+
+// Alerting settings. Rules are kept as raw YAML so the alerting package
+// decodes and validates them.
+type Alerting struct {
+	Enabled bool `yaml:"enabled"`
+	// Interval between rule evaluations.
+	Interval time.Duration `yaml:"interval"`
+	// ResendInterval between sends of a firing alert to Alertmanager.
+	ResendInterval time.Duration `yaml:"resend_interval"`
+	// DefaultRules adds the built-in rules (critical findings,
+	// cross-trace findings, SLO burn) to the configured ones.
+	DefaultRules bool      `yaml:"default_rules"`
+	Rules        yaml.Node `yaml:"rules"`
+	// RulesFile holds more rules ({rules: [...]}); --alert-rules.
+	RulesFile        string         `yaml:"rules_file"`
+	AlertmanagerURLs []string       `yaml:"alertmanager_urls"`
+	Webhooks         []AlertWebhook `yaml:"webhooks"`
+	// ExternalURL is the base of the UI links in alerts ("": the
+	// http listen address).
+	ExternalURL string `yaml:"external_url"`
+	// QueueSize bounds the notification batches waiting per receiver.
+	QueueSize int `yaml:"queue_size"`
+}
+
+// AlertWebhook is a generic JSON webhook; with a secret each call carries
+// an HMAC-SHA256 signature header.
+type AlertWebhook struct {
+	URL    string `yaml:"url"`
+	Secret string `yaml:"secret"`
+}
+
+// stringList is a repeatable flag.
+type stringList []string
+
+func (l *stringList) String() string { return fmt.Sprint([]string(*l)) }
+func (l *stringList) Set(v string) error {
+	*l = append(*l, v)
+	return nil
 }
 
 // Listen addresses. Defaults bind loopback only; an empty address disables
@@ -52,6 +94,11 @@ type Listen struct {
 	// HTTP serves the UI, /api/v1, the Jaeger APIs and /metrics.
 	HTTP  string `yaml:"http"`
 	Tempo string `yaml:"tempo"`
+	// AllowedHosts are the host names the UI and query APIs answer to
+	// besides the listen addresses' hosts, localhost and the loopback
+	// addresses; "*" allows any. A request naming another Host is refused,
+	// so a web page cannot reach a local instance through DNS rebinding.
+	AllowedHosts []string `yaml:"allowed_hosts"`
 }
 
 // Storage settings of the embedded engine.
@@ -67,6 +114,37 @@ type Ingest struct {
 	MaxRequestBytes    int64 `yaml:"max_request_bytes"`
 	MaxAttributes      int   `yaml:"max_attributes_per_span"`
 	MaxSpansPerRequest int   `yaml:"max_spans_per_request"`
+	MaxEventsPerSpan   int   `yaml:"max_events_per_span"`
+	MaxLinksPerSpan    int   `yaml:"max_links_per_span"`
+	// MaxAttributeDepth: arrays and maps nested deeper inside one
+	// attribute value are cut (requests nested deeper than 128 levels are
+	// refused before decoding).
+	MaxAttributeDepth      int `yaml:"max_attribute_depth"`
+	MaxAttributeValueBytes int `yaml:"max_attribute_value_bytes"`
+	// MaxSpansPerTrace bounds the spans of one trace within one request.
+	MaxSpansPerTrace int           `yaml:"max_spans_per_trace"`
+	MaxSpanDuration  time.Duration `yaml:"max_span_duration"`
+	// DedupWindowSpans is how many recently accepted spans are remembered
+	// so that a client's retry is not stored twice (-1: only within a request).
+	DedupWindowSpans int `yaml:"dedup_window_spans"`
+}
+
+// Query limits of the query APIs: TraceQL (Tempo API) and /api/v1.
+type Query struct {
+	// Timeout is the time budget of one query request: a TraceQL query is
+	// answered 422 beyond it, a trace or analysis of /api/v1 503, both with
+	// the reason.
+	Timeout time.Duration `yaml:"timeout"`
+	// MaxRegexBytes and MaxRegexInstructions bound one regular expression
+	// (its text and its compiled program).
+	MaxRegexBytes        int `yaml:"max_regex_bytes"`
+	MaxRegexInstructions int `yaml:"max_regex_instructions"`
+	// MaxTraceSpans is the largest page of spans GET /api/v1/traces/{id}
+	// returns (the rest with ?offset=).
+	MaxTraceSpans int `yaml:"max_trace_spans"`
+	// MaxAnalysisSpans: GET /api/v1/traces/{id}/analysis of a larger trace
+	// is refused with 422 (its background findings stay available).
+	MaxAnalysisSpans int `yaml:"max_analysis_spans"`
 }
 
 // Analysis settings: the per-trace detectors run on every completed trace.
@@ -150,30 +228,18 @@ type Admission struct {
 	RetryAfter time.Duration `yaml:"retry_after"`
 }
 
-// Query limits of the HTTP APIs.
-type Query struct {
-	// MaxTraceSpans is the largest page of spans GET /api/v1/traces/{id}
-	// returns (the rest with ?offset=).
-	MaxTraceSpans int `yaml:"max_trace_spans"`
-	// MaxAnalysisSpans: GET /api/v1/traces/{id}/analysis of a larger trace
-	// is refused with 422 (its background findings stay available).
-	MaxAnalysisSpans int `yaml:"max_analysis_spans"`
-	// Timeout bounds one API request; beyond it the request is answered
-	// 503 with the reason.
-	Timeout time.Duration `yaml:"timeout"`
-}
-
 // Default returns a configuration that works with no file and no flags.
 func Default() Config {
 	return Config{
 		DataDir:  "./tracedx-data",
 		LogLevel: "info",
 		Listen: Listen{
-			OTLPGRPC: "127.0.0.1:4317",
-			OTLPHTTP: "127.0.0.1:4318",
-			Zipkin:   "127.0.0.1:9411",
-			HTTP:     "127.0.0.1:16686",
-			Tempo:    "127.0.0.1:3200",
+			OTLPGRPC:     "127.0.0.1:4317",
+			OTLPHTTP:     "127.0.0.1:4318",
+			Zipkin:       "127.0.0.1:9411",
+			HTTP:         "127.0.0.1:16686",
+			Tempo:        "127.0.0.1:3200",
+			AllowedHosts: []string{},
 		},
 		Storage: Storage{
 			Retention:        7 * 24 * time.Hour,
@@ -181,15 +247,24 @@ func Default() Config {
 			HeadMaxBytes:     128 << 20,
 		},
 		Ingest: Ingest{
-			MaxRequestBytes:    16 << 20,
-			MaxAttributes:      1024,
-			MaxSpansPerRequest: 100_000,
+			MaxRequestBytes:        16 << 20,
+			MaxAttributes:          128,
+			MaxSpansPerRequest:     100_000,
+			MaxEventsPerSpan:       128,
+			MaxLinksPerSpan:        128,
+			MaxAttributeDepth:      32,
+			MaxAttributeValueBytes: 64 << 10,
+			MaxSpansPerTrace:       100_000,
+			MaxSpanDuration:        24 * time.Hour,
+			DedupWindowSpans:       1 << 18,
 		},
+		Query: Query{Timeout: 30 * time.Second, MaxRegexBytes: 1024, MaxRegexInstructions: 5000,
+			MaxTraceSpans: 10_000, MaxAnalysisSpans: 50_000},
 		Analysis: Analysis{Enabled: true, MetricsRetention: 30 * 24 * time.Hour, QueueSpans: 8192, MaxCPUShare: 0.2},
 		Analytics: Analytics{Enabled: true, BaselineTracesPerSecond: 200, WholeTracesPerSecond: 100, ExemplarLabel: "traceID",
 			Baseline: Baseline{HalfLife: 24 * time.Hour, Window: 5 * time.Minute, AnomalyFactor: 2, AcceptAfter: 6 * time.Hour, ReleaseAfter: 30 * time.Minute}},
+		Alerting:  Alerting{Enabled: true, Interval: 15 * time.Second, ResendInterval: time.Minute, DefaultRules: true, QueueSize: 64},
 		Admission: Admission{HeapFraction: 0.7, AnalysisQueue: true, RetryAfter: time.Second},
-		Query:     Query{MaxTraceSpans: 10_000, MaxAnalysisSpans: 50_000, Timeout: 30 * time.Second},
 	}
 }
 
@@ -212,6 +287,7 @@ func Load(args []string, usageOut *bytes.Buffer) (Config, error) {
 	fs.StringVar(&f.Listen.Zipkin, "zipkin-addr", cfg.Listen.Zipkin, "Zipkin v2 JSON listen address for /api/v2/spans (empty disables)")
 	fs.StringVar(&f.Listen.HTTP, "http-addr", cfg.Listen.HTTP, "address of the UI, /api/v1, the Jaeger APIs and /metrics")
 	fs.StringVar(&f.Listen.Tempo, "tempo-addr", cfg.Listen.Tempo, "address of the Tempo-compatible API (empty disables)")
+	allowedHosts := fs.String("allowed-hosts", "", "comma-separated host names the UI and query APIs answer to, besides the listen hosts, localhost and loopback (* for any)")
 	fs.DurationVar(&f.Storage.Retention, "retention", cfg.Storage.Retention, "delete spans older than this")
 	fs.Int64Var(&f.Storage.MaxDiskBytes, "max-disk-bytes", cfg.Storage.MaxDiskBytes, "disk budget of spans, WAL and findings: the oldest blocks are deleted beyond it, and ingest is refused (retryably) rather than delete data for the WAL (0: no limit)")
 	fs.DurationVar(&f.Storage.TraceIdleTimeout, "trace-idle-timeout", cfg.Storage.TraceIdleTimeout, "a trace with no new spans for this long is complete and gets analysed")
@@ -220,6 +296,10 @@ func Load(args []string, usageOut *bytes.Buffer) (Config, error) {
 	fs.BoolVar(&f.Analysis.Enabled, "analysis", cfg.Analysis.Enabled, "run the per-trace detectors on completed traces")
 	fs.BoolVar(&f.Analytics.Enabled, "analytics", cfg.Analytics.Enabled, "compute the cross-trace analytics: RED metrics, service graph, baselines, systemic findings")
 	fs.Int64Var(&f.MemoryLimit, "memory-limit", cfg.MemoryLimit, "soft memory limit of the process in bytes; 0: GOMEMLIMIT if set, else storage.head_max_bytes*5/4 + 96 MiB; -1: none")
+	fs.StringVar(&f.Alerting.RulesFile, "alert-rules", cfg.Alerting.RulesFile, "YAML file of alert rules ({rules: [...]}, see docs/alerting.md)")
+	var amURLs stringList
+	fs.Var(&amURLs, "alertmanager-url", "Alertmanager to notify, e.g. http://localhost:9093 (repeat for several)")
+	fs.BoolVar(&f.Alerting.Enabled, "alerting", cfg.Alerting.Enabled, "evaluate alert rules and send notifications")
 	if err := fs.Parse(args); err != nil {
 		return cfg, err
 	}
@@ -270,9 +350,27 @@ func Load(args []string, usageOut *bytes.Buffer) (Config, error) {
 			cfg.Analytics.Enabled = f.Analytics.Enabled
 		case "memory-limit":
 			cfg.MemoryLimit = f.MemoryLimit
+		case "alert-rules":
+			cfg.Alerting.RulesFile = f.Alerting.RulesFile
+		case "alertmanager-url":
+			cfg.Alerting.AlertmanagerURLs = amURLs
+		case "alerting":
+			cfg.Alerting.Enabled = f.Alerting.Enabled
+		case "allowed-hosts":
+			cfg.Listen.AllowedHosts = splitList(*allowedHosts)
 		}
 	})
 	return cfg, cfg.Validate()
+}
+
+func splitList(s string) []string {
+	out := []string{}
+	for _, part := range strings.Split(s, ",") {
+		if part = strings.TrimSpace(part); part != "" {
+			out = append(out, part)
+		}
+	}
+	return out
 }
 
 // EffectiveMemoryLimit resolves MemoryLimit: the limit in bytes (0: none)
@@ -343,11 +441,54 @@ func (c *Config) Validate() error {
 	if c.Admission.RetryAfter < 0 {
 		return errors.New("admission.retry_after must not be negative")
 	}
-	if c.Query.MaxTraceSpans <= 0 || c.Query.MaxAnalysisSpans <= 0 || c.Query.Timeout <= 0 {
-		return errors.New("query.max_trace_spans, query.max_analysis_spans and query.timeout must be positive")
+	if c.Query.MaxTraceSpans <= 0 || c.Query.MaxAnalysisSpans <= 0 {
+		return errors.New("query.max_trace_spans and query.max_analysis_spans must be positive")
 	}
 	if c.Ingest.MaxRequestBytes <= 0 {
 		return errors.New("ingest.max_request_bytes must be positive")
+	}
+	if c.Alerting.Enabled {
+		if c.Alerting.Interval <= 0 {
+			return errors.New("alerting.interval must be positive")
+		}
+		if c.Alerting.ResendInterval <= 0 {
+			return errors.New("alerting.resend_interval must be positive")
+		}
+		if c.Alerting.QueueSize <= 0 {
+			return errors.New("alerting.queue_size must be positive")
+		}
+		if u := c.Alerting.ExternalURL; u != "" && !strings.HasPrefix(u, "http://") && !strings.HasPrefix(u, "https://") {
+			return fmt.Errorf("alerting.external_url %q: want the http(s):// address people open the UI at", u)
+		}
+		for i, w := range c.Alerting.Webhooks {
+			if w.URL == "" {
+				return fmt.Errorf("alerting.webhooks[%d].url must not be empty", i)
+			}
+		}
+	}
+	in := c.Ingest
+	for _, v := range []struct {
+		key string
+		n   int
+	}{{"max_attributes_per_span", in.MaxAttributes}, {"max_spans_per_request", in.MaxSpansPerRequest},
+		{"max_events_per_span", in.MaxEventsPerSpan}, {"max_links_per_span", in.MaxLinksPerSpan},
+		{"max_attribute_depth", in.MaxAttributeDepth}, {"max_attribute_value_bytes", in.MaxAttributeValueBytes},
+		{"max_spans_per_trace", in.MaxSpansPerTrace}} {
+		if v.n <= 0 {
+			return fmt.Errorf("ingest.%s must be positive (got %d)", v.key, v.n)
+		}
+	}
+	if in.MaxAttributeDepth > 128 {
+		return fmt.Errorf("ingest.max_attribute_depth %d: at most 128", in.MaxAttributeDepth)
+	}
+	if in.MaxAttributeValueBytes < 64 {
+		return fmt.Errorf("ingest.max_attribute_value_bytes %d: at least 64", in.MaxAttributeValueBytes)
+	}
+	if in.MaxSpanDuration <= 0 {
+		return errors.New("ingest.max_span_duration must be positive")
+	}
+	if c.Query.Timeout <= 0 || c.Query.MaxRegexBytes <= 0 || c.Query.MaxRegexInstructions <= 0 {
+		return errors.New("query.timeout, query.max_regex_bytes and query.max_regex_instructions must be positive")
 	}
 	switch c.LogLevel {
 	case "debug", "info", "warn", "error":

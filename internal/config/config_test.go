@@ -132,3 +132,34 @@ func TestBaselineSettings(t *testing.T) {
 		t.Errorf("a zero window must be refused, got %v", err)
 	}
 }
+
+func TestAlertingSettings(t *testing.T) {
+	dir := t.TempDir()
+	file := filepath.Join(dir, "tracedx.yaml")
+	yaml := "alerting:\n  interval: 5s\n  alertmanager_urls: [http://from-file:9093]\n  webhooks: [{url: http://hook, secret: s}]\n  rules:\n    - alert: X\n"
+	if err := os.WriteFile(file, []byte(yaml), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	cfg, err := Load([]string{"--config", file, "--alertmanager-url", "http://a:9093", "--alertmanager-url", "http://b:9093", "--alert-rules", "/etc/rules.yaml"}, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	a := cfg.Alerting
+	if a.Interval != 5*time.Second || a.ResendInterval != time.Minute || !a.DefaultRules || a.RulesFile != "/etc/rules.yaml" ||
+		strings.Join(a.AlertmanagerURLs, " ") != "http://a:9093 http://b:9093" || len(a.Webhooks) != 1 || a.Webhooks[0].Secret != "s" || a.Rules.Kind == 0 {
+		t.Fatalf("alerting settings: %+v", a)
+	}
+	bad := filepath.Join(dir, "bad.yaml")
+	_ = os.WriteFile(bad, []byte("alerting:\n  interval: 0s\n"), 0o644)
+	if _, err := Load([]string{"--config", bad}, nil); err == nil || !strings.Contains(err.Error(), "alerting.interval") {
+		t.Errorf("zero interval: %v", err)
+	}
+	_ = os.WriteFile(bad, []byte("alerting:\n  external_url: tracedx.example.com\n"), 0o644)
+	if _, err := Load([]string{"--config", bad}, nil); err == nil || !strings.Contains(err.Error(), "alerting.external_url") {
+		t.Errorf("external_url without a scheme: %v", err)
+	}
+	_ = os.WriteFile(bad, []byte("alerting:\n  interval: 0s\n"), 0o644)
+	if cfg, err := Load([]string{"--config", bad, "--alerting=false"}, nil); err != nil || cfg.Alerting.Enabled {
+		t.Errorf("alerting off needs no valid interval: %v", err)
+	}
+}

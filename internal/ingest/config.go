@@ -7,6 +7,7 @@ import (
 	"time"
 
 	"github.com/tracedx/tracedx/internal/model"
+	"github.com/tracedx/tracedx/internal/otlpconv"
 )
 
 // Sink receives converted spans. Write must return only once the spans are
@@ -51,9 +52,32 @@ type Config struct {
 	MaxRequestBytes int64
 	// MaxSpansPerRequest rejects requests with more spans (413 / INVALID_ARGUMENT).
 	MaxSpansPerRequest int
-	// MaxAttributesPerSpan rejects requests where a span, its resource, one
-	// of its events or links carries more attributes (400 / INVALID_ARGUMENT).
+	// MaxAttributesPerSpan bounds each attribute set (span, resource,
+	// scope, event, link, log record); attributes beyond it are dropped and
+	// counted in the span's dropped_attributes_count, as SDKs do.
 	MaxAttributesPerSpan int
+	// MaxEventsPerSpan and MaxLinksPerSpan drop events and links beyond
+	// them (counted in the span's dropped counts).
+	MaxEventsPerSpan int
+	MaxLinksPerSpan  int
+	// MaxAttributeDepth is the deepest nesting of arrays and maps kept in
+	// one attribute value; deeper parts become a marker string. Requests
+	// nested deeper than otlpconv.MaxNesting are refused before decoding.
+	MaxAttributeDepth int
+	// MaxAttributeValueBytes cuts longer string and bytes values (and the
+	// JSON text of arrays and maps).
+	MaxAttributeValueBytes int
+	// MaxSpansPerTrace rejects spans of one trace beyond this count within
+	// one request (partial success).
+	MaxSpansPerTrace int
+	// MaxSpanDuration rejects spans that last longer (partial success);
+	// spans also need a start time between 2000 and a day from now.
+	MaxSpanDuration time.Duration
+	// DedupWindowSpans is how many recently accepted spans are remembered
+	// (by ids and content) so that a retried request does not store them
+	// twice; 0 takes the default, negative disables the window (duplicates
+	// within one request are still dropped).
+	DedupWindowSpans int
 	// MaxConcurrentRequests bounds requests being decoded or written at
 	// once, across all protocols. A request that cannot get a slot within
 	// ConcurrencyWait gets 429 / RESOURCE_EXHAUSTED with a retry delay.
@@ -73,15 +97,22 @@ type Config struct {
 // ports and limits suited to a single node.
 func DefaultConfig() Config {
 	return Config{
-		GRPCAddr:              "127.0.0.1:4317",
-		HTTPAddr:              "127.0.0.1:4318",
-		ZipkinAddr:            "127.0.0.1:9411",
-		MaxRequestBytes:       16 << 20,
-		MaxSpansPerRequest:    100_000,
-		MaxAttributesPerSpan:  1024,
-		MaxConcurrentRequests: 64 * runtime.GOMAXPROCS(0),
-		ConcurrencyWait:       200 * time.Millisecond,
-		RetryAfter:            time.Second,
+		GRPCAddr:               "127.0.0.1:4317",
+		HTTPAddr:               "127.0.0.1:4318",
+		ZipkinAddr:             "127.0.0.1:9411",
+		MaxRequestBytes:        16 << 20,
+		MaxSpansPerRequest:     100_000,
+		MaxAttributesPerSpan:   128,
+		MaxEventsPerSpan:       128,
+		MaxLinksPerSpan:        128,
+		MaxAttributeDepth:      32,
+		MaxAttributeValueBytes: 64 << 10,
+		MaxSpansPerTrace:       100_000,
+		MaxSpanDuration:        24 * time.Hour,
+		DedupWindowSpans:       1 << 18,
+		MaxConcurrentRequests:  64 * runtime.GOMAXPROCS(0),
+		ConcurrencyWait:        200 * time.Millisecond,
+		RetryAfter:             time.Second,
 	}
 }
 
@@ -99,6 +130,27 @@ func (c Config) withDefaults() (Config, error) {
 	if c.MaxConcurrentRequests == 0 {
 		c.MaxConcurrentRequests = d.MaxConcurrentRequests
 	}
+	if c.MaxEventsPerSpan == 0 {
+		c.MaxEventsPerSpan = d.MaxEventsPerSpan
+	}
+	if c.MaxLinksPerSpan == 0 {
+		c.MaxLinksPerSpan = d.MaxLinksPerSpan
+	}
+	if c.MaxAttributeDepth == 0 {
+		c.MaxAttributeDepth = d.MaxAttributeDepth
+	}
+	if c.MaxAttributeValueBytes == 0 {
+		c.MaxAttributeValueBytes = d.MaxAttributeValueBytes
+	}
+	if c.MaxSpansPerTrace == 0 {
+		c.MaxSpansPerTrace = d.MaxSpansPerTrace
+	}
+	if c.MaxSpanDuration == 0 {
+		c.MaxSpanDuration = d.MaxSpanDuration
+	}
+	if c.DedupWindowSpans == 0 {
+		c.DedupWindowSpans = d.DedupWindowSpans
+	}
 	if c.ConcurrencyWait == 0 {
 		c.ConcurrencyWait = d.ConcurrencyWait
 	}
@@ -112,6 +164,17 @@ func (c Config) withDefaults() (Config, error) {
 		return c, fmt.Errorf("ingest: limits must not be negative")
 	case c.MaxSpansPerSecond < 0:
 		return c, fmt.Errorf("ingest: max spans per second must not be negative")
+	case c.MaxSpansPerTrace < 0, c.MaxSpanDuration < 0:
+		return c, fmt.Errorf("ingest: spans per trace and span duration limits must not be negative")
+	}
+	if err := c.limits().Validate(); err != nil {
+		return c, fmt.Errorf("ingest: %w", err)
 	}
 	return c, nil
+}
+
+// limits are the conversion limits of the configuration.
+func (c Config) limits() otlpconv.Limits {
+	return otlpconv.Limits{MaxDepth: c.MaxAttributeDepth, MaxValueBytes: c.MaxAttributeValueBytes,
+		MaxAttrs: c.MaxAttributesPerSpan, MaxEvents: c.MaxEventsPerSpan, MaxLinks: c.MaxLinksPerSpan}
 }

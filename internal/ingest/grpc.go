@@ -3,11 +3,8 @@ package ingest
 import (
 	"context"
 	"errors"
-	"reflect"
 	"time"
 
-	"go.opentelemetry.io/collector/pdata/plog/plogotlp"
-	"go.opentelemetry.io/collector/pdata/ptrace/ptraceotlp"
 	"google.golang.org/genproto/googleapis/rpc/errdetails"
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/codes"
@@ -38,14 +35,24 @@ func (s *Server) newGRPCServer() *grpc.Server {
 		// window and MaxConcurrentRequests.
 		grpc.InitialWindowSize(grpcStreamWindow),
 		grpc.InitialConnWindowSize(grpcConnWindow),
-		grpc.ForceServerCodecV2(&idRepairCodec{delegate: encoding.GetCodecV2("proto"), s: s}),
+		grpc.ForceServerCodecV2(passthroughCodec{delegate: encoding.GetCodecV2("proto")}),
 		grpc.KeepaliveEnforcementPolicy(keepalive.EnforcementPolicy{MinTime: 10 * time.Second, PermitWithoutStream: true}),
 		// Admission runs before the message is read, so a refused request
 		// costs no decoding.
 		grpc.InTapHandle(s.admitStream),
 	)
-	ptraceotlp.RegisterGRPCServer(g, &grpcTraces{s: s})
-	plogotlp.RegisterGRPCServer(g, &grpcLogs{s: s})
+	g.RegisterService(&grpc.ServiceDesc{
+		ServiceName: "opentelemetry.proto.collector.trace.v1.TraceService",
+		HandlerType: (*any)(nil),
+		Methods:     []grpc.MethodDesc{{MethodName: "Export", Handler: rawHandler(s.grpcExport(tracesSignal))}},
+		Metadata:    "opentelemetry/proto/collector/trace/v1/trace_service.proto",
+	}, s)
+	g.RegisterService(&grpc.ServiceDesc{
+		ServiceName: "opentelemetry.proto.collector.logs.v1.LogsService",
+		HandlerType: (*any)(nil),
+		Methods:     []grpc.MethodDesc{{MethodName: "Export", Handler: rawHandler(s.grpcExport(logsSignal))}},
+		Metadata:    "opentelemetry/proto/collector/logs/v1/logs_service.proto",
+	}, s)
 	return g
 }
 
@@ -83,38 +90,87 @@ func (s *Server) grpcStatus(err error) error {
 	return st.Err()
 }
 
-// idRepairCodec wraps the registered proto codec (pdata's). pdata rejects a
-// whole request when one id has the wrong length; to reject only the
-// offending spans (partial success), a failed trace request is re-read
-// leniently, bad ids are blanked, and the repaired bytes decoded again, so
-// the blanked spans are then rejected one by one by the pipeline. It also
-// counts undecodable requests, which gRPC answers itself.
-type idRepairCodec struct {
-	delegate encoding.CodecV2
-	s        *Server
+// The OTLP services are registered by hand, with handlers that receive
+// the request's bytes instead of pdata's generated registration, because
+// the bytes must be checked before pdata decodes them (its decoder
+// recurses without limit on nested attribute values) and because gRPC
+// answers a decoding failure inside its codec with INTERNAL, where OTLP
+// wants INVALID_ARGUMENT. Decoding is still pdata's, as on OTLP/HTTP.
+
+// rawMessage is an encoded request or response.
+type rawMessage []byte
+
+// passthroughCodec passes rawMessages through and leaves any other type to the
+// proto codec.
+type passthroughCodec struct{ delegate encoding.CodecV2 }
+
+func (c passthroughCodec) Name() string { return c.delegate.Name() }
+
+func (c passthroughCodec) Marshal(v any) (mem.BufferSlice, error) {
+	if m, ok := v.(*rawMessage); ok {
+		return mem.BufferSlice{mem.SliceBuffer(*m)}, nil
+	}
+	return c.delegate.Marshal(v)
 }
 
-var traceRequestType = reflect.TypeOf(ptraceotlp.NewExportRequest()).Field(0).Type // *internal.ExportTraceServiceRequest
-
-func (c *idRepairCodec) Name() string { return c.delegate.Name() }
-
-func (c *idRepairCodec) Marshal(v any) (mem.BufferSlice, error) { return c.delegate.Marshal(v) }
-
-func (c *idRepairCodec) Unmarshal(data mem.BufferSlice, v any) error {
-	err := c.delegate.Unmarshal(data, v)
-	if err == nil {
+func (c passthroughCodec) Unmarshal(data mem.BufferSlice, v any) error {
+	if m, ok := v.(*rawMessage); ok {
+		*m = data.Materialize()
 		return nil
 	}
-	if reflect.TypeOf(v) == traceRequestType {
-		if fixed, n, ferr := repairTraceProto(data.Materialize()); ferr == nil && n > 0 {
-			rv := reflect.ValueOf(v).Elem()
-			rv.Set(reflect.Zero(rv.Type()))
-			if err2 := c.delegate.Unmarshal(mem.BufferSlice{mem.SliceBuffer(fixed)}, v); err2 == nil {
-				return nil
-			}
+	return c.delegate.Unmarshal(data, v)
+}
+
+type rawExport func(ctx context.Context, req []byte) ([]byte, error)
+
+func rawHandler(export rawExport) grpc.MethodHandler {
+	// The server installs no interceptors, so none is called.
+	return func(_ any, ctx context.Context, dec func(any) error, _ grpc.UnaryServerInterceptor) (any, error) {
+		var req rawMessage
+		if err := dec(&req); err != nil {
+			return nil, err
 		}
+		resp, err := export(ctx, req)
+		if err != nil {
+			return nil, err
+		}
+		out := rawMessage(resp)
+		return &out, nil
 	}
-	c.s.metrics.BadRequests.WithLabelValues(protoGRPC, reasonDecode).Inc()
-	c.s.metrics.Requests.WithLabelValues(protoGRPC, "unknown", "bad_request").Inc()
-	return err
+}
+
+// grpcExport answers one export request of a signal over gRPC.
+func (s *Server) grpcExport(sig otlpSignal) rawExport {
+	return func(ctx context.Context, data []byte) ([]byte, error) {
+		var res exportResult
+		release, err := s.acquire(ctx)
+		if err == nil {
+			res, err = sig.export(s, ctx, protoGRPC, formatProto, data)
+			release()
+		}
+		s.finish(protoGRPC, sig.name, err, res.rejected)
+		if err != nil {
+			return nil, s.grpcStatus(err)
+		}
+		return sig.response(res).MarshalProto()
+	}
+}
+
+// exportTraces decodes and stores one trace export request of either
+// OTLP protocol; the caller holds a concurrency slot.
+func (s *Server) exportTraces(ctx context.Context, proto string, format wireFormat, data []byte) (exportResult, error) {
+	td, rep, err := decodeTraces(format, data)
+	if err != nil {
+		return exportResult{}, err
+	}
+	return s.consumeTraces(ctx, proto, td, rep)
+}
+
+// exportLogs is exportTraces for logs.
+func (s *Server) exportLogs(ctx context.Context, proto string, format wireFormat, data []byte) (exportResult, error) {
+	ld, rep, err := decodeLogs(format, data)
+	if err != nil {
+		return exportResult{}, err
+	}
+	return s.consumeLogs(ctx, proto, ld, rep)
 }

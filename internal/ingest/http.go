@@ -2,7 +2,6 @@ package ingest
 
 import (
 	"bytes"
-	"context"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -15,12 +14,11 @@ import (
 
 	"github.com/klauspost/compress/gzip"
 	"github.com/klauspost/compress/zstd"
-	"go.opentelemetry.io/collector/pdata/plog/plogotlp"
-	"go.opentelemetry.io/collector/pdata/ptrace/ptraceotlp"
 	spb "google.golang.org/genproto/googleapis/rpc/status"
 	"google.golang.org/grpc/codes"
 	"google.golang.org/protobuf/proto"
 
+	"github.com/tracedx/tracedx/internal/otlpconv"
 	"github.com/tracedx/tracedx/internal/zipkin"
 )
 
@@ -40,8 +38,8 @@ const (
 // mount it on its own mux instead of using HTTPAddr.
 func (s *Server) OTLPHTTPHandler() http.Handler {
 	mux := http.NewServeMux()
-	mux.HandleFunc("/v1/traces", func(w http.ResponseWriter, r *http.Request) { s.handleOTLP(w, r, "traces") })
-	mux.HandleFunc("/v1/logs", func(w http.ResponseWriter, r *http.Request) { s.handleOTLP(w, r, "logs") })
+	mux.HandleFunc("/v1/traces", func(w http.ResponseWriter, r *http.Request) { s.handleOTLP(w, r, tracesSignal) })
+	mux.HandleFunc("/v1/logs", func(w http.ResponseWriter, r *http.Request) { s.handleOTLP(w, r, logsSignal) })
 	return mux
 }
 
@@ -66,11 +64,11 @@ func parseOTLPContentType(ct string) (wireFormat, error) {
 	return 0, badInput(kindUnsupported, reasonContentType, "unsupported Content-Type %q: use %s or %s", truncate(ct, 80), ctProto, ctJSON)
 }
 
-func (s *Server) handleOTLP(w http.ResponseWriter, r *http.Request, signal string) {
+func (s *Server) handleOTLP(w http.ResponseWriter, r *http.Request, sig otlpSignal) {
 	format, ferr := parseOTLPContentType(r.Header.Get("Content-Type"))
 	var err error
 	rejected := 0
-	defer func() { s.finish(protoHTTP, signal, err, rejected) }()
+	defer func() { s.finish(protoHTTP, sig.name, err, rejected) }()
 	if r.Method != http.MethodPost {
 		w.Header().Set("Allow", http.MethodPost)
 		err = badInput(kindMethod, reasonMethod, "method %s not allowed: OTLP/HTTP export uses POST", r.Method)
@@ -97,35 +95,12 @@ func (s *Server) handleOTLP(w http.ResponseWriter, r *http.Request, signal strin
 	}
 	defer putBuf(buf)
 
+	var res exportResult
+	res, err = sig.export(s, r.Context(), protoHTTP, format, buf.Bytes())
 	var body []byte
-	switch signal {
-	case "traces":
-		var res traceResult
-		res, err = s.httpTraces(r.Context(), format, buf.Bytes())
-		if err == nil {
-			rejected = res.rejected
-			switch {
-			case rejected == 0 && format == formatJSON:
-				// Full success leaves partial_success unset (OTLP spec).
-				body = []byte("{}")
-			case rejected == 0:
-				body = nil // the empty ExportTraceServiceResponse
-			case format == formatJSON:
-				body, err = traceResponse(res).MarshalJSON()
-			default:
-				body, err = traceResponse(res).MarshalProto()
-			}
-		}
-	case "logs":
-		err = s.httpLogs(r.Context(), format, buf.Bytes())
-		if err == nil {
-			resp := plogotlp.NewExportResponse()
-			if format == formatJSON {
-				body, err = resp.MarshalJSON()
-			} else {
-				body, err = resp.MarshalProto()
-			}
-		}
+	if err == nil {
+		rejected = res.rejected
+		body, err = exportResponse(format, res.rejected, sig.response(res))
 	}
 	if err != nil {
 		s.writeOTLPError(w, format, err)
@@ -141,51 +116,19 @@ func (s *Server) handleOTLP(w http.ResponseWriter, r *http.Request, signal strin
 	_, _ = w.Write(body)
 }
 
-func (s *Server) httpTraces(ctx context.Context, format wireFormat, data []byte) (traceResult, error) {
-	req := ptraceotlp.NewExportRequest()
-	var derr error
-	if format == formatJSON {
-		derr = req.UnmarshalJSON(data)
-	} else {
-		derr = req.UnmarshalProto(data)
+// exportResponse encodes an export response like the request. Full
+// success leaves partial_success unset (OTLP spec): "{}" in JSON, no bytes
+// in protobuf.
+func exportResponse(format wireFormat, rejected int, resp encodedResponse) ([]byte, error) {
+	switch {
+	case rejected == 0 && format == formatJSON:
+		return []byte("{}"), nil
+	case rejected == 0:
+		return nil, nil
+	case format == formatJSON:
+		return resp.MarshalJSON()
 	}
-	if derr != nil {
-		var fixed []byte
-		var n int
-		var ferr error
-		if format == formatJSON {
-			fixed, n, ferr = repairTraceJSON(data)
-		} else {
-			fixed, n, ferr = repairTraceProto(data)
-		}
-		if ferr != nil || n == 0 {
-			return traceResult{}, decodeError(format, derr)
-		}
-		req = ptraceotlp.NewExportRequest()
-		if format == formatJSON {
-			derr = req.UnmarshalJSON(fixed)
-		} else {
-			derr = req.UnmarshalProto(fixed)
-		}
-		if derr != nil {
-			return traceResult{}, decodeError(format, derr)
-		}
-	}
-	return s.consumeTraces(ctx, protoHTTP, req.Traces())
-}
-
-func (s *Server) httpLogs(ctx context.Context, format wireFormat, data []byte) error {
-	req := plogotlp.NewExportRequest()
-	var derr error
-	if format == formatJSON {
-		derr = req.UnmarshalJSON(data)
-	} else {
-		derr = req.UnmarshalProto(data)
-	}
-	if derr != nil {
-		return decodeError(format, derr)
-	}
-	return s.consumeLogs(ctx, protoHTTP, req.Logs())
+	return resp.MarshalProto()
 }
 
 func decodeError(format wireFormat, err error) error {
@@ -347,12 +290,13 @@ func (s *Server) handleZipkin(w http.ResponseWriter, r *http.Request) {
 		s.writeTextError(w, err)
 		return
 	}
-	if ct := r.Header.Get("Content-Type"); ct != "" {
-		if mt, _, perr := mime.ParseMediaType(ct); perr != nil || mt != ctJSON {
-			err = badInput(kindUnsupported, reasonContentType, "unsupported Content-Type %q: only Zipkin v2 JSON (application/json) is accepted", truncate(ct, 80))
-			s.writeTextError(w, err)
-			return
-		}
+	// A browser may POST text/plain or form bodies to any origin without a
+	// preflight; requiring JSON keeps a web page from injecting spans into
+	// a local instance.
+	if ct := r.Header.Get("Content-Type"); !isJSONContentType(ct) {
+		err = badInput(kindUnsupported, reasonContentType, "unsupported Content-Type %q: only Zipkin v2 JSON (application/json) is accepted", truncate(ct, 80))
+		s.writeTextError(w, err)
+		return
 	}
 	release, aerr := s.acquire(r.Context())
 	if aerr != nil {
@@ -369,7 +313,7 @@ func (s *Server) handleZipkin(w http.ResponseWriter, r *http.Request) {
 	}
 	defer putBuf(buf)
 	spans, cerr := zipkin.ToModel(buf.Bytes())
-	note := ""
+	var rej rejections
 	if cerr != nil {
 		bad, partial := zipkin.IsInvalidSpans(cerr)
 		if !partial {
@@ -377,20 +321,19 @@ func (s *Server) handleZipkin(w http.ResponseWriter, r *http.Request) {
 			s.writeTextError(w, err)
 			return
 		}
-		rejected = bad.Rejected
-		note = bad.Error()
-		s.metrics.SpansRejected.WithLabelValues(protoZipkin, reasonInvalidID).Add(float64(bad.Rejected))
+		for i := 0; i < bad.Rejected; i++ {
+			rej.add(reasonInvalidID, bad.First[0].Error())
+		}
 	}
-	var res traceResult
-	res, err = s.consumeSpans(r.Context(), protoZipkin, spans)
+	s.observeLimits(otlpconv.LimitSpans(spans, s.cfg.limits()))
+	var res exportResult
+	res, err = s.consumeSpans(r.Context(), protoZipkin, spans, &rej)
 	if err != nil {
 		s.writeTextError(w, err)
 		return
 	}
-	rejected += res.rejected
-	if res.msg != "" {
-		note = strings.TrimPrefix(note+"; "+res.msg, "; ")
-	}
+	rejected = res.rejected
+	note := res.msg
 	if note != "" {
 		// Zipkin has no partial-success body; say it in plain text.
 		w.Header().Set("Content-Type", "text/plain; charset=utf-8")
@@ -399,6 +342,11 @@ func (s *Server) handleZipkin(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	w.WriteHeader(http.StatusAccepted)
+}
+
+func isJSONContentType(ct string) bool {
+	mt, _, err := mime.ParseMediaType(ct)
+	return err == nil && mt == ctJSON
 }
 
 func (s *Server) writeTextError(w http.ResponseWriter, err error) {

@@ -17,6 +17,7 @@ import (
 	"log/slog"
 	"net"
 	"net/http"
+	"strings"
 	"sync"
 	"time"
 
@@ -37,6 +38,7 @@ type Server struct {
 
 	slots   chan struct{}
 	limiter *rateLimiter
+	recent  *recentSpans // nil: no dedup window
 
 	mu         sync.Mutex
 	grpcSrv    *grpc.Server
@@ -71,6 +73,7 @@ func New(cfg Config, sink Sink, logs LogSink, logger *slog.Logger, reg prometheu
 		metrics:   NewMetrics(),
 		slots:     make(chan struct{}, cfg.MaxConcurrentRequests),
 		serveErrs: make(chan error, 3),
+		recent:    newRecentSpans(cfg.DedupWindowSpans),
 	}
 	if cfg.MaxSpansPerSecond > 0 {
 		s.limiter = newRateLimiter(cfg.MaxSpansPerSecond)
@@ -163,8 +166,13 @@ func (s *Server) serve(what, addr string, fn func() error) {
 func (s *Server) Errors() <-chan error { return s.serveErrs }
 
 func (s *Server) newHTTPServer(h http.Handler) *http.Server {
+	// nosniff: no reply is ever to be read by a browser as script or HTML.
+	nosniff := http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		w.Header().Set("X-Content-Type-Options", "nosniff")
+		h.ServeHTTP(w, r)
+	})
 	return &http.Server{
-		Handler:           h,
+		Handler:           nosniff,
 		ReadHeaderTimeout: 10 * time.Second,
 		ReadTimeout:       2 * time.Minute,
 		IdleTimeout:       2 * time.Minute,
@@ -312,55 +320,96 @@ func (s *Server) acquire(ctx context.Context) (func(), error) {
 	}
 }
 
-// checkSpans enforces per-span limits on converted spans and drops spans
-// with invalid ids in place. It returns the kept spans, the rejected count
-// and a message for the partial-success response.
-func (s *Server) checkSpans(proto string, spans []model.Span) ([]model.Span, int, string, error) {
+// rejections collects spans or records rejected one by one, for the
+// partial-success message and the metrics.
+type rejections struct {
+	n       int
+	reasons []string       // in order of first appearance
+	count   map[string]int // by reason
+	first   map[string]string
+}
+
+func (r *rejections) add(reason, why string) {
+	if r.count == nil {
+		r.count, r.first = map[string]int{}, map[string]string{}
+	}
+	if r.count[reason] == 0 {
+		r.reasons = append(r.reasons, reason)
+		r.first[reason] = why
+	}
+	r.count[reason]++
+	r.n++
+}
+
+func (r *rejections) addRepaired(rep repaired) {
+	for i := 0; i < rep.removed; i++ {
+		r.add(reasonInvalidID, rep.first)
+	}
+}
+
+// message says how many items were rejected and why, with the first
+// example of each reason, e.g. "2 span(s) rejected: 1 invalid_id (span
+// "a": trace id 0102 has 2 bytes, want 16); 1 invalid_time (...)".
+func (r *rejections) message(items string) string {
+	if r.n == 0 {
+		return ""
+	}
+	var b strings.Builder
+	fmt.Fprintf(&b, "%d %s(s) rejected", r.n, items)
+	for i, reason := range r.reasons {
+		sep := "; "
+		if i == 0 {
+			sep = ": "
+		}
+		fmt.Fprintf(&b, "%s%d %s (first: %s)", sep, r.count[reason], reason, r.first[reason])
+	}
+	return b.String()
+}
+
+func (r *rejections) observe(metric *prometheus.CounterVec, proto string) {
+	for _, reason := range r.reasons {
+		metric.WithLabelValues(proto, reason).Add(float64(r.count[reason]))
+	}
+}
+
+// checkSpans drops, in place, spans that cannot be stored: invalid ids,
+// invalid timestamps, spans of one trace beyond MaxSpansPerTrace, and
+// duplicates (those are not rejections: the client gets success, the span
+// is stored once). It returns the kept spans and their dedup keys.
+func (s *Server) checkSpans(spans []model.Span, rej *rejections) ([]model.Span, []uint64, int, error) {
 	if len(spans) > s.cfg.MaxSpansPerRequest {
-		return nil, 0, "", badInput(kindTooLarge, reasonTooManySpans,
+		return nil, nil, 0, badInput(kindTooLarge, reasonTooManySpans,
 			"request has %d spans, limit is %d per request: send smaller batches", len(spans), s.cfg.MaxSpansPerRequest)
 	}
-	max := s.cfg.MaxAttributesPerSpan
+	now := time.Now()
+	perTrace := map[model.TraceID]int{}
 	kept := spans[:0]
-	rejected := 0
-	var firstBad string
 	for i := range spans {
 		sp := &spans[i]
-		if n := attrCount(sp); n > max {
-			return nil, 0, "", badInput(kindBadRequest, reasonTooManyAttrs,
-				"span %q (%s) has %d attributes in one set, limit is %d", truncate(sp.Name, 64), sp.SpanID, n, max)
-		}
 		if sp.TraceID.IsZero() || sp.SpanID.IsZero() {
-			rejected++
-			if firstBad == "" {
-				firstBad = fmt.Sprintf("span %q: trace id and span id must be 16 and 8 bytes and not all zero (got trace id %s, span id %s)",
-					truncate(sp.Name, 64), sp.TraceID, sp.SpanID)
-			}
+			rej.add(reasonInvalidID, fmt.Sprintf("span %q: trace id and span id must not be all zero (got trace id %s, span id %s)",
+				truncate(sp.Name, 64), sp.TraceID, sp.SpanID))
+			continue
+		}
+		if err := sp.CheckTimes(now, s.cfg.MaxSpanDuration); err != nil {
+			rej.add(reasonInvalidTime, fmt.Sprintf("span %q (%s): %v", truncate(sp.Name, 64), sp.SpanID, err))
+			continue
+		}
+		if perTrace[sp.TraceID]++; perTrace[sp.TraceID] > s.cfg.MaxSpansPerTrace {
+			rej.add(reasonTraceTooLarge, fmt.Sprintf("trace %s has more than %d spans in this request", sp.TraceID, s.cfg.MaxSpansPerTrace))
 			continue
 		}
 		kept = append(kept, *sp)
 	}
 	// Let the dropped tail be collected.
 	clear(spans[len(kept):])
-	msg := ""
-	if rejected > 0 {
-		s.metrics.SpansRejected.WithLabelValues(proto, reasonInvalidID).Add(float64(rejected))
-		msg = fmt.Sprintf("%d span(s) rejected for invalid ids; first: %s", rejected, firstBad)
+	keys := make([]uint64, len(kept))
+	var scratch []byte
+	for i := range kept {
+		scratch, keys[i] = spanKey(scratch, &kept[i])
 	}
-	return kept, rejected, msg, nil
-}
-
-// attrCount returns the largest attribute set of a span (span, resource,
-// any event or link), which is what the per-span limit bounds.
-func attrCount(sp *model.Span) int {
-	n := max(len(sp.Attrs), len(sp.Resource))
-	for i := range sp.Events {
-		n = max(n, len(sp.Events[i].Attrs))
-	}
-	for i := range sp.Links {
-		n = max(n, len(sp.Links[i].Attrs))
-	}
-	return n
+	kept, keys, dups := s.recent.dedupe(kept, keys)
+	return kept, keys, dups, nil
 }
 
 // write hands spans to the sink and maps its errors.

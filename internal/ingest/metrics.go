@@ -24,6 +24,10 @@ const (
 	reasonTooManyAttrs = "too_many_attributes"
 	reasonMethod       = "method"
 	reasonInvalidID    = "invalid_id"
+	reasonTooDeep      = "too_deep"
+	// Spans rejected one by one.
+	reasonInvalidTime   = "invalid_time"
+	reasonTraceTooLarge = "too_many_spans_in_trace"
 )
 
 // Metrics are the Prometheus collectors of the ingest servers.
@@ -34,8 +38,13 @@ type Metrics struct {
 	SpansRejected *prometheus.CounterVec // protocol, reason
 	LogsAccepted  *prometheus.CounterVec // protocol
 	LogsDropped   prometheus.Counter
-	InFlight      prometheus.Gauge
-	WriteSeconds  prometheus.Histogram
+	LogsRejected  *prometheus.CounterVec // protocol, reason
+	// Limited counts values cut and attributes, events and links dropped
+	// over the per-span limits (label "what").
+	Limited           *prometheus.CounterVec
+	SpansDeduplicated *prometheus.CounterVec // protocol
+	InFlight          prometheus.Gauge
+	WriteSeconds      prometheus.Histogram
 }
 
 // NewMetrics creates unregistered collectors.
@@ -65,6 +74,18 @@ func NewMetrics() *Metrics {
 			Name: "tracedx_ingest_logs_dropped_total",
 			Help: "OTLP log records accepted but dropped because no log sink is configured.",
 		}),
+		LogsRejected: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "tracedx_ingest_logs_rejected_total",
+			Help: "OTLP log records rejected individually (partial success), by reason.",
+		}, []string{"protocol", "reason"}),
+		Limited: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "tracedx_ingest_limited_total",
+			Help: "Attribute values truncated and attributes, events and links dropped over the per-span limits.",
+		}, []string{"what"}),
+		SpansDeduplicated: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "tracedx_ingest_spans_deduplicated_total",
+			Help: "Spans identical to one already accepted (a client's retry), acknowledged and not stored again.",
+		}, []string{"protocol"}),
 		InFlight: prometheus.NewGauge(prometheus.GaugeOpts{
 			Name: "tracedx_ingest_inflight_requests",
 			Help: "Ingest requests currently holding a concurrency slot.",
@@ -80,7 +101,7 @@ func NewMetrics() *Metrics {
 // Collectors returns every collector, for callers that register themselves.
 func (m *Metrics) Collectors() []prometheus.Collector {
 	return []prometheus.Collector{m.Requests, m.BadRequests, m.SpansAccepted, m.SpansRejected,
-		m.LogsAccepted, m.LogsDropped, m.InFlight, m.WriteSeconds}
+		m.LogsAccepted, m.LogsDropped, m.LogsRejected, m.Limited, m.SpansDeduplicated, m.InFlight, m.WriteSeconds}
 }
 
 // Register registers every collector with reg.

@@ -2,9 +2,7 @@ package ingest
 
 import (
 	"context"
-	"fmt"
 
-	"go.opentelemetry.io/collector/pdata/pcommon"
 	"go.opentelemetry.io/collector/pdata/plog"
 	"go.opentelemetry.io/collector/pdata/plog/plogotlp"
 	"go.opentelemetry.io/collector/pdata/ptrace"
@@ -14,80 +12,81 @@ import (
 	"github.com/tracedx/tracedx/internal/otlpconv"
 )
 
-// traceResult is what a trace export request produced.
-type traceResult struct {
+// exportResult is what an export request produced.
+type exportResult struct {
 	accepted, rejected int
-	msg                string
+	msg                string // partial-success message
 }
 
-// precheckTraces enforces the request limits on the decoded pdata before
-// conversion, so an oversized request costs no model allocations.
-func (s *Server) precheckTraces(td ptrace.Traces) error {
-	if n := td.SpanCount(); n > s.cfg.MaxSpansPerRequest {
+// encodedResponse is an OTLP export response of either signal.
+type encodedResponse interface {
+	MarshalJSON() ([]byte, error)
+	MarshalProto() ([]byte, error)
+}
+
+// otlpSignal is what the OTLP receivers need to know of a signal.
+type otlpSignal struct {
+	name     string // metric label and URL path element
+	export   func(s *Server, ctx context.Context, proto string, format wireFormat, data []byte) (exportResult, error)
+	response func(exportResult) encodedResponse
+}
+
+var (
+	tracesSignal = otlpSignal{"traces", (*Server).exportTraces, func(r exportResult) encodedResponse { return traceResponse(r) }}
+	logsSignal   = otlpSignal{"logs", (*Server).exportLogs, func(r exportResult) encodedResponse { return logsResponse(r) }}
+)
+
+// checkCount refuses a request with more items than MaxSpansPerRequest.
+func (s *Server) checkCount(n int, items string) error {
+	if n > s.cfg.MaxSpansPerRequest {
 		return badInput(kindTooLarge, reasonTooManySpans,
-			"request has %d spans, limit is %d per request: send smaller batches", n, s.cfg.MaxSpansPerRequest)
-	}
-	max := s.cfg.MaxAttributesPerSpan
-	tooMany := func(what string, n int) error {
-		return badInput(kindBadRequest, reasonTooManyAttrs, "%s has %d attributes, limit is %d", what, n, max)
-	}
-	rss := td.ResourceSpans()
-	for i := 0; i < rss.Len(); i++ {
-		rs := rss.At(i)
-		if n := rs.Resource().Attributes().Len(); n > max {
-			return tooMany("a resource", n)
-		}
-		sss := rs.ScopeSpans()
-		for j := 0; j < sss.Len(); j++ {
-			ss := sss.At(j)
-			if n := ss.Scope().Attributes().Len(); n > max {
-				return tooMany("an instrumentation scope", n)
-			}
-			spans := ss.Spans()
-			for k := 0; k < spans.Len(); k++ {
-				sp := spans.At(k)
-				if n := sp.Attributes().Len(); n > max {
-					return tooMany(fmt.Sprintf("span %q", truncate(sp.Name(), 64)), n)
-				}
-				evs := sp.Events()
-				for e := 0; e < evs.Len(); e++ {
-					if n := evs.At(e).Attributes().Len(); n > max {
-						return tooMany(fmt.Sprintf("an event of span %q", truncate(sp.Name(), 64)), n)
-					}
-				}
-				ls := sp.Links()
-				for l := 0; l < ls.Len(); l++ {
-					if n := ls.At(l).Attributes().Len(); n > max {
-						return tooMany(fmt.Sprintf("a link of span %q", truncate(sp.Name(), 64)), n)
-					}
-				}
-			}
-		}
+			"request has %d %s, limit is %d per request: send smaller batches", n, items, s.cfg.MaxSpansPerRequest)
 	}
 	return nil
 }
 
-// consumeTraces is the protocol-independent part of a trace export.
-func (s *Server) consumeTraces(ctx context.Context, proto string, td ptrace.Traces) (traceResult, error) {
-	if err := s.precheckTraces(td); err != nil {
-		return traceResult{}, err
+// consumeTraces is the protocol-independent part of a trace export; rep
+// holds the spans decoding already removed.
+func (s *Server) consumeTraces(ctx context.Context, proto string, td ptrace.Traces, rep repaired) (exportResult, error) {
+	if err := s.checkCount(td.SpanCount(), "spans"); err != nil {
+		return exportResult{}, err
 	}
-	return s.consumeSpans(ctx, proto, otlpconv.FromTraces(td))
+	spans, stats := otlpconv.FromTracesLimited(td, s.cfg.limits())
+	s.observeLimits(stats)
+	var rej rejections
+	rej.addRepaired(rep)
+	return s.consumeSpans(ctx, proto, spans, &rej)
 }
 
-// consumeSpans checks converted spans and writes the valid ones.
-func (s *Server) consumeSpans(ctx context.Context, proto string, spans []model.Span) (traceResult, error) {
-	kept, rejected, msg, err := s.checkSpans(proto, spans)
+// observeLimits counts what conversion cut.
+func (s *Server) observeLimits(st otlpconv.Stats) {
+	for what, n := range map[string]int{"truncated_value": st.TruncatedValues, "dropped_attribute": st.DroppedAttrs,
+		"dropped_event": st.DroppedEvents, "dropped_link": st.DroppedLinks} {
+		if n > 0 {
+			s.metrics.Limited.WithLabelValues(what).Add(float64(n))
+		}
+	}
+}
+
+// consumeSpans checks converted spans and writes the valid ones; rej may
+// already hold rejections of the decoder.
+func (s *Server) consumeSpans(ctx context.Context, proto string, spans []model.Span, rej *rejections) (exportResult, error) {
+	kept, keys, dups, err := s.checkSpans(spans, rej)
 	if err != nil {
-		return traceResult{}, err
+		return exportResult{}, err
 	}
 	if err := s.write(ctx, proto, kept); err != nil {
-		return traceResult{}, err
+		return exportResult{}, err
 	}
-	return traceResult{accepted: len(kept), rejected: rejected, msg: msg}, nil
+	s.recent.remember(keys)
+	if dups > 0 {
+		s.metrics.SpansDeduplicated.WithLabelValues(proto).Add(float64(dups))
+	}
+	rej.observe(s.metrics.SpansRejected, proto)
+	return exportResult{accepted: len(kept), rejected: rej.n, msg: rej.message("span")}, nil
 }
 
-func traceResponse(r traceResult) ptraceotlp.ExportResponse {
+func traceResponse(r exportResult) ptraceotlp.ExportResponse {
 	resp := ptraceotlp.NewExportResponse()
 	if r.rejected > 0 {
 		resp.PartialSuccess().SetRejectedSpans(int64(r.rejected))
@@ -97,12 +96,13 @@ func traceResponse(r traceResult) ptraceotlp.ExportResponse {
 }
 
 // logsFrom converts OTLP logs minimally for trace correlation.
-func logsFrom(ld plog.Logs) []LogRecord {
+func (s *Server) logsFrom(ld plog.Logs) []LogRecord {
+	lim := s.cfg.limits()
 	out := make([]LogRecord, 0, ld.LogRecordCount())
 	rls := ld.ResourceLogs()
 	for i := 0; i < rls.Len(); i++ {
 		rl := rls.At(i)
-		res := otlpconv.AttrsFromMap(rl.Resource().Attributes())
+		res := otlpconv.AttrsFromMapLimited(rl.Resource().Attributes(), lim)
 		service := res.Str("service.name")
 		if service == "" {
 			service = model.UnknownService
@@ -124,8 +124,8 @@ func logsFrom(ld plog.Logs) []LogRecord {
 					TimeUnixNano:   uint64(t),
 					SeverityNumber: int32(lr.SeverityNumber()),
 					SeverityText:   lr.SeverityText(),
-					Body:           bodyText(lr.Body()),
-					Attrs:          otlpconv.AttrsFromMap(lr.Attributes()),
+					Body:           otlpconv.ValueTextLimited(lr.Body(), lim),
+					Attrs:          otlpconv.AttrsFromMapLimited(lr.Attributes(), lim),
 					Service:        service,
 					Resource:       res,
 					ScopeName:      scope,
@@ -136,81 +136,24 @@ func logsFrom(ld plog.Logs) []LogRecord {
 	return out
 }
 
-func bodyText(v pcommon.Value) string {
-	if v.Type() == pcommon.ValueTypeEmpty {
-		return ""
+func (s *Server) consumeLogs(ctx context.Context, proto string, ld plog.Logs, rep repaired) (exportResult, error) {
+	if err := s.checkCount(ld.LogRecordCount(), "log records"); err != nil {
+		return exportResult{}, err
 	}
-	return v.AsString()
+	var rej rejections
+	rej.addRepaired(rep)
+	if err := s.writeLogs(ctx, proto, s.logsFrom(ld)); err != nil {
+		return exportResult{}, err
+	}
+	rej.observe(s.metrics.LogsRejected, proto)
+	return exportResult{rejected: rej.n, msg: rej.message("log record")}, nil
 }
 
-func (s *Server) precheckLogs(ld plog.Logs) error {
-	max := s.cfg.MaxAttributesPerSpan
-	rls := ld.ResourceLogs()
-	for i := 0; i < rls.Len(); i++ {
-		sls := rls.At(i).ScopeLogs()
-		for j := 0; j < sls.Len(); j++ {
-			lrs := sls.At(j).LogRecords()
-			for k := 0; k < lrs.Len(); k++ {
-				if n := lrs.At(k).Attributes().Len(); n > max {
-					return badInput(kindBadRequest, reasonTooManyAttrs, "a log record has %d attributes, limit is %d", n, max)
-				}
-			}
-		}
+func logsResponse(r exportResult) plogotlp.ExportResponse {
+	resp := plogotlp.NewExportResponse()
+	if r.rejected > 0 {
+		resp.PartialSuccess().SetRejectedLogRecords(int64(r.rejected))
+		resp.PartialSuccess().SetErrorMessage(r.msg)
 	}
-	return nil
-}
-
-func (s *Server) consumeLogs(ctx context.Context, proto string, ld plog.Logs) error {
-	if n := ld.LogRecordCount(); n > s.cfg.MaxSpansPerRequest {
-		return badInput(kindTooLarge, reasonTooManySpans,
-			"request has %d log records, limit is %d per request", n, s.cfg.MaxSpansPerRequest)
-	}
-	if err := s.precheckLogs(ld); err != nil {
-		return err
-	}
-	return s.writeLogs(ctx, proto, logsFrom(ld))
-}
-
-// --- gRPC services ---------------------------------------------------------
-
-type grpcTraces struct {
-	ptraceotlp.UnimplementedGRPCServer
-	s *Server
-}
-
-func (g *grpcTraces) Export(ctx context.Context, req ptraceotlp.ExportRequest) (ptraceotlp.ExportResponse, error) {
-	s := g.s
-	release, err := s.acquire(ctx)
-	if err != nil {
-		s.finish(protoGRPC, "traces", err, 0)
-		return ptraceotlp.ExportResponse{}, s.grpcStatus(err)
-	}
-	defer release()
-	res, err := s.consumeTraces(ctx, protoGRPC, req.Traces())
-	s.finish(protoGRPC, "traces", err, res.rejected)
-	if err != nil {
-		return ptraceotlp.ExportResponse{}, s.grpcStatus(err)
-	}
-	return traceResponse(res), nil
-}
-
-type grpcLogs struct {
-	plogotlp.UnimplementedGRPCServer
-	s *Server
-}
-
-func (g *grpcLogs) Export(ctx context.Context, req plogotlp.ExportRequest) (plogotlp.ExportResponse, error) {
-	s := g.s
-	release, err := s.acquire(ctx)
-	if err != nil {
-		s.finish(protoGRPC, "logs", err, 0)
-		return plogotlp.ExportResponse{}, s.grpcStatus(err)
-	}
-	defer release()
-	err = s.consumeLogs(ctx, protoGRPC, req.Logs())
-	s.finish(protoGRPC, "logs", err, 0)
-	if err != nil {
-		return plogotlp.ExportResponse{}, s.grpcStatus(err)
-	}
-	return plogotlp.NewExportResponse(), nil
+	return resp
 }

@@ -14,20 +14,30 @@ import (
 	"github.com/tracedx/tracedx/internal/model"
 )
 
-// FromTraces converts every span in td. Resource attribute slices are shared
-// between spans of one resource and must be treated as immutable.
+// FromTraces converts every span in td under DefaultLimits. Resource
+// attribute slices are shared between spans of one resource and must be
+// treated as immutable.
 func FromTraces(td ptrace.Traces) []model.Span {
+	spans, _ := FromTracesLimited(td, DefaultLimits())
+	return spans
+}
+
+// FromTracesLimited converts every span in td, cutting values and dropping
+// attributes, events and links beyond lim (counted in the span's dropped
+// counts and in the returned Stats).
+func FromTracesLimited(td ptrace.Traces, lim Limits) ([]model.Span, Stats) {
+	c := converter{lim: lim}
 	out := make([]model.Span, 0, td.SpanCount())
 	// One backing array for every span's attributes: on the ingest path a
 	// per-span allocation is the largest cost after protobuf decoding. Each
 	// span gets a capacity-capped window so an append cannot spill into its
 	// neighbour.
-	var a arena
-	a.attrs = make([]model.Attr, 0, countSpanAttrs(td))
+	a := arena{c: &c}
+	a.attrs = make([]model.Attr, 0, countSpanAttrs(td, lim.MaxAttrs))
 	rss := td.ResourceSpans()
 	for i := 0; i < rss.Len(); i++ {
 		rs := rss.At(i)
-		res := AttrsFromMap(rs.Resource().Attributes())
+		res := c.attrsFromMap(rs.Resource().Attributes())
 		service := res.Str("service.name")
 		if service == "" {
 			service = model.UnknownService
@@ -35,37 +45,38 @@ func FromTraces(td ptrace.Traces) []model.Span {
 		sss := rs.ScopeSpans()
 		for j := 0; j < sss.Len(); j++ {
 			ss := sss.At(j)
-			scopeName, scopeVersion := ss.Scope().Name(), ss.Scope().Version()
+			scopeName, scopeVersion := c.clipStr(ss.Scope().Name()), c.clipStr(ss.Scope().Version())
 			spans := ss.Spans()
 			for k := 0; k < spans.Len(); k++ {
-				out = append(out, spanFrom(spans.At(k), service, res, scopeName, scopeVersion, &a))
+				out = append(out, c.span(spans.At(k), service, res, scopeName, scopeVersion, &a))
 			}
 		}
 	}
-	return out
+	return out, c.stats
 }
 
-type arena struct{ attrs []model.Attr }
+type arena struct {
+	c     *converter
+	attrs []model.Attr
+}
 
 // take appends m's attributes to the arena and returns them as a
-// capacity-capped slice.
-func (a *arena) take(m pcommon.Map) model.Attrs {
-	n := m.Len()
+// capacity-capped slice, and the number dropped over the limit.
+func (a *arena) take(m pcommon.Map) (model.Attrs, int) {
+	n := min(m.Len(), a.c.lim.MaxAttrs)
 	if n == 0 {
-		return nil
+		return nil, m.Len()
 	}
 	if cap(a.attrs)-len(a.attrs) < n {
-		return AttrsFromMap(m)
+		return a.c.attrs(make(model.Attrs, 0, n), m)
 	}
 	start := len(a.attrs)
-	m.Range(func(k string, v pcommon.Value) bool {
-		a.attrs = append(a.attrs, model.Attr{Key: k, Value: ValueFrom(v)})
-		return true
-	})
-	return model.Attrs(a.attrs[start:len(a.attrs):len(a.attrs)])
+	var dropped int
+	a.attrs, dropped = a.c.attrs(a.attrs, m)
+	return model.Attrs(a.attrs[start:len(a.attrs):len(a.attrs)]), dropped
 }
 
-func countSpanAttrs(td ptrace.Traces) int {
+func countSpanAttrs(td ptrace.Traces, limit int) int {
 	n := 0
 	rss := td.ResourceSpans()
 	for i := 0; i < rss.Len(); i++ {
@@ -73,85 +84,85 @@ func countSpanAttrs(td ptrace.Traces) int {
 		for j := 0; j < sss.Len(); j++ {
 			spans := sss.At(j).Spans()
 			for k := 0; k < spans.Len(); k++ {
-				n += spans.At(k).Attributes().Len()
+				n += min(spans.At(k).Attributes().Len(), limit)
 			}
 		}
 	}
 	return n
 }
 
-func spanFrom(s ptrace.Span, service string, res model.Attrs, scopeName, scopeVersion string, a *arena) model.Span {
+func (c *converter) span(s ptrace.Span, service string, res model.Attrs, scopeName, scopeVersion string, a *arena) model.Span {
+	attrs, dropped := a.take(s.Attributes())
 	sp := model.Span{
 		TraceID:                model.TraceID(s.TraceID()),
 		SpanID:                 model.SpanID(s.SpanID()),
 		ParentSpanID:           model.SpanID(s.ParentSpanID()),
-		TraceState:             s.TraceState().AsRaw(),
+		TraceState:             c.clipStr(s.TraceState().AsRaw()),
 		Flags:                  s.Flags(),
-		Name:                   s.Name(),
+		Name:                   c.clipStr(s.Name()),
 		Kind:                   model.SpanKind(s.Kind()),
 		StartUnixNano:          uint64(s.StartTimestamp()),
 		EndUnixNano:            uint64(s.EndTimestamp()),
 		StatusCode:             model.StatusCode(s.Status().Code()),
-		StatusMessage:          s.Status().Message(),
+		StatusMessage:          c.clipStr(s.Status().Message()),
 		Service:                service,
 		Resource:               res,
 		ScopeName:              scopeName,
 		ScopeVersion:           scopeVersion,
-		Attrs:                  a.take(s.Attributes()),
-		DroppedAttributesCount: s.DroppedAttributesCount(),
+		Attrs:                  attrs,
+		DroppedAttributesCount: saturatingAdd(s.DroppedAttributesCount(), dropped),
 		DroppedEventsCount:     s.DroppedEventsCount(),
 		DroppedLinksCount:      s.DroppedLinksCount(),
 	}
 	if evs := s.Events(); evs.Len() > 0 {
-		sp.Events = make([]model.Event, evs.Len())
-		for i := 0; i < evs.Len(); i++ {
+		n := min(evs.Len(), c.lim.MaxEvents)
+		sp.Events = make([]model.Event, n)
+		for i := 0; i < n; i++ {
 			e := evs.At(i)
-			sp.Events[i] = model.Event{TimeUnixNano: uint64(e.Timestamp()), Name: e.Name(), Attrs: AttrsFromMap(e.Attributes())}
+			sp.Events[i] = model.Event{TimeUnixNano: uint64(e.Timestamp()), Name: c.clipStr(e.Name()), Attrs: c.attrsFromMap(e.Attributes())}
 		}
+		c.stats.DroppedEvents += evs.Len() - n
+		sp.DroppedEventsCount = saturatingAdd(sp.DroppedEventsCount, evs.Len()-n)
 	}
 	if ls := s.Links(); ls.Len() > 0 {
-		sp.Links = make([]model.Link, ls.Len())
-		for i := 0; i < ls.Len(); i++ {
+		n := min(ls.Len(), c.lim.MaxLinks)
+		sp.Links = make([]model.Link, n)
+		for i := 0; i < n; i++ {
 			l := ls.At(i)
 			sp.Links[i] = model.Link{TraceID: model.TraceID(l.TraceID()), SpanID: model.SpanID(l.SpanID()),
-				TraceState: l.TraceState().AsRaw(), Attrs: AttrsFromMap(l.Attributes())}
+				TraceState: c.clipStr(l.TraceState().AsRaw()), Attrs: c.attrsFromMap(l.Attributes())}
 		}
+		c.stats.DroppedLinks += ls.Len() - n
+		sp.DroppedLinksCount = saturatingAdd(sp.DroppedLinksCount, ls.Len()-n)
+	}
+	if len(sp.Events) == 0 {
+		sp.Events = nil
+	}
+	if len(sp.Links) == 0 {
+		sp.Links = nil
 	}
 	return sp
 }
 
-// AttrsFromMap converts an OTLP attribute map (order preserved).
-func AttrsFromMap(m pcommon.Map) model.Attrs {
-	if m.Len() == 0 {
-		return nil
+func saturatingAdd(a uint32, b int) uint32 {
+	if sum := uint64(a) + uint64(b); sum <= 1<<32-1 {
+		return uint32(sum)
 	}
-	out := make(model.Attrs, 0, m.Len())
-	m.Range(func(k string, v pcommon.Value) bool {
-		out = append(out, model.Attr{Key: k, Value: ValueFrom(v)})
-		return true
-	})
-	return out
+	return 1<<32 - 1
 }
 
-// ValueFrom converts one OTLP value. Arrays and maps keep their JSON text.
+// AttrsFromMap converts an OTLP attribute map (order preserved) under
+// DefaultLimits.
+func AttrsFromMap(m pcommon.Map) model.Attrs {
+	c := converter{lim: DefaultLimits()}
+	return c.attrsFromMap(m)
+}
+
+// ValueFrom converts one OTLP value under DefaultLimits. Arrays and maps
+// keep their JSON text.
 func ValueFrom(v pcommon.Value) model.Value {
-	switch v.Type() {
-	case pcommon.ValueTypeStr:
-		return model.Value{Type: model.TypeString, Str: v.Str()}
-	case pcommon.ValueTypeInt:
-		return model.Value{Type: model.TypeInt, Int: v.Int()}
-	case pcommon.ValueTypeDouble:
-		return model.Value{Type: model.TypeDouble, Float: v.Double()}
-	case pcommon.ValueTypeBool:
-		return model.Value{Type: model.TypeBool, Bool: v.Bool()}
-	case pcommon.ValueTypeBytes:
-		return model.Value{Type: model.TypeBytes, Bytes: v.Bytes().AsRaw()}
-	case pcommon.ValueTypeSlice:
-		return model.Value{Type: model.TypeArray, Str: v.AsString()}
-	case pcommon.ValueTypeMap:
-		return model.Value{Type: model.TypeMap, Str: v.AsString()}
-	}
-	return model.Value{}
+	c := converter{lim: DefaultLimits()}
+	return c.value(v)
 }
 
 // PutValue stores v into dst.

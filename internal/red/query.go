@@ -361,13 +361,7 @@ func (m *Metrics) Operations(service, kind string, start, end time.Time, sortBy 
 	secs := m.covered(w.startMin, w.endMin)
 	out := make([]OperationSummary, 0, len(groups))
 	for g, aggs := range groups {
-		var tot tsdb.Agg
-		for _, a := range aggs {
-			if a != nil {
-				tot.Merge(a)
-			}
-		}
-		out = append(out, OperationSummary{Service: g.service, Operation: g.op, Kind: model.SpanKind(g.kind).String(), Summary: summarize(&tot, secs)})
+		out = append(out, OperationSummary{Service: g.service, Operation: g.op, Kind: model.SpanKind(g.kind).String(), Summary: summarize(total(aggs), secs)})
 	}
 	sort.Slice(out, func(i, j int) bool {
 		if less(&out[i].Summary, &out[j].Summary) {

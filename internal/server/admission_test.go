@@ -37,7 +37,7 @@ func TestMemoryOverBudgetIsRetryable(t *testing.T) {
 		c.Admission.RetryAfter = 2 * time.Second
 		c.Listen.OTLPGRPC = "127.0.0.1:0"
 	})
-	if resp := sendSpans(t, s, clientServerPair(model.TraceID{1})); resp.StatusCode != http.StatusOK {
+	if resp := sendOTLP(t, s.Addr("otlp-http"), clientServerPair(model.TraceID{1})); resp.StatusCode != http.StatusOK {
 		t.Fatalf("within budget: %s", resp.Status)
 	}
 
@@ -52,7 +52,7 @@ func TestMemoryOverBudgetIsRetryable(t *testing.T) {
 	t.Cleanup(func() { debug.SetMemoryLimit(old) })
 	time.Sleep(2 * heapReadEvery)
 
-	resp := sendSpans(t, s, clientServerPair(model.TraceID{2}))
+	resp := sendOTLP(t, s.Addr("otlp-http"), clientServerPair(model.TraceID{2}))
 	if resp.StatusCode != http.StatusServiceUnavailable || resp.Header.Get("Retry-After") != "2" {
 		t.Fatalf("over the memory budget: %s, Retry-After %q; want 503 with Retry-After 2", resp.Status, resp.Header.Get("Retry-After"))
 	}
@@ -82,7 +82,7 @@ func TestMemoryOverBudgetIsRetryable(t *testing.T) {
 	ballast = nil
 	runtime.GC()
 	time.Sleep(2 * heapReadEvery)
-	if resp := sendSpans(t, s, clientServerPair(model.TraceID{4})); resp.StatusCode != http.StatusOK {
+	if resp := sendOTLP(t, s.Addr("otlp-http"), clientServerPair(model.TraceID{4})); resp.StatusCode != http.StatusOK {
 		t.Fatalf("memory back within budget: %s", resp.Status)
 	}
 }
@@ -180,7 +180,7 @@ func TestReadyz(t *testing.T) {
 func TestTracePageFromTheEngine(t *testing.T) {
 	s := startServer(t, func(*config.Config) {})
 	tr := model.TraceID{5, 5, 5}
-	postSpans(t, s, clientServerPair(tr))
+	postOTLP(t, s.Addr("otlp-http"), clientServerPair(tr))
 	resp, err := http.Get("http://" + s.Addr("http") + "/api/v1/traces/" + tr.String() + "?offset=1&limit=1")
 	if err != nil {
 		t.Fatal(err)

@@ -1,7 +1,6 @@
 package server
 
 import (
-	"bytes"
 	"context"
 	"io"
 	"log/slog"
@@ -10,11 +9,8 @@ import (
 	"testing"
 	"time"
 
-	"go.opentelemetry.io/collector/pdata/ptrace"
-
 	"github.com/tracedx/tracedx/internal/config"
 	"github.com/tracedx/tracedx/internal/model"
-	"github.com/tracedx/tracedx/internal/otlpconv"
 )
 
 // startServer runs a whole server on loopback ports until the test ends.
@@ -45,28 +41,13 @@ func startServer(t *testing.T, mutate func(*config.Config)) *Server {
 	return s
 }
 
-// postSpans sends spans to the server's OTLP/HTTP receiver.
-func postSpans(t *testing.T, s *Server, spans []model.Span) {
+// metricsAfterIngest returns a server's /metrics text after one OTLP
+// request of a client/server pair.
+func metricsAfterIngest(t *testing.T, mutate func(*config.Config)) string {
 	t.Helper()
-	if resp := sendSpans(t, s, spans); resp.StatusCode != http.StatusOK {
-		t.Fatalf("ingest: %s", resp.Status)
-	}
-}
-
-// sendSpans posts spans over OTLP/HTTP JSON and returns the answer (its
-// body closed).
-func sendSpans(t *testing.T, s *Server, spans []model.Span) *http.Response {
-	t.Helper()
-	body, err := (&ptrace.JSONMarshaler{}).MarshalTraces(otlpconv.ToTraces(spans))
-	if err != nil {
-		t.Fatal(err)
-	}
-	resp, err := http.Post("http://"+s.Addr("otlp-http")+"/v1/traces", "application/json", bytes.NewReader(body))
-	if err != nil {
-		t.Fatal(err)
-	}
-	_ = resp.Body.Close()
-	return resp
+	s := startServer(t, mutate)
+	postOTLP(t, s.Addr("otlp-http"), clientServerPair(model.TraceID{9, 9, 9}))
+	return metricsOf(t, s)
 }
 
 // clientServerPair is a trace of a frontend calling an api, its spans
@@ -78,15 +59,6 @@ func clientServerPair(tr model.TraceID) []model.Span {
 		{TraceID: tr, SpanID: model.SpanID{2}, ParentSpanID: model.SpanID{1}, Service: "frontend", Name: "GET /api", Kind: model.KindClient, StartUnixNano: now + 1e6, EndUnixNano: now + 4e6},
 		{TraceID: tr, SpanID: model.SpanID{3}, ParentSpanID: model.SpanID{2}, Service: "api", Name: "GET /api", Kind: model.KindServer, StartUnixNano: now + 2e6, EndUnixNano: now + 3e6},
 	}
-}
-
-// metricsAfterIngest returns a server's /metrics text after one OTLP
-// request of a client/server pair.
-func metricsAfterIngest(t *testing.T, mutate func(*config.Config)) string {
-	t.Helper()
-	s := startServer(t, mutate)
-	postSpans(t, s, clientServerPair(model.TraceID{9, 9, 9}))
-	return metricsOf(t, s)
 }
 
 func metricsOf(t *testing.T, s *Server) string {

@@ -3,22 +3,26 @@ package server
 import (
 	"context"
 	"net/http"
+	"time"
 
 	"github.com/tracedx/tracedx/internal/analyze"
 	"github.com/tracedx/tracedx/internal/api/tempo"
 	"github.com/tracedx/tracedx/internal/attribution"
 	"github.com/tracedx/tracedx/internal/compare"
+	"github.com/tracedx/tracedx/internal/config"
 	"github.com/tracedx/tracedx/internal/findingstore"
 	"github.com/tracedx/tracedx/internal/grouping"
 	"github.com/tracedx/tracedx/internal/model"
 	"github.com/tracedx/tracedx/internal/store"
 	"github.com/tracedx/tracedx/internal/systemic"
+	"github.com/tracedx/tracedx/internal/traceql"
 	"github.com/tracedx/tracedx/internal/web"
 )
 
 // tempoHandler returns the Tempo-compatible API.
-func tempoHandler(st store.Store, p *pipeline) http.Handler {
-	return tempo.NewHandler(st, tempo.Options{Findings: tempo.FindingsFrom(p)})
+func tempoHandler(st store.Store, p *pipeline, q config.Query) http.Handler {
+	return tempo.NewHandler(st, tempo.Options{Findings: tempo.FindingsFrom(p), QueryTimeout: q.Timeout,
+		QueryLimits: traceql.Limits{MaxRegexBytes: q.MaxRegexBytes, MaxRegexInsts: q.MaxRegexInstructions}})
 }
 
 // tempoWithGRPC adds Tempo's gRPC streaming API to the Tempo port.
@@ -43,17 +47,26 @@ func (s *Server) extraRoutes(st store.Store, p *pipeline) []func(*http.ServeMux)
 // storedFindings connects the pipeline to the findings store and the
 // cross-trace detectors.
 type storedFindings struct {
-	fs  *findingstore.Store
-	sys *systemic.Detector
+	fs *findingstore.Store
+	// sink stores into fs and counts what it stores.
+	sink systemic.Sink
+	sys  *systemic.Detector
 }
 
 func (f *storedFindings) putTrace(ctx context.Context, spans []model.Span, res analyze.Result) error {
-	return f.fs.Put(ctx, findingstore.FromResult(spans, res))
+	return f.sink.Put(ctx, findingstore.FromResult(spans, res))
 }
 
 func (f *storedFindings) traceFindings(ctx context.Context, id model.TraceID) ([]analyze.Finding, bool, error) {
 	l, err := f.fs.ForTrace(ctx, id)
 	return findingstore.Findings(l), len(l) > 0, err
+}
+
+// FindingsBetween lists the findings stored for [from, to), newest first,
+// for the root-cause ranking (v1.FindingsInRange).
+func (f *storedFindings) FindingsBetween(ctx context.Context, from, to time.Time, limit int) ([]analyze.Finding, error) {
+	l, err := f.fs.List(ctx, findingstore.Query{From: from, To: to, Limit: limit})
+	return findingstore.Findings(l), err
 }
 
 func (f *storedFindings) observeSummary(t systemic.TraceSummary) { f.sys.ObserveSummary(timeNow(), t) }

@@ -53,7 +53,7 @@ func TestAnalysisAnswersWithStoredFindings(t *testing.T) {
 	s := startServer(t, func(c *config.Config) { c.Storage.TraceIdleTimeout = 100 * time.Millisecond })
 	first := slowOrder(0, time.Now().Add(-2*time.Minute))
 	id := first[0].TraceID.String()
-	postSpans(t, s, first)
+	postOTLP(t, s.Addr("otlp-http"), first)
 
 	poll := func(what string, done func(*analysisAnswer) bool) analysisAnswer {
 		t.Helper()
@@ -82,7 +82,7 @@ func TestAnalysisAnswersWithStoredFindings(t *testing.T) {
 	for i := 1; i <= 60; i++ {
 		more = append(more, slowOrder(i, time.Now().Add(-time.Minute+time.Duration(i)*time.Millisecond))...)
 	}
-	postSpans(t, s, more)
+	postOTLP(t, s.Addr("otlp-http"), more)
 	now := poll("rejudged", func(a *analysisAnswer) bool { return len(a.Rejudged) > 0 })
 
 	if now.Source != "stored" || len(now.Findings) != len(stored.Findings) {

@@ -58,7 +58,7 @@ func TestRatesAgreeAcrossAPIs(t *testing.T) {
 	s := startServer(t, func(*config.Config) {})
 	now := time.Now()
 	const n = 600
-	postSpans(t, s, checkoutCalls(n, 20*time.Minute, now))
+	postOTLP(t, s.Addr("otlp-http"), checkoutCalls(n, 20*time.Minute, now))
 
 	start, end := now.Add(-time.Hour), time.Now()
 	rng := "start=" + strconv.FormatInt(start.UnixMilli(), 10) + "&end=" + strconv.FormatInt(end.UnixMilli(), 10)

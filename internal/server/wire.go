@@ -11,6 +11,7 @@ import (
 
 	"github.com/prometheus/client_golang/prometheus"
 
+	"github.com/tracedx/tracedx/internal/alerting"
 	"github.com/tracedx/tracedx/internal/api/jaeger"
 	v1 "github.com/tracedx/tracedx/internal/api/v1"
 	"github.com/tracedx/tracedx/internal/baseline"
@@ -28,6 +29,8 @@ import (
 
 const shutdownGrace = 10 * time.Second
 
+// timeNow is the clock of observation and of the cross-trace detectors'
+// evaluations; tests replace it.
 var timeNow = time.Now
 
 // New opens storage and builds every part; Start binds the listeners.
@@ -42,6 +45,10 @@ func New(ctx context.Context, cfg config.Config, log *slog.Logger) (*Server, err
 	dir := func(sub string) string { return filepath.Join(cfg.DataDir, sub) }
 	// A bad detector config is refused before anything is opened.
 	detectors, err := detectorsOf(cfg.Analysis)
+	if err != nil {
+		return nil, err
+	}
+	alertRules, err := alertRulesOf(cfg.Alerting)
 	if err != nil {
 		return nil, err
 	}
@@ -81,9 +88,18 @@ func New(ctx context.Context, cfg config.Config, log *slog.Logger) (*Server, err
 	}
 	s.closers = append(s.closers, fs.Close)
 	s.background = append(s.background, func(ctx context.Context) { fs.Run(ctx) })
-	sys := systemic.New(systemic.Config{Dir: dir("systemic")}, fs, nil, log)
+	// Every stored finding is counted on /metrics (tracedx_findings_total).
+	findingsCounter := alerting.NewFindingsCounter(s.reg)
+	findingsSink := findingsCounter.Wrap(fs)
+	// One clock for observing and evaluating, so a test that moves it
+	// moves both.
+	sys := systemic.New(systemic.Config{Dir: dir("systemic")}, findingsSink, func() time.Time { return timeNow() }, log)
 	s.background = append(s.background, func(ctx context.Context) { sys.Run(ctx) })
-	pipe.findings = &storedFindings{fs: fs, sys: sys}
+	pipe.findings = &storedFindings{fs: fs, sink: findingsSink, sys: sys}
+	alertRoutes, err := s.startAlerting(alertRules, metrics, fs, findingsCounter)
+	if err != nil {
+		return nil, err
+	}
 
 	// Without analysis and analytics nobody reads completed traces: the
 	// store then neither keeps them for completion nor decodes them.
@@ -139,14 +155,21 @@ func New(ctx context.Context, cfg config.Config, log *slog.Logger) (*Server, err
 	}
 	admit := newAdmission(cfg.Admission, eng, pipe.queueFull, log, s.reg)
 	in, err := ingest.New(ingest.Config{
-		Admit:                admit.Admit,
-		RetryAfter:           cfg.Admission.RetryAfter,
-		GRPCAddr:             cfg.Listen.OTLPGRPC,
-		HTTPAddr:             cfg.Listen.OTLPHTTP,
-		ZipkinAddr:           cfg.Listen.Zipkin,
-		MaxRequestBytes:      cfg.Ingest.MaxRequestBytes,
-		MaxSpansPerRequest:   cfg.Ingest.MaxSpansPerRequest,
-		MaxAttributesPerSpan: cfg.Ingest.MaxAttributes,
+		Admit:                  admit.Admit,
+		RetryAfter:             cfg.Admission.RetryAfter,
+		GRPCAddr:               cfg.Listen.OTLPGRPC,
+		HTTPAddr:               cfg.Listen.OTLPHTTP,
+		ZipkinAddr:             cfg.Listen.Zipkin,
+		MaxRequestBytes:        cfg.Ingest.MaxRequestBytes,
+		MaxSpansPerRequest:     cfg.Ingest.MaxSpansPerRequest,
+		MaxAttributesPerSpan:   cfg.Ingest.MaxAttributes,
+		MaxEventsPerSpan:       cfg.Ingest.MaxEventsPerSpan,
+		MaxLinksPerSpan:        cfg.Ingest.MaxLinksPerSpan,
+		MaxAttributeDepth:      cfg.Ingest.MaxAttributeDepth,
+		MaxAttributeValueBytes: cfg.Ingest.MaxAttributeValueBytes,
+		MaxSpansPerTrace:       cfg.Ingest.MaxSpansPerTrace,
+		MaxSpanDuration:        cfg.Ingest.MaxSpanDuration,
+		DedupWindowSpans:       cfg.Ingest.DedupWindowSpans,
 	}, sink, logs, log, s.reg)
 	if err != nil {
 		return nil, err
@@ -182,18 +205,24 @@ func New(ctx context.Context, cfg config.Config, log *slog.Logger) (*Server, err
 	mux := http.NewServeMux()
 	routes := []func(*http.ServeMux){metrics.RegisterRoutes, graph.RegisterRoutes, history.RegisterRoutes, pipe.registerRoutes, logs.RegisterRoutes}
 	routes = append(routes, s.extraRoutes(eng, pipe)...)
-	apiV1 := v1.NewHandler(v1.Deps{
-		Store:    eng,
-		Analyzer: pipe.analyze,
-		Explain:  pipe.explain,
-		Findings: pipe,
-		Routes:   routes,
-		Logger:   log.With("component", "api"),
-
+	if alertRoutes != nil {
+		routes = append(routes, alertRoutes)
+	}
+	deps := v1.Deps{
+		Store:            eng,
+		Analyzer:         pipe.analyze,
+		Explain:          pipe.explain,
+		Findings:         pipe,
+		Routes:           routes,
+		Logger:           log.With("component", "api"),
 		MaxTraceSpans:    cfg.Query.MaxTraceSpans,
 		MaxAnalysisSpans: cfg.Query.MaxAnalysisSpans,
 		QueryTimeout:     cfg.Query.Timeout,
-	})
+	}
+	if sf, ok := pipe.findings.(*storedFindings); ok {
+		deps.WindowFindings = sf
+	}
+	apiV1 := v1.NewHandler(deps)
 	mux.Handle("/api/v1/", apiV1)
 	mux.Handle("/api/", jaegerAPI)
 	mux.Handle("GET /metrics", metricsHandler(s.reg))
@@ -201,14 +230,14 @@ func New(ctx context.Context, cfg config.Config, log *slog.Logger) (*Server, err
 	mux.HandleFunc("GET /readyz", readyz(fs))
 	// The UI's TraceQL box calls the Tempo API on its own origin, so it is
 	// mounted under web.TempoPrefix too, besides its own port.
-	th := tempoHandler(eng, pipe)
+	th := tempoHandler(eng, pipe, cfg.Query)
 	if th != nil {
 		mux.Handle(web.TempoPrefix+"/", http.StripPrefix(web.TempoPrefix, th))
 	}
 	mux.Handle("/", uiHandler())
-	s.addHTTP("http", cfg.Listen.HTTP, withRecover(log, mux))
+	s.addHTTP("http", cfg.Listen.HTTP, withRecover(log, guard(cfg.Listen.HTTP, cfg.Listen.AllowedHosts, mux)))
 	if th != nil {
-		s.addHTTP("tempo", cfg.Listen.Tempo, withRecover(log, tempoWithGRPC(th)))
+		s.addHTTP("tempo", cfg.Listen.Tempo, withRecover(log, guard(cfg.Listen.Tempo, cfg.Listen.AllowedHosts, tempoWithGRPC(th))))
 	}
 	s.background = append(s.background, pipe.run)
 	ok = true

@@ -112,7 +112,7 @@ type missEvent struct {
 	fallback    string
 	fallbackMS  float64
 	wrote       bool
-	service     string
+	service, op string
 }
 
 type ring struct {
@@ -225,7 +225,7 @@ func (d *Detector) flushMisses(now time.Time, root *model.Span, spans []model.Sp
 	defer func() { d.misses = d.misses[:0] }()
 	endpoint := root.Service + " " + root.Name
 	for _, m := range d.misses {
-		ev := missEvent{t: time.Unix(0, int64(m.s.StartUnixNano)), trace: m.s.TraceID.String(), span: m.s.SpanID.String(), service: m.s.Service}
+		ev := missEvent{t: time.Unix(0, int64(m.s.StartUnixNano)), trace: m.s.TraceID.String(), span: m.s.SpanID.String(), service: m.s.Service, op: m.s.Name}
 		// The fallback: the first non-cache database call after the miss.
 		for i := range spans {
 			o := &spans[i]
@@ -305,6 +305,8 @@ func (d *Detector) checkStampede(endpoint, key string, r *ring) {
 	f.ImpactMS = math.Round(mean*float64(best-1)*10) / 10
 	f.Evidence = StampedeEvidence{Endpoint: endpoint, CacheKey: key, Traces: best, WithinMS: float64(spread) / 1e6,
 		Fallback: win[0].fallback, FallbackMS: math.Round(mean*10) / 10, Rewrites: wrote, CacheService: win[0].service}
+	f.Culprit = &analyze.Culprit{Service: win[0].service, Operation: win[0].op, SpanID: win[0].span,
+		Reason: sprintf("%s owns the reads of %s that all missed at once and recomputed it", win[0].service, key)}
 	f.Fix = "Let one request recompute the value while the others wait or serve the stale one: request coalescing (singleflight), a lock per key, early probabilistic refresh, or TTL jitter."
 	d.pending[f.Key] = f
 }
@@ -409,6 +411,11 @@ func (d *Detector) checkAuth(target string, st *authState) {
 	f.Title = sprintf("%d calls to %s were rejected (%v) within %.1f s around %s while %d others succeeded: a credential expiring mid-flight",
 		len(win), target, ev.Codes, ev.SpreadMS/1000, ev.Moment.UTC().Format("15:04:05"), succ)
 	f.Evidence = ev
+	// Several callers racing on one expiring token usually share the
+	// refresh code; the first names the place, the reason names them all.
+	f.Culprit = &analyze.Culprit{Service: ev.Callers[0], Operation: "token refresh",
+		Reason: sprintf("%s %s using a token to %s until it is rejected: the token refresh runs too late", strings.Join(ev.Callers, " and "),
+			map[bool]string{true: "keeps", false: "keep"}[len(ev.Callers) == 1], target)}
 	f.Fix = "Refresh tokens before they expire (refresh at ~80 % of the lifetime, with a margin for clock skew and request duration) and retry once on 401 with a fresh token; share one refresh among concurrent requests."
 	d.pending[f.Key] = f
 }

@@ -286,6 +286,7 @@ func (d *Detector) observeSummary(now time.Time, t *TraceSummary) {
 }
 
 func (d *Detector) observeTrace(now time.Time, spans []model.Span) {
+	d.observeCulprits(spans)
 	var traceFeatures *attribution.Features
 	features := func() attribution.Features {
 		if traceFeatures == nil {
@@ -307,10 +308,12 @@ func (d *Detector) observeTrace(now time.Time, spans []model.Span) {
 				if now.Sub(sr.lastSlow) >= 100*time.Millisecond {
 					sr.lastSlow = now
 					sr.slow = pushSample(sr.slow, sample{ref: r, f: features(), dur: ms}, 100)
+					d.marks = append(d.marks, selfMark{i, true})
 				}
 			case now.Sub(sr.lastNorm) >= time.Second:
 				sr.lastNorm = now
 				sr.normal = pushSample(sr.normal, sample{ref: r, f: features(), dur: ms}, 100)
+				d.marks = append(d.marks, selfMark{i, false})
 			}
 		case s.Kind == model.KindClient:
 			// Auth answers of calls that name no target: the callee's
@@ -332,6 +335,8 @@ func (d *Detector) observeTrace(now time.Time, spans []model.Span) {
 			d.observeCache(s, spans)
 		}
 	}
+	d.learnSelfTimes(spans, d.marks)
+	d.marks = d.marks[:0]
 	root := rootOf(spans)
 	if root == nil {
 		d.misses = d.misses[:0]

@@ -75,6 +75,14 @@ type Detector struct {
 	svcScratch []string
 	verScratch []string
 	clockNow   time.Time
+	// Culprit knowledge (culprit.go): error origins per failing entry
+	// operation, and the operation last seen calling each service.
+	origins map[opKey]map[opKey]float64
+	callers map[string]opKey
+	selfs   map[opKey]map[opKey]*selfAgg
+	marks   []selfMark // scratch of observeTrace
+	// idScratch indexes the spans of the trace being observed.
+	idScratch map[model.SpanID]int
 
 	// Persistence (persist.go). lastSeen is the latest observation-clock
 	// time of Observe or Evaluate; resumePending marks a restored state
@@ -390,8 +398,8 @@ func pushSample(list []sample, s sample, capN int) []sample {
 // ---- new_error_type ----
 
 type newType struct {
-	service, typ, msg string
-	r                 ref
+	service, op, typ, msg string
+	r                     ref
 }
 
 func (d *Detector) observeErrorType(now time.Time, s *model.Span) {
@@ -412,7 +420,7 @@ func (d *Detector) observeErrorType(now time.Time, s *model.Span) {
 		return
 	}
 	if len(d.newTypes) < 1000 {
-		d.newTypes = append(d.newTypes, newType{service: s.Service, typ: typ, msg: msg,
+		d.newTypes = append(d.newTypes, newType{service: s.Service, op: s.Name, typ: typ, msg: msg,
 			r: ref{trace: s.TraceID, span: s.SpanID, t: now}})
 	}
 }
@@ -559,6 +567,7 @@ func (d *Detector) evalErrors(now time.Time, add func(Finding, time.Duration)) {
 		f.Evidence = ErrorRateEvidence{Service: k.service, Operation: k.op, WindowS: d.cfg.ErrorWindow.Seconds(), Requests: int(w.n),
 			Errors: int(w.errs), ErrorRate: pct(rate) / 100, BaselineRate: math.Max(baseRate, 0), Threshold: d.cfg.OpErrorRate}
 		f.Fix = "Open an example trace: its error_origin finding names the failing span; compare a failing with a successful request (GET /api/v1/compare) and check recent deploys of " + k.service + "."
+		f.Culprit = d.errorCulprit([]opKey{k}, k.service+" "+k.op)
 		add(f, d.cfg.ErrorWindow)
 	}
 	svcs := make([]string, 0, len(bySvc))
@@ -590,6 +599,13 @@ func (d *Detector) evalErrors(now time.Time, add func(Finding, time.Duration)) {
 		f.Evidence = ErrorRateEvidence{Service: svc, WindowS: d.cfg.ErrorWindow.Seconds(), Requests: int(a.n), Errors: int(a.e),
 			ErrorRate: pct(rate) / 100, BaselineRate: math.Max(baseRate, 0), Threshold: d.cfg.ServiceErrorRate}
 		f.Fix = "Open an example trace to find the failing dependency, and check recent deploys of " + svc + "."
+		var entries []opKey
+		for _, k := range keys {
+			if k.service == svc {
+				entries = append(entries, k)
+			}
+		}
+		f.Culprit = d.errorCulprit(entries, svc)
 		add(f, d.cfg.ErrorWindow)
 	}
 }
@@ -649,6 +665,7 @@ func (d *Detector) evalLatency(now time.Time, add func(Finding, time.Duration)) 
 		f.Evidence = LatencyEvidence{Service: k.service, Operation: k.op, WindowS: d.cfg.LatencyWindow.Seconds(), Requests: int(w.n),
 			P95MS: p95, BaselineP95MS: base, Factor: math.Round(p95/base*100) / 100, Attribution: vals}
 		f.Fix = "Compare a slow and a usual request (GET /api/v1/compare) and look at what the slow ones share (attribution above): a deploy, a host, or an input size."
+		f.Culprit = d.latencyCulprit(k)
 		add(f, d.cfg.LatencyWindow)
 	}
 }
@@ -676,6 +693,7 @@ func (d *Detector) evalRoots(now time.Time, add func(Finding, time.Duration)) {
 					Requests: int(w.n), Expected: math.Round(expected*10) / 10, RatePerMin: w.n / d.cfg.ThroughputWindow.Minutes(),
 					BaselinePerMin: s.base.n / s.baseSec * 60}
 				f.Fix = "Check what sends this traffic: a failing upstream, a load balancer or DNS change, a client release, or lost instrumentation (spans missing, not requests)."
+				f.Culprit = endpointCulprit(k, "the entry endpoint that receives fewer requests: what sends it traffic changed")
 				add(f, d.cfg.ThroughputWindow)
 			}
 		}
@@ -702,6 +720,10 @@ func (d *Detector) evalRoots(now time.Time, add func(Finding, time.Duration)) {
 					Traces: int(w.n), BaselinePresence: math.Round(share*1000) / 1000}
 				f.Fix = "Check whether " + svc + " is down or bypassed (feature flag, fallback, circuit breaker open), or lost its instrumentation or trace propagation."
 				f.ExampleTraceIDs, _ = refIDs(s.recent)
+				f.Culprit = endpointCulprit(k, sprintf("the flow that no longer reaches %s; no trace seen showed who called it", svc))
+				if c, ok := d.callerOf(svc); ok {
+					f.Culprit = endpointCulprit(c, sprintf("%s %s called %s and no longer does (or cannot reach it)", c.service, c.op, svc))
+				}
 				add(f, d.cfg.MissingWindow)
 			}
 		}
@@ -749,6 +771,11 @@ func (d *Detector) evalRoots(now time.Time, add func(Finding, time.Duration)) {
 			ev.Service, ev.Version, ev.VersionTraces, ev.VersionMeanSpans = svc, ver, int(culpritN), math.Round(culpritMean*10)/10
 		}
 		f.Evidence = ev
+		f.Culprit = endpointCulprit(k, "the flow whose traces grew; no single version of a service explains it")
+		if ev.Service != "" {
+			f.Culprit = &analyze.Culprit{Service: ev.Service,
+				Reason: sprintf("traces with %s %s have %.1f spans, %.1fx the usual: the calls added in that version", ev.Service, ev.Version, ev.VersionMeanSpans, ev.VersionMeanSpans/baseMean)}
+		}
 		f.Fix = "Compare a trace of the new shape with an older one (GET /api/v1/compare, GET /api/v1/groups): an N+1 query or call loop usually shipped in that version."
 		f.ExampleTraceIDs, f.SpanIDs = refIDs(s.recent)
 		add(f, d.cfg.SpanWindow)
@@ -764,6 +791,8 @@ func newErrorType(nt newType) Finding {
 		f.Title += sprintf(" (%s)", clip(nt.msg, 120))
 	}
 	f.Evidence = NewErrorTypeEvidence{Service: nt.service, ExceptionType: nt.typ, Message: clip(nt.msg, 500)}
+	f.Culprit = &analyze.Culprit{Service: nt.service, Operation: nt.op, SpanID: nt.r.span.String(),
+		Reason: sprintf("%s raises the new %s itself", nt.service, nt.typ)}
 	f.Fix = "An exception type not seen before usually comes with a deploy or a new failure mode of a dependency; open the example trace for the stack."
 	return f
 }

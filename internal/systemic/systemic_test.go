@@ -121,13 +121,15 @@ type patternCase struct {
 	key      string
 	deadline time.Duration
 	check    func(t *testing.T, f Finding)
+	// culprit is the service the finding must blame.
+	culprit string
 }
 
 // patternCases are the injected problems, one per pattern, each with the
 // finding it must open within deadline.
 func patternCases(inject time.Time) []patternCase {
 	return []patternCase{
-		{name: "n+1 shipped in checkout 1.5.0", kind: "span_count_regression", key: "span_count_regression/frontend/POST /checkout",
+		{name: "n+1 shipped in checkout 1.5.0", kind: "span_count_regression", key: "span_count_regression/frontend/POST /checkout", culprit: "checkout",
 			change:   func(s *sim) { s.shop.CheckoutVersion, s.shop.ItemQueries = "1.5.0", 25 },
 			deadline: 3 * time.Minute,
 			check: func(t *testing.T, f Finding) {
@@ -139,7 +141,7 @@ func patternCases(inject time.Time) []patternCase {
 					t.Errorf("title %q lacks the version", f.Title)
 				}
 			}},
-		{name: "big carts got slow", kind: "latency_regression", key: "latency_regression/checkout/POST /api/checkout",
+		{name: "big carts got slow", kind: "latency_regression", key: "latency_regression/checkout/POST /api/checkout", culprit: "inventory",
 			change:   func(s *sim) { s.shop.SlowBigCarts, s.shop.BigCartShare, s.shop.SlowFactor = true, 0.2, 12 },
 			deadline: 3 * time.Minute,
 			check: func(t *testing.T, f Finding) {
@@ -147,11 +149,15 @@ func patternCases(inject time.Time) []patternCase {
 				if ev.Factor < 2 || len(ev.Attribution) == 0 || ev.Attribution[0].Label != "product.variant_count > 50" {
 					t.Errorf("evidence %+v: want ≥ 2x and product.variant_count > 50 first", ev)
 				}
+				// The stock lookups got slow: the culprit is inside the endpoint.
+				if f.Culprit == nil || f.Culprit.Operation != "SELECT shop.stock" {
+					t.Errorf("culprit %+v, want inventory SELECT shop.stock", f.Culprit)
+				}
 				if f.ImpactMS <= 0 || len(f.ExampleTraceIDs) == 0 {
 					t.Errorf("impact %v examples %v", f.ImpactMS, f.ExampleTraceIDs)
 				}
 			}},
-		{name: "payments failing", kind: "error_rate_spike", key: "error_rate_spike/payments/POST /charge",
+		{name: "payments failing", kind: "error_rate_spike", key: "error_rate_spike/payments/POST /charge", culprit: "payments",
 			change:   func(s *sim) { s.shop.ErrorRate = 0.3 },
 			deadline: 2 * time.Minute,
 			check: func(t *testing.T, f Finding) {
@@ -160,7 +166,7 @@ func patternCases(inject time.Time) []patternCase {
 					t.Errorf("evidence %+v / %+v", ev, f)
 				}
 			}},
-		{name: "new exception type", kind: "new_error_type", key: "new_error_type/payments/FraudCheckUnavailableException",
+		{name: "new exception type", kind: "new_error_type", key: "new_error_type/payments/FraudCheckUnavailableException", culprit: "payments",
 			change:   func(s *sim) { s.shop.ErrorRate, s.shop.ErrorType = 0.02, "FraudCheckUnavailableException" },
 			deadline: time.Minute,
 			check: func(t *testing.T, f Finding) {
@@ -168,10 +174,10 @@ func patternCases(inject time.Time) []patternCase {
 					t.Errorf("finding %+v", f)
 				}
 			}},
-		{name: "recommendations gone", kind: "missing_service", key: "missing_service/frontend/POST /checkout/recommendations",
+		{name: "recommendations gone", kind: "missing_service", key: "missing_service/frontend/POST /checkout/recommendations", culprit: "checkout",
 			change:   func(s *sim) { s.shop.NoRecommendations = true },
 			deadline: 6 * time.Minute},
-		{name: "checkout traffic drop", kind: "throughput_drop", key: "throughput_drop/frontend/POST /checkout",
+		{name: "checkout traffic drop", kind: "throughput_drop", key: "throughput_drop/frontend/POST /checkout", culprit: "frontend",
 			change:   func(s *sim) { s.checkoutRate = 0.5 },
 			deadline: 6 * time.Minute,
 			check: func(t *testing.T, f Finding) {
@@ -180,7 +186,7 @@ func patternCases(inject time.Time) []patternCase {
 					t.Errorf("evidence %+v", ev)
 				}
 			}},
-		{name: "cache stampede", kind: "cache_stampede", key: "cache_stampede/frontend GET /product/{id}/product:42",
+		{name: "cache stampede", kind: "cache_stampede", key: "cache_stampede/frontend GET /product/{id}/product:42", culprit: "catalog",
 			burst: func(s *sim) {
 				s.shop.CacheMissAll = true
 				for i := 0; i < 12; i++ {
@@ -195,7 +201,7 @@ func patternCases(inject time.Time) []patternCase {
 					t.Errorf("evidence %+v", ev)
 				}
 			}},
-		{name: "token expiry race", kind: "auth_expiry_race", key: "auth_expiry_race/auth",
+		{name: "token expiry race", kind: "auth_expiry_race", key: "auth_expiry_race/auth", culprit: "checkout",
 			burst:    authBurst(inject),
 			deadline: 30 * time.Second,
 			check: func(t *testing.T, f Finding) {
@@ -204,7 +210,7 @@ func patternCases(inject time.Time) []patternCase {
 					t.Errorf("evidence %+v", ev)
 				}
 			}},
-		{name: "token expiry race, target named by the callee only", kind: "auth_expiry_race", key: "auth_expiry_race/auth",
+		{name: "token expiry race, target named by the callee only", kind: "auth_expiry_race", key: "auth_expiry_race/auth", culprit: "checkout",
 			change:   func(s *sim) { s.shop.UntargetedAuth = true },
 			burst:    authBurst(inject),
 			deadline: 30 * time.Second,
@@ -249,6 +255,9 @@ func (c *patternCase) run(t *testing.T, s *sim, inject time.Time) {
 	}
 	if c.check != nil {
 		c.check(t, f)
+	}
+	if f.Culprit == nil || f.Culprit.Service != c.culprit || f.Culprit.Reason == "" {
+		t.Errorf("culprit %+v, want service %s with a reason", f.Culprit, c.culprit)
 	}
 }
 
@@ -335,5 +344,28 @@ func authBurst(inject time.Time) func(*sim) {
 			s.observe(s.shop.Checkout(inject.Add(time.Duration(i) * 200 * time.Millisecond)))
 		}
 		s.shop.AuthFailRate = 0
+	}
+}
+
+// Every error spike a failing payments service causes upstream blames
+// payments, where the errors start, not the endpoint that shows them.
+func TestErrorSpikeCulpritIsTheOrigin(t *testing.T) {
+	s := newSim(9)
+	inject := t0.Add(40 * time.Minute)
+	s.run(t0, inject)
+	s.shop.ErrorRate = 0.3
+	s.run(inject, inject.Add(5*time.Minute))
+	n := 0
+	for _, f := range s.findings {
+		if f.f.Kind != "error_rate_spike" {
+			continue
+		}
+		n++
+		if f.f.Culprit == nil || f.f.Culprit.Service != "payments" {
+			t.Errorf("%s blames %+v, want payments", f.f.Key, f.f.Culprit)
+		}
+	}
+	if n < 2 {
+		t.Errorf("%d error spikes, want the payments one and at least one upstream:%s", n, describe(s.findings))
 	}
 }

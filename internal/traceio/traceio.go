@@ -107,7 +107,20 @@ func Parse(data []byte) ([]model.Span, Format, error) {
 	}
 	var jsonErr error
 	var jsonFormat Format
-	switch trimmed[0] {
+	// The OTLP decoders recurse once per nested attribute value: a hostile
+	// file could overflow the stack (see otlpconv.MaxNesting).
+	// A protobuf body starts with 0x0a, which TrimLeft takes for a newline,
+	// so a nesting error only counts when the input cannot be protobuf.
+	first := trimmed[0]
+	if first == '[' || first == '{' {
+		if err := otlpconv.CheckJSONNesting(trimmed); err != nil {
+			if data[0] != 0x0a {
+				return nil, "", err
+			}
+			jsonErr, first = err, 0
+		}
+	}
+	switch first {
 	case '[':
 		spans, f, err := parseArray(trimmed)
 		if err == nil || data[0] != 0x0a {
@@ -125,6 +138,9 @@ func Parse(data []byte) ([]model.Span, Format, error) {
 	// with field 1 (resource_spans), length-delimited: tag byte 0x0a — which
 	// is also a newline, so JSON after an empty line is tried first.
 	if data[0] == 0x0a {
+		if err := otlpconv.CheckTracesProtoNesting(data, otlpconv.MaxNesting); err != nil {
+			return nil, FormatOTLPProto, err
+		}
 		var u ptrace.ProtoUnmarshaler
 		td, err := u.UnmarshalTraces(data)
 		if err == nil {

@@ -13,6 +13,8 @@ import (
 
 	"github.com/tracedx/tracedx/internal/analyze"
 	"github.com/tracedx/tracedx/internal/model"
+	"github.com/tracedx/tracedx/internal/otlpconv"
+	"github.com/tracedx/tracedx/internal/otlpconv/otlpconvtest"
 )
 
 var fixtures = filepath.Join("..", "..", "testdata", "traces")
@@ -259,5 +261,20 @@ func TestZipkinTracesArray(t *testing.T) {
 	}
 	if _, _, err := Parse([]byte(`[[{"spans": []}]]`)); err == nil {
 		t.Error("an array of Jaeger traces inside an array must be refused")
+	}
+}
+
+// A trace file nested a million levels deep is refused, not a crash of
+// `tracedx analyze`.
+func TestDeeplyNestedFileIsRefused(t *testing.T) {
+	deep := otlpconvtest.TraceRequest(bytes.Repeat([]byte{1}, 16), bytes.Repeat([]byte{2}, 8), "s",
+		otlpconvtest.KeyValue("d", otlpconvtest.NestedArray(1_000_000)))
+	js := []byte(`{"resourceSpans":[{"scopeSpans":[{"spans":[{"attributes":[{"key":"d","value":` +
+		string(otlpconvtest.NestedArrayJSON(1_000_000)) + `}]}]}]}]}`)
+	for name, data := range map[string][]byte{"protobuf": deep, "json": js} {
+		var ne *otlpconv.NestingError
+		if _, _, err := Parse(data); !errors.As(err, &ne) {
+			t.Errorf("%s: %v", name, err)
+		}
 	}
 }

@@ -1,8 +1,8 @@
 package traceql
 
 import (
+	"errors"
 	"fmt"
-	"regexp"
 	"strings"
 
 	"github.com/tracedx/tracedx/internal/model"
@@ -20,11 +20,15 @@ type parser struct {
 	i     int
 	depth int
 	q     *Query
+	lim   Limits
 }
 
-// Parse parses a TraceQL query. Errors are *SyntaxError with a position and
-// what was expected.
-func Parse(src string) (*Query, error) {
+// Parse parses a TraceQL query under DefaultLimits. Errors are
+// *SyntaxError with a position and what was expected, or *LimitError.
+func Parse(src string) (*Query, error) { return ParseLimited(src, DefaultLimits()) }
+
+// ParseLimited parses a TraceQL query under lim.
+func ParseLimited(src string, lim Limits) (*Query, error) {
 	if len(src) > MaxQueryLength {
 		return nil, &SyntaxError{Line: 1, Col: 1, Msg: fmt.Sprintf("query is longer than %d bytes", MaxQueryLength)}
 	}
@@ -33,7 +37,7 @@ func Parse(src string) (*Query, error) {
 		return nil, err
 	}
 	q := &Query{Source: src}
-	p := &parser{src: src, toks: toks, q: q}
+	p := &parser{src: src, toks: toks, q: q, lim: lim}
 	if err := p.parseQuery(); err != nil {
 		return nil, err
 	}
@@ -374,7 +378,11 @@ func (p *parser) parseComparison() (FieldExpr, error) {
 		if !ok || lit.Type != TypeString {
 			return nil, p.errAt(rt, "expected a string pattern after %s", t.text)
 		}
-		re, err := regexp.Compile("^(?:" + lit.S + ")$")
+		re, err := compileRegex(lit.S, p.lim)
+		var le *LimitError
+		if errors.As(err, &le) {
+			return nil, err
+		}
 		if err != nil {
 			return nil, p.errAt(rt, "invalid regular expression: %v", err)
 		}

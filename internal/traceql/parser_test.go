@@ -183,8 +183,9 @@ func FuzzParse(f *testing.F) {
 		q, err := Parse(s)
 		if err != nil {
 			var se *SyntaxError
-			if !errors.As(err, &se) {
-				t.Fatalf("non-syntax error %T: %v", err, err)
+			var le *LimitError
+			if !errors.As(err, &se) && !errors.As(err, &le) {
+				t.Fatalf("neither a syntax nor a cost error %T: %v", err, err)
 			}
 			return
 		}

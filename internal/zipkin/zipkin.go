@@ -24,6 +24,7 @@ import (
 	"errors"
 	"fmt"
 	"hash/fnv"
+	"math"
 	"sort"
 	"strconv"
 	"strings"
@@ -153,6 +154,12 @@ func convertSpan(z *Span) (model.Span, error) {
 		if parent, err = model.ParseSpanID(z.ParentID); err != nil {
 			return s, fmt.Errorf("parent: %w", err)
 		}
+	}
+	// Microseconds times 1000 must fit the model's nanoseconds; a wrapped
+	// value would be stored as a plausible but wrong time.
+	const maxMicros = math.MaxUint64 / 1000
+	if z.Timestamp > maxMicros || z.Duration > maxMicros-z.Timestamp {
+		return s, fmt.Errorf("timestamp %d µs plus duration %d µs is out of range", z.Timestamp, z.Duration)
 	}
 	s.TraceID, s.SpanID, s.ParentSpanID = tid, sid, parent
 	s.Name = z.Name

@@ -153,3 +153,14 @@ func TestMalformed(t *testing.T) {
 		}
 	}
 }
+
+func TestOverflowingTimestampIsRejected(t *testing.T) {
+	spans, err := ToModel([]byte(`[
+	 {"traceId":"01","id":"02","timestamp":18446744073709551615,"duration":1},
+	 {"traceId":"01","id":"03","timestamp":18446744073709551,"duration":18446744073709551},
+	 {"traceId":"01","id":"04","timestamp":1700000000000000,"duration":5}]`))
+	bad, ok := IsInvalidSpans(err)
+	if !ok || bad.Rejected != 2 || len(spans) != 1 || spans[0].EndUnixNano != 1_700_000_000_000_005_000 {
+		t.Fatalf("spans %+v err %v", spans, err)
+	}
+}

@@ -202,6 +202,11 @@ async function main() {
       assert.ok(await page.locator('svg.map g.edge text').count() >= 1, 'service map edges carry no labels');
     }
     await shot('overview.png');
+    // The likely-causes card settles: a ranking, or a sentence why there is none.
+    await page.waitForFunction(() => { const c = document.querySelector('#rootcause'); return !c || !c.querySelector('.loading'); }, null, { timeout: 15000 });
+    const rc = await fetch(`${api}/api/v1/rootcause?from=1h`);
+    assert.ok(rc.status === 200 || rc.status === 404, `GET /api/v1/rootcause: ${rc.status}`);
+    assert.ok(await page.locator('#rootcause ol.causes li, #rootcause .empty').count() >= 1, 'the likely-causes card shows neither causes nor a reason');
     if (map && (map.nodes || []).length) {
       // Click-through: a call between two instrumented services opens the
       // traces where one calls the other (TraceQL, caller span > callee span).
@@ -460,6 +465,20 @@ async function main() {
     await goto('/findings?range=1h');
     await page.waitForSelector('tbody tr[data-row]');
     await shot('findings.png');
+  });
+
+  await check('overview links to the alerts view, which lists the rules and their health', async () => {
+    await goto('/');
+    await page.waitForSelector('#kpi-alerts a', { timeout: 20000 });
+    await page.click('#kpi-alerts a');
+    await page.waitForFunction(() => location.pathname === '/alerts');
+    await page.waitForSelector('tr[data-rule="TracedxSLOBurn"]');
+    const rules = await page.locator('tr[data-rule]').evaluateAll(els => els.map(e => e.dataset.rule));
+    for (const r of ['TracedxCriticalFinding', 'TracedxCrossTraceFinding', 'TracedxSLOBurn']) assert.ok(rules.includes(r), `rule ${r} not listed: ${rules}`);
+    const health = await page.locator('tr[data-rule="TracedxSLOBurn"] td').nth(3).textContent();
+    assert.match(health, /^(ok|unknown)/, 'the built-in SLO rule evaluates cleanly');
+    assert.equal(await page.locator('nav a[data-view="alerts"]').getAttribute('aria-current'), 'page');
+    await shot('alerts.png');
   });
 
   let loadMs = null, inPageMs = null;

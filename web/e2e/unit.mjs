@@ -2,6 +2,7 @@
 //   node web/e2e/unit.mjs
 import assert from 'node:assert/strict';
 import { toSummary, parseError, offsetOf, filtersToTraceQL } from '../ui/js/traceql.js';
+import { causeRows } from '../ui/js/rootcause.js';
 
 let n = 0;
 const test = (name, fn) => { fn(); n++; console.log('[unit] ok  ', name); };
@@ -42,6 +43,21 @@ test('filters translate to one TraceQL spanset', () => {
     minTraceDuration: '250', maxTraceDuration: '2s' }),
   '{ resource.service.name = "shop \\"eu\\"" && name = "GET /x" && status = error && .http.response.status_code >= 500 && ' +
   '.http.route = "/orders" && resource.k8s.pod.name =~ "web-.*" && .code = "007" && .retry != nil && traceDuration >= 250ms && traceDuration <= 2s }');
+});
+
+test('likely causes keep those that explain a tenth, with a comparison of their examples', () => {
+  const rows = causeRows({ causes: [
+    { service: 'pricing', operation: 'GET /prices', score: 0.99, evidence: [{ kind: 'callee_delay', text: 'callers of pricing wait' }],
+      examples: { baseline: 'b'.repeat(32), incident: 'c'.repeat(32) } },
+    { service: 'cart', operation: '', score: 0.12, evidence: [], examples: { baseline: 'd'.repeat(32) } },
+    { service: 'email', operation: 'POST /send', score: 0.03, evidence: [], examples: {} },
+  ] });
+  assert.deepEqual(rows.map(r => [r.name, r.share]), [['pricing GET /prices', 99], ['cart', 12]]);
+  assert.equal(rows[0].compare, `/compare?a=${'b'.repeat(32)}&b=${'c'.repeat(32)}`);
+  assert.equal(rows[1].compare, '', 'no comparison without an incident example');
+  assert.deepEqual(rows[0].evidence, ['callers of pricing wait']);
+  assert.deepEqual(causeRows({ causes: [] }), []);
+  assert.deepEqual(causeRows(null), []);
 });
 
 console.log(`[unit] ${n} passed`);

@@ -2,6 +2,7 @@ package tempo
 
 import (
 	"context"
+	"net/http"
 	"net/http/httptest"
 	"strings"
 	"sync/atomic"
@@ -68,5 +69,23 @@ func TestHugeLimitsAreCapped(t *testing.T) {
 		if err != nil || p.spss != want {
 			t.Errorf("spss=%s: %v, %v; want %d", in, p, err, want)
 		}
+	}
+}
+
+func TestExpensiveQueriesAnswer422(t *testing.T) {
+	h := newTestHandler(t, Options{})
+	rec := do(t, h, "/api/search?q="+urlq(`{ name =~ "`+strings.Repeat("(a|b)*", 5000)+`" }`))
+	if rec.Code != http.StatusUnprocessableEntity || !strings.Contains(body(rec), "regular expression of 30000 bytes") {
+		t.Errorf("long regex: %d %s", rec.Code, body(rec))
+	}
+	rec = do(t, h, "/api/metrics/query_range?q="+urlq(`{ name =~ "`+strings.Repeat("[a-z]{100}", 60)+`" } | rate()`))
+	if rec.Code != http.StatusUnprocessableEntity || !strings.Contains(body(rec), "instructions") {
+		t.Errorf("big regex: %d %s", rec.Code, body(rec))
+	}
+	// A request that runs out of its time budget says so.
+	h = newTestHandler(t, Options{QueryTimeout: time.Nanosecond})
+	rec = do(t, h, "/api/search?q="+urlq(`{ name =~ "GET.*" }`))
+	if rec.Code != http.StatusUnprocessableEntity || !strings.Contains(body(rec), "time budget of 1ns") {
+		t.Errorf("time budget: %d %s", rec.Code, body(rec))
 	}
 }

@@ -12,6 +12,7 @@ import (
 	"context"
 	"encoding/json"
 	"errors"
+	"fmt"
 	"log/slog"
 	"net/http"
 	"runtime"
@@ -46,6 +47,11 @@ type Options struct {
 	Logger  *slog.Logger
 	// Now is the clock (tests pin it).
 	Now func() time.Time
+	// QueryLimits bound the cost of a TraceQL query (zero: traceql.DefaultLimits).
+	QueryLimits traceql.Limits
+	// QueryTimeout is the time budget of one request; a query that runs
+	// out of it is answered 422 (0: 30s).
+	QueryTimeout time.Duration
 }
 
 func (o *Options) defaults() {
@@ -69,6 +75,12 @@ func (o *Options) defaults() {
 	}
 	if o.FindingKinds == nil {
 		o.FindingKinds = analyze.Kinds
+	}
+	if o.QueryLimits == (traceql.Limits{}) {
+		o.QueryLimits = traceql.DefaultLimits()
+	}
+	if o.QueryTimeout <= 0 {
+		o.QueryTimeout = 30 * time.Second
 	}
 }
 
@@ -106,7 +118,18 @@ func NewHandler(st store.Store, opts Options) http.Handler {
 	return h
 }
 
-func (h *handler) ServeHTTP(w http.ResponseWriter, r *http.Request) { h.mux.ServeHTTP(w, r) }
+func (h *handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
+	ctx, cancel := context.WithTimeoutCause(r.Context(), h.opts.QueryTimeout, errBudget)
+	defer cancel()
+	h.mux.ServeHTTP(w, r.WithContext(ctx))
+}
+
+// errBudget is the cause of a request running out of QueryTimeout.
+var errBudget = errors.New("query time budget exhausted")
+
+func (h *handler) parse(text string) (*traceql.Query, error) {
+	return traceql.ParseLimited(text, h.opts.QueryLimits)
+}
 
 func (h *handler) buildInfo(w http.ResponseWriter, _ *http.Request) {
 	writeJSON(w, http.StatusOK, map[string]string{
@@ -128,9 +151,15 @@ func (e badRequest) Error() string { return e.msg }
 func (h *handler) fail(w http.ResponseWriter, r *http.Request, err error) {
 	var br badRequest
 	var se *traceql.SyntaxError
+	var le *traceql.LimitError
 	switch {
 	case errors.As(err, &br), errors.As(err, &se):
 		http.Error(w, err.Error(), http.StatusBadRequest)
+	case errors.As(err, &le):
+		http.Error(w, err.Error(), http.StatusUnprocessableEntity)
+	case errors.Is(context.Cause(r.Context()), errBudget):
+		http.Error(w, fmt.Sprintf("query too expensive: it ran out of its time budget of %s; narrow the time range or the query", h.opts.QueryTimeout),
+			http.StatusUnprocessableEntity)
 	case errors.Is(err, store.ErrNotFound):
 		http.Error(w, "trace not found", http.StatusNotFound)
 	case errors.Is(err, context.Canceled) && r.Context().Err() != nil:

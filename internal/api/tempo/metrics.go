@@ -67,7 +67,7 @@ func (h *handler) parseMetrics(r *http.Request, instant bool) (*metricsParams, e
 	if strings.TrimSpace(text) == "" {
 		return nil, badRequest{"missing q: a TraceQL metrics query such as {} | rate()"}
 	}
-	q, err := traceql.Parse(text)
+	q, err := h.parse(text)
 	if err != nil {
 		return nil, err
 	}

@@ -92,7 +92,7 @@ func (h *handler) parseSearch(r *http.Request) (*searchParams, error) {
 	if strings.TrimSpace(text) == "" {
 		text = "{}"
 	}
-	p.query, err = traceql.Parse(text)
+	p.query, err = h.parse(text)
 	if err != nil {
 		return nil, err
 	}

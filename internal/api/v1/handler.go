@@ -26,6 +26,13 @@ type FindingsLookup interface {
 	TraceFindings(ctx context.Context, id model.TraceID) (findings []analyze.Finding, ok bool, err error)
 }
 
+// FindingsInRange lists the findings stored for a time range: per-trace
+// ones by their trace's start, cross-trace ones by when they were
+// detected; at most limit, newest first.
+type FindingsInRange interface {
+	FindingsBetween(ctx context.Context, from, to time.Time, limit int) ([]analyze.Finding, error)
+}
+
 // Deps are what the API needs. Only Store is required.
 type Deps struct {
 	Store store.Store
@@ -40,6 +47,10 @@ type Deps struct {
 	// stored findings (the server wires analyze.Explain with its history).
 	// Nil: analyze.Explain without history.
 	Explain func(spans []model.Span, stored []analyze.Finding) analyze.Result
+	// WindowFindings, when set, gives the root-cause ranking the findings
+	// of each window in one query (else Findings is asked per sampled
+	// trace).
+	WindowFindings FindingsInRange
 	// Routes lets the server register more /api/v1 endpoints on the same
 	// mux (patterns like "GET /api/v1/findings").
 	Routes []func(mux *http.ServeMux)
@@ -104,6 +115,7 @@ func NewHandler(d Deps) http.Handler {
 	a.mux.HandleFunc("GET /api/v1/services/{service}/operations", a.operations)
 	a.mux.HandleFunc("GET /api/v1/attributes", a.attributes)
 	a.mux.HandleFunc("GET /api/v1/attributes/{key}/values", a.attributeValues)
+	a.mux.HandleFunc("GET /api/v1/rootcause", a.rootCause)
 	for _, reg := range d.Routes {
 		reg(a.mux)
 	}

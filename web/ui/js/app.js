@@ -8,6 +8,7 @@ const routes = [
   [/^\/trace\/([0-9a-fA-F]{1,32})$/, 'trace', () => import('./trace.js')],
   [/^\/compare$/, 'compare', () => import('./compare.js')],
   [/^\/findings$/, 'findings', () => import('./findings.js')],
+  [/^\/alerts$/, 'alerts', () => import('./alerts.js')],
 ];
 
 const view = document.getElementById('view');
@@ -145,7 +146,7 @@ document.addEventListener('keydown', e => {
   }
   if (gPrefix) {
     gPrefix = false;
-    const to = { o: '/', s: '/search', f: '/findings', c: '/compare' }[e.key];
+    const to = { o: '/', s: '/search', f: '/findings', a: '/alerts', c: '/compare' }[e.key];
     if (to) { e.preventDefault(); navigate(to); }
     return;
   }

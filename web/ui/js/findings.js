@@ -5,7 +5,8 @@
 import { el, clear, fmtMs, fmtNum, fmtTime, relTime, rangePicker, rangeBounds, emptyState, badge, severityRank } from './util.js';
 import { get } from './api.js';
 import { loadFindings, findingsByKind } from './data.js';
-import { navigate, setParams } from './app.js';
+import { navigate, setParams, openPanel } from './app.js';
+import { rootCauseCard } from './rootcause.js';
 
 const KINDS = ['slow_query', 'n_plus_one_query', 'fan_out', 'sequential_calls', 'slow_dependency', 'timeout_cascade', 'timeout_mismatch',
   'retry_storm', 'error_origin', 'swallowed_error', 'partial_failure', 'idle_gap', 'cache_miss', 'consumer_lag', 'poison_message',
@@ -57,7 +58,7 @@ export async function render({ params, root }) {
     const href = g.examples[0]?.href;
     tb.append(el('tr', { tabindex: '0', 'data-row': '', 'data-kind': f.kind, 'data-count': g.count, onclick: e => { if (href && !e.target.closest('a')) navigate(href); } },
       el('td.small.muted', { title: f.time ? fmtTime(f.time) : '' }, f.time ? relTime(f.time) : ''),
-      el('td', badge(f.kind, f.severity), f.systemic ? el('div.small.muted', 'systemic') : null),
+      el('td', badge(f.kind, f.severity), f.systemic ? el('div.small.muted', 'systemic · ', el('a.causes-link', { href: '#', onclick: e => { e.preventDefault(); showCauses(f); } }, 'causes')) : null),
       el('td', el('div', f.title), f.fix ? el('div.small.muted', 'Fix: ' + f.fix) : null),
       el('td.small', f.service ? el('a', { href: qs({ service: f.service }), title: 'only this service' }, f.service) : '', f.operation ? el('div.muted', f.operation) : null),
       el('td.num', g.count > 1 ? el('b', '× ' + fmtNum(g.count)) : '1'),
@@ -67,6 +68,20 @@ export async function render({ params, root }) {
   }
   list.append(el('table.findings-table', el('thead', el('tr', el('th', 'Last seen'), el('th', 'Kind'), el('th', 'Finding'), el('th', 'Where'), el('th.num', 'Count'),
     el('th.num', 'Impact'), el('th', 'Example traces'))), tb));
+}
+
+// The window a cross-trace finding looks back on before it opens.
+const CAUSE_WINDOW_MS = 10 * 60e3;
+
+/** Ranks the causes of the window before a cross-trace finding, in the side panel. */
+function showCauses(f) {
+  const end = f.time ? Date.parse(f.time) : Date.now();
+  // Latency and error findings name their endpoint; the others are about
+  // whole flows, so they rank whole traces.
+  const scoped = f.kind === 'latency_regression' || f.kind === 'error_rate_spike';
+  openPanel(el('div', f.culprit ? el('p.note', `The finding blames ${[f.culprit.service, f.culprit.operation].filter(Boolean).join(' ')}: ${f.culprit.reason}`) : null,
+    rootCauseCard({ start: end - CAUSE_WINDOW_MS, end, service: scoped ? f.service || '' : '', operation: scoped ? f.operation || '' : '',
+      title: 'Likely causes of ' + f.kind.replace(/_/g, ' ') })), { label: 'Likely causes' });
 }
 
 /** One row per problem: systemic findings by their key, others by kind and place. */

@@ -6,6 +6,7 @@ import { loadFindings, findingsByKind } from './data.js';
 import { serviceMap } from './servicemap.js';
 import { traceQLAvailable } from './traceql.js';
 import { navigate, setParams } from './app.js';
+import { rootCauseCard } from './rootcause.js';
 
 // A map of more services than this is a wall of boxes: show the busiest
 // and the failing ones (and the calls between them), the rest on request.
@@ -33,7 +34,7 @@ export async function render({ params, root }) {
   const svcCard = el('section.card', el('h2', 'Services'), el('div.loading', 'Loading…'));
   const findCard = el('section.card', el('h2', 'Findings by kind'), el('div.loading', 'Loading…'));
   const opsCard = el('section.card', el('h2', 'Slowest operations (p95)'), el('div.loading', 'Loading…'));
-  root.append(head, kpis, mapCard, el('div.grid2', el('div', svcCard), el('div', findCard, opsCard)));
+  root.append(head, kpis, rootCauseCard({ start, end }), mapCard, el('div.grid2', el('div', svcCard), el('div', findCard, opsCard)));
 
   const rangeQ = `range=${encodeURIComponent(range)}`;
   const fill = (card, node) => { card.lastChild.replaceWith(node); };
@@ -132,4 +133,10 @@ export async function render({ params, root }) {
     el('div.kpi' + (rate && errs / rate >= 0.05 ? '.bad' : ''), el('b', svcs ? fmtPct(rate ? errs / rate : 0) : '–'), el('span', 'error rate')),
     el('div.kpi' + ((fs || []).some(f => f.severity === 'critical') ? '.bad' : ''), el('b', fmtNum((fs || []).length)), el('span', 'findings')),
   );
+  // Alerts firing now, linked to the Alerts view (absent when alerting is off).
+  const alerts = await optional('/api/v1/alerts').catch(() => null);
+  if (alerts) {
+    const n = alerts.firing.length;
+    kpis.append(el('div.kpi#kpi-alerts' + (n ? '.bad' : ''), el('b', el('a', { href: '/alerts', 'data-nav': '' }, fmtNum(n))), el('span', el('a', { href: '/alerts', 'data-nav': '' }, 'alerts firing'))));
+  }
 }

@@ -1,0 +1,172 @@
+package v1
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"net/http"
+	"net/url"
+	"time"
+
+	"github.com/tracedx/tracedx/internal/analyze"
+	"github.com/tracedx/tracedx/internal/model"
+	"github.com/tracedx/tracedx/internal/rootcause"
+	"github.com/tracedx/tracedx/internal/store"
+)
+
+// rootCauseSlices is how many equal slices a window is sampled in, so a
+// capped sample spans the whole window instead of its newest minutes.
+const rootCauseSlices = 10
+
+// maxWindowFindings caps the findings read per window (newest first);
+// their culprits are one vote among the evidence.
+const maxWindowFindings = 10_000
+
+// rootCauseQuery is a parsed GET /api/v1/rootcause.
+type rootCauseQuery struct {
+	incident, baseline store.TimeRange
+	service, operation string
+	perWindow          int
+	causes             int
+}
+
+func (a *api) parseRootCause(q url.Values) (rootCauseQuery, error) {
+	var rq rootCauseQuery
+	var err error
+	if q.Get("from") == "" {
+		return rq, badf("from: required (RFC 3339, unix milliseconds, or a duration ago such as 30m)")
+	}
+	if rq.incident.Start, err = a.parseTime("from", q.Get("from")); err != nil {
+		return rq, err
+	}
+	if rq.incident.End, err = a.parseTime("to", q.Get("to")); err != nil {
+		return rq, err
+	}
+	if rq.incident.End == 0 {
+		rq.incident.End = uint64(a.d.Now().UnixNano())
+	}
+	if rq.incident.Start >= rq.incident.End {
+		return rq, badf("from must be before to")
+	}
+	length := rq.incident.End - rq.incident.Start
+	rq.baseline = store.TimeRange{Start: rq.incident.Start - min(length, rq.incident.Start), End: rq.incident.Start}
+	if v := q.Get("baseline_from"); v != "" {
+		if rq.baseline.Start, err = a.parseTime("baseline_from", v); err != nil {
+			return rq, err
+		}
+		if rq.baseline.End, err = a.parseTime("baseline_to", q.Get("baseline_to")); err != nil {
+			return rq, err
+		}
+		if rq.baseline.End == 0 {
+			rq.baseline.End = rq.baseline.Start + length
+		}
+	} else if q.Get("baseline_to") != "" {
+		return rq, badf("baseline_to needs baseline_from")
+	}
+	if rq.baseline.Start >= rq.baseline.End {
+		return rq, badf("baseline_from must be before baseline_to")
+	}
+	rq.service, rq.operation = q.Get("service"), q.Get("operation")
+	if rq.operation != "" && rq.service == "" {
+		return rq, badf("operation needs service")
+	}
+	if rq.perWindow, err = parseLimit(q.Get("limit"), 500, a.d.MaxSearchLimit); err != nil {
+		return rq, err
+	}
+	if rq.causes, err = parseLimit(q.Get("causes"), 10, 100); err != nil {
+		return rq, badf("causes: want a positive integer, got %q", q.Get("causes"))
+	}
+	return rq, nil
+}
+
+func (a *api) rootCause(w http.ResponseWriter, r *http.Request) {
+	rq, err := a.parseRootCause(r.URL.Query())
+	if err != nil {
+		a.fail(w, r, err)
+		return
+	}
+	ctx := r.Context()
+	base, baseFindings, err := a.sampleWindow(ctx, rq, rq.baseline)
+	if err != nil {
+		a.fail(w, r, fmt.Errorf("reading the baseline window: %w", err))
+		return
+	}
+	inc, incFindings, err := a.sampleWindow(ctx, rq, rq.incident)
+	if err != nil {
+		a.fail(w, r, fmt.Errorf("reading the incident window: %w", err))
+		return
+	}
+	rep, err := rootcause.Rank(base, inc, rootcause.Options{Service: rq.service, Operation: rq.operation,
+		BaselineFindings: baseFindings, IncidentFindings: incFindings, Limit: rq.causes})
+	if errors.Is(err, rootcause.ErrNoTraces) {
+		writeError(w, http.StatusNotFound, err.Error())
+		return
+	}
+	if err != nil {
+		a.fail(w, r, err)
+		return
+	}
+	writeJSON(w, http.StatusOK, rep)
+}
+
+// sampleWindow fetches up to rq.perWindow traces of the window (through
+// the endpoint, when one is asked for), spread over its slices, with the
+// findings stored for them.
+func (a *api) sampleWindow(ctx context.Context, rq rootCauseQuery, win store.TimeRange) ([][]model.Span, []analyze.Finding, error) {
+	seen := map[model.TraceID]bool{}
+	var traces [][]model.Span
+	var findings []analyze.Finding
+	step := (win.End - win.Start) / rootCauseSlices
+	per := max(rq.perWindow/rootCauseSlices, 1)
+	for i := uint64(0); i < rootCauseSlices && len(traces) < rq.perWindow; i++ {
+		sl := store.TimeRange{Start: win.Start + i*step, End: win.Start + (i+1)*step}
+		if i == rootCauseSlices-1 || step == 0 {
+			sl.End = win.End
+		}
+		sums, err := a.d.Store.Search(ctx, store.Query{Range: sl, Service: rq.service, Operation: rq.operation, Limit: per})
+		if err != nil {
+			return nil, nil, fmt.Errorf("searching: %w", err)
+		}
+		for _, s := range sums {
+			if seen[s.TraceID] || len(traces) >= rq.perWindow {
+				continue
+			}
+			seen[s.TraceID] = true
+			spans, err := a.d.Store.Trace(ctx, s.TraceID, store.TimeRange{Start: s.StartUnixNano, End: s.EndUnixNano + 1})
+			if errors.Is(err, store.ErrNotFound) {
+				continue
+			}
+			if err != nil {
+				return nil, nil, fmt.Errorf("reading trace %s: %w", s.TraceID, err)
+			}
+			traces = append(traces, spans)
+			if a.d.Findings == nil || a.d.WindowFindings != nil {
+				continue
+			}
+			fs, ok, err := a.d.Findings.TraceFindings(ctx, s.TraceID)
+			if err != nil {
+				return nil, nil, fmt.Errorf("findings of trace %s: %w", s.TraceID, err)
+			}
+			if ok {
+				findings = append(findings, fs...)
+			}
+		}
+		if step == 0 {
+			break
+		}
+	}
+	if a.d.WindowFindings != nil {
+		fs, err := a.d.WindowFindings.FindingsBetween(ctx, time.Unix(0, int64(win.Start)), time.Unix(0, int64(win.End)), maxWindowFindings)
+		if err != nil {
+			return nil, nil, fmt.Errorf("findings of the window: %w", err)
+		}
+		// Only those of sampled traces: the ranking counts culprits per
+		// sampled trace, and both windows must be sampled alike.
+		for _, f := range fs {
+			if id, err := model.ParseTraceID(f.TraceID); err == nil && seen[id] {
+				findings = append(findings, f)
+			}
+		}
+	}
+	return traces, findings, nil
+}
