@@ -20,6 +20,8 @@ import (
 	"strings"
 	"syscall"
 	"time"
+
+	"github.com/tracedx/tracedx/bench/internal/proc"
 )
 
 type loadResult struct {
@@ -189,10 +191,9 @@ func run(name string, args ...string) error {
 }
 
 func freeAddr() string {
-	l, err := net.Listen("tcp", "127.0.0.1:0")
+	addr, err := proc.FreeAddr()
 	check(err)
-	defer l.Close()
-	return l.Addr().String()
+	return addr
 }
 
 func waitListening(addr string, exited <-chan error) {
@@ -235,15 +236,9 @@ func clockTicks() float64 {
 }
 
 func peakRSSKB(pid int) int64 {
-	b, err := os.ReadFile(fmt.Sprintf("/proc/%d/status", pid))
+	kb, err := proc.PeakRSSKB(pid)
 	check(err)
-	for _, line := range strings.Split(string(b), "\n") {
-		if strings.HasPrefix(line, "VmHWM:") {
-			v, _ := strconv.ParseInt(strings.Fields(line)[1], 10, 64)
-			return v
-		}
-	}
-	return 0
+	return kb
 }
 
 func duBytes(dir string) int64 {

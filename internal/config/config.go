@@ -35,6 +35,8 @@ type Config struct {
 	Analytics Analytics `yaml:"analytics"`
 	// Logs configures the OTLP log records kept beside the traces.
 	Logs Logs `yaml:"logs"`
+	// Admission refuses ingest, retryably, while the server is over a budget.
+	Admission Admission `yaml:"admission"`
 	// MemoryLimit is the soft limit of the Go runtime (debug.SetMemoryLimit)
 	// in bytes: the GC works harder as the process nears it, so RSS stays
 	// close to it instead of at twice the live heap. 0 derives it from
@@ -244,14 +246,22 @@ type Ingest struct {
 	DedupWindowSpans int `yaml:"dedup_window_spans"`
 }
 
-// Query limits of the TraceQL (Tempo) API.
+// Query limits of the query APIs: TraceQL (Tempo API) and /api/v1.
 type Query struct {
-	// Timeout is the time budget of one query request (422 beyond it).
+	// Timeout is the time budget of one query request: a TraceQL query is
+	// answered 422 beyond it, a trace or analysis of /api/v1 503, both with
+	// the reason.
 	Timeout time.Duration `yaml:"timeout"`
 	// MaxRegexBytes and MaxRegexInstructions bound one regular expression
 	// (its text and its compiled program).
 	MaxRegexBytes        int `yaml:"max_regex_bytes"`
 	MaxRegexInstructions int `yaml:"max_regex_instructions"`
+	// MaxTraceSpans is the largest page of spans GET /api/v1/traces/{id}
+	// returns (the rest with ?offset=).
+	MaxTraceSpans int `yaml:"max_trace_spans"`
+	// MaxAnalysisSpans: GET /api/v1/traces/{id}/analysis of a larger trace
+	// is refused with 422 (its background findings stay available).
+	MaxAnalysisSpans int `yaml:"max_analysis_spans"`
 }
 
 // Analysis settings: the per-trace detectors run on every completed trace.
@@ -318,6 +328,23 @@ type Baseline struct {
 	ReleaseAfter  time.Duration `yaml:"release_after"`
 }
 
+// Admission: while the server is over one of these budgets (or the head's,
+// or the disk's), ingest requests are refused before they are read, with
+// HTTP 503 + Retry-After / gRPC UNAVAILABLE + RetryInfo, which exporters
+// retry after the delay.
+type Admission struct {
+	// HeapFraction refuses while the live Go heap (after the last
+	// collection) exceeds this share of the memory limit, or the heap in
+	// use exceeds the whole limit. 0 disables; without a memory limit it
+	// does nothing.
+	HeapFraction float64 `yaml:"heap_fraction"`
+	// AnalysisQueue refuses while the analysis queue is full, so traces
+	// are not skipped by the detectors for lack of room.
+	AnalysisQueue bool `yaml:"analysis_queue"`
+	// RetryAfter is the delay suggested to refused clients.
+	RetryAfter time.Duration `yaml:"retry_after"`
+}
+
 // Default returns a configuration that works with no file and no flags.
 func Default() Config {
 	return Config{
@@ -348,13 +375,15 @@ func Default() Config {
 			MaxSpanDuration:        24 * time.Hour,
 			DedupWindowSpans:       1 << 18,
 		},
-		Query:    Query{Timeout: 30 * time.Second, MaxRegexBytes: 1024, MaxRegexInstructions: 5000},
+		Query: Query{Timeout: 30 * time.Second, MaxRegexBytes: 1024, MaxRegexInstructions: 5000,
+			MaxTraceSpans: 10_000, MaxAnalysisSpans: 50_000},
 		Analysis: Analysis{Enabled: true, MetricsRetention: 30 * 24 * time.Hour, QueueSpans: 8192, MaxCPUShare: 0.2},
 		Analytics: Analytics{Enabled: true, BaselineTracesPerSecond: 200, WholeTracesPerSecond: 100, ExemplarLabel: "traceID",
 			Baseline: Baseline{HalfLife: 24 * time.Hour, Window: 5 * time.Minute, AnomalyFactor: 2, AcceptAfter: 6 * time.Hour, ReleaseAfter: 30 * time.Minute}},
 		Alerting:  Alerting{Enabled: true, Interval: 15 * time.Second, ResendInterval: time.Minute, DefaultRules: true, QueueSize: 64},
 		Sampling:  Sampling{KeepErrors: true, KeepFindings: "warning", KeepSlowerThan: "p95", Rate: 0.01, MinPerMinute: 1},
 		Retention: Retention{KeptTraces: 30 * 24 * time.Hour, Findings: 30 * 24 * time.Hour},
+		Admission: Admission{HeapFraction: 0.7, AnalysisQueue: true, RetryAfter: time.Second},
 	}
 }
 
@@ -379,7 +408,7 @@ func Load(args []string, usageOut *bytes.Buffer) (Config, error) {
 	fs.StringVar(&f.Listen.Tempo, "tempo-addr", cfg.Listen.Tempo, "address of the Tempo-compatible API (empty disables)")
 	allowedHosts := fs.String("allowed-hosts", "", "comma-separated host names the UI and query APIs answer to, besides the listen hosts, localhost and loopback (* for any)")
 	fs.DurationVar(&f.Storage.Retention, "retention", cfg.Storage.Retention, "delete spans older than this")
-	fs.Int64Var(&f.Storage.MaxDiskBytes, "max-disk-bytes", cfg.Storage.MaxDiskBytes, "delete the oldest blocks when the data exceeds this size (0: no limit)")
+	fs.Int64Var(&f.Storage.MaxDiskBytes, "max-disk-bytes", cfg.Storage.MaxDiskBytes, "disk budget of spans, WAL and findings: the oldest blocks are deleted beyond it, and ingest is refused (retryably) rather than delete data for the WAL (0: no limit)")
 	fs.DurationVar(&f.Storage.TraceIdleTimeout, "trace-idle-timeout", cfg.Storage.TraceIdleTimeout, "a trace with no new spans for this long is complete and gets analysed")
 	fs.Int64Var(&f.Ingest.MaxRequestBytes, "max-request-bytes", cfg.Ingest.MaxRequestBytes, "largest accepted ingest request body (after decompression)")
 	fs.Int64Var(&f.Storage.HeadMaxBytes, "head-max-bytes", cfg.Storage.HeadMaxBytes, "memory for spans not yet in blocks; ingest slows, then refuses, beyond it")
@@ -545,6 +574,15 @@ func (c *Config) Validate() error {
 	}
 	if c.MemoryLimit > 0 && c.MemoryLimit < 64<<20 {
 		return fmt.Errorf("memory_limit %d: below 64 MiB the garbage collector would run constantly; use -1 for no limit", c.MemoryLimit)
+	}
+	if c.Admission.HeapFraction < 0 || c.Admission.HeapFraction > 1 {
+		return fmt.Errorf("admission.heap_fraction %g: want a fraction between 0 and 1", c.Admission.HeapFraction)
+	}
+	if c.Admission.RetryAfter < 0 {
+		return errors.New("admission.retry_after must not be negative")
+	}
+	if c.Query.MaxTraceSpans <= 0 || c.Query.MaxAnalysisSpans <= 0 {
+		return errors.New("query.max_trace_spans and query.max_analysis_spans must be positive")
 	}
 	if c.Ingest.MaxRequestBytes <= 0 {
 		return errors.New("ingest.max_request_bytes must be positive")

@@ -103,6 +103,10 @@ type Config struct {
 	// identical spans are duplicates only within one scope, so one
 	// tenant's spans never hide another's.
 	DedupScope func(context.Context) string
+	// Admit, when set, is asked before a request is read: an error refuses
+	// it as overloaded (HTTP 503 with Retry-After, gRPC UNAVAILABLE with
+	// RetryInfo) with the error's text, before its body costs memory.
+	Admit func() error
 }
 
 // DefaultConfig returns the defaults: loopback listeners on the standard

@@ -13,6 +13,7 @@ import (
 	"google.golang.org/grpc/keepalive"
 	"google.golang.org/grpc/mem"
 	"google.golang.org/grpc/status"
+	"google.golang.org/grpc/tap"
 	"google.golang.org/protobuf/types/known/durationpb"
 )
 
@@ -36,6 +37,9 @@ func (s *Server) newGRPCServer() *grpc.Server {
 		grpc.InitialConnWindowSize(grpcConnWindow),
 		grpc.ForceServerCodecV2(passthroughCodec{delegate: encoding.GetCodecV2("proto")}),
 		grpc.KeepaliveEnforcementPolicy(keepalive.EnforcementPolicy{MinTime: 10 * time.Second, PermitWithoutStream: true}),
+		// Admission runs before the message is read, so a refused request
+		// costs no decoding.
+		grpc.InTapHandle(s.admitStream),
 	}
 	g := grpc.NewServer(append(opts, s.cfg.GRPCOptions...)...)
 	g.RegisterService(&grpc.ServiceDesc{
@@ -51,6 +55,15 @@ func (s *Server) newGRPCServer() *grpc.Server {
 		Metadata:    "opentelemetry/proto/collector/logs/v1/logs_service.proto",
 	}, s)
 	return g
+}
+
+func (s *Server) admitStream(ctx context.Context, _ *tap.Info) (context.Context, error) {
+	if s.cfg.Admit != nil {
+		if err := s.cfg.Admit(); err != nil {
+			return nil, s.grpcStatus(&requestError{kind: kindOverloaded, msg: err.Error()})
+		}
+	}
+	return ctx, nil
 }
 
 // grpcStatus maps a pipeline error to the OTLP gRPC status: retryable codes

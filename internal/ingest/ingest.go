@@ -297,6 +297,11 @@ func (s *Server) finish(proto, signal string, err error, rejected int) {
 
 // acquire takes a concurrency slot, waiting at most ConcurrencyWait.
 func (s *Server) acquire(ctx context.Context) (func(), error) {
+	if s.cfg.Admit != nil {
+		if err := s.cfg.Admit(); err != nil {
+			return nil, &requestError{kind: kindOverloaded, msg: err.Error()}
+		}
+	}
 	release := func() {
 		<-s.slots
 		s.metrics.InFlight.Dec()

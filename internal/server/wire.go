@@ -135,6 +135,7 @@ func New(ctx context.Context, cfg config.Config, log *slog.Logger) (*Server, err
 		HeadMaxBytes:    cfg.Storage.HeadMaxBytes,
 		Retention:       cfg.TraceRetention(),
 		MaxDiskBytes:    cfg.Storage.MaxDiskBytes,
+		ExtraDiskBytes:  fs.DiskBytes,
 		Logger:          log,
 	})
 	if err != nil {
@@ -161,7 +162,9 @@ func New(ctx context.Context, cfg config.Config, log *slog.Logger) (*Server, err
 		sink.observers = []func([]model.Span){metrics.Observe, graph.Observe,
 			func(spans []model.Span) { sys.ObserveSpans(timeNow(), spans) }}
 	}
+	admit := newAdmission(cfg.Admission, eng, pipe.queueFull, log, s.reg)
 	inCfg := ingestConfigOf(cfg)
+	inCfg.Admit, inCfg.RetryAfter = admit.Admit, cfg.Admission.RetryAfter
 	sec.ingestConfig(&inCfg)
 	s.sink, s.logSink = sink, logs
 	in, err := ingest.New(inCfg, sink, logs, log, s.reg)
@@ -203,13 +206,16 @@ func New(ctx context.Context, cfg config.Config, log *slog.Logger) (*Server, err
 		routes = append(routes, alertRoutes)
 	}
 	deps := v1.Deps{
-		Store:    eng,
-		Analyzer: pipe.analyze,
-		Explain:  pipe.explain,
-		Findings: pipe,
-		Routes:   routes,
-		Logger:   log.With("component", "api"),
-		Sampled:  pipe.sampledReason,
+		Store:            eng,
+		Analyzer:         pipe.analyze,
+		Explain:          pipe.explain,
+		Findings:         pipe,
+		Routes:           routes,
+		Logger:           log.With("component", "api"),
+		MaxTraceSpans:    cfg.Query.MaxTraceSpans,
+		MaxAnalysisSpans: cfg.Query.MaxAnalysisSpans,
+		QueryTimeout:     cfg.Query.Timeout,
+		Sampled:          pipe.sampledReason,
 	}
 	if sf, ok := pipe.findings.(*storedFindings); ok {
 		deps.WindowFindings = sf
@@ -219,6 +225,7 @@ func New(ctx context.Context, cfg config.Config, log *slog.Logger) (*Server, err
 	mux.Handle("/api/", jaegerAPI)
 	mux.Handle("GET /metrics", metricsHandler(s.reg))
 	mux.HandleFunc("GET /healthz", func(w http.ResponseWriter, _ *http.Request) { _, _ = w.Write([]byte("ok\n")) })
+	mux.HandleFunc("GET /readyz", readyz(fs))
 	// The UI's TraceQL box calls the Tempo API on its own origin, so it is
 	// mounted under web.TempoPrefix too, besides its own port.
 	th := tempoHandler(eng, pipe, cfg.Query)
@@ -235,6 +242,20 @@ func New(ctx context.Context, cfg config.Config, log *slog.Logger) (*Server, err
 	s.background = append(s.background, pipe.run)
 	ok = true
 	return s, nil
+}
+
+// readyz answers 200 once every query sees all stored data, 503 with what
+// is still loading before. The listeners open before slow loads finish:
+// ingest and most queries work meanwhile.
+func readyz(fs *findingstore.Store) http.HandlerFunc {
+	return func(w http.ResponseWriter, _ *http.Request) {
+		if n := fs.Unindexed(); n > 0 {
+			w.WriteHeader(http.StatusServiceUnavailable)
+			fmt.Fprintf(w, "indexing findings: %d segment(s) left; finding queries are incomplete until then\n", n)
+			return
+		}
+		_, _ = w.Write([]byte("ready\n"))
+	}
 }
 
 // analyticsSink writes durably, then feeds the per-span analytics. The
@@ -287,10 +308,13 @@ var (
 	descWALBytes     = prometheus.NewDesc("tracedx_store_wal_bytes", "Bytes of write-ahead log on disk.", nil, nil)
 	descHeadSpans    = prometheus.NewDesc("tracedx_store_head_spans", "Spans buffered in the head.", nil, nil)
 	descBgErrors     = prometheus.NewDesc("tracedx_store_background_errors_total", "Errors of flush, compaction and retention jobs.", nil, nil)
+	descDiskRefused  = prometheus.NewDesc("tracedx_store_disk_refused_total", "Writes refused because the disk was full or storage.max_disk_bytes reached.", nil, nil)
+	descWALFailures  = prometheus.NewDesc("tracedx_store_wal_failures_total", "Failed WAL writes and fsyncs (each answered with an error, the WAL recovers).", nil, nil)
+	descDiskFull     = prometheus.NewDesc("tracedx_store_disk_full", "1 while writes fail for lack of disk space or quota.", nil, nil)
 )
 
 func (c engineCollector) Describe(ch chan<- *prometheus.Desc) {
-	for _, d := range []*prometheus.Desc{descSpansWritten, descOverloaded, descFsyncs, descCompleted, descReadBacks, descBlocks, descBlockBytes, descWALBytes, descHeadSpans, descBgErrors} {
+	for _, d := range []*prometheus.Desc{descSpansWritten, descOverloaded, descFsyncs, descCompleted, descReadBacks, descBlocks, descBlockBytes, descWALBytes, descHeadSpans, descBgErrors, descDiskRefused, descWALFailures, descDiskFull} {
 		ch <- d
 	}
 }
@@ -307,4 +331,11 @@ func (c engineCollector) Collect(ch chan<- prometheus.Metric) {
 	ch <- prometheus.MustNewConstMetric(descWALBytes, prometheus.GaugeValue, float64(st.WALBytes))
 	ch <- prometheus.MustNewConstMetric(descHeadSpans, prometheus.GaugeValue, float64(st.HeadSpans))
 	ch <- prometheus.MustNewConstMetric(descBgErrors, prometheus.CounterValue, float64(st.BackgroundErrorsTotal))
+	ch <- prometheus.MustNewConstMetric(descDiskRefused, prometheus.CounterValue, float64(st.DiskRefusedTotal))
+	ch <- prometheus.MustNewConstMetric(descWALFailures, prometheus.CounterValue, float64(st.WALFailuresTotal))
+	full := 0.0
+	if st.DiskFull {
+		full = 1
+	}
+	ch <- prometheus.MustNewConstMetric(descDiskFull, prometheus.GaugeValue, full)
 }
