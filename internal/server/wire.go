@@ -12,6 +12,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 
 	"github.com/tracedx/tracedx/internal/alerting"
+	"github.com/tracedx/tracedx/internal/analyze"
 	"github.com/tracedx/tracedx/internal/api/jaeger"
 	v1 "github.com/tracedx/tracedx/internal/api/v1"
 	"github.com/tracedx/tracedx/internal/baseline"
@@ -104,7 +105,20 @@ func New(ctx context.Context, cfg config.Config, log *slog.Logger) (*Server, err
 	sys := systemic.New(systemic.Config{Dir: dir("systemic")}, findingsSink, func() time.Time { return timeNow() }, log)
 	s.background = append(s.background, func(ctx context.Context) { sys.Run(ctx) })
 	pipe.findings = &storedFindings{fs: fs, sink: findingsSink, sys: sys}
-	alertRoutes, err := s.startAlerting(alertRules, metrics, fs, findingsCounter)
+	// Alerts name the root-cause ranking's top cause; the ranking reads
+	// through the API's dependencies, which are built further down.
+	var rankDeps *v1.Deps
+	rankCulprit := func(ctx context.Context, service, operation string, from, to time.Time) (analyze.Culprit, bool) {
+		if rankDeps == nil {
+			return analyze.Culprit{}, false
+		}
+		rep, err := v1.RankRootCause(ctx, *rankDeps, service, operation, from, to)
+		if err != nil {
+			return analyze.Culprit{}, false
+		}
+		return culpritOfRanking(rep)
+	}
+	alertRoutes, err := s.startAlerting(alertRules, metrics, fs, findingsCounter, rankCulprit)
 	if err != nil {
 		return nil, err
 	}
@@ -220,6 +234,7 @@ func New(ctx context.Context, cfg config.Config, log *slog.Logger) (*Server, err
 	if sf, ok := pipe.findings.(*storedFindings); ok {
 		deps.WindowFindings = sf
 	}
+	rankDeps = &deps
 	apiV1 := v1.NewHandler(deps)
 	mux.Handle("/api/v1/", apiV1)
 	mux.Handle("/api/", jaegerAPI)
