@@ -262,6 +262,9 @@ type Query struct {
 	// MaxAnalysisSpans: GET /api/v1/traces/{id}/analysis of a larger trace
 	// is refused with 422 (its background findings stay available).
 	MaxAnalysisSpans int `yaml:"max_analysis_spans"`
+	// MaxAPITraceSpans cuts a trace fetched through the Jaeger or Tempo
+	// APIs, whose formats have no pages, to its first spans by start.
+	MaxAPITraceSpans int `yaml:"max_api_trace_spans"`
 }
 
 // Analysis settings: the per-trace detectors run on every completed trace.
@@ -376,7 +379,7 @@ func Default() Config {
 			DedupWindowSpans:       1 << 18,
 		},
 		Query: Query{Timeout: 30 * time.Second, MaxRegexBytes: 1024, MaxRegexInstructions: 5000,
-			MaxTraceSpans: 10_000, MaxAnalysisSpans: 50_000},
+			MaxTraceSpans: 10_000, MaxAnalysisSpans: 50_000, MaxAPITraceSpans: 50_000},
 		Analysis: Analysis{Enabled: true, MetricsRetention: 30 * 24 * time.Hour, QueueSpans: 8192, MaxCPUShare: 0.2},
 		Analytics: Analytics{Enabled: true, BaselineTracesPerSecond: 200, WholeTracesPerSecond: 100, ExemplarLabel: "traceID",
 			Baseline: Baseline{HalfLife: 24 * time.Hour, Window: 5 * time.Minute, AnomalyFactor: 2, AcceptAfter: 6 * time.Hour, ReleaseAfter: 30 * time.Minute}},
@@ -581,8 +584,8 @@ func (c *Config) Validate() error {
 	if c.Admission.RetryAfter < 0 {
 		return errors.New("admission.retry_after must not be negative")
 	}
-	if c.Query.MaxTraceSpans <= 0 || c.Query.MaxAnalysisSpans <= 0 {
-		return errors.New("query.max_trace_spans and query.max_analysis_spans must be positive")
+	if c.Query.MaxTraceSpans <= 0 || c.Query.MaxAnalysisSpans <= 0 || c.Query.MaxAPITraceSpans <= 0 {
+		return errors.New("query.max_trace_spans, query.max_analysis_spans and query.max_api_trace_spans must be positive")
 	}
 	if c.Ingest.MaxRequestBytes <= 0 {
 		return errors.New("ingest.max_request_bytes must be positive")

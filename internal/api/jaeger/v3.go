@@ -128,7 +128,9 @@ func (h *handler) v3GetTrace(w http.ResponseWriter, r *http.Request) {
 		h.v3Err(w, r, err)
 		return
 	}
-	spans, err := h.st.Trace(r.Context(), id, hint)
+	// api_v3 answers OTLP, which has no place for a warning: a trace over
+	// the cap is cut to its first spans by start (see Options.MaxTraceSpans).
+	spans, _, err := store.TraceCapped(r.Context(), h.st, id, hint, h.opts.MaxTraceSpans)
 	if errors.Is(err, store.ErrNotFound) || (err == nil && len(spans) == 0) {
 		h.v3NotFound(w, r)
 		return

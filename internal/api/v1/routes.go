@@ -1,7 +1,6 @@
 package v1
 
 import (
-	"context"
 	"fmt"
 	"math"
 	"net/http"
@@ -155,17 +154,11 @@ func (a *api) judge(spans []model.Span, stored []analyze.Finding, have bool) ana
 	return out
 }
 
-// spanCounter is a store that counts a trace's spans without reading
-// them (the embedded engine).
-type spanCounter interface {
-	TraceSpanCount(ctx context.Context, id model.TraceID, hint store.TimeRange) (int, error)
-}
-
 // checkAnalysisSize refuses a trace too large to analyse before reading
 // it, when the store can count its spans: reading a 200k-span trace only
 // to refuse it took seconds and hundreds of MB.
 func (a *api) checkAnalysisSize(r *http.Request) error {
-	sc, ok := a.d.Store.(spanCounter)
+	sc, ok := a.d.Store.(store.SpanCounter)
 	if !ok {
 		return nil
 	}

@@ -88,3 +88,36 @@ func TestTracePageWalksTheWholeTrace(t *testing.T) {
 		t.Fatalf("unknown trace: %v", err)
 	}
 }
+
+// store.TraceCapped on the engine: a trace over the cap comes back as its
+// first spans by start with its whole count; one under it whole.
+func TestTraceCappedFromTheEngine(t *testing.T) {
+	e := openT(t, testOpts(t.TempDir()))
+	defer e.Close()
+	ctx := context.Background()
+	spans := bigTrace(500, uint64(time.Now().UnixNano()))
+	if err := e.Write(ctx, spans); err != nil {
+		t.Fatal(err)
+	}
+	if err := e.Flush(ctx); err != nil {
+		t.Fatal(err)
+	}
+	id := spans[0].TraceID
+	got, total, err := store.TraceCapped(ctx, e, id, store.TimeRange{}, 100)
+	if err != nil || total != 500 || len(got) != 100 {
+		t.Fatalf("capped at 100: %d spans of %d, %v", len(got), total, err)
+	}
+	starts := make([]uint64, len(spans))
+	for i := range spans {
+		starts[i] = spans[i].StartUnixNano
+	}
+	sort.Slice(starts, func(i, j int) bool { return starts[i] < starts[j] })
+	for _, s := range got {
+		if s.StartUnixNano > starts[99] {
+			t.Fatalf("span starting at %d kept, later than the 100th start %d", s.StartUnixNano, starts[99])
+		}
+	}
+	if got, total, err := store.TraceCapped(ctx, e, id, store.TimeRange{}, 500); err != nil || total != 500 || len(got) != 500 {
+		t.Fatalf("at the cap: %d spans of %d, %v", len(got), total, err)
+	}
+}
