@@ -124,3 +124,24 @@ func MemstoreWith(b *testing.B, traces, spansPerTrace int) *memstore.Store {
 	}
 	return st
 }
+
+// BenchGetEach benchmarks GET prefix+suffixes[i % len], so lookups spread
+// over several keys rather than one cached one.
+func BenchGetEach(b *testing.B, h http.Handler, prefix string, suffixes []string) {
+	reqs := make([]*http.Request, len(suffixes))
+	for i, s := range suffixes {
+		reqs[i] = httptest.NewRequest(http.MethodGet, prefix+s, nil)
+	}
+	b.ReportAllocs()
+	b.ResetTimer()
+	i := 0
+	for b.Loop() {
+		rec := httptest.NewRecorder()
+		req := reqs[i%len(reqs)]
+		i++
+		h.ServeHTTP(rec, req)
+		if rec.Code != http.StatusOK {
+			b.Fatalf("%s: %d %s", req.URL, rec.Code, rec.Body)
+		}
+	}
+}
