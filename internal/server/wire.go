@@ -20,6 +20,7 @@ import (
 	"github.com/tracedx/tracedx/internal/ingest"
 	"github.com/tracedx/tracedx/internal/logstore"
 	"github.com/tracedx/tracedx/internal/model"
+	"github.com/tracedx/tracedx/internal/priority"
 	"github.com/tracedx/tracedx/internal/red"
 	"github.com/tracedx/tracedx/internal/servicegraph"
 	"github.com/tracedx/tracedx/internal/store/engine"
@@ -79,6 +80,9 @@ func New(ctx context.Context, cfg config.Config, log *slog.Logger) (*Server, err
 		func() float64 { return float64(history.ShiftCount()) }))
 
 	pipe := newPipeline(s, history)
+	// Query requests go ahead of the analysis worker (internal/priority).
+	queries := &priority.Gate{}
+	pipe.gate = queries
 	pipe.detectors = detectors
 	fs, err := findingstore.Open(findingstore.Options{Dir: dir("findings"), SyncInterval: 200 * time.Millisecond, Logger: log})
 	if err != nil {
@@ -201,14 +205,15 @@ func New(ctx context.Context, cfg config.Config, log *slog.Logger) (*Server, err
 		Routes:   routes,
 		Logger:   log.With("component", "api"),
 	})
-	mux.Handle("/api/v1/", apiV1)
-	mux.Handle("/api/", jaegerAPI)
+	mux.Handle("/api/v1/", queries.Middleware(apiV1))
+	mux.Handle("/api/", queries.Middleware(jaegerAPI))
 	mux.Handle("GET /metrics", metricsHandler(s.reg))
 	mux.HandleFunc("GET /healthz", func(w http.ResponseWriter, _ *http.Request) { _, _ = w.Write([]byte("ok\n")) })
 	// The UI's TraceQL box calls the Tempo API on its own origin, so it is
 	// mounted under web.TempoPrefix too, besides its own port.
 	th := tempoHandler(eng, pipe)
 	if th != nil {
+		th = queries.Middleware(th)
 		mux.Handle(web.TempoPrefix+"/", http.StripPrefix(web.TempoPrefix, th))
 	}
 	mux.Handle("/", uiHandler())
