@@ -4,16 +4,20 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"runtime"
 	"sync"
 
 	"github.com/tracedx/tracedx/internal/model"
 	"github.com/tracedx/tracedx/internal/store"
 )
 
-// searchFetchParallel bounds the trace reads one search runs at once: block
-// reads wait on I/O and decompress pages, so a few in flight overlap that,
-// while a bound keeps one search from taking every core from ingest.
-const searchFetchParallel = 4
+// searchFetchParallel bounds the trace reads one search runs at once: with
+// several processors a few reads in flight overlap page decompression and
+// I/O, while the bound keeps one search from taking every core from
+// ingest. On one processor reads run one after another: each concurrent
+// read needs its own Parquet reader, which costs CPU (~15 % more per
+// search in BenchmarkWithEngine) and buys nothing there.
+func searchFetchParallel() int { return min(4, runtime.GOMAXPROCS(0)) }
 
 // searchWholeTraces answers the searches that return whole traces (v1
 // /api/traces, api_v3 /api/v3/traces): the store's summary search finds the
@@ -28,7 +32,7 @@ func searchWholeTraces(ctx context.Context, st store.Store, q store.Query) ([][]
 	}
 	out := make([][]model.Span, len(sums))
 	errs := make([]error, len(sums))
-	sem := make(chan struct{}, searchFetchParallel)
+	sem := make(chan struct{}, searchFetchParallel())
 	var wg sync.WaitGroup
 	for i := range sums {
 		select {
