@@ -21,8 +21,8 @@ func EngineSpans() int {
 }
 
 // EngineWith opens the embedded engine in a temporary directory and stores
-// SynthTrace(0..traces-1, spansPerTrace), cut into blocks and compacted as
-// a settled server holds them, for benchmarks of the query APIs over the
+// SynthTrace(0..traces-1, spansPerTrace), cut into blocks and compacted to
+// Parquet as a settled server holds them, for benchmarks of the query APIs over the
 // real engine. The newest trace is SynthTrace(traces-1, …).
 func EngineWith(b *testing.B, traces, spansPerTrace int) *engine.Engine {
 	b.Helper()
@@ -52,8 +52,12 @@ func EngineWith(b *testing.B, traces, spansPerTrace int) *engine.Engine {
 	if err := e.Flush(ctx); err != nil {
 		b.Fatal(err)
 	}
-	if err := e.Compact(ctx); err != nil {
-		b.Fatal(err)
+	// TRACEDX_BENCH_LEVEL0=1 leaves the blocks in the level-0 format, where
+	// a live server's newest traces are until compaction converts them.
+	if os.Getenv("TRACEDX_BENCH_LEVEL0") == "" {
+		if err := e.Compact(ctx); err != nil {
+			b.Fatal(err)
+		}
 	}
 	return e
 }
