@@ -19,16 +19,20 @@ type queryStats struct {
 	SearchP99Ms float64 `json:"search_p99_ms"`
 	TraceP50Ms  float64 `json:"trace_by_id_p50_ms"`
 	TraceP99Ms  float64 `json:"trace_by_id_p99_ms"`
+	// Tempo API search by service (tracedx only, 20 results).
+	TempoSearchP50Ms float64 `json:"tempo_search_p50_ms,omitempty"`
+	TempoSearchP99Ms float64 `json:"tempo_search_p99_ms,omitempty"`
 }
 
 // probeQueries waits delay, then for dur runs rounds 100 ms apart: a
 // search by service for the 20 newest traces, then one of those traces by
-// id. base is the Jaeger API root (…/api is appended).
-func probeQueries(base string, delay, dur time.Duration) queryStats {
+// id. base is the Jaeger API root (…/api is appended). With tempoBase
+// set, each round also searches the same service through the Tempo API.
+func probeQueries(base, tempoBase string, delay, dur time.Duration) queryStats {
 	time.Sleep(delay)
 	client := &http.Client{Timeout: 10 * time.Second}
 	var st queryStats
-	var search, trace []time.Duration
+	var search, trace, tempo []time.Duration
 	svc := ""
 	end := time.Now().Add(dur)
 	for ; time.Now().Before(end); time.Sleep(100 * time.Millisecond) {
@@ -58,7 +62,16 @@ func probeQueries(base string, delay, dur time.Duration) queryStats {
 			continue
 		}
 		trace = append(trace, took)
+		if tempoBase != "" {
+			q := url.QueryEscape(fmt.Sprintf("{ resource.service.name = %q }", svc))
+			if took, err = getJSON(client, tempoBase+"/api/search?limit=20&q="+q, nil); err != nil {
+				st.Failed++
+				continue
+			}
+			tempo = append(tempo, took)
+		}
 	}
+	st.TempoSearchP50Ms, st.TempoSearchP99Ms = percentiles(tempo)
 	st.SearchP50Ms, st.SearchP99Ms = percentiles(search)
 	st.TraceP50Ms, st.TraceP99Ms = percentiles(trace)
 	return st
