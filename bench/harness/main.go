@@ -245,8 +245,12 @@ func printReport(r Report) {
 		s    *queryStats
 	}{{"during load", r.QueriesDuringLoad}, {"settled", r.QueriesSettled}} {
 		if q.s != nil {
-			fmt.Printf("  queries %s: search p50 %.1f / p99 %.1f ms, trace by id p50 %.1f / p99 %.1f ms, Tempo search p50 %.1f / p99 %.1f ms (%d rounds, %d failed)\n",
-				q.when, q.s.SearchP50Ms, q.s.SearchP99Ms, q.s.TraceP50Ms, q.s.TraceP99Ms, q.s.TempoSearchP50Ms, q.s.TempoSearchP99Ms, q.s.Rounds, q.s.Failed)
+			tempo := ""
+			if q.s.TempoSearchP50Ms > 0 {
+				tempo = fmt.Sprintf(", Tempo search p50 %.1f / p99 %.1f ms", q.s.TempoSearchP50Ms, q.s.TempoSearchP99Ms)
+			}
+			fmt.Printf("  queries %s: search p50 %.1f / p99 %.1f ms, trace by id p50 %.1f / p99 %.1f ms%s (%d rounds, %d failed)\n",
+				q.when, q.s.SearchP50Ms, q.s.SearchP99Ms, q.s.TraceP50Ms, q.s.TraceP99Ms, tempo, q.s.Rounds, q.s.Failed)
 		}
 	}
 	if len(r.Errors) > 0 {

@@ -126,6 +126,9 @@ func jaegerConfig(grpcAddr, httpAddr, queryAddr string) string {
       level: none
 extensions:
   jaeger_query:
+    # Off: it would trace its own queries to localhost:4317, another
+    # server's port or none.
+    enable_tracing: false
     storage:
       traces: mem
     http:
