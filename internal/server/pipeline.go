@@ -19,6 +19,7 @@ import (
 	"github.com/tracedx/tracedx/internal/baseline"
 	"github.com/tracedx/tracedx/internal/config"
 	"github.com/tracedx/tracedx/internal/model"
+	"github.com/tracedx/tracedx/internal/priority"
 	"github.com/tracedx/tracedx/internal/ratelog"
 	"github.com/tracedx/tracedx/internal/sampling"
 	"github.com/tracedx/tracedx/internal/store/engine"
@@ -86,7 +87,10 @@ type pipeline struct {
 	cpu                     atomic.Int64  // worker CPU, ns
 	keepBits                atomic.Uint64 // float64: share of traces fully processed
 	findings                findingSink
-	detectors               []analyze.Detector // nil: the defaults
+	// gate marks running queries; the worker stands aside for them.
+	gate      *priority.Gate
+	yielded   atomic.Int64       // ns the worker waited for queries
+	detectors []analyze.Detector // nil: the defaults
 	// sampler, when set, decides after analysis whether a trace's spans
 	// stay; drop removes those it does not keep.
 	sampler *sampling.Sampler
@@ -166,6 +170,8 @@ func newPipeline(s *Server, history *baseline.Baselines) *pipeline {
 			func() float64 { return float64(p.queued.Load()) }),
 		prometheus.NewGaugeFunc(prometheus.GaugeOpts{Name: "tracedx_analysis_keep_ratio", Help: "Share of completed traces the detectors and baselines currently see (1: all)."},
 			func() float64 { return math.Float64frombits(p.keepBits.Load()) }),
+		prometheus.NewCounterFunc(prometheus.CounterOpts{Name: "tracedx_analysis_yield_seconds_total", Help: "Time the analysis worker stood aside for running queries."},
+			func() float64 { return float64(p.yielded.Load()) / 1e9 }),
 		prometheus.NewCounterFunc(prometheus.CounterOpts{Name: "tracedx_analysis_cpu_seconds_total", Help: "CPU time of the analysis worker (Linux only)."},
 			func() float64 { return float64(p.cpu.Load()) / 1e9 }),
 		prometheus.NewGaugeFunc(prometheus.GaugeOpts{Name: "tracedx_analytics_whole_trace_ratio",
@@ -231,6 +237,11 @@ func (p *pipeline) skipAnalysis() {
 // admission then refuses ingest instead.
 func (p *pipeline) queueFull() bool { return p.active() && p.queued.Load() >= p.maxQueued }
 
+// analysisMaxYield bounds how long the worker waits for running queries
+// after each trace: under a steady stream of queries analysis slows down
+// (and sheds traces when its queue fills) instead of stopping.
+const analysisMaxYield = 25 * time.Millisecond
+
 func (p *pipeline) run(ctx context.Context) {
 	if !p.active() {
 		return
@@ -248,6 +259,8 @@ func (p *pipeline) run(ctx context.Context) {
 			return
 		case c := <-p.queue:
 			p.process(ctx, c)
+			// Analysis runs behind queries and ingest acknowledgements.
+			p.yielded.Add(int64(p.gate.Yield(ctx, analysisMaxYield)))
 		default:
 			idle.Reset(pipelineIdle)
 			select {

@@ -21,6 +21,7 @@ import (
 	"github.com/tracedx/tracedx/internal/ingest"
 	"github.com/tracedx/tracedx/internal/logstore"
 	"github.com/tracedx/tracedx/internal/model"
+	"github.com/tracedx/tracedx/internal/priority"
 	"github.com/tracedx/tracedx/internal/red"
 	"github.com/tracedx/tracedx/internal/servicegraph"
 	"github.com/tracedx/tracedx/internal/store/engine"
@@ -89,6 +90,9 @@ func New(ctx context.Context, cfg config.Config, log *slog.Logger) (*Server, err
 		func() float64 { return float64(history.ShiftCount()) }))
 
 	pipe := newPipeline(s, history)
+	// Query requests go ahead of the analysis worker (internal/priority).
+	queries := &priority.Gate{}
+	pipe.gate = queries
 	pipe.detectors = detectors
 	fs, err := findingstore.Open(findingstore.Options{Dir: dir("findings"), Retention: cfg.Retention.Findings, SyncInterval: 200 * time.Millisecond, Logger: log,
 		TraceAvailable: s.hasTrace})
@@ -237,8 +241,8 @@ func New(ctx context.Context, cfg config.Config, log *slog.Logger) (*Server, err
 	}
 	rankDeps = &deps
 	apiV1 := v1.NewHandler(deps)
-	mux.Handle("/api/v1/", apiV1)
-	mux.Handle("/api/", jaegerAPI)
+	mux.Handle("/api/v1/", queries.Middleware(apiV1))
+	mux.Handle("/api/", queries.Middleware(jaegerAPI))
 	mux.Handle("GET /metrics", metricsHandler(s.reg))
 	mux.HandleFunc("GET /healthz", func(w http.ResponseWriter, _ *http.Request) { _, _ = w.Write([]byte("ok\n")) })
 	mux.HandleFunc("GET /readyz", readyz(fs))
@@ -246,6 +250,7 @@ func New(ctx context.Context, cfg config.Config, log *slog.Logger) (*Server, err
 	// mounted under web.TempoPrefix too, besides its own port.
 	th := tempoHandler(eng, pipe, cfg.Query)
 	if th != nil {
+		th = queries.Middleware(th)
 		mux.Handle(web.TempoPrefix+"/", http.StripPrefix(web.TempoPrefix, th))
 	}
 	mux.Handle("/", uiHandler())

@@ -379,13 +379,13 @@ func (h *handler) searchTraces(w http.ResponseWriter, r *http.Request) {
 		h.writeData(w, r, traces, len(traces), errs)
 		return
 	}
-	err = h.st.ScanTraces(ctx, sr.q, func(spans []model.Span) error {
-		traces = append(traces, ToTrace(spans))
-		return nil
-	})
+	found, err := searchWholeTraces(ctx, h.st, sr.q)
 	if err != nil {
 		h.writeErr(w, r, fmt.Errorf("searching traces: %w", err))
 		return
+	}
+	for _, spans := range found {
+		traces = append(traces, ToTrace(spans))
 	}
 	h.writeData(w, r, traces, len(traces), nil)
 }

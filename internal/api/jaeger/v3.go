@@ -225,11 +225,11 @@ func (h *handler) v3FindTraces(w http.ResponseWriter, r *http.Request) {
 		h.v3Err(w, r, err)
 		return
 	}
+	found, err := searchWholeTraces(r.Context(), h.st, sq)
 	var all []model.Span
-	err = h.st.ScanTraces(r.Context(), sq, func(spans []model.Span) error {
+	for _, spans := range found {
 		all = append(all, spans...)
-		return nil
-	})
+	}
 	if err != nil {
 		h.v3Err(w, r, fmt.Errorf("searching traces: %w", err))
 		return
