@@ -20,6 +20,8 @@ import (
 	"strings"
 	"syscall"
 	"time"
+
+	"github.com/tracedx/tracedx/bench/internal/proc"
 )
 
 type loadResult struct {
@@ -49,53 +51,119 @@ type Report struct {
 	DiskBytesPerSpan           float64        `json:"disk_bytes_per_span"`
 	Errors                     map[string]int `json:"errors,omitempty"`
 	LatencyP99Ms               float64        `json:"latency_p99_ms"`
+	QueriesDuringLoad          *queryStats    `json:"queries_during_load,omitempty"`
+	QueriesSettled             *queryStats    `json:"queries_settled,omitempty"`
+}
+
+// config is what one run needs, from the flags.
+type config struct {
+	server, store, bin, protocol string
+	duration, settle             time.Duration
+	workers                      int
+	rate                         float64
+	serverCPU, genCPU            string
+	keep, queries                bool
+	srvArgs                      string
+	loadgen, work                string
 }
 
 func main() {
-	var (
-		server    = flag.String("server", "tracedx", "tracedx (`tracedx serve`, built from ./cmd/tracedx) or benchserver (ingest + engine only)")
-		store     = flag.String("store", "engine", "benchserver only: engine or discard")
-		bin       = flag.String("bin", "", "use this server binary instead of building one")
-		protocol  = flag.String("protocol", "grpc", "grpc or http")
-		duration  = flag.Duration("duration", 30*time.Second, "load duration")
-		workers   = flag.Int("workers", 8, "loadgen workers")
-		rate      = flag.Float64("rate", 0, "loadgen target spans/s (0: max)")
-		settle    = flag.Duration("settle", 15*time.Second, "wait after the load for background flush/compaction before stopping the server")
-		serverCPU = flag.String("server-cpu", "0", "taskset CPU list of the server")
-		genCPU    = flag.String("gen-cpu", "1", "taskset CPU list of the load generator")
-		keep      = flag.Bool("keep", false, "keep the data directory")
-		asJSON    = flag.Bool("json", false, "print the report as JSON")
-		srvArgs   = flag.String("server-args", "", "extra server flags, space separated (e.g. \"--analytics=false --analysis=false\" to measure what analysis costs)")
-	)
+	var c config
+	flag.StringVar(&c.server, "server", "tracedx", "tracedx (`tracedx serve`, built from ./cmd/tracedx), benchserver (ingest + engine only), or, with -bin, jaeger (v2 all-in-one, memory storage) or victoriatraces")
+	flag.StringVar(&c.store, "store", "engine", "benchserver only: engine or discard")
+	flag.StringVar(&c.bin, "bin", "", "use this server binary instead of building one")
+	flag.StringVar(&c.protocol, "protocol", "grpc", "grpc or http (victoriatraces: http)")
+	flag.DurationVar(&c.duration, "duration", 30*time.Second, "load duration")
+	flag.IntVar(&c.workers, "workers", 8, "loadgen workers")
+	flag.Float64Var(&c.rate, "rate", 0, "loadgen target spans/s (0: max)")
+	flag.DurationVar(&c.settle, "settle", 15*time.Second, "wait after the load for background flush/compaction before stopping the server")
+	flag.StringVar(&c.serverCPU, "server-cpu", "0", "taskset CPU list of the server")
+	flag.StringVar(&c.genCPU, "gen-cpu", "1", "taskset CPU list of the load generator")
+	flag.BoolVar(&c.keep, "keep", false, "keep the data directory")
+	flag.BoolVar(&c.queries, "queries", false, "probe query latency through the Jaeger v1 API (search by service, 20 results, and trace by id) during the load's second half and after settling")
+	asJSON := flag.Bool("json", false, "print the report as JSON")
+	flag.StringVar(&c.srvArgs, "server-args", "", "extra server flags, space separated (e.g. \"--analytics=false --analysis=false\" to measure what analysis costs)")
+	compare := flag.String("compare", "", "run the same load against several servers in turn and print a table: name=binary,... with names tracedx, jaeger, victoriatraces (see bench/compare)")
 	flag.Parse()
 	work, err := os.MkdirTemp("", "tracedx-bench-")
 	check(err)
-	dataDir := filepath.Join(work, "data")
-	if !*keep {
+	if !c.keep {
 		defer os.RemoveAll(work)
 	}
-	loadgen := filepath.Join(work, "loadgen")
+	c.work = work
+	c.loadgen = filepath.Join(work, "loadgen")
 	step("building loadgen")
-	check(run("go", "build", "-o", loadgen, "./bench/loadgen"))
-	srvBin := *bin
+	check(run("go", "build", "-o", c.loadgen, "./bench/loadgen"))
+	if *compare != "" {
+		var reports []Report
+		for _, kv := range strings.Split(*compare, ",") {
+			name, bin, ok := strings.Cut(kv, "=")
+			if !ok {
+				fatal("-compare wants name=binary,...")
+			}
+			one := c
+			one.server, one.bin, one.srvArgs = name, bin, ""
+			if name == "tracedx" {
+				one.srvArgs = c.srvArgs
+			}
+			if name == "victoriatraces" {
+				one.protocol = "http"
+			}
+			reports = append(reports, runOnce(one))
+		}
+		if *asJSON {
+			_ = json.NewEncoder(os.Stdout).Encode(reports)
+			return
+		}
+		printTable(reports)
+		return
+	}
+	r := runOnce(c)
+	if *asJSON {
+		_ = json.NewEncoder(os.Stdout).Encode(r)
+		return
+	}
+	printReport(r)
+}
+
+// runOnce starts one server, loads it, settles, stops it and reports.
+func runOnce(c config) Report {
+	dataDir := filepath.Join(c.work, c.server+"-data")
+	srvBin := c.bin
 	if srvBin == "" {
-		srvBin = filepath.Join(work, *server)
-		pkg := map[string]string{"tracedx": "./cmd/tracedx", "benchserver": "./bench/harness/benchserver"}[*server]
+		srvBin = filepath.Join(c.work, c.server)
+		pkg := map[string]string{"tracedx": "./cmd/tracedx", "benchserver": "./bench/harness/benchserver"}[c.server]
 		if pkg == "" {
-			fatal("-server must be tracedx or benchserver")
+			fatal("-server must be tracedx or benchserver, or jaeger / victoriatraces with -bin")
 		}
 		step("building " + pkg)
 		check(run("go", "build", "-o", srvBin, pkg))
 	}
-	grpcAddr, httpAddr := freeAddr(), freeAddr()
-	args := []string{"-c", *serverCPU, srvBin}
-	if *server == "tracedx" {
+	grpcAddr, httpAddr, queryAddr := freeAddr(), freeAddr(), freeAddr()
+	args := []string{"-c", c.serverCPU, srvBin}
+	queryBase, tempoBase, httpPath := "http://"+queryAddr, "", "/v1/traces"
+	switch c.server {
+	case "tracedx":
 		args = append(args, "serve", "--data-dir", dataDir, "--otlp-grpc-addr", grpcAddr, "--otlp-http-addr", httpAddr,
-			"--zipkin-addr", "", "--http-addr", freeAddr(), "--tempo-addr", "", "--log-level", "warn")
-	} else {
-		args = append(args, "-data-dir", dataDir, "-store", *store, "-otlp-grpc-addr", grpcAddr, "-otlp-http-addr", httpAddr)
+			"--zipkin-addr", "", "--http-addr", queryAddr, "--tempo-addr", "", "--log-level", "warn")
+		tempoBase = "http://" + queryAddr + "/tempo" // the Tempo API, as the UI reaches it
+	case "benchserver":
+		args = append(args, "-data-dir", dataDir, "-store", c.store, "-otlp-grpc-addr", grpcAddr, "-otlp-http-addr", httpAddr)
+	case "jaeger":
+		cfg := filepath.Join(c.work, "jaeger.yaml")
+		check(os.WriteFile(cfg, []byte(jaegerConfig(grpcAddr, httpAddr, queryAddr)), 0o644))
+		args = append(args, "--config", cfg)
+	case "victoriatraces":
+		if c.protocol != "http" {
+			fatal("victoriatraces takes OTLP over HTTP only: use -protocol http")
+		}
+		httpAddr = queryAddr
+		queryBase, httpPath = "http://"+queryAddr+"/select/jaeger", "/insert/opentelemetry/v1/traces"
+		args = append(args, "-httpListenAddr="+queryAddr, "-storageDataPath="+dataDir, "-loggerLevel=WARN")
+	default:
+		fatal("unknown -server " + c.server)
 	}
-	args = append(args, strings.Fields(*srvArgs)...)
+	args = append(args, strings.Fields(c.srvArgs)...)
 	step("starting " + strings.Join(append([]string{"taskset"}, args...), " "))
 	srv := exec.Command("taskset", args...)
 	srv.Stdout, srv.Stderr = os.Stderr, os.Stderr
@@ -104,17 +172,22 @@ func main() {
 	exited := make(chan error, 1)
 	go func() { exited <- srv.Wait() }()
 	target := grpcAddr
-	if *protocol == "http" {
+	if c.protocol == "http" {
 		target = httpAddr
 	}
 	waitListening(target, exited)
 	cpu0 := cpuSeconds(pid)
 
-	step(fmt.Sprintf("loading %s for %s with %d workers on CPU %s", target, *duration, *workers, *genCPU))
+	step(fmt.Sprintf("loading %s for %s with %d workers on CPU %s", target, c.duration, c.workers, c.genCPU))
 	var out bytes.Buffer
-	lg := exec.Command("taskset", "-c", *genCPU, loadgen, "-json", "-protocol", *protocol, "-addr", target,
-		"-duration", duration.String(), "-workers", strconv.Itoa(*workers), "-rate", fmt.Sprint(*rate))
+	lg := exec.Command("taskset", "-c", c.genCPU, c.loadgen, "-json", "-protocol", c.protocol, "-addr", target, "-http-path", httpPath,
+		"-duration", c.duration.String(), "-workers", strconv.Itoa(c.workers), "-rate", fmt.Sprint(c.rate))
 	lg.Stdout, lg.Stderr = &out, os.Stderr
+	var during chan queryStats
+	if c.queries {
+		during = make(chan queryStats, 1)
+		go func() { during <- probeQueries(queryBase, tempoBase, c.duration/2, c.duration/2) }()
+	}
 	t0 := time.Now()
 	check(lg.Run())
 	elapsed := time.Since(t0).Seconds()
@@ -122,9 +195,13 @@ func main() {
 	var lr loadResult
 	check(json.Unmarshal(out.Bytes(), &lr))
 
-	step(fmt.Sprintf("settling %s for flush and compaction", *settle))
-	time.Sleep(*settle)
+	step(fmt.Sprintf("settling %s for flush and compaction", c.settle))
+	time.Sleep(c.settle)
 	cpu2 := cpuSeconds(pid)
+	var settled queryStats
+	if c.queries {
+		settled = probeQueries(queryBase, tempoBase, 0, 5*time.Second)
+	}
 	rss := peakRSSKB(pid)
 	step("stopping the server (SIGTERM)")
 	_ = srv.Process.Signal(syscall.SIGTERM)
@@ -137,23 +214,27 @@ func main() {
 	disk := duBytes(dataDir)
 
 	r := Report{
-		Server: *server, Protocol: *protocol, DurationSeconds: elapsed,
+		Server: c.server, Protocol: c.protocol, DurationSeconds: elapsed,
 		SpansAccepted: lr.SpansAccepted, SpansPerSecond: lr.SpansPerSecond,
 		ServerCPUPercent: 100 * (cpu1 - cpu0) / elapsed,
 		PeakRSSMB:        float64(rss) / 1024, DiskBytes: disk, Errors: lr.Errors, LatencyP99Ms: lr.LatencyP99Ms,
 	}
-	if *server == "benchserver" {
-		r.Server += "/" + *store
+	if c.queries {
+		d := <-during
+		r.QueriesDuringLoad, r.QueriesSettled = &d, &settled
+	}
+	if c.server == "benchserver" {
+		r.Server += "/" + c.store
 	}
 	if lr.SpansAccepted > 0 {
 		r.CPUSecondsPerMSpans = (cpu1 - cpu0) / float64(lr.SpansAccepted) * 1e6
 		r.SettledCPUSecondsPerMSpans = (cpu2 - cpu0) / float64(lr.SpansAccepted) * 1e6
 		r.DiskBytesPerSpan = float64(disk) / float64(lr.SpansAccepted)
 	}
-	if *asJSON {
-		_ = json.NewEncoder(os.Stdout).Encode(r)
-		return
-	}
+	return r
+}
+
+func printReport(r Report) {
 	fmt.Printf("server %s, %s, %.0fs\n", r.Server, r.Protocol, r.DurationSeconds)
 	fmt.Printf("  accepted spans/s:             %.0f (%d spans)\n", r.SpansPerSecond, r.SpansAccepted)
 	fmt.Printf("  server CPU s per 1M spans:    %.2f (server at %.0f%% of a core)\n", r.CPUSecondsPerMSpans, r.ServerCPUPercent)
@@ -161,8 +242,39 @@ func main() {
 	fmt.Printf("  peak RSS (VmHWM):             %.0f MB\n", r.PeakRSSMB)
 	fmt.Printf("  disk bytes/span after compaction: %.1f (%d bytes)\n", r.DiskBytesPerSpan, r.DiskBytes)
 	fmt.Printf("  load p99 latency:             %.1f ms\n", r.LatencyP99Ms)
+	for _, q := range []struct {
+		when string
+		s    *queryStats
+	}{{"during load", r.QueriesDuringLoad}, {"settled", r.QueriesSettled}} {
+		if q.s != nil {
+			tempo := ""
+			if q.s.TempoSearchP50Ms > 0 {
+				tempo = fmt.Sprintf(", Tempo search p50 %.1f / p99 %.1f ms", q.s.TempoSearchP50Ms, q.s.TempoSearchP99Ms)
+			}
+			fmt.Printf("  queries %s: search p50 %.1f / p99 %.1f ms, trace by id p50 %.1f / p99 %.1f ms%s (%d rounds, %d failed)\n",
+				q.when, q.s.SearchP50Ms, q.s.SearchP99Ms, q.s.TraceP50Ms, q.s.TraceP99Ms, tempo, q.s.Rounds, q.s.Failed)
+		}
+	}
 	if len(r.Errors) > 0 {
 		fmt.Printf("  errors: %v\n", r.Errors)
+	}
+}
+
+func printTable(rs []Report) {
+	fmt.Println("| server | spans/s | CPU s / 1M spans | peak RSS MB | search p50/p99 ms (load) | trace p50/p99 ms (load) | search p50/p99 ms (settled) | trace p50/p99 ms (settled) |")
+	fmt.Println("|---|---|---|---|---|---|---|---|")
+	for _, r := range rs {
+		q := func(s *queryStats, search bool) string {
+			switch {
+			case s == nil:
+				return "-"
+			case search:
+				return fmt.Sprintf("%.1f / %.1f", s.SearchP50Ms, s.SearchP99Ms)
+			}
+			return fmt.Sprintf("%.1f / %.1f", s.TraceP50Ms, s.TraceP99Ms)
+		}
+		fmt.Printf("| %s | %.0f | %.2f | %.0f | %s | %s | %s | %s |\n", r.Server, r.SpansPerSecond, r.CPUSecondsPerMSpans, r.PeakRSSMB,
+			q(r.QueriesDuringLoad, true), q(r.QueriesDuringLoad, false), q(r.QueriesSettled, true), q(r.QueriesSettled, false))
 	}
 }
 
@@ -189,10 +301,9 @@ func run(name string, args ...string) error {
 }
 
 func freeAddr() string {
-	l, err := net.Listen("tcp", "127.0.0.1:0")
+	addr, err := proc.FreeAddr()
 	check(err)
-	defer l.Close()
-	return l.Addr().String()
+	return addr
 }
 
 func waitListening(addr string, exited <-chan error) {
@@ -235,15 +346,9 @@ func clockTicks() float64 {
 }
 
 func peakRSSKB(pid int) int64 {
-	b, err := os.ReadFile(fmt.Sprintf("/proc/%d/status", pid))
+	kb, err := proc.PeakRSSKB(pid)
 	check(err)
-	for _, line := range strings.Split(string(b), "\n") {
-		if strings.HasPrefix(line, "VmHWM:") {
-			v, _ := strconv.ParseInt(strings.Fields(line)[1], 10, 64)
-			return v
-		}
-	}
-	return 0
+	return kb
 }
 
 func duBytes(dir string) int64 {

@@ -73,6 +73,7 @@ func main() {
 		seed      = flag.Uint64("seed", 1, "random seed of the templates")
 		gz        = flag.Bool("gzip", false, "gzip-compress requests (costs generator CPU)")
 		asJSON    = flag.Bool("json", false, "print the result as JSON")
+		httpPath  = flag.String("http-path", "/v1/traces", "URL path of OTLP/HTTP (VictoriaTraces: /insert/opentelemetry/v1/traces)")
 	)
 	flag.Parse()
 	if *addr == "" {
@@ -92,7 +93,7 @@ func main() {
 	case "grpc":
 		send, err = newGRPCSender(*addr, *conns, *gz)
 	case "http":
-		send = newHTTPSender(*addr, *workers, *gz)
+		send = newHTTPSender(*addr, *httpPath, *workers, *gz)
 	}
 	if err != nil {
 		fmt.Fprintln(os.Stderr, "loadgen:", err)
@@ -243,9 +244,9 @@ type httpSender struct {
 	gz     bool
 }
 
-func newHTTPSender(addr string, workers int, gz bool) *httpSender {
+func newHTTPSender(addr, path string, workers int, gz bool) *httpSender {
 	tr := &http.Transport{MaxIdleConns: workers, MaxIdleConnsPerHost: workers, MaxConnsPerHost: workers}
-	return &httpSender{url: "http://" + addr + "/v1/traces", client: &http.Client{Transport: tr}, gz: gz}
+	return &httpSender{url: "http://" + addr + path, client: &http.Client{Transport: tr}, gz: gz}
 }
 
 func (h *httpSender) send(ctx context.Context, body []byte, scratch *[]byte) (int64, error) {

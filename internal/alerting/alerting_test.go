@@ -738,3 +738,42 @@ func TestFailedEvaluationChangesNothing(t *testing.T) {
 		t.Errorf("rule state: %+v", r)
 	}
 }
+
+// A RED alert names the root-cause ranking's top cause of its endpoint,
+// which may be another service (the error starts in payments, the alert is
+// on checkout), and the ranking is asked once a minute, not every
+// evaluation.
+func TestREDAlertNamesTheRankedCulprit(t *testing.T) {
+	now := time.Date(2026, 12, 6, 10, 0, 30, 0, time.UTC)
+	rules := parseRules(t, "- alert: Errors\n  red: {service: checkout, window: 5m, error_ratio_above: 0.05, min_requests: 10}\n")
+	if err := Validate(rules); err != nil {
+		t.Fatal(err)
+	}
+	src := fakeRED{5 * time.Minute: {{Service: "checkout", Operation: "POST /checkout", Count: 100, Errors: 30}}}
+	asked := 0
+	m := &Manager{opt: Options{RootCause: func(_ context.Context, service, operation string, from, to time.Time) (analyze.Culprit, bool) {
+		asked++
+		if service != "checkout" || operation != "POST /checkout" || to.Sub(from) != blameWindow {
+			t.Errorf("ranking asked for %s %s over %s", service, operation, to.Sub(from))
+		}
+		return analyze.Culprit{Service: "payments", Operation: "POST /charge", Reason: "error origins rose."}, true
+	}}}
+	for i, at := range []time.Time{now, now.Add(15 * time.Second), now.Add(rankTTL + time.Second)} {
+		e := &evaluator{red: src, window: newFindingsWindow(time.Hour), now: at, cache: map[redKey][]red.EntryCounts{}, rank: m.rankedCulprit(context.Background(), at)}
+		s, err := e.eval(&rules[0])
+		if err != nil || len(s) != 1 {
+			t.Fatalf("evaluation %d: %+v %v", i, s, err)
+		}
+		if c := s[0].culprit; c.Service != "payments" || c.Operation != "POST /charge" {
+			t.Errorf("evaluation %d: culprit %+v, want the ranking's top cause", i, c)
+		}
+	}
+	if asked != 2 {
+		t.Errorf("ranking asked %d times over three evaluations within %s and one after, want 2", asked, rankTTL)
+	}
+	// Without the ranking the operation itself is named.
+	e := &evaluator{red: src, window: newFindingsWindow(time.Hour), now: now, cache: map[redKey][]red.EntryCounts{}}
+	if s, _ := e.eval(&rules[0]); len(s) != 1 || s[0].culprit.Service != "checkout" {
+		t.Errorf("without ranking: %+v", s)
+	}
+}

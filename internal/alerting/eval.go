@@ -47,6 +47,8 @@ type evaluator struct {
 	cache  map[redKey][]red.EntryCounts
 	// long keeps the reads of long windows across evaluations (see counts).
 	long *longWindows
+	// rank, when set, is the root-cause ranking's top cause of an endpoint.
+	rank func(service, operation string) (analyze.Culprit, bool)
 }
 
 type redKey struct {
@@ -414,9 +416,11 @@ func setFinding(s *sample, f findingstore.Stored) {
 // blameWindow is how far back RED and SLO alerts look for a culprit.
 const blameWindow = 15 * time.Minute
 
-// blame names the culprit of a RED or SLO alert: the culprit of the most
-// severe, largest-impact finding of the service in the last 15 minutes,
-// else the operation itself.
+// blame names the culprit of a RED or SLO alert: the top cause of the
+// root-cause ranking of the endpoint over the last 15 minutes against the
+// 15 before, else the culprit of the most severe, largest-impact finding of
+// the service in those minutes, else the operation itself. The finding
+// still gives the example trace and the comparison.
 func (e *evaluator) blame(s *sample) {
 	svc, op := s.labels["service"], s.labels["operation"]
 	s.culprit = analyze.Culprit{Service: svc, Operation: op, Reason: "its own requests break the threshold; no finding points elsewhere"}
@@ -433,6 +437,11 @@ func (e *evaluator) blame(s *sample) {
 	})
 	if best != nil {
 		setFinding(s, *best)
+	}
+	if e.rank != nil {
+		if c, ok := e.rank(svc, op); ok {
+			s.culprit = c
+		}
 	}
 }
 

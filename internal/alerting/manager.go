@@ -13,6 +13,7 @@ import (
 
 	"github.com/prometheus/client_golang/prometheus"
 
+	"github.com/tracedx/tracedx/internal/analyze"
 	"github.com/tracedx/tracedx/internal/findingstore"
 	"github.com/tracedx/tracedx/internal/red"
 )
@@ -42,7 +43,11 @@ type Options struct {
 	RED         REDReader
 	// Findings is read once at start to count the findings of the rules'
 	// windows; after that ObserveFindings brings new ones.
-	Findings   FindingsReader
+	Findings FindingsReader
+	// RootCause, when set, ranks the causes of an endpoint's last minutes
+	// against the window before them (the root-cause ranking); a RED or
+	// SLO alert names its top cause as the culprit.
+	RootCause  func(ctx context.Context, service, operation string, from, to time.Time) (analyze.Culprit, bool)
 	Registerer prometheus.Registerer
 	Logger     *slog.Logger
 	Now        func() time.Time
@@ -65,7 +70,12 @@ type Manager struct {
 	long     *longWindows
 	// window counts the findings stored recently (ObserveFindings).
 	window *findingsWindow
-	saveMu sync.Mutex
+	// ranked caches the root-cause ranking's culprit per endpoint for
+	// rankTTL: a firing alert is evaluated every interval, the ranking
+	// reads hundreds of traces.
+	rankedMu sync.Mutex
+	ranked   map[[2]string]rankedCulprit
+	saveMu   sync.Mutex
 
 	evalFailures *prometheus.CounterVec
 	notifyTotal  *prometheus.CounterVec
@@ -202,7 +212,8 @@ func (m *Manager) startReceivers(ctx context.Context) *sync.WaitGroup {
 func (m *Manager) Evaluate(ctx context.Context) {
 	now := m.opt.Now()
 	m.window.prune(now)
-	ev := &evaluator{red: m.opt.RED, window: m.window, now: now, cache: map[redKey][]red.EntryCounts{}, long: m.long}
+	ev := &evaluator{red: m.opt.RED, window: m.window, now: now, cache: map[redKey][]red.EntryCounts{}, long: m.long,
+		rank: m.rankedCulprit(ctx, now)}
 	results := make(map[string][]sample, len(m.opt.Rules))
 	health := make(map[string]ruleHealth, len(m.opt.Rules))
 	failed := map[string]bool{}
@@ -449,4 +460,38 @@ func (m *Manager) SetExternalURL(u string) {
 	m.mu.Lock()
 	m.opt.ExternalURL = strings.TrimRight(u, "/")
 	m.mu.Unlock()
+}
+
+// rankTTL is how long a ranked culprit is reused.
+const rankTTL = time.Minute
+
+type rankedCulprit struct {
+	at      time.Time
+	culprit analyze.Culprit
+	ok      bool
+}
+
+// rankedCulprit returns the evaluation's view of Options.RootCause: the
+// top cause of the endpoint over the blame window, cached per endpoint.
+func (m *Manager) rankedCulprit(ctx context.Context, now time.Time) func(service, operation string) (analyze.Culprit, bool) {
+	if m.opt.RootCause == nil {
+		return nil
+	}
+	return func(service, operation string) (analyze.Culprit, bool) {
+		k := [2]string{service, operation}
+		m.rankedMu.Lock()
+		if m.ranked == nil {
+			m.ranked = map[[2]string]rankedCulprit{}
+		}
+		r, hit := m.ranked[k]
+		m.rankedMu.Unlock()
+		if hit && now.Sub(r.at) < rankTTL {
+			return r.culprit, r.ok
+		}
+		c, ok := m.opt.RootCause(ctx, service, operation, now.Add(-blameWindow), now)
+		m.rankedMu.Lock()
+		m.ranked[k] = rankedCulprit{at: now, culprit: c, ok: ok}
+		m.rankedMu.Unlock()
+		return c, ok
+	}
 }

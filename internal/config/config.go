@@ -9,6 +9,7 @@ import (
 	"flag"
 	"fmt"
 	"io"
+	"net"
 	"os"
 	"strings"
 	"time"
@@ -36,6 +37,8 @@ type Config struct {
 	Analytics Analytics `yaml:"analytics"`
 	// Logs configures the OTLP log records kept beside the traces.
 	Logs Logs `yaml:"logs"`
+	// Admission refuses ingest, retryably, while the server is over a budget.
+	Admission Admission `yaml:"admission"`
 	// MemoryLimit is the soft limit of the Go runtime (debug.SetMemoryLimit)
 	// in bytes: the GC works harder as the process nears it, so RSS stays
 	// close to it instead of at twice the live heap. 0 derives it from
@@ -46,6 +49,21 @@ type Config struct {
 	// Alerting evaluates alert rules and notifies Alertmanager and
 	// webhooks (docs/alerting.md).
 	Alerting Alerting `yaml:"alerting"`
+	// Sampling is tail sampling after diagnosis: which completed traces'
+	// spans are kept.
+	Sampling Sampling `yaml:"sampling"`
+	// Retention of what outlives the traces.
+	Retention Retention `yaml:"retention"`
+	// Multitenancy keeps tenants' data apart (X-Scope-OrgID).
+	Multitenancy Multitenancy `yaml:"multitenancy"`
+	// Auth names the bearer tokens every listener requires.
+	Auth Auth `yaml:"auth"`
+	// TLS, when a certificate is set, encrypts every listener.
+	TLS TLS `yaml:"tls"`
+	// InsecureListen allows listening on a non-loopback address without
+	// auth.token_file: anyone who reaches the port may then read and write
+	// everything.
+	InsecureListen bool `yaml:"insecure_listen"`
 }
 
 // Alerting settings. Rules are kept as raw YAML so the alerting package
@@ -118,6 +136,108 @@ type S3 struct {
 	CacheBytes int64 `yaml:"cache_bytes"`
 }
 
+
+// Sampling settings. Off, every trace is kept. On, a completed trace's
+// spans are kept when it has an error (keep_errors), a finding of at least
+// keep_findings severity, or took longer than keep_slower_than ("p50" or
+// "p95") of its endpoint's baseline; of the others, at least
+// min_per_endpoint_per_minute per endpoint and a share rate. RED metrics,
+// the service map, baselines and findings count every trace either way.
+type Sampling struct {
+	Enabled        bool    `yaml:"enabled"`
+	KeepErrors     bool    `yaml:"keep_errors"`
+	KeepFindings   string  `yaml:"keep_findings"`
+	KeepSlowerThan string  `yaml:"keep_slower_than"`
+	Rate           float64 `yaml:"rate"`
+	// EndpointRates overrides rate per endpoint ("service operation" of
+	// the root span, e.g. "checkout POST /api/checkout": 0.1).
+	EndpointRates map[string]float64 `yaml:"endpoint_rates"`
+	MinPerMinute  int                `yaml:"min_per_endpoint_per_minute"`
+	// MaxFindingTracesPerMinute caps the traces one finding kind keeps per
+	// endpoint per minute (0: no cap); the findings are all stored.
+	MaxFindingTracesPerMinute int `yaml:"max_finding_traces_per_minute"`
+}
+
+// Retention of sampled traces and findings. Traces in general are kept
+// for storage.retention, metrics and the service map for
+// analysis.metrics_retention.
+type Retention struct {
+	// KeptTraces replaces storage.retention while sampling is enabled:
+	// only kept traces stay in storage then.
+	KeptTraces time.Duration `yaml:"kept_traces"`
+	// Findings are kept this long, also after their trace is gone.
+	Findings time.Duration `yaml:"findings"`
+}
+
+// TraceRetention is how long the stored traces are kept.
+func (c *Config) TraceRetention() time.Duration {
+	if c.Sampling.Enabled {
+		return c.Retention.KeptTraces
+	}
+	return c.Storage.Retention
+}
+
+// Multitenancy settings. Enabled, every request names its tenant
+// (X-Scope-OrgID, or the tenant of its token), and each tenant gets its own
+// storage, analysis, metrics, baselines and findings under
+// data_dir/tenants/<id>, opened on first use.
+type Multitenancy struct {
+	Enabled bool `yaml:"enabled"`
+	// Limits apply to every tenant; Tenants overrides them per tenant id
+	// (fields left at 0 keep Limits').
+	Limits  TenantLimits            `yaml:"limits"`
+	Tenants map[string]TenantLimits `yaml:"tenants"`
+}
+
+// TenantLimits bound one tenant.
+type TenantLimits struct {
+	// IngestSpansPerSecond refuses spans beyond this rate with a retryable
+	// error (0: no limit).
+	IngestSpansPerSecond float64 `yaml:"ingest_spans_per_second"`
+	// MaxSpansPerTrace drops spans of a trace beyond this count (0: no limit).
+	MaxSpansPerTrace int `yaml:"max_spans_per_trace"`
+	// Retention of the tenant's traces (0: the server's).
+	Retention time.Duration `yaml:"retention"`
+}
+
+// LimitsOf returns the limits of tenant id.
+func (m *Multitenancy) LimitsOf(id string) TenantLimits {
+	l := m.Limits
+	if o, ok := m.Tenants[id]; ok {
+		if o.IngestSpansPerSecond != 0 {
+			l.IngestSpansPerSecond = o.IngestSpansPerSecond
+		}
+		if o.MaxSpansPerTrace != 0 {
+			l.MaxSpansPerTrace = o.MaxSpansPerTrace
+		}
+		if o.Retention != 0 {
+			l.Retention = o.Retention
+		}
+	}
+	return l
+}
+
+// Auth settings.
+type Auth struct {
+	// TokenFile lists the accepted bearer tokens, one per line
+	// ("token [tenant [read,write]]") or as YAML (tokens: [{token, tenant,
+	// scopes}]); re-read when it changes or on SIGHUP. Empty: no
+	// authentication.
+	TokenFile string `yaml:"token_file"`
+}
+
+// TLS settings of every listener (PEM files). The certificate and key are
+// re-read when they change.
+type TLS struct {
+	CertFile string `yaml:"cert_file"`
+	KeyFile  string `yaml:"key_file"`
+	// ClientCAFile, when set, requires client certificates signed by it (mTLS).
+	ClientCAFile string `yaml:"client_ca_file"`
+}
+
+// Enabled reports whether the listeners speak TLS.
+func (t TLS) Enabled() bool { return t.CertFile != "" }
+
 // Listen addresses. Defaults bind loopback only; an empty address disables
 // that listener.
 type Listen struct {
@@ -169,14 +289,25 @@ type Ingest struct {
 	DedupWindowSpans int `yaml:"dedup_window_spans"`
 }
 
-// Query limits of the TraceQL (Tempo) API.
+// Query limits of the query APIs: TraceQL (Tempo API) and /api/v1.
 type Query struct {
-	// Timeout is the time budget of one query request (422 beyond it).
+	// Timeout is the time budget of one query request: a TraceQL query is
+	// answered 422 beyond it, a trace or analysis of /api/v1 503, both with
+	// the reason.
 	Timeout time.Duration `yaml:"timeout"`
 	// MaxRegexBytes and MaxRegexInstructions bound one regular expression
 	// (its text and its compiled program).
 	MaxRegexBytes        int `yaml:"max_regex_bytes"`
 	MaxRegexInstructions int `yaml:"max_regex_instructions"`
+	// MaxTraceSpans is the largest page of spans GET /api/v1/traces/{id}
+	// returns (the rest with ?offset=).
+	MaxTraceSpans int `yaml:"max_trace_spans"`
+	// MaxAnalysisSpans: GET /api/v1/traces/{id}/analysis of a larger trace
+	// is refused with 422 (its background findings stay available).
+	MaxAnalysisSpans int `yaml:"max_analysis_spans"`
+	// MaxAPITraceSpans cuts a trace fetched through the Jaeger or Tempo
+	// APIs, whose formats have no pages, to its first spans by start.
+	MaxAPITraceSpans int `yaml:"max_api_trace_spans"`
 }
 
 // Analysis settings: the per-trace detectors run on every completed trace.
@@ -243,6 +374,23 @@ type Baseline struct {
 	ReleaseAfter  time.Duration `yaml:"release_after"`
 }
 
+// Admission: while the server is over one of these budgets (or the head's,
+// or the disk's), ingest requests are refused before they are read, with
+// HTTP 503 + Retry-After / gRPC UNAVAILABLE + RetryInfo, which exporters
+// retry after the delay.
+type Admission struct {
+	// HeapFraction refuses while the live Go heap (after the last
+	// collection) exceeds this share of the memory limit, or the heap in
+	// use exceeds the whole limit. 0 disables; without a memory limit it
+	// does nothing.
+	HeapFraction float64 `yaml:"heap_fraction"`
+	// AnalysisQueue refuses while the analysis queue is full, so traces
+	// are not skipped by the detectors for lack of room.
+	AnalysisQueue bool `yaml:"analysis_queue"`
+	// RetryAfter is the delay suggested to refused clients.
+	RetryAfter time.Duration `yaml:"retry_after"`
+}
+
 // Default returns a configuration that works with no file and no flags.
 func Default() Config {
 	return Config{
@@ -276,11 +424,15 @@ func Default() Config {
 			MaxSpanDuration:        24 * time.Hour,
 			DedupWindowSpans:       1 << 18,
 		},
-		Query:    Query{Timeout: 30 * time.Second, MaxRegexBytes: 1024, MaxRegexInstructions: 5000},
+		Query: Query{Timeout: 30 * time.Second, MaxRegexBytes: 1024, MaxRegexInstructions: 5000,
+			MaxTraceSpans: 10_000, MaxAnalysisSpans: 50_000, MaxAPITraceSpans: 50_000},
 		Analysis: Analysis{Enabled: true, MetricsRetention: 30 * 24 * time.Hour, QueueSpans: 8192, MaxCPUShare: 0.2},
 		Analytics: Analytics{Enabled: true, BaselineTracesPerSecond: 200, WholeTracesPerSecond: 100, ExemplarLabel: "traceID",
 			Baseline: Baseline{HalfLife: 24 * time.Hour, Window: 5 * time.Minute, AnomalyFactor: 2, AcceptAfter: 6 * time.Hour, ReleaseAfter: 30 * time.Minute}},
-		Alerting: Alerting{Enabled: true, Interval: 15 * time.Second, ResendInterval: time.Minute, DefaultRules: true, QueueSize: 64},
+		Alerting:  Alerting{Enabled: true, Interval: 15 * time.Second, ResendInterval: time.Minute, DefaultRules: true, QueueSize: 64},
+		Sampling:  Sampling{KeepErrors: true, KeepFindings: "warning", KeepSlowerThan: "p95", Rate: 0.01, MinPerMinute: 1},
+		Retention: Retention{KeptTraces: 30 * 24 * time.Hour, Findings: 30 * 24 * time.Hour},
+		Admission: Admission{HeapFraction: 0.7, AnalysisQueue: true, RetryAfter: time.Second},
 	}
 }
 
@@ -305,7 +457,7 @@ func Load(args []string, usageOut *bytes.Buffer) (Config, error) {
 	fs.StringVar(&f.Listen.Tempo, "tempo-addr", cfg.Listen.Tempo, "address of the Tempo-compatible API (empty disables)")
 	allowedHosts := fs.String("allowed-hosts", "", "comma-separated host names the UI and query APIs answer to, besides the listen hosts, localhost and loopback (* for any)")
 	fs.DurationVar(&f.Storage.Retention, "retention", cfg.Storage.Retention, "delete spans older than this")
-	fs.Int64Var(&f.Storage.MaxDiskBytes, "max-disk-bytes", cfg.Storage.MaxDiskBytes, "delete the oldest blocks when the data exceeds this size (0: no limit)")
+	fs.Int64Var(&f.Storage.MaxDiskBytes, "max-disk-bytes", cfg.Storage.MaxDiskBytes, "disk budget of spans, WAL and findings: the oldest blocks are deleted beyond it, and ingest is refused (retryably) rather than delete data for the WAL (0: no limit)")
 	fs.DurationVar(&f.Storage.TraceIdleTimeout, "trace-idle-timeout", cfg.Storage.TraceIdleTimeout, "a trace with no new spans for this long is complete and gets analysed")
 	fs.Int64Var(&f.Ingest.MaxRequestBytes, "max-request-bytes", cfg.Ingest.MaxRequestBytes, "largest accepted ingest request body (after decompression)")
 	fs.Int64Var(&f.Storage.HeadMaxBytes, "head-max-bytes", cfg.Storage.HeadMaxBytes, "memory for spans not yet in blocks; ingest slows, then refuses, beyond it")
@@ -322,6 +474,13 @@ func Load(args []string, usageOut *bytes.Buffer) (Config, error) {
 	var amURLs stringList
 	fs.Var(&amURLs, "alertmanager-url", "Alertmanager to notify, e.g. http://localhost:9093 (repeat for several)")
 	fs.BoolVar(&f.Alerting.Enabled, "alerting", cfg.Alerting.Enabled, "evaluate alert rules and send notifications")
+	fs.BoolVar(&f.Sampling.Enabled, "sampling", cfg.Sampling.Enabled, "tail sampling: keep only traces with errors, findings or unusual latency, and sampling.rate of the rest")
+	fs.BoolVar(&f.Multitenancy.Enabled, "multitenancy", cfg.Multitenancy.Enabled, "keep tenants apart: every request names its tenant (X-Scope-OrgID or its token's)")
+	fs.StringVar(&f.Auth.TokenFile, "auth-token-file", cfg.Auth.TokenFile, "file of accepted bearer tokens (token [tenant [read,write]] per line, or YAML); empty: no authentication")
+	fs.StringVar(&f.TLS.CertFile, "tls-cert", cfg.TLS.CertFile, "PEM certificate of every listener; enables TLS (re-read when it changes)")
+	fs.StringVar(&f.TLS.KeyFile, "tls-key", cfg.TLS.KeyFile, "PEM private key of --tls-cert")
+	fs.StringVar(&f.TLS.ClientCAFile, "tls-client-ca", cfg.TLS.ClientCAFile, "PEM CA certificates client certificates must be signed by (mTLS); empty: no client certificates")
+	fs.BoolVar(&f.InsecureListen, "insecure-listen", cfg.InsecureListen, "allow non-loopback listen addresses without --auth-token-file")
 	if err := fs.Parse(args); err != nil {
 		return cfg, err
 	}
@@ -390,6 +549,20 @@ func Load(args []string, usageOut *bytes.Buffer) (Config, error) {
 			cfg.Alerting.Enabled = f.Alerting.Enabled
 		case "allowed-hosts":
 			cfg.Listen.AllowedHosts = splitList(*allowedHosts)
+		case "sampling":
+			cfg.Sampling.Enabled = f.Sampling.Enabled
+		case "multitenancy":
+			cfg.Multitenancy.Enabled = f.Multitenancy.Enabled
+		case "auth-token-file":
+			cfg.Auth.TokenFile = f.Auth.TokenFile
+		case "tls-cert":
+			cfg.TLS.CertFile = f.TLS.CertFile
+		case "tls-key":
+			cfg.TLS.KeyFile = f.TLS.KeyFile
+		case "tls-client-ca":
+			cfg.TLS.ClientCAFile = f.TLS.ClientCAFile
+		case "insecure-listen":
+			cfg.InsecureListen = f.InsecureListen
 		}
 	})
 	if *peers != "" {
@@ -474,6 +647,15 @@ func (c *Config) Validate() error {
 	if c.MemoryLimit > 0 && c.MemoryLimit < 64<<20 {
 		return fmt.Errorf("memory_limit %d: below 64 MiB the garbage collector would run constantly; use -1 for no limit", c.MemoryLimit)
 	}
+	if c.Admission.HeapFraction < 0 || c.Admission.HeapFraction > 1 {
+		return fmt.Errorf("admission.heap_fraction %g: want a fraction between 0 and 1", c.Admission.HeapFraction)
+	}
+	if c.Admission.RetryAfter < 0 {
+		return errors.New("admission.retry_after must not be negative")
+	}
+	if c.Query.MaxTraceSpans <= 0 || c.Query.MaxAnalysisSpans <= 0 || c.Query.MaxAPITraceSpans <= 0 {
+		return errors.New("query.max_trace_spans, query.max_analysis_spans and query.max_api_trace_spans must be positive")
+	}
 	if c.Ingest.MaxRequestBytes <= 0 {
 		return errors.New("ingest.max_request_bytes must be positive")
 	}
@@ -528,6 +710,49 @@ func (c *Config) Validate() error {
 	default:
 		return fmt.Errorf("log_level %q: want debug, info, warn or error", c.LogLevel)
 	}
+	if err := c.validateSampling(); err != nil {
+		return err
+	}
+	return c.validateSecurity()
+}
+
+func (c *Config) validateSampling() error {
+	sm := c.Sampling
+	switch sm.KeepFindings {
+	case "", "info", "warning", "critical":
+	default:
+		return fmt.Errorf("sampling.keep_findings %q: want info, warning, critical or empty", sm.KeepFindings)
+	}
+	switch sm.KeepSlowerThan {
+	case "", "p50", "p95":
+	default:
+		return fmt.Errorf("sampling.keep_slower_than %q: want p50, p95 or empty", sm.KeepSlowerThan)
+	}
+	if sm.Rate < 0 || sm.Rate > 1 {
+		return fmt.Errorf("sampling.rate %g: want a share between 0 and 1", sm.Rate)
+	}
+	for ep, r := range sm.EndpointRates {
+		if r < 0 || r > 1 {
+			return fmt.Errorf("sampling.endpoint_rates[%q] %g: want a share between 0 and 1", ep, r)
+		}
+	}
+	if sm.MinPerMinute < 0 || sm.MaxFindingTracesPerMinute < 0 {
+		return errors.New("sampling.min_per_endpoint_per_minute and max_finding_traces_per_minute must not be negative")
+	}
+	if sm.Enabled && !c.Analysis.Enabled {
+		return errors.New("sampling needs analysis.enabled: without the detectors a trace's findings could not keep it")
+	}
+	for id, l := range c.Multitenancy.Tenants {
+		if l.IngestSpansPerSecond < 0 || l.MaxSpansPerTrace < 0 || l.Retention < 0 {
+			return fmt.Errorf("multitenancy.tenants.%s: limits must not be negative", id)
+		}
+	}
+	if l := c.Multitenancy.Limits; l.IngestSpansPerSecond < 0 || l.MaxSpansPerTrace < 0 || l.Retention < 0 {
+		return errors.New("multitenancy.limits must not be negative")
+	}
+	if c.Retention.KeptTraces < 0 || c.Retention.Findings < 0 {
+		return errors.New("retention.kept_traces and retention.findings must not be negative")
+	}
 	return nil
 }
 
@@ -553,5 +778,48 @@ func (c *Config) validateStorage() error {
 	if c.Cluster.RefreshInterval <= 0 {
 		return errors.New("cluster.refresh_interval must be positive")
 	}
+	// Nodes forward spans and query each other without tokens or TLS.
+	if c.Auth.TokenFile != "" || c.TLS.Enabled() {
+		return errors.New("cluster: nodes do not yet send tokens or speak TLS to each other; run a cluster on a private network with --insecure-listen, without auth.token_file and tls")
+	}
+	if c.Multitenancy.Enabled {
+		return errors.New("cluster: multitenancy is not supported in a cluster yet")
+	}
 	return nil
+}
+
+// validateSecurity refuses half a TLS setup, and a listener others can
+// reach when nothing checks who they are.
+func (c *Config) validateSecurity() error {
+	if (c.TLS.CertFile == "") != (c.TLS.KeyFile == "") {
+		return errors.New("tls: set both cert_file and key_file (--tls-cert, --tls-key), or neither")
+	}
+	if c.TLS.ClientCAFile != "" && c.TLS.CertFile == "" {
+		return errors.New("tls.client_ca_file needs tls.cert_file and tls.key_file: client certificates are checked only over TLS")
+	}
+	if c.Auth.TokenFile != "" || c.InsecureListen {
+		return nil
+	}
+	for _, l := range []struct{ key, addr string }{{"otlp_grpc", c.Listen.OTLPGRPC}, {"otlp_http", c.Listen.OTLPHTTP},
+		{"zipkin", c.Listen.Zipkin}, {"http", c.Listen.HTTP}, {"tempo", c.Listen.Tempo}} {
+		if l.addr != "" && !Loopback(l.addr) {
+			return fmt.Errorf("listen.%s %q is reachable from other hosts, and without authentication anyone there could read and write every trace: "+
+				"set --auth-token-file (auth.token_file), or pass --insecure-listen (insecure_listen: true) to accept that", l.key, l.addr)
+		}
+	}
+	return nil
+}
+
+// Loopback reports whether a listen address binds only the loopback
+// interface. An empty host (":4317") binds every interface.
+func Loopback(addr string) bool {
+	host, _, err := net.SplitHostPort(addr)
+	if err != nil {
+		host = addr
+	}
+	if host == "localhost" {
+		return true
+	}
+	ip := net.ParseIP(strings.Trim(host, "[]"))
+	return ip != nil && ip.IsLoopback()
 }

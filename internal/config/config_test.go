@@ -176,6 +176,8 @@ cluster:
 		"cluster on local":  {[]string{"--node-id", "a", "--peers", "a=h:1/h:2"}, "needs storage.backend s3"},
 		"node not a peer":   {[]string{"--storage", "s3", "--s3-endpoint", "m:9000", "--s3-bucket", "b", "--node-id", "c", "--peers", "a=h:1/h:2"}, `"c" is not in the peer list`},
 		"bad peer":          {[]string{"--peers", "a=h:1"}, "want id=otlp_grpc_host:port/http_host:port"},
+		"cluster with auth": {[]string{"--storage", "s3", "--s3-endpoint", "m:9000", "--s3-bucket", "b", "--node-id", "a", "--peers", "a=h:1/h:2",
+			"--auth-token-file", "/etc/tracedx/tokens"}, "do not yet send tokens"},
 	} {
 		if _, err := Load(tc.args, nil); err == nil || !strings.Contains(err.Error(), tc.want) {
 			t.Errorf("%s: err = %v, want it to mention %s", name, err, tc.want)

@@ -2,9 +2,14 @@
 // server computes when a trace completes, and the systemic findings of the
 // cross-trace detectors. Findings are far fewer than spans and are read by
 // time, kind, service and trace, so the store is an append-only JSON-lines
-// log in segment files plus small in-memory indexes that point into it;
-// the findings themselves are read back from disk on demand, which keeps
-// memory at ~100 bytes per finding whatever the evidence weighs.
+// log in segment files. Only the segment being written is indexed in
+// memory; each sealed segment has an index file beside it, of which the
+// store keeps only a summary (time range, counts by kind, services, a
+// Bloom filter of trace ids) and reads the rest when a query needs that
+// segment. So opening takes time and memory per segment, not per finding
+// (10M findings used to take 27 s and 275 MB before the server listened),
+// and segments without an index (a crash, an older version) are indexed
+// in the background while the store already answers from the others.
 package findingstore
 
 import (
@@ -16,11 +21,13 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
+	"math"
 	"os"
 	"path/filepath"
 	"sort"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/tracedx/tracedx/internal/analyze"
@@ -44,6 +51,11 @@ type Stored struct {
 	Systemic bool   `json:"systemic,omitempty"`
 	// ID is assigned by the store, increasing in insertion order.
 	ID uint64 `json:"id"`
+	// TraceAvailable, in list answers when Options.TraceAvailable is set,
+	// says whether the finding's trace is still stored; when not,
+	// TraceNote says so and the finding's evidence is what remains.
+	TraceAvailable *bool  `json:"trace_available,omitempty"`
+	TraceNote      string `json:"trace_note,omitempty"`
 }
 
 // Options configure a Store.
@@ -55,11 +67,18 @@ type Options struct {
 	// SegmentDuration starts a new log file after this long, so retention
 	// can delete whole files. Default 1 h.
 	SegmentDuration time.Duration
+	// SegmentMaxFindings starts a new log file after this many findings,
+	// which bounds what one query reads of an index. Default 100,000.
+	SegmentMaxFindings int
 	// SyncInterval: 0 fsyncs inside every Put (durable on return); > 0
 	// fsyncs at most this often from Run, trading the last interval of
 	// findings on power loss (they can be recomputed from the spans) for
 	// one fsync per interval instead of one per trace.
 	SyncInterval time.Duration
+	// TraceAvailable, when set, tells whether a trace is still stored, so
+	// list answers can mark findings whose trace retention or sampling
+	// removed.
+	TraceAvailable func(model.TraceID) bool
 	// Now is the clock (tests); default time.Now.
 	Now    func() time.Time
 	Logger *slog.Logger
@@ -77,25 +96,38 @@ type Query struct {
 	Limit    int // default 100
 }
 
+// segment is one log file. The open segment (cur) has its index in memory
+// (b); a sealed one has its metadata, and its records on disk.
 type segment struct {
 	name    string
 	f       *os.File
 	size    int64
 	created time.Time
-	maxT    int64
-	live    int // entries still indexed
+
+	b *indexBuilder // the open segment only
+
+	indexed  bool // sealed: meta, strs and recOff are valid
+	meta     segMeta
+	strs     []string
+	recOff   int64
+	idxBytes int64
 }
 
-type entry struct {
-	t        int64
-	id       uint64
-	seg      *segment
-	off      int64
-	n        int32
-	systemic bool
-	kind     string
-	service  string
-	trace    model.TraceID
+func (seg *segment) idxPath() string { return strings.TrimSuffix(seg.name, segSuffix) + idxSuffix }
+
+// timeRange is the span of finding times in the segment.
+func (seg *segment) timeRange() (int64, int64) {
+	if seg.b != nil {
+		return seg.b.minT, seg.b.maxT
+	}
+	return seg.meta.minT, seg.meta.maxT
+}
+
+func (seg *segment) count() int {
+	if seg.b != nil {
+		return len(seg.b.entries)
+	}
+	return seg.meta.count
 }
 
 // Store is the findings store. It is safe for concurrent use.
@@ -103,29 +135,26 @@ type Store struct {
 	opt Options
 	log *slog.Logger
 
-	mu      sync.RWMutex
-	segs    []*segment
-	cur     *segment
-	dirty   bool
-	nextID  uint64
-	entries []*entry // by (t, id); so are the lists of byKind and byService
-	// pending are indexed entries not yet merged into the sorted lists.
-	// Findings carry their trace's start time and arrive when the trace
-	// completes, seconds later and out of order: inserting each into a
-	// sorted list moved a window of entries per finding (most of the
-	// server's analysis CPU at 50k spans/s). Merging in batches moves each
-	// entry of that window once per batch instead.
-	pending   []*entry
-	byKind    map[string][]*entry
-	byService map[string][]*entry
-	byTrace   map[model.TraceID][]*entry
-	intern    map[string]string
-	closed    bool
+	mu     sync.RWMutex
+	segs   []*segment // in creation order; cur, when set, is the last
+	cur    *segment
+	dirty  bool
+	nextID uint64
+	closed bool
+
+	cache idxCache
+
+	// Segments without an index are indexed by a background goroutine.
+	unindexed atomic.Int64
+	stopScan  chan struct{}
+	scanWG    sync.WaitGroup
 }
 
 const segPrefix, segSuffix = "findings-", ".jsonl"
 
-// Open opens (or creates) the store in opt.Dir and indexes what is there.
+// Open opens (or creates) the store in opt.Dir. It reads only the
+// metadata of indexed segments; the others are indexed in the background
+// (Ready reports when every segment answers queries).
 func Open(opt Options) (*Store, error) {
 	if opt.Dir == "" {
 		return nil, errors.New("findingstore: Dir is required")
@@ -136,6 +165,9 @@ func Open(opt Options) (*Store, error) {
 	if opt.SegmentDuration <= 0 {
 		opt.SegmentDuration = time.Hour
 	}
+	if opt.SegmentMaxFindings <= 0 {
+		opt.SegmentMaxFindings = 100_000
+	}
 	if opt.Now == nil {
 		opt.Now = time.Now
 	}
@@ -145,53 +177,167 @@ func Open(opt Options) (*Store, error) {
 	if err := os.MkdirAll(opt.Dir, 0o755); err != nil {
 		return nil, fmt.Errorf("findingstore: creating %s: %w", opt.Dir, err)
 	}
-	s := &Store{opt: opt, log: opt.Logger.With("component", "findingstore"),
-		byKind: map[string][]*entry{}, byService: map[string][]*entry{},
-		byTrace: map[model.TraceID][]*entry{}, intern: map[string]string{}}
+	s := &Store{opt: opt, log: opt.Logger.With("component", "findingstore"), stopScan: make(chan struct{}),
+		cache: idxCache{maxEntries: 1 << 20}}
+	if tmps, _ := filepath.Glob(filepath.Join(opt.Dir, segPrefix+"*"+idxSuffix+".tmp")); len(tmps) > 0 {
+		for _, t := range tmps {
+			os.Remove(t)
+		}
+	}
 	names, err := filepath.Glob(filepath.Join(opt.Dir, segPrefix+"*"+segSuffix))
 	if err != nil {
 		return nil, fmt.Errorf("findingstore: listing %s: %w", opt.Dir, err)
 	}
 	sort.Strings(names)
-	for i, name := range names {
-		if err := s.load(name, i == len(names)-1); err != nil {
+	var scan []*segment
+	for _, name := range names {
+		seg, err := s.openSegment(name)
+		if err != nil {
 			s.closeFiles()
 			return nil, err
 		}
+		s.segs = append(s.segs, seg)
+		if !seg.indexed {
+			scan = append(scan, seg)
+		}
 	}
-	s.prune()
+	if len(scan) > 0 {
+		s.unindexed.Store(int64(len(scan)))
+		s.log.Info("indexing findings segments in the background", "segments", len(scan))
+		s.scanWG.Add(1)
+		go s.indexAll(scan)
+	}
 	return s, nil
 }
 
-// load indexes one segment. A torn last line (crash during a write) is cut
-// off in the newest segment; elsewhere bad lines are skipped with a warning.
-func (s *Store) load(name string, last bool) error {
-	f, err := os.OpenFile(name, os.O_RDWR|os.O_APPEND, 0o644)
+// openSegment opens a sealed segment: its index metadata when there is a
+// whole one, else only the id of its last finding (new ids continue after
+// it) and it waits for indexing.
+func (s *Store) openSegment(name string) (*segment, error) {
+	f, err := os.OpenFile(name, os.O_RDWR, 0o644)
 	if err != nil {
-		return fmt.Errorf("findingstore: opening %s: %w", name, err)
+		return nil, fmt.Errorf("findingstore: opening %s: %w", name, err)
 	}
-	seg := &segment{name: name, f: f}
-	if st, err := f.Stat(); err == nil {
-		seg.created = st.ModTime()
+	seg := &segment{name: name, f: f, created: time.Unix(0, parseSegTime(name))}
+	st, err := f.Stat()
+	if err != nil {
+		f.Close()
+		return nil, fmt.Errorf("findingstore: stat %s: %w", name, err)
 	}
-	r := bufio.NewReaderSize(io.NewSectionReader(f, 0, 1<<62), 64<<10)
+	seg.size = st.Size()
+	m, strs, recOff, err := readMeta(seg.idxPath())
+	if err == nil && m.covered <= seg.size {
+		if seg.size > m.covered {
+			// Segments are sealed before their index is written, so bytes
+			// past it are a torn write that was never acknowledged.
+			s.log.Warn("cutting bytes after the indexed findings", "file", name, "offset", m.covered, "bytes", seg.size-m.covered)
+			if err := f.Truncate(m.covered); err != nil {
+				f.Close()
+				return nil, fmt.Errorf("findingstore: truncating %s: %w", name, err)
+			}
+			seg.size = m.covered
+		}
+		seg.indexed, seg.meta, seg.strs, seg.recOff = true, m, strs, recOff
+		seg.idxBytes = recOff + int64(m.count)*recordSize
+		s.nextID = max(s.nextID, m.maxID+1)
+		return seg, nil
+	}
+	if err != nil && !errors.Is(err, os.ErrNotExist) {
+		s.log.Warn("findings index unreadable, rebuilding it", "file", seg.idxPath(), "err", err)
+	}
+	id, err := lastID(f, seg.size)
+	if err != nil {
+		f.Close()
+		return nil, err
+	}
+	if id > 0 {
+		s.nextID = max(s.nextID, id+1)
+	}
+	return seg, nil
+}
+
+// lastID returns the id of the last whole finding of a segment (0: none),
+// reading only its tail.
+func lastID(f *os.File, size int64) (uint64, error) {
+	const window = 1 << 20
+	start := max(0, size-window)
+	buf := make([]byte, size-start)
+	if _, err := f.ReadAt(buf, start); err != nil && err != io.EOF {
+		return 0, fmt.Errorf("findingstore: reading the tail of %s: %w", f.Name(), err)
+	}
+	// Drop a torn last line.
+	if i := bytes.LastIndexByte(buf, '\n'); i >= 0 {
+		buf = buf[:i]
+	} else {
+		return 0, nil
+	}
+	for len(buf) > 0 {
+		line := buf
+		if i := bytes.LastIndexByte(buf, '\n'); i >= 0 {
+			line, buf = buf[i+1:], buf[:i]
+		} else {
+			buf = nil
+		}
+		var rec struct {
+			ID uint64 `json:"id"`
+		}
+		if json.Unmarshal(line, &rec) == nil {
+			return rec.ID, nil
+		}
+	}
+	return 0, nil
+}
+
+// indexAll indexes segments that have no index, newest first (recent
+// findings are asked for most).
+func (s *Store) indexAll(segs []*segment) {
+	defer s.scanWG.Done()
+	for i := len(segs) - 1; i >= 0; i-- {
+		select {
+		case <-s.stopScan:
+			return
+		default:
+		}
+		if beforeIndex != nil {
+			beforeIndex()
+		}
+		if err := s.indexSegment(segs[i]); err != nil {
+			s.log.Error("indexing findings segment", "file", segs[i].name, "err", err)
+		}
+		s.unindexed.Add(-1)
+	}
+	s.log.Info("findings indexed")
+}
+
+// beforeIndex, when set (tests), runs before each segment is indexed in
+// the background.
+var beforeIndex func()
+
+// indexSegment reads a segment's findings, cuts a torn last line, and
+// writes its index.
+func (s *Store) indexSegment(seg *segment) error {
+	b := newIndexBuilder()
+	r := bufio.NewReaderSize(io.NewSectionReader(seg.f, 0, seg.size), 256<<10)
 	var off int64
 	for {
+		select {
+		case <-s.stopScan:
+			return nil
+		default:
+		}
 		line, err := r.ReadBytes('\n')
 		if len(line) > 0 && line[len(line)-1] == '\n' {
 			var st Stored
-			if jerr := json.Unmarshal(line, &st); jerr != nil {
-				s.log.Warn("skipping unreadable finding", "file", name, "offset", off, "err", jerr)
+			if jerr := json.Unmarshal(line, (*indexFields)(&st)); jerr != nil {
+				s.log.Warn("skipping unreadable finding", "file", seg.name, "offset", off, "err", jerr)
 			} else {
-				s.index(seg, &st, off, int32(len(line)))
+				b.add(&st, off, int32(len(line)))
 			}
 			off += int64(len(line))
 		} else if len(line) > 0 {
-			if last {
-				s.log.Warn("cutting torn finding at end of log", "file", name, "offset", off)
-				if terr := f.Truncate(off); terr != nil {
-					return fmt.Errorf("findingstore: truncating %s: %w", name, terr)
-				}
+			s.log.Warn("cutting torn finding at end of log", "file", seg.name, "offset", off)
+			if terr := seg.f.Truncate(off); terr != nil {
+				return fmt.Errorf("findingstore: truncating %s: %w", seg.name, terr)
 			}
 			break
 		}
@@ -199,116 +345,48 @@ func (s *Store) load(name string, last bool) error {
 			break
 		}
 		if err != nil {
-			return fmt.Errorf("findingstore: reading %s: %w", name, err)
+			return fmt.Errorf("findingstore: reading %s: %w", seg.name, err)
 		}
 	}
-	seg.size = off
-	s.segs = append(s.segs, seg)
-	if last {
-		s.cur = seg
+	x := b.view()
+	m := x.meta(off)
+	recOff, err := writeIndex(seg.idxPath(), x, &m)
+	if err != nil {
+		return err
 	}
+	s.mu.Lock()
+	seg.size, seg.indexed, seg.meta, seg.strs, seg.recOff = off, true, m, x.strs, recOff
+	seg.idxBytes = recOff + int64(m.count)*recordSize
+	s.mu.Unlock()
 	return nil
 }
 
-func (s *Store) str(v string) string {
-	if x, ok := s.intern[v]; ok {
-		return x
+// indexFields decodes only what the index needs: evidence and the rest
+// are skipped.
+type indexFields Stored
+
+func (f *indexFields) UnmarshalJSON(b []byte) error {
+	var rec struct {
+		Kind     string    `json:"kind"`
+		TraceID  string    `json:"trace_id"`
+		Time     time.Time `json:"time"`
+		Service  string    `json:"service"`
+		Systemic bool      `json:"systemic"`
+		ID       uint64    `json:"id"`
 	}
-	s.intern[v] = v
-	return v
+	if err := json.Unmarshal(b, &rec); err != nil {
+		return err
+	}
+	f.Kind, f.TraceID, f.Time, f.Service, f.Systemic, f.ID = rec.Kind, rec.TraceID, rec.Time, rec.Service, rec.Systemic, rec.ID
+	return nil
 }
 
-// index adds one record; the caller holds mu (or is Open).
-func (s *Store) index(seg *segment, st *Stored, off int64, n int32) {
-	e := &entry{t: st.Time.UnixNano(), id: st.ID, seg: seg, off: off, n: n, systemic: st.Systemic,
-		kind: s.str(st.Kind), service: s.str(st.Service)}
-	if st.TraceID != "" {
-		if id, err := model.ParseTraceID(st.TraceID); err == nil {
-			e.trace = id
-		}
-	}
-	if st.ID >= s.nextID {
-		s.nextID = st.ID + 1
-	}
-	if e.t > seg.maxT {
-		seg.maxT = e.t
-	}
-	seg.live++
-	s.pending = append(s.pending, e)
-	if len(s.pending) >= mergeEvery {
-		s.mergeLocked()
-	}
-	if !e.trace.IsZero() {
-		s.byTrace[e.trace] = append(s.byTrace[e.trace], e)
-	}
-}
+// Ready reports whether every segment is indexed, so queries see all
+// findings; before, they answer from the indexed ones.
+func (s *Store) Ready() bool { return s.unindexed.Load() == 0 }
 
-// mergeEvery is the batch size of mergeLocked: large enough that merging
-// a window of out-of-order entries is cheap per finding, small enough that
-// a reader's merge is quick.
-const mergeEvery = 4096
-
-// mergeLocked moves pending into the sorted lists; the caller holds mu for
-// writing.
-func (s *Store) mergeLocked() {
-	if len(s.pending) == 0 {
-		return
-	}
-	p := s.pending
-	sort.Slice(p, func(i, j int) bool { return after(p[j], p[i]) })
-	s.entries = mergeByTime(s.entries, p)
-	// Grouping the sorted batch keeps each group sorted.
-	byKind, byService := map[string][]*entry{}, map[string][]*entry{}
-	for _, e := range p {
-		byKind[e.kind] = append(byKind[e.kind], e)
-		if e.service != "" {
-			byService[e.service] = append(byService[e.service], e)
-		}
-	}
-	for k, list := range byKind {
-		s.byKind[k] = mergeByTime(s.byKind[k], list)
-	}
-	for k, list := range byService {
-		s.byService[k] = mergeByTime(s.byService[k], list)
-	}
-	clear(p)
-	s.pending = p[:0]
-}
-
-// settle merges pending entries before a read, which then runs under the
-// read lock. Entries put between the two locks may be missed, as if they
-// had been put after the read.
-func (s *Store) settle() {
-	s.mu.RLock()
-	n := len(s.pending)
-	s.mu.RUnlock()
-	if n == 0 {
-		return
-	}
-	s.mu.Lock()
-	s.mergeLocked()
-	s.mu.Unlock()
-}
-
-// mergeByTime merges sorted src into sorted dst, in place from the back:
-// src is mostly newer than dst, so only dst's tail moves.
-func mergeByTime(dst, src []*entry) []*entry {
-	i, j := len(dst)-1, len(src)-1
-	dst = append(dst, src...)
-	for k := len(dst) - 1; j >= 0; k-- {
-		if i >= 0 && after(dst[i], src[j]) {
-			dst[k] = dst[i]
-			i--
-		} else {
-			dst[k] = src[j]
-			j--
-		}
-	}
-	return dst
-}
-
-// after reports whether a sorts after e by (t, id).
-func after(a, e *entry) bool { return a.t > e.t || (a.t == e.t && a.id > e.id) }
+// Unindexed is the number of segments still waiting to be indexed.
+func (s *Store) Unindexed() int { return int(s.unindexed.Load()) }
 
 // Put appends findings. IDs are assigned here; a zero Time becomes now.
 func (s *Store) Put(ctx context.Context, fs []Stored) error {
@@ -350,12 +428,11 @@ func (s *Store) Put(ctx context.Context, fs []Stored) error {
 		lens[i] = int32(len(b) + 1)
 		recs[i] = st
 	}
-	if _, err := s.cur.f.Write(buf.Bytes()); err != nil {
-		// A partial write leaves a torn line that the next Open cuts; keep
-		// the segment usable by resyncing our idea of its size.
-		if st, serr := s.cur.f.Stat(); serr == nil {
-			s.cur.size = st.Size()
-		}
+	if _, err := s.cur.f.WriteAt(buf.Bytes(), s.cur.size); err != nil {
+		// Cut what was written: whole lines of a failed Put must not be
+		// found by a later indexing (their ids are given out again). If
+		// even that fails, the next Put overwrites them.
+		_ = s.cur.f.Truncate(s.cur.size)
 		return fmt.Errorf("findingstore: writing %s: %w", s.cur.name, err)
 	}
 	if s.opt.SyncInterval <= 0 {
@@ -366,22 +443,21 @@ func (s *Store) Put(ctx context.Context, fs []Stored) error {
 		s.dirty = true
 	}
 	for i := range recs {
-		s.index(s.cur, &recs[i], offs[i], lens[i])
+		s.cur.b.add(&recs[i], offs[i], lens[i])
 	}
+	s.nextID += uint64(len(fs))
 	s.cur.size += int64(buf.Len())
 	return nil
 }
 
-// rotate starts a new segment when there is none or the current one is old.
+// rotate seals the open segment when it is old or full, and starts one
+// when there is none.
 func (s *Store) rotate(now time.Time) error {
-	if s.cur != nil && now.Sub(s.cur.created) < s.opt.SegmentDuration {
+	if s.cur != nil && now.Sub(s.cur.created) < s.opt.SegmentDuration && len(s.cur.b.entries) < s.opt.SegmentMaxFindings {
 		return nil
 	}
-	if s.cur != nil && s.dirty {
-		if err := s.cur.f.Sync(); err != nil {
-			return fmt.Errorf("findingstore: syncing %s: %w", s.cur.name, err)
-		}
-		s.dirty = false
+	if err := s.seal(); err != nil {
+		return err
 	}
 	name := filepath.Join(s.opt.Dir, fmt.Sprintf("%s%020d%s", segPrefix, now.UnixNano(), segSuffix))
 	for _, seg := range s.segs {
@@ -390,7 +466,7 @@ func (s *Store) rotate(now time.Time) error {
 			name = filepath.Join(s.opt.Dir, fmt.Sprintf("%s%020d%s", segPrefix, parseSegTime(seg.name)+1, segSuffix))
 		}
 	}
-	f, err := os.OpenFile(name, os.O_CREATE|os.O_RDWR|os.O_APPEND|os.O_EXCL, 0o644)
+	f, err := os.OpenFile(name, os.O_CREATE|os.O_RDWR|os.O_EXCL, 0o644)
 	if err != nil {
 		return fmt.Errorf("findingstore: creating segment: %w", err)
 	}
@@ -398,9 +474,31 @@ func (s *Store) rotate(now time.Time) error {
 		_ = d.Sync() // make the new file's directory entry durable
 		d.Close()
 	}
-	seg := &segment{name: name, f: f, created: now}
+	seg := &segment{name: name, f: f, created: now, b: newIndexBuilder()}
 	s.segs = append(s.segs, seg)
 	s.cur = seg
+	return nil
+}
+
+// seal syncs the open segment and writes its index; the caller holds mu.
+func (s *Store) seal() error {
+	seg := s.cur
+	if seg == nil {
+		return nil
+	}
+	if err := seg.f.Sync(); err != nil {
+		return fmt.Errorf("findingstore: syncing %s: %w", seg.name, err)
+	}
+	s.dirty = false
+	x := seg.b.view()
+	m := x.meta(seg.size)
+	recOff, err := writeIndex(seg.idxPath(), x, &m)
+	if err != nil {
+		return err
+	}
+	seg.indexed, seg.meta, seg.strs, seg.recOff, seg.b = true, m, x.strs, recOff, nil
+	seg.idxBytes = recOff + int64(m.count)*recordSize
+	s.cur = nil
 	return nil
 }
 
@@ -412,10 +510,10 @@ func parseSegTime(name string) int64 {
 }
 
 // read decodes one record from its segment.
-func (s *Store) read(e *entry) (Stored, error) {
+func (s *Store) read(seg *segment, e *idxEntry) (Stored, error) {
 	buf := make([]byte, e.n)
-	if _, err := e.seg.f.ReadAt(buf, e.off); err != nil {
-		return Stored{}, fmt.Errorf("findingstore: reading %s at %d: %w", e.seg.name, e.off, err)
+	if _, err := seg.f.ReadAt(buf, e.off); err != nil {
+		return Stored{}, fmt.Errorf("findingstore: reading %s at %d: %w", seg.name, e.off, err)
 	}
 	return decode(buf)
 }
@@ -436,16 +534,63 @@ func decode(line []byte) (Stored, error) {
 	return st, nil
 }
 
+// entries returns a segment's index: in memory for the open segment
+// (not necessarily sorted), else from the cache or its file. The caller
+// holds mu for reading.
+func (s *Store) entries(seg *segment) (*segIndex, error) {
+	if seg.b != nil {
+		return &seg.b.segIndex, nil
+	}
+	if x := s.cache.get(seg); x != nil {
+		return x, nil
+	}
+	x, err := readIndex(seg.idxPath(), seg.strs, seg.recOff, seg.meta.count)
+	if err != nil {
+		return nil, err
+	}
+	s.cache.put(seg, x)
+	return x, nil
+}
+
+// hit is a finding located by a query.
+type hit struct {
+	seg *segment
+	e   idxEntry
+}
+
 // ForTrace returns the findings stored for one trace, oldest first.
 func (s *Store) ForTrace(ctx context.Context, id model.TraceID) ([]Stored, error) {
 	s.mu.RLock()
 	defer s.mu.RUnlock()
-	var out []Stored
-	for _, e := range s.byTrace[id] {
+	var hits []hit
+	for _, seg := range s.segs {
+		if seg.b == nil && (!seg.indexed || !seg.meta.bloom.mayHave(id)) {
+			continue
+		}
 		if err := ctx.Err(); err != nil {
 			return nil, err
 		}
-		st, err := s.read(e)
+		x, err := s.entries(seg)
+		if err != nil {
+			return nil, err
+		}
+		for i := range x.entries {
+			if x.entries[i].trace == id {
+				hits = append(hits, hit{seg, x.entries[i]})
+			}
+		}
+	}
+	sort.SliceStable(hits, func(i, j int) bool { return after(&hits[j].e, &hits[i].e) })
+	return s.readHits(ctx, hits)
+}
+
+func (s *Store) readHits(ctx context.Context, hits []hit) ([]Stored, error) {
+	var out []Stored
+	for i := range hits {
+		if err := ctx.Err(); err != nil {
+			return nil, err
+		}
+		st, err := s.read(hits[i].seg, &hits[i].e)
 		if err != nil {
 			return nil, err
 		}
@@ -468,132 +613,179 @@ func (s *Store) List(ctx context.Context, q Query) ([]Stored, error) {
 			}
 		}
 	}
-	s.settle()
+	from, to := int64(math.MinInt64), int64(math.MaxInt64)
+	if !q.From.IsZero() {
+		from = q.From.UnixNano()
+	}
+	if !q.To.IsZero() {
+		to = q.To.UnixNano()
+	}
 	s.mu.RLock()
 	defer s.mu.RUnlock()
-	cands := s.entries
-	switch {
-	case !q.TraceID.IsZero():
-		cands = append([]*entry(nil), s.byTrace[q.TraceID]...)
-		sort.SliceStable(cands, func(i, j int) bool { return cands[i].t < cands[j].t })
-	case q.Service != "":
-		cands = s.byService[q.Service]
-	case len(kinds) == 1:
-		for k := range kinds {
-			cands = s.byKind[k]
+	var cands []*segment
+	for _, seg := range s.segs {
+		if seg.b == nil && !seg.indexed {
+			continue
 		}
+		if lo, hi := seg.timeRange(); seg.count() == 0 || hi < from || lo >= to {
+			continue
+		}
+		if seg.b == nil && !seg.mayMatch(kinds, q.Service, q.TraceID) {
+			continue
+		}
+		cands = append(cands, seg)
 	}
-	var out []Stored
-	for i := len(cands) - 1; i >= 0 && len(out) < q.Limit; i-- {
-		e := cands[i]
-		if !q.To.IsZero() && e.t >= q.To.UnixNano() {
-			continue
-		}
-		if !q.From.IsZero() && e.t < q.From.UnixNano() {
+	// Newest segments first; once limit findings are found, a segment
+	// whose newest finding is older than all of them cannot contribute.
+	sort.Slice(cands, func(i, j int) bool {
+		_, a := cands[i].timeRange()
+		_, b := cands[j].timeRange()
+		return a > b
+	})
+	var top []hit
+	for _, seg := range cands {
+		if _, hi := seg.timeRange(); len(top) >= q.Limit && hi < top[q.Limit-1].e.t {
 			break
-		}
-		if kinds != nil && !kinds[e.kind] || q.Service != "" && e.service != q.Service ||
-			!q.TraceID.IsZero() && e.trace != q.TraceID || q.Systemic != nil && *q.Systemic != e.systemic {
-			continue
 		}
 		if err := ctx.Err(); err != nil {
 			return nil, err
 		}
-		st, err := s.read(e)
+		x, err := s.entries(seg)
 		if err != nil {
 			return nil, err
 		}
-		out = append(out, st)
+		// A sealed index is sorted: read it newest first and stop at limit
+		// matches. The open segment's is in arrival order.
+		sorted, found := seg.b == nil, 0
+		for i := len(x.entries) - 1; i >= 0 && !(sorted && found >= q.Limit); i-- {
+			e := &x.entries[i]
+			if sorted && e.t < from {
+				break
+			}
+			if e.t < from || e.t >= to || kinds != nil && !kinds[x.str(int(e.kind))] ||
+				q.Service != "" && (e.service == 0 || x.str(int(e.service)-1) != q.Service) ||
+				!q.TraceID.IsZero() && e.trace != q.TraceID || q.Systemic != nil && *q.Systemic != e.systemic {
+				continue
+			}
+			top = append(top, hit{seg, *e})
+			found++
+		}
+		sort.Slice(top, func(i, j int) bool { return after(&top[i].e, &top[j].e) })
+		if len(top) > q.Limit {
+			top = top[:q.Limit]
+		}
 	}
-	return out, nil
+	return s.readHits(ctx, top)
+}
+
+// mayMatch uses a sealed segment's metadata to skip it.
+func (seg *segment) mayMatch(kinds map[string]bool, service string, trace model.TraceID) bool {
+	if kinds != nil {
+		any := false
+		for k := range kinds {
+			if seg.meta.kinds[k] > 0 {
+				any = true
+				break
+			}
+		}
+		if !any {
+			return false
+		}
+	}
+	if service != "" && !seg.meta.services[service] {
+		return false
+	}
+	return trace.IsZero() || seg.meta.bloom.mayHave(trace)
 }
 
 // Counts returns the number of findings by kind in [from, to).
 func (s *Store) Counts(from, to time.Time) map[string]int {
-	s.settle()
+	lo, hi := int64(math.MinInt64), int64(math.MaxInt64)
+	if !from.IsZero() {
+		lo = from.UnixNano()
+	}
+	if !to.IsZero() {
+		hi = to.UnixNano()
+	}
 	s.mu.RLock()
 	defer s.mu.RUnlock()
 	out := map[string]int{}
-	lo := 0
-	if !from.IsZero() {
-		f := from.UnixNano()
-		lo = sort.Search(len(s.entries), func(i int) bool { return s.entries[i].t >= f })
-	}
-	for _, e := range s.entries[lo:] {
-		if !to.IsZero() && e.t >= to.UnixNano() {
-			break
+	for _, seg := range s.segs {
+		if seg.b == nil && !seg.indexed {
+			continue
 		}
-		out[e.kind]++
+		minT, maxT := seg.timeRange()
+		if seg.count() == 0 || maxT < lo || minT >= hi {
+			continue
+		}
+		if seg.b == nil && minT >= lo && maxT < hi {
+			// Wholly inside: the metadata has the counts.
+			for k, n := range seg.meta.kinds {
+				out[k] += n
+			}
+			continue
+		}
+		x, err := s.entries(seg)
+		if err != nil {
+			s.log.Warn("counting findings", "file", seg.name, "err", err)
+			continue
+		}
+		for i := range x.entries {
+			if e := &x.entries[i]; e.t >= lo && e.t < hi {
+				out[x.str(int(e.kind))]++
+			}
+		}
 	}
 	return out
 }
 
-// Len returns the number of findings held.
+// Len returns the number of findings in indexed segments.
 func (s *Store) Len() int {
 	s.mu.RLock()
 	defer s.mu.RUnlock()
-	return len(s.entries) + len(s.pending)
+	n := 0
+	for _, seg := range s.segs {
+		if seg.b != nil || seg.indexed {
+			n += seg.count()
+		}
+	}
+	return n
 }
 
-// Prune applies retention now; Run calls it periodically.
+// DiskBytes returns the bytes of the segments and their indexes (they
+// count against the server's disk budget).
+func (s *Store) DiskBytes() int64 {
+	s.mu.RLock()
+	defer s.mu.RUnlock()
+	var n int64
+	for _, seg := range s.segs {
+		n += seg.size + seg.idxBytes
+	}
+	return n
+}
+
+// Prune applies retention now; Run calls it periodically. Retention drops
+// whole sealed segments whose newest finding is older than the retention.
 func (s *Store) Prune() {
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	s.prune()
-}
-
-func (s *Store) prune() {
-	s.mergeLocked()
 	cut := s.opt.Now().Add(-s.opt.Retention).UnixNano()
-	n := sort.Search(len(s.entries), func(i int) bool { return s.entries[i].t >= cut })
-	if n > 0 {
-		for _, e := range s.entries[:n] {
-			e.seg.live--
-			if !e.trace.IsZero() {
-				list := s.byTrace[e.trace]
-				kept := list[:0]
-				for _, x := range list {
-					if x != e {
-						kept = append(kept, x)
-					}
-				}
-				if len(kept) == 0 {
-					delete(s.byTrace, e.trace)
-				} else {
-					s.byTrace[e.trace] = kept
-				}
-			}
-		}
-		s.entries = append([]*entry(nil), s.entries[n:]...)
-		trim := func(m map[string][]*entry) {
-			for k, list := range m {
-				i := sort.Search(len(list), func(i int) bool { return list[i].t >= cut })
-				if i == len(list) {
-					delete(m, k)
-				} else if i > 0 {
-					m[k] = append([]*entry(nil), list[i:]...)
-				}
-			}
-		}
-		trim(s.byKind)
-		trim(s.byService)
-	}
 	kept := s.segs[:0]
 	for _, seg := range s.segs {
-		if seg != s.cur && seg.live <= 0 && seg.maxT < cut {
+		if seg != s.cur && seg.indexed && seg.meta.maxT < cut {
 			seg.f.Close()
-			if err := os.Remove(seg.name); err != nil && !errors.Is(err, os.ErrNotExist) {
-				s.log.Warn("removing expired findings segment", "file", seg.name, "err", err)
+			s.cache.drop(seg)
+			for _, p := range []string{seg.name, seg.idxPath()} {
+				if err := os.Remove(p); err != nil && !errors.Is(err, os.ErrNotExist) {
+					s.log.Warn("removing expired findings segment", "file", p, "err", err)
+				}
 			}
 			continue
 		}
 		kept = append(kept, seg)
 	}
+	clear(s.segs[len(kept):])
 	s.segs = kept
-	if len(s.entries) == 0 {
-		// Intern table only grows otherwise; reset it when empty.
-		s.intern = map[string]string{}
-	}
 }
 
 // Sync flushes written findings to stable storage.
@@ -635,18 +827,21 @@ func (s *Store) Run(ctx context.Context) {
 	}
 }
 
-// Close syncs and closes the log.
+// Close stops background indexing, seals the open segment (writing its
+// index, so the next Open reads no findings) and closes the files.
 func (s *Store) Close() error {
 	s.mu.Lock()
-	defer s.mu.Unlock()
 	if s.closed {
+		s.mu.Unlock()
 		return nil
 	}
 	s.closed = true
-	var err error
-	if s.cur != nil && s.dirty {
-		err = s.cur.f.Sync()
-	}
+	s.mu.Unlock()
+	close(s.stopScan)
+	s.scanWG.Wait()
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	err := s.seal()
 	s.closeFiles()
 	return err
 }
@@ -654,5 +849,73 @@ func (s *Store) Close() error {
 func (s *Store) closeFiles() {
 	for _, seg := range s.segs {
 		seg.f.Close()
+	}
+}
+
+// idxCache keeps recently read segment indexes, up to maxEntries records.
+type idxCache struct {
+	mu         sync.Mutex
+	maxEntries int
+	n          int
+	order      []*segment // least recently used first
+	m          map[*segment]*segIndex
+}
+
+func (c *idxCache) get(seg *segment) *segIndex {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	x := c.m[seg]
+	if x != nil {
+		c.touch(seg)
+	}
+	return x
+}
+
+func (c *idxCache) touch(seg *segment) {
+	for i, o := range c.order {
+		if o == seg {
+			copy(c.order[i:], c.order[i+1:])
+			c.order[len(c.order)-1] = seg
+			return
+		}
+	}
+	c.order = append(c.order, seg)
+}
+
+func (c *idxCache) put(seg *segment, x *segIndex) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if c.m == nil {
+		c.m = map[*segment]*segIndex{}
+	}
+	if _, ok := c.m[seg]; ok {
+		return
+	}
+	c.m[seg] = x
+	c.n += len(x.entries)
+	c.touch(seg)
+	for c.n > c.maxEntries && len(c.order) > 1 {
+		c.dropLocked(c.order[0])
+	}
+}
+
+func (c *idxCache) drop(seg *segment) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	c.dropLocked(seg)
+}
+
+func (c *idxCache) dropLocked(seg *segment) {
+	x, ok := c.m[seg]
+	if !ok {
+		return
+	}
+	delete(c.m, seg)
+	c.n -= len(x.entries)
+	for i, o := range c.order {
+		if o == seg {
+			c.order = append(c.order[:i], c.order[i+1:]...)
+			break
+		}
 	}
 }

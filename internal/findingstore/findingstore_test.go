@@ -318,7 +318,7 @@ func TestOutOfOrderPutsListInOrder(t *testing.T) {
 	rng := rand.New(rand.NewPCG(3, 4))
 	kinds, services := []string{"n_plus_one_query", "retry_storm", "error_cascade"}, []string{"cart", "checkout"}
 	want := map[string]int{}
-	const n = 3*mergeEvery + 77
+	const n = 3*4096 + 77
 	for i := range n {
 		f := Stored{Time: base.Add(time.Duration(i)*time.Millisecond - time.Duration(rng.Int64N(int64(5*time.Second)))), Service: services[i%2]}
 		f.Kind = kinds[i%3]

@@ -60,6 +60,7 @@ func RegisterRoutes(mux *http.ServeMux, fs *Store) {
 		if resp.Findings == nil {
 			resp.Findings = []Stored{}
 		}
+		fs.markTraces(resp.Findings)
 		apiutil.WriteJSON(w, http.StatusOK, resp)
 	})
 	mux.HandleFunc("GET /api/v1/findings/summary", func(w http.ResponseWriter, r *http.Request) {
@@ -136,4 +137,25 @@ func parseQuery(r *http.Request, now time.Time) (Query, error) {
 		return q, err
 	}
 	return q, nil
+}
+
+// goneNote explains a finding whose trace is no longer stored.
+const goneNote = "the trace is no longer stored (past its retention, or not kept by sampling); this finding and its evidence remain"
+
+// markTraces sets TraceAvailable on per-trace findings.
+func (fs *Store) markTraces(list []Stored) {
+	if fs.opt.TraceAvailable == nil {
+		return
+	}
+	for i := range list {
+		id, err := model.ParseTraceID(list[i].TraceID)
+		if list[i].TraceID == "" || err != nil {
+			continue
+		}
+		ok := fs.opt.TraceAvailable(id)
+		list[i].TraceAvailable = &ok
+		if !ok {
+			list[i].TraceNote = goneNote
+		}
+	}
 }

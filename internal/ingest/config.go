@@ -3,8 +3,12 @@ package ingest
 import (
 	"context"
 	"fmt"
+	"net"
+	"net/http"
 	"runtime"
 	"time"
+
+	"google.golang.org/grpc"
 
 	"github.com/tracedx/tracedx/internal/model"
 	"github.com/tracedx/tracedx/internal/otlpconv"
@@ -87,6 +91,22 @@ type Config struct {
 	MaxSpansPerSecond float64
 	// RetryAfter is the delay suggested to clients on overload.
 	RetryAfter time.Duration
+
+	// WrapListener, when set, wraps every bound listener (TLS).
+	WrapListener func(net.Listener) net.Listener
+	// HTTPMiddleware, when set, wraps the OTLP/HTTP and Zipkin handlers
+	// (authentication).
+	HTTPMiddleware func(http.Handler) http.Handler
+	// GRPCOptions are added to the OTLP/gRPC server's (interceptors).
+	GRPCOptions []grpc.ServerOption
+	// DedupScope, when set, names the scope of a request (its tenant):
+	// identical spans are duplicates only within one scope, so one
+	// tenant's spans never hide another's.
+	DedupScope func(context.Context) string
+	// Admit, when set, is asked before a request is read: an error refuses
+	// it as overloaded (HTTP 503 with Retry-After, gRPC UNAVAILABLE with
+	// RetryInfo) with the error's text, before its body costs memory.
+	Admit func() error
 }
 
 // DefaultConfig returns the defaults: loopback listeners on the standard

@@ -19,16 +19,17 @@ import (
 
 var dedupSeed = maphash.MakeSeed()
 
-// spanKey hashes a span's ids and content, serialised into scratch (which
+// spanKey hashes a span's scope (tenant), ids and content, serialised into scratch (which
 // it returns for reuse: one hash call over a buffer costs a fraction of
 // many small writes). 64 bits: a false duplicate needs a collision among
 // the window's entries (~2^-46 at 2^18 spans).
-func spanKey(scratch []byte, s *model.Span) ([]byte, uint64) {
+func spanKey(scratch []byte, scope string, s *model.Span) ([]byte, uint64) {
 	b := scratch[:0]
 	str := func(v string) {
 		b = binary.AppendUvarint(b, uint64(len(v)))
 		b = append(b, v...)
 	}
+	str(scope)
 	attrs := func(a model.Attrs) {
 		b = binary.AppendUvarint(b, uint64(len(a)))
 		for i := range a {

@@ -13,6 +13,7 @@ import (
 	"google.golang.org/grpc/keepalive"
 	"google.golang.org/grpc/mem"
 	"google.golang.org/grpc/status"
+	"google.golang.org/grpc/tap"
 	"google.golang.org/protobuf/types/known/durationpb"
 )
 
@@ -22,7 +23,7 @@ const (
 )
 
 func (s *Server) newGRPCServer() *grpc.Server {
-	g := grpc.NewServer(
+	opts := []grpc.ServerOption{
 		grpc.MaxRecvMsgSize(int(s.cfg.MaxRequestBytes)),
 		grpc.MaxConcurrentStreams(uint32(s.cfg.MaxConcurrentRequests)),
 		// Export requests are a few hundred KB. With gRPC's default 64 KB
@@ -36,20 +37,33 @@ func (s *Server) newGRPCServer() *grpc.Server {
 		grpc.InitialConnWindowSize(grpcConnWindow),
 		grpc.ForceServerCodecV2(passthroughCodec{delegate: encoding.GetCodecV2("proto")}),
 		grpc.KeepaliveEnforcementPolicy(keepalive.EnforcementPolicy{MinTime: 10 * time.Second, PermitWithoutStream: true}),
-	)
+		// Admission runs before the message is read, so a refused request
+		// costs no decoding.
+		grpc.InTapHandle(s.admitStream),
+	}
+	g := grpc.NewServer(append(opts, s.cfg.GRPCOptions...)...)
 	g.RegisterService(&grpc.ServiceDesc{
 		ServiceName: "opentelemetry.proto.collector.trace.v1.TraceService",
 		HandlerType: (*any)(nil),
-		Methods:     []grpc.MethodDesc{{MethodName: "Export", Handler: rawHandler(s.grpcExport(tracesSignal))}},
+		Methods:     []grpc.MethodDesc{{MethodName: "Export", Handler: rawHandler("/opentelemetry.proto.collector.trace.v1.TraceService/Export", s.grpcExport(tracesSignal))}},
 		Metadata:    "opentelemetry/proto/collector/trace/v1/trace_service.proto",
 	}, s)
 	g.RegisterService(&grpc.ServiceDesc{
 		ServiceName: "opentelemetry.proto.collector.logs.v1.LogsService",
 		HandlerType: (*any)(nil),
-		Methods:     []grpc.MethodDesc{{MethodName: "Export", Handler: rawHandler(s.grpcExport(logsSignal))}},
+		Methods:     []grpc.MethodDesc{{MethodName: "Export", Handler: rawHandler("/opentelemetry.proto.collector.logs.v1.LogsService/Export", s.grpcExport(logsSignal))}},
 		Metadata:    "opentelemetry/proto/collector/logs/v1/logs_service.proto",
 	}, s)
 	return g
+}
+
+func (s *Server) admitStream(ctx context.Context, _ *tap.Info) (context.Context, error) {
+	if s.cfg.Admit != nil {
+		if err := s.cfg.Admit(); err != nil {
+			return nil, s.grpcStatus(&requestError{kind: kindOverloaded, msg: err.Error()})
+		}
+	}
+	return ctx, nil
 }
 
 // grpcStatus maps a pipeline error to the OTLP gRPC status: retryable codes
@@ -110,19 +124,26 @@ func (c passthroughCodec) Unmarshal(data mem.BufferSlice, v any) error {
 
 type rawExport func(ctx context.Context, req []byte) ([]byte, error)
 
-func rawHandler(export rawExport) grpc.MethodHandler {
-	// The server installs no interceptors, so none is called.
-	return func(_ any, ctx context.Context, dec func(any) error, _ grpc.UnaryServerInterceptor) (any, error) {
+func rawHandler(fullMethod string, export rawExport) grpc.MethodHandler {
+	return func(srv any, ctx context.Context, dec func(any) error, interceptor grpc.UnaryServerInterceptor) (any, error) {
 		var req rawMessage
 		if err := dec(&req); err != nil {
 			return nil, err
 		}
-		resp, err := export(ctx, req)
-		if err != nil {
-			return nil, err
+		call := func(ctx context.Context, r any) (any, error) {
+			resp, err := export(ctx, *r.(*rawMessage))
+			if err != nil {
+				return nil, err
+			}
+			out := rawMessage(resp)
+			return &out, nil
 		}
-		out := rawMessage(resp)
-		return &out, nil
+		// Interceptors (authentication) run here: a hand-registered
+		// service is only protected when its handler calls them.
+		if interceptor == nil {
+			return call(ctx, &req)
+		}
+		return interceptor(ctx, &req, &grpc.UnaryServerInfo{Server: srv, FullMethod: fullMethod}, call)
 	}
 }
 

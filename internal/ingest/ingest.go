@@ -113,6 +113,9 @@ func (s *Server) Start(ctx context.Context) error {
 			return nil, fmt.Errorf("ingest: listen %s on %s: %w", what, addr, err)
 		}
 		lns = append(lns, l)
+		if s.cfg.WrapListener != nil {
+			return s.cfg.WrapListener(l), nil
+		}
 		return l, nil
 	}
 	var grpcLn, httpLn, zipkinLn net.Listener
@@ -166,6 +169,9 @@ func (s *Server) serve(what, addr string, fn func() error) {
 func (s *Server) Errors() <-chan error { return s.serveErrs }
 
 func (s *Server) newHTTPServer(h http.Handler) *http.Server {
+	if s.cfg.HTTPMiddleware != nil {
+		h = s.cfg.HTTPMiddleware(h)
+	}
 	// nosniff: no reply is ever to be read by a browser as script or HTML.
 	nosniff := http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		w.Header().Set("X-Content-Type-Options", "nosniff")
@@ -291,6 +297,11 @@ func (s *Server) finish(proto, signal string, err error, rejected int) {
 
 // acquire takes a concurrency slot, waiting at most ConcurrencyWait.
 func (s *Server) acquire(ctx context.Context) (func(), error) {
+	if s.cfg.Admit != nil {
+		if err := s.cfg.Admit(); err != nil {
+			return nil, &requestError{kind: kindOverloaded, msg: err.Error()}
+		}
+	}
 	release := func() {
 		<-s.slots
 		s.metrics.InFlight.Dec()
@@ -371,7 +382,7 @@ func (r *rejections) observe(metric *prometheus.CounterVec, proto string) {
 // invalid timestamps, spans of one trace beyond MaxSpansPerTrace, and
 // duplicates (those are not rejections: the client gets success, the span
 // is stored once). It returns the kept spans and their dedup keys.
-func (s *Server) checkSpans(spans []model.Span, rej *rejections) ([]model.Span, []uint64, int, error) {
+func (s *Server) checkSpans(ctx context.Context, spans []model.Span, rej *rejections) ([]model.Span, []uint64, int, error) {
 	if len(spans) > s.cfg.MaxSpansPerRequest {
 		return nil, nil, 0, badInput(kindTooLarge, reasonTooManySpans,
 			"request has %d spans, limit is %d per request: send smaller batches", len(spans), s.cfg.MaxSpansPerRequest)
@@ -400,8 +411,12 @@ func (s *Server) checkSpans(spans []model.Span, rej *rejections) ([]model.Span, 
 	clear(spans[len(kept):])
 	keys := make([]uint64, len(kept))
 	var scratch []byte
+	scope := ""
+	if s.cfg.DedupScope != nil {
+		scope = s.cfg.DedupScope(ctx)
+	}
 	for i := range kept {
-		scratch, keys[i] = spanKey(scratch, &kept[i])
+		scratch, keys[i] = spanKey(scratch, scope, &kept[i])
 	}
 	kept, keys, dups := s.recent.dedupe(kept, keys)
 	return kept, keys, dups, nil

@@ -71,7 +71,7 @@ func (s *Server) observeLimits(st otlpconv.Stats) {
 // consumeSpans checks converted spans and writes the valid ones; rej may
 // already hold rejections of the decoder.
 func (s *Server) consumeSpans(ctx context.Context, proto string, spans []model.Span, rej *rejections) (exportResult, error) {
-	kept, keys, dups, err := s.checkSpans(spans, rej)
+	kept, keys, dups, err := s.checkSpans(ctx, spans, rej)
 	if err != nil {
 		return exportResult{}, err
 	}

@@ -5,11 +5,14 @@ import (
 	"fmt"
 	"net/http"
 	"path/filepath"
+	"strings"
 	"time"
 
 	"github.com/tracedx/tracedx/internal/alerting"
+	"github.com/tracedx/tracedx/internal/analyze"
 	v1 "github.com/tracedx/tracedx/internal/api/v1"
 	"github.com/tracedx/tracedx/internal/config"
+	"github.com/tracedx/tracedx/internal/rootcause"
 )
 
 // alertRulesOf reads and validates the alert rules: the defaults, the
@@ -65,7 +68,8 @@ func alertReceivers(c config.Alerting) ([]alerting.Receiver, error) {
 // startAlerting builds the alert manager over the RED metrics and the
 // findings store, runs it in the background and returns its API routes.
 // New findings reach the rules through counter.
-func (s *Server) startAlerting(rules []alerting.Rule, red alerting.REDReader, findings alerting.FindingsReader, counter *alerting.FindingsCounter) (func(*http.ServeMux), error) {
+func (s *Server) startAlerting(rules []alerting.Rule, red alerting.REDReader, findings alerting.FindingsReader, counter *alerting.FindingsCounter,
+	rootCause func(ctx context.Context, service, operation string, from, to time.Time) (analyze.Culprit, bool)) (func(*http.ServeMux), error) {
 	c := s.cfg.Alerting
 	if !c.Enabled {
 		return nil, nil
@@ -77,7 +81,7 @@ func (s *Server) startAlerting(rules []alerting.Rule, red alerting.REDReader, fi
 	m, err := alerting.New(alerting.Options{
 		Rules: rules, Interval: c.Interval, ResendInterval: c.ResendInterval, QueueSize: c.QueueSize,
 		Dir: filepath.Join(s.cfg.DataDir, "alerting"), ExternalURL: c.ExternalURL, Receivers: receivers,
-		RED: red, Findings: findings, Registerer: s.reg, Logger: s.log.With("component", "alerting"),
+		RED: red, Findings: findings, RootCause: rootCause, Registerer: s.reg, Logger: s.log.With("component", "alerting"),
 	})
 	if err != nil {
 		return nil, err
@@ -100,4 +104,21 @@ func (s *Server) startAlerting(rules []alerting.Rule, red alerting.REDReader, fi
 		m.Run(ctx)
 	})
 	return v1.AlertRoutes(m), nil
+}
+
+// culpritOfRanking turns the root-cause ranking into an alert's culprit:
+// the top cause and its first piece of evidence as the reason.
+func culpritOfRanking(rep rootcause.Report) (analyze.Culprit, bool) {
+	if len(rep.Causes) == 0 {
+		return analyze.Culprit{}, false
+	}
+	top := rep.Causes[0]
+	reason := fmt.Sprintf("ranked first of the likely causes (score %.2f)", top.Score)
+	if len(top.Evidence) > 0 && top.Evidence[0].Text != "" {
+		reason = top.Evidence[0].Text
+	}
+	if !strings.HasSuffix(reason, ".") {
+		reason += "."
+	}
+	return analyze.Culprit{Service: top.Service, Operation: top.Operation, Reason: reason}, true
 }

@@ -132,6 +132,15 @@ func TestDocumentedPrometheusRulesUseExposedMetrics(t *testing.T) {
 // postOTLP sends spans to the OTLP/HTTP receiver at addr as JSON.
 func postOTLP(t *testing.T, addr string, spans []model.Span) {
 	t.Helper()
+	if resp := sendOTLP(t, addr, spans); resp.StatusCode != http.StatusOK {
+		t.Fatalf("ingest: %s", resp.Status)
+	}
+}
+
+// sendOTLP is postOTLP that returns the answer (its body closed) instead
+// of requiring a 200.
+func sendOTLP(t *testing.T, addr string, spans []model.Span) *http.Response {
+	t.Helper()
 	body, err := (&ptrace.JSONMarshaler{}).MarshalTraces(otlpconv.ToTraces(spans))
 	if err != nil {
 		t.Fatal(err)
@@ -141,7 +150,5 @@ func postOTLP(t *testing.T, addr string, spans []model.Span) {
 		t.Fatal(err)
 	}
 	_ = resp.Body.Close()
-	if resp.StatusCode != http.StatusOK {
-		t.Fatalf("ingest: %s", resp.Status)
-	}
+	return resp
 }

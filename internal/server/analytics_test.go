@@ -46,14 +46,23 @@ func startServer(t *testing.T, mutate func(*config.Config)) *Server {
 func metricsAfterIngest(t *testing.T, mutate func(*config.Config)) string {
 	t.Helper()
 	s := startServer(t, mutate)
+	postOTLP(t, s.Addr("otlp-http"), clientServerPair(model.TraceID{9, 9, 9}))
+	return metricsOf(t, s)
+}
+
+// clientServerPair is a trace of a frontend calling an api, its spans
+// starting 0, 1 and 2 ms after now.
+func clientServerPair(tr model.TraceID) []model.Span {
 	now := uint64(time.Now().UnixNano())
-	tr := model.TraceID{9, 9, 9}
-	spans := []model.Span{
+	return []model.Span{
 		{TraceID: tr, SpanID: model.SpanID{1}, Service: "frontend", Name: "GET /", Kind: model.KindServer, StartUnixNano: now, EndUnixNano: now + 5e6},
 		{TraceID: tr, SpanID: model.SpanID{2}, ParentSpanID: model.SpanID{1}, Service: "frontend", Name: "GET /api", Kind: model.KindClient, StartUnixNano: now + 1e6, EndUnixNano: now + 4e6},
 		{TraceID: tr, SpanID: model.SpanID{3}, ParentSpanID: model.SpanID{2}, Service: "api", Name: "GET /api", Kind: model.KindServer, StartUnixNano: now + 2e6, EndUnixNano: now + 3e6},
 	}
-	postOTLP(t, s.Addr("otlp-http"), spans)
+}
+
+func metricsOf(t *testing.T, s *Server) string {
+	t.Helper()
 	resp, err := http.Get("http://" + s.Addr("http") + "/metrics")
 	if err != nil {
 		t.Fatal(err)

@@ -19,6 +19,9 @@ import (
 	"github.com/tracedx/tracedx/internal/baseline"
 	"github.com/tracedx/tracedx/internal/config"
 	"github.com/tracedx/tracedx/internal/model"
+	"github.com/tracedx/tracedx/internal/priority"
+	"github.com/tracedx/tracedx/internal/ratelog"
+	"github.com/tracedx/tracedx/internal/sampling"
 	"github.com/tracedx/tracedx/internal/store/engine"
 	"github.com/tracedx/tracedx/internal/systemic"
 )
@@ -35,6 +38,8 @@ const (
 	// minKeep is the smallest share of traces the detectors and baselines
 	// still see when shedding.
 	minKeep = 0.01
+	// skipLogEvery bounds the warnings about skipped analysis.
+	skipLogEvery = 30 * time.Second
 )
 
 // pipeline is the completed-trace path: the store hands over each
@@ -82,7 +87,21 @@ type pipeline struct {
 	cpu                     atomic.Int64  // worker CPU, ns
 	keepBits                atomic.Uint64 // float64: share of traces fully processed
 	findings                findingSink
-	detectors               []analyze.Detector // nil: the defaults
+	// gate marks running queries; the worker stands aside for them.
+	gate      *priority.Gate
+	yielded   atomic.Int64       // ns the worker waited for queries
+	detectors []analyze.Detector // nil: the defaults
+	// sampler, when set, decides after analysis whether a trace's spans
+	// stay; drop removes those it does not keep.
+	sampler *sampling.Sampler
+	drop    func(model.TraceID)
+	// skipLog rate-limits the warnings about traces dropped or shed.
+	skipLog  ratelog.Limiter
+	lastShed uint64 // worker-only: shed count at the last warning
+	// putLog rate-limits the warnings about findings that could not be
+	// stored; findingsFailed counts them.
+	putLog         ratelog.Limiter
+	findingsFailed atomic.Uint64
 
 	// worker-only state
 	lastTick          time.Time
@@ -131,7 +150,7 @@ func newPipeline(s *Server, history *baseline.Baselines) *pipeline {
 	if maxQueued <= 0 {
 		maxQueued = 8192
 	}
-	p := &pipeline{s: s, log: s.log.With("component", "analysis"), history: history, queue: make(chan engine.CompletedTrace, 4096),
+	p := &pipeline{s: s, log: s.log.With("component", "analysis"), skipLog: ratelog.Limiter{Every: skipLogEvery}, putLog: ratelog.Limiter{Every: skipLogEvery}, history: history, queue: make(chan engine.CompletedTrace, 4096),
 		analysis: s.cfg.Analysis.Enabled, analytics: s.cfg.Analytics.Enabled,
 		maxQueued: maxQueued, maxShare: s.cfg.Analysis.MaxCPUShare, rng: rand.New(rand.NewPCG(rand.Uint64(), 1)),
 		baseline: rateSampler{perSecond: s.cfg.Analytics.BaselineTracesPerSecond}, wholePerSecond: s.cfg.Analytics.WholeTracesPerSecond}
@@ -145,10 +164,14 @@ func newPipeline(s *Server, history *baseline.Baselines) *pipeline {
 		prometheus.NewCounterFunc(prometheus.CounterOpts{Name: "tracedx_analysis_shed_total",
 			Help: "Completed traces the per-trace detectors and baselines skipped to keep the worker within analysis.max_cpu_share (the systemic detectors saw them)."},
 			func() float64 { return float64(p.shed.Load()) }),
+		prometheus.NewCounterFunc(prometheus.CounterOpts{Name: "tracedx_analysis_findings_store_failures_total", Help: "Analysed traces whose findings could not be stored (e.g. disk full)."},
+			func() float64 { return float64(p.findingsFailed.Load()) }),
 		prometheus.NewGaugeFunc(prometheus.GaugeOpts{Name: "tracedx_analysis_queued_spans", Help: "Spans of completed traces waiting for or in analysis."},
 			func() float64 { return float64(p.queued.Load()) }),
 		prometheus.NewGaugeFunc(prometheus.GaugeOpts{Name: "tracedx_analysis_keep_ratio", Help: "Share of completed traces the detectors and baselines currently see (1: all)."},
 			func() float64 { return math.Float64frombits(p.keepBits.Load()) }),
+		prometheus.NewCounterFunc(prometheus.CounterOpts{Name: "tracedx_analysis_yield_seconds_total", Help: "Time the analysis worker stood aside for running queries."},
+			func() float64 { return float64(p.yielded.Load()) / 1e9 }),
 		prometheus.NewCounterFunc(prometheus.CounterOpts{Name: "tracedx_analysis_cpu_seconds_total", Help: "CPU time of the analysis worker (Linux only)."},
 			func() float64 { return float64(p.cpu.Load()) / 1e9 }),
 		prometheus.NewGaugeFunc(prometheus.GaugeOpts{Name: "tracedx_analytics_whole_trace_ratio",
@@ -189,16 +212,35 @@ func (p *pipeline) traceComplete(c engine.CompletedTrace) {
 	// empty, or it would never be analysed.
 	if q := p.queued.Add(n); q > p.maxQueued && q != n {
 		p.queued.Add(-n)
-		p.dropped.Add(1)
+		p.skipAnalysis()
 		return
 	}
 	select {
 	case p.queue <- c:
 	default:
 		p.queued.Add(-n)
-		p.dropped.Add(1)
+		p.skipAnalysis()
 	}
 }
+
+// skipAnalysis counts a completed trace the detectors will not see and says so,
+// at most every skipLogEvery.
+func (p *pipeline) skipAnalysis() {
+	n := p.dropped.Add(1)
+	if _, ok := p.skipLog.Allow(time.Now()); ok {
+		p.log.Warn("analysis queue full: completed traces skipped by the detectors (their spans are stored)",
+			"dropped_total", n, "queue_spans", p.maxQueued)
+	}
+}
+
+// queueFull reports whether the next completed trace would be dropped;
+// admission then refuses ingest instead.
+func (p *pipeline) queueFull() bool { return p.active() && p.queued.Load() >= p.maxQueued }
+
+// analysisMaxYield bounds how long the worker waits for running queries
+// after each trace: under a steady stream of queries analysis slows down
+// (and sheds traces when its queue fills) instead of stopping.
+const analysisMaxYield = 25 * time.Millisecond
 
 func (p *pipeline) run(ctx context.Context) {
 	if !p.active() {
@@ -217,6 +259,8 @@ func (p *pipeline) run(ctx context.Context) {
 			return
 		case c := <-p.queue:
 			p.process(ctx, c)
+			// Analysis runs behind queries and ingest acknowledgements.
+			p.yielded.Add(int64(p.gate.Yield(ctx, analysisMaxYield)))
 		default:
 			idle.Reset(pipelineIdle)
 			select {
@@ -244,14 +288,21 @@ func (p *pipeline) process(ctx context.Context, c engine.CompletedTrace) {
 	if !full {
 		p.shed.Add(1)
 	}
-	if p.analysis && full && spans != nil {
-		res := p.analyze(spans)
+	var res analyze.Result
+	analysed := p.analysis && full && spans != nil
+	if analysed {
+		res = p.analyze(spans)
 		if p.findings != nil {
 			if err := p.findings.putTrace(ctx, spans, res); err != nil {
-				p.log.Warn("storing findings", "trace_id", res.TraceID, "err", err)
+				p.findingsFailed.Add(1)
+				// A full disk fails every trace alike: one line per interval.
+				if held, ok := p.putLog.Allow(time.Now()); ok {
+					p.log.Warn("storing findings", "trace_id", res.TraceID, "err", err, "failures_since_last_log", held)
+				}
 			}
 		}
 	}
+	p.sample(c, analysed, res.Findings)
 	if !p.analytics {
 		return
 	}
@@ -265,6 +316,19 @@ func (p *pipeline) process(ctx context.Context, c engine.CompletedTrace) {
 	// Traces decoded for their flags alone would bias the baselines.
 	if full && (sampled || (p.analysis && spans != nil)) && p.baseline.keep(time.Now(), p.rng) {
 		p.history.ObserveTrace(spans)
+	}
+}
+
+// sample applies tail sampling to a completed trace once its findings are
+// known; everything that counts traces has seen it or sees it anyway.
+func (p *pipeline) sample(c engine.CompletedTrace, analysed bool, findings []analyze.Finding) {
+	if p.sampler == nil {
+		return
+	}
+	r := p.sampler.Decide(sampling.Trace{ID: c.ID, Service: c.Summary.RootService, Operation: c.Summary.RootName,
+		Duration: time.Duration(c.Summary.DurationNano()), Errors: c.Summary.ErrorCount, Analysed: analysed, Findings: findings}, timeNow())
+	if r == sampling.Dropped && p.drop != nil {
+		p.drop(c.ID)
 	}
 }
 
@@ -293,6 +357,13 @@ func (p *pipeline) tick(now time.Time) {
 		}
 		prev := math.Float64frombits(p.sampleBits.Load())
 		p.sampleBits.Store(math.Float64bits(nextShare(prev, wholeShare(p.wholePerSecond, rate))))
+	}
+	if shed := p.shed.Load(); shed > p.lastShed {
+		if _, ok := p.skipLog.Allow(now); ok {
+			p.log.Warn("analysis over its CPU share: the detectors and baselines see a sample of traces",
+				"shed_total", shed, "keep_ratio", math.Float64frombits(p.keepBits.Load()))
+			p.lastShed = shed
+		}
 	}
 	proc, ok1 := processCPU()
 	thr, ok2 := threadCPU()

@@ -5,6 +5,7 @@ import (
 	"errors"
 	"io"
 	"log/slog"
+	"net"
 	"net/http"
 	"sync"
 
@@ -23,6 +24,12 @@ type Server struct {
 	store  store.Store
 	ingest *ingest.Server
 	http   []*httpService
+	// listenWrap wraps the HTTP listeners (TLS); nil: plain TCP.
+	listenWrap func(net.Listener) net.Listener
+	// sink and logSink take ingested spans and logs (a tenant's instance
+	// is fed through them by the outer server).
+	sink    ingest.Sink
+	logSink ingest.LogSink
 
 	// background jobs run from Start until shutdown.
 	background []func(ctx context.Context)
@@ -44,7 +51,11 @@ func Run(ctx context.Context, cfg config.Config, logOut io.Writer) error {
 	if err := s.Start(ctx); err != nil {
 		return err
 	}
-	s.log.Info("tracedx ready", "ui", "http://"+s.Addr("http"), "otlp_grpc", s.Addr("otlp-grpc"),
+	scheme := "http://"
+	if cfg.TLS.Enabled() {
+		scheme = "https://"
+	}
+	s.log.Info("tracedx ready", "ui", scheme+s.Addr("http"), "otlp_grpc", s.Addr("otlp-grpc"),
 		"otlp_http", s.Addr("otlp-http"), "zipkin", s.Addr("zipkin"), "tempo", s.Addr("tempo"), "data_dir", cfg.DataDir)
 	return s.Wait(ctx)
 }
@@ -83,6 +94,12 @@ func (s *Server) Start(ctx context.Context) error {
 	if err := s.ingest.Start(ctx); err != nil {
 		return err
 	}
+	s.startBackground(ctx)
+	return nil
+}
+
+// startBackground starts the background jobs; they run until Close.
+func (s *Server) startBackground(ctx context.Context) {
 	bgCtx, cancel := context.WithCancel(context.WithoutCancel(ctx))
 	s.cancel = cancel
 	for _, job := range s.background {
@@ -92,7 +109,6 @@ func (s *Server) Start(ctx context.Context) error {
 			job(bgCtx)
 		}()
 	}
-	return nil
 }
 
 // Wait serves the HTTP listeners until ctx ends, then stops ingest first so
@@ -124,5 +140,5 @@ func (s *Server) addHTTP(name, addr string, h http.Handler) {
 	if addr == "" {
 		return
 	}
-	s.http = append(s.http, &httpService{name: name, addr: addr, handler: h})
+	s.http = append(s.http, &httpService{name: name, addr: addr, handler: h, wrap: s.listenWrap})
 }

@@ -36,6 +36,7 @@ type httpService struct {
 	handler http.Handler
 	ln      net.Listener
 	srv     *http.Server
+	wrap    func(net.Listener) net.Listener // nil: plain TCP
 }
 
 func (h *httpService) listen() error {
@@ -44,12 +45,16 @@ func (h *httpService) listen() error {
 		return fmt.Errorf("%s: listen on %s: %w", h.name, h.addr, err)
 	}
 	h.ln = ln
+	if h.wrap != nil {
+		h.ln = h.wrap(ln)
+	}
 	h.srv = &http.Server{Handler: h.handler, ReadHeaderTimeout: 10 * time.Second}
 	// Unencrypted HTTP/2 (h2c) lets gRPC clients share a port with HTTP/1:
 	// Grafana's Tempo data source streams over gRPC to its HTTP URL.
 	h.srv.Protocols = new(http.Protocols)
 	h.srv.Protocols.SetHTTP1(true)
 	h.srv.Protocols.SetUnencryptedHTTP2(true)
+	h.srv.Protocols.SetHTTP2(true)
 	return nil
 }
 

@@ -12,6 +12,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 
 	"github.com/tracedx/tracedx/internal/alerting"
+	"github.com/tracedx/tracedx/internal/analyze"
 	"github.com/tracedx/tracedx/internal/api/jaeger"
 	v1 "github.com/tracedx/tracedx/internal/api/v1"
 	"github.com/tracedx/tracedx/internal/baseline"
@@ -20,6 +21,7 @@ import (
 	"github.com/tracedx/tracedx/internal/ingest"
 	"github.com/tracedx/tracedx/internal/logstore"
 	"github.com/tracedx/tracedx/internal/model"
+	"github.com/tracedx/tracedx/internal/priority"
 	"github.com/tracedx/tracedx/internal/red"
 	"github.com/tracedx/tracedx/internal/servicegraph"
 	"github.com/tracedx/tracedx/internal/store/engine"
@@ -35,6 +37,9 @@ var timeNow = time.Now
 
 // New opens storage and builds every part; Start binds the listeners.
 func New(ctx context.Context, cfg config.Config, log *slog.Logger) (*Server, error) {
+	if cfg.Multitenancy.Enabled {
+		return newMultiTenant(ctx, cfg, log)
+	}
 	s := &Server{cfg: cfg, log: log, reg: newRegistry()}
 	ok := false
 	defer func() {
@@ -49,6 +54,10 @@ func New(ctx context.Context, cfg config.Config, log *slog.Logger) (*Server, err
 		return nil, err
 	}
 	alertRules, err := alertRulesOf(cfg.Alerting)
+	if err != nil {
+		return nil, err
+	}
+	sec, err := newSecurity(s, cfg)
 	if err != nil {
 		return nil, err
 	}
@@ -81,8 +90,12 @@ func New(ctx context.Context, cfg config.Config, log *slog.Logger) (*Server, err
 		func() float64 { return float64(history.ShiftCount()) }))
 
 	pipe := newPipeline(s, history)
+	// Query requests go ahead of the analysis worker (internal/priority).
+	queries := &priority.Gate{}
+	pipe.gate = queries
 	pipe.detectors = detectors
-	fs, err := findingstore.Open(findingstore.Options{Dir: dir("findings"), SyncInterval: 200 * time.Millisecond, Logger: log})
+	fs, err := findingstore.Open(findingstore.Options{Dir: dir("findings"), Retention: cfg.Retention.Findings, SyncInterval: 200 * time.Millisecond, Logger: log,
+		TraceAvailable: s.hasTrace})
 	if err != nil {
 		return nil, err
 	}
@@ -96,7 +109,20 @@ func New(ctx context.Context, cfg config.Config, log *slog.Logger) (*Server, err
 	sys := systemic.New(systemic.Config{Dir: dir("systemic")}, findingsSink, func() time.Time { return timeNow() }, log)
 	s.background = append(s.background, func(ctx context.Context) { sys.Run(ctx) })
 	pipe.findings = &storedFindings{fs: fs, sink: findingsSink, sys: sys}
-	alertRoutes, err := s.startAlerting(alertRules, metrics, fs, findingsCounter)
+	// Alerts name the root-cause ranking's top cause; the ranking reads
+	// through the API's dependencies, which are built further down.
+	var rankDeps *v1.Deps
+	rankCulprit := func(ctx context.Context, service, operation string, from, to time.Time) (analyze.Culprit, bool) {
+		if rankDeps == nil {
+			return analyze.Culprit{}, false
+		}
+		rep, err := v1.RankRootCause(ctx, *rankDeps, service, operation, from, to)
+		if err != nil {
+			return analyze.Culprit{}, false
+		}
+		return culpritOfRanking(rep)
+	}
+	alertRoutes, err := s.startAlerting(alertRules, metrics, fs, findingsCounter, rankCulprit)
 	if err != nil {
 		return nil, err
 	}
@@ -135,9 +161,10 @@ func New(ctx context.Context, cfg config.Config, log *slog.Logger) (*Server, err
 		SpanFlags:       spanFlags,
 		WantSpans:       wantSpans,
 		HeadMaxBytes:    cfg.Storage.HeadMaxBytes,
-		Retention:       cfg.Storage.Retention,
+		Retention:       cfg.TraceRetention(),
 		MaxDiskBytes:    cfg.Storage.MaxDiskBytes,
 		CompactInterval: cfg.Storage.CompactInterval,
+		ExtraDiskBytes:  fs.DiskBytes,
 		Logger:          log,
 	}
 	clusterEngineOptions(&engOpts, cfg, ring)
@@ -149,6 +176,7 @@ func New(ctx context.Context, cfg config.Config, log *slog.Logger) (*Server, err
 	pipe.openTraces, pipe.idle = eng.OpenTraces, cfg.Storage.TraceIdleTimeout
 	s.closers = append(s.closers, eng.Close)
 	s.reg.MustRegister(engineCollector{eng})
+	s.withSampling(pipe, history, eng)
 
 	logs, err := logstore.OpenWith(logstore.Options{Dir: dir("logs"), MaxTraces: 100_000,
 		Retention: cfg.Storage.Retention, KeepUncorrelated: cfg.Logs.KeepUncorrelated})
@@ -169,28 +197,20 @@ func New(ctx context.Context, cfg config.Config, log *slog.Logger) (*Server, err
 	if err != nil {
 		return nil, err
 	}
-	in, err := ingest.New(ingest.Config{
-		GRPCAddr:               cfg.Listen.OTLPGRPC,
-		HTTPAddr:               cfg.Listen.OTLPHTTP,
-		ZipkinAddr:             cfg.Listen.Zipkin,
-		MaxRequestBytes:        cfg.Ingest.MaxRequestBytes,
-		MaxSpansPerRequest:     cfg.Ingest.MaxSpansPerRequest,
-		MaxAttributesPerSpan:   cfg.Ingest.MaxAttributes,
-		MaxEventsPerSpan:       cfg.Ingest.MaxEventsPerSpan,
-		MaxLinksPerSpan:        cfg.Ingest.MaxLinksPerSpan,
-		MaxAttributeDepth:      cfg.Ingest.MaxAttributeDepth,
-		MaxAttributeValueBytes: cfg.Ingest.MaxAttributeValueBytes,
-		MaxSpansPerTrace:       cfg.Ingest.MaxSpansPerTrace,
-		MaxSpanDuration:        cfg.Ingest.MaxSpanDuration,
-		DedupWindowSpans:       cfg.Ingest.DedupWindowSpans,
-	}, ingestSink, logs, log, s.reg)
+	admit := newAdmission(cfg.Admission, eng, pipe.queueFull, log, s.reg)
+	inCfg := ingestConfigOf(cfg)
+	inCfg.Admit, inCfg.RetryAfter = admit.Admit, cfg.Admission.RetryAfter
+	sec.ingestConfig(&inCfg)
+	s.sink, s.logSink = sink, logs
+	in, err := ingest.New(inCfg, ingestSink, logs, log, s.reg)
 	if err != nil {
 		return nil, err
 	}
 	s.ingest = in
 
 	jaegerAPI := jaeger.NewHandler(st, jaeger.Options{
-		Logger: log.With("component", "jaeger-api"),
+		Logger:        log.With("component", "jaeger-api"),
+		MaxTraceSpans: cfg.Query.MaxAPITraceSpans,
 		Metrics: jaeger.MetricsFunc(func(_ context.Context, kind string, q jaeger.MetricsQuery) (*jaeger.MetricFamily, error) {
 			fam, err := metrics.JaegerMetrics(kind, red.JaegerParams{Services: q.Services, SpanKinds: q.SpanKinds,
 				GroupByOperation: q.GroupByOperation, EndTs: q.End, Lookback: q.Lookback, Step: q.Step, RatePer: q.RatePer, Quantile: q.Quantile})
@@ -222,36 +242,59 @@ func New(ctx context.Context, cfg config.Config, log *slog.Logger) (*Server, err
 		routes = append(routes, alertRoutes)
 	}
 	deps := v1.Deps{
-		Store:    st,
-		Analyzer: pipe.analyze,
-		Explain:  pipe.explain,
-		Findings: pipe,
-		Routes:   routes,
-		Logger:   log.With("component", "api"),
+		Store:            st,
+		Analyzer:         pipe.analyze,
+		Explain:          pipe.explain,
+		Findings:         pipe,
+		Routes:           routes,
+		Logger:           log.With("component", "api"),
+		MaxTraceSpans:    cfg.Query.MaxTraceSpans,
+		MaxAnalysisSpans: cfg.Query.MaxAnalysisSpans,
+		QueryTimeout:     cfg.Query.Timeout,
+		Sampled:          pipe.sampledReason,
 	}
 	if sf, ok := pipe.findings.(*storedFindings); ok {
 		deps.WindowFindings = sf
 	}
+	rankDeps = &deps
 	apiV1 := v1.NewHandler(deps)
-	mux.Handle("/api/v1/", apiV1)
-	clusterRoutes(mux, ring, eng, apiV1, log)
-	mux.Handle("/api/", jaegerAPI)
+	mux.Handle("/api/v1/", queries.Middleware(apiV1))
+	mux.Handle("/api/", queries.Middleware(jaegerAPI))
+	clusterRoutes(mux, ring, eng, queries.Middleware(apiV1), log)
 	mux.Handle("GET /metrics", metricsHandler(s.reg))
 	mux.HandleFunc("GET /healthz", func(w http.ResponseWriter, _ *http.Request) { _, _ = w.Write([]byte("ok\n")) })
+	mux.HandleFunc("GET /readyz", readyz(fs))
 	// The UI's TraceQL box calls the Tempo API on its own origin, so it is
 	// mounted under web.TempoPrefix too, besides its own port.
 	th := tempoHandler(st, pipe, cfg.Query)
 	if th != nil {
+		th = queries.Middleware(th)
 		mux.Handle(web.TempoPrefix+"/", http.StripPrefix(web.TempoPrefix, th))
 	}
 	mux.Handle("/", uiHandler())
-	s.addHTTP("http", cfg.Listen.HTTP, withRecover(log, guard(cfg.Listen.HTTP, cfg.Listen.AllowedHosts, mux)))
+	sec.routes(mux)
+	s.listenWrap = sec.wrap
+	s.addHTTP("http", cfg.Listen.HTTP, withRecover(log, guard(cfg.Listen.HTTP, cfg.Listen.AllowedHosts, sec.query(mux))))
 	if th != nil {
-		s.addHTTP("tempo", cfg.Listen.Tempo, withRecover(log, guard(cfg.Listen.Tempo, cfg.Listen.AllowedHosts, tempoWithGRPC(th))))
+		s.addHTTP("tempo", cfg.Listen.Tempo, withRecover(log, guard(cfg.Listen.Tempo, cfg.Listen.AllowedHosts, sec.query(tempoWithGRPC(th)))))
 	}
 	s.background = append(s.background, pipe.run)
 	ok = true
 	return s, nil
+}
+
+// readyz answers 200 once every query sees all stored data, 503 with what
+// is still loading before. The listeners open before slow loads finish:
+// ingest and most queries work meanwhile.
+func readyz(fs *findingstore.Store) http.HandlerFunc {
+	return func(w http.ResponseWriter, _ *http.Request) {
+		if n := fs.Unindexed(); n > 0 {
+			w.WriteHeader(http.StatusServiceUnavailable)
+			fmt.Fprintf(w, "indexing findings: %d segment(s) left; finding queries are incomplete until then\n", n)
+			return
+		}
+		_, _ = w.Write([]byte("ready\n"))
+	}
 }
 
 // analyticsSink writes durably, then feeds the per-span analytics. The
@@ -304,10 +347,13 @@ var (
 	descWALBytes     = prometheus.NewDesc("tracedx_store_wal_bytes", "Bytes of write-ahead log on disk.", nil, nil)
 	descHeadSpans    = prometheus.NewDesc("tracedx_store_head_spans", "Spans buffered in the head.", nil, nil)
 	descBgErrors     = prometheus.NewDesc("tracedx_store_background_errors_total", "Errors of flush, compaction and retention jobs.", nil, nil)
+	descDiskRefused  = prometheus.NewDesc("tracedx_store_disk_refused_total", "Writes refused because the disk was full or storage.max_disk_bytes reached.", nil, nil)
+	descWALFailures  = prometheus.NewDesc("tracedx_store_wal_failures_total", "Failed WAL writes and fsyncs (each answered with an error, the WAL recovers).", nil, nil)
+	descDiskFull     = prometheus.NewDesc("tracedx_store_disk_full", "1 while writes fail for lack of disk space or quota.", nil, nil)
 )
 
 func (c engineCollector) Describe(ch chan<- *prometheus.Desc) {
-	for _, d := range []*prometheus.Desc{descSpansWritten, descOverloaded, descFsyncs, descCompleted, descReadBacks, descBlocks, descBlockBytes, descWALBytes, descHeadSpans, descBgErrors} {
+	for _, d := range []*prometheus.Desc{descSpansWritten, descOverloaded, descFsyncs, descCompleted, descReadBacks, descBlocks, descBlockBytes, descWALBytes, descHeadSpans, descBgErrors, descDiskRefused, descWALFailures, descDiskFull} {
 		ch <- d
 	}
 }
@@ -324,4 +370,11 @@ func (c engineCollector) Collect(ch chan<- prometheus.Metric) {
 	ch <- prometheus.MustNewConstMetric(descWALBytes, prometheus.GaugeValue, float64(st.WALBytes))
 	ch <- prometheus.MustNewConstMetric(descHeadSpans, prometheus.GaugeValue, float64(st.HeadSpans))
 	ch <- prometheus.MustNewConstMetric(descBgErrors, prometheus.CounterValue, float64(st.BackgroundErrorsTotal))
+	ch <- prometheus.MustNewConstMetric(descDiskRefused, prometheus.CounterValue, float64(st.DiskRefusedTotal))
+	ch <- prometheus.MustNewConstMetric(descWALFailures, prometheus.CounterValue, float64(st.WALFailuresTotal))
+	full := 0.0
+	if st.DiskFull {
+		full = 1
+	}
+	ch <- prometheus.MustNewConstMetric(descDiskFull, prometheus.GaugeValue, full)
 }

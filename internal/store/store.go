@@ -7,6 +7,7 @@ package store
 import (
 	"context"
 	"errors"
+	"fmt"
 
 	"github.com/tracedx/tracedx/internal/model"
 )
@@ -17,6 +18,18 @@ var ErrNotFound = errors.New("trace not found")
 // ErrOverloaded is returned by Write when the engine applies back-pressure;
 // ingest maps it to a retryable status (gRPC UNAVAILABLE, HTTP 503).
 var ErrOverloaded = errors.New("store overloaded, retry later")
+
+// ErrDiskFull is returned by Write while the file system has no space (or
+// quota) left. It wraps ErrOverloaded: space usually comes back
+// (retention, an operator), and the store recovers without a restart, so
+// clients should retry rather than drop the data.
+var ErrDiskFull = fmt.Errorf("disk full: %w", ErrOverloaded)
+
+// ErrDiskBudget is returned by Write while the data reaches its disk
+// budget (storage.max_disk_bytes) and retention has not made room yet.
+// Stored data is never deleted to make room for new writes faster than
+// retention does; the client is asked to retry instead.
+var ErrDiskBudget = fmt.Errorf("disk budget (storage.max_disk_bytes) reached: %w", ErrOverloaded)
 
 // Store is a span store.
 type Store interface {
@@ -47,6 +60,24 @@ type Store interface {
 	AttributeValues(ctx context.Context, scope Scope, key string, r TimeRange, limit int) ([]model.Value, error)
 
 	Close() error
+}
+
+// TracePage is one page of a trace's spans, in start order (ties by span
+// id), with what describes the whole trace.
+type TracePage struct {
+	Spans []model.Span
+	// Total is the trace's span count; StartUnixNano and EndUnixNano its
+	// earliest start and latest end.
+	Total                      int
+	StartUnixNano, EndUnixNano uint64
+}
+
+// TracePager is implemented by stores that read a page of a trace holding
+// only that page's spans decoded, whatever the trace weighs (the embedded
+// engine). Spans [offset, offset+limit) of the start order are returned;
+// ErrNotFound when no span of the trace is stored.
+type TracePager interface {
+	TracePage(ctx context.Context, id model.TraceID, hint TimeRange, offset, limit int) (TracePage, error)
 }
 
 // ErrStop may be returned by a ScanTraces callback to end the scan early

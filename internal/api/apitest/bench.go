@@ -6,7 +6,9 @@ import (
 	"fmt"
 	"net/http"
 	"net/http/httptest"
+	"syscall"
 	"testing"
+	"time"
 
 	"github.com/tracedx/tracedx/internal/model"
 	"github.com/tracedx/tracedx/internal/store"
@@ -102,6 +104,7 @@ func BenchGet(b *testing.B, h http.Handler, path string) {
 	b.ReportAllocs()
 	b.ResetTimer()
 	var bytes int
+	cpu := processCPU()
 	for b.Loop() {
 		rec := httptest.NewRecorder()
 		h.ServeHTTP(rec, req)
@@ -110,6 +113,7 @@ func BenchGet(b *testing.B, h http.Handler, path string) {
 		}
 		bytes = rec.Body.Len()
 	}
+	reportCPU(b, cpu)
 	b.ReportMetric(float64(bytes), "resp_bytes")
 }
 
@@ -123,4 +127,45 @@ func MemstoreWith(b *testing.B, traces, spansPerTrace int) *memstore.Store {
 		}
 	}
 	return st
+}
+
+// BenchGetEach benchmarks GET prefix+suffixes[i % len], so lookups spread
+// over several keys rather than one cached one.
+func BenchGetEach(b *testing.B, h http.Handler, prefix string, suffixes []string) {
+	reqs := make([]*http.Request, len(suffixes))
+	for i, s := range suffixes {
+		reqs[i] = httptest.NewRequest(http.MethodGet, prefix+s, nil)
+	}
+	b.ReportAllocs()
+	b.ResetTimer()
+	i := 0
+	cpu := processCPU()
+	for b.Loop() {
+		rec := httptest.NewRecorder()
+		req := reqs[i%len(reqs)]
+		i++
+		h.ServeHTTP(rec, req)
+		if rec.Code != http.StatusOK {
+			b.Fatalf("%s: %d %s", req.URL, rec.Code, rec.Body)
+		}
+	}
+	reportCPU(b, cpu)
+}
+
+// processCPU is the process's user+system CPU time so far.
+func processCPU() time.Duration {
+	var ru syscall.Rusage
+	if syscall.Getrusage(syscall.RUSAGE_SELF, &ru) != nil {
+		return 0
+	}
+	return time.Duration(ru.Utime.Nano() + ru.Stime.Nano())
+}
+
+// reportCPU reports the process CPU time per operation since start: on a
+// shared machine wall time per op swings with other work, CPU time
+// much less (GC included, as the requests cause it).
+func reportCPU(b *testing.B, start time.Duration) {
+	if start > 0 && b.N > 0 {
+		b.ReportMetric(float64(processCPU()-start)/float64(b.N)/1e6, "cpu-ms/op")
+	}
 }

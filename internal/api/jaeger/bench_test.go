@@ -34,3 +34,26 @@ func BenchmarkWithMemstore(b *testing.B) {
 		apitest.BenchGet(b, h, "/api/v3/trace-summaries?query.serviceName=frontend&query.searchDepth=20")
 	})
 }
+
+// BenchmarkWithEngine: the same requests against the embedded engine
+// holding apitest.EngineSpans() spans (traces of 20 spans) in compacted
+// blocks. Run with
+//
+//	TRACEDX_BENCH_SPANS=1000000 go test -run '^$' -bench WithEngine -benchtime 200x ./internal/api/jaeger/
+func BenchmarkWithEngine(b *testing.B) {
+	traces := apitest.EngineSpans() / 20
+	h := NewHandler(apitest.EngineWith(b, traces, 20), Options{})
+	ids := make([]string, 64)
+	for i := range ids {
+		ids[i] = apitest.SynthTrace(i*(traces/len(ids)), 1)[0].TraceID.String()
+	}
+	b.Run("v1_trace_by_id", func(b *testing.B) { apitest.BenchGetEach(b, h, "/api/traces/", ids) })
+	b.Run("v3_trace_by_id", func(b *testing.B) { apitest.BenchGetEach(b, h, "/api/v3/traces/", ids) })
+	b.Run("v1_search_service_limit20", func(b *testing.B) { apitest.BenchGet(b, h, "/api/traces?service=orders&limit=20") })
+	b.Run("v3_find_traces_service_limit20", func(b *testing.B) {
+		apitest.BenchGet(b, h, "/api/v3/traces?query.serviceName=orders&query.searchDepth=20&query.startTimeMin=2026-01-01T00:00:00Z&query.startTimeMax=2027-01-01T00:00:00Z")
+	})
+	b.Run("v3_trace_summaries_limit20", func(b *testing.B) {
+		apitest.BenchGet(b, h, "/api/v3/trace-summaries?query.serviceName=orders&query.searchDepth=20")
+	})
+}

@@ -35,7 +35,11 @@ type Options struct {
 	// MaxSearchLimit caps client limits so one request cannot pull the whole
 	// store into memory.
 	MaxSearchLimit int
-	Logger         *slog.Logger
+	// MaxTraceSpans cuts a trace by id to its first spans by start (0: no
+	// cap); Jaeger's formats have no pages, and a 200k-span trace is
+	// 155 MB of JSON. The Jaeger trace says so in its warnings.
+	MaxTraceSpans int
+	Logger        *slog.Logger
 	// Now is the clock (tests pin it).
 	Now func() time.Time
 }

@@ -122,7 +122,7 @@ func (h *handler) getTrace(w http.ResponseWriter, r *http.Request) {
 		h.writeErr(w, r, err)
 		return
 	}
-	spans, err := h.st.Trace(r.Context(), id, hint)
+	spans, total, err := store.TraceCapped(r.Context(), h.st, id, hint, h.opts.MaxTraceSpans)
 	if err == nil && len(spans) == 0 {
 		err = store.ErrNotFound
 	}
@@ -135,7 +135,17 @@ func (h *handler) getTrace(w http.ResponseWriter, r *http.Request) {
 		h.writeErr(w, r, fmt.Errorf("reading trace %s: %w", id, err))
 		return
 	}
-	h.writeData(w, r, []Trace{ToTrace(spans)}, 0, nil)
+	tr := ToTrace(spans)
+	if total > len(spans) {
+		tr.Warnings = append(tr.Warnings, cutWarning(len(spans), total))
+	}
+	h.writeData(w, r, []Trace{tr}, 0, nil)
+}
+
+// cutWarning says a trace was cut at the API's span cap.
+func cutWarning(kept, total int) string {
+	return fmt.Sprintf("trace cut to its first %d of %d spans by start (query.max_api_trace_spans); "+
+		"tracedx's /api/v1/traces/{id} pages through all of them", kept, total)
 }
 
 // parseMicros reads a unix-microseconds parameter as unix nanoseconds.
@@ -369,13 +379,13 @@ func (h *handler) searchTraces(w http.ResponseWriter, r *http.Request) {
 		h.writeData(w, r, traces, len(traces), errs)
 		return
 	}
-	err = h.st.ScanTraces(ctx, sr.q, func(spans []model.Span) error {
-		traces = append(traces, ToTrace(spans))
-		return nil
-	})
+	found, err := searchWholeTraces(ctx, h.st, sr.q)
 	if err != nil {
 		h.writeErr(w, r, fmt.Errorf("searching traces: %w", err))
 		return
+	}
+	for _, spans := range found {
+		traces = append(traces, ToTrace(spans))
 	}
 	h.writeData(w, r, traces, len(traces), nil)
 }

@@ -327,3 +327,30 @@ func TestDependencySourceIsPluggable(t *testing.T) {
 	st, m := apitest.GetJSON(t, srv, "/api/dependencies")
 	apitest.Eq(t, "data", envelopeOK(t, "deps", st, m), []any{map[string]any{"parent": "a", "child": "b", "callCount": 7.0}})
 }
+
+// A trace over MaxTraceSpans comes back cut to its first spans by start,
+// with a warning naming both counts; a trace under it comes back whole.
+func TestTraceByIDIsCapped(t *testing.T) {
+	srv := newServer(t, Options{MaxTraceSpans: 2})
+	st, m := apitest.GetJSON(t, srv, "/api/traces/"+apitest.TraceA)
+	tr := apitest.Arr(t, "data", envelopeOK(t, "trace", st, m))[0].(map[string]any)
+	spans := apitest.Arr(t, "spans", tr["spans"])
+	if len(spans) != 2 {
+		t.Fatalf("%d spans, want the cap of 2", len(spans))
+	}
+	if w := apitest.Arr(t, "warnings", tr["warnings"]); len(w) != 1 || !strings.Contains(w[0].(string), "first 2 of 4 spans") {
+		t.Errorf("warnings %v", w)
+	}
+	first := spans[0].(map[string]any)["startTime"].(float64)
+	for _, s := range spans[1:] {
+		if s.(map[string]any)["startTime"].(float64) < first {
+			t.Errorf("kept spans are not the earliest")
+		}
+	}
+	srv = newServer(t, Options{MaxTraceSpans: 4})
+	st, m = apitest.GetJSON(t, srv, "/api/traces/"+apitest.TraceA)
+	tr = apitest.Arr(t, "data", envelopeOK(t, "trace", st, m))[0].(map[string]any)
+	if n := len(apitest.Arr(t, "spans", tr["spans"])); n != 4 || tr["warnings"] != nil {
+		t.Errorf("a trace at the cap: %d spans, warnings %v", n, tr["warnings"])
+	}
+}

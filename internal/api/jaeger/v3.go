@@ -128,7 +128,9 @@ func (h *handler) v3GetTrace(w http.ResponseWriter, r *http.Request) {
 		h.v3Err(w, r, err)
 		return
 	}
-	spans, err := h.st.Trace(r.Context(), id, hint)
+	// api_v3 answers OTLP, which has no place for a warning: a trace over
+	// the cap is cut to its first spans by start (see Options.MaxTraceSpans).
+	spans, _, err := store.TraceCapped(r.Context(), h.st, id, hint, h.opts.MaxTraceSpans)
 	if errors.Is(err, store.ErrNotFound) || (err == nil && len(spans) == 0) {
 		h.v3NotFound(w, r)
 		return
@@ -223,11 +225,11 @@ func (h *handler) v3FindTraces(w http.ResponseWriter, r *http.Request) {
 		h.v3Err(w, r, err)
 		return
 	}
+	found, err := searchWholeTraces(r.Context(), h.st, sq)
 	var all []model.Span
-	err = h.st.ScanTraces(r.Context(), sq, func(spans []model.Span) error {
+	for _, spans := range found {
 		all = append(all, spans...)
-		return nil
-	})
+	}
 	if err != nil {
 		h.v3Err(w, r, fmt.Errorf("searching traces: %w", err))
 		return

@@ -8,6 +8,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/tracedx/tracedx/internal/api/apitest"
 	"github.com/tracedx/tracedx/internal/model"
 	"github.com/tracedx/tracedx/internal/store/memstore"
 )
@@ -77,4 +78,25 @@ func BenchmarkTempoAPI(b *testing.B) {
 			}
 		})
 	}
+}
+
+// BenchmarkWithEngine: trace by id and searches by service against the
+// embedded engine holding apitest.EngineSpans() spans (traces of 20 spans)
+// in compacted blocks. Run with
+//
+//	TRACEDX_BENCH_SPANS=1000000 go test -run '^$' -bench WithEngine -benchtime 200x ./internal/api/tempo/
+func BenchmarkWithEngine(b *testing.B) {
+	traces := apitest.EngineSpans() / 20
+	h := NewHandler(apitest.EngineWith(b, traces, 20), Options{})
+	ids := make([]string, 64)
+	for i := range ids {
+		ids[i] = apitest.SynthTrace(i*(traces/len(ids)), 1)[0].TraceID.String()
+	}
+	b.Run("trace_by_id_v2", func(b *testing.B) { apitest.BenchGetEach(b, h, "/api/v2/traces/", ids) })
+	b.Run("search_traceql_service_limit20", func(b *testing.B) {
+		apitest.BenchGet(b, h, "/api/search?limit=20&q="+urlq(`{ resource.service.name = "orders" }`))
+	})
+	b.Run("search_tags_service_limit20", func(b *testing.B) {
+		apitest.BenchGet(b, h, "/api/search?limit=20&tags="+urlq(`service.name=orders`))
+	})
 }

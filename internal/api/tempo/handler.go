@@ -35,6 +35,9 @@ type Options struct {
 	FindingKinds func() []string
 	// MaxSearchLimit caps /api/search's limit (default 1000).
 	MaxSearchLimit int
+	// MaxTraceSpans cuts a trace by id to its first spans by start (0: no
+	// cap): Tempo's trace format has no pages.
+	MaxTraceSpans int
 	// MaxScanTraces caps the traces one search or metrics query evaluates
 	// (default 200,000); beyond it results are marked partial.
 	MaxScanTraces int

@@ -84,7 +84,10 @@ func (h *handler) parseSearch(r *http.Request) (*searchParams, error) {
 		return nil, badRequest{"invalid request: can't specify tags and q in the same query"}
 	}
 	if tags != "" {
-		text, err = legacyTagsQuery(tags)
+		text, err = legacyTagsQuery(tags, func() []string {
+			svcs, _ := h.st.Services(r.Context(), store.TimeRange{})
+			return svcs
+		})
 		if err != nil {
 			return nil, err
 		}
@@ -107,8 +110,11 @@ func (h *handler) parseSearch(r *http.Request) (*searchParams, error) {
 
 // legacyTagsQuery turns Tempo's pre-TraceQL `tags` (logfmt key=value) into
 // a selector: values match case-insensitively as substrings, as the old
-// search did.
-func legacyTagsQuery(s string) (string, error) {
+// search did. A service.name value that is part of exactly one known
+// service name (services, called at most once) becomes an equality on that
+// name: the same traces, but the store answers it from its service index
+// instead of testing every span against a regular expression.
+func legacyTagsQuery(s string, services func() []string) (string, error) {
 	pairs, err := parseLogfmt(s)
 	if err != nil {
 		return "", badRequest{fmt.Sprintf("invalid tags: %v", err)}
@@ -126,6 +132,10 @@ func legacyTagsQuery(s string) (string, error) {
 			lhs = "name"
 		case "service.name":
 			lhs = "resource.service.name"
+			if only, ok := onlyServiceContaining(services(), kv[1]); ok {
+				conds = append(conds, lhs+" = "+strconv.Quote(only))
+				continue
+			}
 		default:
 			lhs = "." + strconv.Quote(kv[0])
 		}
@@ -136,6 +146,19 @@ func legacyTagsQuery(s string) (string, error) {
 		return "{}", nil
 	}
 	return "{ " + strings.Join(conds, " && ") + " }", nil
+}
+
+// onlyServiceContaining returns the one service whose name contains sub
+// case-insensitively, if exactly one does.
+func onlyServiceContaining(services []string, sub string) (string, bool) {
+	sub = strings.ToLower(sub)
+	found, n := "", 0
+	for _, s := range services {
+		if strings.Contains(strings.ToLower(s), sub) {
+			found, n = s, n+1
+		}
+	}
+	return found, n == 1
 }
 
 // parseLogfmt reads `k=v k2="v 2"`.

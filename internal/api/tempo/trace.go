@@ -46,7 +46,7 @@ func (h *handler) trace(w http.ResponseWriter, r *http.Request, v2 bool) {
 		h.fail(w, r, badRequest{fmt.Sprintf("http parameter start must be before end. received start=%s end=%s", q.Get("start"), q.Get("end"))})
 		return
 	}
-	spans, err := h.st.Trace(r.Context(), id, store.TimeRange{Start: start, End: end})
+	spans, _, err := store.TraceCapped(r.Context(), h.st, id, store.TimeRange{Start: start, End: end}, h.opts.MaxTraceSpans)
 	if err == nil && len(spans) == 0 {
 		err = store.ErrNotFound
 	}

@@ -59,6 +59,18 @@ type Deps struct {
 	Now func() time.Time
 	// MaxSearchLimit caps limit on /api/v1/search (default 1000).
 	MaxSearchLimit int
+	// Sampled, when set, gives the tail-sampling decision about a trace
+	// for search results ("": unknown).
+	Sampled func(model.TraceID) string
+	// MaxTraceSpans is the largest page of /api/v1/traces/{id} (default
+	// 10,000 spans).
+	MaxTraceSpans int
+	// MaxAnalysisSpans: the analysis of a larger trace is refused with 422
+	// (default 50,000 spans).
+	MaxAnalysisSpans int
+	// QueryTimeout bounds a trace or analysis request; beyond it the
+	// answer is 503 with the reason (default 30 s).
+	QueryTimeout time.Duration
 }
 
 type api struct {
@@ -83,6 +95,15 @@ func NewHandler(d Deps) http.Handler {
 	rejudge := d.Analyzer != nil
 	if d.Analyzer == nil {
 		d.Analyzer = CriticalPathOnly
+	}
+	if d.MaxTraceSpans <= 0 {
+		d.MaxTraceSpans = 10_000
+	}
+	if d.MaxAnalysisSpans <= 0 {
+		d.MaxAnalysisSpans = 50_000
+	}
+	if d.QueryTimeout <= 0 {
+		d.QueryTimeout = 30 * time.Second
 	}
 	if d.Explain == nil {
 		d.Explain = func(spans []model.Span, stored []analyze.Finding) analyze.Result {
@@ -133,9 +154,12 @@ func badf(format string, args ...any) error { return clientError{fmt.Errorf(form
 
 func (a *api) fail(w http.ResponseWriter, r *http.Request, err error) {
 	var ce clientError
+	var tl errTooLarge
 	switch {
 	case errors.As(err, &ce):
 		writeError(w, http.StatusBadRequest, err.Error())
+	case errors.As(err, &tl):
+		writeError(w, http.StatusUnprocessableEntity, err.Error())
 	case errors.Is(err, store.ErrNotFound):
 		writeError(w, http.StatusNotFound, err.Error())
 	case errors.Is(err, store.ErrOverloaded), errors.Is(err, context.DeadlineExceeded), errors.Is(err, context.Canceled):

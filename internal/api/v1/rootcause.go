@@ -85,19 +85,7 @@ func (a *api) rootCause(w http.ResponseWriter, r *http.Request) {
 		a.fail(w, r, err)
 		return
 	}
-	ctx := r.Context()
-	base, baseFindings, err := a.sampleWindow(ctx, rq, rq.baseline)
-	if err != nil {
-		a.fail(w, r, fmt.Errorf("reading the baseline window: %w", err))
-		return
-	}
-	inc, incFindings, err := a.sampleWindow(ctx, rq, rq.incident)
-	if err != nil {
-		a.fail(w, r, fmt.Errorf("reading the incident window: %w", err))
-		return
-	}
-	rep, err := rootcause.Rank(base, inc, rootcause.Options{Service: rq.service, Operation: rq.operation,
-		BaselineFindings: baseFindings, IncidentFindings: incFindings, Limit: rq.causes})
+	rep, err := a.rank(r.Context(), rq)
 	if errors.Is(err, rootcause.ErrNoTraces) {
 		writeError(w, http.StatusNotFound, err.Error())
 		return
@@ -107,6 +95,39 @@ func (a *api) rootCause(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	writeJSON(w, http.StatusOK, rep)
+}
+
+// rank samples both windows of rq and ranks the causes.
+func (a *api) rank(ctx context.Context, rq rootCauseQuery) (rootcause.Report, error) {
+	base, baseFindings, err := a.sampleWindow(ctx, rq, rq.baseline)
+	if err != nil {
+		return rootcause.Report{}, fmt.Errorf("reading the baseline window: %w", err)
+	}
+	inc, incFindings, err := a.sampleWindow(ctx, rq, rq.incident)
+	if err != nil {
+		return rootcause.Report{}, fmt.Errorf("reading the incident window: %w", err)
+	}
+	return rootcause.Rank(base, inc, rootcause.Options{Service: rq.service, Operation: rq.operation,
+		BaselineFindings: baseFindings, IncidentFindings: incFindings, Limit: rq.causes})
+}
+
+// RankRootCause ranks the causes of [from, to) through the endpoint
+// (service, operation; both may be empty) against the window of the same
+// length before it, as GET /api/v1/rootcause does by default: for callers
+// inside the server, such as alerting.
+func RankRootCause(ctx context.Context, d Deps, service, operation string, from, to time.Time) (rootcause.Report, error) {
+	a := &api{d: d}
+	length := uint64(to.Sub(from))
+	start := uint64(from.UnixNano())
+	rq := rootCauseQuery{
+		incident:  store.TimeRange{Start: start, End: uint64(to.UnixNano())},
+		baseline:  store.TimeRange{Start: start - min(length, start), End: start},
+		service:   service,
+		operation: operation,
+		perWindow: 500,
+		causes:    3,
+	}
+	return a.rank(ctx, rq)
 }
 
 // sampleWindow fetches up to rq.perWindow traces of the window (through

@@ -27,13 +27,19 @@ func parseID(s string) (model.TraceID, error) {
 	return id, nil
 }
 
-// loadTrace reads a trace with the optional start/end hint.
-func (a *api) loadTrace(r *http.Request) ([]model.Span, model.TraceID, error) {
+// traceParams reads the trace id and the optional start/end hint.
+func (a *api) traceParams(r *http.Request) (model.TraceID, store.TimeRange, error) {
 	id, err := parseID(r.PathValue("id"))
 	if err != nil {
-		return nil, id, err
+		return id, store.TimeRange{}, err
 	}
 	hint, err := a.parseRange(r.URL.Query())
+	return id, hint, err
+}
+
+// loadTrace reads a trace with the optional start/end hint.
+func (a *api) loadTrace(r *http.Request) ([]model.Span, model.TraceID, error) {
+	id, hint, err := a.traceParams(r)
 	if err != nil {
 		return nil, id, err
 	}
@@ -48,18 +54,57 @@ func (a *api) loadTrace(r *http.Request) ([]model.Span, model.TraceID, error) {
 }
 
 func (a *api) trace(w http.ResponseWriter, r *http.Request) {
-	spans, _, err := a.loadTrace(r)
+	r, cancel := a.queryContext(r)
+	defer cancel()
+	offset, limit, err := a.pageParams(r.URL.Query())
 	if err != nil {
 		a.fail(w, r, err)
 		return
 	}
-	writeJSON(w, http.StatusOK, traceJSON(spans))
+	page, id, err := a.loadPage(r, offset, limit)
+	if err != nil {
+		a.fail(w, r, timeoutError(r.Context(), err))
+		return
+	}
+	writeJSON(w, http.StatusOK, pageJSON(id, page, offset, limit, r.URL))
+}
+
+// loadPage reads one page of a trace: from the store alone when it can,
+// else cut out of the whole trace.
+func (a *api) loadPage(r *http.Request, offset, limit int) (store.TracePage, model.TraceID, error) {
+	pager, ok := a.d.Store.(store.TracePager)
+	if !ok {
+		spans, id, err := a.loadTrace(r)
+		if err != nil {
+			return store.TracePage{}, id, err
+		}
+		return pageOf(spans, offset, limit), id, nil
+	}
+	id, hint, err := a.traceParams(r)
+	if err != nil {
+		return store.TracePage{}, id, err
+	}
+	page, err := pager.TracePage(r.Context(), id, hint, offset, limit)
+	if err != nil {
+		return page, id, fmt.Errorf("trace %s: %w", id, err)
+	}
+	return page, id, nil
 }
 
 func (a *api) analysis(w http.ResponseWriter, r *http.Request) {
+	r, cancel := a.queryContext(r)
+	defer cancel()
+	if err := a.checkAnalysisSize(r); err != nil {
+		a.fail(w, r, timeoutError(r.Context(), err))
+		return
+	}
 	spans, id, err := a.loadTrace(r)
 	if err != nil {
-		a.fail(w, r, err)
+		a.fail(w, r, timeoutError(r.Context(), err))
+		return
+	}
+	if len(spans) > a.d.MaxAnalysisSpans {
+		a.fail(w, r, a.tooLargeForAnalysis(id, len(spans)))
 		return
 	}
 	var stored []analyze.Finding
@@ -71,6 +116,18 @@ func (a *api) analysis(w http.ResponseWriter, r *http.Request) {
 			return
 		}
 	}
+	out, err := runAnalysis(r.Context(), func() analysisJSON { return a.judge(spans, stored, have) })
+	if err != nil {
+		a.fail(w, r, err)
+		return
+	}
+	capAnalysis(&out)
+	writeJSON(w, http.StatusOK, out)
+}
+
+// judge is the analysis of a trace: its stored findings explained (and
+// compared with today's verdict) when there are any, else computed now.
+func (a *api) judge(spans []model.Span, stored []analyze.Finding, have bool) analysisJSON {
 	out := analysisJSON{Source: "computed", Rejudged: []rejudgedJSON{}}
 	if have {
 		out.Source = "stored"
@@ -94,7 +151,34 @@ func (a *api) analysis(w http.ResponseWriter, r *http.Request) {
 	if out.Why == nil {
 		out.Why = []string{}
 	}
-	writeJSON(w, http.StatusOK, out)
+	return out
+}
+
+// checkAnalysisSize refuses a trace too large to analyse before reading
+// it, when the store can count its spans: reading a 200k-span trace only
+// to refuse it took seconds and hundreds of MB.
+func (a *api) checkAnalysisSize(r *http.Request) error {
+	sc, ok := a.d.Store.(store.SpanCounter)
+	if !ok {
+		return nil
+	}
+	id, hint, err := a.traceParams(r)
+	if err != nil {
+		return err
+	}
+	n, err := sc.TraceSpanCount(r.Context(), id, hint)
+	if err != nil {
+		return err
+	}
+	if n > a.d.MaxAnalysisSpans {
+		return a.tooLargeForAnalysis(id, n)
+	}
+	return nil
+}
+
+func (a *api) tooLargeForAnalysis(id model.TraceID, n int) error {
+	return errTooLarge{fmt.Sprintf("trace %s has %d spans, more than the %d an analysis on request may take (query.max_analysis_spans); "+
+		"its findings from the background analysis are at /api/v1/findings?trace_id=%s", id, n, a.d.MaxAnalysisSpans, id)}
 }
 
 // rejudge lists where today's analysis of a trace disagrees with its stored
@@ -376,6 +460,9 @@ func (a *api) search(w http.ResponseWriter, r *http.Request) {
 	resp := SearchResponse{Traces: make([]SummaryJSON, len(sums)), Count: len(sums), Limit: sq.Limit}
 	for i := range sums {
 		resp.Traces[i] = summaryJSON(&sums[i])
+		if a.d.Sampled != nil {
+			resp.Traces[i].Sampled = a.d.Sampled(sums[i].TraceID)
+		}
 	}
 	writeJSON(w, http.StatusOK, resp)
 }

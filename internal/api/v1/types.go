@@ -3,7 +3,6 @@ package v1
 import (
 	"encoding/json"
 	"math"
-	"sort"
 	"strconv"
 	"time"
 
@@ -101,6 +100,11 @@ type SummaryJSON struct {
 	SpanCount  int           `json:"span_count"`
 	ErrorCount int           `json:"error_count"`
 	Services   []ServiceJSON `json:"services"`
+	// Sampled is the tail-sampling decision about the trace: why it was
+	// kept ("error", "finding", "slow", "rate", ...) or "dropped" (its
+	// spans are about to leave storage). Absent when sampling is off or
+	// the decision is no longer remembered.
+	Sampled string `json:"sampled,omitempty"`
 }
 
 // ServiceJSON counts one service's spans in a trace.
@@ -197,28 +201,6 @@ func spanJSON(s *model.Span) SpanJSON {
 	return j
 }
 
-func traceJSON(spans []model.Span) TraceJSON {
-	sorted := append([]model.Span(nil), spans...)
-	sort.SliceStable(sorted, func(i, j int) bool { return sorted[i].StartUnixNano < sorted[j].StartUnixNano })
-	var lo, hi uint64
-	for i := range sorted {
-		if lo == 0 || sorted[i].StartUnixNano < lo {
-			lo = sorted[i].StartUnixNano
-		}
-		if sorted[i].EndUnixNano > hi {
-			hi = sorted[i].EndUnixNano
-		}
-	}
-	t := TraceJSON{TimesJSON: times(lo, hi), SpanCount: len(sorted), Spans: make([]SpanJSON, len(sorted))}
-	if len(sorted) > 0 {
-		t.TraceID = sorted[0].TraceID.String()
-	}
-	for i := range sorted {
-		t.Spans[i] = spanJSON(&sorted[i])
-	}
-	return t
-}
-
 func summaryJSON(s *model.TraceSummary) SummaryJSON {
 	j := SummaryJSON{
 		TraceID: s.TraceID.String(), RootService: s.RootService, RootOperation: s.RootName,
@@ -239,6 +221,11 @@ type analysisJSON struct {
 	Source   string         `json:"source"`
 	Rejudged []rejudgedJSON `json:"rejudged"`
 	Note     string         `json:"note,omitempty"`
+	// Findings and CriticalPath hold at most maxAnalysisItems entries;
+	// the totals say how many there were, Truncated whether either was cut.
+	TotalFindings     int  `json:"total_findings"`
+	TotalCriticalPath int  `json:"total_critical_path"`
+	Truncated         bool `json:"truncated"`
 }
 
 // rejudgedJSON is a stored finding that today's baselines would judge

@@ -46,7 +46,9 @@ func TestTraceFieldByField(t *testing.T) {
 	if st != 200 {
 		t.Fatal(st, m)
 	}
-	tr := apitest.WantKeys(t, "trace", m, withTimes("trace_id", "span_count", "spans")...)
+	tr := apitest.WantKeys(t, "trace", m, withTimes("trace_id", "span_count", "spans", "total_spans", "offset", "limit", "truncated")...)
+	apitest.Eq(t, "total_spans", tr["total_spans"], 4.0)
+	apitest.Eq(t, "truncated", tr["truncated"], false)
 	apitest.Eq(t, "trace_id", tr["trace_id"], apitest.TraceA)
 	apitest.Eq(t, "span_count", tr["span_count"], 4.0)
 	apitest.Eq(t, "start_time", tr["start_time"], "2026-01-15T10:00:00Z")
@@ -304,7 +306,7 @@ func TestAnalysis(t *testing.T) {
 		t.Fatal(st, m)
 	}
 	res := apitest.WantKeys(t, "analysis", m, "trace_id", "root_service", "root_operation", "duration_ms", "span_count", "findings",
-		"critical_path", "why", "source", "rejudged")
+		"critical_path", "why", "source", "rejudged", "total_findings", "total_critical_path", "truncated")
 	apitest.Eq(t, "trace_id", res["trace_id"], apitest.TraceA)
 	apitest.Eq(t, "root_operation", res["root_operation"], "GET /orders")
 	apitest.Eq(t, "duration_ms", res["duration_ms"], 120.0)

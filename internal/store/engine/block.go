@@ -576,20 +576,28 @@ func (b *block) fillTrace(rows []spanRow, i int) {
 func rowsToSpans(rows []spanRow, out []model.Span) ([]model.Span, error) {
 	for i := range rows {
 		out = append(out, model.Span{})
-		s := &out[len(out)-1]
-		if err := fromRow(&rows[i], s); err != nil {
-			return nil, fmt.Errorf("decode row: %w", err)
-		}
-		if p := rows[i].ParentIdx; p > 0 {
-			if int(p) > len(rows) {
-				return nil, fmt.Errorf("decode row: parent index %d out of range: %w", p, errCorrupt)
-			}
-			s.ParentSpanID = rows[p-1].SpanID
-		} else if len(rows[i].ParentID) == 8 {
-			copy(s.ParentSpanID[:], rows[i].ParentID)
+		if err := rowToSpan(&rows[i], &out[len(out)-1], len(rows), func(k int) model.SpanID { return rows[k].SpanID }); err != nil {
+			return nil, err
 		}
 	}
 	return out, nil
+}
+
+// rowToSpan converts one row of a trace of nrows rows; idOf gives the span
+// id of the trace's k-th row (parents are stored as row indexes).
+func rowToSpan(r *spanRow, s *model.Span, nrows int, idOf func(k int) model.SpanID) error {
+	if err := fromRow(r, s); err != nil {
+		return fmt.Errorf("decode row: %w", err)
+	}
+	if p := r.ParentIdx; p > 0 {
+		if int(p) > nrows {
+			return fmt.Errorf("decode row: parent index %d out of range: %w", p, errCorrupt)
+		}
+		s.ParentSpanID = idOf(int(p) - 1)
+	} else if len(r.ParentID) == 8 {
+		copy(s.ParentSpanID[:], r.ParentID)
+	}
+	return nil
 }
 
 // forEachTrace streams every trace of the block in trace-id order.

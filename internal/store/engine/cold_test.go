@@ -1,6 +1,7 @@
 package engine
 
 import (
+	"context"
 	"sync"
 	"testing"
 	"time"
@@ -111,4 +112,30 @@ func normSpan(s model.Span) model.Span {
 		s.Links = nil
 	}
 	return s
+}
+
+// A trace registered by a cut but not yet handed to the cold tier (the cut
+// registers first, keepCold adds its spans after) may go idle in between
+// on a starved CPU. The completion pass used to complete it from no parts
+// and crash the server (index out of range); now it waits for the parts.
+func TestPendingTraceWithoutPartsYetWaits(t *testing.T) {
+	o := testOpts(t.TempDir())
+	o.OnTraceComplete = func(CompletedTrace) {}
+	e := openT(t, o)
+	defer e.Close()
+	id := model.TraceID{3, 1, 4}
+	old := time.Now().Add(-2 * time.Hour).UnixNano()
+	e.pendingMu.Lock()
+	e.pending[id] = &pendingTrace{lastSeen: old}
+	e.pendingQ = append(e.pendingQ, pendingRef{id, old})
+	e.nPending.Store(1)
+	e.pendingMu.Unlock()
+
+	e.completePending(context.Background())
+
+	e.pendingMu.Lock()
+	defer e.pendingMu.Unlock()
+	if e.pending[id] == nil || len(e.pendingQ) != 1 {
+		t.Fatalf("a trace without its parts yet was taken: pending %v, queue %d", e.pending[id], len(e.pendingQ))
+	}
 }

@@ -69,9 +69,16 @@ type Options struct {
 	// Retention deletes blocks whose newest span is older than this
 	// (0: keep forever).
 	Retention time.Duration
-	// MaxDiskBytes deletes the oldest blocks while blocks and WAL together
-	// exceed it (0: no limit).
+	// MaxDiskBytes is the disk budget of blocks, WAL and ExtraDiskBytes
+	// (0: no limit). Retention deletes the oldest blocks while blocks and
+	// extra exceed it less a reserve for the WAL (an eighth); the WAL never
+	// makes blocks go: while everything together reaches the budget, Write
+	// refuses with store.ErrDiskBudget until flushes and retention make
+	// room.
 	MaxDiskBytes int64
+	// ExtraDiskBytes, when set, reports other data kept under the same
+	// budget (the findings).
+	ExtraDiskBytes func() int64
 	// WALSegmentBytes rotates WAL segments (default 64 MiB).
 	WALSegmentBytes int64
 
@@ -84,6 +91,10 @@ type Options struct {
 	RefreshInterval time.Duration
 
 	Logger *slog.Logger
+
+	// walCreate replaces how WAL segment files are created (tests inject
+	// write errors through it).
+	walCreate func(path string) (segmentFile, error)
 }
 
 func (o *Options) defaults() {
@@ -132,6 +143,18 @@ type Stats struct {
 	CompactionsTotal         uint64
 	RetentionDeletedTotal    uint64
 	BackgroundErrorsTotal    uint64
+	// DroppedTracesTotal counts trace fragments Drop left out of compacted
+	// blocks; DropsPending the traces waiting for their compaction.
+	DroppedTracesTotal uint64
+	DropsPending       int
+
+	// DiskRefusedTotal counts writes and admissions refused because the
+	// disk was full or the disk budget reached; WALFailuresTotal counts
+	// failed WAL writes and fsyncs.
+	DiskRefusedTotal uint64
+	WALFailuresTotal uint64
+	// DiskFull is set while writes fail for lack of space.
+	DiskFull bool
 
 	HeadTraces int64
 	HeadSpans  int64
@@ -197,6 +220,15 @@ type Engine struct {
 	// readBacks counts early-cut traces completed by reading blocks back
 	// because the cold tier did not hold them whole.
 	readBacks atomic.Uint64
+	// drops are traces to leave out of the next compactions (Drop).
+	drops dropSet
+	// diskFullAt is when a write last failed for lack of space (unix ns,
+	// 0: the last write succeeded).
+	diskFullAt atomic.Int64
+	// storedBytes is blocks plus ExtraDiskBytes as of the last flush or
+	// retention pass (the WAL is counted live).
+	storedBytes atomic.Int64
+	diskRefused atomic.Uint64
 }
 
 // CompletedTrace is what OnTraceComplete receives.
@@ -244,7 +276,10 @@ func Open(ctx context.Context, opts Options) (*Engine, error) {
 		return nil, err
 	}
 	e := &Engine{
-		cold:        coldTier{budget: opts.HeadMaxBytes / 4},
+		cold: coldTier{budget: opts.HeadMaxBytes / 4},
+		// Level-0 blocks are converted about CompactInterval after their
+		// cut; a few rounds of slack cover a busy compactor.
+		drops:       dropSet{ttl: max(4*opts.CompactInterval, 2*time.Minute)},
 		opts:        opts,
 		log:         opts.Logger.With("component", "store"),
 		head:        newHead(opts.SpanFlags, opts.OnTraceComplete != nil),
@@ -334,9 +369,10 @@ func Open(ctx context.Context, opts Options) (*Engine, error) {
 	if err := e.dedupeReplayed(); err != nil {
 		return fail(err)
 	}
-	if e.wal, err = openWAL(walDir, opts.WALSegmentBytes, segs, e.log); err != nil {
+	if e.wal, err = openWAL(walDir, opts.WALSegmentBytes, segs, e.log, opts.walCreate); err != nil {
 		return fail(err)
 	}
+	e.refreshStoredBytes()
 	e.log.Info("storage engine open", "dir", opts.Dir, "blocks", len(e.blocks), "replayed_spans", replayed)
 
 	bg, cancel := context.WithCancel(context.Background())
@@ -462,6 +498,10 @@ func (e *Engine) Write(ctx context.Context, spans []model.Span) error {
 	if e.closed.Load() {
 		return errors.New("store closed")
 	}
+	if err := e.checkDisk(); err != nil {
+		return err
+	}
+	e.drops.revive(spans)
 	// Traces being written to a block still occupy memory until the block
 	// is published, so they count against the budget too.
 	hb := e.head.bytes.Load() + e.flushingBytes.Load()
@@ -498,8 +538,12 @@ func (e *Engine) Write(ctx context.Context, spans []model.Span) error {
 	seg, err := e.wal.append(ctx, fb.b)
 	if err != nil {
 		e.ingestMu.RUnlock()
+		if errors.Is(err, store.ErrDiskFull) {
+			e.diskFullAt.Store(time.Now().UnixNano())
+		}
 		return fmt.Errorf("write-ahead log: %w", err)
 	}
+	e.diskFullAt.Store(0)
 	e.head.insert(spans, fb.b, fb.offs, seg, time.Now().UnixNano())
 	e.ingestMu.RUnlock()
 
@@ -519,6 +563,63 @@ func (e *Engine) Write(ctx context.Context, spans []model.Span) error {
 	e.batches.Add(1)
 	return nil
 }
+
+// diskFullProbe is how long after a write failed for lack of space
+// Admit refuses requests outright; after it, the next write tries the
+// disk again, so ingest resumes by itself once space is back.
+const diskFullProbe = time.Second
+
+// Admit reports whether a write would be refused now, before the caller
+// spends memory decoding it: store.ErrDiskFull shortly after the disk was
+// full, store.ErrDiskBudget at the disk budget, store.ErrOverloaded when
+// the head is over HeadMaxBytes. It is cheap (atomic loads).
+func (e *Engine) Admit() error {
+	if err := e.checkDisk(); err != nil {
+		return err
+	}
+	if e.head.bytes.Load()+e.flushingBytes.Load() > e.opts.HeadMaxBytes {
+		e.kickFlush()
+		return fmt.Errorf("head over storage.head_max_bytes: %w", store.ErrOverloaded)
+	}
+	return nil
+}
+
+func (e *Engine) checkDisk() error {
+	if t := e.diskFullAt.Load(); t != 0 && time.Since(time.Unix(0, t)) < diskFullProbe {
+		e.diskRefused.Add(1)
+		return store.ErrDiskFull
+	}
+	if e.overDiskBudget() {
+		e.diskRefused.Add(1)
+		e.kickFlush()
+		return store.ErrDiskBudget
+	}
+	return nil
+}
+
+// overDiskBudget reports whether blocks, WAL and extra data reach
+// MaxDiskBytes.
+func (e *Engine) overDiskBudget() bool {
+	return e.opts.MaxDiskBytes > 0 && e.storedBytes.Load()+e.wal.bytes.Load() >= e.opts.MaxDiskBytes
+}
+
+// refreshStoredBytes recomputes the bytes of blocks and extra data.
+func (e *Engine) refreshStoredBytes() {
+	var n int64
+	e.mu.RLock()
+	for _, b := range e.blocks {
+		n += b.diskBytes()
+	}
+	e.mu.RUnlock()
+	if e.opts.ExtraDiskBytes != nil {
+		n += e.opts.ExtraDiskBytes()
+	}
+	e.storedBytes.Store(n)
+}
+
+// walReserve is the part of the disk budget retention leaves free for the
+// WAL: the spans not yet in blocks.
+func (e *Engine) walReserve() int64 { return e.opts.MaxDiskBytes / 8 }
 
 // writeStallMax bounds how long a Write waits for a cut under memory
 // pressure before going ahead (it is still refused above HeadMaxBytes).
@@ -587,11 +688,15 @@ func (e *Engine) Stats() Stats {
 		CompactionsTotal:         e.compactions.Load(),
 		RetentionDeletedTotal:    e.retained.Load(),
 		BackgroundErrorsTotal:    e.bgErrors.Load(),
+		DiskRefusedTotal:         e.diskRefused.Load(),
+		WALFailuresTotal:         e.wal.failures.Load(),
+		DiskFull:                 e.diskFullAt.Load() != 0,
 		HeadTraces:               e.head.traces.Load(),
 		HeadSpans:                e.head.spans.Load(),
 		HeadBytes:                e.head.bytes.Load(),
 		WALBytes:                 e.wal.bytes.Load(),
 	}
+	s.DropsPending, s.DroppedTracesTotal = e.drops.stats()
 	e.mu.RLock()
 	for _, b := range e.blocks {
 		s.Blocks++

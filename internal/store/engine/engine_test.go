@@ -612,10 +612,12 @@ func TestRetention(t *testing.T) {
 	if sizeAfter >= sizeBefore {
 		t.Fatalf("disk not freed: %d -> %d", sizeBefore, sizeAfter)
 	}
-	// Size-based: a budget just under the current use drops only the
-	// oldest remaining block.
+	// Size-based: a budget whose share for blocks (all but the WAL's
+	// eighth) is just under the blocks' size drops only the oldest
+	// remaining block.
 	st := e.Stats()
-	e.opts.MaxDiskBytes = st.BlockBytes + st.WALBytes - 1
+	// (B-2)·8/7 leaves at most B-1 bytes for blocks after integer division.
+	e.opts.MaxDiskBytes = (st.BlockBytes - 2) * 8 / 7
 	if err := e.ApplyRetention(ctx); err != nil {
 		t.Fatal(err)
 	}

@@ -9,12 +9,18 @@ import (
 	"time"
 
 	"github.com/tracedx/tracedx/internal/model"
+	"github.com/tracedx/tracedx/internal/ratelog"
 )
+
+// flushRetryDelay is the pause after a failed head cut.
+const flushRetryDelay = 2 * time.Second
 
 func (e *Engine) flushLoop(ctx context.Context) {
 	defer e.wg.Done()
+	flushErrLog := ratelog.Limiter{Every: 10 * time.Second}
 	t := time.NewTicker(e.opts.FlushInterval)
 	defer t.Stop()
+	var retryAt time.Time
 	for {
 		select {
 		case <-ctx.Done():
@@ -22,10 +28,25 @@ func (e *Engine) flushLoop(ctx context.Context) {
 		case <-t.C:
 		case <-e.flushNow:
 		}
+		if time.Now().Before(retryAt) {
+			// A failed cut is put back into the head (decoded and
+			// re-encoded): retrying it on every kick from refused writers
+			// spent the CPU and memory a recovery needs.
+			continue
+		}
 		if err := e.flushOnce(ctx); err != nil && ctx.Err() == nil {
 			e.bgErrors.Add(1)
-			e.log.Error("head flush failed", "err", err)
+			now := time.Now()
+			retryAt = now.Add(flushRetryDelay)
+			if isDiskFull(err) {
+				e.diskFullAt.Store(now.UnixNano())
+			}
+			if held, ok := flushErrLog.Allow(now); ok {
+				e.log.Error("head flush failed; the spans stay in the WAL and the flush is retried", "err", err,
+					"retry_in", flushRetryDelay, "failures_since_last_log", held)
+			}
 		}
+		e.refreshStoredBytes()
 		select {
 		case e.completeNow <- struct{}{}:
 		default:
@@ -435,6 +456,13 @@ func (e *Engine) completePending(ctx context.Context) {
 			// Completed or cut again since; or back in the head, which
 			// completes it.
 			continue
+		}
+		if len(p.parts) == 0 && !p.older && e.wants(id, p.flags) {
+			// Its cut registered it but has not handed its spans to the
+			// cold tier yet (keepCold runs after the registration, and on
+			// a starved CPU the trace can go idle meanwhile): the next
+			// pass takes it. Taking it now completed it from no parts.
+			break
 		}
 		delete(e.pending, id)
 		switch {

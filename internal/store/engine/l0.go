@@ -529,13 +529,20 @@ func (h *l0Heap) Pop() any {
 // convertL0 k-way merges level-0 blocks by trace id into one level-1
 // Parquet block, transcoding each trace's encoded spans (fragments of a
 // trace from several inputs joined) with the same code the head cut used
-// to: no Parquet is read. The catalog is the union of the inputs'.
+// to: no Parquet is read. The catalog is the union of the inputs', unless
+// traces are being dropped (sampling): then it is built from the traces
+// kept, or it would carry every dropped trace's attribute values and
+// outweigh the few spans kept.
 func (e *Engine) convertL0(ctx context.Context, in []*block) (*block, error) {
 	bb, err := e.newCompactedBuilder(ctx, in, 1)
 	if err != nil {
 		return nil, err
 	}
-	bb.rcat = nil
+	if pending, _ := e.drops.stats(); pending > 0 {
+		bb.cat = newCatalog()
+	} else {
+		bb.rcat = nil
+	}
 	fail := func(err error) (*block, error) {
 		bb.abort()
 		return nil, err
@@ -576,6 +583,9 @@ func (e *Engine) convertL0(ctx context.Context, in []*block) (*block, error) {
 			} else {
 				heap.Pop(h)
 			}
+		}
+		if e.drops.has(id) {
+			continue
 		}
 		if err := bb.addRawTrace(buf, n); err != nil {
 			return fail(fmt.Errorf("convert trace %s: %w", id, err))

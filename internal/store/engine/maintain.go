@@ -224,6 +224,9 @@ func (e *Engine) mergeBlocks(ctx context.Context, in []*block, level int) (*bloc
 			frags = appendFragment(frags, s.cur)
 			advance(s)
 		}
+		if e.drops.has(id) {
+			continue
+		}
 		if err := bb.addRows(frags); err != nil {
 			bb.abort()
 			return nil, err
@@ -376,6 +379,7 @@ func (b *blockBuilder) addRows(rows []mergedRow) error {
 // blocks while the disk budget is exceeded.
 func (e *Engine) applyRetention(ctx context.Context) error {
 	if e.opts.Retention <= 0 && e.opts.MaxDiskBytes <= 0 {
+		e.refreshStoredBytes()
 		return nil
 	}
 	e.bgMu.Lock()
@@ -396,12 +400,18 @@ func (e *Engine) applyRetention(ctx context.Context) error {
 		keep = append(keep, e.blocks...)
 	}
 	if e.opts.MaxDiskBytes > 0 {
-		total := e.wal.bytes.Load()
+		// The WAL is not counted: its spans are on their way into blocks,
+		// and deleting stored data to make room for them would trade old
+		// acknowledged spans for new ones. Write refuses instead.
+		var total int64
+		if e.opts.ExtraDiskBytes != nil {
+			total = e.opts.ExtraDiskBytes()
+		}
 		for _, b := range keep {
 			total += b.diskBytes()
 		}
 		sort.Slice(keep, func(i, j int) bool { return keep[i].meta.MaxTime < keep[j].meta.MaxTime })
-		for len(keep) > 0 && total > e.opts.MaxDiskBytes {
+		for len(keep) > 0 && total > e.opts.MaxDiskBytes-e.walReserve() {
 			total -= keep[0].diskBytes()
 			drop = append(drop, keep[0])
 			keep = keep[1:]
@@ -410,6 +420,7 @@ func (e *Engine) applyRetention(ctx context.Context) error {
 	sortBlocks(keep)
 	e.blocks = keep
 	e.mu.Unlock()
+	defer e.refreshStoredBytes()
 	var firstErr error
 	for _, b := range drop {
 		b.release()

@@ -29,15 +29,7 @@ func (e *Engine) Trace(ctx context.Context, id model.TraceID, hint store.TimeRan
 			spans, derr = decodeFramed(t.buf, spans)
 		}
 	}
-	for _, b := range e.blocks {
-		if !hint.Overlaps(b.meta.MinTime, b.meta.MaxTime) {
-			continue
-		}
-		if i := b.idx.find(id); i >= 0 {
-			b.acquire()
-			hits = append(hits, blockHit{b, i})
-		}
-	}
+	hits = e.blockHits(id, hint)
 	e.mu.RUnlock()
 	defer releaseHits(hits)
 	if derr != nil {
@@ -63,6 +55,22 @@ func (e *Engine) Trace(ctx context.Context, id model.TraceID, hint store.TimeRan
 type blockHit struct {
 	b *block
 	i int
+}
+
+// blockHits finds the blocks holding spans of a trace and acquires them;
+// the caller holds e.mu and releases the hits.
+func (e *Engine) blockHits(id model.TraceID, hint store.TimeRange) []blockHit {
+	var hits []blockHit
+	for _, b := range e.blocks {
+		if !hint.Overlaps(b.meta.MinTime, b.meta.MaxTime) {
+			continue
+		}
+		if i := b.idx.find(id); i >= 0 {
+			b.acquire()
+			hits = append(hits, blockHit{b, i})
+		}
+	}
+	return hits
 }
 
 func releaseHits(hs []blockHit) {
@@ -521,4 +529,30 @@ func (e *Engine) AttributeNames(ctx context.Context, scope store.Scope, r store.
 // remembered, values longer than 256 bytes are not).
 func (e *Engine) AttributeValues(ctx context.Context, scope store.Scope, key string, r store.TimeRange, limit int) ([]model.Value, error) {
 	return e.cat.attrValues(scope, key, r, limit), nil
+}
+
+// TraceSpanCount returns how many spans of a trace are stored, from the
+// head's counters and the blocks' indexes, without decoding any: the API
+// refuses an analysis too large before reading the trace.
+func (e *Engine) TraceSpanCount(ctx context.Context, id model.TraceID, hint store.TimeRange) (int, error) {
+	e.mu.RLock()
+	defer e.mu.RUnlock()
+	n := 0
+	if t := e.head.get(id); t != nil {
+		n += t.n
+	}
+	for _, m := range e.flushing {
+		if t := m[id]; t != nil {
+			n += t.n
+		}
+	}
+	for _, b := range e.blocks {
+		if !hint.Overlaps(b.meta.MinTime, b.meta.MaxTime) {
+			continue
+		}
+		if i := b.idx.find(id); i >= 0 {
+			n += int(b.idx.nspans[i])
+		}
+	}
+	return n, ctx.Err()
 }

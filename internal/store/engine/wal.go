@@ -6,6 +6,7 @@ import (
 	"errors"
 	"fmt"
 	"hash/crc32"
+	"io"
 	"log/slog"
 	"os"
 	"path/filepath"
@@ -15,6 +16,10 @@ import (
 	"sync"
 	"sync/atomic"
 	"syscall"
+	"time"
+
+	"github.com/tracedx/tracedx/internal/ratelog"
+	"github.com/tracedx/tracedx/internal/store"
 )
 
 // WAL layout: dir/wal/<seq as 16 hex digits>.log. A segment is a sequence of
@@ -40,10 +45,33 @@ type walReq struct {
 	done   chan error
 }
 
+// segmentFile is the WAL's seam to the file system: tests inject write
+// and fsync errors (ENOSPC) through it without filling a disk.
+type segmentFile interface {
+	Write(p []byte) (int, error)
+	Datasync() error
+	Truncate(size int64) error
+	Seek(offset int64, whence int) (int64, error)
+	Close() error
+}
+
+type osSegment struct{ *os.File }
+
+func (f osSegment) Datasync() error { return fdatasync(f.File) }
+
+func createSegment(path string) (segmentFile, error) {
+	f, err := os.OpenFile(path, os.O_CREATE|os.O_WRONLY|os.O_TRUNC, 0o644)
+	if err != nil {
+		return nil, err
+	}
+	return osSegment{f}, nil
+}
+
 type wal struct {
 	dir      string
 	segBytes int64
 	log      *slog.Logger
+	create   func(path string) (segmentFile, error)
 
 	reqs chan *walReq
 	stop chan struct{}
@@ -51,14 +79,18 @@ type wal struct {
 
 	mu      sync.Mutex // guards segs, cur* fields seen by other goroutines
 	segs    []uint64
-	cur     *os.File
+	cur     segmentFile
 	curSeq  uint64
 	curSize int64
-	broken  error
+	// needNew (loop only): the current segment may end in a torn or
+	// unsynced record, so the next write starts a new segment.
+	needNew bool
+	errLog  ratelog.Limiter
 
-	bytes   atomic.Int64 // total bytes of all segments
-	fsyncs  atomic.Uint64
-	records atomic.Uint64
+	bytes    atomic.Int64 // total bytes of all segments
+	fsyncs   atomic.Uint64
+	records  atomic.Uint64
+	failures atomic.Uint64
 }
 
 func segName(seq uint64) string { return fmt.Sprintf("%016x.log", seq) }
@@ -130,7 +162,10 @@ func replayWAL(dir string, log *slog.Logger, fn func(seq uint64, payload []byte)
 
 // openWAL starts a fresh segment after the existing ones (which must have
 // been replayed already).
-func openWAL(dir string, segBytes int64, existing []uint64, log *slog.Logger) (*wal, error) {
+func openWAL(dir string, segBytes int64, existing []uint64, log *slog.Logger, create func(string) (segmentFile, error)) (*wal, error) {
+	if create == nil {
+		create = createSegment
+	}
 	w := &wal{
 		dir:      dir,
 		segBytes: segBytes,
@@ -138,6 +173,8 @@ func openWAL(dir string, segBytes int64, existing []uint64, log *slog.Logger) (*
 		reqs:     make(chan *walReq, 4096),
 		stop:     make(chan struct{}),
 		segs:     append([]uint64(nil), existing...),
+		create:   create,
+		errLog:   ratelog.Limiter{Every: 10 * time.Second},
 	}
 	var total int64
 	for _, s := range existing {
@@ -159,7 +196,7 @@ func openWAL(dir string, segBytes int64, existing []uint64, log *slog.Logger) (*
 }
 
 func (w *wal) openSegment(seq uint64) error {
-	f, err := os.OpenFile(filepath.Join(w.dir, segName(seq)), os.O_CREATE|os.O_WRONLY|os.O_TRUNC, 0o644)
+	f, err := w.create(filepath.Join(w.dir, segName(seq)))
 	if err != nil {
 		return fmt.Errorf("create wal segment: %w", err)
 	}
@@ -253,7 +290,9 @@ func (w *wal) loop() {
 			w.records.Add(uint64(nrec))
 			if w.curSize >= w.segBytes || (rotate && w.curSize > 0) {
 				if rerr := w.openSegment(seq + 1); rerr != nil {
-					w.setBroken(rerr)
+					// Keep appending to the current segment; the next
+					// rotation tries again.
+					w.logFailure("rotate wal segment", rerr)
 				}
 			}
 		}
@@ -271,36 +310,71 @@ func (w *wal) loop() {
 	}
 }
 
-func (w *wal) setBroken(err error) {
-	w.mu.Lock()
-	if w.broken == nil {
-		w.broken = err
-	}
-	w.mu.Unlock()
-	w.log.Error("wal unusable; writes will fail", "err", err)
-}
-
+// writeSync appends buf and makes it durable. A failed write or fsync is
+// cut off again, so the WAL keeps working once the cause (a full disk)
+// is gone: there is no state that needs a restart.
 func (w *wal) writeSync(buf []byte) error {
-	w.mu.Lock()
-	broken := w.broken
-	w.mu.Unlock()
-	if broken != nil {
-		return fmt.Errorf("wal: %w", broken)
+	if w.needNew {
+		if err := w.openSegment(w.curSeq + 1); err != nil {
+			return w.failure("wal: start segment", err)
+		}
+		w.needNew = false
 	}
 	if _, err := w.cur.Write(buf); err != nil {
-		// A partial record may now sit at the tail; replay drops it, but no
-		// further record may follow it.
-		w.setBroken(err)
-		return fmt.Errorf("wal write: %w", err)
+		w.undo()
+		return w.failure("wal write", err)
 	}
-	if err := fdatasync(w.cur); err != nil {
-		w.setBroken(err)
-		return fmt.Errorf("wal fsync: %w", err)
+	if err := w.cur.Datasync(); err != nil {
+		// After a failed fsync the kernel may have dropped the dirty pages
+		// and forgotten the error, so this file's unsynced tail is
+		// unknowable: cut it and continue in a fresh segment. The records
+		// acknowledged before were synced, and replay ends a segment at
+		// its first bad record.
+		w.undo()
+		w.needNew = true
+		return w.failure("wal fsync", err)
 	}
 	w.fsyncs.Add(1)
 	w.curSize += int64(len(buf))
 	w.bytes.Add(int64(len(buf)))
 	return nil
+}
+
+// undo removes what a failed write may have left after the last
+// acknowledged record; when it cannot, the next write starts a new
+// segment.
+func (w *wal) undo() {
+	if err := w.cur.Truncate(w.curSize); err != nil {
+		w.needNew = true
+		return
+	}
+	if _, err := w.cur.Seek(w.curSize, io.SeekStart); err != nil {
+		w.needNew = true
+	}
+}
+
+// failure counts and logs (rate-limited: under load every request fails
+// alike) a failed write and returns it, marked as store.ErrDiskFull when
+// the file system is out of space or quota.
+func (w *wal) failure(op string, err error) error {
+	w.failures.Add(1)
+	w.logFailure(op, err)
+	if isDiskFull(err) {
+		return fmt.Errorf("%s: %w: %w", op, store.ErrDiskFull, err)
+	}
+	return fmt.Errorf("%s: %w", op, err)
+}
+
+func (w *wal) logFailure(op string, err error) {
+	if n, ok := w.errLog.Allow(time.Now()); ok {
+		w.log.Error("wal write failed; writes are refused until one succeeds", "op", op, "err", err, "failures_since_last_log", n)
+	}
+}
+
+// isDiskFull reports whether err means no space (ENOSPC) or no quota
+// (EDQUOT) left: conditions that pass, unlike a failing device.
+func isDiskFull(err error) bool {
+	return errors.Is(err, syscall.ENOSPC) || errors.Is(err, syscall.EDQUOT)
 }
 
 // rotateSeg closes the current segment (if it holds anything) so it can be

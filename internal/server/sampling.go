@@ -1,0 +1,45 @@
+package server
+
+import (
+	"github.com/prometheus/client_golang/prometheus"
+
+	"github.com/tracedx/tracedx/internal/analyze"
+	"github.com/tracedx/tracedx/internal/model"
+	"github.com/tracedx/tracedx/internal/sampling"
+	"github.com/tracedx/tracedx/internal/store/engine"
+)
+
+// rememberedDecisions bounds the sampling decisions kept for search
+// results (~60 B each).
+const rememberedDecisions = 200_000
+
+// withSampling turns tail sampling on when configured: the pipeline
+// decides after analysis and the engine drops what is not kept.
+func (s *Server) withSampling(p *pipeline, b sampling.Baselines, eng *engine.Engine) {
+	sc := s.cfg.Sampling
+	if !sc.Enabled {
+		return
+	}
+	p.sampler = sampling.New(sampling.Policy{KeepErrors: sc.KeepErrors, KeepFindings: analyze.Severity(sc.KeepFindings),
+		KeepSlowerThan: sc.KeepSlowerThan, Rate: sc.Rate, EndpointRates: sc.EndpointRates, MinPerMinute: sc.MinPerMinute,
+		MaxFindingTracesPerMinute: sc.MaxFindingTracesPerMinute}, b, rememberedDecisions, s.reg)
+	p.drop = eng.Drop
+	s.reg.MustRegister(prometheus.NewCounterFunc(prometheus.CounterOpts{Name: "tracedx_store_sampled_out_traces_total",
+		Help: "Traces (or late fragments) left out of compacted blocks because sampling dropped them."},
+		func() float64 { return float64(eng.Stats().DroppedTracesTotal) }))
+}
+
+// sampledReason is the API's view of a trace's sampling decision.
+func (p *pipeline) sampledReason(id model.TraceID) string {
+	if p.sampler == nil {
+		return ""
+	}
+	return string(p.sampler.Reason(id))
+}
+
+// hasTrace tells the findings API whether a finding's trace is still
+// stored (the store opens after the findings store).
+func (s *Server) hasTrace(id model.TraceID) bool {
+	st, ok := s.store.(interface{ HasTrace(model.TraceID) bool })
+	return !ok || st.HasTrace(id)
+}

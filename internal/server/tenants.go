@@ -1,0 +1,264 @@
+package server
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net/http"
+	"os"
+	"path/filepath"
+	"sync"
+	"time"
+
+	"google.golang.org/grpc"
+
+	"github.com/tracedx/tracedx/internal/auth"
+	"github.com/tracedx/tracedx/internal/config"
+	"github.com/tracedx/tracedx/internal/ingest"
+	"github.com/tracedx/tracedx/internal/model"
+	"github.com/tracedx/tracedx/internal/store"
+	"github.com/tracedx/tracedx/internal/tenant"
+)
+
+// inProcess marks a tenant instance's listeners: their handlers are served
+// by the outer server, never bound.
+const inProcess = "in-process"
+
+// tenantServer is one tenant's instance: a whole server (storage,
+// analysis, analytics, findings, query handlers) without listeners,
+// under data_dir/tenants/<id>.
+type tenantServer struct {
+	*Server
+	sink    ingest.Sink
+	logs    ingest.LogSink
+	limiter *spanRate
+}
+
+func (t *tenantServer) Close() { t.Server.Close() }
+
+// handler returns the tenant's handler of listener name ("http", "tempo").
+func (t *tenantServer) handler(name string) http.Handler {
+	for _, h := range t.http {
+		if h.name == name {
+			return h.handler
+		}
+	}
+	return nil
+}
+
+// tenantConfig is the configuration of one tenant's instance.
+func tenantConfig(cfg config.Config, id string) config.Config {
+	c := cfg
+	c.DataDir = filepath.Join(cfg.DataDir, "tenants", id)
+	c.Listen = config.Listen{HTTP: inProcess, Tempo: inProcess}
+	c.Multitenancy = config.Multitenancy{}
+	c.Auth, c.TLS, c.InsecureListen = config.Auth{}, config.TLS{}, true
+	if r := cfg.Multitenancy.LimitsOf(id).Retention; r > 0 {
+		c.Storage.Retention, c.Retention.KeptTraces = r, r
+	}
+	return c
+}
+
+// newMultiTenant builds the outer server of multitenancy: listeners,
+// authentication and a router to the tenants' instances.
+func newMultiTenant(ctx context.Context, cfg config.Config, log *slog.Logger) (*Server, error) {
+	s := &Server{cfg: cfg, log: log, reg: newRegistry()}
+	ok := false
+	defer func() {
+		if !ok {
+			s.Close()
+		}
+	}()
+	sec, err := newSecurity(s, cfg)
+	if err != nil {
+		return nil, err
+	}
+	router := tenant.NewRouter(func(id string) (*tenantServer, error) {
+		sub, err := New(context.WithoutCancel(ctx), tenantConfig(cfg, id), log.With("tenant", id))
+		if err != nil {
+			return nil, err
+		}
+		sub.startBackground(context.Background())
+		return &tenantServer{Server: sub, sink: sub.sink, logs: sub.logSink, limiter: newSpanRate(cfg.Multitenancy.LimitsOf(id))}, nil
+	})
+	s.closers = append(s.closers, router.Close)
+	// Tenants with data open at start, so their retention and compaction
+	// run whether or not they are queried.
+	if ents, err := os.ReadDir(filepath.Join(cfg.DataDir, "tenants")); err == nil {
+		for _, e := range ents {
+			if e.IsDir() {
+				if _, err := router.Get(e.Name()); err != nil {
+					return nil, err
+				}
+			}
+		}
+	}
+
+	sink := &tenantSink{router: router}
+	inCfg := ingestConfigOf(cfg)
+	sec.ingestConfig(&inCfg)
+	authHTTP := inCfg.HTTPMiddleware
+	inCfg.HTTPMiddleware = func(h http.Handler) http.Handler {
+		h = tenant.HTTP(h)
+		if authHTTP != nil {
+			h = authHTTP(h)
+		}
+		return h
+	}
+	inCfg.GRPCOptions = append(inCfg.GRPCOptions,
+		grpc.ChainUnaryInterceptor(tenant.UnaryInterceptor()), grpc.ChainStreamInterceptor(tenant.StreamInterceptor()))
+	inCfg.DedupScope = func(ctx context.Context) string {
+		id, _ := tenant.FromContext(ctx)
+		return id
+	}
+	in, err := ingest.New(inCfg, sink, sink, log, s.reg)
+	if err != nil {
+		return nil, err
+	}
+	s.ingest = in
+
+	route := func(listener string) http.Handler {
+		return tenant.HTTP(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+			id, _ := tenant.FromContext(r.Context())
+			t, err := router.Get(id)
+			if err != nil {
+				log.Error("opening tenant", "tenant", id, "err", err)
+				http.Error(w, `{"error":"the tenant's storage could not be opened"}`, http.StatusInternalServerError)
+				return
+			}
+			t.handler(listener).ServeHTTP(w, r)
+		}), "/healthz", auth.LoginPath, auth.LogoutPath)
+	}
+	mux := http.NewServeMux()
+	mux.HandleFunc("GET /healthz", func(w http.ResponseWriter, _ *http.Request) { _, _ = w.Write([]byte("ok\n")) })
+	sec.routes(mux)
+	tenantHTTP, processMetrics := route("http"), metricsHandler(s.reg)
+	// /metrics without a tenant is the operator's: process and ingest
+	// metrics. With one, the tenant's own series.
+	mux.Handle("GET /metrics", http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if id, _ := auth.FromContext(r.Context()); id.Tenant == "" && r.Header.Get(tenant.Header) == "" {
+			processMetrics.ServeHTTP(w, r)
+			return
+		}
+		tenantHTTP.ServeHTTP(w, r)
+	}))
+	mux.Handle("/", tenantHTTP)
+	s.listenWrap = sec.wrap
+	s.addHTTP("http", cfg.Listen.HTTP, withRecover(log, sec.query(mux)))
+	s.addHTTP("tempo", cfg.Listen.Tempo, withRecover(log, sec.query(route("tempo"))))
+	ok = true
+	return s, nil
+}
+
+// ingestConfigOf maps the configuration's ingest settings.
+func ingestConfigOf(cfg config.Config) ingest.Config {
+	return ingest.Config{
+		GRPCAddr:               cfg.Listen.OTLPGRPC,
+		HTTPAddr:               cfg.Listen.OTLPHTTP,
+		ZipkinAddr:             cfg.Listen.Zipkin,
+		MaxRequestBytes:        cfg.Ingest.MaxRequestBytes,
+		MaxSpansPerRequest:     cfg.Ingest.MaxSpansPerRequest,
+		MaxAttributesPerSpan:   cfg.Ingest.MaxAttributes,
+		MaxEventsPerSpan:       cfg.Ingest.MaxEventsPerSpan,
+		MaxLinksPerSpan:        cfg.Ingest.MaxLinksPerSpan,
+		MaxAttributeDepth:      cfg.Ingest.MaxAttributeDepth,
+		MaxAttributeValueBytes: cfg.Ingest.MaxAttributeValueBytes,
+		MaxSpansPerTrace:       cfg.Ingest.MaxSpansPerTrace,
+		MaxSpanDuration:        cfg.Ingest.MaxSpanDuration,
+		DedupWindowSpans:       cfg.Ingest.DedupWindowSpans,
+	}
+}
+
+// tenantSink routes ingested spans and logs to the tenant of the request.
+type tenantSink struct {
+	router *tenant.Router[*tenantServer]
+}
+
+func (t *tenantSink) of(ctx context.Context) (*tenantServer, error) {
+	id, ok := tenant.FromContext(ctx)
+	if !ok {
+		return nil, errors.New("no tenant in the request context")
+	}
+	return t.router.Get(id)
+}
+
+func (t *tenantSink) Write(ctx context.Context, spans []model.Span) error {
+	ts, err := t.of(ctx)
+	if err != nil {
+		return err
+	}
+	if !ts.limiter.allow(len(spans), time.Now()) {
+		return fmt.Errorf("tenant ingest rate limit: %w", store.ErrOverloaded)
+	}
+	return ts.sink.Write(ctx, ts.limiter.trimTraces(spans))
+}
+
+func (t *tenantSink) WriteLogs(ctx context.Context, recs []ingest.LogRecord) error {
+	ts, err := t.of(ctx)
+	if err != nil {
+		return err
+	}
+	return ts.logs.WriteLogs(ctx, recs)
+}
+
+// spanRate enforces a tenant's ingest rate (a token bucket of one
+// second's worth) and its spans-per-trace bound.
+type spanRate struct {
+	perSecond float64
+	maxSpans  int
+
+	mu     sync.Mutex
+	tokens float64
+	last   time.Time
+	// spans counts stored spans of recent traces, for maxSpans; it is
+	// reset every idle-timeout-sized epoch to stay bounded.
+	spans map[model.TraceID]int
+	epoch time.Time
+}
+
+func newSpanRate(l config.TenantLimits) *spanRate {
+	return &spanRate{perSecond: l.IngestSpansPerSecond, maxSpans: l.MaxSpansPerTrace, tokens: l.IngestSpansPerSecond}
+}
+
+func (r *spanRate) allow(n int, now time.Time) bool {
+	if r.perSecond <= 0 {
+		return true
+	}
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	if !r.last.IsZero() {
+		r.tokens = min(r.perSecond, r.tokens+now.Sub(r.last).Seconds()*r.perSecond)
+	}
+	r.last = now
+	if float64(n) > r.tokens {
+		return false
+	}
+	r.tokens -= float64(n)
+	return true
+}
+
+// spanCountWindow is how long spans of a trace are counted together: the
+// counts start afresh each window, so memory stays at the traces of one
+// window (a trace spanning two may keep up to twice the limit).
+const spanCountWindow = time.Minute
+
+// trimTraces drops the spans of traces beyond maxSpans.
+func (r *spanRate) trimTraces(spans []model.Span) []model.Span {
+	if r.maxSpans <= 0 {
+		return spans
+	}
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	if now := time.Now(); r.spans == nil || now.Sub(r.epoch) > spanCountWindow {
+		r.spans, r.epoch = map[model.TraceID]int{}, now
+	}
+	kept := spans[:0:0]
+	for _, sp := range spans {
+		if r.spans[sp.TraceID] < r.maxSpans {
+			r.spans[sp.TraceID]++
+			kept = append(kept, sp)
+		}
+	}
+	return kept
+}

@@ -1,0 +1,279 @@
+package server
+
+import (
+	"bytes"
+	"context"
+	"encoding/binary"
+	"io"
+	"net/http"
+	"net/url"
+	"os"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"testing"
+	"time"
+
+	"go.opentelemetry.io/collector/pdata/ptrace"
+	"go.opentelemetry.io/collector/pdata/ptrace/ptraceotlp"
+	"google.golang.org/grpc"
+	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/credentials/insecure"
+	"google.golang.org/grpc/metadata"
+	"google.golang.org/grpc/status"
+
+	"github.com/tracedx/tracedx/internal/config"
+	"github.com/tracedx/tracedx/internal/model"
+	"github.com/tracedx/tracedx/internal/otlpconv"
+)
+
+const (
+	tokenA   = "tenant-a-token-0123456789"
+	tokenB   = "tenant-b-token-0123456789"
+	tokenAny = "any-tenant-token-0123456789" // bound to no tenant: the header decides
+)
+
+func multiTenantServer(t *testing.T, mutate func(*config.Config)) *Server {
+	t.Helper()
+	tokens := filepath.Join(t.TempDir(), "tokens")
+	if err := os.WriteFile(tokens, []byte(tokenA+" a\n"+tokenB+" b\n"+tokenAny+"\n"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	return startServer(t, func(c *config.Config) {
+		c.Listen = config.Listen{OTLPHTTP: "127.0.0.1:0", HTTP: "127.0.0.1:0", Tempo: "127.0.0.1:0"}
+		c.Storage.TraceIdleTimeout = 100 * time.Millisecond
+		c.Multitenancy.Enabled = true
+		c.Auth.TokenFile = tokens
+		if mutate != nil {
+			mutate(c)
+		}
+	})
+}
+
+// call sends a request with a token and an X-Scope-OrgID ("" for none).
+func call(t *testing.T, method, u, token, org string, body []byte) (int, string) {
+	t.Helper()
+	req, _ := http.NewRequest(method, u, bytes.NewReader(body))
+	if body != nil {
+		req.Header.Set("Content-Type", "application/json")
+	}
+	if token != "" {
+		req.Header.Set("Authorization", "Bearer "+token)
+	}
+	if org != "" {
+		req.Header.Set("X-Scope-OrgID", org)
+	}
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil {
+		t.Fatalf("%s %s: %v", method, u, err)
+	}
+	defer resp.Body.Close()
+	b, _ := io.ReadAll(resp.Body)
+	return resp.StatusCode, string(b)
+}
+
+func otlpJSON(t *testing.T, spans []model.Span) []byte {
+	t.Helper()
+	b, err := (&ptrace.JSONMarshaler{}).MarshalTraces(otlpconv.ToTraces(spans))
+	if err != nil {
+		t.Fatal(err)
+	}
+	return b
+}
+
+// Tenant B never sees tenant A's traces, findings, services or metrics,
+// through any API, and requests without a tenant, or naming another
+// tenant than their token's, are refused.
+func TestTenantsAreKeptApart(t *testing.T) {
+	s := multiTenantServer(t, nil)
+	ingest := "http://" + s.Addr("otlp-http") + "/v1/traces"
+	// Tenant a: a slow query (a finding) in service "orders"; tenant b:
+	// frontend → api calls.
+	spansA := slowOrder(0, time.Now().Add(-time.Minute))
+	idA := spansA[0].TraceID.String()
+	spansB := checkoutCalls(3, time.Minute, time.Now())
+	idB := spansB[0].TraceID.String()
+	if code, body := call(t, "POST", ingest, tokenA, "", otlpJSON(t, spansA)); code != 200 {
+		t.Fatalf("ingest a: %d %s", code, body)
+	}
+	if code, body := call(t, "POST", ingest, tokenAny, "b", otlpJSON(t, spansB)); code != 200 {
+		t.Fatalf("ingest b: %d %s", code, body)
+	}
+	// Refusals at ingest.
+	for _, c := range []struct {
+		token, org string
+		want       int
+	}{{"", "a", 401}, {tokenAny, "", 401}, {tokenA, "b", 403}, {tokenAny, "../x", 400}} {
+		if code, _ := call(t, "POST", ingest, c.token, c.org, otlpJSON(t, spansA)); code != c.want {
+			t.Errorf("ingest with token %q, org %q: %d, want %d", c.token, c.org, code, c.want)
+		}
+	}
+
+	base, tempo := "http://"+s.Addr("http"), "http://"+s.Addr("tempo")
+	// Wait for a's finding: the trace is then complete and analysed.
+	for deadline := time.Now().Add(20 * time.Second); ; time.Sleep(100 * time.Millisecond) {
+		if _, body := call(t, "GET", base+"/api/v1/findings", tokenA, "", nil); strings.Contains(body, idA) {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatal("tenant a's finding never appeared")
+		}
+	}
+	from := strconv.FormatInt(time.Now().Add(-time.Hour).UnixMilli(), 10)
+	to := strconv.FormatInt(time.Now().Add(time.Minute).UnixMilli(), 10)
+	rng := "start=" + from + "&end=" + to
+	startS, endS := strconv.FormatInt(time.Now().Add(-time.Hour).Unix(), 10), strconv.FormatInt(time.Now().Add(time.Minute).Unix(), 10)
+	// Each GET: what tenant a must see in it (b must not).
+	paths := map[string]string{
+		base + "/api/v1/traces/" + idA:                idA,
+		base + "/api/v1/traces/" + idA + "/analysis":  "slow_query",
+		base + "/api/v1/search?service=orders&" + rng: idA,
+		base + "/api/v1/services":                     `"orders"`,
+		base + "/api/v1/services/orders/operations":   "GET /orders",
+		base + "/api/v1/findings":                     idA,
+		base + "/api/v1/findings/summary":             "slow_query",
+		base + "/api/v1/metrics/services?" + rng:      `"orders"`,
+		base + "/api/v1/servicemap?" + rng:            `"orders"`,
+		base + "/metrics":                             `service="orders"`,
+		base + "/api/services":                        `"orders"`,
+		base + "/api/traces/" + idA:                   idA,
+		base + "/api/traces?service=orders&limit=10":  idA,
+		base + "/api/v3/services":                     `"orders"`,
+		base + "/api/v3/traces/" + idA:                "GET /orders",
+		tempo + "/api/traces/" + idA:                  "GET /orders",
+		tempo + "/api/search?tags=" + url.QueryEscape("service.name=orders") + "&start=" + startS + "&end=" + endS: idA,
+		tempo + "/api/search/tag/service.name/values":                                                              `"orders"`,
+		base + "/tempo/api/search/tag/service.name/values":                                                         `"orders"`,
+	}
+	for u, mark := range paths {
+		codeA, bodyA := call(t, "GET", u, tokenA, "", nil)
+		if codeA != 200 || !strings.Contains(bodyA, mark) {
+			t.Errorf("tenant a, GET %s: %d, want %s in %.300s", u, codeA, mark, bodyA)
+		}
+		// A 404 naming the id asked for reveals nothing.
+		codeB, bodyB := call(t, "GET", u, tokenB, "", nil)
+		if codeB != 404 && (strings.Contains(bodyB, idA) || strings.Contains(bodyB, mark)) {
+			t.Errorf("tenant b sees tenant a's data at GET %s: %d %.300s", u, codeB, bodyB)
+		}
+		// The header route to b, with a token bound to no tenant, sees b's.
+		if code, body := call(t, "GET", u, tokenAny, "b", nil); code != 404 && (strings.Contains(body, idA) || strings.Contains(body, mark)) {
+			t.Errorf("X-Scope-OrgID b sees tenant a's data at GET %s: %d", u, code)
+		}
+		for _, c := range []struct {
+			token, org string
+			want       int
+		}{{"", "", 401}, {"wrong-token-0123456789", "a", 401}, {tokenAny, "", 401}, {tokenB, "a", 403}} {
+			if strings.HasSuffix(u, "/metrics") && c.token == tokenAny && c.org == "" {
+				continue // the operator's /metrics, below
+			}
+			if code, _ := call(t, "GET", u, c.token, c.org, nil); code != c.want {
+				t.Errorf("GET %s with token %q, org %q: %d, want %d", u, c.token, c.org, code, c.want)
+			}
+		}
+	}
+	// /metrics without any tenant is the process's: no tenant's series.
+	if code, body := call(t, "GET", base+"/metrics", tokenAny, "", nil); code != 200 || !strings.Contains(body, "go_goroutines") || strings.Contains(body, `service="orders"`) {
+		t.Errorf("operator /metrics: %d, %.300s", code, body)
+	}
+	// Tenant b's own data is there for b.
+	if code, body := call(t, "GET", base+"/api/v1/traces/"+idB, tokenB, "", nil); code != 200 || !strings.Contains(body, "frontend") {
+		t.Errorf("tenant b's own trace: %d %.200s", code, body)
+	}
+	// Each tenant lives in its own directory.
+	for _, id := range []string{"a", "b"} {
+		if _, err := os.Stat(filepath.Join(s.cfg.DataDir, "tenants", id, "traces")); err != nil {
+			t.Errorf("tenant %s's storage: %v", id, err)
+		}
+	}
+}
+
+// Per-tenant limits: the ingest rate and the spans of a trace.
+func TestTenantLimits(t *testing.T) {
+	s := multiTenantServer(t, func(c *config.Config) {
+		c.Multitenancy.Limits = config.TenantLimits{IngestSpansPerSecond: 1000}
+		c.Multitenancy.Tenants = map[string]config.TenantLimits{"b": {IngestSpansPerSecond: 10, MaxSpansPerTrace: 2}}
+	})
+	ingest := "http://" + s.Addr("otlp-http") + "/v1/traces"
+	spans := checkoutCalls(5, time.Minute, time.Now()) // 20 spans, 4 per trace
+	if code, body := call(t, "POST", ingest, tokenA, "", otlpJSON(t, spans)); code != 200 {
+		t.Fatalf("a within its limit: %d %s", code, body)
+	}
+	if code, _ := call(t, "POST", ingest, tokenB, "", otlpJSON(t, spans)); code != http.StatusServiceUnavailable && code != http.StatusTooManyRequests {
+		t.Errorf("b above its 10 spans/s: %d, want a retryable refusal", code)
+	}
+	small := spans[:8] // two traces of 4 spans: 2 kept of each
+	time.Sleep(time.Second)
+	if code, body := call(t, "POST", ingest, tokenB, "", otlpJSON(t, small)); code != 200 {
+		t.Fatalf("b within its rate: %d %s", code, body)
+	}
+	var tr model.TraceID
+	binary.BigEndian.PutUint64(tr[8:], 1)
+	tr[0] = 0x42
+	for deadline := time.Now().Add(10 * time.Second); ; time.Sleep(50 * time.Millisecond) {
+		code, body := call(t, "GET", "http://"+s.Addr("http")+"/api/v1/traces/"+tr.String(), tokenB, "", nil)
+		if code == 200 {
+			if n := strings.Count(body, `"span_id"`); n != 2 {
+				t.Errorf("b's trace has %d spans, want its limit of 2", n)
+			}
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("b's trace: %d %s", code, body)
+		}
+	}
+}
+
+// OTLP/gRPC names the tenant in x-scope-orgid metadata.
+func TestTenantOfGRPCIngest(t *testing.T) {
+	s := multiTenantServer(t, func(c *config.Config) { c.Listen.OTLPGRPC = "127.0.0.1:0" })
+	conn, err := grpc.NewClient(s.Addr("otlp-grpc"), grpc.WithTransportCredentials(insecure.NewCredentials()))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer conn.Close()
+	spans := checkoutCalls(1, time.Minute, time.Now())
+	export := func(md ...string) error {
+		ctx := metadata.AppendToOutgoingContext(context.Background(), md...)
+		req := ptraceotlp.NewExportRequestFromTraces(otlpconv.ToTraces(spans))
+		_, err := ptraceotlp.NewGRPCClient(conn).Export(ctx, req)
+		return err
+	}
+	if err := export("authorization", "Bearer "+tokenAny); status.Code(err) != codes.Unauthenticated {
+		t.Errorf("no tenant: %v", err)
+	}
+	if err := export("authorization", "Bearer "+tokenA, "x-scope-orgid", "b"); status.Code(err) != codes.PermissionDenied {
+		t.Errorf("token of a, tenant b: %v", err)
+	}
+	if err := export("authorization", "Bearer "+tokenAny, "x-scope-orgid", "b"); err != nil {
+		t.Fatalf("tenant b: %v", err)
+	}
+	u := "http://" + s.Addr("http") + "/api/v1/traces/" + spans[0].TraceID.String()
+	for deadline := time.Now().Add(10 * time.Second); ; time.Sleep(50 * time.Millisecond) {
+		if code, _ := call(t, "GET", u, tokenB, "", nil); code == 200 {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatal("tenant b's trace never readable")
+		}
+	}
+	if code, _ := call(t, "GET", u, tokenA, "", nil); code != 404 {
+		t.Errorf("tenant a reads b's trace: %d", code)
+	}
+}
+
+// A tenant's instance: its own directory, its retention limit, no
+// listeners of its own and no second layer of tokens.
+func TestTenantConfig(t *testing.T) {
+	cfg := config.Default()
+	cfg.DataDir = "/data"
+	cfg.Auth.TokenFile = "/etc/tokens"
+	cfg.Multitenancy = config.Multitenancy{Enabled: true, Limits: config.TenantLimits{Retention: 24 * time.Hour},
+		Tenants: map[string]config.TenantLimits{"b": {Retention: 72 * time.Hour}}}
+	a, b := tenantConfig(cfg, "a"), tenantConfig(cfg, "b")
+	if a.DataDir != filepath.Join("/data", "tenants", "a") || a.Storage.Retention != 24*time.Hour || b.Storage.Retention != 72*time.Hour {
+		t.Errorf("a: %s %v, b: %v", a.DataDir, a.Storage.Retention, b.Storage.Retention)
+	}
+	if a.Multitenancy.Enabled || a.Auth.TokenFile != "" || a.Listen.OTLPGRPC != "" || a.Listen.HTTP != inProcess {
+		t.Errorf("tenant instance config: %+v", a)
+	}
+}
