@@ -136,7 +136,6 @@ type S3 struct {
 	CacheBytes int64 `yaml:"cache_bytes"`
 }
 
-
 // Sampling settings. Off, every trace is kept. On, a completed trace's
 // spans are kept when it has an error (keep_errors), a finding of at least
 // keep_findings severity, or took longer than keep_slower_than ("p50" or
