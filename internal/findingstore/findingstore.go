@@ -96,6 +96,11 @@ type entry struct {
 	kind     string
 	service  string
 	trace    model.TraceID
+	// Held in memory so the summary ranks groups by impact without
+	// reading a finding from disk.
+	operation string
+	severity  int8
+	impactMS  float32
 }
 
 // Store is the findings store. It is safe for concurrent use.
@@ -221,7 +226,8 @@ func (s *Store) str(v string) string {
 // index adds one record; the caller holds mu (or is Open).
 func (s *Store) index(seg *segment, st *Stored, off int64, n int32) {
 	e := &entry{t: st.Time.UnixNano(), id: st.ID, seg: seg, off: off, n: n, systemic: st.Systemic,
-		kind: s.str(st.Kind), service: s.str(st.Service)}
+		kind: s.str(st.Kind), service: s.str(st.Service), operation: s.str(st.Operation),
+		severity: int8(st.Severity.Rank()), impactMS: float32(st.ImpactMS)}
 	if st.TraceID != "" {
 		if id, err := model.ParseTraceID(st.TraceID); err == nil {
 			e.trace = id
