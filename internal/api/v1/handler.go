@@ -83,6 +83,7 @@ func NewHandler(d Deps) http.Handler {
 	a.mux.HandleFunc("GET /api/v1/traces/{id}/analysis", a.analysis)
 	a.mux.HandleFunc("GET /api/v1/search", a.searchSorted)
 	a.mux.HandleFunc("GET /api/v1/search/durations", a.durations)
+	a.mux.HandleFunc("GET /api/v1/traceids", a.resolveIDs)
 	a.mux.HandleFunc("GET /api/v1/services", a.services)
 	a.mux.HandleFunc("GET /api/v1/services/{service}/operations", a.operations)
 	a.mux.HandleFunc("GET /api/v1/attributes", a.attributes)

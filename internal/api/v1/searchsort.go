@@ -6,6 +6,7 @@ import (
 	"net/http"
 	"net/url"
 	"sort"
+	"strings"
 
 	"github.com/tracedx/tracedx/internal/model"
 	"github.com/tracedx/tracedx/internal/store"
@@ -298,4 +299,34 @@ func (a *api) endpointDuration(ctx context.Context, s *model.TraceSummary) (floa
 		}
 	}
 	return 0, false, nil
+}
+
+// resolveIDs serves GET /api/v1/traceids?prefix=: the stored trace ids
+// that start or end with a 16-digit id (other tools show 64-bit ids, or
+// the first half of a 128-bit one), newest first, over the search range
+// (default: everything held).
+func (a *api) resolveIDs(w http.ResponseWriter, r *http.Request) {
+	q := r.URL.Query()
+	p := strings.ToLower(q.Get("prefix"))
+	if len(p) < 8 || len(p) > 32 || strings.Trim(p, "0123456789abcdef") != "" {
+		a.fail(w, r, badf("prefix: want 8 to 32 hex digits, got %q", q.Get("prefix")))
+		return
+	}
+	rng, err := a.parseRange(q)
+	if err != nil {
+		a.fail(w, r, err)
+		return
+	}
+	sums, err := a.d.Store.Search(r.Context(), store.Query{Range: rng, Limit: scanCap})
+	if err != nil {
+		a.fail(w, r, fmt.Errorf("searching: %w", err))
+		return
+	}
+	ids := []string{}
+	for i := range sums {
+		if id := sums[i].TraceID.String(); strings.HasPrefix(id, p) || strings.HasSuffix(id, p) {
+			ids = append(ids, id)
+		}
+	}
+	writeJSON(w, http.StatusOK, map[string]any{"trace_ids": ids, "scanned": len(sums)})
 }

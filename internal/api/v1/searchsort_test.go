@@ -18,6 +18,7 @@ func sortFixture(t *testing.T) (Deps, map[string]model.TraceID) {
 	var spans []model.Span
 	mk := func(name string, n byte, start uint64, rootMS uint64, kids int, kidEnd uint64) {
 		id := model.TraceID{n}
+		id[15] = n
 		ids[name] = id
 		root := model.Span{TraceID: id, SpanID: model.SpanID{n, 1}, Name: "GET /" + name, Service: "front", Kind: model.KindServer,
 			StartUnixNano: start, EndUnixNano: start + rootMS*1e6}
@@ -119,4 +120,19 @@ func TestSamplePointsKeepsOutliers(t *testing.T) {
 	if !has[0] || got[len(got)-1] < 900 {
 		t.Errorf("sample does not span the range: first %d last %d", got[0], got[len(got)-1])
 	}
+}
+
+func TestResolveShortIDs(t *testing.T) {
+	d, ids := sortFixture(t)
+	srv := apitest.Serve(t, NewHandler(d))
+	full := ids["wide"].String()
+	st, m := apitest.GetJSON(t, srv, "/api/v1/traceids?prefix="+full[:16])
+	if st != 200 {
+		t.Fatal(st, m)
+	}
+	apitest.Eq(t, "resolved", m["trace_ids"], []any{full})
+	st, m = apitest.GetJSON(t, srv, "/api/v1/traceids?prefix="+full[16:])
+	apitest.Eq(t, "low half", m["trace_ids"], []any{full})
+	st, m = apitest.GetJSON(t, srv, "/api/v1/traceids?prefix=xyz")
+	wantError(t, "bad prefix", st, m, 400, "hex")
 }

@@ -3,7 +3,7 @@
 // statistics. The waterfall draws as soon as the spans arrive; the
 // analysis (critical path, findings) is overlaid when it lands.
 import { el, clear, fmtMs, fmtPct, fmtTime, svcColor, textOn, badge, attrValue, traceId } from './util.js';
-import { get, getTrace, getAnalysis, optional } from './api.js';
+import { getTrace, getAnalysis, optional } from './api.js';
 import { buildModel, criticalPath, idleGaps, serviceStats, flatten, selfTime, flameTree, layoutFlame, spanMatches } from './tracemodel.js';
 import { setParams, openPanel, navigate } from './app.js';
 import { minimap } from './minimap.js';
@@ -26,8 +26,8 @@ export async function render({ match, params, root }) {
     // copied from other tools): look for a stored trace that starts with it.
     const short = match[1].length === 16 ? match[1].toLowerCase() : '';
     if (e.status === 404 && short) {
-      const hit = await get('/api/v1/search', { start: '7d', limit: 1000 }).then(b => (b.traces || []).find(t => t.trace_id.startsWith(short) || t.trace_id.endsWith(short))).catch(() => null);
-      if (hit) { navigate('/trace/' + hit.trace_id + location.search, { replace: true }); return; }
+      const hit = await optional('/api/v1/traceids', { prefix: short }).then(b => b && b.trace_ids[0]).catch(() => null);
+      if (hit) { navigate('/trace/' + hit + location.search, { replace: true }); return; }
     }
     root.append(el('div.error-box', el('strong', e.status === 404 ? 'Trace not found' : 'Could not load the trace'),
       el('p', e.status === 404 ? `No span of trace ${id} is stored (it may have expired, or not arrived yet).` : e.message)));
@@ -287,7 +287,7 @@ export async function render({ match, params, root }) {
       el('h3', 'Attributes'), kv(s.attributes),
       el('h3', 'Resource'), kv(s.resource),
       (s.events || []).length ? [el('h3', `Events (${s.events.length})`), s.events.map(ev => eventBox(ev))] : null,
-      (s.links || []).length ? [el('h3', 'Links'), el('ul', s.links.map(l => el('li', el('a', { href: `/trace/${l.trace_id}?span=${l.span_id}` }, l.trace_id.slice(0, 16) + '… / ' + l.span_id))))] : null,
+      (s.links || []).length ? [el('h3', 'Links'), el('ul', s.links.map(l => el('li', traceId(l.trace_id, { href: `/trace/${l.trace_id}?span=${l.span_id}` }), ' / ' + l.span_id)))] : null,
       el('h3', 'Logs'), logsBox,
       el('h3', 'Identity'),
       el('table.kv', el('tbody',

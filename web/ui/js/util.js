@@ -126,15 +126,6 @@ export function traceId(id, { href, primary } = {}) {
 }
 export function normId(id) { return String(id || '').toLowerCase().padStart(32, '0'); }
 
-export function relTime(t) {
-  const s = (Date.now() - new Date(t).getTime()) / 1000;
-  if (!isFinite(s)) return '';
-  if (s < 0) return 'in the future';
-  if (s < 60) return Math.round(s) + ' s ago';
-  if (s < 3600) return Math.round(s / 60) + ' min ago';
-  if (s < 86400) return Math.round(s / 3600) + ' h ago';
-  return Math.round(s / 86400) + ' d ago';
-}
 
 // Categorical service colours: 20 hues that are neither red (red means an
 // error) nor close to each other, the same in light and dark. A service
