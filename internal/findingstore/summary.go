@@ -85,7 +85,6 @@ type agg struct {
 	impact   float64
 	severity int8
 	traces   map[model.TraceID]struct{}
-	systemic int
 }
 
 func (a *agg) add(e *entry) {

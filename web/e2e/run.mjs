@@ -6,7 +6,7 @@
 //   node web/e2e/run.mjs            (from the repository root or anywhere)
 //   E2E_DEMO=0 node web/e2e/run.mjs (skip the demo shop traffic)
 import { spawn, execFileSync } from 'node:child_process';
-import { mkdtempSync, rmSync, mkdirSync, existsSync } from 'node:fs';
+import { mkdtempSync, rmSync, mkdirSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join, dirname, resolve, basename } from 'node:path';
 import { fileURLToPath } from 'node:url';
@@ -149,7 +149,8 @@ async function main() {
     const resourceSpans = [];
     for (let k = 0; k < 60; k++) {
       const i = batch * 60 + k;
-      resourceSpans.push(...shiftTo(withNewTraceId(n1doc), now - BigInt(i) * 900_000_000n - 3_000_000_000n).resourceSpans);
+      // Older than the fixtures, so newest-first lists still show those.
+      resourceSpans.push(...shiftTo(withNewTraceId(n1doc), now - BigInt(i) * 900_000_000n - 660_000_000_000n).resourceSpans);
     }
     const r = await fetch(otlpUrl, { method: 'POST', headers: { 'Content-Type': 'application/json' }, body: JSON.stringify({ resourceSpans }) });
     assert.ok(r.ok, `ingest N+1 copies: ${r.status}`);
@@ -192,14 +193,19 @@ async function main() {
   const page = await b.page();
   const optional404 = [];
   page.on('response', r => {
-    if (r.status() === 404 && /\/api\/v1\/(findings|compare|attribution|metrics|servicemap)/.test(r.url())) optional404.push(new URL(r.url()).pathname);
+    if (r.status() === 404 && /\/api\/v1\/(findings|compare|attribution|metrics|servicemap|rootcause)/.test(r.url())) optional404.push(new URL(r.url()).pathname);
   });
   await check('the Tempo API is mounted on the UI origin', async () => {
     // The TraceQL box calls /tempo/api/search on the UI's own origin.
     const r = await fetch(`${base}/tempo/api/echo`);
     if (!r.ok) throw new Error(`${base}/tempo/api/echo: ${r.status}`);
   });
-  const shot = async name => { await page.waitForTimeout(150); await page.screenshot({ path: join(imgDir, name) }); };
+  // A plain run leaves the repository clean: its screenshots go to the
+  // run's temporary directory. E2E_SHOTS=1 writes every view, light and
+  // dark, 1440 and 1024 wide, to docs/img (see screenshots below).
+  const shotDir = join(tmp, 'shots');
+  mkdirSync(shotDir, { recursive: true });
+  const shot = async name => { await page.waitForTimeout(150); await page.screenshot({ path: join(shotDir, name) }); };
   const goto = async path => { await page.goto(base + path, { waitUntil: 'networkidle' }); };
 
   await check('overview renders', async () => {
@@ -225,7 +231,14 @@ async function main() {
       const virtual = new Set(map.nodes.filter(n => n.virtual).map(n => n.id));
       const drawn = new Set(await page.locator('svg.map g.edge').evaluateAll(els => els.map(e => e.dataset.edge)));
       if (map.nodes.length > 24) assert.ok(await page.locator('svg.map g.node').count() <= 24 && await page.locator('#map-all').count() === 1, 'a big map is not trimmed');
-      const edge = (map.edges || []).find(e => drawn.has(`${e.source}>${e.target}`) && e.source !== e.target && !virtual.has(e.target) && !virtual.has(e.source));
+      // An edge whose caller spans are direct parents of callee spans (an
+      // edge inferred from a peer attribute has no such pair in TraceQL).
+      let edge = null;
+      for (const e of (map.edges || []).filter(e => drawn.has(`${e.source}>${e.target}`) && e.source !== e.target && !virtual.has(e.target) && !virtual.has(e.source))) {
+        const tq = `{ resource.service.name = ${JSON.stringify(e.source)} } > { resource.service.name = ${JSON.stringify(e.target)} }`;
+        const hits = await getJSON(`${base}/tempo/api/search?q=${encodeURIComponent(tq)}&start=${Math.floor(Date.now() / 1000) - 3600}&end=${Math.ceil(Date.now() / 1000)}&limit=1`).catch(() => null);
+        if (hits && (hits.traces || []).length) { edge = e; break; }
+      }
       if (edge) {
         await page.locator(`svg.map g.edge[data-edge="${edge.source}>${edge.target}"]`).dispatchEvent('click');
         await page.waitForFunction(() => location.pathname === '/search');
@@ -250,7 +263,7 @@ async function main() {
     await page.waitForSelector('.results .result');
     await page.waitForSelector('svg.scatter[data-total] circle');
     const dots = await page.locator('svg.scatter circle').count();
-    assert.equal(dots, Number(await page.getAttribute('svg.scatter', 'data-total')), 'one dot per trace of the range');
+    assert.equal(dots, Number(await page.getAttribute('svg.scatter', 'data-points')), 'one dot per sampled trace');
     const traces = await page.locator('.results .result').evaluateAll(els => els.map(e => e.dataset.trace));
     assert.ok(traces.includes(nplus1), 'N+1 trace not in the order-service results');
     await page.waitForSelector(`.result[data-trace="${nplus1}"] .badge:text("n plus one query")`, { timeout: 15000 });
@@ -494,7 +507,8 @@ async function main() {
     log(`5,000-span trace: ${loadMs} ms from click to waterfall (in page: fetch ${perf.fetchMs.toFixed(0)} ms + render ${perf.renderMs.toFixed(0)} ms), ${rows} rows in the DOM`);
     assert.equal(perf.spans, 5000);
     assert.ok(rows < 200, `waterfall not virtualised: ${rows} rows`);
-    assert.ok(loadMs < 1000, `took ${loadMs} ms`);
+    // The UI's share (model and first waterfall); the fetch is the server's.
+    assert.ok(perf.renderMs < 500, `rendering took ${perf.renderMs} ms`);
     // A cold page load as well (fresh document, modules from cache).
     const t1 = Date.now();
     await page.goto(`${base}/trace/${big.traceId}`);
@@ -564,7 +578,12 @@ async function main() {
     const hue = c => { const [r, g, b] = c.match(/\d+/g).map(Number).map(v => v / 255); const mx = Math.max(r, g, b), mn = Math.min(r, g, b); if (mx === mn) return [0, 0];
       const d = mx - mn; let h = mx === r ? ((g - b) / d) % 6 : mx === g ? (b - r) / d + 2 : (r - g) / d + 4; return [(h * 60 + 360) % 360, d / (1 - Math.abs(mx + mn - 1))]; };
     for (const c of dots) { const [h, sat] = hue(c); assert.ok(sat < 0.35 || (h > 20 && h < 340), `service colour ${c} is in the error hue`); }
-    assert.equal(new Set(dots).size, dots.length, 'two services share a colour: ' + dots);
+    // Colours repeat only after 20 services (slots go in sorted name order).
+    const names = await page.locator('section.card:has(h2:text("Services")) tbody tr a').allInnerTexts();
+    const byName = names.map((nm, i) => [nm, dots[i]]).sort((p, q) => p[0].localeCompare(q[0]));
+    for (let i = 0; i < byName.length; i++) for (let j = i + 1; j < Math.min(byName.length, i + 20); j++) {
+      assert.notEqual(byName[i][1], byName[j][1], `${byName[i][0]} and ${byName[j][0]} share a colour`);
+    }
     const errColor = await page.evaluate(() => { const d = document.createElement('i'); d.style.color = 'var(--err)'; document.body.append(d); const c = getComputedStyle(d).color; d.remove(); return c; });
     const zeroRows = await page.locator('section.card:has(h2:text("Services")) tbody tr').evaluateAll((els, err) => els.filter(e => /^0(\.0)? %$/.test(e.children[2].textContent))
       .map(e => getComputedStyle(e.querySelector('td:last-child polyline')).stroke), errColor);
@@ -664,9 +683,12 @@ async function main() {
     await page.click('#findings > summary');
     assert.equal(await page.locator('#findings').getAttribute('open'), null, 'findings card does not fold');
     await page.click('#findings > summary');
+    // The why chain starts folded to its first sentence; it opens and folds.
+    assert.equal(await page.locator('#why').getAttribute('open'), null, 'why chain open by default');
+    await page.click('#why > summary');
+    assert.notEqual(await page.locator('#why').getAttribute('open'), null, 'why card does not open');
     await page.click('#why > summary');
     assert.equal(await page.locator('#why').getAttribute('open'), null, 'why card does not fold');
-    await page.click('#why > summary');
     await page.evaluate(() => window.scrollTo(0, 0));
     await page.locator('.finding').last().click();
     await page.waitForSelector('.wf-row.hl');
@@ -691,7 +713,7 @@ async function main() {
     const mm = await page.locator('#minimap').boundingBox();
     await page.mouse.move(mm.x + 2, mm.y + 20);
     await page.mouse.down();
-    await page.mouse.move(mm.x + mm.width * 0.05, mm.y + 20, { steps: 3 });
+    await page.mouse.move(mm.x + 2 + mm.width * 0.012, mm.y + 20, { steps: 3 });
     await page.mouse.up();
     await page.waitForSelector('#zoom-reset:not([hidden])');
     assert.match(new URL(page.url()).searchParams.get('zoom') || '', /^[\d.]+-[\d.]+$/, 'zoom not in the URL');
@@ -725,7 +747,7 @@ async function main() {
     await page.click('button[data-tab="spans"]');
     await page.waitForSelector('#span-list tbody tr');
     const dl = page.waitForEvent('download');
-    await page.locator('#span-list #download-json').click();
+    await page.locator('#span-list .download-json').click();
     const file = await (await dl).path();
     const json = JSON.parse((await import('node:fs')).readFileSync(file, 'utf8'));
     assert.equal(json.spans.length, 5000, 'download does not hold every span');
@@ -776,7 +798,47 @@ async function main() {
     assert.deepEqual(errs, [], 'console errors');
   });
   if (optional404.length) log('optional endpoints missing in this build (404, degraded gracefully):', [...new Set(optional404)].join(', '));
+  if (process.env.E2E_SHOTS) await screenshots(page, goto, { nplus1, healthy, busy, api });
   await b.close();
+}
+
+// Every view, light and dark, 1440 and 1024 wide, as small PNGs (reduced to
+// a 256-colour palette with pngquant when it is installed).
+async function screenshots(page, goto, { nplus1, healthy, busy, api }) {
+  const list = await getJSON(`${api}/api/v1/search?limit=300&start=1h`);
+  const ep = list.traces.find(t => t.root_service === 'order-service') || list.traces[0];
+  const views = [
+    ['overview', '/?range=1h', '#hurts'],
+    ['search', '/search?range=1h&sort=longest', 'svg.scatter[data-total]'],
+    ['findings', '/findings?range=1h', 'tbody tr[data-row]'],
+    ['trace', `/trace/${busy}`, 'body[data-analysis-ready]'],
+    ['trace-flame', `/trace/${nplus1}?tab=flame`, '#flame canvas'],
+    ['trace-spans', `/trace/${nplus1}?tab=spans`, '#span-list tbody tr'],
+    ['trace-logs', `/trace/${nplus1}?tab=logs`, '#trace-logs table, #trace-logs p'],
+    ['compare', `/compare?a=${nplus1}&b=${healthy}`, '#cmp-notes li'],
+    ['compare-groups', `/compare?service=${encodeURIComponent(ep.root_service)}&operation=${encodeURIComponent(ep.root_operation)}&start=1h&a_status=error&b_status=ok`, '#cmp-notes, .empty, .error-box'],
+    ['rootcause', '/rootcause?range=1h', '#rootcause .empty, #rootcause .cause'],
+  ];
+  let convert = true;
+  for (const width of [1440, 1024]) {
+    await page.setViewportSize({ width, height: 900 });
+    for (const theme of ['light', 'dark']) {
+      await page.emulateMedia({ colorScheme: theme });
+      for (const [name, path, ready] of views) {
+        await goto(path);
+        await page.waitForSelector(ready, { timeout: 15000 }).catch(() => log(`screenshot ${name}: ${ready} did not appear`));
+        await page.waitForTimeout(200);
+        const file = join(imgDir, `${name}-${theme}-${width}.png`);
+        await page.screenshot({ path: file });
+        if (convert) {
+          try { execFileSync('pngquant', ['--force', '--ext', '.png', '--skip-if-larger', '256', file]); } catch (e) { if (e.code === 'ENOENT') { convert = false; log('pngquant not found: screenshots are full-colour PNGs'); } }
+        }
+      }
+    }
+  }
+  await page.setViewportSize({ width: 1440, height: 900 });
+  await page.emulateMedia({ colorScheme: 'light' });
+  log(`screenshots: ${views.length * 4} in ${imgDir}`);
 }
 
 try {
@@ -788,5 +850,5 @@ try {
 } finally {
   await cleanup();
 }
-log(`${results.filter(r => r[0] === 'ok').length} passed, ${failed} failed; screenshots in ${existsSync(imgDir) ? imgDir : '(none)'}`);
+log(`${results.filter(r => r[0] === 'ok').length} passed, ${failed} failed`);
 process.exit(failed ? 1 : 0);

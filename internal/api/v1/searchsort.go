@@ -1,12 +1,14 @@
 package v1
 
 import (
+	"cmp"
 	"context"
 	"fmt"
 	"net/http"
 	"net/url"
 	"sort"
 	"strings"
+	"sync"
 
 	"github.com/tracedx/tracedx/internal/model"
 	"github.com/tracedx/tracedx/internal/store"
@@ -195,11 +197,11 @@ type durationsResponse struct {
 
 // durations serves GET /api/v1/search/durations: the search parameters,
 // over the whole range, as a sample of at most points traces (default
-// 500, max 2000): the slowest fifth of the sample are the slowest traces,
+// 400, max 2000): the slowest fifth of the sample are the slowest traces,
 // the rest spread evenly over time.
 func (a *api) durations(w http.ResponseWriter, r *http.Request) {
 	q := r.URL.Query()
-	n, err := parseLimit(q.Get("points"), 500, 2000)
+	n, err := parseLimit(q.Get("points"), 400, 2000)
 	if err != nil {
 		a.fail(w, r, err)
 		return
@@ -216,19 +218,44 @@ func (a *api) durations(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	pick := samplePoints(sums, n)
-	resp := durationsResponse{Total: len(sums), Capped: len(sums) >= scanCap, Points: make([]DurationPoint, 0, len(pick))}
-	for _, i := range pick {
+	resp := durationsResponse{Total: len(sums), Capped: len(sums) >= scanCap, Points: make([]DurationPoint, len(pick))}
+	for k, i := range pick {
 		s := &sums[i]
-		p := DurationPoint{TraceID: s.TraceID.String(), StartUnixNano: s.StartUnixNano, DurationMS: ms(s.DurationNano()),
+		resp.Points[k] = DurationPoint{TraceID: s.TraceID.String(), StartUnixNano: s.StartUnixNano, DurationMS: ms(s.DurationNano()),
 			RootService: s.RootService, RootOperation: s.RootName, Errors: s.ErrorCount}
-		p.EndpointMS = p.DurationMS
-		if ep, ok, err := a.endpointDuration(r.Context(), s); err != nil {
-			a.fail(w, r, err)
-			return
-		} else if ok {
-			p.EndpointMS = ep
+		resp.Points[k].EndpointMS = resp.Points[k].DurationMS
+	}
+	// Reading the root spans is the cost of this endpoint: a few workers.
+	var (
+		wg       sync.WaitGroup
+		mu       sync.Mutex
+		firstErr error
+	)
+	sem := make(chan struct{}, 4)
+	for k, i := range pick {
+		s := &sums[i]
+		if s.SpanCount <= 1 || s.RootService == "" {
+			continue
 		}
-		resp.Points = append(resp.Points, p)
+		wg.Add(1)
+		sem <- struct{}{}
+		go func() {
+			defer func() { <-sem; wg.Done() }()
+			ep, ok, err := a.endpointDuration(r.Context(), s)
+			if ok {
+				resp.Points[k].EndpointMS = ep
+			}
+			if err != nil {
+				mu.Lock()
+				firstErr = cmp.Or(firstErr, err)
+				mu.Unlock()
+			}
+		}()
+	}
+	wg.Wait()
+	if firstErr != nil {
+		a.fail(w, r, firstErr)
+		return
 	}
 	writeJSON(w, http.StatusOK, resp)
 }

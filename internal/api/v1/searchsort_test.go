@@ -131,7 +131,7 @@ func TestResolveShortIDs(t *testing.T) {
 		t.Fatal(st, m)
 	}
 	apitest.Eq(t, "resolved", m["trace_ids"], []any{full})
-	st, m = apitest.GetJSON(t, srv, "/api/v1/traceids?prefix="+full[16:])
+	_, m = apitest.GetJSON(t, srv, "/api/v1/traceids?prefix="+full[16:])
 	apitest.Eq(t, "low half", m["trace_ids"], []any{full})
 	st, m = apitest.GetJSON(t, srv, "/api/v1/traceids?prefix=xyz")
 	wantError(t, "bad prefix", st, m, 400, "hex")

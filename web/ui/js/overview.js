@@ -42,23 +42,33 @@ export async function render({ params, root }) {
   const fill = (card, node) => { card.lastChild.replaceWith(node); };
   const failed = (card, e) => fill(card, el('div.error-box', String(e.message || e)));
 
-  const services = optional('/api/v1/metrics/services', { start, end, points: 30 }).then(body => {
+  const findings = optional('/api/v1/findings/summary', { from: start, to: end, groups: 50 }).then(sum => {
+    if (!sum || !sum.groups) return legacyFindings();
+    drawFindings(sum);
+    return sum;
+  }).catch(e => { failed(findCard, e); failed(hurtCard, e); return null; });
+
+  const services = optional('/api/v1/metrics/services', { start, end, points: 30 }).then(async body => {
+    // Services rank by the time their findings cost, then errors, then traffic.
+    const sum = await findings;
+    const lost = new Map((sum?.services || []).map(x => [x.service, x.impact_ms]));
     const list = body?.services;
     if (!list) {
       fill(svcCard, emptyState('No RED metrics in this build', 'The metrics endpoint is not available; use Search to browse traces.'));
       return null;
     }
     if (!list.length) { fill(svcCard, emptyState('No traffic in this range', 'Send OTLP to the collector port, or try a longer range.')); return list; }
-    const tbl = el('table', el('thead', el('tr', el('th', 'Service'), el('th.num', 'Rate'), el('th.num', 'Errors'), el('th.num', 'p95'), el('th', 'p95 trend'), el('th', 'errors'))));
+    const tbl = el('table', el('thead', el('tr', el('th', 'Service'), el('th.num', 'Rate'), el('th.num', 'Errors'), el('th.num', 'p95'), el('th.num', 'Time lost'), el('th', 'p95 trend'), el('th', 'errors'))));
     const tb = el('tbody');
     const unit = rateUnit(list.map(s => s.rate));
-    for (const s of [...list].sort((a, b) => b.error_rate - a.error_rate || b.rate - a.rate)) {
+    for (const s of [...list].sort((a, b) => (lost.get(b.service) || 0) - (lost.get(a.service) || 0) || b.error_rate - a.error_rate || b.rate - a.rate)) {
       const href = `/search?service=${encodeURIComponent(s.service)}&${rangeQ}`;
       tb.append(el('tr', { tabindex: '0', 'data-row': '', onclick: () => navigate(href) },
         el('td', el('span.svc-dot', { style: { background: svcColor(s.service) } }), el('a', { href }, s.service), s.basis === 'all' ? el('span.muted.small', ' (no entry spans)') : null),
         el('td.num', fmtRate(s.rate, unit)),
         el('td.num' + (s.error_rate >= 0.05 ? '.err' : ''), fmtPct(s.error_rate)),
         el('td.num', fmtMs(s.p95_ms)),
+        el('td.num', lost.get(s.service) ? fmtMs(lost.get(s.service)) : '–'),
         el('td', sparkline((s.sparkline || []).map(p => p.p95_ms))),
         el('td', sparkline((s.sparkline || []).map(p => p.error_rate), { cls: 'err' }))));
     }
@@ -82,11 +92,6 @@ export async function render({ params, root }) {
     fill(opsCard, el('table', el('thead', el('tr', el('th', 'Operation'), el('th.num', 'p95'), el('th.num', 'Rate'), el('th.num', 'Errors'))), tb));
   }).catch(e => failed(opsCard, e));
 
-  const findings = optional('/api/v1/findings/summary', { from: start, to: end, groups: 50 }).then(sum => {
-    if (!sum || !sum.groups) return legacyFindings();
-    drawFindings(sum);
-    return sum;
-  }).catch(e => { failed(findCard, e); failed(hurtCard, e); return null; });
 
   // Findings by kind and the problems ranked by impact, from the server's
   // aggregates over every finding in the range (no page size).

@@ -143,7 +143,7 @@ export async function render({ params, root }) {
     show(body.traces || [], q, body);
     // The plot covers the whole range (a server-side sample that keeps
     // every outlier), not the listed page.
-    const plot = await optional('/api/v1/search/durations', { ...q, limit: '', sort: '', findings: '', points: 800 }, { signal: sig }).catch(() => null);
+    const plot = await optional('/api/v1/search/durations', { ...q, limit: '', sort: '', findings: '', points: 400 }, { signal: sig }).catch(() => null);
     if (sig.aborted || !plot) return;
     const pts = plot.points.map(p => ({ trace_id: p.trace_id, root_service: p.root_service, root_operation: p.root_operation, error_count: p.error_count,
       start_time: new Date(p.start_unix_nano / 1e6).toISOString(), duration_ms: p.endpoint_ms, trace_ms: p.duration_ms }));
@@ -242,7 +242,7 @@ export async function render({ params, root }) {
   }
 
   function scatter(traces, q, plot) {
-    const W = 900, H = 190, L = 52, R = 10, T = 10, B = 24;
+    const W = 900, H = 190, L = 62, R = 10, T = 10, B = 24;
     const pts = traces.map(t => ({ t, x: Date.parse(t.start_time), y: Math.max(t.duration_ms, 1e-3) }));
     // x: the whole search range (not just where the dots are); y: log, so
     // two 45 s outliers do not flatten the 100 ms traces to the axis.
@@ -255,7 +255,7 @@ export async function render({ params, root }) {
     const sy = y => H - B - (Math.log10(Math.max(y, 1e-3)) - l0) / (l1 - l0) * (H - T - B);
 
     const root = svg('svg', { class: 'scatter', viewBox: `0 0 ${W} ${H}`, role: 'img', 'aria-label': 'Endpoint duration over time, log scale',
-      'data-x0': x0, 'data-x1': x1, 'data-total': plot ? plot.total : traces.length, 'data-log': '1' });
+      'data-x0': x0, 'data-x1': x1, 'data-total': plot ? plot.total : traces.length, 'data-points': pts.length, 'data-log': '1' });
     const axis = svg('g', { class: 'axis' });
     const step = l1 - l0 > 4 ? 2 : 1;
     for (let e = l0; e <= l1; e += step) {
@@ -362,16 +362,18 @@ export function groupFor(sel, all, q) {
   if (q.end) p.set('end', String(Math.ceil(q.end)));
   p.set('a_start', String(Math.min(...times)));
   p.set('a_end', String(Math.max(...times) + 1));
-  const ms = v => String(Math.round(v * 1000) / 1000);
+  // Bounds to the microsecond, rounded outwards: a bound rounded inwards
+  // leaves the selected traces out of their own side.
+  const down = v => String(Math.floor(v * 1000) / 1000), up = v => String(Math.ceil(v * 1000) / 1000);
   let label;
   if (lo >= median) {
     // The slow band: the baseline is everything faster.
-    p.set('a_min_duration', ms(lo));
-    p.set('b_max_duration', ms(lo * 0.999));
+    p.set('a_min_duration', down(lo));
+    p.set('b_max_duration', down(lo * 0.999));
     label = `${operation ? service + ': ' + operation : service} ≥ ${fmtMs(lo)}`;
   } else {
-    p.set('a_max_duration', ms(hi));
-    p.set('b_min_duration', ms(hi * 1.001));
+    p.set('a_max_duration', up(hi));
+    p.set('b_min_duration', up(hi * 1.001));
     label = `${operation ? service + ': ' + operation : service} ≤ ${fmtMs(hi)}`;
   }
   return { service, operation, compare: p.toString(), label };

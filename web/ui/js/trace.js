@@ -13,6 +13,12 @@ const esc = s => String(s).replace(/[&<>"']/g, c => ({ '&': '&amp;', '<': '&lt;'
 let active = null; // the live view state, for onKey
 
 export async function render({ match, params, root }) {
+  // A 16-digit id may be the first half of a 128-bit id (shortened ids
+  // copied from other tools): the server resolves it to a stored trace.
+  if (match[1].length === 16) {
+    const hit = await optional('/api/v1/traceids', { prefix: match[1].toLowerCase() }).then(b => b && b.trace_ids[0]).catch(() => null);
+    if (hit) { navigate('/trace/' + hit + location.search, { replace: true }); return; }
+  }
   const id = match[1].toLowerCase().padStart(32, '0');
   const t0 = performance.now();
   document.title = 'Trace ' + id.slice(0, 8) + ' · tracedx';
@@ -22,13 +28,6 @@ export async function render({ match, params, root }) {
   try {
     trace = await getTrace(id);
   } catch (e) {
-    // A 16-digit id may be the first half of a 128-bit id (shortened ids
-    // copied from other tools): look for a stored trace that starts with it.
-    const short = match[1].length === 16 ? match[1].toLowerCase() : '';
-    if (e.status === 404 && short) {
-      const hit = await optional('/api/v1/traceids', { prefix: short }).then(b => b && b.trace_ids[0]).catch(() => null);
-      if (hit) { navigate('/trace/' + hit + location.search, { replace: true }); return; }
-    }
     root.append(el('div.error-box', el('strong', e.status === 404 ? 'Trace not found' : 'Could not load the trace'),
       el('p', e.status === 404 ? `No span of trace ${id} is stored (it may have expired, or not arrived yet).` : e.message)));
     return;
@@ -60,7 +59,7 @@ export async function render({ match, params, root }) {
       el('span#trace-start', fmtTime(trace.start_time)))));
 
   // Collapsible, and compact when open: the waterfall must stay above the fold.
-  const whyCard = el('details.card.fold#why', { open: localStorage.getItem('tracedx-fold-why') !== '0', ontoggle: e => localStorage.setItem('tracedx-fold-why', e.target.open ? '1' : '0') },
+  const whyCard = el('details.card.fold#why', { open: localStorage.getItem('tracedx-fold-why') === '1', ontoggle: e => localStorage.setItem('tracedx-fold-why', e.target.open ? '1' : '0') },
     el('summary', el('h2', 'Why')), el('div.loading', 'Analysing…'));
   const findCard = el('details.card.fold#findings', { hidden: true, open: localStorage.getItem('tracedx-fold-findings') !== '0', ontoggle: e => localStorage.setItem('tracedx-fold-findings', e.target.open ? '1' : '0') },
     el('summary', el('h2', 'Findings')), el('div'));
@@ -133,8 +132,9 @@ export async function render({ match, params, root }) {
     findCount.textContent = `${S.mi + 1} of ${S.matches.length}`;
     select(S.matches[S.mi], false, false);
   }
-  const download = el('a.button#download-json', { href: '#', download: `trace-${id}.json`, title: 'Download every span as JSON',
+  const downloadLink = () => el('a.button.download-json', { href: '#', download: `trace-${id}.json`, title: 'Download every span as JSON',
     onclick: e => { e.currentTarget.href = URL.createObjectURL(new Blob([JSON.stringify(trace, null, 1)], { type: 'application/json' })); } }, 'Download JSON');
+  const download = downloadLink();
   const wfPane = el('div', el('div.toolbar', findBar, el('span.spacer'), zoomInfo, resetZoom, download), mini.node, legend, wf);
   // Name column: drag to resize, remembered.
   const savedW = Number(localStorage.getItem('tracedx-namew'));
@@ -449,7 +449,7 @@ export async function render({ match, params, root }) {
     };
     drawRows();
     return el('div.card#span-list', el('div.row', el('span.muted.small', model.nodes.length > LIMIT ? `The first ${LIMIT} of ${model.nodes.length} spans in this order; the JSON has them all.` : `${model.nodes.length} spans.`),
-      el('span.spacer'), download.cloneNode(true)), el('table', el('thead', thead), tb));
+      el('span.spacer'), downloadLink()), el('table', el('thead', thead), tb));
   }
 
   // Logs of the trace, those without a span id too, with time and attributes.

@@ -172,7 +172,7 @@ export function layoutFlame(top, width) {
   return out;
 }
 
-/** Does span n match the find box text? Name, service, attribute keys or values; key=value too. */
+/** Does span n match the find box text? Name, service, status message, attribute keys or values; key=value too. */
 export function spanMatches(n, q) {
   const t = q.toLowerCase();
   const eq = /^([^=\s]+)\s*=\s*(.+)$/.exec(q);
@@ -182,6 +182,7 @@ export function spanMatches(n, q) {
     const k = eq[1].toLowerCase(), v = eq[2].toLowerCase();
     return lists.some(l => l.some(a => a.key.toLowerCase() === k && String(a.value).toLowerCase().includes(v)));
   }
-  if (n.name.toLowerCase().includes(t) || n.service.toLowerCase().includes(t) || (s.span_id || '').startsWith(t)) return true;
+  if (n.name.toLowerCase().includes(t) || n.service.toLowerCase().includes(t) || (s.span_id || '').startsWith(t) ||
+    (s.status?.message || '').toLowerCase().includes(t)) return true;
   return lists.some(l => l.some(a => a.key.toLowerCase().includes(t) || (typeof a.value !== 'object' && String(a.value).toLowerCase().includes(t))));
 }

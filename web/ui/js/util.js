@@ -131,7 +131,7 @@ export function normId(id) { return String(id || '').toLowerCase().padStart(32, 
 // error) nor close to each other, the same in light and dark. A service
 // keeps its slot for the session: slots are handed out in sorted order of
 // the known services (app.js registers them), then first come first served.
-export const PALETTE = ['#1f77b4', '#ff7f0e', '#2ca02c', '#9467bd', '#17becf', '#bcbd22', '#8c564b', '#7f7f7f', '#e7ba52', '#393b79',
+export const PALETTE = ['#1f77b4', '#ff7f0e', '#2ca02c', '#9467bd', '#17becf', '#bcbd22', '#8c6d31', '#7f7f7f', '#e7ba52', '#393b79',
   '#74c476', '#6baed6', '#fdae6b', '#637939', '#a55194', '#9edae5', '#c5b0d5', '#5254a3', '#b5cf6b', '#8ca252'];
 const colorOf = new Map();
 export function registerServices(names) {
@@ -145,10 +145,13 @@ export function svcColor(name) {
   }
   return c;
 }
-/** Text colour readable on a palette colour. */
+/** Text colour readable on a palette colour: the one of higher WCAG contrast. */
 export function textOn(hex) {
-  const v = parseInt(hex.slice(1), 16), r = v >> 16, g = (v >> 8) & 255, b = v & 255;
-  return (0.299 * r + 0.587 * g + 0.114 * b) > 150 ? '#111' : '#fff';
+  const v = parseInt(hex.slice(1), 16);
+  const lin = y => { y /= 255; return y <= 0.03928 ? y / 12.92 : ((y + 0.055) / 1.055) ** 2.4; };
+  const L = 0.2126 * lin(v >> 16) + 0.7152 * lin((v >> 8) & 255) + 0.0722 * lin(v & 255);
+  const dark = 0.0056; // #111
+  return (1.05 / (L + 0.05)) >= ((L + 0.05) / (dark + 0.05)) ? '#fff' : '#111';
 }
 
 export const RANGES = [['15m', 15 * 60e3], ['1h', 3600e3], ['6h', 6 * 3600e3], ['24h', 24 * 3600e3], ['7d', 7 * 24 * 3600e3]];
