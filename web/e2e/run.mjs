@@ -550,6 +550,17 @@ async function main() {
     await page.waitForSelector('#rootcause .empty, #rootcause .cause');
     const rc = await fetch(`${api}/api/v1/rootcause?from=1h`);
     if (rc.status === 404) assert.match(await page.locator('#rootcause').innerText(), /root-cause ranking not available/);
+    // The documented answer renders as a ranking with evidence and the two
+    // examples (served here by the test while the endpoint is not built in).
+    await page.route('**/api/v1/rootcause?*', route => route.fulfill({ status: 200, contentType: 'application/json', body: JSON.stringify({ causes: [
+      { service: 'payment-service', operation: 'POST /charge', score: 0.92, evidence: [{ text: 'p95 540 ms vs 80 ms in the baseline' }], examples: { baseline: healthy, incident: nplus1 } },
+      { service: 'order-service', operation: 'SELECT orders', score: 0.31, evidence: [{ text: '51 calls per request vs 2' }], examples: {} }] }) }));
+    await goto('/rootcause?service=order-service&range=1h');
+    await page.waitForSelector('#rootcause li.cause');
+    assert.deepEqual(await page.locator('#rootcause li.cause').evaluateAll(els => els.map(e => e.dataset.service)), ['payment-service', 'order-service']);
+    assert.match(await page.locator('#rootcause').innerText(), /p95 540 ms vs 80 ms in the baseline/);
+    assert.equal(await page.locator('#rootcause li.cause').first().locator(`a[href="/compare?a=${nplus1}&b=${healthy}"]`).count(), 1, 'no incident-vs-baseline link');
+    await page.unroute('**/api/v1/rootcause?*');
   });
 
   await check('service map node rates match the services table', async () => {

@@ -69,15 +69,15 @@ export async function render({ params, root }) {
     tb.append(el('tr', { tabindex: '0', 'data-row': '', 'data-kind': f.kind, 'data-count': g.count, 'data-impact': g.impact, onclick: e => { if (href && !e.target.closest('a,button')) navigate(href); } },
       el('td', badge(f.kind, f.severity), f.systemic ? el('div.small.muted', 'systemic') : null),
       el('td', el('div', f.title), f.fix ? el('div.small.muted', 'Fix: ' + f.fix) : null),
-      el('td.small', f.service ? el('a', { href: qs({ service: f.service }), title: 'only this service' }, f.service) : '', f.operation ? el('div.muted', f.operation) : null),
+      el('td.small', f.service ? el('a', { href: qs({ service: f.service }), title: 'only this service' }, f.service) : '', f.operation ? el('div.muted', f.operation) : null,
+        f.time ? el('div.muted.nowrap.seen', (g.count > 1 ? 'last ' : '') + fmtTime(f.time, { short: true })) : null),
       el('td.num', g.count > 1 ? el('b', '× ' + fmtNum(g.count)) : '1'),
       el('td.num', { title: g.count > 1 ? 'total over all occurrences' : '' }, g.impact ? fmtMs(g.impact) : '–'),
-      el('td.small.muted.nowrap', f.time ? fmtTime(f.time, { short: true }) : ''),
       el('td.examples', g.examples.length ? g.examples.slice(0, 2).map((x, i) => el('div', traceId(x.id, { href: x.href, primary: i === 0 })))
         : el('span.muted.small', 'no example trace'))));
   }
-  list.append(el('table.findings-table', el('thead', el('tr', el('th', 'Kind'), el('th', 'Finding (costliest example)'), el('th', 'Where'), el('th.num', 'Count'),
-    el('th.num', 'Time lost'), el('th', 'Last seen'), el('th', 'Example traces'))), tb));
+  list.append(el('div.hscroll', el('table.findings-table', el('thead', el('tr', el('th', 'Kind'), el('th', flat ? 'Finding' : 'Finding (costliest example)'), el('th', 'Where, when'), el('th.num', 'Count'),
+    el('th.num', 'Time lost'), el('th', 'Example traces'))), tb)));
   return () => refresh.stop();
 }
 

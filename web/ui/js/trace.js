@@ -111,7 +111,7 @@ export async function render({ match, params, root }) {
   }
   S.setZoom = setZoom;
   // Find in trace: name, service, attribute keys and values.
-  const findBox = el('input#find', { type: 'search', placeholder: 'Find spans: name, service, attribute…', 'aria-label': 'Find in trace', autocomplete: 'off', spellcheck: false,
+  const findBox = el('input#find', { type: 'search', placeholder: 'Find: name, service, attribute…', 'aria-label': 'Find in trace', autocomplete: 'off', spellcheck: false,
     oninput: () => runFind(), onkeydown: e => { if (e.key === 'Enter') { e.preventDefault(); stepFind(e.shiftKey ? -1 : 1); } } });
   const findCount = el('span.small.muted#find-count');
   const findBar = el('div.findbar', findBox,
@@ -185,7 +185,10 @@ export async function render({ match, params, root }) {
     }
     if (hasKids && S.collapsed.has(n)) h += `<span class="badge plain fmark">+${n.children.length}</span>`;
     h += '</div><div class="wf-lane">';
-    for (const [a, b] of gapsOf(n)) h += `<div class="wf-gap" style="left:${pct(a)}%;width:${pct(b) - pct(a)}%" title="idle ${esc(fmtMs(b - a))}"></div>`;
+    // Gaps narrower than a few pixels are not drawn (a parent of 100
+    // queries has 100 of them).
+    const minGap = (S.v1 - S.v0) * 0.004;
+    for (const [a, b] of gapsOf(n)) if (b - a >= minGap && b > S.v0 && a < S.v1) h += `<div class="wf-gap" style="left:${pct(a)}%;width:${pct(b) - pct(a)}%" title="idle ${esc(fmtMs(b - a))}"></div>`;
     h += `<div class="wf-bar" style="left:${l}%;width:${w}%;background:${n.err ? 'var(--err)' : color}"></div>`;
     const segs = S.cpSet.has(n) ? cp.get(n) : null;
     if (segs) for (const [a, b] of segs) h += `<div class="wf-cp" style="left:${pct(a)}%;width:${Math.max(pct(b) - pct(a), 0.05)}%"></div>`;
@@ -199,16 +202,30 @@ export async function render({ match, params, root }) {
     return h;
   }
 
-  let lastRange = '';
+  // Rows are keyed by index: scrolling adds the rows that come into view and
+  // drops those that leave, so a frame builds a handful of rows, not all.
+  let shown = new Map(), lastRange = '';
   function draw(force) {
     const top = body.scrollTop, h = body.clientHeight || 600;
     const from = Math.max(0, Math.floor(top / ROW) - 10), to = Math.min(S.flat.length, Math.ceil((top + h) / ROW) + 10);
     const key = from + ':' + to;
     if (!force && key === lastRange) return;
     lastRange = key;
+    if (force) {
+      let html = '';
+      for (let i = from; i < to; i++) html += rowHTML(S.flat[i], i);
+      spacer.innerHTML = html;
+      shown = new Map([...spacer.children].map(r => [Number(r.dataset.i), r]));
+      return;
+    }
+    for (const [i, r] of shown) if (i < from || i >= to) { r.remove(); shown.delete(i); }
     let html = '';
-    for (let i = from; i < to; i++) html += rowHTML(S.flat[i], i);
-    spacer.innerHTML = html;
+    for (let i = from; i < to; i++) if (!shown.has(i)) html += rowHTML(S.flat[i], i);
+    if (!html) return;
+    const tpl = document.createElement('template');
+    tpl.innerHTML = html;
+    for (const r of [...tpl.content.children]) shown.set(Number(r.dataset.i), r);
+    spacer.append(tpl.content);
   }
   function refresh() {
     S.flat = flatten(model, S.collapsed);
@@ -316,7 +333,7 @@ export async function render({ match, params, root }) {
   function findingCard(f, clickable = true) {
     const card = el('div.finding.sev-' + f.severity, { tabindex: '0', 'data-row': '', 'data-kind': f.kind },
       el('div.row', badge(f.kind, f.severity), f.impact_ms ? el('span.small', el('b', fmtMs(f.impact_ms)), ' on the critical path') : null),
-      el('div.t', f.title), f.fix ? el('div.fix', 'Fix: ' + f.fix) : null,
+      el('div.t', { title: f.title }, f.title), f.fix ? el('div.fix', 'Fix: ' + f.fix) : null,
       !clickable && f.evidence && Object.keys(f.evidence).length ? el('details', el('summary.small.muted', 'evidence'), el('pre.small.mono', JSON.stringify(f.evidence, null, 2))) : null);
     if (clickable) {
       const go = () => {
