@@ -371,7 +371,11 @@ async function main() {
 
   await check('trace: flame graph and service statistics', async () => {
     await goto(`/trace/${nplus1}?tab=flame`);
-    await page.waitForSelector('#flame canvas');
+    await page.waitForSelector('#flame canvas[data-frames]');
+    // Merged by service and operation: the 50 customer queries are one frame.
+    const frames = Number(await page.getAttribute('#flame canvas', 'data-frames'));
+    assert.ok(frames > 0 && frames <= analysis.span_count - 49, `${frames} frames for ${analysis.span_count} spans: not merged`);
+    assert.match(await page.getAttribute('#flame canvas', 'aria-label'), /order-service: /, 'frames carry no service names');
     await shot('trace-flame.png');
     await page.click('button[data-tab="services"]');
     assert.ok(await page.locator('#service-stats tbody tr').count() >= 1);
@@ -473,6 +477,8 @@ async function main() {
     await goto('/findings?range=1h');
     await page.waitForSelector('tbody tr[data-row]');
     const counts = await page.locator('tbody tr[data-row]').evaluateAll(els => els.map(e => Number(e.dataset.count)));
+    const lost = await page.locator('tbody tr[data-row]').evaluateAll(els => els.map(e => Number(e.dataset.impact)));
+    assert.ok(lost.every((v, i) => i === 0 || lost[i - 1] >= v), 'findings not ranked by time lost');
     const total = await page.locator('#view .badges a .badge').evaluateAll(els => els.reduce((s, e) => s + Number((e.textContent.match(/· (\d+)$/) || [0, 0])[1]), 0));
     assert.equal(counts.reduce((a, b) => a + b, 0), total, 'grouped rows do not add up to the per-kind counts');
     assert.ok(counts.length < total || total < 3, 'nothing was grouped');
@@ -522,7 +528,11 @@ async function main() {
 
   // ---- The on-call walk: each check below failed on the UI before the
   // "from the overview to the cause" work.
-  const summary = await getJSON(`${api}/api/v1/findings/summary?from=1h&groups=50`).catch(() => null);
+  // Analysis of the 600 copies may still be running on a busy machine.
+  const summary = await waitFor('more findings than a page', async () => {
+    const sm = await getJSON(`${api}/api/v1/findings/summary?from=1h&groups=50`).catch(() => null);
+    return sm && sm.total > 500 ? sm : null;
+  }, 60000, 1000).catch(() => getJSON(`${api}/api/v1/findings/summary?from=1h&groups=50`).catch(() => null));
 
   await check('overview counts every finding and ranks problems by time lost', async () => {
     assert.ok(summary, 'no /api/v1/findings/summary');
@@ -709,10 +719,10 @@ async function main() {
     // badges clear of the durations.
     await page.waitForSelector('#span-detail');
     const row = page.locator('.wf-row.sel');
-    const [opW, nameR, badgeR, laneL] = await row.evaluate(e => [e.querySelector('.op').getBoundingClientRect().width, e.querySelector('.wf-name').getBoundingClientRect().right,
-      Math.max(0, ...[...e.querySelectorAll('.fmark')].map(b => b.getBoundingClientRect().right)), e.querySelector('.wf-lane').getBoundingClientRect().left]);
-    assert.ok(opW >= 60, `operation name squeezed to ${opW}px`);
-    assert.ok(badgeR <= nameR + 0.5 && nameR <= laneL + 1, 'badges run into the timeline');
+    const [opW, opFull, nameR, badgeL, laneL] = await row.evaluate(e => { const op = e.querySelector('.op'); return [op.getBoundingClientRect().width, op.scrollWidth <= op.clientWidth,
+      e.querySelector('.wf-name').getBoundingClientRect().right, Math.min(1e9, ...[...e.querySelectorAll('.fmark')].map(b => b.getBoundingClientRect().left)), e.querySelector('.wf-lane').getBoundingClientRect().left]; });
+    assert.ok(opW >= 60 && opFull, `operation name squeezed to ${opW}px`);
+    assert.ok(badgeL >= laneL && nameR <= laneL + 1, 'finding badges cover the name column');
     await page.keyboard.press('Escape');
   });
 

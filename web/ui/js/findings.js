@@ -68,7 +68,7 @@ export async function render({ params, root }) {
     const href = g.examples[0]?.href;
     tb.append(el('tr', { tabindex: '0', 'data-row': '', 'data-kind': f.kind, 'data-count': g.count, 'data-impact': g.impact, onclick: e => { if (href && !e.target.closest('a,button')) navigate(href); } },
       el('td', badge(f.kind, f.severity), f.systemic ? el('div.small.muted', 'systemic') : null),
-      el('td', el('div', f.title), f.fix ? el('div.small.muted', 'Fix: ' + f.fix) : null),
+      el('td', el('div', f.title), f.fix ? el('div.small.muted.fixline', 'Fix: ' + f.fix) : null),
       el('td.small', f.service ? el('a', { href: qs({ service: f.service }), title: 'only this service' }, f.service) : '', f.operation ? el('div.muted', f.operation) : null,
         f.time ? el('div.muted.nowrap.seen', (g.count > 1 ? 'last ' : '') + fmtTime(f.time, { short: true })) : null),
       el('td.num', g.count > 1 ? el('b', '× ' + fmtNum(g.count)) : '1'),

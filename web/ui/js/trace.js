@@ -88,12 +88,17 @@ export async function render({ match, params, root }) {
   // The visible time window (zoom): [S.v0, S.v1] ms from the trace start.
   S.v0 = 0; S.v1 = T;
   const pct = x => (x - S.v0) / (S.v1 - S.v0) * 100;
-  const nTicks = 5;
+  // As many time ticks as fit the timeline's width (it narrows when the
+  // span panel opens).
   function drawTicks() {
+    const nTicks = Math.max(2, Math.min(5, Math.floor((ticks.clientWidth || 900) / 110)));
     clear(ticks);
     for (let i = 0; i <= nTicks; i++) ticks.append(el('span', { style: { left: (i / nTicks * 100) + '%' } }, fmtMs(S.v0 + (S.v1 - S.v0) * i / nTicks)));
   }
   drawTicks();
+  let tickW = 0;
+  const tickRO = new ResizeObserver(() => { if (ticks.clientWidth !== tickW) { tickW = ticks.clientWidth; drawTicks(); } });
+  tickRO.observe(ticks);
   // Minimap: every span at a glance; drag on it to zoom to a time range.
   const zoomInfo = el('span.small.muted#zoom-info');
   const resetZoom = el('button#zoom-reset', { type: 'button', hidden: true, onclick: () => setZoom(0, T) }, 'Reset zoom');
@@ -177,13 +182,15 @@ export async function render({ match, params, root }) {
     if (S.cpSet.has(n)) h += '<span class="cpmark" title="on the critical path"></span>';
     h += `<span class="svc-dot" style="background:${color}"></span><span class="svc">${esc(n.service)}</span>&nbsp;<span class="op" title="${esc(n.name)}">${esc(n.name)}</span>`;
     if (n.err) h += '<span class="emark" title="error">!</span>';
+    // Finding badges ride next to the duration in the timeline, so the name
+    // column keeps the whole name; the count says how many more.
+    let tags = '';
     if (fs) {
-      // One badge fits next to the name; the count says how many more.
       const f = fs[0];
-      h += `<span class="badge fmark sev-${esc(f.severity)}" title="${esc(fs.map(x => x.title).join('\n'))}">${esc(f.kind.replace(/_/g, ' '))}</span>`;
-      if (fs.length > 1) h += `<span class="badge plain fmark" title="${esc(fs.slice(1).map(x => x.kind).join(', '))}">+${fs.length - 1}</span>`;
+      tags += `<span class="badge fmark sev-${esc(f.severity)}" title="${esc(fs.map(x => x.title).join('\n'))}">${esc(f.kind.replace(/_/g, ' '))}</span>`;
+      if (fs.length > 1) tags += `<span class="badge plain fmark" title="${esc(fs.slice(1).map(x => x.kind).join(', '))}">+${fs.length - 1}</span>`;
     }
-    if (hasKids && S.collapsed.has(n)) h += `<span class="badge plain fmark">+${n.children.length}</span>`;
+    if (hasKids && S.collapsed.has(n)) h += `<span class="badge plain fold">+${n.children.length}</span>`;
     h += '</div><div class="wf-lane">';
     // Gaps narrower than a few pixels are not drawn (a parent of 100
     // queries has 100 of them).
@@ -195,9 +202,10 @@ export async function render({ match, params, root }) {
     // The duration goes right of the bar, else left of it, else inside its
     // right end: never over the name column.
     const endPct = l + w;
-    h += endPct < 85 ? `<span class="wf-dur" style="left:calc(${Math.max(0, endPct)}% + 4px)">${esc(fmtMs(n.dur))}</span>`
-      : l > 15 ? `<span class="wf-dur" style="right:calc(${100 - l}% + 4px)">${esc(fmtMs(n.dur))}</span>`
-        : `<span class="wf-dur in" style="right:calc(${Math.max(0, 100 - endPct)}% + 4px)">${esc(fmtMs(n.dur))}</span>`;
+    const label = esc(fmtMs(n.dur)) + tags;
+    h += endPct < 50 ? `<span class="wf-dur" style="left:calc(${Math.max(0, endPct)}% + 4px)">${label}</span>`
+      : l > 30 ? `<span class="wf-dur" style="right:calc(${100 - l}% + 4px)">${label}</span>`
+        : `<span class="wf-dur in" style="right:calc(${Math.max(0, 100 - endPct)}% + 4px)">${label}</span>`;
     h += '</div></div>';
     return h;
   }
@@ -394,6 +402,10 @@ export async function render({ match, params, root }) {
     const drawF = () => {
       const width = wrap.clientWidth || 1000;
       frames = layoutFlame(top, width);
+      canvas.dataset.frames = frames.length;
+      // The widest frames, for screen readers (and tests): the canvas has no text.
+      canvas.setAttribute('aria-label', 'Flame graph, spans merged by service and operation: ' +
+        frames.filter(q => q.w > 36).slice(0, 12).map(q => `${q.f.service}: ${q.f.name}${q.f.count > 1 ? ' ×' + q.f.count : ''} ${fmtMs(q.f.total)}`).join('; '));
       const depth = frames.reduce((a, r) => Math.max(a, r.d), 0);
       const dpr = window.devicePixelRatio || 1;
       const height = (depth + 1) * H + 4;
@@ -537,7 +549,7 @@ export async function render({ match, params, root }) {
     whyCard.open = true;
   });
 
-  return () => { if (flameCleanup) flameCleanup(); if (active === S) active = null; };
+  return () => { tickRO.disconnect(); if (flameCleanup) flameCleanup(); if (active === S) active = null; };
 }
 
 // A span whose child is on the critical path is on it too, even when it
