@@ -33,10 +33,8 @@ export async function render({ params, root }) {
   const systemic = scope === 'systemic' ? 'true' : scope === 'trace' ? 'false' : '';
   // Kinds and grouped rows come from the server's summary of every finding
   // in the range; the flat list is the newest 2,000, ranked by impact.
-  const [sum, res] = await Promise.all([
-    optional('/api/v1/findings/summary', { from: start, to: end, kind, service, systemic, groups: 500 }).catch(() => null),
-    flat || !await summaryAvailable() ? loadFindings({ start, end, kind, service, systemic, limit: 2000 }).catch(e => e) : null,
-  ]);
+  const sum = await optional('/api/v1/findings/summary', { from: start, to: end, kind, service, systemic, groups: 500 }).catch(() => null);
+  const res = flat || !sum ? await loadFindings({ start, end, kind, service, systemic, limit: 2000 }).catch(e => e) : null;
   if (res instanceof Error) {
     list.lastChild.replaceWith(el('div.error-box', el('strong', 'Could not load findings'), el('p', res.message)));
     return () => refresh.stop();
@@ -79,10 +77,6 @@ export async function render({ params, root }) {
   list.append(el('div.hscroll', el('table.findings-table', el('thead', el('tr', el('th', 'Kind'), el('th', flat ? 'Finding' : 'Finding (costliest example)'), el('th', 'Where, when'), el('th.num', 'Count'),
     el('th.num', 'Time lost'), el('th', 'Example traces'))), tb)));
   return () => refresh.stop();
-}
-
-async function summaryAvailable() {
-  return !!(await optional('/api/v1/findings/summary', { from: '1m', groups: 1 }).catch(() => null));
 }
 
 /** One row per problem: systemic findings by their key, others by kind and place. */

@@ -335,7 +335,7 @@ export async function render({ match, params, root }) {
       return el('div.event.exception', el('b', (m.get('exception.type') || 'exception') + ': '), m.get('exception.message') || '',
         m.get('exception.stacktrace') ? el('pre', m.get('exception.stacktrace')) : null);
     }
-    return el('div.event', el('b', ev.name), el('span.muted.small', ' ' + ev.time), (ev.attributes || []).length ? el('table.kv', el('tbody', ev.attributes.map(a => el('tr', el('td', a.key), el('td', attrValue(a)))))) : null);
+    return el('div.event', el('b', ev.name), el('span.muted.small', ' ' + fmtTime(ev.time_unix_nano ? ev.time_unix_nano / 1e6 : ev.time)), (ev.attributes || []).length ? el('table.kv', el('tbody', ev.attributes.map(a => el('tr', el('td', a.key), el('td', attrValue(a)))))) : null);
   }
 
   function findingCard(f, clickable = true) {
