@@ -144,7 +144,9 @@ export async function render({ params, root }) {
     // The plot covers the whole range (a server-side sample that keeps
     // every outlier), not the listed page.
     const plot = await optional('/api/v1/search/durations', { ...q, limit: '', sort: '', findings: '', points: 400 }, { signal: sig }).catch(() => null);
-    if (sig.aborted || !plot) return;
+    if (sig.aborted) return;
+    // A server without the sampling endpoint: plot the listed page.
+    if (!plot || !plot.points.length) { if ((body.traces || []).length) scatterCard.lastChild.replaceWith(scatter(body.traces, q)); return; }
     const pts = plot.points.map(p => ({ trace_id: p.trace_id, root_service: p.root_service, root_operation: p.root_operation, error_count: p.error_count,
       start_time: new Date(p.start_unix_nano / 1e6).toISOString(), duration_ms: p.endpoint_ms, trace_ms: p.duration_ms }));
     scatterCard.lastChild.replaceWith(scatter(pts, q, plot));
