@@ -186,6 +186,13 @@ async function main() {
     const b = await r.json();
     return (Array.isArray(b) ? b : b.findings || []).length > 0;
   }, 20000).catch(() => log('findings store stayed empty'));
+  // The background analysis works through the 600 copies too: badges and
+  // TraceQL's finding.kind read the stored findings of the N+1 trace.
+  await waitFor('stored findings of the N+1 trace', async () => {
+    const r = await fetch(`${api}/api/v1/findings?trace_id=${nplus1}`);
+    if (r.status === 404) return true;
+    return ((await r.json()).findings || []).some(f => f.kind === 'n_plus_one_query');
+  }, 90000, 500).catch(() => log('the N+1 trace has no stored finding yet'));
 
   // 3. The browser.
   mkdirSync(imgDir, { recursive: true });
