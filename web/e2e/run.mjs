@@ -506,6 +506,8 @@ async function main() {
     await page.waitForSelector('tbody tr[data-row], .empty');
     // A cross-trace finding's "causes" opens the root-cause view for the window before it.
     const causes = page.locator('tbody tr[data-row] a.causes-link').first();
+    const systemicStored = await getJSON(`${api}/api/v1/findings?systemic=true&from=1h&limit=1`).then(b => b.findings.length > 0).catch(() => false);
+    if (systemicStored) assert.ok(await causes.count() > 0, 'cross-trace findings are stored but none links to its causes');
     if (await causes.count()) {
       await causes.click();
       await page.waitForFunction(() => location.pathname === '/rootcause' && /^\d+$/.test(new URL(location.href).searchParams.get('from') || ''));
