@@ -154,15 +154,22 @@ func commands(t *testing.T) []command {
 			default:
 				continue
 			}
-			for i, l := range b.lines {
-				l = strings.TrimSpace(l)
+			for i := 0; i < len(b.lines); i++ {
+				start := i
+				l := strings.TrimSpace(b.lines[i])
+				// A line ending in a backslash goes on on the next one,
+				// as in sh.
+				for strings.HasSuffix(l, "\\") && i+1 < len(b.lines) {
+					i++
+					l = strings.TrimSuffix(l, "\\") + " " + strings.TrimSpace(b.lines[i])
+				}
 				l = strings.TrimPrefix(l, "$ ")
 				l = strings.TrimPrefix(l, "- ")
 				l = strings.TrimPrefix(l, "run: ")
 				for _, p := range cmdPrefixes {
 					if strings.HasPrefix(l, p) {
 						args := shellWords(t, strings.TrimPrefix(l, p))
-						out = append(out, command{where: rel(f) + ":" + strconv.Itoa(b.line+i), args: args})
+						out = append(out, command{where: rel(f) + ":" + strconv.Itoa(b.line+start), args: args})
 						break
 					}
 				}

@@ -367,17 +367,21 @@ type indexFields Stored
 
 func (f *indexFields) UnmarshalJSON(b []byte) error {
 	var rec struct {
-		Kind     string    `json:"kind"`
-		TraceID  string    `json:"trace_id"`
-		Time     time.Time `json:"time"`
-		Service  string    `json:"service"`
-		Systemic bool      `json:"systemic"`
-		ID       uint64    `json:"id"`
+		Kind      string           `json:"kind"`
+		TraceID   string           `json:"trace_id"`
+		Time      time.Time        `json:"time"`
+		Service   string           `json:"service"`
+		Operation string           `json:"operation"`
+		Severity  analyze.Severity `json:"severity"`
+		ImpactMS  float64          `json:"impact_ms"`
+		Systemic  bool             `json:"systemic"`
+		ID        uint64           `json:"id"`
 	}
 	if err := json.Unmarshal(b, &rec); err != nil {
 		return err
 	}
 	f.Kind, f.TraceID, f.Time, f.Service, f.Systemic, f.ID = rec.Kind, rec.TraceID, rec.Time, rec.Service, rec.Systemic, rec.ID
+	f.Operation, f.Severity, f.ImpactMS = rec.Operation, rec.Severity, rec.ImpactMS
 	return nil
 }
 
@@ -599,27 +603,39 @@ func (s *Store) readHits(ctx context.Context, hits []hit) ([]Stored, error) {
 	return out, nil
 }
 
+// kindSet parses a comma-separated list of kinds; nil: any kind.
+func kindSet(list string) map[string]bool {
+	if list == "" {
+		return nil
+	}
+	kinds := map[string]bool{}
+	for _, k := range strings.Split(list, ",") {
+		if k = strings.TrimSpace(k); k != "" {
+			kinds[k] = true
+		}
+	}
+	return kinds
+}
+
+// nanoBounds turns [from, to) into unix nanoseconds; a zero time does not bound.
+func nanoBounds(from, to time.Time) (int64, int64) {
+	lo, hi := int64(math.MinInt64), int64(math.MaxInt64)
+	if !from.IsZero() {
+		lo = from.UnixNano()
+	}
+	if !to.IsZero() {
+		hi = to.UnixNano()
+	}
+	return lo, hi
+}
+
 // List returns matching findings newest first.
 func (s *Store) List(ctx context.Context, q Query) ([]Stored, error) {
 	if q.Limit <= 0 {
 		q.Limit = 100
 	}
-	var kinds map[string]bool
-	if q.Kind != "" {
-		kinds = map[string]bool{}
-		for _, k := range strings.Split(q.Kind, ",") {
-			if k = strings.TrimSpace(k); k != "" {
-				kinds[k] = true
-			}
-		}
-	}
-	from, to := int64(math.MinInt64), int64(math.MaxInt64)
-	if !q.From.IsZero() {
-		from = q.From.UnixNano()
-	}
-	if !q.To.IsZero() {
-		to = q.To.UnixNano()
-	}
+	kinds := kindSet(q.Kind)
+	from, to := nanoBounds(q.From, q.To)
 	s.mu.RLock()
 	defer s.mu.RUnlock()
 	var cands []*segment
@@ -700,13 +716,7 @@ func (seg *segment) mayMatch(kinds map[string]bool, service string, trace model.
 
 // Counts returns the number of findings by kind in [from, to).
 func (s *Store) Counts(from, to time.Time) map[string]int {
-	lo, hi := int64(math.MinInt64), int64(math.MaxInt64)
-	if !from.IsZero() {
-		lo = from.UnixNano()
-	}
-	if !to.IsZero() {
-		hi = to.UnixNano()
-	}
+	lo, hi := nanoBounds(from, to)
 	s.mu.RLock()
 	defer s.mu.RUnlock()
 	out := map[string]int{}

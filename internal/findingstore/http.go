@@ -17,24 +17,20 @@ type ListResponse struct {
 	Truncated bool `json:"truncated"`
 }
 
-// KindCount is one line of the summary.
-type KindCount struct {
-	Kind  string `json:"kind"`
-	Count int    `json:"count"`
-}
-
-// SummaryResponse is the body of GET /api/v1/findings/summary.
+// SummaryResponse is the body of GET /api/v1/findings/summary: the
+// aggregates of every finding in the range, and counts (by kind, most
+// first) for older clients.
 type SummaryResponse struct {
-	From   *time.Time  `json:"from,omitempty"`
-	To     *time.Time  `json:"to,omitempty"`
-	Total  int         `json:"total"`
+	From *time.Time `json:"from,omitempty"`
+	To   *time.Time `json:"to,omitempty"`
+	Summary
 	Counts []KindCount `json:"counts"`
 }
 
 // RegisterRoutes mounts
 //
 //	GET /api/v1/findings?from=&to=&kind=&service=&trace_id=&systemic=&limit=
-//	GET /api/v1/findings/summary?from=&to=
+//	GET /api/v1/findings/summary?from=&to=&kind=&service=&systemic=&groups=
 //
 // from/to (aliases start/end) take RFC 3339, unix milliseconds or a
 // duration ago ("1h"); kind may list several kinds separated by commas;
@@ -69,19 +65,34 @@ func RegisterRoutes(mux *http.ServeMux, fs *Store) {
 			apiutil.Fail(w, r, err)
 			return
 		}
-		counts := fs.Counts(from, to)
-		resp := SummaryResponse{Counts: []KindCount{}}
+		v := r.URL.Query()
+		sq := SummaryQuery{From: from, To: to, Kind: v.Get("kind"), Service: v.Get("service")}
+		if s := v.Get("systemic"); s != "" {
+			b, err := strconv.ParseBool(s)
+			if err != nil {
+				apiutil.Fail(w, r, apiutil.Badf("systemic: want true or false, got %q", s))
+				return
+			}
+			sq.Systemic = &b
+		}
+		if sq.Groups, err = apiutil.ParseLimit("groups", v.Get("groups"), 200, 5000); err != nil {
+			apiutil.Fail(w, r, err)
+			return
+		}
+		sum, err := fs.Summarize(r.Context(), sq)
+		if err != nil {
+			apiutil.Fail(w, r, err)
+			return
+		}
+		resp := SummaryResponse{Summary: sum}
 		if !from.IsZero() {
 			resp.From = &from
 		}
 		if !to.IsZero() {
 			resp.To = &to
 		}
-		for k, n := range counts {
-			resp.Counts = append(resp.Counts, KindCount{Kind: k, Count: n})
-			resp.Total += n
-		}
-		sort.Slice(resp.Counts, func(i, j int) bool {
+		resp.Counts = append([]KindCount(nil), sum.Kinds...)
+		sort.SliceStable(resp.Counts, func(i, j int) bool {
 			if resp.Counts[i].Count != resp.Counts[j].Count {
 				return resp.Counts[i].Count > resp.Counts[j].Count
 			}

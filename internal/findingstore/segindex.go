@@ -6,6 +6,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"math"
 	"os"
 	"sort"
 
@@ -17,22 +18,27 @@ import (
 // segment's metadata (time range, counts by kind, services, a Bloom
 // filter of trace ids), which is all the store keeps in memory, and ends
 // with one fixed-size record per finding, sorted by time, which queries
-// read when the metadata says the segment may hold matches.
+// read when the metadata says the segment may hold matches. Records
+// carry operation, severity and impact too, so the summary ranks every
+// finding of a range by impact without reading the findings themselves.
 //
-//	magic "TDXFIX01" | u32 metadata length | metadata | records
+//	magic "TDXFIX02" | u32 metadata length | metadata | records
 //	metadata: i64 covered bytes | u32 count | i64 minT | i64 maxT | u64 maxID
 //	          | u32 strings, each u16 length + bytes + u32 kind count + u8 is-service
 //	          | u32 bloom bytes + bytes
 //	record:   i64 t | u64 id | i64 offset | u32 length | u16 kind | u32 service+1 (0: none)
-//	          | u8 systemic | [16] trace id
+//	          | u8 systemic | [16] trace id | u32 operation+1 (0: none) | u8 severity rank
+//	          | f32 impact ms
 //
 // The index is written to a temporary file, synced and renamed, so it is
-// whole or absent; an absent one is rebuilt from the segment.
+// whole or absent; an absent one, or one of an older layout
+// ("TDXFIX01", without operation, severity and impact), is rebuilt from
+// the segment in the background.
 
 const (
-	idxMagic   = "TDXFIX01"
+	idxMagic   = "TDXFIX02"
 	idxSuffix  = ".idx"
-	recordSize = 8 + 8 + 8 + 4 + 2 + 4 + 1 + 16
+	recordSize = 8 + 8 + 8 + 4 + 2 + 4 + 1 + 16 + 4 + 1 + 4
 )
 
 // idxEntry locates one finding in its segment.
@@ -45,6 +51,10 @@ type idxEntry struct {
 	service  uint32 // index+1 into the segment's strings; 0: none
 	systemic bool
 	trace    model.TraceID
+	// For the summary.
+	operation uint32 // index+1 into the segment's strings; 0: none
+	severity  int8   // analyze.Severity.Rank
+	impactMS  float32
 }
 
 // segMeta is what the store keeps in memory per sealed segment.
@@ -95,6 +105,10 @@ func (b *indexBuilder) add(st *Stored, off int64, n int32) {
 	if st.Service != "" {
 		e.service = uint32(b.intern(st.Service)) + 1
 	}
+	if st.Operation != "" {
+		e.operation = uint32(b.intern(st.Operation)) + 1
+	}
+	e.severity, e.impactMS = int8(st.Severity.Rank()), float32(st.ImpactMS)
 	if st.TraceID != "" {
 		if id, err := model.ParseTraceID(st.TraceID); err == nil {
 			e.trace = id
@@ -195,7 +209,10 @@ func writeIndex(path string, x *segIndex, m *segMeta) (int64, error) {
 		if e.systemic {
 			rec[34] = 1
 		}
-		copy(rec[35:], e.trace[:])
+		copy(rec[35:51], e.trace[:])
+		binary.LittleEndian.PutUint32(rec[51:], e.operation)
+		rec[55] = byte(e.severity)
+		binary.LittleEndian.PutUint32(rec[56:], math.Float32bits(e.impactMS))
 		_, _ = w.Write(rec[:])
 	}
 	err = w.Flush()
@@ -288,6 +305,9 @@ func readIndex(path string, strs []string, off int64, count int) (*segIndex, err
 		e.service = binary.LittleEndian.Uint32(rec[30:])
 		e.systemic = rec[34] == 1
 		copy(e.trace[:], rec[35:51])
+		e.operation = binary.LittleEndian.Uint32(rec[51:])
+		e.severity = int8(rec[55])
+		e.impactMS = math.Float32frombits(binary.LittleEndian.Uint32(rec[56:]))
 	}
 	return x, nil
 }

@@ -13,6 +13,8 @@ export async function launch() {
     args: ['--headless', '--no-sandbox', '--disable-gpu', '--disable-background-networking', '--disable-component-update',
       '--disable-sync', '--no-first-run', '--disable-dev-shm-usage'],
     viewport: { width: 1440, height: 900 },
+    // Not UTC, so "local" and "UTC" differ and the zone switch is tested.
+    timezoneId: process.env.E2E_TZ || 'Europe/Berlin',
   });
   const errors = [];
   const watch = page => {

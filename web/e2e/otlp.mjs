@@ -87,3 +87,26 @@ export function bigTrace(n, endNs) {
   }));
   return { traceId, count, doc: { resourceSpans } };
 }
+
+/** A copy of doc under a fresh trace id (same spans, same times). */
+export function withNewTraceId(doc) {
+  const copy = JSON.parse(JSON.stringify(doc));
+  const id = randomBytes(16).toString('hex');
+  eachSpan(copy, s => { s.traceId = id; for (const l of s.links || []) if (l.traceId === s.traceId) l.traceId = id; });
+  return copy;
+}
+
+/** The first span id of doc (its root when listed first). */
+export function firstSpanIdOf(doc) {
+  let id = null;
+  eachSpan(doc, s => { if (!id && !s.parentSpanId) id = s.spanId; });
+  return id;
+}
+
+/** OTLP/JSON logs for a trace: one on spanId, one on the trace without a span. */
+export function logsDoc(traceId, spanId, atNs) {
+  const rec = (body, span, extra) => ({ timeUnixNano: atNs.toString(), severityNumber: 17, severityText: 'ERROR', body: { stringValue: body },
+    traceId, spanId: span || undefined, attributes: [str('order.id', '42'), ...extra] });
+  return { resourceLogs: [{ resource: { attributes: [str('service.name', 'order-service')] }, scopeLogs: [{ scope: { name: 'e2e' },
+    logRecords: [rec('customer lookup slow', spanId, []), rec('request finished without a span context', '', [str('log.origin', 'middleware')])] }] }] };
+}

@@ -6,14 +6,14 @@
 //   node web/e2e/run.mjs            (from the repository root or anywhere)
 //   E2E_DEMO=0 node web/e2e/run.mjs (skip the demo shop traffic)
 import { spawn, execFileSync } from 'node:child_process';
-import { mkdtempSync, rmSync, mkdirSync, existsSync } from 'node:fs';
+import { mkdtempSync, rmSync, mkdirSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join, dirname, resolve, basename } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import net from 'node:net';
 import assert from 'node:assert/strict';
 import { launch } from './browser.mjs';
-import { listFixtures, loadFixture, shiftTo, traceIdOf, bigTrace } from './otlp.mjs';
+import { listFixtures, loadFixture, shiftTo, traceIdOf, bigTrace, withNewTraceId, firstSpanIdOf, logsDoc } from './otlp.mjs';
 
 const here = dirname(fileURLToPath(import.meta.url));
 const repo = resolve(here, '..', '..');
@@ -142,6 +142,24 @@ async function main() {
     assert.ok(r.ok, `ingest big trace: ${r.status} ${await r.text()}`);
   }
   log(`sent ${fixtures.length} fixture traces and a ${big.count}-span trace`);
+  // More findings than one page of the findings list (500): the overview
+  // once counted a page and showed "500 findings".
+  const n1doc = loadFixture(fixtures.find(f => basename(f, '.json') === 'positive-orders-then-50-customers'));
+  for (let batch = 0; batch < 10; batch++) {
+    const resourceSpans = [];
+    for (let k = 0; k < 60; k++) {
+      const i = batch * 60 + k;
+      // Older than the fixtures, so newest-first lists still show those.
+      resourceSpans.push(...shiftTo(withNewTraceId(n1doc), now - BigInt(i) * 900_000_000n - 660_000_000_000n).resourceSpans);
+    }
+    const r = await fetch(otlpUrl, { method: 'POST', headers: { 'Content-Type': 'application/json' }, body: JSON.stringify({ resourceSpans }) });
+    assert.ok(r.ok, `ingest N+1 copies: ${r.status}`);
+  }
+  // Logs of the N+1 trace: one on its root span, one without a span id.
+  const n1Root = firstSpanIdOf(shiftTo(loadFixture(fixtures.find(f => basename(f, '.json') === 'positive-orders-then-50-customers')), now));
+  const logsResp = await fetch(otlpUrl.replace(/\/v1\/traces$/, '/v1/logs'), { method: 'POST', headers: { 'Content-Type': 'application/json' },
+    body: JSON.stringify(logsDoc(ids['positive-orders-then-50-customers'], n1Root, now - 2_500_000_000n)) });
+  log(`sent 600 copies of the N+1 trace; logs: ${logsResp.status}`);
   if (process.env.E2E_DEMO !== '0' && !useDev) {
     const help = (() => { try { return execFileSync(bin, ['demo', '--help'], { encoding: 'utf8' }); } catch { return ''; } })();
     if (help.includes('--endpoint') || help.includes('-endpoint')) {
@@ -168,6 +186,13 @@ async function main() {
     const b = await r.json();
     return (Array.isArray(b) ? b : b.findings || []).length > 0;
   }, 20000).catch(() => log('findings store stayed empty'));
+  // The background analysis works through the 600 copies too: badges and
+  // TraceQL's finding.kind read the stored findings of the N+1 trace.
+  await waitFor('stored findings of the N+1 trace', async () => {
+    const r = await fetch(`${api}/api/v1/findings?trace_id=${nplus1}`);
+    if (r.status === 404) return true;
+    return ((await r.json()).findings || []).some(f => f.kind === 'n_plus_one_query');
+  }, 90000, 500).catch(() => log('the N+1 trace has no stored finding yet'));
 
   // 3. The browser.
   mkdirSync(imgDir, { recursive: true });
@@ -175,14 +200,19 @@ async function main() {
   const page = await b.page();
   const optional404 = [];
   page.on('response', r => {
-    if (r.status() === 404 && /\/api\/v1\/(findings|compare|attribution|metrics|servicemap)/.test(r.url())) optional404.push(new URL(r.url()).pathname);
+    if (r.status() === 404 && /\/api\/v1\/(findings|compare|attribution|metrics|servicemap|rootcause)/.test(r.url())) optional404.push(new URL(r.url()).pathname);
   });
   await check('the Tempo API is mounted on the UI origin', async () => {
     // The TraceQL box calls /tempo/api/search on the UI's own origin.
     const r = await fetch(`${base}/tempo/api/echo`);
     if (!r.ok) throw new Error(`${base}/tempo/api/echo: ${r.status}`);
   });
-  const shot = async name => { await page.waitForTimeout(150); await page.screenshot({ path: join(imgDir, name) }); };
+  // A plain run leaves the repository clean: its screenshots go to the
+  // run's temporary directory. E2E_SHOTS=1 writes every view, light and
+  // dark, 1440 and 1024 wide, to docs/img (see screenshots below).
+  const shotDir = join(tmp, 'shots');
+  mkdirSync(shotDir, { recursive: true });
+  const shot = async name => { await page.waitForTimeout(150); await page.screenshot({ path: join(shotDir, name) }); };
   const goto = async path => { await page.goto(base + path, { waitUntil: 'networkidle' }); };
 
   await check('overview renders', async () => {
@@ -207,13 +237,27 @@ async function main() {
     const rc = await fetch(`${api}/api/v1/rootcause?from=1h`);
     assert.ok(rc.status === 200 || rc.status === 404, `GET /api/v1/rootcause: ${rc.status}`);
     assert.ok(await page.locator('#rootcause ol.causes li, #rootcause .empty').count() >= 1, 'the likely-causes card shows neither causes nor a reason');
+    assert.ok(await page.locator('#rootcause ol.causes li').count() <= 3, 'the card shows more than the top causes');
+    // Its link opens the full ranking of the same window.
+    await page.click('#rootcause-all');
+    await page.waitForFunction(() => location.pathname === '/rootcause' && new URL(location.href).searchParams.get('to'));
+    await page.waitForSelector('#rootcause .empty, #rootcause .cause, #rootcause .error-box');
+    await page.goBack();
+    await page.waitForSelector(map && (map.nodes || []).length ? 'svg.map g.node' : '#kpi-findings');
     if (map && (map.nodes || []).length) {
       // Click-through: a call between two instrumented services opens the
       // traces where one calls the other (TraceQL, caller span > callee span).
       const virtual = new Set(map.nodes.filter(n => n.virtual).map(n => n.id));
       const drawn = new Set(await page.locator('svg.map g.edge').evaluateAll(els => els.map(e => e.dataset.edge)));
       if (map.nodes.length > 24) assert.ok(await page.locator('svg.map g.node').count() <= 24 && await page.locator('#map-all').count() === 1, 'a big map is not trimmed');
-      const edge = (map.edges || []).find(e => drawn.has(`${e.source}>${e.target}`) && e.source !== e.target && !virtual.has(e.target) && !virtual.has(e.source));
+      // An edge whose caller spans are direct parents of callee spans (an
+      // edge inferred from a peer attribute has no such pair in TraceQL).
+      let edge = null;
+      for (const e of (map.edges || []).filter(e => drawn.has(`${e.source}>${e.target}`) && e.source !== e.target && !virtual.has(e.target) && !virtual.has(e.source))) {
+        const tq = `{ resource.service.name = ${JSON.stringify(e.source)} } > { resource.service.name = ${JSON.stringify(e.target)} }`;
+        const hits = await getJSON(`${base}/tempo/api/search?q=${encodeURIComponent(tq)}&start=${Math.floor(Date.now() / 1000) - 3600}&end=${Math.ceil(Date.now() / 1000)}&limit=1`).catch(() => null);
+        if (hits && (hits.traces || []).length) { edge = e; break; }
+      }
       if (edge) {
         await page.locator(`svg.map g.edge[data-edge="${edge.source}>${edge.target}"]`).dispatchEvent('click');
         await page.waitForFunction(() => location.pathname === '/search');
@@ -236,9 +280,9 @@ async function main() {
   await check('search lists traces newest first with a scatter', async () => {
     await goto('/search?service=order-service&range=1h');
     await page.waitForSelector('.results .result');
-    const n = await page.locator('.results .result').count();
+    await page.waitForSelector('svg.scatter[data-total] circle');
     const dots = await page.locator('svg.scatter circle').count();
-    assert.equal(dots, n, 'one dot per result');
+    assert.equal(dots, Number(await page.getAttribute('svg.scatter', 'data-points')), 'one dot per sampled trace');
     const traces = await page.locator('.results .result').evaluateAll(els => els.map(e => e.dataset.trace));
     assert.ok(traces.includes(nplus1), 'N+1 trace not in the order-service results');
     await page.waitForSelector(`.result[data-trace="${nplus1}"] .badge:text("n plus one query")`, { timeout: 15000 });
@@ -249,7 +293,7 @@ async function main() {
     await page.keyboard.press('j');
     assert.ok(await page.evaluate(() => document.activeElement.classList.contains('result')), 'j does not focus a result');
     await goto('/search?range=1h');
-    await page.waitForSelector('.results .result');
+    await page.waitForSelector('svg.scatter[data-total] circle');
     // Brush the slowest region of the scatter and follow the compare link.
     const box = await page.locator('svg.scatter').boundingBox();
     await page.mouse.move(box.x + box.width * 0.06, box.y + 4);
@@ -346,7 +390,11 @@ async function main() {
 
   await check('trace: flame graph and service statistics', async () => {
     await goto(`/trace/${nplus1}?tab=flame`);
-    await page.waitForSelector('#flame canvas');
+    await page.waitForSelector('#flame canvas[data-frames]');
+    // Merged by service and operation: the 50 customer queries are one frame.
+    const frames = Number(await page.getAttribute('#flame canvas', 'data-frames'));
+    assert.ok(frames > 0 && frames <= analysis.span_count - 49, `${frames} frames for ${analysis.span_count} spans: not merged`);
+    assert.match(await page.getAttribute('#flame canvas', 'aria-label'), /order-service: /, 'frames carry no service names');
     await shot('trace-flame.png');
     await page.click('button[data-tab="services"]');
     assert.ok(await page.locator('#service-stats tbody tr').count() >= 1);
@@ -385,7 +433,7 @@ async function main() {
     const [svc, op] = top.split('\u0000');
     log(`group comparison on ${svc}: ${op} (${n} traces)`);
     await goto(`/search?service=${encodeURIComponent(svc)}&operation=${encodeURIComponent(op)}&range=1h&limit=100`);
-    await page.waitForSelector('svg.scatter circle');
+    await page.waitForSelector('svg.scatter[data-total] circle');
     const box = await page.locator('svg.scatter').boundingBox();
     // The slow half of the plot, every time.
     await page.mouse.move(box.x + box.width * 0.055, box.y + 2);
@@ -448,12 +496,23 @@ async function main() {
     await goto('/findings?range=1h');
     await page.waitForSelector('tbody tr[data-row]');
     const counts = await page.locator('tbody tr[data-row]').evaluateAll(els => els.map(e => Number(e.dataset.count)));
+    const lost = await page.locator('tbody tr[data-row]').evaluateAll(els => els.map(e => Number(e.dataset.impact)));
+    assert.ok(lost.every((v, i) => i === 0 || lost[i - 1] >= v), 'findings not ranked by time lost');
     const total = await page.locator('#view .badges a .badge').evaluateAll(els => els.reduce((s, e) => s + Number((e.textContent.match(/· (\d+)$/) || [0, 0])[1]), 0));
     assert.equal(counts.reduce((a, b) => a + b, 0), total, 'grouped rows do not add up to the per-kind counts');
     assert.ok(counts.length < total || total < 3, 'nothing was grouped');
     await page.click('#fscope button:text("systemic")');
     await page.waitForFunction(() => new URL(location.href).searchParams.get('scope') === 'systemic');
     await page.waitForSelector('tbody tr[data-row], .empty');
+    // A cross-trace finding's "causes" opens the root-cause view for the window before it.
+    const causes = page.locator('tbody tr[data-row] a.causes-link').first();
+    const systemicStored = await getJSON(`${api}/api/v1/findings?systemic=true&from=1h&limit=1`).then(b => b.findings.length > 0).catch(() => false);
+    if (systemicStored) assert.ok(await causes.count() > 0, 'cross-trace findings are stored but none links to its causes');
+    if (await causes.count()) {
+      await causes.click();
+      await page.waitForFunction(() => location.pathname === '/rootcause' && /^\d+$/.test(new URL(location.href).searchParams.get('from') || ''));
+      await page.waitForSelector('#rootcause .empty, #rootcause .cause, #rootcause .error-box');
+    }
     await goto('/findings?range=1h');
     await page.waitForSelector('tbody tr[data-row]');
     const idx = await page.locator('tbody tr[data-row]').evaluateAll(els => els.findIndex(e => e.querySelector('td.examples a')));
@@ -496,7 +555,8 @@ async function main() {
     log(`5,000-span trace: ${loadMs} ms from click to waterfall (in page: fetch ${perf.fetchMs.toFixed(0)} ms + render ${perf.renderMs.toFixed(0)} ms), ${rows} rows in the DOM`);
     assert.equal(perf.spans, 5000);
     assert.ok(rows < 200, `waterfall not virtualised: ${rows} rows`);
-    assert.ok(loadMs < 1000, `took ${loadMs} ms`);
+    // The UI's share (model and first waterfall); the fetch is the server's.
+    assert.ok(perf.renderMs < 500, `rendering took ${perf.renderMs} ms`);
     // A cold page load as well (fresh document, modules from cache).
     const t1 = Date.now();
     await page.goto(`${base}/trace/${big.traceId}`);
@@ -508,6 +568,290 @@ async function main() {
     await shot('trace-5000.png');
   });
 
+  // ---- The on-call walk: each check below failed on the UI before the
+  // "from the overview to the cause" work.
+  // Analysis of the 600 copies may still be running on a busy machine.
+  const summary = await waitFor('more findings than a page', async () => {
+    const sm = await getJSON(`${api}/api/v1/findings/summary?from=1h&groups=50`).catch(() => null);
+    return sm && sm.total > 500 ? sm : null;
+  }, 60000, 1000).catch(() => getJSON(`${api}/api/v1/findings/summary?from=1h&groups=50`).catch(() => null));
+
+  await check('overview counts every finding and ranks problems by time lost', async () => {
+    assert.ok(summary, 'no /api/v1/findings/summary');
+    assert.ok(summary.total > 500, `precondition: more findings than a page (${summary.total})`);
+    await goto('/?range=1h');
+    await page.waitForSelector('#kpi-findings');
+    const shown = Number((await page.locator('#kpi-findings b').innerText()).replace(/,/g, ''));
+    // The demo keeps adding findings: the UI's count is at least the one read before.
+    assert.ok(shown >= summary.total, `overview shows ${shown} findings, the server holds ${summary.total}`);
+    const kinds = await page.locator('#kinds tbody tr').evaluateAll(els => els.map(e => e.dataset.kind));
+    for (const k of summary.kinds) assert.ok(kinds.includes(k.kind), `kind ${k.kind} missing from "Findings by kind"`);
+    const impacts = await page.locator('#hurts tbody tr').evaluateAll(els => els.map(e => Number(e.dataset.impact)));
+    assert.ok(impacts.length >= 2, 'no ranked problems');
+    assert.ok(impacts.every((v, i) => i === 0 || impacts[i - 1] >= v), 'problems not ranked by time lost: ' + impacts);
+    // One click from the top problem to its worst example, at a span of it.
+    const worst = page.locator('#hurts tbody tr').first().locator('a.worst');
+    const href = await worst.getAttribute('href');
+    assert.match(href, /^\/trace\/[0-9a-f]{32}(\?span=[0-9a-f]{16})?$/);
+    await worst.click();
+    await page.waitForFunction(h => location.pathname + location.search === h, href);
+    await page.waitForSelector('body[data-trace-ready]');
+    // And to the root-cause ranking of its service.
+    await goto('/?range=1h');
+    await page.locator('#hurts tbody tr').first().locator('a.rc').click();
+    await page.waitForSelector('#rootcause .empty, #rootcause .cause');
+    const rc = await fetch(`${api}/api/v1/rootcause?from=1h`);
+    if (rc.status === 404 && !/no traces/.test(await rc.text())) assert.match(await page.locator('#rootcause').innerText(), /root-cause ranking not available/);
+    // The documented answer renders as a ranking with evidence and the two
+    // examples (served here by the test while the endpoint is not built in).
+    await page.route('**/api/v1/rootcause?*', route => route.fulfill({ status: 200, contentType: 'application/json', body: JSON.stringify({ causes: [
+      { service: 'payment-service', operation: 'POST /charge', score: 0.92, evidence: [{ text: 'p95 540 ms vs 80 ms in the baseline' }], examples: { baseline: healthy, incident: nplus1 } },
+      { service: 'order-service', operation: 'SELECT orders', score: 0.31, evidence: [{ text: '51 calls per request vs 2' }], examples: {} }] }) }));
+    await goto('/rootcause?service=order-service&range=1h');
+    await page.waitForSelector('#rootcause li.cause');
+    assert.deepEqual(await page.locator('#rootcause li.cause').evaluateAll(els => els.map(e => e.dataset.service)), ['payment-service', 'order-service']);
+    assert.match(await page.locator('#rootcause').innerText(), /p95 540 ms vs 80 ms in the baseline/);
+    assert.equal(await page.locator('#rootcause li.cause').first().locator(`a[href="/compare?a=${nplus1}&b=${healthy}"]`).count(), 1, 'no incident-vs-baseline link');
+    await page.unroute('**/api/v1/rootcause?*');
+  });
+
+  await check('service map node rates match the services table', async () => {
+    const map = await fetch(`${api}/api/v1/servicemap?start=${Date.now() - 3600e3}`).then(r => r.ok ? r.json() : null);
+    if (!map || !(map.nodes || []).length) return;
+    await goto('/?range=1h');
+    await page.waitForSelector('svg.map g.node');
+    const table = await page.locator('section.card:has(h2:text("Services")) tbody tr').evaluateAll(els => Object.fromEntries(els.map(e => [e.querySelector('a').textContent, e.children[1].textContent])));
+    const nodes = await page.locator('svg.map g.node:not(.virtual)').evaluateAll(els => Object.fromEntries(els.map(e => [e.dataset.node, e.querySelector('text.sub').textContent.split(' · ')[0]])));
+    const perSec = t => { const m = /([\d.]+)\/(s|min|h)/.exec(t); return m ? Number(m[1]) / { s: 1, min: 60, h: 3600 }[m[2]] : NaN; };
+    let compared = 0;
+    for (const [svc, rate] of Object.entries(nodes)) {
+      if (!(svc in table)) continue;
+      const a = perSec(rate), b = perSec(table[svc]);
+      if (!(a > 0 && b > 0)) continue;
+      compared++;
+      assert.ok(Math.abs(a - b) / Math.max(a, b) < 0.35, `${svc}: map ${rate} vs table ${table[svc]}`);
+    }
+    assert.ok(compared >= 1, 'no service on both the map and the table');
+  });
+
+  await check('colours: no service in the error hue, distinct, zero-error sparklines not red', async () => {
+    await goto('/?range=1h');
+    await page.waitForSelector('section.card:has(h2:text("Services")) tbody tr');
+    const dots = await page.locator('section.card:has(h2:text("Services")) tbody tr .svc-dot').evaluateAll(els => els.map(e => getComputedStyle(e).backgroundColor));
+    const hue = c => { const [r, g, b] = c.match(/\d+/g).map(Number).map(v => v / 255); const mx = Math.max(r, g, b), mn = Math.min(r, g, b); if (mx === mn) return [0, 0];
+      const d = mx - mn; let h = mx === r ? ((g - b) / d) % 6 : mx === g ? (b - r) / d + 2 : (r - g) / d + 4; return [(h * 60 + 360) % 360, d / (1 - Math.abs(mx + mn - 1))]; };
+    for (const c of dots) { const [h, sat] = hue(c); assert.ok(sat < 0.35 || (h > 20 && h < 340), `service colour ${c} is in the error hue`); }
+    // Colours repeat only after 20 services (slots go in sorted name order).
+    const names = await page.locator('section.card:has(h2:text("Services")) tbody tr a').allInnerTexts();
+    const byName = names.map((nm, i) => [nm, dots[i]]).sort((p, q) => p[0].localeCompare(q[0]));
+    for (let i = 0; i < byName.length; i++) for (let j = i + 1; j < Math.min(byName.length, i + 20); j++) {
+      assert.notEqual(byName[i][1], byName[j][1], `${byName[i][0]} and ${byName[j][0]} share a colour`);
+    }
+    const errColor = await page.evaluate(() => { const d = document.createElement('i'); d.style.color = 'var(--err)'; document.body.append(d); const c = getComputedStyle(d).color; d.remove(); return c; });
+    const zeroRows = await page.locator('section.card:has(h2:text("Services")) tbody tr').evaluateAll((els, err) => els.filter(e => /^0(\.0)? %$/.test(e.children[2].textContent))
+      .map(e => getComputedStyle(e.querySelector('td:last-child polyline')).stroke), errColor);
+    for (const st of zeroRows) assert.notEqual(st, errColor, 'a service without errors has a red error sparkline');
+  });
+
+  await check('search: sort longest first over the range, whole-range log plot, badges in the response', async () => {
+    const findReqs = [];
+    const onReq = r => { if (new URL(r.url()).pathname === '/api/v1/findings') findReqs.push(r.url()); };
+    page.on('request', onReq);
+    await goto('/search?range=1h&sort=longest');
+    await page.waitForSelector('.results .result');
+    const durs = await page.locator('.results .result').evaluateAll(els => els.map(e => Number(e.dataset.duration)));
+    assert.ok(durs.every((d, i) => i === 0 || durs[i - 1] >= d), 'not longest first');
+    const longest = await getJSON(`${api}/api/v1/search?start=1h&sort=longest&limit=1`);
+    assert.equal(await page.locator('.results .result').first().getAttribute('data-trace'), longest.traces[0].trace_id, 'the longest trace of the range is not first');
+    // The plot: the whole range on x, log scale on y, sampled on the server.
+    await page.waitForSelector('svg.scatter[data-total]');
+    const [x0, x1] = await page.locator('svg.scatter').evaluate(e => [Number(e.dataset.x0), Number(e.dataset.x1)]);
+    assert.ok(x1 - x0 > 3500e3 && x1 - x0 < 3700e3, `plot covers ${(x1 - x0) / 1e3} s of a 1 h range`);
+    assert.equal(await page.locator('svg.scatter').getAttribute('data-log'), '1');
+    const total = Number(await page.locator('svg.scatter').getAttribute('data-total'));
+    assert.ok(total > durs.length, `plot holds ${total} traces, the page ${durs.length}`);
+    const ys = await page.locator('svg.scatter circle').evaluateAll(els => els.map(e => Number(e.getAttribute('cy'))));
+    const spread = new Set(ys.map(y => Math.round(y / 10))).size;
+    assert.ok(spread >= 4, 'the dots are flattened into one band: ' + spread);
+    await goto(`/search?service=order-service&range=1h`);
+    await page.waitForSelector(`.result[data-trace="${nplus1}"] .badge:text("n plus one query")`, { timeout: 15000 });
+    page.off('request', onReq);
+    assert.deepEqual(findReqs, [], 'badges fetched with a separate findings request');
+  });
+
+  await check('search: brushing the slowest dots compares exactly those (A is not empty)', async () => {
+    await goto('/search?range=1h');
+    await page.waitForSelector('svg.scatter[data-total] circle');
+    const box = await page.locator('svg.scatter').boundingBox();
+    // The top band of the plot: the slowest endpoints of the range.
+    const top = await page.locator('svg.scatter circle').evaluateAll(els => Math.min(...els.map(e => Number(e.getAttribute('cy')))));
+    await page.mouse.move(box.x + box.width * 0.06, box.y + 1);
+    await page.mouse.down();
+    await page.mouse.move(box.x + box.width * 0.999, box.y + (top + 8) / 190 * box.height, { steps: 4 });
+    await page.mouse.up();
+    const link = page.locator('#send-compare');
+    await link.waitFor();
+    const resp = page.waitForResponse(r => new URL(r.url()).pathname === '/api/v1/compare');
+    await link.click();
+    const body = await (await resp).json();
+    assert.ok(body.a.traces >= 1, `brushed traces are not in A: ${JSON.stringify(body.a)}`);
+  });
+
+  await check('ids: full 32-hex ids everywhere, a 16-hex id opens its trace, times carry their zone', async () => {
+    await goto('/search?range=1h');
+    await page.waitForSelector('.results .result .tid');
+    const sids = await page.locator('.results .result .tid').evaluateAll(els => els.map(e => e.textContent.trim()));
+    assert.ok(sids.every(t => /^[0-9a-f]{32}$/.test(t)), 'search ids are not 32-hex: ' + sids[0]);
+    const when = await page.locator('.results .result .when').first().innerText();
+    assert.match(when, /^\d{4}-\d\d-\d\d \d\d:\d\d:\d\d\.\d{3} UTC\+0[12]$/, 'local time without its zone: ' + when);
+    await page.click('#tz-toggle');
+    await page.waitForSelector('.results .result .when');
+    assert.match(await page.locator('.results .result .when').first().innerText(), / UTC$/, 'UTC switch');
+    await page.click('#tz-toggle');
+    await goto('/findings?range=1h&group=0&kind=n_plus_one_query');
+    await page.waitForSelector('td.examples .tid');
+    const fids = await page.locator('td.examples .tid').evaluateAll(els => els.map(e => e.textContent.trim()));
+    assert.ok(fids.every(t => /^[0-9a-f]{32}$/.test(t)), 'findings ids are not 32-hex: ' + fids[0]);
+    // A 16-hex prefix (what other tools show) opens the trace.
+    await page.fill('#jump-input', nplus1.slice(0, 16));
+    await page.press('#jump-input', 'Enter');
+    await page.waitForFunction(id => location.pathname === '/trace/' + id, nplus1, { timeout: 15000 });
+  });
+
+  await check('jump box finds services, operations and finding kinds', async () => {
+    await goto('/');
+    await page.fill('#jump-input', 'customers');
+    await page.waitForSelector('#jump-list li');
+    const subs = await page.locator('#jump-list li .js').allInnerTexts();
+    assert.ok(subs.some(t => t.startsWith('operation')), 'no operation matches: ' + subs);
+    await page.fill('#jump-input', 'n plus');
+    await page.waitForSelector('#jump-list li:has-text("finding kind")');
+    await page.press('#jump-input', 'Enter');
+    await page.waitForFunction(() => new URL(location.href).searchParams.get('kind') === 'n_plus_one_query');
+  });
+
+  // The fixture trace with the most findings, for the fold checks.
+  let busy = nplus1, busyN = 0;
+  for (const id of Object.values(ids)) {
+    const a = await getJSON(`${api}/api/v1/traces/${id}/analysis`).catch(() => null);
+    if (a && (a.findings || []).length > busyN) { busy = id; busyN = a.findings.length; }
+  }
+
+  await check(`trace: the waterfall stays above the fold (${busyN} findings), cards fold, a finding scrolls to its spans`, async () => {
+    await goto(`/trace/${busy}`);
+    await page.waitForSelector(`body[data-analysis-ready="${busy}"]`);
+    const visible = await page.locator('.wf-row').evaluateAll(els => els.filter(e => { const r = e.getBoundingClientRect(); return r.top >= 0 && r.bottom <= innerHeight; }).length);
+    const total = await page.evaluate(() => window.__tracedxPerf.spans);
+    assert.ok(visible >= Math.min(15, total), `only ${visible} waterfall rows above the fold`);
+    await page.click('#findings > summary');
+    assert.equal(await page.locator('#findings').getAttribute('open'), null, 'findings card does not fold');
+    await page.click('#findings > summary');
+    // The why chain starts folded to its first sentence; it opens and folds.
+    assert.equal(await page.locator('#why').getAttribute('open'), null, 'why chain open by default');
+    await page.click('#why > summary');
+    assert.notEqual(await page.locator('#why').getAttribute('open'), null, 'why card does not open');
+    await page.click('#why > summary');
+    assert.equal(await page.locator('#why').getAttribute('open'), null, 'why card does not fold');
+    await page.evaluate(() => window.scrollTo(0, 0));
+    await page.locator('.finding').last().click();
+    await page.waitForSelector('.wf-row.hl');
+    const inView = await page.locator('.wf-row.hl').first().evaluate(e => { const r = e.getBoundingClientRect(); return r.top >= 0 && r.bottom <= innerHeight; });
+    assert.ok(inView, 'the highlighted spans are off screen');
+    // With the span panel open, the name column keeps names readable and
+    // badges clear of the durations.
+    await page.waitForSelector('#span-detail');
+    const row = page.locator('.wf-row.sel');
+    const [opW, opFull, nameR, badgeL, laneL] = await row.evaluate(e => { const op = e.querySelector('.op'); return [op.getBoundingClientRect().width, op.scrollWidth <= op.clientWidth,
+      e.querySelector('.wf-name').getBoundingClientRect().right, Math.min(1e9, ...[...e.querySelectorAll('.fmark')].map(b => b.getBoundingClientRect().left)), e.querySelector('.wf-lane').getBoundingClientRect().left]; });
+    assert.ok(opW >= 60 && opFull, `operation name squeezed to ${opW}px`);
+    assert.ok(badgeL >= laneL && nameR <= laneL + 1, 'finding badges cover the name column');
+    await page.keyboard.press('Escape');
+  });
+
+  await check('trace: minimap zoom, find in trace, resizable names, span list and JSON', async () => {
+    await goto(`/trace/${big.traceId}`);
+    await page.waitForSelector(`body[data-trace-ready="${big.traceId}"]`);
+    const barW = () => page.locator('.wf-row[data-i="3"] .wf-bar').evaluate(e => e.getBoundingClientRect().width);
+    const before = await barW();
+    const mm = await page.locator('#minimap').boundingBox();
+    await page.mouse.move(mm.x + 2, mm.y + 20);
+    await page.mouse.down();
+    await page.mouse.move(mm.x + 2 + mm.width * 0.012, mm.y + 20, { steps: 3 });
+    await page.mouse.up();
+    await page.waitForSelector('#zoom-reset:not([hidden])');
+    assert.match(new URL(page.url()).searchParams.get('zoom') || '', /^[\d.]+-[\d.]+$/, 'zoom not in the URL');
+    const after = await barW();
+    assert.ok(after > before * 5, `zooming did not widen a short span (${before} → ${after} px)`);
+    await page.click('#zoom-reset');
+    // Find: by attribute value, next/previous.
+    await page.fill('#find', 'deadlock');
+    await page.waitForFunction(() => /\d+ match/.test(document.getElementById('find-count').textContent));
+    const n = Number((await page.locator('#find-count').innerText()).match(/\d+/)[0]);
+    assert.ok(n >= 2, 'find found ' + n);
+    await page.press('#find', 'Enter');
+    await page.press('#find', 'Enter');
+    assert.match(await page.locator('#find-count').innerText(), new RegExp(`^2 of ${n}$`));
+    const cur = page.locator('.wf-row.match-cur');
+    await cur.waitFor();
+    assert.ok(await cur.evaluate(e => { const r = e.getBoundingClientRect(); return r.top >= 0 && r.bottom <= innerHeight; }), 'current match off screen');
+    await page.click('#find-prev');
+    assert.match(await page.locator('#find-count').innerText(), new RegExp(`^1 of ${n}$`));
+    // Resize the name column.
+    const g = await page.locator('.wf-grip').boundingBox();
+    const w0 = await page.locator('.wf-row .wf-name').first().evaluate(e => e.getBoundingClientRect().width);
+    await page.mouse.move(g.x + 4, g.y + 10);
+    await page.mouse.down();
+    await page.mouse.move(g.x + 124, g.y + 10, { steps: 3 });
+    await page.mouse.up();
+    const w1 = await page.locator('.wf-row .wf-name').first().evaluate(e => e.getBoundingClientRect().width);
+    assert.ok(w1 > w0 + 80, `name column ${w0} → ${w1}`);
+    await page.evaluate(() => localStorage.removeItem('tracedx-namew'));
+    // Span list: longest first; the JSON download holds every span.
+    await page.click('button[data-tab="spans"]');
+    await page.waitForSelector('#span-list tbody tr');
+    const dl = page.waitForEvent('download');
+    await page.locator('#span-list .download-json').click();
+    const file = await (await dl).path();
+    const json = JSON.parse((await import('node:fs')).readFileSync(file, 'utf8'));
+    assert.equal(json.spans.length, 5000, 'download does not hold every span');
+  });
+
+  await check('trace: logs without a span id show, with time and attributes', async () => {
+    const body = await getJSON(`${api}/api/v1/traces/${nplus1}/logs`).catch(() => null);
+    if (!body || !(body.logs || []).length) { log('no logs stored; skipped'); return; }
+    await goto(`/trace/${nplus1}?tab=logs`);
+    await page.waitForSelector('#trace-logs table.logs tbody tr');
+    const text = await page.locator('#trace-logs').innerText();
+    assert.match(text, /request finished without a span context/, 'log without span id missing');
+    assert.match(text, /log\.origin=middleware/, 'log attributes missing');
+    assert.match(text, /\d\d:\d\d:\d\d\.\d{3} UTC/, 'log time missing');
+  });
+
+  await check('compare: colours say worse or better than the chosen baseline', async () => {
+    await goto(`/compare?a=${nplus1}&b=${healthy}`);
+    await page.waitForSelector('#cmp-notes li');
+    // A (the N+1 trace) is slower than the baseline B: its slower rows are "worse".
+    const cells = await page.locator('td.vs').evaluateAll(els => els.map(e => [e.className, e.textContent]));
+    assert.ok(cells.some(([c, t]) => c.includes('worse') && t.startsWith('+')), 'the slower N+1 side is not marked worse');
+    assert.ok(!cells.some(([c, t]) => c.includes('better') && t.startsWith('+')), 'a slower row is marked better');
+    await page.click('#cmp-base a');
+    await page.waitForSelector('#cmp-base b:text("trace A")');
+    await page.waitForSelector('td.vs');
+    const flipped = await page.locator('td.vs').evaluateAll(els => els.map(e => [e.className, e.textContent]));
+    assert.ok(flipped.some(([c, t]) => c.includes('better') && t.startsWith('−') || c.includes('better') && t.startsWith('-')), 'with A as the baseline, B is not better');
+  });
+
+  await check('auto-refresh: off by default, re-fetches when on', async () => {
+    await goto('/findings?range=1h');
+    await page.waitForSelector('#refresh');
+    assert.equal(await page.inputValue('#refresh'), '');
+    await page.selectOption('#refresh', '10s');
+    await page.waitForFunction(() => new URL(location.href).searchParams.get('refresh') === '10s');
+    const again = await page.waitForRequest(r => new URL(r.url()).pathname === '/api/v1/findings/summary', { timeout: 14000 });
+    assert.ok(again);
+    await page.selectOption('#refresh', '');
+  });
+
   await check('unknown routes and no console errors', async () => {
     await goto('/no/such/page');
     await page.waitForSelector('text=Page not found');
@@ -517,7 +861,48 @@ async function main() {
     assert.deepEqual(errs, [], 'console errors');
   });
   if (optional404.length) log('optional endpoints missing in this build (404, degraded gracefully):', [...new Set(optional404)].join(', '));
+  if (process.env.E2E_SHOTS) await screenshots(page, goto, { nplus1, healthy, busy, api });
   await b.close();
+}
+
+// Every view, light and dark, 1440 and 1024 wide, as small PNGs (reduced to
+// a 256-colour palette with pngquant when it is installed).
+async function screenshots(page, goto, { nplus1, healthy, busy, api }) {
+  const list = await getJSON(`${api}/api/v1/search?limit=300&start=1h`);
+  const ep = list.traces.find(t => t.root_service === 'order-service') || list.traces[0];
+  const views = [
+    ['overview', '/?range=1h', '#hurts'],
+    ['search', '/search?range=1h&sort=longest', 'svg.scatter[data-total]'],
+    ['findings', '/findings?range=1h', 'tbody tr[data-row]'],
+    ['trace', `/trace/${busy}`, 'body[data-analysis-ready]'],
+    ['trace-flame', `/trace/${nplus1}?tab=flame`, '#flame canvas'],
+    ['trace-spans', `/trace/${nplus1}?tab=spans`, '#span-list tbody tr'],
+    ['trace-logs', `/trace/${nplus1}?tab=logs`, '#trace-logs table, #trace-logs p'],
+    ['compare', `/compare?a=${nplus1}&b=${healthy}`, '#cmp-notes li'],
+    ['compare-groups', `/compare?service=${encodeURIComponent(ep.root_service)}&operation=${encodeURIComponent(ep.root_operation)}&start=1h&a_status=error&b_status=ok`, '#cmp-notes, .empty, .error-box'],
+    ['rootcause', '/rootcause?range=1h', '#rootcause .empty, #rootcause .cause'],
+    ['alerts', '/alerts', 'tr[data-rule]'],
+  ];
+  let convert = true;
+  for (const width of [1440, 1024]) {
+    await page.setViewportSize({ width, height: 900 });
+    for (const theme of ['light', 'dark']) {
+      await page.emulateMedia({ colorScheme: theme });
+      for (const [name, path, ready] of views) {
+        await goto(path);
+        await page.waitForSelector(ready, { timeout: 15000 }).catch(() => log(`screenshot ${name}: ${ready} did not appear`));
+        await page.waitForTimeout(200);
+        const file = join(imgDir, `${name}-${theme}-${width}.png`);
+        await page.screenshot({ path: file });
+        if (convert) {
+          try { execFileSync('pngquant', ['--force', '--ext', '.png', '--skip-if-larger', '256', file]); } catch (e) { if (e.code === 'ENOENT') { convert = false; log('pngquant not found: screenshots are full-colour PNGs'); } }
+        }
+      }
+    }
+  }
+  await page.setViewportSize({ width: 1440, height: 900 });
+  await page.emulateMedia({ colorScheme: 'light' });
+  log(`screenshots: ${views.length * 4} in ${imgDir}`);
 }
 
 try {
@@ -529,5 +914,5 @@ try {
 } finally {
   await cleanup();
 }
-log(`${results.filter(r => r[0] === 'ok').length} passed, ${failed} failed; screenshots in ${existsSync(imgDir) ? imgDir : '(none)'}`);
+log(`${results.filter(r => r[0] === 'ok').length} passed, ${failed} failed`);
 process.exit(failed ? 1 : 0);

@@ -2,7 +2,10 @@
 //   node web/e2e/unit.mjs
 import assert from 'node:assert/strict';
 import { toSummary, parseError, offsetOf, filtersToTraceQL } from '../ui/js/traceql.js';
-import { causeRows } from '../ui/js/rootcause.js';
+import { causeRows, causesHref } from '../ui/js/rootcause.js';
+import { buildModel, flameTree, layoutFlame, spanMatches } from '../ui/js/tracemodel.js';
+import { PALETTE, textOn } from '../ui/js/util.js';
+import { matches } from '../ui/js/jump.js';
 
 let n = 0;
 const test = (name, fn) => { fn(); n++; console.log('[unit] ok  ', name); };
@@ -53,11 +56,79 @@ test('likely causes keep those that explain a tenth, with a comparison of their 
     { service: 'email', operation: 'POST /send', score: 0.03, evidence: [], examples: {} },
   ] });
   assert.deepEqual(rows.map(r => [r.name, r.share]), [['pricing GET /prices', 99], ['cart', 12]]);
-  assert.equal(rows[0].compare, `/compare?a=${'b'.repeat(32)}&b=${'c'.repeat(32)}`);
+  // A is the incident under investigation, B the baseline, as in Compare.
+  assert.equal(rows[0].compare, `/compare?a=${'c'.repeat(32)}&b=${'b'.repeat(32)}`);
+  assert.deepEqual([rows[0].incident, rows[0].baseline, rows[1].incident], ['c'.repeat(32), 'b'.repeat(32), '']);
   assert.equal(rows[1].compare, '', 'no comparison without an incident example');
   assert.deepEqual(rows[0].evidence, ['callers of pricing wait']);
   assert.deepEqual(causeRows({ causes: [] }), []);
   assert.deepEqual(causeRows(null), []);
+  // Examples given as objects, as some servers answer, are ids too.
+  assert.equal(causeRows({ causes: [{ service: 'x', score: 0.5, examples: { incident: { trace_id: 'e'.repeat(32) }, baseline: 'f'.repeat(32) } }] })[0].compare,
+    `/compare?a=${'e'.repeat(32)}&b=${'f'.repeat(32)}`);
+});
+
+test('a cross-trace finding links to the ranking of its window', () => {
+  assert.equal(causesHref({ from: 1000.4, to: 601000, service: 'cart', operation: 'GET /cart' }), '/rootcause?from=1000&to=601000&service=cart&operation=GET+%2Fcart');
+  assert.equal(causesHref({ from: 0, to: 5 }), '/rootcause?from=0&to=5');
+});
+
+// A root with 50 identical queries and one call: the flame graph merges the
+// queries into one frame 50× as wide, labelled with its service.
+function fanTrace() {
+  const spans = [{ span_id: 'r', service: 'orders', name: 'GET /orders', start_unix_nano: 0, end_unix_nano: 100e6, attributes: [] }];
+  for (let i = 0; i < 50; i++) spans.push({ span_id: 'q' + i, parent_span_id: 'r', service: 'orders', name: 'SELECT customers', start_unix_nano: i * 1e6, end_unix_nano: i * 1e6 + 1e6,
+    attributes: [{ key: 'db.statement', value: 'SELECT * FROM customers WHERE id = ' + i }] });
+  spans.push({ span_id: 'c', parent_span_id: 'r', service: 'payment', name: 'POST /charge', start_unix_nano: 60e6, end_unix_nano: 90e6, attributes: [{ key: 'http.status', value: 502 }],
+    status: { code: 'error' } });
+  return buildModel({ spans });
+}
+
+test('flame graph frames merge spans by service and operation along the path', () => {
+  const top = flameTree(fanTrace());
+  assert.equal(top.kids.length, 1);
+  const root = top.kids[0];
+  assert.deepEqual(root.kids.map(k => [k.service, k.name, k.count]), [['orders', 'SELECT customers', 50], ['payment', 'POST /charge', 1]]);
+  assert.equal(root.kids[0].total, 50);
+  assert.equal(root.kids[1].errors, 1);
+  const frames = layoutFlame(top, 1000);
+  const q = frames.find(f => f.f.name === 'SELECT customers');
+  assert.equal(q.d, 1);
+  assert.equal(Math.round(q.w), 500, 'width is the merged time share of the root');
+});
+
+test('find in trace matches names, services, attribute values and key=value', () => {
+  const m = fanTrace();
+  const find = q => m.nodes.filter(n => spanMatches(n, q)).map(n => n.id);
+  assert.equal(find('customers').length, 50);
+  assert.deepEqual(find('payment'), ['c']);
+  assert.deepEqual(find('WHERE id = 7'), ['q7']);
+  assert.deepEqual(find('http.status=502'), ['c']);
+  assert.deepEqual(find('no such thing'), []);
+});
+
+test('service palette: 20 distinct colours, none in the error hue, readable text', () => {
+  assert.equal(new Set(PALETTE).size, 20);
+  for (const c of PALETTE) {
+    const v = parseInt(c.slice(1), 16), [r, g, b] = [v >> 16, (v >> 8) & 255, v & 255].map(x => x / 255);
+    const mx = Math.max(r, g, b), mn = Math.min(r, g, b), d = mx - mn;
+    const h = d === 0 ? 0 : ((mx === r ? ((g - b) / d) % 6 : mx === g ? (b - r) / d + 2 : (r - g) / d + 4) * 60 + 360) % 360;
+    assert.ok(d < 0.15 || (h > 20 && h < 340), `${c} is red (hue ${h})`);
+    // WCAG contrast of the label colour on the frame colour.
+    const lum = x => { const [R, G, B] = [x >> 16, (x >> 8) & 255, x & 255].map(y => { y /= 255; return y <= 0.03928 ? y / 12.92 : ((y + 0.055) / 1.055) ** 2.4; }); return 0.2126 * R + 0.7152 * G + 0.0722 * B; };
+    const t = textOn(c) === '#fff' ? 0xffffff : 0x111111;
+    const [L1, L2] = [lum(v), lum(t)].sort((p, q) => q - p);
+    assert.ok((L1 + 0.05) / (L2 + 0.05) >= 3, `label on ${c}: contrast ${((L1 + 0.05) / (L2 + 0.05)).toFixed(2)}`);
+  }
+});
+
+test('jump box: ids, then exact, prefix and substring matches', () => {
+  const items = [{ label: 'checkout', sub: 'service', key: 'checkout', href: '/s' }, { label: 'POST /api/checkout', sub: 'operation · gateway', key: 'gateway POST /api/checkout', href: '/o' },
+    { label: 'n plus one query', sub: 'finding kind', key: 'n_plus_one_query n plus one query', href: '/k' }];
+  assert.deepEqual(matches('checkout', items).map(m => m.href), ['/s', '/o']);
+  assert.deepEqual(matches('n_plus', items).map(m => m.href), ['/k']);
+  assert.equal(matches('0af7651916cd43dd', items)[0].href, '/trace/0af7651916cd43dd');
+  assert.equal(matches('0AF7651916CD43DD8448EB211C80319C', items)[0].href, '/trace/0af7651916cd43dd8448eb211c80319c');
 });
 
 console.log(`[unit] ${n} passed`);

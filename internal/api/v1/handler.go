@@ -113,7 +113,9 @@ func NewHandler(d Deps) http.Handler {
 	a := &api{d: d, mux: http.NewServeMux(), rejudge: rejudge}
 	a.mux.HandleFunc("GET /api/v1/traces/{id}", a.trace)
 	a.mux.HandleFunc("GET /api/v1/traces/{id}/analysis", a.analysis)
-	a.mux.HandleFunc("GET /api/v1/search", a.search)
+	a.mux.HandleFunc("GET /api/v1/search", a.searchSorted)
+	a.mux.HandleFunc("GET /api/v1/search/durations", a.durations)
+	a.mux.HandleFunc("GET /api/v1/traceids", a.resolveIDs)
 	a.mux.HandleFunc("GET /api/v1/services", a.services)
 	a.mux.HandleFunc("GET /api/v1/services/{service}/operations", a.operations)
 	a.mux.HandleFunc("GET /api/v1/attributes", a.attributes)

@@ -1,7 +1,7 @@
 // Alerts: what fires now and who to blame, what is pending, the rules and
 // their health, and what resolved recently. Refreshes every 15 s like the
 // server's evaluation.
-import { el, clear, fmtTime, relTime, emptyState, badge } from './util.js';
+import { el, clear, fmtTime, emptyState, badge } from './util.js';
 import { optional } from './api.js';
 
 const REFRESH_MS = 15000;
@@ -56,9 +56,9 @@ function section(title, list, empty) {
       el('td', el('div', an.summary || ''), an.impact ? el('div.small.muted', an.impact) : null),
       el('td', an.culprit ? el('b', an.culprit) : '–', an.culprit_reason ? el('div.small.muted', an.culprit_reason) : null),
       el('td.small', links.length ? links : '–'),
-      el('td.small.muted', { title: when ? fmtTime(when) : '' }, when ? relTime(when) : '')));
+      el('td.small.muted', { title: when ? fmtTime(when) : '' }, when ? fmtTime(when, { short: true }) : '')));
   }
-  card.append(el('table.alerts-table', el('thead', el('tr', el('th', 'Alert'), el('th', 'What'), el('th', 'Culprit'), el('th', 'Open'), el('th', 'Since'))), tb));
+  card.append(el('div.hscroll', el('table.alerts-table', el('thead', el('tr', el('th', 'Alert'), el('th', 'What'), el('th', 'Culprit'), el('th', 'Open'), el('th', 'Since'))), tb)));
   return card;
 }
 

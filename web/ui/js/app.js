@@ -1,6 +1,7 @@
 // Router, theme, global keyboard. Routes are paths; view state lives in the
 // query string so every screen can be shared and reloaded.
-import { el, clear } from './util.js';
+import { el, clear, registerServices, timeZone, setTimeZone } from './util.js';
+import { setupJump } from './jump.js';
 
 const routes = [
   [/^\/$/, 'overview', () => import('./overview.js')],
@@ -9,6 +10,7 @@ const routes = [
   [/^\/compare$/, 'compare', () => import('./compare.js')],
   [/^\/findings$/, 'findings', () => import('./findings.js')],
   [/^\/alerts$/, 'alerts', () => import('./alerts.js')],
+  [/^\/rootcause$/, 'rootcause', () => import('./rootcause.js')],
 ];
 
 const view = document.getElementById('view');
@@ -117,16 +119,13 @@ document.getElementById('theme-toggle').addEventListener('click', toggleTheme);
 const help = document.getElementById('help');
 document.getElementById('help-toggle').addEventListener('click', () => help.showModal());
 
-// Jump box: a hex id opens the trace, anything else searches by service.
-document.getElementById('jump').addEventListener('submit', e => {
-  e.preventDefault();
-  const input = document.getElementById('jump-input');
-  const v = input.value.trim();
-  if (!v) return;
-  input.blur();
-  if (/^[0-9a-fA-F]{16,32}$/.test(v)) navigate('/trace/' + v.toLowerCase());
-  else navigate('/search?service=' + encodeURIComponent(v));
-});
+setupJump(document.getElementById('jump'), document.getElementById('jump-input'), navigate);
+
+// Time zone switch: every time on screen is UTC or local, with the zone shown.
+const tzBtn = document.getElementById('tz-toggle');
+const drawTz = () => { tzBtn.textContent = timeZone() === 'utc' ? 'UTC' : 'Local'; tzBtn.setAttribute('aria-pressed', String(timeZone() === 'utc')); };
+tzBtn.addEventListener('click', () => { setTimeZone(timeZone() === 'utc' ? 'local' : 'utc'); drawTz(); render(); });
+drawTz();
 
 let gPrefix = false;
 document.addEventListener('keydown', e => {
@@ -176,4 +175,7 @@ function rowNav(e) {
   next.scrollIntoView({ block: 'nearest' });
 }
 
-render();
+// Service colours are handed out in sorted order of the known services, so
+// a service has the same colour in every view of the session.
+fetch('/api/v1/services').then(r => r.ok ? r.json() : null).then(b => registerServices((b && b.services) || []))
+  .catch(() => {}).finally(render);

@@ -7,13 +7,24 @@
 // In the pair tree, spans are matched by their path of (service, operation)
 // from the root; repeated siblings are aggregated so "1 call became 50" is
 // one row.
-import { el, clear, fmtMs, fmtPct, svcColor, badge, emptyState, pool } from './util.js';
+import { el, clear, fmtMs, fmtPct, fmtTime, svcColor, badge, emptyState, pool, traceId } from './util.js';
 import { get, getTrace, getAnalysis } from './api.js';
 import { buildModel } from './tracemodel.js';
 import { navigate, setParams } from './app.js';
 
+// Which side is the baseline: B unless the user picks A (?base=a). Colours
+// say worse or better than the baseline, never the sign of a difference.
+let base = 'b';
+const other = () => (base === 'b' ? 'A' : 'B');
+/** Difference of the investigated side over the baseline, and its class. */
+function versus(a, b, bigEnough) {
+  const d = base === 'b' ? a - b : b - a;
+  return { d, cls: bigEnough ? (d > 0 ? '.worse' : d < 0 ? '.better' : '') : '' };
+}
+
 export async function render({ params, root }) {
   document.title = 'Compare · tracedx';
+  base = params.get('base') === 'a' && !params.get('service') ? 'a' : 'b';
   const a = (params.get('a') || '').trim(), b = (params.get('b') || '').trim();
   root.append(el('h1', 'Compare'));
   if (params.get('service')) return renderGroups(params, root);
@@ -50,6 +61,10 @@ export async function render({ params, root }) {
   }
   const res = await server;
   clear(pane);
+  const flip = new URLSearchParams(location.search);
+  if (base === 'a') flip.delete('base'); else flip.set('base', 'a');
+  root.insertBefore(el('div.row.small#cmp-base', el('span', 'Baseline: ', el('b', 'trace ' + base.toUpperCase()), `; colours say whether ${other()} is worse or better than it.`),
+    el('a', { href: '/compare?' + flip }, `Use ${other()} as the baseline`)), pane);
   root.insertBefore(sideBySide(A, B, false), pane);
   pane.append(diffTable(A, B, false, res && res.summary));
 }
@@ -126,7 +141,7 @@ function shortSentence(t) {
 
 function fmtWhen(v) {
   if (!v) return 'range';
-  return /^\d{10,}$/.test(v) ? new Date(Number(v)).toLocaleTimeString() : v;
+  return /^\d{10,}$/.test(v) ? fmtTime(Number(v), { short: true }) : v;
 }
 
 async function renderGroups(params, root) {
@@ -163,7 +178,7 @@ function groupCards(res) {
     el('h2', label, el('span.spacer'), el('span.muted.small', `${g.traces} trace${g.traces === 1 ? '' : 's'}`)),
     el('div.facts', el('span', el('b', fmtMs(g.mean_duration_ms)), ' mean'), el('span', el('b', fmtMs(g.p50_duration_ms)), ' p50'),
       el('span', el('b', g.mean_span_count.toFixed(1)), ' spans'), el('span' + (g.error_share ? '.err' : ''), el('b', fmtPct(g.error_share)), ' failed')),
-    (g.example_trace_ids || []).length ? el('div.small', 'Examples: ', g.example_trace_ids.map((id, i) => [i ? ' ' : '', el('a.mono', { href: '/trace/' + id }, id.slice(0, 8))])) : null);
+    (g.example_trace_ids || []).length ? el('div.small', 'Examples: ', g.example_trace_ids.map((id, i) => [i ? ' ' : '', traceId(id, { href: '/trace/' + id })])) : null);
   return el('div.side', card('a', SIDES[0][1], res.a), card('b', SIDES[1][1], res.b));
 }
 
@@ -198,19 +213,19 @@ function groupDiff(res) {
   if (res.duration_diffs.length) {
     const max = Math.max(...res.duration_diffs.map(d => Math.max(d.a.per_trace_ms, d.b.per_trace_ms)), 1e-9);
     out.append(el('h3', 'Time per trace'), el('table.cmp-durs',
-      el('thead', el('tr', el('th', 'Call'), el('th.num', 'A'), el('th.num', 'B'), el('th.num', 'Δ'), el('th.num', 'own Δ'), el('th', ''))),
+      el('thead', el('tr', el('th', 'Call'), el('th.num', 'A'), el('th.num', 'B'), el('th.num', `${other()} vs baseline`), el('th.num', 'own time vs baseline'), el('th', ''))),
       el('tbody', res.duration_diffs.map(d => {
         const big = Math.abs(d.diff_ms) >= Math.max(1, 0.2 * Math.min(d.a.per_trace_ms, d.b.per_trace_ms));
         return el('tr', call(d), el('td.num', fmtMs(d.a.per_trace_ms)), el('td.num', fmtMs(d.b.per_trace_ms)),
-          el('td.num' + (big ? (d.diff_ms > 0 ? '.slower' : '.faster') : ''), (d.diff_ms > 0 ? '+' : '') + fmtMs(d.diff_ms)),
-          el('td.num.muted', (d.b.self_ms - d.a.self_ms > 0 ? '+' : '') + fmtMs(d.b.self_ms - d.a.self_ms)),
+          vsCell(d.a.per_trace_ms, d.b.per_trace_ms, big),
+          el('td.num.muted', signed(versus(d.a.self_ms, d.b.self_ms).d)),
           el('td', el('div.cbar', el('i.a', { style: { width: (d.a.per_trace_ms / max * 100) + '%' } }), el('i.b', { style: { width: (d.b.per_trace_ms / max * 100) + '%' } }))));
       }))));
   }
   if (res.error_diffs.length) {
     out.append(el('h3', 'Failure share'), el('table.cmp-errs',
       el('thead', el('tr', el('th', 'Call'), el('th.num', 'Fails in A'), el('th.num', 'Fails in B'))),
-      el('tbody', res.error_diffs.map(e => el('tr', call(e), el('td.num', fmtPct(e.error_share_a, 0)), el('td.num' + (e.error_share_b > e.error_share_a ? '.err' : ''), fmtPct(e.error_share_b, 0)))))));
+      el('tbody', res.error_diffs.map(e => el('tr', call(e), el('td.num', fmtPct(e.error_share_a, 0)), el('td.num' + versus(e.error_share_a, e.error_share_b, true).cls, fmtPct(e.error_share_b, 0)))))));
   }
   out.append(el('div.legend', el('span', el('i', { style: { background: 'var(--fg3)' } }), 'A · selection'), el('span', el('i', { style: { background: 'var(--accent)' } }), 'B · baseline'),
     el('span', 'counts and times are per trace, from each trace\'s endpoint span')));
@@ -276,7 +291,7 @@ async function suggest(root, a) {
     for (const t of others.slice(0, 15)) {
       const href = `/compare?a=${ta.trace_id}&b=${t.trace_id}`;
       tb.append(el('tr', { tabindex: '0', 'data-row': '', onclick: () => navigate(href) },
-        el('td', el('a.mono', { href }, t.trace_id.slice(0, 16))), el('td.num', fmtMs(t.duration_ms)), el('td.num', String(t.span_count)),
+        el('td', traceId(t.trace_id, { href })), el('td.num', fmtMs(t.duration_ms)), el('td.num', String(t.span_count)),
         el('td.num' + (t.error_count ? '.err' : ''), String(t.error_count)), el('td', t === pick ? el('span.badge.sev-info', 'typical healthy') : '')));
     }
     box.lastChild.replaceWith(el('div',
@@ -326,16 +341,23 @@ function sideBySide(A, B, groups) {
     const first = G.traces[0];
     return el('section.card.side-' + label.toLowerCase(),
       el('h2', 'Side ' + label, el('span.spacer'), groups ? el('span.muted.small', `${G.traces.length} traces (mean per trace)`) :
-        el('a.mono.small', { href: '/trace/' + first.trace.trace_id }, first.trace.trace_id.slice(0, 16))),
+        el('span.small', traceId(first.trace.trace_id, { href: '/trace/' + first.trace.trace_id }))),
       !groups && first.model.main ? el('div', el('span.svc-dot', { style: { background: svcColor(first.model.main.service) } }), first.model.main.service + ': ' + first.model.main.name) : null,
       el('div.facts', el('span', el('b', fmtMs(G.tree.duration)), ' duration'), el('span', el('b', spans.toFixed(groups ? 1 : 0)), ' spans'),
         el('span' + (errs ? '.err' : ''), el('b', errs.toFixed(groups ? 1 : 0)), ' errors')),
       kinds.size ? el('div.badges', [...kinds].map(([k, s]) => badge(k, s))) : el('div.muted.small', 'no findings'));
   };
-  const d = B.tree.duration - A.tree.duration;
+  const { d } = versus(A.tree.duration, B.tree.duration);
+  const ref = base === 'b' ? B.tree.duration : A.tree.duration;
   return el('div',
     el('div.side', card('A', A), card('B', B)),
-    el('p.note#cmp-summary', `B is ${fmtMs(Math.abs(d))} ${d >= 0 ? 'slower' : 'faster'} than A (${fmtPct(A.tree.duration ? Math.abs(d) / A.tree.duration : 0)}).`));
+    el('p.note#cmp-summary', `${other()} is ${fmtMs(Math.abs(d))} ${d >= 0 ? 'slower' : 'faster'} than the baseline ${base.toUpperCase()} (${fmtPct(ref ? Math.abs(d) / ref : 0)}).`));
+}
+
+const signed = v => (v > 0 ? '+' : '') + fmtMs(v);
+function vsCell(a, b, big) {
+  const v = versus(a, b, big);
+  return el('td.num.vs' + v.cls, { title: v.cls ? (v.cls === '.worse' ? 'worse' : 'better') + ' than the baseline' : '' }, signed(v.d));
 }
 
 function diffTable(A, B, groups, serverNotes) {
@@ -379,23 +401,23 @@ function diffTable(A, B, groups, serverNotes) {
   const tb = el('tbody');
   const limit = 3000;
   for (const r of ordered.slice(0, limit)) {
-    const cls = r.ca === 0 ? '.only-b' : r.cb === 0 ? '.only-a' : Math.abs(r.ca - r.cb) >= (groups ? 0.5 : 1) ? '.changed' : '';
-    const delta = r.db - r.da;
-    const big = r.ca && r.cb && Math.abs(delta) >= Math.max(1, 0.2 * Math.min(r.da, r.db));
+    const only = r.ca === 0 ? 'b' : r.cb === 0 ? 'a' : '';
+    const cls = only ? `.only-${only}.${only === base ? 'gone' : 'extra'}` : Math.abs(r.ca - r.cb) >= (groups ? 0.5 : 1) ? '.changed' : '';
+    const big = r.ca && r.cb && Math.abs(r.db - r.da) >= Math.max(1, 0.2 * Math.min(r.da, r.db));
     tb.append(el('tr' + cls, { 'data-key': r.key },
       el('td.path', { style: { paddingLeft: (6 + Math.min(r.depth, 30) * 12) + 'px' } }, el('span.svc-dot', { style: { background: svcColor(r.service) } }), el('span.muted', r.service + ' '), r.name),
       el('td.num.cnt', fmtC(r.ca)), el('td.num.cnt', fmtC(r.cb)),
       el('td.num', r.ca ? fmtMs(r.da) : '–'), el('td.num', r.cb ? fmtMs(r.db) : '–'),
-      el('td.num' + (big ? (delta > 0 ? '.slower' : '.faster') : ''), (delta > 0 ? '+' : '') + fmtMs(delta)),
+      vsCell(r.da, r.db, big),
       el('td', el('div.cbar', el('i.a', { style: { width: (r.da / max * 100) + '%' } }), el('i.b', { style: { width: (r.db / max * 100) + '%' } })))));
   }
   return el('div#cmp-diff',
     notes.length ? el('div', el('h2', 'What differs'), el('ul#cmp-notes', notes.slice(0, 8).map(([, t]) => el('li', t)))) : el('p.muted', 'The two call trees have the same shape.'),
-    el('div.legend', el('span', el('i', { style: { background: 'var(--err-bg)', border: '1px solid var(--err)' } }), 'only in A'),
-      el('span', el('i', { style: { background: 'var(--ok-bg)', border: '1px solid var(--ok)' } }), 'only in B'),
+    el('div.legend', el('span', el('i.worse-i'), `${other()} worse than the baseline`), el('span', el('i.better-i'), `${other()} better than the baseline`),
+      el('span', el('i.extra-i'), `only in ${other()}`), el('span', el('i.gone-i'), `only in the baseline ${base.toUpperCase()}`),
       el('span', el('i', { style: { background: 'var(--fg3)' } }), 'duration A'), el('span', el('i', { style: { background: 'var(--accent)' } }), 'duration B'),
       groups ? el('span', 'counts and durations are means per trace') : null),
-    el('table', el('thead', el('tr', el('th', 'Call path'), el('th.num', 'Calls A'), el('th.num', 'Calls B'), el('th.num', 'Time A'), el('th.num', 'Time B'), el('th.num', 'Δ'), el('th', ''))), tb),
+    el('table', el('thead', el('tr', el('th', 'Call path'), el('th.num', 'Calls A'), el('th.num', 'Calls B'), el('th.num', 'Time A'), el('th.num', 'Time B'), el('th.num', `${other()} vs baseline`), el('th', ''))), tb),
     ordered.length > limit ? el('p.muted.small', `${ordered.length - limit} more rows not shown.`) : null);
 }
 

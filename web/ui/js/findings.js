@@ -2,16 +2,11 @@
 // service, scope and time; every row links to example traces at the right
 // span. Repeats of one problem (same kind, service and operation) fold into
 // one row by default, so 80 N+1 findings of one endpoint read as one.
-import { el, clear, fmtMs, fmtNum, fmtTime, relTime, rangePicker, rangeBounds, emptyState, badge, severityRank } from './util.js';
-import { get } from './api.js';
+import { KINDS, el, clear, fmtMs, fmtNum, fmtTime, rangePicker, rangeBounds, emptyState, badge, severityRank, traceId, autoRefresh } from './util.js';
+import { get, optional } from './api.js';
 import { loadFindings, findingsByKind } from './data.js';
-import { navigate, setParams, openPanel } from './app.js';
-import { rootCauseCard } from './rootcause.js';
-
-const KINDS = ['slow_query', 'n_plus_one_query', 'fan_out', 'sequential_calls', 'slow_dependency', 'timeout_cascade', 'timeout_mismatch',
-  'retry_storm', 'error_origin', 'swallowed_error', 'partial_failure', 'idle_gap', 'cache_miss', 'consumer_lag', 'poison_message',
-  'broken_propagation', 'instrumentation_gap', 'cache_stampede', 'auth_expiry_race', 'span_count_regression', 'latency_regression',
-  'error_rate_spike', 'new_error_type', 'missing_service', 'throughput_drop'];
+import { navigate, setParams } from './app.js';
+import { causesHref } from './rootcause.js';
 
 export async function render({ params, root }) {
   document.title = 'Findings · tracedx';
@@ -30,58 +25,71 @@ export async function render({ params, root }) {
     [['', 'all'], ['trace', 'per trace'], ['systemic', 'systemic']].map(([v, l]) =>
       el('button.chip' + (v === scope ? '.on' : ''), { type: 'button', 'aria-pressed': String(v === scope), onclick: () => go({ scope: v }) }, l)));
   const groupBox = el('label.small.muted', el('input#fgroup', { type: 'checkbox', checked: !flat, onchange: e => go({ group: e.target.checked ? '' : '0' }) }), ' group repeats');
-  root.append(el('div.row', el('h1', 'Findings'), el('span.spacer'), kindSel, svcSel, scopeBox, groupBox, rangePicker(range, r => go({ range: r }))));
+  const rerender = () => navigate(location.pathname + location.search, { replace: true });
+  const refresh = autoRefresh(params.get('refresh'), v => go({ refresh: v }), rerender);
+  root.append(el('div.row', el('h1', 'Findings'), el('span.spacer'), kindSel, svcSel, scopeBox, groupBox, refresh.node, rangePicker(range, r => go({ range: r }))));
   const kindsBox = el('div.badges', { style: { margin: '8px 0 12px' } });
   const list = el('section.card', el('div.loading', 'Loading findings…'));
   root.append(kindsBox, list);
-  let res;
-  try {
-    res = await loadFindings({ start, end, kind, service, systemic: scope === 'systemic' ? 'true' : scope === 'trace' ? 'false' : '', limit: 2000 });
-  } catch (e) {
-    list.lastChild.replaceWith(el('div.error-box', el('strong', 'Could not load findings'), el('p', e.message)));
-    return;
+  const systemic = scope === 'systemic' ? 'true' : scope === 'trace' ? 'false' : '';
+  // Kinds and grouped rows come from the server's summary of every finding
+  // in the range; the flat list is the newest 2,000, ranked by impact.
+  const sum = await optional('/api/v1/findings/summary', { from: start, to: end, kind, service, systemic, groups: 500 }).catch(() => null);
+  const res = flat || !sum ? await loadFindings({ start, end, kind, service, systemic, limit: 2000 }).catch(e => e) : null;
+  if (res instanceof Error) {
+    list.lastChild.replaceWith(el('div.error-box', el('strong', 'Could not load findings'), el('p', res.message)));
+    return () => refresh.stop();
   }
-  const fs = res.findings.filter(f => (!service || !f.service || f.service === service || f.root_service === service) &&
-    (!scope || (scope === 'systemic') === !!f.systemic));
   const qs = p => { const u = new URLSearchParams(location.search); for (const [k, v] of Object.entries(p)) { if (v) u.set(k, v); else u.delete(k); } return '/findings?' + u; };
-  for (const k of findingsByKind(fs)) kindsBox.append(el('a', { href: qs({ kind: k.kind }) }, badge(k.kind + ' · ' + k.count, k.worst)));
+  const kindRows = sum ? sum.kinds.map(k => ({ kind: k.kind, count: k.count, worst: k.severity })) : findingsByKind(res.findings);
+  for (const k of kindRows) kindsBox.append(el('a', { href: qs({ kind: k.kind }) }, badge(k.kind + ' · ' + k.count, k.worst)));
   if (kind) kindsBox.append(el('a', { href: qs({ kind: '' }) }, 'clear kind'));
   clear(list);
-  if (res.source === 'sampled') list.append(el('p.note', 'Findings store not available in this build: showing findings of the 40 most recent traces.'));
-  if (res.truncated) list.append(el('p.note', 'Showing the newest 2,000 findings; narrow the range or pick a kind for the rest.'));
-  if (!fs.length) { list.append(emptyState('No findings', kind ? `No ${kind} in this range.` : 'No problem found in this range.')); return; }
-  fs.sort((a, b) => (b.time || '').localeCompare(a.time || '') || severityRank(b.severity) - severityRank(a.severity) || (b.impact_ms || 0) - (a.impact_ms || 0));
-  const rows = flat ? fs.map(f => ({ latest: f, count: 1, impact: f.impact_ms || 0, examples: exampleLinks([f]) })) : groupFindings(fs);
+  let rows;
+  if (!flat && sum) {
+    rows = sum.groups.map(g => ({ f: { kind: g.kind, severity: g.severity, title: g.example?.title || '', fix: g.example?.fix, service: g.service,
+      operation: g.operation, systemic: g.systemic, time: g.last_seen }, count: g.count, impact: g.impact_ms,
+      examples: g.example?.trace_id ? [{ id: g.example.trace_id, href: `/trace/${g.example.trace_id}${g.example.span_id ? '?span=' + g.example.span_id : ''}` }] : [] }));
+    if (sum.groups_total > sum.groups.length) list.append(el('p.note', `The ${sum.groups.length} costliest of ${fmtNum(sum.groups_total)} problems.`));
+  } else {
+    if (res.source === 'sampled') list.append(el('p.note', 'Findings store not available in this build: showing findings of the 40 most recent traces.'));
+    if (res.truncated) list.append(el('p.note', 'The newest 2,000 findings, costliest first; narrow the range or pick a kind for the rest.'));
+    const fs = res.findings.filter(f => (!service || !f.service || f.service === service || f.root_service === service) &&
+      (!scope || (scope === 'systemic') === !!f.systemic));
+    rows = (flat ? fs.map(f => ({ f, count: 1, impact: f.impact_ms || 0, examples: exampleLinks([f]) })) : groupFindings(fs).map(g => ({ f: g.latest, ...g })));
+  }
+  // Ranked by impact: time lost, then severity, then how often.
+  rows.sort((a, b) => b.impact - a.impact || severityRank(b.f.severity) - severityRank(a.f.severity) || b.count - a.count);
+  if (!rows.length) { list.append(emptyState('No findings', kind ? `No ${kind} in this range.` : 'No problem found in this range.')); return () => refresh.stop(); }
   const tb = el('tbody');
   for (const g of rows.slice(0, 500)) {
-    const f = g.latest;
+    const f = g.f;
     const href = g.examples[0]?.href;
-    tb.append(el('tr', { tabindex: '0', 'data-row': '', 'data-kind': f.kind, 'data-count': g.count, onclick: e => { if (href && !e.target.closest('a')) navigate(href); } },
-      el('td.small.muted', { title: f.time ? fmtTime(f.time) : '' }, f.time ? relTime(f.time) : ''),
-      el('td', badge(f.kind, f.severity), f.systemic ? el('div.small.muted', 'systemic · ', el('a.causes-link', { href: '#', onclick: e => { e.preventDefault(); showCauses(f); } }, 'causes')) : null),
-      el('td', el('div', f.title), f.fix ? el('div.small.muted', 'Fix: ' + f.fix) : null),
-      el('td.small', f.service ? el('a', { href: qs({ service: f.service }), title: 'only this service' }, f.service) : '', f.operation ? el('div.muted', f.operation) : null),
+    tb.append(el('tr', { tabindex: '0', 'data-row': '', 'data-kind': f.kind, 'data-count': g.count, 'data-impact': g.impact, onclick: e => { if (href && !e.target.closest('a,button')) navigate(href); } },
+      el('td', badge(f.kind, f.severity), f.systemic ? el('div.small.muted', 'systemic · ', el('a.causes-link', { href: causesLink(f) }, 'causes')) : null),
+      el('td', el('div', f.title), f.fix ? el('div.small.muted.fixline', 'Fix: ' + f.fix) : null),
+      el('td.small', f.service ? el('a', { href: qs({ service: f.service }), title: 'only this service' }, f.service) : '', f.operation ? el('div.muted', f.operation) : null,
+        f.time ? el('div.muted.nowrap.seen', (g.count > 1 ? 'last ' : '') + fmtTime(f.time, { short: true })) : null),
       el('td.num', g.count > 1 ? el('b', '× ' + fmtNum(g.count)) : '1'),
       el('td.num', { title: g.count > 1 ? 'total over all occurrences' : '' }, g.impact ? fmtMs(g.impact) : '–'),
-      el('td.examples', g.examples.length ? g.examples.slice(0, 3).map((x, i) => [i ? ' ' : '', el('a.mono.small', { href: x.href, title: 'open at the finding\'s span', 'data-primary': i === 0 ? '' : null }, x.id.slice(0, 8))])
+      el('td.examples', g.examples.length ? g.examples.slice(0, 2).map((x, i) => el('div', traceId(x.id, { href: x.href, primary: i === 0 })))
         : el('span.muted.small', 'no example trace'))));
   }
-  list.append(el('table.findings-table', el('thead', el('tr', el('th', 'Last seen'), el('th', 'Kind'), el('th', 'Finding'), el('th', 'Where'), el('th.num', 'Count'),
-    el('th.num', 'Impact'), el('th', 'Example traces'))), tb));
+  list.append(el('div.hscroll', el('table.findings-table', el('thead', el('tr', el('th', 'Kind'), el('th', flat ? 'Finding' : 'Finding (costliest example)'), el('th', 'Where, when'), el('th.num', 'Count'),
+    el('th.num', 'Time lost'), el('th', 'Example traces'))), tb)));
+  return () => refresh.stop();
 }
 
 // The window a cross-trace finding looks back on before it opens.
 const CAUSE_WINDOW_MS = 10 * 60e3;
 
-/** Ranks the causes of the window before a cross-trace finding, in the side panel. */
-function showCauses(f) {
+/** The root-cause ranking of the window before a cross-trace finding. */
+function causesLink(f) {
   const end = f.time ? Date.parse(f.time) : Date.now();
   // Latency and error findings name their endpoint; the others are about
   // whole flows, so they rank whole traces.
   const scoped = f.kind === 'latency_regression' || f.kind === 'error_rate_spike';
-  openPanel(el('div', f.culprit ? el('p.note', `The finding blames ${[f.culprit.service, f.culprit.operation].filter(Boolean).join(' ')}: ${f.culprit.reason}`) : null,
-    rootCauseCard({ start: end - CAUSE_WINDOW_MS, end, service: scoped ? f.service || '' : '', operation: scoped ? f.operation || '' : '',
-      title: 'Likely causes of ' + f.kind.replace(/_/g, ' ') })), { label: 'Likely causes' });
+  return causesHref({ from: end - CAUSE_WINDOW_MS, to: end, service: scoped ? f.service : '', operation: scoped ? f.operation : '' });
 }
 
 /** One row per problem: systemic findings by their key, others by kind and place. */
@@ -97,7 +105,6 @@ function groupFindings(fs) {
   }
   const out = [...m.values()];
   for (const g of out) { g.examples = exampleLinks(g.all); delete g.all; }
-  // fs is newest first, so groups keep that order by their latest finding.
   return out;
 }
 

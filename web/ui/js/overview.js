@@ -1,6 +1,6 @@
 // Overview: where does it hurt? RED per service, the worst operations,
 // findings by kind and the service map; everything clicks through.
-import { el, fmtMs, fmtPct, fmtRate, rateUnit, fmtNum, sparkline, svcColor, rangePicker, rangeBounds, emptyState, badge, relTime } from './util.js';
+import { el, fmtMs, fmtPct, fmtRate, rateUnit, fmtNum, sparkline, svcColor, rangePicker, rangeBounds, emptyState, badge, autoRefresh } from './util.js';
 import { optional, get } from './api.js';
 import { loadFindings, findingsByKind } from './data.js';
 import { serviceMap } from './servicemap.js';
@@ -27,36 +27,49 @@ export async function render({ params, root }) {
   const range = params.get('range') || '1h';
   document.title = 'Overview · tracedx';
   const [start, end] = rangeBounds(range);
-  const head = el('div.row', el('h1', 'Overview'), el('span.spacer'),
-    rangePicker(range, r => { setParams({ range: r }); navigate(location.pathname + location.search, { replace: true }); }));
+  const rerender = () => navigate(location.pathname + location.search, { replace: true });
+  const refresh = autoRefresh(params.get('refresh'), v => { setParams({ refresh: v }); rerender(); }, rerender);
+  const head = el('div.row', el('h1', 'Overview'), el('span.spacer'), refresh.node,
+    rangePicker(range, r => { setParams({ range: r }); rerender(); }));
   const kpis = el('div.kpis');
   const mapCard = el('section.card', el('h2', 'Service map', el('span.spacer'), el('span.muted.small', 'edges: calls · error rate · p95; click a service or a call to see its traces')), el('div.loading', 'Loading…'));
   const svcCard = el('section.card', el('h2', 'Services'), el('div.loading', 'Loading…'));
-  const findCard = el('section.card', el('h2', 'Findings by kind'), el('div.loading', 'Loading…'));
+  const findCard = el('section.card', el('h2', 'Findings by kind', el('span.spacer'), el('span.muted.small', 'by time lost')), el('div.loading', 'Loading…'));
+  const hurtCard = el('section.card#where', el('h2', 'Where it hurts', el('span.spacer'), el('span.muted.small', 'problems by time lost on the critical path, then traces hurt')), el('div.loading', 'Loading…'));
   const opsCard = el('section.card', el('h2', 'Slowest operations (p95)'), el('div.loading', 'Loading…'));
-  root.append(head, kpis, rootCauseCard({ start, end }), mapCard, el('div.grid2', el('div', svcCard), el('div', findCard, opsCard)));
+  root.append(head, kpis, hurtCard, rootCauseCard({ start, end }), el('div.grid2', el('div', svcCard, opsCard), el('div', findCard)), mapCard);
 
   const rangeQ = `range=${encodeURIComponent(range)}`;
   const fill = (card, node) => { card.lastChild.replaceWith(node); };
   const failed = (card, e) => fill(card, el('div.error-box', String(e.message || e)));
 
-  const services = optional('/api/v1/metrics/services', { start, end, points: 30 }).then(body => {
+  const findings = optional('/api/v1/findings/summary', { from: start, to: end, groups: 50 }).then(sum => {
+    if (!sum || !sum.groups) return legacyFindings();
+    drawFindings(sum);
+    return sum;
+  }).catch(e => { failed(findCard, e); failed(hurtCard, e); return null; });
+
+  const services = optional('/api/v1/metrics/services', { start, end, points: 30 }).then(async body => {
+    // Services rank by the time their findings cost, then errors, then traffic.
+    const sum = await findings;
+    const lost = new Map((sum?.services || []).map(x => [x.service, x.impact_ms]));
     const list = body?.services;
     if (!list) {
       fill(svcCard, emptyState('No RED metrics in this build', 'The metrics endpoint is not available; use Search to browse traces.'));
       return null;
     }
     if (!list.length) { fill(svcCard, emptyState('No traffic in this range', 'Send OTLP to the collector port, or try a longer range.')); return list; }
-    const tbl = el('table', el('thead', el('tr', el('th', 'Service'), el('th.num', 'Rate'), el('th.num', 'Errors'), el('th.num', 'p95'), el('th', 'p95 trend'), el('th', 'errors'))));
+    const tbl = el('table', el('thead', el('tr', el('th', 'Service'), el('th.num', 'Rate'), el('th.num', 'Errors'), el('th.num', 'p95'), el('th.num', 'Time lost'), el('th', 'p95 trend'), el('th', 'errors'))));
     const tb = el('tbody');
     const unit = rateUnit(list.map(s => s.rate));
-    for (const s of [...list].sort((a, b) => b.error_rate - a.error_rate || b.rate - a.rate)) {
+    for (const s of [...list].sort((a, b) => (lost.get(b.service) || 0) - (lost.get(a.service) || 0) || b.error_rate - a.error_rate || b.rate - a.rate)) {
       const href = `/search?service=${encodeURIComponent(s.service)}&${rangeQ}`;
       tb.append(el('tr', { tabindex: '0', 'data-row': '', onclick: () => navigate(href) },
         el('td', el('span.svc-dot', { style: { background: svcColor(s.service) } }), el('a', { href }, s.service), s.basis === 'all' ? el('span.muted.small', ' (no entry spans)') : null),
         el('td.num', fmtRate(s.rate, unit)),
         el('td.num' + (s.error_rate >= 0.05 ? '.err' : ''), fmtPct(s.error_rate)),
         el('td.num', fmtMs(s.p95_ms)),
+        el('td.num', lost.get(s.service) ? fmtMs(lost.get(s.service)) : '–'),
         el('td', sparkline((s.sparkline || []).map(p => p.p95_ms))),
         el('td', sparkline((s.sparkline || []).map(p => p.error_rate), { cls: 'err' }))));
     }
@@ -80,21 +93,48 @@ export async function render({ params, root }) {
     fill(opsCard, el('table', el('thead', el('tr', el('th', 'Operation'), el('th.num', 'p95'), el('th.num', 'Rate'), el('th.num', 'Errors'))), tb));
   }).catch(e => failed(opsCard, e));
 
-  const findings = loadFindings({ start, end }).then(({ findings, source }) => {
-    const kinds = findingsByKind(findings);
-    if (!kinds.length) { fill(findCard, emptyState('No findings in this range', 'Traces are analysed a few seconds after their last span arrives.')); return findings; }
-    const tb = el('tbody');
-    for (const k of kinds) {
-      const href = `/findings?kind=${encodeURIComponent(k.kind)}&${rangeQ}`;
-      tb.append(el('tr', { tabindex: '0', 'data-row': '', onclick: () => navigate(href) },
-        el('td', badge(k.kind, k.worst)), el('td.num', fmtNum(k.count)), el('td.num', fmtMs(k.impact)),
-        el('td.muted.small', k.latest ? relTime(k.latest) : '')));
+
+  // Findings by kind and the problems ranked by impact, from the server's
+  // aggregates over every finding in the range (no page size).
+  function drawFindings(sum) {
+    if (!sum.total) {
+      fill(findCard, emptyState('No findings in this range', 'Traces are analysed a few seconds after their last span arrives.'));
+      fill(hurtCard, emptyState('Nothing hurts in this range'));
+      return;
     }
-    fill(findCard, el('div',
-      source === 'sampled' ? el('p.note', 'Findings store not available: showing findings of the 40 most recent traces.') : null,
-      el('table', el('thead', el('tr', el('th', 'Kind'), el('th.num', 'Count'), el('th.num', 'Impact'), el('th', 'Latest'))), tb)));
-    return findings;
-  }).catch(e => { failed(findCard, e); return []; });
+    const tb = el('tbody');
+    for (const k of sum.kinds) {
+      const href = `/findings?kind=${encodeURIComponent(k.kind)}&${rangeQ}`;
+      tb.append(el('tr', { tabindex: '0', 'data-row': '', 'data-kind': k.kind, 'data-count': k.count, onclick: () => navigate(href) },
+        el('td', el('a', { href, 'data-primary': '' }, badge(k.kind, k.severity))), el('td.num', fmtNum(k.count)), el('td.num', fmtNum(k.traces)),
+        el('td.num', fmtMs(k.impact_ms))));
+    }
+    fill(findCard, el('table#kinds', el('thead', el('tr', el('th', 'Kind'), el('th.num', 'Findings'), el('th.num', 'Traces'), el('th.num', 'Time lost'))), tb));
+    const hb = el('tbody');
+    for (const g of sum.groups.slice(0, 8)) {
+      const ex = g.example;
+      const exHref = ex && ex.trace_id ? `/trace/${ex.trace_id}${ex.span_id ? '?span=' + ex.span_id : ''}` : null;
+      const rc = `/rootcause?service=${encodeURIComponent(g.service || '')}&${rangeQ}`;
+      hb.append(el('tr', { tabindex: '0', 'data-row': '', 'data-kind': g.kind, 'data-impact': g.impact_ms },
+        el('td', badge(g.kind, g.severity), el('div.small', g.service ? el('b', g.service) : null, g.operation ? el('span.muted', ' ' + g.operation) : null)),
+        el('td.num', fmtNum(g.traces || g.count)),
+        el('td.num', el('b', fmtMs(g.impact_ms))),
+        el('td.small.nowrap', exHref ? el('a.worst', { href: exHref, 'data-primary': '', title: ex.title }, 'worst example') : el('span.muted', 'no example'),
+          ' · ', el('a.rc', { href: rc }, 'root causes'))));
+    }
+    fill(hurtCard, el('table#hurts', el('thead', el('tr', el('th', 'Problem'), el('th.num', 'Traces hurt'), el('th.num', 'Time lost'), el('th', ''))), hb));
+  }
+
+  // Servers without the summary endpoint: counts from a sample, said so.
+  async function legacyFindings() {
+    const { findings: fs, source } = await loadFindings({ start, end });
+    const kinds = findingsByKind(fs);
+    fill(hurtCard, emptyState('No ranking in this build', 'The findings summary endpoint is not available.'));
+    if (!kinds.length) { fill(findCard, emptyState('No findings in this range')); return { total: 0 }; }
+    fill(findCard, el('div', el('p.note', source === 'sampled' ? 'Findings of the 40 most recent traces.' : `Newest ${fmtNum(fs.length)} findings only.`),
+      el('table', el('tbody', kinds.map(k => el('tr', el('td', badge(k.kind, k.worst)), el('td.num', fmtNum(k.count)), el('td.num', fmtMs(k.impact))))))));
+    return { total: fs.length, by_severity: {} };
+  }
 
   optional('/api/v1/servicemap', { start, end }).then(body => {
     if (!body) { fill(mapCard, emptyState('No service map in this build')); return; }
@@ -122,7 +162,7 @@ export async function render({ params, root }) {
   }).catch(e => failed(mapCard, e));
 
   // KPIs once services and findings are in.
-  const [svcs, fs] = await Promise.all([services, findings]);
+  const [svcs, sum] = await Promise.all([services, findings]);
   let rate = 0, errs = 0;
   for (const s of svcs || []) { rate += s.rate || 0; errs += (s.rate || 0) * (s.error_rate || 0); }
   let nTraces = null;
@@ -131,7 +171,8 @@ export async function render({ params, root }) {
     el('div.kpi', el('b', fmtNum(svcs ? svcs.length : null)), el('span', 'services')),
     svcs ? el('div.kpi', el('b', fmtRate(rate)), el('span', 'requests, all services')) : el('div.kpi', el('b', fmtNum(nTraces)), el('span', 'traces')),
     el('div.kpi' + (rate && errs / rate >= 0.05 ? '.bad' : ''), el('b', svcs ? fmtPct(rate ? errs / rate : 0) : '–'), el('span', 'error rate')),
-    el('div.kpi' + ((fs || []).some(f => f.severity === 'critical') ? '.bad' : ''), el('b', fmtNum((fs || []).length)), el('span', 'findings')),
+    el('div.kpi#kpi-findings' + ((sum?.by_severity?.critical) ? '.bad' : ''), el('b', fmtNum(sum ? sum.total : null)), el('span', 'findings')),
+    sum && sum.impact_ms != null ? el('div.kpi', el('b', fmtMs(sum.impact_ms)), el('span', 'time lost to findings')) : null,
   );
   // Alerts firing now, linked to the Alerts view (absent when alerting is off).
   const alerts = await optional('/api/v1/alerts').catch(() => null);
@@ -139,4 +180,5 @@ export async function render({ params, root }) {
     const n = alerts.firing.length;
     kpis.append(el('div.kpi#kpi-alerts' + (n ? '.bad' : ''), el('b', el('a', { href: '/alerts', 'data-nav': '' }, fmtNum(n))), el('span', el('a', { href: '/alerts', 'data-nav': '' }, 'alerts firing'))));
   }
+  return () => refresh.stop();
 }

@@ -2,8 +2,8 @@
 // newest first with duration bars, errors and finding badges, and a
 // duration-over-time scatter whose brushed region goes to the server's
 // group comparison and attribution.
-import { el, svg, clear, fmtMs, fmtTime, relTime, svcColor, rangePicker, rangeBounds, emptyState, badge } from './util.js';
-import { get } from './api.js';
+import { el, svg, clear, fmtMs, fmtTime, fmtNum, svcColor, rangePicker, rangeBounds, emptyState, badge, traceId } from './util.js';
+import { get, optional } from './api.js';
 import { findingsForTraces } from './data.js';
 import { navigate, setParams } from './app.js';
 import { searchTraceQL, filtersToTraceQL, offsetOf, EXAMPLES } from './traceql.js';
@@ -15,7 +15,7 @@ export async function render({ params, root }) {
   const st = {
     service: params.get('service') || '', operation: params.get('operation') || '', range: params.get('range') || '1h',
     minDuration: params.get('minDuration') || '', maxDuration: params.get('maxDuration') || '', status: params.get('status') || '',
-    kind: params.get('kind') || '', attr: params.getAll('attr'), limit: params.get('limit') || '50', q: params.get('q') || '',
+    kind: params.get('kind') || '', attr: params.getAll('attr'), limit: params.get('limit') || '50', q: params.get('q') || '', sort: params.get('sort') || 'newest',
   };
   let mode = st.q || params.get('mode') === 'traceql' ? 'traceql' : 'filters';
   const svcSel = el('select#f-service', { name: 'service', 'aria-label': 'Service' }, el('option', { value: '' }, 'All services'));
@@ -25,6 +25,9 @@ export async function render({ params, root }) {
   const status = el('select#f-status', { name: 'status' }, ['', 'error', 'ok', 'unset'].map(v => el('option', { value: v, selected: v === st.status }, v || 'any')));
   const attrs = el('textarea#f-attrs', { name: 'attr', placeholder: 'http.route=/orders\nhttp.response.status_code>=500', value: st.attr.join('\n') });
   const limit = el('select#f-limit', { name: 'limit' }, ['20', '50', '100', '500'].map(v => el('option', { value: v, selected: v === st.limit }, v)));
+  // The order picks which traces of the whole range are listed (server side).
+  const SORTS = [['newest', 'Newest first'], ['longest', 'Longest first'], ['spans', 'Most spans'], ['impact', 'Most impact (findings)']];
+  const sortSel = el('select#f-sort', { name: 'sort', 'aria-label': 'Order', onchange: () => submit() }, SORTS.map(([v, l]) => el('option', { value: v, selected: v === st.sort }, l)));
   let range = st.range;
   const rangeBox = el('div');
   const drawRange = () => {
@@ -59,7 +62,7 @@ export async function render({ params, root }) {
   const form = el('form.filters.card', { onsubmit: e => { e.preventDefault(); submit(); } },
     tabs, filterFields, tqlFields,
     el('label', 'Time range'), rangeBox,
-    el('label', { for: 'f-limit' }, 'Limit'), limit,
+    el('div.pair', el('div', el('label', { for: 'f-sort' }, 'Order'), sortSel), el('div', el('label', { for: 'f-limit' }, 'Limit'), limit)),
     el('div.actions', el('button.primary#run', { type: 'submit' }, 'Find traces'), el('button', { type: 'button', onclick: () => navigate('/search' + (mode === 'traceql' ? '?mode=traceql' : '')) }, 'Reset')));
   function setMode(m, focus = true) {
     mode = m;
@@ -72,7 +75,7 @@ export async function render({ params, root }) {
     if (m === 'traceql' && focus) tql.focus();
   }
   setMode(mode, false);
-  const scatterCard = el('section.card', el('h2', 'Duration over time', el('span.spacer'), el('span.muted.small', 'drag to select a region; click a dot to open')), el('div'));
+  const scatterCard = el('section.card#plot', el('h2', 'Endpoint duration over time', el('span.spacer'), el('span.muted.small', 'root span duration, log scale, the whole range; drag to select and compare, click a dot to open')), el('div'));
   const results = el('section.card.results', el('h2', 'Traces'), el('div.loading', 'Searching…'));
   root.append(el('div.search-layout', form, el('div', scatterCard, results)));
 
@@ -100,6 +103,7 @@ export async function render({ params, root }) {
       service: svcSel.value || st.service, operation: opSel.value || (svcSel.value === st.service ? st.operation : ''),
       status: status.value, minTraceDuration: minD.value.trim(), maxTraceDuration: maxD.value.trim(),
       attr: attrs.value.split('\n').map(s => s.trim()).filter(Boolean), start, end, limit: limit.value, kind: st.kind,
+      sort: sortSel.value, findings: 'true',
     };
   }
 
@@ -113,7 +117,7 @@ export async function render({ params, root }) {
     }
     const q = query();
     setParams({ service: q.service, operation: q.operation, range, minDuration: q.minTraceDuration, maxDuration: q.maxTraceDuration,
-      status: q.status, attr: q.attr, limit: lim, kind: q.kind, q: '', mode: '' });
+      status: q.status, attr: q.attr, limit: lim, kind: q.kind, q: '', mode: '', sort: q.sort === 'newest' ? '' : q.sort });
     run(q);
   }
 
@@ -136,7 +140,16 @@ export async function render({ params, root }) {
       scatterCard.lastChild.replaceWith(el('div'));
       return;
     }
-    show(body.traces || [], q);
+    show(body.traces || [], q, body);
+    // The plot covers the whole range (a server-side sample that keeps
+    // every outlier), not the listed page.
+    const plot = await optional('/api/v1/search/durations', { ...q, limit: '', sort: '', findings: '', points: 400 }, { signal: sig }).catch(() => null);
+    if (sig.aborted) return;
+    // A server without the sampling endpoint: plot the listed page.
+    if (!plot || !plot.points.length) { if ((body.traces || []).length) scatterCard.lastChild.replaceWith(scatter(body.traces, q)); return; }
+    const pts = plot.points.map(p => ({ trace_id: p.trace_id, root_service: p.root_service, root_operation: p.root_operation, error_count: p.error_count,
+      start_time: new Date(p.start_unix_nano / 1e6).toISOString(), duration_ms: p.endpoint_ms, trace_ms: p.duration_ms }));
+    scatterCard.lastChild.replaceWith(scatter(pts, q, plot));
   }
 
   async function runTraceQL(text) {
@@ -177,7 +190,7 @@ export async function render({ params, root }) {
     tqlErr.hidden = false;
   }
 
-  function show(traces, q) {
+  function show(traces, q, body) {
     const list = el('div');
     if (q.partial) list.append(el('p.note', q.partial));
     if (!traces.length) {
@@ -186,7 +199,8 @@ export async function render({ params, root }) {
       scatterCard.lastChild.replaceWith(el('div'));
       return;
     }
-    results.firstChild.textContent = `Traces (${traces.length}${traces.length >= Number(q.limit || 0) && q.limit ? '+' : ''})`;
+    const order = body && body.sort && body.sort !== 'newest' ? ` · ${SORTS.find(x => x[0] === body.sort)?.[1].toLowerCase()} of ${fmtNum(body.scanned)}` : '';
+    results.firstChild.textContent = `Traces (${traces.length}${traces.length >= Number(q.limit || 0) && q.limit ? '+' : ''}${order})`;
     const maxDur = Math.max(...traces.map(t => t.duration_ms), 1e-9);
     const badgeSlots = new Map();
     for (const t of traces) {
@@ -196,56 +210,68 @@ export async function render({ params, root }) {
       const slot = el('span.badges');
       badgeSlots.set(t.trace_id, slot);
       const err = t.error_count > 0;
-      list.append(el('a.result', { href, 'data-row': '', 'data-trace': t.trace_id, 'data-start': t.start_time },
+      list.append(el('a.result', { href, 'data-row': '', 'data-trace': t.trace_id, 'data-start': t.start_time, 'data-duration': t.duration_ms, 'data-spans': t.span_count },
         el('div',
           el('div.title', t.root_service ? el('span', el('span.svc-dot', { style: { background: svcColor(t.root_service) } }), t.root_service + ': ') : null, t.root_operation || el('em.muted', 'root span missing')),
-          el('div.meta', el('span', { title: fmtTime(t.start_time) }, relTime(t.start_time)), el('span', `${t.span_count} spans`),
+          el('div.meta', el('span.when', fmtTime(t.start_time)), el('span', `${t.span_count} spans`),
             err ? el('span.badge.err', `${t.error_count} error${t.error_count > 1 ? 's' : ''}`) : null,
             t.matched_count ? el('span.badge.plain.matched', { title: t.matched.map(s => `${s.name} (${fmtMs(s.duration_ms)})`).join('\n') },
               `${t.matched_count} matched span${t.matched_count > 1 ? 's' : ''}${first ? ': ' + first.name : ''}`) : null,
             slot,
             el('span.svcs', (t.services || []).slice(0, 6).map(s => el('span', el('span.svc-dot', { style: { background: svcColor(s.name) } }), s.name))))),
         el('div.right', el('b', fmtMs(t.duration_ms)), el('div.dbar' + (err ? '.err' : ''), el('i', { style: { width: Math.max(0.5, t.duration_ms / maxDur * 100) + '%' } })),
-          el('div.small.muted.mono', t.trace_id.slice(0, 16)))));
+          el('div.small.muted', traceId(t.trace_id)))));
     }
     results.lastChild.replaceWith(list);
-    scatterCard.lastChild.replaceWith(scatter(traces, q));
-    findingsForTraces(traces.slice(0, 100).map(t => t.trace_id), q).then(m => {
+    const fill = m => {
       for (const [id, fs] of m) {
         const slot = badgeSlots.get(id);
         if (!slot) continue;
         const byKind = new Map();
         for (const f of fs) {
           const cur = byKind.get(f.kind);
-          if (!cur || (f.severity === 'critical' && cur.severity !== 'critical')) byKind.set(f.kind, f);
+          if (!cur || (f.impact_ms || 0) > (cur.impact_ms || 0)) byKind.set(f.kind, f);
         }
         for (const f of byKind.values()) slot.append(badge(f.kind, f.severity, { title: f.title }));
       }
-    }).catch(() => {});
+    };
+    // Badges come with the search response; TraceQL hits ask per trace.
+    if (traces.every(t => Array.isArray(t.findings))) fill(new Map(traces.map(t => [t.trace_id, t.findings])));
+    else {
+      scatterCard.lastChild.replaceWith(scatter(traces, q));
+      findingsForTraces(traces.map(t => t.trace_id), q).then(fill).catch(() => {});
+    }
   }
 
-  function scatter(traces, q) {
-    const W = 900, H = 190, L = 52, R = 10, T = 10, B = 24;
-    const pts = traces.map(t => ({ t, x: Date.parse(t.start_time), y: t.duration_ms }));
-    let x0 = Math.min(...pts.map(p => p.x)), x1 = Math.max(...pts.map(p => p.x));
+  function scatter(traces, q, plot) {
+    const W = 900, H = 190, L = 62, R = 10, T = 10, B = 24;
+    const pts = traces.map(t => ({ t, x: Date.parse(t.start_time), y: Math.max(t.duration_ms, 1e-3) }));
+    // x: the whole search range (not just where the dots are); y: log, so
+    // two 45 s outliers do not flatten the 100 ms traces to the axis.
+    let x0 = q.start || Math.min(...pts.map(p => p.x)), x1 = q.end || Math.max(...pts.map(p => p.x));
     if (x1 - x0 < 1000) { x0 -= 500; x1 += 500; }
-    const ymax = Math.max(...pts.map(p => p.y)) * 1.08 || 1;
+    const ys = pts.map(p => p.y);
+    const lo = Math.log10(Math.min(...ys)) - 0.1, hi = Math.log10(Math.max(...ys)) + 0.1;
+    const l0 = Math.floor(lo), l1 = Math.max(Math.ceil(hi), l0 + 1);
     const sx = x => L + (x - x0) / (x1 - x0) * (W - L - R);
-    const sy = y => H - B - y / ymax * (H - T - B);
-    const root = svg('svg', { class: 'scatter', viewBox: `0 0 ${W} ${H}`, role: 'img', 'aria-label': 'Trace duration over time' });
+    const sy = y => H - B - (Math.log10(Math.max(y, 1e-3)) - l0) / (l1 - l0) * (H - T - B);
+
+    const root = svg('svg', { class: 'scatter', viewBox: `0 0 ${W} ${H}`, role: 'img', 'aria-label': 'Endpoint duration over time, log scale',
+      'data-x0': x0, 'data-x1': x1, 'data-total': plot ? plot.total : traces.length, 'data-points': pts.length, 'data-log': '1' });
     const axis = svg('g', { class: 'axis' });
-    for (let i = 0; i <= 4; i++) {
-      const v = ymax * i / 4, y = sy(v);
-      axis.append(svg('line', { x1: L, x2: W - R, y1: y, y2: y }), svg('text', { x: L - 4, y: y + 3, 'text-anchor': 'end' }, fmtMs(v)));
+    const step = l1 - l0 > 4 ? 2 : 1;
+    for (let e = l0; e <= l1; e += step) {
+      const y = sy(10 ** e);
+      axis.append(svg('line', { x1: L, x2: W - R, y1: y, y2: y }), svg('text', { x: L - 4, y: y + 3, 'text-anchor': 'end' }, fmtMs(10 ** e)));
     }
     for (let i = 0; i <= 4; i++) {
       const v = x0 + (x1 - x0) * i / 4;
-      axis.append(svg('text', { x: sx(v), y: H - 6, 'text-anchor': i === 0 ? 'start' : i === 4 ? 'end' : 'middle' }, fmtTime(v).slice(11, 19)));
+      axis.append(svg('text', { x: sx(v), y: H - 6, 'text-anchor': i === 0 ? 'start' : i === 4 ? 'end' : 'middle' }, fmtTime(v, { short: true })));
     }
     root.append(axis);
     const dots = pts.map(p => {
       const c = svg('circle', { cx: sx(p.x).toFixed(1), cy: sy(p.y).toFixed(1), r: 4, class: p.t.error_count ? 'err' : '' },
-        svg('title', {}, `${p.t.root_service}: ${p.t.root_operation}\n${fmtMs(p.y)} · ${fmtTime(p.x)}`));
+        svg('title', {}, `${p.t.root_service}: ${p.t.root_operation}\nendpoint ${fmtMs(p.y)}${p.t.trace_ms > p.y * 1.01 ? ' · whole trace ' + fmtMs(p.t.trace_ms) : ''} · ${fmtTime(p.x)}`));
       c.addEventListener('click', ev => { ev.stopPropagation(); navigate('/trace/' + p.t.trace_id); });
       root.append(c);
       return c;
@@ -292,7 +318,8 @@ export async function render({ params, root }) {
         el('a#send-compare', { href: '/compare?' + g.compare }, 'Compare with the others →'),
         el('a#send-attribution', { href: '/compare?' + g.compare + '&tab=attribution' }, 'What do they have in common? →'));
     }
-    return el('div', root, bar);
+    const note = plot ? el('div.small.muted', `${fmtNum(plot.points.length)} of ${fmtNum(plot.total)} traces in the range${plot.capped ? ' (the newest 20,000)' : ''}; every slow outlier is kept.`) : null;
+    return el('div', root, bar, note);
   }
 
   if (mode === 'traceql' && st.q) { runTraceQL(st.q); return () => { if (abort) abort.abort(); }; }
@@ -337,16 +364,18 @@ export function groupFor(sel, all, q) {
   if (q.end) p.set('end', String(Math.ceil(q.end)));
   p.set('a_start', String(Math.min(...times)));
   p.set('a_end', String(Math.max(...times) + 1));
-  const ms = v => String(Math.round(v * 1000) / 1000);
+  // Bounds to the microsecond, rounded outwards: a bound rounded inwards
+  // leaves the selected traces out of their own side.
+  const down = v => String(Math.floor(v * 1000) / 1000), up = v => String(Math.ceil(v * 1000) / 1000);
   let label;
   if (lo >= median) {
     // The slow band: the baseline is everything faster.
-    p.set('a_min_duration', ms(lo));
-    p.set('b_max_duration', ms(lo * 0.999));
+    p.set('a_min_duration', down(lo));
+    p.set('b_max_duration', down(lo * 0.999));
     label = `${operation ? service + ': ' + operation : service} ≥ ${fmtMs(lo)}`;
   } else {
-    p.set('a_max_duration', ms(hi));
-    p.set('b_min_duration', ms(hi * 1.001));
+    p.set('a_max_duration', up(hi));
+    p.set('b_min_duration', up(hi * 1.001));
     label = `${operation ? service + ': ' + operation : service} ≤ ${fmtMs(hi)}`;
   }
   return { service, operation, compare: p.toString(), label };

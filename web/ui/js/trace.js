@@ -2,16 +2,23 @@
 // (only the rows in view exist in the DOM), a flame graph and per-service
 // statistics. The waterfall draws as soon as the spans arrive; the
 // analysis (critical path, findings) is overlaid when it lands.
-import { el, clear, fmtMs, fmtPct, fmtTime, svcColor, badge, copyText, toast, attrValue } from './util.js';
+import { el, clear, fmtMs, fmtPct, fmtTime, svcColor, textOn, badge, attrValue, traceId } from './util.js';
 import { getTrace, getAnalysis, optional } from './api.js';
-import { buildModel, criticalPath, idleGaps, serviceStats, flatten, selfTime } from './tracemodel.js';
-import { setParams, openPanel } from './app.js';
+import { buildModel, criticalPath, idleGaps, serviceStats, flatten, selfTime, flameTree, layoutFlame, spanMatches } from './tracemodel.js';
+import { setParams, openPanel, navigate } from './app.js';
+import { minimap } from './minimap.js';
 
 const ROW = 24;
 const esc = s => String(s).replace(/[&<>"']/g, c => ({ '&': '&amp;', '<': '&lt;', '>': '&gt;', '"': '&quot;', "'": '&#39;' }[c]));
 let active = null; // the live view state, for onKey
 
 export async function render({ match, params, root }) {
+  // A 16-digit id may be the first half of a 128-bit id (shortened ids
+  // copied from other tools): the server resolves it to a stored trace.
+  if (match[1].length === 16) {
+    const hit = await optional('/api/v1/traceids', { prefix: match[1].toLowerCase() }).then(b => b && b.trace_ids[0]).catch(() => null);
+    if (hit) { navigate('/trace/' + hit + location.search, { replace: true }); return; }
+  }
   const id = match[1].toLowerCase().padStart(32, '0');
   const t0 = performance.now();
   document.title = 'Trace ' + id.slice(0, 8) + ' · tracedx';
@@ -38,10 +45,9 @@ export async function render({ match, params, root }) {
   // Header.
   const errCount = model.nodes.filter(n => n.err).length;
   const services = new Set(model.nodes.map(n => n.service));
-  const copyBtn = el('button', { type: 'button', title: 'Copy trace id', onclick: async () => toast(await copyText(id) ? 'Trace id copied' : 'Copy failed') }, 'Copy id');
   root.append(el('div.trace-head',
     el('div', el('h1', rootN ? [el('span.svc-dot', { style: { background: svcColor(rootN.service) } }), rootN.service + ': ' + rootN.name] : 'Trace (no root span)'),
-      el('div.ids', el('code#trace-id', id), copyBtn,
+      el('div.ids', el('code#trace-id', traceId(id)),
         el('a', { href: `/compare?a=${id}` }, 'Compare with…'),
         rootN ? el('a#cmp-endpoint', { href: endpointCompare(rootN, model.duration), title: 'Compare this endpoint\'s traces like this one (failed, or as slow) with the others of the last hour, on the server' },
           rootN.err ? 'Failed vs successful' : 'Slow vs the rest') : null,
@@ -50,15 +56,18 @@ export async function render({ match, params, root }) {
     el('div.facts', el('span', el('b', fmtMs(model.duration)), ' duration'), el('span', el('b', String(model.nodes.length)), ' spans'),
       el('span', el('b', String(services.size)), ' services'), el('span', el('b', String(model.maxDepth + 1)), ' depth'),
       el('span' + (errCount ? '.err' : ''), el('b', String(errCount)), ' errors'),
-      el('span', { title: fmtTime(trace.start_time) }, fmtTime(trace.start_time)))));
+      el('span#trace-start', fmtTime(trace.start_time)))));
 
-  const whyCard = el('section.card#why', el('h2', 'Why'), el('div.loading', 'Analysing…'));
-  const findCard = el('section.card#findings', { hidden: true }, el('h2', 'Findings'), el('div'));
+  // Collapsible, and compact when open: the waterfall must stay above the fold.
+  const whyCard = el('details.card.fold#why', { open: localStorage.getItem('tracedx-fold-why') === '1', ontoggle: e => localStorage.setItem('tracedx-fold-why', e.target.open ? '1' : '0') },
+    el('summary', el('h2', 'Why')), el('div.loading', 'Analysing…'));
+  const findCard = el('details.card.fold#findings', { hidden: true, open: localStorage.getItem('tracedx-fold-findings') !== '0', ontoggle: e => localStorage.setItem('tracedx-fold-findings', e.target.open ? '1' : '0') },
+    el('summary', el('h2', 'Findings')), el('div'));
   root.append(whyCard, findCard);
 
   const tabs = el('div.tabs', { role: 'tablist' });
   const pane = el('div');
-  const tabDefs = [['waterfall', 'Waterfall'], ['flame', 'Flame graph'], ['services', 'Services']];
+  const tabDefs = [['waterfall', 'Waterfall'], ['flame', 'Flame graph'], ['services', 'Services'], ['spans', 'Span list'], ['logs', 'Logs']];
   for (const [k, label] of tabDefs) {
     tabs.append(el('button', { type: 'button', role: 'tab', 'data-tab': k, 'aria-selected': String(S.tab === k), onclick: () => showTab(k) }, label));
   }
@@ -70,14 +79,83 @@ export async function render({ match, params, root }) {
     el('button', { type: 'button', onclick: () => { S.collapsed.clear(); refresh(); } }, 'Expand all'),
     el('button', { type: 'button', onclick: () => { collapseToCriticalPath(); } }, 'Critical path only'));
   const ticks = el('div.ticks');
-  const head = el('div.wf-head', el('div', 'Service · operation'), ticks);
+  const grip = el('div.wf-grip', { title: 'Drag to resize the name column', role: 'separator', 'aria-orientation': 'vertical' });
+  const head = el('div.wf-head', el('div.wf-namehead', 'Service · operation', grip), ticks);
   const spacer = el('div.wf-spacer');
   const body = el('div.wf-body', { role: 'tree', 'aria-label': 'Spans' }, spacer);
   const wf = el('div.wf', head, body);
-  const wfPane = el('div', legend, wf);
   const T = Math.max(model.duration, 1e-6);
-  const nTicks = 5;
-  for (let i = 0; i <= nTicks; i++) ticks.append(el('span', { style: { left: (i / nTicks * 100) + '%' } }, fmtMs(T * i / nTicks)));
+  // The visible time window (zoom): [S.v0, S.v1] ms from the trace start.
+  S.v0 = 0; S.v1 = T;
+  const pct = x => (x - S.v0) / (S.v1 - S.v0) * 100;
+  // As many time ticks as fit the timeline's width (it narrows when the
+  // span panel opens).
+  function drawTicks() {
+    const nTicks = Math.max(2, Math.min(5, Math.floor((ticks.clientWidth || 900) / 110)));
+    clear(ticks);
+    for (let i = 0; i <= nTicks; i++) ticks.append(el('span', { style: { left: (i / nTicks * 100) + '%' } }, fmtMs(S.v0 + (S.v1 - S.v0) * i / nTicks)));
+  }
+  drawTicks();
+  let tickW = 0;
+  const tickRO = new ResizeObserver(() => { if (ticks.clientWidth !== tickW) { tickW = ticks.clientWidth; drawTicks(); } });
+  tickRO.observe(ticks);
+  // Minimap: every span at a glance; drag on it to zoom to a time range.
+  const zoomInfo = el('span.small.muted#zoom-info');
+  const resetZoom = el('button#zoom-reset', { type: 'button', hidden: true, onclick: () => setZoom(0, T) }, 'Reset zoom');
+  const mini = minimap(model, T, { onZoom: (a, b) => setZoom(a, b), color: n => n.err ? 'var(--err)' : svcColor(n.service) });
+  function setZoom(a, b) {
+    if (b - a < T * 1e-4) return;
+    S.v0 = Math.max(0, a); S.v1 = Math.min(T, b);
+    const whole = S.v0 <= 0 && S.v1 >= T;
+    resetZoom.hidden = whole;
+    zoomInfo.textContent = whole ? '' : `${fmtMs(S.v0)} – ${fmtMs(S.v1)} of ${fmtMs(T)}`;
+    mini.setWindow(S.v0, S.v1);
+    setParams({ zoom: whole ? '' : `${S.v0.toFixed(3)}-${S.v1.toFixed(3)}` });
+    drawTicks();
+    draw(true);
+  }
+  S.setZoom = setZoom;
+  // Find in trace: name, service, attribute keys and values.
+  const findBox = el('input#find', { type: 'search', placeholder: 'Find: name, service, attribute…', 'aria-label': 'Find in trace', autocomplete: 'off', spellcheck: false,
+    oninput: () => runFind(), onkeydown: e => { if (e.key === 'Enter') { e.preventDefault(); stepFind(e.shiftKey ? -1 : 1); } } });
+  const findCount = el('span.small.muted#find-count');
+  const findBar = el('div.findbar', findBox,
+    el('button#find-prev', { type: 'button', title: 'Previous match (Shift+Enter)', 'aria-label': 'Previous match', onclick: () => stepFind(-1) }, '↑'),
+    el('button#find-next', { type: 'button', title: 'Next match (Enter)', 'aria-label': 'Next match', onclick: () => stepFind(1) }, '↓'), findCount);
+  S.matches = []; S.matchSet = new Set(); S.mi = -1;
+  function runFind() {
+    const q = findBox.value.trim();
+    S.matches = q ? model.nodes.filter(n => spanMatches(n, q)).sort((a, b) => a.start - b.start) : [];
+    S.matchSet = new Set(S.matches);
+    S.mi = -1;
+    findCount.textContent = q ? (S.matches.length ? `${S.matches.length} match${S.matches.length > 1 ? 'es' : ''}` : 'no match') : '';
+    draw(true);
+  }
+  function stepFind(d) {
+    if (!S.matches.length) return;
+    S.mi = (S.mi + d + S.matches.length) % S.matches.length;
+    findCount.textContent = `${S.mi + 1} of ${S.matches.length}`;
+    select(S.matches[S.mi], false, false);
+  }
+  const downloadLink = () => el('a.button.download-json', { href: '#', download: `trace-${id}.json`, title: 'Download every span as JSON',
+    onclick: e => { e.currentTarget.href = URL.createObjectURL(new Blob([JSON.stringify(trace, null, 1)], { type: 'application/json' })); } }, 'Download JSON');
+  const download = downloadLink();
+  const wfPane = el('div', el('div.toolbar', findBar, el('span.spacer'), zoomInfo, resetZoom, download), mini.node, legend, wf);
+  // Name column: drag to resize, remembered.
+  const savedW = Number(localStorage.getItem('tracedx-namew'));
+  if (savedW >= 160) wf.style.setProperty('--namew', savedW + 'px');
+  grip.addEventListener('pointerdown', e => {
+    e.preventDefault();
+    grip.setPointerCapture(e.pointerId);
+    const x0 = wf.getBoundingClientRect().left;
+    const move = ev => {
+      const w = Math.round(Math.max(160, Math.min(wf.clientWidth * 0.75, ev.clientX - x0)));
+      wf.style.setProperty('--namew', w + 'px');
+      localStorage.setItem('tracedx-namew', String(w));
+    };
+    grip.addEventListener('pointermove', move);
+    grip.addEventListener('pointerup', () => grip.removeEventListener('pointermove', move), { once: true });
+  });
 
   function gapsOf(n) {
     let g = S.gapCache.get(n);
@@ -86,12 +164,14 @@ export async function render({ match, params, root }) {
   }
 
   function rowHTML(n, idx) {
-    const l = n.start / T * 100, w = Math.max(n.dur / T * 100, 0.05);
+    const l = pct(n.start), w = Math.max(pct(n.end) - l, 0.05);
     const cls = ['wf-row'];
     if (n === S.sel) cls.push('sel');
     if (n.err) cls.push('err');
     if (S.cpSet.has(n)) cls.push('cp');
     if (S.hl.has(n.id)) cls.push('hl');
+    if (S.matchSet.has(n)) cls.push('match');
+    if (S.mi >= 0 && S.matches[S.mi] === n) cls.push('match-cur');
     const color = svcColor(n.service);
     const fs = S.findingsBySpan.get(n.id);
     const hasKids = n.children.length > 0;
@@ -102,30 +182,58 @@ export async function render({ match, params, root }) {
     if (S.cpSet.has(n)) h += '<span class="cpmark" title="on the critical path"></span>';
     h += `<span class="svc-dot" style="background:${color}"></span><span class="svc">${esc(n.service)}</span>&nbsp;<span class="op" title="${esc(n.name)}">${esc(n.name)}</span>`;
     if (n.err) h += '<span class="emark" title="error">!</span>';
-    if (fs) for (const f of fs.slice(0, 3)) h += `<span class="badge fmark sev-${esc(f.severity)}" title="${esc(f.title)}">${esc(f.kind.replace(/_/g, ' '))}</span>`;
-    if (hasKids && S.collapsed.has(n)) h += `<span class="badge plain fmark">+${n.children.length}</span>`;
+    // Finding badges ride next to the duration in the timeline, so the name
+    // column keeps the whole name; the count says how many more.
+    let tags = '';
+    if (fs) {
+      const f = fs[0];
+      tags += `<span class="badge fmark sev-${esc(f.severity)}" title="${esc(fs.map(x => x.title).join('\n'))}">${esc(f.kind.replace(/_/g, ' '))}</span>`;
+      if (fs.length > 1) tags += `<span class="badge plain fmark" title="${esc(fs.slice(1).map(x => x.kind).join(', '))}">+${fs.length - 1}</span>`;
+    }
+    if (hasKids && S.collapsed.has(n)) h += `<span class="badge plain fold">+${n.children.length}</span>`;
     h += '</div><div class="wf-lane">';
-    for (const [a, b] of gapsOf(n)) h += `<div class="wf-gap" style="left:${a / T * 100}%;width:${(b - a) / T * 100}%" title="idle ${esc(fmtMs(b - a))}"></div>`;
+    // Gaps narrower than a few pixels are not drawn (a parent of 100
+    // queries has 100 of them).
+    const minGap = (S.v1 - S.v0) * 0.004;
+    for (const [a, b] of gapsOf(n)) if (b - a >= minGap && b > S.v0 && a < S.v1) h += `<div class="wf-gap" style="left:${pct(a)}%;width:${pct(b) - pct(a)}%" title="idle ${esc(fmtMs(b - a))}"></div>`;
     h += `<div class="wf-bar" style="left:${l}%;width:${w}%;background:${n.err ? 'var(--err)' : color}"></div>`;
     const segs = S.cpSet.has(n) ? cp.get(n) : null;
-    if (segs) for (const [a, b] of segs) h += `<div class="wf-cp" style="left:${a / T * 100}%;width:${Math.max((b - a) / T * 100, 0.05)}%"></div>`;
+    if (segs) for (const [a, b] of segs) h += `<div class="wf-cp" style="left:${pct(a)}%;width:${Math.max(pct(b) - pct(a), 0.05)}%"></div>`;
+    // The duration goes right of the bar, else left of it, else inside its
+    // right end: never over the name column.
     const endPct = l + w;
-    h += endPct < 82 ? `<span class="wf-dur" style="left:calc(${endPct}% + 4px)">${esc(fmtMs(n.dur))}</span>`
-      : `<span class="wf-dur" style="right:calc(${100 - l}% + 4px)">${esc(fmtMs(n.dur))}</span>`;
+    const label = esc(fmtMs(n.dur)) + tags;
+    h += endPct < 50 ? `<span class="wf-dur" style="left:calc(${Math.max(0, endPct)}% + 4px)">${label}</span>`
+      : l > 30 ? `<span class="wf-dur" style="right:calc(${100 - l}% + 4px)">${label}</span>`
+        : `<span class="wf-dur in" style="right:calc(${Math.max(0, 100 - endPct)}% + 4px)">${label}</span>`;
     h += '</div></div>';
     return h;
   }
 
-  let lastRange = '';
+  // Rows are keyed by index: scrolling adds the rows that come into view and
+  // drops those that leave, so a frame builds a handful of rows, not all.
+  let shown = new Map(), lastRange = '';
   function draw(force) {
     const top = body.scrollTop, h = body.clientHeight || 600;
     const from = Math.max(0, Math.floor(top / ROW) - 10), to = Math.min(S.flat.length, Math.ceil((top + h) / ROW) + 10);
     const key = from + ':' + to;
     if (!force && key === lastRange) return;
     lastRange = key;
+    if (force) {
+      let html = '';
+      for (let i = from; i < to; i++) html += rowHTML(S.flat[i], i);
+      spacer.innerHTML = html;
+      shown = new Map([...spacer.children].map(r => [Number(r.dataset.i), r]));
+      return;
+    }
+    for (const [i, r] of shown) if (i < from || i >= to) { r.remove(); shown.delete(i); }
     let html = '';
-    for (let i = from; i < to; i++) html += rowHTML(S.flat[i], i);
-    spacer.innerHTML = html;
+    for (let i = from; i < to; i++) if (!shown.has(i)) html += rowHTML(S.flat[i], i);
+    if (!html) return;
+    const tpl = document.createElement('template');
+    tpl.innerHTML = html;
+    for (const r of [...tpl.content.children]) shown.set(Number(r.dataset.i), r);
+    spacer.append(tpl.content);
   }
   function refresh() {
     S.flat = flatten(model, S.collapsed);
@@ -204,20 +312,21 @@ export async function render({ match, params, root }) {
       el('h3', 'Attributes'), kv(s.attributes),
       el('h3', 'Resource'), kv(s.resource),
       (s.events || []).length ? [el('h3', `Events (${s.events.length})`), s.events.map(ev => eventBox(ev))] : null,
-      (s.links || []).length ? [el('h3', 'Links'), el('ul', s.links.map(l => el('li', el('a', { href: `/trace/${l.trace_id}?span=${l.span_id}` }, l.trace_id.slice(0, 16) + '… / ' + l.span_id))))] : null,
+      (s.links || []).length ? [el('h3', 'Links'), el('ul', s.links.map(l => el('li', traceId(l.trace_id, { href: `/trace/${l.trace_id}?span=${l.span_id}` }), ' / ' + l.span_id)))] : null,
       el('h3', 'Logs'), logsBox,
       el('h3', 'Identity'),
       el('table.kv', el('tbody',
         el('tr', el('td', 'span_id'), el('td', s.span_id)), el('tr', el('td', 'parent'), el('td', s.parent_span_id || '(root)')),
         el('tr', el('td', 'scope'), el('td', (s.scope?.name || '') + (s.scope?.version ? ' ' + s.scope.version : ''))),
-        el('tr', el('td', 'start'), el('td', s.start_time)))));
+        el('tr', el('td', 'start'), el('td', fmtTime(s.start_unix_nano / 1e6))))));
     openPanel(content, { label: 'Span details', onClose: () => { const r = spacer.querySelector('.wf-row.sel'); if (r) r.focus({ preventScroll: true }); } });
     if (!logsP) logsP = optional(`/api/v1/traces/${id}/logs`).catch(() => null);
     logsP.then(b => {
-      const logs = (b?.logs || []).filter(l => !l.span_id || l.span_id === n.id);
-      const mine = logs.filter(l => l.span_id === n.id);
-      clear(logsBox).append(mine.length ? el('div', mine.map(l => el('div.event', el('div.small.muted', (l.severity_text || '') + ' ' + l.service),
-        el('div.mono', l.body)))) : el('p.muted.small', b ? 'No logs for this span.' : 'Logs are not available in this build.'));
+      if (!b) { clear(logsBox).append(el('p.muted.small', 'Logs are not available in this build.')); return; }
+      const mine = (b.logs || []).filter(l => l.span_id === n.id);
+      const loose = (b.logs || []).filter(l => !l.span_id);
+      clear(logsBox).append(mine.length ? el('table.logs', el('tbody', mine.map(l => logRow(l, false)))) : el('p.muted.small', 'No logs for this span.'),
+        loose.length ? el('p.small', el('button.linkish', { type: 'button', onclick: () => showTab('logs') }, `${loose.length} log${loose.length > 1 ? 's' : ''} of this trace without a span →`)) : null);
     });
   }
   function eventBox(ev) {
@@ -226,13 +335,13 @@ export async function render({ match, params, root }) {
       return el('div.event.exception', el('b', (m.get('exception.type') || 'exception') + ': '), m.get('exception.message') || '',
         m.get('exception.stacktrace') ? el('pre', m.get('exception.stacktrace')) : null);
     }
-    return el('div.event', el('b', ev.name), el('span.muted.small', ' ' + ev.time), (ev.attributes || []).length ? el('table.kv', el('tbody', ev.attributes.map(a => el('tr', el('td', a.key), el('td', attrValue(a)))))) : null);
+    return el('div.event', el('b', ev.name), el('span.muted.small', ' ' + fmtTime(ev.time_unix_nano ? ev.time_unix_nano / 1e6 : ev.time)), (ev.attributes || []).length ? el('table.kv', el('tbody', ev.attributes.map(a => el('tr', el('td', a.key), el('td', attrValue(a)))))) : null);
   }
 
   function findingCard(f, clickable = true) {
     const card = el('div.finding.sev-' + f.severity, { tabindex: '0', 'data-row': '', 'data-kind': f.kind },
       el('div.row', badge(f.kind, f.severity), f.impact_ms ? el('span.small', el('b', fmtMs(f.impact_ms)), ' on the critical path') : null),
-      el('div.t', f.title), f.fix ? el('div.fix', 'Fix: ' + f.fix) : null,
+      el('div.t', { title: f.title }, f.title), f.fix ? el('div.fix', 'Fix: ' + f.fix) : null,
       !clickable && f.evidence && Object.keys(f.evidence).length ? el('details', el('summary.small.muted', 'evidence'), el('pre.small.mono', JSON.stringify(f.evidence, null, 2))) : null);
     if (clickable) {
       const go = () => {
@@ -241,6 +350,9 @@ export async function render({ match, params, root }) {
         const first = (f.span_ids || []).map(sid => model.byId.get(sid)).filter(Boolean).sort((a, b) => a.start - b.start)[0];
         if (S.tab !== 'waterfall') showTab('waterfall');
         if (first) select(first, true, false); else draw(true);
+        // Bring the highlighted rows on screen, not just into the list.
+        const r = wf.getBoundingClientRect();
+        if (r.top < 60 || r.top > innerHeight * 0.5) scrollTo({ top: scrollY + r.top - 56 - 34, behavior: 'instant' });
       };
       card.addEventListener('click', go);
       card.addEventListener('keydown', e => { if (e.key === 'Enter') go(); });
@@ -258,6 +370,8 @@ export async function render({ match, params, root }) {
     clear(pane);
     if (k === 'waterfall') { pane.append(wfPane); draw(true); }
     else if (k === 'flame') { const f = flameGraph(); pane.append(f.node); flameCleanup = f.cleanup; f.draw(); }
+    else if (k === 'spans') pane.append(spanList());
+    else if (k === 'logs') pane.append(logsTab());
     else pane.append(statsTable());
   }
 
@@ -278,69 +392,121 @@ export async function render({ match, params, root }) {
   }
 
   function flameGraph() {
-    const H = 18;
-    const canvas = el('canvas', { role: 'img', 'aria-label': 'Flame graph of the trace: time across, depth down' });
+    const H = 20;
+    const top = flameTree(model);
+    const canvas = el('canvas', { role: 'img', 'aria-label': 'Flame graph: spans merged by service and operation along their call path; width is total time' });
     const tip = el('div.tip', { hidden: true });
-    const wrap = el('div.flame-wrap#flame', canvas);
+    const wrap = el('div.flame-wrap#flame', el('p.small.muted.flame-note', 'Spans merged by service and operation along their call path; width is the time spent, children sorted by time. Click a frame to find its spans.'), canvas);
     document.body.append(tip);
-    let width = 0;
+    let frames = [];
     const drawF = () => {
-      width = wrap.clientWidth || 1000;
+      const width = wrap.clientWidth || 1000;
+      frames = layoutFlame(top, width);
+      canvas.dataset.frames = frames.length;
+      // The widest frames, for screen readers (and tests): the canvas has no text.
+      canvas.setAttribute('aria-label', 'Flame graph, spans merged by service and operation: ' +
+        frames.filter(q => q.w > 36).slice(0, 12).map(q => `${q.f.service}: ${q.f.name}${q.f.count > 1 ? ' ×' + q.f.count : ''} ${fmtMs(q.f.total)}`).join('; '));
+      const depth = frames.reduce((a, r) => Math.max(a, r.d), 0);
       const dpr = window.devicePixelRatio || 1;
-      const height = (model.maxDepth + 1) * H + 4;
+      const height = (depth + 1) * H + 4;
       canvas.width = width * dpr; canvas.height = height * dpr;
       canvas.style.height = height + 'px';
       const g = canvas.getContext('2d');
       g.scale(dpr, dpr);
-      const css = getComputedStyle(document.documentElement);
-      const errC = css.getPropertyValue('--err').trim(), cpC = css.getPropertyValue('--cp').trim(), fg = '#fff';
-      g.font = '11px system-ui, sans-serif';
+      const errC = getComputedStyle(document.documentElement).getPropertyValue('--err').trim();
+      g.font = '11.5px system-ui, sans-serif';
       g.textBaseline = 'middle';
-      for (const n of model.nodes) {
-        const x = n.start / T * width, w = Math.max(n.dur / T * width, 0.5), y = n.depth * H + 2;
-        g.fillStyle = n.err ? errC : svcColor(n.service);
-        g.globalAlpha = S.cpSet.has(n) ? 1 : 0.7;
-        g.fillRect(x, y, w - (w > 2 ? 1 : 0), H - 2);
-        if (S.cpSet.has(n)) { g.globalAlpha = 1; g.fillStyle = cpC; g.fillRect(x, y + H - 4, w, 2); }
-        if (w > 40) {
-          g.globalAlpha = 1; g.fillStyle = fg;
+      for (const { f, x, w, d } of frames) {
+        const y = d * H + 2, c = svcColor(f.service);
+        g.fillStyle = c;
+        g.fillRect(x, y, Math.max(w - (w > 2 ? 1 : 0), 0.5), H - 2);
+        if (f.errors) { g.fillStyle = errC; g.fillRect(x, y + H - 5, w, 3); }
+        if (w > 36) {
+          g.fillStyle = textOn(c);
           g.save(); g.beginPath(); g.rect(x + 2, y, w - 4, H); g.clip();
-          g.fillText(n.name, x + 4, y + H / 2 - 1);
+          g.fillText(`${f.service}: ${f.name}${f.count > 1 ? ' ×' + f.count : ''}`, x + 4, y + H / 2 - 1);
           g.restore();
         }
       }
-      g.globalAlpha = 1;
     };
-    // Hit test: per depth, nodes sorted by start; binary search.
-    const levels = [];
-    for (const n of model.nodes) (levels[n.depth] ||= []).push(n);
-    for (const l of levels) if (l) l.sort((a, b) => a.start - b.start);
     const at = ev => {
       const r = canvas.getBoundingClientRect();
-      const d = Math.floor((ev.clientY - r.top - 2) / H), t = (ev.clientX - r.left) / r.width * T;
-      const l = levels[d];
-      if (!l) return null;
-      let lo = 0, hi = l.length - 1, best = null;
-      while (lo <= hi) { const m = (lo + hi) >> 1; if (l[m].start <= t) { best = m; lo = m + 1; } else hi = m - 1; }
-      for (let i = best; i != null && i >= 0 && i > best - 50; i--) if (l[i].end >= t) return l[i];
-      return null;
+      const d = Math.floor((ev.clientY - r.top - 2) / H), x = ev.clientX - r.left;
+      return frames.find(q => q.d === d && x >= q.x && x < q.x + q.w) || null;
     };
     canvas.addEventListener('mousemove', ev => {
-      const n = at(ev);
-      if (!n) { tip.hidden = true; return; }
+      const q = at(ev);
+      if (!q) { tip.hidden = true; return; }
+      const f = q.f;
       tip.hidden = false;
-      tip.textContent = `${n.service}: ${n.name} — ${fmtMs(n.dur)}${n.err ? ' (error)' : ''}`;
+      tip.textContent = `${f.service}: ${f.name} — ${f.count} span${f.count > 1 ? 's' : ''}, ${fmtMs(f.total)} total, ${fmtMs(f.self)} self${f.errors ? `, ${f.errors} failed` : ''}`;
       tip.style.left = Math.min(ev.clientX + 12, innerWidth - 300) + 'px'; tip.style.top = (ev.clientY + 14) + 'px';
     });
     canvas.addEventListener('mouseleave', () => { tip.hidden = true; });
-    canvas.addEventListener('click', ev => { const n = at(ev); if (n) { S.sel = n; showSpan(n); } });
+    canvas.addEventListener('click', ev => {
+      const q = at(ev);
+      if (!q) return;
+      showTab('waterfall');
+      findBox.value = q.f.name;
+      runFind();
+      stepFind(1);
+    });
     const onResize = () => drawF();
     window.addEventListener('resize', onResize);
     window.addEventListener('themechange', onResize);
     return { node: wrap, draw: drawF, cleanup: () => { tip.remove(); window.removeEventListener('resize', onResize); window.removeEventListener('themechange', onResize); } };
   }
 
+  // Every span as a sortable table (the longest first), and the JSON.
+  function spanList() {
+    const cols = [['service', 'Service', n => n.service], ['name', 'Operation', n => n.name], ['start', 'Start', n => n.start],
+      ['dur', 'Duration', n => n.dur], ['self', 'Self', n => selfTime(n)], ['status', 'Status', n => (n.err ? 'error' : n.span.status?.code || 'unset')]];
+    let by = 'dur', desc = true;
+    const LIMIT = 1000;
+    const tb = el('tbody');
+    const thead = el('tr');
+    const drawRows = () => {
+      const get = cols.find(c => c[0] === by)[2];
+      const rows = [...model.nodes].sort((a, b) => { const x = get(a), y = get(b); return (x < y ? -1 : x > y ? 1 : 0) * (desc ? -1 : 1); }).slice(0, LIMIT);
+      clear(tb).append(...rows.map(n => el('tr', { tabindex: '0', 'data-row': '', 'data-span': n.id, onclick: () => { showTab('waterfall'); select(n, true); } },
+        el('td', el('span.svc-dot', { style: { background: svcColor(n.service) } }), n.service), el('td.op', n.name), el('td.num', fmtMs(n.start)),
+        el('td.num', fmtMs(n.dur)), el('td.num', fmtMs(selfTime(n))), el('td' + (n.err ? '.err' : ''), n.err ? 'error' : n.span.status?.code || 'unset'),
+        el('td.mono.small', n.id))));
+      clear(thead).append(...cols.map(([k, label]) => el('th' + (['start', 'dur', 'self'].includes(k) ? '.num' : ''), { 'aria-sort': k === by ? (desc ? 'descending' : 'ascending') : 'none' },
+        el('button.linkish', { type: 'button', onclick: () => { if (by === k) desc = !desc; else { by = k; desc = ['dur', 'self'].includes(k); } drawRows(); } }, label + (k === by ? (desc ? ' ↓' : ' ↑') : '')))),
+      el('th', 'Span id'));
+    };
+    drawRows();
+    return el('div.card#span-list', el('div.row', el('span.muted.small', model.nodes.length > LIMIT ? `The first ${LIMIT} of ${model.nodes.length} spans in this order; the JSON has them all.` : `${model.nodes.length} spans.`),
+      el('span.spacer'), downloadLink()), el('table', el('thead', thead), tb));
+  }
+
+  // Logs of the trace, those without a span id too, with time and attributes.
+  function logsTab() {
+    const box = el('div.card#trace-logs', el('div.loading', 'Loading logs…'));
+    if (!logsP) logsP = optional(`/api/v1/traces/${id}/logs`).catch(() => null);
+    logsP.then(b => {
+      clear(box);
+      if (!b) { box.append(el('p.muted', 'Logs are not available in this build.')); return; }
+      const logs = [...(b.logs || [])].sort((x, y) => x.time_unix_nano - y.time_unix_nano);
+      if (!logs.length) { box.append(el('p.muted', 'No logs were received for this trace.')); return; }
+      box.append(el('table.logs', el('thead', el('tr', el('th', 'Time'), el('th', 'Level'), el('th', 'Service'), el('th', 'Message'), el('th', 'Span'))),
+        el('tbody', logs.map(l => logRow(l, true)))));
+    });
+    return box;
+  }
+  function logRow(l, withSpan) {
+    const n = l.span_id ? model.byId.get(l.span_id) : null;
+    const attrs = Object.entries(l.attributes || {});
+    return el('tr', { 'data-log-span': l.span_id || '' },
+      el('td.small.nowrap', fmtTime(l.time_unix_nano / 1e6)), el('td.small', l.severity_text || String(l.severity_number || '')), el('td.small', l.service),
+      el('td', el('div.mono.small', l.body), attrs.length ? el('div.small.muted.mono', attrs.map(([k, v]) => `${k}=${v}`).join('  ')) : null),
+      withSpan ? el('td.small', n ? el('button.linkish', { type: 'button', onclick: () => { showTab('waterfall'); select(n, true); } }, n.name) : el('span.muted', l.span_id ? l.span_id : 'no span')) : null);
+  }
+
   // First paint: waterfall (or the tab in the URL), then analysis.
+  const z = /^([\d.]+)-([\d.]+)$/.exec(params.get('zoom') || '');
+  if (z) setZoom(Number(z[1]), Number(z[2]));
   refresh();
   showTab(S.tab);
   const want = params.get('span');
@@ -359,13 +525,14 @@ export async function render({ match, params, root }) {
     S.findings = [...(a.findings || [])].sort((x, y) => sev(y.severity) - sev(x.severity) || (y.impact_ms || 0) - (x.impact_ms || 0));
     for (const f of S.findings) for (const sid of f.span_ids || []) (S.findingsBySpan.get(sid) || S.findingsBySpan.set(sid, []).get(sid)).push(f);
     const why = a.why || [];
-    whyCard.lastChild.replaceWith(why.length ? el('ol.why', why.map(w => el('li', w))) :
-      el('p.muted', S.findings.length ? 'See the findings below.' : 'No problem found in this trace.'));
+    // The first sentence is the summary line; the chain unfolds under it.
+    whyCard.firstChild.replaceWith(el('summary', el('h2', 'Why'), el('span.why-first', why[0] || (S.findings.length ? 'See the findings below.' : 'No problem found in this trace.'))));
+    whyCard.lastChild.replaceWith(why.length > 1 ? el('ol.why', why.slice(1).map(w => el('li', w))) : el('div'));
     // Stored findings are the record; say when today's baselines would differ.
     if (a.note) whyCard.append(el('p.muted.small', { 'data-rejudged': String((a.rejudged || []).length) }, a.note));
     if (S.findings.length) {
       findCard.hidden = false;
-      findCard.firstChild.textContent = `Findings (${S.findings.length})`;
+      findCard.firstChild.firstChild.textContent = `Findings (${S.findings.length})`;
       // A few findings first: the waterfall must stay in view.
       const strip = el('div.findings-strip', S.findings.slice(0, 6).map(f => findingCard(f)));
       findCard.lastChild.replaceWith(strip);
@@ -379,9 +546,10 @@ export async function render({ match, params, root }) {
     document.body.dataset.analysisReady = id;
   }).catch(e => {
     whyCard.lastChild.replaceWith(el('p.muted', 'Analysis unavailable: ' + e.message));
+    whyCard.open = true;
   });
 
-  return () => { if (flameCleanup) flameCleanup(); if (active === S) active = null; };
+  return () => { tickRO.disconnect(); if (flameCleanup) flameCleanup(); if (active === S) active = null; };
 }
 
 // A span whose child is on the critical path is on it too, even when it

@@ -122,3 +122,67 @@ export function flatten(model, collapsed) {
   }
   return out;
 }
+
+/**
+ * A flame graph tree: spans merged by their path of (service, operation)
+ * from the root, so 50 identical queries are one frame 50× as wide.
+ * Frames: { service, name, total, self, count, errors, kids: [] }.
+ */
+export function flameTree(model) {
+  const top = { service: '', name: '', total: 0, self: 0, count: 0, errors: 0, kids: [], map: new Map() };
+  const queue = model.roots.map(n => [n, top]);
+  for (let qi = 0; qi < queue.length; qi++) {
+    const [n, parent] = queue[qi];
+    const key = n.service + '\u0000' + n.name;
+    let f = parent.map.get(key);
+    if (!f) { f = { service: n.service, name: n.name, total: 0, self: 0, count: 0, errors: 0, kids: [], map: new Map() }; parent.map.set(key, f); parent.kids.push(f); }
+    f.total += n.dur; f.self += selfTime(n); f.count++;
+    if (n.err) f.errors++;
+    for (const c of n.children) queue.push([c, f]);
+  }
+  top.total = top.kids.reduce((a, f) => a + f.total, 0);
+  const stack = [top];
+  while (stack.length) {
+    const f = stack.pop();
+    delete f.map;
+    f.kids.sort((a, b) => b.total - a.total);
+    stack.push(...f.kids);
+  }
+  return top;
+}
+
+/** Lays frames out: x and w in [0, width], depth from 0 (children of top). */
+export function layoutFlame(top, width) {
+  const out = [];
+  const stack = [[top, 0, width, -1]];
+  while (stack.length) {
+    const [f, x, w, d] = stack.pop();
+    if (d >= 0) out.push({ f, x, w, d });
+    const sum = f.kids.reduce((a, k) => a + k.total, 0);
+    if (!sum) continue;
+    // Parallel children may add up to more than their parent: squeeze them in.
+    const scale = w / Math.max(sum, d < 0 ? sum : f.total);
+    let cx = x;
+    for (const k of f.kids) {
+      const kw = k.total * scale;
+      if (kw >= 0.3) stack.push([k, cx, kw, d + 1]);
+      cx += kw;
+    }
+  }
+  return out;
+}
+
+/** Does span n match the find box text? Name, service, status message, attribute keys or values; key=value too. */
+export function spanMatches(n, q) {
+  const t = q.toLowerCase();
+  const eq = /^([^=\s]+)\s*=\s*(.+)$/.exec(q);
+  const s = n.span;
+  const lists = [s.attributes || [], s.resource || []];
+  if (eq) {
+    const k = eq[1].toLowerCase(), v = eq[2].toLowerCase();
+    return lists.some(l => l.some(a => a.key.toLowerCase() === k && String(a.value).toLowerCase().includes(v)));
+  }
+  if (n.name.toLowerCase().includes(t) || n.service.toLowerCase().includes(t) || (s.span_id || '').startsWith(t) ||
+    (s.status?.message || '').toLowerCase().includes(t)) return true;
+  return lists.some(l => l.some(a => a.key.toLowerCase().includes(t) || (typeof a.value !== 'object' && String(a.value).toLowerCase().includes(t))));
+}

@@ -1,0 +1,307 @@
+package findingstore
+
+import (
+	"context"
+	"sort"
+	"time"
+
+	"github.com/tracedx/tracedx/internal/model"
+)
+
+// SummaryQuery selects the findings a Summary aggregates. Zero fields do
+// not constrain; Groups caps the number of groups returned (the totals
+// always cover every finding in the range).
+type SummaryQuery struct {
+	From, To time.Time
+	Kind     string
+	Service  string
+	Systemic *bool
+	Groups   int
+}
+
+// KindCount is one kind's share of the findings in the range.
+type KindCount struct {
+	Kind     string  `json:"kind"`
+	Count    int     `json:"count"`
+	Traces   int     `json:"traces"`
+	ImpactMS float64 `json:"impact_ms"`
+	Severity string  `json:"severity"`
+}
+
+// ServiceCount is one service's share of the findings in the range.
+type ServiceCount struct {
+	Service  string  `json:"service"`
+	Count    int     `json:"count"`
+	Traces   int     `json:"traces"`
+	ImpactMS float64 `json:"impact_ms"`
+	Severity string  `json:"severity"`
+}
+
+// Example is the finding of a group that cost the most, with the place
+// to open it at.
+type Example struct {
+	TraceID  string  `json:"trace_id,omitempty"`
+	SpanID   string  `json:"span_id,omitempty"`
+	Title    string  `json:"title"`
+	Severity string  `json:"severity"`
+	ImpactMS float64 `json:"impact_ms"`
+	Fix      string  `json:"fix,omitempty"`
+}
+
+// Group is one problem: the findings of one kind at one service and
+// operation (repeats of the same problem across traces).
+type Group struct {
+	Kind      string    `json:"kind"`
+	Service   string    `json:"service,omitempty"`
+	Operation string    `json:"operation,omitempty"`
+	Systemic  bool      `json:"systemic,omitempty"`
+	Count     int       `json:"count"`
+	Traces    int       `json:"traces"`
+	ImpactMS  float64   `json:"impact_ms"`
+	Severity  string    `json:"severity"`
+	FirstSeen time.Time `json:"first_seen"`
+	LastSeen  time.Time `json:"last_seen"`
+	Example   *Example  `json:"example,omitempty"`
+}
+
+// Summary aggregates every finding in a range: never capped by a page
+// size, ranked by impact (time on the critical path a fix would remove,
+// then the number of traces hurt).
+type Summary struct {
+	Total      int            `json:"total"`
+	Traces     int            `json:"traces"`
+	ImpactMS   float64        `json:"impact_ms"`
+	BySeverity map[string]int `json:"by_severity"`
+	Kinds      []KindCount    `json:"kinds"`
+	Services   []ServiceCount `json:"services"`
+	// Groups are the top problems by impact; GroupsTotal counts them all.
+	Groups      []Group `json:"groups"`
+	GroupsTotal int     `json:"groups_total"`
+}
+
+type agg struct {
+	count    int
+	impact   float64
+	severity int8
+	traces   map[model.TraceID]struct{}
+}
+
+func (a *agg) add(e *idxEntry) {
+	a.count++
+	a.impact += float64(e.impactMS)
+	if e.severity > a.severity {
+		a.severity = e.severity
+	}
+	if !e.trace.IsZero() {
+		if a.traces == nil {
+			a.traces = map[model.TraceID]struct{}{}
+		}
+		a.traces[e.trace] = struct{}{}
+	}
+}
+
+type groupAgg struct {
+	agg
+	kind, service, operation string
+	systemic                 bool
+	first, last              int64
+	best                     hit
+}
+
+// betterExample: the costliest finding, then the more severe, then the newer.
+func betterExample(a, b *idxEntry) bool {
+	if a.impactMS != b.impactMS {
+		return a.impactMS > b.impactMS
+	}
+	if a.severity != b.severity {
+		return a.severity > b.severity
+	}
+	return after(a, b)
+}
+
+var sevNames = [...]string{"", "info", "warning", "critical"}
+
+func sevName(r int8) string {
+	if r < 0 || int(r) >= len(sevNames) {
+		return ""
+	}
+	return sevNames[r]
+}
+
+// rankBefore orders aggregates by impact, then severity, then count.
+func rankBefore(a, b *agg) bool {
+	if a.impact != b.impact {
+		return a.impact > b.impact
+	}
+	if a.severity != b.severity {
+		return a.severity > b.severity
+	}
+	return a.count > b.count
+}
+
+// summaryAcc accumulates a Summary over index entries.
+type summaryAcc struct {
+	total         agg
+	bySev         map[string]int
+	byKind, bySvc map[string]*agg
+	groups        map[groupKey]*groupAgg
+}
+
+type groupKey struct {
+	kind, service, operation string
+	systemic                 bool
+}
+
+func (a *summaryAcc) add(seg *segment, x *segIndex, e *idxEntry) {
+	kind := x.str(int(e.kind))
+	var service, operation string
+	if e.service > 0 {
+		service = x.str(int(e.service) - 1)
+	}
+	if e.operation > 0 {
+		operation = x.str(int(e.operation) - 1)
+	}
+	a.total.add(e)
+	a.bySev[sevName(e.severity)]++
+	if a.byKind[kind] == nil {
+		a.byKind[kind] = &agg{}
+	}
+	a.byKind[kind].add(e)
+	if service != "" {
+		if a.bySvc[service] == nil {
+			a.bySvc[service] = &agg{}
+		}
+		a.bySvc[service].add(e)
+	}
+	k := groupKey{kind, service, operation, e.systemic}
+	g := a.groups[k]
+	if g == nil {
+		g = &groupAgg{kind: kind, service: service, operation: operation, systemic: e.systemic, first: e.t, last: e.t, best: hit{seg, *e}}
+		a.groups[k] = g
+	}
+	g.add(e)
+	g.first, g.last = min(g.first, e.t), max(g.last, e.t)
+	if betterExample(e, &g.best.e) {
+		g.best = hit{seg, *e}
+	}
+}
+
+// Summarize aggregates the findings matching q. Like List it reads the
+// index records of the segments whose metadata may match (not the
+// findings), so memory grows with the groups and traces in the range, not
+// with the store; only each returned group's example is read from its
+// segment.
+func (s *Store) Summarize(ctx context.Context, q SummaryQuery) (Summary, error) {
+	kinds := kindSet(q.Kind)
+	if q.Groups <= 0 {
+		q.Groups = 200
+	}
+	from, to := nanoBounds(q.From, q.To)
+	acc := summaryAcc{bySev: map[string]int{}, byKind: map[string]*agg{}, bySvc: map[string]*agg{}, groups: map[groupKey]*groupAgg{}}
+	s.mu.RLock()
+	defer s.mu.RUnlock()
+	for _, seg := range s.segs {
+		if seg.b == nil && !seg.indexed {
+			continue
+		}
+		if lo, hi := seg.timeRange(); seg.count() == 0 || hi < from || lo >= to {
+			continue
+		}
+		if seg.b == nil && !seg.mayMatch(kinds, q.Service, model.TraceID{}) {
+			continue
+		}
+		if err := ctx.Err(); err != nil {
+			return Summary{}, err
+		}
+		x, err := s.entries(seg)
+		if err != nil {
+			return Summary{}, err
+		}
+		for i := range x.entries {
+			e := &x.entries[i]
+			if e.t < from || e.t >= to || kinds != nil && !kinds[x.str(int(e.kind))] ||
+				q.Service != "" && (e.service == 0 || x.str(int(e.service)-1) != q.Service) ||
+				q.Systemic != nil && *q.Systemic != e.systemic {
+				continue
+			}
+			acc.add(seg, x, e)
+		}
+	}
+	return s.summaryOf(&acc, q.Groups)
+}
+
+// summaryOf ranks the accumulated aggregates and reads the examples of
+// the top groups; the caller holds mu for reading.
+func (s *Store) summaryOf(acc *summaryAcc, groups int) (Summary, error) {
+	total, bySev := &acc.total, acc.bySev
+	out := Summary{Total: total.count, Traces: len(total.traces), ImpactMS: total.impact, BySeverity: bySev,
+		Kinds: []KindCount{}, Services: []ServiceCount{}, Groups: []Group{}, GroupsTotal: len(acc.groups)}
+	delete(bySev, "")
+	for _, k := range sortedAggs(acc.byKind) {
+		a := acc.byKind[k]
+		out.Kinds = append(out.Kinds, KindCount{Kind: k, Count: a.count, Traces: len(a.traces), ImpactMS: a.impact, Severity: sevName(a.severity)})
+	}
+	for _, k := range sortedAggs(acc.bySvc) {
+		a := acc.bySvc[k]
+		out.Services = append(out.Services, ServiceCount{Service: k, Count: a.count, Traces: len(a.traces), ImpactMS: a.impact, Severity: sevName(a.severity)})
+	}
+	list := make([]*groupAgg, 0, len(acc.groups))
+	for _, g := range acc.groups {
+		list = append(list, g)
+	}
+	sort.Slice(list, func(i, j int) bool {
+		a, b := list[i], list[j]
+		if rankBefore(&a.agg, &b.agg) != rankBefore(&b.agg, &a.agg) {
+			return rankBefore(&a.agg, &b.agg)
+		}
+		return a.kind+"\x00"+a.service+"\x00"+a.operation < b.kind+"\x00"+b.service+"\x00"+b.operation
+	})
+	if len(list) > groups {
+		list = list[:groups]
+	}
+	for _, g := range list {
+		grp := Group{Kind: g.kind, Service: g.service, Operation: g.operation, Systemic: g.systemic, Count: g.count,
+			Traces: len(g.traces), ImpactMS: g.impact, Severity: sevName(g.severity),
+			FirstSeen: time.Unix(0, g.first).UTC(), LastSeen: time.Unix(0, g.last).UTC()}
+		st, err := s.read(g.best.seg, &g.best.e)
+		if err != nil {
+			return Summary{}, err
+		}
+		grp.Example = exampleOf(&st)
+		out.Groups = append(out.Groups, grp)
+	}
+	return out, nil
+}
+
+func sortedAggs(m map[string]*agg) []string {
+	keys := make([]string, 0, len(m))
+	for k := range m {
+		keys = append(keys, k)
+	}
+	sort.Slice(keys, func(i, j int) bool {
+		a, b := m[keys[i]], m[keys[j]]
+		if rankBefore(a, b) != rankBefore(b, a) {
+			return rankBefore(a, b)
+		}
+		return keys[i] < keys[j]
+	})
+	return keys
+}
+
+// exampleOf opens a finding at the span that shows its cause: the
+// culprit's span when the detector named one, else its first span.
+func exampleOf(st *Stored) *Example {
+	ex := &Example{TraceID: st.TraceID, Title: st.Title, Severity: string(st.Severity), ImpactMS: st.ImpactMS, Fix: st.Fix}
+	if ex.TraceID == "" && len(st.ExampleTraceIDs) > 0 {
+		ex.TraceID = st.ExampleTraceIDs[0]
+	}
+	if ex.TraceID == st.TraceID {
+		switch {
+		case st.Culprit != nil && st.Culprit.SpanID != "":
+			ex.SpanID = st.Culprit.SpanID
+		case len(st.SpanIDs) > 0:
+			ex.SpanID = st.SpanIDs[0]
+		}
+	}
+	return ex
+}
