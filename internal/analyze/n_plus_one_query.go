@@ -170,12 +170,11 @@ func (d *NPlusOneQuery) finding(t *Trace, p *Node, units, nodes []*Node) (Findin
 		title = fmt.Sprintf("%d %s queries of the same shape after 1 list query under %s (%s), %.0f ms in total",
 			len(nodes), system, displayOp(entry), clipText(shape, 80), NS(total))
 	}
-	fix := "Load the rows in one query (WHERE id IN (...) or a JOIN"
+	listShape := ""
 	if list != nil {
-		_, ls := CallTarget(t, list)
-		fix += " with " + clipText(ls, 80)
+		_, listShape = CallTarget(t, list)
 	}
-	fix += ") or enable the ORM's eager loading / batch fetching for this association."
+	fix := batchAdvice(system, listShape)
 	return Finding{
 		Kind: d.Kind(), Severity: sev, Title: title, SpanIDs: ids, ImpactMS: roundMS(impact), Evidence: ev, Fix: fix,
 	}, true
@@ -187,4 +186,30 @@ func countDistinctStatements(nodes []*Node) int {
 		seen[DBStatement(n.Span)] = struct{}{}
 	}
 	return len(seen)
+}
+
+// batchAdvice is the fix for a loop of one query per item in the terms of
+// its store: a cache has no JOIN, a document store batches with $in.
+func batchAdvice(system, listShape string) string {
+	switch s := strings.ToLower(system); {
+	case s == "redis" || s == "valkey" || s == "keydb" || s == "dragonfly":
+		return "Fetch the items in one round trip: MGET (or HMGET per hash) for the keys, or a pipeline of the " +
+			"commands; or keep what the page needs in one key."
+	case s == "memcached":
+		return "Fetch the items in one round trip with a multi-get (get_multi / getMulti) of all the keys."
+	case s == "mongodb":
+		return "Fetch the documents in one query with {_id: {$in: [...]}} (or $lookup in an aggregation) instead of one find per item."
+	case s == "cassandra" || s == "scylla" || s == "scylladb":
+		return "Read the rows with one query per partition (IN on the clustering key) or concurrent asynchronous " +
+			"queries, or denormalise so the page reads one partition."
+	case s == "elasticsearch" || s == "opensearch":
+		return "Fetch the documents in one request with _mget or a terms query on the ids."
+	case s == "dynamodb" || s == "aws.dynamodb":
+		return "Fetch the items in one BatchGetItem (up to 100 keys) instead of one GetItem per item."
+	}
+	fix := "Load the rows in one query (WHERE id IN (...) or a JOIN"
+	if listShape != "" {
+		fix += " with " + clipText(listShape, 80)
+	}
+	return fix + ") or enable the ORM's eager loading / batch fetching for this association."
 }

@@ -2,6 +2,7 @@ package analyze
 
 import (
 	"fmt"
+	"strings"
 	"testing"
 
 	"github.com/tracedx/tracedx/internal/model"
@@ -37,5 +38,34 @@ func TestNPlusOneBindParamsAndIdenticalLiterals(t *testing.T) {
 	got := d.Detect(build(func(i int) string { return fmt.Sprintf("SELECT * FROM t WHERE id = %d", i) }, true), nil)
 	if len(got) != 1 || got[0].ImpactMS != 0 || got[0].Evidence.(NPlusOneEvidence).CriticalMS != 10 {
 		t.Fatalf("concurrent: %+v", got)
+	}
+}
+
+// The batching advice speaks the store's language: a cache has no JOIN.
+func TestNPlusOneAdviceFollowsDBSystem(t *testing.T) {
+	for system, want := range map[string]string{
+		"redis": "MGET", "memcached": "multi-get", "mongodb": "$in", "dynamodb": "BatchGetItem", "postgresql": "WHERE id IN",
+	} {
+		spans := []model.Span{p1Span(1, 0, "cart", "GET /cart", model.KindServer, 0, 200)}
+		for i := 0; i < 8; i++ {
+			st := 10 + float64(i)*12
+			s := p1DB(byte(10+i), 1, st, st+10, fmt.Sprintf("GET product:%d", 1000+i))
+			for j := range s.Attrs {
+				if s.Attrs[j].Key == "db.system" || s.Attrs[j].Key == "db.system.name" {
+					s.Attrs[j].Value = model.Str(system)
+				}
+			}
+			spans = append(spans, s)
+		}
+		got := NewNPlusOneQuery().Detect(NewTrace(spans), nil)
+		if len(got) != 1 {
+			t.Fatalf("%s: %d findings", system, len(got))
+		}
+		if !strings.Contains(got[0].Fix, want) {
+			t.Errorf("%s: fix %q lacks %q", system, got[0].Fix, want)
+		}
+		if system != "postgresql" && strings.Contains(got[0].Fix, "JOIN") {
+			t.Errorf("%s: SQL advice %q", system, got[0].Fix)
+		}
 	}
 }
