@@ -312,6 +312,10 @@ func TestAnalyticsDecodeASampleOfWholeTraces(t *testing.T) {
 	if got := math.Float64frombits(p.sampleBits.Load()); math.Abs(got-0.05) > 1e-9 {
 		t.Fatalf("whole-trace share %g, want 0.05", got)
 	}
+	// The tick also judged the process's CPU; on a busy machine (CI runs
+	// packages in parallel) it may shed analysis, which is not under test
+	// here and made the baseline check below flaky.
+	p.keepBits.Store(math.Float64bits(1))
 	wanted := 0
 	const n = 20000
 	for range n {
