@@ -34,6 +34,9 @@ func Analyze(spans []model.Span, opts Options) Result {
 	if opts.History == nil {
 		opts.History = NoHistory{}
 	}
+	// Spans without a kind (converted exports) get one from the trace's
+	// shape, or no call would be known as a call.
+	spans = model.WithInferredKinds(spans)
 	t := NewTrace(spans)
 	res := Result{TraceID: t.ID.String(), SpanCount: len(spans), DurationMS: NS(t.Duration()), Findings: []Finding{}}
 	if root := t.Root(); root != nil {

@@ -89,7 +89,14 @@ func hotrodDispatch(fixed bool) []model.Span {
 }
 
 func TestHotRODDispatchNamesCauses(t *testing.T) {
-	for name, spans := range realClocks(hotrodDispatch(false), "route", 3*time.Millisecond) {
+	variants := realClocks(hotrodDispatch(false), "route", 3*time.Millisecond)
+	// A converted export that lost every span kind.
+	noKinds := hotrodDispatch(false)
+	for i := range noKinds {
+		noKinds[i].Kind = model.KindUnspecified
+	}
+	variants["no-kinds"] = noKinds
+	for name, spans := range variants {
 		t.Run(name, func(t *testing.T) {
 			res := Analyze(spans, Options{})
 			var lock, pool, n1, redisErr bool
@@ -117,6 +124,16 @@ func TestHotRODDispatchNamesCauses(t *testing.T) {
 					t.Errorf("peer named by address: %s", f.Title)
 				}
 			}
+			if name == "no-kinds" {
+				// Without kinds HotROD's Redis calls (spans of a service of
+				// their own, no client span in between) read as that
+				// service's entries, not as the driver's calls: the lock
+				// and the pool must still be named.
+				if !lock || !pool {
+					t.Errorf("lock %v, pool %v in %s", lock, pool, kindsOf(res.Findings))
+				}
+				return
+			}
 			if !lock || !pool || !n1 || !redisErr {
 				t.Errorf("lock %v, pool %v, N+1 %v, failing redis %v in %s", lock, pool, n1, redisErr, kindsOf(res.Findings))
 			}
@@ -140,5 +157,21 @@ func TestHotRODDispatchFixedIsQuiet(t *testing.T) {
 				t.Errorf("fixed, yet %s %s: %s", f.Severity, f.Kind, f.Title)
 			}
 		})
+	}
+}
+
+// Calls that carry no http/db/rpc attribute are known as calls only by
+// their kind; an export without kinds still shows a loop of them as a
+// fan-out, because the callee's span under each names another service.
+func TestFanOutWithoutSpanKinds(t *testing.T) {
+	spans := []model.Span{p1Span(1, 0, "web", "render page", model.KindUnspecified, 0, 400)}
+	for i := 0; i < 10; i++ {
+		st := 5 + float64(i)*38
+		spans = append(spans,
+			p1Span(byte(10+i), 1, "web", "getPrice", model.KindUnspecified, st, st+36),
+			p1Span(byte(40+i), byte(10+i), "pricing", "getPrice", model.KindUnspecified, st+1, st+35))
+	}
+	if fs := ofKind(Analyze(spans, Options{}).Findings, "fan_out"); len(fs) != 1 || fs[0].Culprit == nil || fs[0].Culprit.Service != "web" {
+		t.Fatalf("fan_out of kind-less calls: %+v", fs)
 	}
 }

@@ -210,7 +210,7 @@ func uncovered(n *analyze.Node) uint64 {
 
 // add digests one trace into the window and into its endpoint's stratum.
 func (w *window) add(spans []model.Span, service, operation string) bool {
-	spans, ok := entryOf(withTemplateNames(withInferredKinds(spans)), service, templateName(operation))
+	spans, ok := entryOf(withTemplateNames(model.WithInferredKinds(spans)), service, templateName(operation))
 	if !ok || len(spans) == 0 {
 		return false
 	}
