@@ -205,6 +205,18 @@ func TestSecureMultiTenantCluster(t *testing.T) {
 		t.Fatalf("the test's traces should be owned by every node: %v", owners)
 	}
 
+	// A slow query of tenant a, owned by another node than it is sent
+	// to: its finding is stored on the owner and listed by every node.
+	var slow []model.Span
+	for i := 0; ; i++ {
+		if slow = slowOrder(i, time.Now().Add(-time.Minute)); ring.TraceOwner(slow[0].TraceID).ID != "n0" {
+			break
+		}
+	}
+	if err := exportGRPC(t, nodes[0].Addr("otlp-grpc"), clientTLS, tokenA, slow); err != nil {
+		t.Fatal(err)
+	}
+
 	mine := map[string][]model.TraceID{tokenA: idsA, tokenB: idsB}
 	others := map[string][]model.TraceID{tokenA: idsB, tokenB: idsA}
 	for i, nd := range nodes {
@@ -244,6 +256,22 @@ func TestSecureMultiTenantCluster(t *testing.T) {
 			if len(res.Traces) != len(ids) {
 				t.Fatalf("n%d: search found %d traces, want the tenant's %d", i, len(res.Traces), len(ids))
 			}
+		}
+	}
+
+	slowID := slow[0].TraceID.String()
+	for i, nd := range nodes {
+		u := "https://" + nd.Addr("http") + "/api/v1/findings"
+		for deadline := time.Now().Add(20 * time.Second); ; time.Sleep(100 * time.Millisecond) {
+			if _, body := httpsDo(t, c, "GET", u, tokenA, nil); strings.Contains(body, slowID) {
+				break
+			}
+			if time.Now().After(deadline) {
+				t.Fatalf("n%d: tenant a's finding (trace owned by %s) never listed", i, ring.TraceOwner(slow[0].TraceID).ID)
+			}
+		}
+		if code, body := httpsDo(t, c, "GET", u, tokenB, nil); code != http.StatusOK || strings.Contains(body, slowID) {
+			t.Fatalf("n%d: tenant b's findings: %d %.300s", i, code, body)
 		}
 	}
 
