@@ -32,9 +32,9 @@ import (
 
 const testPeerToken = "peer-token-of-the-test-cluster-0123456789"
 
-// freeAddr is a loopback address free a moment ago: a cluster's peer list
+// freeLoopbackAddr is a loopback address free a moment ago: a cluster's peer list
 // names every node's addresses before any node starts.
-func freeAddr(t *testing.T) string {
+func freeLoopbackAddr(t *testing.T) string {
 	t.Helper()
 	ln, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
@@ -66,7 +66,7 @@ func secureCluster(t *testing.T, n int) ([]*Server, []cluster.Peer, *tls.Config)
 	}
 	var peers []cluster.Peer
 	for i := 0; i < n; i++ {
-		peers = append(peers, cluster.Peer{ID: fmt.Sprintf("n%d", i), OTLPGRPC: freeAddr(t), HTTP: freeAddr(t)})
+		peers = append(peers, cluster.Peer{ID: fmt.Sprintf("n%d", i), OTLPGRPC: freeLoopbackAddr(t), HTTP: freeLoopbackAddr(t)})
 	}
 	prefix := fmt.Sprintf("secure-%d", time.Now().UnixNano())
 	servers := make([]*Server, n)
@@ -85,14 +85,14 @@ func secureCluster(t *testing.T, n int) ([]*Server, []cluster.Peer, *tls.Config)
 		if err := cfg.Validate(); err != nil {
 			t.Fatalf("node %s: %v", p.ID, err)
 		}
-		servers[i] = runServer(t, cfg)
+		servers[i] = runClusterNode(t, cfg)
 	}
 	client, _, _ := ca.Issue(t, "client")
 	return servers, peers, &tls.Config{RootCAs: ca.Pool(), Certificates: []tls.Certificate{client}}
 }
 
-// runServer starts a server of cfg until the test ends.
-func runServer(t *testing.T, cfg config.Config) *Server {
+// runClusterNode starts a server of cfg until the test ends.
+func runClusterNode(t *testing.T, cfg config.Config) *Server {
 	t.Helper()
 	ctx, cancel := context.WithCancel(context.Background())
 	s, err := New(ctx, cfg, slog.New(slog.NewTextHandler(io.Discard, nil)))
@@ -117,9 +117,9 @@ func runServer(t *testing.T, cfg config.Config) *Server {
 	return s
 }
 
-// exportGRPC sends spans over OTLP/gRPC with TLS, a token and extra
+// exportOverTLS sends spans over OTLP/gRPC with TLS, a token and extra
 // metadata (key, value pairs).
-func exportGRPC(t *testing.T, addr string, tc *tls.Config, token string, spans []model.Span, md ...string) error {
+func exportOverTLS(t *testing.T, addr string, tc *tls.Config, token string, spans []model.Span, md ...string) error {
 	t.Helper()
 	conn, err := grpc.NewClient(addr, grpc.WithTransportCredentials(credentials.NewTLS(tc)))
 	if err != nil {
@@ -136,7 +136,7 @@ func exportGRPC(t *testing.T, addr string, tc *tls.Config, token string, spans [
 	return err
 }
 
-func traceSet(seed byte, n int) ([]model.Span, []model.TraceID) {
+func tenantTraces(seed byte, n int) ([]model.Span, []model.TraceID) {
 	var spans []model.Span
 	var ids []model.TraceID
 	for i := 0; i < n; i++ {
@@ -147,9 +147,9 @@ func traceSet(seed byte, n int) ([]model.Span, []model.TraceID) {
 	return spans, ids
 }
 
-// httpsDo sends a request with a token and extra headers (name, value
+// httpsCall sends a request with a token and extra headers (name, value
 // pairs) and returns the status and body.
-func httpsDo(t *testing.T, c *http.Client, method, u, token string, body io.Reader, headers ...string) (int, string) {
+func httpsCall(t *testing.T, c *http.Client, method, u, token string, body io.Reader, headers ...string) (int, string) {
 	t.Helper()
 	req, err := http.NewRequest(method, u, body)
 	if err != nil {
@@ -180,15 +180,15 @@ func TestSecureMultiTenantCluster(t *testing.T) {
 
 	// Tenant a's traces go to n0 and n2, tenant b's to n1; the ring sends
 	// most of them on to other nodes.
-	spansA, idsA := traceSet(0xa0, 24)
-	spansB, idsB := traceSet(0xb0, 12)
+	spansA, idsA := tenantTraces(0xa0, 24)
+	spansB, idsB := tenantTraces(0xb0, 12)
 	half := len(spansA) / 2
 	for _, send := range []struct {
 		node  int
 		token string
 		spans []model.Span
 	}{{0, tokenA, spansA[:half]}, {2, tokenA, spansA[half:]}, {1, tokenB, spansB}} {
-		if err := exportGRPC(t, nodes[send.node].Addr("otlp-grpc"), clientTLS, send.token, send.spans); err != nil {
+		if err := exportOverTLS(t, nodes[send.node].Addr("otlp-grpc"), clientTLS, send.token, send.spans); err != nil {
 			t.Fatalf("export to n%d: %v", send.node, err)
 		}
 	}
@@ -213,7 +213,7 @@ func TestSecureMultiTenantCluster(t *testing.T) {
 			break
 		}
 	}
-	if err := exportGRPC(t, nodes[0].Addr("otlp-grpc"), clientTLS, tokenA, slow); err != nil {
+	if err := exportOverTLS(t, nodes[0].Addr("otlp-grpc"), clientTLS, tokenA, slow); err != nil {
 		t.Fatal(err)
 	}
 
@@ -223,13 +223,13 @@ func TestSecureMultiTenantCluster(t *testing.T) {
 		base := "https://" + nd.Addr("http")
 		for token, ids := range mine {
 			for _, id := range ids {
-				code, body := httpsDo(t, c, "GET", base+"/api/v1/traces/"+id.String(), token, nil)
+				code, body := httpsCall(t, c, "GET", base+"/api/v1/traces/"+id.String(), token, nil)
 				if code != http.StatusOK || strings.Count(body, `"span_id"`) != 3 {
 					t.Fatalf("n%d: own trace %s (owner %s): %d %.300s", i, id, ring.TraceOwner(id).ID, code, body)
 				}
 			}
 			for _, id := range others[token] {
-				if code, body := httpsDo(t, c, "GET", base+"/api/v1/traces/"+id.String(), token, nil); code != http.StatusNotFound {
+				if code, body := httpsCall(t, c, "GET", base+"/api/v1/traces/"+id.String(), token, nil); code != http.StatusNotFound {
 					t.Fatalf("n%d: the other tenant's trace %s: %d %.300s", i, id, code, body)
 				}
 			}
@@ -240,7 +240,7 @@ func TestSecureMultiTenantCluster(t *testing.T) {
 				} `json:"traces"`
 			}
 			u := base + "/api/v1/search?service=frontend&limit=1000&start=" + strconv.FormatInt(time.Now().Add(-time.Hour).UnixMilli(), 10)
-			code, body := httpsDo(t, c, "GET", u, token, nil)
+			code, body := httpsCall(t, c, "GET", u, token, nil)
 			if code != http.StatusOK || json.Unmarshal([]byte(body), &res) != nil {
 				t.Fatalf("n%d: search: %d %.300s", i, code, body)
 			}
@@ -263,14 +263,14 @@ func TestSecureMultiTenantCluster(t *testing.T) {
 	for i, nd := range nodes {
 		u := "https://" + nd.Addr("http") + "/api/v1/findings"
 		for deadline := time.Now().Add(20 * time.Second); ; time.Sleep(100 * time.Millisecond) {
-			if _, body := httpsDo(t, c, "GET", u, tokenA, nil); strings.Contains(body, slowID) {
+			if _, body := httpsCall(t, c, "GET", u, tokenA, nil); strings.Contains(body, slowID) {
 				break
 			}
 			if time.Now().After(deadline) {
 				t.Fatalf("n%d: tenant a's finding (trace owned by %s) never listed", i, ring.TraceOwner(slow[0].TraceID).ID)
 			}
 		}
-		if code, body := httpsDo(t, c, "GET", u, tokenB, nil); code != http.StatusOK || strings.Contains(body, slowID) {
+		if code, body := httpsCall(t, c, "GET", u, tokenB, nil); code != http.StatusOK || strings.Contains(body, slowID) {
 			t.Fatalf("n%d: tenant b's findings: %d %.300s", i, code, body)
 		}
 	}
@@ -278,10 +278,10 @@ func TestSecureMultiTenantCluster(t *testing.T) {
 	// The public APIs and ingest refuse a missing or wrong token.
 	base := "https://" + nodes[1].Addr("http")
 	for _, token := range []string{"", "not-a-valid-token-0000"} {
-		if code, _ := httpsDo(t, c, "GET", base+"/api/v1/traces/"+idsA[0].String(), token, nil); code != http.StatusUnauthorized {
+		if code, _ := httpsCall(t, c, "GET", base+"/api/v1/traces/"+idsA[0].String(), token, nil); code != http.StatusUnauthorized {
 			t.Errorf("API with token %q: %d, want 401", token, code)
 		}
-		if err := exportGRPC(t, nodes[1].Addr("otlp-grpc"), clientTLS, token, spansA[:3]); status.Code(err) != codes.Unauthenticated {
+		if err := exportOverTLS(t, nodes[1].Addr("otlp-grpc"), clientTLS, token, spansA[:3]); status.Code(err) != codes.Unauthenticated {
 			t.Errorf("ingest with token %q: %v, want UNAUTHENTICATED", token, err)
 		}
 	}
@@ -290,7 +290,7 @@ func TestSecureMultiTenantCluster(t *testing.T) {
 	// read/write token; answered with it, for the tenant it names.
 	search := func(token, org string) (int, string) {
 		q := `{"query":{"service":"frontend","limit":1000},"exclude":[]}`
-		return httpsDo(t, c, "POST", base+"/internal/cluster/v1/search", token, strings.NewReader(q),
+		return httpsCall(t, c, "POST", base+"/internal/cluster/v1/search", token, strings.NewReader(q),
 			"Content-Type", "application/json", "X-Scope-OrgID", org)
 	}
 	for _, token := range []string{"", "not-a-valid-token-0000", tokenA} {
@@ -323,12 +323,12 @@ func TestSecureMultiTenantCluster(t *testing.T) {
 		}
 	}
 	owner := ring.TraceOwner(stray).ID
-	if err := exportGRPC(t, nodes[0].Addr("otlp-grpc"), clientTLS, tokenA, clientServerPair(stray), "x-tracedx-forwarded-by", "n9"); err != nil {
+	if err := exportOverTLS(t, nodes[0].Addr("otlp-grpc"), clientTLS, tokenA, clientServerPair(stray), "x-tracedx-forwarded-by", "n9"); err != nil {
 		t.Fatal(err)
 	}
 	peerTrace := func(node int) int {
 		q, _ := json.Marshal(map[string]any{"trace_id": stray})
-		code, _ := httpsDo(t, c, "POST", "https://"+nodes[node].Addr("http")+"/internal/cluster/v1/trace", testPeerToken, strings.NewReader(string(q)),
+		code, _ := httpsCall(t, c, "POST", "https://"+nodes[node].Addr("http")+"/internal/cluster/v1/trace", testPeerToken, strings.NewReader(string(q)),
 			"Content-Type", "application/json", "X-Scope-OrgID", "a")
 		return code
 	}
