@@ -340,3 +340,19 @@ func TestSecureMultiTenantCluster(t *testing.T) {
 		t.Errorf("a trace sent with a forged forwarded marker did not reach its owner %s: %d", owner, code)
 	}
 }
+
+// Tenants sharing a bucket keep their blocks under prefixes of their own:
+// an engine lists every block under its prefix, so a shared one would
+// load another tenant's traces.
+func TestTenantsHaveTheirOwnBucketPrefix(t *testing.T) {
+	cfg := config.Default()
+	cfg.Storage.Backend, cfg.Storage.S3.Prefix = "s3", "prod"
+	a, b := tenantConfig(cfg, "a").Storage.S3.Prefix, tenantConfig(cfg, "b").Storage.S3.Prefix
+	if a != "prod/tenants/a" || b != "prod/tenants/b" {
+		t.Fatalf("tenant prefixes %q and %q, want prod/tenants/a and prod/tenants/b", a, b)
+	}
+	cfg.Storage.S3.Prefix = ""
+	if p := tenantConfig(cfg, "a").Storage.S3.Prefix; p != "tenants/a" {
+		t.Fatalf("without a prefix: %q, want tenants/a", p)
+	}
+}
