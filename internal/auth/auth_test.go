@@ -76,6 +76,7 @@ func TestBadFilesAreRefusedWithAReason(t *testing.T) {
 		"":                                  "no tokens",
 		"short acme read\n":                 "shorter than 16",
 		writer + " acme admin\n":            `unknown scope "admin"`,
+		writer + " - read,peer\n":           "cluster.token_file",
 		writer + "\n" + writer + "\n":       "listed twice",
 		writer + " a read extra\n":          "line 1",
 		"tokens:\n  - token: x\n    y: 1\n": "yaml",

@@ -32,6 +32,10 @@ const (
 	Write Scope = "write"
 	// Read queries: every API, the UI and /metrics.
 	Read Scope = "read"
+	// Peer is held only by the cluster's peer token (SetPeer), never by a
+	// token of the file: it opens the nodes' internal API and lets a
+	// request name any tenant.
+	Peer Scope = "peer"
 )
 
 // Identity is who a request authenticated as.
@@ -78,6 +82,7 @@ type Tokens struct {
 	path    string
 	log     *slog.Logger
 	entries atomic.Pointer[[]entry]
+	peer    atomic.Pointer[entry]
 
 	mu      sync.Mutex // serialises reloads
 	modTime time.Time
@@ -169,7 +174,17 @@ func (t *Tokens) Check(token string) (Identity, bool) {
 			found, match = e.id, 1
 		}
 	}
+	if p := t.peer.Load(); p != nil && subtle.ConstantTimeCompare(d[:], p.digest[:]) == 1 {
+		found, match = p.id, 1
+	}
 	return found, match == 1
+}
+
+// SetPeer adds the cluster's peer token: it reads and writes as any
+// tenant (a node forwards spans and queries on behalf of every tenant)
+// and alone holds the Peer scope. It survives reloads of the file.
+func (t *Tokens) SetPeer(token string) {
+	t.peer.Store(&entry{digest: sha256.Sum256([]byte(token)), id: Identity{Scopes: []Scope{Read, Write, Peer}}})
 }
 
 // fileEntry is one token of the YAML form.
@@ -239,6 +254,8 @@ func parse(data []byte) ([]entry, error) {
 			switch sc := Scope(strings.TrimSpace(s)); sc {
 			case Read, Write:
 				id.Scopes = append(id.Scopes, sc)
+			case Peer:
+				return nil, fmt.Errorf("token %d: the peer scope belongs to the cluster's token (cluster.token_file) alone", i+1)
 			default:
 				return nil, fmt.Errorf("token %d: unknown scope %q (want read or write)", i+1, s)
 			}

@@ -110,7 +110,7 @@ func startClusterWith(t testing.TB, n int, o engine.Options) []*node {
 			t.Fatal(err)
 		}
 		t.Cleanup(func() { eng.Close() })
-		fw, err := NewForwarder(ring, eng, quiet)
+		fw, err := NewForwarder(ring, eng, Security{}, quiet)
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -119,8 +119,8 @@ func startClusterWith(t testing.TB, n int, o engine.Options) []*node {
 		refs[i].w = fw
 		refs[i].mu.Unlock()
 		nd.eng, nd.ring = eng, ring
-		nd.store = NewStore(eng, eng, ring, quiet)
-		RegisterPeerRoutes(nd.web.Config.Handler.(*http.ServeMux), eng, quiet)
+		nd.store = NewStore(eng, eng, ring, Security{}, quiet)
+		RegisterPeerRoutes(nd.web.Config.Handler.(*http.ServeMux), eng, Security{}, quiet)
 	}
 	return nodes
 }

@@ -11,7 +11,6 @@ import (
 	"sort"
 	"strconv"
 	"sync"
-	"time"
 
 	"github.com/tracedx/tracedx/internal/findingstore"
 )
@@ -20,12 +19,12 @@ import (
 // stores the findings of the traces it owns (and its own systemic ones)
 // on local disk, so the list asks every peer for the same query and
 // merges the answers, newest first. Finding ids are per node.
-func MergeFindings(next http.Handler, ring *Ring, log *slog.Logger) http.Handler {
-	hc := &http.Client{Timeout: 5 * time.Second}
+func MergeFindings(next http.Handler, ring *Ring, sec Security, log *slog.Logger) http.Handler {
+	hc := newPeerHTTP(sec, peerTimeout)
 	peers := ring.Others()
 	log = log.With("component", "cluster")
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		if r.Header.Get(PeerHeader) != "" {
+		if r.Header.Get(PeerHeader) != "" && sec.isPeer(r.Header.Get("Authorization")) {
 			next.ServeHTTP(w, r)
 			return
 		}
@@ -63,13 +62,12 @@ func MergeFindings(next http.Handler, ring *Ring, log *slog.Logger) http.Handler
 	})
 }
 
-func peerFindings(ctx context.Context, hc *http.Client, p Peer, uri string) (*findingstore.ListResponse, error) {
-	req, err := http.NewRequestWithContext(ctx, http.MethodGet, "http://"+p.HTTP+uri, nil)
+func peerFindings(ctx context.Context, hc *peerHTTP, p Peer, uri string) (*findingstore.ListResponse, error) {
+	req, err := hc.newRequest(ctx, http.MethodGet, p, uri, nil)
 	if err != nil {
 		return nil, err
 	}
-	req.Header.Set(PeerHeader, "1")
-	resp, err := hc.Do(req)
+	resp, err := hc.do(req)
 	if err != nil {
 		return nil, err
 	}

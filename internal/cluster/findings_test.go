@@ -44,7 +44,7 @@ func TestFindingsListMergedAcrossNodes(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	h := MergeFindings(local.Config.Handler, ring, quiet)
+	h := MergeFindings(local.Config.Handler, ring, Security{}, quiet)
 
 	get := func(query string, header bool) findingstore.ListResponse {
 		r := httptest.NewRequest("GET", "/api/v1/findings"+query, nil)

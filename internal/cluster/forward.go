@@ -10,8 +10,6 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 	"go.opentelemetry.io/collector/pdata/ptrace/ptraceotlp"
 	"google.golang.org/grpc"
-	"google.golang.org/grpc/credentials/insecure"
-	"google.golang.org/grpc/metadata"
 
 	"github.com/tracedx/tracedx/internal/model"
 	"github.com/tracedx/tracedx/internal/otlpconv"
@@ -20,7 +18,8 @@ import (
 
 // forwardedKey marks a gRPC request forwarded by a peer: the receiver
 // stores it without looking at the ring again, so nodes whose peer lists
-// disagree cannot bounce spans between them.
+// disagree cannot bounce spans between them. It counts only with the peer
+// token (Security.fromPeer).
 const forwardedKey = "x-tracedx-forwarded-by"
 
 // Writer is where spans of this node's traces go (the local pipeline).
@@ -35,6 +34,7 @@ type Writer interface {
 // gRPC UNAVAILABLE, HTTP 503) to the sender, never a silent drop.
 type Forwarder struct {
 	ring    *Ring
+	sec     Security
 	local   Writer
 	log     *slog.Logger
 	timeout time.Duration
@@ -45,10 +45,11 @@ type Forwarder struct {
 	failures  *prometheus.CounterVec
 }
 
-// NewForwarder dials (lazily) every other node.
-func NewForwarder(ring *Ring, local Writer, log *slog.Logger) (*Forwarder, error) {
+// NewForwarder dials (lazily) every other node, with sec's TLS; every
+// forwarded batch carries sec's token and tenant.
+func NewForwarder(ring *Ring, local Writer, sec Security, log *slog.Logger) (*Forwarder, error) {
 	f := &Forwarder{
-		ring: ring, local: local, log: log.With("component", "cluster"), timeout: 15 * time.Second,
+		ring: ring, sec: sec, local: local, log: log.With("component", "cluster"), timeout: 15 * time.Second,
 		clients: map[string]ptraceotlp.GRPCClient{},
 		forwarded: prometheus.NewCounterVec(prometheus.CounterOpts{Name: "tracedx_cluster_forwarded_spans_total",
 			Help: "Spans forwarded to the node owning their trace."}, []string{"peer"}),
@@ -56,7 +57,7 @@ func NewForwarder(ring *Ring, local Writer, log *slog.Logger) (*Forwarder, error
 			Help: "Forwarded batches that failed (the sender was told to retry)."}, []string{"peer"}),
 	}
 	for _, p := range ring.Others() {
-		conn, err := grpc.NewClient(p.OTLPGRPC, grpc.WithTransportCredentials(insecure.NewCredentials()))
+		conn, err := grpc.NewClient(p.OTLPGRPC, grpc.WithTransportCredentials(sec.grpcCredentials()))
 		if err != nil {
 			f.Close()
 			return nil, fmt.Errorf("cluster: client for peer %s at %s: %w", p.ID, p.OTLPGRPC, err)
@@ -80,14 +81,9 @@ func (f *Forwarder) Close() error {
 	return nil
 }
 
-func forwardedFrom(ctx context.Context) bool {
-	md, ok := metadata.FromIncomingContext(ctx)
-	return ok && len(md.Get(forwardedKey)) > 0
-}
-
 // Write stores or forwards spans by the owner of their trace.
 func (f *Forwarder) Write(ctx context.Context, spans []model.Span) error {
-	if forwardedFrom(ctx) {
+	if f.sec.fromPeer(ctx) {
 		return f.local.Write(ctx, spans)
 	}
 	self := f.ring.Self().ID
@@ -130,7 +126,7 @@ func (f *Forwarder) Write(ctx context.Context, spans []model.Span) error {
 func (f *Forwarder) forward(ctx context.Context, peer string, spans []model.Span) error {
 	ctx, cancel := context.WithTimeout(ctx, f.timeout)
 	defer cancel()
-	ctx = metadata.AppendToOutgoingContext(ctx, forwardedKey, f.ring.Self().ID)
+	ctx = f.sec.outgoing(ctx, f.ring.Self().ID)
 	req := ptraceotlp.NewExportRequestFromTraces(otlpconv.ToTraces(spans))
 	resp, err := f.clients[peer].Export(ctx, req)
 	if err == nil {

@@ -58,9 +58,10 @@ func toSet(ids []string) map[string]bool {
 // maxPeerRequest bounds a peer request body (a query and some block ids).
 const maxPeerRequest = 1 << 20
 
-// RegisterPeerRoutes mounts the peer query API on mux.
-func RegisterPeerRoutes(mux *http.ServeMux, local Local, log *slog.Logger) {
-	mux.HandleFunc("POST "+pathTrace, func(w http.ResponseWriter, r *http.Request) {
+// RegisterPeerRoutes mounts the peer query API on mux; only callers with
+// sec's peer token get through.
+func RegisterPeerRoutes(mux *http.ServeMux, local Local, sec Security, log *slog.Logger) {
+	mux.Handle("POST "+pathTrace, sec.requirePeer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		var req traceRequest
 		if err := json.NewDecoder(io.LimitReader(r.Body, maxPeerRequest)).Decode(&req); err != nil {
 			http.Error(w, "bad peer trace request: "+err.Error(), http.StatusBadRequest)
@@ -84,8 +85,8 @@ func RegisterPeerRoutes(mux *http.ServeMux, local Local, log *slog.Logger) {
 		}
 		w.Header().Set("Content-Type", "application/x-protobuf")
 		_, _ = w.Write(body)
-	})
-	mux.HandleFunc("POST "+pathSearch, func(w http.ResponseWriter, r *http.Request) {
+	})))
+	mux.Handle("POST "+pathSearch, sec.requirePeer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		var req searchRequest
 		if err := json.NewDecoder(io.LimitReader(r.Body, maxPeerRequest)).Decode(&req); err != nil {
 			http.Error(w, "bad peer search request: "+err.Error(), http.StatusBadRequest)
@@ -102,13 +103,13 @@ func RegisterPeerRoutes(mux *http.ServeMux, local Local, log *slog.Logger) {
 		}
 		w.Header().Set("Content-Type", "application/json")
 		_ = json.NewEncoder(w).Encode(res)
-	})
+	})))
 }
 
 // peerClient calls the peer query API of one node.
 type peerClient struct {
 	peer Peer
-	http *http.Client
+	http *peerHTTP
 }
 
 func (c *peerClient) post(ctx context.Context, path string, req any) (*http.Response, error) {
@@ -116,13 +117,12 @@ func (c *peerClient) post(ctx context.Context, path string, req any) (*http.Resp
 	if err != nil {
 		return nil, err
 	}
-	hr, err := http.NewRequestWithContext(ctx, http.MethodPost, "http://"+c.peer.HTTP+path, bytes.NewReader(body))
+	hr, err := c.http.newRequest(ctx, http.MethodPost, c.peer, path, bytes.NewReader(body))
 	if err != nil {
 		return nil, err
 	}
 	hr.Header.Set("Content-Type", "application/json")
-	hr.Header.Set(PeerHeader, "1")
-	return c.http.Do(hr)
+	return c.http.do(hr)
 }
 
 func (c *peerClient) trace(ctx context.Context, id model.TraceID, exclude []string) ([]model.Span, error) {

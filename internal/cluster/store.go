@@ -4,7 +4,6 @@ import (
 	"context"
 	"errors"
 	"log/slog"
-	"net/http"
 	"sort"
 	"sync"
 	"time"
@@ -20,6 +19,10 @@ import (
 // block ids carry their maker's clock.
 const clockSkew = time.Minute
 
+// peerTimeout bounds a query to a peer: a slow peer delays an answer by
+// this much at most.
+const peerTimeout = 5 * time.Second
+
 // Store is the store.Store of a cluster node's query APIs: the local
 // engine (which sees every block in the bucket) plus, for trace by id,
 // search and limited scans, what each peer holds that the bucket does not
@@ -34,12 +37,12 @@ type Store struct {
 	failure *prometheus.CounterVec
 }
 
-// NewStore wraps the local engine.
-func NewStore(eng store.Store, local Local, ring *Ring, log *slog.Logger) *Store {
+// NewStore wraps the local engine; peers are asked with sec.
+func NewStore(eng store.Store, local Local, ring *Ring, sec Security, log *slog.Logger) *Store {
 	s := &Store{Store: eng, local: local, log: log.With("component", "cluster"),
 		failure: prometheus.NewCounterVec(prometheus.CounterOpts{Name: "tracedx_cluster_peer_query_failures_total",
 			Help: "Peer queries that failed; the answer was given without that peer's recent spans."}, []string{"peer"})}
-	hc := &http.Client{Timeout: 5 * time.Second}
+	hc := newPeerHTTP(sec, peerTimeout)
 	for _, p := range ring.Others() {
 		s.peers = append(s.peers, &peerClient{peer: p, http: hc})
 	}

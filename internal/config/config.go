@@ -119,6 +119,13 @@ type Cluster struct {
 	// already keeps each trace on one node (the Collector's loadbalancing
 	// exporter with routing_key traceID), saving a hop.
 	Forward bool `yaml:"forward"`
+	// TokenFile holds the cluster's peer token, the same on every node: a
+	// node sends it to its peers, and the peer API answers only callers
+	// holding it. Required with auth.token_file.
+	TokenFile string `yaml:"token_file"`
+	// TLSCAFile holds the CAs the peers' certificates are checked against
+	// when tls is on (empty: tls.client_ca_file, else the system's).
+	TLSCAFile string `yaml:"tls_ca_file"`
 }
 
 // S3 is the bucket that holds blocks with storage.backend s3.
@@ -777,12 +784,13 @@ func (c *Config) validateStorage() error {
 	if c.Cluster.RefreshInterval <= 0 {
 		return errors.New("cluster.refresh_interval must be positive")
 	}
-	// Nodes forward spans and query each other without tokens or TLS.
-	if c.Auth.TokenFile != "" || c.TLS.Enabled() {
-		return errors.New("cluster: nodes do not yet send tokens or speak TLS to each other; run a cluster on a private network with --insecure-listen, without auth.token_file and tls")
+	// With tokens on the listeners, forwarded spans and peer queries need
+	// a credential of their own that no tenant's token can stand in for.
+	if c.Auth.TokenFile != "" && c.Cluster.TokenFile == "" {
+		return errors.New("cluster with auth.token_file needs cluster.token_file: the peer token the nodes send each other")
 	}
-	if c.Multitenancy.Enabled {
-		return errors.New("cluster: multitenancy is not supported in a cluster yet")
+	if c.Cluster.TLSCAFile != "" && !c.TLS.Enabled() {
+		return errors.New("cluster.tls_ca_file needs tls.cert_file and tls.key_file: peers speak TLS only when the listeners do")
 	}
 	return nil
 }

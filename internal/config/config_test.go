@@ -176,12 +176,48 @@ cluster:
 		"cluster on local":  {[]string{"--node-id", "a", "--peers", "a=h:1/h:2"}, "needs storage.backend s3"},
 		"node not a peer":   {[]string{"--storage", "s3", "--s3-endpoint", "m:9000", "--s3-bucket", "b", "--node-id", "c", "--peers", "a=h:1/h:2"}, `"c" is not in the peer list`},
 		"bad peer":          {[]string{"--peers", "a=h:1"}, "want id=otlp_grpc_host:port/http_host:port"},
-		"cluster with auth": {[]string{"--storage", "s3", "--s3-endpoint", "m:9000", "--s3-bucket", "b", "--node-id", "a", "--peers", "a=h:1/h:2",
-			"--auth-token-file", "/etc/tracedx/tokens"}, "do not yet send tokens"},
+		"peer CA without tls": {[]string{"--storage", "s3", "--s3-endpoint", "m:9000", "--s3-bucket", "b", "--node-id", "a", "--peers", "a=h:1/h:2",
+			"--config", secureCluster(t, "cluster:\n  tls_ca_file: /etc/tracedx/ca.pem\n")}, "cluster.tls_ca_file needs tls.cert_file"},
+		"cluster with auth, no peer token": {[]string{"--storage", "s3", "--s3-endpoint", "m:9000", "--s3-bucket", "b", "--node-id", "a", "--peers", "a=h:1/h:2",
+			"--auth-token-file", "/etc/tracedx/tokens"}, "needs cluster.token_file"},
 	} {
 		if _, err := Load(tc.args, nil); err == nil || !strings.Contains(err.Error(), tc.want) {
 			t.Errorf("%s: err = %v, want it to mention %s", name, err, tc.want)
 		}
+	}
+}
+
+func secureCluster(t *testing.T, yaml string) string {
+	t.Helper()
+	file := filepath.Join(t.TempDir(), "c.yaml")
+	if err := os.WriteFile(file, []byte(yaml), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	return file
+}
+
+// Tokens, TLS and tenants all work in a cluster: the whole set loads.
+func TestSecureMultiTenantClusterLoads(t *testing.T) {
+	file := secureCluster(t, `
+storage: {backend: s3, s3: {endpoint: "minio:9000", bucket: traces}}
+multitenancy: {enabled: true}
+auth: {token_file: /etc/tracedx/tokens}
+tls: {cert_file: /etc/tracedx/node.pem, key_file: /etc/tracedx/node-key.pem, client_ca_file: /etc/tracedx/ca.pem}
+listen: {otlp_grpc: "0.0.0.0:4317", http: "0.0.0.0:16686"}
+cluster:
+  node_id: a
+  token_file: /etc/tracedx/peer-token
+  tls_ca_file: /etc/tracedx/ca.pem
+  peers:
+    - {id: a, otlp_grpc: "tracedx-a:4317", http: "tracedx-a:16686"}
+    - {id: b, otlp_grpc: "tracedx-b:4317", http: "tracedx-b:16686"}
+`)
+	cfg, err := Load([]string{"--config", file}, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if cfg.Cluster.TokenFile != "/etc/tracedx/peer-token" || cfg.Cluster.TLSCAFile != "/etc/tracedx/ca.pem" || !cfg.Multitenancy.Enabled {
+		t.Fatalf("secure cluster settings: %+v", cfg.Cluster)
 	}
 }
 

@@ -78,17 +78,19 @@ func clusterEngineOptions(o *engine.Options, cfg config.Config, ring *cluster.Ri
 // joinCluster wraps the ingest sink (spans go to their trace's owner) and
 // the query store (peers' recent spans merged in), and mounts the peer
 // API and the merged findings list. A single node gets sink and store back.
-func (s *Server) joinCluster(cfg config.Cluster, ring *cluster.Ring, eng *engine.Engine, sink ingest.Sink, log *slog.Logger) (ingest.Sink, store.Store, error) {
+// peer says how to reach the peers; a tenant's instance (multitenancy)
+// talks to the same tenant's instances on the peers.
+func (s *Server) joinCluster(cfg config.Cluster, ring *cluster.Ring, eng *engine.Engine, sink ingest.Sink, peer cluster.Security, log *slog.Logger) (ingest.Sink, store.Store, error) {
 	if ring == nil {
 		return sink, eng, nil
 	}
-	cs := cluster.NewStore(eng, eng, ring, log)
+	cs := cluster.NewStore(eng, eng, ring, peer, log)
 	s.reg.MustRegister(cs.Collectors()...)
 	log.Info("cluster node", "node_id", ring.Self().ID, "peers", len(ring.Others()), "forward", cfg.Forward)
 	if !cfg.Forward {
 		return sink, cs, nil
 	}
-	fw, err := cluster.NewForwarder(ring, sink, log)
+	fw, err := cluster.NewForwarder(ring, sink, peer, log)
 	if err != nil {
 		return nil, nil, err
 	}
@@ -98,10 +100,10 @@ func (s *Server) joinCluster(cfg config.Cluster, ring *cluster.Ring, eng *engine
 }
 
 // clusterRoutes mounts the peer query API and merges the findings list.
-func clusterRoutes(mux *http.ServeMux, ring *cluster.Ring, eng *engine.Engine, apiV1 http.Handler, log *slog.Logger) {
+func clusterRoutes(mux *http.ServeMux, ring *cluster.Ring, eng *engine.Engine, apiV1 http.Handler, peer cluster.Security, log *slog.Logger) {
 	if ring == nil {
 		return
 	}
-	cluster.RegisterPeerRoutes(mux, eng, log)
-	mux.Handle("GET /api/v1/findings", cluster.MergeFindings(apiV1, ring, log))
+	cluster.RegisterPeerRoutes(mux, eng, peer, log)
+	mux.Handle("GET /api/v1/findings", cluster.MergeFindings(apiV1, ring, peer, log))
 }

@@ -2,13 +2,19 @@ package server
 
 import (
 	"context"
+	"errors"
+	"fmt"
+	"log/slog"
 	"net"
 	"net/http"
+	"os"
+	"strings"
 	"time"
 
 	"google.golang.org/grpc"
 
 	"github.com/tracedx/tracedx/internal/auth"
+	"github.com/tracedx/tracedx/internal/cluster"
 	"github.com/tracedx/tracedx/internal/config"
 	"github.com/tracedx/tracedx/internal/ingest"
 	"github.com/tracedx/tracedx/internal/tlsutil"
@@ -23,6 +29,8 @@ const tokenReloadInterval = 2 * time.Second
 type security struct {
 	tokens *auth.Tokens                    // nil: no authentication
 	wrap   func(net.Listener) net.Listener // nil: plain TCP
+	// peer is how this node reaches its cluster peers and knows them.
+	peer cluster.Security
 }
 
 // newSecurity loads the token file and the TLS files of cfg; reloading
@@ -45,7 +53,63 @@ func newSecurity(s *Server, cfg config.Config) (*security, error) {
 		}
 		sec.wrap = tlsutil.Listener(tc)
 	}
+	if len(cfg.Cluster.Peers) > 0 {
+		p, err := peerSecurity(cfg, s.log)
+		if err != nil {
+			return nil, err
+		}
+		sec.peer = p
+		if sec.tokens != nil && p.Token != "" {
+			sec.tokens.SetPeer(p.Token)
+		}
+	}
 	return sec, nil
+}
+
+// peerSecurity is how a cluster node reaches its peers: with the peer
+// token of cluster.token_file and, when the listeners speak TLS, over TLS
+// checked against cluster.tls_ca_file (else the client CA, else the
+// system's) presenting this node's certificate.
+func peerSecurity(cfg config.Config, log *slog.Logger) (cluster.Security, error) {
+	var p cluster.Security
+	if f := cfg.Cluster.TokenFile; f != "" {
+		tok, err := readPeerToken(f)
+		if err != nil {
+			return p, err
+		}
+		p.Token = tok
+	}
+	if cfg.TLS.Enabled() {
+		ca := cfg.Cluster.TLSCAFile
+		if ca == "" {
+			ca = cfg.TLS.ClientCAFile
+		}
+		tc, err := tlsutil.ClientConfig(tlsutil.Files{Cert: cfg.TLS.CertFile, Key: cfg.TLS.KeyFile}, ca, log.With("component", "tls"))
+		if err != nil {
+			return p, fmt.Errorf("cluster: %w", err)
+		}
+		p.TLS = tc
+	}
+	return p, nil
+}
+
+// readPeerToken reads the peer token: the file's first line that is
+// neither blank nor a '#' comment.
+func readPeerToken(file string) (string, error) {
+	data, err := os.ReadFile(file)
+	if err != nil {
+		return "", fmt.Errorf("cluster.token_file: %w", err)
+	}
+	for _, l := range strings.Split(string(data), "\n") {
+		if l = strings.TrimSpace(l); l == "" || strings.HasPrefix(l, "#") {
+			continue
+		}
+		if len(l) < 16 || strings.ContainsAny(l, " \t") {
+			return "", fmt.Errorf("cluster.token_file %s: the peer token must be at least 16 characters without blanks", file)
+		}
+		return l, nil
+	}
+	return "", errors.New("cluster.token_file " + file + ": no token in it")
 }
 
 // ingestConfig makes ingest require tokens with the write scope.

@@ -7,6 +7,7 @@ import (
 	"log/slog"
 	"net/http"
 	"os"
+	"path"
 	"path/filepath"
 	"sync"
 	"time"
@@ -53,7 +54,12 @@ func tenantConfig(cfg config.Config, id string) config.Config {
 	c.DataDir = filepath.Join(cfg.DataDir, "tenants", id)
 	c.Listen = config.Listen{HTTP: inProcess, Tempo: inProcess}
 	c.Multitenancy = config.Multitenancy{}
-	c.Auth, c.TLS, c.InsecureListen = config.Auth{}, config.TLS{}, true
+	// The outer server authenticates; the instance keeps the TLS files
+	// only to dial its cluster peers (its listeners are never bound).
+	c.Auth, c.InsecureListen = config.Auth{}, true
+	// Tenants share a bucket under prefixes of their own: a tenant's
+	// engine lists and loads only its own blocks.
+	c.Storage.S3.Prefix = path.Join(cfg.Storage.S3.Prefix, "tenants", id)
 	if r := cfg.Multitenancy.LimitsOf(id).Retention; r > 0 {
 		c.Storage.Retention, c.Retention.KeptTraces = r, r
 	}
@@ -75,7 +81,8 @@ func newMultiTenant(ctx context.Context, cfg config.Config, log *slog.Logger) (*
 		return nil, err
 	}
 	router := tenant.NewRouter(func(id string) (*tenantServer, error) {
-		sub, err := New(context.WithoutCancel(ctx), tenantConfig(cfg, id), log.With("tenant", id))
+		// The context names the tenant: a cluster instance tells its peers.
+		sub, err := New(tenant.WithID(context.WithoutCancel(ctx), id), tenantConfig(cfg, id), log.With("tenant", id))
 		if err != nil {
 			return nil, err
 		}

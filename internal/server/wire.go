@@ -26,6 +26,7 @@ import (
 	"github.com/tracedx/tracedx/internal/servicegraph"
 	"github.com/tracedx/tracedx/internal/store/engine"
 	"github.com/tracedx/tracedx/internal/systemic"
+	"github.com/tracedx/tracedx/internal/tenant"
 	"github.com/tracedx/tracedx/internal/web"
 )
 
@@ -193,7 +194,9 @@ func New(ctx context.Context, cfg config.Config, log *slog.Logger) (*Server, err
 		sink.observers = []func([]model.Span){metrics.Observe, graph.Observe,
 			func(spans []model.Span) { sys.ObserveSpans(timeNow(), spans) }}
 	}
-	ingestSink, st, err := s.joinCluster(cfg.Cluster, ring, eng, sink, log)
+	peer := sec.peer
+	peer.Tenant, _ = tenant.FromContext(ctx)
+	ingestSink, st, err := s.joinCluster(cfg.Cluster, ring, eng, sink, peer, log)
 	if err != nil {
 		return nil, err
 	}
@@ -201,7 +204,9 @@ func New(ctx context.Context, cfg config.Config, log *slog.Logger) (*Server, err
 	inCfg := ingestConfigOf(cfg)
 	inCfg.Admit, inCfg.RetryAfter = admit.Admit, cfg.Admission.RetryAfter
 	sec.ingestConfig(&inCfg)
-	s.sink, s.logSink = sink, logs
+	// A tenant's instance is fed through the cluster's sink too, so its
+	// spans reach their owner.
+	s.sink, s.logSink = ingestSink, logs
 	in, err := ingest.New(inCfg, ingestSink, logs, log, s.reg)
 	if err != nil {
 		return nil, err
@@ -260,7 +265,7 @@ func New(ctx context.Context, cfg config.Config, log *slog.Logger) (*Server, err
 	apiV1 := v1.NewHandler(deps)
 	mux.Handle("/api/v1/", queries.Middleware(apiV1))
 	mux.Handle("/api/", queries.Middleware(jaegerAPI))
-	clusterRoutes(mux, ring, eng, queries.Middleware(apiV1), log)
+	clusterRoutes(mux, ring, eng, queries.Middleware(apiV1), peer, log)
 	mux.Handle("GET /metrics", metricsHandler(s.reg))
 	mux.HandleFunc("GET /healthz", func(w http.ResponseWriter, _ *http.Request) { _, _ = w.Write([]byte("ok\n")) })
 	mux.HandleFunc("GET /readyz", readyz(fs))

@@ -90,13 +90,9 @@ func Config(f Files, log *slog.Logger) (*tls.Config, error) {
 		NextProtos: []string{"h2", "http/1.1"},
 	}
 	if f.ClientCA != "" {
-		pem, err := os.ReadFile(f.ClientCA)
+		pool, err := loadPool(f.ClientCA)
 		if err != nil {
 			return nil, fmt.Errorf("tls client CA: %w", err)
-		}
-		pool := x509.NewCertPool()
-		if !pool.AppendCertsFromPEM(pem) {
-			return nil, fmt.Errorf("tls client CA %s: no PEM certificate in it", f.ClientCA)
 		}
 		cfg.ClientCAs = pool
 		cfg.ClientAuth = tls.RequireAndVerifyClientCert
@@ -107,4 +103,42 @@ func Config(f Files, log *slog.Logger) (*tls.Config, error) {
 // Listener wraps ln so that every connection speaks TLS with cfg.
 func Listener(cfg *tls.Config) func(net.Listener) net.Listener {
 	return func(ln net.Listener) net.Listener { return tls.NewListener(ln, cfg) }
+}
+
+// ClientConfig returns the TLS configuration a node dials its peers with:
+// it trusts the CAs in caFile (empty: the system's) and presents f's
+// certificate, re-read like the listeners', when a peer asks for one
+// (mTLS).
+func ClientConfig(f Files, caFile string, log *slog.Logger) (*tls.Config, error) {
+	if log == nil {
+		log = slog.New(slog.DiscardHandler)
+	}
+	cfg := &tls.Config{MinVersion: tls.VersionTLS12}
+	if caFile != "" {
+		pool, err := loadPool(caFile)
+		if err != nil {
+			return nil, fmt.Errorf("tls peer CA: %w", err)
+		}
+		cfg.RootCAs = pool
+	}
+	if f.Cert != "" {
+		r := &certReloader{files: f, log: log, lastCheck: time.Now()}
+		if err := r.load(); err != nil {
+			return nil, err
+		}
+		cfg.GetClientCertificate = func(*tls.CertificateRequestInfo) (*tls.Certificate, error) { return r.get(nil) }
+	}
+	return cfg, nil
+}
+
+func loadPool(file string) (*x509.CertPool, error) {
+	pem, err := os.ReadFile(file)
+	if err != nil {
+		return nil, err
+	}
+	pool := x509.NewCertPool()
+	if !pool.AppendCertsFromPEM(pem) {
+		return nil, fmt.Errorf("%s: no PEM certificate in it", file)
+	}
+	return pool, nil
 }

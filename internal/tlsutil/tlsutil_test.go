@@ -124,3 +124,51 @@ func TestBadFilesAreRefused(t *testing.T) {
 		t.Error("a key as client CA was accepted")
 	}
 }
+
+// A node dials its peers trusting the peer CA and presenting its own
+// certificate: an mTLS listener accepts it; without the CA the peer's
+// certificate is refused.
+func TestClientConfigDialsAnMTLSPeer(t *testing.T) {
+	ca := tlstest.NewCA(t)
+	_, certFile, keyFile := ca.Issue(t, "node")
+	srv, err := Config(Files{Cert: certFile, Key: keyFile, ClientCA: ca.File}, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	addr := serve(t, srv)
+	dial := func(cc *tls.Config) error {
+		cc.ServerName = "127.0.0.1"
+		c, err := tls.Dial("tcp", addr, cc)
+		if err != nil {
+			return err
+		}
+		defer c.Close()
+		_ = c.SetReadDeadline(time.Now().Add(5 * time.Second))
+		_, err = c.Read(make([]byte, 1))
+		return err
+	}
+	cc, err := ClientConfig(Files{Cert: certFile, Key: keyFile}, ca.File, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := dial(cc); isTLSAlert(err) {
+		t.Errorf("a peer with the CA's certificate was refused: %v", err)
+	}
+	noCert, err := ClientConfig(Files{}, ca.File, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := dial(noCert); !isTLSAlert(err) {
+		t.Errorf("a peer without a certificate: want a TLS alert, got %v", err)
+	}
+	systemRoots, err := ClientConfig(Files{Cert: certFile, Key: keyFile}, "", nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := dial(systemRoots); err == nil || !strings.Contains(err.Error(), "unknown authority") {
+		t.Errorf("the peer's certificate of a private CA checked against the system's roots: %v", err)
+	}
+	if _, err := ClientConfig(Files{}, keyFile, nil); err == nil {
+		t.Error("a key as peer CA was accepted")
+	}
+}

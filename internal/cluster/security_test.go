@@ -1,0 +1,150 @@
+package cluster
+
+import (
+	"context"
+	"crypto/tls"
+	"math/rand/v2"
+	"net/http"
+	"net/http/httptest"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"google.golang.org/grpc/metadata"
+
+	"github.com/tracedx/tracedx/internal/ingest"
+	"github.com/tracedx/tracedx/internal/model"
+	"github.com/tracedx/tracedx/internal/store"
+)
+
+const peerToken = "the-cluster-peer-token-0123456789"
+
+// recordingSink keeps the incoming metadata of the batches it gets and
+// whether its forwarder took them as a peer's.
+type recordingSink struct {
+	fw *Forwarder
+
+	mu       sync.Mutex
+	md       []metadata.MD
+	fromPeer []bool
+}
+
+func (r *recordingSink) Write(ctx context.Context, _ []model.Span) error {
+	md, _ := metadata.FromIncomingContext(ctx)
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	r.md = append(r.md, md)
+	r.fromPeer = append(r.fromPeer, r.fw.sec.fromPeer(ctx))
+	return nil
+}
+
+// A forwarded batch carries the peer token and the tenant; the owner
+// takes it as a peer's only with the token, so a sender setting the
+// forwarded marker itself cannot keep spans off their owner.
+func TestForwardCarriesTokenAndTenant(t *testing.T) {
+	owner := &recordingSink{}
+	in, err := ingest.New(ingest.Config{GRPCAddr: "127.0.0.1:0"}, owner, nil, quiet, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := in.Start(context.Background()); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { in.Shutdown(context.Background()) })
+	peers := []Peer{{ID: "n0", OTLPGRPC: "127.0.0.1:1", HTTP: "127.0.0.1:1"}, {ID: "n1", OTLPGRPC: in.GRPCAddr(), HTTP: "127.0.0.1:1"}}
+	ring0, _ := NewRing(peers, "n0")
+	ring1, _ := NewRing(peers, "n1")
+	sec := Security{Token: peerToken, Tenant: "acme"}
+	fw0, err := NewForwarder(ring0, owner, sec, quiet)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer fw0.Close()
+	owner.fw, err = NewForwarder(ring1, owner, sec, quiet)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer owner.fw.Close()
+
+	var spans []model.Span
+	for _, s := range makeTraces(rand.New(rand.NewPCG(7, 8)), 40) {
+		if ring0.TraceOwner(s.TraceID).ID == "n1" {
+			spans = append(spans, s)
+		}
+	}
+	if len(spans) == 0 {
+		t.Fatal("no trace owned by n1")
+	}
+	if err := fw0.Write(context.Background(), spans); err != nil {
+		t.Fatal(err)
+	}
+	owner.mu.Lock()
+	md, fromPeer := owner.md[0], owner.fromPeer[0]
+	owner.mu.Unlock()
+	if got := md.Get("authorization"); len(got) != 1 || got[0] != "Bearer "+peerToken {
+		t.Errorf("forwarded without the peer token: %v", got)
+	}
+	if got := md.Get("x-scope-orgid"); len(got) != 1 || got[0] != "acme" {
+		t.Errorf("forwarded without the tenant: %v", got)
+	}
+	if !fromPeer {
+		t.Error("the owner did not take a batch forwarded with the peer token as a peer's")
+	}
+
+	for name, md := range map[string]metadata.MD{
+		"marker without a token":    metadata.Pairs(forwardedKey, "n0"),
+		"marker with another token": metadata.Pairs(forwardedKey, "n0", "authorization", "Bearer some-tenants-read-write-token"),
+	} {
+		if owner.fw.sec.fromPeer(metadata.NewIncomingContext(context.Background(), md)) {
+			t.Errorf("%s: taken as forwarded by a peer", name)
+		}
+	}
+	if !(Security{}).fromPeer(metadata.NewIncomingContext(context.Background(), metadata.Pairs(forwardedKey, "n0"))) {
+		t.Error("without a peer token (trusted network) the marker must count")
+	}
+}
+
+// fakeLocal answers the peer API with one trace.
+type fakeLocal struct{ spans []model.Span }
+
+func (f fakeLocal) PeerTrace(context.Context, model.TraceID, map[string]bool) ([]model.Span, error) {
+	return f.spans, nil
+}
+func (f fakeLocal) PeerSearch(context.Context, store.Query, map[string]bool) ([]model.TraceSummary, error) {
+	return nil, nil
+}
+func (fakeLocal) RecentBlocks(time.Duration) []string { return nil }
+func (fakeLocal) PeerWindow() time.Duration           { return time.Minute }
+
+// The peer API answers only the peer token; the peer client sends it,
+// with the tenant, and speaks https when the cluster has TLS.
+func TestPeerAPINeedsThePeerToken(t *testing.T) {
+	spans := makeTraces(rand.New(rand.NewPCG(9, 9)), 1)
+	var gotTenant string
+	mux := http.NewServeMux()
+	RegisterPeerRoutes(mux, fakeLocal{spans: spans}, Security{Token: peerToken}, quiet)
+	srv := httptest.NewTLSServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		gotTenant = r.Header.Get(tenantHeader)
+		mux.ServeHTTP(w, r)
+	}))
+	defer srv.Close()
+	peer := Peer{ID: "p", HTTP: srv.Listener.Addr().String()}
+	clientTLS := &tls.Config{RootCAs: srv.Client().Transport.(*http.Transport).TLSClientConfig.RootCAs}
+
+	for _, token := range []string{"", "some-tenants-read-write-token"} {
+		c := &peerClient{peer: peer, http: newPeerHTTP(Security{Token: token, TLS: clientTLS}, time.Second)}
+		_, err := c.trace(context.Background(), spans[0].TraceID, nil)
+		if err == nil || !strings.Contains(err.Error(), "401") {
+			t.Errorf("token %q: %v, want 401", token, err)
+		}
+	}
+	c := &peerClient{peer: peer, http: newPeerHTTP(Security{Token: peerToken, TLS: clientTLS, Tenant: "acme"}, time.Second)}
+	got, err := c.trace(context.Background(), spans[0].TraceID, nil)
+	if err != nil || len(got) != len(spans) {
+		t.Fatalf("with the peer token: %d spans, %v", len(got), err)
+	}
+	if gotTenant != "acme" {
+		t.Errorf("the peer call named tenant %q, want acme", gotTenant)
+	}
+}
