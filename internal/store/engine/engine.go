@@ -69,6 +69,13 @@ type Options struct {
 	// Retention deletes blocks whose newest span is older than this
 	// (0: keep forever).
 	Retention time.Duration
+	// UnkeptRetention is how long the traces tail sampling dropped (Drop)
+	// stay: compaction moves them to blocks of their own, deleted once
+	// their newest span is older than this (or Retention, if shorter).
+	// 0: compaction leaves them out.
+	UnkeptRetention time.Duration
+	// Now, when set, replaces the clock retention measures age by (tests).
+	Now func() time.Time
 	// MaxDiskBytes is the disk budget of blocks, WAL and ExtraDiskBytes
 	// (0: no limit). Retention deletes the oldest blocks while blocks and
 	// extra exceed it less a reserve for the WAL (an eighth); the WAL never
