@@ -157,23 +157,48 @@ type Sampling struct {
 	MaxFindingTracesPerMinute int `yaml:"max_finding_traces_per_minute"`
 }
 
-// Retention of sampled traces and findings. Traces in general are kept
-// for storage.retention, metrics and the service map for
-// analysis.metrics_retention.
+// Retention tiers: what outlives what. Traces in general are kept for
+// storage.retention; with sampling on, the traces it kept for
+// kept_traces and the others for traces.
 type Retention struct {
-	// KeptTraces replaces storage.retention while sampling is enabled:
-	// only kept traces stay in storage then.
+	// Traces is how long, with sampling on, the traces it did not keep
+	// stay whole (useful right after an incident) before they are removed
+	// (0: at the next compaction).
+	Traces time.Duration `yaml:"traces"`
+	// KeptTraces replaces storage.retention while sampling is enabled.
 	KeptTraces time.Duration `yaml:"kept_traces"`
 	// Findings are kept this long, also after their trace is gone.
 	Findings time.Duration `yaml:"findings"`
+	// Metrics is how long RED metrics and the service graph are kept
+	// (replaces analysis.metrics_retention).
+	Metrics time.Duration `yaml:"metrics"`
 }
 
-// TraceRetention is how long the stored traces are kept.
+// TraceRetention is how long the stored traces are kept (with sampling:
+// the kept ones).
 func (c *Config) TraceRetention() time.Duration {
 	if c.Sampling.Enabled {
 		return c.Retention.KeptTraces
 	}
 	return c.Storage.Retention
+}
+
+// UnkeptTraceRetention is how long the traces sampling did not keep stay
+// (0: sampling is off, or they go at the next compaction).
+func (c *Config) UnkeptTraceRetention() time.Duration {
+	if !c.Sampling.Enabled {
+		return 0
+	}
+	return c.Retention.Traces
+}
+
+// MetricsRetention is retention.metrics, or the deprecated
+// analysis.metrics_retention when only that is set.
+func (c *Config) MetricsRetention() time.Duration {
+	if c.Analysis.MetricsRetention > 0 && c.Retention.Metrics == Default().Retention.Metrics {
+		return c.Analysis.MetricsRetention
+	}
+	return c.Retention.Metrics
 }
 
 // Multitenancy settings. Enabled, every request names its tenant
@@ -313,7 +338,8 @@ type Query struct {
 type Analysis struct {
 	Enabled   bool      `yaml:"enabled"`
 	Detectors yaml.Node `yaml:"detectors"`
-	// MetricsRetention is how long RED metrics and the service graph are kept.
+	// MetricsRetention is the deprecated name of retention.metrics, still
+	// honoured when retention.metrics is left at its default (0: unset).
 	MetricsRetention time.Duration `yaml:"metrics_retention"`
 	// QueueSpans bounds the spans of completed traces waiting for the
 	// analysis worker (decoded, ~1.7 KB each); beyond it traces are skipped
@@ -425,12 +451,12 @@ func Default() Config {
 		},
 		Query: Query{Timeout: 30 * time.Second, MaxRegexBytes: 1024, MaxRegexInstructions: 5000,
 			MaxTraceSpans: 10_000, MaxAnalysisSpans: 50_000, MaxAPITraceSpans: 50_000},
-		Analysis: Analysis{Enabled: true, MetricsRetention: 30 * 24 * time.Hour, QueueSpans: 8192, MaxCPUShare: 0.2},
+		Analysis: Analysis{Enabled: true, QueueSpans: 8192, MaxCPUShare: 0.2},
 		Analytics: Analytics{Enabled: true, BaselineTracesPerSecond: 200, WholeTracesPerSecond: 100, ExemplarLabel: "traceID",
 			Baseline: Baseline{HalfLife: 24 * time.Hour, Window: 5 * time.Minute, AnomalyFactor: 2, AcceptAfter: 6 * time.Hour, ReleaseAfter: 30 * time.Minute}},
 		Alerting:  Alerting{Enabled: true, Interval: 15 * time.Second, ResendInterval: time.Minute, DefaultRules: true, QueueSize: 64},
 		Sampling:  Sampling{KeepErrors: true, KeepFindings: "warning", KeepSlowerThan: "p95", Rate: 0.01, MinPerMinute: 1},
-		Retention: Retention{KeptTraces: 30 * 24 * time.Hour, Findings: 30 * 24 * time.Hour},
+		Retention: Retention{Traces: 24 * time.Hour, KeptTraces: 30 * 24 * time.Hour, Findings: 30 * 24 * time.Hour, Metrics: 30 * 24 * time.Hour},
 		Admission: Admission{HeapFraction: 0.7, AnalysisQueue: true, RetryAfter: time.Second},
 	}
 }
@@ -749,8 +775,8 @@ func (c *Config) validateSampling() error {
 	if l := c.Multitenancy.Limits; l.IngestSpansPerSecond < 0 || l.MaxSpansPerTrace < 0 || l.Retention < 0 {
 		return errors.New("multitenancy.limits must not be negative")
 	}
-	if c.Retention.KeptTraces < 0 || c.Retention.Findings < 0 {
-		return errors.New("retention.kept_traces and retention.findings must not be negative")
+	if r := c.Retention; r.Traces < 0 || r.KeptTraces < 0 || r.Findings < 0 || r.Metrics < 0 || c.Analysis.MetricsRetention < 0 {
+		return errors.New("retention.traces, retention.kept_traces, retention.findings and retention.metrics must not be negative")
 	}
 	return nil
 }

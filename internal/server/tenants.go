@@ -55,7 +55,10 @@ func tenantConfig(cfg config.Config, id string) config.Config {
 	c.Multitenancy = config.Multitenancy{}
 	c.Auth, c.TLS, c.InsecureListen = config.Auth{}, config.TLS{}, true
 	if r := cfg.Multitenancy.LimitsOf(id).Retention; r > 0 {
+		// The tenant's retention bounds both tiers: the traces sampling
+		// did not keep never outlive the kept ones.
 		c.Storage.Retention, c.Retention.KeptTraces = r, r
+		c.Retention.Traces = min(c.Retention.Traces, r)
 	}
 	return c
 }

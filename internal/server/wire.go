@@ -63,13 +63,13 @@ func New(ctx context.Context, cfg config.Config, log *slog.Logger) (*Server, err
 	}
 
 	// Analytics first: the store's completion hook feeds them.
-	metrics, err := red.New(red.Options{Dir: dir("metrics"), Retention: cfg.Analysis.MetricsRetention, ExemplarLabel: cfg.Analytics.ExemplarLabel}, log.With("component", "red"))
+	metrics, err := red.New(red.Options{Dir: dir("metrics"), Retention: cfg.MetricsRetention(), ExemplarLabel: cfg.Analytics.ExemplarLabel}, log.With("component", "red"))
 	if err != nil {
 		return nil, err
 	}
 	s.closers = append(s.closers, metrics.Close)
 	s.background = append(s.background, metrics.Start)
-	graph, err := servicegraph.New(servicegraph.Options{Dir: dir("servicegraph"), Retention: cfg.Analysis.MetricsRetention, NodeStats: metrics},
+	graph, err := servicegraph.New(servicegraph.Options{Dir: dir("servicegraph"), Retention: cfg.MetricsRetention(), NodeStats: metrics},
 		log.With("component", "servicegraph"))
 	if err != nil {
 		return nil, err
@@ -162,6 +162,7 @@ func New(ctx context.Context, cfg config.Config, log *slog.Logger) (*Server, err
 		WantSpans:       wantSpans,
 		HeadMaxBytes:    cfg.Storage.HeadMaxBytes,
 		Retention:       cfg.TraceRetention(),
+		UnkeptRetention: cfg.UnkeptTraceRetention(),
 		MaxDiskBytes:    cfg.Storage.MaxDiskBytes,
 		CompactInterval: cfg.Storage.CompactInterval,
 		ExtraDiskBytes:  fs.DiskBytes,
@@ -211,6 +212,7 @@ func New(ctx context.Context, cfg config.Config, log *slog.Logger) (*Server, err
 	jaegerAPI := jaeger.NewHandler(st, jaeger.Options{
 		Logger:        log.With("component", "jaeger-api"),
 		MaxTraceSpans: cfg.Query.MaxAPITraceSpans,
+		Sampled:       pipe.sampledReason,
 		Metrics: jaeger.MetricsFunc(func(_ context.Context, kind string, q jaeger.MetricsQuery) (*jaeger.MetricFamily, error) {
 			fam, err := metrics.JaegerMetrics(kind, red.JaegerParams{Services: q.Services, SpanKinds: q.SpanKinds,
 				GroupByOperation: q.GroupByOperation, EndTs: q.End, Lookback: q.Lookback, Step: q.Step, RatePer: q.RatePer, Quantile: q.Quantile})
