@@ -215,11 +215,15 @@ type Multitenancy struct {
 
 // TenantLimits bound one tenant.
 type TenantLimits struct {
-	// IngestSpansPerSecond refuses spans beyond this rate with a retryable
-	// error (0: no limit).
+	// IngestSpansPerSecond refuses spans beyond this rate with HTTP 429 /
+	// gRPC RESOURCE_EXHAUSTED and Retry-After (0: no limit).
 	IngestSpansPerSecond float64 `yaml:"ingest_spans_per_second"`
 	// MaxSpansPerTrace drops spans of a trace beyond this count (0: no limit).
 	MaxSpansPerTrace int `yaml:"max_spans_per_trace"`
+	// MaxTraceBytes drops spans that would take a trace beyond this size,
+	// counted as OTLP protobuf bytes like Tempo's max_bytes_per_trace
+	// (0: no limit).
+	MaxTraceBytes int64 `yaml:"max_trace_bytes"`
 	// Retention of the tenant's traces (0: the server's).
 	Retention time.Duration `yaml:"retention"`
 }
@@ -233,6 +237,9 @@ func (m *Multitenancy) LimitsOf(id string) TenantLimits {
 		}
 		if o.MaxSpansPerTrace != 0 {
 			l.MaxSpansPerTrace = o.MaxSpansPerTrace
+		}
+		if o.MaxTraceBytes != 0 {
+			l.MaxTraceBytes = o.MaxTraceBytes
 		}
 		if o.Retention != 0 {
 			l.Retention = o.Retention
@@ -768,11 +775,11 @@ func (c *Config) validateSampling() error {
 		return errors.New("sampling needs analysis.enabled: without the detectors a trace's findings could not keep it")
 	}
 	for id, l := range c.Multitenancy.Tenants {
-		if l.IngestSpansPerSecond < 0 || l.MaxSpansPerTrace < 0 || l.Retention < 0 {
+		if l.IngestSpansPerSecond < 0 || l.MaxSpansPerTrace < 0 || l.MaxTraceBytes < 0 || l.Retention < 0 {
 			return fmt.Errorf("multitenancy.tenants.%s: limits must not be negative", id)
 		}
 	}
-	if l := c.Multitenancy.Limits; l.IngestSpansPerSecond < 0 || l.MaxSpansPerTrace < 0 || l.Retention < 0 {
+	if l := c.Multitenancy.Limits; l.IngestSpansPerSecond < 0 || l.MaxSpansPerTrace < 0 || l.MaxTraceBytes < 0 || l.Retention < 0 {
 		return errors.New("multitenancy.limits must not be negative")
 	}
 	if r := c.Retention; r.Traces < 0 || r.KeptTraces < 0 || r.Findings < 0 || r.Metrics < 0 || c.Analysis.MetricsRetention < 0 {
