@@ -28,6 +28,9 @@ func (s *Server) withSampling(p *pipeline, b sampling.Baselines, eng *engine.Eng
 	s.reg.MustRegister(prometheus.NewCounterFunc(prometheus.CounterOpts{Name: "tracedx_store_sampled_out_traces_total",
 		Help: "Traces (or late fragments) compaction took out of the kept blocks because sampling dropped them: into blocks that expire after retention.traces, or removed when that is 0."},
 		func() float64 { return float64(eng.Stats().DroppedTracesTotal) }))
+	s.reg.MustRegister(prometheus.NewGaugeFunc(prometheus.GaugeOpts{Name: "tracedx_store_unkept_block_bytes",
+		Help: "Bytes of blocks holding the traces sampling did not keep, deleted after retention.traces (part of the block bytes)."},
+		func() float64 { return float64(eng.Stats().UnkeptBlockBytes) }))
 }
 
 // sampledReason is the API's view of a trace's sampling decision: the

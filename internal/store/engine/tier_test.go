@@ -85,6 +85,15 @@ func TestUnkeptTracesExpireBeforeKeptOnes(t *testing.T) {
 	if unkeptBlocks == 0 {
 		t.Fatal("no block of unkept traces")
 	}
+	unkeptSpans := 0
+	for id, sp := range byID {
+		if reason[id] == DroppedReason {
+			unkeptSpans += len(sp)
+		}
+	}
+	if st := e.Stats(); st.UnkeptBlockSpans != int64(unkeptSpans) || st.UnkeptBlockBytes <= 0 {
+		t.Errorf("unkept tier: %d spans, %d bytes; want %d spans", st.UnkeptBlockSpans, st.UnkeptBlockBytes, unkeptSpans)
+	}
 	for id, want := range byID {
 		got, err := e.Trace(ctx, id, store.TimeRange{})
 		if err != nil {
