@@ -406,8 +406,9 @@ func (b *blockBuilder) addRows(rows []mergedRow) error {
 	return nil
 }
 
-// applyRetention deletes blocks past their tier's retention age, then the
-// oldest blocks while the disk budget is exceeded.
+// applyRetention deletes blocks past their tier's retention age, then,
+// while the disk budget is exceeded, the oldest blocks of dropped traces
+// and after them the oldest of the others.
 func (e *Engine) applyRetention(ctx context.Context) error {
 	if e.opts.Retention <= 0 && e.opts.UnkeptRetention <= 0 && e.opts.MaxDiskBytes <= 0 {
 		e.refreshStoredBytes()
@@ -452,7 +453,12 @@ func (e *Engine) applyRetention(ctx context.Context) error {
 		for _, b := range keep {
 			total += b.diskBytes()
 		}
-		sort.Slice(keep, func(i, j int) bool { return keep[i].meta.MaxTime < keep[j].meta.MaxTime })
+		sort.Slice(keep, func(i, j int) bool {
+			if keep[i].meta.Unkept != keep[j].meta.Unkept {
+				return keep[i].meta.Unkept
+			}
+			return keep[i].meta.MaxTime < keep[j].meta.MaxTime
+		})
 		for len(keep) > 0 && total > e.opts.MaxDiskBytes-e.walReserve() {
 			total -= keep[0].diskBytes()
 			drop = append(drop, keep[0])

@@ -167,3 +167,43 @@ func TestIndexV2ReadsWithoutDecisions(t *testing.T) {
 		t.Fatalf("v2: sampled %q, summary %+v", x.sampledOf(0), x.summary(0))
 	}
 }
+
+// Over the disk budget, blocks of dropped traces go before kept ones,
+// even newer ones.
+func TestDiskBudgetDeletesUnkeptBlocksFirst(t *testing.T) {
+	opts := testOpts(t.TempDir())
+	opts.UnkeptRetention = 24 * time.Hour
+	e := openT(t, opts)
+	defer e.Close()
+	ctx := context.Background()
+	now := uint64(time.Now().UnixNano())
+	old := newGen(31).batch(300, now-7200e9, 1e6)
+	fresh := newGen(32).batch(300, now-60e9, 1e6)
+	for _, b := range [][]model.Span{old, fresh} {
+		if err := e.Write(ctx, b); err != nil {
+			t.Fatal(err)
+		}
+		if err := e.Flush(ctx); err != nil {
+			t.Fatal(err)
+		}
+	}
+	for id := range groupByTrace(fresh) {
+		e.Drop(id)
+	}
+	if err := e.Compact(ctx); err != nil {
+		t.Fatal(err)
+	}
+	st := e.Stats()
+	if st.UnkeptBlockBytes == 0 {
+		t.Fatal("no unkept block")
+	}
+	// Room for the kept block, not for both (the WAL reserve is an eighth).
+	e.opts.MaxDiskBytes = (st.BlockBytes - st.UnkeptBlockBytes/2) * 8 / 7
+	if err := e.ApplyRetention(ctx); err != nil {
+		t.Fatal(err)
+	}
+	if got := e.Stats(); got.UnkeptBlockBytes != 0 || got.BlockBytes != st.BlockBytes-st.UnkeptBlockBytes {
+		t.Fatalf("after retention: %d block bytes, %d unkept; before %d, %d", got.BlockBytes, got.UnkeptBlockBytes, st.BlockBytes, st.UnkeptBlockBytes)
+	}
+	checkAllTraces(t, e, old)
+}
