@@ -7,6 +7,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"slices"
 	"sort"
 	"sync"
 	"sync/atomic"
@@ -79,7 +80,7 @@ type blockIndex struct {
 	rootName []uint32
 	svcOff   []uint32 // len(ids)+1, into svcs
 	svcs     []svcStat
-	sampled  []uint32 // the sampling decision's reason, into strs, or noStr
+	sampled  []uint32 // the sampling decision's reason, into strs, or noStr; nil: none recorded
 	strs     []string
 	byStart  []uint32 // trace positions, newest start first
 }
@@ -277,7 +278,6 @@ func unmarshalIndex(p []byte) (*blockIndex, error) {
 	x.rootSvc = make([]uint32, n)
 	x.rootName = make([]uint32, n)
 	x.svcOff = make([]uint32, n+1)
-	x.sampled = make([]uint32, n)
 	base := d.uvarint()
 	var row uint32
 	for i := 0; i < n && d.err == nil; i++ {
@@ -295,9 +295,15 @@ func unmarshalIndex(p []byte) (*blockIndex, error) {
 			x.svcs = append(x.svcs, svcStat{uint32(d.uvarint()), uint32(d.uvarint()), uint32(d.uvarint())})
 		}
 		x.svcOff[i+1] = uint32(len(x.svcs))
-		x.sampled[i] = noStr
 		if !v2 {
-			x.sampled[i] = uint32(d.uvarint()) - 1
+			// Allocated at the first decision: most blocks (sampling
+			// off, level 0) record none.
+			if r := uint32(d.uvarint()) - 1; r != noStr {
+				if x.sampled == nil {
+					x.sampled = slices.Repeat([]uint32{noStr}, n)
+				}
+				x.sampled[i] = r
+			}
 		}
 	}
 	if d.err != nil {
