@@ -210,9 +210,9 @@ func New(ctx context.Context, cfg config.Config, log *slog.Logger) (*Server, err
 	s.ingest = in
 
 	jaegerAPI := jaeger.NewHandler(st, jaeger.Options{
+		Sampled:       pipe.sampledReason,
 		Logger:        log.With("component", "jaeger-api"),
 		MaxTraceSpans: cfg.Query.MaxAPITraceSpans,
-		Sampled:       pipe.sampledReason,
 		Metrics: jaeger.MetricsFunc(func(_ context.Context, kind string, q jaeger.MetricsQuery) (*jaeger.MetricFamily, error) {
 			fam, err := metrics.JaegerMetrics(kind, red.JaegerParams{Services: q.Services, SpanKinds: q.SpanKinds,
 				GroupByOperation: q.GroupByOperation, EndTs: q.End, Lookback: q.Lookback, Step: q.Step, RatePer: q.RatePer, Quantile: q.Quantile})
