@@ -164,23 +164,48 @@ type Sampling struct {
 	MaxFindingTracesPerMinute int `yaml:"max_finding_traces_per_minute"`
 }
 
-// Retention of sampled traces and findings. Traces in general are kept
-// for storage.retention, metrics and the service map for
-// analysis.metrics_retention.
+// Retention tiers: what outlives what. Traces in general are kept for
+// storage.retention; with sampling on, the traces it kept for
+// kept_traces and the others for traces.
 type Retention struct {
-	// KeptTraces replaces storage.retention while sampling is enabled:
-	// only kept traces stay in storage then.
+	// Traces is how long, with sampling on, the traces it did not keep
+	// stay whole (useful right after an incident) before they are removed
+	// (0: at the next compaction).
+	Traces time.Duration `yaml:"traces"`
+	// KeptTraces replaces storage.retention while sampling is enabled.
 	KeptTraces time.Duration `yaml:"kept_traces"`
 	// Findings are kept this long, also after their trace is gone.
 	Findings time.Duration `yaml:"findings"`
+	// Metrics is how long RED metrics and the service graph are kept
+	// (replaces analysis.metrics_retention).
+	Metrics time.Duration `yaml:"metrics"`
 }
 
-// TraceRetention is how long the stored traces are kept.
+// TraceRetention is how long the stored traces are kept (with sampling:
+// the kept ones).
 func (c *Config) TraceRetention() time.Duration {
 	if c.Sampling.Enabled {
 		return c.Retention.KeptTraces
 	}
 	return c.Storage.Retention
+}
+
+// UnkeptTraceRetention is how long the traces sampling did not keep stay
+// (0: sampling is off, or they go at the next compaction).
+func (c *Config) UnkeptTraceRetention() time.Duration {
+	if !c.Sampling.Enabled {
+		return 0
+	}
+	return c.Retention.Traces
+}
+
+// MetricsRetention is retention.metrics, or the deprecated
+// analysis.metrics_retention when only that is set.
+func (c *Config) MetricsRetention() time.Duration {
+	if c.Analysis.MetricsRetention > 0 && c.Retention.Metrics == Default().Retention.Metrics {
+		return c.Analysis.MetricsRetention
+	}
+	return c.Retention.Metrics
 }
 
 // Multitenancy settings. Enabled, every request names its tenant
@@ -197,11 +222,15 @@ type Multitenancy struct {
 
 // TenantLimits bound one tenant.
 type TenantLimits struct {
-	// IngestSpansPerSecond refuses spans beyond this rate with a retryable
-	// error (0: no limit).
+	// IngestSpansPerSecond refuses spans beyond this rate with HTTP 429 /
+	// gRPC RESOURCE_EXHAUSTED and Retry-After (0: no limit).
 	IngestSpansPerSecond float64 `yaml:"ingest_spans_per_second"`
 	// MaxSpansPerTrace drops spans of a trace beyond this count (0: no limit).
 	MaxSpansPerTrace int `yaml:"max_spans_per_trace"`
+	// MaxTraceBytes drops spans that would take a trace beyond this size,
+	// counted as OTLP protobuf bytes like Tempo's max_bytes_per_trace
+	// (0: no limit).
+	MaxTraceBytes int64 `yaml:"max_trace_bytes"`
 	// Retention of the tenant's traces (0: the server's).
 	Retention time.Duration `yaml:"retention"`
 }
@@ -215,6 +244,9 @@ func (m *Multitenancy) LimitsOf(id string) TenantLimits {
 		}
 		if o.MaxSpansPerTrace != 0 {
 			l.MaxSpansPerTrace = o.MaxSpansPerTrace
+		}
+		if o.MaxTraceBytes != 0 {
+			l.MaxTraceBytes = o.MaxTraceBytes
 		}
 		if o.Retention != 0 {
 			l.Retention = o.Retention
@@ -320,7 +352,8 @@ type Query struct {
 type Analysis struct {
 	Enabled   bool      `yaml:"enabled"`
 	Detectors yaml.Node `yaml:"detectors"`
-	// MetricsRetention is how long RED metrics and the service graph are kept.
+	// MetricsRetention is the deprecated name of retention.metrics, still
+	// honoured when retention.metrics is left at its default (0: unset).
 	MetricsRetention time.Duration `yaml:"metrics_retention"`
 	// QueueSpans bounds the spans of completed traces waiting for the
 	// analysis worker (decoded, ~1.7 KB each); beyond it traces are skipped
@@ -432,12 +465,12 @@ func Default() Config {
 		},
 		Query: Query{Timeout: 30 * time.Second, MaxRegexBytes: 1024, MaxRegexInstructions: 5000,
 			MaxTraceSpans: 10_000, MaxAnalysisSpans: 50_000, MaxAPITraceSpans: 50_000},
-		Analysis: Analysis{Enabled: true, MetricsRetention: 30 * 24 * time.Hour, QueueSpans: 8192, MaxCPUShare: 0.2},
+		Analysis: Analysis{Enabled: true, QueueSpans: 8192, MaxCPUShare: 0.2},
 		Analytics: Analytics{Enabled: true, BaselineTracesPerSecond: 200, WholeTracesPerSecond: 100, ExemplarLabel: "traceID",
 			Baseline: Baseline{HalfLife: 24 * time.Hour, Window: 5 * time.Minute, AnomalyFactor: 2, AcceptAfter: 6 * time.Hour, ReleaseAfter: 30 * time.Minute}},
 		Alerting:  Alerting{Enabled: true, Interval: 15 * time.Second, ResendInterval: time.Minute, DefaultRules: true, QueueSize: 64},
 		Sampling:  Sampling{KeepErrors: true, KeepFindings: "warning", KeepSlowerThan: "p95", Rate: 0.01, MinPerMinute: 1},
-		Retention: Retention{KeptTraces: 30 * 24 * time.Hour, Findings: 30 * 24 * time.Hour},
+		Retention: Retention{Traces: 24 * time.Hour, KeptTraces: 30 * 24 * time.Hour, Findings: 30 * 24 * time.Hour, Metrics: 30 * 24 * time.Hour},
 		Admission: Admission{HeapFraction: 0.7, AnalysisQueue: true, RetryAfter: time.Second},
 	}
 }
@@ -749,15 +782,15 @@ func (c *Config) validateSampling() error {
 		return errors.New("sampling needs analysis.enabled: without the detectors a trace's findings could not keep it")
 	}
 	for id, l := range c.Multitenancy.Tenants {
-		if l.IngestSpansPerSecond < 0 || l.MaxSpansPerTrace < 0 || l.Retention < 0 {
+		if l.IngestSpansPerSecond < 0 || l.MaxSpansPerTrace < 0 || l.MaxTraceBytes < 0 || l.Retention < 0 {
 			return fmt.Errorf("multitenancy.tenants.%s: limits must not be negative", id)
 		}
 	}
-	if l := c.Multitenancy.Limits; l.IngestSpansPerSecond < 0 || l.MaxSpansPerTrace < 0 || l.Retention < 0 {
+	if l := c.Multitenancy.Limits; l.IngestSpansPerSecond < 0 || l.MaxSpansPerTrace < 0 || l.MaxTraceBytes < 0 || l.Retention < 0 {
 		return errors.New("multitenancy.limits must not be negative")
 	}
-	if c.Retention.KeptTraces < 0 || c.Retention.Findings < 0 {
-		return errors.New("retention.kept_traces and retention.findings must not be negative")
+	if r := c.Retention; r.Traces < 0 || r.KeptTraces < 0 || r.Findings < 0 || r.Metrics < 0 || c.Analysis.MetricsRetention < 0 {
+		return errors.New("retention.traces, retention.kept_traces, retention.findings and retention.metrics must not be negative")
 	}
 	return nil
 }

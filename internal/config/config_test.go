@@ -251,3 +251,56 @@ func TestAlertingSettings(t *testing.T) {
 		t.Errorf("alerting off needs no valid interval: %v", err)
 	}
 }
+
+// The retention tiers: retention.traces applies to the traces sampling
+// did not keep (only with sampling on), retention.metrics replaces
+// analysis.metrics_retention, which still works while it is the only one
+// set.
+func TestRetentionTiers(t *testing.T) {
+	load := func(yaml string) Config {
+		t.Helper()
+		file := filepath.Join(t.TempDir(), "tracedx.yaml")
+		if err := os.WriteFile(file, []byte(yaml), 0o644); err != nil {
+			t.Fatal(err)
+		}
+		cfg, err := Load([]string{"--config", file}, nil)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return cfg
+	}
+	cfg := load("retention:\n  traces: 6h\n")
+	if cfg.UnkeptTraceRetention() != 0 || cfg.TraceRetention() != cfg.Storage.Retention {
+		t.Errorf("sampling off: unkept %v, traces %v", cfg.UnkeptTraceRetention(), cfg.TraceRetention())
+	}
+	cfg = load("sampling:\n  enabled: true\nretention:\n  traces: 6h\n  kept_traces: 240h\n")
+	if cfg.UnkeptTraceRetention() != 6*time.Hour || cfg.TraceRetention() != 240*time.Hour {
+		t.Errorf("sampling on: unkept %v, kept %v", cfg.UnkeptTraceRetention(), cfg.TraceRetention())
+	}
+	def, old, both := load(""), load("analysis:\n  metrics_retention: 48h\n"), load("analysis:\n  metrics_retention: 48h\nretention:\n  metrics: 96h\n")
+	if got := def.MetricsRetention(); got != 30*24*time.Hour {
+		t.Errorf("default metrics retention %v", got)
+	}
+	if got := old.MetricsRetention(); got != 48*time.Hour {
+		t.Errorf("deprecated analysis.metrics_retention ignored: %v", got)
+	}
+	if got := both.MetricsRetention(); got != 96*time.Hour {
+		t.Errorf("retention.metrics must win over the deprecated key: %v", got)
+	}
+	file := filepath.Join(t.TempDir(), "bad.yaml")
+	_ = os.WriteFile(file, []byte("retention:\n  traces: -1h\n"), 0o644)
+	if _, err := Load([]string{"--config", file}, nil); err == nil || !strings.Contains(err.Error(), "retention.traces") {
+		t.Errorf("negative retention.traces: %v", err)
+	}
+}
+
+func TestTenantLimitOverrides(t *testing.T) {
+	m := Multitenancy{Limits: TenantLimits{IngestSpansPerSecond: 100, MaxTraceBytes: 1 << 20},
+		Tenants: map[string]TenantLimits{"big": {MaxTraceBytes: 50 << 20}}}
+	if l := m.LimitsOf("big"); l.MaxTraceBytes != 50<<20 || l.IngestSpansPerSecond != 100 {
+		t.Errorf("big: %+v", l)
+	}
+	if l := m.LimitsOf("other"); l.MaxTraceBytes != 1<<20 {
+		t.Errorf("other: %+v", l)
+	}
+}

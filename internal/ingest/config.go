@@ -2,6 +2,7 @@ package ingest
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"net"
 	"net/http"
@@ -17,10 +18,17 @@ import (
 // Sink receives converted spans. Write must return only once the spans are
 // durable: ingest acknowledges the client after Write returns nil.
 // store.Store satisfies it. Write may return store.ErrOverloaded to ask the
-// client to retry later.
+// client to retry later (the server is overloaded: HTTP 503, gRPC
+// UNAVAILABLE), or an error wrapping ErrRateLimited when the client is
+// over a limit of its own (HTTP 429, gRPC RESOURCE_EXHAUSTED); both with
+// Retry-After (RetryInfo).
 type Sink interface {
 	Write(ctx context.Context, spans []model.Span) error
 }
+
+// ErrRateLimited is wrapped by a Sink's error refusing spans over the
+// sender's own rate limit (a tenant's); the error's text is the answer.
+var ErrRateLimited = errors.New("rate limit exceeded")
 
 // LogSink receives OTLP log records. The same durability and overload
 // contract as Sink applies.

@@ -435,6 +435,9 @@ func (s *Server) write(ctx context.Context, proto string, spans []model.Span) er
 	err := s.sink.Write(ctx, spans)
 	s.metrics.WriteSeconds.Observe(time.Since(start).Seconds())
 	if err != nil {
+		if errors.Is(err, ErrRateLimited) {
+			return &requestError{kind: kindLimited, msg: err.Error()}
+		}
 		if errors.Is(err, store.ErrOverloaded) {
 			return &requestError{kind: kindOverloaded, msg: "tracedx is overloaded, retry later"}
 		}

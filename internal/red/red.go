@@ -22,6 +22,7 @@ import (
 	"time"
 
 	"github.com/tracedx/tracedx/internal/model"
+	"github.com/tracedx/tracedx/internal/otlpconv"
 	"github.com/tracedx/tracedx/internal/red/tsdb"
 )
 
@@ -162,7 +163,7 @@ func (m *Metrics) Observe(spans []model.Span) {
 			st = model.StatusUnset
 		}
 		b, pb := tsdb.BucketOf(us), tsdb.PromBucketOf(us)
-		size := spanSize(sp)
+		size := otlpconv.SpanSize(sp)
 		m.st.Update(tsdb.Key{A: sp.Service, B: sp.Name, K: uint8(sp.Kind)}, minute, func(acc *tsdb.Acc, e *promState) {
 			if acc != nil {
 				acc.Count++

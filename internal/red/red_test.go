@@ -22,6 +22,7 @@ import (
 	"github.com/tracedx/tracedx/internal/api/jaeger"
 	"github.com/tracedx/tracedx/internal/api/jaeger/jaegermetrics"
 	"github.com/tracedx/tracedx/internal/model"
+	"github.com/tracedx/tracedx/internal/otlpconv"
 )
 
 // workload is a generated stream with known properties.
@@ -360,7 +361,7 @@ func TestPrometheusExpositionWithExemplars(t *testing.T) {
 	var wantSize uint64
 	for i := range w.spans {
 		if w.spans[i].Service == "api" && w.spans[i].Name == "GET /users" {
-			wantSize += spanSize(&w.spans[i])
+			wantSize += otlpconv.SpanSize(&w.spans[i])
 		}
 	}
 	if size != float64(wantSize) || size < 100*40 {

@@ -21,7 +21,7 @@ import (
 
 // tempoHandler returns the Tempo-compatible API.
 func tempoHandler(st store.Store, p *pipeline, q config.Query) http.Handler {
-	return tempo.NewHandler(st, tempo.Options{Findings: tempo.FindingsFrom(p), QueryTimeout: q.Timeout, MaxTraceSpans: q.MaxAPITraceSpans,
+	return tempo.NewHandler(st, tempo.Options{Findings: tempo.FindingsFrom(p), Sampled: p.sampledReason, QueryTimeout: q.Timeout, MaxTraceSpans: q.MaxAPITraceSpans,
 		QueryLimits: traceql.Limits{MaxRegexBytes: q.MaxRegexBytes, MaxRegexInsts: q.MaxRegexInstructions}})
 }
 

@@ -92,9 +92,13 @@ type pipeline struct {
 	yielded   atomic.Int64       // ns the worker waited for queries
 	detectors []analyze.Detector // nil: the defaults
 	// sampler, when set, decides after analysis whether a trace's spans
-	// stay; drop removes those it does not keep.
+	// stay; decide hands the decision to the store, which removes the
+	// traces it does not keep and records why it keeps the others.
 	sampler *sampling.Sampler
-	drop    func(model.TraceID)
+	decide  func(model.TraceID, string)
+	// storedReason reads a decision back from the store, for traces the
+	// sampler no longer remembers.
+	storedReason func(model.TraceID) string
 	// skipLog rate-limits the warnings about traces dropped or shed.
 	skipLog  ratelog.Limiter
 	lastShed uint64 // worker-only: shed count at the last warning
@@ -327,8 +331,8 @@ func (p *pipeline) sample(c engine.CompletedTrace, analysed bool, findings []ana
 	}
 	r := p.sampler.Decide(sampling.Trace{ID: c.ID, Service: c.Summary.RootService, Operation: c.Summary.RootName,
 		Duration: time.Duration(c.Summary.DurationNano()), Errors: c.Summary.ErrorCount, Analysed: analysed, Findings: findings}, timeNow())
-	if r == sampling.Dropped && p.drop != nil {
-		p.drop(c.ID)
+	if p.decide != nil {
+		p.decide(c.ID, string(r))
 	}
 }
 

@@ -23,18 +23,29 @@ func (s *Server) withSampling(p *pipeline, b sampling.Baselines, eng *engine.Eng
 	p.sampler = sampling.New(sampling.Policy{KeepErrors: sc.KeepErrors, KeepFindings: analyze.Severity(sc.KeepFindings),
 		KeepSlowerThan: sc.KeepSlowerThan, Rate: sc.Rate, EndpointRates: sc.EndpointRates, MinPerMinute: sc.MinPerMinute,
 		MaxFindingTracesPerMinute: sc.MaxFindingTracesPerMinute}, b, rememberedDecisions, s.reg)
-	p.drop = eng.Drop
+	p.decide = eng.Decide
+	p.storedReason = eng.SampledReason
 	s.reg.MustRegister(prometheus.NewCounterFunc(prometheus.CounterOpts{Name: "tracedx_store_sampled_out_traces_total",
-		Help: "Traces (or late fragments) left out of compacted blocks because sampling dropped them."},
+		Help: "Traces (or late fragments) compaction took out of the kept blocks because sampling dropped them: into blocks that expire after retention.traces, or removed when that is 0."},
 		func() float64 { return float64(eng.Stats().DroppedTracesTotal) }))
+	s.reg.MustRegister(prometheus.NewGaugeFunc(prometheus.GaugeOpts{Name: "tracedx_store_unkept_block_bytes",
+		Help: "Bytes of blocks holding the traces sampling did not keep, deleted after retention.traces (part of the block bytes)."},
+		func() float64 { return float64(eng.Stats().UnkeptBlockBytes) }))
 }
 
-// sampledReason is the API's view of a trace's sampling decision.
+// sampledReason is the API's view of a trace's sampling decision: the
+// sampler's memory of recent decisions, else what the store recorded.
 func (p *pipeline) sampledReason(id model.TraceID) string {
 	if p.sampler == nil {
 		return ""
 	}
-	return string(p.sampler.Reason(id))
+	if r := p.sampler.Reason(id); r != "" {
+		return string(r)
+	}
+	if p.storedReason != nil {
+		return p.storedReason(id)
+	}
+	return ""
 }
 
 // hasTrace tells the findings API whether a finding's trace is still

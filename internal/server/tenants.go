@@ -12,13 +12,14 @@ import (
 	"sync"
 	"time"
 
+	"github.com/prometheus/client_golang/prometheus"
 	"google.golang.org/grpc"
 
 	"github.com/tracedx/tracedx/internal/auth"
 	"github.com/tracedx/tracedx/internal/config"
 	"github.com/tracedx/tracedx/internal/ingest"
 	"github.com/tracedx/tracedx/internal/model"
-	"github.com/tracedx/tracedx/internal/store"
+	"github.com/tracedx/tracedx/internal/otlpconv"
 	"github.com/tracedx/tracedx/internal/tenant"
 )
 
@@ -34,6 +35,8 @@ type tenantServer struct {
 	sink    ingest.Sink
 	logs    ingest.LogSink
 	limiter *spanRate
+	// discardedRate and discardedSize count the spans its limits refuse.
+	discardedRate, discardedSize prometheus.Counter
 }
 
 func (t *tenantServer) Close() { t.Server.Close() }
@@ -61,7 +64,10 @@ func tenantConfig(cfg config.Config, id string) config.Config {
 	// engine lists and loads only its own blocks.
 	c.Storage.S3.Prefix = path.Join(cfg.Storage.S3.Prefix, "tenants", id)
 	if r := cfg.Multitenancy.LimitsOf(id).Retention; r > 0 {
+		// The tenant's retention bounds both tiers: the traces sampling
+		// did not keep never outlive the kept ones.
 		c.Storage.Retention, c.Retention.KeptTraces = r, r
+		c.Retention.Traces = min(c.Retention.Traces, r)
 	}
 	return c
 }
@@ -80,6 +86,10 @@ func newMultiTenant(ctx context.Context, cfg config.Config, log *slog.Logger) (*
 	if err != nil {
 		return nil, err
 	}
+	discarded := prometheus.NewCounterVec(prometheus.CounterOpts{Name: "tracedx_tenant_discarded_spans_total",
+		Help: "Spans refused or dropped for a tenant's limits: rate_limited (ingest_spans_per_second, refused with 429), trace_too_large (max_spans_per_trace, max_trace_bytes)."},
+		[]string{"tenant", "reason"})
+	s.reg.MustRegister(discarded)
 	router := tenant.NewRouter(func(id string) (*tenantServer, error) {
 		// The context names the tenant: a cluster instance tells its peers.
 		sub, err := New(tenant.WithID(context.WithoutCancel(ctx), id), tenantConfig(cfg, id), log.With("tenant", id))
@@ -87,7 +97,8 @@ func newMultiTenant(ctx context.Context, cfg config.Config, log *slog.Logger) (*
 			return nil, err
 		}
 		sub.startBackground(context.Background())
-		return &tenantServer{Server: sub, sink: sub.sink, logs: sub.logSink, limiter: newSpanRate(cfg.Multitenancy.LimitsOf(id))}, nil
+		return &tenantServer{Server: sub, sink: sub.sink, logs: sub.logSink, limiter: newSpanRate(cfg.Multitenancy.LimitsOf(id)),
+			discardedRate: discarded.WithLabelValues(id, "rate_limited"), discardedSize: discarded.WithLabelValues(id, "trace_too_large")}, nil
 	})
 	s.closers = append(s.closers, router.Close)
 	// Tenants with data open at start, so their retention and compaction
@@ -196,9 +207,14 @@ func (t *tenantSink) Write(ctx context.Context, spans []model.Span) error {
 		return err
 	}
 	if !ts.limiter.allow(len(spans), time.Now()) {
-		return fmt.Errorf("tenant ingest rate limit: %w", store.ErrOverloaded)
+		ts.discardedRate.Add(float64(len(spans)))
+		// 429, not the 503 of an overloaded server: the sender is over its
+		// own limit, and Retry-After tells it when to try again.
+		return fmt.Errorf("tenant ingest rate limit of %g spans/s exceeded, retry later: %w", ts.limiter.perSecond, ingest.ErrRateLimited)
 	}
-	return ts.sink.Write(ctx, ts.limiter.trimTraces(spans))
+	kept := ts.limiter.trimTraces(spans, time.Now())
+	ts.discardedSize.Add(float64(len(spans) - len(kept)))
+	return ts.sink.Write(ctx, kept)
 }
 
 func (t *tenantSink) WriteLogs(ctx context.Context, recs []ingest.LogRecord) error {
@@ -210,22 +226,28 @@ func (t *tenantSink) WriteLogs(ctx context.Context, recs []ingest.LogRecord) err
 }
 
 // spanRate enforces a tenant's ingest rate (a token bucket of one
-// second's worth) and its spans-per-trace bound.
+// second's worth) and its bounds on a trace's spans and bytes.
 type spanRate struct {
 	perSecond float64
 	maxSpans  int
+	maxBytes  int64
 
 	mu     sync.Mutex
 	tokens float64
 	last   time.Time
-	// spans counts stored spans of recent traces, for maxSpans; it is
-	// reset every idle-timeout-sized epoch to stay bounded.
-	spans map[model.TraceID]int
-	epoch time.Time
+	// traces counts the stored spans and bytes of recent traces; it is
+	// reset every spanCountWindow to stay bounded.
+	traces map[model.TraceID]traceUse
+	epoch  time.Time
+}
+
+type traceUse struct {
+	spans int
+	bytes int64
 }
 
 func newSpanRate(l config.TenantLimits) *spanRate {
-	return &spanRate{perSecond: l.IngestSpansPerSecond, maxSpans: l.MaxSpansPerTrace, tokens: l.IngestSpansPerSecond}
+	return &spanRate{perSecond: l.IngestSpansPerSecond, maxSpans: l.MaxSpansPerTrace, maxBytes: l.MaxTraceBytes, tokens: l.IngestSpansPerSecond}
 }
 
 func (r *spanRate) allow(n int, now time.Time) bool {
@@ -250,22 +272,34 @@ func (r *spanRate) allow(n int, now time.Time) bool {
 // window (a trace spanning two may keep up to twice the limit).
 const spanCountWindow = time.Minute
 
-// trimTraces drops the spans of traces beyond maxSpans.
-func (r *spanRate) trimTraces(spans []model.Span) []model.Span {
-	if r.maxSpans <= 0 {
+// trimTraces drops the spans that would take their trace beyond maxSpans
+// spans or maxBytes bytes (a smaller span of the trace may still fit).
+func (r *spanRate) trimTraces(spans []model.Span, now time.Time) []model.Span {
+	if r.maxSpans <= 0 && r.maxBytes <= 0 {
 		return spans
 	}
 	r.mu.Lock()
 	defer r.mu.Unlock()
-	if now := time.Now(); r.spans == nil || now.Sub(r.epoch) > spanCountWindow {
-		r.spans, r.epoch = map[model.TraceID]int{}, now
+	if r.traces == nil || now.Sub(r.epoch) > spanCountWindow {
+		r.traces, r.epoch = map[model.TraceID]traceUse{}, now
 	}
 	kept := spans[:0:0]
-	for _, sp := range spans {
-		if r.spans[sp.TraceID] < r.maxSpans {
-			r.spans[sp.TraceID]++
-			kept = append(kept, sp)
+	for i := range spans {
+		sp := &spans[i]
+		u := r.traces[sp.TraceID]
+		if r.maxSpans > 0 && u.spans >= r.maxSpans {
+			continue
 		}
+		if r.maxBytes > 0 {
+			size := int64(otlpconv.SpanSize(sp))
+			if u.bytes+size > r.maxBytes {
+				continue
+			}
+			u.bytes += size
+		}
+		u.spans++
+		r.traces[sp.TraceID] = u
+		kept = append(kept, *sp)
 	}
 	return kept
 }

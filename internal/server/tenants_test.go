@@ -187,9 +187,12 @@ func TestTenantsAreKeptApart(t *testing.T) {
 	}
 }
 
-// Per-tenant limits: the ingest rate and the spans of a trace.
+// Per-tenant limits: the ingest rate (429 / RESOURCE_EXHAUSTED with
+// Retry-After, as Tempo answers, not the 503 of an overloaded server) and
+// the spans of a trace.
 func TestTenantLimits(t *testing.T) {
 	s := multiTenantServer(t, func(c *config.Config) {
+		c.Listen.OTLPGRPC = "127.0.0.1:0"
 		c.Multitenancy.Limits = config.TenantLimits{IngestSpansPerSecond: 1000}
 		c.Multitenancy.Tenants = map[string]config.TenantLimits{"b": {IngestSpansPerSecond: 10, MaxSpansPerTrace: 2}}
 	})
@@ -198,8 +201,27 @@ func TestTenantLimits(t *testing.T) {
 	if code, body := call(t, "POST", ingest, tokenA, "", otlpJSON(t, spans)); code != 200 {
 		t.Fatalf("a within its limit: %d %s", code, body)
 	}
-	if code, _ := call(t, "POST", ingest, tokenB, "", otlpJSON(t, spans)); code != http.StatusServiceUnavailable && code != http.StatusTooManyRequests {
-		t.Errorf("b above its 10 spans/s: %d, want a retryable refusal", code)
+	req, _ := http.NewRequest("POST", ingest, bytes.NewReader(otlpJSON(t, spans)))
+	req.Header.Set("Content-Type", "application/json")
+	req.Header.Set("Authorization", "Bearer "+tokenB)
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	body, _ := io.ReadAll(resp.Body)
+	resp.Body.Close()
+	if resp.StatusCode != http.StatusTooManyRequests || resp.Header.Get("Retry-After") == "" || !strings.Contains(string(body), "10 spans/s") {
+		t.Errorf("b above its 10 spans/s: %s, Retry-After %q, %s", resp.Status, resp.Header.Get("Retry-After"), body)
+	}
+	conn, err := grpc.NewClient(s.Addr("otlp-grpc"), grpc.WithTransportCredentials(insecure.NewCredentials()))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer conn.Close()
+	gctx := metadata.AppendToOutgoingContext(context.Background(), "authorization", "Bearer "+tokenB)
+	_, err = ptraceotlp.NewGRPCClient(conn).Export(gctx, ptraceotlp.NewExportRequestFromTraces(otlpconv.ToTraces(spans)))
+	if st := status.Convert(err); st.Code() != codes.ResourceExhausted || len(st.Details()) == 0 {
+		t.Errorf("b above its rate over gRPC: %v (details %v), want RESOURCE_EXHAUSTED with RetryInfo", err, st.Details())
 	}
 	small := spans[:8] // two traces of 4 spans: 2 kept of each
 	time.Sleep(time.Second)
@@ -267,13 +289,75 @@ func TestTenantConfig(t *testing.T) {
 	cfg := config.Default()
 	cfg.DataDir = "/data"
 	cfg.Auth.TokenFile = "/etc/tokens"
+	cfg.Retention.Traces = 48 * time.Hour
 	cfg.Multitenancy = config.Multitenancy{Enabled: true, Limits: config.TenantLimits{Retention: 24 * time.Hour},
 		Tenants: map[string]config.TenantLimits{"b": {Retention: 72 * time.Hour}}}
 	a, b := tenantConfig(cfg, "a"), tenantConfig(cfg, "b")
 	if a.DataDir != filepath.Join("/data", "tenants", "a") || a.Storage.Retention != 24*time.Hour || b.Storage.Retention != 72*time.Hour {
 		t.Errorf("a: %s %v, b: %v", a.DataDir, a.Storage.Retention, b.Storage.Retention)
 	}
+	// Both trace tiers: the tenant's retention caps the unkept one.
+	if a.Retention.KeptTraces != 24*time.Hour || a.Retention.Traces != 24*time.Hour || b.Retention.Traces != 48*time.Hour {
+		t.Errorf("tiers: a kept %v unkept %v, b unkept %v", a.Retention.KeptTraces, a.Retention.Traces, b.Retention.Traces)
+	}
 	if a.Multitenancy.Enabled || a.Auth.TokenFile != "" || a.Listen.OTLPGRPC != "" || a.Listen.HTTP != inProcess {
 		t.Errorf("tenant instance config: %+v", a)
+	}
+}
+
+// max_trace_bytes bounds a trace by its spans' OTLP size: the spans that
+// would take it beyond are dropped (and counted), the others kept.
+func TestTenantTraceBytesLimit(t *testing.T) {
+	spans := checkoutCalls(1, time.Minute, time.Now()) // one trace of 4 spans
+	var total int64
+	for i := range spans {
+		total += int64(otlpconv.SpanSize(&spans[i]))
+	}
+	s := multiTenantServer(t, func(c *config.Config) {
+		c.Multitenancy.Tenants = map[string]config.TenantLimits{"c": {MaxTraceBytes: total - 1}}
+	})
+	if code, body := call(t, "POST", "http://"+s.Addr("otlp-http")+"/v1/traces", tokenAny, "c", otlpJSON(t, spans)); code != 200 {
+		t.Fatalf("ingest: %d %s", code, body)
+	}
+	u := "http://" + s.Addr("http") + "/api/v1/traces/" + spans[0].TraceID.String()
+	for deadline := time.Now().Add(10 * time.Second); ; time.Sleep(50 * time.Millisecond) {
+		code, body := call(t, "GET", u, tokenAny, "c", nil)
+		if code == 200 {
+			// The first three fit (the fourth is at least a byte), the
+			// fourth would make the whole trace: one byte too many.
+			if n := strings.Count(body, `"span_id"`); n != 3 {
+				t.Errorf("stored %d spans, want 3 of 4 under %d bytes", n, total-1)
+			}
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("trace: %d %s", code, body)
+		}
+	}
+	_, metrics := call(t, "GET", "http://"+s.Addr("http")+"/metrics", tokenAny, "", nil)
+	if !strings.Contains(metrics, `tracedx_tenant_discarded_spans_total{reason="trace_too_large",tenant="c"} 1`) {
+		t.Errorf("discarded spans not counted:\n%s", grepLines(metrics, "discarded"))
+	}
+}
+
+// The byte bound keeps each trace's spans while they fit, whatever other
+// traces hold, and spans of later requests join the same count.
+func TestSpanRateTrimsByBytes(t *testing.T) {
+	spans := checkoutCalls(2, time.Minute, time.Now()) // two traces of 4 spans
+	size := func(sp []model.Span) (n int64) {
+		for i := range sp {
+			n += int64(otlpconv.SpanSize(&sp[i]))
+		}
+		return n
+	}
+	first := spans[:4]
+	r := newSpanRate(config.TenantLimits{MaxTraceBytes: size(first[:2])})
+	now := time.Now()
+	kept := r.trimTraces(append(append([]model.Span{}, first[:3]...), spans[4]), now)
+	if len(kept) != 3 || kept[0].SpanID != first[0].SpanID || kept[1].SpanID != first[1].SpanID || kept[2].TraceID != spans[4].TraceID {
+		t.Fatalf("kept %d spans: %+v", len(kept), kept)
+	}
+	if again := r.trimTraces(first[3:4], now); len(again) != 0 {
+		t.Errorf("a later span of the full trace was kept")
 	}
 }

@@ -64,13 +64,13 @@ func New(ctx context.Context, cfg config.Config, log *slog.Logger) (*Server, err
 	}
 
 	// Analytics first: the store's completion hook feeds them.
-	metrics, err := red.New(red.Options{Dir: dir("metrics"), Retention: cfg.Analysis.MetricsRetention, ExemplarLabel: cfg.Analytics.ExemplarLabel}, log.With("component", "red"))
+	metrics, err := red.New(red.Options{Dir: dir("metrics"), Retention: cfg.MetricsRetention(), ExemplarLabel: cfg.Analytics.ExemplarLabel}, log.With("component", "red"))
 	if err != nil {
 		return nil, err
 	}
 	s.closers = append(s.closers, metrics.Close)
 	s.background = append(s.background, metrics.Start)
-	graph, err := servicegraph.New(servicegraph.Options{Dir: dir("servicegraph"), Retention: cfg.Analysis.MetricsRetention, NodeStats: metrics},
+	graph, err := servicegraph.New(servicegraph.Options{Dir: dir("servicegraph"), Retention: cfg.MetricsRetention(), NodeStats: metrics},
 		log.With("component", "servicegraph"))
 	if err != nil {
 		return nil, err
@@ -163,6 +163,7 @@ func New(ctx context.Context, cfg config.Config, log *slog.Logger) (*Server, err
 		WantSpans:       wantSpans,
 		HeadMaxBytes:    cfg.Storage.HeadMaxBytes,
 		Retention:       cfg.TraceRetention(),
+		UnkeptRetention: cfg.UnkeptTraceRetention(),
 		MaxDiskBytes:    cfg.Storage.MaxDiskBytes,
 		CompactInterval: cfg.Storage.CompactInterval,
 		ExtraDiskBytes:  fs.DiskBytes,
@@ -214,6 +215,7 @@ func New(ctx context.Context, cfg config.Config, log *slog.Logger) (*Server, err
 	s.ingest = in
 
 	jaegerAPI := jaeger.NewHandler(st, jaeger.Options{
+		Sampled:       pipe.sampledReason,
 		Logger:        log.With("component", "jaeger-api"),
 		MaxTraceSpans: cfg.Query.MaxAPITraceSpans,
 		Metrics: jaeger.MetricsFunc(func(_ context.Context, kind string, q jaeger.MetricsQuery) (*jaeger.MetricFamily, error) {

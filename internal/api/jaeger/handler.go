@@ -40,6 +40,10 @@ type Options struct {
 	// 155 MB of JSON. The Jaeger trace says so in its warnings.
 	MaxTraceSpans int
 	Logger        *slog.Logger
+	// Sampled, when set, gives tracedx's tail-sampling decision about a
+	// trace (""; none), shown as the SampledTag of its root span and the
+	// sampled field of api_v3 trace summaries.
+	Sampled func(model.TraceID) string
 	// Now is the clock (tests pin it).
 	Now func() time.Time
 }

@@ -135,6 +135,7 @@ func (h *handler) getTrace(w http.ResponseWriter, r *http.Request) {
 		h.writeErr(w, r, fmt.Errorf("reading trace %s: %w", id, err))
 		return
 	}
+	h.markSampled(spans)
 	tr := ToTrace(spans)
 	if total > len(spans) {
 		tr.Warnings = append(tr.Warnings, cutWarning(len(spans), total))
@@ -374,6 +375,7 @@ func (h *handler) searchTraces(w http.ResponseWriter, r *http.Request) {
 				h.writeErr(w, r, fmt.Errorf("reading trace %s: %w", id, err))
 				return
 			}
+			h.markSampled(spans)
 			traces = append(traces, ToTrace(spans))
 		}
 		h.writeData(w, r, traces, len(traces), errs)
@@ -385,6 +387,7 @@ func (h *handler) searchTraces(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	for _, spans := range found {
+		h.markSampled(spans)
 		traces = append(traces, ToTrace(spans))
 	}
 	h.writeData(w, r, traces, len(traces), nil)

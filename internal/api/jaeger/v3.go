@@ -139,6 +139,7 @@ func (h *handler) v3GetTrace(w http.ResponseWriter, r *http.Request) {
 		h.v3Err(w, r, fmt.Errorf("reading trace %s: %w", id, err))
 		return
 	}
+	h.markSampled(spans)
 	h.writeOTLP(w, r, spans)
 }
 
@@ -228,6 +229,7 @@ func (h *handler) v3FindTraces(w http.ResponseWriter, r *http.Request) {
 	found, err := searchWholeTraces(r.Context(), h.st, sq)
 	var all []model.Span
 	for _, spans := range found {
+		h.markSampled(spans)
 		all = append(all, spans...)
 	}
 	if err != nil {
@@ -252,6 +254,8 @@ type TraceSummary struct {
 	SpanCount            int              `json:"spanCount"`
 	ErrorSpanCount       int              `json:"errorSpanCount"`
 	Services             []ServiceSummary `json:"services"`
+	// Sampled is tracedx's tail-sampling decision (not in Jaeger's proto).
+	Sampled string `json:"sampled,omitempty"`
 }
 
 // ServiceSummary counts one service's spans in a trace.
@@ -287,6 +291,9 @@ func (h *handler) v3TraceSummaries(w http.ResponseWriter, r *http.Request) {
 		}
 		for _, sv := range s.Services {
 			ts.Services = append(ts.Services, ServiceSummary{Name: sv.Name, SpanCount: sv.SpanCount, ErrorSpanCount: sv.ErrorCount})
+		}
+		if h.opts.Sampled != nil {
+			ts.Sampled = h.opts.Sampled(s.TraceID)
 		}
 		out = append(out, ts)
 	}

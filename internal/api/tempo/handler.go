@@ -48,6 +48,10 @@ type Options struct {
 	// no longer probes it, but keep it Tempo-like (default "2.9.0").
 	Version string
 	Logger  *slog.Logger
+	// Sampled, when set, gives tracedx's tail-sampling decision about a
+	// trace (""; none), shown in search results as the SampledAttr
+	// attribute of each of its span sets.
+	Sampled func(model.TraceID) string
 	// Now is the clock (tests pin it).
 	Now func() time.Time
 	// QueryLimits bound the cost of a TraceQL query (zero: traceql.DefaultLimits).

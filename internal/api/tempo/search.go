@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"net/http"
 	"regexp"
+	"slices"
 	"sort"
 	"strconv"
 	"strings"
@@ -255,6 +256,7 @@ func (h *handler) search(w http.ResponseWriter, r *http.Request) {
 		if len(sets) == 0 {
 			return nil
 		}
+		h.markSampled(sum.TraceID, sets)
 		results = append(results, traceResult{start: sum.StartUnixNano, json: renderTrace(&sum, sets, p.spss)})
 		if len(results) >= p.limit {
 			return store.ErrStop
@@ -412,4 +414,24 @@ func writeValue(j *jw, v traceql.Value) {
 		writeJSONString(j.b, v.Text())
 	}
 	j.close('}')
+}
+
+// SampledAttr is the span-set attribute of search results carrying
+// tracedx's tail-sampling decision about the trace: why it was kept, or
+// "dropped" (it then leaves storage after retention.traces). Tempo's
+// results have no trace-level attributes; span-set ones are what Grafana
+// shows with each result.
+const SampledAttr = "tracedx.sampled"
+
+func (h *handler) markSampled(id model.TraceID, sets []traceql.Spanset) {
+	if h.opts.Sampled == nil {
+		return
+	}
+	reason := h.opts.Sampled(id)
+	if reason == "" {
+		return
+	}
+	for i := range sets {
+		sets[i].Attrs = append(slices.Clip(sets[i].Attrs), traceql.Label{Key: SampledAttr, Value: traceql.Value{Type: traceql.TypeString, S: reason}})
+	}
 }

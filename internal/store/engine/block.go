@@ -7,6 +7,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"slices"
 	"sort"
 	"sync"
 	"sync/atomic"
@@ -24,7 +25,8 @@ import (
 //	data.parquet  spans, one row per span, sorted by (trace id, start)
 //	index.bin     zstd-compressed trace index: per trace (sorted by id) its
 //	              first row and row count, start/end, error count, root
-//	              service/operation and per-service span counts
+//	              service/operation, per-service span counts and the
+//	              tail-sampling decision
 //	meta.json     time range, counts, level and the block's catalog;
 //	              written last, so its presence marks a complete block
 //
@@ -56,6 +58,9 @@ type blockMeta struct {
 	// Format is "" for Parquet (data.parquet) and "l0" for a level-0
 	// block in the head's encoding (data.l0, see l0.go).
 	Format string `json:"format,omitempty"`
+	// Unkept marks a block of traces tail sampling did not keep: it
+	// expires after Options.UnkeptRetention rather than Retention.
+	Unkept bool `json:"unkept,omitempty"`
 	// Sources are the blocks this one was compacted from. A crash after
 	// this block is committed but before they are deleted leaves both; Open
 	// then deletes the sources, so no span is seen twice.
@@ -75,6 +80,7 @@ type blockIndex struct {
 	rootName []uint32
 	svcOff   []uint32 // len(ids)+1, into svcs
 	svcs     []svcStat
+	sampled  []uint32 // the sampling decision's reason, into strs, or noStr; nil: none recorded
 	strs     []string
 	byStart  []uint32 // trace positions, newest start first
 }
@@ -126,6 +132,16 @@ func (x *blockIndex) summary(i int) model.TraceSummary {
 	return ts
 }
 
+// sampledOf returns the sampling decision recorded for trace position i.
+func (x *blockIndex) sampledOf(i int) string { return x.str(x.sampledIdx(i)) }
+
+func (x *blockIndex) sampledIdx(i int) uint32 {
+	if i >= len(x.sampled) {
+		return noStr
+	}
+	return x.sampled[i]
+}
+
 func (x *blockIndex) hasService(i int, svc uint32) bool {
 	for _, s := range x.svcs[x.svcOff[i]:x.svcOff[i+1]] {
 		if s.name == svc {
@@ -175,9 +191,22 @@ func (b *indexBuilder) add(firstRow uint32, ts *model.TraceSummary) {
 		x.svcs = append(x.svcs, svcStat{b.intern(s.Name), uint32(s.SpanCount), uint32(s.ErrorCount)})
 	}
 	x.svcOff = append(x.svcOff, uint32(len(x.svcs)))
+	x.sampled = append(x.sampled, noStr)
 }
 
-var indexMagic = []byte("TDXI\x02")
+// setSampled records the sampling decision about the trace added last.
+func (b *indexBuilder) setSampled(reason string) {
+	if reason != "" && len(b.x.sampled) > 0 {
+		b.x.sampled[len(b.x.sampled)-1] = b.intern(reason)
+	}
+}
+
+// indexMagic starts the current index format; indexMagicV2 the one before
+// the sampling decision was recorded (read as "no decision").
+var (
+	indexMagic   = []byte("TDXI\x03")
+	indexMagicV2 = []byte("TDXI\x02")
+)
 
 func (x *blockIndex) marshal() ([]byte, error) {
 	e := enc{}
@@ -211,6 +240,7 @@ func (x *blockIndex) marshal() ([]byte, error) {
 			e.uvarint(uint64(s.count))
 			e.uvarint(uint64(s.errs))
 		}
+		e.uvarint(uint64(x.sampledIdx(i) + 1))
 	}
 	zw, err := zstd.NewWriter(nil, zstd.WithEncoderLevel(zstd.SpeedDefault))
 	if err != nil {
@@ -227,7 +257,8 @@ func unmarshalIndex(p []byte) (*blockIndex, error) {
 	if err != nil {
 		return nil, fmt.Errorf("decompress index: %w", err)
 	}
-	if !bytes.HasPrefix(raw, indexMagic) {
+	v2 := bytes.HasPrefix(raw, indexMagicV2)
+	if !v2 && !bytes.HasPrefix(raw, indexMagic) {
 		return nil, fmt.Errorf("index: bad magic: %w", errCorrupt)
 	}
 	d := dec{b: raw[len(indexMagic):]}
@@ -264,6 +295,16 @@ func unmarshalIndex(p []byte) (*blockIndex, error) {
 			x.svcs = append(x.svcs, svcStat{uint32(d.uvarint()), uint32(d.uvarint()), uint32(d.uvarint())})
 		}
 		x.svcOff[i+1] = uint32(len(x.svcs))
+		if !v2 {
+			// Allocated at the first decision: most blocks (sampling
+			// off, level 0) record none.
+			if r := uint32(d.uvarint()) - 1; r != noStr {
+				if x.sampled == nil {
+					x.sampled = slices.Repeat([]uint32{noStr}, n)
+				}
+				x.sampled[i] = r
+			}
+		}
 	}
 	if d.err != nil {
 		return nil, fmt.Errorf("index: %w", d.err)

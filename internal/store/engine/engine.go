@@ -69,6 +69,13 @@ type Options struct {
 	// Retention deletes blocks whose newest span is older than this
 	// (0: keep forever).
 	Retention time.Duration
+	// UnkeptRetention is how long the traces tail sampling dropped (Drop)
+	// stay: compaction moves them to blocks of their own, deleted once
+	// their newest span is older than this (or Retention, if shorter).
+	// 0: compaction leaves them out.
+	UnkeptRetention time.Duration
+	// Now, when set, replaces the clock retention measures age by (tests).
+	Now func() time.Time
 	// MaxDiskBytes is the disk budget of blocks, WAL and ExtraDiskBytes
 	// (0: no limit). Retention deletes the oldest blocks while blocks and
 	// extra exceed it less a reserve for the WAL (an eighth); the WAL never
@@ -143,8 +150,9 @@ type Stats struct {
 	CompactionsTotal         uint64
 	RetentionDeletedTotal    uint64
 	BackgroundErrorsTotal    uint64
-	// DroppedTracesTotal counts trace fragments Drop left out of compacted
-	// blocks; DropsPending the traces waiting for their compaction.
+	// DroppedTracesTotal counts trace fragments Drop took out of kept
+	// blocks at compaction (left out, or moved to the unkept tier);
+	// DropsPending the traces waiting for their compaction.
 	DroppedTracesTotal uint64
 	DropsPending       int
 
@@ -162,7 +170,11 @@ type Stats struct {
 	Blocks     int
 	BlockSpans int64
 	BlockBytes int64
-	WALBytes   int64
+	// UnkeptBlockSpans and UnkeptBlockBytes are the part of BlockSpans and
+	// BlockBytes in blocks of dropped traces (Options.UnkeptRetention).
+	UnkeptBlockSpans int64
+	UnkeptBlockBytes int64
+	WALBytes         int64
 }
 
 // Engine implements store.Store.
@@ -702,6 +714,10 @@ func (e *Engine) Stats() Stats {
 		s.Blocks++
 		s.BlockSpans += b.meta.Spans
 		s.BlockBytes += b.diskBytes()
+		if b.meta.Unkept {
+			s.UnkeptBlockSpans += b.meta.Spans
+			s.UnkeptBlockBytes += b.diskBytes()
+		}
 	}
 	e.mu.RUnlock()
 	return s

@@ -503,13 +503,13 @@ func (e *Engine) convertOnce(ctx context.Context, force bool) (bool, error) {
 	}
 	defer releaseAll(pick)
 	start := time.Now()
-	nb, err := e.convertL0(ctx, pick)
+	nbs, err := e.convertL0(ctx, pick)
 	if err != nil {
 		return false, err
 	}
-	err = e.replaceBlocks(ctx, pick, nb)
+	err = e.replaceBlocks(ctx, pick, nbs...)
 	e.compactions.Add(1)
-	e.log.Info("converted level-0 blocks", "inputs", len(pick), "spans", nb.meta.Spans, "bytes", nb.diskBytes(), "took", time.Since(start))
+	e.log.Info("converted level-0 blocks", "inputs", len(pick), "outputs", len(nbs), "spans", nbs[0].meta.Spans, "bytes", nbs[0].diskBytes(), "took", time.Since(start))
 	return true, err
 }
 
@@ -532,8 +532,9 @@ func (h *l0Heap) Pop() any {
 // to: no Parquet is read. The catalog is the union of the inputs', unless
 // traces are being dropped (sampling): then it is built from the traces
 // kept, or it would carry every dropped trace's attribute values and
-// outweigh the few spans kept.
-func (e *Engine) convertL0(ctx context.Context, in []*block) (*block, error) {
+// outweigh the few spans kept. Dropped traces go to an unkept-tier block
+// or nowhere (tierSplit).
+func (e *Engine) convertL0(ctx context.Context, in []*block) ([]*block, error) {
 	bb, err := e.newCompactedBuilder(ctx, in, 1)
 	if err != nil {
 		return nil, err
@@ -543,8 +544,9 @@ func (e *Engine) convertL0(ctx context.Context, in []*block) (*block, error) {
 	} else {
 		bb.rcat = nil
 	}
-	fail := func(err error) (*block, error) {
-		bb.abort()
+	split := &tierSplit{e: e, main: bb}
+	fail := func(err error) ([]*block, error) {
+		split.abort()
 		return nil, err
 	}
 	h := &l0Heap{}
@@ -584,12 +586,17 @@ func (e *Engine) convertL0(ctx context.Context, in []*block) (*block, error) {
 				heap.Pop(h)
 			}
 		}
-		if e.drops.has(id) {
+		out, reason, err := split.route(ctx, id, "")
+		if err != nil {
+			return fail(err)
+		}
+		if out == nil {
 			continue
 		}
-		if err := bb.addRawTrace(buf, n); err != nil {
+		if err := out.addRawTrace(buf, n); err != nil {
 			return fail(fmt.Errorf("convert trace %s: %w", id, err))
 		}
+		out.idx.setSampled(reason)
 	}
-	return e.openBuilt(ctx, bb)
+	return split.finish(ctx)
 }

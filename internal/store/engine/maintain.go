@@ -84,16 +84,25 @@ func (e *Engine) compactOnce(ctx context.Context, force bool) (bool, error) {
 		return did, err
 	}
 	e.mu.RLock()
-	var small []*block
+	// Blocks are merged within their retention tier (kept, unkept), so
+	// each tier still expires as whole blocks.
+	var small [2][]*block
 	for _, b := range e.blocks {
 		if b.l0 == nil && b.meta.Spans < e.opts.BlockMaxSpans/2 && e.owns(b) {
-			small = append(small, b)
+			t := 0
+			if b.meta.Unkept {
+				t = 1
+			}
+			small[t] = append(small[t], b)
 		}
 	}
-	sort.Slice(small, func(i, j int) bool { return small[i].meta.MaxTime < small[j].meta.MaxTime })
-	pick, _ := e.pickBlocks(small, compactMaxBlocks)
-	if len(pick) < compactMinBlocks {
-		pick = nil
+	var pick []*block
+	for _, tier := range small {
+		sort.Slice(tier, func(i, j int) bool { return tier[i].meta.MaxTime < tier[j].meta.MaxTime })
+		if p, _ := e.pickBlocks(tier, compactMaxBlocks); len(p) >= compactMinBlocks {
+			pick = p
+			break
+		}
 	}
 	acquireAll(pick)
 	e.mu.RUnlock()
@@ -106,19 +115,19 @@ func (e *Engine) compactOnce(ctx context.Context, force bool) (bool, error) {
 		level = max(level, b.meta.Level)
 	}
 	start := time.Now()
-	nb, err := e.mergeBlocks(ctx, pick, level+1)
+	nbs, err := e.mergeBlocks(ctx, pick, level+1)
 	if err != nil {
 		return false, err
 	}
-	err = e.replaceBlocks(ctx, pick, nb)
+	err = e.replaceBlocks(ctx, pick, nbs...)
 	e.compactions.Add(1)
-	e.log.Info("compacted blocks", "inputs", len(pick), "spans", nb.meta.Spans, "bytes", nb.diskBytes(), "took", time.Since(start))
+	e.log.Info("compacted blocks", "inputs", len(pick), "outputs", len(nbs), "spans", nbs[0].meta.Spans, "bytes", nbs[0].diskBytes(), "took", time.Since(start))
 	return true, err
 }
 
-// replaceBlocks publishes nb in place of its inputs (one step for
+// replaceBlocks publishes nbs in place of their inputs (one step for
 // readers) and deletes the inputs' files.
-func (e *Engine) replaceBlocks(ctx context.Context, pick []*block, nb *block) error {
+func (e *Engine) replaceBlocks(ctx context.Context, pick []*block, nbs ...*block) error {
 	old := map[*block]bool{}
 	for _, b := range pick {
 		old[b] = true
@@ -126,13 +135,13 @@ func (e *Engine) replaceBlocks(ctx context.Context, pick []*block, nb *block) er
 	e.mu.Lock()
 	// A new slice: filtering in place would leave the removed blocks
 	// reachable from the old array's tail.
-	keep := make([]*block, 0, len(e.blocks)+1)
+	keep := make([]*block, 0, len(e.blocks)+len(nbs))
 	for _, b := range e.blocks {
 		if !old[b] {
 			keep = append(keep, b)
 		}
 	}
-	e.blocks = append(keep, nb)
+	e.blocks = append(keep, nbs...)
 	sortBlocks(e.blocks)
 	e.mu.Unlock()
 	var firstErr error
@@ -145,12 +154,12 @@ func (e *Engine) replaceBlocks(ctx context.Context, pick []*block, nb *block) er
 	return firstErr
 }
 
-// rowSeq streams a block's traces as rows; each yielded slice is valid
-// until the next one is requested.
-func rowSeq(ctx context.Context, b *block, errp *error) iter.Seq[[]spanRow] {
-	return func(yield func([]spanRow) bool) {
-		err := b.scanRows(ctx, func(_ int, rows []spanRow) error {
-			if !yield(rows) {
+// rowSeq streams a block's traces as rows with their index positions;
+// each yielded slice is valid until the next one is requested.
+func rowSeq(ctx context.Context, b *block, errp *error) iter.Seq2[int, []spanRow] {
+	return func(yield func(int, []spanRow) bool) {
+		err := b.scanRows(ctx, func(i int, rows []spanRow) error {
+			if !yield(i, rows) {
 				return errStopIter
 			}
 			return nil
@@ -164,7 +173,9 @@ func rowSeq(ctx context.Context, b *block, errp *error) iter.Seq[[]spanRow] {
 var errStopIter = errors.New("stop")
 
 type mergeSrc struct {
-	next func() ([]spanRow, bool)
+	b    *block
+	next func() (int, []spanRow, bool)
+	pos  int // of cur in b's index
 	cur  []spanRow
 }
 
@@ -187,20 +198,23 @@ func (h *mergeHeap) Pop() any {
 // block, joining fragments of the same trace. It works on rows: attribute
 // blobs, resources, events and links are copied as they are, only times,
 // parent positions and the index are recomputed. Memory stays at one trace
-// per input plus read buffers.
-func (e *Engine) mergeBlocks(ctx context.Context, in []*block, level int) (*block, error) {
+// per input plus read buffers. The inputs are of one retention tier; traces
+// sampling dropped since leave a kept tier's output (see tierSplit).
+func (e *Engine) mergeBlocks(ctx context.Context, in []*block, level int) ([]*block, error) {
 	bb, err := e.newCompactedBuilder(ctx, in, level)
 	if err != nil {
 		return nil, err
 	}
+	bb.meta.Unkept = in[0].meta.Unkept
+	split := &tierSplit{e: e, main: bb, catalogOf: in}
 	errs := make([]error, len(in))
 	h := &mergeHeap{}
 	for i, b := range in {
-		next, stop := iter.Pull(rowSeq(ctx, b, &errs[i]))
+		next, stop := iter.Pull2(rowSeq(ctx, b, &errs[i]))
 		defer stop()
-		src := &mergeSrc{next: next}
-		if cur, ok := next(); ok {
-			src.cur = cur
+		src := &mergeSrc{b: b, next: next}
+		if pos, cur, ok := next(); ok {
+			src.pos, src.cur = pos, cur
 			heap.Push(h, src)
 		}
 	}
@@ -212,9 +226,10 @@ func (e *Engine) mergeBlocks(ctx context.Context, in []*block, level int) (*bloc
 		top := heap.Pop(h).(*mergeSrc)
 		id := top.cur[0].TraceID
 		frags = appendFragment(frags[:0], top.cur)
+		stored := top.b.idx.sampledOf(top.pos)
 		advance := func(s *mergeSrc) {
-			if cur, ok := s.next(); ok {
-				s.cur = cur
+			if pos, cur, ok := s.next(); ok {
+				s.pos, s.cur = pos, cur
 				heap.Push(h, s)
 			}
 		}
@@ -222,27 +237,34 @@ func (e *Engine) mergeBlocks(ctx context.Context, in []*block, level int) (*bloc
 		for h.Len() > 0 && (*h)[0].cur[0].TraceID == id {
 			s := heap.Pop(h).(*mergeSrc)
 			frags = appendFragment(frags, s.cur)
+			stored = cmp.Or(stored, s.b.idx.sampledOf(s.pos))
 			advance(s)
 		}
-		if e.drops.has(id) {
-			continue
-		}
-		if err := bb.addRows(frags); err != nil {
-			bb.abort()
+		out, reason, err := split.route(ctx, id, stored)
+		if err != nil {
+			split.abort()
 			return nil, err
 		}
+		if out == nil {
+			continue
+		}
+		if err := out.addRows(frags); err != nil {
+			split.abort()
+			return nil, err
+		}
+		out.idx.setSampled(reason)
 	}
 	for _, err := range errs {
 		if err != nil {
-			bb.abort()
+			split.abort()
 			return nil, fmt.Errorf("compaction read: %w", err)
 		}
 	}
 	if err := ctx.Err(); err != nil {
-		bb.abort()
+		split.abort()
 		return nil, err
 	}
-	return e.openBuilt(ctx, bb)
+	return split.finish(ctx)
 }
 
 // newCompactedBuilder starts the output block of a compaction of in: it
@@ -255,21 +277,30 @@ func (e *Engine) newCompactedBuilder(ctx context.Context, in []*block, level int
 	}
 	for _, b := range in {
 		bb.meta.Sources = append(bb.meta.Sources, b.id)
+	}
+	if err := e.mergeCatalogs(ctx, bb, in); err != nil {
+		bb.abort()
+		return nil, err
+	}
+	return bb, nil
+}
+
+// mergeCatalogs adds the catalogs of in (from their meta.json) to bb's.
+func (e *Engine) mergeCatalogs(ctx context.Context, bb *blockBuilder, in []*block) error {
+	for _, b := range in {
 		mj, err := e.storage.ReadAll(ctx, b.id, fileMeta)
 		if err != nil {
-			bb.abort()
-			return nil, err
+			return err
 		}
 		var m blockMeta
 		if err := json.Unmarshal(mj, &m); err != nil {
-			bb.abort()
-			return nil, fmt.Errorf("block %s meta: %w", b.id, err)
+			return fmt.Errorf("block %s meta: %w", b.id, err)
 		}
 		if m.Catalog != nil {
 			bb.cat.merge(m.Catalog)
 		}
 	}
-	return bb, nil
+	return nil
 }
 
 // mergedRow is a row with its absolute start and parent id resolved, so
@@ -375,10 +406,11 @@ func (b *blockBuilder) addRows(rows []mergedRow) error {
 	return nil
 }
 
-// applyRetention deletes blocks past the retention age, then the oldest
-// blocks while the disk budget is exceeded.
+// applyRetention deletes blocks past their tier's retention age, then,
+// while the disk budget is exceeded, the oldest blocks of dropped traces
+// and after them the oldest of the others.
 func (e *Engine) applyRetention(ctx context.Context) error {
-	if e.opts.Retention <= 0 && e.opts.MaxDiskBytes <= 0 {
+	if e.opts.Retention <= 0 && e.opts.UnkeptRetention <= 0 && e.opts.MaxDiskBytes <= 0 {
 		e.refreshStoredBytes()
 		return nil
 	}
@@ -387,9 +419,20 @@ func (e *Engine) applyRetention(ctx context.Context) error {
 	e.mu.Lock()
 	var drop []*block
 	keep := make([]*block, 0, len(e.blocks))
-	if e.opts.Retention > 0 {
-		cutoff := uint64(time.Now().Add(-e.opts.Retention).UnixNano())
+	if e.opts.Retention > 0 || e.opts.UnkeptRetention > 0 {
+		now := e.now()
+		cutoffOf := func(age time.Duration) uint64 {
+			if age <= 0 {
+				return 0
+			}
+			return uint64(now.Add(-age).UnixNano())
+		}
+		kept, unkept := cutoffOf(e.opts.Retention), cutoffOf(e.opts.UnkeptRetention)
 		for _, b := range e.blocks {
+			cutoff := kept
+			if b.meta.Unkept {
+				cutoff = max(cutoff, unkept)
+			}
 			if b.meta.MaxTime < cutoff && e.owns(b) {
 				drop = append(drop, b)
 			} else {
@@ -410,7 +453,12 @@ func (e *Engine) applyRetention(ctx context.Context) error {
 		for _, b := range keep {
 			total += b.diskBytes()
 		}
-		sort.Slice(keep, func(i, j int) bool { return keep[i].meta.MaxTime < keep[j].meta.MaxTime })
+		sort.Slice(keep, func(i, j int) bool {
+			if keep[i].meta.Unkept != keep[j].meta.Unkept {
+				return keep[i].meta.Unkept
+			}
+			return keep[i].meta.MaxTime < keep[j].meta.MaxTime
+		})
 		for len(keep) > 0 && total > e.opts.MaxDiskBytes-e.walReserve() {
 			total -= keep[0].diskBytes()
 			drop = append(drop, keep[0])

@@ -1,4 +1,4 @@
-package red
+package otlpconv
 
 import (
 	"testing"
@@ -9,7 +9,7 @@ import (
 	"github.com/tracedx/tracedx/internal/model"
 )
 
-// TestSpanSizeIsTheOTLPEncoding compares spanSize with the collector's own
+// TestSpanSizeIsTheOTLPEncoding compares SpanSize with the collector's own
 // protobuf encoding of the same span.
 func TestSpanSizeIsTheOTLPEncoding(t *testing.T) {
 	td := ptrace.NewTraces()
@@ -61,8 +61,8 @@ func TestSpanSizeIsTheOTLPEncoding(t *testing.T) {
 		Events: []model.Event{{Name: "exception", TimeUnixNano: 1_700_000_000_100_000_000, Attrs: model.Attrs{{Key: "exception.message", Value: model.Str("boom")}}}},
 		Links:  []model.Link{{TraceID: model.TraceID{9}, SpanID: model.SpanID{9}}},
 	}
-	if got := int(spanSize(&m)); got != want {
-		t.Errorf("spanSize %d, the collector encodes %d bytes", got, want)
+	if got := int(SpanSize(&m)); got != want {
+		t.Errorf("SpanSize %d, the collector encodes %d bytes", got, want)
 	}
 }
 

@@ -1,4 +1,4 @@
-package red
+package otlpconv
 
 import (
 	"google.golang.org/protobuf/encoding/protowire"
@@ -6,11 +6,11 @@ import (
 	"github.com/tracedx/tracedx/internal/model"
 )
 
-// spanSize is the size of the span as an OTLP protobuf Span message, what
+// SpanSize is the size of the span as an OTLP protobuf Span message, what
 // Tempo's traces_spanmetrics_size_total adds up. It is computed from the
 // fields (no marshalling, no allocation); array and map attribute values,
 // which tracedx keeps as JSON text, count with their text length.
-func spanSize(s *model.Span) uint64 {
+func SpanSize(s *model.Span) uint64 {
 	n := lenField(1, 16) + lenField(2, 8)
 	n += strField(3, s.TraceState)
 	if !s.ParentSpanID.IsZero() {
