@@ -313,3 +313,47 @@ func TestRingSpreadsAndParsesPeers(t *testing.T) {
 		}
 	}
 }
+
+// refusingWriter is a node's store that refuses every write with err.
+type refusingWriter struct{ err error }
+
+func (w refusingWriter) Write(context.Context, []model.Span) error { return w.err }
+
+// A tenant over its rate limit on the owner is told so (429 /
+// RESOURCE_EXHAUSTED) by the node it sent to, not that the cluster is
+// overloaded (503 / UNAVAILABLE).
+func TestForwardKeepsTheOwnersRateLimit(t *testing.T) {
+	ctx := context.Background()
+	owner, err := ingest.New(ingest.Config{GRPCAddr: "127.0.0.1:0"},
+		refusingWriter{fmt.Errorf("tenant over its limit: %w", ingest.ErrRateLimited)}, nil, quiet, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := owner.Start(ctx); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { owner.Shutdown(context.Background()) })
+	peers := []Peer{{ID: "n0", OTLPGRPC: "127.0.0.1:1", HTTP: "127.0.0.1:1"}, {ID: "n1", OTLPGRPC: owner.GRPCAddr(), HTTP: "127.0.0.1:1"}}
+	ring, err := NewRing(peers, "n0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	fw, err := NewForwarder(ring, refusingWriter{errors.New("n0 must not store n1's spans")}, Security{}, quiet)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { fw.Close() })
+	var spans []model.Span
+	for _, s := range makeTraces(rand.New(rand.NewPCG(5, 6)), 50) {
+		if ring.TraceOwner(s.TraceID).ID == "n1" {
+			spans = append(spans, s)
+		}
+	}
+	if len(spans) == 0 {
+		t.Fatal("no trace owned by n1")
+	}
+	err = fw.Write(ctx, spans)
+	if !errors.Is(err, ingest.ErrRateLimited) || errors.Is(err, store.ErrOverloaded) {
+		t.Fatalf("forward to an owner over the tenant's limit: %v, want a rate-limit error", err)
+	}
+}

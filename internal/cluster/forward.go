@@ -10,7 +10,10 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 	"go.opentelemetry.io/collector/pdata/ptrace/ptraceotlp"
 	"google.golang.org/grpc"
+	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/status"
 
+	"github.com/tracedx/tracedx/internal/ingest"
 	"github.com/tracedx/tracedx/internal/model"
 	"github.com/tracedx/tracedx/internal/otlpconv"
 	"github.com/tracedx/tracedx/internal/store"
@@ -136,6 +139,12 @@ func (f *Forwarder) forward(ctx context.Context, peer string, spans []model.Span
 	}
 	if err != nil {
 		f.failures.WithLabelValues(peer).Inc()
+		if status.Code(err) == codes.ResourceExhausted {
+			// The owner refused the tenant's spans over its own rate limit:
+			// the sender hears 429 / RESOURCE_EXHAUSTED as from the owner,
+			// not the 503 of an overloaded cluster.
+			return fmt.Errorf("forwarding %d spans to node %s: %v: %w", len(spans), peer, err, ingest.ErrRateLimited)
+		}
 		f.log.Warn("forwarding spans to their owner failed; the sender is told to retry", "peer", peer, "spans", len(spans), "err", err)
 		// Overloaded makes ingest answer with a retryable status.
 		return fmt.Errorf("forwarding %d spans to node %s: %v: %w", len(spans), peer, err, store.ErrOverloaded)
