@@ -877,6 +877,43 @@ async function main() {
     await page.selectOption('#refresh', '');
   });
 
+  await check('auth: sign in with a token, sign out from the header clears the cookie on the server', async () => {
+    // Without tokens there is nothing to sign out of.
+    await goto('/');
+    await page.waitForSelector('h1:text("Overview")');
+    assert.equal((await getJSON(`${api}/api/v1/session`)).auth, false, 'session without tokens');
+    assert.equal(await page.locator('#logout').count(), 0, 'a sign-out button without authentication');
+    const token = 'e2e-read-token-0123456789abcdef';
+    const tokFile = join(tmp, 'tokens.txt');
+    writeFileSync(tokFile, `${token}\n`);
+    const port = await freePort();
+    const secured = start(bin, ['serve', '--data-dir', join(tmp, 'data-auth'), '--auth-token-file', tokFile, '--http-addr', `127.0.0.1:${port}`,
+      '--otlp-http-addr', `127.0.0.1:${await freePort()}`, '--otlp-grpc-addr', `127.0.0.1:${await freePort()}`, '--zipkin-addr', '',
+      '--tempo-addr', `127.0.0.1:${await freePort()}`, '--log-level', 'warn'], 'tracedx serve (auth)');
+    const base2 = `http://127.0.0.1:${port}`;
+    await waitFor('tracedx serve with tokens', async () => {
+      if (secured.exitCode !== null) throw new Error('exited:\n' + secured.output());
+      return (await fetch(base2 + '/healthz')).ok;
+    });
+    try {
+      await page.goto(base2 + '/', { waitUntil: 'networkidle' });
+      await page.fill('#token', token);
+      await Promise.all([page.waitForURL(base2 + '/'), page.click('button[type=submit]')]);
+      const out = page.locator('#logout button');
+      await out.waitFor({ timeout: 15000 });
+      assert.match(await out.innerText(), /Sign out/);
+      await Promise.all([page.waitForURL(u => u.pathname === '/login'), out.click()]);
+      await page.waitForSelector('#token');
+      const status = await page.evaluate(() => fetch('/api/v1/services').then(r => r.status));
+      assert.equal(status, 401, 'the API still answers after signing out');
+      assert.ok(!(await b.ctx.cookies(base2)).some(c => c.name === 'tracedx_token' && c.value), 'the token cookie survived');
+    } finally {
+      secured.kill('SIGTERM');
+      // The sign-in page is a 401 by design; its console lines are not the app's.
+      for (let i = b.errors.length - 1; i >= 0; i--) if (b.errors[i].includes(base2)) b.errors.splice(i, 1);
+    }
+  });
+
   await check('unknown routes and no console errors', async () => {
     await goto('/no/such/page');
     await page.waitForSelector('text=Page not found');
