@@ -13,6 +13,7 @@ import { fileURLToPath } from 'node:url';
 import net from 'node:net';
 import assert from 'node:assert/strict';
 import { launch } from './browser.mjs';
+import { layoutProblems } from './layout.mjs';
 import { listFixtures, loadFixture, shiftTo, traceIdOf, bigTrace, withNewTraceId, firstSpanIdOf, logsDoc } from './otlp.mjs';
 
 const here = dirname(fileURLToPath(import.meta.url));
@@ -151,7 +152,13 @@ async function main() {
     const r = await fetch(otlpUrl, { method: 'POST', headers: { 'Content-Type': 'application/json' }, body: JSON.stringify(big.doc) });
     assert.ok(r.ok, `ingest big trace: ${r.status} ${await r.text()}`);
   }
-  log(`sent ${fixtures.length} fixture traces and a ${big.count}-span trace`);
+  // Over one page of GET /api/v1/traces/{id} (query.max_trace_spans, 10,000).
+  const huge = bigTrace(12000, now - 1_500_000_000n);
+  {
+    const r = await fetch(otlpUrl, { method: 'POST', headers: { 'Content-Type': 'application/json' }, body: JSON.stringify(huge.doc) });
+    assert.ok(r.ok, `ingest huge trace: ${r.status} ${await r.text()}`);
+  }
+  log(`sent ${fixtures.length} fixture traces, a ${big.count}-span and a ${huge.count}-span trace`);
   // More findings than one page of the findings list (500): the overview
   // once counted a page and showed "500 findings".
   const n1doc = loadFixture(fixtures.find(f => basename(f, '.json') === 'positive-orders-then-50-customers'));
@@ -189,6 +196,7 @@ async function main() {
   }, 30000);
   const n1 = analysis.findings.find(f => f.kind === 'n_plus_one_query');
   await waitFor('big trace stored', () => getJSON(`${api}/api/v1/traces/${big.traceId}`).then(t => t.span_count >= 5000), 30000);
+  await waitFor('huge trace stored', () => getJSON(`${api}/api/v1/traces/${huge.traceId}`).then(t => Math.max(t.total_spans || 0, t.span_count) >= huge.count), 30000);
   // Give the background analysis a moment (findings store, RED, service map).
   await waitFor('findings store', async () => {
     const r = await fetch(`${api}/api/v1/findings?limit=1`);
@@ -841,6 +849,39 @@ async function main() {
     assert.equal(json.spans.length, 5000, 'download does not hold every span');
   });
 
+  await check('trace: a trace over one page shows its first page at once, then loads the rest with progress', async () => {
+    const first = await getJSON(`${api}/api/v1/traces/${huge.traceId}`);
+    assert.ok(first.truncated && first.next, `the ${huge.count}-span trace fits one page (${first.spans.length} spans): nothing to test`);
+    const perPage = first.spans.length;
+    // Hold the later pages back: the first page must be on screen, with a
+    // note and progress, and the page usable, before they arrive.
+    let release;
+    const gate = new Promise(r => { release = r; });
+    const later = [];
+    const held = u => u.pathname === `/api/v1/traces/${huge.traceId}` && u.searchParams.has('offset');
+    await page.route(held, async route => { later.push(route.request().url()); await gate; await route.continue(); });
+    try {
+      await page.goto(`${base}/trace/${huge.traceId}`, { waitUntil: 'domcontentloaded' });
+      await page.waitForSelector(`body[data-trace-ready="${huge.traceId}"]`, { timeout: 15000 });
+      assert.equal(await page.evaluate(() => window.__tracedxPerf.spans), perPage, 'the first page is not what is drawn');
+      const note = page.locator('#trace-paging');
+      await note.waitFor({ timeout: 5000 });
+      assert.match(await note.innerText(), new RegExp(`${huge.count.toLocaleString('en')} spans.*first ${perPage.toLocaleString('en')}`), 'no clear note');
+      assert.equal(await note.locator('progress').count(), 1, 'no progress');
+      await waitFor('the second page requested', () => later.length > 0, 10000, 100);
+      // Usable meanwhile: find in trace answers.
+      await page.fill('#find', 'deadlock');
+      await page.waitForFunction(() => /match/.test(document.getElementById('find-count').textContent), null, { timeout: 5000 });
+      release();
+      await page.waitForFunction(n => window.__tracedxPerf && window.__tracedxPerf.spans === n, huge.count, { timeout: 30000 });
+      assert.equal(await page.locator('#trace-paging').count(), 0, 'the note stays after every span arrived');
+      assert.match(await page.locator('.facts').innerText(), new RegExp(`${huge.count} spans`));
+    } finally {
+      release();
+      await page.unroute(held);
+    }
+  });
+
   await check('trace: logs without a span id show, with time and attributes', async () => {
     const body = await getJSON(`${api}/api/v1/traces/${nplus1}/logs`).catch(() => null);
     if (!body || !(body.logs || []).length) { log('no logs stored; skipped'); return; }
@@ -876,6 +917,8 @@ async function main() {
     assert.ok(again);
     await page.selectOption('#refresh', '');
   });
+
+  await check('layout: no text cut or overlapping in any view, light and dark, 1440 and 1024 wide', () => auditViews(page, goto, { nplus1, healthy, busy, api }));
 
   await check('auth: sign in with a token, sign out from the header clears the cookie on the server', async () => {
     // Without tokens there is nothing to sign out of.
@@ -923,20 +966,26 @@ async function main() {
     assert.deepEqual(errs, [], 'console errors');
   });
   if (optional404.length) log('optional endpoints missing in this build (404, degraded gracefully):', [...new Set(optional404)].join(', '));
-  if (process.env.E2E_SHOTS) await screenshots(page, goto, { nplus1, healthy, busy, api });
   await b.close();
 }
 
-// Every view, light and dark, 1440 and 1024 wide, as small PNGs (reduced to
-// a 256-colour palette with pngquant when it is installed).
-async function screenshots(page, goto, { nplus1, healthy, busy, api }) {
+// Every view, light and dark, 1440 and 1024 wide: no text cut or on top of
+// other text (layout.mjs). With E2E_SHOTS=1 each is also written to
+// docs/img as a small PNG (a 256-colour palette with pngquant when it is
+// installed).
+async function auditViews(page, goto, { nplus1, healthy, busy, api }) {
   const list = await getJSON(`${api}/api/v1/search?limit=300&start=1h`);
   const ep = list.traces.find(t => t.root_service === 'order-service') || list.traces[0];
+  // The span panel narrows the timeline: at 1024 px the N+1 trace's query
+  // rows have little room left for their durations and badges.
+  const n1A = await getJSON(`${api}/api/v1/traces/${nplus1}/analysis`);
+  const n1Span = (n1A.findings.find(f => f.kind === 'n_plus_one_query') || n1A.findings[0]).span_ids.at(-1);
   const views = [
     ['overview', '/?range=1h', '#hurts'],
     ['search', '/search?range=1h&sort=longest', 'svg.scatter[data-total]'],
     ['findings', '/findings?range=1h', 'tbody tr[data-row]'],
     ['trace', `/trace/${busy}`, 'body[data-analysis-ready]'],
+    ['trace-span', `/trace/${nplus1}?span=${n1Span}`, '#span-detail'],
     ['trace-flame', `/trace/${nplus1}?tab=flame`, '#flame canvas'],
     ['trace-spans', `/trace/${nplus1}?tab=spans`, '#span-list tbody tr'],
     ['trace-logs', `/trace/${nplus1}?tab=logs`, '#trace-logs table, #trace-logs p'],
@@ -945,26 +994,36 @@ async function screenshots(page, goto, { nplus1, healthy, busy, api }) {
     ['rootcause', '/rootcause?range=1h', '#rootcause .empty, #rootcause .cause'],
     ['alerts', '/alerts', 'tr[data-rule]'],
   ];
+  const shots = !!process.env.E2E_SHOTS;
   let convert = true;
-  for (const width of [1440, 1024]) {
-    await page.setViewportSize({ width, height: 900 });
-    for (const theme of ['light', 'dark']) {
-      await page.emulateMedia({ colorScheme: theme });
-      for (const [name, path, ready] of views) {
-        await goto(path);
-        await page.waitForSelector(ready, { timeout: 15000 }).catch(() => log(`screenshot ${name}: ${ready} did not appear`));
-        await page.waitForTimeout(200);
-        const file = join(imgDir, `${name}-${theme}-${width}.png`);
-        await page.screenshot({ path: file });
-        if (convert) {
-          try { execFileSync('pngquant', ['--force', '--ext', '.png', '--skip-if-larger', '256', file]); } catch (e) { if (e.code === 'ENOENT') { convert = false; log('pngquant not found: screenshots are full-colour PNGs'); } }
+  const problems = [];
+  try {
+    for (const width of [1440, 1024]) {
+      await page.setViewportSize({ width, height: 900 });
+      for (const theme of ['light', 'dark']) {
+        await page.emulateMedia({ colorScheme: theme });
+        for (const [name, path, ready] of views) {
+          await goto(path);
+          await page.waitForSelector(ready, { timeout: 15000 }).catch(() => log(`${name}: ${ready} did not appear`));
+          // Nothing hovered: hover shows what is hidden at rest.
+          await page.mouse.move(0, 0);
+          await page.waitForTimeout(200);
+          for (const p of await layoutProblems(page)) problems.push(`${name} ${theme} ${width}: ${p}`);
+          if (!shots) continue;
+          const file = join(imgDir, `${name}-${theme}-${width}.png`);
+          await page.screenshot({ path: file });
+          if (convert) {
+            try { execFileSync('pngquant', ['--force', '--ext', '.png', '--skip-if-larger', '256', file]); } catch (e) { if (e.code === 'ENOENT') { convert = false; log('pngquant not found: screenshots are full-colour PNGs'); } }
+          }
         }
       }
     }
+  } finally {
+    await page.setViewportSize({ width: 1440, height: 900 });
+    await page.emulateMedia({ colorScheme: 'light' });
   }
-  await page.setViewportSize({ width: 1440, height: 900 });
-  await page.emulateMedia({ colorScheme: 'light' });
-  log(`screenshots: ${views.length * 4} in ${imgDir}`);
+  if (shots) log(`screenshots: ${views.length * 4} in ${imgDir}`);
+  if (problems.length) throw new Error(`${problems.length} layout problems:\n      ` + problems.join('\n      '));
 }
 
 try {
