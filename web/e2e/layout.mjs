@@ -52,6 +52,24 @@ export async function layoutProblems(page) {
       const bl = parseFloat(c.s.borderLeftWidth) || 0, bt = parseFloat(c.s.borderTopWidth) || 0;
       return { left: c.r.left + bl, top: c.r.top + bt, right: c.r.left + bl + c.el.clientWidth, bottom: c.r.top + bt + c.el.clientHeight };
     };
+    // Sticky and fixed bars (the header, the waterfall's time axis) hide
+    // what scrolls under them: that text is covered, not
+    // overlapping. A bar covers text outside it whose own bar is lower.
+    const bars = [...document.querySelectorAll('body *')].filter(e => { const p = style(e).position; return (p === 'sticky' || p === 'fixed') && e.getClientRects().length && visible(e); })
+      .map(e => ({ el: e, z: parseInt(style(e).zIndex, 10) || 0, r: e.getBoundingClientRect() }));
+    const barOf = e => { for (let x = e; x; x = x.parentElement) { const b = bars.find(o => o.el === x); if (b) return b; } return null; };
+    const uncovered = (box, own) => {
+      for (const o of bars) {
+        if (o === own || (own && own.z >= o.z) || o.el.contains(own && own.el)) continue;
+        const r = o.r;
+        if (box.right <= r.left || box.left >= r.right || box.bottom <= r.top || box.top >= r.bottom) continue;
+        // Bars across the text only (a side panel over text is a fault).
+        if (r.left <= box.left && r.right >= box.right) {
+          if (box.top >= r.top) box.top = Math.max(box.top, r.bottom); else box.bottom = Math.min(box.bottom, r.top);
+        }
+      }
+      return box;
+    };
     const boxes = [];
     const walker = document.createTreeWalker(document.body, NodeFilter.SHOW_TEXT, {
       acceptNode: n => /\S/.test(n.data) && n.parentElement && !n.parentElement.closest('script,style,noscript,option,textarea,title,template')
@@ -89,6 +107,7 @@ export async function layoutProblems(page) {
           vis = { left: Math.max(vis.left, b.left), top: Math.max(vis.top, b.top), right: Math.min(vis.right, b.right), bottom: Math.min(vis.bottom, b.bottom) };
         }
         if (r.right > vw + 1 || r.left < -1) cut.push(`outside the window (x ${Math.round(r.left)}–${Math.round(r.right)}, width ${vw})`);
+        vis = uncovered(vis, barOf(p));
         if (vis.right - vis.left > 0.5 && vis.bottom - vis.top > 0.5) boxes.push({ n, p, text, ...vis });
       }
       if (cut.length && !short(p) && !reported.has(p)) {
