@@ -350,14 +350,14 @@ export async function render({ match, params, root }) {
     const top = idx * ROW;
     if (top < body.scrollTop || top > body.scrollTop + body.clientHeight - ROW) body.scrollTop = Math.max(0, top - body.clientHeight / 3);
   }
-  function select(n, openDetail, focus = true) {
+  function select(n, openDetail, focus = true, scrollPage = true) {
     S.sel = n;
     setParams({ span: n ? n.id : '' });
     if (n) reveal(n);
     draw(true);
     const r = n && spacer.querySelector(`.wf-row[data-span="${n.id}"]`);
     if (r && focus) r.focus({ preventScroll: true });
-    if (r) intoWindow(r);
+    if (r && scrollPage) intoWindow(r);
     if (n && openDetail) showSpan(n);
   }
   // The waterfall scrolls inside its own box, and the cards above it may be
@@ -375,7 +375,7 @@ export async function render({ match, params, root }) {
     const s = n.span;
     const kv = list => {
       if (!list || !list.length) return el('p.muted.small', 'none');
-      return el('table.kv', el('tbody', list.map(a => el('tr', el('td', { title: a.key }, a.key), el('td', attrValue(a))))));
+      return el('table.kv', el('tbody', list.map(a => el('tr', el('td', { title: a.key }, keyBreaks(a.key)), el('td', attrValue(a))))));
     };
     const fs = S.findingsBySpan.get(n.id) || [];
     const exc = (s.events || []).filter(ev => ev.name === 'exception');
@@ -589,7 +589,8 @@ export async function render({ match, params, root }) {
   refresh();
   showTab(S.tab);
   const want = params.get('span');
-  if (want && model.byId.has(want)) select(model.byId.get(want), true, false);
+  // A shared link opens at the top of the page, the span in its panel.
+  if (want && model.byId.has(want)) select(model.byId.get(want), true, false, false);
   requestAnimationFrame(() => {
     const tDrawn = performance.now();
     window.__tracedxPerf = { traceId: id, spans: model.nodes.length, fetchMs: tFetched - t0, renderMs: tDrawn - tFetched, totalMs: tDrawn - t0 };
@@ -654,6 +655,12 @@ function withAncestors(nodes) {
   const set = new Set();
   for (let n of nodes) for (; n && !set.has(n); n = n.parent) set.add(n);
   return set;
+}
+
+/** An attribute key that may break after its dots (not inside a word) in a narrow column. */
+function keyBreaks(key) {
+  const parts = String(key).split('.');
+  return parts.flatMap((p, i) => i < parts.length - 1 ? [p + '.', document.createElement('wbr')] : [p]);
 }
 
 function sev(s) { return { critical: 3, warning: 2, info: 1 }[s] || 0; }
