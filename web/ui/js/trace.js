@@ -137,11 +137,14 @@ export async function render({ match, params, root }) {
   S.v0 = 0; S.v1 = T;
   const pct = x => (x - S.v0) / (S.v1 - S.v0) * 100;
   // The lane width labels are placed for (durLabel).
-  let laneW = 600;
+  let laneW = 600, laneKnown = false;
   function measureLane() {
     // The lane is the timeline column of a row: the head's ticks minus the
-    // body's scroll bar.
-    laneW = Math.max(40, ticks.clientWidth - Math.max(0, head.clientWidth - body.clientWidth));
+    // body's scroll bar. Measured once on screen, then on resizes (tickRO),
+    // so redraws do not force a layout.
+    const w = ticks.clientWidth;
+    laneKnown = w > 0;
+    laneW = Math.max(40, w - Math.max(0, head.clientWidth - body.clientWidth));
   }
   // As many time ticks as fit the timeline's width (it narrows when the
   // span panel opens).
@@ -292,7 +295,7 @@ export async function render({ match, params, root }) {
     if (!force && key === lastRange) return;
     lastRange = key;
     if (force) {
-      measureLane();
+      if (!laneKnown) measureLane();
       let html = '';
       for (let i = from; i < to; i++) html += rowHTML(S.flat[i], i);
       spacer.innerHTML = html;
