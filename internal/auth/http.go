@@ -1,6 +1,7 @@
 package auth
 
 import (
+	"encoding/json"
 	"html/template"
 	"net/http"
 	"strconv"
@@ -106,19 +107,59 @@ func renderLogin(w http.ResponseWriter, code int, msg string) {
 }
 
 // LoginPath and LogoutPath are the UI's sign-in and sign-out endpoints;
-// they must be public paths of Require.
+// they must be public paths of Require. SessionPath tells the UI that
+// authentication is on (it exists only then), so it offers to sign out.
 const (
-	LoginPath  = "/login"
-	LogoutPath = "/logout"
+	LoginPath   = "/login"
+	LogoutPath  = "/logout"
+	SessionPath = "/api/v1/session"
 )
+
+// SessionHandler answers who the request authenticated as: {"auth": true,
+// "tenant": ..., "scopes": [...], "logout": "/logout"}, or {"auth": false}
+// when the server checks no tokens. Behind Require, a request without a
+// valid token never reaches it.
+func SessionHandler() http.Handler {
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		id, on := FromContext(r.Context())
+		scopes := make([]string, 0, len(id.Scopes))
+		for _, s := range id.Scopes {
+			scopes = append(scopes, string(s))
+		}
+		out := struct {
+			Auth   bool     `json:"auth"`
+			Tenant string   `json:"tenant,omitempty"`
+			Scopes []string `json:"scopes,omitempty"`
+			Logout string   `json:"logout,omitempty"`
+		}{Auth: on, Tenant: id.Tenant, Scopes: scopes}
+		if on {
+			out.Logout = LogoutPath
+		}
+		body, err := json.Marshal(out)
+		if err != nil {
+			httpError(w, http.StatusInternalServerError, "encoding the session: "+err.Error())
+			return
+		}
+		w.Header().Set("Content-Type", "application/json")
+		w.Header().Set("Cache-Control", "no-store")
+		_, _ = w.Write(append(body, '\n'))
+	})
+}
 
 // LoginHandler serves the login form (GET), checks a submitted token
 // (POST) and keeps it in an HttpOnly, SameSite=Strict cookie (Secure when
-// the connection is TLS), then sends the browser to the UI. LogoutPath
-// clears the cookie.
+// the connection is TLS), then sends the browser to the UI. A POST to
+// LogoutPath clears the cookie.
 func (t *Tokens) LoginHandler() http.Handler {
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		if r.URL.Path == LogoutPath {
+			// POST only: a GET would let any page sign the user out with an
+			// <img src=/logout>.
+			if r.Method != http.MethodPost {
+				w.Header().Set("Allow", "POST")
+				httpError(w, http.StatusMethodNotAllowed, "sign out with POST /logout")
+				return
+			}
 			setCookie(w, r, "", -1)
 			http.Redirect(w, r, LoginPath, http.StatusSeeOther)
 			return

@@ -133,8 +133,9 @@ func (sec *security) query(h http.Handler) http.Handler {
 	return sec.tokens.Require(auth.Read, h, "/healthz", auth.LoginPath, auth.LogoutPath)
 }
 
-// routes adds the UI's login and logout endpoints.
+// routes adds the UI's login, logout and session endpoints.
 func (sec *security) routes(mux *http.ServeMux) {
+	mux.Handle("GET "+auth.SessionPath, auth.SessionHandler())
 	if sec.tokens == nil {
 		return
 	}

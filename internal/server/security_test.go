@@ -11,6 +11,7 @@ import (
 	"net/url"
 	"os"
 	"path/filepath"
+	"slices"
 	"strings"
 	"testing"
 	"time"
@@ -192,6 +193,28 @@ func TestUILoginCookie(t *testing.T) {
 	if code := httpsGet(t, c, base+"/api/v1/services", "", nil); code != http.StatusOK {
 		t.Errorf("API with the login cookie: %d", code)
 	}
+	// The session says who is signed in; the UI shows "Sign out" from it.
+	var sess struct {
+		Auth   bool     `json:"auth"`
+		Tenant string   `json:"tenant"`
+		Scopes []string `json:"scopes"`
+		Logout string   `json:"logout"`
+	}
+	if code := httpsGet(t, c, base+"/api/v1/session", "", &sess); code != http.StatusOK || !sess.Auth || sess.Logout != "/logout" || !slices.Contains(sess.Scopes, "read") {
+		t.Errorf("session: %d %+v", code, sess)
+	}
+	// Signing out takes a POST: a GET (an <img src>) must not do it.
+	resp, err = c.Get(base + "/logout")
+	if err != nil {
+		t.Fatal(err)
+	}
+	_ = resp.Body.Close()
+	if resp.StatusCode != http.StatusMethodNotAllowed {
+		t.Errorf("GET /logout: %d, want 405", resp.StatusCode)
+	}
+	if code := httpsGet(t, c, base+"/api/v1/services", "", nil); code != http.StatusOK {
+		t.Errorf("API after GET /logout: %d, want still signed in", code)
+	}
 	resp, err = c.PostForm(base+"/logout", nil)
 	if err != nil {
 		t.Fatal(err)
@@ -199,6 +222,9 @@ func TestUILoginCookie(t *testing.T) {
 	_ = resp.Body.Close()
 	if code := httpsGet(t, c, base+"/api/v1/services", "", nil); code != http.StatusUnauthorized {
 		t.Errorf("API after logout: %d", code)
+	}
+	if code := httpsGet(t, c, base+"/api/v1/session", "", nil); code != http.StatusUnauthorized {
+		t.Errorf("session after logout: %d, want 401", code)
 	}
 }
 

@@ -26,6 +26,7 @@ import (
 	"github.com/tracedx/tracedx/internal/analyze"
 	"github.com/tracedx/tracedx/internal/api/tempo"
 	v1 "github.com/tracedx/tracedx/internal/api/v1"
+	"github.com/tracedx/tracedx/internal/auth"
 	"github.com/tracedx/tracedx/internal/model"
 	"github.com/tracedx/tracedx/internal/otlpconv"
 	"github.com/tracedx/tracedx/internal/red"
@@ -121,6 +122,8 @@ func main() {
 		// (the wiring tracedx serve needs on its UI port as well). No
 		// findings lookup here: finding.kind queries get a clear 400.
 		mux.Handle(web.TempoPrefix+"/", http.StripPrefix(web.TempoPrefix, tempo.NewHandler(st, tempo.Options{Logger: log})))
+		// No tokens here: the session says so and the UI offers no sign-out.
+		mux.Handle("GET "+auth.SessionPath, auth.SessionHandler())
 	}
 	if *dir != "" {
 		mux.Handle("/", web.DevHandler(os.DirFS(*dir)))

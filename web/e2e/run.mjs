@@ -13,6 +13,7 @@ import { fileURLToPath } from 'node:url';
 import net from 'node:net';
 import assert from 'node:assert/strict';
 import { launch } from './browser.mjs';
+import { layoutProblems } from './layout.mjs';
 import { listFixtures, loadFixture, shiftTo, traceIdOf, bigTrace, withNewTraceId, firstSpanIdOf, logsDoc } from './otlp.mjs';
 
 const here = dirname(fileURLToPath(import.meta.url));
@@ -60,7 +61,12 @@ async function getJSON(url) {
   return r.json();
 }
 
+// E2E_ONLY=regexp runs only the checks whose name matches (while working
+// on one view; CI runs them all).
+const only = process.env.E2E_ONLY ? new RegExp(process.env.E2E_ONLY) : null;
+
 async function check(name, fn) {
+  if (only && !only.test(name)) return;
   const t = Date.now();
   try {
     await fn();
@@ -146,7 +152,13 @@ async function main() {
     const r = await fetch(otlpUrl, { method: 'POST', headers: { 'Content-Type': 'application/json' }, body: JSON.stringify(big.doc) });
     assert.ok(r.ok, `ingest big trace: ${r.status} ${await r.text()}`);
   }
-  log(`sent ${fixtures.length} fixture traces and a ${big.count}-span trace`);
+  // Over one page of GET /api/v1/traces/{id} (query.max_trace_spans, 10,000).
+  const huge = bigTrace(12000, now - 1_500_000_000n);
+  {
+    const r = await fetch(otlpUrl, { method: 'POST', headers: { 'Content-Type': 'application/json' }, body: JSON.stringify(huge.doc) });
+    assert.ok(r.ok, `ingest huge trace: ${r.status} ${await r.text()}`);
+  }
+  log(`sent ${fixtures.length} fixture traces, a ${big.count}-span and a ${huge.count}-span trace`);
   // More findings than one page of the findings list (500): the overview
   // once counted a page and showed "500 findings".
   const n1doc = loadFixture(fixtures.find(f => basename(f, '.json') === 'positive-orders-then-50-customers'));
@@ -184,6 +196,7 @@ async function main() {
   }, 30000);
   const n1 = analysis.findings.find(f => f.kind === 'n_plus_one_query');
   await waitFor('big trace stored', () => getJSON(`${api}/api/v1/traces/${big.traceId}`).then(t => t.span_count >= 5000), 30000);
+  await waitFor('huge trace stored', () => getJSON(`${api}/api/v1/traces/${huge.traceId}`).then(t => Math.max(t.total_spans || 0, t.span_count) >= huge.count), 30000);
   // Give the background analysis a moment (findings store, RED, service map).
   await waitFor('findings store', async () => {
     const r = await fetch(`${api}/api/v1/findings?limit=1`);
@@ -240,7 +253,7 @@ async function main() {
     // The likely-causes card settles: a ranking, or a sentence why there is none.
     await page.waitForFunction(() => { const c = document.querySelector('#rootcause'); return !c || !c.querySelector('.loading'); }, null, { timeout: 15000 });
     const rc = await fetch(`${api}/api/v1/rootcause?from=1h`);
-    assert.ok(rc.status === 200 || rc.status === 404, `GET /api/v1/rootcause: ${rc.status}`);
+    assert.equal(rc.status, 200, `GET /api/v1/rootcause: ${rc.status}`);
     assert.ok(await page.locator('#rootcause ol.causes li, #rootcause .empty').count() >= 1, 'the likely-causes card shows neither causes nor a reason');
     assert.ok(await page.locator('#rootcause ol.causes li').count() <= 3, 'the card shows more than the top causes');
     // Its link opens the full ranking of the same window.
@@ -280,6 +293,21 @@ async function main() {
       await page.keyboard.press('Enter');
       await page.waitForFunction(() => location.pathname === '/search' && new URL(location.href).searchParams.get('service'));
     }
+  });
+
+  await check('root causes: a window without traces is an empty ranking with its reason, shown as such', async () => {
+    // A day-long window a year ago: nothing was stored then.
+    const to = Date.now() - 365 * 86400e3, from = to - 86400e3;
+    const r = await fetch(`${api}/api/v1/rootcause?from=${from}&to=${to}`);
+    assert.equal(r.status, 200, `an empty window answers ${r.status}`);
+    const body = await r.json();
+    assert.deepEqual(body.causes, [], 'causes of an empty window');
+    assert.match(body.reason || '', /no traces/, 'no reason given');
+    await goto(`/rootcause?from=${from}&to=${to}`);
+    await page.waitForSelector('#rootcause .empty, #rootcause .error-box');
+    const text = await page.locator('#rootcause').innerText();
+    assert.match(text, /No traces in this window/, 'the view does not say the window is empty: ' + text);
+    assert.doesNotMatch(text, /not available/, 'an empty window reads as a missing endpoint');
   });
 
   await check('search lists traces newest first with a scatter', async () => {
@@ -821,6 +849,39 @@ async function main() {
     assert.equal(json.spans.length, 5000, 'download does not hold every span');
   });
 
+  await check('trace: a trace over one page shows its first page at once, then loads the rest with progress', async () => {
+    const first = await getJSON(`${api}/api/v1/traces/${huge.traceId}`);
+    assert.ok(first.truncated && first.next, `the ${huge.count}-span trace fits one page (${first.spans.length} spans): nothing to test`);
+    const perPage = first.spans.length;
+    // Hold the later pages back: the first page must be on screen, with a
+    // note and progress, and the page usable, before they arrive.
+    let release;
+    const gate = new Promise(r => { release = r; });
+    const later = [];
+    const held = u => u.pathname === `/api/v1/traces/${huge.traceId}` && u.searchParams.has('offset');
+    await page.route(held, async route => { later.push(route.request().url()); await gate; await route.continue(); });
+    try {
+      await page.goto(`${base}/trace/${huge.traceId}`, { waitUntil: 'domcontentloaded' });
+      await page.waitForSelector(`body[data-trace-ready="${huge.traceId}"]`, { timeout: 15000 });
+      assert.equal(await page.evaluate(() => window.__tracedxPerf.spans), perPage, 'the first page is not what is drawn');
+      const note = page.locator('#trace-paging');
+      await note.waitFor({ timeout: 5000 });
+      assert.match(await note.innerText(), new RegExp(`${huge.count.toLocaleString('en')} spans.*first ${perPage.toLocaleString('en')}`), 'no clear note');
+      assert.equal(await note.locator('progress').count(), 1, 'no progress');
+      await waitFor('the second page requested', () => later.length > 0, 10000, 100);
+      // Usable meanwhile: find in trace answers.
+      await page.fill('#find', 'deadlock');
+      await page.waitForFunction(() => /match/.test(document.getElementById('find-count').textContent), null, { timeout: 5000 });
+      release();
+      await page.waitForFunction(n => window.__tracedxPerf && window.__tracedxPerf.spans === n, huge.count, { timeout: 30000 });
+      assert.equal(await page.locator('#trace-paging').count(), 0, 'the note stays after every span arrived');
+      assert.match(await page.locator('.facts').innerText(), new RegExp(`${huge.count} spans`));
+    } finally {
+      release();
+      await page.unroute(held);
+    }
+  });
+
   await check('trace: logs without a span id show, with time and attributes', async () => {
     const body = await getJSON(`${api}/api/v1/traces/${nplus1}/logs`).catch(() => null);
     if (!body || !(body.logs || []).length) { log('no logs stored; skipped'); return; }
@@ -857,6 +918,45 @@ async function main() {
     await page.selectOption('#refresh', '');
   });
 
+  await check('layout: no text cut or overlapping in any view, light and dark, 1440 and 1024 wide', () => auditViews(page, goto, { nplus1, healthy, busy, api }));
+
+  await check('auth: sign in with a token, sign out from the header clears the cookie on the server', async () => {
+    // Without tokens there is nothing to sign out of.
+    await goto('/');
+    await page.waitForSelector('h1:text("Overview")');
+    assert.equal((await getJSON(`${api}/api/v1/session`)).auth, false, 'session without tokens');
+    assert.equal(await page.locator('#logout').count(), 0, 'a sign-out button without authentication');
+    const token = 'e2e-read-token-0123456789abcdef';
+    const tokFile = join(tmp, 'tokens.txt');
+    writeFileSync(tokFile, `${token}\n`);
+    const port = await freePort();
+    const secured = start(bin, ['serve', '--data-dir', join(tmp, 'data-auth'), '--auth-token-file', tokFile, '--http-addr', `127.0.0.1:${port}`,
+      '--otlp-http-addr', `127.0.0.1:${await freePort()}`, '--otlp-grpc-addr', `127.0.0.1:${await freePort()}`, '--zipkin-addr', '',
+      '--tempo-addr', `127.0.0.1:${await freePort()}`, '--log-level', 'warn'], 'tracedx serve (auth)');
+    const base2 = `http://127.0.0.1:${port}`;
+    await waitFor('tracedx serve with tokens', async () => {
+      if (secured.exitCode !== null) throw new Error('exited:\n' + secured.output());
+      return (await fetch(base2 + '/healthz')).ok;
+    });
+    try {
+      await page.goto(base2 + '/', { waitUntil: 'networkidle' });
+      await page.fill('#token', token);
+      await Promise.all([page.waitForURL(base2 + '/'), page.click('button[type=submit]')]);
+      const out = page.locator('#logout button');
+      await out.waitFor({ timeout: 15000 });
+      assert.match(await out.innerText(), /Sign out/);
+      await Promise.all([page.waitForURL(u => u.pathname === '/login'), out.click()]);
+      await page.waitForSelector('#token');
+      const status = await page.evaluate(() => fetch('/api/v1/services').then(r => r.status));
+      assert.equal(status, 401, 'the API still answers after signing out');
+      assert.ok(!(await b.ctx.cookies(base2)).some(c => c.name === 'tracedx_token' && c.value), 'the token cookie survived');
+    } finally {
+      secured.kill('SIGTERM');
+      // The sign-in page is a 401 by design; its console lines are not the app's.
+      for (let i = b.errors.length - 1; i >= 0; i--) if (b.errors[i].includes(base2)) b.errors.splice(i, 1);
+    }
+  });
+
   await check('unknown routes and no console errors', async () => {
     await goto('/no/such/page');
     await page.waitForSelector('text=Page not found');
@@ -866,20 +966,26 @@ async function main() {
     assert.deepEqual(errs, [], 'console errors');
   });
   if (optional404.length) log('optional endpoints missing in this build (404, degraded gracefully):', [...new Set(optional404)].join(', '));
-  if (process.env.E2E_SHOTS) await screenshots(page, goto, { nplus1, healthy, busy, api });
   await b.close();
 }
 
-// Every view, light and dark, 1440 and 1024 wide, as small PNGs (reduced to
-// a 256-colour palette with pngquant when it is installed).
-async function screenshots(page, goto, { nplus1, healthy, busy, api }) {
+// Every view, light and dark, 1440 and 1024 wide: no text cut or on top of
+// other text (layout.mjs). With E2E_SHOTS=1 each is also written to
+// docs/img as a small PNG (a 256-colour palette with pngquant when it is
+// installed).
+async function auditViews(page, goto, { nplus1, healthy, busy, api }) {
   const list = await getJSON(`${api}/api/v1/search?limit=300&start=1h`);
   const ep = list.traces.find(t => t.root_service === 'order-service') || list.traces[0];
+  // The span panel narrows the timeline: at 1024 px the N+1 trace's query
+  // rows have little room left for their durations and badges.
+  const n1A = await getJSON(`${api}/api/v1/traces/${nplus1}/analysis`);
+  const n1Span = (n1A.findings.find(f => f.kind === 'n_plus_one_query') || n1A.findings[0]).span_ids.at(-1);
   const views = [
     ['overview', '/?range=1h', '#hurts'],
     ['search', '/search?range=1h&sort=longest', 'svg.scatter[data-total]'],
     ['findings', '/findings?range=1h', 'tbody tr[data-row]'],
     ['trace', `/trace/${busy}`, 'body[data-analysis-ready]'],
+    ['trace-span', `/trace/${nplus1}?span=${n1Span}`, '#span-detail'],
     ['trace-flame', `/trace/${nplus1}?tab=flame`, '#flame canvas'],
     ['trace-spans', `/trace/${nplus1}?tab=spans`, '#span-list tbody tr'],
     ['trace-logs', `/trace/${nplus1}?tab=logs`, '#trace-logs table, #trace-logs p'],
@@ -888,26 +994,36 @@ async function screenshots(page, goto, { nplus1, healthy, busy, api }) {
     ['rootcause', '/rootcause?range=1h', '#rootcause .empty, #rootcause .cause'],
     ['alerts', '/alerts', 'tr[data-rule]'],
   ];
+  const shots = !!process.env.E2E_SHOTS;
   let convert = true;
-  for (const width of [1440, 1024]) {
-    await page.setViewportSize({ width, height: 900 });
-    for (const theme of ['light', 'dark']) {
-      await page.emulateMedia({ colorScheme: theme });
-      for (const [name, path, ready] of views) {
-        await goto(path);
-        await page.waitForSelector(ready, { timeout: 15000 }).catch(() => log(`screenshot ${name}: ${ready} did not appear`));
-        await page.waitForTimeout(200);
-        const file = join(imgDir, `${name}-${theme}-${width}.png`);
-        await page.screenshot({ path: file });
-        if (convert) {
-          try { execFileSync('pngquant', ['--force', '--ext', '.png', '--skip-if-larger', '256', file]); } catch (e) { if (e.code === 'ENOENT') { convert = false; log('pngquant not found: screenshots are full-colour PNGs'); } }
+  const problems = [];
+  try {
+    for (const width of [1440, 1024]) {
+      await page.setViewportSize({ width, height: 900 });
+      for (const theme of ['light', 'dark']) {
+        await page.emulateMedia({ colorScheme: theme });
+        for (const [name, path, ready] of views) {
+          await goto(path);
+          await page.waitForSelector(ready, { timeout: 15000 }).catch(() => log(`${name}: ${ready} did not appear`));
+          // Nothing hovered: hover shows what is hidden at rest.
+          await page.mouse.move(0, 0);
+          await page.waitForTimeout(200);
+          for (const p of await layoutProblems(page)) problems.push(`${name} ${theme} ${width}: ${p}`);
+          if (!shots) continue;
+          const file = join(imgDir, `${name}-${theme}-${width}.png`);
+          await page.screenshot({ path: file });
+          if (convert) {
+            try { execFileSync('pngquant', ['--force', '--ext', '.png', '--skip-if-larger', '256', file]); } catch (e) { if (e.code === 'ENOENT') { convert = false; log('pngquant not found: screenshots are full-colour PNGs'); } }
+          }
         }
       }
     }
+  } finally {
+    await page.setViewportSize({ width: 1440, height: 900 });
+    await page.emulateMedia({ colorScheme: 'light' });
   }
-  await page.setViewportSize({ width: 1440, height: 900 });
-  await page.emulateMedia({ colorScheme: 'light' });
-  log(`screenshots: ${views.length * 4} in ${imgDir}`);
+  if (shots) log(`screenshots: ${views.length * 4} in ${imgDir}`);
+  if (problems.length) throw new Error(`${problems.length} layout problems:\n      ` + problems.join('\n      '));
 }
 
 try {

@@ -2,7 +2,7 @@
 //   node web/e2e/unit.mjs
 import assert from 'node:assert/strict';
 import { toSummary, parseError, offsetOf, filtersToTraceQL } from '../ui/js/traceql.js';
-import { causeRows, causesHref } from '../ui/js/rootcause.js';
+import { causeRows, causesHref, noTracesText } from '../ui/js/rootcause.js';
 import { buildModel, flameTree, layoutFlame, spanMatches } from '../ui/js/tracemodel.js';
 import { PALETTE, textOn } from '../ui/js/util.js';
 import { matches } from '../ui/js/jump.js';
@@ -71,6 +71,8 @@ test('likely causes keep those that explain a tenth, with a comparison of their 
 test('a cross-trace finding links to the ranking of its window', () => {
   assert.equal(causesHref({ from: 1000.4, to: 601000, service: 'cart', operation: 'GET /cart' }), '/rootcause?from=1000&to=601000&service=cart&operation=GET+%2Fcart');
   assert.equal(causesHref({ from: 0, to: 5 }), '/rootcause?from=0&to=5');
+  assert.equal(noTracesText('no traces in the baseline window through endpoint cart'), 'No trace arrived in the baseline window through endpoint cart, so there is nothing to compare.');
+  assert.equal(noTracesText('something else'), 'something else');
 });
 
 // A root with 50 identical queries and one call: the flame graph merges the

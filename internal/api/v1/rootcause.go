@@ -87,7 +87,9 @@ func (a *api) rootCause(w http.ResponseWriter, r *http.Request) {
 	}
 	rep, err := a.rank(r.Context(), rq)
 	if errors.Is(err, rootcause.ErrNoTraces) {
-		writeError(w, http.StatusNotFound, err.Error())
+		// An empty window is an answer, not a missing resource: a dashboard
+		// polling a quiet service shows the reason instead of an error.
+		writeJSON(w, http.StatusOK, rootCauseAnswer{Report: rootcause.Report{Causes: []rootcause.Cause{}}, Reason: err.Error()})
 		return
 	}
 	if err != nil {
@@ -95,6 +97,13 @@ func (a *api) rootCause(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	writeJSON(w, http.StatusOK, rep)
+}
+
+// rootCauseAnswer is the body of GET /api/v1/rootcause: the ranking, and
+// why it is empty when a window holds no trace.
+type rootCauseAnswer struct {
+	rootcause.Report
+	Reason string `json:"reason,omitempty"`
 }
 
 // rank samples both windows of rq and ranks the causes.

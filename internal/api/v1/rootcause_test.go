@@ -4,6 +4,7 @@ import (
 	"context"
 	"fmt"
 	"net/http"
+	"strings"
 	"testing"
 	"time"
 
@@ -168,6 +169,24 @@ func TestRootCauseRouteUsesWindowFindings(t *testing.T) {
 	}
 }
 
+// A window without traces is an empty ranking with the reason, not a 404:
+// the UI tells "nothing to compare" apart from a missing endpoint.
+func TestRootCauseRouteEmptyWindow(t *testing.T) {
+	_, get, w := rootCauseServer(t, faultbed.CPUContention, Deps{})
+	from, to := windowOf(w.Incident)
+	st, m := get(fmt.Sprintf("/api/v1/rootcause?from=%d&to=%d&service=nosuch", from, to))
+	if st != 200 {
+		t.Fatalf("status %d, want 200: %v", st, m)
+	}
+	causes, ok := m["causes"].([]any)
+	if !ok || len(causes) != 0 {
+		t.Errorf("causes = %#v, want an empty array", m["causes"])
+	}
+	if r, _ := m["reason"].(string); !strings.Contains(r, "no traces in the baseline window through endpoint nosuch") {
+		t.Errorf("reason = %q", r)
+	}
+}
+
 func TestRootCauseRouteBadInput(t *testing.T) {
 	_, get, w := rootCauseServer(t, faultbed.CPUContention, Deps{})
 	from, to := windowOf(w.Incident)
@@ -182,7 +201,6 @@ func TestRootCauseRouteBadInput(t *testing.T) {
 		{fmt.Sprintf("from=%d&to=%d&baseline_to=%d", from, to, from), 400, "baseline_to needs baseline_from"},
 		{fmt.Sprintf("from=%d&to=%d&limit=zero", from, to), 400, "limit"},
 		{"from=yesterday", 400, "from: want RFC 3339"},
-		{fmt.Sprintf("from=%d&to=%d&service=nosuch", from, to), 404, "no traces in the baseline window through endpoint nosuch"},
 	} {
 		st, m := get("/api/v1/rootcause?" + tc.query)
 		wantError(t, tc.query, st, m, tc.status, tc.mention)

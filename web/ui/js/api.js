@@ -61,5 +61,8 @@ export function cached(key, make) {
   return cache.get(key);
 }
 
+/** Replaces a cached answer (a trace once all its pages have arrived). */
+export function setCached(key, value) { cache.set(key, Promise.resolve(value)); }
+
 export const getTrace = id => cached('t:' + id, () => get(`/api/v1/traces/${encodeURIComponent(id)}`));
 export const getAnalysis = id => cached('a:' + id, () => get(`/api/v1/traces/${encodeURIComponent(id)}/analysis`));

@@ -127,6 +127,16 @@ const drawTz = () => { tzBtn.textContent = timeZone() === 'utc' ? 'UTC' : 'Local
 tzBtn.addEventListener('click', () => { setTimeZone(timeZone() === 'utc' ? 'local' : 'utc'); drawTz(); render(); });
 drawTz();
 
+// Sign out: offered only when the server checks tokens (it then answers
+// /api/v1/session). A form POST, so the server clears the HttpOnly cookie
+// and shows its sign-in page.
+fetch('/api/v1/session', { headers: { Accept: 'application/json' } }).then(r => r.ok ? r.json() : null).then(s => {
+  if (!s || !s.auth) return;
+  const who = s.tenant ? `Signed in to tenant ${s.tenant}` : 'Signed in with a token';
+  document.querySelector('header.top').append(el('form#logout', { method: 'post', action: s.logout || '/logout' },
+    el('button', { type: 'submit', title: who + '. Sign out: forget the token in this browser.' }, 'Sign out')));
+}).catch(() => {});
+
 let gPrefix = false;
 document.addEventListener('keydown', e => {
   const t = e.target;

@@ -29,6 +29,12 @@ export function causeRows(body) {
   });
 }
 
+/** The server's reason for an empty ranking as a sentence for people. */
+export function noTracesText(reason) {
+  const r = String(reason || '').replace(/^no traces in the /, '');
+  return r === String(reason || '') ? r : `No trace arrived in the ${r}, so there is nothing to compare.`;
+}
+
 /** Where the ranking of [from, to) (unix ms), within one endpoint when given, is shown. */
 export function causesHref({ from, to, service = '', operation = '' }) {
   const q = new URLSearchParams({ from: String(Math.round(from)), to: String(Math.round(to)) });
@@ -47,12 +53,12 @@ async function fillCauses(box, { from, to, service = '', operation = '', limit =
   try {
     body = await get('/api/v1/rootcause', { from, to, service, operation });
   } catch (e) {
-    // A window (or the one before it) without traces is a 404 that says so.
-    if (e.status === 404 && /no traces/.test(e.message)) fill(emptyState('Nothing to compare', e.message));
-    else if (e.status === 404) fill(emptyState('root-cause ranking not available', 'This server has no /api/v1/rootcause endpoint.'));
+    if (e.status === 404) fill(emptyState('root-cause ranking not available', 'This server has no /api/v1/rootcause endpoint.'));
     else fill(el('div.error-box', el('strong', 'Could not rank causes'), el('p', String(e.message || e))));
     return;
   }
+  // A window (or the one before it) without traces: the server says which.
+  if (body.reason && !(body.causes || []).length) { fill(emptyState('No traces in this window', noTracesText(body.reason))); return; }
   const rows = causeRows(body);
   if (!rows.length) { fill(emptyState('No cause stands out', 'No service explains a tenth of the change against the range before.')); return; }
   fill(el('ol.causes', (limit ? rows.slice(0, limit) : rows).map(r => el('li.cause', { 'data-service': r.service },

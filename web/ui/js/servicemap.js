@@ -5,6 +5,21 @@
 import { svg, fmtRate, rateUnit, fmtPct, fmtMs, svcColor } from './util.js';
 
 const NW = 178, NH = 46, CW = 270, RH = 78;
+// Width of a glyph of the 10px edge labels (app.css), a little generous.
+const LABEL_CH = 6;
+
+const edgeLabel = (e, unit) => `${fmtRate(e.rate, unit)} · ${fmtPct(e.error_rate)} err · p95 ${fmtMs(e.p95_ms || e.client_p95_ms)}`;
+
+/** The curve from node a to node b and where its label goes. */
+function edgePath(a, b) {
+  if (b.x > a.x) {
+    const x1 = a.x + NW, y1 = a.y + NH / 2, x2 = b.x - 2, y2 = b.y + NH / 2, mx = (x1 + x2) / 2;
+    return { d: `M${x1},${y1} C${mx},${y1} ${mx},${y2} ${x2},${y2}`, lx: mx, ly: (y1 + y2) / 2 - 4 };
+  }
+  // Same rank or backwards: loop under the nodes.
+  const x1 = a.x + NW / 2, y1 = a.y + NH, x2 = b.x + NW / 2, y2 = b.y + NH + 2, yb = Math.max(y1, y2) + 36;
+  return { d: `M${x1},${y1} C${x1},${yb} ${x2},${yb} ${x2},${y2}`, lx: (x1 + x2) / 2, ly: yb - 6 };
+}
 
 export function serviceMap(data, { onNode, onEdge } = {}) {
   const nodes = new Map();
@@ -53,24 +68,28 @@ export function serviceMap(data, { onNode, onEdge } = {}) {
   const maxCalls = Math.max(1, ...edges.map(e => e.call_count || 0));
   // One unit on the whole map, so edge and node rates compare at a glance.
   const unit = rateUnit([...edges.map(e => e.rate), ...[...nodes.values()].map(n => n.rate)]);
+  // Edge labels that would sit on a node or on a label already placed show
+  // on hover and focus only (like the healthy edges of a dense map): text
+  // on text is unreadable. Failing edges are placed first.
+  const placed = [...pos.values()].map(p => ({ x0: p.x - 2, y0: p.y - 2, x1: p.x + NW + 2, y1: p.y + NH + 2 }));
+  const free = b => !placed.some(o => b.x0 < o.x1 && o.x0 < b.x1 && b.y0 < o.y1 && o.y0 < b.y1);
+  const isErr = e => (e.error_rate || 0) >= 0.05;
+  const order = [...edges].sort((x, y) => isErr(y) - isErr(x) || (y.call_count || 0) - (x.call_count || 0));
+  const quietOf = new Map();
+  for (const e of order) {
+    const { lx, ly } = edgePath(pos.get(e.source), pos.get(e.target));
+    const w = edgeLabel(e, unit).length * LABEL_CH;
+    const box = { x0: lx - w / 2, y0: ly - 10, x1: lx + w / 2, y1: ly + 3 };
+    const quiet = (edges.length > 12 && !isErr(e)) || !free(box);
+    if (!quiet) placed.push(box);
+    quietOf.set(e, quiet);
+  }
   for (const e of edges) {
-    const a = pos.get(e.source), b = pos.get(e.target);
-    let d, lx, ly;
-    if (b.x > a.x) {
-      const x1 = a.x + NW, y1 = a.y + NH / 2, x2 = b.x - 2, y2 = b.y + NH / 2, mx = (x1 + x2) / 2;
-      d = `M${x1},${y1} C${mx},${y1} ${mx},${y2} ${x2},${y2}`;
-      lx = mx; ly = (y1 + y2) / 2 - 4;
-    } else {
-      // Same rank or backwards: loop under the nodes.
-      const x1 = a.x + NW / 2, y1 = a.y + NH, x2 = b.x + NW / 2, y2 = b.y + NH + 2, yb = Math.max(y1, y2) + 36;
-      d = `M${x1},${y1} C${x1},${yb} ${x2},${yb} ${x2},${y2}`;
-      lx = (x1 + x2) / 2; ly = yb - 6;
-    }
-    const err = (e.error_rate || 0) >= 0.05;
+    const { d, lx, ly } = edgePath(pos.get(e.source), pos.get(e.target));
+    const err = isErr(e);
     const width = 1 + 3 * Math.sqrt((e.call_count || 0) / maxCalls);
-    const label = `${fmtRate(e.rate, unit)} · ${fmtPct(e.error_rate)} err · p95 ${fmtMs(e.p95_ms || e.client_p95_ms)}`;
-    // Dense maps: labels of healthy edges appear on hover/focus only.
-    const quiet = edges.length > 12 && !err;
+    const label = edgeLabel(e, unit);
+    const quiet = quietOf.get(e);
     const g = svg('g', { class: 'edge' + (err ? ' err' : ''), tabindex: '0', role: 'link',
       'aria-label': `${e.source} calls ${e.target}: ${label}`, 'data-edge': `${e.source}>${e.target}` },
       svg('title', {}, `${e.source} → ${e.target}${e.connection_type ? ' (' + e.connection_type + ')' : ''}\n${e.call_count} calls, ${e.error_count} errors\n${label}`),

@@ -3,12 +3,31 @@
 // statistics. The waterfall draws as soon as the spans arrive; the
 // analysis (critical path, findings) is overlaid when it lands.
 import { el, clear, fmtMs, fmtPct, fmtTime, svcColor, textOn, badge, attrValue, traceId } from './util.js';
-import { getTrace, getAnalysis, optional } from './api.js';
+import { get, getTrace, getAnalysis, optional, setCached } from './api.js';
 import { buildModel, criticalPath, idleGaps, serviceStats, flatten, selfTime, flameTree, layoutFlame, spanMatches } from './tracemodel.js';
 import { setParams, openPanel, navigate } from './app.js';
 import { minimap } from './minimap.js';
 
 const ROW = 24;
+// Finding cards shown before "Show n more": one row at 1024 px.
+const FIRST_FINDINGS = 3;
+// The fonts of .wf-dur and its badges (app.css), for measuring labels.
+const DUR_FONT = '11px system-ui, -apple-system, "Segoe UI", Roboto, sans-serif';
+const BADGE_FONT = '10px system-ui, -apple-system, "Segoe UI", Roboto, sans-serif';
+const widths = new Map();
+let measureCtx = null;
+function textWidth(text, font) {
+  const k = font[0] + text;
+  let w = widths.get(k);
+  if (w === undefined) {
+    measureCtx = measureCtx || document.createElement('canvas').getContext('2d');
+    measureCtx.font = font;
+    w = measureCtx.measureText(text).width;
+    if (widths.size > 5000) widths.clear();
+    widths.set(k, w);
+  }
+  return w;
+}
 const esc = s => String(s).replace(/[&<>"']/g, c => ({ '&': '&amp;', '<': '&lt;', '>': '&gt;', '"': '&quot;', "'": '&#39;' }[c]));
 let active = null; // the live view state, for onKey
 
@@ -33,6 +52,31 @@ export async function render({ match, params, root }) {
     return;
   }
   const tFetched = performance.now();
+  // A trace over one page (query.max_trace_spans) draws its first page now
+  // and fetches the rest in the background; with every page in, the view
+  // is drawn again from the whole trace (its state is in the URL).
+  const total = Math.max(trace.total_spans || 0, trace.span_count || 0, trace.spans.length);
+  const paged = trace.truncated && trace.next ? el('div.note#trace-paging', { role: 'status' }) : null;
+  const abort = new AbortController();
+  if (paged) {
+    const bar = el('progress', { max: String(Math.min(total, MAX_SPANS)), value: String(trace.spans.length) });
+    const say = el('span');
+    const show = n => {
+      bar.value = n;
+      say.textContent = `Large trace: ${total.toLocaleString('en')} spans. Showing the first ${trace.spans.length.toLocaleString('en')} (by start time) while the rest load: ${n.toLocaleString('en')} of ${Math.min(total, MAX_SPANS).toLocaleString('en')}…`;
+    };
+    show(trace.spans.length);
+    paged.append(say, ' ', bar);
+    loadRest(trace, show, abort.signal).then(full => {
+      if (active !== S) return;
+      setCached('t:' + id, full);
+      navigate(location.pathname + location.search, { replace: true });
+    }).catch(e => {
+      if (e.name === 'AbortError') return;
+      bar.remove();
+      say.textContent = `Showing the first ${trace.spans.length.toLocaleString('en')} of ${total.toLocaleString('en')} spans: the rest could not be loaded (${e.message}).`;
+    });
+  }
   const model = buildModel(trace);
   const cp = criticalPath(model);
   const S = active = {
@@ -53,10 +97,14 @@ export async function render({ match, params, root }) {
           rootN.err ? 'Failed vs successful' : 'Slow vs the rest') : null,
         rootN ? el('a', { href: `/search?service=${encodeURIComponent(rootN.service)}&operation=${encodeURIComponent(rootN.name)}` }, 'Similar traces') : null)),
     el('span.spacer'),
-    el('div.facts', el('span', el('b', fmtMs(model.duration)), ' duration'), el('span', el('b', String(model.nodes.length)), ' spans'),
+    el('div.facts', el('span', el('b', fmtMs(model.duration)), ' duration'), el('span', el('b', String(model.nodes.length)), total > model.nodes.length ? ` of ${total} spans` : ' spans'),
       el('span', el('b', String(services.size)), ' services'), el('span', el('b', String(model.maxDepth + 1)), ' depth'),
       el('span' + (errCount ? '.err' : ''), el('b', String(errCount)), ' errors'),
       el('span#trace-start', fmtTime(trace.start_time)))));
+
+  if (paged) root.append(paged);
+  else if (trace.capped) root.append(el('div.note#trace-paging', { role: 'status' },
+    `Very large trace: showing its first ${trace.spans.length.toLocaleString('en')} spans by start time of ${total.toLocaleString('en')}; the API has them all (GET /api/v1/traces/${id}?offset=…).`));
 
   // Collapsible, and compact when open: the waterfall must stay above the fold.
   const whyCard = el('details.card.fold#why', { open: localStorage.getItem('tracedx-fold-why') === '1', ontoggle: e => localStorage.setItem('tracedx-fold-why', e.target.open ? '1' : '0') },
@@ -88,16 +136,28 @@ export async function render({ match, params, root }) {
   // The visible time window (zoom): [S.v0, S.v1] ms from the trace start.
   S.v0 = 0; S.v1 = T;
   const pct = x => (x - S.v0) / (S.v1 - S.v0) * 100;
+  // The lane width labels are placed for (durLabel).
+  let laneW = 600, laneKnown = false;
+  function measureLane() {
+    // The lane is the timeline column of a row: the head's ticks minus the
+    // body's scroll bar. Measured once on screen, then on resizes (tickRO),
+    // so redraws do not force a layout.
+    const w = ticks.clientWidth;
+    laneKnown = w > 0;
+    laneW = Math.max(40, w - Math.max(0, head.clientWidth - body.clientWidth));
+  }
   // As many time ticks as fit the timeline's width (it narrows when the
   // span panel opens).
   function drawTicks() {
+    measureLane();
     const nTicks = Math.max(2, Math.min(5, Math.floor((ticks.clientWidth || 900) / 110)));
     clear(ticks);
     for (let i = 0; i <= nTicks; i++) ticks.append(el('span', { style: { left: (i / nTicks * 100) + '%' } }, fmtMs(S.v0 + (S.v1 - S.v0) * i / nTicks)));
   }
   drawTicks();
   let tickW = 0;
-  const tickRO = new ResizeObserver(() => { if (ticks.clientWidth !== tickW) { tickW = ticks.clientWidth; drawTicks(); } });
+  // Labels are placed for the lane's width: redraw the rows too.
+  const tickRO = new ResizeObserver(() => { if (ticks.clientWidth !== tickW) { tickW = ticks.clientWidth; drawTicks(); if (S.flat.length) draw(true); } });
   tickRO.observe(ticks);
   // Minimap: every span at a glance; drag on it to zoom to a time range.
   const zoomInfo = el('span.small.muted#zoom-info');
@@ -199,15 +259,30 @@ export async function render({ match, params, root }) {
     h += `<div class="wf-bar" style="left:${l}%;width:${w}%;background:${n.err ? 'var(--err)' : color}"></div>`;
     const segs = S.cpSet.has(n) ? cp.get(n) : null;
     if (segs) for (const [a, b] of segs) h += `<div class="wf-cp" style="left:${pct(a)}%;width:${Math.max(pct(b) - pct(a), 0.05)}%"></div>`;
-    // The duration goes right of the bar, else left of it, else inside its
-    // right end: never over the name column.
-    const endPct = l + w;
-    const label = esc(fmtMs(n.dur)) + tags;
-    h += endPct < 50 ? `<span class="wf-dur" style="left:calc(${Math.max(0, endPct)}% + 4px)">${label}</span>`
-      : l > 30 ? `<span class="wf-dur" style="right:calc(${100 - l}% + 4px)">${label}</span>`
-        : `<span class="wf-dur in" style="right:calc(${Math.max(0, 100 - endPct)}% + 4px)">${label}</span>`;
+    h += durLabel(n, fs, l, l + w, tags);
     h += '</div></div>';
     return h;
+  }
+
+  // The duration (and the finding badges) go right of the bar, else left of
+  // it, else inside its right end, where the label fits the lane: the lane
+  // clips, and a label cut at 1024 px with the span panel open read "4.0 ms"
+  // for "64.0 ms". Widths are measured with a canvas, not the DOM, so a
+  // frame does not wait for layout.
+  function durLabel(n, fs, l, end, tags) {
+    const dur = esc(fmtMs(n.dur));
+    let width = textWidth(fmtMs(n.dur), DUR_FONT);
+    if (fs) width += 4 + textWidth(fs[0].kind.replace(/_/g, ' '), BADGE_FONT) + 12 + (fs.length > 1 ? 4 + textWidth(`+${fs.length - 1}`, BADGE_FONT) + 12 : 0);
+    // Badges are also in the span panel and the findings: a lane too narrow
+    // for both keeps the duration.
+    if (width > laneW - 8) { tags = ''; width = textWidth(fmtMs(n.dur), DUR_FONT); }
+    width += 2;
+    const lx = Math.max(0, l) / 100 * laneW, ex = Math.min(100, end) / 100 * laneW;
+    if (ex + 4 + width <= laneW) return `<span class="wf-dur" style="left:calc(${Math.max(0, end)}% + 4px)">${dur}${tags}</span>`;
+    if (lx - 4 - width >= 0) return `<span class="wf-dur" style="right:calc(${100 - l}% + 4px)">${dur}${tags}</span>`;
+    if (ex - lx >= width + 8) return `<span class="wf-dur in" style="right:calc(${Math.max(0, 100 - end)}% + 4px)">${dur}${tags}</span>`;
+    // Fits nowhere beside the bar: over it, inside the lane, on a backing.
+    return `<span class="wf-dur over" style="left:${Math.max(0, Math.min(laneW - width, ex + 4 - width))}px">${dur}${tags}</span>`;
   }
 
   // Rows are keyed by index: scrolling adds the rows that come into view and
@@ -220,6 +295,7 @@ export async function render({ match, params, root }) {
     if (!force && key === lastRange) return;
     lastRange = key;
     if (force) {
+      if (!laneKnown) measureLane();
       let html = '';
       for (let i = from; i < to; i++) html += rowHTML(S.flat[i], i);
       spacer.innerHTML = html;
@@ -277,16 +353,22 @@ export async function render({ match, params, root }) {
     const top = idx * ROW;
     if (top < body.scrollTop || top > body.scrollTop + body.clientHeight - ROW) body.scrollTop = Math.max(0, top - body.clientHeight / 3);
   }
-  function select(n, openDetail, focus = true) {
+  function select(n, openDetail, focus = true, scrollPage = true) {
     S.sel = n;
     setParams({ span: n ? n.id : '' });
     if (n) reveal(n);
     draw(true);
-    if (n && focus) {
-      const r = spacer.querySelector(`.wf-row[data-span="${n.id}"]`);
-      if (r) r.focus({ preventScroll: true });
-    }
+    const r = n && spacer.querySelector(`.wf-row[data-span="${n.id}"]`);
+    if (r && focus) r.focus({ preventScroll: true });
+    if (r && scrollPage) intoWindow(r);
     if (n && openDetail) showSpan(n);
+  }
+  // The waterfall scrolls inside its own box, and the cards above it may be
+  // tall (findings that wrap): the page scrolls too when the row is below
+  // the window or under the sticky headers.
+  function intoWindow(r) {
+    const b = r.getBoundingClientRect(), under = head.getBoundingClientRect().bottom;
+    if (b.top < under || b.bottom > innerHeight) scrollTo({ top: scrollY + b.top - Math.max(under + ROW, innerHeight / 3), behavior: 'instant' });
   }
   S.select = select; S.toggle = toggle; S.body = body;
 
@@ -296,7 +378,7 @@ export async function render({ match, params, root }) {
     const s = n.span;
     const kv = list => {
       if (!list || !list.length) return el('p.muted.small', 'none');
-      return el('table.kv', el('tbody', list.map(a => el('tr', el('td', { title: a.key }, a.key), el('td', attrValue(a))))));
+      return el('table.kv', el('tbody', list.map(a => el('tr', el('td', { title: a.key }, keyBreaks(a.key)), el('td', attrValue(a))))));
     };
     const fs = S.findingsBySpan.get(n.id) || [];
     const exc = (s.events || []).filter(ev => ev.name === 'exception');
@@ -510,7 +592,8 @@ export async function render({ match, params, root }) {
   refresh();
   showTab(S.tab);
   const want = params.get('span');
-  if (want && model.byId.has(want)) select(model.byId.get(want), true, false);
+  // A shared link opens at the top of the page, the span in its panel.
+  if (want && model.byId.has(want)) select(model.byId.get(want), true, false, false);
   requestAnimationFrame(() => {
     const tDrawn = performance.now();
     window.__tracedxPerf = { traceId: id, spans: model.nodes.length, fetchMs: tFetched - t0, renderMs: tDrawn - tFetched, totalMs: tDrawn - t0 };
@@ -533,12 +616,13 @@ export async function render({ match, params, root }) {
     if (S.findings.length) {
       findCard.hidden = false;
       findCard.firstChild.firstChild.textContent = `Findings (${S.findings.length})`;
-      // A few findings first: the waterfall must stay in view.
-      const strip = el('div.findings-strip', S.findings.slice(0, 6).map(f => findingCard(f)));
+      // One row of cards with whole titles; the rest on demand: the
+      // waterfall must stay in view.
+      const strip = el('div.findings-strip', S.findings.slice(0, FIRST_FINDINGS).map(f => findingCard(f)));
       findCard.lastChild.replaceWith(strip);
-      if (S.findings.length > 6) {
-        const more = el('button', { type: 'button', onclick: () => { strip.append(...S.findings.slice(6).map(f => findingCard(f))); more.remove(); } },
-          `Show ${S.findings.length - 6} more`);
+      if (S.findings.length > FIRST_FINDINGS) {
+        const more = el('button#findings-more', { type: 'button', onclick: () => { strip.append(...S.findings.slice(FIRST_FINDINGS).map(f => findingCard(f))); more.remove(); } },
+          `Show ${S.findings.length - FIRST_FINDINGS} more`);
         findCard.append(more);
       }
     }
@@ -549,7 +633,23 @@ export async function render({ match, params, root }) {
     whyCard.open = true;
   });
 
-  return () => { tickRO.disconnect(); if (flameCleanup) flameCleanup(); if (active === S) active = null; };
+  return () => { abort.abort(); tickRO.disconnect(); if (flameCleanup) flameCleanup(); if (active === S) active = null; };
+}
+
+// The spans a browser tab holds: beyond this a trace is shown cut, with a note.
+const MAX_SPANS = 200000;
+
+/** The whole trace from its first page: the other pages one after the other, reporting progress. */
+async function loadRest(first, progress, signal) {
+  const spans = first.spans.slice();
+  let next = first.next;
+  while (next && spans.length < MAX_SPANS) {
+    const page = await get(next, null, { signal });
+    for (const sp of page.spans || []) spans.push(sp);
+    progress(spans.length);
+    next = page.truncated && (page.spans || []).length ? page.next : null;
+  }
+  return { ...first, spans, truncated: false, next: undefined, capped: !!next, offset: 0, limit: spans.length };
 }
 
 // A span whose child is on the critical path is on it too, even when it
@@ -558,6 +658,12 @@ function withAncestors(nodes) {
   const set = new Set();
   for (let n of nodes) for (; n && !set.has(n); n = n.parent) set.add(n);
   return set;
+}
+
+/** An attribute key that may break after its dots (not inside a word) in a narrow column. */
+function keyBreaks(key) {
+  const parts = String(key).split('.');
+  return parts.flatMap((p, i) => i < parts.length - 1 ? [p + '.', document.createElement('wbr')] : [p]);
 }
 
 function sev(s) { return { critical: 3, warning: 2, info: 1 }[s] || 0; }

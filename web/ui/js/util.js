@@ -116,7 +116,8 @@ export function fmtTime(t, { short = false } = {}) {
 /** A trace id: the full 32 hex digits in the DOM (shortened by CSS), with a copy button. */
 export function traceId(id, { href, primary } = {}) {
   const full = normId(id);
-  const text = el('span.tid-text', full);
+  // Shortened by CSS on purpose (data-short): the title and the copy button hold the full id.
+  const text = el('span.tid-text', { 'data-short': 'id' }, full);
   const link = href ? el('a.tid-link.mono', { href, title: full, 'data-primary': primary ? '' : null }, text) : el('span.mono', { title: full }, text);
   const copy = el('button.icon.tid-copy', { type: 'button', title: 'Copy the full trace id', 'aria-label': 'Copy trace id ' + full,
     onclick: async e => { e.preventDefault(); e.stopPropagation(); toast(await copyText(full) ? 'Trace id copied' : 'Copy failed'); } },
