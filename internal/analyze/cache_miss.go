@@ -219,7 +219,7 @@ func (d *CacheMiss) Detect(t *Trace, _ *Env) []Finding {
 		gk := [2]string{n.Parent.Span.SpanID.String(), shape}
 		g := index[gk]
 		if g == nil {
-			g = &group{lookup: n, parent: n.Parent, ev: CacheMissEvidence{KeyShape: shape, Key: clipText(key, 120), System: system,
+			g = &group{lookup: n, parent: n.Parent, ev: CacheMissEvidence{KeyShape: shape, Key: model.Clip(key, 120), System: system,
 				Lookup: RefOf(t, n), Signal: sig, WroteBack: wrote}}
 			index[gk] = g
 			groups = append(groups, g)

@@ -3,6 +3,8 @@ package analyze
 import (
 	"fmt"
 	"strings"
+
+	"github.com/tracedx/tracedx/internal/model"
 )
 
 // A finding says where a problem was observed; its culprit says where to
@@ -72,7 +74,7 @@ func culpritAt(t *Trace, n *Node, reason string) *Culprit {
 	op := displayOp(n)
 	if IsCall(n) {
 		svc, target := CallTarget(t, n)
-		op = "call to " + svc + " " + clipText(target, 80)
+		op = "call to " + svc + " " + model.Clip(target, 80)
 	}
 	return &Culprit{Service: n.Span.Service, Operation: op, SpanID: n.Span.SpanID.String(), Reason: reason}
 }
@@ -211,7 +213,7 @@ func fanOutCulprit(t *Trace, f *Finding) *Culprit {
 		return nil
 	}
 	return culpritAt(t, p, fmt.Sprintf("%s's code calls %s %s once per item (%d calls); the loop is the thing to batch.",
-		p.Span.Service, ev.Target, clipText(ev.Operation, 60), ev.Count))
+		p.Span.Service, ev.Target, model.Clip(ev.Operation, 60), ev.Count))
 }
 
 func idleGapCulprit(t *Trace, f *Finding) *Culprit {
@@ -337,10 +339,10 @@ func retryStormCulprit(t *Trace, f *Finding) *Culprit {
 		svc, _ := CallTarget(t, deepest)
 		return culpritCallee(t, deepest, fmt.Sprintf("nested retries multiply to %d calls per request and the innermost "+
 			"layer's calls to %s fail (%s): %s's failures are the cause, the outer layers only retry them.",
-			ev.Amplification, svc, clipText(attemptOutcome(deepest, true), 60), svc))
+			ev.Amplification, svc, model.Clip(attemptOutcome(deepest, true), 60), svc))
 	}
 	return culpritCallee(t, attempt, fmt.Sprintf("%d of %d attempts to %s failed (%s): the retries react to %s's "+
-		"failures, which are the cause.", ev.FailedCount, len(ev.Attempts), ev.Target, clipText(ev.Attempts[0].Outcome, 60),
+		"failures, which are the cause.", ev.FailedCount, len(ev.Attempts), ev.Target, model.Clip(ev.Attempts[0].Outcome, 60),
 		ev.Target))
 }
 

@@ -3,6 +3,8 @@ package analyze
 import (
 	"fmt"
 	"strings"
+
+	"github.com/tracedx/tracedx/internal/model"
 )
 
 // ErrorOrigin finds the root cause of a failed trace: the deepest failed
@@ -102,7 +104,7 @@ func (d *ErrorOrigin) Detect(t *Trace, _ *Env) []Finding {
 			msg = fmt.Sprintf("HTTP %d", code)
 		}
 	}
-	ev := ErrorOriginEvidence{Origin: RefOf(t, o), ExceptionType: typ, ExceptionMessage: clipText(msg, 300),
+	ev := ErrorOriginEvidence{Origin: RefOf(t, o), ExceptionType: typ, ExceptionMessage: model.Clip(msg, 300),
 		OtherOrigins: len(origins) - 1}
 
 	var path []*Node
@@ -114,7 +116,7 @@ func (d *ErrorOrigin) Detect(t *Trace, _ *Env) []Finding {
 	for i := len(path) - 1; i >= 0; i-- {
 		n := path[i]
 		lt, lm := ExceptionOf(n.Span)
-		l := ErrorLayer{SpanRef: RefOf(t, n), Failed: Failed(n), ExceptionType: lt, Message: clipText(lm, 200)}
+		l := ErrorLayer{SpanRef: RefOf(t, n), Failed: Failed(n), ExceptionType: lt, Message: model.Clip(lm, 200)}
 		l.HTTPStatus, _ = HTTPStatus(n.Span)
 		ev.Chain = append(ev.Chain, l)
 		if n != o && l.Failed {
@@ -141,11 +143,11 @@ func (d *ErrorOrigin) Detect(t *Trace, _ *Env) []Finding {
 	}
 	switch {
 	case what == "" && msg != "":
-		what = clipText(msg, 80)
+		what = model.Clip(msg, 80)
 	case what == "":
 		what = "error"
 	case msg != "":
-		what += ": " + clipText(msg, 80)
+		what += ": " + model.Clip(msg, 80)
 	}
 	top := o
 	for _, n := range path {
@@ -195,7 +197,7 @@ func quoteCause(typ, msg string) string {
 	case t != "":
 		return t
 	case m != "":
-		return fmt.Sprintf("%q", clipText(m, 80))
+		return fmt.Sprintf("%q", model.Clip(m, 80))
 	}
 	return ""
 }

@@ -136,11 +136,11 @@ func eventWaits(s *model.Span) []spanWait {
 		res, wait, acq := classifyText(txt)
 		switch {
 		case wait && open == nil:
-			open = &spanWait{start: e.TimeUnixNano, resource: res, source: "span_events", waitEvent: clipText(txt, 200)}
+			open = &spanWait{start: e.TimeUnixNano, resource: res, source: "span_events", waitEvent: model.Clip(txt, 200)}
 			open.waitersAhead = max(firstInt(behindRe, txt), firstInt(aheadRe, txt))
 		case acq && open != nil:
 			open.end = e.TimeUnixNano
-			open.acquiredEvent = clipText(txt, 200)
+			open.acquiredEvent = model.Clip(txt, 200)
 			open.waitersBehind = firstInt(waitBehindRe, txt)
 			out = append(out, *open)
 			open = nil

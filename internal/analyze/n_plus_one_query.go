@@ -165,10 +165,10 @@ func (d *NPlusOneQuery) finding(t *Trace, p *Node, units, nodes []*Node) (Findin
 	}
 	entry := EntryOf(p)
 	title := fmt.Sprintf("%d %s queries of the same shape under %s (%s), %.0f ms in total",
-		len(nodes), system, displayOp(entry), clipText(shape, 80), NS(total))
+		len(nodes), system, displayOp(entry), model.Clip(shape, 80), NS(total))
 	if list != nil {
 		title = fmt.Sprintf("%d %s queries of the same shape after 1 list query under %s (%s), %.0f ms in total",
-			len(nodes), system, displayOp(entry), clipText(shape, 80), NS(total))
+			len(nodes), system, displayOp(entry), model.Clip(shape, 80), NS(total))
 	}
 	listShape := ""
 	if list != nil {
@@ -209,7 +209,7 @@ func batchAdvice(system, listShape string) string {
 	}
 	fix := "Load the rows in one query (WHERE id IN (...) or a JOIN"
 	if listShape != "" {
-		fix += " with " + clipText(listShape, 80)
+		fix += " with " + model.Clip(listShape, 80)
 	}
 	return fix + ") or enable the ORM's eager loading / batch fetching for this association."
 }

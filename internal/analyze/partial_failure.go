@@ -3,6 +3,8 @@ package analyze
 import (
 	"fmt"
 	"strings"
+
+	"github.com/tracedx/tracedx/internal/model"
 )
 
 // PartialFailure finds a parent that ran several branches concurrently,
@@ -83,7 +85,7 @@ func (d *PartialFailure) Detect(t *Trace, _ *Env) []Finding {
 			}
 			if withErr {
 				typ, msg := ExceptionOf(n.Span)
-				b.Error = clipText(strings.Trim(typ+": "+msg, ": "), 200)
+				b.Error = model.Clip(strings.Trim(typ+": "+msg, ": "), 200)
 				if b.Error == "" {
 					if code, ok := HTTPStatus(n.Span); ok {
 						b.Error = fmt.Sprintf("HTTP %d", code)

@@ -156,7 +156,7 @@ func (d *PoisonMessage) Detect(t *Trace, _ *Env) []Finding {
 			title += ", then sent it to " + nonEmpty(ev.DeadLetter.Destination, "a dead-letter queue")
 		}
 		if ev.Error != "" {
-			title += " (" + clipText(ev.Error, 80) + ")"
+			title += " (" + model.Clip(ev.Error, 80) + ")"
 		}
 		fix := "Retrying cannot fix a message that fails deterministically: classify the error as non-retryable, " +
 			"dead-letter it on the first such failure, and fix the producer or the consumer's parsing/validation."
@@ -194,7 +194,7 @@ func consumeErrorText(n *Node) string {
 			}
 		}
 	}
-	return clipText(strings.Trim(typ+": "+msg, ": "), 200)
+	return model.Clip(strings.Trim(typ+": "+msg, ": "), 200)
 }
 
 // findDeadLetter looks for a PRODUCER span to a dead-letter destination

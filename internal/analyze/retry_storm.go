@@ -298,8 +298,8 @@ func (d *RetryStorm) finding(t *Trace, rc *retryChain) (Finding, bool) {
 				outcome = "retries exhausted, the last one failed"
 			}
 		}
-		title = fmt.Sprintf("%d attempts to %s %s from %s, %s (%s)", len(rc.nodes), rc.service, clipText(rc.op, 60),
-			rc.parent.Span.Service, outcome, clipText(attempts[0].Outcome, 80))
+		title = fmt.Sprintf("%d attempts to %s %s from %s, %s (%s)", len(rc.nodes), rc.service, model.Clip(rc.op, 60),
+			rc.parent.Span.Service, outcome, model.Clip(attempts[0].Outcome, 80))
 	}
 	fix := "Retry only idempotent calls on transient errors, with exponential back-off and jitter and a retry budget; " +
 		"retry at one layer only (usually the edge) and do not retry when the callee says it is overloaded."

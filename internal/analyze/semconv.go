@@ -496,13 +496,6 @@ func displayOp(n *Node) string {
 	return n.Span.Name
 }
 
-func clipText(s string, n int) string {
-	if len(s) <= n {
-		return s
-	}
-	return s[:n] + "…"
-}
-
 func roundMS(ns uint64) float64 { return float64(int64(NS(ns)*10+0.5)) / 10 }
 
 func sharePct(part, whole uint64) float64 {
@@ -525,9 +518,9 @@ func subSat(a, b uint64) uint64 {
 func spanLabel(t *Trace, n *Node) string {
 	if IsCall(n) {
 		svc, op := CallTarget(t, n)
-		return n.Span.Service + " → " + svc + " " + clipText(op, 60)
+		return n.Span.Service + " → " + svc + " " + model.Clip(op, 60)
 	}
-	return n.Span.Service + " " + clipText(displayOp(n), 60)
+	return n.Span.Service + " " + model.Clip(displayOp(n), 60)
 }
 
 // wrapperErrorTypes are exception types that only wrap another error:
@@ -592,7 +585,7 @@ func originalErrorType(typ, msg string) string {
 	if t != "" {
 		return t
 	}
-	return clipText(m, 80)
+	return model.Clip(m, 80)
 }
 
 // isIPLiteral reports whether host is an IPv4 or IPv6 address.

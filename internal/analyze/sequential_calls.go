@@ -164,7 +164,7 @@ func (d *SequentialCalls) finding(t *Trace, p *Node, chain []*Node) (Finding, bo
 	}
 	title := fmt.Sprintf("if these %d calls are independent, running them together under %s would save ~%.0f ms: %s run one "+
 		"after another (%.0f ms in sequence vs %.0f ms for the slowest)",
-		len(chain), displayOp(p), NS(saving), clipText(strings.Join(names, ", "), 120), NS(sum), NS(longest))
+		len(chain), displayOp(p), NS(saving), model.Clip(strings.Join(names, ", "), 120), NS(sum), NS(longest))
 	return Finding{
 		Kind: d.Kind(), Severity: sev, Title: title, SpanIDs: ids,
 		ImpactMS: roundMS(impact), Evidence: ev,

@@ -4,6 +4,8 @@ import (
 	"fmt"
 	"slices"
 	"strings"
+
+	"github.com/tracedx/tracedx/internal/model"
 )
 
 // SlowQuery finds one database span that takes most of its service-entry
@@ -106,7 +108,7 @@ func (d *SlowQuery) Detect(t *Trace, env *Env) []Finding {
 		crit := subSat(critUnder(t, n), waitsOnPath(t, n, waits))
 		impact := crit
 		ev := SlowQueryEvidence{
-			Shape: shape, Statement: clipText(DBStatement(n.Span), 2000), DBSystem: system, DurationMS: roundMS(dur),
+			Shape: shape, Statement: model.Clip(DBStatement(n.Span), 2000), DBSystem: system, DurationMS: roundMS(dur),
 			Entry: RefOf(t, entry), SharePct: float64(int64(share*1000+0.5)) / 10, Rule: rule,
 			LockWaitMS: roundMS(waited), Failed: Failed(n),
 		}
@@ -189,7 +191,7 @@ var cacheOnN = map[string]bool{
 // queryAdvice is the fix for a slow statement in the terms of its store:
 // EXPLAIN and indexes mean nothing to a cache.
 func queryAdvice(system, shape string) string {
-	what := clipText(shape, 120)
+	what := model.Clip(shape, 120)
 	verb := ""
 	if f := strings.Fields(shape); len(f) > 0 {
 		verb = strings.ToUpper(f[0])

@@ -96,8 +96,8 @@ func (d *SwallowedError) Detect(t *Trace, _ *Env) []Finding {
 			}
 			to := IsTimeoutLike(f.Span)
 			anyTimeout = anyTimeout || to
-			ev.Failed = append(ev.Failed, FailedCall{SpanRef: RefOf(t, f), Target: svc, TargetOperation: clipText(op, 80),
-				Error: clipText(errText, 200), TimedOut: to, CriticalMS: roundMS(critUnder(t, f))})
+			ev.Failed = append(ev.Failed, FailedCall{SpanRef: RefOf(t, f), Target: svc, TargetOperation: model.Clip(op, 80),
+				Error: model.Clip(errText, 200), TimedOut: to, CriticalMS: roundMS(critUnder(t, f))})
 			ids = append(ids, f.Span.SpanID.String())
 			targets = append(targets, svc)
 		}

@@ -3,6 +3,8 @@ package analyze
 import (
 	"fmt"
 	"strings"
+
+	"github.com/tracedx/tracedx/internal/model"
 )
 
 // TimeoutCascade finds a chain of ancestors that all fail after waiting
@@ -243,7 +245,7 @@ func (d *TimeoutCascade) finding(t *Trace, hist History, chain []*Node) (Finding
 		}
 		evidence = evidence || tl || on
 		_, msg := ExceptionOf(n.Span)
-		layers[i] = CascadeLayer{SpanRef: RefOf(t, n), WaitedMS: roundMS(n.Duration()), TimeoutLike: tl, Message: clipText(msg, 200)}
+		layers[i] = CascadeLayer{SpanRef: RefOf(t, n), WaitedMS: roundMS(n.Duration()), TimeoutLike: tl, Message: model.Clip(msg, 200)}
 		ids[i] = n.Span.SpanID.String()
 	}
 	explicit := false

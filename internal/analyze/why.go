@@ -102,7 +102,7 @@ func whyChain(t *Trace, findings []Finding, h History) []string {
 		if IsWrapperErrorType(typ) {
 			typ = ""
 		}
-		if what := strings.Trim(typ+": "+clipText(ev.ExceptionMessage, 90), ": "); what != "" {
+		if what := strings.Trim(typ+": "+model.Clip(ev.ExceptionMessage, 90), ": "); what != "" {
 			s += ": " + what
 		}
 		if ev.PropagatedLayers > 0 {
@@ -140,7 +140,7 @@ func whyChain(t *Trace, findings []Finding, h History) []string {
 	}
 	if primary != nil && primary.Culprit != nil && primary.Culprit.Service != "" {
 		c := primary.Culprit
-		out = append(out, fmt.Sprintf("Culprit: %s — %s", strings.TrimSpace(c.Service+" "+clipText(c.Operation, 80)),
+		out = append(out, fmt.Sprintf("Culprit: %s — %s", strings.TrimSpace(c.Service+" "+model.Clip(c.Operation, 80)),
 			strings.TrimSuffix(c.Reason, ".")+"."))
 	}
 	return out
@@ -217,12 +217,12 @@ func nodeByHex(t *Trace, id string) *Node {
 func nodeLabel(t *Trace, n *Node) string {
 	if IsDB(n) {
 		sys := DBSystem(n.Span)
-		return fmt.Sprintf("one %s %s", sys, clipText(DBShape(n.Span), 80))
+		return fmt.Sprintf("one %s %s", sys, model.Clip(DBShape(n.Span), 80))
 	}
 	if IsCall(n) {
 		return spanLabel(t, n)
 	}
-	return n.Span.Service + " " + clipText(displayOp(n), 80)
+	return n.Span.Service + " " + model.Clip(displayOp(n), 80)
 }
 
 // usualTime compares a span with its usual duration when history knows it.

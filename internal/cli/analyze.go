@@ -289,7 +289,7 @@ func writeText(w io.Writer, results []analyze.Result, parents []map[string]strin
 			lo, hi = min(max(lo, 0), width-1), min(max(hi, lo+1), width)
 			bar := strings.Repeat(" ", lo) + strings.Repeat("█", hi-lo) + strings.Repeat(" ", width-hi)
 			indent := strings.Repeat(" ", min(s.Depth, 8))
-			fmt.Fprintf(&b, "  |%s| %8s self  %s%s %s\n", bar, fmtMS(s.SelfMS), indent, s.Service, clip(s.Operation, 70))
+			fmt.Fprintf(&b, "  |%s| %8s self  %s%s %s\n", bar, fmtMS(s.SelfMS), indent, s.Service, model.Clip(s.Operation, 70))
 		}
 		if hidden > 0 {
 			fmt.Fprintf(&b, "  … %d more spans on the path with less self time\n", hidden)
@@ -304,7 +304,7 @@ func writeText(w io.Writer, results []analyze.Result, parents []map[string]strin
 			}
 			b.WriteString("\n")
 			if c := f.Culprit; c != nil {
-				fmt.Fprintf(&b, "  %-8s %-20s culprit: %s %s — %s\n", "", "", c.Service, clip(c.Operation, 70), c.Reason)
+				fmt.Fprintf(&b, "  %-8s %-20s culprit: %s %s — %s\n", "", "", c.Service, model.Clip(c.Operation, 70), c.Reason)
 			}
 			if f.Fix != "" {
 				fmt.Fprintf(&b, "  %-8s %-20s fix: %s\n", "", "", f.Fix)
@@ -319,13 +319,6 @@ func writeText(w io.Writer, results []analyze.Result, parents []map[string]strin
 	}
 	_, err := io.WriteString(w, b.String())
 	return err
-}
-
-func clip(s string, n int) string {
-	if len(s) <= n {
-		return s
-	}
-	return s[:n] + "…"
 }
 
 // mdCell escapes what would break a table cell.
@@ -381,7 +374,7 @@ func writeMarkdown(w io.Writer, results []analyze.Result, parents []map[string]s
 			b.WriteString("\n### Critical path\n\n| span | service | operation | start | self |\n|---|---|---|---:|---:|\n")
 			for _, s := range steps {
 				fmt.Fprintf(&b, "| `%s` | %s | %s%s | %s | %s |\n", s.SpanID, mdCell(s.Service), strings.Repeat("· ", min(s.Depth, 8)),
-					mdCell(clip(s.Operation, 80)), fmtMS(s.StartMS), fmtMS(s.SelfMS))
+					mdCell(model.Clip(s.Operation, 80)), fmtMS(s.StartMS), fmtMS(s.SelfMS))
 			}
 			if hidden > 0 {
 				fmt.Fprintf(&b, "\n%d more spans on the path with less self time.\n", hidden)

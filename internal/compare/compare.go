@@ -140,18 +140,11 @@ func labelOf(n *analyze.Node) label {
 func (l label) String() string {
 	op := l.operation
 	if l.statement != "" {
-		op = clip(l.statement, 80)
+		op = model.Clip(l.statement, 80)
 	} else if l.target != "" {
-		op += " → " + clip(l.target, 80)
+		op += " → " + model.Clip(l.target, 80)
 	}
 	return l.service + ": " + op
-}
-
-func clip(s string, n int) string {
-	if len(s) <= n {
-		return s
-	}
-	return s[:n] + "…"
 }
 
 // selfTime is the part of n's duration not covered by any child (children
@@ -192,11 +185,11 @@ func errorText(n *analyze.Node) string {
 	typ, msg := analyze.ExceptionOf(n.Span)
 	switch {
 	case typ != "" && msg != "":
-		return clip(typ+": "+msg, 200)
+		return model.Clip(typ+": "+msg, 200)
 	case typ != "":
 		return typ
 	case msg != "":
-		return clip(msg, 200)
+		return model.Clip(msg, 200)
 	}
 	if code, ok := analyze.HTTPStatus(n.Span); ok {
 		return fmt.Sprintf("HTTP %d", code)

@@ -18,6 +18,7 @@ import (
 	"google.golang.org/grpc/codes"
 	"google.golang.org/protobuf/proto"
 
+	"github.com/tracedx/tracedx/internal/model"
 	"github.com/tracedx/tracedx/internal/otlpconv"
 	"github.com/tracedx/tracedx/internal/zipkin"
 )
@@ -53,7 +54,7 @@ func (s *Server) ZipkinHandler() http.Handler {
 func parseOTLPContentType(ct string) (wireFormat, error) {
 	mt, _, err := mime.ParseMediaType(ct)
 	if err != nil && ct != "" {
-		return 0, badInput(kindUnsupported, reasonContentType, "unparsable Content-Type %q: use %s or %s", truncate(ct, 80), ctProto, ctJSON)
+		return 0, badInput(kindUnsupported, reasonContentType, "unparsable Content-Type %q: use %s or %s", model.Clip(ct, 80), ctProto, ctJSON)
 	}
 	switch mt {
 	case ctProto, "application/protobuf":
@@ -61,7 +62,7 @@ func parseOTLPContentType(ct string) (wireFormat, error) {
 	case ctJSON:
 		return formatJSON, nil
 	}
-	return 0, badInput(kindUnsupported, reasonContentType, "unsupported Content-Type %q: use %s or %s", truncate(ct, 80), ctProto, ctJSON)
+	return 0, badInput(kindUnsupported, reasonContentType, "unsupported Content-Type %q: use %s or %s", model.Clip(ct, 80), ctProto, ctJSON)
 }
 
 func (s *Server) handleOTLP(w http.ResponseWriter, r *http.Request, sig otlpSignal) {
@@ -242,7 +243,7 @@ func (s *Server) readBody(w http.ResponseWriter, r *http.Request) (*bytes.Buffer
 		defer zr.Close()
 		src = zr
 	default:
-		return nil, badInput(kindUnsupported, reasonEncoding, "unsupported Content-Encoding %q: use gzip, zstd or none", truncate(enc, 40))
+		return nil, badInput(kindUnsupported, reasonEncoding, "unsupported Content-Encoding %q: use gzip, zstd or none", model.Clip(enc, 40))
 	}
 	buf := bufPool.Get().(*bytes.Buffer)
 	if r.ContentLength > 0 && r.Header.Get("Content-Encoding") == "" {
@@ -294,7 +295,7 @@ func (s *Server) handleZipkin(w http.ResponseWriter, r *http.Request) {
 	// preflight; requiring JSON keeps a web page from injecting spans into
 	// a local instance.
 	if ct := r.Header.Get("Content-Type"); !isJSONContentType(ct) {
-		err = badInput(kindUnsupported, reasonContentType, "unsupported Content-Type %q: only Zipkin v2 JSON (application/json) is accepted", truncate(ct, 80))
+		err = badInput(kindUnsupported, reasonContentType, "unsupported Content-Type %q: only Zipkin v2 JSON (application/json) is accepted", model.Clip(ct, 80))
 		s.writeTextError(w, err)
 		return
 	}

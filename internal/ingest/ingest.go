@@ -394,11 +394,11 @@ func (s *Server) checkSpans(ctx context.Context, spans []model.Span, rej *reject
 		sp := &spans[i]
 		if sp.TraceID.IsZero() || sp.SpanID.IsZero() {
 			rej.add(reasonInvalidID, fmt.Sprintf("span %q: trace id and span id must not be all zero (got trace id %s, span id %s)",
-				truncate(sp.Name, 64), sp.TraceID, sp.SpanID))
+				model.Clip(sp.Name, 64), sp.TraceID, sp.SpanID))
 			continue
 		}
 		if err := sp.CheckTimes(now, s.cfg.MaxSpanDuration); err != nil {
-			rej.add(reasonInvalidTime, fmt.Sprintf("span %q (%s): %v", truncate(sp.Name, 64), sp.SpanID, err))
+			rej.add(reasonInvalidTime, fmt.Sprintf("span %q (%s): %v", model.Clip(sp.Name, 64), sp.SpanID, err))
 			continue
 		}
 		if perTrace[sp.TraceID]++; perTrace[sp.TraceID] > s.cfg.MaxSpansPerTrace {
@@ -469,13 +469,6 @@ func (s *Server) writeLogs(ctx context.Context, proto string, recs []LogRecord) 
 	}
 	s.metrics.LogsAccepted.WithLabelValues(proto).Add(float64(len(recs)))
 	return nil
-}
-
-func truncate(s string, n int) string {
-	if len(s) <= n {
-		return s
-	}
-	return s[:n] + "…"
 }
 
 // rateLimiter is a token bucket over spans with one second of burst.

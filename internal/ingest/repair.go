@@ -6,6 +6,7 @@ import (
 	"errors"
 	"fmt"
 
+	"github.com/tracedx/tracedx/internal/model"
 	collogspb "go.opentelemetry.io/proto/otlp/collector/logs/v1"
 	coltracepb "go.opentelemetry.io/proto/otlp/collector/trace/v1"
 	logspb "go.opentelemetry.io/proto/otlp/logs/v1"
@@ -50,7 +51,7 @@ type idField struct {
 func badID(item, name string, fields ...idField) string {
 	for _, f := range fields {
 		if len(f.b) != 0 && len(f.b) != f.n {
-			return fmt.Sprintf("%s %q: %s id %s has %d bytes, want %d", item, truncate(name, 64), f.what, clipHex(f.b), len(f.b), f.n)
+			return fmt.Sprintf("%s %q: %s id %s has %d bytes, want %d", item, model.Clip(name, 64), f.what, clipHex(f.b), len(f.b), f.n)
 		}
 	}
 	return ""
@@ -246,13 +247,13 @@ func badJSONID(item string, obj jsonObj, keys []jsonIDKey) string {
 		}
 		var s string
 		if err := json.Unmarshal(raw, &s); err != nil {
-			return fmt.Sprintf("%s %q: %s id %s is not a string", item, truncate(name, 64), k.what, truncate(string(raw), 64))
+			return fmt.Sprintf("%s %q: %s id %s is not a string", item, model.Clip(name, 64), k.what, model.Clip(string(raw), 64))
 		}
 		if s == "" {
 			continue
 		}
 		if b, err := hex.DecodeString(s); err != nil || len(b) != k.n {
-			return fmt.Sprintf("%s %q: %s id %q is not %d hex characters", item, truncate(name, 64), k.what, truncate(s, 64), 2*k.n)
+			return fmt.Sprintf("%s %q: %s id %q is not %d hex characters", item, model.Clip(name, 64), k.what, model.Clip(s, 64), 2*k.n)
 		}
 	}
 	return ""

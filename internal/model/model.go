@@ -14,6 +14,7 @@ import (
 	"fmt"
 	"strconv"
 	"strings"
+	"unicode/utf8"
 )
 
 // TraceID is a 128-bit W3C trace id.
@@ -44,13 +45,13 @@ func ParseTraceID(s string) (TraceID, error) {
 	var t TraceID
 	s = strings.TrimSpace(s)
 	if len(s) == 0 || len(s) > 32 {
-		return t, fmt.Errorf("%w: trace id %q must be 16 or 32 hex characters", ErrBadID, truncate(s, 40))
+		return t, fmt.Errorf("%w: trace id %q must be 16 or 32 hex characters", ErrBadID, Clip(s, 40))
 	}
 	if len(s) < 32 {
 		s = strings.Repeat("0", 32-len(s)) + s
 	}
 	if _, err := hex.Decode(t[:], []byte(s)); err != nil {
-		return t, fmt.Errorf("%w: trace id %q is not hex", ErrBadID, truncate(s, 40))
+		return t, fmt.Errorf("%w: trace id %q is not hex", ErrBadID, Clip(s, 40))
 	}
 	return t, nil
 }
@@ -60,20 +61,25 @@ func ParseSpanID(s string) (SpanID, error) {
 	var id SpanID
 	s = strings.TrimSpace(s)
 	if len(s) == 0 || len(s) > 16 {
-		return id, fmt.Errorf("%w: span id %q must be 16 hex characters", ErrBadID, truncate(s, 40))
+		return id, fmt.Errorf("%w: span id %q must be 16 hex characters", ErrBadID, Clip(s, 40))
 	}
 	if len(s) < 16 {
 		s = strings.Repeat("0", 16-len(s)) + s
 	}
 	if _, err := hex.Decode(id[:], []byte(s)); err != nil {
-		return id, fmt.Errorf("%w: span id %q is not hex", ErrBadID, truncate(s, 40))
+		return id, fmt.Errorf("%w: span id %q is not hex", ErrBadID, Clip(s, 40))
 	}
 	return id, nil
 }
 
-func truncate(s string, n int) string {
+// Clip shortens s to at most n bytes plus "…" for titles and messages,
+// without splitting a UTF-8 sequence (a cut rune would show as U+FFFD).
+func Clip(s string, n int) string {
 	if len(s) <= n {
 		return s
+	}
+	for n > 0 && !utf8.RuneStart(s[n]) {
+		n--
 	}
 	return s[:n] + "…"
 }

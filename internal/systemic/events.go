@@ -239,7 +239,7 @@ func (d *Detector) flushMisses(now time.Time, root *model.Span, spans []model.Sp
 				continue
 			}
 			if _, ok := o.Attrs.First("db.system.name", "db.system"); ok && ev.fallback == "" {
-				ev.fallback = clip(analyze.DBShape(o), 120)
+				ev.fallback = model.Clip(analyze.DBShape(o), 120)
 				ev.fallbackMS = float64(o.DurationNano()) / 1e6
 			}
 		}
@@ -300,7 +300,7 @@ func (d *Detector) checkStampede(endpoint, key string, r *ring) {
 	f.Service, f.Operation = win[0].service, endpoint
 	f.Time = win[0].t
 	f.Title = sprintf("cache stampede on %s: %d requests to %s missed it within %.0f ms and all ran %s (mean %.1f ms)",
-		key, best, endpoint, float64(spread)/1e6, clip(win[0].fallback, 60), mean)
+		key, best, endpoint, float64(spread)/1e6, model.Clip(win[0].fallback, 60), mean)
 	// Impact: all but one of the fallbacks were redundant.
 	f.ImpactMS = math.Round(mean*float64(best-1)*10) / 10
 	f.Evidence = StampedeEvidence{Endpoint: endpoint, CacheKey: key, Traces: best, WithinMS: float64(spread) / 1e6,

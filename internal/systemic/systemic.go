@@ -788,18 +788,11 @@ func newErrorType(nt newType) Finding {
 	f.Time = nt.r.t
 	f.Title = sprintf("new error type in %s: %s", nt.service, nt.typ)
 	if nt.msg != "" {
-		f.Title += sprintf(" (%s)", clip(nt.msg, 120))
+		f.Title += sprintf(" (%s)", model.Clip(nt.msg, 120))
 	}
-	f.Evidence = NewErrorTypeEvidence{Service: nt.service, ExceptionType: nt.typ, Message: clip(nt.msg, 500)}
+	f.Evidence = NewErrorTypeEvidence{Service: nt.service, ExceptionType: nt.typ, Message: model.Clip(nt.msg, 500)}
 	f.Culprit = &analyze.Culprit{Service: nt.service, Operation: nt.op, SpanID: nt.r.span.String(),
 		Reason: sprintf("%s raises the new %s itself", nt.service, nt.typ)}
 	f.Fix = "An exception type not seen before usually comes with a deploy or a new failure mode of a dependency; open the example trace for the stack."
 	return f
-}
-
-func clip(s string, n int) string {
-	if len(s) <= n {
-		return s
-	}
-	return s[:n] + "…"
 }
