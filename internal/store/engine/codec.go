@@ -317,14 +317,18 @@ func decResource(d *dec) model.Attrs {
 	if d.a == nil {
 		return decAttrs(d)
 	}
+	// Attribute lists are self-delimiting, so input that starts with the
+	// whole encoding of a recent resource is that resource: no need to
+	// walk its attributes to find where it ends.
+	for i, r := range d.a.resRaw {
+		if len(r) > 0 && bytes.HasPrefix(d.b, r) {
+			d.b = d.b[len(r):]
+			return d.a.res[i]
+		}
+	}
 	raw := d.span(skipAttrs)
 	if d.err != nil {
 		return nil
-	}
-	for i, r := range d.a.resRaw {
-		if r != nil && bytes.Equal(raw, r) {
-			return d.a.res[i]
-		}
 	}
 	// Decode the same bytes again; raw ends where d.b starts, which is
 	// what the arena's end offset must say meanwhile.

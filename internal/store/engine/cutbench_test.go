@@ -80,6 +80,41 @@ func BenchmarkHeadInsert(b *testing.B) {
 	b.ReportMetric(float64(h.bytes.Load())/float64(h.spans.Load()), "head-bytes/span")
 }
 
+// BenchmarkCut measures cutting a full head into a level-0 block
+// (grouping, block catalog, S2, files), without completion. One op is 64
+// requests of ~500 spans.
+func BenchmarkCut(b *testing.B) {
+	batches := encodeBatches(64, 500)
+	e, err := Open(context.Background(), Options{Dir: b.TempDir(), IdleTimeout: time.Hour, FlushInterval: time.Hour, CompactInterval: time.Hour})
+	if err != nil {
+		b.Fatal(err)
+	}
+	defer e.Close()
+	var spans int64
+	var cpu time.Duration
+	b.ResetTimer()
+	for i := 0; i < b.N; i++ {
+		b.StopTimer()
+		now := time.Now().UnixNano()
+		for k := range batches {
+			bt := &batches[k]
+			for j := range bt.spans {
+				bt.spans[j].TraceID[0], bt.spans[j].TraceID[1] = byte(i), byte(i>>8)
+			}
+			e.head.insert(bt.spans, reencode(bt), bt.offs, 1, now)
+			spans += int64(len(bt.spans))
+		}
+		b.StartTimer()
+		cpu0 := processCPU()
+		if err := e.Flush(context.Background()); err != nil {
+			b.Fatal(err)
+		}
+		cpu += processCPU() - cpu0
+	}
+	b.StopTimer()
+	b.ReportMetric(float64(cpu.Nanoseconds())/float64(spans), "cpu-ns/span")
+}
+
 // BenchmarkCutComplete measures what memory pressure costs per span: the
 // head is cut before its traces are idle (all of them complete later), and
 // once idle they are completed and decoded for OnTraceComplete. One op is

@@ -343,6 +343,7 @@ func (lb *l0Builder) add(t *headTrace) error {
 		}
 	}
 	err := forEachFramed(t.buf, func(p []byte) error {
+		lb.r.resHint = lb.lastRes // a copy: stays whole while t.buf changes
 		if err := parseRawCatalog(p, &lb.r); err != nil {
 			return err
 		}
