@@ -50,6 +50,15 @@ func TestDecodeFramedArenaMatchesDecodeSpan(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
+	// Decoding a buffer handed over (strings pointing into it) gives the
+	// same spans.
+	owned, err := decodeFramedOwned(append([]byte(nil), buf...), nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !reflect.DeepEqual(owned, got) {
+		t.Fatal("decodeFramedOwned and decodeFramed disagree")
+	}
 	// Appending to a decoded attribute list must not clobber the next span's.
 	before := got[1].Attrs.Str(got[1].Attrs[0].Key)
 	got[0].Attrs = append(got[0].Attrs, model.Attr{Key: "x", Value: model.Str("y")})

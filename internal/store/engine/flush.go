@@ -82,8 +82,9 @@ func (e *Engine) completionLoop() {
 		}
 		readBack := len(c.spans) > 0
 		if c.buf != nil {
-			// Decoding happens here, off the flush path.
-			spans, err := decodeFramed(c.buf, make([]model.Span, 0, c.n+len(c.spans)))
+			// Decoding happens here, off the flush path. The buffer is the
+			// completion's alone: the cut trace's, or the cold tier's copy.
+			spans, err := decodeFramedOwned(c.buf, make([]model.Span, 0, c.n+len(c.spans)))
 			if err != nil {
 				e.bgErrors.Add(1)
 				e.log.Error("decode completed trace", "trace_id", c.id.String(), "err", err)
