@@ -131,7 +131,7 @@ func BenchmarkCutComplete(b *testing.B) {
 	}
 	defer e.Close()
 	ctx := context.Background()
-	var spans int64
+	var spans, coldBytes int64
 	b.ResetTimer()
 	cpu0 := processCPU()
 	for i := 0; i < b.N; i++ {
@@ -153,6 +153,9 @@ func BenchmarkCutComplete(b *testing.B) {
 		if err != nil {
 			b.Fatal(err)
 		}
+		e.pendingMu.Lock()
+		coldBytes += e.cold.bytes
+		e.pendingMu.Unlock()
 		e.opts.IdleTimeout = -time.Hour // everything pending is idle now
 		e.completePending(ctx)
 		e.opts.IdleTimeout = time.Hour
@@ -166,6 +169,7 @@ func BenchmarkCutComplete(b *testing.B) {
 	}
 	b.ReportMetric(float64((processCPU()-cpu0).Nanoseconds())/float64(spans), "cpu-ns/span")
 	b.ReportMetric(float64(e.readBacks.Load())/float64(b.N), "readbacks/op")
+	b.ReportMetric(float64(coldBytes)/float64(spans), "cold-bytes/span")
 }
 
 // processCPU is the process's user and system CPU time: on a shared
