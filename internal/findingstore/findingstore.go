@@ -173,6 +173,8 @@ type Store struct {
 	unindexed atomic.Int64
 	stopScan  chan struct{}
 	scanWG    sync.WaitGroup
+	// packWG counts sealed segments being compressed in the background.
+	packWG sync.WaitGroup
 }
 
 const segPrefix, segSuffix = "findings-", ".jsonl"
@@ -531,10 +533,7 @@ func (s *Store) seal() error {
 	seg.indexed, seg.meta, seg.strs, seg.recOff, seg.b = true, m, x.strs, recOff, nil
 	seg.idxBytes = recOff + int64(m.count)*recordSize
 	s.cur = nil
-	if err := s.compress(seg); err != nil {
-		// The plain segment and its index are whole: it stays as it is.
-		s.log.Warn("compressing findings segment", "file", seg.name, "err", err)
-	}
+	s.compress(seg)
 	return nil
 }
 
@@ -881,6 +880,7 @@ func (s *Store) Close() error {
 	s.mu.Unlock()
 	close(s.stopScan)
 	s.scanWG.Wait()
+	s.packWG.Wait()
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	err := s.seal()

@@ -208,6 +208,7 @@ func TestRetentionDropsSegments(t *testing.T) {
 	if got, _ := fs.ForTrace(ctx, tid(1)); len(got) != 0 {
 		t.Errorf("expired trace still indexed: %v", got)
 	}
+	fs.packWG.Wait()                                                  // sealed segments compress in the background
 	names, _ := filepath.Glob(filepath.Join(dir, "findings-*.json?")) // plain or compressed
 	if len(names) != 3 {
 		t.Errorf("segments after retention: %d, want 3", len(names))

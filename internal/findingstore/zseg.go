@@ -9,6 +9,7 @@ import (
 	"io"
 	"os"
 	"path/filepath"
+	"slices"
 	"sort"
 	"strings"
 	"sync"
@@ -112,36 +113,70 @@ func (s *Store) openZSegment(name string) (*segment, error) {
 	return seg, nil
 }
 
-// compress replaces a sealed plain segment by its compressed form. The
-// caller holds mu.
-func (s *Store) compress(seg *segment) error {
+// compress replaces a just sealed plain segment by its compressed form:
+// at once while the store closes, else in the background (a full segment
+// is ~100 MB of JSON, seconds of CPU that Put and queries must not wait
+// for). The caller holds mu.
+func (s *Store) compress(seg *segment) {
 	if seg.f == nil || seg.size == 0 || !compressSealed {
-		return nil
+		return
 	}
-	dst := stem(seg.name) + zSuffix
-	if err := compressSegment(seg.f, seg.size, dst); err != nil {
-		return err
+	if s.closed {
+		s.packed(seg, seg.f, s.pack(seg.name, seg.f, seg.size))
+		return
 	}
-	z, err := openZFile(dst)
-	if err == nil && z.size() != seg.size {
+	s.packWG.Add(1)
+	go func(name string, f *os.File, size int64) {
+		defer s.packWG.Done()
+		z := s.pack(name, f, size)
+		s.mu.Lock()
+		defer s.mu.Unlock()
+		s.packed(seg, f, z)
+	}(seg.name, seg.f, seg.size)
+}
+
+// pack writes the compressed form of a plain segment and opens it (nil on
+// failure: the plain segment and its index are whole and stay in use).
+func (s *Store) pack(name string, f *os.File, size int64) *zFile {
+	dst := stem(name) + zSuffix
+	err := compressSegment(f, size, dst)
+	var z *zFile
+	if err == nil {
+		z, err = openZFile(dst)
+	}
+	if err == nil && z.size() != size {
 		z.Close()
-		err = fmt.Errorf("compressed %d bytes of findings, want %d: %w", z.size(), seg.size, errZCorrupt)
+		err = fmt.Errorf("compressed %d bytes of findings, want %d: %w", z.size(), size, errZCorrupt)
 	}
 	if err != nil {
 		os.Remove(dst)
-		return err
+		s.log.Warn("compressing findings segment", "file", name, "err", err)
+		return nil
 	}
 	if d, err := os.Open(s.opt.Dir); err == nil {
 		_ = d.Sync() // the rename is durable before the plain file goes
 		d.Close()
 	}
+	return z
+}
+
+// packed switches seg from its plain file f to z and removes f's file,
+// unless retention dropped the segment meanwhile. The caller holds mu.
+func (s *Store) packed(seg *segment, f *os.File, z *zFile) {
+	if z == nil {
+		return
+	}
+	if seg.f != f || !slices.Contains(s.segs, seg) {
+		z.Close()
+		os.Remove(z.f.Name())
+		return
+	}
 	plain := seg.name
 	seg.f.Close()
-	seg.f, seg.z, seg.name = nil, z, dst
+	seg.f, seg.z, seg.name = nil, z, z.f.Name()
 	if err := os.Remove(plain); err != nil {
 		s.log.Warn("removing compressed findings segment's plain file", "file", plain, "err", err)
 	}
-	return nil
 }
 
 // compressSegment writes the JSON lines of src (size bytes) as a

@@ -202,3 +202,36 @@ func TestCompressionCrashLeftovers(t *testing.T) {
 		}
 	}
 }
+
+// Segments sealed while the store runs are compressed in the background,
+// and queries meanwhile and after answer as from plain segments.
+func TestSegmentsCompressWhileOpen(t *testing.T) {
+	ref := t.TempDir()
+	compressSealed = false
+	want := fill(t, ref, 0, 450)
+	compressSealed = true
+
+	dir := t.TempDir()
+	c := &clock{t: time.Date(2026, 3, 1, 12, 0, 0, 0, time.UTC)}
+	s, err := Open(Options{Dir: dir, Now: c.Now, SegmentMaxFindings: 200})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer s.Close()
+	for i := range 450 {
+		if err := s.Put(context.Background(), []Stored{realistic(i, c.Now())}); err != nil {
+			t.Fatal(err)
+		}
+		c.Add(time.Second)
+		if i%50 == 0 {
+			answers(t, s, i+1) // reads race with the background swaps
+		}
+	}
+	s.packWG.Wait()
+	if zs, _ := filepath.Glob(filepath.Join(dir, "*"+zSuffix)); len(zs) != 2 {
+		t.Fatalf("%d compressed segments while open, want the 2 sealed", len(zs))
+	}
+	if got := answers(t, s, 450); got != want {
+		t.Fatal("answers differ from plain segments'")
+	}
+}
