@@ -268,7 +268,7 @@ func (s *Store) openSegment(name string) (*segment, error) {
 			seg.size = m.covered
 		}
 		seg.indexed, seg.meta, seg.strs, seg.recOff = true, m, strs, recOff
-		seg.idxBytes = recOff + int64(m.count)*recordSize
+		seg.idxBytes = idxFileBytes(seg.idxPath())
 		s.nextID = max(s.nextID, m.maxID+1)
 		return seg, nil
 	}
@@ -386,7 +386,7 @@ func (s *Store) indexSegment(seg *segment) error {
 	}
 	s.mu.Lock()
 	seg.size, seg.indexed, seg.meta, seg.strs, seg.recOff = off, true, m, x.strs, recOff
-	seg.idxBytes = recOff + int64(m.count)*recordSize
+	seg.idxBytes = idxFileBytes(seg.idxPath())
 	s.mu.Unlock()
 	return nil
 }
@@ -531,7 +531,7 @@ func (s *Store) seal() error {
 		return err
 	}
 	seg.indexed, seg.meta, seg.strs, seg.recOff, seg.b = true, m, x.strs, recOff, nil
-	seg.idxBytes = recOff + int64(m.count)*recordSize
+	seg.idxBytes = idxFileBytes(seg.idxPath())
 	s.cur = nil
 	s.compress(seg)
 	return nil

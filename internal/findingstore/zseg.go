@@ -95,7 +95,7 @@ func (s *Store) openZSegment(name string) (*segment, error) {
 	m, strs, recOff, err := readMeta(seg.idxPath())
 	if err == nil && m.covered == seg.size {
 		seg.indexed, seg.meta, seg.strs, seg.recOff = true, m, strs, recOff
-		seg.idxBytes = recOff + int64(m.count)*recordSize
+		seg.idxBytes = idxFileBytes(seg.idxPath())
 		s.nextID = max(s.nextID, m.maxID+1)
 		return seg, nil
 	}

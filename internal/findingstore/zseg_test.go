@@ -235,3 +235,52 @@ func TestSegmentsCompressWhileOpen(t *testing.T) {
 		t.Fatal("answers differ from plain segments'")
 	}
 }
+
+// Indexes of the layout before compressed records ("TDXFIX02": records
+// as they are) are read as they are; the compressed ones are smaller.
+func TestIndexV02StaysReadable(t *testing.T) {
+	dir := t.TempDir()
+	want := fill(t, dir, 0, 1000)
+	idx, _ := filepath.Glob(filepath.Join(dir, "*"+idxSuffix))
+	if len(idx) == 0 {
+		t.Fatal("no index files")
+	}
+	var packed, plain int64
+	for _, p := range idx {
+		b, err := os.ReadFile(p)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if string(b[:8]) != idxMagic {
+			t.Fatalf("%s starts %q", p, b[:8])
+		}
+		m, _, off, err := readMeta(p)
+		if err != nil {
+			t.Fatal(err)
+		}
+		f, err := os.Open(p)
+		if err != nil {
+			t.Fatal(err)
+		}
+		recs, err := readPackedRecords(f, off, m.count)
+		f.Close()
+		if err != nil {
+			t.Fatal(err)
+		}
+		old := append([]byte(idxMagic02), b[8:off]...)
+		old = append(old, recs...)
+		if err := os.WriteFile(p, old, 0o644); err != nil {
+			t.Fatal(err)
+		}
+		packed += int64(len(b))
+		plain += int64(len(old))
+	}
+	if packed*2 > plain {
+		t.Fatalf("compressed indexes take %d bytes, plain %d (want under half)", packed, plain)
+	}
+	t.Logf("indexes: %d bytes compressed, %d plain", packed, plain)
+	s := openDir(t, dir)
+	if got := answers(t, s, 1000); got != want {
+		t.Fatal("answers from TDXFIX02 indexes differ")
+	}
+}
