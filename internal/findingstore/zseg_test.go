@@ -322,3 +322,27 @@ func BenchmarkCompressSegment(b *testing.B) {
 	st, _ := os.Stat(dst)
 	b.ReportMetric(float64(st.Size())/float64(len(lines)), "ratio")
 }
+
+// A compressed segment whose index is gone (removed by hand, as
+// bench/findingstart -unindexed does) is indexed in the background from
+// its compressed lines, and answers as before.
+func TestCompressedSegmentWithoutIndex(t *testing.T) {
+	dir := t.TempDir()
+	want := fill(t, dir, 0, 600)
+	idx, _ := filepath.Glob(filepath.Join(dir, "*"+idxSuffix))
+	for _, p := range idx {
+		if err := os.Remove(p); err != nil {
+			t.Fatal(err)
+		}
+	}
+	s := openDir(t, dir)
+	if got := answers(t, s, 600); got != want {
+		t.Fatal("answers after indexing compressed segments differ")
+	}
+	if err := s.Put(context.Background(), []Stored{realistic(600, time.Date(2026, 3, 2, 0, 0, 0, 0, time.UTC))}); err != nil {
+		t.Fatal(err)
+	}
+	if l, _ := s.List(context.Background(), Query{Limit: 1}); len(l) != 1 || l[0].ID != 600 {
+		t.Fatalf("id after indexing: %+v", l)
+	}
+}
