@@ -40,7 +40,8 @@ func main() {
 		*dir = d
 	}
 	fdir := filepath.Join(*dir, "findings")
-	if have, _ := filepath.Glob(filepath.Join(fdir, "findings-*.jsonl")); len(have) == 0 {
+	// Plain (.jsonl) or compressed (.jsonz) segments.
+	if have, _ := filepath.Glob(filepath.Join(fdir, "findings-*.json?")); len(have) == 0 {
 		start := time.Now()
 		check(build(fdir, *n))
 		fmt.Fprintf(os.Stderr, "findingstart: wrote %d findings in %s\n", *n, time.Since(start).Round(time.Second))

@@ -100,8 +100,9 @@ type Query struct {
 // (b); a sealed one has its metadata, and its records on disk.
 type segment struct {
 	name    string
-	f       *os.File
-	size    int64
+	f       *os.File // plain JSON lines (the open segment, older sealed ones)
+	z       *zFile   // compressed (sealed); then f is nil
+	size    int64    // bytes of JSON lines
 	created time.Time
 
 	b *indexBuilder // the open segment only
@@ -113,7 +114,31 @@ type segment struct {
 	idxBytes int64
 }
 
-func (seg *segment) idxPath() string { return strings.TrimSuffix(seg.name, segSuffix) + idxSuffix }
+func (seg *segment) idxPath() string { return stem(seg.name) + idxSuffix }
+
+// lines reads the segment's JSON lines, whichever way they are stored.
+func (seg *segment) lines() io.ReaderAt {
+	if seg.z != nil {
+		return seg.z
+	}
+	return seg.f
+}
+
+// diskBytes is what the segment's data takes on disk.
+func (seg *segment) diskBytes() int64 {
+	if seg.z != nil {
+		return seg.z.disk
+	}
+	return seg.size
+}
+
+func (seg *segment) close() {
+	if seg.z != nil {
+		seg.z.Close()
+	} else if seg.f != nil {
+		seg.f.Close()
+	}
+}
 
 // timeRange is the span of finding times in the segment.
 func (seg *segment) timeRange() (int64, int64) {
@@ -148,6 +173,8 @@ type Store struct {
 	unindexed atomic.Int64
 	stopScan  chan struct{}
 	scanWG    sync.WaitGroup
+	// packWG counts sealed segments being compressed in the background.
+	packWG sync.WaitGroup
 }
 
 const segPrefix, segSuffix = "findings-", ".jsonl"
@@ -179,16 +206,16 @@ func Open(opt Options) (*Store, error) {
 	}
 	s := &Store{opt: opt, log: opt.Logger.With("component", "findingstore"), stopScan: make(chan struct{}),
 		cache: idxCache{maxEntries: 1 << 20}}
-	if tmps, _ := filepath.Glob(filepath.Join(opt.Dir, segPrefix+"*"+idxSuffix+".tmp")); len(tmps) > 0 {
+	for _, suffix := range []string{idxSuffix, zSuffix} {
+		tmps, _ := filepath.Glob(filepath.Join(opt.Dir, segPrefix+"*"+suffix+".tmp"))
 		for _, t := range tmps {
 			os.Remove(t)
 		}
 	}
-	names, err := filepath.Glob(filepath.Join(opt.Dir, segPrefix+"*"+segSuffix))
+	names, err := segmentFiles(opt.Dir)
 	if err != nil {
-		return nil, fmt.Errorf("findingstore: listing %s: %w", opt.Dir, err)
+		return nil, err
 	}
-	sort.Strings(names)
 	var scan []*segment
 	for _, name := range names {
 		seg, err := s.openSegment(name)
@@ -214,6 +241,9 @@ func Open(opt Options) (*Store, error) {
 // whole one, else only the id of its last finding (new ids continue after
 // it) and it waits for indexing.
 func (s *Store) openSegment(name string) (*segment, error) {
+	if strings.HasSuffix(name, zSuffix) {
+		return s.openZSegment(name)
+	}
 	f, err := os.OpenFile(name, os.O_RDWR, 0o644)
 	if err != nil {
 		return nil, fmt.Errorf("findingstore: opening %s: %w", name, err)
@@ -238,14 +268,14 @@ func (s *Store) openSegment(name string) (*segment, error) {
 			seg.size = m.covered
 		}
 		seg.indexed, seg.meta, seg.strs, seg.recOff = true, m, strs, recOff
-		seg.idxBytes = recOff + int64(m.count)*recordSize
+		seg.idxBytes = idxFileBytes(seg.idxPath())
 		s.nextID = max(s.nextID, m.maxID+1)
 		return seg, nil
 	}
 	if err != nil && !errors.Is(err, os.ErrNotExist) {
 		s.log.Warn("findings index unreadable, rebuilding it", "file", seg.idxPath(), "err", err)
 	}
-	id, err := lastID(f, seg.size)
+	id, err := lastID(f, name, seg.size)
 	if err != nil {
 		f.Close()
 		return nil, err
@@ -258,12 +288,12 @@ func (s *Store) openSegment(name string) (*segment, error) {
 
 // lastID returns the id of the last whole finding of a segment (0: none),
 // reading only its tail.
-func lastID(f *os.File, size int64) (uint64, error) {
+func lastID(f io.ReaderAt, name string, size int64) (uint64, error) {
 	const window = 1 << 20
 	start := max(0, size-window)
 	buf := make([]byte, size-start)
 	if _, err := f.ReadAt(buf, start); err != nil && err != io.EOF {
-		return 0, fmt.Errorf("findingstore: reading the tail of %s: %w", f.Name(), err)
+		return 0, fmt.Errorf("findingstore: reading the tail of %s: %w", name, err)
 	}
 	// Drop a torn last line.
 	if i := bytes.LastIndexByte(buf, '\n'); i >= 0 {
@@ -317,7 +347,7 @@ var beforeIndex func()
 // writes its index.
 func (s *Store) indexSegment(seg *segment) error {
 	b := newIndexBuilder()
-	r := bufio.NewReaderSize(io.NewSectionReader(seg.f, 0, seg.size), 256<<10)
+	r := bufio.NewReaderSize(io.NewSectionReader(seg.lines(), 0, seg.size), 256<<10)
 	var off int64
 	for {
 		select {
@@ -334,7 +364,7 @@ func (s *Store) indexSegment(seg *segment) error {
 				b.add(&st, off, int32(len(line)))
 			}
 			off += int64(len(line))
-		} else if len(line) > 0 {
+		} else if len(line) > 0 && seg.f != nil { // compressed segments are written whole
 			s.log.Warn("cutting torn finding at end of log", "file", seg.name, "offset", off)
 			if terr := seg.f.Truncate(off); terr != nil {
 				return fmt.Errorf("findingstore: truncating %s: %w", seg.name, terr)
@@ -356,7 +386,7 @@ func (s *Store) indexSegment(seg *segment) error {
 	}
 	s.mu.Lock()
 	seg.size, seg.indexed, seg.meta, seg.strs, seg.recOff = off, true, m, x.strs, recOff
-	seg.idxBytes = recOff + int64(m.count)*recordSize
+	seg.idxBytes = idxFileBytes(seg.idxPath())
 	s.mu.Unlock()
 	return nil
 }
@@ -501,13 +531,14 @@ func (s *Store) seal() error {
 		return err
 	}
 	seg.indexed, seg.meta, seg.strs, seg.recOff, seg.b = true, m, x.strs, recOff, nil
-	seg.idxBytes = recOff + int64(m.count)*recordSize
+	seg.idxBytes = idxFileBytes(seg.idxPath())
 	s.cur = nil
+	s.compress(seg)
 	return nil
 }
 
 func parseSegTime(name string) int64 {
-	b := strings.TrimSuffix(strings.TrimPrefix(filepath.Base(name), segPrefix), segSuffix)
+	b := strings.TrimPrefix(filepath.Base(stem(name)), segPrefix)
 	var n int64
 	fmt.Sscanf(b, "%d", &n)
 	return n
@@ -516,7 +547,7 @@ func parseSegTime(name string) int64 {
 // read decodes one record from its segment.
 func (s *Store) read(seg *segment, e *idxEntry) (Stored, error) {
 	buf := make([]byte, e.n)
-	if _, err := seg.f.ReadAt(buf, e.off); err != nil {
+	if _, err := seg.lines().ReadAt(buf, e.off); err != nil {
 		return Stored{}, fmt.Errorf("findingstore: reading %s at %d: %w", seg.name, e.off, err)
 	}
 	return decode(buf)
@@ -769,7 +800,7 @@ func (s *Store) DiskBytes() int64 {
 	defer s.mu.RUnlock()
 	var n int64
 	for _, seg := range s.segs {
-		n += seg.size + seg.idxBytes
+		n += seg.diskBytes() + seg.idxBytes
 	}
 	return n
 }
@@ -783,7 +814,7 @@ func (s *Store) Prune() {
 	kept := s.segs[:0]
 	for _, seg := range s.segs {
 		if seg != s.cur && seg.indexed && seg.meta.maxT < cut {
-			seg.f.Close()
+			seg.close()
 			s.cache.drop(seg)
 			for _, p := range []string{seg.name, seg.idxPath()} {
 				if err := os.Remove(p); err != nil && !errors.Is(err, os.ErrNotExist) {
@@ -849,6 +880,7 @@ func (s *Store) Close() error {
 	s.mu.Unlock()
 	close(s.stopScan)
 	s.scanWG.Wait()
+	s.packWG.Wait()
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	err := s.seal()
@@ -858,7 +890,7 @@ func (s *Store) Close() error {
 
 func (s *Store) closeFiles() {
 	for _, seg := range s.segs {
-		seg.f.Close()
+		seg.close()
 	}
 }
 

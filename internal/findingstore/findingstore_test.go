@@ -145,7 +145,11 @@ func TestPutListRestart(t *testing.T) {
 	}
 }
 
+// A plain segment (as versions before compressed segments sealed them)
+// with bytes after its index's end loses those bytes on open.
 func TestTornTailIsCut(t *testing.T) {
+	compressSealed = false
+	defer func() { compressSealed = true }()
 	dir := t.TempDir()
 	c := &clock{t: time.Date(2026, 3, 1, 12, 0, 0, 0, time.UTC)}
 	fs, err := Open(Options{Dir: dir, Now: c.Now})
@@ -204,7 +208,8 @@ func TestRetentionDropsSegments(t *testing.T) {
 	if got, _ := fs.ForTrace(ctx, tid(1)); len(got) != 0 {
 		t.Errorf("expired trace still indexed: %v", got)
 	}
-	names, _ := filepath.Glob(filepath.Join(dir, "findings-*.jsonl"))
+	fs.packWG.Wait()                                                  // sealed segments compress in the background
+	names, _ := filepath.Glob(filepath.Join(dir, "findings-*.json?")) // plain or compressed
 	if len(names) != 3 {
 		t.Errorf("segments after retention: %d, want 3", len(names))
 	}

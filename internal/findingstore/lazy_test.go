@@ -16,6 +16,7 @@ func crash(s *Store) {
 	s.mu.Unlock()
 	close(s.stopScan)
 	s.scanWG.Wait()
+	s.packWG.Wait() // what a real crash leaves of it is TestCompressionCrashLeftovers'
 	s.closeFiles()
 }
 

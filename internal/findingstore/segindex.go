@@ -30,13 +30,20 @@ import (
 //	          | u8 systemic | [16] trace id | u32 operation+1 (0: none) | u8 severity rank
 //	          | f32 impact ms
 //
+// Since "TDXFIX03" the records are stored transposed (byte j of every
+// record, then byte j+1, ...) and zstd-compressed as one frame: times,
+// ids and offsets grow slowly and kinds and services repeat, so the
+// columns shrink to about a third, while a record's layout stays the
+// same. "TDXFIX02" indexes (records as they are) are read as they are.
+//
 // The index is written to a temporary file, synced and renamed, so it is
 // whole or absent; an absent one, or one of an older layout
 // ("TDXFIX01", without operation, severity and impact), is rebuilt from
 // the segment in the background.
 
 const (
-	idxMagic   = "TDXFIX02"
+	idxMagic   = "TDXFIX03" // records transposed and compressed
+	idxMagic02 = "TDXFIX02" // records as they are
 	idxSuffix  = ".idx"
 	recordSize = 8 + 8 + 8 + 4 + 2 + 4 + 1 + 16 + 4 + 1 + 4
 )
@@ -196,6 +203,8 @@ func writeIndex(path string, x *segIndex, m *segMeta) (int64, error) {
 	_, _ = w.WriteString(idxMagic)
 	_ = binary.Write(w, binary.LittleEndian, uint32(len(meta)))
 	_, _ = w.Write(meta)
+	n := len(x.entries)
+	cols := make([]byte, n*recordSize)
 	var rec [recordSize]byte
 	for i := range x.entries {
 		e := &x.entries[i]
@@ -213,8 +222,11 @@ func writeIndex(path string, x *segIndex, m *segMeta) (int64, error) {
 		binary.LittleEndian.PutUint32(rec[51:], e.operation)
 		rec[55] = byte(e.severity)
 		binary.LittleEndian.PutUint32(rec[56:], math.Float32bits(e.impactMS))
-		_, _ = w.Write(rec[:])
+		for j, b := range rec {
+			cols[j*n+i] = b
+		}
 	}
+	_, _ = w.Write(zEnc.EncodeAll(cols, nil))
 	err = w.Flush()
 	if err == nil {
 		err = f.Sync()
@@ -242,7 +254,7 @@ func readMeta(path string) (segMeta, []string, int64, error) {
 	}
 	defer f.Close()
 	var head [12]byte
-	if _, err := io.ReadFull(f, head[:]); err != nil || string(head[:8]) != idxMagic {
+	if _, err := io.ReadFull(f, head[:]); err != nil || (string(head[:8]) != idxMagic && string(head[:8]) != idxMagic02) {
 		return segMeta{}, nil, 0, errBadIndex
 	}
 	n := binary.LittleEndian.Uint32(head[8:])
@@ -289,8 +301,17 @@ func readIndex(path string, strs []string, off int64, count int) (*segIndex, err
 		return nil, fmt.Errorf("findingstore: opening index: %w", err)
 	}
 	defer f.Close()
-	buf := make([]byte, count*recordSize)
-	if _, err := f.ReadAt(buf, off); err != nil {
+	var magic [8]byte
+	if _, err := f.ReadAt(magic[:], 0); err != nil {
+		return nil, fmt.Errorf("findingstore: reading index %s: %w", path, err)
+	}
+	var buf []byte
+	if string(magic[:]) == idxMagic02 {
+		buf = make([]byte, count*recordSize)
+		if _, err := f.ReadAt(buf, off); err != nil {
+			return nil, fmt.Errorf("findingstore: reading index %s: %w", path, err)
+		}
+	} else if buf, err = readPackedRecords(f, off, count); err != nil {
 		return nil, fmt.Errorf("findingstore: reading index %s: %w", path, err)
 	}
 	x := &segIndex{strs: strs, entries: make([]idxEntry, count)}
@@ -310,6 +331,46 @@ func readIndex(path string, strs []string, off int64, count int) (*segIndex, err
 		e.impactMS = math.Float32frombits(binary.LittleEndian.Uint32(rec[56:]))
 	}
 	return x, nil
+}
+
+// readPackedRecords reads the compressed, transposed records from off to
+// the end of the file and returns them as they are laid out one by one.
+func readPackedRecords(f *os.File, off int64, count int) ([]byte, error) {
+	st, err := f.Stat()
+	if err != nil {
+		return nil, err
+	}
+	if st.Size() < off {
+		return nil, errBadIndex
+	}
+	z := make([]byte, st.Size()-off)
+	if _, err := f.ReadAt(z, off); err != nil {
+		return nil, err
+	}
+	cols, err := zDec.DecodeAll(z, make([]byte, 0, count*recordSize))
+	if err != nil {
+		return nil, err
+	}
+	if len(cols) != count*recordSize {
+		return nil, errBadIndex
+	}
+	buf := make([]byte, len(cols))
+	for j := 0; j < recordSize; j++ {
+		col := cols[j*count : (j+1)*count]
+		for i, b := range col {
+			buf[i*recordSize+j] = b
+		}
+	}
+	return buf, nil
+}
+
+// idxFileBytes is the size of an index file (0 when it cannot be read).
+func idxFileBytes(path string) int64 {
+	st, err := os.Stat(path)
+	if err != nil {
+		return 0
+	}
+	return st.Size()
 }
 
 type byteReader struct {

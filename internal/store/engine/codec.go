@@ -6,6 +6,7 @@ import (
 	"errors"
 	"fmt"
 	"math"
+	"unsafe"
 
 	"github.com/tracedx/tracedx/internal/model"
 )
@@ -317,14 +318,18 @@ func decResource(d *dec) model.Attrs {
 	if d.a == nil {
 		return decAttrs(d)
 	}
+	// Attribute lists are self-delimiting, so input that starts with the
+	// whole encoding of a recent resource is that resource: no need to
+	// walk its attributes to find where it ends.
+	for i, r := range d.a.resRaw {
+		if len(r) > 0 && bytes.HasPrefix(d.b, r) {
+			d.b = d.b[len(r):]
+			return d.a.res[i]
+		}
+	}
 	raw := d.span(skipAttrs)
 	if d.err != nil {
 		return nil
-	}
-	for i, r := range d.a.resRaw {
-		if r != nil && bytes.Equal(raw, r) {
-			return d.a.res[i]
-		}
 	}
 	// Decode the same bytes again; raw ends where d.b starts, which is
 	// what the arena's end offset must say meanwhile.
@@ -448,7 +453,21 @@ func decodeFramed(p []byte, out []model.Span) ([]model.Span, error) {
 	if len(p) == 0 {
 		return out, nil
 	}
-	a := newDecArena(p)
+	return decodeFramedArena(p, out, newDecArena(p))
+}
+
+// decodeFramedOwned is decodeFramed for a buffer that nothing writes to
+// again (a completed trace's, handed over by the head or the cold tier):
+// the decoded strings point into p itself instead of into a copy of it,
+// which saved the completion path a copy of every span it decodes.
+func decodeFramedOwned(p []byte, out []model.Span) ([]model.Span, error) {
+	if len(p) == 0 {
+		return out, nil
+	}
+	return decodeFramedArena(p, out, &decArena{src: unsafe.String(unsafe.SliceData(p), len(p)), srcLen: len(p)})
+}
+
+func decodeFramedArena(p []byte, out []model.Span, a *decArena) ([]model.Span, error) {
 	for off := 0; off < len(p); {
 		if len(p)-off < 4 {
 			return out, fmt.Errorf("framed span header: %w", errCorrupt)

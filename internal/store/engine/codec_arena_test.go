@@ -16,6 +16,14 @@ func TestDecodeFramedArenaMatchesDecodeSpan(t *testing.T) {
 	spans[3].Events = []model.Event{{TimeUnixNano: spans[3].StartUnixNano + 5, Name: "ev", Attrs: model.Attrs{{Key: "k", Value: model.Str("v")}}}}
 	spans[4].Links = []model.Link{{TraceID: spans[0].TraceID, SpanID: spans[0].SpanID, TraceState: "a=b", Attrs: model.Attrs{{Key: "n", Value: model.Int(3)}}}}
 	spans[5].Resource = nil
+	// Resources the shortcut for a repeated resource must tell apart: one
+	// that extends another, one with the same keys and a longer value.
+	a := model.Attrs{{Key: "service.name", Value: model.Str("x")}}
+	spans[6].Resource = a
+	spans[7].Resource = append(a[:1:1], model.Attr{Key: "host.name", Value: model.Str("h")})
+	spans[8].Resource = a
+	spans[9].Resource = model.Attrs{{Key: "service.name", Value: model.Str("xy")}}
+	spans[10].Resource = a
 	var buf []byte
 	for i := range spans {
 		buf = appendFramed(buf, &spans[i])
@@ -42,6 +50,15 @@ func TestDecodeFramedArenaMatchesDecodeSpan(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
+	// Decoding a buffer handed over (strings pointing into it) gives the
+	// same spans.
+	owned, err := decodeFramedOwned(append([]byte(nil), buf...), nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !reflect.DeepEqual(owned, got) {
+		t.Fatal("decodeFramedOwned and decodeFramed disagree")
+	}
 	// Appending to a decoded attribute list must not clobber the next span's.
 	before := got[1].Attrs.Str(got[1].Attrs[0].Key)
 	got[0].Attrs = append(got[0].Attrs, model.Attr{Key: "x", Value: model.Str("y")})
@@ -51,5 +68,43 @@ func TestDecodeFramedArenaMatchesDecodeSpan(t *testing.T) {
 	// Truncated input fails cleanly.
 	if _, err := decodeFramed(buf[:len(buf)-3], nil); err == nil {
 		t.Fatal("truncated buffer decoded without error")
+	}
+}
+
+// The cut parses spans with the last resource as a hint; it must find the
+// same fields as parsing without one, whatever resource comes next.
+func TestParseRawResourceHint(t *testing.T) {
+	g := newGen(22)
+	spans := g.batch(200, 1_700_000_000e9, 1e6)
+	a := model.Attrs{{Key: "service.name", Value: model.Str("x")}}
+	spans[1].Resource = a
+	spans[2].Resource = append(a[:1:1], model.Attr{Key: "host.name", Value: model.Str("h")})
+	spans[3].Resource = a
+	spans[4].Resource = nil
+	spans[5].Resource = model.Attrs{{Key: "service.name", Value: model.Str("xy")}}
+	var hinted rawSpan
+	var last []byte
+	hits := 0
+	for i := range spans {
+		p := appendSpanRes(nil, &spans[i], nil)
+		var plain rawSpan
+		if err := parseRawCatalog(p, &plain); err != nil {
+			t.Fatal(err)
+		}
+		hinted.resHint = last
+		if err := parseRawCatalog(p, &hinted); err != nil {
+			t.Fatal(err)
+		}
+		if len(last) > 0 && len(hinted.resource) == len(last) && string(hinted.resource) == string(last) {
+			hits++
+		}
+		plain.resHint = hinted.resHint
+		if !reflect.DeepEqual(plain, hinted) {
+			t.Fatalf("span %d: with hint %+v, without %+v", i, hinted, plain)
+		}
+		last = append(last[:0], plain.resource...)
+	}
+	if hits < len(spans)/2 {
+		t.Fatalf("the hint matched %d of %d spans; runs of one resource should match", hits, len(spans))
 	}
 }

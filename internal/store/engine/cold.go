@@ -10,15 +10,13 @@ import (
 
 // The cold tier keeps the encoded spans of traces that memory pressure cut
 // into blocks before they were idle, so that completing them later (handing
-// them to OnTraceComplete) needs no read-back from Parquet. Their framed
-// head bytes are packed into chunks of about coldChunkBytes and compressed
-// with S2 (fast, and spans of one cut repeat keys, resources and values, so
-// they shrink about tenfold). When the tier outgrows its budget the oldest
-// chunks are dropped and their traces fall back to the read-back path,
-// which is slower but gives the same result. All fields are guarded by
-// Engine.pendingMu.
-
-const coldChunkBytes = 1 << 20
+// them to OnTraceComplete) needs no read-back from blocks. It holds the
+// level-0 block's own chunks (S2-compressed framed head bytes, see l0.go)
+// that contain such traces, so keeping them costs a copy of bytes already
+// compressed for the block, not a second compression. When the tier
+// outgrows its budget the oldest chunks are dropped and their traces fall
+// back to the read-back path, which is slower but gives the same result.
+// All fields are guarded by Engine.pendingMu.
 
 type coldChunk struct {
 	data []byte // S2-compressed framed spans; nil once released or evicted
@@ -126,38 +124,6 @@ func (t *coldTier) release(parts []coldRef) {
 		}
 	}
 	t.trim()
-}
-
-// coldBuilder packs traces into chunks.
-type coldBuilder struct {
-	raw, scratch []byte
-	ids          []model.TraceID
-	refs         []coldRef
-	flush        func(c *coldChunk, ids []model.TraceID, refs []coldRef)
-}
-
-func (b *coldBuilder) add(id model.TraceID, buf []byte, spans int) {
-	if len(b.raw) > 0 && len(b.raw)+len(buf) > coldChunkBytes {
-		b.finish()
-	}
-	b.ids = append(b.ids, id)
-	b.refs = append(b.refs, coldRef{off: uint32(len(b.raw)), n: uint32(len(buf)), spans: spans})
-	b.raw = append(b.raw, buf...)
-}
-
-func (b *coldBuilder) finish() {
-	if len(b.ids) == 0 {
-		return
-	}
-	// Encode into scratch and keep an exact-size copy: S2 sizes its output
-	// for the worst case, about ten times what these chunks need.
-	b.scratch = s2.Encode(b.scratch[:cap(b.scratch)], b.raw)
-	c := &coldChunk{data: append([]byte(nil), b.scratch...), live: len(b.ids)}
-	for i := range b.refs {
-		b.refs[i].c = c
-	}
-	b.flush(c, b.ids, b.refs)
-	b.raw, b.ids, b.refs = b.raw[:0], b.ids[:0], b.refs[:0]
 }
 
 // coldReader decompresses each chunk once per pass.

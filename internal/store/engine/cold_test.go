@@ -1,7 +1,12 @@
 package engine
 
 import (
+	"bytes"
 	"context"
+	"errors"
+	"io"
+	"path/filepath"
+	"slices"
 	"sync"
 	"testing"
 	"time"
@@ -115,7 +120,7 @@ func normSpan(s model.Span) model.Span {
 }
 
 // A trace registered by a cut but not yet handed to the cold tier (the cut
-// registers first, keepCold adds its spans after) may go idle in between
+// registers first, writeCut adds its spans after) may go idle in between
 // on a starved CPU. The completion pass used to complete it from no parts
 // and crash the server (index out of range); now it waits for the parts.
 func TestPendingTraceWithoutPartsYetWaits(t *testing.T) {
@@ -138,4 +143,210 @@ func TestPendingTraceWithoutPartsYetWaits(t *testing.T) {
 	if e.pending[id] == nil || len(e.pendingQ) != 1 {
 		t.Fatalf("a trace without its parts yet was taken: pending %v, queue %d", e.pending[id], len(e.pendingQ))
 	}
+}
+
+// Traces cut before they are idle keep the level-0 block's own compressed
+// chunks in the cold tier (no second compression), and complete from them
+// with exactly the spans written and no read-back.
+func TestEarlyCutKeepsLevel0Chunks(t *testing.T) {
+	e, want, got := openCutTest(t, func(BlockStorage) BlockStorage { return nil })
+	cutAllEarly(t, e)
+
+	e.mu.RLock()
+	if len(e.blocks) != 1 {
+		e.mu.RUnlock()
+		t.Fatalf("%d blocks after one cut", len(e.blocks))
+	}
+	b := e.blocks[0]
+	e.mu.RUnlock()
+	var onDisk [][]byte
+	for c := 0; c+1 < len(b.l0.chunkOff); c++ {
+		z := make([]byte, b.l0.chunkOff[c+1]-b.l0.chunkOff[c])
+		if _, err := b.file.ReadAt(z, b.l0.chunkOff[c]); err != nil {
+			t.Fatal(err)
+		}
+		onDisk = append(onDisk, z)
+	}
+	e.pendingMu.Lock()
+	var kept [][]byte
+	for _, c := range e.cold.chunks {
+		kept = append(kept, c.data)
+	}
+	e.pendingMu.Unlock()
+	if len(onDisk) < 2 || len(kept) != len(onDisk) {
+		t.Fatalf("block has %d chunks, cold tier %d (want the same, at least 2)", len(onDisk), len(kept))
+	}
+	for i := range kept {
+		if !bytes.Equal(kept[i], onDisk[i]) {
+			t.Fatalf("cold chunk %d is not the block's chunk %d", i, i)
+		}
+	}
+
+	completeAllPending(t, e, want, got)
+	if rb := e.readBacks.Load(); rb != 0 {
+		t.Fatalf("%d traces read back from blocks", rb)
+	}
+}
+
+// A cut whose block fails after some of its chunks went to the cold tier
+// puts its traces back in the head; once cut again they complete exactly
+// once, with exactly their spans.
+func TestFailedCutCompletesEarlyTracesExactly(t *testing.T) {
+	fail := &failingStorage{failAfter: 100 << 10}
+	e, want, got := openCutTest(t, func(local BlockStorage) BlockStorage {
+		fail.BlockStorage = local
+		return fail
+	})
+	ctx := context.Background()
+	now := time.Now().UnixNano()
+	e.flushMu.Lock()
+	err := e.cutToBlock(ctx, func(*headTrace) bool { return true }, now-int64(time.Hour))
+	e.flushMu.Unlock()
+	if err == nil {
+		t.Fatal("the cut did not fail")
+	}
+	e.pendingMu.Lock()
+	if e.cold.seq == 0 || e.cold.bytes != 0 {
+		e.pendingMu.Unlock()
+		t.Fatalf("cold tier: %d chunks added, %d bytes kept after the failed cut (want some added, none kept)", e.cold.seq, e.cold.bytes)
+	}
+	for id := range want {
+		if p := e.pending[id]; p == nil || !p.inHead || len(p.parts) != 0 {
+			e.pendingMu.Unlock()
+			t.Fatalf("trace %s after the failed cut: %+v (want back in the head, no parts)", id, p)
+		}
+	}
+	e.pendingMu.Unlock()
+	if n := e.head.traces.Load(); n != int64(len(want)) {
+		t.Fatalf("head holds %d traces after the failed cut, want %d", n, len(want))
+	}
+
+	fail.mu.Lock()
+	fail.failAfter = 0
+	fail.mu.Unlock()
+	cutAllEarly(t, e)
+	completeAllPending(t, e, want, got)
+}
+
+// openCutTest opens an engine whose block storage is wrap(local storage)
+// (nil: the default) and writes traces to its head.
+func openCutTest(t *testing.T, wrap func(local BlockStorage) BlockStorage) (*Engine, map[model.TraceID][]model.Span, *completions) {
+	t.Helper()
+	got := &completions{spans: map[model.TraceID][]model.Span{}, calls: map[model.TraceID]int{}}
+	dir := t.TempDir()
+	o := testOpts(dir)
+	local, err := NewLocalStorage(filepath.Join(dir, "blocks"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if st := wrap(local); st != nil {
+		o.Storage = st
+	}
+	o.IdleTimeout, o.FlushInterval, o.CompactInterval = time.Hour, time.Hour, time.Hour
+	o.HeadMaxBytes = 1 << 30
+	o.OnTraceComplete = got.add
+	e := openT(t, o)
+	t.Cleanup(func() { e.Close() })
+	g := newGen(77)
+	want := map[model.TraceID][]model.Span{}
+	for i := 0; i < 150; i++ {
+		tr := g.trace(1_700_000_000e9 + uint64(i)*1e6)
+		want[tr[0].TraceID] = tr
+		writeRetrying(t, e, tr)
+	}
+	return e, want, got
+}
+
+// cutAllEarly cuts the whole head as traces not idle yet.
+func cutAllEarly(t *testing.T, e *Engine) {
+	t.Helper()
+	e.flushMu.Lock()
+	defer e.flushMu.Unlock()
+	now := time.Now().UnixNano()
+	if err := e.cutToBlock(context.Background(), func(*headTrace) bool { return true }, now-int64(time.Hour)); err != nil {
+		t.Fatal(err)
+	}
+}
+
+// completeAllPending makes every pending trace idle, completes them and
+// checks each completed once with exactly the spans written.
+func completeAllPending(t *testing.T, e *Engine, want map[model.TraceID][]model.Span, got *completions) {
+	t.Helper()
+	e.opts.IdleTimeout = -time.Hour
+	e.completePending(context.Background())
+	waitFor(t, func() bool { got.mu.Lock(); defer got.mu.Unlock(); return len(got.spans) == len(want) })
+	got.mu.Lock()
+	defer got.mu.Unlock()
+	for id, w := range want {
+		if got.calls[id] != 1 {
+			t.Fatalf("trace %s completed %d times", id, got.calls[id])
+		}
+		g, w := normSpans(got.spans[id]), normSpans(w)
+		bySpanID := func(a, b model.Span) int { return bytes.Compare(a.SpanID[:], b.SpanID[:]) }
+		slices.SortFunc(g, bySpanID)
+		slices.SortFunc(w, bySpanID)
+		sameSpans(t, w, g)
+	}
+	e.pendingMu.Lock()
+	defer e.pendingMu.Unlock()
+	if len(e.pending) != 0 || e.cold.bytes != 0 {
+		t.Fatalf("%d traces still pending, cold tier %d bytes", len(e.pending), e.cold.bytes)
+	}
+}
+
+type completions struct {
+	mu    sync.Mutex
+	spans map[model.TraceID][]model.Span
+	calls map[model.TraceID]int
+}
+
+func (c *completions) add(ct CompletedTrace) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	c.spans[ct.ID] = ct.Spans
+	c.calls[ct.ID]++
+}
+
+// failingStorage is local block storage whose level-0 data writes fail
+// past failAfter bytes of a block (0: never).
+type failingStorage struct {
+	BlockStorage
+	mu        sync.Mutex
+	failAfter int
+}
+
+func (f *failingStorage) Create(ctx context.Context, id string) (BlockWriter, error) {
+	w, err := f.BlockStorage.Create(ctx, id)
+	if err != nil {
+		return nil, err
+	}
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	return failingWriter{BlockWriter: w, left: f.failAfter}, nil
+}
+
+type failingWriter struct {
+	BlockWriter
+	left int
+}
+
+func (w failingWriter) File(name string) (io.WriteCloser, error) {
+	f, err := w.BlockWriter.File(name)
+	if err != nil || w.left == 0 || name != fileL0 {
+		return f, err
+	}
+	return &failingFile{WriteCloser: f, left: w.left}, nil
+}
+
+type failingFile struct {
+	io.WriteCloser
+	left int
+}
+
+func (f *failingFile) Write(p []byte) (int, error) {
+	if len(p) > f.left {
+		return 0, errors.New("injected write failure")
+	}
+	f.left -= len(p)
+	return f.WriteCloser.Write(p)
 }

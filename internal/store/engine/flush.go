@@ -82,8 +82,9 @@ func (e *Engine) completionLoop() {
 		}
 		readBack := len(c.spans) > 0
 		if c.buf != nil {
-			// Decoding happens here, off the flush path.
-			spans, err := decodeFramed(c.buf, make([]model.Span, 0, c.n+len(c.spans)))
+			// Decoding happens here, off the flush path. The buffer is the
+			// completion's alone: the cut trace's, or the cold tier's copy.
+			spans, err := decodeFramedOwned(c.buf, make([]model.Span, 0, c.n+len(c.spans)))
 			if err != nil {
 				e.bgErrors.Add(1)
 				e.log.Error("decode completed trace", "trace_id", c.id.String(), "err", err)
@@ -194,14 +195,14 @@ func (e *Engine) cutToBlock(ctx context.Context, pick func(t *headTrace) bool, i
 	if len(cut) == 0 {
 		return nil
 	}
-	if len(early) > 0 {
-		e.keepCold(cut, early)
-	}
 	defer func() {
 		e.flushingBytes.Add(-cutBytes)
 		e.signalCut()
 	}()
-	err := e.writeCut(ctx, cut, idleBefore)
+	err := e.writeCut(ctx, cut, early, idleBefore)
+	if err != nil && len(early) > 0 {
+		e.unkeepCold(early)
+	}
 	e.mu.Lock()
 	e.removeFlushingLocked(cut) // no-op when writeCut published the block
 	if err != nil {
@@ -261,7 +262,11 @@ func sameMap(a, b map[model.TraceID]*headTrace) bool {
 	return true
 }
 
-func (e *Engine) writeCut(ctx context.Context, cut map[model.TraceID]*headTrace, idleBefore int64) error {
+// writeCut writes the cut as a level-0 block and completes its idle
+// traces. The early ones (cut before they were idle) keep the block's
+// compressed chunks holding them in the cold tier, so they complete later
+// without reading blocks back and without compressing their spans twice.
+func (e *Engine) writeCut(ctx context.Context, cut map[model.TraceID]*headTrace, early []model.TraceID, idleBefore int64) error {
 	ids := make([]model.TraceID, 0, len(cut))
 	for id := range cut {
 		ids = append(ids, id)
@@ -285,6 +290,14 @@ func (e *Engine) writeCut(ctx context.Context, cut map[model.TraceID]*headTrace,
 	bb, err := newL0Builder(ctx, e.storage, newBlockID())
 	if err != nil {
 		return err
+	}
+	if len(early) > 0 {
+		bb.keep = make(map[model.TraceID]bool, len(early))
+		for _, id := range early {
+			bb.keep[id] = true
+		}
+		olderIn := e.inBlocks(older, early)
+		bb.onKept = func(c *coldChunk, ids []model.TraceID, refs []coldRef) { e.addCold(c, ids, refs, olderIn) }
 	}
 	var done []completion
 	var cr coldReader
@@ -382,52 +395,59 @@ func (e *Engine) sendCompletions(ctx context.Context, cs []completion) {
 	}
 }
 
-// keepCold packs the spans of traces cut before they were idle into the
-// cold tier, so they complete later without reading blocks back. A trace
-// that already had spans in blocks before this cut is marked to complete by
-// read-back instead (its parts would miss those spans). Callers hold
-// flushMu.
-func (e *Engine) keepCold(cut map[model.TraceID]*headTrace, early []model.TraceID) {
-	e.mu.RLock()
-	blocks := e.blocks
-	olderIn := make(map[model.TraceID]bool)
-	for _, id := range early {
+// inBlocks returns which of ids have spans in blocks.
+func (e *Engine) inBlocks(blocks []*block, ids []model.TraceID) map[model.TraceID]bool {
+	in := make(map[model.TraceID]bool)
+	for _, id := range ids {
 		for _, b := range blocks {
 			if b.idx.find(id) >= 0 {
-				olderIn[id] = true
+				in[id] = true
 				break
 			}
 		}
 	}
-	e.mu.RUnlock()
-	cb := coldBuilder{flush: func(c *coldChunk, ids []model.TraceID, refs []coldRef) {
-		e.pendingMu.Lock()
-		defer e.pendingMu.Unlock()
-		for i, id := range ids {
-			p := e.pending[id]
-			if p == nil {
-				c.live--
-				continue
-			}
-			if olderIn[id] && len(p.parts) == 0 {
-				p.older = true
-			}
-			p.parts = append(p.parts, refs[i])
+	return in
+}
+
+// addCold hands a level-0 chunk of the cut being written to the cold tier
+// for the early traces it holds. A trace that already had spans in blocks
+// before this cut (olderIn) is marked to complete by read-back instead
+// (its parts would miss those spans). Callers hold flushMu.
+func (e *Engine) addCold(c *coldChunk, ids []model.TraceID, refs []coldRef, olderIn map[model.TraceID]bool) {
+	e.pendingMu.Lock()
+	defer e.pendingMu.Unlock()
+	for i, id := range ids {
+		p := e.pending[id]
+		if p == nil {
+			c.live--
+			continue
 		}
-		e.cold.add(c)
-		if c.live <= 0 {
-			e.cold.drop(c)
-			e.cold.trim()
+		if olderIn[id] && len(p.parts) == 0 {
+			p.older = true
 		}
-	}}
-	// Chunks hold traces of similar age, so they go idle together and a
-	// completion pass decompresses few chunks.
-	sort.Slice(early, func(i, j int) bool { return cut[early[i]].lastSeen < cut[early[j]].lastSeen })
-	for _, id := range early {
-		t := cut[id]
-		cb.add(id, t.buf, t.n)
+		p.parts = append(p.parts, refs[i])
 	}
-	cb.finish()
+	e.cold.add(c)
+	if c.live <= 0 {
+		e.cold.drop(c)
+		e.cold.trim()
+	}
+}
+
+// unkeepCold undoes addCold for a cut whose block failed: its traces are
+// back in the head, which completes them; the parts may cover only some of
+// them, so they complete by read-back (head and blocks), which is exact.
+func (e *Engine) unkeepCold(early []model.TraceID) {
+	e.pendingMu.Lock()
+	defer e.pendingMu.Unlock()
+	for _, id := range early {
+		if p := e.pending[id]; p != nil {
+			e.cold.release(p.parts)
+			p.parts = nil
+			p.older = true
+			p.inHead = true
+		}
+	}
 }
 
 // completePending completes traces that were cut early (memory pressure)
@@ -459,7 +479,7 @@ func (e *Engine) completePending(ctx context.Context) {
 		}
 		if len(p.parts) == 0 && !p.older && e.wants(id, p.flags) {
 			// Its cut registered it but has not handed its spans to the
-			// cold tier yet (keepCold runs after the registration, and on
+			// cold tier yet (writeCut does after the registration, and on
 			// a starved CPU the trace can go idle meanwhile): the next
 			// pass takes it. Taking it now completed it from no parts.
 			break

@@ -166,8 +166,30 @@ func newHead(flags func(*model.Span) uint32, versions bool) *head {
 
 func (h *head) shard(id model.TraceID) *headShard { return &h.shards[id[15]%headShards] }
 
+// batchNeed maps a trace to the framed bytes of its spans in the batch
+// being inserted that are not appended yet. SDKs batch by resource, so a
+// request holds each trace in several runs (one per service); growing the
+// buffer run by run allocated and copied it about three times over and
+// left a quarter of slack in the head.
+type batchNeed map[model.TraceID]int
+
+var batchNeedPool = sync.Pool{New: func() any { return batchNeed{} }}
+
 // insert adds spans whose framed encodings are enc[offs[i]:offs[i+1]].
 func (h *head) insert(spans []model.Span, enc []byte, offs []int, seg uint64, now int64) {
+	need := batchNeedPool.Get().(batchNeed)
+	defer func() {
+		clear(need)
+		batchNeedPool.Put(need)
+	}()
+	for i := 0; i < len(spans); {
+		j := i + 1
+		for j < len(spans) && spans[j].TraceID == spans[i].TraceID {
+			j++
+		}
+		need[spans[i].TraceID] += offs[j] - offs[i]
+		i = j
+	}
 	var grew int64
 	for i := 0; i < len(spans); {
 		s := &spans[i]
@@ -186,9 +208,13 @@ func (h *head) insert(spans []model.Span, enc []byte, offs []int, seg uint64, no
 			h.traces.Add(1)
 		}
 		before := t.size()
-		if need := offs[j] - offs[i]; cap(t.buf)-len(t.buf) < need {
-			t.buf = append(make([]byte, 0, len(t.buf)+need+len(t.buf)/4), t.buf...)
+		run := offs[j] - offs[i]
+		if cap(t.buf)-len(t.buf) < run {
+			// Room for the rest of the batch at once; a trace already in
+			// the head gets slack for spans of later batches.
+			t.buf = append(make([]byte, 0, len(t.buf)+need[s.TraceID]+len(t.buf)/4), t.buf...)
 		}
+		need[s.TraceID] -= run
 		for k := i; k < j; k++ {
 			t.add(&spans[k], enc[offs[k]:offs[k+1]], seg, now, h)
 		}

@@ -287,6 +287,13 @@ type l0Builder struct {
 	r       rawSpan
 
 	nchunks int
+
+	// keep lists the traces whose chunks go to onKept (with the refs of
+	// those traces in the decompressed chunk) as they are written.
+	keep     map[model.TraceID]bool
+	onKept   func(c *coldChunk, ids []model.TraceID, refs []coldRef)
+	keptIDs  []model.TraceID
+	keptRefs []coldRef
 }
 
 func newL0Builder(ctx context.Context, st BlockStorage, id string) (*l0Builder, error) {
@@ -336,6 +343,7 @@ func (lb *l0Builder) add(t *headTrace) error {
 		}
 	}
 	err := forEachFramed(t.buf, func(p []byte) error {
+		lb.r.resHint = lb.lastRes // a copy: stays whole while t.buf changes
 		if err := parseRawCatalog(p, &lb.r); err != nil {
 			return err
 		}
@@ -366,6 +374,10 @@ func (lb *l0Builder) add(t *headTrace) error {
 	if ts.EndUnixNano > lb.meta.MaxTime {
 		lb.meta.MaxTime = ts.EndUnixNano
 	}
+	if lb.keep[ts.TraceID] {
+		lb.keptIDs = append(lb.keptIDs, ts.TraceID)
+		lb.keptRefs = append(lb.keptRefs, coldRef{off: uint32(len(lb.raw)), n: uint32(len(t.buf)), spans: t.n})
+	}
 	lb.raw = append(lb.raw, t.buf...)
 	lb.lens = append(lb.lens, uint32(len(t.buf)))
 	return nil
@@ -385,6 +397,15 @@ func (lb *l0Builder) flushChunk() error {
 	}
 	lb.nchunks++
 	lb.raw, lb.lens = lb.raw[:0], lb.lens[:0]
+	if len(lb.keptIDs) > 0 {
+		// An exact-size copy: the chunk outlives the builder's buffer.
+		c := &coldChunk{data: append([]byte(nil), lb.z...), live: len(lb.keptIDs)}
+		for i := range lb.keptRefs {
+			lb.keptRefs[i].c = c
+		}
+		lb.onKept(c, lb.keptIDs, lb.keptRefs)
+		lb.keptIDs, lb.keptRefs = lb.keptIDs[:0], lb.keptRefs[:0]
+	}
 	return lb.write(lb.z)
 }
 

@@ -26,6 +26,10 @@ type rawSpan struct {
 	name, traceState, statusMsg, service, scope, scopeVer []byte
 	resource, attrs, events, links                        []byte
 	droppedAttrs, droppedEvents, droppedLinks             uint32
+	// resHint, when set by the caller, is the whole encoding of a resource
+	// likely to come next (spans of one process come in runs); bytes that
+	// start with it are that resource, found without walking it.
+	resHint []byte
 }
 
 func (d *dec) bstr() []byte {
@@ -116,7 +120,11 @@ func parseRawPrefix(d *dec, r *rawSpan) {
 	r.service = d.bstr()
 	r.scope = d.bstr()
 	r.scopeVer = d.bstr()
-	r.resource = d.span(skipAttrs)
+	if h := r.resHint; len(h) > 0 && bytes.HasPrefix(d.b, h) {
+		r.resource, d.b = d.b[:len(h)], d.b[len(h):]
+	} else {
+		r.resource = d.span(skipAttrs)
+	}
 	r.attrs = d.span(skipAttrs)
 }
 
