@@ -211,8 +211,8 @@ func New(ctx context.Context, cfg config.Config, log *slog.Logger) (*Server, err
 	jaegerAPI := jaeger.NewHandler(st, jaeger.Options{
 		Logger:        log.With("component", "jaeger-api"),
 		MaxTraceSpans: cfg.Query.MaxAPITraceSpans,
-		Metrics: jaeger.MetricsFunc(func(_ context.Context, kind string, q jaeger.MetricsQuery) (*jaeger.MetricFamily, error) {
-			fam, err := metrics.JaegerMetrics(kind, red.JaegerParams{Services: q.Services, SpanKinds: q.SpanKinds,
+		Metrics: jaeger.MetricsFunc(func(ctx context.Context, kind string, q jaeger.MetricsQuery) (*jaeger.MetricFamily, error) {
+			fam, err := metrics.JaegerMetrics(ctx, kind, red.JaegerParams{Services: q.Services, SpanKinds: q.SpanKinds,
 				GroupByOperation: q.GroupByOperation, EndTs: q.End, Lookback: q.Lookback, Step: q.Step, RatePer: q.RatePer, Quantile: q.Quantile})
 			if err != nil {
 				if errors.Is(err, red.ErrBadQuery) {
@@ -222,8 +222,8 @@ func New(ctx context.Context, cfg config.Config, log *slog.Logger) (*Server, err
 			}
 			return fam, nil
 		}),
-		Dependencies: jaeger.DependencyFunc(func(_ context.Context, end time.Time, lookback time.Duration) ([]jaeger.DependencyLink, error) {
-			deps, err := graph.Dependencies(end, lookback)
+		Dependencies: jaeger.DependencyFunc(func(ctx context.Context, end time.Time, lookback time.Duration) ([]jaeger.DependencyLink, error) {
+			deps, err := graph.Dependencies(ctx, end, lookback)
 			if err != nil {
 				return nil, err
 			}
