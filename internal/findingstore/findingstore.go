@@ -148,6 +148,9 @@ type Store struct {
 	unindexed atomic.Int64
 	stopScan  chan struct{}
 	scanWG    sync.WaitGroup
+
+	// peerSummaries, in a cluster, gives the other nodes' summaries.
+	peerSummaries func(ctx context.Context, q SummaryQuery) []Summary
 }
 
 const segPrefix, segSuffix = "findings-", ".jsonl"
