@@ -10,7 +10,11 @@ import (
 
 	"github.com/tracedx/tracedx/internal/cluster"
 	"github.com/tracedx/tracedx/internal/config"
+	"github.com/tracedx/tracedx/internal/findingstore"
 	"github.com/tracedx/tracedx/internal/ingest"
+	"github.com/tracedx/tracedx/internal/red"
+	"github.com/tracedx/tracedx/internal/red/tsdb"
+	"github.com/tracedx/tracedx/internal/servicegraph"
 	"github.com/tracedx/tracedx/internal/store"
 	"github.com/tracedx/tracedx/internal/store/engine"
 	"github.com/tracedx/tracedx/internal/store/s3store"
@@ -104,4 +108,40 @@ func clusterRoutes(mux *http.ServeMux, ring *cluster.Ring, eng *engine.Engine, a
 	}
 	cluster.RegisterPeerRoutes(mux, eng, log)
 	mux.Handle("GET /api/v1/findings", cluster.MergeFindings(apiV1, ring, log))
+}
+
+// Names of the aggregate parts nodes serve each other.
+const (
+	partRED             = "red"
+	partEdges           = "servicegraph"
+	partFindingsSummary = "findings-summary"
+)
+
+// clusterAggregates makes the aggregate APIs answer for the whole
+// cluster. Each node records RED metrics, service-graph edges and
+// findings of the traces it owns (and its catalogs hold what its head
+// holds), so every node serves its share of these to its peers and merges
+// theirs into its answers: RED metrics (v1, Jaeger Monitor API, alert
+// counts), the service map and Jaeger dependencies, the findings summary
+// and the services, operations and attribute catalogs.
+func clusterAggregates(mux *http.ServeMux, st store.Store, local store.Store, metrics *red.Metrics, graph *servicegraph.Graph, fs *findingstore.Store, log *slog.Logger) {
+	cs, ok := st.(*cluster.Store)
+	if !ok {
+		return
+	}
+	parts := &cluster.Parts{}
+	cluster.ServeCatalogParts(parts, local)
+	serveRecords := func(name string, part func(tsdb.Part) (tsdb.Partial, error)) tsdb.Remote {
+		cluster.ServePart(parts, name, func(_ context.Context, p tsdb.Part) (tsdb.Partial, error) { return part(p) })
+		return func(ctx context.Context, p tsdb.Part) []tsdb.Partial {
+			return cluster.AskPeers[tsdb.Part, tsdb.Partial](ctx, cs, name, p)
+		}
+	}
+	metrics.SetRemote(serveRecords(partRED, metrics.Part))
+	graph.SetRemote(serveRecords(partEdges, graph.Part))
+	cluster.ServePart(parts, partFindingsSummary, fs.Summarize)
+	fs.SetPeerSummaries(func(ctx context.Context, q findingstore.SummaryQuery) []findingstore.Summary {
+		return cluster.AskPeers[findingstore.SummaryQuery, findingstore.Summary](ctx, cs, partFindingsSummary, q)
+	})
+	cluster.RegisterPartRoutes(mux, parts, log)
 }

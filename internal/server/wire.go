@@ -261,6 +261,7 @@ func New(ctx context.Context, cfg config.Config, log *slog.Logger) (*Server, err
 	mux.Handle("/api/v1/", queries.Middleware(apiV1))
 	mux.Handle("/api/", queries.Middleware(jaegerAPI))
 	clusterRoutes(mux, ring, eng, queries.Middleware(apiV1), log)
+	clusterAggregates(mux, st, eng, metrics, graph, fs, log)
 	mux.Handle("GET /metrics", metricsHandler(s.reg))
 	mux.HandleFunc("GET /healthz", func(w http.ResponseWriter, _ *http.Request) { _, _ = w.Write([]byte("ok\n")) })
 	mux.HandleFunc("GET /readyz", readyz(fs))
