@@ -101,8 +101,20 @@ func (s *Store) AttributeNames(ctx context.Context, scope store.Scope, r store.T
 	return union(lists, stringKey, stringLess), nil
 }
 
+// valueLess is the engine's order of values: by type, numbers by value,
+// others by their text.
+func valueLess(a, b model.Value) bool {
+	if a.Type != b.Type {
+		return a.Type < b.Type
+	}
+	if a.Type == model.TypeInt {
+		return a.Int < b.Int
+	}
+	return a.AsString() < b.AsString()
+}
+
 // AttributeValues lists the distinct values of an attribute on every
-// node, at most limit (the local engine's first).
+// node, at most limit.
 func (s *Store) AttributeValues(ctx context.Context, scope store.Scope, key string, r store.TimeRange, limit int) ([]model.Value, error) {
 	local, err := s.Store.AttributeValues(ctx, scope, key, r, limit)
 	if err != nil {
@@ -111,7 +123,7 @@ func (s *Store) AttributeValues(ctx context.Context, scope store.Scope, key stri
 	peers := AskPeers[catalogRequest, []model.Value](ctx, s, partAttrValues, catalogRequest{Range: r, Scope: scope, Key: key, Limit: limit})
 	out := union(append([][]model.Value{local}, peers...), func(v model.Value) string {
 		return fmt.Sprintf("%d\x00%s\x00%d\x00%v\x00%t\x00%x", v.Type, v.Str, v.Int, v.Float, v.Bool, v.Bytes)
-	}, func(a, b model.Value) bool { return false })
+	}, valueLess)
 	if limit > 0 && len(out) > limit {
 		out = out[:limit]
 	}

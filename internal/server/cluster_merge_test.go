@@ -227,6 +227,9 @@ func TestClusterAggregatesEqualOneNode(t *testing.T) {
 		"/api/services",
 		"/api/services/api/operations",
 		"/api/v1/services",
+		"/api/v1/attributes?scope=any",
+		"/api/v1/attributes/db.system/values",
+		"/tempo/api/v2/search/tag/resource.service.name/values",
 	}
 	// The reference analyses every trace first (after the idle timeout):
 	// each slow order is at least one finding.
@@ -279,5 +282,11 @@ func TestClusterAggregatesEqualOneNode(t *testing.T) {
 	sm, _ := getBody(nodes[2].Addr("http"), paths[4])
 	if !bytes.Contains([]byte(sm), []byte(`"source":"frontend","target":"api","call_count":300,"error_count":60`)) {
 		t.Fatalf("service map without the traffic: %s", sm)
+	}
+	for _, p := range paths[len(paths)-2:] {
+		body, _ := getBody(nodes[0].Addr("http"), p)
+		if !bytes.Contains([]byte(body), []byte("postgresql")) && !bytes.Contains([]byte(body), []byte("nightly-3")) {
+			t.Fatalf("%s: %s", p, body)
+		}
 	}
 }
