@@ -6,6 +6,7 @@ import (
 	"net"
 	"net/http"
 	"path/filepath"
+	"strings"
 	"time"
 
 	"github.com/tracedx/tracedx/internal/cluster"
@@ -16,6 +17,7 @@ import (
 	"github.com/tracedx/tracedx/internal/red/tsdb"
 	"github.com/tracedx/tracedx/internal/servicegraph"
 	"github.com/tracedx/tracedx/internal/store"
+	"github.com/tracedx/tracedx/internal/store/blockio"
 	"github.com/tracedx/tracedx/internal/store/engine"
 	"github.com/tracedx/tracedx/internal/store/s3store"
 )
@@ -46,6 +48,28 @@ func (s *Server) blockStorage(ctx context.Context, cfg config.Config, engineDir 
 	}
 	s.reg.MustRegister(st.Collectors()...)
 	return st, nil
+}
+
+// findingsBucket is where the findings store copies its sealed segments:
+// with the s3 backend, the bucket under <prefix>/findings/<node id> (each
+// node its own), else nil (local disk only).
+func (s *Server) findingsBucket(ctx context.Context, cfg config.Config, spool string) (blockio.Storage, error) {
+	if cfg.Storage.Backend != "s3" {
+		return nil, nil
+	}
+	c := cfg.Storage.S3
+	node := cfg.Cluster.NodeID
+	if node == "" {
+		node = "single"
+	}
+	prefix := strings.TrimSuffix(c.Prefix, "/")
+	if prefix != "" {
+		prefix += "/"
+	}
+	return s3store.New(ctx, s3store.Config{
+		Endpoint: c.Endpoint, Bucket: c.Bucket, Prefix: prefix + "findings/" + node, Region: c.Region,
+		AccessKey: c.AccessKey, SecretKey: c.SecretKey, SpoolDir: spool, Logger: s.log,
+	})
 }
 
 // clusterRing is the cluster's ring, nil for a single node.

@@ -290,3 +290,68 @@ func TestClusterAggregatesEqualOneNode(t *testing.T) {
 		}
 	}
 }
+
+// With blocks in S3, a node whose disk is lost gets its findings back
+// from the bucket (sealed at shutdown, copied, restored on start).
+func TestFindingsOutliveTheDiskOnS3(t *testing.T) {
+	ep := os.Getenv("TRACEDX_TEST_S3_ENDPOINT")
+	if ep == "" {
+		t.Skip("TRACEDX_TEST_S3_ENDPOINT not set: run e2e/minio.sh")
+	}
+	cfg := config.Default()
+	cfg.Listen = config.Listen{OTLPHTTP: "127.0.0.1:0", HTTP: "127.0.0.1:0"}
+	cfg.Storage.TraceIdleTimeout = 300 * time.Millisecond
+	cfg.Storage.Backend = "s3"
+	cfg.Storage.S3.Endpoint, cfg.Storage.S3.Bucket = ep, "tracedx-server-findings-test"
+	cfg.Storage.S3.Prefix = fmt.Sprintf("%s-%d", t.Name(), time.Now().UnixNano())
+	cfg.Storage.S3.AccessKey, cfg.Storage.S3.SecretKey = os.Getenv("AWS_ACCESS_KEY_ID"), os.Getenv("AWS_SECRET_ACCESS_KEY")
+
+	cfg.DataDir = t.TempDir()
+	ctx, cancel := context.WithCancel(context.Background())
+	s, err := New(ctx, cfg, slog.New(slog.NewTextHandler(io.Discard, nil)))
+	if err != nil {
+		t.Fatal(err)
+	}
+	done := make(chan struct{})
+	if err := s.Start(ctx); err != nil {
+		t.Fatal(err)
+	}
+	go func() { defer close(done); _ = s.Wait(ctx) }()
+	now := time.Now()
+	for i := 0; i < 5; i++ {
+		postOTLP(t, s.Addr("otlp-http"), slowOrder(i, now.Add(-time.Duration(i+1)*time.Minute)))
+	}
+	list := func(s *Server) string {
+		body, err := getBody(s.Addr("http"), "/api/v1/findings?kind=slow_query&limit=100")
+		if err != nil {
+			t.Fatal(err)
+		}
+		return body
+	}
+	var before string
+	deadline := time.Now().Add(20 * time.Second)
+	for {
+		var l struct{ Findings []json.RawMessage }
+		before = list(s)
+		_ = json.Unmarshal([]byte(before), &l)
+		if len(l.Findings) == 5 {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("findings of 5 slow orders: %s", before)
+		}
+		time.Sleep(100 * time.Millisecond)
+	}
+	cancel()
+	<-done
+	s.Close()
+	if err := os.RemoveAll(cfg.DataDir); err != nil {
+		t.Fatal(err)
+	}
+
+	cfg.DataDir = t.TempDir()
+	again := runServer(t, cfg)
+	if after := list(again); canonical(after) != canonical(before) {
+		t.Fatalf("findings after the disk was lost:\n got %s\nwant %s", after, before)
+	}
+}

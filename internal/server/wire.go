@@ -94,8 +94,12 @@ func New(ctx context.Context, cfg config.Config, log *slog.Logger) (*Server, err
 	queries := &priority.Gate{}
 	pipe.gate = queries
 	pipe.detectors = detectors
+	findingsBucket, err := s.findingsBucket(ctx, cfg, dir("findings-spool"))
+	if err != nil {
+		return nil, err
+	}
 	fs, err := findingstore.Open(findingstore.Options{Dir: dir("findings"), Retention: cfg.Retention.Findings, SyncInterval: 200 * time.Millisecond, Logger: log,
-		TraceAvailable: s.hasTrace})
+		TraceAvailable: s.hasTrace, Bucket: findingsBucket})
 	if err != nil {
 		return nil, err
 	}
