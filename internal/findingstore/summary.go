@@ -46,6 +46,9 @@ type Example struct {
 	Severity string  `json:"severity"`
 	ImpactMS float64 `json:"impact_ms"`
 	Fix      string  `json:"fix,omitempty"`
+	// Time is when the example happened (summaries of several nodes
+	// pick the newer of two equally costly examples, as one node does).
+	Time time.Time `json:"time"`
 }
 
 // Group is one problem: the findings of one kind at one service and
@@ -291,7 +294,7 @@ func sortedAggs(m map[string]*agg) []string {
 // exampleOf opens a finding at the span that shows its cause: the
 // culprit's span when the detector named one, else its first span.
 func exampleOf(st *Stored) *Example {
-	ex := &Example{TraceID: st.TraceID, Title: st.Title, Severity: string(st.Severity), ImpactMS: st.ImpactMS, Fix: st.Fix}
+	ex := &Example{TraceID: st.TraceID, Title: st.Title, Severity: string(st.Severity), ImpactMS: st.ImpactMS, Fix: st.Fix, Time: st.Time}
 	if ex.TraceID == "" && len(st.ExampleTraceIDs) > 0 {
 		ex.TraceID = st.ExampleTraceIDs[0]
 	}
@@ -417,7 +420,8 @@ func MergeSummaries(parts []Summary, groups int) Summary {
 	return out
 }
 
-// betterMergedExample: the costlier, then the more severe.
+// betterMergedExample is betterExample for examples: the costlier, then
+// the more severe, then the newer.
 func betterMergedExample(a, b *Example) bool {
 	if a == nil || b == nil {
 		return b == nil && a != nil
@@ -425,7 +429,10 @@ func betterMergedExample(a, b *Example) bool {
 	if a.ImpactMS != b.ImpactMS {
 		return a.ImpactMS > b.ImpactMS
 	}
-	return sevRank(a.Severity) > sevRank(b.Severity)
+	if sa, sb := sevRank(a.Severity), sevRank(b.Severity); sa != sb {
+		return sa > sb
+	}
+	return a.Time.After(b.Time)
 }
 
 func minTime(a, b time.Time) time.Time {
