@@ -164,6 +164,8 @@ type Store struct {
 
 	// peerSummaries, in a cluster, gives the other nodes' summaries.
 	peerSummaries func(ctx context.Context, q SummaryQuery) []Summary
+	// peerLists, in a cluster, gives the other nodes' List answers.
+	peerLists func(ctx context.Context, q Query) [][]Stored
 }
 
 const segPrefix, segSuffix = "findings-", ".jsonl"

@@ -51,6 +51,34 @@ func TestMergedSummariesEqualOneStore(t *testing.T) {
 			t.Fatal(err)
 		}
 	}
+	// The list the root-cause ranking reads, newest first, cut.
+	nodes[0].SetPeerLists(func(ctx context.Context, q Query) [][]Stored {
+		var out [][]Stored
+		for _, n := range nodes[1:] {
+			l, err := n.List(ctx, q)
+			if err != nil {
+				t.Error(err)
+			}
+			out = append(out, l)
+		}
+		return out
+	})
+	lq := Query{From: base.Add(5 * time.Minute), To: c.Now(), Limit: 50}
+	wantList, err := all.List(ctx, lq)
+	if err != nil {
+		t.Fatal(err)
+	}
+	gotList, err := nodes[0].ClusterList(ctx, lq)
+	if err != nil || len(gotList) != 50 || len(wantList) != 50 {
+		t.Fatalf("cluster list: %d findings (%v), want 50", len(gotList), err)
+	}
+	for i := range wantList {
+		// Ids are per node; the finding is the same.
+		if g, w := gotList[i], wantList[i]; g.TraceID != w.TraceID || g.Kind != w.Kind || !g.Time.Equal(w.Time) || g.ImpactMS != w.ImpactMS {
+			t.Fatalf("cluster list [%d]: %s %s %v, want %s %s %v", i, g.TraceID, g.Kind, g.Time, w.TraceID, w.Kind, w.Time)
+		}
+	}
+
 	q := SummaryQuery{From: base.Add(5 * time.Minute), To: c.Now()}
 	for _, groups := range []int{3, 200} {
 		q.Groups = groups

@@ -474,3 +474,32 @@ func (s *Store) clusterSummary(ctx context.Context, q SummaryQuery) (Summary, er
 	}
 	return MergeSummaries(append(s.peerSummaries(ctx, q), local), groups), nil
 }
+
+// SetPeerLists makes ClusterList merge the other nodes' findings: peers
+// returns their List answers for a query. Call it before serving.
+func (s *Store) SetPeerLists(peers func(ctx context.Context, q Query) [][]Stored) {
+	s.peerLists = peers
+}
+
+// ClusterList is List over every node of a cluster (List alone on a
+// single node): the nodes' answers merged newest first and cut to the
+// limit. Finding ids are per node.
+func (s *Store) ClusterList(ctx context.Context, q Query) ([]Stored, error) {
+	local, err := s.List(ctx, q)
+	if err != nil || s.peerLists == nil {
+		return local, err
+	}
+	all := local
+	for _, l := range s.peerLists(ctx, q) {
+		all = append(all, l...)
+	}
+	sort.SliceStable(all, func(i, j int) bool { return all[i].Time.After(all[j].Time) })
+	limit := q.Limit
+	if limit <= 0 {
+		limit = 100 // List's default
+	}
+	if len(all) > limit {
+		all = all[:limit]
+	}
+	return all, nil
+}

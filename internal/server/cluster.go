@@ -139,6 +139,7 @@ const (
 	partRED             = "red"
 	partEdges           = "servicegraph"
 	partFindingsSummary = "findings-summary"
+	partFindingsList    = "findings-list"
 )
 
 // clusterAggregates makes the aggregate APIs answer for the whole
@@ -146,8 +147,9 @@ const (
 // findings of the traces it owns (and its catalogs hold what its head
 // holds), so every node serves its share of these to its peers and merges
 // theirs into its answers: RED metrics (v1, Jaeger Monitor API, alert
-// counts), the service map and Jaeger dependencies, the findings summary
-// and the services, operations and attribute catalogs.
+// counts), the service map and Jaeger dependencies, the findings summary,
+// the findings the root-cause ranking reads, and the services, operations
+// and attribute catalogs.
 func clusterAggregates(mux *http.ServeMux, st store.Store, local store.Store, metrics *red.Metrics, graph *servicegraph.Graph, fs *findingstore.Store, log *slog.Logger) {
 	cs, ok := st.(*cluster.Store)
 	if !ok {
@@ -166,6 +168,10 @@ func clusterAggregates(mux *http.ServeMux, st store.Store, local store.Store, me
 	cluster.ServePart(parts, partFindingsSummary, fs.Summarize)
 	fs.SetPeerSummaries(func(ctx context.Context, q findingstore.SummaryQuery) []findingstore.Summary {
 		return cluster.AskPeers[findingstore.SummaryQuery, findingstore.Summary](ctx, cs, partFindingsSummary, q)
+	})
+	cluster.ServePart(parts, partFindingsList, fs.List)
+	fs.SetPeerLists(func(ctx context.Context, q findingstore.Query) [][]findingstore.Stored {
+		return cluster.AskPeers[findingstore.Query, []findingstore.Stored](ctx, cs, partFindingsList, q)
 	})
 	cluster.RegisterPartRoutes(mux, parts, log)
 }
