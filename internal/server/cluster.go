@@ -9,6 +9,7 @@ import (
 	"strings"
 	"time"
 
+	"github.com/tracedx/tracedx/internal/baseline"
 	"github.com/tracedx/tracedx/internal/cluster"
 	"github.com/tracedx/tracedx/internal/config"
 	"github.com/tracedx/tracedx/internal/findingstore"
@@ -16,10 +17,12 @@ import (
 	"github.com/tracedx/tracedx/internal/red"
 	"github.com/tracedx/tracedx/internal/red/tsdb"
 	"github.com/tracedx/tracedx/internal/servicegraph"
+	"github.com/tracedx/tracedx/internal/statesync"
 	"github.com/tracedx/tracedx/internal/store"
 	"github.com/tracedx/tracedx/internal/store/blockio"
 	"github.com/tracedx/tracedx/internal/store/engine"
 	"github.com/tracedx/tracedx/internal/store/s3store"
+	"github.com/tracedx/tracedx/internal/systemic"
 )
 
 // blockStorage is where the engine keeps blocks: nil for the default
@@ -50,10 +53,10 @@ func (s *Server) blockStorage(ctx context.Context, cfg config.Config, engineDir 
 	return st, nil
 }
 
-// findingsBucket is where the findings store copies its sealed segments:
-// with the s3 backend, the bucket under <prefix>/findings/<node id> (each
-// node its own), else nil (local disk only).
-func (s *Server) findingsBucket(ctx context.Context, cfg config.Config, spool string) (blockio.Storage, error) {
+// nodeBucket is this node's own area of the bucket, with the s3 backend
+// (nil otherwise): <prefix>/<area>/<node id> ("single" for the node id
+// of a node outside a cluster).
+func (s *Server) nodeBucket(ctx context.Context, cfg config.Config, area, spool string) (blockio.Storage, error) {
 	if cfg.Storage.Backend != "s3" {
 		return nil, nil
 	}
@@ -67,10 +70,42 @@ func (s *Server) findingsBucket(ctx context.Context, cfg config.Config, spool st
 		prefix += "/"
 	}
 	return s3store.New(ctx, s3store.Config{
-		Endpoint: c.Endpoint, Bucket: c.Bucket, Prefix: prefix + "findings/" + node, Region: c.Region,
+		Endpoint: c.Endpoint, Bucket: c.Bucket, Prefix: prefix + area + "/" + node, Region: c.Region,
 		AccessKey: c.AccessKey, SecretKey: c.SecretKey, SpoolDir: spool, Logger: s.log,
 	})
 }
+
+// syncState, with the s3 backend, restores the baselines' and the
+// cross-trace detectors' snapshots that the data directory lacks (a lost
+// disk) before they are opened, and copies them to the bucket every
+// minute and at shutdown (after they are written).
+func (s *Server) syncState(ctx context.Context, cfg config.Config, dir func(string) string) error {
+	st, err := s.nodeBucket(ctx, cfg, "state", dir("state-spool"))
+	if err != nil || st == nil {
+		return err
+	}
+	m := statesync.New(st, []statesync.File{
+		{Name: baseline.SnapshotFile, Path: filepath.Join(dir("baselines"), baseline.SnapshotFile)},
+		{Name: systemic.SnapshotFile, Path: filepath.Join(dir("systemic"), systemic.SnapshotFile)},
+	}, s.log)
+	rctx, cancel := context.WithTimeout(ctx, stateTimeout)
+	err = m.Restore(rctx)
+	cancel()
+	if err != nil {
+		s.log.Error("restoring baselines and detector state from the bucket failed; starting from the local disk", "err", err)
+	}
+	s.background = append(s.background, func(ctx context.Context) { m.Run(ctx, time.Minute) })
+	// Closers run last-added first: this one after the components have
+	// written their snapshots.
+	s.closers = append(s.closers, func() error {
+		ctx, cancel := context.WithTimeout(context.Background(), stateTimeout)
+		defer cancel()
+		return m.Upload(ctx)
+	})
+	return nil
+}
+
+const stateTimeout = time.Minute
 
 // clusterRing is the cluster's ring, nil for a single node.
 func clusterRing(cfg config.Config) (*cluster.Ring, error) {

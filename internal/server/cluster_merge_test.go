@@ -12,10 +12,12 @@ import (
 	"net"
 	"net/http"
 	"os"
+	"path/filepath"
 	"strconv"
 	"testing"
 	"time"
 
+	"github.com/tracedx/tracedx/internal/baseline"
 	"github.com/tracedx/tracedx/internal/cluster"
 	"github.com/tracedx/tracedx/internal/config"
 	"github.com/tracedx/tracedx/internal/model"
@@ -292,8 +294,9 @@ func TestClusterAggregatesEqualOneNode(t *testing.T) {
 	}
 }
 
-// With blocks in S3, a node whose disk is lost gets its findings back
-// from the bucket (sealed at shutdown, copied, restored on start).
+// With blocks in S3, a node whose disk is lost gets its findings and
+// baselines back from the bucket (written at shutdown, copied, restored
+// on start).
 func TestFindingsOutliveTheDiskOnS3(t *testing.T) {
 	ep := os.Getenv("TRACEDX_TEST_S3_ENDPOINT")
 	if ep == "" {
@@ -346,6 +349,10 @@ func TestFindingsOutliveTheDiskOnS3(t *testing.T) {
 	cancel()
 	<-done
 	s.Close()
+	learnt, err := os.ReadFile(filepath.Join(cfg.DataDir, "baselines", baseline.SnapshotFile))
+	if err != nil {
+		t.Fatal(err)
+	}
 	if err := os.RemoveAll(cfg.DataDir); err != nil {
 		t.Fatal(err)
 	}
@@ -354,5 +361,9 @@ func TestFindingsOutliveTheDiskOnS3(t *testing.T) {
 	again := runServer(t, cfg)
 	if after := list(again); canonical(after) != canonical(before) {
 		t.Fatalf("findings after the disk was lost:\n got %s\nwant %s", after, before)
+	}
+	// The baselines learnt before are back too.
+	if got, err := os.ReadFile(filepath.Join(cfg.DataDir, "baselines", baseline.SnapshotFile)); err != nil || !bytes.Equal(got, learnt) {
+		t.Fatalf("baselines after the disk was lost: %d bytes (%v), had %d", len(got), err, len(learnt))
 	}
 }

@@ -62,6 +62,9 @@ func New(ctx context.Context, cfg config.Config, log *slog.Logger) (*Server, err
 		return nil, err
 	}
 
+	if err := s.syncState(ctx, cfg, dir); err != nil {
+		return nil, err
+	}
 	// Analytics first: the store's completion hook feeds them.
 	metrics, err := red.New(red.Options{Dir: dir("metrics"), Retention: cfg.Analysis.MetricsRetention, ExemplarLabel: cfg.Analytics.ExemplarLabel}, log.With("component", "red"))
 	if err != nil {
@@ -94,7 +97,7 @@ func New(ctx context.Context, cfg config.Config, log *slog.Logger) (*Server, err
 	queries := &priority.Gate{}
 	pipe.gate = queries
 	pipe.detectors = detectors
-	findingsBucket, err := s.findingsBucket(ctx, cfg, dir("findings-spool"))
+	findingsBucket, err := s.nodeBucket(ctx, cfg, "findings", dir("findings-spool"))
 	if err != nil {
 		return nil, err
 	}
