@@ -7,7 +7,8 @@
 #   - the cluster package tests (three in-process nodes on the bucket),
 #   - e2e/cluster: three `tracedx serve` processes on one bucket (any node
 #     answers any trace; kill -9 of a node mid-ingest loses nothing
-#     acknowledged; compaction runs once per block).
+#     acknowledged; compaction runs once per block; RED metrics and
+#     operation lists are the whole cluster's on every node).
 # MinIO is stopped when the script exits.
 #
 #   bash e2e/minio.sh

@@ -301,6 +301,44 @@ func (c *cluster) checkAll(t *testing.T, service string, want map[string]int, d 
 	}
 }
 
+// checkAggregates asserts every node answers the RED metrics and the
+// operations of service for the whole cluster: each node records only the
+// spans of the traces it owns, so this holds only if the answers merge
+// every node's share.
+func (c *cluster) checkAggregates(t *testing.T, service string, spans int) {
+	t.Helper()
+	rng := fmt.Sprintf("start=%d&end=%d", time.Now().Add(-time.Hour).UnixMilli(), time.Now().Add(time.Minute).UnixMilli())
+	for _, n := range c.nodes {
+		var svc struct {
+			Services []struct {
+				Service string `json:"service"`
+				Count   int    `json:"count"`
+			} `json:"services"`
+		}
+		if _, err := getJSON("http://"+n.httpAddr+"/api/v1/metrics/services?"+rng, &svc); err != nil {
+			t.Fatal(err)
+		}
+		got := 0
+		for _, s := range svc.Services {
+			if s.Service == service {
+				got = s.Count
+			}
+		}
+		if got != spans {
+			t.Errorf("%s: RED counts %d spans of %s, want %d (the cluster's)", n.id, got, service, spans)
+		}
+		var ops struct {
+			Data []string `json:"data"`
+		}
+		if _, err := getJSON("http://"+n.httpAddr+"/api/services/"+service+"/operations", &ops); err != nil {
+			t.Fatal(err)
+		}
+		if len(ops.Data) != 3 {
+			t.Errorf("%s: operations of %s: %v, want op-0, op-1, op-2", n.id, service, ops.Data)
+		}
+	}
+}
+
 func TestThreeNodesOneBucket(t *testing.T) {
 	c := startCluster(t, 3)
 	r := rand.New(rand.NewPCG(7, 8))
@@ -320,6 +358,7 @@ func TestThreeNodesOneBucket(t *testing.T) {
 	c.checkAll(t, "checkout", want, 10*time.Second)
 	time.Sleep(3 * time.Second) // idle timeout: the traces go to blocks
 	c.checkAll(t, "checkout", want, 10*time.Second)
+	c.checkAggregates(t, "checkout", 3*len(want))
 
 	// kill -9 one node while batches go to every node: every batch that
 	// was acknowledged is found afterwards, from every node. Batches that

@@ -14,6 +14,10 @@ import (
 
 const snapshotName = "baseline.json.gz"
 
+// SnapshotFile is the file in Options.Dir that holds the baselines (a
+// node copies it to object storage).
+const SnapshotFile = snapshotName
+
 // distJSON is one key: its baseline (the version 1 fields) and, since
 // version 2, its open window and quarantine, so a restart neither lets an
 // ongoing incident into the baseline nor forgets how long it has lasted.

@@ -2,6 +2,7 @@ package cluster
 
 import (
 	"context"
+	"encoding/binary"
 	"errors"
 	"fmt"
 	"io"
@@ -310,6 +311,18 @@ func TestRingSpreadsAndParsesPeers(t *testing.T) {
 	for id, n := range count {
 		if n < 7_000 || n > 13_000 {
 			t.Fatalf("node %s owns %d of 30000 traces: ring is lopsided %v", id, n, count)
+		}
+	}
+	// Sequential ids (load generators, some SDKs) spread as well.
+	clear(count)
+	for i := uint64(1); i <= 30_000; i++ {
+		var id model.TraceID
+		binary.BigEndian.PutUint64(id[8:], i)
+		count[r.TraceOwner(id).ID]++
+	}
+	for id, n := range count {
+		if len(count) != 3 || n < 7_000 || n > 13_000 {
+			t.Fatalf("node %s owns %d of 30000 sequential traces: ring is lopsided %v", id, n, count)
 		}
 	}
 }

@@ -5,7 +5,6 @@
 package cluster
 
 import (
-	"encoding/binary"
 	"fmt"
 	"sort"
 	"strings"
@@ -115,9 +114,11 @@ func (r *Ring) Others() []Peer {
 	return out
 }
 
-// TraceOwner is the node that stores a trace's spans.
+// TraceOwner is the node that stores a trace's spans. The id is hashed:
+// load generators and some SDKs make sequential or low-entropy ids, whose
+// raw bits would all fall on one arc of the ring.
 func (r *Ring) TraceOwner(id model.TraceID) Peer {
-	return r.peers[r.lookup(binary.BigEndian.Uint64(id[:8])^binary.BigEndian.Uint64(id[8:]))]
+	return r.peers[r.lookup(xxhash.Sum64(id[:]))]
 }
 
 // OwnsBlock says whether this node compacts and expires a block.

@@ -124,6 +124,9 @@ func TestPeerAPINeedsThePeerToken(t *testing.T) {
 	var gotTenant string
 	mux := http.NewServeMux()
 	RegisterPeerRoutes(mux, fakeLocal{spans: spans}, Security{Token: peerToken}, quiet)
+	parts := &Parts{}
+	ServePart(parts, "echo", func(_ context.Context, n int) (int, error) { return n, nil })
+	RegisterPartRoutes(mux, parts, Security{Token: peerToken}, quiet)
 	srv := httptest.NewTLSServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		gotTenant = r.Header.Get(tenantHeader)
 		mux.ServeHTTP(w, r)
@@ -138,6 +141,14 @@ func TestPeerAPINeedsThePeerToken(t *testing.T) {
 		if err == nil || !strings.Contains(err.Error(), "401") {
 			t.Errorf("token %q: %v, want 401", token, err)
 		}
+		// The aggregate parts (RED records, findings) are peer-only too.
+		resp, err := c.post(context.Background(), pathPart+"echo", 1)
+		if err != nil || resp.StatusCode != http.StatusUnauthorized {
+			t.Errorf("token %q asking a part: %v %v, want 401", token, resp, err)
+		}
+		if resp != nil {
+			resp.Body.Close()
+		}
 	}
 	c := &peerClient{peer: peer, http: newPeerHTTP(Security{Token: peerToken, TLS: clientTLS, Tenant: "acme"}, time.Second)}
 	got, err := c.trace(context.Background(), spans[0].TraceID, nil)
@@ -147,4 +158,9 @@ func TestPeerAPINeedsThePeerToken(t *testing.T) {
 	if gotTenant != "acme" {
 		t.Errorf("the peer call named tenant %q, want acme", gotTenant)
 	}
+	resp, err := c.post(context.Background(), pathPart+"echo", 1)
+	if err != nil || resp.StatusCode != http.StatusOK {
+		t.Fatalf("asking a part with the peer token: %v %v", resp, err)
+	}
+	resp.Body.Close()
 }

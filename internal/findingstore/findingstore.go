@@ -32,6 +32,7 @@ import (
 
 	"github.com/tracedx/tracedx/internal/analyze"
 	"github.com/tracedx/tracedx/internal/model"
+	"github.com/tracedx/tracedx/internal/store/blockio"
 )
 
 // Stored is a finding with the context needed to list it across traces.
@@ -79,6 +80,13 @@ type Options struct {
 	// list answers can mark findings whose trace retention or sampling
 	// removed.
 	TraceAvailable func(model.TraceID) bool
+	// Bucket, when set, receives a copy of every sealed segment, and Open
+	// restores the segments it holds that the local disk lacks (see
+	// bucket.go). Each node needs a bucket (prefix) of its own.
+	Bucket blockio.Storage
+	// UploadInterval is how often Run copies sealed segments to Bucket
+	// (default 15 s).
+	UploadInterval time.Duration
 	// Now is the clock (tests); default time.Now.
 	Now    func() time.Time
 	Logger *slog.Logger
@@ -108,6 +116,7 @@ type segment struct {
 	b *indexBuilder // the open segment only
 
 	indexed  bool // sealed: meta, strs and recOff are valid
+	packing  bool // being compressed in the background
 	meta     segMeta
 	strs     []string
 	recOff   int64
@@ -175,6 +184,16 @@ type Store struct {
 	scanWG    sync.WaitGroup
 	// packWG counts sealed segments being compressed in the background.
 	packWG sync.WaitGroup
+
+	// inBucket holds the ids of the segments copied to Bucket; expired
+	// those whose copy retention is to delete.
+	inBucket map[string]bool
+	expired  []string
+
+	// peerSummaries, in a cluster, gives the other nodes' summaries.
+	peerSummaries func(ctx context.Context, q SummaryQuery) []Summary
+	// peerLists, in a cluster, gives the other nodes' List answers.
+	peerLists func(ctx context.Context, q Query) [][]Stored
 }
 
 const segPrefix, segSuffix = "findings-", ".jsonl"
@@ -201,15 +220,28 @@ func Open(opt Options) (*Store, error) {
 	if opt.Logger == nil {
 		opt.Logger = slog.Default()
 	}
+	if opt.UploadInterval <= 0 {
+		opt.UploadInterval = 15 * time.Second
+	}
 	if err := os.MkdirAll(opt.Dir, 0o755); err != nil {
 		return nil, fmt.Errorf("findingstore: creating %s: %w", opt.Dir, err)
 	}
 	s := &Store{opt: opt, log: opt.Logger.With("component", "findingstore"), stopScan: make(chan struct{}),
-		cache: idxCache{maxEntries: 1 << 20}}
-	for _, suffix := range []string{idxSuffix, zSuffix} {
-		tmps, _ := filepath.Glob(filepath.Join(opt.Dir, segPrefix+"*"+suffix+".tmp"))
+		cache: idxCache{maxEntries: 1 << 20}, inBucket: map[string]bool{}}
+	for _, pattern := range []string{segPrefix + "*" + idxSuffix + ".tmp", segPrefix + "*" + zSuffix + ".tmp", segPrefix + "*.download"} {
+		tmps, _ := filepath.Glob(filepath.Join(opt.Dir, pattern))
 		for _, t := range tmps {
 			os.Remove(t)
+		}
+	}
+	if opt.Bucket != nil {
+		ctx, cancel := context.WithTimeout(context.Background(), bucketTimeout)
+		err := s.restore(ctx)
+		cancel()
+		if err != nil {
+			// The local findings still answer; sealed segments are
+			// copied once the bucket is back.
+			s.log.Error("restoring findings from the bucket failed; answering from the local disk", "err", err)
 		}
 	}
 	names, err := segmentFiles(opt.Dir)
@@ -814,6 +846,9 @@ func (s *Store) Prune() {
 	kept := s.segs[:0]
 	for _, seg := range s.segs {
 		if seg != s.cur && seg.indexed && seg.meta.maxT < cut {
+			if id := segID(seg.name); s.inBucket[id] {
+				s.expired = append(s.expired, id)
+			}
 			seg.close()
 			s.cache.drop(seg)
 			for _, p := range []string{seg.name, seg.idxPath()} {
@@ -852,12 +887,18 @@ func (s *Store) Run(ctx context.Context) {
 	}
 	syncT := time.NewTicker(syncEvery)
 	pruneT := time.NewTicker(time.Minute)
+	uploadT := time.NewTicker(s.opt.UploadInterval)
 	defer syncT.Stop()
 	defer pruneT.Stop()
+	defer uploadT.Stop()
 	for {
 		select {
 		case <-ctx.Done():
 			return
+		case <-uploadT.C:
+			if err := s.UploadSealed(ctx); err != nil {
+				s.log.Warn("copying findings segments to the bucket; retrying later", "err", err)
+			}
 		case <-syncT.C:
 			if err := s.Sync(); err != nil {
 				s.log.Warn("syncing findings", "err", err)
@@ -882,8 +923,16 @@ func (s *Store) Close() error {
 	s.scanWG.Wait()
 	s.packWG.Wait()
 	s.mu.Lock()
-	defer s.mu.Unlock()
 	err := s.seal()
+	s.mu.Unlock()
+	// A planned stop copies the segment it just sealed.
+	ctx, cancel := context.WithTimeout(context.Background(), bucketTimeout)
+	if uerr := s.UploadSealed(ctx); uerr != nil {
+		s.log.Warn("copying findings segments to the bucket at shutdown", "err", uerr)
+	}
+	cancel()
+	s.mu.Lock()
+	defer s.mu.Unlock()
 	s.closeFiles()
 	return err
 }

@@ -79,7 +79,7 @@ func RegisterRoutes(mux *http.ServeMux, fs *Store) {
 			apiutil.Fail(w, r, err)
 			return
 		}
-		sum, err := fs.Summarize(r.Context(), sq)
+		sum, err := fs.clusterSummary(r.Context(), sq)
 		if err != nil {
 			apiutil.Fail(w, r, err)
 			return

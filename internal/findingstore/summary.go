@@ -46,6 +46,9 @@ type Example struct {
 	Severity string  `json:"severity"`
 	ImpactMS float64 `json:"impact_ms"`
 	Fix      string  `json:"fix,omitempty"`
+	// Time is when the example happened (summaries of several nodes
+	// pick the newer of two equally costly examples, as one node does).
+	Time time.Time `json:"time"`
 }
 
 // Group is one problem: the findings of one kind at one service and
@@ -291,7 +294,7 @@ func sortedAggs(m map[string]*agg) []string {
 // exampleOf opens a finding at the span that shows its cause: the
 // culprit's span when the detector named one, else its first span.
 func exampleOf(st *Stored) *Example {
-	ex := &Example{TraceID: st.TraceID, Title: st.Title, Severity: string(st.Severity), ImpactMS: st.ImpactMS, Fix: st.Fix}
+	ex := &Example{TraceID: st.TraceID, Title: st.Title, Severity: string(st.Severity), ImpactMS: st.ImpactMS, Fix: st.Fix, Time: st.Time}
 	if ex.TraceID == "" && len(st.ExampleTraceIDs) > 0 {
 		ex.TraceID = st.ExampleTraceIDs[0]
 	}
@@ -304,4 +307,199 @@ func exampleOf(st *Stored) *Example {
 		}
 	}
 	return ex
+}
+
+func sevRank(name string) int8 {
+	for i, n := range sevNames {
+		if n == name && n != "" {
+			return int8(i)
+		}
+	}
+	return 0
+}
+
+// mergedAgg is an agg of summaries rather than of index entries: the
+// nodes of a cluster store the findings of disjoint sets of traces, so
+// counts, distinct traces and impact add up.
+type mergedAgg struct {
+	agg
+	ntraces int
+}
+
+func (m *mergedAgg) add(count, traces int, impact float64, severity string) {
+	m.count += count
+	m.ntraces += traces
+	m.impact += impact
+	m.severity = max(m.severity, sevRank(severity))
+}
+
+func mergedKeys(m map[string]*mergedAgg) []string {
+	aggs := make(map[string]*agg, len(m))
+	for k, a := range m {
+		aggs[k] = &a.agg
+	}
+	return sortedAggs(aggs)
+}
+
+// MergeSummaries merges the summaries of the nodes of a cluster (each
+// stores the findings of the traces it owns, and its own cross-trace
+// ones) into the cluster's: counts and impact add up, a group's example
+// is the costliest of the nodes' examples, and groups are ranked again
+// and cut to groups. Each part should hold all its groups (a part cut by
+// its own group limit can leave a group's count short).
+func MergeSummaries(parts []Summary, groups int) Summary {
+	out := Summary{BySeverity: map[string]int{}, Kinds: []KindCount{}, Services: []ServiceCount{}, Groups: []Group{}}
+	kinds, svcs := map[string]*mergedAgg{}, map[string]*mergedAgg{}
+	type merged struct {
+		mergedAgg
+		g Group
+	}
+	grps := map[groupKey]*merged{}
+	at := func(m map[string]*mergedAgg, k string) *mergedAgg {
+		if m[k] == nil {
+			m[k] = &mergedAgg{}
+		}
+		return m[k]
+	}
+	for _, p := range parts {
+		out.GroupsTotal = max(out.GroupsTotal, p.GroupsTotal)
+		out.Total += p.Total
+		out.Traces += p.Traces
+		out.ImpactMS += p.ImpactMS
+		for s, n := range p.BySeverity {
+			out.BySeverity[s] += n
+		}
+		for _, k := range p.Kinds {
+			at(kinds, k.Kind).add(k.Count, k.Traces, k.ImpactMS, k.Severity)
+		}
+		for _, s := range p.Services {
+			at(svcs, s.Service).add(s.Count, s.Traces, s.ImpactMS, s.Severity)
+		}
+		for _, g := range p.Groups {
+			key := groupKey{g.Kind, g.Service, g.Operation, g.Systemic}
+			m := grps[key]
+			if m == nil {
+				m = &merged{g: g}
+				grps[key] = m
+			} else {
+				m.g.FirstSeen, m.g.LastSeen = minTime(m.g.FirstSeen, g.FirstSeen), maxTime(m.g.LastSeen, g.LastSeen)
+				if betterMergedExample(g.Example, m.g.Example) {
+					m.g.Example = g.Example
+				}
+			}
+			m.add(g.Count, g.Traces, g.ImpactMS, g.Severity)
+		}
+	}
+	for _, k := range mergedKeys(kinds) {
+		a := kinds[k]
+		out.Kinds = append(out.Kinds, KindCount{Kind: k, Count: a.count, Traces: a.ntraces, ImpactMS: a.impact, Severity: sevName(a.severity)})
+	}
+	for _, k := range mergedKeys(svcs) {
+		a := svcs[k]
+		out.Services = append(out.Services, ServiceCount{Service: k, Count: a.count, Traces: a.ntraces, ImpactMS: a.impact, Severity: sevName(a.severity)})
+	}
+	list := make([]*merged, 0, len(grps))
+	for _, m := range grps {
+		m.g.Count, m.g.Traces, m.g.ImpactMS, m.g.Severity = m.count, m.ntraces, m.impact, sevName(m.severity)
+		list = append(list, m)
+	}
+	sort.Slice(list, func(i, j int) bool {
+		a, b := list[i], list[j]
+		if rankBefore(&a.agg, &b.agg) != rankBefore(&b.agg, &a.agg) {
+			return rankBefore(&a.agg, &b.agg)
+		}
+		return a.g.Kind+"\x00"+a.g.Service+"\x00"+a.g.Operation < b.g.Kind+"\x00"+b.g.Service+"\x00"+b.g.Operation
+	})
+	out.GroupsTotal = max(out.GroupsTotal, len(list))
+	if groups > 0 && len(list) > groups {
+		list = list[:groups]
+	}
+	for _, m := range list {
+		out.Groups = append(out.Groups, m.g)
+	}
+	return out
+}
+
+// betterMergedExample is betterExample for examples: the costlier, then
+// the more severe, then the newer.
+func betterMergedExample(a, b *Example) bool {
+	if a == nil || b == nil {
+		return b == nil && a != nil
+	}
+	if a.ImpactMS != b.ImpactMS {
+		return a.ImpactMS > b.ImpactMS
+	}
+	if sa, sb := sevRank(a.Severity), sevRank(b.Severity); sa != sb {
+		return sa > sb
+	}
+	return a.Time.After(b.Time)
+}
+
+func minTime(a, b time.Time) time.Time {
+	if b.Before(a) {
+		return b
+	}
+	return a
+}
+
+func maxTime(a, b time.Time) time.Time {
+	if b.After(a) {
+		return b
+	}
+	return a
+}
+
+// PeerGroups is how many groups a node asks each peer for when it merges
+// summaries (the API's own maximum): a group cut from a peer's answer
+// would miss that peer's share.
+const PeerGroups = 5000
+
+// SetPeerSummaries makes GET /api/v1/findings/summary answer for the
+// whole cluster: peers returns the other nodes' summaries of a query
+// (their Summarize). Call it before serving.
+func (s *Store) SetPeerSummaries(peers func(ctx context.Context, q SummaryQuery) []Summary) {
+	s.peerSummaries = peers
+}
+
+// clusterSummary is Summarize merged with the other nodes' summaries.
+func (s *Store) clusterSummary(ctx context.Context, q SummaryQuery) (Summary, error) {
+	if s.peerSummaries == nil {
+		return s.Summarize(ctx, q)
+	}
+	groups := q.Groups
+	q.Groups = PeerGroups
+	local, err := s.Summarize(ctx, q)
+	if err != nil {
+		return Summary{}, err
+	}
+	return MergeSummaries(append(s.peerSummaries(ctx, q), local), groups), nil
+}
+
+// SetPeerLists makes ClusterList merge the other nodes' findings: peers
+// returns their List answers for a query. Call it before serving.
+func (s *Store) SetPeerLists(peers func(ctx context.Context, q Query) [][]Stored) {
+	s.peerLists = peers
+}
+
+// ClusterList is List over every node of a cluster (List alone on a
+// single node): the nodes' answers merged newest first and cut to the
+// limit. Finding ids are per node.
+func (s *Store) ClusterList(ctx context.Context, q Query) ([]Stored, error) {
+	local, err := s.List(ctx, q)
+	if err != nil || s.peerLists == nil {
+		return local, err
+	}
+	all := local
+	for _, l := range s.peerLists(ctx, q) {
+		all = append(all, l...)
+	}
+	sort.SliceStable(all, func(i, j int) bool { return all[i].Time.After(all[j].Time) })
+	limit := q.Limit
+	if limit <= 0 {
+		limit = 100 // List's default
+	}
+	if len(all) > limit {
+		all = all[:limit]
+	}
+	return all, nil
 }

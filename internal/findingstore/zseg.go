@@ -126,11 +126,13 @@ func (s *Store) compress(seg *segment) {
 		return
 	}
 	s.packWG.Add(1)
+	seg.packing = true
 	go func(name string, f *os.File, size int64) {
 		defer s.packWG.Done()
 		z := s.pack(name, f, size)
 		s.mu.Lock()
 		defer s.mu.Unlock()
+		seg.packing = false
 		s.packed(seg, f, z)
 	}(seg.name, seg.f, seg.size)
 }

@@ -60,7 +60,7 @@ func (m *Metrics) handleServices(w http.ResponseWriter, r *http.Request) {
 		writeErr(w, err)
 		return
 	}
-	ss, err := m.Services(start, end, points)
+	ss, err := m.Services(r.Context(), start, end, points)
 	if err != nil {
 		writeErr(w, err)
 		return
@@ -80,7 +80,7 @@ func (m *Metrics) handleOperations(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	q := r.URL.Query()
-	ops, err := m.Operations(q.Get("service"), q.Get("kind"), start, end, q.Get("sort"), limit)
+	ops, err := m.Operations(r.Context(), q.Get("service"), q.Get("kind"), start, end, q.Get("sort"), limit)
 	if err != nil {
 		writeErr(w, err)
 		return
@@ -111,7 +111,7 @@ func (m *Metrics) handleSeries(w http.ResponseWriter, r *http.Request) {
 			return
 		}
 	}
-	series, err := m.Query(Query{
+	series, err := m.Query(r.Context(), Query{
 		Service: q.Get("service"), Operation: q.Get("operation"), Kind: q.Get("kind"),
 		Start: start, End: end, Step: step, GroupByOperation: group || q.Get("operation") != "",
 	})

@@ -1,6 +1,7 @@
 package red
 
 import (
+	"context"
 	"fmt"
 	"net/url"
 	"sort"
@@ -93,7 +94,7 @@ const (
 // averaged over the part of the window covered by data (Metrics.covered),
 // as every other rate. Points without calls are null in latencies and
 // errors (Prometheus would give NaN).
-func (m *Metrics) JaegerMetrics(kind string, p JaegerParams) (*jaegermetrics.MetricFamily, error) {
+func (m *Metrics) JaegerMetrics(ctx context.Context, kind string, p JaegerParams) (*jaegermetrics.MetricFamily, error) {
 	var fam jaegermetrics.MetricFamily
 	fam.Type = "GAUGE"
 	scope, scopeHelp := "service", "service"
@@ -157,7 +158,11 @@ func (m *Metrics) JaegerMetrics(kind string, p JaegerParams) (*jaegermetrics.Met
 		}
 		return false
 	}
-	groups, err := m.collect(w, match, func(k tsdb.Key) groupKey {
+	filter := tsdb.Part{A: p.Services}
+	for _, kd := range kinds {
+		filter.K = append(filter.K, uint8(kd))
+	}
+	groups, cov, err := m.collect(ctx, w, filter, match, func(k tsdb.Key) groupKey {
 		if p.GroupByOperation {
 			return groupKey{k.A, k.B, -1}
 		}
@@ -197,7 +202,7 @@ func (m *Metrics) JaegerMetrics(kind string, p JaegerParams) (*jaegermetrics.Met
 			switch {
 			case kind == JaegerCalls:
 				v := 0.0
-				if secs := m.covered(pe-winMin, pe); secs > 0 {
+				if secs := m.covered(cov, pe-winMin, pe); secs > 0 {
 					v = tsdb.Round6(float64(a.Count) / secs)
 				}
 				gv = jaegermetrics.Gauge(v)
@@ -223,10 +228,10 @@ func (m *Metrics) JaegerMetrics(kind string, p JaegerParams) (*jaegermetrics.Met
 
 // JaegerMetricsFromQuery is ParseJaegerParams + JaegerMetrics for a
 // handler: kind is the last path segment.
-func (m *Metrics) JaegerMetricsFromQuery(kind string, v url.Values) (*jaegermetrics.MetricFamily, error) {
+func (m *Metrics) JaegerMetricsFromQuery(ctx context.Context, kind string, v url.Values) (*jaegermetrics.MetricFamily, error) {
 	p, err := ParseJaegerParams(v, m.now())
 	if err != nil {
 		return nil, err
 	}
-	return m.JaegerMetrics(strings.TrimSpace(kind), p)
+	return m.JaegerMetrics(ctx, strings.TrimSpace(kind), p)
 }

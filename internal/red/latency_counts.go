@@ -1,11 +1,14 @@
 package red
 
 import (
+	"context"
 	"sort"
 	"time"
 
 	"github.com/tracedx/tracedx/internal/red/tsdb"
 )
+
+const peerCountsTimeout = 10 * time.Second
 
 // EntryCounts is what one entry operation (server and consumer spans)
 // handled over a window: requests, failures, how many were slower than a
@@ -25,15 +28,22 @@ type EntryCounts struct {
 // EntryOperationCounts summarises every entry operation of service (all
 // services when "") over [start, end), counting requests slower than
 // slowerMS when it is positive. Alert rules need counts, not rates, to
-// compute error and latency budgets.
+// compute error and latency budgets. In a cluster the counts are the
+// whole cluster's (the rule evaluations have no request context: a peer
+// gets peerCountsTimeout to answer).
 func (m *Metrics) EntryOperationCounts(service string, start, end time.Time, slowerMS float64) ([]EntryCounts, error) {
 	w, err := makeWindow(start, end, end.Sub(start))
 	if err != nil {
 		return nil, err
 	}
-	groups, err := m.collect(w, func(k tsdb.Key) bool {
-		return (service == "" || k.A == service) && isEntry(k.K)
-	}, func(k tsdb.Key) groupKey { return groupKey{k.A, k.B, -1} })
+	filter := tsdb.Part{K: kindFilter{entry: true}.kinds()}
+	if service != "" {
+		filter.A = []string{service}
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), peerCountsTimeout)
+	defer cancel()
+	groups, _, err := m.collect(ctx, w, filter, func(tsdb.Key) bool { return true },
+		func(k tsdb.Key) groupKey { return groupKey{k.A, k.B, -1} })
 	if err != nil && len(groups) == 0 {
 		return nil, err
 	}

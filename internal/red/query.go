@@ -1,6 +1,7 @@
 package red
 
 import (
+	"context"
 	"errors"
 	"fmt"
 	"sort"
@@ -84,6 +85,17 @@ func (f kindFilter) match(k uint8) bool {
 	return k == uint8(f.kind)
 }
 
+// kinds is the filter as a list of kinds (nil: any), for a peer's Part.
+func (f kindFilter) kinds() []uint8 {
+	switch {
+	case f.any:
+		return nil
+	case f.entry:
+		return []uint8{uint8(model.KindServer), uint8(model.KindConsumer)}
+	}
+	return []uint8{uint8(f.kind)}
+}
+
 func isEntry(k uint8) bool {
 	return k == uint8(model.KindServer) || k == uint8(model.KindConsumer)
 }
@@ -115,13 +127,19 @@ func makeWindow(start, end time.Time, step time.Duration) (window, error) {
 }
 
 // stepSeconds is the covered time of each step of w.
-func (w window) stepSeconds(m *Metrics) []float64 {
+func (w window) stepSeconds(m *Metrics, cov tsdb.Coverage) []float64 {
 	out := make([]float64, w.n)
 	for i := range out {
 		from := w.startMin + int64(i)*w.stepMin
-		out[i] = m.covered(from, from+w.stepMin)
+		out[i] = m.covered(cov, from, from+w.stepMin)
 	}
 	return out
+}
+
+// part is w as a peer's Part, narrowed to the series filter selects.
+func (w window) part(filter tsdb.Part) tsdb.Part {
+	filter.StartMin, filter.EndMin, filter.StepMin = w.startMin, w.endMin, w.stepMin
+	return filter
 }
 
 type groupKey struct {
@@ -129,10 +147,12 @@ type groupKey struct {
 	kind        int16 // -1 when kinds are merged
 }
 
-// collect aggregates matching records into per-group step buckets.
-func (m *Metrics) collect(w window, match func(tsdb.Key) bool, group func(tsdb.Key) groupKey) (map[groupKey][]*tsdb.Agg, error) {
+// collect aggregates matching records into per-group step buckets: this
+// node's and, in a cluster, the other nodes' (filter narrows what they
+// send; match must select within it). The coverage is the cluster's.
+func (m *Metrics) collect(ctx context.Context, w window, filter tsdb.Part, match func(tsdb.Key) bool, group func(tsdb.Key) groupKey) (map[groupKey][]*tsdb.Agg, tsdb.Coverage, error) {
 	out := map[groupKey][]*tsdb.Agg{}
-	err := m.st.Range(w.startMin, w.endMin, match, func(k tsdb.Key, r *tsdb.Rec) {
+	cov, err := m.st.Read(ctx, m.remote, w.part(filter), match, func(k tsdb.Key, r *tsdb.Rec) {
 		g := group(k)
 		aggs := out[g]
 		if aggs == nil {
@@ -145,7 +165,7 @@ func (m *Metrics) collect(w window, match func(tsdb.Key) bool, group func(tsdb.K
 		}
 		aggs[i].AddRec(r)
 	})
-	return out, err
+	return out, cov, err
 }
 
 func point(a *tsdb.Agg, tms int64, seconds float64) Point {
@@ -166,8 +186,8 @@ func point(a *tsdb.Agg, tms int64, seconds float64) Point {
 // averaged over: the one rule of every rate tracedx reports (RED, service
 // map, Jaeger Monitor) — from the later of the range start and the first
 // minute tracedx holds data for, to the earlier of the range end and now.
-func (m *Metrics) covered(startMin, endMin int64) float64 {
-	return m.st.CoveredSeconds(startMin, endMin, m.now())
+func (m *Metrics) covered(cov tsdb.Coverage, startMin, endMin int64) float64 {
+	return cov.Seconds(startMin, endMin, m.now())
 }
 
 // DataSince is the first minute RED metrics hold data for (ok false while
@@ -181,7 +201,7 @@ func (m *Metrics) DataSince() (time.Time, bool) {
 // A point covers [time, time+step); its rate divides by the part of the
 // step covered by data, so neither the step holding "now" nor the one in
 // which data begins reads low.
-func (m *Metrics) Query(q Query) ([]Series, error) {
+func (m *Metrics) Query(ctx context.Context, q Query) ([]Series, error) {
 	kf, err := parseKind(q.Kind)
 	if err != nil {
 		return nil, err
@@ -199,12 +219,17 @@ func (m *Metrics) Query(q Query) ([]Series, error) {
 		}
 		return groupKey{k.A, "", -1}
 	}
-	groups, err := m.collect(w, match, group)
+	var filter tsdb.Part
+	if q.Service != "" {
+		filter.A = []string{q.Service}
+	}
+	filter.B, filter.K = q.Operation, kf.kinds()
+	groups, cov, err := m.collect(ctx, w, filter, match, group)
 	if err != nil && len(groups) == 0 {
 		return nil, err
 	}
 	out := make([]Series, 0, len(groups))
-	secs := w.stepSeconds(m)
+	secs := w.stepSeconds(m, cov)
 	for g, aggs := range groups {
 		s := Series{Service: g.service, Operation: g.op, Points: make([]Point, w.n)}
 		if g.kind >= 0 {
@@ -264,24 +289,21 @@ type ServiceSummary struct {
 
 // Services summarises every service over [start, end) with a sparkline of
 // sparkPoints points (0 = none).
-func (m *Metrics) Services(start, end time.Time, sparkPoints int) ([]ServiceSummary, error) {
+func (m *Metrics) Services(ctx context.Context, start, end time.Time, sparkPoints int) ([]ServiceSummary, error) {
 	whole, err := makeWindow(start, end, end.Sub(start))
 	if err != nil {
 		return nil, err
 	}
-	// First pass: which services have entry spans in the window.
-	hasEntry := map[string]bool{}
-	if err := m.st.Range(whole.startMin, whole.endMin, func(k tsdb.Key) bool {
-		return isEntry(k.K) && !hasEntry[k.A]
-	}, func(k tsdb.Key, r *tsdb.Rec) {
-		if r.Count > 0 {
-			hasEntry[k.A] = true
+	// Entry and other spans are grouped apart in one pass; a service's
+	// row uses its entry spans if it has any in the window, else all.
+	const other, entry = 0, 1
+	match := func(tsdb.Key) bool { return true }
+	group := func(k tsdb.Key) groupKey {
+		if isEntry(k.K) {
+			return groupKey{k.A, "", entry}
 		}
-	}); err != nil {
-		m.log.Warn("red services: partial read", "err", err)
+		return groupKey{k.A, "", other}
 	}
-	match := func(k tsdb.Key) bool { return !hasEntry[k.A] || isEntry(k.K) }
-	group := func(k tsdb.Key) groupKey { return groupKey{k.A, "", -1} }
 	if sparkPoints < 1 {
 		sparkPoints = 1
 	}
@@ -291,13 +313,24 @@ func (m *Metrics) Services(start, end time.Time, sparkPoints int) ([]ServiceSumm
 	if err != nil {
 		return nil, err
 	}
-	groups, err := m.collect(w, match, group)
+	groups, cov, err := m.collect(ctx, w, tsdb.Part{}, match, group)
 	if err != nil && len(groups) == 0 {
 		return nil, err
 	}
+	hasEntry := map[string]bool{}
+	for g, aggs := range groups {
+		if g.kind == entry && total(aggs).Count > 0 {
+			hasEntry[g.service] = true
+		}
+	}
+	for g := range groups {
+		if hasEntry[g.service] != (g.kind == entry) {
+			delete(groups, g)
+		}
+	}
 	out := make([]ServiceSummary, 0, len(groups))
-	wholeSecs := m.covered(w.startMin, w.endMin)
-	stepSecs := w.stepSeconds(m)
+	wholeSecs := m.covered(cov, w.startMin, w.endMin)
+	stepSecs := w.stepSeconds(m, cov)
 	for g, aggs := range groups {
 		var tot tsdb.Agg
 		spark := make([]SparkPoint, len(aggs))
@@ -339,7 +372,7 @@ const (
 // of all services when service is "" (top operations), optionally of one
 // kind, sorted by sortBy (p95 by default) descending, at most limit rows
 // (0 = all).
-func (m *Metrics) Operations(service, kind string, start, end time.Time, sortBy string, limit int) ([]OperationSummary, error) {
+func (m *Metrics) Operations(ctx context.Context, service, kind string, start, end time.Time, sortBy string, limit int) ([]OperationSummary, error) {
 	kf, err := parseKind(kind)
 	if err != nil {
 		return nil, err
@@ -352,13 +385,16 @@ func (m *Metrics) Operations(service, kind string, start, end time.Time, sortBy 
 	if err != nil {
 		return nil, err
 	}
-	groups, err := m.collect(w, func(k tsdb.Key) bool {
-		return (service == "" || k.A == service) && kf.match(k.K)
-	}, func(k tsdb.Key) groupKey { return groupKey{k.A, k.B, int16(k.K)} })
+	filter := tsdb.Part{K: kf.kinds()}
+	if service != "" {
+		filter.A = []string{service}
+	}
+	groups, cov, err := m.collect(ctx, w, filter, func(tsdb.Key) bool { return true },
+		func(k tsdb.Key) groupKey { return groupKey{k.A, k.B, int16(k.K)} })
 	if err != nil && len(groups) == 0 {
 		return nil, err
 	}
-	secs := m.covered(w.startMin, w.endMin)
+	secs := m.covered(cov, w.startMin, w.endMin)
 	out := make([]OperationSummary, 0, len(groups))
 	for g, aggs := range groups {
 		out = append(out, OperationSummary{Service: g.service, Operation: g.op, Kind: model.SpanKind(g.kind).String(), Summary: summarize(total(aggs), secs)})
@@ -412,8 +448,8 @@ type ServiceStat struct {
 
 // ServiceStats returns entry-span RED per service over [start, end); it is
 // what servicegraph uses for node figures.
-func (m *Metrics) ServiceStats(start, end time.Time) (map[string]ServiceStat, error) {
-	ss, err := m.Services(start, end, 0)
+func (m *Metrics) ServiceStats(ctx context.Context, start, end time.Time) (map[string]ServiceStat, error) {
+	ss, err := m.Services(ctx, start, end, 0)
 	if err != nil {
 		return nil, err
 	}

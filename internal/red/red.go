@@ -65,10 +65,12 @@ type promState struct {
 
 // Metrics is the RED metrics engine. All methods are safe for concurrent use.
 type Metrics struct {
-	st  *tsdb.Store[promState]
-	log *slog.Logger
-	opt Options
-	now func() time.Time
+	st *tsdb.Store[promState]
+	// remote gives the other cluster nodes' records (nil: single node).
+	remote tsdb.Remote
+	log    *slog.Logger
+	opt    Options
+	now    func() time.Time
 
 	startOnce sync.Once
 	closeOnce sync.Once
@@ -181,6 +183,15 @@ func (m *Metrics) Observe(spans []model.Span) {
 		})
 	}
 }
+
+// SetRemote makes queries merge the records of the other nodes of a
+// cluster, which record the spans of the traces they own. Call it before
+// serving queries.
+func (m *Metrics) SetRemote(r tsdb.Remote) { m.remote = r }
+
+// Part is this node's share of a cluster-wide query (what SetRemote's
+// function gets from the other nodes).
+func (m *Metrics) Part(p tsdb.Part) (tsdb.Partial, error) { return m.st.Partial(p) }
 
 // SeriesCount is the number of (service, operation, kind) series tracked.
 func (m *Metrics) SeriesCount() int { return m.st.SeriesCount() }

@@ -105,7 +105,7 @@ func TestQueryRatesErrorsPercentiles(t *testing.T) {
 	w := genWorkload(base, 10, 120, 0.1, 1)
 	feed(m, w.spans, 100)
 
-	series, err := m.Query(Query{Service: "api", Kind: "server", Start: base.Add(-10 * time.Minute), End: base, Step: 5 * time.Minute, GroupByOperation: true})
+	series, err := m.Query(context.Background(), Query{Service: "api", Kind: "server", Start: base.Add(-10 * time.Minute), End: base, Step: 5 * time.Minute, GroupByOperation: true})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -134,7 +134,7 @@ func TestQueryRatesErrorsPercentiles(t *testing.T) {
 	if share := float64(errs) / float64(cnt); math.Abs(share-0.1) > 0.03 {
 		t.Errorf("error share %.3f, want ≈0.1", share)
 	}
-	whole, err := m.Operations("api", "server", base.Add(-10*time.Minute), base, ByP95, 0)
+	whole, err := m.Operations(context.Background(), "api", "server", base.Add(-10*time.Minute), base, ByP95, 0)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -152,17 +152,17 @@ func TestQueryRatesErrorsPercentiles(t *testing.T) {
 			}
 		}
 	}
-	byErr, err := m.Operations("", "", base.Add(-10*time.Minute), base, ByErrorRate, 1)
+	byErr, err := m.Operations(context.Background(), "", "", base.Add(-10*time.Minute), base, ByErrorRate, 1)
 	if err != nil {
 		t.Fatal(err)
 	}
 	if len(byErr) != 1 || byErr[0].Operation != "GET /users" {
 		t.Fatalf("top by error rate: %+v", byErr)
 	}
-	if _, err := m.Query(Query{Kind: "sideways", Start: base.Add(-time.Minute), End: base}); err == nil {
+	if _, err := m.Query(context.Background(), Query{Kind: "sideways", Start: base.Add(-time.Minute), End: base}); err == nil {
 		t.Error("bad kind must fail")
 	}
-	if _, err := m.Query(Query{Start: base, End: base.Add(-time.Minute)}); err == nil {
+	if _, err := m.Query(context.Background(), Query{Start: base, End: base.Add(-time.Minute)}); err == nil {
 		t.Error("end before start must fail")
 	}
 }
@@ -176,7 +176,7 @@ func TestServicesUseEntrySpansAndSparkline(t *testing.T) {
 		w.spans = append(w.spans, mkSpan("cron", "tick", model.KindInternal, base.Add(-3*time.Minute+time.Duration(i)*time.Second), time.Millisecond, i < 3))
 	}
 	feed(m, w.spans, 64)
-	ss, err := m.Services(base.Add(-6*time.Minute), base, 6)
+	ss, err := m.Services(context.Background(), base.Add(-6*time.Minute), base, 6)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -207,7 +207,7 @@ func TestRestartRestoresSeries(t *testing.T) {
 	// One span in the still-open minute must survive Close too.
 	m.Observe([]model.Span{mkSpan("api", "GET /users", model.KindServer, base.Add(time.Second), time.Millisecond, false)})
 	q := Query{Service: "api", Kind: "server", Start: base.Add(-5 * time.Minute), End: base.Add(time.Minute), Step: 6 * time.Minute}
-	before, err := m.Query(q)
+	before, err := m.Query(context.Background(), q)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -216,7 +216,7 @@ func TestRestartRestoresSeries(t *testing.T) {
 	}
 	m2 := newTestMetrics(t, dir, now)
 	defer m2.Close()
-	after, err := m2.Query(q)
+	after, err := m2.Query(context.Background(), q)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -429,8 +429,8 @@ func TestHTTPHandlers(t *testing.T) {
 
 // The Jaeger handler takes what JaegerMetrics returns as is: one type, no
 // conversion in between (this fails to compile if the twins come back).
-var _ jaeger.MetricsFunc = func(_ context.Context, kind string, q jaeger.MetricsQuery) (*jaeger.MetricFamily, error) {
-	return (*Metrics)(nil).JaegerMetrics(kind, JaegerParams{})
+var _ jaeger.MetricsFunc = func(ctx context.Context, kind string, q jaeger.MetricsQuery) (*jaeger.MetricFamily, error) {
+	return (*Metrics)(nil).JaegerMetrics(ctx, kind, JaegerParams{})
 }
 
 func TestJaegerMetricsShape(t *testing.T) {
@@ -442,7 +442,7 @@ func TestJaegerMetricsShape(t *testing.T) {
 	feed(m, genWorkload(base, 20, 60, 0.25, 6).spans, 100)
 	v := url.Values{"service": {"api"}, "spanKind": {"server"}, "endTs": {strconv.FormatInt(now.UnixMilli(), 10)},
 		"lookback": {"600000"}, "step": {"60000"}, "ratePer": {"300000"}, "groupByOperation": {"true"}, "quantile": {"0.95"}}
-	calls, err := m.JaegerMetricsFromQuery("calls", v)
+	calls, err := m.JaegerMetricsFromQuery(context.Background(), "calls", v)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -464,14 +464,14 @@ func TestJaegerMetricsShape(t *testing.T) {
 			t.Errorf("timestamp %q", p.Timestamp)
 		}
 	}
-	lat, err := m.JaegerMetricsFromQuery("latencies", v)
+	lat, err := m.JaegerMetricsFromQuery(context.Background(), "latencies", v)
 	if err != nil {
 		t.Fatal(err)
 	}
 	if p := *lat.Metrics[0].MetricPoints[0].GaugeValue.DoubleValue; p < 20 || p > 80 {
 		t.Errorf("p95 of GET /users %v ms, want ≈45", p)
 	}
-	errs, err := m.JaegerMetricsFromQuery("errors", v)
+	errs, err := m.JaegerMetricsFromQuery(context.Background(), "errors", v)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -483,10 +483,10 @@ func TestJaegerMetricsShape(t *testing.T) {
 		t.Errorf("json shape: %s", raw[:min(len(raw), 300)])
 	}
 	v.Del("quantile")
-	if _, err := m.JaegerMetricsFromQuery("latencies", v); err == nil {
+	if _, err := m.JaegerMetricsFromQuery(context.Background(), "latencies", v); err == nil {
 		t.Error("latencies without quantile must fail")
 	}
-	if _, err := m.JaegerMetricsFromQuery("bogus", v); err == nil {
+	if _, err := m.JaegerMetricsFromQuery(context.Background(), "bogus", v); err == nil {
 		t.Error("unknown metric must fail")
 	}
 }
@@ -502,7 +502,7 @@ func TestJaegerMetricsEmptyStepsAreNull(t *testing.T) {
 	v := url.Values{"service": {"api"}, "endTs": {strconv.FormatInt(now.UnixMilli(), 10)},
 		"lookback": {"3600000"}, "step": {"60000"}, "ratePer": {"60000"}, "quantile": {"0.5"}}
 	for _, kind := range []string{"calls", "latencies", "errors"} {
-		fam, err := m.JaegerMetricsFromQuery(kind, v)
+		fam, err := m.JaegerMetricsFromQuery(context.Background(), kind, v)
 		if err != nil {
 			t.Fatal(err)
 		}

@@ -6,14 +6,23 @@ import (
 	"net"
 	"net/http"
 	"path/filepath"
+	"strings"
 	"time"
 
+	"github.com/tracedx/tracedx/internal/baseline"
 	"github.com/tracedx/tracedx/internal/cluster"
 	"github.com/tracedx/tracedx/internal/config"
+	"github.com/tracedx/tracedx/internal/findingstore"
 	"github.com/tracedx/tracedx/internal/ingest"
+	"github.com/tracedx/tracedx/internal/red"
+	"github.com/tracedx/tracedx/internal/red/tsdb"
+	"github.com/tracedx/tracedx/internal/servicegraph"
+	"github.com/tracedx/tracedx/internal/statesync"
 	"github.com/tracedx/tracedx/internal/store"
+	"github.com/tracedx/tracedx/internal/store/blockio"
 	"github.com/tracedx/tracedx/internal/store/engine"
 	"github.com/tracedx/tracedx/internal/store/s3store"
+	"github.com/tracedx/tracedx/internal/systemic"
 )
 
 // blockStorage is where the engine keeps blocks: nil for the default
@@ -43,6 +52,60 @@ func (s *Server) blockStorage(ctx context.Context, cfg config.Config, engineDir 
 	s.reg.MustRegister(st.Collectors()...)
 	return st, nil
 }
+
+// nodeBucket is this node's own area of the bucket, with the s3 backend
+// (nil otherwise): <prefix>/<area>/<node id> ("single" for the node id
+// of a node outside a cluster).
+func (s *Server) nodeBucket(ctx context.Context, cfg config.Config, area, spool string) (blockio.Storage, error) {
+	if cfg.Storage.Backend != "s3" {
+		return nil, nil
+	}
+	c := cfg.Storage.S3
+	node := cfg.Cluster.NodeID
+	if node == "" {
+		node = "single"
+	}
+	prefix := strings.TrimSuffix(c.Prefix, "/")
+	if prefix != "" {
+		prefix += "/"
+	}
+	return s3store.New(ctx, s3store.Config{
+		Endpoint: c.Endpoint, Bucket: c.Bucket, Prefix: prefix + area + "/" + node, Region: c.Region,
+		AccessKey: c.AccessKey, SecretKey: c.SecretKey, SpoolDir: spool, Logger: s.log,
+	})
+}
+
+// syncState, with the s3 backend, restores the baselines' and the
+// cross-trace detectors' snapshots that the data directory lacks (a lost
+// disk) before they are opened, and copies them to the bucket every
+// minute and at shutdown (after they are written).
+func (s *Server) syncState(ctx context.Context, cfg config.Config, dir func(string) string) error {
+	st, err := s.nodeBucket(ctx, cfg, "state", dir("state-spool"))
+	if err != nil || st == nil {
+		return err
+	}
+	m := statesync.New(st, []statesync.File{
+		{Name: baseline.SnapshotFile, Path: filepath.Join(dir("baselines"), baseline.SnapshotFile)},
+		{Name: systemic.SnapshotFile, Path: filepath.Join(dir("systemic"), systemic.SnapshotFile)},
+	}, s.log)
+	rctx, cancel := context.WithTimeout(ctx, stateTimeout)
+	err = m.Restore(rctx)
+	cancel()
+	if err != nil {
+		s.log.Error("restoring baselines and detector state from the bucket failed; starting from the local disk", "err", err)
+	}
+	s.background = append(s.background, func(ctx context.Context) { m.Run(ctx, time.Minute) })
+	// Closers run last-added first: this one after the components have
+	// written their snapshots.
+	s.closers = append(s.closers, func() error {
+		ctx, cancel := context.WithTimeout(context.Background(), stateTimeout)
+		defer cancel()
+		return m.Upload(ctx)
+	})
+	return nil
+}
+
+const stateTimeout = time.Minute
 
 // clusterRing is the cluster's ring, nil for a single node.
 func clusterRing(cfg config.Config) (*cluster.Ring, error) {
@@ -106,4 +169,46 @@ func clusterRoutes(mux *http.ServeMux, ring *cluster.Ring, eng *engine.Engine, a
 	}
 	cluster.RegisterPeerRoutes(mux, eng, peer, log)
 	mux.Handle("GET /api/v1/findings", cluster.MergeFindings(apiV1, ring, peer, log))
+}
+
+// Names of the aggregate parts nodes serve each other.
+const (
+	partRED             = "red"
+	partEdges           = "servicegraph"
+	partFindingsSummary = "findings-summary"
+	partFindingsList    = "findings-list"
+)
+
+// clusterAggregates makes the aggregate APIs answer for the whole
+// cluster. Each node records RED metrics, service-graph edges and
+// findings of the traces it owns (and its catalogs hold what its head
+// holds), so every node serves its share of these to its peers and merges
+// theirs into its answers: RED metrics (v1, Jaeger Monitor API, alert
+// counts), the service map and Jaeger dependencies, the findings summary,
+// the findings the root-cause ranking reads, and the services, operations
+// and attribute catalogs.
+func clusterAggregates(mux *http.ServeMux, st store.Store, local store.Store, metrics *red.Metrics, graph *servicegraph.Graph, fs *findingstore.Store, peer cluster.Security, log *slog.Logger) {
+	cs, ok := st.(*cluster.Store)
+	if !ok {
+		return
+	}
+	parts := &cluster.Parts{}
+	cluster.ServeCatalogParts(parts, local)
+	serveRecords := func(name string, part func(tsdb.Part) (tsdb.Partial, error)) tsdb.Remote {
+		cluster.ServePart(parts, name, func(_ context.Context, p tsdb.Part) (tsdb.Partial, error) { return part(p) })
+		return func(ctx context.Context, p tsdb.Part) []tsdb.Partial {
+			return cluster.AskPeers[tsdb.Part, tsdb.Partial](ctx, cs, name, p)
+		}
+	}
+	metrics.SetRemote(serveRecords(partRED, metrics.Part))
+	graph.SetRemote(serveRecords(partEdges, graph.Part))
+	cluster.ServePart(parts, partFindingsSummary, fs.Summarize)
+	fs.SetPeerSummaries(func(ctx context.Context, q findingstore.SummaryQuery) []findingstore.Summary {
+		return cluster.AskPeers[findingstore.SummaryQuery, findingstore.Summary](ctx, cs, partFindingsSummary, q)
+	})
+	cluster.ServePart(parts, partFindingsList, fs.List)
+	fs.SetPeerLists(func(ctx context.Context, q findingstore.Query) [][]findingstore.Stored {
+		return cluster.AskPeers[findingstore.Query, []findingstore.Stored](ctx, cs, partFindingsList, q)
+	})
+	cluster.RegisterPartRoutes(mux, parts, peer, log)
 }

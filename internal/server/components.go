@@ -63,9 +63,10 @@ func (f *storedFindings) traceFindings(ctx context.Context, id model.TraceID) ([
 }
 
 // FindingsBetween lists the findings stored for [from, to), newest first,
-// for the root-cause ranking (v1.FindingsInRange).
+// for the root-cause ranking (v1.FindingsInRange); in a cluster, every
+// node's.
 func (f *storedFindings) FindingsBetween(ctx context.Context, from, to time.Time, limit int) ([]analyze.Finding, error) {
-	l, err := f.fs.List(ctx, findingstore.Query{From: from, To: to, Limit: limit})
+	l, err := f.fs.ClusterList(ctx, findingstore.Query{From: from, To: to, Limit: limit})
 	return findingstore.Findings(l), err
 }
 

@@ -63,6 +63,9 @@ func New(ctx context.Context, cfg config.Config, log *slog.Logger) (*Server, err
 		return nil, err
 	}
 
+	if err := s.syncState(ctx, cfg, dir); err != nil {
+		return nil, err
+	}
 	// Analytics first: the store's completion hook feeds them.
 	metrics, err := red.New(red.Options{Dir: dir("metrics"), Retention: cfg.MetricsRetention(), ExemplarLabel: cfg.Analytics.ExemplarLabel}, log.With("component", "red"))
 	if err != nil {
@@ -95,8 +98,12 @@ func New(ctx context.Context, cfg config.Config, log *slog.Logger) (*Server, err
 	queries := &priority.Gate{}
 	pipe.gate = queries
 	pipe.detectors = detectors
+	findingsBucket, err := s.nodeBucket(ctx, cfg, "findings", dir("findings-spool"))
+	if err != nil {
+		return nil, err
+	}
 	fs, err := findingstore.Open(findingstore.Options{Dir: dir("findings"), Retention: cfg.Retention.Findings, SyncInterval: 200 * time.Millisecond, Logger: log,
-		TraceAvailable: s.hasTrace})
+		TraceAvailable: s.hasTrace, Bucket: findingsBucket})
 	if err != nil {
 		return nil, err
 	}
@@ -218,8 +225,8 @@ func New(ctx context.Context, cfg config.Config, log *slog.Logger) (*Server, err
 		Sampled:       pipe.sampledReason,
 		Logger:        log.With("component", "jaeger-api"),
 		MaxTraceSpans: cfg.Query.MaxAPITraceSpans,
-		Metrics: jaeger.MetricsFunc(func(_ context.Context, kind string, q jaeger.MetricsQuery) (*jaeger.MetricFamily, error) {
-			fam, err := metrics.JaegerMetrics(kind, red.JaegerParams{Services: q.Services, SpanKinds: q.SpanKinds,
+		Metrics: jaeger.MetricsFunc(func(ctx context.Context, kind string, q jaeger.MetricsQuery) (*jaeger.MetricFamily, error) {
+			fam, err := metrics.JaegerMetrics(ctx, kind, red.JaegerParams{Services: q.Services, SpanKinds: q.SpanKinds,
 				GroupByOperation: q.GroupByOperation, EndTs: q.End, Lookback: q.Lookback, Step: q.Step, RatePer: q.RatePer, Quantile: q.Quantile})
 			if err != nil {
 				if errors.Is(err, red.ErrBadQuery) {
@@ -229,8 +236,8 @@ func New(ctx context.Context, cfg config.Config, log *slog.Logger) (*Server, err
 			}
 			return fam, nil
 		}),
-		Dependencies: jaeger.DependencyFunc(func(_ context.Context, end time.Time, lookback time.Duration) ([]jaeger.DependencyLink, error) {
-			deps, err := graph.Dependencies(end, lookback)
+		Dependencies: jaeger.DependencyFunc(func(ctx context.Context, end time.Time, lookback time.Duration) ([]jaeger.DependencyLink, error) {
+			deps, err := graph.Dependencies(ctx, end, lookback)
 			if err != nil {
 				return nil, err
 			}
@@ -268,6 +275,7 @@ func New(ctx context.Context, cfg config.Config, log *slog.Logger) (*Server, err
 	mux.Handle("/api/v1/", queries.Middleware(apiV1))
 	mux.Handle("/api/", queries.Middleware(jaegerAPI))
 	clusterRoutes(mux, ring, eng, queries.Middleware(apiV1), peer, log)
+	clusterAggregates(mux, st, eng, metrics, graph, fs, peer, log)
 	mux.Handle("GET /metrics", metricsHandler(s.reg))
 	mux.HandleFunc("GET /healthz", func(w http.ResponseWriter, _ *http.Request) { _, _ = w.Write([]byte("ok\n")) })
 	mux.HandleFunc("GET /readyz", readyz(fs))

@@ -1,6 +1,7 @@
 package servicegraph
 
 import (
+	"context"
 	"testing"
 	"time"
 
@@ -25,7 +26,7 @@ func TestDatabaseCallsAreRecordedWithoutWaiting(t *testing.T) {
 	if waiting != 0 || virtual != 50 {
 		t.Fatalf("waiting %d virtual %d: database halves must not wait", waiting, virtual)
 	}
-	es, err := g.Edges(c.now().Add(-time.Minute), c.now().Add(time.Minute))
+	es, err := g.Edges(context.Background(), c.now().Add(-time.Minute), c.now().Add(time.Minute))
 	if err != nil || len(es) != 1 || es[0].Target != "shop" || es[0].CallCount != 50 || es[0].ConnectionType != "database" {
 		t.Fatalf("edges before any expiry: %v %+v", err, es)
 	}

@@ -1,6 +1,7 @@
 package servicegraph
 
 import (
+	"context"
 	"math"
 	"testing"
 	"time"
@@ -29,7 +30,7 @@ func TestDatabaseNodesAreNamedByDatabase(t *testing.T) {
 		call("cart", str("db.system", "memcached")),
 		call("search", str("db.system", "elasticsearch"), str("peer.service", "es-main")),
 	})
-	m, err := g.ServiceMap(at.Add(-time.Minute), c.now())
+	m, err := g.ServiceMap(context.Background(), at.Add(-time.Minute), c.now())
 	if err != nil {
 		t.Fatal(err)
 	}

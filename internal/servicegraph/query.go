@@ -1,6 +1,7 @@
 package servicegraph
 
 import (
+	"context"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -42,13 +43,17 @@ type edgeAgg struct {
 	byConn [len(connNames)]uint64
 }
 
-func (g *Graph) aggregate(start, end time.Time) (map[pairKey]*edgeAgg, float64, error) {
+// aggregate sums the edges of [start, end): this node's and, in a
+// cluster, the other nodes' (each records the calls of the traces it
+// owns). The rate's seconds are the cluster's covered time.
+func (g *Graph) aggregate(ctx context.Context, start, end time.Time) (map[pairKey]*edgeAgg, float64, error) {
 	if start.IsZero() || end.IsZero() || !end.After(start) {
 		return nil, 0, fmt.Errorf("%w: end must be after start", ErrBadQuery)
 	}
 	s, e := tsdb.UnixMinute(start), tsdb.UnixMinute(end.Add(time.Minute-time.Nanosecond))
 	out := map[pairKey]*edgeAgg{}
-	err := g.st.Range(s, e, func(tsdb.Key) bool { return true }, func(k tsdb.Key, r *tsdb.Rec) {
+	whole := tsdb.Part{StartMin: s, EndMin: e, StepMin: max(e-s, 1)}
+	cov, err := g.st.Read(ctx, g.remote, whole, func(tsdb.Key) bool { return true }, func(k tsdb.Key, r *tsdb.Rec) {
 		pk := pairKey{k.A, k.B}
 		ea := out[pk]
 		if ea == nil {
@@ -63,7 +68,7 @@ func (g *Graph) aggregate(start, end time.Time) (map[pairKey]*edgeAgg, float64, 
 	if err != nil && len(out) == 0 {
 		return nil, 0, err
 	}
-	return out, g.covered(s, e), err
+	return out, g.covered(cov, s, e), err
 }
 
 // DataSincer says since when a component holds data; *red.Metrics
@@ -75,18 +80,33 @@ type DataSincer interface {
 
 // covered is the seconds of the minutes [s, e) that rates are averaged
 // over: from the later of s and the first minute with data, to the earlier
-// of e and now (the rule of red's rates; see docs/api.md).
-func (g *Graph) covered(s, e int64) float64 {
-	first, ok := g.st.FirstMinute()
+// of e and now (the rule of red's rates; see docs/api.md). cov holds the
+// edges' first minute (the cluster's); RED's is taken into account too.
+func (g *Graph) covered(cov tsdb.Coverage, s, e int64) float64 {
+	return g.withDataSince(cov).Seconds(s, e, g.now())
+}
+
+// withDataSince lowers cov to RED's first minute with data on this node.
+func (g *Graph) withDataSince(cov tsdb.Coverage) tsdb.Coverage {
 	if ds, isDS := g.opt.NodeStats.(DataSincer); isDS {
-		if t, has := ds.DataSince(); has {
-			first, ok = min(tsdb.UnixMinute(t), first), true
+		if t, has := ds.DataSince(); has && (!cov.Has || tsdb.UnixMinute(t) < cov.First) {
+			cov = tsdb.Coverage{First: tsdb.UnixMinute(t), Has: true}
 		}
 	}
-	if !ok {
-		first = s
-	}
-	return tsdb.Covered(s, e, first, g.now())
+	return cov
+}
+
+// SetRemote makes queries merge the edges of the other nodes of a
+// cluster. Call it before serving queries.
+func (g *Graph) SetRemote(r tsdb.Remote) { g.remote = r }
+
+// Part is this node's share of a cluster-wide query: its edge records
+// and the earliest minute it holds edges or RED data for.
+func (g *Graph) Part(p tsdb.Part) (tsdb.Partial, error) {
+	part, err := g.st.Partial(p)
+	cov := g.withDataSince(tsdb.Coverage{First: part.First, Has: part.HasFirst})
+	part.First, part.HasFirst = cov.First, cov.Has
+	return part, err
 }
 
 func rate(n uint64, secs float64) float64 {
@@ -118,8 +138,8 @@ func edgeOf(pk pairKey, ea *edgeAgg, secs float64) Edge {
 }
 
 // Edges returns the dependencies seen in [start, end), busiest first.
-func (g *Graph) Edges(start, end time.Time) ([]Edge, error) {
-	aggs, secs, err := g.aggregate(start, end)
+func (g *Graph) Edges(ctx context.Context, start, end time.Time) ([]Edge, error) {
+	aggs, secs, err := g.aggregate(ctx, start, end)
 	if aggs == nil {
 		return nil, err
 	}
@@ -162,15 +182,15 @@ type Map struct {
 
 // ServiceMap returns nodes and edges of [start, end). Node figures come
 // from NodeStats (RED entry spans) when set, else from incoming edges.
-func (g *Graph) ServiceMap(start, end time.Time) (*Map, error) {
-	aggs, secs, err := g.aggregate(start, end)
+func (g *Graph) ServiceMap(ctx context.Context, start, end time.Time) (*Map, error) {
+	aggs, secs, err := g.aggregate(ctx, start, end)
 	if aggs == nil {
 		return nil, err
 	}
 	var stats map[string]red.ServiceStat
 	if g.opt.NodeStats != nil {
 		var serr error
-		if stats, serr = g.opt.NodeStats.ServiceStats(start, end); serr != nil {
+		if stats, serr = g.opt.NodeStats.ServiceStats(ctx, start, end); serr != nil {
 			g.log.Warn("service map: node stats unavailable", "err", serr)
 		}
 	}
@@ -239,11 +259,11 @@ type Dependency struct {
 }
 
 // Dependencies answers Jaeger's /api/dependencies?endTs=&lookback=.
-func (g *Graph) Dependencies(endTs time.Time, lookback time.Duration) ([]Dependency, error) {
+func (g *Graph) Dependencies(ctx context.Context, endTs time.Time, lookback time.Duration) ([]Dependency, error) {
 	if lookback <= 0 {
 		lookback = 24 * time.Hour
 	}
-	edges, err := g.Edges(endTs.Add(-lookback), endTs)
+	edges, err := g.Edges(ctx, endTs.Add(-lookback), endTs)
 	if edges == nil && err != nil {
 		return nil, err
 	}
@@ -272,7 +292,7 @@ func (g *Graph) handleMap(w http.ResponseWriter, r *http.Request) {
 		writeErr(w, fmt.Errorf("%w: start: %v", ErrBadQuery, err))
 		return
 	}
-	m, err := g.ServiceMap(start, end)
+	m, err := g.ServiceMap(r.Context(), start, end)
 	if err != nil && m == nil {
 		writeErr(w, err)
 		return

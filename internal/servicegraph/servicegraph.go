@@ -75,7 +75,7 @@ type Options struct {
 // NodeStatser supplies per-service node figures over a window;
 // *red.Metrics implements it.
 type NodeStatser interface {
-	ServiceStats(start, end time.Time) (map[string]red.ServiceStat, error)
+	ServiceStats(ctx context.Context, start, end time.Time) (map[string]red.ServiceStat, error)
 }
 
 type exemplar struct {
@@ -152,6 +152,8 @@ type Graph struct {
 	log *slog.Logger
 	opt Options
 	now func() time.Time
+	// remote gives the other cluster nodes' edges (nil: single node).
+	remote tsdb.Remote
 
 	mu      sync.Mutex // pairing cache; taken once per Observe batch
 	pending map[pendKey]pending

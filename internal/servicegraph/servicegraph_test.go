@@ -1,6 +1,7 @@
 package servicegraph
 
 import (
+	"context"
 	"encoding/binary"
 	"encoding/json"
 	"math/rand/v2"
@@ -122,7 +123,7 @@ func TestEdgesFromPairsPeersAndLinks(t *testing.T) {
 	observeBatches(g, w.late, 70)
 	c.add(6 * time.Second)
 	g.Expire()
-	edges, err := g.Edges(base.Add(-3*time.Minute), base)
+	edges, err := g.Edges(context.Background(), base.Add(-3*time.Minute), base)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -151,11 +152,11 @@ func TestEdgesFromPairsPeersAndLinks(t *testing.T) {
 		t.Errorf("pair stats: paired %d virtual %d waiting %d", paired, virtual, waiting)
 	}
 	// A window holding one of the three minutes sees a third of the calls.
-	one, _ := g.Edges(base.Add(-2*time.Minute), base.Add(-time.Minute))
+	one, _ := g.Edges(context.Background(), base.Add(-2*time.Minute), base.Add(-time.Minute))
 	if e := edgeMap(one)["frontend->api"]; e.CallCount != 60 || e.Rate != 1 {
 		t.Errorf("one-minute window: %+v", e)
 	}
-	deps, err := g.Dependencies(base, time.Hour)
+	deps, err := g.Dependencies(context.Background(), base, time.Hour)
 	if err != nil || len(deps) != 4 {
 		t.Fatalf("dependencies: %v %+v", err, deps)
 	}
@@ -182,7 +183,7 @@ func TestPendingIsBounded(t *testing.T) {
 	if err := g.Close(); err != nil {
 		t.Fatal(err)
 	}
-	es, _ := g.Edges(c.now().Add(-time.Minute), c.now().Add(time.Minute))
+	es, _ := g.Edges(context.Background(), c.now().Add(-time.Minute), c.now().Add(time.Minute))
 	if len(es) != 1 || es[0].CallCount != 1000 {
 		t.Fatalf("after close: %+v", es)
 	}
@@ -202,7 +203,7 @@ func TestRestartRestoresEdges(t *testing.T) {
 	}
 	g2 := newGraph(t, dir, c, Options{})
 	defer g2.Close()
-	es, err := g2.Edges(base.Add(-2*time.Minute), base)
+	es, err := g2.Edges(context.Background(), base.Add(-2*time.Minute), base)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -214,7 +215,7 @@ func TestRestartRestoresEdges(t *testing.T) {
 
 type fakeRED map[string]red.ServiceStat
 
-func (f fakeRED) ServiceStats(time.Time, time.Time) (map[string]red.ServiceStat, error) {
+func (f fakeRED) ServiceStats(context.Context, time.Time, time.Time) (map[string]red.ServiceStat, error) {
 	return f, nil
 }
 

@@ -44,6 +44,10 @@ import (
 //     judging (an empty window is not a drop, and traces assembled right
 //     after a restart may lack the spans received before it).
 
+// SnapshotFile is the file in Config.Dir that holds the detectors' state
+// (a node copies it to object storage).
+const SnapshotFile = snapshotFile
+
 const (
 	snapshotFile    = "systemic.gob.gz"
 	snapshotVersion = 1

@@ -1,0 +1,99 @@
+package statesync
+
+import (
+	"context"
+	"fmt"
+	"io"
+	"log/slog"
+	"os"
+	"path/filepath"
+	"testing"
+	"time"
+
+	"github.com/tracedx/tracedx/internal/store/blockio"
+	"github.com/tracedx/tracedx/internal/store/engine"
+	"github.com/tracedx/tracedx/internal/store/s3store"
+)
+
+var quiet = slog.New(slog.NewTextHandler(io.Discard, nil))
+
+func TestStateSurvivesTheDisk(t *testing.T) {
+	stores := map[string]func(t *testing.T) blockio.Storage{
+		"local": func(t *testing.T) blockio.Storage {
+			st, err := engine.NewLocalStorage(filepath.Join(t.TempDir(), "bucket"))
+			if err != nil {
+				t.Fatal(err)
+			}
+			return st
+		},
+	}
+	if ep := os.Getenv("TRACEDX_TEST_S3_ENDPOINT"); ep != "" {
+		stores["minio"] = func(t *testing.T) blockio.Storage {
+			st, err := s3store.New(context.Background(), s3store.Config{Endpoint: ep, Bucket: "tracedx-state-test",
+				Prefix: fmt.Sprintf("%s-%d", t.Name(), time.Now().UnixNano()), SpoolDir: t.TempDir(), Logger: quiet})
+			if err != nil {
+				t.Fatal(err)
+			}
+			return st
+		}
+	}
+	for name, open := range stores {
+		t.Run(name, func(t *testing.T) {
+			ctx := context.Background()
+			bucket := open(t)
+			dir := t.TempDir()
+			files := func(dir string) []File {
+				return []File{{Name: "baseline.json.gz", Path: filepath.Join(dir, "baselines", "baseline.json.gz")},
+					{Name: "systemic.gob.gz", Path: filepath.Join(dir, "systemic", "systemic.gob.gz")}}
+			}
+			write := func(f File, s string) {
+				os.MkdirAll(filepath.Dir(f.Path), 0o755)
+				if err := os.WriteFile(f.Path, []byte(s), 0o644); err != nil {
+					t.Fatal(err)
+				}
+			}
+			m := New(bucket, files(dir), quiet)
+			// Only one of the two written yet.
+			write(files(dir)[0], "baselines v1")
+			if err := m.Upload(ctx); err != nil {
+				t.Fatal(err)
+			}
+			write(files(dir)[1], "systemic v1")
+			write(files(dir)[0], "baselines v2, longer")
+			if err := m.Upload(ctx); err != nil {
+				t.Fatal(err)
+			}
+			ids, err := bucket.List(ctx)
+			if err != nil || len(ids) != 1 {
+				t.Fatalf("bucket holds %v (%v), want the newest copy only", ids, err)
+			}
+			// Unchanged files are not uploaded again.
+			if err := m.Upload(ctx); err != nil {
+				t.Fatal(err)
+			}
+			if again, _ := bucket.List(ctx); len(again) != 1 || again[0] != ids[0] {
+				t.Fatalf("unchanged state uploaded again: %v", again)
+			}
+
+			// The disk is lost: a new data directory gets both back.
+			fresh := t.TempDir()
+			if err := New(bucket, files(fresh), quiet).Restore(ctx); err != nil {
+				t.Fatal(err)
+			}
+			for i, want := range []string{"baselines v2, longer", "systemic v1"} {
+				got, err := os.ReadFile(files(fresh)[i].Path)
+				if err != nil || string(got) != want {
+					t.Fatalf("restored %s: %q (%v), want %q", files(fresh)[i].Name, got, err, want)
+				}
+			}
+			// A file present locally is kept: it is the newer.
+			write(files(dir)[0], "baselines v3 (local)")
+			if err := New(bucket, files(dir), quiet).Restore(ctx); err != nil {
+				t.Fatal(err)
+			}
+			if got, _ := os.ReadFile(files(dir)[0].Path); string(got) != "baselines v3 (local)" {
+				t.Fatalf("local file replaced by the bucket's: %q", got)
+			}
+		})
+	}
+}
