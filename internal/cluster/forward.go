@@ -89,9 +89,16 @@ func (f *Forwarder) Write(ctx context.Context, spans []model.Span) error {
 	}
 	self := f.ring.Self().ID
 	groups := map[string][]model.Span{}
+	// Sized for an even split, so a group of a large batch is not copied
+	// again at every doubling.
+	share := len(spans)/(len(f.conns)+1) + len(spans)/8
 	for i := range spans {
 		owner := f.ring.TraceOwner(spans[i].TraceID).ID
-		groups[owner] = append(groups[owner], spans[i])
+		g, ok := groups[owner]
+		if !ok {
+			g = make([]model.Span, 0, share)
+		}
+		groups[owner] = append(g, spans[i])
 	}
 	if len(groups) == 1 {
 		if _, ok := groups[self]; ok {
