@@ -47,7 +47,7 @@ type ingestCase struct {
 // clients' encoding) and reports CPU per span. The local case is the embedded single node (blocks on disk, no
 // cluster); the s3 cases need TRACEDX_TEST_S3_ENDPOINT (MinIO).
 //
-//	go test -run '^$' -bench Ingest -benchtime 400x -count 3 ./internal/cluster/
+//	go test -run '^$' -bench Ingest -benchtime 200x -count 3 ./internal/cluster/
 func BenchmarkIngest(b *testing.B) {
 	for _, c := range []ingestCase{
 		{name: "local/nodes=1", nodes: 1},
