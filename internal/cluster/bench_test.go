@@ -2,7 +2,10 @@ package cluster
 
 import (
 	"context"
+	"fmt"
 	"math/rand/v2"
+	"os"
+	"path/filepath"
 	"sync"
 	"syscall"
 	"testing"
@@ -12,8 +15,11 @@ import (
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/credentials/insecure"
 
+	"github.com/tracedx/tracedx/internal/ingest"
+	"github.com/tracedx/tracedx/internal/model"
 	"github.com/tracedx/tracedx/internal/otlpconv"
 	"github.com/tracedx/tracedx/internal/store/engine"
+	"github.com/tracedx/tracedx/internal/store/s3store"
 )
 
 func cpuTime() time.Duration {
@@ -22,65 +28,192 @@ func cpuTime() time.Duration {
 	return time.Duration(ru.Utime.Nano() + ru.Stime.Nano())
 }
 
-// BenchmarkIngest sends OTLP/gRPC batches of 500 spans round-robin to the
-// nodes of an in-process cluster (all nodes in this process, so the CPU
-// measured is the whole cluster's: ingest, forwarding to owners, WAL,
-// head, cuts to blocks) and reports CPU per span. Blocks go to MinIO with
-// TRACEDX_TEST_S3_ENDPOINT set, else to a shared directory.
+// ingestCase is one deployment BenchmarkIngest compares.
+type ingestCase struct {
+	name  string
+	nodes int
+	s3    bool
+	// byTraceID sends each trace to its owner (as the Collector's
+	// loadbalancing exporter with routing_key traceID does) to nodes
+	// running with cluster.forward: false; otherwise batches go
+	// round-robin to nodes that forward to the owners.
+	byTraceID bool
+}
+
+// BenchmarkIngest sends OTLP/gRPC batches of 500 spans from 8 clients to
+// the nodes of an in-process cluster (all nodes in this process, so the
+// CPU measured is the whole cluster's: ingest, forwarding to owners, WAL,
+// head, and a final cut of every span into blocks in storage, plus the
+// clients' encoding) and reports CPU per span. The local case is the embedded single node (blocks on disk, no
+// cluster); the s3 cases need TRACEDX_TEST_S3_ENDPOINT (MinIO).
 //
-//	go test -run '^$' -bench Ingest -benchtime 400x ./internal/cluster/
+//	go test -run '^$' -bench Ingest -benchtime 200x -count 3 ./internal/cluster/
 func BenchmarkIngest(b *testing.B) {
-	for _, n := range []int{1, 3} {
-		b.Run(map[int]string{1: "nodes=1", 3: "nodes=3"}[n], func(b *testing.B) {
-			nodes := startClusterWith(b, n, engine.Options{IdleTimeout: 2 * time.Second})
-			r := rand.New(rand.NewPCG(9, 9))
-			var reqs []ptraceotlp.ExportRequest
-			spansPer := 0
-			for i := 0; i < b.N; i++ {
-				spans := makeTraces(r, 250)
-				spansPer = len(spans)
-				reqs = append(reqs, ptraceotlp.NewExportRequestFromTraces(otlpconv.ToTraces(spans)))
-			}
-			var clients []ptraceotlp.GRPCClient
-			for _, nd := range nodes {
-				conn, err := grpc.NewClient(nd.in.GRPCAddr(), grpc.WithTransportCredentials(insecure.NewCredentials()))
-				if err != nil {
-					b.Fatal(err)
-				}
-				defer conn.Close()
-				clients = append(clients, ptraceotlp.NewGRPCClient(conn))
-			}
-			const workers = 8
-			b.ResetTimer()
-			cpu0, t0 := cpuTime(), time.Now()
-			var wg sync.WaitGroup
-			var mu sync.Mutex
-			next := 0
-			for w := 0; w < workers; w++ {
-				wg.Add(1)
-				go func() {
-					defer wg.Done()
-					for {
-						mu.Lock()
-						i := next
-						next++
-						mu.Unlock()
-						if i >= b.N {
-							return
-						}
-						if _, err := clients[i%len(clients)].Export(context.Background(), reqs[i]); err != nil {
-							b.Error(err)
-							return
-						}
-					}
-				}()
-			}
-			wg.Wait()
-			cpu, wall := cpuTime()-cpu0, time.Since(t0)
-			b.StopTimer()
-			spans := float64(b.N * spansPer)
-			b.ReportMetric(float64(cpu.Nanoseconds())/spans/1e3, "cpu-µs/span")
-			b.ReportMetric(spans/wall.Seconds(), "spans/s")
-		})
+	for _, c := range []ingestCase{
+		{name: "local/nodes=1", nodes: 1},
+		{name: "s3/nodes=1", nodes: 1, s3: true},
+		{name: "s3/nodes=3/forward", nodes: 3, s3: true},
+		{name: "s3/nodes=3/by-trace-id", nodes: 3, s3: true, byTraceID: true},
+	} {
+		b.Run(c.name, func(b *testing.B) { benchIngest(b, c) })
 	}
+}
+
+func benchIngest(b *testing.B, c ingestCase) {
+	storage := benchStorage(b, c.s3)
+	addrs, owner, engines := startIngestNodes(b, c.nodes, storage, !c.byTraceID)
+	clients := make([]ptraceotlp.GRPCClient, len(addrs))
+	for i, addr := range addrs {
+		conn, err := grpc.NewClient(addr, grpc.WithTransportCredentials(insecure.NewCredentials()))
+		if err != nil {
+			b.Fatal(err)
+		}
+		b.Cleanup(func() { conn.Close() })
+		clients[i] = ptraceotlp.NewGRPCClient(conn)
+	}
+	// Requests are built before the clock starts: what a sender spends
+	// splitting a batch by owner is the Collector's, not the cluster's.
+	type request struct {
+		node int
+		req  ptraceotlp.ExportRequest
+	}
+	r := rand.New(rand.NewPCG(9, 9))
+	var reqs []request
+	spans := 0
+	for i := 0; i < b.N; i++ {
+		batch := makeTraces(r, 250)
+		spans += len(batch)
+		if !c.byTraceID {
+			reqs = append(reqs, request{i % len(addrs), ptraceotlp.NewExportRequestFromTraces(otlpconv.ToTraces(batch))})
+			continue
+		}
+		parts := make([][]model.Span, len(addrs))
+		for _, s := range batch {
+			n := owner(s.TraceID)
+			parts[n] = append(parts[n], s)
+		}
+		for n, part := range parts {
+			if len(part) > 0 {
+				reqs = append(reqs, request{n, ptraceotlp.NewExportRequestFromTraces(otlpconv.ToTraces(part))})
+			}
+		}
+	}
+	const workers = 8
+	b.ResetTimer()
+	cpu0, t0 := cpuTime(), time.Now()
+	var wg sync.WaitGroup
+	var mu sync.Mutex
+	next := 0
+	for w := 0; w < workers; w++ {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			for {
+				mu.Lock()
+				i := next
+				next++
+				mu.Unlock()
+				if i >= len(reqs) {
+					return
+				}
+				if _, err := clients[reqs[i].node].Export(context.Background(), reqs[i].req); err != nil {
+					b.Error(err)
+					return
+				}
+			}
+		}()
+	}
+	wg.Wait()
+	// Cutting the spans into blocks (and uploading them) is counted too:
+	// it is where local disk and object storage differ.
+	for _, e := range engines {
+		if err := e.Flush(context.Background()); err != nil {
+			b.Fatal(err)
+		}
+	}
+	cpu, wall := cpuTime()-cpu0, time.Since(t0)
+	b.StopTimer()
+	b.ReportMetric(float64(cpu.Nanoseconds())/float64(spans)/1e3, "cpu-µs/span")
+	b.ReportMetric(float64(spans)/wall.Seconds(), "spans/s")
+}
+
+func benchStorage(b *testing.B, s3 bool) engine.BlockStorage {
+	if !s3 {
+		st, err := engine.NewLocalStorage(filepath.Join(b.TempDir(), "blocks"))
+		if err != nil {
+			b.Fatal(err)
+		}
+		return st
+	}
+	ep := os.Getenv("TRACEDX_TEST_S3_ENDPOINT")
+	if ep == "" {
+		b.Skip("TRACEDX_TEST_S3_ENDPOINT is not set (see e2e/minio.sh)")
+	}
+	st, err := s3store.New(context.Background(), s3store.Config{Endpoint: ep, Bucket: "tracedx-cluster-test",
+		Prefix: fmt.Sprintf("bench-%d", time.Now().UnixNano()), SpoolDir: b.TempDir(), Logger: quiet})
+	if err != nil {
+		b.Fatal(err)
+	}
+	return st
+}
+
+// startIngestNodes starts n nodes on one block storage, as the server
+// wires them: a single node and a node with cluster.forward: false write
+// to their engine directly, the others through a Forwarder. It returns the
+// nodes' OTLP/gRPC addresses, the index of a trace's owner in them and
+// the engines.
+func startIngestNodes(b *testing.B, n int, storage engine.BlockStorage, forward bool) ([]string, func(model.TraceID) int, []*engine.Engine) {
+	ctx := context.Background()
+	refs := make([]*sinkRef, n)
+	addrs := make([]string, n)
+	peers := make([]Peer, n)
+	for i := range refs {
+		refs[i] = &sinkRef{}
+		in, err := ingest.New(ingest.Config{GRPCAddr: "127.0.0.1:0"}, refs[i], nil, quiet, nil)
+		if err != nil {
+			b.Fatal(err)
+		}
+		if err := in.Start(ctx); err != nil {
+			b.Fatal(err)
+		}
+		b.Cleanup(func() { in.Shutdown(context.Background()) })
+		addrs[i] = in.GRPCAddr()
+		peers[i] = Peer{ID: fmt.Sprintf("n%d", i), OTLPGRPC: addrs[i], HTTP: "127.0.0.1:1"}
+	}
+	var ring *Ring
+	engines := make([]*engine.Engine, n)
+	for i, ref := range refs {
+		r, err := NewRing(peers, peers[i].ID)
+		if err != nil {
+			b.Fatal(err)
+		}
+		ring = r
+		o := engine.Options{Dir: b.TempDir(), Storage: storage, IdleTimeout: 2 * time.Second, Logger: quiet}
+		if n > 1 {
+			o.OwnsBlock = r.OwnsBlock
+		}
+		eng, err := engine.Open(ctx, o)
+		if err != nil {
+			b.Fatal(err)
+		}
+		b.Cleanup(func() { eng.Close() })
+		engines[i] = eng
+		var w Writer = eng
+		if n > 1 && forward {
+			fw, err := NewForwarder(r, eng, Security{}, quiet)
+			if err != nil {
+				b.Fatal(err)
+			}
+			b.Cleanup(func() { fw.Close() })
+			w = fw
+		}
+		ref.mu.Lock()
+		ref.w = w
+		ref.mu.Unlock()
+	}
+	index := map[string]int{}
+	for i, p := range peers {
+		index[p.ID] = i
+	}
+	return addrs, func(id model.TraceID) int { return index[ring.TraceOwner(id).ID] }, engines
 }

@@ -41,8 +41,7 @@ type Forwarder struct {
 	local   Writer
 	log     *slog.Logger
 	timeout time.Duration
-	clients map[string]ptraceotlp.GRPCClient
-	conns   []*grpc.ClientConn
+	conns   map[string]*grpc.ClientConn
 
 	forwarded *prometheus.CounterVec
 	failures  *prometheus.CounterVec
@@ -53,7 +52,7 @@ type Forwarder struct {
 func NewForwarder(ring *Ring, local Writer, sec Security, log *slog.Logger) (*Forwarder, error) {
 	f := &Forwarder{
 		ring: ring, sec: sec, local: local, log: log.With("component", "cluster"), timeout: 15 * time.Second,
-		clients: map[string]ptraceotlp.GRPCClient{},
+		conns: map[string]*grpc.ClientConn{},
 		forwarded: prometheus.NewCounterVec(prometheus.CounterOpts{Name: "tracedx_cluster_forwarded_spans_total",
 			Help: "Spans forwarded to the node owning their trace."}, []string{"peer"}),
 		failures: prometheus.NewCounterVec(prometheus.CounterOpts{Name: "tracedx_cluster_forward_failures_total",
@@ -65,8 +64,7 @@ func NewForwarder(ring *Ring, local Writer, sec Security, log *slog.Logger) (*Fo
 			f.Close()
 			return nil, fmt.Errorf("cluster: client for peer %s at %s: %w", p.ID, p.OTLPGRPC, err)
 		}
-		f.conns = append(f.conns, conn)
-		f.clients[p.ID] = ptraceotlp.NewGRPCClient(conn)
+		f.conns[p.ID] = conn
 	}
 	return f, nil
 }
@@ -91,9 +89,16 @@ func (f *Forwarder) Write(ctx context.Context, spans []model.Span) error {
 	}
 	self := f.ring.Self().ID
 	groups := map[string][]model.Span{}
+	// Sized for an even split, so a group of a large batch is not copied
+	// again at every doubling.
+	share := len(spans)/(len(f.conns)+1) + len(spans)/8
 	for i := range spans {
 		owner := f.ring.TraceOwner(spans[i].TraceID).ID
-		groups[owner] = append(groups[owner], spans[i])
+		g, ok := groups[owner]
+		if !ok {
+			g = make([]model.Span, 0, share)
+		}
+		groups[owner] = append(g, spans[i])
 	}
 	if len(groups) == 1 {
 		if _, ok := groups[self]; ok {
@@ -130,10 +135,18 @@ func (f *Forwarder) forward(ctx context.Context, peer string, spans []model.Span
 	ctx, cancel := context.WithTimeout(ctx, f.timeout)
 	defer cancel()
 	ctx = f.sec.outgoing(ctx, f.ring.Self().ID)
-	req := ptraceotlp.NewExportRequestFromTraces(otlpconv.ToTraces(spans))
-	resp, err := f.clients[peer].Export(ctx, req)
+	buf := requestBuffers.Get().(*[]byte)
+	*buf = otlpconv.AppendExportRequest((*buf)[:0], spans)
+	var respBytes []byte
+	err := f.conns[peer].Invoke(ctx, traceExportMethod, buf, &respBytes, grpc.ForceCodec(encodedProto{}))
 	if err == nil {
-		if ps := resp.PartialSuccess(); ps.RejectedSpans() > 0 {
+		// The owner answered, so it has read the whole request: the buffer
+		// is no longer referenced by the transport.
+		requestBuffers.Put(buf)
+		resp := ptraceotlp.NewExportResponse()
+		if err = resp.UnmarshalProto(respBytes); err != nil {
+			err = fmt.Errorf("decoding the owner's answer: %w", err)
+		} else if ps := resp.PartialSuccess(); ps.RejectedSpans() > 0 {
 			err = fmt.Errorf("%d spans rejected: %s", ps.RejectedSpans(), ps.ErrorMessage())
 		}
 	}
@@ -150,5 +163,38 @@ func (f *Forwarder) forward(ctx context.Context, peer string, spans []model.Span
 		return fmt.Errorf("forwarding %d spans to node %s: %v: %w", len(spans), peer, err, store.ErrOverloaded)
 	}
 	f.forwarded.WithLabelValues(peer).Add(float64(len(spans)))
+	return nil
+}
+
+// traceExportMethod is OTLP's gRPC trace export, the method the owner's
+// ingest serves.
+const traceExportMethod = "/opentelemetry.proto.collector.trace.v1.TraceService/Export"
+
+// requestBuffers recycles encoded forward requests (tens of KiB each).
+var requestBuffers = sync.Pool{New: func() any { return new([]byte) }}
+
+// encodedProto is a gRPC codec for messages that are already protobuf
+// bytes: forwarded requests are encoded from the model spans by
+// otlpconv.AppendExportRequest, skipping pdata. Its name is "proto", so
+// the owner decodes them with its usual codec.
+type encodedProto struct{}
+
+func (encodedProto) Name() string { return "proto" }
+
+func (encodedProto) Marshal(v any) ([]byte, error) {
+	b, ok := v.(*[]byte)
+	if !ok {
+		return nil, fmt.Errorf("cluster: encoded message is %T, want *[]byte", v)
+	}
+	return *b, nil
+}
+
+func (encodedProto) Unmarshal(data []byte, v any) error {
+	b, ok := v.(*[]byte)
+	if !ok {
+		return fmt.Errorf("cluster: message to decode into is %T, want *[]byte", v)
+	}
+	// data belongs to gRPC's buffer pool once Unmarshal returns.
+	*b = append((*b)[:0], data...)
 	return nil
 }
