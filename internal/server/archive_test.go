@@ -5,6 +5,8 @@ import (
 	"io"
 	"log/slog"
 	"net/http"
+	"os"
+	"path/filepath"
 	"strconv"
 	"strings"
 	"testing"
@@ -150,8 +152,25 @@ func TestSummariesOutliveTheirTraces(t *testing.T) {
 		t.Fatalf("the finding's link %s: %+v", f.TraceSummary, linked)
 	}
 
+	// A damaged archive file (here: not one at all) is set aside at
+	// start; the server opens, the rest of the archive answers.
 	stop()
+	damaged := filepath.Join(dir, "summaries", at.Add(-48*time.Hour).UTC().Format("2006-01-02")+".tdsa")
+	if err := os.WriteFile(damaged, []byte("garbage"), 0o644); err != nil {
+		t.Fatal(err)
+	}
 	s, _ = runServer(t, dir, mutate)
+	if _, err := os.Stat(damaged + ".corrupt"); err != nil {
+		t.Errorf("damaged file not set aside: %v", err)
+	}
+	resp, err = http.Get("http://" + s.Addr("http") + "/api/v1/search?trace_id=xyz")
+	if err != nil {
+		t.Fatal(err)
+	}
+	resp.Body.Close()
+	if resp.StatusCode != http.StatusBadRequest {
+		t.Errorf("bad trace_id: %s", resp.Status)
+	}
 	if r := search(s); len(r.Traces) != 1 || r.Traces[0].TraceID != id.String() {
 		t.Fatalf("after a restart: %+v", r)
 	}
