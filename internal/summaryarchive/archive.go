@@ -96,11 +96,11 @@ func mustDecoder() *zstd.Decoder {
 	return d
 }
 
-// Open opens (creating) the archive in opt.Dir. A file with a corrupt
-// frame does not stop it: the frames before the damage stay in the
-// archive, the damaged file is kept beside it as <name>.corrupt for
-// inspection, and the damage is logged. Only an unusable directory is an
-// error.
+// Open opens (creating) the archive in opt.Dir. It walks the frame
+// headers of every file (a few bytes per expired block, not the data):
+// a torn last frame is cut off, a file whose headers are damaged is set
+// aside (see repair). Checksums are verified as searches read the frames.
+// Only an unusable directory is an error.
 func Open(opt Options) (*Archive, error) {
 	if opt.Dir == "" {
 		return nil, errors.New("summary archive: Options.Dir is required")
@@ -117,8 +117,8 @@ func Open(opt Options) (*Archive, error) {
 		return nil, err
 	}
 	for _, d := range days {
-		if err := a.repair(d); err != nil {
-			a.opt.Logger.Error("summary archive file unusable; search skips it", "file", a.path(d), "err", err)
+		if err := a.checkHeaders(d); err != nil {
+			a.opt.Logger.Error("summary archive file unusable", "file", a.path(d), "err", err)
 		}
 	}
 	if err := a.Expire(); err != nil {
@@ -325,6 +325,54 @@ func readFile(name string, fn func([]Entry) error) (int64, error) {
 	return int64(off), nil
 }
 
+// checkHeaders walks a day file's frame headers: a torn last frame is cut
+// off; damage hands the file to repair.
+func (a *Archive) checkHeaders(day string) error {
+	name := a.path(day)
+	f, err := os.Open(name)
+	if err != nil {
+		return fmt.Errorf("summary archive: %w", err)
+	}
+	defer f.Close()
+	st, err := f.Stat()
+	if err != nil {
+		return fmt.Errorf("summary archive: %w", err)
+	}
+	size := st.Size()
+	hdr := make([]byte, max(frameHeader, len(fileMagic)))
+	if size < int64(len(fileMagic)) {
+		return nil
+	}
+	if _, err := f.ReadAt(hdr[:len(fileMagic)], 0); err != nil {
+		return fmt.Errorf("summary archive %s: %w", name, err)
+	}
+	if !bytes.Equal(hdr[:len(fileMagic)], fileMagic) {
+		return a.repair(day)
+	}
+	off := int64(len(fileMagic))
+	for size-off >= frameHeader {
+		if _, err := f.ReadAt(hdr[:frameHeader], off); err != nil {
+			return fmt.Errorf("summary archive %s: %w", name, err)
+		}
+		n := int64(binary.LittleEndian.Uint32(hdr))
+		if n > maxFrame {
+			return a.repair(day)
+		}
+		if size-off-frameHeader < n {
+			break
+		}
+		off += frameHeader + n
+	}
+	if off == size {
+		return nil
+	}
+	a.opt.Logger.Warn("summary archive: cutting off a torn last frame (crash while appending)", "file", name, "bytes", size-off)
+	if err := os.Truncate(name, off); err != nil {
+		return fmt.Errorf("summary archive: %w", err)
+	}
+	return nil
+}
+
 // repair cuts a torn last frame off a day file, and sets a damaged file
 // aside (as .corrupt) keeping its frames before the damage.
 func (a *Archive) repair(day string) error {
@@ -378,15 +426,35 @@ func Searchable(q *store.Query) bool {
 // returns nothing for a query Searchable refuses. An operation matches
 // the trace's root operation (the archive keeps no other span names). A
 // damaged file gives a *CorruptError (wrapped) and no results.
+//
+// A frame found damaged is logged, its file set aside (see repair) and
+// the search run again over what remains: one bad file costs the
+// summaries after the damage, not the archive.
 func (a *Archive) Search(ctx context.Context, q store.Query) ([]Entry, error) {
 	if !Searchable(&q) {
 		return nil, nil
 	}
+	for tries := 0; ; tries++ {
+		res, bad, err := a.search(ctx, q)
+		if bad == "" || tries >= 3 {
+			return res, err
+		}
+		a.mu.Lock()
+		rerr := a.repair(bad)
+		a.mu.Unlock()
+		if rerr != nil {
+			return nil, errors.Join(err, rerr)
+		}
+	}
+}
+
+// search is one pass of Search; bad names a day whose file is damaged.
+func (a *Archive) search(ctx context.Context, q store.Query) (_ []Entry, bad string, _ error) {
 	a.mu.RLock()
 	defer a.mu.RUnlock()
 	days, err := a.days()
 	if err != nil {
-		return nil, err
+		return nil, "", err
 	}
 	rng := q.Range
 	rng.Start = max(rng.Start, a.cutoff())
@@ -403,11 +471,15 @@ func (a *Archive) Search(ctx context.Context, q store.Query) ([]Entry, error) {
 			break
 		}
 		if err := ctx.Err(); err != nil {
-			return nil, err
+			return nil, "", err
 		}
 		day, err := readDay(a.path(days[i]))
 		if err != nil {
-			return nil, fmt.Errorf("searching the summary archive: %w", err)
+			err = fmt.Errorf("searching the summary archive: %w", err)
+			if ce := (*CorruptError)(nil); errors.As(err, &ce) {
+				return nil, days[i], err
+			}
+			return nil, "", err
 		}
 		for _, e := range day {
 			if rng.Overlaps(e.Summary.StartUnixNano, e.Summary.EndUnixNano) && match(&q, &e.Summary) {
@@ -422,7 +494,7 @@ func (a *Archive) Search(ctx context.Context, q store.Query) ([]Entry, error) {
 	if q.Limit > 0 && len(res) > q.Limit {
 		res = res[:q.Limit]
 	}
-	return res, nil
+	return res, "", nil
 }
 
 // readDay reads a day file's entries, fragments of one trace joined.
