@@ -143,7 +143,7 @@ func TestDamagedFilesDoNotStopTheArchive(t *testing.T) {
 	if err := os.WriteFile(name, torn, 0o644); err != nil {
 		t.Fatal(err)
 	}
-	a = openA(t, dir, &clock, nil)
+	openA(t, dir, &clock, nil)
 	if p, _ := os.ReadFile(name); !bytes.Equal(p, whole) {
 		t.Errorf("torn tail not cut: %d bytes, want %d", len(p), len(whole))
 	}
