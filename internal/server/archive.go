@@ -29,6 +29,21 @@ func (s *Server) openSummaryArchive(dir string, retention time.Duration, log *sl
 	s.reg.MustRegister(prometheus.NewGaugeFunc(prometheus.GaugeOpts{Name: "tracedx_summary_archive_bytes",
 		Help: "Bytes of the archive of expired traces' summaries (kept for retention.findings)."},
 		func() float64 { return float64(a.Bytes()) }))
+	// Appends expire old days too, but appends stop when no block expires.
+	s.background = append(s.background, func(ctx context.Context) {
+		t := time.NewTicker(time.Hour)
+		defer t.Stop()
+		for {
+			select {
+			case <-ctx.Done():
+				return
+			case <-t.C:
+			}
+			if err := a.Expire(); err != nil {
+				log.Error("expiring the summary archive", "err", err)
+			}
+		}
+	})
 	return a, nil
 }
 
