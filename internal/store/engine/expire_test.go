@@ -101,3 +101,33 @@ func TestRetentionHandsExpiredSummariesOver(t *testing.T) {
 	}
 	check("all")
 }
+
+// Blocks the disk budget deletes are handed over too.
+func TestDiskBudgetHandsExpiredSummariesOver(t *testing.T) {
+	opts := testOpts(t.TempDir())
+	var handed atomic.Int64
+	opts.OnExpire = func(_ context.Context, ts []ExpiredTrace) error {
+		handed.Add(int64(len(ts)))
+		return nil
+	}
+	e := openT(t, opts)
+	defer e.Close()
+	ctx := context.Background()
+	spans := newGen(9).batch(200, uint64(time.Now().UnixNano()), 5e6)
+	if err := e.Write(ctx, spans); err != nil {
+		t.Fatal(err)
+	}
+	if err := e.Flush(ctx); err != nil {
+		t.Fatal(err)
+	}
+	if err := e.Compact(ctx); err != nil {
+		t.Fatal(err)
+	}
+	e.opts.MaxDiskBytes = 1 // below any block: every block goes
+	if err := e.ApplyRetention(ctx); err != nil {
+		t.Fatal(err)
+	}
+	if n, want := handed.Load(), int64(len(groupByTrace(spans))); n != want || e.Stats().BlockSpans != 0 {
+		t.Errorf("handed over %d of %d traces; %d spans left", n, want, e.Stats().BlockSpans)
+	}
+}
