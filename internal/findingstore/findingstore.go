@@ -57,6 +57,9 @@ type Stored struct {
 	// TraceNote says so and the finding's evidence is what remains.
 	TraceAvailable *bool  `json:"trace_available,omitempty"`
 	TraceNote      string `json:"trace_note,omitempty"`
+	// TraceSummary, with a gone trace, is the search that lists the
+	// trace's archived summary (kept as long as the finding).
+	TraceSummary string `json:"trace_summary,omitempty"`
 }
 
 // Options configure a Store.

@@ -167,6 +167,7 @@ func (fs *Store) markTraces(list []Stored) {
 		list[i].TraceAvailable = &ok
 		if !ok {
 			list[i].TraceNote = goneNote
+			list[i].TraceSummary = "/api/v1/search?trace_id=" + id.String()
 		}
 	}
 }

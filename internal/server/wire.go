@@ -161,6 +161,10 @@ func New(ctx context.Context, cfg config.Config, log *slog.Logger) (*Server, err
 	if err != nil {
 		return nil, err
 	}
+	archive, err := s.openSummaryArchive(dir("summaries"), cfg.Retention.Findings, log)
+	if err != nil {
+		return nil, err
+	}
 	engOpts := engine.Options{
 		Dir:             dir("traces"),
 		Storage:         blocks,
@@ -173,8 +177,10 @@ func New(ctx context.Context, cfg config.Config, log *slog.Logger) (*Server, err
 		UnkeptRetention: cfg.UnkeptTraceRetention(),
 		MaxDiskBytes:    cfg.Storage.MaxDiskBytes,
 		CompactInterval: cfg.Storage.CompactInterval,
-		ExtraDiskBytes:  fs.DiskBytes,
+		ExtraDiskBytes:  func() int64 { return fs.DiskBytes() + archive.Bytes() },
 		Logger:          log,
+		Now:             func() time.Time { return retentionNow() },
+		OnExpire:        archiveExpired(archive),
 	}
 	clusterEngineOptions(&engOpts, cfg, ring)
 	eng, err := engine.Open(ctx, engOpts)
@@ -266,6 +272,7 @@ func New(ctx context.Context, cfg config.Config, log *slog.Logger) (*Server, err
 		MaxAnalysisSpans: cfg.Query.MaxAnalysisSpans,
 		QueryTimeout:     cfg.Query.Timeout,
 		Sampled:          pipe.sampledReason,
+		Archive:          goneSummaries{a: archive, stored: s.hasTrace},
 	}
 	if sf, ok := pipe.findings.(*storedFindings); ok {
 		deps.WindowFindings = sf

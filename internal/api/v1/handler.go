@@ -62,6 +62,9 @@ type Deps struct {
 	// Sampled, when set, gives the tail-sampling decision about a trace
 	// for search results ("": unknown).
 	Sampled func(model.TraceID) string
+	// Archive, when set, adds the summaries of traces retention deleted
+	// to /api/v1/search (marked trace_available: false).
+	Archive GoneSummaries
 	// MaxTraceSpans is the largest page of /api/v1/traces/{id} (default
 	// 10,000 spans).
 	MaxTraceSpans int

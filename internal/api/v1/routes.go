@@ -435,6 +435,15 @@ func (a *api) ParseSearch(q url.Values) (store.Query, error) {
 		}
 		sq.Attrs = append(sq.Attrs, f)
 	}
+	for _, v := range q["trace_id"] {
+		for _, part := range strings.Split(v, ",") {
+			id, err := model.ParseTraceID(strings.TrimSpace(part))
+			if err != nil {
+				return sq, badf("trace_id: %v", err)
+			}
+			sq.TraceIDs = append(sq.TraceIDs, id)
+		}
+	}
 	sq.Limit, err = parseLimit(q.Get("limit"), 20, a.d.MaxSearchLimit)
 	return sq, err
 }
@@ -452,7 +461,7 @@ func (a *api) search(w http.ResponseWriter, r *http.Request) {
 		a.fail(w, r, err)
 		return
 	}
-	sums, err := a.d.Store.Search(r.Context(), sq)
+	sums, gone, err := a.searchAll(r.Context(), sq)
 	if err != nil {
 		a.fail(w, r, fmt.Errorf("searching: %w", err))
 		return
@@ -460,9 +469,7 @@ func (a *api) search(w http.ResponseWriter, r *http.Request) {
 	resp := SearchResponse{Traces: make([]SummaryJSON, len(sums)), Count: len(sums), Limit: sq.Limit}
 	for i := range sums {
 		resp.Traces[i] = summaryJSON(&sums[i])
-		if a.d.Sampled != nil {
-			resp.Traces[i].Sampled = a.d.Sampled(sums[i].TraceID)
-		}
+		a.markSummary(&resp.Traces[i], gone, sums[i].TraceID)
 	}
 	writeJSON(w, http.StatusOK, resp)
 }

@@ -79,7 +79,7 @@ func (a *api) searchSorted(w http.ResponseWriter, r *http.Request) {
 	if order != "newest" {
 		sq.Limit = scanCap
 	}
-	sums, err := a.d.Store.Search(r.Context(), sq)
+	sums, gone, err := a.searchAll(r.Context(), sq)
 	if err != nil {
 		a.fail(w, r, fmt.Errorf("searching: %w", err))
 		return
@@ -88,6 +88,9 @@ func (a *api) searchSorted(w http.ResponseWriter, r *http.Request) {
 	out := make([]rankedSummary, len(sums))
 	for i := range sums {
 		out[i].SummaryJSON = summaryJSON(&sums[i])
+		if _, ok := gone[sums[i].TraceID]; ok {
+			a.markSummary(&out[i].SummaryJSON, gone, sums[i].TraceID)
+		}
 		out[i].src = i
 	}
 	// Impact order needs every candidate's findings; other orders only the
@@ -212,7 +215,7 @@ func (a *api) durations(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	sq.Limit = scanCap
-	sums, err := a.d.Store.Search(r.Context(), sq)
+	sums, gone, err := a.searchAll(r.Context(), sq)
 	if err != nil {
 		a.fail(w, r, fmt.Errorf("searching: %w", err))
 		return
@@ -234,7 +237,7 @@ func (a *api) durations(w http.ResponseWriter, r *http.Request) {
 	sem := make(chan struct{}, 4)
 	for k, i := range pick {
 		s := &sums[i]
-		if s.SpanCount <= 1 || s.RootService == "" {
+		if _, ok := gone[s.TraceID]; s.SpanCount <= 1 || s.RootService == "" || ok {
 			continue
 		}
 		wg.Add(1)

@@ -105,6 +105,10 @@ type SummaryJSON struct {
 	// spans are about to leave storage). Absent when sampling is off or
 	// the decision is no longer remembered.
 	Sampled string `json:"sampled,omitempty"`
+	// TraceAvailable is false for a trace whose spans retention deleted:
+	// its summary comes from the archive (kept for retention.findings)
+	// and /api/v1/traces/{id} no longer finds it. Absent: stored.
+	TraceAvailable *bool `json:"trace_available,omitempty"`
 }
 
 // ServiceJSON counts one service's spans in a trace.

@@ -76,6 +76,11 @@ type Options struct {
 	UnkeptRetention time.Duration
 	// Now, when set, replaces the clock retention measures age by (tests).
 	Now func() time.Time
+	// OnExpire, when set, is handed the summaries of a block's traces
+	// before retention (age or disk budget) deletes the block, so they
+	// can outlive it (internal/summaryarchive). An error is logged and
+	// the block deleted all the same: retention must make room.
+	OnExpire func(ctx context.Context, traces []ExpiredTrace) error
 	// MaxDiskBytes is the disk budget of blocks, WAL and ExtraDiskBytes
 	// (0: no limit). Retention deletes the oldest blocks while blocks and
 	// extra exceed it less a reserve for the WAL (an eighth); the WAL never

@@ -471,6 +471,7 @@ func (e *Engine) applyRetention(ctx context.Context) error {
 	defer e.refreshStoredBytes()
 	var firstErr error
 	for _, b := range drop {
+		e.handOver(ctx, b)
 		b.release()
 		if err := e.storage.Delete(ctx, b.id); err != nil && firstErr == nil {
 			firstErr = err
@@ -479,6 +480,30 @@ func (e *Engine) applyRetention(ctx context.Context) error {
 		e.log.Info("retention deleted block", "block", b.id, "spans", b.meta.Spans, "bytes", b.diskBytes())
 	}
 	return firstErr
+}
+
+// ExpiredTrace is the summary of a trace's spans in a block retention
+// deletes, with the sampling decision recorded for it ("": none). A trace
+// stored in several blocks expires as several fragments.
+type ExpiredTrace struct {
+	Summary model.TraceSummary
+	Sampled string
+}
+
+// handOver passes a block's trace summaries, from its in-memory index, to
+// Options.OnExpire.
+func (e *Engine) handOver(ctx context.Context, b *block) {
+	if e.opts.OnExpire == nil || b.idx == nil {
+		return
+	}
+	out := make([]ExpiredTrace, len(b.idx.ids))
+	for i := range out {
+		out[i] = ExpiredTrace{Summary: b.idx.summary(i), Sampled: b.idx.sampledOf(i)}
+	}
+	if err := e.opts.OnExpire(ctx, out); err != nil {
+		e.bgErrors.Add(1)
+		e.log.Error("handing expired trace summaries over; the block is deleted without them", "block", b.id, "traces", len(out), "err", err)
+	}
 }
 
 // ApplyRetention runs retention now (for tests and operators).

@@ -215,6 +215,7 @@ export async function render({ params, root }) {
           el('div.title', t.root_service ? el('span', el('span.svc-dot', { style: { background: svcColor(t.root_service) } }), t.root_service + ': ') : null, t.root_operation || el('em.muted', 'root span missing')),
           el('div.meta', el('span.when', fmtTime(t.start_time)), el('span', `${t.span_count} spans`),
             err ? el('span.badge.err', `${t.error_count} error${t.error_count > 1 ? 's' : ''}`) : null,
+            t.trace_available === false ? el('span.badge.plain.gone', { title: 'Past its retention: the spans are deleted, this summary and the trace\'s findings remain.' }, 'trace gone') : null,
             t.matched_count ? el('span.badge.plain.matched', { title: t.matched.map(s => `${s.name} (${fmtMs(s.duration_ms)})`).join('\n') },
               `${t.matched_count} matched span${t.matched_count > 1 ? 's' : ''}${first ? ': ' + first.name : ''}`) : null,
             slot,
