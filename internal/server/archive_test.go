@@ -17,12 +17,20 @@ import (
 )
 
 // runServer starts a server on dir and returns it with its stop.
-func runServer(t *testing.T, dir string, mutate func(*config.Config)) (*Server, func()) {
+// archiveServer runs a server on dir with OTLP/HTTP and the API on port 0.
+func archiveServer(t *testing.T, dir string, mutate func(*config.Config)) (*Server, func()) {
 	t.Helper()
 	cfg := config.Default()
 	cfg.DataDir = dir
 	cfg.Listen = config.Listen{OTLPHTTP: "127.0.0.1:0", HTTP: "127.0.0.1:0"}
 	mutate(&cfg)
+	return runServer(t, cfg)
+}
+
+// runServer starts a whole server on cfg; stop (also run at the test's
+// end) stops it, so a test can restart on the same data directory.
+func runServer(t *testing.T, cfg config.Config) (*Server, func()) {
+	t.Helper()
 	ctx, cancel := context.WithCancel(context.Background())
 	s, err := New(ctx, cfg, slog.New(slog.NewTextHandler(io.Discard, nil)))
 	if err != nil {
@@ -77,7 +85,7 @@ func TestSummariesOutliveTheirTraces(t *testing.T) {
 		c.Storage.TraceIdleTimeout = 100 * time.Millisecond
 		c.Storage.Retention, c.Retention.Findings = 24*time.Hour, 10*24*time.Hour
 	}
-	s, stop := runServer(t, dir, mutate)
+	s, stop := archiveServer(t, dir, mutate)
 	at := time.Now().Add(-time.Minute)
 	spans := slowOrder(0, at)
 	id := spans[0].TraceID
@@ -159,7 +167,7 @@ func TestSummariesOutliveTheirTraces(t *testing.T) {
 	if err := os.WriteFile(damaged, []byte("garbage"), 0o644); err != nil {
 		t.Fatal(err)
 	}
-	s, _ = runServer(t, dir, mutate)
+	s, _ = archiveServer(t, dir, mutate)
 	if _, err := os.Stat(damaged + ".corrupt"); err != nil {
 		t.Errorf("damaged file not set aside: %v", err)
 	}

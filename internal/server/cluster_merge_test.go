@@ -35,32 +35,6 @@ func freeAddr(t *testing.T) string {
 	return ln.Addr().String()
 }
 
-// runServer starts a server built from cfg until the test ends.
-func runServer(t *testing.T, cfg config.Config) *Server {
-	t.Helper()
-	ctx, cancel := context.WithCancel(context.Background())
-	s, err := New(ctx, cfg, slog.New(slog.NewTextHandler(io.Discard, nil)))
-	if err != nil {
-		cancel()
-		t.Fatal(err)
-	}
-	done := make(chan struct{})
-	t.Cleanup(func() {
-		cancel()
-		<-done
-		s.Close()
-	})
-	if err := s.Start(ctx); err != nil {
-		close(done)
-		t.Fatal(err)
-	}
-	go func() {
-		defer close(done)
-		_ = s.Wait(ctx)
-	}()
-	return s
-}
-
 // startClusterServers runs n whole servers as one cluster: on MinIO when
 // TRACEDX_TEST_S3_ENDPOINT is set, else each with its own block storage
 // (the aggregates merged here do not go through the bucket).
@@ -83,7 +57,8 @@ func startClusterServers(t *testing.T, n int, mutate func(*config.Config)) []*Se
 			cfg.Storage.S3.AccessKey, cfg.Storage.S3.SecretKey = os.Getenv("AWS_ACCESS_KEY_ID"), os.Getenv("AWS_SECRET_ACCESS_KEY")
 		}
 		mutate(&cfg)
-		out = append(out, runServer(t, cfg))
+		s, _ := runServer(t, cfg)
+		out = append(out, s)
 	}
 	return out
 }
@@ -167,7 +142,7 @@ func canonical(s string) string {
 func TestClusterAggregatesEqualOneNode(t *testing.T) {
 	idle := func(c *config.Config) { c.Storage.TraceIdleTimeout = 300 * time.Millisecond }
 	nodes := startClusterServers(t, 3, idle)
-	ref := runServer(t, func() config.Config {
+	ref, _ := runServer(t, func() config.Config {
 		c := config.Default()
 		c.DataDir = t.TempDir()
 		c.Listen = config.Listen{OTLPHTTP: "127.0.0.1:0", HTTP: "127.0.0.1:0"}
@@ -358,7 +333,7 @@ func TestFindingsOutliveTheDiskOnS3(t *testing.T) {
 	}
 
 	cfg.DataDir = t.TempDir()
-	again := runServer(t, cfg)
+	again, _ := runServer(t, cfg)
 	if after := list(again); canonical(after) != canonical(before) {
 		t.Fatalf("findings after the disk was lost:\n got %s\nwant %s", after, before)
 	}
