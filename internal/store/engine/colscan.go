@@ -36,7 +36,10 @@ type rgScan struct {
 	n    int
 	sel  []int32 // selected rows of the row group (local indexes), ascending
 	tr   []int32 // trace position of each selected row
-	conf []bool  // the row still needs confirmation by MatchSpan
+	// match[i]: trace position t0+i has a matching span in this row group
+	t0    int32
+	match []bool
+	conf  []bool // the row still needs confirmation by MatchSpan
 	// spill of each selected row, read once the first attribute condition
 	// needs it
 	spill     []bool

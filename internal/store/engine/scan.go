@@ -3,9 +3,13 @@ package engine
 import (
 	"bytes"
 	"context"
+	"errors"
 	"fmt"
+	"runtime"
 	"slices"
 	"sort"
+	"sync"
+	"sync/atomic"
 
 	"github.com/parquet-go/parquet-go"
 
@@ -71,25 +75,62 @@ func (b *block) scanMatches(ctx context.Context, p *scanPlan, want func(i int) b
 	if b.l0 != nil {
 		return b.l0ScanMatches(ctx, p)
 	}
-	match := make([]bool, len(b.idx.ids))
 	cols, err := b.scanColumns(p)
 	if err != nil {
 		return nil, err
 	}
+	rgs := b.pf.RowGroups()
+	scans := make([]*rgScan, len(rgs))
 	var row0 int64
-	for _, rg := range b.pf.RowGroups() {
-		if err := ctx.Err(); err != nil {
-			return nil, err
+	for i, rg := range rgs {
+		scans[i] = &rgScan{b: b, p: p, ccs: rg.ColumnChunks(), row0: row0, n: int(rg.NumRows())}
+		row0 += rg.NumRows()
+	}
+	// Row groups are scanned in parallel: on object storage their reads
+	// overlap, and a block holds up to 16 of them. Each keeps its own
+	// verdicts for the traces it holds rows of (a trace may straddle two).
+	var next atomic.Int32
+	errs := make([]error, min(len(scans), runtime.GOMAXPROCS(0), maxScanWorkers))
+	var wg sync.WaitGroup
+	for w := range errs {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			for {
+				i := int(next.Add(1)) - 1
+				if i >= len(scans) {
+					return
+				}
+				if err := ctx.Err(); err != nil {
+					errs[w] = err
+					return
+				}
+				s := scans[i]
+				s.selectRows(want)
+				if err := s.run(cols); err != nil {
+					errs[w] = fmt.Errorf("block %s: scan: %w", b.id, err)
+					return
+				}
+			}
+		}()
+	}
+	wg.Wait()
+	if err := errors.Join(errs...); err != nil {
+		return nil, err
+	}
+	match := make([]bool, len(b.idx.ids))
+	for _, s := range scans {
+		for i, m := range s.match {
+			if m {
+				match[int(s.t0)+i] = true
+			}
 		}
-		s := &rgScan{b: b, p: p, ccs: rg.ColumnChunks(), row0: row0, n: int(rg.NumRows())}
-		s.selectRows(match, want)
-		if err := s.run(cols, match); err != nil {
-			return nil, fmt.Errorf("block %s: scan: %w", b.id, err)
-		}
-		row0 += int64(s.n)
 	}
 	return match, nil
 }
+
+// maxScanWorkers bounds the row groups one search scans at once.
+const maxScanWorkers = 4
 
 // scanCols are the column indexes a scan may read (-1: not in the file).
 type scanCols struct {
@@ -124,13 +165,16 @@ func (b *block) scanColumns(p *scanPlan) (*scanCols, error) {
 }
 
 // selectRows selects the rows of the row group that belong to traces want
-// accepts and that have no match yet.
-func (s *rgScan) selectRows(match []bool, want func(i int) bool) {
+// accepts (nil: all).
+func (s *rgScan) selectRows(want func(i int) bool) {
 	x := s.b.idx
 	end := s.row0 + int64(s.n)
 	t := sort.Search(len(x.firstRow), func(i int) bool { return int64(x.firstRow[i]) > s.row0 }) - 1
-	for t = max(t, 0); t < len(x.ids) && int64(x.firstRow[t]) < end; t++ {
-		if match[t] || (want != nil && !want(t)) {
+	t = max(t, 0)
+	s.t0 = int32(t)
+	for ; t < len(x.ids) && int64(x.firstRow[t]) < end; t++ {
+		s.match = append(s.match, false)
+		if want != nil && !want(t) {
 			continue
 		}
 		lo := max(int64(x.firstRow[t]), s.row0)
@@ -145,7 +189,7 @@ func (s *rgScan) selectRows(match []bool, want func(i int) bool) {
 
 // run narrows the selection condition by condition, cheapest and most
 // selective first, then marks the traces of the rows left.
-func (s *rgScan) run(c *scanCols, match []bool) error {
+func (s *rgScan) run(c *scanCols) error {
 	q := s.p.q
 	if q.Service != "" {
 		want := []byte(q.Service)
@@ -181,16 +225,16 @@ func (s *rgScan) run(c *scanCols, match []bool) error {
 	}
 	for k, t := range s.tr {
 		if !s.conf[k] {
-			match[t] = true
+			s.match[t-s.t0] = true
 		}
 	}
 	var rows, trs []int32
 	for k, t := range s.tr {
-		if s.conf[k] && !match[t] {
+		if s.conf[k] && !s.match[t-s.t0] {
 			rows, trs = append(rows, s.sel[k]), append(trs, t)
 		}
 	}
-	return s.confirm(c, rows, trs, match)
+	return s.confirm(c, rows, trs)
 }
 
 // filterTimes applies the span duration bounds and the time range.
@@ -314,7 +358,7 @@ func (s *rgScan) filterAttr(c *scanCols, f *store.AttrFilter) error {
 // confirm assembles the partial spans of rows (ascending, with their trace
 // positions trs) from the columns the residual conditions need and lets
 // MatchSpan decide, skipping rows of traces matched meanwhile.
-func (s *rgScan) confirm(c *scanCols, rows, trs []int32, match []bool) error {
+func (s *rgScan) confirm(c *scanCols, rows, trs []int32) error {
 	if len(rows) == 0 {
 		return nil
 	}
@@ -375,7 +419,7 @@ func (s *rgScan) confirm(c *scanCols, rows, trs []int32, match []bool) error {
 	resCache := map[string]model.Attrs{}
 	for k := range rows {
 		t := trs[k]
-		if match[t] {
+		if s.match[t-s.t0] {
 			continue
 		}
 		var sp model.Span
@@ -422,7 +466,7 @@ func (s *rgScan) confirm(c *scanCols, rows, trs []int32, match []bool) error {
 			sp.Resource = ra
 		}
 		if store.MatchSpan(p.q, &sp) {
-			match[t] = true
+			s.match[t-s.t0] = true
 		}
 	}
 	return nil
