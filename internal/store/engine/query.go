@@ -299,7 +299,7 @@ func (s *snapshot) walk(ctx context.Context, q *store.Query, visit func(id model
 			if plan != nil {
 				x := it.b.idx
 				m, err := it.b.scanMatches(ctx, plan, func(i int) bool {
-					return (p.svc == "" || x.hasService(i, it.svc)) && p.pass(x.ids[i], x.start[i], x.end[i])
+					return (p.svc == "" || x.hasService(i, it.svc)) && x.mayHaveStatus(i, it.svc, q.Status) && p.pass(x.ids[i], x.start[i], x.end[i])
 				})
 				if err != nil {
 					return err

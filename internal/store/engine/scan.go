@@ -129,6 +129,28 @@ func (b *block) scanMatches(ctx context.Context, p *scanPlan, want func(i int) b
 	return match, nil
 }
 
+// mayHaveStatus reports whether trace position i can hold a span with
+// status st (nil: any) of service svc (noStr: any service), from the
+// error counts of the index.
+func (x *blockIndex) mayHaveStatus(i int, svc uint32, st *model.StatusCode) bool {
+	if st == nil {
+		return true
+	}
+	spans, errs := x.nspans[i], x.errs[i]
+	if svc != noStr {
+		spans, errs = 0, 0
+		for _, s := range x.svcs[x.svcOff[i]:x.svcOff[i+1]] {
+			if s.name == svc {
+				spans, errs = s.count, s.errs
+			}
+		}
+	}
+	if *st == model.StatusError {
+		return errs > 0
+	}
+	return spans > errs
+}
+
 // maxScanWorkers bounds the row groups one search scans at once.
 const maxScanWorkers = 4
 

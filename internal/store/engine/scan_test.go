@@ -37,6 +37,8 @@ func scanTestSpans(r *rand.Rand, traces int) []model.Span {
 				s.Attrs = append(s.Attrs, model.Attr{Key: "http.response.status_code", Value: model.Str("500")})
 			case 5:
 				s.StatusCode = model.StatusError
+			case 6:
+				s.StatusCode = model.StatusOK
 			}
 			if r.IntN(3) == 0 {
 				s.Attrs = append(s.Attrs, model.Attr{Key: "tenant", Value: model.Str(fmt.Sprintf("t%d", r.IntN(4)))})
@@ -62,7 +64,7 @@ func scanTestQuery(r *rand.Rand, spans []model.Span) store.Query {
 			q.Kinds = []model.SpanKind{model.KindClient, model.KindServer}[:1+r.IntN(2)]
 		}
 		if r.IntN(5) == 0 {
-			st := model.StatusError
+			st := []model.StatusCode{model.StatusError, model.StatusError, model.StatusUnset, model.StatusOK}[r.IntN(4)]
 			q.Status = &st
 		}
 		switch r.IntN(4) {
