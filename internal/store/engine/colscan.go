@@ -43,6 +43,7 @@ type rgScan struct {
 	// spill of each selected row, read once the first attribute condition
 	// needs it
 	spill     []bool
+	spillKeys []int64 // nil when the block predates the column
 	spillRead bool
 	// residual holds the conditions some row of the selection was left
 	// to confirm for; the others hold for every selected row.
@@ -63,12 +64,18 @@ func (s *rgScan) keepIf(v []verdict) {
 		s.sel[w], s.tr[w], s.conf[w] = s.sel[k], s.tr[k], s.conf[k]
 		if s.spillRead {
 			s.spill[w] = s.spill[k]
+			if s.spillKeys != nil {
+				s.spillKeys[w] = s.spillKeys[k]
+			}
 		}
 		w++
 	}
 	s.sel, s.tr, s.conf = s.sel[:w], s.tr[:w], s.conf[:w]
 	if s.spillRead {
 		s.spill = s.spill[:w]
+		if s.spillKeys != nil {
+			s.spillKeys = s.spillKeys[:w]
+		}
 	}
 }
 
@@ -345,8 +352,9 @@ func keepWhen(ok bool) verdict {
 	return vDrop
 }
 
-// readSpill loads the spill flag of every selected row.
-func (s *rgScan) readSpill(col int) error {
+// readSpill loads the spill flags of every selected row (keysCol < 0: the
+// block has no spill_keys column).
+func (s *rgScan) readSpill(col, keysCol int) error {
 	if s.spillRead {
 		return nil
 	}
@@ -354,8 +362,36 @@ func (s *rgScan) readSpill(col int) error {
 	if err := s.visit(col, s.sel, colVisitor{value: func(k int, v parquet.Value) { s.spill[k] = v.Boolean() }}); err != nil {
 		return err
 	}
+	if keysCol >= 0 {
+		// Only the spilled rows have keys; the others stay 0.
+		var rows []int32
+		var pos []int
+		for k, sp := range s.spill {
+			if sp {
+				rows, pos = append(rows, s.sel[k]), append(pos, k)
+			}
+		}
+		s.spillKeys = make([]int64, len(s.sel))
+		if err := s.visit(keysCol, rows, colVisitor{value: func(i int, v parquet.Value) {
+			if !v.IsNull() {
+				s.spillKeys[pos[i]] = v.Int64()
+			}
+		}}); err != nil {
+			return err
+		}
+	}
 	s.spillRead = true
 	return nil
+}
+
+// spilled reports whether the blob of selected row k may hold dedicated
+// column j's key.
+func (s *rgScan) spilled(k, j int) bool {
+	if !s.spill[k] {
+		return false
+	}
+	// 0: written before spill_keys existed.
+	return s.spillKeys == nil || s.spillKeys[k] == 0 || s.spillKeys[k]&spillBit(j) != 0
 }
 
 // resourceVerdicts evaluates f on the resource of the selected rows whose

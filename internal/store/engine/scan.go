@@ -157,6 +157,7 @@ const maxScanWorkers = 4
 // scanCols are the column indexes a scan may read (-1: not in the file).
 type scanCols struct {
 	service, name, kind, status, startOff, duration, attrs, spill, resource int
+	spillKeys                                                               int   // -1 in blocks written before it existed
 	ded                                                                     []int // by dedicated position
 }
 
@@ -170,7 +171,7 @@ func (b *block) scanColumns(p *scanPlan) (*scanCols, error) {
 	c := &scanCols{
 		service: look("service"), name: look("name"), kind: look("kind"), status: look("status"),
 		startOff: look("start_off"), duration: look("duration"), attrs: look("attrs"), spill: look("spill"),
-		resource: look("resource"), ded: make([]int, len(dedicated)),
+		resource: look("resource"), spillKeys: look("spill_keys"), ded: make([]int, len(dedicated)),
 	}
 	for i := range c.ded {
 		c.ded[i] = -1
@@ -324,7 +325,7 @@ func (s *rgScan) filterAttr(c *scanCols, f *store.AttrFilter) error {
 		s.residual.Attrs = append(s.residual.Attrs, *f)
 		return nil
 	default:
-		if err := s.readSpill(c.spill); err != nil {
+		if err := s.readSpill(c.spill, c.spillKeys); err != nil {
 			return err
 		}
 		col := dedicated[j]
@@ -340,7 +341,7 @@ func (s *rgScan) filterAttr(c *scanCols, f *store.AttrFilter) error {
 			absent = vResource
 		}
 		null := func(k int) verdict {
-			if s.spill[k] {
+			if s.spilled(k, j) {
 				return vConfirm
 			}
 			return absent
