@@ -192,16 +192,30 @@ func (b *block) scanColumns(p *scanPlan) (*scanCols, error) {
 func (s *rgScan) selectRows(want func(i int) bool) {
 	x := s.b.idx
 	end := s.row0 + int64(s.n)
-	t := sort.Search(len(x.firstRow), func(i int) bool { return int64(x.firstRow[i]) > s.row0 }) - 1
-	t = max(t, 0)
-	s.t0 = int32(t)
-	for ; t < len(x.ids) && int64(x.firstRow[t]) < end; t++ {
-		s.match = append(s.match, false)
-		if want != nil && !want(t) {
+	t0 := max(sort.Search(len(x.firstRow), func(i int) bool { return int64(x.firstRow[i]) > s.row0 })-1, 0)
+	t1 := sort.Search(len(x.firstRow), func(i int) bool { return int64(x.firstRow[i]) >= end })
+	s.t0 = int32(t0)
+	rowsOf := func(t int) (lo, hi int64) {
+		return max(int64(x.firstRow[t]), s.row0), min(int64(x.firstRow[t])+int64(x.nspans[t]), end)
+	}
+	// Two passes, so that the selection is allocated once at its size;
+	// match holds the wanted traces in between.
+	s.match = make([]bool, max(t1-t0, 0))
+	total := int64(0)
+	for t := t0; t < t1; t++ {
+		if want == nil || want(t) {
+			s.match[t-t0] = true
+			lo, hi := rowsOf(t)
+			total += max(hi-lo, 0)
+		}
+	}
+	s.sel, s.tr = make([]int32, 0, total), make([]int32, 0, total)
+	for t := t0; t < t1; t++ {
+		if !s.match[t-t0] {
 			continue
 		}
-		lo := max(int64(x.firstRow[t]), s.row0)
-		hi := min(int64(x.firstRow[t])+int64(x.nspans[t]), end)
+		s.match[t-t0] = false
+		lo, hi := rowsOf(t)
 		for r := lo; r < hi; r++ {
 			s.sel = append(s.sel, int32(r-s.row0))
 			s.tr = append(s.tr, int32(t))
