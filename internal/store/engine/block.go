@@ -40,9 +40,12 @@ const (
 	fileMeta  = "meta.json"
 
 	blockFormatVersion = 1
-	rowsPerRowGroup    = 1 << 17
 	pageBufferSize     = 64 << 10
 )
+
+// rowsPerRowGroup is a variable so that tests can write blocks with many
+// row groups.
+var rowsPerRowGroup int64 = 1 << 17
 
 type blockMeta struct {
 	Version    int          `json:"version"`
@@ -364,7 +367,7 @@ var zstdCodec = &pzstd.Codec{Level: pzstd.SpeedDefault}
 // the column index) are skipped for every column: no read uses them (rows
 // are sorted by trace id and found through the block index), and computing
 // them is a sizeable part of writing.
-var writerOptions = func() []parquet.WriterOption {
+func writerOptions() []parquet.WriterOption {
 	opts := []parquet.WriterOption{
 		parquet.Compression(zstdCodec),
 		parquet.MaxRowsPerRowGroup(rowsPerRowGroup),
@@ -374,7 +377,7 @@ var writerOptions = func() []parquet.WriterOption {
 		opts = append(opts, parquet.SkipPageBounds(path...))
 	}
 	return opts
-}()
+}
 
 func newBlockBuilder(ctx context.Context, st BlockStorage, id string, level int) (*blockBuilder, error) {
 	bw, err := st.Create(ctx, id)
@@ -387,7 +390,7 @@ func newBlockBuilder(ctx context.Context, st BlockStorage, id string, level int)
 		return nil, err
 	}
 	cw := &countingWriter{w: data}
-	w := parquet.NewGenericWriter[spanRow](cw, writerOptions...)
+	w := parquet.NewGenericWriter[spanRow](cw, writerOptions()...)
 	return &blockBuilder{
 		bw: bw, data: data, cw: cw, w: w,
 		meta: blockMeta{Version: blockFormatVersion, ID: id, Level: level},

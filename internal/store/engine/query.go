@@ -297,7 +297,10 @@ func (s *snapshot) walk(ctx context.Context, q *store.Query, visit func(id model
 			// its real candidates.
 			it.opened = true
 			if plan != nil {
-				m, err := it.b.scanMatches(ctx, plan)
+				x := it.b.idx
+				m, err := it.b.scanMatches(ctx, plan, func(i int) bool {
+					return (p.svc == "" || x.hasService(i, it.svc)) && x.mayHaveStatus(i, it.svc, q.Status) && p.pass(x.ids[i], x.start[i], x.end[i])
+				})
 				if err != nil {
 					return err
 				}

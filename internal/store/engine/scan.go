@@ -1,11 +1,15 @@
 package engine
 
 import (
+	"bytes"
 	"context"
 	"errors"
 	"fmt"
-	"io"
+	"runtime"
+	"slices"
+	"sort"
 	"sync"
+	"sync/atomic"
 
 	"github.com/parquet-go/parquet-go"
 
@@ -62,213 +66,447 @@ func newScanPlan(q *store.Query) *scanPlan {
 	return p
 }
 
-// colValues reads every value of one column chunk (one per row: the schema
-// is flat, and optional columns yield null values) into out, which is
-// reused across row groups and queries.
-func colValues(cc parquet.ColumnChunk, n int, out []parquet.Value) ([]parquet.Value, error) {
-	if cap(out) < n {
-		out = make([]parquet.Value, 0, n)
-	}
-	out = out[:0]
-	pages := cc.Pages()
-	defer pages.Close()
-	for {
-		pg, err := pages.ReadPage()
-		if err != nil {
-			if errors.Is(err, io.EOF) {
-				return out, nil
-			}
-			return nil, err
-		}
-		vr := pg.Values()
-		for {
-			if len(out) == cap(out) {
-				out = append(out, parquet.Value{})[:len(out)]
-			}
-			// Values point into the page buffers; pages are not released
-			// back to parquet-go's pool, so the memory stays valid while the
-			// values are in use.
-			k, err := vr.ReadValues(out[len(out):cap(out)])
-			out = out[:len(out)+k]
-			if err != nil {
-				if errors.Is(err, io.EOF) {
-					break
-				}
-				return nil, err
-			}
-			if k == 0 {
-				break
-			}
-		}
-	}
-}
-
-var valuesPool sync.Pool // *[]parquet.Value
-
-func (b *block) colIndex(name string) (int, error) {
-	leaf, ok := b.pf.Schema().Lookup(name)
-	if !ok {
-		return 0, fmt.Errorf("block %s: no column %q", b.id, name)
-	}
-	return leaf.ColumnIndex, nil
-}
-
 // scanMatches returns, per trace position of the block, whether one of its
 // spans in this block satisfies every span-level condition of the plan.
-func (b *block) scanMatches(ctx context.Context, p *scanPlan) ([]bool, error) {
+// Only traces that want accepts (nil: all) are looked at: the walk's
+// prefilter (service from the trace index, time range) already rules the
+// others out.
+func (b *block) scanMatches(ctx context.Context, p *scanPlan, want func(i int) bool) ([]bool, error) {
 	if b.l0 != nil {
 		return b.l0ScanMatches(ctx, p)
 	}
+	cols, err := b.scanColumns(p)
+	if err != nil {
+		return nil, err
+	}
+	rgs := b.pf.RowGroups()
+	scans := make([]*rgScan, len(rgs))
+	var row0 int64
+	for i, rg := range rgs {
+		scans[i] = &rgScan{b: b, p: p, ccs: rg.ColumnChunks(), row0: row0, n: int(rg.NumRows())}
+		row0 += rg.NumRows()
+	}
+	// Row groups are scanned in parallel: on object storage their reads
+	// overlap, and a block holds up to 16 of them. Each keeps its own
+	// verdicts for the traces it holds rows of (a trace may straddle two).
+	var next atomic.Int32
+	errs := make([]error, min(len(scans), runtime.GOMAXPROCS(0), maxScanWorkers))
+	var wg sync.WaitGroup
+	for w := range errs {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			for {
+				i := int(next.Add(1)) - 1
+				if i >= len(scans) {
+					return
+				}
+				if err := ctx.Err(); err != nil {
+					errs[w] = err
+					return
+				}
+				s := scans[i]
+				s.selectRows(want)
+				if err := s.run(cols); err != nil {
+					errs[w] = fmt.Errorf("block %s: scan: %w", b.id, err)
+					return
+				}
+			}
+		}()
+	}
+	wg.Wait()
+	if err := errors.Join(errs...); err != nil {
+		return nil, err
+	}
 	match := make([]bool, len(b.idx.ids))
-	type col struct {
-		on   bool
-		name string
-		idx  int
-		vals []parquet.Value
-	}
-	cols := map[string]*col{}
-	use := func(name string, on bool) *col {
-		c := &col{on: on, name: name}
-		if on {
-			i, err := b.colIndex(name)
-			if err != nil {
-				c.on = false
-			} else {
-				c.idx = i
+	for _, s := range scans {
+		for i, m := range s.match {
+			if m {
+				match[int(s.t0)+i] = true
 			}
 		}
-		cols[name] = c
-		return c
-	}
-	cSvc := use("service", p.service)
-	cName := use("name", p.name)
-	cKind := use("kind", p.kind)
-	cStatus := use("status", p.status)
-	cOff := use("start_off", p.times)
-	cDur := use("duration", p.times)
-	cBlob := use("attrs", p.blobAlways)
-	cSpill := use("spill", p.attrs && !p.blobAlways)
-	cRes := use("resource", p.resource)
-	ded := make([]*col, len(p.dedCols))
-	for i, j := range p.dedCols {
-		ded[i] = use("a_"+columnName(dedicated[j].key), true)
-	}
-	defer func() {
-		for _, c := range cols {
-			if c.vals != nil {
-				clear(c.vals[:cap(c.vals)]) // drop references to page buffers
-				v := c.vals[:0]
-				valuesPool.Put(&v)
-			}
-		}
-	}()
-	resCache := map[string]model.Attrs{}
-	var row int64
-	tpos := 0
-	var sp model.Span
-	for _, rg := range b.pf.RowGroups() {
-		if err := ctx.Err(); err != nil {
-			return nil, err
-		}
-		n := int(rg.NumRows())
-		ccs := rg.ColumnChunks()
-		for _, c := range cols {
-			if !c.on || (c == cBlob && !p.blobAlways) {
-				continue
-			}
-			if c.vals == nil {
-				if p, ok := valuesPool.Get().(*[]parquet.Value); ok {
-					c.vals = *p
-				}
-			}
-			var err error
-			if c.vals, err = colValues(ccs[c.idx], n, c.vals); err != nil {
-				return nil, fmt.Errorf("block %s: scan %s: %w", b.id, c.name, err)
-			}
-			if len(c.vals) != n {
-				return nil, fmt.Errorf("block %s: column %s has %d values for %d rows: %w", b.id, c.name, len(c.vals), n, errCorrupt)
-			}
-		}
-		if p.attrs && !p.blobAlways {
-			// The blob is the biggest column: read it only for row groups
-			// where some dedicated-key value spilled into it.
-			cBlob.on = false
-			for i := range cSpill.vals {
-				if cSpill.vals[i].Boolean() {
-					cBlob.on = true
-					break
-				}
-			}
-			if cBlob.on {
-				ci, err := b.colIndex("attrs")
-				if err != nil {
-					return nil, err
-				}
-				if cBlob.vals, err = colValues(ccs[ci], n, cBlob.vals); err != nil {
-					return nil, fmt.Errorf("block %s: scan attrs: %w", b.id, err)
-				}
-			}
-		}
-		for i := 0; i < n; i++ {
-			r := row + int64(i)
-			for tpos+1 < len(b.idx.ids) && int64(b.idx.firstRow[tpos+1]) <= r {
-				tpos++
-			}
-			if match[tpos] {
-				continue
-			}
-			sp = model.Span{}
-			if cSvc.on {
-				sp.Service = string(cSvc.vals[i].ByteArray())
-			}
-			if cName.on {
-				sp.Name = string(cName.vals[i].ByteArray())
-			}
-			if cKind.on {
-				sp.Kind = model.SpanKind(cKind.vals[i].Int32())
-			}
-			if cStatus.on {
-				sp.StatusCode = model.StatusCode(cStatus.vals[i].Int32())
-			}
-			if cOff.on {
-				sp.StartUnixNano = b.idx.start[tpos] + uint64(cOff.vals[i].Int64())
-				sp.EndUnixNano = sp.StartUnixNano + uint64(cDur.vals[i].Int64())
-			}
-			if p.attrs {
-				for k, j := range p.dedCols {
-					v := ded[k].vals[i]
-					if v.IsNull() {
-						continue
-					}
-					if dedicated[j].str != nil {
-						sp.Attrs = append(sp.Attrs, model.Attr{Key: dedicated[j].key, Value: model.Str(string(v.ByteArray()))})
-					} else {
-						sp.Attrs = append(sp.Attrs, model.Attr{Key: dedicated[j].key, Value: model.Int(v.Int64())})
-					}
-				}
-				if cBlob.on && (p.blobAlways || cSpill.vals[i].Boolean()) {
-					if bv := cBlob.vals[i]; !bv.IsNull() {
-						sp.Attrs = appendGenericAttrs(sp.Attrs, bv.ByteArray())
-					}
-				}
-			}
-			if cRes.on {
-				rb := cRes.vals[i].ByteArray()
-				ra, ok := resCache[string(rb)]
-				if !ok {
-					d := dec{b: rb}
-					ra = decAttrs(&d)
-					resCache[string(rb)] = ra
-				}
-				sp.Resource = ra
-			}
-			if store.MatchSpan(p.q, &sp) {
-				match[tpos] = true
-			}
-		}
-		row += int64(n)
 	}
 	return match, nil
+}
+
+// mayHaveStatus reports whether trace position i can hold a span with
+// status st (nil: any) of service svc (noStr: any service), from the
+// error counts of the index.
+func (x *blockIndex) mayHaveStatus(i int, svc uint32, st *model.StatusCode) bool {
+	if st == nil {
+		return true
+	}
+	spans, errs := x.nspans[i], x.errs[i]
+	if svc != noStr {
+		spans, errs = 0, 0
+		for _, s := range x.svcs[x.svcOff[i]:x.svcOff[i+1]] {
+			if s.name == svc {
+				spans, errs = s.count, s.errs
+			}
+		}
+	}
+	if *st == model.StatusError {
+		return errs > 0
+	}
+	return spans > errs
+}
+
+// maxScanWorkers bounds the row groups one search scans at once.
+const maxScanWorkers = 4
+
+// scanCols are the column indexes a scan may read (-1: not in the file).
+type scanCols struct {
+	service, name, kind, status, startOff, duration, attrs, spill, resource int
+	spillKeys                                                               int   // -1 in blocks written before it existed
+	ded                                                                     []int // by dedicated position
+}
+
+func (b *block) scanColumns(p *scanPlan) (*scanCols, error) {
+	look := func(name string) int {
+		if leaf, ok := b.pf.Schema().Lookup(name); ok {
+			return leaf.ColumnIndex
+		}
+		return -1
+	}
+	c := &scanCols{
+		service: look("service"), name: look("name"), kind: look("kind"), status: look("status"),
+		startOff: look("start_off"), duration: look("duration"), attrs: look("attrs"), spill: look("spill"),
+		resource: look("resource"), spillKeys: look("spill_keys"), ded: make([]int, len(dedicated)),
+	}
+	for i := range c.ded {
+		c.ded[i] = -1
+	}
+	for _, j := range p.dedCols {
+		c.ded[j] = look("a_" + columnName(dedicated[j].key))
+	}
+	for _, i := range []int{c.service, c.name, c.kind, c.status, c.startOff, c.duration, c.attrs, c.spill, c.resource} {
+		if i < 0 {
+			return nil, fmt.Errorf("block %s: a span column is missing: %w", b.id, errCorrupt)
+		}
+	}
+	return c, nil
+}
+
+// selectRows selects the rows of the row group that belong to traces want
+// accepts (nil: all).
+func (s *rgScan) selectRows(want func(i int) bool) {
+	x := s.b.idx
+	end := s.row0 + int64(s.n)
+	t0 := max(sort.Search(len(x.firstRow), func(i int) bool { return int64(x.firstRow[i]) > s.row0 })-1, 0)
+	t1 := sort.Search(len(x.firstRow), func(i int) bool { return int64(x.firstRow[i]) >= end })
+	s.t0 = int32(t0)
+	rowsOf := func(t int) (lo, hi int64) {
+		return max(int64(x.firstRow[t]), s.row0), min(int64(x.firstRow[t])+int64(x.nspans[t]), end)
+	}
+	// Two passes, so that the selection is allocated once at its size;
+	// match holds the wanted traces in between.
+	s.match = make([]bool, max(t1-t0, 0))
+	total := int64(0)
+	for t := t0; t < t1; t++ {
+		if want == nil || want(t) {
+			s.match[t-t0] = true
+			lo, hi := rowsOf(t)
+			total += max(hi-lo, 0)
+		}
+	}
+	s.sel, s.tr = make([]int32, 0, total), make([]int32, 0, total)
+	for t := t0; t < t1; t++ {
+		if !s.match[t-t0] {
+			continue
+		}
+		s.match[t-t0] = false
+		lo, hi := rowsOf(t)
+		for r := lo; r < hi; r++ {
+			s.sel = append(s.sel, int32(r-s.row0))
+			s.tr = append(s.tr, int32(t))
+		}
+	}
+	s.conf = make([]bool, len(s.sel))
+}
+
+// run narrows the selection condition by condition, cheapest and most
+// selective first, then marks the traces of the rows left.
+func (s *rgScan) run(c *scanCols) error {
+	q := s.p.q
+	if q.Service != "" {
+		want := []byte(q.Service)
+		if err := s.filterColumn(c.service, func(v parquet.Value) verdict { return keepWhen(bytes.Equal(v.ByteArray(), want)) }, vDrop); err != nil {
+			return err
+		}
+	}
+	if len(q.Kinds) > 0 {
+		if err := s.filterColumn(c.kind, func(v parquet.Value) verdict {
+			return keepWhen(slices.Contains(q.Kinds, model.SpanKind(v.Int32())))
+		}, vDrop); err != nil {
+			return err
+		}
+	}
+	if q.Status != nil {
+		if err := s.filterColumn(c.status, func(v parquet.Value) verdict { return keepWhen(model.StatusCode(v.Int32()) == *q.Status) }, vDrop); err != nil {
+			return err
+		}
+	}
+	if q.Operation != "" {
+		want := []byte(q.Operation)
+		if err := s.filterColumn(c.name, func(v parquet.Value) verdict { return keepWhen(bytes.Equal(v.ByteArray(), want)) }, vDrop); err != nil {
+			return err
+		}
+	}
+	if err := s.filterTimes(c); err != nil {
+		return err
+	}
+	for i := range q.Attrs {
+		if err := s.filterAttr(c, &q.Attrs[i]); err != nil {
+			return err
+		}
+	}
+	for k, t := range s.tr {
+		if !s.conf[k] {
+			s.match[t-s.t0] = true
+		}
+	}
+	var rows, trs []int32
+	for k, t := range s.tr {
+		if s.conf[k] && !s.match[t-s.t0] {
+			rows, trs = append(rows, s.sel[k]), append(trs, t)
+		}
+	}
+	return s.confirm(c, rows, trs)
+}
+
+// filterTimes applies the span duration bounds and the time range.
+func (s *rgScan) filterTimes(c *scanCols) error {
+	q := s.p.q
+	x := s.b.idx
+	if (q.MinDuration != 0 || q.MaxDuration != 0) && len(s.sel) > 0 {
+		out := make([]verdict, len(s.sel))
+		// A negative stored duration is an end before the start (duration
+		// 0) or an overflow: MatchSpan decides those. Starts below 2^63
+		// (until the year 2262) make every other duration exact.
+		exact := s.b.meta.MaxTime < 1<<63
+		err := s.visit(c.duration, s.sel, colVisitor{i64: func(k int, v int64) {
+			switch d := uint64(v); {
+			case v < 0 || !exact:
+				out[k] = vConfirm
+			case q.MinDuration != 0 && d < q.MinDuration, q.MaxDuration != 0 && d > q.MaxDuration:
+				out[k] = vDrop
+			default:
+				out[k] = vKeep
+			}
+		}})
+		if err != nil {
+			return err
+		}
+		if slices.Contains(out, vConfirm) {
+			s.residual.MinDuration, s.residual.MaxDuration = q.MinDuration, q.MaxDuration
+		}
+		s.keepIf(out)
+	}
+	if (q.Range.Start != 0 || q.Range.End != 0) && len(s.sel) > 0 {
+		out := make([]verdict, len(s.sel))
+		err := s.visit(c.startOff, s.sel, colVisitor{i64: func(k int, v int64) {
+			st := x.start[s.tr[k]] + uint64(v)
+			out[k] = keepWhen(!(q.Range.Start != 0 && st < q.Range.Start) && !(q.Range.End != 0 && st >= q.Range.End))
+		}})
+		if err != nil {
+			return err
+		}
+		s.keepIf(out)
+	}
+	return nil
+}
+
+// filterAttr applies one attribute condition. A dedicated column decides
+// it for rows holding a value there (the scan's partial spans list
+// dedicated values first, so a duplicate in the blob never wins) and, with
+// the resource, for rows without one whose blob holds no dedicated key.
+// Keys without a column are left to the confirmation.
+func (s *rgScan) filterAttr(c *scanCols, f *store.AttrFilter) error {
+	if len(s.sel) == 0 {
+		return nil
+	}
+	out := make([]verdict, len(s.sel))
+	j, ded := dedicatedByKey[f.Key]
+	switch {
+	case f.Scope == store.ScopeResource:
+		for k := range out {
+			out[k] = vResource
+		}
+	case !ded || c.ded[j] < 0:
+		for k := range s.conf {
+			s.conf[k] = true
+		}
+		s.residual.Attrs = append(s.residual.Attrs, *f)
+		return nil
+	default:
+		if err := s.readSpill(c.spill, c.spillKeys); err != nil {
+			return err
+		}
+		col := dedicated[j]
+		test := func(v parquet.Value) verdict {
+			a := model.Attr{Key: col.key, Value: model.Int(v.Int64())}
+			if col.str != nil {
+				a.Value = model.Str(string(v.ByteArray()))
+			}
+			return keepWhen(store.MatchAttr(f, &model.Span{Attrs: model.Attrs{a}}))
+		}
+		absent := keepWhen(store.MatchAttr(f, &model.Span{}))
+		if f.Scope != store.ScopeSpan {
+			absent = vResource
+		}
+		null := func(k int) verdict {
+			if s.spilled(k, j) {
+				return vConfirm
+			}
+			return absent
+		}
+		dv := &dictVerdicts{eval: test}
+		err := s.visit(c.ded[j], s.sel, colVisitor{
+			dict: dv.reset,
+			index: func(k int, di int32) {
+				if di < 0 {
+					out[k] = null(k)
+				} else {
+					out[k] = dv.of(di)
+				}
+			},
+			value: func(k int, v parquet.Value) {
+				if v.IsNull() {
+					out[k] = null(k)
+				} else {
+					out[k] = test(v)
+				}
+			},
+		})
+		if err != nil {
+			return err
+		}
+	}
+	if err := s.resourceVerdicts(c.resource, f, out); err != nil {
+		return err
+	}
+	if slices.Contains(out, vConfirm) {
+		s.residual.Attrs = append(s.residual.Attrs, *f)
+	}
+	s.keepIf(out)
+	return nil
+}
+
+// confirm assembles the partial spans of rows (ascending, with their trace
+// positions trs) from the columns the residual conditions need and lets
+// MatchSpan decide, skipping rows of traces matched meanwhile.
+func (s *rgScan) confirm(c *scanCols, rows, trs []int32) error {
+	if len(rows) == 0 {
+		return nil
+	}
+	p := newScanPlan(&s.residual)
+	// get reads column col at rows; at reads it at a subset of them (given
+	// by their positions in rows) and leaves the other values null.
+	at := func(col int, pos []int) ([]parquet.Value, error) {
+		sub := make([]int32, len(pos))
+		for i, k := range pos {
+			sub[i] = rows[k]
+		}
+		out := make([]parquet.Value, len(rows))
+		err := s.visit(col, sub, colVisitor{value: func(i int, v parquet.Value) { out[pos[i]] = v.Clone() }})
+		return out, err
+	}
+	get := func(on bool, col int) ([]parquet.Value, error) {
+		if !on || col < 0 {
+			return nil, nil
+		}
+		out := make([]parquet.Value, len(rows))
+		err := s.visit(col, rows, colVisitor{value: func(k int, v parquet.Value) { out[k] = v.Clone() }})
+		return out, err
+	}
+	var err error
+	var svc, name, kind, status, off, dur, blob, spill, res []parquet.Value
+	for _, g := range []struct {
+		dst *[]parquet.Value
+		on  bool
+		col int
+	}{
+		{&svc, p.service, c.service}, {&name, p.name, c.name}, {&kind, p.kind, c.kind},
+		{&status, p.status, c.status}, {&off, p.times, c.startOff}, {&dur, p.times, c.duration},
+		{&spill, p.attrs, c.spill}, {&res, p.resource, c.resource},
+	} {
+		if *g.dst, err = get(g.on, g.col); err != nil {
+			return err
+		}
+	}
+	if p.attrs {
+		// The blob is the biggest column: read it only where it can hold a
+		// condition's key.
+		var pos []int
+		for k := range rows {
+			if p.blobAlways || spill[k].Boolean() {
+				pos = append(pos, k)
+			}
+		}
+		if blob, err = at(c.attrs, pos); err != nil {
+			return err
+		}
+	}
+	ded := make([][]parquet.Value, len(p.dedCols))
+	for i, j := range p.dedCols {
+		if ded[i], err = get(true, c.ded[j]); err != nil {
+			return err
+		}
+	}
+	resCache := map[string]model.Attrs{}
+	for k := range rows {
+		t := trs[k]
+		if s.match[t-s.t0] {
+			continue
+		}
+		var sp model.Span
+		if svc != nil {
+			sp.Service = string(svc[k].ByteArray())
+		}
+		if name != nil {
+			sp.Name = string(name[k].ByteArray())
+		}
+		if kind != nil {
+			sp.Kind = model.SpanKind(kind[k].Int32())
+		}
+		if status != nil {
+			sp.StatusCode = model.StatusCode(status[k].Int32())
+		}
+		if off != nil {
+			sp.StartUnixNano = s.b.idx.start[t] + uint64(off[k].Int64())
+			sp.EndUnixNano = sp.StartUnixNano + uint64(dur[k].Int64())
+		}
+		if p.attrs {
+			for i, j := range p.dedCols {
+				if ded[i] == nil || ded[i][k].IsNull() {
+					continue
+				}
+				v := ded[i][k]
+				if dedicated[j].str != nil {
+					sp.Attrs = append(sp.Attrs, model.Attr{Key: dedicated[j].key, Value: model.Str(string(v.ByteArray()))})
+				} else {
+					sp.Attrs = append(sp.Attrs, model.Attr{Key: dedicated[j].key, Value: model.Int(v.Int64())})
+				}
+			}
+			if (p.blobAlways || spill[k].Boolean()) && !blob[k].IsNull() {
+				sp.Attrs = appendGenericAttrs(sp.Attrs, blob[k].ByteArray())
+			}
+		}
+		if res != nil {
+			rb := res[k].ByteArray()
+			ra, ok := resCache[string(rb)]
+			if !ok {
+				d := dec{b: rb}
+				ra = decAttrs(&d)
+				resCache[string(rb)] = ra
+			}
+			sp.Resource = ra
+		}
+		if store.MatchSpan(p.q, &sp) {
+			s.match[t-s.t0] = true
+		}
+	}
+	return nil
 }
 
 // appendGenericAttrs decodes the attributes stored in the blob itself

@@ -85,7 +85,17 @@ type spanRow struct {
 	DBUser          string `parquet:"a_db_user,optional,dict"`
 	DBSQLTable      string `parquet:"a_db_sql_table,optional,dict"`
 	NetTransport    string `parquet:"a_network_transport,optional,dict"`
+
+	// SpillKeys says which keys spilled (see spillBit), so that a column
+	// scan reads the blob only for rows where the key it looks for may be
+	// there. Blocks written before it existed lack the column (read as 0):
+	// there Spill alone says "some key".
+	SpillKeys int64 `parquet:"spill_keys,optional"`
 }
+
+// spillBit is the SpillKeys bit of dedicated column j; the last bit
+// stands for every column from 63 on.
+func spillBit(j int) int64 { return 1 << min(j, 63) }
 
 type dedicatedCol struct {
 	key string

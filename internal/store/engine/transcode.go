@@ -498,6 +498,7 @@ func (b *blockBuilder) transcodeAttrs(enc []byte, row *spanRow) {
 				continue
 			}
 			row.Spill = true
+			row.SpillKeys |= spillBit(j)
 		}
 		e.byte1(attrGeneric)
 		e.bytes(k)

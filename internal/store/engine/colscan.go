@@ -1,0 +1,428 @@
+package engine
+
+import (
+	"errors"
+	"fmt"
+	"io"
+	"sort"
+
+	"github.com/parquet-go/parquet-go"
+	"github.com/parquet-go/parquet-go/encoding"
+
+	"github.com/tracedx/tracedx/internal/model"
+	"github.com/tracedx/tracedx/internal/store"
+)
+
+// A row group is scanned as a shrinking selection of rows: each condition
+// of the query reads one column, and only the pages of it that still hold
+// a selected row, so the cheap, selective conditions (service, kind,
+// duration: small dictionary indexes and integers) leave few rows for the
+// costly ones, and the attribute blob is read only for the few rows it can
+// still decide. Conditions on dictionary columns are evaluated once per
+// dictionary entry, not per row; a dictionary without the wanted value
+// empties the selection without touching another column.
+//
+// A condition that a column cannot decide exactly for a row (an attribute
+// that may sit in the blob, a resource-scoped service.name) keeps the row
+// and marks it for confirmation: the row's partial span is then assembled
+// from every column the query needs and store.MatchSpan decides, as it
+// does for every other engine.
+
+type rgScan struct {
+	b    *block
+	p    *scanPlan
+	ccs  []parquet.ColumnChunk
+	row0 int64
+	n    int
+	sel  []int32 // selected rows of the row group (local indexes), ascending
+	tr   []int32 // trace position of each selected row
+	// match[i]: trace position t0+i has a matching span in this row group
+	t0    int32
+	match []bool
+	conf  []bool // the row still needs confirmation by MatchSpan
+	// spill of each selected row, read once the first attribute condition
+	// needs it
+	spill     []bool
+	spillKeys []int64 // nil when the block predates the column
+	spillRead bool
+	// residual holds the conditions some row of the selection was left
+	// to confirm for; the others hold for every selected row.
+	residual store.Query
+}
+
+// keepIf compacts the selection to the rows whose position k in it got a
+// verdict other than drop.
+func (s *rgScan) keepIf(v []verdict) {
+	w := 0
+	for k := range s.sel {
+		switch v[k] {
+		case vDrop:
+			continue
+		case vConfirm:
+			s.conf[k] = true
+		}
+		s.sel[w], s.tr[w], s.conf[w] = s.sel[k], s.tr[k], s.conf[k]
+		if s.spillRead {
+			s.spill[w] = s.spill[k]
+			if s.spillKeys != nil {
+				s.spillKeys[w] = s.spillKeys[k]
+			}
+		}
+		w++
+	}
+	s.sel, s.tr, s.conf = s.sel[:w], s.tr[:w], s.conf[:w]
+	if s.spillRead {
+		s.spill = s.spill[:w]
+		if s.spillKeys != nil {
+			s.spillKeys = s.spillKeys[:w]
+		}
+	}
+}
+
+type verdict int8
+
+const (
+	vUnknown verdict = iota // not evaluated yet (dictionary caches)
+	vDrop
+	vKeep
+	vConfirm // keep, MatchSpan decides later
+	vResource
+)
+
+// colVisitor receives the values of a column at selected rows. Pages with
+// a dictionary report indexes (di, -1 for null) after dict announced the
+// dictionary; other pages report values, through i64 when set and the page
+// holds plain int64 values.
+type colVisitor struct {
+	dict  func(d parquet.Dictionary)
+	index func(k int, di int32)
+	value func(k int, v parquet.Value)
+	i64   func(k int, v int64)
+}
+
+// visit walks the pages of column col that hold one of rows (local row
+// indexes, ascending) and reports each row's value with its position k in
+// rows. Pages without a wanted row are skipped through the offset index
+// without being decompressed.
+func (s *rgScan) visit(col int, rows []int32, cv colVisitor) error {
+	if len(rows) == 0 {
+		return nil
+	}
+	cc := s.ccs[col]
+	pages := cc.Pages()
+	defer pages.Close()
+	var starts []int64
+	if oi, err := cc.OffsetIndex(); err == nil && oi != nil {
+		starts = make([]int64, oi.NumPages())
+		for i := range starts {
+			starts[i] = oi.FirstRowIndex(i)
+		}
+	}
+	var lastDict parquet.Dictionary
+	first := int64(0)
+	for k := 0; k < len(rows); {
+		want := int64(rows[k])
+		if len(starts) > 0 {
+			p := sort.Search(len(starts), func(i int) bool { return starts[i] > want }) - 1
+			if p < 0 {
+				return fmt.Errorf("row %d before the first page: %w", want, errCorrupt)
+			}
+			if starts[p] != first || k == 0 {
+				if err := pages.SeekToRow(starts[p]); err != nil {
+					return fmt.Errorf("seek to row %d: %w", starts[p], err)
+				}
+				first = starts[p]
+			}
+		}
+		pg, err := pages.ReadPage()
+		if err != nil {
+			if errors.Is(err, io.EOF) {
+				return fmt.Errorf("row %d past the last page: %w", want, errCorrupt)
+			}
+			return err
+		}
+		end := first + pg.NumRows()
+		hi := k
+		for hi < len(rows) && int64(rows[hi]) < end {
+			hi++
+		}
+		if hi > k {
+			if d := pg.Dictionary(); d != nil && cv.index != nil {
+				if d != lastDict {
+					lastDict = d
+					cv.dict(d)
+				}
+				visitIndexes(pg, first, rows[k:hi], k, cv.index)
+			} else {
+				visitValues(pg, first, rows[k:hi], k, cv)
+			}
+		}
+		parquet.Release(pg)
+		k, first = hi, end
+	}
+	return nil
+}
+
+// visitIndexes reports the dictionary indexes of rows (all inside pg,
+// which starts at row first); k0 is the position of rows[0].
+func visitIndexes(pg parquet.Page, first int64, rows []int32, k0 int, fn func(k int, di int32)) {
+	data := pg.Data()
+	idx := data.Int32()
+	defs := pg.DefinitionLevels()
+	if len(defs) == 0 {
+		for j, r := range rows {
+			fn(k0+j, idx[int64(r)-first])
+		}
+		return
+	}
+	// Optional column: values are stored for non-null rows only.
+	vi, at := 0, 0
+	for j, r := range rows {
+		for ; at < int(int64(r)-first); at++ {
+			if defs[at] != 0 {
+				vi++
+			}
+		}
+		if defs[at] == 0 {
+			fn(k0+j, -1)
+		} else {
+			fn(k0+j, idx[vi])
+		}
+	}
+}
+
+// visitValues reports the values of rows (all inside pg, which starts at
+// row first), read straight from the page's decoded arrays: going through
+// parquet-go's value reader would build a Value for every row of the page.
+func visitValues(pg parquet.Page, first int64, rows []int32, k0 int, cv colVisitor) {
+	data := pg.Data()
+	dict := pg.Dictionary()
+	defs := pg.DefinitionLevels()
+	var (
+		idx  []int32
+		i64  []int64
+		bits []byte
+		buf  []byte
+		offs []uint32
+	)
+	kind := data.Kind()
+	switch {
+	case dict != nil:
+		idx = data.Int32()
+	case kind == encoding.Int32:
+		idx = data.Int32()
+	case kind == encoding.Int64:
+		i64 = data.Int64()
+	case kind == encoding.Boolean:
+		// Pages come whole from the file (the scan seeks to page starts
+		// only), so their bits start at bit 0.
+		bits = data.Boolean()
+	case kind == encoding.ByteArray:
+		buf, offs = data.ByteArray()
+	default:
+		visitReader(pg, first, rows, k0, cv)
+		return
+	}
+	vi, at := 0, 0
+	for j, r := range rows {
+		i := int(int64(r) - first)
+		if len(defs) > 0 {
+			// Optional column: values are stored for non-null rows only.
+			for ; at < i; at++ {
+				if defs[at] != 0 {
+					vi++
+				}
+			}
+			if defs[i] == 0 {
+				cv.report(k0+j, parquet.Value{})
+				continue
+			}
+		} else {
+			vi = i
+		}
+		var v parquet.Value
+		switch {
+		case dict != nil:
+			v = dict.Index(idx[vi])
+		case i64 != nil:
+			if cv.i64 != nil {
+				cv.i64(k0+j, i64[vi])
+				continue
+			}
+			v = parquet.Int64Value(i64[vi])
+		case idx != nil:
+			v = parquet.Int32Value(idx[vi])
+		case bits != nil:
+			v = parquet.BooleanValue(bits[vi/8]>>(vi%8)&1 != 0)
+		default:
+			v = parquet.ByteArrayValue(buf[offs[vi]:offs[vi+1]])
+		}
+		cv.report(k0+j, v)
+	}
+}
+
+func (cv *colVisitor) report(k int, v parquet.Value) {
+	if cv.value != nil {
+		cv.value(k, v)
+	} else if cv.i64 != nil {
+		cv.i64(k, v.Int64())
+	}
+}
+
+// visitReader is visitValues for page types without a direct path.
+func visitReader(pg parquet.Page, first int64, rows []int32, k0 int, cv colVisitor) {
+	n := int(pg.NumRows())
+	buf := make([]parquet.Value, n)
+	got := 0
+	vr := pg.Values()
+	for got < n {
+		m, err := vr.ReadValues(buf[got:])
+		got += m
+		if err != nil || m == 0 {
+			break
+		}
+	}
+	for j, r := range rows {
+		v := parquet.Value{}
+		if i := int(int64(r) - first); i < got {
+			v = buf[i]
+		}
+		cv.report(k0+j, v)
+	}
+}
+
+// dictVerdicts caches a verdict per dictionary entry of the current page
+// dictionary.
+type dictVerdicts struct {
+	d    parquet.Dictionary
+	v    []verdict
+	eval func(v parquet.Value) verdict
+}
+
+func (c *dictVerdicts) reset(d parquet.Dictionary) {
+	c.d = d
+	c.v = append(c.v[:0], make([]verdict, d.Len())...)
+}
+
+func (c *dictVerdicts) of(di int32) verdict {
+	if v := c.v[di]; v != vUnknown {
+		return v
+	}
+	v := c.eval(c.d.Index(di))
+	c.v[di] = v
+	return v
+}
+
+// filterColumn evaluates test on the value of column col at each selected
+// row (onNull for null values) and keeps the rows it does not drop.
+func (s *rgScan) filterColumn(col int, test func(v parquet.Value) verdict, onNull verdict) error {
+	if len(s.sel) == 0 {
+		return nil
+	}
+	out := make([]verdict, len(s.sel))
+	dv := &dictVerdicts{eval: test}
+	err := s.visit(col, s.sel, colVisitor{
+		dict: dv.reset,
+		index: func(k int, di int32) {
+			if di < 0 {
+				out[k] = onNull
+			} else {
+				out[k] = dv.of(di)
+			}
+		},
+		value: func(k int, v parquet.Value) {
+			if v.IsNull() {
+				out[k] = onNull
+			} else {
+				out[k] = test(v)
+			}
+		},
+	})
+	if err != nil {
+		return err
+	}
+	s.keepIf(out)
+	return nil
+}
+
+func keepWhen(ok bool) verdict {
+	if ok {
+		return vKeep
+	}
+	return vDrop
+}
+
+// readSpill loads the spill flags of every selected row (keysCol < 0: the
+// block has no spill_keys column).
+func (s *rgScan) readSpill(col, keysCol int) error {
+	if s.spillRead {
+		return nil
+	}
+	s.spill = make([]bool, len(s.sel))
+	if err := s.visit(col, s.sel, colVisitor{value: func(k int, v parquet.Value) { s.spill[k] = v.Boolean() }}); err != nil {
+		return err
+	}
+	if keysCol >= 0 {
+		// Only the spilled rows have keys; the others stay 0.
+		var rows []int32
+		var pos []int
+		for k, sp := range s.spill {
+			if sp {
+				rows, pos = append(rows, s.sel[k]), append(pos, k)
+			}
+		}
+		s.spillKeys = make([]int64, len(s.sel))
+		if err := s.visit(keysCol, rows, colVisitor{value: func(i int, v parquet.Value) {
+			if !v.IsNull() {
+				s.spillKeys[pos[i]] = v.Int64()
+			}
+		}}); err != nil {
+			return err
+		}
+	}
+	s.spillRead = true
+	return nil
+}
+
+// spilled reports whether the blob of selected row k may hold dedicated
+// column j's key.
+func (s *rgScan) spilled(k, j int) bool {
+	if !s.spill[k] {
+		return false
+	}
+	// 0: written before spill_keys existed.
+	return s.spillKeys == nil || s.spillKeys[k] == 0 || s.spillKeys[k]&spillBit(j) != 0
+}
+
+// resourceVerdicts evaluates f on the resource of the selected rows whose
+// verdict is vResource (the span itself cannot decide f for them).
+func (s *rgScan) resourceVerdicts(col int, f *store.AttrFilter, out []verdict) error {
+	var rows []int32
+	var pos []int
+	for k, v := range out {
+		if v == vResource {
+			rows = append(rows, s.sel[k])
+			pos = append(pos, k)
+		}
+	}
+	if len(rows) == 0 {
+		return nil
+	}
+	test := func(v parquet.Value) verdict {
+		d := dec{b: v.ByteArray()}
+		sp := model.Span{Resource: decAttrs(&d)}
+		if d.err != nil {
+			return vConfirm
+		}
+		if _, ok := sp.Resource.Get(f.Key); !ok && f.Key == "service.name" {
+			return vConfirm // falls back to the span's service
+		}
+		return keepWhen(store.MatchAttr(f, &sp))
+	}
+	dv := &dictVerdicts{eval: test}
+	return s.visit(col, rows, colVisitor{
+		dict:  dv.reset,
+		index: func(j int, di int32) { out[pos[j]] = dv.of(max(di, 0)) },
+		value: func(j int, v parquet.Value) { out[pos[j]] = test(v) },
+	})
+}
