@@ -2,6 +2,7 @@ package otlpconv
 
 import (
 	"bytes"
+	"encoding/binary"
 	"errors"
 	"fmt"
 	"math"
@@ -32,10 +33,13 @@ func DecodeTracesProto(data []byte, lim Limits) ([]model.Span, Stats, error) {
 	if err != nil {
 		return nil, Stats{}, err
 	}
-	d := wireDecoder{converter: converter{lim: lim}, spansTotal: n}
+	d := getDecoder()
+	defer d.release()
+	d.converter, d.spansTotal = converter{lim: lim}, n
 	d.out = make([]model.Span, 0, n)
 	for b := data; len(b) > 0; {
-		f, rest, err := nextField(b)
+		var f field
+		rest, err := nextField(b, &f)
 		if err != nil {
 			return nil, Stats{}, err
 		}
@@ -64,14 +68,14 @@ type field struct {
 	b   []byte
 }
 
-// nextField reads the field at the front of b and returns it and the rest.
-func nextField(b []byte) (field, []byte, error) {
+// nextField reads the field at the front of b into f and returns the rest.
+func nextField(b []byte, f *field) ([]byte, error) {
 	num, typ, n := protowire.ConsumeTag(b)
 	if n < 0 {
-		return field{}, nil, protowire.ParseError(n)
+		return nil, protowire.ParseError(n)
 	}
 	b = b[n:]
-	f := field{num: num, typ: typ}
+	f.num, f.typ, f.u, f.b = num, typ, 0, nil
 	switch typ {
 	case protowire.VarintType:
 		f.u, n = protowire.ConsumeVarint(b)
@@ -86,20 +90,24 @@ func nextField(b []byte) (field, []byte, error) {
 	default:
 		// pdata skips groups in a way of its own (it stops at a group's
 		// first field); OTLP has none, so they are pdata's to judge.
-		return field{}, nil, errLeftToPdata
+		return nil, errLeftToPdata
 	}
 	if n < 0 {
-		return field{}, nil, protowire.ParseError(n)
+		return nil, protowire.ParseError(n)
 	}
-	return f, b[n:], nil
+	return b[n:], nil
 }
 
 // want refuses a known field of the wrong wire type, as pdata does.
-func (f field) want(t protowire.Type) error {
-	if f.typ != t {
-		return fmt.Errorf("field %d has wire type %d, want %d", f.num, f.typ, t)
+func (f *field) want(t protowire.Type) error {
+	if f.typ == t {
+		return nil
 	}
-	return nil
+	return f.wrongType(t)
+}
+
+func (f *field) wrongType(t protowire.Type) error {
+	return fmt.Errorf("field %d has wire type %d, want %d", f.num, f.typ, t)
 }
 
 // countSpans counts the spans of a request, walking only the envelope.
@@ -117,7 +125,8 @@ func countSpans(data []byte) (int, error) {
 // length-delimited; other fields are checked for well-formedness only.
 func eachMessage(b []byte, num protowire.Number, fn func([]byte) error) error {
 	for len(b) > 0 {
-		f, rest, err := nextField(b)
+		var f field
+		rest, err := nextField(b, &f)
 		if err != nil {
 			return err
 		}
@@ -135,9 +144,29 @@ func eachMessage(b []byte, num protowire.Number, fn func([]byte) error) error {
 	return nil
 }
 
+const strTableBits = 10
+
+// idleDecoders keep their scratch space and string table between
+// requests. Not a sync.Pool: that empties at every other collection, and
+// the server collects several times a second under load.
+var idleDecoders = make(chan *wireDecoder, 16)
+
+func getDecoder() *wireDecoder {
+	select {
+	case d := <-idleDecoders:
+		return d
+	default:
+		return new(wireDecoder)
+	}
+}
+
 type wireDecoder struct {
 	converter
-	out []model.Span
+	// strs holds one copy of text seen in recent requests: attribute keys,
+	// span names and most values repeat from span to span, and reusing a
+	// copy saves allocating it and collecting it later.
+	strs [1 << strTableBits]string
+	out  []model.Span
 	// arena holds the spans' attributes, as FromTracesLimited's does; it
 	// is grown in chunks sized from the spans decoded so far because the
 	// count is only known once a span is read.
@@ -157,7 +186,8 @@ func (d *wireDecoder) resourceSpans(b []byte) error {
 	d.scratch = d.scratch[:0]
 	total := 0
 	for r := b; len(r) > 0; {
-		f, rest, err := nextField(r)
+		var f field
+		rest, err := nextField(r, &f)
 		if err != nil {
 			return err
 		}
@@ -188,14 +218,15 @@ func (d *wireDecoder) resourceSpans(b []byte) error {
 
 func (d *wireDecoder) resource(b []byte, total *int) error {
 	for len(b) > 0 {
-		f, rest, err := nextField(b)
+		var f field
+		rest, err := nextField(b, &f)
 		if err != nil {
 			return err
 		}
 		b = rest
 		switch f.num {
 		case 1:
-			if err := d.attr(f, total); err != nil {
+			if err := d.attr(&f, total); err != nil {
 				return err
 			}
 		case 2:
@@ -211,7 +242,7 @@ func (d *wireDecoder) resource(b []byte, total *int) error {
 
 // attr converts the attribute f into d.scratch while fewer than MaxAttrs
 // are there, and validates it otherwise; *total counts them all.
-func (d *wireDecoder) attr(f field, total *int) error {
+func (d *wireDecoder) attr(f *field, total *int) error {
 	if err := f.want(protowire.BytesType); err != nil {
 		return err
 	}
@@ -240,7 +271,8 @@ func (d *wireDecoder) keptAttrs(total int) model.Attrs {
 func (d *wireDecoder) scopeSpans(b []byte, service string, res model.Attrs) error {
 	var name, version []byte
 	for r := b; len(r) > 0; {
-		f, rest, err := nextField(r)
+		var f field
+		rest, err := nextField(r, &f)
 		if err != nil {
 			return err
 		}
@@ -267,7 +299,8 @@ func (d *wireDecoder) scopeSpans(b []byte, service string, res model.Attrs) erro
 // are not kept (the model has none), only checked.
 func scope(b []byte, name, version *[]byte) error {
 	for len(b) > 0 {
-		f, rest, err := nextField(b)
+		var f field
+		rest, err := nextField(b, &f)
 		if err != nil {
 			return err
 		}
@@ -319,12 +352,13 @@ func (d *wireDecoder) span(b []byte, sc *spanScope) error {
 	st := spanState{sp: model.Span{Service: sc.service, Resource: sc.res, ScopeName: sc.name, ScopeVersion: sc.version}, start: len(d.arena)}
 	d.events, d.links = d.events[:0], d.links[:0]
 	for len(b) > 0 {
-		f, rest, err := nextField(b)
+		var f field
+		rest, err := nextField(b, &f)
 		if err != nil {
 			return err
 		}
 		b = rest
-		if err := d.spanField(f, &st); err != nil {
+		if err := d.spanField(&f, &st); err != nil {
 			return err
 		}
 	}
@@ -360,7 +394,7 @@ func (d *wireDecoder) span(b []byte, sc *spanScope) error {
 
 // spanField applies one field of a Span (field numbers of
 // opentelemetry-proto's trace.proto).
-func (d *wireDecoder) spanField(f field, st *spanState) error {
+func (d *wireDecoder) spanField(f *field, st *spanState) error {
 	sp := &st.sp
 	var err error
 	switch f.num {
@@ -450,14 +484,15 @@ func (d *wireDecoder) pushSpanAttr(start *int, a model.Attr) {
 
 func status(b []byte, sp *model.Span, msg *[]byte) error {
 	for len(b) > 0 {
-		f, rest, err := nextField(b)
+		var f field
+		rest, err := nextField(b, &f)
 		if err != nil {
 			return err
 		}
 		b = rest
 		switch f.num {
 		case 2:
-			if err := bytesField(f, msg); err != nil {
+			if err := bytesField(&f, msg); err != nil {
 				return err
 			}
 		case 3:
@@ -478,7 +513,8 @@ func (d *wireDecoder) event(b []byte, keep bool) error {
 	d.scratch = d.scratch[:0]
 	total := 0
 	for len(b) > 0 {
-		f, rest, err := nextField(b)
+		var f field
+		rest, err := nextField(b, &f)
 		if err != nil {
 			return err
 		}
@@ -490,11 +526,11 @@ func (d *wireDecoder) event(b []byte, keep bool) error {
 			}
 			ev.TimeUnixNano = f.u
 		case 2:
-			if err := bytesField(f, &name); err != nil {
+			if err := bytesField(&f, &name); err != nil {
 				return err
 			}
 		case 3:
-			if err := d.eventAttr(f, keep, &total); err != nil {
+			if err := d.eventAttr(&f, keep, &total); err != nil {
 				return err
 			}
 		case 4:
@@ -513,7 +549,7 @@ func (d *wireDecoder) event(b []byte, keep bool) error {
 
 // eventAttr is attr for events and links, which are only checked when
 // they are over their own limit.
-func (d *wireDecoder) eventAttr(f field, keep bool, total *int) error {
+func (d *wireDecoder) eventAttr(f *field, keep bool, total *int) error {
 	if keep {
 		return d.attr(f, total)
 	}
@@ -529,20 +565,21 @@ func (d *wireDecoder) link(b []byte, keep bool) error {
 	d.scratch = d.scratch[:0]
 	total := 0
 	for len(b) > 0 {
-		f, rest, err := nextField(b)
+		var f field
+		rest, err := nextField(b, &f)
 		if err != nil {
 			return err
 		}
 		b = rest
 		switch f.num {
 		case 1:
-			err = traceID(f, &l.TraceID)
+			err = traceID(&f, &l.TraceID)
 		case 2:
-			err = spanID(f, &l.SpanID)
+			err = spanID(&f, &l.SpanID)
 		case 3:
-			err = bytesField(f, &traceState)
+			err = bytesField(&f, &traceState)
 		case 4:
-			err = d.eventAttr(f, keep, &total)
+			err = d.eventAttr(&f, keep, &total)
 		case 5:
 			err = f.want(protowire.VarintType)
 		case 6:
@@ -561,7 +598,7 @@ func (d *wireDecoder) link(b []byte, keep bool) error {
 }
 
 // bytesField keeps the contents of a length-delimited field.
-func bytesField(f field, dst *[]byte) error {
+func bytesField(f *field, dst *[]byte) error {
 	if err := f.want(protowire.BytesType); err != nil {
 		return err
 	}
@@ -571,11 +608,11 @@ func bytesField(f field, dst *[]byte) error {
 
 // traceID and spanID take an id of its length or none (all zero), as
 // pdata does; any other length is an error pdata's path repairs.
-func traceID(f field, dst *model.TraceID) error { return idField(f, dst[:]) }
+func traceID(f *field, dst *model.TraceID) error { return idField(f, dst[:]) }
 
-func spanID(f field, dst *model.SpanID) error { return idField(f, dst[:]) }
+func spanID(f *field, dst *model.SpanID) error { return idField(f, dst[:]) }
 
-func idField(f field, dst []byte) error {
+func idField(f *field, dst []byte) error {
 	if err := f.want(protowire.BytesType); err != nil {
 		return err
 	}
@@ -590,13 +627,56 @@ func idField(f field, dst []byte) error {
 	return nil
 }
 
-// clipBytes is clipStr for text as sent: the common short text is copied
-// once.
-func (c *converter) clipBytes(b []byte) string {
-	if len(b) <= c.lim.MaxValueBytes {
+// maxStrBytes bounds the text kept in the string table.
+const maxStrBytes = 256
+
+// clipBytes is clipStr for text as sent, through the string table.
+func (d *wireDecoder) clipBytes(b []byte) string {
+	switch {
+	case len(b) > d.lim.MaxValueBytes:
+		return d.clipStr(string(b))
+	case len(b) == 0:
+		return ""
+	case len(b) > maxStrBytes:
 		return string(b)
 	}
-	return c.clipStr(string(b))
+	slot := &d.strs[strSlot(b)]
+	if *slot == string(b) { // compared in place, not copied
+		return *slot
+	}
+	*slot = string(b)
+	return *slot
+}
+
+// strSlot picks b's place in the string table from its length and its
+// first and last eight bytes (all of it when shorter): cheaper than a map
+// lookup, and a text that shares a slot with another only costs a copy.
+func strSlot(b []byte) uint {
+	h := uint64(len(b))
+	if len(b) >= 8 {
+		h ^= binary.LittleEndian.Uint64(b) * 0x9e3779b97f4a7c15
+		h ^= binary.LittleEndian.Uint64(b[len(b)-8:]) * 0xc2b2ae3d27d4eb4f
+	} else {
+		for _, c := range b {
+			h = h*0x100000001b3 ^ uint64(c)
+		}
+		h *= 0x9e3779b97f4a7c15
+	}
+	h ^= h >> 31
+	return uint(h*0xff51afd7ed558ccd) >> (64 - strTableBits)
+}
+
+// release returns d to the pool without what it handed out.
+func (d *wireDecoder) release() {
+	d.out, d.arena = nil, nil
+	d.spanAttrs, d.spansDone = 0, 0
+	clear(d.scratch[:cap(d.scratch)])
+	clear(d.events[:cap(d.events)])
+	clear(d.links[:cap(d.links)])
+	select {
+	case idleDecoders <- d:
+	default:
+	}
 }
 
 // Kinds of AnyValue, after the oneof field that set it last.
@@ -668,14 +748,15 @@ func parseKeyValue(b []byte, depth int, check bool) ([]byte, wireValue, error) {
 	var key []byte
 	var v wireValue
 	for len(b) > 0 {
-		f, rest, err := nextField(b)
+		var f field
+		rest, err := nextField(b, &f)
 		if err != nil {
 			return nil, v, err
 		}
 		b = rest
 		switch f.num {
 		case 1:
-			err = bytesField(f, &key)
+			err = bytesField(&f, &key)
 		case 2:
 			if err = f.want(protowire.BytesType); err == nil {
 				err = parseAnyValue(f.b, &v, depth, check)
@@ -696,7 +777,8 @@ func parseAnyValue(b []byte, v *wireValue, depth int, check bool) error {
 		return errLeftToPdata
 	}
 	for len(b) > 0 {
-		f, rest, err := nextField(b)
+		var f field
+		rest, err := nextField(b, &f)
 		if err != nil {
 			return err
 		}

@@ -142,7 +142,7 @@ func TestDirectDecodeLeavesOddInputToPdata(t *testing.T) {
 
 // FuzzDecodeTracesProto compares the direct decoder with pdata's on
 // arbitrary bytes: whatever it accepts, pdata must accept and convert to
-// the same spans. Seeds are in testdata/fuzz/FuzzDecodeTracesProto.
+// the same spans. The seeds are random requests of TraceRequests.
 func FuzzDecodeTracesProto(f *testing.F) {
 	rng := rand.New(rand.NewPCG(9, 10))
 	for i := range 8 {
