@@ -1,6 +1,7 @@
 package ingest
 
 import (
+	"bytes"
 	"context"
 	"fmt"
 	"io"
@@ -119,7 +120,7 @@ func readFuzzSeed(t *testing.T, path string) ([]byte, bool) {
 // deduplicated): answers, errors and the spans stored must be the same.
 func TestDirectDecodeMatchesPdataPath(t *testing.T) {
 	reqs := fixtureRequests(t)
-	mustBeDirect := []string{"trace.json", "valid-proto", "valid-json"}
+	mustBeDirect := []string{"trace.json", "valid-proto", "valid-json", fmt.Sprintf("nested-%d", otlpconv.MaxNesting-1)}
 	ts, err := gen.Templates(2, 3, 2)
 	if err != nil {
 		t.Fatal(err)
@@ -136,6 +137,12 @@ func TestDirectDecodeMatchesPdataPath(t *testing.T) {
 		reqs[fmt.Sprintf("random-%d", i)] = b
 		reqs[fmt.Sprintf("mutated-%d", i)] = otlpconvtest.Mutate(rng, b)
 	}
+	// The nesting check runs only on the pdata path: the direct decoder
+	// must refuse the same depths.
+	for _, depth := range []int{otlpconv.MaxNesting - 1, otlpconv.MaxNesting, 10_000} {
+		kv := otlpconvtest.KeyValue("deep", otlpconvtest.NestedArray(depth))
+		reqs[fmt.Sprintf("nested-%d", depth)] = otlpconvtest.TraceRequest(bytes.Repeat([]byte{1}, 16), bytes.Repeat([]byte{2}, 8), "deep", kv)
+	}
 	cfg := DefaultConfig()
 	cfg.MaxSpansPerRequest = 30 // some random requests are over it
 	// Tight limits, so conversion cuts and drops in the random requests.
@@ -148,6 +155,7 @@ func TestDirectDecodeMatchesPdataPath(t *testing.T) {
 	}
 	// One order for both servers: the dedup window depends on it.
 	slices.Sort(names)
+	compared := 0 // batches already compared
 	for _, name := range names {
 		data := reqs[name]
 		for round := range 2 {
@@ -157,9 +165,13 @@ func TestDirectDecodeMatchesPdataPath(t *testing.T) {
 				t.Fatalf("%s, round %d: direct %+v, %v; pdata %+v, %v", name, round, got, gotErr, want, wantErr)
 			}
 		}
-		if g, w := fmt.Sprintf("%#v", direct.batches), fmt.Sprintf("%#v", viaPdata.batches); g != w {
+		if len(direct.batches) != len(viaPdata.batches) {
+			t.Fatalf("%s: %d batches stored directly, %d through pdata", name, len(direct.batches), len(viaPdata.batches))
+		}
+		if g, w := fmt.Sprintf("%#v", direct.batches[compared:]), fmt.Sprintf("%#v", viaPdata.batches[compared:]); g != w {
 			t.Fatalf("%s: stored spans differ:\ndirect %s\npdata  %s", name, g, w)
 		}
+		compared = len(direct.batches)
 	}
 	directly, stored := 0, 0
 	for _, name := range names {

@@ -170,12 +170,10 @@ func (s *Server) grpcExport(sig otlpSignal) rawExport {
 // OTLP protocol; the caller holds a concurrency slot.
 func (s *Server) exportTraces(ctx context.Context, proto string, format wireFormat, data []byte) (exportResult, error) {
 	if format == formatProto {
-		if err := otlpconv.CheckTracesProtoNesting(data, otlpconv.MaxNesting); err != nil {
-			return exportResult{}, checkError(formatProto, err)
-		}
 		// The direct decoder takes what pdata would decode without
-		// complaint; anything else, errors and partial successes
-		// included, is pdata's to answer below.
+		// complaint and refuses deeper nesting than the check before
+		// pdata does; anything else, errors and partial successes
+		// included, is answered below as before.
 		if spans, stats, err := otlpconv.DecodeTracesProto(data, s.cfg.limits()); err == nil {
 			if err := s.checkCount(len(spans), "spans"); err != nil {
 				return exportResult{}, err

@@ -25,9 +25,10 @@ import (
 // OTLP senders do not send (groups, the deprecated scope spans field,
 // entity refs) and every error: an error here means "decode this request
 // with pdata", whose answer is authoritative (a decode error for the
-// client, or the repair of ids of the wrong length). Callers run
-// CheckTracesProtoNesting first; the decoder still refuses values nested
-// deeper than MaxNesting rather than recurse on them.
+// client, or the repair of ids of the wrong length). It needs no
+// CheckTracesProtoNesting first (only pdata does): it refuses a value
+// nested deeper than MaxNesting, counted as the check counts, rather than
+// recurse on it, and what it accepts the check passes.
 func DecodeTracesProto(data []byte, lim Limits) ([]model.Span, Stats, error) {
 	n, err := countSpans(data)
 	if err != nil {

@@ -1,7 +1,7 @@
 package otlpconv
 
 import (
-	"errors"
+	"bytes"
 	"fmt"
 	"math/rand/v2"
 	"testing"
@@ -35,10 +35,14 @@ var tightLimits = Limits{MaxDepth: 2, MaxValueBytes: 64, MaxAttrs: 3, MaxEvents:
 func sameAsPdata(t testing.TB, data []byte, lim Limits) bool {
 	t.Helper()
 	got, gotStats, err := DecodeTracesProto(data, lim)
-	want, wantStats, wantErr := decodeViaPdata(data, lim)
 	if err != nil {
 		return false
 	}
+	// The server runs the nesting check only before pdata.
+	if err := CheckTracesProtoNesting(data, MaxNesting); err != nil {
+		t.Fatalf("direct decoder accepted a request the nesting check refuses (%v): %x", err, data)
+	}
+	want, wantStats, wantErr := decodeViaPdata(data, lim)
 	if wantErr != nil {
 		t.Fatalf("direct decoder accepted a request pdata refuses (%v): %x", wantErr, data)
 	}
@@ -140,6 +144,36 @@ func TestDirectDecodeLeavesOddInputToPdata(t *testing.T) {
 	}
 }
 
+// nestedMap encodes an AnyValue of maps nested depth levels deep, the
+// innermost value empty.
+func nestedMap(depth int) []byte {
+	var v []byte
+	for range depth {
+		kv := otlpconvtest.KeyValue("k", v)
+		v = otlpconvtest.Field(nil, 6, otlpconvtest.Field(nil, 1, kv))
+	}
+	return v
+}
+
+// The server skips the nesting check before the direct decoder, so the
+// decoder must refuse exactly what the check refuses.
+func TestDirectDecodeRefusesWhatTheNestingCheckRefuses(t *testing.T) {
+	tid, sid := bytes.Repeat([]byte{1}, 16), bytes.Repeat([]byte{2}, 8)
+	for _, depth := range []int{MaxNesting - 2, MaxNesting - 1, MaxNesting, MaxNesting + 1, 1000} {
+		for name, v := range map[string][]byte{"arrays": otlpconvtest.NestedArray(depth), "maps": nestedMap(depth)} {
+			data := otlpconvtest.TraceRequest(tid, sid, "s", otlpconvtest.KeyValue("d", v))
+			checkErr := CheckTracesProtoNesting(data, MaxNesting)
+			_, _, err := DecodeTracesProto(data, DefaultLimits())
+			if (err == nil) != (checkErr == nil) {
+				t.Errorf("%s %d deep: direct decoder %v, nesting check %v", name, depth, err, checkErr)
+			}
+			if checkErr == nil && !sameAsPdata(t, data, DefaultLimits()) {
+				t.Errorf("%s %d deep: not decoded directly", name, depth)
+			}
+		}
+	}
+}
+
 // FuzzDecodeTracesProto compares the direct decoder with pdata's on
 // arbitrary bytes: whatever it accepts, pdata must accept and convert to
 // the same spans. The seeds are random requests of TraceRequests.
@@ -150,10 +184,6 @@ func FuzzDecodeTracesProto(f *testing.F) {
 		f.Add(g.Request())
 	}
 	f.Fuzz(func(t *testing.T, data []byte) {
-		var ne *NestingError
-		if errors.As(CheckTracesProtoNesting(data, MaxNesting), &ne) {
-			return // pdata would recurse without limit; the server refuses these first
-		}
 		sameAsPdata(t, data, DefaultLimits())
 		sameAsPdata(t, data, tightLimits)
 	})
