@@ -471,12 +471,14 @@ func (d *wireDecoder) pushSpanAttr(start *int, a model.Attr) {
 	if len(d.arena) == cap(d.arena) {
 		have := len(d.arena) - *start
 		// Size the chunk for the rest of the request at the rate seen so
-		// far (at least 8 a span at first).
-		perSpan := 8
+		// far; a small one until a span has been read whole, so a guess
+		// cannot cost megabytes on a request of many bare spans.
+		want := 64
 		if d.spansDone > 0 {
-			perSpan = d.spanAttrs/d.spansDone + 1
+			perSpan := (d.spanAttrs + d.spansDone - 1) / d.spansDone // rounded up
+			want = perSpan * (d.spansTotal - d.spansDone)
 		}
-		chunk := make([]model.Attr, 0, max(perSpan*(d.spansTotal-d.spansDone), 2*have+1, 16))
+		chunk := make([]model.Attr, 0, max(want, 2*have+1, 16))
 		d.arena = append(chunk, d.arena[*start:]...)
 		*start = 0
 	}
@@ -667,7 +669,7 @@ func strSlot(b []byte) uint {
 	return uint(h*0xff51afd7ed558ccd) >> (64 - strTableBits)
 }
 
-// release returns d to the pool without what it handed out.
+// release returns d to the idle decoders without what it handed out.
 func (d *wireDecoder) release() {
 	d.out, d.arena = nil, nil
 	d.spanAttrs, d.spansDone = 0, 0
