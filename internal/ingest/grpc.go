@@ -171,9 +171,9 @@ func (s *Server) grpcExport(sig otlpSignal) rawExport {
 func (s *Server) exportTraces(ctx context.Context, proto string, format wireFormat, data []byte) (exportResult, error) {
 	if format == formatProto {
 		// The direct decoder takes what pdata would decode without
-		// complaint and refuses deeper nesting than the check before
-		// pdata does; anything else, errors and partial successes
-		// included, is answered below as before.
+		// complaint and, unlike pdata, needs no nesting check first (it
+		// refuses what the check refuses). Anything else, errors and
+		// partial successes included, is answered below as before.
 		if spans, stats, err := otlpconv.DecodeTracesProto(data, s.cfg.limits()); err == nil {
 			if err := s.checkCount(len(spans), "spans"); err != nil {
 				return exportResult{}, err
