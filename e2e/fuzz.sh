@@ -1,9 +1,10 @@
 #!/usr/bin/env bash
 # Fuzzes every decoder of untrusted input for a few seconds each: the OTLP
 # trace and log decoders (protobuf and JSON, through the whole ingest check
-# path), Zipkin v2 JSON, the trace-file readers of `tracedx analyze` and the
-# TraceQL parser. Their seed corpora are committed under each package's
-# testdata/fuzz/ (plain `go test` runs them too). `go test -fuzz` takes one
+# path), the direct OTLP protobuf decoder against pdata's, Zipkin v2 JSON,
+# the trace-file readers of `tracedx analyze` and the TraceQL parser. Their
+# seed corpora are committed under each package's testdata/fuzz/ or added
+# by the target itself (plain `go test` runs them too). `go test -fuzz` takes one
 # package and one target per run. A failure leaves the crashing input in
 # testdata/fuzz/<target>/ for `go test -run=<target>/<file>` to replay.
 # Minimising each new interesting input is capped at 1 s: by default it may
@@ -18,6 +19,7 @@ FUZZTIME=${FUZZTIME:-5s}
 targets=(
   "./internal/ingest FuzzOTLPTraces"
   "./internal/ingest FuzzOTLPLogs"
+  "./internal/otlpconv FuzzDecodeTracesProto"
   "./internal/zipkin FuzzZipkinJSON"
   "./internal/traceio FuzzParse"
   "./internal/traceql FuzzParse"

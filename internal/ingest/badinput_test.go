@@ -23,6 +23,7 @@ import (
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/credentials/insecure"
 	"google.golang.org/grpc/status"
+	"google.golang.org/protobuf/encoding/protowire"
 	"google.golang.org/protobuf/proto"
 
 	"github.com/tracedx/tracedx/internal/model"
@@ -363,6 +364,12 @@ func TestGRPCBadInput(t *testing.T) {
 	}
 	if badCount(s, protoGRPC, reasonDecode) != 1 {
 		t.Error("grpc decode failure not counted")
+	}
+	// A field number over 2^31 once made the nesting scan index its table
+	// below zero: a panic, which gRPC does not recover from.
+	hugeField := protowire.AppendBytes(protowire.AppendVarint(nil, 1<<34|uint64(protowire.BytesType)), []byte("x"))
+	if err := invoke(append(hugeField, valid...)); status.Code(err) != codes.InvalidArgument || !strings.Contains(err.Error(), "not valid protobuf") {
+		t.Errorf("field number over 2^31: %v", err)
 	}
 	if err := invoke(make([]byte, 2<<20)); status.Code(err) != codes.ResourceExhausted {
 		t.Errorf("oversized message: %v", err)

@@ -43,7 +43,7 @@ func decodeOTLP[R decoder](c signalCodec, format wireFormat, data []byte, newReq
 	}
 	req := newReq()
 	if check != nil {
-		return req, repaired{}, badInput(kindBadRequest, reasonTooDeep, "%v", check)
+		return req, repaired{}, checkError(format, check)
 	}
 	unmarshal := func(r R, b []byte) error {
 		if format == formatJSON {
@@ -68,6 +68,16 @@ func decodeOTLP[R decoder](c signalCodec, format wireFormat, data []byte, newReq
 		return req, repaired{}, decodeError(format, errors.Join(derr, err))
 	}
 	return req, rep, nil
+}
+
+// checkError answers a request the scan before decoding refused: too
+// deep, or (protobuf) unreadable.
+func checkError(format wireFormat, err error) error {
+	var ne *otlpconv.NestingError
+	if errors.As(err, &ne) {
+		return badInput(kindBadRequest, reasonTooDeep, "%v", err)
+	}
+	return decodeError(format, err)
 }
 
 func decodeTraces(format wireFormat, data []byte) (ptrace.Traces, repaired, error) {

@@ -15,6 +15,8 @@ import (
 	"google.golang.org/grpc/status"
 	"google.golang.org/grpc/tap"
 	"google.golang.org/protobuf/types/known/durationpb"
+
+	"github.com/tracedx/tracedx/internal/otlpconv"
 )
 
 const (
@@ -96,7 +98,7 @@ func (s *Server) grpcStatus(err error) error {
 // the bytes must be checked before pdata decodes them (its decoder
 // recurses without limit on nested attribute values) and because gRPC
 // answers a decoding failure inside its codec with INTERNAL, where OTLP
-// wants INVALID_ARGUMENT. Decoding is still pdata's, as on OTLP/HTTP.
+// wants INVALID_ARGUMENT. Decoding is the same as on OTLP/HTTP.
 
 // rawMessage is an encoded request or response.
 type rawMessage []byte
@@ -167,6 +169,19 @@ func (s *Server) grpcExport(sig otlpSignal) rawExport {
 // exportTraces decodes and stores one trace export request of either
 // OTLP protocol; the caller holds a concurrency slot.
 func (s *Server) exportTraces(ctx context.Context, proto string, format wireFormat, data []byte) (exportResult, error) {
+	if format == formatProto {
+		// The direct decoder takes what pdata would decode without
+		// complaint and, unlike pdata, needs no nesting check first (it
+		// refuses what the check refuses). Anything else, errors and
+		// partial successes included, is answered below as before.
+		if spans, stats, err := otlpconv.DecodeTracesProto(data, s.cfg.limits()); err == nil {
+			if err := s.checkCount(len(spans), "spans"); err != nil {
+				return exportResult{}, err
+			}
+			s.observeLimits(stats)
+			return s.consumeSpans(ctx, proto, spans, &rejections{})
+		}
+	}
 	td, rep, err := decodeTraces(format, data)
 	if err != nil {
 		return exportResult{}, err

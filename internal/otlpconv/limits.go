@@ -132,6 +132,12 @@ func clipUTF8(s string, n int) string {
 func (c *converter) composite(v pcommon.Value) string {
 	w := jsonWriter{lim: c.lim}
 	w.value(v, 0)
+	return c.compositeText(&w)
+}
+
+// compositeText is the text of a rendered array or map, cut to
+// MaxValueBytes.
+func (c *converter) compositeText(w *jsonWriter) string {
 	if w.cutDepth || len(w.buf) > c.lim.MaxValueBytes {
 		c.stats.TruncatedValues++
 	}
@@ -169,15 +175,9 @@ func (w *jsonWriter) value(v pcommon.Value, depth int) {
 	case pcommon.ValueTypeInt, pcommon.ValueTypeBool:
 		w.buf = append(w.buf, v.AsString()...)
 	case pcommon.ValueTypeDouble:
-		b, err := json.Marshal(v.Double())
-		if err != nil { // NaN and infinities have no JSON form
-			b = []byte("null")
-		}
-		w.buf = append(w.buf, b...)
+		w.double(v.Double())
 	case pcommon.ValueTypeBytes:
-		w.buf = append(w.buf, '"')
-		w.buf = base64.StdEncoding.AppendEncode(w.buf, v.Bytes().AsRaw())
-		w.buf = append(w.buf, '"')
+		w.bytes(v.Bytes().AsRaw())
 	case pcommon.ValueTypeSlice:
 		s := v.Slice()
 		w.buf = append(w.buf, '[')
@@ -210,6 +210,20 @@ func (w *jsonWriter) value(v pcommon.Value, depth int) {
 	default:
 		w.buf = append(w.buf, "null"...)
 	}
+}
+
+func (w *jsonWriter) double(f float64) {
+	b, err := json.Marshal(f)
+	if err != nil { // NaN and infinities have no JSON form
+		b = []byte("null")
+	}
+	w.buf = append(w.buf, b...)
+}
+
+func (w *jsonWriter) bytes(b []byte) {
+	w.buf = append(w.buf, '"')
+	w.buf = base64.StdEncoding.AppendEncode(w.buf, b)
+	w.buf = append(w.buf, '"')
 }
 
 // str writes s as a JSON string the way pdata's AsString does (no HTML

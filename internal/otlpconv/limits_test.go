@@ -13,6 +13,7 @@ import (
 	"go.opentelemetry.io/collector/pdata/plog/plogotlp"
 	"go.opentelemetry.io/collector/pdata/ptrace"
 	"go.opentelemetry.io/collector/pdata/ptrace/ptraceotlp"
+	"google.golang.org/protobuf/encoding/protowire"
 
 	"github.com/tracedx/tracedx/internal/otlpconv/otlpconvtest"
 )
@@ -141,8 +142,10 @@ func TestProtoNestingCheck(t *testing.T) {
 	if s := spans[0].Attrs.Str("d"); !strings.Contains(s, DepthMarker) || strings.Count(s, "[") > DefaultLimits().MaxDepth+1 {
 		t.Errorf("converted: %.200s", s)
 	}
-	// Garbage is left for the decoder.
-	if err := CheckTracesProtoNesting([]byte{0xff, 0xff, 0xff}, MaxNesting); err != nil {
+	// Garbage is refused: past what the scan can read, it could not see
+	// what pdata reads.
+	var me *MalformedError
+	if err := CheckTracesProtoNesting([]byte{0xff, 0xff, 0xff}, MaxNesting); !errors.As(err, &me) {
 		t.Errorf("garbage: %v", err)
 	}
 }
@@ -285,5 +288,40 @@ func TestLogsNestingCheckMatchesDecodedDepth(t *testing.T) {
 		if d := valueDepth(v); (d > MaxNesting) != (err != nil) {
 			t.Fatalf("case %d: value %d levels, scan says %v", i, d, err)
 		}
+	}
+}
+
+// The scan must read a request the way pdata's decoder does: where it
+// stops early, pdata would read on into a value nested without limit.
+func TestProtoNestingCheckReadsWhatPdataReads(t *testing.T) {
+	field := otlpconvtest.Field
+	deep := field(nil, 9, otlpconvtest.KeyValue("d", otlpconvtest.NestedArray(MaxNesting+10)))
+	inSpan := func(prefix []byte) []byte {
+		span := append(field(field(nil, 1, bytes.Repeat([]byte{1}, 16)), 2, bytes.Repeat([]byte{2}, 8)), prefix...)
+		return field(nil, 1, field(nil, 2, field(nil, 2, append(span, deep...))))
+	}
+	var ne *NestingError
+	var me *MalformedError
+	for name, c := range map[string]struct {
+		data      []byte
+		malformed bool
+	}{
+		// pdata skips only the first field after a group's start.
+		"group before the value": {inSpan(field(protowire.AppendTag(nil, 20, protowire.StartGroupType), 21, []byte("x"))), true},
+		// pdata keeps the low bit of a varint's tenth byte and ignores the rest.
+		"overlong varint before the value": {inSpan(append(protowire.AppendTag(nil, 6, protowire.VarintType), 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0x7f)), true},
+		// A field number over 2^31 once indexed the scan's table below zero.
+		"field number over int32": {inSpan(protowire.AppendVarint(nil, 1<<34|uint64(protowire.BytesType))), true},
+		// pdata moves them to scope_spans.
+		"deprecated scope spans": {field(nil, 1, field(nil, 1000, field(nil, 2, append(field(nil, 1, bytes.Repeat([]byte{1}, 16)), deep...)))), false},
+	} {
+		err := CheckTracesProtoNesting(c.data, MaxNesting)
+		if c.malformed && !errors.As(err, &me) || !c.malformed && !errors.As(err, &ne) {
+			t.Errorf("%s: %v", name, err)
+		}
+	}
+	logs := field(nil, 1, field(nil, 1000, field(nil, 2, field(nil, 5, otlpconvtest.NestedArray(MaxNesting+10)))))
+	if err := CheckLogsProtoNesting(logs, MaxNesting); !errors.As(err, &ne) {
+		t.Errorf("deprecated scope logs: %v", err)
 	}
 }

@@ -1,6 +1,7 @@
 package otlpconv
 
 import (
+	"errors"
 	"fmt"
 
 	"google.golang.org/protobuf/encoding/protowire"
@@ -15,6 +16,22 @@ import (
 // and a request above this depth is refused as a whole. Values that pass
 // are still cut to Limits.MaxDepth during conversion.
 const MaxNesting = 128
+
+// MalformedError says the scan could not read a request. The request is
+// refused, not left to the decoder: pdata reads some encodings protobuf's
+// own reader refuses (varints with a tenth byte over 1, groups skipped its
+// own way), and past the point the scan stopped it could recurse into a
+// value nested without limit.
+type MalformedError struct {
+	Offset int
+	Err    error
+}
+
+func (e *MalformedError) Error() string {
+	return fmt.Sprintf("not valid protobuf at byte %d: %v", e.Offset, e.Err)
+}
+
+func (e *MalformedError) Unwrap() error { return e.Err }
 
 // NestingError says a request is nested deeper than MaxNesting.
 type NestingError struct{ Limit int }
@@ -93,8 +110,8 @@ var childFields = map[fieldOf]msgKind{
 
 // CheckTracesProtoNesting scans an encoded ExportTraceServiceRequest (or
 // TracesData, which has the same layout) and returns a *NestingError when
-// an attribute value nests deeper than limit. Malformed bytes are left for
-// the decoder to report.
+// an attribute value nests deeper than limit, and a *MalformedError when
+// it cannot read the bytes.
 func CheckTracesProtoNesting(data []byte, limit int) error {
 	return checkProtoNesting(data, kindTraceRequest, limit)
 }
@@ -120,25 +137,22 @@ func checkProtoNesting(data []byte, root msgKind, limit int) error {
 		}
 		num, typ, n := tag(data[pos:f.end])
 		if n < 0 {
-			return nil
+			return malformed(pos, "unreadable field tag")
 		}
 		pos += n
 		if typ != protowire.BytesType {
 			if n = skipScalar(typ, num, data[pos:f.end]); n < 0 {
-				return nil
+				return malformed(pos, fmt.Sprintf("unreadable value of field %d (wire type %d)", num, typ))
 			}
 			pos += n
 			continue
 		}
 		size, n := varint(data[pos:f.end])
 		if n < 0 || size > uint64(f.end-pos-n) {
-			return nil
+			return malformed(pos, fmt.Sprintf("field %d: length runs past the end of its message", num))
 		}
 		pos += n
-		var child msgKind
-		if num < 16 {
-			child = childKinds[f.kind][num]
-		}
+		child := childKind(f.kind, num)
 		if child == kindOther {
 			pos += int(size)
 			continue
@@ -164,6 +178,26 @@ func checkProtoNesting(data []byte, root msgKind, limit int) error {
 	return nil
 }
 
+func malformed(pos int, what string) error {
+	return &MalformedError{Offset: pos, Err: errors.New(what)}
+}
+
+// childKind is the kind of message field num of a kind holds (kindOther
+// for anything else). Field 1000 is the deprecated scope_spans or
+// scope_logs, which pdata decodes (and uses when the current field is
+// empty).
+func childKind(in msgKind, num protowire.Number) msgKind {
+	switch {
+	case num > 0 && num < 16:
+		return childKinds[in][num]
+	case num == 1000 && in == kindResourceSpans:
+		return kindScopeSpans
+	case num == 1000 && in == kindResourceLogs:
+		return kindScopeLogs
+	}
+	return kindOther
+}
+
 // varint, tag and skipScalar are protowire's, with the one-byte case
 // inlined: the scan reads every field of a request, most of them small.
 func varint(b []byte) (uint64, int) {
@@ -173,12 +207,14 @@ func varint(b []byte) (uint64, int) {
 	return protowire.ConsumeVarint(b)
 }
 
+// tag reads a field number as pdata does: the low 32 bits of the tag's
+// number, refused unless positive.
 func tag(b []byte) (protowire.Number, protowire.Type, int) {
 	v, n := varint(b)
-	if n < 0 || v>>3 == 0 {
+	if n < 0 || int32(v>>3) <= 0 {
 		return 0, 0, -1
 	}
-	return protowire.Number(v >> 3), protowire.Type(v & 7), n
+	return protowire.Number(int32(v >> 3)), protowire.Type(v & 7), n
 }
 
 // skipScalar returns the size of a field value that is not length-delimited.
@@ -198,7 +234,8 @@ func skipScalar(typ protowire.Type, num protowire.Number, b []byte) int {
 		}
 		return 4
 	}
-	return protowire.ConsumeFieldValue(num, typ, b)
+	// Groups (none in OTLP) are where pdata and protobuf part ways.
+	return -1
 }
 
 // skipField returns the size of any field value.

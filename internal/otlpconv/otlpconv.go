@@ -1,7 +1,8 @@
-// Package otlpconv converts between OTLP (collector pdata) and tracedx's
-// span model. It is on the ingest hot path, so resource and scope data are
-// converted once per ResourceSpans/ScopeSpans and shared (read-only) by the
-// spans that carry them.
+// Package otlpconv converts between OTLP (collector pdata, or protobuf
+// straight from the wire: DecodeTracesProto) and tracedx's span model. It
+// is on the ingest hot path, so resource and scope data are converted once
+// per ResourceSpans/ScopeSpans and shared (read-only) by the spans that
+// carry them.
 package otlpconv
 
 import (

@@ -138,11 +138,16 @@ func Parse(data []byte) ([]model.Span, Format, error) {
 	// with field 1 (resource_spans), length-delimited: tag byte 0x0a — which
 	// is also a newline, so JSON after an empty line is tried first.
 	if data[0] == 0x0a {
-		if err := otlpconv.CheckTracesProtoNesting(data, otlpconv.MaxNesting); err != nil {
+		var td ptrace.Traces
+		err := otlpconv.CheckTracesProtoNesting(data, otlpconv.MaxNesting)
+		var ne *otlpconv.NestingError
+		if errors.As(err, &ne) {
 			return nil, FormatOTLPProto, err
 		}
-		var u ptrace.ProtoUnmarshaler
-		td, err := u.UnmarshalTraces(data)
+		if err == nil {
+			var u ptrace.ProtoUnmarshaler
+			td, err = u.UnmarshalTraces(data)
+		}
 		if err == nil {
 			return otlpconv.FromTraces(td), FormatOTLPProto, nil
 		}
