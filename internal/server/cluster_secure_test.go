@@ -7,7 +7,6 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
-	"net"
 	"net/http"
 	"os"
 	"path/filepath"
@@ -32,18 +31,6 @@ import (
 
 const testPeerToken = "peer-token-of-the-test-cluster-0123456789"
 
-// freeLoopbackAddr is a loopback address free a moment ago: a cluster's peer list
-// names every node's addresses before any node starts.
-func freeLoopbackAddr(t *testing.T) string {
-	t.Helper()
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer ln.Close()
-	return ln.Addr().String()
-}
-
 // secureCluster runs n whole servers as one cluster on MinIO, with tokens
 // (tenant-bound tokenA and tokenB, and the peer token), TLS with client
 // certificates on every listener, and multitenancy. It returns the nodes,
@@ -66,7 +53,7 @@ func secureCluster(t *testing.T, n int) ([]*Server, []cluster.Peer, *tls.Config)
 	}
 	var peers []cluster.Peer
 	for i := 0; i < n; i++ {
-		peers = append(peers, cluster.Peer{ID: fmt.Sprintf("n%d", i), OTLPGRPC: freeLoopbackAddr(t), HTTP: freeLoopbackAddr(t)})
+		peers = append(peers, cluster.Peer{ID: fmt.Sprintf("n%d", i), OTLPGRPC: freeAddr(t), HTTP: freeAddr(t)})
 	}
 	prefix := fmt.Sprintf("secure-%d", time.Now().UnixNano())
 	servers := make([]*Server, n)
