@@ -518,6 +518,7 @@ func (b *block) acquire() { b.refs.Add(1) }
 
 func (b *block) release() {
 	if b.refs.Add(-1) == 0 {
+		tracePages.dropBlock(b)
 		b.file.Close()
 	}
 }
@@ -534,30 +535,9 @@ func (b *block) readTrace(i int) ([]model.Span, error) {
 	if b.l0 != nil {
 		return b.l0ReadTrace(i)
 	}
-	first, n := int64(b.idx.firstRow[i]), int(b.idx.nspans[i])
-	r := b.reader()
-	defer b.readers.Put(r)
-	if err := r.SeekToRow(first); err != nil {
-		return nil, fmt.Errorf("block %s: seek: %w", b.id, err)
-	}
-	rows := make([]spanRow, n)
-	defer func() {
-		for k := range rows {
-			rows[k] = spanRow{}
-		}
-	}()
-	got := 0
-	for got < n {
-		k, err := r.Read(rows[got:])
-		got += k
-		if err != nil {
-			if errors.Is(err, io.EOF) && got == n {
-				break
-			}
-			if got < n {
-				return nil, fmt.Errorf("block %s: read rows: %w", b.id, err)
-			}
-		}
+	rows := make([]spanRow, b.idx.nspans[i])
+	if err := b.readParquetRows(int64(b.idx.firstRow[i]), rows); err != nil {
+		return nil, err
 	}
 	b.fillTrace(rows, i)
 	return rowsToSpans(rows, nil)
