@@ -150,6 +150,10 @@ func (b *block) readParquetRows(first int64, rows []spanRow) error {
 		lo := at - base
 		hi := min(nr, first+int64(len(rows))-base)
 		sub, err := b.rowGroupSlice(g, rg, lo, hi)
+		if errors.Is(err, parquet.ErrMissingOffsetIndex) {
+			// Not written by parquet-go, which always writes one.
+			return b.seekReadRows(first, rows)
+		}
 		if err != nil {
 			return err
 		}
@@ -165,6 +169,21 @@ func (b *block) readParquetRows(first int64, rows []spanRow) error {
 	}
 	if got < len(rows) {
 		return fmt.Errorf("block %s: rows %d..%d beyond the data: %w", b.id, first+int64(got), first+int64(len(rows)), errCorrupt)
+	}
+	return nil
+}
+
+// seekReadRows reads rows [first, first+len(rows)) with a row reader
+// seeked to the first: parquet-go finds the pages by scanning their
+// headers.
+func (b *block) seekReadRows(first int64, rows []spanRow) error {
+	r := b.reader()
+	defer b.readers.Put(r)
+	if err := r.SeekToRow(first); err != nil {
+		return fmt.Errorf("block %s: seek: %w", b.id, err)
+	}
+	if _, err := readFull(r, rows); err != nil {
+		return fmt.Errorf("block %s: read rows: %w", b.id, err)
 	}
 	return nil
 }
