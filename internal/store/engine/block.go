@@ -453,6 +453,8 @@ type block struct {
 	l0      *l0Data       // level-0 blocks
 	opened  time.Time     // when this process opened it (age of level-0 blocks)
 	readers sync.Pool
+	// traceReaders are the *traceReader of trace reads (traceread.go).
+	traceReaders sync.Pool
 	// refs counts users; the engine's block list holds one reference, each
 	// query holds one while it reads. The file closes when it drops to 0.
 	refs atomic.Int32
