@@ -55,6 +55,8 @@ type pageCache struct {
 	lru   list.List // of *cachedPage, most recent first
 	pages map[pageRef]*list.Element
 	dicts map[parquet.Dictionary]int // cached pages using each dictionary
+
+	hits, misses uint64
 }
 
 func newPageCache(max int64) *pageCache {
@@ -68,8 +70,10 @@ func (c *pageCache) get(r pageRef) parquet.Page {
 	defer c.mu.Unlock()
 	e, ok := c.pages[r]
 	if !ok {
+		c.misses++
 		return nil
 	}
+	c.hits++
 	c.lru.MoveToFront(e)
 	p := e.Value.(*cachedPage).page
 	parquet.Retain(p)
@@ -117,6 +121,13 @@ func (c *pageCache) remove(e *list.Element) {
 		}
 	}
 	parquet.Release(cp.page)
+}
+
+// stats returns the page lookups that hit and missed and the bytes held.
+func (c *pageCache) stats() (hits, misses uint64, size int64) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return c.hits, c.misses, c.size
 }
 
 // dropBlock forgets the pages of a closed block.

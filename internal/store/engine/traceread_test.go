@@ -142,7 +142,7 @@ func TestReadParquetRowsMatchesSeekingReader(t *testing.T) {
 // read the same as written, repeatedly (cache hits), concurrently, and
 // after compaction replaced the blocks whose pages were cached.
 func TestTraceReadThroughPageCache(t *testing.T) {
-	defer withPageCache(256 << 10)()
+	defer withPageCache(4 << 20)() // room for the pages of all blocks here
 	e := openT(t, testOpts(t.TempDir()))
 	defer e.Close()
 	ctx := context.Background()
@@ -186,7 +186,15 @@ func TestTraceReadThroughPageCache(t *testing.T) {
 		t.Fatalf("blocks: %d level-0, %d Parquet; want 1 and 2", kinds[true], kinds[false])
 	}
 	checkAllTraces(t, e, all)
+	st := e.Stats()
 	checkAllTraces(t, e, all) // from cached pages
+	st2 := e.Stats()
+	if st2.TracePageHitsTotal <= st.TracePageHitsTotal || st.TracePageMissesTotal == 0 {
+		t.Fatalf("page cache: %d hits, %d misses after the first reads, %d hits after the second", st.TracePageHitsTotal, st.TracePageMissesTotal, st2.TracePageHitsTotal)
+	}
+	if st2.TracePageCacheBytes <= 0 || st2.TracePageCacheBytes > tracePages.max {
+		t.Fatalf("page cache holds %d bytes, bound %d", st2.TracePageCacheBytes, tracePages.max)
+	}
 
 	byID := groupByTrace(all)
 	var ids []model.TraceID
