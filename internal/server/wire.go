@@ -372,10 +372,13 @@ var (
 	descDiskRefused  = prometheus.NewDesc("tracedx_store_disk_refused_total", "Writes refused because the disk was full or storage.max_disk_bytes reached.", nil, nil)
 	descWALFailures  = prometheus.NewDesc("tracedx_store_wal_failures_total", "Failed WAL writes and fsyncs (each answered with an error, the WAL recovers).", nil, nil)
 	descDiskFull     = prometheus.NewDesc("tracedx_store_disk_full", "1 while writes fail for lack of disk space or quota.", nil, nil)
+	descPageHits     = prometheus.NewDesc("tracedx_store_trace_page_hits_total", "Pages of traces read from Parquet blocks found decoded in the page cache.", nil, nil)
+	descPageMisses   = prometheus.NewDesc("tracedx_store_trace_page_misses_total", "Pages of traces read from Parquet blocks that had to be read and decoded.", nil, nil)
+	descPageBytes    = prometheus.NewDesc("tracedx_store_trace_page_cache_bytes", "Decoded pages held by the page cache of trace reads.", nil, nil)
 )
 
 func (c engineCollector) Describe(ch chan<- *prometheus.Desc) {
-	for _, d := range []*prometheus.Desc{descSpansWritten, descOverloaded, descFsyncs, descCompleted, descReadBacks, descBlocks, descBlockBytes, descWALBytes, descHeadSpans, descBgErrors, descDiskRefused, descWALFailures, descDiskFull} {
+	for _, d := range []*prometheus.Desc{descSpansWritten, descOverloaded, descFsyncs, descCompleted, descReadBacks, descBlocks, descBlockBytes, descWALBytes, descHeadSpans, descBgErrors, descDiskRefused, descWALFailures, descDiskFull, descPageHits, descPageMisses, descPageBytes} {
 		ch <- d
 	}
 }
@@ -399,4 +402,7 @@ func (c engineCollector) Collect(ch chan<- prometheus.Metric) {
 		full = 1
 	}
 	ch <- prometheus.MustNewConstMetric(descDiskFull, prometheus.GaugeValue, full)
+	ch <- prometheus.MustNewConstMetric(descPageHits, prometheus.CounterValue, float64(st.TracePageHitsTotal))
+	ch <- prometheus.MustNewConstMetric(descPageMisses, prometheus.CounterValue, float64(st.TracePageMissesTotal))
+	ch <- prometheus.MustNewConstMetric(descPageBytes, prometheus.GaugeValue, float64(st.TracePageCacheBytes))
 }

@@ -10,6 +10,7 @@ import (
 	"strings"
 	"sync"
 	"sync/atomic"
+	"syscall"
 	"testing"
 	"time"
 
@@ -239,19 +240,28 @@ func reportFixture(b *testing.B, f *fixture) {
 	b.ReportMetric(peakRSSMiB(), "peak-RSS-MiB")
 }
 
+// BenchmarkTraceByID reads random traces of the data set: "cached" with
+// the page cache of trace reads (hits where lookups share pages),
+// "uncached" with it off, the cost of a trace whose pages were not read
+// recently.
 func BenchmarkTraceByID(b *testing.B) {
 	f := getFixture(b)
 	r := rand.New(rand.NewPCG(1, 2))
-	b.ResetTimer()
-	for i := 0; i < b.N; i++ {
-		id := f.ids[r.IntN(len(f.ids))]
-		spans, err := f.e.Trace(context.Background(), id, store.TimeRange{})
-		if err != nil || len(spans) == 0 {
-			b.Fatalf("trace %s: %d spans, %v", id, len(spans), err)
-		}
+	for _, tc := range cacheCases {
+		b.Run(tc.name, func(b *testing.B) {
+			defer withPageCache(tc.bytes)()
+			cpu := processCPU()
+			for b.Loop() {
+				id := f.ids[r.IntN(len(f.ids))]
+				spans, err := f.e.Trace(context.Background(), id, store.TimeRange{})
+				if err != nil || len(spans) == 0 {
+					b.Fatalf("trace %s: %d spans, %v", id, len(spans), err)
+				}
+			}
+			reportCPU(b, cpu)
+			reportFixture(b, f)
+		})
 	}
-	b.StopTimer()
-	reportFixture(b, f)
 }
 
 func BenchmarkSearchByService(b *testing.B) {
@@ -266,6 +276,67 @@ func BenchmarkSearchByService(b *testing.B) {
 	}
 	b.StopTimer()
 	reportFixture(b, f)
+}
+
+// BenchmarkSearchWholeTraces is what the APIs returning whole traces do
+// (Jaeger /api/traces, Tempo /api/search): a search by service for 20
+// summaries, then each trace read with its time range as hint. The
+// services rotate, so "cached" repeats a query only every few iterations.
+func BenchmarkSearchWholeTraces(b *testing.B) {
+	f := getFixture(b)
+	for _, tc := range cacheCases {
+		b.Run(tc.name, func(b *testing.B) {
+			defer withPageCache(tc.bytes)()
+			cpu := processCPU()
+			i := 0
+			for b.Loop() {
+				svc := genServices[i%len(genServices)]
+				i++
+				res, err := f.e.Search(context.Background(), store.Query{Service: svc, Limit: 20})
+				if err != nil || len(res) != 20 {
+					b.Fatalf("search %s: %d results, %v", svc, len(res), err)
+				}
+				for _, sum := range res {
+					hint := store.TimeRange{Start: sum.StartUnixNano, End: sum.EndUnixNano + 1}
+					if _, err := f.e.Trace(context.Background(), sum.TraceID, hint); err != nil {
+						b.Fatal(err)
+					}
+				}
+			}
+			reportCPU(b, cpu)
+		})
+	}
+}
+
+var cacheCases = []struct {
+	name  string
+	bytes int64
+}{{"cached", defaultPageCacheBytes}, {"uncached", 0}}
+
+// withPageCache gives trace reads an empty page cache of max bytes until
+// the returned function restores the default one.
+func withPageCache(max int64) func() {
+	old := tracePages
+	tracePages = newPageCache(max)
+	return func() { tracePages = old }
+}
+
+// processCPU is the process's user+system CPU time so far.
+func processCPU() time.Duration {
+	var ru syscall.Rusage
+	if syscall.Getrusage(syscall.RUSAGE_SELF, &ru) != nil {
+		return 0
+	}
+	return time.Duration(ru.Utime.Nano() + ru.Stime.Nano())
+}
+
+// reportCPU reports the process CPU time per operation since start: on
+// the shared development machine wall time per op swings with other work,
+// CPU time much less (GC included).
+func reportCPU(b *testing.B, start time.Duration) {
+	if start > 0 && b.N > 0 {
+		b.ReportMetric(float64(processCPU()-start)/float64(b.N)/1e6, "cpu-ms/op")
+	}
 }
 
 // BenchmarkSearchSpanFilter is a span-level query (needs span data, not

@@ -497,6 +497,8 @@ type block struct {
 	l0      *l0Data       // level-0 blocks
 	opened  time.Time     // when this process opened it (age of level-0 blocks)
 	readers sync.Pool
+	// traceReaders are the *traceReader of trace reads (traceread.go).
+	traceReaders sync.Pool
 	// refs counts users; the engine's block list holds one reference, each
 	// query holds one while it reads. The file closes when it drops to 0.
 	refs atomic.Int32
@@ -562,6 +564,7 @@ func (b *block) acquire() { b.refs.Add(1) }
 
 func (b *block) release() {
 	if b.refs.Add(-1) == 0 {
+		tracePages.dropBlock(b)
 		b.file.Close()
 	}
 }
@@ -578,30 +581,9 @@ func (b *block) readTrace(i int) ([]model.Span, error) {
 	if b.l0 != nil {
 		return b.l0ReadTrace(i)
 	}
-	first, n := int64(b.idx.firstRow[i]), int(b.idx.nspans[i])
-	r := b.reader()
-	defer b.readers.Put(r)
-	if err := r.SeekToRow(first); err != nil {
-		return nil, fmt.Errorf("block %s: seek: %w", b.id, err)
-	}
-	rows := make([]spanRow, n)
-	defer func() {
-		for k := range rows {
-			rows[k] = spanRow{}
-		}
-	}()
-	got := 0
-	for got < n {
-		k, err := r.Read(rows[got:])
-		got += k
-		if err != nil {
-			if errors.Is(err, io.EOF) && got == n {
-				break
-			}
-			if got < n {
-				return nil, fmt.Errorf("block %s: read rows: %w", b.id, err)
-			}
-		}
+	rows := make([]spanRow, b.idx.nspans[i])
+	if err := b.readParquetRows(int64(b.idx.firstRow[i]), rows); err != nil {
+		return nil, err
 	}
 	b.fillTrace(rows, i)
 	return rowsToSpans(rows, nil)

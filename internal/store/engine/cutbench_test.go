@@ -4,7 +4,6 @@ import (
 	"context"
 	"slices"
 	"sync/atomic"
-	"syscall"
 	"testing"
 	"time"
 
@@ -170,17 +169,6 @@ func BenchmarkCutComplete(b *testing.B) {
 	b.ReportMetric(float64((processCPU()-cpu0).Nanoseconds())/float64(spans), "cpu-ns/span")
 	b.ReportMetric(float64(e.readBacks.Load())/float64(b.N), "readbacks/op")
 	b.ReportMetric(float64(coldBytes)/float64(spans), "cold-bytes/span")
-}
-
-// processCPU is the process's user and system CPU time: on a shared
-// machine it moves far less with other load than wall time does (it counts
-// the background goroutines' work, which is the point).
-func processCPU() time.Duration {
-	var ru syscall.Rusage
-	if err := syscall.Getrusage(syscall.RUSAGE_SELF, &ru); err != nil {
-		return 0
-	}
-	return time.Duration(ru.Utime.Nano() + ru.Stime.Nano())
 }
 
 // reencode writes the batch's current trace ids into its framed bytes (the

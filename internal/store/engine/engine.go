@@ -180,6 +180,12 @@ type Stats struct {
 	UnkeptBlockSpans int64
 	UnkeptBlockBytes int64
 	WALBytes         int64
+
+	// Trace reads from Parquet blocks look pages up in a cache shared by
+	// the process (traceread.go): lookups that hit and missed, bytes held.
+	TracePageHitsTotal   uint64
+	TracePageMissesTotal uint64
+	TracePageCacheBytes  int64
 }
 
 // Engine implements store.Store.
@@ -714,6 +720,7 @@ func (e *Engine) Stats() Stats {
 		WALBytes:                 e.wal.bytes.Load(),
 	}
 	s.DropsPending, s.DroppedTracesTotal = e.drops.stats()
+	s.TracePageHitsTotal, s.TracePageMissesTotal, s.TracePageCacheBytes = tracePages.stats()
 	e.mu.RLock()
 	for _, b := range e.blocks {
 		s.Blocks++

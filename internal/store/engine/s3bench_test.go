@@ -31,6 +31,10 @@ func BenchmarkS3TraceByID(b *testing.B) {
 		}
 	}
 	b.Run("cold", func(b *testing.B) {
+		// Cold means nothing of the trace in memory: no cached byte ranges
+		// and no cached decoded pages.
+		defer withPageCache(0)()
+		cpu := processCPU()
 		for i := 0; i < b.N; i++ {
 			b.StopTimer()
 			st.DropCache()
@@ -38,16 +42,26 @@ func BenchmarkS3TraceByID(b *testing.B) {
 			b.StartTimer()
 			read(id)
 		}
+		reportCPU(b, cpu)
 		reportFixture(b, f)
 	})
-	b.Run("warm", func(b *testing.B) {
+	warm := func(b *testing.B) {
 		for _, id := range hot {
 			read(id)
 		}
 		b.ResetTimer()
+		cpu := processCPU()
 		for i := 0; i < b.N; i++ {
 			read(hot[i%len(hot)])
 		}
+		reportCPU(b, cpu)
+	}
+	b.Run("warm", warm)
+	// Byte ranges cached, decoded pages not: the cost of decoding a trace
+	// whose pages were not read recently, without the network.
+	b.Run("warm-ranges-only", func(b *testing.B) {
+		defer withPageCache(0)()
+		warm(b)
 	})
 }
 

@@ -1,0 +1,239 @@
+package engine
+
+import (
+	"bytes"
+	"context"
+	"errors"
+	"io"
+	"math/rand/v2"
+	"reflect"
+	"sync"
+	"testing"
+
+	"github.com/parquet-go/parquet-go"
+
+	"github.com/tracedx/tracedx/internal/model"
+	"github.com/tracedx/tracedx/internal/store"
+)
+
+// smallPagesBlock writes rows as a Parquet block with 300-row row groups
+// and small pages, so that row ranges cross pages and row groups often.
+func smallPagesBlock(t *testing.T, rows []spanRow) *block {
+	t.Helper()
+	var buf bytes.Buffer
+	opts := append([]parquet.WriterOption{}, writerOptions()...)
+	opts = append(opts, parquet.MaxRowsPerRowGroup(300), parquet.PageBufferSize(256))
+	w := parquet.NewGenericWriter[spanRow](&buf, opts...)
+	for i := 0; i < len(rows); i += 10 {
+		if _, err := w.Write(rows[i:min(len(rows), i+10)]); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if err := w.Close(); err != nil {
+		t.Fatal(err)
+	}
+	pf, err := parquet.OpenFile(bytes.NewReader(buf.Bytes()), int64(buf.Len()))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(pf.RowGroups()) < 3 {
+		t.Fatalf("%d row groups, want several", len(pf.RowGroups()))
+	}
+	if oi, err := pf.RowGroups()[0].ColumnChunks()[0].OffsetIndex(); err != nil || oi.NumPages() < 3 {
+		t.Fatalf("span_id column: want several pages per row group (%v)", err)
+	}
+	return &block{id: "small-pages", pf: pf}
+}
+
+// referenceRows is the read of rows before the page cache: a row reader
+// seeked to the first row.
+func referenceRows(t *testing.T, pf *parquet.File, first int64, n int) []spanRow {
+	t.Helper()
+	r := parquet.NewGenericReader[spanRow](pf)
+	defer r.Close()
+	if err := r.SeekToRow(first); err != nil {
+		t.Fatal(err)
+	}
+	rows := make([]spanRow, n)
+	got := 0
+	for got < n {
+		k, err := r.Read(rows[got:])
+		got += k
+		if err != nil && !(errors.Is(err, io.EOF) && got == n) {
+			t.Fatalf("reference read at %d: %v", first, err)
+		}
+	}
+	return rows
+}
+
+// genRows makes at least n rows of realistic spans (optional and
+// dictionary columns set on some rows, null on others) by converting them
+// into a block and reading its rows back.
+func genRows(t *testing.T, n int) []spanRow {
+	t.Helper()
+	e := openT(t, testOpts(t.TempDir()))
+	defer e.Close()
+	ctx := context.Background()
+	writeRetrying(t, e, newGen(11).batch(n, 1_700_000_000e9, 1e7))
+	if err := e.Flush(ctx); err != nil {
+		t.Fatal(err)
+	}
+	if err := e.convertAll(ctx); err != nil {
+		t.Fatal(err)
+	}
+	var rows []spanRow
+	for _, b := range e.blocks {
+		err := b.scanRows(ctx, func(_ int, rs []spanRow) error {
+			for _, r := range rs {
+				r.TraceID, r.TraceStart = model.TraceID{}, 0 // not stored in the file
+				rows = append(rows, r)
+			}
+			return nil
+		})
+		if err != nil {
+			t.Fatal(err)
+		}
+	}
+	if len(rows) < n {
+		t.Fatalf("%d rows, want %d", len(rows), n)
+	}
+	return rows
+}
+
+func TestReadParquetRowsMatchesSeekingReader(t *testing.T) {
+	const nrows = 4500 // one read of all of them bypasses the cache
+	rows := genRows(t, nrows)[:nrows]
+	b := smallPagesBlock(t, rows)
+	defer withPageCache(64 << 10)() // small: pages get evicted between reads
+	r := rand.New(rand.NewPCG(5, 6))
+	ranges := [][2]int{{0, 1}, {0, nrows}, {299, 2}, {nrows - 1, 1}, {250, 400}, {600, 300}}
+	for i := 0; i < 60; i++ {
+		first := r.IntN(nrows)
+		ranges = append(ranges, [2]int{first, 1 + r.IntN(min(nrows-first, 120))})
+	}
+	for round := 0; round < 3; round++ { // the second round hits the cache
+		for _, rg := range ranges {
+			first, n := rg[0], rg[1]
+			want := referenceRows(t, b.pf, int64(first), n)
+			got := make([]spanRow, n)
+			read := b.readParquetRows
+			if round == 2 {
+				read = b.seekReadRows // the fallback for files without offset index
+			}
+			if err := read(int64(first), got); err != nil {
+				t.Fatalf("rows %d+%d: %v", first, n, err)
+			}
+			for k := range want {
+				if !reflect.DeepEqual(want[k], got[k]) {
+					t.Fatalf("round %d, rows %d+%d: row %d differs:\nwant %+v\ngot  %+v", round, first, n, first+k, want[k], got[k])
+				}
+			}
+		}
+	}
+	if tracePages.size > tracePages.max {
+		t.Fatalf("page cache holds %d bytes, bound %d", tracePages.size, tracePages.max)
+	}
+	if err := b.readParquetRows(nrows-10, make([]spanRow, 20)); !errors.Is(err, errCorrupt) {
+		t.Fatalf("rows beyond the data: %v, want errCorrupt", err)
+	}
+}
+
+// Traces whose spans lie in the head, level-0 blocks and Parquet blocks
+// read the same as written, repeatedly (cache hits), concurrently, and
+// after compaction replaced the blocks whose pages were cached.
+func TestTraceReadThroughPageCache(t *testing.T) {
+	defer withPageCache(4 << 20)() // room for the pages of all blocks here
+	e := openT(t, testOpts(t.TempDir()))
+	defer e.Close()
+	ctx := context.Background()
+	g := newGen(8)
+	all := g.batch(3000, 1_700_000_000e9, 1e7)
+	// A trace of 2,000 spans: more rows than a page of the attrs column.
+	for i := 0; i < 1; i++ {
+		tr := g.trace(1_700_000_100e9 + uint64(i)*1e9)
+		for len(tr) < 2000 {
+			more := g.trace(1_700_000_100e9 + uint64(i)*1e9)
+			for k := range more {
+				more[k].TraceID = tr[0].TraceID
+			}
+			tr = append(tr, more...)
+		}
+		all = append(all, tr...)
+	}
+	var parts [4][]model.Span
+	for i, s := range all {
+		parts[i%4] = append(parts[i%4], s)
+	}
+	// parts 0 and 1: Parquet blocks; 2: a level-0 block; 3: the head.
+	for i, p := range parts {
+		writeRetrying(t, e, p)
+		if i < 3 {
+			if err := e.Flush(ctx); err != nil {
+				t.Fatal(err)
+			}
+		}
+		if i < 2 {
+			if err := e.convertAll(ctx); err != nil {
+				t.Fatal(err)
+			}
+		}
+	}
+	kinds := map[bool]int{}
+	for _, b := range e.blocks {
+		kinds[b.l0 != nil]++
+	}
+	if kinds[true] != 1 || kinds[false] != 2 {
+		t.Fatalf("blocks: %d level-0, %d Parquet; want 1 and 2", kinds[true], kinds[false])
+	}
+	checkAllTraces(t, e, all)
+	st := e.Stats()
+	checkAllTraces(t, e, all) // from cached pages
+	st2 := e.Stats()
+	if st2.TracePageHitsTotal <= st.TracePageHitsTotal || st.TracePageMissesTotal == 0 {
+		t.Fatalf("page cache: %d hits, %d misses after the first reads, %d hits after the second", st.TracePageHitsTotal, st.TracePageMissesTotal, st2.TracePageHitsTotal)
+	}
+	if st2.TracePageCacheBytes <= 0 || st2.TracePageCacheBytes > tracePages.max {
+		t.Fatalf("page cache holds %d bytes, bound %d", st2.TracePageCacheBytes, tracePages.max)
+	}
+
+	byID := groupByTrace(all)
+	var ids []model.TraceID
+	for id := range byID {
+		ids = append(ids, id)
+	}
+	var wg sync.WaitGroup
+	errs := make(chan error, 4)
+	for w := 0; w < 4; w++ {
+		wg.Add(1)
+		go func(w int) {
+			defer wg.Done()
+			for k := w; k < len(ids); k += 4 {
+				got, err := e.Trace(ctx, ids[k], store.TimeRange{})
+				if err == nil && len(got) != len(byID[ids[k]]) {
+					err = errors.New("wrong span count")
+				}
+				if err != nil {
+					errs <- err
+					return
+				}
+			}
+		}(w)
+	}
+	wg.Wait()
+	close(errs)
+	for err := range errs {
+		t.Fatalf("concurrent reads: %v", err)
+	}
+
+	if err := e.Compact(ctx); err != nil {
+		t.Fatal(err)
+	}
+	checkAllTraces(t, e, all)
+	tracePages.mu.Lock()
+	defer tracePages.mu.Unlock()
+	for el := tracePages.lru.Front(); el != nil; el = el.Next() {
+		if b := el.Value.(*cachedPage).ref.b; b.refs.Load() <= 0 {
+			t.Fatalf("page cache holds pages of closed block %s", b.id)
+		}
+	}
+}
