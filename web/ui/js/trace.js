@@ -7,6 +7,7 @@ import { get, getTrace, getAnalysis, optional, setCached } from './api.js';
 import { buildModel, criticalPath, idleGaps, serviceStats, flatten, selfTime, flameTree, layoutFlame, spanMatches } from './tracemodel.js';
 import { setParams, openPanel, navigate } from './app.js';
 import { minimap } from './minimap.js';
+import { loadGone, renderGone } from './gone.js';
 
 const ROW = 24;
 // Finding cards shown before "Show n more": one row at 1024 px.
@@ -47,6 +48,9 @@ export async function render({ match, params, root }) {
   try {
     trace = await getTrace(id);
   } catch (e) {
+    // Past its retention a trace's summary and findings remain: show them.
+    const gone = e.status === 404 ? await loadGone(id).catch(() => null) : null;
+    if (gone) { renderGone(id, gone, root); return; }
     root.append(el('div.error-box', el('strong', e.status === 404 ? 'Trace not found' : 'Could not load the trace'),
       el('p', e.status === 404 ? `No span of trace ${id} is stored (it may have expired, or not arrived yet).` : e.message)));
     return;
