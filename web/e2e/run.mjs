@@ -872,8 +872,23 @@ async function main() {
       // Usable meanwhile: find in trace answers.
       await page.fill('#find', 'deadlock');
       await page.waitForFunction(() => /match/.test(document.getElementById('find-count').textContent), null, { timeout: 5000 });
+      // Scrolled down the page and the waterfall meanwhile: the redraw with
+      // every span keeps both.
+      await page.fill('#find', '');
+      const before = await page.evaluate(() => {
+        const b = document.querySelector('.wf-body');
+        b.scrollTop = 2400;
+        scrollTo({ top: 120, behavior: 'instant' });
+        return { y: scrollY, top: b.scrollTop, wf: Math.round(document.querySelector('.wf').getBoundingClientRect().top) };
+      });
+      assert.ok(before.y > 0 && before.top > 0, `nothing to scroll: ${JSON.stringify(before)}`);
       release();
       await page.waitForFunction(n => window.__tracedxPerf && window.__tracedxPerf.spans === n, huge.count, { timeout: 30000 });
+      await page.evaluate(() => new Promise(r => requestAnimationFrame(() => requestAnimationFrame(r))));
+      // Where the waterfall was on screen, and its rows: the paging note
+      // above it is gone, so the page's own offset may differ by its height.
+      const after = await page.evaluate(() => ({ top: document.querySelector('.wf-body').scrollTop, wf: Math.round(document.querySelector('.wf').getBoundingClientRect().top) }));
+      assert.deepEqual(after, { top: before.top, wf: before.wf }, 'the redraw after the last page lost the scroll position');
       assert.equal(await page.locator('#trace-paging').count(), 0, 'the note stays after every span arrived');
       assert.match(await page.locator('.facts').innerText(), new RegExp(`${huge.count} spans`));
     } finally {

@@ -31,6 +31,9 @@ function textWidth(text, font) {
 }
 const esc = s => String(s).replace(/[&<>"']/g, c => ({ '&': '&amp;', '<': '&lt;', '>': '&gt;', '"': '&quot;', "'": '&#39;' }[c]));
 let active = null; // the live view state, for onKey
+// The page's and the waterfall's scroll positions across the redraw that
+// follows the last page of a large trace.
+let keepScroll = null;
 
 export async function render({ match, params, root }) {
   // A 16-digit id may be the first half of a 128-bit id (shortened ids
@@ -74,6 +77,9 @@ export async function render({ match, params, root }) {
     loadRest(trace, show, abort.signal).then(full => {
       if (active !== S) return;
       setCached('t:' + id, full);
+      // The redraw starts from an empty view: keep where the reader was.
+      // The waterfall is the anchor: the paging note above it goes away.
+      keepScroll = { id, wfTop: wf.getBoundingClientRect().top, top: body.scrollTop };
       navigate(location.pathname + location.search, { replace: true });
     }).catch(e => {
       if (e.name === 'AbortError') return;
@@ -598,7 +604,12 @@ export async function render({ match, params, root }) {
   const want = params.get('span');
   // A shared link opens at the top of the page, the span in its panel.
   if (want && model.byId.has(want)) select(model.byId.get(want), true, false, false);
+  const kept = keepScroll && keepScroll.id === id ? keepScroll : null;
+  keepScroll = null;
+  if (kept) { body.scrollTop = kept.top; draw(true); }
   requestAnimationFrame(() => {
+    // After the cached analysis has filled the cards above the waterfall.
+    if (kept) scrollTo({ top: scrollY + wf.getBoundingClientRect().top - kept.wfTop, behavior: 'instant' });
     const tDrawn = performance.now();
     window.__tracedxPerf = { traceId: id, spans: model.nodes.length, fetchMs: tFetched - t0, renderMs: tDrawn - tFetched, totalMs: tDrawn - t0 };
     document.body.dataset.traceReady = id;
