@@ -946,11 +946,13 @@ async function main() {
       const card = page.locator(`#findings .finding[data-kind="${n1.kind}"]`).first();
       assert.match(await card.locator('details.evidence pre').innerText(), new RegExp(Object.keys(n1.evidence)[0]), 'no evidence');
       if (n1.service) assert.match(await card.locator('.culprit').innerText(), new RegExp(n1.service), 'no culprit');
+      assert.deepEqual(await layoutProblems(page), [], 'text cut or overlapping on the gone trace page');
       // The findings list (one row each) says the same of its example links.
       await goto('/findings?range=1h&group=0&kind=' + n1.kind);
       const note = page.locator(`td.examples:has(a[href^="/trace/${gone}"]) .gone-note`);
       await note.first().waitFor({ timeout: 10000 });
       assert.match(await note.first().innerText(), /past retention/);
+      assert.deepEqual(await layoutProblems(page), [], 'text cut or overlapping on the findings list');
     } finally {
       await page.unroute(traceURL);
       await page.unroute(searchURL);
