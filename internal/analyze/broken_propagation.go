@@ -118,7 +118,7 @@ func (d *BrokenPropagation) Detect(t *Trace, _ *Env) []Finding {
 			}
 		}
 		title := fmt.Sprintf("trace context lost on the call from %s to %s (%s): no %s span under it", c.Span.Service, callee,
-			model.Clip(c.Span.Name, 60), callee)
+			opName(c, c.Span.Name), callee)
 		switch {
 		case ev.Span != nil && ev.MissingParentID != "":
 			title += fmt.Sprintf("; %s's spans point to a parent (%s) that never arrived", callee, ev.MissingParentID)
@@ -142,11 +142,11 @@ func (d *BrokenPropagation) Detect(t *Trace, _ *Env) []Finding {
 			ev.Signal = "missing_parent"
 			ev.MissingParentID = r.Span.ParentSpanID.String()
 			title = fmt.Sprintf("parent %s of %s %s never arrived (%d spans detached)", ev.MissingParentID, r.Span.Service,
-				model.Clip(displayOp(r), 60), ev.SubtreeSize)
+				displayOp(r), ev.SubtreeSize)
 		} else {
 			ev.Signal = "extra_root"
 			title = fmt.Sprintf("%s %s started a second root in the trace (%d spans detached from %s)", r.Span.Service,
-				model.Clip(displayOp(r), 60), ev.SubtreeSize, main.Span.Service)
+				displayOp(r), ev.SubtreeSize, main.Span.Service)
 		}
 		// The caller is whoever was calling that service when it started.
 		if caller := likelyCaller(t, r); caller != nil {

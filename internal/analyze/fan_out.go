@@ -103,9 +103,9 @@ func (d *FanOut) finding(t *Trace, p *Node, g []*Node) (Finding, bool) {
 	if mode == "sequential" && sev.Rank() < SeverityWarning.Rank() {
 		sev = SeverityWarning
 	}
-	title := fmt.Sprintf("%d %s calls to %s %s from %s", len(g), mode, svc, model.Clip(op, 60), displayOp(p))
+	title := fmt.Sprintf("%d %s calls to %s %s from %s", len(g), mode, svc, opName(g[0], op), displayOp(p))
 	if mode == "partly_concurrent" {
-		title = fmt.Sprintf("%d calls (at most %d at once) to %s %s from %s", len(g), conc, svc, model.Clip(op, 60), displayOp(p))
+		title = fmt.Sprintf("%d calls (at most %d at once) to %s %s from %s", len(g), conc, svc, opName(g[0], op), displayOp(p))
 	}
 	title += fmt.Sprintf("; a batch call would save ~%.0f ms", NS(saving))
 	return Finding{

@@ -108,12 +108,12 @@ func (d *IdleGap) finding(t *Trace, n *Node, gs, ge, crit uint64, pos string, be
 	where := "before the first child"
 	switch pos {
 	case "between_children":
-		where = fmt.Sprintf("between %s and %s", model.Clip(before.Span.Name, 50), model.Clip(after.Span.Name, 50))
+		where = fmt.Sprintf("between %s and %s", opName(before, before.Span.Name), opName(after, after.Span.Name))
 	case "after_last_child":
 		where = "after the last child"
 	}
 	title := fmt.Sprintf("%.0f ms with nothing running inside %s %s (%.0f%% of it), %s; likely %s",
-		NS(gap), n.Span.Service, model.Clip(displayOp(n), 60), ev.SharePct, where, ev.CauseText)
+		NS(gap), n.Span.Service, opName(n, displayOp(n)), ev.SharePct, where, ev.CauseText)
 	fix := map[string]string{
 		"pool_wait":           "Check the connection pool (size, wait time, leaked connections held across slow work) and instrument pool acquisition.",
 		"network_or_queueing": "The callee started late: check its request queue, thread pool and the network path; instrument its ingress.",

@@ -3,8 +3,6 @@ package analyze
 import (
 	"fmt"
 	"strings"
-
-	"github.com/tracedx/tracedx/internal/model"
 )
 
 // LockContention finds request time spent queueing for something shared: a
@@ -162,7 +160,7 @@ func (d *LockContention) waitFinding(t *Trace, n *Node, ws []spanWait, impact, t
 	title := fmt.Sprintf("%s waited %.0f ms for %s%s (%.0f%% of the span, %.0f%% of the request)",
 		spanLabel(t, n), NS(wait), what, behind, ev.SpanSharePct, ev.RequestSharePct)
 	reason := fmt.Sprintf("%s %s serialises concurrent requests on %s; this span spent %.0f%% of its time waiting for it.",
-		n.Span.Service, model.Clip(n.Span.Name, 60), what, ev.SpanSharePct)
+		n.Span.Service, opName(n, n.Span.Name), what, ev.SpanSharePct)
 	return Finding{
 		Kind: d.Kind(), Severity: sev, Title: title, SpanIDs: []string{n.Span.SpanID.String()},
 		ImpactMS: roundMS(impact), Evidence: ev, Fix: contentionFix(main.resource, what),

@@ -4,8 +4,6 @@ import (
 	"fmt"
 	"slices"
 	"sort"
-
-	"github.com/tracedx/tracedx/internal/model"
 )
 
 // A worker pool is invisible in spans, but its shape is not: N calls to the
@@ -176,11 +174,11 @@ func (d *LockContention) poolFinding(t *Trace, p *Node, calls []*Node, total uin
 		Mechanism: "pool_fan_out", Resource: "worker_pool", Span: RefOf(t, p), WaitMS: roundMS(wait),
 		SpanSharePct: pool.ParentSharePct, RequestSharePct: sharePct(impact, total), Pool: pool,
 	}
-	target := svc + " " + model.Clip(op, 60)
+	target := svc + " " + opName(pooledCall(calls[0]), op)
 	title := fmt.Sprintf("worker pool of %d for %d calls: %s → %s ran at most %d at a time, queueing %.0f ms (%.0f%% of the request)",
 		sh.k, n, p.Span.Service, target, sh.k, NS(wait), ev.RequestSharePct)
 	reason := fmt.Sprintf("%s %s sends %d calls to %s through a pool that runs only %d at once.", p.Span.Service,
-		model.Clip(displayOp(p), 60), n, target, sh.k)
+		displayOp(p), n, target, sh.k)
 	return Finding{
 		Kind: d.Kind(), Severity: sev, Title: title, SpanIDs: append([]string{p.Span.SpanID.String()}, ids...),
 		ImpactMS: roundMS(impact), Evidence: ev, Fix: poolFixText(sh.k, n, target),

@@ -298,7 +298,7 @@ func (d *RetryStorm) finding(t *Trace, rc *retryChain) (Finding, bool) {
 				outcome = "retries exhausted, the last one failed"
 			}
 		}
-		title = fmt.Sprintf("%d attempts to %s %s from %s, %s (%s)", len(rc.nodes), rc.service, model.Clip(rc.op, 60),
+		title = fmt.Sprintf("%d attempts to %s %s from %s, %s (%s)", len(rc.nodes), rc.service, opName(rc.nodes[0], rc.op),
 			rc.parent.Span.Service, outcome, model.Clip(attempts[0].Outcome, 80))
 	}
 	fix := "Retry only idempotent calls on transient errors, with exponential back-off and jitter and a retry budget; " +

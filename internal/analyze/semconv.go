@@ -513,14 +513,25 @@ func subSat(a, b uint64) uint64 {
 	return a - b
 }
 
+// opName is an operation as titles show it: whole, since the UI wraps
+// titles and a name is what the reader searches for. A database call's
+// name may be its statement (unbounded user data): clipped, with the whole
+// statement in the finding's evidence.
+func opName(n *Node, op string) string {
+	if IsDB(n) {
+		return model.Clip(op, 60)
+	}
+	return op
+}
+
 // spanLabel names a span for titles: "checkout → payment-service
 // POST /v1/charges" for calls, "payment-service POST /api/payments" else.
 func spanLabel(t *Trace, n *Node) string {
 	if IsCall(n) {
 		svc, op := CallTarget(t, n)
-		return n.Span.Service + " → " + svc + " " + model.Clip(op, 60)
+		return n.Span.Service + " → " + svc + " " + opName(n, op)
 	}
-	return n.Span.Service + " " + model.Clip(displayOp(n), 60)
+	return n.Span.Service + " " + opName(n, displayOp(n))
 }
 
 // wrapperErrorTypes are exception types that only wrap another error:

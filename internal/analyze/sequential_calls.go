@@ -158,13 +158,24 @@ func (d *SequentialCalls) finding(t *Trace, p *Node, chain []*Node) (Finding, bo
 	if request > 0 && NS(impact) >= d.WarnMinSavingMS && float64(impact) >= d.WarnMinShare*float64(request) {
 		sev = SeverityWarning
 	}
+	// Distinct targets in call order with their counts: whole names, and
+	// a title that does not grow with the number of calls.
 	var names []string
+	count := map[string]int{}
 	for _, c := range ev.Calls {
-		names = append(names, c.Target)
+		if count[c.Target] == 0 {
+			names = append(names, c.Target)
+		}
+		count[c.Target]++
+	}
+	for i, name := range names {
+		if k := count[name]; k > 1 {
+			names[i] = fmt.Sprintf("%s ×%d", name, k)
+		}
 	}
 	title := fmt.Sprintf("if these %d calls are independent, running them together under %s would save ~%.0f ms: %s run one "+
 		"after another (%.0f ms in sequence vs %.0f ms for the slowest)",
-		len(chain), displayOp(p), NS(saving), model.Clip(strings.Join(names, ", "), 120), NS(sum), NS(longest))
+		len(chain), displayOp(p), NS(saving), strings.Join(names, ", "), NS(sum), NS(longest))
 	return Finding{
 		Kind: d.Kind(), Severity: sev, Title: title, SpanIDs: ids,
 		ImpactMS: roundMS(impact), Evidence: ev,

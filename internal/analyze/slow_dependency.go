@@ -74,7 +74,7 @@ func (d *SlowDependency) Detect(t *Trace, _ *Env) []Finding {
 		if ev.LooksLikeTimeout && sev.Rank() < SeverityWarning.Rank() {
 			sev = SeverityWarning
 		}
-		title := fmt.Sprintf("call to %s %s took %.0f ms, %.0f%% of %s", peer, model.Clip(op, 60), NS(dur), ev.SharePct, displayOp(n.Parent))
+		title := fmt.Sprintf("call to %s %s took %.0f ms, %.0f%% of %s", peer, opName(n, op), NS(dur), ev.SharePct, displayOp(n.Parent))
 		fix := "Cache the answer, call it asynchronously or concurrently with other work, and give it a timeout that matches the caller's budget."
 		if ev.LooksLikeTimeout {
 			title += " (looks like a timeout)"

@@ -7,6 +7,7 @@ import (
 
 	"github.com/prometheus/client_golang/prometheus"
 
+	"github.com/tracedx/tracedx/internal/config"
 	"github.com/tracedx/tracedx/internal/model"
 	"github.com/tracedx/tracedx/internal/store"
 	"github.com/tracedx/tracedx/internal/store/engine"
@@ -79,4 +80,18 @@ func (g goneSummaries) SearchGone(ctx context.Context, q store.Query) ([]summary
 		}
 	}
 	return out, nil
+}
+
+// traceRetention is how long a trace with the given sampling decision was
+// kept: sampling's "dropped" ones go after retention.traces, the others
+// after the kept-trace retention.
+func traceRetention(cfg config.Config) func(sampled string) time.Duration {
+	return func(sampled string) time.Duration {
+		if sampled == "dropped" {
+			if r := cfg.UnkeptTraceRetention(); r > 0 {
+				return r
+			}
+		}
+		return cfg.TraceRetention()
+	}
 }

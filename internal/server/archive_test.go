@@ -68,6 +68,7 @@ type archivedSearch struct {
 		SpanCount      int     `json:"span_count"`
 		DurationMS     float64 `json:"duration_ms"`
 		TraceAvailable *bool   `json:"trace_available"`
+		RetentionDays  float64 `json:"retention_days"`
 	} `json:"traces"`
 }
 
@@ -132,7 +133,7 @@ func TestSummariesOutliveTheirTraces(t *testing.T) {
 	}
 	r := search(s)
 	if len(r.Traces) != 1 || r.Traces[0].TraceID != id.String() || r.Traces[0].TraceAvailable == nil || *r.Traces[0].TraceAvailable ||
-		r.Traces[0].RootOperation != "GET /orders" || r.Traces[0].SpanCount != len(spans) || r.Traces[0].DurationMS != 1120 {
+		r.Traces[0].RootOperation != "GET /orders" || r.Traces[0].SpanCount != len(spans) || r.Traces[0].DurationMS != 1120 || r.Traces[0].RetentionDays != 1 {
 		t.Fatalf("archived summary: %+v", r)
 	}
 	// Sorted search and a span-attribute search (which the archive cannot

@@ -273,6 +273,7 @@ func New(ctx context.Context, cfg config.Config, log *slog.Logger) (*Server, err
 		QueryTimeout:     cfg.Query.Timeout,
 		Sampled:          pipe.sampledReason,
 		Archive:          goneSummaries{a: archive, stored: s.hasTrace},
+		TraceRetention:   traceRetention(cfg),
 	}
 	if sf, ok := pipe.findings.(*storedFindings); ok {
 		deps.WindowFindings = sf

@@ -872,13 +872,93 @@ async function main() {
       // Usable meanwhile: find in trace answers.
       await page.fill('#find', 'deadlock');
       await page.waitForFunction(() => /match/.test(document.getElementById('find-count').textContent), null, { timeout: 5000 });
+      // Scrolled down the page and the waterfall meanwhile: the redraw with
+      // every span keeps both.
+      await page.fill('#find', '');
+      const before = await page.evaluate(() => {
+        const b = document.querySelector('.wf-body');
+        b.scrollTop = 2400;
+        scrollTo({ top: 120, behavior: 'instant' });
+        return { y: scrollY, top: b.scrollTop, wf: Math.round(document.querySelector('.wf').getBoundingClientRect().top) };
+      });
+      assert.ok(before.y > 0 && before.top > 0, `nothing to scroll: ${JSON.stringify(before)}`);
       release();
       await page.waitForFunction(n => window.__tracedxPerf && window.__tracedxPerf.spans === n, huge.count, { timeout: 30000 });
+      await page.evaluate(() => new Promise(r => requestAnimationFrame(() => requestAnimationFrame(r))));
+      // Where the waterfall was on screen, and its rows: the paging note
+      // above it is gone, so the page's own offset may differ by its height.
+      const after = await page.evaluate(() => ({ top: document.querySelector('.wf-body').scrollTop, wf: Math.round(document.querySelector('.wf').getBoundingClientRect().top) }));
+      assert.deepEqual(after, { top: before.top, wf: before.wf }, 'the redraw after the last page lost the scroll position');
       assert.equal(await page.locator('#trace-paging').count(), 0, 'the note stays after every span arrived');
       assert.match(await page.locator('.facts').innerText(), new RegExp(`${huge.count} spans`));
     } finally {
       release();
       await page.unroute(held);
+    }
+  });
+
+  // Making a trace age out inside the e2e would need a clock hook the
+  // binary does not have: page.route() answers /api/v1/traces/{id} with 404
+  // and marks the trace's real search result and findings as archived,
+  // exactly as the server does past retention (internal/server/archive_test.go).
+  await check('trace gone: search row, trace page and findings show the summary, findings and a retention note', async () => {
+    const gone = nplus1;
+    const traceURL = u => u.pathname.startsWith(`/api/v1/traces/${gone}`);
+    const searchURL = u => u.pathname === '/api/v1/search';
+    const findingsURL = u => u.pathname === '/api/v1/findings';
+    const markSearch = async route => {
+      const res = await route.fetch();
+      const body = await res.json();
+      for (const t of body.traces || []) if (t.trace_id === gone) Object.assign(t, { trace_available: false, retention_days: 3 });
+      await route.fulfill({ response: res, json: body });
+    };
+    const markFindings = async route => {
+      const res = await route.fetch();
+      const body = await res.json();
+      for (const f of body.findings || []) if (f.trace_id === gone) Object.assign(f, { trace_available: false, trace_note: 'gone', trace_summary: `/api/v1/search?trace_id=${gone}` });
+      await route.fulfill({ response: res, json: body });
+    };
+    await page.route(traceURL, route => route.fulfill({ status: 404, contentType: 'application/json', body: JSON.stringify({ error: 'trace not found' }) }));
+    await page.route(searchURL, markSearch);
+    await page.route(findingsURL, markFindings);
+    try {
+      const stored = await getJSON(`${api}/api/v1/search?trace_id=${gone}&start=24h`);
+      const sum = stored.traces.find(t => t.trace_id === gone);
+      assert.ok(sum, 'the N+1 trace is not in search');
+      const fs = (await getJSON(`${api}/api/v1/findings?trace_id=${gone}&from=24h`)).findings;
+      assert.ok(fs.length > 0, 'the N+1 trace has no stored finding');
+      await goto(`/search?service=${encodeURIComponent(sum.root_service)}&operation=${encodeURIComponent(sum.root_operation)}&range=1h&limit=100`);
+      const row = page.locator(`a.result[data-trace="${gone}"]`);
+      await row.waitFor({ timeout: 10000 });
+      assert.equal(await row.locator('.badge.gone').innerText(), 'trace gone');
+      await row.click();
+      await page.waitForSelector(`body[data-trace-ready="${gone}"] #trace-gone`, { timeout: 10000 });
+      assert.equal(await page.locator('.error-box').count(), 0, 'a bare error instead of the summary');
+      assert.match(await page.locator('#gone-note').innerText(), /past retention \(3 days\)/);
+      const facts = await page.locator('#trace-gone .facts').innerText();
+      assert.match(facts, new RegExp(`${sum.span_count} spans`));
+      assert.match(facts, new RegExp(`${sum.error_count} errors`));
+      assert.match(await page.locator('#trace-gone h1').innerText(), new RegExp(`${sum.root_service}: ${sum.root_operation.replace(/[.*+?^${}()|[\]\\]/g, '\\$&')}`));
+      assert.equal(await page.locator('#gone-services tbody tr').count(), sum.services.length);
+      const cards = page.locator('#findings .finding');
+      assert.equal(await cards.count(), fs.length, 'not every stored finding shows');
+      const n1 = fs.find(f => f.kind === 'n_plus_one_query') || fs[0];
+      const card = page.locator(`#findings .finding[data-kind="${n1.kind}"]`).first();
+      assert.match(await card.locator('details.evidence pre').innerText(), new RegExp(Object.keys(n1.evidence)[0]), 'no evidence');
+      if (n1.service) assert.match(await card.locator('.culprit').innerText(), new RegExp(n1.service), 'no culprit');
+      assert.deepEqual(await layoutProblems(page), [], 'text cut or overlapping on the gone trace page');
+      // The findings list (one row each) says the same of its example links.
+      await goto('/findings?range=1h&group=0&kind=' + n1.kind);
+      const note = page.locator(`td.examples:has(a[href^="/trace/${gone}"]) .gone-note`);
+      await note.first().waitFor({ timeout: 10000 });
+      assert.match(await note.first().innerText(), /past retention/);
+      assert.deepEqual(await layoutProblems(page), [], 'text cut or overlapping on the findings list');
+    } finally {
+      // The 404s served above are Chromium's console lines, not the app's.
+      for (let i = b.errors.length - 1; i >= 0; i--) if (b.errors[i].includes(`/api/v1/traces/${gone}`)) b.errors.splice(i, 1);
+      await page.unroute(traceURL);
+      await page.unroute(searchURL);
+      await page.unroute(findingsURL);
     }
   });
 

@@ -58,6 +58,11 @@ func (a *api) searchAll(ctx context.Context, q store.Query) (sums []model.TraceS
 func (a *api) markSummary(j *SummaryJSON, gone map[model.TraceID]string, id model.TraceID) {
 	if reason, ok := gone[id]; ok {
 		j.Sampled, j.TraceAvailable = reason, new(false)
+		if a.d.TraceRetention != nil {
+			if r := a.d.TraceRetention(reason); r > 0 {
+				j.RetentionDays = r.Hours() / 24
+			}
+		}
 		return
 	}
 	if a.d.Sampled != nil {

@@ -65,6 +65,9 @@ type Deps struct {
 	// Archive, when set, adds the summaries of traces retention deleted
 	// to /api/v1/search (marked trace_available: false).
 	Archive GoneSummaries
+	// TraceRetention says how long a trace with the given sampling decision
+	// was kept, for the retention_days of an archived result (nil: absent).
+	TraceRetention func(sampled string) time.Duration
 	// MaxTraceSpans is the largest page of /api/v1/traces/{id} (default
 	// 10,000 spans).
 	MaxTraceSpans int

@@ -109,6 +109,9 @@ type SummaryJSON struct {
 	// its summary comes from the archive (kept for retention.findings)
 	// and /api/v1/traces/{id} no longer finds it. Absent: stored.
 	TraceAvailable *bool `json:"trace_available,omitempty"`
+	// RetentionDays is how long the spans of a trace that is gone were
+	// kept, so a reader knows why they are missing.
+	RetentionDays float64 `json:"retention_days,omitempty"`
 }
 
 // ServiceJSON counts one service's spans in a trace.

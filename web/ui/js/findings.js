@@ -7,6 +7,7 @@ import { get, optional } from './api.js';
 import { loadFindings, findingsByKind } from './data.js';
 import { navigate, setParams } from './app.js';
 import { causesHref } from './rootcause.js';
+import { goneNote } from './gone.js';
 
 export async function render({ params, root }) {
   document.title = 'Findings · tracedx';
@@ -72,7 +73,8 @@ export async function render({ params, root }) {
         f.time ? el('div.muted.nowrap.seen', (g.count > 1 ? 'last ' : '') + fmtTime(f.time, { short: true })) : null),
       el('td.num', g.count > 1 ? el('b', '× ' + fmtNum(g.count)) : '1'),
       el('td.num', { title: g.count > 1 ? 'total over all occurrences' : '' }, g.impact ? fmtMs(g.impact) : '–'),
-      el('td.examples', g.examples.length ? g.examples.slice(0, 2).map((x, i) => el('div', traceId(x.id, { href: x.href, primary: i === 0 })))
+      el('td.examples', g.examples.length ? g.examples.slice(0, 2).map((x, i) => el('div', traceId(x.id, { href: x.href, primary: i === 0 }),
+        x.gone ? el('div.small.muted.gone-note', el('span.badge.plain.gone', 'trace gone'), ' ', goneNote()) : null))
         : el('span.muted.small', 'no example trace'))));
   }
   list.append(el('div.hscroll', el('table.findings-table', el('thead', el('tr', el('th', 'Kind'), el('th', flat ? 'Finding' : 'Finding (costliest example)'), el('th', 'Where, when'), el('th.num', 'Count'),
@@ -118,7 +120,9 @@ function exampleLinks(list) {
       seen.add(id);
       // Span ids belong to the finding's own trace, not to other examples.
       const span = f.trace_id ? (f.trace_id === id ? spans[0] : '') : (i === 0 ? spans[0] : '');
-      out.push({ id, href: `/trace/${id}${span ? '?span=' + span : ''}` });
+      // A gone trace opens on what remains of it (summary and findings).
+      const gone = f.trace_available === false && f.trace_id === id;
+      out.push({ id, gone, href: `/trace/${id}${span ? '?span=' + span : ''}` });
     });
   }
   return out;

@@ -7,6 +7,7 @@ import { get, getTrace, getAnalysis, optional, setCached } from './api.js';
 import { buildModel, criticalPath, idleGaps, serviceStats, flatten, selfTime, flameTree, layoutFlame, spanMatches } from './tracemodel.js';
 import { setParams, openPanel, navigate } from './app.js';
 import { minimap } from './minimap.js';
+import { loadGone, renderGone } from './gone.js';
 
 const ROW = 24;
 // Finding cards shown before "Show n more": one row at 1024 px.
@@ -30,6 +31,9 @@ function textWidth(text, font) {
 }
 const esc = s => String(s).replace(/[&<>"']/g, c => ({ '&': '&amp;', '<': '&lt;', '>': '&gt;', '"': '&quot;', "'": '&#39;' }[c]));
 let active = null; // the live view state, for onKey
+// The page's and the waterfall's scroll positions across the redraw that
+// follows the last page of a large trace.
+let keepScroll = null;
 
 export async function render({ match, params, root }) {
   // A 16-digit id may be the first half of a 128-bit id (shortened ids
@@ -47,6 +51,9 @@ export async function render({ match, params, root }) {
   try {
     trace = await getTrace(id);
   } catch (e) {
+    // Past its retention a trace's summary and findings remain: show them.
+    const gone = e.status === 404 ? await loadGone(id).catch(() => null) : null;
+    if (gone) { renderGone(id, gone, root); return; }
     root.append(el('div.error-box', el('strong', e.status === 404 ? 'Trace not found' : 'Could not load the trace'),
       el('p', e.status === 404 ? `No span of trace ${id} is stored (it may have expired, or not arrived yet).` : e.message)));
     return;
@@ -70,6 +77,9 @@ export async function render({ match, params, root }) {
     loadRest(trace, show, abort.signal).then(full => {
       if (active !== S) return;
       setCached('t:' + id, full);
+      // The redraw starts from an empty view: keep where the reader was.
+      // The waterfall is the anchor: the paging note above it goes away.
+      keepScroll = { id, wfTop: wf.getBoundingClientRect().top, top: body.scrollTop };
       navigate(location.pathname + location.search, { replace: true });
     }).catch(e => {
       if (e.name === 'AbortError') return;
@@ -594,7 +604,12 @@ export async function render({ match, params, root }) {
   const want = params.get('span');
   // A shared link opens at the top of the page, the span in its panel.
   if (want && model.byId.has(want)) select(model.byId.get(want), true, false, false);
+  const kept = keepScroll && keepScroll.id === id ? keepScroll : null;
+  keepScroll = null;
+  if (kept) { body.scrollTop = kept.top; draw(true); }
   requestAnimationFrame(() => {
+    // After the cached analysis has filled the cards above the waterfall.
+    if (kept) scrollTo({ top: scrollY + wf.getBoundingClientRect().top - kept.wfTop, behavior: 'instant' });
     const tDrawn = performance.now();
     window.__tracedxPerf = { traceId: id, spans: model.nodes.length, fetchMs: tFetched - t0, renderMs: tDrawn - tFetched, totalMs: tDrawn - t0 };
     document.body.dataset.traceReady = id;
