@@ -111,6 +111,13 @@ type Config struct {
 	// identical spans are duplicates only within one scope, so one
 	// tenant's spans never hide another's.
 	DedupScope func(context.Context) string
+	// Forwarded, when set, reports whether a request comes from a cluster
+	// peer (authenticated by the peer token) that received the spans from
+	// their sender and already ran every check on them: its spans skip the
+	// per-request and per-span checks and the rate limit, which counted
+	// them on that node, but not dedup (a retry may reach another node).
+	// It must be false for anything a sender can forge.
+	Forwarded func(context.Context) bool
 	// Admit, when set, is asked before a request is read: an error refuses
 	// it as overloaded (HTTP 503 with Retry-After, gRPC UNAVAILABLE with
 	// RetryInfo) with the error's text, before its body costs memory.
