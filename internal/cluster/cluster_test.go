@@ -83,7 +83,7 @@ func startClusterWith(t testing.TB, n int, o engine.Options) []*node {
 	var peers []Peer
 	for i := range nodes {
 		refs[i] = &sinkRef{}
-		in, err := ingest.New(ingest.Config{GRPCAddr: "127.0.0.1:0"}, refs[i], nil, quiet, nil)
+		in, err := ingest.New(ingest.Config{GRPCAddr: "127.0.0.1:0", Forwarded: Security{}.FromPeer}, refs[i], nil, quiet, nil)
 		if err != nil {
 			t.Fatal(err)
 		}
