@@ -175,6 +175,9 @@ func startIngestNodes(b *testing.B, n int, storage engine.BlockStorage, forward 
 		if n > 1 {
 			cfg.Forwarded = Security{}.FromPeer
 		}
+		if n > 1 && forward {
+			cfg.ForwardsTrace = refs[i].forwardsTrace
+		}
 		in, err := ingest.New(cfg, refs[i], nil, quiet, nil)
 		if err != nil {
 			b.Fatal(err)
@@ -216,6 +219,7 @@ func startIngestNodes(b *testing.B, n int, storage engine.BlockStorage, forward 
 		ref.mu.Lock()
 		ref.w = w
 		ref.mu.Unlock()
+		ref.ring.Store(r)
 	}
 	index := map[string]int{}
 	for i, p := range peers {

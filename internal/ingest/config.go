@@ -118,6 +118,12 @@ type Config struct {
 	// them on that node, but not dedup (a retry may reach another node).
 	// It must be false for anything a sender can forge.
 	Forwarded func(context.Context) bool
+	// ForwardsTrace, when set, reports whether the spans of a trace go on
+	// to another node (a cluster node forwarding to the trace's owner).
+	// Those are not deduplicated here: their owner does it when it stores
+	// them (a retry sent to any node reaches it), so a span is hashed once
+	// in the cluster. A peer's request is deduplicated whatever it says.
+	ForwardsTrace func(model.TraceID) bool
 	// Admit, when set, is asked before a request is read: an error refuses
 	// it as overloaded (HTTP 503 with Retry-After, gRPC UNAVAILABLE with
 	// RetryInfo) with the error's text, before its body costs memory.

@@ -419,16 +419,32 @@ func (s *Server) checkSpans(ctx context.Context, spans []model.Span, rej *reject
 	}
 	// Let the dropped tail be collected.
 	clear(spans[len(kept):])
-	keys := make([]uint64, len(kept))
+	// Spans their owner deduplicates go to the end, out of the window.
+	local := len(kept)
+	if s.cfg.ForwardsTrace != nil && !forwarded {
+		local = 0
+		for i := range kept {
+			if !s.cfg.ForwardsTrace(kept[i].TraceID) {
+				kept[i], kept[local] = kept[local], kept[i]
+				local++
+			}
+		}
+	}
+	keys := make([]uint64, local)
 	var scratch []byte
 	scope := ""
 	if s.cfg.DedupScope != nil {
 		scope = s.cfg.DedupScope(ctx)
 	}
-	for i := range kept {
+	for i := range keys {
 		scratch, keys[i] = spanKey(scratch, scope, &kept[i])
 	}
-	kept, keys, dups := s.recent.dedupe(kept, keys)
+	unique, keys, dups := s.recent.dedupe(kept[:local], keys)
+	if dups > 0 {
+		n := copy(kept[len(unique):], kept[local:])
+		clear(kept[len(unique)+n:])
+		kept = kept[:len(unique)+n]
+	}
 	return kept, keys, dups, nil
 }
 

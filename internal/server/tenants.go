@@ -117,6 +117,11 @@ func newMultiTenant(ctx context.Context, cfg config.Config, log *slog.Logger) (*
 	inCfg := ingestConfigOf(cfg)
 	sec.ingestConfig(&inCfg)
 	sink.forwarded = inCfg.Forwarded
+	ring, err := clusterRing(cfg)
+	if err != nil {
+		return nil, err
+	}
+	dedupAtOwner(&inCfg, cfg.Cluster, ring)
 	authHTTP := inCfg.HTTPMiddleware
 	inCfg.HTTPMiddleware = func(h http.Handler) http.Handler {
 		h = tenant.HTTP(h)
