@@ -93,21 +93,37 @@ func (f *Forwarder) Write(ctx context.Context, spans []model.Span) error {
 		return f.local.Write(ctx, spans)
 	}
 	self := f.ring.Self().ID
-	groups := map[string][]model.Span{}
-	// Sized for an even split, so a group of a large batch is not copied
-	// again at every doubling.
-	share := len(spans)/(len(f.conns)+1) + len(spans)/8
+	// The spans are laid out by owner in one copy (a counting sort), so
+	// each owner's part is a slice of it.
+	owners := make([]int, len(spans))
+	ends := make([]int, len(f.ring.peers))
 	for i := range spans {
-		owner := f.ring.TraceOwner(spans[i].TraceID).ID
-		g, ok := groups[owner]
-		if !ok {
-			g = make([]model.Span, 0, share)
-		}
-		groups[owner] = append(g, spans[i])
+		o := f.ring.ownerIndex(spans[i].TraceID)
+		owners[i] = o
+		ends[o]++
 	}
-	if len(groups) == 1 {
-		if _, ok := groups[self]; ok {
-			return f.local.Write(ctx, spans)
+	for o, n := range ends {
+		if n == len(spans) {
+			if o == f.ring.self {
+				return f.local.Write(ctx, spans)
+			}
+			return f.forward(ctx, f.ring.peers[o].ID, spans)
+		}
+	}
+	for o := 1; o < len(ends); o++ {
+		ends[o] += ends[o-1]
+	}
+	byOwner := make([]model.Span, len(spans))
+	next := append([]int(nil), ends...)
+	for i := len(spans) - 1; i >= 0; i-- {
+		o := owners[i]
+		next[o]--
+		byOwner[next[o]] = spans[i]
+	}
+	groups := map[string][]model.Span{}
+	for o := range ends {
+		if start := next[o]; start < ends[o] {
+			groups[f.ring.peers[o].ID] = byOwner[start:ends[o]]
 		}
 	}
 	var wg sync.WaitGroup
