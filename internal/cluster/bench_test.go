@@ -169,7 +169,16 @@ func startIngestNodes(b *testing.B, n int, storage engine.BlockStorage, forward 
 	peers := make([]Peer, n)
 	for i := range refs {
 		refs[i] = &sinkRef{}
-		in, err := ingest.New(ingest.Config{GRPCAddr: "127.0.0.1:0"}, refs[i], nil, quiet, nil)
+		// As the server wires a cluster node: a peer's requests were
+		// checked where they were received.
+		cfg := ingest.Config{GRPCAddr: "127.0.0.1:0"}
+		if n > 1 {
+			cfg.Forwarded = Security{}.FromPeer
+		}
+		if n > 1 && forward {
+			cfg.ForwardsTrace = refs[i].forwardsTrace
+		}
+		in, err := ingest.New(cfg, refs[i], nil, quiet, nil)
 		if err != nil {
 			b.Fatal(err)
 		}
@@ -210,6 +219,7 @@ func startIngestNodes(b *testing.B, n int, storage engine.BlockStorage, forward 
 		ref.mu.Lock()
 		ref.w = w
 		ref.mu.Unlock()
+		ref.ring.Store(r)
 	}
 	index := map[string]int{}
 	for i, p := range peers {

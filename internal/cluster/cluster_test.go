@@ -13,9 +13,11 @@ import (
 	"os"
 	"path/filepath"
 	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
+	"github.com/prometheus/client_golang/prometheus/testutil"
 	"go.opentelemetry.io/collector/pdata/ptrace/ptraceotlp"
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/codes"
@@ -35,8 +37,15 @@ var quiet = slog.New(slog.NewTextHandler(io.Discard, nil))
 // sinkRef lets ingest start before the ring (which needs every node's
 // bound address) exists.
 type sinkRef struct {
-	mu sync.Mutex
-	w  Writer
+	mu   sync.Mutex
+	w    Writer
+	ring atomic.Pointer[Ring]
+}
+
+// forwardsTrace is ingest's ForwardsTrace once the ring exists.
+func (r *sinkRef) forwardsTrace(id model.TraceID) bool {
+	ring := r.ring.Load()
+	return ring != nil && ring.OwnedElsewhere(id)
 }
 
 func (r *sinkRef) Write(ctx context.Context, spans []model.Span) error {
@@ -83,7 +92,8 @@ func startClusterWith(t testing.TB, n int, o engine.Options) []*node {
 	var peers []Peer
 	for i := range nodes {
 		refs[i] = &sinkRef{}
-		in, err := ingest.New(ingest.Config{GRPCAddr: "127.0.0.1:0"}, refs[i], nil, quiet, nil)
+		in, err := ingest.New(ingest.Config{GRPCAddr: "127.0.0.1:0", Forwarded: Security{}.FromPeer, ForwardsTrace: refs[i].forwardsTrace},
+			refs[i], nil, quiet, nil)
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -119,6 +129,7 @@ func startClusterWith(t testing.TB, n int, o engine.Options) []*node {
 		refs[i].mu.Lock()
 		refs[i].w = fw
 		refs[i].mu.Unlock()
+		refs[i].ring.Store(ring)
 		nd.eng, nd.ring = eng, ring
 		nd.store = NewStore(eng, eng, ring, Security{}, quiet)
 		RegisterPeerRoutes(nd.web.Config.Handler.(*http.ServeMux), eng, Security{}, quiet)
@@ -368,5 +379,47 @@ func TestForwardKeepsTheOwnersRateLimit(t *testing.T) {
 	err = fw.Write(ctx, spans)
 	if !errors.Is(err, ingest.ErrRateLimited) || errors.Is(err, store.ErrOverloaded) {
 		t.Fatalf("forward to an owner over the tenant's limit: %v, want a rate-limit error", err)
+	}
+}
+
+// A span forwarded to its owner is deduplicated there, where it is
+// stored: a sender's retry is stored once whether it goes to the same
+// node or to another.
+func TestRetriesOfForwardedSpansStoredOnce(t *testing.T) {
+	nodes := startCluster(t, 2)
+	var spans []model.Span
+	for _, s := range makeTraces(rand.New(rand.NewPCG(21, 22)), 20) {
+		if nodes[0].ring.TraceOwner(s.TraceID).ID == "n1" {
+			spans = append(spans, s)
+		}
+	}
+	if len(spans) == 0 {
+		t.Fatal("no trace owned by n1")
+	}
+	for _, to := range []int{0, 0, 1} {
+		if err := export(t, nodes[to].in.GRPCAddr(), spans); err != nil {
+			t.Fatalf("export to n%d: %v", to, err)
+		}
+	}
+	// The owner dropped both retries; the node forwarding them did not
+	// hash them at all.
+	dedup := func(nd *node) int {
+		return int(testutil.ToFloat64(nd.in.Metrics().SpansDeduplicated.WithLabelValues("otlp_grpc")))
+	}
+	if got := dedup(nodes[1]); got != 2*len(spans) {
+		t.Errorf("the owner dropped %d duplicates, want %d", got, 2*len(spans))
+	}
+	if got := dedup(nodes[0]); got != 0 {
+		t.Errorf("the forwarding node dropped %d duplicates of spans it does not own", got)
+	}
+	want := map[model.TraceID]int{}
+	for _, s := range spans {
+		want[s.TraceID]++
+	}
+	for id, n := range want {
+		got, err := nodes[1].eng.PeerTrace(context.Background(), id, nil)
+		if err != nil || len(got) != n {
+			t.Fatalf("trace %s on its owner: %d spans (%v), want %d", id, len(got), err, n)
+		}
 	}
 }

@@ -22,7 +22,7 @@ import (
 // forwardedKey marks a gRPC request forwarded by a peer: the receiver
 // stores it without looking at the ring again, so nodes whose peer lists
 // disagree cannot bounce spans between them. It counts only with the peer
-// token (Security.fromPeer).
+// token (Security.FromPeer).
 const forwardedKey = "x-tracedx-forwarded-by"
 
 // Writer is where spans of this node's traces go (the local pipeline).
@@ -42,8 +42,10 @@ type Forwarder struct {
 	log     *slog.Logger
 	timeout time.Duration
 	conns   map[string]*grpc.ClientConn
+	queues  map[string]*peerQueue
 
 	forwarded *prometheus.CounterVec
+	requests  *prometheus.CounterVec
 	failures  *prometheus.CounterVec
 }
 
@@ -52,9 +54,11 @@ type Forwarder struct {
 func NewForwarder(ring *Ring, local Writer, sec Security, log *slog.Logger) (*Forwarder, error) {
 	f := &Forwarder{
 		ring: ring, sec: sec, local: local, log: log.With("component", "cluster"), timeout: 15 * time.Second,
-		conns: map[string]*grpc.ClientConn{},
+		conns: map[string]*grpc.ClientConn{}, queues: map[string]*peerQueue{},
 		forwarded: prometheus.NewCounterVec(prometheus.CounterOpts{Name: "tracedx_cluster_forwarded_spans_total",
 			Help: "Spans forwarded to the node owning their trace."}, []string{"peer"}),
+		requests: prometheus.NewCounterVec(prometheus.CounterOpts{Name: "tracedx_cluster_forward_requests_total",
+			Help: "Requests forwarding spans to their owner; parts of concurrent batches for one owner share a request."}, []string{"peer"}),
 		failures: prometheus.NewCounterVec(prometheus.CounterOpts{Name: "tracedx_cluster_forward_failures_total",
 			Help: "Forwarded batches that failed (the sender was told to retry)."}, []string{"peer"}),
 	}
@@ -65,13 +69,14 @@ func NewForwarder(ring *Ring, local Writer, sec Security, log *slog.Logger) (*Fo
 			return nil, fmt.Errorf("cluster: client for peer %s at %s: %w", p.ID, p.OTLPGRPC, err)
 		}
 		f.conns[p.ID] = conn
+		f.queues[p.ID] = &peerQueue{}
 	}
 	return f, nil
 }
 
 // Collectors are the forwarder's metrics.
 func (f *Forwarder) Collectors() []prometheus.Collector {
-	return []prometheus.Collector{f.forwarded, f.failures}
+	return []prometheus.Collector{f.forwarded, f.requests, f.failures}
 }
 
 // Close closes the peer connections.
@@ -84,25 +89,41 @@ func (f *Forwarder) Close() error {
 
 // Write stores or forwards spans by the owner of their trace.
 func (f *Forwarder) Write(ctx context.Context, spans []model.Span) error {
-	if f.sec.fromPeer(ctx) {
+	if f.sec.FromPeer(ctx) {
 		return f.local.Write(ctx, spans)
 	}
 	self := f.ring.Self().ID
-	groups := map[string][]model.Span{}
-	// Sized for an even split, so a group of a large batch is not copied
-	// again at every doubling.
-	share := len(spans)/(len(f.conns)+1) + len(spans)/8
+	// The spans are laid out by owner in one copy (a counting sort), so
+	// each owner's part is a slice of it.
+	owners := make([]int, len(spans))
+	ends := make([]int, len(f.ring.peers))
 	for i := range spans {
-		owner := f.ring.TraceOwner(spans[i].TraceID).ID
-		g, ok := groups[owner]
-		if !ok {
-			g = make([]model.Span, 0, share)
-		}
-		groups[owner] = append(g, spans[i])
+		o := f.ring.ownerIndex(spans[i].TraceID)
+		owners[i] = o
+		ends[o]++
 	}
-	if len(groups) == 1 {
-		if _, ok := groups[self]; ok {
-			return f.local.Write(ctx, spans)
+	for o, n := range ends {
+		if n == len(spans) {
+			if o == f.ring.self {
+				return f.local.Write(ctx, spans)
+			}
+			return f.forward(ctx, f.ring.peers[o].ID, spans)
+		}
+	}
+	for o := 1; o < len(ends); o++ {
+		ends[o] += ends[o-1]
+	}
+	byOwner := make([]model.Span, len(spans))
+	next := append([]int(nil), ends...)
+	for i := len(spans) - 1; i >= 0; i-- {
+		o := owners[i]
+		next[o]--
+		byOwner[next[o]] = spans[i]
+	}
+	groups := map[string][]model.Span{}
+	for o := range ends {
+		if start := next[o]; start < ends[o] {
+			groups[f.ring.peers[o].ID] = byOwner[start:ends[o]]
 		}
 	}
 	var wg sync.WaitGroup
@@ -131,18 +152,102 @@ func (f *Forwarder) Write(ctx context.Context, spans []model.Span) error {
 	return firstErr
 }
 
+// Coalescing of forwarded parts. A batch split over three owners leaves
+// each a third of it, and a node's cost per request (decoding, the write,
+// the WAL's sync) is paid per batch, so forwarding parts as they come made
+// the owners' batches small. Parts for one owner are joined while a
+// request to it is in flight: an idle cluster forwards at once, a busy one
+// sends fewer, larger requests. Encoded export requests join by
+// concatenation (resource_spans is their only field, repeated).
+const (
+	// maxInFlight is how many requests to one owner run at once before
+	// parts wait to be joined.
+	maxInFlight = 1
+	// maxBatchBytes bounds a joined request (ingest's default
+	// max_request_bytes is 16 MiB); a larger part goes alone.
+	maxBatchBytes = 4 << 20
+)
+
+// peerQueue joins the parts forwarded to one owner.
+type peerQueue struct {
+	mu       sync.Mutex
+	pending  *batch
+	inFlight int
+}
+
+// batch is one forwarded request: the encoded parts of one or more
+// writes, which all wait for its answer.
+type batch struct {
+	buf   *[]byte
+	spans int
+	done  chan struct{}
+	err   error // set before done is closed
+}
+
+// forward sends spans to their owner, joined with other writes' parts for
+// it, and returns once the owner acknowledged them (or refused).
 func (f *Forwarder) forward(ctx context.Context, peer string, spans []model.Span) error {
-	ctx, cancel := context.WithTimeout(ctx, f.timeout)
+	scratch := requestBuffers.Get().(*[]byte)
+	*scratch = otlpconv.AppendExportRequest((*scratch)[:0], spans)
+	q := f.queues[peer]
+	q.mu.Lock()
+	if q.pending != nil && len(*q.pending.buf)+len(*scratch) > maxBatchBytes {
+		// Full: it goes now, whatever is in flight.
+		f.dispatch(peer, q)
+	}
+	if q.pending == nil {
+		q.pending = &batch{buf: requestBuffers.Get().(*[]byte), done: make(chan struct{})}
+		*q.pending.buf = (*q.pending.buf)[:0]
+	}
+	b := q.pending
+	*b.buf = append(*b.buf, *scratch...)
+	b.spans += len(spans)
+	if q.inFlight < maxInFlight {
+		f.dispatch(peer, q)
+	}
+	q.mu.Unlock()
+	requestBuffers.Put(scratch)
+	select {
+	case <-b.done:
+		return b.err
+	case <-ctx.Done():
+		// The sender hears a retryable error; the spans may still be
+		// stored, and its retry is then deduplicated by the owner.
+		return fmt.Errorf("forwarding %d spans to node %s: %v: %w", len(spans), peer, ctx.Err(), store.ErrOverloaded)
+	}
+}
+
+// dispatch sends q's pending batch; q.mu is held.
+func (f *Forwarder) dispatch(peer string, q *peerQueue) {
+	b := q.pending
+	q.pending = nil
+	q.inFlight++
+	go func() {
+		b.err = f.send(peer, b)
+		q.mu.Lock()
+		q.inFlight--
+		if q.pending != nil && q.inFlight < maxInFlight {
+			f.dispatch(peer, q)
+		}
+		q.mu.Unlock()
+		close(b.done)
+	}()
+}
+
+// send forwards one batch. It runs for every write in it, so it is not
+// bound to any one sender's context.
+func (f *Forwarder) send(peer string, b *batch) error {
+	ctx, cancel := context.WithTimeout(context.Background(), f.timeout)
 	defer cancel()
 	ctx = f.sec.outgoing(ctx, f.ring.Self().ID)
-	buf := requestBuffers.Get().(*[]byte)
-	*buf = otlpconv.AppendExportRequest((*buf)[:0], spans)
+	f.requests.WithLabelValues(peer).Inc()
 	var respBytes []byte
-	err := f.conns[peer].Invoke(ctx, traceExportMethod, buf, &respBytes, grpc.ForceCodec(encodedProto{}))
+	err := f.conns[peer].Invoke(ctx, traceExportMethod, b.buf, &respBytes, grpc.ForceCodec(encodedProto{}))
 	if err == nil {
 		// The owner answered, so it has read the whole request: the buffer
 		// is no longer referenced by the transport.
-		requestBuffers.Put(buf)
+		requestBuffers.Put(b.buf)
+		b.buf = nil
 		resp := ptraceotlp.NewExportResponse()
 		if err = resp.UnmarshalProto(respBytes); err != nil {
 			err = fmt.Errorf("decoding the owner's answer: %w", err)
@@ -156,13 +261,13 @@ func (f *Forwarder) forward(ctx context.Context, peer string, spans []model.Span
 			// The owner refused the tenant's spans over its own rate limit:
 			// the sender hears 429 / RESOURCE_EXHAUSTED as from the owner,
 			// not the 503 of an overloaded cluster.
-			return fmt.Errorf("forwarding %d spans to node %s: %v: %w", len(spans), peer, err, ingest.ErrRateLimited)
+			return fmt.Errorf("forwarding %d spans to node %s: %v: %w", b.spans, peer, err, ingest.ErrRateLimited)
 		}
-		f.log.Warn("forwarding spans to their owner failed; the sender is told to retry", "peer", peer, "spans", len(spans), "err", err)
+		f.log.Warn("forwarding spans to their owner failed; the sender is told to retry", "peer", peer, "spans", b.spans, "err", err)
 		// Overloaded makes ingest answer with a retryable status.
-		return fmt.Errorf("forwarding %d spans to node %s: %v: %w", len(spans), peer, err, store.ErrOverloaded)
+		return fmt.Errorf("forwarding %d spans to node %s: %v: %w", b.spans, peer, err, store.ErrOverloaded)
 	}
-	f.forwarded.WithLabelValues(peer).Add(float64(len(spans)))
+	f.forwarded.WithLabelValues(peer).Add(float64(b.spans))
 	return nil
 }
 

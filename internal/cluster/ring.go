@@ -121,6 +121,15 @@ func (r *Ring) TraceOwner(id model.TraceID) Peer {
 	return r.peers[r.lookup(xxhash.Sum64(id[:]))]
 }
 
+// ownerIndex is TraceOwner's index in the peer list.
+func (r *Ring) ownerIndex(id model.TraceID) int { return r.lookup(xxhash.Sum64(id[:])) }
+
+// OwnedElsewhere reports whether another node owns a trace (ingest's
+// ForwardsTrace on a forwarding node).
+func (r *Ring) OwnedElsewhere(id model.TraceID) bool {
+	return r.lookup(xxhash.Sum64(id[:])) != r.self
+}
+
 // OwnsBlock says whether this node compacts and expires a block.
 func (r *Ring) OwnsBlock(blockID string) bool {
 	return r.lookup(xxhash.Sum64String(blockID)) == r.self

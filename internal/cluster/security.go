@@ -71,10 +71,10 @@ func (s Security) requirePeer(next http.Handler) http.Handler {
 	})
 }
 
-// fromPeer reports whether a gRPC call was forwarded by a peer: it
+// FromPeer reports whether a gRPC call was forwarded by a peer: it
 // carries the forwarded marker and the peer token. A client setting the
 // marker without the token is treated as any other sender.
-func (s Security) fromPeer(ctx context.Context) bool {
+func (s Security) FromPeer(ctx context.Context) bool {
 	md, ok := metadata.FromIncomingContext(ctx)
 	if !ok || len(md.Get(forwardedKey)) == 0 {
 		return false

@@ -35,7 +35,7 @@ func (r *recordingSink) Write(ctx context.Context, _ []model.Span) error {
 	r.mu.Lock()
 	defer r.mu.Unlock()
 	r.md = append(r.md, md)
-	r.fromPeer = append(r.fromPeer, r.fw.sec.fromPeer(ctx))
+	r.fromPeer = append(r.fromPeer, r.fw.sec.FromPeer(ctx))
 	return nil
 }
 
@@ -96,11 +96,11 @@ func TestForwardCarriesTokenAndTenant(t *testing.T) {
 		"marker without a token":    metadata.Pairs(forwardedKey, "n0"),
 		"marker with another token": metadata.Pairs(forwardedKey, "n0", "authorization", "Bearer some-tenants-read-write-token"),
 	} {
-		if owner.fw.sec.fromPeer(metadata.NewIncomingContext(context.Background(), md)) {
+		if owner.fw.sec.FromPeer(metadata.NewIncomingContext(context.Background(), md)) {
 			t.Errorf("%s: taken as forwarded by a peer", name)
 		}
 	}
-	if !(Security{}).fromPeer(metadata.NewIncomingContext(context.Background(), metadata.Pairs(forwardedKey, "n0"))) {
+	if !(Security{}).FromPeer(metadata.NewIncomingContext(context.Background(), metadata.Pairs(forwardedKey, "n0"))) {
 		t.Error("without a peer token (trusted network) the marker must count")
 	}
 }

@@ -111,6 +111,19 @@ type Config struct {
 	// identical spans are duplicates only within one scope, so one
 	// tenant's spans never hide another's.
 	DedupScope func(context.Context) string
+	// Forwarded, when set, reports whether a request comes from a cluster
+	// peer (authenticated by the peer token) that received the spans from
+	// their sender and already ran every check on them: its spans skip the
+	// per-request and per-span checks and the rate limit, which counted
+	// them on that node, but not dedup (a retry may reach another node).
+	// It must be false for anything a sender can forge.
+	Forwarded func(context.Context) bool
+	// ForwardsTrace, when set, reports whether the spans of a trace go on
+	// to another node (a cluster node forwarding to the trace's owner).
+	// Those are not deduplicated here: their owner does it when it stores
+	// them (a retry sent to any node reaches it), so a span is hashed once
+	// in the cluster. A peer's request is deduplicated whatever it says.
+	ForwardsTrace func(model.TraceID) bool
 	// Admit, when set, is asked before a request is read: an error refuses
 	// it as overloaded (HTTP 503 with Retry-After, gRPC UNAVAILABLE with
 	// RetryInfo) with the error's text, before its body costs memory.

@@ -175,7 +175,8 @@ func (s *Server) exportTraces(ctx context.Context, proto string, format wireForm
 		// refuses what the check refuses). Anything else, errors and
 		// partial successes included, is answered below as before.
 		if spans, stats, err := otlpconv.DecodeTracesProto(data, s.cfg.limits()); err == nil {
-			if err := s.checkCount(len(spans), "spans"); err != nil {
+			// A peer may send the parts of several requests as one.
+			if err := s.checkCount(len(spans), "spans"); err != nil && !s.forwarded(ctx) {
 				return exportResult{}, err
 			}
 			s.observeLimits(stats)

@@ -383,7 +383,10 @@ func (r *rejections) observe(metric *prometheus.CounterVec, proto string) {
 // duplicates (those are not rejections: the client gets success, the span
 // is stored once). It returns the kept spans and their dedup keys.
 func (s *Server) checkSpans(ctx context.Context, spans []model.Span, rej *rejections) ([]model.Span, []uint64, int, error) {
-	if len(spans) > s.cfg.MaxSpansPerRequest {
+	// A peer's request joins parts of several requests, each checked
+	// against these limits where it was received.
+	forwarded := s.forwarded(ctx)
+	if len(spans) > s.cfg.MaxSpansPerRequest && !forwarded {
 		return nil, nil, 0, badInput(kindTooLarge, reasonTooManySpans,
 			"request has %d spans, limit is %d per request: send smaller batches", len(spans), s.cfg.MaxSpansPerRequest)
 	}
@@ -401,6 +404,13 @@ func (s *Server) checkSpans(ctx context.Context, spans []model.Span, rej *reject
 			rej.add(reasonInvalidTime, fmt.Sprintf("span %q (%s): %v", model.Clip(sp.Name, 64), sp.SpanID, err))
 			continue
 		}
+		if forwarded {
+			// The ids and times are checked again all the same: they cost
+			// nothing next to the map below, and no span reaches storage
+			// without them whatever a peer sends.
+			kept = append(kept, *sp)
+			continue
+		}
 		if perTrace[sp.TraceID]++; perTrace[sp.TraceID] > s.cfg.MaxSpansPerTrace {
 			rej.add(reasonTraceTooLarge, fmt.Sprintf("trace %s has more than %d spans in this request", sp.TraceID, s.cfg.MaxSpansPerTrace))
 			continue
@@ -409,17 +419,39 @@ func (s *Server) checkSpans(ctx context.Context, spans []model.Span, rej *reject
 	}
 	// Let the dropped tail be collected.
 	clear(spans[len(kept):])
-	keys := make([]uint64, len(kept))
+	// Spans their owner deduplicates go to the end, out of the window.
+	local := len(kept)
+	if s.cfg.ForwardsTrace != nil && !forwarded {
+		local = 0
+		for i := range kept {
+			if !s.cfg.ForwardsTrace(kept[i].TraceID) {
+				kept[i], kept[local] = kept[local], kept[i]
+				local++
+			}
+		}
+	}
+	keys := make([]uint64, local)
 	var scratch []byte
 	scope := ""
 	if s.cfg.DedupScope != nil {
 		scope = s.cfg.DedupScope(ctx)
 	}
-	for i := range kept {
+	for i := range keys {
 		scratch, keys[i] = spanKey(scratch, scope, &kept[i])
 	}
-	kept, keys, dups := s.recent.dedupe(kept, keys)
+	unique, keys, dups := s.recent.dedupe(kept[:local], keys)
+	if dups > 0 {
+		n := copy(kept[len(unique):], kept[local:])
+		clear(kept[len(unique)+n:])
+		kept = kept[:len(unique)+n]
+	}
 	return kept, keys, dups, nil
+}
+
+// forwarded reports whether a request's spans were checked by the cluster
+// peer that forwarded them (Config.Forwarded).
+func (s *Server) forwarded(ctx context.Context) bool {
+	return s.cfg.Forwarded != nil && s.cfg.Forwarded(ctx)
 }
 
 // write hands spans to the sink and maps its errors.
@@ -427,7 +459,8 @@ func (s *Server) write(ctx context.Context, proto string, spans []model.Span) er
 	if len(spans) == 0 {
 		return nil
 	}
-	if s.limiter != nil && !s.limiter.allow(len(spans)) {
+	// Forwarded spans were counted by the node their sender reached.
+	if s.limiter != nil && !s.forwarded(ctx) && !s.limiter.allow(len(spans)) {
 		return &requestError{kind: kindLimited,
 			msg: fmt.Sprintf("ingest rate limit of %.0f spans/s exceeded, retry later", s.cfg.MaxSpansPerSecond)}
 	}

@@ -162,6 +162,14 @@ func (s *Server) joinCluster(cfg config.Cluster, ring *cluster.Ring, eng *engine
 	return fw, cs, nil
 }
 
+// dedupAtOwner leaves the dedup of spans forwarded to their owner to the
+// owner (ingest.Config.ForwardsTrace), which stores them.
+func dedupAtOwner(c *ingest.Config, cfg config.Cluster, ring *cluster.Ring) {
+	if ring != nil && cfg.Forward {
+		c.ForwardsTrace = ring.OwnedElsewhere
+	}
+}
+
 // clusterRoutes mounts the peer query API and merges the findings list.
 func clusterRoutes(mux *http.ServeMux, ring *cluster.Ring, eng *engine.Engine, apiV1 http.Handler, peer cluster.Security, log *slog.Logger) {
 	if ring == nil {

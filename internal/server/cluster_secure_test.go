@@ -36,7 +36,7 @@ const testPeerToken = "peer-token-of-the-test-cluster-0123456789"
 // certificates on every listener, and multitenancy. It returns the nodes,
 // their peer list and a client configuration with a certificate the
 // nodes accept.
-func secureCluster(t *testing.T, n int) ([]*Server, []cluster.Peer, *tls.Config) {
+func secureCluster(t *testing.T, n int, tune ...func(*config.Config)) ([]*Server, []cluster.Peer, *tls.Config) {
 	t.Helper()
 	ep := os.Getenv("TRACEDX_TEST_S3_ENDPOINT")
 	if ep == "" {
@@ -69,6 +69,9 @@ func secureCluster(t *testing.T, n int) ([]*Server, []cluster.Peer, *tls.Config)
 		cfg.Multitenancy.Enabled = true
 		cfg.Auth.TokenFile = tokens
 		cfg.TLS = config.TLS{CertFile: cert, KeyFile: key, ClientCAFile: ca.File}
+		for _, f := range tune {
+			f(&cfg)
+		}
 		if err := cfg.Validate(); err != nil {
 			t.Fatalf("node %s: %v", p.ID, err)
 		}
@@ -341,5 +344,46 @@ func TestTenantsHaveTheirOwnBucketPrefix(t *testing.T) {
 	cfg.Storage.S3.Prefix = ""
 	if p := tenantConfig(cfg, "a").Storage.S3.Prefix; p != "tenants/a" {
 		t.Fatalf("without a prefix: %q, want tenants/a", p)
+	}
+}
+
+// A span forwarded to its owner counts against its tenant's ingest rate
+// once, on the node its sender reached; a sender setting the forwarded
+// marker itself is counted like any other.
+func TestTenantRateCountsForwardedSpansOnce(t *testing.T) {
+	const rate = 150
+	nodes, peers, clientTLS := secureCluster(t, 2, func(c *config.Config) {
+		c.Multitenancy.Limits = config.TenantLimits{IngestSpansPerSecond: rate}
+	})
+	ring, err := cluster.NewRing(peers, "n0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	// Traces n1 owns, a full second's worth of the tenant's rate each.
+	all, _ := tenantTraces(0xc0, 250)
+	var owned []model.Span
+	for _, s := range all {
+		if ring.TraceOwner(s.TraceID).ID == "n1" {
+			owned = append(owned, s)
+		}
+	}
+	if len(owned) < 2*rate {
+		t.Fatalf("only %d spans owned by n1", len(owned))
+	}
+	viaN0, direct := owned[:rate], owned[rate:2*rate]
+	// n0 counts them and forwards them to n1 ...
+	if err := exportOverTLS(t, nodes[0].Addr("otlp-grpc"), clientTLS, tokenA, viaN0); err != nil {
+		t.Fatalf("export to n0: %v", err)
+	}
+	// ... which did not count them again: its bucket is still full.
+	if err := exportOverTLS(t, nodes[1].Addr("otlp-grpc"), clientTLS, tokenA, direct); err != nil {
+		t.Fatalf("export to n1 after n0 forwarded a second's worth of spans to it: %v", err)
+	}
+	// Now n1's bucket is empty, and the marker without the peer token
+	// does not get around it.
+	more, _ := tenantTraces(0xd0, 5)
+	err = exportOverTLS(t, nodes[1].Addr("otlp-grpc"), clientTLS, tokenA, more, "x-tracedx-forwarded-by", "n0")
+	if status.Code(err) != codes.ResourceExhausted {
+		t.Fatalf("export with a forged forwarded marker over the tenant's rate: %v, want RESOURCE_EXHAUSTED", err)
 	}
 }

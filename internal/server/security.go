@@ -31,6 +31,8 @@ type security struct {
 	wrap   func(net.Listener) net.Listener // nil: plain TCP
 	// peer is how this node reaches its cluster peers and knows them.
 	peer cluster.Security
+	// forwarded tells requests forwarded by a peer (nil: no cluster).
+	forwarded func(context.Context) bool
 }
 
 // newSecurity loads the token file and the TLS files of cfg; reloading
@@ -58,7 +60,7 @@ func newSecurity(s *Server, cfg config.Config) (*security, error) {
 		if err != nil {
 			return nil, err
 		}
-		sec.peer = p
+		sec.peer, sec.forwarded = p, p.FromPeer
 		if sec.tokens != nil && p.Token != "" {
 			sec.tokens.SetPeer(p.Token)
 		}
@@ -115,6 +117,7 @@ func readPeerToken(file string) (string, error) {
 // ingestConfig makes ingest require tokens with the write scope.
 func (sec *security) ingestConfig(c *ingest.Config) {
 	c.WrapListener = sec.wrap
+	c.Forwarded = sec.forwarded
 	if sec.tokens == nil {
 		return
 	}

@@ -116,6 +116,12 @@ func newMultiTenant(ctx context.Context, cfg config.Config, log *slog.Logger) (*
 	sink := &tenantSink{router: router}
 	inCfg := ingestConfigOf(cfg)
 	sec.ingestConfig(&inCfg)
+	sink.forwarded = inCfg.Forwarded
+	ring, err := clusterRing(cfg)
+	if err != nil {
+		return nil, err
+	}
+	dedupAtOwner(&inCfg, cfg.Cluster, ring)
 	authHTTP := inCfg.HTTPMiddleware
 	inCfg.HTTPMiddleware = func(h http.Handler) http.Handler {
 		h = tenant.HTTP(h)
@@ -191,6 +197,10 @@ func ingestConfigOf(cfg config.Config) ingest.Config {
 // tenantSink routes ingested spans and logs to the tenant of the request.
 type tenantSink struct {
 	router *tenant.Router[*tenantServer]
+	// forwarded tells spans a cluster peer forwarded (nil: no cluster):
+	// they were counted against the tenant's rate on the node they were
+	// sent to.
+	forwarded func(context.Context) bool
 }
 
 func (t *tenantSink) of(ctx context.Context) (*tenantServer, error) {
@@ -206,7 +216,8 @@ func (t *tenantSink) Write(ctx context.Context, spans []model.Span) error {
 	if err != nil {
 		return err
 	}
-	if !ts.limiter.allow(len(spans), time.Now()) {
+	counted := t.forwarded != nil && t.forwarded(ctx)
+	if !counted && !ts.limiter.allow(len(spans), time.Now()) {
 		ts.discardedRate.Add(float64(len(spans)))
 		// 429, not the 503 of an overloaded server: the sender is over its
 		// own limit, and Retry-After tells it when to try again.

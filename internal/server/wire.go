@@ -218,6 +218,7 @@ func New(ctx context.Context, cfg config.Config, log *slog.Logger) (*Server, err
 	inCfg := ingestConfigOf(cfg)
 	inCfg.Admit, inCfg.RetryAfter = admit.Admit, cfg.Admission.RetryAfter
 	sec.ingestConfig(&inCfg)
+	dedupAtOwner(&inCfg, cfg.Cluster, ring)
 	// A tenant's instance is fed through the cluster's sink too, so its
 	// spans reach their owner.
 	s.sink, s.logSink = ingestSink, logs
