@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"log/slog"
+	"slices"
 	"sort"
 	"sync"
 	"time"
@@ -77,9 +78,20 @@ func (s *Store) fanOut(ctx context.Context, what string, fn func(ctx context.Con
 
 // Trace merges the local spans with the peers'.
 func (s *Store) Trace(ctx context.Context, id model.TraceID, hint store.TimeRange) ([]model.Span, error) {
-	ex := s.exclude()
+	var local []model.Span
+	ex, err := s.localConsistent(func() error {
+		var err error
+		local, err = s.Store.Trace(ctx, id, hint)
+		if errors.Is(err, store.ErrNotFound) {
+			local, err = nil, nil
+		}
+		return err
+	})
+	if err != nil {
+		return nil, err
+	}
 	var mu sync.Mutex
-	var all []model.Span
+	all := local
 	s.fanOut(ctx, "trace", func(ctx context.Context, p *peerClient) error {
 		spans, err := p.trace(ctx, id, ex)
 		mu.Lock()
@@ -87,11 +99,6 @@ func (s *Store) Trace(ctx context.Context, id model.TraceID, hint store.TimeRang
 		mu.Unlock()
 		return err
 	})
-	local, err := s.Store.Trace(ctx, id, hint)
-	if err != nil && !errors.Is(err, store.ErrNotFound) {
-		return nil, err
-	}
-	all = append(all, local...)
 	if len(all) == 0 {
 		return nil, store.ErrNotFound
 	}
@@ -99,11 +106,38 @@ func (s *Store) Trace(ctx context.Context, id model.TraceID, hint store.TimeRang
 	return all, nil
 }
 
+// localConsistent runs the local part of a query so that it saw exactly
+// the recent blocks that the peers are then told to leave out: a peer's
+// block this node loads during the query (a refresh) would otherwise be
+// answered twice, once here and once by its node. It repeats the local
+// query (at most a few times) while the set changed under it.
+func (s *Store) localConsistent(query func() error) ([]string, error) {
+	ex := s.exclude()
+	for try := 0; ; try++ {
+		if err := query(); err != nil {
+			return nil, err
+		}
+		after := s.exclude()
+		if slices.Equal(ex, after) || try == 3 {
+			return after, nil
+		}
+		ex = after
+	}
+}
+
 // Search merges the local results with the peers': parts of one trace on
 // several nodes are combined into one summary. Trace-level conditions
 // (trace duration) are judged by each node on its part.
 func (s *Store) Search(ctx context.Context, q store.Query) ([]model.TraceSummary, error) {
-	ex := s.exclude()
+	var local []model.TraceSummary
+	ex, err := s.localConsistent(func() error {
+		var err error
+		local, err = s.Store.Search(ctx, q)
+		return err
+	})
+	if err != nil {
+		return nil, err
+	}
 	var mu sync.Mutex
 	parts := map[model.TraceID][]model.TraceSummary{}
 	add := func(res []model.TraceSummary) {
@@ -113,16 +147,12 @@ func (s *Store) Search(ctx context.Context, q store.Query) ([]model.TraceSummary
 		}
 		mu.Unlock()
 	}
+	add(local)
 	s.fanOut(ctx, "search", func(ctx context.Context, p *peerClient) error {
 		res, err := p.search(ctx, q, ex)
 		add(res)
 		return err
 	})
-	local, err := s.Store.Search(ctx, q)
-	if err != nil {
-		return nil, err
-	}
-	add(local)
 	out := make([]model.TraceSummary, 0, len(parts))
 	for _, ps := range parts {
 		out = append(out, engine.MergeSummaries(ps))
