@@ -52,6 +52,13 @@ type Options struct {
 	// slow, so answers should rarely change that way. It runs under the
 	// engine's locks and must be cheap.
 	WantSpans func(id model.TraceID, flags uint32) bool
+	// TakeSpans, when set, reports whether OnTraceComplete can take a
+	// decoded trace now (a consumer with a bounded queue says no while it
+	// is full). A wanted trace completing while it says no is handed over
+	// with Declined set and without spans, summary or meta, so the spans
+	// of a trace the consumer would skip are neither decompressed, decoded
+	// nor read back from blocks. It is asked just before that work.
+	TakeSpans func() bool
 
 	// FlushInterval is how often the head is checked for complete traces
 	// (default 1s, or IdleTimeout/4 when that is shorter).
@@ -270,6 +277,9 @@ type CompletedTrace struct {
 	Flags uint32
 	// Spans are every span of the trace, or nil when WantSpans declined.
 	Spans []model.Span
+	// Declined: the trace was wanted but TakeSpans said no when it
+	// completed; only ID is set.
+	Declined bool
 }
 
 type completion struct {
@@ -279,6 +289,8 @@ type completion struct {
 	buf   []byte // framed spans from the head, decoded by the completion goroutine
 	n     int
 	spans []model.Span // read back from blocks
+	// declined: wanted, but TakeSpans said no (see Options.TakeSpans)
+	declined bool
 }
 
 var _ store.Store = (*Engine)(nil)

@@ -80,6 +80,9 @@ func (e *Engine) completionLoop() {
 		if n++; n%32 == 0 && !e.underPressure() {
 			runtime.Gosched() // background work: let ingest go first
 		}
+		if c.want && !e.canTake() {
+			c = completion{id: c.id, declined: true}
+		}
 		readBack := len(c.spans) > 0
 		if c.buf != nil {
 			// Decoding happens here, off the flush path. The buffer is the
@@ -111,6 +114,11 @@ func (e *Engine) callComplete(c completion) {
 			e.log.Error("OnTraceComplete panicked", "trace_id", c.id.String(), "panic", r)
 		}
 	}()
+	if c.declined {
+		e.opts.OnTraceComplete(CompletedTrace{ID: c.id, Declined: true})
+		e.completed.Add(1)
+		return
+	}
 	ct := CompletedTrace{ID: c.id, Summary: c.meta.sum, RootSpanID: c.meta.rootSpan, Versions: c.meta.versions, Flags: c.meta.flags}
 	if c.want {
 		ct.Spans = c.spans
@@ -121,6 +129,18 @@ func (e *Engine) callComplete(c completion) {
 	ct.Summary.TraceID = c.id
 	e.opts.OnTraceComplete(ct)
 	e.completed.Add(1)
+}
+
+// canTake reports whether OnTraceComplete can take a decoded trace now.
+func (e *Engine) canTake() bool { return e.opts.TakeSpans == nil || e.opts.TakeSpans() }
+
+// declineAll hands over ids as declined completions.
+func (e *Engine) declineAll(ctx context.Context, ids []model.TraceID) {
+	cs := make([]completion, len(ids))
+	for i, id := range ids {
+		cs[i] = completion{id: id, declined: true}
+	}
+	e.sendCompletions(ctx, cs)
 }
 
 // wants reports whether OnTraceComplete needs the spans of the trace.
@@ -340,6 +360,9 @@ func (e *Engine) writeCut(ctx context.Context, cut map[model.TraceID]*headTrace,
 					e.nPending.Store(int64(len(e.pending)))
 				}
 				e.pendingMu.Unlock()
+				if c.want && !fromCold && !e.canTake() && e.inAny(older, id) {
+					c = completion{id: id, declined: true}
+				}
 				if c.want && !fromCold {
 					for _, b := range older {
 						if i := b.idx.find(id); i >= 0 {
@@ -395,15 +418,22 @@ func (e *Engine) sendCompletions(ctx context.Context, cs []completion) {
 	}
 }
 
+// inAny reports whether any of blocks holds spans of id.
+func (e *Engine) inAny(blocks []*block, id model.TraceID) bool {
+	for _, b := range blocks {
+		if b.idx.find(id) >= 0 {
+			return true
+		}
+	}
+	return false
+}
+
 // inBlocks returns which of ids have spans in blocks.
 func (e *Engine) inBlocks(blocks []*block, ids []model.TraceID) map[model.TraceID]bool {
 	in := make(map[model.TraceID]bool)
 	for _, id := range ids {
-		for _, b := range blocks {
-			if b.idx.find(id) >= 0 {
-				in[id] = true
-				break
-			}
+		if e.inAny(blocks, id) {
+			in[id] = true
 		}
 	}
 	return in
@@ -512,8 +542,13 @@ func (e *Engine) completePending(ctx context.Context) {
 		// dropped under flushMu, so none vanishes while it is read.
 		n := min(len(fromCold), 512)
 		batch := make([]completion, 0, n)
+		take := e.canTake()
 		e.flushMu.Lock()
 		for _, c := range fromCold[:n] {
+			if !take {
+				batch = append(batch, completion{id: c.id, declined: true})
+				continue
+			}
 			cr.forget(c.parts[0].c.seq)
 			buf, k, err := cr.framed(c.parts)
 			if err != nil {
@@ -532,9 +567,17 @@ func (e *Engine) completePending(ctx context.Context) {
 		e.sendCompletions(ctx, batch)
 	}
 
-	e.readBacks.Add(uint64(len(ready)))
 	for len(ready) > 0 && ctx.Err() == nil {
 		n := min(len(ready), 4096)
+		if !e.canTake() {
+			// Reading back costs most of what completing costs; a trace the
+			// consumer would skip is not worth it.
+			n = min(len(ready), 512)
+			e.declineAll(ctx, ready[:n])
+			ready = ready[n:]
+			continue
+		}
+		e.readBacks.Add(uint64(n))
 		if err := e.completeBatch(ctx, ready[:n]); err != nil && ctx.Err() == nil {
 			e.bgErrors.Add(1)
 			e.log.Error("complete early-cut traces", "err", err)
