@@ -291,6 +291,9 @@ type completion struct {
 	spans []model.Span // read back from blocks
 	// declined: wanted, but TakeSpans said no (see Options.TakeSpans)
 	declined bool
+	// readBack: spans and buf were read back from the head and blocks in
+	// no particular order; meta is recomputed from them.
+	readBack bool
 }
 
 var _ store.Store = (*Engine)(nil)

@@ -83,7 +83,7 @@ func (e *Engine) completionLoop() {
 		if c.want && !e.canTake() {
 			c = completion{id: c.id, declined: true}
 		}
-		readBack := len(c.spans) > 0
+		readBack := c.readBack || len(c.spans) > 0
 		if c.buf != nil {
 			// Decoding happens here, off the flush path. The buffer is the
 			// completion's alone: the cut trace's, or the cold tier's copy.
@@ -94,6 +94,9 @@ func (e *Engine) completionLoop() {
 				continue
 			}
 			c.spans = append(spans, c.spans...)
+		}
+		if c.readBack {
+			sortSpans(c.spans)
 		}
 		if readBack {
 			// Spans read back from blocks are not covered by the meta the
@@ -586,8 +589,12 @@ func (e *Engine) completePending(ctx context.Context) {
 	}
 }
 
+// completeBatch reads the traces ids back from the head and blocks. What
+// level-0 blocks hold of them is handed over still encoded, so the
+// completion goroutine decodes it only if TakeSpans still says yes.
 func (e *Engine) completeBatch(ctx context.Context, ids []model.TraceID) error {
 	got := make(map[model.TraceID][]model.Span, len(ids))
+	framed := make(map[model.TraceID]*completion)
 	e.mu.RLock()
 	blocks := append([]*block(nil), e.blocks...)
 	for _, b := range blocks {
@@ -633,18 +640,36 @@ func (e *Engine) completeBatch(ctx context.Context, ids []model.TraceID) error {
 			}
 			continue
 		}
-		err := b.scanTraces(ctx, func(i int) bool { return want[i] }, func(i int, spans []model.Span) error {
-			got[b.idx.ids[i]] = append(got[b.idx.ids[i]], spans...)
-			return nil
-		})
+		var err error
+		if b.l0 != nil {
+			err = b.l0Scan(ctx, func(i int) bool { return want[i] }, func(i int, buf []byte) error {
+				id := b.idx.ids[i]
+				c := framed[id]
+				if c == nil {
+					c = &completion{}
+					framed[id] = c
+				}
+				c.buf = append(c.buf, buf...) // buf is only valid during the call
+				c.n += int(b.idx.nspans[i])
+				return nil
+			})
+		} else {
+			err = b.scanTraces(ctx, func(i int) bool { return want[i] }, func(i int, spans []model.Span) error {
+				got[b.idx.ids[i]] = append(got[b.idx.ids[i]], spans...)
+				return nil
+			})
+		}
 		if err != nil {
 			return err
 		}
 	}
 	for _, id := range ids {
-		if spans := got[id]; len(spans) > 0 {
-			sortSpans(spans)
-			e.sendCompletions(ctx, []completion{{id: id, want: true, spans: spans}})
+		c := completion{id: id, want: true, readBack: true, spans: got[id]}
+		if f := framed[id]; f != nil {
+			c.buf, c.n = f.buf, f.n
+		}
+		if len(c.spans) > 0 || c.n > 0 {
+			e.sendCompletions(ctx, []completion{c})
 		}
 	}
 	return nil
