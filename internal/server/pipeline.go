@@ -232,12 +232,12 @@ func (p *pipeline) traceComplete(c engine.CompletedTrace) {
 	}
 }
 
-// takeSpans is the store's TakeSpans: a trace completing while the queue
-// is full would be skipped by traceComplete, so the store need not decode
-// it (or read it back) first.
-func (p *pipeline) takeSpans() bool {
+// takeSpans is the store's TakeSpans: a trace of n spans completing while
+// the queue lacks room for it would be skipped by traceComplete, so the
+// store need not decode it (or read it back) first.
+func (p *pipeline) takeSpans(n int) bool {
 	q := p.queued.Load()
-	return q == 0 || (q < p.maxQueued && len(p.queue) < cap(p.queue))
+	return q == 0 || (q+int64(max(n, 1)) <= p.maxQueued && len(p.queue) < cap(p.queue))
 }
 
 // skipAnalysis counts a completed trace the detectors will not see and says so,

@@ -53,12 +53,14 @@ type Options struct {
 	// engine's locks and must be cheap.
 	WantSpans func(id model.TraceID, flags uint32) bool
 	// TakeSpans, when set, reports whether OnTraceComplete can take a
-	// decoded trace now (a consumer with a bounded queue says no while it
-	// is full). A wanted trace completing while it says no is handed over
-	// with Declined set and without spans, summary or meta, so the spans
-	// of a trace the consumer would skip are neither decompressed, decoded
-	// nor read back from blocks. It is asked just before that work.
-	TakeSpans func() bool
+	// decoded trace of about spans spans now (a consumer with a bounded
+	// queue says no while it lacks the room). A wanted trace completing
+	// while it says no is handed over with Declined set and without
+	// spans, summary or meta, so the spans of a trace the consumer would
+	// skip are neither decompressed, decoded nor read back from blocks. It
+	// is asked just before that work, with spans 1 for a batch whose sizes
+	// are not known yet.
+	TakeSpans func(spans int) bool
 
 	// FlushInterval is how often the head is checked for complete traces
 	// (default 1s, or IdleTimeout/4 when that is shorter).

@@ -80,7 +80,7 @@ func (e *Engine) completionLoop() {
 		if n++; n%32 == 0 && !e.underPressure() {
 			runtime.Gosched() // background work: let ingest go first
 		}
-		if c.want && !e.canTake() {
+		if c.want && !e.canTake(c.n+len(c.spans)) {
 			c = completion{id: c.id, declined: true}
 		}
 		readBack := c.readBack || len(c.spans) > 0
@@ -134,8 +134,9 @@ func (e *Engine) callComplete(c completion) {
 	e.completed.Add(1)
 }
 
-// canTake reports whether OnTraceComplete can take a decoded trace now.
-func (e *Engine) canTake() bool { return e.opts.TakeSpans == nil || e.opts.TakeSpans() }
+// canTake reports whether OnTraceComplete can take a decoded trace of
+// about spans spans now.
+func (e *Engine) canTake(spans int) bool { return e.opts.TakeSpans == nil || e.opts.TakeSpans(spans) }
 
 // declineAll hands over ids as declined completions.
 func (e *Engine) declineAll(ctx context.Context, ids []model.TraceID) {
@@ -363,7 +364,7 @@ func (e *Engine) writeCut(ctx context.Context, cut map[model.TraceID]*headTrace,
 					e.nPending.Store(int64(len(e.pending)))
 				}
 				e.pendingMu.Unlock()
-				if c.want && !fromCold && !e.canTake() && e.inAny(older, id) {
+				if c.want && !fromCold && !e.canTake(c.n) && e.inAny(older, id) {
 					c = completion{id: id, declined: true}
 				}
 				if c.want && !fromCold {
@@ -545,13 +546,20 @@ func (e *Engine) completePending(ctx context.Context) {
 		// dropped under flushMu, so none vanishes while it is read.
 		n := min(len(fromCold), 512)
 		batch := make([]completion, 0, n)
-		take := e.canTake()
+		// The batch is sent after it is read, so the consumer is asked for
+		// room for the whole of it so far.
+		taken := 0
 		e.flushMu.Lock()
 		for _, c := range fromCold[:n] {
-			if !take {
+			spans := 0
+			for _, r := range c.parts {
+				spans += r.spans
+			}
+			if !e.canTake(taken + spans) {
 				batch = append(batch, completion{id: c.id, declined: true})
 				continue
 			}
+			taken += spans
 			cr.forget(c.parts[0].c.seq)
 			buf, k, err := cr.framed(c.parts)
 			if err != nil {
@@ -572,7 +580,7 @@ func (e *Engine) completePending(ctx context.Context) {
 
 	for len(ready) > 0 && ctx.Err() == nil {
 		n := min(len(ready), 4096)
-		if !e.canTake() {
+		if !e.canTake(1) {
 			// Reading back costs most of what completing costs; a trace the
 			// consumer would skip is not worth it.
 			n = min(len(ready), 512)

@@ -27,7 +27,7 @@ func TestTakeSpansDeclinesWithoutReadBack(t *testing.T) {
 			o.IdleTimeout = 2 * time.Second
 			o.FlushInterval = 20 * time.Millisecond
 			o.HeadMaxBytes = 512 << 10 // cuts traces before they are idle
-			o.TakeSpans = take.Load
+			o.TakeSpans = func(int) bool { return take.Load() }
 			o.OnTraceComplete = func(c CompletedTrace) {
 				mu.Lock()
 				got[c.ID] = c
