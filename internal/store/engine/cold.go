@@ -43,14 +43,11 @@ type pendingTrace struct {
 	// pending, which the parts do not cover; it completes by read-back.
 	older bool
 	parts []coldRef
-	// spans counts the spans cut so far (those in older blocks aside).
-	spans int
 }
 
 // addMeta merges the meta of more spans of the trace.
 func (p *pendingTrace) addMeta(id model.TraceID, m *traceMeta) {
 	p.flags |= m.flags
-	p.spans += m.sum.SpanCount
 	if p.packed == nil {
 		p.packed = m.pack(nil)
 		return

@@ -493,12 +493,7 @@ func (e *Engine) completePending(ctx context.Context) {
 		return
 	}
 	idleBefore := time.Now().UnixNano() - int64(e.opts.IdleTimeout)
-	// ready: traces to read back, with the spans their cuts counted
-	type readBack struct {
-		id    model.TraceID
-		spans int
-	}
-	var ready []readBack
+	var ready []model.TraceID
 	type coldDone struct {
 		id    model.TraceID
 		parts []coldRef
@@ -532,7 +527,7 @@ func (e *Engine) completePending(ctx context.Context) {
 			fromCold = append(fromCold, coldDone{id, p.parts, p.meta(id)})
 		default:
 			e.cold.release(p.parts)
-			ready = append(ready, readBack{id, p.spans})
+			ready = append(ready, id)
 		}
 	}
 	e.pendingQ = e.pendingQ[k:]
@@ -568,7 +563,7 @@ func (e *Engine) completePending(ctx context.Context) {
 			cr.forget(c.parts[0].c.seq)
 			buf, k, err := cr.framed(c.parts)
 			if err != nil {
-				ready = append(ready, readBack{c.id, c.meta.sum.SpanCount}) // evicted meanwhile: read back
+				ready = append(ready, c.id) // evicted meanwhile: read back
 			} else {
 				batch = append(batch, completion{id: c.id, meta: c.meta, want: true, buf: buf, n: k})
 			}
@@ -583,27 +578,22 @@ func (e *Engine) completePending(ctx context.Context) {
 		e.sendCompletions(ctx, batch)
 	}
 
-	ids := make([]model.TraceID, 0, max(1, min(len(ready), 4096)))
 	for len(ready) > 0 && ctx.Err() == nil {
-		// Reading back costs most of what completing costs: read back only
-		// as many traces as the consumer has room for now, and decline
-		// the next one while it has none.
-		batch, spans := ids[:0], 0
-		for len(batch) < len(ready) && len(batch) < cap(ids) && e.canTake(spans+ready[len(batch)].spans) {
-			spans += ready[len(batch)].spans
-			batch = append(batch, ready[len(batch)].id)
-		}
-		if len(batch) == 0 {
-			e.declineAll(ctx, []model.TraceID{ready[0].id})
-			ready = ready[1:]
+		n := min(len(ready), 4096)
+		if !e.canTake(1) {
+			// Reading back costs most of what completing costs; a trace the
+			// consumer would skip is not worth it.
+			n = min(len(ready), 512)
+			e.declineAll(ctx, ready[:n])
+			ready = ready[n:]
 			continue
 		}
-		e.readBacks.Add(uint64(len(batch)))
-		if err := e.completeBatch(ctx, batch); err != nil && ctx.Err() == nil {
+		e.readBacks.Add(uint64(n))
+		if err := e.completeBatch(ctx, ready[:n]); err != nil && ctx.Err() == nil {
 			e.bgErrors.Add(1)
 			e.log.Error("complete early-cut traces", "err", err)
 		}
-		ready = ready[len(batch):]
+		ready = ready[n:]
 	}
 }
 

@@ -19,8 +19,7 @@ func TestTakeSpansDeclinesWithoutReadBack(t *testing.T) {
 		coldBudget int64
 	}{{"cold tier", 64 << 20}, {"read-back", 1}} {
 		t.Run(tc.name, func(t *testing.T) {
-			// room is the spans TakeSpans accepts at once: 0 none, -1 any.
-			var room atomic.Int64
+			var take atomic.Bool
 			var mu sync.Mutex
 			got := map[model.TraceID]CompletedTrace{}
 			calls := map[model.TraceID]int{}
@@ -28,7 +27,7 @@ func TestTakeSpansDeclinesWithoutReadBack(t *testing.T) {
 			o.IdleTimeout = 2 * time.Second
 			o.FlushInterval = 20 * time.Millisecond
 			o.HeadMaxBytes = 512 << 10 // cuts traces before they are idle
-			o.TakeSpans = func(n int) bool { r := room.Load(); return r < 0 || int64(n) <= r }
+			o.TakeSpans = func(int) bool { return take.Load() }
 			o.OnTraceComplete = func(c CompletedTrace) {
 				mu.Lock()
 				got[c.ID] = c
@@ -92,42 +91,21 @@ func TestTakeSpansDeclinesWithoutReadBack(t *testing.T) {
 			}
 			mu.Unlock()
 
-			// With room for any trace every trace completes whole. With room
-			// for 64 spans per question (a batch asks for room for all it
-			// has read so far) each trace completes whole or declined,
-			// never partly, and not all are declined.
-			room.Store(-1)
+			take.Store(true)
 			taken := batch(1000)
 			writeHalves(taken)
 			waitAll(taken)
-			room.Store(64)
-			few := batch(2000)
-			writeHalves(few)
-			waitAll(few)
 			mu.Lock()
 			defer mu.Unlock()
-			whole := 0
-			for i, tr := range append(taken, few...) {
+			for i, tr := range taken {
 				c := got[tr[0].TraceID]
-				if calls[c.ID] != 1 {
-					t.Fatalf("trace %d: %d completions", i, calls[c.ID])
-				}
-				if c.Declined {
-					if i < len(taken) || c.Spans != nil {
-						t.Fatalf("trace %d: declined with %d spans", i, len(c.Spans))
-					}
-					continue
-				}
-				if i >= len(taken) {
-					whole++
+				if calls[c.ID] != 1 || c.Declined {
+					t.Fatalf("trace %d: %d completions, declined %v", i, calls[c.ID], c.Declined)
 				}
 				if c.Summary.SpanCount != len(tr) {
 					t.Fatalf("trace %d: summary of %d spans, want %d", i, c.Summary.SpanCount, len(tr))
 				}
 				sameSpans(t, normSpans(tr), normSpans(c.Spans))
-			}
-			if whole == 0 {
-				t.Fatal("room for 64 spans at a time: every trace was declined")
 			}
 			if tc.coldBudget == 1 && e.readBacks.Load() == 0 {
 				t.Fatal("no trace was read back although the cold tier kept none")
