@@ -211,6 +211,11 @@ func (p *pipeline) traceComplete(c engine.CompletedTrace) {
 		return
 	}
 	p.completedN.Add(1)
+	if c.Declined {
+		// The store asked takeSpans first and skipped decoding it.
+		p.skipAnalysis()
+		return
+	}
 	n := weight(c)
 	// A trace larger than the whole budget still goes in when the queue is
 	// empty, or it would never be analysed.
@@ -225,6 +230,14 @@ func (p *pipeline) traceComplete(c engine.CompletedTrace) {
 		p.queued.Add(-n)
 		p.skipAnalysis()
 	}
+}
+
+// takeSpans is the store's TakeSpans: a trace of n spans completing while
+// the queue lacks room for it would be skipped by traceComplete, so the
+// store need not decode it (or read it back) first.
+func (p *pipeline) takeSpans(n int) bool {
+	q := p.queued.Load()
+	return q == 0 || (q+int64(max(n, 1)) <= p.maxQueued && len(p.queue) < cap(p.queue))
 }
 
 // skipAnalysis counts a completed trace the detectors will not see and says so,

@@ -79,6 +79,39 @@ func TestQueueIsBoundedBySpans(t *testing.T) {
 	}
 }
 
+// takeSpans answers the store as traceComplete would decide: a trace it
+// would drop for want of room is not worth decoding, and one declined for
+// that counts as dropped without touching the queue.
+func TestTakeSpansAgreesWithTheQueue(t *testing.T) {
+	p := testPipeline(t, func(c *config.Config) { c.Analysis.QueueSpans = 250 })
+	if !p.takeSpans(1000) {
+		t.Fatal("an empty queue refused a trace larger than its budget")
+	}
+	p.traceComplete(completedOf(traceOf(100, "a")))
+	for _, tc := range []struct {
+		spans int
+		want  bool
+	}{{150, true}, {151, false}, {0, true}} {
+		if got := p.takeSpans(tc.spans); got != tc.want {
+			t.Fatalf("takeSpans(%d) with 100 of 250 queued = %v, want %v", tc.spans, got, tc.want)
+		}
+		before := p.dropped.Load()
+		probe := p.queued.Load()
+		p.traceComplete(completedOf(traceOf(max(tc.spans, 1), "b")))
+		if dropped := p.dropped.Load() > before; dropped == tc.want {
+			t.Fatalf("trace of %d spans: takeSpans said %v but traceComplete dropped=%v", tc.spans, tc.want, dropped)
+		}
+		p.queued.Store(probe) // undo, to probe the next size against the same queue
+		if tc.want {
+			<-p.queue
+		}
+	}
+	p.traceComplete(engine.CompletedTrace{ID: model.TraceID{9}, Declined: true})
+	if q, d := p.queued.Load(), p.dropped.Load(); q != 100 || d != 2 {
+		t.Fatalf("declined trace: queued %d, dropped %d; want 100, 2", q, d)
+	}
+}
+
 // completedOf is the store's completion of a decoded trace.
 func completedOf(spans []model.Span) engine.CompletedTrace {
 	c := engine.CompletedTrace{ID: spans[0].TraceID, Summary: model.Summarize(spans), Spans: spans}

@@ -140,8 +140,9 @@ func New(ctx context.Context, cfg config.Config, log *slog.Logger) (*Server, err
 	var onComplete func(engine.CompletedTrace)
 	var spanFlags func(*model.Span) uint32
 	var wantSpans func(model.TraceID, uint32) bool
+	var takeSpans func(int) bool
 	if pipe.active() {
-		onComplete = pipe.traceComplete
+		onComplete, takeSpans = pipe.traceComplete, pipe.takeSpans
 	}
 	if cfg.Analytics.Enabled {
 		// The flags carry a root's failure and say which traces the
@@ -172,6 +173,7 @@ func New(ctx context.Context, cfg config.Config, log *slog.Logger) (*Server, err
 		OnTraceComplete: onComplete,
 		SpanFlags:       spanFlags,
 		WantSpans:       wantSpans,
+		TakeSpans:       takeSpans,
 		HeadMaxBytes:    cfg.Storage.HeadMaxBytes,
 		Retention:       cfg.TraceRetention(),
 		UnkeptRetention: cfg.UnkeptTraceRetention(),

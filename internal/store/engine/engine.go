@@ -52,6 +52,15 @@ type Options struct {
 	// slow, so answers should rarely change that way. It runs under the
 	// engine's locks and must be cheap.
 	WantSpans func(id model.TraceID, flags uint32) bool
+	// TakeSpans, when set, reports whether OnTraceComplete can take a
+	// decoded trace of about spans spans now (a consumer with a bounded
+	// queue says no while it lacks the room). A wanted trace completing
+	// while it says no is handed over with Declined set and without
+	// spans, summary or meta, so the spans of a trace the consumer would
+	// skip are neither decompressed, decoded nor read back from blocks. It
+	// is asked just before that work, with spans 1 for a batch whose sizes
+	// are not known yet.
+	TakeSpans func(spans int) bool
 
 	// FlushInterval is how often the head is checked for complete traces
 	// (default 1s, or IdleTimeout/4 when that is shorter).
@@ -270,6 +279,9 @@ type CompletedTrace struct {
 	Flags uint32
 	// Spans are every span of the trace, or nil when WantSpans declined.
 	Spans []model.Span
+	// Declined: the trace was wanted but TakeSpans said no when it
+	// completed; only ID is set.
+	Declined bool
 }
 
 type completion struct {
@@ -279,6 +291,11 @@ type completion struct {
 	buf   []byte // framed spans from the head, decoded by the completion goroutine
 	n     int
 	spans []model.Span // read back from blocks
+	// declined: wanted, but TakeSpans said no (see Options.TakeSpans)
+	declined bool
+	// readBack: spans and buf were read back from the head and blocks in
+	// no particular order; meta is recomputed from them.
+	readBack bool
 }
 
 var _ store.Store = (*Engine)(nil)

@@ -80,7 +80,10 @@ func (e *Engine) completionLoop() {
 		if n++; n%32 == 0 && !e.underPressure() {
 			runtime.Gosched() // background work: let ingest go first
 		}
-		readBack := len(c.spans) > 0
+		if c.want && !e.canTake(c.n+len(c.spans)) {
+			c = completion{id: c.id, declined: true}
+		}
+		readBack := c.readBack || len(c.spans) > 0
 		if c.buf != nil {
 			// Decoding happens here, off the flush path. The buffer is the
 			// completion's alone: the cut trace's, or the cold tier's copy.
@@ -91,6 +94,9 @@ func (e *Engine) completionLoop() {
 				continue
 			}
 			c.spans = append(spans, c.spans...)
+		}
+		if c.readBack {
+			sortSpans(c.spans)
 		}
 		if readBack {
 			// Spans read back from blocks are not covered by the meta the
@@ -111,6 +117,11 @@ func (e *Engine) callComplete(c completion) {
 			e.log.Error("OnTraceComplete panicked", "trace_id", c.id.String(), "panic", r)
 		}
 	}()
+	if c.declined {
+		e.opts.OnTraceComplete(CompletedTrace{ID: c.id, Declined: true})
+		e.completed.Add(1)
+		return
+	}
 	ct := CompletedTrace{ID: c.id, Summary: c.meta.sum, RootSpanID: c.meta.rootSpan, Versions: c.meta.versions, Flags: c.meta.flags}
 	if c.want {
 		ct.Spans = c.spans
@@ -121,6 +132,19 @@ func (e *Engine) callComplete(c completion) {
 	ct.Summary.TraceID = c.id
 	e.opts.OnTraceComplete(ct)
 	e.completed.Add(1)
+}
+
+// canTake reports whether OnTraceComplete can take a decoded trace of
+// about spans spans now.
+func (e *Engine) canTake(spans int) bool { return e.opts.TakeSpans == nil || e.opts.TakeSpans(spans) }
+
+// declineAll hands over ids as declined completions.
+func (e *Engine) declineAll(ctx context.Context, ids []model.TraceID) {
+	cs := make([]completion, len(ids))
+	for i, id := range ids {
+		cs[i] = completion{id: id, declined: true}
+	}
+	e.sendCompletions(ctx, cs)
 }
 
 // wants reports whether OnTraceComplete needs the spans of the trace.
@@ -340,6 +364,9 @@ func (e *Engine) writeCut(ctx context.Context, cut map[model.TraceID]*headTrace,
 					e.nPending.Store(int64(len(e.pending)))
 				}
 				e.pendingMu.Unlock()
+				if c.want && !fromCold && !e.canTake(c.n) && e.inAny(older, id) {
+					c = completion{id: id, declined: true}
+				}
 				if c.want && !fromCold {
 					for _, b := range older {
 						if i := b.idx.find(id); i >= 0 {
@@ -395,15 +422,22 @@ func (e *Engine) sendCompletions(ctx context.Context, cs []completion) {
 	}
 }
 
+// inAny reports whether any of blocks holds spans of id.
+func (e *Engine) inAny(blocks []*block, id model.TraceID) bool {
+	for _, b := range blocks {
+		if b.idx.find(id) >= 0 {
+			return true
+		}
+	}
+	return false
+}
+
 // inBlocks returns which of ids have spans in blocks.
 func (e *Engine) inBlocks(blocks []*block, ids []model.TraceID) map[model.TraceID]bool {
 	in := make(map[model.TraceID]bool)
 	for _, id := range ids {
-		for _, b := range blocks {
-			if b.idx.find(id) >= 0 {
-				in[id] = true
-				break
-			}
+		if e.inAny(blocks, id) {
+			in[id] = true
 		}
 	}
 	return in
@@ -512,8 +546,20 @@ func (e *Engine) completePending(ctx context.Context) {
 		// dropped under flushMu, so none vanishes while it is read.
 		n := min(len(fromCold), 512)
 		batch := make([]completion, 0, n)
+		// The batch is sent after it is read, so the consumer is asked for
+		// room for the whole of it so far.
+		taken := 0
 		e.flushMu.Lock()
 		for _, c := range fromCold[:n] {
+			spans := 0
+			for _, r := range c.parts {
+				spans += r.spans
+			}
+			if !e.canTake(taken + spans) {
+				batch = append(batch, completion{id: c.id, declined: true})
+				continue
+			}
+			taken += spans
 			cr.forget(c.parts[0].c.seq)
 			buf, k, err := cr.framed(c.parts)
 			if err != nil {
@@ -532,9 +578,17 @@ func (e *Engine) completePending(ctx context.Context) {
 		e.sendCompletions(ctx, batch)
 	}
 
-	e.readBacks.Add(uint64(len(ready)))
 	for len(ready) > 0 && ctx.Err() == nil {
 		n := min(len(ready), 4096)
+		if !e.canTake(1) {
+			// Reading back costs most of what completing costs; a trace the
+			// consumer would skip is not worth it.
+			n = min(len(ready), 512)
+			e.declineAll(ctx, ready[:n])
+			ready = ready[n:]
+			continue
+		}
+		e.readBacks.Add(uint64(n))
 		if err := e.completeBatch(ctx, ready[:n]); err != nil && ctx.Err() == nil {
 			e.bgErrors.Add(1)
 			e.log.Error("complete early-cut traces", "err", err)
@@ -543,8 +597,12 @@ func (e *Engine) completePending(ctx context.Context) {
 	}
 }
 
+// completeBatch reads the traces ids back from the head and blocks. What
+// level-0 blocks hold of them is handed over still encoded, so the
+// completion goroutine decodes it only if TakeSpans still says yes.
 func (e *Engine) completeBatch(ctx context.Context, ids []model.TraceID) error {
 	got := make(map[model.TraceID][]model.Span, len(ids))
+	framed := make(map[model.TraceID]*completion)
 	e.mu.RLock()
 	blocks := append([]*block(nil), e.blocks...)
 	for _, b := range blocks {
@@ -590,18 +648,36 @@ func (e *Engine) completeBatch(ctx context.Context, ids []model.TraceID) error {
 			}
 			continue
 		}
-		err := b.scanTraces(ctx, func(i int) bool { return want[i] }, func(i int, spans []model.Span) error {
-			got[b.idx.ids[i]] = append(got[b.idx.ids[i]], spans...)
-			return nil
-		})
+		var err error
+		if b.l0 != nil {
+			err = b.l0Scan(ctx, func(i int) bool { return want[i] }, func(i int, buf []byte) error {
+				id := b.idx.ids[i]
+				c := framed[id]
+				if c == nil {
+					c = &completion{}
+					framed[id] = c
+				}
+				c.buf = append(c.buf, buf...) // buf is only valid during the call
+				c.n += int(b.idx.nspans[i])
+				return nil
+			})
+		} else {
+			err = b.scanTraces(ctx, func(i int) bool { return want[i] }, func(i int, spans []model.Span) error {
+				got[b.idx.ids[i]] = append(got[b.idx.ids[i]], spans...)
+				return nil
+			})
+		}
 		if err != nil {
 			return err
 		}
 	}
 	for _, id := range ids {
-		if spans := got[id]; len(spans) > 0 {
-			sortSpans(spans)
-			e.sendCompletions(ctx, []completion{{id: id, want: true, spans: spans}})
+		c := completion{id: id, want: true, readBack: true, spans: got[id]}
+		if f := framed[id]; f != nil {
+			c.buf, c.n = f.buf, f.n
+		}
+		if len(c.spans) > 0 || c.n > 0 {
+			e.sendCompletions(ctx, []completion{c})
 		}
 	}
 	return nil

@@ -1,0 +1,115 @@
+package engine
+
+import (
+	"sync"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"github.com/tracedx/tracedx/internal/model"
+)
+
+// While TakeSpans says no, wanted traces complete declined, without spans
+// and without being read back from blocks; once it says yes again they
+// complete with every span. Both ways of completing a trace cut early are
+// covered: from the cold tier, and by read-back when the tier evicted it.
+func TestTakeSpansDeclinesWithoutReadBack(t *testing.T) {
+	for _, tc := range []struct {
+		name       string
+		coldBudget int64
+	}{{"cold tier", 64 << 20}, {"read-back", 1}} {
+		t.Run(tc.name, func(t *testing.T) {
+			var take atomic.Bool
+			var mu sync.Mutex
+			got := map[model.TraceID]CompletedTrace{}
+			calls := map[model.TraceID]int{}
+			o := testOpts(t.TempDir())
+			o.IdleTimeout = 2 * time.Second
+			o.FlushInterval = 20 * time.Millisecond
+			o.HeadMaxBytes = 512 << 10 // cuts traces before they are idle
+			o.TakeSpans = func(int) bool { return take.Load() }
+			o.OnTraceComplete = func(c CompletedTrace) {
+				mu.Lock()
+				got[c.ID] = c
+				calls[c.ID]++
+				mu.Unlock()
+			}
+			e := openT(t, o)
+			defer e.Close()
+			e.pendingMu.Lock()
+			e.cold.budget = tc.coldBudget
+			e.pendingMu.Unlock()
+
+			g := newGen(91)
+			writeHalves := func(traces [][]model.Span) {
+				for i, tr := range traces {
+					writeRetrying(t, e, tr[1:len(tr)/2+1])
+					if i%50 == 49 {
+						time.Sleep(200 * time.Millisecond) // the flusher cuts them early
+					}
+				}
+				time.Sleep(200 * time.Millisecond)
+				for _, tr := range traces {
+					writeRetrying(t, e, append(append([]model.Span(nil), tr[len(tr)/2+1:]...), tr[0]))
+				}
+			}
+			batch := func(first int) [][]model.Span {
+				var traces [][]model.Span
+				for i := 0; i < 150; i++ {
+					traces = append(traces, g.trace(1_700_000_000e9+uint64(first+i)*1e6))
+				}
+				return traces
+			}
+			waitAll := func(traces [][]model.Span) {
+				waitForWithin(t, 10*o.IdleTimeout, func() bool {
+					mu.Lock()
+					defer mu.Unlock()
+					for _, tr := range traces {
+						if calls[tr[0].TraceID] == 0 {
+							return false
+						}
+					}
+					return true
+				})
+			}
+
+			refused := batch(0)
+			writeHalves(refused)
+			waitAll(refused)
+			if n := e.nPending.Load(); n != 0 {
+				t.Fatalf("%d traces still pending", n)
+			}
+			if rb := e.readBacks.Load(); rb != 0 {
+				t.Fatalf("%d read-backs while TakeSpans said no", rb)
+			}
+			mu.Lock()
+			for i, tr := range refused {
+				c := got[tr[0].TraceID]
+				if calls[c.ID] != 1 || !c.Declined || c.Spans != nil {
+					t.Fatalf("trace %d: %d completions, declined %v, %d spans; want one declined without spans", i, calls[c.ID], c.Declined, len(c.Spans))
+				}
+			}
+			mu.Unlock()
+
+			take.Store(true)
+			taken := batch(1000)
+			writeHalves(taken)
+			waitAll(taken)
+			mu.Lock()
+			defer mu.Unlock()
+			for i, tr := range taken {
+				c := got[tr[0].TraceID]
+				if calls[c.ID] != 1 || c.Declined {
+					t.Fatalf("trace %d: %d completions, declined %v", i, calls[c.ID], c.Declined)
+				}
+				if c.Summary.SpanCount != len(tr) {
+					t.Fatalf("trace %d: summary of %d spans, want %d", i, c.Summary.SpanCount, len(tr))
+				}
+				sameSpans(t, normSpans(tr), normSpans(c.Spans))
+			}
+			if tc.coldBudget == 1 && e.readBacks.Load() == 0 {
+				t.Fatal("no trace was read back although the cold tier kept none")
+			}
+		})
+	}
+}
