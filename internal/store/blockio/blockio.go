@@ -58,3 +58,11 @@ type RangeFetcher interface {
 	// those not held locally concurrently. Ranges must not overlap.
 	FetchRanges(ctx context.Context, ranges []Range) ([][]byte, error)
 }
+
+// Prefetcher is a File on object storage with a cache: a scan about to
+// read pages of a column has the file fetch them into its cache at once,
+// concurrently, rather than one read-ahead after the other.
+type Prefetcher interface {
+	// Prefetch caches the ranges not cached yet.
+	Prefetch(ctx context.Context, ranges []Range) error
+}

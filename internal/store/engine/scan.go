@@ -83,7 +83,7 @@ func (b *block) scanMatches(ctx context.Context, p *scanPlan, want func(i int) b
 	scans := make([]*rgScan, len(rgs))
 	var row0 int64
 	for i, rg := range rgs {
-		scans[i] = &rgScan{b: b, p: p, ccs: rg.ColumnChunks(), row0: row0, n: int(rg.NumRows())}
+		scans[i] = &rgScan{b: b, p: p, g: i, ccs: rg.ColumnChunks(), row0: row0, n: int(rg.NumRows())}
 		row0 += rg.NumRows()
 	}
 	// Row groups are scanned in parallel: on object storage their reads

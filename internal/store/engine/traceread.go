@@ -218,8 +218,8 @@ func (b *block) fetchPages(g int, rg parquet.RowGroup, lo, hi int64) (io.ReaderA
 	if !ok {
 		return nil, nil
 	}
-	meta := b.pf.Metadata().RowGroups[g].Columns
 	var ranges []blockio.Range
+	var pages []int
 	for j, cc := range rg.ColumnChunks() {
 		oi, err := cc.OffsetIndex()
 		if err != nil {
@@ -227,17 +227,13 @@ func (b *block) fetchPages(g int, rg parquet.RowGroup, lo, hi int64) (io.ReaderA
 		}
 		np := oi.NumPages()
 		p0 := sort.Search(np, func(i int) bool { return oi.FirstRowIndex(i) > lo }) - 1
-		missing := false
+		pages = pages[:0]
 		for p := max(p0, 0); p < np && oi.FirstRowIndex(p) < hi; p++ {
-			if tracePages.has(pageRef{b, int32(g), int32(j), int32(p)}) {
-				continue
+			if !tracePages.has(pageRef{b, int32(g), int32(j), int32(p)}) {
+				pages = append(pages, p)
 			}
-			missing = true
-			ranges = append(ranges, blockio.Range{Off: oi.Offset(p), Len: oi.CompressedPageSize(p) + readSlack})
 		}
-		if md := meta[j].MetaData; missing && md.DictionaryPageOffset > 0 {
-			ranges = append(ranges, blockio.Range{Off: md.DictionaryPageOffset, Len: md.DataPageOffset - md.DictionaryPageOffset + readSlack})
-		}
+		ranges = b.pageRanges(ranges, g, j, oi, pages)
 	}
 	if len(ranges) == 0 {
 		return nil, nil
@@ -248,6 +244,22 @@ func (b *block) fetchPages(g int, rg parquet.RowGroup, lo, hi int64) (io.ReaderA
 		return nil, fmt.Errorf("block %s: fetch pages: %w", b.id, err)
 	}
 	return &fetched{ranges: ranges, bufs: bufs, file: b.file}, nil
+}
+
+// pageRanges appends the byte ranges parquet-go reads to read pages of
+// column j of row group g: each page, and the chunk's dictionary page when
+// it has one.
+func (b *block) pageRanges(out []blockio.Range, g, j int, oi parquet.OffsetIndex, pages []int) []blockio.Range {
+	if len(pages) == 0 {
+		return out
+	}
+	for _, p := range pages {
+		out = append(out, blockio.Range{Off: oi.Offset(p), Len: oi.CompressedPageSize(p) + readSlack})
+	}
+	if md := b.pf.Metadata().RowGroups[g].Columns[j].MetaData; md.DictionaryPageOffset > 0 {
+		out = append(out, blockio.Range{Off: md.DictionaryPageOffset, Len: md.DataPageOffset - md.DictionaryPageOffset + readSlack})
+	}
+	return out
 }
 
 // mergeRanges sorts ranges and joins those that overlap or touch.

@@ -190,38 +190,92 @@ func (f *rangeFile) FetchRanges(ctx context.Context, ranges []blockio.Range) ([]
 		}
 		gets = append(gets, get{r.Off, end, []int{i}})
 	}
+	err := f.concurrently(ctx, len(gets), func(ctx context.Context, k int) error {
+		g := gets[k]
+		if g.start >= g.end {
+			return nil
+		}
+		got, err := f.fetchCtx(ctx, g.start, g.end)
+		if err != nil {
+			return err
+		}
+		for _, i := range g.parts {
+			lo := ranges[i].Off - g.start
+			out[i] = got[lo:min(lo+ranges[i].Len, int64(len(got)))]
+		}
+		return nil
+	})
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
+var _ blockio.Prefetcher = (*rangeFile)(nil)
+
+// Prefetch puts the chunks holding the ranges in the range cache, each run
+// of missing chunks (up to readAhead of them) with one GET and the GETs
+// concurrently.
+func (f *rangeFile) Prefetch(ctx context.Context, ranges []blockio.Range) error {
+	cs := f.s.cfg.ChunkBytes
+	var need []int64
+	for _, r := range ranges {
+		end := min(r.Off+r.Len, f.size)
+		for c := max(r.Off, 0) / cs; c*cs < end; c++ {
+			need = append(need, c)
+		}
+	}
+	slices.Sort(need)
+	need = slices.Compact(need)
+	var gets []blockio.Range // of chunk numbers
+	for _, c := range need {
+		if _, ok := f.s.cache.peek(f.key, c); ok {
+			continue
+		}
+		if n := len(gets); n > 0 && gets[n-1].Off+gets[n-1].Len == c && gets[n-1].Len < readAhead {
+			gets[n-1].Len++
+			continue
+		}
+		gets = append(gets, blockio.Range{Off: c, Len: 1})
+	}
+	return f.concurrently(ctx, len(gets), func(ctx context.Context, i int) error {
+		first, n := gets[i].Off, gets[i].Len
+		f.s.m.cacheMisses.Add(float64(n))
+		got, err := f.fetchCtx(ctx, first*cs, min((first+n)*cs, f.size))
+		if err != nil {
+			return err
+		}
+		for k := range n {
+			lo := k * cs
+			f.s.cache.put(f.key, first+k, got[lo:min(lo+cs, int64(len(got)))])
+		}
+		return nil
+	})
+}
+
+// concurrently runs do(0..n-1), fetchConcurrency at a time, and returns
+// the first error (cancelling the others' context).
+func (f *rangeFile) concurrently(ctx context.Context, n int, do func(ctx context.Context, i int) error) error {
 	ctx, cancel := context.WithCancel(ctx)
 	defer cancel()
 	sem := make(chan struct{}, fetchConcurrency)
-	errs := make(chan error, len(gets))
+	errs := make(chan error, n)
 	var wg sync.WaitGroup
-	for _, g := range gets {
+	for i := range n {
 		wg.Add(1)
 		go func() {
 			defer wg.Done()
 			sem <- struct{}{}
 			defer func() { <-sem }()
-			if g.start >= g.end {
-				return
-			}
-			got, err := f.fetchCtx(ctx, g.start, g.end)
-			if err != nil {
+			if err := do(ctx, i); err != nil {
 				cancel()
 				errs <- err
-				return
-			}
-			for _, i := range g.parts {
-				lo := ranges[i].Off - g.start
-				out[i] = got[lo:min(lo+ranges[i].Len, int64(len(got)))]
 			}
 		}()
 	}
 	wg.Wait()
 	close(errs)
-	if err := <-errs; err != nil {
-		return nil, err
-	}
-	return out, nil
+	return <-errs // nil when none failed
 }
 
 // cached returns [start, end) when the range cache holds all its chunks.
