@@ -17,9 +17,10 @@ import (
 //	TRACEDX_TEST_S3_ENDPOINT=http://127.0.0.1:9000 AWS_ACCESS_KEY_ID=... AWS_SECRET_ACCESS_KEY=... \
 //	TRACEDX_BENCH_SPANS=1000000 go test -run '^$' -bench 'S3' -benchtime 200x ./internal/store/engine/
 //
-// Cold empties the range cache before every query (block indexes stay in
-// memory, as they always are once a block is opened); warm repeats
-// queries whose ranges are cached.
+// TRACEDX_TEST_S3_LATENCY=10ms adds that much to every request, as a
+// remote region would. Cold empties the range cache before every query
+// (block indexes stay in memory, as they always are once a block is
+// opened); warm repeats queries whose ranges are cached.
 func BenchmarkS3TraceByID(b *testing.B) {
 	f, st := s3Fixture(b)
 	r := rand.New(rand.NewPCG(3, 4))
