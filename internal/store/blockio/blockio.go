@@ -45,3 +45,24 @@ type File interface {
 	io.Closer
 	Size() int64
 }
+
+// Range is a byte range of a file: Len bytes from Off.
+type Range struct{ Off, Len int64 }
+
+// RangeFetcher is a File on object storage, where every read is a round
+// trip: a reader that knows the ranges it is about to read (the pages of a
+// trace in each column) has them fetched at once rather than one after the
+// other.
+type RangeFetcher interface {
+	// FetchRanges returns the bytes of each range, in order, fetching
+	// those not held locally concurrently. Ranges must not overlap.
+	FetchRanges(ctx context.Context, ranges []Range) ([][]byte, error)
+}
+
+// Prefetcher is a File on object storage with a cache: a scan about to
+// read pages of a column has the file fetch them into its cache at once,
+// concurrently, rather than one read-ahead after the other.
+type Prefetcher interface {
+	// Prefetch caches the ranges not cached yet.
+	Prefetch(ctx context.Context, ranges []Range) error
+}

@@ -1,6 +1,7 @@
 package engine
 
 import (
+	"context"
 	"errors"
 	"fmt"
 	"io"
@@ -11,6 +12,7 @@ import (
 
 	"github.com/tracedx/tracedx/internal/model"
 	"github.com/tracedx/tracedx/internal/store"
+	"github.com/tracedx/tracedx/internal/store/blockio"
 )
 
 // A row group is scanned as a shrinking selection of rows: each condition
@@ -31,6 +33,7 @@ import (
 type rgScan struct {
 	b    *block
 	p    *scanPlan
+	g    int // row group
 	ccs  []parquet.ColumnChunk
 	row0 int64
 	n    int
@@ -117,6 +120,9 @@ func (s *rgScan) visit(col int, rows []int32, cv colVisitor) error {
 		for i := range starts {
 			starts[i] = oi.FirstRowIndex(i)
 		}
+		if err := s.prefetch(col, oi, starts, rows); err != nil {
+			return err
+		}
 	}
 	var lastDict parquet.Dictionary
 	first := int64(0)
@@ -159,6 +165,32 @@ func (s *rgScan) visit(col int, rows []int32, cv colVisitor) error {
 		}
 		parquet.Release(pg)
 		k, first = hi, end
+	}
+	return nil
+}
+
+// prefetch has a block file on object storage cache the pages of column
+// col holding rows, concurrently: read page by page they cost a round trip
+// per read-ahead, one after the other.
+func (s *rgScan) prefetch(col int, oi parquet.OffsetIndex, starts []int64, rows []int32) error {
+	pf, ok := s.b.file.(blockio.Prefetcher)
+	if !ok {
+		return nil
+	}
+	var pages []int
+	for k := 0; k < len(rows); {
+		p := sort.Search(len(starts), func(i int) bool { return starts[i] > int64(rows[k]) }) - 1
+		if p < 0 {
+			return nil // the read reports it
+		}
+		pages = append(pages, p)
+		for k < len(rows) && (p+1 == len(starts) || int64(rows[k]) < starts[p+1]) {
+			k++
+		}
+	}
+	ranges := s.b.pageRanges(nil, s.g, col, oi, pages)
+	if err := pf.Prefetch(context.Background(), ranges); err != nil {
+		return fmt.Errorf("block %s: fetch column %d: %w", s.b.id, col, err)
 	}
 	return nil
 }

@@ -5,6 +5,8 @@ import (
 	"math/rand/v2"
 	"testing"
 
+	"github.com/prometheus/client_golang/prometheus"
+
 	"github.com/tracedx/tracedx/internal/model"
 	"github.com/tracedx/tracedx/internal/store"
 	"github.com/tracedx/tracedx/internal/store/s3store"
@@ -15,9 +17,10 @@ import (
 //	TRACEDX_TEST_S3_ENDPOINT=http://127.0.0.1:9000 AWS_ACCESS_KEY_ID=... AWS_SECRET_ACCESS_KEY=... \
 //	TRACEDX_BENCH_SPANS=1000000 go test -run '^$' -bench 'S3' -benchtime 200x ./internal/store/engine/
 //
-// Cold empties the range cache before every query (block indexes stay in
-// memory, as they always are once a block is opened); warm repeats
-// queries whose ranges are cached.
+// TRACEDX_TEST_S3_LATENCY=10ms adds that much to every request, as a
+// remote region would. Cold empties the range cache before every query
+// (block indexes stay in memory, as they always are once a block is
+// opened); warm repeats queries whose ranges are cached.
 func BenchmarkS3TraceByID(b *testing.B) {
 	f, st := s3Fixture(b)
 	r := rand.New(rand.NewPCG(3, 4))
@@ -34,7 +37,7 @@ func BenchmarkS3TraceByID(b *testing.B) {
 		// Cold means nothing of the trace in memory: no cached byte ranges
 		// and no cached decoded pages.
 		defer withPageCache(0)()
-		cpu := processCPU()
+		cpu, gets := processCPU(), s3Gets(b, st)
 		for i := 0; i < b.N; i++ {
 			b.StopTimer()
 			st.DropCache()
@@ -43,6 +46,7 @@ func BenchmarkS3TraceByID(b *testing.B) {
 			read(id)
 		}
 		reportCPU(b, cpu)
+		reportGets(b, st, gets)
 		reportFixture(b, f)
 	})
 	warm := func(b *testing.B) {
@@ -73,6 +77,8 @@ func BenchmarkS3Search(b *testing.B) {
 	}
 	spanQ := store.Query{Service: "cart", MinDuration: 20e6, Attrs: []store.AttrFilter{{Key: "db.system", Op: store.OpEq, Value: model.Str("postgresql")}}, Limit: 20}
 	run := func(b *testing.B, cold bool, q func(i int) store.Query) {
+		gets := s3Gets(b, st)
+		defer reportGets(b, st, gets)
 		for i := 0; i < b.N; i++ {
 			if cold {
 				b.StopTimer()
@@ -102,4 +108,43 @@ func s3Fixture(b *testing.B) (*fixture, *s3store.Storage) {
 		b.Fatal("fixture not on S3")
 	}
 	return f, st
+}
+
+// s3Gets returns the ranged GETs and bytes downloaded so far.
+func s3Gets(b *testing.B, st *s3store.Storage) [2]float64 {
+	reg := prometheus.NewPedanticRegistry()
+	for _, c := range st.Collectors() {
+		reg.MustRegister(c)
+	}
+	mfs, err := reg.Gather()
+	if err != nil {
+		b.Fatal(err)
+	}
+	var out [2]float64
+	for _, mf := range mfs {
+		for _, m := range mf.GetMetric() {
+			switch mf.GetName() {
+			case "tracedx_s3_requests_total":
+				for _, l := range m.GetLabel() {
+					if l.GetName() == "op" && l.GetValue() == "get_range" {
+						out[0] += m.GetCounter().GetValue()
+					}
+				}
+			case "tracedx_s3_downloaded_bytes_total":
+				out[1] += m.GetCounter().GetValue()
+			}
+		}
+	}
+	return out
+}
+
+// reportGets reports ranged GETs and KiB downloaded per operation since
+// start: what a cold read costs in round trips on a real network.
+func reportGets(b *testing.B, st *s3store.Storage, start [2]float64) {
+	if b.N == 0 {
+		return
+	}
+	now := s3Gets(b, st)
+	b.ReportMetric((now[0]-start[0])/float64(b.N), "gets/op")
+	b.ReportMetric((now[1]-start[1])/float64(b.N)/1024, "KiB-got/op")
 }

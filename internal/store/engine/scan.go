@@ -15,6 +15,7 @@ import (
 
 	"github.com/tracedx/tracedx/internal/model"
 	"github.com/tracedx/tracedx/internal/store"
+	"github.com/tracedx/tracedx/internal/store/blockio"
 )
 
 // Column scans answer span-level queries (operation, kind, status, span
@@ -83,14 +84,19 @@ func (b *block) scanMatches(ctx context.Context, p *scanPlan, want func(i int) b
 	scans := make([]*rgScan, len(rgs))
 	var row0 int64
 	for i, rg := range rgs {
-		scans[i] = &rgScan{b: b, p: p, ccs: rg.ColumnChunks(), row0: row0, n: int(rg.NumRows())}
+		scans[i] = &rgScan{b: b, p: p, g: i, ccs: rg.ColumnChunks(), row0: row0, n: int(rg.NumRows())}
 		row0 += rg.NumRows()
 	}
 	// Row groups are scanned in parallel: on object storage their reads
 	// overlap, and a block holds up to 16 of them. Each keeps its own
 	// verdicts for the traces it holds rows of (a trace may straddle two).
 	var next atomic.Int32
-	errs := make([]error, min(len(scans), runtime.GOMAXPROCS(0), maxScanWorkers))
+	workers := runtime.GOMAXPROCS(0)
+	if _, remote := b.file.(blockio.Prefetcher); remote {
+		// Waiting on the network, not on a core.
+		workers = maxScanWorkers
+	}
+	errs := make([]error, min(len(scans), workers, maxScanWorkers))
 	var wg sync.WaitGroup
 	for w := range errs {
 		wg.Add(1)

@@ -2,16 +2,22 @@ package engine
 
 import (
 	"context"
+	"errors"
 	"fmt"
+	"io"
 	"math/rand/v2"
 	"os"
 	"slices"
 	"sort"
+	"sync"
 	"testing"
 	"time"
 
+	"github.com/parquet-go/parquet-go"
+
 	"github.com/tracedx/tracedx/internal/model"
 	"github.com/tracedx/tracedx/internal/store"
+	"github.com/tracedx/tracedx/internal/store/blockio"
 )
 
 // scanTestSpans returns realistic traces roughened with what the column
@@ -228,4 +234,87 @@ func TestSearchSpanFiltersOnBlocksWithoutSpillKeys(t *testing.T) {
 		t.Fatalf("testdata holds %d spans, the generator makes %d: it changed since the block was written", st.BlockSpans, len(spans))
 	}
 	checkSearches(t, e, spans, rand.New(rand.NewPCG(5, 6)), 200)
+}
+
+// coveredFile is a block file on object storage that checks every read
+// falls inside ranges fetched before: each read outside is a round trip a
+// prefetch missed.
+type coveredFile struct {
+	BlockFile
+	mu      sync.Mutex
+	fetched []blockio.Range
+	outside int
+}
+
+func (f *coveredFile) ReadAt(p []byte, off int64) (int, error) {
+	f.mu.Lock()
+	in := slices.ContainsFunc(f.fetched, func(r blockio.Range) bool {
+		return r.Off <= off && off+int64(len(p)) <= min(r.Off+r.Len, f.Size())
+	})
+	if !in {
+		f.outside++
+	}
+	f.mu.Unlock()
+	return f.BlockFile.ReadAt(p, off)
+}
+
+func (f *coveredFile) Prefetch(_ context.Context, ranges []blockio.Range) error {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	f.fetched = append(f.fetched, ranges...)
+	return nil
+}
+
+func (f *coveredFile) FetchRanges(ctx context.Context, ranges []blockio.Range) ([][]byte, error) {
+	out := make([][]byte, len(ranges))
+	for i, r := range ranges {
+		out[i] = make([]byte, max(0, min(r.Off+r.Len, f.Size())-r.Off))
+		if _, err := f.BlockFile.ReadAt(out[i], r.Off); err != nil && !errors.Is(err, io.EOF) {
+			return nil, err
+		}
+	}
+	return out, nil
+}
+
+// On object storage the span-filter scan reads only pages it had fetched
+// for the column first, and finds what it finds on local files.
+func TestSearchSpanFiltersPrefetchWhatTheyRead(t *testing.T) {
+	old := rowsPerRowGroup
+	rowsPerRowGroup = 3000
+	defer func() { rowsPerRowGroup = old }()
+	r := rand.New(rand.NewPCG(13, 14))
+	e := openT(t, testOpts(t.TempDir()))
+	defer e.Close()
+	spans := scanTestSpans(r, 600)
+	writeRetrying(t, e, spans)
+	if err := e.Flush(context.Background()); err != nil {
+		t.Fatal(err)
+	}
+	if err := e.Compact(context.Background()); err != nil {
+		t.Fatal(err)
+	}
+	var files []*coveredFile
+	for _, b := range e.snap().blocks {
+		if b.l0 != nil {
+			t.Fatal("a level-0 block is left after compaction")
+		}
+		cf := &coveredFile{BlockFile: b.file}
+		pf, err := parquet.OpenFile(cf, cf.Size(), parquet.SkipBloomFilters(true))
+		if err != nil {
+			t.Fatal(err)
+		}
+		b.file, b.pf = cf, pf
+		cf.outside = 0 // the footer and indexes, read when a block opens
+		files = append(files, cf)
+		b.release()
+	}
+	checkSearches(t, e, spans, r, 60)
+	for _, cf := range files {
+		if len(cf.fetched) == 0 {
+			t.Fatal("no prefetch")
+		}
+		if cf.outside > 0 {
+			t.Fatalf("%d reads outside the prefetched ranges", cf.outside)
+		}
+	}
 }

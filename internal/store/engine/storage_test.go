@@ -3,11 +3,16 @@ package engine
 import (
 	"context"
 	"fmt"
+	"net/http"
+	"net/http/httptest"
+	"net/http/httputil"
+	"net/url"
 	"os"
 	"path/filepath"
 	"strings"
 	"sync"
 	"testing"
+	"time"
 
 	"github.com/tracedx/tracedx/internal/store/s3store"
 )
@@ -26,6 +31,32 @@ var testStorages = struct {
 }{m: map[string]BlockStorage{}}
 
 func onS3() bool { return os.Getenv(s3EndpointEnv) != "" }
+
+// s3LatencyEnv (a duration, e.g. 10ms) puts a proxy in front of the S3
+// server that delays every request by it: a server on the same machine
+// answers in well under a millisecond, a region of a cloud in several.
+const s3LatencyEnv = "TRACEDX_TEST_S3_LATENCY"
+
+var s3Proxy = sync.OnceValue(func() string {
+	ep := os.Getenv(s3EndpointEnv)
+	d, err := time.ParseDuration(os.Getenv(s3LatencyEnv))
+	if err != nil || d <= 0 {
+		return ep
+	}
+	target, err := url.Parse(ep)
+	if err != nil {
+		panic(fmt.Sprintf("%s: %v", s3EndpointEnv, err))
+	}
+	proxy := httputil.NewSingleHostReverseProxy(target)
+	return httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		time.Sleep(d)
+		proxy.ServeHTTP(w, r)
+	})).URL
+})
+
+// s3TestEndpoint is the S3 server's endpoint, through the delaying proxy
+// when TRACEDX_TEST_S3_LATENCY is set.
+func s3TestEndpoint() string { return s3Proxy() }
 
 // testStorage returns the block storage of test directory dir (nil: the
 // engine's default, local).
@@ -46,7 +77,7 @@ func testStorage(dir string) BlockStorage {
 	// child process finds the same prefix as its parent.
 	prefix := "enginetest/" + strings.Trim(strings.ReplaceAll(dir, string(filepath.Separator), "-"), "-")
 	st, err := s3store.New(context.Background(), s3store.Config{
-		Endpoint: os.Getenv(s3EndpointEnv),
+		Endpoint: s3TestEndpoint(),
 		Bucket:   bucket,
 		Prefix:   prefix,
 		SpoolDir: filepath.Join(dir, "s3spool"),

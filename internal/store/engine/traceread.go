@@ -1,14 +1,19 @@
 package engine
 
 import (
+	"cmp"
 	"container/list"
+	"context"
 	"errors"
 	"fmt"
 	"io"
+	"slices"
 	"sort"
 	"sync"
 
 	"github.com/parquet-go/parquet-go"
+
+	"github.com/tracedx/tracedx/internal/store/blockio"
 )
 
 // Reading one trace from a Parquet block used to seek a GenericReader to
@@ -78,6 +83,14 @@ func (c *pageCache) get(r pageRef) parquet.Page {
 	p := e.Value.(*cachedPage).page
 	parquet.Retain(p)
 	return p
+}
+
+// has reports whether r is cached, without counting a lookup.
+func (c *pageCache) has(r pageRef) bool {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	_, ok := c.pages[r]
+	return ok
 }
 
 // put takes over the caller's reference to p: the cache releases it when
@@ -160,8 +173,12 @@ func (b *block) readParquetRows(first int64, rows []spanRow) error {
 		}
 		lo := at - base
 		hi := min(nr, first+int64(len(rows))-base)
+		src, err := b.fetchPages(g, rg, lo, hi)
+		if err != nil {
+			return err
+		}
 		tr := b.traceReader(rg)
-		err := tr.fill(b, g, rg, lo, hi)
+		err = tr.fill(b, g, rg, lo, hi, src)
 		if errors.Is(err, parquet.ErrMissingOffsetIndex) {
 			// Not written by parquet-go, which always writes one.
 			return b.seekReadRows(first, rows)
@@ -184,6 +201,98 @@ func (b *block) readParquetRows(first int64, rows []spanRow) error {
 		return fmt.Errorf("block %s: rows %d..%d beyond the data: %w", b.id, first+int64(got), first+int64(len(rows)), errCorrupt)
 	}
 	return nil
+}
+
+// readSlack is how far past a page parquet-go may read: its buffered page
+// reader fills 4 KiB at a time (parquet.ReadBufferSize's default).
+const readSlack = 4 << 10
+
+// fetchPages has a block file on object storage fetch, concurrently, the
+// pages of every column holding rows [lo, hi) of row group g that are not
+// decoded in the page cache, and the dictionary pages of their column
+// chunks: read column by column they cost a round trip or more each. It
+// returns the reader serving those bytes, nil for local files (they read
+// as they go).
+func (b *block) fetchPages(g int, rg parquet.RowGroup, lo, hi int64) (io.ReaderAt, error) {
+	rf, ok := b.file.(blockio.RangeFetcher)
+	if !ok {
+		return nil, nil
+	}
+	var ranges []blockio.Range
+	var pages []int
+	for j, cc := range rg.ColumnChunks() {
+		oi, err := cc.OffsetIndex()
+		if err != nil {
+			return nil, nil // read without fetching first; the read reports it
+		}
+		np := oi.NumPages()
+		p0 := sort.Search(np, func(i int) bool { return oi.FirstRowIndex(i) > lo }) - 1
+		pages = pages[:0]
+		for p := max(p0, 0); p < np && oi.FirstRowIndex(p) < hi; p++ {
+			if !tracePages.has(pageRef{b, int32(g), int32(j), int32(p)}) {
+				pages = append(pages, p)
+			}
+		}
+		ranges = b.pageRanges(ranges, g, j, oi, pages)
+	}
+	if len(ranges) == 0 {
+		return nil, nil
+	}
+	ranges = mergeRanges(ranges)
+	bufs, err := rf.FetchRanges(context.Background(), ranges)
+	if err != nil {
+		return nil, fmt.Errorf("block %s: fetch pages: %w", b.id, err)
+	}
+	return &fetched{ranges: ranges, bufs: bufs, file: b.file}, nil
+}
+
+// pageRanges appends the byte ranges parquet-go reads to read pages of
+// column j of row group g: each page, and the chunk's dictionary page when
+// it has one.
+func (b *block) pageRanges(out []blockio.Range, g, j int, oi parquet.OffsetIndex, pages []int) []blockio.Range {
+	if len(pages) == 0 {
+		return out
+	}
+	for _, p := range pages {
+		out = append(out, blockio.Range{Off: oi.Offset(p), Len: oi.CompressedPageSize(p) + readSlack})
+	}
+	if md := b.pf.Metadata().RowGroups[g].Columns[j].MetaData; md.DictionaryPageOffset > 0 {
+		out = append(out, blockio.Range{Off: md.DictionaryPageOffset, Len: md.DataPageOffset - md.DictionaryPageOffset + readSlack})
+	}
+	return out
+}
+
+// mergeRanges sorts ranges and joins those that overlap or touch.
+func mergeRanges(rs []blockio.Range) []blockio.Range {
+	slices.SortFunc(rs, func(a, b blockio.Range) int { return cmp.Compare(a.Off, b.Off) })
+	out := rs[:0]
+	for _, r := range rs {
+		if n := len(out); n > 0 && r.Off <= out[n-1].Off+out[n-1].Len {
+			out[n-1].Len = max(out[n-1].Len, r.Off+r.Len-out[n-1].Off)
+			continue
+		}
+		out = append(out, r)
+	}
+	return out
+}
+
+// fetched serves reads inside the fetched ranges from memory and any
+// other from the file.
+type fetched struct {
+	ranges []blockio.Range // sorted, disjoint
+	bufs   [][]byte
+	file   io.ReaderAt
+}
+
+func (f *fetched) ReadAt(p []byte, off int64) (int, error) {
+	i := sort.Search(len(f.ranges), func(i int) bool { return f.ranges[i].Off > off }) - 1
+	if i >= 0 {
+		buf := f.bufs[i]
+		if lo := off - f.ranges[i].Off; lo+int64(len(p)) <= int64(len(buf)) {
+			return copy(p, buf[lo:]), nil
+		}
+	}
+	return f.file.ReadAt(p, off)
 }
 
 // seekReadRows reads rows [first, first+len(rows)) with a row reader
@@ -248,10 +357,11 @@ func (b *block) traceReader(rg parquet.RowGroup) *traceReader {
 
 // fill points the reader at rows [lo, hi) of row group g; release drops
 // the page references it takes.
-func (tr *traceReader) fill(b *block, g int, rg parquet.RowGroup, lo, hi int64) error {
+// src, when not nil, holds the bytes of the pages not in the page cache.
+func (tr *traceReader) fill(b *block, g int, rg parquet.RowGroup, lo, hi int64, src io.ReaderAt) error {
 	tr.rows.n = hi - lo
 	for j, cc := range rg.ColumnChunks() {
-		parts, err := b.chunkPages(g, j, cc, lo, hi)
+		parts, err := b.chunkPages(g, j, cc, lo, hi, src)
 		if err != nil {
 			tr.release()
 			return fmt.Errorf("block %s: row group %d column %d: %w", b.id, g, j, err)
@@ -271,7 +381,7 @@ func (tr *traceReader) release() {
 
 // chunkPages returns the parts of the pages of column chunk cc that hold
 // rows [lo, hi) of the row group.
-func (b *block) chunkPages(g, j int, cc parquet.ColumnChunk, lo, hi int64) ([]pagePart, error) {
+func (b *block) chunkPages(g, j int, cc parquet.ColumnChunk, lo, hi int64, src io.ReaderAt) ([]pagePart, error) {
 	oi, err := cc.OffsetIndex()
 	if err != nil {
 		return nil, fmt.Errorf("offset index: %w", err)
@@ -298,7 +408,9 @@ func (b *block) chunkPages(g, j int, cc parquet.ColumnChunk, lo, hi int64) ([]pa
 		ref := pageRef{b, int32(g), int32(j), int32(p)}
 		page := tracePages.get(ref)
 		if page == nil {
-			if fp == nil {
+			if fc, ok := cc.(*parquet.FileColumnChunk); ok && fp == nil && src != nil {
+				fp = fc.PagesFrom(src)
+			} else if fp == nil {
 				fp = cc.Pages()
 			}
 			if next != p {

@@ -8,17 +8,35 @@ import (
 	"math/rand/v2"
 	"reflect"
 	"sync"
+	"sync/atomic"
 	"testing"
 
 	"github.com/parquet-go/parquet-go"
 
 	"github.com/tracedx/tracedx/internal/model"
 	"github.com/tracedx/tracedx/internal/store"
+	"github.com/tracedx/tracedx/internal/store/blockio"
 )
 
 // smallPagesBlock writes rows as a Parquet block with 300-row row groups
 // and small pages, so that row ranges cross pages and row groups often.
 func smallPagesBlock(t *testing.T, rows []spanRow) *block {
+	t.Helper()
+	data := smallPagesFile(t, rows)
+	pf, err := parquet.OpenFile(bytes.NewReader(data), int64(len(data)))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(pf.RowGroups()) < 3 {
+		t.Fatalf("%d row groups, want several", len(pf.RowGroups()))
+	}
+	if oi, err := pf.RowGroups()[0].ColumnChunks()[0].OffsetIndex(); err != nil || oi.NumPages() < 3 {
+		t.Fatalf("span_id column: want several pages per row group (%v)", err)
+	}
+	return &block{id: "small-pages", pf: pf}
+}
+
+func smallPagesFile(t *testing.T, rows []spanRow) []byte {
 	t.Helper()
 	var buf bytes.Buffer
 	opts := append([]parquet.WriterOption{}, writerOptions()...)
@@ -32,17 +50,67 @@ func smallPagesBlock(t *testing.T, rows []spanRow) *block {
 	if err := w.Close(); err != nil {
 		t.Fatal(err)
 	}
-	pf, err := parquet.OpenFile(bytes.NewReader(buf.Bytes()), int64(buf.Len()))
+	return buf.Bytes()
+}
+
+// objectFile is a block file on object storage in memory: it counts the
+// reads that would each be a round trip.
+type objectFile struct {
+	data           []byte
+	reads, fetches atomic.Int64
+}
+
+func (f *objectFile) Size() int64  { return int64(len(f.data)) }
+func (f *objectFile) Close() error { return nil }
+
+func (f *objectFile) ReadAt(p []byte, off int64) (int, error) {
+	f.reads.Add(1)
+	return bytes.NewReader(f.data).ReadAt(p, off)
+}
+
+func (f *objectFile) FetchRanges(_ context.Context, ranges []blockio.Range) ([][]byte, error) {
+	f.fetches.Add(1)
+	out := make([][]byte, len(ranges))
+	for i, r := range ranges {
+		out[i] = f.data[min(r.Off, f.Size()):min(r.Off+r.Len, f.Size())]
+	}
+	return out, nil
+}
+
+// On object storage a trace read fetches the pages it needs in all
+// columns, and their dictionaries, with one FetchRanges per row group and
+// no other read; pages in the page cache are not fetched again.
+func TestTraceReadFetchesPagesAtOnce(t *testing.T) {
+	const nrows = 3000
+	rows := genRows(t, nrows)[:nrows]
+	of := &objectFile{data: smallPagesFile(t, rows)}
+	pf, err := parquet.OpenFile(of, of.Size())
 	if err != nil {
 		t.Fatal(err)
 	}
-	if len(pf.RowGroups()) < 3 {
-		t.Fatalf("%d row groups, want several", len(pf.RowGroups()))
+	b := &block{id: "object", pf: pf, file: of}
+	defer withPageCache(4 << 20)()
+	for _, rg := range [][2]int{{0, 1}, {299, 2}, {250, 400}, {nrows - 7, 7}, {1234, 50}} {
+		first, n := rg[0], rg[1]
+		want := referenceRows(t, pf, int64(first), n)
+		reads, fetches := of.reads.Load(), of.fetches.Load()
+		for round := 0; round < 2; round++ { // the second from the page cache
+			got := make([]spanRow, n)
+			if err := b.readParquetRows(int64(first), got); err != nil {
+				t.Fatalf("rows %d+%d: %v", first, n, err)
+			}
+			if !reflect.DeepEqual(want, got) {
+				t.Fatalf("round %d, rows %d+%d differ from a row reader's", round, first, n)
+			}
+		}
+		groups := int64((first+n-1)/300 - first/300 + 1)
+		if r := of.reads.Load() - reads; r != 0 {
+			t.Errorf("rows %d+%d: %d reads besides the fetch", first, n, r)
+		}
+		if f := of.fetches.Load() - fetches; f != groups {
+			t.Errorf("rows %d+%d: %d fetches, want one per row group (%d)", first, n, f, groups)
+		}
 	}
-	if oi, err := pf.RowGroups()[0].ColumnChunks()[0].OffsetIndex(); err != nil || oi.NumPages() < 3 {
-		t.Fatalf("span_id column: want several pages per row group (%v)", err)
-	}
-	return &block{id: "small-pages", pf: pf}
 }
 
 // referenceRows is the read of rows before the page cache: a row reader

@@ -1,14 +1,18 @@
 package s3store
 
 import (
+	"cmp"
 	"container/list"
 	"context"
 	"fmt"
 	"io"
+	"slices"
 	"strings"
 	"sync"
 
 	"github.com/minio/minio-go/v7"
+
+	"github.com/tracedx/tracedx/internal/store/blockio"
 )
 
 // readAhead is how many chunks a sequential miss fetches at once.
@@ -108,9 +112,14 @@ func (f *rangeFile) sequential(c int64) bool {
 	return a && b
 }
 
-// fetch downloads [start, end) of the object.
+// fetch downloads [start, end) of the object for ReadAt.
 func (f *rangeFile) fetch(start, end int64) ([]byte, error) {
-	ctx := context.Background() // io.ReaderAt carries no context; requests are bounded by the client's retries
+	// io.ReaderAt carries no context; requests are bounded by the client's
+	// retries.
+	return f.fetchCtx(context.Background(), start, end)
+}
+
+func (f *rangeFile) fetchCtx(ctx context.Context, start, end int64) ([]byte, error) {
 	buf := make([]byte, end-start)
 	err := f.s.retry(ctx, "get_range", func() error {
 		opts := minio.GetObjectOptions{}
@@ -130,6 +139,162 @@ func (f *rangeFile) fetch(start, end int64) ([]byte, error) {
 	}
 	f.s.m.downloaded.Add(float64(len(buf)))
 	return buf, nil
+}
+
+// fetchConcurrency bounds the GETs one FetchRanges has in flight.
+const fetchConcurrency = 16
+
+// fetchGap: ranges closer than this are fetched with one GET; sending the
+// bytes between them costs less than another request. Measured on MinIO
+// for a trace lookup at 1M spans: a gap of 16 KiB made 21 GETs (676 KiB)
+// and took 50 ms, 128 KiB 5.6 GETs (1.2 MiB) and 11 ms, 512 KiB 1.5 GETs
+// (2.4 MiB) and 8 ms; a chunk's worth keeps the bytes near the pages'.
+const fetchGap = 256 << 10
+
+var _ blockio.RangeFetcher = (*rangeFile)(nil)
+
+// FetchRanges returns the bytes of the ranges, from the range cache when
+// its chunks hold a range, else fetched exactly, nearby ranges in one GET
+// and the GETs concurrently: a trace lookup reads a page or two of each of
+// ~60 columns, which read one by one through ReadAt cost a round trip
+// each, or once two chunks in a row were cached a read-ahead of megabytes
+// the lookup does not need. Fetched bytes are not cached: the chunk cache
+// is for scans; the engine caches the decoded pages.
+func (f *rangeFile) FetchRanges(ctx context.Context, ranges []blockio.Range) ([][]byte, error) {
+	out := make([][]byte, len(ranges))
+	var todo []int // indexes of ranges to fetch, by offset
+	for i, r := range ranges {
+		if r.Off < 0 || r.Len < 0 {
+			return nil, fmt.Errorf("s3 storage: fetch %s: bad range [%d,+%d)", f.key, r.Off, r.Len)
+		}
+		end := min(r.Off+r.Len, f.size)
+		if b, ok := f.cached(r.Off, end); ok {
+			out[i] = b
+			continue
+		}
+		todo = append(todo, i)
+	}
+	slices.SortFunc(todo, func(a, b int) int { return cmp.Compare(ranges[a].Off, ranges[b].Off) })
+	type get struct {
+		start, end int64
+		parts      []int
+	}
+	var gets []get
+	for _, i := range todo {
+		r := ranges[i]
+		end := min(r.Off+r.Len, f.size)
+		if n := len(gets); n > 0 && r.Off-gets[n-1].end <= fetchGap {
+			gets[n-1].end = max(gets[n-1].end, end)
+			gets[n-1].parts = append(gets[n-1].parts, i)
+			continue
+		}
+		gets = append(gets, get{r.Off, end, []int{i}})
+	}
+	err := f.concurrently(ctx, len(gets), func(ctx context.Context, k int) error {
+		g := gets[k]
+		if g.start >= g.end {
+			return nil
+		}
+		got, err := f.fetchCtx(ctx, g.start, g.end)
+		if err != nil {
+			return err
+		}
+		for _, i := range g.parts {
+			lo := ranges[i].Off - g.start
+			out[i] = got[lo:min(lo+ranges[i].Len, int64(len(got)))]
+		}
+		return nil
+	})
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
+var _ blockio.Prefetcher = (*rangeFile)(nil)
+
+// Prefetch puts the chunks holding the ranges in the range cache, each run
+// of missing chunks (up to readAhead of them) with one GET and the GETs
+// concurrently.
+func (f *rangeFile) Prefetch(ctx context.Context, ranges []blockio.Range) error {
+	cs := f.s.cfg.ChunkBytes
+	var need []int64
+	for _, r := range ranges {
+		end := min(r.Off+r.Len, f.size)
+		for c := max(r.Off, 0) / cs; c*cs < end; c++ {
+			need = append(need, c)
+		}
+	}
+	slices.Sort(need)
+	need = slices.Compact(need)
+	var gets []blockio.Range // of chunk numbers
+	for _, c := range need {
+		if _, ok := f.s.cache.peek(f.key, c); ok {
+			continue
+		}
+		if n := len(gets); n > 0 && gets[n-1].Off+gets[n-1].Len == c && gets[n-1].Len < readAhead {
+			gets[n-1].Len++
+			continue
+		}
+		gets = append(gets, blockio.Range{Off: c, Len: 1})
+	}
+	return f.concurrently(ctx, len(gets), func(ctx context.Context, i int) error {
+		first, n := gets[i].Off, gets[i].Len
+		f.s.m.cacheMisses.Add(float64(n))
+		got, err := f.fetchCtx(ctx, first*cs, min((first+n)*cs, f.size))
+		if err != nil {
+			return err
+		}
+		for k := range n {
+			lo := k * cs
+			f.s.cache.put(f.key, first+k, got[lo:min(lo+cs, int64(len(got)))])
+		}
+		return nil
+	})
+}
+
+// concurrently runs do(0..n-1), fetchConcurrency at a time, and returns
+// the first error (cancelling the others' context).
+func (f *rangeFile) concurrently(ctx context.Context, n int, do func(ctx context.Context, i int) error) error {
+	ctx, cancel := context.WithCancel(ctx)
+	defer cancel()
+	sem := make(chan struct{}, fetchConcurrency)
+	errs := make(chan error, n)
+	var wg sync.WaitGroup
+	for i := range n {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			sem <- struct{}{}
+			defer func() { <-sem }()
+			if err := do(ctx, i); err != nil {
+				cancel()
+				errs <- err
+			}
+		}()
+	}
+	wg.Wait()
+	close(errs)
+	return <-errs // nil when none failed
+}
+
+// cached returns [start, end) when the range cache holds all its chunks.
+func (f *rangeFile) cached(start, end int64) ([]byte, bool) {
+	if start >= end {
+		return nil, true
+	}
+	cs := f.s.cfg.ChunkBytes
+	buf := make([]byte, 0, end-start)
+	for c := start / cs; c <= (end-1)/cs; c++ {
+		b, ok := f.s.cache.get(f.key, c)
+		if !ok {
+			return nil, false
+		}
+		lo, hi := max(start-c*cs, 0), min(end-c*cs, int64(len(b)))
+		buf = append(buf, b[lo:hi]...)
+	}
+	f.s.m.cacheHits.Inc()
+	return buf, true
 }
 
 // rangeCache is an LRU of object chunks bounded by bytes.

@@ -20,6 +20,8 @@ import (
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus/testutil"
+
+	"github.com/tracedx/tracedx/internal/store/blockio"
 )
 
 // These tests need an S3 server: TRACEDX_TEST_S3_ENDPOINT (e.g.
@@ -200,6 +202,64 @@ func TestRangedReads(t *testing.T) {
 	chunks := float64(len(data))/float64(cfg.ChunkBytes) + 1
 	if n := gets() - before; n > chunks/readAhead+3 {
 		t.Fatalf("sequential scan of %.0f chunks took %.0f GETs, want about %.0f", chunks, n, chunks/readAhead+1)
+	}
+}
+
+// FetchRanges returns each range's bytes, fetches ranges near each other
+// with one GET and distant ones with GETs of their own, serves ranges
+// whose chunks are cached without a GET, and clips ranges at the end.
+func TestFetchRanges(t *testing.T) {
+	ctx := context.Background()
+	cfg := testConfig(t)
+	cfg.ChunkBytes = 64 << 10
+	s := open(t, cfg)
+	data := make([]byte, 4<<20)
+	r := rand.New(rand.NewPCG(5, 6))
+	for i := range data {
+		data[i] = byte(r.UintN(256))
+	}
+	writeBlock(t, s, "b", map[string][]byte{"data": data, "meta.json": []byte("{}")}, true)
+	file, err := s.Open(ctx, "b", "data")
+	if err != nil {
+		t.Fatal(err)
+	}
+	f := file.(blockio.RangeFetcher)
+	gets := func() float64 { return testutil.ToFloat64(s.m.requests.WithLabelValues("get_range", "ok")) }
+	check := func(ranges []blockio.Range, wantGets float64) {
+		t.Helper()
+		before := gets()
+		got, err := f.FetchRanges(ctx, ranges)
+		if err != nil {
+			t.Fatal(err)
+		}
+		for i, rg := range ranges {
+			want := data[rg.Off:min(rg.Off+rg.Len, int64(len(data)))]
+			if !bytes.Equal(got[i], want) {
+				t.Fatalf("range %d [%d,+%d): %d bytes, want %d, equal=%v", i, rg.Off, rg.Len, len(got[i]), len(want), bytes.Equal(got[i], want))
+			}
+		}
+		if n := gets() - before; n != wantGets {
+			t.Fatalf("%d ranges took %.0f GETs, want %.0f", len(ranges), n, wantGets)
+		}
+	}
+	// Out of order: three ranges within fetchGap of each other (one GET),
+	// one far from them, and one running past the end.
+	far := int64(3 << 20)
+	check([]blockio.Range{
+		{Off: far + 100, Len: 5000},
+		{Off: 10, Len: 1000},
+		{Off: 2000, Len: 70 << 10},
+		{Off: int64(len(data)) - 10, Len: 100},
+		{Off: 2000 + 70<<10 + fetchGap - 1, Len: 1},
+	}, 3)
+	// Cached chunks serve a range without a GET.
+	if _, err := file.ReadAt(make([]byte, 10), 1<<20); err != nil {
+		t.Fatal(err)
+	}
+	check([]blockio.Range{{Off: 1<<20 + 5, Len: 100}}, 0)
+	check(nil, 0)
+	if _, err := f.FetchRanges(ctx, []blockio.Range{{Off: -1, Len: 3}}); err == nil {
+		t.Fatal("negative offset accepted")
 	}
 }
 
