@@ -45,7 +45,7 @@ import (
 type rideFixes struct {
 	noMutex    bool // customer: no global lock around the database
 	batchRedis bool // driver: one MGET instead of a GET per driver
-	bigPool    bool // frontend: route worker pool of 10
+	bigPool    bool // frontend: route worker pool with room for every call of a burst
 }
 
 const (
@@ -245,7 +245,11 @@ func startRideApp(t *testing.T, fix rideFixes) *rideApp {
 
 	workers := 3
 	if fix.bigPool {
-		workers = 10
+		// The pool is shared by the burst's concurrent requests (6 × 10
+		// route calls): a pool of 10 still queues calls whenever requests
+		// overlap, which the detector rightly reports, so the fix is room
+		// for all of them.
+		workers = 64
 	}
 	app.pool = newRidePool(workers)
 	t.Cleanup(func() { close(app.pool.jobs) })
@@ -545,6 +549,6 @@ func TestRideDispatchFixed(t *testing.T) {
 		}
 	}
 	if pools, _ := rideFindings(results, "lock_contention", rideIsPool); len(pools) > 0 {
-		t.Errorf("pool of 10 for 10 calls still named: %q", pools[0].Title)
+		t.Errorf("a pool with room for every call still named: %q", pools[0].Title)
 	}
 }
