@@ -302,23 +302,38 @@ func (s *Store) openSegment(name string) (*segment, error) {
 			}
 			seg.size = m.covered
 		}
-		seg.indexed, seg.meta, seg.strs, seg.recOff = true, m, strs, recOff
-		seg.idxBytes = idxFileBytes(seg.idxPath())
-		s.nextID = max(s.nextID, m.maxID+1)
+		s.adoptIndex(seg, m, strs, recOff)
 		return seg, nil
 	}
-	if err != nil && !errors.Is(err, os.ErrNotExist) {
-		s.log.Warn("findings index unreadable, rebuilding it", "file", seg.idxPath(), "err", err)
-	}
-	id, err := lastID(f, name, seg.size)
-	if err != nil {
+	if err := s.withoutIndex(seg, f, err); err != nil {
 		f.Close()
 		return nil, err
+	}
+	return seg, nil
+}
+
+// adoptIndex takes a sealed segment's index as read from its file.
+func (s *Store) adoptIndex(seg *segment, m segMeta, strs []string, recOff int64) {
+	seg.indexed, seg.meta, seg.strs, seg.recOff = true, m, strs, recOff
+	seg.idxBytes = idxFileBytes(seg.idxPath())
+	s.nextID = max(s.nextID, m.maxID+1)
+}
+
+// withoutIndex prepares a segment whose index is missing or unreadable
+// (idxErr) to be indexed in the background: its last finding's id keeps
+// new ids increasing meanwhile.
+func (s *Store) withoutIndex(seg *segment, lines io.ReaderAt, idxErr error) error {
+	if idxErr != nil && !errors.Is(idxErr, os.ErrNotExist) {
+		s.log.Warn("findings index unreadable, rebuilding it", "file", seg.idxPath(), "err", idxErr)
+	}
+	id, err := lastID(lines, seg.name, seg.size)
+	if err != nil {
+		return err
 	}
 	if id > 0 {
 		s.nextID = max(s.nextID, id+1)
 	}
-	return seg, nil
+	return nil
 }
 
 // lastID returns the id of the last whole finding of a segment (0: none),

@@ -94,21 +94,12 @@ func (s *Store) openZSegment(name string) (*segment, error) {
 	seg := &segment{name: name, z: z, size: z.size(), created: time.Unix(0, parseSegTime(name))}
 	m, strs, recOff, err := readMeta(seg.idxPath())
 	if err == nil && m.covered == seg.size {
-		seg.indexed, seg.meta, seg.strs, seg.recOff = true, m, strs, recOff
-		seg.idxBytes = idxFileBytes(seg.idxPath())
-		s.nextID = max(s.nextID, m.maxID+1)
+		s.adoptIndex(seg, m, strs, recOff)
 		return seg, nil
 	}
-	if err != nil && !errors.Is(err, os.ErrNotExist) {
-		s.log.Warn("findings index unreadable, rebuilding it", "file", seg.idxPath(), "err", err)
-	}
-	id, err := lastID(z, name, seg.size)
-	if err != nil {
+	if err := s.withoutIndex(seg, z, err); err != nil {
 		z.Close()
 		return nil, err
-	}
-	if id > 0 {
-		s.nextID = max(s.nextID, id+1)
 	}
 	return seg, nil
 }
