@@ -3,49 +3,17 @@ package findingstore
 import (
 	"context"
 	"encoding/json"
-	"fmt"
-	"io"
-	"log/slog"
 	"os"
-	"path/filepath"
 	"testing"
 	"time"
 
-	"github.com/tracedx/tracedx/internal/store/blockio"
-	"github.com/tracedx/tracedx/internal/store/engine"
-	"github.com/tracedx/tracedx/internal/store/s3store"
+	"github.com/tracedx/tracedx/internal/store/blockio/blockiotest"
 )
-
-// buckets are the object storages the test runs on: a local directory,
-// and MinIO when TRACEDX_TEST_S3_ENDPOINT is set (e2e/minio.sh).
-func buckets(t *testing.T) map[string]func(t *testing.T) blockio.Storage {
-	out := map[string]func(t *testing.T) blockio.Storage{
-		"local": func(t *testing.T) blockio.Storage {
-			st, err := engine.NewLocalStorage(filepath.Join(t.TempDir(), "bucket"))
-			if err != nil {
-				t.Fatal(err)
-			}
-			return st
-		},
-	}
-	if ep := os.Getenv("TRACEDX_TEST_S3_ENDPOINT"); ep != "" {
-		out["minio"] = func(t *testing.T) blockio.Storage {
-			st, err := s3store.New(context.Background(), s3store.Config{Endpoint: ep, Bucket: "tracedx-findings-test",
-				Prefix: fmt.Sprintf("%s-%d", t.Name(), time.Now().UnixNano()), SpoolDir: t.TempDir(),
-				Logger: slog.New(slog.NewTextHandler(io.Discard, nil))})
-			if err != nil {
-				t.Fatal(err)
-			}
-			return st
-		}
-	}
-	return out
-}
 
 // A node whose disk is lost gets its sealed findings back from the
 // bucket; retention deletes them there too.
 func TestSealedSegmentsSurviveTheDisk(t *testing.T) {
-	for name, newBucket := range buckets(t) {
+	for name, newBucket := range blockiotest.Storages("tracedx-findings-test") {
 		t.Run(name, func(t *testing.T) {
 			ctx := context.Background()
 			bucket := newBucket(t)

@@ -2,41 +2,19 @@ package statesync
 
 import (
 	"context"
-	"fmt"
 	"io"
 	"log/slog"
 	"os"
 	"path/filepath"
 	"testing"
-	"time"
 
-	"github.com/tracedx/tracedx/internal/store/blockio"
-	"github.com/tracedx/tracedx/internal/store/engine"
-	"github.com/tracedx/tracedx/internal/store/s3store"
+	"github.com/tracedx/tracedx/internal/store/blockio/blockiotest"
 )
 
 var quiet = slog.New(slog.NewTextHandler(io.Discard, nil))
 
 func TestStateSurvivesTheDisk(t *testing.T) {
-	stores := map[string]func(t *testing.T) blockio.Storage{
-		"local": func(t *testing.T) blockio.Storage {
-			st, err := engine.NewLocalStorage(filepath.Join(t.TempDir(), "bucket"))
-			if err != nil {
-				t.Fatal(err)
-			}
-			return st
-		},
-	}
-	if ep := os.Getenv("TRACEDX_TEST_S3_ENDPOINT"); ep != "" {
-		stores["minio"] = func(t *testing.T) blockio.Storage {
-			st, err := s3store.New(context.Background(), s3store.Config{Endpoint: ep, Bucket: "tracedx-state-test",
-				Prefix: fmt.Sprintf("%s-%d", t.Name(), time.Now().UnixNano()), SpoolDir: t.TempDir(), Logger: quiet})
-			if err != nil {
-				t.Fatal(err)
-			}
-			return st
-		}
-	}
+	stores := blockiotest.Storages("tracedx-state-test")
 	for name, open := range stores {
 		t.Run(name, func(t *testing.T) {
 			ctx := context.Background()
