@@ -194,11 +194,12 @@ const (
 // theirs into its answers: RED metrics (v1, Jaeger Monitor API, alert
 // counts), the service map and Jaeger dependencies, the findings summary,
 // the findings the root-cause ranking reads, and the services, operations
-// and attribute catalogs.
-func clusterAggregates(mux *http.ServeMux, st store.Store, local store.Store, metrics *red.Metrics, graph *servicegraph.Graph, fs *findingstore.Store, peer cluster.Security, log *slog.Logger) {
+// and attribute catalogs. It returns the parts served (nil for a single
+// node), to which more can be added.
+func clusterAggregates(mux *http.ServeMux, st store.Store, local store.Store, metrics *red.Metrics, graph *servicegraph.Graph, fs *findingstore.Store, peer cluster.Security, log *slog.Logger) *cluster.Parts {
 	cs, ok := st.(*cluster.Store)
 	if !ok {
-		return
+		return nil
 	}
 	parts := &cluster.Parts{}
 	cluster.ServeCatalogParts(parts, local)
@@ -219,4 +220,5 @@ func clusterAggregates(mux *http.ServeMux, st store.Store, local store.Store, me
 		return cluster.AskPeers[findingstore.Query, []findingstore.Stored](ctx, cs, partFindingsList, q)
 	})
 	cluster.RegisterPartRoutes(mux, parts, peer, log)
+	return parts
 }

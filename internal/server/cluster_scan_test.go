@@ -62,6 +62,12 @@ func spreadTraffic(t *testing.T, nodes []*Server, ref *Server, spans []model.Spa
 // or the deadline passes; it returns the first difference ("" for none).
 func clusterDiff(t *testing.T, nodes []*Server, ref *Server, paths []string, deadline time.Time) string {
 	t.Helper()
+	return clusterDiffBy(t, nodes, ref, paths, deadline, canonical)
+}
+
+// clusterDiffBy is clusterDiff comparing the answers as norm writes them.
+func clusterDiffBy(t *testing.T, nodes []*Server, ref *Server, paths []string, deadline time.Time, norm func(string) string) string {
+	t.Helper()
 	for {
 		diff := ""
 	paths:
@@ -75,8 +81,8 @@ func clusterDiff(t *testing.T, nodes []*Server, ref *Server, paths []string, dea
 				if err != nil {
 					t.Fatal(err)
 				}
-				if canonical(got) != canonical(want) {
-					diff = fmt.Sprintf("node %d: %s\n got %s\nwant %s", i, p, got, want)
+				if norm(got) != norm(want) {
+					diff = fmt.Sprintf("node %d: %s\n got %s\nwant %s", i, p, norm(got), norm(want))
 					break paths
 				}
 			}

@@ -130,7 +130,7 @@ func New(ctx context.Context, cfg config.Config, log *slog.Logger) (*Server, err
 		}
 		return culpritOfRanking(rep)
 	}
-	alertRoutes, err := s.startAlerting(alertRules, metrics, fs, findingsCounter, rankCulprit)
+	alertRoutes, alerts, err := s.startAlerting(alertRules, metrics, fs, findingsCounter, rankCulprit)
 	if err != nil {
 		return nil, err
 	}
@@ -286,7 +286,8 @@ func New(ctx context.Context, cfg config.Config, log *slog.Logger) (*Server, err
 	mux.Handle("/api/v1/", queries.Middleware(apiV1))
 	mux.Handle("/api/", queries.Middleware(jaegerAPI))
 	clusterRoutes(mux, ring, eng, queries.Middleware(apiV1), peer, log)
-	clusterAggregates(mux, st, eng, metrics, graph, fs, peer, log)
+	parts := clusterAggregates(mux, st, eng, metrics, graph, fs, peer, log)
+	clusterAlerts(mux, parts, st, alerts, s.clusterMembers(ring, peer), peer)
 	mux.Handle("GET /metrics", metricsHandler(s.reg))
 	mux.HandleFunc("GET /healthz", func(w http.ResponseWriter, _ *http.Request) { _, _ = w.Write([]byte("ok\n")) })
 	mux.HandleFunc("GET /readyz", readyz(fs))
