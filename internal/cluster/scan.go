@@ -30,21 +30,26 @@ func (s *Store) scanAll(ctx context.Context, q store.Query, fn func(spans []mode
 	}
 	next := 0
 	stopped := false
-	// emitRemote hands fn the peers' traces that start after start.
+	// emitRemote hands fn the peers' traces that start after start, read
+	// a chunk at a time concurrently (each read asks every node).
 	emitRemote := func(start uint64) error {
-		for ; next < len(remote) && remote[next].StartUnixNano > start; next++ {
-			spans, err := s.Trace(ctx, remote[next].TraceID, store.TimeRange{})
-			if errors.Is(err, store.ErrNotFound) {
-				continue // expired since the peer named it
+		for next < len(remote) && remote[next].StartUnixNano > start {
+			end := next
+			for end < len(remote) && end-next < scanChunk && remote[end].StartUnixNano > start {
+				end++
 			}
+			traces, err := s.readTraces(ctx, remote[next:end])
+			next = end
 			if err != nil {
 				return err
 			}
-			if !store.MatchTrace(&q, spans) {
-				continue
-			}
-			if err := fn(spans); err != nil {
-				return err
+			for _, spans := range traces {
+				if spans == nil || !store.MatchTrace(&q, spans) {
+					continue // expired since the peer named it, or no match whole
+				}
+				if err := fn(spans); err != nil {
+					return err
+				}
 			}
 		}
 		return nil
@@ -68,6 +73,31 @@ func (s *Store) scanAll(ctx context.Context, q store.Query, fn func(spans []mode
 		return err
 	}
 	return nil
+}
+
+// scanChunk is how many of the peers' traces a scan reads at once.
+const scanChunk = 16
+
+// readTraces reads the traces of sums whole, concurrently, in their
+// order; a trace gone since (expired) is nil.
+func (s *Store) readTraces(ctx context.Context, sums []model.TraceSummary) ([][]model.Span, error) {
+	out := make([][]model.Span, len(sums))
+	errs := make([]error, len(sums))
+	var wg sync.WaitGroup
+	for i := range sums {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			spans, err := s.Trace(ctx, sums[i].TraceID, store.TimeRange{})
+			if err != nil && !errors.Is(err, store.ErrNotFound) {
+				errs[i] = err
+				return
+			}
+			out[i] = spans
+		}()
+	}
+	wg.Wait()
+	return out, errors.Join(errs...)
 }
 
 // peerTraces asks every peer for the traces matching q that only it
