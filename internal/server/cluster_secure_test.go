@@ -381,9 +381,10 @@ func TestTenantRateCountsForwardedSpansOnce(t *testing.T) {
 	if err := exportOverTLS(t, nodes[1].Addr("otlp-grpc"), clientTLS, tokenA, direct); err != nil {
 		t.Fatalf("export to n1 after n0 forwarded a second's worth of spans to it: %v", err)
 	}
-	// Now n1's bucket is empty, and the marker without the peer token
-	// does not get around it.
-	more, _ := tenantTraces(0xd0, 5)
+	// The marker without the peer token does not get around n1's bucket:
+	// more spans than it holds (a second of the whole rate, more than any
+	// share, whether or not n1 sees n0 answer its probes) are refused.
+	more, _ := tenantTraces(0xd0, rate/3+1)
 	err = exportOverTLS(t, nodes[1].Addr("otlp-grpc"), clientTLS, tokenA, more, "x-tracedx-forwarded-by", "n0")
 	if status.Code(err) != codes.ResourceExhausted {
 		t.Fatalf("export with a forged forwarded marker over the tenant's rate: %v, want RESOURCE_EXHAUSTED", err)
