@@ -22,6 +22,7 @@ import (
 	"github.com/tracedx/tracedx/internal/store/blockio"
 	"github.com/tracedx/tracedx/internal/store/engine"
 	"github.com/tracedx/tracedx/internal/store/s3store"
+	"github.com/tracedx/tracedx/internal/summaryarchive"
 	"github.com/tracedx/tracedx/internal/systemic"
 )
 
@@ -101,6 +102,48 @@ func (s *Server) syncState(ctx context.Context, cfg config.Config, dir func(stri
 		ctx, cancel := context.WithTimeout(context.Background(), stateTimeout)
 		defer cancel()
 		return m.Upload(ctx)
+	})
+	return s.syncDayFiles(ctx, cfg, dir)
+}
+
+// historyUpload is how often a day file that keeps growing (today's RED
+// and service-graph history) is copied again, whole: what it gained since
+// is lost with the disk.
+const historyUpload = 5 * time.Minute
+
+// syncDayFiles, with the s3 backend, restores the RED and service-graph
+// history and the summary archive's day files that the data directory
+// lacks, before they are opened, and copies changed ones to the bucket
+// (<prefix>/history/<node>) every minute and at shutdown.
+func (s *Server) syncDayFiles(ctx context.Context, cfg config.Config, dir func(string) string) error {
+	st, err := s.nodeBucket(ctx, cfg, "history", dir("history-spool"))
+	if err != nil || st == nil {
+		return err
+	}
+	history := cfg.MetricsRetention()
+	if history <= 0 {
+		history = tsdb.DefaultRetention
+	}
+	tsdbDays := func(name string) func(string) (time.Time, bool) {
+		return func(file string) (time.Time, bool) { return tsdb.FileDay(name, file) }
+	}
+	m := statesync.NewDayMirror(st, []statesync.Days{
+		{Dir: dir("metrics"), Day: tsdbDays(red.HistoryName), Retention: history},
+		{Dir: dir("servicegraph"), Day: tsdbDays(servicegraph.HistoryName), Retention: history},
+		{Dir: dir("summaries"), Day: summaryarchive.FileDay, Retention: cfg.Retention.Findings},
+	}, historyUpload, func() time.Time { return retentionNow() }, s.log)
+	rctx, cancel := context.WithTimeout(ctx, stateTimeout)
+	err = m.Restore(rctx)
+	cancel()
+	if err != nil {
+		s.log.Error("restoring the RED and service-graph history and the summary archive from the bucket failed; starting from the local disk", "err", err)
+	}
+	s.background = append(s.background, func(ctx context.Context) { m.Run(ctx, time.Minute) })
+	// After the history's last flush and the engine's last expiry.
+	s.closers = append(s.closers, func() error {
+		ctx, cancel := context.WithTimeout(context.Background(), stateTimeout)
+		defer cancel()
+		return m.Upload(ctx, true)
 	})
 	return nil
 }

@@ -136,6 +136,17 @@ func (a *Archive) now() time.Time {
 
 func (a *Archive) path(day string) string { return filepath.Join(a.opt.Dir, day+fileExt) }
 
+// FileDay is the UTC day of the traces a file of the archive's directory
+// holds; false for a name that is not a day file.
+func FileDay(name string) (time.Time, bool) {
+	day, ok := strings.CutSuffix(name, fileExt)
+	if !ok {
+		return time.Time{}, false
+	}
+	t, err := time.Parse(dayLayout, day)
+	return t, err == nil
+}
+
 // days lists the archive's day partitions, oldest first.
 func (a *Archive) days() ([]string, error) {
 	des, err := os.ReadDir(a.opt.Dir)
@@ -144,14 +155,9 @@ func (a *Archive) days() ([]string, error) {
 	}
 	var out []string
 	for _, de := range des {
-		day, ok := strings.CutSuffix(de.Name(), fileExt)
-		if !ok || de.IsDir() {
-			continue
+		if _, ok := FileDay(de.Name()); ok && !de.IsDir() {
+			out = append(out, strings.TrimSuffix(de.Name(), fileExt))
 		}
-		if _, err := time.Parse(dayLayout, day); err != nil {
-			continue
-		}
-		out = append(out, day)
 	}
 	slices.Sort(out)
 	return out, nil
