@@ -4,13 +4,17 @@ import (
 	"context"
 	"fmt"
 	"os"
+	"path/filepath"
 	"regexp"
+	"slices"
 	"strconv"
 	"strings"
 	"testing"
 	"time"
 
+	"github.com/tracedx/tracedx/internal/cluster"
 	"github.com/tracedx/tracedx/internal/config"
+	"github.com/tracedx/tracedx/internal/findingstore"
 	"github.com/tracedx/tracedx/internal/store/engine"
 )
 
@@ -109,5 +113,100 @@ func TestHistoryAndArchiveOutliveTheDiskOnS3(t *testing.T) {
 	}
 	if r := search(again); len(r.Traces) != 1 || r.Traces[0].TraceID != id || r.Traces[0].SpanCount != len(spans) {
 		t.Fatalf("archived summary after the disk was lost: %+v", r)
+	}
+}
+
+// findingKeys are a findings list's findings by trace and kind (ids are
+// per node) and the nodes the answer says it lacks or read from the
+// bucket.
+type findingKeys struct {
+	keys       []string
+	unanswered []string
+	fromBucket []string
+}
+
+func listFindings(t *testing.T, s *Server, query string) findingKeys {
+	t.Helper()
+	var l struct {
+		Findings []struct {
+			Kind    string    `json:"kind"`
+			TraceID string    `json:"trace_id"`
+			Time    time.Time `json:"time"`
+		} `json:"findings"`
+		Unanswered []string `json:"unanswered_nodes"`
+		FromBucket []string `json:"from_bucket_nodes"`
+	}
+	getJSON(t, s, "/api/v1/findings?"+query, &l)
+	out := findingKeys{unanswered: l.Unanswered, fromBucket: l.FromBucket}
+	for _, f := range l.Findings {
+		out.keys = append(out.keys, f.Kind+"/"+f.TraceID+"/"+f.Time.UTC().Format(time.RFC3339Nano))
+	}
+	slices.Sort(out.keys)
+	return out
+}
+
+// A node that is stopped leaves its sealed findings in the bucket: the
+// other nodes' findings list and summary still include them, and the
+// list says which node it read from the bucket.
+func TestStoppedNodesFindingsStillAnswerOnS3(t *testing.T) {
+	var peers []cluster.Peer
+	for i := 0; i < 2; i++ {
+		peers = append(peers, cluster.Peer{ID: fmt.Sprintf("n%d", i), OTLPGRPC: freeAddr(t), HTTP: freeAddr(t)})
+	}
+	prefix := ""
+	var nodes []*Server
+	var stops []func()
+	var dirs []string
+	for _, p := range peers {
+		cfg := config.Default()
+		cfg.DataDir = t.TempDir()
+		cfg.Listen = config.Listen{OTLPHTTP: "127.0.0.1:0", OTLPGRPC: p.OTLPGRPC, HTTP: p.HTTP}
+		cfg.Cluster.NodeID, cfg.Cluster.Peers = p.ID, peers
+		cfg.Storage.TraceIdleTimeout = 300 * time.Millisecond
+		onMinIO(t, &cfg, "tracedx-server-cluster-test")
+		if prefix == "" {
+			prefix = cfg.Storage.S3.Prefix
+		}
+		cfg.Storage.S3.Prefix = prefix // one cluster, one bucket
+		s, stop := runServer(t, cfg)
+		nodes, stops, dirs = append(nodes, s), append(stops, stop), append(dirs, cfg.DataDir)
+	}
+
+	now := time.Now()
+	postOTLP(t, nodes[0].Addr("otlp-http"), shopTraffic(40, now))
+	const query = "kind=slow_query&limit=100"
+	var before findingKeys
+	for deadline := time.Now().Add(30 * time.Second); len(before.keys) < slowOrders; time.Sleep(200 * time.Millisecond) {
+		if time.Now().After(deadline) {
+			t.Fatalf("findings of %d slow orders: %v", slowOrders, before.keys)
+		}
+		before = listFindings(t, nodes[0], query)
+	}
+	var sumBefore struct{ Total int }
+	getJSON(t, nodes[0], "/api/v1/findings/summary?kind=slow_query", &sumBefore)
+
+	// n1 stops: a planned stop seals its open segment and copies it.
+	stops[1]()
+	own, err := findingstore.Open(findingstore.Options{Dir: filepath.Join(dirs[1], "findings")})
+	if err != nil {
+		t.Fatal(err)
+	}
+	n1Findings := own.Len()
+	own.Close()
+	if n1Findings == 0 || n1Findings == len(before.keys) {
+		t.Fatalf("n1 stored %d of the %d findings: the test needs them spread", n1Findings, len(before.keys))
+	}
+
+	after := listFindings(t, nodes[0], query)
+	if !slices.Equal(after.keys, before.keys) {
+		t.Fatalf("findings with n1 stopped:\n got %v\nwant %v", after.keys, before.keys)
+	}
+	if !slices.Equal(after.unanswered, []string{"n1"}) || !slices.Equal(after.fromBucket, []string{"n1"}) {
+		t.Fatalf("answer marked unanswered %v, from the bucket %v; want n1 for both", after.unanswered, after.fromBucket)
+	}
+	var sumAfter struct{ Total int }
+	getJSON(t, nodes[0], "/api/v1/findings/summary?kind=slow_query", &sumAfter)
+	if sumAfter.Total != sumBefore.Total {
+		t.Fatalf("findings summary with n1 stopped: %d findings, had %d", sumAfter.Total, sumBefore.Total)
 	}
 }

@@ -61,11 +61,16 @@ func (s *Server) nodeBucket(ctx context.Context, cfg config.Config, area, spool 
 	if cfg.Storage.Backend != "s3" {
 		return nil, nil
 	}
-	c := cfg.Storage.S3
 	node := cfg.Cluster.NodeID
 	if node == "" {
 		node = "single"
 	}
+	return s.nodeBucketOf(ctx, cfg, area, node, spool)
+}
+
+// nodeBucketOf is node's area of the bucket (the s3 backend only).
+func (s *Server) nodeBucketOf(ctx context.Context, cfg config.Config, area, node, spool string) (blockio.Storage, error) {
+	c := cfg.Storage.S3
 	prefix := strings.TrimSuffix(c.Prefix, "/")
 	if prefix != "" {
 		prefix += "/"
@@ -214,12 +219,14 @@ func dedupAtOwner(c *ingest.Config, cfg config.Cluster, ring *cluster.Ring) {
 }
 
 // clusterRoutes mounts the peer query API and merges the findings list.
-func clusterRoutes(mux *http.ServeMux, ring *cluster.Ring, eng *engine.Engine, apiV1 http.Handler, peer cluster.Security, log *slog.Logger) {
+// A peer that does not answer is answered from its findings in the
+// bucket (down, with the s3 backend).
+func clusterRoutes(mux *http.ServeMux, ring *cluster.Ring, eng *engine.Engine, apiV1 http.Handler, peer cluster.Security, down *peerReplicas, log *slog.Logger) {
 	if ring == nil {
 		return
 	}
 	cluster.RegisterPeerRoutes(mux, eng, peer, log)
-	mux.Handle("GET /api/v1/findings", cluster.MergeFindings(apiV1, ring, peer, log))
+	mux.Handle("GET /api/v1/findings", cluster.MergeFindingsOr(apiV1, ring, peer, log, down.listFallback()))
 }
 
 // Names of the aggregate parts nodes serve each other.
@@ -238,7 +245,9 @@ const (
 // counts), the service map and Jaeger dependencies, the findings summary,
 // the findings the root-cause ranking reads, and the services, operations
 // and attribute catalogs.
-func clusterAggregates(mux *http.ServeMux, st store.Store, local store.Store, metrics *red.Metrics, graph *servicegraph.Graph, fs *findingstore.Store, peer cluster.Security, log *slog.Logger) {
+// A peer that does not answer is answered, for findings, from its findings
+// in the bucket (down).
+func clusterAggregates(mux *http.ServeMux, st store.Store, local store.Store, metrics *red.Metrics, graph *servicegraph.Graph, fs *findingstore.Store, peer cluster.Security, down *peerReplicas, log *slog.Logger) {
 	cs, ok := st.(*cluster.Store)
 	if !ok {
 		return
@@ -255,11 +264,11 @@ func clusterAggregates(mux *http.ServeMux, st store.Store, local store.Store, me
 	graph.SetRemote(serveRecords(partEdges, graph.Part))
 	cluster.ServePart(parts, partFindingsSummary, fs.Summarize)
 	fs.SetPeerSummaries(func(ctx context.Context, q findingstore.SummaryQuery) []findingstore.Summary {
-		return cluster.AskPeers[findingstore.SummaryQuery, findingstore.Summary](ctx, cs, partFindingsSummary, q)
+		return cluster.AskPeersOr(ctx, cs, partFindingsSummary, q, down.summaryFallback())
 	})
 	cluster.ServePart(parts, partFindingsList, fs.List)
 	fs.SetPeerLists(func(ctx context.Context, q findingstore.Query) [][]findingstore.Stored {
-		return cluster.AskPeers[findingstore.Query, []findingstore.Stored](ctx, cs, partFindingsList, q)
+		return cluster.AskPeersOr(ctx, cs, partFindingsList, q, down.partListFallback())
 	})
 	cluster.RegisterPartRoutes(mux, parts, peer, log)
 }
