@@ -111,9 +111,9 @@ func (s *Server) syncState(ctx context.Context, cfg config.Config, dir func(stri
 	return s.syncDayFiles(ctx, cfg, dir)
 }
 
-// historyUpload is how often a day file that keeps growing (today's RED
-// and service-graph history) is copied again, whole: what it gained since
-// is lost with the disk.
+// historyUpload is how often what a growing day file (today's RED and
+// service-graph history) gained is copied: what it gained since is lost
+// with the disk.
 const historyUpload = 5 * time.Minute
 
 // syncDayFiles, with the s3 backend, restores the RED and service-graph
@@ -137,7 +137,10 @@ func (s *Server) syncDayFiles(ctx context.Context, cfg config.Config, dir func(s
 		{Dir: dir("servicegraph"), Day: tsdbDays(servicegraph.HistoryName), Retention: history},
 		{Dir: dir("summaries"), Day: summaryarchive.FileDay, Retention: cfg.Retention.Findings},
 	}, historyUpload, func() time.Time { return retentionNow() }, s.log)
-	rctx, cancel := context.WithTimeout(ctx, stateTimeout)
+	// A lost disk's month of history is gigabytes: more time than for
+	// the state snapshots. A restore cut short leaves the rest missing,
+	// so the next start downloads it.
+	rctx, cancel := context.WithTimeout(ctx, 10*time.Minute)
 	err = m.Restore(rctx)
 	cancel()
 	if err != nil {

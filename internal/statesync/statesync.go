@@ -23,9 +23,11 @@ import (
 // File is one snapshot file: Name in the bucket, Path on local disk.
 type File struct {
 	Name, Path string
-	// Len, when set, copies only the file's first Len bytes (its length
-	// when an append-only file was looked at).
-	Len int64
+	// Len, when set, copies only Len bytes from Off: a part of an
+	// append-only file, as long as it was when looked at.
+	Off, Len int64
+	// Tee, when set, is also written the bytes copied (a checksum).
+	Tee io.Writer
 }
 
 // Mirror keeps the newest copy of a set of files in a bucket: one block
@@ -191,7 +193,10 @@ func copyInto(w blockio.Writer, f File, data []byte) error {
 		defer file.Close()
 		in = file
 		if f.Len > 0 {
-			in = io.LimitReader(file, f.Len)
+			in = io.NewSectionReader(file, f.Off, f.Len)
+		}
+		if f.Tee != nil {
+			in = io.TeeReader(in, f.Tee)
 		}
 	}
 	out, err := w.File(f.Name)
