@@ -15,7 +15,9 @@ import (
 	"github.com/tracedx/tracedx/internal/cluster"
 	"github.com/tracedx/tracedx/internal/config"
 	"github.com/tracedx/tracedx/internal/findingstore"
+	"github.com/tracedx/tracedx/internal/store"
 	"github.com/tracedx/tracedx/internal/store/engine"
+	"github.com/tracedx/tracedx/internal/summaryarchive"
 )
 
 // onMinIO points cfg's block storage at the test MinIO, under a prefix of
@@ -145,18 +147,15 @@ func listFindings(t *testing.T, s *Server, query string) findingKeys {
 	return out
 }
 
-// A node that is stopped leaves its sealed findings in the bucket: the
-// other nodes' findings list and summary still include them, and the
-// list says which node it read from the bucket.
-func TestStoppedNodesFindingsStillAnswerOnS3(t *testing.T) {
+// clusterOnMinIO runs n whole servers as one cluster on one MinIO
+// prefix, and returns them with their stops and data directories.
+func clusterOnMinIO(t *testing.T, n int, mutate func(*config.Config)) (nodes []*Server, stops []func(), dirs []string) {
+	t.Helper()
 	var peers []cluster.Peer
-	for i := 0; i < 2; i++ {
+	for i := 0; i < n; i++ {
 		peers = append(peers, cluster.Peer{ID: fmt.Sprintf("n%d", i), OTLPGRPC: freeAddr(t), HTTP: freeAddr(t)})
 	}
 	prefix := ""
-	var nodes []*Server
-	var stops []func()
-	var dirs []string
 	for _, p := range peers {
 		cfg := config.Default()
 		cfg.DataDir = t.TempDir()
@@ -168,10 +167,18 @@ func TestStoppedNodesFindingsStillAnswerOnS3(t *testing.T) {
 			prefix = cfg.Storage.S3.Prefix
 		}
 		cfg.Storage.S3.Prefix = prefix // one cluster, one bucket
+		mutate(&cfg)
 		s, stop := runServer(t, cfg)
 		nodes, stops, dirs = append(nodes, s), append(stops, stop), append(dirs, cfg.DataDir)
 	}
+	return nodes, stops, dirs
+}
 
+// A node that is stopped leaves its sealed findings in the bucket: the
+// other nodes' findings list and summary still include them, and the
+// list says which node it read from the bucket.
+func TestStoppedNodesFindingsStillAnswerOnS3(t *testing.T) {
+	nodes, stops, dirs := clusterOnMinIO(t, 2, func(*config.Config) {})
 	now := time.Now()
 	postOTLP(t, nodes[0].Addr("otlp-http"), shopTraffic(40, now))
 	const query = "kind=slow_query&limit=100"
@@ -208,5 +215,79 @@ func TestStoppedNodesFindingsStillAnswerOnS3(t *testing.T) {
 	getJSON(t, nodes[0], "/api/v1/findings/summary?kind=slow_query", &sumAfter)
 	if sumAfter.Total != sumBefore.Total {
 		t.Fatalf("findings summary with n1 stopped: %d findings, had %d", sumAfter.Total, sumBefore.Total)
+	}
+}
+
+// Each node archives the summaries of the blocks it expires: a search
+// merges every node's archive, and while a node is down its archive is
+// read from the bucket.
+func TestArchivedSummariesMergeAndOutliveAStoppedNodeOnS3(t *testing.T) {
+	saved := retentionNow
+	t.Cleanup(func() { retentionNow = saved })
+	var shift time.Duration
+	retentionNow = func() time.Time { return time.Now().Add(shift) }
+	nodes, stops, dirs := clusterOnMinIO(t, 2, func(c *config.Config) {
+		c.Storage.Retention, c.Retention.Findings = 24*time.Hour, 10*24*time.Hour
+	})
+	ctx := context.Background()
+	engines := func(fn func(*engine.Engine) error) {
+		t.Helper()
+		for _, n := range nodes {
+			if err := fn(n.Store().(*engine.Engine)); err != nil {
+				t.Fatal(err)
+			}
+		}
+	}
+	// Many small blocks, so that both nodes own (and expire) some.
+	now := time.Now()
+	var sent []string
+	for i := 0; i < 12; i++ {
+		o := slowOrder(100+i, now.Add(-20*time.Minute+time.Duration(i)*time.Minute))
+		o[0].TraceID[1], o[1].TraceID[1] = byte(i*37), byte(i*37) // spread over the ring
+		sent = append(sent, o[0].TraceID.String())
+		postOTLP(t, nodes[i%2].Addr("otlp-http"), o)
+		time.Sleep(50 * time.Millisecond)
+		engines(func(e *engine.Engine) error { return e.Flush(ctx) })
+	}
+	slices.Sort(sent)
+	window := "&start=" + strconv.FormatInt(now.Add(-time.Hour).UnixMilli(), 10) + "&end=" + strconv.FormatInt(now.UnixMilli(), 10)
+	search := func(s *Server) []string {
+		var r archivedSearch
+		getJSON(t, s, "/api/v1/search?service=orders&limit=100"+window, &r)
+		var ids []string
+		for _, tr := range r.Traces {
+			if tr.TraceAvailable == nil || *tr.TraceAvailable {
+				t.Fatalf("trace %s still stored after retention: %+v", tr.TraceID, r)
+			}
+			ids = append(ids, tr.TraceID)
+		}
+		slices.Sort(ids)
+		return ids
+	}
+	// Every node sees every block, the owners expire them, and every node
+	// sees that they are gone.
+	time.Sleep(500 * time.Millisecond) // spans forwarded to their owner
+	engines(func(e *engine.Engine) error { return e.Flush(ctx) })
+	engines(func(e *engine.Engine) error { return e.Refresh(ctx) })
+	shift = 25 * time.Hour
+	engines(func(e *engine.Engine) error { return e.ApplyRetention(ctx) })
+	engines(func(e *engine.Engine) error { return e.Refresh(ctx) })
+	for i, n := range nodes {
+		if got := search(n); !slices.Equal(got, sent) {
+			t.Fatalf("node %d's search of the archived summaries: %v, want %v", i, got, sent)
+		}
+	}
+
+	stops[1]()
+	a, err := summaryarchive.Open(summaryarchive.Options{Dir: filepath.Join(dirs[1], "summaries"), Now: retentionNow})
+	if err != nil {
+		t.Fatal(err)
+	}
+	own, err := a.Search(ctx, store.Query{})
+	if err != nil || len(own) == 0 || len(own) == len(sent) {
+		t.Fatalf("n1 archived %d of %d traces (%v): the test needs them spread", len(own), len(sent), err)
+	}
+	if got := search(nodes[0]); !slices.Equal(got, sent) {
+		t.Fatalf("search with n1 stopped: %v, want %v", got, sent)
 	}
 }

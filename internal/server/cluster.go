@@ -238,6 +238,7 @@ const (
 	partEdges           = "servicegraph"
 	partFindingsSummary = "findings-summary"
 	partFindingsList    = "findings-list"
+	partArchive         = "summaries-gone"
 )
 
 // clusterAggregates makes the aggregate APIs answer for the whole
@@ -248,9 +249,12 @@ const (
 // counts), the service map and Jaeger dependencies, the findings summary,
 // the findings the root-cause ranking reads, and the services, operations
 // and attribute catalogs.
-// A peer that does not answer is answered, for findings, from its findings
-// in the bucket (down).
-func clusterAggregates(mux *http.ServeMux, st store.Store, local store.Store, metrics *red.Metrics, graph *servicegraph.Graph, fs *findingstore.Store, peer cluster.Security, down *peerReplicas, log *slog.Logger) {
+// The archive of expired traces' summaries is merged too (each node
+// archives the blocks it expires). A peer that does not answer is
+// answered, for findings and archived summaries, from its copies in the
+// bucket (down).
+func clusterAggregates(mux *http.ServeMux, st store.Store, local store.Store, metrics *red.Metrics, graph *servicegraph.Graph, fs *findingstore.Store,
+	gone *goneSummaries, peer cluster.Security, down *peerReplicas, log *slog.Logger) {
 	cs, ok := st.(*cluster.Store)
 	if !ok {
 		return
@@ -273,5 +277,9 @@ func clusterAggregates(mux *http.ServeMux, st store.Store, local store.Store, me
 	fs.SetPeerLists(func(ctx context.Context, q findingstore.Query) [][]findingstore.Stored {
 		return cluster.AskPeersOr(ctx, cs, partFindingsList, q, down.partListFallback())
 	})
+	cluster.ServePart(parts, partArchive, gone.a.Search)
+	gone.peers = func(ctx context.Context, q store.Query) [][]summaryarchive.Entry {
+		return cluster.AskPeersOr(ctx, cs, partArchive, q, down.archiveFallback())
+	}
 	cluster.RegisterPartRoutes(mux, parts, peer, log)
 }

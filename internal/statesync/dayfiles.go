@@ -212,6 +212,31 @@ func (m *DayMirror) Restore(ctx context.Context) error {
 	return nil
 }
 
+// Pull makes the local day files that want accepts copies of the
+// bucket's: a file whose copy has another length is downloaded again.
+// It is for a directory that only the bucket fills (a replica of another
+// node's files); local files the bucket lacks are left alone.
+func (m *DayMirror) Pull(ctx context.Context, want func(name string) bool) error {
+	byName, err := m.copies(ctx)
+	if err != nil {
+		return err
+	}
+	for name, c := range byName {
+		set, expired := m.set(name)
+		if set == nil || expired || c.gen == "" || !want(name) {
+			continue
+		}
+		path := filepath.Join(set.Dir, name)
+		if fi, err := os.Stat(path); err == nil && fi.Size() == c.size() {
+			continue
+		}
+		if err := m.download(ctx, name, path, c); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
 // download joins c's parts into path, and notes them as sent.
 func (m *DayMirror) download(ctx context.Context, name, path string, c *fileCopy) error {
 	if err := os.MkdirAll(filepath.Dir(path), 0o755); err != nil {

@@ -493,14 +493,41 @@ func (a *Archive) search(ctx context.Context, q store.Query) (_ []Entry, bad str
 			}
 		}
 	}
-	slices.SortFunc(res, func(x, y Entry) int {
-		return cmp.Or(cmp.Compare(y.Summary.StartUnixNano, x.Summary.StartUnixNano),
-			bytes.Compare(x.Summary.TraceID[:], y.Summary.TraceID[:]))
-	})
+	sortNewestFirst(res)
 	if q.Limit > 0 && len(res) > q.Limit {
 		res = res[:q.Limit]
 	}
 	return res, "", nil
+}
+
+// Merge joins the answers of several archives (the nodes of a cluster
+// each archive the blocks they expire, so one trace may be in several):
+// fragments of one trace joined, newest first, at most limit (0: all).
+func Merge(parts [][]Entry, limit int) []Entry {
+	byID := map[model.TraceID]int{}
+	var out []Entry
+	for _, es := range parts {
+		for _, e := range es {
+			if j, ok := byID[e.Summary.TraceID]; ok {
+				out[j] = join(out[j], e)
+				continue
+			}
+			byID[e.Summary.TraceID] = len(out)
+			out = append(out, e)
+		}
+	}
+	sortNewestFirst(out)
+	if limit > 0 && len(out) > limit {
+		out = out[:limit]
+	}
+	return out
+}
+
+func sortNewestFirst(es []Entry) {
+	slices.SortFunc(es, func(x, y Entry) int {
+		return cmp.Or(cmp.Compare(y.Summary.StartUnixNano, x.Summary.StartUnixNano),
+			bytes.Compare(x.Summary.TraceID[:], y.Summary.TraceID[:]))
+	})
 }
 
 // readDay reads a day file's entries, fragments of one trace joined.
