@@ -94,21 +94,28 @@ func (s *Server) syncState(ctx context.Context, cfg config.Config, dir func(stri
 		{Name: baseline.SnapshotFile, Path: filepath.Join(dir("baselines"), baseline.SnapshotFile)},
 		{Name: systemic.SnapshotFile, Path: filepath.Join(dir("systemic"), systemic.SnapshotFile)},
 	}, s.log)
-	rctx, cancel := context.WithTimeout(ctx, stateTimeout)
-	err = m.Restore(rctx)
+	s.mirrored(ctx, "baselines and detector state", stateTimeout, m.Restore, m.Run, m.Upload)
+	return s.syncDayFiles(ctx, cfg, dir)
+}
+
+// mirrored restores from the bucket, within restoreTimeout, the files
+// that the data directory lacks, then has run copy them every minute and
+// final copy them at shutdown: after the components that write them
+// closed, as closers run last-added first.
+func (s *Server) mirrored(ctx context.Context, what string, restoreTimeout time.Duration, restore func(context.Context) error,
+	run func(context.Context, time.Duration), final func(context.Context) error) {
+	rctx, cancel := context.WithTimeout(ctx, restoreTimeout)
+	err := restore(rctx)
 	cancel()
 	if err != nil {
-		s.log.Error("restoring baselines and detector state from the bucket failed; starting from the local disk", "err", err)
+		s.log.Error("restoring from the bucket failed; starting from the local disk", "what", what, "err", err)
 	}
-	s.background = append(s.background, func(ctx context.Context) { m.Run(ctx, time.Minute) })
-	// Closers run last-added first: this one after the components have
-	// written their snapshots.
+	s.background = append(s.background, func(ctx context.Context) { run(ctx, time.Minute) })
 	s.closers = append(s.closers, func() error {
 		ctx, cancel := context.WithTimeout(context.Background(), stateTimeout)
 		defer cancel()
-		return m.Upload(ctx)
+		return final(ctx)
 	})
-	return s.syncDayFiles(ctx, cfg, dir)
 }
 
 // historyUpload is how often what a growing day file (today's RED and
@@ -140,19 +147,8 @@ func (s *Server) syncDayFiles(ctx context.Context, cfg config.Config, dir func(s
 	// A lost disk's month of history is gigabytes: more time than for
 	// the state snapshots. A restore cut short leaves the rest missing,
 	// so the next start downloads it.
-	rctx, cancel := context.WithTimeout(ctx, 10*time.Minute)
-	err = m.Restore(rctx)
-	cancel()
-	if err != nil {
-		s.log.Error("restoring the RED and service-graph history and the summary archive from the bucket failed; starting from the local disk", "err", err)
-	}
-	s.background = append(s.background, func(ctx context.Context) { m.Run(ctx, time.Minute) })
-	// After the history's last flush and the engine's last expiry.
-	s.closers = append(s.closers, func() error {
-		ctx, cancel := context.WithTimeout(context.Background(), stateTimeout)
-		defer cancel()
-		return m.Upload(ctx, true)
-	})
+	s.mirrored(ctx, "RED and service-graph history, summary archive", 10*time.Minute, m.Restore, m.Run,
+		func(ctx context.Context) error { return m.Upload(ctx, true) })
 	return nil
 }
 

@@ -430,16 +430,5 @@ func crcOf(path string, n int64) (uint32, error) {
 
 // Run uploads every interval until ctx ends.
 func (m *DayMirror) Run(ctx context.Context, interval time.Duration) {
-	t := time.NewTicker(interval)
-	defer t.Stop()
-	for {
-		select {
-		case <-ctx.Done():
-			return
-		case <-t.C:
-			if err := m.Upload(ctx, false); err != nil {
-				m.log.Warn("copying day files to the bucket; retrying later", "err", err)
-			}
-		}
-	}
+	every(ctx, interval, func(ctx context.Context) error { return m.Upload(ctx, false) }, m.log, "copying day files to the bucket; retrying later")
 }

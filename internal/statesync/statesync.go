@@ -215,6 +215,12 @@ func copyInto(w blockio.Writer, f File, data []byte) error {
 
 // Run uploads every interval until ctx ends.
 func (m *Mirror) Run(ctx context.Context, interval time.Duration) {
+	every(ctx, interval, m.Upload, m.log, "copying state to the bucket; retrying later")
+}
+
+// every runs upload every interval until ctx ends; a failure is logged
+// as failed and tried again at the next tick.
+func every(ctx context.Context, interval time.Duration, upload func(context.Context) error, log *slog.Logger, failed string) {
 	t := time.NewTicker(interval)
 	defer t.Stop()
 	for {
@@ -222,8 +228,8 @@ func (m *Mirror) Run(ctx context.Context, interval time.Duration) {
 		case <-ctx.Done():
 			return
 		case <-t.C:
-			if err := m.Upload(ctx); err != nil {
-				m.log.Warn("copying state to the bucket; retrying later", "err", err)
+			if err := upload(ctx); err != nil {
+				log.Warn(failed, "err", err)
 			}
 		}
 	}

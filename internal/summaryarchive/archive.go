@@ -504,23 +504,36 @@ func (a *Archive) search(ctx context.Context, q store.Query) (_ []Entry, bad str
 // each archive the blocks they expire, so one trace may be in several):
 // fragments of one trace joined, newest first, at most limit (0: all).
 func Merge(parts [][]Entry, limit int) []Entry {
-	byID := map[model.TraceID]int{}
-	var out []Entry
+	var j joiner
 	for _, es := range parts {
-		for _, e := range es {
-			if j, ok := byID[e.Summary.TraceID]; ok {
-				out[j] = join(out[j], e)
-				continue
-			}
-			byID[e.Summary.TraceID] = len(out)
-			out = append(out, e)
-		}
+		j.add(es)
 	}
+	out := j.out
 	sortNewestFirst(out)
 	if limit > 0 && len(out) > limit {
 		out = out[:limit]
 	}
 	return out
+}
+
+// joiner collects entries, fragments of one trace joined.
+type joiner struct {
+	byID map[model.TraceID]int
+	out  []Entry
+}
+
+func (j *joiner) add(es []Entry) {
+	if j.byID == nil {
+		j.byID = map[model.TraceID]int{}
+	}
+	for _, e := range es {
+		if i, ok := j.byID[e.Summary.TraceID]; ok {
+			j.out[i] = join(j.out[i], e)
+			continue
+		}
+		j.byID[e.Summary.TraceID] = len(j.out)
+		j.out = append(j.out, e)
+	}
 }
 
 func sortNewestFirst(es []Entry) {
@@ -532,20 +545,12 @@ func sortNewestFirst(es []Entry) {
 
 // readDay reads a day file's entries, fragments of one trace joined.
 func readDay(name string) ([]Entry, error) {
-	byID := map[model.TraceID]int{}
-	var out []Entry
+	var j joiner
 	_, err := readFile(name, func(es []Entry) error {
-		for _, e := range es {
-			if j, ok := byID[e.Summary.TraceID]; ok {
-				out[j] = join(out[j], e)
-				continue
-			}
-			byID[e.Summary.TraceID] = len(out)
-			out = append(out, e)
-		}
+		j.add(es)
 		return nil
 	})
-	return out, err
+	return j.out, err
 }
 
 // match decides q's summary-level conditions (see Searchable).
