@@ -36,6 +36,17 @@ func onMinIO(t *testing.T, cfg *config.Config, bucket string) {
 
 var rateField = regexp.MustCompile(`"rate":[0-9.e-]+,?`)
 
+// answerWithoutRates is a JSON answer without its rates: a rate divides
+// by the part of the window covered so far, which moves with the clock.
+func answerWithoutRates(t *testing.T, s *Server, path string) string {
+	t.Helper()
+	body, err := getBody(s.Addr("http"), path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return rateField.ReplaceAllString(canonical(body), "")
+}
+
 // With blocks in S3, a node whose disk is lost gets its RED and
 // service-graph history and its summary archive back from the bucket.
 func TestHistoryAndArchiveOutliveTheDiskOnS3(t *testing.T) {
@@ -58,21 +69,9 @@ func TestHistoryAndArchiveOutliveTheDiskOnS3(t *testing.T) {
 	postOTLP(t, s.Addr("otlp-http"), spans)
 	window := "start=" + strconv.FormatInt(at.Add(-time.Hour).UnixMilli(), 10) + "&end=" + strconv.FormatInt(at.Add(time.Hour).UnixMilli(), 10)
 	red := func(s *Server) string {
-		body, err := getBody(s.Addr("http"), "/api/v1/metrics/operations?service=orders&"+window)
-		if err != nil {
-			t.Fatal(err)
-		}
-		// The rate divides by the part of the window covered so far,
-		// which moves with the clock.
-		return rateField.ReplaceAllString(canonical(body), "")
+		return answerWithoutRates(t, s, "/api/v1/metrics/operations?service=orders&"+window)
 	}
-	serviceMap := func(s *Server) string {
-		body, err := getBody(s.Addr("http"), "/api/v1/servicemap?"+window)
-		if err != nil {
-			t.Fatal(err)
-		}
-		return rateField.ReplaceAllString(canonical(body), "")
-	}
+	serviceMap := func(s *Server) string { return answerWithoutRates(t, s, "/api/v1/servicemap?"+window) }
 	search := func(s *Server) archivedSearch {
 		var r archivedSearch
 		getJSON(t, s, "/api/v1/search?service=orders&"+window, &r)
@@ -174,9 +173,10 @@ func clusterOnMinIO(t *testing.T, n int, mutate func(*config.Config)) (nodes []*
 	return nodes, stops, dirs
 }
 
-// A node that is stopped leaves its sealed findings in the bucket: the
-// other nodes' findings list and summary still include them, and the
-// list says which node it read from the bucket.
+// A node that is stopped leaves its sealed findings and its history in
+// the bucket: the other nodes' findings list and summary, RED metrics
+// and service map still include them, and the findings list says which
+// node it read from the bucket.
 func TestStoppedNodesFindingsStillAnswerOnS3(t *testing.T) {
 	nodes, stops, dirs := clusterOnMinIO(t, 2, func(*config.Config) {})
 	now := time.Now()
@@ -191,6 +191,13 @@ func TestStoppedNodesFindingsStillAnswerOnS3(t *testing.T) {
 	}
 	var sumBefore struct{ Total int }
 	getJSON(t, nodes[0], "/api/v1/findings/summary?kind=slow_query", &sumBefore)
+	to := now.Truncate(time.Minute).Add(time.Minute)
+	window := "start=" + strconv.FormatInt(to.Add(-time.Hour).UnixMilli(), 10) + "&end=" + strconv.FormatInt(to.UnixMilli(), 10)
+	analytics := []string{"/api/v1/metrics/operations?" + window, "/api/v1/servicemap?" + window}
+	var analyticsBefore []string
+	for _, path := range analytics {
+		analyticsBefore = append(analyticsBefore, answerWithoutRates(t, nodes[0], path))
+	}
 
 	// n1 stops: a planned stop seals its open segment and copies it.
 	stops[1]()
@@ -215,6 +222,13 @@ func TestStoppedNodesFindingsStillAnswerOnS3(t *testing.T) {
 	getJSON(t, nodes[0], "/api/v1/findings/summary?kind=slow_query", &sumAfter)
 	if sumAfter.Total != sumBefore.Total {
 		t.Fatalf("findings summary with n1 stopped: %d findings, had %d", sumAfter.Total, sumBefore.Total)
+	}
+	// Its RED metrics and service-map edges, from its history in the
+	// bucket (copied at its stop).
+	for i, path := range analytics {
+		if got := answerWithoutRates(t, nodes[0], path); got != analyticsBefore[i] {
+			t.Fatalf("%s with n1 stopped:\n got %s\nwant %s", path, got, analyticsBefore[i])
+		}
 	}
 }
 

@@ -123,6 +123,25 @@ func (s *Server) mirrored(ctx context.Context, what string, restoreTimeout time.
 // with the disk.
 const historyUpload = 5 * time.Minute
 
+// dayFileSets are the day files of a data directory: the RED history,
+// the service-graph history and the summary archive, in that order.
+func dayFileSets(cfg config.Config, dir func(string) string) []statesync.Days {
+	history := cfg.MetricsRetention()
+	if history <= 0 {
+		history = tsdb.DefaultRetention
+	}
+	return []statesync.Days{
+		{Dir: dir("metrics"), Day: tsdbDays(red.HistoryName), Retention: history},
+		{Dir: dir("servicegraph"), Day: tsdbDays(servicegraph.HistoryName), Retention: history},
+		{Dir: dir("summaries"), Day: summaryarchive.FileDay, Retention: cfg.Retention.Findings},
+	}
+}
+
+// tsdbDays is the day of a file of the tsdb store named name.
+func tsdbDays(name string) func(string) (time.Time, bool) {
+	return func(file string) (time.Time, bool) { return tsdb.FileDay(name, file) }
+}
+
 // syncDayFiles, with the s3 backend, restores the RED and service-graph
 // history and the summary archive's day files that the data directory
 // lacks, before they are opened, and copies changed ones to the bucket
@@ -132,18 +151,7 @@ func (s *Server) syncDayFiles(ctx context.Context, cfg config.Config, dir func(s
 	if err != nil || st == nil {
 		return err
 	}
-	history := cfg.MetricsRetention()
-	if history <= 0 {
-		history = tsdb.DefaultRetention
-	}
-	tsdbDays := func(name string) func(string) (time.Time, bool) {
-		return func(file string) (time.Time, bool) { return tsdb.FileDay(name, file) }
-	}
-	m := statesync.NewDayMirror(st, []statesync.Days{
-		{Dir: dir("metrics"), Day: tsdbDays(red.HistoryName), Retention: history},
-		{Dir: dir("servicegraph"), Day: tsdbDays(servicegraph.HistoryName), Retention: history},
-		{Dir: dir("summaries"), Day: summaryarchive.FileDay, Retention: cfg.Retention.Findings},
-	}, historyUpload, func() time.Time { return retentionNow() }, s.log)
+	m := statesync.NewDayMirror(st, dayFileSets(cfg, dir), historyUpload, func() time.Time { return retentionNow() }, s.log)
 	// A lost disk's month of history is gigabytes: more time than for
 	// the state snapshots. A restore cut short leaves the rest missing,
 	// so the next start downloads it.
@@ -257,14 +265,14 @@ func clusterAggregates(mux *http.ServeMux, st store.Store, local store.Store, me
 	}
 	parts := &cluster.Parts{}
 	cluster.ServeCatalogParts(parts, local)
-	serveRecords := func(name string, part func(tsdb.Part) (tsdb.Partial, error)) tsdb.Remote {
+	serveRecords := func(name string, part func(tsdb.Part) (tsdb.Partial, error), down cluster.Fallback[tsdb.Part, tsdb.Partial]) tsdb.Remote {
 		cluster.ServePart(parts, name, func(_ context.Context, p tsdb.Part) (tsdb.Partial, error) { return part(p) })
 		return func(ctx context.Context, p tsdb.Part) []tsdb.Partial {
-			return cluster.AskPeers[tsdb.Part, tsdb.Partial](ctx, cs, name, p)
+			return cluster.AskPeersOr(ctx, cs, name, p, down)
 		}
 	}
-	metrics.SetRemote(serveRecords(partRED, metrics.Part))
-	graph.SetRemote(serveRecords(partEdges, graph.Part))
+	metrics.SetRemote(serveRecords(partRED, metrics.Part, down.historyFallback(red.HistoryName)))
+	graph.SetRemote(serveRecords(partEdges, graph.Part, down.historyFallback(servicegraph.HistoryName)))
 	cluster.ServePart(parts, partFindingsSummary, fs.Summarize)
 	fs.SetPeerSummaries(func(ctx context.Context, q findingstore.SummaryQuery) []findingstore.Summary {
 		return cluster.AskPeersOr(ctx, cs, partFindingsSummary, q, down.summaryFallback())

@@ -12,6 +12,9 @@ import (
 	"github.com/tracedx/tracedx/internal/cluster"
 	"github.com/tracedx/tracedx/internal/config"
 	"github.com/tracedx/tracedx/internal/findingstore"
+	"github.com/tracedx/tracedx/internal/red"
+	"github.com/tracedx/tracedx/internal/red/tsdb"
+	"github.com/tracedx/tracedx/internal/servicegraph"
 	"github.com/tracedx/tracedx/internal/statesync"
 	"github.com/tracedx/tracedx/internal/store"
 	"github.com/tracedx/tracedx/internal/summaryarchive"
@@ -22,11 +25,11 @@ import (
 const replicaRefresh = 15 * time.Second
 
 // peerReplicas are, with the s3 backend in a cluster, the copies of the
-// peers' sealed findings and archived summaries this node answers from
-// while a peer is down (nil otherwise). A peer's replica is opened the
-// first time the peer does not answer, and kept under
-// data_dir/peers/<node> (findings segments are downloaded then, archive
-// day files as searches reach them; both dropped by retention.findings).
+// peers' sealed findings, RED and service-graph history and archived
+// summaries this node answers from while a peer is down (nil otherwise).
+// A peer's replica is opened the first time the peer does not answer, and
+// kept under data_dir/peers/<node> (findings segments are downloaded
+// then, day files as queries reach them; all dropped by retention).
 type peerReplicas struct {
 	open func(ctx context.Context, peer string) (*peerReplica, error)
 	mu   sync.Mutex
@@ -35,7 +38,7 @@ type peerReplicas struct {
 
 type peerReplica struct {
 	findings *findingstore.Replica
-	archive  *archiveReplica
+	days     *dayReplica
 }
 
 func (s *Server) peerReplicas(cfg config.Config, ring *cluster.Ring, dir func(string) string) *peerReplicas {
@@ -59,15 +62,20 @@ func (s *Server) peerReplicas(cfg config.Config, ring *cluster.Ring, dir func(st
 		if err != nil {
 			return nil, err
 		}
-		days := statesync.Days{Dir: filepath.Join(base, "summaries"), Day: summaryarchive.FileDay, Retention: cfg.Retention.Findings}
-		a, err := summaryarchive.Open(summaryarchive.Options{Dir: days.Dir, Retention: days.Retention,
+		sets := dayFileSets(cfg, func(sub string) string { return filepath.Join(base, sub) })
+		a, err := summaryarchive.Open(summaryarchive.Options{Dir: sets[2].Dir, Retention: sets[2].Retention,
 			Now: func() time.Time { return retentionNow() }, Logger: log})
 		if err != nil {
 			f.Close()
 			return nil, err
 		}
-		mirror := statesync.NewDayMirror(history, []statesync.Days{days}, 0, func() time.Time { return retentionNow() }, log)
-		return &peerReplica{findings: f, archive: &archiveReplica{mirror: mirror, a: a}}, nil
+		mirror := statesync.NewDayMirror(history, sets, 0, func() time.Time { return retentionNow() }, log)
+		days := &dayReplica{mirror: mirror, archive: a, history: map[string]*tsdb.Store[struct{}]{},
+			historyOpts: map[string]tsdb.Options{
+				red.HistoryName:          {Dir: sets[0].Dir, Name: red.HistoryName, NHist: 1, Retention: sets[0].Retention, Logger: log},
+				servicegraph.HistoryName: {Dir: sets[1].Dir, Name: servicegraph.HistoryName, NHist: 2, Retention: sets[1].Retention, Logger: log},
+			}}
+		return &peerReplica{findings: f, days: days}, nil
 	}
 	s.closers = append(s.closers, p.close)
 	return p
@@ -145,32 +153,79 @@ func (p *peerReplicas) partListFallback() cluster.Fallback[findingstore.Query, [
 // archiveFallback answers a down peer's archived summaries.
 func (p *peerReplicas) archiveFallback() cluster.Fallback[store.Query, []summaryarchive.Entry] {
 	return fallback(p, func(ctx context.Context, r *peerReplica, q store.Query) ([]summaryarchive.Entry, error) {
-		return r.archive.search(ctx, q)
+		return r.days.searchArchive(ctx, q)
 	})
 }
 
-// archiveReplica is a down peer's summary archive: the day files a search
-// reaches are downloaded from the peer's copy in the bucket first.
-type archiveReplica struct {
-	mu     sync.Mutex // one download at a time
-	mirror *statesync.DayMirror
-	a      *summaryarchive.Archive
+// historyFallback answers a down peer's RED or service-graph records
+// (name: red.HistoryName, servicegraph.HistoryName).
+func (p *peerReplicas) historyFallback(name string) cluster.Fallback[tsdb.Part, tsdb.Partial] {
+	return fallback(p, func(ctx context.Context, r *peerReplica, q tsdb.Part) (tsdb.Partial, error) {
+		return r.days.historyPart(ctx, name, q)
+	})
 }
 
-func (r *archiveReplica) search(ctx context.Context, q store.Query) ([]summaryarchive.Entry, error) {
+// dayReplica is a down peer's day files (its RED and service-graph
+// history and its summary archive): those a query reaches are downloaded
+// from the peer's copy in the bucket first.
+type dayReplica struct {
+	mu      sync.Mutex // one download at a time; history stores reopened under it
+	mirror  *statesync.DayMirror
+	archive *summaryarchive.Archive
+	// history are the peer's RED and edge stores, opened over the files
+	// downloaded so far, by name; historyOpts open them.
+	history     map[string]*tsdb.Store[struct{}]
+	historyOpts map[string]tsdb.Options
+}
+
+// pull downloads the day files of the days [from, to) (zero: unbounded)
+// that match.
+func (r *dayReplica) pull(ctx context.Context, from, to time.Time, match func(name string) (time.Time, bool)) (int, error) {
+	n, err := r.mirror.Pull(ctx, func(name string) bool {
+		day, ok := match(name)
+		return ok && (to.IsZero() || day.Before(to)) && (from.IsZero() || day.Add(24*time.Hour).After(from))
+	})
+	if err != nil {
+		return n, fmt.Errorf("reading the peer's day files in the bucket: %w", err)
+	}
+	return n, nil
+}
+
+func (r *dayReplica) searchArchive(ctx context.Context, q store.Query) ([]summaryarchive.Entry, error) {
 	if !summaryarchive.Searchable(&q) {
 		return nil, nil
 	}
-	inRange := func(name string) bool {
-		day, ok := summaryarchive.FileDay(name)
-		lo, hi := uint64(day.UnixNano()), uint64(day.Add(24*time.Hour).UnixNano())
-		return ok && (q.Range.End == 0 || lo < q.Range.End) && (q.Range.Start == 0 || hi > q.Range.Start)
+	var from, to time.Time
+	if q.Range.Start != 0 {
+		from = time.Unix(0, int64(q.Range.Start))
+	}
+	if q.Range.End != 0 {
+		to = time.Unix(0, int64(q.Range.End))
 	}
 	r.mu.Lock()
-	err := r.mirror.Pull(ctx, inRange)
+	_, err := r.pull(ctx, from, to, summaryarchive.FileDay)
 	r.mu.Unlock()
 	if err != nil {
-		return nil, fmt.Errorf("reading the archived summaries in the bucket: %w", err)
+		return nil, err
 	}
-	return r.a.Search(ctx, q)
+	return r.archive.Search(ctx, q)
+}
+
+func (r *dayReplica) historyPart(ctx context.Context, name string, p tsdb.Part) (tsdb.Partial, error) {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	n, err := r.pull(ctx, time.Unix(p.StartMin*60, 0), time.Unix(p.EndMin*60, 0), tsdbDays(name))
+	if err != nil {
+		return tsdb.Partial{}, err
+	}
+	st := r.history[name]
+	if st == nil || n > 0 {
+		// The store reads the recent days at open: open it again over
+		// what was downloaded.
+		if st, err = tsdb.New[struct{}](r.historyOpts[name]); err != nil {
+			return tsdb.Partial{}, err
+		}
+		r.history[name] = st
+	}
+	return st.Partial(p)
 }

@@ -215,12 +215,14 @@ func (m *DayMirror) Restore(ctx context.Context) error {
 // Pull makes the local day files that want accepts copies of the
 // bucket's: a file whose copy has another length is downloaded again.
 // It is for a directory that only the bucket fills (a replica of another
-// node's files); local files the bucket lacks are left alone.
-func (m *DayMirror) Pull(ctx context.Context, want func(name string) bool) error {
+// node's files); local files the bucket lacks are left alone. It returns
+// how many files it downloaded.
+func (m *DayMirror) Pull(ctx context.Context, want func(name string) bool) (int, error) {
 	byName, err := m.copies(ctx)
 	if err != nil {
-		return err
+		return 0, err
 	}
+	pulled := 0
 	for name, c := range byName {
 		set, expired := m.set(name)
 		if set == nil || expired || c.gen == "" || !want(name) {
@@ -231,10 +233,11 @@ func (m *DayMirror) Pull(ctx context.Context, want func(name string) bool) error
 			continue
 		}
 		if err := m.download(ctx, name, path, c); err != nil {
-			return err
+			return pulled, err
 		}
+		pulled++
 	}
-	return nil
+	return pulled, nil
 }
 
 // download joins c's parts into path, and notes them as sent.
