@@ -70,10 +70,11 @@ func (s *Server) peerReplicas(cfg config.Config, ring *cluster.Ring, dir func(st
 			return nil, err
 		}
 		mirror := statesync.NewDayMirror(history, sets, 0, func() time.Time { return retentionNow() }, log)
+		// Only today in memory: the node holds its own history too.
 		days := &dayReplica{mirror: mirror, archive: a, history: map[string]*tsdb.Store[struct{}]{},
 			historyOpts: map[string]tsdb.Options{
-				red.HistoryName:          {Dir: sets[0].Dir, Name: red.HistoryName, NHist: 1, Retention: sets[0].Retention, Logger: log},
-				servicegraph.HistoryName: {Dir: sets[1].Dir, Name: servicegraph.HistoryName, NHist: 2, Retention: sets[1].Retention, Logger: log},
+				red.HistoryName:          {Dir: sets[0].Dir, Name: red.HistoryName, NHist: 1, Retention: sets[0].Retention, MemDays: 1, Logger: log},
+				servicegraph.HistoryName: {Dir: sets[1].Dir, Name: servicegraph.HistoryName, NHist: 2, Retention: sets[1].Retention, MemDays: 1, Logger: log},
 			}}
 		return &peerReplica{findings: f, days: days}, nil
 	}
