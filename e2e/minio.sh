@@ -5,8 +5,10 @@
 #   - the storage engine's own test suite with blocks in the bucket,
 #   - the S3 block storage tests (ranged reads, throttling, commit order),
 #   - the cluster package tests (three in-process nodes on the bucket),
-#   - the findings and state copies in the bucket, and whole-server
-#     cluster tests (tokens, mTLS, tenants, merged aggregates),
+#   - the findings, state, history and summary archive copies in the
+#     bucket, and whole-server cluster tests (tokens, mTLS, tenants,
+#     merged aggregates, a stopped node's findings and archive read from
+#     the bucket),
 #   - e2e/cluster: three `tracedx serve` processes on one bucket (any node
 #     answers any trace; kill -9 of a node mid-ingest loses nothing
 #     acknowledged; compaction runs once per block; RED metrics and
@@ -89,7 +91,7 @@ echo "== minio ready at $TRACEDX_TEST_S3_ENDPOINT"
 echo "== engine suite, S3 storage and cluster packages on MinIO"
 go test -race -count=1 -timeout 20m ./internal/store/engine/ ./internal/store/s3store/ ./internal/cluster/ ./internal/findingstore/ ./internal/statesync/
 
-echo "== whole servers on MinIO: a cluster with tokens, mTLS and tenants; aggregates merged; findings outliving the disk"
+echo "== whole servers on MinIO: a cluster with tokens, mTLS and tenants; aggregates merged; findings, history and archive outliving the disk and their node"
 go test -race -count=1 -timeout 10m -run 'Cluster|OnS3|Bucket|Forwarded' ./internal/server/
 
 echo "== e2e: three tracedx nodes on one bucket"

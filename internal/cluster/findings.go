@@ -20,6 +20,10 @@ import (
 // on local disk, so the list asks every peer for the same query and
 // merges the answers, newest first. Finding ids are per node.
 func MergeFindings(next http.Handler, ring *Ring, sec Security, log *slog.Logger) http.Handler {
+	return mergeFindings(next, ring, sec, log, nil)
+}
+
+func mergeFindings(next http.Handler, ring *Ring, sec Security, log *slog.Logger, fallback ListFallback) http.Handler {
 	hc := newPeerHTTP(sec, peerTimeout)
 	peers := ring.Others()
 	log = log.With("component", "cluster")
@@ -43,7 +47,7 @@ func MergeFindings(next http.Handler, ring *Ring, sec Security, log *slog.Logger
 				defer wg.Done()
 				res, err := peerFindings(r.Context(), hc, p, r.URL.RequestURI())
 				if err != nil {
-					log.Warn("peer findings query failed; answering without them", "peer", p.ID, "err", err)
+					peerListFailed(r, log, p, err, fallback, &mu, &local)
 					return
 				}
 				mu.Lock()

@@ -83,26 +83,23 @@ func RegisterPartRoutes(mux *http.ServeMux, p *Parts, sec Security, log *slog.Lo
 // logged and counted (tracedx_cluster_peer_query_failures_total) and left
 // out: the aggregate is answered without its share until it is back.
 func AskPeers[Req, Resp any](ctx context.Context, s *Store, name string, req Req) []Resp {
-	var mu sync.Mutex
-	var out []Resp
-	s.fanOut(ctx, "part "+name, func(ctx context.Context, p *peerClient) error {
-		resp, err := p.post(ctx, pathPart+name, req)
-		if err != nil {
-			return err
-		}
-		defer resp.Body.Close()
-		if resp.StatusCode != http.StatusOK {
-			b, _ := io.ReadAll(io.LimitReader(resp.Body, 4096))
-			return fmt.Errorf("peer %s: part %s: %s: %s", p.peer.ID, name, resp.Status, b)
-		}
-		var r Resp
-		if err := json.NewDecoder(resp.Body).Decode(&r); err != nil {
-			return fmt.Errorf("peer %s: decode part %s: %w", p.peer.ID, name, err)
-		}
-		mu.Lock()
-		out = append(out, r)
-		mu.Unlock()
-		return nil
-	})
-	return out
+	return AskPeersOr[Req, Resp](ctx, s, name, req, nil)
+}
+
+// askPart asks one peer for its part name of req.
+func askPart[Req, Resp any](ctx context.Context, p *peerClient, name string, req Req) (Resp, error) {
+	var r Resp
+	resp, err := p.post(ctx, pathPart+name, req)
+	if err != nil {
+		return r, err
+	}
+	defer resp.Body.Close()
+	if resp.StatusCode != http.StatusOK {
+		b, _ := io.ReadAll(io.LimitReader(resp.Body, 4096))
+		return r, fmt.Errorf("peer %s: part %s: %s: %s", p.peer.ID, name, resp.Status, b)
+	}
+	if err := json.NewDecoder(resp.Body).Decode(&r); err != nil {
+		return r, fmt.Errorf("peer %s: decode part %s: %w", p.peer.ID, name, err)
+	}
+	return r, nil
 }

@@ -132,7 +132,7 @@ func download(ctx context.Context, st blockio.Storage, id, name, path string) er
 // and deletes the bucket's copies of expired ones; Run calls it
 // periodically. Without a bucket it does nothing.
 func (s *Store) UploadSealed(ctx context.Context) error {
-	if s.opt.Bucket == nil {
+	if s.opt.Bucket == nil || s.readOnly {
 		return nil
 	}
 	type todo struct {

@@ -192,6 +192,8 @@ type Store struct {
 	// those whose copy retention is to delete.
 	inBucket map[string]bool
 	expired  []string
+	// readOnly: a Replica's store, which never writes to the bucket.
+	readOnly bool
 
 	// peerSummaries, in a cluster, gives the other nodes' summaries.
 	peerSummaries func(ctx context.Context, q SummaryQuery) []Summary

@@ -15,6 +15,12 @@ type ListResponse struct {
 	Findings []Stored `json:"findings"`
 	// Truncated is true when limit cut the list.
 	Truncated bool `json:"truncated"`
+	// In a cluster, Unanswered lists the nodes that did not answer (down,
+	// restarting): the list lacks their findings, except those in
+	// FromBucket, whose sealed findings were read from their copy in the
+	// bucket (only the findings since their last seal are missing).
+	Unanswered []string `json:"unanswered_nodes,omitempty"`
+	FromBucket []string `json:"from_bucket_nodes,omitempty"`
 }
 
 // SummaryResponse is the body of GET /api/v1/findings/summary: the
@@ -37,26 +43,11 @@ type SummaryResponse struct {
 // systemic=true keeps only cross-trace findings, false only per-trace ones.
 func RegisterRoutes(mux *http.ServeMux, fs *Store) {
 	mux.HandleFunc("GET /api/v1/findings", func(w http.ResponseWriter, r *http.Request) {
-		q, err := parseQuery(r, fs.opt.Now())
+		resp, err := fs.listAnswer(r)
 		if err != nil {
 			apiutil.Fail(w, r, err)
 			return
 		}
-		want := q.Limit
-		q.Limit++
-		list, err := fs.List(r.Context(), q)
-		if err != nil {
-			apiutil.Fail(w, r, err)
-			return
-		}
-		resp := ListResponse{Findings: list}
-		if len(list) > want {
-			resp.Findings, resp.Truncated = list[:want], true
-		}
-		if resp.Findings == nil {
-			resp.Findings = []Stored{}
-		}
-		fs.markTraces(resp.Findings)
 		apiutil.WriteJSON(w, http.StatusOK, resp)
 	})
 	mux.HandleFunc("GET /api/v1/findings/summary", func(w http.ResponseWriter, r *http.Request) {
@@ -100,6 +91,29 @@ func RegisterRoutes(mux *http.ServeMux, fs *Store) {
 		})
 		apiutil.WriteJSON(w, http.StatusOK, resp)
 	})
+}
+
+// listAnswer answers GET /api/v1/findings from this store.
+func (fs *Store) listAnswer(r *http.Request) (ListResponse, error) {
+	q, err := parseQuery(r, fs.opt.Now())
+	if err != nil {
+		return ListResponse{}, err
+	}
+	want := q.Limit
+	q.Limit++
+	list, err := fs.List(r.Context(), q)
+	if err != nil {
+		return ListResponse{}, err
+	}
+	resp := ListResponse{Findings: list}
+	if len(list) > want {
+		resp.Findings, resp.Truncated = list[:want], true
+	}
+	if resp.Findings == nil {
+		resp.Findings = []Stored{}
+	}
+	fs.markTraces(resp.Findings)
+	return resp, nil
 }
 
 func parseFromTo(r *http.Request, now time.Time) (from, to time.Time, err error) {

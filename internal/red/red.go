@@ -78,6 +78,9 @@ type Metrics struct {
 	done      chan struct{}
 }
 
+// HistoryName prefixes the day files of the RED history in Options.Dir.
+const HistoryName = "red"
+
 // New opens RED metrics, restoring the persisted series from opt.Dir.
 // Call Start to run the background flush and Close to flush on shutdown.
 func New(opt Options, log *slog.Logger) (*Metrics, error) {
@@ -94,7 +97,7 @@ func New(opt Options, log *slog.Logger) (*Metrics, error) {
 		opt.ExemplarLabel = DefaultExemplarLabel
 	}
 	st, err := tsdb.New[promState](tsdb.Options{
-		Dir: opt.Dir, Name: "red", NHist: 1, Retention: opt.Retention,
+		Dir: opt.Dir, Name: HistoryName, NHist: 1, Retention: opt.Retention,
 		MemDays: opt.MemoryDays, MaxSeries: opt.MaxSeries, Logger: log,
 	})
 	if err != nil {

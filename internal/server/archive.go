@@ -66,12 +66,18 @@ func archiveExpired(a *summaryarchive.Archive) func(context.Context, []engine.Ex
 type goneSummaries struct {
 	a      *summaryarchive.Archive
 	stored func(model.TraceID) bool
+	// peers, in a cluster, are the other nodes' archives' answers: each
+	// node archives the blocks it expires.
+	peers func(ctx context.Context, q store.Query) [][]summaryarchive.Entry
 }
 
-func (g goneSummaries) SearchGone(ctx context.Context, q store.Query) ([]summaryarchive.Entry, error) {
+func (g *goneSummaries) SearchGone(ctx context.Context, q store.Query) ([]summaryarchive.Entry, error) {
 	es, err := g.a.Search(ctx, q)
 	if err != nil {
 		return nil, err
+	}
+	if g.peers != nil {
+		es = summaryarchive.Merge(append(g.peers(ctx, q), es), q.Limit)
 	}
 	out := es[:0]
 	for _, e := range es {

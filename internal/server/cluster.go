@@ -22,6 +22,7 @@ import (
 	"github.com/tracedx/tracedx/internal/store/blockio"
 	"github.com/tracedx/tracedx/internal/store/engine"
 	"github.com/tracedx/tracedx/internal/store/s3store"
+	"github.com/tracedx/tracedx/internal/summaryarchive"
 	"github.com/tracedx/tracedx/internal/systemic"
 )
 
@@ -60,11 +61,16 @@ func (s *Server) nodeBucket(ctx context.Context, cfg config.Config, area, spool 
 	if cfg.Storage.Backend != "s3" {
 		return nil, nil
 	}
-	c := cfg.Storage.S3
 	node := cfg.Cluster.NodeID
 	if node == "" {
 		node = "single"
 	}
+	return s.nodeBucketOf(ctx, cfg, area, node, spool)
+}
+
+// nodeBucketOf is node's area of the bucket (the s3 backend only).
+func (s *Server) nodeBucketOf(ctx context.Context, cfg config.Config, area, node, spool string) (blockio.Storage, error) {
+	c := cfg.Storage.S3
 	prefix := strings.TrimSuffix(c.Prefix, "/")
 	if prefix != "" {
 		prefix += "/"
@@ -88,20 +94,69 @@ func (s *Server) syncState(ctx context.Context, cfg config.Config, dir func(stri
 		{Name: baseline.SnapshotFile, Path: filepath.Join(dir("baselines"), baseline.SnapshotFile)},
 		{Name: systemic.SnapshotFile, Path: filepath.Join(dir("systemic"), systemic.SnapshotFile)},
 	}, s.log)
-	rctx, cancel := context.WithTimeout(ctx, stateTimeout)
-	err = m.Restore(rctx)
+	s.mirrored(ctx, "baselines and detector state", stateTimeout, m.Restore, m.Run, m.Upload)
+	return s.syncDayFiles(ctx, cfg, dir)
+}
+
+// mirrored restores from the bucket, within restoreTimeout, the files
+// that the data directory lacks, then has run copy them every minute and
+// final copy them at shutdown: after the components that write them
+// closed, as closers run last-added first.
+func (s *Server) mirrored(ctx context.Context, what string, restoreTimeout time.Duration, restore func(context.Context) error,
+	run func(context.Context, time.Duration), final func(context.Context) error) {
+	rctx, cancel := context.WithTimeout(ctx, restoreTimeout)
+	err := restore(rctx)
 	cancel()
 	if err != nil {
-		s.log.Error("restoring baselines and detector state from the bucket failed; starting from the local disk", "err", err)
+		s.log.Error("restoring from the bucket failed; starting from the local disk", "what", what, "err", err)
 	}
-	s.background = append(s.background, func(ctx context.Context) { m.Run(ctx, time.Minute) })
-	// Closers run last-added first: this one after the components have
-	// written their snapshots.
+	s.background = append(s.background, func(ctx context.Context) { run(ctx, time.Minute) })
 	s.closers = append(s.closers, func() error {
 		ctx, cancel := context.WithTimeout(context.Background(), stateTimeout)
 		defer cancel()
-		return m.Upload(ctx)
+		return final(ctx)
 	})
+}
+
+// historyUpload is how often what a growing day file (today's RED and
+// service-graph history) gained is copied: what it gained since is lost
+// with the disk.
+const historyUpload = 5 * time.Minute
+
+// dayFileSets are the day files of a data directory: the RED history,
+// the service-graph history and the summary archive, in that order.
+func dayFileSets(cfg config.Config, dir func(string) string) []statesync.Days {
+	history := cfg.MetricsRetention()
+	if history <= 0 {
+		history = tsdb.DefaultRetention
+	}
+	return []statesync.Days{
+		{Dir: dir("metrics"), Day: tsdbDays(red.HistoryName), Retention: history},
+		{Dir: dir("servicegraph"), Day: tsdbDays(servicegraph.HistoryName), Retention: history},
+		{Dir: dir("summaries"), Day: summaryarchive.FileDay, Retention: cfg.Retention.Findings},
+	}
+}
+
+// tsdbDays is the day of a file of the tsdb store named name.
+func tsdbDays(name string) func(string) (time.Time, bool) {
+	return func(file string) (time.Time, bool) { return tsdb.FileDay(name, file) }
+}
+
+// syncDayFiles, with the s3 backend, restores the RED and service-graph
+// history and the summary archive's day files that the data directory
+// lacks, before they are opened, and copies changed ones to the bucket
+// (<prefix>/history/<node>) every minute and at shutdown.
+func (s *Server) syncDayFiles(ctx context.Context, cfg config.Config, dir func(string) string) error {
+	st, err := s.nodeBucket(ctx, cfg, "history", dir("history-spool"))
+	if err != nil || st == nil {
+		return err
+	}
+	m := statesync.NewDayMirror(st, dayFileSets(cfg, dir), historyUpload, func() time.Time { return retentionNow() }, s.log)
+	// A lost disk's month of history is gigabytes: more time than for
+	// the state snapshots. A restore cut short leaves the rest missing,
+	// so the next start downloads it.
+	s.mirrored(ctx, "RED and service-graph history, summary archive", 10*time.Minute, m.Restore, m.Run,
+		func(ctx context.Context) error { return m.Upload(ctx, true) })
 	return nil
 }
 
@@ -171,12 +226,14 @@ func dedupAtOwner(c *ingest.Config, cfg config.Cluster, ring *cluster.Ring) {
 }
 
 // clusterRoutes mounts the peer query API and merges the findings list.
-func clusterRoutes(mux *http.ServeMux, ring *cluster.Ring, eng *engine.Engine, apiV1 http.Handler, peer cluster.Security, log *slog.Logger) {
+// A peer that does not answer is answered from its findings in the
+// bucket (down, with the s3 backend).
+func clusterRoutes(mux *http.ServeMux, ring *cluster.Ring, eng *engine.Engine, apiV1 http.Handler, peer cluster.Security, down *peerReplicas, log *slog.Logger) {
 	if ring == nil {
 		return
 	}
 	cluster.RegisterPeerRoutes(mux, eng, peer, log)
-	mux.Handle("GET /api/v1/findings", cluster.MergeFindings(apiV1, ring, peer, log))
+	mux.Handle("GET /api/v1/findings", cluster.MergeFindingsOr(apiV1, ring, peer, log, down.listFallback()))
 }
 
 // Names of the aggregate parts nodes serve each other.
@@ -185,6 +242,7 @@ const (
 	partEdges           = "servicegraph"
 	partFindingsSummary = "findings-summary"
 	partFindingsList    = "findings-list"
+	partArchive         = "summaries-gone"
 )
 
 // clusterAggregates makes the aggregate APIs answer for the whole
@@ -194,31 +252,40 @@ const (
 // theirs into its answers: RED metrics (v1, Jaeger Monitor API, alert
 // counts), the service map and Jaeger dependencies, the findings summary,
 // the findings the root-cause ranking reads, and the services, operations
-// and attribute catalogs. It returns the parts served (nil for a single
-// node), to which more can be added.
-func clusterAggregates(mux *http.ServeMux, st store.Store, local store.Store, metrics *red.Metrics, graph *servicegraph.Graph, fs *findingstore.Store, peer cluster.Security, log *slog.Logger) *cluster.Parts {
+// and attribute catalogs.
+// The archive of expired traces' summaries is merged too (each node
+// archives the blocks it expires). A peer that does not answer is
+// answered, for findings and archived summaries, from its copies in the
+// bucket (down). It returns the parts served (nil for a single node), to
+// which more can be added.
+func clusterAggregates(mux *http.ServeMux, st store.Store, local store.Store, metrics *red.Metrics, graph *servicegraph.Graph, fs *findingstore.Store,
+	gone *goneSummaries, peer cluster.Security, down *peerReplicas, log *slog.Logger) *cluster.Parts {
 	cs, ok := st.(*cluster.Store)
 	if !ok {
 		return nil
 	}
 	parts := &cluster.Parts{}
 	cluster.ServeCatalogParts(parts, local)
-	serveRecords := func(name string, part func(tsdb.Part) (tsdb.Partial, error)) tsdb.Remote {
+	serveRecords := func(name string, part func(tsdb.Part) (tsdb.Partial, error), down cluster.Fallback[tsdb.Part, tsdb.Partial]) tsdb.Remote {
 		cluster.ServePart(parts, name, func(_ context.Context, p tsdb.Part) (tsdb.Partial, error) { return part(p) })
 		return func(ctx context.Context, p tsdb.Part) []tsdb.Partial {
-			return cluster.AskPeers[tsdb.Part, tsdb.Partial](ctx, cs, name, p)
+			return cluster.AskPeersOr(ctx, cs, name, p, down)
 		}
 	}
-	metrics.SetRemote(serveRecords(partRED, metrics.Part))
-	graph.SetRemote(serveRecords(partEdges, graph.Part))
+	metrics.SetRemote(serveRecords(partRED, metrics.Part, down.historyFallback(red.HistoryName)))
+	graph.SetRemote(serveRecords(partEdges, graph.Part, down.historyFallback(servicegraph.HistoryName)))
 	cluster.ServePart(parts, partFindingsSummary, fs.Summarize)
 	fs.SetPeerSummaries(func(ctx context.Context, q findingstore.SummaryQuery) []findingstore.Summary {
-		return cluster.AskPeers[findingstore.SummaryQuery, findingstore.Summary](ctx, cs, partFindingsSummary, q)
+		return cluster.AskPeersOr(ctx, cs, partFindingsSummary, q, down.summaryFallback())
 	})
 	cluster.ServePart(parts, partFindingsList, fs.List)
 	fs.SetPeerLists(func(ctx context.Context, q findingstore.Query) [][]findingstore.Stored {
-		return cluster.AskPeers[findingstore.Query, []findingstore.Stored](ctx, cs, partFindingsList, q)
+		return cluster.AskPeersOr(ctx, cs, partFindingsList, q, down.partListFallback())
 	})
+	cluster.ServePart(parts, partArchive, gone.a.Search)
+	gone.peers = func(ctx context.Context, q store.Query) [][]summaryarchive.Entry {
+		return cluster.AskPeersOr(ctx, cs, partArchive, q, down.archiveFallback())
+	}
 	cluster.RegisterPartRoutes(mux, parts, peer, log)
 	return parts
 }

@@ -264,6 +264,7 @@ func New(ctx context.Context, cfg config.Config, log *slog.Logger) (*Server, err
 	if alertRoutes != nil {
 		routes = append(routes, alertRoutes)
 	}
+	gone := &goneSummaries{a: archive, stored: s.hasTrace}
 	deps := v1.Deps{
 		Store:            st,
 		Analyzer:         pipe.analyze,
@@ -275,7 +276,7 @@ func New(ctx context.Context, cfg config.Config, log *slog.Logger) (*Server, err
 		MaxAnalysisSpans: cfg.Query.MaxAnalysisSpans,
 		QueryTimeout:     cfg.Query.Timeout,
 		Sampled:          pipe.sampledReason,
-		Archive:          goneSummaries{a: archive, stored: s.hasTrace},
+		Archive:          gone,
 		TraceRetention:   traceRetention(cfg),
 	}
 	if sf, ok := pipe.findings.(*storedFindings); ok {
@@ -285,8 +286,9 @@ func New(ctx context.Context, cfg config.Config, log *slog.Logger) (*Server, err
 	apiV1 := v1.NewHandler(deps)
 	mux.Handle("/api/v1/", queries.Middleware(apiV1))
 	mux.Handle("/api/", queries.Middleware(jaegerAPI))
-	clusterRoutes(mux, ring, eng, queries.Middleware(apiV1), peer, log)
-	parts := clusterAggregates(mux, st, eng, metrics, graph, fs, peer, log)
+	down := s.peerReplicas(cfg, ring, dir)
+	clusterRoutes(mux, ring, eng, queries.Middleware(apiV1), peer, down, log)
+	parts := clusterAggregates(mux, st, eng, metrics, graph, fs, gone, peer, down, log)
 	clusterAlerts(mux, parts, st, alerts, s.clusterMembers(ring, peer), peer)
 	mux.Handle("GET /metrics", metricsHandler(s.reg))
 	mux.HandleFunc("GET /healthz", func(w http.ResponseWriter, _ *http.Request) { _, _ = w.Write([]byte("ok\n")) })

@@ -180,6 +180,9 @@ type Graph struct {
 	done      chan struct{}
 }
 
+// HistoryName prefixes the day files of the edge history in Options.Dir.
+const HistoryName = "edges"
+
 // New opens the graph, restoring persisted edge series from opt.Dir.
 func New(opt Options, log *slog.Logger) (*Graph, error) {
 	if log == nil {
@@ -198,7 +201,7 @@ func New(opt Options, log *slog.Logger) (*Graph, error) {
 		opt.MaxPending = 50000
 	}
 	st, err := tsdb.New[edgeProm](tsdb.Options{
-		Dir: opt.Dir, Name: "edges", NHist: 2, Retention: opt.Retention,
+		Dir: opt.Dir, Name: HistoryName, NHist: 2, Retention: opt.Retention,
 		MemDays: opt.MemoryDays, MaxSeries: opt.MaxEdges, Logger: log,
 	})
 	if err != nil {

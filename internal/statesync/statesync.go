@@ -23,6 +23,11 @@ import (
 // File is one snapshot file: Name in the bucket, Path on local disk.
 type File struct {
 	Name, Path string
+	// Len, when set, copies only Len bytes from Off: a part of an
+	// append-only file, as long as it was when looked at.
+	Off, Len int64
+	// Tee, when set, is also written the bytes copied (a checksum).
+	Tee io.Writer
 }
 
 // Mirror keeps the newest copy of a set of files in a bucket: one block
@@ -122,27 +127,14 @@ func (m *Mirror) Upload(ctx context.Context) error {
 		return nil
 	}
 	id := fmt.Sprintf("%s%020d", blockPrefix, time.Now().UnixNano())
-	w, err := m.st.Create(ctx, id)
-	if err != nil {
-		return fmt.Errorf("statesync: %w", err)
-	}
+	var files []File
 	for _, f := range m.files {
-		if _, ok := now[f.Name]; !ok {
-			continue
-		}
-		if err := copyInto(w, f, nil); err != nil {
-			_ = w.Abort()
-			return err
+		if _, ok := now[f.Name]; ok {
+			files = append(files, f)
 		}
 	}
-	// The marker goes last: object storage lists a block once it exists.
-	if err := copyInto(w, File{Name: marker}, []byte(`{"kind":"tracedx state"}`)); err != nil {
-		_ = w.Abort()
+	if err := commitBlock(ctx, m.st, id, files, nil); err != nil {
 		return err
-	}
-	if err := w.Commit(); err != nil {
-		_ = w.Abort()
-		return fmt.Errorf("statesync: uploading %s: %w", id, err)
 	}
 	m.sent = now
 	ids, err := m.blocks(ctx)
@@ -160,6 +152,36 @@ func (m *Mirror) Upload(ctx context.Context) error {
 	return errors.Join(errs...)
 }
 
+// commitBlock uploads files as block id, the marker last (object storage
+// lists a block once its marker exists). ready, when set, runs before the
+// commit and an error from it aborts the block.
+func commitBlock(ctx context.Context, st blockio.Storage, id string, files []File, ready func() error) error {
+	w, err := st.Create(ctx, id)
+	if err != nil {
+		return fmt.Errorf("statesync: %w", err)
+	}
+	for _, f := range files {
+		if err = copyInto(w, f, nil); err != nil {
+			break
+		}
+	}
+	if err == nil {
+		err = copyInto(w, File{Name: marker}, []byte(`{"kind":"tracedx state"}`))
+	}
+	if err == nil && ready != nil {
+		err = ready()
+	}
+	if err == nil {
+		if err = w.Commit(); err != nil {
+			err = fmt.Errorf("statesync: uploading %s: %w", id, err)
+		}
+	}
+	if err != nil {
+		_ = w.Abort()
+	}
+	return err
+}
+
 // copyInto writes f's file, or data when set, into the block.
 func copyInto(w blockio.Writer, f File, data []byte) error {
 	var in io.Reader = bytes.NewReader(data)
@@ -170,6 +192,12 @@ func copyInto(w blockio.Writer, f File, data []byte) error {
 		}
 		defer file.Close()
 		in = file
+		if f.Len > 0 {
+			in = io.NewSectionReader(file, f.Off, f.Len)
+		}
+		if f.Tee != nil {
+			in = io.TeeReader(in, f.Tee)
+		}
 	}
 	out, err := w.File(f.Name)
 	if err != nil {
@@ -187,6 +215,12 @@ func copyInto(w blockio.Writer, f File, data []byte) error {
 
 // Run uploads every interval until ctx ends.
 func (m *Mirror) Run(ctx context.Context, interval time.Duration) {
+	every(ctx, interval, m.Upload, m.log, "copying state to the bucket; retrying later")
+}
+
+// every runs upload every interval until ctx ends; a failure is logged
+// as failed and tried again at the next tick.
+func every(ctx context.Context, interval time.Duration, upload func(context.Context) error, log *slog.Logger, failed string) {
 	t := time.NewTicker(interval)
 	defer t.Stop()
 	for {
@@ -194,8 +228,8 @@ func (m *Mirror) Run(ctx context.Context, interval time.Duration) {
 		case <-ctx.Done():
 			return
 		case <-t.C:
-			if err := m.Upload(ctx); err != nil {
-				m.log.Warn("copying state to the bucket; retrying later", "err", err)
+			if err := upload(ctx); err != nil {
+				log.Warn(failed, "err", err)
 			}
 		}
 	}

@@ -136,6 +136,17 @@ func (a *Archive) now() time.Time {
 
 func (a *Archive) path(day string) string { return filepath.Join(a.opt.Dir, day+fileExt) }
 
+// FileDay is the UTC day of the traces a file of the archive's directory
+// holds; false for a name that is not a day file.
+func FileDay(name string) (time.Time, bool) {
+	day, ok := strings.CutSuffix(name, fileExt)
+	if !ok {
+		return time.Time{}, false
+	}
+	t, err := time.Parse(dayLayout, day)
+	return t, err == nil
+}
+
 // days lists the archive's day partitions, oldest first.
 func (a *Archive) days() ([]string, error) {
 	des, err := os.ReadDir(a.opt.Dir)
@@ -144,14 +155,9 @@ func (a *Archive) days() ([]string, error) {
 	}
 	var out []string
 	for _, de := range des {
-		day, ok := strings.CutSuffix(de.Name(), fileExt)
-		if !ok || de.IsDir() {
-			continue
+		if _, ok := FileDay(de.Name()); ok && !de.IsDir() {
+			out = append(out, strings.TrimSuffix(de.Name(), fileExt))
 		}
-		if _, err := time.Parse(dayLayout, day); err != nil {
-			continue
-		}
-		out = append(out, day)
 	}
 	slices.Sort(out)
 	return out, nil
@@ -487,32 +493,64 @@ func (a *Archive) search(ctx context.Context, q store.Query) (_ []Entry, bad str
 			}
 		}
 	}
-	slices.SortFunc(res, func(x, y Entry) int {
-		return cmp.Or(cmp.Compare(y.Summary.StartUnixNano, x.Summary.StartUnixNano),
-			bytes.Compare(x.Summary.TraceID[:], y.Summary.TraceID[:]))
-	})
+	sortNewestFirst(res)
 	if q.Limit > 0 && len(res) > q.Limit {
 		res = res[:q.Limit]
 	}
 	return res, "", nil
 }
 
+// Merge joins the answers of several archives (the nodes of a cluster
+// each archive the blocks they expire, so one trace may be in several):
+// fragments of one trace joined, newest first, at most limit (0: all).
+func Merge(parts [][]Entry, limit int) []Entry {
+	var j joiner
+	for _, es := range parts {
+		j.add(es)
+	}
+	out := j.out
+	sortNewestFirst(out)
+	if limit > 0 && len(out) > limit {
+		out = out[:limit]
+	}
+	return out
+}
+
+// joiner collects entries, fragments of one trace joined.
+type joiner struct {
+	byID map[model.TraceID]int
+	out  []Entry
+}
+
+func (j *joiner) add(es []Entry) {
+	if j.byID == nil {
+		j.byID = map[model.TraceID]int{}
+	}
+	for _, e := range es {
+		if i, ok := j.byID[e.Summary.TraceID]; ok {
+			j.out[i] = join(j.out[i], e)
+			continue
+		}
+		j.byID[e.Summary.TraceID] = len(j.out)
+		j.out = append(j.out, e)
+	}
+}
+
+func sortNewestFirst(es []Entry) {
+	slices.SortFunc(es, func(x, y Entry) int {
+		return cmp.Or(cmp.Compare(y.Summary.StartUnixNano, x.Summary.StartUnixNano),
+			bytes.Compare(x.Summary.TraceID[:], y.Summary.TraceID[:]))
+	})
+}
+
 // readDay reads a day file's entries, fragments of one trace joined.
 func readDay(name string) ([]Entry, error) {
-	byID := map[model.TraceID]int{}
-	var out []Entry
+	var j joiner
 	_, err := readFile(name, func(es []Entry) error {
-		for _, e := range es {
-			if j, ok := byID[e.Summary.TraceID]; ok {
-				out[j] = join(out[j], e)
-				continue
-			}
-			byID[e.Summary.TraceID] = len(out)
-			out = append(out, e)
-		}
+		j.add(es)
 		return nil
 	})
-	return out, err
+	return j.out, err
 }
 
 // match decides q's summary-level conditions (see Searchable).

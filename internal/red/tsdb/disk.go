@@ -40,15 +40,19 @@ func (s *Store[E]) dayPath(d int64) string {
 }
 
 func (s *Store[E]) dayOfFile(name string) (int64, bool) {
-	pre := s.opt.Name + "-"
+	t, ok := FileDay(s.opt.Name, name)
+	return UnixDay(t), ok
+}
+
+// FileDay is the UTC day of a day file of the store named store (Options.Name);
+// false for a name that is not one.
+func FileDay(store, name string) (time.Time, bool) {
+	pre := store + "-"
 	if !strings.HasPrefix(name, pre) || !strings.HasSuffix(name, fileSuffix) {
-		return 0, false
+		return time.Time{}, false
 	}
 	t, err := time.Parse("20060102", strings.TrimSuffix(strings.TrimPrefix(name, pre), fileSuffix))
-	if err != nil {
-		return 0, false
-	}
-	return UnixDay(t), true
+	return t, err == nil
 }
 
 func (s *Store[E]) appendDay(d int64, recs []KeyedRec) error {

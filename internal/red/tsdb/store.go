@@ -44,6 +44,9 @@ type Rec struct {
 	H             [2][]BC
 }
 
+// DefaultRetention is the retention of a store whose Options set none.
+const DefaultRetention = 30 * 24 * time.Hour
+
 // Options configure a Store.
 type Options struct {
 	// Dir holds the day files; "" keeps everything in memory only.
@@ -114,7 +117,7 @@ func New[E any](opt Options) (*Store[E], error) {
 		opt.NHist = 1
 	}
 	if opt.Retention <= 0 {
-		opt.Retention = 30 * 24 * time.Hour
+		opt.Retention = DefaultRetention
 	}
 	if opt.MemDays <= 0 {
 		opt.MemDays = 2

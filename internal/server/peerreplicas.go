@@ -1,0 +1,232 @@
+package server
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"net/http"
+	"path/filepath"
+	"sync"
+	"time"
+
+	"github.com/tracedx/tracedx/internal/cluster"
+	"github.com/tracedx/tracedx/internal/config"
+	"github.com/tracedx/tracedx/internal/findingstore"
+	"github.com/tracedx/tracedx/internal/red"
+	"github.com/tracedx/tracedx/internal/red/tsdb"
+	"github.com/tracedx/tracedx/internal/servicegraph"
+	"github.com/tracedx/tracedx/internal/statesync"
+	"github.com/tracedx/tracedx/internal/store"
+	"github.com/tracedx/tracedx/internal/summaryarchive"
+)
+
+// replicaRefresh is how often a replica of a down peer's findings looks
+// for segments the peer sealed since (it uploads them every 15 s).
+const replicaRefresh = 15 * time.Second
+
+// peerReplicas are, with the s3 backend in a cluster, the copies of the
+// peers' sealed findings, RED and service-graph history and archived
+// summaries this node answers from while a peer is down (nil otherwise).
+// A peer's replica is opened the first time the peer does not answer, and
+// kept under data_dir/peers/<node> (findings segments are downloaded
+// then, day files as queries reach them; all dropped by retention).
+type peerReplicas struct {
+	open func(ctx context.Context, peer string) (*peerReplica, error)
+	mu   sync.Mutex
+	m    map[string]*peerReplica
+}
+
+type peerReplica struct {
+	findings *findingstore.Replica
+	days     *dayReplica
+}
+
+func (s *Server) peerReplicas(cfg config.Config, ring *cluster.Ring, dir func(string) string) *peerReplicas {
+	if ring == nil || cfg.Storage.Backend != "s3" {
+		return nil
+	}
+	p := &peerReplicas{m: map[string]*peerReplica{}}
+	p.open = func(ctx context.Context, peer string) (*peerReplica, error) {
+		base := filepath.Join(dir("peers"), peer)
+		log := s.log.With("peer", peer)
+		findings, err := s.nodeBucketOf(ctx, cfg, "findings", peer, filepath.Join(base, "spool"))
+		if err != nil {
+			return nil, err
+		}
+		history, err := s.nodeBucketOf(ctx, cfg, "history", peer, filepath.Join(base, "spool"))
+		if err != nil {
+			return nil, err
+		}
+		f, err := findingstore.OpenReplica(findingstore.Options{Dir: filepath.Join(base, "findings"), Retention: cfg.Retention.Findings,
+			TraceAvailable: s.hasTrace, Logger: log}, findings, replicaRefresh)
+		if err != nil {
+			return nil, err
+		}
+		sets := dayFileSets(cfg, func(sub string) string { return filepath.Join(base, sub) })
+		a, err := summaryarchive.Open(summaryarchive.Options{Dir: sets[2].Dir, Retention: sets[2].Retention,
+			Now: func() time.Time { return retentionNow() }, Logger: log})
+		if err != nil {
+			f.Close()
+			return nil, err
+		}
+		mirror := statesync.NewDayMirror(history, sets, 0, func() time.Time { return retentionNow() }, log)
+		// Only today in memory: the node holds its own history too.
+		days := &dayReplica{mirror: mirror, archive: a, history: map[string]*tsdb.Store[struct{}]{},
+			historyOpts: map[string]tsdb.Options{
+				red.HistoryName:          {Dir: sets[0].Dir, Name: red.HistoryName, NHist: 1, Retention: sets[0].Retention, MemDays: 1, Logger: log},
+				servicegraph.HistoryName: {Dir: sets[1].Dir, Name: servicegraph.HistoryName, NHist: 2, Retention: sets[1].Retention, MemDays: 1, Logger: log},
+			}}
+		return &peerReplica{findings: f, days: days}, nil
+	}
+	s.closers = append(s.closers, p.close)
+	return p
+}
+
+func (p *peerReplicas) get(ctx context.Context, peer string) (*peerReplica, error) {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	if r := p.m[peer]; r != nil {
+		return r, nil
+	}
+	r, err := p.open(ctx, peer)
+	if err != nil {
+		return nil, err
+	}
+	p.m[peer] = r
+	return r, nil
+}
+
+func (p *peerReplicas) close() error {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	var errs []error
+	for _, r := range p.m {
+		errs = append(errs, r.findings.Close())
+	}
+	return errors.Join(errs...)
+}
+
+// listFallback answers a down peer's findings list; nil without replicas.
+func (p *peerReplicas) listFallback() cluster.ListFallback {
+	if p == nil {
+		return nil
+	}
+	return func(peer string, r *http.Request) (*findingstore.ListResponse, error) {
+		rep, err := p.get(r.Context(), peer)
+		if err != nil {
+			return nil, err
+		}
+		return rep.findings.Answer(r)
+	}
+}
+
+// fallback makes a part's fallback of answer, run on the peer's replica;
+// nil without replicas.
+func fallback[Req, Resp any](p *peerReplicas, answer func(ctx context.Context, r *peerReplica, req Req) (Resp, error)) cluster.Fallback[Req, Resp] {
+	if p == nil {
+		return nil
+	}
+	return func(ctx context.Context, peer string, req Req) (Resp, error) {
+		rep, err := p.get(ctx, peer)
+		if err != nil {
+			var zero Resp
+			return zero, err
+		}
+		return answer(ctx, rep, req)
+	}
+}
+
+// summaryFallback answers a down peer's findings summary part.
+func (p *peerReplicas) summaryFallback() cluster.Fallback[findingstore.SummaryQuery, findingstore.Summary] {
+	return fallback(p, func(ctx context.Context, r *peerReplica, q findingstore.SummaryQuery) (findingstore.Summary, error) {
+		return r.findings.Summarize(ctx, q)
+	})
+}
+
+// partListFallback answers a down peer's findings list part (the
+// root-cause ranking reads it).
+func (p *peerReplicas) partListFallback() cluster.Fallback[findingstore.Query, []findingstore.Stored] {
+	return fallback(p, func(ctx context.Context, r *peerReplica, q findingstore.Query) ([]findingstore.Stored, error) {
+		return r.findings.List(ctx, q)
+	})
+}
+
+// archiveFallback answers a down peer's archived summaries.
+func (p *peerReplicas) archiveFallback() cluster.Fallback[store.Query, []summaryarchive.Entry] {
+	return fallback(p, func(ctx context.Context, r *peerReplica, q store.Query) ([]summaryarchive.Entry, error) {
+		return r.days.searchArchive(ctx, q)
+	})
+}
+
+// historyFallback answers a down peer's RED or service-graph records
+// (name: red.HistoryName, servicegraph.HistoryName).
+func (p *peerReplicas) historyFallback(name string) cluster.Fallback[tsdb.Part, tsdb.Partial] {
+	return fallback(p, func(ctx context.Context, r *peerReplica, q tsdb.Part) (tsdb.Partial, error) {
+		return r.days.historyPart(ctx, name, q)
+	})
+}
+
+// dayReplica is a down peer's day files (its RED and service-graph
+// history and its summary archive): those a query reaches are downloaded
+// from the peer's copy in the bucket first.
+type dayReplica struct {
+	mu      sync.Mutex // one download at a time; history stores reopened under it
+	mirror  *statesync.DayMirror
+	archive *summaryarchive.Archive
+	// history are the peer's RED and edge stores, opened over the files
+	// downloaded so far, by name; historyOpts open them.
+	history     map[string]*tsdb.Store[struct{}]
+	historyOpts map[string]tsdb.Options
+}
+
+// pull downloads the day files of the days [from, to) (zero: unbounded)
+// that match.
+func (r *dayReplica) pull(ctx context.Context, from, to time.Time, match func(name string) (time.Time, bool)) (int, error) {
+	n, err := r.mirror.Pull(ctx, func(name string) bool {
+		day, ok := match(name)
+		return ok && (to.IsZero() || day.Before(to)) && (from.IsZero() || day.Add(24*time.Hour).After(from))
+	})
+	if err != nil {
+		return n, fmt.Errorf("reading the peer's day files in the bucket: %w", err)
+	}
+	return n, nil
+}
+
+func (r *dayReplica) searchArchive(ctx context.Context, q store.Query) ([]summaryarchive.Entry, error) {
+	if !summaryarchive.Searchable(&q) {
+		return nil, nil
+	}
+	var from, to time.Time
+	if q.Range.Start != 0 {
+		from = time.Unix(0, int64(q.Range.Start))
+	}
+	if q.Range.End != 0 {
+		to = time.Unix(0, int64(q.Range.End))
+	}
+	r.mu.Lock()
+	_, err := r.pull(ctx, from, to, summaryarchive.FileDay)
+	r.mu.Unlock()
+	if err != nil {
+		return nil, err
+	}
+	return r.archive.Search(ctx, q)
+}
+
+func (r *dayReplica) historyPart(ctx context.Context, name string, p tsdb.Part) (tsdb.Partial, error) {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	n, err := r.pull(ctx, time.Unix(p.StartMin*60, 0), time.Unix(p.EndMin*60, 0), tsdbDays(name))
+	if err != nil {
+		return tsdb.Partial{}, err
+	}
+	st := r.history[name]
+	if st == nil || n > 0 {
+		// The store reads the recent days at open: open it again over
+		// what was downloaded.
+		if st, err = tsdb.New[struct{}](r.historyOpts[name]); err != nil {
+			return tsdb.Partial{}, err
+		}
+		r.history[name] = st
+	}
+	return st.Partial(p)
+}
