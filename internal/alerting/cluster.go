@@ -64,9 +64,25 @@ type FindingCount struct {
 
 // FindingCounts returns this node's counts, for the node that evaluates
 // a findings rule.
-func (m *Manager) FindingCounts() FindingCounts {
+func (m *Manager) FindingCounts() FindingCounts { return countsOf(m.window) }
+
+// CountStored counts the findings a reader holds as FindingCounts would
+// on their node: for another node's findings copied to the bucket, while
+// that node is down.
+func (m *Manager) CountStored(ctx context.Context, r FindingsReader) (FindingCounts, error) {
+	w := newFindingsWindow(m.window.keep - findingSlot)
+	now := m.opt.Now()
+	if _, err := w.seed(ctx, r, now, m.perTrace, false); err != nil {
+		return FindingCounts{}, err
+	}
+	if _, err := w.seed(ctx, r, now, m.crossTrace, true); err != nil {
+		return FindingCounts{}, err
+	}
+	return countsOf(w), nil
+}
+
+func countsOf(w *findingsWindow) FindingCounts {
 	out := FindingCounts{Groups: []FindingCount{}}
-	w := m.window
 	w.mu.Lock()
 	defer w.mu.Unlock()
 	for s, groups := range w.slots {

@@ -76,3 +76,22 @@ func TestMergeViews(t *testing.T) {
 		t.Fatalf("history %+v", v.History)
 	}
 }
+
+// A down node's findings, read from its copy in the bucket, count as its
+// live counts would.
+func TestCountStoredCountsAsTheNodeWould(t *testing.T) {
+	rules := parseRules(t, checkoutRule)
+	stored := nPlusOne(15, t0.Add(-time.Minute))
+	live := newHarness(t, t.TempDir(), rules, nil)
+	live.m.ObserveFindings(stored)
+	reader := newHarness(t, t.TempDir(), rules, nil)
+	got, err := reader.m.CountStored(context.Background(), &fakeFindings{list: stored})
+	if err != nil {
+		t.Fatal(err)
+	}
+	want := live.m.FindingCounts()
+	if len(got.Groups) != 1 || len(want.Groups) != 1 || got.Groups[0].Count != 15 || got.Groups[0].Count != want.Groups[0].Count ||
+		got.Groups[0].Slot != want.Groups[0].Slot || got.Groups[0].ImpactMS != want.Groups[0].ImpactMS {
+		t.Fatalf("counted from the bucket %+v, live %+v", got.Groups, want.Groups)
+	}
+}

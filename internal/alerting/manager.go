@@ -70,6 +70,9 @@ type Manager struct {
 	long     *longWindows
 	// window counts the findings stored recently (ObserveFindings).
 	window *findingsWindow
+	// perTrace and crossTrace are how far back the rules count per-trace
+	// and cross-trace findings.
+	perTrace, crossTrace time.Duration
 	// ranked caches the root-cause ranking's culprit per endpoint for
 	// rankTTL: a firing alert is evaluated every interval, the ranking
 	// reads hundreds of traces.
@@ -142,6 +145,7 @@ func New(opt Options) (*Manager, error) {
 		}
 	}
 	m.window = newFindingsWindow(max(perTrace, crossTrace))
+	m.perTrace, m.crossTrace = perTrace, crossTrace
 	if opt.Findings != nil {
 		start := time.Now()
 		n, err := m.window.seed(context.Background(), opt.Findings, opt.Now(), perTrace, false)

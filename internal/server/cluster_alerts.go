@@ -21,10 +21,11 @@ type noRequest struct{}
 
 // clusterAlerts splits the alert rules between the nodes that answer
 // (each rule is evaluated, and notified, by one node), lets the node
-// evaluating a findings rule count every node's findings, and merges the
+// evaluating a findings rule count every node's findings (a down node's
+// from its copy in the bucket, with down), and merges the
 // alert lists (GET /api/v1/alerts, /api/v1/rules) of every node. It
 // answers the peers' liveness probes too.
-func clusterAlerts(mux *http.ServeMux, parts *cluster.Parts, st store.Store, m *alerting.Manager, members *cluster.Members, peer cluster.Security) {
+func clusterAlerts(mux *http.ServeMux, parts *cluster.Parts, st store.Store, m *alerting.Manager, members *cluster.Members, peer cluster.Security, down *peerReplicas) {
 	cs, ok := st.(*cluster.Store)
 	if !ok || members == nil {
 		return
@@ -36,6 +37,10 @@ func clusterAlerts(mux *http.ServeMux, parts *cluster.Parts, st store.Store, m *
 	cluster.ServePart(parts, partAlerts, func(context.Context, noRequest) (alerting.AlertsView, error) { return m.Alerts(), nil })
 	cluster.ServePart(parts, partAlertRules, func(context.Context, noRequest) (alerting.RuleGroups, error) { return m.Rules(), nil })
 	cluster.ServePart(parts, partAlertFindings, func(context.Context, noRequest) (alerting.FindingCounts, error) { return m.FindingCounts(), nil })
+	// A down node's findings are counted from its copy in the bucket.
+	countsFallback := fallback(down, func(ctx context.Context, r *peerReplica, _ noRequest) (alerting.FindingCounts, error) {
+		return m.CountStored(ctx, r.findings)
+	})
 	m.SetCluster(alerting.Cluster{
 		Owns: members.Owns,
 		Alerts: func(ctx context.Context) []alerting.AlertsView {
@@ -45,7 +50,7 @@ func clusterAlerts(mux *http.ServeMux, parts *cluster.Parts, st store.Store, m *
 			return cluster.AskPeers[noRequest, alerting.RuleGroups](ctx, cs, partAlertRules, noRequest{})
 		},
 		FindingCounts: func(ctx context.Context) []alerting.FindingCounts {
-			return cluster.AskPeers[noRequest, alerting.FindingCounts](ctx, cs, partAlertFindings, noRequest{})
+			return cluster.AskPeersOr(ctx, cs, partAlertFindings, noRequest{}, countsFallback)
 		},
 	})
 }

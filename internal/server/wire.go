@@ -289,7 +289,7 @@ func New(ctx context.Context, cfg config.Config, log *slog.Logger) (*Server, err
 	down := s.peerReplicas(cfg, ring, dir)
 	clusterRoutes(mux, ring, eng, queries.Middleware(apiV1), peer, down, log)
 	parts := clusterAggregates(mux, st, eng, metrics, graph, fs, gone, peer, down, log)
-	clusterAlerts(mux, parts, st, alerts, s.clusterMembers(ring, peer), peer)
+	clusterAlerts(mux, parts, st, alerts, s.clusterMembers(ring, peer), peer, down)
 	mux.Handle("GET /metrics", metricsHandler(s.reg))
 	mux.HandleFunc("GET /healthz", func(w http.ResponseWriter, _ *http.Request) { _, _ = w.Write([]byte("ok\n")) })
 	mux.HandleFunc("GET /readyz", readyz(fs))
