@@ -30,17 +30,19 @@ func (m *Manager) Alerts() AlertsView {
 	for i := len(m.history) - 1; i >= 0; i-- {
 		v.History = append(v.History, m.history[i].clone())
 	}
-	byStart := func(l []Alert) {
-		sort.Slice(l, func(i, j int) bool {
-			if !l[i].ActiveAt.Equal(l[j].ActiveAt) {
-				return l[i].ActiveAt.After(l[j].ActiveAt)
-			}
-			return l[i].Key < l[j].Key
-		})
-	}
-	byStart(v.Firing)
-	byStart(v.Pending)
+	sortByStart(v.Firing)
+	sortByStart(v.Pending)
 	return v
+}
+
+// sortByStart orders alerts newest first.
+func sortByStart(l []Alert) {
+	sort.Slice(l, func(i, j int) bool {
+		if !l[i].ActiveAt.Equal(l[j].ActiveAt) {
+			return l[i].ActiveAt.After(l[j].ActiveAt)
+		}
+		return l[i].Key < l[j].Key
+	})
 }
 
 // RuleGroups is the data of GET /api/v1/rules, in the shape of

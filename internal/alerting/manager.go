@@ -70,12 +70,17 @@ type Manager struct {
 	long     *longWindows
 	// window counts the findings stored recently (ObserveFindings).
 	window *findingsWindow
+	// perTrace and crossTrace are how far back the rules count per-trace
+	// and cross-trace findings.
+	perTrace, crossTrace time.Duration
 	// ranked caches the root-cause ranking's culprit per endpoint for
 	// rankTTL: a firing alert is evaluated every interval, the ranking
 	// reads hundreds of traces.
 	rankedMu sync.Mutex
 	ranked   map[[2]string]rankedCulprit
 	saveMu   sync.Mutex
+	// cluster, when set, splits the rules between the nodes (cluster.go).
+	cluster Cluster
 
 	evalFailures *prometheus.CounterVec
 	notifyTotal  *prometheus.CounterVec
@@ -140,6 +145,7 @@ func New(opt Options) (*Manager, error) {
 		}
 	}
 	m.window = newFindingsWindow(max(perTrace, crossTrace))
+	m.perTrace, m.crossTrace = perTrace, crossTrace
 	if opt.Findings != nil {
 		start := time.Now()
 		n, err := m.window.seed(context.Background(), opt.Findings, opt.Now(), perTrace, false)
@@ -212,13 +218,19 @@ func (m *Manager) startReceivers(ctx context.Context) *sync.WaitGroup {
 func (m *Manager) Evaluate(ctx context.Context) {
 	now := m.opt.Now()
 	m.window.prune(now)
-	ev := &evaluator{red: m.opt.RED, window: m.window, now: now, cache: map[redKey][]red.EntryCounts{}, long: m.long,
+	c := m.clusterOf()
+	ev := &evaluator{red: m.opt.RED, window: m.withPeers(ctx, c), now: now, cache: map[redKey][]red.EntryCounts{}, long: m.long,
 		rank: m.rankedCulprit(ctx, now)}
 	results := make(map[string][]sample, len(m.opt.Rules))
 	health := make(map[string]ruleHealth, len(m.opt.Rules))
 	failed := map[string]bool{}
+	elsewhere := map[string]bool{}
 	for i := range m.opt.Rules {
 		r := &m.opt.Rules[i]
+		if !c.owns(r) {
+			elsewhere[r.Name] = true
+			continue
+		}
 		start := time.Now()
 		s, err := ev.eval(r)
 		h := ruleHealth{lastEval: now, duration: time.Since(start)}
@@ -233,7 +245,7 @@ func (m *Manager) Evaluate(ctx context.Context) {
 	}
 	m.mu.Lock()
 	m.health = health
-	changed := m.transition(now, results, failed)
+	changed := m.transition(now, results, failed, elsewhere)
 	due := m.due(now)
 	m.mu.Unlock()
 	if changed {
@@ -254,9 +266,18 @@ func (m *Manager) Evaluate(ctx context.Context) {
 var errQueueFull = fmt.Errorf("queue full")
 
 // transition moves every alert through its lifecycle; the caller holds mu.
-func (m *Manager) transition(now time.Time, results map[string][]sample, failed map[string]bool) bool {
+// The alerts of rules evaluated elsewhere (another node of the cluster
+// owns them now) are dropped without a word: their owner raises, notifies
+// and resolves them.
+func (m *Manager) transition(now time.Time, results map[string][]sample, failed, elsewhere map[string]bool) bool {
 	changed := false
 	seen := map[string]bool{}
+	for key, a := range m.alerts {
+		if elsewhere[a.Rule] {
+			delete(m.alerts, key)
+			changed = true
+		}
+	}
 	for i := range m.opt.Rules {
 		r := &m.opt.Rules[i]
 		for _, s := range results[r.Name] {

@@ -1,6 +1,7 @@
 package cluster
 
 import (
+	"cmp"
 	"context"
 	"encoding/binary"
 	"errors"
@@ -12,6 +13,7 @@ import (
 	"net/http/httptest"
 	"os"
 	"path/filepath"
+	"slices"
 	"sync"
 	"sync/atomic"
 	"testing"
@@ -206,6 +208,42 @@ func checkEverywhere(t *testing.T, stage string, nodes []*node, spans []model.Sp
 		if err != nil || scanned != len(want) {
 			t.Fatalf("%s: node %d: scan saw %d traces, want %d (%v)", stage, i, scanned, len(want), err)
 		}
+		checkUnlimitedScan(t, stage, i, nd, want)
+	}
+}
+
+// checkUnlimitedScan asserts an unlimited scan (comparisons, TraceQL
+// metrics) of one node sees every trace of the cluster once, whole and
+// newest first, and that one stopping after n traces saw the n newest.
+func checkUnlimitedScan(t *testing.T, stage string, i int, nd *node, want map[model.TraceID]int) {
+	t.Helper()
+	var starts []uint64
+	seen := map[model.TraceID]bool{}
+	err := nd.store.ScanTraces(context.Background(), store.Query{Service: "frontend"}, func(spans []model.Span) error {
+		id := spans[0].TraceID
+		if seen[id] || len(spans) != want[id] {
+			return fmt.Errorf("unlimited scan: trace %s again (%v) or with %d spans, want %d", id, seen[id], len(spans), want[id])
+		}
+		seen[id] = true
+		starts = append(starts, traceStart(spans))
+		return nil
+	})
+	if err != nil || len(seen) != len(want) {
+		t.Fatalf("%s: node %d: unlimited scan saw %d traces, want %d (%v)", stage, i, len(seen), len(want), err)
+	}
+	if !slices.IsSortedFunc(starts, func(a, b uint64) int { return cmp.Compare(b, a) }) {
+		t.Fatalf("%s: node %d: unlimited scan not newest first", stage, i)
+	}
+	var first []uint64
+	err = nd.store.ScanTraces(context.Background(), store.Query{Service: "frontend"}, func(spans []model.Span) error {
+		first = append(first, traceStart(spans))
+		if len(first) == 25 {
+			return store.ErrStop
+		}
+		return nil
+	})
+	if err != nil || !slices.Equal(first, starts[:25]) {
+		t.Fatalf("%s: node %d: a scan stopped after 25 traces saw other traces than the 25 newest (%v)", stage, i, err)
 	}
 }
 

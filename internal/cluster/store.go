@@ -26,10 +26,8 @@ const peerTimeout = 5 * time.Second
 
 // Store is the store.Store of a cluster node's query APIs: the local
 // engine (which sees every block in the bucket) plus, for trace by id,
-// search and limited scans, what each peer holds that the bucket does not
-// show yet. Unlimited scans (metrics over many traces) and the catalogs
-// answer from the local engine: they miss spans still only in a peer's
-// head until that peer cuts them into a block (seconds).
+// search and scans, what each peer holds that the bucket does not show
+// yet. The catalogs are merged from every node's (catalog.go).
 type Store struct {
 	store.Store
 	local   Local
@@ -170,10 +168,10 @@ func (s *Store) Search(ctx context.Context, q store.Query) ([]model.TraceSummary
 
 // ScanTraces with a limit (the search of the Jaeger and Tempo APIs) is a
 // merged Search followed by a merged Trace of each result; without a
-// limit it scans the local engine only.
+// limit it is scanAll.
 func (s *Store) ScanTraces(ctx context.Context, q store.Query, fn func(spans []model.Span) error) error {
 	if q.Limit <= 0 {
-		return s.Store.ScanTraces(ctx, q, fn)
+		return s.scanAll(ctx, q, fn)
 	}
 	sums, err := s.Search(ctx, q)
 	if err != nil {

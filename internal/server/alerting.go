@@ -66,17 +66,18 @@ func alertReceivers(c config.Alerting) ([]alerting.Receiver, error) {
 }
 
 // startAlerting builds the alert manager over the RED metrics and the
-// findings store, runs it in the background and returns its API routes.
-// New findings reach the rules through counter.
+// findings store, runs it in the background and returns its API routes
+// and itself (nil when alerting is off). New findings reach the rules
+// through counter.
 func (s *Server) startAlerting(rules []alerting.Rule, red alerting.REDReader, findings alerting.FindingsReader, counter *alerting.FindingsCounter,
-	rootCause func(ctx context.Context, service, operation string, from, to time.Time) (analyze.Culprit, bool)) (func(*http.ServeMux), error) {
+	rootCause func(ctx context.Context, service, operation string, from, to time.Time) (analyze.Culprit, bool)) (func(*http.ServeMux), *alerting.Manager, error) {
 	c := s.cfg.Alerting
 	if !c.Enabled {
-		return nil, nil
+		return nil, nil, nil
 	}
 	receivers, err := alertReceivers(c)
 	if err != nil {
-		return nil, err
+		return nil, nil, err
 	}
 	m, err := alerting.New(alerting.Options{
 		Rules: rules, Interval: c.Interval, ResendInterval: c.ResendInterval, QueueSize: c.QueueSize,
@@ -84,7 +85,7 @@ func (s *Server) startAlerting(rules []alerting.Rule, red alerting.REDReader, fi
 		RED: red, Findings: findings, RootCause: rootCause, Registerer: s.reg, Logger: s.log.With("component", "alerting"),
 	})
 	if err != nil {
-		return nil, err
+		return nil, nil, err
 	}
 	counter.OnStored(m.ObserveFindings)
 	names := make([]string, len(receivers))
@@ -103,7 +104,7 @@ func (s *Server) startAlerting(rules []alerting.Rule, red alerting.REDReader, fi
 		}
 		m.Run(ctx)
 	})
-	return v1.AlertRoutes(m), nil
+	return v1.AlertRoutes(m), m, nil
 }
 
 // culpritOfRanking turns the root-cause ranking into an alert's culprit:

@@ -256,12 +256,13 @@ const (
 // The archive of expired traces' summaries is merged too (each node
 // archives the blocks it expires). A peer that does not answer is
 // answered, for findings and archived summaries, from its copies in the
-// bucket (down).
+// bucket (down). It returns the parts served (nil for a single node), to
+// which more can be added.
 func clusterAggregates(mux *http.ServeMux, st store.Store, local store.Store, metrics *red.Metrics, graph *servicegraph.Graph, fs *findingstore.Store,
-	gone *goneSummaries, peer cluster.Security, down *peerReplicas, log *slog.Logger) {
+	gone *goneSummaries, peer cluster.Security, down *peerReplicas, log *slog.Logger) *cluster.Parts {
 	cs, ok := st.(*cluster.Store)
 	if !ok {
-		return
+		return nil
 	}
 	parts := &cluster.Parts{}
 	cluster.ServeCatalogParts(parts, local)
@@ -286,4 +287,5 @@ func clusterAggregates(mux *http.ServeMux, st store.Store, local store.Store, me
 		return cluster.AskPeersOr(ctx, cs, partArchive, q, down.archiveFallback())
 	}
 	cluster.RegisterPartRoutes(mux, parts, peer, log)
+	return parts
 }

@@ -142,47 +142,11 @@ func canonical(s string) string {
 func TestClusterAggregatesEqualOneNode(t *testing.T) {
 	idle := func(c *config.Config) { c.Storage.TraceIdleTimeout = 300 * time.Millisecond }
 	nodes := startClusterServers(t, 3, idle)
-	ref, _ := runServer(t, func() config.Config {
-		c := config.Default()
-		c.DataDir = t.TempDir()
-		c.Listen = config.Listen{OTLPHTTP: "127.0.0.1:0", HTTP: "127.0.0.1:0"}
-		idle(&c)
-		return c
-	}())
+	ref := oneNodeLike(t, idle)
 
 	now := time.Now()
 	spans := shopTraffic(300, now)
-	byTrace := map[model.TraceID][]model.Span{}
-	var order []model.TraceID
-	for _, s := range spans {
-		if byTrace[s.TraceID] == nil {
-			order = append(order, s.TraceID)
-		}
-		byTrace[s.TraceID] = append(byTrace[s.TraceID], s)
-	}
-	// Batches of ten traces, round robin over the nodes, as behind a load
-	// balancer; the reference gets them all.
-	for b := 0; b*10 < len(order); b++ {
-		var batch []model.Span
-		for _, id := range order[b*10 : min(len(order), b*10+10)] {
-			batch = append(batch, byTrace[id]...)
-		}
-		postOTLP(t, nodes[b%3].Addr("otlp-http"), batch)
-		postOTLP(t, ref.Addr("otlp-http"), batch)
-	}
-	// Every node stored and counted a share of the spans, not all of
-	// them: the merge has work to do.
-	stored := 0.0
-	for i, n := range nodes {
-		w := metricValues(t, n, "tracedx_store_spans_written_total")[""]
-		if w == 0 || w >= float64(len(spans)) {
-			t.Fatalf("node %d stored %v of %d spans: traces are not spread", i, w, len(spans))
-		}
-		stored += w
-	}
-	if stored != float64(len(spans)) {
-		t.Fatalf("the nodes stored %v spans, %d sent", stored, len(spans))
-	}
+	spreadTraffic(t, nodes, ref, spans)
 
 	ms := func(t time.Time) string { return strconv.FormatInt(t.UnixMilli(), 10) }
 	// Whole minutes ending in the past: rates do not move with the clock
@@ -228,32 +192,7 @@ func TestClusterAggregatesEqualOneNode(t *testing.T) {
 		}
 		time.Sleep(200 * time.Millisecond)
 	}
-	var diff string
-	for {
-		diff = ""
-	paths:
-		for _, p := range paths {
-			want, err := getBody(ref.Addr("http"), p)
-			if err != nil {
-				t.Fatal(err)
-			}
-			for i, n := range nodes {
-				got, err := getBody(n.Addr("http"), p)
-				if err != nil {
-					t.Fatal(err)
-				}
-				if canonical(got) != canonical(want) {
-					diff = fmt.Sprintf("node %d: %s\n got %s\nwant %s", i, p, got, want)
-					break paths
-				}
-			}
-		}
-		if diff == "" || time.Now().After(deadline) {
-			break
-		}
-		time.Sleep(500 * time.Millisecond)
-	}
-	if diff != "" {
+	if diff := clusterDiff(t, nodes, ref, paths, deadline); diff != "" {
 		t.Fatal(diff)
 	}
 	// The answers compared hold the traffic (not empty answers).

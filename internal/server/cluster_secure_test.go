@@ -359,7 +359,8 @@ func TestTenantRateCountsForwardedSpansOnce(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	// Traces n1 owns, a full second's worth of the tenant's rate each.
+	// Traces n1 owns, a full second's worth of a node's share of the
+	// tenant's rate (half of it on two nodes) each.
 	all, _ := tenantTraces(0xc0, 250)
 	var owned []model.Span
 	for _, s := range all {
@@ -367,10 +368,11 @@ func TestTenantRateCountsForwardedSpansOnce(t *testing.T) {
 			owned = append(owned, s)
 		}
 	}
-	if len(owned) < 2*rate {
+	const share = rate / 2
+	if len(owned) < 2*share {
 		t.Fatalf("only %d spans owned by n1", len(owned))
 	}
-	viaN0, direct := owned[:rate], owned[rate:2*rate]
+	viaN0, direct := owned[:share], owned[share:2*share]
 	// n0 counts them and forwards them to n1 ...
 	if err := exportOverTLS(t, nodes[0].Addr("otlp-grpc"), clientTLS, tokenA, viaN0); err != nil {
 		t.Fatalf("export to n0: %v", err)
@@ -379,9 +381,10 @@ func TestTenantRateCountsForwardedSpansOnce(t *testing.T) {
 	if err := exportOverTLS(t, nodes[1].Addr("otlp-grpc"), clientTLS, tokenA, direct); err != nil {
 		t.Fatalf("export to n1 after n0 forwarded a second's worth of spans to it: %v", err)
 	}
-	// Now n1's bucket is empty, and the marker without the peer token
-	// does not get around it.
-	more, _ := tenantTraces(0xd0, 5)
+	// The marker without the peer token does not get around n1's bucket:
+	// more spans than it holds (a second of the whole rate, more than any
+	// share, whether or not n1 sees n0 answer its probes) are refused.
+	more, _ := tenantTraces(0xd0, rate/3+1)
 	err = exportOverTLS(t, nodes[1].Addr("otlp-grpc"), clientTLS, tokenA, more, "x-tracedx-forwarded-by", "n0")
 	if status.Code(err) != codes.ResourceExhausted {
 		t.Fatalf("export with a forged forwarded marker over the tenant's rate: %v, want RESOURCE_EXHAUSTED", err)

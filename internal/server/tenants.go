@@ -90,6 +90,11 @@ func newMultiTenant(ctx context.Context, cfg config.Config, log *slog.Logger) (*
 		Help: "Spans refused or dropped for a tenant's limits: rate_limited (ingest_spans_per_second, refused with 429), trace_too_large (max_spans_per_trace, max_trace_bytes)."},
 		[]string{"tenant", "reason"})
 	s.reg.MustRegister(discarded)
+	ring, err := clusterRing(cfg)
+	if err != nil {
+		return nil, err
+	}
+	nodes := s.clusterMembers(ring, sec.peer)
 	router := tenant.NewRouter(func(id string) (*tenantServer, error) {
 		// The context names the tenant: a cluster instance tells its peers.
 		sub, err := New(tenant.WithID(context.WithoutCancel(ctx), id), tenantConfig(cfg, id), log.With("tenant", id))
@@ -97,7 +102,7 @@ func newMultiTenant(ctx context.Context, cfg config.Config, log *slog.Logger) (*
 			return nil, err
 		}
 		sub.startBackground(context.Background())
-		return &tenantServer{Server: sub, sink: sub.sink, logs: sub.logSink, limiter: newSpanRate(cfg.Multitenancy.LimitsOf(id)),
+		return &tenantServer{Server: sub, sink: sub.sink, logs: sub.logSink, limiter: newSpanRate(cfg.Multitenancy.LimitsOf(id), nodeCount(nodes)),
 			discardedRate: discarded.WithLabelValues(id, "rate_limited"), discardedSize: discarded.WithLabelValues(id, "trace_too_large")}, nil
 	})
 	s.closers = append(s.closers, router.Close)
@@ -117,10 +122,6 @@ func newMultiTenant(ctx context.Context, cfg config.Config, log *slog.Logger) (*
 	inCfg := ingestConfigOf(cfg)
 	sec.ingestConfig(&inCfg)
 	sink.forwarded = inCfg.Forwarded
-	ring, err := clusterRing(cfg)
-	if err != nil {
-		return nil, err
-	}
 	dedupAtOwner(&inCfg, cfg.Cluster, ring)
 	authHTTP := inCfg.HTTPMiddleware
 	inCfg.HTTPMiddleware = func(h http.Handler) http.Handler {
@@ -157,6 +158,7 @@ func newMultiTenant(ctx context.Context, cfg config.Config, log *slog.Logger) (*
 	mux := http.NewServeMux()
 	mux.HandleFunc("GET /healthz", func(w http.ResponseWriter, _ *http.Request) { _, _ = w.Write([]byte("ok\n")) })
 	sec.routes(mux)
+	memberRoutes(mux, ring, sec.peer)
 	tenantHTTP, processMetrics := route("http"), metricsHandler(s.reg)
 	// /metrics without a tenant is the operator's: process and ingest
 	// metrics. With one, the tenant's own series.
@@ -237,11 +239,16 @@ func (t *tenantSink) WriteLogs(ctx context.Context, recs []ingest.LogRecord) err
 }
 
 // spanRate enforces a tenant's ingest rate (a token bucket of one
-// second's worth) and its bounds on a trace's spans and bytes.
+// second's worth) and its bounds on a trace's spans and bytes. In a
+// cluster the rate is the whole cluster's: each node admits its share,
+// the limit over the nodes that answer (Tempo's "global" strategy), so a
+// load balancer spreading a tenant's traffic evenly gets the limit in all.
 type spanRate struct {
 	perSecond float64
 	maxSpans  int
 	maxBytes  int64
+	// nodes is how many nodes share the rate (nil: one).
+	nodes func() int
 
 	mu     sync.Mutex
 	tokens float64
@@ -257,18 +264,29 @@ type traceUse struct {
 	bytes int64
 }
 
-func newSpanRate(l config.TenantLimits) *spanRate {
-	return &spanRate{perSecond: l.IngestSpansPerSecond, maxSpans: l.MaxSpansPerTrace, maxBytes: l.MaxTraceBytes, tokens: l.IngestSpansPerSecond}
+func newSpanRate(l config.TenantLimits, nodes func() int) *spanRate {
+	r := &spanRate{perSecond: l.IngestSpansPerSecond, maxSpans: l.MaxSpansPerTrace, maxBytes: l.MaxTraceBytes, nodes: nodes}
+	r.tokens = r.share()
+	return r
+}
+
+// share is the rate this node admits.
+func (r *spanRate) share() float64 {
+	if r.nodes == nil {
+		return r.perSecond
+	}
+	return r.perSecond / float64(max(1, r.nodes()))
 }
 
 func (r *spanRate) allow(n int, now time.Time) bool {
 	if r.perSecond <= 0 {
 		return true
 	}
+	rate := r.share()
 	r.mu.Lock()
 	defer r.mu.Unlock()
 	if !r.last.IsZero() {
-		r.tokens = min(r.perSecond, r.tokens+now.Sub(r.last).Seconds()*r.perSecond)
+		r.tokens = min(rate, r.tokens+now.Sub(r.last).Seconds()*rate)
 	}
 	r.last = now
 	if float64(n) > r.tokens {

@@ -351,7 +351,7 @@ func TestSpanRateTrimsByBytes(t *testing.T) {
 		return n
 	}
 	first := spans[:4]
-	r := newSpanRate(config.TenantLimits{MaxTraceBytes: size(first[:2])})
+	r := newSpanRate(config.TenantLimits{MaxTraceBytes: size(first[:2])}, nil)
 	now := time.Now()
 	kept := r.trimTraces(append(append([]model.Span{}, first[:3]...), spans[4]), now)
 	if len(kept) != 3 || kept[0].SpanID != first[0].SpanID || kept[1].SpanID != first[1].SpanID || kept[2].TraceID != spans[4].TraceID {

@@ -130,7 +130,7 @@ func New(ctx context.Context, cfg config.Config, log *slog.Logger) (*Server, err
 		}
 		return culpritOfRanking(rep)
 	}
-	alertRoutes, err := s.startAlerting(alertRules, metrics, fs, findingsCounter, rankCulprit)
+	alertRoutes, alerts, err := s.startAlerting(alertRules, metrics, fs, findingsCounter, rankCulprit)
 	if err != nil {
 		return nil, err
 	}
@@ -288,7 +288,8 @@ func New(ctx context.Context, cfg config.Config, log *slog.Logger) (*Server, err
 	mux.Handle("/api/", queries.Middleware(jaegerAPI))
 	down := s.peerReplicas(cfg, ring, dir)
 	clusterRoutes(mux, ring, eng, queries.Middleware(apiV1), peer, down, log)
-	clusterAggregates(mux, st, eng, metrics, graph, fs, gone, peer, down, log)
+	parts := clusterAggregates(mux, st, eng, metrics, graph, fs, gone, peer, down, log)
+	clusterAlerts(mux, parts, st, alerts, s.clusterMembers(ring, peer), peer, down)
 	mux.Handle("GET /metrics", metricsHandler(s.reg))
 	mux.HandleFunc("GET /healthz", func(w http.ResponseWriter, _ *http.Request) { _, _ = w.Write([]byte("ok\n")) })
 	mux.HandleFunc("GET /readyz", readyz(fs))

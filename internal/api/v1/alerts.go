@@ -1,15 +1,17 @@
 package v1
 
 import (
+	"context"
 	"net/http"
 
 	"github.com/tracedx/tracedx/internal/alerting"
 )
 
-// AlertsSource is the alert manager as the API sees it.
+// AlertsSource is the alert manager as the API sees it (in a cluster,
+// the alerts of every node).
 type AlertsSource interface {
-	Alerts() alerting.AlertsView
-	Rules() alerting.RuleGroups
+	View(ctx context.Context) alerting.AlertsView
+	RuleStates(ctx context.Context) alerting.RuleGroups
 }
 
 // rulesResponse is Prometheus' envelope of GET /api/v1/rules.
@@ -24,11 +26,11 @@ type rulesResponse struct {
 //	GET /api/v1/rules   the alert rules in Prometheus' rules API shape
 func AlertRoutes(src AlertsSource) func(*http.ServeMux) {
 	return func(mux *http.ServeMux) {
-		mux.HandleFunc("GET /api/v1/alerts", func(w http.ResponseWriter, _ *http.Request) {
-			writeJSON(w, http.StatusOK, src.Alerts())
+		mux.HandleFunc("GET /api/v1/alerts", func(w http.ResponseWriter, r *http.Request) {
+			writeJSON(w, http.StatusOK, src.View(r.Context()))
 		})
-		mux.HandleFunc("GET /api/v1/rules", func(w http.ResponseWriter, _ *http.Request) {
-			writeJSON(w, http.StatusOK, rulesResponse{Status: "success", Data: src.Rules()})
+		mux.HandleFunc("GET /api/v1/rules", func(w http.ResponseWriter, r *http.Request) {
+			writeJSON(w, http.StatusOK, rulesResponse{Status: "success", Data: src.RuleStates(r.Context())})
 		})
 	}
 }

@@ -1,6 +1,7 @@
 package v1
 
 import (
+	"context"
 	"encoding/json"
 	"net/http"
 	"testing"
@@ -11,12 +12,12 @@ import (
 
 type fixedAlerts struct{}
 
-func (fixedAlerts) Alerts() alerting.AlertsView {
+func (fixedAlerts) View(context.Context) alerting.AlertsView {
 	return alerting.AlertsView{Firing: []alerting.Alert{{Rule: "CartErrors", State: alerting.StateFiring,
 		Labels: map[string]string{"alertname": "CartErrors", "service": "cart"}}}, Pending: []alerting.Alert{}, History: []alerting.Alert{}}
 }
 
-func (fixedAlerts) Rules() alerting.RuleGroups {
+func (fixedAlerts) RuleStates(context.Context) alerting.RuleGroups {
 	return alerting.RuleGroups{Groups: []alerting.RuleGroup{{Name: "tracedx", Interval: 15, Rules: []alerting.RuleState{
 		{Name: "CartErrors", State: "firing", Health: "ok", Type: "alerting", LastEvaluation: time.Unix(0, 0).UTC()}}}}}
 }

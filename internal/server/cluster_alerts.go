@@ -1,0 +1,56 @@
+package server
+
+import (
+	"context"
+	"net/http"
+
+	"github.com/tracedx/tracedx/internal/alerting"
+	"github.com/tracedx/tracedx/internal/cluster"
+	"github.com/tracedx/tracedx/internal/store"
+)
+
+// Names of the alerting parts nodes serve each other.
+const (
+	partAlerts        = "alerts"
+	partAlertRules    = "alert-rules"
+	partAlertFindings = "alert-findings"
+)
+
+// noRequest is the request of a part that takes no arguments.
+type noRequest struct{}
+
+// clusterAlerts splits the alert rules between the nodes that answer
+// (each rule is evaluated, and notified, by one node), lets the node
+// evaluating a findings rule count every node's findings (a down node's
+// from its copy in the bucket, with down), and merges the
+// alert lists (GET /api/v1/alerts, /api/v1/rules) of every node. It
+// answers the peers' liveness probes too.
+func clusterAlerts(mux *http.ServeMux, parts *cluster.Parts, st store.Store, m *alerting.Manager, members *cluster.Members, peer cluster.Security, down *peerReplicas) {
+	cs, ok := st.(*cluster.Store)
+	if !ok || members == nil {
+		return
+	}
+	cluster.RegisterMemberRoutes(mux, peer)
+	if m == nil || parts == nil {
+		return
+	}
+	cluster.ServePart(parts, partAlerts, func(context.Context, noRequest) (alerting.AlertsView, error) { return m.Alerts(), nil })
+	cluster.ServePart(parts, partAlertRules, func(context.Context, noRequest) (alerting.RuleGroups, error) { return m.Rules(), nil })
+	cluster.ServePart(parts, partAlertFindings, func(context.Context, noRequest) (alerting.FindingCounts, error) { return m.FindingCounts(), nil })
+	// A down node's findings are counted from its copy in the bucket.
+	countsFallback := fallback(down, func(ctx context.Context, r *peerReplica, _ noRequest) (alerting.FindingCounts, error) {
+		return m.CountStored(ctx, r.findings)
+	})
+	m.SetCluster(alerting.Cluster{
+		Owns: members.Owns,
+		Alerts: func(ctx context.Context) []alerting.AlertsView {
+			return cluster.AskPeers[noRequest, alerting.AlertsView](ctx, cs, partAlerts, noRequest{})
+		},
+		Rules: func(ctx context.Context) []alerting.RuleGroups {
+			return cluster.AskPeers[noRequest, alerting.RuleGroups](ctx, cs, partAlertRules, noRequest{})
+		},
+		FindingCounts: func(ctx context.Context) []alerting.FindingCounts {
+			return cluster.AskPeersOr(ctx, cs, partAlertFindings, noRequest{}, countsFallback)
+		},
+	})
+}
