@@ -12,10 +12,12 @@ import (
 	"encoding/json"
 	"flag"
 	"fmt"
+	"maps"
 	"net"
 	"os"
 	"os/exec"
 	"path/filepath"
+	"slices"
 	"strconv"
 	"strings"
 	"syscall"
@@ -80,7 +82,7 @@ func main() {
 	flag.StringVar(&c.serverCPU, "server-cpu", "0", "taskset CPU list of the server")
 	flag.StringVar(&c.genCPU, "gen-cpu", "1", "taskset CPU list of the load generator")
 	flag.BoolVar(&c.keep, "keep", false, "keep the data directory")
-	flag.BoolVar(&c.queries, "queries", false, "probe query latency through the Jaeger v1 API (search by service, 20 results, and trace by id) during the load's second half and after settling")
+	flag.BoolVar(&c.queries, "queries", false, "probe query latency (search by service, 20 results, and trace by id) during the load's second half and after settling: through the Jaeger v1 API, and for tracedx also through Jaeger api_v3, Tempo and /api/v1")
 	asJSON := flag.Bool("json", false, "print the report as JSON")
 	flag.StringVar(&c.srvArgs, "server-args", "", "extra server flags, space separated (e.g. \"--analytics=false --analysis=false\" to measure what analysis costs)")
 	compare := flag.String("compare", "", "run the same load against several servers in turn and print a table: name=binary,... with names tracedx, jaeger, victoriatraces (see bench/compare)")
@@ -253,6 +255,11 @@ func printReport(r Report) {
 			}
 			fmt.Printf("  queries %s: search p50 %.1f / p99 %.1f ms, trace by id p50 %.1f / p99 %.1f ms%s (%d rounds, %d failed)\n",
 				q.when, q.s.SearchP50Ms, q.s.SearchP99Ms, q.s.TraceP50Ms, q.s.TraceP99Ms, tempo, q.s.Rounds, q.s.Failed)
+			names := slices.Sorted(maps.Keys(q.s.APIs))
+			for _, name := range names {
+				a := q.s.APIs[name]
+				fmt.Printf("    %-40s p50 %6.1f / p99 %6.1f ms (%d calls, %d failed)\n", name, a.P50Ms, a.P99Ms, a.N, a.Failed)
+			}
 		}
 	}
 	if len(r.Errors) > 0 {

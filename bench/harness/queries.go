@@ -4,14 +4,17 @@ import (
 	"encoding/json"
 	"fmt"
 	"io"
+	"math/rand/v2"
 	"net/http"
 	"net/url"
 	"slices"
 	"time"
 )
 
-// queryStats are latencies of queries through the Jaeger v1 HTTP API,
-// which tracedx, Jaeger and VictoriaTraces all serve.
+// queryStats are latencies of queries during one probe. The top-level
+// fields are the Jaeger v1 HTTP API's, which tracedx, Jaeger and
+// VictoriaTraces all serve; APIs has every API probed (tracedx: also
+// Jaeger api_v3, Tempo and /api/v1), keyed by method and path.
 type queryStats struct {
 	Rounds      int     `json:"rounds"`
 	Failed      int     `json:"failed"`
@@ -20,19 +23,71 @@ type queryStats struct {
 	TraceP50Ms  float64 `json:"trace_by_id_p50_ms"`
 	TraceP99Ms  float64 `json:"trace_by_id_p99_ms"`
 	// Tempo API search by service (tracedx only, 20 results).
-	TempoSearchP50Ms float64 `json:"tempo_search_p50_ms,omitempty"`
-	TempoSearchP99Ms float64 `json:"tempo_search_p99_ms,omitempty"`
+	TempoSearchP50Ms float64               `json:"tempo_search_p50_ms,omitempty"`
+	TempoSearchP99Ms float64               `json:"tempo_search_p99_ms,omitempty"`
+	APIs             map[string]apiLatency `json:"apis,omitempty"`
+}
+
+// apiLatency is one API's share of a probe.
+type apiLatency struct {
+	N      int     `json:"n"`
+	Failed int     `json:"failed,omitempty"`
+	P50Ms  float64 `json:"p50_ms"`
+	P99Ms  float64 `json:"p99_ms"`
+}
+
+// queryProbe is one API call of a round: a search by service (20
+// results) or a trace by id.
+type queryProbe struct {
+	name   string
+	search bool
+	url    func(svc, id string, now time.Time) string
+}
+
+const (
+	jaegerSearch = "jaeger GET /api/traces?service"
+	jaegerTrace  = "jaeger GET /api/traces/{id}"
+	tempoSearch  = "tempo GET /api/search"
+)
+
+// tracedxProbes are the APIs tracedx serves besides Jaeger v1: the
+// Jaeger api_v3, Tempo (under tempoBase) and tracedx's own /api/v1.
+func tracedxProbes(base, tempoBase string) []queryProbe {
+	rfc := func(t time.Time) string { return url.QueryEscape(t.UTC().Format(time.RFC3339Nano)) }
+	return []queryProbe{
+		{"jaeger GET /api/v3/traces?service", true, func(svc, _ string, now time.Time) string {
+			return base + "/api/v3/traces?query.num_traces=20&query.service_name=" + url.QueryEscape(svc) +
+				"&query.start_time_min=" + rfc(now.Add(-time.Hour)) + "&query.start_time_max=" + rfc(now)
+		}},
+		{"jaeger GET /api/v3/traces/{id}", false, func(_, id string, _ time.Time) string { return base + "/api/v3/traces/" + id }},
+		{tempoSearch, true, func(svc, _ string, _ time.Time) string {
+			return tempoBase + "/api/search?limit=20&q=" + url.QueryEscape(fmt.Sprintf("{ resource.service.name = %q }", svc))
+		}},
+		{"tempo GET /api/traces/{id}", false, func(_, id string, _ time.Time) string { return tempoBase + "/api/traces/" + id }},
+		{"tempo GET /api/v2/traces/{id}", false, func(_, id string, _ time.Time) string { return tempoBase + "/api/v2/traces/" + id }},
+		{"tracedx GET /api/v1/search?service", true, func(svc, _ string, _ time.Time) string {
+			return base + "/api/v1/search?limit=20&service=" + url.QueryEscape(svc)
+		}},
+		{"tracedx GET /api/v1/traces/{id}", false, func(_, id string, _ time.Time) string { return base + "/api/v1/traces/" + id }},
+	}
 }
 
 // probeQueries waits delay, then for dur runs rounds 100 ms apart: a
-// search by service for the 20 newest traces, then one of those traces by
-// id. base is the Jaeger API root (…/api is appended). With tempoBase
-// set, each round also searches the same service through the Tempo API.
+// search by service for the 20 newest traces through the Jaeger v1 API
+// (base, …/api is appended), then one of those traces by id through it,
+// then, with tempoBase set (tracedx), every other API of tracedxProbes in
+// a random order, each trace-by-id call on a different one of the found
+// traces so that no call reads pages the one before it just cached.
 func probeQueries(base, tempoBase string, delay, dur time.Duration) queryStats {
 	time.Sleep(delay)
 	client := &http.Client{Timeout: 10 * time.Second}
+	probes := []queryProbe{{jaegerTrace, false, func(_, id string, _ time.Time) string { return base + "/api/traces/" + id }}}
+	if tempoBase != "" {
+		probes = append(probes, tracedxProbes(base, tempoBase)...)
+	}
 	var st queryStats
-	var search, trace, tempo []time.Duration
+	took := map[string][]time.Duration{}
+	failed := map[string]int{}
 	svc := ""
 	end := time.Now().Add(dur)
 	for ; time.Now().Before(end); time.Sleep(100 * time.Millisecond) {
@@ -50,30 +105,39 @@ func probeQueries(base, tempoBase string, delay, dur time.Duration) queryStats {
 				TraceID string `json:"traceID"`
 			}
 		}
-		took, err := getJSON(client, base+"/api/traces?limit=20&lookback=1h&service="+url.QueryEscape(svc), &found)
+		d, err := getJSON(client, base+"/api/traces?limit=20&lookback=1h&service="+url.QueryEscape(svc), &found)
 		if err != nil || len(found.Data) == 0 {
 			st.Failed++
+			failed[jaegerSearch]++
 			continue
 		}
-		search = append(search, took)
-		id := found.Data[st.Rounds%len(found.Data)].TraceID
-		if took, err = getJSON(client, base+"/api/traces/"+id, nil); err != nil {
-			st.Failed++
-			continue
-		}
-		trace = append(trace, took)
-		if tempoBase != "" {
-			q := url.QueryEscape(fmt.Sprintf("{ resource.service.name = %q }", svc))
-			if took, err = getJSON(client, tempoBase+"/api/search?limit=20&q="+q, nil); err != nil {
+		took[jaegerSearch] = append(took[jaegerSearch], d)
+		rand.Shuffle(len(probes), func(i, j int) { probes[i], probes[j] = probes[j], probes[i] })
+		for k, p := range probes {
+			id := found.Data[(st.Rounds*len(probes)+k)%len(found.Data)].TraceID
+			d, err := getJSON(client, p.url(svc, id, time.Now()), nil)
+			if err != nil {
 				st.Failed++
+				failed[p.name]++
 				continue
 			}
-			tempo = append(tempo, took)
+			took[p.name] = append(took[p.name], d)
 		}
 	}
-	st.TempoSearchP50Ms, st.TempoSearchP99Ms = percentiles(tempo)
-	st.SearchP50Ms, st.SearchP99Ms = percentiles(search)
-	st.TraceP50Ms, st.TraceP99Ms = percentiles(trace)
+	st.APIs = map[string]apiLatency{}
+	for name, ds := range took {
+		l := apiLatency{N: len(ds), Failed: failed[name]}
+		l.P50Ms, l.P99Ms = percentiles(ds)
+		st.APIs[name] = l
+	}
+	for name, n := range failed {
+		if _, ok := took[name]; !ok {
+			st.APIs[name] = apiLatency{Failed: n}
+		}
+	}
+	st.SearchP50Ms, st.SearchP99Ms = st.APIs[jaegerSearch].P50Ms, st.APIs[jaegerSearch].P99Ms
+	st.TraceP50Ms, st.TraceP99Ms = st.APIs[jaegerTrace].P50Ms, st.APIs[jaegerTrace].P99Ms
+	st.TempoSearchP50Ms, st.TempoSearchP99Ms = st.APIs[tempoSearch].P50Ms, st.APIs[tempoSearch].P99Ms
 	return st
 }
 

@@ -5,7 +5,10 @@
 //	TRACEDX_PPROF_ADDR=127.0.0.1:6060 go run ./bench/harness -bin /tmp/profserve
 //	go tool pprof -top http://127.0.0.1:6060/debug/pprof/profile?seconds=10
 //
-// Without TRACEDX_PPROF_ADDR it behaves exactly like tracedx.
+// TRACEDX_PPROF_CONTENTION=1 also records the block and mutex profiles
+// (/debug/pprof/block, /debug/pprof/mutex), which cost a little on every
+// contended lock: where a query waits for the ingest path. Without
+// TRACEDX_PPROF_ADDR it behaves exactly like tracedx.
 package main
 
 import (
@@ -13,12 +16,18 @@ import (
 	"net/http"
 	_ "net/http/pprof" // registers /debug/pprof on the default mux
 	"os"
+	"runtime"
+	"time"
 
 	"github.com/tracedx/tracedx/internal/cli"
 )
 
 func main() {
 	if addr := os.Getenv("TRACEDX_PPROF_ADDR"); addr != "" {
+		if os.Getenv("TRACEDX_PPROF_CONTENTION") == "1" {
+			runtime.SetBlockProfileRate(int(10 * time.Microsecond))
+			runtime.SetMutexProfileFraction(5)
+		}
 		go func() {
 			if err := http.ListenAndServe(addr, nil); err != nil {
 				slog.Error("pprof listener", "addr", addr, "err", err)

@@ -6,13 +6,13 @@ import (
 	"fmt"
 	"net"
 	"net/http"
-	"runtime"
 	"time"
 
 	"google.golang.org/grpc"
 
 	"github.com/tracedx/tracedx/internal/model"
 	"github.com/tracedx/tracedx/internal/otlpconv"
+	"github.com/tracedx/tracedx/internal/priority"
 )
 
 // Sink receives converted spans. Write must return only once the spans are
@@ -147,7 +147,7 @@ func DefaultConfig() Config {
 		MaxSpansPerTrace:       100_000,
 		MaxSpanDuration:        24 * time.Hour,
 		DedupWindowSpans:       1 << 18,
-		MaxConcurrentRequests:  64 * runtime.GOMAXPROCS(0),
+		MaxConcurrentRequests:  64 * priority.CPUs(),
 		ConcurrencyWait:        200 * time.Millisecond,
 		RetryAfter:             time.Second,
 	}

@@ -388,7 +388,7 @@ func (p *pipeline) tick(now time.Time) {
 		return
 	}
 	dThr := thr - p.lastThr
-	keep := nextKeep(math.Float64frombits(p.keepBits.Load()), p.maxShare, wall, proc-p.lastProc, dThr, runtime.GOMAXPROCS(0))
+	keep := nextKeep(math.Float64frombits(p.keepBits.Load()), p.maxShare, wall, proc-p.lastProc, dThr, priority.CPUs())
 	p.keepBits.Store(math.Float64bits(keep))
 	p.cpu.Add(int64(dThr))
 	p.lastProc, p.lastThr = proc, thr

@@ -13,6 +13,7 @@ import (
 
 	"github.com/tracedx/tracedx/internal/config"
 	"github.com/tracedx/tracedx/internal/ingest"
+	"github.com/tracedx/tracedx/internal/priority"
 	"github.com/tracedx/tracedx/internal/store"
 )
 
@@ -48,6 +49,8 @@ func Run(ctx context.Context, cfg config.Config, logOut io.Writer) error {
 	}
 	defer s.Close()
 	applyMemoryLimit(cfg, s.log)
+	before, procs := priority.RaiseProcs(priority.MinProcs)
+	s.log.Info("processors", "gomaxprocs", procs, "cpus", priority.CPUs(), "raised_from", before)
 	if err := s.Start(ctx); err != nil {
 		return err
 	}

@@ -4,10 +4,10 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"runtime"
 	"sync"
 
 	"github.com/tracedx/tracedx/internal/model"
+	"github.com/tracedx/tracedx/internal/priority"
 	"github.com/tracedx/tracedx/internal/store"
 )
 
@@ -17,7 +17,7 @@ import (
 // ingest. On one processor reads run one after another: each concurrent
 // read needs its own Parquet reader, which costs CPU (~15 % more per
 // search in BenchmarkWithEngine) and buys nothing there.
-func searchFetchParallel() int { return min(4, runtime.GOMAXPROCS(0)) }
+func searchFetchParallel() int { return min(4, priority.CPUs()) }
 
 // searchWholeTraces answers the searches that return whole traces (v1
 // /api/traces, api_v3 /api/v3/traces): the store's summary search finds the

@@ -19,11 +19,13 @@ import (
 // on one processor (GOMAXPROCS=1, as a server pinned to one core) while an
 // analysis worker always has a trace to analyse (a backlog): "fifo" is the
 // worker without a gate, "priority" the server's arrangement, where the
-// worker yields after each trace and stands aside while a query runs.
-// Requests are due every 3 ms (open loop) and their latency counts from
+// worker yields after each trace and stands aside while a query runs, and
+// "priority-4procs" that with the server's processor floor
+// (priority.MinProcs Ps on one CPU: run it under taskset -c 0, or the
+// worker gets a CPU of its own). Requests are due every 3 ms (open loop) and their latency counts from
 // when they were due. Reports the median and 99th percentile.
 //
-//	go test -run '^$' -bench TraceByIDDuringAnalysis -benchtime 400x ./internal/api/jaeger/
+//	taskset -c 0 go test -run '^$' -bench TraceByIDDuringAnalysis -benchtime 400x ./internal/api/jaeger/
 func BenchmarkTraceByIDDuringAnalysis(b *testing.B) {
 	traces := apitest.EngineSpans() / 20
 	st := apitest.EngineWith(b, traces, 20)
@@ -32,14 +34,18 @@ func BenchmarkTraceByIDDuringAnalysis(b *testing.B) {
 		ids[i] = apitest.SynthTrace(i*(traces/len(ids)), 1)[0].TraceID.String()
 	}
 	work := apitest.SynthTrace(7, 300) // ~1-3 ms of detector work per trace
-	for _, mode := range []string{"fifo", "priority"} {
+	for _, mode := range []string{"fifo", "priority", "priority-4procs"} {
 		b.Run(mode, func(b *testing.B) {
 			var gate *priority.Gate
-			if mode == "priority" {
+			procs := 1
+			switch mode {
+			case "priority":
 				gate = &priority.Gate{}
+			case "priority-4procs":
+				gate, procs = &priority.Gate{}, priority.MinProcs
 			}
 			h := gate.Middleware(NewHandler(st, Options{}))
-			defer runtime.GOMAXPROCS(runtime.GOMAXPROCS(1))
+			defer runtime.GOMAXPROCS(runtime.GOMAXPROCS(procs))
 			ctx, cancel := context.WithCancel(context.Background())
 			var wg sync.WaitGroup
 			wg.Add(1)

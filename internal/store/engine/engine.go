@@ -13,6 +13,7 @@ import (
 	"log/slog"
 	"os"
 	"path/filepath"
+	"runtime"
 	"sort"
 	"strconv"
 	"sync"
@@ -111,6 +112,13 @@ type Options struct {
 	// up blocks of other engines sharing it (see Refresh).
 	RefreshInterval time.Duration
 
+	// YieldCompaction, when set, is called by compaction between units of
+	// work (every 128 traces) instead of runtime.Gosched: the server's
+	// stands aside while queries run, so a query does not share the CPU
+	// with block conversion. It must return soon whatever happens: it
+	// delays compaction, which only the disk and the read paths wait on.
+	YieldCompaction func(ctx context.Context)
+
 	Logger *slog.Logger
 
 	// walCreate replaces how WAL segment files are created (tests inject
@@ -119,6 +127,9 @@ type Options struct {
 }
 
 func (o *Options) defaults() {
+	if o.YieldCompaction == nil {
+		o.YieldCompaction = func(context.Context) { runtime.Gosched() }
+	}
 	if o.IdleTimeout <= 0 {
 		o.IdleTimeout = 10 * time.Second
 	}

@@ -8,7 +8,6 @@ import (
 	"fmt"
 	"hash/crc32"
 	"io"
-	"runtime"
 	"slices"
 	"sort"
 	"time"
@@ -587,7 +586,7 @@ func (e *Engine) convertL0(ctx context.Context, in []*block) ([]*block, error) {
 			if err := ctx.Err(); err != nil {
 				return fail(err)
 			}
-			runtime.Gosched() // background work: let ingest go first
+			e.opts.YieldCompaction(ctx) // background work: let ingest and queries go first
 		}
 		top := (*h)[0]
 		id := top.id

@@ -5,7 +5,6 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"runtime"
 	"slices"
 	"sort"
 	"sync"
@@ -14,6 +13,7 @@ import (
 	"github.com/parquet-go/parquet-go"
 
 	"github.com/tracedx/tracedx/internal/model"
+	"github.com/tracedx/tracedx/internal/priority"
 	"github.com/tracedx/tracedx/internal/store"
 	"github.com/tracedx/tracedx/internal/store/blockio"
 )
@@ -91,7 +91,7 @@ func (b *block) scanMatches(ctx context.Context, p *scanPlan, want func(i int) b
 	// overlap, and a block holds up to 16 of them. Each keeps its own
 	// verdicts for the traces it holds rows of (a trace may straddle two).
 	var next atomic.Int32
-	workers := runtime.GOMAXPROCS(0)
+	workers := priority.CPUs()
 	if _, remote := b.file.(blockio.Prefetcher); remote {
 		// Waiting on the network, not on a core.
 		workers = maxScanWorkers
