@@ -38,13 +38,14 @@ import (
 // one alone (1.1-1.3 records per sync). So while writes are concurrent
 // (a recent sync carried more than one record), a record that finds no
 // other queued waits for more before its sync: as long as the last sync
-// took, and at most maxGroupWait, so a request waits about one sync more
-// at worst. A lone writer never waits: its syncs carry one record each.
+// took, and at most Options.WALGroupWait (1 ms by default), so a request
+// waits about one sync more at worst. A lone writer never waits: its
+// syncs carry one record each.
 
 const walRecordHeader = 8
 
-// maxGroupWait bounds how long a lone record waits for others.
-const maxGroupWait = time.Millisecond
+// defaultGroupWait bounds how long a lone record waits for others.
+const defaultGroupWait = time.Millisecond
 
 // maxGroupBytes bounds the records one sync makes durable.
 const maxGroupBytes = 16 << 20
@@ -95,7 +96,7 @@ type wal struct {
 	// Loop only: lastSync is how long the last write and sync took;
 	// shared has a bit per recent sync, set when it carried more than
 	// one record (the newest in bit 0); groupWait caps the wait for
-	// more records (maxGroupWait).
+	// more records (≤ 0: no wait).
 	lastSync  time.Duration
 	shared    uint8
 	groupWait time.Duration
@@ -186,7 +187,7 @@ func replayWAL(dir string, log *slog.Logger, fn func(seq uint64, payload []byte)
 
 // openWAL starts a fresh segment after the existing ones (which must have
 // been replayed already).
-func openWAL(dir string, segBytes int64, existing []uint64, log *slog.Logger, create func(string) (segmentFile, error)) (*wal, error) {
+func openWAL(dir string, segBytes int64, existing []uint64, log *slog.Logger, create func(string) (segmentFile, error), groupWait time.Duration) (*wal, error) {
 	if create == nil {
 		create = createSegment
 	}
@@ -199,7 +200,7 @@ func openWAL(dir string, segBytes int64, existing []uint64, log *slog.Logger, cr
 		segs:      append([]uint64(nil), existing...),
 		create:    create,
 		errLog:    ratelog.Limiter{Every: 10 * time.Second},
-		groupWait: maxGroupWait,
+		groupWait: groupWait,
 	}
 	var total int64
 	for _, s := range existing {

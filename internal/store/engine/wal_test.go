@@ -39,18 +39,24 @@ func TestWALGroupWaitJoinsWritesUnderWay(t *testing.T) {
 	}
 }
 
-// A lone writer (no recent sync carried two records) never waits: its
-// record is synced at once.
-func TestWALLoneWriterDoesNotWait(t *testing.T) {
-	w := groupTestWAL(0, time.Hour, time.Hour)
-	first, later := &walReq{p: []byte("a")}, &walReq{p: []byte("b")}
-	sendLater(w, 50*time.Millisecond, later)
-	batch := w.gather([]*walReq{first})
-	if len(batch) != 1 {
-		t.Fatalf("gathered %d records, want only the first", len(batch))
-	}
-	if r := <-w.reqs; r != later {
-		t.Fatal("the later record was not left queued")
+// A record is synced without waiting for later ones when its writer is
+// alone (no recent sync carried two records), and always when
+// storage.wal_group_wait is below zero.
+func TestWALRecordSyncedAtOnce(t *testing.T) {
+	for name, w := range map[string]*wal{
+		"lone writer": groupTestWAL(0, time.Hour, time.Hour),
+		"wait off":    groupTestWAL(0xff, time.Hour, -1),
+	} {
+		t.Run(name, func(t *testing.T) {
+			first, later := &walReq{p: []byte("a")}, &walReq{p: []byte("b")}
+			sendLater(w, 50*time.Millisecond, later)
+			if batch := w.gather([]*walReq{first}); len(batch) != 1 {
+				t.Fatalf("gathered %d records, want only the first", len(batch))
+			}
+			if r := <-w.reqs; r != later {
+				t.Fatal("the later record was not left queued")
+			}
+		})
 	}
 }
 
