@@ -189,17 +189,21 @@ func (f *Forwarder) forward(ctx context.Context, peer string, spans []model.Span
 		f.dispatch(peer, q)
 	}
 	if q.pending == nil {
-		q.pending = &batch{buf: requestBuffers.Get().(*[]byte), done: make(chan struct{})}
-		*q.pending.buf = (*q.pending.buf)[:0]
+		// The first part becomes the request; later ones are copied in.
+		q.pending = &batch{buf: scratch, done: make(chan struct{})}
+		scratch = nil
+	} else {
+		*q.pending.buf = append(*q.pending.buf, *scratch...)
 	}
 	b := q.pending
-	*b.buf = append(*b.buf, *scratch...)
 	b.spans += len(spans)
 	if q.inFlight < maxInFlight {
 		f.dispatch(peer, q)
 	}
 	q.mu.Unlock()
-	requestBuffers.Put(scratch)
+	if scratch != nil {
+		requestBuffers.Put(scratch)
+	}
 	select {
 	case <-b.done:
 		return b.err
