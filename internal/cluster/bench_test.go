@@ -225,6 +225,14 @@ func startIngestNodes(b *testing.B, n int, storage engine.BlockStorage, forward 
 		}
 		ring = r
 		o := engine.Options{Dir: b.TempDir(), Storage: storage, IdleTimeout: 2 * time.Second, Logger: quiet}
+		// storage.wal_group_wait, to compare: -1s turns the wait off.
+		if v := os.Getenv("TRACEDX_BENCH_WAL_GROUP_WAIT"); v != "" {
+			d, err := time.ParseDuration(v)
+			if err != nil {
+				b.Fatalf("TRACEDX_BENCH_WAL_GROUP_WAIT: %v", err)
+			}
+			o.WALGroupWait = d
+		}
 		if n > 1 {
 			o.OwnsBlock = r.OwnsBlock
 		}
