@@ -483,7 +483,8 @@ func (s *Store) SetPeerLists(peers func(ctx context.Context, q Query) [][]Stored
 
 // ClusterList is List over every node of a cluster (List alone on a
 // single node): the nodes' answers merged newest first and cut to the
-// limit. Finding ids are per node.
+// limit, one condition's cross-trace findings of several nodes joined
+// (JoinSystemic). Finding ids are per node.
 func (s *Store) ClusterList(ctx context.Context, q Query) ([]Stored, error) {
 	local, err := s.List(ctx, q)
 	if err != nil || s.peerLists == nil {
@@ -493,6 +494,7 @@ func (s *Store) ClusterList(ctx context.Context, q Query) ([]Stored, error) {
 	for _, l := range s.peerLists(ctx, q) {
 		all = append(all, l...)
 	}
+	all = JoinSystemic(all)
 	sort.SliceStable(all, func(i, j int) bool { return all[i].Time.After(all[j].Time) })
 	limit := q.Limit
 	if limit <= 0 {
