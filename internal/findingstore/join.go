@@ -197,11 +197,11 @@ func joinFindings(members []Stored) Stored {
 	if len(evs) == len(members) {
 		out.Evidence = joinEvidence(evs, out.Time.Sub(start))
 	}
-	on := fmt.Sprintf("%d nodes", len(out.Nodes))
-	if len(out.Nodes) == 0 {
-		on = fmt.Sprintf("%d nodes' findings", out.Joined)
+	if len(out.Nodes) > 0 {
+		out.Title += fmt.Sprintf(" (seen by %d nodes; evidence summed)", len(out.Nodes))
+	} else {
+		out.Title += fmt.Sprintf(" (joined from %d nodes' findings; evidence summed)", out.Joined)
 	}
-	out.Title += " (seen on " + on + "; evidence summed)"
 	return out
 }
 
