@@ -2,6 +2,7 @@ package findingstore
 
 import (
 	"context"
+	"fmt"
 	"testing"
 	"time"
 
@@ -100,5 +101,60 @@ func TestMergedSummaryCountsAConditionOfSeveralNodesOnce(t *testing.T) {
 	old := MergeSummaries([]Summary{{Total: 2}, {Total: 1}}, 10)
 	if old.Total != 3 {
 		t.Fatalf("parts without findings: total %d", old.Total)
+	}
+}
+
+// The evidence of a joined finding: counts summed, rates recomputed from
+// the sums, lists of callers joined, whatever form the evidence is in.
+func TestJoinedEvidence(t *testing.T) {
+	t0 := time.Date(2026, 3, 1, 12, 0, 0, 0, time.UTC)
+	spike := func(at time.Time, requests, errors int, node string) Stored {
+		f := systemicFinding("error_rate_spike", "error_rate_spike/cart/GET /cart", "cart", at, 10, node+"-t")
+		// As the detector hands it over (a struct), or as a peer's answer
+		// decodes it (a map).
+		f.Evidence = struct {
+			WindowS   float64 `json:"window_s"`
+			Requests  int     `json:"requests"`
+			Errors    int     `json:"errors"`
+			ErrorRate float64 `json:"error_rate"`
+		}{300, requests, errors, float64(errors) / float64(requests)}
+		f.Nodes = []string{node}
+		return f
+	}
+	race := func(at time.Time, callers []any, node string) Stored {
+		f := systemicFinding("auth_expiry_race", "auth_expiry_race/payments", "web", at, 5, node+"-r")
+		f.Evidence = map[string]any{"target": "payments", "callers": callers, "failures": 2.0, "successes": 7.0}
+		f.Culprit = &analyze.Culprit{Service: callers[0].(string), Operation: "token refresh"}
+		f.Nodes = []string{node}
+		return f
+	}
+	in := []Stored{spike(t0, 30, 4, "a"), race(t0, []any{"web"}, "a"), spike(t0.Add(10*time.Second), 25, 5, "b"),
+		race(t0.Add(time.Second), []any{"mobile", "web"}, "b"), finding("retry_storm", "cart", tid(1), t0),
+		// Ten minutes later, outside the 5-minute window: another spike.
+		spike(t0.Add(10*time.Minute), 40, 9, "c")}
+	out := JoinSystemic(in)
+	if len(out) != 4 {
+		t.Fatalf("%d findings, want the spike, the race, the per-trace finding and the later spike: %+v", len(out), out)
+	}
+	ev := func(f Stored) map[string]any {
+		m, err := evidenceMap(f.Evidence)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return m
+	}
+	s := ev(out[0])
+	if s["requests"] != 55.0 || s["errors"] != 9.0 || s["error_rate"] != 0.1636 || s["window_s"] != 310.0 || out[0].Joined != 2 {
+		t.Fatalf("joined spike evidence %v", s)
+	}
+	r := ev(out[1])
+	if fmt.Sprint(r["callers"]) != "[web mobile]" || r["failures"] != 4.0 || len(out[1].Culprits) != 2 || fmt.Sprint(out[1].Nodes) != "[a b]" {
+		t.Fatalf("joined race evidence %v, culprits %v, nodes %v", r, out[1].Culprits, out[1].Nodes)
+	}
+	if out[2].Kind != "retry_storm" || out[3].Joined != 0 || ev(out[3])["requests"] != 40.0 {
+		t.Fatalf("per-trace finding or the later spike changed: %+v", out[2:])
+	}
+	if in[0].Joined != 0 || ev(in[0])["requests"] != 30.0 {
+		t.Fatal("JoinSystemic changed its input")
 	}
 }
