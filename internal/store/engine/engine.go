@@ -116,6 +116,9 @@ type Options struct {
 	// walCreate replaces how WAL segment files are created (tests inject
 	// write errors through it).
 	walCreate func(path string) (segmentFile, error)
+	// quietCheck is how often the store looks for quiet to convert
+	// level-0 blocks early (default CompactInterval/6; tests shorten it).
+	quietCheck time.Duration
 }
 
 func (o *Options) defaults() {
@@ -136,6 +139,9 @@ func (o *Options) defaults() {
 	}
 	if o.CompactInterval <= 0 {
 		o.CompactInterval = 30 * time.Second
+	}
+	if o.quietCheck <= 0 {
+		o.quietCheck = max(o.CompactInterval/quietChecksPerInterval, time.Millisecond)
 	}
 	if o.WALSegmentBytes <= 0 {
 		o.WALSegmentBytes = 64 << 20

@@ -6,6 +6,7 @@ import (
 	"path/filepath"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/tracedx/tracedx/internal/model"
 	"github.com/tracedx/tracedx/internal/store"
@@ -258,4 +259,37 @@ func (e *Engine) convertAll(ctx context.Context) error {
 			return err
 		}
 	}
+}
+
+// Level-0 blocks wait for the next compaction round while spans keep
+// arriving, and are converted as soon as the store is quiet (no writes,
+// every trace cut), without waiting for that round.
+func TestQuietStoreConvertsLevel0(t *testing.T) {
+	ctx := context.Background()
+	o := testOpts(t.TempDir())
+	o.IdleTimeout, o.FlushInterval, o.quietCheck = time.Second, 50*time.Millisecond, 100*time.Millisecond
+	e := openT(t, o)
+	defer e.Close()
+	g := newGen(3)
+	var all []model.Span
+	base := uint64(time.Now().UnixNano())
+	for start := time.Now(); time.Since(start) < 2500*time.Millisecond; {
+		spans := g.trace(base + uint64(len(all))*1000)
+		all = append(all, spans...)
+		if err := e.Write(ctx, spans); err != nil {
+			t.Fatal(err)
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+	if l0, pq := blockFormats(e); l0 == 0 || pq != 0 {
+		t.Fatalf("while writing: %d level-0 and %d Parquet blocks, want level-0 blocks only", l0, pq)
+	}
+	waitForWithin(t, 5*time.Second, func() bool {
+		l0, pq := blockFormats(e)
+		return l0 == 0 && pq > 0
+	})
+	if st := e.Stats(); st.BlockSpans != int64(len(all)) || st.HeadSpans != 0 {
+		t.Fatalf("%d spans in blocks, %d in the head, want all %d in blocks", st.BlockSpans, st.HeadSpans, len(all))
+	}
+	checkAllTraces(t, e, all)
 }
