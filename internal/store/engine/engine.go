@@ -116,8 +116,9 @@ type Options struct {
 	// walCreate replaces how WAL segment files are created (tests inject
 	// write errors through it).
 	walCreate func(path string) (segmentFile, error)
-	// quietCheck is how often the store looks for quiet to convert
-	// level-0 blocks early (default CompactInterval/6; tests shorten it).
+	// quietCheck is how often the store looks whether ingest stopped, to
+	// convert level-0 blocks early (default CompactInterval/10; tests
+	// shorten it).
 	quietCheck time.Duration
 }
 
