@@ -299,3 +299,26 @@ func TestQuietStoreConvertsLevel0(t *testing.T) {
 	e.mu.RUnlock()
 	checkAllTraces(t, e, all)
 }
+
+// With tail sampling deciding about traces, a pause does not convert
+// level-0 blocks early: a decision may still be on its way, and a dropped
+// trace converted before it would stay in Parquet until a merge.
+func TestQuietStoreWaitsForSamplingDecisions(t *testing.T) {
+	ctx := context.Background()
+	o := testOpts(t.TempDir())
+	o.quietCheck, o.BlockMaxSpans = 20*time.Millisecond, 4000
+	e := openT(t, o)
+	defer e.Close()
+	spans := newGen(4).batch(500, uint64(time.Now().UnixNano()), 1e6)
+	if err := e.Write(ctx, spans); err != nil {
+		t.Fatal(err)
+	}
+	e.Decide(spans[0].TraceID, "kept: error")
+	if err := e.Flush(ctx); err != nil {
+		t.Fatal(err)
+	}
+	time.Sleep(300 * time.Millisecond) // 15 looks at a quiet store
+	if l0, pq := blockFormats(e); l0 != 1 || pq != 0 {
+		t.Fatalf("%d level-0 and %d Parquet blocks, want the level-0 block left to the compaction round", l0, pq)
+	}
+}

@@ -39,7 +39,11 @@ func (e *Engine) maintenanceLoop(ctx context.Context) {
 			return
 		case <-quiet.C:
 			written := e.spansWritten.Load()
-			if written == lastWritten && e.level0Spans() >= e.opts.BlockMaxSpans/quietMinFraction {
+			// With tail sampling, decisions arrive after the analysis of
+			// each completed trace, seconds after its cut, and a dropped
+			// trace converted before its decision stays until a merge: the
+			// regular rounds leave it that time.
+			if written == lastWritten && !e.drops.inUse() && e.level0Spans() >= e.opts.BlockMaxSpans/quietMinFraction {
 				e.convertQuiet(ctx)
 			}
 			lastWritten = written
