@@ -389,26 +389,31 @@ func BenchmarkCompact(b *testing.B) {
 		convertEach bool
 	}{{"level0", false}, {"parquet-merge", true}} {
 		b.Run(tc.name, func(b *testing.B) {
-			var spans int64
-			var took time.Duration
+			var spans, bytes int64
+			var took, cpu time.Duration
 			for i := 0; i < b.N; i++ {
 				b.StopTimer()
 				e := setup(b, tc.convertEach)
 				spans += e.Stats().BlockSpans
 				b.StartTimer()
-				start := time.Now()
+				start, cpu0 := time.Now(), processCPU()
 				if err := e.Compact(context.Background()); err != nil {
 					b.Fatal(err)
 				}
 				took += time.Since(start)
+				cpu += processCPU() - cpu0
 				b.StopTimer()
-				if st := e.Stats(); st.Blocks != 1 {
+				st := e.Stats()
+				if st.Blocks != 1 {
 					b.Fatalf("%d blocks after compaction", st.Blocks)
 				}
+				bytes += st.BlockBytes
 				e.Close()
 				b.StartTimer()
 			}
 			b.ReportMetric(float64(took.Nanoseconds())/float64(spans)/1e3, "µs/span")
+			b.ReportMetric(float64(cpu.Nanoseconds())/float64(spans)/1e3, "cpu-µs/span")
+			b.ReportMetric(float64(bytes)/float64(spans), "disk-B/span")
 		})
 	}
 }

@@ -1,6 +1,8 @@
 package engine
 
 import (
+	"encoding/json"
+	"math"
 	"sort"
 	"sync"
 
@@ -196,10 +198,72 @@ type opSeen struct {
 }
 
 type attrSeen struct {
+	Scope  store.Scope
+	Key    string
+	Seen   seen
+	Values []model.Value
+}
+
+// attrSeenJSON is attrSeen as meta.json stores it. Values are kept in
+// one plain list per type: a catalog holds up to 1000 values for each
+// high-cardinality key (URLs, addresses, sizes), and as model.Value
+// objects ({"Type":1,"Str":"...","Int":0,...}) they took ~500 KB in
+// every block's meta.json, most of it field names. Blocks written before
+// keep theirs in Values, which is still read.
+type attrSeenJSON struct {
 	Scope  store.Scope   `json:"scope"`
 	Key    string        `json:"key"`
 	Seen   seen          `json:"seen"`
-	Values []model.Value `json:"values"`
+	Strs   []string      `json:"strs,omitempty"`
+	Ints   []int64       `json:"ints,omitempty"`
+	Floats []float64     `json:"floats,omitempty"`
+	Bools  []bool        `json:"bools,omitempty"`
+	Values []model.Value `json:"values,omitempty"`
+}
+
+func (a attrSeen) MarshalJSON() ([]byte, error) {
+	j := attrSeenJSON{Scope: a.Scope, Key: a.Key, Seen: a.Seen}
+	for _, v := range a.Values {
+		switch v.Type {
+		case model.TypeString:
+			j.Strs = append(j.Strs, v.Str)
+		case model.TypeInt:
+			j.Ints = append(j.Ints, v.Int)
+		case model.TypeDouble:
+			// JSON has no NaN or infinities; the catalog only offers
+			// values for autocompletion, so those are left out rather
+			// than failing the block's meta.json.
+			if !math.IsNaN(v.Float) && !math.IsInf(v.Float, 0) {
+				j.Floats = append(j.Floats, v.Float)
+			}
+		case model.TypeBool:
+			j.Bools = append(j.Bools, v.Bool)
+		default:
+			j.Values = append(j.Values, v)
+		}
+	}
+	return json.Marshal(j)
+}
+
+func (a *attrSeen) UnmarshalJSON(b []byte) error {
+	var j attrSeenJSON
+	if err := json.Unmarshal(b, &j); err != nil {
+		return err
+	}
+	*a = attrSeen{Scope: j.Scope, Key: j.Key, Seen: j.Seen, Values: j.Values}
+	for _, s := range j.Strs {
+		a.Values = append(a.Values, model.Str(s))
+	}
+	for _, n := range j.Ints {
+		a.Values = append(a.Values, model.Int(n))
+	}
+	for _, f := range j.Floats {
+		a.Values = append(a.Values, model.Float(f))
+	}
+	for _, t := range j.Bools {
+		a.Values = append(a.Values, model.Bool(t))
+	}
+	return nil
 }
 
 func (c *catalog) export() *catalogJSON {

@@ -101,6 +101,13 @@ func (d *dropSet) reason(id model.TraceID) string {
 
 // stats counts the pending drops (not the kept decisions) and the traces
 // removed so far.
+// inUse reports whether tail sampling ever decided about a trace here.
+func (d *dropSet) inUse() bool {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	return d.ids != nil
+}
+
 func (d *dropSet) stats() (pending int, removed uint64) {
 	d.mu.Lock()
 	defer d.mu.Unlock()

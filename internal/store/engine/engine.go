@@ -128,6 +128,10 @@ type Options struct {
 	// walCreate replaces how WAL segment files are created (tests inject
 	// write errors through it).
 	walCreate func(path string) (segmentFile, error)
+	// quietCheck is how often the store looks whether ingest stopped, to
+	// convert level-0 blocks early (default CompactInterval/10; tests
+	// shorten it).
+	quietCheck time.Duration
 }
 
 func (o *Options) defaults() {
@@ -151,6 +155,9 @@ func (o *Options) defaults() {
 	}
 	if o.CompactInterval <= 0 {
 		o.CompactInterval = 30 * time.Second
+	}
+	if o.quietCheck <= 0 {
+		o.quietCheck = max(o.CompactInterval/quietChecksPerInterval, time.Millisecond)
 	}
 	if o.WALSegmentBytes <= 0 {
 		o.WALSegmentBytes = 64 << 20

@@ -499,8 +499,9 @@ const l0MaxInputs = 64
 // spans, more than one conversion takes, or a block older than one
 // compaction interval (so level-0 data, twice the size of Parquet, lives
 // at most about two intervals). Converting in big batches makes the
-// outputs big, so they are rarely merged again. Callers hold bgMu.
-func (e *Engine) convertOnce(ctx context.Context, force bool) (bool, error) {
+// outputs big, so they are rarely merged again. An output holds at most
+// maxSpans spans (unless one input has more). Callers hold bgMu.
+func (e *Engine) convertOnce(ctx context.Context, force bool, maxSpans int64) (bool, error) {
 	e.mu.RLock()
 	var l0s []*block
 	for _, b := range e.blocks {
@@ -510,7 +511,7 @@ func (e *Engine) convertOnce(ctx context.Context, force bool) (bool, error) {
 	}
 	// Ids are time-ordered: cut order.
 	sort.Slice(l0s, func(i, j int) bool { return l0s[i].id < l0s[j].id })
-	pick, total := e.pickBlocks(l0s, l0MaxInputs)
+	pick, total := e.pickBlocks(l0s, l0MaxInputs, maxSpans)
 	run := len(pick) > 0 && (force || total >= e.opts.BlockMaxSpans/2 || len(pick) < len(l0s) ||
 		time.Since(pick[0].opened) >= e.opts.CompactInterval)
 	if !run {

@@ -6,6 +6,7 @@ import (
 	"path/filepath"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/tracedx/tracedx/internal/model"
 	"github.com/tracedx/tracedx/internal/store"
@@ -252,10 +253,72 @@ func TestLevel0ChecksumMismatch(t *testing.T) {
 func (e *Engine) convertAll(ctx context.Context) error {
 	for {
 		e.bgMu.Lock()
-		did, err := e.convertOnce(ctx, true)
+		did, err := e.convertOnce(ctx, true, e.opts.BlockMaxSpans)
 		e.bgMu.Unlock()
 		if err != nil || !did {
 			return err
 		}
+	}
+}
+
+// Level-0 blocks wait for the next compaction round while spans keep
+// arriving, and are converted as soon as ingest stops, without waiting
+// for that round, in outputs of at most a quarter block each.
+func TestQuietStoreConvertsLevel0(t *testing.T) {
+	ctx := context.Background()
+	o := testOpts(t.TempDir())
+	o.IdleTimeout, o.FlushInterval, o.quietCheck = time.Second, 50*time.Millisecond, 100*time.Millisecond
+	o.BlockMaxSpans = 4000 // early conversion from 20 spans on, outputs of ≤ 1000
+	e := openT(t, o)
+	defer e.Close()
+	g := newGen(3)
+	var all []model.Span
+	base := uint64(time.Now().UnixNano())
+	for start := time.Now(); time.Since(start) < 2500*time.Millisecond; {
+		spans := g.trace(base + uint64(len(all))*1000)
+		all = append(all, spans...)
+		if err := e.Write(ctx, spans); err != nil {
+			t.Fatal(err)
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+	if l0, pq := blockFormats(e); l0 == 0 || pq != 0 {
+		t.Fatalf("while writing: %d level-0 and %d Parquet blocks, want level-0 blocks only", l0, pq)
+	}
+	waitForWithin(t, 5*time.Second, func() bool {
+		l0, pq := blockFormats(e)
+		return l0 == 0 && pq > 0 && e.Stats().BlockSpans == int64(len(all))
+	})
+	e.mu.RLock()
+	for _, b := range e.blocks {
+		// A block is ≤ 1000 spans unless one level-0 input alone was more.
+		if b.meta.Spans > 1000+int64(len(all))/10 {
+			t.Errorf("converted block of %d spans, want outputs of about 1000 at most", b.meta.Spans)
+		}
+	}
+	e.mu.RUnlock()
+	checkAllTraces(t, e, all)
+}
+
+// With tail sampling deciding about traces, a pause does not convert
+// level-0 blocks early: a decision may still be on its way, and a dropped
+// trace converted before it would stay in Parquet until a merge.
+func TestQuietStoreWaitsForSamplingDecisions(t *testing.T) {
+	ctx := context.Background()
+	o := testOpts(t.TempDir())
+	o.quietCheck, o.BlockMaxSpans = 20*time.Millisecond, 4000
+	e := openT(t, o)
+	defer e.Close()
+	spans := newGen(4).batch(500, uint64(time.Now().UnixNano()), 1e6)
+	if err := e.Write(ctx, spans); err != nil {
+		t.Fatal(err)
+	}
+	e.Decide(spans[0].TraceID, "kept: error")
+	if err := e.Flush(ctx); err != nil {
+		t.Fatal(err)
+	}
+	time.Sleep(300 * time.Millisecond) // 15 looks at a quiet store
+	if l0, pq := blockFormats(e); l0 != 1 || pq != 0 {
+		t.Fatalf("%d level-0 and %d Parquet blocks, want the level-0 block left to the compaction round", l0, pq)
 	}
 }

@@ -25,30 +25,97 @@ func (e *Engine) maintenanceLoop(ctx context.Context) {
 	defer e.wg.Done()
 	t := time.NewTicker(e.opts.CompactInterval)
 	defer t.Stop()
+	// Between rounds, level-0 blocks are converted as soon as ingest
+	// stops: otherwise the last minute of data before a pause would stay
+	// in level-0 (~2.5 times the bytes of Parquet, and slower to search)
+	// until the next round or the one after.
+	quiet := time.NewTicker(e.opts.quietCheck)
+	defer quiet.Stop()
+	lastWritten := e.spansWritten.Load()
 	for {
 		select {
 		case <-ctx.Done():
 			return
+		case <-quiet.C:
+			written := e.spansWritten.Load()
+			// With tail sampling, decisions arrive after the analysis of
+			// each completed trace, seconds after its cut, and a dropped
+			// trace converted before its decision stays until a merge: the
+			// regular rounds leave it that time.
+			if written == lastWritten && !e.drops.inUse() && e.level0Spans() >= e.opts.BlockMaxSpans/quietMinFraction {
+				e.convertQuiet(ctx)
+			}
+			lastWritten = written
+			continue
 		case <-t.C:
 		}
-		for {
-			did, err := e.compactOnce(ctx, false)
-			if err != nil {
-				if ctx.Err() == nil {
-					e.bgErrors.Add(1)
-					e.log.Error("compaction failed", "err", err)
-				}
-				break
-			}
-			if !did {
-				break
-			}
-		}
+		e.compactAll(ctx)
 		if err := e.applyRetention(ctx); err != nil && ctx.Err() == nil {
 			e.bgErrors.Add(1)
 			e.log.Error("retention failed", "err", err)
 		}
 	}
+}
+
+const (
+	// quietChecksPerInterval is how often per CompactInterval the
+	// maintenance loop looks whether a span was written since its last
+	// look; at the default 30 s that is every 3 s.
+	quietChecksPerInterval = 10
+	// quietMinFraction: a quiet store converts its level-0 blocks early
+	// once they hold 1/quietMinFraction of BlockMaxSpans (10k spans by
+	// default). A trickle of spans is left to the regular rounds, or
+	// every pause would write a tiny Parquet block to merge later.
+	quietMinFraction = 200
+	// quietOutputFraction: early conversions write blocks of at most
+	// 1/quietOutputFraction of BlockMaxSpans, each committed on its own,
+	// so a shutdown soon after a pause keeps the blocks already converted.
+	quietOutputFraction = 4
+)
+
+// compactAll compacts until nothing is left to do (see compactOnce).
+func (e *Engine) compactAll(ctx context.Context) {
+	e.untilDone(ctx, func(ctx context.Context) (bool, error) { return e.compactOnce(ctx, false) })
+}
+
+// convertQuiet converts every level-0 block, in outputs of a quarter
+// block at most, and leaves merging to the regular rounds.
+func (e *Engine) convertQuiet(ctx context.Context) {
+	e.bgMu.Lock()
+	defer e.bgMu.Unlock()
+	e.untilDone(ctx, func(ctx context.Context) (bool, error) {
+		return e.convertOnce(ctx, true, e.opts.BlockMaxSpans/quietOutputFraction)
+	})
+}
+
+// untilDone runs a background step until it has nothing left to do or
+// fails.
+func (e *Engine) untilDone(ctx context.Context, step func(context.Context) (bool, error)) {
+	for {
+		did, err := step(ctx)
+		if err != nil {
+			if ctx.Err() == nil {
+				e.bgErrors.Add(1)
+				e.log.Error("compaction failed", "err", err)
+			}
+			return
+		}
+		if !did {
+			return
+		}
+	}
+}
+
+func (e *Engine) level0Spans() int64 {
+	e.mu.RLock()
+	defer e.mu.RUnlock()
+	var n int64
+	for _, b := range e.blocks {
+		if b.l0 != nil && e.owns(b) {
+			n += b.meta.Spans
+		}
+	}
+	return n
 }
 
 // Compact converts every level-0 block to Parquet and merges small blocks
@@ -79,7 +146,7 @@ func (e *Engine) Flush(ctx context.Context) error {
 func (e *Engine) compactOnce(ctx context.Context, force bool) (bool, error) {
 	e.bgMu.Lock()
 	defer e.bgMu.Unlock()
-	if did, err := e.convertOnce(ctx, force); did || err != nil {
+	if did, err := e.convertOnce(ctx, force, e.opts.BlockMaxSpans); did || err != nil {
 		return did, err
 	}
 	e.mu.RLock()
@@ -98,7 +165,7 @@ func (e *Engine) compactOnce(ctx context.Context, force bool) (bool, error) {
 	var pick []*block
 	for _, tier := range small {
 		sort.Slice(tier, func(i, j int) bool { return tier[i].meta.MaxTime < tier[j].meta.MaxTime })
-		if p, _ := e.pickBlocks(tier, compactMaxBlocks); len(p) >= compactMinBlocks {
+		if p, _ := e.pickBlocks(tier, compactMaxBlocks, e.opts.BlockMaxSpans); len(p) >= compactMinBlocks {
 			pick = p
 			break
 		}
@@ -511,9 +578,9 @@ func (e *Engine) ApplyRetention(ctx context.Context) error { return e.applyReten
 // pickBlocks takes blocks from the front of cands while they fit one
 // output block: at most maxBlocks, at most BlockMaxSpans spans (but always
 // the first).
-func (e *Engine) pickBlocks(cands []*block, maxBlocks int) (pick []*block, spans int64) {
+func (e *Engine) pickBlocks(cands []*block, maxBlocks int, maxSpans int64) (pick []*block, spans int64) {
 	for _, b := range cands {
-		if len(pick) >= maxBlocks || (len(pick) > 0 && spans+b.meta.Spans > e.opts.BlockMaxSpans) {
+		if len(pick) >= maxBlocks || (len(pick) > 0 && spans+b.meta.Spans > maxSpans) {
 			break
 		}
 		pick = append(pick, b)
