@@ -5,6 +5,7 @@ import (
 	"cmp"
 	"fmt"
 	"slices"
+	"unsafe"
 
 	"github.com/tracedx/tracedx/internal/model"
 	"github.com/tracedx/tracedx/internal/store"
@@ -138,8 +139,8 @@ func parseRawCatalog(p []byte, r *rawSpan) error {
 	return nil
 }
 
-// interner shares string allocations for the few distinct values of
-// service, operation, scope and dedicated attribute columns.
+// interner shares string allocations for the few distinct service and
+// operation names, which outlive the rows (trace index, catalog).
 type interner struct{ m map[string]string }
 
 func (in *interner) str(b []byte) string {
@@ -388,11 +389,11 @@ func (b *blockBuilder) addRawTrace(buf []byte, n int) error {
 		row.Name = name
 		row.Kind = int32(r.kind)
 		row.Status = int32(r.status)
-		row.StatusMsg = b.in.str(r.statusMsg)
-		row.TraceState = b.in.str(r.traceState)
+		row.StatusMsg = b.keepStr(r.statusMsg)
+		row.TraceState = b.keepStr(r.traceState)
 		row.Flags = int32(r.flags)
-		row.ScopeName = b.in.str(r.scope)
-		row.ScopeVer = b.in.str(r.scopeVer)
+		row.ScopeName = b.keepStr(r.scope)
+		row.ScopeVer = b.keepStr(r.scopeVer)
 		var newRes bool
 		row.Resource, newRes = b.internBytes(r.resource)
 		if len(r.attrs) > 1 {
@@ -446,14 +447,29 @@ func (b *blockBuilder) internBytes(p []byte) ([]byte, bool) {
 
 // keep copies p into the builder's byte arena: rows buffered for the
 // Parquet writer point into it until flushRows, which resets it (the
-// writer copies values into its own column buffers).
+// writer copies values into its own column buffers). A full arena is
+// replaced by one twice its size, so after the first flushes one array
+// holds a whole batch of rows and is reused from then on.
 func (b *blockBuilder) keep(p []byte) []byte {
 	if cap(b.arena)-len(b.arena) < len(p) {
-		b.arena = make([]byte, 0, max(len(p), 256<<10))
+		b.arena = make([]byte, 0, max(len(p), 2*cap(b.arena), 256<<10))
 	}
 	n := len(b.arena)
 	b.arena = append(b.arena, p...)
 	return b.arena[n:len(b.arena):len(b.arena)]
+}
+
+// keepStr is keep for a string column: the row's string lives in the
+// arena until flushRows. Values that only go to Parquet (URLs, statements,
+// scopes) need neither a lasting allocation nor interning, and interning
+// high-cardinality ones (url.path, db.query.text) cost a failed map lookup,
+// an allocation and a map insert per span.
+func (b *blockBuilder) keepStr(p []byte) string {
+	if len(p) == 0 {
+		return ""
+	}
+	k := b.keep(p)
+	return unsafe.String(unsafe.SliceData(k), len(k))
 }
 
 // dedicatedIndex looks up the dedicated column of the key at position i
@@ -520,7 +536,7 @@ func (b *blockBuilder) placeRaw(row *spanRow, j int, vb []byte) bool {
 		if len(s) == 0 || *p != "" || d.err != nil {
 			return false
 		}
-		*p = b.in.str(s)
+		*p = b.keepStr(s)
 		return true
 	}
 	if t != model.TypeInt {
