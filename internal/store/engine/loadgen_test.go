@@ -3,6 +3,7 @@ package engine
 import (
 	"context"
 	"math/rand/v2"
+	"strings"
 	"testing"
 	"time"
 
@@ -62,5 +63,28 @@ func TestConvertKeepsLoadgenSpans(t *testing.T) {
 	// The check above is only as strong as the variety of the values.
 	if len(paths) < 1000 {
 		t.Fatalf("only %d distinct url.path values in %d spans", len(paths), len(all))
+	}
+}
+
+// dedicatedIndex finds exactly the dedicated keys: each at its column, and
+// no other key, including keys one byte off and of the same lengths.
+func TestDedicatedIndex(t *testing.T) {
+	for j, d := range dedicated {
+		if got, ok := dedicatedIndex([]byte(d.key)); !ok || got != j {
+			t.Errorf("%q: column %d %v, want %d", d.key, got, ok, j)
+		}
+		for _, k := range []string{d.key[:len(d.key)-1] + "x", "x" + d.key[1:], d.key + ".x", d.key[:len(d.key)-1]} {
+			if _, isDed := dedicatedByKey[k]; isDed {
+				continue
+			}
+			if got, ok := dedicatedIndex([]byte(k)); ok {
+				t.Errorf("%q is not dedicated, got column %d", k, got)
+			}
+		}
+	}
+	for _, k := range []string{"", "a", "client.port", "http.request.body.size", strings.Repeat("k", 300)} {
+		if _, ok := dedicatedIndex([]byte(k)); ok {
+			t.Errorf("%q is not dedicated", k)
+		}
 	}
 }

@@ -472,27 +472,33 @@ func (b *blockBuilder) keepStr(p []byte) string {
 	return unsafe.String(unsafe.SliceData(k), len(k))
 }
 
-// dedicatedIndex looks up the dedicated column of the key at position i
-// of an attribute list. Spans of one kind list their keys in the same
-// order, so comparing with the key last seen there mostly avoids hashing.
-func (b *blockBuilder) dedicatedIndex(i int, k []byte) (int, bool) {
-	slot := &b.dedCache[i%len(b.dedCache)]
-	if slot.ok && bytes.Equal(slot.key, k) {
-		return slot.j, slot.j >= 0
+// dedicatedIndex looks up the dedicated column of attribute key k. It
+// runs for every attribute of every span converted; comparing k with the
+// few dedicated keys of its length (at most five) is cheaper than hashing
+// it, and spans of different kinds interleave too much for a cache by
+// position to hit.
+func dedicatedIndex(k []byte) (int, bool) {
+	if len(k) >= len(dedicatedByLen) {
+		return -1, false
 	}
-	j, ok := dedicatedByKey[string(k)]
-	if !ok {
-		j = -1
+	for _, j := range dedicatedByLen[len(k)] {
+		if string(k) == dedicated[j].key {
+			return j, true
+		}
 	}
-	slot.key, slot.j, slot.ok = append(slot.key[:0], k...), j, true
-	return j, ok
+	return -1, false
 }
 
-type dedSlot struct {
-	key []byte
-	j   int
-	ok  bool
-}
+var dedicatedByLen = func() [][]int {
+	var out [][]int
+	for j, d := range dedicated {
+		for len(out) <= len(d.key) {
+			out = append(out, nil)
+		}
+		out[len(d.key)] = append(out[len(d.key)], j)
+	}
+	return out
+}()
 
 // transcodeAttrs moves dedicated-key values into their columns and keeps
 // the rest, in order, in the blob (placeholders keep the order exact).
@@ -508,7 +514,7 @@ func (b *blockBuilder) transcodeAttrs(enc []byte, row *spanRow) {
 		if d.err != nil {
 			break
 		}
-		if j, ok := b.dedicatedIndex(i, k); ok {
+		if j, ok := dedicatedIndex(k); ok {
 			if b.placeRaw(row, j, vb) {
 				e.byte1(byte(j + 1))
 				continue
