@@ -2,7 +2,9 @@ package engine
 
 import (
 	"context"
+	"fmt"
 	"math/rand/v2"
+	"reflect"
 	"strings"
 	"testing"
 	"time"
@@ -86,5 +88,67 @@ func TestDedicatedIndex(t *testing.T) {
 		if _, ok := dedicatedIndex([]byte(k)); ok {
 			t.Errorf("%q is not dedicated", k)
 		}
+	}
+}
+
+// The cut's catalog, built from encoded spans through its caches, lists
+// the same attribute names and values as the catalog built from the
+// decoded spans, for the harness's spans (kinds interleaved, values
+// repeating and not).
+func TestRawCatalogMatchesCatalog(t *testing.T) {
+	spans := loadgenBatch(rand.New(rand.NewPCG(7, 8)), 20_000, time.Unix(1_700_000_000, 0))
+	want := newCatalog()
+	want.addAttrs(spans)
+	got := newRawCatalog()
+	var buf []byte
+	for i := range spans {
+		buf = appendFramed(buf[:0], &spans[i])
+		var r rawSpan
+		if err := parseRawCatalog(buf[4:], &r); err != nil {
+			t.Fatal(err)
+		}
+		got.add(&r, spans[i].Service, spans[i].Name, true)
+	}
+	values := func(vs []model.Value) map[string]bool {
+		m := map[string]bool{}
+		for _, v := range vs {
+			m[fmt.Sprintf("%d:%s", v.Type, v.AsString())] = true
+		}
+		return m
+	}
+	exported := got.export(0, 0)
+	if len(exported.Attrs) != len(want.attrs) {
+		t.Fatalf("%d attribute keys, want %d", len(exported.Attrs), len(want.attrs))
+	}
+	many := 0
+	for _, a := range exported.Attrs {
+		w := want.attrs[attrKey{a.Scope, a.Key}]
+		if w == nil {
+			t.Fatalf("key %q (scope %d) not in the decoded catalog", a.Key, a.Scope)
+		}
+		var wv []model.Value
+		for _, v := range w.values {
+			wv = append(wv, v)
+		}
+		if g, w := values(a.Values), values(wv); !reflect.DeepEqual(g, w) {
+			for v := range w {
+				if !g[v] {
+					t.Errorf("%q: value %s missing (%d values, want %d)", a.Key, v, len(g), len(w))
+					break
+				}
+			}
+			for v := range g {
+				if !w[v] {
+					t.Errorf("%q: value %s not in the decoded catalog", a.Key, v)
+					break
+				}
+			}
+		}
+		if len(a.Values) > 8 {
+			many++
+		}
+	}
+	if many == 0 {
+		t.Fatal("no key with more values than the cache holds; the test checks nothing")
 	}
 }

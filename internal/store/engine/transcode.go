@@ -3,6 +3,7 @@ package engine
 import (
 	"bytes"
 	"cmp"
+	"encoding/binary"
 	"fmt"
 	"slices"
 	"unsafe"
@@ -162,7 +163,7 @@ type rawCatalog struct {
 	services  map[string]*seen
 	ops       map[opKey]*seen
 	attrs     [3]map[string]*rawAttr // by store.Scope
-	keyCache  [3][32]keySlot
+	keyCache  [3][64]keySlot         // by store.Scope, then quickHash of the key
 	recentOps [16]opSlot
 	nextOp    int
 }
@@ -175,12 +176,34 @@ type opSlot struct {
 type keySlot struct {
 	key []byte
 	a   *rawAttr
-	val []byte // the value last seen here (already in a.values or skipped)
 }
 
 type rawAttr struct {
 	seen
 	values map[string]model.Value // by encoded value bytes
+	// recent holds encoded values already in values (or not for the
+	// catalog), by quickHash: methods, routes, systems and status codes
+	// repeat from span to span, and finding them here costs no map lookup.
+	recent [8][]byte
+}
+
+// quickHash spreads b by its length and its first and last eight bytes
+// (all of it when shorter): enough to place attribute keys and values in
+// small caches, where a collision only costs the map lookup it would have
+// saved, and cheaper than hashing all of b.
+func quickHash(b []byte) uint64 {
+	h := uint64(len(b))
+	if len(b) >= 8 {
+		h ^= binary.LittleEndian.Uint64(b) * 0x9e3779b97f4a7c15
+		h ^= binary.LittleEndian.Uint64(b[len(b)-8:]) * 0xc2b2ae3d27d4eb4f
+	} else {
+		for _, c := range b {
+			h = h*0x100000001b3 ^ uint64(c)
+		}
+		h *= 0x9e3779b97f4a7c15
+	}
+	h ^= h >> 31
+	return h * 0xff51afd7ed558ccd
 }
 
 func newRawCatalog() *rawCatalog {
@@ -200,19 +223,12 @@ func (c *rawCatalog) addAttrs(scope store.Scope, enc []byte, t uint64) {
 		if d.err != nil {
 			return
 		}
-		// Spans of one kind list their keys in the same order, so the key
-		// last seen at this position usually matches without hashing.
-		var a *rawAttr
-		slot := &c.keyCache[scope][i%len(c.keyCache[scope])]
-		if slot.a != nil && bytes.Equal(slot.key, k) {
-			a = slot.a
-			// Low-cardinality values (methods, systems, routes) repeat
-			// from span to span: no hashing for those.
-			if bytes.Equal(slot.val, vb) {
-				continue
-			}
-		} else {
-			a = m[string(k)]
+		// Spans of different kinds (server, client, database) interleave,
+		// each with its own keys: a cache by the key's hash finds the
+		// entry without the map for all of them.
+		slot := &c.keyCache[scope][quickHash(k)>>58]
+		if slot.a == nil || !bytes.Equal(slot.key, k) {
+			a := m[string(k)]
 			if a == nil {
 				a = &rawAttr{values: map[string]model.Value{}}
 				m[string(k)] = a
@@ -221,10 +237,15 @@ func (c *rawCatalog) addAttrs(scope store.Scope, enc []byte, t uint64) {
 			}
 			slot.key, slot.a = append(slot.key[:0], k...), a
 		}
-		slot.val = append(slot.val[:0], vb...)
+		a := slot.a
 		if len(a.values) >= maxValuesPerKey || len(vb) > maxValueLen+4 {
 			continue
 		}
+		r := &a.recent[quickHash(vb)>>61]
+		if bytes.Equal(*r, vb) {
+			continue
+		}
+		*r = append((*r)[:0], vb...)
 		if _, ok := a.values[string(vb)]; ok {
 			continue
 		}
