@@ -71,6 +71,22 @@ type field struct {
 
 // nextField reads the field at the front of b into f and returns the rest.
 func nextField(b []byte, f *field) ([]byte, error) {
+	// Most fields of a request have a one-byte tag and either a one-byte
+	// varint or a length under 128 (keys, short values, ids, nested
+	// attribute values): read those without protowire's general varint
+	// decoding, which is most of the cost of a field.
+	if len(b) >= 2 && b[0] < 0x80 && b[1] < 0x80 && b[0]>>3 != 0 {
+		switch typ := protowire.Type(b[0] & 7); typ {
+		case protowire.VarintType:
+			f.num, f.typ, f.u, f.b = protowire.Number(b[0]>>3), typ, uint64(b[1]), nil
+			return b[2:], nil
+		case protowire.BytesType:
+			if end := 2 + int(b[1]); end <= len(b) {
+				f.num, f.typ, f.u, f.b = protowire.Number(b[0]>>3), typ, 0, b[2:end]
+				return b[end:], nil
+			}
+		}
+	}
 	num, typ, n := protowire.ConsumeTag(b)
 	if n < 0 {
 		return nil, protowire.ParseError(n)
