@@ -2,7 +2,6 @@ package otlpconv
 
 import (
 	"bytes"
-	"encoding/binary"
 	"errors"
 	"fmt"
 	"math"
@@ -12,6 +11,7 @@ import (
 	"google.golang.org/protobuf/encoding/protowire"
 
 	"github.com/tracedx/tracedx/internal/model"
+	"github.com/tracedx/tracedx/internal/quickhash"
 )
 
 // DecodeTracesProto converts an encoded ExportTraceServiceRequest (or
@@ -667,22 +667,10 @@ func (d *wireDecoder) clipBytes(b []byte) string {
 	return *slot
 }
 
-// strSlot picks b's place in the string table from its length and its
-// first and last eight bytes (all of it when shorter): cheaper than a map
-// lookup, and a text that shares a slot with another only costs a copy.
+// strSlot picks b's place in the string table (quickhash): cheaper than a
+// map lookup, and a text that shares a slot with another only costs a copy.
 func strSlot(b []byte) uint {
-	h := uint64(len(b))
-	if len(b) >= 8 {
-		h ^= binary.LittleEndian.Uint64(b) * 0x9e3779b97f4a7c15
-		h ^= binary.LittleEndian.Uint64(b[len(b)-8:]) * 0xc2b2ae3d27d4eb4f
-	} else {
-		for _, c := range b {
-			h = h*0x100000001b3 ^ uint64(c)
-		}
-		h *= 0x9e3779b97f4a7c15
-	}
-	h ^= h >> 31
-	return uint(h*0xff51afd7ed558ccd) >> (64 - strTableBits)
+	return uint(quickhash.Bytes(b)) >> (64 - strTableBits)
 }
 
 // release returns d to the idle decoders without what it handed out.

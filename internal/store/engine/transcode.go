@@ -3,12 +3,12 @@ package engine
 import (
 	"bytes"
 	"cmp"
-	"encoding/binary"
 	"fmt"
 	"slices"
 	"unsafe"
 
 	"github.com/tracedx/tracedx/internal/model"
+	"github.com/tracedx/tracedx/internal/quickhash"
 	"github.com/tracedx/tracedx/internal/store"
 )
 
@@ -163,7 +163,7 @@ type rawCatalog struct {
 	services  map[string]*seen
 	ops       map[opKey]*seen
 	attrs     [3]map[string]*rawAttr // by store.Scope
-	keyCache  [3][64]keySlot         // by store.Scope, then quickHash of the key
+	keyCache  [3][64]keySlot         // by store.Scope, then quickhash of the key
 	recentOps [16]opSlot
 	nextOp    int
 }
@@ -182,28 +182,9 @@ type rawAttr struct {
 	seen
 	values map[string]model.Value // by encoded value bytes
 	// recent holds encoded values already in values (or not for the
-	// catalog), by quickHash: methods, routes, systems and status codes
+	// catalog), by quickhash: methods, routes, systems and status codes
 	// repeat from span to span, and finding them here costs no map lookup.
 	recent [8][]byte
-}
-
-// quickHash spreads b by its length and its first and last eight bytes
-// (all of it when shorter): enough to place attribute keys and values in
-// small caches, where a collision only costs the map lookup it would have
-// saved, and cheaper than hashing all of b.
-func quickHash(b []byte) uint64 {
-	h := uint64(len(b))
-	if len(b) >= 8 {
-		h ^= binary.LittleEndian.Uint64(b) * 0x9e3779b97f4a7c15
-		h ^= binary.LittleEndian.Uint64(b[len(b)-8:]) * 0xc2b2ae3d27d4eb4f
-	} else {
-		for _, c := range b {
-			h = h*0x100000001b3 ^ uint64(c)
-		}
-		h *= 0x9e3779b97f4a7c15
-	}
-	h ^= h >> 31
-	return h * 0xff51afd7ed558ccd
 }
 
 func newRawCatalog() *rawCatalog {
@@ -226,7 +207,7 @@ func (c *rawCatalog) addAttrs(scope store.Scope, enc []byte, t uint64) {
 		// Spans of different kinds (server, client, database) interleave,
 		// each with its own keys: a cache by the key's hash finds the
 		// entry without the map for all of them.
-		slot := &c.keyCache[scope][quickHash(k)>>58]
+		slot := &c.keyCache[scope][quickhash.Bytes(k)>>58]
 		if slot.a == nil || !bytes.Equal(slot.key, k) {
 			a := m[string(k)]
 			if a == nil {
@@ -241,7 +222,7 @@ func (c *rawCatalog) addAttrs(scope store.Scope, enc []byte, t uint64) {
 		if len(a.values) >= maxValuesPerKey || len(vb) > maxValueLen+4 {
 			continue
 		}
-		r := &a.recent[quickHash(vb)>>61]
+		r := &a.recent[quickhash.Bytes(vb)>>61]
 		if bytes.Equal(*r, vb) {
 			continue
 		}
