@@ -4,6 +4,7 @@ import (
 	"encoding/binary"
 	"hash/maphash"
 	"math"
+	"math/bits"
 	"sync"
 
 	"github.com/tracedx/tracedx/internal/model"
@@ -83,39 +84,41 @@ func spanKey(scratch []byte, scope string, s *model.Span) ([]byte, uint64) {
 	return b, maphash.Bytes(dedupSeed, b)
 }
 
-// recentSpans remembers the keys of recently accepted spans in two
-// generations: when the current one holds size/2 keys it becomes the
-// previous one, so between size/2 and size keys are remembered and memory
-// stays bounded (about 36 bytes a key, measured).
+// recentSpans remembers the keys of the last accepted spans, oldest
+// first in a ring, and finds them through an open-addressing table of
+// twice the window's size: a lookup reads one or two adjacent slots, where
+// the two Go maps this replaced cost two cache misses per new span (one
+// in each half of the window) and a map rebuilt every half window.
 type recentSpans struct {
-	mu        sync.Mutex
-	half      int
-	cur, prev map[uint64]struct{}
+	mu    sync.Mutex
+	ring  []uint64 // keys in acceptance order; ring[next] is the oldest once full
+	next  int
+	full  bool
+	table keyTable
 }
 
 func newRecentSpans(size int) *recentSpans {
 	if size <= 0 {
 		return nil
 	}
-	half := max(size/2, 1)
-	return &recentSpans{half: half, cur: make(map[uint64]struct{}, half)}
+	return &recentSpans{ring: make([]uint64, size), table: newKeyTable(size)}
 }
 
 // dedupe drops spans whose key is in keys earlier or among the recent
 // spans, compacting spans and keys in place; it returns both and the
 // number dropped.
 func (r *recentSpans) dedupe(spans []model.Span, keys []uint64) ([]model.Span, []uint64, int) {
-	seen := make(map[uint64]struct{}, len(keys))
+	seen := getKeyTable(len(keys))
+	defer putKeyTable(seen)
 	if r != nil {
 		r.mu.Lock()
 		defer r.mu.Unlock()
 	}
 	n := 0
 	for i, k := range keys {
-		if _, dup := seen[k]; dup {
+		if !seen.insert(k) {
 			continue
 		}
-		seen[k] = struct{}{}
 		if r != nil && r.has(k) {
 			continue
 		}
@@ -127,13 +130,7 @@ func (r *recentSpans) dedupe(spans []model.Span, keys []uint64) ([]model.Span, [
 	return spans[:n], keys[:n], dropped
 }
 
-func (r *recentSpans) has(k uint64) bool {
-	if _, ok := r.cur[k]; ok {
-		return true
-	}
-	_, ok := r.prev[k]
-	return ok
-}
+func (r *recentSpans) has(k uint64) bool { return r.table.has(k) }
 
 // remember records keys of spans that are now durable. Keys of a failed
 // write are not remembered, so the client's retry is stored.
@@ -144,9 +141,127 @@ func (r *recentSpans) remember(keys []uint64) {
 	r.mu.Lock()
 	defer r.mu.Unlock()
 	for _, k := range keys {
-		if len(r.cur) >= r.half {
-			r.prev, r.cur = r.cur, make(map[uint64]struct{}, r.half)
+		// Two requests with the same span can both pass dedupe before
+		// either is remembered; the ring holds each key once.
+		if !r.table.insert(k) {
+			continue
 		}
-		r.cur[k] = struct{}{}
+		if r.full {
+			r.table.remove(r.ring[r.next])
+		}
+		r.ring[r.next] = k
+		if r.next++; r.next == len(r.ring) {
+			r.next, r.full = 0, true
+		}
 	}
+}
+
+// keyTable is a set of span keys: open addressing with linear probing in
+// a power-of-two array at most half full. Key 0 marks an empty slot, so
+// the key 0 is stored as 1 (one more collision among 2^64).
+type keyTable struct {
+	slots []uint64
+	shift uint // 64 - log2(len(slots))
+	n     int
+}
+
+func newKeyTable(capacity int) keyTable {
+	size := 16
+	for size < 2*capacity {
+		size *= 2
+	}
+	return keyTable{slots: make([]uint64, size), shift: uint(64 - bits.TrailingZeros(uint(size)))}
+}
+
+func tableKey(k uint64) uint64 {
+	if k == 0 {
+		return 1
+	}
+	return k
+}
+
+// home is k's first slot: keys are hashes already, so their top bits
+// serve.
+func (t *keyTable) home(k uint64) int {
+	return int(k >> t.shift)
+}
+
+func (t *keyTable) has(k uint64) bool {
+	k = tableKey(k)
+	mask := len(t.slots) - 1
+	for i := t.home(k); ; i = (i + 1) & mask {
+		switch t.slots[i] {
+		case k:
+			return true
+		case 0:
+			return false
+		}
+	}
+}
+
+// insert adds k and reports whether it was absent. The caller keeps the
+// table at most half full (newKeyTable's capacity).
+func (t *keyTable) insert(k uint64) bool {
+	k = tableKey(k)
+	mask := len(t.slots) - 1
+	for i := t.home(k); ; i = (i + 1) & mask {
+		switch t.slots[i] {
+		case k:
+			return false
+		case 0:
+			t.slots[i] = k
+			t.n++
+			return true
+		}
+	}
+}
+
+// remove deletes k, moving later keys of its probe run back so that every
+// key stays reachable from its home slot without tombstones.
+func (t *keyTable) remove(k uint64) {
+	k = tableKey(k)
+	mask := len(t.slots) - 1
+	i := t.home(k)
+	for t.slots[i] != k {
+		if t.slots[i] == 0 {
+			return
+		}
+		i = (i + 1) & mask
+	}
+	t.slots[i] = 0
+	t.n--
+	for j := (i + 1) & mask; t.slots[j] != 0; j = (j + 1) & mask {
+		h := t.home(t.slots[j])
+		// The key at j may fill the hole at i unless its home lies
+		// cyclically in (i, j].
+		if (j > i && (h <= i || h > j)) || (j < i && h <= i && h > j) {
+			t.slots[i], t.slots[j] = t.slots[j], 0
+			i = j
+		}
+	}
+}
+
+func (t *keyTable) reset() {
+	clear(t.slots)
+	t.n = 0
+}
+
+// Requests are deduplicated within themselves with a table each; pooled,
+// as a request of a few hundred spans would otherwise build a map.
+var keyTables sync.Pool
+
+func getKeyTable(capacity int) *keyTable {
+	if t, ok := keyTables.Get().(*keyTable); ok && len(t.slots) >= 2*capacity {
+		return t
+	}
+	t := newKeyTable(capacity)
+	return &t
+}
+
+func putKeyTable(t *keyTable) {
+	if len(t.slots) > 1<<16 {
+		return // a huge request's table is not worth keeping
+	}
+	t.reset()
+	keyTables.Put(t)
 }

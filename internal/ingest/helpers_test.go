@@ -28,7 +28,7 @@ func testConfig() Config {
 	return c
 }
 
-func startServer(t *testing.T, cfg Config, sink Sink, logs LogSink) *Server {
+func startServer(t testing.TB, cfg Config, sink Sink, logs LogSink) *Server {
 	t.Helper()
 	logger := slog.New(slog.NewTextHandler(io.Discard, nil))
 	s, err := New(cfg, sink, logs, logger, prometheus.NewRegistry())

@@ -299,9 +299,14 @@ func TestRetriedSpansAreStoredOnce(t *testing.T) {
 
 func TestDedupWindowIsBounded(t *testing.T) {
 	r := newRecentSpans(4)
-	r.remember([]uint64{1, 2, 3, 4, 5, 6, 7})
-	if len(r.cur)+len(r.prev) > 4 || !r.has(7) || !r.has(5) || r.has(1) {
-		t.Errorf("cur %v prev %v", r.cur, r.prev)
+	r.remember([]uint64{1, 2, 3, 4, 5, 6, 7, 6})
+	if r.table.n != 4 {
+		t.Errorf("%d keys remembered, want 4", r.table.n)
+	}
+	for k := uint64(1); k <= 7; k++ {
+		if want := k >= 4; r.has(k) != want {
+			t.Errorf("has(%d) = %v, want %v (the last 4 distinct keys)", k, r.has(k), want)
+		}
 	}
 }
 

@@ -2,7 +2,6 @@ package otlpconv
 
 import (
 	"bytes"
-	"encoding/binary"
 	"errors"
 	"fmt"
 	"math"
@@ -12,6 +11,7 @@ import (
 	"google.golang.org/protobuf/encoding/protowire"
 
 	"github.com/tracedx/tracedx/internal/model"
+	"github.com/tracedx/tracedx/internal/quickhash"
 )
 
 // DecodeTracesProto converts an encoded ExportTraceServiceRequest (or
@@ -71,6 +71,22 @@ type field struct {
 
 // nextField reads the field at the front of b into f and returns the rest.
 func nextField(b []byte, f *field) ([]byte, error) {
+	// Most fields of a request have a one-byte tag and either a one-byte
+	// varint or a length under 128 (keys, short values, ids, nested
+	// attribute values): read those without protowire's general varint
+	// decoding, which is most of the cost of a field.
+	if len(b) >= 2 && b[0] < 0x80 && b[1] < 0x80 && b[0]>>3 != 0 {
+		switch typ := protowire.Type(b[0] & 7); typ {
+		case protowire.VarintType:
+			f.num, f.typ, f.u, f.b = protowire.Number(b[0]>>3), typ, uint64(b[1]), nil
+			return b[2:], nil
+		case protowire.BytesType:
+			if end := 2 + int(b[1]); end <= len(b) {
+				f.num, f.typ, f.u, f.b = protowire.Number(b[0]>>3), typ, 0, b[2:end]
+				return b[end:], nil
+			}
+		}
+	}
 	num, typ, n := protowire.ConsumeTag(b)
 	if n < 0 {
 		return nil, protowire.ParseError(n)
@@ -651,22 +667,10 @@ func (d *wireDecoder) clipBytes(b []byte) string {
 	return *slot
 }
 
-// strSlot picks b's place in the string table from its length and its
-// first and last eight bytes (all of it when shorter): cheaper than a map
-// lookup, and a text that shares a slot with another only costs a copy.
+// strSlot picks b's place in the string table (quickhash): cheaper than a
+// map lookup, and a text that shares a slot with another only costs a copy.
 func strSlot(b []byte) uint {
-	h := uint64(len(b))
-	if len(b) >= 8 {
-		h ^= binary.LittleEndian.Uint64(b) * 0x9e3779b97f4a7c15
-		h ^= binary.LittleEndian.Uint64(b[len(b)-8:]) * 0xc2b2ae3d27d4eb4f
-	} else {
-		for _, c := range b {
-			h = h*0x100000001b3 ^ uint64(c)
-		}
-		h *= 0x9e3779b97f4a7c15
-	}
-	h ^= h >> 31
-	return uint(h*0xff51afd7ed558ccd) >> (64 - strTableBits)
+	return uint(quickhash.Bytes(b)) >> (64 - strTableBits)
 }
 
 // release returns d to the idle decoders without what it handed out.

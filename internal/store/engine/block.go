@@ -347,7 +347,6 @@ type blockBuilder struct {
 	resIntern map[string][]byte
 	rcat      *rawCatalog
 	arena     []byte // see keep
-	dedCache  [32]dedSlot
 }
 
 type countingWriter struct {

@@ -2,6 +2,7 @@ package engine
 
 import (
 	"context"
+	"math/rand/v2"
 	"slices"
 	"sync/atomic"
 	"testing"
@@ -43,10 +44,15 @@ type encodedBatch struct {
 func encodeBatches(n, size int) []encodedBatch {
 	g := newGen(7)
 	now := uint64(time.Now().UnixNano())
+	return encodeBatchesOf(n, func() []model.Span { return g.batch(size, now, 1e6) })
+}
+
+// encodeBatchesOf is encodeBatches with spans from next.
+func encodeBatchesOf(n int, next func() []model.Span) []encodedBatch {
 	out := make([]encodedBatch, n)
 	for i := range out {
 		b := &out[i]
-		b.spans = byService(g.batch(size, now, 1e6))
+		b.spans = byService(next())
 		b.offs = []int{0}
 		for k := range b.spans {
 			b.buf = appendFramed(b.buf, &b.spans[k])
@@ -82,8 +88,19 @@ func BenchmarkHeadInsert(b *testing.B) {
 // BenchmarkCut measures cutting a full head into a level-0 block
 // (grouping, block catalog, S2, files), without completion. One op is 64
 // requests of ~500 spans.
-func BenchmarkCut(b *testing.B) {
-	batches := encodeBatches(64, 500)
+func BenchmarkCut(b *testing.B) { benchCut(b, encodeBatches(64, 500)) }
+
+// BenchmarkCutLoadgen is BenchmarkCut with the harness's spans
+// (loadgenBatch): more attributes per span, high-cardinality values, and
+// server, client and database spans interleaved, as the server cuts them
+// under the harness.
+func BenchmarkCutLoadgen(b *testing.B) {
+	rng := rand.New(rand.NewPCG(9, 10))
+	base := time.Now()
+	benchCut(b, encodeBatchesOf(64, func() []model.Span { return loadgenBatch(rng, 500, base) }))
+}
+
+func benchCut(b *testing.B, batches []encodedBatch) {
 	e, err := Open(context.Background(), Options{Dir: b.TempDir(), IdleTimeout: time.Hour, FlushInterval: time.Hour, CompactInterval: time.Hour})
 	if err != nil {
 		b.Fatal(err)

@@ -5,8 +5,10 @@ import (
 	"cmp"
 	"fmt"
 	"slices"
+	"unsafe"
 
 	"github.com/tracedx/tracedx/internal/model"
+	"github.com/tracedx/tracedx/internal/quickhash"
 	"github.com/tracedx/tracedx/internal/store"
 )
 
@@ -138,8 +140,8 @@ func parseRawCatalog(p []byte, r *rawSpan) error {
 	return nil
 }
 
-// interner shares string allocations for the few distinct values of
-// service, operation, scope and dedicated attribute columns.
+// interner shares string allocations for the few distinct service and
+// operation names, which outlive the rows (trace index, catalog).
 type interner struct{ m map[string]string }
 
 func (in *interner) str(b []byte) string {
@@ -161,7 +163,7 @@ type rawCatalog struct {
 	services  map[string]*seen
 	ops       map[opKey]*seen
 	attrs     [3]map[string]*rawAttr // by store.Scope
-	keyCache  [3][32]keySlot
+	keyCache  [3][64]keySlot         // by store.Scope, then quickhash of the key
 	recentOps [16]opSlot
 	nextOp    int
 }
@@ -174,12 +176,15 @@ type opSlot struct {
 type keySlot struct {
 	key []byte
 	a   *rawAttr
-	val []byte // the value last seen here (already in a.values or skipped)
 }
 
 type rawAttr struct {
 	seen
 	values map[string]model.Value // by encoded value bytes
+	// recent holds encoded values already in values (or not for the
+	// catalog), by quickhash: methods, routes, systems and status codes
+	// repeat from span to span, and finding them here costs no map lookup.
+	recent [8][]byte
 }
 
 func newRawCatalog() *rawCatalog {
@@ -199,19 +204,12 @@ func (c *rawCatalog) addAttrs(scope store.Scope, enc []byte, t uint64) {
 		if d.err != nil {
 			return
 		}
-		// Spans of one kind list their keys in the same order, so the key
-		// last seen at this position usually matches without hashing.
-		var a *rawAttr
-		slot := &c.keyCache[scope][i%len(c.keyCache[scope])]
-		if slot.a != nil && bytes.Equal(slot.key, k) {
-			a = slot.a
-			// Low-cardinality values (methods, systems, routes) repeat
-			// from span to span: no hashing for those.
-			if bytes.Equal(slot.val, vb) {
-				continue
-			}
-		} else {
-			a = m[string(k)]
+		// Spans of different kinds (server, client, database) interleave,
+		// each with its own keys: a cache by the key's hash finds the
+		// entry without the map for all of them.
+		slot := &c.keyCache[scope][quickhash.Bytes(k)>>58]
+		if slot.a == nil || !bytes.Equal(slot.key, k) {
+			a := m[string(k)]
 			if a == nil {
 				a = &rawAttr{values: map[string]model.Value{}}
 				m[string(k)] = a
@@ -220,10 +218,15 @@ func (c *rawCatalog) addAttrs(scope store.Scope, enc []byte, t uint64) {
 			}
 			slot.key, slot.a = append(slot.key[:0], k...), a
 		}
-		slot.val = append(slot.val[:0], vb...)
+		a := slot.a
 		if len(a.values) >= maxValuesPerKey || len(vb) > maxValueLen+4 {
 			continue
 		}
+		r := &a.recent[quickhash.Bytes(vb)>>61]
+		if bytes.Equal(*r, vb) {
+			continue
+		}
+		*r = append((*r)[:0], vb...)
 		if _, ok := a.values[string(vb)]; ok {
 			continue
 		}
@@ -388,11 +391,11 @@ func (b *blockBuilder) addRawTrace(buf []byte, n int) error {
 		row.Name = name
 		row.Kind = int32(r.kind)
 		row.Status = int32(r.status)
-		row.StatusMsg = b.in.str(r.statusMsg)
-		row.TraceState = b.in.str(r.traceState)
+		row.StatusMsg = b.keepStr(r.statusMsg)
+		row.TraceState = b.keepStr(r.traceState)
 		row.Flags = int32(r.flags)
-		row.ScopeName = b.in.str(r.scope)
-		row.ScopeVer = b.in.str(r.scopeVer)
+		row.ScopeName = b.keepStr(r.scope)
+		row.ScopeVer = b.keepStr(r.scopeVer)
 		var newRes bool
 		row.Resource, newRes = b.internBytes(r.resource)
 		if len(r.attrs) > 1 {
@@ -446,37 +449,58 @@ func (b *blockBuilder) internBytes(p []byte) ([]byte, bool) {
 
 // keep copies p into the builder's byte arena: rows buffered for the
 // Parquet writer point into it until flushRows, which resets it (the
-// writer copies values into its own column buffers).
+// writer copies values into its own column buffers). A full arena is
+// replaced by one twice its size, so after the first flushes one array
+// holds a whole batch of rows and is reused from then on.
 func (b *blockBuilder) keep(p []byte) []byte {
 	if cap(b.arena)-len(b.arena) < len(p) {
-		b.arena = make([]byte, 0, max(len(p), 256<<10))
+		b.arena = make([]byte, 0, max(len(p), 2*cap(b.arena), 256<<10))
 	}
 	n := len(b.arena)
 	b.arena = append(b.arena, p...)
 	return b.arena[n:len(b.arena):len(b.arena)]
 }
 
-// dedicatedIndex looks up the dedicated column of the key at position i
-// of an attribute list. Spans of one kind list their keys in the same
-// order, so comparing with the key last seen there mostly avoids hashing.
-func (b *blockBuilder) dedicatedIndex(i int, k []byte) (int, bool) {
-	slot := &b.dedCache[i%len(b.dedCache)]
-	if slot.ok && bytes.Equal(slot.key, k) {
-		return slot.j, slot.j >= 0
+// keepStr is keep for a string column: the row's string lives in the
+// arena until flushRows. Values that only go to Parquet (URLs, statements,
+// scopes) need neither a lasting allocation nor interning, and interning
+// high-cardinality ones (url.path, db.query.text) cost a failed map lookup,
+// an allocation and a map insert per span.
+func (b *blockBuilder) keepStr(p []byte) string {
+	if len(p) == 0 {
+		return ""
 	}
-	j, ok := dedicatedByKey[string(k)]
-	if !ok {
-		j = -1
-	}
-	slot.key, slot.j, slot.ok = append(slot.key[:0], k...), j, true
-	return j, ok
+	k := b.keep(p)
+	return unsafe.String(unsafe.SliceData(k), len(k))
 }
 
-type dedSlot struct {
-	key []byte
-	j   int
-	ok  bool
+// dedicatedIndex looks up the dedicated column of attribute key k. It
+// runs for every attribute of every span converted; comparing k with the
+// few dedicated keys of its length (at most five) is cheaper than hashing
+// it, and spans of different kinds interleave too much for a cache by
+// position to hit.
+func dedicatedIndex(k []byte) (int, bool) {
+	if len(k) >= len(dedicatedByLen) {
+		return -1, false
+	}
+	for _, j := range dedicatedByLen[len(k)] {
+		if string(k) == dedicated[j].key {
+			return j, true
+		}
+	}
+	return -1, false
 }
+
+var dedicatedByLen = func() [][]int {
+	var out [][]int
+	for j, d := range dedicated {
+		for len(out) <= len(d.key) {
+			out = append(out, nil)
+		}
+		out[len(d.key)] = append(out[len(d.key)], j)
+	}
+	return out
+}()
 
 // transcodeAttrs moves dedicated-key values into their columns and keeps
 // the rest, in order, in the blob (placeholders keep the order exact).
@@ -492,7 +516,7 @@ func (b *blockBuilder) transcodeAttrs(enc []byte, row *spanRow) {
 		if d.err != nil {
 			break
 		}
-		if j, ok := b.dedicatedIndex(i, k); ok {
+		if j, ok := dedicatedIndex(k); ok {
 			if b.placeRaw(row, j, vb) {
 				e.byte1(byte(j + 1))
 				continue
@@ -520,7 +544,7 @@ func (b *blockBuilder) placeRaw(row *spanRow, j int, vb []byte) bool {
 		if len(s) == 0 || *p != "" || d.err != nil {
 			return false
 		}
-		*p = b.in.str(s)
+		*p = b.keepStr(s)
 		return true
 	}
 	if t != model.TypeInt {
