@@ -13,12 +13,13 @@ import (
 	"github.com/tracedx/tracedx/internal/store/blockio"
 )
 
-// Replica is a read-only copy of another node's sealed findings, taken
-// from that node's area of the bucket (see bucket.go): while the node is
-// down, the others answer its share of the findings from it. The node's
-// open segment is not in the bucket, so its findings since its last seal
-// (at most Options.SegmentDuration, none after a planned stop) are
-// missing from a replica until the node is back.
+// Replica is a read-only copy of another node's findings, taken from that
+// node's area of the bucket (see bucket.go): while the node is down, the
+// others answer its share of the findings from it. It holds the node's
+// sealed segments and the tail parts of its open one, so after a kill -9
+// only the findings of the node's last Options.TailInterval (a minute; none
+// after a planned stop) are missing until the node is back; the replica
+// sees the bucket's changes one refresh interval late.
 type Replica struct {
 	s *Store
 	// mu serialises refreshes: they alone touch the store's record of
@@ -78,6 +79,14 @@ func (r *Replica) Refresh(ctx context.Context) error {
 		}
 	}
 	slices.SortFunc(s.segs, func(a, b *segment) int { return strings.Compare(stem(a.name), stem(b.name)) })
+	// Tail parts whose segment arrived whole would count twice (the node
+	// deletes them from the bucket soon after); they go in the same step
+	// as it comes, so no answer misses or doubles them.
+	clear(s.tails)
+	s.dropSegments(func(seg *segment) bool {
+		whole, ok := tailOf(segID(seg.name))
+		return ok && s.inBucket[whole]
+	})
 	s.mu.Unlock()
 	for _, seg := range unindexed {
 		// Segments are uploaded with their index; one whose index did not
