@@ -21,11 +21,12 @@ import (
 )
 
 // replicaRefresh is how often a replica of a down peer's findings looks
-// for segments the peer sealed since (it uploads them every 15 s).
+// for segments and tail parts the peer copied since (it copies sealed
+// segments every 15 s, its open segment's tail every minute).
 const replicaRefresh = 15 * time.Second
 
 // peerReplicas are, with the s3 backend in a cluster, the copies of the
-// peers' sealed findings, RED and service-graph history and archived
+// peers' findings, RED and service-graph history and archived
 // summaries this node answers from while a peer is down (nil otherwise).
 // A peer's replica is opened the first time the peer does not answer, and
 // kept under data_dir/peers/<node> (findings segments are downloaded
