@@ -2,12 +2,15 @@ package findingstore
 
 import (
 	"context"
+	"fmt"
+	"path/filepath"
 	"strings"
 	"testing"
 	"time"
 
 	"github.com/tracedx/tracedx/internal/store/blockio"
 	"github.com/tracedx/tracedx/internal/store/blockio/blockiotest"
+	"github.com/tracedx/tracedx/internal/store/engine"
 )
 
 // killedNode writes n findings into a node whose Run copies the open
@@ -214,6 +217,50 @@ func TestTailPartsGiveWayToSealedSegments(t *testing.T) {
 		got := listIDs(t, r.List)
 		if !wantIDs(got, i+1) {
 			t.Fatalf("after %d findings the replica lists %v", i+1, got)
+		}
+	}
+}
+
+// BenchmarkUploadTail is the per-minute cost of copying the open
+// segment's tail: 1,000 new findings in a segment that already holds
+// 90,000 (near the 100,000 at which it is sealed), to a local-directory
+// bucket. Put is not timed.
+func BenchmarkUploadTail(b *testing.B) {
+	ctx := context.Background()
+	bucket, err := engine.NewLocalStorage(filepath.Join(b.TempDir(), "bucket"))
+	if err != nil {
+		b.Fatal(err)
+	}
+	c := &clock{t: time.Date(2026, 3, 1, 12, 0, 0, 0, time.UTC)}
+	node, err := Open(Options{Dir: b.TempDir(), Now: c.Now, Bucket: bucket, SyncInterval: time.Hour,
+		SegmentMaxFindings: 1 << 30, SegmentDuration: 1 << 40})
+	if err != nil {
+		b.Fatal(err)
+	}
+	defer node.Close()
+	put := func(n int) {
+		batch := make([]Stored, 0, 100)
+		for i := 0; i < n; i++ {
+			batch = append(batch, finding("n_plus_one_query", fmt.Sprintf("svc%d", i%20), tid(i), c.Now()))
+			if len(batch) == cap(batch) {
+				if err := node.Put(ctx, batch); err != nil {
+					b.Fatal(err)
+				}
+				batch = batch[:0]
+			}
+		}
+	}
+	put(90_000)
+	if err := node.UploadTail(ctx); err != nil {
+		b.Fatal(err)
+	}
+	b.ResetTimer()
+	for i := 0; i < b.N; i++ {
+		b.StopTimer()
+		put(1000)
+		b.StartTimer()
+		if err := node.UploadTail(ctx); err != nil {
+			b.Fatal(err)
 		}
 	}
 }
