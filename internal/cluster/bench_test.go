@@ -38,6 +38,11 @@ type ingestCase struct {
 	// running with cluster.forward: false; otherwise batches go
 	// round-robin to nodes that forward to the owners.
 	byTraceID bool
+	// split cuts every batch into this many requests of consecutive
+	// traces (0: one request), the request sizes the by-trace-id case
+	// gives its nodes, without a cluster: what is left is the cost per
+	// request.
+	split int
 }
 
 // BenchmarkIngest sends OTLP/gRPC batches of 500 spans from 8 clients to
@@ -51,6 +56,8 @@ type ingestCase struct {
 func BenchmarkIngest(b *testing.B) {
 	for _, c := range []ingestCase{
 		{name: "local/nodes=1", nodes: 1},
+		{name: "local/split=3/nodes=1", nodes: 1, split: 3},
+		{name: "local/split=125/nodes=1", nodes: 1, split: 125},
 		{name: "s3/nodes=1", nodes: 1, s3: true},
 		{name: "s3/nodes=3/forward", nodes: 3, s3: true},
 		{name: "s3/nodes=3/by-trace-id", nodes: 3, s3: true, byTraceID: true},
@@ -83,6 +90,16 @@ func benchIngest(b *testing.B, c ingestCase) {
 	for i := 0; i < b.N; i++ {
 		batch := makeTraces(r, 250)
 		spans += len(batch)
+		if c.split > 1 {
+			// Two spans a trace: cut between traces.
+			per := (len(batch)/2 + c.split - 1) / c.split * 2
+			for len(batch) > 0 {
+				n := min(per, len(batch))
+				reqs = append(reqs, request{0, ptraceotlp.NewExportRequestFromTraces(otlpconv.ToTraces(batch[:n]))})
+				batch = batch[n:]
+			}
+			continue
+		}
 		if !c.byTraceID {
 			reqs = append(reqs, request{i % len(addrs), ptraceotlp.NewExportRequestFromTraces(otlpconv.ToTraces(batch))})
 			continue
@@ -135,6 +152,16 @@ func benchIngest(b *testing.B, c ingestCase) {
 	b.StopTimer()
 	b.ReportMetric(float64(cpu.Nanoseconds())/float64(spans)/1e3, "cpu-µs/span")
 	b.ReportMetric(float64(spans)/wall.Seconds(), "spans/s")
+	// What the engines were handed: the per-request costs (a write, a WAL
+	// record, a share of a sync) are paid per write.
+	var writes, syncs uint64
+	for _, e := range engines {
+		st := e.Stats()
+		writes += st.WriteBatchesTotal
+		syncs += st.WALFsyncsTotal
+	}
+	b.ReportMetric(float64(spans)/float64(writes), "spans/write")
+	b.ReportMetric(float64(writes)/float64(max(syncs, 1)), "writes/fsync")
 }
 
 func benchStorage(b *testing.B, s3 bool) engine.BlockStorage {
@@ -198,6 +225,14 @@ func startIngestNodes(b *testing.B, n int, storage engine.BlockStorage, forward 
 		}
 		ring = r
 		o := engine.Options{Dir: b.TempDir(), Storage: storage, IdleTimeout: 2 * time.Second, Logger: quiet}
+		// storage.wal_group_wait, to compare: -1s turns the wait off.
+		if v := os.Getenv("TRACEDX_BENCH_WAL_GROUP_WAIT"); v != "" {
+			d, err := time.ParseDuration(v)
+			if err != nil {
+				b.Fatalf("TRACEDX_BENCH_WAL_GROUP_WAIT: %v", err)
+			}
+			o.WALGroupWait = d
+		}
 		if n > 1 {
 			o.OwnsBlock = r.OwnsBlock
 		}

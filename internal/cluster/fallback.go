@@ -88,7 +88,7 @@ func peerListFailed(r *http.Request, log *slog.Logger, p Peer, failed error, fal
 	out.Unanswered = append(out.Unanswered, p.ID)
 	slices.Sort(out.Unanswered)
 	if res != nil {
-		out.Findings = append(out.Findings, res.Findings...)
+		out.Findings = append(out.Findings, fromNode(res.Findings, p.ID)...)
 		out.Truncated = out.Truncated || res.Truncated
 		out.FromBucket = append(out.FromBucket, p.ID)
 		slices.Sort(out.FromBucket)

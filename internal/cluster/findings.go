@@ -18,7 +18,9 @@ import (
 // MergeFindings wraps the findings list (GET /api/v1/findings): each node
 // stores the findings of the traces it owns (and its own systemic ones)
 // on local disk, so the list asks every peer for the same query and
-// merges the answers, newest first. Finding ids are per node.
+// merges the answers, newest first. Finding ids are per node. The
+// cross-trace findings of one condition that several nodes saw in their
+// shares of the traces are joined into one (findingstore.JoinSystemic).
 func MergeFindings(next http.Handler, ring *Ring, sec Security, log *slog.Logger) http.Handler {
 	return mergeFindings(next, ring, sec, log, nil)
 }
@@ -39,6 +41,7 @@ func mergeFindings(next http.Handler, ring *Ring, sec Security, log *slog.Logger
 			rec.replay(w)
 			return
 		}
+		fromNode(local.Findings, ring.Self().ID)
 		var mu sync.Mutex
 		var wg sync.WaitGroup
 		for _, p := range peers {
@@ -51,12 +54,13 @@ func mergeFindings(next http.Handler, ring *Ring, sec Security, log *slog.Logger
 					return
 				}
 				mu.Lock()
-				local.Findings = append(local.Findings, res.Findings...)
+				local.Findings = append(local.Findings, fromNode(res.Findings, p.ID)...)
 				local.Truncated = local.Truncated || res.Truncated
 				mu.Unlock()
 			}()
 		}
 		wg.Wait()
+		local.Findings = findingstore.JoinSystemic(local.Findings)
 		sort.SliceStable(local.Findings, func(i, j int) bool { return local.Findings[i].Time.After(local.Findings[j].Time) })
 		if n, err := strconv.Atoi(r.URL.Query().Get("limit")); err == nil && n > 0 && len(local.Findings) > n {
 			local.Findings, local.Truncated = local.Findings[:n], true
@@ -64,6 +68,17 @@ func mergeFindings(next http.Handler, ring *Ring, sec Security, log *slog.Logger
 		w.Header().Set("Content-Type", "application/json")
 		_ = json.NewEncoder(w).Encode(local)
 	})
+}
+
+// fromNode names node as the node of its cross-trace findings that name
+// none (the others are already joined) and returns fs.
+func fromNode(fs []findingstore.Stored, node string) []findingstore.Stored {
+	for i := range fs {
+		if fs[i].Systemic && len(fs[i].Nodes) == 0 {
+			fs[i].Nodes = []string{node}
+		}
+	}
+	return fs
 }
 
 func peerFindings(ctx context.Context, hc *peerHTTP, p Peer, uri string) (*findingstore.ListResponse, error) {

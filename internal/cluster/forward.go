@@ -92,7 +92,6 @@ func (f *Forwarder) Write(ctx context.Context, spans []model.Span) error {
 	if f.sec.FromPeer(ctx) {
 		return f.local.Write(ctx, spans)
 	}
-	self := f.ring.Self().ID
 	// The spans are laid out by owner in one copy (a counting sort), so
 	// each owner's part is a slice of it.
 	owners := make([]int, len(spans))
@@ -120,36 +119,30 @@ func (f *Forwarder) Write(ctx context.Context, spans []model.Span) error {
 		next[o]--
 		byOwner[next[o]] = spans[i]
 	}
-	groups := map[string][]model.Span{}
-	for o := range ends {
-		if start := next[o]; start < ends[o] {
-			groups[f.ring.peers[o].ID] = byOwner[start:ends[o]]
-		}
-	}
+	// The other owners' parts are forwarded concurrently while this
+	// goroutine writes the local part.
 	var wg sync.WaitGroup
-	var mu sync.Mutex
-	var firstErr error
-	for id, part := range groups {
+	errs := make([]error, len(ends))
+	for o := range ends {
+		if o == f.ring.self || next[o] == ends[o] {
+			continue
+		}
 		wg.Add(1)
 		go func() {
 			defer wg.Done()
-			var err error
-			if id == self {
-				err = f.local.Write(ctx, part)
-			} else {
-				err = f.forward(ctx, id, part)
-			}
-			if err != nil {
-				mu.Lock()
-				if firstErr == nil {
-					firstErr = err
-				}
-				mu.Unlock()
-			}
+			errs[o] = f.forward(ctx, f.ring.peers[o].ID, byOwner[next[o]:ends[o]])
 		}()
 	}
+	if o := f.ring.self; next[o] < ends[o] {
+		errs[o] = f.local.Write(ctx, byOwner[next[o]:ends[o]])
+	}
 	wg.Wait()
-	return firstErr
+	for _, err := range errs {
+		if err != nil {
+			return err
+		}
+	}
+	return nil
 }
 
 // Coalescing of forwarded parts. A batch split over three owners leaves
@@ -196,17 +189,21 @@ func (f *Forwarder) forward(ctx context.Context, peer string, spans []model.Span
 		f.dispatch(peer, q)
 	}
 	if q.pending == nil {
-		q.pending = &batch{buf: requestBuffers.Get().(*[]byte), done: make(chan struct{})}
-		*q.pending.buf = (*q.pending.buf)[:0]
+		// The first part becomes the request; later ones are copied in.
+		q.pending = &batch{buf: scratch, done: make(chan struct{})}
+		scratch = nil
+	} else {
+		*q.pending.buf = append(*q.pending.buf, *scratch...)
 	}
 	b := q.pending
-	*b.buf = append(*b.buf, *scratch...)
 	b.spans += len(spans)
 	if q.inFlight < maxInFlight {
 		f.dispatch(peer, q)
 	}
 	q.mu.Unlock()
-	requestBuffers.Put(scratch)
+	if scratch != nil {
+		requestBuffers.Put(scratch)
+	}
 	select {
 	case <-b.done:
 		return b.err

@@ -301,6 +301,10 @@ type Storage struct {
 	// CompactInterval is how often compaction and retention run
 	// (0: every 30s).
 	CompactInterval time.Duration `yaml:"compact_interval"`
+	// WALGroupWait is how long a WAL record found alone waits for other
+	// requests' records to share its fsync, while requests are concurrent
+	// (0: 1ms; negative: never): ingest CPU against latency.
+	WALGroupWait time.Duration `yaml:"wal_group_wait"`
 	// Backend is where blocks live: "local" (under data_dir) or "s3".
 	// The WAL and the head stay on local disk either way.
 	Backend string `yaml:"backend"`

@@ -50,6 +50,14 @@ type Stored struct {
 	// /cart") so detectors can deduplicate across restarts.
 	Key      string `json:"key,omitempty"`
 	Systemic bool   `json:"systemic,omitempty"`
+	// In a cluster's merged answers, a cross-trace finding seen by several
+	// nodes (each in its share of the traces) is one finding (JoinSystemic):
+	// Joined counts the nodes' findings it joins, Nodes names those nodes
+	// when known, Culprits lists every culprit they named when not all the
+	// same.
+	Joined   int               `json:"joined,omitempty"`
+	Nodes    []string          `json:"nodes,omitempty"`
+	Culprits []analyze.Culprit `json:"culprits,omitempty"`
 	// ID is assigned by the store, increasing in insertion order.
 	ID uint64 `json:"id"`
 	// TraceAvailable, in list answers when Options.TraceAvailable is set,

@@ -5,6 +5,7 @@ import (
 	"sort"
 	"time"
 
+	"github.com/tracedx/tracedx/internal/analyze"
 	"github.com/tracedx/tracedx/internal/model"
 )
 
@@ -17,6 +18,9 @@ type SummaryQuery struct {
 	Service  string
 	Systemic *bool
 	Groups   int
+	// WithSystemic asks for the cross-trace findings themselves
+	// (Summary.Systemic), as a node merging the cluster's summaries does.
+	WithSystemic bool `json:",omitempty"`
 }
 
 // KindCount is one kind's share of the findings in the range.
@@ -80,6 +84,24 @@ type Summary struct {
 	// Groups are the top problems by impact; GroupsTotal counts them all.
 	Groups      []Group `json:"groups"`
 	GroupsTotal int     `json:"groups_total"`
+	// Systemic, when the query asks WithSystemic, are the cross-trace
+	// findings counted, for MergeSummaries to count once a condition that
+	// several nodes found.
+	Systemic []SystemicRef `json:"systemic_findings,omitempty"`
+}
+
+// SystemicRef is a cross-trace finding as a summary counts it.
+type SystemicRef struct {
+	Kind      string    `json:"kind"`
+	Key       string    `json:"key"`
+	Service   string    `json:"service,omitempty"`
+	Operation string    `json:"operation,omitempty"`
+	Severity  string    `json:"severity"`
+	Time      time.Time `json:"time"`
+	WindowS   float64   `json:"window_s"`
+	ImpactMS  float64   `json:"impact_ms"`
+	// Traced: the finding names a trace, counted among the traces hurt.
+	Traced bool `json:"traced,omitempty"`
 }
 
 type agg struct {
@@ -201,6 +223,7 @@ func (s *Store) Summarize(ctx context.Context, q SummaryQuery) (Summary, error) 
 	}
 	from, to := nanoBounds(q.From, q.To)
 	acc := summaryAcc{bySev: map[string]int{}, byKind: map[string]*agg{}, bySvc: map[string]*agg{}, groups: map[groupKey]*groupAgg{}}
+	var systemic []hit
 	s.mu.RLock()
 	defer s.mu.RUnlock()
 	for _, seg := range s.segs {
@@ -228,9 +251,26 @@ func (s *Store) Summarize(ctx context.Context, q SummaryQuery) (Summary, error) 
 				continue
 			}
 			acc.add(seg, x, e)
+			if q.WithSystemic && e.systemic {
+				systemic = append(systemic, hit{seg, *e})
+			}
 		}
 	}
-	return s.summaryOf(&acc, q.Groups)
+	out, err := s.summaryOf(&acc, q.Groups)
+	if err != nil {
+		return Summary{}, err
+	}
+	for _, h := range systemic {
+		st, err := s.read(h.seg, &h.e)
+		if err != nil {
+			return Summary{}, err
+		}
+		if st.Key != "" {
+			out.Systemic = append(out.Systemic, SystemicRef{Kind: st.Kind, Key: st.Key, Service: st.Service, Operation: st.Operation,
+				Severity: sevName(h.e.severity), Time: st.Time, WindowS: windowOf(&st).Seconds(), ImpactMS: float64(h.e.impactMS), Traced: !h.e.trace.IsZero()})
+		}
+	}
+	return out, nil
 }
 
 // summaryOf ranks the accumulated aggregates and reads the examples of
@@ -346,22 +386,17 @@ func mergedKeys(m map[string]*mergedAgg) []string {
 // ones) into the cluster's: counts and impact add up, a group's example
 // is the costliest of the nodes' examples, and groups are ranked again
 // and cut to groups. Each part should hold all its groups (a part cut by
-// its own group limit can leave a group's count short).
+// its own group limit can leave a group's count short). A cross-trace
+// condition that several nodes found in their shares of the traces counts
+// once, as the merged list joins it (JoinSystemic), when the parts carry
+// their Systemic findings.
 func MergeSummaries(parts []Summary, groups int) Summary {
 	out := Summary{BySeverity: map[string]int{}, Kinds: []KindCount{}, Services: []ServiceCount{}, Groups: []Group{}}
 	kinds, svcs := map[string]*mergedAgg{}, map[string]*mergedAgg{}
-	type merged struct {
-		mergedAgg
-		g Group
-	}
-	grps := map[groupKey]*merged{}
-	at := func(m map[string]*mergedAgg, k string) *mergedAgg {
-		if m[k] == nil {
-			m[k] = &mergedAgg{}
-		}
-		return m[k]
-	}
+	grps := map[groupKey]*mergedGroup{}
+	var systemic []SystemicRef
 	for _, p := range parts {
+		systemic = append(systemic, p.Systemic...)
 		out.GroupsTotal = max(out.GroupsTotal, p.GroupsTotal)
 		out.Total += p.Total
 		out.Traces += p.Traces
@@ -370,16 +405,16 @@ func MergeSummaries(parts []Summary, groups int) Summary {
 			out.BySeverity[s] += n
 		}
 		for _, k := range p.Kinds {
-			at(kinds, k.Kind).add(k.Count, k.Traces, k.ImpactMS, k.Severity)
+			mergedAt(kinds, k.Kind).add(k.Count, k.Traces, k.ImpactMS, k.Severity)
 		}
 		for _, s := range p.Services {
-			at(svcs, s.Service).add(s.Count, s.Traces, s.ImpactMS, s.Severity)
+			mergedAt(svcs, s.Service).add(s.Count, s.Traces, s.ImpactMS, s.Severity)
 		}
 		for _, g := range p.Groups {
 			key := groupKey{g.Kind, g.Service, g.Operation, g.Systemic}
 			m := grps[key]
 			if m == nil {
-				m = &merged{g: g}
+				m = &mergedGroup{g: g}
 				grps[key] = m
 			} else {
 				m.g.FirstSeen, m.g.LastSeen = minTime(m.g.FirstSeen, g.FirstSeen), maxTime(m.g.LastSeen, g.LastSeen)
@@ -390,6 +425,9 @@ func MergeSummaries(parts []Summary, groups int) Summary {
 			m.add(g.Count, g.Traces, g.ImpactMS, g.Severity)
 		}
 	}
+	for _, set := range joinedRefs(systemic) {
+		countOnce(set, &out, kinds, svcs, grps)
+	}
 	for _, k := range mergedKeys(kinds) {
 		a := kinds[k]
 		out.Kinds = append(out.Kinds, KindCount{Kind: k, Count: a.count, Traces: a.ntraces, ImpactMS: a.impact, Severity: sevName(a.severity)})
@@ -398,7 +436,7 @@ func MergeSummaries(parts []Summary, groups int) Summary {
 		a := svcs[k]
 		out.Services = append(out.Services, ServiceCount{Service: k, Count: a.count, Traces: a.ntraces, ImpactMS: a.impact, Severity: sevName(a.severity)})
 	}
-	list := make([]*merged, 0, len(grps))
+	list := make([]*mergedGroup, 0, len(grps))
 	for _, m := range grps {
 		m.g.Count, m.g.Traces, m.g.ImpactMS, m.g.Severity = m.count, m.ntraces, m.impact, sevName(m.severity)
 		list = append(list, m)
@@ -418,6 +456,108 @@ func MergeSummaries(parts []Summary, groups int) Summary {
 		out.Groups = append(out.Groups, m.g)
 	}
 	return out
+}
+
+type mergedGroup struct {
+	mergedAgg
+	g Group
+}
+
+func mergedAt(m map[string]*mergedAgg, k string) *mergedAgg {
+	if m[k] == nil {
+		m[k] = &mergedAgg{}
+	}
+	return m[k]
+}
+
+// joinedRefs returns the sets of cross-trace findings that JoinSystemic
+// would join, each with the member of most impact first.
+func joinedRefs(refs []SystemicRef) [][]SystemicRef {
+	fs := make([]Stored, len(refs))
+	byKey := map[string][]int{}
+	for i, r := range refs {
+		fs[i] = Stored{Finding: analyze.Finding{Kind: r.Kind, Evidence: map[string]any{"window_s": r.WindowS}}, Time: r.Time}
+		byKey[r.Kind+"\x00"+r.Key] = append(byKey[r.Kind+"\x00"+r.Key], i)
+	}
+	var out [][]SystemicRef
+	for _, idx := range byKey {
+		if len(idx) < 2 {
+			continue
+		}
+		for _, set := range overlapping(fs, idx) {
+			if len(set) < 2 {
+				continue
+			}
+			rs := make([]SystemicRef, len(set))
+			for j, i := range set {
+				rs[j] = refs[i]
+			}
+			sort.SliceStable(rs, func(a, b int) bool { return rs[a].ImpactMS > rs[b].ImpactMS })
+			out = append(out, rs)
+		}
+	}
+	return out
+}
+
+// countOnce makes the merged aggregates count the findings of set (one
+// condition several nodes found) as one finding, of the first member's
+// service and group: the others' counts come off, and their impact and
+// traces move to the first's service and group where theirs differ.
+func countOnce(set []SystemicRef, out *Summary, kinds, svcs map[string]*mergedAgg, grps map[groupKey]*mergedGroup) {
+	p := set[0]
+	pk := groupKey{p.Kind, p.Service, p.Operation, true}
+	var sev int8
+	for _, m := range set {
+		sev = max(sev, sevRank(m.Severity))
+		out.BySeverity[m.Severity]--
+	}
+	out.BySeverity[sevName(sev)]++
+	move := func(from, to *mergedAgg, m SystemicRef) {
+		from.count--
+		if to == nil || to == from {
+			return
+		}
+		traced := 0
+		if m.Traced {
+			traced = 1
+		}
+		from.impact -= m.ImpactMS
+		from.ntraces -= traced
+		to.impact += m.ImpactMS
+		to.ntraces += traced
+	}
+	for _, m := range set[1:] {
+		out.Total--
+		if k := kinds[m.Kind]; k != nil {
+			k.count--
+		}
+		if s := svcs[m.Service]; m.Service != "" && s != nil {
+			var to *mergedAgg
+			if p.Service != "" {
+				to = mergedAt(svcs, p.Service)
+			}
+			move(s, to, m)
+			if s.count <= 0 {
+				delete(svcs, m.Service)
+			}
+		}
+		mk := groupKey{m.Kind, m.Service, m.Operation, true}
+		if g := grps[mk]; g != nil {
+			var to *mergedAgg
+			if pg := grps[pk]; pg != nil {
+				to = &pg.mergedAgg
+			}
+			move(&g.mergedAgg, to, m)
+			if g.count <= 0 {
+				delete(grps, mk)
+			}
+		}
+	}
+	for s, n := range out.BySeverity {
+		if n <= 0 {
+			delete(out.BySeverity, s)
+		}
+	}
 }
 
 // betterMergedExample is betterExample for examples: the costlier, then
@@ -467,7 +607,7 @@ func (s *Store) clusterSummary(ctx context.Context, q SummaryQuery) (Summary, er
 		return s.Summarize(ctx, q)
 	}
 	groups := q.Groups
-	q.Groups = PeerGroups
+	q.Groups, q.WithSystemic = PeerGroups, true
 	local, err := s.Summarize(ctx, q)
 	if err != nil {
 		return Summary{}, err
@@ -483,7 +623,8 @@ func (s *Store) SetPeerLists(peers func(ctx context.Context, q Query) [][]Stored
 
 // ClusterList is List over every node of a cluster (List alone on a
 // single node): the nodes' answers merged newest first and cut to the
-// limit. Finding ids are per node.
+// limit, one condition's cross-trace findings of several nodes joined
+// (JoinSystemic). Finding ids are per node.
 func (s *Store) ClusterList(ctx context.Context, q Query) ([]Stored, error) {
 	local, err := s.List(ctx, q)
 	if err != nil || s.peerLists == nil {
@@ -493,6 +634,7 @@ func (s *Store) ClusterList(ctx context.Context, q Query) ([]Stored, error) {
 	for _, l := range s.peerLists(ctx, q) {
 		all = append(all, l...)
 	}
+	all = JoinSystemic(all)
 	sort.SliceStable(all, func(i, j int) bool { return all[i].Time.After(all[j].Time) })
 	limit := q.Limit
 	if limit <= 0 {

@@ -162,6 +162,11 @@ func (s *Server) grpcExport(sig otlpSignal) rawExport {
 		if err != nil {
 			return nil, s.grpcStatus(err)
 		}
+		if res.rejected == 0 {
+			// Full success leaves partial_success unset: the empty
+			// message, without building one per request.
+			return []byte{}, nil
+		}
 		return sig.response(res).MarshalProto()
 	}
 }

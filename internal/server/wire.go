@@ -179,6 +179,7 @@ func New(ctx context.Context, cfg config.Config, log *slog.Logger) (*Server, err
 		UnkeptRetention: cfg.UnkeptTraceRetention(),
 		MaxDiskBytes:    cfg.Storage.MaxDiskBytes,
 		CompactInterval: cfg.Storage.CompactInterval,
+		WALGroupWait:    cfg.Storage.WALGroupWait,
 		ExtraDiskBytes:  func() int64 { return fs.DiskBytes() + archive.Bytes() },
 		Logger:          log,
 		Now:             func() time.Time { return retentionNow() },

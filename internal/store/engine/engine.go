@@ -103,6 +103,10 @@ type Options struct {
 	ExtraDiskBytes func() int64
 	// WALSegmentBytes rotates WAL segments (default 64 MiB).
 	WALSegmentBytes int64
+	// WALGroupWait is how long a WAL record found alone waits for others
+	// to share its sync while writes are concurrent, at most as long as
+	// the last sync took (see wal.go). 0: 1 ms; negative: never.
+	WALGroupWait time.Duration
 
 	// OwnsBlock, when set, says which blocks this engine compacts and
 	// expires; the others belong to other engines sharing the storage
@@ -150,6 +154,9 @@ func (o *Options) defaults() {
 	}
 	if o.WALSegmentBytes <= 0 {
 		o.WALSegmentBytes = 64 << 20
+	}
+	if o.WALGroupWait == 0 {
+		o.WALGroupWait = defaultGroupWait
 	}
 	if o.Logger == nil {
 		o.Logger = slog.Default()
@@ -420,7 +427,7 @@ func Open(ctx context.Context, opts Options) (*Engine, error) {
 	if err := e.dedupeReplayed(); err != nil {
 		return fail(err)
 	}
-	if e.wal, err = openWAL(walDir, opts.WALSegmentBytes, segs, e.log, opts.walCreate); err != nil {
+	if e.wal, err = openWAL(walDir, opts.WALSegmentBytes, segs, e.log, opts.walCreate, opts.WALGroupWait); err != nil {
 		return fail(err)
 	}
 	e.refreshStoredBytes()

@@ -31,8 +31,24 @@ import (
 // goroutine appends records: it takes every request queued while the
 // previous fsync ran, writes them with one write(2) and makes them durable
 // with one fdatasync(2) (group commit), then wakes all their writers.
+//
+// An fdatasync costs about 100 µs of CPU on ext4 whatever it carries, as
+// much as ingesting 20 spans. A node of a cluster that receives a third
+// of each batch got its requests one at a time and synced nearly every
+// one alone (1.1-1.3 records per sync). So while writes are concurrent
+// (a recent sync carried more than one record), a record that finds no
+// other queued waits for more before its sync: as long as the last sync
+// took, and at most Options.WALGroupWait (1 ms by default), so a request
+// waits about one sync more at worst. A lone writer never waits: its
+// syncs carry one record each.
 
 const walRecordHeader = 8
+
+// defaultGroupWait bounds how long a lone record waits for others.
+const defaultGroupWait = time.Millisecond
+
+// maxGroupBytes bounds the records one sync makes durable.
+const maxGroupBytes = 16 << 20
 
 var crcTable = crc32.MakeTable(crc32.Castagnoli)
 
@@ -76,6 +92,15 @@ type wal struct {
 	reqs chan *walReq
 	stop chan struct{}
 	wg   sync.WaitGroup
+
+	// Loop only: lastSync is how long the last write and sync took;
+	// shared has a bit per recent sync, set when it carried more than
+	// one record (the newest in bit 0); groupWait caps the wait for
+	// more records (≤ 0: no wait).
+	lastSync  time.Duration
+	shared    uint8
+	groupWait time.Duration
+	groupT    *time.Timer
 
 	mu      sync.Mutex // guards segs, cur* fields seen by other goroutines
 	segs    []uint64
@@ -162,19 +187,20 @@ func replayWAL(dir string, log *slog.Logger, fn func(seq uint64, payload []byte)
 
 // openWAL starts a fresh segment after the existing ones (which must have
 // been replayed already).
-func openWAL(dir string, segBytes int64, existing []uint64, log *slog.Logger, create func(string) (segmentFile, error)) (*wal, error) {
+func openWAL(dir string, segBytes int64, existing []uint64, log *slog.Logger, create func(string) (segmentFile, error), groupWait time.Duration) (*wal, error) {
 	if create == nil {
 		create = createSegment
 	}
 	w := &wal{
-		dir:      dir,
-		segBytes: segBytes,
-		log:      log,
-		reqs:     make(chan *walReq, 4096),
-		stop:     make(chan struct{}),
-		segs:     append([]uint64(nil), existing...),
-		create:   create,
-		errLog:   ratelog.Limiter{Every: 10 * time.Second},
+		dir:       dir,
+		segBytes:  segBytes,
+		log:       log,
+		reqs:      make(chan *walReq, 4096),
+		stop:      make(chan struct{}),
+		segs:      append([]uint64(nil), existing...),
+		create:    create,
+		errLog:    ratelog.Limiter{Every: 10 * time.Second},
+		groupWait: groupWait,
 	}
 	var total int64
 	for _, s := range existing {
@@ -257,19 +283,8 @@ func (w *wal) loop() {
 				}
 			}
 		}
-		size := len(batch[0].p)
-		rotate := batch[0].rotate
-	gather:
-		for size < 16<<20 && !rotate {
-			select {
-			case r := <-w.reqs:
-				batch = append(batch, r)
-				size += len(r.p)
-				rotate = r.rotate
-			default:
-				break gather
-			}
-		}
+		batch = w.gather(batch)
+		rotate := batch[len(batch)-1].rotate
 		buf = buf[:0]
 		nrec := 0
 		for _, r := range batch {
@@ -283,7 +298,13 @@ func (w *wal) loop() {
 		}
 		var err error
 		if nrec > 0 {
+			start := time.Now()
 			err = w.writeSync(buf)
+			w.lastSync = time.Since(start)
+			w.shared <<= 1
+			if nrec > 1 {
+				w.shared |= 1
+			}
 		}
 		seq := w.curSeq
 		if err == nil {
@@ -308,6 +329,48 @@ func (w *wal) loop() {
 			buf = nil
 		}
 	}
+}
+
+// gather adds to batch (one request) the requests queued behind it, up
+// to a rotation or maxGroupBytes; when it is alone and writes are
+// concurrent, those that arrive within the group wait too.
+func (w *wal) gather(batch []*walReq) []*walReq {
+	size := len(batch[0].p)
+	full := func() bool { return size >= maxGroupBytes || batch[len(batch)-1].rotate }
+	more := func(r *walReq) {
+		batch = append(batch, r)
+		size += len(r.p)
+	}
+	for !full() {
+		select {
+		case r := <-w.reqs:
+			more(r)
+			continue
+		default:
+		}
+		break
+	}
+	wait := min(w.lastSync, w.groupWait)
+	if len(batch) > 1 || full() || w.shared == 0 || wait <= 0 {
+		return batch
+	}
+	if w.groupT == nil {
+		w.groupT = time.NewTimer(wait)
+	} else {
+		w.groupT.Reset(wait)
+	}
+	defer w.groupT.Stop()
+	for !full() {
+		select {
+		case r := <-w.reqs:
+			more(r)
+		case <-w.groupT.C:
+			return batch
+		case <-w.stop:
+			return batch
+		}
+	}
+	return batch
 }
 
 // writeSync appends buf and makes it durable. A failed write or fsync is
