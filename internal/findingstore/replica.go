@@ -24,14 +24,16 @@ type Replica struct {
 	s *Store
 	// mu serialises refreshes: they alone touch the store's record of
 	// what the bucket holds.
-	mu      sync.Mutex
+	mu sync.Mutex
+	// checked is when the last refresh started.
 	checked time.Time
 	every   time.Duration
 }
 
 // OpenReplica opens a replica of the findings in bucket, kept in opt.Dir
 // (a cache: segments are downloaded on first use and dropped by
-// opt.Retention). The bucket is read again at most every refresh.
+// opt.Retention). The bucket is read again at most every refresh; with 0,
+// on every query, queries waiting together sharing one read.
 func OpenReplica(opt Options, bucket blockio.Storage, refresh time.Duration) (*Replica, error) {
 	if bucket == nil {
 		return nil, errors.New("findingstore: a replica needs a bucket")
@@ -47,13 +49,16 @@ func OpenReplica(opt Options, bucket blockio.Storage, refresh time.Duration) (*R
 
 // Refresh downloads the segments the bucket gained since the last refresh
 // (when that was longer ago than the refresh interval) and drops expired
-// ones.
+// ones. A refresh that started while the caller waited for the one before
+// it has read the bucket as of the caller's call, so the caller uses it.
 func (r *Replica) Refresh(ctx context.Context) error {
+	called := time.Now()
 	r.mu.Lock()
 	defer r.mu.Unlock()
-	if !r.checked.IsZero() && time.Since(r.checked) < r.every {
+	if !r.checked.IsZero() && (r.checked.After(called) || time.Since(r.checked) < r.every) {
 		return nil
 	}
+	started := time.Now()
 	s := r.s
 	if err := s.restore(ctx); err != nil {
 		return err
@@ -99,7 +104,7 @@ func (r *Replica) Refresh(ctx context.Context) error {
 	s.mu.Lock()
 	s.expired = nil // the node's own retention deletes them from the bucket
 	s.mu.Unlock()
-	r.checked = time.Now()
+	r.checked = started
 	return nil
 }
 
