@@ -12,10 +12,10 @@ import (
 	"github.com/tracedx/tracedx/internal/findingstore"
 )
 
-// A node copies its sealed findings to the bucket (findingstore's bucket
-// copy), so while it is down the others can still answer its share of
-// the findings from there. The answers miss only what the node found
-// since its last seal.
+// A node copies its findings to the bucket (findingstore's bucket copy:
+// sealed segments, and the open one's tail every minute), so while it is
+// down the others can still answer its share of the findings from there.
+// The answers miss only what the node found in its last minute or so.
 
 // Fallback answers for a peer that did not answer, from what it left in
 // the bucket.

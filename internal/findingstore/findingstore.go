@@ -98,6 +98,10 @@ type Options struct {
 	// UploadInterval is how often Run copies sealed segments to Bucket
 	// (default 15 s).
 	UploadInterval time.Duration
+	// TailInterval is how often Run copies what the open segment gained
+	// to Bucket as a tail part (default 1 min): findings older than this
+	// are in the bucket even when the node is killed or its disk lost.
+	TailInterval time.Duration
 	// Now is the clock (tests); default time.Now.
 	Now    func() time.Time
 	Logger *slog.Logger
@@ -202,6 +206,14 @@ type Store struct {
 	expired  []string
 	// readOnly: a Replica's store, which never writes to the bucket.
 	readOnly bool
+	// tails holds, by segment id, the ids of the segment's tail parts in
+	// the bucket (bucket.go); they go once the segment's own copy is there.
+	tails map[string][]string
+	// tailMu serialises UploadTail; tailOff bytes of the open segment
+	// tailSeg are in the bucket as tail parts.
+	tailMu  sync.Mutex
+	tailSeg string
+	tailOff int64
 
 	// peerSummaries, in a cluster, gives the other nodes' summaries.
 	peerSummaries func(ctx context.Context, q SummaryQuery) []Summary
@@ -236,11 +248,14 @@ func Open(opt Options) (*Store, error) {
 	if opt.UploadInterval <= 0 {
 		opt.UploadInterval = 15 * time.Second
 	}
+	if opt.TailInterval <= 0 {
+		opt.TailInterval = time.Minute
+	}
 	if err := os.MkdirAll(opt.Dir, 0o755); err != nil {
 		return nil, fmt.Errorf("findingstore: creating %s: %w", opt.Dir, err)
 	}
 	s := &Store{opt: opt, log: opt.Logger.With("component", "findingstore"), stopScan: make(chan struct{}),
-		cache: idxCache{maxEntries: 1 << 20}, inBucket: map[string]bool{}}
+		cache: idxCache{maxEntries: 1 << 20}, inBucket: map[string]bool{}, tails: map[string][]string{}}
 	for _, pattern := range []string{segPrefix + "*" + idxSuffix + ".tmp", segPrefix + "*" + zSuffix + ".tmp", segPrefix + "*.download"} {
 		tmps, _ := filepath.Glob(filepath.Join(opt.Dir, pattern))
 		for _, t := range tmps {
@@ -871,22 +886,36 @@ func (s *Store) Prune() {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	cut := s.opt.Now().Add(-s.opt.Retention).UnixNano()
+	s.dropSegments(func(seg *segment) bool {
+		if !seg.indexed || seg.meta.maxT >= cut {
+			return false
+		}
+		id := segID(seg.name)
+		if s.inBucket[id] {
+			s.expired = append(s.expired, id)
+		}
+		s.expired = append(s.expired, s.tails[id]...)
+		delete(s.tails, id)
+		return true
+	})
+}
+
+// dropSegments closes the sealed segments gone selects and removes them
+// and their files. The caller holds mu.
+func (s *Store) dropSegments(gone func(*segment) bool) {
 	kept := s.segs[:0]
 	for _, seg := range s.segs {
-		if seg != s.cur && seg.indexed && seg.meta.maxT < cut {
-			if id := segID(seg.name); s.inBucket[id] {
-				s.expired = append(s.expired, id)
-			}
-			seg.close()
-			s.cache.drop(seg)
-			for _, p := range []string{seg.name, seg.idxPath()} {
-				if err := os.Remove(p); err != nil && !errors.Is(err, os.ErrNotExist) {
-					s.log.Warn("removing expired findings segment", "file", p, "err", err)
-				}
-			}
+		if seg == s.cur || !gone(seg) {
+			kept = append(kept, seg)
 			continue
 		}
-		kept = append(kept, seg)
+		seg.close()
+		s.cache.drop(seg)
+		for _, p := range []string{seg.name, seg.idxPath()} {
+			if err := os.Remove(p); err != nil && !errors.Is(err, os.ErrNotExist) {
+				s.log.Warn("removing findings segment", "file", p, "err", err)
+			}
+		}
 	}
 	clear(s.segs[len(kept):])
 	s.segs = kept
@@ -916,9 +945,11 @@ func (s *Store) Run(ctx context.Context) {
 	syncT := time.NewTicker(syncEvery)
 	pruneT := time.NewTicker(time.Minute)
 	uploadT := time.NewTicker(s.opt.UploadInterval)
+	tailT := time.NewTicker(s.opt.TailInterval)
 	defer syncT.Stop()
 	defer pruneT.Stop()
 	defer uploadT.Stop()
+	defer tailT.Stop()
 	for {
 		select {
 		case <-ctx.Done():
@@ -926,6 +957,10 @@ func (s *Store) Run(ctx context.Context) {
 		case <-uploadT.C:
 			if err := s.UploadSealed(ctx); err != nil {
 				s.log.Warn("copying findings segments to the bucket; retrying later", "err", err)
+			}
+		case <-tailT.C:
+			if err := s.UploadTail(ctx); err != nil {
+				s.log.Warn("copying the open findings segment's tail to the bucket; retrying later", "err", err)
 			}
 		case <-syncT.C:
 			if err := s.Sync(); err != nil {

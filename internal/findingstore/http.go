@@ -17,8 +17,8 @@ type ListResponse struct {
 	Truncated bool `json:"truncated"`
 	// In a cluster, Unanswered lists the nodes that did not answer (down,
 	// restarting): the list lacks their findings, except those in
-	// FromBucket, whose sealed findings were read from their copy in the
-	// bucket (only the findings since their last seal are missing).
+	// FromBucket, whose findings were read from their copy in the bucket
+	// (only their last Options.TailInterval, a minute, is missing).
 	Unanswered []string `json:"unanswered_nodes,omitempty"`
 	FromBucket []string `json:"from_bucket_nodes,omitempty"`
 }

@@ -13,24 +13,27 @@ import (
 	"github.com/tracedx/tracedx/internal/store/blockio"
 )
 
-// Replica is a read-only copy of another node's sealed findings, taken
-// from that node's area of the bucket (see bucket.go): while the node is
-// down, the others answer its share of the findings from it. The node's
-// open segment is not in the bucket, so its findings since its last seal
-// (at most Options.SegmentDuration, none after a planned stop) are
-// missing from a replica until the node is back.
+// Replica is a read-only copy of another node's findings, taken from that
+// node's area of the bucket (see bucket.go): while the node is down, the
+// others answer its share of the findings from it. It holds the node's
+// sealed segments and the tail parts of its open one, so after a kill -9
+// only the findings of the node's last Options.TailInterval (a minute; none
+// after a planned stop) are missing until the node is back; the replica
+// sees the bucket's changes one refresh interval late.
 type Replica struct {
 	s *Store
 	// mu serialises refreshes: they alone touch the store's record of
 	// what the bucket holds.
-	mu      sync.Mutex
+	mu sync.Mutex
+	// checked is when the last refresh started.
 	checked time.Time
 	every   time.Duration
 }
 
 // OpenReplica opens a replica of the findings in bucket, kept in opt.Dir
 // (a cache: segments are downloaded on first use and dropped by
-// opt.Retention). The bucket is read again at most every refresh.
+// opt.Retention). The bucket is read again at most every refresh; with 0,
+// on every query, queries waiting together sharing one read.
 func OpenReplica(opt Options, bucket blockio.Storage, refresh time.Duration) (*Replica, error) {
 	if bucket == nil {
 		return nil, errors.New("findingstore: a replica needs a bucket")
@@ -46,13 +49,16 @@ func OpenReplica(opt Options, bucket blockio.Storage, refresh time.Duration) (*R
 
 // Refresh downloads the segments the bucket gained since the last refresh
 // (when that was longer ago than the refresh interval) and drops expired
-// ones.
+// ones. A refresh that started while the caller waited for the one before
+// it has read the bucket as of the caller's call, so the caller uses it.
 func (r *Replica) Refresh(ctx context.Context) error {
+	called := time.Now()
 	r.mu.Lock()
 	defer r.mu.Unlock()
-	if !r.checked.IsZero() && time.Since(r.checked) < r.every {
+	if !r.checked.IsZero() && (r.checked.After(called) || time.Since(r.checked) < r.every) {
 		return nil
 	}
+	started := time.Now()
 	s := r.s
 	if err := s.restore(ctx); err != nil {
 		return err
@@ -78,6 +84,14 @@ func (r *Replica) Refresh(ctx context.Context) error {
 		}
 	}
 	slices.SortFunc(s.segs, func(a, b *segment) int { return strings.Compare(stem(a.name), stem(b.name)) })
+	// Tail parts whose segment arrived whole would count twice (the node
+	// deletes them from the bucket soon after); they go in the same step
+	// as it comes, so no answer misses or doubles them.
+	clear(s.tails)
+	s.dropSegments(func(seg *segment) bool {
+		whole, ok := tailOf(segID(seg.name))
+		return ok && s.inBucket[whole]
+	})
 	s.mu.Unlock()
 	for _, seg := range unindexed {
 		// Segments are uploaded with their index; one whose index did not
@@ -90,7 +104,7 @@ func (r *Replica) Refresh(ctx context.Context) error {
 	s.mu.Lock()
 	s.expired = nil // the node's own retention deletes them from the bucket
 	s.mu.Unlock()
-	r.checked = time.Now()
+	r.checked = started
 	return nil
 }
 

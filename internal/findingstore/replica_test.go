@@ -4,9 +4,12 @@ import (
 	"context"
 	"encoding/json"
 	"net/http/httptest"
+	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
+	"github.com/tracedx/tracedx/internal/store/blockio"
 	"github.com/tracedx/tracedx/internal/store/blockio/blockiotest"
 )
 
@@ -84,4 +87,63 @@ func mustJSON(t *testing.T, v any) string {
 		t.Fatal(err)
 	}
 	return string(b)
+}
+
+// countingBucket counts and slows the bucket's listings.
+type countingBucket struct {
+	blockio.Storage
+	lists atomic.Int64
+}
+
+func (b *countingBucket) List(ctx context.Context) ([]string, error) {
+	b.lists.Add(1)
+	time.Sleep(20 * time.Millisecond)
+	return b.Storage.List(ctx)
+}
+
+// A replica refreshed on every query reads the bucket once per query, so
+// it sees what the node copied just before it stopped, and queries that
+// wait together share one read.
+func TestReplicaQueriesWaitingTogetherShareARefresh(t *testing.T) {
+	ctx := context.Background()
+	bucket := &countingBucket{Storage: blockiotest.Storages("")["local"](t)}
+	c := &clock{t: time.Date(2026, 3, 1, 12, 0, 0, 0, time.UTC)}
+	node, err := Open(Options{Dir: t.TempDir(), Now: c.Now, Bucket: bucket, Retention: 24 * time.Hour})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer node.Close()
+	r, err := OpenReplica(Options{Dir: t.TempDir(), Now: c.Now, Retention: 24 * time.Hour}, bucket, 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer r.Close()
+	for i := 0; i < 3; i++ {
+		if err := node.Put(ctx, []Stored{finding("n_plus_one_query", "cart", tid(i), c.Now())}); err != nil {
+			t.Fatal(err)
+		}
+		if err := node.UploadTail(ctx); err != nil {
+			t.Fatal(err)
+		}
+		if ids := listIDs(t, r.List); !wantIDs(ids, i+1) {
+			t.Fatalf("query %d right after the copy lists ids %v", i+1, ids)
+		}
+	}
+	bucket.lists.Store(0)
+	var wg sync.WaitGroup
+	for i := 0; i < 8; i++ {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			if _, err := r.List(ctx, Query{}); err != nil {
+				t.Error(err)
+			}
+		}()
+	}
+	wg.Wait()
+	// The first to come lists, the others wait; those that came while it
+	// listed share the next one.
+	if n := bucket.lists.Load(); n > 3 {
+		t.Fatalf("8 queries at once listed the bucket %d times", n)
+	}
 }

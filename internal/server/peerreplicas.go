@@ -21,11 +21,15 @@ import (
 )
 
 // replicaRefresh is how often a replica of a down peer's findings looks
-// for segments the peer sealed since (it uploads them every 15 s).
-const replicaRefresh = 15 * time.Second
+// for segments and tail parts the peer copied since: on every query
+// (queries at the same time share one listing). A listing is one request,
+// and any interval leaves a replica that was read while its peer was
+// still up (a blip, peers starting one after the other) without what the
+// peer copied at its stop or in its last minute.
+const replicaRefresh = 0
 
 // peerReplicas are, with the s3 backend in a cluster, the copies of the
-// peers' sealed findings, RED and service-graph history and archived
+// peers' findings, RED and service-graph history and archived
 // summaries this node answers from while a peer is down (nil otherwise).
 // A peer's replica is opened the first time the peer does not answer, and
 // kept under data_dir/peers/<node> (findings segments are downloaded
