@@ -27,7 +27,13 @@ func TestTakeSpansDeclinesWithoutReadBack(t *testing.T) {
 			o.IdleTimeout = 2 * time.Second
 			o.FlushInterval = 20 * time.Millisecond
 			o.HeadMaxBytes = 512 << 10 // cuts traces before they are idle
-			o.TakeSpans = func(int) bool { return take.Load() }
+			var described atomic.Int64
+			o.TakeSpans = func(c Completing) bool {
+				if c.Summary != nil && c.Summary.SpanCount > 0 {
+					described.Add(1)
+				}
+				return take.Load()
+			}
 			o.OnTraceComplete = func(c CompletedTrace) {
 				mu.Lock()
 				got[c.ID] = c
@@ -82,11 +88,20 @@ func TestTakeSpansDeclinesWithoutReadBack(t *testing.T) {
 			if rb := e.readBacks.Load(); rb != 0 {
 				t.Fatalf("%d read-backs while TakeSpans said no", rb)
 			}
+			if tc.coldBudget > 1 && described.Load() < int64(len(refused)) {
+				t.Fatalf("TakeSpans was told the summary of %d traces, want all %d", described.Load(), len(refused))
+			}
 			mu.Lock()
 			for i, tr := range refused {
 				c := got[tr[0].TraceID]
 				if calls[c.ID] != 1 || !c.Declined || c.Spans != nil {
 					t.Fatalf("trace %d: %d completions, declined %v, %d spans; want one declined without spans", i, calls[c.ID], c.Declined, len(c.Spans))
+				}
+				// The head and the cold tier knew these traces: the consumer
+				// is told what they are (for systemic counts, sampling)
+				// without paying for their spans.
+				if tc.coldBudget > 1 && (c.Summary.SpanCount != len(tr) || c.Summary.TraceID != c.ID) {
+					t.Fatalf("trace %d declined with a summary of %d spans, want %d", i, c.Summary.SpanCount, len(tr))
 				}
 			}
 			mu.Unlock()
