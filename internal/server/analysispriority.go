@@ -1,8 +1,10 @@
 package server
 
 import (
+	"sync"
 	"time"
 
+	"github.com/tracedx/tracedx/internal/baseline"
 	"github.com/tracedx/tracedx/internal/model"
 	"github.com/tracedx/tracedx/internal/store/engine"
 	"github.com/tracedx/tracedx/internal/systemic"
@@ -42,15 +44,54 @@ func (p *pipeline) priority(sum *model.TraceSummary, flags uint32) string {
 	if p.history == nil || sum.RootService == "" {
 		return ""
 	}
-	if b, ok := p.history.OperationDuration(sum.RootService, sum.RootName); ok && b.Count >= priorityMinSamples && b.P95MS > 0 && float64(d)/1e6 > b.P95MS {
+	u := p.usual.of(p.history, sum.RootService, sum.RootName)
+	if u.p95MS > 0 && float64(d)/1e6 > u.p95MS {
 		return prioritySlow
 	}
 	// Repeated calls (N+1, retry storms, fan-out) make a trace larger than
 	// its endpoint's usual.
-	if n, ok := p.history.SpanCount(sum.RootService, sum.RootName); ok && n.Count >= priorityMinSamples && n.P95 > 0 && float64(sum.SpanCount) > 1.5*n.P95 {
+	if u.spansP95 > 0 && float64(sum.SpanCount) > 1.5*u.spansP95 {
 		return priorityShape
 	}
 	return ""
+}
+
+// usualLimits are an endpoint's p95 duration and span count (0: no
+// baseline of priorityMinSamples yet).
+type usualLimits struct{ p95MS, spansP95 float64 }
+
+// usualCache keeps endpoints' usualLimits for usualFor: at the maximum
+// rate thousands of traces a second are classified, and a baseline lookup
+// computes quantiles of two histograms.
+type usualCache struct {
+	mu sync.Mutex
+	at time.Time
+	m  map[[2]string]usualLimits
+}
+
+// usualFor is how long cached limits are used; baselines move over
+// minutes.
+const usualFor = 10 * time.Second
+
+func (c *usualCache) of(h *baseline.Baselines, service, operation string) usualLimits {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if now := timeNow(); c.m == nil || now.Sub(c.at) >= usualFor {
+		c.m, c.at = map[[2]string]usualLimits{}, now
+	}
+	k := [2]string{service, operation}
+	u, ok := c.m[k]
+	if ok {
+		return u
+	}
+	if b, ok := h.OperationDuration(service, operation); ok && b.Count >= priorityMinSamples {
+		u.p95MS = b.P95MS
+	}
+	if n, ok := h.SpanCount(service, operation); ok && n.Count >= priorityMinSamples {
+		u.spansP95 = n.P95
+	}
+	c.m[k] = u
+	return u
 }
 
 // classify is priority for a trace handed over by the store.

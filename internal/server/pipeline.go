@@ -109,6 +109,9 @@ type pipeline struct {
 	putLog         ratelog.Limiter
 	findingsFailed atomic.Uint64
 
+	// usual caches endpoints' usual duration and size, for priority.
+	usual usualCache
+
 	// worker-only state
 	lastTick          time.Time
 	lastProc, lastThr time.Duration
