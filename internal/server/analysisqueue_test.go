@@ -75,6 +75,9 @@ func TestErrorTraceDisplacesPlainOneAtFullQueue(t *testing.T) {
 	if d := p.dropped.Load(); d != 2 {
 		t.Fatalf("dropped_total %d, want 2", d)
 	}
+	if n := testutil.ToFloat64(p.tookVital[priorityError]); n != 1 {
+		t.Fatalf("priority_traces_total{reason=error} %v, want 1", n)
+	}
 }
 
 // A trace that matters is turned away too when the queue holds only such

@@ -86,6 +86,9 @@ type pipeline struct {
 	// when the latest was, in Unix ns.
 	droppedBy *prometheus.CounterVec
 	lastDrop  atomic.Int64
+	// tookVital counts the traces taken by the worker that matter, by
+	// priority reason.
+	tookVital map[string]prometheus.Counter
 	cpu       atomic.Int64  // worker CPU, ns
 	keepBits  atomic.Uint64 // float64: share of traces fully processed
 	findings  findingSink
@@ -175,7 +178,14 @@ func newPipeline(s *Server, history *baseline.Baselines) *pipeline {
 	for _, r := range []string{skipNoRoom, skipDisplaced, skipNoRoomToo} {
 		p.droppedBy.WithLabelValues(r)
 	}
-	s.reg.MustRegister(p.droppedBy,
+	tookVital := prometheus.NewCounterVec(prometheus.CounterOpts{Name: "tracedx_analysis_priority_traces_total",
+		Help: "Completed traces taken by the analysis worker that go ahead of plain ones at a full queue, by why: error, slow, shape (unusually many spans, or spans only the whole trace explains), sample (the analytics' uniform sample)."},
+		[]string{"reason"})
+	p.tookVital = map[string]prometheus.Counter{}
+	for _, r := range []string{priorityError, prioritySlow, priorityShape, prioritySample} {
+		p.tookVital[r] = tookVital.WithLabelValues(r)
+	}
+	s.reg.MustRegister(p.droppedBy, tookVital,
 		prometheus.NewCounterFunc(prometheus.CounterOpts{Name: "tracedx_analysis_traces_total", Help: "Completed traces taken by the analysis worker."},
 			func() float64 { return float64(p.analysed.Load()) }),
 		prometheus.NewCounterFunc(prometheus.CounterOpts{Name: "tracedx_analysis_shed_total",
@@ -326,8 +336,9 @@ func (p *pipeline) process(ctx context.Context, c engine.CompletedTrace) {
 	keepVital, keepPlain := splitKeep(keep, p.vitalShare)
 	k := keepPlain
 	p.processed++
-	if p.classify(&c) != "" {
+	if pr := p.classify(&c); pr != "" {
 		p.vital++
+		p.tookVital[pr].Inc()
 		k = keepVital
 	}
 	full := k >= 1 || p.rng.Float64() < k
