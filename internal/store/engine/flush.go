@@ -345,6 +345,11 @@ func (e *Engine) writeCut(ctx context.Context, cut map[model.TraceID]*headTrace,
 		if e.opts.OnTraceComplete != nil {
 			if t.lastSeen <= idleBefore {
 				c := completion{id: id, meta: t.traceMeta}
+				// Asked here too, not only by the completion goroutine: a
+				// trace the consumer has no room for would otherwise keep
+				// its head buffer alive until that goroutine reaches it,
+				// and a cut's worth of them is tens of MB at high rates.
+				take := e.canTake(t.n, &t.traceMeta, true)
 				// A trace that also has spans in blocks (late spans, or an
 				// earlier forced cut) completes with all of them: from the
 				// cold tier when it holds them all, else read back.
@@ -356,6 +361,9 @@ func (e *Engine) writeCut(ctx context.Context, cut map[model.TraceID]*headTrace,
 					c.meta.merge(&t.traceMeta)
 				}
 				c.want = e.wants(id, c.meta.flags)
+				if c.want && !take && p == nil && !e.inAny(older, id) {
+					c.want, c.declined = false, true
+				}
 				if c.want {
 					c.buf, c.n = t.buf, t.n
 				}

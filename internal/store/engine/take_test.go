@@ -128,3 +128,54 @@ func TestTakeSpansDeclinesWithoutReadBack(t *testing.T) {
 		})
 	}
 }
+
+// A trace that completes in the head is offered to TakeSpans when its cut
+// is written, so one the consumer has no room for does not keep its head
+// buffer alive until the completion goroutine reaches it: it is declined
+// then, even if the consumer would have had room by the time that
+// goroutine asked.
+func TestTakeSpansAskedAtTheCut(t *testing.T) {
+	var mu sync.Mutex
+	asked := map[model.TraceID]int{}
+	got := map[model.TraceID]CompletedTrace{}
+	o := testOpts(t.TempDir())
+	o.IdleTimeout = 100 * time.Millisecond
+	o.FlushInterval = 20 * time.Millisecond
+	o.TakeSpans = func(c Completing) bool {
+		if c.Summary == nil {
+			return true
+		}
+		mu.Lock()
+		defer mu.Unlock()
+		asked[c.Summary.TraceID]++
+		return asked[c.Summary.TraceID] > 1 // room only the second time
+	}
+	o.OnTraceComplete = func(c CompletedTrace) {
+		mu.Lock()
+		got[c.ID] = c
+		mu.Unlock()
+	}
+	e := openT(t, o)
+	defer e.Close()
+	g := newGen(7)
+	var traces [][]model.Span
+	for i := range 20 {
+		tr := g.trace(1_700_000_000e9 + uint64(i)*1e6)
+		traces = append(traces, tr)
+		writeRetrying(t, e, tr)
+	}
+	waitForWithin(t, 10*time.Second, func() bool {
+		mu.Lock()
+		defer mu.Unlock()
+		return len(got) == len(traces)
+	})
+	mu.Lock()
+	defer mu.Unlock()
+	for i, tr := range traces {
+		c := got[tr[0].TraceID]
+		if !c.Declined || c.Spans != nil || c.Summary.SpanCount != len(tr) || asked[c.ID] != 1 {
+			t.Fatalf("trace %d: declined %v, %d spans, summary of %d, asked %d times; want declined at the cut with its summary",
+				i, c.Declined, len(c.Spans), c.Summary.SpanCount, asked[c.ID])
+		}
+	}
+}
