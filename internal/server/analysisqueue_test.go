@@ -94,6 +94,13 @@ func TestPriorityTraceWithoutPlainOnesToDisplace(t *testing.T) {
 	if got := droppedBy(p, skipNoRoomToo); got != 1 {
 		t.Fatalf("no_room_priority %v, want 1", got)
 	}
+	// The same trace declined by the store before decoding counts alike.
+	declined := traceN(6, 100, "a", time.Millisecond, true)
+	declined.Declined, declined.Spans = true, nil
+	p.traceComplete(declined)
+	if got := droppedBy(p, skipNoRoomToo); got != 2 {
+		t.Fatalf("declined trace with an error: no_room_priority %v, want 2", got)
+	}
 	if ids := drain(p); !slices.Equal(ids, []model.TraceID{{2, 1}, {2, 3}}) {
 		t.Fatalf("analysed %v", ids)
 	}

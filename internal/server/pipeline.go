@@ -173,7 +173,7 @@ func newPipeline(s *Server, history *baseline.Baselines) *pipeline {
 	p.keepBits.Store(math.Float64bits(1))
 	p.sampleBits.Store(math.Float64bits(1))
 	p.droppedBy = prometheus.NewCounterVec(prometheus.CounterOpts{Name: "tracedx_analysis_dropped_total",
-		Help: "Completed traces the detectors skipped because the queue (analysis.queue_spans) was full, by reason: no_room (a plain trace), displaced (a queued plain trace replaced by one with an error, slow or of unusual shape), no_room_priority (such a trace, the queue full of them). Their spans are stored."},
+		Help: "Completed traces the detectors skipped because the queue (analysis.queue_spans) was full, by reason: no_room (a plain trace, or one the store could not describe before decoding it), displaced (a queued plain trace replaced by one with an error, slow or of unusual shape), no_room_priority (such a trace, the queue full of them). Their spans are stored."},
 		[]string{"reason"})
 	for _, r := range []string{skipNoRoom, skipDisplaced, skipNoRoomToo} {
 		p.droppedBy.WithLabelValues(r)
@@ -238,7 +238,11 @@ func (p *pipeline) traceComplete(c engine.CompletedTrace) {
 	p.completedN.Add(1)
 	if c.Declined {
 		// The store asked takeSpans first and skipped decoding it.
-		p.skipAnalysis(c, skipNoRoom)
+		reason := skipNoRoom
+		if c.Summary.SpanCount > 0 && p.classify(&c) != "" {
+			reason = skipNoRoomToo
+		}
+		p.skipAnalysis(c, reason)
 		return
 	}
 	displaced, priority, ok := p.queue.push(c, p.classify)
