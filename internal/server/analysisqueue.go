@@ -23,11 +23,28 @@ const (
 	skipNoRoomToo = "no_room_priority" // one that matters, the queue full of such traces
 )
 
+// rank orders priorities: a trace displaces only queued traces of a lower
+// rank. The analytics' sample ranks below errors, slowness and shape:
+// displacing the oldest of its traces thins it at random, so it stays
+// uniform.
+func rank(priority string) int {
+	switch priority {
+	case "":
+		return 0
+	case prioritySample:
+		return 1
+	}
+	return 2
+}
+
+const ranks = 3
+
 // queuedTrace is a completed trace waiting for the worker.
 type queuedTrace struct {
 	c engine.CompletedTrace
 	// priority is its reason to be analysed first, once classified
-	// (classified says so: plain traces are only told apart under pressure).
+	// (classified says so: traces are only told apart under pressure, and
+	// count as plain until then).
 	priority   string
 	classified bool
 	gone       bool // displaced: the worker skips it
@@ -35,20 +52,20 @@ type queuedTrace struct {
 
 // analysisQueue holds completed traces for the analysis worker in arrival
 // order, bounded by spans (decoded traces are ~1.7 KB per span). When a
-// trace does not fit, a trace that matters takes the place of the oldest
-// queued plain traces, and a plain one is turned away: under overload the
-// detectors spend their time on the traces a user will open.
+// trace does not fit, one that matters takes the place of the oldest
+// queued traces that matter less, and a plain one is turned away: under
+// overload the detectors spend their time on the traces a user will open.
 type analysisQueue struct {
 	max int64
 	// spans are queued or being processed; read without the lock by the
 	// store's TakeSpans and by admission.
 	spans atomic.Int64
 
-	mu         sync.Mutex
-	items      []queuedTrace
-	head       int   // items[head:] are queued
-	plainFrom  int   // no live plain trace before it
-	plainSpans int64 // spans of the queued traces classified plain or not yet classified
+	mu    sync.Mutex
+	items []queuedTrace
+	head  int // items[head:] are queued
+	// byRank are the spans of the queued traces of each rank.
+	byRank [ranks]int64
 }
 
 func newAnalysisQueue(maxSpans int64) *analysisQueue { return &analysisQueue{max: maxSpans} }
@@ -61,19 +78,27 @@ func (q *analysisQueue) fits(n int64) bool {
 	return s == 0 || s+n <= q.max
 }
 
-// fitsDisplacing reports whether a trace of n spans that matters would fit
-// once every queued plain trace made way for it.
-func (q *analysisQueue) fitsDisplacing(n int64) bool {
+// fitsDisplacing reports whether a trace of n spans and priority would
+// fit once every queued trace of a lower rank made way for it.
+func (q *analysisQueue) fitsDisplacing(n int64, priority string) bool {
 	q.mu.Lock()
 	defer q.mu.Unlock()
-	rest := q.spans.Load() - q.plainSpans
+	return q.fitsAbove(n, rank(priority))
+}
+
+// fitsAbove is fitsDisplacing for rank r; q.mu is held.
+func (q *analysisQueue) fitsAbove(n int64, r int) bool {
+	rest := q.spans.Load()
+	for i := range r {
+		rest -= q.byRank[i]
+	}
 	return rest <= 0 || rest+n <= q.max
 }
 
-// push queues t. When it does not fit and classify calls it one that
-// matters, the oldest plain traces make room and are returned; ok is false
-// when t was turned away. classify is asked only under pressure, about t
-// and about the queued traces not yet classified.
+// push queues c. When it does not fit and classify calls it one that
+// matters, the oldest queued traces of a lower rank make room and are
+// returned; ok is false when c was turned away. classify is asked only
+// under pressure, about c and about the queued traces not yet classified.
 func (q *analysisQueue) push(c engine.CompletedTrace, classify func(*engine.CompletedTrace) string) (displaced []engine.CompletedTrace, priority string, ok bool) {
 	n := weight(c)
 	t := queuedTrace{c: c}
@@ -81,37 +106,32 @@ func (q *analysisQueue) push(c engine.CompletedTrace, classify func(*engine.Comp
 	defer q.mu.Unlock()
 	if s := q.spans.Load(); s != 0 && s+n > q.max {
 		t.priority, t.classified = classify(&t.c), true
-		if t.priority == "" {
-			return nil, "", false
-		}
-		if rest := s - q.plainSpans; rest > 0 && rest+n > q.max {
+		r := rank(t.priority)
+		if r == 0 || !q.fitsAbove(n, r) {
 			return nil, t.priority, false
 		}
-		// Queued traces not classified yet may turn out to matter too; then
-		// t goes in over the bound, by at most its own spans.
-		for i := q.plainFrom; i < len(q.items) && q.spans.Load()+n > q.max; i++ {
+		// Queued traces not classified yet may turn out to rank as high;
+		// then c goes in over the bound, by at most its own spans.
+		for i := q.head; i < len(q.items) && q.spans.Load()+n > q.max; i++ {
 			it := &q.items[i]
-			if !it.gone && !it.classified {
-				it.priority, it.classified = classify(&it.c), true
-				if it.priority != "" {
-					q.plainSpans -= weight(it.c)
-				}
+			if it.gone {
+				continue
 			}
-			if !it.gone && it.priority == "" {
-				w := weight(it.c)
-				q.plainSpans -= w
+			w := weight(it.c)
+			if !it.classified {
+				it.priority, it.classified = classify(&it.c), true
+				q.byRank[0] -= w
+				q.byRank[rank(it.priority)] += w
+			}
+			if rank(it.priority) < r {
+				q.byRank[rank(it.priority)] -= w
 				q.spans.Add(-w)
 				displaced = append(displaced, it.c)
 				it.gone, it.c = true, engine.CompletedTrace{}
 			}
-			if i == q.plainFrom {
-				q.plainFrom++ // gone, or one that stays
-			}
 		}
 	}
-	if t.priority == "" {
-		q.plainSpans += n
-	}
+	q.byRank[rank(t.priority)] += n
 	q.spans.Add(n)
 	q.items = append(q.items, t)
 	return displaced, t.priority, true
@@ -125,17 +145,14 @@ func (q *analysisQueue) pop() (queuedTrace, bool) {
 		t := q.items[q.head]
 		q.items[q.head] = queuedTrace{}
 		q.head++
-		q.plainFrom = max(q.plainFrom, q.head)
 		if t.gone {
 			continue
 		}
-		if t.priority == "" {
-			q.plainSpans -= weight(t.c)
-		}
+		q.byRank[rank(t.priority)] -= weight(t.c)
 		q.compact()
 		return t, true
 	}
-	q.items, q.head, q.plainFrom = q.items[:0], 0, 0
+	q.items, q.head = q.items[:0], 0
 	return queuedTrace{}, false
 }
 
@@ -148,7 +165,6 @@ func (q *analysisQueue) compact() {
 	n := copy(q.items, q.items[q.head:])
 	clear(q.items[n:])
 	q.items = q.items[:n]
-	q.plainFrom -= q.head
 	q.head = 0
 }
 

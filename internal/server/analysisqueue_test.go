@@ -2,6 +2,7 @@ package server
 
 import (
 	"context"
+	"math"
 	"slices"
 	"testing"
 	"time"
@@ -200,5 +201,28 @@ func TestPreferenceDoesNotFeedTheBaselines(t *testing.T) {
 	}
 	if _, ok := p.history.OperationDuration("plain", "GET /x"); !ok {
 		t.Fatal("baselines not fed once the queue stopped skipping")
+	}
+}
+
+// Traces in the analytics' uniform sample make way for errors, and take
+// the place of plain traces themselves.
+func TestSampleRanksBetweenPlainAndErrors(t *testing.T) {
+	p, _ := shedPipeline(t)
+	p.sampleBits.Store(math.Float64bits(0.5))
+	outside := func(c engine.CompletedTrace) engine.CompletedTrace { // of the sample: the id's low half is high
+		c.ID[15] = 0xff
+		c.Summary.TraceID = c.ID
+		return c
+	}
+	p.traceComplete(outside(traceN(1, 100, "a", time.Millisecond, false)))
+	p.traceComplete(traceN(2, 100, "a", time.Millisecond, false))          // sample
+	p.traceComplete(traceN(3, 100, "a", time.Millisecond, false))          // sample, displaces 1
+	p.traceComplete(outside(traceN(4, 100, "a", time.Millisecond, true)))  // error, displaces 2
+	p.traceComplete(outside(traceN(5, 100, "a", time.Millisecond, false))) // plain: no room
+	if d, n := droppedBy(p, skipDisplaced), droppedBy(p, skipNoRoom); d != 2 || n != 1 {
+		t.Fatalf("displaced %v, no_room %v; want 2, 1", d, n)
+	}
+	if ids := drain(p); len(ids) != 2 || ids[0] != (model.TraceID{2, 3}) || ids[1][1] != 4 {
+		t.Fatalf("analysed %v, want the third (sample) then the fourth (error)", ids)
 	}
 }

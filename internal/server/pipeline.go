@@ -261,13 +261,17 @@ func (p *pipeline) traceComplete(c engine.CompletedTrace) {
 // takeSpans is the store's TakeSpans: a trace completing while the queue
 // lacks room for it would be skipped by traceComplete, so the store need
 // not decode it (or read it back) first. A trace that matters is taken
-// while plain ones could make way for it.
+// while traces that matter less could make way for it.
 func (p *pipeline) takeSpans(c engine.Completing) bool {
 	n := int64(max(c.Spans, 1))
 	if p.queue.fits(n) {
 		return true
 	}
-	return c.Summary != nil && p.priority(c.Summary, c.Flags) != "" && p.queue.fitsDisplacing(n)
+	if c.Summary == nil {
+		return false
+	}
+	pr := p.priority(c.Summary, c.Flags)
+	return pr != "" && p.queue.fitsDisplacing(n, pr)
 }
 
 // skipAnalysis counts a completed trace the detectors will not see, says

@@ -132,7 +132,7 @@ func TestTakeSpansAgreesWithTheQueue(t *testing.T) {
 		if tc.want { // undo, to probe the next size against the same queue
 			p.queue.mu.Lock()
 			p.queue.items = p.queue.items[:len(p.queue.items)-1]
-			p.queue.plainSpans -= int64(tc.spans)
+			p.queue.byRank[0] -= int64(tc.spans)
 			p.queue.mu.Unlock()
 			p.queue.spans.Add(-int64(tc.spans))
 		}
