@@ -57,9 +57,10 @@ const (
 // sampled.
 //
 // It protects ingest twice: the queue is bounded by spans (decoded traces
-// are ~1.7 KB per span), and when the server is CPU-bound and the worker
-// takes more than maxShare of the process's CPU, the detectors and the
-// baselines see only a sample of traces. The systemic detectors see every
+// are ~1.7 KB per span) and sheds by priority when full (analysisQueue),
+// and when the server is CPU-bound and the worker takes more than maxShare
+// of the process's CPU, the detectors see only a sample of traces, those
+// that matter first (splitKeep). The systemic detectors see every
 // trace: their rates and "new error type" / stampede patterns are not
 // sampling-tolerant, and they are cheaper than the detectors.
 type pipeline struct {
