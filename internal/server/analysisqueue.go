@@ -19,7 +19,7 @@ const (
 // Why a completed trace was not analysed (tracedx_analysis_dropped_total).
 const (
 	skipNoRoom    = "no_room"          // a plain trace (or one not described), the queue full
-	skipDisplaced = "displaced"        // a queued plain trace, replaced by one that matters
+	skipDisplaced = "displaced"        // a queued trace, replaced by one that matters more
 	skipNoRoomToo = "no_room_priority" // one that matters, the queue full of such traces
 )
 

@@ -42,7 +42,7 @@ func shedPipeline(t *testing.T) (*pipeline, *countingSink) {
 }
 
 func droppedBy(p *pipeline, reason string) float64 {
-	return testutil.ToFloat64(p.droppedBy.WithLabelValues(reason))
+	return testutil.ToFloat64(p.droppedBy[reason])
 }
 
 // At a full queue a trace with an error takes the place of the oldest

@@ -85,7 +85,7 @@ type pipeline struct {
 	analysed, dropped, shed atomic.Uint64
 	// droppedBy counts dropped by reason (skipNoRoom, ...); lastDrop is
 	// when the latest was, in Unix ns.
-	droppedBy *prometheus.CounterVec
+	droppedBy map[string]prometheus.Counter
 	lastDrop  atomic.Int64
 	// tookVital counts the traces taken by the worker that matter, by
 	// priority reason.
@@ -173,11 +173,12 @@ func newPipeline(s *Server, history *baseline.Baselines) *pipeline {
 		baseline: rateSampler{perSecond: s.cfg.Analytics.BaselineTracesPerSecond}, wholePerSecond: s.cfg.Analytics.WholeTracesPerSecond}
 	p.keepBits.Store(math.Float64bits(1))
 	p.sampleBits.Store(math.Float64bits(1))
-	p.droppedBy = prometheus.NewCounterVec(prometheus.CounterOpts{Name: "tracedx_analysis_dropped_total",
-		Help: "Completed traces the detectors skipped because the queue (analysis.queue_spans) was full, by reason: no_room (a plain trace, or one the store could not describe before decoding it), displaced (a queued plain trace replaced by one with an error, slow or of unusual shape), no_room_priority (such a trace, the queue full of them). Their spans are stored."},
+	droppedBy := prometheus.NewCounterVec(prometheus.CounterOpts{Name: "tracedx_analysis_dropped_total",
+		Help: "Completed traces the detectors skipped because the queue (analysis.queue_spans) was full, by reason: no_room (a plain trace, or one the store could not describe before decoding it), displaced (a queued trace that made way for one that matters more: with an error, slow, of unusual shape, or in the analytics' sample), no_room_priority (one that matters, the queue full of such traces). Their spans are stored."},
 		[]string{"reason"})
+	p.droppedBy = map[string]prometheus.Counter{}
 	for _, r := range []string{skipNoRoom, skipDisplaced, skipNoRoomToo} {
-		p.droppedBy.WithLabelValues(r)
+		p.droppedBy[r] = droppedBy.WithLabelValues(r)
 	}
 	tookVital := prometheus.NewCounterVec(prometheus.CounterOpts{Name: "tracedx_analysis_priority_traces_total",
 		Help: "Completed traces taken by the analysis worker that go ahead of plain ones at a full queue, by why: error, slow, shape (unusually many spans, or spans only the whole trace explains), sample (the analytics' uniform sample)."},
@@ -186,7 +187,7 @@ func newPipeline(s *Server, history *baseline.Baselines) *pipeline {
 	for _, r := range []string{priorityError, prioritySlow, priorityShape, prioritySample} {
 		p.tookVital[r] = tookVital.WithLabelValues(r)
 	}
-	s.reg.MustRegister(p.droppedBy, tookVital,
+	s.reg.MustRegister(droppedBy, tookVital,
 		prometheus.NewCounterFunc(prometheus.CounterOpts{Name: "tracedx_analysis_traces_total", Help: "Completed traces taken by the analysis worker."},
 			func() float64 { return float64(p.analysed.Load()) }),
 		prometheus.NewCounterFunc(prometheus.CounterOpts{Name: "tracedx_analysis_shed_total",
@@ -280,7 +281,7 @@ func (p *pipeline) takeSpans(c engine.Completing) bool {
 // more (the store knew it unless it completed by reading blocks back).
 func (p *pipeline) skipAnalysis(c engine.CompletedTrace, reason string) {
 	n := p.dropped.Add(1)
-	p.droppedBy.WithLabelValues(reason).Inc()
+	p.droppedBy[reason].Inc()
 	p.lastDrop.Store(timeNow().UnixNano())
 	if _, ok := p.skipLog.Allow(time.Now()); ok {
 		p.log.Warn("analysis queue full: completed traces skipped by the detectors (their spans are stored)",
