@@ -24,20 +24,24 @@ const (
 )
 
 // rank orders priorities: a trace displaces only queued traces of a lower
-// rank. The analytics' sample ranks below errors, slowness and shape:
-// displacing the oldest of its traces thins it at random, so it stays
-// uniform.
+// rank. Errors come first: under overload the worker cannot take every
+// slow trace (a twentieth of traffic by definition), and a failure is what
+// a user opens first. The analytics' sample ranks below slowness and
+// shape: displacing the oldest of its traces thins it at random, so it
+// stays uniform.
 func rank(priority string) int {
 	switch priority {
 	case "":
 		return 0
 	case prioritySample:
 		return 1
+	case priorityError:
+		return 3
 	}
 	return 2
 }
 
-const ranks = 3
+const ranks = 4
 
 // queuedTrace is a completed trace waiting for the worker.
 type queuedTrace struct {
@@ -64,7 +68,10 @@ type analysisQueue struct {
 	mu    sync.Mutex
 	items []queuedTrace
 	head  int // items[head:] are queued
-	// byRank are the spans of the queued traces of each rank.
+	// classifiedTo: the traces before it are classified.
+	classifiedTo int
+	// byRank are the spans of the queued traces of each rank (rank 0 for
+	// those not classified yet).
 	byRank [ranks]int64
 }
 
@@ -107,22 +114,19 @@ func (q *analysisQueue) push(c engine.CompletedTrace, classify func(*engine.Comp
 	if s := q.spans.Load(); s != 0 && s+n > q.max {
 		t.priority, t.classified = classify(&t.c), true
 		r := rank(t.priority)
-		if r == 0 || !q.fitsAbove(n, r) {
+		if r == 0 {
 			return nil, t.priority, false
 		}
-		// Queued traces not classified yet may turn out to rank as high;
-		// then c goes in over the bound, by at most its own spans.
+		q.classifyQueued(classify)
+		if !q.fitsAbove(n, r) {
+			return nil, t.priority, false
+		}
 		for i := q.head; i < len(q.items) && q.spans.Load()+n > q.max; i++ {
 			it := &q.items[i]
 			if it.gone {
 				continue
 			}
 			w := weight(it.c)
-			if !it.classified {
-				it.priority, it.classified = classify(&it.c), true
-				q.byRank[0] -= w
-				q.byRank[rank(it.priority)] += w
-			}
 			if rank(it.priority) < r {
 				q.byRank[rank(it.priority)] -= w
 				q.spans.Add(-w)
@@ -135,6 +139,22 @@ func (q *analysisQueue) push(c engine.CompletedTrace, classify func(*engine.Comp
 	q.spans.Add(n)
 	q.items = append(q.items, t)
 	return displaced, t.priority, true
+}
+
+// classifyQueued classifies the queued traces not classified yet (each
+// once), so byRank says what could make way; q.mu is held.
+func (q *analysisQueue) classifyQueued(classify func(*engine.CompletedTrace) string) {
+	for i := max(q.classifiedTo, q.head); i < len(q.items); i++ {
+		it := &q.items[i]
+		if it.gone || it.classified {
+			continue
+		}
+		it.priority, it.classified = classify(&it.c), true
+		w := weight(it.c)
+		q.byRank[0] -= w
+		q.byRank[rank(it.priority)] += w
+	}
+	q.classifiedTo = len(q.items)
 }
 
 // pop takes the oldest queued trace; its spans stay counted until done.
@@ -152,7 +172,7 @@ func (q *analysisQueue) pop() (queuedTrace, bool) {
 		q.compact()
 		return t, true
 	}
-	q.items, q.head = q.items[:0], 0
+	q.items, q.head, q.classifiedTo = q.items[:0], 0, 0
 	return queuedTrace{}, false
 }
 
@@ -165,6 +185,7 @@ func (q *analysisQueue) compact() {
 	n := copy(q.items, q.items[q.head:])
 	clear(q.items[n:])
 	q.items = q.items[:n]
+	q.classifiedTo = max(0, q.classifiedTo-q.head)
 	q.head = 0
 }
 

@@ -226,3 +226,34 @@ func TestSampleRanksBetweenPlainAndErrors(t *testing.T) {
 		t.Fatalf("analysed %v, want the third (sample) then the fourth (error)", ids)
 	}
 }
+
+// Errors displace slow traces; slow traces do not displace errors.
+func TestErrorsRankAboveSlowTraces(t *testing.T) {
+	p, _ := shedPipeline(t)
+	p.traceComplete(traceN(1, 100, "a", 3*time.Second, false)) // slow
+	p.traceComplete(traceN(2, 100, "a", time.Millisecond, true))
+	p.traceComplete(traceN(3, 100, "a", time.Millisecond, true)) // displaces 1
+	p.traceComplete(traceN(4, 100, "a", 3*time.Second, false))   // no room
+	if d, n := droppedBy(p, skipDisplaced), droppedBy(p, skipNoRoomToo); d != 1 || n != 1 {
+		t.Fatalf("displaced %v, no_room_priority %v; want 1, 1", d, n)
+	}
+	if ids := drain(p); !slices.Equal(ids, []model.TraceID{{2, 2}, {2, 3}}) {
+		t.Fatalf("analysed %v, want the two failed traces", ids)
+	}
+}
+
+// Traces queued while there was room are classified once it is short, so
+// a failed trace queued then is neither displaced nor miscounted as room.
+func TestTracesQueuedWithRoomAreClassifiedUnderPressure(t *testing.T) {
+	p, _ := shedPipeline(t)
+	p.traceComplete(traceN(1, 100, "a", time.Millisecond, false)) // plain
+	p.traceComplete(traceN(2, 100, "a", time.Millisecond, true))  // error, queued with room
+	p.traceComplete(traceN(3, 100, "a", 3*time.Second, false))    // slow, displaces 1
+	p.traceComplete(traceN(4, 100, "a", 3*time.Second, false))    // slow: nothing below it
+	if d, n := droppedBy(p, skipDisplaced), droppedBy(p, skipNoRoomToo); d != 1 || n != 1 {
+		t.Fatalf("displaced %v, no_room_priority %v; want 1, 1", d, n)
+	}
+	if q := p.queue.spans.Load(); q != 200 {
+		t.Fatalf("queued %d spans, want 200 (within the bound)", q)
+	}
+}
