@@ -428,7 +428,8 @@ type Admission struct {
 	// does nothing.
 	HeapFraction float64 `yaml:"heap_fraction"`
 	// AnalysisQueue refuses while the analysis queue is full, so traces
-	// are not skipped by the detectors for lack of room.
+	// are not skipped by the detectors for lack of room. Off, the queue
+	// sheds instead: traces that matter displace plain ones.
 	AnalysisQueue bool `yaml:"analysis_queue"`
 	// RetryAfter is the delay suggested to refused clients.
 	RetryAfter time.Duration `yaml:"retry_after"`
@@ -475,7 +476,7 @@ func Default() Config {
 		Alerting:  Alerting{Enabled: true, Interval: 15 * time.Second, ResendInterval: time.Minute, DefaultRules: true, QueueSize: 64},
 		Sampling:  Sampling{KeepErrors: true, KeepFindings: "warning", KeepSlowerThan: "p95", Rate: 0.01, MinPerMinute: 1},
 		Retention: Retention{Traces: 24 * time.Hour, KeptTraces: 30 * 24 * time.Hour, Findings: 30 * 24 * time.Hour, Metrics: 30 * 24 * time.Hour},
-		Admission: Admission{HeapFraction: 0.7, AnalysisQueue: true, RetryAfter: time.Second},
+		Admission: Admission{HeapFraction: 0.7, RetryAfter: time.Second},
 	}
 }
 

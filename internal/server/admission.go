@@ -64,7 +64,14 @@ func (a *admission) Admit() error {
 	reason := refusalReason(err)
 	a.refused.WithLabelValues(reason).Inc()
 	if held, ok := a.logged.Allow(time.Now()); ok {
-		a.log.Warn("refusing ingest, clients are asked to retry", "reason", reason, "err", err, "refused_since_last_log", held)
+		attrs := []any{"reason", reason, "err", err, "refused_since_last_log", held}
+		if reason == "memory" {
+			// Which of the two heap figures was over tells a live set too
+			// large from a collector that lags behind the allocations.
+			h := a.heap()
+			attrs = append(attrs, "live_heap_bytes", h.live, "heap_in_use_bytes", h.inUse, "memory_limit_bytes", h.limit)
+		}
+		a.log.Warn("refusing ingest, clients are asked to retry", attrs...)
 	}
 	return err
 }

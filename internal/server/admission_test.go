@@ -106,7 +106,9 @@ func (f *fakeStore) Admit() error { return f.err }
 func TestAdmissionReasons(t *testing.T) {
 	full := false
 	st := &fakeStore{}
-	a := newAdmission(config.Default().Admission, st, func() bool { return full }, slog.New(slog.NewTextHandler(io.Discard, nil)), prometheus.NewRegistry())
+	cfg := config.Default().Admission
+	cfg.AnalysisQueue = true
+	a := newAdmission(cfg, st, func() bool { return full }, slog.New(slog.NewTextHandler(io.Discard, nil)), prometheus.NewRegistry())
 	a.heap = func() heapStats { return heapStats{live: 100, inUse: 200, limit: 1000} }
 	if err := a.Admit(); err != nil {
 		t.Fatalf("nothing over budget: %v", err)
@@ -139,7 +141,8 @@ func TestAdmissionReasons(t *testing.T) {
 	}
 }
 
-// A full analysis queue refuses ingest rather than skip traces silently.
+// With admission.analysis_queue, a full analysis queue refuses ingest
+// rather than skip traces; without it, it sheds analysis instead.
 func TestFullAnalysisQueueRefusesIngest(t *testing.T) {
 	p := testPipeline(t, func(c *config.Config) { c.Analysis.QueueSpans = 100 })
 	if p.queueFull() {
@@ -149,12 +152,13 @@ func TestFullAnalysisQueueRefusesIngest(t *testing.T) {
 	if !p.queueFull() {
 		t.Fatal("queue at its budget not reported full")
 	}
-	a := newAdmission(config.Default().Admission, nil, p.queueFull, p.log, prometheus.NewRegistry())
+	cfg := config.Default().Admission
+	cfg.AnalysisQueue = true
+	a := newAdmission(cfg, nil, p.queueFull, p.log, prometheus.NewRegistry())
 	a.heap = func() heapStats { return heapStats{} }
 	if err := a.Admit(); !errors.Is(err, errAnalysisQueue) {
 		t.Fatalf("admission with a full analysis queue: %v", err)
 	}
-	cfg := config.Default().Admission
 	cfg.AnalysisQueue = false
 	a = newAdmission(cfg, nil, p.queueFull, p.log, prometheus.NewRegistry())
 	a.heap = func() heapStats { return heapStats{} }

@@ -57,19 +57,19 @@ const (
 // sampled.
 //
 // It protects ingest twice: the queue is bounded by spans (decoded traces
-// are ~1.7 KB per span), and when the server is CPU-bound and the worker
-// takes more than maxShare of the process's CPU, the detectors and the
-// baselines see only a sample of traces. The systemic detectors see every
+// are ~1.7 KB per span) and sheds by priority when full (analysisQueue),
+// and when the server is CPU-bound and the worker takes more than maxShare
+// of the process's CPU, the detectors see only a sample of traces, those
+// that matter first (splitKeep). The systemic detectors see every
 // trace: their rates and "new error type" / stampede patterns are not
 // sampling-tolerant, and they are cheaper than the detectors.
 type pipeline struct {
 	s       *Server
 	log     *slog.Logger
 	history *baseline.Baselines
-	queue   chan engine.CompletedTrace
+	queue   *analysisQueue
 
 	analysis, analytics bool
-	maxQueued           int64
 	maxShare            float64
 	wholePerSecond      float64
 
@@ -82,11 +82,17 @@ type pipeline struct {
 	sampleBits  atomic.Uint64 // float64: share of traces decoded for the analytics
 	completionR float64       // worker-only: smoothed completions per second
 
-	queued                  atomic.Int64 // spans queued or being processed
 	analysed, dropped, shed atomic.Uint64
-	cpu                     atomic.Int64  // worker CPU, ns
-	keepBits                atomic.Uint64 // float64: share of traces fully processed
-	findings                findingSink
+	// droppedBy counts dropped by reason (skipNoRoom, ...); lastDrop is
+	// when the latest was, in Unix ns.
+	droppedBy map[string]prometheus.Counter
+	lastDrop  atomic.Int64
+	// tookVital counts the traces taken by the worker that matter, by
+	// priority reason.
+	tookVital map[string]prometheus.Counter
+	cpu       atomic.Int64  // worker CPU, ns
+	keepBits  atomic.Uint64 // float64: share of traces fully processed
+	findings  findingSink
 	// gate marks running queries; the worker stands aside for them.
 	gate      *priority.Gate
 	yielded   atomic.Int64       // ns the worker waited for queries
@@ -107,11 +113,18 @@ type pipeline struct {
 	putLog         ratelog.Limiter
 	findingsFailed atomic.Uint64
 
+	// usual caches endpoints' usual duration and size, for priority.
+	usual usualCache
+
 	// worker-only state
 	lastTick          time.Time
 	lastProc, lastThr time.Duration
 	rng               *rand.Rand
 	baseline          rateSampler
+	// processed and vital count the traces the worker took since the last
+	// tick, and those that matter; vitalShare smooths their ratio.
+	processed, vital int
+	vitalShare       float64
 }
 
 // rateSampler keeps about perSecond events per second, uniformly: the keep
@@ -154,24 +167,36 @@ func newPipeline(s *Server, history *baseline.Baselines) *pipeline {
 	if maxQueued <= 0 {
 		maxQueued = 8192
 	}
-	p := &pipeline{s: s, log: s.log.With("component", "analysis"), skipLog: ratelog.Limiter{Every: skipLogEvery}, putLog: ratelog.Limiter{Every: skipLogEvery}, history: history, queue: make(chan engine.CompletedTrace, 4096),
+	p := &pipeline{s: s, log: s.log.With("component", "analysis"), skipLog: ratelog.Limiter{Every: skipLogEvery}, putLog: ratelog.Limiter{Every: skipLogEvery}, history: history, queue: newAnalysisQueue(maxQueued),
 		analysis: s.cfg.Analysis.Enabled, analytics: s.cfg.Analytics.Enabled,
-		maxQueued: maxQueued, maxShare: s.cfg.Analysis.MaxCPUShare, rng: rand.New(rand.NewPCG(rand.Uint64(), 1)),
+		maxShare: s.cfg.Analysis.MaxCPUShare, rng: rand.New(rand.NewPCG(rand.Uint64(), 1)),
 		baseline: rateSampler{perSecond: s.cfg.Analytics.BaselineTracesPerSecond}, wholePerSecond: s.cfg.Analytics.WholeTracesPerSecond}
 	p.keepBits.Store(math.Float64bits(1))
 	p.sampleBits.Store(math.Float64bits(1))
-	s.reg.MustRegister(
+	droppedBy := prometheus.NewCounterVec(prometheus.CounterOpts{Name: "tracedx_analysis_dropped_total",
+		Help: "Completed traces the detectors skipped because the queue (analysis.queue_spans) was full, by reason: no_room (a plain trace, or one the store could not describe before decoding it), displaced (a queued trace that made way for one that matters more: with an error, slow, of unusual shape, or in the analytics' sample), no_room_priority (one that matters, the queue full of such traces). Their spans are stored."},
+		[]string{"reason"})
+	p.droppedBy = map[string]prometheus.Counter{}
+	for _, r := range []string{skipNoRoom, skipDisplaced, skipNoRoomToo} {
+		p.droppedBy[r] = droppedBy.WithLabelValues(r)
+	}
+	tookVital := prometheus.NewCounterVec(prometheus.CounterOpts{Name: "tracedx_analysis_priority_traces_total",
+		Help: "Completed traces taken by the analysis worker that go ahead of plain ones at a full queue, by why: error, slow, shape (unusually many spans, or spans only the whole trace explains), sample (the analytics' uniform sample)."},
+		[]string{"reason"})
+	p.tookVital = map[string]prometheus.Counter{}
+	for _, r := range []string{priorityError, prioritySlow, priorityShape, prioritySample} {
+		p.tookVital[r] = tookVital.WithLabelValues(r)
+	}
+	s.reg.MustRegister(droppedBy, tookVital,
 		prometheus.NewCounterFunc(prometheus.CounterOpts{Name: "tracedx_analysis_traces_total", Help: "Completed traces taken by the analysis worker."},
 			func() float64 { return float64(p.analysed.Load()) }),
-		prometheus.NewCounterFunc(prometheus.CounterOpts{Name: "tracedx_analysis_dropped_total", Help: "Completed traces not analysed because the queue (analysis.queue_spans) was full."},
-			func() float64 { return float64(p.dropped.Load()) }),
 		prometheus.NewCounterFunc(prometheus.CounterOpts{Name: "tracedx_analysis_shed_total",
 			Help: "Completed traces the per-trace detectors and baselines skipped to keep the worker within analysis.max_cpu_share (the systemic detectors saw them)."},
 			func() float64 { return float64(p.shed.Load()) }),
 		prometheus.NewCounterFunc(prometheus.CounterOpts{Name: "tracedx_analysis_findings_store_failures_total", Help: "Analysed traces whose findings could not be stored (e.g. disk full)."},
 			func() float64 { return float64(p.findingsFailed.Load()) }),
 		prometheus.NewGaugeFunc(prometheus.GaugeOpts{Name: "tracedx_analysis_queued_spans", Help: "Spans of completed traces waiting for or in analysis."},
-			func() float64 { return float64(p.queued.Load()) }),
+			func() float64 { return float64(p.queue.spans.Load()) }),
 		prometheus.NewGaugeFunc(prometheus.GaugeOpts{Name: "tracedx_analysis_keep_ratio", Help: "Share of completed traces the detectors and baselines currently see (1: all)."},
 			func() float64 { return math.Float64frombits(p.keepBits.Load()) }),
 		prometheus.NewCounterFunc(prometheus.CounterOpts{Name: "tracedx_analysis_yield_seconds_total", Help: "Time the analysis worker stood aside for running queries."},
@@ -205,7 +230,9 @@ func (p *pipeline) wantSpans(id model.TraceID, flags uint32) bool {
 
 // traceComplete is the store's completion hook. It must not block the
 // store: when analysis falls behind, traces are skipped (and counted), the
-// spans themselves are safe in the store.
+// spans themselves are safe in the store. A skipped trace still counts
+// where only its summary is needed: the systemic detectors' root series,
+// and sampling, which keeps it as "unanalysed".
 func (p *pipeline) traceComplete(c engine.CompletedTrace) {
 	if !p.active() {
 		return
@@ -213,46 +240,65 @@ func (p *pipeline) traceComplete(c engine.CompletedTrace) {
 	p.completedN.Add(1)
 	if c.Declined {
 		// The store asked takeSpans first and skipped decoding it.
-		p.skipAnalysis()
+		reason := skipNoRoom
+		if c.Summary.SpanCount > 0 && p.classify(&c) != "" {
+			reason = skipNoRoomToo
+		}
+		p.skipAnalysis(c, reason)
 		return
 	}
-	n := weight(c)
-	// A trace larger than the whole budget still goes in when the queue is
-	// empty, or it would never be analysed.
-	if q := p.queued.Add(n); q > p.maxQueued && q != n {
-		p.queued.Add(-n)
-		p.skipAnalysis()
-		return
+	displaced, priority, ok := p.queue.push(c, p.classify)
+	for _, d := range displaced {
+		p.skipAnalysis(d, skipDisplaced)
 	}
-	select {
-	case p.queue <- c:
-	default:
-		p.queued.Add(-n)
-		p.skipAnalysis()
+	if !ok {
+		reason := skipNoRoom
+		if priority != "" {
+			reason = skipNoRoomToo
+		}
+		p.skipAnalysis(c, reason)
 	}
 }
 
-// takeSpans is the store's TakeSpans: a trace of n spans completing while
-// the queue lacks room for it would be skipped by traceComplete, so the
-// store need not decode it (or read it back) first.
-func (p *pipeline) takeSpans(n int) bool {
-	q := p.queued.Load()
-	return q == 0 || (q+int64(max(n, 1)) <= p.maxQueued && len(p.queue) < cap(p.queue))
+// takeSpans is the store's TakeSpans: a trace completing while the queue
+// lacks room for it would be skipped by traceComplete, so the store need
+// not decode it (or read it back) first. A trace that matters is taken
+// while traces that matter less could make way for it.
+func (p *pipeline) takeSpans(c engine.Completing) bool {
+	n := int64(max(c.Spans, 1))
+	if p.queue.fits(n) {
+		return true
+	}
+	if c.Summary == nil {
+		return false
+	}
+	pr := p.priority(c.Summary, c.Flags)
+	return pr != "" && p.queue.fitsDisplacing(n, pr)
 }
 
-// skipAnalysis counts a completed trace the detectors will not see and says so,
-// at most every skipLogEvery.
-func (p *pipeline) skipAnalysis() {
+// skipAnalysis counts a completed trace the detectors will not see, says
+// so at most every skipLogEvery, and hands its summary to what needs no
+// more (the store knew it unless it completed by reading blocks back).
+func (p *pipeline) skipAnalysis(c engine.CompletedTrace, reason string) {
 	n := p.dropped.Add(1)
+	p.droppedBy[reason].Inc()
+	p.lastDrop.Store(timeNow().UnixNano())
 	if _, ok := p.skipLog.Allow(time.Now()); ok {
 		p.log.Warn("analysis queue full: completed traces skipped by the detectors (their spans are stored)",
-			"dropped_total", n, "queue_spans", p.maxQueued)
+			"dropped_total", n, "queue_spans", p.queue.max)
+	}
+	if c.Summary.SpanCount == 0 {
+		return
+	}
+	p.sample(c, false, nil)
+	if p.analytics && p.findings != nil {
+		p.findings.observeSummary(systemicSummary(c))
 	}
 }
 
 // queueFull reports whether the next completed trace would be dropped;
 // admission then refuses ingest instead.
-func (p *pipeline) queueFull() bool { return p.active() && p.queued.Load() >= p.maxQueued }
+func (p *pipeline) queueFull() bool { return p.active() && p.queue.spans.Load() >= p.queue.max }
 
 // analysisMaxYield bounds how long the worker waits for running queries
 // after each trace: under a steady stream of queries analysis slows down
@@ -271,14 +317,15 @@ func (p *pipeline) run(ctx context.Context) {
 	idle := time.NewTimer(pipelineIdle)
 	defer idle.Stop()
 	for {
-		select {
-		case <-ctx.Done():
+		if ctx.Err() != nil {
 			return
-		case c := <-p.queue:
-			p.process(ctx, c)
+		}
+		if t, ok := p.queue.pop(); ok {
+			p.process(ctx, t.c)
+			p.queue.done(t.c)
 			// Analysis runs behind queries and ingest acknowledgements.
 			p.yielded.Add(int64(p.gate.Yield(ctx, analysisMaxYield)))
-		default:
+		} else {
 			idle.Reset(pipelineIdle)
 			select {
 			case <-ctx.Done():
@@ -292,16 +339,19 @@ func (p *pipeline) run(ctx context.Context) {
 	}
 }
 
-// weight is what a completed trace counts against the queue bound: its
-// decoded spans, or 1 for a summary.
-func weight(c engine.CompletedTrace) int64 { return max(1, int64(len(c.Spans))) }
-
 func (p *pipeline) process(ctx context.Context, c engine.CompletedTrace) {
-	defer p.queued.Add(-weight(c))
 	p.analysed.Add(1)
 	spans := c.Spans
 	keep := math.Float64frombits(p.keepBits.Load())
-	full := keep >= 1 || p.rng.Float64() < keep
+	keepVital, keepPlain := splitKeep(keep, p.vitalShare)
+	k := keepPlain
+	p.processed++
+	if pr := p.classify(&c); pr != "" {
+		p.vital++
+		p.tookVital[pr].Inc()
+		k = keepVital
+	}
+	full := k >= 1 || p.rng.Float64() < k
 	if !full {
 		p.shed.Add(1)
 	}
@@ -330,8 +380,10 @@ func (p *pipeline) process(ctx context.Context, c engine.CompletedTrace) {
 			p.findings.observeTrace(spans)
 		}
 	}
-	// Traces decoded for their flags alone would bias the baselines.
-	if full && (sampled || (p.analysis && spans != nil)) && p.baseline.keep(time.Now(), p.rng) {
+	// Traces decoded for their flags alone would bias the baselines, and so
+	// would the preference for slow and failed traces while analysis sheds:
+	// then only the uniform sample feeds them.
+	if full && (sampled || (p.analysis && spans != nil && !p.preferring(keep))) && p.baseline.keep(time.Now(), p.rng) {
 		p.history.ObserveTrace(spans)
 	}
 }
@@ -381,6 +433,10 @@ func (p *pipeline) tick(now time.Time) {
 				"shed_total", shed, "keep_ratio", math.Float64frombits(p.keepBits.Load()))
 			p.lastShed = shed
 		}
+	}
+	if p.processed > 0 {
+		p.vitalShare = nextRate(p.vitalShare, float64(p.vital)/float64(p.processed))
+		p.processed, p.vital = 0, 0
 	}
 	proc, ok1 := processCPU()
 	thr, ok2 := threadCPU()

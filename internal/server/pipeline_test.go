@@ -57,25 +57,52 @@ func traceOf(n int, svc string) []model.Span {
 
 func TestQueueIsBoundedBySpans(t *testing.T) {
 	p := testPipeline(t, func(c *config.Config) { c.Analysis.QueueSpans = 250 })
+	p.sampleBits.Store(0) // no trace is in the analytics' sample
 	for range 3 {
 		p.traceComplete(completedOf(traceOf(100, "a")))
 	}
-	if q, d := p.queued.Load(), p.dropped.Load(); q != 200 || d != 1 || len(p.queue) != 2 {
-		t.Fatalf("queued %d spans in %d traces, dropped %d; want 200, 2, 1", q, len(p.queue), d)
+	if q, d, n := p.queue.spans.Load(), p.dropped.Load(), queuedTraces(p.queue); q != 200 || d != 1 || n != 2 {
+		t.Fatalf("queued %d spans in %d traces, dropped %d; want 200, 2, 1", q, n, d)
 	}
 	// Draining frees the budget.
-	for len(p.queue) > 0 {
-		p.process(context.Background(), <-p.queue)
-	}
-	if q := p.queued.Load(); q != 0 {
+	drain(p)
+	if q := p.queue.spans.Load(); q != 0 {
 		t.Fatalf("queued %d after draining", q)
 	}
 	// A trace larger than the whole budget is still taken when the queue is
 	// empty, but nothing may join it.
 	p.traceComplete(completedOf(traceOf(1000, "a")))
 	p.traceComplete(completedOf(traceOf(1, "a")))
-	if q, d := p.queued.Load(), p.dropped.Load(); q != 1000 || d != 2 {
+	if q, d := p.queue.spans.Load(), p.dropped.Load(); q != 1000 || d != 2 {
 		t.Fatalf("big trace: queued %d dropped %d", q, d)
+	}
+}
+
+// queuedTraces counts the traces waiting in q.
+func queuedTraces(q *analysisQueue) int {
+	q.mu.Lock()
+	defer q.mu.Unlock()
+	n := 0
+	for _, it := range q.items[q.head:] {
+		if !it.gone {
+			n++
+		}
+	}
+	return n
+}
+
+// drain processes every queued trace as the worker does, and returns their
+// ids in the order taken.
+func drain(p *pipeline) []model.TraceID {
+	var ids []model.TraceID
+	for {
+		t, ok := p.queue.pop()
+		if !ok {
+			return ids
+		}
+		ids = append(ids, t.c.ID)
+		p.process(context.Background(), t.c)
+		p.queue.done(t.c)
 	}
 }
 
@@ -84,32 +111,41 @@ func TestQueueIsBoundedBySpans(t *testing.T) {
 // that counts as dropped without touching the queue.
 func TestTakeSpansAgreesWithTheQueue(t *testing.T) {
 	p := testPipeline(t, func(c *config.Config) { c.Analysis.QueueSpans = 250 })
-	if !p.takeSpans(1000) {
+	p.sampleBits.Store(0) // no trace is in the analytics' sample
+	if !p.takeSpans(completing(completedOf(traceOf(1000, "a")))) {
 		t.Fatal("an empty queue refused a trace larger than its budget")
 	}
 	p.traceComplete(completedOf(traceOf(100, "a")))
 	for _, tc := range []struct {
 		spans int
 		want  bool
-	}{{150, true}, {151, false}, {0, true}} {
-		if got := p.takeSpans(tc.spans); got != tc.want {
+	}{{150, true}, {151, false}, {1, true}} {
+		c := completedOf(traceOf(tc.spans, "b"))
+		if got := p.takeSpans(completing(c)); got != tc.want {
 			t.Fatalf("takeSpans(%d) with 100 of 250 queued = %v, want %v", tc.spans, got, tc.want)
 		}
 		before := p.dropped.Load()
-		probe := p.queued.Load()
-		p.traceComplete(completedOf(traceOf(max(tc.spans, 1), "b")))
+		p.traceComplete(c)
 		if dropped := p.dropped.Load() > before; dropped == tc.want {
 			t.Fatalf("trace of %d spans: takeSpans said %v but traceComplete dropped=%v", tc.spans, tc.want, dropped)
 		}
-		p.queued.Store(probe) // undo, to probe the next size against the same queue
-		if tc.want {
-			<-p.queue
+		if tc.want { // undo, to probe the next size against the same queue
+			p.queue.mu.Lock()
+			p.queue.items = p.queue.items[:len(p.queue.items)-1]
+			p.queue.byRank[0] -= int64(tc.spans)
+			p.queue.mu.Unlock()
+			p.queue.spans.Add(-int64(tc.spans))
 		}
 	}
 	p.traceComplete(engine.CompletedTrace{ID: model.TraceID{9}, Declined: true})
-	if q, d := p.queued.Load(), p.dropped.Load(); q != 100 || d != 2 {
+	if q, d := p.queue.spans.Load(), p.dropped.Load(); q != 100 || d != 2 {
 		t.Fatalf("declined trace: queued %d, dropped %d; want 100, 2", q, d)
 	}
+}
+
+// completing is what the store tells takeSpans of c before decoding it.
+func completing(c engine.CompletedTrace) engine.Completing {
+	return engine.Completing{Spans: len(c.Spans), Summary: &c.Summary, Flags: c.Flags}
 }
 
 // completedOf is the store's completion of a decoded trace.
@@ -142,6 +178,7 @@ func TestSheddingSkipsDetectorsButNotSystemic(t *testing.T) {
 	sink := &countingSink{}
 	p.findings = sink
 	p.keepBits.Store(math.Float64bits(0)) // below minKeep: shed everything
+	p.sampleBits.Store(0)                 // no trace is in the analytics' sample
 	for range 20 {
 		p.process(context.Background(), completedOf(traceOf(3, "shed")))
 	}
@@ -180,7 +217,7 @@ func TestSwitchesSelectWork(t *testing.T) {
 	}
 	p = testPipeline(t, func(c *config.Config) { c.Analysis.Enabled, c.Analytics.Enabled = false, false })
 	p.traceComplete(completedOf(traceOf(3, "a")))
-	if p.active() || len(p.queue) != 0 {
+	if p.active() || queuedTraces(p.queue) != 0 {
 		t.Fatal("nothing to do, yet traces are queued")
 	}
 }

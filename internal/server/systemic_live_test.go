@@ -72,7 +72,6 @@ func TestSystemicLiveMatchesReplay(t *testing.T) {
 				if !p.wantSpans(c.ID, c.Flags) {
 					c.Spans = nil
 				}
-				p.queued.Add(weight(c))
 				p.process(context.Background(), c)
 				pending = pending[1:]
 			default:

@@ -140,7 +140,7 @@ func New(ctx context.Context, cfg config.Config, log *slog.Logger) (*Server, err
 	var onComplete func(engine.CompletedTrace)
 	var spanFlags func(*model.Span) uint32
 	var wantSpans func(model.TraceID, uint32) bool
-	var takeSpans func(int) bool
+	var takeSpans func(engine.Completing) bool
 	if pipe.active() {
 		onComplete, takeSpans = pipe.traceComplete, pipe.takeSpans
 	}

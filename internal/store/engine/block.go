@@ -245,7 +245,12 @@ func (x *blockIndex) marshal() ([]byte, error) {
 		}
 		e.uvarint(uint64(x.sampledIdx(i) + 1))
 	}
-	zw, err := zstd.NewWriter(nil, zstd.WithEncoderLevel(zstd.SpeedDefault))
+	// The encoder's history is twice its window: with the default 8 MiB
+	// window every index larger than one zstd block (a cut of a few
+	// thousand traces) allocated 16 MiB, which at high rates stood out in
+	// the live heap. Indexes are ids and small numbers, with no long-range
+	// matches to lose.
+	zw, err := zstd.NewWriter(nil, zstd.WithEncoderLevel(zstd.SpeedDefault), zstd.WithWindowSize(1<<20), zstd.WithEncoderConcurrency(1))
 	if err != nil {
 		return nil, err
 	}

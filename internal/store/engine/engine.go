@@ -54,14 +54,13 @@ type Options struct {
 	// engine's locks and must be cheap.
 	WantSpans func(id model.TraceID, flags uint32) bool
 	// TakeSpans, when set, reports whether OnTraceComplete can take a
-	// decoded trace of about spans spans now (a consumer with a bounded
-	// queue says no while it lacks the room). A wanted trace completing
-	// while it says no is handed over with Declined set and without
-	// spans, summary or meta, so the spans of a trace the consumer would
-	// skip are neither decompressed, decoded nor read back from blocks. It
-	// is asked just before that work, with spans 1 for a batch whose sizes
-	// are not known yet.
-	TakeSpans func(spans int) bool
+	// decoded trace now (a consumer with a bounded queue says no while it
+	// lacks the room, or has room only for traces that matter more). A
+	// wanted trace completing while it says no is handed over with
+	// Declined set and without spans, so the spans of a trace the consumer
+	// would skip are neither decompressed, decoded nor read back from
+	// blocks. It is asked just before that work.
+	TakeSpans func(Completing) bool
 
 	// FlushInterval is how often the head is checked for complete traces
 	// (default 1s, or IdleTimeout/4 when that is shorter).
@@ -288,6 +287,19 @@ type Engine struct {
 	diskRefused atomic.Uint64
 }
 
+// Completing is what TakeSpans is told of a trace before it is decoded.
+type Completing struct {
+	// Spans is about how many spans the trace has (with those of earlier
+	// traces of the same batch), or 1 for a batch whose sizes are not
+	// known yet.
+	Spans int
+	// Summary and Flags are what the head and the cold tier know of the
+	// trace; Summary is nil when nothing is known (traces read back from
+	// blocks are summarised only once decoded).
+	Summary *model.TraceSummary
+	Flags   uint32
+}
+
 // CompletedTrace is what OnTraceComplete receives.
 type CompletedTrace struct {
 	ID model.TraceID
@@ -305,7 +317,9 @@ type CompletedTrace struct {
 	// Spans are every span of the trace, or nil when WantSpans declined.
 	Spans []model.Span
 	// Declined: the trace was wanted but TakeSpans said no when it
-	// completed; only ID is set.
+	// completed; Spans is nil, and Summary, RootSpanID, Versions and Flags
+	// are set only when the engine knew them without decoding
+	// (Summary.SpanCount > 0).
 	Declined bool
 }
 

@@ -80,10 +80,14 @@ func (e *Engine) completionLoop() {
 		if n++; n%32 == 0 && !e.underPressure() {
 			runtime.Gosched() // background work: let ingest go first
 		}
-		if c.want && !e.canTake(c.n+len(c.spans)) {
-			c = completion{id: c.id, declined: true}
-		}
 		readBack := c.readBack || len(c.spans) > 0
+		if c.want && !e.canTake(c.n+len(c.spans), &c.meta, !readBack) {
+			d := completion{id: c.id, declined: true}
+			if !readBack {
+				d.meta = c.meta
+			}
+			c = d
+		}
 		if c.buf != nil {
 			// Decoding happens here, off the flush path. The buffer is the
 			// completion's alone: the cut trace's, or the cold tier's copy.
@@ -117,13 +121,8 @@ func (e *Engine) callComplete(c completion) {
 			e.log.Error("OnTraceComplete panicked", "trace_id", c.id.String(), "panic", r)
 		}
 	}()
-	if c.declined {
-		e.opts.OnTraceComplete(CompletedTrace{ID: c.id, Declined: true})
-		e.completed.Add(1)
-		return
-	}
-	ct := CompletedTrace{ID: c.id, Summary: c.meta.sum, RootSpanID: c.meta.rootSpan, Versions: c.meta.versions, Flags: c.meta.flags}
-	if c.want {
+	ct := CompletedTrace{ID: c.id, Summary: c.meta.sum, RootSpanID: c.meta.rootSpan, Versions: c.meta.versions, Flags: c.meta.flags, Declined: c.declined}
+	if c.want && !c.declined {
 		ct.Spans = c.spans
 		if ct.Spans == nil {
 			ct.Spans = []model.Span{}
@@ -135,8 +134,17 @@ func (e *Engine) callComplete(c completion) {
 }
 
 // canTake reports whether OnTraceComplete can take a decoded trace of
-// about spans spans now.
-func (e *Engine) canTake(spans int) bool { return e.opts.TakeSpans == nil || e.opts.TakeSpans(spans) }
+// about spans spans now; m describes it when known is set.
+func (e *Engine) canTake(spans int, m *traceMeta, known bool) bool {
+	if e.opts.TakeSpans == nil {
+		return true
+	}
+	c := Completing{Spans: spans}
+	if known {
+		c.Summary, c.Flags = &m.sum, m.flags
+	}
+	return e.opts.TakeSpans(c)
+}
 
 // declineAll hands over ids as declined completions.
 func (e *Engine) declineAll(ctx context.Context, ids []model.TraceID) {
@@ -337,6 +345,11 @@ func (e *Engine) writeCut(ctx context.Context, cut map[model.TraceID]*headTrace,
 		if e.opts.OnTraceComplete != nil {
 			if t.lastSeen <= idleBefore {
 				c := completion{id: id, meta: t.traceMeta}
+				// Asked here too, not only by the completion goroutine: a
+				// trace the consumer has no room for would otherwise keep
+				// its head buffer alive until that goroutine reaches it,
+				// and a cut's worth of them is tens of MB at high rates.
+				take := e.canTake(t.n, &t.traceMeta, true)
 				// A trace that also has spans in blocks (late spans, or an
 				// earlier forced cut) completes with all of them: from the
 				// cold tier when it holds them all, else read back.
@@ -348,6 +361,9 @@ func (e *Engine) writeCut(ctx context.Context, cut map[model.TraceID]*headTrace,
 					c.meta.merge(&t.traceMeta)
 				}
 				c.want = e.wants(id, c.meta.flags)
+				if c.want && !take && p == nil && !e.inAny(older, id) {
+					c.want, c.declined = false, true
+				}
 				if c.want {
 					c.buf, c.n = t.buf, t.n
 				}
@@ -364,7 +380,8 @@ func (e *Engine) writeCut(ctx context.Context, cut map[model.TraceID]*headTrace,
 					e.nPending.Store(int64(len(e.pending)))
 				}
 				e.pendingMu.Unlock()
-				if c.want && !fromCold && !e.canTake(c.n) && e.inAny(older, id) {
+				if c.want && !fromCold && !e.canTake(c.n, &c.meta, true) && e.inAny(older, id) {
+					// Its meta does not cover the spans in older blocks.
 					c = completion{id: id, declined: true}
 				}
 				if c.want && !fromCold {
@@ -555,8 +572,8 @@ func (e *Engine) completePending(ctx context.Context) {
 			for _, r := range c.parts {
 				spans += r.spans
 			}
-			if !e.canTake(taken + spans) {
-				batch = append(batch, completion{id: c.id, declined: true})
+			if !e.canTake(taken+spans, &c.meta, true) {
+				batch = append(batch, completion{id: c.id, meta: c.meta, declined: true})
 				continue
 			}
 			taken += spans
@@ -580,7 +597,7 @@ func (e *Engine) completePending(ctx context.Context) {
 
 	for len(ready) > 0 && ctx.Err() == nil {
 		n := min(len(ready), 4096)
-		if !e.canTake(1) {
+		if !e.canTake(1, nil, false) {
 			// Reading back costs most of what completing costs; a trace the
 			// consumer would skip is not worth it.
 			n = min(len(ready), 512)

@@ -27,7 +27,13 @@ func TestTakeSpansDeclinesWithoutReadBack(t *testing.T) {
 			o.IdleTimeout = 2 * time.Second
 			o.FlushInterval = 20 * time.Millisecond
 			o.HeadMaxBytes = 512 << 10 // cuts traces before they are idle
-			o.TakeSpans = func(int) bool { return take.Load() }
+			var described atomic.Int64
+			o.TakeSpans = func(c Completing) bool {
+				if c.Summary != nil && c.Summary.SpanCount > 0 {
+					described.Add(1)
+				}
+				return take.Load()
+			}
 			o.OnTraceComplete = func(c CompletedTrace) {
 				mu.Lock()
 				got[c.ID] = c
@@ -82,11 +88,20 @@ func TestTakeSpansDeclinesWithoutReadBack(t *testing.T) {
 			if rb := e.readBacks.Load(); rb != 0 {
 				t.Fatalf("%d read-backs while TakeSpans said no", rb)
 			}
+			if tc.coldBudget > 1 && described.Load() < int64(len(refused)) {
+				t.Fatalf("TakeSpans was told the summary of %d traces, want all %d", described.Load(), len(refused))
+			}
 			mu.Lock()
 			for i, tr := range refused {
 				c := got[tr[0].TraceID]
 				if calls[c.ID] != 1 || !c.Declined || c.Spans != nil {
 					t.Fatalf("trace %d: %d completions, declined %v, %d spans; want one declined without spans", i, calls[c.ID], c.Declined, len(c.Spans))
+				}
+				// The head and the cold tier knew these traces: the consumer
+				// is told what they are (for systemic counts, sampling)
+				// without paying for their spans.
+				if tc.coldBudget > 1 && (c.Summary.SpanCount != len(tr) || c.Summary.TraceID != c.ID) {
+					t.Fatalf("trace %d declined with a summary of %d spans, want %d", i, c.Summary.SpanCount, len(tr))
 				}
 			}
 			mu.Unlock()
@@ -111,5 +126,56 @@ func TestTakeSpansDeclinesWithoutReadBack(t *testing.T) {
 				t.Fatal("no trace was read back although the cold tier kept none")
 			}
 		})
+	}
+}
+
+// A trace that completes in the head is offered to TakeSpans when its cut
+// is written, so one the consumer has no room for does not keep its head
+// buffer alive until the completion goroutine reaches it: it is declined
+// then, even if the consumer would have had room by the time that
+// goroutine asked.
+func TestTakeSpansAskedAtTheCut(t *testing.T) {
+	var mu sync.Mutex
+	asked := map[model.TraceID]int{}
+	got := map[model.TraceID]CompletedTrace{}
+	o := testOpts(t.TempDir())
+	o.IdleTimeout = 100 * time.Millisecond
+	o.FlushInterval = 20 * time.Millisecond
+	o.TakeSpans = func(c Completing) bool {
+		if c.Summary == nil {
+			return true
+		}
+		mu.Lock()
+		defer mu.Unlock()
+		asked[c.Summary.TraceID]++
+		return asked[c.Summary.TraceID] > 1 // room only the second time
+	}
+	o.OnTraceComplete = func(c CompletedTrace) {
+		mu.Lock()
+		got[c.ID] = c
+		mu.Unlock()
+	}
+	e := openT(t, o)
+	defer e.Close()
+	g := newGen(7)
+	var traces [][]model.Span
+	for i := range 20 {
+		tr := g.trace(1_700_000_000e9 + uint64(i)*1e6)
+		traces = append(traces, tr)
+		writeRetrying(t, e, tr)
+	}
+	waitForWithin(t, 10*time.Second, func() bool {
+		mu.Lock()
+		defer mu.Unlock()
+		return len(got) == len(traces)
+	})
+	mu.Lock()
+	defer mu.Unlock()
+	for i, tr := range traces {
+		c := got[tr[0].TraceID]
+		if !c.Declined || c.Spans != nil || c.Summary.SpanCount != len(tr) || asked[c.ID] != 1 {
+			t.Fatalf("trace %d: declined %v, %d spans, summary of %d, asked %d times; want declined at the cut with its summary",
+				i, c.Declined, len(c.Spans), c.Summary.SpanCount, asked[c.ID])
+		}
 	}
 }
