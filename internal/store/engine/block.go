@@ -9,6 +9,7 @@ import (
 	"io"
 	"slices"
 	"sort"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -40,12 +41,14 @@ const (
 	fileMeta  = "meta.json"
 
 	blockFormatVersion = 1
-	pageBufferSize     = 64 << 10
 )
 
-// rowsPerRowGroup is a variable so that tests can write blocks with many
-// row groups.
-var rowsPerRowGroup int64 = 1 << 17
+// rowsPerRowGroup and pageBufferSize are variables so that tests can
+// write blocks with many row groups and pages.
+var (
+	rowsPerRowGroup int64 = 1 << 17
+	pageBufferSize        = 64 << 10
+)
 
 type blockMeta struct {
 	Version    int          `json:"version"`
@@ -364,20 +367,35 @@ func (c *countingWriter) Write(p []byte) (int, error) {
 var zstdCodec = &pzstd.Codec{Level: pzstd.SpeedDefault}
 
 // writerOptions configure block writers. Page bounds (min/max per page in
-// the column index) are skipped for every column: no read uses them (rows
-// are sorted by trace id and found through the block index), and computing
-// them is a sizeable part of writing.
+// the column index) are written for the columns the span-filter scan
+// prunes pages by (boundedColumns) and skipped for the others: rows are
+// sorted by trace id and found through the block index, and computing
+// bounds of every column is a sizeable part of writing.
 func writerOptions() []parquet.WriterOption {
 	opts := []parquet.WriterOption{
 		parquet.Compression(zstdCodec),
 		parquet.MaxRowsPerRowGroup(rowsPerRowGroup),
 		parquet.PageBufferSize(pageBufferSize),
+		parquet.KeyValueMetadata(pageBoundsKey, strings.Join(boundedColumns, ",")),
 	}
 	for _, path := range parquet.SchemaOf(spanRow{}).Columns() {
+		if len(path) == 1 && slices.Contains(boundedColumns, path[0]) {
+			continue
+		}
 		opts = append(opts, parquet.SkipPageBounds(path...))
 	}
 	return opts
 }
+
+// boundedColumns have page bounds (see prunePages): an integer and a
+// dictionary-encoded string, cheap to bound.
+var boundedColumns = []string{"service", "duration"}
+
+// pageBoundsKey names, in a block file's key/value metadata, the columns
+// with page bounds. Without bounds parquet-go still writes some (zeros for
+// integers), so a reader must know which it may trust: none in blocks
+// written before the key.
+const pageBoundsKey = "tracedx.page_bounds"
 
 func newBlockBuilder(ctx context.Context, st BlockStorage, id string, level int) (*blockBuilder, error) {
 	bw, err := st.Create(ctx, id)

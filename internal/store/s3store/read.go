@@ -15,8 +15,15 @@ import (
 	"github.com/tracedx/tracedx/internal/store/blockio"
 )
 
-// readAhead is how many chunks a sequential miss fetches at once.
-const readAhead = 16
+// readAheadBytes is how much a sequential miss fetches at once, and the
+// most one GET of a Prefetch asks for.
+const readAheadBytes = 4 << 20
+
+// readAhead is readAheadBytes in chunks, at most a quarter of the range
+// cache (a larger read-ahead would evict itself).
+func (f *rangeFile) readAhead() int64 {
+	return max(min(readAheadBytes, f.s.cfg.CacheBytes/4)/f.s.cfg.ChunkBytes, 1)
+}
 
 // rangeFile reads an object by byte ranges of whole chunks, through the
 // storage's range cache: Parquet readers issue many small reads near each
@@ -67,7 +74,7 @@ func (f *rangeFile) ReadAt(p []byte, off int64) (int, error) {
 		// not need.)
 		if f.sequential(c) {
 			maxChunk := (f.size - 1) / cs
-			for end < c+readAhead-1 && end < maxChunk {
+			for end < c+f.readAhead()-1 && end < maxChunk {
 				if _, ok := f.s.cache.peek(f.key, end+1); ok {
 					break
 				}
@@ -232,7 +239,7 @@ func (f *rangeFile) Prefetch(ctx context.Context, ranges []blockio.Range) error 
 		if _, ok := f.s.cache.peek(f.key, c); ok {
 			continue
 		}
-		if n := len(gets); n > 0 && gets[n-1].Off+gets[n-1].Len == c && gets[n-1].Len < readAhead {
+		if n := len(gets); n > 0 && gets[n-1].Off+gets[n-1].Len == c && gets[n-1].Len < f.readAhead() {
 			gets[n-1].Len++
 			continue
 		}
