@@ -18,9 +18,10 @@ import (
 // will read for the rows left are fetched in one round of concurrent
 // requests rather than a round trip per condition.
 
-// scanTuning switches the two steps; tests turn them off to check that the
-// scan finds the same traces without them.
-var scanTuning = struct{ prunePages, lookahead bool }{true, true}
+// scanTuning switches the two steps and the walk's scan of the next block
+// ahead (scanAhead); tests turn them off to check that searches find the
+// same traces without them.
+var scanTuning = struct{ prunePages, lookahead, scanAhead bool }{true, true, true}
 
 // prunedPages counts the pages whose rows the bounds dropped (tests read it
 // to know the pruning was exercised).

@@ -20,7 +20,9 @@ func smallPagesEngine(t *testing.T, spans []model.Span) *Engine {
 	oldRows, oldPage := rowsPerRowGroup, pageBufferSize
 	rowsPerRowGroup, pageBufferSize = 3000, 2<<10
 	defer func() { rowsPerRowGroup, pageBufferSize = oldRows, oldPage }()
-	e := openT(t, testOpts(t.TempDir()))
+	o := testOpts(t.TempDir())
+	o.BlockMaxSpans = 8000 // several blocks, for the scan ahead
+	e := openT(t, o)
 	for i := 0; i < len(spans); i += 5000 {
 		writeRetrying(t, e, spans[i:min(i+5000, len(spans))])
 		if err := e.Flush(context.Background()); err != nil {
@@ -34,13 +36,40 @@ func smallPagesEngine(t *testing.T, spans []model.Span) *Engine {
 }
 
 // withScanTuning sets the scan's shortcuts until the returned func runs.
-func withScanTuning(prune, look bool) func() {
+func withScanTuning(prune, look, ahead bool) func() {
 	old := scanTuning
-	scanTuning.prunePages, scanTuning.lookahead = prune, look
+	scanTuning.prunePages, scanTuning.lookahead, scanTuning.scanAhead = prune, look, ahead
 	return func() { scanTuning = old }
 }
 
-// Pruning pages by their bounds and fetching the columns ahead change
+// asRemote has the engine's Parquet blocks read through a file that
+// prefetches as object storage does (coveredFile), so that the scan takes
+// its object-storage paths on local files too.
+func asRemote(t *testing.T, e *Engine) (blocks int) {
+	t.Helper()
+	s := e.snap()
+	defer s.release()
+	for _, b := range s.blocks {
+		if b.l0 != nil {
+			continue
+		}
+		if _, ok := b.file.(blockio.Prefetcher); ok {
+			blocks++
+			continue
+		}
+		cf := &coveredFile{BlockFile: b.file}
+		pf, err := parquet.OpenFile(cf, cf.Size(), parquet.SkipBloomFilters(true))
+		if err != nil {
+			t.Fatal(err)
+		}
+		b.file, b.pf = cf, pf
+		blocks++
+	}
+	return blocks
+}
+
+// Pruning pages by their bounds, fetching the columns ahead and scanning
+// the next block ahead (on blocks read as from object storage) change
 // what a search reads, never what it finds: random span-filter queries
 // (and queries for slow spans, which prune most) find the same traces,
 // in the same order, as the scan without them and as a brute-force
@@ -50,7 +79,10 @@ func TestSearchSkipsFindWhatThePlainScanFinds(t *testing.T) {
 	spans := scanTestSpans(r, 1500)
 	e := smallPagesEngine(t, spans)
 	defer e.Close()
-	pruned := prunedPages.Load()
+	if n := asRemote(t, e); n < 2 {
+		t.Fatalf("%d Parquet blocks: the scan ahead needs a next block", n)
+	}
+	pruned, ahead := prunedPages.Load(), scansAhead.Load()
 	checkSearches(t, e, spans, r, 150)
 	search := func(q store.Query) []model.TraceID {
 		got, err := e.Search(context.Background(), q)
@@ -72,7 +104,7 @@ func TestSearchSkipsFindWhatThePlainScanFinds(t *testing.T) {
 		}
 		q.Limit = []int{1 << 20, 20, 1 + r.IntN(5)}[i%3]
 		skipped := search(q)
-		restore := withScanTuning(false, false)
+		restore := withScanTuning(false, false, false)
 		plain := search(q)
 		restore()
 		if !slices.Equal(skipped, plain) {
@@ -84,6 +116,9 @@ func TestSearchSkipsFindWhatThePlainScanFinds(t *testing.T) {
 	}
 	if nonEmpty < 40 {
 		t.Fatalf("only %d of 200 queries matched anything", nonEmpty)
+	}
+	if scansAhead.Load() == ahead {
+		t.Fatal("no block was scanned ahead: the test does not exercise it")
 	}
 	if prunedPages.Load() == pruned {
 		t.Fatal("no page was pruned: the test does not exercise the pruning")
@@ -169,7 +204,7 @@ func TestSearchSpanFiltersFetchConditionColumnsAtOnce(t *testing.T) {
 	defer e.Close()
 	q := store.Query{Service: "cart", MinDuration: 2e6, Attrs: []store.AttrFilter{{Key: "db.system", Op: store.OpEq, Value: model.Str("postgresql")}}, Limit: 1 << 20}
 	trips := func(look bool) (int, int) {
-		defer withScanTuning(true, look)()
+		defer withScanTuning(true, look, false)()
 		var files []*roundTripFile
 		groups := 0
 		s := e.snap()

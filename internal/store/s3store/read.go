@@ -127,6 +127,12 @@ func (f *rangeFile) fetch(start, end int64) ([]byte, error) {
 }
 
 func (f *rangeFile) fetchCtx(ctx context.Context, start, end int64) ([]byte, error) {
+	select {
+	case f.s.gets <- struct{}{}:
+		defer func() { <-f.s.gets }()
+	case <-ctx.Done():
+		return nil, fmt.Errorf("s3 storage: read %s: %w", f.key, ctx.Err())
+	}
 	buf := make([]byte, end-start)
 	err := f.s.retry(ctx, "get_range", func() error {
 		opts := minio.GetObjectOptions{}
@@ -148,8 +154,13 @@ func (f *rangeFile) fetchCtx(ctx context.Context, start, end int64) ([]byte, err
 	return buf, nil
 }
 
-// fetchConcurrency bounds the GETs one FetchRanges has in flight.
-const fetchConcurrency = 16
+// fetchConcurrency bounds the GETs one FetchRanges or Prefetch has in
+// flight, maxGetsInFlight those of the whole storage: a search scans up to
+// 16 row groups of two blocks at once, each prefetching.
+const (
+	fetchConcurrency = 16
+	maxGetsInFlight  = 64
+)
 
 // fetchGap: ranges closer than this are fetched with one GET; sending the
 // bytes between them costs less than another request. Measured on MinIO

@@ -77,6 +77,9 @@ type Storage struct {
 	disk   *diskCache // nil without CacheDir
 	log    *slog.Logger
 	m      metrics
+
+	// gets holds a slot per ranged GET in flight (maxGetsInFlight).
+	gets chan struct{}
 }
 
 var _ blockio.Storage = (*Storage)(nil)
@@ -137,6 +140,7 @@ func New(ctx context.Context, cfg Config) (*Storage, error) {
 	s := &Storage{
 		cfg: cfg, client: client, prefix: prefix + "blocks/",
 		cache: newRangeCache(cfg.CacheBytes),
+		gets:  make(chan struct{}, maxGetsInFlight),
 		log:   cfg.Logger.With("component", "s3store", "bucket", cfg.Bucket),
 		m:     newMetrics(),
 	}
