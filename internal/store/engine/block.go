@@ -19,6 +19,7 @@ import (
 	pzstd "github.com/parquet-go/parquet-go/compress/zstd"
 
 	"github.com/tracedx/tracedx/internal/model"
+	"github.com/tracedx/tracedx/internal/store/blockio"
 )
 
 // A block is three files:
@@ -572,10 +573,32 @@ func openBlockData(ctx context.Context, st BlockStorage, b *block) (*block, erro
 		f.Close()
 		return nil, fmt.Errorf("block %s: open parquet: %w", id, err)
 	}
+	if k, ok := f.(blockio.TailKeeper); ok {
+		if off := pageIndexOffset(pf); off > 0 {
+			// Best effort: without it the next open fetches the tail.
+			_ = k.KeepTail(ctx, off)
+		}
+	}
 	b.file, b.pf = f, pf
 	b.refs.Store(1)
 	// Catalog is merged by the engine at load; no need to keep it around.
 	return b, nil
+}
+
+// pageIndexOffset is where a Parquet file's page index starts (0: it has
+// none): from there to the end is what opening the file reads.
+func pageIndexOffset(pf *parquet.File) int64 {
+	var off int64
+	for _, rg := range pf.Metadata().RowGroups {
+		for _, c := range rg.Columns {
+			for _, o := range []int64{c.ColumnIndexOffset, c.OffsetIndexOffset} {
+				if o > 0 && (off == 0 || o < off) {
+					off = o
+				}
+			}
+		}
+	}
+	return off
 }
 
 func (b *block) acquire() { b.refs.Add(1) }

@@ -4,6 +4,8 @@ import (
 	"cmp"
 	"container/list"
 	"context"
+	"encoding/binary"
+	"errors"
 	"fmt"
 	"io"
 	"slices"
@@ -29,9 +31,14 @@ func (f *rangeFile) readAhead() int64 {
 // storage's range cache: Parquet readers issue many small reads near each
 // other (footer, page headers, pages), which one chunk GET serves.
 type rangeFile struct {
-	s    *Storage
-	key  string
-	size int64
+	s        *Storage
+	key      string
+	id, name string // block and file, for the disk cache
+	size     int64
+	// tail, when the disk cache held it, is the file from tailOff on:
+	// what opening it as Parquet reads (see KeepTail).
+	tail    []byte
+	tailOff int64
 }
 
 func (f *rangeFile) Size() int64  { return f.size }
@@ -47,6 +54,13 @@ func (f *rangeFile) ReadAt(p []byte, off int64) (int, error) {
 	want := p
 	if rest := f.size - off; int64(len(want)) > rest {
 		want = want[:rest]
+	}
+	if f.tail != nil && off >= f.tailOff {
+		n := copy(want, f.tail[off-f.tailOff:])
+		if n < len(p) {
+			return n, io.EOF
+		}
+		return n, nil
 	}
 	cs := f.s.cfg.ChunkBytes
 	first, last := off/cs, (off+int64(len(want))-1)/cs
@@ -107,6 +121,27 @@ func (f *rangeFile) ReadAt(p []byte, off int64) (int, error) {
 		return n, io.EOF
 	}
 	return n, nil
+}
+
+var _ blockio.TailKeeper = (*rangeFile)(nil)
+
+// KeepTail writes the file from off on, with its size, to the disk cache
+// (when the storage has one), so that opening the file after a restart
+// costs no request: neither the size's HEAD nor the footer's and page
+// index's GETs.
+func (f *rangeFile) KeepTail(ctx context.Context, off int64) error {
+	if f.s.disk == nil || f.tail != nil || off < 0 || off >= f.size {
+		return nil
+	}
+	e := make([]byte, 8+f.size-off)
+	binary.LittleEndian.PutUint64(e, uint64(f.size))
+	// Opening the file just read these bytes: they come from the range
+	// cache.
+	if _, err := f.ReadAt(e[8:], off); err != nil && !errors.Is(err, io.EOF) {
+		return fmt.Errorf("s3 storage: keep tail of %s: %w", f.key, err)
+	}
+	f.s.disk.put(f.id, tailEntry(f.name), e)
+	return ctx.Err()
 }
 
 // sequential reports whether the two chunks before c are cached.
