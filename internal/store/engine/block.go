@@ -558,6 +558,10 @@ func openBlockData(ctx context.Context, st BlockStorage, b *block) (*block, erro
 			f.Close()
 			return nil, fmt.Errorf("block %s: %w", id, err)
 		}
+		if k, ok := f.(blockio.TailKeeper); ok {
+			// The footer starts where the chunks end. Best effort.
+			_ = k.KeepTail(ctx, b.l0.chunkOff[len(b.l0.chunkOff)-1])
+		}
 		b.file = f
 		b.refs.Store(1)
 		return b, nil
@@ -568,12 +572,19 @@ func openBlockData(ctx context.Context, st BlockStorage, b *block) (*block, erro
 	if err != nil {
 		return nil, err
 	}
-	pf, err := parquet.OpenFile(f, f.Size(), parquet.SkipBloomFilters(true))
+	opts := []parquet.FileOption{parquet.SkipBloomFilters(true)}
+	k, remote := f.(blockio.TailKeeper)
+	if remote {
+		// The magic at the start is a request of its own, one more round
+		// trip per block opened; the one at the end is still checked.
+		opts = append(opts, parquet.SkipMagicBytes(true))
+	}
+	pf, err := parquet.OpenFile(f, f.Size(), opts...)
 	if err != nil {
 		f.Close()
 		return nil, fmt.Errorf("block %s: open parquet: %w", id, err)
 	}
-	if k, ok := f.(blockio.TailKeeper); ok {
+	if remote {
 		if off := pageIndexOffset(pf); off > 0 {
 			// Best effort: without it the next open fetches the tail.
 			_ = k.KeepTail(ctx, off)

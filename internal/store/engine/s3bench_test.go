@@ -80,6 +80,8 @@ func BenchmarkS3Search(b *testing.B) {
 	run := func(b *testing.B, cold bool, q func(i int) store.Query) {
 		gets := s3Gets(b, st)
 		defer reportGets(b, st, gets)
+		cpu := processCPU()
+		defer reportCPU(b, cpu)
 		for i := 0; i < b.N; i++ {
 			if cold {
 				b.StopTimer()
@@ -181,11 +183,11 @@ func s3Gets(b *testing.B, st *s3store.Storage) [2]float64 { return s3Count(b, st
 
 // s3Requests returns the requests of any kind (HEAD, GET, ranged GET) and
 // the bytes downloaded so far.
-func s3Requests(b *testing.B, st *s3store.Storage) [2]float64 { return s3Count(b, st, "") }
+func s3Requests(b testing.TB, st *s3store.Storage) [2]float64 { return s3Count(b, st, "") }
 
 // s3Count returns the requests of operation op ("": all) and the bytes
 // downloaded so far.
-func s3Count(b *testing.B, st *s3store.Storage, op string) [2]float64 {
+func s3Count(b testing.TB, st *s3store.Storage, op string) [2]float64 {
 	reg := prometheus.NewPedanticRegistry()
 	for _, c := range st.Collectors() {
 		reg.MustRegister(c)
