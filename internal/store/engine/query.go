@@ -231,14 +231,15 @@ type blockScan struct {
 	err   error
 }
 
-// scanAhead reports whether reaching block b should start the scan of the
+// scanAhead reports whether reaching block b may start the scan of the
 // next block too. On object storage a scan waits on the network, and
 // when b holds fewer matches than the limit the walk reaches the next
 // block: scanned one after the other, the two cost the sum of their
 // round trips and transfers, scanned together about the larger. When b
 // fills the limit the next scan is cancelled as the walk ends, its work
-// wasted. On local disk a scan is bound by the CPU, which a speculative
-// scan would take from the one the walk waits for.
+// wasted, so the walk scans ahead only while it has found less than half
+// its limit. On local disk a scan is bound by the CPU, which a
+// speculative scan would take from the one the walk waits for.
 func scanAhead(b *block) bool {
 	if !scanTuning.scanAhead {
 		return false
@@ -351,6 +352,7 @@ func (s *snapshot) walk(ctx context.Context, q *store.Query, visit func(id model
 		}()
 	}
 	seen := map[model.TraceID]bool{}
+	visited := 0
 	for n := 0; h.Len() > 0; n++ {
 		if n%64 == 0 {
 			if err := ctx.Err(); err != nil {
@@ -364,7 +366,9 @@ func (s *snapshot) walk(ctx context.Context, q *store.Query, visit func(id model
 			it.opened = true
 			if plan != nil {
 				start(it)
-				if next := h.nextBlock(); next != nil && scanAhead(it.b) {
+				// Once half the limit is found the next block is likely
+				// not needed: scanning it ahead would waste its requests.
+				if next := h.nextBlock(); next != nil && scanAhead(it.b) && (q.Limit <= 0 || visited < (q.Limit+1)/2) {
 					start(next)
 					scansAhead.Add(1)
 				}
@@ -391,6 +395,7 @@ func (s *snapshot) walk(ctx context.Context, q *store.Query, visit func(id model
 			continue
 		}
 		seen[id] = true
+		visited++
 		more, err := visit(id)
 		if err != nil || !more {
 			return err
