@@ -66,3 +66,11 @@ type Prefetcher interface {
 	// Prefetch caches the ranges not cached yet.
 	Prefetch(ctx context.Context, ranges []Range) error
 }
+
+// TailKeeper is a File on object storage that can keep its tail on local
+// disk: opening a Parquet file reads its footer and page index, at its
+// end, a few round trips a block that a restarted node need not pay again.
+type TailKeeper interface {
+	// KeepTail keeps the bytes from off to the end of the file.
+	KeepTail(ctx context.Context, off int64) error
+}

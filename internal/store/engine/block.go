@@ -9,6 +9,7 @@ import (
 	"io"
 	"slices"
 	"sort"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -18,6 +19,7 @@ import (
 	pzstd "github.com/parquet-go/parquet-go/compress/zstd"
 
 	"github.com/tracedx/tracedx/internal/model"
+	"github.com/tracedx/tracedx/internal/store/blockio"
 )
 
 // A block is three files:
@@ -40,12 +42,14 @@ const (
 	fileMeta  = "meta.json"
 
 	blockFormatVersion = 1
-	pageBufferSize     = 64 << 10
 )
 
-// rowsPerRowGroup is a variable so that tests can write blocks with many
-// row groups.
-var rowsPerRowGroup int64 = 1 << 17
+// rowsPerRowGroup and pageBufferSize are variables so that tests can
+// write blocks with many row groups and pages.
+var (
+	rowsPerRowGroup int64 = 1 << 17
+	pageBufferSize        = 64 << 10
+)
 
 type blockMeta struct {
 	Version    int          `json:"version"`
@@ -368,20 +372,35 @@ func (c *countingWriter) Write(p []byte) (int, error) {
 var zstdCodec = &pzstd.Codec{Level: pzstd.SpeedDefault}
 
 // writerOptions configure block writers. Page bounds (min/max per page in
-// the column index) are skipped for every column: no read uses them (rows
-// are sorted by trace id and found through the block index), and computing
-// them is a sizeable part of writing.
+// the column index) are written for the columns the span-filter scan
+// prunes pages by (boundedColumns) and skipped for the others: rows are
+// sorted by trace id and found through the block index, and computing
+// bounds of every column is a sizeable part of writing.
 func writerOptions() []parquet.WriterOption {
 	opts := []parquet.WriterOption{
 		parquet.Compression(zstdCodec),
 		parquet.MaxRowsPerRowGroup(rowsPerRowGroup),
 		parquet.PageBufferSize(pageBufferSize),
+		parquet.KeyValueMetadata(pageBoundsKey, strings.Join(boundedColumns, ",")),
 	}
 	for _, path := range parquet.SchemaOf(spanRow{}).Columns() {
+		if len(path) == 1 && slices.Contains(boundedColumns, path[0]) {
+			continue
+		}
 		opts = append(opts, parquet.SkipPageBounds(path...))
 	}
 	return opts
 }
+
+// boundedColumns have page bounds (see prunePages): an integer and a
+// dictionary-encoded string, cheap to bound.
+var boundedColumns = []string{"service", "duration"}
+
+// pageBoundsKey names, in a block file's key/value metadata, the columns
+// with page bounds. Without bounds parquet-go still writes some (zeros for
+// integers), so a reader must know which it may trust: none in blocks
+// written before the key.
+const pageBoundsKey = "tracedx.page_bounds"
 
 func newBlockBuilder(ctx context.Context, st BlockStorage, id string, level int) (*blockBuilder, error) {
 	bw, err := st.Create(ctx, id)
@@ -543,6 +562,10 @@ func openBlockData(ctx context.Context, st BlockStorage, b *block) (*block, erro
 			f.Close()
 			return nil, fmt.Errorf("block %s: %w", id, err)
 		}
+		if k, ok := f.(blockio.TailKeeper); ok {
+			// The footer starts where the chunks end. Best effort.
+			_ = k.KeepTail(ctx, b.l0.chunkOff[len(b.l0.chunkOff)-1])
+		}
 		b.file = f
 		b.refs.Store(1)
 		return b, nil
@@ -553,15 +576,44 @@ func openBlockData(ctx context.Context, st BlockStorage, b *block) (*block, erro
 	if err != nil {
 		return nil, err
 	}
-	pf, err := parquet.OpenFile(f, f.Size(), parquet.SkipBloomFilters(true))
+	opts := []parquet.FileOption{parquet.SkipBloomFilters(true)}
+	k, remote := f.(blockio.TailKeeper)
+	if remote {
+		// The magic at the start is a request of its own, one more round
+		// trip per block opened; the one at the end is still checked.
+		opts = append(opts, parquet.SkipMagicBytes(true))
+	}
+	pf, err := parquet.OpenFile(f, f.Size(), opts...)
 	if err != nil {
 		f.Close()
 		return nil, fmt.Errorf("block %s: open parquet: %w", id, err)
+	}
+	if remote {
+		if off := pageIndexOffset(pf); off > 0 {
+			// Best effort: without it the next open fetches the tail.
+			_ = k.KeepTail(ctx, off)
+		}
 	}
 	b.file, b.pf = f, pf
 	b.refs.Store(1)
 	// Catalog is merged by the engine at load; no need to keep it around.
 	return b, nil
+}
+
+// pageIndexOffset is where a Parquet file's page index starts (0: it has
+// none): from there to the end is what opening the file reads.
+func pageIndexOffset(pf *parquet.File) int64 {
+	var off int64
+	for _, rg := range pf.Metadata().RowGroups {
+		for _, c := range rg.Columns {
+			for _, o := range []int64{c.ColumnIndexOffset, c.OffsetIndexOffset} {
+				if o > 0 && (off == 0 || o < off) {
+					off = o
+				}
+			}
+		}
+	}
+	return off
 }
 
 func (b *block) acquire() { b.refs.Add(1) }

@@ -31,6 +31,7 @@ import (
 // does for every other engine.
 
 type rgScan struct {
+	ctx  context.Context // of the search: cancels its fetches
 	b    *block
 	p    *scanPlan
 	g    int // row group
@@ -116,10 +117,7 @@ func (s *rgScan) visit(col int, rows []int32, cv colVisitor) error {
 	defer pages.Close()
 	var starts []int64
 	if oi, err := cc.OffsetIndex(); err == nil && oi != nil {
-		starts = make([]int64, oi.NumPages())
-		for i := range starts {
-			starts[i] = oi.FirstRowIndex(i)
-		}
+		starts = pageStarts(oi)
 		if err := s.prefetch(col, oi, starts, rows); err != nil {
 			return err
 		}
@@ -177,22 +175,45 @@ func (s *rgScan) prefetch(col int, oi parquet.OffsetIndex, starts []int64, rows 
 	if !ok {
 		return nil
 	}
+	ranges := s.b.pageRanges(nil, s.g, col, oi, pagesHolding(starts, rows))
+	if err := pf.Prefetch(s.context(), ranges); err != nil {
+		return fmt.Errorf("block %s: fetch column %d: %w", s.b.id, col, err)
+	}
+	return nil
+}
+
+func (s *rgScan) context() context.Context {
+	if s.ctx == nil {
+		return context.Background()
+	}
+	return s.ctx
+}
+
+// pagesHolding returns the pages (by their first rows, starts) holding
+// one of rows (ascending); a row before the first page is left for the
+// read to report.
+func pagesHolding(starts []int64, rows []int32) []int {
 	var pages []int
 	for k := 0; k < len(rows); {
 		p := sort.Search(len(starts), func(i int) bool { return starts[i] > int64(rows[k]) }) - 1
 		if p < 0 {
-			return nil // the read reports it
+			return pages
 		}
 		pages = append(pages, p)
 		for k < len(rows) && (p+1 == len(starts) || int64(rows[k]) < starts[p+1]) {
 			k++
 		}
 	}
-	ranges := s.b.pageRanges(nil, s.g, col, oi, pages)
-	if err := pf.Prefetch(context.Background(), ranges); err != nil {
-		return fmt.Errorf("block %s: fetch column %d: %w", s.b.id, col, err)
+	return pages
+}
+
+// pageStarts returns the first row of each page of an offset index.
+func pageStarts(oi parquet.OffsetIndex) []int64 {
+	starts := make([]int64, oi.NumPages())
+	for i := range starts {
+		starts[i] = oi.FirstRowIndex(i)
 	}
-	return nil
+	return starts
 }
 
 // visitIndexes reports the dictionary indexes of rows (all inside pg,

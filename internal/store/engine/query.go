@@ -5,9 +5,12 @@ import (
 	"context"
 	"errors"
 	"sort"
+	"sync"
+	"sync/atomic"
 
 	"github.com/tracedx/tracedx/internal/model"
 	"github.com/tracedx/tracedx/internal/store"
+	"github.com/tracedx/tracedx/internal/store/blockio"
 )
 
 var storeRangeAll = store.TimeRange{}
@@ -175,7 +178,8 @@ type candIter struct {
 	opened bool   // block sources scan their columns lazily, when first reached
 	match  []bool // per trace position: a span here satisfies the span conditions
 
-	plan *scanPlan // nil: no span-level conditions beyond service
+	plan *scanPlan  // nil: no span-level conditions beyond service
+	scan *blockScan // the scan of the block's columns, once started
 
 	cur   int
 	id    model.TraceID
@@ -220,7 +224,46 @@ func (it *candIter) next(p *prefilter) bool {
 	return false
 }
 
+// blockScan is the scan of a block's columns for a walk.
+type blockScan struct {
+	done  chan struct{} // closed when match and err are set
+	match []bool
+	err   error
+}
+
+// scanAhead reports whether reaching block b may start the scan of the
+// next block too. On object storage a scan waits on the network, and
+// when b holds fewer matches than the limit the walk reaches the next
+// block: scanned one after the other, the two cost the sum of their
+// round trips and transfers, scanned together about the larger. When b
+// fills the limit the next scan is cancelled as the walk ends, its work
+// wasted, so the walk scans ahead only while it has found less than half
+// its limit. On local disk a scan is bound by the CPU, which a
+// speculative scan would take from the one the walk waits for.
+func scanAhead(b *block) bool {
+	if !scanTuning.scanAhead {
+		return false
+	}
+	_, remote := b.file.(blockio.Prefetcher)
+	return remote
+}
+
+// scansAhead counts the scans started ahead (tests read it).
+var scansAhead atomic.Int64
+
 type iterHeap []*candIter
+
+// nextBlock returns the block source that the walk would reach next among
+// those not scanned yet: the one whose newest time is latest.
+func (h iterHeap) nextBlock() *candIter {
+	var best *candIter
+	for _, it := range h {
+		if it.b != nil && it.scan == nil && !it.opened && (best == nil || it.start > best.start) {
+			best = it
+		}
+	}
+	return best
+}
 
 func (h iterHeap) Len() int           { return len(h) }
 func (h iterHeap) Less(i, j int) bool { return h[i].start > h[j].start }
@@ -284,7 +327,32 @@ func (s *snapshot) walk(ctx context.Context, q *store.Query, visit func(id model
 		}
 		heap.Push(h, it)
 	}
+	// Scans started ahead run on a context cancelled when the walk ends,
+	// which waits for them: the snapshot's blocks stay referenced.
+	ctx, cancel := context.WithCancel(ctx)
+	var ahead sync.WaitGroup
+	defer func() {
+		cancel()
+		ahead.Wait()
+	}()
+	start := func(it *candIter) {
+		if it.scan != nil {
+			return
+		}
+		x := it.b.idx
+		bs := &blockScan{done: make(chan struct{})}
+		it.scan = bs
+		ahead.Add(1)
+		go func() {
+			defer ahead.Done()
+			defer close(bs.done)
+			bs.match, bs.err = it.b.scanMatches(ctx, plan, func(i int) bool {
+				return (p.svc == "" || x.hasService(i, it.svc)) && x.mayHaveStatus(i, it.svc, q.Status) && p.pass(x.ids[i], x.start[i], x.end[i])
+			})
+		}()
+	}
 	seen := map[model.TraceID]bool{}
+	visited := 0
 	for n := 0; h.Len() > 0; n++ {
 		if n%64 == 0 {
 			if err := ctx.Err(); err != nil {
@@ -297,14 +365,18 @@ func (s *snapshot) walk(ctx context.Context, q *store.Query, visit func(id model
 			// its real candidates.
 			it.opened = true
 			if plan != nil {
-				x := it.b.idx
-				m, err := it.b.scanMatches(ctx, plan, func(i int) bool {
-					return (p.svc == "" || x.hasService(i, it.svc)) && x.mayHaveStatus(i, it.svc, q.Status) && p.pass(x.ids[i], x.start[i], x.end[i])
-				})
-				if err != nil {
-					return err
+				start(it)
+				// Once half the limit is found the next block is likely
+				// not needed: scanning it ahead would waste its requests.
+				if next := h.nextBlock(); next != nil && scanAhead(it.b) && (q.Limit <= 0 || visited < (q.Limit+1)/2) {
+					start(next)
+					scansAhead.Add(1)
 				}
-				it.match = m
+				<-it.scan.done
+				if it.scan.err != nil {
+					return it.scan.err
+				}
+				it.match = it.scan.match
 			}
 			if it.next(p) {
 				heap.Fix(h, 0)
@@ -323,6 +395,7 @@ func (s *snapshot) walk(ctx context.Context, q *store.Query, visit func(id model
 			continue
 		}
 		seen[id] = true
+		visited++
 		more, err := visit(id)
 		if err != nil || !more {
 			return err

@@ -4,6 +4,7 @@ import (
 	"context"
 	"math/rand/v2"
 	"testing"
+	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
 
@@ -79,6 +80,8 @@ func BenchmarkS3Search(b *testing.B) {
 	run := func(b *testing.B, cold bool, q func(i int) store.Query) {
 		gets := s3Gets(b, st)
 		defer reportGets(b, st, gets)
+		cpu := processCPU()
+		defer reportCPU(b, cpu)
 		for i := 0; i < b.N; i++ {
 			if cold {
 				b.StopTimer()
@@ -98,6 +101,71 @@ func BenchmarkS3Search(b *testing.B) {
 	b.Run("span-filter/warm", func(b *testing.B) { run(b, false, bySpan) })
 }
 
+// BenchmarkS3Restart measures a node restarted on the fixture's bucket:
+// opening the engine (every block's meta, trace index, and data file's
+// footer and page index) and its first span-filter search, each reported
+// with its GETs. "empty-local-cache" starts with an empty local disk
+// cache, as a new node; "local-index-cache" with the disk cache a
+// previous start filled (metas, trace indexes, data file tails), as a
+// restarted one. The range cache in memory is empty in both.
+func BenchmarkS3Restart(b *testing.B) {
+	f, _ := s3Fixture(b)
+	spanQ := store.Query{Service: "cart", MinDuration: 20e6, Attrs: []store.AttrFilter{{Key: "db.system", Op: store.OpEq, Value: model.Str("postgresql")}}, Limit: 20}
+	restart := func(b *testing.B, cacheDir string) (open, search time.Duration, openGets, searchGets [2]float64) {
+		cfg := testS3Config(f.dir)
+		cfg.SpoolDir = b.TempDir()
+		cfg.CacheDir = cacheDir
+		st, err := s3store.New(context.Background(), cfg)
+		if err != nil {
+			b.Fatal(err)
+		}
+		zero := s3Requests(b, st)
+		t0 := time.Now()
+		e, err := Open(context.Background(), Options{Dir: b.TempDir(), Storage: st, IdleTimeout: time.Hour, FlushInterval: time.Hour, CompactInterval: time.Hour})
+		if err != nil {
+			b.Fatal(err)
+		}
+		defer e.Close()
+		t1 := time.Now()
+		opened := s3Requests(b, st)
+		if _, err := e.Search(context.Background(), spanQ); err != nil {
+			b.Fatal(err)
+		}
+		t2 := time.Now()
+		searched := s3Requests(b, st)
+		for i := range 2 {
+			openGets[i], searchGets[i] = opened[i]-zero[i], searched[i]-opened[i]
+		}
+		return t1.Sub(t0), t2.Sub(t1), openGets, searchGets
+	}
+	run := func(b *testing.B, cacheDir func() string) {
+		var open, search time.Duration
+		var og, sg [2]float64
+		for i := 0; i < b.N; i++ {
+			b.StopTimer()
+			dir := cacheDir()
+			b.StartTimer()
+			o, s, g1, g2 := restart(b, dir)
+			open, search = open+o, search+s
+			for k := range 2 {
+				og[k], sg[k] = og[k]+g1[k], sg[k]+g2[k]
+			}
+		}
+		n := float64(b.N)
+		b.ReportMetric(float64(open.Milliseconds())/n, "open-ms")
+		b.ReportMetric(float64(search.Milliseconds())/n, "search-ms")
+		b.ReportMetric(og[0]/n, "open-requests")
+		b.ReportMetric(sg[0]/n, "search-requests")
+		b.ReportMetric(sg[1]/n/1024, "search-KiB-got")
+	}
+	b.Run("empty-local-cache", func(b *testing.B) { run(b, b.TempDir) })
+	b.Run("local-index-cache", func(b *testing.B) {
+		dir := b.TempDir()
+		restart(b, dir) // fills it
+		run(b, func() string { return dir })
+	})
+}
+
 func s3Fixture(b *testing.B) (*fixture, *s3store.Storage) {
 	if !onS3() {
 		b.Skip("set TRACEDX_TEST_S3_ENDPOINT to benchmark reads from S3")
@@ -111,7 +179,15 @@ func s3Fixture(b *testing.B) (*fixture, *s3store.Storage) {
 }
 
 // s3Gets returns the ranged GETs and bytes downloaded so far.
-func s3Gets(b *testing.B, st *s3store.Storage) [2]float64 {
+func s3Gets(b *testing.B, st *s3store.Storage) [2]float64 { return s3Count(b, st, "get_range") }
+
+// s3Requests returns the requests of any kind (HEAD, GET, ranged GET) and
+// the bytes downloaded so far.
+func s3Requests(b testing.TB, st *s3store.Storage) [2]float64 { return s3Count(b, st, "") }
+
+// s3Count returns the requests of operation op ("": all) and the bytes
+// downloaded so far.
+func s3Count(b testing.TB, st *s3store.Storage, op string) [2]float64 {
 	reg := prometheus.NewPedanticRegistry()
 	for _, c := range st.Collectors() {
 		reg.MustRegister(c)
@@ -126,7 +202,7 @@ func s3Gets(b *testing.B, st *s3store.Storage) [2]float64 {
 			switch mf.GetName() {
 			case "tracedx_s3_requests_total":
 				for _, l := range m.GetLabel() {
-					if l.GetName() == "op" && l.GetValue() == "get_range" {
+					if l.GetName() == "op" && (op == "" || l.GetValue() == op) {
 						out[0] += m.GetCounter().GetValue()
 					}
 				}

@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"slices"
 	"sort"
+	"strings"
 	"sync"
 	"sync/atomic"
 
@@ -91,12 +92,14 @@ func (b *block) scanMatches(ctx context.Context, p *scanPlan, want func(i int) b
 	// overlap, and a block holds up to 16 of them. Each keeps its own
 	// verdicts for the traces it holds rows of (a trace may straddle two).
 	var next atomic.Int32
-	workers := priority.CPUs()
+	workers := min(priority.CPUs(), maxScanWorkers)
 	if _, remote := b.file.(blockio.Prefetcher); remote {
-		// Waiting on the network, not on a core.
-		workers = maxScanWorkers
+		// Waiting on the network, not on a core: every row group's
+		// requests in flight at once, so a block costs the round trips of
+		// one row group, not of one per wave of workers.
+		workers = maxRemoteScanWorkers
 	}
-	errs := make([]error, min(len(scans), workers, maxScanWorkers))
+	errs := make([]error, min(len(scans), workers))
 	var wg sync.WaitGroup
 	for w := range errs {
 		wg.Add(1)
@@ -113,7 +116,7 @@ func (b *block) scanMatches(ctx context.Context, p *scanPlan, want func(i int) b
 				}
 				s := scans[i]
 				s.selectRows(want)
-				if err := s.run(cols); err != nil {
+				if err := s.run(ctx, cols); err != nil {
 					errs[w] = fmt.Errorf("block %s: scan: %w", b.id, err)
 					return
 				}
@@ -157,14 +160,20 @@ func (x *blockIndex) mayHaveStatus(i int, svc uint32, st *model.StatusCode) bool
 	return spans > errs
 }
 
-// maxScanWorkers bounds the row groups one search scans at once.
-const maxScanWorkers = 4
+// maxScanWorkers bounds the row groups one search scans at once on local
+// disk, maxRemoteScanWorkers on object storage (a block has up to 16).
+const (
+	maxScanWorkers       = 4
+	maxRemoteScanWorkers = 16
+)
 
 // scanCols are the column indexes a scan may read (-1: not in the file).
 type scanCols struct {
 	service, name, kind, status, startOff, duration, attrs, spill, resource int
 	spillKeys                                                               int   // -1 in blocks written before it existed
 	ded                                                                     []int // by dedicated position
+	// bounded: the column's page bounds were written (pageBoundsKey)
+	bounded map[int]bool
 }
 
 func (b *block) scanColumns(p *scanPlan) (*scanCols, error) {
@@ -184,6 +193,14 @@ func (b *block) scanColumns(p *scanPlan) (*scanCols, error) {
 	}
 	for _, j := range p.dedCols {
 		c.ded[j] = look("a_" + columnName(dedicated[j].key))
+	}
+	if names, ok := b.pf.Lookup(pageBoundsKey); ok {
+		c.bounded = map[int]bool{}
+		for _, name := range strings.Split(names, ",") {
+			if i := look(name); i >= 0 {
+				c.bounded[i] = true
+			}
+		}
 	}
 	for _, i := range []int{c.service, c.name, c.kind, c.status, c.startOff, c.duration, c.attrs, c.spill, c.resource} {
 		if i < 0 {
@@ -232,8 +249,17 @@ func (s *rgScan) selectRows(want func(i int) bool) {
 
 // run narrows the selection condition by condition, cheapest and most
 // selective first, then marks the traces of the rows left.
-func (s *rgScan) run(c *scanCols) error {
+func (s *rgScan) run(ctx context.Context, c *scanCols) error {
 	q := s.p.q
+	s.ctx = ctx
+	if scanTuning.prunePages {
+		s.prunePages(c)
+	}
+	if scanTuning.lookahead {
+		if err := s.lookahead(c); err != nil {
+			return err
+		}
+	}
 	if q.Service != "" {
 		want := []byte(q.Service)
 		if err := s.filterColumn(c.service, func(v parquet.Value) verdict { return keepWhen(bytes.Equal(v.ByteArray(), want)) }, vDrop); err != nil {
@@ -272,12 +298,13 @@ func (s *rgScan) run(c *scanCols) error {
 		}
 	}
 	var rows, trs []int32
+	var ks []int
 	for k, t := range s.tr {
 		if s.conf[k] && !s.match[t-s.t0] {
-			rows, trs = append(rows, s.sel[k]), append(trs, t)
+			rows, trs, ks = append(rows, s.sel[k]), append(trs, t), append(ks, k)
 		}
 	}
-	return s.confirm(c, rows, trs)
+	return s.confirm(c, rows, trs, ks)
 }
 
 // filterTimes applies the span duration bounds and the time range.
@@ -399,13 +426,19 @@ func (s *rgScan) filterAttr(c *scanCols, f *store.AttrFilter) error {
 }
 
 // confirm assembles the partial spans of rows (ascending, with their trace
-// positions trs) from the columns the residual conditions need and lets
-// MatchSpan decide, skipping rows of traces matched meanwhile.
-func (s *rgScan) confirm(c *scanCols, rows, trs []int32) error {
+// positions trs and their positions ks in the selection) from the columns
+// the residual conditions need and lets MatchSpan decide, skipping rows of
+// traces matched meanwhile.
+func (s *rgScan) confirm(c *scanCols, rows, trs []int32, ks []int) error {
 	if len(rows) == 0 {
 		return nil
 	}
 	p := newScanPlan(&s.residual)
+	if scanTuning.lookahead {
+		if err := s.confirmAhead(c, p, rows, ks); err != nil {
+			return err
+		}
+	}
 	// get reads column col at rows; at reads it at a subset of them (given
 	// by their positions in rows) and leaves the other values null.
 	at := func(col int, pos []int) ([]parquet.Value, error) {

@@ -69,6 +69,17 @@ func testStorage(dir string) BlockStorage {
 	if st, ok := testStorages.m[dir]; ok {
 		return st
 	}
+	st, err := s3store.New(context.Background(), testS3Config(dir))
+	if err != nil {
+		panic(fmt.Sprintf("engine tests on S3: %v", err))
+	}
+	testStorages.m[dir] = st
+	return st
+}
+
+// testS3Config is the configuration of the S3 storage of test directory
+// dir: a second storage with it (a restarted node) sees the same blocks.
+func testS3Config(dir string) s3store.Config {
 	bucket := os.Getenv("TRACEDX_TEST_S3_BUCKET")
 	if bucket == "" {
 		bucket = "tracedx-engine-test"
@@ -76,17 +87,12 @@ func testStorage(dir string) BlockStorage {
 	// Named by the (random, unique) directory alone, so the kill test's
 	// child process finds the same prefix as its parent.
 	prefix := "enginetest/" + strings.Trim(strings.ReplaceAll(dir, string(filepath.Separator), "-"), "-")
-	st, err := s3store.New(context.Background(), s3store.Config{
+	return s3store.Config{
 		Endpoint: s3TestEndpoint(),
 		Bucket:   bucket,
 		Prefix:   prefix,
 		SpoolDir: filepath.Join(dir, "s3spool"),
-	})
-	if err != nil {
-		panic(fmt.Sprintf("engine tests on S3: %v", err))
 	}
-	testStorages.m[dir] = st
-	return st
 }
 
 // blockStorageOf is where the blocks of test directory dir are.

@@ -1,8 +1,10 @@
 package s3store
 
 import (
+	"encoding/binary"
 	"errors"
 	"fmt"
+	"hash/crc32"
 	"io/fs"
 	"os"
 	"path/filepath"
@@ -56,16 +58,35 @@ func newDiskCache(dir string, max int64) (*diskCache, error) {
 
 func cacheRel(id, name string) string { return filepath.Join(id, name) }
 
-func (c *diskCache) get(id, name string) ([]byte, bool) {
+// An entry is the file's bytes followed by a trailer: their CRC-32C and
+// entryMagic. A disk that flips bits or a file cut short (full disk, an
+// operator's edit) fails the check; the entry is then dropped and the file
+// fetched again rather than a damaged index failing the block's open.
+const entryMagic = "tdxc"
+
+const trailerLen = 8
+
+var crcTable = crc32.MakeTable(crc32.Castagnoli)
+
+// get returns a cached file; ok is false when it is not cached, and bad
+// when it was but failed its check (it is removed).
+func (c *diskCache) get(id, name string) (b []byte, ok, bad bool) {
 	rel := cacheRel(id, name)
-	b, err := os.ReadFile(filepath.Join(c.dir, rel))
+	raw, err := os.ReadFile(filepath.Join(c.dir, rel))
 	if err != nil {
-		return nil, false
+		return nil, false, false
+	}
+	n := len(raw) - trailerLen
+	if n < 0 || string(raw[len(raw)-4:]) != entryMagic || binary.LittleEndian.Uint32(raw[n:]) != crc32.Checksum(raw[:n], crcTable) {
+		c.mu.Lock()
+		c.removeLocked(rel)
+		c.mu.Unlock()
+		return nil, false, true
 	}
 	c.mu.Lock()
 	c.used[rel] = time.Now()
 	c.mu.Unlock()
-	return b, true
+	return raw[:n:n], true, false
 }
 
 // put stores a file (write to a temporary name, then rename: a crash
@@ -79,7 +100,11 @@ func (c *diskCache) put(id, name string, b []byte) {
 		return
 	}
 	tmp := filepath.Join(c.dir, id, ".tmp-"+name)
-	if err := os.WriteFile(tmp, b, 0o644); err != nil {
+	entry := make([]byte, len(b), len(b)+trailerLen)
+	copy(entry, b)
+	entry = binary.LittleEndian.AppendUint32(entry, crc32.Checksum(b, crcTable))
+	entry = append(entry, entryMagic...)
+	if err := os.WriteFile(tmp, entry, 0o644); err != nil {
 		os.Remove(tmp)
 		return
 	}
@@ -92,8 +117,8 @@ func (c *diskCache) put(id, name string, b []byte) {
 	if old, ok := c.sizes[rel]; ok {
 		c.bytes -= old
 	}
-	c.used[rel], c.sizes[rel] = time.Now(), int64(len(b))
-	c.bytes += int64(len(b))
+	c.used[rel], c.sizes[rel] = time.Now(), int64(len(entry))
+	c.bytes += int64(len(entry))
 	if c.bytes > c.max {
 		c.evictLocked()
 	}

@@ -4,6 +4,8 @@ import (
 	"cmp"
 	"container/list"
 	"context"
+	"encoding/binary"
+	"errors"
 	"fmt"
 	"io"
 	"slices"
@@ -15,16 +17,28 @@ import (
 	"github.com/tracedx/tracedx/internal/store/blockio"
 )
 
-// readAhead is how many chunks a sequential miss fetches at once.
-const readAhead = 16
+// readAheadBytes is how much a sequential miss fetches at once, and the
+// most one GET of a Prefetch asks for.
+const readAheadBytes = 4 << 20
+
+// readAhead is readAheadBytes in chunks, at most a quarter of the range
+// cache (a larger read-ahead would evict itself).
+func (f *rangeFile) readAhead() int64 {
+	return max(min(readAheadBytes, f.s.cfg.CacheBytes/4)/f.s.cfg.ChunkBytes, 1)
+}
 
 // rangeFile reads an object by byte ranges of whole chunks, through the
 // storage's range cache: Parquet readers issue many small reads near each
 // other (footer, page headers, pages), which one chunk GET serves.
 type rangeFile struct {
-	s    *Storage
-	key  string
-	size int64
+	s        *Storage
+	key      string
+	id, name string // block and file, for the disk cache
+	size     int64
+	// tail, when the disk cache held it, is the file from tailOff on:
+	// what opening it as Parquet reads (see KeepTail).
+	tail    []byte
+	tailOff int64
 }
 
 func (f *rangeFile) Size() int64  { return f.size }
@@ -40,6 +54,13 @@ func (f *rangeFile) ReadAt(p []byte, off int64) (int, error) {
 	want := p
 	if rest := f.size - off; int64(len(want)) > rest {
 		want = want[:rest]
+	}
+	if f.tail != nil && off >= f.tailOff {
+		n := copy(want, f.tail[off-f.tailOff:])
+		if n < len(p) {
+			return n, io.EOF
+		}
+		return n, nil
 	}
 	cs := f.s.cfg.ChunkBytes
 	first, last := off/cs, (off+int64(len(want))-1)/cs
@@ -67,7 +88,7 @@ func (f *rangeFile) ReadAt(p []byte, off int64) (int, error) {
 		// not need.)
 		if f.sequential(c) {
 			maxChunk := (f.size - 1) / cs
-			for end < c+readAhead-1 && end < maxChunk {
+			for end < c+f.readAhead()-1 && end < maxChunk {
 				if _, ok := f.s.cache.peek(f.key, end+1); ok {
 					break
 				}
@@ -102,6 +123,27 @@ func (f *rangeFile) ReadAt(p []byte, off int64) (int, error) {
 	return n, nil
 }
 
+var _ blockio.TailKeeper = (*rangeFile)(nil)
+
+// KeepTail writes the file from off on, with its size, to the disk cache
+// (when the storage has one), so that opening the file after a restart
+// costs no request: neither the size's HEAD nor the footer's and page
+// index's GETs.
+func (f *rangeFile) KeepTail(ctx context.Context, off int64) error {
+	if f.s.disk == nil || f.tail != nil || off < 0 || off >= f.size {
+		return nil
+	}
+	e := make([]byte, 8+f.size-off)
+	binary.LittleEndian.PutUint64(e, uint64(f.size))
+	// Opening the file just read these bytes: they come from the range
+	// cache.
+	if _, err := f.ReadAt(e[8:], off); err != nil && !errors.Is(err, io.EOF) {
+		return fmt.Errorf("s3 storage: keep tail of %s: %w", f.key, err)
+	}
+	f.s.disk.put(f.id, tailEntry(f.name), e)
+	return ctx.Err()
+}
+
 // sequential reports whether the two chunks before c are cached.
 func (f *rangeFile) sequential(c int64) bool {
 	if c < 2 {
@@ -120,6 +162,12 @@ func (f *rangeFile) fetch(start, end int64) ([]byte, error) {
 }
 
 func (f *rangeFile) fetchCtx(ctx context.Context, start, end int64) ([]byte, error) {
+	select {
+	case f.s.gets <- struct{}{}:
+		defer func() { <-f.s.gets }()
+	case <-ctx.Done():
+		return nil, fmt.Errorf("s3 storage: read %s: %w", f.key, ctx.Err())
+	}
 	buf := make([]byte, end-start)
 	err := f.s.retry(ctx, "get_range", func() error {
 		opts := minio.GetObjectOptions{}
@@ -141,8 +189,13 @@ func (f *rangeFile) fetchCtx(ctx context.Context, start, end int64) ([]byte, err
 	return buf, nil
 }
 
-// fetchConcurrency bounds the GETs one FetchRanges has in flight.
-const fetchConcurrency = 16
+// fetchConcurrency bounds the GETs one FetchRanges or Prefetch has in
+// flight, maxGetsInFlight those of the whole storage: a search scans up to
+// 16 row groups of two blocks at once, each prefetching.
+const (
+	fetchConcurrency = 16
+	maxGetsInFlight  = 64
+)
 
 // fetchGap: ranges closer than this are fetched with one GET; sending the
 // bytes between them costs less than another request. Measured on MinIO
@@ -232,7 +285,7 @@ func (f *rangeFile) Prefetch(ctx context.Context, ranges []blockio.Range) error 
 		if _, ok := f.s.cache.peek(f.key, c); ok {
 			continue
 		}
-		if n := len(gets); n > 0 && gets[n-1].Off+gets[n-1].Len == c && gets[n-1].Len < readAhead {
+		if n := len(gets); n > 0 && gets[n-1].Off+gets[n-1].Len == c && gets[n-1].Len < f.readAhead() {
 			gets[n-1].Len++
 			continue
 		}

@@ -66,6 +66,7 @@ type metrics struct {
 	downloaded, uploaded   prometheus.Counter
 	cacheHits, cacheMisses prometheus.Counter
 	diskHits               prometheus.Counter
+	diskDamaged            prometheus.Counter
 }
 
 func newMetrics() metrics {
@@ -83,10 +84,12 @@ func newMetrics() metrics {
 		cacheMisses: prometheus.NewCounter(prometheus.CounterOpts{Name: "tracedx_s3_range_cache_misses_total",
 			Help: "Block chunks fetched from the bucket."}),
 		diskHits: prometheus.NewCounter(prometheus.CounterOpts{Name: "tracedx_s3_disk_cache_hits_total",
-			Help: "Block metas and trace indexes read from the local disk cache instead of the bucket."}),
+			Help: "Block metas, trace indexes and data file tails (footer and page index) read from the local disk cache instead of the bucket."}),
+		diskDamaged: prometheus.NewCounter(prometheus.CounterOpts{Name: "tracedx_s3_disk_cache_damaged_total",
+			Help: "Local disk cache entries that failed their checksum; they were dropped and fetched from the bucket again."}),
 	}
 }
 
 func (m metrics) collectors() []prometheus.Collector {
-	return []prometheus.Collector{m.requests, m.retries, m.downloaded, m.uploaded, m.cacheHits, m.cacheMisses, m.diskHits}
+	return []prometheus.Collector{m.requests, m.retries, m.downloaded, m.uploaded, m.cacheHits, m.cacheMisses, m.diskHits, m.diskDamaged}
 }
