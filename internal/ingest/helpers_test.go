@@ -11,6 +11,7 @@ import (
 	"time"
 
 	"github.com/klauspost/compress/gzip"
+	"github.com/klauspost/compress/zstd"
 	"github.com/prometheus/client_golang/prometheus"
 	dto "github.com/prometheus/client_model/go"
 	"go.opentelemetry.io/collector/pdata/pcommon"
@@ -132,12 +133,32 @@ func (l *logCapture) WriteLogs(_ context.Context, recs []LogRecord) error {
 
 func gzipBytes(t *testing.T, data []byte) []byte {
 	t.Helper()
+	return compress(t, "gzip", data)
+}
+
+// compress encodes data in a Content-Encoding ("": as it is).
+func compress(t testing.TB, enc string, data []byte) []byte {
+	t.Helper()
 	var b bytes.Buffer
-	zw := gzip.NewWriter(&b)
-	if _, err := zw.Write(data); err != nil {
+	var w io.WriteCloser
+	switch enc {
+	case "":
+		return data
+	case "gzip":
+		w = gzip.NewWriter(&b)
+	case "zstd":
+		zw, err := zstd.NewWriter(&b)
+		if err != nil {
+			t.Fatal(err)
+		}
+		w = zw
+	default:
+		t.Fatalf("unknown encoding %q", enc)
+	}
+	if _, err := w.Write(data); err != nil {
 		t.Fatal(err)
 	}
-	if err := zw.Close(); err != nil {
+	if err := w.Close(); err != nil {
 		t.Fatal(err)
 	}
 	return b.Bytes()
