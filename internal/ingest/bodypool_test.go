@@ -37,12 +37,7 @@ var bodyEncodings = []string{"", "gzip", "zstd"}
 // trace and index and carrying pad bytes of attribute, so bodies of one
 // span count can differ in size.
 func numberedTrace(k uint32, n, pad int) ptrace.Traces {
-	td := ptrace.NewTraces()
-	rs := td.ResourceSpans().AppendEmpty()
-	rs.Resource().Attributes().PutStr("service.name", "svc")
-	ss := rs.ScopeSpans().AppendEmpty()
-	for i := 0; i < n; i++ {
-		sp := ss.Spans().AppendEmpty()
+	return svcSpans(n, func(i int, sp ptrace.Span) {
 		sp.SetTraceID(numberedTraceID(k))
 		var id pcommon.SpanID
 		binary.BigEndian.PutUint32(id[4:], uint32(i+1))
@@ -50,10 +45,7 @@ func numberedTrace(k uint32, n, pad int) ptrace.Traces {
 		sp.SetSpanID(id)
 		sp.SetName(fmt.Sprintf("t%d-s%d", k, i))
 		sp.Attributes().PutStr("pad", strings.Repeat("x", pad))
-		sp.SetStartTimestamp(pcommon.Timestamp(1_700_000_000_000_000_000 + int64(i)))
-		sp.SetEndTimestamp(pcommon.Timestamp(1_700_000_000_001_000_000 + int64(i)))
-	}
-	return td
+	})
 }
 
 func numberedTraceID(k uint32) pcommon.TraceID {

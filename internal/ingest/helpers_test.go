@@ -55,17 +55,25 @@ func sid(n byte) pcommon.SpanID  { return pcommon.SpanID{7: n, 0: 0xcd} }
 
 // sampleTraces builds n spans of one trace.
 func sampleTraces(trace byte, n int) ptrace.Traces {
+	return svcSpans(n, func(i int, sp ptrace.Span) {
+		sp.SetTraceID(tid(trace))
+		sp.SetSpanID(sid(byte(i + 1)))
+		sp.SetName("op")
+	})
+}
+
+// svcSpans builds n spans of service "svc", each lasting a millisecond in
+// November 2023, with what fill sets on span i.
+func svcSpans(n int, fill func(i int, sp ptrace.Span)) ptrace.Traces {
 	td := ptrace.NewTraces()
 	rs := td.ResourceSpans().AppendEmpty()
 	rs.Resource().Attributes().PutStr("service.name", "svc")
 	ss := rs.ScopeSpans().AppendEmpty()
 	for i := 0; i < n; i++ {
 		sp := ss.Spans().AppendEmpty()
-		sp.SetTraceID(tid(trace))
-		sp.SetSpanID(sid(byte(i + 1)))
-		sp.SetName("op")
 		sp.SetStartTimestamp(pcommon.Timestamp(1_700_000_000_000_000_000 + int64(i)))
 		sp.SetEndTimestamp(pcommon.Timestamp(1_700_000_000_001_000_000 + int64(i)))
+		fill(i, sp)
 	}
 	return td
 }
