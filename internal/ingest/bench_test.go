@@ -1,10 +1,12 @@
 package ingest
 
 import (
+	"bytes"
 	"context"
 	"io"
 	"log/slog"
 	"math/rand/v2"
+	"net/http"
 	"syscall"
 	"testing"
 	"time"
@@ -89,18 +91,7 @@ func BenchmarkDecodeOnly(b *testing.B) {
 // checks. B/op counts client and server; the server's part is what moves
 // when the request path changes.
 func BenchmarkGRPCExport(b *testing.B) {
-	ts, err := gen.Templates(1, 4, 30)
-	if err != nil {
-		b.Fatal(err)
-	}
-	rng := rand.New(rand.NewPCG(3, 4))
-	bodies := make([][]byte, 64)
-	spans := 0
-	for i := range bodies {
-		t := ts[i%len(ts)]
-		bodies[i] = t.Fill(nil, rng)
-		spans += t.Spans
-	}
+	bodies, spans := exportBodies(b)
 	s := startServer(b, testConfig(), funcSink(func(context.Context, []model.Span) error { return nil }), nil)
 	conn := dial(b, s.GRPCAddr())
 	const method = "/opentelemetry.proto.collector.trace.v1.TraceService/Export"
@@ -114,6 +105,69 @@ func BenchmarkGRPCExport(b *testing.B) {
 		}
 	}
 	b.ReportMetric(float64(b.Elapsed().Nanoseconds())/float64(b.N)/float64(spans/len(bodies)), "ns/span")
+}
+
+// BenchmarkHTTPExport is BenchmarkGRPCExport over OTLP/HTTP (protobuf,
+// one kept-alive connection) uncompressed, gzip- and zstd-compressed, so
+// the protocols' and encodings' bytes per request can be compared.
+func BenchmarkHTTPExport(b *testing.B) {
+	bodies, spans := exportBodies(b)
+	for _, enc := range []string{"", "gzip", "zstd"} {
+		name := enc
+		if name == "" {
+			name = "identity"
+		}
+		b.Run(name, func(b *testing.B) {
+			sent := make([][]byte, len(bodies))
+			for i, body := range bodies {
+				sent[i] = compress(b, enc, body)
+			}
+			s := startServer(b, testConfig(), funcSink(func(context.Context, []model.Span) error { return nil }), nil)
+			url := "http://" + s.HTTPAddr() + "/v1/traces"
+			client := &http.Client{Transport: &http.Transport{}}
+			b.ReportAllocs()
+			b.SetBytes(int64(len(bodies[0])))
+			b.ResetTimer()
+			for i := 0; i < b.N; i++ {
+				req, err := http.NewRequest(http.MethodPost, url, bytes.NewReader(sent[i%len(sent)]))
+				if err != nil {
+					b.Fatal(err)
+				}
+				req.Header.Set("Content-Type", ctProto)
+				if enc != "" {
+					req.Header.Set("Content-Encoding", enc)
+				}
+				resp, err := client.Do(req)
+				if err != nil {
+					b.Fatal(err)
+				}
+				_, _ = io.Copy(io.Discard, resp.Body)
+				resp.Body.Close()
+				if resp.StatusCode != http.StatusOK {
+					b.Fatalf("status %d", resp.StatusCode)
+				}
+			}
+			b.ReportMetric(float64(b.Elapsed().Nanoseconds())/float64(b.N)/float64(spans/len(bodies)), "ns/span")
+		})
+	}
+}
+
+// exportBodies are 64 export requests of the harness's shape with fresh
+// ids, and their span count.
+func exportBodies(b *testing.B) ([][]byte, int) {
+	ts, err := gen.Templates(1, 4, 30)
+	if err != nil {
+		b.Fatal(err)
+	}
+	rng := rand.New(rand.NewPCG(3, 4))
+	bodies := make([][]byte, 64)
+	spans := 0
+	for i := range bodies {
+		t := ts[i%len(ts)]
+		bodies[i] = t.Fill(nil, rng)
+		spans += t.Spans
+	}
+	return bodies, spans
 }
 
 // processCPU is the CPU time the process has used (user and system, all

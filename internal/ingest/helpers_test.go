@@ -11,6 +11,7 @@ import (
 	"time"
 
 	"github.com/klauspost/compress/gzip"
+	"github.com/klauspost/compress/zstd"
 	"github.com/prometheus/client_golang/prometheus"
 	dto "github.com/prometheus/client_model/go"
 	"go.opentelemetry.io/collector/pdata/pcommon"
@@ -54,17 +55,25 @@ func sid(n byte) pcommon.SpanID  { return pcommon.SpanID{7: n, 0: 0xcd} }
 
 // sampleTraces builds n spans of one trace.
 func sampleTraces(trace byte, n int) ptrace.Traces {
+	return svcSpans(n, func(i int, sp ptrace.Span) {
+		sp.SetTraceID(tid(trace))
+		sp.SetSpanID(sid(byte(i + 1)))
+		sp.SetName("op")
+	})
+}
+
+// svcSpans builds n spans of service "svc", each lasting a millisecond in
+// November 2023, with what fill sets on span i.
+func svcSpans(n int, fill func(i int, sp ptrace.Span)) ptrace.Traces {
 	td := ptrace.NewTraces()
 	rs := td.ResourceSpans().AppendEmpty()
 	rs.Resource().Attributes().PutStr("service.name", "svc")
 	ss := rs.ScopeSpans().AppendEmpty()
 	for i := 0; i < n; i++ {
 		sp := ss.Spans().AppendEmpty()
-		sp.SetTraceID(tid(trace))
-		sp.SetSpanID(sid(byte(i + 1)))
-		sp.SetName("op")
 		sp.SetStartTimestamp(pcommon.Timestamp(1_700_000_000_000_000_000 + int64(i)))
 		sp.SetEndTimestamp(pcommon.Timestamp(1_700_000_000_001_000_000 + int64(i)))
+		fill(i, sp)
 	}
 	return td
 }
@@ -132,12 +141,32 @@ func (l *logCapture) WriteLogs(_ context.Context, recs []LogRecord) error {
 
 func gzipBytes(t *testing.T, data []byte) []byte {
 	t.Helper()
+	return compress(t, "gzip", data)
+}
+
+// compress encodes data in a Content-Encoding ("": as it is).
+func compress(t testing.TB, enc string, data []byte) []byte {
+	t.Helper()
 	var b bytes.Buffer
-	zw := gzip.NewWriter(&b)
-	if _, err := zw.Write(data); err != nil {
+	var w io.WriteCloser
+	switch enc {
+	case "":
+		return data
+	case "gzip":
+		w = gzip.NewWriter(&b)
+	case "zstd":
+		zw, err := zstd.NewWriter(&b)
+		if err != nil {
+			t.Fatal(err)
+		}
+		w = zw
+	default:
+		t.Fatalf("unknown encoding %q", enc)
+	}
+	if _, err := w.Write(data); err != nil {
 		t.Fatal(err)
 	}
-	if err := zw.Close(); err != nil {
+	if err := w.Close(); err != nil {
 		t.Fatal(err)
 	}
 	return b.Bytes()

@@ -39,6 +39,8 @@ type Server struct {
 	slots   chan struct{}
 	limiter *rateLimiter
 	recent  *recentSpans // nil: no dedup window
+	// zstdPool holds reset *zstd.Decoder for OTLP/HTTP bodies.
+	zstdPool sync.Pool
 
 	mu         sync.Mutex
 	grpcSrv    *grpc.Server
