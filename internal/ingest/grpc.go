@@ -16,7 +16,6 @@ import (
 	"google.golang.org/grpc/tap"
 	"google.golang.org/protobuf/types/known/durationpb"
 
-	"github.com/tracedx/tracedx/internal/otlpconv"
 )
 
 const (
@@ -203,7 +202,7 @@ func (s *Server) exportTraces(ctx context.Context, proto string, format wireForm
 		// complaint and, unlike pdata, needs no nesting check first (it
 		// refuses what the check refuses). Anything else, errors and
 		// partial successes included, is answered below as before.
-		if spans, stats, err := otlpconv.DecodeTracesProto(data, s.cfg.limits()); err == nil {
+		if ctx, spans, stats, err := s.decodeTracesProto(ctx, data); err == nil {
 			// A peer may send the parts of several requests as one.
 			if err := s.checkCount(len(spans), "spans"); err != nil && !s.forwarded(ctx) {
 				return exportResult{}, err
