@@ -293,7 +293,7 @@ func appendRequest(b []byte, spans []model.Span, raws *otlpconv.RawIndex) ([]byt
 	if raws == nil {
 		return otlpconv.AppendExportRequest(b, spans), 0
 	}
-	copied := make([]*otlpconv.RawSpan, 0, len(spans))
+	copied := make([]int32, 0, len(spans))
 	var encode []model.Span
 	for i := range spans {
 		if raw, ok := raws.Lookup(&spans[i]); ok {
@@ -306,8 +306,8 @@ func appendRequest(b []byte, spans []model.Span, raws *otlpconv.RawIndex) ([]byt
 		b = otlpconv.AppendExportRequest(b, encode)
 	}
 	// Spans of one scope (as sent) share one ResourceSpans.
-	slices.SortStableFunc(copied, func(x, y *otlpconv.RawSpan) int { return cmp.Compare(x.Group, y.Group) })
-	return otlpconv.AppendRawResourceSpans(b, copied), len(copied)
+	slices.SortStableFunc(copied, func(x, y int32) int { return cmp.Compare(raws.Group(x), raws.Group(y)) })
+	return raws.AppendResourceSpans(b, copied), len(copied)
 }
 
 // traceExportMethod is OTLP's gRPC trace export, the method the owner's

@@ -14,8 +14,8 @@ type rawSpansKey struct{}
 // cluster node copies them as they came instead of encoding them again.
 // The raw spans refer to the request, which is valid only until Write
 // returns. Nil for requests not decoded by otlpconv.DecodeTracesProtoRaw.
-func RawSpansFrom(ctx context.Context) []otlpconv.RawSpan {
-	raws, _ := ctx.Value(rawSpansKey{}).([]otlpconv.RawSpan)
+func RawSpansFrom(ctx context.Context) *otlpconv.RawSpans {
+	raws, _ := ctx.Value(rawSpansKey{}).(*otlpconv.RawSpans)
 	return raws
 }
 

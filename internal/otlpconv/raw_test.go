@@ -17,7 +17,7 @@ import (
 // many were copied.
 func forwardRequest(x *RawIndex, spans []model.Span) ([]byte, int) {
 	var encode []model.Span
-	var raws []*RawSpan
+	var raws []int32
 	for i := range spans {
 		if raw, ok := x.Lookup(&spans[i]); ok {
 			raws = append(raws, raw)
@@ -25,7 +25,7 @@ func forwardRequest(x *RawIndex, spans []model.Span) ([]byte, int) {
 			encode = append(encode, spans[i])
 		}
 	}
-	return AppendRawResourceSpans(AppendExportRequest(nil, encode), raws), len(raws)
+	return x.AppendResourceSpans(AppendExportRequest(nil, encode), raws), len(raws)
 }
 
 // spanTexts renders spans for comparison as sets: the order of a
@@ -57,8 +57,8 @@ func checkRawForward(t *testing.T, rng *rand.Rand, data []byte, lim Limits) (tot
 	if fmt.Sprintf("%#v", spans) != fmt.Sprintf("%#v", want) || stats != wantStats {
 		t.Fatal("recording raw spans changed the decoded spans")
 	}
-	if len(raws) != len(spans) {
-		t.Fatalf("%d raw spans for %d spans", len(raws), len(spans))
+	if len(raws.spans) != len(spans) {
+		t.Fatalf("%d raw spans for %d spans", len(raws.spans), len(spans))
 	}
 	part := slices.Clone(spans)
 	rng.Shuffle(len(part), func(a, b int) { part[a], part[b] = part[b], part[a] })

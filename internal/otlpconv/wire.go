@@ -45,6 +45,9 @@ func decodeTraces(data []byte, lim Limits, raws *rawRecorder) ([]model.Span, Sta
 	d.converter, d.spansTotal = converter{lim: lim}, n
 	d.out = make([]model.Span, 0, n)
 	d.raws = raws
+	if raws != nil {
+		raws.raws.spans = make([]rawSpan, 0, n)
+	}
 	for b := data; len(b) > 0; {
 		var f field
 		rest, err := nextField(b, &f)
