@@ -117,7 +117,7 @@ func (c passthroughCodec) Marshal(v any) (mem.BufferSlice, error) {
 
 func (c passthroughCodec) Unmarshal(data mem.BufferSlice, v any) error {
 	if m, ok := v.(*pooledRequest); ok {
-		m.buf = data.MaterializeToBuffer(mem.DefaultBufferPool())
+		m.buf = data.MaterializeToBuffer(requestPool)
 		return nil
 	}
 	return c.delegate.Unmarshal(data, v)
