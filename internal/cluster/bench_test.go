@@ -15,6 +15,7 @@ import (
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/credentials/insecure"
 
+	"github.com/tracedx/tracedx/bench/loadgen/gen"
 	"github.com/tracedx/tracedx/internal/ingest"
 	"github.com/tracedx/tracedx/internal/model"
 	"github.com/tracedx/tracedx/internal/otlpconv"
@@ -261,4 +262,56 @@ func startIngestNodes(b *testing.B, n int, storage engine.BlockStorage, forward 
 		index[p.ID] = i
 	}
 	return addrs, func(id model.TraceID) int { return index[ring.TraceOwner(id).ID] }, engines
+}
+
+// BenchmarkForwardRequest is what a node receiving a batch of 500 spans
+// spends on the two thirds of them it forwards (the request's decoding
+// included): encoded from the model, or copied in the bytes they came in.
+// bare spans are BenchmarkIngest's (ids, names, times); instrumented ones
+// are the load generator's, with the attributes HTTP and database
+// instrumentation sets.
+//
+//	go test -run '^$' -bench ForwardRequest -benchtime 2000x ./internal/cluster/
+func BenchmarkForwardRequest(b *testing.B) {
+	rng := rand.New(rand.NewPCG(5, 5))
+	bare, err := ptraceotlp.NewExportRequestFromTraces(otlpconv.ToTraces(makeTraces(rng, 250))).MarshalProto()
+	if err != nil {
+		b.Fatal(err)
+	}
+	instrumented, err := ptraceotlp.NewExportRequestFromTraces(gen.Traces(rng, 50, time.Now())).MarshalProto()
+	if err != nil {
+		b.Fatal(err)
+	}
+	for _, req := range []struct {
+		name string
+		data []byte
+	}{{"bare", bare}, {"instrumented", instrumented}} {
+		b.Run(req.name+"/encode", func(b *testing.B) { benchForward(b, req.data, false) })
+		b.Run(req.name+"/copy", func(b *testing.B) { benchForward(b, req.data, true) })
+	}
+}
+
+func benchForward(b *testing.B, data []byte, copyRaw bool) {
+	var buf []byte
+	n := 0
+	// CPU time, not wall time: the machines this runs on are shared.
+	cpu0 := cpuTime()
+	for range b.N {
+		var decoded []model.Span
+		var x *otlpconv.RawIndex
+		var err error
+		if copyRaw {
+			var raws *otlpconv.RawSpans
+			decoded, raws, _, err = otlpconv.DecodeTracesProtoRaw(data, otlpconv.DefaultLimits())
+			x = otlpconv.NewRawIndex(raws)
+		} else {
+			decoded, _, err = otlpconv.DecodeTracesProto(data, otlpconv.DefaultLimits())
+		}
+		if err != nil {
+			b.Fatal(err)
+		}
+		n += len(decoded)
+		buf, _ = appendRequest(buf[:0], decoded[:len(decoded)*2/3], x)
+	}
+	b.ReportMetric(float64((cpuTime()-cpu0).Nanoseconds())/float64(n), "cpu-ns/span")
 }

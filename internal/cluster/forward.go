@@ -1,9 +1,11 @@
 package cluster
 
 import (
+	"cmp"
 	"context"
 	"fmt"
 	"log/slog"
+	"slices"
 	"sync"
 	"time"
 
@@ -43,8 +45,12 @@ type Forwarder struct {
 	timeout time.Duration
 	conns   map[string]*grpc.ClientConn
 	queues  map[string]*peerQueue
+	// encodeAll forwards every span encoded from the model, as before
+	// spans were copied as they came (tests compare the two).
+	encodeAll bool
 
 	forwarded *prometheus.CounterVec
+	copied    prometheus.Counter
 	requests  *prometheus.CounterVec
 	failures  *prometheus.CounterVec
 }
@@ -57,6 +63,8 @@ func NewForwarder(ring *Ring, local Writer, sec Security, log *slog.Logger) (*Fo
 		conns: map[string]*grpc.ClientConn{}, queues: map[string]*peerQueue{},
 		forwarded: prometheus.NewCounterVec(prometheus.CounterOpts{Name: "tracedx_cluster_forwarded_spans_total",
 			Help: "Spans forwarded to the node owning their trace."}, []string{"peer"}),
+		copied: prometheus.NewCounter(prometheus.CounterOpts{Name: "tracedx_cluster_forwarded_spans_copied_total",
+			Help: "Spans forwarded in the bytes they came in; the others were encoded again (the limits cut them, or they hold array or map values)."}),
 		requests: prometheus.NewCounterVec(prometheus.CounterOpts{Name: "tracedx_cluster_forward_requests_total",
 			Help: "Requests forwarding spans to their owner; parts of concurrent batches for one owner share a request."}, []string{"peer"}),
 		failures: prometheus.NewCounterVec(prometheus.CounterOpts{Name: "tracedx_cluster_forward_failures_total",
@@ -76,7 +84,7 @@ func NewForwarder(ring *Ring, local Writer, sec Security, log *slog.Logger) (*Fo
 
 // Collectors are the forwarder's metrics.
 func (f *Forwarder) Collectors() []prometheus.Collector {
-	return []prometheus.Collector{f.forwarded, f.requests, f.failures}
+	return []prometheus.Collector{f.forwarded, f.copied, f.requests, f.failures}
 }
 
 // Close closes the peer connections.
@@ -102,11 +110,19 @@ func (f *Forwarder) Write(ctx context.Context, spans []model.Span) error {
 		ends[o]++
 	}
 	for o, n := range ends {
+		if n == len(spans) && o == f.ring.self {
+			return f.local.Write(ctx, spans)
+		}
+	}
+	// Spans are forwarded as they came where they can be, so the owner
+	// decodes the sender's bytes rather than this node's encoding of them.
+	var raws *otlpconv.RawIndex
+	if r := ingest.RawSpansFrom(ctx); r != nil && !f.encodeAll {
+		raws = otlpconv.NewRawIndex(r)
+	}
+	for o, n := range ends {
 		if n == len(spans) {
-			if o == f.ring.self {
-				return f.local.Write(ctx, spans)
-			}
-			return f.forward(ctx, f.ring.peers[o].ID, spans)
+			return f.forward(ctx, f.ring.peers[o].ID, spans, raws)
 		}
 	}
 	for o := 1; o < len(ends); o++ {
@@ -130,7 +146,7 @@ func (f *Forwarder) Write(ctx context.Context, spans []model.Span) error {
 		wg.Add(1)
 		go func() {
 			defer wg.Done()
-			errs[o] = f.forward(ctx, f.ring.peers[o].ID, byOwner[next[o]:ends[o]])
+			errs[o] = f.forward(ctx, f.ring.peers[o].ID, byOwner[next[o]:ends[o]], raws)
 		}()
 	}
 	if o := f.ring.self; next[o] < ends[o] {
@@ -178,10 +194,13 @@ type batch struct {
 }
 
 // forward sends spans to their owner, joined with other writes' parts for
-// it, and returns once the owner acknowledged them (or refused).
-func (f *Forwarder) forward(ctx context.Context, peer string, spans []model.Span) error {
+// it, and returns once the owner acknowledged them (or refused). Spans raws
+// has are copied as they came, the others encoded.
+func (f *Forwarder) forward(ctx context.Context, peer string, spans []model.Span, raws *otlpconv.RawIndex) error {
 	scratch := requestBuffers.Get().(*[]byte)
-	*scratch = otlpconv.AppendExportRequest((*scratch)[:0], spans)
+	var copied int
+	*scratch, copied = appendRequest((*scratch)[:0], spans, raws)
+	f.copied.Add(float64(copied))
 	q := f.queues[peer]
 	q.mu.Lock()
 	if q.pending != nil && len(*q.pending.buf)+len(*scratch) > maxBatchBytes {
@@ -266,6 +285,29 @@ func (f *Forwarder) send(peer string, b *batch) error {
 	}
 	f.forwarded.WithLabelValues(peer).Add(float64(b.spans))
 	return nil
+}
+
+// appendRequest appends an export request for spans to b and says how
+// many of them it copied from raws.
+func appendRequest(b []byte, spans []model.Span, raws *otlpconv.RawIndex) ([]byte, int) {
+	if raws == nil {
+		return otlpconv.AppendExportRequest(b, spans), 0
+	}
+	copied := make([]int32, 0, len(spans))
+	var encode []model.Span
+	for i := range spans {
+		if raw, ok := raws.Lookup(&spans[i]); ok {
+			copied = append(copied, raw)
+		} else {
+			encode = append(encode, spans[i])
+		}
+	}
+	if len(encode) > 0 {
+		b = otlpconv.AppendExportRequest(b, encode)
+	}
+	// Spans of one scope (as sent) share one ResourceSpans.
+	slices.SortStableFunc(copied, func(x, y int32) int { return cmp.Compare(raws.Group(x), raws.Group(y)) })
+	return raws.AppendResourceSpans(b, copied), len(copied)
 }
 
 // traceExportMethod is OTLP's gRPC trace export, the method the owner's

@@ -15,8 +15,6 @@ import (
 	"google.golang.org/grpc/status"
 	"google.golang.org/grpc/tap"
 	"google.golang.org/protobuf/types/known/durationpb"
-
-	"github.com/tracedx/tracedx/internal/otlpconv"
 )
 
 const (
@@ -119,7 +117,7 @@ func (c passthroughCodec) Marshal(v any) (mem.BufferSlice, error) {
 
 func (c passthroughCodec) Unmarshal(data mem.BufferSlice, v any) error {
 	if m, ok := v.(*pooledRequest); ok {
-		m.buf = data.MaterializeToBuffer(mem.DefaultBufferPool())
+		m.buf = data.MaterializeToBuffer(requestPool)
 		return nil
 	}
 	return c.delegate.Unmarshal(data, v)
@@ -203,7 +201,7 @@ func (s *Server) exportTraces(ctx context.Context, proto string, format wireForm
 		// complaint and, unlike pdata, needs no nesting check first (it
 		// refuses what the check refuses). Anything else, errors and
 		// partial successes included, is answered below as before.
-		if spans, stats, err := otlpconv.DecodeTracesProto(data, s.cfg.limits()); err == nil {
+		if ctx, spans, stats, err := s.decodeTracesProto(ctx, data); err == nil {
 			// A peer may send the parts of several requests as one.
 			if err := s.checkCount(len(spans), "spans"); err != nil && !s.forwarded(ctx) {
 				return exportResult{}, err

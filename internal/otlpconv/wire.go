@@ -30,6 +30,12 @@ import (
 // nested deeper than MaxNesting, counted as the check counts, rather than
 // recurse on it, and what it accepts the check passes.
 func DecodeTracesProto(data []byte, lim Limits) ([]model.Span, Stats, error) {
+	return decodeTraces(data, lim, nil)
+}
+
+// decodeTraces is DecodeTracesProto, recording each span's bytes in raws
+// when that is not nil.
+func decodeTraces(data []byte, lim Limits, raws *rawRecorder) ([]model.Span, Stats, error) {
 	n, err := countSpans(data)
 	if err != nil {
 		return nil, Stats{}, err
@@ -38,6 +44,10 @@ func DecodeTracesProto(data []byte, lim Limits) ([]model.Span, Stats, error) {
 	defer d.release()
 	d.converter, d.spansTotal = converter{lim: lim}, n
 	d.out = make([]model.Span, 0, n)
+	d.raws = raws
+	if raws != nil {
+		raws.raws.spans = make([]rawSpan, 0, n)
+	}
 	for b := data; len(b) > 0; {
 		var f field
 		rest, err := nextField(b, &f)
@@ -194,6 +204,11 @@ type wireDecoder struct {
 	scratch    []model.Attr // event, link and resource attributes
 	events     []model.Event
 	links      []model.Link
+	// composites counts array and map values decoded: their JSON text in
+	// the model does not encode back to what was sent.
+	composites int
+	// raws, when not nil, collects each span's bytes (DecodeTracesProtoRaw).
+	raws *rawRecorder
 }
 
 // resourceSpans decodes one ResourceSpans. Its resource is read first
@@ -201,6 +216,9 @@ type wireDecoder struct {
 // span carries it.
 func (d *wireDecoder) resourceSpans(b []byte) error {
 	d.scratch = d.scratch[:0]
+	if d.raws != nil {
+		d.raws.beginResource(d)
+	}
 	total := 0
 	for r := b; len(r) > 0; {
 		var f field
@@ -214,6 +232,9 @@ func (d *wireDecoder) resourceSpans(b []byte) error {
 			if err := f.want(protowire.BytesType); err != nil {
 				return err
 			}
+			if d.raws != nil {
+				d.raws.resourceField(f.b)
+			}
 			if err := d.resource(f.b, &total); err != nil {
 				return err
 			}
@@ -226,6 +247,9 @@ func (d *wireDecoder) resourceSpans(b []byte) error {
 		}
 	}
 	res := d.keptAttrs(total)
+	if d.raws != nil {
+		d.raws.endResource(d, res)
+	}
 	service := res.Str("service.name")
 	if service == "" {
 		service = model.UnknownService
@@ -287,6 +311,9 @@ func (d *wireDecoder) keptAttrs(total int) model.Attrs {
 
 func (d *wireDecoder) scopeSpans(b []byte, service string, res model.Attrs) error {
 	var name, version []byte
+	if d.raws != nil {
+		d.raws.beginScope(d)
+	}
 	for r := b; len(r) > 0; {
 		var f field
 		rest, err := nextField(r, &f)
@@ -299,6 +326,9 @@ func (d *wireDecoder) scopeSpans(b []byte, service string, res model.Attrs) erro
 			if err := f.want(protowire.BytesType); err != nil {
 				return err
 			}
+			if d.raws != nil {
+				d.raws.scopeField(f.b)
+			}
 			if err := scope(f.b, &name, &version); err != nil {
 				return err
 			}
@@ -309,6 +339,9 @@ func (d *wireDecoder) scopeSpans(b []byte, service string, res model.Attrs) erro
 		}
 	}
 	sc := spanScope{service: service, res: res, name: d.clipBytes(name), version: d.clipBytes(version)}
+	if d.raws != nil {
+		d.raws.endScope(d)
+	}
 	return eachMessage(b, 2, func(sp []byte) error { return d.span(sp, &sc) })
 }
 
@@ -368,6 +401,9 @@ type spanState struct {
 func (d *wireDecoder) span(b []byte, sc *spanScope) error {
 	st := spanState{sp: model.Span{Service: sc.service, Resource: sc.res, ScopeName: sc.name, ScopeVersion: sc.version}, start: len(d.arena)}
 	d.events, d.links = d.events[:0], d.links[:0]
+	if d.raws != nil {
+		d.raws.beginSpan(d, b)
+	}
 	for len(b) > 0 {
 		var f field
 		rest, err := nextField(b, &f)
@@ -406,6 +442,9 @@ func (d *wireDecoder) span(b []byte, sc *spanScope) error {
 	}
 	d.spansDone++
 	d.out = append(d.out, *sp)
+	if d.raws != nil {
+		d.raws.endSpan(d, sp)
+	}
 	return nil
 }
 
@@ -675,8 +714,8 @@ func strSlot(b []byte) uint {
 
 // release returns d to the idle decoders without what it handed out.
 func (d *wireDecoder) release() {
-	d.out, d.arena = nil, nil
-	d.spanAttrs, d.spansDone = 0, 0
+	d.out, d.arena, d.raws = nil, nil, nil
+	d.spanAttrs, d.spansDone, d.composites = 0, 0, 0
 	clear(d.scratch[:cap(d.scratch)])
 	clear(d.events[:cap(d.events)])
 	clear(d.links[:cap(d.links)])
@@ -737,8 +776,10 @@ func (d *wireDecoder) value(v wireValue) model.Value {
 		}
 		return model.Value{Type: model.TypeBytes, Bytes: b}
 	case valArray:
+		d.composites++
 		return model.Value{Type: model.TypeArray, Str: d.wireComposite(v)}
 	case valMap:
+		d.composites++
 		return model.Value{Type: model.TypeMap, Str: d.wireComposite(v)}
 	}
 	return model.Value{}

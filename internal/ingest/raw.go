@@ -1,0 +1,35 @@
+package ingest
+
+import (
+	"context"
+
+	"github.com/tracedx/tracedx/internal/model"
+	"github.com/tracedx/tracedx/internal/otlpconv"
+)
+
+type rawSpansKey struct{}
+
+// RawSpansFrom returns where the spans a Sink is writing were in their
+// request, when the sink may forward them (Config.ForwardsTrace): a
+// cluster node copies them as they came instead of encoding them again.
+// The raw spans refer to the request, which is valid only until Write
+// returns. Nil for requests not decoded by otlpconv.DecodeTracesProtoRaw.
+func RawSpansFrom(ctx context.Context) *otlpconv.RawSpans {
+	raws, _ := ctx.Value(rawSpansKey{}).(*otlpconv.RawSpans)
+	return raws
+}
+
+// decodeTracesProto decodes a protobuf request with the direct decoder,
+// recording the spans' bytes in the returned context when some may be
+// forwarded to their owner.
+func (s *Server) decodeTracesProto(ctx context.Context, data []byte) (context.Context, []model.Span, otlpconv.Stats, error) {
+	if s.cfg.ForwardsTrace == nil || s.forwarded(ctx) {
+		spans, stats, err := otlpconv.DecodeTracesProto(data, s.cfg.limits())
+		return ctx, spans, stats, err
+	}
+	spans, raws, stats, err := otlpconv.DecodeTracesProtoRaw(data, s.cfg.limits())
+	if err != nil {
+		return ctx, nil, stats, err
+	}
+	return context.WithValue(ctx, rawSpansKey{}, raws), spans, stats, nil
+}
