@@ -645,13 +645,27 @@ func (e *Engine) completeBatch(ctx context.Context, ids []model.TraceID) error {
 			b.release()
 		}
 	}()
-	for _, b := range blocks {
+	// Fragments of a trace from several level-0 blocks are appended into
+	// one buffer, sized up front: a batch is thousands of traces, and
+	// growing each buffer by appends held up to twice their bytes.
+	wants := make([]map[int]bool, len(blocks))
+	need := map[model.TraceID]int{}
+	for k, b := range blocks {
 		want := map[int]bool{}
 		for _, id := range ids {
 			if i := b.idx.find(id); i >= 0 {
 				want[i] = true
 			}
 		}
+		wants[k] = want
+		if b.l0 != nil && len(want) > 64 {
+			for i := range want {
+				need[b.idx.ids[i]] += int(b.l0.traceLen[i])
+			}
+		}
+	}
+	for k, b := range blocks {
+		want := wants[k]
 		if len(want) == 0 {
 			continue
 		}
@@ -671,7 +685,7 @@ func (e *Engine) completeBatch(ctx context.Context, ids []model.TraceID) error {
 				id := b.idx.ids[i]
 				c := framed[id]
 				if c == nil {
-					c = &completion{}
+					c = &completion{buf: make([]byte, 0, need[id])}
 					framed[id] = c
 				}
 				c.buf = append(c.buf, buf...) // buf is only valid during the call
