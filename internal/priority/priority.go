@@ -28,6 +28,7 @@ func (g *Gate) Begin() (end func()) {
 	if g == nil {
 		return func() {}
 	}
+	installed.Load().touch()
 	g.mu.Lock()
 	if g.active == 0 {
 		g.idle = make(chan struct{})
@@ -37,6 +38,7 @@ func (g *Gate) Begin() (end func()) {
 	var once sync.Once
 	return func() {
 		once.Do(func() {
+			installed.Load().touch() // the hold counts from the end of the last request
 			g.mu.Lock()
 			if g.active--; g.active == 0 {
 				close(g.idle)

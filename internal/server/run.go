@@ -49,8 +49,12 @@ func Run(ctx context.Context, cfg config.Config, logOut io.Writer) error {
 	}
 	defer s.Close()
 	applyMemoryLimit(cfg, s.log)
-	before, procs := priority.RaiseProcs(priority.MinProcs)
-	s.log.Info("processors", "gomaxprocs", procs, "cpus", priority.CPUs(), "raised_from", before)
+	if procs := priority.NewProcs(priority.MinProcs, priority.ProcsHold); procs != nil {
+		priority.Install(procs)
+		defer priority.Install(nil)
+		s.background = append(s.background, procs.Run)
+		s.log.Info("processors", "cpus", priority.CPUs(), "while_queries_run", priority.MinProcs, "hold", priority.ProcsHold)
+	}
 	if err := s.Start(ctx); err != nil {
 		return err
 	}
