@@ -305,3 +305,53 @@ func TestTraceReadThroughPageCache(t *testing.T) {
 		}
 	}
 }
+
+// Blocks are written with pages of pageBufferSize, smaller than the 64 KiB
+// of earlier versions, so a trace read decodes less; blocks written with
+// the old size read the same rows through the same path.
+func TestTraceReadOldAndNewPageSizes(t *testing.T) {
+	const nrows = 12_000
+	rows := genRows(t, nrows)[:nrows]
+	write := func(opts ...parquet.WriterOption) *block {
+		var buf bytes.Buffer
+		w := parquet.NewGenericWriter[spanRow](&buf, append(writerOptions(), opts...)...)
+		if _, err := w.Write(rows); err != nil {
+			t.Fatal(err)
+		}
+		if err := w.Close(); err != nil {
+			t.Fatal(err)
+		}
+		pf, err := parquet.OpenFile(bytes.NewReader(buf.Bytes()), int64(buf.Len()))
+		if err != nil {
+			t.Fatal(err)
+		}
+		return &block{id: "pages", pf: pf}
+	}
+	cur, old := write(), write(parquet.PageBufferSize(64<<10))
+	pages := func(b *block) int {
+		oi, err := b.pf.RowGroups()[0].ColumnChunks()[0].OffsetIndex() // span_id
+		if err != nil {
+			t.Fatal(err)
+		}
+		return oi.NumPages()
+	}
+	if pc, po := pages(cur), pages(old); pc < 2*po-1 {
+		t.Fatalf("span_id: %d pages at %d bytes, %d at 64 KiB: pages not smaller", pc, pageBufferSize, po)
+	}
+	defer withPageCache(defaultPageCacheBytes)()
+	r := rand.New(rand.NewPCG(7, 8))
+	for i := 0; i < 200; i++ {
+		first := r.IntN(nrows)
+		n := 1 + r.IntN(min(nrows-first, 60))
+		want := referenceRows(t, old.pf, int64(first), n)
+		for _, b := range []*block{old, cur} {
+			got := make([]spanRow, n)
+			if err := b.readParquetRows(int64(first), got); err != nil {
+				t.Fatalf("rows %d+%d: %v", first, n, err)
+			}
+			if !reflect.DeepEqual(want, got) {
+				t.Fatalf("rows %d+%d of the block with %s pages differ from the 64 KiB block's", first, n, map[bool]string{true: "64 KiB", false: "current"}[b == old])
+			}
+		}
+	}
+}
