@@ -281,24 +281,15 @@ func BenchmarkSearchByService(b *testing.B) {
 // BenchmarkSearchWholeTraces is what the APIs returning whole traces do
 // (Jaeger /api/traces, Tempo /api/search): a search by service for 20
 // summaries, then each trace read with its time range as hint. The
-// services rotate, so "cached" repeats a query only every few iterations;
-// "cold" gives every search an empty page cache of the default size, a
-// server's first search over compacted data.
+// services rotate, so "cached" repeats a query only every few iterations.
 func BenchmarkSearchWholeTraces(b *testing.B) {
 	f := getFixture(b)
-	cases := append(cacheCases[:len(cacheCases):len(cacheCases)], struct {
-		name  string
-		bytes int64
-	}{"cold", defaultPageCacheBytes})
-	for _, tc := range cases {
+	for _, tc := range cacheCases {
 		b.Run(tc.name, func(b *testing.B) {
 			defer withPageCache(tc.bytes)()
 			cpu := processCPU()
 			i := 0
 			for b.Loop() {
-				if tc.name == "cold" {
-					tracePages = newPageCache(tc.bytes)
-				}
 				svc := genServices[i%len(genServices)]
 				i++
 				res, err := f.e.Search(context.Background(), store.Query{Service: svc, Limit: 20})

@@ -48,14 +48,7 @@ const (
 // write blocks with many row groups and pages.
 var (
 	rowsPerRowGroup int64 = 1 << 17
-	// pageBufferSize bounds a column's data page (uncompressed). A trace
-	// read decodes one whole page per column to take a few rows from it,
-	// so a search reading 20 traces spread over a block decodes ~20 pages
-	// per column: 32 KiB pages cost ~1 byte/span more on disk than 64 KiB
-	// ones (page headers, zstd frames) and cut that decoding, and let the
-	// page cache hold twice the traces. 16 KiB would cut it further for
-	// ~3 bytes/span, past the disk target.
-	pageBufferSize = 32 << 10
+	pageBufferSize        = 64 << 10
 )
 
 type blockMeta struct {

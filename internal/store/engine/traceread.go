@@ -20,7 +20,7 @@ import (
 // the trace's first row: parquet-go then read, decompressed and decoded
 // the page holding that row in each of the ~60 columns, and the dictionary
 // page of each dictionary-encoded column, for every lookup (1–2 ms of CPU
-// for a 20-span trace). Pages are ~32 KiB of rows sorted by trace id, so
+// for a 20-span trace). Pages are ~64 KiB of rows sorted by trace id, so
 // the traces of a search, a search followed by opening one of its
 // results, or repeated lookups of a recent trace hit the same pages; they
 // are decoded once and kept in a bounded LRU shared by all blocks.
