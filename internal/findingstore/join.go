@@ -57,27 +57,19 @@ func JoinSystemic(fs []Stored) []Stored {
 	}
 	var replaced map[int]*Stored // first member's index: the joined finding
 	var dropped map[int]bool     // the other members
-	for _, idx := range byKey {
-		if len(idx) < 2 {
-			continue
+	for _, set := range joinable(fs, byKey) {
+		if replaced == nil {
+			replaced, dropped = map[int]*Stored{}, map[int]bool{}
 		}
-		for _, set := range overlapping(fs, idx) {
-			if len(set) < 2 {
-				continue
-			}
-			if replaced == nil {
-				replaced, dropped = map[int]*Stored{}, map[int]bool{}
-			}
-			members := make([]Stored, len(set))
-			for j, i := range set {
-				members[j] = fs[i]
-				dropped[i] = true
-			}
-			first := slices.Min(set)
-			j := joinFindings(members)
-			replaced[first] = &j
-			delete(dropped, first)
+		members := make([]Stored, len(set))
+		for j, i := range set {
+			members[j] = fs[i]
+			dropped[i] = true
 		}
+		first := slices.Min(set)
+		j := joinFindings(members)
+		replaced[first] = &j
+		delete(dropped, first)
 	}
 	if replaced == nil {
 		return fs
@@ -89,6 +81,23 @@ func JoinSystemic(fs []Stored) []Stored {
 			out = append(out, *replaced[i])
 		case !dropped[i]:
 			out = append(out, fs[i])
+		}
+	}
+	return out
+}
+
+// joinable returns, of the findings byKey groups by kind and key, the
+// sets of two or more whose windows overlap.
+func joinable(fs []Stored, byKey map[string][]int) [][]int {
+	var out [][]int
+	for _, idx := range byKey {
+		if len(idx) < 2 {
+			continue
+		}
+		for _, set := range overlapping(fs, idx) {
+			if len(set) >= 2 {
+				out = append(out, set)
+			}
 		}
 	}
 	return out

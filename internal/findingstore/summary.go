@@ -480,21 +480,13 @@ func joinedRefs(refs []SystemicRef) [][]SystemicRef {
 		byKey[r.Kind+"\x00"+r.Key] = append(byKey[r.Kind+"\x00"+r.Key], i)
 	}
 	var out [][]SystemicRef
-	for _, idx := range byKey {
-		if len(idx) < 2 {
-			continue
+	for _, set := range joinable(fs, byKey) {
+		rs := make([]SystemicRef, len(set))
+		for j, i := range set {
+			rs[j] = refs[i]
 		}
-		for _, set := range overlapping(fs, idx) {
-			if len(set) < 2 {
-				continue
-			}
-			rs := make([]SystemicRef, len(set))
-			for j, i := range set {
-				rs[j] = refs[i]
-			}
-			sort.SliceStable(rs, func(a, b int) bool { return rs[a].ImpactMS > rs[b].ImpactMS })
-			out = append(out, rs)
-		}
+		sort.SliceStable(rs, func(a, b int) bool { return rs[a].ImpactMS > rs[b].ImpactMS })
+		out = append(out, rs)
 	}
 	return out
 }
