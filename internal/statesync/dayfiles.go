@@ -242,38 +242,25 @@ func (m *DayMirror) Pull(ctx context.Context, want func(name string) bool) (int,
 
 // download joins c's parts into path, and notes them as sent.
 func (m *DayMirror) download(ctx context.Context, name, path string, c *fileCopy) error {
-	if err := os.MkdirAll(filepath.Dir(path), 0o755); err != nil {
-		return fmt.Errorf("statesync: %w", err)
-	}
-	tmp := path + ".restore"
-	out, err := os.Create(tmp)
-	if err != nil {
-		return fmt.Errorf("statesync: %w", err)
-	}
 	sum := &crcWriter{}
-	w := io.MultiWriter(out, sum)
-	for _, p := range c.parts {
-		b, rerr := m.st.ReadAll(ctx, p.id, name)
-		if rerr == nil && int64(len(b)) != p.to-p.from {
-			rerr = fmt.Errorf("%d bytes, want %d", len(b), p.to-p.from)
+	err := replaceFile(path, func(out io.Writer) error {
+		w := io.MultiWriter(out, sum)
+		for _, p := range c.parts {
+			b, err := m.st.ReadAll(ctx, p.id, name)
+			if err == nil && int64(len(b)) != p.to-p.from {
+				err = fmt.Errorf("%d bytes, want %d", len(b), p.to-p.from)
+			}
+			if err != nil {
+				return fmt.Errorf("reading %s from the bucket: %w", p.id, err)
+			}
+			if _, err := w.Write(b); err != nil {
+				return err
+			}
 		}
-		if rerr != nil {
-			err = fmt.Errorf("statesync: reading %s from the bucket: %w", p.id, rerr)
-			break
-		}
-		if _, err = w.Write(b); err != nil {
-			break
-		}
-	}
-	if cerr := out.Close(); err == nil {
-		err = cerr
-	}
-	if err == nil {
-		err = os.Rename(tmp, path)
-	}
+		return nil
+	})
 	if err != nil {
-		os.Remove(tmp)
-		return fmt.Errorf("statesync: restoring %s: %w", path, err)
+		return err
 	}
 	if fi, err := os.Stat(path); err == nil {
 		m.sent[name] = &sentFile{stamp: stamp{fi.Size(), fi.ModTime()}, at: m.now(), gen: c.gen,

@@ -96,16 +96,34 @@ func (m *Mirror) Restore(ctx context.Context) error {
 }
 
 func writeWhole(path string, b []byte) error {
+	return replaceFile(path, func(w io.Writer) error {
+		_, err := w.Write(b)
+		return err
+	})
+}
+
+// replaceFile writes path through a temporary file beside it, renamed
+// over path only when write succeeded, so a failed restore never leaves
+// a partial file where the state is read from.
+func replaceFile(path string, write func(io.Writer) error) error {
 	if err := os.MkdirAll(filepath.Dir(path), 0o755); err != nil {
 		return fmt.Errorf("statesync: %w", err)
 	}
 	tmp := path + ".restore"
-	if err := os.WriteFile(tmp, b, 0o644); err != nil {
-		return fmt.Errorf("statesync: writing %s: %w", tmp, err)
-	}
-	if err := os.Rename(tmp, path); err != nil {
-		os.Remove(tmp)
+	out, err := os.Create(tmp)
+	if err != nil {
 		return fmt.Errorf("statesync: %w", err)
+	}
+	err = write(out)
+	if cerr := out.Close(); err == nil {
+		err = cerr
+	}
+	if err == nil {
+		err = os.Rename(tmp, path)
+	}
+	if err != nil {
+		os.Remove(tmp)
+		return fmt.Errorf("statesync: restoring %s: %w", path, err)
 	}
 	return nil
 }
