@@ -24,6 +24,7 @@ import (
 
 	"github.com/tracedx/tracedx/internal/alerting/alertingtest"
 	"github.com/tracedx/tracedx/internal/demo"
+	"github.com/tracedx/tracedx/internal/freeport"
 )
 
 // Keep in sync with ALERTMANAGER_VERSION in e2e/ci.sh.
@@ -167,7 +168,7 @@ func TestAlertsReachAlertmanager(t *testing.T) {
 	}
 	// The OTLP port stays the same over the restart so the shop keeps
 	// sending to it.
-	otlp := fmt.Sprintf("127.0.0.1:%d", freePort(t))
+	otlp := freeport.Addr(t)
 	args := []string{"--config", cfgFile, "--alertmanager-url", amURL, "--otlp-http-addr", otlp}
 	srv, err := startTracedx(filepath.Join(dir, "data"), args...)
 	if err != nil {

@@ -20,6 +20,7 @@ import (
 
 	"github.com/tracedx/tracedx/internal/analyze"
 	"github.com/tracedx/tracedx/internal/demo"
+	"github.com/tracedx/tracedx/internal/freeport"
 )
 
 // demoPerTrace maps each demo incident to the per-trace finding that must
@@ -64,7 +65,7 @@ func TestDemo(t *testing.T) {
 			t.Errorf("incident %s has no expected finding in this test; add it", inc)
 		}
 	}
-	control := fmt.Sprintf("127.0.0.1:%d", freePort(t))
+	control := freeport.Addr(t)
 	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
 	defer cancel()
 	var stdout, stderr syncBuffer

@@ -5,7 +5,6 @@ package e2e
 import (
 	"context"
 	"fmt"
-	"net"
 	"os"
 	"os/exec"
 	"os/user"
@@ -19,19 +18,8 @@ import (
 
 	"github.com/jackc/pgx/v5"
 	"github.com/redis/go-redis/v9"
+	"github.com/tracedx/tracedx/internal/freeport"
 )
-
-// freePort asks the kernel for a free loopback port. For servers we do not
-// control (postgres, redis) the port must be chosen before they start.
-func freePort(t testing.TB) int {
-	t.Helper()
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer ln.Close()
-	return ln.Addr().(*net.TCPAddr).Port
-}
 
 // pgBinDir finds the directory of initdb and pg_ctl: next to a pg_ctl on
 // PATH, else Debian's /usr/lib/postgresql/<newest version>/bin.
@@ -102,7 +90,7 @@ func startPostgres(t testing.TB) string {
 	if err := run(time.Minute, "initdb", "-D", data, "-A", "trust", "-U", "tracedx", "-E", "UTF8", "--no-sync"); err != nil {
 		t.Fatal(err)
 	}
-	port := freePort(t)
+	port := freeport.Port(t)
 	opts := fmt.Sprintf("-c listen_addresses=127.0.0.1 -p %d -k %s -c fsync=off -c synchronous_commit=off -c full_page_writes=off", port, dir)
 	if err := run(time.Minute, "pg_ctl", "-D", data, "-l", filepath.Join(dir, "postgres.log"), "-w", "-t", "60", "-o", opts, "start"); err != nil {
 		log, _ := os.ReadFile(filepath.Join(dir, "postgres.log"))
@@ -121,7 +109,7 @@ func startPostgres(t testing.TB) string {
 func startRedis(t testing.TB) string {
 	t.Helper()
 	bin := requireTool(t, "redis-server", "apt-get install redis-server")
-	port := freePort(t)
+	port := freeport.Port(t)
 	addr := fmt.Sprintf("127.0.0.1:%d", port)
 	cmd := exec.Command(bin, "--port", strconv.Itoa(port), "--bind", "127.0.0.1",
 		"--save", "", "--appendonly", "no", "--dir", t.TempDir())

@@ -35,12 +35,13 @@ if ! command -v minio >/dev/null 2>&1; then
   echo "== minio: built in $(( $(date +%s) - start ))s"
 fi
 
-# A random high port nothing listens on (bash only: no python or curl
+# A random port nothing listens on, below the ephemeral range where
+# outgoing connections could take it first (bash only: no python or curl
 # needed on a fresh machine).
 free_port() {
   local p
   while :; do
-    p=$(( 20000 + RANDOM % 40000 ))
+    p=$(( 20000 + RANDOM % 12000 ))
     if ! (exec 3<>"/dev/tcp/127.0.0.1/$p") 2>/dev/null; then
       echo "$p"
       return

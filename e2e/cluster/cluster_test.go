@@ -12,7 +12,6 @@ import (
 	"fmt"
 	"io"
 	"math/rand/v2"
-	"net"
 	"net/http"
 	"os"
 	"os/exec"
@@ -26,6 +25,7 @@ import (
 
 	"github.com/minio/minio-go/v7"
 	"github.com/minio/minio-go/v7/pkg/credentials"
+	"github.com/tracedx/tracedx/internal/freeport"
 	"go.opentelemetry.io/collector/pdata/pcommon"
 	"go.opentelemetry.io/collector/pdata/ptrace"
 	"go.opentelemetry.io/collector/pdata/ptrace/ptraceotlp"
@@ -40,19 +40,6 @@ type node struct {
 	cmd                         *exec.Cmd
 	log                         *bytes.Buffer
 	done                        chan struct{}
-}
-
-// freeAddr asks the kernel for a free port. A cluster's static peer list
-// needs every node's address before any starts, and a restarted node must
-// come back on its own, so addresses cannot be bound at :0 by the nodes.
-func freeAddr(t *testing.T) string {
-	t.Helper()
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer ln.Close()
-	return ln.Addr().String()
 }
 
 func buildTracedx(t *testing.T) string {
@@ -122,7 +109,7 @@ func startCluster(t *testing.T, size int) *cluster {
 	}
 	var peers []string
 	for i := 0; i < size; i++ {
-		n := &node{id: fmt.Sprintf("node-%d", i), grpcAddr: freeAddr(t), httpAddr: freeAddr(t), dir: t.TempDir()}
+		n := &node{id: fmt.Sprintf("node-%d", i), grpcAddr: freeport.Addr(t), httpAddr: freeport.Addr(t), dir: t.TempDir()}
 		c.nodes = append(c.nodes, n)
 		peers = append(peers, fmt.Sprintf("%s=%s/%s", n.id, n.grpcAddr, n.httpAddr))
 	}

@@ -15,6 +15,7 @@ import (
 	"github.com/tracedx/tracedx/internal/cluster"
 	"github.com/tracedx/tracedx/internal/config"
 	"github.com/tracedx/tracedx/internal/findingstore"
+	"github.com/tracedx/tracedx/internal/freeport"
 	"github.com/tracedx/tracedx/internal/store"
 	"github.com/tracedx/tracedx/internal/store/engine"
 	"github.com/tracedx/tracedx/internal/summaryarchive"
@@ -152,7 +153,7 @@ func clusterOnMinIO(t *testing.T, n int, mutate func(*config.Config)) (nodes []*
 	t.Helper()
 	var peers []cluster.Peer
 	for i := 0; i < n; i++ {
-		peers = append(peers, cluster.Peer{ID: fmt.Sprintf("n%d", i), OTLPGRPC: freeAddr(t), HTTP: freeAddr(t)})
+		peers = append(peers, cluster.Peer{ID: fmt.Sprintf("n%d", i), OTLPGRPC: freeport.Addr(t), HTTP: freeport.Addr(t)})
 	}
 	prefix := ""
 	for _, p := range peers {

@@ -9,7 +9,6 @@ import (
 	"io"
 	"log/slog"
 	"math/rand/v2"
-	"net"
 	"net/http"
 	"os"
 	"path/filepath"
@@ -20,20 +19,9 @@ import (
 	"github.com/tracedx/tracedx/internal/baseline"
 	"github.com/tracedx/tracedx/internal/cluster"
 	"github.com/tracedx/tracedx/internal/config"
+	"github.com/tracedx/tracedx/internal/freeport"
 	"github.com/tracedx/tracedx/internal/model"
 )
-
-// freeAddr asks the kernel for a free loopback port: a cluster's static
-// peer list needs every node's address before any node starts.
-func freeAddr(t *testing.T) string {
-	t.Helper()
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer ln.Close()
-	return ln.Addr().String()
-}
 
 // startClusterServers runs n whole servers as one cluster: on MinIO when
 // TRACEDX_TEST_S3_ENDPOINT is set, else each with its own block storage
@@ -42,7 +30,7 @@ func startClusterServers(t *testing.T, n int, mutate func(*config.Config)) []*Se
 	t.Helper()
 	var peers []cluster.Peer
 	for i := 0; i < n; i++ {
-		peers = append(peers, cluster.Peer{ID: fmt.Sprintf("n%d", i), OTLPGRPC: freeAddr(t), HTTP: freeAddr(t)})
+		peers = append(peers, cluster.Peer{ID: fmt.Sprintf("n%d", i), OTLPGRPC: freeport.Addr(t), HTTP: freeport.Addr(t)})
 	}
 	var out []*Server
 	for _, p := range peers {

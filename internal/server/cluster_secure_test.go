@@ -24,6 +24,7 @@ import (
 
 	"github.com/tracedx/tracedx/internal/cluster"
 	"github.com/tracedx/tracedx/internal/config"
+	"github.com/tracedx/tracedx/internal/freeport"
 	"github.com/tracedx/tracedx/internal/model"
 	"github.com/tracedx/tracedx/internal/otlpconv"
 	"github.com/tracedx/tracedx/internal/tlsutil/tlstest"
@@ -53,7 +54,7 @@ func secureCluster(t *testing.T, n int, tune ...func(*config.Config)) ([]*Server
 	}
 	var peers []cluster.Peer
 	for i := 0; i < n; i++ {
-		peers = append(peers, cluster.Peer{ID: fmt.Sprintf("n%d", i), OTLPGRPC: freeAddr(t), HTTP: freeAddr(t)})
+		peers = append(peers, cluster.Peer{ID: fmt.Sprintf("n%d", i), OTLPGRPC: freeport.Addr(t), HTTP: freeport.Addr(t)})
 	}
 	prefix := fmt.Sprintf("secure-%d", time.Now().UnixNano())
 	servers := make([]*Server, n)

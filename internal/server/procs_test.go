@@ -10,6 +10,7 @@ import (
 	"time"
 
 	"github.com/tracedx/tracedx/internal/config"
+	"github.com/tracedx/tracedx/internal/freeport"
 	"github.com/tracedx/tracedx/internal/priority"
 )
 
@@ -24,7 +25,7 @@ func TestRunRaisesProcessorsForQueries(t *testing.T) {
 	t.Setenv("GOMAXPROCS", "")
 	cfg := config.Default()
 	cfg.DataDir = t.TempDir()
-	api := freeAddr(t)
+	api := freeport.Addr(t)
 	cfg.Listen = config.Listen{OTLPHTTP: "127.0.0.1:0", HTTP: api}
 	ctx, cancel := context.WithCancel(context.Background())
 	done := make(chan error, 1)
