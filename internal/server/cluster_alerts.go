@@ -39,7 +39,11 @@ func clusterAlerts(mux *http.ServeMux, parts *cluster.Parts, st store.Store, m *
 	cluster.ServePart(parts, partAlertFindings, func(context.Context, noRequest) (alerting.FindingCounts, error) { return m.FindingCounts(), nil })
 	// A down node's findings are counted from its copy in the bucket.
 	countsFallback := fallback(down, func(ctx context.Context, r *peerReplica, _ noRequest) (alerting.FindingCounts, error) {
-		return m.CountStored(ctx, r.findings)
+		f, err := down.findingsOf(r)
+		if err != nil {
+			return alerting.FindingCounts{}, err
+		}
+		return m.CountStored(ctx, f)
 	})
 	m.SetCluster(alerting.Cluster{
 		Owns: members.Owns,
