@@ -21,6 +21,7 @@ type stoppedPeer struct {
 	n1         config.Config
 	findings   findingKeys
 	analytics  []string // RED, service map
+	raw        []string // RED, service map, findings summary, as answered
 	paths      []string
 	n1CopyRoot string
 }
@@ -46,6 +47,13 @@ func stopPeerWithHistory(t *testing.T, mutate func(*config.Config)) stoppedPeer 
 	window := "start=" + strconv.FormatInt(to.Add(-time.Hour).UnixMilli(), 10) + "&end=" + strconv.FormatInt(to.UnixMilli(), 10)
 	sp := stoppedPeer{n0: nodes[0], n1: cfgs[1], findings: before, n1CopyRoot: filepath.Join(dirs[0], "peers", "n1"),
 		paths: []string{"/api/v1/metrics/operations?" + window, "/api/v1/servicemap?" + window}}
+	for _, path := range append(sp.paths, "/api/v1/findings/summary?kind=slow_query") {
+		raw, err := getBody(nodes[0].Addr("http"), path)
+		if err != nil {
+			t.Fatal(err)
+		}
+		sp.raw = append(sp.raw, raw)
+	}
 	for _, path := range sp.paths {
 		sp.analytics = append(sp.analytics, answerWithoutRates(t, nodes[0], path))
 	}

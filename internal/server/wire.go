@@ -309,9 +309,9 @@ func New(ctx context.Context, cfg config.Config, log *slog.Logger) (*Server, err
 	mux.Handle("/", uiHandler())
 	sec.routes(mux)
 	s.listenWrap = sec.wrap
-	s.addHTTP("http", cfg.Listen.HTTP, withRecover(log, guard(cfg.Listen.HTTP, cfg.Listen.AllowedHosts, sec.query(mux))))
+	s.addHTTP("http", cfg.Listen.HTTP, withRecover(log, guard(cfg.Listen.HTTP, cfg.Listen.AllowedHosts, sec.query(reportAnswers(ring, mux)))))
 	if th != nil {
-		s.addHTTP("tempo", cfg.Listen.Tempo, withRecover(log, guard(cfg.Listen.Tempo, cfg.Listen.AllowedHosts, sec.query(tempoWithGRPC(th)))))
+		s.addHTTP("tempo", cfg.Listen.Tempo, withRecover(log, guard(cfg.Listen.Tempo, cfg.Listen.AllowedHosts, sec.query(reportAnswers(ring, tempoWithGRPC(th))))))
 	}
 	s.background = append(s.background, pipe.run)
 	ok = true
