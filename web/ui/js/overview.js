@@ -4,6 +4,7 @@ import { el, fmtMs, fmtPct, fmtRate, rateUnit, fmtNum, sparkline, svcColor, rang
 import { optional, get } from './api.js';
 import { loadFindings, findingsByKind } from './data.js';
 import { serviceMap } from './servicemap.js';
+import { nodesNote } from './nodesnote.js';
 import { traceQLAvailable } from './traceql.js';
 import { navigate, setParams } from './app.js';
 import { rootCauseCard } from './rootcause.js';
@@ -159,6 +160,8 @@ export async function render({ params, root }) {
         } else navigate(`/search?service=${encodeURIComponent(virtual.has(e.target) ? e.source : e.target)}&${rangeQ}`);
       },
     }));
+    const nodes = nodesNote(body);
+    if (nodes) mapCard.append(nodes);
   }).catch(e => failed(mapCard, e));
 
   // KPIs once services and findings are in.
