@@ -150,10 +150,7 @@ func (p *peerReplicas) evict(u copyUnit) bool {
 	if rep == nil {
 		// No replica: the lock keeps one from being opened meanwhile.
 		defer p.mu.Unlock()
-		if u.key != u.peer {
-			return false // its replica was dropped meanwhile
-		}
-		return p.remove(u)
+		return u.key == u.peer && p.remove(u) // else its replica was dropped meanwhile
 	}
 	p.mu.Unlock()
 	if u.key == u.peer || !rep.use.TryLock() {
@@ -167,9 +164,12 @@ func (p *peerReplicas) evict(u copyUnit) bool {
 	} else {
 		rep.days.forget()
 	}
+	p.mu.Lock()
+	defer p.mu.Unlock()
 	return p.remove(u)
 }
 
+// remove deletes a unit's files; p.mu is held.
 func (p *peerReplicas) remove(u copyUnit) bool {
 	for _, path := range u.paths {
 		if err := os.RemoveAll(path); err != nil {
@@ -177,9 +177,7 @@ func (p *peerReplicas) remove(u copyUnit) bool {
 			return false
 		}
 	}
-	p.mu.Lock()
 	delete(p.used, u.key)
-	p.mu.Unlock()
 	p.log.Debug("peer copy evicted", "unit", u.key, "bytes", u.bytes)
 	return true
 }

@@ -132,6 +132,13 @@ func (p *peerReplicas) get(ctx context.Context, peer string) (*peerReplica, erro
 	return r, nil
 }
 
+// current is the peer's open replica (nil: none).
+func (p *peerReplicas) current(peer string) *peerReplica {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	return p.m[peer]
+}
+
 // with runs answer on the peer's replica, then keeps the copies within
 // their bound.
 func (p *peerReplicas) with(ctx context.Context, peer string, answer func(r *peerReplica) error) error {
@@ -140,6 +147,14 @@ func (p *peerReplicas) with(ctx context.Context, peer string, answer func(r *pee
 		return err
 	}
 	rep.use.RLock()
+	for p.current(peer) != rep {
+		// Dropped (its peer answers again) before it was locked.
+		rep.use.RUnlock()
+		if rep, err = p.get(ctx, peer); err != nil {
+			return err
+		}
+		rep.use.RLock()
+	}
 	err = answer(rep)
 	rep.use.RUnlock()
 	p.trim()
