@@ -85,8 +85,10 @@ func (m *Manager) noteOwners(ctx context.Context, c Cluster) {
 // takeOver makes the alerts of rules this node owns from now on those
 // their last owner reported (replacing any this node kept from an earlier
 // time it owned them); the caller holds mu. Rules no other node reported
-// keep the alerts this node has (after a restart, its saved ones).
-func (m *Manager) takeOver(rules []string) {
+// keep the alerts this node has (after a restart, its saved ones). It
+// says whether it changed any.
+func (m *Manager) takeOver(rules []string) bool {
+	changed := false
 	for _, rule := range rules {
 		h, ok := m.handover[rule]
 		if !ok {
@@ -102,6 +104,8 @@ func (m *Manager) takeOver(rules []string) {
 			c := a.clone()
 			m.alerts[c.Key] = &c
 		}
+		changed = true
 		m.log.Info("alert rule taken over from its last owner", "rule", rule, "alerts", len(h.alerts))
 	}
+	return changed
 }

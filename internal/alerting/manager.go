@@ -240,7 +240,7 @@ func (m *Manager) Evaluate(ctx context.Context) {
 			takeOver = append(takeOver, r.Name)
 		}
 	}
-	m.takeOver(takeOver)
+	adopted := m.takeOver(takeOver)
 	m.owned = owned
 	m.mu.Unlock()
 	for i := range m.opt.Rules {
@@ -263,7 +263,7 @@ func (m *Manager) Evaluate(ctx context.Context) {
 	}
 	m.mu.Lock()
 	m.health = health
-	changed := m.transition(now, results, failed, elsewhere)
+	changed := m.transition(now, results, failed, elsewhere) || adopted
 	due := m.due(now)
 	m.mu.Unlock()
 	if changed {
