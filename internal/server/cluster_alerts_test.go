@@ -126,6 +126,19 @@ type alertFacts struct {
 	Culprit     struct{ Service, Operation string }
 }
 
+// quickAlerts configures a node to evaluate rules every 200 ms and notify
+// the Alertmanager at am (resends an hour apart: a resend is no repeat).
+func quickAlerts(t *testing.T, am, rules string) func(*config.Config) {
+	return func(c *config.Config) {
+		c.Storage.TraceIdleTimeout = 300 * time.Millisecond
+		c.Alerting.Interval = 200 * time.Millisecond
+		c.Alerting.ResendInterval = time.Hour
+		c.Alerting.DefaultRules = false
+		c.Alerting.AlertmanagerURLs = []string{am}
+		c.Alerting.Rules = alertRules(t, rules)
+	}
+}
+
 // A cluster raises each alert once: the rule's owner evaluates it on the
 // merged RED metrics and on the findings of every node, notifies
 // Alertmanager alone, and every node lists the alerts and rules one node
@@ -134,19 +147,12 @@ func TestClusterAlertsFireOnce(t *testing.T) {
 	nodeAM, nodeURL := newFakeAlertmanager(t)
 	_, refURL := newFakeAlertmanager(t)
 	alerting := func(am string) func(*config.Config) {
-		return func(c *config.Config) {
-			c.Storage.TraceIdleTimeout = 300 * time.Millisecond
-			c.Alerting.Interval = 200 * time.Millisecond
-			c.Alerting.ResendInterval = time.Hour
-			c.Alerting.DefaultRules = false
-			c.Alerting.AlertmanagerURLs = []string{am}
-			c.Alerting.Rules = alertRules(t, `
+		return quickAlerts(t, am, `
 - alert: SlowFrontend
   red: {service: frontend, window: 25m, latency_above_ms: 5, percentile: 95, min_requests: 10}
 - alert: SlowQueries
   findings: {kind: slow_query, window: 1h, more_than: 5}
 `)
-		}
 	}
 	nodes := startClusterServers(t, 3, alerting(nodeURL))
 	ref := oneNodeLike(t, alerting(refURL))
@@ -220,18 +226,11 @@ func alertOn(t *testing.T, s *Server, name string) (listedAlert, string, bool) {
 func TestClusterAlertHandoverKeepsState(t *testing.T) {
 	am, amURL := newFakeAlertmanager(t)
 	const forDur = 30 * time.Second
-	nodes, stops, cfgs := startClusterNodes(t, 2, func(c *config.Config) {
-		c.Storage.TraceIdleTimeout = 300 * time.Millisecond
-		c.Alerting.Interval = 200 * time.Millisecond
-		c.Alerting.ResendInterval = time.Hour
-		c.Alerting.DefaultRules = false
-		c.Alerting.AlertmanagerURLs = []string{amURL}
-		c.Alerting.Rules = alertRules(t, `
+	nodes, stops, cfgs := startClusterNodes(t, 2, quickAlerts(t, amURL, `
 - alert: SlowFrontend
   for: 30s
   red: {service: frontend, window: 25m, latency_above_ms: 5, percentile: 95, min_requests: 10}
-`)
-	})
+`))
 	spans := shopTraffic(300, time.Now())
 	postOTLP(t, nodes[0].Addr("otlp-http"), spans)
 

@@ -35,14 +35,7 @@ func stopPeerWithHistory(t *testing.T, mutate func(*config.Config)) stoppedPeer 
 	})
 	now := time.Now()
 	postOTLP(t, nodes[0].Addr("otlp-http"), shopTraffic(40, now))
-	const query = "kind=slow_query&limit=100"
-	var before findingKeys
-	for deadline := time.Now().Add(30 * time.Second); len(before.keys) < slowOrders; time.Sleep(200 * time.Millisecond) {
-		if time.Now().After(deadline) {
-			t.Fatalf("findings of %d slow orders: %v", slowOrders, before.keys)
-		}
-		before = listFindings(t, nodes[0], query)
-	}
+	before := waitForSlowOrders(t, nodes[0], "kind=slow_query&limit=100")
 	to := now.Truncate(time.Minute).Add(time.Minute)
 	window := "start=" + strconv.FormatInt(to.Add(-time.Hour).UnixMilli(), 10) + "&end=" + strconv.FormatInt(to.UnixMilli(), 10)
 	sp := stoppedPeer{n0: nodes[0], n1: cfgs[1], findings: before, n1CopyRoot: filepath.Join(dirs[0], "peers", "n1"),
