@@ -108,7 +108,6 @@ type twoNodes struct {
 	aOwns  atomic.Bool
 	up     [2]atomic.Bool
 	hook   interface{ Statuses(string) []string }
-	newRcv func() *harness
 }
 
 func newTwoNodes(t *testing.T, rules string) *twoNodes {
