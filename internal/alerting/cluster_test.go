@@ -101,13 +101,13 @@ func TestCountStoredCountsAsTheNodeWould(t *testing.T) {
 // twoNodes are two managers of one rule sharing a clock and a receiver;
 // aOwns says which owns the rule, up which answers the other.
 type twoNodes struct {
-	t      *testing.T
-	rules  string
-	nodes  [2]*harness
-	dirs   [2]string
-	aOwns  atomic.Bool
-	up     [2]atomic.Bool
-	hook   interface{ Statuses(string) []string }
+	t     *testing.T
+	rules string
+	nodes [2]*harness
+	dirs  [2]string
+	aOwns atomic.Bool
+	up    [2]atomic.Bool
+	hook  interface{ Statuses(string) []string }
 }
 
 func newTwoNodes(t *testing.T, rules string) *twoNodes {
