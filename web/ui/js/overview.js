@@ -139,6 +139,9 @@ export async function render({ params, root }) {
 
   optional('/api/v1/servicemap', { start, end }).then(body => {
     if (!body) { fill(mapCard, emptyState('No service map in this build')); return; }
+    // Under the title: fill replaces the card's last child.
+    const nodes = nodesNote(body);
+    if (nodes) mapCard.firstChild.after(nodes);
     if (!(body.nodes || []).length) { fill(mapCard, emptyState('No calls between services in this range')); return; }
     const virtual = new Set((body.nodes || []).filter(n => n.virtual).map(n => n.id));
     const all = params.get('map') === 'all';
@@ -160,8 +163,6 @@ export async function render({ params, root }) {
         } else navigate(`/search?service=${encodeURIComponent(virtual.has(e.target) ? e.source : e.target)}&${rangeQ}`);
       },
     }));
-    const nodes = nodesNote(body);
-    if (nodes) mapCard.append(nodes);
   }).catch(e => failed(mapCard, e));
 
   // KPIs once services and findings are in.
