@@ -24,6 +24,9 @@ type Cluster struct {
 	Alerts        func(ctx context.Context) []AlertsView
 	Rules         func(ctx context.Context) []RuleGroups
 	FindingCounts func(ctx context.Context) []FindingCounts
+	// States asks the other nodes for the state of the rules they own
+	// (handover.go).
+	States func(ctx context.Context) []OwnerState
 }
 
 // SetCluster makes the manager one node of a cluster; call it before Run.

@@ -5,6 +5,8 @@ import (
 	"sync/atomic"
 	"testing"
 	"time"
+
+	"github.com/tracedx/tracedx/internal/alerting/alertingtest"
 )
 
 // A rule of another node is not evaluated here; when its rule moves to
@@ -93,5 +95,120 @@ func TestCountStoredCountsAsTheNodeWould(t *testing.T) {
 	if len(got.Groups) != 1 || len(want.Groups) != 1 || got.Groups[0].Count != 15 || got.Groups[0].Count != want.Groups[0].Count ||
 		got.Groups[0].Slot != want.Groups[0].Slot || got.Groups[0].ImpactMS != want.Groups[0].ImpactMS {
 		t.Fatalf("counted from the bucket %+v, live %+v", got.Groups, want.Groups)
+	}
+}
+
+// twoNodes are two managers of one rule sharing a clock and a receiver;
+// aOwns says which owns the rule, up which answers the other.
+type twoNodes struct {
+	t     *testing.T
+	rules string
+	nodes [2]*harness
+	dirs  [2]string
+	aOwns atomic.Bool
+	up    [2]atomic.Bool
+	hook  interface{ Statuses(string) []string }
+}
+
+func newTwoNodes(t *testing.T, rules string) *twoNodes {
+	n := &twoNodes{t: t, rules: rules, hook: newHook(t, ""), dirs: [2]string{t.TempDir(), t.TempDir()}}
+	var c *clock
+	for i := range n.nodes {
+		n.start(i)
+		if c == nil {
+			c = n.nodes[i].clk
+		}
+		n.nodes[i].clk, n.nodes[i].m.opt.Now = c, c.now
+	}
+	return n
+}
+
+// start starts node i (again: with what its data directory kept).
+func (n *twoNodes) start(i int) {
+	h := newHarness(n.t, n.dirs[i], parseRules(n.t, n.rules), nil, n.hook.(*alertingtest.Receiver))
+	if old := n.nodes[i]; old != nil {
+		old.close()
+		h.clk, h.m.opt.Now = old.clk, old.clk.now
+	}
+	n.nodes[i] = h
+	n.up[i].Store(true)
+	h.m.SetCluster(Cluster{
+		Owns: func(string) bool { return n.aOwns.Load() == (i == 0) },
+		States: func(context.Context) []OwnerState {
+			if !n.up[1-i].Load() {
+				return nil
+			}
+			return []OwnerState{n.nodes[1-i].m.OwnerState()}
+		},
+	})
+}
+
+// A rule that moves to another node keeps its alerts' state: a pending
+// alert fires when its `for` has elapsed since it began pending on the
+// old owner, and a firing alert moving back is neither notified again
+// as new nor resolved by the move.
+func TestHandoverKeepsAlertState(t *testing.T) {
+	n := newTwoNodes(t, `
+- alert: CheckoutNPlusOne
+  for: 5m
+  findings: {kind: n_plus_one_query, service: checkout, more_than: 20, window: 1h}
+`)
+	ctx := context.Background()
+	n.nodes[0].feed(25) // both nodes count the cluster's findings
+	n.nodes[1].feed(25)
+	n.aOwns.Store(true)
+	began := n.nodes[0].clk.now()
+	n.nodes[0].m.Evaluate(ctx)
+	n.nodes[1].m.Evaluate(ctx)
+	if v := n.nodes[0].m.Alerts(); len(v.Pending) != 1 || !v.Pending[0].ActiveAt.Equal(began) {
+		t.Fatalf("a: %+v, want one alert pending since %v", v, began)
+	}
+
+	// a stops 2 minutes in; b owns the rule from minute 3.
+	n.nodes[0].clk.add(2 * time.Minute)
+	n.nodes[0].m.Evaluate(ctx)
+	n.nodes[1].m.Evaluate(ctx)
+	n.up[0].Store(false)
+	n.nodes[0].close()
+	n.aOwns.Store(false)
+	n.nodes[0].clk.add(time.Minute)
+	n.nodes[1].m.Evaluate(ctx)
+	if v := n.nodes[1].m.Alerts(); len(v.Pending) != 1 || !v.Pending[0].ActiveAt.Equal(began) {
+		t.Fatalf("b after the handover: %+v, want one alert pending since %v", v, began)
+	}
+	n.nodes[0].clk.add(2 * time.Minute) // 5 minutes since it began pending on a
+	n.nodes[1].m.Evaluate(ctx)
+	v := n.nodes[1].m.Alerts()
+	if len(v.Firing) != 1 || !v.Firing[0].FiredAt.Equal(began.Add(5*time.Minute)) {
+		t.Fatalf("b 5 minutes after the alert began pending on a: %+v, want it firing", v)
+	}
+	firedAt := v.Firing[0].FiredAt
+	waitFor(t, "the firing notification", func() bool { return len(n.hook.Statuses("")) == 1 })
+
+	// a starts again (with the pending alert it saved at its stop) and
+	// owns the rule again: it continues the firing alert.
+	n.nodes[0].clk.add(time.Minute)
+	n.aOwns.Store(true)
+	n.start(0)
+	n.nodes[0].feed(25) // what it counts again from the store and the peers
+	n.nodes[0].m.Evaluate(ctx)
+	n.nodes[1].m.Evaluate(ctx)
+	if v := n.nodes[0].m.Alerts(); len(v.Firing) != 1 || !v.Firing[0].FiredAt.Equal(firedAt) || !v.Firing[0].ActiveAt.Equal(began) {
+		t.Fatalf("a after taking the rule back: %+v, want it firing since %v", v, firedAt)
+	}
+	if v := n.nodes[1].m.Alerts(); len(v.Firing)+len(v.Pending) != 0 {
+		t.Fatalf("b keeps the alert of a rule it no longer owns: %+v", v)
+	}
+	time.Sleep(50 * time.Millisecond)
+	if s := n.hook.Statuses(""); len(s) != 1 {
+		t.Fatalf("notifications across the handovers: %v, want the one firing", s)
+	}
+
+	// The condition ends: the owner resolves it, once.
+	n.nodes[0].clk.add(2 * time.Hour)
+	n.nodes[0].m.Evaluate(ctx)
+	waitFor(t, "the resolve", func() bool { return len(n.hook.Statuses("")) == 2 })
+	if s := n.hook.Statuses(""); s[1] != "resolved" {
+		t.Fatalf("notifications: %v, want firing then resolved", s)
 	}
 }

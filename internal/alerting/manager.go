@@ -81,6 +81,11 @@ type Manager struct {
 	saveMu   sync.Mutex
 	// cluster, when set, splits the rules between the nodes (cluster.go).
 	cluster Cluster
+	// owned are the rules this node owned at its last evaluation;
+	// handover the last state other nodes reported of theirs
+	// (handover.go).
+	owned    map[string]bool
+	handover map[string]ruleHandover
 
 	evalFailures *prometheus.CounterVec
 	notifyTotal  *prometheus.CounterVec
@@ -124,7 +129,7 @@ func New(opt Options) (*Manager, error) {
 	}
 	opt.ExternalURL = strings.TrimRight(opt.ExternalURL, "/")
 	m := &Manager{opt: opt, log: opt.Logger, alerts: map[string]*Alert{}, health: map[string]ruleHealth{},
-		inflight: map[string]map[string]bool{}, long: &longWindows{m: map[longKey]longCounts{}},
+		inflight: map[string]map[string]bool{}, long: &longWindows{m: map[longKey]longCounts{}}, handover: map[string]ruleHandover{},
 		evalFailures: prometheus.NewCounterVec(prometheus.CounterOpts{Name: "tracedx_alert_rule_evaluation_failures_total",
 			Help: "Evaluations of an alert rule that failed."}, []string{"rule"}),
 		notifyTotal: prometheus.NewCounterVec(prometheus.CounterOpts{Name: "tracedx_alert_notifications_total",
@@ -219,15 +224,28 @@ func (m *Manager) Evaluate(ctx context.Context) {
 	now := m.opt.Now()
 	m.window.prune(now)
 	c := m.clusterOf()
+	m.noteOwners(ctx, c)
 	ev := &evaluator{red: m.opt.RED, window: m.withPeers(ctx, c), now: now, cache: map[redKey][]red.EntryCounts{}, long: m.long,
 		rank: m.rankedCulprit(ctx, now)}
 	results := make(map[string][]sample, len(m.opt.Rules))
 	health := make(map[string]ruleHealth, len(m.opt.Rules))
 	failed := map[string]bool{}
 	elsewhere := map[string]bool{}
+	owned := map[string]bool{}
+	var takeOver []string
+	m.mu.Lock()
 	for i := range m.opt.Rules {
 		r := &m.opt.Rules[i]
-		if !c.owns(r) {
+		if owned[r.Name] = c.owns(r); owned[r.Name] && !m.owned[r.Name] {
+			takeOver = append(takeOver, r.Name)
+		}
+	}
+	adopted := m.takeOver(takeOver)
+	m.owned = owned
+	m.mu.Unlock()
+	for i := range m.opt.Rules {
+		r := &m.opt.Rules[i]
+		if !owned[r.Name] {
 			elsewhere[r.Name] = true
 			continue
 		}
@@ -245,7 +263,7 @@ func (m *Manager) Evaluate(ctx context.Context) {
 	}
 	m.mu.Lock()
 	m.health = health
-	changed := m.transition(now, results, failed, elsewhere)
+	changed := m.transition(now, results, failed, elsewhere) || adopted
 	due := m.due(now)
 	m.mu.Unlock()
 	if changed {

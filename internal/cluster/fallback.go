@@ -9,6 +9,7 @@ import (
 	"slices"
 	"sync"
 
+	"github.com/tracedx/tracedx/internal/answered"
 	"github.com/tracedx/tracedx/internal/findingstore"
 )
 
@@ -31,6 +32,9 @@ func AskPeersOr[Req, Resp any](ctx context.Context, s *Store, name string, req R
 		if err != nil && fallback != nil && ctx.Err() == nil {
 			r, err = answerFromBucket(ctx, s.log, s.failure.WithLabelValues(p.peer.ID).Inc, p.peer.ID, "part "+name, err,
 				func(ctx context.Context) (Resp, error) { return fallback(ctx, p.peer.ID, req) })
+			if err == nil {
+				answered.FromBucket(ctx, p.peer.ID)
+			}
 		}
 		if err != nil {
 			return err
@@ -87,7 +91,9 @@ func peerListFailed(r *http.Request, log *slog.Logger, p Peer, failed error, fal
 	defer mu.Unlock()
 	out.Unanswered = append(out.Unanswered, p.ID)
 	slices.Sort(out.Unanswered)
+	answered.Unanswered(r.Context(), p.ID)
 	if res != nil {
+		answered.FromBucket(r.Context(), p.ID)
 		out.Findings = append(out.Findings, fromNode(res.Findings, p.ID)...)
 		out.Truncated = out.Truncated || res.Truncated
 		out.FromBucket = append(out.FromBucket, p.ID)

@@ -139,6 +139,14 @@ func (m *Members) Healthy() int {
 	return n
 }
 
+// Up says whether the peer id counts as answering: it has not missed
+// downAfter probes in a row.
+func (m *Members) Up(id string) bool {
+	m.mu.RLock()
+	defer m.mu.RUnlock()
+	return m.failed[id] < downAfter
+}
+
 // Owns says whether this node is the one of the answering nodes that
 // handles key (an alert rule's name): the node with the highest hash of
 // its id and the key (rendezvous hashing), so that a node leaving moves

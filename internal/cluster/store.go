@@ -11,6 +11,7 @@ import (
 
 	"github.com/prometheus/client_golang/prometheus"
 
+	"github.com/tracedx/tracedx/internal/answered"
 	"github.com/tracedx/tracedx/internal/model"
 	"github.com/tracedx/tracedx/internal/store"
 	"github.com/tracedx/tracedx/internal/store/engine"
@@ -66,6 +67,7 @@ func (s *Store) fanOut(ctx context.Context, what string, fn func(ctx context.Con
 		go func() {
 			defer wg.Done()
 			if err := fn(ctx, p); err != nil && ctx.Err() == nil {
+				answered.Unanswered(ctx, p.peer.ID)
 				s.failure.WithLabelValues(p.peer.ID).Inc()
 				s.log.Warn("peer query failed; answering without its recent spans", "query", what, "peer", p.peer.ID, "err", err)
 			}

@@ -126,6 +126,11 @@ type Cluster struct {
 	// TLSCAFile holds the CAs the peers' certificates are checked against
 	// when tls is on (empty: tls.client_ca_file, else the system's).
 	TLSCAFile string `yaml:"tls_ca_file"`
+	// PeerCopiesMaxBytes bounds the copies of down peers' findings and
+	// history a node downloads from the bucket into data_dir/peers (least
+	// recently used deleted first; 0: a quarter of storage.max_disk_bytes,
+	// no bound when that is 0 too).
+	PeerCopiesMaxBytes int64 `yaml:"peer_copies_max_bytes"`
 }
 
 // S3 is the bucket that holds blocks with storage.backend s3.
@@ -664,8 +669,8 @@ func (c *Config) Validate() error {
 	if c.Storage.TraceIdleTimeout <= 0 {
 		return errors.New("storage.trace_idle_timeout must be positive")
 	}
-	if c.Storage.Retention < 0 || c.Storage.MaxDiskBytes < 0 {
-		return errors.New("storage.retention and storage.max_disk_bytes must not be negative")
+	if c.Storage.Retention < 0 || c.Storage.MaxDiskBytes < 0 || c.Cluster.PeerCopiesMaxBytes < 0 {
+		return errors.New("storage.retention, storage.max_disk_bytes and cluster.peer_copies_max_bytes must not be negative")
 	}
 	if c.Storage.HeadMaxBytes < 0 {
 		return errors.New("storage.head_max_bytes must not be negative")

@@ -6,6 +6,7 @@ import (
 	"strconv"
 	"time"
 
+	"github.com/tracedx/tracedx/internal/answered"
 	"github.com/tracedx/tracedx/internal/findingstore/apiutil"
 	"github.com/tracedx/tracedx/internal/model"
 )
@@ -31,6 +32,9 @@ type SummaryResponse struct {
 	To   *time.Time `json:"to,omitempty"`
 	Summary
 	Counts []KindCount `json:"counts"`
+	// In a cluster, the nodes whose findings are missing or were read
+	// from the bucket, as in ListResponse.
+	answered.Nodes
 }
 
 // RegisterRoutes mounts
@@ -75,7 +79,7 @@ func RegisterRoutes(mux *http.ServeMux, fs *Store) {
 			apiutil.Fail(w, r, err)
 			return
 		}
-		resp := SummaryResponse{Summary: sum}
+		resp := SummaryResponse{Summary: sum, Nodes: answered.Of(r.Context())}
 		if !from.IsZero() {
 			resp.From = &from
 		}

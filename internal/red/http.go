@@ -8,6 +8,7 @@ import (
 	"strconv"
 	"time"
 
+	"github.com/tracedx/tracedx/internal/answered"
 	"github.com/tracedx/tracedx/internal/red/tsdb"
 )
 
@@ -65,7 +66,7 @@ func (m *Metrics) handleServices(w http.ResponseWriter, r *http.Request) {
 		writeErr(w, err)
 		return
 	}
-	writeJSON(w, map[string]any{"services": ss, "start_ms": start.UnixMilli(), "end_ms": end.UnixMilli()})
+	writeJSON(w, answered.Of(r.Context()).AddTo(map[string]any{"services": ss, "start_ms": start.UnixMilli(), "end_ms": end.UnixMilli()}))
 }
 
 func (m *Metrics) handleOperations(w http.ResponseWriter, r *http.Request) {
@@ -85,7 +86,7 @@ func (m *Metrics) handleOperations(w http.ResponseWriter, r *http.Request) {
 		writeErr(w, err)
 		return
 	}
-	writeJSON(w, map[string]any{"operations": ops, "start_ms": start.UnixMilli(), "end_ms": end.UnixMilli()})
+	writeJSON(w, answered.Of(r.Context()).AddTo(map[string]any{"operations": ops, "start_ms": start.UnixMilli(), "end_ms": end.UnixMilli()}))
 }
 
 func (m *Metrics) handleSeries(w http.ResponseWriter, r *http.Request) {
@@ -119,7 +120,7 @@ func (m *Metrics) handleSeries(w http.ResponseWriter, r *http.Request) {
 		writeErr(w, err)
 		return
 	}
-	writeJSON(w, map[string]any{"series": series, "step_ms": stepMS(step)})
+	writeJSON(w, answered.Of(r.Context()).AddTo(map[string]any{"series": series, "step_ms": stepMS(step)}))
 }
 
 func stepMS(step time.Duration) int64 {

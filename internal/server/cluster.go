@@ -9,6 +9,7 @@ import (
 	"strings"
 	"time"
 
+	"github.com/tracedx/tracedx/internal/answered"
 	"github.com/tracedx/tracedx/internal/baseline"
 	"github.com/tracedx/tracedx/internal/cluster"
 	"github.com/tracedx/tracedx/internal/config"
@@ -234,6 +235,16 @@ func clusterRoutes(mux *http.ServeMux, ring *cluster.Ring, eng *engine.Engine, a
 	}
 	cluster.RegisterPeerRoutes(mux, eng, peer, log)
 	mux.Handle("GET /api/v1/findings", cluster.MergeFindingsOr(apiV1, ring, peer, log, down.listFallback()))
+}
+
+// reportAnswers makes every answer of a cluster node name the nodes that
+// did not answer its queries (JSON fields of tracedx's own answers, a
+// header on every answer); h as it is for a single node.
+func reportAnswers(ring *cluster.Ring, h http.Handler) http.Handler {
+	if ring == nil {
+		return h
+	}
+	return answered.Middleware(h)
 }
 
 // Names of the aggregate parts nodes serve each other.

@@ -14,6 +14,7 @@ const (
 	partAlerts        = "alerts"
 	partAlertRules    = "alert-rules"
 	partAlertFindings = "alert-findings"
+	partAlertStates   = "alert-states"
 )
 
 // noRequest is the request of a part that takes no arguments.
@@ -37,9 +38,14 @@ func clusterAlerts(mux *http.ServeMux, parts *cluster.Parts, st store.Store, m *
 	cluster.ServePart(parts, partAlerts, func(context.Context, noRequest) (alerting.AlertsView, error) { return m.Alerts(), nil })
 	cluster.ServePart(parts, partAlertRules, func(context.Context, noRequest) (alerting.RuleGroups, error) { return m.Rules(), nil })
 	cluster.ServePart(parts, partAlertFindings, func(context.Context, noRequest) (alerting.FindingCounts, error) { return m.FindingCounts(), nil })
+	cluster.ServePart(parts, partAlertStates, func(context.Context, noRequest) (alerting.OwnerState, error) { return m.OwnerState(), nil })
 	// A down node's findings are counted from its copy in the bucket.
 	countsFallback := fallback(down, func(ctx context.Context, r *peerReplica, _ noRequest) (alerting.FindingCounts, error) {
-		return m.CountStored(ctx, r.findings)
+		f, err := down.findingsOf(r)
+		if err != nil {
+			return alerting.FindingCounts{}, err
+		}
+		return m.CountStored(ctx, f)
 	})
 	m.SetCluster(alerting.Cluster{
 		Owns: members.Owns,
@@ -51,6 +57,9 @@ func clusterAlerts(mux *http.ServeMux, parts *cluster.Parts, st store.Store, m *
 		},
 		FindingCounts: func(ctx context.Context) []alerting.FindingCounts {
 			return cluster.AskPeersOr(ctx, cs, partAlertFindings, noRequest{}, countsFallback)
+		},
+		States: func(ctx context.Context) []alerting.OwnerState {
+			return cluster.AskPeers[noRequest, alerting.OwnerState](ctx, cs, partAlertStates, noRequest{})
 		},
 	})
 }

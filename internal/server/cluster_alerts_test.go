@@ -7,6 +7,7 @@ import (
 	"net/http"
 	"net/http/httptest"
 	"net/url"
+	"slices"
 	"sort"
 	"strings"
 	"sync"
@@ -19,16 +20,18 @@ import (
 // fakeAlertmanager records who sent each alert (the host of its
 // generator URL, one per node).
 type fakeAlertmanager struct {
-	mu      sync.Mutex
-	senders map[string]map[string]int // alertname → sender host → posts
+	mu       sync.Mutex
+	senders  map[string]map[string]int // alertname → sender host → posts
+	resolved map[string]int            // alertname → posts of it resolved
 }
 
 func newFakeAlertmanager(t *testing.T) (*fakeAlertmanager, string) {
-	am := &fakeAlertmanager{senders: map[string]map[string]int{}}
+	am := &fakeAlertmanager{senders: map[string]map[string]int{}, resolved: map[string]int{}}
 	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		var alerts []struct {
 			Labels       map[string]string `json:"labels"`
 			GeneratorURL string            `json:"generatorURL"`
+			EndsAt       time.Time         `json:"endsAt"`
 		}
 		b, _ := io.ReadAll(r.Body)
 		if err := json.Unmarshal(b, &alerts); err != nil {
@@ -43,6 +46,9 @@ func newFakeAlertmanager(t *testing.T) (*fakeAlertmanager, string) {
 				am.senders[name] = map[string]int{}
 			}
 			am.senders[name][u.Host]++
+			if !a.EndsAt.IsZero() && a.EndsAt.Before(time.Now()) {
+				am.resolved[name]++
+			}
 		}
 		am.mu.Unlock()
 	}))
@@ -120,6 +126,19 @@ type alertFacts struct {
 	Culprit     struct{ Service, Operation string }
 }
 
+// quickAlerts configures a node to evaluate rules every 200 ms and notify
+// the Alertmanager at am (resends an hour apart: a resend is no repeat).
+func quickAlerts(t *testing.T, am, rules string) func(*config.Config) {
+	return func(c *config.Config) {
+		c.Storage.TraceIdleTimeout = 300 * time.Millisecond
+		c.Alerting.Interval = 200 * time.Millisecond
+		c.Alerting.ResendInterval = time.Hour
+		c.Alerting.DefaultRules = false
+		c.Alerting.AlertmanagerURLs = []string{am}
+		c.Alerting.Rules = alertRules(t, rules)
+	}
+}
+
 // A cluster raises each alert once: the rule's owner evaluates it on the
 // merged RED metrics and on the findings of every node, notifies
 // Alertmanager alone, and every node lists the alerts and rules one node
@@ -128,19 +147,12 @@ func TestClusterAlertsFireOnce(t *testing.T) {
 	nodeAM, nodeURL := newFakeAlertmanager(t)
 	_, refURL := newFakeAlertmanager(t)
 	alerting := func(am string) func(*config.Config) {
-		return func(c *config.Config) {
-			c.Storage.TraceIdleTimeout = 300 * time.Millisecond
-			c.Alerting.Interval = 200 * time.Millisecond
-			c.Alerting.ResendInterval = time.Hour
-			c.Alerting.DefaultRules = false
-			c.Alerting.AlertmanagerURLs = []string{am}
-			c.Alerting.Rules = alertRules(t, `
+		return quickAlerts(t, am, `
 - alert: SlowFrontend
   red: {service: frontend, window: 25m, latency_above_ms: 5, percentile: 95, min_requests: 10}
 - alert: SlowQueries
   findings: {kind: slow_query, window: 1h, more_than: 5}
 `)
-		}
 	}
 	nodes := startClusterServers(t, 3, alerting(nodeURL))
 	ref := oneNodeLike(t, alerting(refURL))
@@ -178,4 +190,112 @@ func TestClusterAlertsFireOnce(t *testing.T) {
 			}
 		}
 	}
+}
+
+// alertOn is the alert named name as GET /api/v1/alerts of s lists it,
+// with the node that evaluated it (its generator URL's host).
+type listedAlert struct {
+	State    string    `json:"state"`
+	ActiveAt time.Time `json:"active_at"`
+	FiredAt  time.Time `json:"fired_at"`
+	URL      string    `json:"generator_url"`
+}
+
+func alertOn(t *testing.T, s *Server, name string) (listedAlert, string, bool) {
+	t.Helper()
+	var v struct {
+		Firing, Pending []struct {
+			listedAlert
+			Labels map[string]string `json:"labels"`
+		}
+	}
+	getJSON(t, s, "/api/v1/alerts", &v)
+	for _, a := range append(v.Firing, v.Pending...) {
+		if a.Labels["alertname"] == name {
+			u, _ := url.Parse(a.URL)
+			return a.listedAlert, u.Host, true
+		}
+	}
+	return listedAlert{}, "", false
+}
+
+// When the node owning a rule stops, the node that takes the rule over
+// fires its pending alert when the rule's for has elapsed since it began
+// pending on the stopped node; when the node comes back and takes the
+// rule back, the firing alert is neither sent again as new nor resolved.
+func TestClusterAlertHandoverKeepsState(t *testing.T) {
+	am, amURL := newFakeAlertmanager(t)
+	const forDur = 30 * time.Second
+	nodes, stops, cfgs := startClusterNodes(t, 2, quickAlerts(t, amURL, `
+- alert: SlowFrontend
+  for: 30s
+  red: {service: frontend, window: 25m, latency_above_ms: 5, percentile: 95, min_requests: 10}
+`))
+	spans := shopTraffic(300, time.Now())
+	postOTLP(t, nodes[0].Addr("otlp-http"), spans)
+
+	var pending listedAlert
+	var owner string
+	for deadline := time.Now().Add(30 * time.Second); pending.State != "pending"; time.Sleep(100 * time.Millisecond) {
+		if time.Now().After(deadline) {
+			t.Fatal("no node raised the alert")
+		}
+		pending, owner, _ = alertOn(t, nodes[0], "SlowFrontend")
+	}
+	a := slices.IndexFunc(cfgs, func(c config.Config) bool { return c.Listen.HTTP == owner })
+	if a < 0 {
+		t.Fatalf("the alert names %s, no node of %v", owner, cfgs)
+	}
+	b := 1 - a
+	stops[a]()
+	if time.Since(pending.ActiveAt) > forDur/2 {
+		t.Fatalf("the owner stopped %v after the alert began pending: too late to tell a kept timer from a new one", time.Since(pending.ActiveAt))
+	}
+
+	var fired listedAlert
+	var by string
+	for deadline := time.Now().Add(60 * time.Second); fired.State != "firing"; time.Sleep(100 * time.Millisecond) {
+		if time.Now().After(deadline) {
+			t.Fatalf("n%d never fired the alert: %+v", b, fired)
+		}
+		fired, by, _ = alertOn(t, nodes[b], "SlowFrontend")
+	}
+	if by != cfgs[b].Listen.HTTP || !fired.ActiveAt.Equal(pending.ActiveAt) {
+		t.Fatalf("fired by %s, pending since %v; want n%d, since %v (on n%d)", by, fired.ActiveAt, b, pending.ActiveAt, a)
+	}
+	// The takeover comes two missed probes (5 s apart) after the stop:
+	// a timer started afresh would fire at least that much later.
+	if late := fired.FiredAt.Sub(pending.ActiveAt); late > forDur+5*time.Second {
+		t.Fatalf("fired %v after it began pending, want %v (plus an evaluation)", late, forDur)
+	}
+	for deadline := time.Now().Add(5 * time.Second); am.sent()["SlowFrontend"][by] != 1; time.Sleep(50 * time.Millisecond) {
+		if time.Now().After(deadline) {
+			t.Fatalf("Alertmanager got %v", am.sent())
+		}
+	}
+
+	// a starts again and owns the rule again.
+	again, _ := runServer(t, cfgs[a])
+	for deadline := time.Now().Add(30 * time.Second); ; time.Sleep(100 * time.Millisecond) {
+		got, host, _ := alertOn(t, again, "SlowFrontend")
+		if host == cfgs[a].Listen.HTTP {
+			if got.State != "firing" || !got.FiredAt.Equal(fired.FiredAt) {
+				t.Fatalf("n%d took the rule back with %+v; want it firing since %v", a, got, fired.FiredAt)
+			}
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("n%d never took the rule back: %+v by %s", a, got, host)
+		}
+	}
+	time.Sleep(2 * time.Second) // some evaluations on both nodes
+	if sent := am.sent()["SlowFrontend"]; len(sent) != 1 || sent[by] != 1 || am.resolvedCount("SlowFrontend") != 0 {
+		t.Fatalf("Alertmanager got %v (%d resolved) across the handovers; want one firing post by %s", sent, am.resolvedCount("SlowFrontend"), by)
+	}
+}
+
+func (am *fakeAlertmanager) resolvedCount(name string) int {
+	am.mu.Lock()
+	defer am.mu.Unlock()
+	return am.resolved[name]
 }

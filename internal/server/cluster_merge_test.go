@@ -28,11 +28,18 @@ import (
 // (the aggregates merged here do not go through the bucket).
 func startClusterServers(t *testing.T, n int, mutate func(*config.Config)) []*Server {
 	t.Helper()
+	nodes, _, _ := startClusterNodes(t, n, mutate)
+	return nodes
+}
+
+// startClusterNodes is startClusterServers that returns the nodes' stops
+// and configurations too (to start one again).
+func startClusterNodes(t *testing.T, n int, mutate func(*config.Config)) (out []*Server, stops []func(), cfgs []config.Config) {
+	t.Helper()
 	var peers []cluster.Peer
 	for i := 0; i < n; i++ {
 		peers = append(peers, cluster.Peer{ID: fmt.Sprintf("n%d", i), OTLPGRPC: freeport.Addr(t), HTTP: freeport.Addr(t)})
 	}
-	var out []*Server
 	for _, p := range peers {
 		cfg := config.Default()
 		cfg.DataDir = t.TempDir()
@@ -45,10 +52,10 @@ func startClusterServers(t *testing.T, n int, mutate func(*config.Config)) []*Se
 			cfg.Storage.S3.AccessKey, cfg.Storage.S3.SecretKey = os.Getenv("AWS_ACCESS_KEY_ID"), os.Getenv("AWS_SECRET_ACCESS_KEY")
 		}
 		mutate(&cfg)
-		s, _ := runServer(t, cfg)
-		out = append(out, s)
+		s, stop := runServer(t, cfg)
+		out, stops, cfgs = append(out, s), append(stops, stop), append(cfgs, cfg)
 	}
-	return out
+	return out, stops, cfgs
 }
 
 const slowOrders = 8

@@ -293,7 +293,9 @@ func New(ctx context.Context, cfg config.Config, log *slog.Logger) (*Server, err
 	down := s.peerReplicas(cfg, ring, dir)
 	clusterRoutes(mux, ring, eng, queries.Middleware(apiV1), peer, down, log)
 	parts := clusterAggregates(mux, st, eng, metrics, graph, fs, gone, peer, down, log)
-	clusterAlerts(mux, parts, st, alerts, s.clusterMembers(ring, peer), peer, down)
+	members := s.clusterMembers(ring, peer)
+	s.watchPeerCopies(down, members)
+	clusterAlerts(mux, parts, st, alerts, members, peer, down)
 	mux.Handle("GET /metrics", metricsHandler(s.reg))
 	mux.HandleFunc("GET /healthz", func(w http.ResponseWriter, _ *http.Request) { _, _ = w.Write([]byte("ok\n")) })
 	mux.HandleFunc("GET /readyz", readyz(fs))
@@ -307,9 +309,9 @@ func New(ctx context.Context, cfg config.Config, log *slog.Logger) (*Server, err
 	mux.Handle("/", uiHandler())
 	sec.routes(mux)
 	s.listenWrap = sec.wrap
-	s.addHTTP("http", cfg.Listen.HTTP, withRecover(log, guard(cfg.Listen.HTTP, cfg.Listen.AllowedHosts, sec.query(mux))))
+	s.addHTTP("http", cfg.Listen.HTTP, withRecover(log, guard(cfg.Listen.HTTP, cfg.Listen.AllowedHosts, sec.query(reportAnswers(ring, mux)))))
 	if th != nil {
-		s.addHTTP("tempo", cfg.Listen.Tempo, withRecover(log, guard(cfg.Listen.Tempo, cfg.Listen.AllowedHosts, sec.query(tempoWithGRPC(th)))))
+		s.addHTTP("tempo", cfg.Listen.Tempo, withRecover(log, guard(cfg.Listen.Tempo, cfg.Listen.AllowedHosts, sec.query(reportAnswers(ring, tempoWithGRPC(th))))))
 	}
 	s.background = append(s.background, pipe.run)
 	ok = true

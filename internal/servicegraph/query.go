@@ -11,6 +11,7 @@ import (
 
 	"github.com/prometheus/client_golang/prometheus"
 
+	"github.com/tracedx/tracedx/internal/answered"
 	"github.com/tracedx/tracedx/internal/red"
 	"github.com/tracedx/tracedx/internal/red/tsdb"
 )
@@ -298,7 +299,11 @@ func (g *Graph) handleMap(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	w.Header().Set("Content-Type", "application/json")
-	_ = json.NewEncoder(w).Encode(m)
+	// In a cluster, the nodes whose share is missing or from the bucket.
+	_ = json.NewEncoder(w).Encode(struct {
+		*Map
+		answered.Nodes
+	}{m, answered.Of(r.Context())})
 }
 
 func writeErr(w http.ResponseWriter, err error) {

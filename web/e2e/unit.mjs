@@ -6,6 +6,7 @@ import { causeRows, causesHref, noTracesText } from '../ui/js/rootcause.js';
 import { buildModel, flameTree, layoutFlame, spanMatches } from '../ui/js/tracemodel.js';
 import { PALETTE, textOn } from '../ui/js/util.js';
 import { matches } from '../ui/js/jump.js';
+import { nodesText } from '../ui/js/nodesnote.js';
 
 let n = 0;
 const test = (name, fn) => { fn(); n++; console.log('[unit] ok  ', name); };
@@ -131,6 +132,14 @@ test('jump box: ids, then exact, prefix and substring matches', () => {
   assert.deepEqual(matches('n_plus', items).map(m => m.href), ['/k']);
   assert.equal(matches('0af7651916cd43dd', items)[0].href, '/trace/0af7651916cd43dd');
   assert.equal(matches('0AF7651916CD43DD8448EB211C80319C', items)[0].href, '/trace/0af7651916cd43dd8448eb211c80319c');
+});
+
+test('a merged answer says which nodes did not answer', () => {
+  assert.equal(nodesText({ findings: [] }, null), '');
+  assert.equal(nodesText({ unanswered_nodes: ['n1'], from_bucket_nodes: ['n1'] }),
+    'Node n1 did not answer: the share of n1 comes from its copy in the bucket (its last minute or so may be missing).');
+  assert.equal(nodesText({ unanswered_nodes: ['n2', 'n1'], from_bucket_nodes: ['n1'] }, { unanswered_nodes: ['n1'] }),
+    'Nodes n1, n2 did not answer: the share of n1 comes from its copy in the bucket (its last minute or so may be missing); the share of n2 is missing.');
 });
 
 console.log(`[unit] ${n} passed`);

@@ -9,6 +9,7 @@ import (
 	"time"
 
 	"github.com/tracedx/tracedx/internal/analyze"
+	"github.com/tracedx/tracedx/internal/answered"
 	"github.com/tracedx/tracedx/internal/model"
 	"github.com/tracedx/tracedx/internal/rootcause"
 	"github.com/tracedx/tracedx/internal/store"
@@ -89,14 +90,14 @@ func (a *api) rootCause(w http.ResponseWriter, r *http.Request) {
 	if errors.Is(err, rootcause.ErrNoTraces) {
 		// An empty window is an answer, not a missing resource: a dashboard
 		// polling a quiet service shows the reason instead of an error.
-		writeJSON(w, http.StatusOK, rootCauseAnswer{Report: rootcause.Report{Causes: []rootcause.Cause{}}, Reason: err.Error()})
+		writeJSON(w, http.StatusOK, rootCauseAnswer{Report: rootcause.Report{Causes: []rootcause.Cause{}}, Reason: err.Error(), Nodes: answered.Of(r.Context())})
 		return
 	}
 	if err != nil {
 		a.fail(w, r, err)
 		return
 	}
-	writeJSON(w, http.StatusOK, rep)
+	writeJSON(w, http.StatusOK, rootCauseAnswer{Report: rep, Nodes: answered.Of(r.Context())})
 }
 
 // rootCauseAnswer is the body of GET /api/v1/rootcause: the ranking, and
@@ -104,6 +105,9 @@ func (a *api) rootCause(w http.ResponseWriter, r *http.Request) {
 type rootCauseAnswer struct {
 	rootcause.Report
 	Reason string `json:"reason,omitempty"`
+	// In a cluster, the nodes whose traces and findings are missing or
+	// were read from the bucket.
+	answered.Nodes
 }
 
 // rank samples both windows of rq and ranks the causes.

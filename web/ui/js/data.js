@@ -17,7 +17,8 @@ function listOf(body, ...keys) {
 export async function loadFindings({ start, end, kind, service, systemic, limit = 500 } = {}) {
   const body = await optional('/api/v1/findings', { from: start, to: end, kind, service, systemic, limit });
   const list = body && listOf(body, 'findings', 'items');
-  if (list) return { findings: list.map(normalizeFinding), source: 'store', truncated: !!body.truncated };
+  if (list) return { findings: list.map(normalizeFinding), source: 'store', truncated: !!body.truncated,
+    unanswered_nodes: body.unanswered_nodes, from_bucket_nodes: body.from_bucket_nodes };
   const search = await get('/api/v1/search', { start, end, service, limit: 40 });
   const traces = search.traces || [];
   const analyses = await pool(traces, 4, t => getAnalysis(t.trace_id).catch(() => null));

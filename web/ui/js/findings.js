@@ -8,6 +8,7 @@ import { loadFindings, findingsByKind } from './data.js';
 import { navigate, setParams } from './app.js';
 import { causesHref } from './rootcause.js';
 import { goneNote } from './gone.js';
+import { nodesNote } from './nodesnote.js';
 
 export async function render({ params, root }) {
   document.title = 'Findings · tracedx';
@@ -46,6 +47,8 @@ export async function render({ params, root }) {
   for (const k of kindRows) kindsBox.append(el('a', { href: qs({ kind: k.kind }) }, badge(k.kind + ' · ' + k.count, k.worst)));
   if (kind) kindsBox.append(el('a', { href: qs({ kind: '' }) }, 'clear kind'));
   clear(list);
+  const nodes = nodesNote(sum, res);
+  if (nodes) list.append(nodes);
   let rows;
   if (!flat && sum) {
     rows = sum.groups.map(g => ({ f: { kind: g.kind, severity: g.severity, title: g.example?.title || '', fix: g.example?.fix, service: g.service,

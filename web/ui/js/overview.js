@@ -4,6 +4,7 @@ import { el, fmtMs, fmtPct, fmtRate, rateUnit, fmtNum, sparkline, svcColor, rang
 import { optional, get } from './api.js';
 import { loadFindings, findingsByKind } from './data.js';
 import { serviceMap } from './servicemap.js';
+import { nodesNote } from './nodesnote.js';
 import { traceQLAvailable } from './traceql.js';
 import { navigate, setParams } from './app.js';
 import { rootCauseCard } from './rootcause.js';
@@ -138,6 +139,9 @@ export async function render({ params, root }) {
 
   optional('/api/v1/servicemap', { start, end }).then(body => {
     if (!body) { fill(mapCard, emptyState('No service map in this build')); return; }
+    // Under the title: fill replaces the card's last child.
+    const nodes = nodesNote(body);
+    if (nodes) mapCard.firstChild.after(nodes);
     if (!(body.nodes || []).length) { fill(mapCard, emptyState('No calls between services in this range')); return; }
     const virtual = new Set((body.nodes || []).filter(n => n.virtual).map(n => n.id));
     const all = params.get('map') === 'all';
