@@ -142,6 +142,7 @@ func benchIngest(b *testing.B, c ingestCase) {
 		}()
 	}
 	wg.Wait()
+	cpuFlush := cpuTime()
 	// Cutting the spans into blocks (and uploading them) is counted too:
 	// it is where local disk and object storage differ.
 	for _, e := range engines {
@@ -153,14 +154,17 @@ func benchIngest(b *testing.B, c ingestCase) {
 	b.StopTimer()
 	b.ReportMetric(float64(cpu.Nanoseconds())/float64(spans)/1e3, "cpu-µs/span")
 	b.ReportMetric(float64(spans)/wall.Seconds(), "spans/s")
+	b.ReportMetric(float64((cpu0+cpu-cpuFlush).Nanoseconds())/float64(spans)/1e3, "flush-cpu-µs/span")
 	// What the engines were handed: the per-request costs (a write, a WAL
 	// record, a share of a sync) are paid per write.
-	var writes, syncs uint64
+	var writes, syncs, blocks uint64
 	for _, e := range engines {
 		st := e.Stats()
 		writes += st.WriteBatchesTotal
 		syncs += st.WALFsyncsTotal
+		blocks += st.BlocksFlushedTotal
 	}
+	b.ReportMetric(float64(blocks), "blocks")
 	b.ReportMetric(float64(spans)/float64(writes), "spans/write")
 	b.ReportMetric(float64(writes)/float64(max(syncs, 1)), "writes/fsync")
 }
