@@ -44,9 +44,21 @@ type ingestCase struct {
 	// gives its nodes, without a cluster: what is left is the cost per
 	// request.
 	split int
+	// instrumented batches are the load generator's 50 traces (~500
+	// spans with the attributes HTTP and database instrumentation sets)
+	// instead of 250 two-span traces of ids, names and times: fixed
+	// costs per request and per hop weigh less next to spans that cost
+	// what real ones do.
+	instrumented bool
+	// sendersPerNode gives every node 8 concurrent senders, where the
+	// other cases share 8 among all nodes: a node's WAL groups as many
+	// records per sync as it has requests in flight, and a sender that
+	// keeps a queue per backend (as the loadbalancing exporter can) gives
+	// each node that many.
+	sendersPerNode bool
 }
 
-// BenchmarkIngest sends OTLP/gRPC batches of 500 spans from 8 clients to
+// BenchmarkIngest sends OTLP/gRPC batches of ~500 spans from 8 clients to
 // the nodes of an in-process cluster (all nodes in this process, so the
 // CPU measured is the whole cluster's: ingest, forwarding to owners, WAL,
 // head, and a final cut of every span into blocks in storage, plus the
@@ -62,6 +74,11 @@ func BenchmarkIngest(b *testing.B) {
 		{name: "s3/nodes=1", nodes: 1, s3: true},
 		{name: "s3/nodes=3/forward", nodes: 3, s3: true},
 		{name: "s3/nodes=3/by-trace-id", nodes: 3, s3: true, byTraceID: true},
+		{name: "s3/nodes=3/by-trace-id/senders=8-per-node", nodes: 3, s3: true, byTraceID: true, sendersPerNode: true},
+		{name: "instrumented/local/nodes=1", nodes: 1, instrumented: true},
+		{name: "instrumented/s3/nodes=3/forward", nodes: 3, s3: true, instrumented: true},
+		{name: "instrumented/s3/nodes=3/by-trace-id", nodes: 3, s3: true, byTraceID: true, instrumented: true},
+		{name: "instrumented/s3/nodes=3/by-trace-id/senders=8-per-node", nodes: 3, s3: true, byTraceID: true, instrumented: true, sendersPerNode: true},
 	} {
 		b.Run(c.name, func(b *testing.B) { benchIngest(b, c) })
 	}
@@ -90,6 +107,9 @@ func benchIngest(b *testing.B, c ingestCase) {
 	spans := 0
 	for i := 0; i < b.N; i++ {
 		batch := makeTraces(r, 250)
+		if c.instrumented {
+			batch = otlpconv.FromTraces(gen.Traces(r, 50, time.Now()))
+		}
 		spans += len(batch)
 		if c.split > 1 {
 			// Two spans a trace: cut between traces.
@@ -116,7 +136,10 @@ func benchIngest(b *testing.B, c ingestCase) {
 			}
 		}
 	}
-	const workers = 8
+	workers := 8
+	if c.sendersPerNode {
+		workers *= len(addrs)
+	}
 	b.ResetTimer()
 	cpu0, t0 := cpuTime(), time.Now()
 	var wg sync.WaitGroup
@@ -142,6 +165,7 @@ func benchIngest(b *testing.B, c ingestCase) {
 		}()
 	}
 	wg.Wait()
+	cpuFlush := cpuTime()
 	// Cutting the spans into blocks (and uploading them) is counted too:
 	// it is where local disk and object storage differ.
 	for _, e := range engines {
@@ -153,14 +177,17 @@ func benchIngest(b *testing.B, c ingestCase) {
 	b.StopTimer()
 	b.ReportMetric(float64(cpu.Nanoseconds())/float64(spans)/1e3, "cpu-µs/span")
 	b.ReportMetric(float64(spans)/wall.Seconds(), "spans/s")
+	b.ReportMetric(float64((cpu0+cpu-cpuFlush).Nanoseconds())/float64(spans)/1e3, "flush-cpu-µs/span")
 	// What the engines were handed: the per-request costs (a write, a WAL
 	// record, a share of a sync) are paid per write.
-	var writes, syncs uint64
+	var writes, syncs, blocks uint64
 	for _, e := range engines {
 		st := e.Stats()
 		writes += st.WriteBatchesTotal
 		syncs += st.WALFsyncsTotal
+		blocks += st.BlocksFlushedTotal
 	}
+	b.ReportMetric(float64(blocks), "blocks")
 	b.ReportMetric(float64(spans)/float64(writes), "spans/write")
 	b.ReportMetric(float64(writes)/float64(max(syncs, 1)), "writes/fsync")
 }
@@ -225,7 +252,12 @@ func startIngestNodes(b *testing.B, n int, storage engine.BlockStorage, forward 
 			b.Fatal(err)
 		}
 		ring = r
-		o := engine.Options{Dir: b.TempDir(), Storage: storage, IdleTimeout: 2 * time.Second, Logger: quiet}
+		// The default idle timeout (10 s, heads checked every second):
+		// with a shorter one the engines cut blocks during the run as
+		// often as the clock allows, and since every cut has a fixed cost
+		// (three engines paying it three times) the CPU per span grew with
+		// how slowly a loaded machine ran the case.
+		o := engine.Options{Dir: b.TempDir(), Storage: storage, Logger: quiet}
 		// storage.wal_group_wait, to compare: -1s turns the wait off.
 		if v := os.Getenv("TRACEDX_BENCH_WAL_GROUP_WAIT"); v != "" {
 			d, err := time.ParseDuration(v)

@@ -236,3 +236,46 @@ func TestOwnerTrustsOnlyThePeerToken(t *testing.T) {
 		t.Fatalf("forged marker over the rate: %v, want RESOURCE_EXHAUSTED", err)
 	}
 }
+
+// TestGroupByOwner: after the in-place grouping every owner's range holds
+// exactly its spans, none lost or duplicated, for owners with no spans
+// too.
+func TestGroupByOwner(t *testing.T) {
+	r := rand.New(rand.NewPCG(3, 3))
+	for _, n := range []int{0, 1, 2, 7, 500} {
+		for owners := 1; owners <= 4; owners++ {
+			spans := make([]model.Span, n)
+			of := make([]int32, n)
+			counts := make([]int, owners)
+			want := map[model.SpanID]int32{}
+			for i := range spans {
+				spans[i].SpanID = model.SpanID{byte(i), byte(i >> 8), 1}
+				// Owner 0 gets none when there are several, to cover
+				// empty ranges.
+				of[i] = int32(r.IntN(owners))
+				if owners > 1 && of[i] == 0 {
+					of[i] = 1
+				}
+				counts[of[i]]++
+				want[spans[i].SpanID] = of[i]
+			}
+			ends := append([]int(nil), counts...)
+			starts := groupByOwner(spans, of, ends)
+			seen := map[model.SpanID]bool{}
+			for o := range owners {
+				if got := ends[o] - starts[o]; got != counts[o] {
+					t.Fatalf("n=%d owners=%d: owner %d has a range of %d spans, want %d", n, owners, o, got, counts[o])
+				}
+				for _, sp := range spans[starts[o]:ends[o]] {
+					if want[sp.SpanID] != int32(o) || seen[sp.SpanID] {
+						t.Fatalf("n=%d owners=%d: span %s in owner %d's range (owner %d, seen before %v)", n, owners, sp.SpanID, o, want[sp.SpanID], seen[sp.SpanID])
+					}
+					seen[sp.SpanID] = true
+				}
+			}
+			if len(seen) != n {
+				t.Fatalf("n=%d owners=%d: %d spans after grouping, want %d", n, owners, len(seen), n)
+			}
+		}
+	}
+}
