@@ -115,13 +115,13 @@ func (d *Detector) creditOrigin(entry, origin opKey) {
 }
 
 // errorCulprit names where the errors of the entries start: the origin
-// seen most often under them, or the entry itself when no whole failing
-// trace was seen.
-func (d *Detector) errorCulprit(entries []opKey, what string) *analyze.Culprit {
+// seen most often under them (origins counts them per entry), or the
+// entry itself when no whole failing trace was seen.
+func errorCulprit(origins map[opKey]map[opKey]float64, entries []opKey, what string) *analyze.Culprit {
 	merged := map[opKey]float64{}
 	var total float64
 	for _, e := range entries {
-		for o, v := range d.origins[e] {
+		for o, v := range origins[e] {
 			merged[o] += v
 			total += v
 		}

@@ -84,6 +84,12 @@ type Detector struct {
 	// idScratch indexes the spans of the trace being observed.
 	idScratch map[model.SpanID]int
 
+	// cluster, when set, has Run judge the merged patterns on every
+	// node's share (merge.go); judged holds the events of each key's last
+	// merged judgement.
+	cluster *Cluster
+	judged  map[string]map[string]bool
+
 	// Persistence (persist.go). lastSeen is the latest observation-clock
 	// time of Observe or Evaluate; resumePending marks a restored state
 	// whose downtime is cut out at the next of them; windowsFrom, when
@@ -145,7 +151,10 @@ func (d *Detector) Run(ctx context.Context) {
 				d.log.Warn("saving systemic history", "err", err)
 			}
 		case <-t.C:
-			fs := d.Evaluate(d.clock())
+			// The peers are asked before the lock is taken: they ask
+			// this node for its share at the same time.
+			m := d.clusterShares(ctx)
+			fs := d.evaluate(d.clock(), m)
 			if len(fs) == 0 || d.sink == nil {
 				continue
 			}
@@ -430,6 +439,12 @@ func (d *Detector) observeErrorType(now time.Time, s *model.Span) {
 // Evaluate folds old buckets into baselines, checks every pattern and
 // returns the findings that open now.
 func (d *Detector) Evaluate(now time.Time) []Finding {
+	return d.evaluate(now, nil)
+}
+
+// evaluate is Evaluate; with m (in a cluster) the merged patterns are
+// judged on every node's share and reported by their keys' owners.
+func (d *Detector) evaluate(now time.Time, m *merged) []Finding {
 	d.mu.Lock()
 	defer d.mu.Unlock()
 	d.seen(now)
@@ -458,7 +473,17 @@ func (d *Detector) Evaluate(now time.Time) []Finding {
 	for _, s := range d.roots {
 		d.fold(s, now)
 	}
-	d.evalErrors(now, add)
+	if m == nil {
+		d.judgeErrors(now, d.localErrors(now), add)
+	} else {
+		owned := func(f Finding, w time.Duration) {
+			if m.owns(f.Key) {
+				add(f, w)
+			}
+		}
+		d.judgeErrors(now, mergeErrors(d.localErrors(now), m.peers), owned)
+		d.mergeEvents(m, owned)
+	}
 	d.evalLatency(now, add)
 	d.evalRoots(now, add)
 	d.contention.evaluate(now, add)
@@ -467,11 +492,13 @@ func (d *Detector) Evaluate(now time.Time) []Finding {
 	}
 	d.newTypes = d.newTypes[:0]
 	for k, f := range d.pending {
-		w := d.cfg.ErrorWindow
-		add(f, w)
+		// In a cluster the merged judgement (above) reports these.
+		if m == nil || !mergedKind(f.Kind) {
+			add(f, d.cfg.ErrorWindow)
+		}
 		delete(d.pending, k)
 	}
-	d.expireEvents(now)
+	d.expireEvents(now, m != nil)
 
 	var out []Finding
 	for k, f := range active {
@@ -514,60 +541,64 @@ func refIDs(rs []ref) (traces, spans []string) {
 
 func pct(f float64) float64 { return math.Round(f*1000) / 10 }
 
-func (d *Detector) evalErrors(now time.Time, add func(Finding, time.Duration)) {
+// judgeErrors judges the error counts of every entry operation (sorted
+// by operation) and of every service they belong to.
+func (d *Detector) judgeErrors(now time.Time, ops []ErrorShare, add func(Finding, time.Duration)) {
 	type svcAgg struct {
 		n, e, bn, be float64
 		refs         []ref
 		opActive     bool
 	}
 	bySvc := map[string]*svcAgg{}
-	keys := make([]opKey, 0, len(d.ops))
-	for k := range d.ops {
-		keys = append(keys, k)
-	}
-	sort.Slice(keys, func(i, j int) bool { return keys[i].service+keys[i].op < keys[j].service+keys[j].op })
-	for _, k := range keys {
-		s := d.ops[k]
-		w := d.window(s, now, d.cfg.ErrorWindow)
+	origins := map[opKey]map[opKey]float64{}
+	for _, s := range ops {
+		k := opKey{s.Service, s.Operation}
+		for _, o := range s.Origins {
+			if origins[k] == nil {
+				origins[k] = map[opKey]float64{}
+			}
+			origins[k][opKey{o.Service, o.Operation}] += o.Count
+		}
 		a := bySvc[k.service]
 		if a == nil {
 			a = &svcAgg{}
 			bySvc[k.service] = a
 		}
-		a.n += w.n
-		a.e += w.errs
-		a.bn += s.base.n
-		a.be += s.base.errs
-		for _, r := range s.errRefs {
+		a.n += s.Requests
+		a.e += s.Errors
+		a.bn += s.BaseN
+		a.be += s.BaseErrs
+		errRefs := refsOf(s.Examples)
+		for _, r := range errRefs {
 			if now.Sub(r.t) <= d.cfg.ErrorWindow {
 				a.refs = append(a.refs, r)
 			}
 		}
-		if w.n < float64(d.cfg.MinSamples) || w.errs < float64(d.cfg.MinErrors) {
+		if s.Requests < float64(d.cfg.MinSamples) || s.Errors < float64(d.cfg.MinErrors) {
 			continue
 		}
-		rate := w.errs / w.n
+		rate := s.Errors / s.Requests
 		baseRate := -1.0
-		if s.base.n >= float64(d.cfg.MinSamples) {
-			baseRate = s.base.errs / s.base.n
+		if s.BaseN >= float64(d.cfg.MinSamples) {
+			baseRate = s.BaseErrs / s.BaseN
 		}
 		if rate <= d.cfg.OpErrorRate || (baseRate >= 0 && rate < 2*baseRate) {
 			continue
 		}
 		a.opActive = true
-		traces, spans := refIDs(s.errRefs)
+		traces, spans := refIDs(errRefs)
 		f := Finding{Service: k.service, Operation: k.op, Key: "error_rate_spike/" + k.service + "/" + k.op, ExampleTraceIDs: traces}
 		f.Kind, f.Severity = "error_rate_spike", analyze.SeverityWarning
 		if rate >= 0.5 {
 			f.Severity = analyze.SeverityCritical
 		}
 		f.SpanIDs = spans
-		f.Title = sprintf("%s %s fails %.1f%% of %d requests over %s (usual %s)", k.service, k.op, pct(rate), int(w.n),
+		f.Title = sprintf("%s %s fails %.1f%% of %d requests over %s (usual %s)", k.service, k.op, pct(rate), int(s.Requests),
 			d.cfg.ErrorWindow, usualRate(baseRate))
-		f.Evidence = ErrorRateEvidence{Service: k.service, Operation: k.op, WindowS: d.cfg.ErrorWindow.Seconds(), Requests: int(w.n),
-			Errors: int(w.errs), ErrorRate: pct(rate) / 100, BaselineRate: math.Max(baseRate, 0), Threshold: d.cfg.OpErrorRate}
+		f.Evidence = ErrorRateEvidence{Service: k.service, Operation: k.op, WindowS: d.cfg.ErrorWindow.Seconds(), Requests: int(s.Requests),
+			Errors: int(s.Errors), ErrorRate: pct(rate) / 100, BaselineRate: math.Max(baseRate, 0), Threshold: d.cfg.OpErrorRate}
 		f.Fix = "Open an example trace: its error_origin finding names the failing span; compare a failing with a successful request (GET /api/v1/compare) and check recent deploys of " + k.service + "."
-		f.Culprit = d.errorCulprit([]opKey{k}, k.service+" "+k.op)
+		f.Culprit = errorCulprit(origins, []opKey{k}, k.service+" "+k.op)
 		add(f, d.cfg.ErrorWindow)
 	}
 	svcs := make([]string, 0, len(bySvc))
@@ -600,12 +631,12 @@ func (d *Detector) evalErrors(now time.Time, add func(Finding, time.Duration)) {
 			ErrorRate: pct(rate) / 100, BaselineRate: math.Max(baseRate, 0), Threshold: d.cfg.ServiceErrorRate}
 		f.Fix = "Open an example trace to find the failing dependency, and check recent deploys of " + svc + "."
 		var entries []opKey
-		for _, k := range keys {
-			if k.service == svc {
-				entries = append(entries, k)
+		for _, s := range ops {
+			if s.Service == svc {
+				entries = append(entries, opKey{s.Service, s.Operation})
 			}
 		}
-		f.Culprit = d.errorCulprit(entries, svc)
+		f.Culprit = errorCulprit(origins, entries, svc)
 		add(f, d.cfg.ErrorWindow)
 	}
 }
