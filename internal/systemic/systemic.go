@@ -362,12 +362,16 @@ func (d *Detector) fold(s *series, now time.Time) {
 	}
 }
 
-func (d *Detector) baselineReady(s *series) bool {
+func (d *Detector) baselineReady(s *series) bool { return d.baselineReadyOf(s.baseSec, s.base.n) }
+
+// baselineReadyOf says whether a baseline of baseSec (decayed) seconds
+// and n requests is enough to compare with.
+func (d *Detector) baselineReadyOf(baseSec, n float64) bool {
 	// baseSec decays too; compare with the decayed equivalent of MinBaseline.
 	need := d.cfg.MinBaseline.Seconds()
 	hl := d.cfg.BaselineHalfLife.Seconds()
 	need = hl / math.Ln2 * (1 - math.Exp(-math.Ln2*need/hl))
-	return s.baseSec >= need*0.999 && s.base.n >= float64(d.cfg.MinSamples)
+	return baseSec >= need*0.999 && n >= float64(d.cfg.MinSamples)
 }
 
 // ---- observation ----
@@ -485,7 +489,15 @@ func (d *Detector) evaluate(now time.Time, m *merged) []Finding {
 		d.mergeEvents(m, owned)
 	}
 	d.evalLatency(now, add)
-	d.evalRoots(now, add)
+	if m == nil {
+		d.evalRoots(now, d.localRoots(now), add)
+	} else {
+		d.evalRoots(now, mergeRoots(d.localRoots(now), m.peers), func(f Finding, w time.Duration) {
+			if m.owns(f.Key) {
+				add(f, w)
+			}
+		})
+	}
 	d.contention.evaluate(now, add)
 	for _, nt := range d.newTypes {
 		add(newErrorType(nt), d.cfg.ErrorWindow)
@@ -701,17 +713,21 @@ func (d *Detector) evalLatency(now time.Time, add func(Finding, time.Duration)) 
 	}
 }
 
-func (d *Detector) evalRoots(now time.Time, add func(Finding, time.Duration)) {
-	// After a long downtime the windows restart empty: an empty or
-	// partly filled window is no evidence of a drop or of a missing
-	// service until it spans fresh data only.
-	fresh := func(w time.Duration) bool { return d.windowsFrom.IsZero() || now.Sub(d.windowsFrom) >= w }
-	for k, s := range d.roots {
-		ready := d.baselineReady(s)
+// evalRoots judges the flows (trace roots): throughput_drop,
+// missing_service and span_count_regression.
+func (d *Detector) evalRoots(now time.Time, views []rootView, add func(Finding, time.Duration)) {
+	for i := range views {
+		s := &views[i]
+		k := s.key
+		// After a long downtime the windows restart empty: an empty or
+		// partly filled window is no evidence of a drop or of a missing
+		// service until it spans fresh data only.
+		fresh := func(w time.Duration) bool { return s.windowsFrom.IsZero() || now.Sub(s.windowsFrom) >= w }
+		ready := d.baselineReadyOf(s.baseSec, s.base.n)
 		// throughput_drop: also evaluated with no traffic at all.
 		if ready && now.Sub(s.created) >= d.cfg.MinBaseline+d.cfg.ThroughputWindow && fresh(d.cfg.ThroughputWindow) {
-			w := d.window(s, now, d.cfg.ThroughputWindow)
-			expected := s.base.n / s.baseSec * d.cfg.ThroughputWindow.Seconds()
+			w := s.throughput
+			expected := s.baseRate * d.cfg.ThroughputWindow.Seconds()
 			if expected >= d.cfg.MinExpected && w.n < d.cfg.ThroughputFactor*expected {
 				f := Finding{Service: k.service, Operation: k.op, Key: "throughput_drop/" + k.service + "/" + k.op}
 				f.Kind, f.Severity = "throughput_drop", analyze.SeverityWarning
@@ -722,7 +738,7 @@ func (d *Detector) evalRoots(now time.Time, add func(Finding, time.Duration)) {
 					d.cfg.ThroughputWindow, expected, 100*w.n/expected)
 				f.Evidence = ThroughputEvidence{Service: k.service, Operation: k.op, WindowS: d.cfg.ThroughputWindow.Seconds(),
 					Requests: int(w.n), Expected: math.Round(expected*10) / 10, RatePerMin: w.n / d.cfg.ThroughputWindow.Minutes(),
-					BaselinePerMin: s.base.n / s.baseSec * 60}
+					BaselinePerMin: s.baseRate * 60}
 				f.Fix = "Check what sends this traffic: a failing upstream, a load balancer or DNS change, a client release, or lost instrumentation (spans missing, not requests)."
 				f.Culprit = endpointCulprit(k, "the entry endpoint that receives fewer requests: what sends it traffic changed")
 				add(f, d.cfg.ThroughputWindow)
@@ -732,7 +748,7 @@ func (d *Detector) evalRoots(now time.Time, add func(Finding, time.Duration)) {
 			continue
 		}
 		// missing_service
-		w := d.window(s, now, d.cfg.MissingWindow)
+		w := s.missing
 		if w.n >= float64(d.cfg.MinSamples) && fresh(d.cfg.MissingWindow) {
 			var gone []string
 			for svc, c := range s.base.services {
@@ -759,7 +775,7 @@ func (d *Detector) evalRoots(now time.Time, add func(Finding, time.Duration)) {
 			}
 		}
 		// span_count_regression
-		w = d.window(s, now, d.cfg.SpanWindow)
+		w = s.span
 		if w.n < float64(d.cfg.MinSamples) || s.base.n == 0 {
 			continue
 		}
