@@ -99,6 +99,8 @@ type problems struct {
 	// shipped makes checkout 1.5.0 query per item and stop calling
 	// recommendations, 6 minutes after the injection.
 	shipped bool
+	// slowCarts makes stock lookups of big carts slow from the injection.
+	slowCarts bool
 	// quiet is how long evaluation goes on after the traffic stops.
 	quiet time.Duration
 	// checkouts and products are the intervals between checkouts and
@@ -126,6 +128,9 @@ func (c *clusterSim) traffic(t *testing.T, p problems) {
 		shop.ErrorRate, shop.ErrorType = 0, "java.net.SocketTimeoutException"
 		if !at.Before(inject) && at.Before(inject.Add(5*time.Minute)) {
 			shop.ErrorRate = p.errorRate
+		}
+		if p.slowCarts && !at.Before(inject) {
+			shop.SlowBigCarts, shop.BigCartShare, shop.SlowFactor = true, 0.3, 12
 		}
 		if p.shipped && !at.Before(inject.Add(6*time.Minute)) {
 			shop.CheckoutVersion, shop.ItemQueries, shop.NoRecommendations = "1.5.0", 25, true
@@ -196,6 +201,12 @@ func evidenceCounts(f Finding) string {
 		return fmt.Sprintf("%d requests, %.1f expected", ev.Requests, ev.Expected)
 	case MissingServiceEvidence:
 		return fmt.Sprintf("0 of %d traces, usually %.3f", ev.Traces, ev.BaselinePresence)
+	case LatencyEvidence:
+		attr := ""
+		if len(ev.Attribution) > 0 {
+			attr = ev.Attribution[0].Label
+		}
+		return fmt.Sprintf("p95 %.1f ms in %d requests, usually %.1f ms; %s", ev.P95MS, ev.Requests, ev.BaselineP95MS, attr)
 	case SpanCountEvidence:
 		return fmt.Sprintf("%.1f spans in %d traces, usually %.1f; %s %s %.1f in %d", ev.MeanSpans, ev.Traces, ev.BaselineMeanSpans,
 			ev.Service, ev.Version, ev.VersionMeanSpans, ev.VersionTraces)
@@ -215,11 +226,13 @@ func TestClusterSharesFindWhatOneNodeFinds(t *testing.T) {
 		p     problems
 		kinds int
 	}{
-		{"incident", thin(problems{errorRate: 0.4, stampede: 6, authFailures: 4, shipped: true}), 5},
+		// The stampede's slow product pages also raise their p95.
+		{"incident", thin(problems{errorRate: 0.4, stampede: 6, authFailures: 4, shipped: true}), 6},
 		// A product page every 6 s: 50 in 5 minutes, 40 expected (the
 		// baseline's rate, which lags behind by the longest window),
 		// 13 a node, under the 20 a drop needs to be expected.
 		{"traffic stops", problems{products: 6 * time.Second, quiet: 10 * time.Minute}, 1},
+		{"big carts got slow", thin(problems{slowCarts: true}), 1},
 	} {
 		t.Run(c.name, func(t *testing.T) { clusterFindsWhatOneNodeFinds(t, c.p, c.kinds) })
 	}
@@ -279,7 +292,10 @@ func clusterFindsWhatOneNodeFinds(t *testing.T, p problems, kinds int) {
 // is reported, by one node or by the cluster.
 func TestClusterSharesBelowThresholdReportNothing(t *testing.T) {
 	c := newClusterSim(3, true)
-	c.traffic(t, thin(problems{stampede: 4, authFailures: 2, quiet: 10 * time.Second}))
+	// Product pages every 5 s: the 4 slow ones do not raise the p95.
+	p := thin(problems{stampede: 4, authFailures: 2, quiet: 10 * time.Second})
+	p.products = 5 * time.Second
+	c.traffic(t, p)
 	if fs := mergedFindings(t, "one node", c.refFound); len(fs) != 0 {
 		t.Fatalf("one node found %v below the thresholds", keysOf(fs))
 	}

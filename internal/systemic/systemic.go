@@ -479,6 +479,8 @@ func (d *Detector) evaluate(now time.Time, m *merged) []Finding {
 	}
 	if m == nil {
 		d.judgeErrors(now, d.localErrors(now), add)
+		d.evalLatency(now, d.localLatency(now, false), add)
+		d.evalRoots(now, d.localRoots(now), add)
 	} else {
 		owned := func(f Finding, w time.Duration) {
 			if m.owns(f.Key) {
@@ -486,17 +488,9 @@ func (d *Detector) evaluate(now time.Time, m *merged) []Finding {
 			}
 		}
 		d.judgeErrors(now, mergeErrors(d.localErrors(now), m.peers), owned)
+		d.evalLatency(now, mergeLatency(d.localLatency(now, true), m.peers), owned)
+		d.evalRoots(now, mergeRoots(d.localRoots(now), m.peers), owned)
 		d.mergeEvents(m, owned)
-	}
-	d.evalLatency(now, add)
-	if m == nil {
-		d.evalRoots(now, d.localRoots(now), add)
-	} else {
-		d.evalRoots(now, mergeRoots(d.localRoots(now), m.peers), func(f Finding, w time.Duration) {
-			if m.owns(f.Key) {
-				add(f, w)
-			}
-		})
 	}
 	d.contention.evaluate(now, add)
 	for _, nt := range d.newTypes {
@@ -660,12 +654,16 @@ func usualRate(r float64) string {
 	return sprintf("%.1f%%", pct(r))
 }
 
-func (d *Detector) evalLatency(now time.Time, add func(Finding, time.Duration)) {
-	for k, s := range d.ops {
-		if !d.baselineReady(s) {
+// evalLatency judges the p95 of every entry operation against its
+// baseline.
+func (d *Detector) evalLatency(now time.Time, views []latencyView, add func(Finding, time.Duration)) {
+	for i := range views {
+		s := &views[i]
+		k := s.key
+		if !d.baselineReadyOf(s.baseSec, s.base.n) {
 			continue
 		}
-		w := d.window(s, now, d.cfg.LatencyWindow)
+		w := s.window
 		if w.n < float64(d.cfg.MinSamples) {
 			continue
 		}
@@ -708,7 +706,7 @@ func (d *Detector) evalLatency(now time.Time, add func(Finding, time.Duration)) 
 		f.Evidence = LatencyEvidence{Service: k.service, Operation: k.op, WindowS: d.cfg.LatencyWindow.Seconds(), Requests: int(w.n),
 			P95MS: p95, BaselineP95MS: base, Factor: math.Round(p95/base*100) / 100, Attribution: vals}
 		f.Fix = "Compare a slow and a usual request (GET /api/v1/compare) and look at what the slow ones share (attribution above): a deploy, a host, or an input size."
-		f.Culprit = d.latencyCulprit(k)
+		f.Culprit = latencyCulprit(k, s.selfs)
 		add(f, d.cfg.LatencyWindow)
 	}
 }
