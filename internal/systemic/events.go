@@ -440,13 +440,14 @@ func (d *Detector) authFinding(target string, fs []authEvent, succ map[int64]int
 }
 
 // expireEvents drops sub-minute state that can no longer form a finding.
-// In a cluster the misses stay for three evaluations at least, so that
-// every node's next merged judgement still sees them.
+// In a cluster the misses stay for six evaluations at least: the owner of
+// a key judges them with misses of the same moment that other nodes see
+// only when their traces complete, up to the idle timeout later.
 func (d *Detector) expireEvents(now time.Time, cluster bool) {
 	idle := 10 * time.Minute
 	keep := 2 * d.cfg.StampedeWindow
 	if cluster {
-		keep = max(keep, 3*d.cfg.EvalInterval)
+		keep = max(keep, 6*d.cfg.EvalInterval)
 	}
 	for k, r := range d.stampede {
 		if now.Sub(r.seen) > idle {

@@ -328,3 +328,41 @@ func TestClusterWithoutPeersJudgesItsOwnShare(t *testing.T) {
 		t.Fatalf("the same misses opened %v again", fs)
 	}
 }
+
+// Misses a peer sees only when its traces complete, after the owner
+// judged its own misses of the same moment, still make one finding with
+// every trace: the owner keeps its misses for six evaluations, even when
+// a later miss of the key comes in between.
+func TestClusterLateShareJoinsEarlierMisses(t *testing.T) {
+	owner, peer := New(Config{}, nil, nil, nil), New(Config{}, nil, nil, nil)
+	shop := workload.New(6)
+	shop.CacheMissAll = true
+	observe := func(d *Detector, at time.Time) {
+		tr := shop.Product(at)
+		d.Observe(workload.End(tr).Add(time.Second), tr)
+	}
+	for i := 0; i < 3; i++ {
+		observe(owner, t0.Add(time.Duration(i)*100*time.Millisecond))
+	}
+	all := func(string) bool { return true }
+	if fs := owner.EvaluateCluster(t0.Add(10*time.Second), all, []Share{peer.Share(t0.Add(10 * time.Second))}); len(fs) != 0 {
+		t.Fatalf("3 misses opened %v", fs)
+	}
+	// A later miss of the key on the owner, then the peer's misses of the
+	// first moment (their traces completed late).
+	observe(owner, t0.Add(25*time.Second))
+	if fs := owner.EvaluateCluster(t0.Add(30*time.Second), all, []Share{peer.Share(t0.Add(30 * time.Second))}); len(fs) != 0 {
+		t.Fatalf("4 misses opened %v", fs)
+	}
+	for i := 3; i < 6; i++ {
+		observe(peer, t0.Add(time.Duration(i)*100*time.Millisecond))
+	}
+	now := t0.Add(40 * time.Second)
+	fs := owner.EvaluateCluster(now, all, []Share{peer.Share(now)})
+	if len(fs) != 1 || fs[0].Evidence.(StampedeEvidence).Traces != 6 {
+		t.Fatalf("owner found %+v, want one stampede of 6 traces", fs)
+	}
+	if fs := owner.EvaluateCluster(now.Add(10*time.Second), all, []Share{peer.Share(now)}); len(fs) != 0 {
+		t.Fatalf("the same misses opened %v again", fs)
+	}
+}
