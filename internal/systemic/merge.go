@@ -11,14 +11,19 @@ import (
 
 // In a cluster each node observes the traces it owns, so a pattern whose
 // threshold counts traces or events (5 traces missing one cache key, 3
-// rejected calls, 5 errors in the window) can be met by the cluster's
-// traffic and by no node's share. For those patterns (cache_stampede,
-// auth_expiry_race, error_rate_spike) every node serves its Share — the
-// raw events and window counts the thresholds are judged on — and each
-// evaluation judges the union of every answering node's share, exactly
-// as one node holding all traffic would. Only the owner of a finding's key
-// (Cluster.Owns: one node of those answering) reports it, so it is
-// stored, counted and alerted on once, with the evidence of every node.
+// rejected calls, 5 errors and 20 requests in the window, 20 expected
+// requests) can be met by the cluster's traffic and by no node's share.
+// For those patterns (cache_stampede, auth_expiry_race, error_rate_spike,
+// latency_regression, span_count_regression, missing_service,
+// throughput_drop) every node serves its Share — the raw events, window
+// counts, histograms and baselines the thresholds are judged on — and
+// each evaluation judges the union of every answering node's share with
+// the code one node uses on its own, as one node holding all traffic
+// would. Only the owner of a finding's key (Cluster.Owns: one node of
+// those answering) reports it, so it is stored, counted and alerted on
+// once, with the evidence of every node. concurrency_contention (it
+// would need every call of the window) and new_error_type (no count)
+// stay judged on each node's share.
 
 // Cluster connects a detector to the other nodes of its cluster.
 type Cluster struct {
