@@ -215,6 +215,11 @@ func TestClusterSystemicFindingsEqualOneNode(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
+	for i, n := range nodes {
+		if got := metricValues(t, n, "tracedx_systemic_judged_nodes")[""]; got != 3 {
+			t.Errorf("node %d judged the shares of %v nodes, want 3", i, got)
+		}
+	}
 	keys, counts := systemicFindings(body)
 	t.Logf("every node reports, as one node does:\n%s\n%+v", strings.Join(keys, "\n"), counts)
 	// Counted over every node's share: more than any node holds.

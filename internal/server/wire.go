@@ -295,7 +295,7 @@ func New(ctx context.Context, cfg config.Config, log *slog.Logger) (*Server, err
 	parts := clusterAggregates(mux, st, eng, metrics, graph, fs, gone, peer, down, log)
 	members := s.clusterMembers(ring, peer)
 	clusterAlerts(mux, parts, st, alerts, members, peer, down)
-	clusterSystemic(parts, st, sys, members)
+	s.clusterSystemic(parts, st, sys, members)
 	mux.Handle("GET /metrics", metricsHandler(s.reg))
 	mux.HandleFunc("GET /healthz", func(w http.ResponseWriter, _ *http.Request) { _, _ = w.Write([]byte("ok\n")) })
 	mux.HandleFunc("GET /readyz", readyz(fs))
