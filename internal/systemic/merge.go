@@ -41,6 +41,27 @@ type Share struct {
 	Errors    []ErrorShare    `json:"errors"`
 	Roots     []RootShare     `json:"roots"`
 	Latency   []LatencyShare  `json:"latency"`
+	// ErrorTypes are the exception types the node has seen (within
+	// ErrorTypeMemory) and NewTypes those it saw for the first time in
+	// the last minute.
+	ErrorTypes []ErrorTypeShare `json:"error_types"`
+	NewTypes   []NewTypeShare   `json:"new_types"`
+}
+
+// ErrorTypeShare is an exception type a node has seen, and when last.
+type ErrorTypeShare struct {
+	Service string    `json:"service"`
+	Type    string    `json:"type"`
+	Last    time.Time `json:"last"`
+}
+
+// NewTypeShare is the first span with an exception type new to a node.
+type NewTypeShare struct {
+	Service   string `json:"service"`
+	Operation string `json:"op"`
+	Type      string `json:"type"`
+	Message   string `json:"message,omitempty"`
+	RefShare
 }
 
 // StampedeShare holds a node's recent cache misses of one key under one
@@ -115,7 +136,7 @@ type RefShare struct {
 func mergedKind(kind string) bool {
 	switch kind {
 	case "cache_stampede", "auth_expiry_race", "error_rate_spike", "throughput_drop", "missing_service", "span_count_regression",
-		"latency_regression":
+		"latency_regression", "new_error_type":
 		return true
 	}
 	return false
@@ -166,6 +187,19 @@ func (d *Detector) Share(now time.Time) Share {
 	out := Share{Stampedes: []StampedeShare{}, Auth: []AuthShare{}, Errors: d.localErrors(now), Roots: []RootShare{}}
 	for _, v := range d.localRoots(now) {
 		out.Roots = append(out.Roots, v.share())
+	}
+	out.ErrorTypes = make([]ErrorTypeShare, 0, len(d.errTypes))
+	for k, last := range d.errTypes {
+		out.ErrorTypes = append(out.ErrorTypes, ErrorTypeShare{Service: k[0], Type: k[1], Last: last})
+	}
+	sort.Slice(out.ErrorTypes, func(i, j int) bool {
+		a, b := out.ErrorTypes[i], out.ErrorTypes[j]
+		return a.Service < b.Service || a.Service == b.Service && a.Type < b.Type
+	})
+	out.NewTypes = make([]NewTypeShare, 0, len(d.newTypes))
+	for _, nt := range d.newTypes {
+		out.NewTypes = append(out.NewTypes, NewTypeShare{Service: nt.service, Operation: nt.op, Type: nt.typ, Message: nt.msg,
+			RefShare: RefShare{Trace: nt.r.trace.String(), Span: nt.r.span.String(), Time: nt.r.t}})
 	}
 	out.Latency = []LatencyShare{}
 	for _, v := range d.localLatency(now, true) {
@@ -745,4 +779,66 @@ func mergeLatency(local []latencyView, peers []Share) []latencyView {
 	}
 	sort.Slice(out, func(i, j int) bool { return out[i].key.service+out[i].key.op < out[j].key.service+out[j].key.op })
 	return out
+}
+
+// typesSeen is what one node knows of exception types: those it saw, and
+// those it saw for the first time lately.
+type typesSeen struct {
+	seen map[[2]string]time.Time
+	news map[[2]string]newType
+}
+
+// judgeNewTypes reports an exception type as new when it is new to the
+// cluster: some node saw it for the first time lately (the earliest such
+// sighting speaks) and no other node saw it within ErrorTypeMemory before,
+// nor after without finding it new (it knew it already). A node keeps
+// its new types for six evaluations, so the owner of the key sees them.
+func (d *Detector) judgeNewTypes(now time.Time, m *merged, add func(Finding, time.Duration)) {
+	keep := now.Add(-6 * d.cfg.EvalInterval)
+	kept := d.newTypes[:0]
+	for _, nt := range d.newTypes {
+		if !nt.r.t.Before(keep) {
+			kept = append(kept, nt)
+		}
+	}
+	d.newTypes = kept
+	nodes := []typesSeen{{seen: d.errTypes, news: map[[2]string]newType{}}}
+	for _, nt := range d.newTypes {
+		nodes[0].news[[2]string{nt.service, nt.typ}] = nt
+	}
+	for _, p := range m.peers {
+		n := typesSeen{seen: make(map[[2]string]time.Time, len(p.ErrorTypes)), news: map[[2]string]newType{}}
+		for _, e := range p.ErrorTypes {
+			n.seen[[2]string{e.Service, e.Type}] = e.Last
+		}
+		for _, e := range p.NewTypes {
+			if r := refsOf([]RefShare{e.RefShare}); len(r) == 1 {
+				n.news[[2]string{e.Service, e.Type}] = newType{service: e.Service, op: e.Operation, typ: e.Type, msg: e.Message, r: r[0]}
+			}
+		}
+		nodes = append(nodes, n)
+	}
+	first := map[[2]string]newType{}
+	for _, n := range nodes {
+		for k, nt := range n.news {
+			if f, ok := first[k]; !ok || nt.r.t.Before(f.r.t) {
+				first[k] = nt
+			}
+		}
+	}
+	for k, nt := range first {
+		known := false
+		for _, n := range nodes {
+			if _, isNew := n.news[k]; isNew {
+				continue
+			}
+			if last, ok := n.seen[k]; ok && nt.r.t.Sub(last) < d.cfg.ErrorTypeMemory {
+				known = true
+				break
+			}
+		}
+		if !known {
+			add(newErrorType(nt), d.cfg.ErrorWindow)
+		}
+	}
 }

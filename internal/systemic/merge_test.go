@@ -164,10 +164,21 @@ func (c *clusterSim) traffic(t *testing.T, p problems) {
 // test when a key opened more than once (on one node or on several).
 func mergedFindings(t *testing.T, who string, lists ...[]Finding) map[string]Finding {
 	t.Helper()
+	return findingsOf(t, who, countKind, lists...)
+}
+
+// countKind says whether kind is one of the merged kinds with a count
+// threshold (new_error_type has its own test).
+func countKind(kind string) bool { return mergedKind(kind) && kind != "new_error_type" }
+
+// findingsOf returns the findings of the kinds keep accepts by key, and
+// fails the test when a key opened more than once.
+func findingsOf(t *testing.T, who string, keep func(kind string) bool, lists ...[]Finding) map[string]Finding {
+	t.Helper()
 	out := map[string]Finding{}
 	for _, fs := range lists {
 		for _, f := range fs {
-			if !mergedKind(f.Kind) {
+			if !keep(f.Kind) {
 				continue
 			}
 			if _, dup := out[f.Key]; dup {
@@ -364,5 +375,69 @@ func TestClusterLateShareJoinsEarlierMisses(t *testing.T) {
 	}
 	if fs := owner.EvaluateCluster(now.Add(10*time.Second), all, []Share{peer.Share(now)}); len(fs) != 0 {
 		t.Fatalf("the same misses opened %v again", fs)
+	}
+}
+
+// observeOn feeds one trace to node i of the cluster and to the reference.
+func (c *clusterSim) observeOn(t *testing.T, i int, spans []model.Span) {
+	now := workload.End(spans).Add(2 * time.Second)
+	c.evaluateUntil(t, now)
+	c.ref.Observe(now, spans)
+	c.nodes[i].Observe(now, spans)
+}
+
+// An exception type is new to the cluster when no node has seen it: one
+// node seeing a type another node saw minutes ago is not told it is new,
+// and a new type seen by two nodes at once opens one finding.
+func TestClusterNewErrorTypeIsNewToEveryNode(t *testing.T) {
+	isNewType := func(kind string) bool { return kind == "new_error_type" }
+	run := func(merge bool) *clusterSim {
+		c := newClusterSim(3, merge)
+		shop := workload.New(8)
+		shop.BaseErrorRate = 0
+		// Healthy traffic past every node's warmup (30 minutes).
+		for at := t0; at.Before(t0.Add(32 * time.Minute)); at = at.Add(2 * time.Second) {
+			c.observe(t, shop.Checkout(at))
+		}
+		failing := func(node int, at time.Time, typ string) {
+			shop.ErrorRate, shop.ErrorType = 1, typ
+			c.observeOn(t, node, shop.Checkout(at))
+			shop.ErrorRate = 0
+		}
+		failing(0, t0.Add(33*time.Minute), "LegacyException")
+		failing(1, t0.Add(40*time.Minute), "LegacyException")
+		failing(1, t0.Add(45*time.Minute), "FreshException")
+		failing(2, t0.Add(45*time.Minute+10*time.Second), "FreshException")
+		c.evaluateUntil(t, t0.Add(50*time.Minute))
+		return c
+	}
+	c := run(true)
+	want := findingsOf(t, "one node", isNewType, c.refFound)
+	if _, ok := want["new_error_type/payments/FreshException"]; !ok || len(want) < 2 {
+		t.Fatalf("one node found %v", keysOf(want))
+	}
+	got := findingsOf(t, "cluster", isNewType, c.found...)
+	if strings.Join(keysOf(got), " ") != strings.Join(keysOf(want), " ") {
+		t.Fatalf("cluster found %v\none node found %v", keysOf(got), keysOf(want))
+	}
+	t.Logf("cluster and one node found %v", keysOf(got))
+	for k, w := range want {
+		if g := got[k]; g.TraceID != w.TraceID || !g.Time.Equal(w.Time) {
+			t.Errorf("%s: cluster names trace %s at %s, one node %s at %s", k, g.TraceID, g.Time, w.TraceID, w.Time)
+		}
+	}
+	// Alone, node 1 takes LegacyException for new again and both nodes
+	// report FreshException.
+	alone := run(false)
+	var n int
+	for _, fs := range alone.found {
+		for _, f := range fs {
+			if isNewType(f.Kind) {
+				n++
+			}
+		}
+	}
+	if n <= len(want) {
+		t.Fatalf("nodes alone reported %d new types, one node %d: the test does not show the merge", n, len(want))
 	}
 }

@@ -491,12 +491,15 @@ func (d *Detector) evaluate(now time.Time, m *merged) []Finding {
 		d.evalLatency(now, mergeLatency(d.localLatency(now, true), m.peers), owned)
 		d.evalRoots(now, mergeRoots(d.localRoots(now), m.peers), owned)
 		d.mergeEvents(m, owned)
+		d.judgeNewTypes(now, m, owned)
 	}
 	d.contention.evaluate(now, add)
-	for _, nt := range d.newTypes {
-		add(newErrorType(nt), d.cfg.ErrorWindow)
+	if m == nil {
+		for _, nt := range d.newTypes {
+			add(newErrorType(nt), d.cfg.ErrorWindow)
+		}
+		d.newTypes = d.newTypes[:0]
 	}
-	d.newTypes = d.newTypes[:0]
 	for k, f := range d.pending {
 		// In a cluster the merged judgement (above) reports these.
 		if m == nil || !mergedKind(f.Kind) {
