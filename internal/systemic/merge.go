@@ -19,11 +19,11 @@ import (
 // counts, histograms and baselines the thresholds are judged on — and
 // each evaluation judges the union of every answering node's share with
 // the code one node uses on its own, as one node holding all traffic
-// would. Only the owner of a finding's key (Cluster.Owns: one node of
+// would; new_error_type is judged on every node's memory of exception
+// types. Only the owner of a finding's key (Cluster.Owns: one node of
 // those answering) reports it, so it is stored, counted and alerted on
 // once, with the evidence of every node. concurrency_contention (it
-// would need every call of the window) and new_error_type (no count)
-// stay judged on each node's share.
+// would need every call of the window) stays judged on each node's share.
 
 // Cluster connects a detector to the other nodes of its cluster.
 type Cluster struct {
