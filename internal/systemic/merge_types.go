@@ -2,7 +2,6 @@ package systemic
 
 import "time"
 
-
 // typesSeen is what one node knows of exception types: those it saw, and
 // those it saw for the first time lately.
 type typesSeen struct {
