@@ -29,6 +29,24 @@ func oneNodeLike(t *testing.T, mutate func(*config.Config)) *Server {
 // every node stored a share of them, not all: the merge has work to do.
 func spreadTraffic(t *testing.T, nodes []*Server, ref *Server, spans []model.Span) {
 	t.Helper()
+	spreadSpans(t, nodes, ref, spans)
+	stored := 0.0
+	for i, n := range nodes {
+		w := metricValues(t, n, "tracedx_store_spans_written_total")[""]
+		if w == 0 || w >= float64(len(spans)) {
+			t.Fatalf("node %d stored %v of %d spans: traces are not spread", i, w, len(spans))
+		}
+		stored += w
+	}
+	if stored != float64(len(spans)) {
+		t.Fatalf("the nodes stored %v spans, %d sent", stored, len(spans))
+	}
+}
+
+// spreadSpans sends spans in batches of ten traces round robin over the
+// nodes and all of them to ref.
+func spreadSpans(t *testing.T, nodes []*Server, ref *Server, spans []model.Span) {
+	t.Helper()
 	byTrace := map[model.TraceID][]model.Span{}
 	var order []model.TraceID
 	for _, s := range spans {
@@ -44,17 +62,6 @@ func spreadTraffic(t *testing.T, nodes []*Server, ref *Server, spans []model.Spa
 		}
 		postOTLP(t, nodes[b%len(nodes)].Addr("otlp-http"), batch)
 		postOTLP(t, ref.Addr("otlp-http"), batch)
-	}
-	stored := 0.0
-	for i, n := range nodes {
-		w := metricValues(t, n, "tracedx_store_spans_written_total")[""]
-		if w == 0 || w >= float64(len(spans)) {
-			t.Fatalf("node %d stored %v of %d spans: traces are not spread", i, w, len(spans))
-		}
-		stored += w
-	}
-	if stored != float64(len(spans)) {
-		t.Fatalf("the nodes stored %v spans, %d sent", stored, len(spans))
 	}
 }
 

@@ -114,7 +114,7 @@ func New(ctx context.Context, cfg config.Config, log *slog.Logger) (*Server, err
 	findingsSink := findingsCounter.Wrap(fs)
 	// One clock for observing and evaluating, so a test that moves it
 	// moves both.
-	sys := systemic.New(systemic.Config{Dir: dir("systemic")}, findingsSink, func() time.Time { return timeNow() }, log)
+	sys := systemic.New(systemic.Config{Dir: dir("systemic"), EvalInterval: systemicEvalInterval}, findingsSink, func() time.Time { return timeNow() }, log)
 	s.background = append(s.background, func(ctx context.Context) { sys.Run(ctx) })
 	pipe.findings = &storedFindings{fs: fs, sink: findingsSink, sys: sys}
 	// Alerts name the root-cause ranking's top cause; the ranking reads
@@ -296,6 +296,7 @@ func New(ctx context.Context, cfg config.Config, log *slog.Logger) (*Server, err
 	members := s.clusterMembers(ring, peer)
 	s.watchPeerCopies(down, members)
 	clusterAlerts(mux, parts, st, alerts, members, peer, down)
+	s.clusterSystemic(parts, st, sys, members)
 	mux.Handle("GET /metrics", metricsHandler(s.reg))
 	mux.HandleFunc("GET /healthz", func(w http.ResponseWriter, _ *http.Request) { _, _ = w.Write([]byte("ok\n")) })
 	mux.HandleFunc("GET /readyz", readyz(fs))

@@ -1,6 +1,7 @@
 package systemic
 
 import (
+	"encoding/json"
 	"fmt"
 	"math/rand"
 	"testing"
@@ -200,4 +201,65 @@ func evaluating(b *testing.B, d *Detector, step time.Duration, observe func(i in
 		}
 		observe(i, now)
 	}
+}
+
+// BenchmarkClusterShare measures what a node of a cluster pays per
+// evaluation for the merged patterns with 500 entry operations and 100
+// flows in healthy traffic: serving its share to a peer (built and
+// encoded as JSON: bytes/share) and judging its own share with two
+// peers' (decoded from JSON) in EvaluateCluster, against Evaluate.
+func BenchmarkClusterShare(b *testing.B) {
+	shop := workload.New(2)
+	d := New(Config{}, nil, nil, nil)
+	now := t0
+	for i := 0; i < 20000; i++ {
+		tr := shop.Checkout(now)
+		for j := range tr {
+			if tr[j].ParentSpanID.IsZero() {
+				tr[j].Name = fmt.Sprintf("POST /checkout/%d", i%100)
+			} else if tr[j].Kind == model.KindServer {
+				tr[j].Name = fmt.Sprintf("%s/%d", tr[j].Name, i%100)
+			}
+		}
+		now = now.Add(100 * time.Millisecond)
+		d.Observe(now, tr)
+		if i%100 == 0 {
+			d.Evaluate(now)
+		}
+	}
+	body, err := json.Marshal(d.Share(now))
+	if err != nil {
+		b.Fatal(err)
+	}
+	var peer Share
+	if err := json.Unmarshal(body, &peer); err != nil {
+		b.Fatal(err)
+	}
+	owns := func(key string) bool { return len(key)%3 == 0 }
+	b.Run("serve", func(b *testing.B) {
+		b.ReportAllocs()
+		for b.Loop() {
+			if _, err := json.Marshal(d.Share(now)); err != nil {
+				b.Fatal(err)
+			}
+		}
+		b.ReportMetric(float64(len(body)), "bytes/share")
+		b.ReportMetric(float64(len(peer.Errors)), "operations")
+	})
+	// The same node judging its own share only (as outside a cluster),
+	// for comparison.
+	b.Run("evaluate-alone", func(b *testing.B) {
+		b.ReportAllocs()
+		for b.Loop() {
+			now = now.Add(10 * time.Second)
+			d.Evaluate(now)
+		}
+	})
+	b.Run("evaluate", func(b *testing.B) {
+		b.ReportAllocs()
+		for b.Loop() {
+			now = now.Add(10 * time.Second)
+			d.EvaluateCluster(now, owns, []Share{peer, peer})
+		}
+	})
 }

@@ -115,13 +115,13 @@ func (d *Detector) creditOrigin(entry, origin opKey) {
 }
 
 // errorCulprit names where the errors of the entries start: the origin
-// seen most often under them, or the entry itself when no whole failing
-// trace was seen.
-func (d *Detector) errorCulprit(entries []opKey, what string) *analyze.Culprit {
+// seen most often under them (origins counts them per entry), or the
+// entry itself when no whole failing trace was seen.
+func errorCulprit(origins map[opKey]map[opKey]float64, entries []opKey, what string) *analyze.Culprit {
 	merged := map[opKey]float64{}
 	var total float64
 	for _, e := range entries {
-		for o, v := range d.origins[e] {
+		for o, v := range origins[e] {
 			merged[o] += v
 			total += v
 		}
@@ -261,10 +261,10 @@ func (d *Detector) learnSelfTimes(spans []model.Span, marks []selfMark) {
 }
 
 // latencyCulprit names the operation under the entry k whose self time is
-// larger in its slow samples than in its normal ones by the most, or k
-// itself when too few whole traces were seen.
-func (d *Detector) latencyCulprit(k opKey) *analyze.Culprit {
-	aggs := d.selfs[k]
+// larger in its slow samples than in its normal ones by the most (aggs:
+// the self times under k), or k itself when too few whole traces were
+// seen.
+func latencyCulprit(k opKey, aggs map[opKey]*selfAgg) *analyze.Culprit {
 	n := aggs[selfCounts]
 	if n == nil || n.slow < 3 || n.normal < 3 {
 		return endpointCulprit(k, "the endpoint whose p95 rose; too few whole traces were seen to name the operation inside it (GET /api/v1/rootcause over the window does)")

@@ -264,6 +264,15 @@ func (d *Detector) flushMisses(now time.Time, root *model.Span, spans []model.Sp
 func (d *Detector) checkStampede(endpoint, key string, r *ring) {
 	evs := r.events
 	sort.SliceStable(evs, func(i, j int) bool { return evs[i].t.Before(evs[j].t) })
+	if f, ok := d.stampedeFinding(endpoint, key, evs); ok {
+		d.pending[f.Key] = f
+	}
+}
+
+func stampedeKey(endpoint, key string) string { return "cache_stampede/" + endpoint + "/" + key }
+
+// stampedeFinding judges the misses of key under endpoint, in time order.
+func (d *Detector) stampedeFinding(endpoint, key string, evs []missEvent) (Finding, bool) {
 	// Largest set of distinct traces within StampedeWindow (two pointers).
 	best, bi, bj := 0, 0, 0
 	j := 0
@@ -276,10 +285,10 @@ func (d *Detector) checkStampede(endpoint, key string, r *ring) {
 		}
 	}
 	if best < d.cfg.StampedeTraces {
-		return
+		return Finding{}, false
 	}
 	win := evs[bi : bj+1]
-	f := Finding{Key: "cache_stampede/" + endpoint + "/" + key}
+	f := Finding{Key: stampedeKey(endpoint, key)}
 	f.Kind, f.Severity = "cache_stampede", analyze.SeverityWarning
 	var sum float64
 	wrote := 0
@@ -308,7 +317,7 @@ func (d *Detector) checkStampede(endpoint, key string, r *ring) {
 	f.Culprit = &analyze.Culprit{Service: win[0].service, Operation: win[0].op, SpanID: win[0].span,
 		Reason: sprintf("%s owns the reads of %s that all missed at once and recomputed it", win[0].service, key)}
 	f.Fix = "Let one request recompute the value while the others wait or serve the stale one: request coalescing (singleflight), a lock per key, early probabilistic refresh, or TTL jitter."
-	d.pending[f.Key] = f
+	return f, true
 }
 
 func distinctTraces(evs []missEvent) int {
@@ -361,6 +370,16 @@ func (d *Detector) recordAuth(s *model.Span, target string, code int, fail bool)
 func (d *Detector) checkAuth(target string, st *authState) {
 	fs := st.fails
 	sort.SliceStable(fs, func(i, j int) bool { return fs[i].t.Before(fs[j].t) })
+	if f, ok := d.authFinding(target, fs, st.succ); ok {
+		d.pending[f.Key] = f
+	}
+}
+
+func authKey(target string) string { return "auth_expiry_race/" + target }
+
+// authFinding judges the rejected calls to target (in time order) in the
+// window ending at the last one, among the successes per second succ.
+func (d *Detector) authFinding(target string, fs []authEvent, succ map[int64]int) (Finding, bool) {
 	last := fs[len(fs)-1].t
 	var win []authEvent
 	for _, e := range fs {
@@ -369,19 +388,19 @@ func (d *Detector) checkAuth(target string, st *authState) {
 		}
 	}
 	if len(win) < d.cfg.AuthFailures {
-		return
+		return Finding{}, false
 	}
 	lo, hi := win[0].t.Add(-d.cfg.AuthWindow).Unix(), last.Add(d.cfg.AuthWindow).Unix()
-	succ := 0
-	for sec, n := range st.succ {
+	succeeded := 0
+	for sec, n := range succ {
 		if sec >= lo && sec <= hi {
-			succ += n
+			succeeded += n
 		}
 	}
-	if succ == 0 {
-		return // everything fails: revoked credentials, not a race
+	if succeeded == 0 {
+		return Finding{}, false // everything fails: revoked credentials, not a race
 	}
-	f := Finding{Key: "auth_expiry_race/" + target}
+	f := Finding{Key: authKey(target)}
 	f.Kind, f.Severity = "auth_expiry_race", analyze.SeverityWarning
 	callers, codes := map[string]bool{}, map[int]bool{}
 	for _, e := range win {
@@ -392,7 +411,7 @@ func (d *Detector) checkAuth(target string, st *authState) {
 			f.SpanIDs = append(f.SpanIDs, e.span)
 		}
 	}
-	ev := AuthRaceEvidence{Target: target, Failures: len(win), Successes: succ, Moment: win[len(win)/2].t,
+	ev := AuthRaceEvidence{Target: target, Failures: len(win), Successes: succeeded, Moment: win[len(win)/2].t,
 		SpreadMS: float64(last.Sub(win[0].t)) / 1e6}
 	for c := range callers {
 		ev.Callers = append(ev.Callers, c)
@@ -409,7 +428,7 @@ func (d *Detector) checkAuth(target string, st *authState) {
 	f.Operation = target
 	f.Time = win[0].t
 	f.Title = sprintf("%d calls to %s were rejected (%v) within %.1f s around %s while %d others succeeded: a credential expiring mid-flight",
-		len(win), target, ev.Codes, ev.SpreadMS/1000, ev.Moment.UTC().Format("15:04:05"), succ)
+		len(win), target, ev.Codes, ev.SpreadMS/1000, ev.Moment.UTC().Format("15:04:05"), succeeded)
 	f.Evidence = ev
 	// Several callers racing on one expiring token usually share the
 	// refresh code; the first names the place, the reason names them all.
@@ -417,19 +436,26 @@ func (d *Detector) checkAuth(target string, st *authState) {
 		Reason: sprintf("%s %s using a token to %s until it is rejected: the token refresh runs too late", strings.Join(ev.Callers, " and "),
 			map[bool]string{true: "keeps", false: "keep"}[len(ev.Callers) == 1], target)}
 	f.Fix = "Refresh tokens before they expire (refresh at ~80 % of the lifetime, with a margin for clock skew and request duration) and retry once on 401 with a fresh token; share one refresh among concurrent requests."
-	d.pending[f.Key] = f
+	return f, true
 }
 
 // expireEvents drops sub-minute state that can no longer form a finding.
-func (d *Detector) expireEvents(now time.Time) {
+// In a cluster the misses stay for six evaluations at least: the owner of
+// a key judges them with misses of the same moment that other nodes see
+// only when their traces complete, up to the idle timeout later.
+func (d *Detector) expireEvents(now time.Time, cluster bool) {
 	idle := 10 * time.Minute
+	keep := 2 * d.cfg.StampedeWindow
+	if cluster {
+		keep = max(keep, 6*d.cfg.EvalInterval)
+	}
 	for k, r := range d.stampede {
 		if now.Sub(r.seen) > idle {
 			delete(d.stampede, k)
 			continue
 		}
 		if n := len(r.events); n > 0 {
-			cut := r.events[n-1].t.Add(-2 * d.cfg.StampedeWindow)
+			cut := r.events[n-1].t.Add(-keep)
 			i := 0
 			for i < n && r.events[i].t.Before(cut) {
 				i++

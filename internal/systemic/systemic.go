@@ -84,6 +84,12 @@ type Detector struct {
 	// idScratch indexes the spans of the trace being observed.
 	idScratch map[model.SpanID]int
 
+	// cluster, when set, has Run judge the merged patterns on every
+	// node's share (merge.go); judged holds the events of each key's last
+	// merged judgement.
+	cluster *Cluster
+	judged  map[string]map[string]bool
+
 	// Persistence (persist.go). lastSeen is the latest observation-clock
 	// time of Observe or Evaluate; resumePending marks a restored state
 	// whose downtime is cut out at the next of them; windowsFrom, when
@@ -145,7 +151,10 @@ func (d *Detector) Run(ctx context.Context) {
 				d.log.Warn("saving systemic history", "err", err)
 			}
 		case <-t.C:
-			fs := d.Evaluate(d.clock())
+			// The peers are asked before the lock is taken: they ask
+			// this node for its share at the same time.
+			m := d.clusterShares(ctx)
+			fs := d.evaluate(d.clock(), m)
 			if len(fs) == 0 || d.sink == nil {
 				continue
 			}
@@ -353,12 +362,16 @@ func (d *Detector) fold(s *series, now time.Time) {
 	}
 }
 
-func (d *Detector) baselineReady(s *series) bool {
+func (d *Detector) baselineReady(s *series) bool { return d.baselineReadyOf(s.baseSec, s.base.n) }
+
+// baselineReadyOf says whether a baseline of baseSec (decayed) seconds
+// and n requests is enough to compare with.
+func (d *Detector) baselineReadyOf(baseSec, n float64) bool {
 	// baseSec decays too; compare with the decayed equivalent of MinBaseline.
 	need := d.cfg.MinBaseline.Seconds()
 	hl := d.cfg.BaselineHalfLife.Seconds()
 	need = hl / math.Ln2 * (1 - math.Exp(-math.Ln2*need/hl))
-	return s.baseSec >= need*0.999 && s.base.n >= float64(d.cfg.MinSamples)
+	return baseSec >= need*0.999 && n >= float64(d.cfg.MinSamples)
 }
 
 // ---- observation ----
@@ -430,6 +443,12 @@ func (d *Detector) observeErrorType(now time.Time, s *model.Span) {
 // Evaluate folds old buckets into baselines, checks every pattern and
 // returns the findings that open now.
 func (d *Detector) Evaluate(now time.Time) []Finding {
+	return d.evaluate(now, nil)
+}
+
+// evaluate is Evaluate; with m (in a cluster) the merged patterns are
+// judged on every node's share and reported by their keys' owners.
+func (d *Detector) evaluate(now time.Time, m *merged) []Finding {
 	d.mu.Lock()
 	defer d.mu.Unlock()
 	d.seen(now)
@@ -458,20 +477,37 @@ func (d *Detector) Evaluate(now time.Time) []Finding {
 	for _, s := range d.roots {
 		d.fold(s, now)
 	}
-	d.evalErrors(now, add)
-	d.evalLatency(now, add)
-	d.evalRoots(now, add)
-	d.contention.evaluate(now, add)
-	for _, nt := range d.newTypes {
-		add(newErrorType(nt), d.cfg.ErrorWindow)
+	if m == nil {
+		d.judgeErrors(now, d.localErrors(now), add)
+		d.evalLatency(now, d.localLatency(now, false), add)
+		d.evalRoots(now, d.localRoots(now), add)
+	} else {
+		owned := func(f Finding, w time.Duration) {
+			if m.owns(f.Key) {
+				add(f, w)
+			}
+		}
+		d.judgeErrors(now, mergeErrors(d.localErrors(now), m.peers), owned)
+		d.evalLatency(now, mergeLatency(d.localLatency(now, true), m.peers), owned)
+		d.evalRoots(now, mergeRoots(d.localRoots(now), m.peers), owned)
+		d.mergeEvents(m, owned)
+		d.judgeNewTypes(now, m, owned)
 	}
-	d.newTypes = d.newTypes[:0]
+	d.contention.evaluate(now, add)
+	if m == nil {
+		for _, nt := range d.newTypes {
+			add(newErrorType(nt), d.cfg.ErrorWindow)
+		}
+		d.newTypes = d.newTypes[:0]
+	}
 	for k, f := range d.pending {
-		w := d.cfg.ErrorWindow
-		add(f, w)
+		// In a cluster the merged judgement (above) reports these.
+		if m == nil || !mergedKind(f.Kind) {
+			add(f, d.cfg.ErrorWindow)
+		}
 		delete(d.pending, k)
 	}
-	d.expireEvents(now)
+	d.expireEvents(now, m != nil)
 
 	var out []Finding
 	for k, f := range active {
@@ -514,60 +550,64 @@ func refIDs(rs []ref) (traces, spans []string) {
 
 func pct(f float64) float64 { return math.Round(f*1000) / 10 }
 
-func (d *Detector) evalErrors(now time.Time, add func(Finding, time.Duration)) {
+// judgeErrors judges the error counts of every entry operation (sorted
+// by operation) and of every service they belong to.
+func (d *Detector) judgeErrors(now time.Time, ops []ErrorShare, add func(Finding, time.Duration)) {
 	type svcAgg struct {
 		n, e, bn, be float64
 		refs         []ref
 		opActive     bool
 	}
 	bySvc := map[string]*svcAgg{}
-	keys := make([]opKey, 0, len(d.ops))
-	for k := range d.ops {
-		keys = append(keys, k)
-	}
-	sort.Slice(keys, func(i, j int) bool { return keys[i].service+keys[i].op < keys[j].service+keys[j].op })
-	for _, k := range keys {
-		s := d.ops[k]
-		w := d.window(s, now, d.cfg.ErrorWindow)
+	origins := map[opKey]map[opKey]float64{}
+	for _, s := range ops {
+		k := opKey{s.Service, s.Operation}
+		for _, o := range s.Origins {
+			if origins[k] == nil {
+				origins[k] = map[opKey]float64{}
+			}
+			origins[k][opKey{o.Service, o.Operation}] += o.Count
+		}
 		a := bySvc[k.service]
 		if a == nil {
 			a = &svcAgg{}
 			bySvc[k.service] = a
 		}
-		a.n += w.n
-		a.e += w.errs
-		a.bn += s.base.n
-		a.be += s.base.errs
-		for _, r := range s.errRefs {
+		a.n += s.Requests
+		a.e += s.Errors
+		a.bn += s.BaseN
+		a.be += s.BaseErrs
+		errRefs := refsOf(s.Examples)
+		for _, r := range errRefs {
 			if now.Sub(r.t) <= d.cfg.ErrorWindow {
 				a.refs = append(a.refs, r)
 			}
 		}
-		if w.n < float64(d.cfg.MinSamples) || w.errs < float64(d.cfg.MinErrors) {
+		if s.Requests < float64(d.cfg.MinSamples) || s.Errors < float64(d.cfg.MinErrors) {
 			continue
 		}
-		rate := w.errs / w.n
+		rate := s.Errors / s.Requests
 		baseRate := -1.0
-		if s.base.n >= float64(d.cfg.MinSamples) {
-			baseRate = s.base.errs / s.base.n
+		if s.BaseN >= float64(d.cfg.MinSamples) {
+			baseRate = s.BaseErrs / s.BaseN
 		}
 		if rate <= d.cfg.OpErrorRate || (baseRate >= 0 && rate < 2*baseRate) {
 			continue
 		}
 		a.opActive = true
-		traces, spans := refIDs(s.errRefs)
+		traces, spans := refIDs(errRefs)
 		f := Finding{Service: k.service, Operation: k.op, Key: "error_rate_spike/" + k.service + "/" + k.op, ExampleTraceIDs: traces}
 		f.Kind, f.Severity = "error_rate_spike", analyze.SeverityWarning
 		if rate >= 0.5 {
 			f.Severity = analyze.SeverityCritical
 		}
 		f.SpanIDs = spans
-		f.Title = sprintf("%s %s fails %.1f%% of %d requests over %s (usual %s)", k.service, k.op, pct(rate), int(w.n),
+		f.Title = sprintf("%s %s fails %.1f%% of %d requests over %s (usual %s)", k.service, k.op, pct(rate), int(s.Requests),
 			d.cfg.ErrorWindow, usualRate(baseRate))
-		f.Evidence = ErrorRateEvidence{Service: k.service, Operation: k.op, WindowS: d.cfg.ErrorWindow.Seconds(), Requests: int(w.n),
-			Errors: int(w.errs), ErrorRate: pct(rate) / 100, BaselineRate: math.Max(baseRate, 0), Threshold: d.cfg.OpErrorRate}
+		f.Evidence = ErrorRateEvidence{Service: k.service, Operation: k.op, WindowS: d.cfg.ErrorWindow.Seconds(), Requests: int(s.Requests),
+			Errors: int(s.Errors), ErrorRate: pct(rate) / 100, BaselineRate: math.Max(baseRate, 0), Threshold: d.cfg.OpErrorRate}
 		f.Fix = "Open an example trace: its error_origin finding names the failing span; compare a failing with a successful request (GET /api/v1/compare) and check recent deploys of " + k.service + "."
-		f.Culprit = d.errorCulprit([]opKey{k}, k.service+" "+k.op)
+		f.Culprit = errorCulprit(origins, []opKey{k}, k.service+" "+k.op)
 		add(f, d.cfg.ErrorWindow)
 	}
 	svcs := make([]string, 0, len(bySvc))
@@ -600,12 +640,12 @@ func (d *Detector) evalErrors(now time.Time, add func(Finding, time.Duration)) {
 			ErrorRate: pct(rate) / 100, BaselineRate: math.Max(baseRate, 0), Threshold: d.cfg.ServiceErrorRate}
 		f.Fix = "Open an example trace to find the failing dependency, and check recent deploys of " + svc + "."
 		var entries []opKey
-		for _, k := range keys {
-			if k.service == svc {
-				entries = append(entries, k)
+		for _, s := range ops {
+			if s.Service == svc {
+				entries = append(entries, opKey{s.Service, s.Operation})
 			}
 		}
-		f.Culprit = d.errorCulprit(entries, svc)
+		f.Culprit = errorCulprit(origins, entries, svc)
 		add(f, d.cfg.ErrorWindow)
 	}
 }
@@ -617,12 +657,16 @@ func usualRate(r float64) string {
 	return sprintf("%.1f%%", pct(r))
 }
 
-func (d *Detector) evalLatency(now time.Time, add func(Finding, time.Duration)) {
-	for k, s := range d.ops {
-		if !d.baselineReady(s) {
+// evalLatency judges the p95 of every entry operation against its
+// baseline.
+func (d *Detector) evalLatency(now time.Time, views []latencyView, add func(Finding, time.Duration)) {
+	for i := range views {
+		s := &views[i]
+		k := s.key
+		if !d.baselineReadyOf(s.baseSec, s.base.n) {
 			continue
 		}
-		w := d.window(s, now, d.cfg.LatencyWindow)
+		w := s.window
 		if w.n < float64(d.cfg.MinSamples) {
 			continue
 		}
@@ -665,22 +709,26 @@ func (d *Detector) evalLatency(now time.Time, add func(Finding, time.Duration)) 
 		f.Evidence = LatencyEvidence{Service: k.service, Operation: k.op, WindowS: d.cfg.LatencyWindow.Seconds(), Requests: int(w.n),
 			P95MS: p95, BaselineP95MS: base, Factor: math.Round(p95/base*100) / 100, Attribution: vals}
 		f.Fix = "Compare a slow and a usual request (GET /api/v1/compare) and look at what the slow ones share (attribution above): a deploy, a host, or an input size."
-		f.Culprit = d.latencyCulprit(k)
+		f.Culprit = latencyCulprit(k, s.selfs)
 		add(f, d.cfg.LatencyWindow)
 	}
 }
 
-func (d *Detector) evalRoots(now time.Time, add func(Finding, time.Duration)) {
-	// After a long downtime the windows restart empty: an empty or
-	// partly filled window is no evidence of a drop or of a missing
-	// service until it spans fresh data only.
-	fresh := func(w time.Duration) bool { return d.windowsFrom.IsZero() || now.Sub(d.windowsFrom) >= w }
-	for k, s := range d.roots {
-		ready := d.baselineReady(s)
+// evalRoots judges the flows (trace roots): throughput_drop,
+// missing_service and span_count_regression.
+func (d *Detector) evalRoots(now time.Time, views []rootView, add func(Finding, time.Duration)) {
+	for i := range views {
+		s := &views[i]
+		k := s.key
+		// After a long downtime the windows restart empty: an empty or
+		// partly filled window is no evidence of a drop or of a missing
+		// service until it spans fresh data only.
+		fresh := func(w time.Duration) bool { return s.windowsFrom.IsZero() || now.Sub(s.windowsFrom) >= w }
+		ready := d.baselineReadyOf(s.baseSec, s.base.n)
 		// throughput_drop: also evaluated with no traffic at all.
 		if ready && now.Sub(s.created) >= d.cfg.MinBaseline+d.cfg.ThroughputWindow && fresh(d.cfg.ThroughputWindow) {
-			w := d.window(s, now, d.cfg.ThroughputWindow)
-			expected := s.base.n / s.baseSec * d.cfg.ThroughputWindow.Seconds()
+			w := s.throughput
+			expected := s.baseRate * d.cfg.ThroughputWindow.Seconds()
 			if expected >= d.cfg.MinExpected && w.n < d.cfg.ThroughputFactor*expected {
 				f := Finding{Service: k.service, Operation: k.op, Key: "throughput_drop/" + k.service + "/" + k.op}
 				f.Kind, f.Severity = "throughput_drop", analyze.SeverityWarning
@@ -691,7 +739,7 @@ func (d *Detector) evalRoots(now time.Time, add func(Finding, time.Duration)) {
 					d.cfg.ThroughputWindow, expected, 100*w.n/expected)
 				f.Evidence = ThroughputEvidence{Service: k.service, Operation: k.op, WindowS: d.cfg.ThroughputWindow.Seconds(),
 					Requests: int(w.n), Expected: math.Round(expected*10) / 10, RatePerMin: w.n / d.cfg.ThroughputWindow.Minutes(),
-					BaselinePerMin: s.base.n / s.baseSec * 60}
+					BaselinePerMin: s.baseRate * 60}
 				f.Fix = "Check what sends this traffic: a failing upstream, a load balancer or DNS change, a client release, or lost instrumentation (spans missing, not requests)."
 				f.Culprit = endpointCulprit(k, "the entry endpoint that receives fewer requests: what sends it traffic changed")
 				add(f, d.cfg.ThroughputWindow)
@@ -701,7 +749,7 @@ func (d *Detector) evalRoots(now time.Time, add func(Finding, time.Duration)) {
 			continue
 		}
 		// missing_service
-		w := d.window(s, now, d.cfg.MissingWindow)
+		w := s.missing
 		if w.n >= float64(d.cfg.MinSamples) && fresh(d.cfg.MissingWindow) {
 			var gone []string
 			for svc, c := range s.base.services {
@@ -728,7 +776,7 @@ func (d *Detector) evalRoots(now time.Time, add func(Finding, time.Duration)) {
 			}
 		}
 		// span_count_regression
-		w = d.window(s, now, d.cfg.SpanWindow)
+		w = s.span
 		if w.n < float64(d.cfg.MinSamples) || s.base.n == 0 {
 			continue
 		}
