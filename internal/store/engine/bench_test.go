@@ -289,6 +289,7 @@ func BenchmarkSearchWholeTraces(b *testing.B) {
 		b.Run(tc.name, func(b *testing.B) {
 			defer withPageCache(tc.bytes)()
 			cpu := processCPU()
+			_, missed, _ := tracePages.stats()
 			i := 0
 			for b.Loop() {
 				svc := genServices[i%len(genServices)]
@@ -312,6 +313,9 @@ func BenchmarkSearchWholeTraces(b *testing.B) {
 				}
 			}
 			reportCPU(b, cpu)
+			// Pages read from the file (lookups missing the page cache).
+			_, misses, _ := tracePages.stats()
+			b.ReportMetric(float64(misses-missed)/float64(b.N), "pages-read/op")
 		})
 	}
 }

@@ -14,6 +14,7 @@ import (
 	"github.com/parquet-go/parquet-go"
 
 	"github.com/tracedx/tracedx/internal/model"
+	"github.com/tracedx/tracedx/internal/priority"
 	"github.com/tracedx/tracedx/internal/store/blockio"
 )
 
@@ -227,10 +228,13 @@ func (b *block) readParquetRanges(ctx context.Context, ranges []rowRange) error 
 			return fmt.Errorf("block %s: rows %d..%d beyond the data: %w", b.id, max(last.first, base), last.first+int64(len(last.rows)), errCorrupt)
 		}
 	}
-	// Reads of several row groups overlap decompression on several
-	// processors, round trips on object storage; the bound keeps one
-	// search from taking every core from ingest.
-	return inParallel(ctx, len(jobs), b.rowGroupWorkers(4), func(i int) error {
+	// On object storage row groups are read at once, overlapping their
+	// round trips. On local disk reading two at once cost ~15 % more CPU
+	// per search on two cores (BenchmarkSearchWholeTraces) for a wall
+	// time no better on a busy machine, so they overlap only on machines
+	// with cores to spare, at most half of them, leaving the rest to
+	// ingest.
+	return inParallel(ctx, len(jobs), b.rowGroupWorkers(min(4, max(1, priority.CPUs()/2))), func(i int) error {
 		return b.readRowGroupSegs(jobs[i].g, jobs[i].rg, jobs[i].segs)
 	})
 }
