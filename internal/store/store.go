@@ -80,6 +80,22 @@ type TracePager interface {
 	TracePage(ctx context.Context, id model.TraceID, hint TimeRange, offset, limit int) (TracePage, error)
 }
 
+// TraceRef names a trace to read and the time range hint for it (see
+// Store.Trace).
+type TraceRef struct {
+	ID   model.TraceID
+	Hint TimeRange
+}
+
+// TracesReader is implemented by stores that read several traces together
+// more cheaply than one by one (the embedded engine shares page reads and
+// dictionary decoding between the traces of a search). Traces returns the
+// spans of refs[k] in out[k], ordered by start time, nil when no span of
+// it is stored.
+type TracesReader interface {
+	Traces(ctx context.Context, refs []TraceRef) ([][]model.Span, error)
+}
+
 // ErrStop may be returned by a ScanTraces callback to end the scan early
 // without error.
 var ErrStop = errors.New("stop scan")

@@ -12,6 +12,7 @@ import (
 
 	"github.com/tracedx/tracedx/internal/model"
 	"github.com/tracedx/tracedx/internal/store"
+	"github.com/tracedx/tracedx/internal/store/engine"
 	"github.com/tracedx/tracedx/internal/store/memstore"
 )
 
@@ -115,6 +116,13 @@ func BenchGet(b *testing.B, h http.Handler, path string) {
 	}
 	reportCPU(b, cpu)
 	b.ReportMetric(float64(bytes), "resp_bytes")
+}
+
+// BenchGetCold is BenchGet with the engine's page cache of trace reads
+// off: every request reads its traces' pages as the first one does.
+func BenchGetCold(b *testing.B, h http.Handler, path string) {
+	defer engine.SetTracePageCache(engine.SetTracePageCache(0))
+	BenchGet(b, h, path)
 }
 
 // MemstoreWith returns an in-memory store holding SynthTrace(0..traces-1,

@@ -49,10 +49,14 @@ func BenchmarkWithEngine(b *testing.B) {
 	}
 	b.Run("v1_trace_by_id", func(b *testing.B) { apitest.BenchGetEach(b, h, "/api/traces/", ids) })
 	b.Run("v3_trace_by_id", func(b *testing.B) { apitest.BenchGetEach(b, h, "/api/v3/traces/", ids) })
-	b.Run("v1_search_service_limit20", func(b *testing.B) { apitest.BenchGet(b, h, "/api/traces?service=orders&limit=20") })
-	b.Run("v3_find_traces_service_limit20", func(b *testing.B) {
-		apitest.BenchGet(b, h, "/api/v3/traces?query.serviceName=orders&query.searchDepth=20&query.startTimeMin=2026-01-01T00:00:00Z&query.startTimeMax=2027-01-01T00:00:00Z")
-	})
+	const v1Search = "/api/traces?service=orders&limit=20"
+	const v3Search = "/api/v3/traces?query.serviceName=orders&query.searchDepth=20&query.startTimeMin=2026-01-01T00:00:00Z&query.startTimeMax=2027-01-01T00:00:00Z"
+	b.Run("v1_search_service_limit20", func(b *testing.B) { apitest.BenchGet(b, h, v1Search) })
+	b.Run("v3_find_traces_service_limit20", func(b *testing.B) { apitest.BenchGet(b, h, v3Search) })
+	// The same searches with the page cache off: every request reads its
+	// traces' pages as a first search does.
+	b.Run("v1_search_service_limit20_cold", func(b *testing.B) { apitest.BenchGetCold(b, h, v1Search) })
+	b.Run("v3_find_traces_service_limit20_cold", func(b *testing.B) { apitest.BenchGetCold(b, h, v3Search) })
 	b.Run("v3_trace_summaries_limit20", func(b *testing.B) {
 		apitest.BenchGet(b, h, "/api/v3/trace-summaries?query.serviceName=orders&query.searchDepth=20")
 	})

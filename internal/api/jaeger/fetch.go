@@ -21,14 +21,33 @@ func searchFetchParallel() int { return min(4, priority.CPUs()) }
 
 // searchWholeTraces answers the searches that return whole traces (v1
 // /api/traces, api_v3 /api/v3/traces): the store's summary search finds the
-// matching ids from its indexes, then only those traces are read, a few at
-// a time, each with its own time range as a hint so the engine skips
+// matching ids from its indexes, then only those traces are read, together
+// when the store can (TracesReader), else a few at a time, each with its
+// own time range as a hint so the engine skips
 // blocks that cannot hold it. Traces removed between the two steps
 // (retention) are left out. The order is the search's: newest first.
 func searchWholeTraces(ctx context.Context, st store.Store, q store.Query) ([][]model.Span, error) {
 	sums, err := st.Search(ctx, q)
 	if err != nil {
 		return nil, err
+	}
+	if tr, ok := st.(store.TracesReader); ok {
+		// Read together, the traces share page reads and dictionaries.
+		refs := make([]store.TraceRef, len(sums))
+		for i := range sums {
+			refs[i] = store.TraceRef{ID: sums[i].TraceID, Hint: traceHint(&sums[i])}
+		}
+		out, err := tr.Traces(ctx, refs)
+		if err != nil {
+			return nil, fmt.Errorf("reading the traces found: %w", err)
+		}
+		traces := out[:0]
+		for _, spans := range out {
+			if len(spans) > 0 {
+				traces = append(traces, spans)
+			}
+		}
+		return traces, nil
 	}
 	out := make([][]model.Span, len(sums))
 	errs := make([]error, len(sums))
@@ -44,10 +63,7 @@ func searchWholeTraces(ctx context.Context, st store.Store, q store.Query) ([][]
 		wg.Add(1)
 		go func(i int) {
 			defer func() { <-sem; wg.Done() }()
-			s := &sums[i]
-			// The hint is closed at the end: a fragment ending at the
-			// trace's last instant still overlaps.
-			out[i], errs[i] = st.Trace(ctx, s.TraceID, store.TimeRange{Start: s.StartUnixNano, End: s.EndUnixNano + 1})
+			out[i], errs[i] = st.Trace(ctx, sums[i].TraceID, traceHint(&sums[i]))
 		}(i)
 	}
 	wg.Wait()
@@ -62,4 +78,10 @@ func searchWholeTraces(ctx context.Context, st store.Store, q store.Query) ([][]
 		}
 	}
 	return traces, nil
+}
+
+// traceHint is the time range of a found trace, closed at the end: a
+// fragment ending at the trace's last instant still overlaps.
+func traceHint(s *model.TraceSummary) store.TimeRange {
+	return store.TimeRange{Start: s.StartUnixNano, End: s.EndUnixNano + 1}
 }

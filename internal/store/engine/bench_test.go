@@ -280,14 +280,16 @@ func BenchmarkSearchByService(b *testing.B) {
 
 // BenchmarkSearchWholeTraces is what the APIs returning whole traces do
 // (Jaeger /api/traces, Tempo /api/search): a search by service for 20
-// summaries, then each trace read with its time range as hint. The
-// services rotate, so "cached" repeats a query only every few iterations.
+// summaries, then the 20 traces read together (Engine.Traces), each with
+// its time range as hint. The services rotate, so "cached" repeats a
+// query only every few iterations.
 func BenchmarkSearchWholeTraces(b *testing.B) {
 	f := getFixture(b)
 	for _, tc := range cacheCases {
 		b.Run(tc.name, func(b *testing.B) {
 			defer withPageCache(tc.bytes)()
 			cpu := processCPU()
+			_, missed, _ := tracePages.stats()
 			i := 0
 			for b.Loop() {
 				svc := genServices[i%len(genServices)]
@@ -296,14 +298,24 @@ func BenchmarkSearchWholeTraces(b *testing.B) {
 				if err != nil || len(res) != 20 {
 					b.Fatalf("search %s: %d results, %v", svc, len(res), err)
 				}
-				for _, sum := range res {
-					hint := store.TimeRange{Start: sum.StartUnixNano, End: sum.EndUnixNano + 1}
-					if _, err := f.e.Trace(context.Background(), sum.TraceID, hint); err != nil {
-						b.Fatal(err)
+				refs := make([]store.TraceRef, len(res))
+				for k, sum := range res {
+					refs[k] = store.TraceRef{ID: sum.TraceID, Hint: store.TimeRange{Start: sum.StartUnixNano, End: sum.EndUnixNano + 1}}
+				}
+				traces, err := f.e.Traces(context.Background(), refs)
+				if err != nil {
+					b.Fatal(err)
+				}
+				for k, spans := range traces {
+					if len(spans) != res[k].SpanCount {
+						b.Fatalf("trace %s: %d spans, want %d", res[k].TraceID, len(spans), res[k].SpanCount)
 					}
 				}
 			}
 			reportCPU(b, cpu)
+			// Pages read from the file (lookups missing the page cache).
+			_, misses, _ := tracePages.stats()
+			b.ReportMetric(float64(misses-missed)/float64(b.N), "pages-read/op")
 		})
 	}
 }

@@ -8,6 +8,7 @@ import (
 	"os"
 	"path/filepath"
 	"reflect"
+	"slices"
 	"sort"
 	"sync"
 	"testing"
@@ -80,6 +81,40 @@ func checkAllTraces(t *testing.T, e *Engine, spans []model.Span) {
 	}
 	for id, want := range byID {
 		sameSpans(t, want, got[id])
+	}
+	checkBatchedTraces(t, e, byID)
+}
+
+// checkBatchedTraces reads the traces through Engine.Traces, 20 at a time
+// (a search's results) with one id repeated and one not stored, and
+// compares them with the spans written.
+func checkBatchedTraces(t *testing.T, e *Engine, byID map[model.TraceID][]model.Span) {
+	t.Helper()
+	var refs []store.TraceRef
+	for id := range byID {
+		refs = append(refs, store.TraceRef{ID: id})
+	}
+	absent := model.TraceID{0xff, 0xfe}
+	for len(refs) > 0 {
+		batch := refs[:min(20, len(refs))]
+		refs = refs[len(batch):]
+		batch = append(slices.Clone(batch), batch[0], store.TraceRef{ID: absent})
+		got, err := e.Traces(context.Background(), batch)
+		if err != nil {
+			t.Fatalf("traces: %v", err)
+		}
+		if len(got) != len(batch) {
+			t.Fatalf("%d traces for %d refs", len(got), len(batch))
+		}
+		for k, r := range batch {
+			if r.ID == absent {
+				if got[k] != nil {
+					t.Fatalf("trace not stored: %d spans", len(got[k]))
+				}
+				continue
+			}
+			sameSpans(t, byID[r.ID], got[k])
+		}
 	}
 }
 

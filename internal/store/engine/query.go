@@ -4,6 +4,7 @@ import (
 	"container/heap"
 	"context"
 	"errors"
+	"slices"
 	"sort"
 	"sync"
 	"sync/atomic"
@@ -53,6 +54,56 @@ func (e *Engine) Trace(ctx context.Context, id model.TraceID, hint store.TimeRan
 	}
 	sortSpans(spans)
 	return spans, nil
+}
+
+// Traces reads several traces, those of a search's results: the
+// fragments in each block are read together (block.readTraces), which
+// costs much less than reading them one by one. out[k] holds the spans of
+// refs[k] ordered by start time, nil when none is stored; an id given
+// twice is read once.
+func (e *Engine) Traces(ctx context.Context, refs []store.TraceRef) ([][]model.Span, error) {
+	out := make([][]model.Span, len(refs))
+	var frags []fragment
+	var derr error
+	first := make(map[model.TraceID]int, len(refs))
+	e.mu.RLock()
+	for k, r := range refs {
+		if _, dup := first[r.ID]; dup {
+			continue
+		}
+		first[r.ID] = k
+		if t := e.head.get(r.ID); t != nil && derr == nil {
+			out[k], derr = decodeFramed(t.buf, out[k])
+		}
+		for _, m := range e.flushing {
+			if t := m[r.ID]; t != nil && derr == nil {
+				out[k], derr = decodeFramed(t.buf, out[k])
+			}
+		}
+		for _, h := range e.blockHits(r.ID, r.Hint) {
+			frags = append(frags, fragment{h.b, h.i, k})
+		}
+	}
+	e.mu.RUnlock()
+	defer func() {
+		for _, f := range frags {
+			f.b.release()
+		}
+	}()
+	if derr != nil {
+		return nil, derr
+	}
+	if err := readFragments(ctx, slices.Clone(frags), out); err != nil {
+		return nil, err
+	}
+	for k, r := range refs {
+		if f := first[r.ID]; f != k {
+			out[k] = out[f]
+		} else if len(out[k]) > 0 {
+			sortSpans(out[k])
+		}
+	}
+	return out, nil
 }
 
 type blockHit struct {
@@ -559,29 +610,106 @@ func (s *snapshot) search(ctx context.Context, q store.Query) ([]model.TraceSumm
 	return out, nil
 }
 
+// scanBatchTraces and scanBatchSpans bound the traces ScanTraces reads
+// together: batches share page reads (a whole-trace search of 20 reads
+// them in one), and a scan that stops early has read at most one batch
+// ahead.
+const (
+	scanBatchTraces = 20
+	scanBatchSpans  = 1 << 16
+)
+
 // ScanTraces calls fn with the spans of each matching trace, newest first.
 func (e *Engine) ScanTraces(ctx context.Context, q store.Query, fn func(spans []model.Span) error) error {
 	s := e.snap()
 	defer s.release()
+	size := scanBatchTraces
+	if q.Limit > 0 {
+		size = min(size, q.Limit)
+	}
 	n := 0
-	err := s.walk(ctx, &q, func(id model.TraceID) (bool, error) {
-		spans, err := s.spans(id)
+	var batch []model.TraceID
+	batchSpans := 0
+	flush := func() (bool, error) {
+		traces, err := s.traces(ctx, batch)
+		batch, batchSpans = batch[:0], 0
 		if err != nil {
 			return false, err
 		}
-		if !store.MatchTrace(&q, spans) {
+		for _, spans := range traces {
+			if !store.MatchTrace(&q, spans) {
+				continue
+			}
+			if err := fn(spans); err != nil {
+				return false, err
+			}
+			n++
+			if q.Limit > 0 && n >= q.Limit {
+				return false, nil
+			}
+		}
+		return true, nil
+	}
+	more := true
+	err := s.walk(ctx, &q, func(id model.TraceID) (bool, error) {
+		batch = append(batch, id)
+		batchSpans += s.spanCount(id)
+		if len(batch) < size && batchSpans < scanBatchSpans {
 			return true, nil
 		}
-		if err := fn(spans); err != nil {
-			return false, err
-		}
-		n++
-		return q.Limit <= 0 || n < q.Limit, nil
+		var ferr error
+		more, ferr = flush()
+		return more, ferr
 	})
+	if err == nil && more && len(batch) > 0 {
+		_, err = flush()
+	}
 	if errors.Is(err, store.ErrStop) {
 		return nil
 	}
 	return err
+}
+
+// spanCount is how many spans of a trace the snapshot holds, from the
+// counters and indexes.
+func (s *snapshot) spanCount(id model.TraceID) int {
+	n := 0
+	for _, t := range s.mem[id] {
+		n += t.n
+	}
+	for _, b := range s.blocks {
+		if i := b.idx.find(id); i >= 0 {
+			n += int(b.idx.nspans[i])
+		}
+	}
+	return n
+}
+
+// traces loads every span of several distinct traces from the snapshot,
+// the block fragments of all of them read together.
+func (s *snapshot) traces(ctx context.Context, ids []model.TraceID) ([][]model.Span, error) {
+	out := make([][]model.Span, len(ids))
+	var frags []fragment
+	for k, id := range ids {
+		for _, t := range s.mem[id] {
+			var err error
+			if out[k], err = decodeFramed(t.buf, out[k]); err != nil {
+				return nil, err
+			}
+		}
+		for _, b := range s.blocks {
+			if i := b.idx.find(id); i >= 0 {
+				frags = append(frags, fragment{b, i, k})
+			}
+		}
+	}
+	if err := readFragments(ctx, frags, out); err != nil {
+		return nil, err
+	}
+	for _, spans := range out {
+		sortSpans(spans)
+	}
+	return out, nil
 }
 
 // Services lists services seen in the range.

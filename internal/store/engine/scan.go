@@ -91,40 +91,15 @@ func (b *block) scanMatches(ctx context.Context, p *scanPlan, want func(i int) b
 	// Row groups are scanned in parallel: on object storage their reads
 	// overlap, and a block holds up to 16 of them. Each keeps its own
 	// verdicts for the traces it holds rows of (a trace may straddle two).
-	var next atomic.Int32
-	workers := min(priority.CPUs(), maxScanWorkers)
-	if _, remote := b.file.(blockio.Prefetcher); remote {
-		// Waiting on the network, not on a core: every row group's
-		// requests in flight at once, so a block costs the round trips of
-		// one row group, not of one per wave of workers.
-		workers = maxRemoteScanWorkers
-	}
-	errs := make([]error, min(len(scans), workers))
-	var wg sync.WaitGroup
-	for w := range errs {
-		wg.Add(1)
-		go func() {
-			defer wg.Done()
-			for {
-				i := int(next.Add(1)) - 1
-				if i >= len(scans) {
-					return
-				}
-				if err := ctx.Err(); err != nil {
-					errs[w] = err
-					return
-				}
-				s := scans[i]
-				s.selectRows(want)
-				if err := s.run(ctx, cols); err != nil {
-					errs[w] = fmt.Errorf("block %s: scan: %w", b.id, err)
-					return
-				}
-			}
-		}()
-	}
-	wg.Wait()
-	if err := errors.Join(errs...); err != nil {
+	err = inParallel(ctx, len(scans), b.rowGroupWorkers(maxScanWorkers), func(i int) error {
+		s := scans[i]
+		s.selectRows(want)
+		if err := s.run(ctx, cols); err != nil {
+			return fmt.Errorf("block %s: scan: %w", b.id, err)
+		}
+		return nil
+	})
+	if err != nil {
 		return nil, err
 	}
 	match := make([]bool, len(b.idx.ids))
@@ -158,6 +133,60 @@ func (x *blockIndex) mayHaveStatus(i int, svc uint32, st *model.StatusCode) bool
 		return errs > 0
 	}
 	return spans > errs
+}
+
+// rowGroupWorkers is how many row groups of the block one read works on at
+// once: at most local on local disk (bound by the CPU), every one it can
+// on object storage.
+func (b *block) rowGroupWorkers(local int) int {
+	if _, remote := b.file.(blockio.Prefetcher); remote {
+		// Waiting on the network, not on a core: every row group's
+		// requests in flight at once, so a block costs the round trips of
+		// one row group, not of one per wave of workers.
+		return maxRemoteScanWorkers
+	}
+	return min(priority.CPUs(), local)
+}
+
+// inParallel calls fn(0..n-1) on up to workers goroutines and returns the
+// errors; a worker stops at its first error or when ctx is done.
+func inParallel(ctx context.Context, n, workers int, fn func(i int) error) error {
+	if n == 1 || workers == 1 {
+		for i := range n {
+			if err := ctx.Err(); err != nil {
+				return err
+			}
+			if err := fn(i); err != nil {
+				return err
+			}
+		}
+		return nil
+	}
+	var next atomic.Int32
+	errs := make([]error, min(n, workers))
+	var wg sync.WaitGroup
+	for w := range errs {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			for {
+				i := int(next.Add(1)) - 1
+				if i >= n {
+					return
+				}
+				if err := ctx.Err(); err != nil {
+					errs[w] = err
+					return
+				}
+				if err := fn(i); err != nil {
+					errs[w] = err
+					return
+				}
+			}
+		}()
+	}
+	wg.Wait()
+	return errors.Join(errs...)
 }
 
 // maxScanWorkers bounds the row groups one search scans at once on local

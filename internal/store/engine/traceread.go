@@ -13,6 +13,8 @@ import (
 
 	"github.com/parquet-go/parquet-go"
 
+	"github.com/tracedx/tracedx/internal/model"
+	"github.com/tracedx/tracedx/internal/priority"
 	"github.com/tracedx/tracedx/internal/store/blockio"
 )
 
@@ -32,6 +34,16 @@ const defaultPageCacheBytes = 32 << 20
 // tracePages is process-wide: a server runs one engine, and tests open
 // many whose blocks must not each hold a budget.
 var tracePages = newPageCache(defaultPageCacheBytes)
+
+// SetTracePageCache replaces the process-wide page cache of trace reads by
+// an empty one bounded to max bytes (0 turns it off) and returns the
+// previous bound. Benchmarks of the APIs use it to measure first reads of
+// traces; it must not be called while reads run.
+func SetTracePageCache(max int64) (previous int64) {
+	previous = tracePages.max
+	tracePages = newPageCache(max)
+	return previous
+}
 
 // uncachedRows: reads of more rows than this (traces of thousands of
 // spans) do not go through the cache.
@@ -159,48 +171,115 @@ func (c *pageCache) dropBlock(b *block) {
 // readParquetRows reads rows [first, first+len(rows)) of the block (one
 // trace's, which may cross row groups) through the page cache.
 func (b *block) readParquetRows(first int64, rows []spanRow) error {
+	return b.readParquetRanges(context.Background(), []rowRange{{first, rows}})
+}
+
+// rowRange is rows [first, first+len(rows)) of a block, read into rows.
+type rowRange struct {
+	first int64
+	rows  []spanRow
+}
+
+// rowSeg is the part of a rowRange inside one row group: rows [lo, hi) of
+// the row group.
+type rowSeg struct {
+	first  int64 // in the block
+	lo, hi int64
+	rows   []spanRow
+}
+
+// readParquetRanges reads several row ranges (the traces of a search),
+// sorted by first row and disjoint, in one pass over each row group: per
+// column one page reader serves all of them, so a column chunk's
+// dictionary is decoded and a page shared by two traces is read once per
+// pass rather than once per trace, and on object storage the row group's
+// missing pages of all the ranges come in one batch of requests. Row
+// groups are read in parallel.
+func (b *block) readParquetRanges(ctx context.Context, ranges []rowRange) error {
+	type job struct {
+		g    int
+		rg   parquet.RowGroup
+		segs []rowSeg
+	}
+	var jobs []job
 	var base int64
-	got := 0
+	k := 0 // the first range not wholly before the row group
 	for g, rg := range b.pf.RowGroups() {
 		nr := rg.NumRows()
-		if got == len(rows) {
-			break
+		for k < len(ranges) && ranges[k].first+int64(len(ranges[k].rows)) <= base {
+			k++
 		}
-		at := first + int64(got)
-		if at >= base+nr {
-			base += nr
-			continue
+		var segs []rowSeg
+		for _, r := range ranges[k:] {
+			if r.first >= base+nr {
+				break
+			}
+			lo := max(r.first, base)
+			hi := min(r.first+int64(len(r.rows)), base+nr)
+			segs = append(segs, rowSeg{first: lo, lo: lo - base, hi: hi - base, rows: r.rows[lo-r.first : hi-r.first]})
 		}
-		lo := at - base
-		hi := min(nr, first+int64(len(rows))-base)
-		src, err := b.fetchPages(g, rg, lo, hi)
-		if err != nil {
-			return err
+		if len(segs) > 0 {
+			jobs = append(jobs, job{g, rg, segs})
 		}
-		tr := b.traceReader(rg)
-		err = tr.fill(b, g, rg, lo, hi, src)
+		base += nr
+	}
+	if n := len(ranges); n > 0 {
+		if last := ranges[n-1]; last.first+int64(len(last.rows)) > base {
+			return fmt.Errorf("block %s: rows %d..%d beyond the data: %w", b.id, max(last.first, base), last.first+int64(len(last.rows)), errCorrupt)
+		}
+	}
+	// On object storage row groups are read at once, overlapping their
+	// round trips. On local disk reading two at once cost ~15 % more CPU
+	// per search on two cores (BenchmarkSearchWholeTraces) for a wall
+	// time no better on a busy machine, so they overlap only on machines
+	// with cores to spare, at most half of them, leaving the rest to
+	// ingest.
+	return inParallel(ctx, len(jobs), b.rowGroupWorkers(min(4, max(1, priority.CPUs()/2))), func(i int) error {
+		return b.readRowGroupSegs(jobs[i].g, jobs[i].rg, jobs[i].segs)
+	})
+}
+
+// readRowGroupSegs reads the segments of row group g, in row order.
+func (b *block) readRowGroupSegs(g int, rg parquet.RowGroup, segs []rowSeg) error {
+	src, err := b.fetchPages(g, rg, segs)
+	if err != nil {
+		return err
+	}
+	tr := b.traceReader(rg)
+	reuse, err := tr.readSegs(b, g, rg, segs, src)
+	tr.closeCursors()
+	if reuse {
+		b.traceReaders.Put(tr)
+	}
+	return err
+}
+
+// readSegs reads segs through tr; reuse reports whether tr is in a state
+// to be used again.
+func (tr *traceReader) readSegs(b *block, g int, rg parquet.RowGroup, segs []rowSeg, src io.ReaderAt) (reuse bool, err error) {
+	for i, s := range segs {
+		err := tr.fill(b, g, rg, s.lo, s.hi, src)
 		if errors.Is(err, parquet.ErrMissingOffsetIndex) {
 			// Not written by parquet-go, which always writes one.
-			return b.seekReadRows(first, rows)
+			for _, s := range segs[i:] {
+				if err := b.seekReadRows(s.first, s.rows); err != nil {
+					return true, err
+				}
+			}
+			return true, nil
 		}
 		if err != nil {
-			return err
+			return true, err
 		}
 		tr.r.Reset()
-		k, err := readFull(tr.r, rows[got:got+int(hi-lo)])
+		_, err = readFull(tr.r, s.rows)
 		tr.release()
 		if err != nil {
 			// The reader may be anywhere; it is not reused.
-			return fmt.Errorf("block %s: read rows: %w", b.id, err)
+			return false, fmt.Errorf("block %s: read rows: %w", b.id, err)
 		}
-		b.traceReaders.Put(tr)
-		got += k
-		base += nr
 	}
-	if got < len(rows) {
-		return fmt.Errorf("block %s: rows %d..%d beyond the data: %w", b.id, first+int64(got), first+int64(len(rows)), errCorrupt)
-	}
-	return nil
+	return true, nil
 }
 
 // readSlack is how far past a page parquet-go may read: its buffered page
@@ -208,12 +287,12 @@ func (b *block) readParquetRows(first int64, rows []spanRow) error {
 const readSlack = 4 << 10
 
 // fetchPages has a block file on object storage fetch, concurrently, the
-// pages of every column holding rows [lo, hi) of row group g that are not
-// decoded in the page cache, and the dictionary pages of their column
+// pages of every column holding the segments' rows of row group g that are
+// not decoded in the page cache, and the dictionary pages of their column
 // chunks: read column by column they cost a round trip or more each. It
 // returns the reader serving those bytes, nil for local files (they read
 // as they go).
-func (b *block) fetchPages(g int, rg parquet.RowGroup, lo, hi int64) (io.ReaderAt, error) {
+func (b *block) fetchPages(g int, rg parquet.RowGroup, segs []rowSeg) (io.ReaderAt, error) {
 	rf, ok := b.file.(blockio.RangeFetcher)
 	if !ok {
 		return nil, nil
@@ -226,11 +305,18 @@ func (b *block) fetchPages(g int, rg parquet.RowGroup, lo, hi int64) (io.ReaderA
 			return nil, nil // read without fetching first; the read reports it
 		}
 		np := oi.NumPages()
-		p0 := sort.Search(np, func(i int) bool { return oi.FirstRowIndex(i) > lo }) - 1
 		pages = pages[:0]
-		for p := max(p0, 0); p < np && oi.FirstRowIndex(p) < hi; p++ {
-			if !tracePages.has(pageRef{b, int32(g), int32(j), int32(p)}) {
-				pages = append(pages, p)
+		for _, s := range segs {
+			p0 := sort.Search(np, func(i int) bool { return oi.FirstRowIndex(i) > s.lo }) - 1
+			for p := max(p0, 0); p < np && oi.FirstRowIndex(p) < s.hi; p++ {
+				// Segments are in row order: a page shared with the one
+				// before is the last one listed.
+				if n := len(pages); n > 0 && pages[n-1] >= p {
+					continue
+				}
+				if !tracePages.has(pageRef{b, int32(g), int32(j), int32(p)}) {
+					pages = append(pages, p)
+				}
 			}
 		}
 		ranges = b.pageRanges(ranges, g, j, oi, pages)
@@ -335,9 +421,10 @@ func readFull(r *parquet.GenericReader[spanRow], rows []spanRow) (int, error) {
 // (pooled per block): a row reader allocates and clears ~0.3 MB of value
 // buffers when it is created, more than reading a cached trace costs.
 type traceReader struct {
-	rows   rowSlice
-	chunks []sliceChunk
-	r      *parquet.GenericReader[spanRow]
+	rows    rowSlice
+	chunks  []sliceChunk
+	cursors []pageCursor // per column, for the segments of one row group
+	r       *parquet.GenericReader[spanRow]
 }
 
 func (b *block) traceReader(rg parquet.RowGroup) *traceReader {
@@ -345,7 +432,7 @@ func (b *block) traceReader(rg parquet.RowGroup) *traceReader {
 		return tr
 	}
 	cols := rg.ColumnChunks()
-	tr := &traceReader{chunks: make([]sliceChunk, len(cols))}
+	tr := &traceReader{chunks: make([]sliceChunk, len(cols)), cursors: make([]pageCursor, len(cols))}
 	tr.rows = rowSlice{schema: rg.Schema(), chunks: make([]parquet.ColumnChunk, len(cols))}
 	for j := range tr.chunks {
 		tr.chunks[j].ColumnChunk = cols[j]
@@ -356,12 +443,13 @@ func (b *block) traceReader(rg parquet.RowGroup) *traceReader {
 }
 
 // fill points the reader at rows [lo, hi) of row group g; release drops
-// the page references it takes.
+// the page references it takes. Successive fills for one row group go
+// forward through its rows, sharing the cursors until closeCursors.
 // src, when not nil, holds the bytes of the pages not in the page cache.
 func (tr *traceReader) fill(b *block, g int, rg parquet.RowGroup, lo, hi int64, src io.ReaderAt) error {
 	tr.rows.n = hi - lo
 	for j, cc := range rg.ColumnChunks() {
-		parts, err := b.chunkPages(g, j, cc, lo, hi, src)
+		parts, err := b.chunkPages(g, j, cc, lo, hi, src, &tr.cursors[j])
 		if err != nil {
 			tr.release()
 			return fmt.Errorf("block %s: row group %d column %d: %w", b.id, g, j, err)
@@ -379,9 +467,48 @@ func (tr *traceReader) release() {
 	}
 }
 
+func (tr *traceReader) closeCursors() {
+	for j := range tr.cursors {
+		tr.cursors[j].close()
+	}
+}
+
+// pageCursor reads the pages of one column chunk for the segments of a
+// row group, in row order. One page reader serves them all: parquet-go
+// decodes a chunk's dictionary once per page reader, which per trace was
+// a fifth of the cost of reading it. The last page stays held, since the
+// next segment often starts in it (small columns have few pages).
+type pageCursor struct {
+	fp   parquet.Pages
+	next int // the page fp reads next, -1 after a seek is needed
+	last int // the index of page
+	page parquet.Page
+}
+
+func (c *pageCursor) close() {
+	if c.fp != nil {
+		c.fp.Close()
+		c.fp = nil
+	}
+	if c.page != nil {
+		parquet.Release(c.page)
+		c.page = nil
+	}
+}
+
+// hold keeps page p (taking a reference) for the next segment.
+func (c *pageCursor) hold(p int, page parquet.Page) {
+	parquet.Retain(page)
+	if c.page != nil {
+		parquet.Release(c.page)
+	}
+	c.page, c.last = page, p
+}
+
 // chunkPages returns the parts of the pages of column chunk cc that hold
-// rows [lo, hi) of the row group.
-func (b *block) chunkPages(g, j int, cc parquet.ColumnChunk, lo, hi int64, src io.ReaderAt) ([]pagePart, error) {
+// rows [lo, hi) of the row group, reading those not held by the cursor
+// nor cached through it.
+func (b *block) chunkPages(g, j int, cc parquet.ColumnChunk, lo, hi int64, src io.ReaderAt, cur *pageCursor) ([]pagePart, error) {
 	oi, err := cc.OffsetIndex()
 	if err != nil {
 		return nil, fmt.Errorf("offset index: %w", err)
@@ -393,47 +520,59 @@ func (b *block) chunkPages(g, j int, cc parquet.ColumnChunk, lo, hi int64, src i
 		return nil, fmt.Errorf("no page holds row %d: %w", lo, errCorrupt)
 	}
 	var out []pagePart
-	var fp parquet.Pages // opened on the first miss, read on sequentially
-	next := -1           // the page fp reads next
-	defer func() {
-		if fp != nil {
-			fp.Close()
-		}
-	}()
 	fail := func(err error) ([]pagePart, error) {
 		releaseParts(out)
 		return nil, err
 	}
 	for p := p0; p < np && oi.FirstRowIndex(p) < hi; p++ {
-		ref := pageRef{b, int32(g), int32(j), int32(p)}
-		page := tracePages.get(ref)
-		if page == nil {
-			if fc, ok := cc.(*parquet.FileColumnChunk); ok && fp == nil && src != nil {
-				fp = fc.PagesFrom(src)
-			} else if fp == nil {
-				fp = cc.Pages()
+		var page parquet.Page
+		if cur.page != nil && cur.last == p {
+			page = cur.page
+			parquet.Retain(page)
+		} else if page = tracePages.get(pageRef{b, int32(g), int32(j), int32(p)}); page == nil {
+			if page, err = cur.read(cc, oi, p, src); err != nil {
+				return fail(err)
 			}
-			if next != p {
-				if err := fp.SeekToRow(oi.FirstRowIndex(p)); err != nil {
-					return fail(fmt.Errorf("seek to page %d: %w", p, err))
-				}
-			}
-			if page, err = fp.ReadPage(); err != nil {
-				return fail(fmt.Errorf("read page %d: %w", p, err))
-			}
-			next = p + 1
 			// A huge trace would push out the pages of many small ones; it
 			// keeps the only reference, released after its read.
 			if hi-lo <= uncachedRows {
 				parquet.Retain(page) // this read's; the cache takes the other
-				tracePages.put(ref, page)
+				tracePages.put(pageRef{b, int32(g), int32(j), int32(p)}, page)
 			}
+		}
+		if page != cur.page {
+			cur.hold(p, page)
 		}
 		start := oi.FirstRowIndex(p)
 		end := start + page.NumRows()
 		out = append(out, pagePart{page, max(lo, start) - start, min(hi, end) - start})
 	}
 	return out, nil
+}
+
+// read reads page p of column chunk cc, opening the cursor's page reader
+// on its first read.
+func (c *pageCursor) read(cc parquet.ColumnChunk, oi parquet.OffsetIndex, p int, src io.ReaderAt) (parquet.Page, error) {
+	if c.fp == nil {
+		if fc, ok := cc.(*parquet.FileColumnChunk); ok && src != nil {
+			c.fp = fc.PagesFrom(src)
+		} else {
+			c.fp = cc.Pages()
+		}
+		c.next = -1
+	}
+	if c.next != p {
+		if err := c.fp.SeekToRow(oi.FirstRowIndex(p)); err != nil {
+			return nil, fmt.Errorf("seek to page %d: %w", p, err)
+		}
+	}
+	page, err := c.fp.ReadPage()
+	if err != nil {
+		c.next = -1
+		return nil, fmt.Errorf("read page %d: %w", p, err)
+	}
+	c.next = p + 1
+	return page, nil
 }
 
 // rowSlice is a row group made of page parts: rows of one trace.
@@ -515,3 +654,78 @@ func (s *slicePages) SeekToRow(row int64) error {
 }
 
 func (s *slicePages) Close() error { return nil }
+
+// readTraces returns the spans of trace positions is (in any order, no
+// repeats) in out[k] for is[k], the rows of all of them read in one pass
+// (readParquetRanges).
+func (b *block) readTraces(ctx context.Context, is []int) ([][]model.Span, error) {
+	out := make([][]model.Span, len(is))
+	if b.l0 != nil {
+		for k, i := range is {
+			spans, err := b.l0ReadTrace(i)
+			if err != nil {
+				return nil, err
+			}
+			out[k] = spans
+		}
+		return out, nil
+	}
+	order := make([]int, len(is))
+	for k := range order {
+		order[k] = k
+	}
+	slices.SortFunc(order, func(x, y int) int { return cmp.Compare(b.idx.firstRow[is[x]], b.idx.firstRow[is[y]]) })
+	rows := make([][]spanRow, len(is))
+	ranges := make([]rowRange, len(is))
+	for n, k := range order {
+		rows[k] = make([]spanRow, b.idx.nspans[is[k]])
+		ranges[n] = rowRange{int64(b.idx.firstRow[is[k]]), rows[k]}
+	}
+	if err := b.readParquetRanges(ctx, ranges); err != nil {
+		return nil, err
+	}
+	for k, i := range is {
+		b.fillTrace(rows[k], i)
+		spans, err := rowsToSpans(rows[k], nil)
+		if err != nil {
+			return nil, err
+		}
+		out[k] = spans
+	}
+	return out, nil
+}
+
+// fragment is the part of the k-th trace of a batched read held by a
+// block, at trace position i.
+type fragment struct {
+	b    *block
+	i, k int
+}
+
+// readFragments reads block fragments grouped by block, one batched read
+// per block, appending each trace's spans to out[k].
+func readFragments(ctx context.Context, frags []fragment, out [][]model.Span) error {
+	slices.SortStableFunc(frags, func(x, y fragment) int { return cmp.Compare(x.b.id, y.b.id) })
+	for len(frags) > 0 {
+		if err := ctx.Err(); err != nil {
+			return err
+		}
+		n := 1
+		for n < len(frags) && frags[n].b == frags[0].b {
+			n++
+		}
+		is := make([]int, n)
+		for m := range is {
+			is[m] = frags[m].i
+		}
+		spans, err := frags[0].b.readTraces(ctx, is)
+		if err != nil {
+			return err
+		}
+		for m, f := range frags[:n] {
+			out[f.k] = append(out[f.k], spans[m]...)
+		}
+		frags = frags[n:]
+	}
+	return nil
+}

@@ -4,9 +4,11 @@ import (
 	"bytes"
 	"context"
 	"errors"
+	"fmt"
 	"io"
 	"math/rand/v2"
 	"reflect"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"testing"
@@ -83,12 +85,8 @@ func (f *objectFile) FetchRanges(_ context.Context, ranges []blockio.Range) ([][
 func TestTraceReadFetchesPagesAtOnce(t *testing.T) {
 	const nrows = 3000
 	rows := genRows(t, nrows)[:nrows]
-	of := &objectFile{data: smallPagesFile(t, rows)}
-	pf, err := parquet.OpenFile(of, of.Size())
-	if err != nil {
-		t.Fatal(err)
-	}
-	b := &block{id: "object", pf: pf, file: of}
+	b, of := objectBlock(t, rows)
+	pf := b.pf
 	defer withPageCache(4 << 20)()
 	for _, rg := range [][2]int{{0, 1}, {299, 2}, {250, 400}, {nrows - 7, 7}, {1234, 50}} {
 		first, n := rg[0], rg[1]
@@ -111,6 +109,17 @@ func TestTraceReadFetchesPagesAtOnce(t *testing.T) {
 			t.Errorf("rows %d+%d: %d fetches, want one per row group (%d)", first, n, f, groups)
 		}
 	}
+}
+
+// objectBlock is a small-pages block of rows on object storage.
+func objectBlock(t *testing.T, rows []spanRow) (*block, *objectFile) {
+	t.Helper()
+	of := &objectFile{data: smallPagesFile(t, rows)}
+	pf, err := parquet.OpenFile(of, of.Size())
+	if err != nil {
+		t.Fatal(err)
+	}
+	return &block{id: "object", pf: pf, file: of}, of
 }
 
 // referenceRows is the read of rows before the page cache: a row reader
@@ -304,4 +313,122 @@ func TestTraceReadThroughPageCache(t *testing.T) {
 			t.Fatalf("page cache holds pages of closed block %s", b.id)
 		}
 	}
+}
+
+// randomRanges picks up to n disjoint row ranges of [0, nrows), sorted:
+// some touching (sharing a page), some crossing row groups.
+func randomRanges(r *rand.Rand, nrows, n int) [][2]int {
+	var out [][2]int
+	at := r.IntN(50)
+	for len(out) < n && at < nrows {
+		k := 1 + r.IntN(min(nrows-at, 80))
+		out = append(out, [2]int{at, k})
+		at += k
+		if r.IntN(3) > 0 { // else the next range starts where this one ends
+			at += r.IntN(nrows / n)
+		}
+	}
+	return out
+}
+
+// Several traces' rows read in one pass equal what a seeking row reader
+// reads, with the page cache off, small (pages evicted between reads) and
+// holding every page, concurrently.
+func TestReadParquetRangesMatchesSeekingReader(t *testing.T) {
+	const nrows = 4500
+	rows := genRows(t, nrows)[:nrows]
+	b := smallPagesBlock(t, rows)
+	r := rand.New(rand.NewPCG(7, 8))
+	for _, cache := range []int64{0, 64 << 10, 16 << 20} {
+		func() {
+			defer withPageCache(cache)()
+			var wg sync.WaitGroup
+			errs := make(chan error, 4)
+			for w := 0; w < 4; w++ {
+				sets := make([][][2]int, 10)
+				wants := make([][][]spanRow, len(sets))
+				for i := range sets {
+					sets[i] = randomRanges(r, nrows, 1+r.IntN(25))
+					for _, rg := range sets[i] {
+						wants[i] = append(wants[i], referenceRows(t, b.pf, int64(rg[0]), rg[1]))
+					}
+				}
+				wg.Add(1)
+				go func() {
+					defer wg.Done()
+					for i, set := range sets {
+						ranges := make([]rowRange, len(set))
+						for k, rg := range set {
+							ranges[k] = rowRange{int64(rg[0]), make([]spanRow, rg[1])}
+						}
+						if err := b.readParquetRanges(context.Background(), ranges); err != nil {
+							errs <- err
+							return
+						}
+						for k, rg := range set {
+							want := wants[i][k]
+							for m := range want {
+								if !reflect.DeepEqual(want[m], ranges[k].rows[m]) {
+									errs <- fmt.Errorf("cache %d: rows %d+%d of a batch %v: row %d differs: %s", cache, rg[0], rg[1], set, rg[0]+m, rowDiff(want[m], ranges[k].rows[m]))
+									return
+								}
+							}
+						}
+					}
+				}()
+			}
+			wg.Wait()
+			close(errs)
+			for err := range errs {
+				t.Fatal(err)
+			}
+		}()
+	}
+	beyond := []rowRange{{10, make([]spanRow, 5)}, {nrows - 10, make([]spanRow, 20)}}
+	if err := b.readParquetRanges(context.Background(), beyond); !errors.Is(err, errCorrupt) {
+		t.Fatalf("rows beyond the data: %v, want errCorrupt", err)
+	}
+}
+
+// On object storage the traces of a batched read are fetched with one
+// FetchRanges per row group holding some of them, and no other read.
+func TestBatchedReadFetchesPerRowGroup(t *testing.T) {
+	const nrows = 3000
+	rows := genRows(t, nrows)[:nrows]
+	b, of := objectBlock(t, rows)
+	pf := b.pf
+	defer withPageCache(0)()
+	set := [][2]int{{5, 3}, {40, 2}, {290, 20}, {1200, 4}, {1210, 9}, {2990, 10}} // row groups 0, 1, 4, 9
+	ranges := make([]rowRange, len(set))
+	for k, rg := range set {
+		ranges[k] = rowRange{int64(rg[0]), make([]spanRow, rg[1])}
+	}
+	before := of.reads.Load()
+	if err := b.readParquetRanges(context.Background(), ranges); err != nil {
+		t.Fatal(err)
+	}
+	reads := of.reads.Load() - before
+	for k, rg := range set {
+		if !reflect.DeepEqual(referenceRows(t, pf, int64(rg[0]), rg[1]), ranges[k].rows) {
+			t.Fatalf("rows %d+%d differ", rg[0], rg[1])
+		}
+	}
+	if n := reads; n != 0 {
+		t.Errorf("%d reads besides the fetches", n)
+	}
+	if n := of.fetches.Load(); n != 4 {
+		t.Errorf("%d fetches, want one per row group read (4)", n)
+	}
+}
+
+// rowDiff names the fields in which two rows differ.
+func rowDiff(want, got spanRow) string {
+	var out []string
+	w, g := reflect.ValueOf(want), reflect.ValueOf(got)
+	for i := 0; i < w.NumField(); i++ {
+		if !reflect.DeepEqual(w.Field(i).Interface(), g.Field(i).Interface()) {
+			out = append(out, fmt.Sprintf("%s: want %v, got %v", w.Type().Field(i).Name, w.Field(i), g.Field(i)))
+		}
+	}
+	return strings.Join(out, "; ")
 }
