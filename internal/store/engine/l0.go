@@ -342,9 +342,13 @@ func (lb *l0Builder) add(t *headTrace) error {
 		}
 	}
 	err := forEachFramed(t.buf, func(p []byte) error {
+		// One pass over the span: the catalog reads the span attributes
+		// where the parse stops, instead of the parse skipping them first.
+		d := dec{b: p}
 		lb.r.resHint = lb.lastRes // a copy: stays whole while t.buf changes
-		if err := parseRawCatalog(p, &lb.r); err != nil {
-			return err
+		parseRawHead(&d, &lb.r)
+		if d.err != nil {
+			return fmt.Errorf("parse span: %w", d.err)
 		}
 		// Spans of one process come in runs: compare with the last
 		// resource before hashing.
@@ -356,7 +360,16 @@ func (lb *l0Builder) add(t *headTrace) error {
 			}
 			lb.lastRes = append(lb.lastRes[:0], lb.r.resource...)
 		}
-		lb.rcat.add(&lb.r, lb.in.str(lb.r.service), lb.in.str(lb.r.name), !seen)
+		lb.rcat.addOp(&lb.r, lb.in.str(lb.r.service), lb.in.str(lb.r.name))
+		lb.rcat.addAttrsFrom(store.ScopeSpan, &d, lb.r.start)
+		if d.err != nil {
+			return fmt.Errorf("parse span attributes: %w", d.err)
+		}
+		if !seen {
+			// Spans of one process share their resource; only a resource
+			// new to the block needs looking at.
+			lb.rcat.addAttrs(store.ScopeResource, lb.r.resource, lb.r.start)
+		}
 		return nil
 	})
 	if err != nil {
