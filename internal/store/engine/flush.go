@@ -1,7 +1,6 @@
 package engine
 
 import (
-	"bytes"
 	"context"
 	"encoding/binary"
 	"runtime"
@@ -304,7 +303,7 @@ func (e *Engine) writeCut(ctx context.Context, cut map[model.TraceID]*headTrace,
 	for id := range cut {
 		ids = append(ids, id)
 	}
-	sort.Slice(ids, func(i, j int) bool { return bytes.Compare(ids[i][:], ids[j][:]) < 0 })
+	sort.Slice(ids, func(i, j int) bool { return idLess(&ids[i], &ids[j]) })
 
 	e.mu.RLock()
 	older := append([]*block(nil), e.blocks...)
