@@ -2,11 +2,14 @@ package engine
 
 import (
 	"bytes"
+	"context"
 	"math/rand/v2"
 	"slices"
 	"testing"
+	"time"
 
 	"github.com/tracedx/tracedx/internal/model"
+	"github.com/tracedx/tracedx/internal/store"
 )
 
 // The cut's galloping lookup of its traces in older blocks agrees with a
@@ -62,4 +65,72 @@ func TestInBlocksMatchesFind(t *testing.T) {
 			t.Fatalf("sizes %v: only %d of %d found; the test should find about half", sizes, hits, len(cut))
 		}
 	}
+}
+
+// The level-0 cut's block catalog (span attributes read where the parse of
+// the fixed fields stops) lists the attribute names and values of the
+// decoded spans, for the harness's spans written as requests hold them.
+// Keys with more values than a catalog keeps hold as many, all real.
+func TestCutCatalogMatchesSpans(t *testing.T) {
+	ctx := context.Background()
+	e := openT(t, testOpts(t.TempDir()))
+	defer e.Close()
+	rng := rand.New(rand.NewPCG(5, 6))
+	base := time.Unix(1_700_000_000, 0)
+	var all []model.Span
+	for range 20 {
+		batch := loadgenBatch(rng, 500, base)
+		all = append(all, batch...)
+		if err := e.Write(ctx, batch); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if err := e.Flush(ctx); err != nil {
+		t.Fatal(err)
+	}
+	want := newCatalog()
+	want.addAttrs(all)
+	every := map[attrKey]map[valKey]bool{} // all values, uncapped
+	for i := range all {
+		for _, scoped := range []struct {
+			scope store.Scope
+			attrs model.Attrs
+		}{{store.ScopeSpan, all[i].Attrs}, {store.ScopeResource, all[i].Resource}} {
+			for _, a := range scoped.attrs {
+				k := attrKey{scoped.scope, a.Key}
+				if every[k] == nil {
+					every[k] = map[valKey]bool{}
+				}
+				every[k][valKey{a.Value.Type, a.Value.AsString()}] = true
+			}
+		}
+	}
+	got := e.cat
+	if len(got.attrs) != len(want.attrs) || len(got.attrs) < 10 {
+		t.Fatalf("%d attribute keys after the cut, want %d", len(got.attrs), len(want.attrs))
+	}
+	capped := 0
+	for k, w := range want.attrs {
+		g := got.attrs[k]
+		if g == nil {
+			t.Fatalf("key %q (scope %d) missing after the cut", k.Key, k.Scope)
+		}
+		if len(g.values) != len(w.values) {
+			t.Errorf("key %q: %d values after the cut, want %d", k.Key, len(g.values), len(w.values))
+		}
+		for vk := range g.values {
+			if !every[k][vk] {
+				t.Errorf("key %q: value %q is in no span", k.Key, vk.S)
+			}
+			if len(w.values) < maxValuesPerKey {
+				if _, ok := w.values[vk]; !ok {
+					t.Errorf("key %q: value %q not in the decoded catalog", k.Key, vk.S)
+				}
+			}
+		}
+		if len(w.values) >= maxValuesPerKey {
+			capped++
+		}
+	}
+	t.Logf("%d keys, %d of them at %d values", len(want.attrs), capped, maxValuesPerKey)
 }
