@@ -39,14 +39,17 @@ type traceMeta struct {
 
 func (t *headTrace) size() int64 { return int64(cap(t.buf)) + 160 + int64(len(t.sum.Services))*56 }
 
-func (t *headTrace) add(s *model.Span, enc []byte, seg uint64, now int64, h *head) {
+// add appends a run of spans of the trace, framed in enc.
+func (t *headTrace) add(spans []model.Span, enc []byte, seg uint64, now int64, h *head) {
 	t.buf = append(t.buf, enc...)
-	t.n++
+	t.n += len(spans)
 	t.lastSeen = now
 	if t.minSeg == 0 || seg < t.minSeg {
 		t.minSeg = seg
 	}
-	t.traceMeta.add(s, h.flags, h.versions)
+	for i := range spans {
+		t.traceMeta.add(&spans[i], h.flags, h.versions)
+	}
 }
 
 func (m *traceMeta) add(s *model.Span, flags func(*model.Span) uint32, versions bool) {
@@ -215,9 +218,7 @@ func (h *head) insert(spans []model.Span, enc []byte, offs []int, seg uint64, no
 			t.buf = append(make([]byte, 0, len(t.buf)+need[s.TraceID]+len(t.buf)/4), t.buf...)
 		}
 		need[s.TraceID] -= run
-		for k := i; k < j; k++ {
-			t.add(&spans[k], enc[offs[k]:offs[k+1]], seg, now, h)
-		}
+		t.add(spans[i:j], enc[offs[i]:offs[j]], seg, now, h)
 		grew += t.size() - before
 		sh.mu.Unlock()
 		i = j

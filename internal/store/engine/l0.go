@@ -15,6 +15,7 @@ import (
 	"github.com/klauspost/compress/s2"
 
 	"github.com/tracedx/tracedx/internal/model"
+	"github.com/tracedx/tracedx/internal/quickhash"
 	"github.com/tracedx/tracedx/internal/store"
 )
 
@@ -280,6 +281,7 @@ type l0Builder struct {
 	nrows uint32
 
 	in      interner
+	names   [128]opName // by quickhash of the span name
 	rcat    *rawCatalog
 	seenRs  map[string]struct{}
 	lastRes []byte
@@ -342,9 +344,13 @@ func (lb *l0Builder) add(t *headTrace) error {
 		}
 	}
 	err := forEachFramed(t.buf, func(p []byte) error {
+		// One pass over the span: the catalog reads the span attributes
+		// where the parse stops, instead of the parse skipping them first.
+		d := dec{b: p}
 		lb.r.resHint = lb.lastRes // a copy: stays whole while t.buf changes
-		if err := parseRawCatalog(p, &lb.r); err != nil {
-			return err
+		parseRawHead(&d, &lb.r)
+		if d.err != nil {
+			return fmt.Errorf("parse span: %w", d.err)
 		}
 		// Spans of one process come in runs: compare with the last
 		// resource before hashing.
@@ -356,7 +362,17 @@ func (lb *l0Builder) add(t *headTrace) error {
 			}
 			lb.lastRes = append(lb.lastRes[:0], lb.r.resource...)
 		}
-		lb.rcat.add(&lb.r, lb.in.str(lb.r.service), lb.in.str(lb.r.name), !seen)
+		svc, name := lb.opName(lb.r.service, lb.r.name)
+		lb.rcat.addOp(&lb.r, svc, name)
+		lb.rcat.addAttrsFrom(store.ScopeSpan, &d, lb.r.start)
+		if d.err != nil {
+			return fmt.Errorf("parse span attributes: %w", d.err)
+		}
+		if !seen {
+			// Spans of one process share their resource; only a resource
+			// new to the block needs looking at.
+			lb.rcat.addAttrs(store.ScopeResource, lb.r.resource, lb.r.start)
+		}
 		return nil
 	})
 	if err != nil {
@@ -380,6 +396,20 @@ func (lb *l0Builder) add(t *headTrace) error {
 	lb.raw = append(lb.raw, t.buf...)
 	lb.lens = append(lb.lens, uint32(len(t.buf)))
 	return nil
+}
+
+// opName is a span's service and name, interned.
+type opName struct{ svc, name string }
+
+// opName interns a span's service and name. A few operations make up most
+// spans, so a slot by the name's hash usually holds both already, found
+// without the interner's two map lookups.
+func (lb *l0Builder) opName(svc, name []byte) (string, string) {
+	o := &lb.names[quickhash.Bytes(name)>>57]
+	if o.name != string(name) || o.svc != string(svc) {
+		o.svc, o.name = lb.in.str(svc), lb.in.str(name)
+	}
+	return o.svc, o.name
 }
 
 func (lb *l0Builder) flushChunk() error {

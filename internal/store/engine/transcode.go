@@ -108,6 +108,13 @@ func parseRaw(p []byte, r *rawSpan) error {
 // parseRawPrefix parses the fields up to and including the span attributes
 // (all the catalog needs).
 func parseRawPrefix(d *dec, r *rawSpan) {
+	parseRawHead(d, r)
+	r.attrs = d.span(skipAttrs)
+}
+
+// parseRawHead parses the fields up to and including the resource, leaving
+// d at the span attributes.
+func parseRawHead(d *dec, r *rawSpan) {
 	copy(r.traceID[:], d.rawN(16))
 	copy(r.spanID[:], d.rawN(8))
 	copy(r.parent[:], d.rawN(8))
@@ -127,7 +134,6 @@ func parseRawPrefix(d *dec, r *rawSpan) {
 	} else {
 		r.resource = d.span(skipAttrs)
 	}
-	r.attrs = d.span(skipAttrs)
 }
 
 // parseRawCatalog parses only what the catalog needs.
@@ -195,8 +201,14 @@ func newRawCatalog() *rawCatalog {
 }
 
 func (c *rawCatalog) addAttrs(scope store.Scope, enc []byte, t uint64) {
-	m := c.attrs[scope]
 	d := dec{b: enc}
+	c.addAttrsFrom(scope, &d, t)
+}
+
+// addAttrsFrom is addAttrs reading the encoded attributes from d, which it
+// leaves after them (d.err set if they are malformed).
+func (c *rawCatalog) addAttrsFrom(scope store.Scope, d *dec, t uint64) {
+	m := c.attrs[scope]
 	n := d.count()
 	for i := 0; i < n && d.err == nil; i++ {
 		k := d.bstr()
@@ -240,6 +252,18 @@ func (c *rawCatalog) addAttrs(scope store.Scope, enc []byte, t uint64) {
 }
 
 func (c *rawCatalog) add(r *rawSpan, svc, name string, newRes bool) {
+	c.addOp(r, svc, name)
+	c.addAttrs(store.ScopeSpan, r.attrs, r.start)
+	// Spans of one process share their resource; only a resource new to
+	// the block needs looking at (export widens resource attributes to the
+	// block's time range).
+	if newRes {
+		c.addAttrs(store.ScopeResource, r.resource, r.start)
+	}
+}
+
+// addOp records the span's service and operation.
+func (c *rawCatalog) addOp(r *rawSpan, svc, name string) {
 	k := opKey{svc, name, model.SpanKind(r.kind)}
 	// A few operations make up most spans; their strings are interned, so
 	// comparing against recent ones is cheaper than hashing.
@@ -267,13 +291,6 @@ func (c *rawCatalog) add(r *rawSpan, svc, name string, newRes bool) {
 	}
 	hit.sv.add(r.start)
 	hit.o.add(r.start)
-	c.addAttrs(store.ScopeSpan, r.attrs, r.start)
-	// Spans of one process share their resource; only a resource new to
-	// the block needs looking at (export widens resource attributes to the
-	// block's time range).
-	if newRes {
-		c.addAttrs(store.ScopeResource, r.resource, r.start)
-	}
 }
 
 func (c *rawCatalog) export(minT, maxT uint64) *catalogJSON {
