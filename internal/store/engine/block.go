@@ -358,11 +358,15 @@ type blockBuilder struct {
 	pos   map[model.SpanID]int
 
 	// raw (transcoding) path
-	raws      []rawSpan
-	in        interner
-	resIntern map[string][]byte
-	rcat      *rawCatalog
-	arena     []byte // see keep
+	raws       []rawSpan
+	sorted     []rawSpan  // raws in start order (see sortByStart)
+	order      []startKey // sortByStart's keys
+	lastRes    []byte     // the last span's resource (a copy): parseRaw's hint
+	lastIntern []byte     // internBytes' last result
+	in         interner
+	resIntern  map[string][]byte
+	rcat       *rawCatalog
+	arena      []byte // see keep
 }
 
 type countingWriter struct {

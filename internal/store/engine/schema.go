@@ -15,14 +15,10 @@ import (
 //     values' high bytes, mostly zero, end up side by side, which zstd
 //     shrinks ~10 % (parent_idx ~50 %) more than plain values (blocks
 //     written before, plain, read the same);
-//   - service, name, scope, resource and most dedicated attribute columns
+//   - service, name, scope, resource and the dedicated attribute columns
 //     are dictionary encoded, and zstd squeezes what is left; a column
-//     chunk whose dictionary outgrows dictMaxBytes goes on in plain pages;
-//   - url.path, client.address and network.peer.address, nearly one value
-//     per request, have no dictionary (every value would be inserted into
-//     one, for indexes that save nothing): delta byte arrays, whose
-//     shared prefixes zstd compresses better than plain values (blocks
-//     written before, dictionary encoded, read the same).
+//     chunk whose dictionary outgrows dictMaxBytes (values that hardly
+//     repeat: paths with ids, client addresses) goes on in plain pages.
 type spanRow struct {
 	// TraceID and TraceStart are not stored in the Parquet file: the block
 	// index holds each trace's id and start once, and readers fill them in.
@@ -64,7 +60,7 @@ type spanRow struct {
 	HTTPStatus      int64  `parquet:"a_http_status_code,optional,dict"`
 	URLFull         string `parquet:"a_url_full,optional,dict"`
 	HTTPURL         string `parquet:"a_http_url,optional,dict"`
-	URLPath         string `parquet:"a_url_path,optional,delta"`
+	URLPath         string `parquet:"a_url_path,optional,dict"`
 	HTTPTarget      string `parquet:"a_http_target,optional,dict"`
 	ServerAddress   string `parquet:"a_server_address,optional,dict"`
 	ServerPort      int64  `parquet:"a_server_port,optional,dict"`
@@ -89,8 +85,8 @@ type spanRow struct {
 	URLScheme       string `parquet:"a_url_scheme,optional,dict"`
 	NetProtoVersion string `parquet:"a_network_protocol_version,optional,dict"`
 	UserAgent       string `parquet:"a_user_agent_original,optional,dict"`
-	ClientAddress   string `parquet:"a_client_address,optional,delta"`
-	NetPeerAddress  string `parquet:"a_network_peer_address,optional,delta"`
+	ClientAddress   string `parquet:"a_client_address,optional,dict"`
+	NetPeerAddress  string `parquet:"a_network_peer_address,optional,dict"`
 	ThreadID        int64  `parquet:"a_thread_id,optional,dict"`
 	DBUser          string `parquet:"a_db_user,optional,dict"`
 	DBSQLTable      string `parquet:"a_db_sql_table,optional,dict"`
