@@ -44,11 +44,18 @@ const (
 	blockFormatVersion = 1
 )
 
-// rowsPerRowGroup and pageBufferSize are variables so that tests can
-// write blocks with many row groups and pages.
+// rowsPerRowGroup, pageBufferSize and dictMaxBytes are variables so that
+// tests can write blocks with many row groups, pages and dictionary
+// fallbacks.
 var (
 	rowsPerRowGroup int64 = 1 << 17
 	pageBufferSize        = 64 << 10
+	// dictMaxBytes bounds a column chunk's dictionary: past it the chunk's
+	// next pages are plain. A dictionary that large holds values repeated
+	// too rarely to pay for their inserts (a hash and a copy each) and
+	// indexes; url.full in the harness's spans, whose dictionary saves
+	// 45 % of the column, stays under it (128 KiB did not).
+	dictMaxBytes int64 = 256 << 10
 )
 
 type blockMeta struct {
@@ -351,11 +358,15 @@ type blockBuilder struct {
 	pos   map[model.SpanID]int
 
 	// raw (transcoding) path
-	raws      []rawSpan
-	in        interner
-	resIntern map[string][]byte
-	rcat      *rawCatalog
-	arena     []byte // see keep
+	raws       []rawSpan
+	sorted     []rawSpan  // raws in start order (see sortByStart)
+	order      []startKey // sortByStart's keys
+	lastRes    []byte     // the last span's resource (a copy): parseRaw's hint
+	lastIntern []byte     // internBytes' last result
+	in         interner
+	resIntern  map[string][]byte
+	rcat       *rawCatalog
+	arena      []byte // see keep
 }
 
 type countingWriter struct {
@@ -375,13 +386,17 @@ var zstdCodec = &pzstd.Codec{Level: pzstd.SpeedDefault}
 // the column index) are written for the columns the span-filter scan
 // prunes pages by (boundedColumns) and skipped for the others: rows are
 // sorted by trace id and found through the block index, and computing
-// bounds of every column is a sizeable part of writing.
+// bounds of every column is a sizeable part of writing. Page headers
+// carry no statistics: no reader looks at them (the column index has the
+// bounds), and computing them walked every page's values a second time.
 func writerOptions() []parquet.WriterOption {
 	opts := []parquet.WriterOption{
 		parquet.Compression(zstdCodec),
 		parquet.MaxRowsPerRowGroup(rowsPerRowGroup),
 		parquet.PageBufferSize(pageBufferSize),
 		parquet.KeyValueMetadata(pageBoundsKey, strings.Join(boundedColumns, ",")),
+		parquet.DataPageStatistics(false),
+		parquet.DictionaryMaxBytes(dictMaxBytes),
 	}
 	for _, path := range parquet.SchemaOf(spanRow{}).Columns() {
 		if len(path) == 1 && slices.Contains(boundedColumns, path[0]) {

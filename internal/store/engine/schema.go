@@ -16,7 +16,9 @@ import (
 //     shrinks ~10 % (parent_idx ~50 %) more than plain values (blocks
 //     written before, plain, read the same);
 //   - service, name, scope, resource and the dedicated attribute columns
-//     are dictionary encoded, and zstd squeezes what is left.
+//     are dictionary encoded, and zstd squeezes what is left; a column
+//     chunk whose dictionary outgrows dictMaxBytes (values that hardly
+//     repeat: paths with ids, client addresses) goes on in plain pages.
 type spanRow struct {
 	// TraceID and TraceStart are not stored in the Parquet file: the block
 	// index holds each trace's id and start once, and readers fill them in.

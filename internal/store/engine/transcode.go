@@ -324,8 +324,18 @@ func (c *rawCatalog) export(minT, maxT uint64) *catalogJSON {
 func (b *blockBuilder) addRawTrace(buf []byte, n int) error {
 	raws := b.raws[:0]
 	err := forEachFramed(buf, func(p []byte) error {
-		raws = append(raws, rawSpan{})
-		return parseRaw(p, &raws[len(raws)-1])
+		raws = append(raws, rawSpan{resHint: b.lastRes})
+		r := &raws[len(raws)-1]
+		if err := parseRaw(p, r); err != nil {
+			return err
+		}
+		// Spans of one process come in runs: the next span's resource is
+		// likely this one, found without walking its attributes. A copy,
+		// as buf is written over for the next trace.
+		if !bytes.Equal(r.resource, b.lastRes) {
+			b.lastRes = append(b.lastRes[:0], r.resource...)
+		}
+		return nil
 	})
 	b.raws = raws
 	if err != nil {
@@ -339,7 +349,7 @@ func (b *blockBuilder) addRawTrace(buf []byte, n int) error {
 		return fmt.Errorf("block builder: trace %s out of order", id)
 	}
 	b.any, b.last = true, id
-	slices.SortStableFunc(raws, func(x, y rawSpan) int { return cmp.Compare(x.start, y.start) })
+	raws = b.sortByStart(raws)
 
 	// Summary, exactly as model.Summarize computes it.
 	ts := model.TraceSummary{TraceID: id}
@@ -451,17 +461,56 @@ func (b *blockBuilder) addRawTrace(buf []byte, n int) error {
 	return nil
 }
 
+// sortByStart orders a trace's spans by start, ties in arrival order.
+// Spans arrive roughly in end order (children first), so most traces need
+// sorting; a rawSpan is ~300 bytes, and moving small keys, then each span
+// once, costs far less than a sort moving the spans themselves.
+func (b *blockBuilder) sortByStart(raws []rawSpan) []rawSpan {
+	if slices.IsSortedFunc(raws, func(x, y rawSpan) int { return cmp.Compare(x.start, y.start) }) {
+		return raws
+	}
+	keys := b.order[:0]
+	for i := range raws {
+		keys = append(keys, startKey{raws[i].start, int32(i)})
+	}
+	slices.SortFunc(keys, func(x, y startKey) int {
+		if c := cmp.Compare(x.start, y.start); c != 0 {
+			return c
+		}
+		return cmp.Compare(x.i, y.i)
+	})
+	sorted := b.sorted[:0]
+	for _, k := range keys {
+		sorted = append(sorted, raws[k.i])
+	}
+	b.order = keys
+	// The two buffers swap roles, so neither is allocated again.
+	b.raws, b.sorted = sorted, raws
+	return sorted
+}
+
+type startKey struct {
+	start uint64
+	i     int32
+}
+
 // internBytes shares identical resource encodings between rows.
 // It reports whether p was not seen before in this block.
+// Spans of one process come in runs, so the last result is compared
+// first: a comparison instead of hashing a few hundred bytes.
 func (b *blockBuilder) internBytes(p []byte) ([]byte, bool) {
-	if v, ok := b.resIntern[string(p)]; ok {
-		return v, false
+	if b.lastIntern != nil && bytes.Equal(p, b.lastIntern) {
+		return b.lastIntern, false
 	}
-	v := append([]byte(nil), p...)
-	if len(b.resIntern) < 100_000 {
-		b.resIntern[string(v)] = v
+	v, ok := b.resIntern[string(p)]
+	if !ok {
+		v = append([]byte(nil), p...)
+		if len(b.resIntern) < 100_000 {
+			b.resIntern[string(v)] = v
+		}
 	}
-	return v, true
+	b.lastIntern = v
+	return v, !ok
 }
 
 // keep copies p into the builder's byte arena: rows buffered for the
