@@ -36,6 +36,12 @@ func DecodeTracesProto(data []byte, lim Limits) ([]model.Span, Stats, error) {
 // decodeTraces is DecodeTracesProto, recording each span's bytes in raws
 // when that is not nil.
 func decodeTraces(data []byte, lim Limits, raws *rawRecorder) ([]model.Span, Stats, error) {
+	return decodeTracesInto(data, lim, raws, nil)
+}
+
+// decodeTracesInto is decodeTraces that, when batch is not nil, decodes
+// into reused memory and records it in batch for Release.
+func decodeTracesInto(data []byte, lim Limits, raws *rawRecorder, batch *Decoded) ([]model.Span, Stats, error) {
 	n, err := countSpans(data)
 	if err != nil {
 		return nil, Stats{}, err
@@ -43,7 +49,12 @@ func decodeTraces(data []byte, lim Limits, raws *rawRecorder) ([]model.Span, Sta
 	d := getDecoder()
 	defer d.release()
 	d.converter, d.spansTotal = converter{lim: lim}, n
-	d.out = make([]model.Span, 0, n)
+	d.batch = batch
+	if batch != nil {
+		d.out = batch.spanSlice(n)
+	} else {
+		d.out = make([]model.Span, 0, n)
+	}
 	d.raws = raws
 	if raws != nil {
 		raws.raws.spans = make([]rawSpan, 0, n)
@@ -63,6 +74,9 @@ func decodeTraces(data []byte, lim Limits, raws *rawRecorder) ([]model.Span, Sta
 				return nil, Stats{}, err
 			}
 		}
+	}
+	if batch != nil {
+		batch.keep(d.arena)
 	}
 	return d.out, d.stats, nil
 }
@@ -209,6 +223,9 @@ type wireDecoder struct {
 	composites int
 	// raws, when not nil, collects each span's bytes (DecodeTracesProtoRaw).
 	raws *rawRecorder
+	// batch, when not nil, supplies reused memory for the spans and their
+	// attributes (DecodeTracesProtoPooled).
+	batch *Decoded
 }
 
 // resourceSpans decodes one ResourceSpans. Its resource is read first
@@ -533,7 +550,13 @@ func (d *wireDecoder) pushSpanAttr(start *int, a model.Attr) {
 			perSpan := (d.spanAttrs + d.spansDone - 1) / d.spansDone // rounded up
 			want = perSpan * (d.spansTotal - d.spansDone)
 		}
-		chunk := make([]model.Attr, 0, max(want, 2*have+1, 16))
+		var chunk []model.Attr
+		if d.batch != nil {
+			d.batch.keep(d.arena)
+			chunk = d.batch.attrChunk(max(2*have+1, 16), want)
+		} else {
+			chunk = make([]model.Attr, 0, max(want, 2*have+1, 16))
+		}
 		d.arena = append(chunk, d.arena[*start:]...)
 		*start = 0
 	}
@@ -714,7 +737,7 @@ func strSlot(b []byte) uint {
 
 // release returns d to the idle decoders without what it handed out.
 func (d *wireDecoder) release() {
-	d.out, d.arena, d.raws = nil, nil, nil
+	d.out, d.arena, d.raws, d.batch = nil, nil, nil, nil
 	d.spanAttrs, d.spansDone, d.composites = 0, 0, 0
 	clear(d.scratch[:cap(d.scratch)])
 	clear(d.events[:cap(d.events)])
