@@ -771,11 +771,71 @@ type wireValue struct {
 // keyValue converts an encoded KeyValue. A repeated value field merges
 // into the one before, so its last oneof field wins.
 func (d *wireDecoder) keyValue(b []byte) (model.Attr, error) {
-	key, v, err := parseKeyValue(b, 1, true)
-	if err != nil {
-		return model.Attr{}, err
+	key, v, ok := commonKeyValue(b)
+	if !ok {
+		var err error
+		if key, v, err = parseKeyValue(b, 1, true); err != nil {
+			return model.Attr{}, err
+		}
 	}
 	return model.Attr{Key: d.clipBytes(key), Value: d.value(v)}, nil
+}
+
+// commonKeyValue reads the KeyValue nearly every attribute is: a key and
+// a value, each under 128 bytes, in either order (SDKs send the key
+// first, some encoders the value), the value one string, int, bool or
+// double field, nothing else. It is parseKeyValue for that shape without
+// its loops over fields (the largest part of decoding an attribute); ok
+// is false for any other shape.
+func commonKeyValue(b []byte) (key []byte, v wireValue, ok bool) {
+	const (
+		keyTag   = 1<<3 | byte(protowire.BytesType)
+		valueTag = 2<<3 | byte(protowire.BytesType)
+	)
+	if len(b) < 4 || b[1] >= 0x80 {
+		return nil, v, false
+	}
+	at := 2 + int(b[1]) // the second field
+	if at+2 > len(b) || b[at+1] >= 0x80 || at+2+int(b[at+1]) != len(b) {
+		return nil, v, false
+	}
+	var val []byte
+	switch {
+	case b[0] == keyTag && b[at] == valueTag:
+		key, val = b[2:at], b[at+2:]
+	case b[0] == valueTag && b[at] == keyTag:
+		key, val = b[at+2:], b[2:at]
+	default:
+		return nil, v, false
+	}
+	if len(val) < 2 {
+		return nil, v, false
+	}
+	rest := val[1:]
+	switch val[0] {
+	case 1<<3 | byte(protowire.BytesType): // string_value
+		if rest[0] >= 0x80 || 1+int(rest[0]) != len(rest) {
+			return nil, v, false
+		}
+		return key, wireValue{kind: valStr, b: rest[1:]}, true
+	case 2<<3 | byte(protowire.VarintType), 3<<3 | byte(protowire.VarintType): // bool_value, int_value
+		u, n := protowire.ConsumeVarint(rest)
+		if n != len(rest) {
+			return nil, v, false
+		}
+		kind := valInt
+		if val[0]>>3 == 2 {
+			kind = valBool
+		}
+		return key, wireValue{kind: kind, u: u}, true
+	case 4<<3 | byte(protowire.Fixed64Type): // double_value
+		u, n := protowire.ConsumeFixed64(rest)
+		if n != len(rest) {
+			return nil, v, false
+		}
+		return key, wireValue{kind: valDouble, u: u}, true
+	}
+	return nil, v, false
 }
 
 func (d *wireDecoder) value(v wireValue) model.Value {
