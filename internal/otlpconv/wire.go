@@ -308,12 +308,8 @@ func (d *wireDecoder) attr(f *field, total *int) error {
 	if *total > d.lim.MaxAttrs {
 		return validKeyValue(f.b, 1)
 	}
-	a, err := d.keyValue(f.b)
-	if err != nil {
-		return err
-	}
-	d.scratch = append(d.scratch, a)
-	return nil
+	d.scratch = append(d.scratch, model.Attr{})
+	return d.keyValue(f.b, &d.scratch[len(d.scratch)-1])
 }
 
 // keptAttrs copies d.scratch into an attribute set of its own, counting
@@ -409,14 +405,16 @@ type spanScope struct {
 // the span is read whole: a repeated field replaces the earlier one, and
 // only the last is converted (and counted if cut).
 type spanState struct {
-	sp                              model.Span
+	sp                              *model.Span // in d.out
 	traceState, name, statusMessage []byte
 	start                           int // its first attribute in the arena
 	nAttrs, nEvents, nLinks         int // as sent, kept or not
 }
 
 func (d *wireDecoder) span(b []byte, sc *spanScope) error {
-	st := spanState{sp: model.Span{Service: sc.service, Resource: sc.res, ScopeName: sc.name, ScopeVersion: sc.version}, start: len(d.arena)}
+	// Decoded in place in the output, not copied there: a span is large.
+	d.out = append(d.out, model.Span{Service: sc.service, Resource: sc.res, ScopeName: sc.name, ScopeVersion: sc.version})
+	st := spanState{sp: &d.out[len(d.out)-1], start: len(d.arena)}
 	d.events, d.links = d.events[:0], d.links[:0]
 	if d.raws != nil {
 		d.raws.beginSpan(d, b)
@@ -432,7 +430,7 @@ func (d *wireDecoder) span(b []byte, sc *spanScope) error {
 			return err
 		}
 	}
-	sp := &st.sp
+	sp := st.sp
 	sp.TraceState, sp.Name, sp.StatusMessage = d.clipBytes(st.traceState), d.clipBytes(st.name), d.clipBytes(st.statusMessage)
 	if kept := len(d.arena) - st.start; kept > 0 {
 		sp.Attrs = model.Attrs(d.arena[st.start:len(d.arena):len(d.arena)])
@@ -458,7 +456,6 @@ func (d *wireDecoder) span(b []byte, sc *spanScope) error {
 		sp.Links = nil
 	}
 	d.spansDone++
-	d.out = append(d.out, *sp)
 	if d.raws != nil {
 		d.raws.endSpan(d, sp)
 	}
@@ -468,7 +465,7 @@ func (d *wireDecoder) span(b []byte, sc *spanScope) error {
 // spanField applies one field of a Span (field numbers of
 // opentelemetry-proto's trace.proto).
 func (d *wireDecoder) spanField(f *field, st *spanState) error {
-	sp := &st.sp
+	sp := st.sp
 	var err error
 	switch f.num {
 	case 1:
@@ -500,10 +497,7 @@ func (d *wireDecoder) spanField(f *field, st *spanState) error {
 		if st.nAttrs++; st.nAttrs > d.lim.MaxAttrs {
 			return validKeyValue(f.b, 1)
 		}
-		var a model.Attr
-		if a, err = d.keyValue(f.b); err == nil {
-			d.pushSpanAttr(&st.start, a)
-		}
+		err = d.keyValue(f.b, d.pushSpanAttr(&st.start))
 	case 10, 12, 14:
 		if err = f.want(protowire.VarintType); err == nil {
 			switch f.num {
@@ -537,9 +531,10 @@ func (d *wireDecoder) spanField(f *field, st *spanState) error {
 	return err
 }
 
-// pushSpanAttr appends a to the current span's attributes (from *start in
-// the arena), moving them to a new chunk when the arena is full.
-func (d *wireDecoder) pushSpanAttr(start *int, a model.Attr) {
+// pushSpanAttr appends an empty attribute to the current span's (from
+// *start in the arena), moving them to a new chunk when the arena is
+// full, and returns it to be filled.
+func (d *wireDecoder) pushSpanAttr(start *int) *model.Attr {
 	if len(d.arena) == cap(d.arena) {
 		have := len(d.arena) - *start
 		// Size the chunk for the rest of the request at the rate seen so
@@ -560,7 +555,8 @@ func (d *wireDecoder) pushSpanAttr(start *int, a model.Attr) {
 		d.arena = append(chunk, d.arena[*start:]...)
 		*start = 0
 	}
-	d.arena = append(d.arena, a)
+	d.arena = append(d.arena, model.Attr{})
+	return &d.arena[len(d.arena)-1]
 }
 
 func status(b []byte, sp *model.Span, msg *[]byte) error {
@@ -770,15 +766,17 @@ type wireValue struct {
 
 // keyValue converts an encoded KeyValue. A repeated value field merges
 // into the one before, so its last oneof field wins.
-func (d *wireDecoder) keyValue(b []byte) (model.Attr, error) {
+func (d *wireDecoder) keyValue(b []byte, dst *model.Attr) error {
 	key, v, ok := commonKeyValue(b)
 	if !ok {
 		var err error
 		if key, v, err = parseKeyValue(b, 1, true); err != nil {
-			return model.Attr{}, err
+			return err
 		}
 	}
-	return model.Attr{Key: d.clipBytes(key), Value: d.value(v)}, nil
+	dst.Key = d.clipBytes(key)
+	d.setValue(&dst.Value, v)
+	return nil
 }
 
 // commonKeyValue reads the KeyValue nearly every attribute is: a key and
@@ -838,34 +836,35 @@ func commonKeyValue(b []byte) (key []byte, v wireValue, ok bool) {
 	return nil, v, false
 }
 
-func (d *wireDecoder) value(v wireValue) model.Value {
+// setValue converts v into dst, which is zero. In place: a Value
+// returned, copied into its attribute and the attribute into the arena
+// was a large part of decoding one.
+func (d *wireDecoder) setValue(dst *model.Value, v wireValue) {
 	switch v.kind {
 	case valStr:
-		return model.Value{Type: model.TypeString, Str: d.clipBytes(v.b)}
+		dst.Type, dst.Str = model.TypeString, d.clipBytes(v.b)
 	case valInt:
-		return model.Value{Type: model.TypeInt, Int: int64(v.u)}
+		dst.Type, dst.Int = model.TypeInt, int64(v.u)
 	case valDouble:
-		return model.Value{Type: model.TypeDouble, Float: math.Float64frombits(v.u)}
+		dst.Type, dst.Float = model.TypeDouble, math.Float64frombits(v.u)
 	case valBool:
-		return model.Value{Type: model.TypeBool, Bool: v.u != 0}
+		dst.Type, dst.Bool = model.TypeBool, v.u != 0
 	case valBytes:
-		var b []byte
+		dst.Type = model.TypeBytes
 		if len(v.b) > 0 {
 			if len(v.b) > d.lim.MaxValueBytes {
 				d.stats.TruncatedValues++
 				v.b = v.b[:d.lim.MaxValueBytes]
 			}
-			b = append([]byte(nil), v.b...)
+			dst.Bytes = append([]byte(nil), v.b...)
 		}
-		return model.Value{Type: model.TypeBytes, Bytes: b}
 	case valArray:
 		d.composites++
-		return model.Value{Type: model.TypeArray, Str: d.wireComposite(v)}
+		dst.Type, dst.Str = model.TypeArray, d.wireComposite(v)
 	case valMap:
 		d.composites++
-		return model.Value{Type: model.TypeMap, Str: d.wireComposite(v)}
+		dst.Type, dst.Str = model.TypeMap, d.wireComposite(v)
 	}
-	return model.Value{}
 }
 
 func validKeyValue(b []byte, depth int) error {
