@@ -42,6 +42,10 @@ const (
 	pooledBatches  = 8
 	maxPooledAttrs = 1 << 14 // 1.4 MB
 	maxPooledSpans = 1 << 12 // 1.1 MB
+	// minPooledAttrs keeps the small first chunk of a request (sized
+	// before its first span was read) out of the pool, where it would make
+	// a later large request start in it and move to a new chunk at once.
+	minPooledAttrs = 1 << 10
 )
 
 var (
@@ -90,7 +94,7 @@ func (b *Decoded) Release() {
 		return
 	}
 	for _, c := range b.chunks {
-		if cap(c) > maxPooledAttrs {
+		if cap(c) > maxPooledAttrs || cap(c) < minPooledAttrs {
 			continue
 		}
 		clear(c)

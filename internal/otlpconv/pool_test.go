@@ -133,19 +133,37 @@ func TestReleasedBatchMemoryIsClearedAndReused(t *testing.T) {
 	}
 	drain()
 	defer drain()
-	data := manyAttrsRequest(20, 10)
+	data := manyAttrsRequest(60, 30)
 	b, err := DecodeTracesProtoPooled(data, DefaultLimits())
 	if err != nil {
 		t.Fatal(err)
 	}
-	spans, attrs := b.Spans, b.Spans[0].Attrs[:cap(b.Spans[0].Attrs)]
-	if len(spans) != 20 || len(attrs) < 10 {
-		t.Fatalf("decoded %d spans, first with %d attributes", len(spans), len(attrs))
+	spans := b.Spans
+	if len(spans) != 60 || len(spans[0].Attrs) != 30 {
+		t.Fatalf("decoded %d spans, first with %d attributes", len(spans), len(spans[0].Attrs))
+	}
+	// The small first chunk stays out of the pool; the one sized for the
+	// rest of the request goes in.
+	var pooled, small []model.Attr
+	for _, c := range b.chunks {
+		if cap(c) >= minPooledAttrs {
+			pooled = c[:cap(c)]
+		} else {
+			small = c[:cap(c)]
+		}
+	}
+	if pooled == nil || small == nil {
+		t.Fatalf("chunks of %d attributes or more: %v, smaller: %v", minPooledAttrs, pooled != nil, small != nil)
 	}
 	b.Release()
 	for i := range spans {
 		if fmt.Sprintf("%#v", spans[i]) != fmt.Sprintf("%#v", model.Span{}) {
 			t.Fatalf("released span %d not cleared: %+v", i, spans[i])
+		}
+	}
+	for i := range pooled {
+		if fmt.Sprintf("%#v", pooled[i]) != fmt.Sprintf("%#v", model.Attr{}) {
+			t.Fatalf("released attribute %d not cleared: %+v", i, pooled[i])
 		}
 	}
 	b2, err := DecodeTracesProtoPooled(data, DefaultLimits())
@@ -156,11 +174,14 @@ func TestReleasedBatchMemoryIsClearedAndReused(t *testing.T) {
 	if &b2.Spans[0] != &spans[0] {
 		t.Error("the next request's spans are not in the released span slice")
 	}
-	if &b2.Spans[0].Attrs[0] != &attrs[0] {
-		t.Error("the next request's attributes are not in the released chunk")
+	if &b2.Spans[0].Attrs[0] != &pooled[0] {
+		t.Error("the next request's attributes do not start in the released chunk")
 	}
-	if b2.Spans[0].Attrs.Str("key.3") != "value 3" {
-		t.Errorf("attributes of the reused chunk: %v", b2.Spans[0].Attrs)
+	if len(b2.chunks) != 1 {
+		t.Errorf("the next request used %d chunks, want the released one alone", len(b2.chunks))
+	}
+	if b2.Spans[59].Attrs.Str("key.3") != "value 3" {
+		t.Errorf("attributes of the reused chunk: %v", b2.Spans[59].Attrs)
 	}
 }
 

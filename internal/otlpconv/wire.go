@@ -543,7 +543,13 @@ func (d *wireDecoder) pushSpanAttr(start *int) *model.Attr {
 		want := 64
 		if d.spansDone > 0 {
 			perSpan := (d.spanAttrs + d.spansDone - 1) / d.spansDone // rounded up
-			want = perSpan * (d.spansTotal - d.spansDone)
+			spans := d.spansTotal - d.spansDone
+			if d.batch != nil {
+				// A pooled chunk serves later requests: size it for the
+				// whole of one like this.
+				spans = d.spansTotal
+			}
+			want = perSpan * spans
 		}
 		var chunk []model.Attr
 		if d.batch != nil {
