@@ -53,7 +53,8 @@ var (
 	idleSpanSlices = make(chan []model.Span, pooledBatches)
 )
 
-// spanSlice returns an empty span slice with room for n spans.
+// spanSlice returns an empty span slice with room for n spans; a pooled
+// one too small for them is dropped.
 func (b *Decoded) spanSlice(n int) []model.Span {
 	select {
 	case s := <-idleSpanSlices:
@@ -63,21 +64,31 @@ func (b *Decoded) spanSlice(n int) []model.Span {
 		}
 	default:
 	}
+	if n <= maxPooledSpans {
+		n = min(n+n/2, maxPooledSpans) // as attrChunk
+	}
 	b.spans = make([]model.Span, 0, n)
 	return b.spans
 }
 
-// attrChunk returns an empty attribute chunk with room for at least need
-// attributes, want if it is allocated.
+// attrChunk returns an empty attribute chunk with room for at least
+// want attributes (need, if more). A pooled chunk too small for that is
+// dropped: it is too small for requests like this one. An allocated one
+// has room for half as much again, so that it serves requests somewhat
+// larger than this one later.
 func (b *Decoded) attrChunk(need, want int) []model.Attr {
+	want = max(want, need)
 	select {
 	case c := <-idleAttrChunks:
-		if cap(c) >= need {
+		if cap(c) >= want {
 			return c[:0]
 		}
 	default:
 	}
-	return make([]model.Attr, 0, max(want, need))
+	if want <= maxPooledAttrs {
+		want = min(want+want/2, maxPooledAttrs)
+	}
+	return make([]model.Attr, 0, want)
 }
 
 // keep records a chunk (as filled) for Release.
@@ -93,8 +104,10 @@ func (b *Decoded) Release() {
 	if b == nil {
 		return
 	}
-	for _, c := range b.chunks {
-		if cap(c) > maxPooledAttrs || cap(c) < minPooledAttrs {
+	for i, c := range b.chunks {
+		// Only the last chunk can be worth keeping: the ones before it
+		// were too small for this request.
+		if i < len(b.chunks)-1 || cap(c) > maxPooledAttrs || cap(c) < minPooledAttrs {
 			continue
 		}
 		clear(c)

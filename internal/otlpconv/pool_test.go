@@ -170,7 +170,6 @@ func TestReleasedBatchMemoryIsClearedAndReused(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	defer b2.Release()
 	if &b2.Spans[0] != &spans[0] {
 		t.Error("the next request's spans are not in the released span slice")
 	}
@@ -182,6 +181,20 @@ func TestReleasedBatchMemoryIsClearedAndReused(t *testing.T) {
 	}
 	if b2.Spans[59].Attrs.Str("key.3") != "value 3" {
 		t.Errorf("attributes of the reused chunk: %v", b2.Spans[59].Attrs)
+	}
+	b2.Release()
+	// A chunk too small for a larger request is replaced by one sized for
+	// it, which the next such request fits in.
+	larger := manyAttrsRequest(150, 30)
+	for i, want := range []int{2, 1, 1} {
+		b3, err := DecodeTracesProtoPooled(larger, DefaultLimits())
+		if err != nil {
+			t.Fatal(err)
+		}
+		if len(b3.chunks) != want {
+			t.Errorf("larger request %d used %d chunks, want %d", i, len(b3.chunks), want)
+		}
+		b3.Release()
 	}
 }
 
