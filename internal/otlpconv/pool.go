@@ -119,7 +119,7 @@ func (b *Decoded) Release() {
 	if s := b.spans; cap(s) > 0 && cap(s) <= maxPooledSpans {
 		// The caller may have compacted Spans in place: everything up to
 		// the decoded length may hold a span.
-		clear(s[:len(s)])
+		clear(s)
 		select {
 		case idleSpanSlices <- s[:0]:
 		default:
