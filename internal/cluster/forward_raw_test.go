@@ -29,7 +29,7 @@ type storedSpans struct {
 func (r *storedSpans) Write(_ context.Context, spans []model.Span) error {
 	r.mu.Lock()
 	defer r.mu.Unlock()
-	r.spans = append(r.spans, spans...)
+	r.spans = model.AppendClones(r.spans, spans)
 	return nil
 }
 

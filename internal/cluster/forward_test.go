@@ -34,7 +34,7 @@ type gatedSink struct {
 
 func (g *gatedSink) Write(_ context.Context, spans []model.Span) error {
 	g.mu.Lock()
-	g.writes = append(g.writes, append([]model.Span(nil), spans...))
+	g.writes = append(g.writes, model.AppendClones(nil, spans))
 	first := len(g.writes) == 1
 	g.mu.Unlock()
 	if first {
@@ -189,7 +189,7 @@ type recordSink struct {
 func (r *recordSink) Write(_ context.Context, spans []model.Span) error {
 	r.mu.Lock()
 	defer r.mu.Unlock()
-	r.spans = append(r.spans, spans...)
+	r.spans = model.AppendClones(r.spans, spans)
 	return nil
 }
 

@@ -2,9 +2,14 @@ package ingest
 
 import (
 	"bytes"
+	"context"
+	"net/http"
+	"net/http/httptest"
 	"testing"
 
 	"google.golang.org/grpc/mem"
+
+	"github.com/tracedx/tracedx/internal/model"
 )
 
 func TestDirtyPoolSizes(t *testing.T) {
@@ -33,5 +38,25 @@ func TestRequestPoolCopiesWholeMessage(t *testing.T) {
 	defer got.Free()
 	if !bytes.Equal(got.ReadOnlyData(), want) {
 		t.Fatal("the request's bytes differ from what was sent")
+	}
+}
+
+// A body of known length is read without growing the buffer past it (a
+// buffer of exactly the body's size made ReadFrom double it to find the
+// end).
+func TestReadBodyOfKnownLengthDoesNotGrowTheBuffer(t *testing.T) {
+	s, err := New(poolTestConfig(), funcSink(func(context.Context, []model.Span) error { return nil }), nil, nil, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	const size = 3 << 20 // above other tests' bodies, below putBuf's 4 MiB
+	r := httptest.NewRequest(http.MethodPost, "/v1/traces", bytes.NewReader(make([]byte, size)))
+	buf, err := s.readBody(httptest.NewRecorder(), r)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer putBuf(buf)
+	if buf.Len() != size || buf.Cap() >= 2*size {
+		t.Fatalf("read %d bytes into a buffer of %d, want %d in less than %d", buf.Len(), buf.Cap(), size, 2*size)
 	}
 }

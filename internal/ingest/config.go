@@ -22,6 +22,11 @@ import (
 // UNAVAILABLE), or an error wrapping ErrRateLimited when the client is
 // over a limit of its own (HTTP 429, gRPC RESOURCE_EXHAUSTED); both with
 // Retry-After (RetryInfo).
+//
+// The spans, and the slices they hold, belong to the receiver and are
+// valid only until Write returns: the receiver decodes later requests
+// into the same memory. A sink that keeps spans past Write copies them
+// (strings may be kept as they are).
 type Sink interface {
 	Write(ctx context.Context, spans []model.Span) error
 }

@@ -25,63 +25,71 @@ var dedupSeed = maphash.MakeSeed()
 // many small writes). 64 bits: a false duplicate needs a collision among
 // the window's entries (~2^-46 at 2^18 spans).
 func spanKey(scratch []byte, scope string, s *model.Span) ([]byte, uint64) {
-	b := scratch[:0]
-	str := func(v string) {
-		b = binary.AppendUvarint(b, uint64(len(v)))
-		b = append(b, v...)
-	}
-	str(scope)
-	attrs := func(a model.Attrs) {
-		b = binary.AppendUvarint(b, uint64(len(a)))
-		for i := range a {
-			str(a[i].Key)
-			v := &a[i].Value
-			b = append(b, byte(v.Type))
-			switch v.Type {
-			case model.TypeInt:
-				b = binary.LittleEndian.AppendUint64(b, uint64(v.Int))
-			case model.TypeDouble:
-				b = binary.LittleEndian.AppendUint64(b, math.Float64bits(v.Float))
-			case model.TypeBool:
-				if v.Bool {
-					b = append(b, 1)
-				} else {
-					b = append(b, 0)
-				}
-			case model.TypeBytes:
-				str(string(v.Bytes))
-			default:
-				str(v.Str)
-			}
-		}
-	}
+	b := appendKeyStr(scratch[:0], scope)
 	b = append(b, s.TraceID[:]...)
 	b = append(b, s.SpanID[:]...)
 	b = append(b, s.ParentSpanID[:]...)
-	str(s.Name)
-	str(s.Service)
-	str(s.StatusMessage)
-	str(s.TraceState)
+	b = appendKeyStr(b, s.Name)
+	b = appendKeyStr(b, s.Service)
+	b = appendKeyStr(b, s.StatusMessage)
+	b = appendKeyStr(b, s.TraceState)
 	b = append(b, byte(s.Kind), byte(s.StatusCode))
 	b = binary.LittleEndian.AppendUint64(b, s.StartUnixNano)
 	b = binary.LittleEndian.AppendUint64(b, s.EndUnixNano)
 	b = binary.AppendUvarint(b, uint64(s.Flags))
 	b = binary.AppendUvarint(b, uint64(s.DroppedAttributesCount))
 	b = binary.AppendUvarint(b, uint64(s.DroppedEventsCount))
-	attrs(s.Attrs)
+	b = appendKeyAttrs(b, s.Attrs)
 	b = binary.AppendUvarint(b, uint64(len(s.Events)))
 	for i := range s.Events {
 		b = binary.LittleEndian.AppendUint64(b, s.Events[i].TimeUnixNano)
-		str(s.Events[i].Name)
-		attrs(s.Events[i].Attrs)
+		b = appendKeyStr(b, s.Events[i].Name)
+		b = appendKeyAttrs(b, s.Events[i].Attrs)
 	}
 	b = binary.AppendUvarint(b, uint64(len(s.Links)))
 	for i := range s.Links {
 		b = append(b, s.Links[i].TraceID[:]...)
 		b = append(b, s.Links[i].SpanID[:]...)
-		attrs(s.Links[i].Attrs)
+		b = appendKeyAttrs(b, s.Links[i].Attrs)
 	}
 	return b, maphash.Bytes(dedupSeed, b)
+}
+
+// appendKeyStr and appendKeyAttrs serialise for spanKey. Functions, not
+// closures over the buffer, which made every append go through a pointer.
+func appendKeyStr(b []byte, v string) []byte {
+	if len(v) < 0x80 {
+		b = append(b, byte(len(v))) // AppendUvarint's encoding
+	} else {
+		b = binary.AppendUvarint(b, uint64(len(v)))
+	}
+	return append(b, v...)
+}
+
+func appendKeyAttrs(b []byte, a model.Attrs) []byte {
+	b = binary.AppendUvarint(b, uint64(len(a)))
+	for i := range a {
+		b = appendKeyStr(b, a[i].Key)
+		v := &a[i].Value
+		b = append(b, byte(v.Type))
+		switch v.Type {
+		case model.TypeInt:
+			b = binary.LittleEndian.AppendUint64(b, uint64(v.Int))
+		case model.TypeDouble:
+			b = binary.LittleEndian.AppendUint64(b, math.Float64bits(v.Float))
+		case model.TypeBool:
+			if v.Bool {
+				b = append(b, 1)
+			} else {
+				b = append(b, 0)
+			}
+		case model.TypeBytes:
+			b = appendKeyStr(b, string(v.Bytes))
+		default:
+			b = appendKeyStr(b, v.Str)
+		}
+	}
+	return b
 }
 
 // recentSpans remembers the keys of the last accepted spans, oldest

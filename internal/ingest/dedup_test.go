@@ -2,6 +2,7 @@ package ingest
 
 import (
 	"math/rand/v2"
+	"strings"
 	"testing"
 
 	"github.com/tracedx/tracedx/internal/model"
@@ -90,4 +91,74 @@ func BenchmarkRecentSpans(b *testing.B) {
 		r.remember(k)
 	}
 	b.ReportMetric(float64(b.Elapsed().Nanoseconds())/float64(b.N*len(keys)), "ns/span")
+}
+
+// spanKey tells spans apart by every part of their content, and only by
+// that: a clone has the same key, any one change another.
+func TestSpanKeyCoversTheSpansContent(t *testing.T) {
+	base := model.Span{
+		TraceID: model.TraceID{1}, SpanID: model.SpanID{2}, ParentSpanID: model.SpanID{3},
+		Name: "GET /a", Service: "svc", StatusMessage: "m", TraceState: "k=v", Kind: model.KindServer,
+		StatusCode: model.StatusError, StartUnixNano: 10, EndUnixNano: 20, Flags: 1,
+		Attrs: model.Attrs{{Key: "s", Value: model.Str("x")}, {Key: "i", Value: model.Int(7)},
+			{Key: "f", Value: model.Float(0.5)}, {Key: "b", Value: model.Bool(true)},
+			{Key: "y", Value: model.Value{Type: model.TypeBytes, Bytes: []byte{1, 2}}}},
+		Events: []model.Event{{TimeUnixNano: 15, Name: "e", Attrs: model.Attrs{{Key: "k", Value: model.Str("v")}}}},
+		Links:  []model.Link{{TraceID: model.TraceID{4}, SpanID: model.SpanID{5}, Attrs: model.Attrs{{Key: "l", Value: model.Int(1)}}}},
+	}
+	key := func(scope string, s model.Span) uint64 {
+		_, k := spanKey(nil, scope, &s)
+		return k
+	}
+	want := key("t", base)
+	if got := key("t", base.Clone()); got != want {
+		t.Fatal("a clone has another key")
+	}
+	long := strings.Repeat("n", 127)
+	changes := map[string]func(s *model.Span){
+		"trace id":                         func(s *model.Span) { s.TraceID[15] = 9 },
+		"span id":                          func(s *model.Span) { s.SpanID[7] = 9 },
+		"parent":                           func(s *model.Span) { s.ParentSpanID = model.SpanID{} },
+		"name":                             func(s *model.Span) { s.Name = "GET /b" },
+		"name and service split elsewhere": func(s *model.Span) { s.Name, s.Service = "GET /as", "vc" },
+		"long name":                        func(s *model.Span) { s.Name = long + "x" },
+		"status message":                   func(s *model.Span) { s.StatusMessage = "" },
+		"trace state":                      func(s *model.Span) { s.TraceState = "k=w" },
+		"kind":                             func(s *model.Span) { s.Kind = model.KindClient },
+		"status":                           func(s *model.Span) { s.StatusCode = model.StatusOK },
+		"start":                            func(s *model.Span) { s.StartUnixNano++ },
+		"end":                              func(s *model.Span) { s.EndUnixNano++ },
+		"flags":                            func(s *model.Span) { s.Flags = 0 },
+		"dropped attrs":                    func(s *model.Span) { s.DroppedAttributesCount = 1 },
+		"dropped events":                   func(s *model.Span) { s.DroppedEventsCount = 1 },
+		"string value":                     func(s *model.Span) { s.Attrs[0].Value.Str = "y" },
+		"attr key":                         func(s *model.Span) { s.Attrs[0].Key = "t" },
+		"int value":                        func(s *model.Span) { s.Attrs[1].Value.Int = 8 },
+		"double value":                     func(s *model.Span) { s.Attrs[2].Value.Float = 0.25 },
+		"bool value":                       func(s *model.Span) { s.Attrs[3].Value.Bool = false },
+		"bytes value":                      func(s *model.Span) { s.Attrs[4].Value.Bytes = []byte{1, 3} },
+		"value type":                       func(s *model.Span) { s.Attrs[0].Value = model.Value{Type: model.TypeArray, Str: "x"} },
+		"one attr less":                    func(s *model.Span) { s.Attrs = s.Attrs[:4] },
+		"event time":                       func(s *model.Span) { s.Events[0].TimeUnixNano++ },
+		"event name":                       func(s *model.Span) { s.Events[0].Name = "f" },
+		"event attr":                       func(s *model.Span) { s.Events[0].Attrs[0].Value.Str = "w" },
+		"no events":                        func(s *model.Span) { s.Events = nil },
+		"link trace":                       func(s *model.Span) { s.Links[0].TraceID[0] = 6 },
+		"link span":                        func(s *model.Span) { s.Links[0].SpanID[0] = 6 },
+		"link attr":                        func(s *model.Span) { s.Links[0].Attrs[0].Value.Int = 2 },
+		"no links":                         func(s *model.Span) { s.Links = nil },
+	}
+	seen := map[uint64]string{want: "the span"}
+	for name, change := range changes {
+		s := base.Clone()
+		change(&s)
+		k := key("t", s)
+		if other, dup := seen[k]; dup {
+			t.Errorf("%s: same key as %s", name, other)
+		}
+		seen[k] = name
+	}
+	if key("u", base) == want {
+		t.Error("another scope (tenant) has the same key")
+	}
 }

@@ -33,7 +33,7 @@ func newRecordingServer(t *testing.T, cfg Config) *recordingServer {
 	t.Helper()
 	r := &recordingServer{}
 	sink := funcSink(func(_ context.Context, spans []model.Span) error {
-		r.batches = append(r.batches, append([]model.Span(nil), spans...))
+		r.batches = append(r.batches, model.AppendClones(nil, spans))
 		return nil
 	})
 	s, err := New(cfg, sink, nil, slog.New(slog.NewTextHandler(io.Discard, nil)), nil)

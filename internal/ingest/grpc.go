@@ -201,13 +201,15 @@ func (s *Server) exportTraces(ctx context.Context, proto string, format wireForm
 		// complaint and, unlike pdata, needs no nesting check first (it
 		// refuses what the check refuses). Anything else, errors and
 		// partial successes included, is answered below as before.
-		if ctx, spans, stats, err := s.decodeTracesProto(ctx, data); err == nil {
+		if ctx, batch, err := s.decodeTracesProto(ctx, data); err == nil {
+			// The sink has encoded the spans when consumeSpans returns.
+			defer batch.Release()
 			// A peer may send the parts of several requests as one.
-			if err := s.checkCount(len(spans), "spans"); err != nil && !s.forwarded(ctx) {
+			if err := s.checkCount(len(batch.Spans), "spans"); err != nil && !s.forwarded(ctx) {
 				return exportResult{}, err
 			}
-			s.observeLimits(stats)
-			return s.consumeSpans(ctx, proto, spans, &rejections{})
+			s.observeLimits(batch.Stats)
+			return s.consumeSpans(ctx, proto, batch.Spans, &rejections{})
 		}
 	}
 	td, rep, err := decodeTraces(format, data)

@@ -325,6 +325,24 @@ func TestSpansPerTraceLimit(t *testing.T) {
 	}
 }
 
+// A request of no more spans than the per-trace limit skips counting per
+// trace; one more span than the limit, all of one trace, is counted.
+func TestSpansPerTraceLimitAtTheBoundary(t *testing.T) {
+	cfg := testConfig()
+	cfg.MaxSpansPerTrace = 3
+	s := startServer(t, cfg, memstore.New(), nil)
+	for spans, rejected := range map[int]int64{3: 0, 4: 1, 7: 4} {
+		resp, body := post(t, "http://"+s.HTTPAddr()+"/v1/traces", ctProto, protoBody(t, sampleTraces(byte(60+spans), spans)))
+		r := ptraceotlp.NewExportResponse()
+		if err := r.UnmarshalProto(body); resp.StatusCode != 200 || err != nil {
+			t.Fatalf("%d spans: %d %v", spans, resp.StatusCode, err)
+		}
+		if got := r.PartialSuccess().RejectedSpans(); got != rejected {
+			t.Errorf("%d spans of one trace, limit 3: %d rejected, want %d (%q)", spans, got, rejected, r.PartialSuccess().ErrorMessage())
+		}
+	}
+}
+
 // A web page can POST to a local Zipkin port without a preflight when it
 // sends no Content-Type or a "simple" one.
 func TestZipkinRequiresJSONContentType(t *testing.T) {

@@ -275,7 +275,11 @@ func (s *Server) readBody(w http.ResponseWriter, r *http.Request) (*bytes.Buffer
 	}
 	buf := bufPool.Get().(*bytes.Buffer)
 	if r.ContentLength > 0 && r.Header.Get("Content-Encoding") == "" {
-		buf.Grow(int(r.ContentLength))
+		// ReadFrom wants MinRead bytes free before each read, the one
+		// that finds the end included: room for the body alone made it
+		// grow the buffer to twice its size (and copy the body) to learn
+		// there was nothing more.
+		buf.Grow(int(r.ContentLength) + bytes.MinRead)
 	}
 	n, err := buf.ReadFrom(io.LimitReader(src, limit+1))
 	if err != nil {

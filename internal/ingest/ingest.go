@@ -393,7 +393,12 @@ func (s *Server) checkSpans(ctx context.Context, spans []model.Span, rej *reject
 			"request has %d spans, limit is %d per request: send smaller batches", len(spans), s.cfg.MaxSpansPerRequest)
 	}
 	now := time.Now()
-	perTrace := map[model.TraceID]int{}
+	// No trace can pass the limit in a request of no more spans than it:
+	// the usual case, which then needs no count per trace.
+	var perTrace map[model.TraceID]int
+	if len(spans) > s.cfg.MaxSpansPerTrace && !forwarded {
+		perTrace = map[model.TraceID]int{}
+	}
 	kept := spans[:0]
 	for i := range spans {
 		sp := &spans[i]
@@ -406,7 +411,7 @@ func (s *Server) checkSpans(ctx context.Context, spans []model.Span, rej *reject
 			rej.add(reasonInvalidTime, fmt.Sprintf("span %q (%s): %v", model.Clip(sp.Name, 64), sp.SpanID, err))
 			continue
 		}
-		if forwarded {
+		if perTrace == nil {
 			// The ids and times are checked again all the same: they cost
 			// nothing next to the map below, and no span reaches storage
 			// without them whatever a peer sends.

@@ -3,7 +3,6 @@ package ingest
 import (
 	"context"
 
-	"github.com/tracedx/tracedx/internal/model"
 	"github.com/tracedx/tracedx/internal/otlpconv"
 )
 
@@ -21,15 +20,16 @@ func RawSpansFrom(ctx context.Context) *otlpconv.RawSpans {
 
 // decodeTracesProto decodes a protobuf request with the direct decoder,
 // recording the spans' bytes in the returned context when some may be
-// forwarded to their owner.
-func (s *Server) decodeTracesProto(ctx context.Context, data []byte) (context.Context, []model.Span, otlpconv.Stats, error) {
+// forwarded to their owner. The spans' memory is reused once the
+// returned batch is released.
+func (s *Server) decodeTracesProto(ctx context.Context, data []byte) (context.Context, *otlpconv.Decoded, error) {
 	if s.cfg.ForwardsTrace == nil || s.forwarded(ctx) {
-		spans, stats, err := otlpconv.DecodeTracesProto(data, s.cfg.limits())
-		return ctx, spans, stats, err
+		batch, err := otlpconv.DecodeTracesProtoPooled(data, s.cfg.limits())
+		return ctx, batch, err
 	}
 	spans, raws, stats, err := otlpconv.DecodeTracesProtoRaw(data, s.cfg.limits())
 	if err != nil {
-		return ctx, nil, stats, err
+		return ctx, nil, err
 	}
-	return context.WithValue(ctx, rawSpansKey{}, raws), spans, stats, nil
+	return context.WithValue(ctx, rawSpansKey{}, raws), &otlpconv.Decoded{Spans: spans, Stats: stats}, nil
 }

@@ -309,6 +309,52 @@ type Span struct {
 	DroppedLinksCount      uint32
 }
 
+// Clone returns a copy of s that shares no slice with it (strings are
+// shared: they cannot change). A receiver reuses the memory of the spans
+// it hands to its sink, so a sink that keeps spans keeps clones.
+func (s *Span) Clone() Span {
+	c := *s
+	c.Resource, c.Attrs = s.Resource.Clone(), s.Attrs.Clone()
+	if s.Events != nil {
+		c.Events = make([]Event, len(s.Events))
+		for i, e := range s.Events {
+			e.Attrs = e.Attrs.Clone()
+			c.Events[i] = e
+		}
+	}
+	if s.Links != nil {
+		c.Links = make([]Link, len(s.Links))
+		for i, l := range s.Links {
+			l.Attrs = l.Attrs.Clone()
+			c.Links[i] = l
+		}
+	}
+	return c
+}
+
+// AppendClones appends clones of spans to dst.
+func AppendClones(dst []Span, spans []Span) []Span {
+	for i := range spans {
+		dst = append(dst, spans[i].Clone())
+	}
+	return dst
+}
+
+// Clone returns a copy of a that shares no slice with it.
+func (a Attrs) Clone() Attrs {
+	if a == nil {
+		return nil
+	}
+	c := make(Attrs, len(a))
+	for i, x := range a {
+		if x.Value.Bytes != nil {
+			x.Value.Bytes = append([]byte{}, x.Value.Bytes...)
+		}
+		c[i] = x
+	}
+	return c
+}
+
 // DurationNano returns end-start, or 0 when end precedes start.
 func (s *Span) DurationNano() uint64 {
 	if s.EndUnixNano < s.StartUnixNano {

@@ -36,6 +36,12 @@ func DecodeTracesProto(data []byte, lim Limits) ([]model.Span, Stats, error) {
 // decodeTraces is DecodeTracesProto, recording each span's bytes in raws
 // when that is not nil.
 func decodeTraces(data []byte, lim Limits, raws *rawRecorder) ([]model.Span, Stats, error) {
+	return decodeTracesInto(data, lim, raws, nil)
+}
+
+// decodeTracesInto is decodeTraces that, when batch is not nil, decodes
+// into reused memory and records it in batch for Release.
+func decodeTracesInto(data []byte, lim Limits, raws *rawRecorder, batch *Decoded) ([]model.Span, Stats, error) {
 	n, err := countSpans(data)
 	if err != nil {
 		return nil, Stats{}, err
@@ -43,7 +49,12 @@ func decodeTraces(data []byte, lim Limits, raws *rawRecorder) ([]model.Span, Sta
 	d := getDecoder()
 	defer d.release()
 	d.converter, d.spansTotal = converter{lim: lim}, n
-	d.out = make([]model.Span, 0, n)
+	d.batch = batch
+	if batch != nil {
+		d.out = batch.spanSlice(n)
+	} else {
+		d.out = make([]model.Span, 0, n)
+	}
 	d.raws = raws
 	if raws != nil {
 		raws.raws.spans = make([]rawSpan, 0, n)
@@ -63,6 +74,9 @@ func decodeTraces(data []byte, lim Limits, raws *rawRecorder) ([]model.Span, Sta
 				return nil, Stats{}, err
 			}
 		}
+	}
+	if batch != nil {
+		batch.keep(d.arena)
 	}
 	return d.out, d.stats, nil
 }
@@ -209,6 +223,9 @@ type wireDecoder struct {
 	composites int
 	// raws, when not nil, collects each span's bytes (DecodeTracesProtoRaw).
 	raws *rawRecorder
+	// batch, when not nil, supplies reused memory for the spans and their
+	// attributes (DecodeTracesProtoPooled).
+	batch *Decoded
 }
 
 // resourceSpans decodes one ResourceSpans. Its resource is read first
@@ -291,12 +308,8 @@ func (d *wireDecoder) attr(f *field, total *int) error {
 	if *total > d.lim.MaxAttrs {
 		return validKeyValue(f.b, 1)
 	}
-	a, err := d.keyValue(f.b)
-	if err != nil {
-		return err
-	}
-	d.scratch = append(d.scratch, a)
-	return nil
+	d.scratch = append(d.scratch, model.Attr{})
+	return d.keyValue(f.b, &d.scratch[len(d.scratch)-1])
 }
 
 // keptAttrs copies d.scratch into an attribute set of its own, counting
@@ -392,14 +405,16 @@ type spanScope struct {
 // the span is read whole: a repeated field replaces the earlier one, and
 // only the last is converted (and counted if cut).
 type spanState struct {
-	sp                              model.Span
+	sp                              *model.Span // in d.out
 	traceState, name, statusMessage []byte
 	start                           int // its first attribute in the arena
 	nAttrs, nEvents, nLinks         int // as sent, kept or not
 }
 
 func (d *wireDecoder) span(b []byte, sc *spanScope) error {
-	st := spanState{sp: model.Span{Service: sc.service, Resource: sc.res, ScopeName: sc.name, ScopeVersion: sc.version}, start: len(d.arena)}
+	// Decoded in place in the output, not copied there: a span is large.
+	d.out = append(d.out, model.Span{Service: sc.service, Resource: sc.res, ScopeName: sc.name, ScopeVersion: sc.version})
+	st := spanState{sp: &d.out[len(d.out)-1], start: len(d.arena)}
 	d.events, d.links = d.events[:0], d.links[:0]
 	if d.raws != nil {
 		d.raws.beginSpan(d, b)
@@ -415,7 +430,7 @@ func (d *wireDecoder) span(b []byte, sc *spanScope) error {
 			return err
 		}
 	}
-	sp := &st.sp
+	sp := st.sp
 	sp.TraceState, sp.Name, sp.StatusMessage = d.clipBytes(st.traceState), d.clipBytes(st.name), d.clipBytes(st.statusMessage)
 	if kept := len(d.arena) - st.start; kept > 0 {
 		sp.Attrs = model.Attrs(d.arena[st.start:len(d.arena):len(d.arena)])
@@ -441,7 +456,6 @@ func (d *wireDecoder) span(b []byte, sc *spanScope) error {
 		sp.Links = nil
 	}
 	d.spansDone++
-	d.out = append(d.out, *sp)
 	if d.raws != nil {
 		d.raws.endSpan(d, sp)
 	}
@@ -451,7 +465,7 @@ func (d *wireDecoder) span(b []byte, sc *spanScope) error {
 // spanField applies one field of a Span (field numbers of
 // opentelemetry-proto's trace.proto).
 func (d *wireDecoder) spanField(f *field, st *spanState) error {
-	sp := &st.sp
+	sp := st.sp
 	var err error
 	switch f.num {
 	case 1:
@@ -483,10 +497,7 @@ func (d *wireDecoder) spanField(f *field, st *spanState) error {
 		if st.nAttrs++; st.nAttrs > d.lim.MaxAttrs {
 			return validKeyValue(f.b, 1)
 		}
-		var a model.Attr
-		if a, err = d.keyValue(f.b); err == nil {
-			d.pushSpanAttr(&st.start, a)
-		}
+		err = d.keyValue(f.b, d.pushSpanAttr(&st.start))
 	case 10, 12, 14:
 		if err = f.want(protowire.VarintType); err == nil {
 			switch f.num {
@@ -520,9 +531,10 @@ func (d *wireDecoder) spanField(f *field, st *spanState) error {
 	return err
 }
 
-// pushSpanAttr appends a to the current span's attributes (from *start in
-// the arena), moving them to a new chunk when the arena is full.
-func (d *wireDecoder) pushSpanAttr(start *int, a model.Attr) {
+// pushSpanAttr appends an empty attribute to the current span's (from
+// *start in the arena), moving them to a new chunk when the arena is
+// full, and returns it to be filled.
+func (d *wireDecoder) pushSpanAttr(start *int) *model.Attr {
 	if len(d.arena) == cap(d.arena) {
 		have := len(d.arena) - *start
 		// Size the chunk for the rest of the request at the rate seen so
@@ -531,13 +543,26 @@ func (d *wireDecoder) pushSpanAttr(start *int, a model.Attr) {
 		want := 64
 		if d.spansDone > 0 {
 			perSpan := (d.spanAttrs + d.spansDone - 1) / d.spansDone // rounded up
-			want = perSpan * (d.spansTotal - d.spansDone)
+			spans := d.spansTotal - d.spansDone
+			if d.batch != nil {
+				// A pooled chunk serves later requests: size it for the
+				// whole of one like this.
+				spans = d.spansTotal
+			}
+			want = perSpan * spans
 		}
-		chunk := make([]model.Attr, 0, max(want, 2*have+1, 16))
+		var chunk []model.Attr
+		if d.batch != nil {
+			d.batch.keep(d.arena)
+			chunk = d.batch.attrChunk(max(2*have+1, 16), want)
+		} else {
+			chunk = make([]model.Attr, 0, max(want, 2*have+1, 16))
+		}
 		d.arena = append(chunk, d.arena[*start:]...)
 		*start = 0
 	}
-	d.arena = append(d.arena, a)
+	d.arena = append(d.arena, model.Attr{})
+	return &d.arena[len(d.arena)-1]
 }
 
 func status(b []byte, sp *model.Span, msg *[]byte) error {
@@ -714,7 +739,7 @@ func strSlot(b []byte) uint {
 
 // release returns d to the idle decoders without what it handed out.
 func (d *wireDecoder) release() {
-	d.out, d.arena, d.raws = nil, nil, nil
+	d.out, d.arena, d.raws, d.batch = nil, nil, nil, nil
 	d.spanAttrs, d.spansDone, d.composites = 0, 0, 0
 	clear(d.scratch[:cap(d.scratch)])
 	clear(d.events[:cap(d.events)])
@@ -747,42 +772,105 @@ type wireValue struct {
 
 // keyValue converts an encoded KeyValue. A repeated value field merges
 // into the one before, so its last oneof field wins.
-func (d *wireDecoder) keyValue(b []byte) (model.Attr, error) {
-	key, v, err := parseKeyValue(b, 1, true)
-	if err != nil {
-		return model.Attr{}, err
+func (d *wireDecoder) keyValue(b []byte, dst *model.Attr) error {
+	key, v, ok := commonKeyValue(b)
+	if !ok {
+		var err error
+		if key, v, err = parseKeyValue(b, 1, true); err != nil {
+			return err
+		}
 	}
-	return model.Attr{Key: d.clipBytes(key), Value: d.value(v)}, nil
+	dst.Key = d.clipBytes(key)
+	d.setValue(&dst.Value, v)
+	return nil
 }
 
-func (d *wireDecoder) value(v wireValue) model.Value {
+// commonKeyValue reads the KeyValue nearly every attribute is: a key and
+// a value, each under 128 bytes, in either order (SDKs send the key
+// first, some encoders the value), the value one string, int, bool or
+// double field, nothing else. It is parseKeyValue for that shape without
+// its loops over fields (the largest part of decoding an attribute); ok
+// is false for any other shape.
+func commonKeyValue(b []byte) (key []byte, v wireValue, ok bool) {
+	const (
+		keyTag   = 1<<3 | byte(protowire.BytesType)
+		valueTag = 2<<3 | byte(protowire.BytesType)
+	)
+	if len(b) < 4 || b[1] >= 0x80 {
+		return nil, v, false
+	}
+	at := 2 + int(b[1]) // the second field
+	if at+2 > len(b) || b[at+1] >= 0x80 || at+2+int(b[at+1]) != len(b) {
+		return nil, v, false
+	}
+	var val []byte
+	switch {
+	case b[0] == keyTag && b[at] == valueTag:
+		key, val = b[2:at], b[at+2:]
+	case b[0] == valueTag && b[at] == keyTag:
+		key, val = b[at+2:], b[2:at]
+	default:
+		return nil, v, false
+	}
+	if len(val) < 2 {
+		return nil, v, false
+	}
+	rest := val[1:]
+	switch val[0] {
+	case 1<<3 | byte(protowire.BytesType): // string_value
+		if rest[0] >= 0x80 || 1+int(rest[0]) != len(rest) {
+			return nil, v, false
+		}
+		return key, wireValue{kind: valStr, b: rest[1:]}, true
+	case 2<<3 | byte(protowire.VarintType), 3<<3 | byte(protowire.VarintType): // bool_value, int_value
+		u, n := protowire.ConsumeVarint(rest)
+		if n != len(rest) {
+			return nil, v, false
+		}
+		kind := valInt
+		if val[0]>>3 == 2 {
+			kind = valBool
+		}
+		return key, wireValue{kind: kind, u: u}, true
+	case 4<<3 | byte(protowire.Fixed64Type): // double_value
+		u, n := protowire.ConsumeFixed64(rest)
+		if n != len(rest) {
+			return nil, v, false
+		}
+		return key, wireValue{kind: valDouble, u: u}, true
+	}
+	return nil, v, false
+}
+
+// setValue converts v into dst, which is zero. In place: a Value
+// returned, copied into its attribute and the attribute into the arena
+// was a large part of decoding one.
+func (d *wireDecoder) setValue(dst *model.Value, v wireValue) {
 	switch v.kind {
 	case valStr:
-		return model.Value{Type: model.TypeString, Str: d.clipBytes(v.b)}
+		dst.Type, dst.Str = model.TypeString, d.clipBytes(v.b)
 	case valInt:
-		return model.Value{Type: model.TypeInt, Int: int64(v.u)}
+		dst.Type, dst.Int = model.TypeInt, int64(v.u)
 	case valDouble:
-		return model.Value{Type: model.TypeDouble, Float: math.Float64frombits(v.u)}
+		dst.Type, dst.Float = model.TypeDouble, math.Float64frombits(v.u)
 	case valBool:
-		return model.Value{Type: model.TypeBool, Bool: v.u != 0}
+		dst.Type, dst.Bool = model.TypeBool, v.u != 0
 	case valBytes:
-		var b []byte
+		dst.Type = model.TypeBytes
 		if len(v.b) > 0 {
 			if len(v.b) > d.lim.MaxValueBytes {
 				d.stats.TruncatedValues++
 				v.b = v.b[:d.lim.MaxValueBytes]
 			}
-			b = append([]byte(nil), v.b...)
+			dst.Bytes = append([]byte(nil), v.b...)
 		}
-		return model.Value{Type: model.TypeBytes, Bytes: b}
 	case valArray:
 		d.composites++
-		return model.Value{Type: model.TypeArray, Str: d.wireComposite(v)}
+		dst.Type, dst.Str = model.TypeArray, d.wireComposite(v)
 	case valMap:
 		d.composites++
-		return model.Value{Type: model.TypeMap, Str: d.wireComposite(v)}
+		dst.Type, dst.Str = model.TypeMap, d.wireComposite(v)
 	}
-	return model.Value{}
 }
 
 func validKeyValue(b []byte, depth int) error {

@@ -224,6 +224,10 @@ func (g *TraceRequests) attrs(num protowire.Number, max int) [][]byte {
 	return out
 }
 
+// KeyValue returns one random encoded KeyValue, as a span's attributes
+// hold them.
+func (g *TraceRequests) KeyValue() []byte { return g.keyValue(g.text(), 1) }
+
 func (g *TraceRequests) keyValue(key string, depth int) []byte {
 	var fields [][]byte
 	if g.R.IntN(10) > 0 {

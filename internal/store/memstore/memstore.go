@@ -30,8 +30,10 @@ func (m *Store) Write(ctx context.Context, spans []model.Span) error {
 	}
 	m.mu.Lock()
 	defer m.mu.Unlock()
-	for _, s := range spans {
-		m.traces[s.TraceID] = append(m.traces[s.TraceID], s)
+	for i := range spans {
+		// Copies that share no memory with the caller's, which an ingest
+		// receiver reuses once Write returns.
+		m.traces[spans[i].TraceID] = append(m.traces[spans[i].TraceID], spans[i].Clone())
 	}
 	return nil
 }
