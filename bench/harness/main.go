@@ -12,6 +12,7 @@ import (
 	"encoding/json"
 	"flag"
 	"fmt"
+	"io"
 	"maps"
 	"net"
 	"os"
@@ -67,6 +68,7 @@ type config struct {
 	keep, queries                bool
 	srvArgs                      string
 	loadgen, work                string
+	probeLog                     io.Writer
 }
 
 func main() {
@@ -85,8 +87,15 @@ func main() {
 	flag.BoolVar(&c.queries, "queries", false, "probe query latency (search by service, 20 results, and trace by id) during the load's second half and after settling: through the Jaeger v1 API, and for tracedx also through Jaeger api_v3, Tempo and /api/v1")
 	asJSON := flag.Bool("json", false, "print the report as JSON")
 	flag.StringVar(&c.srvArgs, "server-args", "", "extra server flags, space separated (e.g. \"--analytics=false --analysis=false\" to measure what analysis costs)")
+	probeLog := flag.String("probe-log", "", "with -queries, append every probe (phase, round, API, CLOCK_MONOTONIC start ns, ms) to this file, to line probes up with a runtime trace of the server")
 	compare := flag.String("compare", "", "run the same load against several servers in turn and print a table: name=binary,... with names tracedx, jaeger, victoriatraces (see bench/compare)")
 	flag.Parse()
+	if *probeLog != "" {
+		f, err := os.OpenFile(*probeLog, os.O_CREATE|os.O_WRONLY|os.O_APPEND, 0o644)
+		check(err)
+		defer f.Close()
+		c.probeLog = f
+	}
 	work, err := os.MkdirTemp("", "tracedx-bench-")
 	check(err)
 	if !c.keep {
@@ -188,7 +197,7 @@ func runOnce(c config) Report {
 	var during chan queryStats
 	if c.queries {
 		during = make(chan queryStats, 1)
-		go func() { during <- probeQueries(queryBase, tempoBase, c.duration/2, c.duration/2) }()
+		go func() { during <- probeQueries(queryBase, tempoBase, c.duration/2, c.duration/2, "load", c.probeLog) }()
 	}
 	t0 := time.Now()
 	check(lg.Run())
@@ -202,7 +211,7 @@ func runOnce(c config) Report {
 	cpu2 := cpuSeconds(pid)
 	var settled queryStats
 	if c.queries {
-		settled = probeQueries(queryBase, tempoBase, 0, 5*time.Second)
+		settled = probeQueries(queryBase, tempoBase, 0, 5*time.Second, "settled", c.probeLog)
 	}
 	rss := peakRSSKB(pid)
 	step("stopping the server (SIGTERM)")
