@@ -87,7 +87,7 @@ func main() {
 	flag.BoolVar(&c.queries, "queries", false, "probe query latency (search by service, 20 results, and trace by id) during the load's second half and after settling: through the Jaeger v1 API, and for tracedx also through Jaeger api_v3, Tempo and /api/v1")
 	asJSON := flag.Bool("json", false, "print the report as JSON")
 	flag.StringVar(&c.srvArgs, "server-args", "", "extra server flags, space separated (e.g. \"--analytics=false --analysis=false\" to measure what analysis costs)")
-	probeLog := flag.String("probe-log", "", "with -queries, append every probe (phase, round, API, CLOCK_MONOTONIC start ns, ms) to this file, to line probes up with a runtime trace of the server")
+	probeLog := flag.String("probe-log", "", "with -queries, append every probe (phase, round, API, CLOCK_MONOTONIC start ns, ms, ms until the request was written, ms until the first response byte) to this file, to line probes up with a runtime trace of the server")
 	compare := flag.String("compare", "", "run the same load against several servers in turn and print a table: name=binary,... with names tracedx, jaeger, victoriatraces (see bench/compare)")
 	flag.Parse()
 	if *probeLog != "" {

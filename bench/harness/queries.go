@@ -7,6 +7,7 @@ import (
 	"io"
 	"math/rand/v2"
 	"net/http"
+	"net/http/httptrace"
 	"net/url"
 	"slices"
 	"time"
@@ -83,7 +84,7 @@ func tracedxProbes(base, tempoBase string) []queryProbe {
 // traces so that no call reads pages the one before it just cached.
 //
 // With probeLog set, every call is also written there as a line
-// "phase round name monotonic_start_ns ms", to line probes up with a
+// "phase round name monotonic_start_ns ms wrote_ms first_byte_ms", to line probes up with a
 // runtime trace of the server (whose clock is CLOCK_MONOTONIC too).
 func probeQueries(base, tempoBase string, delay, dur time.Duration, phase string, probeLog io.Writer) queryStats {
 	time.Sleep(delay)
@@ -165,7 +166,20 @@ type prober struct {
 func (p *prober) getJSON(name, u string, into any) (time.Duration, error) {
 	mono := monotonicNanos()
 	start := time.Now()
-	resp, err := p.c.Get(u)
+	req, err := http.NewRequest(http.MethodGet, u, nil)
+	if err != nil {
+		return 0, err
+	}
+	// When the request was on the socket and when the first byte came
+	// back tell the client's share of a slow probe from the server's.
+	var wrote, firstByte time.Duration
+	if p.log != nil {
+		req = req.WithContext(httptrace.WithClientTrace(req.Context(), &httptrace.ClientTrace{
+			WroteRequest:         func(httptrace.WroteRequestInfo) { wrote = time.Since(start) },
+			GotFirstResponseByte: func() { firstByte = time.Since(start) },
+		}))
+	}
+	resp, err := p.c.Do(req)
 	if err != nil {
 		return 0, err
 	}
@@ -180,7 +194,8 @@ func (p *prober) getJSON(name, u string, into any) (time.Duration, error) {
 		return 0, fmt.Errorf("GET %s: %s", u, resp.Status)
 	}
 	if p.log != nil {
-		fmt.Fprintf(p.log, "%s %d %q %d %.3f\n", p.phase, p.round, name, mono, float64(took.Microseconds())/1e3)
+		ms := func(d time.Duration) float64 { return float64(d.Microseconds()) / 1e3 }
+		fmt.Fprintf(p.log, "%s %d %q %d %.3f %.3f %.3f\n", p.phase, p.round, name, mono, ms(took), ms(wrote), ms(firstByte))
 	}
 	if into != nil {
 		if err := json.Unmarshal(p.body.Bytes(), into); err != nil {
