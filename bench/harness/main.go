@@ -69,6 +69,7 @@ type config struct {
 	srvArgs                      string
 	loadgen, work                string
 	probeLog                     io.Writer
+	probeCPU                     string
 }
 
 func main() {
@@ -83,6 +84,7 @@ func main() {
 	flag.DurationVar(&c.settle, "settle", 15*time.Second, "wait after the load for background flush/compaction before stopping the server")
 	flag.StringVar(&c.serverCPU, "server-cpu", "0", "taskset CPU list of the server")
 	flag.StringVar(&c.genCPU, "gen-cpu", "1", "taskset CPU list of the load generator")
+	probeCPU := flag.String("probe-cpu", "", "CPU list the harness itself (the query probes) runs on during the load and after (default: -gen-cpu; \"any\": not pinned)")
 	flag.BoolVar(&c.keep, "keep", false, "keep the data directory")
 	flag.BoolVar(&c.queries, "queries", false, "probe query latency (search by service, 20 results, and trace by id) during the load's second half and after settling: through the Jaeger v1 API, and for tracedx also through Jaeger api_v3, Tempo and /api/v1")
 	asJSON := flag.Bool("json", false, "print the report as JSON")
@@ -105,6 +107,10 @@ func main() {
 	c.loadgen = filepath.Join(work, "loadgen")
 	step("building loadgen")
 	check(run("go", "build", "-o", c.loadgen, "./bench/loadgen"))
+	c.probeCPU = *probeCPU
+	if c.probeCPU == "" {
+		c.probeCPU = c.genCPU
+	}
 	if *compare != "" {
 		var reports []Report
 		for _, kv := range strings.Split(*compare, ",") {
@@ -189,6 +195,9 @@ func runOnce(c config) Report {
 	waitListening(target, exited)
 	cpu0 := cpuSeconds(pid)
 
+	if c.probeCPU != "any" {
+		check(pinSelf(c.probeCPU)) // after any build, which wants every CPU
+	}
 	step(fmt.Sprintf("loading %s for %s with %d workers on CPU %s", target, c.duration, c.workers, c.genCPU))
 	var out bytes.Buffer
 	lg := exec.Command("taskset", "-c", c.genCPU, c.loadgen, "-json", "-protocol", c.protocol, "-addr", target, "-http-path", httpPath,
