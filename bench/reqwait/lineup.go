@@ -58,16 +58,39 @@ func lineUp(out io.Writer, w *walker, ps []probe) {
 		}
 	}
 	sort.Slice(in, func(i, j int) bool { return in[i].took > in[j].took })
-	fmt.Fprintf(out, "\n%d by-id probes inside the trace; the slowest (ms):\n", len(in))
+	// Where the time of each probe over 5 ms mostly went.
+	var slow, beforeWake, inServer, afterAnswer int
+	for _, p := range in {
+		if p.took <= 5 {
+			break
+		}
+		q, ok := matching(reqs, p)
+		if !ok {
+			continue
+		}
+		slow++
+		woke := ms(q.begin-p.start) - p.wrote
+		after := p.took - ms(q.begin-p.start) - ms(q.took())
+		switch {
+		case woke >= ms(q.took()) && woke >= after:
+			beforeWake++
+		case ms(q.took()) >= after:
+			inServer++
+		default:
+			afterAnswer++
+		}
+	}
+	fmt.Fprintf(out, "\n%d by-id probes inside the trace, %d over 5 ms; most of their time went: before the server woke for the request %d, in the server %d, after the server answered %d\n",
+		len(in), slow, beforeWake, inServer, afterAnswer)
+	fmt.Fprintln(out, "the slowest (ms):")
 	for i, p := range in {
 		if i == 10 {
 			break
 		}
-		k := sort.Search(len(reqs), func(k int) bool { return reqs[k].begin >= p.start })
-		if k == len(reqs) {
+		q, ok := matching(reqs, p)
+		if !ok {
 			continue
 		}
-		q := reqs[k]
 		woke := q.begin - p.start - trace.Time(p.wrote*1e6)
 		fmt.Fprintf(out, "  %-34s client %6.2f: written after %.2f, server woke %.2f later, took %.2f (%s)\n",
 			p.name, p.took, p.wrote, ms(woke), ms(q.took()), q.api)
@@ -75,6 +98,16 @@ func lineUp(out io.Writer, w *walker, ps []probe) {
 			fmt.Fprintf(out, "      meanwhile the server ran: %s\n", w.ranBetween(q.begin-woke, q.begin))
 		}
 	}
+}
+
+// matching is the first by-id request the server began after the probe
+// started (reqs in order of beginning).
+func matching(reqs []*request, p probe) (*request, bool) {
+	k := sort.Search(len(reqs), func(k int) bool { return reqs[k].begin >= p.start })
+	if k == len(reqs) {
+		return nil, false
+	}
+	return reqs[k], true
 }
 
 // ranBetween sums what the server's goroutines ran in [from, to), by the

@@ -79,6 +79,7 @@ type request struct {
 	tentative  bool // begun when its read returned; undone if that read waits
 	states     map[string]trace.Time
 	waits      []string // blocking periods over 1 ms, with their stacks
+	waitSites  []string // the same, by the two innermost calls
 	assist     trace.Time
 	duringGC   bool
 }
@@ -87,15 +88,16 @@ func (r *request) took() trace.Time { return r.end - r.begin }
 
 // goroutine is what the walk keeps per goroutine.
 type goroutine struct {
-	startFn    string
-	since      trace.Time
-	reason     string // of the current wait
-	blockedAt  string // stack of the current wait or system call
-	isConn     bool
-	req        *request
-	readAt     trace.Time // when it began to read the next request
-	reading    bool
-	assistFrom trace.Time
+	startFn     string
+	since       trace.Time
+	reason      string // of the current wait
+	blockedAt   string // stack of the current wait or system call
+	blockedSite string
+	isConn      bool
+	req         *request
+	readAt      trace.Time // when it began to read the next request
+	reading     bool
+	assistFrom  trace.Time
 }
 
 // span is a stretch a goroutine ran.
@@ -204,6 +206,7 @@ func (w *walker) transition(ev trace.Event, st trace.StateTransition) {
 		}
 		q.states[state] += d
 		if d > 1e6 && (from == trace.GoWaiting || from == trace.GoSyscall) {
+			q.waitSites = append(q.waitSites, state+" at "+g.blockedSite)
 			wait := fmt.Sprintf("%.2f ms %s at %s", ms(d), state, g.blockedAt)
 			if from == trace.GoWaiting {
 				wait += "\n        woken by " + strings.Join(frames(ev.Stack(), 8), " < ")
@@ -217,6 +220,7 @@ func (w *walker) transition(ev trace.Event, st trace.StateTransition) {
 	w.boundaries(g, now, from, to, stk)
 	if to == trace.GoWaiting || to == trace.GoSyscall {
 		g.blockedAt = strings.Join(frames(stk, 12), " < ")
+		g.blockedSite = strings.Join(frames(stk, 2), " < ")
 	}
 	if to == trace.GoWaiting {
 		g.reason = st.Reason
@@ -291,6 +295,19 @@ func (w *walker) report(out io.Writer, top int, only string) {
 	fmt.Fprintf(out, "  %q during a GC mark phase: %s\n", only, summary(inGC))
 	fmt.Fprintf(out, "  %q outside:                %s\n", only, summary(outGC))
 
+	sites := map[string]int{}
+	for _, q := range w.reqs {
+		if strings.Contains(q.api, only) {
+			for _, s := range q.waitSites {
+				sites[s]++
+			}
+		}
+	}
+	fmt.Fprintf(out, "waits over 1 ms in %q requests:\n", only)
+	for _, s := range sortedKeys(sites) {
+		fmt.Fprintf(out, "  %4d  %s\n", sites[s], s)
+	}
+
 	slow := append([]*request(nil), w.reqs...)
 	sort.Slice(slow, func(i, j int) bool { return slow[i].took() > slow[j].took() })
 	shown := 0
@@ -361,4 +378,14 @@ func apiOf(s trace.Stack) string {
 		}
 	}
 	return ""
+}
+
+// sortedKeys lists m's keys, most frequent first.
+func sortedKeys(m map[string]int) []string {
+	keys := make([]string, 0, len(m))
+	for k := range m {
+		keys = append(keys, k)
+	}
+	sort.Slice(keys, func(i, j int) bool { return m[keys[i]] > m[keys[j]] || m[keys[i]] == m[keys[j]] && keys[i] < keys[j] })
+	return keys
 }
