@@ -12,6 +12,7 @@ import (
 	"encoding/json"
 	"flag"
 	"fmt"
+	"io"
 	"maps"
 	"net"
 	"os"
@@ -67,6 +68,8 @@ type config struct {
 	keep, queries                bool
 	srvArgs                      string
 	loadgen, work                string
+	probeLog                     io.Writer
+	probeCPU                     string
 }
 
 func main() {
@@ -81,12 +84,20 @@ func main() {
 	flag.DurationVar(&c.settle, "settle", 15*time.Second, "wait after the load for background flush/compaction before stopping the server")
 	flag.StringVar(&c.serverCPU, "server-cpu", "0", "taskset CPU list of the server")
 	flag.StringVar(&c.genCPU, "gen-cpu", "1", "taskset CPU list of the load generator")
+	probeCPU := flag.String("probe-cpu", "", "CPU list the harness itself (the query probes) runs on during the load and after (default: -gen-cpu; \"any\": not pinned)")
 	flag.BoolVar(&c.keep, "keep", false, "keep the data directory")
 	flag.BoolVar(&c.queries, "queries", false, "probe query latency (search by service, 20 results, and trace by id) during the load's second half and after settling: through the Jaeger v1 API, and for tracedx also through Jaeger api_v3, Tempo and /api/v1")
 	asJSON := flag.Bool("json", false, "print the report as JSON")
 	flag.StringVar(&c.srvArgs, "server-args", "", "extra server flags, space separated (e.g. \"--analytics=false --analysis=false\" to measure what analysis costs)")
+	probeLog := flag.String("probe-log", "", "with -queries, append every probe (phase, round, API, CLOCK_MONOTONIC start ns, ms, ms until the request was written, ms until the first response byte) to this file, to line probes up with a runtime trace of the server")
 	compare := flag.String("compare", "", "run the same load against several servers in turn and print a table: name=binary,... with names tracedx, jaeger, victoriatraces (see bench/compare)")
 	flag.Parse()
+	if *probeLog != "" {
+		f, err := os.OpenFile(*probeLog, os.O_CREATE|os.O_WRONLY|os.O_APPEND, 0o644)
+		check(err)
+		defer f.Close()
+		c.probeLog = f
+	}
 	work, err := os.MkdirTemp("", "tracedx-bench-")
 	check(err)
 	if !c.keep {
@@ -96,6 +107,10 @@ func main() {
 	c.loadgen = filepath.Join(work, "loadgen")
 	step("building loadgen")
 	check(run("go", "build", "-o", c.loadgen, "./bench/loadgen"))
+	c.probeCPU = *probeCPU
+	if c.probeCPU == "" {
+		c.probeCPU = c.genCPU
+	}
 	if *compare != "" {
 		var reports []Report
 		for _, kv := range strings.Split(*compare, ",") {
@@ -180,6 +195,9 @@ func runOnce(c config) Report {
 	waitListening(target, exited)
 	cpu0 := cpuSeconds(pid)
 
+	if c.probeCPU != "any" {
+		check(pinSelf(c.probeCPU)) // after any build, which wants every CPU
+	}
 	step(fmt.Sprintf("loading %s for %s with %d workers on CPU %s", target, c.duration, c.workers, c.genCPU))
 	var out bytes.Buffer
 	lg := exec.Command("taskset", "-c", c.genCPU, c.loadgen, "-json", "-protocol", c.protocol, "-addr", target, "-http-path", httpPath,
@@ -188,7 +206,7 @@ func runOnce(c config) Report {
 	var during chan queryStats
 	if c.queries {
 		during = make(chan queryStats, 1)
-		go func() { during <- probeQueries(queryBase, tempoBase, c.duration/2, c.duration/2) }()
+		go func() { during <- probeQueries(queryBase, tempoBase, c.duration/2, c.duration/2, "load", c.probeLog) }()
 	}
 	t0 := time.Now()
 	check(lg.Run())
@@ -202,7 +220,7 @@ func runOnce(c config) Report {
 	cpu2 := cpuSeconds(pid)
 	var settled queryStats
 	if c.queries {
-		settled = probeQueries(queryBase, tempoBase, 0, 5*time.Second)
+		settled = probeQueries(queryBase, tempoBase, 0, 5*time.Second, "settled", c.probeLog)
 	}
 	rss := peakRSSKB(pid)
 	step("stopping the server (SIGTERM)")

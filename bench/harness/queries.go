@@ -1,14 +1,18 @@
 package main
 
 import (
+	"bytes"
 	"encoding/json"
 	"fmt"
 	"io"
 	"math/rand/v2"
 	"net/http"
+	"net/http/httptrace"
 	"net/url"
 	"slices"
 	"time"
+
+	"golang.org/x/sys/unix"
 )
 
 // queryStats are latencies of queries during one probe. The top-level
@@ -78,9 +82,13 @@ func tracedxProbes(base, tempoBase string) []queryProbe {
 // then, with tempoBase set (tracedx), every other API of tracedxProbes in
 // a random order, each trace-by-id call on a different one of the found
 // traces so that no call reads pages the one before it just cached.
-func probeQueries(base, tempoBase string, delay, dur time.Duration) queryStats {
+//
+// With probeLog set, every call is also written there as a line
+// "phase round name monotonic_start_ns ms wrote_ms first_byte_ms", to line probes up with a
+// runtime trace of the server (whose clock is CLOCK_MONOTONIC too).
+func probeQueries(base, tempoBase string, delay, dur time.Duration, phase string, probeLog io.Writer) queryStats {
 	time.Sleep(delay)
-	client := &http.Client{Timeout: 10 * time.Second}
+	client := &prober{c: &http.Client{Timeout: 10 * time.Second}, log: probeLog, phase: phase}
 	probes := []queryProbe{{jaegerTrace, false, func(_, id string, _ time.Time) string { return base + "/api/traces/" + id }}}
 	if tempoBase != "" {
 		probes = append(probes, tracedxProbes(base, tempoBase)...)
@@ -93,19 +101,20 @@ func probeQueries(base, tempoBase string, delay, dur time.Duration) queryStats {
 	for ; time.Now().Before(end); time.Sleep(100 * time.Millisecond) {
 		if svc == "" {
 			var svcs struct{ Data []string }
-			if _, err := getJSON(client, base+"/api/services", &svcs); err != nil || len(svcs.Data) == 0 {
+			if _, err := client.getJSON("services", base+"/api/services", &svcs); err != nil || len(svcs.Data) == 0 {
 				continue
 			}
 			slices.Sort(svcs.Data)
 			svc = svcs.Data[0]
 		}
 		st.Rounds++
+		client.round = st.Rounds
 		var found struct {
 			Data []struct {
 				TraceID string `json:"traceID"`
 			}
 		}
-		d, err := getJSON(client, base+"/api/traces?limit=20&lookback=1h&service="+url.QueryEscape(svc), &found)
+		d, err := client.getJSON(jaegerSearch, base+"/api/traces?limit=20&lookback=1h&service="+url.QueryEscape(svc), &found)
 		if err != nil || len(found.Data) == 0 {
 			st.Failed++
 			failed[jaegerSearch]++
@@ -115,7 +124,7 @@ func probeQueries(base, tempoBase string, delay, dur time.Duration) queryStats {
 		rand.Shuffle(len(probes), func(i, j int) { probes[i], probes[j] = probes[j], probes[i] })
 		for k, p := range probes {
 			id := found.Data[(st.Rounds*len(probes)+k)%len(found.Data)].TraceID
-			d, err := getJSON(client, p.url(svc, id, time.Now()), nil)
+			d, err := client.getJSON(p.name, p.url(svc, id, time.Now()), nil)
 			if err != nil {
 				st.Failed++
 				failed[p.name]++
@@ -141,14 +150,42 @@ func probeQueries(base, tempoBase string, delay, dur time.Duration) queryStats {
 	return st
 }
 
-func getJSON(c *http.Client, u string, into any) (time.Duration, error) {
+// prober is the probing client. It reads every body into one reused
+// buffer: reading each (searches return 20 whole traces, ~0.5 MB) into a
+// new one made the harness collect its small heap several times a second,
+// and a probe that met one of its stop-the-world pauses counted it as the
+// server's latency.
+type prober struct {
+	c     *http.Client
+	body  bytes.Buffer
+	log   io.Writer
+	phase string
+	round int
+}
+
+func (p *prober) getJSON(name, u string, into any) (time.Duration, error) {
+	mono := monotonicNanos()
 	start := time.Now()
-	resp, err := c.Get(u)
+	req, err := http.NewRequest(http.MethodGet, u, nil)
+	if err != nil {
+		return 0, err
+	}
+	// When the request was on the socket and when the first byte came
+	// back tell the client's share of a slow probe from the server's.
+	var wrote, firstByte time.Duration
+	if p.log != nil {
+		req = req.WithContext(httptrace.WithClientTrace(req.Context(), &httptrace.ClientTrace{
+			WroteRequest:         func(httptrace.WroteRequestInfo) { wrote = time.Since(start) },
+			GotFirstResponseByte: func() { firstByte = time.Since(start) },
+		}))
+	}
+	resp, err := p.c.Do(req)
 	if err != nil {
 		return 0, err
 	}
 	defer resp.Body.Close()
-	body, err := io.ReadAll(resp.Body)
+	p.body.Reset()
+	_, err = p.body.ReadFrom(resp.Body)
 	took := time.Since(start)
 	if err != nil {
 		return 0, err
@@ -156,12 +193,25 @@ func getJSON(c *http.Client, u string, into any) (time.Duration, error) {
 	if resp.StatusCode != http.StatusOK {
 		return 0, fmt.Errorf("GET %s: %s", u, resp.Status)
 	}
+	if p.log != nil {
+		ms := func(d time.Duration) float64 { return float64(d.Microseconds()) / 1e3 }
+		fmt.Fprintf(p.log, "%s %d %q %d %.3f %.3f %.3f\n", p.phase, p.round, name, mono, ms(took), ms(wrote), ms(firstByte))
+	}
 	if into != nil {
-		if err := json.Unmarshal(body, into); err != nil {
+		if err := json.Unmarshal(p.body.Bytes(), into); err != nil {
 			return 0, fmt.Errorf("GET %s: %w", u, err)
 		}
 	}
 	return took, nil
+}
+
+// monotonicNanos is CLOCK_MONOTONIC, the clock of Go's runtime traces.
+func monotonicNanos() int64 {
+	var ts unix.Timespec
+	if unix.ClockGettime(unix.CLOCK_MONOTONIC, &ts) != nil {
+		return 0
+	}
+	return ts.Nano()
 }
 
 func percentiles(d []time.Duration) (p50, p99 float64) {

@@ -117,7 +117,7 @@ func ToTrace(spans []model.Span) Trace {
 			procIDs[key] = pid
 			t.Processes[pid] = toProcess(s)
 		}
-		js := toSpan(s, pid)
+		js := toSpan(s, pid, t.TraceID)
 		if !s.ParentSpanID.IsZero() && !present[s.ParentSpanID] {
 			js.Warnings = append(js.Warnings, fmt.Sprintf("parent span %s is not in the trace (not received yet, or lost)", s.ParentSpanID))
 		}
@@ -150,9 +150,11 @@ func toProcess(s *model.Span) Process {
 	return p
 }
 
-func toSpan(s *model.Span, pid string) Span {
+// toSpan converts one span; traceID is its trace's id as ToTrace renders
+// it, one string for all the spans rather than one each.
+func toSpan(s *model.Span, pid, traceID string) Span {
 	js := Span{
-		TraceID:       jaegerTraceID(s.TraceID),
+		TraceID:       traceID,
 		SpanID:        s.SpanID.String(),
 		Flags:         s.Flags & 0xff,
 		OperationName: s.Name,

@@ -1,11 +1,11 @@
 package jaeger
 
 import (
-	"bytes"
 	"encoding/base64"
 	"encoding/json"
 	"errors"
 	"fmt"
+	"io"
 	"net/http"
 	"net/url"
 	"sort"
@@ -150,13 +150,14 @@ func (h *handler) writeOTLP(w http.ResponseWriter, r *http.Request, spans []mode
 		h.v3Err(w, r, fmt.Errorf("encoding OTLP JSON: %w", err))
 		return
 	}
-	var buf bytes.Buffer
-	buf.Grow(len(body) + 12)
-	buf.WriteString(`{"result":`)
-	buf.Write(body)
-	buf.WriteString("}\n")
+	// The envelope is written around the body rather than copied with it
+	// into a second buffer as large.
+	const head, tail = `{"result":`, "}\n"
 	w.Header().Set("Content-Type", "application/json")
-	_, _ = w.Write(buf.Bytes())
+	w.Header().Set("Content-Length", strconv.Itoa(len(head)+len(body)+len(tail)))
+	_, _ = io.WriteString(w, head)
+	_, _ = w.Write(body)
+	_, _ = io.WriteString(w, tail)
 }
 
 func (h *handler) parseV3Query(q url.Values) (store.Query, error) {

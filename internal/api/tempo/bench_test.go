@@ -50,6 +50,16 @@ func synthetic(n int, end time.Time) []model.Span {
 	return out
 }
 
+// BenchmarkAPILayer: trace by id (20 spans) through the v1 and v2 JSON
+// endpoints and as protobuf, with the store cost taken out (the same
+// trace as the Jaeger and /api/v1 packages' BenchmarkAPILayer).
+func BenchmarkAPILayer(b *testing.B) {
+	h := NewHandler(apitest.NewFixedStore(20, 20), Options{})
+	id := apitest.SynthTrace(0, 1)[0].TraceID.String()
+	b.Run("v1_trace_by_id_20spans", func(b *testing.B) { apitest.BenchGet(b, h, "/api/traces/"+id) })
+	b.Run("v2_trace_by_id_20spans", func(b *testing.B) { apitest.BenchGet(b, h, "/api/v2/traces/"+id) })
+}
+
 // BenchmarkTempoAPI measures whole requests through the handler against
 // the in-memory test store (5,000 traces x 20 spans).
 func BenchmarkTempoAPI(b *testing.B) {

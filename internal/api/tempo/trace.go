@@ -8,6 +8,7 @@ import (
 	"net/http"
 	"strconv"
 	"strings"
+	"sync"
 	"unicode/utf8"
 
 	"go.opentelemetry.io/collector/pdata/pcommon"
@@ -72,20 +73,37 @@ func (h *handler) trace(w http.ResponseWriter, r *http.Request, v2 bool) {
 		_, _ = w.Write(body)
 		return
 	}
-	var b bytes.Buffer
+	b := jsonBufs.Get().(*bytes.Buffer)
+	defer putJSONBuf(b)
+	b.Reset()
 	if v2 {
 		b.WriteString(`{"trace":{"resourceSpans":`)
-		writeResourceSpans(&b, td)
+		writeResourceSpans(b, td)
 		b.WriteString("}}")
 	} else {
 		// Tempo keeps the pre-OTLP "batches" key on the v1 JSON endpoint.
 		b.WriteString(`{"batches":`)
-		writeResourceSpans(&b, td)
+		writeResourceSpans(b, td)
 		b.WriteString("}")
 	}
 	b.WriteByte('\n')
 	w.Header().Set("Content-Type", "application/json")
 	_, _ = w.Write(b.Bytes())
+}
+
+// jsonBufs are the buffers trace JSON is written into. A trace's JSON is
+// tens of KB and a new buffer grew by doubling to twice that per request:
+// garbage for which, while ingest kept the collector busy, the request
+// itself had to assist it.
+var jsonBufs = sync.Pool{New: func() any { return new(bytes.Buffer) }}
+
+// maxPooledJSONBuf keeps the buffer of a huge trace from staying behind.
+const maxPooledJSONBuf = 1 << 20
+
+func putJSONBuf(b *bytes.Buffer) {
+	if b.Cap() <= maxPooledJSONBuf {
+		jsonBufs.Put(b)
+	}
 }
 
 func wantsProtobuf(r *http.Request) bool {

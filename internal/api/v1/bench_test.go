@@ -27,3 +27,18 @@ func BenchmarkWithMemstore(b *testing.B) {
 	b.Run("trace_by_id", func(b *testing.B) { apitest.BenchGet(b, h, "/api/v1/traces/"+id) })
 	b.Run("search_service_limit20", func(b *testing.B) { apitest.BenchGet(b, h, "/api/v1/search?service=frontend&limit=20") })
 }
+
+// BenchmarkWithEngine: trace by id against the embedded engine holding
+// apitest.EngineSpans() spans (traces of 20 spans) in compacted blocks,
+// 64 traces in turn. Run with
+//
+//	TRACEDX_BENCH_SPANS=1000000 go test -run '^$' -bench WithEngine -benchtime 200x ./internal/api/v1/
+func BenchmarkWithEngine(b *testing.B) {
+	traces := apitest.EngineSpans() / 20
+	h := NewHandler(Deps{Store: apitest.EngineWith(b, traces, 20)})
+	ids := make([]string, 64)
+	for i := range ids {
+		ids[i] = apitest.SynthTrace(i*(traces/len(ids)), 1)[0].TraceID.String()
+	}
+	b.Run("trace_by_id", func(b *testing.B) { apitest.BenchGetEach(b, h, "/api/v1/traces/", ids) })
+}

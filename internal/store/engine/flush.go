@@ -181,8 +181,13 @@ func (e *Engine) flushOnce(ctx context.Context) error {
 // Callers hold flushMu. Cuts only add blocks, so they run alongside
 // compaction and retention.
 func (e *Engine) cutToBlock(ctx context.Context, pick func(t *headTrace) bool, idleBefore int64) error {
+	// Looking at every head trace under the engine's lock held trace reads
+	// for 1.5-4 ms once a second at 30k spans/s on a shared core: only the
+	// move itself needs the lock, so readers see each trace in the head or
+	// in flushing, never in neither or both.
+	ids := e.head.candidates(pick)
 	e.mu.Lock()
-	cut := e.head.cut(pick)
+	cut := e.head.cutIDs(ids, pick)
 	var cutBytes int64
 	for _, t := range cut {
 		cutBytes += t.size()

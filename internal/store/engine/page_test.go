@@ -84,6 +84,25 @@ func TestTracePageWalksTheWholeTrace(t *testing.T) {
 			t.Fatalf("span %d out of order: %s, want %s", i, walked[i].SpanID, whole[i].SpanID)
 		}
 	}
+	// A first page that holds the whole trace is kept from the first pass
+	// over the sources; one a span too small takes both passes. Either
+	// way: the first spans by start, in order.
+	for _, limit := range []int{len(spans) + 5, len(spans), len(spans) - 1} {
+		p, err := e.TracePage(ctx, id, store.TimeRange{}, 0, limit)
+		if err != nil {
+			t.Fatal(err)
+		}
+		n := min(limit, len(spans))
+		if p.Total != len(spans) || len(p.Spans) != n {
+			t.Fatalf("limit %d: total %d, %d spans, want %d and %d", limit, p.Total, len(p.Spans), len(spans), n)
+		}
+		for i := range p.Spans {
+			if p.Spans[i].SpanID != whole[i].SpanID {
+				t.Fatalf("limit %d: span %d is %s, want %s", limit, i, p.Spans[i].SpanID, whole[i].SpanID)
+			}
+		}
+		sameSpans(t, whole[:n], p.Spans)
+	}
 	if _, err := e.TracePage(ctx, model.TraceID{7}, store.TimeRange{}, 0, 10); !errors.Is(err, store.ErrNotFound) {
 		t.Fatalf("unknown trace: %v", err)
 	}

@@ -22,22 +22,28 @@ const DefaultSearchLimit = 20
 // Trace returns every stored span of a trace, ordered by start time.
 func (e *Engine) Trace(ctx context.Context, id model.TraceID, hint store.TimeRange) ([]model.Span, error) {
 	var spans []model.Span
-	var hits []blockHit
-	var derr error
+	// The buffers are decoded after the lock: a cut waiting for it would
+	// hold every other read back meanwhile. A head trace's buffer stays
+	// valid (head.get copies its header; writers append past it or to a
+	// new array) and a flushing one no longer changes.
+	var bufs [][]byte
 	e.mu.RLock()
 	if t := e.head.get(id); t != nil {
-		spans, derr = decodeFramed(t.buf, spans)
+		bufs = append(bufs, t.buf)
 	}
 	for _, m := range e.flushing {
-		if t := m[id]; t != nil && derr == nil {
-			spans, derr = decodeFramed(t.buf, spans)
+		if t := m[id]; t != nil {
+			bufs = append(bufs, t.buf)
 		}
 	}
-	hits = e.blockHits(id, hint)
+	hits := e.blockHits(id, hint)
 	e.mu.RUnlock()
 	defer releaseHits(hits)
-	if derr != nil {
-		return nil, derr
+	for _, buf := range bufs {
+		var err error
+		if spans, err = decodeFramed(buf, spans); err != nil {
+			return nil, err
+		}
 	}
 	for _, h := range hits {
 		if err := ctx.Err(); err != nil {
