@@ -1,6 +1,7 @@
 package systemic
 
 import (
+	"maps"
 	"sort"
 	"time"
 )
@@ -76,19 +77,23 @@ func (v *rootView) share() RootShare {
 
 func windowShare(b *bucket) WindowShare {
 	w := WindowShare{Traces: b.n, Spans: b.spans}
+	w.Versions, w.Services = bucketMixes(b)
+	return w
+}
+
+// bucketMixes copies a bucket's traces and spans per version and its
+// traces per service, nil when empty; shares and snapshots carry them.
+func bucketMixes(b *bucket) (versions map[string][2]float64, services map[string]float64) {
 	if len(b.versions) > 0 {
-		w.Versions = make(map[string][2]float64, len(b.versions))
+		versions = make(map[string][2]float64, len(b.versions))
 		for k, v := range b.versions {
-			w.Versions[k] = [2]float64{v.n, v.spans}
+			versions[k] = [2]float64{v.n, v.spans}
 		}
 	}
 	if len(b.services) > 0 {
-		w.Services = make(map[string]float64, len(b.services))
-		for k, v := range b.services {
-			w.Services[k] = v
-		}
+		services = maps.Clone(b.services)
 	}
-	return w
+	return versions, services
 }
 
 // addWindow adds w to b.

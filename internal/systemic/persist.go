@@ -123,18 +123,7 @@ func toSnapBucket(b *bucket) snapBucket {
 			s.Counts = append(s.Counts, c)
 		}
 	}
-	if len(b.versions) > 0 {
-		s.Versions = make(map[string][2]float64, len(b.versions))
-		for k, v := range b.versions {
-			s.Versions[k] = [2]float64{v.n, v.spans}
-		}
-	}
-	if len(b.services) > 0 {
-		s.Services = make(map[string]float64, len(b.services))
-		for k, v := range b.services {
-			s.Services[k] = v
-		}
-	}
+	s.Versions, s.Services = bucketMixes(b)
 	return s
 }
 
