@@ -45,6 +45,7 @@ func TestClusterRuleOwnership(t *testing.T) {
 		t.Fatalf("the owner must count both nodes' 25 findings: %+v", v)
 	}
 	waitFor(t, "the firing notification", func() bool { return len(hk.Statuses("")) == 1 })
+	waitAnswered(t, h.m)
 
 	owned.Store(false)
 	h.clk.add(time.Minute)
@@ -184,6 +185,7 @@ func TestHandoverKeepsAlertState(t *testing.T) {
 	}
 	firedAt := v.Firing[0].FiredAt
 	waitFor(t, "the firing notification", func() bool { return len(n.hook.Statuses("")) == 1 })
+	waitAnswered(t, n.nodes[1].m)
 
 	// a starts again (with the pending alert it saved at its stop) and
 	// owns the rule again: it continues the firing alert.
