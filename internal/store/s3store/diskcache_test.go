@@ -80,12 +80,8 @@ func TestKeptTailOpensWithoutRequests(t *testing.T) {
 	cfg := testConfig(t)
 	cfg.CacheDir = t.TempDir()
 	s := open(t, cfg)
-	data := make([]byte, 300<<10)
 	r := rand.New(rand.NewPCG(7, 8))
-	for i := range data {
-		data[i] = byte(r.UintN(256))
-	}
-	writeBlock(t, s, "b", map[string][]byte{"data": data, "meta.json": []byte("{}")}, true)
+	data := writeRandomBlock(t, s, 300<<10, r)
 	f, err := s.Open(ctx, "b", "data")
 	if err != nil {
 		t.Fatal(err)

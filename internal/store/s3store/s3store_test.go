@@ -143,12 +143,8 @@ func TestRangedReads(t *testing.T) {
 	cfg.ChunkBytes = 64 << 10
 	cfg.CacheBytes = 1 << 20
 	s := open(t, cfg)
-	data := make([]byte, 5<<20+123)
 	r := rand.New(rand.NewPCG(1, 2))
-	for i := range data {
-		data[i] = byte(r.UintN(256))
-	}
-	writeBlock(t, s, "b", map[string][]byte{"data": data, "meta.json": []byte("{}")}, true)
+	data := writeRandomBlock(t, s, 5<<20+123, r)
 	f, err := s.Open(ctx, "b", "data")
 	if err != nil {
 		t.Fatal(err)
@@ -214,12 +210,8 @@ func TestFetchRanges(t *testing.T) {
 	cfg := testConfig(t)
 	cfg.ChunkBytes = 64 << 10
 	s := open(t, cfg)
-	data := make([]byte, 4<<20)
 	r := rand.New(rand.NewPCG(5, 6))
-	for i := range data {
-		data[i] = byte(r.UintN(256))
-	}
-	writeBlock(t, s, "b", map[string][]byte{"data": data, "meta.json": []byte("{}")}, true)
+	data := writeRandomBlock(t, s, 4<<20, r)
 	file, err := s.Open(ctx, "b", "data")
 	if err != nil {
 		t.Fatal(err)
@@ -417,4 +409,16 @@ func TestReadAllFromDiskCacheAfterRestart(t *testing.T) {
 	if _, err := s.ReadAll(ctx, "b", "index"); err == nil {
 		t.Fatal("deleted block still read from the disk cache")
 	}
+}
+
+// writeRandomBlock writes block "b" with a data file of n random bytes
+// drawn from r (and an empty meta.json), and returns the data.
+func writeRandomBlock(t *testing.T, s *Storage, n int, r *rand.Rand) []byte {
+	t.Helper()
+	data := make([]byte, n)
+	for i := range data {
+		data[i] = byte(r.UintN(256))
+	}
+	writeBlock(t, s, "b", map[string][]byte{"data": data, "meta.json": []byte("{}")}, true)
+	return data
 }
