@@ -31,15 +31,7 @@ func TestHighCardinalityColumnsKeepEveryQueryPath(t *testing.T) {
 			model.Attr{Key: "url.path", Value: model.Str(fmt.Sprintf("/api/orders/%d", r.IntN(1_000_000)))},
 			model.Attr{Key: "client.address", Value: model.Str(fmt.Sprintf("10.%d.%d.%d", r.IntN(256), r.IntN(256), r.IntN(256)))})
 	}
-	for i := 0; i < len(spans); i += 5000 {
-		writeRetrying(t, e, spans[i:min(i+5000, len(spans))])
-		if err := e.Flush(context.Background()); err != nil {
-			t.Fatal(err)
-		}
-	}
-	if err := e.Compact(context.Background()); err != nil {
-		t.Fatal(err)
-	}
+	writeCompacted(t, e, spans)
 	mixed := map[string]int{}
 	for _, b := range e.snap().blocks {
 		if b.l0 != nil {

@@ -794,6 +794,21 @@ func writeRetrying(t *testing.T, e *Engine, spans []model.Span) {
 	}
 }
 
+// writeCompacted writes spans 5000 at a time, each part flushed to its
+// own level-0 block, then compacts them into Parquet blocks.
+func writeCompacted(t *testing.T, e *Engine, spans []model.Span) {
+	t.Helper()
+	for i := 0; i < len(spans); i += 5000 {
+		writeRetrying(t, e, spans[i:min(i+5000, len(spans))])
+		if err := e.Flush(context.Background()); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if err := e.Compact(context.Background()); err != nil {
+		t.Fatal(err)
+	}
+}
+
 func waitFor(t *testing.T, cond func() bool) {
 	t.Helper()
 	waitForWithin(t, 10*time.Second, cond)

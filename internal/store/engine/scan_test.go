@@ -130,15 +130,7 @@ func TestSearchSpanFiltersMatchBruteForce(t *testing.T) {
 	e := openT(t, testOpts(t.TempDir()))
 	defer e.Close()
 	spans := scanTestSpans(r, 1500)
-	for i := 0; i < len(spans); i += 5000 {
-		writeRetrying(t, e, spans[i:min(i+5000, len(spans))])
-		if err := e.Flush(context.Background()); err != nil {
-			t.Fatal(err)
-		}
-	}
-	if err := e.Compact(context.Background()); err != nil {
-		t.Fatal(err)
-	}
+	writeCompacted(t, e, spans)
 	groups := 0
 	for _, b := range e.snap().blocks {
 		if b.l0 != nil {

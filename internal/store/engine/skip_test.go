@@ -23,15 +23,7 @@ func smallPagesEngine(t *testing.T, spans []model.Span) *Engine {
 	o := testOpts(t.TempDir())
 	o.BlockMaxSpans = 8000 // several blocks, for the scan ahead
 	e := openT(t, o)
-	for i := 0; i < len(spans); i += 5000 {
-		writeRetrying(t, e, spans[i:min(i+5000, len(spans))])
-		if err := e.Flush(context.Background()); err != nil {
-			t.Fatal(err)
-		}
-	}
-	if err := e.Compact(context.Background()); err != nil {
-		t.Fatal(err)
-	}
+	writeCompacted(t, e, spans)
 	return e
 }
 
