@@ -31,7 +31,7 @@ func TestHighCardinalityColumnsKeepEveryQueryPath(t *testing.T) {
 			model.Attr{Key: "url.path", Value: model.Str(fmt.Sprintf("/api/orders/%d", r.IntN(1_000_000)))},
 			model.Attr{Key: "client.address", Value: model.Str(fmt.Sprintf("10.%d.%d.%d", r.IntN(256), r.IntN(256), r.IntN(256)))})
 	}
-	writeCompacted(t, e, spans)
+	writeCompacted(t, e, spans, 5000)
 	mixed := map[string]int{}
 	for _, b := range e.snap().blocks {
 		if b.l0 != nil {

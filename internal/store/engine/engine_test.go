@@ -794,12 +794,12 @@ func writeRetrying(t *testing.T, e *Engine, spans []model.Span) {
 	}
 }
 
-// writeCompacted writes spans 5000 at a time, each part flushed to its
-// own level-0 block, then compacts them into Parquet blocks.
-func writeCompacted(t *testing.T, e *Engine, spans []model.Span) {
+// writeCompacted writes spans part spans at a time, each part flushed to
+// its own level-0 block, then compacts them into Parquet blocks.
+func writeCompacted(t *testing.T, e *Engine, spans []model.Span, part int) {
 	t.Helper()
-	for i := 0; i < len(spans); i += 5000 {
-		writeRetrying(t, e, spans[i:min(i+5000, len(spans))])
+	for i := 0; i < len(spans); i += part {
+		writeRetrying(t, e, spans[i:min(i+part, len(spans))])
 		if err := e.Flush(context.Background()); err != nil {
 			t.Fatal(err)
 		}

@@ -27,15 +27,7 @@ func TestRestartOpensBlocksFromTheDiskCache(t *testing.T) {
 	e := openT(t, o)
 	r := rand.New(rand.NewPCG(41, 42))
 	spans := scanTestSpans(r, 900)
-	for i := 0; i < len(spans); i += 4000 {
-		writeRetrying(t, e, spans[i:min(i+4000, len(spans))])
-		if err := e.Flush(context.Background()); err != nil {
-			t.Fatal(err)
-		}
-	}
-	if err := e.Compact(context.Background()); err != nil {
-		t.Fatal(err)
-	}
+	writeCompacted(t, e, spans, 4000)
 	parquetBlocks := 0
 	s := e.snap()
 	for _, b := range s.blocks {

@@ -130,7 +130,7 @@ func TestSearchSpanFiltersMatchBruteForce(t *testing.T) {
 	e := openT(t, testOpts(t.TempDir()))
 	defer e.Close()
 	spans := scanTestSpans(r, 1500)
-	writeCompacted(t, e, spans)
+	writeCompacted(t, e, spans, 5000)
 	groups := 0
 	for _, b := range e.snap().blocks {
 		if b.l0 != nil {

@@ -23,7 +23,7 @@ func smallPagesEngine(t *testing.T, spans []model.Span) *Engine {
 	o := testOpts(t.TempDir())
 	o.BlockMaxSpans = 8000 // several blocks, for the scan ahead
 	e := openT(t, o)
-	writeCompacted(t, e, spans)
+	writeCompacted(t, e, spans, 5000)
 	return e
 }
 
