@@ -71,14 +71,15 @@ func (p *peerReplicas) units() ([]copyUnit, int64) {
 			continue
 		}
 		peer, base := de.Name(), filepath.Join(p.dir, de.Name())
-		total += dirBytes(base)
+		size := dirBytes(base)
+		total += size
 		p.mu.Lock()
 		rep := p.m[peer]
 		p.mu.Unlock()
 		if rep == nil {
 			// Left by an earlier run: nothing reads it until the peer is
 			// down again.
-			out = append(out, copyUnit{key: peer, peer: peer, paths: []string{base}, bytes: dirBytes(base)})
+			out = append(out, copyUnit{key: peer, peer: peer, paths: []string{base}, bytes: size})
 			continue
 		}
 		findings := []string{filepath.Join(base, "findings"), filepath.Join(base, "spool")}
