@@ -367,6 +367,7 @@ type blockBuilder struct {
 	resIntern  map[string][]byte
 	rcat       *rawCatalog
 	arena      []byte // see keep
+	arenaUsed  int
 }
 
 type countingWriter struct {
@@ -452,7 +453,7 @@ func (b *blockBuilder) flushRows() error {
 	b.rows = b.rows[:0]
 	// The rows are gone; the arena's current array may be written over.
 	// (Earlier arrays were dropped when it grew.)
-	b.arena = b.arena[:0]
+	b.arenaUsed = 0
 	return nil
 }
 

@@ -28,8 +28,13 @@ func (e *enc) str(s string)     { e.uvarint(uint64(len(s))); e.b = append(e.b, s
 func (e *enc) bytes(p []byte)   { e.uvarint(uint64(len(p))); e.b = append(e.b, p...) }
 func (e *enc) raw(p []byte)     { e.b = append(e.b, p...) }
 
+// dec reads by advancing off, not by reslicing b: a slice header written
+// through *dec costs a GC write barrier whenever a collection is running,
+// and near its memory limit the server collects much of the time, which
+// made these small readers the hottest code of the cut and the conversion.
 type dec struct {
-	b   []byte
+	b   []byte // the whole input
+	off int    // where reading continues
 	err error
 	// a, when set, makes decoding cheaper for whole traces: strings are
 	// substrings of one copy of the input, attribute lists come out of
@@ -40,7 +45,7 @@ type dec struct {
 
 type decArena struct {
 	src    string // copy of the input; substrings of it are returned
-	srcLen int    // len of the input: offset of d.b is srcLen-len(d.b)
+	srcLen int    // len of the input: the offset of d.rest() is srcLen-d.left()
 	attrs  []model.Attr
 	// recent resources (a trace has one per service), most recent first
 	resRaw [4][]byte
@@ -62,62 +67,72 @@ func (a *decArena) take(n int) model.Attrs {
 	return model.Attrs(s)
 }
 
+func (d *dec) rest() []byte   { return d.b[d.off:] }
+func (d *dec) left() int      { return len(d.b) - d.off }
+func (d *dec) reset(p []byte) { d.b, d.off = p, 0 }
+func (d *dec) skip(n int)     { d.off += n }
+
 func (d *dec) fail() {
 	if d.err == nil {
 		d.err = errCorrupt
 	}
-	d.b = nil
+	d.off = len(d.b)
 }
 
 func (d *dec) uvarint() uint64 {
-	v, n := binary.Uvarint(d.b)
+	if d.off < len(d.b) && d.b[d.off] < 0x80 {
+		v := d.b[d.off]
+		d.off++
+		return uint64(v)
+	}
+	v, n := binary.Uvarint(d.b[d.off:])
 	if n <= 0 {
 		d.fail()
 		return 0
 	}
-	d.b = d.b[n:]
+	d.off += n
 	return v
 }
 
 func (d *dec) varint() int64 {
-	v, n := binary.Varint(d.b)
+	v, n := binary.Varint(d.b[d.off:])
 	if n <= 0 {
 		d.fail()
 		return 0
 	}
-	d.b = d.b[n:]
+	d.off += n
 	return v
 }
 
 func (d *dec) byte1() byte {
-	if len(d.b) < 1 {
+	if d.off >= len(d.b) {
 		d.fail()
 		return 0
 	}
-	v := d.b[0]
-	d.b = d.b[1:]
+	v := d.b[d.off]
+	d.off++
 	return v
 }
 
 func (d *dec) rawN(n int) []byte {
-	if n < 0 || len(d.b) < n {
+	if n < 0 || d.left() < n {
 		d.fail()
 		return nil
 	}
-	v := d.b[:n]
-	d.b = d.b[n:]
+	v := d.b[d.off : d.off+n]
+	d.off += n
 	return v
 }
 
 func (d *dec) str() string {
 	n := d.uvarint()
-	if n > uint64(len(d.b)) {
+	if n > uint64(d.left()) {
 		d.fail()
 		return ""
 	}
 	if d.a != nil {
-		off := d.a.srcLen - len(d.b)
-		d.b = d.b[n:]
+		off := d.a.srcLen - d.left()
+		d.off += int(n)
 		return d.a.src[off : off+int(n)]
 	}
 	return string(d.rawN(int(n)))
@@ -125,7 +140,7 @@ func (d *dec) str() string {
 
 func (d *dec) bytes() []byte {
 	n := d.uvarint()
-	if n > uint64(len(d.b)) {
+	if n > uint64(d.left()) {
 		d.fail()
 		return nil
 	}
@@ -141,7 +156,7 @@ func (d *dec) bytes() []byte {
 // cannot trigger huge allocations.
 func (d *dec) count() int {
 	n := d.uvarint()
-	if n > uint64(len(d.b)) {
+	if n > uint64(d.left()) {
 		d.fail()
 		return 0
 	}
@@ -322,8 +337,8 @@ func decResource(d *dec) model.Attrs {
 	// whole encoding of a recent resource is that resource: no need to
 	// walk its attributes to find where it ends.
 	for i, r := range d.a.resRaw {
-		if len(r) > 0 && bytes.HasPrefix(d.b, r) {
-			d.b = d.b[len(r):]
+		if len(r) > 0 && bytes.HasPrefix(d.rest(), r) {
+			d.skip(len(r))
 			return d.a.res[i]
 		}
 	}
@@ -331,11 +346,11 @@ func decResource(d *dec) model.Attrs {
 	if d.err != nil {
 		return nil
 	}
-	// Decode the same bytes again; raw ends where d.b starts, which is
+	// Decode the same bytes again; raw ends where d.rest() starts, which is
 	// what the arena's end offset must say meanwhile.
 	sub := dec{b: raw, a: d.a}
 	end := d.a.srcLen
-	d.a.srcLen = end - len(d.b)
+	d.a.srcLen = end - d.left()
 	res := decAttrs(&sub)
 	d.a.srcLen = end
 	if sub.err != nil {
@@ -374,8 +389,8 @@ func decodeSpanArena(p []byte, s *model.Span, a *decArena) error {
 	if d.err != nil {
 		return fmt.Errorf("decode span: %w", d.err)
 	}
-	if len(d.b) != 0 {
-		return fmt.Errorf("decode span: %d trailing bytes: %w", len(d.b), errCorrupt)
+	if d.left() != 0 {
+		return fmt.Errorf("decode span: %d trailing bytes: %w", d.left(), errCorrupt)
 	}
 	return nil
 }
@@ -432,18 +447,23 @@ func (c *resEncCache) get(res model.Attrs) []byte {
 
 // forEachFramed calls fn with each framed span payload in p.
 func forEachFramed(p []byte, fn func(span []byte) error) error {
-	for len(p) > 0 {
-		if len(p) < 4 {
+	return forEachFramedAt(p, func(off, n int) error { return fn(p[off : off+n]) })
+}
+
+// forEachFramedAt is forEachFramed giving each span's place in p.
+func forEachFramedAt(p []byte, fn func(off, n int) error) error {
+	for off := 0; off < len(p); {
+		if len(p)-off < 4 {
 			return fmt.Errorf("framed span header: %w", errCorrupt)
 		}
-		n := int(binary.LittleEndian.Uint32(p))
-		if n > len(p)-4 {
+		n := int(binary.LittleEndian.Uint32(p[off:]))
+		if n > len(p)-off-4 {
 			return fmt.Errorf("framed span of %d bytes past end: %w", n, errCorrupt)
 		}
-		if err := fn(p[4 : 4+n]); err != nil {
+		if err := fn(off+4, n); err != nil {
 			return err
 		}
-		p = p[4+n:]
+		off += 4 + n
 	}
 	return nil
 }

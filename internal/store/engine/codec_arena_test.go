@@ -88,21 +88,19 @@ func TestParseRawResourceHint(t *testing.T) {
 	for i := range spans {
 		p := appendSpanRes(nil, &spans[i], nil)
 		var plain rawSpan
-		if err := parseRawCatalog(p, &plain); err != nil {
+		if err := parseRawCatalog(p, 0, len(p), &plain, nil); err != nil {
 			t.Fatal(err)
 		}
-		hinted.resHint = last
-		if err := parseRawCatalog(p, &hinted); err != nil {
+		if err := parseRawCatalog(p, 0, len(p), &hinted, last); err != nil {
 			t.Fatal(err)
 		}
-		if len(last) > 0 && len(hinted.resource) == len(last) && string(hinted.resource) == string(last) {
+		if len(last) > 0 && string(hinted.resource.in(p)) == string(last) {
 			hits++
 		}
-		plain.resHint = hinted.resHint
 		if !reflect.DeepEqual(plain, hinted) {
 			t.Fatalf("span %d: with hint %+v, without %+v", i, hinted, plain)
 		}
-		last = append(last[:0], plain.resource...)
+		last = append(last[:0], plain.resource.in(p)...)
 	}
 	if hits < len(spans)/2 {
 		t.Fatalf("the hint matched %d of %d spans; runs of one resource should match", hits, len(spans))

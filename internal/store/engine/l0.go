@@ -224,33 +224,34 @@ func (b *block) l0ScanMatches(ctx context.Context, p *scanPlan) ([]bool, error) 
 	var in interner
 	in.m = map[string]string{}
 	err := b.l0Scan(ctx, nil, func(i int, buf []byte) error {
-		return forEachFramed(buf, func(enc []byte) error {
+		return forEachFramedAt(buf, func(off, n int) error {
 			if match[i] {
 				return nil
 			}
-			if err := parseRawCatalog(enc, &r); err != nil {
+			if err := parseRawCatalog(buf, off, n, &r, nil); err != nil {
 				return fmt.Errorf("block %s: %w", b.id, err)
 			}
 			sp = model.Span{}
 			if p.service {
-				sp.Service = in.str(r.service)
+				sp.Service = in.str(r.service.in(buf))
 			}
 			if p.name {
-				sp.Name = in.str(r.name)
+				sp.Name = in.str(r.name.in(buf))
 			}
 			sp.Kind = model.SpanKind(r.kind)
 			sp.StatusCode = model.StatusCode(r.status)
 			sp.StartUnixNano, sp.EndUnixNano = r.start, r.end
 			if p.attrs {
-				d := dec{b: r.attrs}
+				d := dec{b: r.attrs.in(buf)}
 				sp.Attrs = decAttrs(&d)
 			}
 			if p.resource {
-				ra, ok := resCache[string(r.resource)]
+				res := r.resource.in(buf)
+				ra, ok := resCache[string(res)]
 				if !ok {
-					d := dec{b: r.resource}
+					d := dec{b: res}
 					ra = decAttrs(&d)
-					resCache[string(r.resource)] = ra
+					resCache[string(res)] = ra
 				}
 				sp.Resource = ra
 			}
@@ -343,35 +344,37 @@ func (lb *l0Builder) add(t *headTrace) error {
 			return err
 		}
 	}
-	err := forEachFramed(t.buf, func(p []byte) error {
+	src := t.buf
+	err := forEachFramedAt(src, func(off, n int) error {
 		// One pass over the span: the catalog reads the span attributes
 		// where the parse stops, instead of the parse skipping them first.
-		d := dec{b: p}
-		lb.r.resHint = lb.lastRes // a copy: stays whole while t.buf changes
-		parseRawHead(&d, &lb.r)
+		d := spanDec(src, off, n)
+		r := &lb.r
+		parseRawHead(&d, r, lb.lastRes) // lastRes is a copy: stays whole while t.buf changes
 		if d.err != nil {
 			return fmt.Errorf("parse span: %w", d.err)
 		}
 		// Spans of one process come in runs: compare with the last
 		// resource before hashing.
-		seen := bytes.Equal(lb.lastRes, lb.r.resource)
+		res := r.resource.in(src)
+		seen := bytes.Equal(lb.lastRes, res)
 		if !seen {
-			_, seen = lb.seenRs[string(lb.r.resource)]
+			_, seen = lb.seenRs[string(res)]
 			if !seen && len(lb.seenRs) < 100_000 {
-				lb.seenRs[string(lb.r.resource)] = struct{}{}
+				lb.seenRs[string(res)] = struct{}{}
 			}
-			lb.lastRes = append(lb.lastRes[:0], lb.r.resource...)
+			lb.lastRes = append(lb.lastRes[:0], res...)
 		}
-		svc, name := lb.opName(lb.r.service, lb.r.name)
-		lb.rcat.addOp(&lb.r, svc, name)
-		lb.rcat.addAttrsFrom(store.ScopeSpan, &d, lb.r.start)
+		svc, name := lb.opName(r.service.in(src), r.name.in(src))
+		lb.rcat.addOp(r, svc, name)
+		lb.rcat.addAttrsFrom(store.ScopeSpan, &d, r.start)
 		if d.err != nil {
 			return fmt.Errorf("parse span attributes: %w", d.err)
 		}
 		if !seen {
 			// Spans of one process share their resource; only a resource
 			// new to the block needs looking at.
-			lb.rcat.addAttrs(store.ScopeResource, lb.r.resource, lb.r.start)
+			lb.rcat.addAttrs(store.ScopeResource, res, r.start)
 		}
 		return nil
 	})

@@ -104,10 +104,10 @@ func TestRawCatalogMatchesCatalog(t *testing.T) {
 	for i := range spans {
 		buf = appendFramed(buf[:0], &spans[i])
 		var r rawSpan
-		if err := parseRawCatalog(buf[4:], &r); err != nil {
+		if err := parseRawCatalog(buf, 4, len(buf)-4, &r, nil); err != nil {
 			t.Fatal(err)
 		}
-		got.add(&r, spans[i].Service, spans[i].Name, true)
+		got.add(buf, &r, spans[i].Service, spans[i].Name, true)
 	}
 	values := func(vs []model.Value) map[string]bool {
 		m := map[string]bool{}

@@ -187,7 +187,7 @@ func fromRow(r *spanRow, s *model.Span) error {
 	d := dec{b: r.Resource}
 	s.Resource = decAttrs(&d)
 	if len(r.Attrs) > 0 {
-		d.b = r.Attrs
+		d.reset(r.Attrs)
 		n := d.count()
 		s.Attrs = make(model.Attrs, 0, n)
 		for i := 0; i < n && d.err == nil; i++ {
@@ -211,15 +211,15 @@ func fromRow(r *spanRow, s *model.Span) error {
 		}
 	}
 	if len(r.Events) > 0 {
-		d.b = r.Events
+		d.reset(r.Events)
 		s.Events = decEvents(&d, s.StartUnixNano)
 	}
 	if len(r.Links) > 0 {
-		d.b = r.Links
+		d.reset(r.Links)
 		s.Links = decLinks(&d)
 	}
 	if len(r.Dropped) > 0 {
-		d.b = r.Dropped
+		d.reset(r.Dropped)
 		s.DroppedAttributesCount = uint32(d.uvarint())
 		s.DroppedEventsCount = uint32(d.uvarint())
 		s.DroppedLinksCount = uint32(d.uvarint())

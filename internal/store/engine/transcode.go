@@ -17,26 +17,35 @@ import (
 // events and links are already in block encoding and are copied as bytes,
 // strings are interned, and nothing goes through model.Span.
 
-// rawSpan is a parsed span whose variable parts still point into the
-// encoded buffer.
+// rawSpan is a parsed span whose variable parts are places in the
+// buffer it was parsed from (the caller's src). Places, not slices: a
+// rawSpan then holds no pointer, and filling, copying and clearing
+// thousands of them per block cost no GC write barriers while a
+// collection runs (near its memory limit the server collects much of the
+// time).
 type rawSpan struct {
 	traceID                                               model.TraceID
 	spanID, parent                                        model.SpanID
 	flags                                                 uint32
 	kind, status                                          byte
 	start, end                                            uint64
-	name, traceState, statusMsg, service, scope, scopeVer []byte
-	resource, attrs, events, links                        []byte
+	name, traceState, statusMsg, service, scope, scopeVer part
+	resource, attrs, events, links                        part
 	droppedAttrs, droppedEvents, droppedLinks             uint32
-	// resHint, when set by the caller, is the whole encoding of a resource
-	// likely to come next (spans of one process come in runs); bytes that
-	// start with it are that resource, found without walking it.
-	resHint []byte
 }
+
+// part is where a field lies in the buffer a rawSpan was parsed from.
+type part struct{ off, n uint32 }
+
+func (p part) in(src []byte) []byte { return src[p.off : p.off+p.n] }
+
+// spanDec is a decoder over the framed span at src[off:off+n], reading in
+// src's coordinates so that the parts it finds are places in src.
+func spanDec(src []byte, off, n int) dec { return dec{b: src[:off+n], off: off} }
 
 func (d *dec) bstr() []byte {
 	n := d.uvarint()
-	if n > uint64(len(d.b)) {
+	if n > uint64(d.left()) {
 		d.fail()
 		return nil
 	}
@@ -67,20 +76,44 @@ func skipAttrs(d *dec) {
 	}
 }
 
+// partOf returns where the bytes fn consumes lie.
+func (d *dec) partOf(fn func(d *dec)) part {
+	before := d.off
+	fn(d)
+	if d.err != nil {
+		return part{}
+	}
+	return part{uint32(before), uint32(d.off - before)}
+}
+
+// strPart reads a length-prefixed string and returns where it lies.
+func (d *dec) strPart() part {
+	n := d.uvarint()
+	if n > uint64(d.left()) {
+		d.fail()
+		return part{}
+	}
+	p := part{uint32(d.off), uint32(n)}
+	d.off += int(n)
+	return p
+}
+
 // span returns the bytes consumed by fn.
 func (d *dec) span(fn func(d *dec)) []byte {
-	before := d.b
+	before := d.off
 	fn(d)
 	if d.err != nil {
 		return nil
 	}
-	return before[:len(before)-len(d.b)]
+	return d.b[before:d.off]
 }
 
-func parseRaw(p []byte, r *rawSpan) error {
-	d := dec{b: p}
-	parseRawPrefix(&d, r)
-	r.events = d.span(func(d *dec) {
+// parseRaw parses the framed span at src[off:off+n]; hint is as for
+// parseRawHead.
+func parseRaw(src []byte, off, n int, r *rawSpan, hint []byte) error {
+	d := spanDec(src, off, n)
+	parseRawPrefix(&d, r, hint)
+	r.events = d.partOf(func(d *dec) {
 		n := d.count()
 		for i := 0; i < n && d.err == nil; i++ {
 			d.varint()
@@ -88,7 +121,7 @@ func parseRaw(p []byte, r *rawSpan) error {
 			skipAttrs(d)
 		}
 	})
-	r.links = d.span(func(d *dec) {
+	r.links = d.partOf(func(d *dec) {
 		n := d.count()
 		for i := 0; i < n && d.err == nil; i++ {
 			d.rawN(24)
@@ -107,14 +140,16 @@ func parseRaw(p []byte, r *rawSpan) error {
 
 // parseRawPrefix parses the fields up to and including the span attributes
 // (all the catalog needs).
-func parseRawPrefix(d *dec, r *rawSpan) {
-	parseRawHead(d, r)
-	r.attrs = d.span(skipAttrs)
+func parseRawPrefix(d *dec, r *rawSpan, hint []byte) {
+	parseRawHead(d, r, hint)
+	r.attrs = d.partOf(skipAttrs)
 }
 
 // parseRawHead parses the fields up to and including the resource, leaving
-// d at the span attributes.
-func parseRawHead(d *dec, r *rawSpan) {
+// d at the span attributes. hint, when set, is the whole encoding of a
+// resource likely to come next (spans of one process come in runs); bytes
+// that start with it are that resource, found without walking it.
+func parseRawHead(d *dec, r *rawSpan, hint []byte) {
 	copy(r.traceID[:], d.rawN(16))
 	copy(r.spanID[:], d.rawN(8))
 	copy(r.parent[:], d.rawN(8))
@@ -123,23 +158,25 @@ func parseRawHead(d *dec, r *rawSpan) {
 	r.status = d.byte1()
 	r.start = d.uvarint()
 	r.end = r.start + uint64(d.varint())
-	r.name = d.bstr()
-	r.traceState = d.bstr()
-	r.statusMsg = d.bstr()
-	r.service = d.bstr()
-	r.scope = d.bstr()
-	r.scopeVer = d.bstr()
-	if h := r.resHint; len(h) > 0 && bytes.HasPrefix(d.b, h) {
-		r.resource, d.b = d.b[:len(h)], d.b[len(h):]
+	r.name = d.strPart()
+	r.traceState = d.strPart()
+	r.statusMsg = d.strPart()
+	r.service = d.strPart()
+	r.scope = d.strPart()
+	r.scopeVer = d.strPart()
+	if len(hint) > 0 && bytes.HasPrefix(d.rest(), hint) {
+		r.resource = part{uint32(d.off), uint32(len(hint))}
+		d.skip(len(hint))
 	} else {
-		r.resource = d.span(skipAttrs)
+		r.resource = d.partOf(skipAttrs)
 	}
 }
 
-// parseRawCatalog parses only what the catalog needs.
-func parseRawCatalog(p []byte, r *rawSpan) error {
-	d := dec{b: p}
-	parseRawPrefix(&d, r)
+// parseRawCatalog parses only what the catalog needs of the framed span at
+// src[off:off+n]; hint is as for parseRawHead.
+func parseRawCatalog(src []byte, off, n int, r *rawSpan, hint []byte) error {
+	d := spanDec(src, off, n)
+	parseRawPrefix(&d, r, hint)
 	if d.err != nil {
 		return fmt.Errorf("parse span: %w", d.err)
 	}
@@ -251,14 +288,14 @@ func (c *rawCatalog) addAttrsFrom(scope store.Scope, d *dec, t uint64) {
 	}
 }
 
-func (c *rawCatalog) add(r *rawSpan, svc, name string, newRes bool) {
+func (c *rawCatalog) add(src []byte, r *rawSpan, svc, name string, newRes bool) {
 	c.addOp(r, svc, name)
-	c.addAttrs(store.ScopeSpan, r.attrs, r.start)
+	c.addAttrs(store.ScopeSpan, r.attrs.in(src), r.start)
 	// Spans of one process share their resource; only a resource new to
 	// the block needs looking at (export widens resource attributes to the
 	// block's time range).
 	if newRes {
-		c.addAttrs(store.ScopeResource, r.resource, r.start)
+		c.addAttrs(store.ScopeResource, r.resource.in(src), r.start)
 	}
 }
 
@@ -323,17 +360,17 @@ func (c *rawCatalog) export(minT, maxT uint64) *catalogJSON {
 // buffer). Same contract as addTrace.
 func (b *blockBuilder) addRawTrace(buf []byte, n int) error {
 	raws := b.raws[:0]
-	err := forEachFramed(buf, func(p []byte) error {
-		raws = append(raws, rawSpan{resHint: b.lastRes})
+	err := forEachFramedAt(buf, func(off, n int) error {
+		raws = append(raws, rawSpan{})
 		r := &raws[len(raws)-1]
-		if err := parseRaw(p, r); err != nil {
+		if err := parseRaw(buf, off, n, r, b.lastRes); err != nil {
 			return err
 		}
 		// Spans of one process come in runs: the next span's resource is
 		// likely this one, found without walking its attributes. A copy,
 		// as buf is written over for the next trace.
-		if !bytes.Equal(r.resource, b.lastRes) {
-			b.lastRes = append(b.lastRes[:0], r.resource...)
+		if res := r.resource.in(buf); !bytes.Equal(res, b.lastRes) {
+			b.lastRes = append(b.lastRes[:0], res...)
 		}
 		return nil
 	})
@@ -365,8 +402,8 @@ func (b *blockBuilder) addRawTrace(buf []byte, n int) error {
 	traceStart := ts.StartUnixNano
 	for i := range raws {
 		r := &raws[i]
-		svc := b.in.str(r.service)
-		name := b.in.str(r.name)
+		svc := b.in.str(r.service.in(buf))
+		name := b.in.str(r.name.in(buf))
 		if ts.StartUnixNano == 0 || r.start < ts.StartUnixNano {
 			ts.StartUnixNano = r.start
 		}
@@ -418,21 +455,21 @@ func (b *blockBuilder) addRawTrace(buf []byte, n int) error {
 		row.Name = name
 		row.Kind = int32(r.kind)
 		row.Status = int32(r.status)
-		row.StatusMsg = b.keepStr(r.statusMsg)
-		row.TraceState = b.keepStr(r.traceState)
+		row.StatusMsg = b.keepStr(r.statusMsg.in(buf))
+		row.TraceState = b.keepStr(r.traceState.in(buf))
 		row.Flags = int32(r.flags)
-		row.ScopeName = b.keepStr(r.scope)
-		row.ScopeVer = b.keepStr(r.scopeVer)
+		row.ScopeName = b.keepStr(r.scope.in(buf))
+		row.ScopeVer = b.keepStr(r.scopeVer.in(buf))
 		var newRes bool
-		row.Resource, newRes = b.internBytes(r.resource)
-		if len(r.attrs) > 1 {
-			b.transcodeAttrs(r.attrs, row)
+		row.Resource, newRes = b.internBytes(r.resource.in(buf))
+		if r.attrs.n > 1 {
+			b.transcodeAttrs(r.attrs.in(buf), row)
 		}
-		if len(r.events) > 1 {
-			row.Events = b.keep(r.events)
+		if r.events.n > 1 {
+			row.Events = b.keep(r.events.in(buf))
 		}
-		if len(r.links) > 1 {
-			row.Links = b.keep(r.links)
+		if r.links.n > 1 {
+			row.Links = b.keep(r.links.in(buf))
 		}
 		if r.droppedAttrs|r.droppedEvents|r.droppedLinks != 0 {
 			e := enc{}
@@ -448,7 +485,7 @@ func (b *blockBuilder) addRawTrace(buf []byte, n int) error {
 			b.meta.MaxTime = r.end
 		}
 		if b.rcat != nil {
-			b.rcat.add(r, svc, name, newRes)
+			b.rcat.add(buf, r, svc, name, newRes)
 		}
 	}
 	b.idx.add(b.nrows, &ts)
@@ -517,14 +554,18 @@ func (b *blockBuilder) internBytes(p []byte) ([]byte, bool) {
 // Parquet writer point into it until flushRows, which resets it (the
 // writer copies values into its own column buffers). A full arena is
 // replaced by one twice its size, so after the first flushes one array
-// holds a whole batch of rows and is reused from then on.
+// holds a whole batch of rows and is reused from then on. The arena's
+// fill is an offset rather than its slice's length, so keeping a value
+// writes no slice header into the builder (a GC write barrier per value
+// while a collection runs).
 func (b *blockBuilder) keep(p []byte) []byte {
-	if cap(b.arena)-len(b.arena) < len(p) {
-		b.arena = make([]byte, 0, max(len(p), 2*cap(b.arena), 256<<10))
+	if len(b.arena)-b.arenaUsed < len(p) {
+		b.arena = make([]byte, max(len(p), 2*len(b.arena), 256<<10))
+		b.arenaUsed = 0
 	}
-	n := len(b.arena)
-	b.arena = append(b.arena, p...)
-	return b.arena[n:len(b.arena):len(b.arena)]
+	n := b.arenaUsed
+	b.arenaUsed += copy(b.arena[n:], p)
+	return b.arena[n:b.arenaUsed:b.arenaUsed]
 }
 
 // keepStr is keep for a string column: the row's string lives in the
@@ -570,11 +611,12 @@ var dedicatedByLen = func() [][]int {
 
 // transcodeAttrs moves dedicated-key values into their columns and keeps
 // the rest, in order, in the blob (placeholders keep the order exact).
-func (b *blockBuilder) transcodeAttrs(enc []byte, row *spanRow) {
-	d := dec{b: enc}
+func (b *blockBuilder) transcodeAttrs(attrs []byte, row *spanRow) {
+	d := dec{b: attrs}
 	n := d.count()
-	e := &b.enc
-	e.b = e.b[:0]
+	// A local encoder, so that its appends write no slice header into
+	// the builder (a GC write barrier each while a collection runs).
+	e := &enc{b: b.enc.b[:0]}
 	e.uvarint(uint64(n))
 	for i := 0; i < n && d.err == nil; i++ {
 		k := d.bstr()
@@ -595,6 +637,7 @@ func (b *blockBuilder) transcodeAttrs(enc []byte, row *spanRow) {
 		e.raw(vb)
 	}
 	row.Attrs = b.keep(e.b)
+	b.enc.b = e.b
 }
 
 func (b *blockBuilder) placeRaw(row *spanRow, j int, vb []byte) bool {
