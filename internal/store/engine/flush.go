@@ -1,6 +1,7 @@
 package engine
 
 import (
+	"bytes"
 	"context"
 	"encoding/binary"
 	"runtime"
@@ -467,10 +468,16 @@ func inBlocks(blocks []*block, ids []model.TraceID) []bool {
 }
 
 // markIn sets in[k] for each ids[k] that have holds; both are in
+// increasing order.
+func markIn(have, ids []model.TraceID, in []bool) {
+	eachIn(have, ids, func(k, _ int) { in[k] = true })
+}
+
+// eachIn calls fn(k, i) for each ids[k] that is have[i]; both are in
 // increasing order. Each search gallops forward from where the previous
 // one ended, so a cut's ids against a block of similar size cost a few
 // comparisons each instead of a whole binary search.
-func markIn(have, ids []model.TraceID, in []bool) {
+func eachIn(have, ids []model.TraceID, fn func(k, i int)) {
 	lo, n := 0, len(have)
 	for k := range ids {
 		id := &ids[k]
@@ -486,7 +493,7 @@ func markIn(have, ids []model.TraceID, in []bool) {
 			return
 		}
 		if have[lo] == *id {
-			in[k] = true
+			fn(k, lo)
 		}
 	}
 }
@@ -689,13 +696,13 @@ func (e *Engine) completeBatch(ctx context.Context, ids []model.TraceID) error {
 	// growing each buffer by appends held up to twice their bytes.
 	wants := make([]map[int]bool, len(blocks))
 	need := map[model.TraceID]int{}
+	// Sorted, the ids are found in each block by one galloping walk of its
+	// index (a batch is thousands of ids, and there are many blocks).
+	sorted := slices.Clone(ids)
+	slices.SortFunc(sorted, func(a, b model.TraceID) int { return bytes.Compare(a[:], b[:]) })
 	for k, b := range blocks {
 		want := map[int]bool{}
-		for _, id := range ids {
-			if i := b.idx.find(id); i >= 0 {
-				want[i] = true
-			}
-		}
+		eachIn(b.idx.ids, sorted, func(_, i int) { want[i] = true })
 		wants[k] = want
 		if b.l0 != nil && len(want) > 64 {
 			for i := range want {
