@@ -71,11 +71,26 @@ func (s *Server) observeLimits(st otlpconv.Stats) {
 // consumeSpans checks converted spans and writes the valid ones; rej may
 // already hold rejections of the decoder.
 func (s *Server) consumeSpans(ctx context.Context, proto string, spans []model.Span, rej *rejections) (exportResult, error) {
+	return s.consume(ctx, proto, spans, rej, true)
+}
+
+// consumeCounted is consumeSpans for spans the rate limit counted with
+// the rest of their request (exportSplit).
+func (s *Server) consumeCounted(ctx context.Context, proto string, spans []model.Span, rej *rejections) (exportResult, error) {
+	return s.consume(ctx, proto, spans, rej, false)
+}
+
+func (s *Server) consume(ctx context.Context, proto string, spans []model.Span, rej *rejections, count bool) (exportResult, error) {
 	kept, keys, dups, err := s.checkSpans(ctx, spans, rej)
 	if err != nil {
 		return exportResult{}, err
 	}
-	if err := s.write(ctx, proto, kept); err != nil {
+	if count {
+		err = s.write(ctx, proto, kept)
+	} else if len(kept) > 0 {
+		err = s.store(ctx, proto, len(kept), func() error { return s.sink.Write(ctx, kept) })
+	}
+	if err != nil {
 		return exportResult{}, err
 	}
 	s.recent.remember(keys)
