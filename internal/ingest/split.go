@@ -92,10 +92,13 @@ func (s *Server) exportSplit(ctx context.Context, proto string, data []byte) (re
 				return exportResult{}, false, nil
 			}
 		}
-		s.observeLimits(local.Stats)
 	}
 	if err := s.checkCount(total, "spans"); err != nil {
 		return exportResult{}, true, err
+	}
+	if local != nil {
+		// The owners count what the limits cut of theirs.
+		s.observeLimits(local.Stats)
 	}
 	if err := s.allow(ctx, total); err != nil {
 		return exportResult{}, true, err
