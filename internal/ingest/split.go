@@ -30,14 +30,17 @@ type SplitSink interface {
 // size of a request once.
 var splitters = sync.Pool{New: func() any { return new(otlpconv.TraceSplitter) }}
 
-// exportSplit answers a protobuf trace request whose spans go to several
-// nodes (split is true) or leaves it to the usual path (split is false):
-// when the sink is no SplitSink, the request came from a peer, all of its
-// spans stay here, or any part of it would not be stored whole. The other
-// nodes' parts are checked before anything is written, as their owners
-// will decode and check them (their owners skip the limits of a request,
-// counted here); a part an owner would refuse, or refuse spans of, takes
-// the request to the usual path, which answers for it as it always has.
+// exportSplit answers a protobuf trace request a SplitSink takes (split
+// is true) or leaves it to the usual path (split is false): when the sink
+// is no SplitSink, the request came from a peer or holds no spans, or any
+// part of it would not be stored whole. A request whose spans all stay
+// here is taken too: its part is decoded into pooled memory, where the
+// usual path of a forwarding node records the spans' bytes in memory of
+// their own. The other nodes' parts are checked before anything is
+// written, as their owners will decode and check them (owners skip the
+// limits of a request, counted here); a part an owner would refuse, or
+// refuse spans of, takes the request to the usual path, which answers
+// for it as a single node does.
 func (s *Server) exportSplit(ctx context.Context, proto string, data []byte) (res exportResult, split bool, err error) {
 	sink, ok := s.sink.(SplitSink)
 	if !ok || s.forwarded(ctx) {
@@ -56,8 +59,7 @@ func (s *Server) exportSplit(ctx context.Context, proto string, data []byte) (re
 	for _, c := range sp.Counts {
 		total += c
 	}
-	if sp.Counts[self] == total {
-		// Nothing to forward: one decoding as usual.
+	if total == 0 {
 		return exportResult{}, false, nil
 	}
 	lim := s.cfg.limits()
@@ -96,38 +98,37 @@ func (s *Server) exportSplit(ctx context.Context, proto string, data []byte) (re
 	if err := s.checkCount(total, "spans"); err != nil {
 		return exportResult{}, true, err
 	}
+	var spans []model.Span
 	if local != nil {
 		// The owners count what the limits cut of theirs.
 		s.observeLimits(local.Stats)
+		spans = local.Spans
 	}
-	if err := s.allow(ctx, total); err != nil {
-		return exportResult{}, true, err
-	}
-	// The other owners' parts are forwarded while this goroutine writes the
-	// local part; the request is acknowledged only when all are durable.
-	var wg sync.WaitGroup
-	errs := make([]error, n)
-	for o, part := range sp.Parts {
-		if o == self || sp.Counts[o] == 0 {
-			continue
+	others := total - sp.Counts[self]
+	res, err = s.consume(ctx, proto, spans, &rejections{}, others, func() error {
+		// Each owner's part is forwarded on its own goroutine; the request
+		// is acknowledged only when all are durable.
+		var wg sync.WaitGroup
+		errs := make([]error, n)
+		for o, part := range sp.Parts {
+			if o == self || sp.Counts[o] == 0 {
+				continue
+			}
+			wg.Add(1)
+			go func() {
+				defer wg.Done()
+				errs[o] = s.store(ctx, proto, sp.Counts[o], func() error { return sink.WriteEncoded(ctx, o, part, sp.Counts[o]) })
+			}()
 		}
-		wg.Add(1)
-		go func() {
-			defer wg.Done()
-			errs[o] = s.store(ctx, proto, sp.Counts[o], func() error { return sink.WriteEncoded(ctx, o, part, sp.Counts[o]) })
-		}()
-	}
-	if local != nil {
-		res, errs[self] = s.consumeCounted(ctx, proto, local.Spans, &rejections{})
-	}
-	wg.Wait()
-	for _, err := range errs {
-		if err != nil {
-			return exportResult{}, true, err
+		wg.Wait()
+		for _, err := range errs {
+			if err != nil {
+				return err
+			}
 		}
-	}
-	res.accepted += total - sp.Counts[self]
-	return res, true, nil
+		return nil
+	})
+	return res, true, err
 }
 
 // storedWhole reports whether spans pass the checks of checkSpans that
