@@ -320,7 +320,39 @@ func BenchmarkForwardRequest(b *testing.B) {
 	}{{"bare", bare}, {"instrumented", instrumented}} {
 		b.Run(req.name+"/encode", func(b *testing.B) { benchForward(b, req.data, false) })
 		b.Run(req.name+"/copy", func(b *testing.B) { benchForward(b, req.data, true) })
+		b.Run(req.name+"/split", func(b *testing.B) { benchSplit(b, req.data) })
 	}
+}
+
+// benchSplit is benchForward for a request split by owner before it is
+// decoded (ingest.SplitSink): the other owners' two thirds are only
+// checked, this node's third decoded.
+func benchSplit(b *testing.B, data []byte) {
+	ring, err := NewRing([]Peer{{ID: "a"}, {ID: "b"}, {ID: "c"}}, "a")
+	if err != nil {
+		b.Fatal(err)
+	}
+	var sp otlpconv.TraceSplitter
+	n := 0
+	cpu0 := cpuTime()
+	for range b.N {
+		if err := sp.Split(data, 3, ring.ownerIndex, ring.self); err != nil {
+			b.Fatal(err)
+		}
+		for o, part := range sp.Parts {
+			decode := otlpconv.CheckTracesProtoPooled
+			if o == ring.self {
+				decode = otlpconv.DecodeTracesProtoPooled
+			}
+			d, err := decode(part, otlpconv.DefaultLimits())
+			if err != nil {
+				b.Fatal(err)
+			}
+			n += len(d.Spans)
+			d.Release()
+		}
+	}
+	b.ReportMetric(float64((cpuTime()-cpu0).Nanoseconds())/float64(n), "cpu-ns/span")
 }
 
 func benchForward(b *testing.B, data []byte, copyRaw bool) {

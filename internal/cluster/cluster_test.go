@@ -57,6 +57,25 @@ func (r *sinkRef) Write(ctx context.Context, spans []model.Span) error {
 	return w.Write(ctx, spans)
 }
 
+// Owners and WriteEncoded pass on the forwarder's, as the server's
+// sink is the forwarder itself.
+func (r *sinkRef) Owners(ctx context.Context) (int, int, func(model.TraceID) int) {
+	r.mu.Lock()
+	w := r.w
+	r.mu.Unlock()
+	if s, ok := w.(ingest.SplitSink); ok {
+		return s.Owners(ctx)
+	}
+	return 0, 0, nil
+}
+
+func (r *sinkRef) WriteEncoded(ctx context.Context, node int, req []byte, spans int) error {
+	r.mu.Lock()
+	w := r.w
+	r.mu.Unlock()
+	return w.(ingest.SplitSink).WriteEncoded(ctx, node, req, spans)
+}
+
 type node struct {
 	eng   *engine.Engine
 	in    *ingest.Server

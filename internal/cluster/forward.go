@@ -48,6 +48,9 @@ type Forwarder struct {
 	// encodeAll forwards every span encoded from the model, as before
 	// spans were copied as they came (tests compare the two).
 	encodeAll bool
+	// noSplit leaves requests whole, to be decoded here and forwarded by
+	// Write, as before they were split by owner (tests compare the two).
+	noSplit bool
 
 	forwarded *prometheus.CounterVec
 	copied    prometheus.Counter
@@ -232,6 +235,36 @@ func (f *Forwarder) forward(ctx context.Context, peer string, spans []model.Span
 	var copied int
 	*scratch, copied = appendRequest((*scratch)[:0], spans, raws)
 	f.copied.Add(float64(copied))
+	return f.enqueue(ctx, peer, scratch, len(spans))
+}
+
+// Owners splits a request received from a sender (ingest.SplitSink) over
+// the ring's nodes; a peer's request is not split, since every span of it
+// is stored here.
+func (f *Forwarder) Owners(ctx context.Context) (n, self int, owner func(model.TraceID) int) {
+	if f.sec.FromPeer(ctx) || f.encodeAll || f.noSplit {
+		return 0, 0, nil
+	}
+	return len(f.ring.peers), f.ring.self, f.ring.ownerIndex
+}
+
+// WriteEncoded forwards req, an encoded export request of spans of node's
+// traces (ingest.SplitSink), as it came: the owner decodes the sender's
+// bytes, and this node decodes none of them.
+func (f *Forwarder) WriteEncoded(ctx context.Context, node int, req []byte, spans int) error {
+	if node == f.ring.self {
+		return fmt.Errorf("cluster: %d encoded spans are this node's own (%s), not to forward", spans, f.ring.Self().ID)
+	}
+	f.copied.Add(float64(spans))
+	scratch := requestBuffers.Get().(*[]byte)
+	*scratch = append((*scratch)[:0], req...)
+	return f.enqueue(ctx, f.ring.peers[node].ID, scratch, spans)
+}
+
+// enqueue sends the encoded request scratch (from requestBuffers) of
+// spans spans to peer, joined with other writes' parts for it, and
+// returns once the owner acknowledged them (or refused).
+func (f *Forwarder) enqueue(ctx context.Context, peer string, scratch *[]byte, spans int) error {
 	q := f.queues[peer]
 	q.mu.Lock()
 	if q.pending != nil && len(*q.pending.buf)+len(*scratch) > maxBatchBytes {
@@ -246,7 +279,7 @@ func (f *Forwarder) forward(ctx context.Context, peer string, spans []model.Span
 		*q.pending.buf = append(*q.pending.buf, *scratch...)
 	}
 	b := q.pending
-	b.spans += len(spans)
+	b.spans += spans
 	if q.inFlight < maxInFlight {
 		f.dispatch(peer, q)
 	}
@@ -260,7 +293,7 @@ func (f *Forwarder) forward(ctx context.Context, peer string, spans []model.Span
 	case <-ctx.Done():
 		// The sender hears a retryable error; the spans may still be
 		// stored, and its retry is then deduplicated by the owner.
-		return fmt.Errorf("forwarding %d spans to node %s: %v: %w", len(spans), peer, ctx.Err(), store.ErrOverloaded)
+		return fmt.Errorf("forwarding %d spans to node %s: %v: %w", spans, peer, ctx.Err(), store.ErrOverloaded)
 	}
 }
 

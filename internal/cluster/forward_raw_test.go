@@ -46,61 +46,84 @@ func (r *storedSpans) texts() []string {
 	return out
 }
 
-// storedVia sends requests to node n0 of a two-node cluster, whose
-// forwarder copies spans as they came or (encodeAll) encodes them all, and
-// returns what each node stored.
-func storedVia(t *testing.T, cfg ingest.Config, requests [][]byte, encodeAll bool) (n0, n1 []string, sent, copied int) {
+// storingNode is a node of startStoringCluster.
+type storingNode struct {
+	addr   string
+	stored *storedSpans
+	fw     *Forwarder
+	ring   *Ring
+}
+
+// startStoringCluster runs n nodes whose forwarders store their own spans
+// in memory; tune sets up each forwarder before it takes requests.
+func startStoringCluster(t *testing.T, cfg ingest.Config, n int, tune func(*Forwarder)) []storingNode {
 	t.Helper()
-	sinks := []*storedSpans{{}, {}}
-	refs := []*sinkRef{{}, {}}
+	nodes := make([]storingNode, n)
+	refs := make([]*sinkRef, n)
 	var peers []Peer
-	var sender *Forwarder
 	for i := range refs {
+		refs[i] = &sinkRef{}
 		c := cfg
-		c.GRPCAddr, c.Forwarded, c.ForwardsTrace = "127.0.0.1:0", Security{}.FromPeer, refs[i].forwardsTrace
-		in, err := ingest.New(c, refs[i], nil, quiet, nil)
-		if err != nil {
-			t.Fatal(err)
-		}
-		if err := in.Start(context.Background()); err != nil {
-			t.Fatal(err)
-		}
-		t.Cleanup(func() { in.Shutdown(context.Background()) })
-		peers = append(peers, Peer{ID: fmt.Sprintf("n%d", i), OTLPGRPC: in.GRPCAddr(), HTTP: "127.0.0.1:1"})
+		c.Forwarded, c.ForwardsTrace = Security{}.FromPeer, refs[i].forwardsTrace
+		peers = append(peers, Peer{ID: fmt.Sprintf("n%d", i), OTLPGRPC: startIngest(t, c, refs[i]), HTTP: "127.0.0.1:1"})
 	}
 	for i, ref := range refs {
 		ring, err := NewRing(peers, peers[i].ID)
 		if err != nil {
 			t.Fatal(err)
 		}
-		fw, err := NewForwarder(ring, sinks[i], Security{}, quiet)
+		stored := &storedSpans{}
+		fw, err := NewForwarder(ring, stored, Security{}, quiet)
 		if err != nil {
 			t.Fatal(err)
 		}
-		fw.encodeAll = encodeAll
-		if i == 0 {
-			sender = fw
+		if tune != nil {
+			tune(fw)
 		}
 		t.Cleanup(func() { fw.Close() })
 		ref.mu.Lock()
 		ref.w = fw
 		ref.mu.Unlock()
 		ref.ring.Store(ring)
+		nodes[i] = storingNode{addr: peers[i].OTLPGRPC, stored: stored, fw: fw, ring: ring}
 	}
-	conn, err := grpc.NewClient(peers[0].OTLPGRPC, grpc.WithTransportCredentials(insecure.NewCredentials()))
+	return nodes
+}
+
+// dialRaw connects to an OTLP/gRPC address for exportRaw.
+func dialRaw(t *testing.T, addr string) *grpc.ClientConn {
+	t.Helper()
+	conn, err := grpc.NewClient(addr, grpc.WithTransportCredentials(insecure.NewCredentials()))
 	if err != nil {
 		t.Fatal(err)
 	}
-	defer conn.Close()
+	t.Cleanup(func() { conn.Close() })
+	return conn
+}
+
+// exportRaw sends an encoded trace export request and returns the encoded
+// answer.
+func exportRaw(conn *grpc.ClientConn, req []byte) ([]byte, error) {
+	var resp []byte
+	err := conn.Invoke(context.Background(), traceExportMethod, &req, &resp, grpc.ForceCodec(encodedProto{}))
+	return resp, err
+}
+
+// storedVia sends requests to node n0 of a two-node cluster, whose
+// forwarder (taking whole requests, not split ones) copies spans as they
+// came or (encodeAll) encodes them all, and returns what each node stored.
+func storedVia(t *testing.T, cfg ingest.Config, requests [][]byte, encodeAll bool) (n0, n1 []string, sent, copied int) {
+	t.Helper()
+	nodes := startStoringCluster(t, cfg, 2, func(fw *Forwarder) { fw.encodeAll, fw.noSplit = encodeAll, true })
+	conn := dialRaw(t, nodes[0].addr)
 	for _, req := range requests {
-		var resp []byte
 		// Refused requests (the limits, bad ids) are part of the test: the
 		// same ones must be refused both ways.
-		if conn.Invoke(context.Background(), traceExportMethod, &req, &resp, grpc.ForceCodec(encodedProto{})) == nil {
+		if _, err := exportRaw(conn, req); err == nil {
 			sent++
 		}
 	}
-	return sinks[0].texts(), sinks[1].texts(), sent, int(testutil.ToFloat64(sender.copied))
+	return nodes[0].stored.texts(), nodes[1].stored.texts(), sent, int(testutil.ToFloat64(nodes[0].fw.copied))
 }
 
 // TestForwardedRawStoresWhatEncodedStores: spans a node forwards as they

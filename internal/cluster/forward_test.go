@@ -51,16 +51,9 @@ func (g *gatedSink) Write(_ context.Context, spans []model.Span) error {
 func startOwner(t *testing.T, cfg ingest.Config, sink ingest.Sink) (*Forwarder, []model.Span, string) {
 	t.Helper()
 	sec := Security{Token: peerToken}
-	cfg.GRPCAddr, cfg.Forwarded = "127.0.0.1:0", sec.FromPeer
-	in, err := ingest.New(cfg, sink, nil, quiet, nil)
-	if err != nil {
-		t.Fatal(err)
-	}
-	if err := in.Start(context.Background()); err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { in.Shutdown(context.Background()) })
-	peers := []Peer{{ID: "n0", OTLPGRPC: "127.0.0.1:1", HTTP: "127.0.0.1:1"}, {ID: "n1", OTLPGRPC: in.GRPCAddr(), HTTP: "127.0.0.1:1"}}
+	cfg.Forwarded = sec.FromPeer
+	addr := startIngest(t, cfg, sink)
+	peers := []Peer{{ID: "n0", OTLPGRPC: "127.0.0.1:1", HTTP: "127.0.0.1:1"}, {ID: "n1", OTLPGRPC: addr, HTTP: "127.0.0.1:1"}}
 	ring, err := NewRing(peers, "n0")
 	if err != nil {
 		t.Fatal(err)
@@ -76,7 +69,7 @@ func startOwner(t *testing.T, cfg ingest.Config, sink ingest.Sink) (*Forwarder, 
 			owned = append(owned, s)
 		}
 	}
-	return fw, owned, in.GRPCAddr()
+	return fw, owned, addr
 }
 
 // joinedWrites writes one part to the owner and, while the owner holds

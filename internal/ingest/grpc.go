@@ -197,6 +197,9 @@ func (s *Server) grpcExport(sig otlpSignal) rawExport {
 // OTLP protocol; the caller holds a concurrency slot.
 func (s *Server) exportTraces(ctx context.Context, proto string, format wireFormat, data []byte) (exportResult, error) {
 	if format == formatProto {
+		if res, split, err := s.exportSplit(ctx, proto, data); split {
+			return res, err
+		}
 		// The direct decoder takes what pdata would decode without
 		// complaint and, unlike pdata, needs no nesting check first (it
 		// refuses what the check refuses). Anything else, errors and

@@ -466,13 +466,26 @@ func (s *Server) write(ctx context.Context, proto string, spans []model.Span) er
 	if len(spans) == 0 {
 		return nil
 	}
+	if err := s.allow(ctx, len(spans)); err != nil {
+		return err
+	}
+	return s.store(ctx, proto, len(spans), func() error { return s.sink.Write(ctx, spans) })
+}
+
+// allow counts n spans against the rate limit.
+func (s *Server) allow(ctx context.Context, n int) error {
 	// Forwarded spans were counted by the node their sender reached.
-	if s.limiter != nil && !s.forwarded(ctx) && !s.limiter.allow(len(spans)) {
+	if s.limiter != nil && !s.forwarded(ctx) && !s.limiter.allow(n) {
 		return &requestError{kind: kindLimited,
 			msg: fmt.Sprintf("ingest rate limit of %.0f spans/s exceeded, retry later", s.cfg.MaxSpansPerSecond)}
 	}
+	return nil
+}
+
+// store runs write, a sink's write of n spans, and maps its errors.
+func (s *Server) store(ctx context.Context, proto string, n int, write func() error) error {
 	start := time.Now()
-	err := s.sink.Write(ctx, spans)
+	err := write()
 	s.metrics.WriteSeconds.Observe(time.Since(start).Seconds())
 	if err != nil {
 		if errors.Is(err, ErrRateLimited) {
@@ -484,10 +497,10 @@ func (s *Server) write(ctx context.Context, proto string, spans []model.Span) er
 		if ctx.Err() != nil {
 			return &requestError{kind: kindOverloaded, msg: "request cancelled before spans were durable"}
 		}
-		s.log.Error("ingest: sink write failed", "protocol", proto, "spans", len(spans), "err", err)
+		s.log.Error("ingest: sink write failed", "protocol", proto, "spans", n, "err", err)
 		return &requestError{kind: kindInternal, msg: "failed to store spans: " + err.Error()}
 	}
-	s.metrics.SpansAccepted.WithLabelValues(proto).Add(float64(len(spans)))
+	s.metrics.SpansAccepted.WithLabelValues(proto).Add(float64(n))
 	return nil
 }
 

@@ -71,11 +71,31 @@ func (s *Server) observeLimits(st otlpconv.Stats) {
 // consumeSpans checks converted spans and writes the valid ones; rej may
 // already hold rejections of the decoder.
 func (s *Server) consumeSpans(ctx context.Context, proto string, spans []model.Span, rej *rejections) (exportResult, error) {
+	return s.consume(ctx, proto, spans, rej, 0, nil)
+}
+
+// consume is consumeSpans for a request of which others more spans, all
+// checked, go to other nodes through forward (exportSplit): the rate
+// limit counts them with the kept spans, forward runs while those are
+// written, and the request succeeds when both do.
+func (s *Server) consume(ctx context.Context, proto string, spans []model.Span, rej *rejections, others int, forward func() error) (exportResult, error) {
 	kept, keys, dups, err := s.checkSpans(ctx, spans, rej)
 	if err != nil {
 		return exportResult{}, err
 	}
-	if err := s.write(ctx, proto, kept); err != nil {
+	if forward == nil {
+		err = s.write(ctx, proto, kept)
+	} else if err = s.allow(ctx, len(kept)+others); err == nil {
+		done := make(chan error, 1)
+		go func() { done <- forward() }()
+		if len(kept) > 0 {
+			err = s.store(ctx, proto, len(kept), func() error { return s.sink.Write(ctx, kept) })
+		}
+		if ferr := <-done; err == nil {
+			err = ferr
+		}
+	}
+	if err != nil {
 		return exportResult{}, err
 	}
 	s.recent.remember(keys)
@@ -83,7 +103,7 @@ func (s *Server) consumeSpans(ctx context.Context, proto string, spans []model.S
 		s.metrics.SpansDeduplicated.WithLabelValues(proto).Add(float64(dups))
 	}
 	rej.observe(s.metrics.SpansRejected, proto)
-	return exportResult{accepted: len(kept), rejected: rej.n, msg: rej.message("span")}, nil
+	return exportResult{accepted: len(kept) + others, rejected: rej.n, msg: rej.message("span")}, nil
 }
 
 func traceResponse(r exportResult) ptraceotlp.ExportResponse {

@@ -874,6 +874,13 @@ func (d *wireDecoder) setValue(dst *model.Value, v wireValue) {
 }
 
 func validKeyValue(b []byte, depth int) error {
+	// The common shape holds one scalar value: nothing nested to check,
+	// at a depth the parser takes.
+	if depth <= MaxNesting {
+		if _, _, ok := commonKeyValue(b); ok {
+			return nil
+		}
+	}
 	_, _, err := parseKeyValue(b, depth, true)
 	return err
 }
