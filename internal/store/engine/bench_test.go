@@ -2,9 +2,12 @@ package engine
 
 import (
 	"context"
+	"encoding/json"
 	"errors"
+	"fmt"
 	"math/rand/v2"
 	"os"
+	"path/filepath"
 	"runtime"
 	"strconv"
 	"strings"
@@ -24,7 +27,11 @@ import (
 //	TRACEDX_BENCH_SPANS=10000000 go test -run '^$' -bench 'TraceByID|Search' -benchtime 200x -timeout 60m ./internal/store/engine/
 //
 // TRACEDX_BENCH_SPANS sets the size of the stored data set for the read
-// benchmarks (default 1M).
+// benchmarks (default 1M). TRACEDX_BENCH_DIR keeps the data set in that
+// directory (and, on S3, under the bucket prefix named after it) when the
+// run ends, and a later run with the same directory reopens it instead of
+// building it again: a 10M-span data set takes minutes to write, and code
+// compared before and after then reads the very same blocks.
 
 // BenchmarkWrite measures durable ingest: 8 concurrent writers, batches of
 // 500 realistic spans with fresh random trace ids, every Write waiting for
@@ -140,7 +147,9 @@ func TestMain(m *testing.M) {
 	code := m.Run()
 	if fix.e != nil {
 		fix.e.Close()
-		os.RemoveAll(fix.dir)
+		if !fix.kept {
+			os.RemoveAll(fix.dir)
+		}
 	}
 	os.Exit(code)
 }
@@ -152,7 +161,18 @@ type fixture struct {
 	spans int64
 	bytes int64
 	build time.Duration
+	kept  bool // in TRACEDX_BENCH_DIR: not removed at the end
 	err   error
+}
+
+// fixtureFile, in a kept data set's directory, records what getFixture
+// learnt while building it.
+const fixtureFile = "fixture.json"
+
+type keptFixture struct {
+	Asked        int64 // TRACEDX_BENCH_SPANS when it was built
+	Spans, Bytes int64
+	IDs          []model.TraceID
 }
 
 var (
@@ -171,12 +191,20 @@ func benchSpans() int64 {
 // once per process.
 func getFixture(b *testing.B) *fixture {
 	fixOnce.Do(func() {
-		dir, err := os.MkdirTemp("", "tracedx-bench-")
-		if err != nil {
-			fix.err = err
-			return
+		if dir := os.Getenv("TRACEDX_BENCH_DIR"); dir != "" {
+			fix.dir, fix.kept = dir, true
+			if reopenFixture() || fix.err != nil {
+				return
+			}
+		} else {
+			dir, err := os.MkdirTemp("", "tracedx-bench-")
+			if err != nil {
+				fix.err = err
+				return
+			}
+			fix.dir = dir
 		}
-		fix.dir = dir
+		dir := fix.dir
 		// On S3 when TRACEDX_TEST_S3_ENDPOINT is set (see storage_test.go).
 		e, err := Open(context.Background(), Options{Dir: dir, Storage: testStorage(dir), IdleTimeout: time.Hour, FlushInterval: time.Hour, CompactInterval: time.Hour})
 		if err != nil {
@@ -223,12 +251,53 @@ func getFixture(b *testing.B) *fixture {
 		fix.build = time.Since(start)
 		st := e.Stats()
 		fix.spans, fix.bytes = st.BlockSpans, st.BlockBytes
+		if fix.kept {
+			fix.err = saveFixture()
+		}
 		runtime.GC()
 	})
 	if fix.err != nil {
 		b.Fatal(fix.err)
 	}
 	return &fix
+}
+
+// reopenFixture opens the data set kept in fix.dir, if a run built it
+// there, and reports whether it did.
+func reopenFixture() bool {
+	raw, err := os.ReadFile(filepath.Join(fix.dir, fixtureFile))
+	if errors.Is(err, os.ErrNotExist) {
+		return false
+	}
+	var k keptFixture
+	if err == nil {
+		err = json.Unmarshal(raw, &k)
+	}
+	if err == nil && k.Asked != benchSpans() {
+		err = fmt.Errorf("built with TRACEDX_BENCH_SPANS=%d, not %d", k.Asked, benchSpans())
+	}
+	if err != nil {
+		fix.err = fmt.Errorf("kept data set %s: %w", fix.dir, err)
+		return false
+	}
+	e, err := Open(context.Background(), Options{Dir: fix.dir, Storage: testStorage(fix.dir), IdleTimeout: time.Hour, FlushInterval: time.Hour, CompactInterval: time.Hour})
+	if err != nil {
+		fix.err = fmt.Errorf("reopen kept data set %s: %w", fix.dir, err)
+		return false
+	}
+	fix.e, fix.ids, fix.spans, fix.bytes = e, k.IDs, k.Spans, k.Bytes
+	return true
+}
+
+func saveFixture() error {
+	raw, err := json.Marshal(keptFixture{Asked: benchSpans(), Spans: fix.spans, Bytes: fix.bytes, IDs: fix.ids})
+	if err != nil {
+		return err
+	}
+	if err := os.WriteFile(filepath.Join(fix.dir, fixtureFile), raw, 0o644); err != nil {
+		return fmt.Errorf("keep data set: %w", err)
+	}
+	return nil
 }
 
 func reportFixture(b *testing.B, f *fixture) {

@@ -229,3 +229,89 @@ func TestSearchSpanFiltersFetchConditionColumnsAtOnce(t *testing.T) {
 		t.Fatalf("%d round trips for %d row groups without the lookahead: the query should need one per condition column", stepwise, groups)
 	}
 }
+
+// pagesHolding finds the pages a row-by-row walk finds, rows before the
+// first page and after the last included.
+func TestPagesHolding(t *testing.T) {
+	r := rand.New(rand.NewPCG(39, 40))
+	for range 500 {
+		starts := []int64{int64(r.IntN(3))}
+		for range r.IntN(20) {
+			starts = append(starts, starts[len(starts)-1]+1+int64(r.IntN(50)))
+		}
+		var rows []int32
+		for row := int32(r.IntN(3)); len(rows) < r.IntN(100); row += 1 + int32(r.IntN(40)) {
+			rows = append(rows, row)
+		}
+		var want []int
+		for _, row := range rows {
+			p := -1
+			for i, s := range starts {
+				if s <= int64(row) {
+					p = i
+				}
+			}
+			if p < 0 {
+				break // left for the read to report
+			}
+			if len(want) == 0 || want[len(want)-1] != p {
+				want = append(want, p)
+			}
+		}
+		if got := pagesHolding(starts, rows); !slices.Equal(got, want) {
+			t.Fatalf("pages of rows %v with starts %v: %v, want %v", rows, starts, got, want)
+		}
+	}
+}
+
+// countDefined counts the levels other than 0, whatever their values and
+// the length of the run.
+func TestCountDefined(t *testing.T) {
+	r := rand.New(rand.NewPCG(41, 42))
+	for range 2000 {
+		defs := make([]byte, r.IntN(40))
+		for i := range defs {
+			switch r.IntN(4) {
+			case 0, 1:
+			case 2:
+				defs[i] = 1
+			default:
+				defs[i] = byte(r.UintN(256))
+			}
+		}
+		want := 0
+		for _, d := range defs {
+			if d != 0 {
+				want++
+			}
+		}
+		if got := countDefined(defs); got != want {
+			t.Fatalf("countDefined(%v) = %d, want %d", defs, got, want)
+		}
+	}
+}
+
+// Where no resource of a row group holds a condition's key, one look at
+// the resource dictionary decides every row the span cannot (its pages'
+// indexes are not decoded), and searches find what brute force finds;
+// where some resource holds it, the rows are looked at one by one.
+func TestSearchSpanFiltersDecideResourcesByDictionary(t *testing.T) {
+	r := rand.New(rand.NewPCG(43, 44))
+	spans := scanTestSpans(r, 1500)
+	// Half the traces keep resources holding db.system, in the first
+	// blocks' row groups only.
+	for i := len(spans) / 2; i < len(spans); i++ {
+		s := &spans[i]
+		if _, ok := s.Resource.Get("db.system"); ok {
+			s.Resource = slices.DeleteFunc(slices.Clone(s.Resource), func(a model.Attr) bool { return a.Key == "db.system" })
+		}
+	}
+	e := smallPagesEngine(t, spans)
+	defer e.Close()
+	asRemote(t, e)
+	before := sameVerdicts.Load()
+	checkSearches(t, e, spans, r, 150)
+	if sameVerdicts.Load() == before {
+		t.Fatal("no row group's resources were decided by their dictionary")
+	}
+}

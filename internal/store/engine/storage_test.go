@@ -48,6 +48,13 @@ var s3Proxy = sync.OnceValue(func() string {
 		panic(fmt.Sprintf("%s: %v", s3EndpointEnv, err))
 	}
 	proxy := httputil.NewSingleHostReverseProxy(target)
+	// Its connections to the server are kept, as the client keeps its
+	// own: with http.DefaultTransport's 2 idle connections per host, a
+	// search's burst of GETs opened and closed dozens of connections to
+	// the server, a cost of the test's proxy, not of a remote bucket.
+	tr := http.DefaultTransport.(*http.Transport).Clone()
+	tr.MaxIdleConnsPerHost = 256
+	proxy.Transport = tr
 	return httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		time.Sleep(d)
 		proxy.ServeHTTP(w, r)

@@ -204,6 +204,16 @@ const (
 // (2.4 MiB) and 8 ms; a chunk's worth keeps the bytes near the pages'.
 const fetchGap = 256 << 10
 
+// prefetchGap is fetchGap for Prefetch, whose callers (column scans) ask
+// for the pages of a few columns of a row group, some hundred KiB apart.
+// Measured with a span-filter search at 2M spans on MinIO (16 KiB
+// chunks): 80 GETs and 10.3 MiB without merging, 61 GETs and 12.8 MiB
+// with 160 KiB, 30 GETs and 20.4 MiB with 288 KiB. Fewer GETs cost the
+// server less (MinIO spent ~1.4 ms of CPU per GET, as much as the
+// search's own CPU in all), and a search's GETs past maxGetsInFlight
+// wait for a round trip; the bytes of a gap cost the transfer.
+const prefetchGap = 160 << 10
+
 var _ blockio.RangeFetcher = (*rangeFile)(nil)
 
 // FetchRanges returns the bytes of the ranges, from the range cache when
@@ -266,9 +276,11 @@ func (f *rangeFile) FetchRanges(ctx context.Context, ranges []blockio.Range) ([]
 
 var _ blockio.Prefetcher = (*rangeFile)(nil)
 
-// Prefetch puts the chunks holding the ranges in the range cache, each run
-// of missing chunks (up to readAhead of them) with one GET and the GETs
-// concurrently.
+// Prefetch puts the chunks holding the ranges in the range cache: runs of
+// missing chunks less than prefetchGap apart (up to readAhead chunks in
+// all) with one GET, the GETs concurrently. The chunks in a gap are
+// fetched but not cached: they are other columns' bytes, which would
+// evict chunks a reader wants.
 func (f *rangeFile) Prefetch(ctx context.Context, ranges []blockio.Range) error {
 	cs := f.s.cfg.ChunkBytes
 	var need []int64
@@ -280,27 +292,35 @@ func (f *rangeFile) Prefetch(ctx context.Context, ranges []blockio.Range) error 
 	}
 	slices.Sort(need)
 	need = slices.Compact(need)
-	var gets []blockio.Range // of chunk numbers
+	type get struct {
+		first, n int64   // chunks [first, first+n)
+		want     []int64 // the chunks to cache
+	}
+	var gets []get
+	gap := max(prefetchGap/cs, 0)
 	for _, c := range need {
 		if _, ok := f.s.cache.peek(f.key, c); ok {
 			continue
 		}
-		if n := len(gets); n > 0 && gets[n-1].Off+gets[n-1].Len == c && gets[n-1].Len < f.readAhead() {
-			gets[n-1].Len++
-			continue
+		if n := len(gets); n > 0 {
+			g := &gets[n-1]
+			if end := g.first + g.n; c-end <= gap && c+1-g.first <= f.readAhead() {
+				g.n, g.want = c+1-g.first, append(g.want, c)
+				continue
+			}
 		}
-		gets = append(gets, blockio.Range{Off: c, Len: 1})
+		gets = append(gets, get{first: c, n: 1, want: []int64{c}})
 	}
 	return f.concurrently(ctx, len(gets), func(ctx context.Context, i int) error {
-		first, n := gets[i].Off, gets[i].Len
-		f.s.m.cacheMisses.Add(float64(n))
-		got, err := f.fetchCtx(ctx, first*cs, min((first+n)*cs, f.size))
+		g := gets[i]
+		f.s.m.cacheMisses.Add(float64(len(g.want)))
+		got, err := f.fetchCtx(ctx, g.first*cs, min((g.first+g.n)*cs, f.size))
 		if err != nil {
 			return err
 		}
-		for k := range n {
-			lo := k * cs
-			f.s.cache.put(f.key, first+k, got[lo:min(lo+cs, int64(len(got)))])
+		for _, c := range g.want {
+			lo := (c - g.first) * cs
+			f.s.cache.put(f.key, c, got[lo:min(lo+cs, int64(len(got)))])
 		}
 		return nil
 	})

@@ -48,9 +48,11 @@ type Config struct {
 	// uploaded by Commit, after every other file (default "meta.json").
 	MarkerName string
 	// ChunkBytes is the unit of ranged reads and of the range cache
-	// (default 64 KiB: a scan prefetching a few pages of a small column
+	// (default 16 KiB: a scan prefetching a few pages of a small column
 	// fetches whole chunks, most of them other columns' bytes when chunks
-	// are large; runs of chunks still go in one GET of up to 4 MiB).
+	// are large; runs of chunks still go in one GET of up to 4 MiB, and
+	// Prefetch joins runs a little apart. A span-filter search at 2M
+	// spans fetched 14.0 MiB with 64 KiB chunks, 10.3 MiB with 16 KiB).
 	ChunkBytes int64
 	// CacheBytes bounds the in-memory cache of ranges (default 64 MiB).
 	CacheBytes int64
@@ -98,7 +100,7 @@ func New(ctx context.Context, cfg Config) (*Storage, error) {
 		cfg.MarkerName = "meta.json"
 	}
 	if cfg.ChunkBytes <= 0 {
-		cfg.ChunkBytes = 64 << 10
+		cfg.ChunkBytes = 16 << 10
 	}
 	if cfg.CacheBytes <= 0 {
 		cfg.CacheBytes = 64 << 20
@@ -124,7 +126,16 @@ func New(ctx context.Context, cfg Config) (*Storage, error) {
 	// body for its retry while the transport may still be reading it (a
 	// data race the race detector reports). Retry does each try with a
 	// fresh body instead.
-	client, err := minio.New(host, &minio.Options{Creds: creds, Secure: secure, Region: cfg.Region, MaxRetries: 1})
+	tr, err := minio.DefaultTransport(secure)
+	if err != nil {
+		return nil, fmt.Errorf("s3 storage: transport for %s: %w", cfg.Endpoint, err)
+	}
+	// A search has up to maxGetsInFlight GETs in flight at once; with the
+	// default's 16 idle connections per host, every burst past 16 opened
+	// new connections (a TLS handshake each on a real bucket) and closed
+	// them after.
+	tr.MaxIdleConnsPerHost = max(tr.MaxIdleConnsPerHost, maxGetsInFlight)
+	client, err := minio.New(host, &minio.Options{Creds: creds, Secure: secure, Region: cfg.Region, MaxRetries: 1, Transport: tr})
 	if err != nil {
 		return nil, fmt.Errorf("s3 storage: client for %s: %w", cfg.Endpoint, err)
 	}

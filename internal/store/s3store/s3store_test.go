@@ -207,17 +207,9 @@ func TestRangedReads(t *testing.T) {
 // whose chunks are cached without a GET, and clips ranges at the end.
 func TestFetchRanges(t *testing.T) {
 	ctx := context.Background()
-	cfg := testConfig(t)
-	cfg.ChunkBytes = 64 << 10
-	s := open(t, cfg)
-	r := rand.New(rand.NewPCG(5, 6))
-	data := writeRandomBlock(t, s, 4<<20, r)
-	file, err := s.Open(ctx, "b", "data")
-	if err != nil {
-		t.Fatal(err)
-	}
+	s, data, file := openRandomFile(t, 64<<10, 4<<20, rand.New(rand.NewPCG(5, 6)))
 	f := file.(blockio.RangeFetcher)
-	gets := func() float64 { return testutil.ToFloat64(s.m.requests.WithLabelValues("get_range", "ok")) }
+	gets := func() float64 { return rangeGets(s) }
 	check := func(ranges []blockio.Range, wantGets float64) {
 		t.Helper()
 		before := gets()
@@ -253,6 +245,62 @@ func TestFetchRanges(t *testing.T) {
 	check(nil, 0)
 	if _, err := f.FetchRanges(ctx, []blockio.Range{{Off: -1, Len: 3}}); err == nil {
 		t.Fatal("negative offset accepted")
+	}
+}
+
+// Prefetch caches the chunks of its ranges with one GET per group of runs
+// less than prefetchGap apart, leaves the chunks in a gap uncached, and
+// fetches nothing for cached chunks.
+func TestPrefetchJoinsNearbyRuns(t *testing.T) {
+	ctx := context.Background()
+	s, data, file := openRandomFile(t, 16<<10, 4<<20, rand.New(rand.NewPCG(7, 8)))
+	f := file.(*rangeFile)
+	cs := s.cfg.ChunkBytes
+	gets := func() float64 { return rangeGets(s) }
+	down := func() float64 { return testutil.ToFloat64(s.m.downloaded) }
+	cached := func(c int64) bool { _, ok := s.cache.peek(f.key, c); return ok }
+	// Chunks 0-1, then 4 (a gap of two chunks), then one a gap of
+	// prefetchGap further (its own GET), then one far away.
+	near := int64(4)
+	apart := near + 1 + prefetchGap/cs + 1
+	far := int64(200)
+	ranges := []blockio.Range{
+		{Off: 100, Len: cs + 10},
+		{Off: near*cs + 5, Len: 10},
+		{Off: apart * cs, Len: 1},
+		{Off: far*cs + 3, Len: 2},
+	}
+	g0, d0 := gets(), down()
+	if err := f.Prefetch(ctx, ranges); err != nil {
+		t.Fatal(err)
+	}
+	if n := gets() - g0; n != 3 {
+		t.Fatalf("prefetch took %.0f GETs, want 3 (chunks 0-4 joined)", n)
+	}
+	if d := down() - d0; d != float64(5+1+1)*float64(cs) {
+		t.Fatalf("prefetch downloaded %.0f bytes, want %d", d, 7*cs)
+	}
+	for _, c := range []int64{0, 1, near, apart, far} {
+		if !cached(c) {
+			t.Fatalf("chunk %d not cached", c)
+		}
+	}
+	for _, c := range []int64{2, 3} {
+		if cached(c) {
+			t.Fatalf("chunk %d of a gap cached", c)
+		}
+	}
+	// Served from the cache, with the object's bytes.
+	g0 = gets()
+	buf := make([]byte, cs+10)
+	if _, err := f.ReadAt(buf, 100); err != nil || !bytes.Equal(buf, data[100:100+cs+10]) {
+		t.Fatalf("read of prefetched chunks: %v", err)
+	}
+	if err := f.Prefetch(ctx, ranges[1:]); err != nil {
+		t.Fatal(err)
+	}
+	if n := gets() - g0; n != 0 {
+		t.Fatalf("reading and prefetching cached chunks took %.0f GETs", n)
 	}
 }
 
@@ -413,6 +461,26 @@ func TestReadAllFromDiskCacheAfterRestart(t *testing.T) {
 
 // writeRandomBlock writes block "b" with a data file of n random bytes
 // drawn from r (and an empty meta.json), and returns the data.
+// openRandomFile opens a block file of n random bytes, on a storage whose
+// chunks are chunk bytes.
+func openRandomFile(t *testing.T, chunk int64, n int, r *rand.Rand) (*Storage, []byte, blockio.File) {
+	t.Helper()
+	cfg := testConfig(t)
+	cfg.ChunkBytes = chunk
+	s := open(t, cfg)
+	data := writeRandomBlock(t, s, n, r)
+	f, err := s.Open(context.Background(), "b", "data")
+	if err != nil {
+		t.Fatal(err)
+	}
+	return s, data, f
+}
+
+// rangeGets counts the ranged GETs that succeeded.
+func rangeGets(s *Storage) float64 {
+	return testutil.ToFloat64(s.m.requests.WithLabelValues("get_range", "ok"))
+}
+
 func writeRandomBlock(t *testing.T, s *Storage, n int, r *rand.Rand) []byte {
 	t.Helper()
 	data := make([]byte, n)
