@@ -16,7 +16,6 @@ import (
 
 	"github.com/klauspost/compress/zstd"
 	"github.com/parquet-go/parquet-go"
-	pzstd "github.com/parquet-go/parquet-go/compress/zstd"
 
 	"github.com/tracedx/tracedx/internal/model"
 	"github.com/tracedx/tracedx/internal/store/blockio"
@@ -163,6 +162,28 @@ func (x *blockIndex) hasService(i int, svc uint32) bool {
 		}
 	}
 	return false
+}
+
+// exact copies an index built in memory into exact-size arrays, ready
+// for queries: the block lives for minutes and must not keep the builder
+// (arrays grown by append, up to twice their length, and its buffers)
+// reachable. A sampling column without a decision is left out, as
+// unmarshalIndex leaves it.
+func (x *blockIndex) exact() *blockIndex {
+	c := &blockIndex{
+		ids: slices.Clone(x.ids), firstRow: slices.Clone(x.firstRow), nspans: slices.Clone(x.nspans),
+		start: slices.Clone(x.start), end: slices.Clone(x.end), errs: slices.Clone(x.errs),
+		rootSvc: slices.Clone(x.rootSvc), rootName: slices.Clone(x.rootName),
+		svcOff: slices.Clone(x.svcOff), svcs: slices.Clone(x.svcs), strs: slices.Clone(x.strs),
+	}
+	if slices.ContainsFunc(x.sampled, func(r uint32) bool { return r != noStr }) {
+		c.sampled = slices.Clone(x.sampled)
+	}
+	if len(c.svcOff) == 0 {
+		c.svcOff = []uint32{0}
+	}
+	c.sortByStart()
+	return c
 }
 
 // indexBuilder accumulates index entries while a block is written.
@@ -380,7 +401,7 @@ func (c *countingWriter) Write(p []byte) (int, error) {
 	return n, err
 }
 
-var zstdCodec = &pzstd.Codec{Level: pzstd.SpeedDefault}
+var zstdCodec = newPageCodec()
 
 // writerOptions configure block writers. Page bounds (min/max per page in
 // the column index) are written for the columns the span-filter scan
