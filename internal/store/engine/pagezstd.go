@@ -16,28 +16,60 @@ import (
 // window, every conversion allocated 16 MiB for it, the largest single
 // buffer of a conversion at the maximum ingest rate. Pages are bounded by
 // pageBufferSize and dictMaxBytes, so a window twice the larger bound
-// still sees any page whole and compresses it byte for byte the same.
+// still sees any page whole and compresses it as well.
 const pageWindow = 512 << 10
 
-// pageEncoders is how many idle page encoders are kept. Blocks are
-// written by the maintenance loop, one at a time (a flush can write one
-// more); keeping encoders across collections, unlike a sync.Pool, spares
-// rebuilding their tables (over 1 MiB each) after every GC, which near
-// the memory limit comes several times a second.
-const pageEncoders = 2
+// encoderCache keeps up to cap(idle) idle zstd encoders of one
+// configuration. Blocks are written by the maintenance loop and cuts by
+// the flush loop, one at a time each; keeping their encoders across
+// collections, unlike a sync.Pool or an encoder per block, spares
+// rebuilding the encoders' tables (over 1 MiB each) and history, which at
+// the maximum ingest rate came several times a second.
+type encoderCache struct {
+	idle chan *zstd.Encoder
+	opts []zstd.EOption
+}
+
+func newEncoderCache(opts ...zstd.EOption) *encoderCache {
+	return &encoderCache{idle: make(chan *zstd.Encoder, 2), opts: opts}
+}
+
+// encodeAll is zstd.Encoder.EncodeAll with a cached encoder.
+func (c *encoderCache) encodeAll(src, dst []byte) ([]byte, error) {
+	var e *zstd.Encoder
+	select {
+	case e = <-c.idle:
+	default:
+		var err error
+		if e, err = zstd.NewWriter(nil, c.opts...); err != nil {
+			return dst, fmt.Errorf("zstd encoder: %w", err)
+		}
+	}
+	dst = e.EncodeAll(src, dst)
+	select {
+	case c.idle <- e:
+	default:
+	}
+	return dst, nil
+}
 
 // pageCodec is the zstd codec of the Parquet pages this engine writes.
 // Reading does not go through it: parquet-go picks the decoder by the
 // codec recorded in the file.
 type pageCodec struct {
-	idle chan *zstd.Encoder
-	dec  pzstd.Codec
+	enc *encoderCache
+	dec pzstd.Codec
 }
 
 var _ compress.Codec = (*pageCodec)(nil)
 
 func newPageCodec() *pageCodec {
-	return &pageCodec{idle: make(chan *zstd.Encoder, pageEncoders), dec: pzstd.Codec{Level: pzstd.SpeedDefault}}
+	// Options as parquet-go's codec, but for the window.
+	return &pageCodec{
+		enc: newEncoderCache(zstd.WithEncoderLevel(zstd.SpeedDefault), zstd.WithEncoderConcurrency(1),
+			zstd.WithWindowSize(pageWindow), zstd.WithZeroFrames(true), zstd.WithEncoderCRC(false)),
+		dec: pzstd.Codec{Level: pzstd.SpeedDefault},
+	}
 }
 
 func (c *pageCodec) String() string { return "ZSTD" }
@@ -45,24 +77,7 @@ func (c *pageCodec) String() string { return "ZSTD" }
 func (c *pageCodec) CompressionCodec() format.CompressionCodec { return format.Zstd }
 
 func (c *pageCodec) Encode(dst, src []byte) ([]byte, error) {
-	var e *zstd.Encoder
-	select {
-	case e = <-c.idle:
-	default:
-		var err error
-		// Options as parquet-go's codec, but for the window.
-		e, err = zstd.NewWriter(nil, zstd.WithEncoderLevel(zstd.SpeedDefault), zstd.WithEncoderConcurrency(1),
-			zstd.WithWindowSize(pageWindow), zstd.WithZeroFrames(true), zstd.WithEncoderCRC(false))
-		if err != nil {
-			return dst, fmt.Errorf("page encoder: %w", err)
-		}
-	}
-	dst = e.EncodeAll(src, dst[:0])
-	select {
-	case c.idle <- e:
-	default:
-	}
-	return dst, nil
+	return c.enc.encodeAll(src, dst[:0])
 }
 
 func (c *pageCodec) Decode(dst, src []byte) ([]byte, error) {
