@@ -645,7 +645,6 @@ func (e *Engine) completePending(ctx context.Context) {
 			ready = ready[n:]
 			continue
 		}
-		e.readBacks.Add(uint64(n))
 		if err := e.completeBatch(ctx, ready[:n]); err != nil && ctx.Err() == nil {
 			e.bgErrors.Add(1)
 			e.log.Error("complete early-cut traces", "err", err)
@@ -730,10 +729,22 @@ func (e *Engine) completeBatch(ctx context.Context, ids []model.TraceID) error {
 	}
 	lo := 0
 	for _, hi := range groupEnds(ids, need, readBackBytes) {
-		if err := e.readBackGroup(ctx, ids[lo:hi], blocks, wants, need, got); err != nil {
+		group := ids[lo:hi]
+		lo = hi
+		if !e.canTake(1, nil, false) {
+			// As for a whole batch (completePending): reading back traces
+			// the consumer would skip is not worth it, and the consumer
+			// falls behind while the groups before are decoded.
+			for _, id := range group {
+				delete(got, id)
+			}
+			e.declineAll(ctx, group)
+			continue
+		}
+		e.readBacks.Add(uint64(len(group)))
+		if err := e.readBackGroup(ctx, group, blocks, wants, need, got); err != nil {
 			return err
 		}
-		lo = hi
 	}
 	return nil
 }

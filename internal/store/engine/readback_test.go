@@ -5,6 +5,7 @@ import (
 	"math/rand/v2"
 	"slices"
 	"sync"
+	"sync/atomic"
 	"testing"
 
 	"github.com/tracedx/tracedx/internal/model"
@@ -15,8 +16,14 @@ import (
 // through the chunk scan (more than 64 wanted traces per block).
 func readBackSetup(tb testing.TB, n int, onComplete func(CompletedTrace)) (*Engine, []model.TraceID, []model.Span) {
 	tb.Helper()
+	return readBackSetupWith(tb, n, func(o *Options) { o.OnTraceComplete = onComplete })
+}
+
+// readBackSetupWith is readBackSetup with the options set by opts.
+func readBackSetupWith(tb testing.TB, n int, opts func(*Options)) (*Engine, []model.TraceID, []model.Span) {
+	tb.Helper()
 	o := testOpts(tb.TempDir())
-	o.OnTraceComplete = onComplete
+	opts(&o)
 	e, err := Open(context.Background(), o)
 	if err != nil {
 		tb.Fatal(err)
@@ -140,5 +147,52 @@ func TestGroupEndsBoundsEachGroup(t *testing.T) {
 	}
 	if got := groupEnds(nil, size, 6); len(got) != 0 {
 		t.Fatalf("no ids: groups end at %v", got)
+	}
+}
+
+// Once the consumer has no room, the batch's remaining groups are handed
+// over declined without being read back.
+func TestReadBackDeclinesGroupsTheConsumerWouldSkip(t *testing.T) {
+	old := readBackBytes
+	readBackBytes = 16 << 10
+	defer func() { readBackBytes = old }()
+	var groupChecks atomic.Int32
+	var mu sync.Mutex
+	got := map[model.TraceID]CompletedTrace{}
+	e, ids, all := readBackSetupWith(t, 300, func(o *Options) {
+		// completeBatch asks for room for one span before each group;
+		// the completion goroutine asks for a trace's spans (more than one).
+		o.TakeSpans = func(c Completing) bool { return c.Spans != 1 || groupChecks.Add(1) == 1 }
+		o.OnTraceComplete = func(c CompletedTrace) {
+			mu.Lock()
+			got[c.ID] = c
+			mu.Unlock()
+		}
+	})
+	defer e.Close()
+	if err := e.completeBatch(context.Background(), ids); err != nil {
+		t.Fatal(err)
+	}
+	waitFor(t, func() bool { mu.Lock(); defer mu.Unlock(); return len(got) == len(ids) })
+	want := groupByTrace(all)
+	read := e.readBacks.Load()
+	if read == 0 || read >= uint64(len(ids)) {
+		t.Fatalf("%d of %d traces read back, want the first group only", read, len(ids))
+	}
+	mu.Lock()
+	defer mu.Unlock()
+	var taken uint64
+	for id, c := range got {
+		if c.Declined {
+			if len(c.Spans) != 0 {
+				t.Errorf("declined trace %s came with %d spans", id, len(c.Spans))
+			}
+			continue
+		}
+		taken++
+		sameSpans(t, want[id], c.Spans)
+	}
+	if taken != read {
+		t.Errorf("%d traces completed with spans, %d read back", taken, read)
 	}
 }
