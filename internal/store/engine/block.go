@@ -277,15 +277,19 @@ func (x *blockIndex) marshal() ([]byte, error) {
 		}
 		e.uvarint(uint64(x.sampledIdx(i) + 1))
 	}
-	return indexEncoders.encodeAll(e.b, nil)
+	// The encoder's history is twice its window: with the default 8 MiB
+	// window every index larger than one zstd block (a cut of a few
+	// thousand traces) allocated 16 MiB, which at high rates stood out in
+	// the live heap. Indexes are ids and small numbers, with no long-range
+	// matches to lose. A fresh encoder each time: a cached one would stay
+	// in the live heap between cuts.
+	zw, err := zstd.NewWriter(nil, zstd.WithEncoderLevel(zstd.SpeedDefault), zstd.WithWindowSize(1<<20), zstd.WithEncoderConcurrency(1))
+	if err != nil {
+		return nil, fmt.Errorf("index encoder: %w", err)
+	}
+	defer zw.Close()
+	return zw.EncodeAll(e.b, nil), nil
 }
-
-// indexEncoders compress block indexes. The encoder's history is twice
-// its window: with the default 8 MiB window every index larger than one
-// zstd block (a cut of a few thousand traces) allocated 16 MiB, which at
-// high rates stood out in the live heap. Indexes are ids and small
-// numbers, with no long-range matches to lose.
-var indexEncoders = newEncoderCache(zstd.WithEncoderLevel(zstd.SpeedDefault), zstd.WithWindowSize(1<<20), zstd.WithEncoderConcurrency(1))
 
 var zdec, _ = zstd.NewReader(nil, zstd.WithDecoderConcurrency(1))
 

@@ -19,19 +19,19 @@ import (
 // still sees any page whole and compresses it as well.
 const pageWindow = 512 << 10
 
-// encoderCache keeps up to cap(idle) idle zstd encoders of one
-// configuration. Blocks are written by the maintenance loop and cuts by
-// the flush loop, one at a time each; keeping their encoders across
-// collections, unlike a sync.Pool or an encoder per block, spares
-// rebuilding the encoders' tables (over 1 MiB each) and history, which at
-// the maximum ingest rate came several times a second.
+// encoderCache keeps one idle zstd encoder of one configuration. Parquet
+// blocks are written by the maintenance loop, one at a time; keeping its
+// encoder across collections, unlike a sync.Pool, spares rebuilding the
+// encoder's tables (over 1 MiB) and history after every GC, which near the
+// memory limit comes several times a second. Only one is kept: an idle
+// encoder is live heap, which admission counts against ingest.
 type encoderCache struct {
 	idle chan *zstd.Encoder
 	opts []zstd.EOption
 }
 
 func newEncoderCache(opts ...zstd.EOption) *encoderCache {
-	return &encoderCache{idle: make(chan *zstd.Encoder, 2), opts: opts}
+	return &encoderCache{idle: make(chan *zstd.Encoder, 1), opts: opts}
 }
 
 // encodeAll is zstd.Encoder.EncodeAll with a cached encoder.
