@@ -16,7 +16,6 @@ import (
 
 	"github.com/klauspost/compress/zstd"
 	"github.com/parquet-go/parquet-go"
-	pzstd "github.com/parquet-go/parquet-go/compress/zstd"
 
 	"github.com/tracedx/tracedx/internal/model"
 	"github.com/tracedx/tracedx/internal/store/blockio"
@@ -165,6 +164,28 @@ func (x *blockIndex) hasService(i int, svc uint32) bool {
 	return false
 }
 
+// exact copies an index built in memory into exact-size arrays, ready
+// for queries: the block lives for minutes and must not keep the builder
+// (arrays grown by append, up to twice their length, and its buffers)
+// reachable. A sampling column without a decision is left out, as
+// unmarshalIndex leaves it.
+func (x *blockIndex) exact() *blockIndex {
+	c := &blockIndex{
+		ids: slices.Clone(x.ids), firstRow: slices.Clone(x.firstRow), nspans: slices.Clone(x.nspans),
+		start: slices.Clone(x.start), end: slices.Clone(x.end), errs: slices.Clone(x.errs),
+		rootSvc: slices.Clone(x.rootSvc), rootName: slices.Clone(x.rootName),
+		svcOff: slices.Clone(x.svcOff), svcs: slices.Clone(x.svcs), strs: slices.Clone(x.strs),
+	}
+	if slices.ContainsFunc(x.sampled, func(r uint32) bool { return r != noStr }) {
+		c.sampled = slices.Clone(x.sampled)
+	}
+	if len(c.svcOff) == 0 {
+		c.svcOff = []uint32{0}
+	}
+	c.sortByStart()
+	return c
+}
+
 // indexBuilder accumulates index entries while a block is written.
 type indexBuilder struct {
 	x      blockIndex
@@ -260,10 +281,11 @@ func (x *blockIndex) marshal() ([]byte, error) {
 	// window every index larger than one zstd block (a cut of a few
 	// thousand traces) allocated 16 MiB, which at high rates stood out in
 	// the live heap. Indexes are ids and small numbers, with no long-range
-	// matches to lose.
+	// matches to lose. A fresh encoder each time: a cached one would stay
+	// in the live heap between cuts.
 	zw, err := zstd.NewWriter(nil, zstd.WithEncoderLevel(zstd.SpeedDefault), zstd.WithWindowSize(1<<20), zstd.WithEncoderConcurrency(1))
 	if err != nil {
-		return nil, err
+		return nil, fmt.Errorf("index encoder: %w", err)
 	}
 	defer zw.Close()
 	return zw.EncodeAll(e.b, nil), nil
@@ -381,7 +403,7 @@ func (c *countingWriter) Write(p []byte) (int, error) {
 	return n, err
 }
 
-var zstdCodec = &pzstd.Codec{Level: pzstd.SpeedDefault}
+var zstdCodec = newPageCodec()
 
 // writerOptions configure block writers. Page bounds (min/max per page in
 // the column index) are written for the columns the span-filter scan

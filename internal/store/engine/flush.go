@@ -651,7 +651,6 @@ func (e *Engine) completePending(ctx context.Context) {
 			ready = ready[n:]
 			continue
 		}
-		e.readBacks.Add(uint64(n))
 		if err := e.completeBatch(ctx, ready[:n]); err != nil && ctx.Err() == nil {
 			e.bgErrors.Add(1)
 			e.log.Error("complete early-cut traces", "err", err)
@@ -660,12 +659,23 @@ func (e *Engine) completePending(ctx context.Context) {
 	}
 }
 
+// readBackBytes bounds the level-0 bytes a read-back group holds at once.
+// A batch of 4,096 traces read whole held all of them until the last was
+// handed over, 40-55 MB at the maximum ingest rate, at the moment the
+// traces early-cut during the load complete; in groups of this size the
+// rest of the batch is still on disk while a group is decoded.
+var readBackBytes = 8 << 20
+
 // completeBatch reads the traces ids back from the head and blocks. What
 // level-0 blocks hold of them is handed over still encoded, so the
-// completion goroutine decodes it only if TakeSpans still says yes.
+// completion goroutine decodes it only if TakeSpans still says yes. It
+// sorts ids and reads them in groups of consecutive ids (readBackBytes):
+// a level-0 block keeps its traces in id order, so each group's traces lie
+// in their own run of chunks and every chunk is still decompressed about
+// once per batch.
 func (e *Engine) completeBatch(ctx context.Context, ids []model.TraceID) error {
+	slices.SortFunc(ids, func(a, b model.TraceID) int { return bytes.Compare(a[:], b[:]) })
 	got := make(map[model.TraceID][]model.Span, len(ids))
-	framed := make(map[model.TraceID]*completion)
 	e.mu.RLock()
 	blocks := append([]*block(nil), e.blocks...)
 	for _, b := range blocks {
@@ -698,60 +708,122 @@ func (e *Engine) completeBatch(ctx context.Context, ids []model.TraceID) error {
 	need := map[model.TraceID]int{}
 	// Sorted, the ids are found in each block by one galloping walk of its
 	// index (a batch is thousands of ids, and there are many blocks).
-	sorted := slices.Clone(ids)
-	slices.SortFunc(sorted, func(a, b model.TraceID) int { return bytes.Compare(a[:], b[:]) })
 	for k, b := range blocks {
 		want := map[int]bool{}
-		eachIn(b.idx.ids, sorted, func(_, i int) { want[i] = true })
+		eachIn(b.idx.ids, ids, func(_, i int) { want[i] = true })
 		wants[k] = want
-		if b.l0 != nil && len(want) > 64 {
+		if b.l0 != nil {
 			for i := range want {
 				need[b.idx.ids[i]] += int(b.l0.traceLen[i])
 			}
 		}
 	}
+	// A Parquet block is scanned whole, however few of its traces a group
+	// wants: it is read once, for the batch, as before the groups.
+	for k, b := range blocks {
+		if want := wants[k]; b.l0 == nil && len(want) > 64 {
+			err := b.scanTraces(ctx, func(i int) bool { return want[i] }, func(i int, spans []model.Span) error {
+				got[b.idx.ids[i]] = append(got[b.idx.ids[i]], spans...)
+				return nil
+			})
+			if err != nil {
+				return err
+			}
+		}
+	}
+	lo := 0
+	for _, hi := range groupEnds(ids, need, readBackBytes) {
+		group := ids[lo:hi]
+		lo = hi
+		if !e.canTake(1, nil, false) {
+			// As for a whole batch (completePending): reading back traces
+			// the consumer would skip is not worth it, and the consumer
+			// falls behind while the groups before are decoded.
+			for _, id := range group {
+				delete(got, id)
+			}
+			e.declineAll(ctx, group)
+			continue
+		}
+		e.readBacks.Add(uint64(len(group)))
+		if err := e.readBackGroup(ctx, group, blocks, wants, need, got); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+// groupEnds splits ids into runs whose sizes add up to at most max (a
+// larger one alone) and returns where each run ends.
+func groupEnds(ids []model.TraceID, size map[model.TraceID]int, max int) []int {
+	var ends []int
+	n := 0
+	for i, id := range ids {
+		if i > 0 && n+size[id] > max {
+			ends = append(ends, i)
+			n = 0
+		}
+		n += size[id]
+	}
+	if len(ids) > 0 {
+		ends = append(ends, len(ids))
+	}
+	return ends
+}
+
+// readBackGroup reads and hands over the traces group (consecutive ids of
+// a completeBatch) from the level-0 blocks and the blocks read trace by
+// trace; wants are the batch's trace positions by block. Whether a block is
+// scanned or its traces are read one by one is decided on the whole batch,
+// as before it was read in groups.
+func (e *Engine) readBackGroup(ctx context.Context, group []model.TraceID, blocks []*block, wants []map[int]bool, need map[model.TraceID]int, got map[model.TraceID][]model.Span) error {
+	framed := make(map[model.TraceID]*completion)
 	for k, b := range blocks {
 		want := wants[k]
 		if len(want) == 0 {
 			continue
 		}
+		ids := b.idx.ids
+		from := sort.Search(len(ids), func(i int) bool { return !idLess(&ids[i], &group[0]) })
+		to := sort.Search(len(ids), func(i int) bool { return idLess(&group[len(group)-1], &ids[i]) })
+		in := func(i int) bool { return i >= from && i < to && want[i] }
 		if len(want) <= 64 {
 			for i := range want {
+				if !in(i) {
+					continue
+				}
 				spans, err := b.readTrace(i)
 				if err != nil {
 					return err
 				}
-				got[b.idx.ids[i]] = append(got[b.idx.ids[i]], spans...)
+				got[ids[i]] = append(got[ids[i]], spans...)
 			}
 			continue
 		}
-		var err error
-		if b.l0 != nil {
-			err = b.l0Scan(ctx, func(i int) bool { return want[i] }, func(i int, buf []byte) error {
-				id := b.idx.ids[i]
-				c := framed[id]
-				if c == nil {
-					c = &completion{buf: make([]byte, 0, need[id])}
-					framed[id] = c
-				}
-				c.buf = append(c.buf, buf...) // buf is only valid during the call
-				c.n += int(b.idx.nspans[i])
-				return nil
-			})
-		} else {
-			err = b.scanTraces(ctx, func(i int) bool { return want[i] }, func(i int, spans []model.Span) error {
-				got[b.idx.ids[i]] = append(got[b.idx.ids[i]], spans...)
-				return nil
-			})
+		if b.l0 == nil {
+			continue // scanned by completeBatch
 		}
+		err := b.l0Scan(ctx, in, func(i int, buf []byte) error {
+			id := ids[i]
+			c := framed[id]
+			if c == nil {
+				c = &completion{buf: make([]byte, 0, need[id])}
+				framed[id] = c
+			}
+			c.buf = append(c.buf, buf...) // buf is only valid during the call
+			c.n += int(b.idx.nspans[i])
+			return nil
+		})
 		if err != nil {
 			return err
 		}
 	}
-	for _, id := range ids {
+	for _, id := range group {
 		c := completion{id: id, want: true, readBack: true, spans: got[id]}
+		delete(got, id)
 		if f := framed[id]; f != nil {
 			c.buf, c.n = f.buf, f.n
+			delete(framed, id) // handed over: the consumer frees it when done
 		}
 		if len(c.spans) > 0 || c.n > 0 {
 			e.sendCompletions(ctx, []completion{c})

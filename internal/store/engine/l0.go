@@ -8,7 +8,6 @@ import (
 	"fmt"
 	"hash/crc32"
 	"io"
-	"slices"
 	"sort"
 	"time"
 
@@ -476,20 +475,7 @@ func (lb *l0Builder) finish() (blockMeta, error) {
 // open opens the block just committed, from the meta and index in memory
 // (reading them back would cost a JSON parse of the catalog per cut).
 func (lb *l0Builder) open(ctx context.Context, st BlockStorage) (*block, error) {
-	// A copy with exact-size arrays: the block lives for minutes and must
-	// not keep the builder (and its buffers) reachable.
-	src := &lb.idx.x
-	x := &blockIndex{
-		ids: slices.Clone(src.ids), firstRow: slices.Clone(src.firstRow), nspans: slices.Clone(src.nspans),
-		start: slices.Clone(src.start), end: slices.Clone(src.end), errs: slices.Clone(src.errs),
-		rootSvc: slices.Clone(src.rootSvc), rootName: slices.Clone(src.rootName),
-		svcOff: slices.Clone(src.svcOff), svcs: slices.Clone(src.svcs), strs: slices.Clone(src.strs),
-	}
-	if len(x.svcOff) == 0 {
-		x.svcOff = []uint32{0}
-	}
-	x.sortByStart()
-	return openBlockData(ctx, st, &block{id: lb.meta.ID, opened: time.Now(), meta: lb.meta, idx: x})
+	return openBlockData(ctx, st, &block{id: lb.meta.ID, opened: time.Now(), meta: lb.meta, idx: lb.idx.x.exact()})
 }
 
 // l0Cursor streams the traces of a level-0 block in trace-id order, one

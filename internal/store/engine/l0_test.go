@@ -4,6 +4,7 @@ import (
 	"context"
 	"os"
 	"path/filepath"
+	"reflect"
 	"strings"
 	"testing"
 	"time"
@@ -320,5 +321,38 @@ func TestQuietStoreWaitsForSamplingDecisions(t *testing.T) {
 	time.Sleep(300 * time.Millisecond) // 15 looks at a quiet store
 	if l0, pq := blockFormats(e); l0 != 1 || pq != 0 {
 		t.Fatalf("%d level-0 and %d Parquet blocks, want the level-0 block left to the compaction round", l0, pq)
+	}
+}
+
+// A converted block is opened from the index and meta its builder has in
+// memory; they must be what a restart reads from its files.
+func TestConvertedBlockOpensAsReadBack(t *testing.T) {
+	e := openT(t, testOpts(t.TempDir()))
+	defer e.Close()
+	g := newGen(23)
+	writeCompacted(t, e, g.batch(600, 1_700_000_000e9, 5e6), 1500)
+	ctx := context.Background()
+	n := 0
+	for _, b := range e.snap().blocks {
+		if b.l0 != nil {
+			t.Fatal("a level-0 block is left after compaction")
+		}
+		disk, err := openBlock(ctx, e.storage, b.id)
+		if err != nil {
+			t.Fatal(err)
+		}
+		disk.meta.Catalog = nil
+		if !reflect.DeepEqual(b.meta, disk.meta) {
+			t.Errorf("block %s meta in memory %+v, on disk %+v", b.id, b.meta, disk.meta)
+		}
+		if !reflect.DeepEqual(b.idx, disk.idx) {
+			t.Errorf("block %s: index in memory differs from the one on disk", b.id)
+		}
+		disk.release()
+		b.release()
+		n++
+	}
+	if n == 0 {
+		t.Fatal("no block")
 	}
 }

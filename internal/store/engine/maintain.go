@@ -603,17 +603,16 @@ func releaseAll(bs []*block) {
 	}
 }
 
-// openBuilt finishes a background job's output block and opens it. The
-// catalog stays on disk: the engine's catalog already has the inputs'.
+// openBuilt finishes a background job's output block and opens it from
+// the meta and index in memory. Reading them back held the builder's index,
+// its marshalled and compressed forms and the decoded copy at once, at the
+// end of every conversion, and parsed the catalog only to drop it: the
+// engine's catalog already has the inputs'.
 func (e *Engine) openBuilt(ctx context.Context, bb *blockBuilder) (*block, error) {
 	meta, err := bb.finish()
 	if err != nil {
 		return nil, err
 	}
-	nb, err := openBlock(ctx, e.storage, meta.ID)
-	if err != nil {
-		return nil, err
-	}
-	nb.meta.Catalog = nil
-	return nb, nil
+	meta.Catalog = nil
+	return openBlockData(ctx, e.storage, &block{id: meta.ID, opened: time.Now(), meta: meta, idx: bb.idx.x.exact()})
 }

@@ -2,7 +2,10 @@ package engine
 
 import (
 	"context"
+	"math/rand/v2"
+	"slices"
 	"sync"
+	"sync/atomic"
 	"testing"
 
 	"github.com/tracedx/tracedx/internal/model"
@@ -13,8 +16,14 @@ import (
 // through the chunk scan (more than 64 wanted traces per block).
 func readBackSetup(tb testing.TB, n int, onComplete func(CompletedTrace)) (*Engine, []model.TraceID, []model.Span) {
 	tb.Helper()
+	return readBackSetupWith(tb, n, func(o *Options) { o.OnTraceComplete = onComplete })
+}
+
+// readBackSetupWith is readBackSetup with the options set by opts.
+func readBackSetupWith(tb testing.TB, n int, opts func(*Options)) (*Engine, []model.TraceID, []model.Span) {
+	tb.Helper()
 	o := testOpts(tb.TempDir())
-	o.OnTraceComplete = onComplete
+	opts(&o)
 	e, err := Open(context.Background(), o)
 	if err != nil {
 		tb.Fatal(err)
@@ -45,16 +54,22 @@ func readBackSetup(tb testing.TB, n int, onComplete func(CompletedTrace)) (*Engi
 	return e, ids, all
 }
 
+// collectSpans is an OnTraceComplete that appends each completion's spans
+// to got under mu.
+func collectSpans(mu *sync.Mutex, got map[model.TraceID][]model.Span) func(CompletedTrace) {
+	return func(c CompletedTrace) {
+		mu.Lock()
+		got[c.ID] = append(got[c.ID], c.Spans...)
+		mu.Unlock()
+	}
+}
+
 // Traces read back from several level-0 blocks complete with every span
 // of every fragment, intact after the next batch reuses nothing of them.
 func TestReadBackJoinsLevel0Fragments(t *testing.T) {
 	var mu sync.Mutex
 	got := map[model.TraceID][]model.Span{}
-	e, ids, all := readBackSetup(t, 300, func(c CompletedTrace) {
-		mu.Lock()
-		got[c.ID] = append(got[c.ID], c.Spans...)
-		mu.Unlock()
-	})
+	e, ids, all := readBackSetup(t, 300, collectSpans(&mu, got))
 	defer e.Close()
 	if err := e.completeBatch(context.Background(), ids); err != nil {
 		t.Fatal(err)
@@ -93,5 +108,91 @@ func BenchmarkCompleteBatchReadBack(b *testing.B) {
 		if err := e.completeBatch(context.Background(), ids); err != nil {
 			b.Fatal(err)
 		}
+	}
+}
+
+// Read back in groups far smaller than the batch, shuffled ids still
+// complete with every span of both fragments, once each.
+func TestReadBackInGroupsCompletesEveryTrace(t *testing.T) {
+	old := readBackBytes
+	readBackBytes = 4 << 10
+	defer func() { readBackBytes = old }()
+	var mu sync.Mutex
+	got := map[model.TraceID][]model.Span{}
+	e, ids, all := readBackSetup(t, 300, collectSpans(&mu, got))
+	defer e.Close()
+	rand.New(rand.NewPCG(5, 6)).Shuffle(len(ids), func(i, j int) { ids[i], ids[j] = ids[j], ids[i] })
+	if err := e.completeBatch(context.Background(), ids); err != nil {
+		t.Fatal(err)
+	}
+	want := groupByTrace(all)
+	waitFor(t, func() bool { mu.Lock(); defer mu.Unlock(); return len(got) == len(want) })
+	e.Close() // the completions are all delivered
+	mu.Lock()
+	defer mu.Unlock()
+	for id, w := range want {
+		sameSpans(t, w, got[id])
+	}
+}
+
+func TestGroupEndsBoundsEachGroup(t *testing.T) {
+	ids := make([]model.TraceID, 7)
+	for i := range ids {
+		ids[i][0] = byte(i)
+	}
+	size := map[model.TraceID]int{ids[0]: 3, ids[1]: 3, ids[2]: 5, ids[3]: 9, ids[4]: 1, ids[5]: 1}
+	// ids[3] is over the bound alone; ids[6] has no level-0 bytes.
+	if got, want := groupEnds(ids, size, 6), []int{2, 3, 4, 7}; !slices.Equal(got, want) {
+		t.Fatalf("groups end at %v, want %v", got, want)
+	}
+	if got := groupEnds(nil, size, 6); len(got) != 0 {
+		t.Fatalf("no ids: groups end at %v", got)
+	}
+}
+
+// Once the consumer has no room, the batch's remaining groups are handed
+// over declined without being read back.
+func TestReadBackDeclinesGroupsTheConsumerWouldSkip(t *testing.T) {
+	old := readBackBytes
+	readBackBytes = 16 << 10
+	defer func() { readBackBytes = old }()
+	var groupChecks atomic.Int32
+	var mu sync.Mutex
+	got := map[model.TraceID]CompletedTrace{}
+	e, ids, all := readBackSetupWith(t, 300, func(o *Options) {
+		// completeBatch asks for room for one span before each group;
+		// the completion goroutine asks for a trace's spans (more than one).
+		o.TakeSpans = func(c Completing) bool { return c.Spans != 1 || groupChecks.Add(1) == 1 }
+		o.OnTraceComplete = func(c CompletedTrace) {
+			mu.Lock()
+			got[c.ID] = c
+			mu.Unlock()
+		}
+	})
+	defer e.Close()
+	if err := e.completeBatch(context.Background(), ids); err != nil {
+		t.Fatal(err)
+	}
+	waitFor(t, func() bool { mu.Lock(); defer mu.Unlock(); return len(got) == len(ids) })
+	want := groupByTrace(all)
+	read := e.readBacks.Load()
+	if read == 0 || read >= uint64(len(ids)) {
+		t.Fatalf("%d of %d traces read back, want the first group only", read, len(ids))
+	}
+	mu.Lock()
+	defer mu.Unlock()
+	var taken uint64
+	for id, c := range got {
+		if c.Declined {
+			if len(c.Spans) != 0 {
+				t.Errorf("declined trace %s came with %d spans", id, len(c.Spans))
+			}
+			continue
+		}
+		taken++
+		sameSpans(t, want[id], c.Spans)
+	}
+	if taken != read {
+		t.Errorf("%d traces completed with spans, %d read back", taken, read)
 	}
 }
