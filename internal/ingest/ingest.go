@@ -402,24 +402,8 @@ func (s *Server) checkSpans(ctx context.Context, spans []model.Span, rej *reject
 	kept := spans[:0]
 	for i := range spans {
 		sp := &spans[i]
-		if sp.TraceID.IsZero() || sp.SpanID.IsZero() {
-			rej.add(reasonInvalidID, fmt.Sprintf("span %q: trace id and span id must not be all zero (got trace id %s, span id %s)",
-				model.Clip(sp.Name, 64), sp.TraceID, sp.SpanID))
-			continue
-		}
-		if err := sp.CheckTimes(now, s.cfg.MaxSpanDuration); err != nil {
-			rej.add(reasonInvalidTime, fmt.Sprintf("span %q (%s): %v", model.Clip(sp.Name, 64), sp.SpanID, err))
-			continue
-		}
-		if perTrace == nil {
-			// The ids and times are checked again all the same: they cost
-			// nothing next to the map below, and no span reaches storage
-			// without them whatever a peer sends.
-			kept = append(kept, *sp)
-			continue
-		}
-		if perTrace[sp.TraceID]++; perTrace[sp.TraceID] > s.cfg.MaxSpansPerTrace {
-			rej.add(reasonTraceTooLarge, fmt.Sprintf("trace %s has more than %d spans in this request", sp.TraceID, s.cfg.MaxSpansPerTrace))
+		if reason, why := s.spanFault(sp, now, perTrace); reason != "" {
+			rej.add(reason, why)
 			continue
 		}
 		kept = append(kept, *sp)
@@ -453,6 +437,26 @@ func (s *Server) checkSpans(ctx context.Context, spans []model.Span, rej *reject
 		kept = kept[:len(unique)+n]
 	}
 	return kept, keys, dups, nil
+}
+
+// spanFault says why checkSpans drops sp (reason "" when it keeps it):
+// all-zero ids, bad times, or, when perTrace counts the request's spans
+// per trace (it then counts sp), a trace over MaxSpansPerTrace. The ids
+// and times are checked even for a peer's spans: they cost nothing next
+// to the count per trace, and no span reaches storage without them
+// whatever a peer sends.
+func (s *Server) spanFault(sp *model.Span, now time.Time, perTrace map[model.TraceID]int) (reason, why string) {
+	if sp.TraceID.IsZero() || sp.SpanID.IsZero() {
+		return reasonInvalidID, fmt.Sprintf("span %q: trace id and span id must not be all zero (got trace id %s, span id %s)",
+			model.Clip(sp.Name, 64), sp.TraceID, sp.SpanID)
+	}
+	if err := sp.CheckTimes(now, s.cfg.MaxSpanDuration); err != nil {
+		return reasonInvalidTime, fmt.Sprintf("span %q (%s): %v", model.Clip(sp.Name, 64), sp.SpanID, err)
+	}
+	if perTrace != nil && s.overTrace(perTrace, sp.TraceID) {
+		return reasonTraceTooLarge, fmt.Sprintf("trace %s has more than %d spans in this request", sp.TraceID, s.cfg.MaxSpansPerTrace)
+	}
+	return "", ""
 }
 
 // forwarded reports whether a request's spans were checked by the cluster

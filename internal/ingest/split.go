@@ -137,11 +137,7 @@ func (s *Server) exportSplit(ctx context.Context, proto string, data []byte) (re
 // it as checked.
 func (s *Server) storedWhole(spans []model.Span, now time.Time, perTrace map[model.TraceID]int) bool {
 	for i := range spans {
-		sp := &spans[i]
-		if sp.TraceID.IsZero() || sp.SpanID.IsZero() || sp.CheckTimes(now, s.cfg.MaxSpanDuration) != nil {
-			return false
-		}
-		if perTrace != nil && s.overTrace(perTrace, sp.TraceID) {
+		if reason, _ := s.spanFault(&spans[i], now, perTrace); reason != "" {
 			return false
 		}
 	}
