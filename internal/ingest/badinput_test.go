@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"context"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"io"
 	"net/http"
@@ -524,5 +525,54 @@ func TestShutdownRefusesNewWork(t *testing.T) {
 	}
 	if _, err := http.Post("http://"+addr+"/v1/traces", ctProto, bytes.NewReader(protoBody(t, sampleTraces(1, 1)))); err == nil {
 		t.Error("request after shutdown succeeded")
+	}
+}
+
+// A request admission refuses is answered before gRPC reads it: a message
+// over the size limit gets the retryable UNAVAILABLE, not the
+// RESOURCE_EXHAUSTED that reading it would give, and the refusal is counted
+// like any other request's outcome.
+func TestGRPCRefusedBeforeTheMessageIsRead(t *testing.T) {
+	var refuse atomic.Bool
+	refuse.Store(true)
+	var stored atomic.Int64
+	cfg := testConfig()
+	cfg.MaxRequestBytes = 4 << 10
+	cfg.Admit = func() error {
+		if refuse.Load() {
+			return errors.New("memory budget exceeded")
+		}
+		return nil
+	}
+	s := startServer(t, cfg, funcSink(func(_ context.Context, spans []model.Span) error {
+		stored.Add(int64(len(spans)))
+		return nil
+	}), nil)
+	client := ptraceotlp.NewGRPCClient(dial(t, s.GRPCAddr()))
+	ctx, cancel := context.WithTimeout(context.Background(), time.Hour)
+	defer cancel()
+
+	big := ptraceotlp.NewExportRequestFromTraces(sampleTraces(1, 200))
+	if n, _ := big.MarshalProto(); len(n) <= int(cfg.MaxRequestBytes) {
+		t.Fatalf("request of %d bytes is not over the %d-byte limit", len(n), cfg.MaxRequestBytes)
+	}
+	_, err := client.Export(ctx, big)
+	if st := status.Convert(err); st.Code() != codes.Unavailable || !hasRetryInfo(st) {
+		t.Fatalf("refused oversized request: %v; want UNAVAILABLE with RetryInfo", err)
+	}
+	if got := metricValue(s.metrics.Requests.WithLabelValues(protoGRPC, "traces", "overloaded")); got != 1 {
+		t.Errorf("overloaded requests = %v, want 1", got)
+	}
+
+	refuse.Store(false)
+	_, err = client.Export(ctx, big)
+	if st := status.Convert(err); st.Code() != codes.ResourceExhausted {
+		t.Fatalf("admitted oversized request: %v; want RESOURCE_EXHAUSTED", err)
+	}
+	if _, err := client.Export(ctx, ptraceotlp.NewExportRequestFromTraces(sampleTraces(1, 1))); err != nil {
+		t.Fatalf("admitted request: %v", err)
+	}
+	if stored.Load() != 1 {
+		t.Errorf("stored %d spans, want 1", stored.Load())
 	}
 }

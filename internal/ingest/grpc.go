@@ -13,7 +13,6 @@ import (
 	"google.golang.org/grpc/keepalive"
 	"google.golang.org/grpc/mem"
 	"google.golang.org/grpc/status"
-	"google.golang.org/grpc/tap"
 	"google.golang.org/protobuf/types/known/durationpb"
 )
 
@@ -37,33 +36,21 @@ func (s *Server) newGRPCServer() *grpc.Server {
 		grpc.InitialConnWindowSize(grpcConnWindow),
 		grpc.ForceServerCodecV2(passthroughCodec{delegate: encoding.GetCodecV2("proto")}),
 		grpc.KeepaliveEnforcementPolicy(keepalive.EnforcementPolicy{MinTime: 10 * time.Second, PermitWithoutStream: true}),
-		// Admission runs before the message is read, so a refused request
-		// costs no decoding.
-		grpc.InTapHandle(s.admitStream),
 	}
 	g := grpc.NewServer(append(opts, s.cfg.GRPCOptions...)...)
 	g.RegisterService(&grpc.ServiceDesc{
 		ServiceName: "opentelemetry.proto.collector.trace.v1.TraceService",
 		HandlerType: (*any)(nil),
-		Methods:     []grpc.MethodDesc{{MethodName: "Export", Handler: rawHandler("/opentelemetry.proto.collector.trace.v1.TraceService/Export", s.grpcExport(tracesSignal))}},
+		Methods:     []grpc.MethodDesc{{MethodName: "Export", Handler: s.rawHandler("/opentelemetry.proto.collector.trace.v1.TraceService/Export", tracesSignal)}},
 		Metadata:    "opentelemetry/proto/collector/trace/v1/trace_service.proto",
 	}, s)
 	g.RegisterService(&grpc.ServiceDesc{
 		ServiceName: "opentelemetry.proto.collector.logs.v1.LogsService",
 		HandlerType: (*any)(nil),
-		Methods:     []grpc.MethodDesc{{MethodName: "Export", Handler: rawHandler("/opentelemetry.proto.collector.logs.v1.LogsService/Export", s.grpcExport(logsSignal))}},
+		Methods:     []grpc.MethodDesc{{MethodName: "Export", Handler: s.rawHandler("/opentelemetry.proto.collector.logs.v1.LogsService/Export", logsSignal)}},
 		Metadata:    "opentelemetry/proto/collector/logs/v1/logs_service.proto",
 	}, s)
 	return g
-}
-
-func (s *Server) admitStream(ctx context.Context, _ *tap.Info) (context.Context, error) {
-	if s.cfg.Admit != nil {
-		if err := s.cfg.Admit(); err != nil {
-			return nil, s.grpcStatus(&requestError{kind: kindOverloaded, msg: err.Error()})
-		}
-	}
-	return ctx, nil
 }
 
 // grpcStatus maps a pipeline error to the OTLP gRPC status: retryable codes
@@ -147,8 +134,23 @@ func (r *pooledRequest) free() {
 
 type rawExport func(ctx context.Context, req []byte) ([]byte, error)
 
-func rawHandler(fullMethod string, export rawExport) grpc.MethodHandler {
+func (s *Server) rawHandler(fullMethod string, sig otlpSignal) grpc.MethodHandler {
+	export := s.grpcExport(sig)
 	return func(srv any, ctx context.Context, dec func(any) error, interceptor grpc.UnaryServerInterceptor) (any, error) {
+		// Admission runs before the message is read (gRPC reads it when
+		// dec is called), so a refused request costs no decoding. It is
+		// not an InTapHandle: gRPC-go leaves the deadline timer of a
+		// stream refused there running until the deadline, and when an
+		// overload's refused requests share a deadline (a load generator's
+		// whole run) their timers fire together: tens of thousands of
+		// goroutines at once, far above the memory limit.
+		if s.cfg.Admit != nil {
+			if err := s.cfg.Admit(); err != nil {
+				rerr := &requestError{kind: kindOverloaded, msg: err.Error()}
+				s.finish(protoGRPC, sig.name, rerr, 0)
+				return nil, s.grpcStatus(rerr)
+			}
+		}
 		var req pooledRequest
 		if err := dec(&req); err != nil {
 			return nil, err
