@@ -98,8 +98,8 @@ func NewRing(peers []Peer, self string) (*Ring, error) {
 		r.points = append(r.points, p.h)
 		r.owner = append(r.owner, p.i)
 	}
-	// About four arcs a point, so a lookup scans less than one point past
-	// its arc's first on average.
+	// Four to eight arcs a point, so a lookup scans less than one point
+	// past its arc's first on average.
 	arcBits := uint(bits.Len(uint(len(r.points)))) + 2
 	r.shift = 64 - arcBits
 	r.first = make([]int32, 1<<arcBits)
