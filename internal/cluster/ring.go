@@ -6,6 +6,7 @@ package cluster
 
 import (
 	"fmt"
+	"math/bits"
 	"sort"
 	"strings"
 
@@ -54,6 +55,14 @@ type Ring struct {
 	points []uint64
 	owner  []int // parallel to points: index into peers
 	self   int
+	// first[b] is the index of the first point at or past the start of
+	// the b-th of len(first) equal arcs of the hash space: a lookup starts
+	// there instead of binary-searching every point. A forwarding node
+	// looks up the owner of nearly every span it receives, and the search
+	// over 128 points a node (its branches mispredicted on random hashes)
+	// was 2-3 % of the cluster's CPU per span.
+	first []int32
+	shift uint
 }
 
 // NewRing builds the ring of peers; self is this node's id and must be
@@ -89,11 +98,27 @@ func NewRing(peers []Peer, self string) (*Ring, error) {
 		r.points = append(r.points, p.h)
 		r.owner = append(r.owner, p.i)
 	}
+	// Four to eight arcs a point, so a lookup scans less than one point
+	// past its arc's first on average.
+	arcBits := uint(bits.Len(uint(len(r.points)))) + 2
+	r.shift = 64 - arcBits
+	r.first = make([]int32, 1<<arcBits)
+	i := 0
+	for b := range r.first {
+		for i < len(r.points) && r.points[i]>>r.shift < uint64(b) {
+			i++
+		}
+		r.first[b] = int32(i)
+	}
 	return r, nil
 }
 
+// lookup is the owner of the first point at or after h, wrapping around.
 func (r *Ring) lookup(h uint64) int {
-	i := sort.Search(len(r.points), func(i int) bool { return r.points[i] >= h })
+	i := int(r.first[h>>r.shift])
+	for i < len(r.points) && r.points[i] < h {
+		i++
+	}
 	if i == len(r.points) {
 		i = 0
 	}

@@ -8,8 +8,9 @@ import (
 )
 
 // nextField reads every field as protowire does, on both sides of its
-// one-byte fast path: field number 0, lengths of 127 and 128, varints of
-// one and two bytes, truncated contents, and a tag of two bytes.
+// one-byte fast paths: field number 0, lengths of 127 and 128, varints of
+// one and two bytes, fixed64 values using all eight bytes, truncated
+// contents, and tags of two bytes.
 func TestNextFieldMatchesProtowire(t *testing.T) {
 	long := bytes.Repeat([]byte{'x'}, 200)
 	cases := map[string][]byte{
@@ -25,6 +26,10 @@ func TestNextFieldMatchesProtowire(t *testing.T) {
 		"fixed32":         protowire.AppendFixed32(protowire.AppendTag(nil, 4, protowire.Fixed32Type), 7),
 		"fixed64":         protowire.AppendFixed64(protowire.AppendTag(nil, 4, protowire.Fixed64Type), 7),
 		"tag only":        {0x0a},
+		"fixed64 8 bytes": protowire.AppendFixed64(protowire.AppendTag(nil, 7, protowire.Fixed64Type), 0x8877665544332211),
+		"fixed64 field 0": {0x01, 1, 2, 3, 4, 5, 6, 7, 8},
+		"fixed64 cut":     append(protowire.AppendTag(nil, 7, protowire.Fixed64Type), 1, 2, 3, 4, 5),
+		"fixed64 tag 2":   protowire.AppendFixed64(protowire.AppendTag(nil, 16, protowire.Fixed64Type), 1<<63),
 	}
 	for name, b := range cases {
 		b = append(b, 0x08, 0x01) // a following field must be left for the next call

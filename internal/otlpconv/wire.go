@@ -2,6 +2,7 @@ package otlpconv
 
 import (
 	"bytes"
+	"encoding/binary"
 	"errors"
 	"fmt"
 	"math"
@@ -99,15 +100,24 @@ func nextField(b []byte, f *field) ([]byte, error) {
 	// varint or a length under 128 (keys, short values, ids, nested
 	// attribute values): read those without protowire's general varint
 	// decoding, which is most of the cost of a field.
-	if len(b) >= 2 && b[0] < 0x80 && b[1] < 0x80 && b[0]>>3 != 0 {
+	// Span times are fixed64 fields with a one-byte tag, two or more in
+	// every span and event.
+	if len(b) >= 2 && b[0] < 0x80 && b[0]>>3 != 0 {
 		switch typ := protowire.Type(b[0] & 7); typ {
 		case protowire.VarintType:
-			f.num, f.typ, f.u, f.b = protowire.Number(b[0]>>3), typ, uint64(b[1]), nil
-			return b[2:], nil
+			if b[1] < 0x80 {
+				f.num, f.typ, f.u, f.b = protowire.Number(b[0]>>3), typ, uint64(b[1]), nil
+				return b[2:], nil
+			}
 		case protowire.BytesType:
-			if end := 2 + int(b[1]); end <= len(b) {
+			if end := 2 + int(b[1]); b[1] < 0x80 && end <= len(b) {
 				f.num, f.typ, f.u, f.b = protowire.Number(b[0]>>3), typ, 0, b[2:end]
 				return b[end:], nil
+			}
+		case protowire.Fixed64Type:
+			if len(b) >= 9 {
+				f.num, f.typ, f.u, f.b = protowire.Number(b[0]>>3), typ, binary.LittleEndian.Uint64(b[1:9]), nil
+				return b[9:], nil
 			}
 		}
 	}
