@@ -527,7 +527,7 @@ func (e *Engine) dedupeReplayed() error {
 		have := map[model.SpanID]bool{}
 		for _, b := range e.blocks {
 			if i := b.idx.find(id); i >= 0 {
-				spans, err := b.readTrace(i)
+				spans, err := b.readTraceOnce(i)
 				if err != nil {
 					return err
 				}

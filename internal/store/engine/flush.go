@@ -405,7 +405,7 @@ func (e *Engine) writeCut(ctx context.Context, cut map[model.TraceID]*headTrace,
 				if c.want && !fromCold && inOlder[k] {
 					for _, b := range older {
 						if i := b.idx.find(id); i >= 0 {
-							more, err := b.readTrace(i)
+							more, err := b.readTraceOnce(i)
 							if err != nil {
 								bb.abort()
 								return err
@@ -792,7 +792,7 @@ func (e *Engine) readBackGroup(ctx context.Context, group []model.TraceID, block
 				if !in(i) {
 					continue
 				}
-				spans, err := b.readTrace(i)
+				spans, err := b.readTraceOnce(i)
 				if err != nil {
 					return err
 				}
