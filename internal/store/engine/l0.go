@@ -614,7 +614,7 @@ func (e *Engine) convertL0(ctx context.Context, in []*block) ([]*block, error) {
 			if err := ctx.Err(); err != nil {
 				return fail(err)
 			}
-			e.opts.YieldCompaction(ctx) // background work: let ingest and queries go first
+			e.opts.YieldBackground(ctx) // background work: let ingest and queries go first
 		}
 		top := (*h)[0]
 		id := top.id
