@@ -184,9 +184,10 @@ func New(ctx context.Context, cfg config.Config, log *slog.Logger) (*Server, err
 		Logger:          log,
 		Now:             func() time.Time { return retentionNow() },
 		OnExpire:        archiveExpired(archive),
-		// Compaction stands aside while queries run, a few ms at a time
-		// so a stream of queries slows it without stopping it.
-		YieldCompaction: func(ctx context.Context) { queries.Yield(ctx, 5*time.Millisecond) },
+		// Compaction, the head cut and completion stand aside while
+		// queries run, a few ms at a time so a stream of queries slows
+		// them without stopping them.
+		YieldBackground: func(ctx context.Context) { queries.Yield(ctx, 5*time.Millisecond) },
 	}
 	clusterEngineOptions(&engOpts, cfg, ring)
 	eng, err := engine.Open(ctx, engOpts)

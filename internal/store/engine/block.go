@@ -659,6 +659,7 @@ func (b *block) acquire() { b.refs.Add(1) }
 func (b *block) release() {
 	if b.refs.Add(-1) == 0 {
 		tracePages.dropBlock(b)
+		l0Chunks.dropBlock(b)
 		b.file.Close()
 	}
 }
@@ -670,10 +671,16 @@ func (b *block) reader() *parquet.GenericReader[spanRow] {
 	return parquet.NewGenericReader[spanRow](b.pf)
 }
 
-// readTrace returns the spans of trace position i.
-func (b *block) readTrace(i int) ([]model.Span, error) {
+// readTrace returns the spans of trace position i for a query.
+func (b *block) readTrace(i int) ([]model.Span, error) { return b.readTraceFor(i, true) }
+
+// readTraceOnce is readTrace for background work, whose reads must not
+// push out the level-0 chunks queries just read.
+func (b *block) readTraceOnce(i int) ([]model.Span, error) { return b.readTraceFor(i, false) }
+
+func (b *block) readTraceFor(i int, query bool) ([]model.Span, error) {
 	if b.l0 != nil {
-		return b.l0ReadTrace(i)
+		return b.l0ReadTrace(i, query)
 	}
 	rows := make([]spanRow, b.idx.nspans[i])
 	if err := b.readParquetRows(int64(b.idx.firstRow[i]), rows); err != nil {

@@ -115,12 +115,15 @@ type Options struct {
 	// up blocks of other engines sharing it (see Refresh).
 	RefreshInterval time.Duration
 
-	// YieldCompaction, when set, is called by compaction between units of
-	// work (every 128 traces) instead of runtime.Gosched: the server's
-	// stands aside while queries run, so a query does not share the CPU
-	// with block conversion. It must return soon whatever happens: it
-	// delays compaction, which only the disk and the read paths wait on.
-	YieldCompaction func(ctx context.Context)
+	// YieldBackground, when set, is called by background work between
+	// units (compaction every 128 traces, the head cut every 128 traces
+	// and completions every 32, unless memory is under pressure) instead
+	// of runtime.Gosched: the server's stands aside while queries run, so
+	// a query does not share the CPU with block writes, conversion and
+	// decompression. It must return soon whatever happens: it delays
+	// compaction, which only the disk and the read paths wait on, and the
+	// cut, which the head's memory waits on.
+	YieldBackground func(ctx context.Context)
 
 	Logger *slog.Logger
 
@@ -134,8 +137,8 @@ type Options struct {
 }
 
 func (o *Options) defaults() {
-	if o.YieldCompaction == nil {
-		o.YieldCompaction = func(context.Context) { runtime.Gosched() }
+	if o.YieldBackground == nil {
+		o.YieldBackground = func(context.Context) { runtime.Gosched() }
 	}
 	if o.IdleTimeout <= 0 {
 		o.IdleTimeout = 10 * time.Second
@@ -465,7 +468,7 @@ func Open(ctx context.Context, opts Options) (*Engine, error) {
 		go e.refreshLoop(bg)
 	}
 	e.cwg.Add(1)
-	go e.completionLoop()
+	go e.completionLoop(bg)
 	return e, nil
 }
 
@@ -527,7 +530,7 @@ func (e *Engine) dedupeReplayed() error {
 		have := map[model.SpanID]bool{}
 		for _, b := range e.blocks {
 			if i := b.idx.find(id); i >= 0 {
-				spans, err := b.readTrace(i)
+				spans, err := b.readTraceOnce(i)
 				if err != nil {
 					return err
 				}

@@ -4,7 +4,6 @@ import (
 	"bytes"
 	"context"
 	"encoding/binary"
-	"runtime"
 	"slices"
 	"sort"
 	"time"
@@ -71,7 +70,7 @@ func (e *Engine) pendingLoop(ctx context.Context) {
 	}
 }
 
-func (e *Engine) completionLoop() {
+func (e *Engine) completionLoop(ctx context.Context) {
 	defer e.cwg.Done()
 	n := 0
 	for c := range e.completions {
@@ -79,7 +78,7 @@ func (e *Engine) completionLoop() {
 			continue
 		}
 		if n++; n%32 == 0 && !e.underPressure() {
-			runtime.Gosched() // background work: let ingest go first
+			e.opts.YieldBackground(ctx) // background work: let ingest and queries go first
 		}
 		readBack := c.readBack || len(c.spans) > 0
 		if c.want && !e.canTake(c.n+len(c.spans), &c.meta, !readBack) {
@@ -355,9 +354,10 @@ func (e *Engine) writeCut(ctx context.Context, cut map[model.TraceID]*headTrace,
 		if k%128 == 127 && !e.underPressure() {
 			// Cuts are long CPU-bound runs; with few cores they would hold
 			// a processor for whole time slices while ingest requests wait
-			// to be read and acknowledged. Under memory pressure the cut
-			// is what frees memory, so it goes first.
-			runtime.Gosched()
+			// to be read and acknowledged, and queries for their answer.
+			// Under memory pressure the cut is what frees memory, so it
+			// goes first.
+			e.opts.YieldBackground(ctx)
 		}
 		t := cut[id]
 		if e.opts.OnTraceComplete != nil {
@@ -405,7 +405,7 @@ func (e *Engine) writeCut(ctx context.Context, cut map[model.TraceID]*headTrace,
 				if c.want && !fromCold && inOlder[k] {
 					for _, b := range older {
 						if i := b.idx.find(id); i >= 0 {
-							more, err := b.readTrace(i)
+							more, err := b.readTraceOnce(i)
 							if err != nil {
 								bb.abort()
 								return err
@@ -613,7 +613,12 @@ func (e *Engine) completePending(ctx context.Context) {
 		// room for the whole of it so far.
 		taken := 0
 		e.flushMu.Lock()
-		for _, c := range fromCold[:n] {
+		for j, c := range fromCold[:n] {
+			if j%128 == 127 && !e.underPressure() {
+				// Each trace decompresses the chunks it lies in for the
+				// first time; a batch is a long CPU-bound run.
+				e.opts.YieldBackground(ctx)
+			}
 			spans := 0
 			for _, r := range c.parts {
 				spans += r.spans
@@ -792,7 +797,7 @@ func (e *Engine) readBackGroup(ctx context.Context, group []model.TraceID, block
 				if !in(i) {
 					continue
 				}
-				spans, err := b.readTrace(i)
+				spans, err := b.readTraceOnce(i)
 				if err != nil {
 					return err
 				}

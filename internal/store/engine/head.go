@@ -295,9 +295,15 @@ func (h *head) each(fn func(t *headTrace)) {
 		sh := &h.shards[i]
 		sh.mu.Lock()
 		list := make([]headTrace, 0, len(sh.traces))
+		// Every search copies the whole head: one array for the shard's
+		// service lists instead of one per trace halved what the copy
+		// cost. When it grows, lists already copied keep the old array.
+		svcs := make([]model.ServiceStats, 0, 2*len(sh.traces))
 		for _, t := range sh.traces {
 			c := *t
-			c.sum.Services = append([]model.ServiceStats(nil), t.sum.Services...)
+			n := len(svcs)
+			svcs = append(svcs, t.sum.Services...)
+			c.sum.Services = svcs[n:len(svcs):len(svcs)]
 			c.versions = nil
 			list = append(list, c)
 		}

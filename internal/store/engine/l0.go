@@ -150,9 +150,17 @@ func (b *block) l0Trace(raw []byte, i int) []byte {
 	return raw[l.traceOff[i] : l.traceOff[i]+l.traceLen[i]]
 }
 
-func (b *block) l0ReadTrace(i int) ([]model.Span, error) {
+// l0ReadTrace reads trace position i, through the query chunk cache when
+// query is set.
+func (b *block) l0ReadTrace(i int, query bool) ([]model.Span, error) {
 	c := b.l0.chunkOf(i)
-	raw, _, err := b.l0Chunk(c, nil, nil)
+	var raw []byte
+	var err error
+	if query {
+		raw, err = b.l0QueryChunk(c)
+	} else {
+		raw, _, err = b.l0Chunk(c, nil, nil)
+	}
 	if err != nil {
 		return nil, err
 	}
@@ -614,7 +622,7 @@ func (e *Engine) convertL0(ctx context.Context, in []*block) ([]*block, error) {
 			if err := ctx.Err(); err != nil {
 				return fail(err)
 			}
-			e.opts.YieldCompaction(ctx) // background work: let ingest and queries go first
+			e.opts.YieldBackground(ctx) // background work: let ingest and queries go first
 		}
 		top := (*h)[0]
 		id := top.id

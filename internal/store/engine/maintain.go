@@ -287,7 +287,7 @@ func (e *Engine) mergeBlocks(ctx context.Context, in []*block, level int) ([]*bl
 	var frags []mergedRow
 	for n := 0; h.Len() > 0; n++ {
 		if n%128 == 127 {
-			e.opts.YieldCompaction(ctx) // background work: let ingest and queries go first
+			e.opts.YieldBackground(ctx) // background work: let ingest and queries go first
 		}
 		top := heap.Pop(h).(*mergeSrc)
 		id := top.cur[0].TraceID

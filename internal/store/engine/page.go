@@ -162,7 +162,7 @@ const pageRows = 1024
 func (b *block) traceSource(i int) spanSource {
 	if b.l0 != nil {
 		return func(fn func(s *model.Span) error) error {
-			raw, _, err := b.l0Chunk(b.l0.chunkOf(i), nil, nil)
+			raw, err := b.l0QueryChunk(b.l0.chunkOf(i))
 			if err != nil {
 				return err
 			}

@@ -156,11 +156,8 @@ func (e *Engine) snap() *snapshot { return e.snapWhere(nil) }
 // snapWhere snapshots the head, the traces being cut and the blocks that
 // keep accepts (nil: all).
 func (e *Engine) snapWhere(keep func(*block) bool) *snapshot {
-	s := &snapshot{mem: map[model.TraceID][]*headTrace{}}
-	add := func(t *headTrace) {
-		s.mem[t.sum.TraceID] = append(s.mem[t.sum.TraceID], t)
-		s.list = append(s.list, t)
-	}
+	s := &snapshot{}
+	add := func(t *headTrace) { s.list = append(s.list, t) }
 	e.mu.RLock()
 	e.head.each(add)
 	for _, m := range e.flushing {
@@ -177,6 +174,17 @@ func (e *Engine) snapWhere(keep func(*block) bool) *snapshot {
 		s.blocks = append(s.blocks, b)
 	}
 	e.mu.RUnlock()
+	// Nearly every id has one fragment: its entry is a capacity-capped
+	// window on list, so the map costs no allocation per trace (a second
+	// fragment's append copies).
+	s.mem = make(map[model.TraceID][]*headTrace, len(s.list))
+	for k, t := range s.list {
+		if fr, ok := s.mem[t.sum.TraceID]; ok {
+			s.mem[t.sum.TraceID] = append(fr, t)
+		} else {
+			s.mem[t.sum.TraceID] = s.list[k : k+1 : k+1]
+		}
+	}
 	return s
 }
 
@@ -364,8 +372,15 @@ func (s *snapshot) walk(ctx context.Context, q *store.Query, visit func(id model
 		plan = newScanPlan(q)
 	}
 	h := &iterHeap{}
-	if len(s.list) > 0 {
-		mem := append([]*headTrace(nil), s.list...)
+	// Only fragments that pass the summary checks are sorted, not the
+	// whole head: a search by service sorted every head trace before.
+	var mem []*headTrace
+	for _, t := range s.list {
+		if (p.svc == "" || t.hasService(p.svc)) && p.pass(t.sum.TraceID, t.sum.StartUnixNano, t.sum.EndUnixNano) {
+			mem = append(mem, t)
+		}
+	}
+	if len(mem) > 0 {
 		sort.Slice(mem, func(i, j int) bool { return mem[i].sum.StartUnixNano > mem[j].sum.StartUnixNano })
 		it := &candIter{mem: mem, plan: plan}
 		if it.next(p) {

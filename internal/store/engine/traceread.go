@@ -662,7 +662,7 @@ func (b *block) readTraces(ctx context.Context, is []int) ([][]model.Span, error
 	out := make([][]model.Span, len(is))
 	if b.l0 != nil {
 		for k, i := range is {
-			spans, err := b.l0ReadTrace(i)
+			spans, err := b.l0ReadTrace(i, true)
 			if err != nil {
 				return nil, err
 			}

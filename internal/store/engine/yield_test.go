@@ -8,16 +8,16 @@ import (
 	"github.com/tracedx/tracedx/internal/model"
 )
 
-// Compaction hands the processor back between units of work through
-// Options.YieldCompaction (the server's waits while queries run), and
-// what it writes is complete however often it yielded.
+// The head cut and compaction hand the processor back between units of
+// work through Options.YieldBackground (the server's waits while queries
+// run), and what they write is complete however often they yielded.
 func TestCompactionCallsYieldHook(t *testing.T) {
 	dir := t.TempDir()
 	o := testOpts(dir)
 	var yields atomic.Int64
-	o.YieldCompaction = func(ctx context.Context) {
+	o.YieldBackground = func(ctx context.Context) {
 		if ctx == nil {
-			t.Error("YieldCompaction got no context")
+			t.Error("YieldBackground got no context")
 		}
 		yields.Add(1)
 	}
@@ -37,6 +37,11 @@ func TestCompactionCallsYieldHook(t *testing.T) {
 		}
 	}
 	traces := len(groupByTrace(all))
+	// The head cuts wrote every trace once.
+	if got, want := yields.Load(), int64(traces/128); got < want {
+		t.Fatalf("YieldBackground called %d times cutting %d traces, want at least %d", got, traces, want)
+	}
+	yields.Store(0)
 	if err := e.Compact(ctx); err != nil {
 		t.Fatal(err)
 	}
@@ -45,7 +50,7 @@ func TestCompactionCallsYieldHook(t *testing.T) {
 	}
 	// One call per 128 traces converted.
 	if got, want := yields.Load(), int64(traces/128); got < want {
-		t.Fatalf("YieldCompaction called %d times converting %d traces, want at least %d", got, traces, want)
+		t.Fatalf("YieldBackground called %d times converting %d traces, want at least %d", got, traces, want)
 	}
 	checkAllTraces(t, e, all)
 }
