@@ -104,6 +104,18 @@ func Serve(t testing.TB, h http.Handler) *httptest.Server {
 // object body, and returns the status with the decoded object.
 func GetJSON(t testing.TB, srv *httptest.Server, path string) (int, map[string]any) {
 	t.Helper()
+	status, body := GetBody(t, srv, path)
+	var m map[string]any
+	if err := json.Unmarshal(body, &m); err != nil {
+		t.Fatalf("GET %s: status %d, body is not a JSON object: %v\n%s", path, status, err, body)
+	}
+	return status, m
+}
+
+// GetBody fetches path, requires Content-Type application/json, and
+// returns the status with the body as sent.
+func GetBody(t testing.TB, srv *httptest.Server, path string) (int, []byte) {
+	t.Helper()
 	resp, err := http.Get(srv.URL + path)
 	if err != nil {
 		t.Fatal(err)
@@ -116,11 +128,7 @@ func GetJSON(t testing.TB, srv *httptest.Server, path string) (int, map[string]a
 	if ct := resp.Header.Get("Content-Type"); ct != "application/json" {
 		t.Errorf("GET %s: Content-Type %q, want application/json", path, ct)
 	}
-	var m map[string]any
-	if err := json.Unmarshal(body, &m); err != nil {
-		t.Fatalf("GET %s: status %d, body is not a JSON object: %v\n%s", path, resp.StatusCode, err, body)
-	}
-	return resp.StatusCode, m
+	return resp.StatusCode, body
 }
 
 // Keys returns the sorted keys of a decoded object.

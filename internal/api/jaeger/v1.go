@@ -136,11 +136,11 @@ func (h *handler) getTrace(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	h.markSampled(spans)
-	tr := ToTrace(spans)
+	tr := v1Trace{spans: spans}
 	if total > len(spans) {
-		tr.Warnings = append(tr.Warnings, cutWarning(len(spans), total))
+		tr.warnings = append(tr.warnings, cutWarning(len(spans), total))
 	}
-	h.writeData(w, r, []Trace{tr}, 0, nil)
+	h.writeTraces(w, r, []v1Trace{tr}, 0, nil)
 }
 
 // cutWarning says a trace was cut at the API's span cap.
@@ -360,7 +360,7 @@ func (h *handler) searchTraces(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	ctx := r.Context()
-	traces := []Trace{}
+	traces := []v1Trace{}
 	if len(sr.traceIDs) > 0 {
 		// Fetch by id: missing traces are reported per id in errors, the
 		// others returned (Jaeger's behaviour for the compare view).
@@ -376,9 +376,9 @@ func (h *handler) searchTraces(w http.ResponseWriter, r *http.Request) {
 				return
 			}
 			h.markSampled(spans)
-			traces = append(traces, ToTrace(spans))
+			traces = append(traces, v1Trace{spans: spans})
 		}
-		h.writeData(w, r, traces, len(traces), errs)
+		h.writeTraces(w, r, traces, len(traces), errs)
 		return
 	}
 	found, err := searchWholeTraces(ctx, h.st, sr.q)
@@ -388,7 +388,7 @@ func (h *handler) searchTraces(w http.ResponseWriter, r *http.Request) {
 	}
 	for _, spans := range found {
 		h.markSampled(spans)
-		traces = append(traces, ToTrace(spans))
+		traces = append(traces, v1Trace{spans: spans})
 	}
-	h.writeData(w, r, traces, len(traces), nil)
+	h.writeTraces(w, r, traces, len(traces), nil)
 }
