@@ -9,6 +9,7 @@
 package model
 
 import (
+	"bytes"
 	"encoding/hex"
 	"errors"
 	"fmt"
@@ -338,6 +339,26 @@ func AppendClones(dst []Span, spans []Span) []Span {
 		dst = append(dst, spans[i].Clone())
 	}
 	return dst
+}
+
+// Same reports whether a and b hold the same keys and values with the
+// same types, in order. Lists that are one slice (spans of one batch
+// share their resource's) are the same without a look at their contents.
+func (a Attrs) Same(b Attrs) bool {
+	if len(a) != len(b) {
+		return false
+	}
+	if len(a) == 0 || &a[0] == &b[0] {
+		return true
+	}
+	for i := range a {
+		x, y := &a[i].Value, &b[i].Value
+		if a[i].Key != b[i].Key || x.Type != y.Type || x.Str != y.Str || x.Int != y.Int ||
+			x.Float != y.Float || x.Bool != y.Bool || !bytes.Equal(x.Bytes, y.Bytes) {
+			return false
+		}
+	}
+	return true
 }
 
 // Clone returns a copy of a that shares no slice with it.

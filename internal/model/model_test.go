@@ -15,3 +15,27 @@ func TestClipKeepsRunesWhole(t *testing.T) {
 		t.Fatalf("Clip split a rune: %q", got)
 	}
 }
+
+func TestAttrsSame(t *testing.T) {
+	a := Attrs{{Key: "k", Value: Str("v")}, {Key: "b", Value: Value{Type: TypeBytes, Bytes: []byte{1}}}}
+	cases := []struct {
+		b    Attrs
+		want bool
+	}{
+		{a, true},
+		{a.Clone(), true},
+		{a[:1], false},
+		{Attrs{{Key: "k", Value: Str("v")}, {Key: "b", Value: Value{Type: TypeBytes, Bytes: []byte{2}}}}, false},
+		{Attrs{{Key: "k", Value: Str("w")}, a[1]}, false},
+		{Attrs{{Key: "x", Value: Str("v")}, a[1]}, false},
+		{Attrs{{Key: "k", Value: Value{Type: TypeArray, Str: "v"}}, a[1]}, false},
+	}
+	for i, c := range cases {
+		if got := a.Same(c.b); got != c.want {
+			t.Errorf("case %d: Same = %v, want %v", i, got, c.want)
+		}
+	}
+	if !Attrs(nil).Same(Attrs{}) {
+		t.Error("nil and empty lists differ")
+	}
+}

@@ -214,9 +214,30 @@ func ToTraces(spans []model.Span) ptrace.Traces {
 	}
 	resIdx := map[string]ptrace.ResourceSpans{}
 	scopeIdx := map[scopeKey]ptrace.SpanSlice{}
+	// Resource keys already built: a span whose service and resource equal
+	// an earlier span's has its key, and building one (sorted, joined text)
+	// cost a handful of allocations per span of every api_v3 response.
+	type known struct {
+		service string
+		res     model.Attrs
+		key     string
+	}
+	var keys []known
 	for i := range spans {
 		s := &spans[i]
-		rk := resourceKey(s)
+		rk := ""
+		for _, k := range keys {
+			if k.service == s.Service && k.res.Same(s.Resource) {
+				rk = k.key
+				break
+			}
+		}
+		if rk == "" {
+			rk = resourceKey(s)
+			if len(keys) < 64 {
+				keys = append(keys, known{s.Service, s.Resource, rk})
+			}
+		}
 		rs, ok := resIdx[rk]
 		if !ok {
 			rs = td.ResourceSpans().AppendEmpty()

@@ -2,6 +2,7 @@ package otlpconv
 
 import (
 	"reflect"
+	"slices"
 	"testing"
 
 	"go.opentelemetry.io/collector/pdata/ptrace"
@@ -65,5 +66,42 @@ func TestMissingServiceName(t *testing.T) {
 	got := FromTraces(td)
 	if len(got) != 1 || got[0].Service != model.UnknownService {
 		t.Fatalf("want unknown_service, got %+v", got)
+	}
+}
+
+// ToTraces remembers the resource keys it built; the grouping must stay
+// that of the keys: equal resources in separate slices, and values that
+// render alike with different types, share a ResourceSpans, others not.
+func TestToTracesGroupsResourcesByKey(t *testing.T) {
+	res := func(v model.Value) model.Attrs {
+		return model.Attrs{{Key: "service.name", Value: model.Str("a")}, {Key: "k", Value: v}}
+	}
+	mk := func(svc string, r model.Attrs, scope string) model.Span {
+		return model.Span{TraceID: model.TraceID{1}, SpanID: model.SpanID{byte(len(scope))}, Service: svc, Resource: r, ScopeName: scope}
+	}
+	spans := []model.Span{
+		mk("a", res(model.Int(1)), "s1"),
+		mk("a", res(model.Int(1)), "s2"),   // equal, another slice
+		mk("a", res(model.Str("1")), "s1"), // renders alike
+		mk("a", res(model.Int(2)), "s1"),
+		mk("b", res(model.Int(1)), "s1"), // another service
+		mk("", nil, "s1"),
+		mk("", nil, "s2"),
+	}
+	td := ToTraces(spans)
+	var got []int
+	for i := 0; i < td.ResourceSpans().Len(); i++ {
+		rs := td.ResourceSpans().At(i)
+		n := 0
+		for j := 0; j < rs.ScopeSpans().Len(); j++ {
+			n += rs.ScopeSpans().At(j).Spans().Len()
+		}
+		got = append(got, n)
+	}
+	if want := []int{3, 1, 1, 2}; !slices.Equal(got, want) {
+		t.Fatalf("spans per resource %v, want %v", got, want)
+	}
+	if n := td.ResourceSpans().At(0).ScopeSpans().Len(); n != 2 {
+		t.Errorf("first resource has %d scopes, want 2", n)
 	}
 }

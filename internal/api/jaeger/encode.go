@@ -1,7 +1,6 @@
 package jaeger
 
 import (
-	"bytes"
 	"encoding/base64"
 	"math"
 	"net/http"
@@ -188,7 +187,7 @@ func (e *v1Encoder) appendTrace(spans []model.Span, warnings []string) {
 func (e *v1Encoder) processOf(spans []model.Span, i int) int {
 	s := &spans[i]
 	for _, p := range e.procs {
-		if p.service == s.Service && equalAttrs(p.res, s.Resource) {
+		if p.service == s.Service && p.res.Same(s.Resource) {
 			return p.idx
 		}
 	}
@@ -204,25 +203,6 @@ func (e *v1Encoder) processOf(spans []model.Span, i int) int {
 		e.procs = append(e.procs, procEntry{service: s.Service, res: s.Resource, idx: idx})
 	}
 	return idx
-}
-
-// equalAttrs reports whether a and b hold the same keys and values, in
-// order.
-func equalAttrs(a, b model.Attrs) bool {
-	if len(a) != len(b) {
-		return false
-	}
-	if len(a) == 0 || &a[0] == &b[0] {
-		return true
-	}
-	for i := range a {
-		x, y := &a[i].Value, &b[i].Value
-		if a[i].Key != b[i].Key || x.Type != y.Type || x.Str != y.Str || x.Int != y.Int ||
-			x.Float != y.Float || x.Bool != y.Bool || !bytes.Equal(x.Bytes, y.Bytes) {
-			return false
-		}
-	}
-	return true
 }
 
 // appendProcesses appends the processes keyed p1, p2, ..., in the order
