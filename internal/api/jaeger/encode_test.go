@@ -12,8 +12,11 @@ import (
 	"strings"
 	"testing"
 
+	"go.opentelemetry.io/collector/pdata/ptrace"
+
 	"github.com/tracedx/tracedx/internal/api/apitest"
 	"github.com/tracedx/tracedx/internal/model"
+	"github.com/tracedx/tracedx/internal/otlpconv"
 )
 
 // oldEncoding is what the v1 handlers wrote before the appending encoder:
@@ -300,6 +303,30 @@ func BenchmarkV1Encode(b *testing.B) {
 			e := getV1Encoder()
 			e.appendEnvelope(traces, len(traces), nil)
 			putV1Encoder(e)
+		}
+	})
+}
+
+// BenchmarkV3Encode is what an api_v3 search of 20 traces of 20 spans
+// spends building its response: otlpconv.ToTraces, then pdata's JSON.
+func BenchmarkV3Encode(b *testing.B) {
+	var all []model.Span
+	for i := range 20 {
+		all = append(all, apitest.SynthTrace(i, 20)...)
+	}
+	b.Run("totraces", func(b *testing.B) {
+		b.ReportAllocs()
+		for b.Loop() {
+			_ = otlpconv.ToTraces(all)
+		}
+	})
+	td := otlpconv.ToTraces(all)
+	b.Run("marshal", func(b *testing.B) {
+		b.ReportAllocs()
+		for b.Loop() {
+			if _, err := (&ptrace.JSONMarshaler{}).MarshalTraces(td); err != nil {
+				b.Fatal(err)
+			}
 		}
 	})
 }
