@@ -51,10 +51,21 @@ func putV1Encoder(e *v1Encoder) {
 		e.buf = nil
 	}
 	e.buf = e.buf[:0]
+	// A map keeps its buckets when cleared: one huge trace's would stay.
+	if len(e.present) > maxPooledSpans {
+		e.present = map[model.SpanID]struct{}{}
+	}
 	clear(e.present)
 	clear(e.procIDs)
+	// The memo holds the response's resource slices; a pooled encoder must
+	// not keep its spans alive.
+	clear(e.procs[:cap(e.procs)])
+	e.procs = e.procs[:0]
 	v1EncoderPool.Put(e)
 }
+
+// maxPooledSpans bounds the span-id set a pooled encoder keeps.
+const maxPooledSpans = 1 << 14
 
 // v1Trace is one trace of a response: its spans and trace-level warnings.
 type v1Trace struct {

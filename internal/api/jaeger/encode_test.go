@@ -221,6 +221,8 @@ func TestV1EncoderMatchesEncodingJSON(t *testing.T) {
 		"errors by id":     {traces: []v1Trace{{spans: awkwardSpans()}}, errs: []apiError{{Msg: "trace not found", TraceID: "00ab"}, {Code: 500, Msg: "x\ny"}}},
 		"fixture":          {traces: []v1Trace{{spans: apitest.SynthTrace(0, 20)}, {spans: apitest.SynthTrace(1, 3)}}},
 		"twelve processes": {traces: []v1Trace{{spans: randomSpans(rand.New(rand.NewPCG(1, 2)), 60, 12)}}},
+		// More spans than a pooled encoder keeps room for.
+		"large trace": {traces: []v1Trace{{spans: randomSpans(rand.New(rand.NewPCG(3, 4)), maxPooledSpans+100, 5)}}},
 	}
 	r := rand.New(rand.NewPCG(7, 11))
 	for i := range 40 {
