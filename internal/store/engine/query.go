@@ -234,7 +234,7 @@ func (p *prefilter) pass(id model.TraceID, start, end uint64) bool {
 
 // candIter yields fragments newest first.
 type candIter struct {
-	// memory source
+	// memory source: fragments that pass the prefilter, newest first
 	mem []*headTrace
 	// block source
 	b      *block
@@ -254,14 +254,10 @@ type candIter struct {
 func (it *candIter) next(p *prefilter) bool {
 	if it.b == nil {
 		for it.pos < len(it.mem) {
+			// mem holds only the fragments that passed walk's summary
+			// checks (service, time, ids, duration).
 			t := it.mem[it.pos]
 			it.pos++
-			if p.svc != "" && !t.hasService(p.svc) {
-				continue
-			}
-			if !p.pass(t.sum.TraceID, t.sum.StartUnixNano, t.sum.EndUnixNano) {
-				continue
-			}
 			if it.plan != nil && !memFragmentMatches(it.plan.q, t) {
 				continue
 			}
