@@ -20,6 +20,7 @@ import (
 	"github.com/tracedx/tracedx/internal/ingest"
 	"github.com/tracedx/tracedx/internal/model"
 	"github.com/tracedx/tracedx/internal/otlpconv"
+	"github.com/tracedx/tracedx/internal/store/s3store"
 	"github.com/tracedx/tracedx/internal/tenant"
 )
 
@@ -110,12 +111,15 @@ func newMultiTenant(ctx context.Context, cfg config.Config, log *slog.Logger) (*
 	// run whether or not they are queried.
 	if ents, err := os.ReadDir(filepath.Join(cfg.DataDir, "tenants")); err == nil {
 		for _, e := range ents {
-			if e.IsDir() {
+			if e.IsDir() && tenant.ValidID(e.Name()) {
 				if _, err := router.Get(e.Name()); err != nil {
 					return nil, err
 				}
 			}
 		}
+	}
+	if err := s.openBucketTenants(ctx, cfg, router); err != nil {
+		return nil, err
 	}
 
 	sink := &tenantSink{router: router}
@@ -175,6 +179,64 @@ func newMultiTenant(ctx context.Context, cfg config.Config, log *slog.Logger) (*
 	s.addHTTP("tempo", cfg.Listen.Tempo, withRecover(log, sec.query(route("tempo"))))
 	ok = true
 	return s, nil
+}
+
+// bucketTenantsEvery is how often a node looks for tenants that other
+// nodes brought to the bucket (a variable for tests).
+var bucketTenantsEvery = time.Minute
+
+// openBucketTenants, with the s3 backend, opens the tenants that have
+// data in the bucket (<prefix>/tenants/<id>/) at start and every
+// bucketTenantsEvery after: a node owns a share of every tenant's blocks
+// for compaction and retention, and a tenant that never sends to this
+// node, or whose local directory was lost, would otherwise keep those
+// blocks uncompacted and unexpired.
+func (s *Server) openBucketTenants(ctx context.Context, cfg config.Config, router *tenant.Router[*tenantServer]) error {
+	if cfg.Storage.Backend != "s3" {
+		return nil
+	}
+	c := cfg.Storage.S3
+	st, err := s3store.New(ctx, s3store.Config{
+		Endpoint: c.Endpoint, Bucket: c.Bucket, Prefix: c.Prefix, Region: c.Region,
+		AccessKey: c.AccessKey, SecretKey: c.SecretKey,
+		SpoolDir: filepath.Join(cfg.DataDir, "s3spool-tenants"), Logger: s.log,
+	})
+	if err != nil {
+		return fmt.Errorf("listing the bucket's tenants: %w", err)
+	}
+	open := func(ctx context.Context) error {
+		ids, err := st.Dirs(ctx, "tenants")
+		if err != nil {
+			return fmt.Errorf("listing the bucket's tenants: %w", err)
+		}
+		for _, id := range ids {
+			if !tenant.ValidID(id) {
+				continue
+			}
+			if _, err := router.Get(id); err != nil {
+				return err
+			}
+		}
+		return nil
+	}
+	if err := open(ctx); err != nil {
+		return err
+	}
+	s.background = append(s.background, func(ctx context.Context) {
+		t := time.NewTicker(bucketTenantsEvery)
+		defer t.Stop()
+		for {
+			select {
+			case <-ctx.Done():
+				return
+			case <-t.C:
+				if err := open(ctx); err != nil && ctx.Err() == nil {
+					s.log.Warn("opening the bucket's tenants", "err", err)
+				}
+			}
+		}
+	})
+	return nil
 }
 
 // ingestConfigOf maps the configuration's ingest settings.

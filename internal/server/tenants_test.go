@@ -361,3 +361,73 @@ func TestSpanRateTrimsByBytes(t *testing.T) {
 		t.Errorf("a later span of the full trace was kept")
 	}
 }
+
+// On the s3 backend a node opens the tenants that have data in the bucket
+// at start, even on a new disk and before any request names them, so
+// their compaction and retention run on it.
+func TestBucketTenantsOpenAtStart(t *testing.T) {
+	tokens := filepath.Join(t.TempDir(), "tokens")
+	if err := os.WriteFile(tokens, []byte(tokenA+" a\n"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	cfg := config.Default()
+	cfg.Listen = config.Listen{OTLPHTTP: "127.0.0.1:0", HTTP: "127.0.0.1:0"}
+	cfg.Storage.TraceIdleTimeout = 100 * time.Millisecond
+	cfg.Multitenancy.Enabled = true
+	cfg.Auth.TokenFile = tokens
+	onMinIO(t, &cfg, "tracedx-server-tenants-test")
+	cfg.DataDir = t.TempDir()
+	s, stop := runServer(t, cfg)
+	spans := slowOrder(0, time.Now().Add(-time.Minute))
+	if code, body := call(t, "POST", "http://"+s.Addr("otlp-http")+"/v1/traces", tokenA, "", otlpJSON(t, spans)); code != 200 {
+		t.Fatalf("ingest: %d %s", code, body)
+	}
+	// Closing copies the tenant's state to the bucket and cuts its head
+	// to blocks there.
+	stop()
+
+	cfg.DataDir = t.TempDir()
+	_, stop = runServer(t, cfg)
+	defer stop()
+	if !isDir(filepath.Join(cfg.DataDir, "tenants", "a")) {
+		t.Fatal("tenant a was not opened from the bucket on a new disk")
+	}
+}
+
+// A running node opens, within a while, a tenant that another node
+// brought to the bucket.
+func TestBucketTenantsOpenWhileRunning(t *testing.T) {
+	saved := bucketTenantsEvery
+	bucketTenantsEvery = 100 * time.Millisecond
+	t.Cleanup(func() { bucketTenantsEvery = saved })
+	tokens := filepath.Join(t.TempDir(), "tokens")
+	if err := os.WriteFile(tokens, []byte(tokenA+" a\n"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	cfg := config.Default()
+	cfg.Listen = config.Listen{OTLPHTTP: "127.0.0.1:0", HTTP: "127.0.0.1:0"}
+	cfg.Multitenancy.Enabled = true
+	cfg.Auth.TokenFile = tokens
+	onMinIO(t, &cfg, "tracedx-server-tenants-test")
+	idle := cfg
+	idle.DataDir = t.TempDir()
+	_, stopIdle := runServer(t, idle)
+	defer stopIdle()
+
+	cfg.DataDir = t.TempDir()
+	s, stop := runServer(t, cfg)
+	if code, body := call(t, "POST", "http://"+s.Addr("otlp-http")+"/v1/traces", tokenA, "", otlpJSON(t, slowOrder(0, time.Now()))); code != 200 {
+		t.Fatalf("ingest: %d %s", code, body)
+	}
+	stop()
+	for deadline := time.Now().Add(10 * time.Second); !isDir(filepath.Join(idle.DataDir, "tenants", "a")); time.Sleep(50 * time.Millisecond) {
+		if time.Now().After(deadline) {
+			t.Fatal("the running node never opened tenant a from the bucket")
+		}
+	}
+}
+
+func isDir(path string) bool {
+	fi, err := os.Stat(path)
+	return err == nil && fi.IsDir()
+}

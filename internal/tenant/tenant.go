@@ -61,11 +61,15 @@ func Resolve(ctx context.Context, header string) (string, error) {
 	if id == "" {
 		return "", ErrMissing
 	}
-	if !validID.MatchString(id) {
+	if !ValidID(id) {
 		return "", fmt.Errorf("tenant %q: want 1-64 letters, digits, '_', '.' or '-', starting with a letter or digit", id)
 	}
 	return id, nil
 }
+
+// ValidID reports whether id may name a tenant: it is safe as a
+// directory name, an object key's part and a label value.
+func ValidID(id string) bool { return validID.MatchString(id) }
 
 // HTTP resolves the tenant of each request into its context; without one
 // the answer is 401, with a header contradicting the token 403, with a

@@ -75,7 +75,8 @@ type Config struct {
 type Storage struct {
 	cfg    Config
 	client *minio.Client
-	prefix string // cfg.Prefix + "blocks/"
+	base   string // cfg.Prefix, ending in "/" unless empty
+	prefix string // base + "blocks/"
 	cache  *rangeCache
 	disk   *diskCache // nil without CacheDir
 	log    *slog.Logger
@@ -150,7 +151,7 @@ func New(ctx context.Context, cfg Config) (*Storage, error) {
 		prefix += "/"
 	}
 	s := &Storage{
-		cfg: cfg, client: client, prefix: prefix + "blocks/",
+		cfg: cfg, client: client, base: prefix, prefix: prefix + "blocks/",
 		cache: newRangeCache(cfg.CacheBytes),
 		gets:  make(chan struct{}, maxGetsInFlight),
 		log:   cfg.Logger.With("component", "s3store", "bucket", cfg.Bucket),
@@ -236,6 +237,33 @@ func (s *Storage) List(ctx context.Context) ([]string, error) {
 		return nil, fmt.Errorf("s3 storage: list blocks: %w", err)
 	}
 	return ids, nil
+}
+
+// Dirs lists the names directly under <prefix>/<under>/ in the bucket:
+// the tenants of a multi-tenant deployment keep their blocks and state
+// under <prefix>/tenants/<id>/.
+func (s *Storage) Dirs(ctx context.Context, under string) ([]string, error) {
+	p := s.base + strings.Trim(under, "/") + "/"
+	var names []string
+	err := s.retry(ctx, "list", func() error {
+		names = names[:0]
+		for obj := range s.client.ListObjects(ctx, s.cfg.Bucket, minio.ListObjectsOptions{Prefix: p}) {
+			if obj.Err != nil {
+				return obj.Err
+			}
+			// Without Recursive, each name below p comes once, as a
+			// common prefix ending in "/"; objects right under p are not
+			// names of anything.
+			if name, ok := strings.CutSuffix(strings.TrimPrefix(obj.Key, p), "/"); ok && name != "" {
+				names = append(names, name)
+			}
+		}
+		return nil
+	})
+	if err != nil {
+		return nil, fmt.Errorf("s3 storage: list %s: %w", p, err)
+	}
+	return names, nil
 }
 
 // Create starts a block. Its files are spooled to local disk and uploaded

@@ -19,6 +19,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/minio/minio-go/v7"
 	"github.com/prometheus/client_golang/prometheus/testutil"
 
 	"github.com/tracedx/tracedx/internal/store/blockio"
@@ -489,4 +490,30 @@ func writeRandomBlock(t *testing.T, s *Storage, n int, r *rand.Rand) []byte {
 	}
 	writeBlock(t, s, "b", map[string][]byte{"data": data, "meta.json": []byte("{}")}, true)
 	return data
+}
+
+func TestDirsListsTheNamesUnderAPrefix(t *testing.T) {
+	cfg := testConfig(t)
+	root := open(t, cfg)
+	for _, id := range []string{"shop", "billing"} {
+		sub := cfg
+		sub.Prefix = cfg.Prefix + "/tenants/" + id
+		sub.SpoolDir = t.TempDir()
+		writeBlock(t, open(t, sub), "b1", map[string][]byte{"meta.json": []byte("{}")}, true)
+	}
+	// An object right under the listed prefix names nothing.
+	if _, err := root.client.PutObject(context.Background(), cfg.Bucket, cfg.Prefix+"/tenants/stray", strings.NewReader("x"), 1, minio.PutObjectOptions{}); err != nil {
+		t.Fatal(err)
+	}
+	got, err := root.Dirs(context.Background(), "tenants")
+	if err != nil {
+		t.Fatal(err)
+	}
+	slices.Sort(got)
+	if !slices.Equal(got, []string{"billing", "shop"}) {
+		t.Fatalf("Dirs(tenants) = %q, want [billing shop]", got)
+	}
+	if got, err := root.Dirs(context.Background(), "nothing-here"); err != nil || len(got) != 0 {
+		t.Fatalf("Dirs(nothing-here) = %q, %v; want none", got, err)
+	}
 }
