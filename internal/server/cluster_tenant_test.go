@@ -162,14 +162,15 @@ func TestTenantRequestSplitAndCountedOnce(t *testing.T) {
 }
 
 // max_spans_per_trace holds for a trace as a whole, its spans sent to
-// every node: each node forwards its part to the owner, which counts
-// them all.
+// every node: each node forwards its part, even one over the limit, to
+// the owner, which counts them all and is the only one to drop any.
 func TestTenantTraceLimitHoldsAcrossNodes(t *testing.T) {
 	const limit = 4
 	nodes, _, _, ring := multiTenantCluster(t, 3, config.TenantLimits{MaxSpansPerTrace: limit})
-	spans := bigTrace(t, ring, "n2", 3) // 9 spans
+	spans := bigTrace(t, ring, "n2", 4) // 12 spans
+	parts := [][]model.Span{spans[:6], spans[6:9], spans[9:]}
 	for i, n := range nodes {
-		if err := exportTenant(t, n.Addr("otlp-grpc"), "a", spans[3*i:3*i+3]); err != nil {
+		if err := exportTenant(t, n.Addr("otlp-grpc"), "a", parts[i]); err != nil {
 			t.Fatalf("export to n%d: %v", i, err)
 		}
 	}
