@@ -31,6 +31,17 @@ type Sink interface {
 	Write(ctx context.Context, spans []model.Span) error
 }
 
+// RateSink is a Sink with a rate limit of its own (a tenant's). Ingest
+// asks it to admit a request's spans once, on the node the sender
+// reached: before any is written, together with those a SplitSink
+// forwards to other nodes, and never for spans a peer forwarded
+// (Config.Forwarded), which were admitted where they were received. A
+// refusal wraps ErrRateLimited.
+type RateSink interface {
+	Sink
+	Admit(ctx context.Context, spans int) error
+}
+
 // ErrRateLimited is wrapped by a Sink's error refusing spans over the
 // sender's own rate limit (a tenant's); the error's text is the answer.
 var ErrRateLimited = errors.New("rate limit exceeded")

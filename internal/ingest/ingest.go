@@ -470,18 +470,27 @@ func (s *Server) write(ctx context.Context, proto string, spans []model.Span) er
 	if len(spans) == 0 {
 		return nil
 	}
-	if err := s.allow(ctx, len(spans)); err != nil {
+	if err := s.allow(ctx, proto, len(spans)); err != nil {
 		return err
 	}
 	return s.store(ctx, proto, len(spans), func() error { return s.sink.Write(ctx, spans) })
 }
 
-// allow counts n spans against the rate limit.
-func (s *Server) allow(ctx context.Context, n int) error {
+// allow counts n spans against the rate limits: the node's and the
+// sink's own (RateSink).
+func (s *Server) allow(ctx context.Context, proto string, n int) error {
 	// Forwarded spans were counted by the node their sender reached.
-	if s.limiter != nil && !s.forwarded(ctx) && !s.limiter.allow(n) {
+	if s.forwarded(ctx) {
+		return nil
+	}
+	if s.limiter != nil && !s.limiter.allow(n) {
 		return &requestError{kind: kindLimited,
 			msg: fmt.Sprintf("ingest rate limit of %.0f spans/s exceeded, retry later", s.cfg.MaxSpansPerSecond)}
+	}
+	if rs, ok := s.sink.(RateSink); ok {
+		if err := rs.Admit(ctx, n); err != nil {
+			return s.sinkError(ctx, proto, n, err)
+		}
 	}
 	return nil
 }
@@ -492,20 +501,25 @@ func (s *Server) store(ctx context.Context, proto string, n int, write func() er
 	err := write()
 	s.metrics.WriteSeconds.Observe(time.Since(start).Seconds())
 	if err != nil {
-		if errors.Is(err, ErrRateLimited) {
-			return &requestError{kind: kindLimited, msg: err.Error()}
-		}
-		if errors.Is(err, store.ErrOverloaded) {
-			return &requestError{kind: kindOverloaded, msg: "tracedx is overloaded, retry later"}
-		}
-		if ctx.Err() != nil {
-			return &requestError{kind: kindOverloaded, msg: "request cancelled before spans were durable"}
-		}
-		s.log.Error("ingest: sink write failed", "protocol", proto, "spans", n, "err", err)
-		return &requestError{kind: kindInternal, msg: "failed to store spans: " + err.Error()}
+		return s.sinkError(ctx, proto, n, err)
 	}
 	s.metrics.SpansAccepted.WithLabelValues(proto).Add(float64(n))
 	return nil
+}
+
+// sinkError maps a sink's error about n spans to the sender's answer.
+func (s *Server) sinkError(ctx context.Context, proto string, n int, err error) error {
+	if errors.Is(err, ErrRateLimited) {
+		return &requestError{kind: kindLimited, msg: err.Error()}
+	}
+	if errors.Is(err, store.ErrOverloaded) {
+		return &requestError{kind: kindOverloaded, msg: "tracedx is overloaded, retry later"}
+	}
+	if ctx.Err() != nil {
+		return &requestError{kind: kindOverloaded, msg: "request cancelled before spans were durable"}
+	}
+	s.log.Error("ingest: sink write failed", "protocol", proto, "spans", n, "err", err)
+	return &requestError{kind: kindInternal, msg: "failed to store spans: " + err.Error()}
 }
 
 // writeLogs hands records to the log sink, or counts and drops them.

@@ -43,8 +43,12 @@ type Metrics struct {
 	// over the per-span limits (label "what").
 	Limited           *prometheus.CounterVec
 	SpansDeduplicated *prometheus.CounterVec // protocol
-	InFlight          prometheus.Gauge
-	WriteSeconds      prometheus.Histogram
+	// SplitRequests counts the trace requests a cluster node split by
+	// owner before decoding them (SplitSink), the others being decoded
+	// whole: how much of the traffic takes the cheaper path.
+	SplitRequests *prometheus.CounterVec // protocol
+	InFlight      prometheus.Gauge
+	WriteSeconds  prometheus.Histogram
 }
 
 // NewMetrics creates unregistered collectors.
@@ -86,6 +90,10 @@ func NewMetrics() *Metrics {
 			Name: "tracedx_ingest_spans_deduplicated_total",
 			Help: "Spans identical to one already accepted (a client's retry), acknowledged and not stored again.",
 		}, []string{"protocol"}),
+		SplitRequests: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "tracedx_ingest_split_requests_total",
+			Help: "Trace requests a cluster node split by the owner of each trace before decoding them, forwarding the other nodes' parts as they came; the others were decoded whole.",
+		}, []string{"protocol"}),
 		InFlight: prometheus.NewGauge(prometheus.GaugeOpts{
 			Name: "tracedx_ingest_inflight_requests",
 			Help: "Ingest requests currently holding a concurrency slot.",
@@ -101,7 +109,7 @@ func NewMetrics() *Metrics {
 // Collectors returns every collector, for callers that register themselves.
 func (m *Metrics) Collectors() []prometheus.Collector {
 	return []prometheus.Collector{m.Requests, m.BadRequests, m.SpansAccepted, m.SpansRejected,
-		m.LogsAccepted, m.LogsDropped, m.LogsRejected, m.Limited, m.SpansDeduplicated, m.InFlight, m.WriteSeconds}
+		m.LogsAccepted, m.LogsDropped, m.LogsRejected, m.Limited, m.SpansDeduplicated, m.SplitRequests, m.InFlight, m.WriteSeconds}
 }
 
 // Register registers every collector with reg.

@@ -85,7 +85,7 @@ func (s *Server) consume(ctx context.Context, proto string, spans []model.Span, 
 	}
 	if forward == nil {
 		err = s.write(ctx, proto, kept)
-	} else if err = s.allow(ctx, len(kept)+others); err == nil {
+	} else if err = s.allow(ctx, proto, len(kept)+others); err == nil {
 		done := make(chan error, 1)
 		go func() { done <- forward() }()
 		if len(kept) > 0 {

@@ -98,6 +98,7 @@ func (s *Server) exportSplit(ctx context.Context, proto string, data []byte) (re
 	if err := s.checkCount(total, "spans"); err != nil {
 		return exportResult{}, true, err
 	}
+	s.metrics.SplitRequests.WithLabelValues(proto).Inc()
 	var spans []model.Span
 	if local != nil {
 		// The owners count what the limits cut of theirs.

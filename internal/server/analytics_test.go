@@ -61,7 +61,7 @@ func clientServerPair(tr model.TraceID) []model.Span {
 	}
 }
 
-func metricsOf(t *testing.T, s *Server) string {
+func metricsOf(t testing.TB, s *Server) string {
 	t.Helper()
 	resp, err := http.Get("http://" + s.Addr("http") + "/metrics")
 	if err != nil {

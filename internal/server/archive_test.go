@@ -29,7 +29,7 @@ func archiveServer(t *testing.T, dir string, mutate func(*config.Config)) (*Serv
 
 // runServer starts a whole server on cfg; stop (also run at the test's
 // end) stops it, so a test can restart on the same data directory.
-func runServer(t *testing.T, cfg config.Config) (*Server, func()) {
+func runServer(t testing.TB, cfg config.Config) (*Server, func()) {
 	t.Helper()
 	ctx, cancel := context.WithCancel(context.Background())
 	s, err := New(ctx, cfg, slog.New(slog.NewTextHandler(io.Discard, nil)))

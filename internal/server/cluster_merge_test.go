@@ -34,7 +34,7 @@ func startClusterServers(t *testing.T, n int, mutate func(*config.Config)) []*Se
 
 // startClusterNodes is startClusterServers that returns the nodes' stops
 // and configurations too (to start one again).
-func startClusterNodes(t *testing.T, n int, mutate func(*config.Config)) (out []*Server, stops []func(), cfgs []config.Config) {
+func startClusterNodes(t testing.TB, n int, mutate func(*config.Config)) (out []*Server, stops []func(), cfgs []config.Config) {
 	t.Helper()
 	var peers []cluster.Peer
 	for i := 0; i < n; i++ {

@@ -125,8 +125,8 @@ func newMultiTenant(ctx context.Context, cfg config.Config, log *slog.Logger) (*
 	sink := &tenantSink{router: router}
 	inCfg := ingestConfigOf(cfg)
 	sec.ingestConfig(&inCfg)
-	sink.forwarded = inCfg.Forwarded
 	dedupAtOwner(&inCfg, cfg.Cluster, ring)
+	sink.forwarded, sink.ownedElsewhere = inCfg.Forwarded, inCfg.ForwardsTrace
 	authHTTP := inCfg.HTTPMiddleware
 	inCfg.HTTPMiddleware = func(h http.Handler) http.Handler {
 		h = tenant.HTTP(h)
@@ -259,12 +259,19 @@ func ingestConfigOf(cfg config.Config) ingest.Config {
 }
 
 // tenantSink routes ingested spans and logs to the tenant of the request.
+// In a cluster it is a SplitSink: a request is split by owner with the
+// tenant's forwarder, so a multi-tenant node forwards the other owners'
+// parts as they came, as a single-tenant one does. The tenant's rate is
+// counted by Admit, once for the whole request on the node its sender
+// reached; the limits on a trace's spans and bytes by Write on the
+// trace's owner, the one node that sees every span of it.
 type tenantSink struct {
 	router *tenant.Router[*tenantServer]
-	// forwarded tells spans a cluster peer forwarded (nil: no cluster):
-	// they were counted against the tenant's rate on the node they were
-	// sent to.
+	// forwarded tells spans a cluster peer forwarded (nil: no cluster).
 	forwarded func(context.Context) bool
+	// ownedElsewhere tells the traces another node stores (nil: every
+	// trace is stored here, on a single node or without cluster.forward).
+	ownedElsewhere func(model.TraceID) bool
 }
 
 func (t *tenantSink) of(ctx context.Context) (*tenantServer, error) {
@@ -272,7 +279,28 @@ func (t *tenantSink) of(ctx context.Context) (*tenantServer, error) {
 	if !ok {
 		return nil, errors.New("no tenant in the request context")
 	}
-	return t.router.Get(id)
+	ts, err := t.router.Get(id)
+	if err != nil {
+		return nil, fmt.Errorf("opening tenant %s: %w", id, err)
+	}
+	return ts, nil
+}
+
+// Admit counts spans against the tenant's rate (ingest.RateSink): ingest
+// asks for the spans of a request this node received from its sender,
+// forwarded ones included, and never for a peer's.
+func (t *tenantSink) Admit(ctx context.Context, spans int) error {
+	ts, err := t.of(ctx)
+	if err != nil {
+		return err
+	}
+	if !ts.limiter.allow(spans, time.Now()) {
+		ts.discardedRate.Add(float64(spans))
+		// 429, not the 503 of an overloaded server: the sender is over its
+		// own limit, and Retry-After tells it when to try again.
+		return fmt.Errorf("tenant ingest rate limit of %g spans/s exceeded, retry later: %w", ts.limiter.perSecond, ingest.ErrRateLimited)
+	}
+	return nil
 }
 
 func (t *tenantSink) Write(ctx context.Context, spans []model.Span) error {
@@ -280,16 +308,46 @@ func (t *tenantSink) Write(ctx context.Context, spans []model.Span) error {
 	if err != nil {
 		return err
 	}
-	counted := t.forwarded != nil && t.forwarded(ctx)
-	if !counted && !ts.limiter.allow(len(spans), time.Now()) {
-		ts.discardedRate.Add(float64(len(spans)))
-		// 429, not the 503 of an overloaded server: the sender is over its
-		// own limit, and Retry-After tells it when to try again.
-		return fmt.Errorf("tenant ingest rate limit of %g spans/s exceeded, retry later: %w", ts.limiter.perSecond, ingest.ErrRateLimited)
+	// A peer forwards spans of this node's traces only. Of a sender's,
+	// those of other nodes' traces are counted by their owner when it
+	// receives them: counted here as well, they would be cut by what this
+	// node alone saw of their trace.
+	elsewhere := t.ownedElsewhere
+	if t.forwarded != nil && t.forwarded(ctx) {
+		elsewhere = nil
 	}
-	kept := ts.limiter.trimTraces(spans, time.Now())
+	kept := ts.limiter.trimTraces(spans, time.Now(), elsewhere)
 	ts.discardedSize.Add(float64(len(spans) - len(kept)))
 	return ts.sink.Write(ctx, kept)
+}
+
+// Owners splits the request with the tenant's forwarder (nil without
+// cluster.forward): the parts go to the same tenant on their owners.
+func (t *tenantSink) Owners(ctx context.Context) (n, self int, owner func(model.TraceID) int) {
+	ts, err := t.of(ctx)
+	if err != nil {
+		// Decoded whole, the request meets the same error in Write.
+		return 0, 0, nil
+	}
+	sp, ok := ts.sink.(ingest.SplitSink)
+	if !ok {
+		return 0, 0, nil
+	}
+	return sp.Owners(ctx)
+}
+
+// WriteEncoded forwards a part of a request split by Owners. Its spans
+// are the owner's to trim: its trace limits see them there.
+func (t *tenantSink) WriteEncoded(ctx context.Context, node int, req []byte, spans int) error {
+	ts, err := t.of(ctx)
+	if err != nil {
+		return err
+	}
+	sp, ok := ts.sink.(ingest.SplitSink)
+	if !ok {
+		return fmt.Errorf("tenant's sink %T does not forward encoded requests", ts.sink)
+	}
+	return sp.WriteEncoded(ctx, node, req, spans)
 }
 
 func (t *tenantSink) WriteLogs(ctx context.Context, recs []ingest.LogRecord) error {
@@ -365,7 +423,10 @@ const spanCountWindow = time.Minute
 
 // trimTraces drops the spans that would take their trace beyond maxSpans
 // spans or maxBytes bytes (a smaller span of the trace may still fit).
-func (r *spanRate) trimTraces(spans []model.Span, now time.Time) []model.Span {
+// Spans of traces skip says are not counted here (nil: all are) are kept
+// as they are. It trims in place: ingest hands over a slice it does not
+// read again.
+func (r *spanRate) trimTraces(spans []model.Span, now time.Time, skip func(model.TraceID) bool) []model.Span {
 	if r.maxSpans <= 0 && r.maxBytes <= 0 {
 		return spans
 	}
@@ -374,23 +435,33 @@ func (r *spanRate) trimTraces(spans []model.Span, now time.Time) []model.Span {
 	if r.traces == nil || now.Sub(r.epoch) > spanCountWindow {
 		r.traces, r.epoch = map[model.TraceID]traceUse{}, now
 	}
-	kept := spans[:0:0]
+	kept := spans[:0]
 	for i := range spans {
-		sp := &spans[i]
-		u := r.traces[sp.TraceID]
-		if r.maxSpans > 0 && u.spans >= r.maxSpans {
-			continue
+		if r.count(&spans[i], skip) {
+			kept = append(kept, spans[i])
 		}
-		if r.maxBytes > 0 {
-			size := int64(otlpconv.SpanSize(sp))
-			if u.bytes+size > r.maxBytes {
-				continue
-			}
-			u.bytes += size
-		}
-		u.spans++
-		r.traces[sp.TraceID] = u
-		kept = append(kept, *sp)
 	}
 	return kept
+}
+
+// count counts sp in its trace's use and reports whether it fits; r.mu
+// is held.
+func (r *spanRate) count(sp *model.Span, skip func(model.TraceID) bool) bool {
+	if skip != nil && skip(sp.TraceID) {
+		return true
+	}
+	u := r.traces[sp.TraceID]
+	if r.maxSpans > 0 && u.spans >= r.maxSpans {
+		return false
+	}
+	if r.maxBytes > 0 {
+		size := int64(otlpconv.SpanSize(sp))
+		if u.bytes+size > r.maxBytes {
+			return false
+		}
+		u.bytes += size
+	}
+	u.spans++
+	r.traces[sp.TraceID] = u
+	return true
 }

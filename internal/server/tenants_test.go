@@ -353,11 +353,11 @@ func TestSpanRateTrimsByBytes(t *testing.T) {
 	first := spans[:4]
 	r := newSpanRate(config.TenantLimits{MaxTraceBytes: size(first[:2])}, nil)
 	now := time.Now()
-	kept := r.trimTraces(append(append([]model.Span{}, first[:3]...), spans[4]), now)
+	kept := r.trimTraces(append(append([]model.Span{}, first[:3]...), spans[4]), now, nil)
 	if len(kept) != 3 || kept[0].SpanID != first[0].SpanID || kept[1].SpanID != first[1].SpanID || kept[2].TraceID != spans[4].TraceID {
 		t.Fatalf("kept %d spans: %+v", len(kept), kept)
 	}
-	if again := r.trimTraces(first[3:4], now); len(again) != 0 {
+	if again := r.trimTraces(first[3:4], now, nil); len(again) != 0 {
 		t.Errorf("a later span of the full trace was kept")
 	}
 }
