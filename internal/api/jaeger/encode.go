@@ -1,11 +1,15 @@
 package jaeger
 
 import (
+	"bytes"
 	"encoding/base64"
+	"encoding/hex"
+	"encoding/json"
 	"math"
 	"net/http"
 	"slices"
 	"strconv"
+	"strings"
 	"sync"
 
 	"github.com/tracedx/tracedx/internal/api/jsonappend"
@@ -18,8 +22,9 @@ import (
 // boxed in interfaces, hex ids, slices) and encoding/json then walked them
 // by reflection; under ingest those allocations were what brought GC mark
 // phases, and their assists, into searches. The output is byte for byte
-// what json.Encoder writes for ToTrace's values (encode_test.go compares
-// the two); ToTrace stays for prettyPrint and as that reference.
+// what json.Encoder writes for those values, indented or not
+// (encode_test.go compares the two, with the values and their conversion,
+// ToTrace, kept as the reference in reference_test.go).
 
 // v1Encoder holds the scratch space one response reuses across its traces.
 type v1Encoder struct {
@@ -73,26 +78,32 @@ type v1Trace struct {
 	warnings []string
 }
 
-// writeTraces writes the v1 envelope around traces, as writeData with
-// ToTrace's values would, or through them when the client asked for
-// indented output.
+// writeTraces writes the v1 envelope around traces, as writeData would,
+// indented when the client asks for it.
 func (h *handler) writeTraces(w http.ResponseWriter, r *http.Request, traces []v1Trace, total int, errs []apiError) {
-	if p := r.URL.Query().Get("prettyPrint"); p != "" && p != "false" {
-		out := make([]Trace, 0, len(traces))
-		for _, t := range traces {
-			tr := ToTrace(t.spans)
-			tr.Warnings = t.warnings
-			out = append(out, tr)
-		}
-		h.writeData(w, r, out, total, errs)
-		return
-	}
 	e := getV1Encoder()
 	defer putV1Encoder(e)
 	e.appendEnvelope(traces, total, errs)
+	body := e.buf
+	if prettyPrint(r) {
+		body = indented(body)
+	}
 	w.Header().Set("Content-Type", "application/json")
-	w.Header().Set("Content-Length", strconv.Itoa(len(e.buf)))
-	_, _ = w.Write(e.buf)
+	w.Header().Set("Content-Length", strconv.Itoa(len(body)))
+	_, _ = w.Write(body)
+}
+
+// indented returns b as json.Encoder writes it with writeJSON's indent
+// (json.Indent keeps the trailing newline, as the encoder does).
+func indented(b []byte) []byte {
+	var out bytes.Buffer
+	out.Grow(2 * len(b))
+	if err := json.Indent(&out, b, "", prettyIndent); err != nil {
+		// Not JSON: a bug of the encoder, which the compact response
+		// shows as well; indenting it would hide where.
+		return b
+	}
+	return out.Bytes()
 }
 
 // appendEnvelope appends the envelope json.Encoder writes for
@@ -528,4 +539,35 @@ func appendHex(b []byte, src []byte) []byte {
 		b = append(b, hexDigits[c>>4], hexDigits[c&0xf])
 	}
 	return b
+}
+
+// JavaScript numbers are doubles: integers beyond ±2^53 lose digits, so
+// Jaeger sends them as strings, and so do we.
+const jsMaxSafeInt = int64(1)<<53 - 1
+
+// jaegerTraceID renders a trace id the way Jaeger does: 64-bit ids (upper
+// half zero, e.g. from Zipkin B3 or Jaeger clients) as 16 hex chars, others
+// as 32. Both forms are accepted back in URLs.
+func jaegerTraceID(id model.TraceID) string {
+	for _, b := range id[:8] {
+		if b != 0 {
+			return hex.EncodeToString(id[:])
+		}
+	}
+	return hex.EncodeToString(id[8:])
+}
+
+func us(ns uint64) uint64 { return ns / 1000 }
+
+// processKey identifies a process: spans with equal keys share one.
+func processKey(s *model.Span) string {
+	var b strings.Builder
+	b.WriteString(s.Service)
+	for _, a := range s.Resource {
+		b.WriteByte(0)
+		b.WriteString(a.Key)
+		b.WriteByte(1)
+		b.WriteString(a.Value.AsString())
+	}
+	return b.String()
 }

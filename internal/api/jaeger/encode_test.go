@@ -19,9 +19,10 @@ import (
 	"github.com/tracedx/tracedx/internal/otlpconv"
 )
 
-// oldEncoding is what the v1 handlers wrote before the appending encoder:
-// json.Encoder over ToTrace's values.
-func oldEncoding(t *testing.T, traces []v1Trace, total int, errs []apiError) []byte {
+// referenceEncoding is what the v1 handlers wrote before the appending
+// encoder: json.Encoder over ToTrace's values, indented as writeJSON
+// indents when indent is set.
+func referenceEncoding(t *testing.T, traces []v1Trace, total int, errs []apiError, indent bool) []byte {
 	t.Helper()
 	data := make([]Trace, 0, len(traces))
 	for _, tr := range traces {
@@ -30,7 +31,11 @@ func oldEncoding(t *testing.T, traces []v1Trace, total int, errs []apiError) []b
 		data = append(data, jt)
 	}
 	var buf bytes.Buffer
-	if err := json.NewEncoder(&buf).Encode(envelope{Data: data, Total: total, Errors: errs}); err != nil {
+	enc := json.NewEncoder(&buf)
+	if indent {
+		enc.SetIndent("", "    ")
+	}
+	if err := enc.Encode(envelope{Data: data, Total: total, Errors: errs}); err != nil {
 		t.Fatalf("encoding/json: %v", err)
 	}
 	return buf.Bytes()
@@ -237,18 +242,21 @@ func TestV1EncoderMatchesEncodingJSON(t *testing.T) {
 	}
 	for name, c := range cases {
 		t.Run(name, func(t *testing.T) {
-			want := oldEncoding(t, c.traces, len(c.traces), c.errs)
+			want := referenceEncoding(t, c.traces, len(c.traces), c.errs, false)
 			got := newEncoding(c.traces, len(c.traces), c.errs)
 			sameBytes(t, name, got, want)
 			// A pooled encoder carries nothing over to the next response.
 			sameBytes(t, name+" again", newEncoding(c.traces, len(c.traces), c.errs), want)
+			// prettyPrint (the UI's JSON buttons)
+			sameBytes(t, name+" indented", indented(got), referenceEncoding(t, c.traces, len(c.traces), c.errs, true))
 		})
 	}
 }
 
 // TestV1ResponsesMatchPrettyPrint checks, through the handler, that the
-// search and trace-by-id responses are the compacted prettyPrint ones
-// (which still go through ToTrace and encoding/json).
+// search and trace-by-id responses asked for with prettyPrint are the
+// plain ones indented (their content is checked against the reference
+// encoding above).
 func TestV1ResponsesMatchPrettyPrint(t *testing.T) {
 	srv := newServer(t, Options{})
 	get := func(path string) []byte {
@@ -270,8 +278,12 @@ func TestV1ResponsesMatchPrettyPrint(t *testing.T) {
 		if strings.Contains(path, "?") {
 			sep = "&"
 		}
+		pretty := get(path + sep + "prettyPrint=true")
+		if !bytes.HasPrefix(pretty, []byte("{\n    \"data\": [\n")) {
+			t.Fatalf("%s: prettyPrint response not indented: %.80s", path, pretty)
+		}
 		var want bytes.Buffer
-		if err := json.Compact(&want, get(path+sep+"prettyPrint=true")); err != nil {
+		if err := json.Compact(&want, pretty); err != nil {
 			t.Fatal(err)
 		}
 		want.WriteByte('\n')
@@ -282,8 +294,9 @@ func TestV1ResponsesMatchPrettyPrint(t *testing.T) {
 	}
 }
 
-// BenchmarkV1Encode compares, on 20 traces of 20 spans, the old
-// encoding (ToTrace and encoding/json) with the appending encoder.
+// BenchmarkV1Encode compares, on 20 traces of 20 spans, the reference
+// encoding (ToTrace and encoding/json, the encoder before encode.go) with
+// the appending encoder.
 func BenchmarkV1Encode(b *testing.B) {
 	traces := make([]v1Trace, 20)
 	for i := range traces {

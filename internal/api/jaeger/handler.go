@@ -138,11 +138,20 @@ func writeJSON(w http.ResponseWriter, r *http.Request, status int, v any) {
 	w.Header().Set("Content-Type", "application/json")
 	w.WriteHeader(status)
 	enc := json.NewEncoder(w)
-	if p := r.URL.Query().Get("prettyPrint"); p != "" && p != "false" {
-		enc.SetIndent("", "    ")
+	if prettyPrint(r) {
+		enc.SetIndent("", prettyIndent)
 	}
 	_ = enc.Encode(v)
 }
+
+// prettyPrint reports whether the client asked for indented JSON (the
+// Jaeger UI's JSON buttons do).
+func prettyPrint(r *http.Request) bool {
+	p := r.URL.Query().Get("prettyPrint")
+	return p != "" && p != "false"
+}
+
+const prettyIndent = "    "
 
 func (h *handler) writeData(w http.ResponseWriter, r *http.Request, data any, total int, errs []apiError) {
 	writeJSON(w, r, http.StatusOK, envelope{Data: data, Total: total, Errors: errs})

@@ -142,12 +142,19 @@ func peakRSSMiB() float64 {
 	return 0
 }
 
-// TestMain removes the read benchmarks' data set when the run ends.
+// TestMain removes the read benchmarks' data set when the run ends, from
+// the bucket too when it was built on S3.
 func TestMain(m *testing.M) {
 	code := m.Run()
 	if fix.e != nil {
 		fix.e.Close()
 		if !fix.kept {
+			if onS3() {
+				if err := removeS3Prefix(context.Background(), fix.dir); err != nil {
+					fmt.Fprintf(os.Stderr, "benchmark data set left in the bucket: %v\n", err)
+					code = max(code, 1)
+				}
+			}
 			os.RemoveAll(fix.dir)
 		}
 	}

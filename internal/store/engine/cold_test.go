@@ -6,7 +6,9 @@ import (
 	"errors"
 	"io"
 	"path/filepath"
+	"runtime"
 	"slices"
+	"strings"
 	"sync"
 	"testing"
 	"time"
@@ -349,4 +351,36 @@ func (f *failingFile) Write(p []byte) (int, error) {
 	}
 	f.left -= len(p)
 	return f.WriteCloser.Write(p)
+}
+
+// Completing traces from the cold tier yields to queries between runs of
+// traces (up to a query's turn each time); a head cut must not wait behind
+// those yields, so they come with flushMu free.
+func TestColdCompletionYieldsWithoutFlushMu(t *testing.T) {
+	e, want, got := openCutTest(t, func(BlockStorage) BlockStorage { return nil })
+	if len(want) <= coldYieldEvery {
+		t.Fatalf("%d traces: too few for the completion to yield", len(want))
+	}
+	cutAllEarly(t, e)
+	var yields, held int
+	// Set before completePending hands anything to the completion loop,
+	// which reads it after receiving.
+	e.opts.YieldBackground = func(context.Context) {
+		pcs := make([]uintptr, 1)
+		runtime.Callers(2, pcs)
+		f, _ := runtime.CallersFrames(pcs).Next()
+		if !strings.HasSuffix(f.Function, ".completePending") {
+			return
+		}
+		yields++
+		if !e.flushMu.TryLock() {
+			held++
+			return
+		}
+		e.flushMu.Unlock()
+	}
+	completeAllPending(t, e, want, got)
+	if yields == 0 || held > 0 {
+		t.Fatalf("the cold completion yielded %d times, %d of them holding flushMu (want some, none holding it)", yields, held)
+	}
 }

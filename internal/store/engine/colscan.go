@@ -8,7 +8,6 @@ import (
 	"io"
 	"math/bits"
 	"sort"
-	"sync/atomic"
 
 	"github.com/parquet-go/parquet-go"
 	"github.com/parquet-go/parquet-go/encoding"
@@ -116,9 +115,15 @@ func (s *rgScan) visit(col int, rows []int32, cv colVisitor) error {
 	if len(rows) == 0 {
 		return nil
 	}
-	cc := s.ccs[col]
-	pages := cc.Pages()
+	pages := s.ccs[col].Pages()
 	defer pages.Close()
+	return s.visitPages(pages, col, rows, cv)
+}
+
+// visitPages is visit over pages, column col's page reader, which may have
+// read the dictionary already (it is not read again).
+func (s *rgScan) visitPages(pages parquet.Pages, col int, rows []int32, cv colVisitor) error {
+	cc := s.ccs[col]
 	var starts []int64
 	if oi, err := cc.OffsetIndex(); err == nil && oi != nil {
 		starts = pageStarts(oi)
@@ -378,6 +383,9 @@ type dictVerdicts struct {
 }
 
 func (c *dictVerdicts) reset(d parquet.Dictionary) {
+	if d == c.d {
+		return // the verdicts so far stay good
+	}
 	c.d = d
 	c.v = append(c.v[:0], make([]verdict, d.Len())...)
 }
@@ -486,7 +494,30 @@ func (s *rgScan) resourceVerdicts(col int, f *store.AttrFilter, out []verdict) e
 	if len(rows) == 0 {
 		return nil
 	}
-	test := func(v parquet.Value) verdict {
+	test := resourceTest(f)
+	// One page reader for both: the dictionary sameVerdict reads, and the
+	// verdicts it gave its entries, serve the page-by-page walk when the
+	// entries disagree.
+	pages := s.ccs[col].Pages()
+	defer pages.Close()
+	dv := &dictVerdicts{eval: test}
+	if v, ok := s.sameVerdict(col, pages, dv); ok {
+		for _, k := range pos {
+			out[k] = v
+		}
+		return nil
+	}
+	return s.visitPages(pages, col, rows, colVisitor{
+		dict:  dv.reset,
+		index: func(j int, di int32) { out[pos[j]] = dv.of(max(di, 0)) },
+		value: func(j int, v parquet.Value) { out[pos[j]] = test(v) },
+	})
+}
+
+// resourceTest is f's verdict on an encoded resource (a value of the
+// resource column).
+func resourceTest(f *store.AttrFilter) func(v parquet.Value) verdict {
+	return func(v parquet.Value) verdict {
 		d := dec{b: v.ByteArray()}
 		sp := model.Span{Resource: decAttrs(&d)}
 		if d.err != nil {
@@ -497,32 +528,17 @@ func (s *rgScan) resourceVerdicts(col int, f *store.AttrFilter, out []verdict) e
 		}
 		return keepWhen(store.MatchAttr(f, &sp))
 	}
-	if v, ok := s.sameVerdict(col, test); ok {
-		sameVerdicts.Add(1)
-		for _, k := range pos {
-			out[k] = v
-		}
-		return nil
-	}
-	dv := &dictVerdicts{eval: test}
-	return s.visit(col, rows, colVisitor{
-		dict:  dv.reset,
-		index: func(j int, di int32) { out[pos[j]] = dv.of(max(di, 0)) },
-		value: func(j int, v parquet.Value) { out[pos[j]] = test(v) },
-	})
 }
 
-// sameVerdicts counts the row groups whose resources sameVerdict decided
-// (tests read it to know the shortcut was taken).
-var sameVerdicts atomic.Int64
-
-// sameVerdict returns the verdict test gives every value of column col in
+// sameVerdict returns the verdict dv gives every value of column col in
 // the row group when it gives every entry of the chunk's dictionary the
 // same one and every data page indexes the dictionary (none fell back to
 // plain values), so the pages' indexes need not be decoded: a block holds
 // a few resources, and a condition on a span attribute that no resource
-// has (most are) rules them all out the same way.
-func (s *rgScan) sameVerdict(col int, test func(v parquet.Value) verdict) (verdict, bool) {
+// has (most are) rules them all out the same way. It reads the dictionary
+// through pages, column col's page reader, and leaves dv on it with the
+// verdicts it evaluated.
+func (s *rgScan) sameVerdict(col int, pages parquet.Pages, dv *dictVerdicts) (verdict, bool) {
 	md := &s.b.pf.Metadata().RowGroups[s.g].Columns[col].MetaData
 	if md.DictionaryPageOffset <= 0 || len(md.EncodingStats) == 0 {
 		return vUnknown, false
@@ -535,8 +551,6 @@ func (s *rgScan) sameVerdict(col int, test func(v parquet.Value) verdict) (verdi
 			return vUnknown, false
 		}
 	}
-	pages := s.ccs[col].Pages()
-	defer pages.Close()
 	dr, ok := pages.(interface {
 		ReadDictionary() (parquet.Dictionary, error)
 	})
@@ -547,9 +561,10 @@ func (s *rgScan) sameVerdict(col int, test func(v parquet.Value) verdict) (verdi
 	if err != nil || d == nil || d.Len() == 0 {
 		return vUnknown, false // visit reads the pages and reports errors
 	}
-	v := test(d.Index(0))
+	dv.reset(d)
+	v := dv.of(0)
 	for i := 1; i < d.Len(); i++ {
-		if test(d.Index(int32(i))) != v {
+		if dv.of(int32(i)) != v {
 			return vUnknown, false
 		}
 	}

@@ -605,43 +605,50 @@ func (e *Engine) completePending(ctx context.Context) {
 	sort.Slice(fromCold, func(i, j int) bool { return fromCold[i].parts[0].c.seq < fromCold[j].parts[0].c.seq })
 	var cr coldReader
 	for len(fromCold) > 0 && ctx.Err() == nil {
-		// Batches bound the decompressed bytes in memory; chunks are only
-		// dropped under flushMu, so none vanishes while it is read.
+		// Batches bound the decompressed bytes in memory.
 		n := min(len(fromCold), 512)
 		batch := make([]completion, 0, n)
 		// The batch is sent after it is read, so the consumer is asked for
 		// room for the whole of it so far.
 		taken := 0
-		e.flushMu.Lock()
-		for j, c := range fromCold[:n] {
-			if j%128 == 127 && !e.underPressure() {
+		for lo := 0; lo < n; lo += coldYieldEvery {
+			if lo > 0 && !e.underPressure() {
 				// Each trace decompresses the chunks it lies in for the
-				// first time; a batch is a long CPU-bound run.
+				// first time; a batch is a long CPU-bound run. The yield
+				// (up to a query's turn) is outside flushMu, so a head cut
+				// never waits behind a query for it.
 				e.opts.YieldBackground(ctx)
 			}
-			spans := 0
-			for _, r := range c.parts {
-				spans += r.spans
+			// Chunks are only evicted under flushMu (a cut's addCold), so
+			// none vanishes while it is read. One evicted between two
+			// runs is seen as such (framed fails, the trace is read back),
+			// and what coldReader decompressed before stays its own copy.
+			e.flushMu.Lock()
+			for _, c := range fromCold[lo:min(lo+coldYieldEvery, n)] {
+				spans := 0
+				for _, r := range c.parts {
+					spans += r.spans
+				}
+				if !e.canTake(taken+spans, &c.meta, true) {
+					batch = append(batch, completion{id: c.id, meta: c.meta, declined: true})
+					continue
+				}
+				taken += spans
+				cr.forget(c.parts[0].c.seq)
+				buf, k, err := cr.framed(c.parts)
+				if err != nil {
+					ready = append(ready, c.id) // evicted meanwhile: read back
+				} else {
+					batch = append(batch, completion{id: c.id, meta: c.meta, want: true, buf: buf, n: k})
+				}
 			}
-			if !e.canTake(taken+spans, &c.meta, true) {
-				batch = append(batch, completion{id: c.id, meta: c.meta, declined: true})
-				continue
-			}
-			taken += spans
-			cr.forget(c.parts[0].c.seq)
-			buf, k, err := cr.framed(c.parts)
-			if err != nil {
-				ready = append(ready, c.id) // evicted meanwhile: read back
-			} else {
-				batch = append(batch, completion{id: c.id, meta: c.meta, want: true, buf: buf, n: k})
-			}
+			e.flushMu.Unlock()
 		}
 		e.pendingMu.Lock()
 		for _, c := range fromCold[:n] {
 			e.cold.release(c.parts)
 		}
 		e.pendingMu.Unlock()
-		e.flushMu.Unlock()
 		fromCold = fromCold[n:]
 		e.sendCompletions(ctx, batch)
 	}
@@ -663,6 +670,10 @@ func (e *Engine) completePending(ctx context.Context) {
 		ready = ready[n:]
 	}
 }
+
+// coldYieldEvery is how many traces completePending takes from the cold
+// tier between two yields to queries.
+const coldYieldEvery = 128
 
 // readBackBytes bounds the level-0 bytes a read-back group holds at once.
 // A batch of 4,096 traces read whole held all of them until the last was

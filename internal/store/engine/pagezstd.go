@@ -19,57 +19,25 @@ import (
 // still sees any page whole and compresses it as well.
 const pageWindow = 512 << 10
 
-// encoderCache keeps one idle zstd encoder of one configuration. Parquet
-// blocks are written by the maintenance loop, one at a time; keeping its
-// encoder across collections, unlike a sync.Pool, spares rebuilding the
-// encoder's tables (over 1 MiB) and history after every GC, which near the
-// memory limit comes several times a second. Only one is kept: an idle
-// encoder is live heap, which admission counts against ingest.
-type encoderCache struct {
-	idle chan *zstd.Encoder
-	opts []zstd.EOption
-}
-
-func newEncoderCache(opts ...zstd.EOption) *encoderCache {
-	return &encoderCache{idle: make(chan *zstd.Encoder, 1), opts: opts}
-}
-
-// encodeAll is zstd.Encoder.EncodeAll with a cached encoder.
-func (c *encoderCache) encodeAll(src, dst []byte) ([]byte, error) {
-	var e *zstd.Encoder
-	select {
-	case e = <-c.idle:
-	default:
-		var err error
-		if e, err = zstd.NewWriter(nil, c.opts...); err != nil {
-			return dst, fmt.Errorf("zstd encoder: %w", err)
-		}
-	}
-	dst = e.EncodeAll(src, dst)
-	select {
-	case c.idle <- e:
-	default:
-	}
-	return dst, nil
-}
-
 // pageCodec is the zstd codec of the Parquet pages this engine writes.
 // Reading does not go through it: parquet-go picks the decoder by the
 // codec recorded in the file.
+//
+// It keeps one idle encoder. Parquet blocks are written by the maintenance
+// loop, one at a time; keeping its encoder across collections, unlike a
+// sync.Pool, spares rebuilding the encoder's tables (over 1 MiB) and
+// history after every GC, which near the memory limit comes several times
+// a second. Only one is kept: an idle encoder is live heap, which
+// admission counts against ingest.
 type pageCodec struct {
-	enc *encoderCache
-	dec pzstd.Codec
+	idle chan *zstd.Encoder
+	dec  pzstd.Codec
 }
 
 var _ compress.Codec = (*pageCodec)(nil)
 
 func newPageCodec() *pageCodec {
-	// Options as parquet-go's codec, but for the window.
-	return &pageCodec{
-		enc: newEncoderCache(zstd.WithEncoderLevel(zstd.SpeedDefault), zstd.WithEncoderConcurrency(1),
-			zstd.WithWindowSize(pageWindow), zstd.WithZeroFrames(true), zstd.WithEncoderCRC(false)),
-		dec: pzstd.Codec{Level: pzstd.SpeedDefault},
-	}
+	return &pageCodec{idle: make(chan *zstd.Encoder, 1), dec: pzstd.Codec{Level: pzstd.SpeedDefault}}
 }
 
 func (c *pageCodec) String() string { return "ZSTD" }
@@ -77,7 +45,24 @@ func (c *pageCodec) String() string { return "ZSTD" }
 func (c *pageCodec) CompressionCodec() format.CompressionCodec { return format.Zstd }
 
 func (c *pageCodec) Encode(dst, src []byte) ([]byte, error) {
-	return c.enc.encodeAll(src, dst[:0])
+	var e *zstd.Encoder
+	select {
+	case e = <-c.idle:
+	default:
+		var err error
+		// Options as parquet-go's codec, but for the window.
+		e, err = zstd.NewWriter(nil, zstd.WithEncoderLevel(zstd.SpeedDefault), zstd.WithEncoderConcurrency(1),
+			zstd.WithWindowSize(pageWindow), zstd.WithZeroFrames(true), zstd.WithEncoderCRC(false))
+		if err != nil {
+			return dst[:0], fmt.Errorf("zstd encoder: %w", err)
+		}
+	}
+	dst = e.EncodeAll(src, dst[:0])
+	select {
+	case c.idle <- e:
+	default:
+	}
+	return dst, nil
 }
 
 func (c *pageCodec) Decode(dst, src []byte) ([]byte, error) {

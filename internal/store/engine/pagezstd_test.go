@@ -61,7 +61,7 @@ func TestPageCodecHistoryIsBounded(t *testing.T) {
 	if got := after.TotalAlloc - before.TotalAlloc; got > 4<<20 {
 		t.Fatalf("three encodes of a %d-byte page allocated %d bytes", len(src), got)
 	}
-	if len(c.enc.idle) != 1 {
-		t.Fatalf("%d idle encoders after sequential encodes, want the one reused", len(c.enc.idle))
+	if len(c.idle) != 1 {
+		t.Fatalf("%d idle encoders after sequential encodes, want the one reused", len(c.idle))
 	}
 }

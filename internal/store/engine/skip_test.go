@@ -27,6 +27,18 @@ func smallPagesEngine(t *testing.T, spans []model.Span) *Engine {
 	return e
 }
 
+// allRowsScan is the scan of row group g of b with every row selected.
+func allRowsScan(b *block, p *scanPlan, g int) *rgScan {
+	rg := b.pf.RowGroups()[g]
+	sc := &rgScan{b: b, p: p, g: g, ccs: rg.ColumnChunks(), n: int(rg.NumRows())}
+	sc.sel = make([]int32, sc.n)
+	for i := range sc.sel {
+		sc.sel[i] = int32(i)
+	}
+	sc.tr, sc.conf = make([]int32, sc.n), make([]bool, sc.n)
+	return sc
+}
+
 // withScanTuning sets the scan's shortcuts until the returned func runs.
 func withScanTuning(prune, look, ahead bool) func() {
 	old := scanTuning
@@ -131,13 +143,7 @@ func TestSearchTrustsOnlyNamedPageBounds(t *testing.T) {
 	// Longer than any span: pages with trusted bounds all go.
 	q := store.Query{MinDuration: 1 << 40}
 	left := func(b *block, c *scanCols, g int) int {
-		rg := b.pf.RowGroups()[g]
-		sc := &rgScan{b: b, p: newScanPlan(&q), g: g, ccs: rg.ColumnChunks(), n: int(rg.NumRows())}
-		sc.sel = make([]int32, sc.n)
-		for i := range sc.sel {
-			sc.sel[i] = int32(i)
-		}
-		sc.tr, sc.conf = make([]int32, sc.n), make([]bool, sc.n)
+		sc := allRowsScan(b, newScanPlan(&q), g)
 		sc.prunePages(c)
 		return len(sc.sel)
 	}
@@ -309,9 +315,57 @@ func TestSearchSpanFiltersDecideResourcesByDictionary(t *testing.T) {
 	e := smallPagesEngine(t, spans)
 	defer e.Close()
 	asRemote(t, e)
-	before := sameVerdicts.Load()
 	checkSearches(t, e, spans, r, 150)
-	if sameVerdicts.Load() == before {
-		t.Fatal("no row group's resources were decided by their dictionary")
+
+	// Row group by row group: the dictionary decides where no resource has
+	// the key, and resourceVerdicts gives every row the verdict of its own
+	// resource, decided by the dictionary or not.
+	f := &store.AttrFilter{Key: "db.system", Op: store.OpEq, Value: model.Str("postgresql")}
+	test := resourceTest(f)
+	s := e.snap()
+	defer s.release()
+	decided, undecided := 0, 0
+	for _, b := range s.blocks {
+		if b.l0 != nil {
+			continue
+		}
+		c, err := b.scanColumns(newScanPlan(&store.Query{Attrs: []store.AttrFilter{*f}}))
+		if err != nil {
+			t.Fatal(err)
+		}
+		for g := range b.pf.RowGroups() {
+			sc := allRowsScan(b, nil, g)
+			want := make([]verdict, sc.n)
+			var dict parquet.Dictionary
+			err := sc.visit(c.resource, sc.sel, colVisitor{
+				dict:  func(d parquet.Dictionary) { dict = d },
+				index: func(k int, di int32) { want[k] = test(dict.Index(di)) },
+				value: func(k int, v parquet.Value) { want[k] = test(v) },
+			})
+			if err != nil {
+				t.Fatal(err)
+			}
+			pages := sc.ccs[c.resource].Pages()
+			v, ok := sc.sameVerdict(c.resource, pages, &dictVerdicts{eval: test})
+			pages.Close()
+			if ok {
+				decided++
+				if slices.ContainsFunc(want, func(w verdict) bool { return w != v }) {
+					t.Fatalf("block %s row group %d: the dictionary decided %v, not every row's verdict", b.id, g, v)
+				}
+			} else {
+				undecided++
+			}
+			got := slices.Repeat([]verdict{vResource}, sc.n)
+			if err := sc.resourceVerdicts(c.resource, f, got); err != nil {
+				t.Fatal(err)
+			}
+			if !slices.Equal(got, want) {
+				t.Fatalf("block %s row group %d: resource verdicts differ from the rows' own", b.id, g)
+			}
+		}
+	}
+	if decided == 0 || undecided == 0 {
+		t.Fatalf("%d row groups decided by the dictionary, %d not (want some of each)", decided, undecided)
 	}
 }

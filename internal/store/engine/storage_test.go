@@ -14,6 +14,9 @@ import (
 	"testing"
 	"time"
 
+	"github.com/minio/minio-go/v7"
+	"github.com/minio/minio-go/v7/pkg/credentials"
+
 	"github.com/tracedx/tracedx/internal/store/s3store"
 )
 
@@ -100,6 +103,28 @@ func testS3Config(dir string) s3store.Config {
 		Prefix:   prefix,
 		SpoolDir: filepath.Join(dir, "s3spool"),
 	}
+}
+
+// removeS3Prefix deletes every object under the prefix of test directory
+// dir: the blocks, and what the engine's own deletes leave behind (objects
+// of blocks compacted away after a delete grace, unfinished uploads).
+func removeS3Prefix(ctx context.Context, dir string) error {
+	ep, err := url.Parse(os.Getenv(s3EndpointEnv))
+	if err != nil {
+		return err
+	}
+	cfg := testS3Config(dir)
+	client, err := minio.New(ep.Host, &minio.Options{Creds: credentials.NewEnvAWS(), Secure: ep.Scheme == "https"})
+	if err != nil {
+		return err
+	}
+	objs := client.ListObjects(ctx, cfg.Bucket, minio.ListObjectsOptions{Prefix: cfg.Prefix + "/", Recursive: true})
+	for r := range client.RemoveObjects(ctx, cfg.Bucket, objs, minio.RemoveObjectsOptions{}) {
+		if r.Err != nil {
+			return fmt.Errorf("remove %s: %w", r.ObjectName, r.Err)
+		}
+	}
+	return nil
 }
 
 // blockStorageOf is where the blocks of test directory dir are.

@@ -1,19 +1,20 @@
 package jaeger
 
 import (
-	"encoding/hex"
 	"fmt"
 	"math"
 	"sort"
 	"strconv"
-	"strings"
 
 	"github.com/tracedx/tracedx/internal/model"
 )
 
-// The UI model of Jaeger's v1 JSON API. Field names and omitempty choices
-// mirror what Jaeger's query service writes, since the Jaeger UI and
-// Grafana parse exactly this.
+// The UI model of Jaeger's v1 JSON API, as values for encoding/json: the
+// reference the appending encoder (encode.go) is checked against. Field
+// names and omitempty choices mirror what Jaeger's query service writes,
+// since the Jaeger UI and Grafana parse exactly this. It was the encoder
+// itself before encode.go; kept here it still spells the format out field
+// by field, independently of the encoder it checks.
 
 // Trace is one trace in the Jaeger UI format.
 type Trace struct {
@@ -68,24 +69,7 @@ type KeyValue struct {
 const (
 	refChildOf     = "CHILD_OF"
 	refFollowsFrom = "FOLLOWS_FROM"
-	// JavaScript numbers are doubles: integers beyond ±2^53 lose digits, so
-	// Jaeger sends them as strings, and so do we.
-	jsMaxSafeInt = int64(1)<<53 - 1
 )
-
-// jaegerTraceID renders a trace id the way Jaeger does: 64-bit ids (upper
-// half zero, e.g. from Zipkin B3 or Jaeger clients) as 16 hex chars, others
-// as 32. Both forms are accepted back in URLs.
-func jaegerTraceID(id model.TraceID) string {
-	for _, b := range id[:8] {
-		if b != 0 {
-			return hex.EncodeToString(id[:])
-		}
-	}
-	return hex.EncodeToString(id[8:])
-}
-
-func us(ns uint64) uint64 { return ns / 1000 }
 
 // ToTrace converts the spans of one trace to the Jaeger UI format. Spans
 // are ordered by start time; processes are numbered p1, p2, ... in order of
@@ -124,18 +108,6 @@ func ToTrace(spans []model.Span) Trace {
 		t.Spans = append(t.Spans, js)
 	}
 	return t
-}
-
-func processKey(s *model.Span) string {
-	var b strings.Builder
-	b.WriteString(s.Service)
-	for _, a := range s.Resource {
-		b.WriteByte(0)
-		b.WriteString(a.Key)
-		b.WriteByte(1)
-		b.WriteString(a.Value.AsString())
-	}
-	return b.String()
 }
 
 func toProcess(s *model.Span) Process {
