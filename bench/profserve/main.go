@@ -7,8 +7,10 @@
 //
 // TRACEDX_PPROF_CONTENTION=1 also records the block and mutex profiles
 // (/debug/pprof/block, /debug/pprof/mutex), which cost a little on every
-// contended lock: where a query waits for the ingest path. Without
-// TRACEDX_PPROF_ADDR it behaves exactly like tracedx.
+// contended lock: where a query waits for the ingest path.
+// TRACEDX_MEMTRACE=<file> writes RSS and the runtime's memory figures
+// there every 20 ms (see memTrace). Without either it behaves exactly
+// like tracedx.
 package main
 
 import (
@@ -23,6 +25,11 @@ import (
 )
 
 func main() {
+	// Only the server traces: the file would be truncated by any other
+	// subcommand run with the same environment.
+	if p := os.Getenv("TRACEDX_MEMTRACE"); p != "" && len(os.Args) > 1 && os.Args[1] == "serve" {
+		go memTrace(p)
+	}
 	if addr := os.Getenv("TRACEDX_PPROF_ADDR"); addr != "" {
 		if os.Getenv("TRACEDX_PPROF_CONTENTION") == "1" {
 			runtime.SetBlockProfileRate(int(10 * time.Microsecond))

@@ -82,10 +82,8 @@ func (a *admission) check() error {
 			return err
 		}
 	}
-	if a.fraction > 0 {
-		if h := a.heap(); h.limit > 0 && (float64(h.live) > a.fraction*float64(h.limit) || h.inUse > h.limit) {
-			return errMemory
-		}
+	if a.fraction > 0 && a.heap().overBudget(a.fraction) {
+		return errMemory
 	}
 	if a.queueFull != nil && a.queueFull() {
 		return errAnalysisQueue
@@ -112,6 +110,31 @@ type heapStats struct {
 	live  uint64 // marked live by the last collection
 	inUse uint64 // heap objects now, garbage not yet swept included
 	limit uint64 // the soft memory limit; 0: none
+}
+
+// overBudget reports whether the live heap is over fraction of the memory
+// limit, or the heap in use over the limit itself; never without a limit.
+func (h heapStats) overBudget(fraction float64) bool {
+	return h.limit > 0 && (float64(h.live) > fraction*float64(h.limit) || h.inUse > h.limit)
+}
+
+// conversionReserve is the share of the memory limit kept free below
+// admission's budget for a level-0 conversion (~40-50 MB at 64 inputs,
+// a fifth of the default 256 MiB limit).
+const conversionReserve = 0.2
+
+// memoryTight tells the engine when its conversions should wait: while
+// the live heap is over admission's budget less conversionReserve (128
+// MiB of the default 256 MiB limit), so a conversion started at the end of
+// a burst waits for the head and the cold tier to be released instead of
+// adding to them. Nil when admission has no memory budget.
+func memoryTight(cfg config.Admission) func() bool {
+	if cfg.HeapFraction <= 0 {
+		return nil
+	}
+	fraction := max(cfg.HeapFraction-conversionReserve, cfg.HeapFraction/2)
+	read := newHeapReader().read
+	return func() bool { return read().overBudget(fraction) }
 }
 
 // heapReader reads runtime/metrics at most every heapReadEvery: requests

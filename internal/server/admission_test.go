@@ -208,3 +208,27 @@ func TestTracePageFromTheEngine(t *testing.T) {
 		t.Fatalf("page: %+v", page)
 	}
 }
+
+// Conversions wait below admission's budget, with room for their own
+// buffers left under it; never without a memory limit or a budget.
+func TestConversionBudgetIsBelowAdmission(t *testing.T) {
+	const mib = 1 << 20
+	if memoryTight(config.Admission{}) != nil {
+		t.Fatal("no heap_fraction: want no wait for memory")
+	}
+	for _, c := range []struct {
+		h        heapStats
+		fraction float64
+		want     bool
+	}{
+		{heapStats{live: 120 * mib, inUse: 200 * mib, limit: 256 * mib}, 0.5, false},
+		{heapStats{live: 140 * mib, inUse: 200 * mib, limit: 256 * mib}, 0.5, true},  // ingest still admitted (< 0.7)
+		{heapStats{live: 100 * mib, inUse: 260 * mib, limit: 256 * mib}, 0.5, true},  // in use over the limit
+		{heapStats{live: 500 * mib, inUse: 600 * mib}, 0.5, false},                   // no limit
+		{heapStats{live: 140 * mib, inUse: 200 * mib, limit: 256 * mib}, 0.7, false}, // admission's own
+	} {
+		if got := c.h.overBudget(c.fraction); got != c.want {
+			t.Errorf("%+v over %g: %v, want %v", c.h, c.fraction, got, c.want)
+		}
+	}
+}

@@ -188,6 +188,7 @@ func New(ctx context.Context, cfg config.Config, log *slog.Logger) (*Server, err
 		// queries run, a few ms at a time so a stream of queries slows
 		// them without stopping them.
 		YieldBackground: func(ctx context.Context) { queries.Yield(ctx, 5*time.Millisecond) },
+		MemoryTight:     memoryTight(cfg.Admission),
 	}
 	clusterEngineOptions(&engOpts, cfg, ring)
 	eng, err := engine.Open(ctx, engOpts)

@@ -124,6 +124,18 @@ type Options struct {
 	// compaction, which only the disk and the read paths wait on, and the
 	// cut, which the head's memory waits on.
 	YieldBackground func(ctx context.Context)
+	// MemoryTight, when set, reports whether the live heap leaves no room
+	// for a conversion of level-0 blocks to Parquet (its chunk, page and
+	// index buffers, ~40-50 MB at 64 inputs). Conversions, which only the
+	// disk and searches of level-0 data wait on, then wait, at most
+	// IdleTimeout per compaction round or quiet conversion. At the end of
+	// a burst at the maximum rate the head, the cold tier and the
+	// completions of early-cut traces hold the heap at the admission
+	// budget until the last traces go idle, and a conversion started
+	// beside them kept the live heap at 200-233 MiB of the 256 MiB Go
+	// memory limit for 5-8 s: the headroom whose end put RSS over
+	// 300 MiB in some such runs.
+	MemoryTight func() bool
 
 	Logger *slog.Logger
 

@@ -534,8 +534,10 @@ const l0MaxInputs = 64
 // compaction interval (so level-0 data, twice the size of Parquet, lives
 // at most about two intervals). Converting in big batches makes the
 // outputs big, so they are rarely merged again. An output holds at most
-// maxSpans spans (unless one input has more). Callers hold bgMu.
-func (e *Engine) convertOnce(ctx context.Context, force bool, maxSpans int64) (bool, error) {
+// maxSpans spans (unless one input has more). Before converting it waits
+// while memory is tight, until waitUntil at most (zero: no wait). Callers
+// hold bgMu.
+func (e *Engine) convertOnce(ctx context.Context, force bool, maxSpans int64, waitUntil time.Time) (bool, error) {
 	e.mu.RLock()
 	var l0s []*block
 	for _, b := range e.blocks {
@@ -557,6 +559,9 @@ func (e *Engine) convertOnce(ctx context.Context, force bool, maxSpans int64) (b
 		return false, nil
 	}
 	defer releaseAll(pick)
+	// Waiting under bgMu holds up only retention, which runs on the same
+	// goroutine as compaction anyway.
+	e.waitForMemory(ctx, waitUntil)
 	start := time.Now()
 	nbs, err := e.convertL0(ctx, pick)
 	if err != nil {

@@ -6,6 +6,7 @@ import (
 	"path/filepath"
 	"reflect"
 	"strings"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -261,7 +262,7 @@ func TestLevel0ChecksumMismatch(t *testing.T) {
 func (e *Engine) convertAll(ctx context.Context) error {
 	for {
 		e.bgMu.Lock()
-		did, err := e.convertOnce(ctx, true, e.opts.BlockMaxSpans)
+		did, err := e.convertOnce(ctx, true, e.opts.BlockMaxSpans, time.Time{})
 		e.bgMu.Unlock()
 		if err != nil || !did {
 			return err
@@ -362,4 +363,53 @@ func TestConvertedBlockOpensAsReadBack(t *testing.T) {
 	if n == 0 {
 		t.Fatal("no block")
 	}
+}
+
+// A quiet store's conversion waits while memory is tight (the head and
+// cold tier of a burst still held) and runs once it is not.
+func TestQuietConversionWaitsWhileMemoryIsTight(t *testing.T) {
+	o := testOpts(t.TempDir()) // IdleTimeout of an hour: the wait's bound is not reached
+	o.quietCheck, o.BlockMaxSpans = 20*time.Millisecond, 4000
+	var tight atomic.Bool
+	tight.Store(true)
+	var asked atomic.Int64
+	o.MemoryTight = func() bool { asked.Add(1); return tight.Load() }
+	e := openT(t, o)
+	defer e.Close()
+	spans := writeLevel0(t, e, 5)
+	waitFor(t, func() bool { return asked.Load() >= 3 }) // the conversion is waiting
+	if l0, pq := blockFormats(e); l0 != 1 || pq != 0 {
+		t.Fatalf("while memory is tight: %d level-0 and %d Parquet blocks, want the level-0 block kept", l0, pq)
+	}
+	tight.Store(false)
+	waitFor(t, func() bool { l0, pq := blockFormats(e); return l0 == 0 && pq > 0 })
+	checkAllTraces(t, e, spans)
+}
+
+// The wait is bounded: memory that stays tight (held by something a
+// conversion does not wait for) delays conversions by IdleTimeout, never
+// stops them.
+func TestConversionWaitsForMemoryAtMostIdleTimeout(t *testing.T) {
+	o := testOpts(t.TempDir())
+	o.quietCheck, o.BlockMaxSpans, o.IdleTimeout = 20*time.Millisecond, 4000, 200*time.Millisecond
+	o.MemoryTight = func() bool { return true }
+	e := openT(t, o)
+	defer e.Close()
+	spans := writeLevel0(t, e, 6)
+	waitFor(t, func() bool { l0, pq := blockFormats(e); return l0 == 0 && pq > 0 })
+	checkAllTraces(t, e, spans)
+}
+
+// writeLevel0 writes 500 spans and cuts them into one level-0 block.
+func writeLevel0(t *testing.T, e *Engine, seed uint64) []model.Span {
+	t.Helper()
+	ctx := context.Background()
+	spans := newGen(seed).batch(500, uint64(time.Now().UnixNano()), 1e6)
+	if err := e.Write(ctx, spans); err != nil {
+		t.Fatal(err)
+	}
+	if err := e.Flush(ctx); err != nil {
+		t.Fatal(err)
+	}
+	return spans
 }

@@ -73,19 +73,66 @@ const (
 	quietOutputFraction = 4
 )
 
-// compactAll compacts until nothing is left to do (see compactOnce).
+// compactAll compacts until nothing is left to do (see compactOnce). Its
+// conversions wait while memory is tight, all of them together at most
+// IdleTimeout (see Options.MemoryTight).
 func (e *Engine) compactAll(ctx context.Context) {
-	e.untilDone(ctx, func(ctx context.Context) (bool, error) { return e.compactOnce(ctx, false) })
+	until := time.Now().Add(e.opts.IdleTimeout)
+	e.untilDone(ctx, func(ctx context.Context) (bool, error) { return e.compactOnce(ctx, false, until) })
 }
 
 // convertQuiet converts every level-0 block, in outputs of a quarter
-// block at most, and leaves merging to the regular rounds.
+// block at most, and leaves merging to the regular rounds. Like
+// compactAll's, its conversions wait while memory is tight.
 func (e *Engine) convertQuiet(ctx context.Context) {
 	e.bgMu.Lock()
 	defer e.bgMu.Unlock()
+	until := time.Now().Add(e.opts.IdleTimeout)
 	e.untilDone(ctx, func(ctx context.Context) (bool, error) {
-		return e.convertOnce(ctx, true, e.opts.BlockMaxSpans/quietOutputFraction)
+		return e.convertOnce(ctx, true, e.opts.BlockMaxSpans/quietOutputFraction, until)
 	})
+}
+
+// memoryPoll is how often work waiting for memory looks again: the live
+// heap the budget is read from changes at each collection, which near the
+// memory limit come several times a second.
+const memoryPoll = 50 * time.Millisecond
+
+// memorySettle is how long memory must stay below the budget before a
+// waiting conversion starts. As a burst ends, the requests in flight are
+// freed at once and one collection sees the live heap dip under the budget
+// for ~0.2 s, while the head and the cold tier it still holds bring it
+// back over at the next (seen at the maximum rate over gRPC); a
+// conversion started in that dip added to them.
+const memorySettle = 500 * time.Millisecond
+
+// waitForMemory returns once memory has not been tight for memorySettle,
+// at until (at once when it is zero), or when ctx ends, whichever comes
+// first.
+func (e *Engine) waitForMemory(ctx context.Context, until time.Time) {
+	if until.IsZero() || e.opts.MemoryTight == nil || !e.opts.MemoryTight() {
+		return
+	}
+	start := time.Now()
+	t := time.NewTimer(memoryPoll)
+	defer t.Stop()
+	var calm time.Time // since when memory is not tight; zero while it is
+	for now := start; now.Before(until); now = time.Now() {
+		if e.opts.MemoryTight() {
+			calm = time.Time{}
+		} else if calm.IsZero() {
+			calm = now
+		} else if now.Sub(calm) >= memorySettle {
+			break
+		}
+		select {
+		case <-ctx.Done():
+			return
+		case <-t.C:
+			t.Reset(memoryPoll)
+		}
+	}
+	e.log.Info("level-0 conversion waited for memory", "waited", time.Since(start))
 }
 
 // untilDone runs a background step until it has nothing left to do or
@@ -124,7 +171,7 @@ func (e *Engine) level0Spans() int64 {
 // once enough of them accumulated).
 func (e *Engine) Compact(ctx context.Context) error {
 	for {
-		did, err := e.compactOnce(ctx, true)
+		did, err := e.compactOnce(ctx, true, time.Time{})
 		if err != nil || !did {
 			return err
 		}
@@ -143,10 +190,10 @@ func (e *Engine) Flush(ctx context.Context) error {
 // compactOnce converts a run of level-0 blocks to one Parquet block or,
 // when there is none to convert, merges a run of small Parquet blocks
 // (oldest first) into one. force converts level-0 blocks however few.
-func (e *Engine) compactOnce(ctx context.Context, force bool) (bool, error) {
+func (e *Engine) compactOnce(ctx context.Context, force bool, waitUntil time.Time) (bool, error) {
 	e.bgMu.Lock()
 	defer e.bgMu.Unlock()
-	if did, err := e.convertOnce(ctx, force, e.opts.BlockMaxSpans); did || err != nil {
+	if did, err := e.convertOnce(ctx, force, e.opts.BlockMaxSpans, waitUntil); did || err != nil {
 		return did, err
 	}
 	e.mu.RLock()
