@@ -155,34 +155,77 @@ type Instance interface{ Close() }
 type Router[T Instance] struct {
 	open func(id string) (T, error)
 
-	mu     sync.Mutex
-	m      map[string]T
-	closed bool
+	mu sync.Mutex
+	m  map[string]T
+	// opening holds the opens in progress: a tenant's instance is a whole
+	// server, and on object storage opening it lists and loads blocks for
+	// seconds, during which the other tenants' requests must go on.
+	opening map[string]*opening[T]
+	openWG  sync.WaitGroup
+	closed  bool
+}
+
+// opening is one open in progress; done is closed once in and err are set.
+type opening[T any] struct {
+	done chan struct{}
+	in   T
+	err  error
 }
 
 // NewRouter returns a router opening instances with open.
 func NewRouter[T Instance](open func(id string) (T, error)) *Router[T] {
-	return &Router[T]{open: open, m: map[string]T{}}
+	return &Router[T]{open: open, m: map[string]T{}, opening: map[string]*opening[T]{}}
 }
 
+var errShuttingDown = errors.New("shutting down")
+
 // Get returns the tenant's instance, opening it when it is the first
-// request of the tenant.
-func (r *Router[T]) Get(id string) (T, error) {
-	r.mu.Lock()
-	defer r.mu.Unlock()
+// request of the tenant. Requests for a tenant being opened wait for that
+// open; requests for other tenants do not.
+func (r *Router[T]) Get(id string) (in T, err error) {
 	var zero T
+	r.mu.Lock()
 	if r.closed {
-		return zero, errors.New("shutting down")
+		r.mu.Unlock()
+		return zero, errShuttingDown
 	}
-	if in, ok := r.m[id]; ok {
-		return in, nil
+	if got, ok := r.m[id]; ok {
+		r.mu.Unlock()
+		return got, nil
 	}
-	in, err := r.open(id)
-	if err != nil {
-		return zero, fmt.Errorf("tenant %s: %w", id, err)
+	if o, ok := r.opening[id]; ok {
+		r.mu.Unlock()
+		<-o.done
+		return o.in, o.err
 	}
-	r.m[id] = in
-	return in, nil
+	o := &opening[T]{done: make(chan struct{}), err: fmt.Errorf("tenant %s: opening it panicked", id)}
+	r.opening[id] = o
+	r.openWG.Add(1)
+	r.mu.Unlock()
+	// Deferred, so that waiters are released even when open panics.
+	defer func() {
+		r.mu.Lock()
+		delete(r.opening, id)
+		switch {
+		case o.err != nil:
+		case r.closed:
+			// Close ran meanwhile and closed what it found: this one too.
+			o.in.Close()
+			o.in, o.err = zero, errShuttingDown
+		default:
+			r.m[id] = o.in
+		}
+		r.mu.Unlock()
+		close(o.done)
+		r.openWG.Done()
+		in, err = o.in, o.err
+	}()
+	if opened, err := r.open(id); err != nil {
+		o.err = fmt.Errorf("tenant %s: %w", id, err)
+	} else {
+		o.in, o.err = opened, nil
+	}
+	return o.in, o.err
 }
 
 // IDs lists the tenants opened so far.
@@ -197,14 +240,16 @@ func (r *Router[T]) IDs() []string {
 	return ids
 }
 
-// Close closes every instance; Get fails afterwards.
+// Close closes every instance, those being opened once they are; Get
+// fails afterwards.
 func (r *Router[T]) Close() error {
 	r.mu.Lock()
-	defer r.mu.Unlock()
 	r.closed = true
 	for _, in := range r.m {
 		in.Close()
 	}
 	r.m = nil
+	r.mu.Unlock()
+	r.openWG.Wait()
 	return nil
 }

@@ -3,7 +3,9 @@ package tenant
 import (
 	"context"
 	"errors"
+	"sync"
 	"testing"
+	"time"
 
 	"github.com/tracedx/tracedx/internal/auth"
 )
@@ -71,5 +73,92 @@ func TestRouterOpensOncePerTenant(t *testing.T) {
 	}
 	if _, err := r.Get("a"); err == nil {
 		t.Error("Get after Close succeeded")
+	}
+}
+
+// A tenant being opened holds up only its own requests: others go on, and
+// its concurrent requests share the one open.
+func TestRouterOpenHoldsUpOnlyItsTenant(t *testing.T) {
+	started, release := make(chan struct{}), make(chan struct{})
+	var mu sync.Mutex
+	opened := map[string]int{}
+	closed := 0
+	r := NewRouter(func(id string) (fake, error) {
+		mu.Lock()
+		opened[id]++
+		mu.Unlock()
+		if id == "slow" {
+			close(started)
+			<-release
+		}
+		return fake{closed: &closed}, nil
+	})
+	slow := make(chan error, 3)
+	for range 3 {
+		go func() {
+			_, err := r.Get("slow")
+			slow <- err
+		}()
+	}
+	<-started
+	got := make(chan error, 1)
+	go func() {
+		_, err := r.Get("quick")
+		got <- err
+	}()
+	select {
+	case err := <-got:
+		if err != nil {
+			t.Fatal(err)
+		}
+	case <-time.After(10 * time.Second):
+		t.Fatal("a tenant waited for another tenant's open")
+	}
+	close(release)
+	for range 3 {
+		if err := <-slow; err != nil {
+			t.Fatal(err)
+		}
+	}
+	mu.Lock()
+	defer mu.Unlock()
+	if opened["slow"] != 1 || opened["quick"] != 1 {
+		t.Fatalf("opened %v, want each once", opened)
+	}
+}
+
+// Close waits for an open in progress and closes what it opened; the
+// request that opened it gets an error, not a closed instance.
+func TestRouterCloseDuringOpen(t *testing.T) {
+	started, release := make(chan struct{}), make(chan struct{})
+	closed := 0
+	r := NewRouter(func(string) (fake, error) {
+		close(started)
+		<-release
+		return fake{closed: &closed}, nil
+	})
+	got := make(chan error, 1)
+	go func() {
+		_, err := r.Get("a")
+		got <- err
+	}()
+	<-started
+	done := make(chan struct{})
+	go func() {
+		_ = r.Close()
+		close(done)
+	}()
+	select {
+	case <-done:
+		t.Fatal("Close returned while an open was in progress")
+	case <-time.After(50 * time.Millisecond):
+	}
+	close(release)
+	<-done
+	if err := <-got; err == nil {
+		t.Fatal("the open that Close overtook returned an instance")
+	}
+	if closed != 1 {
+		t.Fatalf("closed %d instances, want the one opened during Close", closed)
 	}
 }
