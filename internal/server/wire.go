@@ -391,10 +391,12 @@ var (
 	descPageHits     = prometheus.NewDesc("tracedx_store_trace_page_hits_total", "Pages of traces read from Parquet blocks found decoded in the page cache.", nil, nil)
 	descPageMisses   = prometheus.NewDesc("tracedx_store_trace_page_misses_total", "Pages of traces read from Parquet blocks that had to be read and decoded.", nil, nil)
 	descPageBytes    = prometheus.NewDesc("tracedx_store_trace_page_cache_bytes", "Decoded pages held by the page cache of trace reads.", nil, nil)
+	descPagesPruned  = prometheus.NewDesc("tracedx_store_search_pages_pruned_total", "Pages that searches with span filters left unread because the pages' bounds ruled their rows out.", nil, nil)
+	descScansAhead   = prometheus.NewDesc("tracedx_store_search_blocks_scanned_ahead_total", "Blocks on object storage that searches with span filters scanned ahead of the walk, to overlap their reads.", nil, nil)
 )
 
 func (c engineCollector) Describe(ch chan<- *prometheus.Desc) {
-	for _, d := range []*prometheus.Desc{descSpansWritten, descOverloaded, descFsyncs, descCompleted, descReadBacks, descBlocks, descBlockBytes, descWALBytes, descHeadSpans, descBgErrors, descDiskRefused, descWALFailures, descDiskFull, descPageHits, descPageMisses, descPageBytes} {
+	for _, d := range []*prometheus.Desc{descSpansWritten, descOverloaded, descFsyncs, descCompleted, descReadBacks, descBlocks, descBlockBytes, descWALBytes, descHeadSpans, descBgErrors, descDiskRefused, descWALFailures, descDiskFull, descPageHits, descPageMisses, descPageBytes, descPagesPruned, descScansAhead} {
 		ch <- d
 	}
 }
@@ -419,6 +421,8 @@ func (c engineCollector) Collect(ch chan<- prometheus.Metric) {
 	}
 	ch <- prometheus.MustNewConstMetric(descDiskFull, prometheus.GaugeValue, full)
 	ch <- prometheus.MustNewConstMetric(descPageHits, prometheus.CounterValue, float64(st.TracePageHitsTotal))
+	ch <- prometheus.MustNewConstMetric(descPagesPruned, prometheus.CounterValue, float64(st.SearchPagesPrunedTotal))
+	ch <- prometheus.MustNewConstMetric(descScansAhead, prometheus.CounterValue, float64(st.SearchBlocksScannedAheadTotal))
 	ch <- prometheus.MustNewConstMetric(descPageMisses, prometheus.CounterValue, float64(st.TracePageMissesTotal))
 	ch <- prometheus.MustNewConstMetric(descPageBytes, prometheus.GaugeValue, float64(st.TracePageCacheBytes))
 }

@@ -234,6 +234,12 @@ type Stats struct {
 	TracePageHitsTotal   uint64
 	TracePageMissesTotal uint64
 	TracePageCacheBytes  int64
+
+	// Searches with span filters: pages whose rows the pages' bounds
+	// ruled out unread, and blocks scanned ahead of the walk (object
+	// storage).
+	SearchPagesPrunedTotal        uint64
+	SearchBlocksScannedAheadTotal uint64
 }
 
 // Engine implements store.Store.
@@ -246,6 +252,8 @@ type Engine struct {
 	cat     *catalog
 	lock    *os.File
 	sh      shared
+	// scanCounters count what searches' span-filter scans saved (Stats).
+	scanCounters scanCounters
 
 	// ingestMu is held shared by each Write from its WAL append until its
 	// head insert, and exclusively while deciding which WAL segments are
@@ -790,6 +798,8 @@ func (e *Engine) Stats() Stats {
 		HeadBytes:                e.head.bytes.Load(),
 		WALBytes:                 e.wal.bytes.Load(),
 	}
+	s.SearchPagesPrunedTotal = uint64(e.scanCounters.prunedPages.Load())
+	s.SearchBlocksScannedAheadTotal = uint64(e.scanCounters.scansAhead.Load())
 	s.DropsPending, s.DroppedTracesTotal = e.drops.stats()
 	s.TracePageHitsTotal, s.TracePageMissesTotal, s.TracePageCacheBytes = tracePages.stats()
 	e.mu.RLock()

@@ -149,6 +149,17 @@ type snapshot struct {
 	mem    map[model.TraceID][]*headTrace
 	list   []*headTrace
 	blocks []*block
+	// counters are the engine's counts of what span-filter scans skipped.
+	counters *scanCounters
+}
+
+// scanCounters count what the span-filter scans of searches saved, for
+// monitoring (Stats) and for tests that must know a step was exercised.
+type scanCounters struct {
+	// prunedPages counts the pages whose rows the pages' bounds dropped.
+	prunedPages atomic.Int64
+	// scansAhead counts the blocks scanned ahead of the walk.
+	scansAhead atomic.Int64
 }
 
 func (e *Engine) snap() *snapshot { return e.snapWhere(nil) }
@@ -156,7 +167,7 @@ func (e *Engine) snap() *snapshot { return e.snapWhere(nil) }
 // snapWhere snapshots the head, the traces being cut and the blocks that
 // keep accepts (nil: all).
 func (e *Engine) snapWhere(keep func(*block) bool) *snapshot {
-	s := &snapshot{}
+	s := &snapshot{counters: &e.scanCounters}
 	add := func(t *headTrace) { s.list = append(s.list, t) }
 	e.mu.RLock()
 	e.head.each(add)
@@ -309,9 +320,6 @@ func scanAhead(b *block) bool {
 	return remote
 }
 
-// scansAhead counts the scans started ahead (tests read it).
-var scansAhead atomic.Int64
-
 type iterHeap []*candIter
 
 // nextBlock returns the block source that the walk would reach next among
@@ -366,6 +374,7 @@ func (s *snapshot) walk(ctx context.Context, q *store.Query, visit func(id model
 	var plan *scanPlan
 	if hasSpanFilters(q) {
 		plan = newScanPlan(q)
+		plan.counters = s.counters
 	}
 	h := &iterHeap{}
 	// Only fragments that pass the summary checks are sorted, not the
@@ -438,7 +447,7 @@ func (s *snapshot) walk(ctx context.Context, q *store.Query, visit func(id model
 				// not needed: scanning it ahead would waste its requests.
 				if next := h.nextBlock(); next != nil && scanAhead(it.b) && (q.Limit <= 0 || visited < (q.Limit+1)/2) {
 					start(next)
-					scansAhead.Add(1)
+					s.counters.scansAhead.Add(1)
 				}
 				<-it.scan.done
 				if it.scan.err != nil {

@@ -35,7 +35,8 @@ type scanPlan struct {
 	attrs      bool // need span attributes
 	blobAlways bool // a filter key is not dedicated: every row's blob is needed
 	resource   bool
-	dedCols    []int // dedicated columns used by filters
+	dedCols    []int         // dedicated columns used by filters
+	counters   *scanCounters // nil: not counted
 }
 
 func newScanPlan(q *store.Query) *scanPlan {

@@ -3,7 +3,6 @@ package engine
 import (
 	"bytes"
 	"fmt"
-	"sync/atomic"
 
 	"github.com/parquet-go/parquet-go"
 
@@ -22,10 +21,6 @@ import (
 // ahead (scanAhead); tests turn them off to check that searches find the
 // same traces without them.
 var scanTuning = struct{ prunePages, lookahead, scanAhead bool }{true, true, true}
-
-// prunedPages counts the pages whose rows the bounds dropped (tests read it
-// to know the pruning was exercised).
-var prunedPages atomic.Int64
 
 // prunePages drops the selected rows lying in pages that cannot hold the
 // query's service or a duration inside its bounds.
@@ -100,7 +95,9 @@ func (s *rgScan) dropPages(c *scanCols, col int, out func(lo, hi parquet.Value) 
 		v[k] = vKeep
 	}
 	if dropped > 0 {
-		prunedPages.Add(int64(dropped))
+		if c := s.p.counters; c != nil {
+			c.prunedPages.Add(int64(dropped))
+		}
 		s.keepIf(v)
 	}
 }

@@ -86,7 +86,7 @@ func TestSearchSkipsFindWhatThePlainScanFinds(t *testing.T) {
 	if n := asRemote(t, e); n < 2 {
 		t.Fatalf("%d Parquet blocks: the scan ahead needs a next block", n)
 	}
-	pruned, ahead := prunedPages.Load(), scansAhead.Load()
+	before := e.Stats()
 	checkSearches(t, e, spans, r, 150)
 	search := func(q store.Query) []model.TraceID {
 		got, err := e.Search(context.Background(), q)
@@ -121,10 +121,11 @@ func TestSearchSkipsFindWhatThePlainScanFinds(t *testing.T) {
 	if nonEmpty < 40 {
 		t.Fatalf("only %d of 200 queries matched anything", nonEmpty)
 	}
-	if scansAhead.Load() == ahead {
+	after := e.Stats()
+	if after.SearchBlocksScannedAheadTotal == before.SearchBlocksScannedAheadTotal {
 		t.Fatal("no block was scanned ahead: the test does not exercise it")
 	}
-	if prunedPages.Load() == pruned {
+	if after.SearchPagesPrunedTotal == before.SearchPagesPrunedTotal {
 		t.Fatal("no page was pruned: the test does not exercise the pruning")
 	}
 }
