@@ -460,14 +460,15 @@ func startIngestNodes(b *testing.B, n int, storage engine.BlockStorage, forward 
 			b.Fatal(err)
 		}
 		ring = r
-		// No cut before the final flush, in any case: with the default
+		// No cut before the final flush in a 200x run of any case (a
+		// longer one reports its early cuts in early-blocks): with the default
 		// idle timeout (10 s) a run slowed past it by a loaded machine cut
 		// its oldest traces mid-run, and with the default head bound
 		// (128 MiB, early cuts above a quarter of it) the instrumented
-		// single node, which holds every span where a cluster node holds
-		// a third, cut early in some runs. Every cut has a fixed cost, so
-		// either made a case's CPU per span depend on something other
-		// than the deployment.
+		// cases cut early, the single node (holding every span) six or
+		// seven times, each cluster node once. Every cut has a fixed
+		// cost, so either made a case's CPU per span depend on something
+		// other than the deployment.
 		o := engine.Options{Dir: b.TempDir(), Storage: storage, Logger: quiet,
 			IdleTimeout: time.Hour, HeadMaxBytes: 1 << 30}
 		// storage.wal_group_wait, to compare: -1s turns the wait off.
