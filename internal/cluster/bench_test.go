@@ -1,11 +1,20 @@
 package cluster
 
 import (
+	"bufio"
+	"bytes"
+	"cmp"
 	"context"
+	"encoding/binary"
 	"fmt"
+	"io"
 	"math/rand/v2"
 	"os"
+	"os/exec"
 	"path/filepath"
+	"runtime"
+	"strconv"
+	"strings"
 	"sync"
 	"syscall"
 	"testing"
@@ -13,6 +22,7 @@ import (
 
 	"go.opentelemetry.io/collector/pdata/ptrace/ptraceotlp"
 	"google.golang.org/grpc"
+	"google.golang.org/grpc/connectivity"
 	"google.golang.org/grpc/credentials/insecure"
 
 	"github.com/tracedx/tracedx/bench/loadgen/gen"
@@ -59,13 +69,16 @@ type ingestCase struct {
 }
 
 // BenchmarkIngest sends OTLP/gRPC batches of ~500 spans from 8 clients to
-// the nodes of an in-process cluster (all nodes in this process, so the
-// CPU measured is the whole cluster's: ingest, forwarding to owners, WAL,
-// head, and a final cut of every span into blocks in storage, plus the
-// clients' encoding) and reports CPU per span. The local case is the embedded single node (blocks on disk, no
-// cluster); the s3 cases need TRACEDX_TEST_S3_ENDPOINT (MinIO).
+// the nodes of an in-process cluster and reports the nodes' CPU per span:
+// ingest, forwarding to owners, WAL, head, and a final cut of every span
+// into blocks in storage. The clients run in a child process (see
+// runIngestSender), so the CPU counted (getrusage of this process) is the
+// nodes' alone; MinIO's is reported apart when TRACEDX_BENCH_MINIO_PID
+// names its process. The local case is the embedded single node (blocks
+// on disk, no cluster); the s3 cases need TRACEDX_TEST_S3_ENDPOINT
+// (MinIO).
 //
-//	go test -run '^$' -bench Ingest -benchtime 200x -count 3 ./internal/cluster/
+//	go test -run '^$' -bench 'Ingest/^local$/^nodes=1$' -benchtime 200x ./internal/cluster/
 func BenchmarkIngest(b *testing.B) {
 	for _, c := range []ingestCase{
 		{name: "local/nodes=1", nodes: 1},
@@ -87,23 +100,28 @@ func BenchmarkIngest(b *testing.B) {
 func benchIngest(b *testing.B, c ingestCase) {
 	storage := benchStorage(b, c.s3)
 	addrs, owner, engines := startIngestNodes(b, c.nodes, storage, !c.byTraceID)
-	clients := make([]ptraceotlp.GRPCClient, len(addrs))
-	for i, addr := range addrs {
-		conn, err := grpc.NewClient(addr, grpc.WithTransportCredentials(insecure.NewCredentials()))
+	// Requests are built and encoded before the clock starts, into a file
+	// the sender process reads: what a sender spends building a batch and
+	// splitting it by owner is the Collector's, not the cluster's, and
+	// requests kept in this process would be live heap the nodes' GC
+	// scans and paces itself by.
+	reqFile, err := os.Create(filepath.Join(b.TempDir(), "requests"))
+	if err != nil {
+		b.Fatal(err)
+	}
+	w := bufio.NewWriter(reqFile)
+	put := func(node int, spans []model.Span) {
+		body, err := ptraceotlp.NewExportRequestFromTraces(otlpconv.ToTraces(spans)).MarshalProto()
 		if err != nil {
 			b.Fatal(err)
 		}
-		b.Cleanup(func() { conn.Close() })
-		clients[i] = ptraceotlp.NewGRPCClient(conn)
-	}
-	// Requests are built before the clock starts: what a sender spends
-	// splitting a batch by owner is the Collector's, not the cluster's.
-	type request struct {
-		node int
-		req  ptraceotlp.ExportRequest
+		var hdr [8]byte
+		binary.LittleEndian.PutUint32(hdr[:], uint32(node))
+		binary.LittleEndian.PutUint32(hdr[4:], uint32(len(body)))
+		w.Write(hdr[:])
+		w.Write(body)
 	}
 	r := rand.New(rand.NewPCG(9, 9))
-	var reqs []request
 	spans := 0
 	for i := 0; i < b.N; i++ {
 		batch := makeTraces(r, 250)
@@ -116,13 +134,13 @@ func benchIngest(b *testing.B, c ingestCase) {
 			per := (len(batch)/2 + c.split - 1) / c.split * 2
 			for len(batch) > 0 {
 				n := min(per, len(batch))
-				reqs = append(reqs, request{0, ptraceotlp.NewExportRequestFromTraces(otlpconv.ToTraces(batch[:n]))})
+				put(0, batch[:n])
 				batch = batch[n:]
 			}
 			continue
 		}
 		if !c.byTraceID {
-			reqs = append(reqs, request{i % len(addrs), ptraceotlp.NewExportRequestFromTraces(otlpconv.ToTraces(batch))})
+			put(i%len(addrs), batch)
 			continue
 		}
 		parts := make([][]model.Span, len(addrs))
@@ -132,40 +150,32 @@ func benchIngest(b *testing.B, c ingestCase) {
 		}
 		for n, part := range parts {
 			if len(part) > 0 {
-				reqs = append(reqs, request{n, ptraceotlp.NewExportRequestFromTraces(otlpconv.ToTraces(part))})
+				put(n, part)
 			}
 		}
+	}
+	if err := w.Flush(); err != nil {
+		b.Fatal(err)
+	}
+	if err := reqFile.Close(); err != nil {
+		b.Fatal(err)
 	}
 	workers := 8
 	if c.sendersPerNode {
 		workers *= len(addrs)
 	}
+	sender := startIngestSender(b, reqFile.Name(), addrs, workers)
+	// The garbage of building the requests is collected now, not by the
+	// nodes' GC cycles inside the measurement.
+	runtime.GC()
 	b.ResetTimer()
-	cpu0, t0 := cpuTime(), time.Now()
-	var wg sync.WaitGroup
-	var mu sync.Mutex
-	next := 0
-	for w := 0; w < workers; w++ {
-		wg.Add(1)
-		go func() {
-			defer wg.Done()
-			for {
-				mu.Lock()
-				i := next
-				next++
-				mu.Unlock()
-				if i >= len(reqs) {
-					return
-				}
-				if _, err := clients[reqs[i].node].Export(context.Background(), reqs[i].req); err != nil {
-					b.Error(err)
-					return
-				}
-			}
-		}()
-	}
-	wg.Wait()
+	cpu0, minio0, t0 := cpuTime(), minioCPU(), time.Now()
+	sender.send(b)
 	cpuFlush := cpuTime()
+	var early uint64
+	for _, e := range engines {
+		early += e.Stats().BlocksFlushedTotal
+	}
 	// Cutting the spans into blocks (and uploading them) is counted too:
 	// it is where local disk and object storage differ.
 	for _, e := range engines {
@@ -174,10 +184,14 @@ func benchIngest(b *testing.B, c ingestCase) {
 		}
 	}
 	cpu, wall := cpuTime()-cpu0, time.Since(t0)
+	minio := minioCPU() - minio0
 	b.StopTimer()
 	b.ReportMetric(float64(cpu.Nanoseconds())/float64(spans)/1e3, "cpu-µs/span")
 	b.ReportMetric(float64(spans)/wall.Seconds(), "spans/s")
 	b.ReportMetric(float64((cpu0+cpu-cpuFlush).Nanoseconds())/float64(spans)/1e3, "flush-cpu-µs/span")
+	if c.s3 && minio0 >= 0 {
+		b.ReportMetric(float64(minio.Nanoseconds())/float64(spans)/1e3, "minio-cpu-µs/span")
+	}
 	// What the engines were handed: the per-request costs (a write, a WAL
 	// record, a share of a sync) are paid per write.
 	var writes, syncs, blocks uint64
@@ -188,8 +202,202 @@ func benchIngest(b *testing.B, c ingestCase) {
 		blocks += st.BlocksFlushedTotal
 	}
 	b.ReportMetric(float64(blocks), "blocks")
+	// Blocks cut before the final flush: none, or the run paid cuts the
+	// others did not (see startIngestNodes).
+	b.ReportMetric(float64(early), "early-blocks")
 	b.ReportMetric(float64(spans)/float64(writes), "spans/write")
 	b.ReportMetric(float64(writes)/float64(max(syncs, 1)), "writes/fsync")
+}
+
+// minioCPU is the CPU time MinIO's process has used so far, when
+// TRACEDX_BENCH_MINIO_PID names it (-1 otherwise): the S3 cases' storage
+// runs outside this process, so its work is not in cpu-µs/span. Clock
+// ticks of 10 ms: a rough figure over runs of a few seconds.
+func minioCPU() time.Duration {
+	pid := os.Getenv("TRACEDX_BENCH_MINIO_PID")
+	if pid == "" {
+		return -1
+	}
+	stat, err := os.ReadFile("/proc/" + pid + "/stat")
+	if err != nil {
+		return -1
+	}
+	// Fields after the command name, which is in parentheses and may hold
+	// spaces: utime and stime are the 12th and 13th.
+	f := strings.Fields(string(stat[bytes.LastIndexByte(stat, ')')+1:]))
+	if len(f) < 13 {
+		return -1
+	}
+	ut, _ := strconv.ParseInt(f[11], 10, 64)
+	st, _ := strconv.ParseInt(f[12], 10, 64)
+	return time.Duration(ut+st) * 10 * time.Millisecond
+}
+
+const (
+	senderFileEnv    = "TRACEDX_INGEST_SENDER_FILE"
+	senderAddrsEnv   = "TRACEDX_INGEST_SENDER_ADDRS"
+	senderWorkersEnv = "TRACEDX_INGEST_SENDER_WORKERS"
+)
+
+// TestMain runs this test binary as BenchmarkIngest's sender process
+// when the benchmark starts it so.
+func TestMain(m *testing.M) {
+	if path := os.Getenv(senderFileEnv); path != "" {
+		os.Exit(runIngestSender(path))
+	}
+	os.Exit(m.Run())
+}
+
+// ingestSender is a running sender process.
+type ingestSender struct {
+	cmd   *exec.Cmd
+	stdin io.WriteCloser
+	out   *bufio.Scanner
+}
+
+// startIngestSender starts the sender process on the requests in path and
+// returns once its connections to the nodes are up, so that neither its
+// start nor the connections' handshakes fall inside the measurement.
+func startIngestSender(b *testing.B, path string, addrs []string, workers int) *ingestSender {
+	cmd := exec.Command(os.Args[0], "-test.run=^$")
+	cmd.Env = append(os.Environ(), senderFileEnv+"="+path, senderAddrsEnv+"="+strings.Join(addrs, ","),
+		senderWorkersEnv+"="+strconv.Itoa(workers))
+	cmd.Stderr = os.Stderr
+	stdin, err := cmd.StdinPipe()
+	if err != nil {
+		b.Fatal(err)
+	}
+	stdout, err := cmd.StdoutPipe()
+	if err != nil {
+		b.Fatal(err)
+	}
+	if err := cmd.Start(); err != nil {
+		b.Fatal(err)
+	}
+	s := &ingestSender{cmd: cmd, stdin: stdin, out: bufio.NewScanner(stdout)}
+	b.Cleanup(func() {
+		s.stdin.Close()
+		if s.cmd.ProcessState == nil {
+			s.cmd.Process.Kill()
+			s.cmd.Wait()
+		}
+	})
+	s.expect(b, "ready")
+	return s
+}
+
+// send has the sender send every request and returns once all are
+// answered.
+func (s *ingestSender) send(b *testing.B) {
+	if _, err := io.WriteString(s.stdin, "go\n"); err != nil {
+		b.Fatal(err)
+	}
+	s.expect(b, "done")
+	if err := s.cmd.Wait(); err != nil {
+		b.Fatalf("sender: %v", err)
+	}
+}
+
+func (s *ingestSender) expect(b *testing.B, word string) {
+	for s.out.Scan() {
+		line := s.out.Text()
+		if line == "ingest-sender: "+word {
+			return
+		}
+		if strings.HasPrefix(line, "ingest-sender: ") {
+			b.Fatal(line)
+		}
+	}
+	b.Fatalf("sender ended before %q: %v", word, s.out.Err())
+}
+
+// runIngestSender is the sender process: it reads the requests
+// BenchmarkIngest encoded, connects to every node, says "ready", and on a
+// line from its stdin sends the requests from its workers, each request
+// to its node, and says "done". It returns the process's exit code.
+func runIngestSender(path string) int {
+	fail := func(err error) int {
+		fmt.Printf("ingest-sender: %v\n", err)
+		return 1
+	}
+	data, err := os.ReadFile(path)
+	if err != nil {
+		return fail(err)
+	}
+	type request struct {
+		node int
+		body []byte
+	}
+	var reqs []request
+	for len(data) >= 8 {
+		n := int(binary.LittleEndian.Uint32(data[4:]))
+		reqs = append(reqs, request{int(binary.LittleEndian.Uint32(data)), data[8 : 8+n]})
+		data = data[8+n:]
+	}
+	workers, err := strconv.Atoi(os.Getenv(senderWorkersEnv))
+	if err != nil {
+		return fail(err)
+	}
+	var conns []*grpc.ClientConn
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	for _, addr := range strings.Split(os.Getenv(senderAddrsEnv), ",") {
+		conn, err := grpc.NewClient(addr, grpc.WithTransportCredentials(insecure.NewCredentials()))
+		if err != nil {
+			return fail(err)
+		}
+		defer conn.Close()
+		conn.Connect()
+		for st := conn.GetState(); st != connectivity.Ready; st = conn.GetState() {
+			if !conn.WaitForStateChange(ctx, st) {
+				return fail(fmt.Errorf("connecting to %s: %w", addr, ctx.Err()))
+			}
+		}
+		conns = append(conns, conn)
+	}
+	fmt.Println("ingest-sender: ready")
+	if _, err := bufio.NewReader(os.Stdin).ReadString('\n'); err != nil {
+		return fail(err)
+	}
+	var wg sync.WaitGroup
+	var mu sync.Mutex
+	var firstErr error
+	next := 0
+	for range workers {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			for {
+				mu.Lock()
+				i := next
+				next++
+				stop := firstErr != nil
+				mu.Unlock()
+				if stop || i >= len(reqs) {
+					return
+				}
+				resp, err := exportRaw(conns[reqs[i].node], reqs[i].body)
+				// A fully successful export is answered with the empty
+				// message; anything else is a partial success, spans the
+				// nodes did not store.
+				if err == nil && len(resp) > 0 {
+					err = fmt.Errorf("partial success: % x", resp)
+				}
+				if err != nil {
+					mu.Lock()
+					firstErr = cmp.Or(firstErr, err)
+					mu.Unlock()
+					return
+				}
+			}
+		}()
+	}
+	wg.Wait()
+	if firstErr != nil {
+		return fail(firstErr)
+	}
+	fmt.Println("ingest-sender: done")
+	return 0
 }
 
 func benchStorage(b *testing.B, s3 bool) engine.BlockStorage {
@@ -252,12 +460,17 @@ func startIngestNodes(b *testing.B, n int, storage engine.BlockStorage, forward 
 			b.Fatal(err)
 		}
 		ring = r
-		// The default idle timeout (10 s, heads checked every second):
-		// with a shorter one the engines cut blocks during the run as
-		// often as the clock allows, and since every cut has a fixed cost
-		// (three engines paying it three times) the CPU per span grew with
-		// how slowly a loaded machine ran the case.
-		o := engine.Options{Dir: b.TempDir(), Storage: storage, Logger: quiet}
+		// No cut before the final flush in a 200x run of any case (a
+		// longer one reports its early cuts in early-blocks): with the default
+		// idle timeout (10 s) a run slowed past it by a loaded machine cut
+		// its oldest traces mid-run, and with the default head bound
+		// (128 MiB, early cuts above a quarter of it) the instrumented
+		// cases cut early, the single node (holding every span) six or
+		// seven times, each cluster node once. Every cut has a fixed
+		// cost, so either made a case's CPU per span depend on something
+		// other than the deployment.
+		o := engine.Options{Dir: b.TempDir(), Storage: storage, Logger: quiet,
+			IdleTimeout: time.Hour, HeadMaxBytes: 1 << 30}
 		// storage.wal_group_wait, to compare: -1s turns the wait off.
 		if v := os.Getenv("TRACEDX_BENCH_WAL_GROUP_WAIT"); v != "" {
 			d, err := time.ParseDuration(v)
