@@ -207,6 +207,14 @@ func PutAttrs(dst pcommon.Map, attrs model.Attrs) {
 // ToTraces converts spans back to OTLP, grouping them by resource (service
 // plus resource attributes) and scope, in a deterministic order.
 func ToTraces(spans []model.Span) ptrace.Traces {
+	return TracesOf([][]model.Span{spans})
+}
+
+// TracesOf is ToTraces over the spans of several traces taken in turn: the
+// same OTLP as ToTraces over them appended into one slice, without that
+// slice (for a search of 20 traces of 20 spans it was ~350 KB copied per
+// response, with GC write barriers on every span's pointers).
+func TracesOf(traces [][]model.Span) ptrace.Traces {
 	td := ptrace.NewTraces()
 	type scopeKey struct {
 		res           string
@@ -223,40 +231,42 @@ func ToTraces(spans []model.Span) ptrace.Traces {
 		key     string
 	}
 	var keys []known
-	for i := range spans {
-		s := &spans[i]
-		rk := ""
-		for _, k := range keys {
-			if k.service == s.Service && k.res.Same(s.Resource) {
-				rk = k.key
-				break
+	for _, spans := range traces {
+		for i := range spans {
+			s := &spans[i]
+			rk := ""
+			for _, k := range keys {
+				if k.service == s.Service && k.res.Same(s.Resource) {
+					rk = k.key
+					break
+				}
 			}
-		}
-		if rk == "" {
-			rk = resourceKey(s)
-			if len(keys) < 64 {
-				keys = append(keys, known{s.Service, s.Resource, rk})
+			if rk == "" {
+				rk = resourceKey(s)
+				if len(keys) < 64 {
+					keys = append(keys, known{s.Service, s.Resource, rk})
+				}
 			}
-		}
-		rs, ok := resIdx[rk]
-		if !ok {
-			rs = td.ResourceSpans().AppendEmpty()
-			PutAttrs(rs.Resource().Attributes(), s.Resource)
-			if _, has := rs.Resource().Attributes().Get("service.name"); !has && s.Service != "" {
-				rs.Resource().Attributes().PutStr("service.name", s.Service)
+			rs, ok := resIdx[rk]
+			if !ok {
+				rs = td.ResourceSpans().AppendEmpty()
+				PutAttrs(rs.Resource().Attributes(), s.Resource)
+				if _, has := rs.Resource().Attributes().Get("service.name"); !has && s.Service != "" {
+					rs.Resource().Attributes().PutStr("service.name", s.Service)
+				}
+				resIdx[rk] = rs
 			}
-			resIdx[rk] = rs
+			sk := scopeKey{rk, s.ScopeName, s.ScopeVersion}
+			ss, ok := scopeIdx[sk]
+			if !ok {
+				sc := rs.ScopeSpans().AppendEmpty()
+				sc.Scope().SetName(s.ScopeName)
+				sc.Scope().SetVersion(s.ScopeVersion)
+				ss = sc.Spans()
+				scopeIdx[sk] = ss
+			}
+			putSpan(ss.AppendEmpty(), s)
 		}
-		sk := scopeKey{rk, s.ScopeName, s.ScopeVersion}
-		ss, ok := scopeIdx[sk]
-		if !ok {
-			sc := rs.ScopeSpans().AppendEmpty()
-			sc.Scope().SetName(s.ScopeName)
-			sc.Scope().SetVersion(s.ScopeVersion)
-			ss = sc.Spans()
-			scopeIdx[sk] = ss
-		}
-		putSpan(ss.AppendEmpty(), s)
 	}
 	return td
 }

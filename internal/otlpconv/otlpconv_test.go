@@ -105,3 +105,29 @@ func TestToTracesGroupsResourcesByKey(t *testing.T) {
 		t.Errorf("first resource has %d scopes, want 2", n)
 	}
 }
+
+// TracesOf over several traces is ToTraces over their spans appended.
+func TestTracesOfIsToTracesOfTheConcatenation(t *testing.T) {
+	a, b := sampleSpans(), sampleSpans()
+	for i := range b {
+		b[i].TraceID[0] ^= 0xff
+		b[i].Service = "other"
+		b[i].Resource = model.Attrs{{Key: "service.name", Value: model.Str("other")}}
+	}
+	traces := [][]model.Span{a, b, a[:1], nil}
+	m := &ptrace.JSONMarshaler{}
+	got, err := m.MarshalTraces(TracesOf(traces))
+	if err != nil {
+		t.Fatal(err)
+	}
+	want, err := m.MarshalTraces(ToTraces(slices.Concat(traces...)))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if string(got) != string(want) {
+		t.Fatalf("TracesOf:\n%s\nToTraces:\n%s", got, want)
+	}
+	if td := TracesOf(traces); td.ResourceSpans().Len() != 2 {
+		t.Fatalf("%d resources, want 2", td.ResourceSpans().Len())
+	}
+}

@@ -17,6 +17,9 @@ func BenchmarkAPILayer(b *testing.B) {
 	b.Run("v3_trace_by_id_20spans", func(b *testing.B) {
 		apitest.BenchGet(b, h, "/api/v3/traces/"+apitest.SynthTrace(0, 1)[0].TraceID.String())
 	})
+	b.Run("v3_search_20traces", func(b *testing.B) {
+		apitest.BenchGet(b, h, "/api/v3/traces?query.serviceName=frontend&query.searchDepth=20")
+	})
 	b.Run("v3_trace_summaries_20", func(b *testing.B) {
 		apitest.BenchGet(b, h, "/api/v3/trace-summaries?query.serviceName=frontend&query.searchDepth=20")
 	})
