@@ -7,7 +7,11 @@ package otlpconv
 
 import (
 	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
 	"sort"
+	"strings"
 
 	"go.opentelemetry.io/collector/pdata/pcommon"
 	"go.opentelemetry.io/collector/pdata/ptrace"
@@ -179,21 +183,80 @@ func PutValue(dst pcommon.Value, v model.Value) {
 		dst.SetBool(v.Bool)
 	case model.TypeBytes:
 		dst.SetEmptyBytes().FromRaw(v.Bytes)
-	case model.TypeArray:
-		var raw []any
-		if json.Unmarshal([]byte(v.Str), &raw) == nil {
-			_ = dst.SetEmptySlice().FromRaw(raw)
-		} else {
-			dst.SetStr(v.Str)
-		}
-	case model.TypeMap:
-		var raw map[string]any
-		if json.Unmarshal([]byte(v.Str), &raw) == nil {
-			_ = dst.SetEmptyMap().FromRaw(raw)
-		} else {
+	case model.TypeArray, model.TypeMap:
+		if putJSON(dst, v.Str) != nil {
+			// Cut to MaxValueBytes (or not JSON at all): the text as it is.
 			dst.SetStr(v.Str)
 		}
 	}
+}
+
+// putJSON sets dst to the array or map whose JSON text (as ingest renders
+// them) is text, streaming its tokens so that a map keeps its keys in
+// their order (decoded into a Go map they came out in a random one) and a
+// number written as an integer comes back as an int, not a double. JSON
+// loses what the text does not say: a whole double comes back as an int,
+// bytes as their base64 text.
+func putJSON(dst pcommon.Value, text string) error {
+	dec := json.NewDecoder(strings.NewReader(text))
+	dec.UseNumber()
+	if err := putJSONValue(dst, dec); err != nil {
+		return err
+	}
+	if _, err := dec.Token(); err != io.EOF {
+		return errors.New("text after the JSON value")
+	}
+	return nil
+}
+
+func putJSONValue(dst pcommon.Value, dec *json.Decoder) error {
+	tok, err := dec.Token()
+	if err != nil {
+		return err
+	}
+	switch t := tok.(type) {
+	case json.Delim:
+		switch t {
+		case '{':
+			m := dst.SetEmptyMap()
+			for dec.More() {
+				k, err := dec.Token()
+				if err != nil {
+					return err
+				}
+				key, _ := k.(string)
+				if err := putJSONValue(m.PutEmpty(key), dec); err != nil {
+					return err
+				}
+			}
+		case '[':
+			sl := dst.SetEmptySlice()
+			for dec.More() {
+				if err := putJSONValue(sl.AppendEmpty(), dec); err != nil {
+					return err
+				}
+			}
+		default:
+			return fmt.Errorf("unexpected %q", t)
+		}
+		_, err := dec.Token() // the closing delimiter
+		return err
+	case string:
+		dst.SetStr(t)
+	case json.Number:
+		if i, err := t.Int64(); err == nil {
+			dst.SetInt(i)
+		} else if f, err := t.Float64(); err == nil {
+			dst.SetDouble(f)
+		} else {
+			return err
+		}
+	case bool:
+		dst.SetBool(t)
+	case nil:
+		// An empty value, as pdata's FromRaw makes of a nil.
+	}
+	return nil
 }
 
 // PutAttrs appends attrs to an OTLP map.

@@ -5,6 +5,7 @@ import (
 	"slices"
 	"testing"
 
+	"go.opentelemetry.io/collector/pdata/pcommon"
 	"go.opentelemetry.io/collector/pdata/ptrace"
 
 	"github.com/tracedx/tracedx/internal/model"
@@ -129,5 +130,71 @@ func TestTracesOfIsToTracesOfTheConcatenation(t *testing.T) {
 	}
 	if td := TracesOf(traces); td.ResourceSpans().Len() != 2 {
 		t.Fatalf("%d resources, want 2", td.ResourceSpans().Len())
+	}
+}
+
+// Maps and arrays in attributes come back from the stored JSON text with
+// their keys in the text's order, which ingest sorts as pdata's AsString
+// does (many keys, so that the random order of a Go map would show),
+// integers as ints, doubles as doubles, nesting kept. Their text cut to
+// the value limit comes back as that text.
+func TestCompositeValuesKeepOrderAndTypes(t *testing.T) {
+	td := ptrace.NewTraces()
+	rs := td.ResourceSpans().AppendEmpty()
+	rs.Resource().Attributes().PutStr("service.name", "checkout")
+	sp := rs.ScopeSpans().AppendEmpty().Spans().AppendEmpty()
+	sp.SetTraceID([16]byte{1})
+	sp.SetSpanID([8]byte{2})
+	sp.SetStartTimestamp(1)
+	sp.SetEndTimestamp(2)
+	m := sp.Attributes().PutEmptyMap("order")
+	for _, k := range []string{"zeta", "alpha", "mid", "beta", "omega", "gamma", "delta", "kappa"} {
+		m.PutStr(k, k+"-value")
+	}
+	m.PutInt("count", 3)
+	m.PutDouble("ratio", 0.25)
+	m.PutBool("paid", true)
+	m.PutEmpty("none")
+	inner := m.PutEmptySlice("items")
+	inner.AppendEmpty().SetInt(7)
+	im := inner.AppendEmpty().SetEmptyMap()
+	im.PutStr("sku", "A-1")
+	im.PutInt("qty", 2)
+	arr := sp.Attributes().PutEmptySlice("codes")
+	arr.AppendEmpty().SetInt(200)
+	arr.AppendEmpty().SetDouble(1.5)
+	arr.AppendEmpty().SetStr("x")
+
+	want := ptrace.NewTraces()
+	td.CopyTo(want)
+	got := ToTraces(FromTraces(td))
+	wantAttrs := want.ResourceSpans().At(0).ScopeSpans().At(0).Spans().At(0).Attributes()
+	gotAttrs := got.ResourceSpans().At(0).ScopeSpans().At(0).Spans().At(0).Attributes()
+	for _, k := range []string{"order", "codes"} {
+		w, _ := wantAttrs.Get(k)
+		g, ok := gotAttrs.Get(k)
+		if !ok || !reflect.DeepEqual(w.AsRaw(), g.AsRaw()) || w.Type() != g.Type() {
+			t.Fatalf("%s: got %v (%s), want %v (%s)", k, g.AsRaw(), g.Type(), w.AsRaw(), w.Type())
+		}
+		// AsRaw's Go map hides the order: compare the keys in turn.
+		if w.Type() == pcommon.ValueTypeMap {
+			var wk, gk []string
+			w.Map().Range(func(k string, _ pcommon.Value) bool { wk = append(wk, k); return true })
+			g.Map().Range(func(k string, _ pcommon.Value) bool { gk = append(gk, k); return true })
+			slices.Sort(wk)
+			if !slices.Equal(wk, gk) {
+				t.Fatalf("%s: keys %v, want %v", k, gk, wk)
+			}
+		}
+	}
+	g, _ := gotAttrs.Get("order")
+	if c, _ := g.Map().Get("count"); c.Type() != pcommon.ValueTypeInt {
+		t.Fatalf("an int in a map came back as %s", c.Type())
+	}
+
+	var cut pcommon.Value = pcommon.NewValueEmpty()
+	PutValue(cut, model.Value{Type: model.TypeMap, Str: `{"a":"abc` + ValueMarker})
+	if cut.Type() != pcommon.ValueTypeStr || cut.Str() != `{"a":"abc`+ValueMarker {
+		t.Fatalf("a cut map: %s %q", cut.Type(), cut.AsString())
 	}
 }
