@@ -737,10 +737,14 @@ async function main() {
     assert.ok(sids.every(t => /^[0-9a-f]{32}$/.test(t)), 'search ids are not 32-hex: ' + sids[0]);
     const when = await page.locator('.results .result .when').first().innerText();
     assert.match(when, /^\d{4}-\d\d-\d\d \d\d:\d\d:\d\d\.\d{3} UTC\+0[12]$/, 'local time without its zone: ' + when);
+    // The switch re-renders the rows; the old row stays in the DOM until then, so wait for the zone itself.
     await page.click('#tz-toggle');
-    await page.waitForSelector('.results .result .when');
+    await page.waitForFunction(() => / UTC$/.test(document.querySelector('.results .result .when')?.innerText || ''), null, { timeout: 5000 })
+      .catch(() => {});
     assert.match(await page.locator('.results .result .when').first().innerText(), / UTC$/, 'UTC switch');
     await page.click('#tz-toggle');
+    await page.waitForFunction(() => /UTC\+0[12]$/.test(document.querySelector('.results .result .when')?.innerText || ''), null, { timeout: 5000 })
+      .catch(() => {});
     await goto('/findings?range=1h&group=0&kind=n_plus_one_query');
     await page.waitForSelector('td.examples .tid');
     const fids = await page.locator('td.examples .tid').evaluateAll(els => els.map(e => e.textContent.trim()));
