@@ -41,7 +41,7 @@ func (e *Engine) Trace(ctx context.Context, id model.TraceID, hint store.TimeRan
 	defer releaseHits(hits)
 	for _, buf := range bufs {
 		var err error
-		if spans, err = decodeFramed(buf, spans); err != nil {
+		if spans, err = decodeHead(buf, spans); err != nil {
 			return nil, err
 		}
 	}
@@ -70,7 +70,17 @@ func (e *Engine) Trace(ctx context.Context, id model.TraceID, hint store.TimeRan
 func (e *Engine) Traces(ctx context.Context, refs []store.TraceRef) ([][]model.Span, error) {
 	out := make([][]model.Span, len(refs))
 	var frags []fragment
-	var derr error
+	// Decoded after the lock, as in Trace: a cut waiting for the lock
+	// would hold every other read back meanwhile.
+	type memFrag struct {
+		buf []byte
+		k   int
+	}
+	var mem []memFrag
+	// Each trace's spans go into one slice sized up front: grown span by
+	// span, the slices of a search's traces allocated about twice their
+	// size.
+	need := make([]int, len(refs))
 	first := make(map[model.TraceID]int, len(refs))
 	e.mu.RLock()
 	for k, r := range refs {
@@ -78,26 +88,37 @@ func (e *Engine) Traces(ctx context.Context, refs []store.TraceRef) ([][]model.S
 			continue
 		}
 		first[r.ID] = k
-		if t := e.head.get(r.ID); t != nil && derr == nil {
-			out[k], derr = decodeFramed(t.buf, out[k])
+		if t := e.head.get(r.ID); t != nil {
+			mem = append(mem, memFrag{t.buf, k})
+			need[k] += t.n
 		}
 		for _, m := range e.flushing {
-			if t := m[r.ID]; t != nil && derr == nil {
-				out[k], derr = decodeFramed(t.buf, out[k])
+			if t := m[r.ID]; t != nil {
+				mem = append(mem, memFrag{t.buf, k})
+				need[k] += t.n
 			}
 		}
 		for _, h := range e.blockHits(r.ID, r.Hint) {
 			frags = append(frags, fragment{h.b, h.i, k})
+			need[k] += int(h.b.idx.nspans[h.i])
 		}
 	}
 	e.mu.RUnlock()
+	for k, n := range need {
+		if n > 0 {
+			out[k] = make([]model.Span, 0, n)
+		}
+	}
 	defer func() {
 		for _, f := range frags {
 			f.b.release()
 		}
 	}()
-	if derr != nil {
-		return nil, derr
+	for _, f := range mem {
+		var err error
+		if out[f.k], err = decodeHead(f.buf, out[f.k]); err != nil {
+			return nil, err
+		}
 	}
 	if err := readFragments(ctx, slices.Clone(frags), out); err != nil {
 		return nil, err
@@ -110,6 +131,15 @@ func (e *Engine) Traces(ctx context.Context, refs []store.TraceRef) ([][]model.S
 		}
 	}
 	return out, nil
+}
+
+// decodeHead decodes the buffer of a head or flushing trace for a query.
+// Its bytes up to its length never change (writers append past them or
+// into a new array, and nothing recycles a head trace's buffer), so the
+// decoded strings point into it rather than into a copy: a search's 20
+// traces copied ~200 KB of head buffers before.
+func decodeHead(buf []byte, out []model.Span) ([]model.Span, error) {
+	return decodeFramedOwned(buf, out)
 }
 
 type blockHit struct {
@@ -143,14 +173,58 @@ func sortSpans(spans []model.Span) {
 	sort.SliceStable(spans, func(i, j int) bool { return spans[i].StartUnixNano < spans[j].StartUnixNano })
 }
 
-// snapshot is a consistent, lock-free view for one query: copies of the
-// head and flushing traces plus referenced blocks.
+// snapshot is a consistent, lock-free view for one query: the head and
+// flushing traces as they were, plus referenced blocks.
+//
+// Head traces are not copied when the snapshot is taken: every search
+// copying the whole head (thousands of traces at 30k spans/s, ~1 MB) was
+// most of what a search allocated on a live server, and what it held the
+// engine's lock for. The snapshot keeps a reference to each head trace
+// instead, and copies only the fragments the query reaches, under their
+// shard's lock (fragment). A head trace never returns to the head once cut
+// (a failed cut inserts new ones), so the reference is exact: it holds the
+// spans the trace had when the snapshot was taken and any added since,
+// which no block of the snapshot holds.
 type snapshot struct {
-	mem    map[model.TraceID][]*headTrace
-	list   []*headTrace
+	head *head
+	// headRefs are the head's traces when the snapshot was taken, shard by
+	// shard: shard i's are headRefs[headOff[i]:headOff[i+1]].
+	headRefs []headRef
+	headOff  [headShards + 1]int
+	// flushing are the engine's maps of traces being cut, which do not
+	// change once cut.
+	flushing []map[model.TraceID]*headTrace
+	// cands are the head and flushing fragments that pass the summary
+	// checks of the query the snapshot was taken for (snapFor), the only
+	// ones its walk surfaces.
+	cands  []headCand
+	buf    *snapBuf // where headRefs and cands go back to the pool
 	blocks []*block
 	// counters are the engine's counts of what span-filter scans skipped.
 	counters *scanCounters
+}
+
+type headRef struct {
+	id model.TraceID
+	t  *headTrace
+}
+
+// headCand is a fragment a walk surfaces, with the start it had when the
+// snapshot was taken (the walk's order).
+type headCand struct {
+	id     model.TraceID
+	start  uint64
+	t      *headTrace
+	inHead bool // read under its shard's lock; else a flushing trace
+}
+
+// snapBufs recycles the reference lists of snapshots: a search on a live
+// server lists thousands of head traces.
+var snapBufs = sync.Pool{New: func() any { return new(snapBuf) }}
+
+type snapBuf struct {
+	refs  []headRef
+	cands []headCand
 }
 
 // scanCounters count what the span-filter scans of searches saved, for
@@ -162,19 +236,44 @@ type scanCounters struct {
 	scansAhead atomic.Int64
 }
 
-func (e *Engine) snap() *snapshot { return e.snapWhere(nil) }
+// snap snapshots everything, for reads by trace id (no walk).
+func (e *Engine) snap() *snapshot { return e.snapWhere(nil, nil) }
+
+// snapFor snapshots everything for a walk over q: only a snapshot taken
+// for q can walk it.
+func (e *Engine) snapFor(q *store.Query) *snapshot { return e.snapWhere(nil, q) }
 
 // snapWhere snapshots the head, the traces being cut and the blocks that
-// keep accepts (nil: all).
-func (e *Engine) snapWhere(keep func(*block) bool) *snapshot {
-	s := &snapshot{counters: &e.scanCounters}
-	add := func(t *headTrace) { s.list = append(s.list, t) }
+// keep accepts (nil: all), with the fragments q's walk surfaces (q nil:
+// none).
+func (e *Engine) snapWhere(keep func(*block) bool, q *store.Query) *snapshot {
+	s := &snapshot{head: e.head, counters: &e.scanCounters}
+	buf := snapBufs.Get().(*snapBuf)
+	refs, cands := buf.refs[:0], buf.cands[:0]
+	var p *prefilter
+	if q != nil {
+		p = newPrefilter(q)
+	}
 	e.mu.RLock()
-	e.head.each(add)
-	for _, m := range e.flushing {
-		for _, t := range m {
-			c := *t
-			add(&c)
+	for i := range e.head.shards {
+		sh := &e.head.shards[i]
+		s.headOff[i] = len(refs)
+		sh.mu.Lock()
+		for id, t := range sh.traces {
+			refs = append(refs, headRef{id, t})
+			if p != nil && p.passFragment(t) {
+				cands = append(cands, headCand{id, t.sum.StartUnixNano, t, true})
+			}
+		}
+		sh.mu.Unlock()
+	}
+	s.headOff[headShards] = len(refs)
+	s.flushing = slices.Clone(e.flushing)
+	for _, m := range s.flushing {
+		for id, t := range m {
+			if p != nil && p.passFragment(t) {
+				cands = append(cands, headCand{id, t.sum.StartUnixNano, t, false})
+			}
 		}
 	}
 	for _, b := range e.blocks {
@@ -185,24 +284,55 @@ func (e *Engine) snapWhere(keep func(*block) bool) *snapshot {
 		s.blocks = append(s.blocks, b)
 	}
 	e.mu.RUnlock()
-	// Nearly every id has one fragment: its entry is a capacity-capped
-	// window on list, so the map costs no allocation per trace (a second
-	// fragment's append copies).
-	s.mem = make(map[model.TraceID][]*headTrace, len(s.list))
-	for k, t := range s.list {
-		if fr, ok := s.mem[t.sum.TraceID]; ok {
-			s.mem[t.sum.TraceID] = append(fr, t)
-		} else {
-			s.mem[t.sum.TraceID] = s.list[k : k+1 : k+1]
+	s.headRefs, s.cands, s.buf = refs, cands, buf
+	return s
+}
+
+// fragment is a copy of a head or flushing fragment as it is now: a head
+// trace's buffer and summary change while spans arrive.
+func (s *snapshot) fragment(t *headTrace, inHead bool, id model.TraceID) *headTrace {
+	if !inHead {
+		return t
+	}
+	sh := s.head.shard(id)
+	sh.mu.Lock()
+	c := *t
+	c.sum.Services = slices.Clone(t.sum.Services)
+	sh.mu.Unlock()
+	c.versions = nil // queries do not read them; writers may append
+	return &c
+}
+
+// frags are copies of the head and flushing fragments of a trace.
+func (s *snapshot) frags(id model.TraceID) []*headTrace {
+	var out []*headTrace
+	sh := int(id[15] % headShards)
+	for _, r := range s.headRefs[s.headOff[sh]:s.headOff[sh+1]] {
+		if r.id == id {
+			out = append(out, s.fragment(r.t, true, id))
 		}
 	}
-	return s
+	for _, m := range s.flushing {
+		if t := m[id]; t != nil {
+			out = append(out, t)
+		}
+	}
+	return out
 }
 
 func (s *snapshot) release() {
 	for _, b := range s.blocks {
 		b.release()
 	}
+	if s.buf == nil {
+		return
+	}
+	// Cleared so the pool does not keep cut traces' buffers alive.
+	clear(s.headRefs)
+	clear(s.cands)
+	s.buf.refs, s.buf.cands = s.headRefs[:0], s.cands[:0]
+	snapBufs.Put(s.buf)
+	s.headRefs, s.cands, s.buf = nil, nil, nil
 }
 
 // prefilter holds the conditions that can be checked on one fragment's
@@ -227,6 +357,12 @@ func newPrefilter(q *store.Query) *prefilter {
 	return p
 }
 
+// passFragment is the check of a head or flushing fragment's summary;
+// the caller holds what guards it.
+func (p *prefilter) passFragment(t *headTrace) bool {
+	return (p.svc == "" || t.hasService(p.svc)) && p.pass(t.sum.TraceID, t.sum.StartUnixNano, t.sum.EndUnixNano)
+}
+
 func (p *prefilter) pass(id model.TraceID, start, end uint64) bool {
 	if p.rangeQ.End != 0 && start >= p.rangeQ.End {
 		return false
@@ -245,8 +381,10 @@ func (p *prefilter) pass(id model.TraceID, start, end uint64) bool {
 
 // candIter yields fragments newest first.
 type candIter struct {
-	// memory source: fragments that pass the prefilter, newest first
-	mem []*headTrace
+	// memory source: fragments that pass the prefilter, a heap with the
+	// newest first (siftCand)
+	mem []headCand
+	s   *snapshot
 	// block source
 	b      *block
 	svc    uint32
@@ -264,15 +402,15 @@ type candIter struct {
 
 func (it *candIter) next(p *prefilter) bool {
 	if it.b == nil {
-		for it.pos < len(it.mem) {
+		for len(it.mem) > 0 {
 			// mem holds only the fragments that passed walk's summary
 			// checks (service, time, ids, duration).
-			t := it.mem[it.pos]
-			it.pos++
-			if it.plan != nil && !memFragmentMatches(it.plan.q, t) {
+			c := it.mem[0]
+			it.mem = popCand(it.mem)
+			if it.plan != nil && !memFragmentMatches(it.plan.q, it.s.fragment(c.t, c.inHead, c.id)) {
 				continue
 			}
-			it.id, it.start = t.sum.TraceID, t.sum.StartUnixNano
+			it.id, it.start = c.id, c.start
 			return true
 		}
 		return false
@@ -345,6 +483,33 @@ func (h *iterHeap) Pop() any {
 	return x
 }
 
+// siftCand moves h[i] down to its place in the heap h, newest on top.
+func siftCand(h []headCand, i int) {
+	for {
+		top, l, r := i, 2*i+1, 2*i+2
+		if l < len(h) && h[l].start > h[top].start {
+			top = l
+		}
+		if r < len(h) && h[r].start > h[top].start {
+			top = r
+		}
+		if top == i {
+			return
+		}
+		h[i], h[top] = h[top], h[i]
+		i = top
+	}
+}
+
+// popCand removes the top of the heap h.
+func popCand(h []headCand) []headCand {
+	n := len(h) - 1
+	h[0] = h[n]
+	h = h[:n]
+	siftCand(h, 0)
+	return h
+}
+
 func memFragmentMatches(q *store.Query, t *headTrace) bool {
 	match := false
 	_ = forEachFramed(t.buf, func(b []byte) error {
@@ -377,17 +542,14 @@ func (s *snapshot) walk(ctx context.Context, q *store.Query, visit func(id model
 		plan.counters = s.counters
 	}
 	h := &iterHeap{}
-	// Only fragments that pass the summary checks are sorted, not the
-	// whole head: a search by service sorted every head trace before.
-	var mem []*headTrace
-	for _, t := range s.list {
-		if (p.svc == "" || t.hasService(p.svc)) && p.pass(t.sum.TraceID, t.sum.StartUnixNano, t.sum.EndUnixNano) {
-			mem = append(mem, t)
+	// Only fragments that pass the summary checks are ordered, not the
+	// whole head (snapFor picked them), and as a heap: a walk takes the
+	// newest few of thousands, which sorting them all cost more than.
+	if mem := s.cands; len(mem) > 0 {
+		for i := len(mem)/2 - 1; i >= 0; i-- {
+			siftCand(mem, i)
 		}
-	}
-	if len(mem) > 0 {
-		sort.Slice(mem, func(i, j int) bool { return mem[i].sum.StartUnixNano > mem[j].sum.StartUnixNano })
-		it := &candIter{mem: mem, plan: plan}
+		it := &candIter{mem: mem, s: s, plan: plan}
 		if it.next(p) {
 			heap.Push(h, it)
 		}
@@ -484,7 +646,7 @@ func (s *snapshot) walk(ctx context.Context, q *store.Query, visit func(id model
 // summary merges the summaries of all fragments of a trace.
 func (s *snapshot) summary(id model.TraceID) model.TraceSummary {
 	var parts []model.TraceSummary
-	for _, t := range s.mem[id] {
+	for _, t := range s.frags(id) {
 		parts = append(parts, t.sum)
 	}
 	for _, b := range s.blocks {
@@ -538,8 +700,8 @@ func mergeSummaries(parts []model.TraceSummary) model.TraceSummary {
 func (s *snapshot) spans(id model.TraceID) ([]model.Span, error) {
 	var out []model.Span
 	var err error
-	for _, t := range s.mem[id] {
-		if out, err = decodeFramed(t.buf, out); err != nil {
+	for _, t := range s.frags(id) {
+		if out, err = decodeHead(t.buf, out); err != nil {
 			return nil, err
 		}
 	}
@@ -593,7 +755,7 @@ func traceLevelOK(q *store.Query, sum *model.TraceSummary) bool {
 
 // Search returns summaries of matching traces, newest first.
 func (e *Engine) Search(ctx context.Context, q store.Query) ([]model.TraceSummary, error) {
-	s := e.snap()
+	s := e.snapFor(&q)
 	defer s.release()
 	return s.search(ctx, q)
 }
@@ -647,7 +809,7 @@ const (
 
 // ScanTraces calls fn with the spans of each matching trace, newest first.
 func (e *Engine) ScanTraces(ctx context.Context, q store.Query, fn func(spans []model.Span) error) error {
-	s := e.snap()
+	s := e.snapFor(&q)
 	defer s.release()
 	size := scanBatchTraces
 	if q.Limit > 0 {
@@ -700,7 +862,7 @@ func (e *Engine) ScanTraces(ctx context.Context, q store.Query, fn func(spans []
 // counters and indexes.
 func (s *snapshot) spanCount(id model.TraceID) int {
 	n := 0
-	for _, t := range s.mem[id] {
+	for _, t := range s.frags(id) {
 		n += t.n
 	}
 	for _, b := range s.blocks {
@@ -717,15 +879,24 @@ func (s *snapshot) traces(ctx context.Context, ids []model.TraceID) ([][]model.S
 	out := make([][]model.Span, len(ids))
 	var frags []fragment
 	for k, id := range ids {
-		for _, t := range s.mem[id] {
-			var err error
-			if out[k], err = decodeFramed(t.buf, out[k]); err != nil {
-				return nil, err
-			}
+		mem := s.frags(id)
+		n := 0
+		for _, t := range mem {
+			n += t.n
 		}
 		for _, b := range s.blocks {
 			if i := b.idx.find(id); i >= 0 {
 				frags = append(frags, fragment{b, i, k})
+				n += int(b.idx.nspans[i])
+			}
+		}
+		if n > 0 {
+			out[k] = make([]model.Span, 0, n) // as in Engine.Traces
+		}
+		for _, t := range mem {
+			var err error
+			if out[k], err = decodeHead(t.buf, out[k]); err != nil {
+				return nil, err
 			}
 		}
 	}

@@ -211,18 +211,19 @@ func (e *Engine) PeerWindow() time.Duration { return e.peerWindow() }
 // loaded. Compaction outputs are left out: their spans are in their
 // inputs, which the asking node has loaded or is served as cut blocks
 // (compaction picks blocks older than a refresh interval), so serving
-// them too would count spans twice.
-func (e *Engine) peerSnap(exclude map[string]bool) *snapshot {
+// them too would count spans twice. q is the query it is walked for (nil:
+// none).
+func (e *Engine) peerSnap(exclude map[string]bool, q *store.Query) *snapshot {
 	win := e.peerWindow()
 	return e.snapWhere(func(b *block) bool {
 		return !exclude[b.id] && len(b.meta.Sources) == 0 && time.Since(b.opened) < win && e.createdHere(b.id)
-	})
+	}, q)
 }
 
 // PeerTrace returns the spans of a trace that only this node may hold:
 // see peerSnap. ErrNotFound when there are none.
 func (e *Engine) PeerTrace(ctx context.Context, id model.TraceID, exclude map[string]bool) ([]model.Span, error) {
-	s := e.peerSnap(exclude)
+	s := e.peerSnap(exclude, nil)
 	defer s.release()
 	spans, err := s.spans(id)
 	if err != nil {
@@ -236,7 +237,7 @@ func (e *Engine) PeerTrace(ctx context.Context, id model.TraceID, exclude map[st
 
 // PeerSearch searches what only this node may hold (see peerSnap).
 func (e *Engine) PeerSearch(ctx context.Context, q store.Query, exclude map[string]bool) ([]model.TraceSummary, error) {
-	s := e.peerSnap(exclude)
+	s := e.peerSnap(exclude, &q)
 	defer s.release()
 	return s.search(ctx, q)
 }
