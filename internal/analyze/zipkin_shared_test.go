@@ -1,0 +1,105 @@
+package analyze
+
+import (
+	"testing"
+
+	"github.com/tracedx/tracedx/internal/model"
+	"github.com/tracedx/tracedx/internal/zipkin"
+)
+
+// The shapes of Zipkin's recorded Brave traces (B3 shared span ids): an
+// edge proxy whose server half is the root and whose client half nobody
+// reported, a gateway calling auth whose client span is lost, and a call
+// to "ledger" where client and server halves arrive. The server's own
+// spans name the shared id, as Brave writes them.
+func zipkinSharedTrace(t *testing.T) *Trace {
+	t.Helper()
+	in := `[
+{"traceId":"a1","id":"0000000000000010","kind":"SERVER","shared":true,"name":"post /location","timestamp":1000000,"duration":130000,"localEndpoint":{"serviceName":"routing"}},
+{"traceId":"a1","parentId":"0000000000000010","id":"0000000000000011","kind":"CLIENT","name":"post","timestamp":1002000,"duration":125000,"localEndpoint":{"serviceName":"routing"}},
+{"traceId":"a1","parentId":"0000000000000010","id":"0000000000000011","kind":"SERVER","shared":true,"name":"post /api","timestamp":1028000,"duration":90000,"localEndpoint":{"serviceName":"api"}},
+{"traceId":"a1","parentId":"0000000000000011","id":"0000000000000012","kind":"CLIENT","name":"get user","timestamp":1030000,"duration":1000,"localEndpoint":{"serviceName":"api"},"remoteEndpoint":{"serviceName":"memcache"}},
+{"traceId":"a1","parentId":"0000000000000011","id":"0000000000000013","kind":"CLIENT","name":"get","timestamp":1040000,"duration":4000,"localEndpoint":{"serviceName":"api"},"remoteEndpoint":{"serviceName":"auth"}},
+{"traceId":"a1","parentId":"0000000000000011","id":"0000000000000013","kind":"SERVER","shared":true,"name":"get /authentications","timestamp":1041000,"duration":2000,"localEndpoint":{"serviceName":"auth"}},
+{"traceId":"a1","parentId":"0000000000000013","id":"0000000000000014","name":"extend-token","timestamp":1041500,"duration":1000,"localEndpoint":{"serviceName":"auth"}},
+{"traceId":"a1","parentId":"0000000000000011","id":"0000000000000015","kind":"SERVER","shared":true,"name":"get /visits","timestamp":1060000,"duration":3000,"localEndpoint":{"serviceName":"spectre"}},
+{"traceId":"a1","parentId":"0000000000000015","id":"0000000000000016","name":"load-visits","timestamp":1060500,"duration":2000,"localEndpoint":{"serviceName":"spectre"}}
+]`
+	spans, err := zipkin.ToModel([]byte(in))
+	if err != nil {
+		t.Fatal(err)
+	}
+	return NewTrace(spans)
+}
+
+func TestZipkinSharedSpansTree(t *testing.T) {
+	tr := zipkinSharedTrace(t)
+	label := func(n *Node) string {
+		if n == nil {
+			return ""
+		}
+		return n.Span.Service + " " + n.Span.Name
+	}
+	wantParent := map[string]string{
+		// The root's client half never came: it stays the root.
+		"routing post /location": "",
+		"routing post":           "routing post /location",
+		"api post /api":          "routing post",
+		// api's own calls name the shared id: under api's server half.
+		"api get user":              "api post /api",
+		"api get":                   "api post /api",
+		"auth get /authentications": "api get",
+		"auth extend-token":         "auth get /authentications",
+		// spectre's client half is missing: its server half hangs under
+		// the parent it named, and its own span under it.
+		"spectre get /visits": "api post /api",
+		"spectre load-visits": "spectre get /visits",
+	}
+	if len(tr.Nodes) != len(wantParent) {
+		t.Fatalf("%d spans, want %d", len(tr.Nodes), len(wantParent))
+	}
+	for _, n := range tr.Nodes {
+		if got, want := label(n.Parent), wantParent[label(n)]; got != want {
+			t.Errorf("parent of %q = %q, want %q", label(n), got, want)
+		}
+	}
+	if len(tr.Roots) != 1 {
+		t.Errorf("%d roots, want 1", len(tr.Roots))
+	}
+	if fs := NewBrokenPropagation().Detect(tr, nil); len(fs) != 0 {
+		t.Errorf("broken_propagation on a whole trace: %q", fs[0].Title)
+	}
+}
+
+// Zipkin v1 data converted to v2 reports both halves of an RPC under one
+// span id without the shared flag (Netflix's recorded trace): the SERVER is
+// the CLIENT's child, in whichever order they come.
+func TestZipkinUnflaggedHalves(t *testing.T) {
+	for _, serverFirst := range []bool{false, true} {
+		spans := []model.Span{
+			p1Span(1, 0, "apip", "/m/n", model.KindServer, 0, 37),
+			p1Span(2, 1, "api", "/m/n", model.KindClient, 24, 32, model.Attr{Key: "peer.service", Value: model.Str("session_logs")}),
+			p1Span(2, 1, "session_logs", "/slp/v1/sessionlogs", model.KindServer, 29, 32),
+			p1Span(3, 2, "session_logs", "SELECT", model.KindClient, 29.5, 31),
+		}
+		if serverFirst {
+			spans[1], spans[2] = spans[2], spans[1]
+		}
+		tr := NewTrace(spans)
+		var server *Node
+		for _, n := range tr.Nodes {
+			if n.Span.Kind == model.KindServer && n.Span.Service == "session_logs" {
+				server = n
+			}
+		}
+		if server.Parent == nil || server.Parent.Span.Kind != model.KindClient {
+			t.Fatalf("serverFirst=%v: server half's parent %v", serverFirst, server.Parent)
+		}
+		if q := p1Node(tr, 3); q.Parent != server {
+			t.Errorf("serverFirst=%v: the server's query hangs under %s %s", serverFirst, q.Parent.Span.Service, q.Parent.Span.Name)
+		}
+		if fs := NewBrokenPropagation().Detect(tr, nil); len(fs) != 0 {
+			t.Errorf("serverFirst=%v: %q", serverFirst, fs[0].Title)
+		}
+	}
+}
