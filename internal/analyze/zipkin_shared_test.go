@@ -1,6 +1,7 @@
 package analyze
 
 import (
+	"strings"
 	"testing"
 
 	"github.com/tracedx/tracedx/internal/model"
@@ -101,5 +102,25 @@ func TestZipkinUnflaggedHalves(t *testing.T) {
 		if fs := NewBrokenPropagation().Detect(tr, nil); len(fs) != 0 {
 			t.Errorf("serverFirst=%v: %q", serverFirst, fs[0].Title)
 		}
+	}
+}
+
+// The Brave messaging demo's transfer-service: its entry span was never
+// exported, so its four calls name a parent that never arrived. That is
+// one lost span, reported once, and lost by transfer-service itself (its
+// calls get their parent in-process), not by a caller.
+func TestBrokenPropagationOneFindingPerLostParent(t *testing.T) {
+	spans := []model.Span{p1Span(1, 0, "mobile-gateway", "post", model.KindServer, 0, 29)}
+	for i, name := range []string{"post", "get", "send-confirm-transfer", "push-topic"} {
+		spans = append(spans, p1Span(byte(3+i), 9, "transfer-service", name, model.KindClient, 32+200*float64(i), 200+200*float64(i)))
+	}
+	spans = append(spans, p1Span(7, 5, "transfer-service", "smtp send", model.KindClient, 450, 550))
+	fs := NewBrokenPropagation().Detect(NewTrace(spans), nil)
+	if len(fs) != 1 {
+		t.Fatalf("%d findings, want 1", len(fs))
+	}
+	ev := fs[0].Evidence.(BrokenPropagationEvidence)
+	if ev.SubtreeSize != 5 || len(fs[0].SpanIDs) != 4 || !strings.Contains(fs[0].Fix, "check that transfer-service exports") {
+		t.Errorf("subtree %d, span ids %v, fix %q", ev.SubtreeSize, fs[0].SpanIDs, fs[0].Fix)
 	}
 }
