@@ -64,8 +64,9 @@ func NewTrace(spans []model.Span) *Trace {
 		n.Span, n.Index = &spans[i], i
 		t.Nodes[i] = n
 		// Duplicate span ids (a client retrying an export) keep the first,
-		// except that a CLIENT owns an id it shares with a SERVER span.
-		if o, dup := t.ByID[spans[i].SpanID]; !dup || unflaggedHalf(o, n) {
+		// except that a CLIENT owns an id it shares: Zipkin v1 data reports
+		// the server half and timeless fragments under the client's id.
+		if o, dup := t.ByID[spans[i].SpanID]; !dup || n.Span.Kind == model.KindClient && o.Span.Kind != model.KindClient {
 			t.ByID[spans[i].SpanID] = n
 		}
 	}
