@@ -50,3 +50,23 @@ func TestHandledClientErrorsAreAnswers(t *testing.T) {
 		t.Error("a 503 below a successful answer is no longer reported")
 	}
 }
+
+// Zipkin's Brave Kafka demo: serviceb's receipt ("poll", a CONSUMER span
+// of microseconds) is the parent of its handler, and the handler fails.
+// Nobody gets an answer from a message handler, so nothing was swallowed.
+func TestSwallowedErrorNotUnderAConsumer(t *testing.T) {
+	spans := []model.Span{
+		p1Span(1, 0, "servicea", "send", model.KindProducer, 0, 1.5),
+		p1Span(2, 1, "serviceb", "poll", model.KindConsumer, 1.6, 1.601),
+		p1Span(3, 2, "serviceb", "on-message", model.KindInternal, 2.6, 2.9),
+	}
+	spans[2].StatusCode, spans[2].StatusMessage = model.StatusError, "some error"
+	if got := NewSwallowedError().Detect(NewTrace(spans), nil); len(got) != 0 {
+		t.Fatalf("reported: %q", got[0].Title)
+	}
+	// Under a SERVER entry the same failure is still a degraded answer.
+	spans[1].Kind = model.KindServer
+	if got := NewSwallowedError().Detect(NewTrace(spans), nil); len(got) != 1 {
+		t.Fatalf("under a server: %d findings", len(got))
+	}
+}
