@@ -54,7 +54,11 @@ func (d *BrokenPropagation) Detect(t *Trace, _ *Env) []Finding {
 	main := t.Root()
 	detached := map[*Node]bool{}
 	for _, r := range t.Roots {
-		if r == main && !r.Orphan {
+		// The request's own entry naming a parent we never got was called
+		// from upstream: a browser, a mobile app or a partner whose spans
+		// go elsewhere (the OpenTelemetry demo's frontend-proxy under its
+		// load generator). Only breaks inside the trace are ours.
+		if r == main && (!r.Orphan || upstreamEntry(r)) {
 			continue
 		}
 		if p, _ := producerOf(t, r); p != nil {
@@ -183,6 +187,13 @@ func (d *BrokenPropagation) Detect(t *Trace, _ *Env) []Finding {
 		add(f)
 	}
 	return out
+}
+
+// upstreamEntry reports an orphan that is an entry span: its parent was
+// in another process. As the main root it is also the earliest orphan
+// (main is an orphan only when no span lacks a parent).
+func upstreamEntry(r *Node) bool {
+	return r.Orphan && (r.Span.Kind == model.KindServer || r.Span.Kind == model.KindConsumer)
 }
 
 // lostFix says who did not export the missing parent of orphan r. Only

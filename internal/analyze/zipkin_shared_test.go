@@ -1,6 +1,7 @@
 package analyze
 
 import (
+	"slices"
 	"strings"
 	"testing"
 
@@ -125,5 +126,37 @@ func TestBrokenPropagationOneFindingPerLostParent(t *testing.T) {
 	ev := fs[0].Evidence.(BrokenPropagationEvidence)
 	if ev.SubtreeSize != 5 || len(fs[0].SpanIDs) != 4 || !strings.Contains(fs[0].Fix, "check that transfer-service exports") {
 		t.Errorf("subtree %d, span ids %v, fix %q", ev.SubtreeSize, fs[0].SpanIDs, fs[0].Fix)
+	}
+}
+
+// The OpenTelemetry demo as the echoed project recorded it: frontend-proxy's
+// ingress names the load generator's span, which goes to no backend of
+// ours. That is upstream, not a break; the frontend's request naming the
+// proxy's egress span that never arrived still is.
+func TestBrokenPropagationUpstreamCaller(t *testing.T) {
+	// One call chain, each span the parent of the next; the first names
+	// the load generator's span (id 9).
+	var spans []model.Span
+	for i, hop := range []struct {
+		service, name string
+		kind          model.SpanKind
+	}{
+		{"frontend-proxy", "ingress", model.KindServer},
+		{"frontend-proxy", "router frontend egress", model.KindClient},
+		{"frontend", "GET /api/cart", model.KindServer},
+		{"frontend", "grpc.oteldemo.CartService/GetCart", model.KindClient},
+	} {
+		parent := byte(i)
+		if i == 0 {
+			parent = 9
+		}
+		spans = append(spans, p1Span(byte(i+1), parent, hop.service, hop.name, hop.kind, 0.3*float64(i), 4.8-0.3*float64(i)))
+	}
+	if fs := NewBrokenPropagation().Detect(NewTrace(spans), nil); len(fs) != 0 {
+		t.Fatalf("upstream caller reported: %q", fs[0].Title)
+	}
+	spans = slices.Delete(spans, 1, 2)
+	if fs := NewBrokenPropagation().Detect(NewTrace(spans), nil); len(fs) != 1 || fs[0].Evidence.(BrokenPropagationEvidence).Span.Service != "frontend" {
+		t.Fatalf("the lost egress span: %+v", fs)
 	}
 }
