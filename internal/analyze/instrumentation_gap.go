@@ -107,7 +107,10 @@ func (d *InstrumentationGap) Detect(t *Trace, _ *Env) []Finding {
 				})
 			}
 		}
-		if d.CheckService && (s.Service == "" || strings.HasPrefix(s.Service, model.UnknownService)) {
+		// A piece of a span reported under its id without an endpoint
+		// (Zipkin v1 annotations sent apart) belongs to the span that
+		// names the service: its process did set one.
+		if d.CheckService && (s.Service == "" || strings.HasPrefix(s.Service, model.UnknownService)) && !fragmentOfNamed(t, n) {
 			note("service|"+s.Service+"|"+s.ScopeName, n, func() (InstrumentationGapEvidence, Severity) {
 				return InstrumentationGapEvidence{Problem: "missing_service_name", Attribute: "service.name",
 					Change: "set service.name on the resource (OTEL_SERVICE_NAME or the SDK's resource); spans of " +
@@ -480,4 +483,11 @@ func luhn(d []byte) bool {
 		double = !double
 	}
 	return sum%10 == 0
+}
+
+// fragmentOfNamed reports a span sharing its id with another span that
+// names a service.
+func fragmentOfNamed(t *Trace, n *Node) bool {
+	o := t.ByID[n.Span.SpanID]
+	return o != nil && o != n && o.Span.Service != "" && !strings.HasPrefix(o.Span.Service, model.UnknownService)
 }

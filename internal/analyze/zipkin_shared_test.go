@@ -160,3 +160,22 @@ func TestBrokenPropagationUpstreamCaller(t *testing.T) {
 		t.Fatalf("the lost egress span: %+v", fs)
 	}
 }
+
+// Netflix's recorded Zipkin v1 trace sends annotations of a call apart,
+// under the call's id and without an endpoint: pieces of a span whose
+// service is known, not spans of an unnamed service. A span of its own
+// without a name is still reported.
+func TestInstrumentationGapZipkinFragments(t *testing.T) {
+	spans := []model.Span{
+		p1Span(1, 0, "apip", "/m/n", model.KindServer, 0, 37),
+		p1Span(2, 1, "api", "/m/n", model.KindClient, 24, 32),
+		p1Span(2, 1, model.UnknownService, "/m/n", model.KindInternal, 26, 26),
+	}
+	for _, f := range NewInstrumentationGap().Detect(NewTrace(spans), nil) {
+		t.Errorf("reported: %q", f.Title)
+	}
+	spans[2].SpanID[7] = 3
+	if fs := NewInstrumentationGap().Detect(NewTrace(spans), nil); len(fs) != 1 {
+		t.Errorf("an unnamed span of its own: %d findings", len(fs))
+	}
+}
