@@ -87,6 +87,14 @@ func (d *SequentialCalls) Detect(t *Trace, _ *Env) []Finding {
 			}
 		}
 		for _, c := range calls {
+			// The calls after a credential check wait for it by design
+			// (SmartThings' bookie checks the OAuth token, then reads the
+			// location): a check is never part of a parallelisable run.
+			if isGateCall(t, c) {
+				flush()
+				chain = chain[:0]
+				continue
+			}
 			if len(chain) > 0 {
 				prev := chain[len(chain)-1]
 				// Two calls in a row to one service are a loop or a
@@ -108,6 +116,36 @@ func (d *SequentialCalls) Detect(t *Trace, _ *Env) []Finding {
 		flush()
 	}
 	return out
+}
+
+// gateWords are the words of a call that checks credentials or
+// permissions (token, OAuth, login, permission endpoints); words starting
+// with authenticat or authoriz count too. "authors" does not.
+var gateWords = map[string]bool{"token": true, "tokens": true, "oauth": true, "auth": true, "authn": true, "authz": true,
+	"login": true, "signin": true, "permission": true, "permissions": true}
+
+// isGateCall reports a call to a credential or permission check.
+func isGateCall(t *Trace, c *Node) bool {
+	_, op := CallTarget(t, c)
+	text := op + " " + c.Span.Name + " " + pathOf(c.Span)
+	// The callee's span names the endpoint when the client span does not
+	// (Brave's client span is just "post").
+	if e := calleeEntry(c); e != nil {
+		text += " " + e.Span.Name + " " + pathOf(e.Span)
+	}
+	text = strings.ToLower(text)
+	for _, w := range strings.FieldsFunc(text, func(r rune) bool { return r < 'a' || r > 'z' }) {
+		if gateWords[w] || strings.HasPrefix(w, "authenticat") || strings.HasPrefix(w, "authoriz") {
+			return true
+		}
+	}
+	return false
+}
+
+// pathOf is the URL or path a span carries, under the OTel names and
+// Brave's http.path.
+func pathOf(s *model.Span) string {
+	return s.Attrs.Str("url.full", "http.url", "url.path", "http.target", "http.route", "http.path")
 }
 
 func (d *SequentialCalls) finding(t *Trace, p *Node, chain []*Node) (Finding, bool) {
