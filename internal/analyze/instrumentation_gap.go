@@ -3,6 +3,7 @@ package analyze
 import (
 	"fmt"
 	"sort"
+	"strconv"
 	"strings"
 
 	"github.com/tracedx/tracedx/internal/model"
@@ -238,7 +239,26 @@ func idWord(w string) bool {
 	if w == "" || w[0] == '{' || w[0] == ':' || (len(w) < 3 && allDigits(w)) {
 		return false
 	}
-	return LooksLikeID(w) && !isVersionLike(w)
+	return LooksLikeID(w) && !isVersionLike(w) && !isHostPort(w)
+}
+
+// isHostPort reports host:port, the name Envoy gives its spans by default
+// (Zipkin's recorded Envoy trace: "localhost:10000"): one name per
+// upstream, not per request.
+func isHostPort(w string) bool {
+	i := strings.LastIndexByte(w, ':')
+	if i <= 0 || len(w)-i-1 < 1 || len(w)-i-1 > 5 || !allDigits(w[i+1:]) {
+		return false
+	}
+	if p, err := strconv.Atoi(w[i+1:]); err != nil || p > 65535 {
+		return false
+	}
+	for _, r := range w[:i] {
+		if !(r == '.' || r == '-' || r >= '0' && r <= '9' || r >= 'a' && r <= 'z' || r >= 'A' && r <= 'Z') {
+			return false
+		}
+	}
+	return true
 }
 
 func nameHasID(name string) bool {

@@ -179,3 +179,14 @@ func TestInstrumentationGapZipkinFragments(t *testing.T) {
 		t.Errorf("an unnamed span of its own: %d findings", len(fs))
 	}
 }
+
+// Envoy names its spans by the upstream's host:port (Zipkin's recorded
+// Envoy trace: "localhost:10000"): one name per upstream, not an id. An
+// id in a path still is one.
+func TestInstrumentationGapHostPortNames(t *testing.T) {
+	for name, want := range map[string]bool{"localhost:10000": false, "10.0.0.7:8080": false, "GET /orders/88412391": true} {
+		if _, got := nameShape(name); got != want {
+			t.Errorf("nameShape(%q) holds an id: %v, want %v", name, got, want)
+		}
+	}
+}
