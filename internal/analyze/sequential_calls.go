@@ -121,23 +121,46 @@ func (d *SequentialCalls) Detect(t *Trace, _ *Env) []Finding {
 // gateWords are the words of a call that checks credentials or
 // permissions (token, OAuth, login, permission endpoints); words starting
 // with authenticat or authoriz count too. "authors" does not.
-var gateWords = map[string]bool{"token": true, "tokens": true, "oauth": true, "auth": true, "authn": true, "authz": true,
-	"login": true, "signin": true, "permission": true, "permissions": true}
+var gateWords = []string{"token", "tokens", "oauth", "auth", "authn", "authz", "login", "signin", "permission", "permissions"}
 
-// isGateCall reports a call to a credential or permission check.
+// isGateCall reports a call to a credential or permission check. It runs
+// on every call of every trace, so it reads the strings in place.
 func isGateCall(t *Trace, c *Node) bool {
 	_, op := CallTarget(t, c)
-	text := op + " " + c.Span.Name + " " + pathOf(c.Span)
+	if hasGateWord(op) || hasGateWord(c.Span.Name) || hasGateWord(pathOf(c.Span)) {
+		return true
+	}
 	// The callee's span names the endpoint when the client span does not
 	// (Brave's client span is just "post").
-	if e := calleeEntry(c); e != nil {
-		text += " " + e.Span.Name + " " + pathOf(e.Span)
-	}
-	text = strings.ToLower(text)
-	for _, w := range strings.FieldsFunc(text, func(r rune) bool { return r < 'a' || r > 'z' }) {
-		if gateWords[w] || strings.HasPrefix(w, "authenticat") || strings.HasPrefix(w, "authoriz") {
-			return true
+	e := calleeEntry(c)
+	return e != nil && (hasGateWord(e.Span.Name) || hasGateWord(pathOf(e.Span)))
+}
+
+// hasGateWord reports whether s holds one of gateWords as a word (runs of
+// ASCII letters, any case).
+func hasGateWord(s string) bool {
+	isLetter := func(b byte) bool { return b|0x20 >= 'a' && b|0x20 <= 'z' }
+	for i := 0; i < len(s); {
+		if !isLetter(s[i]) {
+			i++
+			continue
 		}
+		j := i
+		for j < len(s) && isLetter(s[j]) {
+			j++
+		}
+		w := s[i:j]
+		for _, g := range gateWords {
+			if strings.EqualFold(w, g) {
+				return true
+			}
+		}
+		for _, pre := range [...]string{"authenticat", "authoriz"} {
+			if len(w) >= len(pre) && strings.EqualFold(w[:len(pre)], pre) {
+				return true
+			}
+		}
+		i = j
 	}
 	return false
 }
