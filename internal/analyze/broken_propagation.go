@@ -54,7 +54,11 @@ func (d *BrokenPropagation) Detect(t *Trace, _ *Env) []Finding {
 	main := t.Root()
 	detached := map[*Node]bool{}
 	for _, r := range t.Roots {
-		if r == main && !r.Orphan {
+		// The request's own entry naming a parent we never got was called
+		// from upstream: a browser, a mobile app or a partner whose spans
+		// go elsewhere (the OpenTelemetry demo's frontend-proxy under its
+		// load generator). Only breaks inside the trace are ours.
+		if r == main && (!r.Orphan || upstreamEntry(r)) {
 			continue
 		}
 		if p, _ := producerOf(t, r); p != nil {
@@ -127,12 +131,30 @@ func (d *BrokenPropagation) Detect(t *Trace, _ *Env) []Finding {
 		}
 		add(Finding{Kind: d.Kind(), Severity: SeverityWarning, Title: title, SpanIDs: ids, Evidence: ev, Fix: fix(c.Span.Service, callee)})
 	}
+	// Orphans naming the same missing parent are one lost span, however
+	// many children it had (a server span not exported drops all its
+	// calls at once).
+	type lost struct {
+		i  int    // its finding in out
+		op string // the first orphan's operation, for the title
+	}
+	byParent := map[model.SpanID]lost{}
 	for _, r := range t.Roots {
-		if full() {
-			break
-		}
 		if !detached[r] {
 			continue
+		}
+		if l, ok := byParent[r.Span.ParentSpanID]; ok && r.Orphan {
+			f := &out[l.i]
+			ev := f.Evidence.(BrokenPropagationEvidence)
+			ev.SubtreeSize += subtreeSize(r)
+			f.Evidence = ev
+			f.SpanIDs = appendCapped(f.SpanIDs, []string{r.Span.SpanID.String()}, maxMergedSpanIDs)
+			f.Title = fmt.Sprintf("parent %s of %s %s and %d more never arrived (%d spans detached)", ev.MissingParentID,
+				ev.Span.Service, l.op, len(f.SpanIDs)-1, ev.SubtreeSize)
+			continue
+		}
+		if full() {
+			break
 		}
 		ev := BrokenPropagationEvidence{SubtreeSize: subtreeSize(r), Callee: r.Span.Service}
 		ref := RefOf(t, r)
@@ -154,10 +176,37 @@ func (d *BrokenPropagation) Detect(t *Trace, _ *Env) []Finding {
 			cr := RefOf(t, caller)
 			ev.Call = &cr
 		}
-		add(Finding{Kind: d.Kind(), Severity: SeverityWarning, Title: title, SpanIDs: []string{r.Span.SpanID.String()},
-			Evidence: ev, Fix: fix(ev.Caller, r.Span.Service)})
+		f := Finding{Kind: d.Kind(), Severity: SeverityWarning, Title: title, SpanIDs: []string{r.Span.SpanID.String()},
+			Evidence: ev, Fix: fix(ev.Caller, r.Span.Service)}
+		if r.Orphan {
+			byParent[r.Span.ParentSpanID] = lost{len(out), displayOp(r)}
+			// The orphan carries its parent's id: the context did travel,
+			// the span it names was not exported.
+			f.Fix = lostFix(r, ev.Caller)
+		}
+		add(f)
 	}
 	return out
+}
+
+// upstreamEntry reports an orphan that is an entry span: its parent was
+// in another process. As the main root it is also the earliest orphan
+// (main is an orphan only when no span lacks a parent).
+func upstreamEntry(r *Node) bool {
+	return r.Orphan && (r.Span.Kind == model.KindServer || r.Span.Kind == model.KindConsumer)
+}
+
+// lostFix says who did not export the missing parent of orphan r. Only
+// an entry span (SERVER, CONSUMER) gets its parent from another process;
+// a call or internal span without its parent lost a span of its own
+// process, typically the entry span.
+func lostFix(r *Node, caller string) string {
+	lead, who := "The context reached "+r.Span.Service+" but the span it names was never exported", nonEmpty(caller, "its caller")
+	if k := r.Span.Kind; k != model.KindServer && k != model.KindConsumer {
+		lead, who = r.Span.Service+"'s spans name a span of its own process that was never exported", r.Span.Service
+	}
+	return lead + ": check that " + who + " exports every span (exporter errors, dropped batches or full queues, a sampler " +
+		"that drops a span yet propagates it, spans left unended on some path) and that no proxy reports span ids it never exports."
 }
 
 // calleeService maps a call's target to a service of the trace:

@@ -119,6 +119,10 @@ func brokenPropagationCulprit(t *Trace, f *Finding) *Culprit {
 				"carrying that context was not exported (or a proxy rewrote the header).", ev.Callee, n.Span.Service))
 		}
 		if n := refNode(t, ev.Span); n != nil {
+			if k := n.Span.Kind; k != model.KindServer && k != model.KindConsumer {
+				return culpritAt(t, n, fmt.Sprintf("%s's spans name a parent of their own process that never arrived: %s did "+
+					"not export it (often its entry span).", n.Span.Service, n.Span.Service))
+			}
 			return culpritAt(t, n, fmt.Sprintf("%s's parent span never arrived: whoever called it did not export the span it "+
 				"propagated.", n.Span.Service))
 		}

@@ -64,7 +64,10 @@ func (d *IdleGap) Detect(t *Trace, _ *Env) []Finding {
 		}
 		first := true
 		for _, c := range n.Children {
-			if asyncEdge(n, c) {
+			// A child that began once the span had ended ran after it (a
+			// browser following the page's links with its context), not
+			// inside it: a span whose children all did is a leaf.
+			if asyncEdge(n, c) || c.Start() >= hi {
 				continue
 			}
 			cs := max(c.Start(), lo)

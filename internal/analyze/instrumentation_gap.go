@@ -3,6 +3,7 @@ package analyze
 import (
 	"fmt"
 	"sort"
+	"strconv"
 	"strings"
 
 	"github.com/tracedx/tracedx/internal/model"
@@ -107,7 +108,10 @@ func (d *InstrumentationGap) Detect(t *Trace, _ *Env) []Finding {
 				})
 			}
 		}
-		if d.CheckService && (s.Service == "" || strings.HasPrefix(s.Service, model.UnknownService)) {
+		// A piece of a span reported under its id without an endpoint
+		// (Zipkin v1 annotations sent apart) belongs to the span that
+		// names the service: its process did set one.
+		if d.CheckService && (s.Service == "" || strings.HasPrefix(s.Service, model.UnknownService)) && !fragmentOfNamed(t, n) {
 			note("service|"+s.Service+"|"+s.ScopeName, n, func() (InstrumentationGapEvidence, Severity) {
 				return InstrumentationGapEvidence{Problem: "missing_service_name", Attribute: "service.name",
 					Change: "set service.name on the resource (OTEL_SERVICE_NAME or the SDK's resource); spans of " +
@@ -235,7 +239,26 @@ func idWord(w string) bool {
 	if w == "" || w[0] == '{' || w[0] == ':' || (len(w) < 3 && allDigits(w)) {
 		return false
 	}
-	return LooksLikeID(w) && !isVersionLike(w)
+	return LooksLikeID(w) && !isVersionLike(w) && !isHostPort(w)
+}
+
+// isHostPort reports host:port, the name Envoy gives its spans by default
+// (Zipkin's recorded Envoy trace: "localhost:10000"): one name per
+// upstream, not per request.
+func isHostPort(w string) bool {
+	i := strings.LastIndexByte(w, ':')
+	if i <= 0 || len(w)-i-1 < 1 || len(w)-i-1 > 5 || !allDigits(w[i+1:]) {
+		return false
+	}
+	if p, err := strconv.Atoi(w[i+1:]); err != nil || p > 65535 {
+		return false
+	}
+	for _, r := range w[:i] {
+		if !(r == '.' || r == '-' || r >= '0' && r <= '9' || r >= 'a' && r <= 'z' || r >= 'A' && r <= 'Z') {
+			return false
+		}
+	}
+	return true
 }
 
 func nameHasID(name string) bool {
@@ -480,4 +503,11 @@ func luhn(d []byte) bool {
 		double = !double
 	}
 	return sum%10 == 0
+}
+
+// fragmentOfNamed reports a span sharing its id with another span that
+// names a service.
+func fragmentOfNamed(t *Trace, n *Node) bool {
+	o := t.ByID[n.Span.SpanID]
+	return o != nil && o != n && o.Span.Service != "" && !strings.HasPrefix(o.Span.Service, model.UnknownService)
 }

@@ -253,10 +253,15 @@ var grpcFailure = map[int64]bool{2: true, 4: true, 8: true, 10: true, 13: true, 
 // status ≥ 500 on any span kind (instrumentations forget to set the status);
 // or 408/429, which are not the caller's fault and are what retries react
 // to; or a failing gRPC code; or the OpenTracing `error=true` tag. Other 4xx
-// are answers to the caller (404 on a lookup is normal) and are not
-// failures.
+// and gRPC codes such as NOT_FOUND are answers to the caller (404 on a
+// lookup is normal) and are not failures, even with status ERROR: OTel's
+// HTTP and gRPC conventions set ERROR on every CLIENT span with such an
+// answer, and Brave tags error=404, so that status only repeats the code.
 func Failed(n *Node) bool {
 	s := n.Span
+	if answeredNotFailed(s) {
+		return false
+	}
 	if s.StatusCode == model.StatusError {
 		return true
 	}
@@ -274,6 +279,20 @@ func Failed(n *Node) bool {
 	}
 	if v, ok := s.Attrs.Get("error"); ok && v.Type == model.TypeBool && v.Bool {
 		return true
+	}
+	return false
+}
+
+// answeredNotFailed reports a span whose HTTP status or gRPC code is an
+// answer that is the caller's business (4xx but 408 and 429; a gRPC code
+// other than OK that is not in grpcFailure).
+func answeredNotFailed(s *model.Span) bool {
+	if code, ok := HTTPStatus(s); ok {
+		return code >= 400 && code < 500 && code != 408 && code != 429
+	}
+	if v, ok := s.Attrs.Get("rpc.grpc.status_code"); ok {
+		c, ok := v.AsInt()
+		return ok && c != 0 && !grpcFailure[c]
 	}
 	return false
 }

@@ -87,6 +87,14 @@ func (d *SequentialCalls) Detect(t *Trace, _ *Env) []Finding {
 			}
 		}
 		for _, c := range calls {
+			// The calls after a credential check wait for it by design
+			// (SmartThings' bookie checks the OAuth token, then reads the
+			// location): a check is never part of a parallelisable run.
+			if isGateCall(t, c) {
+				flush()
+				chain = chain[:0]
+				continue
+			}
 			if len(chain) > 0 {
 				prev := chain[len(chain)-1]
 				// Two calls in a row to one service are a loop or a
@@ -108,6 +116,59 @@ func (d *SequentialCalls) Detect(t *Trace, _ *Env) []Finding {
 		flush()
 	}
 	return out
+}
+
+// gateWords are the words of a call that checks credentials or
+// permissions (token, OAuth, login, permission endpoints); words starting
+// with authenticat or authoriz count too. "authors" does not.
+var gateWords = []string{"token", "tokens", "oauth", "auth", "authn", "authz", "login", "signin", "permission", "permissions"}
+
+// isGateCall reports a call to a credential or permission check. It runs
+// on every call of every trace, so it reads the strings in place.
+func isGateCall(t *Trace, c *Node) bool {
+	_, op := CallTarget(t, c)
+	if hasGateWord(op) || hasGateWord(c.Span.Name) || hasGateWord(pathOf(c.Span)) {
+		return true
+	}
+	// The callee's span names the endpoint when the client span does not
+	// (Brave's client span is just "post").
+	e := calleeEntry(c)
+	return e != nil && (hasGateWord(e.Span.Name) || hasGateWord(pathOf(e.Span)))
+}
+
+// hasGateWord reports whether s holds one of gateWords as a word (runs of
+// ASCII letters, any case).
+func hasGateWord(s string) bool {
+	isLetter := func(b byte) bool { return b|0x20 >= 'a' && b|0x20 <= 'z' }
+	for i := 0; i < len(s); {
+		if !isLetter(s[i]) {
+			i++
+			continue
+		}
+		j := i
+		for j < len(s) && isLetter(s[j]) {
+			j++
+		}
+		w := s[i:j]
+		for _, g := range gateWords {
+			if strings.EqualFold(w, g) {
+				return true
+			}
+		}
+		for _, pre := range [...]string{"authenticat", "authoriz"} {
+			if len(w) >= len(pre) && strings.EqualFold(w[:len(pre)], pre) {
+				return true
+			}
+		}
+		i = j
+	}
+	return false
+}
+
+// pathOf is the URL or path a span carries, under the OTel names and
+// Brave's http.path.
+func pathOf(s *model.Span) string {
+	return s.Attrs.Str("url.full", "http.url", "url.path", "http.target", "http.route", "http.path")
 }
 
 func (d *SequentialCalls) finding(t *Trace, p *Node, chain []*Node) (Finding, bool) {

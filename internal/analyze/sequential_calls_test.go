@@ -31,3 +31,35 @@ func TestSequentialCallsChainRules(t *testing.T) {
 		t.Fatal("one target three times is fan_out's, not sequential_calls'")
 	}
 }
+
+// SmartThings' recorded bookie handler checks the caller's OAuth token,
+// then reads the location and validates device ownership: the calls after
+// the check wait for it by design. Without the check the rest is too short
+// a run to report; the same run without a check in front is still one.
+func TestSequentialCallsNotThroughACredentialCheck(t *testing.T) {
+	url := func(u string) model.Attr { return model.Attr{Key: "url.full", Value: model.Str(u)} }
+	build := func(first, firstURL string) []model.Span {
+		spans := []model.Span{p1Span(1, 0, "bookie", "PUT /installedapps/{id}/configs", model.KindServer, 0, 200)}
+		for i, call := range []struct{ peer, url string }{
+			{first, firstURL}, {"account", "http://account/locations/7"}, {"coresrv", "http://coresrv/api/devices/validate"},
+		} {
+			st := 5 + 60*float64(i)
+			spans = append(spans, p1Span(byte(2+i), 1, "bookie", "POST", model.KindClient, st, st+58,
+				model.Attr{Key: "peer.service", Value: model.Str(call.peer)}, url(call.url)))
+		}
+		return spans
+	}
+	if got := NewSequentialCalls().Detect(NewTrace(build("auth", "http://auth/oauth/check_token")), nil); len(got) != 0 {
+		t.Fatalf("a run through a token check: %q", got[0].Title)
+	}
+	// Brave's client span says only "post"; auth's server span names the
+	// endpoint.
+	brave := build("auth", "")
+	brave = append(brave, p1Span(9, 2, "auth", "post /oauth/check_token", model.KindServer, 6, 60))
+	if got := NewSequentialCalls().Detect(NewTrace(brave), nil); len(got) != 0 {
+		t.Fatalf("a run through a token check named by its server: %q", got[0].Title)
+	}
+	if got := NewSequentialCalls().Detect(NewTrace(build("catalog", "http://catalog/v1/authors/42")), nil); len(got) != 1 {
+		t.Fatalf("/authors is no credential check: %d findings", len(got))
+	}
+}

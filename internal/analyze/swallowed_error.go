@@ -47,7 +47,8 @@ type SwallowedErrorEvidence struct {
 // span), so a failure handled deep down is reported once, where it was
 // swallowed. Failed attempts that a later sibling call to the same target
 // recovered (a retry that worked) and failures of asynchronous consumers
-// (poison_message's concern) are not degraded answers and are skipped.
+// or under them (poison_message's concern) are not degraded answers and
+// are skipped.
 func (d *SwallowedError) Detect(t *Trace, _ *Env) []Finding {
 	groups := map[*Node][]*Node{}
 	var order []*Node
@@ -62,8 +63,11 @@ func (d *SwallowedError) Detect(t *Trace, _ *Env) []Finding {
 		if recoveredByRetry(t, n) {
 			continue
 		}
+		// A message handler answers nobody: a failure under a CONSUMER
+		// entry (Brave's "poll" receipt, the handler failing below it)
+		// degraded no caller's answer.
 		e := EntryOf(p)
-		if e == nil || Failed(e) {
+		if e == nil || Failed(e) || e.Span.Kind == model.KindConsumer {
 			continue
 		}
 		if _, ok := groups[e]; !ok {

@@ -69,11 +69,19 @@ func (d *TimeoutMismatch) Detect(t *Trace, _ *Env) []Finding {
 	groups := map[shape]*group{}
 	for _, n := range t.Nodes {
 		p := n.Parent
-		if p == nil || asyncEdge(p, n) || n.End() <= p.End() {
+		if p == nil || asyncEdge(p, n) || noDeadline(p, n) || n.End() <= p.End() {
 			continue
 		}
-		over := n.End() - p.End()
-		if over <= d.tolerance(p, n) {
+		over, tol := n.End()-p.End(), d.tolerance(p, n)
+		if over <= tol {
+			continue
+		}
+		// Work that began after a parent other than a call had ended was
+		// not awaited by it: a page whose links the browser follows with
+		// the page's trace context, a job deferred past the response. A
+		// server span that starts after its client gave up stays: that
+		// request waited in a queue past the caller's timeout.
+		if p.Span.Kind != model.KindClient && n.Start() > p.End()+tol {
 			continue
 		}
 		k := shape{p.Span.Service, p.Span.Name, n.Span.Service, n.Span.Name}
@@ -117,6 +125,18 @@ func (d *TimeoutMismatch) tolerance(p, c *Node) uint64 {
 		tol = max(tol, uint64(d.CrossHostSkewMS*1e6))
 	}
 	return tol
+}
+
+// noDeadline reports edges where nobody waits on the child, so outliving
+// the parent gives up nothing: a message receipt (Brave's "poll", a
+// CONSUMER span of microseconds) has no caller waiting and its handler
+// runs after it; a PRODUCER send is acknowledged after the code that sent
+// it moved on (Kafka's send is asynchronous); and a parent with no
+// duration at all recorded none (Zipkin leaves duration out of a span
+// that never finished, such as a redirect, and the converter ends it where
+// it starts).
+func noDeadline(p, c *Node) bool {
+	return p.Span.Kind == model.KindConsumer || c.Span.Kind == model.KindProducer || p.Duration() == 0
 }
 
 func asyncEdge(p, c *Node) bool {

@@ -24,3 +24,43 @@ func TestTimeoutMismatchSkewAndAsync(t *testing.T) {
 		t.Fatalf("overrun: %+v", got)
 	}
 }
+
+// Shapes of Zipkin's Brave Kafka demo and of SmartThings' recorded OAuth
+// trace: a CONSUMER receipt of microseconds whose handler runs on, an
+// asynchronous Kafka send acknowledged after its caller ended, and a
+// redirect CLIENT span reported without duration under which the browser's
+// next requests arrive. Nobody waits on any of these children.
+func TestTimeoutMismatchNobodyWaiting(t *testing.T) {
+	spans := []model.Span{
+		p1Span(1, 0, "servicea", "poll", model.KindConsumer, 0, 0.026),
+		p1Span(2, 1, "servicea", "on-message", model.KindInternal, 0, 252),
+		p1Span(3, 2, "servicea", "send", model.KindProducer, 251, 353),
+		p1Span(4, 0, "datamgmt", "get /oauth/authorize", model.KindServer, 1000, 1200),
+		p1Span(5, 4, "datamgmt", "redirect", model.KindClient, 1100, 1100),
+		p1Span(6, 5, "datamgmt", "post /oauth/authorize", model.KindServer, 1900, 31000),
+		// The page's script and stylesheet, requested by the browser after
+		// the page was served, carry the page's span as parent.
+		p1Span(8, 0, "strongman", "get /pages/install", model.KindServer, 2000, 2001),
+		p1Span(9, 8, "strongman", "get js/app.js", model.KindServer, 2098, 2098.1),
+		p1Span(10, 8, "stLogin", "get /login", model.KindServer, 2040, 2470),
+	}
+	if got := NewTimeoutMismatch().Detect(NewTrace(spans), nil); len(got) != 0 {
+		t.Fatalf("reported %d: %q", len(got), got[0].Title)
+	}
+	// A real caller still counts: the handler's synchronous call outliving
+	// it is a mismatch.
+	spans = append(spans, p1Span(7, 2, "servicea", "GET /x", model.KindClient, 200, 400))
+	if got := NewTimeoutMismatch().Detect(NewTrace(spans), nil); len(got) != 1 || got[0].Evidence.(TimeoutMismatchEvidence).Child.SpanID != spans[len(spans)-1].SpanID.String() {
+		t.Fatalf("want the client call only: %+v", got)
+	}
+	// So does a server that starts only after its client gave up: the
+	// request sat in a queue past the caller's timeout.
+	spans = []model.Span{
+		p1Span(1, 0, "web", "GET /page", model.KindServer, 0, 1010),
+		p1Span(2, 1, "web", "GET", model.KindClient, 5, 1005),
+		p1Span(3, 2, "api", "GET /v1/x", model.KindServer, 1100, 1400),
+	}
+	if got := NewTimeoutMismatch().Detect(NewTrace(spans), nil); len(got) != 1 {
+		t.Fatalf("queued past the client's timeout: %d findings", len(got))
+	}
+}

@@ -4,9 +4,11 @@
 package analyze
 
 import (
+	"slices"
 	"sort"
 
 	"github.com/tracedx/tracedx/internal/model"
+	"github.com/tracedx/tracedx/internal/zipkin"
 )
 
 // Node is one span in the tree.
@@ -61,22 +63,92 @@ func NewTrace(spans []model.Span) *Trace {
 		n := &backing[i]
 		n.Span, n.Index = &spans[i], i
 		t.Nodes[i] = n
-		// Duplicate span ids (a client retrying an export) keep the first.
-		if _, dup := t.ByID[spans[i].SpanID]; !dup {
+		// Duplicate span ids (a client retrying an export) keep the first,
+		// except that a CLIENT owns an id it shares: Zipkin v1 data reports
+		// the server half and timeless fragments under the client's id.
+		if o, dup := t.ByID[spans[i].SpanID]; !dup || n.Span.Kind == model.KindClient && o.Span.Kind != model.KindClient {
 			t.ByID[spans[i].SpanID] = n
 		}
 	}
+	// A server half whose client half never arrived stands in for it:
+	// the server's own spans name the shared id.
+	var alias map[model.SpanID]*Node
+	shared := make([]bool, len(spans))
+	for i, n := range t.Nodes {
+		if shared[i] = sharedHalf(n); !shared[i] {
+			continue
+		}
+		if _, ok := t.ByID[n.Span.ParentSpanID]; !ok {
+			if alias == nil {
+				alias = map[model.SpanID]*Node{}
+			}
+			alias[n.Span.ParentSpanID] = n
+		}
+	}
+	parents := make([]*Node, len(spans))
+	var halves map[*Node][]*Node // client -> server halves of its shared ids
 	var roots, orphans []*Node
-	for _, n := range t.Nodes {
-		if n.Span.ParentSpanID.IsZero() {
+	for i, n := range t.Nodes {
+		pid := n.Span.ParentSpanID
+		half := shared[i]
+		if o := t.ByID[n.Span.SpanID]; unflaggedHalf(n, o) {
+			pid, half = n.Span.SpanID, true
+		}
+		if pid.IsZero() {
 			roots = append(roots, n)
 			continue
 		}
-		p, ok := t.ByID[n.Span.ParentSpanID]
+		p, ok := t.ByID[pid]
+		if !ok {
+			p, ok = alias[pid]
+		}
+		if (!ok || p == n) && half {
+			// The client half was never reported (the caller sent B3
+			// headers without a span, or its span was lost): the server
+			// half hangs where Zipkin shows it, under the parent it named.
+			orig, err := model.ParseSpanID(n.Span.Attrs.Str(zipkin.AttrSharedParent))
+			if err != nil {
+				roots = append(roots, n)
+				continue
+			}
+			p, ok = t.ByID[orig]
+			half = false
+		}
 		if !ok || p == n {
 			n.Orphan = true
 			orphans = append(orphans, n)
 			continue
+		}
+		parents[i] = p
+		if half {
+			if halves == nil {
+				halves = map[*Node][]*Node{}
+			}
+			halves[p] = append(halves[p], n)
+		}
+	}
+	for i, n := range t.Nodes {
+		p := parents[i]
+		if p == nil {
+			continue
+		}
+		// With B3 shared ids the server's own spans name the shared id,
+		// which is the client's: they belong under the server half of
+		// their own service, as Zipkin draws them. A span of a third
+		// service naming it was called from the server side (a client
+		// span does not call out), through a client span that was lost.
+		if hs := halves[p]; len(hs) > 0 && !slices.Contains(hs, n) {
+			q := p
+			for _, h := range hs {
+				if h.Span.Service == n.Span.Service {
+					q = h
+					break
+				}
+			}
+			if q == p && (shared[i] || n.Span.Service != p.Span.Service && n.Span.Kind != model.KindServer) {
+				q = hs[0]
+			}
+			p = q
 		}
 		n.Parent = p
 		p.Children = append(p.Children, n)
@@ -104,6 +176,20 @@ func NewTrace(spans []model.Span) *Trace {
 		}
 	}
 	return t
+}
+
+// sharedHalf reports the server half of a Zipkin shared span, as package
+// zipkin marks it.
+func sharedHalf(n *Node) bool {
+	v, _ := n.Span.Attrs.Get(zipkin.AttrShared)
+	return v.Type == model.TypeBool && v.Bool
+}
+
+// unflaggedHalf reports a SERVER span s reusing the id of CLIENT span c
+// without Zipkin's shared flag (v1 data converted to v2 reports both
+// halves of an RPC under one id): it is c's server half.
+func unflaggedHalf(s, c *Node) bool {
+	return s != c && s.Span.Kind == model.KindServer && c.Span.Kind == model.KindClient && s.Span.SpanID == c.Span.SpanID
 }
 
 // Root returns the main root, or nil for an empty trace.

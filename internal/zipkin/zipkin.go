@@ -15,7 +15,9 @@
 //   - A shared SERVER span (Zipkin's B3 single-host convention, where client
 //     and server report the same span id) gets a derived span id and the
 //     client span as parent, so that every span id in a trace is unique and the
-//     tree stays a tree. It carries zipkin.shared=true so FromModel can undo it.
+//     tree stays a tree. It carries zipkin.shared=true so FromModel can undo it,
+//     and the parent it named as zipkin.shared.parent_id: when the client half
+//     is never reported, the analysis hangs the server half there.
 package zipkin
 
 import (
@@ -66,6 +68,7 @@ type Span struct {
 // Attribute keys written by the conversion.
 const (
 	AttrShared       = "zipkin.shared"
+	AttrSharedParent = "zipkin.shared.parent_id"
 	AttrPeerService  = "peer.service"
 	AttrPeerAddress  = "network.peer.address"
 	AttrPeerPort     = "network.peer.port"
@@ -207,6 +210,9 @@ func convertSpan(z *Span) (model.Span, error) {
 		s.ParentSpanID = sid
 		s.SpanID = sharedID(sid)
 		attrs = append(attrs, model.Attr{Key: AttrShared, Value: model.Bool(true)})
+		if !parent.IsZero() {
+			attrs = append(attrs, model.Attr{Key: AttrSharedParent, Value: model.Str(parent.String())})
+		}
 	}
 	if len(attrs) > 0 {
 		s.Attrs = attrs
@@ -305,8 +311,11 @@ func FromModelSpans(spans []model.Span) []Span {
 					z.ParentID = ""
 					if c, ok := byID[s.ParentSpanID]; ok && !c.ParentSpanID.IsZero() {
 						z.ParentID = c.ParentSpanID.String()
+					} else if !ok {
+						z.ParentID = s.Attrs.Str(AttrSharedParent)
 					}
 				}
+			case AttrSharedParent:
 			case AttrPeerService:
 				remote(&z).ServiceName = a.Value.AsString()
 			case AttrPeerAddress:

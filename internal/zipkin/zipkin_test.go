@@ -164,3 +164,22 @@ func TestOverflowingTimestampIsRejected(t *testing.T) {
 		t.Fatalf("spans %+v err %v", spans, err)
 	}
 }
+
+// A server half whose client never reported (the caller sent B3 headers
+// from an uninstrumented client) keeps the parent it named, and writing it
+// back without its client restores that parent.
+func TestSharedServerKeepsItsParentWithoutClient(t *testing.T) {
+	in := `[{"traceId":"0d1a94ebc9256244","parentId":"0d1a94ebc9256244","id":"dca1d27152851c1c","kind":"SERVER","shared":true,
+		"name":"get /authentications","timestamp":1541485537000000,"duration":4000,"localEndpoint":{"serviceName":"auth"}}]`
+	spans, err := ToModel([]byte(in))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got := spans[0].Attrs.Str(AttrSharedParent); got != "0d1a94ebc9256244" {
+		t.Fatalf("%s = %q", AttrSharedParent, got)
+	}
+	back := FromModelSpans(spans)
+	if back[0].ID != "dca1d27152851c1c" || back[0].ParentID != "0d1a94ebc9256244" || !back[0].Shared || back[0].Tags[AttrSharedParent] != "" {
+		t.Fatalf("written back as %+v", back[0])
+	}
+}

@@ -1,0 +1,72 @@
+package analyze
+
+import (
+	"testing"
+
+	"github.com/tracedx/tracedx/internal/model"
+)
+
+// A handled 4xx is an answer, whatever status the instrumentation set.
+// OTel's HTTP conventions put ERROR on every CLIENT span with a 4xx, and
+// Brave tags error=401 on both halves (SmartThings' recorded login: a
+// wrong password answered 401, then the user signed in; an execution
+// service looking up a circuit breaker that does not exist gets 404 and
+// carries on). None of these is a failure to diagnose; a 5xx still is.
+func TestHandledClientErrorsAreAnswers(t *testing.T) {
+	status := func(code int64) model.Attr {
+		return model.Attr{Key: "http.response.status_code", Value: model.Int(code)}
+	}
+	build := func(lookup, login int64) []model.Span {
+		spans := []model.Span{
+			p1Span(1, 0, "stlogin", "POST /login", model.KindServer, 0, 120, status(302)),
+			p1Span(2, 1, "stlogin", "POST", model.KindClient, 5, 40, status(login)),
+			p1Span(3, 2, "auth", "POST /sso/authenticate", model.KindServer, 6, 39, status(login)),
+			p1Span(4, 1, "stlogin", "GET", model.KindClient, 45, 60, status(lookup)),
+			p1Span(5, 4, "alice", "GET /circuitbreakers/{type}/{id}", model.KindServer, 46, 59, status(lookup)),
+			p1Span(6, 1, "stlogin", "GET", model.KindClient, 62, 110, status(200)),
+			p1Span(7, 6, "bookie", "GET /installedapps", model.KindServer, 63, 109, status(200)),
+		}
+		for i := range spans {
+			if code, _ := HTTPStatus(&spans[i]); code >= 400 && (spans[i].Kind == model.KindClient || code >= 500) {
+				spans[i].StatusCode = model.StatusError
+			}
+		}
+		// Brave's tag, as package zipkin converts it: ERROR on the server
+		// half too, with the code as message.
+		spans[2].StatusCode, spans[2].StatusMessage = model.StatusError, "401"
+		return spans
+	}
+	for _, f := range Analyze(build(404, 401), Options{}).Findings {
+		switch f.Kind {
+		case "error_origin", "swallowed_error", "partial_failure", "retry_storm":
+			t.Errorf("handled 4xx reported: %s %q", f.Kind, f.Title)
+		}
+	}
+	var origin bool
+	for _, f := range Analyze(build(503, 401), Options{}).Findings {
+		origin = origin || f.Kind == "error_origin" || f.Kind == "swallowed_error"
+	}
+	if !origin {
+		t.Error("a 503 below a successful answer is no longer reported")
+	}
+}
+
+// Zipkin's Brave Kafka demo: serviceb's receipt ("poll", a CONSUMER span
+// of microseconds) is the parent of its handler, and the handler fails.
+// Nobody gets an answer from a message handler, so nothing was swallowed.
+func TestSwallowedErrorNotUnderAConsumer(t *testing.T) {
+	spans := []model.Span{
+		p1Span(1, 0, "servicea", "send", model.KindProducer, 0, 1.5),
+		p1Span(2, 1, "serviceb", "poll", model.KindConsumer, 1.6, 1.601),
+		p1Span(3, 2, "serviceb", "on-message", model.KindInternal, 2.6, 2.9),
+	}
+	spans[2].StatusCode, spans[2].StatusMessage = model.StatusError, "some error"
+	if got := NewSwallowedError().Detect(NewTrace(spans), nil); len(got) != 0 {
+		t.Fatalf("reported: %q", got[0].Title)
+	}
+	// Under a SERVER entry the same failure is still a degraded answer.
+	spans[1].Kind = model.KindServer
+	if got := NewSwallowedError().Detect(NewTrace(spans), nil); len(got) != 1 {
+		t.Fatalf("under a server: %d findings", len(got))
+	}
+}
