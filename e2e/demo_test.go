@@ -232,7 +232,9 @@ func checkStoredFinding(t *testing.T, kind string) {
 	}
 	path := "/api/v1/findings?kind=" + url.QueryEscape(kind)
 	noEndpoint := false
-	err := eventually(10*time.Second, func() error {
+	// The cross-trace detectors evaluate every 10 s (systemic.Defaults): a
+	// deadline of one interval left no room for an evaluation running late.
+	err := eventually(30*time.Second, func() error {
 		res.Findings = nil
 		if err := shared.getJSON(context.Background(), path, &res); err != nil {
 			var ae *apiError

@@ -117,6 +117,11 @@ func (f fakeLocal) PeerSearch(context.Context, store.Query, map[string]bool) ([]
 func (fakeLocal) RecentBlocks(time.Duration) []string { return nil }
 func (fakeLocal) PeerWindow() time.Duration           { return time.Minute }
 
+// peerTestTimeout bounds the test's calls to its local TLS server: the
+// timeout is not what the test is about, and a handshake under -race on a
+// loaded 2-core machine can take a good part of a second.
+const peerTestTimeout = 10 * time.Second
+
 // The peer API answers only the peer token; the peer client sends it,
 // with the tenant, and speaks https when the cluster has TLS.
 func TestPeerAPINeedsThePeerToken(t *testing.T) {
@@ -136,7 +141,7 @@ func TestPeerAPINeedsThePeerToken(t *testing.T) {
 	clientTLS := &tls.Config{RootCAs: srv.Client().Transport.(*http.Transport).TLSClientConfig.RootCAs}
 
 	for _, token := range []string{"", "some-tenants-read-write-token"} {
-		c := &peerClient{peer: peer, http: newPeerHTTP(Security{Token: token, TLS: clientTLS}, time.Second)}
+		c := &peerClient{peer: peer, http: newPeerHTTP(Security{Token: token, TLS: clientTLS}, peerTestTimeout)}
 		_, err := c.trace(context.Background(), spans[0].TraceID, nil)
 		if err == nil || !strings.Contains(err.Error(), "401") {
 			t.Errorf("token %q: %v, want 401", token, err)
@@ -150,7 +155,7 @@ func TestPeerAPINeedsThePeerToken(t *testing.T) {
 			resp.Body.Close()
 		}
 	}
-	c := &peerClient{peer: peer, http: newPeerHTTP(Security{Token: peerToken, TLS: clientTLS, Tenant: "acme"}, time.Second)}
+	c := &peerClient{peer: peer, http: newPeerHTTP(Security{Token: peerToken, TLS: clientTLS, Tenant: "acme"}, peerTestTimeout)}
 	got, err := c.trace(context.Background(), spans[0].TraceID, nil)
 	if err != nil || len(got) != len(spans) {
 		t.Fatalf("with the peer token: %d spans, %v", len(got), err)

@@ -259,7 +259,9 @@ async function main() {
     // Its link opens the full ranking of the same window.
     await page.click('#rootcause-all');
     await page.waitForFunction(() => location.pathname === '/rootcause' && new URL(location.href).searchParams.get('to'));
-    await page.waitForSelector('#rootcause .empty, #rootcause .cause, #rootcause .error-box');
+    // The overview's own card is #rootcause too, with the same rows, and
+    // stays until the view is swapped: body[data-view] changes with the swap.
+    await page.waitForSelector('body[data-view="rootcause"] #rootcause :is(.empty, .cause, .error-box)');
     await page.goBack();
     await page.waitForSelector(map && (map.nodes || []).length ? 'svg.map g.node' : '#kpi-findings');
     if (map && (map.nodes || []).length) {
@@ -536,7 +538,10 @@ async function main() {
     assert.ok(counts.length < total || total < 3, 'nothing was grouped');
     await page.click('#fscope button:text("systemic")');
     await page.waitForFunction(() => new URL(location.href).searchParams.get('scope') === 'systemic');
-    await page.waitForSelector('tbody tr[data-row], .empty');
+    // The URL changes at once, but the unscoped rows stay until the view is
+    // drawn again: wait for rows under a scope bar that says systemic.
+    await page.waitForFunction(() => document.querySelector('#fscope button[aria-pressed="true"]')?.textContent === 'systemic'
+      && document.querySelector('#view tbody tr[data-row], #view .empty'), null, { timeout: 15000 });
     // A cross-trace finding's "causes" opens the root-cause view for the window before it.
     const causes = page.locator('tbody tr[data-row] a.causes-link').first();
     const systemicStored = await getJSON(`${api}/api/v1/findings?systemic=true&from=1h&limit=1`).then(b => b.findings.length > 0).catch(() => false);
@@ -595,9 +600,15 @@ async function main() {
     await page.goto(`${base}/trace/${big.traceId}`);
     await page.waitForSelector(`body[data-trace-ready="${big.traceId}"]`);
     log(`5,000-span trace, full page load: ${Date.now() - t1} ms`);
+    // The rows of the new offset are drawn on the next frame, and the rows
+    // of the top stay until then: count only rows inside the scrolled box.
+    const rowsInView = () => page.locator('.wf-body').evaluate(b => {
+      const r = b.getBoundingClientRect();
+      return [...b.querySelectorAll('.wf-row')].filter(x => { const q = x.getBoundingClientRect(); return q.bottom > r.top && q.top < r.bottom; }).length;
+    });
     await page.locator('.wf-body').evaluate(e => { e.scrollTop = 60000; });
-    await page.waitForTimeout(100);
-    assert.ok(await page.locator('.wf-row').count() > 10, 'scrolling the waterfall shows no rows');
+    await waitFor('rows at the scrolled offset', async () => await rowsInView() > 10, 5000, 50).catch(() => {});
+    assert.ok(await rowsInView() > 10, 'scrolling the waterfall shows no rows');
     await shot('trace-5000.png');
   });
 
@@ -632,7 +643,8 @@ async function main() {
     // And to the root-cause ranking of its service.
     await goto('/?range=1h');
     await page.locator('#hurts tbody tr').first().locator('a.rc').click();
-    await page.waitForSelector('#rootcause .empty, #rootcause .cause');
+    // Not the overview's likely-causes card, which is #rootcause as well.
+    await page.waitForSelector('body[data-view="rootcause"] #rootcause :is(.empty, .cause)');
     const rc = await fetch(`${api}/api/v1/rootcause?from=1h`);
     if (rc.status === 404 && !/no traces/.test(await rc.text())) assert.match(await page.locator('#rootcause').innerText(), /root-cause ranking not available/);
     // The documented answer renders as a ranking with evidence and the two
@@ -995,9 +1007,14 @@ async function main() {
     await goto('/findings?range=1h');
     await page.waitForSelector('#refresh');
     assert.equal(await page.inputValue('#refresh'), '');
+    // Picking an interval draws the view again at once, with its own
+    // summary request: that one says nothing of the timer, so wait it out.
+    const isSummary = r => new URL(r.url()).pathname === '/api/v1/findings/summary';
+    const redrawn = page.waitForResponse(isSummary);
     await page.selectOption('#refresh', '10s');
     await page.waitForFunction(() => new URL(location.href).searchParams.get('refresh') === '10s');
-    const again = await page.waitForRequest(r => new URL(r.url()).pathname === '/api/v1/findings/summary', { timeout: 14000 });
+    await redrawn;
+    const again = await page.waitForRequest(isSummary, { timeout: 25000 });
     assert.ok(again);
     await page.selectOption('#refresh', '');
   });

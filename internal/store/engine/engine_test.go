@@ -672,7 +672,10 @@ func TestTraceCompletion(t *testing.T) {
 	var mu sync.Mutex
 	got := map[model.TraceID][]int{}
 	o := testOpts(t.TempDir())
-	o.IdleTimeout = 150 * time.Millisecond
+	// Both writes below must land within one idle timeout, or the trace
+	// completes twice by design: a goroutine of a loaded 2-core machine
+	// under -race can stall for longer than 150 ms between them.
+	o.IdleTimeout = time.Second
 	o.FlushInterval = 20 * time.Millisecond
 	o.OnTraceComplete = func(c CompletedTrace) {
 		id, spans := c.ID, c.Spans
