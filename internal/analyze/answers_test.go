@@ -1,6 +1,7 @@
 package analyze
 
 import (
+	"slices"
 	"testing"
 
 	"github.com/tracedx/tracedx/internal/model"
@@ -68,5 +69,44 @@ func TestSwallowedErrorNotUnderAConsumer(t *testing.T) {
 	spans[1].Kind = model.KindServer
 	if got := NewSwallowedError().Detect(NewTrace(spans), nil); len(got) != 1 {
 		t.Fatalf("under a server: %d findings", len(got))
+	}
+}
+
+// A 4xx the caller could not handle is where its failure came from: the
+// checkout answering 500 because inventory answered 404 for an item is
+// traced to that call, not to the checkout's own code.
+func TestUnhandledClientErrorIsTheOrigin(t *testing.T) {
+	status := func(code int64) model.Attr {
+		return model.Attr{Key: "http.response.status_code", Value: model.Int(code)}
+	}
+	spans := []model.Span{
+		p1Span(1, 0, "checkout", "POST /checkout", model.KindServer, 0, 80, status(500)),
+		p1Span(2, 1, "checkout", "GET", model.KindClient, 10, 40, status(404)),
+		p1Span(3, 2, "inventory", "GET /items/{id}", model.KindServer, 12, 38, status(404)),
+	}
+	spans[0].StatusCode = model.StatusError
+	spans[1].StatusCode = model.StatusError
+	tr := NewTrace(spans)
+	if !Failed(tr.Nodes[1]) || Failed(tr.Nodes[2]) {
+		t.Fatalf("failed: client %v, server %v; want the client call only", Failed(tr.Nodes[1]), Failed(tr.Nodes[2]))
+	}
+	var origin *Finding
+	res := Analyze(spans, Options{})
+	for i, f := range res.Findings {
+		if f.Kind == "error_origin" {
+			origin = &res.Findings[i]
+		}
+	}
+	if origin == nil {
+		t.Fatal("no error_origin")
+	}
+	if !slices.Contains(origin.SpanIDs, spans[1].SpanID.String()) {
+		t.Errorf("error_origin %q on %v, want the 404 call %s", origin.Title, origin.SpanIDs, spans[1].SpanID)
+	}
+	// Handled, the same 404 is no failure at all.
+	spans[0].StatusCode, spans[0].Attrs = model.StatusUnset, []model.Attr{status(200)}
+	tr = NewTrace(spans)
+	if Failed(tr.Nodes[1]) {
+		t.Error("a handled 404 counts as failed")
 	}
 }

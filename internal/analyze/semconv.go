@@ -257,10 +257,14 @@ var grpcFailure = map[int64]bool{2: true, 4: true, 8: true, 10: true, 13: true, 
 // lookup is normal) and are not failures, even with status ERROR: OTel's
 // HTTP and gRPC conventions set ERROR on every CLIENT span with such an
 // answer, and Brave tags error=404, so that status only repeats the code.
+// Such an answer is a failure only when its caller failed too: then it is
+// where the caller's failure came from.
 func Failed(n *Node) bool {
 	s := n.Span
 	if answeredNotFailed(s) {
-		return false
+		// Unless the caller failed on it: then the answer is where the
+		// caller's failure came from (a 404 the checkout turned into a 500).
+		return (s.StatusCode == model.StatusError || errorTag(s)) && callerFailed(n)
 	}
 	if s.StatusCode == model.StatusError {
 		return true
@@ -277,10 +281,28 @@ func Failed(n *Node) bool {
 			return true
 		}
 	}
-	if v, ok := s.Attrs.Get("error"); ok && v.Type == model.TypeBool && v.Bool {
-		return true
+	return errorTag(s)
+}
+
+// callerFailed reports whether the code that waited on n failed: one of
+// n's ancestors up to the caller's entry span (SERVER, CONSUMER or the
+// root). A server half whose parent is its client (Brave reports both)
+// asks the client, which asks its own caller in turn.
+func callerFailed(n *Node) bool {
+	for p := n.Parent; p != nil; p = p.Parent {
+		if Failed(p) {
+			return true
+		}
+		if IsServiceEntry(p) {
+			return false
+		}
 	}
 	return false
+}
+
+func errorTag(s *model.Span) bool {
+	v, ok := s.Attrs.Get("error")
+	return ok && v.Type == model.TypeBool && v.Bool
 }
 
 // answeredNotFailed reports a span whose HTTP status or gRPC code is an
