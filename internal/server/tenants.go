@@ -142,7 +142,7 @@ func newMultiTenant(ctx context.Context, cfg config.Config, log *slog.Logger) (*
 			id, _ := tenant.FromContext(r.Context())
 			t, err := router.Get(id)
 			if err != nil {
-				log.Error("opening tenant", "tenant", id, "err", err)
+				log.Error("the tenant could not be opened", "tenant", id, "err", err)
 				http.Error(w, `{"error":"the tenant's storage could not be opened"}`, http.StatusInternalServerError)
 				return
 			}
@@ -326,11 +326,8 @@ func (t *tenantSink) of(ctx context.Context) (*tenantServer, error) {
 	if !ok {
 		return nil, errors.New("no tenant in the request context")
 	}
-	ts, err := t.router.Get(id)
-	if err != nil {
-		return nil, fmt.Errorf("opening tenant %s: %w", id, err)
-	}
-	return ts, nil
+	// The router's error names the tenant already.
+	return t.router.Get(id)
 }
 
 // Admit counts spans against the tenant's rate (ingest.RateSink): ingest

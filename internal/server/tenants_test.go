@@ -29,6 +29,7 @@ import (
 	"github.com/tracedx/tracedx/internal/config"
 	"github.com/tracedx/tracedx/internal/model"
 	"github.com/tracedx/tracedx/internal/otlpconv"
+	"github.com/tracedx/tracedx/internal/tenant"
 )
 
 const (
@@ -533,5 +534,23 @@ func breakTenant(t *testing.T, dataDir, id string) {
 	}
 	if err := os.WriteFile(filepath.Join(dir, "metrics"), []byte("not a directory"), 0o600); err != nil {
 		t.Fatal(err)
+	}
+}
+
+// The sink's error names the tenant once: the router's error already
+// does, and the sink used to add its own "opening tenant a: " to it.
+func TestTenantSinkErrorNamesTheTenantOnce(t *testing.T) {
+	r := tenant.NewRouter(func(string) (*tenantServer, error) { return nil, errors.New("disk full") })
+	t.Cleanup(func() { _ = r.Close() })
+	sink := &tenantSink{router: r}
+	ctx := tenant.WithID(context.Background(), "a")
+	for name, err := range map[string]error{
+		"Write":     sink.Write(ctx, nil),
+		"Admit":     sink.Admit(ctx, 1),
+		"WriteLogs": sink.WriteLogs(ctx, nil),
+	} {
+		if err == nil || err.Error() != "opening tenant a: disk full" {
+			t.Errorf("%s: %v, want \"opening tenant a: disk full\"", name, err)
+		}
 	}
 }
