@@ -21,6 +21,7 @@ import (
 	"github.com/tracedx/tracedx/internal/ingest"
 	"github.com/tracedx/tracedx/internal/model"
 	"github.com/tracedx/tracedx/internal/otlpconv"
+	"github.com/tracedx/tracedx/internal/periodic"
 	"github.com/tracedx/tracedx/internal/store/s3store"
 	"github.com/tracedx/tracedx/internal/tenant"
 )
@@ -216,22 +217,13 @@ func (s *Server) openStoredTenants(ctx context.Context, cfg config.Config, route
 		return nil
 	}
 	s.background = append(s.background, func(ctx context.Context) {
-		t := time.NewTicker(bucketTenantsEvery)
-		defer t.Stop()
-		for {
-			select {
-			case <-ctx.Done():
-				return
-			case <-t.C:
-				ids, err := bucket(ctx)
-				if err == nil {
-					err = openTenants(router.Get, ids)
-				}
-				if err != nil && ctx.Err() == nil {
-					s.log.Warn("opening the bucket's tenants", "err", err)
-				}
+		periodic.Run(ctx, bucketTenantsEvery, func(ctx context.Context) error {
+			ids, err := bucket(ctx)
+			if err != nil {
+				return err
 			}
-		}
+			return openTenants(router.Get, ids)
+		}, func(err error) { s.log.Warn("opening the bucket's tenants", "err", err) })
 	})
 	return nil
 }
