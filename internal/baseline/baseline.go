@@ -41,6 +41,7 @@ import (
 
 	"github.com/tracedx/tracedx/internal/analyze"
 	"github.com/tracedx/tracedx/internal/model"
+	"github.com/tracedx/tracedx/internal/periodic"
 	"github.com/tracedx/tracedx/internal/red/tsdb"
 )
 
@@ -138,18 +139,8 @@ func (b *Baselines) Start(ctx context.Context) {
 		ctx, b.cancel = context.WithCancel(ctx)
 		go func() {
 			defer close(b.done)
-			t := time.NewTicker(b.opt.FlushInterval)
-			defer t.Stop()
-			for {
-				select {
-				case <-ctx.Done():
-					return
-				case <-t.C:
-					if err := b.Flush(); err != nil {
-						b.log.Error("baseline snapshot failed", "err", err)
-					}
-				}
-			}
+			periodic.Run(ctx, b.opt.FlushInterval, func(context.Context) error { return b.Flush() },
+				func(err error) { b.log.Error("baseline snapshot failed", "err", err) })
 		}()
 	})
 }

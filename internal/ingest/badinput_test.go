@@ -471,6 +471,41 @@ func TestRateLimit(t *testing.T) {
 	}
 }
 
+// refusingSink is a RateSink that refuses every request while refuse is
+// set, as a tenant over its own limit does.
+type refusingSink struct {
+	Sink
+	refuse atomic.Bool
+}
+
+func (r *refusingSink) Admit(context.Context, int) error {
+	if r.refuse.Load() {
+		return fmt.Errorf("tenant over its limit: %w", ErrRateLimited)
+	}
+	return nil
+}
+
+// A request the sink's own rate refuses spends none of the node's: a
+// tenant over its limit does not use up the node's rate for the others.
+func TestSinkRefusalKeepsTheNodeRate(t *testing.T) {
+	cfg := testConfig()
+	cfg.MaxSpansPerSecond = 10
+	sink := &refusingSink{Sink: memstore.New()}
+	s := startServer(t, cfg, sink, nil)
+	url := "http://" + s.HTTPAddr() + "/v1/traces"
+	sink.refuse.Store(true)
+	for i := range 3 {
+		if resp, b := post(t, url, ctProto, protoBody(t, sampleTraces(byte(1+i), 10))); resp.StatusCode != 429 ||
+			!strings.Contains(string(b), "tenant over its limit") {
+			t.Fatalf("refused by the sink: %d %s", resp.StatusCode, b)
+		}
+	}
+	sink.refuse.Store(false)
+	if resp, b := post(t, url, ctProto, protoBody(t, sampleTraces(9, 10))); resp.StatusCode != 200 {
+		t.Fatalf("after the sink's refusals: %d %s, want the node's whole rate left", resp.StatusCode, b)
+	}
+}
+
 func TestZipkinBadInput(t *testing.T) {
 	st := memstore.New()
 	s := startServer(t, testConfig(), st, nil)

@@ -489,6 +489,12 @@ func (s *Server) allow(ctx context.Context, proto string, n int) error {
 	}
 	if rs, ok := s.sink.(RateSink); ok {
 		if err := rs.Admit(ctx, n); err != nil {
+			// The request is refused, so it spends none of the node's
+			// rate: a tenant over its own limit would otherwise use up
+			// the node's for every other tenant.
+			if s.limiter != nil {
+				s.limiter.giveBack(n)
+			}
 			return s.sinkError(ctx, proto, n, err)
 		}
 	}
@@ -568,4 +574,12 @@ func (r *rateLimiter) allow(n int) bool {
 	}
 	r.tokens -= float64(n)
 	return true
+}
+
+// giveBack returns the n tokens an allowed request took when it is
+// refused after all.
+func (r *rateLimiter) giveBack(n int) {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	r.tokens = min(r.rate, r.tokens+float64(n))
 }

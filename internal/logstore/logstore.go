@@ -24,6 +24,7 @@ import (
 
 	"github.com/tracedx/tracedx/internal/ingest"
 	"github.com/tracedx/tracedx/internal/model"
+	"github.com/tracedx/tracedx/internal/periodic"
 )
 
 // Record is a stored log record.
@@ -300,18 +301,10 @@ func (s *Store) Prune() error {
 
 // RunPruning prunes every interval until ctx ends.
 func (s *Store) RunPruning(ctx context.Context, interval time.Duration, onErr func(error)) {
-	t := time.NewTicker(interval)
-	defer t.Stop()
-	for {
-		select {
-		case <-ctx.Done():
-			return
-		case <-t.C:
-			if err := s.Prune(); err != nil && onErr != nil {
-				onErr(err)
-			}
-		}
+	if onErr == nil {
+		onErr = func(error) {}
 	}
+	periodic.Run(ctx, interval, func(context.Context) error { return s.Prune() }, onErr)
 }
 
 // Close flushes and closes the file.

@@ -23,6 +23,7 @@ import (
 
 	"github.com/tracedx/tracedx/internal/model"
 	"github.com/tracedx/tracedx/internal/otlpconv"
+	"github.com/tracedx/tracedx/internal/periodic"
 	"github.com/tracedx/tracedx/internal/red/tsdb"
 )
 
@@ -116,18 +117,8 @@ func (m *Metrics) Start(ctx context.Context) {
 
 func (m *Metrics) loop(ctx context.Context) {
 	defer close(m.done)
-	t := time.NewTicker(m.opt.FlushInterval)
-	defer t.Stop()
-	for {
-		select {
-		case <-ctx.Done():
-			return
-		case <-t.C:
-			if err := m.st.Flush(m.now(), false); err != nil {
-				m.log.Error("red metrics flush failed", "err", err)
-			}
-		}
-	}
+	periodic.Run(ctx, m.opt.FlushInterval, func(context.Context) error { return m.Flush() },
+		func(err error) { m.log.Error("red metrics flush failed", "err", err) })
 }
 
 // Flush compacts closed minutes and persists them now.

@@ -9,6 +9,7 @@ import (
 
 	"github.com/tracedx/tracedx/internal/config"
 	"github.com/tracedx/tracedx/internal/model"
+	"github.com/tracedx/tracedx/internal/periodic"
 	"github.com/tracedx/tracedx/internal/store"
 	"github.com/tracedx/tracedx/internal/store/engine"
 	"github.com/tracedx/tracedx/internal/summaryarchive"
@@ -32,18 +33,8 @@ func (s *Server) openSummaryArchive(dir string, retention time.Duration, log *sl
 		func() float64 { return float64(a.Bytes()) }))
 	// Appends expire old days too, but appends stop when no block expires.
 	s.background = append(s.background, func(ctx context.Context) {
-		t := time.NewTicker(time.Hour)
-		defer t.Stop()
-		for {
-			select {
-			case <-ctx.Done():
-				return
-			case <-t.C:
-			}
-			if err := a.Expire(); err != nil {
-				log.Error("expiring the summary archive", "err", err)
-			}
-		}
+		periodic.Run(ctx, time.Hour, func(context.Context) error { return a.Expire() },
+			func(err error) { log.Error("expiring the summary archive", "err", err) })
 	})
 	return a, nil
 }

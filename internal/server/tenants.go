@@ -9,6 +9,7 @@ import (
 	"os"
 	"path"
 	"path/filepath"
+	"slices"
 	"sync"
 	"time"
 
@@ -20,6 +21,7 @@ import (
 	"github.com/tracedx/tracedx/internal/ingest"
 	"github.com/tracedx/tracedx/internal/model"
 	"github.com/tracedx/tracedx/internal/otlpconv"
+	"github.com/tracedx/tracedx/internal/periodic"
 	"github.com/tracedx/tracedx/internal/store/s3store"
 	"github.com/tracedx/tracedx/internal/tenant"
 )
@@ -107,18 +109,7 @@ func newMultiTenant(ctx context.Context, cfg config.Config, log *slog.Logger) (*
 			discardedRate: discarded.WithLabelValues(id, "rate_limited"), discardedSize: discarded.WithLabelValues(id, "trace_too_large")}, nil
 	})
 	s.closers = append(s.closers, router.Close)
-	// Tenants with data open at start, so their retention and compaction
-	// run whether or not they are queried.
-	if ents, err := os.ReadDir(filepath.Join(cfg.DataDir, "tenants")); err == nil {
-		for _, e := range ents {
-			if e.IsDir() && tenant.ValidID(e.Name()) {
-				if _, err := router.Get(e.Name()); err != nil {
-					return nil, err
-				}
-			}
-		}
-	}
-	if err := s.openBucketTenants(ctx, cfg, router); err != nil {
+	if err := s.openStoredTenants(ctx, cfg, router); err != nil {
 		return nil, err
 	}
 
@@ -152,7 +143,7 @@ func newMultiTenant(ctx context.Context, cfg config.Config, log *slog.Logger) (*
 			id, _ := tenant.FromContext(r.Context())
 			t, err := router.Get(id)
 			if err != nil {
-				log.Error("opening tenant", "tenant", id, "err", err)
+				log.Error("the tenant could not be opened", "tenant", id, "err", err)
 				http.Error(w, `{"error":"the tenant's storage could not be opened"}`, http.StatusInternalServerError)
 				return
 			}
@@ -185,58 +176,106 @@ func newMultiTenant(ctx context.Context, cfg config.Config, log *slog.Logger) (*
 // nodes brought to the bucket (a variable for tests).
 var bucketTenantsEvery = time.Minute
 
-// openBucketTenants, with the s3 backend, opens the tenants that have
-// data in the bucket (<prefix>/tenants/<id>/) at start and every
-// bucketTenantsEvery after: a node owns a share of every tenant's blocks
-// for compaction and retention, and a tenant that never sends to this
-// node, or whose local directory was lost, would otherwise keep those
-// blocks uncompacted and unexpired.
-func (s *Server) openBucketTenants(ctx context.Context, cfg config.Config, router *tenant.Router[*tenantServer]) error {
-	if cfg.Storage.Backend != "s3" {
+// tenantsOpenedAtOnce bounds how many tenants open together at start:
+// each open replays its tenant's WAL and lists its blocks, so one after
+// another the start took the sum over all tenants, while all at once
+// would read every WAL into memory together.
+const tenantsOpenedAtOnce = 4
+
+// openStoredTenants opens, before the node listens, the tenants that
+// have data under data_dir/tenants and, with the s3 backend, in the
+// bucket (<prefix>/tenants/<id>/), so their retention and compaction run
+// whether or not they are queried; a tenant that fails to open stops the
+// start. The bucket is listed again every bucketTenantsEvery: a node
+// owns a share of every tenant's blocks for compaction and retention,
+// and a tenant that never sends to this node, or whose local directory
+// was lost, would otherwise keep those blocks uncompacted and unexpired.
+func (s *Server) openStoredTenants(ctx context.Context, cfg config.Config, router *tenant.Router[*tenantServer]) error {
+	var ids []string
+	if ents, err := os.ReadDir(filepath.Join(cfg.DataDir, "tenants")); err == nil {
+		for _, e := range ents {
+			if e.IsDir() {
+				ids = append(ids, e.Name())
+			}
+		}
+	}
+	bucket, err := s.bucketTenants(ctx, cfg)
+	if err != nil {
+		return err
+	}
+	if bucket != nil {
+		listed, err := bucket(ctx)
+		if err != nil {
+			return err
+		}
+		ids = append(ids, listed...)
+	}
+	if err := openTenants(router.Get, ids); err != nil {
+		return err
+	}
+	if bucket == nil {
 		return nil
+	}
+	s.background = append(s.background, func(ctx context.Context) {
+		periodic.Run(ctx, bucketTenantsEvery, func(ctx context.Context) error {
+			ids, err := bucket(ctx)
+			if err != nil {
+				return err
+			}
+			return openTenants(router.Get, ids)
+		}, func(err error) { s.log.Warn("opening the bucket's tenants", "err", err) })
+	})
+	return nil
+}
+
+// bucketTenants returns, with the s3 backend, what lists the tenants in
+// the bucket (nil otherwise). The outer server of multitenancy has no
+// block storage of its own to list with: the tenants' storages sit under
+// their own prefixes. This one reads only, so it needs no spool
+// directory.
+func (s *Server) bucketTenants(ctx context.Context, cfg config.Config) (func(context.Context) ([]string, error), error) {
+	if cfg.Storage.Backend != "s3" {
+		return nil, nil
 	}
 	c := cfg.Storage.S3
 	st, err := s3store.New(ctx, s3store.Config{
 		Endpoint: c.Endpoint, Bucket: c.Bucket, Prefix: c.Prefix, Region: c.Region,
-		AccessKey: c.AccessKey, SecretKey: c.SecretKey,
-		SpoolDir: filepath.Join(cfg.DataDir, "s3spool-tenants"), Logger: s.log,
+		AccessKey: c.AccessKey, SecretKey: c.SecretKey, Logger: s.log,
 	})
 	if err != nil {
-		return fmt.Errorf("listing the bucket's tenants: %w", err)
+		return nil, fmt.Errorf("listing the bucket's tenants: %w", err)
 	}
-	open := func(ctx context.Context) error {
+	return func(ctx context.Context) ([]string, error) {
 		ids, err := st.Dirs(ctx, "tenants")
 		if err != nil {
-			return fmt.Errorf("listing the bucket's tenants: %w", err)
+			return nil, fmt.Errorf("listing the bucket's tenants: %w", err)
 		}
-		for _, id := range ids {
-			if !tenant.ValidID(id) {
-				continue
-			}
-			if _, err := router.Get(id); err != nil {
-				return err
-			}
-		}
-		return nil
+		return ids, nil
+	}, nil
+}
+
+// openTenants opens the tenants of ids with open, tenantsOpenedAtOnce at
+// a time, skipping names that are no tenant id and repeated ones. It
+// tries every tenant even after a failure, so one broken tenant neither
+// keeps the others closed nor hides the other failures, and returns them
+// all.
+func openTenants(open func(id string) (*tenantServer, error), ids []string) error {
+	ids = slices.DeleteFunc(slices.Clone(ids), func(id string) bool { return !tenant.ValidID(id) })
+	slices.Sort(ids)
+	ids = slices.Compact(ids)
+	// Indexed by tenant, so the failures read in the same order each time.
+	errs := make([]error, len(ids))
+	slots := make(chan struct{}, tenantsOpenedAtOnce)
+	var wg sync.WaitGroup
+	for i, id := range ids {
+		slots <- struct{}{}
+		wg.Go(func() {
+			defer func() { <-slots }()
+			_, errs[i] = open(id)
+		})
 	}
-	if err := open(ctx); err != nil {
-		return err
-	}
-	s.background = append(s.background, func(ctx context.Context) {
-		t := time.NewTicker(bucketTenantsEvery)
-		defer t.Stop()
-		for {
-			select {
-			case <-ctx.Done():
-				return
-			case <-t.C:
-				if err := open(ctx); err != nil && ctx.Err() == nil {
-					s.log.Warn("opening the bucket's tenants", "err", err)
-				}
-			}
-		}
-	})
-	return nil
+	wg.Wait()
+	return errors.Join(errs...)
 }
 
 // ingestConfigOf maps the configuration's ingest settings.
@@ -279,11 +318,8 @@ func (t *tenantSink) of(ctx context.Context) (*tenantServer, error) {
 	if !ok {
 		return nil, errors.New("no tenant in the request context")
 	}
-	ts, err := t.router.Get(id)
-	if err != nil {
-		return nil, fmt.Errorf("opening tenant %s: %w", id, err)
-	}
-	return ts, nil
+	// The router's error names the tenant already.
+	return t.router.Get(id)
 }
 
 // Admit counts spans against the tenant's rate (ingest.RateSink): ingest

@@ -4,13 +4,17 @@ import (
 	"bytes"
 	"context"
 	"encoding/binary"
+	"errors"
+	"fmt"
 	"io"
+	"log/slog"
 	"net/http"
 	"net/url"
 	"os"
 	"path/filepath"
 	"strconv"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 
@@ -25,6 +29,7 @@ import (
 	"github.com/tracedx/tracedx/internal/config"
 	"github.com/tracedx/tracedx/internal/model"
 	"github.com/tracedx/tracedx/internal/otlpconv"
+	"github.com/tracedx/tracedx/internal/tenant"
 )
 
 const (
@@ -392,6 +397,10 @@ func TestBucketTenantsOpenAtStart(t *testing.T) {
 	if !isDir(filepath.Join(cfg.DataDir, "tenants", "a")) {
 		t.Fatal("tenant a was not opened from the bucket on a new disk")
 	}
+	// Listing the bucket writes nothing: it needs no spool directory.
+	if isDir(filepath.Join(cfg.DataDir, "s3spool-tenants")) {
+		t.Error("listing the bucket's tenants made a spool directory")
+	}
 }
 
 // A running node opens, within a while, a tenant that another node
@@ -430,4 +439,118 @@ func TestBucketTenantsOpenWhileRunning(t *testing.T) {
 func isDir(path string) bool {
 	fi, err := os.Stat(path)
 	return err == nil && fi.IsDir()
+}
+
+// Tenants open at start a few at a time, not one after another, and
+// never more than tenantsOpenedAtOnce together; names that are no tenant
+// id and repeated ones are skipped, and a failing tenant neither keeps
+// the others closed nor hides another failure.
+func TestOpenTenantsAFewAtATime(t *testing.T) {
+	var (
+		mu             sync.Mutex
+		inFlight, most int
+		opened         = map[string]int{}
+		release        = make(chan struct{})
+		errBroken      = errors.New("broken")
+		ids            []string
+	)
+	for i := range 10 {
+		ids = append(ids, "t"+strconv.Itoa(i))
+	}
+	ids = append(ids, "t3", "not/a/tenant")
+	open := func(id string) (*tenantServer, error) {
+		mu.Lock()
+		inFlight++
+		most = max(most, inFlight)
+		opened[id]++
+		mu.Unlock()
+		<-release
+		mu.Lock()
+		inFlight--
+		mu.Unlock()
+		if id == "t2" || id == "t7" {
+			return nil, fmt.Errorf("tenant %s: %w", id, errBroken)
+		}
+		return &tenantServer{}, nil
+	}
+	done := make(chan error)
+	go func() { done <- openTenants(open, ids) }()
+	for deadline := time.Now().Add(10 * time.Second); ; time.Sleep(time.Millisecond) {
+		mu.Lock()
+		n := inFlight
+		mu.Unlock()
+		if n == tenantsOpenedAtOnce {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("%d tenants opening together, want %d", n, tenantsOpenedAtOnce)
+		}
+	}
+	close(release)
+	err := <-done
+	if most != tenantsOpenedAtOnce {
+		t.Errorf("at most %d tenants opened together, want %d", most, tenantsOpenedAtOnce)
+	}
+	if len(opened) != 10 || opened["t3"] != 1 || opened["not/a/tenant"] != 0 {
+		t.Errorf("opened %v, want t0 to t9 once each", opened)
+	}
+	if !errors.Is(err, errBroken) || err.Error() != "tenant t2: broken\ntenant t7: broken" {
+		t.Errorf("error %q, want both broken tenants' failures", err)
+	}
+}
+
+// A tenant whose data directory cannot be opened stops the start, and
+// the error names it.
+func TestBrokenTenantStopsTheStart(t *testing.T) {
+	cfg := config.Default()
+	cfg.DataDir = t.TempDir()
+	cfg.Listen = config.Listen{OTLPHTTP: "127.0.0.1:0", HTTP: "127.0.0.1:0"}
+	cfg.Multitenancy.Enabled = true
+	cfg.Auth.TokenFile = filepath.Join(t.TempDir(), "tokens")
+	if err := os.WriteFile(cfg.Auth.TokenFile, []byte(tokenA+" a\n"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.MkdirAll(filepath.Join(cfg.DataDir, "tenants", "good"), 0o755); err != nil {
+		t.Fatal(err)
+	}
+	breakTenant(t, cfg.DataDir, "bad")
+	s, err := New(context.Background(), cfg, slog.New(slog.NewTextHandler(io.Discard, nil)))
+	if err == nil {
+		s.Close()
+		t.Fatal("the server started with a tenant it cannot open")
+	}
+	if !strings.Contains(err.Error(), "tenant bad") {
+		t.Errorf("error %q does not name tenant bad", err)
+	}
+}
+
+// breakTenant makes tenant id's data directory one its instance cannot
+// open: a file stands where its RED metrics' directory goes.
+func breakTenant(t *testing.T, dataDir, id string) {
+	t.Helper()
+	dir := filepath.Join(dataDir, "tenants", id)
+	if err := os.MkdirAll(dir, 0o755); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(filepath.Join(dir, "metrics"), []byte("not a directory"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+}
+
+// The sink's error names the tenant once: the router's error already
+// does, and the sink used to add its own "opening tenant a: " to it.
+func TestTenantSinkErrorNamesTheTenantOnce(t *testing.T) {
+	r := tenant.NewRouter(func(string) (*tenantServer, error) { return nil, errors.New("disk full") })
+	t.Cleanup(func() { _ = r.Close() })
+	sink := &tenantSink{router: r}
+	ctx := tenant.WithID(context.Background(), "a")
+	for name, err := range map[string]error{
+		"Write":     sink.Write(ctx, nil),
+		"Admit":     sink.Admit(ctx, 1),
+		"WriteLogs": sink.WriteLogs(ctx, nil),
+	} {
+		if err == nil || err.Error() != "opening tenant a: disk full" {
+			t.Errorf("%s: %v, want \"opening tenant a: disk full\"", name, err)
+		}
+	}
 }

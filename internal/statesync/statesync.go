@@ -17,6 +17,7 @@ import (
 	"slices"
 	"time"
 
+	"github.com/tracedx/tracedx/internal/periodic"
 	"github.com/tracedx/tracedx/internal/store/blockio"
 )
 
@@ -239,16 +240,5 @@ func (m *Mirror) Run(ctx context.Context, interval time.Duration) {
 // every runs upload every interval until ctx ends; a failure is logged
 // as failed and tried again at the next tick.
 func every(ctx context.Context, interval time.Duration, upload func(context.Context) error, log *slog.Logger, failed string) {
-	t := time.NewTicker(interval)
-	defer t.Stop()
-	for {
-		select {
-		case <-ctx.Done():
-			return
-		case <-t.C:
-			if err := upload(ctx); err != nil {
-				log.Warn(failed, "err", err)
-			}
-		}
-	}
+	periodic.Run(ctx, interval, upload, func(err error) { log.Warn(failed, "err", err) })
 }

@@ -198,7 +198,7 @@ func (r *Router[T]) Get(id string) (in T, err error) {
 		<-o.done
 		return o.in, o.err
 	}
-	o := &opening[T]{done: make(chan struct{}), err: fmt.Errorf("tenant %s: opening it panicked", id)}
+	o := &opening[T]{done: make(chan struct{}), err: fmt.Errorf("opening tenant %s: it panicked", id)}
 	r.opening[id] = o
 	r.openWG.Add(1)
 	r.mu.Unlock()
@@ -221,7 +221,7 @@ func (r *Router[T]) Get(id string) (in T, err error) {
 		in, err = o.in, o.err
 	}()
 	if opened, err := r.open(id); err != nil {
-		o.err = fmt.Errorf("tenant %s: %w", id, err)
+		o.err = fmt.Errorf("opening tenant %s: %w", id, err)
 	} else {
 		o.in, o.err = opened, nil
 	}

@@ -9,6 +9,7 @@ import (
 	"time"
 
 	"github.com/tracedx/tracedx/internal/model"
+	"github.com/tracedx/tracedx/internal/periodic"
 	"github.com/tracedx/tracedx/internal/store"
 )
 
@@ -62,19 +63,10 @@ func (e *Engine) owns(b *block) bool {
 
 func (e *Engine) refreshLoop(ctx context.Context) {
 	defer e.wg.Done()
-	t := time.NewTicker(e.opts.RefreshInterval)
-	defer t.Stop()
-	for {
-		select {
-		case <-ctx.Done():
-			return
-		case <-t.C:
-		}
-		if err := e.Refresh(ctx); err != nil && ctx.Err() == nil {
-			e.bgErrors.Add(1)
-			e.log.Error("refreshing blocks from storage failed", "err", err)
-		}
-	}
+	periodic.Run(ctx, e.opts.RefreshInterval, e.Refresh, func(err error) {
+		e.bgErrors.Add(1)
+		e.log.Error("refreshing blocks from storage failed", "err", err)
+	})
 }
 
 // Refresh lists the storage and brings the block set in line with it:

@@ -42,7 +42,9 @@ type Config struct {
 	// AccessKey and SecretKey default to AWS_ACCESS_KEY_ID and
 	// AWS_SECRET_ACCESS_KEY.
 	AccessKey, SecretKey string
-	// SpoolDir holds block files between writing and upload. Required.
+	// SpoolDir holds block files between writing and upload. Without it
+	// the storage reads and lists only, and Create fails: a node listing
+	// the bucket's tenants has no blocks to write there.
 	SpoolDir string
 	// MarkerName is the file whose presence makes a block visible; it is
 	// uploaded by Commit, after every other file (default "meta.json").
@@ -94,9 +96,6 @@ func New(ctx context.Context, cfg Config) (*Storage, error) {
 	if cfg.Endpoint == "" || cfg.Bucket == "" {
 		return nil, errors.New("s3 storage: endpoint and bucket are required")
 	}
-	if cfg.SpoolDir == "" {
-		return nil, errors.New("s3 storage: spool directory is required")
-	}
 	if cfg.MarkerName == "" {
 		cfg.MarkerName = "meta.json"
 	}
@@ -140,11 +139,13 @@ func New(ctx context.Context, cfg Config) (*Storage, error) {
 	if err != nil {
 		return nil, fmt.Errorf("s3 storage: client for %s: %w", cfg.Endpoint, err)
 	}
-	if err := os.RemoveAll(cfg.SpoolDir); err != nil {
-		return nil, fmt.Errorf("s3 storage: clear spool dir: %w", err)
-	}
-	if err := os.MkdirAll(cfg.SpoolDir, 0o755); err != nil {
-		return nil, fmt.Errorf("s3 storage: create spool dir: %w", err)
+	if cfg.SpoolDir != "" {
+		if err := os.RemoveAll(cfg.SpoolDir); err != nil {
+			return nil, fmt.Errorf("s3 storage: clear spool dir: %w", err)
+		}
+		if err := os.MkdirAll(cfg.SpoolDir, 0o755); err != nil {
+			return nil, fmt.Errorf("s3 storage: create spool dir: %w", err)
+		}
 	}
 	prefix := cfg.Prefix
 	if prefix != "" && !strings.HasSuffix(prefix, "/") {
@@ -270,6 +271,9 @@ func (s *Storage) Dirs(ctx context.Context, under string) ([]string, error) {
 // when closed (an upload from a file can be retried; a stream cannot); the
 // marker file is kept in memory and uploaded by Commit.
 func (s *Storage) Create(ctx context.Context, id string) (blockio.Writer, error) {
+	if s.cfg.SpoolDir == "" {
+		return nil, fmt.Errorf("s3 storage: block %s: no spool directory to write it in (the storage was opened to read only)", id)
+	}
 	dir, err := os.MkdirTemp(s.cfg.SpoolDir, id+"-")
 	if err != nil {
 		return nil, fmt.Errorf("s3 storage: spool block %s: %w", id, err)

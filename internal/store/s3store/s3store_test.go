@@ -494,7 +494,14 @@ func writeRandomBlock(t *testing.T, s *Storage, n int, r *rand.Rand) []byte {
 
 func TestDirsListsTheNamesUnderAPrefix(t *testing.T) {
 	cfg := testConfig(t)
-	root := open(t, cfg)
+	// Listing needs no spool directory (a multi-tenant node lists its
+	// tenants so); writing a block does.
+	lister := cfg
+	lister.SpoolDir = ""
+	root := open(t, lister)
+	if _, err := root.Create(context.Background(), "b"); err == nil {
+		t.Error("Create without a spool directory succeeded")
+	}
 	for _, id := range []string{"shop", "billing"} {
 		sub := cfg
 		sub.Prefix = cfg.Prefix + "/tenants/" + id
