@@ -369,9 +369,33 @@ func ExceptionOf(s *model.Span) (typ, msg string) {
 	typ = s.Attrs.Str("exception.type", "error.type")
 	msg = s.Attrs.Str("exception.message")
 	if msg == "" {
+		if t, m, ok := errorLog(s); ok {
+			return nonEmpty(typ, t), m
+		}
 		msg = s.StatusMessage
 	}
 	return typ, msg
+}
+
+// errorLog reads the error a span logged the OpenTracing way, which Jaeger
+// clients still send: a log with event "error" and error.kind /
+// error.object / message fields, or, as jaeger-client-go's HotROD logs its
+// Redis timeouts, level "error" with the error in an "error" field.
+func errorLog(s *model.Span) (typ, msg string, ok bool) {
+	for i := range s.Events {
+		e := &s.Events[i]
+		if e.Name != "error" && e.Attrs.Str("level") != "error" && e.Attrs.Str("error.kind", "error.object") == "" {
+			continue
+		}
+		msg = e.Attrs.Str("error.object", "error", "message")
+		if msg == "" && e.Name != "error" && e.Name != "log" {
+			msg = e.Name
+		}
+		if typ = e.Attrs.Str("error.kind"); typ != "" || msg != "" {
+			return typ, msg, true
+		}
+	}
+	return "", "", false
 }
 
 // SpanRef names one span in evidence.
