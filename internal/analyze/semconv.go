@@ -33,25 +33,34 @@ func IsCall(n *Node) bool {
 	case model.KindClient, model.KindProducer:
 		return true
 	case model.KindInternal, model.KindUnspecified:
-		_, ok := n.Span.Attrs.First("db.system.name", "db.system", "http.request.method", "http.method",
-			"rpc.system", "messaging.system")
+		if _, ok := n.Span.Attrs.First(dbKeys...); ok {
+			return true
+		}
+		_, ok := n.Span.Attrs.First("http.request.method", "http.method", "rpc.system", "messaging.system")
 		return ok
 	}
 	return false
 }
 
-// IsDB: a call to a database (db.system.name / db.system present). SERVER
-// spans of a database proxy are not calls and are excluded.
+// dbKeys mark a database call: OTel's db.system.name / db.system, and the
+// OpenTracing convention's db.type, which Jaeger clients set and so does
+// opentelemetry_ecto 1.0 (the OTel demo's Elixir featureflagservice sends
+// its queries with db.type "sql", db.statement and no db.system).
+var dbKeys = []string{"db.system.name", "db.system", "db.type"}
+
+// IsDB: a call to a database (one of dbKeys present). SERVER spans of a
+// database proxy are not calls and are excluded.
 func IsDB(n *Node) bool {
 	if n == nil || n.Span.Kind == model.KindServer || n.Span.Kind == model.KindConsumer {
 		return false
 	}
-	_, ok := n.Span.Attrs.First("db.system.name", "db.system")
+	_, ok := n.Span.Attrs.First(dbKeys...)
 	return ok
 }
 
-// DBSystem returns db.system.name / db.system ("postgresql", "redis", ...).
-func DBSystem(s *model.Span) string { return s.Attrs.Str("db.system.name", "db.system") }
+// DBSystem returns db.system.name / db.system ("postgresql", "redis", ...),
+// or OpenTracing's db.type.
+func DBSystem(s *model.Span) string { return s.Attrs.Str("db.system.name", "db.system", "db.type") }
 
 // DBStatement returns db.query.text / db.statement, falling back to the
 // span name (which instrumentations set to "SELECT shop.orders" or "GET").
