@@ -107,7 +107,7 @@ func (d *IdleGap) finding(t *Trace, n *Node, gs, ge, crit uint64, pos string, be
 		r := RefOf(t, after)
 		ev.After = &r
 	}
-	ev.LikelyCause, ev.CauseText = gapCause(n, pos, before, after)
+	ev.LikelyCause, ev.CauseText = gapCause(t, n, gs, ge, pos, before, after)
 	where := "before the first child"
 	switch pos {
 	case "between_children":
@@ -138,16 +138,40 @@ func idleGapIDs(n, before, after *Node, pos string) []string {
 	return ids
 }
 
-func gapCause(n *Node, pos string, before, after *Node) (string, string) {
+func gapCause(t *Trace, n *Node, gs, ge uint64, pos string, before, after *Node) (string, string) {
 	switch {
-	case after != nil && IsDB(after) && (pos == "before_first_child" || (before != nil && IsDB(before))):
+	case after != nil && IsDB(after) && before != nil && IsDB(before) && pos == "between_children":
 		return "pool_wait", "waiting for a pooled database connection"
-	case after != nil && IsDB(after):
+	case after != nil && IsDB(after) && poolInUse(t, n, after, gs, ge):
 		return "pool_wait", "waiting for a pooled database connection before the next query"
 	case after != nil && IsCall(n) && (after.Span.Kind == model.KindServer || after.Span.Kind == model.KindConsumer):
 		return "network_or_queueing", "network or queueing before the callee started"
+	case pos == "before_first_child" && after != nil && IsDB(after):
+		return "uninstrumented_work", "work nobody instrumented before the first query (start-up, connecting, an ORM warming up)"
 	case pos == "after_last_child" || pos == "before_first_child":
 		return "uninstrumented_work", "work nobody instrumented"
 	}
 	return "lock_or_thread_wait", "a lock, a thread or work nobody instrumented"
+}
+
+// poolInUse tells whether a gap before a query can be a wait for a pooled
+// connection. A query alone is no evidence: the first query of a cold
+// process follows class loading, connecting and ORM set-up, which look
+// just the same. Evidence is the span or the query saying it waited for a
+// connection, or the same service's other queries running through the gap
+// and holding connections meanwhile.
+func poolInUse(t *Trace, n, after *Node, gs, ge uint64) bool {
+	for _, s := range []*model.Span{n.Span, after.Span} {
+		for _, w := range spanWaits(s) {
+			if w.resource == "connection_pool" || w.resource == "pool" {
+				return true
+			}
+		}
+	}
+	for _, m := range t.Nodes {
+		if m != after && m.Span.Service == after.Span.Service && IsDB(m) && m.Start() < ge && m.End() > gs {
+			return true
+		}
+	}
+	return false
 }

@@ -48,3 +48,47 @@ func TestIdleGapIgnoresChildrenAfterTheEnd(t *testing.T) {
 		t.Fatalf("want only the 150 ms after the call inside the second page: %+v", got)
 	}
 }
+
+// A Java service's first request after start: 400 ms of class loading,
+// connecting and ORM set-up before the first query. Nothing shows a pool,
+// so the gap is not blamed on one; a pool wait needs the query or the span
+// to say so, or the service's other queries holding connections meanwhile.
+func TestIdleGapPoolWaitNeedsEvidenceOfAPool(t *testing.T) {
+	db := model.Attr{Key: "db.system", Value: model.Str("postgresql")}
+	cold := []model.Span{
+		p1Span(1, 0, "orders", "GET /orders", model.KindServer, 0, 600),
+		p1Span(2, 1, "orders", "SELECT orders", model.KindClient, 400, 450, db),
+		p1Span(3, 1, "orders", "SELECT items", model.KindClient, 450, 590, db),
+	}
+	cause := func(spans []model.Span) string {
+		t.Helper()
+		got := NewIdleGap().Detect(NewTrace(spans), nil)
+		if len(got) != 1 || got[0].Evidence.(IdleGapEvidence).Position != "before_first_child" {
+			t.Fatalf("want the one gap before the first query: %+v", got)
+		}
+		return got[0].Evidence.(IdleGapEvidence).LikelyCause
+	}
+	if c := cause(cold); c != "uninstrumented_work" {
+		t.Errorf("cold start: cause %q, want uninstrumented_work", c)
+	}
+	// The query says it waited for a connection.
+	waited := append([]model.Span(nil), cold...)
+	waited[1].Attrs = append(waited[1].Attrs, model.Attr{Key: "db.client.connection.wait_time", Value: model.Int(380)})
+	if c := cause(waited); c != "pool_wait" {
+		t.Errorf("query that waited for a connection: cause %q, want pool_wait", c)
+	}
+	// A concurrent branch of the same service holds connections through the gap.
+	busy := append(append([]model.Span(nil), cold...),
+		p1Span(4, 0, "orders", "POST /export", model.KindServer, 0, 600),
+		p1Span(5, 4, "orders", "SELECT export", model.KindClient, 10, 395, db))
+	got := NewIdleGap().Detect(NewTrace(busy), nil)
+	pool := 0
+	for _, f := range got {
+		if ev := f.Evidence.(IdleGapEvidence); ev.Span.SpanID == cold[0].SpanID.String() && ev.LikelyCause == "pool_wait" {
+			pool++
+		}
+	}
+	if pool != 1 {
+		t.Errorf("connections held elsewhere through the gap: want a pool_wait on GET /orders: %+v", got)
+	}
+}

@@ -239,7 +239,51 @@ func idWord(w string) bool {
 	if w == "" || w[0] == '{' || w[0] == ':' || (len(w) < 3 && allDigits(w)) {
 		return false
 	}
-	return LooksLikeID(w) && !isVersionLike(w) && !isHostPort(w)
+	return LooksLikeID(w) && !isVersionLike(w) && !isHostPort(w) && !isDatedName(w)
+}
+
+// isDatedName reports a name with a date at its end: a cache, table or
+// index rotated by day, month or year (Yelp's recorded trace reads
+// "user_details_cache-20150901"; logs-2015.09.01, orders_2024). Such a
+// name changes once a day, not once a request.
+func isDatedName(w string) bool {
+	j := len(w)
+	for j > 0 && (w[j-1]-'0' < 10 || w[j-1] == '-' || w[j-1] == '_' || w[j-1] == '.') {
+		j--
+	}
+	if !strings.ContainsFunc(w[:j], func(r rune) bool { return r >= 'a' && r <= 'z' || r >= 'A' && r <= 'Z' }) {
+		return false
+	}
+	return isDate(strings.TrimLeft(w[j:], "-_."))
+}
+
+// isDate: YYYY, YYYYMM or YYYYMMDD, or year, month and day joined by one
+// of - _ . (2015-09, 2015.09.01).
+func isDate(s string) bool {
+	var parts []string
+	if allDigits(s) {
+		for _, n := range []int{4, 2, 2} {
+			if len(s) >= n {
+				parts, s = append(parts, s[:n]), s[n:]
+			}
+		}
+		if s != "" {
+			return false
+		}
+	} else if k := strings.IndexAny(s, "-_."); k > 0 {
+		parts = strings.Split(s, s[k:k+1])
+	}
+	if len(parts) == 0 || len(parts) > 3 || len(parts[0]) != 4 {
+		return false
+	}
+	limits := []int{2099, 12, 31}
+	for i, p := range parts {
+		v, err := strconv.Atoi(p)
+		if err != nil || (i > 0 && len(p) != 2) || v > limits[i] || (i == 0 && v < 1970) || (i > 0 && v < 1) {
+			return false
+		}
+	}
+	return true
 }
 
 // isHostPort reports host:port, the name Envoy gives its spans by default

@@ -200,6 +200,10 @@ func TestLockContentionPoolWaitAttributes(t *testing.T) {
 			{Key: "db.client.connections.wait_time", Value: model.Int(320)}}, 320},
 		{"unit in the key", []model.Attr{{Key: "pool.wait_ms", Value: model.Str("320")}}, 320},
 		{"lock wait in µs", []model.Attr{{Key: "app.lock.wait_us", Value: model.Int(320000)}}, 320},
+		// opentelemetry_ecto (the OTel demo's featureflagservice) reports
+		// the wait for a pooled connection as queue_time_microseconds.
+		{"ecto queue time", []model.Attr{{Key: "queue_time_microseconds", Value: model.Int(320000)},
+			{Key: "idle_time_microseconds", Value: model.Int(584435)}}, 320},
 	} {
 		t.Run(c.name, func(t *testing.T) {
 			res := Analyze(req(c.attrs...), Options{})
@@ -217,6 +221,12 @@ func TestLockContentionPoolWaitAttributes(t *testing.T) {
 				t.Error("slow_query fired for a query that mostly waited for a connection")
 			}
 		})
+	}
+	// Outside a database span a queue time is some other queue's.
+	call := p1Span(4, 1, "orders", "GET", model.KindClient, 2, 402, model.Attr{Key: "http.request.method", Value: model.Str("GET")},
+		model.Attr{Key: "queue_time_microseconds", Value: model.Int(320000)})
+	if ws := spanWaits(&call); len(ws) != 0 {
+		t.Errorf("queue time of an HTTP call read as a pool wait: %+v", ws)
 	}
 	// A unitless non-standard key is not guessed at, nor is a tiny wait.
 	for _, attrs := range [][]model.Attr{

@@ -166,6 +166,12 @@ var waitAttrUnits = map[string]float64{
 	"db.client.connections.wait_time": 1e6,
 }
 
+// dbWaitAttrUnits are wait-time attributes that mean a pool wait only on a
+// database span: opentelemetry_ecto's queue_time_microseconds is the time
+// the query waited for a pooled connection (its idle_time_microseconds is
+// how long the connection had sat unused, no wait at all).
+var dbWaitAttrUnits = map[string]float64{"queue_time_microseconds": 1e3}
+
 var poolNameKeys = []string{"db.client.connection.pool.name", "db.client.connections.pool.name", "pool.name", "db.pool.name"}
 
 // unitOf reads the unit from a key's suffix ("pool.wait_ms",
@@ -195,8 +201,12 @@ func unitOf(key string) float64 {
 func attrWait(s *model.Span) (spanWait, bool) {
 	var best spanWait
 	var bestNS float64
+	_, isDB := s.Attrs.First(dbKeys...)
 	for _, a := range s.Attrs {
 		ns, known := waitAttrUnits[a.Key]
+		if !known && isDB {
+			ns, known = dbWaitAttrUnits[a.Key]
+		}
 		res := "connection_pool"
 		if !known {
 			r, wait, acq := classifyText(a.Key)

@@ -69,3 +69,24 @@ func TestNPlusOneAdviceFollowsDBSystem(t *testing.T) {
 		}
 	}
 }
+
+// opentelemetry_ecto 1.0, as the OTel demo's featureflagservice runs it,
+// marks its queries with OpenTracing's db.type "sql" and no db.system: a
+// loop of them is an N+1 like any other.
+func TestNPlusOneQueryEctoDBType(t *testing.T) {
+	str := func(k, v string) model.Attr { return model.Attr{Key: k, Value: model.Str(v)} }
+	spans := []model.Span{p1Span(1, 0, "featureflagservice", "/featureflags/:id", model.KindServer, 0, 120)}
+	for i := 0; i < 8; i++ {
+		st := 5 + float64(i)*13
+		spans = append(spans, p1Span(byte(2+i), 1, "featureflagservice", "featureflagservice.repo.query:featureflags", model.KindClient, st, st+12,
+			str("db.type", "sql"), str("db.instance", "ffs"), str("db.url", "ecto://ffs_postgres"), str("source", "featureflags"),
+			str("db.statement", fmt.Sprintf(`SELECT f0."id", f0."enabled" FROM "featureflags" AS f0 WHERE (f0."id" = %d)`, 100+i))))
+	}
+	tr := NewTrace(spans)
+	if got := NewNPlusOneQuery().Detect(tr, nil); len(got) != 1 {
+		t.Fatalf("want one N+1 over the 8 Ecto queries, got %d", len(got))
+	}
+	if s := DBSystem(tr.Nodes[1].Span); s != "sql" {
+		t.Errorf("db system %q, want the db.type", s)
+	}
+}

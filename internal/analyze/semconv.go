@@ -33,25 +33,34 @@ func IsCall(n *Node) bool {
 	case model.KindClient, model.KindProducer:
 		return true
 	case model.KindInternal, model.KindUnspecified:
-		_, ok := n.Span.Attrs.First("db.system.name", "db.system", "http.request.method", "http.method",
-			"rpc.system", "messaging.system")
+		if _, ok := n.Span.Attrs.First(dbKeys...); ok {
+			return true
+		}
+		_, ok := n.Span.Attrs.First("http.request.method", "http.method", "rpc.system", "messaging.system")
 		return ok
 	}
 	return false
 }
 
-// IsDB: a call to a database (db.system.name / db.system present). SERVER
-// spans of a database proxy are not calls and are excluded.
+// dbKeys mark a database call: OTel's db.system.name / db.system, and the
+// OpenTracing convention's db.type, which Jaeger clients set and so does
+// opentelemetry_ecto 1.0 (the OTel demo's Elixir featureflagservice sends
+// its queries with db.type "sql", db.statement and no db.system).
+var dbKeys = []string{"db.system.name", "db.system", "db.type"}
+
+// IsDB: a call to a database (one of dbKeys present). SERVER spans of a
+// database proxy are not calls and are excluded.
 func IsDB(n *Node) bool {
 	if n == nil || n.Span.Kind == model.KindServer || n.Span.Kind == model.KindConsumer {
 		return false
 	}
-	_, ok := n.Span.Attrs.First("db.system.name", "db.system")
+	_, ok := n.Span.Attrs.First(dbKeys...)
 	return ok
 }
 
-// DBSystem returns db.system.name / db.system ("postgresql", "redis", ...).
-func DBSystem(s *model.Span) string { return s.Attrs.Str("db.system.name", "db.system") }
+// DBSystem returns db.system.name / db.system ("postgresql", "redis", ...),
+// or OpenTracing's db.type.
+func DBSystem(s *model.Span) string { return s.Attrs.Str("db.system.name", "db.system", "db.type") }
 
 // DBStatement returns db.query.text / db.statement, falling back to the
 // span name (which instrumentations set to "SELECT shop.orders" or "GET").
@@ -369,9 +378,33 @@ func ExceptionOf(s *model.Span) (typ, msg string) {
 	typ = s.Attrs.Str("exception.type", "error.type")
 	msg = s.Attrs.Str("exception.message")
 	if msg == "" {
+		if t, m, ok := errorLog(s); ok {
+			return nonEmpty(typ, t), m
+		}
 		msg = s.StatusMessage
 	}
 	return typ, msg
+}
+
+// errorLog reads the error a span logged the OpenTracing way, which Jaeger
+// clients still send: a log with event "error" and error.kind /
+// error.object / message fields, or, as jaeger-client-go's HotROD logs its
+// Redis timeouts, level "error" with the error in an "error" field.
+func errorLog(s *model.Span) (typ, msg string, ok bool) {
+	for i := range s.Events {
+		e := &s.Events[i]
+		if e.Name != "error" && e.Attrs.Str("level") != "error" && e.Attrs.Str("error.kind", "error.object") == "" {
+			continue
+		}
+		msg = e.Attrs.Str("error.object", "error", "message")
+		if msg == "" && e.Name != "error" && e.Name != "log" {
+			msg = e.Name
+		}
+		if typ = e.Attrs.Str("error.kind"); typ != "" || msg != "" {
+			return typ, msg, true
+		}
+	}
+	return "", "", false
 }
 
 // SpanRef names one span in evidence.

@@ -157,3 +157,33 @@ func TestCallTargetPrefersCalleeServiceName(t *testing.T) {
 		t.Errorf("label %q", got)
 	}
 }
+
+// Jaeger clients log errors the OpenTracing way, not as "exception"
+// events: jaeger-client-go's HotROD logs its Redis timeouts with level
+// "error" and the error in an "error" field; Java's OpenTracing
+// instrumentation logs event "error" with error.kind and error.object.
+func TestExceptionOfOpenTracingErrorLogs(t *testing.T) {
+	str := func(k, v string) model.Attr { return model.Attr{Key: k, Value: model.Str(v)} }
+	span := func(events ...model.Event) *model.Span {
+		s := p1Span(1, 0, "redis", "GetDriver", model.KindClient, 0, 34)
+		s.StatusCode, s.Events = model.StatusError, events
+		return &s
+	}
+	for _, tc := range []struct {
+		name     string
+		s        *model.Span
+		typ, msg string
+	}{
+		{"hotrod", span(model.Event{Name: "Searching", Attrs: model.Attrs{str("level", "info")}},
+			model.Event{Name: "redis timeout", Attrs: model.Attrs{str("driver_id", "T732193C"), str("error", "redis timeout"), str("level", "error")}}),
+			"", "redis timeout"},
+		{"java", span(model.Event{Name: "error", Attrs: model.Attrs{str("error.kind", "java.net.SocketTimeoutException"),
+			str("error.object", "java.net.SocketTimeoutException: Read timed out")}}),
+			"java.net.SocketTimeoutException", "java.net.SocketTimeoutException: Read timed out"},
+		{"info only", span(model.Event{Name: "Found drivers", Attrs: model.Attrs{str("level", "info")}}), "", ""},
+	} {
+		if typ, msg := ExceptionOf(tc.s); typ != tc.typ || msg != tc.msg {
+			t.Errorf("%s: got %q %q, want %q %q", tc.name, typ, msg, tc.typ, tc.msg)
+		}
+	}
+}

@@ -75,7 +75,7 @@ func (d *SequentialCalls) Detect(t *Trace, _ *Env) []Finding {
 			if !IsCall(c) || c.Span.Kind == model.KindProducer || c.Span.Attrs.Str("messaging.system") != "" {
 				continue
 			}
-			if IsDB(c) && !d.IncludeDB {
+			if isStatement(c) && !d.IncludeDB {
 				continue
 			}
 			calls = append(calls, c)
@@ -116,6 +116,16 @@ func (d *SequentialCalls) Detect(t *Trace, _ *Env) []Finding {
 		flush()
 	}
 	return out
+}
+
+// isStatement reports a database statement. Brave's MySQL and p6spy
+// instrumentation mark theirs only with a sql.query tag: SmartThings'
+// bookie sends them as CLIENT spans named "\n" whose remote service is
+// bookie itself, so without the tag they were calls to bookie between its
+// real calls.
+func isStatement(c *Node) bool {
+	_, ok := c.Span.Attrs.Get("sql.query")
+	return ok || IsDB(c)
 }
 
 // gateWords are the words of a call that checks credentials or

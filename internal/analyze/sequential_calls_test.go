@@ -63,3 +63,29 @@ func TestSequentialCallsNotThroughACredentialCheck(t *testing.T) {
 		t.Fatalf("/authors is no credential check: %d findings", len(got))
 	}
 }
+
+// SmartThings' bookie reads its configuration with Brave's MySQL
+// instrumentation around two HTTP calls: sub-millisecond CLIENT spans
+// named "\n", pointed at bookie itself and marked only by sql.query. They
+// are statements, not a third service to call alongside the two.
+func TestSequentialCallsBraveSQLIsAStatement(t *testing.T) {
+	str := func(k, v string) model.Attr { return model.Attr{Key: k, Value: model.Str(v)} }
+	sql := func(id byte, st, en float64) model.Span {
+		return p1Span(id, 1, "bookie", "\n", model.KindClient, st, en, str("peer.service", "bookie"),
+			str("sql.query", "SELECT id, status FROM install_configuration WHERE installed_app_id = ?"))
+	}
+	call := func(id byte, peer, method string, st, en float64) model.Span {
+		return p1Span(id, 1, "bookie", method, model.KindClient, st, en, str("peer.service", peer),
+			str("http.method", method), str("http.path", "/"+peer))
+	}
+	spans := []model.Span{
+		p1Span(1, 0, "bookie", "put /installedapps/{installedappid}/configs", model.KindServer, 0, 190),
+		sql(2, 21, 22),
+		call(3, "account", "GET", 24, 60),
+		call(4, "coreSrv", "POST", 63, 131),
+		sql(5, 133, 134),
+	}
+	if got := NewSequentialCalls().Detect(NewTrace(spans), nil); len(got) != 0 {
+		t.Fatalf("two calls between statements are no run of three targets: %s", got[0].Title)
+	}
+}

@@ -190,3 +190,23 @@ func TestInstrumentationGapHostPortNames(t *testing.T) {
 		}
 	}
 }
+
+// Yelp's recorded trace reads a cache rotated by day, "get
+// user_details_cache-20150901": a name with a date at its end changes
+// once a day, not per request. A date-like number that is not at the end
+// of a name, or is no date, is still a value.
+func TestInstrumentationGapDatedNames(t *testing.T) {
+	for name, want := range map[string]bool{
+		"get user_details_cache-20150901": false,
+		"search logs-2015.09.01":          false,
+		"SELECT FROM orders_2024_06":      false,
+		"scan events_201509":              false,
+		"get user_details_cache-20151399": true,
+		"GET /orders/20150901":            true,
+		"get session-48213977":            true,
+	} {
+		if _, got := nameShape(name); got != want {
+			t.Errorf("nameShape(%q) holds an id: %v, want %v", name, got, want)
+		}
+	}
+}
