@@ -24,10 +24,27 @@ targets=(
   "./internal/traceio FuzzParse"
   "./internal/traceql FuzzParse"
 )
+# Go 1.26's fuzzing coordinator can fail a target with a bare "context
+# deadline exceeded" when -fuzztime runs out while a worker is busy
+# (golang/go#75804, fixed in Go 1.27): no input is written then. A failure
+# counts only if it left an input behind or said something else.
+inputs() { if [ -d "$1" ]; then find "$1" -type f | wc -l; else echo 0; fi; }
 start=$SECONDS
+out=$(mktemp)
+trap 'rm -f "$out"' EXIT
 for t in "${targets[@]}"; do
   read -r pkg name <<<"$t"
   echo "== fuzz $pkg $name ($FUZZTIME)"
-  go test -run='^$' -fuzz="^${name}\$" -fuzztime="$FUZZTIME" -fuzzminimizetime=1s "$pkg"
+  corpus="$pkg/testdata/fuzz/$name"
+  before=$(inputs "$corpus")
+  if go test -run='^$' -fuzz="^${name}\$" -fuzztime="$FUZZTIME" -fuzzminimizetime=1s "$pkg" 2>&1 | tee "$out"; [ "${PIPESTATUS[0]}" -eq 0 ]; then
+    continue
+  fi
+  after=$(inputs "$corpus")
+  if [ "$after" -eq "$before" ] && grep -q '^    context deadline exceeded$' "$out" && ! grep -q 'Failing input written' "$out"; then
+    echo "== $name: the fuzzing coordinator's deadline race (golang/go#75804), no failing input; not a failure"
+    continue
+  fi
+  exit 1
 done
 echo "== fuzzing took $((SECONDS - start)) s"
