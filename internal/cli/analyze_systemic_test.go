@@ -18,7 +18,9 @@ func TestAnalyzeRunsSystemicInTraceTime(t *testing.T) {
 	t0 := time.Date(2026, 3, 2, 8, 0, 0, 0, time.UTC)
 	inject := t0.Add(12 * time.Minute)
 	var traces [][]model.Span
-	for at := t0; at.Before(inject.Add(5 * time.Minute)); at = at.Add(250 * time.Millisecond) {
+	// One checkout a second is well above every window's minimum of samples
+	// (20), and a quarter of the work of a busier shop under -race.
+	for at := t0; at.Before(inject.Add(5 * time.Minute)); at = at.Add(time.Second) {
 		if !at.Before(inject) {
 			shop.ErrorRate, shop.NoRecommendations = 0.4, true
 		}

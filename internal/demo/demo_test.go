@@ -2,6 +2,7 @@ package demo
 
 import (
 	"context"
+	"fmt"
 	"io"
 	"net/http"
 	"net/http/httptest"
@@ -166,9 +167,39 @@ func TestIncidentsProduceFindings(t *testing.T) {
 
 // TestHealthyTrafficIsQuiet: the normal request mix must not look like an
 // incident, or the demo would teach users to ignore findings.
+//
+// The shop runs on real time, so a machine that stops this process for
+// 100 ms (a loaded CI host under -race) puts a real 100 ms gap into real
+// spans, which idle_gap rightly reports. An attempt during which the
+// process itself was held up that long says nothing about the shop; the
+// test tries again and judges the first attempt that ran undisturbed.
 func TestHealthyTrafficIsQuiet(t *testing.T) {
+	const attempts = 3
+	for attempt := 1; ; attempt++ {
+		problems, stall := healthyTrafficProblems(t)
+		if stall < stallTolerance {
+			for _, p := range problems {
+				t.Error(p)
+			}
+			return
+		}
+		t.Logf("attempt %d: the process was held up for %s; its spans' timing is the machine's, not the shop's (%d findings)", attempt, stall, len(problems))
+		if attempt == attempts {
+			t.Skipf("the process was held up ≥ %s in each of %d attempts: the machine is too busy to judge real-time traces", stallTolerance, attempts)
+		}
+	}
+}
+
+// stallTolerance is well below idle_gap's 100 ms minimum gap.
+const stallTolerance = 40 * time.Millisecond
+
+// healthyTrafficProblems plays 24 healthy requests and returns the findings
+// a healthy request must never produce, and the longest time the process
+// was held up while they ran.
+func healthyTrafficProblems(t *testing.T) ([]string, time.Duration) {
 	shop, col := startShop(t, Options{})
 	ctx := context.Background()
+	stop := watchStalls()
 	var wg sync.WaitGroup
 	for range 24 {
 		wg.Add(1)
@@ -176,6 +207,7 @@ func TestHealthyTrafficIsQuiet(t *testing.T) {
 	}
 	wg.Wait()
 	time.Sleep(100 * time.Millisecond) // the order.placed consumers
+	stall := stop()
 	flush(t, shop)
 	healthy := col.byIncident()[""]
 	if len(healthy) < 24 {
@@ -184,13 +216,43 @@ func TestHealthyTrafficIsQuiet(t *testing.T) {
 	// Kinds that a healthy request must never produce.
 	bad := []string{"n_plus_one_query", "sequential_calls", "fan_out", "timeout_cascade", "retry_storm",
 		"error_origin", "swallowed_error", "idle_gap", "consumer_lag", "poison_message", "slow_query"}
+	var problems []string
 	for _, spans := range healthy {
 		for _, f := range analyze.Analyze(spans, analyze.Options{}).Findings {
 			if slices.Contains(bad, f.Kind) {
-				t.Errorf("healthy trace %s (%s) diagnosed with %s: %s", f.TraceID, spans[0].Name, f.Kind, f.Title)
+				problems = append(problems, fmt.Sprintf("healthy trace %s (%s) diagnosed with %s: %s", f.TraceID, spans[0].Name, f.Kind, f.Title))
 			}
 		}
 	}
+	return problems, stall
+}
+
+// watchStalls measures how late a 5 ms ticker fires until the returned
+// function is called, which returns the worst lateness: the longest time
+// the process's goroutines were kept from running.
+func watchStalls() (stop func() time.Duration) {
+	const every = 5 * time.Millisecond
+	done := make(chan struct{})
+	worst := make(chan time.Duration)
+	go func() {
+		tick := time.NewTicker(every)
+		defer tick.Stop()
+		var max time.Duration
+		last := time.Now()
+		for {
+			select {
+			case <-done:
+				worst <- max
+				return
+			case now := <-tick.C:
+				if late := now.Sub(last) - every; late > max {
+					max = late
+				}
+				last = now
+			}
+		}
+	}()
+	return func() time.Duration { close(done); return <-worst }
 }
 
 func TestControlHandler(t *testing.T) {
