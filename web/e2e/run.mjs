@@ -71,7 +71,7 @@ async function check(name, fn) {
   try {
     await fn();
     results.push(['ok', name, Date.now() - t]);
-    log('ok  ', name);
+    log('ok  ', name, `(${Date.now() - t} ms)`);
   } catch (e) {
     failed++;
     results.push(['FAIL', name, Date.now() - t, e.message]);
