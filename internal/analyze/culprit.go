@@ -86,6 +86,10 @@ func culpritCallee(t *Trace, call *Node, reason string) *Culprit {
 		return culpritAt(t, call, reason)
 	}
 	svc, op := CallTarget(t, call)
+	if svc == unknownPeer {
+		// Nothing names the callee: the caller's code is all there is to go to.
+		return culpritAt(t, call, reason)
+	}
 	c := &Culprit{Service: svc, Operation: op, SpanID: call.Span.SpanID.String(), Reason: reason}
 	if e := calleeEntry(call); e != nil {
 		c.SpanID = e.Span.SpanID.String()

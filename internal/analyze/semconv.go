@@ -134,7 +134,9 @@ func ServerAddress(s *model.Span) string {
 // CallTarget names what a call talks to (docs/patterns.md, "target of a
 // call"): service is the service.name of the callee's SERVER/CONSUMER span
 // when it is in the trace (not for producers), else peer.service, else
-// server.address / net.peer.name, else db.system or the messaging system; operation is the route template (from the call or its
+// server.address / net.peer.name, else db.system or the messaging system,
+// else the span's own service when it differs from its caller's (the
+// callee reported the call), else "unknown peer"; operation is the route template (from the call or its
 // server child), the rpc method, the messaging destination, or the
 // normalised statement. Results are memoised in t (nil t: no memo), so
 // detectors may call it freely; the Trace is not safe for concurrent use
@@ -226,10 +228,22 @@ func callTarget(n *Node) (service, operation string) {
 		operation = NormalizeURL(s.Name)
 	}
 	if service == "" {
-		service = s.Service
+		service = unknownPeer
+		// A client span reported under a service other than its caller's
+		// is the callee's own account of the call (HotROD's "redis" and
+		// "mysql" services): that service is the target. A call of the
+		// caller's own service names nobody, and naming the caller as its
+		// own target would send readers to the wrong service.
+		if p := n.Parent; p != nil && s.Service != "" && p.Span.Service != "" && p.Span.Service != s.Service {
+			service = s.Service
+		}
 	}
 	return service, operation
 }
+
+// unknownPeer is the target of a call that names no peer, address, database
+// or messaging system and has no callee span in the trace.
+const unknownPeer = "unknown peer"
 
 // calleeEntry returns the SERVER or CONSUMER span a call produced in
 // another service, or nil when the callee is not instrumented.

@@ -187,3 +187,22 @@ func TestExceptionOfOpenTracingErrorLogs(t *testing.T) {
 		}
 	}
 }
+
+// A call that names no peer, address or database and left no callee span
+// (Brave's bench client: a CLIENT span "get" with no remote endpoint) is
+// not a call to the caller itself. HotROD's fake Redis reports its calls
+// under its own service "redis" as CLIENT spans below the driver: there
+// the span's service is the callee's.
+func TestCallTargetWithoutRemoteEndpoint(t *testing.T) {
+	tr := NewTrace([]model.Span{
+		p1Span(1, 0, "checkout", "POST /checkout", model.KindServer, 0, 50),
+		p1Span(2, 1, "checkout", "get", model.KindClient, 5, 20),
+		p1Span(3, 1, "redis", "GetDriver", model.KindClient, 21, 30),
+		p1Span(4, 0, "bench", "get", model.KindClient, 60, 70),
+	})
+	for id, want := range map[byte]string{2: "unknown peer", 3: "redis", 4: "unknown peer"} {
+		if svc, _ := CallTarget(tr, p1Node(tr, id)); svc != want {
+			t.Errorf("span %d: target %q, want %q", id, svc, want)
+		}
+	}
+}
