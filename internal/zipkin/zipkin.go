@@ -168,6 +168,13 @@ func convertSpan(z *Span) (model.Span, error) {
 	s.Name = z.Name
 	s.StartUnixNano = z.Timestamp * 1000
 	s.EndUnixNano = (z.Timestamp + z.Duration) * 1000
+	if z.Timestamp == 0 {
+		// Zipkin leaves timestamp out of spans it could not time (a late
+		// fragment, a span whose start was lost); their annotations, when
+		// there are any, still say when they ran. Without any the start
+		// stays 0, which readers must drop rather than show at 1970.
+		s.StartUnixNano, s.EndUnixNano = annotationSpan(z.Annotations, z.Duration)
+	}
 	switch strings.ToUpper(z.Kind) {
 	case "CLIENT":
 		s.Kind = model.KindClient
@@ -224,6 +231,30 @@ func convertSpan(z *Span) (model.Span, error) {
 		}
 	}
 	return s, nil
+}
+
+// annotationSpan returns the earliest annotation as start and, as end, the
+// later of the last annotation and start plus dur (all µs, returned in ns);
+// zeros when no annotation has a time.
+func annotationSpan(as []Annotation, dur uint64) (start, end uint64) {
+	const maxMicros = math.MaxUint64 / 1000
+	var lo, hi uint64
+	for _, a := range as {
+		if a.Timestamp == 0 || a.Timestamp > maxMicros {
+			continue
+		}
+		if lo == 0 || a.Timestamp < lo {
+			lo = a.Timestamp
+		}
+		hi = max(hi, a.Timestamp)
+	}
+	if lo == 0 {
+		return 0, 0
+	}
+	if dur <= maxMicros-lo {
+		hi = max(hi, lo+dur)
+	}
+	return lo * 1000, hi * 1000
 }
 
 func appendEndpoint(attrs model.Attrs, e *Endpoint, svcKey, addrKey, portKey string) model.Attrs {

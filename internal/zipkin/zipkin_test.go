@@ -183,3 +183,24 @@ func TestSharedServerKeepsItsParentWithoutClient(t *testing.T) {
 		t.Fatalf("written back as %+v", back[0])
 	}
 }
+
+// Zipkin leaves timestamp out of spans it could not time. With annotations
+// the span still has a time; without, its start stays 0 for readers to drop.
+func TestMissingTimestampFromAnnotations(t *testing.T) {
+	spans, err := ToModel([]byte(`[
+	 {"traceId":"01","id":"02","duration":300,"annotations":[{"timestamp":1700000000000100,"value":"ws"},{"timestamp":1700000000000200,"value":"wr"}]},
+	 {"traceId":"01","id":"03","annotations":[{"timestamp":1700000000000700,"value":"cs"},{"timestamp":1700000000000900,"value":"cr"}]},
+	 {"traceId":"01","id":"04","duration":5}]`))
+	if err != nil || len(spans) != 3 {
+		t.Fatalf("spans %d err %v", len(spans), err)
+	}
+	for i, want := range [][2]uint64{
+		{1_700_000_000_000_100_000, 1_700_000_000_000_400_000},
+		{1_700_000_000_000_700_000, 1_700_000_000_000_900_000},
+		{0, 0},
+	} {
+		if got := [2]uint64{spans[i].StartUnixNano, spans[i].EndUnixNano}; got != want {
+			t.Errorf("span %d: times %v, want %v", i, got, want)
+		}
+	}
+}
