@@ -248,32 +248,14 @@ func passesFailureUp(n *Node) bool {
 		!IsCall(n) && !Failed(n)
 }
 
-// retriedOK returns the attempt that recovered a failed span: under the
-// same unfailed parent, a later call to the same target (or a span of the
-// same service and name) that started after o ended and did not fail. nil
-// when there is none.
+// retriedOK returns the call that recovered o's failure: a later call to
+// the same target under the same parent, which did not fail. nil when there
+// is none, or when the parent failed all the same.
 func retriedOK(t *Trace, o *Node) *Node {
-	p := o.Parent
-	if p == nil || Failed(p) {
+	if o.Parent == nil || Failed(o.Parent) {
 		return nil
 	}
-	svc, op := o.Span.Service, o.Span.Name
-	if IsCall(o) {
-		svc, op = CallTarget(t, o)
-	}
-	for _, c := range p.Children {
-		if c == o || c.Start()+timingTolerance(o, c) < o.End() || IsCall(c) != IsCall(o) || attemptFailed(c) {
-			continue
-		}
-		cs, co := c.Span.Service, c.Span.Name
-		if IsCall(c) {
-			cs, co = CallTarget(t, c)
-		}
-		if cs == svc && co == op {
-			return c
-		}
-	}
-	return nil
+	return retryThatRecovered(t, o)
 }
 
 func nonEmpty(s, alt string) string {

@@ -135,9 +135,13 @@ func (d *SwallowedError) Detect(t *Trace, _ *Env) []Finding {
 }
 
 // recoveredByRetry: a later sibling calls the same target and succeeds.
-func recoveredByRetry(t *Trace, n *Node) bool {
+func recoveredByRetry(t *Trace, n *Node) bool { return retryThatRecovered(t, n) != nil }
+
+// retryThatRecovered returns the later sibling call to the same target as
+// n that succeeded, or nil.
+func retryThatRecovered(t *Trace, n *Node) *Node {
 	if n.Parent == nil || !IsCall(n) {
-		return false
+		return nil
 	}
 	svc, op := CallTarget(t, n)
 	for _, s := range n.Parent.Children {
@@ -147,10 +151,10 @@ func recoveredByRetry(t *Trace, n *Node) bool {
 			continue
 		}
 		if ss, so := CallTarget(t, s); ss == svc && so == op {
-			return true
+			return s
 		}
 	}
-	return false
+	return nil
 }
 
 func uniqSorted(in []string) []string {
