@@ -207,6 +207,13 @@ func errorOriginCulprit(t *Trace, f *Finding) *Culprit {
 		return slowestCulprit(t, o, fmt.Sprintf("the call to %s timed out (%s) while %s was still working: the slow callee "+
 			"is the cause, the layers above only passed the timeout up.", svc, what, svc))
 	}
+	if waitedOn(o) != nil {
+		// A proxy or gateway that answered 504: it gave up on a callee
+		// that was still working and failed nothing of its own (Envoy's
+		// route timeout over a frontend that never answered).
+		return slowestCulprit(t, o, fmt.Sprintf("%s gave up after %s (%s) while the work below it was still running: "+
+			"the slow callee is the cause, not the layer that timed out.", o.Span.Service, fmtDur(o.Duration()), what))
+	}
 	return culpritAt(t, o, fmt.Sprintf("the failure starts here (%s) while none of its own calls failed; every failed layer "+
 		"above only passed it up.", what))
 }

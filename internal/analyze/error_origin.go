@@ -54,6 +54,10 @@ type ErrorOriginEvidence struct {
 	// RecoveredBy is the span of the retry that succeeded after the
 	// origin failed, when one did and nothing above the origin failed.
 	RecoveredBy *SpanRef `json:"recovered_by,omitempty"`
+	// TimedOutWaitingOn is the span the origin was waiting on when it
+	// timed out (a proxy's 504 over a callee still running), when one
+	// took nearly all of the origin's time.
+	TimedOutWaitingOn *SpanRef `json:"timed_out_waiting_on,omitempty"`
 }
 
 // Detect implements Detector. One finding per trace: the origin of the
@@ -214,6 +218,16 @@ func (d *ErrorOrigin) Detect(t *Trace, _ *Env) []Finding {
 	// original error; name that one as the thing to fix.
 	fix := fmt.Sprintf("Start at %s %s: fix or guard %s there", o.Span.Service, o.Span.Name,
 		nonEmpty(quoteCause(typ, msg), "the failure"))
+	if w := waitedOn(o); w != nil {
+		// The origin timed out on work that was still running below it:
+		// that work is what to look at, the timeout only reported it.
+		ref := RefOf(t, w)
+		ev.TimedOutWaitingOn = &ref
+		title += fmt.Sprintf(", timed out after %s waiting on %s", fmtDur(o.Duration()), spanLabel(t, w))
+		fix = fmt.Sprintf("Start at %s %s, which ran for the %s that %s waited before giving up: find what it waits on "+
+			"(add spans below it if it has none); the timeout of %s only reported it", w.Span.Service, displayOp(w),
+			fmtDur(o.Duration()), o.Span.Service, o.Span.Service)
+	}
 	if retry != nil {
 		fix = fmt.Sprintf("A retry succeeded, so the request did not fail; if %s %s fails often, fix %s there "+
 			"before the retries stop absorbing it", o.Span.Service, o.Span.Name, nonEmpty(quoteCause(typ, msg), "the failure"))
@@ -224,6 +238,19 @@ func (d *ErrorOrigin) Detect(t *Trace, _ *Env) []Finding {
 	fix += "."
 	return []Finding{{Kind: d.Kind(), Severity: sev, Title: title, SpanIDs: ids,
 		ImpactMS: roundMS(critUnder(t, o)), Evidence: ev, Fix: fix}}
+}
+
+// waitedOn returns the span a timed-out origin was waiting on: the one its
+// time went to (dominantDescendant, through its own call and the callee's
+// entry), or nil when the origin did not time out or worked itself.
+func waitedOn(o *Node) *Node {
+	if !IsTimeoutLike(o.Span) {
+		return nil
+	}
+	if w := dominantDescendant(o); w != o {
+		return w
+	}
+	return nil
 }
 
 // failedBelow reports whether a failure sits under n: a failed child, or a

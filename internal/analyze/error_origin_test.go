@@ -82,3 +82,39 @@ func TestErrorOriginRecoveredByRetry(t *testing.T) {
 		t.Errorf("unrecovered failure: %+v", fs)
 	}
 }
+
+// The OTel demo's checkout through Envoy: the proxy's route timeout fired
+// after 15 s and it answered 504 (response flag UT), the only failed span;
+// the frontend it waited on ran the whole 15 s with status OK and left no
+// spans below. The locus is the frontend, not the proxy that gave up. The
+// load generator's root span is a client that saw the 504 and answers
+// nobody, so nothing was swallowed.
+func TestErrorOriginTimeoutNamesWhatItWaitedOn(t *testing.T) {
+	status := func(code int64) model.Attr { return model.Attr{Key: "http.status_code", Value: model.Int(code)} }
+	spans := []model.Span{
+		p1Span(1, 0, "load-generator", "user_checkout_multi", model.KindClient, 0, 15080),
+		p1Span(2, 1, "frontend-proxy", "POST", model.KindServer, 79, 15080, status(504),
+			str("http.url", "http://frontend-proxy:8080/api/checkout"), str("response_flags", "UT")),
+		p1Span(3, 2, "frontend-proxy", "router frontend egress", model.KindClient, 79.1, 15080),
+		p1Span(4, 3, "frontend", "POST", model.KindServer, 79.3, 15080),
+	}
+	spans[1].StatusCode = model.StatusError
+	res := Analyze(spans, Options{})
+	var origin *Finding
+	for i, f := range res.Findings {
+		switch f.Kind {
+		case "swallowed_error":
+			t.Errorf("a load generator's root call reported as swallowing: %q", f.Title)
+		case "error_origin":
+			origin = &res.Findings[i]
+		}
+	}
+	if origin == nil {
+		t.Fatalf("no error_origin among %v", kindsOf(res.Findings))
+	}
+	ev := origin.Evidence.(ErrorOriginEvidence)
+	if ev.TimedOutWaitingOn == nil || ev.TimedOutWaitingOn.SpanID != spans[3].SpanID.String() ||
+		origin.Culprit == nil || origin.Culprit.Service != "frontend" || !strings.Contains(origin.Fix, "Start at frontend POST") {
+		t.Errorf("%q: waiting on %+v, culprit %+v, fix %q", origin.Title, ev.TimedOutWaitingOn, origin.Culprit, origin.Fix)
+	}
+}
