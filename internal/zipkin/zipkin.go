@@ -116,7 +116,11 @@ func ToModel(data []byte) ([]model.Span, error) {
 func Convert(zs []Span) ([]model.Span, error) {
 	out := make([]model.Span, 0, len(zs))
 	var bad *InvalidSpansError
+	merged := mergeFragments(zs)
 	for i := range zs {
+		if merged[i] {
+			continue
+		}
 		s, err := convertSpan(&zs[i])
 		if err != nil {
 			if bad == nil {
@@ -134,6 +138,74 @@ func Convert(zs []Span) ([]model.Span, error) {
 		return out, bad
 	}
 	return out, nil
+}
+
+// mergeFragments folds spans without timestamp into a timed span of the
+// same trace, id and shared flag in the batch, as Zipkin does when it
+// reads a trace: such a fragment is a late report of that span (a
+// tracer that flushed a tag or an annotation after the span was sent;
+// SmartThings' platformapi sends 84 of them in one trace). The timed span
+// keeps its own values; the fragment adds the tags, annotations, name,
+// kind and endpoints it lacks. It returns which entries were merged away.
+func mergeFragments(zs []Span) []bool {
+	type key struct {
+		trace, id string
+		shared    bool
+	}
+	var timed map[key]int
+	var merged []bool
+	for i := range zs {
+		if zs[i].Timestamp != 0 {
+			continue
+		}
+		if timed == nil {
+			timed = make(map[key]int, len(zs))
+			for j := range zs {
+				if zs[j].Timestamp != 0 {
+					timed[key{zs[j].TraceID, zs[j].ID, zs[j].Shared}] = j
+				}
+			}
+			merged = make([]bool, len(zs))
+		}
+		j, ok := timed[key{zs[i].TraceID, zs[i].ID, zs[i].Shared}]
+		if !ok {
+			continue
+		}
+		mergeInto(&zs[j], &zs[i])
+		merged[i] = true
+	}
+	if merged == nil {
+		return make([]bool, len(zs))
+	}
+	return merged
+}
+
+func mergeInto(dst, frag *Span) {
+	if dst.Name == "" {
+		dst.Name = frag.Name
+	}
+	if dst.Kind == "" {
+		dst.Kind = frag.Kind
+	}
+	if dst.ParentID == "" {
+		dst.ParentID = frag.ParentID
+	}
+	if dst.LocalEndpoint == nil {
+		dst.LocalEndpoint = frag.LocalEndpoint
+	}
+	if dst.RemoteEndpoint == nil {
+		dst.RemoteEndpoint = frag.RemoteEndpoint
+	}
+	dst.Annotations = append(dst.Annotations, frag.Annotations...)
+	for k, v := range frag.Tags {
+		if _, ok := dst.Tags[k]; ok {
+			continue
+		}
+		if dst.Tags == nil {
+			dst.Tags = map[string]string{}
+		}
+		dst.Tags[k] = v
+	}
 }
 
 func convertSpan(z *Span) (model.Span, error) {

@@ -204,3 +204,26 @@ func TestMissingTimestampFromAnnotations(t *testing.T) {
 		}
 	}
 }
+
+// SmartThings' platformapi reports late fragments of its spans: the same
+// id with no timestamp, only a name and the local endpoint (84 in one
+// recorded trace). They are that span, not spans of their own: their tags
+// and annotations join it and no second span at time 0 is made.
+func TestUntimedFragmentJoinsItsSpan(t *testing.T) {
+	spans, err := ToModel([]byte(`[
+	 {"traceId":"01","id":"02","kind":"SERVER","name":"post","timestamp":1700000000000000,"duration":800,"localEndpoint":{"serviceName":"platformapi"},"tags":{"http.path":"/x"}},
+	 {"traceId":"01","id":"02","name":"post","localEndpoint":{"serviceName":"platformapi"},"tags":{"error":"boom","http.path":"/late"},"annotations":[{"timestamp":1700000000000500,"value":"flush"}]},
+	 {"traceId":"01","id":"03","parentId":"02","name":"get","localEndpoint":{"serviceName":"platformapi"}}]`))
+	if err != nil || len(spans) != 2 {
+		t.Fatalf("spans %d err %v", len(spans), err)
+	}
+	s := spans[0]
+	if s.StartUnixNano != 1_700_000_000_000_000_000 || s.StatusCode != model.StatusError || s.Attrs.Str("http.path") != "/x" ||
+		len(s.Events) != 1 || s.Events[0].Name != "flush" {
+		t.Errorf("merged span %+v", s)
+	}
+	// A span without timestamp and without a timed twin stays, untimed.
+	if spans[1].StartUnixNano != 0 || spans[1].Name != "get" {
+		t.Errorf("lone untimed span %+v", spans[1])
+	}
+}
