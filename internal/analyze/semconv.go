@@ -99,7 +99,7 @@ func HTTPRoute(s *model.Span) string { return s.Attrs.Str("http.route") }
 // HTTPURL returns the raw URL or path of an HTTP span: url.full / http.url,
 // else url.path / http.target.
 func HTTPURL(s *model.Span) string {
-	return s.Attrs.Str("url.full", "http.url", "url.path", "http.target")
+	return s.Attrs.Str("url.full", "http.url", "url.path", "http.target", "http.path")
 }
 
 // HTTPPath returns the route template when known, else the normalised URL

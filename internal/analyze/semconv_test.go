@@ -205,4 +205,13 @@ func TestCallTargetWithoutRemoteEndpoint(t *testing.T) {
 			t.Errorf("span %d: target %q, want %q", id, svc, want)
 		}
 	}
+	// Brave names such a call "get" and keeps its path in http.path.
+	tr = NewTrace([]model.Span{
+		p1Span(1, 0, "bookie", "put /installedapps/{installedappid}/configs", model.KindServer, 0, 250),
+		p1Span(2, 1, "bookie", "get", model.KindClient, 5, 90, str("http.method", "GET"),
+			str("http.path", "/apps/94ae382e-8903-41fb-ba4e-0123456789ab")),
+	})
+	if svc, op := CallTarget(tr, p1Node(tr, 2)); svc != "unknown peer" || op != "GET /apps/{id}" {
+		t.Errorf("Brave call: target %q %q, want unknown peer GET /apps/{id}", svc, op)
+	}
 }
