@@ -5,6 +5,7 @@ import (
 	"net/url"
 	"slices"
 	"sort"
+	"strconv"
 	"strings"
 
 	"github.com/tracedx/tracedx/internal/model"
@@ -228,6 +229,12 @@ func callTarget(n *Node) (service, operation string) {
 		operation = NormalizeURL(s.Name)
 	}
 	if service == "" {
+		// The socket address is all some clients record (Zipkin's
+		// remoteEndpoint with only an IP and port); a reader can still look
+		// it up, which beats any guess.
+		service = peerSocket(s)
+	}
+	if service == "" {
 		service = unknownPeer
 		// A client span reported under a service other than its caller's
 		// is the callee's own account of the call (HotROD's "redis" and
@@ -239,6 +246,21 @@ func callTarget(n *Node) (service, operation string) {
 		}
 	}
 	return service, operation
+}
+
+// peerSocket returns the peer's IP address (with its port when known) as
+// network.peer.* or the older net.sock.peer.* / net.peer.ip name it, or "".
+func peerSocket(s *model.Span) string {
+	addr := s.Attrs.Str("network.peer.address", "net.sock.peer.addr", "net.peer.ip")
+	if addr == "" {
+		return ""
+	}
+	if v, ok := s.Attrs.First("network.peer.port", "net.sock.peer.port", "net.peer.port"); ok {
+		if p, ok := v.AsInt(); ok && p > 0 {
+			return net.JoinHostPort(addr, strconv.FormatInt(p, 10))
+		}
+	}
+	return addr
 }
 
 // unknownPeer is the target of a call that names no peer, address, database

@@ -205,6 +205,12 @@ func TestCallTargetWithoutRemoteEndpoint(t *testing.T) {
 			t.Errorf("span %d: target %q, want %q", id, svc, want)
 		}
 	}
+	// Zipkin's remoteEndpoint with only an address: the address it is.
+	tr = NewTrace([]model.Span{p1Span(1, 0, "web", "get", model.KindClient, 0, 9,
+		str("network.peer.address", "192.168.99.101"), model.Attr{Key: "network.peer.port", Value: model.Int(9000)})})
+	if svc, _ := CallTarget(tr, p1Node(tr, 1)); svc != "192.168.99.101:9000" {
+		t.Errorf("call with a peer address: target %q", svc)
+	}
 	// Brave names such a call "get" and keeps its path in http.path.
 	tr = NewTrace([]model.Span{
 		p1Span(1, 0, "bookie", "put /installedapps/{installedappid}/configs", model.KindServer, 0, 250),
