@@ -282,6 +282,19 @@ func convertSpan(z *Span) (model.Span, error) {
 		}
 		attrs = append(attrs, model.Attr{Key: k, Value: model.Str(v)})
 	}
+	// OpenTelemetry's Zipkin mapping carries the span status in
+	// otel.status_code (and its description); Brave's error tag, when
+	// also there, has already said the same.
+	switch z.Tags["otel.status_code"] {
+	case "ERROR":
+		if s.StatusCode != model.StatusError {
+			s.StatusCode, s.StatusMessage = model.StatusError, z.Tags["otel.status_description"]
+		}
+	case "OK":
+		if s.StatusCode != model.StatusError {
+			s.StatusCode = model.StatusOK
+		}
+	}
 	attrs = appendEndpoint(attrs, z.LocalEndpoint, "", AttrLocalAddress, AttrLocalPort)
 	attrs = appendEndpoint(attrs, z.RemoteEndpoint, AttrPeerService, AttrPeerAddress, AttrPeerPort)
 	if z.Shared && s.Kind == model.KindServer {

@@ -227,3 +227,24 @@ func TestUntimedFragmentJoinsItsSpan(t *testing.T) {
 		t.Errorf("lone untimed span %+v", spans[1])
 	}
 }
+
+// OpenTelemetry's Zipkin mapping (the Collector's receiver sample of a
+// Finagle client) gives the status as otel.status_code without Brave's
+// error tag.
+func TestOtelStatusTags(t *testing.T) {
+	spans, err := ToModel([]byte(`[
+	 {"traceId":"01","id":"02","timestamp":1700000000000000,"duration":5,"tags":{"otel.status_code":"ERROR","otel.status_description":"Something failed"}},
+	 {"traceId":"01","id":"03","timestamp":1700000000000000,"duration":5,"tags":{"otel.status_code":"OK"}},
+	 {"traceId":"01","id":"04","timestamp":1700000000000000,"duration":5,"tags":{"otel.status_code":"ERROR","error":"timeout"}}]`))
+	if err != nil || len(spans) != 3 {
+		t.Fatalf("spans %d err %v", len(spans), err)
+	}
+	for i, want := range []struct {
+		code model.StatusCode
+		msg  string
+	}{{model.StatusError, "Something failed"}, {model.StatusOK, ""}, {model.StatusError, "timeout"}} {
+		if spans[i].StatusCode != want.code || spans[i].StatusMessage != want.msg {
+			t.Errorf("span %d: status %v %q, want %v %q", i, spans[i].StatusCode, spans[i].StatusMessage, want.code, want.msg)
+		}
+	}
+}
