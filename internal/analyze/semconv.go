@@ -183,6 +183,14 @@ func callTarget(n *Node) (service, operation string) {
 		if isIPLiteral(service) && IsDB(n) {
 			service = DBSystem(s)
 		}
+		// 0.0.0.0 or localhost names no service; the port at least tells
+		// one apart from another (HotROD's customer on :8081, route on
+		// :8083, all called as 0.0.0.0).
+		if h := strings.Trim(service, "[]"); h == "localhost" || (isIPLiteral(h) && (net.ParseIP(h).IsUnspecified() || net.ParseIP(h).IsLoopback())) {
+			if p := serverPort(s); p != "" {
+				service = net.JoinHostPort(h, p)
+			}
+		}
 	}
 	if service == "" && server != nil {
 		service = server.Span.Service
@@ -246,6 +254,22 @@ func callTarget(n *Node) (service, operation string) {
 		}
 	}
 	return service, operation
+}
+
+// serverPort returns server.port / net.peer.port, else the port of
+// url.full / http.url, or "".
+func serverPort(s *model.Span) string {
+	if v, ok := s.Attrs.First("server.port", "net.peer.port"); ok {
+		if p, ok := v.AsInt(); ok && p > 0 {
+			return strconv.FormatInt(p, 10)
+		}
+	}
+	if raw := s.Attrs.Str("url.full", "http.url"); raw != "" {
+		if u, err := url.Parse(raw); err == nil {
+			return u.Port()
+		}
+	}
+	return ""
 }
 
 // peerSocket returns the peer's IP address (with its port when known) as

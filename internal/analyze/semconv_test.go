@@ -211,6 +211,19 @@ func TestCallTargetWithoutRemoteEndpoint(t *testing.T) {
 	if svc, _ := CallTarget(tr, p1Node(tr, 1)); svc != "192.168.99.101:9000" {
 		t.Errorf("call with a peer address: target %q", svc)
 	}
+	// HotROD calls every service as 0.0.0.0: the port tells them apart.
+	tr = NewTrace([]model.Span{
+		p1Span(1, 0, "frontend", "GET /dispatch", model.KindServer, 0, 1700),
+		p1Span(2, 1, "frontend", "HTTP GET", model.KindClient, 1, 1310, str("http.method", "GET"),
+			str("http.url", "http://0.0.0.0:8081/customer?customer=123"), str("net.peer.name", "0.0.0.0")),
+		p1Span(3, 1, "frontend", "HTTP GET", model.KindClient, 1320, 1380, str("http.request.method", "GET"),
+			str("server.address", "localhost"), model.Attr{Key: "server.port", Value: model.Int(8083)}),
+	})
+	for id, want := range map[byte]string{2: "0.0.0.0:8081", 3: "localhost:8083"} {
+		if svc, _ := CallTarget(tr, p1Node(tr, id)); svc != want {
+			t.Errorf("span %d: target %q, want %q", id, svc, want)
+		}
+	}
 	// Brave names such a call "get" and keeps its path in http.path.
 	tr = NewTrace([]model.Span{
 		p1Span(1, 0, "bookie", "put /installedapps/{installedappid}/configs", model.KindServer, 0, 250),
