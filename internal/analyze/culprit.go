@@ -86,6 +86,10 @@ func culpritCallee(t *Trace, call *Node, reason string) *Culprit {
 		return culpritAt(t, call, reason)
 	}
 	svc, op := CallTarget(t, call)
+	if svc == unknownPeer {
+		// Nothing names the callee: the caller's code is all there is to go to.
+		return culpritAt(t, call, reason)
+	}
 	c := &Culprit{Service: svc, Operation: op, SpanID: call.Span.SpanID.String(), Reason: reason}
 	if e := calleeEntry(call); e != nil {
 		c.SpanID = e.Span.SpanID.String()
@@ -202,6 +206,13 @@ func errorOriginCulprit(t *Trace, f *Finding) *Culprit {
 		svc, _ := CallTarget(t, o)
 		return slowestCulprit(t, o, fmt.Sprintf("the call to %s timed out (%s) while %s was still working: the slow callee "+
 			"is the cause, the layers above only passed the timeout up.", svc, what, svc))
+	}
+	if waitedOn(o) != nil {
+		// A proxy or gateway that answered 504: it gave up on a callee
+		// that was still working and failed nothing of its own (Envoy's
+		// route timeout over a frontend that never answered).
+		return slowestCulprit(t, o, fmt.Sprintf("%s gave up after %s (%s) while the work below it was still running: "+
+			"the slow callee is the cause, not the layer that timed out.", o.Span.Service, fmtDur(o.Duration()), what))
 	}
 	return culpritAt(t, o, fmt.Sprintf("the failure starts here (%s) while none of its own calls failed; every failed layer "+
 		"above only passed it up.", what))

@@ -51,50 +51,82 @@ type ErrorOriginEvidence struct {
 	RootFailed      bool `json:"root_failed"`
 	// OtherOrigins counts further independent failed leaves in the trace.
 	OtherOrigins int `json:"other_origins"`
+	// RecoveredBy is the span of the retry that succeeded after the
+	// origin failed, when one did and nothing above the origin failed.
+	RecoveredBy *SpanRef `json:"recovered_by,omitempty"`
+	// TimedOutWaitingOn is the span the origin was waiting on when it
+	// timed out (a proxy's 504 over a callee still running), when one
+	// took nearly all of the origin's time.
+	TimedOutWaitingOn *SpanRef `json:"timed_out_waiting_on,omitempty"`
 }
 
 // Detect implements Detector. One finding per trace: the origin of the
 // failure that reached highest (ideally the root); ties go to the deeper
-// origin, then the earlier one. Critical when the root failed, warning when
-// some layer handled the error.
+// origin, then the earlier one. A failure passes up through internal spans
+// that set no error status (see passesFailureUp). Critical when the root
+// failed, info when a retry of the failed call succeeded, warning when
+// some layer handled the error otherwise.
 func (d *ErrorOrigin) Detect(t *Trace, _ *Env) []Finding {
 	var origins []*Node
 	for _, n := range t.Nodes {
-		if !Failed(n) {
-			continue
-		}
-		leaf := true
-		for _, c := range n.Children {
-			if Failed(c) {
-				leaf = false
-				break
-			}
-		}
-		if leaf {
+		if Failed(n) && !failedBelow(n) {
 			origins = append(origins, n)
 		}
 	}
 	if len(origins) == 0 {
 		return nil
 	}
-	// reach: how many consecutive failed ancestors sit above the origin.
-	reach := func(n *Node) (int, bool) {
-		k := 0
-		p := n.Parent
-		for ; p != nil && Failed(p); p = p.Parent {
-			k++
-		}
-		return k, p == nil
+	type rank struct {
+		top       bool // the failure reached the root
+		reach     int  // failed ancestors above the origin
+		gaps      int  // unfailed internal spans the failure passed through
+		recovered bool // a retry of the failed call succeeded
 	}
-	var best *Node
-	bestReach, bestTop := -1, false
+	// rankOf also returns the highest failed span of o's chain: the one a
+	// retry would have repeated.
+	rankOf := func(o *Node) (rank, *Node) {
+		var r rank
+		last, silent := o, 0
+		for p := o.Parent; p != nil; p = p.Parent {
+			if Failed(p) {
+				r.reach++
+				r.gaps += silent
+				last, silent = p, 0
+				continue
+			}
+			if !passesFailureUp(p) {
+				break
+			}
+			silent++
+		}
+		r.top = last.Parent == nil
+		r.recovered = !r.top && retriedOK(t, last) != nil
+		return r, last
+	}
+	// A failure that reached the root first; then the one passed up by
+	// more failed layers, through fewer silent ones; an unrecovered one
+	// before one a retry absorbed; then the deeper, then the earlier.
+	var best, bestTop *Node
+	var br rank
 	for _, o := range origins {
-		r, top := reach(o)
-		better := best == nil || (top && !bestTop) ||
-			(top == bestTop && (r > bestReach || (r == bestReach && (o.Depth > best.Depth ||
-				(o.Depth == best.Depth && o.Start() < best.Start())))))
+		r, last := rankOf(o)
+		better := best == nil || r.top != br.top && r.top
+		if best != nil && r.top == br.top {
+			switch {
+			case r.reach != br.reach:
+				better = r.reach > br.reach
+			case r.gaps != br.gaps:
+				better = r.gaps < br.gaps
+			case r.recovered != br.recovered:
+				better = !r.recovered
+			case o.Depth != best.Depth:
+				better = o.Depth > best.Depth
+			default:
+				better = o.Start() < best.Start()
+			}
+		}
 		if better {
-			best, bestReach, bestTop = o, r, top
+			best, bestTop, br = o, last, r
 		}
 	}
 	o := best
@@ -134,6 +166,15 @@ func (d *ErrorOrigin) Detect(t *Trace, _ *Env) []Finding {
 	}
 
 	sev := SeverityWarning
+	var retry *Node
+	if br.recovered {
+		retry = retriedOK(t, bestTop)
+		ref := RefOf(t, retry)
+		ev.RecoveredBy = &ref
+		// The request got its answer: worth knowing, not worth waking
+		// anybody for (alerts and sampling key on warning and above).
+		sev = SeverityInfo
+	}
 	if ev.RootFailed {
 		sev = SeverityCritical
 	}
@@ -163,6 +204,9 @@ func (d *ErrorOrigin) Detect(t *Trace, _ *Env) []Finding {
 	case ev.PropagatedLayers > 0:
 		title += fmt.Sprintf(", passed up %s to %s", layers(ev.PropagatedLayers), spanLabel(t, top))
 	}
+	if retry != nil {
+		title += ", recovered by a retry"
+	}
 	ids := make([]string, 0, len(path))
 	ids = append(ids, o.Span.SpanID.String())
 	for _, n := range path[1:] {
@@ -174,12 +218,71 @@ func (d *ErrorOrigin) Detect(t *Trace, _ *Env) []Finding {
 	// original error; name that one as the thing to fix.
 	fix := fmt.Sprintf("Start at %s %s: fix or guard %s there", o.Span.Service, o.Span.Name,
 		nonEmpty(quoteCause(typ, msg), "the failure"))
+	if w := waitedOn(o); w != nil {
+		// The origin timed out on work that was still running below it:
+		// that work is what to look at, the timeout only reported it.
+		ref := RefOf(t, w)
+		ev.TimedOutWaitingOn = &ref
+		title += fmt.Sprintf(", timed out after %s waiting on %s", fmtDur(o.Duration()), spanLabel(t, w))
+		fix = fmt.Sprintf("Start at %s %s, which ran for the %s that %s waited before giving up: find what it waits on "+
+			"(add spans below it if it has none); the timeout of %s only reported it", w.Span.Service, displayOp(w),
+			fmtDur(o.Duration()), o.Span.Service, o.Span.Service)
+	}
+	if retry != nil {
+		fix = fmt.Sprintf("A retry succeeded, so the request did not fail; if %s %s fails often, fix %s there "+
+			"before the retries stop absorbing it", o.Span.Service, o.Span.Name, nonEmpty(quoteCause(typ, msg), "the failure"))
+	}
 	if ev.RewrappedLayers > 0 {
 		fix += fmt.Sprintf("; %d layer(s) re-wrapped the error, keep the original cause in their messages", ev.RewrappedLayers)
 	}
 	fix += "."
 	return []Finding{{Kind: d.Kind(), Severity: sev, Title: title, SpanIDs: ids,
 		ImpactMS: roundMS(critUnder(t, o)), Evidence: ev, Fix: fix}}
+}
+
+// waitedOn returns the span a timed-out origin was waiting on: the one its
+// time went to (dominantDescendant, through its own call and the callee's
+// entry), or nil when the origin did not time out or worked itself.
+func waitedOn(o *Node) *Node {
+	if !IsTimeoutLike(o.Span) {
+		return nil
+	}
+	if w := dominantDescendant(o); w != o {
+		return w
+	}
+	return nil
+}
+
+// failedBelow reports whether a failure sits under n: a failed child, or a
+// failed span under children that let it pass without setting an error
+// status themselves (see passesFailureUp).
+func failedBelow(n *Node) bool {
+	for _, c := range n.Children {
+		if Failed(c) || (passesFailureUp(c) && failedBelow(c)) {
+			return true
+		}
+	}
+	return false
+}
+
+// passesFailureUp: an unfailed span that is neither a call nor a service
+// entry: a handler, controller or middleware span inside one service.
+// Many instrumentations never set an error status on those, so a failed
+// call under one that sits under a failed server is what failed the
+// server, not the server's own code.
+func passesFailureUp(n *Node) bool {
+	return n.Parent != nil && (n.Span.Kind == model.KindInternal || n.Span.Kind == model.KindUnspecified) &&
+		!IsCall(n) && !Failed(n)
+}
+
+// retriedOK returns the call that recovered o's failure: a later call to
+// the same target under the same parent, which did not fail. nil when there
+// is none, or when the parent failed all the same.
+func retriedOK(t *Trace, o *Node) *Node {
+	if o.Parent == nil || Failed(o.Parent) {
+		return nil
+	}
+	return retryThatRecovered(t, o)
 }
 
 func nonEmpty(s, alt string) string {

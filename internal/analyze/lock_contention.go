@@ -17,8 +17,10 @@ type LockContention struct {
 	MinWaitMS float64 `yaml:"min_wait_ms"`
 	MinShare  float64 `yaml:"min_share"`
 	// WarningShare and CriticalShare grade by the wait's share of the
-	// request; critical also needs CriticalMinMS.
+	// request; warning also needs WarningMinMS and critical CriticalMinMS,
+	// so that a few milliseconds of a fast request stay info.
 	WarningShare  float64 `yaml:"warning_share"`
+	WarningMinMS  float64 `yaml:"warning_min_ms"`
 	CriticalShare float64 `yaml:"critical_share"`
 	CriticalMinMS float64 `yaml:"critical_min_ms"`
 	// MinPoolCalls is the fewest similar calls under one parent that can
@@ -38,7 +40,7 @@ type LockContention struct {
 
 // NewLockContention returns the detector with its defaults.
 func NewLockContention() *LockContention {
-	return &LockContention{MinWaitMS: 10, MinShare: 0.1, WarningShare: 0.2, CriticalShare: 0.5, CriticalMinMS: 100,
+	return &LockContention{MinWaitMS: 10, MinShare: 0.1, WarningShare: 0.2, WarningMinMS: 50, CriticalShare: 0.5, CriticalMinMS: 100,
 		MinPoolCalls: 4, HandoffToleranceMS: 3, HandoffToleranceShare: 0.1, MinSaturation: 0.7}
 }
 
@@ -129,7 +131,7 @@ func (d *LockContention) severity(impact, total uint64) (Severity, bool) {
 		return "", false
 	case share >= d.CriticalShare && ms >= d.CriticalMinMS:
 		return SeverityCritical, true
-	case share >= d.WarningShare:
+	case share >= d.WarningShare && ms >= d.WarningMinMS:
 		return SeverityWarning, true
 	}
 	return SeverityInfo, true

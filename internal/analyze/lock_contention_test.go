@@ -147,6 +147,27 @@ func TestLockContentionSeverityByShareOfRequest(t *testing.T) {
 	if len(got) != 1 || !p1Near(got[0].Evidence.(LockContentionEvidence).WaitMS, 585, 0.1) {
 		t.Errorf("unterminated wait: %+v", got)
 	}
+	// The OTel demo's featureflagservice: Ecto's query of a 37 ms page
+	// waited 14 ms for a pooled connection. A large share of a fast
+	// request is still only milliseconds: worth a line, not a warning.
+	ecto := func(reqMS, waitUS float64) []model.Span {
+		return []model.Span{
+			p1Span(1, 0, "featureflagservice", "/", model.KindServer, 0, reqMS),
+			p1Span(2, 1, "featureflagservice", "featureflagservice.repo.query:featureflags", model.KindClient, 2, reqMS-3,
+				model.Attr{Key: "db.type", Value: model.Str("sql")},
+				model.Attr{Key: "db.statement", Value: model.Str("SELECT f0.id, f0.name FROM featureflags AS f0")},
+				model.Attr{Key: "queue_time_microseconds", Value: model.Int(int64(waitUS))}),
+		}
+	}
+	for _, c := range []struct {
+		reqMS, waitUS float64
+		want          Severity
+	}{{37, 14000, SeverityInfo}, {140, 60000, SeverityWarning}} {
+		got := NewLockContention().Detect(NewTrace(ecto(c.reqMS, c.waitUS)), nil)
+		if len(got) != 1 || got[0].Severity != c.want {
+			t.Errorf("%.0f ms wait of a %.0f ms request: %+v, want one %s", c.waitUS/1000, c.reqMS, got, c.want)
+		}
+	}
 	// Thresholds are configurable.
 	d := NewLockContention()
 	d.MinWaitMS = 600

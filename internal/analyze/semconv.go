@@ -5,6 +5,7 @@ import (
 	"net/url"
 	"slices"
 	"sort"
+	"strconv"
 	"strings"
 
 	"github.com/tracedx/tracedx/internal/model"
@@ -99,7 +100,7 @@ func HTTPRoute(s *model.Span) string { return s.Attrs.Str("http.route") }
 // HTTPURL returns the raw URL or path of an HTTP span: url.full / http.url,
 // else url.path / http.target.
 func HTTPURL(s *model.Span) string {
-	return s.Attrs.Str("url.full", "http.url", "url.path", "http.target")
+	return s.Attrs.Str("url.full", "http.url", "url.path", "http.target", "http.path")
 }
 
 // HTTPPath returns the route template when known, else the normalised URL
@@ -134,7 +135,9 @@ func ServerAddress(s *model.Span) string {
 // CallTarget names what a call talks to (docs/patterns.md, "target of a
 // call"): service is the service.name of the callee's SERVER/CONSUMER span
 // when it is in the trace (not for producers), else peer.service, else
-// server.address / net.peer.name, else db.system or the messaging system; operation is the route template (from the call or its
+// server.address / net.peer.name, else db.system or the messaging system,
+// else the span's own service when it differs from its caller's (the
+// callee reported the call), else "unknown peer"; operation is the route template (from the call or its
 // server child), the rpc method, the messaging destination, or the
 // normalised statement. Results are memoised in t (nil t: no memo), so
 // detectors may call it freely; the Trace is not safe for concurrent use
@@ -179,6 +182,14 @@ func callTarget(n *Node) (service, operation string) {
 		// address says nothing to a reader and changes with every pod.
 		if isIPLiteral(service) && IsDB(n) {
 			service = DBSystem(s)
+		}
+		// 0.0.0.0 or localhost names no service; the port at least tells
+		// one apart from another (HotROD's customer on :8081, route on
+		// :8083, all called as 0.0.0.0).
+		if h := strings.Trim(service, "[]"); h == "localhost" || (isIPLiteral(h) && (net.ParseIP(h).IsUnspecified() || net.ParseIP(h).IsLoopback())) {
+			if p := serverPort(s); p != "" {
+				service = net.JoinHostPort(h, p)
+			}
 		}
 	}
 	if service == "" && server != nil {
@@ -226,10 +237,59 @@ func callTarget(n *Node) (service, operation string) {
 		operation = NormalizeURL(s.Name)
 	}
 	if service == "" {
-		service = s.Service
+		// The socket address is all some clients record (Zipkin's
+		// remoteEndpoint with only an IP and port); a reader can still look
+		// it up, which beats any guess.
+		service = peerSocket(s)
+	}
+	if service == "" {
+		service = unknownPeer
+		// A client span reported under a service other than its caller's
+		// is the callee's own account of the call (HotROD's "redis" and
+		// "mysql" services): that service is the target. A call of the
+		// caller's own service names nobody, and naming the caller as its
+		// own target would send readers to the wrong service.
+		if p := n.Parent; p != nil && s.Service != "" && p.Span.Service != "" && p.Span.Service != s.Service {
+			service = s.Service
+		}
 	}
 	return service, operation
 }
+
+// serverPort returns server.port / net.peer.port, else the port of
+// url.full / http.url, or "".
+func serverPort(s *model.Span) string {
+	if v, ok := s.Attrs.First("server.port", "net.peer.port"); ok {
+		if p, ok := v.AsInt(); ok && p > 0 {
+			return strconv.FormatInt(p, 10)
+		}
+	}
+	if raw := s.Attrs.Str("url.full", "http.url"); raw != "" {
+		if u, err := url.Parse(raw); err == nil {
+			return u.Port()
+		}
+	}
+	return ""
+}
+
+// peerSocket returns the peer's IP address (with its port when known) as
+// network.peer.* or the older net.sock.peer.* / net.peer.ip name it, or "".
+func peerSocket(s *model.Span) string {
+	addr := s.Attrs.Str("network.peer.address", "net.sock.peer.addr", "net.peer.ip")
+	if addr == "" {
+		return ""
+	}
+	if v, ok := s.Attrs.First("network.peer.port", "net.sock.peer.port", "net.peer.port"); ok {
+		if p, ok := v.AsInt(); ok && p > 0 {
+			return net.JoinHostPort(addr, strconv.FormatInt(p, 10))
+		}
+	}
+	return addr
+}
+
+// unknownPeer is the target of a call that names no peer, address, database
+// or messaging system and has no callee span in the trace.
+const unknownPeer = "unknown peer"
 
 // calleeEntry returns the SERVER or CONSUMER span a call produced in
 // another service, or nil when the callee is not instrumented.

@@ -187,3 +187,50 @@ func TestExceptionOfOpenTracingErrorLogs(t *testing.T) {
 		}
 	}
 }
+
+// A call that names no peer, address or database and left no callee span
+// (Brave's bench client: a CLIENT span "get" with no remote endpoint) is
+// not a call to the caller itself. HotROD's fake Redis reports its calls
+// under its own service "redis" as CLIENT spans below the driver: there
+// the span's service is the callee's.
+func TestCallTargetWithoutRemoteEndpoint(t *testing.T) {
+	tr := NewTrace([]model.Span{
+		p1Span(1, 0, "checkout", "POST /checkout", model.KindServer, 0, 50),
+		p1Span(2, 1, "checkout", "get", model.KindClient, 5, 20),
+		p1Span(3, 1, "redis", "GetDriver", model.KindClient, 21, 30),
+		p1Span(4, 0, "bench", "get", model.KindClient, 60, 70),
+	})
+	for id, want := range map[byte]string{2: "unknown peer", 3: "redis", 4: "unknown peer"} {
+		if svc, _ := CallTarget(tr, p1Node(tr, id)); svc != want {
+			t.Errorf("span %d: target %q, want %q", id, svc, want)
+		}
+	}
+	// Zipkin's remoteEndpoint with only an address: the address it is.
+	tr = NewTrace([]model.Span{p1Span(1, 0, "web", "get", model.KindClient, 0, 9,
+		str("network.peer.address", "192.168.99.101"), model.Attr{Key: "network.peer.port", Value: model.Int(9000)})})
+	if svc, _ := CallTarget(tr, p1Node(tr, 1)); svc != "192.168.99.101:9000" {
+		t.Errorf("call with a peer address: target %q", svc)
+	}
+	// HotROD calls every service as 0.0.0.0: the port tells them apart.
+	tr = NewTrace([]model.Span{
+		p1Span(1, 0, "frontend", "GET /dispatch", model.KindServer, 0, 1700),
+		p1Span(2, 1, "frontend", "HTTP GET", model.KindClient, 1, 1310, str("http.method", "GET"),
+			str("http.url", "http://0.0.0.0:8081/customer?customer=123"), str("net.peer.name", "0.0.0.0")),
+		p1Span(3, 1, "frontend", "HTTP GET", model.KindClient, 1320, 1380, str("http.request.method", "GET"),
+			str("server.address", "localhost"), model.Attr{Key: "server.port", Value: model.Int(8083)}),
+	})
+	for id, want := range map[byte]string{2: "0.0.0.0:8081", 3: "localhost:8083"} {
+		if svc, _ := CallTarget(tr, p1Node(tr, id)); svc != want {
+			t.Errorf("span %d: target %q, want %q", id, svc, want)
+		}
+	}
+	// Brave names such a call "get" and keeps its path in http.path.
+	tr = NewTrace([]model.Span{
+		p1Span(1, 0, "bookie", "put /installedapps/{installedappid}/configs", model.KindServer, 0, 250),
+		p1Span(2, 1, "bookie", "get", model.KindClient, 5, 90, str("http.method", "GET"),
+			str("http.path", "/apps/94ae382e-8903-41fb-ba4e-0123456789ab")),
+	})
+	if svc, op := CallTarget(tr, p1Node(tr, 2)); svc != "unknown peer" || op != "GET /apps/{id}" {
+		t.Errorf("Brave call: target %q %q, want unknown peer GET /apps/{id}", svc, op)
+	}
+}

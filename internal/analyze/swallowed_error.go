@@ -70,6 +70,12 @@ func (d *SwallowedError) Detect(t *Trace, _ *Env) []Finding {
 		if e == nil || Failed(e) || e.Span.Kind == model.KindConsumer {
 			continue
 		}
+		// Nor does a root that is itself a call: a load generator's or a
+		// test client's request saw the failure and answers nobody (the
+		// OTel demo's load-generator user_checkout_multi over a 504).
+		if e.Parent == nil && IsCall(e) {
+			continue
+		}
 		if _, ok := groups[e]; !ok {
 			order = append(order, e)
 		}
@@ -135,9 +141,13 @@ func (d *SwallowedError) Detect(t *Trace, _ *Env) []Finding {
 }
 
 // recoveredByRetry: a later sibling calls the same target and succeeds.
-func recoveredByRetry(t *Trace, n *Node) bool {
+func recoveredByRetry(t *Trace, n *Node) bool { return retryThatRecovered(t, n) != nil }
+
+// retryThatRecovered returns the later sibling call to the same target as
+// n that succeeded, or nil.
+func retryThatRecovered(t *Trace, n *Node) *Node {
 	if n.Parent == nil || !IsCall(n) {
-		return false
+		return nil
 	}
 	svc, op := CallTarget(t, n)
 	for _, s := range n.Parent.Children {
@@ -147,10 +157,10 @@ func recoveredByRetry(t *Trace, n *Node) bool {
 			continue
 		}
 		if ss, so := CallTarget(t, s); ss == svc && so == op {
-			return true
+			return s
 		}
 	}
-	return false
+	return nil
 }
 
 func uniqSorted(in []string) []string {

@@ -120,11 +120,16 @@ func Analyze(args []string, stdin io.Reader, stdout, stderr io.Writer) int {
 			fmt.Fprintf(stderr, "tracedx analyze: cannot read traces from %v\n", err)
 			return 2
 		}
+		name := path
+		if path == "-" {
+			name = "stdin"
+		}
+		got, dropped := traceio.DropUntimed(got)
+		if dropped > 0 {
+			fmt.Fprintf(stderr, "tracedx analyze: %s: skipped %s without a start time (a Zipkin span without timestamp "+
+				"or annotations); live ingest rejects them too\n", name, plural(dropped, "span"))
+		}
 		if len(got) == 0 {
-			name := path
-			if path == "-" {
-				name = "stdin"
-			}
 			fmt.Fprintf(stderr, "tracedx analyze: %s holds no spans\n", name)
 			return 2
 		}

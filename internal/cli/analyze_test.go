@@ -116,6 +116,23 @@ func TestAnalyzeStdin(t *testing.T) {
 	}
 }
 
+// A Zipkin span without timestamp or annotations has no time: analyze
+// skips it and says so rather than drawing a trace from 1970.
+func TestAnalyzeSkipsUntimedZipkinSpans(t *testing.T) {
+	in := `[{"traceId":"0a","id":"01","kind":"SERVER","name":"get /","timestamp":1700000000000000,"duration":2000,"localEndpoint":{"serviceName":"web"}},
+	 {"traceId":"0a","id":"02","parentId":"01","kind":"CLIENT","name":"get","duration":900,"localEndpoint":{"serviceName":"web"}}]`
+	code, out, stderr := runAnalyze(t, in, "--format", "json", "-")
+	if code != 0 || !strings.Contains(stderr, "stdin: skipped 1 span without a start time") || strings.Contains(out, "1970") ||
+		!strings.Contains(out, `"span_count": 1`) {
+		t.Fatalf("exit %d stderr %q out %.600s", code, stderr, out)
+	}
+	// Only untimed spans: nothing to analyse.
+	if code, _, stderr := runAnalyze(t, `[{"traceId":"0a","id":"02","name":"get","duration":900}]`, "-"); code != 2 ||
+		!strings.Contains(stderr, "holds no spans") {
+		t.Errorf("exit %d stderr %q", code, stderr)
+	}
+}
+
 func TestAnalyzeGates(t *testing.T) {
 	lag := fixture("consumer_lag/positive-kafka-45s.json")
 	healthy := fixture("consumer_lag/healthy-fast-consumer.json")

@@ -291,6 +291,31 @@ func otlpJSON(raw []byte) ([]model.Span, error) {
 	return otlpconv.FromTraces(td), nil
 }
 
+// DropUntimed removes spans that carry no start time (a Zipkin span
+// without timestamp or annotations, an OTLP span with startTimeUnixNano
+// left out) and the traces left without spans. Live ingest rejects such
+// spans; shown, they would sit at 1970 and stretch their trace over 56
+// years. It returns how many spans it dropped.
+func DropUntimed(traces []Trace) ([]Trace, int) {
+	dropped := 0
+	out := traces[:0]
+	for _, t := range traces {
+		kept := t.Spans[:0]
+		for _, s := range t.Spans {
+			if s.StartUnixNano == 0 {
+				dropped++
+				continue
+			}
+			kept = append(kept, s)
+		}
+		if len(kept) > 0 {
+			t.Spans = kept
+			out = append(out, t)
+		}
+	}
+	return out, dropped
+}
+
 // Group splits spans per trace id, in order of first appearance.
 func Group(spans []model.Span) []Trace {
 	idx := map[model.TraceID]int{}

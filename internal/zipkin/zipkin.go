@@ -116,7 +116,11 @@ func ToModel(data []byte) ([]model.Span, error) {
 func Convert(zs []Span) ([]model.Span, error) {
 	out := make([]model.Span, 0, len(zs))
 	var bad *InvalidSpansError
+	merged := mergeFragments(zs)
 	for i := range zs {
+		if merged[i] {
+			continue
+		}
 		s, err := convertSpan(&zs[i])
 		if err != nil {
 			if bad == nil {
@@ -134,6 +138,74 @@ func Convert(zs []Span) ([]model.Span, error) {
 		return out, bad
 	}
 	return out, nil
+}
+
+// mergeFragments folds spans without timestamp into a timed span of the
+// same trace, id and shared flag in the batch, as Zipkin does when it
+// reads a trace: such a fragment is a late report of that span (a
+// tracer that flushed a tag or an annotation after the span was sent;
+// SmartThings' platformapi sends 84 of them in one trace). The timed span
+// keeps its own values; the fragment adds the tags, annotations, name,
+// kind and endpoints it lacks. It returns which entries were merged away.
+func mergeFragments(zs []Span) []bool {
+	type key struct {
+		trace, id string
+		shared    bool
+	}
+	var timed map[key]int
+	var merged []bool
+	for i := range zs {
+		if zs[i].Timestamp != 0 {
+			continue
+		}
+		if timed == nil {
+			timed = make(map[key]int, len(zs))
+			for j := range zs {
+				if zs[j].Timestamp != 0 {
+					timed[key{zs[j].TraceID, zs[j].ID, zs[j].Shared}] = j
+				}
+			}
+			merged = make([]bool, len(zs))
+		}
+		j, ok := timed[key{zs[i].TraceID, zs[i].ID, zs[i].Shared}]
+		if !ok {
+			continue
+		}
+		mergeInto(&zs[j], &zs[i])
+		merged[i] = true
+	}
+	if merged == nil {
+		return make([]bool, len(zs))
+	}
+	return merged
+}
+
+func mergeInto(dst, frag *Span) {
+	if dst.Name == "" {
+		dst.Name = frag.Name
+	}
+	if dst.Kind == "" {
+		dst.Kind = frag.Kind
+	}
+	if dst.ParentID == "" {
+		dst.ParentID = frag.ParentID
+	}
+	if dst.LocalEndpoint == nil {
+		dst.LocalEndpoint = frag.LocalEndpoint
+	}
+	if dst.RemoteEndpoint == nil {
+		dst.RemoteEndpoint = frag.RemoteEndpoint
+	}
+	dst.Annotations = append(dst.Annotations, frag.Annotations...)
+	for k, v := range frag.Tags {
+		if _, ok := dst.Tags[k]; ok {
+			continue
+		}
+		if dst.Tags == nil {
+			dst.Tags = map[string]string{}
+		}
+		dst.Tags[k] = v
+	}
 }
 
 func convertSpan(z *Span) (model.Span, error) {
@@ -168,6 +240,13 @@ func convertSpan(z *Span) (model.Span, error) {
 	s.Name = z.Name
 	s.StartUnixNano = z.Timestamp * 1000
 	s.EndUnixNano = (z.Timestamp + z.Duration) * 1000
+	if z.Timestamp == 0 {
+		// Zipkin leaves timestamp out of spans it could not time (a late
+		// fragment, a span whose start was lost); their annotations, when
+		// there are any, still say when they ran. Without any the start
+		// stays 0, which readers must drop rather than show at 1970.
+		s.StartUnixNano, s.EndUnixNano = annotationSpan(z.Annotations, z.Duration)
+	}
 	switch strings.ToUpper(z.Kind) {
 	case "CLIENT":
 		s.Kind = model.KindClient
@@ -203,6 +282,19 @@ func convertSpan(z *Span) (model.Span, error) {
 		}
 		attrs = append(attrs, model.Attr{Key: k, Value: model.Str(v)})
 	}
+	// OpenTelemetry's Zipkin mapping carries the span status in
+	// otel.status_code (and its description); Brave's error tag, when
+	// also there, has already said the same.
+	switch z.Tags["otel.status_code"] {
+	case "ERROR":
+		if s.StatusCode != model.StatusError {
+			s.StatusCode, s.StatusMessage = model.StatusError, z.Tags["otel.status_description"]
+		}
+	case "OK":
+		if s.StatusCode != model.StatusError {
+			s.StatusCode = model.StatusOK
+		}
+	}
 	attrs = appendEndpoint(attrs, z.LocalEndpoint, "", AttrLocalAddress, AttrLocalPort)
 	attrs = appendEndpoint(attrs, z.RemoteEndpoint, AttrPeerService, AttrPeerAddress, AttrPeerPort)
 	if z.Shared && s.Kind == model.KindServer {
@@ -224,6 +316,30 @@ func convertSpan(z *Span) (model.Span, error) {
 		}
 	}
 	return s, nil
+}
+
+// annotationSpan returns the earliest annotation as start and, as end, the
+// later of the last annotation and start plus dur (all µs, returned in ns);
+// zeros when no annotation has a time.
+func annotationSpan(as []Annotation, dur uint64) (start, end uint64) {
+	const maxMicros = math.MaxUint64 / 1000
+	var lo, hi uint64
+	for _, a := range as {
+		if a.Timestamp == 0 || a.Timestamp > maxMicros {
+			continue
+		}
+		if lo == 0 || a.Timestamp < lo {
+			lo = a.Timestamp
+		}
+		hi = max(hi, a.Timestamp)
+	}
+	if lo == 0 {
+		return 0, 0
+	}
+	if dur <= maxMicros-lo {
+		hi = max(hi, lo+dur)
+	}
+	return lo * 1000, hi * 1000
 }
 
 func appendEndpoint(attrs model.Attrs, e *Endpoint, svcKey, addrKey, portKey string) model.Attrs {

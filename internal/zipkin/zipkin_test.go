@@ -183,3 +183,68 @@ func TestSharedServerKeepsItsParentWithoutClient(t *testing.T) {
 		t.Fatalf("written back as %+v", back[0])
 	}
 }
+
+// Zipkin leaves timestamp out of spans it could not time. With annotations
+// the span still has a time; without, its start stays 0 for readers to drop.
+func TestMissingTimestampFromAnnotations(t *testing.T) {
+	spans, err := ToModel([]byte(`[
+	 {"traceId":"01","id":"02","duration":300,"annotations":[{"timestamp":1700000000000100,"value":"ws"},{"timestamp":1700000000000200,"value":"wr"}]},
+	 {"traceId":"01","id":"03","annotations":[{"timestamp":1700000000000700,"value":"cs"},{"timestamp":1700000000000900,"value":"cr"}]},
+	 {"traceId":"01","id":"04","duration":5}]`))
+	if err != nil || len(spans) != 3 {
+		t.Fatalf("spans %d err %v", len(spans), err)
+	}
+	for i, want := range [][2]uint64{
+		{1_700_000_000_000_100_000, 1_700_000_000_000_400_000},
+		{1_700_000_000_000_700_000, 1_700_000_000_000_900_000},
+		{0, 0},
+	} {
+		if got := [2]uint64{spans[i].StartUnixNano, spans[i].EndUnixNano}; got != want {
+			t.Errorf("span %d: times %v, want %v", i, got, want)
+		}
+	}
+}
+
+// SmartThings' platformapi reports late fragments of its spans: the same
+// id with no timestamp, only a name and the local endpoint (84 in one
+// recorded trace). They are that span, not spans of their own: their tags
+// and annotations join it and no second span at time 0 is made.
+func TestUntimedFragmentJoinsItsSpan(t *testing.T) {
+	spans, err := ToModel([]byte(`[
+	 {"traceId":"01","id":"02","kind":"SERVER","name":"post","timestamp":1700000000000000,"duration":800,"localEndpoint":{"serviceName":"platformapi"},"tags":{"http.path":"/x"}},
+	 {"traceId":"01","id":"02","name":"post","localEndpoint":{"serviceName":"platformapi"},"tags":{"error":"boom","http.path":"/late"},"annotations":[{"timestamp":1700000000000500,"value":"flush"}]},
+	 {"traceId":"01","id":"03","parentId":"02","name":"get","localEndpoint":{"serviceName":"platformapi"}}]`))
+	if err != nil || len(spans) != 2 {
+		t.Fatalf("spans %d err %v", len(spans), err)
+	}
+	s := spans[0]
+	if s.StartUnixNano != 1_700_000_000_000_000_000 || s.StatusCode != model.StatusError || s.Attrs.Str("http.path") != "/x" ||
+		len(s.Events) != 1 || s.Events[0].Name != "flush" {
+		t.Errorf("merged span %+v", s)
+	}
+	// A span without timestamp and without a timed twin stays, untimed.
+	if spans[1].StartUnixNano != 0 || spans[1].Name != "get" {
+		t.Errorf("lone untimed span %+v", spans[1])
+	}
+}
+
+// OpenTelemetry's Zipkin mapping (the Collector's receiver sample of a
+// Finagle client) gives the status as otel.status_code without Brave's
+// error tag.
+func TestOtelStatusTags(t *testing.T) {
+	spans, err := ToModel([]byte(`[
+	 {"traceId":"01","id":"02","timestamp":1700000000000000,"duration":5,"tags":{"otel.status_code":"ERROR","otel.status_description":"Something failed"}},
+	 {"traceId":"01","id":"03","timestamp":1700000000000000,"duration":5,"tags":{"otel.status_code":"OK"}},
+	 {"traceId":"01","id":"04","timestamp":1700000000000000,"duration":5,"tags":{"otel.status_code":"ERROR","error":"timeout"}}]`))
+	if err != nil || len(spans) != 3 {
+		t.Fatalf("spans %d err %v", len(spans), err)
+	}
+	for i, want := range []struct {
+		code model.StatusCode
+		msg  string
+	}{{model.StatusError, "Something failed"}, {model.StatusOK, ""}, {model.StatusError, "timeout"}} {
+		if spans[i].StatusCode != want.code || spans[i].StatusMessage != want.msg {
+			t.Errorf("span %d: status %v %q, want %v %q", i, spans[i].StatusCode, spans[i].StatusMessage, want.code, want.msg)
+		}
+	}
+}
