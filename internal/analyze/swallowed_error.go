@@ -127,7 +127,11 @@ func (d *SwallowedError) Detect(t *Trace, _ *Env) []Finding {
 		if anyTimeout {
 			how = "failed or timed out"
 		}
-		title := fmt.Sprintf("%s answered %s though %d %s below it %s (%s)", spanLabel(t, e), status, len(failed), noun, how,
+		answered := "successfully"
+		if ev.HTTPStatus > 0 {
+			answered = status
+		}
+		title := fmt.Sprintf("%s answered %s though %d %s below it %s (%s)", spanLabel(t, e), answered, len(failed), noun, how,
 			strings.Join(targets, ", "))
 		fix := "Make the degradation visible: record the error on the entry span or a `degraded` attribute, " +
 			"count fallbacks in a metric, and alert on them"
