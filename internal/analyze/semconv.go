@@ -369,9 +369,18 @@ func callerFailed(n *Node) bool {
 	return false
 }
 
+// errorTag reads OpenTracing's error tag: a boolean from most tracers,
+// the string "true" from Envoy's OTLP spans. Zipkin's error tag (a
+// message) is already the span's status when its spans are read.
 func errorTag(s *model.Span) bool {
 	v, ok := s.Attrs.Get("error")
-	return ok && v.Type == model.TypeBool && v.Bool
+	if !ok {
+		return false
+	}
+	if v.Type == model.TypeBool {
+		return v.Bool
+	}
+	return v.Type == model.TypeString && strings.EqualFold(v.Str, "true")
 }
 
 // answeredNotFailed reports a span whose HTTP status or gRPC code is an

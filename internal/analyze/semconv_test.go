@@ -110,6 +110,15 @@ func TestFailedAndTimeout(t *testing.T) {
 	if Failed(mk(model.StatusUnset, "", st(404))) || Failed(mk(model.StatusOK, "", st(500))) {
 		t.Error("404 is an answer; explicit OK wins")
 	}
+	// OpenTracing's error tag: a boolean from most tracers, the string
+	// "true" from Envoy's OTLP spans.
+	tag := func(v model.Value) model.Attr { return model.Attr{Key: "error", Value: v} }
+	if !Failed(mk(model.StatusUnset, "", tag(model.Bool(true)))) || !Failed(mk(model.StatusUnset, "", tag(model.Str("true")))) {
+		t.Error("error=true, as a boolean or a string, is a failure")
+	}
+	if Failed(mk(model.StatusUnset, "", tag(model.Bool(false)))) || Failed(mk(model.StatusUnset, "", tag(model.Str("false")))) {
+		t.Error("error=false is no failure")
+	}
 	n := mk(model.StatusError, "")
 	n.Span.Events = []model.Event{{Name: "exception", Attrs: model.Attrs{{Key: "exception.type", Value: model.Str("java.net.SocketTimeoutException")}}}}
 	if !IsTimeoutLike(n.Span) || !IsTimeoutLike(mk(model.StatusError, "context deadline exceeded").Span) {
