@@ -302,16 +302,28 @@ func (f *Forwarder) dispatch(peer string, q *peerQueue) {
 	b := q.pending
 	q.pending = nil
 	q.inFlight++
-	go func() {
+	go f.sendQueued(peer, q, b)
+}
+
+// sendQueued sends b, then the parts joined while it was in flight, until
+// none wait: under load one goroutine sends to a peer for as long as
+// parts keep coming, where a goroutine per request grew its stack anew in
+// every gRPC call.
+func (f *Forwarder) sendQueued(peer string, q *peerQueue, b *batch) {
+	for b != nil {
 		b.err = f.send(peer, b)
 		q.mu.Lock()
 		q.inFlight--
+		var next *batch
 		if q.pending != nil && q.inFlight < maxInFlight {
-			f.dispatch(peer, q)
+			next = q.pending
+			q.pending = nil
+			q.inFlight++
 		}
 		q.mu.Unlock()
 		close(b.done)
-	}()
+		b = next
+	}
 }
 
 // send forwards one batch. It runs for every write in it, so it is not
