@@ -279,56 +279,20 @@ func ToTraces(spans []model.Span) ptrace.Traces {
 // response, with GC write barriers on every span's pointers).
 func TracesOf(traces [][]model.Span) ptrace.Traces {
 	td := ptrace.NewTraces()
-	type scopeKey struct {
-		res           string
-		name, version string
-	}
-	resIdx := map[string]ptrace.ResourceSpans{}
-	scopeIdx := map[scopeKey]ptrace.SpanSlice{}
-	// Resource keys already built: a span whose service and resource equal
-	// an earlier span's has its key, and building one (sorted, joined text)
-	// cost a handful of allocations per span of every api_v3 response.
-	type known struct {
-		service string
-		res     model.Attrs
-		key     string
-	}
-	var keys []known
-	for _, spans := range traces {
-		for i := range spans {
-			s := &spans[i]
-			rk := ""
-			for _, k := range keys {
-				if k.service == s.Service && k.res.Same(s.Resource) {
-					rk = k.key
-					break
-				}
+	for _, g := range groupTraces(traces) {
+		rs := td.ResourceSpans().AppendEmpty()
+		PutAttrs(rs.Resource().Attributes(), g.first.Resource)
+		if _, has := rs.Resource().Attributes().Get("service.name"); !has && g.first.Service != "" {
+			rs.Resource().Attributes().PutStr("service.name", g.first.Service)
+		}
+		for _, sc := range g.scopes {
+			ss := rs.ScopeSpans().AppendEmpty()
+			ss.Scope().SetName(sc.name)
+			ss.Scope().SetVersion(sc.version)
+			ss.Spans().EnsureCapacity(len(sc.spans))
+			for _, s := range sc.spans {
+				putSpan(ss.Spans().AppendEmpty(), s)
 			}
-			if rk == "" {
-				rk = resourceKey(s)
-				if len(keys) < 64 {
-					keys = append(keys, known{s.Service, s.Resource, rk})
-				}
-			}
-			rs, ok := resIdx[rk]
-			if !ok {
-				rs = td.ResourceSpans().AppendEmpty()
-				PutAttrs(rs.Resource().Attributes(), s.Resource)
-				if _, has := rs.Resource().Attributes().Get("service.name"); !has && s.Service != "" {
-					rs.Resource().Attributes().PutStr("service.name", s.Service)
-				}
-				resIdx[rk] = rs
-			}
-			sk := scopeKey{rk, s.ScopeName, s.ScopeVersion}
-			ss, ok := scopeIdx[sk]
-			if !ok {
-				sc := rs.ScopeSpans().AppendEmpty()
-				sc.Scope().SetName(s.ScopeName)
-				sc.Scope().SetVersion(s.ScopeVersion)
-				ss = sc.Spans()
-				scopeIdx[sk] = ss
-			}
-			putSpan(ss.AppendEmpty(), s)
 		}
 	}
 	return td

@@ -5,14 +5,11 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
-	"io"
 	"net/http"
 	"net/url"
 	"sort"
 	"strconv"
 	"time"
-
-	"go.opentelemetry.io/collector/pdata/ptrace"
 
 	"github.com/tracedx/tracedx/internal/api/apiparam"
 	"github.com/tracedx/tracedx/internal/model"
@@ -144,21 +141,17 @@ func (h *handler) v3GetTrace(w http.ResponseWriter, r *http.Request) {
 }
 
 // writeOTLP writes {"result":<OTLP JSON TracesData>} of the traces' spans,
-// grouped as otlpconv.ToTraces groups them.
+// grouped as otlpconv.TracesOf groups them, the JSON pdata writes for
+// them appended straight from the spans into a pooled buffer.
 func (h *handler) writeOTLP(w http.ResponseWriter, r *http.Request, traces [][]model.Span) {
-	body, err := (&ptrace.JSONMarshaler{}).MarshalTraces(otlpconv.TracesOf(traces))
-	if err != nil {
-		h.v3Err(w, r, fmt.Errorf("encoding OTLP JSON: %w", err))
-		return
-	}
-	// The envelope is written around the body rather than copied with it
-	// into a second buffer as large.
-	const head, tail = `{"result":`, "}\n"
+	e := getV1Encoder()
+	defer putV1Encoder(e)
+	b := append(e.buf, `{"result":`...)
+	b = otlpconv.AppendTracesJSON(b, traces)
+	e.buf = append(b, "}\n"...)
 	w.Header().Set("Content-Type", "application/json")
-	w.Header().Set("Content-Length", strconv.Itoa(len(head)+len(body)+len(tail)))
-	_, _ = io.WriteString(w, head)
-	_, _ = w.Write(body)
-	_, _ = io.WriteString(w, tail)
+	w.Header().Set("Content-Length", strconv.Itoa(len(e.buf)))
+	_, _ = w.Write(e.buf)
 }
 
 func (h *handler) parseV3Query(q url.Values) (store.Query, error) {
