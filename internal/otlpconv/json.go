@@ -420,9 +420,10 @@ func appendJSONStr(b []byte, s string) []byte {
 	return append(b, '"')
 }
 
-// jsonNode is an array or map value parsed from its stored JSON text, as
-// putJSON reads it into pdata: whether the text converts at all is only
-// known at its end, and then the text is written as a string instead.
+// jsonNode is an array or map value parsed from its stored JSON text, for
+// pdata (putJSON) and for the JSON written straight (appendNodeJSON):
+// whether the text converts at all is only known at its end, and then the
+// text is written as a string instead.
 type jsonNode struct {
 	kind  byte // 'a' array, 'm' map, 's' string, 'i' int, 'd' double, 'b' bool, 0 empty
 	str   string
@@ -433,7 +434,9 @@ type jsonNode struct {
 	items []jsonNode
 }
 
-// parseComposite reads text as putJSON does (the same decoder and rules).
+// parseComposite reads the JSON text of an array or map value: the
+// decoder's tokens, numbers as ints when they parse as int64, and nothing
+// after the value.
 func parseComposite(text string) (jsonNode, error) {
 	dec := json.NewDecoder(strings.NewReader(text))
 	dec.UseNumber()

@@ -6,12 +6,7 @@
 package otlpconv
 
 import (
-	"encoding/json"
-	"errors"
-	"fmt"
-	"io"
 	"sort"
-	"strings"
 
 	"go.opentelemetry.io/collector/pdata/pcommon"
 	"go.opentelemetry.io/collector/pdata/ptrace"
@@ -192,71 +187,44 @@ func PutValue(dst pcommon.Value, v model.Value) {
 }
 
 // putJSON sets dst to the array or map whose JSON text (as ingest renders
-// them) is text, streaming its tokens so that a map keeps its keys in
+// them) is text, read by parseComposite so that a map keeps its keys in
 // their order (decoded into a Go map they came out in a random one) and a
 // number written as an integer comes back as an int, not a double. JSON
 // loses what the text does not say: a whole double comes back as an int,
 // bytes as their base64 text.
 func putJSON(dst pcommon.Value, text string) error {
-	dec := json.NewDecoder(strings.NewReader(text))
-	dec.UseNumber()
-	if err := putJSONValue(dst, dec); err != nil {
-		return err
-	}
-	if _, err := dec.Token(); err != io.EOF {
-		return errors.New("text after the JSON value")
-	}
-	return nil
-}
-
-func putJSONValue(dst pcommon.Value, dec *json.Decoder) error {
-	tok, err := dec.Token()
+	n, err := parseComposite(text)
 	if err != nil {
 		return err
 	}
-	switch t := tok.(type) {
-	case json.Delim:
-		switch t {
-		case '{':
-			m := dst.SetEmptyMap()
-			for dec.More() {
-				k, err := dec.Token()
-				if err != nil {
-					return err
-				}
-				key, _ := k.(string)
-				if err := putJSONValue(m.PutEmpty(key), dec); err != nil {
-					return err
-				}
-			}
-		case '[':
-			sl := dst.SetEmptySlice()
-			for dec.More() {
-				if err := putJSONValue(sl.AppendEmpty(), dec); err != nil {
-					return err
-				}
-			}
-		default:
-			return fmt.Errorf("unexpected %q", t)
-		}
-		_, err := dec.Token() // the closing delimiter
-		return err
-	case string:
-		dst.SetStr(t)
-	case json.Number:
-		if i, err := t.Int64(); err == nil {
-			dst.SetInt(i)
-		} else if f, err := t.Float64(); err == nil {
-			dst.SetDouble(f)
-		} else {
-			return err
-		}
-	case bool:
-		dst.SetBool(t)
-	case nil:
-		// An empty value, as pdata's FromRaw makes of a nil.
-	}
+	putNode(dst, &n)
 	return nil
+}
+
+func putNode(dst pcommon.Value, n *jsonNode) {
+	switch n.kind {
+	case 'm':
+		m := dst.SetEmptyMap()
+		m.EnsureCapacity(len(n.items))
+		for i := range n.items {
+			putNode(m.PutEmpty(n.keys[i]), &n.items[i])
+		}
+	case 'a':
+		sl := dst.SetEmptySlice()
+		sl.EnsureCapacity(len(n.items))
+		for i := range n.items {
+			putNode(sl.AppendEmpty(), &n.items[i])
+		}
+	case 's':
+		dst.SetStr(n.str)
+	case 'i':
+		dst.SetInt(n.i)
+	case 'd':
+		dst.SetDouble(n.f)
+	case 'b':
+		dst.SetBool(n.bool)
+	}
+	// Otherwise empty, as pdata's FromRaw makes of a nil.
 }
 
 // PutAttrs appends attrs to an OTLP map.
