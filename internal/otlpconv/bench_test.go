@@ -9,6 +9,7 @@ import (
 	"go.opentelemetry.io/collector/pdata/ptrace/ptraceotlp"
 
 	"github.com/tracedx/tracedx/bench/loadgen/gen"
+	"github.com/tracedx/tracedx/internal/model"
 )
 
 // BenchmarkNestingCheck compares the pre-decode nesting scan with the
@@ -76,4 +77,36 @@ func processCPU() time.Duration {
 		return 0
 	}
 	return time.Duration(ru.Utime.Nano() + ru.Stime.Nano())
+}
+
+// BenchmarkSpanSize measures SpanSize (RED metrics call it per span) on
+// the load generator's spans.
+func BenchmarkSpanSize(b *testing.B) {
+	ts, err := gen.Templates(1, 4, 30)
+	if err != nil {
+		b.Fatal(err)
+	}
+	rng := rand.New(rand.NewPCG(1, 2))
+	var spans []model.Span
+	for _, t := range ts {
+		d, err := DecodeTracesProtoPooled(t.Fill(nil, rng), DefaultLimits())
+		if err != nil {
+			b.Fatal(err)
+		}
+		for _, rs := range d.Spans {
+			spans = append(spans, rs.Clone())
+		}
+		d.Release()
+	}
+	var sum uint64
+	cpu0 := processCPU()
+	for b.Loop() {
+		for i := range spans {
+			sum += SpanSize(&spans[i])
+		}
+	}
+	b.ReportMetric(float64((processCPU()-cpu0).Nanoseconds())/float64(len(spans)*b.N), "cpu-ns/span")
+	if sum == 0 {
+		b.Fatal("no bytes")
+	}
 }

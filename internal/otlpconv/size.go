@@ -1,6 +1,8 @@
 package otlpconv
 
 import (
+	"math/bits"
+
 	"google.golang.org/protobuf/encoding/protowire"
 
 	"github.com/tracedx/tracedx/internal/model"
@@ -40,33 +42,44 @@ func SpanSize(s *model.Span) uint64 {
 	return uint64(n)
 }
 
+// attrsSize is the size of attrs as repeated KeyValue field num. RED
+// metrics size every span, most of whose bytes are attributes: the loop
+// keeps to arithmetic the compiler inlines, reading each Value in place.
 func attrsSize(num protowire.Number, attrs model.Attrs) int {
+	tag := protowire.SizeTag(num)
 	n := 0
-	for _, a := range attrs {
-		n += lenField(num, strField(1, a.Key)+lenField(2, valueSize(a.Value)))
+	for i := range attrs {
+		a := &attrs[i]
+		v := valueSize(&a.Value)
+		kv := 1 + sizeVarint(v) + v // value is always present
+		if l := len(a.Key); l > 0 {
+			kv += 1 + sizeVarint(l) + l
+		}
+		n += tag + sizeVarint(kv) + kv
 	}
 	return n
 }
 
-func valueSize(v model.Value) int {
+// valueSize is the size of an AnyValue message holding v (each of its
+// fields has a one-byte tag).
+func valueSize(v *model.Value) int {
 	switch v.Type {
-	case model.TypeString:
-		return lenField(1, len(v.Str))
+	case model.TypeString, model.TypeArray, model.TypeMap:
+		return 1 + sizeVarint(len(v.Str)) + len(v.Str)
 	case model.TypeBool:
-		return protowire.SizeTag(2) + 1
+		return 2
 	case model.TypeInt:
-		return protowire.SizeTag(3) + protowire.SizeVarint(uint64(v.Int))
+		return 1 + protowire.SizeVarint(uint64(v.Int))
 	case model.TypeDouble:
-		return protowire.SizeTag(4) + protowire.SizeFixed64()
-	case model.TypeArray:
-		return lenField(5, len(v.Str))
-	case model.TypeMap:
-		return lenField(6, len(v.Str))
+		return 9
 	case model.TypeBytes:
-		return lenField(7, len(v.Bytes))
+		return 1 + sizeVarint(len(v.Bytes)) + len(v.Bytes)
 	}
 	return 0
 }
+
+// sizeVarint is protowire.SizeVarint of a length.
+func sizeVarint(l int) int { return int(9*uint32(bits.Len64(uint64(l)))+64) / 64 }
 
 // lenField is a length-delimited field of l bytes.
 func lenField(num protowire.Number, l int) int {

@@ -1,6 +1,7 @@
 package otlpconv
 
 import (
+	"strings"
 	"testing"
 
 	"go.opentelemetry.io/collector/pdata/ptrace"
@@ -29,6 +30,8 @@ func TestSpanSizeIsTheOTLPEncoding(t *testing.T) {
 	sp.Attributes().PutBool("cached", false)
 	sp.Attributes().PutDouble("ratio", 0.25)
 	sp.Attributes().PutEmptyBytes("blob").FromRaw([]byte{1, 2, 3})
+	sp.Attributes().PutStr("empty", "")
+	sp.Attributes().PutStr("long", strings.Repeat("x", 200)) // two-byte lengths
 	ev := sp.Events().AppendEmpty()
 	ev.SetName("exception")
 	ev.SetTimestamp(1_700_000_000_100_000_000)
@@ -57,7 +60,8 @@ func TestSpanSizeIsTheOTLPEncoding(t *testing.T) {
 		TraceState: "rojo=00f067aa0ba902b7", Flags: 1, StatusCode: model.StatusError, StatusMessage: "deadline exceeded", DroppedAttributesCount: 2,
 		Attrs: model.Attrs{{Key: "db.system", Value: model.Str("postgresql")}, {Key: "db.rows", Value: model.Int(300)},
 			{Key: "negative", Value: model.Int(-1)}, {Key: "cached", Value: model.Bool(false)}, {Key: "ratio", Value: model.Float(0.25)},
-			{Key: "blob", Value: model.Value{Type: model.TypeBytes, Bytes: []byte{1, 2, 3}}}},
+			{Key: "blob", Value: model.Value{Type: model.TypeBytes, Bytes: []byte{1, 2, 3}}},
+			{Key: "empty", Value: model.Str("")}, {Key: "long", Value: model.Str(strings.Repeat("x", 200))}},
 		Events: []model.Event{{Name: "exception", TimeUnixNano: 1_700_000_000_100_000_000, Attrs: model.Attrs{{Key: "exception.message", Value: model.Str("boom")}}}},
 		Links:  []model.Link{{TraceID: model.TraceID{9}, SpanID: model.SpanID{9}}},
 	}
