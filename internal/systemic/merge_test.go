@@ -18,21 +18,29 @@ import (
 // node with all traffic) and to the nodes of a cluster, each trace to the
 // node its id hashes to, evaluating all every 10 s. The cluster's nodes
 // judge the merged patterns on each other's shares (passed through JSON,
-// as between servers) when merge is set, and on their own share only
-// otherwise.
+// as between servers). With alone set, a second set of nodes gets the
+// same traces as the cluster's and judges its own share only: one pass
+// of the traffic feeds both, and the reference, once.
 type clusterSim struct {
-	ref      *Detector
-	nodes    []*Detector
-	merge    bool
-	nextEval time.Time
-	refFound []Finding
-	found    [][]Finding // per node
+	ref        *Detector
+	nodes      []*Detector
+	alone      []*Detector // nil unless asked for
+	nextEval   time.Time
+	refFound   []Finding
+	found      [][]Finding // per node
+	aloneFound [][]Finding // per node of alone
 }
 
-func newClusterSim(n int, merge bool) *clusterSim {
-	c := &clusterSim{ref: New(Config{}, nil, nil, nil), merge: merge, nextEval: t0, found: make([][]Finding, n)}
+func newClusterSim(n int, alone bool) *clusterSim {
+	c := &clusterSim{ref: New(Config{}, nil, nil, nil), nextEval: t0, found: make([][]Finding, n)}
 	for i := 0; i < n; i++ {
 		c.nodes = append(c.nodes, New(Config{}, nil, nil, nil))
+	}
+	if alone {
+		c.aloneFound = make([][]Finding, n)
+		for i := 0; i < n; i++ {
+			c.alone = append(c.alone, New(Config{}, nil, nil, nil))
+		}
 	}
 	return c
 }
@@ -49,16 +57,16 @@ func ownerOfKey(key string, n int) int {
 }
 
 func (c *clusterSim) observe(t *testing.T, spans []model.Span) {
-	now := workload.End(spans).Add(2 * time.Second)
-	c.evaluateUntil(t, now)
-	c.ref.Observe(now, spans)
-	c.nodes[ownerOfTrace(spans[0].TraceID, len(c.nodes))].Observe(now, spans)
+	c.observeOn(t, ownerOfTrace(spans[0].TraceID, len(c.nodes)), spans)
 }
 
 func (c *clusterSim) evaluateUntil(t *testing.T, now time.Time) {
 	for !c.nextEval.After(now) {
 		at := c.nextEval
 		c.refFound = append(c.refFound, c.ref.Evaluate(at)...)
+		for i, d := range c.alone {
+			c.aloneFound[i] = append(c.aloneFound[i], d.Evaluate(at)...)
+		}
 		shares := make([]Share, len(c.nodes))
 		for i, d := range c.nodes {
 			b, err := json.Marshal(d.Share(at))
@@ -70,10 +78,6 @@ func (c *clusterSim) evaluateUntil(t *testing.T, now time.Time) {
 			}
 		}
 		for i, d := range c.nodes {
-			if !c.merge {
-				c.found[i] = append(c.found[i], d.Evaluate(at)...)
-				continue
-			}
 			var peers []Share
 			for j := range shares {
 				if j != i {
@@ -245,7 +249,10 @@ func TestClusterSharesFindWhatOneNodeFinds(t *testing.T) {
 		{"traffic stops", problems{products: 6 * time.Second, quiet: 10 * time.Minute}, 1},
 		{"big carts got slow", thin(problems{slowCarts: true}), 1},
 	} {
-		t.Run(c.name, func(t *testing.T) { clusterFindsWhatOneNodeFinds(t, c.p, c.kinds) })
+		t.Run(c.name, func(t *testing.T) {
+			t.Parallel()
+			clusterFindsWhatOneNodeFinds(t, c.p, c.kinds)
+		})
 	}
 }
 
@@ -291,9 +298,7 @@ func clusterFindsWhatOneNodeFinds(t *testing.T, p problems, kinds int) {
 
 	// The same nodes judging their own shares find none of it: the
 	// merge is what finds it.
-	alone := newClusterSim(3, false)
-	alone.traffic(t, p)
-	if fs := mergedFindings(t, "nodes alone", alone.found...); len(fs) != 0 {
+	if fs := mergedFindings(t, "nodes alone", c.aloneFound...); len(fs) != 0 {
 		t.Fatalf("each node's share met a threshold alone (%v): the test does not split the counts", keysOf(fs))
 	}
 }
@@ -302,7 +307,8 @@ func clusterFindsWhatOneNodeFinds(t *testing.T, p problems, kinds int) {
 // calls, the usual 1 % of failing charges, traffic that goes on) nothing
 // is reported, by one node or by the cluster.
 func TestClusterSharesBelowThresholdReportNothing(t *testing.T) {
-	c := newClusterSim(3, true)
+	t.Parallel()
+	c := newClusterSim(3, false)
 	// Product pages every 5 s: the 4 slow ones do not raise the p95.
 	p := thin(problems{stampede: 4, authFailures: 2, quiet: 10 * time.Second})
 	p.products = 5 * time.Second
@@ -378,40 +384,41 @@ func TestClusterLateShareJoinsEarlierMisses(t *testing.T) {
 	}
 }
 
-// observeOn feeds one trace to node i of the cluster and to the reference.
+// observeOn feeds one trace to node i of the cluster (and of alone) and
+// to the reference.
 func (c *clusterSim) observeOn(t *testing.T, i int, spans []model.Span) {
 	now := workload.End(spans).Add(2 * time.Second)
 	c.evaluateUntil(t, now)
 	c.ref.Observe(now, spans)
 	c.nodes[i].Observe(now, spans)
+	if c.alone != nil {
+		c.alone[i].Observe(now, spans)
+	}
 }
 
 // An exception type is new to the cluster when no node has seen it: one
 // node seeing a type another node saw minutes ago is not told it is new,
 // and a new type seen by two nodes at once opens one finding.
 func TestClusterNewErrorTypeIsNewToEveryNode(t *testing.T) {
+	t.Parallel()
 	isNewType := func(kind string) bool { return kind == "new_error_type" }
-	run := func(merge bool) *clusterSim {
-		c := newClusterSim(3, merge)
-		shop := workload.New(8)
-		shop.BaseErrorRate = 0
-		// Healthy traffic past every node's warmup (30 minutes).
-		for at := t0; at.Before(t0.Add(32 * time.Minute)); at = at.Add(2 * time.Second) {
-			c.observe(t, shop.Checkout(at))
-		}
-		failing := func(node int, at time.Time, typ string) {
-			shop.ErrorRate, shop.ErrorType = 1, typ
-			c.observeOn(t, node, shop.Checkout(at))
-			shop.ErrorRate = 0
-		}
-		failing(0, t0.Add(33*time.Minute), "LegacyException")
-		failing(1, t0.Add(40*time.Minute), "LegacyException")
-		failing(1, t0.Add(45*time.Minute), "FreshException")
-		failing(2, t0.Add(45*time.Minute+10*time.Second), "FreshException")
-		c.evaluateUntil(t, t0.Add(50*time.Minute))
-		return c
+	c := newClusterSim(3, true)
+	shop := workload.New(8)
+	shop.BaseErrorRate = 0
+	// Healthy traffic past every node's warmup (30 minutes).
+	for at := t0; at.Before(t0.Add(32 * time.Minute)); at = at.Add(2 * time.Second) {
+		c.observe(t, shop.Checkout(at))
 	}
-	c := run(true)
+	failing := func(node int, at time.Time, typ string) {
+		shop.ErrorRate, shop.ErrorType = 1, typ
+		c.observeOn(t, node, shop.Checkout(at))
+		shop.ErrorRate = 0
+	}
+	failing(0, t0.Add(33*time.Minute), "LegacyException")
+	failing(1, t0.Add(40*time.Minute), "LegacyException")
+	failing(1, t0.Add(45*time.Minute), "FreshException")
+	failing(2, t0.Add(45*time.Minute+10*time.Second), "FreshException")
+	c.evaluateUntil(t, t0.Add(50*time.Minute))
 	want := findingsOf(t, "one node", isNewType, c.refFound)
 	if _, ok := want["new_error_type/payments/FreshException"]; !ok || len(want) < 2 {
 		t.Fatalf("one node found %v", keysOf(want))
@@ -428,9 +435,8 @@ func TestClusterNewErrorTypeIsNewToEveryNode(t *testing.T) {
 	}
 	// Alone, node 1 takes LegacyException for new again and both nodes
 	// report FreshException.
-	alone := run(false)
 	var n int
-	for _, fs := range alone.found {
+	for _, fs := range c.aloneFound {
 		for _, f := range fs {
 			if isNewType(f.Kind) {
 				n++

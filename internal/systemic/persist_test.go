@@ -45,6 +45,7 @@ func (s *sim) count(key string) int {
 // A restored baseline judges at once: a fresh detector would need
 // MinBaseline plus the longest window before latency_regression can fire.
 func TestRestoreKeepsBaselines(t *testing.T) {
+	t.Parallel()
 	dir := t.TempDir()
 	s := newPersistentSim(t, 11, dir)
 	s.run(t0, t0.Add(40*time.Minute))
@@ -74,6 +75,7 @@ func TestRestoreKeepsBaselines(t *testing.T) {
 // Known exception types survive a restart; warmup does not restart, so a
 // type that is new just after the restart is reported.
 func TestRestoreKeepsErrorTypes(t *testing.T) {
+	t.Parallel()
 	dir := t.TempDir()
 	s := newPersistentSim(t, 12, dir)
 	s.run(t0, t0.Add(40*time.Minute))
@@ -103,6 +105,7 @@ func TestRestoreKeepsErrorTypes(t *testing.T) {
 // A new type seen just before the stop, not yet evaluated, is still
 // reported after the restart (it is already in the known types).
 func TestRestoreKeepsPendingNewType(t *testing.T) {
+	t.Parallel()
 	dir := t.TempDir()
 	s := newPersistentSim(t, 13, dir)
 	s.run(t0, t0.Add(35*time.Minute))
@@ -120,6 +123,7 @@ func TestRestoreKeepsPendingNewType(t *testing.T) {
 
 // An ongoing finding keeps its open key across a restart.
 func TestRestoreKeepsOpenFindings(t *testing.T) {
+	t.Parallel()
 	dir := t.TempDir()
 	s := newPersistentSim(t, 14, dir)
 	s.run(t0, t0.Add(40*time.Minute))
@@ -144,8 +148,10 @@ func TestRestoreKeepsOpenFindings(t *testing.T) {
 // is shorter than the windows (windows kept) or hours long (windows
 // restart empty, baselines kept and not decayed over the gap).
 func TestRestartGap(t *testing.T) {
+	t.Parallel()
 	for _, gap := range []time.Duration{4 * time.Minute, 3 * time.Hour} {
 		t.Run(gap.String(), func(t *testing.T) {
+			t.Parallel()
 			dir := t.TempDir()
 			s := newPersistentSim(t, 15, dir)
 			s.run(t0, t0.Add(40*time.Minute))
@@ -170,6 +176,7 @@ func TestRestartGap(t *testing.T) {
 // After a long downtime a real drop is still reported, once the window
 // holds only fresh data.
 func TestRestartGapThenRealDrop(t *testing.T) {
+	t.Parallel()
 	dir := t.TempDir()
 	s := newPersistentSim(t, 16, dir)
 	s.run(t0, t0.Add(40*time.Minute))

@@ -48,6 +48,7 @@ func idsOf(fs []Finding) []findingID {
 // traces are decoded whole, and evaluations run on a (fake) clock every
 // 10 s; the replay sees each trace whole, once, at the watermark.
 func TestReplayMatchesLiveIngest(t *testing.T) {
+	t.Parallel()
 	shop := workload.New(21)
 	inject := t0.Add(40 * time.Minute)
 	recorded := traffic(shop, t0, inject)
@@ -108,6 +109,7 @@ func TestReplayMatchesLiveIngest(t *testing.T) {
 }
 
 func TestReplayHealthyIsQuiet(t *testing.T) {
+	t.Parallel()
 	got := ReplayTraces(Config{}, traffic(workload.New(5), t0, t0.Add(30*time.Minute)), nil)
 	if len(got) != 0 {
 		t.Errorf("healthy replay found %v", idsOf(got))

@@ -132,6 +132,7 @@ func maxTime(a, b time.Time) time.Time {
 }
 
 func TestSplitPathHealthyTrafficHasNoFindings(t *testing.T) {
+	t.Parallel()
 	s := newSplitSim(1)
 	s.run(t0, t0.Add(75*time.Minute))
 	if len(s.findings) != 0 {
@@ -237,6 +238,7 @@ func (r *splitRun) feed(at time.Time, batch [][]model.Span) {
 // counts, the cache and auth state and every finding but the latency
 // attribution are.
 func TestSplitPathSameStateAsObserve(t *testing.T) {
+	t.Parallel()
 	cfg := Config{MinBaseline: 5 * time.Minute, ErrorTypeWarmup: 5 * time.Minute,
 		LatencyWindow: 5 * time.Minute, SpanWindow: 5 * time.Minute}
 	r := &splitRun{whole: New(cfg, nil, nil, nil), all: New(cfg, nil, nil, nil), needed: New(cfg, nil, nil, nil)}

@@ -105,6 +105,7 @@ func describe(fs []found) string {
 }
 
 func TestHealthyTrafficHasNoFindings(t *testing.T) {
+	t.Parallel()
 	s := newSim(1)
 	s.run(t0, t0.Add(75*time.Minute))
 	if len(s.findings) != 0 {
@@ -273,6 +274,7 @@ func TestInjectedPatterns(t *testing.T) {
 
 // A finding closes after a quiet window and opens again on recurrence.
 func TestReopenAfterQuietWindow(t *testing.T) {
+	t.Parallel()
 	s := newSim(7)
 	s.run(t0, t0.Add(30*time.Minute))
 	s.shop.ErrorRate = 0.4
@@ -350,6 +352,7 @@ func authBurst(inject time.Time) func(*sim) {
 // Every error spike a failing payments service causes upstream blames
 // payments, where the errors start, not the endpoint that shows them.
 func TestErrorSpikeCulpritIsTheOrigin(t *testing.T) {
+	t.Parallel()
 	s := newSim(9)
 	inject := t0.Add(40 * time.Minute)
 	s.run(t0, inject)

@@ -32,6 +32,7 @@ func TestEarlyCutTracesCompleteFromColdTier(t *testing.T) {
 		{name: "evicted", budget: 1, wantEvict: true},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
+			t.Parallel()
 			var mu sync.Mutex
 			got := map[model.TraceID][]model.Span{}
 			calls := map[model.TraceID]int{}

@@ -348,6 +348,11 @@ func bruteSearch(all []model.Span, q store.Query) []model.TraceID {
 }
 
 func TestSearchFiltersNewestFirst(t *testing.T) {
+	// Parallel tests run after every sequential one has finished, so only
+	// tests that neither set package variables (rowsPerRowGroup,
+	// pageBufferSize, dictMaxBytes, scanTuning, readBackBytes, the caches)
+	// nor read the shared caches' sizes may be parallel.
+	t.Parallel()
 	e := openT(t, testOpts(t.TempDir()))
 	defer e.Close()
 	ctx := context.Background()
@@ -537,6 +542,7 @@ func contains(l []string, s string) bool {
 }
 
 func TestCompactionKeepsAllSpans(t *testing.T) {
+	t.Parallel()
 	dir := t.TempDir()
 	o := testOpts(dir)
 	o.BlockMaxSpans = 1 << 20

@@ -67,6 +67,7 @@ func runKillChild(dir string, base int) {
 }
 
 func TestKill9KeepsAcknowledgedSpans(t *testing.T) {
+	t.Parallel()
 	if dir := os.Getenv(killChildEnv); dir != "" {
 		base, _ := strconv.Atoi(os.Getenv(killChildBaseEnv))
 		runKillChild(dir, base)
