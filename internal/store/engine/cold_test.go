@@ -231,6 +231,46 @@ func TestFailedCutCompletesEarlyTracesExactly(t *testing.T) {
 	completeAllPending(t, e, want, got)
 }
 
+// Spans written while a cut has taken their trace out of the head but not
+// yet registered it as pending used to find no pending entry, so the entry
+// said the head held nothing newer: the trace completed from its cut spans
+// alone, and the late spans completed again as the same trace later.
+func TestWriteDuringEarlyCutCompletesOnce(t *testing.T) {
+	e, want, got := openCutTest(t, func(BlockStorage) BlockStorage { return nil })
+	var id model.TraceID
+	for id = range want {
+		break
+	}
+	late := want[id][0]
+	late.SpanID = model.SpanID{0xfe, 0xed}
+	late.ParentSpanID = want[id][0].SpanID
+	want[id] = append(want[id], late)
+	var werr error
+	e.afterCutIDs = func() {
+		e.afterCutIDs = nil // the idle cut below must not write it again
+		werr = e.Write(context.Background(), []model.Span{late})
+	}
+	cutAllEarly(t, e)
+	if werr != nil {
+		t.Fatal(werr)
+	}
+	if n := e.head.traces.Load(); n != 1 {
+		t.Fatalf("head holds %d traces after the cut, want the late span's one", n)
+	}
+
+	// Every early-cut trace is idle before the late span's head copy is,
+	// so the completion pass comes first, then the head's idle cut.
+	e.opts.IdleTimeout = -time.Hour
+	e.completePending(context.Background())
+	e.flushMu.Lock()
+	err := e.cutToBlock(context.Background(), func(*headTrace) bool { return true }, time.Now().Add(time.Hour).UnixNano())
+	e.flushMu.Unlock()
+	if err != nil {
+		t.Fatal(err)
+	}
+	checkCompletedOnce(t, e, want, got)
+}
+
 // openCutTest opens an engine whose block storage is wrap(local storage)
 // (nil: the default) and writes traces to its head.
 func openCutTest(t *testing.T, wrap func(local BlockStorage) BlockStorage) (*Engine, map[model.TraceID][]model.Span, *completions) {
@@ -277,6 +317,14 @@ func completeAllPending(t *testing.T, e *Engine, want map[model.TraceID][]model.
 	t.Helper()
 	e.opts.IdleTimeout = -time.Hour
 	e.completePending(context.Background())
+	checkCompletedOnce(t, e, want, got)
+}
+
+// checkCompletedOnce waits for every trace of want to complete and checks
+// each completed once with exactly the spans written, and nothing is left
+// pending.
+func checkCompletedOnce(t *testing.T, e *Engine, want map[model.TraceID][]model.Span, got *completions) {
+	t.Helper()
 	waitFor(t, func() bool { got.mu.Lock(); defer got.mu.Unlock(); return len(got.spans) == len(want) })
 	got.mu.Lock()
 	defer got.mu.Unlock()

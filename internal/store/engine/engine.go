@@ -279,6 +279,10 @@ type Engine struct {
 	pendingQ []pendingRef
 	cold     coldTier
 	nPending atomic.Int64
+	// afterCutIDs (tests only; nil otherwise) runs in cutToBlock after the
+	// picked traces left the head and before they are registered as
+	// pending: where a concurrent Write can slip in.
+	afterCutIDs func()
 
 	flushingBytes atomic.Int64
 

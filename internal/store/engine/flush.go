@@ -188,6 +188,9 @@ func (e *Engine) cutToBlock(ctx context.Context, pick func(t *headTrace) bool, i
 	ids := e.head.candidates(pick)
 	e.mu.Lock()
 	cut := e.head.cutIDs(ids, pick)
+	if e.afterCutIDs != nil {
+		e.afterCutIDs()
+	}
 	var cutBytes int64
 	for _, t := range cut {
 		cutBytes += t.size()
@@ -198,9 +201,9 @@ func (e *Engine) cutToBlock(ctx context.Context, pick func(t *headTrace) bool, i
 	}
 	var early []model.TraceID
 	if e.opts.OnTraceComplete != nil {
-		// Traces cut before they are idle complete later. Registering them
-		// before the head can receive more of their spans makes Write see
-		// the entry and hand completion back to the head.
+		// Traces cut before they are idle complete later. A Write that
+		// adds spans of one after this registration sees the entry and
+		// hands completion back to the head.
 		e.pendingMu.Lock()
 		q := len(e.pendingQ)
 		for id, t := range cut {
@@ -226,6 +229,19 @@ func (e *Engine) cutToBlock(ctx context.Context, pick func(t *headTrace) bool, i
 		added := e.pendingQ[q:]
 		sort.Slice(added, func(i, j int) bool { return added[i].lastSeen < added[j].lastSeen })
 		e.nPending.Store(int64(len(e.pending)))
+		// Write does not take e.mu, so one since cutIDs may have put spans
+		// of a trace back in the head and looked for its entry before it
+		// existed. Write inserts, then looks: an insert after the check
+		// below is followed by a look after the nPending store above,
+		// which finds the entry; an earlier insert is what the check
+		// finds. Left unset, inHead let the trace complete from its cut
+		// spans alone, and the late spans completed again as the same
+		// trace.
+		for _, r := range added {
+			if e.head.has(r.id) {
+				e.pending[r.id].inHead = true
+			}
+		}
 		e.pendingMu.Unlock()
 	}
 	e.mu.Unlock()

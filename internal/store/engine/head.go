@@ -243,6 +243,14 @@ func (h *head) get(id model.TraceID) *headTrace {
 	return &c
 }
 
+// has reports whether the head holds spans of id.
+func (h *head) has(id model.TraceID) bool {
+	sh := h.shard(id)
+	sh.mu.Lock()
+	defer sh.mu.Unlock()
+	return sh.traces[id] != nil
+}
+
 // cut removes and returns the traces selected by pick.
 func (h *head) cut(pick func(t *headTrace) bool) map[model.TraceID]*headTrace {
 	return h.cutIDs(h.candidates(pick), pick)
