@@ -89,12 +89,27 @@ done
 minio_ready || { echo "minio not ready:"; cat "$work/minio.log"; exit 1; }
 echo "== minio ready at $TRACEDX_TEST_S3_ENDPOINT"
 
-echo "== engine suite, S3 storage and cluster packages on MinIO"
-go test -race -count=1 -timeout 20m ./internal/store/engine/ ./internal/store/s3store/ ./internal/cluster/ ./internal/findingstore/ ./internal/statesync/
-
-echo "== whole servers on MinIO: a cluster with tokens, mTLS and tenants; aggregates merged; findings, history and archive outliving the disk and their node"
-go test -race -count=1 -timeout 10m -run 'Cluster|OnS3|Bucket|Forwarded' ./internal/server/
-
-echo "== e2e: three tracedx nodes on one bucket"
+# The engine suite is the long pole (~5 min under -race); the other
+# packages of its run finish in about one, leaving a core idle. The
+# whole-server and three-process tests run beside it on that core, each
+# with its output kept apart and printed whole when it ends.
 go vet -tags minio ./e2e/cluster/
-go test -count=1 -tags minio -timeout 10m ./e2e/cluster/
+(
+  echo "== whole servers on MinIO: a cluster with tokens, mTLS and tenants; aggregates merged; findings, history and archive outliving the disk and their node"
+  go test -race -count=1 -timeout 10m -run 'Cluster|OnS3|Bucket|Forwarded' ./internal/server/
+  echo "== e2e: three tracedx nodes on one bucket"
+  go test -count=1 -tags minio -timeout 10m ./e2e/cluster/
+) >"$work/servers.log" 2>&1 &
+servers_pid=$!
+
+echo "== engine suite, S3 storage and cluster packages on MinIO"
+engine_rc=0
+go test -race -count=1 -timeout 20m ./internal/store/engine/ ./internal/store/s3store/ ./internal/cluster/ ./internal/findingstore/ ./internal/statesync/ || engine_rc=$?
+
+servers_rc=0
+wait "$servers_pid" || servers_rc=$?
+cat "$work/servers.log"
+if [ "$engine_rc" != 0 ] || [ "$servers_rc" != 0 ]; then
+  echo "== MinIO tests failed (engine suite and packages: exit $engine_rc; servers and e2e/cluster: exit $servers_rc)"
+  exit 1
+fi
