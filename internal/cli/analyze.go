@@ -120,15 +120,8 @@ func Analyze(args []string, stdin io.Reader, stdout, stderr io.Writer) int {
 			fmt.Fprintf(stderr, "tracedx analyze: cannot read traces from %v\n", err)
 			return 2
 		}
-		name := path
-		if path == "-" {
-			name = "stdin"
-		}
-		got, dropped := traceio.DropUntimed(got)
-		if dropped > 0 {
-			fmt.Fprintf(stderr, "tracedx analyze: %s: skipped %s without a start time (a Zipkin span without timestamp "+
-				"or annotations); live ingest rejects them too\n", name, plural(dropped, "span"))
-		}
+		name := inputName(path)
+		got = skipUntimed("analyze", name, got, stderr)
 		if len(got) == 0 {
 			fmt.Fprintf(stderr, "tracedx analyze: %s holds no spans\n", name)
 			return 2
@@ -389,6 +382,26 @@ func writeMarkdown(w io.Writer, results []analyze.Result, parents []map[string]s
 	}
 	_, err := io.WriteString(w, b.String())
 	return err
+}
+
+// inputName is how messages name a trace file argument.
+func inputName(path string) string {
+	if path == "-" {
+		return "stdin"
+	}
+	return path
+}
+
+// skipUntimed drops the spans of traces read from the input name that
+// carry no start time, saying so on stderr: shown or compared, they would
+// sit at 1970 and stretch their trace over 56 years.
+func skipUntimed(cmd, name string, traces []traceio.Trace, stderr io.Writer) []traceio.Trace {
+	traces, dropped := traceio.DropUntimed(traces)
+	if dropped > 0 {
+		fmt.Fprintf(stderr, "tracedx %s: %s: skipped %s without a start time (a Zipkin span without timestamp "+
+			"or annotations); live ingest rejects them too\n", cmd, name, plural(dropped, "span"))
+	}
+	return traces
 }
 
 func plural(n int, noun string) string {

@@ -101,7 +101,7 @@ func Compare(args []string, stdin io.Reader, stdout, stderr io.Writer) int {
 
 	var traces [2][][]model.Span
 	for i, side := range sides {
-		got, err := readSide(side, stdin)
+		got, err := readSide(side, stdin, stderr, "compare")
 		if err != nil {
 			fmt.Fprintf(stderr, "tracedx compare: %v\n", err)
 			return 2
@@ -198,8 +198,9 @@ func expandFileLists(args []string, names ...string) []string {
 }
 
 // readSide reads the files of one side and joins spans by trace id, so a
-// trace exported in parts (or in several files) is compared whole.
-func readSide(paths []string, stdin io.Reader) ([][]model.Span, error) {
+// trace exported in parts (or in several files) is compared whole. Spans
+// without a start time are skipped as analyze skips them.
+func readSide(paths []string, stdin io.Reader, stderr io.Writer, cmd string) ([][]model.Span, error) {
 	idx := map[model.TraceID]int{}
 	var out [][]model.Span
 	for _, p := range paths {
@@ -207,11 +208,9 @@ func readSide(paths []string, stdin io.Reader) ([][]model.Span, error) {
 		if err != nil {
 			return nil, fmt.Errorf("cannot read traces from %w", err)
 		}
+		name := inputName(p)
+		got = skipUntimed(cmd, name, got, stderr)
 		if len(got) == 0 {
-			name := p
-			if p == "-" {
-				name = "stdin"
-			}
 			return nil, fmt.Errorf("%s holds no spans", name)
 		}
 		for _, tr := range got {

@@ -247,6 +247,31 @@ func TestCompareJoinsATraceAcrossFiles(t *testing.T) {
 	}
 }
 
+// A Zipkin span without timestamp or annotations has no time: compare
+// skips it as analyze does, instead of stretching its side to 1970.
+func TestCompareSkipsUntimedZipkinSpans(t *testing.T) {
+	dir := t.TempDir()
+	a := filepath.Join(dir, "a.json")
+	b := filepath.Join(dir, "b.json")
+	must := func(err error) {
+		if err != nil {
+			t.Fatal(err)
+		}
+	}
+	must(os.WriteFile(a, []byte(`[{"traceId":"0a","id":"01","kind":"SERVER","name":"get /","timestamp":1700000000000000,"duration":2000,"localEndpoint":{"serviceName":"web"}},
+	 {"traceId":"0a","id":"02","parentId":"01","kind":"CLIENT","name":"get","duration":900,"localEndpoint":{"serviceName":"web"}}]`), 0o644))
+	must(os.WriteFile(b, []byte(`[{"traceId":"0b","id":"01","kind":"SERVER","name":"get /","timestamp":1700000000000000,"duration":3000,"localEndpoint":{"serviceName":"web"}}]`), 0o644))
+	out, errs, code := runCompare(t, nil, "--format", "json", a, b)
+	if code != 0 || !strings.Contains(errs, "a.json: skipped 1 span without a start time") {
+		t.Fatalf("exit %d, stderr %q", code, errs)
+	}
+	var r compare.Result
+	must(json.Unmarshal([]byte(out), &r))
+	if r.A.SpanCount != 1 || r.A.DurationMS != 2 || r.Matched != 1 || len(r.OnlyInOne) != 0 {
+		t.Errorf("side A %d spans over %v ms, %d matched, only in one %v; want the timed span alone", r.A.SpanCount, r.A.DurationMS, r.Matched, r.OnlyInOne)
+	}
+}
+
 func TestCompareBadInput(t *testing.T) {
 	dir := t.TempDir()
 	one := fixture("n_plus_one_query/healthy-batched-in-query.json")

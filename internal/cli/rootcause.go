@@ -64,7 +64,7 @@ func RootCause(args []string, stdin io.Reader, stdout, stderr io.Writer) int {
 	}
 	var sides [2][][]model.Span
 	for i, files := range [][]string{base, inc} {
-		got, err := readSide(files, stdin)
+		got, err := readSide(files, stdin, stderr, "rootcause")
 		if err != nil {
 			fmt.Fprintf(stderr, "tracedx rootcause: %v\n", err)
 			return 2
