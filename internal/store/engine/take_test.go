@@ -14,17 +14,23 @@ import (
 // complete with every span. Both ways of completing a trace cut early are
 // covered: from the cold tier, and by read-back when the tier evicted it.
 func TestTakeSpansDeclinesWithoutReadBack(t *testing.T) {
+	t.Parallel()
 	for _, tc := range []struct {
 		name       string
 		coldBudget int64
 	}{{"cold tier", 64 << 20}, {"read-back", 1}} {
 		t.Run(tc.name, func(t *testing.T) {
+			t.Parallel()
 			var take atomic.Bool
 			var mu sync.Mutex
 			got := map[model.TraceID]CompletedTrace{}
 			calls := map[model.TraceID]int{}
 			o := testOpts(t.TempDir())
-			o.IdleTimeout = 2 * time.Second
+			// Both halves of every trace must arrive within the idle
+			// timeout, or a trace rightly completes twice; writing them
+			// takes about a second, several under -race on a loaded
+			// machine, hence the margin.
+			o.IdleTimeout = 5 * time.Second
 			o.FlushInterval = 20 * time.Millisecond
 			o.HeadMaxBytes = 512 << 10 // cuts traces before they are idle
 			var described atomic.Int64
