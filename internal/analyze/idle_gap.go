@@ -44,7 +44,10 @@ type IdleGapEvidence struct {
 func (d *IdleGap) Detect(t *Trace, _ *Env) []Finding {
 	var out []Finding
 	for _, n := range t.Nodes {
-		if len(n.Children) == 0 {
+		// A long poll's server holds the request open with nothing to do
+		// until something changes or the poll times out: that wait is the
+		// protocol (IsLongPoll).
+		if len(n.Children) == 0 || IsLongPoll(n) {
 			continue
 		}
 		dur := n.Duration()

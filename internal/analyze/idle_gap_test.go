@@ -1,6 +1,7 @@
 package analyze
 
 import (
+	"strings"
 	"testing"
 
 	"github.com/tracedx/tracedx/internal/model"
@@ -90,5 +91,34 @@ func TestIdleGapPoolWaitNeedsEvidenceOfAPool(t *testing.T) {
 	}
 	if pool != 1 {
 		t.Errorf("connections held elsewhere through the gap: want a pool_wait on GET /orders: %+v", got)
+	}
+}
+
+// A Nacos config client's background thread, recorded with the Java agent:
+// its POST /nacos/v1/cs/configs/listener stays open 29.5 s while the config
+// server's handler returned after 50 µs and parked the request until a key
+// changes or the poll's timeout passes. That is the long poll working, not
+// 29.5 s anybody could save. The same shape on an ordinary endpoint is
+// still a gap.
+func TestIdleGapLongPollIsNoGap(t *testing.T) {
+	build := func(url, thread string) []model.Span {
+		return []model.Span{
+			p1Span(1, 0, "user-service", "HTTP POST", model.KindClient, 91, 29616,
+				str("http.method", "POST"), str("http.url", url), str("thread.name", thread)),
+			p1Span(2, 1, "config-server", url[strings.Index(url, "/nacos"):], model.KindServer, 0, 29524,
+				str("http.method", "POST"), str("http.target", url[strings.Index(url, "/nacos"):])),
+			p1Span(3, 2, "config-server", "ConfigController.listener", model.KindInternal, 0.4, 0.45),
+		}
+	}
+	poll := "http://config-server:8848/nacos/v1/cs/configs/listener"
+	if got := NewIdleGap().Detect(NewTrace(build(poll, "config.client.Worker.longPolling.fixed-config-server_8848")), nil); len(got) != 0 {
+		t.Errorf("long poll: %d findings, first %q", len(got), got[0].Title)
+	}
+	// Only the thread says it: the server's target is marked on the client side.
+	if got := NewIdleGap().Detect(NewTrace(build("http://config-server:8848/nacos/v1/cs/configs", "config.client.Worker.longPolling")), nil); len(got) != 0 {
+		t.Errorf("long poll named by its thread: %d findings", len(got))
+	}
+	if got := NewIdleGap().Detect(NewTrace(build("http://config-server:8848/nacos/v1/cs/configs", "http-nio-8080-exec-3")), nil); len(got) != 1 {
+		t.Errorf("ordinary request parked 29.5 s: %d findings, want the gap", len(got))
 	}
 }

@@ -746,3 +746,54 @@ func originalErrorType(typ, msg string) string {
 func isIPLiteral(host string) bool {
 	return host != "" && net.ParseIP(strings.Trim(host, "[]")) != nil
 }
+
+// IsLongPoll tells whether a request waits on purpose: a long poll or a
+// watch is held open by the server until something changes or the poll's
+// own timeout passes, so its length is the protocol, not latency. Nacos
+// and Apollo config clients keep one open for 30 s or more from a
+// background thread; Consul blocking queries, Kubernetes and etcd watches
+// do the same. Either side of the exchange may carry the mark: the
+// client's URL or worker thread, the server's target.
+func IsLongPoll(n *Node) bool {
+	if longPollMarked(n.Span) {
+		return true
+	}
+	if IsCall(n) {
+		if c := calleeEntry(n); c != nil {
+			return longPollMarked(c.Span)
+		}
+		return false
+	}
+	if n.Span.Kind == model.KindServer && n.Parent != nil && IsCall(n.Parent) {
+		return longPollMarked(n.Parent.Span)
+	}
+	return false
+}
+
+// longPollMarkers are path and query fragments of the long-poll and watch
+// APIs in common use, lower case.
+var longPollMarkers = []string{
+	"longpoll", "long-poll", "long_poll", "longpull", "long-pull", // generic; Nacos spells its header Long-Pulling-Timeout
+	"/configs/listener",                  // Nacos config listener (v1 API)
+	"/notifications/v2",                  // Apollo config notifications
+	"watch=true", "watch=1", "wait=true", // Kubernetes watches, etcd v2 waits
+}
+
+func longPollMarked(s *model.Span) bool {
+	for _, v := range []string{HTTPURL(s), HTTPRoute(s), s.Attrs.Str("thread.name")} {
+		v = strings.ToLower(v)
+		if v == "" {
+			continue
+		}
+		for _, m := range longPollMarkers {
+			if strings.Contains(v, m) {
+				return true
+			}
+		}
+		// Consul blocking query: ?index=N&wait=D on any endpoint.
+		if strings.Contains(v, "index=") && strings.Contains(v, "wait=") {
+			return true
+		}
+	}
+	return false
+}

@@ -42,7 +42,7 @@ type SlowDependencyEvidence struct {
 func (d *SlowDependency) Detect(t *Trace, _ *Env) []Finding {
 	var out []Finding
 	for _, n := range t.Nodes {
-		if n.Parent == nil || len(n.Children) > 0 || !IsCall(n) || IsDB(n) {
+		if n.Parent == nil || len(n.Children) > 0 || !IsCall(n) || IsDB(n) || IsLongPoll(n) {
 			continue
 		}
 		dur, pd := n.Duration(), n.Parent.Duration()

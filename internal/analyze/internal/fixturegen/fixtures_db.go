@@ -199,6 +199,17 @@ func init() {
 		g.client(root, "report-worker", "s3", "PUT", "https://reports-bucket.s3.eu-west-1.amazonaws.com/statements/3312/2026-10.pdf", 200, 640, 262)
 		return g
 	})
+	// A config client's background thread long-polls its config server: the
+	// server parks the request right after the handler returns and answers
+	// when a key changes or the poll's 30 s run out. The wait is the protocol.
+	add("idle_gap", "healthy-config-long-poll", func() *gen {
+		g := newGen(404, true)
+		poll := g.client(-1, "pricing-service", "", "POST", "http://config-server:8848/nacos/v1/cs/configs/listener", 200, 0, 30004)
+		g.set(poll, a("thread.name", "config.client.worker.longPolling-config-server_8848"))
+		srv := g.server(poll, "config-server", "POST", "/nacos/v1/cs/configs/listener", "/nacos/v1/cs/configs/listener", 200, 1.1, 30001.5)
+		g.internal(srv, "config-server", "ConfigController.listener", 1.3, 0.4)
+		return g
+	})
 	add("idle_gap", "healthy-back-to-back", func() *gen {
 		g := newGen(403, false)
 		root := g.server(-1, "order-service", "POST", "/api/orders", "/api/orders", 201, 0, 260)
