@@ -636,6 +636,14 @@ func displayOp(n *Node) string {
 	if m, r := HTTPMethod(n.Span), HTTPRoute(n.Span); m != "" && r != "" && n.Span.Kind == model.KindServer {
 		return m + " " + r
 	}
+	// A server span named only by its method (Brave's "get" when no
+	// controller matched, OpenTelemetry's "GET" when the route is unknown)
+	// says nothing of what was asked: the normalised path does.
+	if m := HTTPMethod(n.Span); m != "" && n.Span.Kind == model.KindServer && strings.EqualFold(strings.TrimSpace(n.Span.Name), m) {
+		if u := HTTPURL(n.Span); u != "" {
+			return strings.ToUpper(m) + " " + NormalizeURL(u)
+		}
+	}
 	return n.Span.Name
 }
 
