@@ -210,3 +210,24 @@ func TestInstrumentationGapDatedNames(t *testing.T) {
 		}
 	}
 }
+
+// A Quarkus service's database health check, recorded with the Collector's
+// file exporter: a "SELECT 1" every 10 s for 400 s, every one naming the
+// same parent span that was never exported (the suppressed health
+// endpoint's). The finding keeps 20 example span ids; the title counts all
+// the orphans, not the examples.
+func TestBrokenPropagationCountsEveryOrphanOfALostParent(t *testing.T) {
+	spans := []model.Span{p1Span(1, 0, "users", "GET /available", model.KindServer, 0, 30)}
+	for i := range 41 {
+		spans = append(spans, p1Span(byte(10+i), 9, "reservation", "SELECT", model.KindClient, 40+10000*float64(i), 41+10000*float64(i),
+			str("db.system", "postgresql"), str("db.statement", "SELECT 1")))
+	}
+	fs := NewBrokenPropagation().Detect(NewTrace(spans), nil)
+	if len(fs) != 1 {
+		t.Fatalf("%d findings, want 1", len(fs))
+	}
+	if ev := fs[0].Evidence.(BrokenPropagationEvidence); ev.SubtreeSize != 41 || len(fs[0].SpanIDs) > 20 ||
+		!strings.Contains(fs[0].Title, "and 40 more") {
+		t.Errorf("title %q, subtree %d, %d span ids", fs[0].Title, ev.SubtreeSize, len(fs[0].SpanIDs))
+	}
+}
