@@ -45,9 +45,10 @@ func (d *IdleGap) Detect(t *Trace, _ *Env) []Finding {
 	var out []Finding
 	for _, n := range t.Nodes {
 		// A long poll's server holds the request open with nothing to do
-		// until something changes or the poll times out: that wait is the
-		// protocol (IsLongPoll).
-		if len(n.Children) == 0 || IsLongPoll(n) {
+		// until something changes or the poll times out, and a session
+		// waits for its peer between exchanges: those waits are the
+		// protocol (IsLongPoll, IsSession).
+		if len(n.Children) == 0 || IsLongPoll(n) || IsSession(n) {
 			continue
 		}
 		dur := n.Duration()

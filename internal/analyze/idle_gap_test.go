@@ -156,3 +156,33 @@ func TestIdleGapBetweenQueriesNeedsEvidenceOfAPool(t *testing.T) {
 		t.Errorf("connections held by another query through the gap: cause %q, want pool_wait", ev.LikelyCause)
 	}
 }
+
+// A Go SFTP server's trace, as kobs' Jaeger plugin keeps it: the root
+// ssh.connection lasts 51 s and the one password attempt inside it comes
+// after 49 s and is rejected. The connection's length is the peer's, not
+// latency anybody could save, and the rejection was told to the peer, not
+// swallowed. A root job with the same shape still has its gap.
+func TestSessionSpanIsNoRequest(t *testing.T) {
+	build := func(root string) []model.Span {
+		auth := p1Span(2, 1, "csvupload", "ssh.auth.password", model.KindInternal, 49080, 51080)
+		auth.StatusCode, auth.StatusMessage = model.StatusError, "password rejected for root"
+		return []model.Span{p1Span(1, 0, "csvupload", root, model.KindInternal, 0, 51331,
+			str("net.transport", "ip_tcp"), str("remoteAddress", "127.0.0.6:59219")), auth}
+	}
+	for _, name := range []string{"ssh.connection", "WebSocket session /chat"} {
+		tr := NewTrace(build(name))
+		if got := NewIdleGap().Detect(tr, nil); len(got) != 0 {
+			t.Errorf("%s: idle_gap %q", name, got[0].Title)
+		}
+		if got := NewSwallowedError().Detect(tr, &Env{}); len(got) != 0 {
+			t.Errorf("%s: swallowed_error %q", name, got[0].Title)
+		}
+	}
+	tr := NewTrace(build("ExportJob.run"))
+	if got := NewIdleGap().Detect(tr, nil); len(got) != 1 {
+		t.Errorf("root job: %d idle gaps, want 1", len(got))
+	}
+	if got := NewSwallowedError().Detect(tr, &Env{}); len(got) != 1 {
+		t.Errorf("root job: %d swallowed errors, want 1", len(got))
+	}
+}

@@ -778,6 +778,27 @@ func IsLongPoll(n *Node) bool {
 	return false
 }
 
+// IsSession tells whether an entry span is the lifetime of a connection
+// or session (an SSH or WebSocket connection, a client session) rather
+// than one request: the time between the exchanges inside it is the peer
+// thinking or idle, and nobody is waiting for it to answer. A Go SFTP
+// server recorded its ssh.connection for 51 s; the password attempt came
+// after 49 s. Its name says so: a word "connection", "session" or
+// "websocket".
+func IsSession(n *Node) bool {
+	if n.Parent != nil && n.Span.Kind != model.KindServer {
+		return false
+	}
+	for _, w := range strings.FieldsFunc(strings.ToLower(n.Span.Name), func(r rune) bool {
+		return (r < 'a' || r > 'z') && (r < '0' || r > '9')
+	}) {
+		if w == "connection" || w == "session" || w == "websocket" {
+			return true
+		}
+	}
+	return false
+}
+
 // longPollMarkers are path and query fragments of the long-poll and watch
 // APIs in common use, lower case.
 var longPollMarkers = []string{

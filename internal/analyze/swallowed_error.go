@@ -76,6 +76,11 @@ func (d *SwallowedError) Detect(t *Trace, _ *Env) []Finding {
 		if e.Parent == nil && IsCall(e) {
 			continue
 		}
+		// A session answers no request: a rejected login inside an SSH
+		// connection was told to the peer, which may try again.
+		if IsSession(e) {
+			continue
+		}
 		if _, ok := groups[e]; !ok {
 			order = append(order, e)
 		}
