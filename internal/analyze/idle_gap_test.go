@@ -178,11 +178,18 @@ func TestSessionSpanIsNoRequest(t *testing.T) {
 			t.Errorf("%s: swallowed_error %q", name, got[0].Title)
 		}
 	}
-	tr := NewTrace(build("ExportJob.run"))
-	if got := NewIdleGap().Detect(tr, nil); len(got) != 1 {
-		t.Errorf("root job: %d idle gaps, want 1", len(got))
-	}
-	if got := NewSwallowedError().Detect(tr, &Env{}); len(got) != 1 {
-		t.Errorf("root job: %d swallowed errors, want 1", len(got))
+	// A root job, and a sign-in request whose route is called "session",
+	// are requests: their gaps and swallowed failures are reported.
+	login := build("POST /session")
+	login[0].Kind = model.KindServer
+	login[0].Attrs = append(login[0].Attrs, str("http.request.method", "POST"), str("http.route", "/session"))
+	for what, spans := range map[string][]model.Span{"root job": build("ExportJob.run"), "sign-in": login} {
+		tr := NewTrace(spans)
+		if got := NewIdleGap().Detect(tr, nil); len(got) != 1 {
+			t.Errorf("%s: %d idle gaps, want 1", what, len(got))
+		}
+		if got := NewSwallowedError().Detect(tr, &Env{}); len(got) != 1 {
+			t.Errorf("%s: %d swallowed errors, want 1", what, len(got))
+		}
 	}
 }

@@ -784,15 +784,17 @@ func IsLongPoll(n *Node) bool {
 // thinking or idle, and nobody is waiting for it to answer. A Go SFTP
 // server recorded its ssh.connection for 51 s; the password attempt came
 // after 49 s. Its name says so: a word "connection", "session" or
-// "websocket".
+// "websocket". An HTTP or RPC request is one request whatever its route
+// is called (POST /session signs a user in), unless it is a WebSocket.
 func IsSession(n *Node) bool {
 	if n.Parent != nil && n.Span.Kind != model.KindServer {
 		return false
 	}
+	request := HTTPMethod(n.Span) != "" || n.Span.Attrs.Str("rpc.system") != ""
 	for _, w := range strings.FieldsFunc(strings.ToLower(n.Span.Name), func(r rune) bool {
 		return (r < 'a' || r > 'z') && (r < '0' || r > '9')
 	}) {
-		if w == "connection" || w == "session" || w == "websocket" {
+		if w == "websocket" || !request && (w == "connection" || w == "session") {
 			return true
 		}
 	}
