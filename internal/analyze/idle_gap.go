@@ -44,11 +44,7 @@ type IdleGapEvidence struct {
 func (d *IdleGap) Detect(t *Trace, _ *Env) []Finding {
 	var out []Finding
 	for _, n := range t.Nodes {
-		// A long poll's server holds the request open with nothing to do
-		// until something changes or the poll times out, and a session
-		// waits for its peer between exchanges: those waits are the
-		// protocol (IsLongPoll, IsSession).
-		if len(n.Children) == 0 || IsLongPoll(n) || IsSession(n) {
+		if len(n.Children) == 0 {
 			continue
 		}
 		dur := n.Duration()
@@ -59,8 +55,22 @@ func (d *IdleGap) Detect(t *Trace, _ *Env) []Finding {
 		lo, hi := n.Start(), n.End()
 		covered := lo // everything before covered has a child running (or is the span start)
 		var before *Node
+		byDesign := -1 // unknown until a gap is long enough to report
 		report := func(gs, ge uint64, pos string, after *Node) {
 			if ge <= gs || ge-gs < minGap {
+				return
+			}
+			// A long poll's server holds the request open with nothing to
+			// do until something changes or the poll times out, and a
+			// session waits for its peer between exchanges: those waits
+			// are the protocol (IsLongPoll, IsSession).
+			if byDesign < 0 {
+				byDesign = 0
+				if IsLongPoll(n) || IsSession(n) {
+					byDesign = 1
+				}
+			}
+			if byDesign == 1 {
 				return
 			}
 			crit := critWithin(t, n, gs, ge)
