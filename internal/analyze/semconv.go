@@ -806,7 +806,6 @@ func IsSession(n *Node) bool {
 var longPollMarkers = []string{
 	"longpoll", "long-poll", "long_poll", "longpull", "long-pull", // generic; Nacos spells its header Long-Pulling-Timeout
 	"/configs/listener",                  // Nacos config listener (v1 API)
-	"/notifications/v2",                  // Apollo config notifications
 	"watch=true", "watch=1", "wait=true", // Kubernetes watches, etcd v2 waits
 }
 
@@ -821,8 +820,11 @@ func longPollMarked(s *model.Span) bool {
 				return true
 			}
 		}
-		// Consul blocking query: ?index=N&wait=D on any endpoint.
-		if strings.Contains(v, "index=") && strings.Contains(v, "wait=") {
+		// Consul blocking query: ?index=N&wait=D on any endpoint. Apollo's
+		// config client: /notifications/v2?...&notifications=[...] (an
+		// API's own /notifications/v2 resource is no long poll).
+		if strings.Contains(v, "index=") && strings.Contains(v, "wait=") ||
+			strings.Contains(v, "/notifications/v2") && strings.Contains(v, "notifications=") {
 			return true
 		}
 	}
