@@ -38,7 +38,7 @@ func Analyze(spans []model.Span, opts Options) Result {
 	// shape, or no call would be known as a call.
 	spans = model.WithInferredKinds(spans)
 	t := NewTrace(spans)
-	res := Result{TraceID: t.ID.String(), SpanCount: len(spans), DurationMS: NS(t.Duration()), Findings: []Finding{}}
+	res := Result{TraceID: t.ID.String(), SpanCount: len(t.Spans), DurationMS: NS(t.Duration()), Findings: []Finding{}}
 	if root := t.Root(); root != nil {
 		res.RootService, res.RootOperation = root.Span.Service, root.Span.Name
 	}

@@ -2,6 +2,7 @@ package analyze
 
 import (
 	"slices"
+	"strings"
 	"testing"
 
 	"github.com/tracedx/tracedx/internal/model"
@@ -108,5 +109,39 @@ func TestUnhandledClientErrorIsTheOrigin(t *testing.T) {
 	tr = NewTrace(spans)
 	if Failed(tr.Nodes[1]) {
 		t.Error("a handled 404 counts as failed")
+	}
+}
+
+// A FastAPI service recorded with the Python agent while its database host
+// did not resolve: the SQLAlchemy connect failed after 301 ms and the
+// handler answered 404, as if the items did not exist. Nothing was
+// degraded: the failure was relabelled as the caller's mistake, and the
+// culprit and fix say so; a 200 built without the dependency keeps the
+// degradation advice.
+func TestSwallowedErrorAnsweredAsAClientError(t *testing.T) {
+	build := func(status string) []model.Span {
+		connect := p1Span(2, 1, "lms", "connect", model.KindClient, 2.8, 303.9,
+			str("db.system", "postgresql"), str("net.peer.name", "postgres"), str("error", "true"))
+		connect.StatusMessage = "gaierror: [Errno -2] Name or service not known"
+		return []model.Span{
+			p1Span(1, 0, "lms", "GET /items/", model.KindServer, 0, 308.3,
+				str("http.method", "GET"), str("http.route", "/items/"), str("http.status_code", status)),
+			connect,
+		}
+	}
+	res := Analyze(build("404"), Options{})
+	fs := ofKind(res.Findings, "swallowed_error")
+	if len(fs) != 1 {
+		t.Fatalf("404: %d swallowed_error findings; got %v", len(fs), kindsOf(res.Findings))
+	}
+	if c := fs[0].Culprit; c == nil || !strings.Contains(c.Reason, "client error") || strings.Contains(c.Reason, "success") {
+		t.Errorf("404: culprit %+v", c)
+	}
+	if !strings.Contains(fs[0].Fix, "503") || strings.Contains(fs[0].Fix, "degradation") {
+		t.Errorf("404: fix %q", fs[0].Fix)
+	}
+	fs = ofKind(Analyze(build("200"), Options{}).Findings, "swallowed_error")
+	if len(fs) != 1 || !strings.Contains(fs[0].Fix, "degradation") || !strings.Contains(fs[0].Culprit.Reason, "success") {
+		t.Errorf("200: %+v", fs)
 	}
 }

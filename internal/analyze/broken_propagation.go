@@ -135,8 +135,9 @@ func (d *BrokenPropagation) Detect(t *Trace, _ *Env) []Finding {
 	// many children it had (a server span not exported drops all its
 	// calls at once).
 	type lost struct {
-		i  int    // its finding in out
-		op string // the first orphan's operation, for the title
+		i    int    // its finding in out
+		op   string // the first orphan's operation, for the title
+		more int    // orphans after the first: SpanIDs keeps only examples
 	}
 	byParent := map[model.SpanID]lost{}
 	for _, r := range t.Roots {
@@ -144,13 +145,15 @@ func (d *BrokenPropagation) Detect(t *Trace, _ *Env) []Finding {
 			continue
 		}
 		if l, ok := byParent[r.Span.ParentSpanID]; ok && r.Orphan {
+			l.more++
+			byParent[r.Span.ParentSpanID] = l
 			f := &out[l.i]
 			ev := f.Evidence.(BrokenPropagationEvidence)
 			ev.SubtreeSize += subtreeSize(r)
 			f.Evidence = ev
 			f.SpanIDs = appendCapped(f.SpanIDs, []string{r.Span.SpanID.String()}, maxMergedSpanIDs)
 			f.Title = fmt.Sprintf("parent %s of %s %s and %d more never arrived (%d spans detached)", ev.MissingParentID,
-				ev.Span.Service, l.op, len(f.SpanIDs)-1, ev.SubtreeSize)
+				ev.Span.Service, l.op, l.more, ev.SubtreeSize)
 			continue
 		}
 		if full() {
@@ -179,7 +182,7 @@ func (d *BrokenPropagation) Detect(t *Trace, _ *Env) []Finding {
 		f := Finding{Kind: d.Kind(), Severity: SeverityWarning, Title: title, SpanIDs: []string{r.Span.SpanID.String()},
 			Evidence: ev, Fix: fix(ev.Caller, r.Span.Service)}
 		if r.Orphan {
-			byParent[r.Span.ParentSpanID] = lost{len(out), displayOp(r)}
+			byParent[r.Span.ParentSpanID] = lost{i: len(out), op: displayOp(r)}
 			// The orphan carries its parent's id: the context did travel,
 			// the span it names was not exported.
 			f.Fix = lostFix(r, ev.Caller)

@@ -408,6 +408,10 @@ func swallowedErrorCulprit(t *Trace, f *Finding) *Culprit {
 	if e == nil {
 		return nil
 	}
+	if clientError(ev.HTTPStatus) {
+		return culpritAt(t, e, fmt.Sprintf("%s answered HTTP %d, a client error, though %d call(s) below it failed: its error "+
+			"handling blames the caller for its own failure and hides it from error rates.", e.Span.Service, ev.HTTPStatus, len(ev.Failed)))
+	}
 	return culpritAt(t, e, fmt.Sprintf("%s answered success though %d call(s) below it failed: its error handling hides "+
 		"the failure from callers and error rates.", e.Span.Service, len(ev.Failed)))
 }

@@ -216,7 +216,7 @@ func (d *ErrorOrigin) Detect(t *Trace, _ *Env) []Finding {
 	}
 	// Wrapper types (*fmt.wrapError) and "a: b: c" message chains hide the
 	// original error; name that one as the thing to fix.
-	fix := fmt.Sprintf("Start at %s %s: fix or guard %s there", o.Span.Service, o.Span.Name,
+	fix := fmt.Sprintf("Start at %s %s: fix or guard %s there", o.Span.Service, opName(o, displayOp(o)),
 		nonEmpty(quoteCause(typ, msg), "the failure"))
 	if w := waitedOn(o); w != nil {
 		// The origin timed out on work that was still running below it:
@@ -230,7 +230,7 @@ func (d *ErrorOrigin) Detect(t *Trace, _ *Env) []Finding {
 	}
 	if retry != nil {
 		fix = fmt.Sprintf("A retry succeeded, so the request did not fail; if %s %s fails often, fix %s there "+
-			"before the retries stop absorbing it", o.Span.Service, o.Span.Name, nonEmpty(quoteCause(typ, msg), "the failure"))
+			"before the retries stop absorbing it", o.Span.Service, opName(o, displayOp(o)), nonEmpty(quoteCause(typ, msg), "the failure"))
 	}
 	if ev.RewrappedLayers > 0 {
 		fix += fmt.Sprintf("; %d layer(s) re-wrapped the error, keep the original cause in their messages", ev.RewrappedLayers)

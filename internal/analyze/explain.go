@@ -18,7 +18,7 @@ func Explain(spans []model.Span, findings []Finding, h History) Result {
 		h = NoHistory{}
 	}
 	t := NewTrace(model.WithInferredKinds(spans))
-	res := Result{TraceID: t.ID.String(), SpanCount: len(spans), DurationMS: NS(t.Duration()), Findings: make([]Finding, 0, len(findings))}
+	res := Result{TraceID: t.ID.String(), SpanCount: len(t.Spans), DurationMS: NS(t.Duration()), Findings: make([]Finding, 0, len(findings))}
 	if root := t.Root(); root != nil {
 		res.RootService, res.RootOperation = root.Span.Service, root.Span.Name
 	}

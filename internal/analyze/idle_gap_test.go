@@ -1,6 +1,7 @@
 package analyze
 
 import (
+	"strings"
 	"testing"
 
 	"github.com/tracedx/tracedx/internal/model"
@@ -90,5 +91,105 @@ func TestIdleGapPoolWaitNeedsEvidenceOfAPool(t *testing.T) {
 	}
 	if pool != 1 {
 		t.Errorf("connections held elsewhere through the gap: want a pool_wait on GET /orders: %+v", got)
+	}
+}
+
+// A Nacos config client's background thread, recorded with the Java agent:
+// its POST /nacos/v1/cs/configs/listener stays open 29.5 s while the config
+// server's handler returned after 50 µs and parked the request until a key
+// changes or the poll's timeout passes. That is the long poll working, not
+// 29.5 s anybody could save. The same shape on an ordinary endpoint is
+// still a gap.
+func TestIdleGapLongPollIsNoGap(t *testing.T) {
+	build := func(url, thread string) []model.Span {
+		return []model.Span{
+			p1Span(1, 0, "user-service", "HTTP POST", model.KindClient, 91, 29616,
+				str("http.method", "POST"), str("http.url", url), str("thread.name", thread)),
+			p1Span(2, 1, "config-server", url[strings.Index(url, "/nacos"):], model.KindServer, 0, 29524,
+				str("http.method", "POST"), str("http.target", url[strings.Index(url, "/nacos"):])),
+			p1Span(3, 2, "config-server", "ConfigController.listener", model.KindInternal, 0.4, 0.45),
+		}
+	}
+	poll := "http://config-server:8848/nacos/v1/cs/configs/listener"
+	if got := NewIdleGap().Detect(NewTrace(build(poll, "config.client.Worker.longPolling.fixed-config-server_8848")), nil); len(got) != 0 {
+		t.Errorf("long poll: %d findings, first %q", len(got), got[0].Title)
+	}
+	// Only the thread says it: the server's target is marked on the client side.
+	if got := NewIdleGap().Detect(NewTrace(build("http://config-server:8848/nacos/v1/cs/configs", "config.client.Worker.longPolling")), nil); len(got) != 0 {
+		t.Errorf("long poll named by its thread: %d findings", len(got))
+	}
+	if got := NewIdleGap().Detect(NewTrace(build("http://config-server:8848/nacos/v1/cs/configs", "http-nio-8080-exec-3")), nil); len(got) != 1 {
+		t.Errorf("ordinary request parked 29.5 s: %d findings, want the gap", len(got))
+	}
+}
+
+// A Java service's first request after a deploy, recorded with the Java
+// agent: 194 ms pass between two 10 ms queries of one controller (a warm
+// request spends 2 ms there). Nothing in the trace holds or waits for a
+// connection, so the gap is the controller's own work, not a pool wait;
+// the same gap while the service's other queries hold connections is one.
+func TestIdleGapBetweenQueriesNeedsEvidenceOfAPool(t *testing.T) {
+	db := str("db.system", "mysql")
+	spans := []model.Span{
+		p1Span(1, 0, "orders", "/order/user/{id}", model.KindServer, 0, 588),
+		p1Span(2, 1, "orders", "OrderController.findOrderByUserId", model.KindInternal, 5, 587),
+		p1Span(3, 2, "orders", "SELECT shop.order", model.KindClient, 182, 198, db),
+		p1Span(4, 2, "orders", "SELECT shop.order_goods", model.KindClient, 392, 402, db),
+		p1Span(5, 2, "orders", "HTTP GET", model.KindClient, 403, 580, str("http.url", "http://goods:8080/goods/1,2")),
+	}
+	between := func(spans []model.Span) IdleGapEvidence {
+		t.Helper()
+		for _, f := range NewIdleGap().Detect(NewTrace(spans), nil) {
+			if ev := f.Evidence.(IdleGapEvidence); ev.Position == "between_children" && ev.Span.SpanID == spans[1].SpanID.String() {
+				return ev
+			}
+		}
+		t.Fatal("no gap between the queries")
+		return IdleGapEvidence{}
+	}
+	if ev := between(spans); ev.LikelyCause != "uninstrumented_work" || strings.Contains(ev.CauseText, "pooled") {
+		t.Errorf("cold request: cause %q (%s), want uninstrumented_work", ev.LikelyCause, ev.CauseText)
+	}
+	busy := append(append([]model.Span(nil), spans...),
+		p1Span(6, 1, "orders", "SELECT shop.audit", model.KindClient, 190, 390, db))
+	if ev := between(busy); ev.LikelyCause != "pool_wait" {
+		t.Errorf("connections held by another query through the gap: cause %q, want pool_wait", ev.LikelyCause)
+	}
+}
+
+// A Go SFTP server's trace, as kobs' Jaeger plugin keeps it: the root
+// ssh.connection lasts 51 s and the one password attempt inside it comes
+// after 49 s and is rejected. The connection's length is the peer's, not
+// latency anybody could save, and the rejection was told to the peer, not
+// swallowed. A root job with the same shape still has its gap.
+func TestSessionSpanIsNoRequest(t *testing.T) {
+	build := func(root string) []model.Span {
+		auth := p1Span(2, 1, "csvupload", "ssh.auth.password", model.KindInternal, 49080, 51080)
+		auth.StatusCode, auth.StatusMessage = model.StatusError, "password rejected for root"
+		return []model.Span{p1Span(1, 0, "csvupload", root, model.KindInternal, 0, 51331,
+			str("net.transport", "ip_tcp"), str("remoteAddress", "127.0.0.6:59219")), auth}
+	}
+	for _, name := range []string{"ssh.connection", "WebSocket session /chat"} {
+		tr := NewTrace(build(name))
+		if got := NewIdleGap().Detect(tr, nil); len(got) != 0 {
+			t.Errorf("%s: idle_gap %q", name, got[0].Title)
+		}
+		if got := NewSwallowedError().Detect(tr, &Env{}); len(got) != 0 {
+			t.Errorf("%s: swallowed_error %q", name, got[0].Title)
+		}
+	}
+	// A root job, and a sign-in request whose route is called "session",
+	// are requests: their gaps and swallowed failures are reported.
+	login := build("POST /session")
+	login[0].Kind = model.KindServer
+	login[0].Attrs = append(login[0].Attrs, str("http.request.method", "POST"), str("http.route", "/session"))
+	for what, spans := range map[string][]model.Span{"root job": build("ExportJob.run"), "sign-in": login} {
+		tr := NewTrace(spans)
+		if got := NewIdleGap().Detect(tr, nil); len(got) != 1 {
+			t.Errorf("%s: %d idle gaps, want 1", what, len(got))
+		}
+		if got := NewSwallowedError().Detect(tr, &Env{}); len(got) != 1 {
+			t.Errorf("%s: %d swallowed errors, want 1", what, len(got))
+		}
 	}
 }

@@ -636,6 +636,14 @@ func displayOp(n *Node) string {
 	if m, r := HTTPMethod(n.Span), HTTPRoute(n.Span); m != "" && r != "" && n.Span.Kind == model.KindServer {
 		return m + " " + r
 	}
+	// A server span named only by its method (Brave's "get" when no
+	// controller matched, OpenTelemetry's "GET" when the route is unknown)
+	// says nothing of what was asked: the normalised path does.
+	if m := HTTPMethod(n.Span); m != "" && n.Span.Kind == model.KindServer && strings.EqualFold(strings.TrimSpace(n.Span.Name), m) {
+		if u := HTTPURL(n.Span); u != "" {
+			return strings.ToUpper(m) + " " + NormalizeURL(u)
+		}
+	}
 	return n.Span.Name
 }
 
@@ -745,4 +753,80 @@ func originalErrorType(typ, msg string) string {
 // isIPLiteral reports whether host is an IPv4 or IPv6 address.
 func isIPLiteral(host string) bool {
 	return host != "" && net.ParseIP(strings.Trim(host, "[]")) != nil
+}
+
+// IsLongPoll tells whether a request waits on purpose: a long poll or a
+// watch is held open by the server until something changes or the poll's
+// own timeout passes, so its length is the protocol, not latency. Nacos
+// and Apollo config clients keep one open for 30 s or more from a
+// background thread; Consul blocking queries, Kubernetes and etcd watches
+// do the same. Either side of the exchange may carry the mark: the
+// client's URL or worker thread, the server's target.
+func IsLongPoll(n *Node) bool {
+	if longPollMarked(n.Span) {
+		return true
+	}
+	if IsCall(n) {
+		if c := calleeEntry(n); c != nil {
+			return longPollMarked(c.Span)
+		}
+		return false
+	}
+	if n.Span.Kind == model.KindServer && n.Parent != nil && IsCall(n.Parent) {
+		return longPollMarked(n.Parent.Span)
+	}
+	return false
+}
+
+// IsSession tells whether an entry span is the lifetime of a connection
+// or session (an SSH or WebSocket connection, a client session) rather
+// than one request: the time between the exchanges inside it is the peer
+// thinking or idle, and nobody is waiting for it to answer. A Go SFTP
+// server recorded its ssh.connection for 51 s; the password attempt came
+// after 49 s. Its name says so: a word "connection", "session" or
+// "websocket". An HTTP or RPC request is one request whatever its route
+// is called (POST /session signs a user in), unless it is a WebSocket.
+func IsSession(n *Node) bool {
+	if n.Parent != nil && n.Span.Kind != model.KindServer {
+		return false
+	}
+	request := HTTPMethod(n.Span) != "" || n.Span.Attrs.Str("rpc.system") != ""
+	for _, w := range strings.FieldsFunc(strings.ToLower(n.Span.Name), func(r rune) bool {
+		return (r < 'a' || r > 'z') && (r < '0' || r > '9')
+	}) {
+		if w == "websocket" || !request && (w == "connection" || w == "session") {
+			return true
+		}
+	}
+	return false
+}
+
+// longPollMarkers are path and query fragments of the long-poll and watch
+// APIs in common use, lower case.
+var longPollMarkers = []string{
+	"longpoll", "long-poll", "long_poll", "longpull", "long-pull", // generic; Nacos spells its header Long-Pulling-Timeout
+	"/configs/listener",                  // Nacos config listener (v1 API)
+	"watch=true", "watch=1", "wait=true", // Kubernetes watches, etcd v2 waits
+}
+
+func longPollMarked(s *model.Span) bool {
+	for _, v := range []string{HTTPURL(s), HTTPRoute(s), s.Attrs.Str("thread.name")} {
+		v = strings.ToLower(v)
+		if v == "" {
+			continue
+		}
+		for _, m := range longPollMarkers {
+			if strings.Contains(v, m) {
+				return true
+			}
+		}
+		// Consul blocking query: ?index=N&wait=D on any endpoint. Apollo's
+		// config client: /notifications/v2?...&notifications=[...] (an
+		// API's own /notifications/v2 resource is no long poll).
+		if strings.Contains(v, "index=") && strings.Contains(v, "wait=") ||
+			strings.Contains(v, "/notifications/v2") && strings.Contains(v, "notifications=") {
+			return true
+		}
+	}
+	return false
 }

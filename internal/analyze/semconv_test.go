@@ -243,3 +243,26 @@ func TestCallTargetWithoutRemoteEndpoint(t *testing.T) {
 		t.Errorf("Brave call: target %q %q, want unknown peer GET /apps/{id}", svc, op)
 	}
 }
+
+// Spring Cloud Sleuth names a gateway's server span "get" when no
+// controller matched, and OpenTelemetry names one "GET" without a route:
+// a finding about "xqx-gateway get" does not say which request failed.
+// The normalised path does; a route, when known, still wins.
+func TestDisplayOpOfAServerNamedByItsMethod(t *testing.T) {
+	for _, c := range []struct {
+		name  string
+		attrs []model.Attr
+		want  string
+	}{
+		{"get", []model.Attr{str("http.method", "GET"), str("http.path", "/xqx-user/getAllUser")}, "GET /xqx-user/getAllUser"},
+		{"GET", []model.Attr{str("http.method", "GET"), str("http.target", "/orders/81723?full=1")}, "GET /orders/{id}"},
+		{"GET", []model.Attr{str("http.request.method", "GET"), str("url.path", "/health"), str("http.route", "/health")}, "GET /health"},
+		{"get /order", []model.Attr{str("http.method", "GET"), str("http.path", "/order")}, "get /order"},
+		{"GET", []model.Attr{str("http.method", "GET")}, "GET"},
+	} {
+		tr := NewTrace([]model.Span{p1Span(1, 0, "gw", c.name, model.KindServer, 0, 10, c.attrs...)})
+		if got := displayOp(p1Node(tr, 1)); got != c.want {
+			t.Errorf("%q %v: %q, want %q", c.name, c.attrs, got, c.want)
+		}
+	}
+}

@@ -51,7 +51,7 @@ func (d *SlowDependency) Detect(t *Trace, _ *Env) []Finding {
 		// dependency on the rest, or it is blamed for the queue in front of it.
 		ws := spanWaits(n.Span)
 		waited := min(waitedNS(ws), dur)
-		if NS(dur-waited) < d.MinDurationMS || pd == 0 || float64(dur-waited) < d.MinShare*float64(pd) {
+		if NS(dur-waited) < d.MinDurationMS || pd == 0 || float64(dur-waited) < d.MinShare*float64(pd) || IsLongPoll(n) {
 			continue
 		}
 		peer, op := CallTarget(t, n)

@@ -76,6 +76,11 @@ func (d *SwallowedError) Detect(t *Trace, _ *Env) []Finding {
 		if e.Parent == nil && IsCall(e) {
 			continue
 		}
+		// A session answers no request: a rejected login inside an SSH
+		// connection was told to the peer, which may try again.
+		if IsSession(e) {
+			continue
+		}
 		if _, ok := groups[e]; !ok {
 			order = append(order, e)
 		}
@@ -135,6 +140,14 @@ func (d *SwallowedError) Detect(t *Trace, _ *Env) []Finding {
 			strings.Join(targets, ", "))
 		fix := "Make the degradation visible: record the error on the entry span or a `degraded` attribute, " +
 			"count fallbacks in a metric, and alert on them"
+		if clientError(ev.HTTPStatus) {
+			// A FastAPI service answered 404 while its database was
+			// unreachable: nothing was degraded, the failure was relabelled
+			// as the caller's mistake.
+			fix = fmt.Sprintf("Answer a server error (503 when a dependency is down, 500 otherwise) instead of HTTP %d: "+
+				"a 4xx tells the caller its request was wrong, so it does not retry and no server error rate counts the failure",
+				ev.HTTPStatus)
+		}
 		if anyTimeout {
 			fix += "; the timed-out calls also cost the request their full timeout, use a shorter budget or a cached fallback"
 		}
@@ -177,3 +190,6 @@ func uniqSorted(in []string) []string {
 	}
 	return out
 }
+
+// clientError tells whether an HTTP status blames the request (4xx).
+func clientError(status int) bool { return status >= 400 && status < 500 }

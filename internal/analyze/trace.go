@@ -59,6 +59,7 @@ func NewTrace(spans []model.Span) *Trace {
 		t.ID = spans[0].TraceID
 	}
 	backing := make([]Node, len(spans))
+	repeats := 0
 	for i := range spans {
 		n := &backing[i]
 		n.Span, n.Index = &spans[i], i
@@ -66,9 +67,19 @@ func NewTrace(spans []model.Span) *Trace {
 		// Duplicate span ids (a client retrying an export) keep the first,
 		// except that a CLIENT owns an id it shares: Zipkin v1 data reports
 		// the server half and timeless fragments under the client's id.
-		if o, dup := t.ByID[spans[i].SpanID]; !dup || n.Span.Kind == model.KindClient && o.Span.Kind != model.KindClient {
+		o, dup := t.ByID[spans[i].SpanID]
+		if dup && sameSpan(o.Span, n.Span) {
+			repeats++
+		}
+		if !dup || n.Span.Kind == model.KindClient && o.Span.Kind != model.KindClient {
 			t.ByID[spans[i].SpanID] = n
 		}
+	}
+	if repeats > 0 {
+		// A span delivered twice (an exporter or a collector retrying a
+		// batch, at least once) is one span: counted twice it would double
+		// a loop's queries and detach a copy of itself.
+		return NewTrace(withoutRepeats(spans, repeats))
 	}
 	// A server half whose client half never arrived stands in for it:
 	// the server's own spans name the shared id.
@@ -246,3 +257,32 @@ func IsAncestor(a, n *Node) bool {
 
 // NS converts nanoseconds to float milliseconds, the unit of our APIs.
 func NS(ns uint64) float64 { return float64(ns) / 1e6 }
+
+// sameSpan tells whether b is a second delivery of a: halves that share
+// a Zipkin id differ in kind or service and are two spans.
+func sameSpan(a, b *model.Span) bool {
+	return a.SpanID == b.SpanID && a.ParentSpanID == b.ParentSpanID && a.Kind == b.Kind && a.Service == b.Service &&
+		a.Name == b.Name && a.StartUnixNano == b.StartUnixNano && a.EndUnixNano == b.EndUnixNano
+}
+
+// withoutRepeats returns spans with the later deliveries of a span left
+// out (repeats of them counted by the caller).
+func withoutRepeats(spans []model.Span, repeats int) []model.Span {
+	out := make([]model.Span, 0, len(spans)-repeats)
+	first := make(map[model.SpanID][]int, len(spans))
+	for i := range spans {
+		s := &spans[i]
+		repeat := false
+		for _, j := range first[s.SpanID] {
+			if sameSpan(&spans[j], s) {
+				repeat = true
+				break
+			}
+		}
+		if !repeat {
+			first[s.SpanID] = append(first[s.SpanID], i)
+			out = append(out, *s)
+		}
+	}
+	return out
+}

@@ -1,6 +1,7 @@
 package analyze
 
 import (
+	"fmt"
 	"slices"
 	"strings"
 	"testing"
@@ -208,5 +209,53 @@ func TestInstrumentationGapDatedNames(t *testing.T) {
 		if _, got := nameShape(name); got != want {
 			t.Errorf("nameShape(%q) holds an id: %v, want %v", name, got, want)
 		}
+	}
+}
+
+// A Quarkus service's database health check, recorded with the Collector's
+// file exporter: a "SELECT 1" every 10 s for 400 s, every one naming the
+// same parent span that was never exported (the suppressed health
+// endpoint's). The finding keeps 20 example span ids; the title counts all
+// the orphans, not the examples.
+func TestBrokenPropagationCountsEveryOrphanOfALostParent(t *testing.T) {
+	spans := []model.Span{p1Span(1, 0, "users", "GET /available", model.KindServer, 0, 30)}
+	for i := range 41 {
+		spans = append(spans, p1Span(byte(10+i), 9, "reservation", "SELECT", model.KindClient, 40+10000*float64(i), 41+10000*float64(i),
+			str("db.system", "postgresql"), str("db.statement", "SELECT 1")))
+	}
+	fs := NewBrokenPropagation().Detect(NewTrace(spans), nil)
+	if len(fs) != 1 {
+		t.Fatalf("%d findings, want 1", len(fs))
+	}
+	if ev := fs[0].Evidence.(BrokenPropagationEvidence); ev.SubtreeSize != 41 || len(fs[0].SpanIDs) > 20 ||
+		!strings.Contains(fs[0].Title, "and 40 more") {
+		t.Errorf("title %q, subtree %d, %d span ids", fs[0].Title, ev.SubtreeSize, len(fs[0].SpanIDs))
+	}
+}
+
+// The same capture delivered 15 of those spans twice (a batch retried at
+// least once): one span, counted once. Two halves of a Zipkin shared id
+// differ in kind and stay two spans.
+func TestNewTraceDropsSpansDeliveredTwice(t *testing.T) {
+	db := str("db.system", "postgresql")
+	spans := []model.Span{p1Span(1, 0, "orders", "GET /orders", model.KindServer, 0, 200)}
+	for i := range 6 {
+		spans = append(spans, p1Span(byte(10+i), 1, "orders", "SELECT items", model.KindClient, 10+30*float64(i), 35+30*float64(i), db,
+			str("db.statement", fmt.Sprintf("SELECT * FROM items WHERE order_id = %d", i))))
+	}
+	spans = append(spans, spans[2], spans[3], spans[4])
+	client := p1Span(20, 1, "orders", "get", model.KindClient, 190, 199)
+	server := p1Span(20, 1, "stock", "get", model.KindServer, 191, 198)
+	spans = append(spans, client, server)
+	tr := NewTrace(spans)
+	if len(tr.Nodes) != 9 || len(tr.Roots) != 1 || len(p1Node(tr, 1).Children) != 7 {
+		t.Fatalf("%d nodes, %d roots, %d children of the root; want 9, 1, 7", len(tr.Nodes), len(tr.Roots), len(p1Node(tr, 1).Children))
+	}
+	if res := Analyze(spans, Options{}); res.SpanCount != 9 {
+		t.Errorf("span count %d, want 9", res.SpanCount)
+	}
+	if got := ofKind(Analyze(spans, Options{}).Findings, "n_plus_one_query"); len(got) != 1 ||
+		got[0].Evidence.(NPlusOneEvidence).Count != 6 {
+		t.Errorf("n_plus_one_query %+v, want one loop of 6", got)
 	}
 }

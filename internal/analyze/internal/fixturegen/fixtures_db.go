@@ -181,6 +181,11 @@ func init() {
 		g := newGen(401, false)
 		root := g.server(-1, "order-service", "POST", "/api/orders", "/api/orders", 201, 0, 1861)
 		ctl := g.internal(root, "order-service", "OrderController.createOrder", 1.0, 1857)
+		// The evidence of a pool: the request's fraud check, running beside
+		// the controller, holds a connection from the same pool through the
+		// gap with a slow scan.
+		fraud := g.internal(root, "order-service", "FraudScreening.score", 2.0, 1790)
+		g.db(fraud, "order-service", "postgresql", "orders", "pg-orders-primary", "SELECT count(*), sum(total_cents) FROM orders WHERE customer_id = 48213 AND created_at > now() - interval '2 years'", 2.5, 1785)
 		g.db(ctl, "order-service", "postgresql", "orders", "pg-orders-primary", "SELECT id, items, total_cents FROM carts WHERE id = 77120 FOR UPDATE", 3.0, 18.0)
 		g.db(ctl, "order-service", "postgresql", "orders", "pg-orders-primary", "INSERT INTO orders (customer_id, cart_id, total_cents, status) VALUES (48213, 77120, 12998, 'new')", 1821, 12)
 		g.db(ctl, "order-service", "postgresql", "orders", "pg-orders-primary", "INSERT INTO order_items (order_id, sku, qty) VALUES (550912, 'SKU-81422', 2)", 1834, 12)
@@ -197,6 +202,17 @@ func init() {
 		g.server(c, "template-service", "GET", "/v1/templates/{name}", "/v1/templates/monthly-statement", 200, 522.8, 76.5)
 		g.db(root, "report-worker", "postgresql", "billing", "pg-billing", "SELECT * FROM statements WHERE account_id = 3312 AND period = '2026-10'", 601, 38)
 		g.client(root, "report-worker", "s3", "PUT", "https://reports-bucket.s3.eu-west-1.amazonaws.com/statements/3312/2026-10.pdf", 200, 640, 262)
+		return g
+	})
+	// A config client's background thread long-polls its config server: the
+	// server parks the request right after the handler returns and answers
+	// when a key changes or the poll's 30 s run out. The wait is the protocol.
+	add("idle_gap", "healthy-config-long-poll", func() *gen {
+		g := newGen(404, true)
+		poll := g.client(-1, "pricing-service", "", "POST", "http://config-server:8848/nacos/v1/cs/configs/listener", 200, 0, 30004)
+		g.set(poll, a("thread.name", "config.client.worker.longPolling-config-server_8848"))
+		srv := g.server(poll, "config-server", "POST", "/nacos/v1/cs/configs/listener", "/nacos/v1/cs/configs/listener", 200, 1.1, 30001.5)
+		g.internal(srv, "config-server", "ConfigController.listener", 1.3, 0.4)
 		return g
 	})
 	add("idle_gap", "healthy-back-to-back", func() *gen {
