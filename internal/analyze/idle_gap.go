@@ -153,14 +153,11 @@ func idleGapIDs(n, before, after *Node, pos string) []string {
 }
 
 func gapCause(t *Trace, n *Node, gs, ge uint64, pos string, before, after *Node) (string, string) {
-	betweenQueries := after != nil && IsDB(after) && before != nil && IsDB(before) && pos == "between_children"
 	switch {
-	case betweenQueries && poolInUse(t, n, after, gs, ge):
+	case after != nil && IsDB(after) && before != nil && IsDB(before) && pos == "between_children":
 		return "pool_wait", "waiting for a pooled database connection"
 	case after != nil && IsDB(after) && poolInUse(t, n, after, gs, ge):
 		return "pool_wait", "waiting for a pooled database connection before the next query"
-	case betweenQueries:
-		return "uninstrumented_work", "work nobody instrumented between two queries (handling the first one's rows, a call or a lock)"
 	case after != nil && IsCall(n) && (after.Span.Kind == model.KindServer || after.Span.Kind == model.KindConsumer):
 		return "network_or_queueing", "network or queueing before the callee started"
 	case pos == "before_first_child" && after != nil && IsDB(after):
@@ -174,9 +171,7 @@ func gapCause(t *Trace, n *Node, gs, ge uint64, pos string, before, after *Node)
 // poolInUse tells whether a gap before a query can be a wait for a pooled
 // connection. A query alone is no evidence: the first query of a cold
 // process follows class loading, connecting and ORM set-up, which look
-// just the same, and a gap between two queries is most often the code
-// handling the first one's rows (a Java service's first request spent
-// 194 ms there, between two 10 ms queries, while warm ones spent 2 ms). Evidence is the span or the query saying it waited for a
+// just the same. Evidence is the span or the query saying it waited for a
 // connection, or the same service's other queries running through the gap
 // and holding connections meanwhile.
 func poolInUse(t *Trace, n, after *Node, gs, ge uint64) bool {

@@ -123,40 +123,6 @@ func TestIdleGapLongPollIsNoGap(t *testing.T) {
 	}
 }
 
-// A Java service's first request after a deploy, recorded with the Java
-// agent: 194 ms pass between two 10 ms queries of one controller (a warm
-// request spends 2 ms there). Nothing in the trace holds or waits for a
-// connection, so the gap is the controller's own work, not a pool wait;
-// the same gap while the service's other queries hold connections is one.
-func TestIdleGapBetweenQueriesNeedsEvidenceOfAPool(t *testing.T) {
-	db := str("db.system", "mysql")
-	spans := []model.Span{
-		p1Span(1, 0, "orders", "/order/user/{id}", model.KindServer, 0, 588),
-		p1Span(2, 1, "orders", "OrderController.findOrderByUserId", model.KindInternal, 5, 587),
-		p1Span(3, 2, "orders", "SELECT shop.order", model.KindClient, 182, 198, db),
-		p1Span(4, 2, "orders", "SELECT shop.order_goods", model.KindClient, 392, 402, db),
-		p1Span(5, 2, "orders", "HTTP GET", model.KindClient, 403, 580, str("http.url", "http://goods:8080/goods/1,2")),
-	}
-	between := func(spans []model.Span) IdleGapEvidence {
-		t.Helper()
-		for _, f := range NewIdleGap().Detect(NewTrace(spans), nil) {
-			if ev := f.Evidence.(IdleGapEvidence); ev.Position == "between_children" && ev.Span.SpanID == spans[1].SpanID.String() {
-				return ev
-			}
-		}
-		t.Fatal("no gap between the queries")
-		return IdleGapEvidence{}
-	}
-	if ev := between(spans); ev.LikelyCause != "uninstrumented_work" || strings.Contains(ev.CauseText, "pooled") {
-		t.Errorf("cold request: cause %q (%s), want uninstrumented_work", ev.LikelyCause, ev.CauseText)
-	}
-	busy := append(append([]model.Span(nil), spans...),
-		p1Span(6, 1, "orders", "SELECT shop.audit", model.KindClient, 190, 390, db))
-	if ev := between(busy); ev.LikelyCause != "pool_wait" {
-		t.Errorf("connections held by another query through the gap: cause %q, want pool_wait", ev.LikelyCause)
-	}
-}
-
 // A Go SFTP server's trace, as kobs' Jaeger plugin keeps it: the root
 // ssh.connection lasts 51 s and the one password attempt inside it comes
 // after 49 s and is rejected. The connection's length is the peer's, not

@@ -181,11 +181,6 @@ func init() {
 		g := newGen(401, false)
 		root := g.server(-1, "order-service", "POST", "/api/orders", "/api/orders", 201, 0, 1861)
 		ctl := g.internal(root, "order-service", "OrderController.createOrder", 1.0, 1857)
-		// The evidence of a pool: the request's fraud check, running beside
-		// the controller, holds a connection from the same pool through the
-		// gap with a slow scan.
-		fraud := g.internal(root, "order-service", "FraudScreening.score", 2.0, 1790)
-		g.db(fraud, "order-service", "postgresql", "orders", "pg-orders-primary", "SELECT count(*), sum(total_cents) FROM orders WHERE customer_id = 48213 AND created_at > now() - interval '2 years'", 2.5, 1785)
 		g.db(ctl, "order-service", "postgresql", "orders", "pg-orders-primary", "SELECT id, items, total_cents FROM carts WHERE id = 77120 FOR UPDATE", 3.0, 18.0)
 		g.db(ctl, "order-service", "postgresql", "orders", "pg-orders-primary", "INSERT INTO orders (customer_id, cart_id, total_cents, status) VALUES (48213, 77120, 12998, 'new')", 1821, 12)
 		g.db(ctl, "order-service", "postgresql", "orders", "pg-orders-primary", "INSERT INTO order_items (order_id, sku, qty) VALUES (550912, 'SKU-81422', 2)", 1834, 12)
