@@ -131,7 +131,13 @@ func whyChain(t *Trace, findings []Finding, h History) []string {
 			if f.ImpactMS*1e6 > float64(root.Duration()) {
 				of = "end-to-end time"
 			}
-			s += fmt.Sprintf(" — %s of %s could be saved", fmtDur(uint64(f.ImpactMS*1e6)), of)
+			if failureKinds[f.Kind] {
+				// A failure's impact is the time its failed work took;
+				// fixing the failure does not give that time back.
+				s += fmt.Sprintf(" — the failed work took %s of %s", fmtDur(uint64(f.ImpactMS*1e6)), of)
+			} else {
+				s += fmt.Sprintf(" — %s of %s could be saved", fmtDur(uint64(f.ImpactMS*1e6)), of)
+			}
 		}
 		out = append(out, s+".")
 		if f.Fix != "" {
@@ -145,6 +151,10 @@ func whyChain(t *Trace, findings []Finding, h History) []string {
 	}
 	return out
 }
+
+// failureKinds are the findings about a request's failure rather than its
+// time.
+var failureKinds = map[string]bool{"error_origin": true, "swallowed_error": true, "partial_failure": true, "poison_message": true}
 
 // isHypothesis: findings whose cause the trace cannot prove. Calls in
 // sequence may need each other's answers; only the code can tell.

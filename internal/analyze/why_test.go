@@ -77,6 +77,17 @@ func TestWhyChainFailedRequestNamesOrigin(t *testing.T) {
 	}
 }
 
+// A failure's time is what its failed work took: fixing the failure does
+// not give it back, so the chain does not promise it.
+func TestWhyChainFailureCostIsNotSavings(t *testing.T) {
+	for _, f := range []string{"swallowed_error/positive-search-personalization-unavailable.json", "partial_failure/positive-dashboard-loyalty-down.json"} {
+		text := strings.Join(Analyze(loadSpans(t, "../../testdata/traces/"+f), Options{}).Why, "\n")
+		if !strings.Contains(text, "the failed work took") || strings.Contains(text, "could be saved") {
+			t.Errorf("%s:\n%s", f, text)
+		}
+	}
+}
+
 func TestWhyChainEmptyAndHealthy(t *testing.T) {
 	if got := whyChain(NewTrace(nil), nil, nil); len(got) != 0 {
 		t.Errorf("empty trace: %v", got)
