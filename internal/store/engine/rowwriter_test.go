@@ -2,7 +2,6 @@ package engine
 
 import (
 	"bytes"
-	"context"
 	"fmt"
 	"math/rand/v2"
 	"reflect"
@@ -157,16 +156,7 @@ func TestSparseAttributeColumnsStayNull(t *testing.T) {
 		}
 		spans = append(spans, s)
 	}
-	ctx := context.Background()
-	if err := e.Write(ctx, spans); err != nil {
-		t.Fatal(err)
-	}
-	if err := e.Flush(ctx); err != nil {
-		t.Fatal(err)
-	}
-	if err := e.Compact(ctx); err != nil {
-		t.Fatal(err)
-	}
+	convertSpans(t, e, spans)
 	if len(e.blocks) != 1 || e.blocks[0].pf == nil {
 		t.Fatalf("want one Parquet block, have %d blocks", len(e.blocks))
 	}
