@@ -369,6 +369,7 @@ type blockBuilder struct {
 	data  io.WriteCloser
 	cw    *countingWriter
 	w     *parquet.GenericWriter[spanRow]
+	rw    *rowWriter
 	rows  []spanRow
 	nrows uint32
 	idx   indexBuilder
@@ -453,7 +454,7 @@ func newBlockBuilder(ctx context.Context, st BlockStorage, id string, level int)
 	cw := &countingWriter{w: data}
 	w := parquet.NewGenericWriter[spanRow](cw, writerOptions()...)
 	return &blockBuilder{
-		bw: bw, data: data, cw: cw, w: w,
+		bw: bw, data: data, cw: cw, w: w, rw: newRowWriter(w, rowsPerRowGroup),
 		meta: blockMeta{Version: blockFormatVersion, ID: id, Level: level},
 		cat:  newCatalog(),
 		pos:  map[model.SpanID]int{},
@@ -468,7 +469,7 @@ func (b *blockBuilder) flushRows() error {
 	if len(b.rows) == 0 {
 		return nil
 	}
-	if _, err := b.w.Write(b.rows); err != nil {
+	if err := b.rw.write(b.rows); err != nil {
 		return fmt.Errorf("write block rows: %w", err)
 	}
 	clear(b.rows)

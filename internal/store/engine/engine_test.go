@@ -37,6 +37,22 @@ func openT(t *testing.T, o Options) *Engine {
 	return e
 }
 
+// convertSpans writes spans, cuts them into a level-0 block and converts
+// that to Parquet.
+func convertSpans(t *testing.T, e *Engine, spans []model.Span) {
+	t.Helper()
+	ctx := context.Background()
+	if err := e.Write(ctx, spans); err != nil {
+		t.Fatal(err)
+	}
+	if err := e.Flush(ctx); err != nil {
+		t.Fatal(err)
+	}
+	if err := e.Compact(ctx); err != nil {
+		t.Fatal(err)
+	}
+}
+
 func groupByTrace(spans []model.Span) map[model.TraceID][]model.Span {
 	m := map[model.TraceID][]model.Span{}
 	for _, s := range spans {

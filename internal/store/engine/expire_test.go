@@ -114,15 +114,7 @@ func TestDiskBudgetHandsExpiredSummariesOver(t *testing.T) {
 	defer e.Close()
 	ctx := context.Background()
 	spans := newGen(9).batch(200, uint64(time.Now().UnixNano()), 5e6)
-	if err := e.Write(ctx, spans); err != nil {
-		t.Fatal(err)
-	}
-	if err := e.Flush(ctx); err != nil {
-		t.Fatal(err)
-	}
-	if err := e.Compact(ctx); err != nil {
-		t.Fatal(err)
-	}
+	convertSpans(t, e, spans)
 	e.opts.MaxDiskBytes = 1 // below any block: every block goes
 	if err := e.ApplyRetention(ctx); err != nil {
 		t.Fatal(err)

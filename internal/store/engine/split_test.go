@@ -1,7 +1,6 @@
 package engine
 
 import (
-	"context"
 	"math/rand/v2"
 	"os"
 	"slices"
@@ -38,7 +37,6 @@ var splitColumns = []string{"parent_idx", "start_off", "duration"}
 // blocks written before (testdata/preSpillKeys, plain) and new ones give
 // back the same spans, by id and by search.
 func TestSplitColumnsReadLikePlainOnes(t *testing.T) {
-	ctx := context.Background()
 	spans := scanTestSpans(rand.New(rand.NewPCG(21, 22)), 120)
 
 	oldDir := t.TempDir()
@@ -50,15 +48,7 @@ func TestSplitColumnsReadLikePlainOnes(t *testing.T) {
 
 	e := openT(t, testOpts(t.TempDir()))
 	defer e.Close()
-	if err := e.Write(ctx, spans); err != nil {
-		t.Fatal(err)
-	}
-	if err := e.Flush(ctx); err != nil {
-		t.Fatal(err)
-	}
-	if err := e.Compact(ctx); err != nil {
-		t.Fatal(err)
-	}
+	convertSpans(t, e, spans)
 
 	for _, c := range []struct {
 		name  string
