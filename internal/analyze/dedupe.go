@@ -46,7 +46,13 @@ func mergeDuplicates(fs []Finding) []Finding {
 	same := map[[2]string]int{} // kind, title -> index in out
 	for _, f := range fs {
 		if subsumed(f, covered) {
-			continue
+			if f.Kind != "error_origin" {
+				continue
+			}
+			// Every trace with a failed span names where the failure
+			// started (the catalogue's contract), but a handled one is
+			// told by the other finding: this one only points at it.
+			f.Severity = SeverityInfo
 		}
 		// The same problem on repeated spans (each redelivery of a message,
 		// each iteration of a loop) reads the same: one finding, a count.

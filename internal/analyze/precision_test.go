@@ -270,8 +270,8 @@ func TestRetryStormToleratesClockGranularity(t *testing.T) {
 	}
 }
 
-// A failed attempt that a retry recovered is told once, by retry_storm,
-// not again by error_origin.
+// A failed attempt that a retry recovered is told by retry_storm; the
+// error_origin every trace with a failed span gets is only info beside it.
 func TestOneFindingPerRecoveredAttempt(t *testing.T) {
 	spans := []model.Span{
 		p1Span(1, 0, "cart", "GET /cart", model.KindServer, 0, 400),
@@ -285,8 +285,12 @@ func TestOneFindingPerRecoveredAttempt(t *testing.T) {
 	spans[1].StatusCode, spans[1].StatusMessage = model.StatusError, "READONLY You can't write against a read only replica"
 	spans[2].StatusCode, spans[2].StatusMessage = model.StatusError, "READONLY You can't write against a read only replica"
 	res := Analyze(spans, Options{})
-	if len(ofKind(res.Findings, "retry_storm")) != 1 || len(ofKind(res.Findings, "error_origin")) != 0 {
+	origins := ofKind(res.Findings, "error_origin")
+	if len(ofKind(res.Findings, "retry_storm")) != 1 || len(origins) != 1 || origins[0].Severity != SeverityInfo {
 		t.Errorf("findings %v", kindsOf(res.Findings))
+	}
+	if why := strings.Join(res.Why, "\n"); !strings.Contains(why, "Cause: ") || !strings.Contains(why, "retr") {
+		t.Errorf("the why chain must name the retries:\n%s", why)
 	}
 }
 

@@ -225,7 +225,7 @@ func TestAnalyzeMarkdownIsAPullRequestComment(t *testing.T) {
 	if code != 1 {
 		t.Fatalf("exit %d, want 1", code)
 	}
-	if !strings.HasPrefix(out, "# tracedx analyze: 1 trace, 4 findings\n\n**Gate failed:** 1 finding matched `--fail-on timeout_mismatch`") {
+	if !strings.HasPrefix(out, "# tracedx analyze: 1 trace, 5 findings\n\n**Gate failed:** 1 finding matched `--fail-on timeout_mismatch`") {
 		t.Errorf("the comment does not open with the gate:\n%.300s", out)
 	}
 	table := out[strings.Index(out, "### Findings"):]
@@ -241,9 +241,9 @@ func TestAnalyzeMarkdownIsAPullRequestComment(t *testing.T) {
 		}
 		impacts = append(impacts, strings.TrimSpace(strings.Split(r, "|")[4]))
 	}
-	// (The error origin under the swallowed error is the same problem and
-	// is reported once, as swallowed_error.)
-	if len(impacts) != 3 || impacts[0] != "2.00 s" || impacts[2] != "0.0 ms" {
+	// (The error origin under the swallowed error is the same problem,
+	// told by swallowed_error; it is there at info.)
+	if len(impacts) != 4 || impacts[0] != "2.00 s" || impacts[3] != "0.0 ms" {
 		t.Errorf("impacts %v", impacts)
 	}
 	why := out[strings.Index(out, "### Why"):strings.Index(out, "### Findings")]
