@@ -159,3 +159,48 @@ func TestSessionSpanIsNoRequest(t *testing.T) {
 		}
 	}
 }
+
+// A gRPC stream (a price subscription) stays open while its server sends
+// an update now and then, each after a query: the silences between them
+// are the stream waiting for news, recorded as one message event per
+// update. A unary call of the same shape (one message each way) still has
+// its gaps reported, and a streaming client call is no slow dependency.
+func TestStreamingRPCIsNoGapNorSlowDependency(t *testing.T) {
+	grpc := str("rpc.system", "grpc")
+	build := func(messages int) []model.Span {
+		spans := []model.Span{
+			p1Span(1, 0, "web", "PriceFeed.run", model.KindInternal, 0, 20100),
+			p1Span(2, 1, "web", "prices.v1.Prices/Subscribe", model.KindClient, 10, 20050, grpc, str("rpc.service", "prices.v1.Prices"),
+				str("rpc.method", "Subscribe"), str("server.address", "prices")),
+			p1Span(3, 2, "prices", "prices.v1.Prices/Subscribe", model.KindServer, 20, 20040, grpc, str("rpc.service", "prices.v1.Prices"),
+				str("rpc.method", "Subscribe")),
+		}
+		for i := 0; i < 4; i++ {
+			at := float64(100 + i*5000)
+			spans = append(spans, p1Span(byte(4+i), 3, "prices", "SELECT prices", model.KindClient, at, at+30,
+				str("db.system", "postgresql"), str("db.statement", "SELECT sku, price FROM prices WHERE updated_at > $1")))
+		}
+		for i := 0; i < messages; i++ {
+			ev := model.Event{Name: "message", TimeUnixNano: spans[2].StartUnixNano + uint64(i)*4_000_000_000,
+				Attrs: model.Attrs{{Key: "message.type", Value: model.Str("SENT")}, {Key: "message.id", Value: model.Int(int64(i + 1))}}}
+			spans[2].Events = append(spans[2].Events, ev)
+			ev.Attrs = model.Attrs{{Key: "message.type", Value: model.Str("RECEIVED")}, {Key: "message.id", Value: model.Int(int64(i + 1))}}
+			spans[1].Events = append(spans[1].Events, ev)
+		}
+		return spans
+	}
+	stream := NewTrace(build(5))
+	if got := NewIdleGap().Detect(stream, nil); len(got) != 0 {
+		t.Errorf("stream: idle_gap %q", got[0].Title)
+	}
+	if got := NewSlowDependency().Detect(NewTrace(build(5)[:2]), nil); len(got) != 0 {
+		t.Errorf("stream: slow_dependency %q", got[0].Title)
+	}
+	unary := NewTrace(build(1))
+	if got := NewIdleGap().Detect(unary, nil); len(got) == 0 {
+		t.Error("unary call parked 20 s: no idle gap")
+	}
+	if got := NewSlowDependency().Detect(NewTrace(build(1)[:2]), nil); len(got) == 0 {
+		t.Error("unary leaf call of 20 s: no slow dependency")
+	}
+}

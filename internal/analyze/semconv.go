@@ -810,6 +810,9 @@ var longPollMarkers = []string{
 }
 
 func longPollMarked(s *model.Span) bool {
+	if isStream(s) {
+		return true
+	}
 	for _, v := range []string{HTTPURL(s), HTTPRoute(s), s.Attrs.Str("thread.name")} {
 		v = strings.ToLower(v)
 		if v == "" {
@@ -826,6 +829,26 @@ func longPollMarked(s *model.Span) bool {
 		if strings.Contains(v, "index=") && strings.Contains(v, "wait=") ||
 			strings.Contains(v, "/notifications/v2") && strings.Contains(v, "notifications=") {
 			return true
+		}
+	}
+	return false
+}
+
+// isStream tells a streaming RPC by its message events: OpenTelemetry's
+// gRPC instrumentation records one "message" event per message sent or
+// received, so a unary call has at most one each way and a stream more. A
+// stream stays open for as long as its peers keep talking (a watch, a
+// subscription, a chat), like a long poll: its length is not latency.
+func isStream(s *model.Span) bool {
+	if s.Attrs.Str("rpc.system") == "" {
+		return false
+	}
+	n := 0
+	for i := range s.Events {
+		if s.Events[i].Name == "message" {
+			if n++; n > 2 {
+				return true
+			}
 		}
 	}
 	return false
