@@ -830,3 +830,56 @@ func longPollMarked(s *model.Span) bool {
 	}
 	return false
 }
+
+// envoyFlags names Envoy's response flags (Istio records them in the
+// response_flags tag of its sidecar and gateway spans): why the proxy
+// answered the request itself instead of passing on an upstream's answer.
+var envoyFlags = map[string]string{
+	"UF":    "upstream connection failure",
+	"UH":    "no healthy upstream",
+	"UO":    "upstream overflow, circuit breaker open",
+	"UT":    "upstream request timeout",
+	"URX":   "upstream retry limit exceeded",
+	"UC":    "upstream connection terminated",
+	"UR":    "upstream remote reset",
+	"UMSDR": "upstream max stream duration reached",
+	"UPE":   "upstream protocol error",
+	"LR":    "connection local reset",
+	"NR":    "no route configured",
+	"NC":    "no upstream cluster",
+	"DC":    "downstream connection terminated",
+	"DT":    "downstream request timeout",
+	"DPE":   "downstream protocol error",
+	"RL":    "rate limited",
+	"FI":    "fault injected",
+	"UAEX":  "denied by external authorization",
+	"OM":    "overload manager",
+}
+
+// EnvoyResponse reads what Envoy's response flags say about a span
+// ("upstream connection failure (UF)"), the upstream cluster it was routing to,
+// and whether every flag says that upstream could not be reached or did
+// not answer. what is "" when the span carries no known flag ("-" is none).
+func EnvoyResponse(s *model.Span) (what, cluster string, upstream bool) {
+	flags := s.Attrs.Str("response_flags")
+	if flags == "" || flags == "-" {
+		return "", "", false
+	}
+	var parts []string
+	upstream = true
+	for _, f := range strings.Split(flags, ",") {
+		f = strings.TrimSpace(f)
+		m, ok := envoyFlags[f]
+		if !ok {
+			continue
+		}
+		parts = append(parts, m+" ("+f+")")
+		if f[0] != 'U' || f == "UAEX" {
+			upstream = false
+		}
+	}
+	if len(parts) == 0 {
+		return "", "", false
+	}
+	return strings.Join(parts, "; "), s.Attrs.Str("upstream_cluster", "upstream_cluster.name"), upstream
+}
