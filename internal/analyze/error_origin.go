@@ -205,6 +205,9 @@ func (d *ErrorOrigin) Detect(t *Trace, _ *Env) []Finding {
 	switch {
 	case ev.RootFailed && hasCode && code >= 500 && top != o:
 		title = fmt.Sprintf("HTTP %d from %s caused by %s, %s below", code, spanLabel(t, top), title, layers(o.Depth-top.Depth))
+	case ev.RootFailed && hasCode && code >= 500 && !strings.HasPrefix(what, "HTTP "):
+		// The root failed on its own: its answer and its error, once.
+		title = fmt.Sprintf("HTTP %d from %s: %s", code, spanLabel(t, o), what)
 	case ev.PropagatedLayers > 0:
 		title += fmt.Sprintf(", passed up %s to %s", layers(ev.PropagatedLayers), spanLabel(t, top))
 	}
