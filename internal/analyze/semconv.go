@@ -46,8 +46,11 @@ func IsCall(n *Node) bool {
 // dbKeys mark a database call: OTel's db.system.name / db.system, and the
 // OpenTracing convention's db.type, which Jaeger clients set and so does
 // opentelemetry_ecto 1.0 (the OTel demo's Elixir featureflagservice sends
-// its queries with db.type "sql", db.statement and no db.system).
-var dbKeys = []string{"db.system.name", "db.system", "db.type"}
+// its queries with db.type "sql", db.statement and no db.system). Agents
+// older than both name the query itself: sql.query (with the JDBC URL in
+// sql.url) and redis.command, as a Java agent's recorded "traceshop"
+// orderservice and dataservice do.
+var dbKeys = []string{"db.system.name", "db.system", "db.type", "sql.query", "redis.command"}
 
 // IsDB: a call to a database (one of dbKeys present). SERVER spans of a
 // database proxy are not calls and are excluded.
@@ -61,13 +64,33 @@ func IsDB(n *Node) bool {
 
 // DBSystem returns db.system.name / db.system ("postgresql", "redis", ...),
 // or OpenTracing's db.type.
-func DBSystem(s *model.Span) string { return s.Attrs.Str("db.system.name", "db.system", "db.type") }
+func DBSystem(s *model.Span) string {
+	if v := s.Attrs.Str("db.system.name", "db.system", "db.type"); v != "" {
+		return v
+	}
+	if u := s.Attrs.Str("sql.url"); strings.HasPrefix(u, "jdbc:") {
+		// jdbc:mysql://mysql:3306/shop names the system after "jdbc:".
+		if sys, _, ok := strings.Cut(u[len("jdbc:"):], ":"); ok && sys != "" {
+			return sys
+		}
+	}
+	switch {
+	case s.Attrs.Str("redis.command") != "":
+		return "redis"
+	case s.Attrs.Str("sql.query") != "":
+		return "sql"
+	}
+	return ""
+}
 
 // DBStatement returns db.query.text / db.statement, falling back to the
 // span name (which instrumentations set to "SELECT shop.orders" or "GET").
 func DBStatement(s *model.Span) string {
-	if v := s.Attrs.Str("db.query.text", "db.statement"); v != "" {
+	if v := s.Attrs.Str("db.query.text", "db.statement", "sql.query"); v != "" {
 		return v
+	}
+	if v := s.Attrs.Str("redis.command"); v != "" {
+		return strings.TrimSpace(v + " " + s.Attrs.Str("redis.args"))
 	}
 	if v := s.Attrs.Str("db.query.summary", "db.operation.name", "db.operation"); v != "" {
 		if c := s.Attrs.Str("db.collection.name", "db.sql.table", "db.mongodb.collection"); c != "" {
