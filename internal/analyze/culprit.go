@@ -214,6 +214,10 @@ func errorOriginCulprit(t *Trace, f *Finding) *Culprit {
 		return slowestCulprit(t, o, fmt.Sprintf("%s gave up after %s (%s) while the work below it was still running: "+
 			"the slow callee is the cause, not the layer that timed out.", o.Span.Service, fmtDur(o.Duration()), what))
 	}
+	if envoy, cluster, upstream := EnvoyResponse(o.Span); envoy != "" && upstream {
+		return culpritAt(t, o, fmt.Sprintf("Envoy answered for %s (%s): what it routes to never answered, the proxy "+
+			"only reported it.", nonEmpty(cluster, "its upstream"), envoy))
+	}
 	return culpritAt(t, o, fmt.Sprintf("the failure starts here (%s) while none of its own calls failed; every failed layer "+
 		"above only passed it up.", what))
 }

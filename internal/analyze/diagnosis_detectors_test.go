@@ -60,6 +60,11 @@ func TestSensitiveValues(t *testing.T) {
 		{"payment.card", "**** **** **** 1111", "", ""},
 		{"mention", "ping @oncall please", "", ""},
 		{"http.request.header.authorization", "[REDACTED]", "", ""},
+		{"http.request.header.proxy-authorization", "Basic YWxhZGRpbjpvcGVuc2VzYW1l", "bearer_token", "Basi…(26 chars hidden)"},
+		// Spring Security's access-decision spans (Micrometer tracing)
+		// name the check, not a credential.
+		{"spring.security.authorization.decision.details", "AuthorizationDecision [granted=true]", "", ""},
+		{"spring.security.authorization.decision", "true", "", ""},
 	} {
 		typ, masked := sensitive(secretKeyKind(tc.key), tc.val)
 		if typ != tc.typ || masked != tc.masked {

@@ -131,9 +131,13 @@ func (d *ErrorOrigin) Detect(t *Trace, _ *Env) []Finding {
 	}
 	o := best
 	typ, msg := ExceptionOf(o.Span)
+	envoy, cluster, upstream := EnvoyResponse(o.Span)
 	if typ == "" && msg == "" {
 		if code, ok := HTTPStatus(o.Span); ok {
 			msg = fmt.Sprintf("HTTP %d", code)
+			if envoy != "" {
+				msg += " from Envoy: " + envoy
+			}
 		}
 	}
 	ev := ErrorOriginEvidence{Origin: RefOf(t, o), ExceptionType: typ, ExceptionMessage: model.Clip(msg, 300),
@@ -199,8 +203,11 @@ func (d *ErrorOrigin) Detect(t *Trace, _ *Env) []Finding {
 	title := fmt.Sprintf("%s in %s", what, spanLabel(t, o))
 	code, hasCode := HTTPStatus(top.Span)
 	switch {
-	case ev.RootFailed && hasCode && code >= 500:
+	case ev.RootFailed && hasCode && code >= 500 && top != o:
 		title = fmt.Sprintf("HTTP %d from %s caused by %s, %s below", code, spanLabel(t, top), title, layers(o.Depth-top.Depth))
+	case ev.RootFailed && hasCode && code >= 500 && !strings.HasPrefix(what, "HTTP "):
+		// The root failed on its own: its answer and its error, once.
+		title = fmt.Sprintf("HTTP %d from %s: %s", code, spanLabel(t, o), what)
 	case ev.PropagatedLayers > 0:
 		title += fmt.Sprintf(", passed up %s to %s", layers(ev.PropagatedLayers), spanLabel(t, top))
 	}
@@ -218,6 +225,14 @@ func (d *ErrorOrigin) Detect(t *Trace, _ *Env) []Finding {
 	// original error; name that one as the thing to fix.
 	fix := fmt.Sprintf("Start at %s %s: fix or guard %s there", o.Span.Service, opName(o, displayOp(o)),
 		nonEmpty(quoteCause(typ, msg), "the failure"))
+	if envoy != "" && upstream {
+		// The proxy answered for an upstream it could not reach: the
+		// upstream is the thing to look at, the proxy only said so.
+		fix = fmt.Sprintf("Start at what %s %s routes to (%s): Envoy answered itself because it %s; an inbound "+
+			"cluster is the application behind the sidecar (not listening on its port, crashed or not ready), an "+
+			"outbound one the service called", o.Span.Service, opName(o, displayOp(o)), nonEmpty(cluster, "its upstream"),
+			envoyVerb(envoy))
+	}
 	if w := waitedOn(o); w != nil {
 		// The origin timed out on work that was still running below it:
 		// that work is what to look at, the timeout only reported it.
@@ -310,4 +325,16 @@ func layers(n int) string {
 		return "1 layer"
 	}
 	return fmt.Sprintf("%d layers", n)
+}
+
+// envoyVerb says what Envoy's upstream flags mean as a clause.
+func envoyVerb(envoy string) string {
+	switch {
+	case strings.Contains(envoy, "(UT)") || strings.Contains(envoy, "(UMSDR)"):
+		return "got no answer in time (" + envoy + ")"
+	case strings.Contains(envoy, "(UO)"):
+		return "found the circuit breaker open (" + envoy + ")"
+	default:
+		return "could not get an answer from it (" + envoy + ")"
+	}
 }

@@ -118,3 +118,49 @@ func TestErrorOriginTimeoutNamesWhatItWaitedOn(t *testing.T) {
 		t.Errorf("%q: waiting on %+v, culprit %+v, fix %q", origin.Title, ev.TimedOutWaitingOn, origin.Culprit, origin.Fix)
 	}
 }
+
+// An Istio sidecar's inbound span, the whole trace of a request the mesh
+// refused: Envoy answered 503 with response flag UF because it could not
+// connect to the application behind it (cluster inbound|8080||). The
+// finding names what Envoy could not reach, not "fix or guard HTTP 503" in
+// the proxy, and does not report the span as caused by itself. The same
+// 503 without flags is the application's own answer.
+func TestErrorOriginEnvoyAnsweredForItsUpstream(t *testing.T) {
+	for _, flags := range []string{"UF", "-"} {
+		s := p1Span(1, 0, "hellow.default", "hello-service.default.svc.cluster.local:8080/*", model.KindServer, 0, 0.7,
+			str("http.status_code", "503"), str("component", "proxy"), str("response_flags", flags),
+			str("upstream_cluster", "inbound|8080||"))
+		s.StatusCode = model.StatusError
+		res := Analyze([]model.Span{s}, Options{})
+		fs := ofKind(res.Findings, "error_origin")
+		if len(fs) != 1 {
+			t.Fatalf("flags %s: %d error_origin findings", flags, len(fs))
+		}
+		f := fs[0]
+		if strings.Contains(f.Title, "caused by") {
+			t.Errorf("flags %s: a lone failed span is said to be caused by itself: %s", flags, f.Title)
+		}
+		if !strings.HasPrefix(f.Title, "HTTP 503 ") || strings.Count(f.Title, "503") != 1 {
+			t.Errorf("flags %s: title %q does not give the answer once", flags, f.Title)
+		}
+		envoy := strings.Contains(f.Title, "upstream connection failure (UF)") && strings.Contains(f.Fix, "inbound|8080||") &&
+			f.Culprit != nil && strings.Contains(f.Culprit.Reason, "Envoy answered for inbound|8080||")
+		if envoy != (flags == "UF") {
+			t.Errorf("flags %s: Envoy's answer named %v, want %v: %s / %s", flags, envoy, flags == "UF", f.Title, f.Fix)
+		}
+	}
+}
+
+// A gateway that failed on its own (Spring Cloud Gateway, Sleuth's Zipkin
+// spans): the title gives its answer and its error once.
+func TestErrorOriginRootFailedOnItsOwn(t *testing.T) {
+	s := p1Span(1, 0, "gateway", "GET /user/all", model.KindServer, 0, 12, str("http.status_code", "500"))
+	s.StatusCode, s.StatusMessage = model.StatusError, "Filter threw Exception"
+	fs := NewErrorOrigin().Detect(NewTrace([]model.Span{s}), &Env{})
+	if len(fs) != 1 {
+		t.Fatalf("%d findings", len(fs))
+	}
+	if want := "HTTP 500 from gateway GET /user/all: Filter threw Exception"; fs[0].Title != want {
+		t.Errorf("title %q, want %q", fs[0].Title, want)
+	}
+}

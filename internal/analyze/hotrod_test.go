@@ -145,13 +145,16 @@ func TestHotRODDispatchNamesCauses(t *testing.T) {
 }
 
 // With the demo's fix switches on, nothing remains about the lock or the
-// pool; the Redis N+1 and its failures, which have no switch, remain.
+// pool; the Redis N+1 and its failures, which have no switch, remain, and
+// so does the customer query: without the lock it still takes 295 ms, 99 %
+// of /customer, a slow query by the contract (>= 100 ms and >= 50 %).
 func TestHotRODDispatchFixedIsQuiet(t *testing.T) {
 	for name, spans := range realClocks(hotrodDispatch(true), "route", 3*time.Millisecond) {
 		t.Run(name, func(t *testing.T) {
 			res := Analyze(spans, Options{})
 			for _, f := range res.Findings {
-				if f.Severity == SeverityInfo || strings.Contains(f.Title, "GetDriver") || f.Kind == "error_origin" {
+				if f.Severity == SeverityInfo || strings.Contains(f.Title, "GetDriver") || f.Kind == "error_origin" ||
+					f.Kind == "slow_query" && strings.Contains(f.Title, "of /customer") {
 					continue
 				}
 				t.Errorf("fixed, yet %s %s: %s", f.Severity, f.Kind, f.Title)

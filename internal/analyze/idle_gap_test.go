@@ -204,3 +204,34 @@ func TestStreamingRPCIsNoGapNorSlowDependency(t *testing.T) {
 		t.Error("unary leaf call of 20 s: no slow dependency")
 	}
 }
+
+// Two Flask services on two nodes (Collector file export): checkout's
+// 385 ms call to email-service was answered by a 300 ms handler whose host
+// clock ran 5.5 s behind. Read as recorded, the call had no child in its
+// window (an idle gap of all of it) and the trace seemed to last 6 s. The
+// handler belongs inside the call; checkout's own 1.9 s before the call
+// is still reported.
+func TestIdleGapAcrossSkewedClocks(t *testing.T) {
+	for _, skew := range []float64{-5500, 0} {
+		spans := []model.Span{
+			p1Span(1, 0, "checkout", "/checkout/", model.KindServer, 6000, 8345, str("http.route", "/checkout/")),
+			p1Span(2, 1, "checkout", "HTTP POST", model.KindClient, 7934, 8319,
+				str("http.url", "http://email-service/email/"), str("http.method", "POST")),
+			p1Span(3, 2, "email", "/email/", model.KindServer, 7975+skew, 8275+skew, str("http.route", "/email/")),
+		}
+		tr := NewTrace(spans)
+		if tr.Duration() != 2345e6 {
+			t.Errorf("skew %v: trace lasts %d ns, want the root's 2345 ms", skew, tr.Duration())
+		}
+		if want := map[bool]int{true: 1, false: 0}[skew != 0]; tr.SkewShifted != want {
+			t.Errorf("skew %v: %d spans moved, want %d", skew, tr.SkewShifted, want)
+		}
+		if spans[2].StartUnixNano != uint64(p1Span(3, 2, "email", "", model.KindServer, 7975+skew, 0).StartUnixNano) {
+			t.Errorf("skew %v: the caller's span was modified", skew)
+		}
+		fs := NewIdleGap().Detect(tr, &Env{})
+		if len(fs) != 1 || fs[0].Evidence.(IdleGapEvidence).Span.SpanID != spans[0].SpanID.String() {
+			t.Errorf("skew %v: want one gap, in checkout's handler: %d findings", skew, len(fs))
+		}
+	}
+}

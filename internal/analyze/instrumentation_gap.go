@@ -360,7 +360,12 @@ func secretKeyKind(key string) string {
 	switch {
 	case strings.Contains(lk, "password") || strings.Contains(lk, "passwd"):
 		return "password"
-	case strings.Contains(lk, "authorization") || strings.HasSuffix(lk, "api_key") || strings.HasSuffix(lk, "apikey") ||
+	// The Authorization header is the key's last part
+	// (http.request.header.authorization, proxy-authorization); a namespace
+	// such as spring.security.authorization.decision holds the outcome of
+	// an access check, never a credential.
+	case strings.HasSuffix(lk[strings.LastIndexByte(lk, '.')+1:], "authorization") ||
+		strings.HasSuffix(lk, "api_key") || strings.HasSuffix(lk, "apikey") ||
 		strings.HasSuffix(lk, "x-api-key") || strings.HasSuffix(lk, "secret") || strings.HasSuffix(lk, "access_token") ||
 		strings.HasSuffix(lk, "refresh_token"):
 		return "bearer_token"

@@ -90,3 +90,34 @@ func TestNPlusOneQueryEctoDBType(t *testing.T) {
 		t.Errorf("db system %q, want the db.type", s)
 	}
 }
+
+// A Java agent that predates both OTel and OpenTracing's database tags
+// (a recorded "traceshop" orderservice): each JDBC statement is a CLIENT
+// span named jdbc.preparedstatement.execute with the SQL in sql.query and
+// the JDBC URL in sql.url, and nothing else says it is a database call.
+// Seventeen updates of one shape under one handler are a loop of queries,
+// not a fan-out to an unknown peer.
+func TestNPlusOneQueryLegacySQLTags(t *testing.T) {
+	spans := []model.Span{p1Span(1, 0, "orderservice", "vertx.http.entry", model.KindServer, 0, 200)}
+	for i := range 17 {
+		at := 10 + float64(i)*10
+		spans = append(spans, p1Span(byte(2+i), 1, "orderservice", "jdbc.preparedstatement.execute", model.KindClient, at, at+8,
+			str("sql.url", "jdbc:mysql://mysql:3306/shop"),
+			str("sql.query", "update shop.order set created=?, shipping_cost=? where id=?")))
+	}
+	tr := NewTrace(spans)
+	if n := tr.Nodes[1]; !IsDB(n) || DBSystem(n.Span) != "mysql" || DBShape(n.Span) != "update shop.order set created=?, shipping_cost=? where id=?" {
+		t.Fatalf("not read as a database call: db %v system %q shape %q", IsDB(n), DBSystem(n.Span), DBShape(n.Span))
+	}
+	if fs := NewNPlusOneQuery().Detect(tr, &Env{}); len(fs) != 1 {
+		t.Errorf("%d n_plus_one_query findings, want 1", len(fs))
+	}
+	if fs := NewFanOut().Detect(tr, &Env{}); len(fs) != 0 {
+		t.Errorf("reported as a fan-out: %s", fs[0].Title)
+	}
+	r := p1Span(30, 1, "dataservice", "reactive.redis.exit", model.KindClient, 0, 3,
+		str("redis.command", "KEYS"), str("redis.args", "key<product_*>"))
+	if DBSystem(&r) != "redis" || DBStatement(&r) != "KEYS key<product_*>" {
+		t.Errorf("redis.command read as %q %q", DBSystem(&r), DBStatement(&r))
+	}
+}

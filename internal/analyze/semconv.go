@@ -46,8 +46,11 @@ func IsCall(n *Node) bool {
 // dbKeys mark a database call: OTel's db.system.name / db.system, and the
 // OpenTracing convention's db.type, which Jaeger clients set and so does
 // opentelemetry_ecto 1.0 (the OTel demo's Elixir featureflagservice sends
-// its queries with db.type "sql", db.statement and no db.system).
-var dbKeys = []string{"db.system.name", "db.system", "db.type"}
+// its queries with db.type "sql", db.statement and no db.system). Agents
+// older than both name the query itself: sql.query (with the JDBC URL in
+// sql.url) and redis.command, as a Java agent's recorded "traceshop"
+// orderservice and dataservice do.
+var dbKeys = []string{"db.system.name", "db.system", "db.type", "sql.query", "redis.command"}
 
 // IsDB: a call to a database (one of dbKeys present). SERVER spans of a
 // database proxy are not calls and are excluded.
@@ -61,13 +64,33 @@ func IsDB(n *Node) bool {
 
 // DBSystem returns db.system.name / db.system ("postgresql", "redis", ...),
 // or OpenTracing's db.type.
-func DBSystem(s *model.Span) string { return s.Attrs.Str("db.system.name", "db.system", "db.type") }
+func DBSystem(s *model.Span) string {
+	if v := s.Attrs.Str("db.system.name", "db.system", "db.type"); v != "" {
+		return v
+	}
+	if u := s.Attrs.Str("sql.url"); strings.HasPrefix(u, "jdbc:") {
+		// jdbc:mysql://mysql:3306/shop names the system after "jdbc:".
+		if sys, _, ok := strings.Cut(u[len("jdbc:"):], ":"); ok && sys != "" {
+			return sys
+		}
+	}
+	switch {
+	case s.Attrs.Str("redis.command") != "":
+		return "redis"
+	case s.Attrs.Str("sql.query") != "":
+		return "sql"
+	}
+	return ""
+}
 
 // DBStatement returns db.query.text / db.statement, falling back to the
 // span name (which instrumentations set to "SELECT shop.orders" or "GET").
 func DBStatement(s *model.Span) string {
-	if v := s.Attrs.Str("db.query.text", "db.statement"); v != "" {
+	if v := s.Attrs.Str("db.query.text", "db.statement", "sql.query"); v != "" {
 		return v
+	}
+	if v := s.Attrs.Str("redis.command"); v != "" {
+		return strings.TrimSpace(v + " " + s.Attrs.Str("redis.args"))
 	}
 	if v := s.Attrs.Str("db.query.summary", "db.operation.name", "db.operation"); v != "" {
 		if c := s.Attrs.Str("db.collection.name", "db.sql.table", "db.mongodb.collection"); c != "" {
@@ -832,6 +855,59 @@ func longPollMarked(s *model.Span) bool {
 		}
 	}
 	return false
+}
+
+// envoyFlags names Envoy's response flags (Istio records them in the
+// response_flags tag of its sidecar and gateway spans): why the proxy
+// answered the request itself instead of passing on an upstream's answer.
+var envoyFlags = map[string]string{
+	"UF":    "upstream connection failure",
+	"UH":    "no healthy upstream",
+	"UO":    "upstream overflow, circuit breaker open",
+	"UT":    "upstream request timeout",
+	"URX":   "upstream retry limit exceeded",
+	"UC":    "upstream connection terminated",
+	"UR":    "upstream remote reset",
+	"UMSDR": "upstream max stream duration reached",
+	"UPE":   "upstream protocol error",
+	"LR":    "connection local reset",
+	"NR":    "no route configured",
+	"NC":    "no upstream cluster",
+	"DC":    "downstream connection terminated",
+	"DT":    "downstream request timeout",
+	"DPE":   "downstream protocol error",
+	"RL":    "rate limited",
+	"FI":    "fault injected",
+	"UAEX":  "denied by external authorization",
+	"OM":    "overload manager",
+}
+
+// EnvoyResponse reads what Envoy's response flags say about a span
+// ("upstream connection failure (UF)"), the upstream cluster it was routing to,
+// and whether every flag says that upstream could not be reached or did
+// not answer. what is "" when the span carries no known flag ("-" is none).
+func EnvoyResponse(s *model.Span) (what, cluster string, upstream bool) {
+	flags := s.Attrs.Str("response_flags")
+	if flags == "" || flags == "-" {
+		return "", "", false
+	}
+	var parts []string
+	upstream = true
+	for _, f := range strings.Split(flags, ",") {
+		f = strings.TrimSpace(f)
+		m, ok := envoyFlags[f]
+		if !ok {
+			continue
+		}
+		parts = append(parts, m+" ("+f+")")
+		if f[0] != 'U' || f == "UAEX" {
+			upstream = false
+		}
+	}
+	if len(parts) == 0 {
+		return "", "", false
+	}
+	return strings.Join(parts, "; "), s.Attrs.Str("upstream_cluster", "upstream_cluster.name"), upstream
 }
 
 // isStream tells a streaming RPC by its message events: OpenTelemetry's

@@ -87,7 +87,11 @@ func (d *SlowQuery) Detect(t *Trace, env *Env) []Finding {
 		durMS := NS(dur)
 		share := 0.0
 		if ed := entry.Duration(); ed > 0 {
-			share = float64(min(dur, ed)) / float64(ed)
+			// Only the part of the query inside the entry's window is the
+			// entry's time: a query its handler left running (an async job,
+			// tracetest's run after its POST answered) took none of it.
+			in := subSat(min(n.End(), entry.End()), max(n.Start(), entry.Start()))
+			share = float64(min(dur, in)) / float64(ed)
 		}
 		_, shape := CallTarget(t, n)
 		system := DBSystem(n.Span)

@@ -206,3 +206,25 @@ func TestSlowQueryLeavesLockWaitToLockContention(t *testing.T) {
 		t.Errorf("evidence %+v impact %.1f", e, got[0].ImpactMS)
 	}
 }
+
+// tracetest's own run (Go, sql.query spans): POST /api/tests/{id}/run
+// answers in 24 ms and the run it started goes on updating test_runs for
+// 244 ms after. That query took none of the request's time; the same
+// query inside a request that waited for it is a slow query.
+func TestSlowQueryOutsideItsEntry(t *testing.T) {
+	for _, inside := range []bool{false, true} {
+		end := 24.0
+		if inside {
+			end = 270
+		}
+		spans := []model.Span{
+			p1Span(1, 0, "tracetest", "POST /api/tests/{testId}/run", model.KindServer, 0, end),
+			p1Span(2, 1, "tracetest", "sql query", model.KindClient, 20, 264,
+				str("sql.query", "UPDATE test_runs SET state = $1 WHERE id = $2")),
+		}
+		fs := NewSlowQuery().Detect(NewTrace(spans), &Env{})
+		if (len(fs) == 1) != inside {
+			t.Errorf("query inside the request %v: %d findings", inside, len(fs))
+		}
+	}
+}

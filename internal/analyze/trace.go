@@ -44,6 +44,10 @@ type Trace struct {
 	Roots []*Node
 	ByID  map[model.SpanID]*Node
 
+	// SkewShifted counts the spans whose times were moved to undo a clock
+	// offset between hosts (see skewShift).
+	SkewShifted int
+
 	cp *CriticalPath
 	// memo holds what detectors derive once per trace (semconv.go): call
 	// targets (normalising statements and URLs is costly) and an index of
@@ -51,9 +55,12 @@ type Trace struct {
 	memo *detectMemo
 }
 
-// NewTrace builds the tree. Spans are not copied; the caller must not modify
-// them while the Trace is in use.
-func NewTrace(spans []model.Span) *Trace {
+// NewTrace builds the tree. Spans are not copied, unless clocks of two hosts
+// disagree (skewShift), and then Trace.Spans is the corrected copy; the caller
+// must not modify them while the Trace is in use.
+func NewTrace(spans []model.Span) *Trace { return buildTrace(spans, true) }
+
+func buildTrace(spans []model.Span, adjust bool) *Trace {
 	t := &Trace{Spans: spans, Nodes: make([]*Node, len(spans)), ByID: make(map[model.SpanID]*Node, len(spans))}
 	if len(spans) > 0 {
 		t.ID = spans[0].TraceID
@@ -176,17 +183,73 @@ func NewTrace(spans []model.Span) *Trace {
 	byStart(orphans)
 	t.Roots = append(roots, orphans...)
 	// Depths by an explicit stack: traces can be thousands of levels deep.
+	// Parents are visited before their children, so the clock corrections
+	// (skewShift) are found in the same walk.
+	var shift []int64
 	stack := append([]*Node(nil), t.Roots...)
 	for len(stack) > 0 {
 		n := stack[len(stack)-1]
 		stack = stack[:len(stack)-1]
+		if adjust {
+			var d int64
+			if shift != nil && n.Parent != nil {
+				d = shift[n.Parent.Index]
+			}
+			if d += skewShift(n, d); d != 0 {
+				if shift == nil {
+					shift = make([]int64, len(spans))
+				}
+				shift[n.Index] = d
+			}
+		}
 		byStart(n.Children)
 		for _, c := range n.Children {
 			c.Depth = n.Depth + 1
 			stack = append(stack, c)
 		}
 	}
+	if shift != nil {
+		// The caller's spans stay as recorded; the tree is built again on
+		// a copy with the corrected times.
+		fixed := slices.Clone(spans)
+		moved := 0
+		for i, d := range shift {
+			if d != 0 {
+				fixed[i].StartUnixNano = uint64(int64(fixed[i].StartUnixNano) + d)
+				fixed[i].EndUnixNano = uint64(int64(fixed[i].EndUnixNano) + d)
+				moved++
+			}
+		}
+		t = buildTrace(fixed, false)
+		t.SkewShifted = moved
+	}
 	return t
+}
+
+// skewShift returns how much further than its parent's move d a span must
+// move to undo a clock offset between hosts. A server of another service
+// that started more than a millisecond before the client call that reached
+// it was stamped by another clock: it and everything below it move so that
+// it sits in the middle of the call (as Jaeger's UI adjusts), or starts
+// with it when it is longer than the call. A server that began after its
+// call ended is left alone: it may have been reached after its caller gave
+// up (timeout_mismatch).
+func skewShift(n *Node, d int64) int64 {
+	p := n.Parent
+	if p == nil || p.Span.Kind != model.KindClient || n.Span.Kind != model.KindServer || n.Span.Service == p.Span.Service ||
+		n.End() < n.Start() || p.End() < p.Start() {
+		return 0
+	}
+	ps, pe := int64(p.Start())+d, int64(p.End())+d
+	ns, ne := int64(n.Start())+d, int64(n.End())+d
+	if ns >= ps-1e6 {
+		return 0
+	}
+	want := ps
+	if ne-ns <= pe-ps {
+		want = ps + (pe-ps-(ne-ns))/2
+	}
+	return want - ns
 }
 
 // sharedHalf reports the server half of a Zipkin shared span, as package

@@ -186,26 +186,34 @@ func causeFinding(t *Trace, findings []Finding, steps []*Node, skip map[string]b
 	// A measured cause always beats a hypothesis; within a rank, a finding
 	// about the spans where the descent ended beats the costliest one.
 	sort.SliceStable(candidates, func(i, j int) bool { return causeRank(candidates[i]) < causeRank(candidates[j]) })
-	onPath := func(f *Finding) bool {
+	// onPath reports a finding about the deepest step itself (exact) or
+	// about a span above or below it.
+	onPath := func(f *Finding, exact bool) bool {
 		if len(steps) == 0 {
 			return false
 		}
 		deepest := steps[len(steps)-1]
 		for _, id := range f.SpanIDs {
-			if n := nodeByHex(t, id); n != nil && (n == deepest || IsAncestor(deepest, n) || IsAncestor(n, deepest)) {
+			if n := nodeByHex(t, id); n != nil && (n == deepest || !exact && (IsAncestor(deepest, n) || IsAncestor(n, deepest))) {
 				return true
 			}
 		}
 		return false
 	}
+	// A finding about the span the time went to explains the time; one
+	// about the layers above it (an entry that answered 200 over that
+	// call's failure) explains what the caller got, not the wait.
 	best := candidates[0]
-	for _, f := range candidates {
-		if causeRank(f) != causeRank(best) {
-			break
-		}
-		if onPath(f) {
-			best = f
-			break
+pick:
+	for _, exact := range []bool{true, false} {
+		for _, f := range candidates {
+			if causeRank(f) != causeRank(candidates[0]) {
+				break
+			}
+			if onPath(f, exact) {
+				best = f
+				break pick
+			}
 		}
 	}
 	if len(skip) > 0 && best.ImpactMS < 1 {

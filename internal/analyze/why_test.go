@@ -98,3 +98,33 @@ func TestWhyChainEmptyAndHealthy(t *testing.T) {
 		t.Errorf("single span: %v", got)
 	}
 }
+
+// A Spring order endpoint (Epsagon's recorded spans): the Kafka send
+// blocked 60 s on "Failed to update metadata after 60000 ms", the service
+// method failed with it, and POST /order still answered 200. The answer is
+// a swallowed error, but the 60 s went to the send: that is the cause the
+// why chain names.
+func TestWhyNamesTheSpanTheTimeWentTo(t *testing.T) {
+	s := []model.Span{
+		p1Span(1, 0, "retail-site", "POST", model.KindServer, 0, 60001.5, str("http.method", "POST"),
+			str("http.url", "http://shop/order"), str("http.status_code", "200")),
+		p1Span(2, 1, "retail-site", "placeNewOrder", model.KindInternal, 0.1, 60001.4),
+		p1Span(3, 2, "retail-site", "produce", model.KindProducer, 0.2, 60000.6, str("messaging.system", "kafka"),
+			str("messaging.destination.name", "new_orders")),
+	}
+	s[1].StatusCode = model.StatusError
+	s[2].StatusCode, s[2].StatusMessage = model.StatusError, "org.apache.kafka.common.errors.TimeoutException: Failed to update metadata after 60000 ms."
+	res := Analyze(s, Options{})
+	if len(ofKind(res.Findings, "swallowed_error")) == 0 {
+		t.Fatalf("the 200 over a failure is not reported: %v", kindsOf(res.Findings))
+	}
+	for _, w := range res.Why {
+		if strings.HasPrefix(w, "Cause: ") {
+			if !strings.Contains(w, "new_orders") || strings.Contains(w, "answered HTTP 200") {
+				t.Errorf("cause is not the send the time went to: %s", w)
+			}
+			return
+		}
+	}
+	t.Errorf("no cause in %q", res.Why)
+}
