@@ -227,9 +227,12 @@ func healthyTrafficProblems(t *testing.T) ([]string, time.Duration) {
 	return problems, stall
 }
 
-// watchStalls measures how late a 5 ms ticker fires until the returned
-// function is called, which returns the worst lateness: the longest time
-// the process's goroutines were kept from running.
+// watchStalls measures how late a goroutine woken by a 5 ms ticker gets
+// to run until the returned function is called, which returns the worst
+// lateness: the longest time the process's goroutines were kept from
+// running. The time is read when the goroutine runs, not taken from the
+// tick: a tick is sent on time while the goroutines wait for a CPU, which
+// is the delay the shop's spans show.
 func watchStalls() (stop func() time.Duration) {
 	const every = 5 * time.Millisecond
 	done := make(chan struct{})
@@ -244,7 +247,8 @@ func watchStalls() (stop func() time.Duration) {
 			case <-done:
 				worst <- max
 				return
-			case now := <-tick.C:
+			case <-tick.C:
+				now := time.Now()
 				if late := now.Sub(last) - every; late > max {
 					max = late
 				}
