@@ -151,9 +151,10 @@ const handoffNS = 2e6
 // database call, which waits for its server and calls nothing: spans of
 // its own process below it were started by the code its answer resumed
 // (a Lettuce KEYS whose keys are each read by a GET). A parent that
-// failed with a timeout did give up, however soon.
+// failed did give up (a deadline that expired, a reset connection),
+// however soon.
 func handedOff(p, c *Node) bool {
-	if Failed(p) && IsTimeoutLike(p.Span) {
+	if Failed(p) {
 		return false
 	}
 	if IsDB(p) && c.Span.Service == p.Span.Service {
