@@ -2,6 +2,7 @@ package analyze
 
 import (
 	"fmt"
+	"slices"
 	"strings"
 
 	"github.com/tracedx/tracedx/internal/model"
@@ -38,7 +39,20 @@ type BrokenPropagationEvidence struct {
 	Caller      string `json:"caller,omitempty"`
 	Callee      string `json:"callee,omitempty"`
 	SubtreeSize int    `json:"subtree_size,omitempty"`
+	// Orphans lists the spans whose parent never arrived (missing_parent),
+	// up to maxListedOrphans; OrphanCount counts them all.
+	Orphans     []OrphanRef `json:"orphans,omitempty"`
+	OrphanCount int         `json:"orphan_count,omitempty"`
 }
+
+// OrphanRef is a span whose parent never arrived.
+type OrphanRef struct {
+	Span            SpanRef `json:"span"`
+	MissingParentID string  `json:"missing_parent_id"`
+}
+
+// maxListedOrphans bounds the evidence of a trace made mostly of orphans.
+const maxListedOrphans = 100
 
 // Detect implements Detector. A CLIENT call whose callee has no SERVER
 // span below it but started a separate root (or orphan) during the call is
@@ -131,29 +145,19 @@ func (d *BrokenPropagation) Detect(t *Trace, _ *Env) []Finding {
 		}
 		add(Finding{Kind: d.Kind(), Severity: SeverityWarning, Title: title, SpanIDs: ids, Evidence: ev, Fix: fix(c.Span.Service, callee)})
 	}
-	// Orphans naming the same missing parent are one lost span, however
-	// many children it had (a server span not exported drops all its
-	// calls at once).
-	type lost struct {
-		i    int    // its finding in out
-		op   string // the first orphan's operation, for the title
-		more int    // orphans after the first: SpanIDs keeps only examples
-	}
-	byParent := map[model.SpanID]lost{}
+	// Every orphan left is one cause: spans that were never exported (or
+	// not yet, in a trace read while its requests ran), so the trace is
+	// incomplete. One finding per trace, however many parents are missing
+	// (a page of a span index, an in-flight capture, a lost batch).
+	inc := -1
+	var orphans []*Node
 	for _, r := range t.Roots {
 		if !detached[r] {
 			continue
 		}
-		if l, ok := byParent[r.Span.ParentSpanID]; ok && r.Orphan {
-			l.more++
-			byParent[r.Span.ParentSpanID] = l
-			f := &out[l.i]
-			ev := f.Evidence.(BrokenPropagationEvidence)
-			ev.SubtreeSize += subtreeSize(r)
-			f.Evidence = ev
-			f.SpanIDs = appendCapped(f.SpanIDs, []string{r.Span.SpanID.String()}, maxMergedSpanIDs)
-			f.Title = fmt.Sprintf("parent %s of %s %s and %d more never arrived (%d spans detached)", ev.MissingParentID,
-				ev.Span.Service, l.op, l.more, ev.SubtreeSize)
+		if r.Orphan && inc >= 0 {
+			orphans = append(orphans, r)
+			out[inc] = incompleteTrace(t, out[inc], orphans)
 			continue
 		}
 		if full() {
@@ -166,6 +170,8 @@ func (d *BrokenPropagation) Detect(t *Trace, _ *Env) []Finding {
 		if r.Orphan {
 			ev.Signal = "missing_parent"
 			ev.MissingParentID = r.Span.ParentSpanID.String()
+			ev.Orphans = []OrphanRef{{Span: ref, MissingParentID: ev.MissingParentID}}
+			ev.OrphanCount = 1
 			title = fmt.Sprintf("parent %s of %s %s never arrived (%d spans detached)", ev.MissingParentID, r.Span.Service,
 				displayOp(r), ev.SubtreeSize)
 		} else {
@@ -182,7 +188,7 @@ func (d *BrokenPropagation) Detect(t *Trace, _ *Env) []Finding {
 		f := Finding{Kind: d.Kind(), Severity: SeverityWarning, Title: title, SpanIDs: []string{r.Span.SpanID.String()},
 			Evidence: ev, Fix: fix(ev.Caller, r.Span.Service)}
 		if r.Orphan {
-			byParent[r.Span.ParentSpanID] = lost{i: len(out), op: displayOp(r)}
+			inc, orphans = len(out), []*Node{r}
 			// The orphan carries its parent's id: the context did travel,
 			// the span it names was not exported.
 			f.Fix = lostFix(r, ev.Caller)
@@ -190,6 +196,66 @@ func (d *BrokenPropagation) Detect(t *Trace, _ *Env) []Finding {
 		add(f)
 	}
 	return out
+}
+
+// incompleteTrace folds orphans (the first is f's) into f: the title
+// counts the orphans and the parents they name, the fix names every
+// service that lost a span.
+func incompleteTrace(t *Trace, f Finding, orphans []*Node) Finding {
+	ev := f.Evidence.(BrokenPropagationEvidence)
+	r := orphans[len(orphans)-1]
+	ev.SubtreeSize += subtreeSize(r)
+	ev.OrphanCount = len(orphans)
+	if len(ev.Orphans) < maxListedOrphans {
+		ev.Orphans = append(ev.Orphans, OrphanRef{Span: RefOf(t, r), MissingParentID: r.Span.ParentSpanID.String()})
+	}
+	f.Evidence = ev
+	f.SpanIDs = appendCapped(f.SpanIDs, []string{r.Span.SpanID.String()}, maxMergedSpanIDs)
+	parents := map[model.SpanID]bool{}
+	// An entry span's parent was its caller's; any other span's was of
+	// its own process.
+	var services, own, calledOnly []string
+	for _, o := range orphans {
+		parents[o.Span.ParentSpanID] = true
+		services = appendNew(services, o.Span.Service)
+		switch k := o.Span.Kind; {
+		case k != model.KindServer && k != model.KindConsumer:
+			own = appendNew(own, o.Span.Service)
+		case likelyCaller(t, o) != nil:
+			own = appendNew(own, likelyCaller(t, o).Span.Service)
+		default:
+			calledOnly = appendNew(calledOnly, o.Span.Service)
+		}
+	}
+	var who []string
+	if len(own) > 0 {
+		who = append(who, joinAnd(own))
+	}
+	if len(calledOnly) > 0 {
+		who = append(who, "the callers of "+joinAnd(calledOnly))
+	}
+	first := orphans[0]
+	if len(parents) == 1 {
+		// One span was lost, however many children it had (a server span
+		// not exported drops all its calls at once).
+		f.Title = fmt.Sprintf("parent %s of %s %s and %d more never arrived (%d spans detached)", ev.MissingParentID,
+			first.Span.Service, displayOp(first), len(orphans)-1, ev.SubtreeSize)
+		return f
+	}
+	f.Title = fmt.Sprintf("trace incomplete: the parents of %d spans of %s never arrived (%d parents missing, %d spans detached)",
+		len(orphans), joinAnd(services), len(parents), ev.SubtreeSize)
+	f.Fix = fmt.Sprintf("The context did travel (each orphan names its parent) but %d spans were never exported: check the exporters of %s "+
+		"(exporter errors, dropped batches or full queues, a sampler that drops a span yet propagates it, "+
+		"spans left unended on some path), and that the trace was read after its requests completed and in full (not one "+
+		"page of a span index).", len(parents), strings.Join(who, " and of "))
+	return f
+}
+
+func appendNew(list []string, s string) []string {
+	if slices.Contains(list, s) {
+		return list
+	}
+	return append(list, s)
 }
 
 // upstreamEntry reports an orphan that is an entry span: its parent was
@@ -256,4 +322,16 @@ func subtreeSize(n *Node) int {
 		stack = append(stack, x.Children...)
 	}
 	return size
+}
+
+// joinAnd lists names for a sentence: "a", "a and b", "a, b and c"; past
+// four it names the first three and counts the rest.
+func joinAnd(names []string) string {
+	if len(names) > 4 {
+		return strings.Join(names[:3], ", ") + fmt.Sprintf(" and %d more", len(names)-3)
+	}
+	if len(names) < 2 {
+		return strings.Join(names, "")
+	}
+	return strings.Join(names[:len(names)-1], ", ") + " and " + names[len(names)-1]
 }

@@ -195,6 +195,14 @@ func callTarget(n *Node) (service, operation string) {
 	// producers keep the names the caller gave.
 	if server != nil && s.Kind != model.KindProducer {
 		service = server.Span.Service
+		// Nothing instrumented answered behind the proxy: it forwarded
+		// to the host it names, which is the callee, not the proxy.
+		if isProxyHop(server.Span) {
+			if a := ServerAddress(server.Span); a != "" && !isIPLiteral(a) && a != "localhost" {
+				service = a
+			}
+			service = nonEmpty(PeerService(s), service)
+		}
 	}
 	if service == "" {
 		service = PeerService(s)
@@ -316,14 +324,70 @@ const unknownPeer = "unknown peer"
 
 // calleeEntry returns the SERVER or CONSUMER span a call produced in
 // another service, or nil when the callee is not instrumented.
+// A call through a sidecar or gateway (Envoy, Istio) reaches the proxy
+// first, whose spans carry its own service name ("proxy"): the callee is
+// the application's entry below the proxy's spans, when there is one.
 func calleeEntry(n *Node) *Node {
 	for _, c := range n.Children {
-		if (c.Span.Kind == model.KindServer || c.Span.Kind == model.KindConsumer) && c.Span.Service != "" &&
-			!strings.HasPrefix(c.Span.Service, model.UnknownService) && c.Span.Service != n.Span.Service {
+		if entryFrom(c, n.Span.Service) {
+			if app := behindProxy(c, n.Span.Service); app != nil {
+				return app
+			}
 			return c
 		}
 	}
 	return nil
+}
+
+// entryFrom reports a SERVER or CONSUMER span of a named service other
+// than caller.
+func entryFrom(c *Node, caller string) bool {
+	return (c.Span.Kind == model.KindServer || c.Span.Kind == model.KindConsumer) && c.Span.Service != "" &&
+		!strings.HasPrefix(c.Span.Service, model.UnknownService) && c.Span.Service != caller
+}
+
+// proxyHops bounds the proxy spans between a call and its callee: a
+// sidecar's egress and the callee's sidecar's ingress, a gateway's
+// ingress and its router's egress.
+const proxyHops = 4
+
+// behindProxy returns the entry span of the application a proxy hop e
+// forwarded to, following only proxy spans, or nil when e is no proxy or
+// nothing instrumented answered behind it.
+func behindProxy(e *Node, caller string) *Node {
+	if !isProxyHop(e.Span) {
+		return nil
+	}
+	level := []*Node{e}
+	for range proxyHops {
+		var next []*Node
+		for _, p := range level {
+			for _, c := range p.Children {
+				switch {
+				case isProxyHop(c.Span):
+					next = append(next, c)
+				case entryFrom(c, caller):
+					return c
+				}
+			}
+		}
+		level = next
+	}
+	return nil
+}
+
+// isProxyHop tells a span a proxy recorded: Envoy tags its spans with
+// upstream_cluster and component=proxy, and sidecars report under names
+// such as "proxy", "envoy" or "istio-proxy".
+func isProxyHop(s *model.Span) bool {
+	if s.Attrs.Str("upstream_cluster", "upstream_cluster.name") != "" || s.Attrs.Str("component") == "proxy" {
+		return true
+	}
+	switch strings.ToLower(s.Service) {
+	case "proxy", "envoy", "istio-proxy", "linkerd-proxy", "sidecar", "istio-ingressgateway", "istio-egressgateway":
+		return true
+	}
+	return false
 }
 
 // EntryOf returns the nearest service-entry ancestor-or-self of n.

@@ -266,3 +266,37 @@ func TestDisplayOpOfAServerNamedByItsMethod(t *testing.T) {
 		}
 	}
 }
+
+// A shop meshed with Envoy sidecars that report as service "proxy": the
+// frontend's call reaches its sidecar's egress, then the callee's
+// sidecar's ingress, then the application's own entry span. The callee is
+// the application; a call whose callee is not instrumented is named by
+// the host its sidecar forwarded to; a service that only has "proxy" in
+// its name and calls on is still the callee.
+func TestCallTargetLooksBehindSidecars(t *testing.T) {
+	envoy := []model.Attr{str("component", "proxy"), str("upstream_cluster", "egress_http2"),
+		str("http.url", "http://productcatalogservice:3550/hipstershop.ProductCatalogService/GetProduct")}
+	spans := []model.Span{
+		p1Span(1, 0, "frontend", "Recv./cart/checkout", model.KindServer, 0, 360),
+		p1Span(2, 1, "frontend", "Sent.GetProduct", model.KindClient, 10, 20),
+		p1Span(3, 2, "proxy", "egress productcatalogservice:3550", model.KindServer, 10.3, 19.6, envoy...),
+		p1Span(4, 3, "proxy", "ingress", model.KindClient, 10.7, 19.2, envoy...),
+		p1Span(5, 4, "productcatalogservice", "Recv.GetProduct", model.KindServer, 11, 19),
+		p1Span(6, 1, "frontend", "Sent.GetCart", model.KindClient, 30, 40),
+		p1Span(7, 6, "proxy", "egress cartservice:7070", model.KindServer, 30.2, 39.8, str("component", "proxy"),
+			str("http.url", "http://cartservice:7070/hipstershop.CartService/GetCart")),
+		p1Span(8, 1, "frontend", "GET", model.KindClient, 50, 60),
+		p1Span(9, 8, "auth-proxy", "GET /check", model.KindServer, 51, 59),
+		p1Span(10, 9, "auth-proxy", "GET", model.KindClient, 52, 58),
+		p1Span(11, 10, "users", "GET /users/{id}", model.KindServer, 53, 57),
+	}
+	tr := NewTrace(spans)
+	for id, want := range map[byte]string{2: "productcatalogservice", 6: "cartservice", 8: "auth-proxy"} {
+		if svc, _ := CallTarget(tr, p1Node(tr, id)); svc != want {
+			t.Errorf("call %d: target %q, want %q", id, svc, want)
+		}
+	}
+	if e := calleeEntry(p1Node(tr, 2)); e != p1Node(tr, 5) {
+		t.Errorf("callee entry of the meshed call: %+v", e)
+	}
+}

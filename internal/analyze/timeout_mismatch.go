@@ -69,7 +69,7 @@ func (d *TimeoutMismatch) Detect(t *Trace, _ *Env) []Finding {
 	groups := map[shape]*group{}
 	for _, n := range t.Nodes {
 		p := n.Parent
-		if p == nil || asyncEdge(p, n) || noDeadline(p, n) || n.End() <= p.End() {
+		if p == nil || asyncEdge(p, n) || noDeadline(p, n) || n.End() <= p.End() || handedOff(p, n) {
 			continue
 		}
 		over, tol := n.End()-p.End(), d.tolerance(p, n)
@@ -137,6 +137,30 @@ func (d *TimeoutMismatch) tolerance(p, c *Node) uint64 {
 // it starts).
 func noDeadline(p, c *Node) bool {
 	return p.Span.Kind == model.KindConsumer || c.Span.Kind == model.KindProducer || p.Duration() == 0
+}
+
+// handoffNS is how long a reactive handler (Spring WebFlux, Vert.x) takes
+// to return the Mono or Future its work runs in: its SERVER span ends
+// then, within a millisecond or two, while the work below runs on.
+const handoffNS = 2e6
+
+// handedOff reports a child that outlived a parent which never waited
+// for it, where no caller gave up: a parent that ended within handoffNS
+// of starting, sooner than the child ran on after it (a caller that gave
+// up waited at least as long as the work it abandoned ran past it), or a
+// database call, which waits for its server and calls nothing: spans of
+// its own process below it were started by the code its answer resumed
+// (a Lettuce KEYS whose keys are each read by a GET). A parent that
+// failed did give up (a deadline that expired, a reset connection),
+// however soon.
+func handedOff(p, c *Node) bool {
+	if Failed(p) {
+		return false
+	}
+	if IsDB(p) && c.Span.Service == p.Span.Service {
+		return true
+	}
+	return p.Duration() <= handoffNS && c.End()-p.End() > p.Duration()
 }
 
 func asyncEdge(p, c *Node) bool {

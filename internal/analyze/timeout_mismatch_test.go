@@ -64,3 +64,38 @@ func TestTimeoutMismatchNobodyWaiting(t *testing.T) {
 		t.Fatalf("queued past the client's timeout: %d findings", len(got))
 	}
 }
+
+// A Spring WebFlux service behind an Envoy sidecar, its SDK rounding
+// starts to whole milliseconds: the handler's SERVER span ends when it
+// returns its Mono, a third of a millisecond in, and the Redis KEYS the
+// Mono runs takes 3 ms; each key it found is then read by a GET that the
+// reactive client parents under the KEYS. Nobody gave up on anything. A
+// caller that gave up as soon (a 1 ms deadline that expired), and one
+// that waited 20 ms for a call that ran 60 ms on, still count.
+func TestTimeoutMismatchReactiveHandoff(t *testing.T) {
+	redis := func(id, parent byte, op string, start, end float64) model.Span {
+		return p1Span(id, parent, "dataservice", op, model.KindClient, start, end, str("db.system", "redis"), str("db.statement", op+" key"))
+	}
+	spans := []model.Span{
+		p1Span(1, 0, "proxy", "ingress", model.KindServer, -0.3, 7.7),
+		p1Span(2, 1, "dataservice", "springwebflux.entry", model.KindServer, 0, 0.317),
+		redis(3, 2, "KEYS", 0, 2.961),
+		redis(4, 3, "GET", 1, 3.2),
+		redis(5, 3, "GET", 3, 6.95),
+	}
+	if got := NewTimeoutMismatch().Detect(NewTrace(spans), nil); len(got) != 0 {
+		t.Fatalf("reported %d: %q", len(got), got[0].Title)
+	}
+	expired := spans[1]
+	expired.StatusCode, expired.StatusMessage = model.StatusError, "DEADLINE_EXCEEDED"
+	if got := NewTimeoutMismatch().Detect(NewTrace([]model.Span{spans[0], expired, spans[2]}), nil); len(got) != 1 {
+		t.Errorf("a handler whose deadline expired: %d findings", len(got))
+	}
+	spans = []model.Span{
+		p1Span(1, 0, "shipitservice", "http.servlet.filter", model.KindServer, 0, 20),
+		p1Span(2, 1, "shipitservice", "SendOrderConfirmation", model.KindClient, 8, 86),
+	}
+	if got := NewTimeoutMismatch().Detect(NewTrace(spans), nil); len(got) != 1 {
+		t.Errorf("a caller that waited 20 ms: %d findings", len(got))
+	}
+}

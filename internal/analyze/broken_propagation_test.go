@@ -1,0 +1,53 @@
+package analyze
+
+import (
+	"strings"
+	"testing"
+
+	"github.com/tracedx/tracedx/internal/model"
+)
+
+// An Express service traced while its requests were still running: three
+// entry spans had not ended, so were not exported, and the calls each
+// made (some with their own server spans below) name parents that never
+// arrived. A Jaeger span index read one page at a time does the same
+// across a pipeline of services. Either way the trace is incomplete: one
+// cause, one finding, every orphan in it. A worker that started a second
+// root is another cause and stays its own finding.
+func TestBrokenPropagationIncompleteTraceIsOneFinding(t *testing.T) {
+	spans := []model.Span{
+		// Entry 0x51 (not exported) made two calls; the second reached
+		// the same service's /backend, which called on.
+		p1Span(1, 0x51, "getting-started", "GET", model.KindClient, 0, 40),
+		p1Span(2, 0x51, "getting-started", "GET", model.KindClient, 1, 117),
+		p1Span(3, 2, "getting-started", "GET /backend", model.KindServer, 3, 115),
+		p1Span(4, 3, "getting-started", "GET", model.KindClient, 4, 17),
+		// Entries 0x52 and 0x53 (not exported) made one call each.
+		p1Span(5, 0x52, "getting-started", "GET", model.KindClient, 120, 140),
+		p1Span(6, 0x53, "getting-started", "GET", model.KindClient, 230, 240),
+		p1Span(7, 0x53, "indexer", "consume", model.KindConsumer, 250, 260),
+	}
+	fs := NewBrokenPropagation().Detect(NewTrace(spans), nil)
+	if len(fs) != 1 {
+		for _, f := range fs {
+			t.Log(f.Title)
+		}
+		t.Fatalf("%d findings, want 1", len(fs))
+	}
+	ev := fs[0].Evidence.(BrokenPropagationEvidence)
+	if ev.Signal != "missing_parent" || ev.OrphanCount != 5 || len(ev.Orphans) != 5 || len(fs[0].SpanIDs) != 5 || ev.SubtreeSize != 7 ||
+		!strings.Contains(fs[0].Title, "parents of 5 spans of getting-started and indexer never arrived (3 parents missing") {
+		t.Errorf("title %q, evidence %+v, span ids %v", fs[0].Title, ev, fs[0].SpanIDs)
+	}
+	if !strings.Contains(fs[0].Fix, "getting-started and of the callers of indexer") {
+		t.Errorf("fix %q", fs[0].Fix)
+	}
+
+	// With the request's root exported, a worker's job that did not
+	// continue its context.
+	spans = append(spans, p1Span(9, 0, "frontend", "GET /", model.KindServer, -5, 290),
+		p1Span(8, 0, "export-worker", "ExportJob.run", model.KindInternal, 300, 900))
+	if fs := NewBrokenPropagation().Detect(NewTrace(spans), nil); len(fs) != 2 {
+		t.Errorf("%d findings for lost spans and a second root, want 2", len(fs))
+	}
+}
