@@ -254,6 +254,15 @@ func idleGapCulprit(t *Trace, f *Finding) *Culprit {
 	case "pool_wait":
 		return culpritAt(t, n, fmt.Sprintf("%s waited %.0f ms for a pooled database connection: its pool is too small or "+
 			"held by slow work.", n.Span.Service, ev.GapMS))
+	case "retry_backoff", "poll_interval":
+		if before := refNode(t, ev.Before); before != nil {
+			why := "failed, and %s waited %.0f ms before calling it again: the failure is the cause, the backoff its cost."
+			if ev.LikelyCause == "poll_interval" {
+				why = "was still working (202), and %s waited %.0f ms before polling it again: the wait is for that work."
+			}
+			svc, _ := CallTarget(t, before)
+			return culpritCallee(t, before, fmt.Sprintf("%s "+why, svc, n.Span.Service, ev.GapMS))
+		}
 	}
 	return culpritAt(t, n, fmt.Sprintf("%.0f ms inside %s ran no instrumented child: the wait or the work is in %s's own code.",
 		ev.GapMS, displayOp(n), n.Span.Service))

@@ -172,3 +172,19 @@ func TestInstrumentationGapSkipsDBNames(t *testing.T) {
 		t.Errorf("db span name reported: %s", fs[0].Title)
 	}
 }
+
+// A test app's error page is routed at /500 and its server span is named
+// by that route: the digits are the template, not an id. The same name
+// with a different route (GET /orders/{id} served at /orders/5003) is.
+func TestSpanNamedByItsRouteHoldsNoID(t *testing.T) {
+	for _, c := range []struct {
+		name, route string
+		want        int
+	}{{"GET /500", "/500", 0}, {"GET /orders/5003", "/orders/{id}", 1}} {
+		spans := []model.Span{mk(1, 0, "api", c.name, model.KindServer, 0, 10, str("http.request.method", "GET"),
+			str("http.route", c.route), str("url.path", "/500"))}
+		if fs := NewInstrumentationGap().Detect(NewTrace(spans), &Env{}); len(fs) != c.want {
+			t.Errorf("%s (route %s): %d findings, want %d", c.name, c.route, len(fs), c.want)
+		}
+	}
+}

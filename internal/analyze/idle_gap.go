@@ -31,7 +31,8 @@ type IdleGapEvidence struct {
 	Before   *SpanRef `json:"before,omitempty"` // child that ended before the gap
 	After    *SpanRef `json:"after,omitempty"`  // child that started after it
 	// LikelyCause is "pool_wait", "network_or_queueing",
-	// "uninstrumented_work" or "lock_or_thread_wait"; CauseText says why.
+	// "retry_backoff", "poll_interval", "uninstrumented_work" or
+	// "lock_or_thread_wait"; CauseText says why.
 	LikelyCause string `json:"likely_cause"`
 	CauseText   string `json:"cause_text"`
 	// GapStartMS is the gap's offset from the trace start.
@@ -136,6 +137,10 @@ func (d *IdleGap) finding(t *Trace, n *Node, gs, ge, crit uint64, pos string, be
 		"network_or_queueing": "The callee started late: check its request queue, thread pool and the network path; instrument its ingress.",
 		"uninstrumented_work": "Instrument the code running here (a span around it) to see what it does; it is on the request's path.",
 		"lock_or_thread_wait": "Look for locks, synchronous sleeps or a saturated worker pool here, and add spans around them.",
+		"retry_backoff": "The wait is the retry's backoff: the failed attempt is the cause. Make the callee's failure rarer, " +
+			"and keep the backoff within the caller's deadline.",
+		"poll_interval": "The request waits for work it polls for: have the job notify (callback, webhook, push) or poll " +
+			"sooner at first and back off, or answer the client 202 and let it poll.",
 	}[ev.LikelyCause]
 	return Finding{Kind: d.Kind(), Severity: SeverityForImpact(crit, critTotal(t)), Title: title,
 		SpanIDs: idleGapIDs(n, before, after, pos), ImpactMS: roundMS(crit), Evidence: ev, Fix: fix}
@@ -153,6 +158,9 @@ func idleGapIDs(n, before, after *Node, pos string) []string {
 }
 
 func gapCause(t *Trace, n *Node, gs, ge uint64, pos string, before, after *Node) (string, string) {
+	if cause, text := waitBetweenCalls(t, pos, before, after); cause != "" {
+		return cause, text
+	}
 	switch {
 	case after != nil && IsDB(after) && before != nil && IsDB(before) && pos == "between_children":
 		return "pool_wait", "waiting for a pooled database connection"
@@ -166,6 +174,29 @@ func gapCause(t *Trace, n *Node, gs, ge uint64, pos string, before, after *Node)
 		return "uninstrumented_work", "work nobody instrumented"
 	}
 	return "lock_or_thread_wait", "a lock, a thread or work nobody instrumented"
+}
+
+// waitBetweenCalls names a gap that the caller spends on purpose between
+// two calls to the same target: the backoff before retrying an attempt
+// that failed, or the interval of a poll whose answer was 202 Accepted
+// (the work it waits for is still running there). Either way the time
+// goes to what the target did, not to a lock or uninstrumented code.
+func waitBetweenCalls(t *Trace, pos string, before, after *Node) (string, string) {
+	if pos != "between_children" || before == nil || after == nil || !IsCall(before) || !IsCall(after) {
+		return "", ""
+	}
+	svc, op := CallTarget(t, before)
+	if s2, op2 := CallTarget(t, after); s2 != svc || op2 != op {
+		return "", ""
+	}
+	target := svc + " " + model.Clip(op, 60)
+	if attemptFailed(before) {
+		return "retry_backoff", "the backoff before retrying " + target + " after its attempt failed"
+	}
+	if code, ok := HTTPStatus(before.Span); ok && code == 202 {
+		return "poll_interval", "the pause between two polls of " + target + " (it answered 202: not done yet)"
+	}
+	return "", ""
 }
 
 // poolInUse tells whether a gap before a query can be a wait for a pooled

@@ -235,3 +235,48 @@ func TestIdleGapAcrossSkewedClocks(t *testing.T) {
 		}
 	}
 }
+
+// A handler starts a job on another service (202 Accepted), asks for its
+// status (202 again: not done), sleeps a second and asks again (200). The
+// second between the polls is the poll's interval, waiting for the job;
+// the same shape after a failed attempt is a retry's backoff. Neither is a
+// lock or a thread, and the place to look is the service called.
+func TestIdleGapBetweenPollsAndBeforeRetry(t *testing.T) {
+	call := func(id byte, method, path string, startMS, endMS float64, code int64) []model.Span {
+		c := p1Span(id, 1, "orders-fn", method, model.KindClient, startMS, endMS, str("http.request.method", method),
+			str("url.full", "http://127.0.0.1:17071"+path), str("server.address", "127.0.0.1"),
+			model.Attr{Key: "http.response.status_code", Value: model.Int(code)})
+		if code >= 500 {
+			c.StatusCode = model.StatusError
+		}
+		return []model.Span{c, p1Span(id+1, id, "orders-fn", "TCPConnector.connect", model.KindClient, startMS+0.3, startMS+0.8)}
+	}
+	build := func(firstPoll int64) []model.Span {
+		spans := []model.Span{p1Span(1, 0, "orders-fn", "GET /api/export", model.KindServer, 0, 1050,
+			str("http.request.method", "GET"), str("http.route", "/api/export"))}
+		spans = append(spans, call(10, "POST", "/jobs/export", 0.2, 36, 202)...)
+		spans = append(spans, call(20, "GET", "/jobs/instances/e9526e0b78dd42a3b4226c2b62dbfb4b", 36.5, 44.6, firstPoll)...)
+		return append(spans, call(30, "GET", "/jobs/instances/e9526e0b78dd42a3b4226c2b62dbfb4b", 1046, 1049, 200)...)
+	}
+	for _, c := range []struct {
+		firstPoll int64
+		cause     string
+	}{{202, "poll_interval"}, {503, "retry_backoff"}} {
+		var gaps []Finding
+		for _, f := range Analyze(build(c.firstPoll), Options{}).Findings {
+			if f.Kind == "idle_gap" {
+				gaps = append(gaps, f)
+			}
+		}
+		if len(gaps) != 1 {
+			t.Fatalf("first poll %d: %d idle gaps", c.firstPoll, len(gaps))
+		}
+		ev := gaps[0].Evidence.(IdleGapEvidence)
+		if ev.LikelyCause != c.cause || strings.Contains(gaps[0].Title, "lock") {
+			t.Errorf("first poll %d: cause %s, title %q", c.firstPoll, ev.LikelyCause, gaps[0].Title)
+		}
+		if cu := gaps[0].Culprit; cu == nil || !strings.Contains(cu.Operation, "/jobs/instances/{id}") {
+			t.Errorf("first poll %d: culprit %+v, want the polled status call", c.firstPoll, cu)
+		}
+	}
+}

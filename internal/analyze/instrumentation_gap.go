@@ -119,8 +119,10 @@ func (d *InstrumentationGap) Detect(t *Trace, _ *Env) []Finding {
 			})
 		}
 		// Database span names are "operation table" by convention, and
-		// table names such as orders_2024 are names, not ids.
-		if d.CheckSpanNames && !IsDB(n) {
+		// table names such as orders_2024 are names, not ids. A name that
+		// is the span's own route template (GET /500, a test app's error
+		// page; /v2/1099-forms) is the low-cardinality name asked for.
+		if d.CheckSpanNames && !IsDB(n) && !namedByRoute(s) {
 			sh, seen := shapes[s.Name]
 			if !seen {
 				sh.shape, sh.ok = nameShape(s.Name)
@@ -212,6 +214,13 @@ func (d *InstrumentationGap) Detect(t *Trace, _ *Env) []Finding {
 
 // nameShape returns the span name with id-like words and path segments
 // replaced, and whether anything was replaced.
+// namedByRoute reports a span named by its http.route: "GET /500" with
+// route "/500" holds no id, whatever digits the template has.
+func namedByRoute(s *model.Span) bool {
+	r := HTTPRoute(s)
+	return r != "" && (s.Name == r || strings.HasSuffix(s.Name, " "+r))
+}
+
 func nameShape(name string) (string, bool) {
 	if !containsDigitOrAt(name) && len(name) < 16 {
 		return name, false

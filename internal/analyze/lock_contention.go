@@ -3,6 +3,8 @@ package analyze
 import (
 	"fmt"
 	"strings"
+
+	"github.com/tracedx/tracedx/internal/model"
 )
 
 // LockContention finds request time spent queueing for something shared: a
@@ -51,8 +53,9 @@ func (*LockContention) Kind() string { return "lock_contention" }
 
 // LockContentionEvidence is the evidence of a lock_contention finding.
 type LockContentionEvidence struct {
-	// Mechanism is how the wait was seen: "span_events", "attributes" or
-	// "pool_fan_out".
+	// Mechanism is how the wait was seen: "span_events", "attributes",
+	// "database_error" (a deadlock or lock timeout, or the statement such
+	// a victim blocked) or "pool_fan_out".
 	Mechanism string `json:"mechanism"`
 	// Resource is "lock", "semaphore", "connection_pool", "worker_pool",
 	// "pool" or "queue".
@@ -104,7 +107,7 @@ func (d *LockContention) Detect(t *Trace, _ *Env) []Finding {
 	var out []Finding
 	total := critTotal(t)
 	for _, n := range t.Nodes {
-		ws := spanWaits(n.Span)
+		ws := nodeWaits(t, n)
 		if len(ws) == 0 {
 			continue
 		}
@@ -163,9 +166,20 @@ func (d *LockContention) waitFinding(t *Trace, n *Node, ws []spanWait, impact, t
 		spanLabel(t, n), NS(wait), what, behind, ev.SpanSharePct, ev.RequestSharePct)
 	reason := fmt.Sprintf("%s %s serialises concurrent requests on %s; this span spent %.0f%% of its time waiting for it.",
 		n.Span.Service, opName(n, n.Span.Name), what, ev.SpanSharePct)
+	fix := contentionFix(main.resource, what)
+	if main.source == "database_error" {
+		title = fmt.Sprintf("%s waited %.0f ms for a row lock another transaction held (%s; %.0f%% of the request)",
+			spanLabel(t, n), NS(wait), model.Clip(main.waitEvent, 100), ev.RequestSharePct)
+		reason = fmt.Sprintf("%s's transactions take the same rows' locks: this statement spent %.0f%% of its time "+
+			"waiting for one, not executing.", n.Span.Service, ev.SpanSharePct)
+		fix = "Transactions wait for each other's row locks: take them in one order everywhere (sort the keys, or " +
+			"SELECT ... FOR UPDATE them first), keep transactions short (no remote calls inside), and retry a " +
+			"deadlock victim once; for a lock timeout, find the transaction holding the rows (pg_locks, " +
+			"performance_schema.data_locks)."
+	}
 	return Finding{
 		Kind: d.Kind(), Severity: sev, Title: title, SpanIDs: []string{n.Span.SpanID.String()},
-		ImpactMS: roundMS(impact), Evidence: ev, Fix: contentionFix(main.resource, what),
+		ImpactMS: roundMS(impact), Evidence: ev, Fix: fix,
 		Culprit: &Culprit{Service: n.Span.Service, Operation: n.Span.Name, SpanID: n.Span.SpanID.String(), Reason: reason},
 	}
 }

@@ -514,3 +514,58 @@ func TestLockContentionConfigurable(t *testing.T) {
 		t.Error("unknown field accepted")
 	}
 }
+
+// Two transactions update the same two rows in opposite orders: each
+// waits for the other's row lock until the database picks a victim after
+// its deadlock timeout (1 s). The victim fails with 40P01; the other
+// statement finishes as the victim's rollback frees the row. Both spent
+// the second waiting for a lock: a lock_contention, not two slow queries
+// to EXPLAIN. A lock-wait timeout reads the same; a query that failed for
+// another reason, or a slow one nothing blocked, stays a slow query.
+func TestDeadlockVictimAndPeerWaitedForALock(t *testing.T) {
+	upd := func(id byte, start, end float64, attrs ...model.Attr) model.Span {
+		return p1Span(id, 1, "ledger", "UPDATE accounts", model.KindClient, start, end, append([]model.Attr{
+			str("db.system.name", "postgresql"), str("db.query.text", "UPDATE accounts SET v = v + ? WHERE id = ?")}, attrs...)...)
+	}
+	build := func(victimErr string, attrs ...model.Attr) []model.Span {
+		victim := upd(5, 40, 1044, attrs...)
+		victim.StatusCode = model.StatusError
+		victim.Events = []model.Event{{Name: "exception", TimeUnixNano: victim.EndUnixNano, Attrs: model.Attrs{
+			{Key: "exception.type", Value: model.Str("org.postgresql.util.PSQLException")},
+			{Key: "exception.message", Value: model.Str(victimErr)}}}}
+		return []model.Span{
+			p1Span(1, 0, "ledger", "POST /transfers", model.KindServer, 0, 1046),
+			upd(2, 38.5, 39.3), upd(3, 39.2, 39.7),
+			upd(4, 39.9, 1043.6), victim,
+		}
+	}
+	for _, c := range []struct {
+		err      string
+		code     []model.Attr
+		contends bool
+	}{
+		{"ERROR: deadlock detected\n  Detail: Process 4180 waits for ShareLock", []model.Attr{str("db.response.status_code", "40P01")}, true},
+		{"Lock wait timeout exceeded; try restarting transaction", nil, true},
+		{"ERROR: canceling statement due to statement timeout", nil, false},
+	} {
+		fs := Analyze(build(c.err, c.code...), Options{}).Findings
+		var locks, slow int
+		for _, f := range fs {
+			switch f.Kind {
+			case "lock_contention":
+				locks++
+				if strings.Contains(f.Title, "\n") || strings.Contains(f.Fix, "index") {
+					t.Errorf("%q: title %q fix %q", c.err, f.Title, f.Fix)
+				}
+			case "slow_query":
+				slow++
+			}
+		}
+		if c.contends && (locks != 1 || slow != 0) {
+			t.Errorf("%q: %d lock_contention, %d slow_query; want the lock wait only", c.err, locks, slow)
+		}
+		if !c.contends && locks != 0 {
+			t.Errorf("%q: %d lock_contention for a statement timeout", c.err, locks)
+		}
+	}
+}

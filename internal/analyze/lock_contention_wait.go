@@ -265,3 +265,86 @@ func waitsOnPath(t *Trace, n *Node, ws []spanWait) uint64 {
 	}
 	return total
 }
+
+// lockErrorCodes are the database answers that say a statement spent its
+// time waiting for a row lock: PostgreSQL's SQLSTATE 40P01 (deadlock) and
+// 55P03 (lock not available), MySQL's 1213 (deadlock) and 1205 (lock wait
+// timeout), SQL Server's 1205 (deadlock victim) and 1222 (lock timeout).
+var lockErrorCodes = map[string]bool{"40P01": true, "55P03": true, "1213": true, "1205": true, "1222": true}
+
+// lockErrorPhrases are how drivers word the same answers.
+var lockErrorPhrases = []string{"deadlock", "lock wait timeout", "could not obtain lock", "lock request time out",
+	"lock_not_available", "lock timeout"}
+
+// lockError returns the error text of a database span that failed because
+// it waited for a lock another transaction held (a deadlock victim or a
+// lock wait timeout), or "".
+func lockError(n *Node) string {
+	if !IsDB(n) || !Failed(n) {
+		return ""
+	}
+	text := strings.Join(strings.Fields(errorText(n.Span)), " ")
+	if code := n.Span.Attrs.Str("db.response.status_code", "db.sql.state", "error.code"); lockErrorCodes[strings.ToUpper(code)] {
+		return nonEmpty(text, "SQLSTATE "+code)
+	}
+	l := strings.ToLower(text)
+	for _, p := range lockErrorPhrases {
+		if strings.Contains(l, p) {
+			return text
+		}
+	}
+	return ""
+}
+
+// lockPeerTolNS bounds how far apart a deadlock victim's error and the end
+// of the statement it blocked may be recorded: the rollback frees the
+// lock, the blocked statement finishes, and each answer reaches its own
+// connection a few milliseconds apart.
+const lockPeerTolNS = 10e6
+
+// nodeWaits is what the span says it waited for (spanWaits), and what the
+// database said: a statement that failed as a deadlock victim or with a
+// lock wait timeout waited for a lock from its start to its error, and a
+// statement of the same service and database that ran alongside it and
+// finished when it failed waited for the lock the victim's rollback
+// released. Both are lock waits, not slow statements to EXPLAIN.
+func nodeWaits(t *Trace, n *Node) []spanWait {
+	if ws := spanWaits(n.Span); len(ws) > 0 || !IsDB(n) {
+		return ws
+	}
+	if text := lockError(n); text != "" {
+		return []spanWait{{start: n.Start(), end: n.End(), resource: "lock", source: "database_error",
+			waitEvent: model.Clip(text, 160)}}
+	}
+	for _, m := range lockVictims(t) {
+		if m == n || m.Start() > n.Start()+lockPeerTolNS || absDiff(m.End(), n.End()) > lockPeerTolNS ||
+			m.Span.Service != n.Span.Service || DBSystem(m.Span) != DBSystem(n.Span) {
+			continue
+		}
+		end := min(n.End(), m.End())
+		return []spanWait{{start: n.Start(), end: end, resource: "lock", source: "database_error",
+			waitEvent: model.Clip("blocked by the lock of "+spanLabel(t, m)+", which failed: "+lockError(m), 160)}}
+	}
+	return nil
+}
+
+// lockVictims lists the trace's lock-error statements once.
+func lockVictims(t *Trace) []*Node {
+	m := memoOf(t)
+	if !m.lockVictimsDone {
+		m.lockVictimsDone = true
+		for _, n := range t.Nodes {
+			if lockError(n) != "" {
+				m.lockVictims = append(m.lockVictims, n)
+			}
+		}
+	}
+	return m.lockVictims
+}
+
+func absDiff(a, b uint64) uint64 {
+	if a > b {
+		return a - b
+	}
+	return b - a
+}

@@ -143,10 +143,17 @@ func (d *NPlusOneQuery) finding(t *Trace, p *Node, units, nodes []*Node) (Findin
 			}
 		}
 	}
+	verb := ""
+	if storeBatchAdvice(system) == "" {
+		verb = sqlWriteVerb(shape)
+	}
+	hint := "batch the loop into one query: WHERE id IN (...) over the collected ids, or a JOIN with the list query"
+	if verb != "" {
+		hint = "batch the loop into one statement: " + bulkWrite(verb)
+	}
 	ev := NPlusOneEvidence{
 		Shape: shape, DBSystem: system, Count: len(nodes), TotalMS: roundMS(total), CriticalMS: roundMS(crit),
-		DistinctStatements: len(distinct), Parent: RefOf(t, p),
-		Hint: "batch the loop into one query: WHERE id IN (...) over the collected ids, or a JOIN with the list query",
+		DistinctStatements: len(distinct), Parent: RefOf(t, p), Hint: hint,
 	}
 	if len(distinct) > 1 {
 		ev.DistinctStatements = countDistinctStatements(nodes)
@@ -175,6 +182,9 @@ func (d *NPlusOneQuery) finding(t *Trace, p *Node, units, nodes []*Node) (Findin
 		_, listShape = CallTarget(t, list)
 	}
 	fix := batchAdvice(system, listShape)
+	if verb != "" {
+		fix = "Write the rows in one statement: " + bulkWrite(verb) + "."
+	}
 	return Finding{
 		Kind: d.Kind(), Severity: sev, Title: title, SpanIDs: ids, ImpactMS: roundMS(impact), Evidence: ev, Fix: fix,
 	}, true
@@ -191,6 +201,19 @@ func countDistinctStatements(nodes []*Node) int {
 // batchAdvice is the fix for a loop of one query per item in the terms of
 // its store: a cache has no JOIN, a document store batches with $in.
 func batchAdvice(system, listShape string) string {
+	if a := storeBatchAdvice(system); a != "" {
+		return a
+	}
+	fix := "Load the rows in one query (WHERE id IN (...) or a JOIN"
+	if listShape != "" {
+		fix += " with " + model.Clip(listShape, 80)
+	}
+	return fix + ") or enable the ORM's eager loading / batch fetching for this association."
+}
+
+// storeBatchAdvice is the batching advice of a store that does not speak
+// SQL, or "" for a SQL database.
+func storeBatchAdvice(system string) string {
 	switch s := strings.ToLower(system); {
 	case s == "redis" || s == "valkey" || s == "keydb" || s == "dragonfly":
 		return "Fetch the items in one round trip: MGET (or HMGET per hash) for the keys, or a pipeline of the " +
@@ -207,9 +230,37 @@ func batchAdvice(system, listShape string) string {
 	case s == "dynamodb" || s == "aws.dynamodb":
 		return "Fetch the items in one BatchGetItem (up to 100 keys) instead of one GetItem per item."
 	}
-	fix := "Load the rows in one query (WHERE id IN (...) or a JOIN"
-	if listShape != "" {
-		fix += " with " + model.Clip(listShape, 80)
+	return ""
+}
+
+// sqlWriteVerb returns INSERT, UPDATE or DELETE when a SQL shape writes
+// (UPSERT, REPLACE and MERGE count as INSERT), else "". A loop of writes
+// (a seeder, an import, a save per item) is batched by a bulk statement,
+// not by the IN-list or JOIN that batches a loop of reads.
+func sqlWriteVerb(shape string) string {
+	f := strings.Fields(shape)
+	if len(f) == 0 {
+		return ""
 	}
-	return fix + ") or enable the ORM's eager loading / batch fetching for this association."
+	switch v := strings.ToUpper(f[0]); v {
+	case "INSERT", "UPSERT", "REPLACE", "MERGE":
+		return "INSERT"
+	case "UPDATE", "DELETE":
+		return v
+	}
+	return ""
+}
+
+// bulkWrite is the one statement that replaces a loop of one write per
+// row, and the ORM calls that issue it.
+func bulkWrite(verb string) string {
+	switch verb {
+	case "INSERT":
+		return "a multi-row INSERT ... VALUES (...), (...) or COPY (the ORM's bulk insert: insert([...]), " +
+			"bulk_create, insert_all, saveAll with JDBC batching)"
+	case "UPDATE":
+		return "one UPDATE ... WHERE id IN (...) (or UPDATE ... FROM a VALUES list when each row gets its own " +
+			"value), or the ORM's bulk update"
+	}
+	return "one DELETE ... WHERE id IN (...), or the ORM's bulk delete"
 }

@@ -121,3 +121,43 @@ func TestNPlusOneQueryLegacySQLTags(t *testing.T) {
 		t.Errorf("redis.command read as %q %q", DBSystem(&r), DBStatement(&r))
 	}
 }
+
+// A seeding command reads a few random parents, then saves one row per
+// item: a loop of INSERTs with bind markers, the same for UPDATE and
+// DELETE. Batching a write loop is a bulk statement, not the IN-list or
+// JOIN that batches reads (the read before it is no list to join).
+func TestNPlusOneWriteLoopAdvisesBulkWrite(t *testing.T) {
+	for stmt, want := range map[string]string{
+		`insert into "offers" ("agent_id", "price", "property_id") values (?, ?, ?)`: "multi-row INSERT",
+		`UPDATE stock SET qty = $1 WHERE sku = $2`:                                   "one UPDATE",
+		`delete from "migrations" where "migration" = ?`:                             "one DELETE",
+	} {
+		spans := []model.Span{
+			p1Span(1, 0, "shop-cli", "Command db:seed", model.KindInternal, 0, 400),
+			p1DB(2, 1, 5, 15, `select * from "properties" order by RANDOM() limit ?`),
+		}
+		for i := 0; i < 12; i++ {
+			st := 20 + float64(i)*12
+			spans = append(spans, p1DB(byte(10+i), 1, st, st+10, stmt))
+		}
+		got := NewNPlusOneQuery().Detect(NewTrace(spans), nil)
+		if len(got) != 1 {
+			t.Fatalf("%s: %d findings", stmt, len(got))
+		}
+		ev := got[0].Evidence.(NPlusOneEvidence)
+		if !strings.Contains(got[0].Fix, want) || strings.Contains(got[0].Fix, "IN (...) or a JOIN") ||
+			!strings.Contains(ev.Hint, want) {
+			t.Errorf("%s: fix %q hint %q, want %q", stmt, got[0].Fix, ev.Hint, want)
+		}
+	}
+	// A document store's update loop keeps the store's own advice.
+	spans := []model.Span{p1Span(1, 0, "shop-cli", "Command db:seed", model.KindInternal, 0, 400)}
+	for i := 0; i < 12; i++ {
+		st := 20 + float64(i)*12
+		spans = append(spans, p1Span(byte(10+i), 1, "shop-cli", "update", model.KindClient, st, st+10,
+			str("db.system", "mongodb"), str("db.operation", "update"), str("db.mongodb.collection", "offers")))
+	}
+	if got := NewNPlusOneQuery().Detect(NewTrace(spans), nil); len(got) != 1 || !strings.Contains(got[0].Fix, "$in") {
+		t.Errorf("mongodb update loop: %+v", got)
+	}
+}

@@ -613,6 +613,10 @@ type detectMemo struct {
 	pre, post []int32
 	cp        *CriticalPath
 	total     uint64
+	// lockVictims are the database spans that failed waiting for a row
+	// lock (lockError), found once: every database span asks for them.
+	lockVictims     []*Node
+	lockVictimsDone bool
 }
 
 func memoOf(t *Trace) *detectMemo {

@@ -81,7 +81,7 @@ func (d *SlowQuery) Detect(t *Trace, env *Env) []Finding {
 		}
 		// Time spent queueing for a lock or a connection is lock_contention's
 		// finding: judge only what the statement itself took.
-		waits := spanWaits(n.Span)
+		waits := nodeWaits(t, n)
 		waited := waitedNS(waits)
 		dur := subSat(n.Duration(), waited)
 		durMS := NS(dur)
