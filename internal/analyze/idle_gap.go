@@ -190,10 +190,10 @@ func waitBetweenCalls(t *Trace, pos string, before, after *Node) (string, string
 		return "", ""
 	}
 	target := svc + " " + model.Clip(op, 60)
-	if attemptFailed(before) {
+	if retries(before, after, 0) {
 		return "retry_backoff", "the backoff before retrying " + target + " after its attempt failed"
 	}
-	if code, ok := HTTPStatus(before.Span); ok && code == 202 {
+	if code, ok := HTTPStatus(before.Span); ok && code == 202 && sameRequest(before.Span, after.Span) {
 		return "poll_interval", "the pause between two polls of " + target + " (it answered 202: not done yet)"
 	}
 	return "", ""
