@@ -325,3 +325,40 @@ func TestIdleGapLoopItemIsNoRetry(t *testing.T) {
 		}
 	}
 }
+
+// A report endpoint queues a render task without tracing the publish and
+// blocks on its result; the worker's CONSUMER span is its child. The task
+// sat 1.2 s in the "renders" queue before a worker took it: the request
+// waited for that, and the gap names the queue and the worker. A task
+// the request does not wait for (its consumer runs on long after the
+// response) leaves the request nothing to report.
+func TestIdleGapWaitForQueuedTask(t *testing.T) {
+	build := func(taskEndMS float64) []model.Span {
+		return []model.Span{
+			p1Span(1, 0, "reports-api", "GET /reports/{id}", model.KindServer, 0, 1250),
+			p1Span(2, 1, "render-worker", "render_pdf", model.KindConsumer, 1200, taskEndMS,
+				str("messaging.system", "celery"), str("messaging.destination.name", "renders")),
+		}
+	}
+	var gaps []Finding
+	for _, f := range Analyze(build(1249.5), Options{}).Findings {
+		if f.Kind == "idle_gap" {
+			gaps = append(gaps, f)
+		}
+	}
+	if len(gaps) != 1 {
+		t.Fatalf("%d idle gaps, want the wait for the queued task", len(gaps))
+	}
+	ev := gaps[0].Evidence.(IdleGapEvidence)
+	if ev.LikelyCause != "queueing" || !strings.Contains(ev.CauseText, "renders") || ev.After == nil || ev.After.Service != "render-worker" {
+		t.Errorf("cause %s %q, after %+v", ev.LikelyCause, ev.CauseText, ev.After)
+	}
+	if cu := gaps[0].Culprit; cu == nil || cu.Service != "render-worker" {
+		t.Errorf("culprit %+v, want the worker", cu)
+	}
+	for _, f := range Analyze(build(2600), Options{}).Findings {
+		if f.Kind == "idle_gap" {
+			t.Errorf("a task nobody waited for: %q", f.Title)
+		}
+	}
+}
