@@ -251,6 +251,11 @@ func idleGapCulprit(t *Trace, f *Finding) *Culprit {
 				"network or the request queue in front of %s, not in the caller.", after.Span.Service, ev.GapMS,
 				n.Span.Service, after.Span.Service))
 		}
+	case "queueing":
+		if after := refNode(t, ev.After); after != nil {
+			return culpritAt(t, after, fmt.Sprintf("%s's worker took the message %.0f ms after %s sent it: it waited in the queue in "+
+				"front of %s's workers (too few, busy or not running).", after.Span.Service, ev.GapMS, n.Span.Service, after.Span.Service))
+		}
 	case "pool_wait":
 		return culpritAt(t, n, fmt.Sprintf("%s waited %.0f ms for a pooled database connection: its pool is too small or "+
 			"held by slow work.", n.Span.Service, ev.GapMS))

@@ -25,7 +25,12 @@ func TestFanOutModesAndRetryExclusion(t *testing.T) {
 			if concurrent {
 				st = 10
 			}
-			spans = append(spans, p1Call(byte(10+i), 1, st, st+40, fmt.Sprintf("http://pricing/v1/prices/%d", 1000+i), status))
+			// A failing call is retried: the same price again, not the next.
+			id := 1000 + i
+			if status >= 500 {
+				id = 1000
+			}
+			spans = append(spans, p1Call(byte(10+i), 1, st, st+40, fmt.Sprintf("http://pricing/v1/prices/%d", id), status))
 		}
 		return NewTrace(spans)
 	}

@@ -30,7 +30,7 @@ type IdleGapEvidence struct {
 	SharePct float64  `json:"share_pct"`
 	Before   *SpanRef `json:"before,omitempty"` // child that ended before the gap
 	After    *SpanRef `json:"after,omitempty"`  // child that started after it
-	// LikelyCause is "pool_wait", "network_or_queueing",
+	// LikelyCause is "pool_wait", "network_or_queueing", "queueing",
 	// "retry_backoff", "poll_interval", "uninstrumented_work" or
 	// "lock_or_thread_wait"; CauseText says why.
 	LikelyCause string `json:"likely_cause"`
@@ -82,7 +82,7 @@ func (d *IdleGap) Detect(t *Trace, _ *Env) []Finding {
 			// A child that began once the span had ended ran after it (a
 			// browser following the page's links with its context), not
 			// inside it: a span whose children all did is a leaf.
-			if asyncEdge(n, c) || c.Start() >= hi {
+			if (asyncEdge(n, c) && !awaitedConsumer(n, c)) || c.Start() >= hi {
 				continue
 			}
 			cs := max(c.Start(), lo)
@@ -133,7 +133,9 @@ func (d *IdleGap) finding(t *Trace, n *Node, gs, ge, crit uint64, pos string, be
 	title := fmt.Sprintf("%.0f ms with nothing running inside %s %s (%.0f%% of it), %s; likely %s",
 		NS(gap), n.Span.Service, opName(n, displayOp(n)), ev.SharePct, where, ev.CauseText)
 	fix := map[string]string{
-		"pool_wait":           "Check the connection pool (size, wait time, leaked connections held across slow work) and instrument pool acquisition.",
+		"pool_wait": "Check the connection pool (size, wait time, leaked connections held across slow work) and instrument pool acquisition.",
+		"queueing": "The message waited for a free worker: add consumers (or concurrency) for its queue, keep slow tasks " +
+			"off it, or do not block the request on the task's result.",
 		"network_or_queueing": "The callee started late: check its request queue, thread pool and the network path; instrument its ingress.",
 		"uninstrumented_work": "Instrument the code running here (a span around it) to see what it does; it is on the request's path.",
 		"lock_or_thread_wait": "Look for locks, synchronous sleeps or a saturated worker pool here, and add spans around them.",
@@ -162,6 +164,9 @@ func gapCause(t *Trace, n *Node, gs, ge uint64, pos string, before, after *Node)
 		return cause, text
 	}
 	switch {
+	case after != nil && awaitedConsumer(n, after):
+		return "queueing", fmt.Sprintf("the message waiting in %s until a %s worker took it",
+			nonEmpty(messageInfo(after.Span).Destination, "its queue"), after.Span.Service)
 	case after != nil && IsDB(after) && before != nil && IsDB(before) && pos == "between_children":
 		return "pool_wait", "waiting for a pooled database connection"
 	case after != nil && IsDB(after) && poolInUse(t, n, after, gs, ge):
@@ -174,6 +179,20 @@ func gapCause(t *Trace, n *Node, gs, ge uint64, pos string, before, after *Node)
 		return "uninstrumented_work", "work nobody instrumented"
 	}
 	return "lock_or_thread_wait", "a lock, a thread or work nobody instrumented"
+}
+
+// awaitedConsumer reports a CONSUMER child that its parent, no PRODUCER
+// span, waited for: the parent sent the message without a span of its own
+// (Celery's apply_async with its publish untraced) and ended when the
+// consumer did, as a caller blocked on the task's result does. The time
+// before such a consumer starts is the message's wait in the queue, on
+// the parent's path; consumer_lag cannot see it without a producer.
+func awaitedConsumer(p, c *Node) bool {
+	if c.Span.Kind != model.KindConsumer || p.Span.Kind == model.KindProducer || c.Start() < p.Start() {
+		return false
+	}
+	tol := max(timingTolerance(p, c), uint64(crossHostSkewNS))
+	return c.End() <= p.End()+tol && c.End()+tol >= p.End()
 }
 
 // waitBetweenCalls names a gap that the caller spends on purpose between
@@ -190,10 +209,10 @@ func waitBetweenCalls(t *Trace, pos string, before, after *Node) (string, string
 		return "", ""
 	}
 	target := svc + " " + model.Clip(op, 60)
-	if attemptFailed(before) {
+	if retries(before, after, 0) {
 		return "retry_backoff", "the backoff before retrying " + target + " after its attempt failed"
 	}
-	if code, ok := HTTPStatus(before.Span); ok && code == 202 {
+	if code, ok := HTTPStatus(before.Span); ok && code == 202 && sameRequest(before.Span, after.Span) {
 		return "poll_interval", "the pause between two polls of " + target + " (it answered 202: not done yet)"
 	}
 	return "", ""

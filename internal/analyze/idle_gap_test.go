@@ -280,3 +280,85 @@ func TestIdleGapBetweenPollsAndBeforeRetry(t *testing.T) {
 		}
 	}
 }
+
+// A sync job walks its items: the update of item 41 fails, the job logs
+// it, spends 300 ms on work nobody traced and goes on with item 42. The
+// second call is the loop's next item, not a retry of the first, so the
+// gap between them is no backoff; only the same request sent again is.
+func TestIdleGapLoopItemIsNoRetry(t *testing.T) {
+	put := func(id byte, item string, startMS, endMS float64, code int64) model.Span {
+		c := p1Span(id, 1, "sync-job", "PUT", model.KindClient, startMS, endMS, str("http.request.method", "PUT"),
+			str("url.full", "http://inventory:8080/items/"+item), str("server.address", "inventory"),
+			model.Attr{Key: "http.response.status_code", Value: model.Int(code)})
+		if code >= 500 {
+			c.StatusCode = model.StatusError
+		}
+		return c
+	}
+	query := func(id byte, item string, startMS, endMS float64, failed bool) model.Span {
+		q := p1Span(id, 1, "sync-job", "UPDATE stock", model.KindClient, startMS, endMS, str("db.system", "postgresql"),
+			str("db.statement", "UPDATE stock SET n = n - 1 WHERE item = $1"), str("db.query.parameter.0", item))
+		if failed {
+			q.StatusCode = model.StatusError
+		}
+		return q
+	}
+	root := p1Span(1, 0, "sync-job", "sync", model.KindServer, 0, 400)
+	for _, c := range []struct {
+		name       string
+		first, nxt model.Span
+		retry      bool
+	}{
+		{"next item", put(2, "41", 10, 40, 503), put(3, "42", 340, 380, 200), false},
+		{"same item again", put(2, "41", 10, 40, 503), put(3, "41", 340, 380, 200), true},
+		{"next row", query(2, "41", 10, 40, true), query(3, "42", 340, 380, false), false},
+		{"same row again", query(2, "41", 10, 40, true), query(3, "41", 340, 380, false), true},
+	} {
+		var causes []string
+		for _, f := range Analyze([]model.Span{root, c.first, c.nxt}, Options{}).Findings {
+			if f.Kind == "idle_gap" {
+				causes = append(causes, f.Evidence.(IdleGapEvidence).LikelyCause)
+			}
+		}
+		if len(causes) != 1 || (causes[0] == "retry_backoff") != c.retry {
+			t.Errorf("%s: idle gap causes %v, retry %v", c.name, causes, c.retry)
+		}
+	}
+}
+
+// A report endpoint queues a render task without tracing the publish and
+// blocks on its result; the worker's CONSUMER span is its child. The task
+// sat 1.2 s in the "renders" queue before a worker took it: the request
+// waited for that, and the gap names the queue and the worker. A task
+// the request does not wait for (its consumer runs on long after the
+// response) leaves the request nothing to report.
+func TestIdleGapWaitForQueuedTask(t *testing.T) {
+	build := func(taskEndMS float64) []model.Span {
+		return []model.Span{
+			p1Span(1, 0, "reports-api", "GET /reports/{id}", model.KindServer, 0, 1250),
+			p1Span(2, 1, "render-worker", "render_pdf", model.KindConsumer, 1200, taskEndMS,
+				str("messaging.system", "celery"), str("messaging.destination.name", "renders")),
+		}
+	}
+	var gaps []Finding
+	for _, f := range Analyze(build(1249.5), Options{}).Findings {
+		if f.Kind == "idle_gap" {
+			gaps = append(gaps, f)
+		}
+	}
+	if len(gaps) != 1 {
+		t.Fatalf("%d idle gaps, want the wait for the queued task", len(gaps))
+	}
+	ev := gaps[0].Evidence.(IdleGapEvidence)
+	if ev.LikelyCause != "queueing" || !strings.Contains(ev.CauseText, "renders") || ev.After == nil || ev.After.Service != "render-worker" {
+		t.Errorf("cause %s %q, after %+v", ev.LikelyCause, ev.CauseText, ev.After)
+	}
+	if cu := gaps[0].Culprit; cu == nil || cu.Service != "render-worker" {
+		t.Errorf("culprit %+v, want the worker", cu)
+	}
+	for _, f := range Analyze(build(2600), Options{}).Findings {
+		if f.Kind == "idle_gap" {
+			t.Errorf("a task nobody waited for: %q", f.Title)
+		}
+	}
+}

@@ -173,7 +173,13 @@ func (d *NPlusOneQuery) finding(t *Trace, p *Node, units, nodes []*Node) (Findin
 	entry := EntryOf(p)
 	title := fmt.Sprintf("%d %s queries of the same shape under %s (%s), %.0f ms in total",
 		len(nodes), system, displayOp(entry), model.Clip(shape, 80), NS(total))
-	if list != nil {
+	switch {
+	case verb != "":
+		// A write loop follows no list: the query before it (a seeder's
+		// random pick, the previous table's inserts) is not what it walks.
+		title = fmt.Sprintf("%d %s %ss, one row at a time, under %s (%s), %.0f ms in total",
+			len(nodes), system, verb, displayOp(entry), model.Clip(shape, 80), NS(total))
+	case list != nil:
 		title = fmt.Sprintf("%d %s queries of the same shape after 1 list query under %s (%s), %.0f ms in total",
 			len(nodes), system, displayOp(entry), model.Clip(shape, 80), NS(total))
 	}

@@ -132,14 +132,8 @@ func TestNPlusOneWriteLoopAdvisesBulkWrite(t *testing.T) {
 		`UPDATE stock SET qty = $1 WHERE sku = $2`:                                   "one UPDATE",
 		`delete from "migrations" where "migration" = ?`:                             "one DELETE",
 	} {
-		spans := []model.Span{
-			p1Span(1, 0, "shop-cli", "Command db:seed", model.KindInternal, 0, 400),
-			p1DB(2, 1, 5, 15, `select * from "properties" order by RANDOM() limit ?`),
-		}
-		for i := 0; i < 12; i++ {
-			st := 20 + float64(i)*12
-			spans = append(spans, p1DB(byte(10+i), 1, st, st+10, stmt))
-		}
+		spans := loopAfterQuery(p1Span(1, 0, "shop-cli", "Command db:seed", model.KindInternal, 0, 400),
+			`select * from "properties" order by RANDOM() limit ?`, stmt, 12)
 		got := NewNPlusOneQuery().Detect(NewTrace(spans), nil)
 		if len(got) != 1 {
 			t.Fatalf("%s: %d findings", stmt, len(got))
@@ -160,4 +154,41 @@ func TestNPlusOneWriteLoopAdvisesBulkWrite(t *testing.T) {
 	if got := NewNPlusOneQuery().Detect(NewTrace(spans), nil); len(got) != 1 || !strings.Contains(got[0].Fix, "$in") {
 		t.Errorf("mongodb update loop: %+v", got)
 	}
+}
+
+// An import job looks up its batch, then writes each item with its own
+// statement. The title says what the loop does, writing row by row; the
+// lookup before it is no list the writes walk. A loop of reads after the
+// same lookup keeps its "after 1 list query".
+func TestNPlusOneWriteLoopTitle(t *testing.T) {
+	title := func(stmt string) string {
+		spans := loopAfterQuery(p1Span(1, 0, "importer", "import batch", model.KindInternal, 0, 500),
+			`SELECT id FROM batches WHERE state = $1`, stmt, 15)
+		got := NewNPlusOneQuery().Detect(NewTrace(spans), nil)
+		if len(got) != 1 {
+			t.Fatalf("%s: %d findings", stmt, len(got))
+		}
+		return got[0].Title
+	}
+	for stmt, want := range map[string]string{
+		`UPDATE items SET state = $1 WHERE id = $2`:     "UPDATEs, one row at a time",
+		`INSERT INTO lines (item, qty) VALUES ($1, $2)`: "INSERTs, one row at a time",
+		`DELETE FROM staged WHERE id = $1`:              "DELETEs, one row at a time",
+		`SELECT * FROM items WHERE id = $1`:             "queries of the same shape after 1 list query",
+	} {
+		if got := title(stmt); !strings.Contains(got, want) || (!strings.HasPrefix(stmt, "SELECT") && strings.Contains(got, "list query")) {
+			t.Errorf("%s: title %q, want %q", stmt, got, want)
+		}
+	}
+}
+
+// loopAfterQuery: under parent, one query (5-15 ms), then n statements
+// stmt of 10 ms each, one after the other.
+func loopAfterQuery(parent model.Span, first, stmt string, n int) []model.Span {
+	spans := []model.Span{parent, p1DB(2, 1, 5, 15, first)}
+	for i := 0; i < n; i++ {
+		st := 20 + float64(i)*12
+		spans = append(spans, p1DB(byte(10+i), 1, st, st+10, stmt))
+	}
+	return spans
 }

@@ -174,7 +174,11 @@ func TestTimeoutMismatchToleratesHostSkew(t *testing.T) {
 // One problem, one finding: a loop whose every call outlives its caller
 // is one timeout_mismatch with a count, not one per span.
 func TestTimeoutMismatchAggregatesRepeatedSpans(t *testing.T) {
-	spans := []model.Span{p1Span(1, 0, "batch", "run", model.KindServer, 0, 100)}
+	// The request timed out after 100 ms while its items ran on: it gave
+	// up on them (without that, work it returned from is a handoff).
+	run := p1Span(1, 0, "batch", "run", model.KindServer, 0, 100)
+	run.StatusCode, run.StatusMessage = model.StatusError, "request timed out"
+	spans := []model.Span{run}
 	for i := 0; i < 200; i++ {
 		s := p1Span(2, 1, "batch", "process item", model.KindInternal, 50, 400+float64(i))
 		s.SpanID = model.SpanID{0, 0, 0, 0, 0, 1, byte(i / 256), byte(i)}

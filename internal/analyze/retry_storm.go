@@ -88,15 +88,60 @@ func attemptFailed(n *Node) bool {
 	return false
 }
 
+// retries tells whether next is another attempt of prev, a call to the
+// same target (the caller groups by CallTarget): it starts once prev has
+// ended, prev failed, and it sends the same request.
+func retries(prev, next *Node, tolNS uint64) bool {
+	return next.Start()+max(tolNS, timingTolerance(prev, next)) >= prev.End() && attemptFailed(prev) &&
+		sameRequest(prev.Span, next.Span)
+}
+
+// requestKeys name what tells one request to a target from another: the
+// URL with its ids and query, the statement with its literals, the RPC
+// method. A loop calls one route or statement shape item after item;
+// only a retry sends the very same request again.
+var requestKeys = [][]string{
+	{"url.full", "http.url", "url.path", "http.target", "http.path"},
+	{"url.query"},
+	{"db.query.text", "db.statement", "sql.query"},
+	{"redis.args"},
+	{"rpc.method"},
+}
+
+// requestArgPrefixes: bound arguments, where the instrumentation records
+// them, tell a loop's items apart when the statement text cannot.
+var requestArgPrefixes = []string{"db.query.parameter.", "db.operation.parameter."}
+
+// sameRequest: nothing a and b both record says they are different
+// requests. What only one of them records is no evidence either way.
+func sameRequest(a, b *model.Span) bool {
+	for _, keys := range requestKeys {
+		x, y := a.Attrs.Str(keys...), b.Attrs.Str(keys...)
+		if x != "" && y != "" && x != y {
+			return false
+		}
+	}
+	for _, kv := range a.Attrs {
+		for _, p := range requestArgPrefixes {
+			if strings.HasPrefix(kv.Key, p) {
+				if v, ok := b.Attrs.Get(kv.Key); ok && v.AsString() != kv.Value.AsString() {
+					return false
+				}
+			}
+		}
+	}
+	return true
+}
+
 // retryChainsOf splits calls to one target (sorted by start) into chains
-// where each attempt starts after the previous one failed and ended.
+// where each attempt retries the previous one.
 func retryChainsOf(nodes []*Node, tolNS uint64) [][]*Node {
 	var chains [][]*Node
 	var cur []*Node
 	for _, n := range nodes {
 		if len(cur) > 0 {
 			prev := cur[len(cur)-1]
-			if n.Start()+max(tolNS, timingTolerance(prev, n)) >= prev.End() && attemptFailed(prev) {
+			if retries(prev, n, tolNS) {
 				cur = append(cur, n)
 				continue
 			}

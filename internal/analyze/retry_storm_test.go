@@ -40,3 +40,25 @@ func TestRetryStormThresholds(t *testing.T) {
 		t.Fatalf("three attempts: %+v", got)
 	}
 }
+
+// Three orders fetched one after the other, each failing: the same route,
+// but every call asks for another order. That is a loop over failing
+// items (the service called is down for all of them), not one call
+// retried; three fetches of the same order are.
+func TestRetryStormNeedsTheSameRequest(t *testing.T) {
+	build := func(ids ...string) *Trace {
+		spans := []model.Span{p1Span(1, 0, "web", "GET /orders", model.KindServer, 0, 400)}
+		for i, id := range ids {
+			st := 10 + float64(i)*100
+			spans = append(spans, p1Call(byte(10+i), 1, st, st+80, "http://api/v1/orders/"+id, 503))
+		}
+		return NewTrace(spans)
+	}
+	d := NewRetryStorm()
+	if got := d.Detect(build("7", "8", "9"), nil); len(got) != 0 {
+		t.Errorf("a loop over three orders reported as retries: %q", got[0].Title)
+	}
+	if got := d.Detect(build("7", "7", "7"), nil); len(got) != 1 || len(got[0].Evidence.(RetryStormEvidence).Attempts) != 3 {
+		t.Errorf("three fetches of one order: %+v", got)
+	}
+}

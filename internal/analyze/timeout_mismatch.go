@@ -2,6 +2,7 @@ package analyze
 
 import (
 	"fmt"
+	"strings"
 
 	"github.com/tracedx/tracedx/internal/model"
 )
@@ -147,20 +148,55 @@ const handoffNS = 2e6
 // handedOff reports a child that outlived a parent which never waited
 // for it, where no caller gave up: a parent that ended within handoffNS
 // of starting, sooner than the child ran on after it (a caller that gave
-// up waited at least as long as the work it abandoned ran past it), or a
+// up waited at least as long as the work it abandoned ran past it); a
 // database call, which waits for its server and calls nothing: spans of
 // its own process below it were started by the code its answer resumed
-// (a Lettuce KEYS whose keys are each read by a GET). A parent that
-// failed did give up (a deadline that expired, a reset connection),
-// however soon.
+// (a Lettuce KEYS whose keys are each read by a GET); or work in the
+// parent's own process (an INTERNAL child) that the parent scheduled and
+// returned from, as Ray Serve's router assigns a request to a replica
+// task and ends. A call to another service is different: its caller
+// waits for the answer, and ending first means it stopped waiting. A
+// parent that shows it gave up did, however soon or in-process.
 func handedOff(p, c *Node) bool {
-	if Failed(p) {
+	if gaveUp(p) {
 		return false
 	}
 	if IsDB(p) && c.Span.Service == p.Span.Service {
 		return true
 	}
+	if c.Span.Kind == model.KindInternal && c.Span.Service == p.Span.Service && p.Span.Kind != model.KindClient {
+		return true
+	}
 	return p.Duration() <= handoffNS && c.End()-p.End() > p.Duration()
+}
+
+// gaveUp tells whether a span shows it stopped waiting: it failed, timed
+// out (504, 408, DEADLINE_EXCEEDED) or was cancelled (HTTP 499, gRPC
+// CANCELLED, a cancel event or status message).
+func gaveUp(p *Node) bool {
+	s := p.Span
+	if Failed(p) || IsTimeoutLike(s) || mentionsCancel(s.StatusMessage) {
+		return true
+	}
+	if code, ok := HTTPStatus(s); ok && code == 499 {
+		return true
+	}
+	if v, ok := s.Attrs.Get("rpc.grpc.status_code"); ok {
+		if c, ok := v.AsInt(); ok && c == 1 {
+			return true
+		}
+	}
+	for i := range s.Events {
+		if mentionsCancel(s.Events[i].Name) {
+			return true
+		}
+	}
+	return false
+}
+
+func mentionsCancel(s string) bool {
+	l := strings.ToLower(s)
+	return strings.Contains(l, "cancel") || strings.Contains(l, "abort")
 }
 
 func asyncEdge(p, c *Node) bool {

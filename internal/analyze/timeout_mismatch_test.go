@@ -99,3 +99,35 @@ func TestTimeoutMismatchReactiveHandoff(t *testing.T) {
 		t.Errorf("a caller that waited 20 ms: %d findings", len(got))
 	}
 }
+
+// Ray Serve's shape (dd-trace-py's recorded gRPC test): the router span
+// assigns the request to a replica task and ends after 3.5 ms; the
+// replica's span, in the same process, runs on 2.3 ms past it. Nobody
+// gave up: the router handed the work off. A router that records a
+// cancellation or an error did give up, and is reported.
+func TestTimeoutMismatchInProcessHandoff(t *testing.T) {
+	build := func(router func(*model.Span)) *Trace {
+		r := p1Span(2, 1, "serve", "Router.assign_request", model.KindInternal, 20, 23.5)
+		router(&r)
+		return NewTrace([]model.Span{
+			p1Span(1, 0, "serve", "proxy_request", model.KindServer, 19, 26.5), r,
+			p1Span(3, 2, "serve", "handle_request_with_rejection", model.KindInternal, 21.9, 25.8),
+			p1Span(4, 3, "serve", "deployment.method_execution", model.KindInternal, 25, 25.1),
+		})
+	}
+	d := NewTimeoutMismatch()
+	if got := d.Detect(build(func(*model.Span) {}), nil); len(got) != 0 {
+		t.Errorf("a handoff reported: %q", got[0].Title)
+	}
+	for name, gaveUp := range map[string]func(*model.Span){
+		"cancel event": func(s *model.Span) { s.Events = append(s.Events, model.Event{Name: "request cancelled"}) },
+		"error":        func(s *model.Span) { s.StatusCode = model.StatusError },
+		"499": func(s *model.Span) {
+			s.Attrs = append(s.Attrs, model.Attr{Key: "http.status_code", Value: model.Int(499)})
+		},
+	} {
+		if got := d.Detect(build(gaveUp), nil); len(got) != 1 {
+			t.Errorf("%s: %d findings, want the router that gave up", name, len(got))
+		}
+	}
+}
