@@ -152,7 +152,10 @@ const handoffNS = 2e6
 // its own process below it were started by the code its answer resumed
 // (a Lettuce KEYS whose keys are each read by a GET). A parent that
 // failed did give up (a deadline that expired, a reset connection),
-// however soon.
+// however soon. A call that ended well with the callee's answer (an HTTP
+// status, a gRPC code) gave up nothing either: the server span ran on
+// after it sent that answer (a servlet's filters, the flush, access
+// logging), which no deadline of the caller's cut short.
 func handedOff(p, c *Node) bool {
 	if Failed(p) {
 		return false
@@ -160,7 +163,19 @@ func handedOff(p, c *Node) bool {
 	if IsDB(p) && c.Span.Service == p.Span.Service {
 		return true
 	}
+	if p.Span.Kind == model.KindClient && c.Span.Kind == model.KindServer && gotAnswer(p.Span) {
+		return true
+	}
 	return p.Duration() <= handoffNS && c.End()-p.End() > p.Duration()
+}
+
+// gotAnswer reports a call that recorded the status its callee answered.
+func gotAnswer(s *model.Span) bool {
+	if _, ok := HTTPStatus(s); ok {
+		return true
+	}
+	_, ok := s.Attrs.Get("rpc.grpc.status_code")
+	return ok
 }
 
 func asyncEdge(p, c *Node) bool {
