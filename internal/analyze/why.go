@@ -175,7 +175,8 @@ func repeatedCallsStep(t *Trace, n *Node, crit []uint64) string {
 			best, bestNS = g, sum
 		}
 	}
-	if best == nil || float64(bestNS) < 0.5*float64(crit[n.Index]) {
+	// Sub-millisecond time is not worth a sentence, as in the descent.
+	if best == nil || float64(bestNS) < 0.5*float64(crit[n.Index]) || bestNS < 1e6 {
 		return ""
 	}
 	how := "one after another"

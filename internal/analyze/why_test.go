@@ -156,3 +156,14 @@ func TestWhyChainNamesRepeatedCalls(t *testing.T) {
 		t.Errorf("a single dominant call named as a group:\n%s", text)
 	}
 }
+
+// Two Redis commands of a sub-millisecond request are not worth a step.
+func TestWhyChainSkipsSubMillisecondRepeats(t *testing.T) {
+	redis := func(id byte, start, end float64) model.Span {
+		return p1Span(id, 1, "app", "SET", model.KindClient, start, end, str("db.system", "redis"), str("db.statement", "SET k v"))
+	}
+	spans := []model.Span{p1Span(1, 0, "app", "pipeline", model.KindServer, 0, 1.1), redis(2, 0.1, 0.5), redis(3, 0.55, 0.95)}
+	if text := strings.Join(whyChain(NewTrace(spans), nil, nil), "\n"); strings.Contains(text, "calls to") {
+		t.Errorf("sub-millisecond repeats named:\n%s", text)
+	}
+}
