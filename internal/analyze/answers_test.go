@@ -4,6 +4,7 @@ import (
 	"slices"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/tracedx/tracedx/internal/model"
 )
@@ -143,5 +144,39 @@ func TestSwallowedErrorAnsweredAsAClientError(t *testing.T) {
 	fs = ofKind(Analyze(build("200"), Options{}).Findings, "swallowed_error")
 	if len(fs) != 1 || !strings.Contains(fs[0].Fix, "degradation") || !strings.Contains(fs[0].Culprit.Reason, "success") {
 		t.Errorf("200: %+v", fs)
+	}
+}
+
+// A Python service's requests client retried a 503 below its own span (a
+// urllib3 Retry with back-off): one CLIENT span that ended 200, under it
+// the callee's failed SERVER span and, 24 ms later, the one that
+// answered. The checkout's 200 was the full answer, not a degraded one;
+// the same shape whose last attempt failed too still is swallowed.
+func TestSwallowedErrorRetriedBelowTheClientSpan(t *testing.T) {
+	status := func(code int64) model.Attr {
+		return model.Attr{Key: "http.response.status_code", Value: model.Int(code)}
+	}
+	route := model.Attr{Key: "http.route", Value: model.Str("/update_inventory")}
+	build := func(second int64) []model.Span {
+		spans := []model.Span{
+			p1Span(1, 0, "payment", "payment", model.KindServer, 0, 355, status(200)),
+			httpCall(2, 1, "payment", 1.4, 324, "inventory:8082/update_inventory", second),
+			p1Span(3, 2, "inventory", "update_inventory", model.KindServer, 4, 34.3, status(503), route),
+			p1Span(4, 2, "inventory", "update_inventory", model.KindServer, 58.3, 312, status(second), route),
+		}
+		spans[2].StatusCode = model.StatusError
+		if second >= 500 {
+			spans[3].StatusCode = model.StatusError
+		}
+		return spans
+	}
+	for name, v := range realClocks(build(200), "inventory", 3*time.Millisecond) {
+		if got := NewSwallowedError().Detect(NewTrace(v), nil); len(got) != 0 {
+			t.Errorf("%s: a retry that answered reported: %s", name, got[0].Title)
+		}
+	}
+	// The payment span answered 200 over a call whose attempts all failed.
+	if got := NewSwallowedError().Detect(NewTrace(build(503)), nil); len(got) != 1 {
+		t.Errorf("every attempt failed: %d swallowed_error findings", len(got))
 	}
 }

@@ -279,30 +279,42 @@ func lostFix(r *Node, caller string) string {
 }
 
 // calleeService maps a call's target to a service of the trace:
-// peer.service, else the first DNS label of server.address.
+// peer.service, else the first DNS label of server.address, else, for a
+// proxy's span, of the upstream cluster it forwarded to (Istio's
+// "outbound|8080||cart.shop.svc.cluster.local" names its host last).
 func calleeService(c *Node, services map[string]bool) string {
 	if p := PeerService(c.Span); p != "" && services[p] {
 		return p
 	}
-	addr := ServerAddress(c.Span)
-	if addr == "" {
-		return ""
+	// A proxy's span also holds the downstream's URL (Envoy's ingress:
+	// http://localhost:8080/...), which names the proxy, not its upstream.
+	addrs := []string{ServerAddress(c.Span)}
+	if isProxyHop(c.Span) {
+		cluster := c.Span.Attrs.Str("upstream_cluster.name", "upstream_cluster")
+		addrs = append(addrs, cluster[strings.LastIndexByte(cluster, '|')+1:])
 	}
-	if services[addr] {
-		return addr
-	}
-	if k := strings.IndexByte(addr, '.'); k > 0 && services[addr[:k]] {
-		return addr[:k]
+	for _, addr := range addrs {
+		if addr == "" {
+			continue
+		}
+		if services[addr] {
+			return addr
+		}
+		if k := strings.IndexByte(addr, '.'); k > 0 && services[addr[:k]] {
+			return addr[:k]
+		}
 	}
 	return ""
 }
 
 // likelyCaller returns a call of the main tree running when r started
-// whose target could be r's service, or nil.
+// whose target could be r's service, or nil. A proxy's span counts as a
+// call to its upstream: an Envoy that reports its ingress span but not the
+// egress span whose context it forwarded is the hop that lost the parent.
 func likelyCaller(t *Trace, r *Node) *Node {
 	services := map[string]bool{r.Span.Service: true}
 	for _, c := range t.Nodes {
-		if c == r || c.Span.Kind != model.KindClient || c.Span.Service == r.Span.Service {
+		if c == r || (c.Span.Kind != model.KindClient && !isProxyHop(c.Span)) || c.Span.Service == r.Span.Service {
 			continue
 		}
 		if c.Start() <= r.Start()+crossHostSkewNS && r.Start() <= c.End()+crossHostSkewNS && calleeService(c, services) != "" {

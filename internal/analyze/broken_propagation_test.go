@@ -51,3 +51,33 @@ func TestBrokenPropagationIncompleteTraceIsOneFinding(t *testing.T) {
 		t.Errorf("%d findings for lost spans and a second root, want 2", len(fs))
 	}
 }
+
+// The OpenTelemetry demo's Envoy front proxy reported its ingress span
+// (upstream_cluster "frontend") but not the egress span whose context it
+// forwarded: the frontend's SERVER span names a parent that never arrived.
+// The proxy was calling the frontend then: it is the hop that lost the
+// span, not the frontend, which only received the context.
+func TestBrokenPropagationProxyLostItsEgressSpan(t *testing.T) {
+	ingress := p1Span(1, 0, "frontend-proxy", "ingress", model.KindServer, 0, 4.77,
+		str("component", "proxy"), str("upstream_cluster", "frontend"), str("http.status_code", "200"),
+		str("http.url", "http://localhost:8080/api/cart?currencyCode=USD"))
+	spans := []model.Span{
+		ingress,
+		p1Span(2, 9, "frontend", "GET", model.KindServer, 0.28, 4.19, str("http.method", "GET"),
+			str("http.target", "/api/cart")),
+		p1Span(3, 2, "frontend", "grpc.oteldemo.CartService/GetCart", model.KindClient, 2.28, 4.24,
+			str("rpc.system", "grpc"), str("rpc.service", "oteldemo.CartService"), str("rpc.method", "GetCart"),
+			str("net.peer.name", "cartservice")),
+		p1Span(4, 3, "cartservice", "oteldemo.CartService/GetCart", model.KindServer, 3.74, 4.2),
+	}
+	for _, cluster := range []string{"frontend", "outbound|8080||frontend.shop.svc.cluster.local"} {
+		spans[0].Attrs[1] = str("upstream_cluster", cluster)
+		fs := ofKind(Analyze(spans, Options{}).Findings, "broken_propagation")
+		if len(fs) != 1 || fs[0].Culprit == nil || fs[0].Culprit.Service != "frontend-proxy" {
+			t.Fatalf("%s: findings %+v", cluster, fs)
+		}
+		if ev := fs[0].Evidence.(BrokenPropagationEvidence); ev.Caller != "frontend-proxy" {
+			t.Errorf("%s: caller %q", cluster, ev.Caller)
+		}
+	}
+}

@@ -164,3 +164,18 @@ func TestErrorOriginRootFailedOnItsOwn(t *testing.T) {
 		t.Errorf("title %q, want %q", fs[0].Title, want)
 	}
 }
+
+// Rust's tracing-opentelemetry records an error! macro as an event named
+// by its message with level "ERROR", and fails the span without a status
+// message: the origin's error is that event's message.
+func TestErrorOriginReadsATracingErrorEvent(t *testing.T) {
+	s := p1Span(1, 0, "axum-tracing-test", "g", model.KindInternal, 0, 1.5, str("code.namespace", "axum_tracing"))
+	s.StatusCode = model.StatusError
+	s.Events = []model.Event{{TimeUnixNano: s.StartUnixNano + 1e6, Name: "upstream refused the connection",
+		Attrs: model.Attrs{str("level", "ERROR"), str("target", "axum_tracing")}}}
+	fs := NewErrorOrigin().Detect(NewTrace([]model.Span{s}), &Env{})
+	if len(fs) != 1 || !strings.Contains(fs[0].Title, "upstream refused the connection") ||
+		fs[0].Evidence.(ErrorOriginEvidence).ExceptionMessage != "upstream refused the connection" {
+		t.Fatalf("findings %+v", fs)
+	}
+}

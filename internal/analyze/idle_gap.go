@@ -74,6 +74,9 @@ func (d *IdleGap) Detect(t *Trace, _ *Env) []Finding {
 			if byDesign == 1 {
 				return
 			}
+			if orphanWithin(t, gs, ge) {
+				return
+			}
 			crit := critWithin(t, n, gs, ge)
 			out = append(out, d.finding(t, n, gs, ge, crit, pos, before, after))
 		}
@@ -106,6 +109,19 @@ func (d *IdleGap) Detect(t *Trace, _ *Env) []Finding {
 		}
 	}
 	return out
+}
+
+// orphanWithin reports a span whose parent never arrived that started
+// inside [gs, ge): in a trace that lost spans (a page of search hits, a
+// dropped batch) the gap may be where its missing parent, a call nobody
+// sees, ran.
+func orphanWithin(t *Trace, gs, ge uint64) bool {
+	for _, r := range t.Roots {
+		if !r.Span.ParentSpanID.IsZero() && r.Start() >= gs && r.Start() < ge {
+			return true
+		}
+	}
+	return false
 }
 
 func (d *IdleGap) finding(t *Trace, n *Node, gs, ge, crit uint64, pos string, before, after *Node) Finding {

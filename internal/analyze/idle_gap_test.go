@@ -362,3 +362,29 @@ func TestIdleGapWaitForQueuedTask(t *testing.T) {
 		}
 	}
 }
+
+// A page of Data Prepper's span index holds part of a trace: the order
+// service's handler shows its first and last calls, 104 ms apart, and the
+// database spans the two calls between them reached are there without
+// their parents. The gap is where the lost calls ran, not idle time; with
+// no orphan inside it, it still is a gap.
+func TestIdleGapWhereLostSpansRan(t *testing.T) {
+	post := func(id, parent byte, start, end float64, url string) model.Span {
+		return p1Span(id, parent, "order", "HTTP POST", model.KindClient, start, end,
+			str("http.method", "POST"), str("http.url", url), model.Attr{Key: "http.status_code", Value: model.Int(200)})
+	}
+	spans := []model.Span{
+		p1Span(1, 0, "frontend-client", "client_create_order", model.KindInternal, 0, 161),
+		p1Span(2, 1, "order", "update_order", model.KindServer, 2.5, 153.4),
+		post(3, 2, 3.6, 39.8, "http://localhost:8083/add_item_to_cart"),
+		post(4, 2, 143.8, 148.1, "http://localhost:8087/logs"),
+		p1Span(5, 90, "database", "addItemToCart", model.KindServer, 45, 73.9),
+		p1Span(6, 91, "database", "addItemToCart", model.KindServer, 84.2, 113.1),
+	}
+	if got := NewIdleGap().Detect(NewTrace(spans), nil); len(got) != 0 {
+		t.Errorf("a gap where lost calls ran: %s", got[0].Title)
+	}
+	if got := NewIdleGap().Detect(NewTrace(spans[:4]), nil); len(got) != 1 {
+		t.Errorf("the same gap with nothing lost: %d findings", len(got))
+	}
+}

@@ -160,14 +160,33 @@ func retryChainsOf(nodes []*Node, tolNS uint64) [][]*Node {
 // groupCallsByTarget groups p's call children by CallTarget, in first-seen
 // order; each group keeps start order.
 func groupCallsByTarget(t *Trace, p *Node, keep func(*Node) bool) [][]*Node {
+	return groupChildren(p, func(c *Node) bool { return IsCall(c) && (keep == nil || keep(c)) },
+		func(c *Node) [2]string {
+			svc, op := CallTarget(t, c)
+			return [2]string{svc, op}
+		})
+}
+
+// attemptsBelowCall groups the SERVER children of call p by service and
+// operation: a client that retries below its instrumentation (urllib3's
+// Retry under requests, a retry handler inside an HttpClient) sends every
+// attempt with the call's context, so the attempts are the callee's spans
+// under the one CLIENT span.
+func attemptsBelowCall(p *Node) [][]*Node {
+	return groupChildren(p, func(c *Node) bool { return c.Span.Kind == model.KindServer },
+		func(c *Node) [2]string { return [2]string{c.Span.Service, displayOp(c)} })
+}
+
+// groupChildren groups the children of p that keep accepts by key, in
+// first-seen order; each group keeps start order.
+func groupChildren(p *Node, keep func(*Node) bool, key func(*Node) [2]string) [][]*Node {
 	var groups [][]*Node
 	var idx map[[2]string]int
 	for _, c := range p.Children {
-		if !IsCall(c) || (keep != nil && !keep(c)) {
+		if !keep(c) {
 			continue
 		}
-		svc, op := CallTarget(t, c)
-		k := [2]string{svc, op}
+		k := key(c)
 		if idx == nil {
 			idx = map[[2]string]int{}
 		}
@@ -182,6 +201,16 @@ func groupCallsByTarget(t *Trace, p *Node, keep func(*Node) bool) [][]*Node {
 	return groups
 }
 
+// attemptTarget names what an attempt called: its call target, or for an
+// attempt seen only as the callee's SERVER span, that service and
+// operation.
+func attemptTarget(t *Trace, n *Node) (service, operation string) {
+	if n.Span.Kind == model.KindServer && n.Parent != nil && IsCall(n.Parent) {
+		return n.Span.Service, displayOp(n)
+	}
+	return CallTarget(t, n)
+}
+
 // Detect implements Detector. Severity: critical when the amplification
 // reaches 9 calls per request or the request failed anyway after retrying
 // at the root's level; otherwise by the wasted critical-path time
@@ -194,12 +223,16 @@ func (d *RetryStorm) Detect(t *Trace, _ *Env) []Finding {
 		if len(p.Children) < 2 {
 			continue
 		}
-		for _, g := range groupCallsByTarget(t, p, nil) {
+		groups := groupCallsByTarget(t, p, nil)
+		if IsCall(p) {
+			groups = append(groups, attemptsBelowCall(p)...)
+		}
+		for _, g := range groups {
 			if len(g) < 2 {
 				continue
 			}
 			for _, nodes := range retryChainsOf(g, tol) {
-				svc, op := CallTarget(t, nodes[0])
+				svc, op := attemptTarget(t, nodes[0])
 				rc := &retryChain{parent: p, service: svc, op: op, nodes: nodes}
 				chains = append(chains, rc)
 				for _, n := range nodes {

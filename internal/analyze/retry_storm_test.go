@@ -62,3 +62,38 @@ func TestRetryStormNeedsTheSameRequest(t *testing.T) {
 		t.Errorf("three fetches of one order: %+v", got)
 	}
 }
+
+// The shape of a Python requests call with a urllib3 Retry: one CLIENT
+// span, the callee's SERVER spans of each attempt under it. Two 503s and
+// their back-off before the answer are a retry chain of three attempts;
+// the Data Prepper sample's single quick retry stays a policy at work.
+func TestRetryStormAttemptsBelowOneCall(t *testing.T) {
+	route := str("http.route", "/update_inventory")
+	attempt := func(id byte, start, end float64, status int64) model.Span {
+		s := p1Span(id, 2, "inventory", "update_inventory", model.KindServer, start, end, route,
+			model.Attr{Key: "http.status_code", Value: model.Int(status)})
+		if status >= 500 {
+			s.StatusCode = model.StatusError
+		}
+		return s
+	}
+	spans := []model.Span{
+		p1Span(1, 0, "payment", "payment", model.KindServer, 0, 700),
+		httpCall(2, 1, "payment", 1.4, 690, "inventory:8082/update_inventory", 200),
+		attempt(3, 4, 34.3, 503),
+		attempt(4, 58.3, 90, 503),
+		attempt(5, 190, 680, 200),
+	}
+	got := NewRetryStorm().Detect(NewTrace(spans), nil)
+	if len(got) != 1 {
+		t.Fatalf("%d findings", len(got))
+	}
+	ev := got[0].Evidence.(RetryStormEvidence)
+	if len(ev.Attempts) != 3 || ev.FailedCount != 2 || ev.Target != "inventory" || ev.Caller.Service != "payment" ||
+		!strings.Contains(got[0].Title, "3 attempts to inventory") {
+		t.Errorf("title %q evidence %+v", got[0].Title, ev)
+	}
+	if got := NewRetryStorm().Detect(NewTrace(append(spans[:2], attempt(3, 4, 34.3, 503), attempt(4, 58.3, 312, 200))), nil); len(got) != 0 {
+		t.Errorf("one quick retry that answered: %s", got[0].Title)
+	}
+}

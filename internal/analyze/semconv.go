@@ -545,11 +545,13 @@ func ExceptionOf(s *model.Span) (typ, msg string) {
 // errorLog reads the error a span logged the OpenTracing way, which Jaeger
 // clients still send: a log with event "error" and error.kind /
 // error.object / message fields, or, as jaeger-client-go's HotROD logs its
-// Redis timeouts, level "error" with the error in an "error" field.
+// Redis timeouts, level "error" with the error in an "error" field; or as
+// Rust's tracing-opentelemetry records an error! event: named by its
+// message, with level "ERROR".
 func errorLog(s *model.Span) (typ, msg string, ok bool) {
 	for i := range s.Events {
 		e := &s.Events[i]
-		if e.Name != "error" && e.Attrs.Str("level") != "error" && e.Attrs.Str("error.kind", "error.object") == "" {
+		if e.Name != "error" && !strings.EqualFold(e.Attrs.Str("level"), "error") && e.Attrs.Str("error.kind", "error.object") == "" {
 			continue
 		}
 		msg = e.Attrs.Str("error.object", "error", "message")

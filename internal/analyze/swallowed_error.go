@@ -46,7 +46,8 @@ type SwallowedErrorEvidence struct {
 // the span that absorbed it (the successful parent of the topmost failed
 // span), so a failure handled deep down is reported once, where it was
 // swallowed. Failed attempts that a later sibling call to the same target
-// recovered (a retry that worked) and failures of asynchronous consumers
+// recovered (a retry that worked, also one the client made below its own
+// call span) and failures of asynchronous consumers
 // or under them (poison_message's concern) are not degraded answers and
 // are skipped.
 func (d *SwallowedError) Detect(t *Trace, _ *Env) []Finding {
@@ -157,14 +158,18 @@ func (d *SwallowedError) Detect(t *Trace, _ *Env) []Finding {
 	return out
 }
 
-// recoveredByRetry: a later sibling calls the same target and succeeds.
+// recoveredByRetry: a later sibling calls the same target and succeeds,
+// or a later attempt of the same call does.
 func recoveredByRetry(t *Trace, n *Node) bool { return retryThatRecovered(t, n) != nil }
 
 // retryThatRecovered returns the later sibling call to the same target as
 // n that succeeded, or nil.
 func retryThatRecovered(t *Trace, n *Node) *Node {
-	if n.Parent == nil || !IsCall(n) {
+	if n.Parent == nil {
 		return nil
+	}
+	if !IsCall(n) {
+		return attemptThatRecovered(n)
 	}
 	svc, op := CallTarget(t, n)
 	for _, s := range n.Parent.Children {
@@ -176,6 +181,26 @@ func retryThatRecovered(t *Trace, n *Node) *Node {
 		if ss, so := CallTarget(t, s); ss == svc && so == op {
 			return s
 		}
+	}
+	return nil
+}
+
+// attemptThatRecovered returns the later attempt of one call that
+// answered where the server span n failed, or nil. A client that retries
+// below its instrumentation (urllib3's Retry under requests, a retry
+// handler inside an HttpClient) sends every attempt with the call's own
+// context: the callee's SERVER spans are siblings under one CLIENT span,
+// which records only the last answer.
+func attemptThatRecovered(n *Node) *Node {
+	if n.Span.Kind != model.KindServer || !IsCall(n.Parent) {
+		return nil
+	}
+	for _, s := range n.Parent.Children {
+		if s == n || s.Span.Kind != model.KindServer || s.Span.Service != n.Span.Service || Failed(s) ||
+			s.Start()+timingTolerance(s, n) < n.End() || displayOp(s) != displayOp(n) {
+			continue
+		}
+		return s
 	}
 	return nil
 }

@@ -155,8 +155,12 @@ const handoffNS = 2e6
 // parent's own process (an INTERNAL child) that the parent scheduled and
 // returned from, as Ray Serve's router assigns a request to a replica
 // task and ends. A call to another service is different: its caller
-// waits for the answer, and ending first means it stopped waiting. A
-// parent that shows it gave up did, however soon or in-process.
+// waits for the answer, and ending first means it stopped waiting —
+// unless it ended well with the callee's answer (an HTTP status, a gRPC
+// code): then the server span ran on after it sent that answer (a
+// servlet's filters, the flush, access logging), which no deadline of the
+// caller's cut short. A parent that shows it gave up (failed, timed out,
+// cancelled) did, however soon or in-process.
 func handedOff(p, c *Node) bool {
 	if gaveUp(p) {
 		return false
@@ -165,6 +169,9 @@ func handedOff(p, c *Node) bool {
 		return true
 	}
 	if c.Span.Kind == model.KindInternal && c.Span.Service == p.Span.Service && p.Span.Kind != model.KindClient {
+		return true
+	}
+	if p.Span.Kind == model.KindClient && c.Span.Kind == model.KindServer && gotAnswer(p.Span) {
 		return true
 	}
 	return p.Duration() <= handoffNS && c.End()-p.End() > p.Duration()
@@ -197,6 +204,15 @@ func gaveUp(p *Node) bool {
 func mentionsCancel(s string) bool {
 	l := strings.ToLower(s)
 	return strings.Contains(l, "cancel") || strings.Contains(l, "abort")
+}
+
+// gotAnswer reports a call that recorded the status its callee answered.
+func gotAnswer(s *model.Span) bool {
+	if _, ok := HTTPStatus(s); ok {
+		return true
+	}
+	_, ok := s.Attrs.Get("rpc.grpc.status_code")
+	return ok
 }
 
 func asyncEdge(p, c *Node) bool {

@@ -18,6 +18,8 @@ func TestTimeoutMismatchSkewAndAsync(t *testing.T) {
 	if got := d.Detect(NewTrace(spans), nil); len(got) != 0 {
 		t.Fatalf("skew or async reported: %q", got[0].Title)
 	}
+	// The caller gave up with no answer recorded; its callee ran on.
+	spans[1].Attrs = spans[1].Attrs[:2]
 	spans[2].EndUnixNano += 300e6
 	got := d.Detect(NewTrace(spans), nil)
 	if len(got) != 1 || !p1Near(got[0].Evidence.(TimeoutMismatchEvidence).InvertedByMS, 301.5, 0.01) || got[0].Severity != SeverityWarning {
@@ -129,5 +131,38 @@ func TestTimeoutMismatchInProcessHandoff(t *testing.T) {
 		if got := d.Detect(build(gaveUp), nil); len(got) != 1 {
 			t.Errorf("%s: %d findings, want the router that gave up", name, len(got))
 		}
+	}
+}
+
+// Data Prepper's sample app: a Python service's requests call received
+// 200 from a Java servlet 6.3 ms in, while the servlet's SERVER span ended
+// 3.8 ms later, after the answer went out (filters, the flush). A call
+// that recorded its callee's answer gave up nothing, over HTTP or gRPC; a
+// call that ended with no answer, or failed, still did.
+func TestTimeoutMismatchAnsweredCall(t *testing.T) {
+	build := func(answer ...model.Attr) []model.Span {
+		return []model.Span{
+			p1Span(1, 0, "order", "update_order", model.KindServer, 0, 40),
+			p1Span(2, 1, "order", "HTTP POST", model.KindClient, 22.7, 29.0,
+				append([]model.Attr{str("http.method", "POST"), str("http.url", "http://localhost:8087/logs")}, answer...)...),
+			p1Span(3, 2, "analytics-service", "/logs", model.KindServer, 25.7, 32.9),
+		}
+	}
+	d := NewTimeoutMismatch()
+	for name, answer := range map[string]model.Attr{
+		"http": {Key: "http.status_code", Value: model.Int(200)},
+		"grpc": {Key: "rpc.grpc.status_code", Value: model.Int(0)},
+	} {
+		if got := d.Detect(NewTrace(build(answer)), nil); len(got) != 0 {
+			t.Errorf("%s: an answered call reported: %s", name, got[0].Title)
+		}
+	}
+	if got := d.Detect(NewTrace(build()), nil); len(got) != 1 {
+		t.Errorf("a call with no answer: %d findings", len(got))
+	}
+	failed := build(model.Attr{Key: "http.status_code", Value: model.Int(503)})
+	failed[1].StatusCode = model.StatusError
+	if got := d.Detect(NewTrace(failed), nil); len(got) != 1 {
+		t.Errorf("a failed call: %d findings", len(got))
 	}
 }

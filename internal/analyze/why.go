@@ -83,6 +83,9 @@ func whyChain(t *Trace, findings []Finding, h History) []string {
 		out = append(out, s+".")
 		prev = n
 	}
+	if s := repeatedCallsStep(t, prev, crit); s != "" {
+		out = append(out, s)
+	}
 
 	// A failed request: say where the error started.
 	explained := map[string]bool{}
@@ -150,6 +153,43 @@ func whyChain(t *Trace, findings []Finding, h History) []string {
 			strings.TrimSuffix(c.Reason, ".")+"."))
 	}
 	return out
+}
+
+// repeatedCallsStep says where the time of n went when no one child holds
+// most of it but calls to one target together do: the order service that
+// calls the database's add_item_to_cart once per item, 118 ms each, spent
+// its time in those calls, below any single finding's threshold. "" when
+// no target's calls hold half of n's critical-path time.
+func repeatedCallsStep(t *Trace, n *Node, crit []uint64) string {
+	if crit[n.Index] == 0 {
+		return ""
+	}
+	var best []*Node
+	var bestNS uint64
+	for _, g := range groupCallsByTarget(t, n, nil) {
+		var sum uint64
+		for _, c := range g {
+			sum += crit[c.Index]
+		}
+		if len(g) >= 2 && sum > bestNS {
+			best, bestNS = g, sum
+		}
+	}
+	// Sub-millisecond time is not worth a sentence, as in the descent.
+	if best == nil || float64(bestNS) < 0.5*float64(crit[n.Index]) || bestNS < 1e6 {
+		return ""
+	}
+	how := "one after another"
+	for i := 1; i < len(best); i++ {
+		if best[i].Start()+timingTolerance(best[i-1], best[i]) < best[i-1].End() {
+			how = "some at once"
+			break
+		}
+	}
+	svc, op := CallTarget(t, best[0])
+	share := 100 * float64(bestNS) / float64(crit[n.Index])
+	return fmt.Sprintf("%.0f %% of that (%s) was %d calls to %s %s, %s.", math.Min(99, math.Floor(share)), fmtDur(bestNS),
+		len(best), svc, opName(best[0], op), how)
 }
 
 // failureKinds are the findings about a request's failure rather than its

@@ -128,3 +128,42 @@ func TestWhyNamesTheSpanTheTimeWentTo(t *testing.T) {
 	}
 	t.Errorf("no cause in %q", res.Why)
 }
+
+// Data Prepper's sample app: the order service adds each item to the cart
+// with its own call to the database service, 110 to 118 ms each, one after
+// another. No child holds half of the handler's time, so the descent
+// stops there; the chain still says where that time went.
+func TestWhyChainNamesRepeatedCalls(t *testing.T) {
+	post := func(id byte, start, end float64, path string) model.Span {
+		return p1Span(id, 2, "order", "HTTP POST", model.KindClient, start, end, str("http.method", "POST"),
+			str("http.url", "http://localhost:8083"+path), model.Attr{Key: "http.status_code", Value: model.Int(200)})
+	}
+	spans := []model.Span{
+		p1Span(1, 0, "order", "update_order", model.KindServer, 0, 405),
+		p1Span(2, 1, "order", "update_order", model.KindInternal, 1.6, 400),
+		post(3, 2.7, 121, "/add_item_to_cart"),
+		post(4, 129, 240, "/add_item_to_cart"),
+		post(5, 257, 374, "/add_item_to_cart"),
+		post(6, 380, 390, "/logs"),
+	}
+	text := strings.Join(whyChain(NewTrace(spans), nil, nil), "\n")
+	if !strings.Contains(text, "3 calls to localhost:8083 POST /add_item_to_cart, one after another.") {
+		t.Errorf("why chain does not name the repeated calls:\n%s", text)
+	}
+	// One call holding the time is named by the descent, not as a group.
+	text = strings.Join(whyChain(NewTrace(append(spans[:3:3], post(4, 125, 390, "/add_item_to_cart"))), nil, nil), "\n")
+	if strings.Contains(text, "calls to") {
+		t.Errorf("a single dominant call named as a group:\n%s", text)
+	}
+}
+
+// Two Redis commands of a sub-millisecond request are not worth a step.
+func TestWhyChainSkipsSubMillisecondRepeats(t *testing.T) {
+	redis := func(id byte, start, end float64) model.Span {
+		return p1Span(id, 1, "app", "SET", model.KindClient, start, end, str("db.system", "redis"), str("db.statement", "SET k v"))
+	}
+	spans := []model.Span{p1Span(1, 0, "app", "pipeline", model.KindServer, 0, 1.1), redis(2, 0.1, 0.5), redis(3, 0.55, 0.95)}
+	if text := strings.Join(whyChain(NewTrace(spans), nil, nil), "\n"); strings.Contains(text, "calls to") {
+		t.Errorf("sub-millisecond repeats named:\n%s", text)
+	}
+}
