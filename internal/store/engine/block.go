@@ -681,7 +681,7 @@ func (b *block) readTraceOnce(i int) ([]model.Span, error) { return b.readTraceF
 
 func (b *block) readTraceFor(i int, query bool) ([]model.Span, error) {
 	if b.l0 != nil {
-		return b.l0ReadTrace(i, query)
+		return b.l0ReadTrace(i, query, nil)
 	}
 	rows := make([]spanRow, b.idx.nspans[i])
 	if err := b.readParquetRows(int64(b.idx.firstRow[i]), rows); err != nil {

@@ -150,26 +150,42 @@ func (b *block) l0Trace(raw []byte, i int) []byte {
 	return raw[l.traceOff[i] : l.traceOff[i]+l.traceLen[i]]
 }
 
-// l0ReadTrace reads trace position i, through the query chunk cache when
-// query is set.
-func (b *block) l0ReadTrace(i int, query bool) ([]model.Span, error) {
+// l0ReadTrace appends the spans of trace position i to out (a new slice
+// when nil), ordered by start time among themselves, reading through the
+// query chunk cache when query is set.
+func (b *block) l0ReadTrace(i int, query bool, out []model.Span) ([]model.Span, error) {
 	c := b.l0.chunkOf(i)
 	var raw []byte
 	var err error
+	decode := decodeFramed
 	if query {
+		// A query's chunk is never written again (cached chunks are
+		// shared read-only; one too large to cache is this read's own), so
+		// the spans' strings point into it instead of into a copy of the
+		// trace's bytes: that copy was most of what a trace by id
+		// allocated, and queries' garbage is what GC assists charge them
+		// for on a server whose heap sits at its limit. A query's spans
+		// live as long as its response, so pinning the chunk costs
+		// nothing; background readers keep their spans for analysis and
+		// would hold whole chunks for a few traces, so they copy.
 		raw, err = b.l0QueryChunk(c)
+		decode = decodeFramedOwned
 	} else {
 		raw, _, err = b.l0Chunk(c, nil, nil)
 	}
 	if err != nil {
 		return nil, err
 	}
-	spans, err := decodeFramed(b.l0Trace(raw, i), make([]model.Span, 0, b.idx.nspans[i]))
+	if out == nil {
+		out = make([]model.Span, 0, b.idx.nspans[i])
+	}
+	n := len(out)
+	out, err = decode(b.l0Trace(raw, i), out)
 	if err != nil {
 		return nil, fmt.Errorf("block %s: %w", b.id, err)
 	}
-	sortSpans(spans)
-	return spans, nil
+	sortSpans(out[n:])
+	return out, nil
 }
 
 // l0Scan calls fn with the framed spans of every trace position that want

@@ -4,7 +4,12 @@ import (
 	"context"
 	"os"
 	"path/filepath"
+	"slices"
 	"testing"
+	"unsafe"
+
+	"github.com/tracedx/tracedx/internal/model"
+	"github.com/tracedx/tracedx/internal/store"
 )
 
 // Queries read a level-0 chunk from disk once: once a trace of each chunk
@@ -13,24 +18,9 @@ import (
 // cached chunks; background reads do not fill the cache, and a block that
 // goes away takes its chunks with it.
 func TestLevel0ChunkCacheServesQueryReads(t *testing.T) {
-	localBlocksOnly(t)
-	prev := l0Chunks
-	l0Chunks = newL0ChunkCache(defaultL0ChunkCacheBytes)
-	defer func() { l0Chunks = prev }()
-
 	dir := t.TempDir()
-	e := openT(t, testOpts(dir))
 	spans := newGen(17).batch(3000, 1_700_000_000e9, 1e6)
-	writeRetrying(t, e, spans)
-	if err := e.Flush(context.Background()); err != nil {
-		t.Fatal(err)
-	}
-	if l0, pq := blockFormats(e); l0 != 1 || pq != 0 {
-		t.Fatalf("%d level-0 and %d Parquet blocks, want 1 and 0", l0, pq)
-	}
-	e.mu.RLock()
-	b := e.blocks[0]
-	e.mu.RUnlock()
+	e, b := level0Engine(t, dir, spans)
 	chunks := len(b.l0.chunkRaw)
 	if chunks < 2 {
 		t.Fatalf("the block has %d chunk, want several", chunks)
@@ -115,4 +105,83 @@ func cachedChunks(b *block) int {
 		}
 	}
 	return n
+}
+
+// Queries decode level-0 traces in place: the strings of the spans they
+// return point into the cached chunk, by id and batched, and a trace with
+// spans both in the head and in a level-0 block still reads whole and in
+// order.
+func TestLevel0QueryReadsDecodeInPlace(t *testing.T) {
+	spans := newGen(23).batch(600, 1_700_000_000e9, 1e6)
+	half := len(spans) / 2
+	e, b := level0Engine(t, t.TempDir(), spans[:half])
+	defer e.Close()
+
+	// A trace of the block alone.
+	var id model.TraceID
+	for _, s := range spans[:half] {
+		if b.idx.find(s.TraceID) >= 0 && !slices.ContainsFunc(spans[half:], func(o model.Span) bool { return o.TraceID == s.TraceID }) {
+			id = s.TraceID
+			break
+		}
+	}
+	if id.IsZero() {
+		t.Fatal("no trace stored only in the block")
+	}
+	byID, err := e.Trace(context.Background(), id, store.TimeRange{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	batched, err := e.Traces(context.Background(), []store.TraceRef{{ID: id}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	raw := l0Chunks.get(l0ChunkRef{b, b.l0.chunkOf(b.idx.find(id))})
+	if raw == nil {
+		t.Fatal("the trace's chunk is not cached after a query read it")
+	}
+	for name, got := range map[string][]model.Span{"by id": byID, "batched": batched[0]} {
+		if len(got) == 0 {
+			t.Fatalf("%s: no spans", name)
+		}
+		for _, s := range got {
+			if !within(s.Name, raw) {
+				t.Fatalf("%s: span name %q is a copy, not a view of the cached chunk", name, s.Name)
+			}
+		}
+	}
+
+	writeRetrying(t, e, spans[half:])
+	checkAllTraces(t, e, spans)
+}
+
+// level0Engine opens an engine in dir with an empty chunk cache of its
+// own and spans flushed into one level-0 block, which it returns.
+func level0Engine(t *testing.T, dir string, spans []model.Span) (*Engine, *block) {
+	t.Helper()
+	localBlocksOnly(t)
+	prev := l0Chunks
+	l0Chunks = newL0ChunkCache(defaultL0ChunkCacheBytes)
+	t.Cleanup(func() { l0Chunks = prev })
+	e := openT(t, testOpts(dir))
+	writeRetrying(t, e, spans)
+	if err := e.Flush(context.Background()); err != nil {
+		t.Fatal(err)
+	}
+	if l0, pq := blockFormats(e); l0 != 1 || pq != 0 {
+		t.Fatalf("%d level-0 and %d Parquet blocks, want 1 and 0", l0, pq)
+	}
+	e.mu.RLock()
+	defer e.mu.RUnlock()
+	return e, e.blocks[0]
+}
+
+// within reports whether s's bytes lie inside buf.
+func within(s string, buf []byte) bool {
+	if len(s) == 0 || len(buf) == 0 {
+		return false
+	}
+	p := uintptr(unsafe.Pointer(unsafe.StringData(s)))
+	lo := uintptr(unsafe.Pointer(&buf[0]))
+	return p >= lo && p+uintptr(len(s)) <= lo+uintptr(len(buf))
 }

@@ -53,6 +53,12 @@ func (e *Engine) Trace(ctx context.Context, id model.TraceID, hint store.TimeRan
 		if err != nil {
 			return nil, err
 		}
+		if spans == nil {
+			// Nearly every trace is in one place: its block's slice is
+			// the answer, not a copy of it.
+			spans = more
+			continue
+		}
 		spans = append(spans, more...)
 	}
 	if len(spans) == 0 {

@@ -656,20 +656,10 @@ func (s *slicePages) SeekToRow(row int64) error {
 func (s *slicePages) Close() error { return nil }
 
 // readTraces returns the spans of trace positions is (in any order, no
-// repeats) in out[k] for is[k], the rows of all of them read in one pass
-// (readParquetRanges).
+// repeats) of a Parquet block in out[k] for is[k], the rows of all of them
+// read in one pass (readParquetRanges).
 func (b *block) readTraces(ctx context.Context, is []int) ([][]model.Span, error) {
 	out := make([][]model.Span, len(is))
-	if b.l0 != nil {
-		for k, i := range is {
-			spans, err := b.l0ReadTrace(i, true)
-			if err != nil {
-				return nil, err
-			}
-			out[k] = spans
-		}
-		return out, nil
-	}
 	order := make([]int, len(is))
 	for k := range order {
 		order[k] = k
@@ -713,6 +703,19 @@ func readFragments(ctx context.Context, frags []fragment, out [][]model.Span) er
 		n := 1
 		for n < len(frags) && frags[n].b == frags[0].b {
 			n++
+		}
+		if b := frags[0].b; b.l0 != nil {
+			// Level-0 traces decode straight into each trace's slice
+			// (sized by the caller) rather than into one of their own
+			// first that is then copied.
+			for _, f := range frags[:n] {
+				var err error
+				if out[f.k], err = b.l0ReadTrace(f.i, true, out[f.k]); err != nil {
+					return err
+				}
+			}
+			frags = frags[n:]
+			continue
 		}
 		is := make([]int, n)
 		for m := range is {
