@@ -54,6 +54,7 @@ func (*LockContention) Kind() string { return "lock_contention" }
 // LockContentionEvidence is the evidence of a lock_contention finding.
 type LockContentionEvidence struct {
 	// Mechanism is how the wait was seen: "span_events", "attributes",
+	// "span_name" (the span is a pool checkout, such as pg-pool.connect),
 	// "database_error" (a deadlock or lock timeout, or the statement such
 	// a victim blocked) or "pool_fan_out".
 	Mechanism string `json:"mechanism"`
