@@ -160,8 +160,15 @@ const handoffNS = 2e6
 // code): then the server span ran on after it sent that answer (a
 // servlet's filters, the flush, access logging), which no deadline of the
 // caller's cut short. A parent that shows it gave up (failed, timed out,
-// cancelled) did, however soon or in-process.
+// cancelled) did, however soon or in-process — unless the failure is the
+// callee's own answer: a client span that failed with the HTTP status its
+// server span sent (a 500 passed up, not a 504 of its own timeout) stopped
+// waiting because the answer came; Node's http server span ends on the
+// response's "finish", often a few ms after the caller has read it.
 func handedOff(p, c *Node) bool {
+	if answeredWith(p, c) {
+		return true
+	}
 	if gaveUp(p) {
 		return false
 	}
@@ -175,6 +182,22 @@ func handedOff(p, c *Node) bool {
 		return true
 	}
 	return p.Duration() <= handoffNS && c.End()-p.End() > p.Duration()
+}
+
+// answeredWith tells whether client span p ended with the answer of its
+// server span c: both carry the same HTTP status and it is no timeout or
+// cancellation.
+func answeredWith(p, c *Node) bool {
+	if p.Span.Kind != model.KindClient || c.Span.Kind != model.KindServer || IsTimeoutLike(p.Span) ||
+		mentionsCancel(p.Span.StatusMessage) {
+		return false
+	}
+	pc, ok := HTTPStatus(p.Span)
+	if !ok || pc == 499 {
+		return false
+	}
+	cc, ok := HTTPStatus(c.Span)
+	return ok && cc == pc
 }
 
 // gaveUp tells whether a span shows it stopped waiting: it failed, timed

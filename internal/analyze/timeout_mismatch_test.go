@@ -166,3 +166,30 @@ func TestTimeoutMismatchAnsweredCall(t *testing.T) {
 		t.Errorf("a failed call: %d findings", len(got))
 	}
 }
+
+// A Node.js service passing its callee's 500 up: the client span fails
+// with the status the server span sent, and the server span (ended on the
+// response's "finish", starts on whole milliseconds) outlives the client
+// by ~4 ms. The caller got its answer; it gave up nothing.
+func TestTimeoutMismatchFailedWithCalleesAnswer(t *testing.T) {
+	build := func(clientStatus, serverStatus int64) []model.Span {
+		spans := []model.Span{
+			p1Span(1, 0, "gateway", "GET /deep", model.KindServer, 0, 78.6, model.Attr{Key: "http.response.status_code", Value: model.Int(500)}),
+			p1Span(2, 1, "gateway", "GET", model.KindClient, 1, 73.323, model.Attr{Key: "http.response.status_code", Value: model.Int(clientStatus)},
+				model.Attr{Key: "url.full", Value: model.Str("http://127.0.0.1:47102/deep")}),
+			p1Span(3, 2, "orders", "GET /deep", model.KindServer, 3, 77.192, model.Attr{Key: "http.response.status_code", Value: model.Int(serverStatus)}),
+		}
+		for i := range spans {
+			spans[i].StatusCode = model.StatusError
+		}
+		return spans
+	}
+	d := NewTimeoutMismatch()
+	if got := d.Detect(NewTrace(build(500, 500)), nil); len(got) != 0 {
+		t.Errorf("a 500 passed up reported as a mismatch: %s", got[0].Title)
+	}
+	// A proxy's 504 in between is the caller's deadline, not the callee's answer.
+	if got := d.Detect(NewTrace(build(504, 500)), nil); len(got) != 1 {
+		t.Errorf("a 504 over a callee still running: %d findings, want 1", len(got))
+	}
+}
