@@ -800,7 +800,7 @@ func OriginalError(typ, msg string) (string, string) {
 	if IsWrapperErrorType(typ) {
 		typ = ""
 	}
-	parts := strings.Split(msg, ": ")
+	parts := chainParts(msg)
 	for i := len(parts) - 1; i >= 0; i-- {
 		if p := strings.TrimSpace(parts[i]); p != "" {
 			// A chain that ends in a type name ("...: java.io.IOException")
@@ -815,6 +815,28 @@ func OriginalError(typ, msg string) (string, string) {
 		}
 	}
 	return typ, strings.TrimSpace(msg)
+}
+
+// chainParts splits an error chain "a: b: c" at its ": " separators, but
+// not inside parentheses: node-postgres' "PostgreSQL error of type 'error'
+// occurred (code: 42P01)" is one message, not a cause "42P01)".
+func chainParts(msg string) []string {
+	var parts []string
+	depth, from := 0, 0
+	for i := 0; i < len(msg); i++ {
+		switch msg[i] {
+		case '(':
+			depth++
+		case ')':
+			depth = max(depth-1, 0)
+		case ':':
+			if depth == 0 && i+1 < len(msg) && msg[i+1] == ' ' {
+				parts = append(parts, msg[from:i])
+				from = i + 2
+			}
+		}
+	}
+	return append(parts, msg[from:])
 }
 
 // looksLikeTypeName: a dotted identifier with a capitalised last part
