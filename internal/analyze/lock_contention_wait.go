@@ -336,18 +336,23 @@ func nodeWaits(t *Trace, n *Node) []spanWait {
 // "pool checkout", "pool getConnection".
 var checkoutVerbs = map[string]bool{"connect": true, "acquire": true, "checkout": true, "getconnection": true, "borrow": true}
 
+// checkoutName reports whether a span name is that of a pool checkout.
+func checkoutName(name string) bool {
+	pool, verb := false, false
+	for _, w := range textWords(name) {
+		pool = pool || w == "pool"
+		verb = verb || checkoutVerbs[w]
+	}
+	return pool && verb
+}
+
 // checkoutWaits reads a span that is itself a pool checkout. Its time not
 // covered by a child is the wait for a free member; a child (pg.connect
 // under pg-pool.connect) opens a new connection, which is work, not a
 // wait. A checkout span carries no statement, so without this its wait
 // looked like a slow query to EXPLAIN.
 func checkoutWaits(n *Node) []spanWait {
-	pool, verb := false, false
-	for _, w := range textWords(n.Span.Name) {
-		pool = pool || w == "pool"
-		verb = verb || checkoutVerbs[w]
-	}
-	if !pool || !verb {
+	if !checkoutName(n.Span.Name) {
 		return nil
 	}
 	res := "pool"
