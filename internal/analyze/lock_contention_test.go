@@ -612,6 +612,12 @@ func TestLockContentionNodePgPoolCheckout(t *testing.T) {
 		t.Errorf("severity %s culprit %+v", got[0].Severity, got[0].Culprit)
 	}
 	lcNoIndexAdvice(t, got[0].Fix)
+	// The handler queries, calls pricing for 306 ms, queries again: it
+	// holds the connection across that call, which is what starves the pool.
+	if ev.HeldAcross == nil || ev.HeldAcross.SpanID != p1Node(NewTrace(lcNodePgPoolTrace(624.5, false)), 5).Span.SpanID.String() ||
+		!p1Near(ev.HeldAcrossMS, 306.1, 0.1) || !strings.Contains(got[0].Fix, "Release the connection before") {
+		t.Errorf("held across %+v (%.1f ms), fix %q", ev.HeldAcross, ev.HeldAcrossMS, got[0].Fix)
+	}
 	// The checkout runs no statement: nothing to EXPLAIN.
 	if sq := ofKind(res.Findings, "slow_query"); len(sq) != 0 {
 		t.Errorf("slow_query fired on the checkout: %q", sq[0].Title)
