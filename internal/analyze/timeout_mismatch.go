@@ -37,6 +37,10 @@ func (*TimeoutMismatch) Kind() string { return "timeout_mismatch" }
 type TimeoutMismatchEvidence struct {
 	Parent SpanRef `json:"parent"`
 	Child  SpanRef `json:"child"`
+	// GaveUp is the call further up that timed out or failed first when
+	// the parent only ended with it (Node ends a server span and its
+	// handler's when the caller aborts): the deadline that was too short.
+	GaveUp *SpanRef `json:"gave_up,omitempty"`
 	// InvertedByMS is how long the child ran after the parent ended.
 	InvertedByMS float64 `json:"inverted_by_ms"`
 	// ParentWaitedMS is how long the parent waited before giving up.
@@ -257,12 +261,35 @@ func innerTimeout(n *Node) *Node {
 	return best
 }
 
+// upstreamGaveUp finds the CLIENT call above p that gave up (timed out,
+// failed, cancelled) when p and the spans between only ended with it,
+// within the cross-host skew of p's end: the caller's abort ended them.
+// nil when p itself is that call or nothing above gave up.
+func (d *TimeoutMismatch) upstreamGaveUp(p *Node) *Node {
+	if p.Span.Kind == model.KindClient && gaveUp(p) {
+		return nil
+	}
+	tol := uint64(d.CrossHostSkewMS * 1e6)
+	for a := p.Parent; a != nil && absDiff(a.End(), p.End()) <= tol; a = a.Parent {
+		if a.Span.Kind == model.KindClient && gaveUp(a) {
+			return a
+		}
+	}
+	return nil
+}
+
 func (d *TimeoutMismatch) finding(t *Trace, p, c *Node, over uint64) Finding {
 	ev := TimeoutMismatchEvidence{Parent: RefOf(t, p), Child: RefOf(t, c), InvertedByMS: roundMS(over),
 		ParentWaitedMS: roundMS(p.Duration()), Count: 1}
 	ids := []string{p.Span.SpanID.String(), c.Span.SpanID.String()}
 	title := fmt.Sprintf("%s kept running %.0f ms after its caller (%s) gave up after %.0f ms",
 		spanLabel(t, c), NS(over), spanLabel(t, p), NS(p.Duration()))
+	if g := d.upstreamGaveUp(p); g != nil {
+		r := RefOf(t, g)
+		ev.GaveUp = &r
+		title = fmt.Sprintf("%s kept running %.0f ms after %s gave up after %.0f ms (%s ended with it)",
+			spanLabel(t, c), NS(over), spanLabel(t, g), NS(g.Duration()), spanLabel(t, p))
+	}
 	if in := innerTimeout(c); in != nil && in.Duration() > p.Duration() {
 		r := RefOf(t, in)
 		ev.InnerTimeout, ev.InnerWaitedMS = &r, roundMS(in.Duration())
