@@ -528,7 +528,19 @@ func ExceptionOf(s *model.Span) (typ, msg string) {
 	for i := range s.Events {
 		e := &s.Events[i]
 		if e.Name == "exception" {
-			return e.Attrs.Str("exception.type"), e.Attrs.Str("exception.message")
+			typ, msg = e.Attrs.Str("exception.type"), e.Attrs.Str("exception.message")
+			// @opentelemetry/instrumentation-pg records a typeless, generic
+			// "PostgreSQL error of type 'error' occurred (code: 42P01)" and
+			// puts the server's words ("relation \"pricez\" does not exist")
+			// in the status: keep both, the status as the innermost cause.
+			if st := strings.TrimSpace(s.StatusMessage); typ == "" && st != "" && !strings.Contains(msg, st) {
+				if m := strings.TrimSpace(msg); m != "" {
+					msg = m + ": " + st
+				} else {
+					msg = st
+				}
+			}
+			return typ, msg
 		}
 	}
 	typ = s.Attrs.Str("exception.type", "error.type")
