@@ -179,6 +179,9 @@ func TestOriginalError(t *testing.T) {
 		{"*errors.errorString", "record not found", "", "record not found"},
 		{"java.lang.RuntimeException", "java.io.IOException: disk full", "java.io.IOException", "disk full"},
 		{"org.postgresql.util.PSQLException", "ERROR: deadlock detected", "org.postgresql.util.PSQLException", "deadlock detected"},
+		// @opentelemetry/instrumentation-pg's exception message: the colon
+		// inside the parentheses separates no cause.
+		{"", "PostgreSQL error of type 'error' occurred (code: 42P01)", "", "PostgreSQL error of type 'error' occurred (code: 42P01)"},
 		{"", "", "", ""},
 	} {
 		typ, msg := OriginalError(c.typ, c.msg)

@@ -54,6 +54,7 @@ func (*LockContention) Kind() string { return "lock_contention" }
 // LockContentionEvidence is the evidence of a lock_contention finding.
 type LockContentionEvidence struct {
 	// Mechanism is how the wait was seen: "span_events", "attributes",
+	// "span_name" (the span is a pool checkout, such as pg-pool.connect),
 	// "database_error" (a deadlock or lock timeout, or the statement such
 	// a victim blocked) or "pool_fan_out".
 	Mechanism string `json:"mechanism"`
@@ -77,6 +78,12 @@ type LockContentionEvidence struct {
 	WaitAttribute string              `json:"wait_attribute,omitempty"`
 	PoolName      string              `json:"pool_name,omitempty"`
 	Pool          *PoolFanOutEvidence `json:"pool,omitempty"`
+	// HeldAcross is the remote call this request makes while holding the
+	// connection it checked out (a query before it and one after it, no
+	// checkout between): every request doing the same keeps the pool's
+	// connections busy for the call's length.
+	HeldAcross   *SpanRef `json:"held_across,omitempty"`
+	HeldAcrossMS float64  `json:"held_across_ms,omitempty"`
 }
 
 // PoolFanOutEvidence describes calls queued for a worker pool.
@@ -167,6 +174,18 @@ func (d *LockContention) waitFinding(t *Trace, n *Node, ws []spanWait, impact, t
 	reason := fmt.Sprintf("%s %s serialises concurrent requests on %s; this span spent %.0f%% of its time waiting for it.",
 		n.Span.Service, opName(n, n.Span.Name), what, ev.SpanSharePct)
 	fix := contentionFix(main.resource, what)
+	if main.source == "span_name" && main.resource == "connection_pool" {
+		if h := heldAcross(n); h != nil {
+			ref := RefOf(t, h)
+			ev.HeldAcross, ev.HeldAcrossMS = &ref, roundMS(h.Duration())
+			title += fmt.Sprintf(", then held it across %s (%.0f ms)", spanLabel(t, h), NS(h.Duration()))
+			reason += fmt.Sprintf(" The request keeps the connection while it waits %.0f ms for %s; requests doing "+
+				"the same keep every connection of the pool busy for that long.", NS(h.Duration()), spanLabel(t, h))
+			fix = "Release the connection before " + spanLabel(t, h) + " and check out another after it (or let " +
+				"each query check out its own), so no connection waits on a remote call; then size the pool for " +
+				"the concurrency it serves."
+		}
+	}
 	if main.source == "database_error" {
 		title = fmt.Sprintf("%s waited %.0f ms for a row lock another transaction held (%s; %.0f%% of the request)",
 			spanLabel(t, n), NS(wait), model.Clip(main.waitEvent, 100), ev.RequestSharePct)
@@ -182,6 +201,33 @@ func (d *LockContention) waitFinding(t *Trace, n *Node, ws []spanWait, impact, t
 		ImpactMS: roundMS(impact), Evidence: ev, Fix: fix,
 		Culprit: &Culprit{Service: n.Span.Service, Operation: n.Span.Name, SpanID: n.Span.SpanID.String(), Reason: reason},
 	}
+}
+
+// heldAcross finds, among the siblings after checkout n, a remote call
+// (not a database span) between two queries with no other checkout in
+// between: the connection n checked out stays held across that call.
+func heldAcross(n *Node) *Node {
+	if n.Parent == nil {
+		return nil
+	}
+	var queried bool
+	var call *Node
+	for _, c := range n.Parent.Children {
+		if c == n || c.Start()+1e6 < n.End() {
+			continue
+		}
+		switch {
+		case IsDB(c) && isCheckout(c):
+			return nil
+		case IsDB(c) && queried && call != nil:
+			return call
+		case IsDB(c):
+			queried = true
+		case queried && IsCall(c) && (call == nil || c.Duration() > call.Duration()):
+			call = c
+		}
+	}
+	return nil
 }
 
 func resourceNoun(resource, poolName string) string {

@@ -569,3 +569,64 @@ func TestDeadlockVictimAndPeerWaitedForALock(t *testing.T) {
 		}
 	}
 }
+
+// lcNodePgPoolTrace is an Express request as @opentelemetry/instrumentation-pg
+// records it: "pg-pool.connect" (no statement, db.system.name set) checks a
+// connection out of a pg Pool, with a "pg.connect" child only when the pool
+// opens a new connection. JavaScript starts spans on whole milliseconds.
+func lcNodePgPoolTrace(checkoutEnd float64, newConn bool) []model.Span {
+	pg := []model.Attr{{Key: "db.system.name", Value: model.Str("postgresql")}, {Key: "db.namespace", Value: model.Str("postgres")},
+		{Key: "server.address", Value: model.Str("127.0.0.1")}, {Key: "server.port", Value: model.Int(55432)}}
+	q := func(id byte, start, end float64, stmt string) model.Span {
+		return p1Span(id, 2, "gateway", "pg.query:SELECT postgres", model.KindClient, start, end,
+			append(pg, model.Attr{Key: "db.query.text", Value: model.Str(stmt)})...)
+	}
+	at := checkoutEnd
+	spans := []model.Span{
+		p1Span(1, 0, "gateway", "GET /pool", model.KindServer, 0, at+311.4, model.Attr{Key: "http.route", Value: model.Str("/pool")}),
+		p1Span(2, 1, "gateway", "request handler", model.KindInternal, 0, at+311.2, model.Attr{Key: "express.type", Value: model.Str("request_handler")}),
+		p1Span(3, 2, "gateway", "pg-pool.connect", model.KindClient, 1, checkoutEnd, pg...),
+		q(4, at+1, at+3.6, "SELECT id, total FROM orders WHERE id = $1"),
+		p1Span(5, 2, "gateway", "GET", model.KindClient, at+4, at+310.1, model.Attr{Key: "http.request.method", Value: model.Str("GET")},
+			model.Attr{Key: "url.full", Value: model.Str("http://127.0.0.1:47104/slow?ms=300")}, model.Attr{Key: "http.response.status_code", Value: model.Int(200)}),
+		p1Span(6, 5, "pricing", "GET /slow", model.KindServer, at+5, at+307.9, model.Attr{Key: "http.route", Value: model.Str("/slow")}),
+		q(7, at+310, at+310.9, "UPDATE orders SET total = total WHERE id = $1"),
+	}
+	if newConn {
+		spans = append(spans, p1Span(8, 3, "gateway", "pg.connect", model.KindClient, 1, checkoutEnd-0.4, pg...))
+	}
+	return spans
+}
+
+func TestLockContentionNodePgPoolCheckout(t *testing.T) {
+	res := Analyze(lcNodePgPoolTrace(624.5, false), Options{})
+	got := ofKind(res.Findings, "lock_contention")
+	if len(got) != 1 {
+		t.Fatalf("lock_contention findings: %d, want 1 (%v)", len(got), lcKinds(res.Findings))
+	}
+	ev := got[0].Evidence.(LockContentionEvidence)
+	if ev.Mechanism != "span_name" || ev.Resource != "connection_pool" || !p1Near(ev.WaitMS, 623.5, 1) {
+		t.Errorf("evidence %+v", ev)
+	}
+	if got[0].Severity != SeverityCritical || got[0].Culprit == nil || got[0].Culprit.Operation != "pg-pool.connect" {
+		t.Errorf("severity %s culprit %+v", got[0].Severity, got[0].Culprit)
+	}
+	lcNoIndexAdvice(t, got[0].Fix)
+	// The handler queries, calls pricing for 306 ms, queries again: it
+	// holds the connection across that call, which is what starves the pool.
+	if ev.HeldAcross == nil || ev.HeldAcross.SpanID != p1Node(NewTrace(lcNodePgPoolTrace(624.5, false)), 5).Span.SpanID.String() ||
+		!p1Near(ev.HeldAcrossMS, 306.1, 0.1) || !strings.Contains(got[0].Fix, "Release the connection before") {
+		t.Errorf("held across %+v (%.1f ms), fix %q", ev.HeldAcross, ev.HeldAcrossMS, got[0].Fix)
+	}
+	// The checkout runs no statement: nothing to EXPLAIN.
+	if sq := ofKind(res.Findings, "slow_query"); len(sq) != 0 {
+		t.Errorf("slow_query fired on the checkout: %q", sq[0].Title)
+	}
+
+	// A pool with room opens a connection under the checkout: that 200 ms
+	// is connecting, not queueing.
+	res = Analyze(lcNodePgPoolTrace(201, true), Options{})
+	if fs := ofKind(res.Findings, "lock_contention"); len(fs) != 0 {
+		t.Errorf("a new connection read as a pool wait: %q", fs[0].Title)
+	}
+}

@@ -309,7 +309,10 @@ const lockPeerTolNS = 10e6
 // finished when it failed waited for the lock the victim's rollback
 // released. Both are lock waits, not slow statements to EXPLAIN.
 func nodeWaits(t *Trace, n *Node) []spanWait {
-	if ws := spanWaits(n.Span); len(ws) > 0 || !IsDB(n) {
+	if ws := spanWaits(n.Span); len(ws) > 0 {
+		return ws
+	}
+	if ws := checkoutWaits(n); len(ws) > 0 || !IsDB(n) {
 		return ws
 	}
 	if text := lockError(n); text != "" {
@@ -326,6 +329,53 @@ func nodeWaits(t *Trace, n *Node) []spanWait {
 			waitEvent: model.Clip("blocked by the lock of "+spanLabel(t, m)+", which failed: "+lockError(m), 160)}}
 	}
 	return nil
+}
+
+// checkoutVerbs, beside the word "pool", make a span name the checkout of
+// a pooled resource: node-postgres' "pg-pool.connect", "pool.acquire",
+// "pool checkout", "pool getConnection".
+var checkoutVerbs = map[string]bool{"connect": true, "acquire": true, "checkout": true, "getconnection": true, "borrow": true}
+
+// checkoutName reports whether a span name is that of a pool checkout.
+func checkoutName(name string) bool {
+	pool, verb := false, false
+	for _, w := range textWords(name) {
+		pool = pool || w == "pool"
+		verb = verb || checkoutVerbs[w]
+	}
+	return pool && verb
+}
+
+// checkoutWaits reads a span that is itself a pool checkout. Its time not
+// covered by a child is the wait for a free member; a child (pg.connect
+// under pg-pool.connect) opens a new connection, which is work, not a
+// wait. A checkout span carries no statement, so without this its wait
+// looked like a slow query to EXPLAIN.
+func checkoutWaits(n *Node) []spanWait {
+	if !checkoutName(n.Span.Name) {
+		return nil
+	}
+	res := "pool"
+	if IsDB(n) {
+		res = "connection_pool"
+	}
+	kids := make([]*Node, len(n.Children))
+	copy(kids, n.Children)
+	sort.Slice(kids, func(i, j int) bool { return kids[i].Start() < kids[j].Start() })
+	var out []spanWait
+	at := n.Start()
+	gap := func(end uint64) {
+		if end > at {
+			out = append(out, spanWait{start: at, end: end, resource: res, source: "span_name",
+				waitEvent: model.Clip(n.Span.Name, 200), poolName: n.Span.Attrs.Str(poolNameKeys...)})
+		}
+	}
+	for _, c := range kids {
+		gap(min(c.Start(), n.End()))
+		at = max(at, min(c.End(), n.End()))
+	}
+	gap(n.End())
+	return out
 }
 
 // lockVictims lists the trace's lock-error statements once.

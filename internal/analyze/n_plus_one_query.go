@@ -2,6 +2,7 @@ package analyze
 
 import (
 	"fmt"
+	"slices"
 	"strings"
 
 	"github.com/tracedx/tracedx/internal/model"
@@ -63,7 +64,7 @@ func (d *NPlusOneQuery) Detect(t *Trace, _ *Env) []Finding {
 		idx := map[string]*group{}
 		for _, c := range p.Children {
 			q := dbUnit(c)
-			if q == nil {
+			if q == nil || isCheckout(q) {
 				continue
 			}
 			_, shape := CallTarget(t, q)
@@ -113,6 +114,13 @@ func (d *NPlusOneQuery) finding(t *Trace, p *Node, units, nodes []*Node) (Findin
 			distinct[DBStatement(n.Span)] = struct{}{}
 		}
 	}
+	// A pool's checkout before each query (node-postgres' pool.query
+	// records pg-pool.connect, then pg.query) is part of every row's round
+	// trip, and one batched query saves it too.
+	checkouts := loopCheckouts(p, units)
+	for _, c := range checkouts {
+		total += c.Duration()
+	}
 	if NS(total) < d.MinTotalMS {
 		return Finding{}, false
 	}
@@ -125,7 +133,7 @@ func (d *NPlusOneQuery) finding(t *Trace, p *Node, units, nodes []*Node) (Findin
 		return Finding{}, false
 	}
 	system := DBSystem(nodes[0].Span)
-	crit := critUnder(t, units...)
+	crit := critUnder(t, append(checkouts, units...)...)
 	// One batched query costs about as much as the slowest single one.
 	impact := subSat(crit, longest)
 
@@ -137,7 +145,7 @@ func (d *NPlusOneQuery) finding(t *Trace, p *Node, units, nodes []*Node) (Findin
 		if c.Start() >= first.Start() {
 			break
 		}
-		if q := dbUnit(c); q != nil && c.End() <= first.Start()+1e6 {
+		if q := dbUnit(c); q != nil && !isCheckout(q) && c.End() <= first.Start()+1e6 {
 			if _, s := CallTarget(t, q); s != shape {
 				list = q
 			}
@@ -194,6 +202,32 @@ func (d *NPlusOneQuery) finding(t *Trace, p *Node, units, nodes []*Node) (Findin
 	return Finding{
 		Kind: d.Kind(), Severity: sev, Title: title, SpanIDs: ids, ImpactMS: roundMS(impact), Evidence: ev, Fix: fix,
 	}, true
+}
+
+// isCheckout reports whether a database span is a pool checkout, which
+// runs no statement.
+func isCheckout(n *Node) bool { return checkoutName(n.Span.Name) }
+
+// loopCheckouts are the pool checkouts among p's children inside the loop:
+// after the last other sibling that ended before the loop (the list
+// query), up to the end of the last unit, at most one per unit. Pairing
+// each with its query one by one fails on whole-millisecond clocks, where
+// a checkout and the query before it start in the same millisecond.
+func loopCheckouts(p *Node, units []*Node) []*Node {
+	first, last := units[0], units[len(units)-1]
+	from := p.Start()
+	for _, c := range p.Children {
+		if !isCheckout(c) && c.End() <= first.Start() && !slices.Contains(units, c) {
+			from = max(from, c.End())
+		}
+	}
+	var out []*Node
+	for _, c := range p.Children {
+		if len(out) < len(units) && IsDB(c) && isCheckout(c) && c.Start() >= from && c.End() <= last.End() {
+			out = append(out, c)
+		}
+	}
+	return out
 }
 
 func countDistinctStatements(nodes []*Node) int {

@@ -192,3 +192,56 @@ func loopAfterQuery(parent model.Span, first, stmt string, n int) []model.Span {
 	}
 	return spans
 }
+
+// npoNodePgLoop is an Express handler walking a list with node-postgres'
+// pool.query: each row is a pg-pool.connect checkout, then its pg.query,
+// on whole-millisecond starts (a checkout often starts in the same
+// millisecond as the query before it). checkoutMS is each checkout's
+// length, queryMS each query's.
+func npoNodePgLoop(rows int, checkoutMS, queryMS float64) []model.Span {
+	pg := func(stmt string) []model.Attr {
+		a := []model.Attr{{Key: "db.system.name", Value: model.Str("postgresql")}, {Key: "server.address", Value: model.Str("127.0.0.1")}}
+		if stmt != "" {
+			a = append(a, model.Attr{Key: "db.query.text", Value: model.Str(stmt)})
+		}
+		return a
+	}
+	id := byte(3)
+	next := func() byte { id++; return id }
+	spans := []model.Span{
+		p1Span(2, 1, "gateway", "request handler", model.KindInternal, 1, 0),
+		p1Span(next(), 2, "gateway", "pg-pool.connect", model.KindClient, 2, 2.3, pg("")...),
+		p1Span(next(), 2, "gateway", "pg.query:SELECT postgres", model.KindClient, 3, 7.2, pg("SELECT id, total, customer_id FROM orders ORDER BY id LIMIT $1")...),
+	}
+	at := 8.0
+	for i := 0; i < rows; i++ {
+		spans = append(spans, p1Span(next(), 2, "gateway", "pg-pool.connect", model.KindClient, at, at+checkoutMS, pg("")...))
+		start := float64(int(at + checkoutMS)) // JavaScript floors to the millisecond
+		spans = append(spans, p1Span(next(), 2, "gateway", "pg.query:SELECT postgres", model.KindClient, start, start+queryMS,
+			pg("SELECT id, name FROM customers WHERE id = $1")...))
+		at = float64(int(start+queryMS)) + 1
+	}
+	spans[0].EndUnixNano = spans[len(spans)-1].EndUnixNano + 1e6
+	return append(spans, p1Span(1, 0, "gateway", "GET /n1", model.KindServer, 0, NS(spans[0].EndUnixNano-1_700_000_000_000_000_000)+0.2))
+}
+
+func TestNPlusOneNodePgPoolCheckouts(t *testing.T) {
+	// 60 rows at 0.7 ms a query are 42 ms of statements, but each row also
+	// checks a connection out (0.2 ms): 54 ms of round trips in all.
+	fs := ofKind(Analyze(npoNodePgLoop(60, 0.2, 0.7), Options{}).Findings, "n_plus_one_query")
+	if len(fs) != 1 {
+		t.Fatalf("n_plus_one_query findings: %d, want 1", len(fs))
+	}
+	ev := fs[0].Evidence.(NPlusOneEvidence)
+	if ev.Count != 60 || !p1Near(ev.TotalMS, 54, 0.5) || ev.ListQuery == nil ||
+		ev.ListQuery.Shape != "SELECT id, total, customer_id FROM orders ORDER BY id LIMIT ?" {
+		t.Errorf("evidence %+v list %+v", ev, ev.ListQuery)
+	}
+	// Checkouts queueing for a starved pool are a wait, not 9 queries of
+	// the shape "pg-pool.connect".
+	for _, f := range ofKind(Analyze(npoNodePgLoop(8, 9, 0.7), Options{}).Findings, "n_plus_one_query") {
+		if ev := f.Evidence.(NPlusOneEvidence); !strings.Contains(ev.Shape, "customers") {
+			t.Errorf("checkouts read as an N+1: %s", f.Title)
+		}
+	}
+}

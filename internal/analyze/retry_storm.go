@@ -367,7 +367,16 @@ func (d *RetryStorm) finding(t *Trace, rc *retryChain) (Finding, bool) {
 			title += "; retries exhausted"
 		}
 	} else {
-		outcome := "the last one succeeded"
+		// The first failure goes with the failures: after "succeeded" it
+		// read as the success's own status ("succeeded (HTTP 503)").
+		first := attempts[0]
+		for _, a := range attempts {
+			if a.Failed {
+				first = a
+				break
+			}
+		}
+		outcome := fmt.Sprintf("%d failed (%s), the last one succeeded", failed, model.Clip(first.Outcome, 80))
 		if lastFailed {
 			// The caller gave up: say so, since without a timeout in sight
 			// this is the whole story (timeout_cascade leaves it to us).
@@ -375,9 +384,10 @@ func (d *RetryStorm) finding(t *Trace, rc *retryChain) (Finding, bool) {
 			if failed < len(rc.nodes) {
 				outcome = "retries exhausted, the last one failed"
 			}
+			outcome += " (" + model.Clip(attempts[0].Outcome, 80) + ")"
 		}
-		title = fmt.Sprintf("%d attempts to %s %s from %s, %s (%s)", len(rc.nodes), rc.service, opName(rc.nodes[0], rc.op),
-			rc.parent.Span.Service, outcome, model.Clip(attempts[0].Outcome, 80))
+		title = fmt.Sprintf("%d attempts to %s %s from %s, %s", len(rc.nodes), rc.service, opName(rc.nodes[0], rc.op),
+			rc.parent.Span.Service, outcome)
 	}
 	fix := "Retry only idempotent calls on transient errors, with exponential back-off and jitter and a retry budget; " +
 		"retry at one layer only (usually the edge) and do not retry when the callee says it is overloaded."

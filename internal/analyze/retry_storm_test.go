@@ -90,7 +90,7 @@ func TestRetryStormAttemptsBelowOneCall(t *testing.T) {
 	}
 	ev := got[0].Evidence.(RetryStormEvidence)
 	if len(ev.Attempts) != 3 || ev.FailedCount != 2 || ev.Target != "inventory" || ev.Caller.Service != "payment" ||
-		!strings.Contains(got[0].Title, "3 attempts to inventory") {
+		got[0].Title != "3 attempts to inventory update_inventory from payment, 2 failed (HTTP 503), the last one succeeded" {
 		t.Errorf("title %q evidence %+v", got[0].Title, ev)
 	}
 	if got := NewRetryStorm().Detect(NewTrace(append(spans[:2], attempt(3, 4, 34.3, 503), attempt(4, 58.3, 312, 200))), nil); len(got) != 0 {

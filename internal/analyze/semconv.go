@@ -528,7 +528,19 @@ func ExceptionOf(s *model.Span) (typ, msg string) {
 	for i := range s.Events {
 		e := &s.Events[i]
 		if e.Name == "exception" {
-			return e.Attrs.Str("exception.type"), e.Attrs.Str("exception.message")
+			typ, msg = e.Attrs.Str("exception.type"), e.Attrs.Str("exception.message")
+			// @opentelemetry/instrumentation-pg records a typeless, generic
+			// "PostgreSQL error of type 'error' occurred (code: 42P01)" and
+			// puts the server's words ("relation \"pricez\" does not exist")
+			// in the status: keep both, the status as the innermost cause.
+			if st := strings.TrimSpace(s.StatusMessage); typ == "" && st != "" && !strings.Contains(msg, st) {
+				if m := strings.TrimSpace(msg); m != "" {
+					msg = m + ": " + st
+				} else {
+					msg = st
+				}
+			}
+			return typ, msg
 		}
 	}
 	typ = s.Attrs.Str("exception.type", "error.type")
@@ -800,7 +812,7 @@ func OriginalError(typ, msg string) (string, string) {
 	if IsWrapperErrorType(typ) {
 		typ = ""
 	}
-	parts := strings.Split(msg, ": ")
+	parts := chainParts(msg)
 	for i := len(parts) - 1; i >= 0; i-- {
 		if p := strings.TrimSpace(parts[i]); p != "" {
 			// A chain that ends in a type name ("...: java.io.IOException")
@@ -815,6 +827,28 @@ func OriginalError(typ, msg string) (string, string) {
 		}
 	}
 	return typ, strings.TrimSpace(msg)
+}
+
+// chainParts splits an error chain "a: b: c" at its ": " separators, but
+// not inside parentheses: node-postgres' "PostgreSQL error of type 'error'
+// occurred (code: 42P01)" is one message, not a cause "42P01)".
+func chainParts(msg string) []string {
+	var parts []string
+	depth, from := 0, 0
+	for i := 0; i < len(msg); i++ {
+		switch msg[i] {
+		case '(':
+			depth++
+		case ')':
+			depth = max(depth-1, 0)
+		case ':':
+			if depth == 0 && i+1 < len(msg) && msg[i+1] == ' ' {
+				parts = append(parts, msg[from:i])
+				from = i + 2
+			}
+		}
+	}
+	return append(parts, msg[from:])
 }
 
 // looksLikeTypeName: a dotted identifier with a capitalised last part

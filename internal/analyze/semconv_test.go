@@ -300,3 +300,25 @@ func TestCallTargetLooksBehindSidecars(t *testing.T) {
 		t.Errorf("callee entry of the meshed call: %+v", e)
 	}
 }
+
+// @opentelemetry/instrumentation-pg's exception event carries no type and
+// a generic message; the server's own words are in the span status.
+func TestExceptionOfKeepsTheStatusThatSaysMore(t *testing.T) {
+	s := p1Span(1, 0, "pricing", "pg.query:SELECT postgres", model.KindClient, 49, 54.1,
+		model.Attr{Key: "db.system.name", Value: model.Str("postgresql")})
+	s.StatusCode, s.StatusMessage = model.StatusError, `relation "pricez" does not exist`
+	s.Events = []model.Event{{Name: "exception", TimeUnixNano: s.EndUnixNano,
+		Attrs: []model.Attr{{Key: "exception.message", Value: model.Str("PostgreSQL error of type 'error' occurred (code: 42P01)")}}}}
+	typ, msg := ExceptionOf(&s)
+	if typ != "" || msg != `PostgreSQL error of type 'error' occurred (code: 42P01): relation "pricez" does not exist` {
+		t.Errorf("ExceptionOf = %q, %q", typ, msg)
+	}
+	if _, orig := OriginalError(typ, msg); orig != `relation "pricez" does not exist` {
+		t.Errorf("original error %q", orig)
+	}
+	// A typed exception whose status repeats it is left alone.
+	s.Events[0].Attrs = append(s.Events[0].Attrs, model.Attr{Key: "exception.type", Value: model.Str("DatabaseError")})
+	if _, msg := ExceptionOf(&s); msg != "PostgreSQL error of type 'error' occurred (code: 42P01)" {
+		t.Errorf("typed exception message %q", msg)
+	}
+}

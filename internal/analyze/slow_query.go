@@ -127,6 +127,13 @@ func (d *SlowQuery) Detect(t *Trace, env *Env) []Finding {
 			sev = SeverityWarning
 		}
 		title := fmt.Sprintf("%s query took %.0f ms, %.0f%% of %s", system, durMS, ev.SharePct, displayOp(entry))
+		if n.End() > entry.End()+timingTolerance(n, entry) {
+			// The entry ended (its caller gave up, or it answered without
+			// waiting) while the query ran on: the share is of the part
+			// inside it, which the bare duration beside it would misstate.
+			title = fmt.Sprintf("%s query took %.0f ms, outliving %s: its %.0f ms inside were %.0f%% of it",
+				system, durMS, displayOp(entry), NS(uint64(share*float64(entry.Duration()))), ev.SharePct)
+		}
 		if hasBase {
 			title += fmt.Sprintf(" (%.1fx its usual %.0f ms)", ev.TimesUsual, base.P50MS)
 		}

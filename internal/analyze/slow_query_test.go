@@ -228,3 +228,29 @@ func TestSlowQueryOutsideItsEntry(t *testing.T) {
 		}
 	}
 }
+
+// An Express handler's query that runs on after the caller aborted at
+// 200 ms: Node ends the server span when the connection closes, the
+// pg.query span ends a second later. The title's numbers must agree: the
+// whole run, and the share of the part inside the request.
+func TestSlowQueryOutlivingItsRequest(t *testing.T) {
+	pg := []model.Attr{{Key: "db.system.name", Value: model.Str("postgresql")},
+		{Key: "db.query.text", Value: model.Str("SELECT pg_sleep($1)")}}
+	spans := []model.Span{
+		p1Span(1, 0, "orders", "GET /slowwork", model.KindServer, 15, 210.853, model.Attr{Key: "http.route", Value: model.Str("/slowwork")}),
+		p1Span(2, 1, "orders", "request handler", model.KindInternal, 24, 210.805),
+		p1Span(3, 2, "orders", "pg.query:SELECT postgres", model.KindClient, 40, 1045.637, pg...),
+	}
+	got := ofKind(Analyze(spans, Options{}).Findings, "slow_query")
+	if len(got) != 1 {
+		t.Fatalf("slow_query findings: %d, want 1", len(got))
+	}
+	ev := got[0].Evidence.(SlowQueryEvidence)
+	// 170.8 ms of the query fall inside the 195.9 ms request: 87 %.
+	if !p1Near(ev.DurationMS, 1005.6, 0.5) || !p1Near(ev.SharePct, 87.2, 0.2) {
+		t.Errorf("duration %.1f ms share %.1f%%", ev.DurationMS, ev.SharePct)
+	}
+	if want := "postgresql query took 1006 ms, outliving GET /slowwork: its 171 ms inside were 87% of it"; got[0].Title != want {
+		t.Errorf("title %q, want %q", got[0].Title, want)
+	}
+}

@@ -37,6 +37,10 @@ func (*TimeoutMismatch) Kind() string { return "timeout_mismatch" }
 type TimeoutMismatchEvidence struct {
 	Parent SpanRef `json:"parent"`
 	Child  SpanRef `json:"child"`
+	// GaveUp is the call further up that timed out or failed first when
+	// the parent only ended with it (Node ends a server span and its
+	// handler's when the caller aborts): the deadline that was too short.
+	GaveUp *SpanRef `json:"gave_up,omitempty"`
 	// InvertedByMS is how long the child ran after the parent ended.
 	InvertedByMS float64 `json:"inverted_by_ms"`
 	// ParentWaitedMS is how long the parent waited before giving up.
@@ -160,8 +164,15 @@ const handoffNS = 2e6
 // code): then the server span ran on after it sent that answer (a
 // servlet's filters, the flush, access logging), which no deadline of the
 // caller's cut short. A parent that shows it gave up (failed, timed out,
-// cancelled) did, however soon or in-process.
+// cancelled) did, however soon or in-process — unless the failure is the
+// callee's own answer: a client span that failed with the HTTP status its
+// server span sent (a 500 passed up, not a 504 of its own timeout) stopped
+// waiting because the answer came; Node's http server span ends on the
+// response's "finish", often a few ms after the caller has read it.
 func handedOff(p, c *Node) bool {
+	if answeredWith(p, c) {
+		return true
+	}
 	if gaveUp(p) {
 		return false
 	}
@@ -175,6 +186,22 @@ func handedOff(p, c *Node) bool {
 		return true
 	}
 	return p.Duration() <= handoffNS && c.End()-p.End() > p.Duration()
+}
+
+// answeredWith tells whether client span p ended with the answer of its
+// server span c: both carry the same HTTP status and it is no timeout or
+// cancellation.
+func answeredWith(p, c *Node) bool {
+	if p.Span.Kind != model.KindClient || c.Span.Kind != model.KindServer || IsTimeoutLike(p.Span) ||
+		mentionsCancel(p.Span.StatusMessage) {
+		return false
+	}
+	pc, ok := HTTPStatus(p.Span)
+	if !ok || pc == 499 {
+		return false
+	}
+	cc, ok := HTTPStatus(c.Span)
+	return ok && cc == pc
 }
 
 // gaveUp tells whether a span shows it stopped waiting: it failed, timed
@@ -234,12 +261,35 @@ func innerTimeout(n *Node) *Node {
 	return best
 }
 
+// upstreamGaveUp finds the CLIENT call above p that gave up (timed out,
+// failed, cancelled) when p and the spans between only ended with it,
+// within the cross-host skew of p's end: the caller's abort ended them.
+// nil when p itself is that call or nothing above gave up.
+func (d *TimeoutMismatch) upstreamGaveUp(p *Node) *Node {
+	if p.Span.Kind == model.KindClient && gaveUp(p) {
+		return nil
+	}
+	tol := uint64(d.CrossHostSkewMS * 1e6)
+	for a := p.Parent; a != nil && absDiff(a.End(), p.End()) <= tol; a = a.Parent {
+		if a.Span.Kind == model.KindClient && gaveUp(a) {
+			return a
+		}
+	}
+	return nil
+}
+
 func (d *TimeoutMismatch) finding(t *Trace, p, c *Node, over uint64) Finding {
 	ev := TimeoutMismatchEvidence{Parent: RefOf(t, p), Child: RefOf(t, c), InvertedByMS: roundMS(over),
 		ParentWaitedMS: roundMS(p.Duration()), Count: 1}
 	ids := []string{p.Span.SpanID.String(), c.Span.SpanID.String()}
 	title := fmt.Sprintf("%s kept running %.0f ms after its caller (%s) gave up after %.0f ms",
 		spanLabel(t, c), NS(over), spanLabel(t, p), NS(p.Duration()))
+	if g := d.upstreamGaveUp(p); g != nil {
+		r := RefOf(t, g)
+		ev.GaveUp = &r
+		title = fmt.Sprintf("%s kept running %.0f ms after %s gave up after %.0f ms (%s ended with it)",
+			spanLabel(t, c), NS(over), spanLabel(t, g), NS(g.Duration()), spanLabel(t, p))
+	}
 	if in := innerTimeout(c); in != nil && in.Duration() > p.Duration() {
 		r := RefOf(t, in)
 		ev.InnerTimeout, ev.InnerWaitedMS = &r, roundMS(in.Duration())

@@ -1,6 +1,7 @@
 package analyze
 
 import (
+	"strings"
 	"testing"
 
 	"github.com/tracedx/tracedx/internal/model"
@@ -164,5 +165,59 @@ func TestTimeoutMismatchAnsweredCall(t *testing.T) {
 	failed[1].StatusCode = model.StatusError
 	if got := d.Detect(NewTrace(failed), nil); len(got) != 1 {
 		t.Errorf("a failed call: %d findings", len(got))
+	}
+}
+
+// A Node.js service passing its callee's 500 up: the client span fails
+// with the status the server span sent, and the server span (ended on the
+// response's "finish", starts on whole milliseconds) outlives the client
+// by ~4 ms. The caller got its answer; it gave up nothing.
+func TestTimeoutMismatchFailedWithCalleesAnswer(t *testing.T) {
+	build := func(clientStatus, serverStatus int64) []model.Span {
+		spans := []model.Span{
+			p1Span(1, 0, "gateway", "GET /deep", model.KindServer, 0, 78.6, model.Attr{Key: "http.response.status_code", Value: model.Int(500)}),
+			p1Span(2, 1, "gateway", "GET", model.KindClient, 1, 73.323, model.Attr{Key: "http.response.status_code", Value: model.Int(clientStatus)},
+				model.Attr{Key: "url.full", Value: model.Str("http://127.0.0.1:47102/deep")}),
+			p1Span(3, 2, "orders", "GET /deep", model.KindServer, 3, 77.192, model.Attr{Key: "http.response.status_code", Value: model.Int(serverStatus)}),
+		}
+		for i := range spans {
+			spans[i].StatusCode = model.StatusError
+		}
+		return spans
+	}
+	d := NewTimeoutMismatch()
+	if got := d.Detect(NewTrace(build(500, 500)), nil); len(got) != 0 {
+		t.Errorf("a 500 passed up reported as a mismatch: %s", got[0].Title)
+	}
+	// A proxy's 504 in between is the caller's deadline, not the callee's answer.
+	if got := d.Detect(NewTrace(build(504, 500)), nil); len(got) != 1 {
+		t.Errorf("a 504 over a callee still running: %d findings, want 1", len(got))
+	}
+}
+
+// The gateway aborts its call to orders after 200 ms; Node then ends
+// orders' server span and its Express handler span (status 200, nothing
+// failed there) while the handler's pg_sleep query runs on for 1 s. The
+// deadline that was too short is the gateway's, not the handler's.
+func TestTimeoutMismatchNamesTheCallThatGaveUp(t *testing.T) {
+	pg := []model.Attr{{Key: "db.system.name", Value: model.Str("postgresql")}, {Key: "db.query.text", Value: model.Str("SELECT pg_sleep($1)")}}
+	call := p1Span(3, 2, "gateway", "GET", model.KindClient, 2, 205.656, model.Attr{Key: "url.full", Value: model.Str("http://127.0.0.1:47102/slowwork?ms=1000")})
+	call.StatusCode, call.StatusMessage = model.StatusError, "timeout after 200ms"
+	spans := []model.Span{
+		p1Span(1, 0, "gateway", "GET /timeout", model.KindServer, 0, 206.677, model.Attr{Key: "http.response.status_code", Value: model.Int(504)}),
+		p1Span(2, 1, "gateway", "request handler", model.KindInternal, 2, 207.615),
+		call,
+		p1Span(4, 3, "orders", "GET /slowwork", model.KindServer, 15, 210.853, model.Attr{Key: "http.response.status_code", Value: model.Int(200)}),
+		p1Span(5, 4, "orders", "request handler", model.KindInternal, 24, 210.805),
+		p1Span(6, 5, "orders", "pg.query:SELECT postgres", model.KindClient, 40, 1045.637, pg...),
+	}
+	got := NewTimeoutMismatch().Detect(NewTrace(spans), nil)
+	if len(got) != 1 {
+		t.Fatalf("%d findings, want 1", len(got))
+	}
+	ev := got[0].Evidence.(TimeoutMismatchEvidence)
+	if ev.GaveUp == nil || ev.GaveUp.SpanID != call.SpanID.String() || ev.Parent.Operation != "request handler" ||
+		!p1Near(ev.InvertedByMS, 834.8, 0.1) || !strings.Contains(got[0].Title, "after gateway → orders GET gave up after 204 ms (orders request handler ended with it)") {
+		t.Errorf("title %q evidence %+v", got[0].Title, ev)
 	}
 }
