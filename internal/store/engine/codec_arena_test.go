@@ -3,6 +3,7 @@ package engine
 import (
 	"reflect"
 	"testing"
+	"unsafe"
 
 	"github.com/tracedx/tracedx/internal/model"
 )
@@ -104,5 +105,52 @@ func TestParseRawResourceHint(t *testing.T) {
 	}
 	if hits < len(spans)/2 {
 		t.Fatalf("the hint matched %d of %d spans; runs of one resource should match", hits, len(spans))
+	}
+}
+
+// The arena sizes its attribute arrays from the density of the spans
+// decoded so far: input far denser than the first guess (short keys, small
+// integers) still needs only a couple of arrays, not one per few spans.
+func TestDecodeFramedDenseAttrsFewArrays(t *testing.T) {
+	g := newGen(23)
+	spans := g.batch(200, 1_700_000_000e9, 1e6)
+	var buf []byte
+	for i := range spans {
+		spans[i].Resource = spans[0].Resource
+		spans[i].Events, spans[i].Links = nil, nil
+		spans[i].Attrs = nil
+		for k := range 30 {
+			spans[i].Attrs = append(spans[i].Attrs, model.Attr{Key: string(rune('a' + k%26)), Value: model.Int(int64(k))})
+		}
+		buf = appendFramed(buf, &spans[i])
+	}
+	got, err := decodeFramedOwned(buf, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(got) != len(spans) || !reflect.DeepEqual(got[len(got)-1].Attrs, spans[len(spans)-1].Attrs) {
+		t.Fatal("dense spans decoded wrong")
+	}
+	// A span whose slots do not follow the previous span's starts a new
+	// backing array.
+	arrays := 1
+	for i := 1; i < len(got); i++ {
+		prev := got[i-1].Attrs
+		end := unsafe.Add(unsafe.Pointer(unsafe.SliceData(prev)), uintptr(len(prev))*unsafe.Sizeof(model.Attr{}))
+		if unsafe.Pointer(unsafe.SliceData(got[i].Attrs)) != end {
+			arrays++
+		}
+	}
+	// The first guessed array and one sized from what was measured.
+	if arrays > 2 {
+		t.Fatalf("decoding %d dense spans took %d attribute arrays, want at most 2", len(spans), arrays)
+	}
+	// Every span's slots stay its own whatever the arrays' sizes.
+	for i := range got[:len(got)-1] {
+		next := got[i+1].Attrs[0]
+		got[i].Attrs = append(got[i].Attrs, model.Attr{Key: "x", Value: model.Str("y")})
+		if !reflect.DeepEqual(got[i+1].Attrs[0], next) {
+			t.Fatalf("append to span %d's attributes changed span %d's", i, i+1)
+		}
 	}
 }
