@@ -738,8 +738,10 @@ async function main() {
     await link.waitFor();
     const resp = page.waitForResponse(r => new URL(r.url()).pathname === '/api/v1/compare');
     await link.click();
-    const body = await (await resp).json();
-    assert.ok(body.a.traces >= 1, `brushed traces are not in A: ${JSON.stringify(body.a)}`);
+    const r = await resp;
+    const body = await r.json();
+    const brushed = await page.locator('svg.scatter circle.sel').evaluateAll(els => els.map(e => e.textContent));
+    assert.ok(body.a.traces >= 1, `brushed traces are not in A: ${JSON.stringify(body.a)}; ${r.url()}; brushed ${JSON.stringify(brushed)}`);
   });
 
   await check('ids: full 32-hex ids everywhere, a 16-hex id opens its trace, times carry their zone', async () => {

@@ -356,15 +356,25 @@ export function groupFor(sel, all, q) {
   all = all.filter(mine);
   const durs = sel.map(t => t.duration_ms);
   const lo = Math.min(...durs), hi = Math.max(...durs);
+  // Side A's window must hold the endpoint span's start, which the server
+  // matches (a span starting in the window, end excluded). Nanoseconds
+  // read from JSON as a double lose their last bits: one start in eight
+  // that falls on a whole millisecond (JavaScript SDKs stamp them) reads
+  // 1 ms early, so a window ending 1 ms after it left the trace out of its
+  // own side; a millisecond either side covers that. And a span that
+  // starts before the root (a child whose clock runs behind) makes the
+  // trace start earlier than its endpoint span, which starts no later
+  // than the trace's end minus its own duration.
   const times = sel.map(t => Date.parse(t.start_time));
+  const latest = sel.map(t => Date.parse(t.start_time) + Math.max(0, (t.trace_ms ?? t.duration_ms) - t.duration_ms));
   const others = all.filter(t => !sel.includes(t)).map(t => t.duration_ms).sort((a, b) => a - b);
   const median = others.length ? others[Math.floor(others.length / 2)] : 0;
   const p = new URLSearchParams({ service });
   if (operation) p.set('operation', operation);
   p.set('start', String(Math.floor(q.start)));
   if (q.end) p.set('end', String(Math.ceil(q.end)));
-  p.set('a_start', String(Math.min(...times)));
-  p.set('a_end', String(Math.max(...times) + 1));
+  p.set('a_start', String(Math.min(...times) - 1));
+  p.set('a_end', String(Math.ceil(Math.max(...latest)) + 2));
   // Bounds to the microsecond, rounded outwards: a bound rounded inwards
   // leaves the selected traces out of their own side.
   const down = v => String(Math.floor(v * 1000) / 1000), up = v => String(Math.ceil(v * 1000) / 1000);
