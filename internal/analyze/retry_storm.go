@@ -117,7 +117,7 @@ var requestArgPrefixes = []string{"db.query.parameter.", "db.operation.parameter
 func sameRequest(a, b *model.Span) bool {
 	for _, keys := range requestKeys {
 		x, y := a.Attrs.Str(keys...), b.Attrs.Str(keys...)
-		if x != "" && y != "" && x != y {
+		if x != "" && y != "" && withoutAuthority(x) != withoutAuthority(y) {
 			return false
 		}
 	}
@@ -131,6 +131,21 @@ func sameRequest(a, b *model.Span) bool {
 		}
 	}
 	return true
+}
+
+// withoutAuthority drops a URL's scheme and host: a client that retries
+// on another replica (peers named by IP, a load balancer's failover) sends
+// the same request to another address.
+func withoutAuthority(u string) string {
+	i := strings.Index(u, "://")
+	if i < 0 {
+		return u
+	}
+	rest := u[i+3:]
+	if j := strings.IndexAny(rest, "/?#"); j >= 0 {
+		return rest[j:]
+	}
+	return "/"
 }
 
 // retryChainsOf splits calls to one target (sorted by start) into chains

@@ -61,6 +61,18 @@ func TestRetryStormNeedsTheSameRequest(t *testing.T) {
 	if got := d.Detect(build("7", "7", "7"), nil); len(got) != 1 || len(got[0].Evidence.(RetryStormEvidence).Attempts) != 3 {
 		t.Errorf("three fetches of one order: %+v", got)
 	}
+	// A client that fails over to another replica, named by its IP, sends
+	// the same request again: each attempt reached the orders service.
+	var spans []model.Span
+	spans = append(spans, p1Span(1, 0, "web", "GET /orders", model.KindServer, 0, 400))
+	for i, ip := range []string{"10.0.3.17", "10.0.3.18", "10.0.3.19"} {
+		st := 10 + float64(i)*100
+		spans = append(spans, p1Call(byte(10+i), 1, st, st+80, "http://"+ip+":8080/v1/orders/7", 503),
+			p1Span(byte(20+i), byte(10+i), "orders", "GET /v1/orders/{id}", model.KindServer, st+1, st+79))
+	}
+	if got := d.Detect(NewTrace(spans), nil); len(got) != 1 || len(got[0].Evidence.(RetryStormEvidence).Attempts) != 3 {
+		t.Errorf("three attempts on three replicas: %+v", got)
+	}
 }
 
 // The shape of a Python requests call with a urllib3 Retry: one CLIENT
