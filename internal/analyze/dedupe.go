@@ -125,6 +125,12 @@ func appendCapped(dst, src []string, limit int) []string {
 }
 
 func subsumed(f Finding, covered map[string]map[string]bool) bool {
+	// A retry's backoff is part of the retry storm that names the failed
+	// attempt before it: the storm counts its wasted time.
+	if ev, ok := f.Evidence.(IdleGapEvidence); ok && ev.LikelyCause == "retry_backoff" && ev.Before != nil &&
+		covered["retry_storm"][ev.Before.SpanID] {
+		return true
+	}
 	by := subsumedBy[f.Kind]
 	if len(by) == 0 || len(f.SpanIDs) == 0 {
 		return false
