@@ -212,8 +212,6 @@ func (d *InstrumentationGap) Detect(t *Trace, _ *Env) []Finding {
 	return out
 }
 
-// nameShape returns the span name with id-like words and path segments
-// replaced, and whether anything was replaced.
 // namedByRoute reports a span named by its http.route: "GET /500" with
 // route "/500" holds no id, whatever digits the template has.
 func namedByRoute(s *model.Span) bool {
@@ -221,6 +219,8 @@ func namedByRoute(s *model.Span) bool {
 	return r != "" && (s.Name == r || strings.HasSuffix(s.Name, " "+r))
 }
 
+// nameShape returns the span name with id-like words and path segments
+// replaced, and whether anything was replaced.
 func nameShape(name string) (string, bool) {
 	if !containsDigitOrAt(name) && len(name) < 16 {
 		return name, false

@@ -432,10 +432,8 @@ func Failed(n *Node) bool {
 	if code, ok := HTTPStatus(s); ok && (code >= 500 || code == 408 || code == 429) {
 		return true
 	}
-	if v, ok := s.Attrs.Get("rpc.grpc.status_code"); ok {
-		if c, ok := v.AsInt(); ok && grpcFailure[c] {
-			return true
-		}
+	if c, ok := grpcStatus(s); ok && grpcFailure[c] {
+		return true
 	}
 	return errorTag(s)
 }
@@ -477,11 +475,18 @@ func answeredNotFailed(s *model.Span) bool {
 	if code, ok := HTTPStatus(s); ok {
 		return code >= 400 && code < 500 && code != 408 && code != 429
 	}
-	if v, ok := s.Attrs.Get("rpc.grpc.status_code"); ok {
-		c, ok := v.AsInt()
-		return ok && c != 0 && !grpcFailure[c]
+	c, ok := grpcStatus(s)
+	return ok && c != 0 && !grpcFailure[c]
+}
+
+// grpcStatus returns the gRPC status code a span recorded, when it is a
+// number.
+func grpcStatus(s *model.Span) (int64, bool) {
+	v, ok := s.Attrs.Get("rpc.grpc.status_code")
+	if !ok {
+		return 0, false
 	}
-	return false
+	return v.AsInt()
 }
 
 // IsTimeoutLike reports whether a span ended because something timed out:
@@ -504,10 +509,8 @@ func IsTimeoutLike(s *model.Span) bool {
 	if code, ok := HTTPStatus(s); ok && (code == 504 || code == 408) {
 		return true
 	}
-	if v, ok := s.Attrs.Get("rpc.grpc.status_code"); ok {
-		if c, ok := v.AsInt(); ok && c == 4 {
-			return true
-		}
+	if c, ok := grpcStatus(s); ok && c == 4 {
+		return true
 	}
 	return false
 }

@@ -215,10 +215,8 @@ func gaveUp(p *Node) bool {
 	if code, ok := HTTPStatus(s); ok && code == 499 {
 		return true
 	}
-	if v, ok := s.Attrs.Get("rpc.grpc.status_code"); ok {
-		if c, ok := v.AsInt(); ok && c == 1 {
-			return true
-		}
+	if c, ok := grpcStatus(s); ok && c == 1 {
+		return true
 	}
 	for i := range s.Events {
 		if mentionsCancel(s.Events[i].Name) {
