@@ -113,7 +113,8 @@ func (d *BrokenPropagation) Detect(t *Trace, _ *Env) []Finding {
 		if callee == "" || callee == c.Span.Service {
 			continue
 		}
-		if _, ok := HTTPStatus(c.Span); !ok && Failed(c) && c.Span.Attrs.Str("rpc.grpc.status_code") == "" {
+		_, hasHTTP := HTTPStatus(c.Span)
+		if _, hasRPC := grpcStatus(c.Span); !hasHTTP && !hasRPC && Failed(c) {
 			continue // failed before an answer: the callee may never have seen it
 		}
 		ev := BrokenPropagationEvidence{Signal: "no_server_child", Caller: c.Span.Service, Callee: callee}

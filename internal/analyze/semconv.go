@@ -37,7 +37,7 @@ func IsCall(n *Node) bool {
 		if _, ok := n.Span.Attrs.First(dbKeys...); ok {
 			return true
 		}
-		_, ok := n.Span.Attrs.First("http.request.method", "http.method", "rpc.system", "messaging.system")
+		_, ok := n.Span.Attrs.First("http.request.method", "http.method", "rpc.system", "rpc.system.name", "messaging.system")
 		return ok
 	}
 	return false
@@ -236,7 +236,7 @@ func callTarget(n *Node) (service, operation string) {
 	switch {
 	case IsDB(n):
 		operation = DBShape(s)
-	case s.Attrs.Str("rpc.system") != "" || s.Attrs.Str("rpc.method") != "":
+	case rpcSystem(s) != "" || s.Attrs.Str("rpc.method") != "":
 		m := s.Attrs.Str("rpc.method")
 		if svc := s.Attrs.Str("rpc.service"); svc != "" && m != "" && !strings.Contains(m, "/") {
 			operation = svc + "/" + m
@@ -420,7 +420,7 @@ func Failed(n *Node) bool {
 	if answeredNotFailed(s) {
 		// Unless the caller failed on it: then the answer is where the
 		// caller's failure came from (a 404 the checkout turned into a 500).
-		return (s.StatusCode == model.StatusError || errorTag(s)) && callerFailed(n)
+		return (s.StatusCode == model.StatusError || errorTag(s) || abandoned(n)) && callerFailed(n)
 	}
 	if s.StatusCode == model.StatusError {
 		return true
@@ -436,6 +436,23 @@ func Failed(n *Node) bool {
 		return true
 	}
 	return errorTag(s)
+}
+
+// abandoned reports a SERVER span that ended because its caller stopped
+// waiting (gRPC CANCELLED, HTTP 499), not with an answer of its own. The
+// gRPC conventions leave such a server span's status unset, yet its
+// handler never finished: under a caller that failed (a deadline that
+// expired above it) it is a layer the failure passed through, not a
+// success that swallowed its callee's error.
+func abandoned(n *Node) bool {
+	if n.Span.Kind != model.KindServer {
+		return false
+	}
+	if code, ok := HTTPStatus(n.Span); ok {
+		return code == 499
+	}
+	c, ok := grpcStatus(n.Span)
+	return ok && c == 1
 }
 
 // callerFailed reports whether the code that waited on n failed: one of
@@ -479,15 +496,34 @@ func answeredNotFailed(s *model.Span) bool {
 	return ok && c != 0 && !grpcFailure[c]
 }
 
-// grpcStatus returns the gRPC status code a span recorded, when it is a
-// number.
+// grpcStatus returns the gRPC status code a span recorded: the number of
+// rpc.grpc.status_code, or the code's name in rpc.response.status_code,
+// which the current RPC conventions use instead (otelgrpc from v0.65 on
+// writes "DEADLINE_EXCEEDED"; Connect writes "deadline_exceeded"). Without
+// the name a gRPC deadline or cancellation read as a plain error.
 func grpcStatus(s *model.Span) (int64, bool) {
-	v, ok := s.Attrs.Get("rpc.grpc.status_code")
+	if v, ok := s.Attrs.Get("rpc.grpc.status_code"); ok {
+		return v.AsInt()
+	}
+	v, ok := s.Attrs.Get("rpc.response.status_code")
 	if !ok {
 		return 0, false
 	}
+	if c, ok := grpcCodeNames[strings.ToUpper(v.AsString())]; ok {
+		return c, true
+	}
 	return v.AsInt()
 }
+
+// grpcCodeNames are the gRPC status codes by name.
+var grpcCodeNames = map[string]int64{"OK": 0, "CANCELLED": 1, "UNKNOWN": 2, "INVALID_ARGUMENT": 3,
+	"DEADLINE_EXCEEDED": 4, "NOT_FOUND": 5, "ALREADY_EXISTS": 6, "PERMISSION_DENIED": 7, "RESOURCE_EXHAUSTED": 8,
+	"FAILED_PRECONDITION": 9, "ABORTED": 10, "OUT_OF_RANGE": 11, "UNIMPLEMENTED": 12, "INTERNAL": 13,
+	"UNAVAILABLE": 14, "DATA_LOSS": 15, "UNAUTHENTICATED": 16}
+
+// rpcSystem is the span's RPC system under the old key (rpc.system) or
+// the current one (rpc.system.name).
+func rpcSystem(s *model.Span) string { return s.Attrs.Str("rpc.system", "rpc.system.name") }
 
 // IsTimeoutLike reports whether a span ended because something timed out:
 // its status message, error.type, exception events or attributes mention a
@@ -920,7 +956,7 @@ func IsSession(n *Node) bool {
 	if n.Parent != nil && n.Span.Kind != model.KindServer {
 		return false
 	}
-	request := HTTPMethod(n.Span) != "" || n.Span.Attrs.Str("rpc.system") != ""
+	request := HTTPMethod(n.Span) != "" || rpcSystem(n.Span) != ""
 	for _, w := range strings.FieldsFunc(strings.ToLower(n.Span.Name), func(r rune) bool {
 		return (r < 'a' || r > 'z') && (r < '0' || r > '9')
 	}) {
@@ -1023,7 +1059,7 @@ func EnvoyResponse(s *model.Span) (what, cluster string, upstream bool) {
 // stream stays open for as long as its peers keep talking (a watch, a
 // subscription, a chat), like a long poll: its length is not latency.
 func isStream(s *model.Span) bool {
-	if s.Attrs.Str("rpc.system") == "" {
+	if rpcSystem(s) == "" {
 		return false
 	}
 	n := 0

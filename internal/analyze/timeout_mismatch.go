@@ -236,7 +236,7 @@ func gotAnswer(s *model.Span) bool {
 	if _, ok := HTTPStatus(s); ok {
 		return true
 	}
-	_, ok := s.Attrs.Get("rpc.grpc.status_code")
+	_, ok := grpcStatus(s)
 	return ok
 }
 

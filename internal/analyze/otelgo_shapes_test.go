@@ -1,0 +1,64 @@
+package analyze
+
+import (
+	"testing"
+
+	"github.com/tracedx/tracedx/internal/model"
+)
+
+// Shapes recorded from Go services instrumented with otelgrpc v0.72 and
+// otelhttp: the current RPC conventions (rpc.system.name, the status code's
+// name in rpc.response.status_code) and a server clock off by 80-120 ms.
+
+func grpcSpan(id, parent byte, svc, method string, kind model.SpanKind, startMS, endMS float64, code string) model.Span {
+	s := p1Span(id, parent, svc, method, kind, startMS, endMS,
+		model.Attr{Key: "rpc.system.name", Value: model.Str("grpc")}, model.Attr{Key: "rpc.method", Value: model.Str(method)},
+		model.Attr{Key: "rpc.response.status_code", Value: model.Str(code)})
+	// otelgrpc marks every failed client span ERROR, but a server span only
+	// for the codes that are the server's fault (not CANCELLED).
+	if code != "OK" && (kind == model.KindClient || code != "CANCELLED") {
+		s.StatusCode = model.StatusError
+		s.StatusMessage = map[string]string{"DEADLINE_EXCEEDED": "context deadline exceeded", "CANCELLED": "context canceled"}[code]
+	}
+	return s
+}
+
+func httpServer(id, parent byte, svc, name string, startMS, endMS float64, status int64) model.Span {
+	return p1Span(id, parent, svc, name, model.KindServer, startMS, endMS,
+		model.Attr{Key: "http.request.method", Value: model.Str("GET")}, model.Attr{Key: "http.response.status_code", Value: model.Int(status)})
+}
+
+// A 400 ms deadline set at the gateway expires while pricing's query
+// sleeps; gRPC propagates it, and which layer sees DEADLINE_EXCEEDED and
+// which CANCELLED is a race. inventory's server span ended CANCELLED with
+// its status unset: it did not answer successfully, it was abandoned.
+func TestGRPCDeadlineThroughCancelledServer(t *testing.T) {
+	spans := []model.Span{
+		httpServer(1, 0, "gateway", "GET /cascade", 0, 402.6, 504),
+		grpcSpan(2, 1, "gateway", "livego.Svc/Quote", model.KindClient, 0.5, 401.3, "DEADLINE_EXCEEDED"),
+		grpcSpan(3, 2, "orders", "livego.Svc/Quote", model.KindServer, 1.4, 401.0, "DEADLINE_EXCEEDED"),
+		grpcSpan(4, 3, "orders", "livego.Svc/Reserve", model.KindClient, 1.5, 401.0, "DEADLINE_EXCEEDED"),
+		grpcSpan(5, 4, "inventory", "livego.Svc/Reserve", model.KindServer, 2.3, 401.8, "CANCELLED"),
+		grpcSpan(6, 5, "inventory", "livego.Svc/Price", model.KindClient, 3.5, 401.8, "CANCELLED"),
+		grpcSpan(7, 6, "pricing", "livego.Svc/Price", model.KindServer, 4.9, 402.5, "DEADLINE_EXCEEDED"),
+		p1Span(8, 7, "pricing", "sql.conn.exec", model.KindClient, 9.3, 402.5,
+			model.Attr{Key: "db.system", Value: model.Str("postgresql")}, model.Attr{Key: "db.statement", Value: model.Str("SELECT pg_sleep($1)")}),
+	}
+	spans[7].StatusCode, spans[7].StatusMessage = model.StatusError, "context canceled"
+	if c, ok := grpcStatus(&spans[1]); !ok || c != 4 || !IsTimeoutLike(&model.Span{Attrs: spans[1].Attrs}) {
+		t.Fatalf("rpc.response.status_code DEADLINE_EXCEEDED read as %d, %v", c, ok)
+	}
+	tr := NewTrace(spans)
+	fs := p1RunAll(tr, nil)
+	if got := p1OfKind(fs, "swallowed_error"); len(got) != 0 {
+		t.Errorf("an abandoned server span read as a success: %q", got[0].Title)
+	}
+	tc := p1OfKind(fs, "timeout_cascade")
+	if len(tc) != 1 {
+		t.Fatalf("want one cascade, got %d: %v", len(tc), p1Kinds(fs))
+	}
+	ev := tc[0].Evidence.(TimeoutCascadeEvidence)
+	if ev.Origin.SpanID != spans[7].SpanID.String() || len(ev.Layers) != 8 {
+		t.Errorf("cascade origin %s (%s) through %d layers, want the query through 8", ev.Origin.Operation, ev.Origin.SpanID, len(ev.Layers))
+	}
+}
