@@ -62,3 +62,33 @@ func TestGRPCDeadlineThroughCancelledServer(t *testing.T) {
 		t.Errorf("cascade origin %s (%s) through %d layers, want the query through 8", ev.Origin.Operation, ev.Origin.SpanID, len(ev.Layers))
 	}
 }
+
+// An HTTP call answered 200 whose server span sits 120 ms later than the
+// call: the server's clock is ahead. The answer came before the call ended,
+// so the server ran inside it; its subtree moves back, and no gap opens in
+// the call. Without an answer (the caller timed out) the late server is a
+// callee that ran on, and stays where it was recorded.
+func TestSkewServerAfterAnsweredCall(t *testing.T) {
+	build := func(status int64) []model.Span {
+		return []model.Span{
+			p1Span(1, 0, "inventory", "GET /lock", model.KindServer, 0, 215),
+			p1Call(2, 1, 0.1, 201.6, "http://127.0.0.1:47204/slow", status),
+			httpServer(3, 2, "pricing", "GET /slow", 120.5, 321.3, 200),
+			p1Span(4, 3, "pricing", "compute", model.KindInternal, 121, 320),
+		}
+	}
+	tr := NewTrace(build(200))
+	if tr.SkewShifted != 2 {
+		t.Fatalf("%d spans moved, want the server and its child", tr.SkewShifted)
+	}
+	if s := p1Node(tr, 3); s.Start() < p1Node(tr, 2).Start() || s.End() > p1Node(tr, 2).End() {
+		t.Errorf("server still outside its call after the correction")
+	}
+	if fs := p1RunAll(tr, nil); len(p1OfKind(fs, "idle_gap")) != 0 || len(p1OfKind(fs, "timeout_mismatch")) != 0 {
+		t.Errorf("clock skew reported: %v", p1Kinds(fs))
+	}
+	tr = NewTrace(build(504))
+	if tr.SkewShifted != 0 {
+		t.Errorf("a server under a call that timed out moved")
+	}
+}

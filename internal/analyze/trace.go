@@ -231,9 +231,10 @@ func buildTrace(spans []model.Span, adjust bool) *Trace {
 // that started more than a millisecond before the client call that reached
 // it was stamped by another clock: it and everything below it move so that
 // it sits in the middle of the call (as Jaeger's UI adjusts), or starts
-// with it when it is longer than the call. A server that began after its
-// call ended is left alone: it may have been reached after its caller gave
-// up (timeout_mismatch).
+// with it when it is longer than the call. So does a server that ended
+// well after a call which recorded its successful answer (lateAnswer).
+// Any other server that began after its call ended is left alone: it may
+// have been reached after its caller gave up (timeout_mismatch).
 func skewShift(n *Node, d int64) int64 {
 	p := n.Parent
 	if p == nil || p.Span.Kind != model.KindClient || n.Span.Kind != model.KindServer || n.Span.Service == p.Span.Service ||
@@ -242,7 +243,7 @@ func skewShift(n *Node, d int64) int64 {
 	}
 	ps, pe := int64(p.Start())+d, int64(p.End())+d
 	ns, ne := int64(n.Start())+d, int64(n.End())+d
-	if ns >= ps-1e6 {
+	if ns >= ps-1e6 && !lateAnswer(p, n, pe, ne) {
 		return 0
 	}
 	want := ps
@@ -250,6 +251,25 @@ func skewShift(n *Node, d int64) int64 {
 		want = ps + (pe-ps-(ne-ns))/2
 	}
 	return want - ns
+}
+
+// lateAnswer reports a server span that ends well after the call that
+// reached it (beyond crossHostSkewNS) though that call recorded the
+// server's successful answer and lasted at least as long as the server:
+// the answer was sent before the call ended, so only the server's clock
+// being ahead puts it later. A server running on after its caller gave
+// up shows no such answer (timeout_mismatch's case) and is left alone.
+func lateAnswer(p, n *Node, pe, ne int64) bool {
+	if ne <= pe+crossHostSkewNS || n.Duration() > p.Duration() || Failed(p) || Failed(n) {
+		return false
+	}
+	if c, ok := grpcStatus(p.Span); ok {
+		nc, nok := grpcStatus(n.Span)
+		return c == 0 && nok && nc == 0
+	}
+	pc, ok := HTTPStatus(p.Span)
+	nc, nok := HTTPStatus(n.Span)
+	return ok && nok && pc == nc
 }
 
 // sharedHalf reports the server half of a Zipkin shared span, as package
