@@ -87,7 +87,10 @@ func (d *ErrorOrigin) Detect(t *Trace, _ *Env) []Finding {
 	rankOf := func(o *Node) (rank, *Node) {
 		var r rank
 		last, silent := o, 0
-		for p := o.Parent; p != nil; p = p.Parent {
+		for c, p := o, o.Parent; p != nil; c, p = p, p.Parent {
+			if gaveUpFirst(p, c) {
+				break
+			}
 			if Failed(p) {
 				r.reach++
 				r.gaps += silent
@@ -273,11 +276,23 @@ func waitedOn(o *Node) *Node {
 // status themselves (see passesFailureUp).
 func failedBelow(n *Node) bool {
 	for _, c := range n.Children {
+		if gaveUpFirst(n, c) {
+			continue
+		}
 		if Failed(c) || (passesFailureUp(c) && failedBelow(c)) {
 			return true
 		}
 	}
 	return false
+}
+
+// gaveUpFirst reports a call p that timed out while its callee c ran on
+// (ended beyond the cross-host clock allowance after it): p's own timeout
+// failed the request, and c's failure — a gRPC server reports the
+// propagated deadline as DEADLINE_EXCEEDED or CANCELLED when its handler
+// finally returns — came after and reached nobody.
+func gaveUpFirst(p, c *Node) bool {
+	return IsCall(p) && IsTimeoutLike(p.Span) && c.End() > p.End()+crossHostSkewNS
 }
 
 // passesFailureUp: an unfailed span that is neither a call nor a service

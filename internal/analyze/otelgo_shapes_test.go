@@ -92,3 +92,27 @@ func TestSkewServerAfterAnsweredCall(t *testing.T) {
 		t.Errorf("a server under a call that timed out moved")
 	}
 }
+
+// The gateway gives pricing 200 ms; pricing ignores the deadline and works
+// 550 ms, and grpc-go then stamps its server span DEADLINE_EXCEEDED. The
+// request failed when the gateway's deadline expired: that call is where
+// the timeout starts, not the server that ended 350 ms later.
+func TestTimeoutOriginIsTheCallerThatGaveUp(t *testing.T) {
+	spans := []model.Span{
+		httpServer(1, 0, "gateway", "GET /mismatch", 0, 201.2, 504),
+		grpcSpan(2, 1, "gateway", "livego.Svc/Work", model.KindClient, 0.3, 201.0, "DEADLINE_EXCEEDED"),
+		grpcSpan(3, 2, "pricing", "livego.Svc/Work", model.KindServer, 1.2, 552.9, "DEADLINE_EXCEEDED"),
+		p1Span(4, 3, "pricing", "compute price table", model.KindInternal, 1.2, 501.8),
+	}
+	spans[0].StatusCode = model.StatusError
+	fs := p1RunAll(NewTrace(spans), nil)
+	eo := p1OfKind(fs, "error_origin")
+	if len(eo) != 1 || eo[0].Evidence.(ErrorOriginEvidence).Origin.SpanID != spans[1].SpanID.String() {
+		t.Fatalf("error_origin should start at the call that timed out: %+v", eo)
+	}
+	for _, f := range p1OfKind(fs, "timeout_cascade") {
+		if o := f.Evidence.(TimeoutCascadeEvidence).Origin; o.SpanID != spans[1].SpanID.String() {
+			t.Errorf("cascade starts at %s %s, not at the call that timed out", o.Service, o.Operation)
+		}
+	}
+}

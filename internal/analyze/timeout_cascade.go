@@ -185,6 +185,11 @@ func joinChains(chains [][]*Node) [][]*Node {
 				if ok && 10*c[0].Duration() < 9*a.Duration() {
 					break
 				}
+				// Nor is a callee that ran on after the upper origin gave
+				// up: the upper one's timeout is where the chain starts.
+				if ok && gaveUpFirst(a, c[0]) {
+					break
+				}
 				if !ok || j == i || joined[j] {
 					between = append(between, a)
 					continue
