@@ -116,3 +116,29 @@ func TestTimeoutOriginIsTheCallerThatGaveUp(t *testing.T) {
 		}
 	}
 }
+
+// After a cancelled query left a pooled connection broken, database/sql's
+// ResetSession answers driver.ErrBadConn: the pool drops the connection,
+// opens another and runs the statement there. The request was served;
+// nothing was swallowed.
+func TestBadConnectionRetriedByThePool(t *testing.T) {
+	pg := model.Attr{Key: "db.system", Value: model.Str("postgresql")}
+	spans := []model.Span{
+		grpcSpan(1, 0, "pricing", "livego.Svc/Price", model.KindServer, 0, 69.2, "OK"),
+		p1Span(2, 1, "pricing", "sql.conn.reset_session", model.KindClient, 0.03, 0.04, pg),
+		p1Span(3, 1, "pricing", "sql.connector.connect", model.KindClient, 0.1, 17.9, pg),
+		p1Span(4, 1, "pricing", "sql.conn.exec", model.KindClient, 18, 69, pg,
+			model.Attr{Key: "db.query.text", Value: model.Str("SELECT pg_sleep($1)")}),
+	}
+	spans[1].StatusCode = model.StatusError
+	spans[1].Events = []model.Event{{Name: "exception", Attrs: model.Attrs{{Key: "exception.message", Value: model.Str("driver: bad connection")}}}}
+	fs := p1RunAll(NewTrace(spans), nil)
+	if got := p1OfKind(fs, "swallowed_error"); len(got) != 0 {
+		t.Errorf("a connection the pool replaced read as a swallowed error: %q", got[0].Title)
+	}
+	// A failed statement followed by another statement is no retry of it.
+	spans[1].Attrs = append(spans[1].Attrs, model.Attr{Key: "db.query.text", Value: model.Str("UPDATE prices SET price = 1")})
+	if got := p1OfKind(p1RunAll(NewTrace(spans), nil), "swallowed_error"); len(got) != 1 {
+		t.Errorf("a failed statement under a successful answer: %d swallowed_error findings, want 1", len(got))
+	}
+}

@@ -178,11 +178,22 @@ func retryThatRecovered(t *Trace, n *Node) *Node {
 		if s == n || s.Start()+timingTolerance(s, n) < n.End() || !IsCall(s) || Failed(s) {
 			continue
 		}
-		if ss, so := CallTarget(t, s); ss == svc && so == op {
+		if ss, so := CallTarget(t, s); ss == svc && (so == op || connectionChore(n) && IsDB(s)) {
 			return s
 		}
 	}
 	return nil
+}
+
+// connectionChore reports a database span that ran no statement: the
+// driver or pool checking, resetting or opening a connection (otelsql's
+// sql.conn.reset_session, sql.connector.connect). When one fails, Go's
+// database/sql drops that connection and runs the statement on another,
+// so a later call to the same database that succeeded is its retry.
+func connectionChore(n *Node) bool {
+	_, said := n.Span.Attrs.First("db.query.text", "db.statement", "sql.query", "redis.command", "db.query.summary",
+		"db.operation.name", "db.operation")
+	return IsDB(n) && !said
 }
 
 // attemptThatRecovered returns the later attempt of one call that
