@@ -56,7 +56,10 @@ type LockContentionEvidence struct {
 	// Mechanism is how the wait was seen: "span_events", "attributes",
 	// "span_name" (the span is a pool checkout, such as pg-pool.connect),
 	// "database_error" (a deadlock or lock timeout, or the statement such
-	// a victim blocked) or "pool_fan_out".
+	// a victim blocked), "locking_read" (SELECT ... FOR UPDATE whose
+	// transaction holds the lock across a remote call), "checkout_gap"
+	// (database/sql's untraced wait before a connection is handed out) or
+	// "pool_fan_out".
 	Mechanism string `json:"mechanism"`
 	// Resource is "lock", "semaphore", "connection_pool", "worker_pool",
 	// "pool" or "queue".
@@ -125,7 +128,52 @@ func (d *LockContention) Detect(t *Trace, _ *Env) []Finding {
 		}
 		out = append(out, d.waitFinding(t, n, ws, impact, total, sev))
 	}
+	for _, n := range t.Nodes {
+		w, ok := checkoutGap(n)
+		if !ok {
+			continue
+		}
+		impact := critWithin(t, n.Parent, w.start, w.end)
+		if sev, ok := d.severity(impact, total); ok {
+			out = append(out, d.waitFinding(t, n, []spanWait{w}, impact, total, sev))
+		}
+	}
 	return append(out, d.poolFindings(t, total)...)
+}
+
+// checkoutGap reads the wait for a pooled connection that database/sql
+// does not trace. otelsql records sql.conn.reset_session when the pool
+// hands out a connection used before (sql.connector.connect when it opens
+// one); the wait for a free connection is the parent's idle time right
+// before. Idle time alone is no proof of a wait (code nobody traced looks
+// the same), so it counts only when the request then holds that
+// connection across a remote call: the query, the call and the next query
+// with no checkout between, which is what empties the pool for everyone.
+func checkoutGap(n *Node) (spanWait, bool) {
+	if n.Parent == nil || !checkoutMarker(n) {
+		return spanWait{}, false
+	}
+	idle := leadingIdle(n.Parent, n, n.Start())
+	if idle == 0 || heldAcross(n) == nil {
+		return spanWait{}, false
+	}
+	return spanWait{start: n.Start() - idle, end: n.Start(), resource: "connection_pool", source: "checkout_gap",
+		waitEvent: n.Span.Name}, true
+}
+
+// checkoutMarker reports a span that marks a pooled connection being
+// handed out without timing the wait for it: database/sql's ResetSession
+// or connect as otelsql records them (a database span with no statement).
+func checkoutMarker(n *Node) bool {
+	if !connectionChore(n) {
+		return false
+	}
+	for _, w := range textWords(n.Span.Name) {
+		if w == "reset" || w == "connect" {
+			return true
+		}
+	}
+	return false
 }
 
 // severity grades by the wait's share of the request; ok=false below the
@@ -174,7 +222,15 @@ func (d *LockContention) waitFinding(t *Trace, n *Node, ws []spanWait, impact, t
 	reason := fmt.Sprintf("%s %s serialises concurrent requests on %s; this span spent %.0f%% of its time waiting for it.",
 		n.Span.Service, opName(n, n.Span.Name), what, ev.SpanSharePct)
 	fix := contentionFix(main.resource, what)
-	if main.source == "span_name" && main.resource == "connection_pool" {
+	if main.source == "checkout_gap" {
+		// The marker span has no length: the wait is its parent's.
+		p := n.Parent
+		ev.Span, ev.SpanSharePct = RefOf(t, p), sharePct(wait, p.Duration())
+		title = fmt.Sprintf("%s %s waited %.0f ms for a pooled %s connection before %s (not traced by the pool; %.0f%% of the request)",
+			p.Span.Service, opName(p, displayOp(p)), NS(wait), nonEmpty(DBSystem(n.Span), "database"), n.Span.Name, ev.RequestSharePct)
+		reason = fmt.Sprintf("%s %s waits for a connection of a pool that requests like it keep busy.", p.Span.Service, opName(p, displayOp(p)))
+	}
+	if (main.source == "span_name" || main.source == "checkout_gap") && main.resource == "connection_pool" {
 		if h := heldAcross(n); h != nil {
 			ref := RefOf(t, h)
 			ev.HeldAcross, ev.HeldAcrossMS = &ref, roundMS(h.Duration())
@@ -186,6 +242,19 @@ func (d *LockContention) waitFinding(t *Trace, n *Node, ws []spanWait, impact, t
 				"the concurrency it serves."
 		}
 	}
+	if main.source == "locking_read" {
+		h := heldLockAcross(n)
+		ref := RefOf(t, h)
+		ev.HeldAcross, ev.HeldAcrossMS = &ref, roundMS(h.Duration())
+		title = fmt.Sprintf("%s waited %.0f ms for a row lock (%.0f%% of the request), then its transaction held the lock across %s (%.0f ms)",
+			spanLabel(t, n), NS(wait), ev.RequestSharePct, spanLabel(t, h), NS(h.Duration()))
+		reason = fmt.Sprintf("%s's transaction locks rows and keeps them locked while it waits %.0f ms for %s; requests doing "+
+			"the same queue behind each other on the lock, so this locking statement spent its time waiting, not executing.",
+			n.Span.Service, NS(h.Duration()), spanLabel(t, h))
+		fix = "Do not hold row locks across remote calls: make " + spanLabel(t, h) + " before the transaction (or after " +
+			"its commit), or replace the lock with an optimistic check (a version column in the UPDATE's WHERE); keep " +
+			"transactions short."
+	}
 	if main.source == "database_error" {
 		title = fmt.Sprintf("%s waited %.0f ms for a row lock another transaction held (%s; %.0f%% of the request)",
 			spanLabel(t, n), NS(wait), model.Clip(main.waitEvent, 100), ev.RequestSharePct)
@@ -196,10 +265,21 @@ func (d *LockContention) waitFinding(t *Trace, n *Node, ws []spanWait, impact, t
 			"deadlock victim once; for a lock timeout, find the transaction holding the rows (pg_locks, " +
 			"performance_schema.data_locks)."
 	}
+	ids := []string{n.Span.SpanID.String()}
+	culprit := &Culprit{Service: n.Span.Service, Operation: n.Span.Name, SpanID: n.Span.SpanID.String(), Reason: reason}
+	if main.source == "checkout_gap" || main.source == "locking_read" {
+		// The code to change is the parent's, which holds the connection
+		// or the lock across its call; and for a checkout its idle time is
+		// this wait: idle_gap's key span.
+		p := n.Parent
+		if main.source == "checkout_gap" {
+			ids = append(ids, p.Span.SpanID.String())
+		}
+		culprit = &Culprit{Service: p.Span.Service, Operation: p.Span.Name, SpanID: p.Span.SpanID.String(), Reason: reason}
+	}
 	return Finding{
-		Kind: d.Kind(), Severity: sev, Title: title, SpanIDs: []string{n.Span.SpanID.String()},
-		ImpactMS: roundMS(impact), Evidence: ev, Fix: fix,
-		Culprit: &Culprit{Service: n.Span.Service, Operation: n.Span.Name, SpanID: n.Span.SpanID.String(), Reason: reason},
+		Kind: d.Kind(), Severity: sev, Title: title, SpanIDs: ids,
+		ImpactMS: roundMS(impact), Evidence: ev, Fix: fix, Culprit: culprit,
 	}
 }
 
@@ -217,7 +297,7 @@ func heldAcross(n *Node) *Node {
 			continue
 		}
 		switch {
-		case IsDB(c) && isCheckout(c):
+		case IsDB(c) && (isCheckout(c) || checkoutMarker(c)):
 			return nil
 		case IsDB(c) && queried && call != nil:
 			return call

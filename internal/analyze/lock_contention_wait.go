@@ -315,6 +315,9 @@ func nodeWaits(t *Trace, n *Node) []spanWait {
 	if ws := checkoutWaits(n); len(ws) > 0 || !IsDB(n) {
 		return ws
 	}
+	if w, ok := lockingReadWait(n); ok {
+		return []spanWait{w}
+	}
 	if text := lockError(n); text != "" {
 		return []spanWait{{start: n.Start(), end: n.End(), resource: "lock", source: "database_error",
 			waitEvent: model.Clip(text, 160)}}
@@ -329,6 +332,65 @@ func nodeWaits(t *Trace, n *Node) []spanWait {
 			waitEvent: model.Clip("blocked by the lock of "+spanLabel(t, m)+", which failed: "+lockError(m), 160)}}
 	}
 	return nil
+}
+
+// lockingReadRe matches statements that take row or table locks and wait
+// for them: SELECT ... FOR UPDATE / FOR NO KEY UPDATE / FOR SHARE / FOR
+// KEY SHARE, MySQL's LOCK IN SHARE MODE, LOCK TABLE, SQL Server's UPDLOCK,
+// XLOCK and HOLDLOCK hints. NOWAIT and SKIP LOCKED never wait.
+var (
+	lockingReadRe = regexp.MustCompile(`(?i)\bfor\s+(no\s+key\s+)?update\b|\bfor\s+(key\s+)?share\b|\block\s+in\s+share\s+mode\b|^\s*lock\s+tables?\b|\b(updlock|xlock|holdlock)\b`)
+	noWaitRe      = regexp.MustCompile(`(?i)\bnowait\b|\bskip\s+locked\b`)
+)
+
+// lockingReadWait reads a locking statement whose own transaction then
+// holds the lock across a remote call (heldLockAcross). Such a statement
+// is slow because it queued behind the same lock held by requests doing
+// the same, not because of its plan: the wait is its whole duration. A
+// locking read with no such holder in view stays slow_query's.
+func lockingReadWait(n *Node) (spanWait, bool) {
+	stmt := DBStatement(n.Span)
+	if !lockingReadRe.MatchString(stmt) || noWaitRe.MatchString(stmt) || heldLockAcross(n) == nil {
+		return spanWait{}, false
+	}
+	return spanWait{start: n.Start(), end: n.End(), resource: "lock", source: "locking_read",
+		waitEvent: model.Clip(DBShape(n.Span), 160)}, true
+}
+
+// heldLockAcross finds, among the siblings after the locking statement n,
+// the longest remote call (not a database span) made before the
+// transaction's next statement or its commit: the lock stays held across
+// that call. A commit or rollback before any call ends the search.
+func heldLockAcross(n *Node) *Node {
+	if n.Parent == nil {
+		return nil
+	}
+	var call *Node
+	for _, c := range n.Parent.Children {
+		if c == n || c.Start()+1e6 < n.End() {
+			continue
+		}
+		switch {
+		case IsDB(c) && call != nil:
+			return call
+		case IsDB(c) && endsTransaction(c):
+			return nil
+		case IsCall(c) && !IsDB(c) && (call == nil || c.Duration() > call.Duration()):
+			call = c
+		}
+	}
+	return nil
+}
+
+// endsTransaction reports a COMMIT or ROLLBACK, as a statement or as the
+// driver's span (otelsql's sql.tx.commit).
+func endsTransaction(n *Node) bool {
+	for _, w := range textWords(DBStatement(n.Span) + " " + n.Span.Name) {
+		if w == "commit" || w == "rollback" {
+			return true
+		}
+	}
+	return false
 }
 
 // checkoutVerbs, beside the word "pool", make a span name the checkout of

@@ -28,6 +28,16 @@ func httpServer(id, parent byte, svc, name string, startMS, endMS float64, statu
 		model.Attr{Key: "http.request.method", Value: model.Str("GET")}, model.Attr{Key: "http.response.status_code", Value: model.Int(status)})
 }
 
+// sqlSpan is a span of otelsql over PostgreSQL; stmt "" for the pool's and
+// the driver's own spans (reset_session, connect, commit).
+func sqlSpan(id, parent byte, svc, name string, startMS, endMS float64, stmt string) model.Span {
+	attrs := []model.Attr{{Key: "db.system", Value: model.Str("postgresql")}}
+	if stmt != "" {
+		attrs = append(attrs, model.Attr{Key: "db.query.text", Value: model.Str(stmt)})
+	}
+	return p1Span(id, parent, svc, name, model.KindClient, startMS, endMS, attrs...)
+}
+
 // A 400 ms deadline set at the gateway expires while pricing's query
 // sleeps; gRPC propagates it, and which layer sees DEADLINE_EXCEEDED and
 // which CANCELLED is a race. inventory's server span ended CANCELLED with
@@ -122,13 +132,11 @@ func TestTimeoutOriginIsTheCallerThatGaveUp(t *testing.T) {
 // opens another and runs the statement there. The request was served;
 // nothing was swallowed.
 func TestBadConnectionRetriedByThePool(t *testing.T) {
-	pg := model.Attr{Key: "db.system", Value: model.Str("postgresql")}
 	spans := []model.Span{
 		grpcSpan(1, 0, "pricing", "livego.Svc/Price", model.KindServer, 0, 69.2, "OK"),
-		p1Span(2, 1, "pricing", "sql.conn.reset_session", model.KindClient, 0.03, 0.04, pg),
-		p1Span(3, 1, "pricing", "sql.connector.connect", model.KindClient, 0.1, 17.9, pg),
-		p1Span(4, 1, "pricing", "sql.conn.exec", model.KindClient, 18, 69, pg,
-			model.Attr{Key: "db.query.text", Value: model.Str("SELECT pg_sleep($1)")}),
+		sqlSpan(2, 1, "pricing", "sql.conn.reset_session", 0.03, 0.04, ""),
+		sqlSpan(3, 1, "pricing", "sql.connector.connect", 0.1, 17.9, ""),
+		sqlSpan(4, 1, "pricing", "sql.conn.exec", 18, 69, "SELECT pg_sleep($1)"),
 	}
 	spans[1].StatusCode = model.StatusError
 	spans[1].Events = []model.Event{{Name: "exception", Attrs: model.Attrs{{Key: "exception.message", Value: model.Str("driver: bad connection")}}}}
@@ -140,5 +148,74 @@ func TestBadConnectionRetriedByThePool(t *testing.T) {
 	spans[1].Attrs = append(spans[1].Attrs, model.Attr{Key: "db.query.text", Value: model.Str("UPDATE prices SET price = 1")})
 	if got := p1OfKind(p1RunAll(NewTrace(spans), nil), "swallowed_error"); len(got) != 1 {
 		t.Errorf("a failed statement under a successful answer: %d swallowed_error findings, want 1", len(got))
+	}
+}
+
+// heldAcrossCall checks the one lock_contention finding of a request that
+// holds a connection or a row lock across its call to pricing (span 4),
+// blamed on the handler (span 1), and returns all findings.
+func heldAcrossCall(t *testing.T, spans []model.Span, mechanism, resource string, waitMS float64) []Finding {
+	t.Helper()
+	fs := mergeDuplicates(p1RunAll(NewTrace(spans), nil))
+	lc := p1OfKind(fs, "lock_contention")
+	if len(lc) != 1 {
+		t.Fatalf("want one lock_contention, got %v", p1Kinds(fs))
+	}
+	ev := lc[0].Evidence.(LockContentionEvidence)
+	if ev.Mechanism != mechanism || ev.Resource != resource || !p1Near(ev.WaitMS, waitMS, 0.5) || ev.HeldAcross == nil ||
+		ev.HeldAcross.SpanID != spans[3].SpanID.String() || lc[0].Culprit.SpanID != spans[0].SpanID.String() {
+		t.Errorf("evidence %+v, culprit %+v", ev, lc[0].Culprit)
+	}
+	return fs
+}
+
+// database/sql with SetMaxOpenConns(2): each request takes a connection
+// (db.Conn), queries, calls pricing for 300 ms, and queries again on the
+// same connection. The pool's wait is not traced: the handler sits idle
+// until otelsql's sql.conn.reset_session marks the connection handed out.
+// With each query taking its own connection (a reset before each) there
+// is no holder, and the same idle time stays idle_gap's to guess at.
+func TestDatabaseSQLPoolWaitBeforeReset(t *testing.T) {
+	spans := []model.Span{
+		httpServer(1, 0, "orders", "GET /pool", 0, 1518, 200),
+		sqlSpan(2, 1, "orders", "sql.conn.reset_session", 1215.1, 1215.1, ""),
+		sqlSpan(3, 1, "orders", "sql.conn.query", 1215.1, 1216.9, "SELECT sum(total) FROM orders"),
+		p1Call(4, 1, 1216.9, 1517.6, "http://pricing/slow", 200),
+		sqlSpan(5, 1, "orders", "sql.conn.exec", 1517.6, 1518, "UPDATE orders SET total = total WHERE id = 1"),
+	}
+	fs := heldAcrossCall(t, spans, "checkout_gap", "connection_pool", 1215.1)
+	if len(p1OfKind(fs, "idle_gap")) != 0 {
+		t.Errorf("the pool's wait reported twice, also as idle_gap")
+	}
+	// Each query with its own connection: a reset before the UPDATE too.
+	spans = append(spans, sqlSpan(6, 1, "orders", "sql.conn.reset_session", 1517.6, 1517.6, ""))
+	if got := p1OfKind(p1RunAll(NewTrace(spans), nil), "lock_contention"); len(got) != 0 {
+		t.Errorf("no connection held, yet: %q", got[0].Title)
+	}
+}
+
+// Five requests lock the same row (SELECT ... FOR UPDATE) and call pricing
+// for 200 ms before the UPDATE and COMMIT: the last one's locking read
+// waits 800 ms for the four before it. Calling pricing before the
+// transaction leaves the lock held for a millisecond.
+func TestLockingReadHeldAcrossCall(t *testing.T) {
+	spans := []model.Span{
+		httpServer(1, 0, "inventory", "GET /lock", 0, 1019.4, 200),
+		sqlSpan(2, 1, "inventory", "sql.conn.begin_tx", 9.3, 9.5, ""),
+		sqlSpan(3, 1, "inventory", "sql.conn.query", 9.5, 815.4, "SELECT price FROM prices WHERE sku = $1 FOR UPDATE"),
+		p1Call(4, 1, 815.5, 1016.6, "http://pricing/slow", 200),
+		sqlSpan(5, 1, "inventory", "sql.conn.exec", 1016.6, 1017.3, "UPDATE prices SET price = $1 WHERE sku = $2"),
+		sqlSpan(6, 1, "inventory", "sql.tx.commit", 1017.3, 1017.6, ""),
+	}
+	fs := heldAcrossCall(t, spans, "locking_read", "lock", 805.9)
+	if len(p1OfKind(fs, "slow_query")) != 0 {
+		t.Errorf("the lock's wait also reported as slow_query")
+	}
+	// The call after the commit holds no lock: a slow locking read is then
+	// only a slow query.
+	spans[3].StartUnixNano, spans[3].EndUnixNano = spans[5].EndUnixNano+1e6, spans[5].EndUnixNano+200e6
+	spans[0].EndUnixNano = spans[3].EndUnixNano + 1e6
+	if got := p1OfKind(p1RunAll(NewTrace(spans), nil), "lock_contention"); len(got) != 0 {
+		t.Errorf("no lock held across the call, yet: %q", got[0].Title)
 	}
 }
