@@ -219,3 +219,28 @@ func TestLockingReadHeldAcrossCall(t *testing.T) {
 		t.Errorf("no lock held across the call, yet: %q", got[0].Title)
 	}
 }
+
+// inventory's clock runs 120 ms behind: its server span is moved into the
+// gateway's call. pricing's clock is right, so its server already sits in
+// inventory's corrected call to it and must not inherit inventory's move:
+// that put pricing 120 ms late, an idle gap in the call and a callee
+// "running on" after a deadline it honoured.
+func TestSkewOfCallerNotInheritedByCallee(t *testing.T) {
+	spans := []model.Span{
+		httpServer(1, 0, "gateway", "GET /cascade", 117.8, 521.1, 504),
+		grpcSpan(2, 1, "gateway", "livego.Svc/Reserve", model.KindClient, 118, 520.9, "DEADLINE_EXCEEDED"),
+		grpcSpan(3, 2, "inventory", "livego.Svc/Reserve", model.KindServer, 0, 402.3, "DEADLINE_EXCEEDED"),
+		grpcSpan(4, 3, "inventory", "livego.Svc/Price", model.KindClient, 1.1, 402.3, "CANCELLED"),
+		grpcSpan(5, 4, "pricing", "livego.Svc/Price", model.KindServer, 122.1, 521.7, "DEADLINE_EXCEEDED"),
+		sqlSpan(6, 5, "pricing", "sql.conn.exec", 126.9, 521.7, "SELECT pg_sleep($1)"),
+	}
+	spans[5].StatusCode, spans[5].StatusMessage = model.StatusError, "context canceled"
+	tr := NewTrace(spans)
+	if tr.SkewShifted != 2 {
+		t.Errorf("%d spans moved, want inventory's two", tr.SkewShifted)
+	}
+	fs := p1RunAll(tr, nil)
+	if n := len(p1OfKind(fs, "timeout_mismatch")) + len(p1OfKind(fs, "idle_gap")); n != 0 {
+		t.Errorf("the caller's clock blamed on its callee: %v", p1Kinds(fs))
+	}
+}

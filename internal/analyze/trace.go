@@ -195,7 +195,7 @@ func buildTrace(spans []model.Span, adjust bool) *Trace {
 			if shift != nil && n.Parent != nil {
 				d = shift[n.Parent.Index]
 			}
-			if d += skewShift(n, d); d != 0 {
+			if d = skewShift(n, d); d != 0 {
 				if shift == nil {
 					shift = make([]int64, len(spans))
 				}
@@ -226,10 +226,14 @@ func buildTrace(spans []model.Span, adjust bool) *Trace {
 	return t
 }
 
-// skewShift returns how much further than its parent's move d a span must
-// move to undo a clock offset between hosts. A server of another service
-// that started more than a millisecond before the client call that reached
-// it was stamped by another clock: it and everything below it move so that
+// skewShift returns how far a span must move to undo a clock offset
+// between hosts, given its parent's move d. A span of its parent's process
+// shares its clock and moves with it. A server of another service has a
+// clock of its own: it stays where its host stamped it (a caller whose
+// clock was off does not make its callee's wrong) unless it does not fit
+// the corrected call. One that started more than a millisecond before the
+// client call that reached it was stamped by another clock: it and
+// everything below it move so that
 // it sits in the middle of the call (as Jaeger's UI adjusts), or starts
 // with it when it is longer than the call. So does a server that ended
 // well after a call which recorded its successful answer (lateAnswer).
@@ -239,10 +243,10 @@ func skewShift(n *Node, d int64) int64 {
 	p := n.Parent
 	if p == nil || p.Span.Kind != model.KindClient || n.Span.Kind != model.KindServer || n.Span.Service == p.Span.Service ||
 		n.End() < n.Start() || p.End() < p.Start() {
-		return 0
+		return d
 	}
 	ps, pe := int64(p.Start())+d, int64(p.End())+d
-	ns, ne := int64(n.Start())+d, int64(n.End())+d
+	ns, ne := int64(n.Start()), int64(n.End())
 	if ns >= ps-1e6 && !lateAnswer(p, n, pe, ne) {
 		return 0
 	}
