@@ -76,18 +76,19 @@ func TestGRPCDeadlineThroughCancelledServer(t *testing.T) {
 // An HTTP call answered 200 whose server span sits 120 ms later than the
 // call: the server's clock is ahead. The answer came before the call ended,
 // so the server ran inside it; its subtree moves back, and no gap opens in
-// the call. Without an answer (the caller timed out) the late server is a
-// callee that ran on, and stays where it was recorded.
+// the call. Without an answer (the caller timed out) a server that started
+// with the call and ended later is a callee that ran on, and stays where
+// it was recorded.
 func TestSkewServerAfterAnsweredCall(t *testing.T) {
-	build := func(status int64) []model.Span {
+	build := func(status int64, start float64) []model.Span {
 		return []model.Span{
 			p1Span(1, 0, "inventory", "GET /lock", model.KindServer, 0, 215),
 			p1Call(2, 1, 0.1, 201.6, "http://127.0.0.1:47204/slow", status),
-			httpServer(3, 2, "pricing", "GET /slow", 120.5, 321.3, 200),
-			p1Span(4, 3, "pricing", "compute", model.KindInternal, 121, 320),
+			httpServer(3, 2, "pricing", "GET /slow", start, 321.3, 200),
+			p1Span(4, 3, "pricing", "compute", model.KindInternal, start+0.5, 320),
 		}
 	}
-	tr := NewTrace(build(200))
+	tr := NewTrace(build(200, 120.5))
 	if tr.SkewShifted != 2 {
 		t.Fatalf("%d spans moved, want the server and its child", tr.SkewShifted)
 	}
@@ -97,7 +98,7 @@ func TestSkewServerAfterAnsweredCall(t *testing.T) {
 	if fs := p1RunAll(tr, nil); len(p1OfKind(fs, "idle_gap")) != 0 || len(p1OfKind(fs, "timeout_mismatch")) != 0 {
 		t.Errorf("clock skew reported: %v", p1Kinds(fs))
 	}
-	tr = NewTrace(build(504))
+	tr = NewTrace(build(504, 0.5))
 	if tr.SkewShifted != 0 {
 		t.Errorf("a server under a call that timed out moved")
 	}
@@ -242,5 +243,29 @@ func TestSkewOfCallerNotInheritedByCallee(t *testing.T) {
 	fs := p1RunAll(tr, nil)
 	if n := len(p1OfKind(fs, "timeout_mismatch")) + len(p1OfKind(fs, "idle_gap")); n != 0 {
 		t.Errorf("the caller's clock blamed on its callee: %v", p1Kinds(fs))
+	}
+}
+
+// pricing's clock runs 80 ms ahead. A deadline propagated with the call
+// ends the call and the server at once, so a server exactly as long as its
+// failed call but ending 80 ms after it is that call on another clock. A
+// server that ignored the deadline starts with the call and ends later:
+// that one ran on, and stays where it was stamped.
+func TestSkewServerAsLongAsItsFailedCall(t *testing.T) {
+	build := func(start, end float64) []model.Span {
+		return []model.Span{
+			grpcSpan(1, 0, "inventory", "livego.Svc/Reserve", model.KindServer, 0, 402, "DEADLINE_EXCEEDED"),
+			grpcSpan(2, 1, "inventory", "livego.Svc/Price", model.KindClient, 3.5, 401.8, "CANCELLED"),
+			grpcSpan(3, 2, "pricing", "livego.Svc/Price", model.KindServer, start, end, "DEADLINE_EXCEEDED"),
+			sqlSpan(4, 3, "pricing", "sql.conn.exec", start+4, end, "SELECT pg_sleep($1)"),
+		}
+	}
+	tr := NewTrace(build(84.9, 482.5))
+	if got := p1OfKind(p1RunAll(tr, nil), "timeout_mismatch"); tr.SkewShifted != 2 || len(got) != 0 {
+		t.Errorf("%d spans moved, %d timeout_mismatch: the clock offset read as an overrun", tr.SkewShifted, len(got))
+	}
+	tr = NewTrace(build(4.9, 552))
+	if got := p1OfKind(p1RunAll(tr, nil), "timeout_mismatch"); tr.SkewShifted != 0 || len(got) != 1 {
+		t.Errorf("%d spans moved, %d timeout_mismatch: a server that ran on is no clock offset", tr.SkewShifted, len(got))
 	}
 }
