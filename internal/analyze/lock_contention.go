@@ -165,15 +165,7 @@ func checkoutGap(n *Node) (spanWait, bool) {
 // handed out without timing the wait for it: database/sql's ResetSession
 // or connect as otelsql records them (a database span with no statement).
 func checkoutMarker(n *Node) bool {
-	if !connectionChore(n) {
-		return false
-	}
-	for _, w := range textWords(n.Span.Name) {
-		if w == "reset" || w == "connect" {
-			return true
-		}
-	}
-	return false
+	return connectionChore(n) && nameHasWord(n.Span.Name, "reset", "connect")
 }
 
 // severity grades by the wait's share of the request; ok=false below the

@@ -2,6 +2,7 @@ package analyze
 
 import (
 	"fmt"
+	"slices"
 	"sort"
 	"strings"
 
@@ -185,15 +186,27 @@ func retryThatRecovered(t *Trace, n *Node) *Node {
 	return nil
 }
 
-// connectionChore reports a database span that ran no statement: the
-// driver or pool checking, resetting or opening a connection (otelsql's
-// sql.conn.reset_session, sql.connector.connect). When one fails, Go's
-// database/sql drops that connection and runs the statement on another,
-// so a later call to the same database that succeeded is its retry.
+// connectionChore reports a database span that ran no statement but
+// checked, reset or opened a connection (otelsql's sql.conn.reset_session,
+// sql.connector.connect, sql.conn.ping). When one fails, Go's database/sql
+// drops that connection and runs the statement on another, so a later
+// call to the same database that succeeded is its retry. A query span
+// recorded without its text (otelsql's sql.conn.query with the query
+// omitted) is no chore.
 func connectionChore(n *Node) bool {
 	_, said := n.Span.Attrs.First("db.query.text", "db.statement", "sql.query", "redis.command", "db.query.summary",
 		"db.operation.name", "db.operation")
-	return IsDB(n) && !said
+	return IsDB(n) && !said && nameHasWord(n.Span.Name, "reset", "connect", "ping")
+}
+
+// nameHasWord reports whether one of words is a whole word of name.
+func nameHasWord(name string, words ...string) bool {
+	for _, w := range textWords(name) {
+		if slices.Contains(words, w) {
+			return true
+		}
+	}
+	return false
 }
 
 // attemptThatRecovered returns the later attempt of one call that

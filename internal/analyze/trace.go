@@ -271,7 +271,9 @@ func lateAnswer(p, n *Node, pe, ne int64) bool {
 	// after it is the call's own interval on another clock: a deadline
 	// propagated with the call ends both at once. A callee that ran on
 	// after its caller's deadline started with the call and ends later.
-	if p.Duration()-n.Duration() <= max(2e6, p.Duration()/100) {
+	// Calls recorded without a length (Zipkin's unfinished spans) match
+	// anything: only a call long enough to tell is compared.
+	if p.Duration() >= minTimedCallNS && p.Duration()-n.Duration() <= max(2e6, p.Duration()/100) {
 		return true
 	}
 	if Failed(p) || Failed(n) {
@@ -285,6 +287,10 @@ func lateAnswer(p, n *Node, pe, ne int64) bool {
 	nc, nok := HTTPStatus(n.Span)
 	return ok && nok && pc == nc
 }
+
+// minTimedCallNS is the shortest call whose length lateAnswer compares
+// with its server's.
+const minTimedCallNS = 10e6
 
 // sharedHalf reports the server half of a Zipkin shared span, as package
 // zipkin marks it.
