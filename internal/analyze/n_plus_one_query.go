@@ -129,7 +129,7 @@ func (d *NPlusOneQuery) finding(t *Trace, p *Node, units, nodes []*Node) (Findin
 	// The same literal text again and again is not a loop over a list (it
 	// is a missing cache); with bind markers we cannot see the parameters
 	// and must trust the shape.
-	if len(distinct) == 1 && raw != shape && !strings.ContainsAny(raw, "?$:@") {
+	if len(distinct) == 1 && raw != shape && !hasBindMarker(raw) {
 		return Finding{}, false
 	}
 	system := DBSystem(nodes[0].Span)
@@ -202,6 +202,15 @@ func (d *NPlusOneQuery) finding(t *Trace, p *Node, units, nodes []*Node) (Findin
 	return Finding{
 		Kind: d.Kind(), Severity: sev, Title: title, SpanIDs: ids, ImpactMS: roundMS(impact), Evidence: ev, Fix: fix,
 	}, true
+}
+
+// hasBindMarker reports whether a statement's text carries placeholders
+// for parameters sent apart from it: "?" (JDBC, ODBC), "$1" (PostgreSQL),
+// ":name" (Oracle, SQLite), "@p1" (SQL Server), and the Python DB-API's
+// "%s" and "%(name)s" (psycopg2, MySQLdb, PyMySQL; Django records its
+// queries this way). Identical texts with markers are different rows.
+func hasBindMarker(raw string) bool {
+	return strings.ContainsAny(raw, "?$:@") || strings.Contains(raw, "%s") || strings.Contains(raw, "%(")
 }
 
 // isCheckout reports whether a database span is a pool checkout, which

@@ -245,3 +245,26 @@ func TestNPlusOneNodePgPoolCheckouts(t *testing.T) {
 		}
 	}
 }
+
+// A Django view listing books, then fetching each book's author: the ORM
+// records its queries with the Python DB-API's placeholders ("%s" for
+// MySQLdb and psycopg2, "%(name)s" for the pyformat style), so every row's
+// query has the same text. Those are bind markers, not one literal query
+// asked again.
+func TestNPlusOneReadsPythonDBAPIPlaceholders(t *testing.T) {
+	for _, stmt := range []string{
+		"SELECT `books_author`.`id`, `books_author`.`name` FROM `books_author` WHERE `books_author`.`id` = %s LIMIT 21",
+		"SELECT author.id, author.name FROM author WHERE author.id = %(id_1)s",
+	} {
+		spans := loopAfterQuery(p1Span(1, 0, "books", "GET /books/", model.KindServer, 0, 200),
+			"SELECT `books_book`.`id`, `books_book`.`title`, `books_book`.`author_id` FROM `books_book` LIMIT 10", stmt, 10)
+		got := NewNPlusOneQuery().Detect(NewTrace(spans), nil)
+		if len(got) != 1 {
+			t.Fatalf("%s: %d findings, want the loop", stmt, len(got))
+		}
+		if ev := got[0].Evidence.(NPlusOneEvidence); ev.Count != 10 || ev.ListQuery == nil {
+			t.Errorf("%s: %+v", stmt, ev)
+		}
+	}
+}
+
