@@ -268,3 +268,34 @@ func TestNPlusOneReadsPythonDBAPIPlaceholders(t *testing.T) {
 	}
 }
 
+// sentry-ruby hangs ActiveRecord's spans on the transaction, beside the
+// controller's process_action span that issued them: a leaf whose time
+// holds the list query and the loop. The critical path runs through that
+// leaf, so the loop's time is on it; the loop is the cause of the
+// action's time, not the action's own code.
+func TestNPlusOneRecordedBesideTheActionThatRanIt(t *testing.T) {
+	db := model.Attr{Key: "db.system", Value: model.Str("mysql")}
+	spans := []model.Span{
+		p1Span(1, 0, "books", "BooksController#index", model.KindServer, 0, 3000),
+		p1Span(2, 1, "books", "process_action.action_controller", model.KindInternal, 400, 2990),
+		p1Span(3, 1, "books", "SELECT books", model.KindClient, 450, 600, db,
+			model.Attr{Key: "db.statement", Value: model.Str("SELECT `books`.* FROM `books` LIMIT 10")}),
+	}
+	for i := 0; i < 10; i++ {
+		st := 700 + float64(i)*200
+		spans = append(spans, p1Span(byte(10+i), 1, "books", "SELECT authors", model.KindClient, st, st+190, db,
+			model.Attr{Key: "db.statement", Value: model.Str(fmt.Sprintf("SELECT `authors`.* FROM `authors` WHERE `authors`.`id` = %d LIMIT 1", 300+i*7))}))
+	}
+	res := Analyze(spans, Options{})
+	fs := ofKind(res.Findings, "n_plus_one_query")
+	if len(fs) != 1 {
+		t.Fatalf("want one n_plus_one_query: %v", kindsOf(res.Findings))
+	}
+	// Batched, the ten 190 ms queries cost one: 1710 ms saved.
+	if !p1Near(fs[0].ImpactMS, 1710, 1) {
+		t.Errorf("impact %.1f ms, want 1710", fs[0].ImpactMS)
+	}
+	if why := strings.Join(res.Why, "\n"); !strings.Contains(why, "Cause: 10 mysql queries") {
+		t.Errorf("why chain does not name the loop:\n%s", why)
+	}
+}
