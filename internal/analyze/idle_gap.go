@@ -155,9 +155,7 @@ func (d *IdleGap) finding(t *Trace, n *Node, gs, ge, crit uint64, pos string, be
 			"off it, or do not block the request on the task's result.",
 		"network_or_queueing": "The callee started late: check its request queue, thread pool and the network path; instrument its ingress.",
 		"uninstrumented_work": "Instrument the code running here (a span around it) to see what it does; it is on the request's path.",
-		"connection_setup": "Reuse database connections across requests (a connection pool, or persistent connections " +
-			"such as Django's CONN_MAX_AGE) instead of connecting per request; if one connect is this slow, look at DNS, " +
-			"TLS and the server's authentication.",
+		"connection_setup":    connectAdvice,
 		"lock_or_thread_wait": "Look for locks, synchronous sleeps or a saturated worker pool here, and add spans around them.",
 		"retry_backoff": "The wait is the retry's backoff: the failed attempt is the cause. Make the callee's failure rarer, " +
 			"and keep the backoff within the caller's deadline.",
@@ -265,6 +263,12 @@ func poolInUse(t *Trace, n, after *Node, gs, ge uint64) bool {
 	return false
 }
 
+// connectAdvice is the fix for a request that paid for opening a database
+// connection.
+const connectAdvice = "Reuse database connections across requests (a connection pool, or persistent connections " +
+	"such as Django's CONN_MAX_AGE) instead of connecting per request; if one connect is this slow, look at DNS, " +
+	"TLS and the server's authentication."
+
 // encloses reports whether m is n or one of its ancestors.
 func encloses(m, n *Node) bool {
 	for ; n != nil; n = n.Parent {
@@ -279,9 +283,10 @@ func encloses(m, n *Node) bool {
 // ("connect", "pg.connect", "sql.connector.connect"): the time before its
 // first child (the session set-up queries a driver or ORM runs on a new
 // connection) is the handshake itself. A pool checkout ("pg-pool.connect")
-// is not: its time before a child is a wait for a free member.
+// is not: its time before a child is a wait for a free member; nor is a
+// span that carries a statement.
 func opensConnection(n *Node) bool {
-	if !IsDB(n) || isCheckout(n) {
+	if !IsDB(n) || isCheckout(n) || n.Span.Attrs.Str("db.query.text", "db.statement", "sql.query") != "" {
 		return false
 	}
 	return slices.Contains(textWords(n.Span.Name), "connect")
