@@ -259,6 +259,9 @@ func idleGapCulprit(t *Trace, f *Finding) *Culprit {
 	case "pool_wait":
 		return culpritAt(t, n, fmt.Sprintf("%s waited %.0f ms for a pooled database connection: its pool is too small or "+
 			"held by slow work.", n.Span.Service, ev.GapMS))
+	case "connection_setup":
+		return culpritAt(t, n, fmt.Sprintf("%s opened a new database connection for this request and spent %.0f ms "+
+			"establishing it: connecting per request is the cost, not a query.", n.Span.Service, ev.GapMS))
 	case "retry_backoff", "poll_interval":
 		if before := refNode(t, ev.Before); before != nil {
 			why := "failed, and %s waited %.0f ms before calling it again: the failure is the cause, the backoff its cost."

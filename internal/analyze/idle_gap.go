@@ -2,6 +2,7 @@ package analyze
 
 import (
 	"fmt"
+	"slices"
 
 	"github.com/tracedx/tracedx/internal/model"
 )
@@ -30,8 +31,8 @@ type IdleGapEvidence struct {
 	SharePct float64  `json:"share_pct"`
 	Before   *SpanRef `json:"before,omitempty"` // child that ended before the gap
 	After    *SpanRef `json:"after,omitempty"`  // child that started after it
-	// LikelyCause is "pool_wait", "network_or_queueing", "queueing",
-	// "retry_backoff", "poll_interval", "uninstrumented_work" or
+	// LikelyCause is "pool_wait", "connection_setup", "network_or_queueing",
+	// "queueing", "retry_backoff", "poll_interval", "uninstrumented_work" or
 	// "lock_or_thread_wait"; CauseText says why.
 	LikelyCause string `json:"likely_cause"`
 	CauseText   string `json:"cause_text"`
@@ -154,6 +155,7 @@ func (d *IdleGap) finding(t *Trace, n *Node, gs, ge, crit uint64, pos string, be
 			"off it, or do not block the request on the task's result.",
 		"network_or_queueing": "The callee started late: check its request queue, thread pool and the network path; instrument its ingress.",
 		"uninstrumented_work": "Instrument the code running here (a span around it) to see what it does; it is on the request's path.",
+		"connection_setup":    connectAdvice,
 		"lock_or_thread_wait": "Look for locks, synchronous sleeps or a saturated worker pool here, and add spans around them.",
 		"retry_backoff": "The wait is the retry's backoff: the failed attempt is the cause. Make the callee's failure rarer, " +
 			"and keep the backoff within the caller's deadline.",
@@ -183,6 +185,9 @@ func gapCause(t *Trace, n *Node, gs, ge uint64, pos string, before, after *Node)
 	case after != nil && awaitedConsumer(n, after):
 		return "queueing", fmt.Sprintf("the message waiting in %s until a %s worker took it",
 			nonEmpty(messageInfo(after.Span).Destination, "its queue"), after.Span.Service)
+	case pos == "before_first_child" && opensConnection(n):
+		return "connection_setup", fmt.Sprintf("opening a new %s connection (network round trips, TLS, authentication) "+
+			"before its session set-up", nonEmpty(DBSystem(n.Span), "database"))
 	case after != nil && IsDB(after) && before != nil && IsDB(before) && pos == "between_children":
 		return "pool_wait", "waiting for a pooled database connection"
 	case after != nil && IsDB(after) && poolInUse(t, n, after, gs, ge):
@@ -249,9 +254,40 @@ func poolInUse(t *Trace, n, after *Node, gs, ge uint64) bool {
 		}
 	}
 	for _, m := range t.Nodes {
-		if m != after && m.Span.Service == after.Span.Service && IsDB(m) && m.Start() < ge && m.End() > gs {
+		// The span with the gap, or a database span around it, is the
+		// connection the next query runs on, not another one held.
+		if m != after && !encloses(m, n) && m.Span.Service == after.Span.Service && IsDB(m) && m.Start() < ge && m.End() > gs {
 			return true
 		}
 	}
 	return false
+}
+
+// connectAdvice is the fix for a request that paid for opening a database
+// connection.
+const connectAdvice = "Reuse database connections across requests (a connection pool, or persistent connections " +
+	"such as Django's CONN_MAX_AGE) instead of connecting per request; if one connect is this slow, look at DNS, " +
+	"TLS and the server's authentication."
+
+// encloses reports whether m is n or one of its ancestors.
+func encloses(m, n *Node) bool {
+	for ; n != nil; n = n.Parent {
+		if n == m {
+			return true
+		}
+	}
+	return false
+}
+
+// opensConnection reports a database span that opens a connection
+// ("connect", "pg.connect", "sql.connector.connect"): the time before its
+// first child (the session set-up queries a driver or ORM runs on a new
+// connection) is the handshake itself. A pool checkout ("pg-pool.connect")
+// is not: its time before a child is a wait for a free member; nor is a
+// span that carries a statement.
+func opensConnection(n *Node) bool {
+	if !IsDB(n) || isCheckout(n) || n.Span.Attrs.Str("db.query.text", "db.statement", "sql.query") != "" {
+		return false
+	}
+	return slices.Contains(textWords(n.Span.Name), "connect")
 }

@@ -392,3 +392,51 @@ func TestIdleGapWhereLostSpansRan(t *testing.T) {
 		t.Errorf("the same gap with nothing lost: %d findings", len(got))
 	}
 }
+
+// djangoConnect is a Django view that opens a new MySQL connection for the
+// request: GET /books/ > index > connect (span 3), whose session set-up
+// queries (4, 5) start 1.6 s in, then the view's query (6).
+func djangoConnect() []model.Span {
+	db := model.Attr{Key: "db.system", Value: model.Str("mysql")}
+	return []model.Span{
+		p1Span(1, 0, "books", "GET /books/", model.KindServer, 0, 2300),
+		p1Span(2, 1, "books", "index", model.KindInternal, 1, 2299),
+		p1Span(3, 2, "books", "connect", model.KindClient, 2, 1960, db),
+		p1Span(4, 3, "books", "SELECT VERSION()", model.KindClient, 1620, 1790, db),
+		p1Span(5, 3, "books", "SET SESSION TRANSACTION ISOLATION LEVEL READ COMMITTED", model.KindClient, 1791, 1955, db),
+		p1Span(6, 2, "books", "SELECT books", model.KindClient, 1961, 2290, db),
+	}
+}
+
+// A Django view that opens a new MySQL connection for the request: the
+// driver's "connect" span spends 1.6 s on the handshake before the two
+// session set-up queries it runs on the new connection. That time is the
+// connecting, not a wait for a pooled connection: the connect span holds
+// no other connection, and there is no pool to wait for.
+func TestIdleGapInsideAConnectIsConnectionSetup(t *testing.T) {
+	spans := djangoConnect()
+	tr := NewTrace(spans)
+	var gap *Finding
+	for _, f := range NewIdleGap().Detect(tr, nil) {
+		if f.Evidence.(IdleGapEvidence).Span.SpanID == spans[2].SpanID.String() {
+			gap = &f
+		}
+	}
+	if gap == nil {
+		t.Fatal("no idle_gap inside connect")
+	}
+	if ev := gap.Evidence.(IdleGapEvidence); ev.LikelyCause != "connection_setup" {
+		t.Fatalf("cause %q (%s), want connection_setup", ev.LikelyCause, ev.CauseText)
+	}
+	if c := idleGapCulprit(tr, gap); c == nil || !strings.HasSuffix(c.Operation, "connect") || !strings.Contains(c.Reason, "new database connection") {
+		t.Errorf("culprit %+v", c)
+	}
+	// A pool checkout is not a connect: its time before the new
+	// connection's span is a wait for a free member.
+	spans[2].Name = "pg-pool.connect"
+	for _, f := range NewIdleGap().Detect(NewTrace(spans), nil) {
+		if f.Evidence.(IdleGapEvidence).LikelyCause == "connection_setup" {
+			t.Errorf("pool checkout read as connection set-up: %s", f.Title)
+		}
+	}
+}

@@ -129,11 +129,15 @@ func (d *NPlusOneQuery) finding(t *Trace, p *Node, units, nodes []*Node) (Findin
 	// The same literal text again and again is not a loop over a list (it
 	// is a missing cache); with bind markers we cannot see the parameters
 	// and must trust the shape.
-	if len(distinct) == 1 && raw != shape && !strings.ContainsAny(raw, "?$:@") {
+	if len(distinct) == 1 && raw != shape && !hasBindMarker(raw) {
 		return Finding{}, false
 	}
 	system := DBSystem(nodes[0].Span)
 	crit := critUnder(t, append(checkouts, units...)...)
+	holder := flatHolder(p, units)
+	if holder != nil {
+		crit = max(crit, min(busyUnion(units), critWithin(t, holder, units[0].Start(), units[len(units)-1].End())))
+	}
 	// One batched query costs about as much as the slowest single one.
 	impact := subSat(crit, longest)
 
@@ -174,6 +178,10 @@ func (d *NPlusOneQuery) finding(t *Trace, p *Node, units, nodes []*Node) (Findin
 	for i, n := range nodes {
 		ids[i] = n.Span.SpanID.String()
 	}
+	if holder != nil {
+		// The span that ran the loop is where the request's time shows.
+		ids = append(ids, holder.Span.SpanID.String())
+	}
 	sev := SeverityForImpact(impact, critTotal(t))
 	if len(nodes) >= 20 && sev.Rank() < SeverityWarning.Rank() {
 		sev = SeverityWarning
@@ -202,6 +210,47 @@ func (d *NPlusOneQuery) finding(t *Trace, p *Node, units, nodes []*Node) (Findin
 	return Finding{
 		Kind: d.Kind(), Severity: sev, Title: title, SpanIDs: ids, ImpactMS: roundMS(impact), Evidence: ev, Fix: fix,
 	}, true
+}
+
+// flatHolder finds the span that ran a loop recorded beside it instead of
+// under it. An SDK that hangs every span on the transaction (sentry-ruby's
+// ActiveRecord spans next to the controller's process_action) or a
+// context lost across an async boundary leaves the queries as siblings of
+// the code that issued them: a leaf of the parent's own service, not a
+// call, whose time window holds the whole loop. The critical path runs
+// through that leaf's self time, and that time is the loop's.
+func flatHolder(p *Node, units []*Node) *Node {
+	first, last := units[0], units[len(units)-1]
+	for _, c := range p.Children {
+		if len(c.Children) == 0 && c.Span.Service == p.Span.Service && !IsCall(c) && !slices.Contains(units, c) &&
+			(c.Span.Kind == model.KindInternal || c.Span.Kind == model.KindUnspecified) &&
+			c.Start() <= first.Start() && c.End() >= last.End() {
+			return c
+		}
+	}
+	return nil
+}
+
+// busyUnion is the time at least one of the nodes (sorted by start) runs.
+func busyUnion(nodes []*Node) uint64 {
+	var total, end uint64
+	for _, n := range nodes {
+		s := max(n.Start(), end)
+		if n.End() > s {
+			total += n.End() - s
+			end = n.End()
+		}
+	}
+	return total
+}
+
+// hasBindMarker reports whether a statement's text carries placeholders
+// for parameters sent apart from it: "?" (JDBC, ODBC), "$1" (PostgreSQL),
+// ":name" (Oracle, SQLite), "@p1" (SQL Server), and the Python DB-API's
+// "%s" and "%(name)s" (psycopg2, MySQLdb, PyMySQL; Django records its
+// queries this way). Identical texts with markers are different rows.
+func hasBindMarker(raw string) bool {
+	return strings.ContainsAny(raw, "?$:@") || strings.Contains(raw, "%s") || strings.Contains(raw, "%(")
 }
 
 // isCheckout reports whether a database span is a pool checkout, which

@@ -245,3 +245,57 @@ func TestNPlusOneNodePgPoolCheckouts(t *testing.T) {
 		}
 	}
 }
+
+// A Django view listing books, then fetching each book's author: the ORM
+// records its queries with the Python DB-API's placeholders ("%s" for
+// MySQLdb and psycopg2, "%(name)s" for the pyformat style), so every row's
+// query has the same text. Those are bind markers, not one literal query
+// asked again.
+func TestNPlusOneReadsPythonDBAPIPlaceholders(t *testing.T) {
+	for _, stmt := range []string{
+		"SELECT `books_author`.`id`, `books_author`.`name` FROM `books_author` WHERE `books_author`.`id` = %s LIMIT 21",
+		"SELECT author.id, author.name FROM author WHERE author.id = %(id_1)s",
+	} {
+		spans := loopAfterQuery(p1Span(1, 0, "books", "GET /books/", model.KindServer, 0, 200),
+			"SELECT `books_book`.`id`, `books_book`.`title`, `books_book`.`author_id` FROM `books_book` LIMIT 10", stmt, 10)
+		got := NewNPlusOneQuery().Detect(NewTrace(spans), nil)
+		if len(got) != 1 {
+			t.Fatalf("%s: %d findings, want the loop", stmt, len(got))
+		}
+		if ev := got[0].Evidence.(NPlusOneEvidence); ev.Count != 10 || ev.ListQuery == nil {
+			t.Errorf("%s: %+v", stmt, ev)
+		}
+	}
+}
+
+// sentry-ruby hangs ActiveRecord's spans on the transaction, beside the
+// controller's process_action span that issued them: a leaf whose time
+// holds the list query and the loop. The critical path runs through that
+// leaf, so the loop's time is on it; the loop is the cause of the
+// action's time, not the action's own code.
+func TestNPlusOneRecordedBesideTheActionThatRanIt(t *testing.T) {
+	db := model.Attr{Key: "db.system", Value: model.Str("mysql")}
+	spans := []model.Span{
+		p1Span(1, 0, "books", "BooksController#index", model.KindServer, 0, 3000),
+		p1Span(2, 1, "books", "process_action.action_controller", model.KindInternal, 400, 2990),
+		p1Span(3, 1, "books", "SELECT books", model.KindClient, 450, 600, db,
+			model.Attr{Key: "db.statement", Value: model.Str("SELECT `books`.* FROM `books` LIMIT 10")}),
+	}
+	for i := 0; i < 10; i++ {
+		st := 700 + float64(i)*200
+		spans = append(spans, p1Span(byte(10+i), 1, "books", "SELECT authors", model.KindClient, st, st+190, db,
+			model.Attr{Key: "db.statement", Value: model.Str(fmt.Sprintf("SELECT `authors`.* FROM `authors` WHERE `authors`.`id` = %d LIMIT 1", 300+i*7))}))
+	}
+	res := Analyze(spans, Options{})
+	fs := ofKind(res.Findings, "n_plus_one_query")
+	if len(fs) != 1 {
+		t.Fatalf("want one n_plus_one_query: %v", kindsOf(res.Findings))
+	}
+	// Batched, the ten 190 ms queries cost one: 1710 ms saved.
+	if !p1Near(fs[0].ImpactMS, 1710, 1) {
+		t.Errorf("impact %.1f ms, want 1710", fs[0].ImpactMS)
+	}
+	if why := strings.Join(res.Why, "\n"); !strings.Contains(why, "Cause: 10 mysql queries") {
+		t.Errorf("why chain does not name the loop:\n%s", why)
+	}
+}

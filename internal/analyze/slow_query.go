@@ -79,6 +79,13 @@ func (d *SlowQuery) Detect(t *Trace, env *Env) []Finding {
 		if entry == nil {
 			continue
 		}
+		// Opening a connection runs no statement. With the session set-up
+		// queries under it, its own time is the handshake (idle_gap's
+		// connection_setup) and the queries are judged on their own.
+		connect := opensConnection(n)
+		if connect && len(n.Children) > 0 {
+			continue
+		}
 		// Time spent queueing for a lock or a connection is lock_contention's
 		// finding: judge only what the statement itself took.
 		waits := nodeWaits(t, n)
@@ -134,6 +141,13 @@ func (d *SlowQuery) Detect(t *Trace, env *Env) []Finding {
 			title = fmt.Sprintf("%s query took %.0f ms, outliving %s: its %.0f ms inside were %.0f%% of it",
 				system, durMS, displayOp(entry), NS(uint64(share*float64(entry.Duration()))), ev.SharePct)
 		}
+		fix := queryAdvice(system, shape)
+		reason := fmt.Sprintf("%s issues this %s statement, which ran %.0f ms itself, so the statement and what it reads are the place to look.", n.Span.Service, system, durMS)
+		if connect {
+			title = fmt.Sprintf("opening a %s connection took %.0f ms, %.0f%% of %s", system, durMS, ev.SharePct, displayOp(entry))
+			fix = connectAdvice
+			reason = fmt.Sprintf("%s opened a new %s connection for this request: connecting per request is the cost, not a statement.", n.Span.Service, system)
+		}
 		if hasBase {
 			title += fmt.Sprintf(" (%.1fx its usual %.0f ms)", ev.TimesUsual, base.P50MS)
 		}
@@ -142,9 +156,8 @@ func (d *SlowQuery) Detect(t *Trace, env *Env) []Finding {
 		}
 		out = append(out, Finding{
 			Kind: d.Kind(), Severity: sev, Title: title, SpanIDs: []string{n.Span.SpanID.String()},
-			ImpactMS: roundMS(impact), Evidence: ev, Fix: queryAdvice(system, shape),
-			Culprit: &Culprit{Service: n.Span.Service, Operation: shape, SpanID: n.Span.SpanID.String(),
-				Reason: fmt.Sprintf("%s issues this %s statement, which ran %.0f ms itself, so the statement and what it reads are the place to look.", n.Span.Service, system, durMS)},
+			ImpactMS: roundMS(impact), Evidence: ev, Fix: fix,
+			Culprit: &Culprit{Service: n.Span.Service, Operation: shape, SpanID: n.Span.SpanID.String(), Reason: reason},
 		})
 	}
 	return out

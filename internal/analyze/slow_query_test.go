@@ -254,3 +254,23 @@ func TestSlowQueryOutlivingItsRequest(t *testing.T) {
 		t.Errorf("title %q, want %q", got[0].Title, want)
 	}
 }
+
+// A driver's connect span runs no statement. Django's MySQL connect
+// holds the handshake and the session set-up queries it runs on the new
+// connection: the handshake is idle_gap's connection_setup and the
+// queries are judged on their own, so the span is no slow query. A
+// connect recorded as a leaf is still the request's time, but the fix is
+// to stop connecting per request, not to EXPLAIN "connect".
+func TestSlowQueryAConnectIsNoStatement(t *testing.T) {
+	spans := djangoConnect()
+	for _, f := range NewSlowQuery().Detect(NewTrace(spans), nil) {
+		if f.Culprit != nil && f.Culprit.SpanID == spans[2].SpanID.String() {
+			t.Errorf("connect with its set-up queries reported as a slow query: %s", f.Title)
+		}
+	}
+	got := NewSlowQuery().Detect(NewTrace([]model.Span{spans[0], spans[1], spans[2], spans[5]}), nil)
+	if len(got) != 1 || !strings.HasPrefix(got[0].Title, "opening a mysql connection took 1958 ms") ||
+		!strings.Contains(got[0].Fix, "connecting per request") {
+		t.Fatalf("leaf connect: %+v", got)
+	}
+}
