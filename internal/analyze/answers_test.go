@@ -180,3 +180,24 @@ func TestSwallowedErrorRetriedBelowTheClientSpan(t *testing.T) {
 		t.Errorf("every attempt failed: %d swallowed_error findings", len(got))
 	}
 }
+
+// A cart page prices its items one after another. The price of item 42
+// failed and the next call, for item 43, answered: that is the loop's
+// next step, not a retry, so the page went out without item 42's price.
+// Asking for item 42 again and getting it is a retry that recovered.
+func TestSwallowedErrorRecoveredOnlyByTheSameRequest(t *testing.T) {
+	build := func(next string) []model.Span {
+		return []model.Span{
+			p1Span(1, 0, "cart", "GET /cart", model.KindServer, 0, 300, model.Attr{Key: "http.response.status_code", Value: model.Int(200)}),
+			httpCall(2, 1, "cart", 10, 110, "pricing/v1/prices/42", 503),
+			httpCall(3, 1, "cart", 112, 200, next, 200),
+		}
+	}
+	got := NewSwallowedError().Detect(NewTrace(build("pricing/v1/prices/43")), nil)
+	if len(got) != 1 || len(got[0].Evidence.(SwallowedErrorEvidence).Failed) != 1 {
+		t.Fatalf("item 42's failure answered by item 43's call: %+v", got)
+	}
+	if got := NewSwallowedError().Detect(NewTrace(build("pricing/v1/prices/42")), nil); len(got) != 0 {
+		t.Fatalf("item 42 asked again and answered: %s", got[0].Title)
+	}
+}

@@ -305,8 +305,8 @@ func passesFailureUp(n *Node) bool {
 		!IsCall(n) && !Failed(n)
 }
 
-// retriedOK returns the call that recovered o's failure: a later call to
-// the same target under the same parent, which did not fail. nil when there
+// retriedOK returns the call that recovered o's failure: a later attempt
+// of the same request under the same parent, which did not fail. nil when there
 // is none, or when the parent failed all the same.
 func retriedOK(t *Trace, o *Node) *Node {
 	if o.Parent == nil || Failed(o.Parent) {

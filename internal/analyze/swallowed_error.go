@@ -46,7 +46,7 @@ type SwallowedErrorEvidence struct {
 // Detect implements Detector. A failure is charged to the service entry of
 // the span that absorbed it (the successful parent of the topmost failed
 // span), so a failure handled deep down is reported once, where it was
-// swallowed. Failed attempts that a later sibling call to the same target
+// swallowed. Failed attempts that a later attempt of the same request
 // recovered (a retry that worked, also one the client made below its own
 // call span) and failures of asynchronous consumers
 // or under them (poison_message's concern) are not degraded answers and
@@ -159,12 +159,14 @@ func (d *SwallowedError) Detect(t *Trace, _ *Env) []Finding {
 	return out
 }
 
-// recoveredByRetry: a later sibling calls the same target and succeeds,
-// or a later attempt of the same call does.
+// recoveredByRetry: a later attempt of the same request succeeded, as a
+// sibling call or below the same call span.
 func recoveredByRetry(t *Trace, n *Node) bool { return retryThatRecovered(t, n) != nil }
 
-// retryThatRecovered returns the later sibling call to the same target as
-// n that succeeded, or nil.
+// retryThatRecovered returns the later sibling call that retried n (same
+// target, same request: retry_storm's retries) and succeeded, or nil. A
+// call to the same route for another item is the next step of a loop: the
+// item whose call failed is still missing from the answer.
 func retryThatRecovered(t *Trace, n *Node) *Node {
 	if n.Parent == nil {
 		return nil
@@ -174,9 +176,7 @@ func retryThatRecovered(t *Trace, n *Node) *Node {
 	}
 	svc, op := CallTarget(t, n)
 	for _, s := range n.Parent.Children {
-		// A retry starts after the failed attempt ended, give or take the
-		// clocks' tolerance (timing.go).
-		if s == n || s.Start()+timingTolerance(s, n) < n.End() || !IsCall(s) || Failed(s) {
+		if s == n || !IsCall(s) || Failed(s) || !retries(n, s, 0) {
 			continue
 		}
 		if ss, so := CallTarget(t, s); ss == svc && (so == op || connectionChore(n) && IsDB(s)) {
@@ -221,7 +221,7 @@ func attemptThatRecovered(n *Node) *Node {
 	}
 	for _, s := range n.Parent.Children {
 		if s == n || s.Span.Kind != model.KindServer || s.Span.Service != n.Span.Service || Failed(s) ||
-			s.Start()+timingTolerance(s, n) < n.End() || displayOp(s) != displayOp(n) {
+			displayOp(s) != displayOp(n) || !retries(n, s, 0) {
 			continue
 		}
 		return s
