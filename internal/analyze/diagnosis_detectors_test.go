@@ -65,6 +65,13 @@ func TestSensitiveValues(t *testing.T) {
 		// name the check, not a credential.
 		{"spring.security.authorization.decision.details", "AuthorizationDecision [granted=true]", "", ""},
 		{"spring.security.authorization.decision", "true", "", ""},
+		// A template's reference names the secret without holding it:
+		// Robot Framework records a keyword's arguments as written.
+		{"rf.keyword.args", "${headers}, Authorization=Bearer ${AUTH_TOKEN}", "", ""},
+		{"http.request.header.authorization", "Bearer {{access_token}}", "", ""},
+		{"config.db_password", "${DB_PASSWORD}", "", ""},
+		{"config.api_key", "$API_KEY", "", ""},
+		{"rf.keyword.args", "Authorization=Bearer eyJhbGciOiJIUzI1NiJ9.e30.c2lnbmF0dXJl, &{extra}", "bearer_token", "Bearer eyJh…(33 chars hidden)"},
 	} {
 		typ, masked := sensitive(secretKeyKind(tc.key), tc.val)
 		if typ != tc.typ || masked != tc.masked {

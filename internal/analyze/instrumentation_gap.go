@@ -388,13 +388,18 @@ func sensitive(keyKind, v string) (typ, masked string) {
 	if len(v) < 6 {
 		return "", ""
 	}
+	// A token is the run of token characters after "Bearer ": a template's
+	// reference in its place ("Bearer ${AUTH_TOKEN}" in a Robot Framework
+	// keyword's arguments, "{{token}}" in a request template) is no
+	// credential.
 	if i := indexBearer(v); i >= 0 {
 		tok := strings.TrimSpace(v[i+7:])
-		if len(tok) >= 12 {
-			return "bearer_token", v[i:i+7] + maskToken(tok)
+		if n := token68Len(tok); n >= 12 {
+			return "bearer_token", v[i:i+7] + maskToken(tok[:n])
 		}
 	}
-	if keyKind != "" && !strings.Contains(v, "***") && !strings.EqualFold(v, "redacted") && !strings.EqualFold(v, "[redacted]") {
+	if keyKind != "" && !strings.Contains(v, "***") && !strings.EqualFold(v, "redacted") && !strings.EqualFold(v, "[redacted]") &&
+		!templateRef(v) {
 		return keyKind, maskToken(v)
 	}
 	if k := strings.Index(v, "://"); k >= 0 {
@@ -416,6 +421,37 @@ func sensitive(keyKind, v string) (typ, masked string) {
 		}
 	}
 	return "", ""
+}
+
+// token68Len is the length of the leading run of characters a bearer
+// token is made of (RFC 6750's b64token: letters, digits, -._~+/ and
+// trailing =).
+func token68Len(s string) int {
+	for i := 0; i < len(s); i++ {
+		c := s[i]
+		if !(c >= 'a' && c <= 'z' || c >= 'A' && c <= 'Z' || c >= '0' && c <= '9' || strings.IndexByte("-._~+/=", c) >= 0) {
+			return i
+		}
+	}
+	return len(s)
+}
+
+// templateRef reports a value that names a secret instead of holding it:
+// a template or environment reference ("${DB_PASSWORD}", "{{token}}",
+// "$API_KEY", "<your-key>"), after an auth scheme word if any.
+func templateRef(v string) bool {
+	v = strings.TrimSpace(v)
+	if f := strings.Fields(v); len(f) == 2 && (strings.EqualFold(f[0], "bearer") || strings.EqualFold(f[0], "basic") || strings.EqualFold(f[0], "token")) {
+		v = f[1]
+	}
+	switch {
+	case strings.HasPrefix(v, "${") && strings.HasSuffix(v, "}"), strings.HasPrefix(v, "{{") && strings.HasSuffix(v, "}}"),
+		strings.HasPrefix(v, "<") && strings.HasSuffix(v, ">"):
+		return true
+	case len(v) > 1 && v[0] == '$':
+		return strings.TrimFunc(v[1:], func(r rune) bool { return r >= 'A' && r <= 'Z' || r >= '0' && r <= '9' || r == '_' }) == ""
+	}
+	return false
 }
 
 // indexBearer finds "Bearer " in any common casing without scanning the
