@@ -59,6 +59,10 @@ type SequentialCallsEvidence struct {
 	// request nor anything recorded before them shows; they likely come
 	// from an earlier call's answer.
 	Unexplained []SeqInput `json:"unexplained_inputs,omitempty"`
+	// Elsewhere: in earlier traces of the operation each call ran at the
+	// same time as the one before it, or before it: they do not wait for
+	// each other's answers.
+	Elsewhere bool `json:"ran_together_elsewhere,omitempty"`
 }
 
 // Detect implements Detector. A run ends where a call sends what an
@@ -67,7 +71,11 @@ type SequentialCallsEvidence struct {
 // on): info, or warning when the saving is at least WarnMinShare of the
 // request and WarnMinSavingMS and no call sends a value of unknown origin.
 // The why chain ranks it below measured causes.
-func (d *SequentialCalls) Detect(t *Trace, _ *Env) []Finding {
+func (d *SequentialCalls) Detect(t *Trace, env *Env) []Finding {
+	var hist History = NoHistory{}
+	if env != nil && env.History != nil {
+		hist = env.History
+	}
 	maxGap := uint64(d.MaxGapMS * 1e6)
 	var out []Finding
 	var chain []*Node
@@ -113,7 +121,7 @@ func (d *SequentialCalls) Detect(t *Trace, _ *Env) []Finding {
 				// up to a millisecond (timing.go).
 				if c.Start()+timingTolerance(prev, c) >= prev.End() && subSat(c.Start(), prev.End()) <= maxGap && ps != cs {
 					if deps == nil {
-						deps = newSeqDeps()
+						deps = newSeqDeps(t, hist)
 					}
 					// A call that sends what an earlier call of the run
 					// answered waits for it by need: the run ends there.
@@ -259,6 +267,19 @@ func (d *SequentialCalls) finding(t *Trace, p *Node, chain []*Node, deps *seqDep
 	title := fmt.Sprintf("if these %d calls are independent, running them together under %s would save ~%.0f ms: %s run one "+
 		"after another (%.0f ms in sequence vs %.0f ms for the slowest)",
 		len(chain), displayOp(p), NS(saving), strings.Join(names, ", "), NS(sum), NS(longest))
+	if deps != nil && len(ev.Unexplained) == 0 {
+		ev.Elsewhere = true
+		for i := 1; i < len(chain) && ev.Elsewhere; i++ {
+			ev.Elsewhere = deps.independent(p, chain[i-1], chain[i])
+		}
+	}
+	if ev.Elsewhere {
+		// The history is the service entry's (the Node app's GET /seq, not
+		// its "request handler" span).
+		title = fmt.Sprintf("these %d calls ran at the same time or in another order in earlier requests of %s, here one after "+
+			"another under %s: running them together would save ~%.0f ms (%s: %.0f ms in sequence vs %.0f ms for the slowest)",
+			len(chain), displayOp(EntryOf(p)), displayOp(p), NS(saving), strings.Join(names, ", "), NS(sum), NS(longest))
+	}
 	if len(ev.Unexplained) > 0 {
 		// The Node app's chain: b's request carries after=x34, which only
 		// a's answer can have held; the trace records no answers.

@@ -171,3 +171,43 @@ func TestSequentialCallsSaysWhenACallSendsAValueOfUnknownOrigin(t *testing.T) {
 		t.Fatalf("a lookup before the run: %+v", got)
 	}
 }
+
+// pairHistory: earlier traces of the operation ran the calls to each of
+// its pairs of targets at the same time.
+type pairHistory struct {
+	NoHistory
+	together map[[2]string]bool
+}
+
+func (h pairHistory) CallPair(service, op string, a, b [2]string) (CallPairStat, bool) {
+	if h.together[[2]string{a[0], b[0]}] || h.together[[2]string{b[0], a[0]}] {
+		return CallPairStat{Parents: 40, Together: 12, AFirst: 28}, true
+	}
+	return CallPairStat{Parents: 40, AFirst: 40}, true
+}
+
+// What the server learnt from earlier requests of the operation outweighs
+// a value two calls share: a charge that ran at the same time as the
+// quote elsewhere does not wait for the quote's answer, and the run
+// stands, now named as calls that ran together before. Calls that always
+// ran in one order prove nothing: the run still ends at the charge.
+func TestSequentialCallsHistoryOfCallsThatRanTogether(t *testing.T) {
+	str := func(k, v string) model.Attr { return model.Attr{Key: k, Value: model.Str(v)} }
+	spans := []model.Span{
+		p1Span(1, 0, "checkout", "POST /checkout", model.KindServer, 0, 330),
+		p1Call(2, 1, 5, 105, "http://quotes/v1/quote?cart=c-1", 200),
+		p1Span(3, 2, "quotes", "GET /v1/quote", model.KindServer, 6, 104, str("http.response.body", `{"quote_id":"Q-7731"}`)),
+		p1Call(4, 1, 106, 206, "http://payments/v1/charge?quote=Q-7731", 200),
+		p1Call(5, 1, 207, 307, "http://mailer/v1/receipts?cart=c-1", 200),
+	}
+	seen := pairHistory{together: map[[2]string]bool{{"quotes", "payments"}: true, {"payments", "mailer"}: true}}
+	got := NewSequentialCalls().Detect(NewTrace(spans), &Env{History: seen})
+	if len(got) != 1 || !got[0].Evidence.(SequentialCallsEvidence).Elsewhere ||
+		!strings.HasPrefix(got[0].Title, "these 3 calls ran at the same time or in another order in earlier requests of POST /checkout") {
+		t.Fatalf("calls that ran together elsewhere: %+v", got)
+	}
+	inOrder := &Env{History: pairHistory{}}
+	if got := NewSequentialCalls().Detect(NewTrace(spans), inOrder); len(got) != 0 {
+		t.Fatalf("calls always made in one order: %s", got[0].Title)
+	}
+}

@@ -24,6 +24,8 @@ type seqValues map[string]struct{}
 
 // seqDeps caches the values of the spans one Detect call looks at.
 type seqDeps struct {
+	t        *Trace
+	hist     History
 	requests map[*Node]seqValues // what the call sent (with its proxy hops and the callee's entry)
 	sent     map[*Node]seqValues // what those spans record but the answer
 	parents  map[*Node]seqValues // what a parent's own request records
@@ -33,8 +35,8 @@ type seqDeps struct {
 	anything map[*Node]seqValues // every value in the call's subtree
 }
 
-func newSeqDeps() *seqDeps {
-	return &seqDeps{requests: map[*Node]seqValues{}, sent: map[*Node]seqValues{}, parents: map[*Node]seqValues{},
+func newSeqDeps(t *Trace, hist History) *seqDeps {
+	return &seqDeps{t: t, hist: hist, requests: map[*Node]seqValues{}, sent: map[*Node]seqValues{}, parents: map[*Node]seqValues{},
 		sentIdx: map[*Node]*seqIndex{}, allIdx: map[*Node]*seqIndex{}, answers: map[*Node]seqValues{}, anything: map[*Node]seqValues{}}
 }
 
@@ -310,13 +312,28 @@ func (d *seqDeps) answeredBy(p *Node, run []*Node, c *Node) *Node {
 	req, _ := d.request(c)
 	for _, tok := range sortedValues(req) {
 		for _, a := range run {
-			// A value p had before c proves nothing about c's inputs.
-			if _, ok := d.answer(a)[tok]; ok && !d.had(p, c, tok, d.sentIdx, d.sentWith) {
+			// A value p had before c proves nothing about c's inputs, nor
+			// one that two calls which ran together elsewhere share.
+			if _, ok := d.answer(a)[tok]; ok && !d.had(p, c, tok, d.sentIdx, d.sentWith) && !d.independent(p, a, c) {
 				return a
 			}
 		}
 	}
 	return nil
+}
+
+// independent reports that in earlier traces of p's operation the calls to
+// a's and c's targets ran at the same time, or each ran first: neither
+// waits for the other's answer.
+func (d *seqDeps) independent(p, a, c *Node) bool {
+	e := EntryOf(p)
+	if e == nil {
+		return false
+	}
+	as, ao := CallTarget(d.t, a)
+	cs, co := CallTarget(d.t, c)
+	st, ok := d.hist.CallPair(e.Span.Service, e.Span.Name, [2]string{as, ao}, [2]string{cs, co})
+	return ok && st.Independent()
 }
 
 // unexplained returns, for each call of run after the first, an id-like
@@ -338,7 +355,7 @@ func (d *seqDeps) unexplained(p *Node, run []*Node) []string {
 			}
 			continue
 		}
-		if next > 0 {
+		if next > 0 && !d.independentOfAll(p, run[:next], s) {
 			req, _ := d.request(s)
 			for _, tok := range sortedValues(req) {
 				// What p's calls sent is a cheap first look; their whole
@@ -352,4 +369,15 @@ func (d *seqDeps) unexplained(p *Node, run []*Node) []string {
 		next++
 	}
 	return out
+}
+
+// independentOfAll: c ran together with, or before, each call of run in
+// earlier traces.
+func (d *seqDeps) independentOfAll(p *Node, run []*Node, c *Node) bool {
+	for _, a := range run {
+		if !d.independent(p, a, c) {
+			return false
+		}
+	}
+	return true
 }
