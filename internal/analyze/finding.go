@@ -78,7 +78,24 @@ type History interface {
 	StatementDuration(dbSystem, shape string) (Baseline, bool)
 	// UsualChildren: calls usually made under (service, operation).
 	UsualChildren(service, operation string) ([]ChildStat, bool)
+	// CallPair: how the calls of (service, operation) to targets a and b
+	// (CallTarget service and operation) ran relative to each other.
+	CallPair(service, operation string, a, b [2]string) (CallPairStat, bool)
 }
+
+// CallPairStat tells how an operation's calls to two targets ran relative
+// to each other in earlier traces (decayed counts of parents that made
+// both; the first call to each target counts).
+type CallPairStat struct {
+	Parents  float64
+	Together float64 // the two ran at the same time
+	AFirst   float64 // a's call ended before b's started
+	BFirst   float64
+}
+
+// Independent: the two ran at the same time, or each ran first: neither
+// can need the other's answer.
+func (s CallPairStat) Independent() bool { return s.Together >= 1 || (s.AFirst >= 1 && s.BFirst >= 1) }
 
 // NoHistory is the History of offline analysis.
 type NoHistory struct{}
@@ -86,3 +103,6 @@ type NoHistory struct{}
 func (NoHistory) OperationDuration(string, string) (Baseline, bool) { return Baseline{}, false }
 func (NoHistory) StatementDuration(string, string) (Baseline, bool) { return Baseline{}, false }
 func (NoHistory) UsualChildren(string, string) ([]ChildStat, bool)  { return nil, false }
+func (NoHistory) CallPair(string, string, [2]string, [2]string) (CallPairStat, bool) {
+	return CallPairStat{}, false
+}

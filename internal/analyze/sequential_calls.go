@@ -55,17 +55,32 @@ type SequentialCallsEvidence struct {
 	SharePct float64          `json:"share_pct"`
 	// SavingMS is what running the calls concurrently would save (sum - max).
 	SavingMS float64 `json:"saving_ms"`
+	// Unexplained: values later calls send that neither the parent's
+	// request nor anything recorded before them shows; they likely come
+	// from an earlier call's answer.
+	Unexplained []SeqInput `json:"unexplained_inputs,omitempty"`
+	// Elsewhere: in earlier traces of the operation each call ran at the
+	// same time as the one before it, or before it: they do not wait for
+	// each other's answers.
+	Elsewhere bool `json:"ran_together_elsewhere,omitempty"`
 }
 
-// Detect implements Detector. The finding is a hypothesis (the calls may
-// depend on each other's data): info, or warning when the saving is at
-// least WarnMinShare of the request and WarnMinSavingMS. The why chain
-// ranks it below measured causes.
-func (d *SequentialCalls) Detect(t *Trace, _ *Env) []Finding {
+// Detect implements Detector. A run ends where a call sends what an
+// earlier call of the run answered (sequential_deps.go); what is left is
+// a hypothesis (the trace records no answers the calls may still depend
+// on): info, or warning when the saving is at least WarnMinShare of the
+// request and WarnMinSavingMS and no call sends a value of unknown origin.
+// The why chain ranks it below measured causes.
+func (d *SequentialCalls) Detect(t *Trace, env *Env) []Finding {
+	var hist History = NoHistory{}
+	if env != nil && env.History != nil {
+		hist = env.History
+	}
 	maxGap := uint64(d.MaxGapMS * 1e6)
 	var out []Finding
 	var chain []*Node
 	var calls []*Node
+	var deps *seqDeps
 	for _, p := range t.Nodes {
 		if len(p.Children) < d.MinCalls {
 			continue
@@ -82,7 +97,7 @@ func (d *SequentialCalls) Detect(t *Trace, _ *Env) []Finding {
 		}
 		chain = chain[:0]
 		flush := func() {
-			if f, ok := d.finding(t, p, chain); ok {
+			if f, ok := d.finding(t, p, chain, deps); ok {
 				out = append(out, f)
 			}
 		}
@@ -105,8 +120,15 @@ func (d *SequentialCalls) Detect(t *Trace, _ *Env) []Finding {
 				// rounds to whole ms shows sequential calls overlapping by
 				// up to a millisecond (timing.go).
 				if c.Start()+timingTolerance(prev, c) >= prev.End() && subSat(c.Start(), prev.End()) <= maxGap && ps != cs {
-					chain = append(chain, c)
-					continue
+					if deps == nil {
+						deps = newSeqDeps(t, hist)
+					}
+					// A call that sends what an earlier call of the run
+					// answered waits for it by need: the run ends there.
+					if deps.answeredBy(p, chain, c) == nil {
+						chain = append(chain, c)
+						continue
+					}
 				}
 				flush()
 				chain = chain[:0]
@@ -150,16 +172,7 @@ func isGateCall(t *Trace, c *Node) bool {
 // ASCII letters, any case).
 func hasGateWord(s string) bool {
 	isLetter := func(b byte) bool { return b|0x20 >= 'a' && b|0x20 <= 'z' }
-	for i := 0; i < len(s); {
-		if !isLetter(s[i]) {
-			i++
-			continue
-		}
-		j := i
-		for j < len(s) && isLetter(s[j]) {
-			j++
-		}
-		w := s[i:j]
+	return eachRun(s, isLetter, func(w string) bool {
 		for _, g := range gateWords {
 			if strings.EqualFold(w, g) {
 				return true
@@ -170,9 +183,8 @@ func hasGateWord(s string) bool {
 				return true
 			}
 		}
-		i = j
-	}
-	return false
+		return false
+	})
 }
 
 // pathOf is the URL or path a span carries, under the OTel names and
@@ -181,7 +193,7 @@ func pathOf(s *model.Span) string {
 	return s.Attrs.Str("url.full", "http.url", "url.path", "http.target", "http.route", "http.path")
 }
 
-func (d *SequentialCalls) finding(t *Trace, p *Node, chain []*Node) (Finding, bool) {
+func (d *SequentialCalls) finding(t *Trace, p *Node, chain []*Node, deps *seqDeps) (Finding, bool) {
 	if len(chain) < d.MinCalls {
 		return Finding{}, false
 	}
@@ -205,6 +217,10 @@ func (d *SequentialCalls) finding(t *Trace, p *Node, chain []*Node) (Finding, bo
 	ev := SequentialCallsEvidence{Parent: RefOf(t, p), SumMS: roundMS(sum), MaxMS: roundMS(longest),
 		SharePct: sharePct(sum, p.Duration()), SavingMS: roundMS(saving)}
 	ids := make([]string, len(chain))
+	var unexplained []string
+	if deps != nil {
+		unexplained = deps.unexplained(p, chain)
+	}
 	var prevEnd uint64
 	for i, c := range chain {
 		s, o := CallTarget(t, c)
@@ -215,18 +231,22 @@ func (d *SequentialCalls) finding(t *Trace, p *Node, chain []*Node) (Finding, bo
 		prevEnd = c.End()
 		ev.Calls = append(ev.Calls, sc)
 		ids[i] = c.Span.SpanID.String()
+		if unexplained != nil && unexplained[i] != "" {
+			ev.Unexplained = append(ev.Unexplained, SeqInput{Call: sc.SpanRef, Target: s, Value: unexplained[i]})
+		}
 	}
 	// Apps chain calls on purpose (the customer's address, then the
-	// drivers near it, then routes to them): nothing in a trace shows
-	// whether one call needs another's answer, so this is a hypothesis.
-	// It is worth a warning only when the possible saving is most of the
-	// request.
+	// drivers near it, then routes to them). Detect split the run where a
+	// call sends what an earlier one answered; most traces record no
+	// answers, so what is left is a hypothesis. It is worth a warning only
+	// when the possible saving is most of the request and no call sends a
+	// value of unknown origin.
 	sev := SeverityInfo
 	var request uint64
 	if r := t.Root(); r != nil {
 		request = r.Duration()
 	}
-	if request > 0 && NS(impact) >= d.WarnMinSavingMS && float64(impact) >= d.WarnMinShare*float64(request) {
+	if len(ev.Unexplained) == 0 && request > 0 && NS(impact) >= d.WarnMinSavingMS && float64(impact) >= d.WarnMinShare*float64(request) {
 		sev = SeverityWarning
 	}
 	// Distinct targets in call order with their counts: whole names, and
@@ -247,6 +267,28 @@ func (d *SequentialCalls) finding(t *Trace, p *Node, chain []*Node) (Finding, bo
 	title := fmt.Sprintf("if these %d calls are independent, running them together under %s would save ~%.0f ms: %s run one "+
 		"after another (%.0f ms in sequence vs %.0f ms for the slowest)",
 		len(chain), displayOp(p), NS(saving), strings.Join(names, ", "), NS(sum), NS(longest))
+	if deps != nil && len(ev.Unexplained) == 0 {
+		ev.Elsewhere = true
+		for i := 1; i < len(chain) && ev.Elsewhere; i++ {
+			ev.Elsewhere = deps.independent(p, chain[i-1], chain[i])
+		}
+	}
+	if ev.Elsewhere {
+		// The history is the service entry's (the Node app's GET /seq, not
+		// its "request handler" span).
+		title = fmt.Sprintf("these %d calls ran at the same time or in another order in earlier requests of %s, here one after "+
+			"another under %s: running them together would save ~%.0f ms (%s: %.0f ms in sequence vs %.0f ms for the slowest)",
+			len(chain), displayOp(EntryOf(p)), displayOp(p), NS(saving), strings.Join(names, ", "), NS(sum), NS(longest))
+	}
+	if len(ev.Unexplained) > 0 {
+		// The Node app's chain: b's request carries after=x34, which only
+		// a's answer can have held; the trace records no answers.
+		u := ev.Unexplained[0]
+		title = fmt.Sprintf("these %d calls under %s look chained: the call to %s sends %q, which neither the request nor "+
+			"an earlier call shows, so it likely comes from an earlier answer; only if it does not would running them together "+
+			"save ~%.0f ms (%s: %.0f ms in sequence vs %.0f ms for the slowest)",
+			len(chain), displayOp(p), u.Target, u.Value, NS(saving), strings.Join(names, ", "), NS(sum), NS(longest))
+	}
 	return Finding{
 		Kind: d.Kind(), Severity: sev, Title: title, SpanIDs: ids,
 		ImpactMS: roundMS(impact), Evidence: ev,

@@ -1,6 +1,7 @@
 package analyze
 
 import (
+	"strings"
 	"testing"
 
 	"github.com/tracedx/tracedx/internal/model"
@@ -87,5 +88,126 @@ func TestSequentialCallsBraveSQLIsAStatement(t *testing.T) {
 	}
 	if got := NewSequentialCalls().Detect(NewTrace(spans), nil); len(got) != 0 {
 		t.Fatalf("two calls between statements are no run of three targets: %s", got[0].Title)
+	}
+}
+
+// A checkout asks for a quote, charges the card for it, then mails the
+// receipt. The quote service answered quote id Q-7731 (a captured
+// response body, or a value it logged, as HotROD's driver service logs the
+// drivers it found) and the charge sends it: the charge needed the quote's
+// answer, so the two cannot run together and what is left is too short a
+// run. The same id already in the checkout's own request, or in a
+// cookie it received, proves nothing: then the run stands.
+func TestSequentialCallsSplitWhereACallSendsAnEarlierAnswer(t *testing.T) {
+	str := func(k, v string) model.Attr { return model.Attr{Key: k, Value: model.Str(v)} }
+	build := func(logged bool, entry ...model.Attr) []model.Span {
+		quote := p1Span(3, 2, "quotes", "GET /v1/quote", model.KindServer, 6, 104,
+			str("http.response.body", `{"quote_id":"Q-7731","total":"26.30"}`))
+		if logged {
+			quote.Attrs = nil
+			quote.Events = []model.Event{{TimeUnixNano: quote.EndUnixNano, Name: "Quote ready",
+				Attrs: model.Attrs{str("quotes", `[{"id":"Q-7731","total":"26.30"}]`)}}}
+		}
+		return []model.Span{
+			p1Span(1, 0, "checkout", "POST /checkout", model.KindServer, 0, 330, entry...),
+			p1Call(2, 1, 5, 105, "http://quotes/v1/quote?cart=c-1", 200),
+			quote,
+			p1Call(4, 1, 106, 206, "http://payments/v1/charge?quote=Q-7731", 200),
+			p1Call(5, 1, 207, 307, "http://mailer/v1/receipts?cart=c-1", 200),
+		}
+	}
+	for _, logged := range []bool{false, true} {
+		if got := NewSequentialCalls().Detect(NewTrace(build(logged)), nil); len(got) != 0 {
+			t.Fatalf("the charge sends the quote's answer (logged %v): %s", logged, got[0].Title)
+		}
+	}
+	for name, entry := range map[string]model.Attr{
+		"request": str("url.query", "quote=Q-7731"),
+		"cookie":  str("http.request.header.cookie", "quote=Q-7731"),
+	} {
+		if got := NewSequentialCalls().Detect(NewTrace(build(false, entry)), nil); len(got) != 1 {
+			t.Errorf("the quote id came with the %s: %d findings", name, len(got))
+		}
+	}
+}
+
+// The Node app of the live runs: await a; await b; await c. Independent
+// calls send only literals of the code (ms=100, ms=120, ms=90); chained
+// ones send what the previous answer held (after=x34), which no
+// request and no recorded answer shows. The chained run is still reported
+// (the trace cannot prove where x34 came from) but says why it is likely
+// no saving and stays info; a call before the run that could have
+// answered x34 takes that reason away.
+func TestSequentialCallsSaysWhenACallSendsAValueOfUnknownOrigin(t *testing.T) {
+	build := func(urls ...string) []model.Span {
+		spans := []model.Span{p1Span(1, 0, "gateway", "request handler", model.KindInternal, 0, 330)}
+		for i, u := range urls {
+			st := 1 + 108*float64(i)
+			spans = append(spans, p1Call(byte(2+i), 1, st, st+106, u, 200))
+		}
+		return spans
+	}
+	independent := build("http://orders/slow?ms=100", "http://inventory/slow?ms=120", "http://pricing/slow?ms=90")
+	got := NewSequentialCalls().Detect(NewTrace(independent), nil)
+	if len(got) != 1 || !strings.HasPrefix(got[0].Title, "if these 3 calls are independent") ||
+		len(got[0].Evidence.(SequentialCallsEvidence).Unexplained) != 0 {
+		t.Fatalf("independent calls: %+v", got)
+	}
+	chained := build("http://orders/slow?ms=100", "http://inventory/slow?ms=120&after=x34", "http://pricing/slow?ms=90&after=x25")
+	got = NewSequentialCalls().Detect(NewTrace(chained), nil)
+	if len(got) != 1 {
+		t.Fatalf("chained calls: %d findings", len(got))
+	}
+	ev := got[0].Evidence.(SequentialCallsEvidence)
+	if got[0].Severity != SeverityInfo || !strings.Contains(got[0].Title, `inventory sends "x34"`) || len(ev.Unexplained) != 2 ||
+		ev.Unexplained[1].Value != "x25" {
+		t.Fatalf("chained calls: %s %+v", got[0].Title, ev.Unexplained)
+	}
+	// A lookup before the run could have answered x34.
+	withLookup := append(chained, p1Span(9, 1, "gateway", "SELECT", model.KindClient, 0.1, 0.8,
+		model.Attr{Key: "db.system", Value: model.Str("postgresql")}))
+	got = NewSequentialCalls().Detect(NewTrace(withLookup), nil)
+	if len(got) != 1 || len(got[0].Evidence.(SequentialCallsEvidence).Unexplained) != 0 {
+		t.Fatalf("a lookup before the run: %+v", got)
+	}
+}
+
+// pairHistory: earlier traces of the operation ran the calls to each of
+// its pairs of targets at the same time.
+type pairHistory struct {
+	NoHistory
+	together map[[2]string]bool
+}
+
+func (h pairHistory) CallPair(service, op string, a, b [2]string) (CallPairStat, bool) {
+	if h.together[[2]string{a[0], b[0]}] || h.together[[2]string{b[0], a[0]}] {
+		return CallPairStat{Parents: 40, Together: 12, AFirst: 28}, true
+	}
+	return CallPairStat{Parents: 40, AFirst: 40}, true
+}
+
+// What the server learnt from earlier requests of the operation outweighs
+// a value two calls share: a charge that ran at the same time as the
+// quote elsewhere does not wait for the quote's answer, and the run
+// stands, now named as calls that ran together before. Calls that always
+// ran in one order prove nothing: the run still ends at the charge.
+func TestSequentialCallsHistoryOfCallsThatRanTogether(t *testing.T) {
+	str := func(k, v string) model.Attr { return model.Attr{Key: k, Value: model.Str(v)} }
+	spans := []model.Span{
+		p1Span(1, 0, "checkout", "POST /checkout", model.KindServer, 0, 330),
+		p1Call(2, 1, 5, 105, "http://quotes/v1/quote?cart=c-1", 200),
+		p1Span(3, 2, "quotes", "GET /v1/quote", model.KindServer, 6, 104, str("http.response.body", `{"quote_id":"Q-7731"}`)),
+		p1Call(4, 1, 106, 206, "http://payments/v1/charge?quote=Q-7731", 200),
+		p1Call(5, 1, 207, 307, "http://mailer/v1/receipts?cart=c-1", 200),
+	}
+	seen := pairHistory{together: map[[2]string]bool{{"quotes", "payments"}: true, {"payments", "mailer"}: true}}
+	got := NewSequentialCalls().Detect(NewTrace(spans), &Env{History: seen})
+	if len(got) != 1 || !got[0].Evidence.(SequentialCallsEvidence).Elsewhere ||
+		!strings.HasPrefix(got[0].Title, "these 3 calls ran at the same time or in another order in earlier requests of POST /checkout") {
+		t.Fatalf("calls that ran together elsewhere: %+v", got)
+	}
+	inOrder := &Env{History: pairHistory{}}
+	if got := NewSequentialCalls().Detect(NewTrace(spans), inOrder); len(got) != 0 {
+		t.Fatalf("calls always made in one order: %s", got[0].Title)
 	}
 }

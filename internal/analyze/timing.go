@@ -24,6 +24,10 @@ func overlapNS(a, b *Node) uint64 {
 // the clocks' tolerance.
 func concurrent(a, b *Node) bool { return overlapNS(a, b) > timingTolerance(a, b) }
 
+// Concurrent is concurrent for the baselines, which learn which calls an
+// operation runs at the same time.
+func Concurrent(a, b *Node) bool { return concurrent(a, b) }
+
 // crossHostSkewNS is the clock offset allowed between two services' hosts
 // where a detector has no setting of its own (NTP keeps hosts within a
 // few ms; containers on a drifting VM can be tens of ms apart).

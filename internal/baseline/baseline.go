@@ -1,8 +1,9 @@
 // Package baseline learns what is usual from completed traces: the duration
 // of each operation (service, span name) and of each statement shape
 // (db.system + normalised statement), the span count of traces per entry
-// operation, the error share per operation, and the calls an operation
-// usually makes (its children). Detectors read it through analyze.History;
+// operation, the error share per operation, the calls an operation
+// usually makes (its children) and which of them ran at the same time or
+// in either order. Detectors read it through analyze.History;
 // the cross-trace pattern detectors use the extra methods (SpanCount,
 // OperationErrorRate).
 //
@@ -79,10 +80,21 @@ type kid struct {
 }
 
 type parent struct {
-	n    float64 // decayed number of parents seen
-	t    int64
-	kids map[key]*kid
+	n     float64 // decayed number of parents seen
+	t     int64
+	kids  map[key]*kid
+	pairs map[[2]key]*pairSeen
 }
+
+// pairSeen: how the first calls to two targets (ordered keys) ran, in
+// decayed parents.
+type pairSeen struct {
+	both, together, aFirst, bFirst float64
+}
+
+// pairTargets bounds the targets of one parent whose pairs are learnt (the
+// first ones called): 16 targets are 120 pairs per trace.
+const pairTargets = 16
 
 // Baselines is safe for concurrent use.
 type Baselines struct {
@@ -217,7 +229,20 @@ type update struct {
 
 type childUpdate struct {
 	parent key
-	calls  map[key]int
+	calls  map[key]callsTo
+	pairs  []pairObs
+}
+
+// callsTo: how many calls a parent made to one target, and the first.
+type callsTo struct {
+	n     int
+	first *analyze.Node
+}
+
+// pairObs is how the first calls to targets a < b ran in one parent.
+type pairObs struct {
+	a, b             key
+	together, aFirst bool
 }
 
 // ObserveTrace learns from one completed trace (all its spans).
@@ -241,7 +266,8 @@ func (b *Baselines) ObserveTrace(spans []model.Span) {
 			ups = append(ups, update{kind: 1, k: key{analyze.DBSystem(s), shape}, us: us})
 		}
 		if analyze.IsServiceEntry(n) {
-			cups = append(cups, childUpdate{parent: key{s.Service, s.Name}, calls: callsUnder(tr, n)})
+			calls := callsUnder(tr, n)
+			cups = append(cups, childUpdate{parent: key{s.Service, s.Name}, calls: calls, pairs: pairsOf(calls)})
 		}
 	}
 	var root key
@@ -270,9 +296,10 @@ func (b *Baselines) ObserveTrace(spans []model.Span) {
 }
 
 // callsUnder counts the calls a service entry makes itself (not those of
-// deeper services), keyed as the detectors key them (analyze.CallTarget).
-func callsUnder(tr *analyze.Trace, n *analyze.Node) map[key]int {
-	var out map[key]int
+// deeper services), keyed as the detectors key them (analyze.CallTarget),
+// with the first call to each target.
+func callsUnder(tr *analyze.Trace, n *analyze.Node) map[key]callsTo {
+	var out map[key]callsTo
 	stack := append([]*analyze.Node(nil), n.Children...)
 	for len(stack) > 0 {
 		c := stack[len(stack)-1]
@@ -283,11 +310,42 @@ func callsUnder(tr *analyze.Trace, n *analyze.Node) map[key]int {
 		if analyze.IsCall(c) {
 			s, o := analyze.CallTarget(tr, c)
 			if out == nil {
-				out = map[key]int{}
+				out = map[key]callsTo{}
 			}
-			out[key{s, o}]++
+			k := key{s, o}
+			ct := out[k]
+			ct.n++
+			if ct.first == nil || c.Start() < ct.first.Start() {
+				ct.first = c
+			}
+			out[k] = ct
 		}
 		stack = append(stack, c.Children...)
+	}
+	return out
+}
+
+// pairsOf tells, for each pair of the first pairTargets targets called
+// (by their first call), whether the calls ran at the same time or which
+// came first: sequential_calls reads it as "these two do not wait for each
+// other's answers".
+func pairsOf(calls map[key]callsTo) []pairObs {
+	if len(calls) < 2 {
+		return nil
+	}
+	keys := make([]key, 0, len(calls))
+	for k := range calls {
+		keys = append(keys, k)
+	}
+	sort.Slice(keys, func(i, j int) bool { return calls[keys[i]].first.Start() < calls[keys[j]].first.Start() })
+	keys = keys[:min(len(keys), pairTargets)]
+	sort.Slice(keys, func(i, j int) bool { return keys[i].a < keys[j].a || keys[i].a == keys[j].a && keys[i].b < keys[j].b })
+	out := make([]pairObs, 0, len(keys)*(len(keys)-1)/2)
+	for i, a := range keys {
+		for _, b := range keys[i+1:] {
+			na, nb := calls[a].first, calls[b].first
+			out = append(out, pairObs{a: a, b: b, together: analyze.Concurrent(na, nb), aFirst: na.Start() < nb.Start()})
+		}
 	}
 	return out
 }
@@ -308,10 +366,16 @@ func (b *Baselines) addChildren(cu childUpdate, t int64) {
 			k.calls *= f
 			k.present *= f
 		}
+		for _, ps := range p.pairs {
+			ps.both *= f
+			ps.together *= f
+			ps.aFirst *= f
+			ps.bFirst *= f
+		}
 		p.t = t
 	}
 	p.n++
-	for k, c := range cu.calls {
+	for k, ct := range cu.calls {
 		kd := p.kids[k]
 		if kd == nil {
 			if len(p.kids) >= b.opt.MaxChildren {
@@ -320,9 +384,58 @@ func (b *Baselines) addChildren(cu childUpdate, t int64) {
 			kd = &kid{}
 			p.kids[k] = kd
 		}
-		kd.calls += float64(c)
+		kd.calls += float64(ct.n)
 		kd.present++
 	}
+	for _, po := range cu.pairs {
+		k := [2]key{po.a, po.b}
+		ps := p.pairs[k]
+		if ps == nil {
+			if len(p.pairs) >= 4*b.opt.MaxChildren {
+				continue
+			}
+			if p.pairs == nil {
+				p.pairs = map[[2]key]*pairSeen{}
+			}
+			ps = &pairSeen{}
+			p.pairs[k] = ps
+		}
+		ps.both++
+		switch {
+		case po.together:
+			ps.together++
+		case po.aFirst:
+			ps.aFirst++
+		default:
+			ps.bFirst++
+		}
+	}
+}
+
+// CallPair implements analyze.History: how the first calls of the service
+// entry (service, operation) to targets a and b ran relative to each
+// other.
+func (b *Baselines) CallPair(service, operation string, a, c [2]string) (analyze.CallPairStat, bool) {
+	ka, kc := key{a[0], a[1]}, key{c[0], c[1]}
+	swap := kc.a < ka.a || kc.a == ka.a && kc.b < ka.b
+	if swap {
+		ka, kc = kc, ka
+	}
+	b.mu.RLock()
+	defer b.mu.RUnlock()
+	p := b.children[key{service, operation}]
+	if p == nil {
+		return analyze.CallPairStat{}, false
+	}
+	ps := p.pairs[[2]key{ka, kc}]
+	if ps == nil {
+		return analyze.CallPairStat{}, false
+	}
+	st := analyze.CallPairStat{Parents: ps.both, Together: ps.together, AFirst: ps.aFirst, BFirst: ps.bFirst}
+	if swap {
+		st.AFirst, st.BFirst = st.BFirst, st.AFirst
+	}
+	return st, true
 }
 
 func toBaseline(d *dist) analyze.Baseline {

@@ -113,6 +113,12 @@ func TestBaselinesFromWorkload(t *testing.T) {
 	if kids[1].Service != "recommend" || math.Abs(kids[1].Presence-0.3) > 0.04 {
 		t.Errorf("occasional recommend call: %+v", kids[1])
 	}
+	// recommend is called after the cart has answered, never alongside it.
+	cart, rec := [2]string{kids[0].Service, kids[0].Operation}, [2]string{kids[1].Service, kids[1].Operation}
+	pair, ok := h.CallPair("frontend", "GET /checkout", rec, cart)
+	if !ok || math.Abs(pair.Parents/2000-0.3) > 0.04 || pair.BFirst != pair.Parents || pair.Together != 0 || pair.Independent() {
+		t.Errorf("recommend after cart: %+v", pair)
+	}
 	// The cart entry's own call is the query, not frontend's calls.
 	ck, ok := h.UsualChildren("cart", "GET /cart")
 	if !ok || len(ck) != 1 || ck[0].Service != "postgresql" || ck[0].Operation != shape {
@@ -175,6 +181,10 @@ func TestSnapshotRestores(t *testing.T) {
 		func(x *Baselines) any { v, _ := x.UsualChildren("frontend", "GET /checkout"); return fmt.Sprint(v) },
 		func(x *Baselines) any { v, _ := x.SpanCount("frontend", "GET /checkout"); return v },
 		func(x *Baselines) any {
+			v, _ := x.CallPair("frontend", "GET /checkout", [2]string{"cart", "GET /cart"}, [2]string{"recommend", "Get"})
+			return v
+		},
+		func(x *Baselines) any {
 			v, _ := x.StatementDuration("postgresql", analyze.NormalizeStatement("SELECT * FROM items WHERE cart_id = 1"))
 			return v
 		},
@@ -203,4 +213,33 @@ func BenchmarkObserveTrace(b *testing.B) {
 		bl.ObserveTrace(traces[i%len(traces)])
 	}
 	b.ReportMetric(float64(b.Elapsed().Nanoseconds())/(float64(b.N)*float64(spans)/float64(len(traces))), "ns/span")
+}
+
+// A dashboard that sometimes awaits its two widgets one by one and
+// sometimes asks for both at once: the pair ran together, so neither call
+// needs the other's answer, whatever order one trace shows.
+func TestCallPairLearnsCallsThatRanTogether(t *testing.T) {
+	b, _ := New(Options{}, nil)
+	start := time.Now().Add(-time.Hour)
+	for i := range 20 {
+		tr, next := ids()
+		at := uint64(start.Add(time.Duration(i) * time.Second).UnixNano())
+		ms := uint64(time.Millisecond)
+		root := model.Span{TraceID: tr, SpanID: next(), Service: "bff", Name: "GET /dashboard", Kind: model.KindServer,
+			StartUnixNano: at, EndUnixNano: at + 300*ms}
+		call := func(peer string, from, to uint64) model.Span {
+			return model.Span{TraceID: tr, SpanID: next(), ParentSpanID: root.SpanID, Service: "bff", Name: "GET", Kind: model.KindClient,
+				StartUnixNano: at + from*ms, EndUnixNano: at + to*ms,
+				Attrs: model.Attrs{{Key: "peer.service", Value: model.Str(peer)}, {Key: "rpc.system", Value: model.Str("grpc")}}}
+		}
+		second := uint64(110)
+		if i%4 == 0 {
+			second = 5
+		}
+		b.ObserveTrace([]model.Span{root, call("orders", 5, 105), call("profile", second, second+100)})
+	}
+	pair, ok := b.CallPair("bff", "GET /dashboard", [2]string{"profile", "GET"}, [2]string{"orders", "GET"})
+	if !ok || pair.Parents != 20 || pair.Together != 5 || pair.BFirst != 15 || pair.AFirst != 0 || !pair.Independent() {
+		t.Fatalf("dashboard widgets: %+v %v", pair, ok)
+	}
 }

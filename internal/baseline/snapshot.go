@@ -87,11 +87,24 @@ type kidJSON struct {
 }
 
 type parentJSON struct {
-	A    string    `json:"a"`
-	B    string    `json:"b"`
-	T    int64     `json:"t"`
-	N    float64   `json:"n"`
-	Kids []kidJSON `json:"kids"`
+	A     string     `json:"a"`
+	B     string     `json:"b"`
+	T     int64      `json:"t"`
+	N     float64    `json:"n"`
+	Kids  []kidJSON  `json:"kids"`
+	Pairs []pairJSON `json:"pairs,omitempty"`
+}
+
+// pairJSON is a pairSeen of targets (AS, AO) < (BS, BO).
+type pairJSON struct {
+	AS       string  `json:"as"`
+	AO       string  `json:"ao"`
+	BS       string  `json:"bs"`
+	BO       string  `json:"bo"`
+	Both     float64 `json:"n"`
+	Together float64 `json:"tg"`
+	AFirst   float64 `json:"af"`
+	BFirst   float64 `json:"bf"`
 }
 
 type snapshot struct {
@@ -152,6 +165,10 @@ func (b *Baselines) Flush() error {
 		pj := parentJSON{A: k.a, B: k.b, T: p.t, N: p.n}
 		for kk, kd := range p.kids {
 			pj.Kids = append(pj.Kids, kidJSON{S: kk.a, O: kk.b, Calls: kd.calls, Present: kd.present})
+		}
+		for pk, ps := range p.pairs {
+			pj.Pairs = append(pj.Pairs, pairJSON{AS: pk[0].a, AO: pk[0].b, BS: pk[1].a, BO: pk[1].b,
+				Both: ps.both, Together: ps.together, AFirst: ps.aFirst, BFirst: ps.bFirst})
 		}
 		snap.Children = append(snap.Children, pj)
 	}
@@ -226,6 +243,12 @@ func (b *Baselines) load() error {
 		p := &parent{t: pj.T, n: pj.N, kids: make(map[key]*kid, len(pj.Kids))}
 		for _, kj := range pj.Kids {
 			p.kids[key{kj.S, kj.O}] = &kid{calls: kj.Calls, present: kj.Present}
+		}
+		if len(pj.Pairs) > 0 {
+			p.pairs = make(map[[2]key]*pairSeen, len(pj.Pairs))
+		}
+		for _, q := range pj.Pairs {
+			p.pairs[[2]key{{q.AS, q.AO}, {q.BS, q.BO}}] = &pairSeen{both: q.Both, together: q.Together, aFirst: q.AFirst, bFirst: q.BFirst}
 		}
 		b.children[key{pj.A, pj.B}] = p
 	}
