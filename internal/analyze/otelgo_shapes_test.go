@@ -71,6 +71,11 @@ func TestGRPCDeadlineThroughCancelledServer(t *testing.T) {
 	if ev.Origin.SpanID != spans[7].SpanID.String() || len(ev.Layers) != 8 {
 		t.Errorf("cascade origin %s (%s) through %d layers, want the query through 8", ev.Origin.Operation, ev.Origin.SpanID, len(ev.Layers))
 	}
+	// The query took the time; the deadline that ran out was the
+	// gateway's, propagated down with the calls.
+	if ev.Budget == nil || ev.Budget.SpanID != spans[1].SpanID.String() || ev.TimeoutMS != 400.8 {
+		t.Errorf("budget %+v, timeout %v ms: want the gateway's call and its 400.8 ms", ev.Budget, ev.TimeoutMS)
+	}
 }
 
 // An HTTP call answered 200 whose server span sits 120 ms later than the

@@ -509,10 +509,17 @@ func grpcStatus(s *model.Span) (int64, bool) {
 	if !ok {
 		return 0, false
 	}
-	if c, ok := grpcCodeNames[strings.ToUpper(v.AsString())]; ok {
+	if c, ok := GRPCCodeByName(v.AsString()); ok {
 		return c, true
 	}
 	return v.AsInt()
+}
+
+// GRPCCodeByName returns the gRPC status code of a code's name, in any
+// case ("DEADLINE_EXCEEDED", Connect's "deadline_exceeded").
+func GRPCCodeByName(name string) (int64, bool) {
+	c, ok := grpcCodeNames[strings.ToUpper(name)]
+	return c, ok
 }
 
 // grpcCodeNames are the gRPC status codes by name.

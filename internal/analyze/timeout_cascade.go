@@ -65,6 +65,11 @@ type TimeoutCascadeEvidence struct {
 	NeverStarted []string `json:"never_started,omitempty"`
 	// Occurrences counts identical chains under the same parent (retries).
 	Occurrences int `json:"occurrences"`
+	// Budget is the outermost call that reported a timeout, when it sits
+	// above the origin: the deadline that ran out was that call's,
+	// propagated down or cancelling the layers below, while the origin
+	// took the time.
+	Budget *CascadeLayer `json:"budget,omitempty"`
 }
 
 func (d *TimeoutCascade) linked(p, c *Node) bool {
@@ -267,6 +272,17 @@ func (d *TimeoutCascade) finding(t *Trace, hist History, chain []*Node) (Finding
 	if round == 0 {
 		ev.TimeoutMS = roundMS(origin.Duration())
 	}
+	budgetAt := -1
+	for i, n := range chain[:len(chain)-1] {
+		if IsCall(n) && layers[i].TimeoutLike {
+			budgetAt = i
+			ev.Budget = &layers[i]
+			if round == 0 {
+				ev.TimeoutMS = layers[i].WaitedMS
+			}
+			break
+		}
+	}
 	ev.NeverStarted = d.neverStarted(t, hist, chain)
 	impact := critUnder(t, origin)
 	sev := SeverityWarning
@@ -276,13 +292,20 @@ func (d *TimeoutCascade) finding(t *Trace, hist History, chain []*Node) (Finding
 	peer, _ := CallTarget(t, origin)
 	title := fmt.Sprintf("timeout cascade through %d layers: %s timed out after %.0f ms and every caller above failed with it",
 		len(chain), spanLabel(t, origin), NS(origin.Duration()))
+	budget := ""
+	if budgetAt >= 0 {
+		b := chain[budgetAt]
+		title = fmt.Sprintf("timeout cascade through %d layers: the %.0f ms deadline of %s ran out while %s ran (%.0f ms), and every layer failed with it",
+			len(chain), NS(b.Duration()), spanLabel(t, b), spanLabel(t, origin), NS(origin.Duration()))
+		budget = fmt.Sprintf(" The budget that ran out was %s's %.0f ms.", spanLabel(t, b), NS(b.Duration()))
+	}
 	if len(ev.NeverStarted) > 0 {
 		title += fmt.Sprintf("; %d usual calls never started", len(ev.NeverStarted))
 	}
 	return Finding{
 		Kind: d.Kind(), Severity: sev, Title: title, SpanIDs: ids, ImpactMS: roundMS(impact), Evidence: ev,
 		Fix: "Give each layer a timeout shorter than its caller's (deadline propagation), fail fast with a circuit breaker on " +
-			peer + ", and look at why " + peer + " stopped answering.",
+			peer + ", and look at why " + peer + " stopped answering." + budget,
 	}, true
 }
 

@@ -5,6 +5,7 @@ import (
 	"time"
 	"unicode"
 
+	"github.com/tracedx/tracedx/internal/analyze"
 	"github.com/tracedx/tracedx/internal/attribution"
 	"github.com/tracedx/tracedx/internal/model"
 )
@@ -353,6 +354,7 @@ func (d *Detector) observeTrace(now time.Time, spans []model.Span) {
 type spanKeys struct {
 	httpStatus, httpStatusOld               *model.Value // http.response.status_code, http.status_code
 	grpcStatus                              *model.Value // rpc.grpc.status_code
+	rpcStatus                               *model.Value // rpc.response.status_code (the code's name)
 	peerService, serverAddress, netPeerName *model.Value
 	cacheHit                                *model.Value
 	dbSystemName, dbSystem                  *model.Value
@@ -370,6 +372,8 @@ func (k *spanKeys) scan(attrs model.Attrs) {
 			p = &k.httpStatusOld
 		case "rpc.grpc.status_code":
 			p = &k.grpcStatus
+		case "rpc.response.status_code":
+			p = &k.rpcStatus
 		case "peer.service":
 			p = &k.peerService
 		case "server.address":
@@ -423,8 +427,7 @@ func (k *spanKeys) authStatus() (code int, fail, ok bool) {
 		}
 		return int(c), false, false
 	}
-	if v := k.grpcStatus; v != nil {
-		c, _ := v.AsInt()
+	if c, has := k.grpcCode(); has {
 		switch c {
 		case 16, 7: // UNAUTHENTICATED, PERMISSION_DENIED
 			return int(c), true, true
@@ -433,6 +436,18 @@ func (k *spanKeys) authStatus() (code int, fail, ok bool) {
 		}
 	}
 	return 0, false, false
+}
+
+// grpcCode is the gRPC status code as a number, or by its name under the
+// current RPC conventions (otelgrpc's rpc.response.status_code).
+func (k *spanKeys) grpcCode() (int64, bool) {
+	if v := k.grpcStatus; v != nil {
+		return v.AsInt()
+	}
+	if v := k.rpcStatus; v != nil {
+		return analyze.GRPCCodeByName(v.AsString())
+	}
+	return 0, false
 }
 
 // target is the attribute naming a call's target (its string form is

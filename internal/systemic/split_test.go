@@ -512,6 +512,8 @@ func TestSpanFlags(t *testing.T) {
 			Attrs: attrs("http.status_code", str("200"))}, FlagAuthUntargeted},
 		{"untargeted gRPC UNAUTHENTICATED", model.Span{Kind: model.KindClient, ParentSpanID: parent,
 			Attrs: attrs("rpc.grpc.status_code", num(16))}, FlagAuthUntargeted},
+		{"untargeted gRPC UNAUTHENTICATED by name (otelgrpc v0.65+)", model.Span{Kind: model.KindClient, ParentSpanID: parent,
+			Attrs: attrs("rpc.response.status_code", str("UNAUTHENTICATED"))}, FlagAuthUntargeted},
 		{"empty target attribute", model.Span{Kind: model.KindClient, ParentSpanID: parent,
 			Attrs: attrs("peer.service", str(""), "server.address", str("auth"), "http.response.status_code", num(403))}, FlagAuthUntargeted},
 		{"targeted 401 client", model.Span{Kind: model.KindClient, ParentSpanID: parent,
