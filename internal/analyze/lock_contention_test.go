@@ -630,3 +630,29 @@ func TestLockContentionNodePgPoolCheckout(t *testing.T) {
 		t.Errorf("a new connection read as a pool wait: %q", fs[0].Title)
 	}
 }
+
+// mayLock only saves time: every statement lockingReadRe takes for a
+// locking read must pass it, whatever its case.
+func TestMayLockKeepsEveryLockingRead(t *testing.T) {
+	for _, stmt := range []string{
+		"SELECT * FROM t WHERE id = $1 FOR UPDATE",
+		"select * from t for no key update",
+		"SELECT * FROM t FOR SHARE",
+		"select * from t for key share skip locked",
+		"SELECT * FROM t WHERE id = ? LOCK IN SHARE MODE",
+		"  LOCK TABLES t WRITE",
+		"SELECT * FROM t WITH (UPDLOCK, ROWLOCK)",
+		"select * from t with (xlock)",
+		"SELECT * FROM t WITH (HoldLock)",
+	} {
+		if !lockingReadRe.MatchString(stmt) {
+			t.Fatalf("%q is no locking read to the expression", stmt)
+		}
+		if !mayLock(stmt) {
+			t.Errorf("mayLock skips the locking read %q", stmt)
+		}
+	}
+	if mayLock("SELECT id, name FROM customers WHERE id = $1") {
+		t.Errorf("mayLock passes a plain read")
+	}
+}

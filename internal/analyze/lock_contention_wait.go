@@ -350,11 +350,35 @@ var (
 // locking read with no such holder in view stays slow_query's.
 func lockingReadWait(n *Node) (spanWait, bool) {
 	stmt := DBStatement(n.Span)
-	if !lockingReadRe.MatchString(stmt) || noWaitRe.MatchString(stmt) || heldLockAcross(n) == nil {
+	if !mayLock(stmt) || !lockingReadRe.MatchString(stmt) || noWaitRe.MatchString(stmt) || heldLockAcross(n) == nil {
 		return spanWait{}, false
 	}
 	return spanWait{start: n.Start(), end: n.End(), resource: "lock", source: "locking_read",
 		waitEvent: model.Clip(DBShape(n.Span), 160)}, true
+}
+
+// mayLock is a cheap test before lockingReadRe, whose case-insensitive
+// backtracking over every statement of a 10,000-span trace tripled
+// slow_query's cost: a statement that takes a lock names "update",
+// "share" or "lock" (XLOCK, HOLDLOCK and UPDLOCK included).
+func mayLock(stmt string) bool {
+	for i := 0; i+4 <= len(stmt); i++ {
+		switch stmt[i] | 0x20 {
+		case 'u':
+			if i+6 <= len(stmt) && strings.EqualFold(stmt[i:i+6], "update") {
+				return true
+			}
+		case 's':
+			if i+5 <= len(stmt) && strings.EqualFold(stmt[i:i+5], "share") {
+				return true
+			}
+		case 'l':
+			if strings.EqualFold(stmt[i:i+4], "lock") {
+				return true
+			}
+		}
+	}
+	return false
 }
 
 // heldLockAcross finds, among the siblings after the locking statement n,
