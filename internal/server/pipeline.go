@@ -95,6 +95,7 @@ type pipeline struct {
 	findings  findingSink
 	// gate marks running queries; the worker stands aside for them.
 	gate      *priority.Gate
+	slots     *priority.Slots    // processor slots shared with ingest (nil: no cap)
 	yielded   atomic.Int64       // ns the worker waited for queries
 	detectors []analyze.Detector // nil: the defaults
 	// sampler, when set, decides after analysis whether a trace's spans
@@ -321,7 +322,14 @@ func (p *pipeline) run(ctx context.Context) {
 			return
 		}
 		if t, ok := p.queue.pop(); ok {
+			// The worker shares the ingest requests' processor slots, so
+			// that one processor stays free for queries.
+			_, done, err := p.slots.Acquire(ctx)
+			if err != nil {
+				return
+			}
 			p.process(ctx, t.c)
+			done()
 			p.queue.done(t.c)
 			// Analysis runs behind queries and ingest acknowledgements.
 			p.yielded.Add(int64(p.gate.Yield(ctx, analysisMaxYield)))
