@@ -81,8 +81,13 @@ func processLimit() int {
 // holder is the slot a context carries, so that code far below the
 // acquisition (the WAL) can lend it while it blocks.
 type holder struct {
-	s    *Slots
-	held bool // guarded by s.mu
+	s *Slots
+	// held: the slot is counted in s.inUse; lenders: the goroutines of
+	// the request blocked in Blocked while it is lent (a request may wait
+	// on several things at once, such as forwards to several peers). Both
+	// guarded by s.mu.
+	held    bool
+	lenders int
 }
 
 type holderKey struct{}
@@ -189,27 +194,35 @@ func (s *Slots) Waited() time.Duration {
 
 // Blocked lends the slot ctx carries (if any) while its goroutine blocks
 // on something other than the CPU; the returned function takes it back.
-// Taking it back never waits: the caller may hold locks that a slot
-// holder needs next, and a wait there could deadlock. The cap is then
-// exceeded until the next release, by the goroutines that came back at
-// once.
+// Goroutines of one request that block at the same time share the lend:
+// the slot comes back when the last of them resumes. Taking it back never
+// waits: the caller may hold locks that a slot holder needs next, and a
+// wait there could deadlock. The cap is then exceeded until the next
+// release, by the goroutines that came back at once.
 func Blocked(ctx context.Context) (resume func()) {
 	h, _ := ctx.Value(holderKey{}).(*holder)
 	if h == nil {
 		return func() {}
 	}
 	h.s.mu.Lock()
-	lent := h.held
-	h.held = false
-	h.s.mu.Unlock()
-	if !lent {
+	switch {
+	case h.held:
+		h.held, h.lenders = false, 1
+		h.s.mu.Unlock()
+		h.s.release()
+	case h.lenders > 0:
+		h.lenders++
+		h.s.mu.Unlock()
+	default: // given back already
+		h.s.mu.Unlock()
 		return func() {}
 	}
-	h.s.release()
 	return func() {
 		h.s.mu.Lock()
-		h.s.inUse++
-		h.held = true
+		if h.lenders--; h.lenders == 0 {
+			h.s.inUse++
+			h.held = true
+		}
 		h.s.mu.Unlock()
 	}
 }

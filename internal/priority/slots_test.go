@@ -176,3 +176,26 @@ func TestProcessSlotsCappedOnlyWhileQueriesRun(t *testing.T) {
 		t.Fatalf("cap %d with one P, want none", n)
 	}
 }
+
+// Goroutines of one request that block at once share the lend: the slot
+// stays lent until the last of them resumes.
+func TestBlockedSharedByConcurrentWaits(t *testing.T) {
+	s := NewSlots(func() int { return 1 })
+	ctx, release, _ := s.Acquire(context.Background())
+	first, second := Blocked(ctx), Blocked(ctx)
+	if n := s.InUse(); n != 0 {
+		t.Fatalf("%d in use while two waits lend the slot", n)
+	}
+	first()
+	if n := s.InUse(); n != 0 {
+		t.Fatalf("%d in use while one wait still lends the slot", n)
+	}
+	second()
+	if n := s.InUse(); n != 1 {
+		t.Fatalf("%d in use after both waits, want the slot back", n)
+	}
+	release()
+	if n := s.InUse(); n != 0 {
+		t.Fatalf("%d in use after release", n)
+	}
+}

@@ -322,14 +322,7 @@ func (p *pipeline) run(ctx context.Context) {
 			return
 		}
 		if t, ok := p.queue.pop(); ok {
-			// The worker shares the ingest requests' processor slots, so
-			// that one processor stays free for queries.
-			_, done, err := p.slots.Acquire(ctx)
-			if err != nil {
-				return
-			}
 			p.process(ctx, t.c)
-			done()
 			p.queue.done(t.c)
 			// Analysis runs behind queries and ingest acknowledgements.
 			p.yielded.Add(int64(p.gate.Yield(ctx, analysisMaxYield)))
@@ -366,7 +359,7 @@ func (p *pipeline) process(ctx context.Context, c engine.CompletedTrace) {
 	var res analyze.Result
 	analysed := p.analysis && full && spans != nil
 	if analysed {
-		res = p.analyze(spans)
+		res = p.analyzeOnSlot(ctx, spans)
 		if p.findings != nil {
 			if err := p.findings.putTrace(ctx, spans, res); err != nil {
 				p.findingsFailed.Add(1)
@@ -394,6 +387,18 @@ func (p *pipeline) process(ctx context.Context, c engine.CompletedTrace) {
 	if full && (sampled || (p.analysis && spans != nil && !p.preferring(keep))) && p.baseline.keep(time.Now(), p.rng) {
 		p.history.ObserveTrace(spans)
 	}
+}
+
+// analyzeOnSlot runs the detectors on one of the processor slots the
+// ingest requests share (priority.Slots), so that one processor stays
+// free for queries. Only the detectors: storing the findings may wait on
+// a peer or a bucket, and a slot held across such a wait keeps a
+// processor from no one but the ingest requests it would serve.
+func (p *pipeline) analyzeOnSlot(ctx context.Context, spans []model.Span) analyze.Result {
+	if _, done, err := p.slots.Acquire(ctx); err == nil {
+		defer done()
+	}
+	return p.analyze(spans)
 }
 
 // sample applies tail sampling to a completed trace once its findings are
