@@ -18,7 +18,6 @@ import (
 	"github.com/tracedx/tracedx/internal/ingest"
 	"github.com/tracedx/tracedx/internal/model"
 	"github.com/tracedx/tracedx/internal/otlpconv"
-	"github.com/tracedx/tracedx/internal/priority"
 	"github.com/tracedx/tracedx/internal/store"
 )
 
@@ -288,10 +287,6 @@ func (f *Forwarder) enqueue(ctx context.Context, peer string, scratch *[]byte, s
 	if scratch != nil {
 		requestBuffers.Put(scratch)
 	}
-	// Waiting for the owner is no CPU work: the request's processor slot
-	// goes to another meanwhile (and the owner, in a test's one process,
-	// needs one to answer).
-	defer priority.Blocked(ctx)()
 	select {
 	case <-b.done:
 		return b.err

@@ -111,10 +111,6 @@ type Config struct {
 	// ConcurrencyWait gets 429 / RESOURCE_EXHAUSTED with a retry delay.
 	MaxConcurrentRequests int
 	ConcurrencyWait       time.Duration
-	// CPU, when set, caps the requests being decoded and stored at once
-	// (priority.Process(): one processor stays free while queries run).
-	// Requests over the cap wait; they are not refused.
-	CPU *priority.Slots
 	// MaxSpansPerSecond, when > 0, rate-limits accepted spans (429).
 	MaxSpansPerSecond float64
 	// RetryAfter is the delay suggested to clients on overload.

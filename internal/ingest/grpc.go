@@ -193,9 +193,7 @@ func (s *Server) grpcExport(sig otlpSignal) rawExport {
 		var res exportResult
 		release, err := s.acquire(ctx)
 		if err == nil {
-			res, err = s.onCPU(ctx, func(ctx context.Context) (exportResult, error) {
-				return sig.export(s, ctx, protoGRPC, formatProto, data)
-			})
+			res, err = sig.export(s, ctx, protoGRPC, formatProto, data)
 			release()
 		}
 		s.finish(protoGRPC, sig.name, err, res.rejected)

@@ -2,7 +2,6 @@ package ingest
 
 import (
 	"bytes"
-	"context"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -98,9 +97,7 @@ func (s *Server) handleOTLP(w http.ResponseWriter, r *http.Request, sig otlpSign
 	defer putBuf(buf)
 
 	var res exportResult
-	res, err = s.onCPU(r.Context(), func(ctx context.Context) (exportResult, error) {
-		return sig.export(s, ctx, protoHTTP, format, buf.Bytes())
-	})
+	res, err = sig.export(s, r.Context(), protoHTTP, format, buf.Bytes())
 	var body []byte
 	if err == nil {
 		rejected = res.rejected
@@ -348,10 +345,22 @@ func (s *Server) handleZipkin(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	defer putBuf(buf)
+	spans, cerr := zipkin.ToModel(buf.Bytes())
+	var rej rejections
+	if cerr != nil {
+		bad, partial := zipkin.IsInvalidSpans(cerr)
+		if !partial {
+			err = badInput(kindBadRequest, reasonDecode, "%v", cerr)
+			s.writeTextError(w, err)
+			return
+		}
+		for i := 0; i < bad.Rejected; i++ {
+			rej.add(reasonInvalidID, bad.First[0].Error())
+		}
+	}
+	s.observeLimits(otlpconv.LimitSpans(spans, s.cfg.limits()))
 	var res exportResult
-	res, err = s.onCPU(r.Context(), func(ctx context.Context) (exportResult, error) {
-		return s.exportZipkin(ctx, buf.Bytes())
-	})
+	res, err = s.consumeSpans(r.Context(), protoZipkin, spans, &rej)
 	if err != nil {
 		s.writeTextError(w, err)
 		return
@@ -366,23 +375,6 @@ func (s *Server) handleZipkin(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	w.WriteHeader(http.StatusAccepted)
-}
-
-// exportZipkin decodes and stores one Zipkin request body.
-func (s *Server) exportZipkin(ctx context.Context, body []byte) (exportResult, error) {
-	spans, cerr := zipkin.ToModel(body)
-	var rej rejections
-	if cerr != nil {
-		bad, partial := zipkin.IsInvalidSpans(cerr)
-		if !partial {
-			return exportResult{}, badInput(kindBadRequest, reasonDecode, "%v", cerr)
-		}
-		for i := 0; i < bad.Rejected; i++ {
-			rej.add(reasonInvalidID, bad.First[0].Error())
-		}
-	}
-	s.observeLimits(otlpconv.LimitSpans(spans, s.cfg.limits()))
-	return s.consumeSpans(ctx, protoZipkin, spans, &rej)
 }
 
 func isJSONContentType(ct string) bool {

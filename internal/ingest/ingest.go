@@ -328,19 +328,6 @@ func (s *Server) acquire(ctx context.Context) (func(), error) {
 	}
 }
 
-// onCPU runs the CPU-bound part of a request (decoding and storing it) on
-// one of the process's CPU slots (Config.CPU): while queries run, export
-// requests queue for a slot instead of taking every processor. It waits
-// as long as the request's context lets it; that wait is not a refusal.
-func (s *Server) onCPU(ctx context.Context, work func(context.Context) (exportResult, error)) (exportResult, error) {
-	ctx, done, err := s.cfg.CPU.Acquire(ctx)
-	if err != nil {
-		return exportResult{}, &requestError{kind: kindLimited, msg: "request cancelled while waiting for a processor"}
-	}
-	defer done()
-	return work(ctx)
-}
-
 // rejections collects spans or records rejected one by one, for the
 // partial-success message and the metrics.
 type rejections struct {

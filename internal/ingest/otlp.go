@@ -10,7 +10,6 @@ import (
 
 	"github.com/tracedx/tracedx/internal/model"
 	"github.com/tracedx/tracedx/internal/otlpconv"
-	"github.com/tracedx/tracedx/internal/priority"
 )
 
 // exportResult is what an export request produced.
@@ -92,10 +91,7 @@ func (s *Server) consume(ctx context.Context, proto string, spans []model.Span, 
 		if len(kept) > 0 {
 			err = s.store(ctx, proto, len(kept), func() error { return s.sink.Write(ctx, kept) })
 		}
-		resume := priority.Blocked(ctx) // the peers' answer is no CPU work
-		ferr := <-done
-		resume()
-		if err == nil {
+		if ferr := <-done; err == nil {
 			err = ferr
 		}
 	}

@@ -29,7 +29,6 @@ func (g *Gate) Begin() (end func()) {
 		return func() {}
 	}
 	installed.Load().touch()
-	noteInteractive(1)
 	g.mu.Lock()
 	if g.active == 0 {
 		g.idle = make(chan struct{})
@@ -40,7 +39,6 @@ func (g *Gate) Begin() (end func()) {
 	return func() {
 		once.Do(func() {
 			installed.Load().touch() // the hold counts from the end of the last request
-			noteInteractive(-1)
 			g.mu.Lock()
 			if g.active--; g.active == 0 {
 				close(g.idle)

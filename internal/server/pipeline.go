@@ -95,7 +95,6 @@ type pipeline struct {
 	findings  findingSink
 	// gate marks running queries; the worker stands aside for them.
 	gate      *priority.Gate
-	slots     *priority.Slots    // processor slots shared with ingest (nil: no cap)
 	yielded   atomic.Int64       // ns the worker waited for queries
 	detectors []analyze.Detector // nil: the defaults
 	// sampler, when set, decides after analysis whether a trace's spans
@@ -359,7 +358,7 @@ func (p *pipeline) process(ctx context.Context, c engine.CompletedTrace) {
 	var res analyze.Result
 	analysed := p.analysis && full && spans != nil
 	if analysed {
-		res = p.analyzeOnSlot(ctx, spans)
+		res = p.analyze(spans)
 		if p.findings != nil {
 			if err := p.findings.putTrace(ctx, spans, res); err != nil {
 				p.findingsFailed.Add(1)
@@ -387,18 +386,6 @@ func (p *pipeline) process(ctx context.Context, c engine.CompletedTrace) {
 	if full && (sampled || (p.analysis && spans != nil && !p.preferring(keep))) && p.baseline.keep(time.Now(), p.rng) {
 		p.history.ObserveTrace(spans)
 	}
-}
-
-// analyzeOnSlot runs the detectors on one of the processor slots the
-// ingest requests share (priority.Slots), so that one processor stays
-// free for queries. Only the detectors: storing the findings may wait on
-// a peer or a bucket, and a slot held across such a wait keeps a
-// processor from no one but the ingest requests it would serve.
-func (p *pipeline) analyzeOnSlot(ctx context.Context, spans []model.Span) analyze.Result {
-	if _, done, err := p.slots.Acquire(ctx); err == nil {
-		defer done()
-	}
-	return p.analyze(spans)
 }
 
 // sample applies tail sampling to a completed trace once its findings are

@@ -22,7 +22,6 @@ import (
 	"github.com/tracedx/tracedx/internal/model"
 	"github.com/tracedx/tracedx/internal/otlpconv"
 	"github.com/tracedx/tracedx/internal/periodic"
-	"github.com/tracedx/tracedx/internal/priority"
 	"github.com/tracedx/tracedx/internal/store/s3store"
 	"github.com/tracedx/tracedx/internal/tenant"
 )
@@ -295,7 +294,6 @@ func ingestConfigOf(cfg config.Config) ingest.Config {
 		MaxSpansPerTrace:       cfg.Ingest.MaxSpansPerTrace,
 		MaxSpanDuration:        cfg.Ingest.MaxSpanDuration,
 		DedupWindowSpans:       cfg.Ingest.DedupWindowSpans,
-		CPU:                    priority.Process(),
 	}
 }
 

@@ -96,7 +96,7 @@ func New(ctx context.Context, cfg config.Config, log *slog.Logger) (*Server, err
 	pipe := newPipeline(s, history)
 	// Query requests go ahead of the analysis worker (internal/priority).
 	queries := &priority.Gate{}
-	pipe.gate, pipe.slots = queries, priority.Process()
+	pipe.gate = queries
 	pipe.detectors = detectors
 	findingsBucket, err := s.nodeBucket(ctx, cfg, "findings", dir("findings-spool"))
 	if err != nil {

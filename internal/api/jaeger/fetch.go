@@ -15,8 +15,7 @@ import (
 // searchParallel is how many goroutines read (and, for v1, encode) the
 // traces of one search at once: the processors the runtime has now, at
 // most 4. While queries run GOMAXPROCS is raised even on one CPU
-// (priority.Procs), and ingest leaves one processor free
-// (priority.Slots): a search in groups then takes its share of the CPU
+// (priority.Procs): a search in groups then takes its share of the CPU
 // with several threads, not one against ingest's many, and on several
 // CPUs its groups decode and encode side by side. A whole-trace search's
 // time is in decoding its traces (about 40 %) and encoding them (30 %),

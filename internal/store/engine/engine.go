@@ -22,7 +22,6 @@ import (
 	"time"
 
 	"github.com/tracedx/tracedx/internal/model"
-	"github.com/tracedx/tracedx/internal/priority"
 	"github.com/tracedx/tracedx/internal/store"
 )
 
@@ -738,7 +737,6 @@ func (e *Engine) waitForCut(ctx context.Context, d time.Duration) {
 	e.cutMu.Unlock()
 	t := time.NewTimer(d)
 	defer t.Stop()
-	defer priority.Blocked(ctx)() // waiting is no CPU work: the request's processor slot goes to another
 	select {
 	case <-ch:
 	case <-t.C:

@@ -18,7 +18,6 @@ import (
 	"syscall"
 	"time"
 
-	"github.com/tracedx/tracedx/internal/priority"
 	"github.com/tracedx/tracedx/internal/ratelog"
 	"github.com/tracedx/tracedx/internal/store"
 )
@@ -259,11 +258,8 @@ func (w *wal) append(ctx context.Context, p []byte) (uint64, error) {
 	// Once queued the record may be written, so wait for the outcome even if
 	// ctx ends: returning early could acknowledge nothing yet leave a record
 	// that replays later, which is harmless, but the caller must not assume
-	// it was not written. The sync is no CPU work: a request's processor
-	// slot goes to another while it waits.
-	resume := priority.Blocked(ctx)
+	// it was not written.
 	err := <-r.done
-	resume()
 	return r.seq, err
 }
 
