@@ -4,23 +4,27 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"runtime"
 	"slices"
 	"sync"
 
 	"github.com/tracedx/tracedx/internal/model"
+	"github.com/tracedx/tracedx/internal/priority"
 	"github.com/tracedx/tracedx/internal/store"
 )
 
 // searchParallel is how many goroutines read (and, for v1, encode) the
-// traces of one search at once: the processors the runtime has now, at
-// most 4. While queries run GOMAXPROCS is raised even on one CPU
-// (priority.Procs): a search in groups then takes its share of the CPU
-// with several threads, not one against ingest's many, and on several
-// CPUs its groups decode and encode side by side. A whole-trace search's
-// time is in decoding its traces (about 40 %) and encoding them (30 %),
-// the summary search a few per cent.
-func searchParallel(n int) int { return max(1, min(n, 4, runtime.GOMAXPROCS(0))) }
+// traces of one search at once: one per CPU the process may use, at most
+// 4, so that on several CPUs the groups decode and encode side by side (a
+// whole-trace search's time is in decoding its traces, about 40 %, and
+// encoding them, 30 %; the summary search takes a few per cent). Not by
+// GOMAXPROCS, which is raised while queries run even on one CPU
+// (priority.Procs): there the groups' threads only shared the one CPU
+// with each other and with ingest, and the slowest group held the answer
+// back (docs/performance.md). On one CPU the search runs as one group.
+func searchParallel(n int) int { return max(1, min(n, 4, searchCPUs())) }
+
+// searchCPUs is priority.CPUs, replaced in tests.
+var searchCPUs = priority.CPUs
 
 // searchWholeTraces answers the searches that return whole traces (v1
 // /api/traces, api_v3 /api/v3/traces): see searchInGroups. The order is

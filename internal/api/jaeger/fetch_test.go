@@ -6,7 +6,6 @@ import (
 	"errors"
 	"net/http"
 	"net/http/httptest"
-	"runtime"
 	"slices"
 	"sync"
 	"testing"
@@ -84,7 +83,8 @@ func TestSearchWholeTracesKeepsOrderAndSkipsVanished(t *testing.T) {
 // response still lists them in the search's order, without the ones that
 // vanished, and counts what it lists.
 func TestV1SearchInGroupsKeepsOrder(t *testing.T) {
-	defer runtime.GOMAXPROCS(runtime.GOMAXPROCS(4))
+	defer func(f func() int) { searchCPUs = f }(searchCPUs)
+	searchCPUs = func() int { return 4 }
 	fs := &fetchStore{Store: memstore.New(), fail: map[model.TraceID]error{}, hints: map[model.TraceID]store.TimeRange{}}
 	var want []string
 	for i := 0; i < 9; i++ {
