@@ -84,7 +84,12 @@ func (h *handler) writeTraces(w http.ResponseWriter, r *http.Request, traces []v
 	e := getV1Encoder()
 	defer putV1Encoder(e)
 	e.appendEnvelope(traces, total, errs)
-	body := e.buf
+	writeV1Body(w, r, e.buf)
+}
+
+// writeV1Body writes an encoded v1 envelope, indented when the client
+// asks for it.
+func writeV1Body(w http.ResponseWriter, r *http.Request, body []byte) {
 	if prettyPrint(r) {
 		body = indented(body)
 	}
@@ -109,15 +114,19 @@ func indented(b []byte) []byte {
 // appendEnvelope appends the envelope json.Encoder writes for
 // envelope{Data: traces, Total: total, Errors: errs}, newline included.
 func (e *v1Encoder) appendEnvelope(traces []v1Trace, total int, errs []apiError) {
-	b := append(e.buf, `{"data":[`...)
-	e.buf = b
+	e.buf = append(e.buf, `{"data":[`...)
 	for i := range traces {
 		if i > 0 {
 			e.buf = append(e.buf, ',')
 		}
 		e.appendTrace(traces[i].spans, traces[i].warnings)
 	}
-	b = append(e.buf, `],"total":`...)
+	e.closeEnvelope(total, errs)
+}
+
+// closeEnvelope appends what follows the data of appendEnvelope.
+func (e *v1Encoder) closeEnvelope(total int, errs []apiError) {
+	b := append(e.buf, `],"total":`...)
 	b = strconv.AppendInt(b, int64(total), 10)
 	b = append(b, `,"limit":0,"offset":0,"errors":`...)
 	if errs == nil {

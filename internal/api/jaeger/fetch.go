@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"slices"
 	"sync"
 
 	"github.com/tracedx/tracedx/internal/model"
@@ -11,28 +12,84 @@ import (
 	"github.com/tracedx/tracedx/internal/store"
 )
 
-// searchFetchParallel bounds the trace reads one search runs at once: with
-// several processors a few reads in flight overlap page decompression and
-// I/O, while the bound keeps one search from taking every core from
-// ingest. On one processor reads run one after another: each concurrent
-// read needs its own Parquet reader, which costs CPU (~15 % more per
-// search in BenchmarkWithEngine) and buys nothing there.
-func searchFetchParallel() int { return min(4, priority.CPUs()) }
+// searchParallel is how many goroutines read (and, for v1, encode) the
+// traces of one search at once: one per CPU the process may use, at most
+// 4, so that on several CPUs the groups decode and encode side by side (a
+// whole-trace search's time is in decoding its traces, about 40 %, and
+// encoding them, 30 %; the summary search takes a few per cent). Not by
+// GOMAXPROCS, which is raised while queries run even on one CPU
+// (priority.Procs): there the groups' threads only shared the one CPU
+// with each other and with ingest, and the slowest group held the answer
+// back (docs/performance.md). On one CPU the search runs as one group.
+func searchParallel(n int) int { return max(1, min(n, 4, searchCPUs())) }
+
+// searchCPUs is priority.CPUs, replaced in tests.
+var searchCPUs = priority.CPUs
 
 // searchWholeTraces answers the searches that return whole traces (v1
-// /api/traces, api_v3 /api/v3/traces): the store's summary search finds the
-// matching ids from its indexes, then only those traces are read, together
-// when the store can (TracesReader), else a few at a time, each with its
-// own time range as a hint so the engine skips
-// blocks that cannot hold it. Traces removed between the two steps
-// (retention) are left out. The order is the search's: newest first.
+// /api/traces, api_v3 /api/v3/traces): see searchInGroups. The order is
+// the search's: newest first.
 func searchWholeTraces(ctx context.Context, st store.Store, q store.Query) ([][]model.Span, error) {
-	sums, err := st.Search(ctx, q)
+	var groups [][][]model.Span
+	err := searchInGroups(ctx, st, q, func(n int) { groups = make([][][]model.Span, n) },
+		func(g int, traces [][]model.Span) error {
+			groups[g] = traces
+			return nil
+		})
 	if err != nil {
 		return nil, err
 	}
+	return slices.Concat(groups...), nil
+}
+
+// searchInGroups runs the store's summary search (answered from the
+// block indexes), then reads only the traces found, in up to
+// searchParallel contiguous groups of the results at once, and hands each
+// group's traces, in the search's order, to each on the goroutine that
+// read them (groups says how many there are before any is read).
+// Concatenating the groups' results in group order keeps the search's
+// order. A group is read together when the store can (TracesReader: its
+// traces share page reads and dictionaries), else trace by trace, each
+// with its own time range as a hint so the engine skips blocks that
+// cannot hold it. Traces removed between the two steps (retention) are
+// left out.
+func searchInGroups(ctx context.Context, st store.Store, q store.Query, groups func(n int), each func(g int, traces [][]model.Span) error) error {
+	sums, err := st.Search(ctx, q)
+	if err != nil {
+		return err
+	}
+	n := searchParallel(len(sums))
+	groups(n)
+	errs := make([]error, n)
+	run := func(g int) {
+		traces, err := readFound(ctx, st, sums[g*len(sums)/n:(g+1)*len(sums)/n])
+		if err == nil {
+			err = each(g, traces)
+		}
+		errs[g] = err
+	}
+	var wg sync.WaitGroup
+	for g := 1; g < n; g++ {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			run(g)
+		}()
+	}
+	run(0)
+	wg.Wait()
+	for _, err := range errs {
+		if err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+// readFound reads the traces of search results, in their order, leaving
+// out those no longer stored.
+func readFound(ctx context.Context, st store.Store, sums []model.TraceSummary) ([][]model.Span, error) {
 	if tr, ok := st.(store.TracesReader); ok {
-		// Read together, the traces share page reads and dictionaries.
 		refs := make([]store.TraceRef, len(sums))
 		for i := range sums {
 			refs[i] = store.TraceRef{ID: sums[i].TraceID, Hint: traceHint(&sums[i])}
@@ -41,35 +98,12 @@ func searchWholeTraces(ctx context.Context, st store.Store, q store.Query) ([][]
 		if err != nil {
 			return nil, fmt.Errorf("reading the traces found: %w", err)
 		}
-		traces := out[:0]
-		for _, spans := range out {
-			if len(spans) > 0 {
-				traces = append(traces, spans)
-			}
-		}
-		return traces, nil
+		return slices.DeleteFunc(out, func(spans []model.Span) bool { return len(spans) == 0 }), nil
 	}
-	out := make([][]model.Span, len(sums))
-	errs := make([]error, len(sums))
-	sem := make(chan struct{}, searchFetchParallel())
-	var wg sync.WaitGroup
+	traces := make([][]model.Span, 0, len(sums))
 	for i := range sums {
-		select {
-		case sem <- struct{}{}:
-		case <-ctx.Done():
-			wg.Wait()
-			return nil, ctx.Err()
-		}
-		wg.Add(1)
-		go func(i int) {
-			defer func() { <-sem; wg.Done() }()
-			out[i], errs[i] = st.Trace(ctx, sums[i].TraceID, traceHint(&sums[i]))
-		}(i)
-	}
-	wg.Wait()
-	traces := out[:0]
-	for i, spans := range out {
-		switch err := errs[i]; {
+		spans, err := st.Trace(ctx, sums[i].TraceID, traceHint(&sums[i]))
+		switch {
 		case errors.Is(err, store.ErrNotFound) || (err == nil && len(spans) == 0):
 		case err != nil:
 			return nil, fmt.Errorf("reading trace %s: %w", sums[i].TraceID, err)

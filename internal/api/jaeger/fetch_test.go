@@ -2,7 +2,11 @@ package jaeger
 
 import (
 	"context"
+	"encoding/json"
 	"errors"
+	"net/http"
+	"net/http/httptest"
+	"slices"
 	"sync"
 	"testing"
 	"time"
@@ -72,5 +76,45 @@ func TestSearchWholeTracesKeepsOrderAndSkipsVanished(t *testing.T) {
 	fs.fail[ids[2]] = errors.New("disk on fire")
 	if _, err := searchWholeTraces(context.Background(), fs, store.Query{}); err == nil {
 		t.Fatal("a failed read was not reported")
+	}
+}
+
+// The v1 search encodes its traces in groups on several goroutines; the
+// response still lists them in the search's order, without the ones that
+// vanished, and counts what it lists.
+func TestV1SearchInGroupsKeepsOrder(t *testing.T) {
+	defer func(f func() int) { searchCPUs = f }(searchCPUs)
+	searchCPUs = func() int { return 4 }
+	fs := &fetchStore{Store: memstore.New(), fail: map[model.TraceID]error{}, hints: map[model.TraceID]store.TimeRange{}}
+	var want []string
+	for i := 0; i < 9; i++ {
+		id := model.TraceID{0: 1, 15: byte(i)}
+		fs.sums = append(fs.sums, model.TraceSummary{TraceID: id, StartUnixNano: uint64(100 - i), EndUnixNano: uint64(200 - i)})
+		if i == 4 || i == 5 {
+			fs.fail[id] = store.ErrNotFound // a whole group of two gone, when in groups of 2 or 3
+			continue
+		}
+		want = append(want, jaegerTraceID(id))
+	}
+	rec := httptest.NewRecorder()
+	NewHandler(fs, Options{}).ServeHTTP(rec, httptest.NewRequest(http.MethodGet, "/api/traces?service=x&limit=20", nil))
+	if rec.Code != http.StatusOK {
+		t.Fatalf("search: %d %s", rec.Code, rec.Body)
+	}
+	var got struct {
+		Data []struct {
+			TraceID string `json:"traceID"`
+		} `json:"data"`
+		Total int `json:"total"`
+	}
+	if err := json.Unmarshal(rec.Body.Bytes(), &got); err != nil {
+		t.Fatalf("response is not JSON: %v\n%s", err, rec.Body)
+	}
+	var order []string
+	for _, d := range got.Data {
+		order = append(order, d.TraceID)
+	}
+	if !slices.Equal(order, want) || got.Total != len(want) {
+		t.Fatalf("traces %v, total %d; want %v, total %d", order, got.Total, want, len(want))
 	}
 }

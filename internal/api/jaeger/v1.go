@@ -381,14 +381,48 @@ func (h *handler) searchTraces(w http.ResponseWriter, r *http.Request) {
 		h.writeTraces(w, r, traces, len(traces), errs)
 		return
 	}
-	found, err := searchWholeTraces(ctx, h.st, sr.q)
+	// Each group of the traces found is encoded on the goroutine that read
+	// it (searchInGroups), into an encoder of its own.
+	var encs []*v1Encoder
+	var counts []int
+	defer func() {
+		for _, e := range encs {
+			if e != nil {
+				putV1Encoder(e)
+			}
+		}
+	}()
+	err = searchInGroups(ctx, h.st, sr.q, func(n int) { encs, counts = make([]*v1Encoder, n), make([]int, n) },
+		func(g int, found [][]model.Span) error {
+			e := getV1Encoder()
+			encs[g], counts[g] = e, len(found)
+			for i, spans := range found {
+				h.markSampled(spans)
+				if i > 0 {
+					e.buf = append(e.buf, ',')
+				}
+				e.appendTrace(spans, nil)
+			}
+			return nil
+		})
 	if err != nil {
 		h.writeErr(w, r, fmt.Errorf("searching traces: %w", err))
 		return
 	}
-	for _, spans := range found {
-		h.markSampled(spans)
-		traces = append(traces, v1Trace{spans: spans})
+	out := getV1Encoder()
+	defer putV1Encoder(out)
+	out.buf = append(out.buf, `{"data":[`...)
+	total := 0
+	for g, e := range encs {
+		if counts[g] == 0 {
+			continue
+		}
+		if total > 0 {
+			out.buf = append(out.buf, ',')
+		}
+		out.buf = append(out.buf, e.buf...)
+		total += counts[g]
 	}
-	h.writeTraces(w, r, traces, len(traces), nil)
+	out.closeEnvelope(total, nil)
+	writeV1Body(w, r, out.buf)
 }

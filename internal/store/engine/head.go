@@ -243,6 +243,19 @@ func (h *head) get(id model.TraceID) *headTrace {
 	return &c
 }
 
+// encoded returns the framed spans the head holds of id and their count
+// (nil, 0: none). The buffer stays valid without the lock: writers append
+// past it or to a new array.
+func (h *head) encoded(id model.TraceID) ([]byte, int) {
+	sh := h.shard(id)
+	sh.mu.Lock()
+	defer sh.mu.Unlock()
+	if t := sh.traces[id]; t != nil {
+		return t.buf, t.n
+	}
+	return nil, 0
+}
+
 // has reports whether the head holds spans of id.
 func (h *head) has(id model.TraceID) bool {
 	sh := h.shard(id)

@@ -99,11 +99,13 @@ func (e *Engine) wholeTracePage(ctx context.Context, id model.TraceID, hint stor
 	if offset != 0 || limit <= 0 {
 		return page, false, nil
 	}
-	if n, err := e.TraceSpanCount(ctx, id, hint); err != nil || n == 0 || n > limit {
-		return page, false, err
+	parts := e.traceParts(id, hint)
+	defer releaseHits(parts.hits)
+	if parts.spans == 0 || parts.spans > limit {
+		return page, false, ctx.Err()
 	}
-	spans, err := e.Trace(ctx, id, hint)
-	if err != nil || len(spans) > limit { // spans came since the count
+	spans, err := parts.read(ctx)
+	if err != nil {
 		return page, false, err
 	}
 	sortPage(spans)

@@ -21,31 +21,53 @@ const DefaultSearchLimit = 20
 
 // Trace returns every stored span of a trace, ordered by start time.
 func (e *Engine) Trace(ctx context.Context, id model.TraceID, hint store.TimeRange) ([]model.Span, error) {
-	var spans []model.Span
-	// The buffers are decoded after the lock: a cut waiting for it would
-	// hold every other read back meanwhile. A head trace's buffer stays
-	// valid (head.get copies its header; writers append past it or to a
-	// new array) and a flushing one no longer changes.
-	var bufs [][]byte
+	parts := e.traceParts(id, hint)
+	defer releaseHits(parts.hits)
+	return parts.read(ctx)
+}
+
+// traceParts are where a trace's spans are, gathered under one hold of
+// the engine's read lock (a cut waiting for it holds every other read
+// back, and a by-id query that takes it twice may wait behind a cut
+// twice). The buffers are decoded after the lock: a head trace's buffer
+// stays valid (writers append past it or to a new array) and a flushing
+// one no longer changes. The caller releases hits.
+type traceParts struct {
+	bufs  [][]byte
+	hits  []blockHit
+	spans int // stored spans, from the head's counters and the blocks' indexes
+}
+
+func (e *Engine) traceParts(id model.TraceID, hint store.TimeRange) traceParts {
+	var p traceParts
 	e.mu.RLock()
-	if t := e.head.get(id); t != nil {
-		bufs = append(bufs, t.buf)
+	if buf, n := e.head.encoded(id); buf != nil {
+		p.bufs, p.spans = append(p.bufs, buf), n
 	}
 	for _, m := range e.flushing {
 		if t := m[id]; t != nil {
-			bufs = append(bufs, t.buf)
+			p.bufs = append(p.bufs, t.buf)
+			p.spans += t.n
 		}
 	}
-	hits := e.blockHits(id, hint)
+	p.hits = e.blockHits(id, hint)
 	e.mu.RUnlock()
-	defer releaseHits(hits)
-	for _, buf := range bufs {
+	for _, h := range p.hits {
+		p.spans += int(h.b.idx.nspans[h.i])
+	}
+	return p
+}
+
+// read decodes the parts' spans, ordered by start time.
+func (p traceParts) read(ctx context.Context) ([]model.Span, error) {
+	var spans []model.Span
+	for _, buf := range p.bufs {
 		var err error
 		if spans, err = decodeHead(buf, spans); err != nil {
 			return nil, err
 		}
 	}
-	for _, h := range hits {
+	for _, h := range p.hits {
 		if err := ctx.Err(); err != nil {
 			return nil, err
 		}
@@ -94,9 +116,9 @@ func (e *Engine) Traces(ctx context.Context, refs []store.TraceRef) ([][]model.S
 			continue
 		}
 		first[r.ID] = k
-		if t := e.head.get(r.ID); t != nil {
-			mem = append(mem, memFrag{t.buf, k})
-			need[k] += t.n
+		if buf, n := e.head.encoded(r.ID); buf != nil {
+			mem = append(mem, memFrag{buf, k})
+			need[k] += n
 		}
 		for _, m := range e.flushing {
 			if t := m[r.ID]; t != nil {
@@ -942,24 +964,7 @@ func (e *Engine) AttributeValues(ctx context.Context, scope store.Scope, key str
 // head's counters and the blocks' indexes, without decoding any: the API
 // refuses an analysis too large before reading the trace.
 func (e *Engine) TraceSpanCount(ctx context.Context, id model.TraceID, hint store.TimeRange) (int, error) {
-	e.mu.RLock()
-	defer e.mu.RUnlock()
-	n := 0
-	if t := e.head.get(id); t != nil {
-		n += t.n
-	}
-	for _, m := range e.flushing {
-		if t := m[id]; t != nil {
-			n += t.n
-		}
-	}
-	for _, b := range e.blocks {
-		if !hint.Overlaps(b.meta.MinTime, b.meta.MaxTime) {
-			continue
-		}
-		if i := b.idx.find(id); i >= 0 {
-			n += int(b.idx.nspans[i])
-		}
-	}
-	return n, ctx.Err()
+	parts := e.traceParts(id, hint)
+	releaseHits(parts.hits)
+	return parts.spans, ctx.Err()
 }
