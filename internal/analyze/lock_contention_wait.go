@@ -207,6 +207,12 @@ func attrWait(s *model.Span) (spanWait, bool) {
 		if !known && isDB {
 			ns, known = dbWaitAttrUnits[a.Key]
 		}
+		// Only a positive number can be a wait time: the value is checked
+		// before the key's words, which cost far more over every attribute.
+		v, ok := a.Value.AsFloat()
+		if !ok || v <= 0 {
+			continue
+		}
 		res := "connection_pool"
 		if !known {
 			r, wait, acq := classifyText(a.Key)
@@ -217,10 +223,6 @@ func attrWait(s *model.Span) (spanWait, bool) {
 				continue
 			}
 			res = r
-		}
-		v, ok := a.Value.AsFloat()
-		if !ok || v <= 0 {
-			continue
 		}
 		if d := v * ns; d > bestNS {
 			bestNS = d
@@ -362,20 +364,15 @@ func lockingReadWait(n *Node) (spanWait, bool) {
 // slow_query's cost: a statement that takes a lock names "update",
 // "share" or "lock" (XLOCK, HOLDLOCK and UPDLOCK included).
 func mayLock(stmt string) bool {
-	for i := 0; i+4 <= len(stmt); i++ {
-		switch stmt[i] | 0x20 {
-		case 'u':
-			if i+6 <= len(stmt) && strings.EqualFold(stmt[i:i+6], "update") {
-				return true
-			}
-		case 's':
-			if i+5 <= len(stmt) && strings.EqualFold(stmt[i:i+5], "share") {
-				return true
-			}
-		case 'l':
-			if strings.EqualFold(stmt[i:i+4], "lock") {
-				return true
-			}
+	return containsFold(stmt, "lock") || containsFold(stmt, "update") || containsFold(stmt, "share")
+}
+
+// containsFold reports whether s contains the lower-case ASCII word sub
+// in any case, without the copy strings.ToLower makes of upper-case text.
+func containsFold(s, sub string) bool {
+	for i := 0; i+len(sub) <= len(s); i++ {
+		if s[i]|0x20 == sub[0] && strings.EqualFold(s[i:i+len(sub)], sub) {
+			return true
 		}
 	}
 	return false
@@ -424,6 +421,11 @@ var checkoutVerbs = map[string]bool{"connect": true, "acquire": true, "checkout"
 
 // checkoutName reports whether a span name is that of a pool checkout.
 func checkoutName(name string) bool {
+	if !containsFold(name, "pool") {
+		// Most span names; splitting each into words cost a tenth of
+		// the analysis of a large trace.
+		return false
+	}
 	pool, verb := false, false
 	for _, w := range textWords(name) {
 		pool = pool || w == "pool"

@@ -416,6 +416,16 @@ var grpcFailure = map[int64]bool{2: true, 4: true, 8: true, 10: true, 13: true, 
 // Such an answer is a failure only when its caller failed too: then it is
 // where the caller's failure came from.
 func Failed(n *Node) bool {
+	if n.failed == 0 {
+		n.failed = 1
+		if failed(n) {
+			n.failed = 2
+		}
+	}
+	return n.failed == 2
+}
+
+func failed(n *Node) bool {
 	s := n.Span
 	if answeredNotFailed(s) {
 		// Unless the caller failed on it: then the answer is where the

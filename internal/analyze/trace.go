@@ -20,6 +20,10 @@ type Node struct {
 	Depth    int
 	// Orphan is true when the span names a parent that is not in the trace.
 	Orphan bool
+	// failed memoises Failed (0 not yet known, 1 no, 2 yes): detectors ask
+	// it of the same spans again and again, and each answer reads several
+	// attributes and the callers above.
+	failed uint8
 }
 
 // Start returns the span start in unix ns.

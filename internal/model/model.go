@@ -204,10 +204,30 @@ func (v Value) AsFloat() (float64, bool) {
 	case TypeDouble:
 		return v.Float, true
 	case TypeString:
+		if !mayBeFloat(v.Str) {
+			// Most string attributes are words; ParseFloat would allocate
+			// an error for each of them.
+			return 0, false
+		}
 		f, err := strconv.ParseFloat(v.Str, 64)
 		return f, err == nil
 	}
 	return 0, false
+}
+
+// mayBeFloat: the first byte of anything strconv.ParseFloat accepts (a
+// digit, a sign, a point, or the start of inf, infinity and nan).
+func mayBeFloat(s string) bool {
+	if s == "" {
+		return false
+	}
+	switch c := s[0]; {
+	case c >= '0' && c <= '9', c == '+', c == '-', c == '.':
+		return true
+	case c|0x20 == 'i', c|0x20 == 'n':
+		return true
+	}
+	return false
 }
 
 // AsInt returns the integer value of ints, integral doubles and numeric strings.

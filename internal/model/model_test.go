@@ -1,6 +1,8 @@
 package model
 
 import (
+	"math"
+	"strconv"
 	"testing"
 	"unicode/utf8"
 )
@@ -37,5 +39,22 @@ func TestAttrsSame(t *testing.T) {
 	}
 	if !Attrs(nil).Same(Attrs{}) {
 		t.Error("nil and empty lists differ")
+	}
+}
+
+// AsFloat's quick refusal of words must not refuse anything ParseFloat
+// reads.
+func TestAsFloatReadsWhatParseFloatReads(t *testing.T) {
+	for _, s := range []string{"12", "-3.5", "+7", ".5", "1e3", "0x1p-2", "Inf", "-inf", "NaN", "infinity", "1_000"} {
+		want, err := strconv.ParseFloat(s, 64)
+		got, ok := Str(s).AsFloat()
+		if ok != (err == nil) || (ok && got != want && !math.IsNaN(want)) {
+			t.Errorf("AsFloat(%q) = %v, %v; ParseFloat gives %v, %v", s, got, ok, want, err)
+		}
+	}
+	for _, s := range []string{"", "GET", "true", "x12"} {
+		if _, ok := Str(s).AsFloat(); ok {
+			t.Errorf("AsFloat(%q) read a number", s)
+		}
 	}
 }
