@@ -59,6 +59,11 @@ func TestSensitiveValues(t *testing.T) {
 		{"vcs.sha", "9f86d081884c7d659a2feaa0c55ad015a3bf4f1b", "", ""},
 		{"payment.card", "**** **** **** 1111", "", ""},
 		{"mention", "ping @oncall please", "", ""},
+		// A URL whose password the instrumentation masked itself
+		// (OpenTelemetry JS amqplib's messaging.url) or left empty.
+		{"messaging.url", "amqp://guest:***@127.0.0.1:5672", "", ""},
+		{"db.connection_string", "postgres://app:@pg-main:5432/shop", "", ""},
+		{"db.connection_string", "redis://default:[REDACTED]@cache:6379", "", ""},
 		{"http.request.header.authorization", "[REDACTED]", "", ""},
 		{"http.request.header.proxy-authorization", "Basic YWxhZGRpbjpvcGVuc2VzYW1l", "bearer_token", "Basi…(26 chars hidden)"},
 		// Spring Security's access-decision spans (Micrometer tracing)
