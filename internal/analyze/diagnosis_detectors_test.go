@@ -200,3 +200,28 @@ func TestSpanNamedByItsRouteHoldsNoID(t *testing.T) {
 		}
 	}
 }
+
+// The fetch a miss fell back to is the query that took the time, not the
+// pool's connect span that node-postgres's instrumentation opens first.
+func TestCacheMissNamesTheCostliestFetch(t *testing.T) {
+	pg := func(s model.Span, stmt string) model.Span {
+		s.Attrs = append(s.Attrs, str("db.system.name", "postgresql"))
+		if stmt != "" {
+			s.Attrs = append(s.Attrs, str("db.query.text", stmt))
+		}
+		return s
+	}
+	spans := []model.Span{
+		mk(1, 0, "shop", "GET /catalog", model.KindServer, 0, 320),
+		mk(2, 1, "shop", "request handler", model.KindInternal, 1, 319),
+		mk(3, 2, "shop", "get", model.KindClient, 2, 4, str("db.system.name", "redis"), str("db.query.text", "get catalog:all")),
+		pg(mk(4, 2, "shop", "pg.query:SELECT postgres", model.KindClient, 5, 308), "SELECT pg_sleep(0.3), count(*) FROM orders"),
+		pg(mk(5, 2, "shop", "pg-pool.connect", model.KindClient, 5, 5.2), ""),
+		mk(6, 2, "shop", "set", model.KindClient, 309, 310, str("db.system.name", "redis"),
+			str("db.query.text", "set catalog:all [3 other arguments]")),
+	}
+	fs := NewCacheMiss().Detect(NewTrace(spans), &Env{})
+	if len(fs) != 1 || !strings.Contains(fs[0].Title, "SELECT pg_sleep") {
+		t.Fatalf("findings %+v, want one cache_miss naming the SELECT", fs)
+	}
+}

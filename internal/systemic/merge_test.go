@@ -447,3 +447,24 @@ func TestClusterNewErrorTypeIsNewToEveryNode(t *testing.T) {
 		t.Fatalf("nodes alone reported %d new types, one node %d: the test does not show the merge", n, len(want))
 	}
 }
+
+// The stampede's fallback is the query the misses ran, not the pool's
+// connect span that node-postgres's instrumentation reports first: the
+// title and the mean must tell what hammered the database.
+func TestStampedeFallbackIsTheQueryNotTheConnect(t *testing.T) {
+	d := New(Config{}, nil, nil, nil)
+	shop := workload.New(6)
+	shop.CacheMissAll, shop.PoolConnect = true, true
+	for i := 0; i < 8; i++ {
+		tr := shop.Product(t0.Add(time.Duration(i) * 100 * time.Millisecond))
+		d.Observe(workload.End(tr).Add(time.Second), tr)
+	}
+	fs := d.Evaluate(t0.Add(10 * time.Second))
+	if len(fs) != 1 || fs[0].Kind != "cache_stampede" {
+		t.Fatalf("findings %+v, want one cache_stampede", fs)
+	}
+	ev := fs[0].Evidence.(StampedeEvidence)
+	if !strings.HasPrefix(ev.Fallback, "SELECT") || ev.FallbackMS < 50 || !strings.Contains(fs[0].Title, "SELECT") {
+		t.Errorf("fallback %q (%.1f ms) in %q, want the slow SELECT", ev.Fallback, ev.FallbackMS, fs[0].Title)
+	}
+}
