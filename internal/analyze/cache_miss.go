@@ -246,7 +246,9 @@ func (d *CacheMiss) Detect(t *Trace, _ *Env) []Finding {
 		if keyText == "" {
 			keyText = g.lookup.Span.Name
 		}
-		fetch := spanLabel(t, g.fallback[0])
+		// The fetch the miss paid for is the costliest fallback span, not
+		// the first: a pool's connect or a cheap lookup often opens it.
+		fetch := spanLabel(t, longestSpan(g.fallback))
 		title := fmt.Sprintf("cache %s on %s under %s fell back to %s (%.0f ms)", what, keyText, displayOp(g.parent), fetch, g.ev.FallbackMS)
 		fix := "Check the key's TTL and eviction (is it written back, with a TTL long enough for its read rate?), warm the cache for hot keys, " +
 			"and coalesce concurrent misses so one fetch fills the key."
@@ -274,4 +276,15 @@ func hasLaterWrite(sibs []*Node, after *Node, key string) bool {
 		}
 	}
 	return false
+}
+
+// longestSpan returns the longest of ns (the first of equals).
+func longestSpan(ns []*Node) *Node {
+	var best *Node
+	for _, n := range ns {
+		if best == nil || n.Duration() > best.Duration() {
+			best = n
+		}
+	}
+	return best
 }

@@ -46,7 +46,7 @@ type ConsumerLagEvidence struct {
 func messageInfo(s *model.Span) MessageInfo {
 	return MessageInfo{
 		System:      s.Attrs.Str("messaging.system"),
-		Destination: s.Attrs.Str("messaging.destination.name", "messaging.destination", "messaging.destination.template"),
+		Destination: MessageDestination(s),
 		Partition: s.Attrs.Str("messaging.destination.partition.id", "messaging.kafka.destination.partition",
 			"messaging.kafka.partition"),
 		Offset:        s.Attrs.Str("messaging.kafka.offset", "messaging.kafka.message.offset"),

@@ -350,6 +350,12 @@ func poisonMessageCulprit(t *Trace, f *Finding) *Culprit {
 	if n == nil {
 		return nil
 	}
+	if call := refNode(t, ev.FailingCall); ev.Recovered && call != nil && ev.DeadLetter == nil {
+		svc, op := CallTarget(t, call)
+		return culpritCallee(t, call, fmt.Sprintf("%s failed the message %d times through %s %s, then a redelivery "+
+			"succeeded: the message is fine, %s's transient failures are the cause.", ev.Consumer, ev.FailedAttempts, svc,
+			model.Clip(op, 60), svc))
+	}
 	c := culpritAt(t, n, fmt.Sprintf("%s fails on this message every time (%d attempts): its handling of the message "+
 		"(or the producer that wrote it) is to fix; retrying cannot.", ev.Consumer, ev.FailedAttempts))
 	if ev.Destination != "" {

@@ -59,6 +59,11 @@ func TestSensitiveValues(t *testing.T) {
 		{"vcs.sha", "9f86d081884c7d659a2feaa0c55ad015a3bf4f1b", "", ""},
 		{"payment.card", "**** **** **** 1111", "", ""},
 		{"mention", "ping @oncall please", "", ""},
+		// A URL whose password the instrumentation masked itself
+		// (OpenTelemetry JS amqplib's messaging.url) or left empty.
+		{"messaging.url", "amqp://guest:***@127.0.0.1:5672", "", ""},
+		{"db.connection_string", "postgres://app:@pg-main:5432/shop", "", ""},
+		{"db.connection_string", "redis://default:[REDACTED]@cache:6379", "", ""},
 		{"http.request.header.authorization", "[REDACTED]", "", ""},
 		{"http.request.header.proxy-authorization", "Basic YWxhZGRpbjpvcGVuc2VzYW1l", "bearer_token", "Basi…(26 chars hidden)"},
 		// Spring Security's access-decision spans (Micrometer tracing)
@@ -193,5 +198,149 @@ func TestSpanNamedByItsRouteHoldsNoID(t *testing.T) {
 		if fs := NewInstrumentationGap().Detect(NewTrace(spans), &Env{}); len(fs) != c.want {
 			t.Errorf("%s (route %s): %d findings, want %d", c.name, c.route, len(fs), c.want)
 		}
+	}
+}
+
+// rabbitSpan is a span as OpenTelemetry JS's amqplib instrumentation
+// records it for a message sent straight to a queue: the default exchange
+// "" as destination, the queue as routing key, the password masked in the
+// broker's URL.
+func rabbitSpan(s model.Span, exchange, queue, msgID string) model.Span {
+	s.Attrs = append(s.Attrs, str("messaging.system", "rabbitmq"), str("messaging.destination", exchange),
+		str("messaging.rabbitmq.routing_key", queue), str("messaging.url", "amqp://guest:***@mq:5672"))
+	if msgID != "" {
+		s.Attrs = append(s.Attrs, str("messaging.message_id", msgID))
+	}
+	return s
+}
+
+func failed(s model.Span, msg string) model.Span {
+	s.StatusCode, s.StatusMessage = model.StatusError, msg
+	return s
+}
+
+// A burst to a queue of the default exchange: the lag is told on the
+// queue (the routing key), not on "the queue".
+func TestConsumerLagNamesTheQueueOfTheDefaultExchange(t *testing.T) {
+	spans := []model.Span{
+		mk(1, 0, "shop", "GET /burst", model.KindServer, 0, 5),
+		rabbitSpan(mk(2, 1, "shop", "publish <default>", model.KindProducer, 1, 1.2), "", "lag.slow", "m1"),
+		rabbitSpan(mk(3, 2, "worker", "lag.slow process", model.KindConsumer, 2900, 3100), "", "lag.slow", "m1"),
+	}
+	fs := NewConsumerLag().Detect(NewTrace(spans), &Env{})
+	if len(fs) != 1 {
+		t.Fatalf("findings %d, want 1", len(fs))
+	}
+	if ev := fs[0].Evidence.(ConsumerLagEvidence); ev.Destination != "lag.slow" || !strings.Contains(fs[0].Title, "in lag.slow") {
+		t.Errorf("destination %q, title %q: want lag.slow", ev.Destination, fs[0].Title)
+	}
+}
+
+// A message nacked with requeue until the consumer gives up and the broker
+// dead-letters it: the dead-letter queue's consumer shows where it went
+// (its queue only in the span name, the DLX exchange as destination). That
+// delivery is no attempt: its success is no recovery, with or without a
+// message id to group the deliveries by.
+func TestPoisonMessageDeadLetteredByTheBroker(t *testing.T) {
+	for _, msgID := range []string{"m7", ""} {
+		spans := []model.Span{
+			mk(1, 0, "shop", "GET /poison", model.KindServer, 0, 5),
+			rabbitSpan(mk(2, 1, "shop", "publish <default>", model.KindProducer, 1, 1.2), "", "payments", msgID),
+		}
+		for i := byte(0); i < 4; i++ {
+			at := 10 + 60*float64(i)
+			msg := "nack called on message with requeue"
+			if i == 3 {
+				msg = "nack called on message without requeue"
+			}
+			spans = append(spans, failed(rabbitSpan(mk(3+i, 2, "worker", "payments process", model.KindConsumer, at, at+50),
+				"", "payments", msgID), msg))
+		}
+		spans = append(spans, rabbitSpan(mk(9, 2, "worker", "payments.dlq process", model.KindConsumer, 260, 270),
+			"payments.dlx", "payments", msgID))
+		fs := NewPoisonMessage().Detect(NewTrace(spans), &Env{})
+		if len(fs) != 1 {
+			t.Fatalf("id %q: findings %d, want 1", msgID, len(fs))
+		}
+		ev := fs[0].Evidence.(PoisonMessageEvidence)
+		if ev.FailedAttempts != 4 || len(ev.Attempts) != 4 || ev.Recovered || ev.Destination != "payments" ||
+			ev.DeadLetter == nil || ev.DeadLetter.Destination != "payments.dlq" || fs[0].Severity != SeverityCritical {
+			t.Errorf("id %q: %s %+v", msgID, fs[0].Severity, ev)
+		}
+	}
+}
+
+// Deliveries that failed because a call under them failed, then a
+// redelivery that succeeded: a transient failure of that dependency
+// retried through the broker, not a poisoned message. The culprit is
+// the dependency, and its error_origin only points at this finding.
+func TestPoisonMessageRecoveredOnRedeliveryBlamesTheFailingCall(t *testing.T) {
+	code := func(c int64) model.Attr { return model.Attr{Key: "http.response.status_code", Value: model.Int(c)} }
+	spans := []model.Span{
+		mk(1, 0, "shop", "GET /refund", model.KindServer, 0, 5),
+		rabbitSpan(mk(2, 1, "shop", "publish <default>", model.KindProducer, 1, 1.2), "", "refund", "m9"),
+	}
+	for i := byte(0); i < 3; i++ {
+		at := 10 + 150*float64(i)
+		c := rabbitSpan(mk(10+3*i, 2, "worker", "refund process", model.KindConsumer, at, at+130), "", "refund", "m9")
+		call := mk(11+3*i, 10+3*i, "worker", "GET", model.KindClient, at+1, at+25, str("http.request.method", "GET"),
+			str("server.address", "pricing"), code(503))
+		srv := mk(12+3*i, 11+3*i, "pricing", "GET /flaky", model.KindServer, at+2, at+24, str("http.request.method", "GET"),
+			str("http.route", "/flaky"), code(503))
+		if i < 2 {
+			c, call, srv = failed(c, "nack called on message with requeue"), failed(call, ""), failed(srv, "")
+		} else {
+			call.Attrs[len(call.Attrs)-1], srv.Attrs[len(srv.Attrs)-1] = code(200), code(200)
+		}
+		spans = append(spans, c, call, srv)
+	}
+	res := Analyze(spans, Options{})
+	var poison, origin *Finding
+	for i := range res.Findings {
+		switch f := &res.Findings[i]; f.Kind {
+		case "poison_message":
+			poison = f
+		case "error_origin":
+			origin = f
+		}
+	}
+	if poison == nil {
+		t.Fatalf("no poison_message in %+v", res.Findings)
+	}
+	ev := poison.Evidence.(PoisonMessageEvidence)
+	if !ev.Recovered || ev.FailingCall == nil || poison.Severity != SeverityWarning ||
+		!strings.Contains(poison.Title, "before a redelivery succeeded") {
+		t.Errorf("%s %q %+v", poison.Severity, poison.Title, ev)
+	}
+	if c := poison.Culprit; c == nil || c.Service != "pricing" || c.Operation != "GET /flaky" {
+		t.Errorf("culprit %+v, want pricing GET /flaky", poison.Culprit)
+	}
+	if origin != nil && origin.Severity != SeverityInfo {
+		t.Errorf("error_origin %s %q told apart from the poison_message", origin.Severity, origin.Title)
+	}
+}
+
+// The fetch a miss fell back to is the query that took the time, not the
+// pool's connect span that node-postgres's instrumentation opens first.
+func TestCacheMissNamesTheCostliestFetch(t *testing.T) {
+	pg := func(s model.Span, stmt string) model.Span {
+		s.Attrs = append(s.Attrs, str("db.system.name", "postgresql"))
+		if stmt != "" {
+			s.Attrs = append(s.Attrs, str("db.query.text", stmt))
+		}
+		return s
+	}
+	spans := []model.Span{
+		mk(1, 0, "shop", "GET /catalog", model.KindServer, 0, 320),
+		mk(2, 1, "shop", "request handler", model.KindInternal, 1, 319),
+		mk(3, 2, "shop", "get", model.KindClient, 2, 4, str("db.system.name", "redis"), str("db.query.text", "get catalog:all")),
+		pg(mk(4, 2, "shop", "pg.query:SELECT postgres", model.KindClient, 5, 308), "SELECT pg_sleep(0.3), count(*) FROM orders"),
+		pg(mk(5, 2, "shop", "pg-pool.connect", model.KindClient, 5, 5.2), ""),
+		mk(6, 2, "shop", "set", model.KindClient, 309, 310, str("db.system.name", "redis"),
+			str("db.query.text", "set catalog:all [3 other arguments]")),
+	}
+	fs := NewCacheMiss().Detect(NewTrace(spans), &Env{})
+	if len(fs) != 1 || !strings.Contains(fs[0].Title, "SELECT pg_sleep") {
+		t.Fatalf("findings %+v, want one cache_miss naming the SELECT", fs)
 	}
 }

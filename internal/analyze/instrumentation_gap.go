@@ -398,15 +398,17 @@ func sensitive(keyKind, v string) (typ, masked string) {
 			return "bearer_token", v[i:i+7] + maskToken(tok[:n])
 		}
 	}
-	if keyKind != "" && !strings.Contains(v, "***") && !strings.EqualFold(v, "redacted") && !strings.EqualFold(v, "[redacted]") &&
-		!templateRef(v) {
+	if keyKind != "" && !withheld(v) {
 		return keyKind, maskToken(v)
 	}
 	if k := strings.Index(v, "://"); k >= 0 {
 		rest := v[k+3:]
 		if at := strings.IndexByte(rest, '@'); at > 0 {
 			if end := strings.IndexAny(rest, "/?#"); end < 0 || at < end {
-				if c := strings.IndexByte(rest[:at], ':'); c > 0 {
+				// Instrumentations that record a connection URL often
+				// mask its password themselves (amqplib's messaging.url
+				// "amqp://guest:***@host"): nothing leaks then.
+				if c := strings.IndexByte(rest[:at], ':'); c > 0 && !withheld(rest[c+1:at]) {
 					return "credentials_in_url", v[:k+3] + rest[:c] + ":****" + rest[at:min(len(rest), at+40)]
 				}
 			}
@@ -434,6 +436,16 @@ func token68Len(s string) int {
 		}
 	}
 	return len(s)
+}
+
+// withheld reports a secret's value that is not there: empty, masked
+// ("***"), marked redacted, or a template's reference to it.
+func withheld(v string) bool {
+	switch strings.ToLower(strings.Trim(v, "[]<>")) {
+	case "", "redacted", "masked", "hidden":
+		return true
+	}
+	return strings.Contains(v, "***") || templateRef(v)
 }
 
 // templateRef reports a value that names a secret instead of holding it:

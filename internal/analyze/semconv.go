@@ -246,7 +246,7 @@ func callTarget(n *Node) (service, operation string) {
 			operation = s.Name
 		}
 	case s.Attrs.Str("messaging.system") != "":
-		dest := s.Attrs.Str("messaging.destination.name", "messaging.destination")
+		dest := MessageDestination(s)
 		op := s.Attrs.Str("messaging.operation.type", "messaging.operation")
 		if op == "" {
 			op = "publish"
@@ -1088,4 +1088,20 @@ func isStream(s *model.Span) bool {
 		}
 	}
 	return false
+}
+
+// MessageDestination names where a message went: the destination (topic,
+// queue or exchange), else the routing key. RabbitMQ's default exchange
+// has the empty name and routes by the routing key, which is then the
+// queue's name: OpenTelemetry JS's amqplib records messaging.destination
+// "" and messaging.rabbitmq.routing_key "payments" for a message sent
+// straight to the queue "payments".
+func MessageDestination(s *model.Span) string {
+	for _, k := range []string{"messaging.destination.name", "messaging.destination", "messaging.destination.template",
+		"messaging.rabbitmq.destination.routing_key", "messaging.rabbitmq.routing_key"} {
+		if v := s.Attrs.Str(k); v != "" {
+			return v
+		}
+	}
+	return ""
 }

@@ -168,12 +168,14 @@ const handoffNS = 2e6
 // callee's own answer: a client span that failed with the HTTP status its
 // server span sent (a 500 passed up, not a 504 of its own timeout) stopped
 // waiting because the answer came; Node's http server span ends on the
-// response's "finish", often a few ms after the caller has read it.
+// response's "finish", often a few ms after the caller has read it. Nor
+// did that server span give up on its own work below it: it failed by
+// sending the answer.
 func handedOff(p, c *Node) bool {
 	if answeredWith(p, c) {
 		return true
 	}
-	if gaveUp(p) {
+	if gaveUp(p) && !answeredCaller(p) {
 		return false
 	}
 	if IsDB(p) && c.Span.Service == p.Span.Service {
@@ -202,6 +204,13 @@ func answeredWith(p, c *Node) bool {
 	}
 	cc, ok := HTTPStatus(c.Span)
 	return ok && cc == pc
+}
+
+// answeredCaller tells whether server span p failed by answering: its
+// caller recorded the error status p sent (Express's handler span ends a
+// few ms after the server span of a 500 answer), so p gave up nothing.
+func answeredCaller(p *Node) bool {
+	return p.Span.Kind == model.KindServer && p.Parent != nil && answeredWith(p.Parent, p)
 }
 
 // gaveUp tells whether a span shows it stopped waiting: it failed, timed

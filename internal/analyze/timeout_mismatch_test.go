@@ -221,3 +221,28 @@ func TestTimeoutMismatchNamesTheCallThatGaveUp(t *testing.T) {
 		t.Errorf("title %q evidence %+v", got[0].Title, ev)
 	}
 }
+
+// Express ends its handler span a few ms after the server span of a 500
+// answer (OpenTelemetry JS, a consumer's call to pricing whose tax lookup
+// failed). The server failed by answering and its caller read the
+// answer: nobody gave up, the handler ran on for no one's deadline.
+func TestTimeoutMismatchServerFailedByAnswering(t *testing.T) {
+	code := model.Attr{Key: "http.response.status_code", Value: model.Int(500)}
+	spans := []model.Span{
+		p1Span(1, 0, "worker", "invoice process", model.KindConsumer, 0, 91),
+		p1Span(2, 1, "worker", "GET", model.KindClient, 2, 91, code, model.Attr{Key: "url.full", Value: model.Str("http://pricing/quote")}),
+		p1Span(3, 2, "pricing", "GET /quote", model.KindServer, 13, 89, code),
+		p1Span(4, 3, "pricing", "request handler", model.KindInternal, 23, 92),
+	}
+	for i := 0; i < 3; i++ {
+		spans[i].StatusCode = model.StatusError
+	}
+	if got := NewTimeoutMismatch().Detect(NewTrace(spans), nil); len(got) != 0 {
+		t.Errorf("a handler ending after its server's 500 answer reported: %s", got[0].Title)
+	}
+	// The caller's own timeout (no status from the callee) is still one.
+	spans[1].Attrs, spans[1].StatusMessage = spans[1].Attrs[1:], "timeout after 80ms"
+	if got := NewTimeoutMismatch().Detect(NewTrace(spans), nil); len(got) != 1 {
+		t.Errorf("a handler outliving its caller's timeout: %d findings, want 1", len(got))
+	}
+}

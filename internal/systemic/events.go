@@ -226,22 +226,33 @@ func (d *Detector) flushMisses(now time.Time, root *model.Span, spans []model.Sp
 	endpoint := root.Service + " " + root.Name
 	for _, m := range d.misses {
 		ev := missEvent{t: time.Unix(0, int64(m.s.StartUnixNano)), trace: m.s.TraceID.String(), span: m.s.SpanID.String(), service: m.s.Service, op: m.s.Name}
-		// The fallback: the first non-cache database call after the miss.
+		// The fallback: the longest non-cache database call between the
+		// miss and the write-back of its key (or the trace's end). The
+		// first one is often the pool's connect, not the fetch.
+		wroteAt := uint64(math.MaxUint64)
 		for i := range spans {
 			o := &spans[i]
-			if o.StartUnixNano < m.s.EndUnixNano || o.TraceID != m.s.TraceID {
+			if o.StartUnixNano < m.s.EndUnixNano || o.TraceID != m.s.TraceID || !isCacheSpan(o) {
 				continue
 			}
-			if isCacheSpan(o) {
-				if c, k := cacheCommand(o); strings.HasPrefix(c, "SET") && k == m.key {
-					ev.wrote = true
-				}
+			if c, k := cacheCommand(o); strings.HasPrefix(c, "SET") && k == m.key {
+				ev.wrote = true
+				wroteAt = min(wroteAt, o.StartUnixNano)
+			}
+		}
+		var fetch *model.Span
+		for i := range spans {
+			o := &spans[i]
+			if o.StartUnixNano < m.s.EndUnixNano || o.StartUnixNano > wroteAt || o.TraceID != m.s.TraceID || isCacheSpan(o) {
 				continue
 			}
-			if _, ok := o.Attrs.First("db.system.name", "db.system"); ok && ev.fallback == "" {
-				ev.fallback = model.Clip(analyze.DBShape(o), 120)
-				ev.fallbackMS = float64(o.DurationNano()) / 1e6
+			if _, ok := o.Attrs.First("db.system.name", "db.system"); ok && (fetch == nil || o.DurationNano() > fetch.DurationNano()) {
+				fetch = o
 			}
+		}
+		if fetch != nil {
+			ev.fallback = model.Clip(analyze.DBShape(fetch), 120)
+			ev.fallbackMS = float64(fetch.DurationNano()) / 1e6
 		}
 		if ev.fallback == "" {
 			continue // a miss with nothing expensive behind it is not a stampede

@@ -447,3 +447,46 @@ func TestClusterNewErrorTypeIsNewToEveryNode(t *testing.T) {
 		t.Fatalf("nodes alone reported %d new types, one node %d: the test does not show the merge", n, len(want))
 	}
 }
+
+// The stampede's fallback is the query the misses ran, not the pool's
+// connect span that node-postgres's instrumentation reports first: the
+// title and the mean must tell what hammered the database.
+func TestStampedeFallbackIsTheQueryNotTheConnect(t *testing.T) {
+	d := New(Config{}, nil, nil, nil)
+	shop := workload.New(6)
+	shop.CacheMissAll, shop.PoolConnect = true, true
+	for i := 0; i < 8; i++ {
+		tr := shop.Product(t0.Add(time.Duration(i) * 100 * time.Millisecond))
+		d.Observe(workload.End(tr).Add(time.Second), tr)
+	}
+	fs := d.Evaluate(t0.Add(10 * time.Second))
+	if len(fs) != 1 || fs[0].Kind != "cache_stampede" {
+		t.Fatalf("findings %+v, want one cache_stampede", fs)
+	}
+	ev := fs[0].Evidence.(StampedeEvidence)
+	if !strings.HasPrefix(ev.Fallback, "SELECT") || ev.FallbackMS < 50 || !strings.Contains(fs[0].Title, "SELECT") {
+		t.Errorf("fallback %q (%.1f ms) in %q, want the slow SELECT", ev.Fallback, ev.FallbackMS, fs[0].Title)
+	}
+}
+
+// A consumer service whose failures all come from one queue's messages,
+// too few per operation for an operation's spike but enough for the
+// service's: with no learnt origin, the culprit is the operation that
+// failed, not the service's first operation by name (a queue whose
+// messages all succeed).
+func TestServiceErrorSpikeBlamesAnOperationThatFailed(t *testing.T) {
+	d := New(Config{}, nil, nil, nil)
+	ops := []ErrorShare{
+		{Service: "worker", Operation: "invoice process", Requests: 8, Errors: 1},
+		{Service: "worker", Operation: "lag.fast process", Requests: 30, Errors: 0},
+		{Service: "worker", Operation: "payments process", Requests: 12, Errors: 6},
+	}
+	var fs []Finding
+	d.judgeErrors(t0, ops, func(f Finding, _ time.Duration) { fs = append(fs, f) })
+	if len(fs) != 1 || fs[0].Operation != "" {
+		t.Fatalf("findings %+v, want the service's spike only", fs)
+	}
+	if c := fs[0].Culprit; c == nil || c.Service != "worker" || c.Operation != "payments process" {
+		t.Errorf("culprit %+v, want worker payments process", fs[0].Culprit)
+	}
+}

@@ -639,12 +639,20 @@ func (d *Detector) judgeErrors(now time.Time, ops []ErrorShare, add func(Finding
 		f.Evidence = ErrorRateEvidence{Service: svc, WindowS: d.cfg.ErrorWindow.Seconds(), Requests: int(a.n), Errors: int(a.e),
 			ErrorRate: pct(rate) / 100, BaselineRate: math.Max(baseRate, 0), Threshold: d.cfg.ServiceErrorRate}
 		f.Fix = "Open an example trace to find the failing dependency, and check recent deploys of " + svc + "."
+		// The entries that failed, most errors first: without a learnt
+		// origin the culprit falls back to the first, and a service's
+		// first operation by name may never have failed (a consumer of
+		// another queue than the one whose messages fail).
 		var entries []opKey
+		errs := map[opKey]float64{}
 		for _, s := range ops {
-			if s.Service == svc {
-				entries = append(entries, opKey{s.Service, s.Operation})
+			if s.Service == svc && s.Errors > 0 {
+				k := opKey{s.Service, s.Operation}
+				entries = append(entries, k)
+				errs[k] = s.Errors
 			}
 		}
+		sort.SliceStable(entries, func(i, j int) bool { return errs[entries[i]] > errs[entries[j]] })
 		f.Culprit = errorCulprit(origins, entries, svc)
 		add(f, d.cfg.ErrorWindow)
 	}

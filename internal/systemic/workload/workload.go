@@ -46,6 +46,10 @@ type Shop struct {
 	// StampedeKey (default "product:42") and fall back to a slow query.
 	CacheMissAll bool
 	StampedeKey  string
+	// PoolConnect: the database client reports taking a pooled
+	// connection as a span of its own before each query, as
+	// node-postgres's instrumentation does (pg-pool.connect).
+	PoolConnect bool
 }
 
 // New returns a generator with a fixed seed.
@@ -244,6 +248,10 @@ func (s *Shop) Product(start time.Time) []model.Span {
 		qd := s.ms(8, 15)
 		if s.CacheMissAll {
 			qd = s.ms(60, 120) // the database suffers under the stampede
+		}
+		if s.PoolConnect {
+			b.span(cs, "catalog", "1.2.0", "pg-pool.connect", model.KindClient, c, 200*time.Microsecond,
+				model.Attr{Key: "db.system", Value: model.Str("postgresql")})
 		}
 		b.span(cs, "catalog", "1.2.0", "SELECT shop.products", model.KindClient, c, qd,
 			model.Attr{Key: "db.system", Value: model.Str("postgresql")},
