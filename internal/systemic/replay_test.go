@@ -115,3 +115,52 @@ func TestReplayHealthyIsQuiet(t *testing.T) {
 		t.Errorf("healthy replay found %v", idsOf(got))
 	}
 }
+
+// Two incidents three weeks apart in one file: the replay evaluates the
+// quiet weeks once instead of every 10 s, and finds what evaluating every
+// interval finds, the second incident included (what opened in the first
+// closed during the quiet).
+func TestReplaySkipsQuietWeeksWithoutChangingFindings(t *testing.T) {
+	t.Parallel()
+	var recorded [][]model.Span
+	for i, start := range []time.Time{t0, t0.Add(21 * 24 * time.Hour)} {
+		shop := workload.New(int64(30 + i))
+		inject := start.Add(25 * time.Minute)
+		recorded = append(recorded, traffic(shop, start, inject)...)
+		shop.ErrorRate, shop.ErrorType = 0.3, "LedgerTimeoutException"
+		recorded = append(recorded, traffic(shop, inject, inject.Add(10*time.Minute))...)
+	}
+	run := func(quiet time.Duration) ([]Finding, int) {
+		r := NewReplay(Config{}, nil)
+		if quiet > 0 {
+			r.quiet = quiet
+		}
+		for _, tr := range recorded {
+			r.Feed(tr)
+		}
+		return r.Finish(), r.evaluations
+	}
+	every, everyN := run(365 * 24 * time.Hour)
+	skipped, skippedN := run(0)
+	if skippedN*50 > everyN {
+		t.Errorf("%d evaluations with the quiet skipped, %d at every interval", skippedN, everyN)
+	}
+	if len(skipped) != len(every) {
+		t.Fatalf("%d findings with the quiet skipped, %d at every interval:\n%v\n%v", len(skipped), len(every), idsOf(skipped), idsOf(every))
+	}
+	for i := range every {
+		a, b := every[i], skipped[i]
+		if a.Kind != b.Kind || a.Key != b.Key || !a.Time.Equal(b.Time) {
+			t.Errorf("finding %d: %s %s at %v at every interval, %s %s at %v with the quiet skipped", i, a.Kind, a.Key, a.Time, b.Kind, b.Key, b.Time)
+		}
+	}
+	spikes := 0
+	for _, f := range skipped {
+		if f.Kind == "error_rate_spike" && f.Time.After(t0.Add(24*time.Hour)) {
+			spikes++
+		}
+	}
+	if spikes == 0 {
+		t.Errorf("the second incident opened no error_rate_spike: %v", idsOf(skipped))
+	}
+}
