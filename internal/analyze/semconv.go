@@ -418,14 +418,14 @@ var grpcFailure = map[int64]bool{2: true, 4: true, 8: true, 10: true, 13: true, 
 func Failed(n *Node) bool {
 	if n.failed == 0 {
 		n.failed = 1
-		if failed(n) {
+		if judgeFailed(n) {
 			n.failed = 2
 		}
 	}
 	return n.failed == 2
 }
 
-func failed(n *Node) bool {
+func judgeFailed(n *Node) bool {
 	s := n.Span
 	if answeredNotFailed(s) {
 		// Unless the caller failed on it: then the answer is where the
