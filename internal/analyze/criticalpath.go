@@ -1,7 +1,8 @@
 package analyze
 
 import (
-	"sort"
+	"cmp"
+	"slices"
 
 	"github.com/tracedx/tracedx/internal/model"
 )
@@ -64,19 +65,22 @@ func (cp *CriticalPath) walk(n *Node, lo, hi uint64) {
 		kids   []*Node // by end, descending
 		next   int
 	}
-	newFrame := func(n *Node, lo, hi uint64) *frame {
-		kids := make([]*Node, 0, len(n.Children))
+	// Frames are values and the sort is generic: on a 10,000-span trace
+	// the pointer frames and sort.SliceStable's reflection were most of
+	// the walk's allocations.
+	newFrame := func(n *Node, lo, hi uint64) frame {
+		var kids []*Node
 		for _, c := range n.Children {
 			if followable(n, c) && c.Start() < hi && c.End() > lo {
 				kids = append(kids, c)
 			}
 		}
-		sort.SliceStable(kids, func(i, j int) bool { return kids[i].End() > kids[j].End() })
-		return &frame{n: n, lo: lo, cursor: hi, kids: kids}
+		slices.SortStableFunc(kids, func(a, b *Node) int { return cmp.Compare(b.End(), a.End()) })
+		return frame{n: n, lo: lo, cursor: hi, kids: kids}
 	}
-	stack := []*frame{newFrame(n, lo, hi)}
+	stack := []frame{newFrame(n, lo, hi)}
 	for len(stack) > 0 {
-		f := stack[len(stack)-1]
+		f := &stack[len(stack)-1]
 		// Next child: the one that ends last among those starting before
 		// the cursor; a child still running at the cursor is cut there.
 		var pick *Node

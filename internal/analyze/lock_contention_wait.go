@@ -361,10 +361,11 @@ func lockingReadWait(n *Node) (spanWait, bool) {
 
 // mayLock is a cheap test before lockingReadRe, whose case-insensitive
 // backtracking over every statement of a 10,000-span trace tripled
-// slow_query's cost: a statement that takes a lock names "update",
-// "share" or "lock" (XLOCK, HOLDLOCK and UPDLOCK included).
+// slow_query's cost: a statement that takes a lock says "for" (FOR
+// UPDATE, FOR SHARE) or "lock" (LOCK IN SHARE MODE, LOCK TABLES, XLOCK,
+// HOLDLOCK, UPDLOCK).
 func mayLock(stmt string) bool {
-	return containsFold(stmt, "lock") || containsFold(stmt, "update") || containsFold(stmt, "share")
+	return containsFold(stmt, "lock") || containsFold(stmt, "for")
 }
 
 // containsFold reports whether s contains the lower-case ASCII word sub

@@ -58,8 +58,13 @@ func IsDB(n *Node) bool {
 	if n == nil || n.Span.Kind == model.KindServer || n.Span.Kind == model.KindConsumer {
 		return false
 	}
-	_, ok := n.Span.Attrs.First(dbKeys...)
-	return ok
+	if n.isDB == 0 {
+		n.isDB = 1
+		if _, ok := n.Span.Attrs.First(dbKeys...); ok {
+			n.isDB = 2
+		}
+	}
+	return n.isDB == 2
 }
 
 // DBSystem returns db.system.name / db.system ("postgresql", "redis", ...),

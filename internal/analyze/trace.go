@@ -24,6 +24,8 @@ type Node struct {
 	// it of the same spans again and again, and each answer reads several
 	// attributes and the callers above.
 	failed uint8
+	// isDB memoises IsDB the same way: most detectors ask it of every span.
+	isDB uint8
 }
 
 // Start returns the span start in unix ns.
