@@ -195,6 +195,13 @@ func errorOriginCulprit(t *Trace, f *Finding) *Culprit {
 		return culpritAt(t, o, fmt.Sprintf("%s's connection pool had no connection to give (%s): the call never reached "+
 			"its target; the pool's size and the work holding its connections are the place to fix.", o.Span.Service, what))
 	}
+	if refused := statementRefused(o); refused != "" {
+		// The database worked and answered: the statement or the schema
+		// it expects is wrong, and both live with the caller.
+		svc, _ := CallTarget(t, o)
+		return culpritAt(t, o, fmt.Sprintf("%s refused %s's statement (%s): the query or the schema it expects is the place "+
+			"to fix; the database only reported it, and every failed layer above only passed it up.", svc, o.Span.Service, model.Clip(refused, 160)))
+	}
 	if IsCall(o) && calleeEntry(o) == nil {
 		svc, _ := CallTarget(t, o)
 		return culpritCallee(t, o, fmt.Sprintf("the failure starts at the call to %s (%s), which left no spans of its own; "+

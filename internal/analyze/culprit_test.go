@@ -220,3 +220,47 @@ func TestErrorOriginNeverBlamesAWrapperType(t *testing.T) {
 		t.Errorf("culprit %+v", c)
 	}
 }
+
+// A statement the database refused (a missing table, a syntax error, a
+// broken constraint) is the calling service's to fix: the database
+// answered correctly. A database that could not be reached is the
+// database's.
+func TestErrorOriginStatementRefusedBlamesTheCaller(t *testing.T) {
+	build := func(attrs ...model.Attr) []model.Span {
+		spans := []model.Span{
+			p1Span(1, 0, "tax", "GET /tax", model.KindServer, 0, 40,
+				model.Attr{Key: "http.response.status_code", Value: model.Int(500)}),
+			p1Span(2, 1, "tax", "SELECT shop", model.KindClient, 2, 30, append([]model.Attr{
+				{Key: "db.system", Value: model.Str("postgresql")},
+				{Key: "server.address", Value: model.Str("10.0.0.7")},
+				{Key: "db.statement", Value: model.Str("SELECT rate FROM pricez WHERE region = $1")},
+			}, attrs...)...),
+		}
+		spans[0].StatusCode, spans[1].StatusCode = model.StatusError, model.StatusError
+		return spans
+	}
+	for _, c := range []struct {
+		name    string
+		attrs   []model.Attr
+		message string
+		want    string
+	}{
+		{"code attribute", []model.Attr{{Key: "db.response.status_code", Value: model.Str("42P01")}}, "", "tax"},
+		{"code in the message", nil, "PostgreSQL error of type 'error' occurred (code: 42P01)", "tax"},
+		{"driver wording", nil, `relation "pricez" does not exist`, "tax"},
+		{"mysql wording", nil, "Error 1146 (42S02): Table 'shop.pricez' doesn't exist", "tax"},
+		{"unreachable database", nil, "dial tcp 10.0.0.7:5432: connect: connection refused", "postgresql"},
+	} {
+		spans := build(c.attrs...)
+		if c.message != "" {
+			spans[1].StatusMessage = c.message
+		}
+		fs := ofKind(Analyze(spans, Options{}).Findings, "error_origin")
+		if len(fs) != 1 || fs[0].Culprit == nil {
+			t.Fatalf("%s: error_origin findings %+v", c.name, fs)
+		}
+		if fs[0].Culprit.Service != c.want {
+			t.Errorf("%s: culprit %s (%s), want %s", c.name, fs[0].Culprit.Service, fs[0].Culprit.Reason, c.want)
+		}
+	}
+}

@@ -2,6 +2,7 @@ package analyze
 
 import (
 	"regexp"
+	"slices"
 	"sort"
 	"strconv"
 	"strings"
@@ -277,6 +278,50 @@ var lockErrorCodes = map[string]bool{"40P01": true, "55P03": true, "1213": true,
 // lockErrorPhrases are how drivers word the same answers.
 var lockErrorPhrases = []string{"deadlock", "lock wait timeout", "could not obtain lock", "lock request time out",
 	"lock_not_available", "lock timeout"}
+
+// statementErrorClasses are the SQLSTATE classes in which the database
+// refuses the statement itself: 21 cardinality, 22 data exception, 23
+// integrity constraint, 42 syntax error or access rule (an undefined
+// table or column, a missing privilege). MySQL's numbers for the same:
+// 1054 unknown column, 1062 duplicate entry, 1064 syntax, 1146 no such
+// table, 1048 null in a NOT NULL column, 1451/1452 foreign keys.
+var (
+	statementErrorClasses = []string{"21", "22", "23", "42"}
+	statementErrorCodes   = map[string]bool{"1054": true, "1062": true, "1064": true, "1146": true, "1048": true, "1451": true, "1452": true}
+	sqlStateRe            = regexp.MustCompile(`(?i)(?:sqlstate|code)[\s:=\[]*([0-9a-z]{5})\b`)
+)
+
+// statementErrorPhrases are how drivers word those answers when they
+// record no code.
+var statementErrorPhrases = []string{"does not exist", "doesn't exist", "syntax error", "unknown column", "no such table",
+	"no such column", "duplicate key", "duplicate entry", "violates", "invalid input syntax", "cannot be null"}
+
+// statementRefused returns the error text of a failed database call whose
+// statement the database refused (a missing table, a syntax error, a
+// constraint), or "": the database answered correctly, so the fix is in
+// the caller's query or schema, not in the database.
+func statementRefused(n *Node) string {
+	if !IsDB(n) || !Failed(n) || lockError(n) != "" {
+		return ""
+	}
+	text := strings.Join(strings.Fields(errorText(n.Span)), " ")
+	code := strings.ToUpper(n.Span.Attrs.Str("db.response.status_code", "db.sql.state", "error.code"))
+	if code == "" {
+		if m := sqlStateRe.FindStringSubmatch(text); m != nil {
+			code = strings.ToUpper(m[1])
+		}
+	}
+	if statementErrorCodes[code] || len(code) == 5 && slices.Contains(statementErrorClasses, code[:2]) {
+		return nonEmpty(text, "SQLSTATE "+code)
+	}
+	l := strings.ToLower(text)
+	for _, p := range statementErrorPhrases {
+		if strings.Contains(l, p) {
+			return text
+		}
+	}
+	return ""
+}
 
 // lockError returns the error text of a database span that failed because
 // it waited for a lock another transaction held (a deadlock victim or a
