@@ -301,7 +301,19 @@ var statementErrorPhrases = []string{"does not exist", "doesn't exist", "syntax 
 // constraint), or "": the database answered correctly, so the fix is in
 // the caller's query or schema, not in the database.
 func statementRefused(n *Node) string {
-	if !IsDB(n) || !Failed(n) || lockError(n) != "" {
+	if lockError(n) != "" {
+		return ""
+	}
+	return dbError(n, func(code string) bool {
+		return statementErrorCodes[code] || len(code) == 5 && slices.Contains(statementErrorClasses, code[:2])
+	}, statementErrorPhrases)
+}
+
+// dbError returns the error text of a failed database span whose code
+// (an attribute, or the SQLSTATE its message quotes) satisfies isCode or
+// whose text holds one of phrases, or "".
+func dbError(n *Node, isCode func(code string) bool, phrases []string) string {
+	if !IsDB(n) || !Failed(n) {
 		return ""
 	}
 	text := strings.Join(strings.Fields(errorText(n.Span)), " ")
@@ -311,11 +323,11 @@ func statementRefused(n *Node) string {
 			code = strings.ToUpper(m[1])
 		}
 	}
-	if statementErrorCodes[code] || len(code) == 5 && slices.Contains(statementErrorClasses, code[:2]) {
+	if code != "" && isCode(code) {
 		return nonEmpty(text, "SQLSTATE "+code)
 	}
 	l := strings.ToLower(text)
-	for _, p := range statementErrorPhrases {
+	for _, p := range phrases {
 		if strings.Contains(l, p) {
 			return text
 		}
@@ -327,20 +339,7 @@ func statementRefused(n *Node) string {
 // it waited for a lock another transaction held (a deadlock victim or a
 // lock wait timeout), or "".
 func lockError(n *Node) string {
-	if !IsDB(n) || !Failed(n) {
-		return ""
-	}
-	text := strings.Join(strings.Fields(errorText(n.Span)), " ")
-	if code := n.Span.Attrs.Str("db.response.status_code", "db.sql.state", "error.code"); lockErrorCodes[strings.ToUpper(code)] {
-		return nonEmpty(text, "SQLSTATE "+code)
-	}
-	l := strings.ToLower(text)
-	for _, p := range lockErrorPhrases {
-		if strings.Contains(l, p) {
-			return text
-		}
-	}
-	return ""
+	return dbError(n, func(code string) bool { return lockErrorCodes[code] }, lockErrorPhrases)
 }
 
 // lockPeerTolNS bounds how far apart a deadlock victim's error and the end
