@@ -8,20 +8,30 @@ let index = null; // [{ label, sub, href, key }]
 async function loadIndex() {
   if (index) return index;
   const items = KINDS.map(k => ({ label: k.replace(/_/g, ' '), sub: 'finding kind', href: `/findings?kind=${k}`, key: k + ' ' + k.replace(/_/g, ' ') }));
+  // A list missing what a failed request would have added is used once,
+  // not kept: the next keystroke asks again (a busy server answers 503).
+  let whole = true;
+  const get = async url => {
+    const r = await fetch(url);
+    if (!r.ok) throw new Error(`${r.status} ${url}`);
+    return r.json();
+  };
   try {
-    const svcs = (await (await fetch('/api/v1/services')).json()).services || [];
+    const svcs = (await get('/api/v1/services')).services || [];
     for (const s of svcs) items.push({ label: s, sub: 'service', href: `/search?service=${encodeURIComponent(s)}`, key: s });
     await Promise.all(svcs.map(async s => {
       try {
-        const ops = (await (await fetch(`/api/v1/services/${encodeURIComponent(s)}/operations`)).json()).operations || [];
+        const ops = (await get(`/api/v1/services/${encodeURIComponent(s)}/operations`)).operations || [];
         for (const n of new Set(ops.map(o => o.name))) {
           items.push({ label: n, sub: 'operation · ' + s, href: `/search?service=${encodeURIComponent(s)}&operation=${encodeURIComponent(n)}`, key: s + ' ' + n });
         }
-      } catch { /* the list is a convenience */ }
+      } catch { whole = false; /* the list is a convenience */ }
     }));
-  } catch { /* offline: kinds only */ }
-  index = items;
-  setTimeout(() => { index = null; }, 60000);
+  } catch { whole = false; /* offline: kinds only */ }
+  if (whole) {
+    index = items;
+    setTimeout(() => { index = null; }, 60000);
+  }
   return items;
 }
 
