@@ -223,7 +223,8 @@ func (s *Store) Summarize(ctx context.Context, q SummaryQuery) (Summary, error) 
 	}
 	from, to := nanoBounds(q.From, q.To)
 	acc := summaryAcc{bySev: map[string]int{}, byKind: map[string]*agg{}, bySvc: map[string]*agg{}, groups: map[groupKey]*groupAgg{}}
-	var systemic []hit
+	var systemic, versions []hit
+	idxOf := map[*segment]*segIndex{}
 	s.mu.RLock()
 	defer s.mu.RUnlock()
 	for _, seg := range s.segs {
@@ -250,10 +251,19 @@ func (s *Store) Summarize(ctx context.Context, q SummaryQuery) (Summary, error) 
 				q.Systemic != nil && *q.Systemic != e.systemic {
 				continue
 			}
-			acc.add(seg, x, e)
-			if q.WithSystemic && e.systemic {
-				systemic = append(systemic, hit{seg, *e})
+			if e.systemic {
+				// Only a rewritten finding's newest version counts.
+				versions = append(versions, hit{seg, *e})
+				idxOf[seg] = x
+				continue
 			}
+			acc.add(seg, x, e)
+		}
+	}
+	for _, h := range latestVersions(versions) {
+		acc.add(h.seg, idxOf[h.seg], &h.e)
+		if q.WithSystemic {
+			systemic = append(systemic, h)
 		}
 	}
 	out, err := s.summaryOf(&acc, q.Groups)
