@@ -120,6 +120,21 @@ var p1Checks = map[string]func(t *testing.T, fs []Finding){
 			t.Errorf("saving %.1f vs total %.1f", ev.BatchSavingMS, ev.TotalMS)
 		}
 	},
+	// Forty calls all slowed by the burst: the saving is bounded by what
+	// one call costs alone, and the finding says the callee's capacity,
+	// not the call count, is the limit.
+	"fan_out/positive-burst-queues-at-pricing": func(t *testing.T, fs []Finding) {
+		ev := fs[0].Evidence.(FanOutEvidence)
+		if len(fs) != 1 || ev.Count != 40 || ev.Mode != "concurrent" || !ev.CapacityBound || ev.FastestCallMS > 9 || ev.TypicalCallMS < 30 {
+			t.Fatalf("evidence %+v", ev)
+		}
+		if want := ev.CriticalMS - ev.FastestCallMS; !p1Near(ev.BatchSavingMS, want, 1) || !p1Near(fs[0].ImpactMS, want, 1) {
+			t.Errorf("saving %.1f, impact %.1f; want about the critical time less one call alone, %.1f", ev.BatchSavingMS, fs[0].ImpactMS, want)
+		}
+		if !strings.Contains(fs[0].Title, "capacity") || !strings.Contains(fs[0].Fix, "less work") {
+			t.Errorf("title %q, fix %q", fs[0].Title, fs[0].Fix)
+		}
+	},
 	"sequential_calls/positive-dashboard-four-calls": func(t *testing.T, fs []Finding) {
 		ev := fs[0].Evidence.(SequentialCallsEvidence)
 		if len(fs) != 1 || len(ev.Calls) != 4 || !p1Near(ev.SumMS, 1800, 0.5) || !p1Near(ev.MaxMS, 590, 0.5) ||
