@@ -217,6 +217,15 @@ var p1Checks = map[string]func(t *testing.T, fs []Finding){
 			t.Errorf("evidence %+v impact %.1f", ev, fs[0].ImpactMS)
 		}
 	},
+	// A single-flight waiter: the gap follows its read of the key, and
+	// nothing in the trace fetched or wrote it.
+	"idle_gap/positive-single-flight-waiter": func(t *testing.T, fs []Finding) {
+		ev := fs[0].Evidence.(IdleGapEvidence)
+		if len(fs) != 1 || ev.Position != "after_last_child" || ev.LikelyCause != "shared_fetch_wait" ||
+			!strings.Contains(fs[0].Title, "catalog:all, which another request was fetching") || ev.Before == nil {
+			t.Errorf("evidence %+v title %q", ev, fs[0].Title)
+		}
+	},
 	"idle_gap/positive-wait-before-first-call": func(t *testing.T, fs []Finding) {
 		ev := fs[0].Evidence.(IdleGapEvidence)
 		if len(fs) != 1 || !p1Near(ev.GapMS, 522, 0.5) || ev.Position != "before_first_child" || ev.LikelyCause != "uninstrumented_work" {
