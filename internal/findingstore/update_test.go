@@ -138,3 +138,58 @@ func TestJoinSystemicUsesLastUpdate(t *testing.T) {
 		t.Fatalf("joined %d findings (%+v), want one joining both", len(got), got)
 	}
 }
+
+// BenchmarkListWithRevisions lists the newest findings of a store of
+// 100,000 per-trace findings and 1,000 cross-trace ones, each rewritten
+// revs times (REVS=0: as a store without rewrites).
+func BenchmarkListWithRevisions(b *testing.B) {
+	for _, revs := range []int{0, 5} {
+		b.Run(fmt.Sprintf("revisions=%d", revs), func(b *testing.B) {
+			s, err := Open(Options{Dir: b.TempDir(), SyncInterval: time.Hour})
+			if err != nil {
+				b.Fatal(err)
+			}
+			defer s.Close()
+			ctx := context.Background()
+			base := time.Now().Add(-time.Hour)
+			batch := make([]Stored, 0, 1000)
+			for i := range 100_000 {
+				batch = append(batch, finding("n_plus_one_query", "checkout", tid(i), base.Add(time.Duration(i)*30*time.Millisecond)))
+				if len(batch) == cap(batch) {
+					if err := s.Put(ctx, batch); err != nil {
+						b.Fatal(err)
+					}
+					batch = batch[:0]
+				}
+			}
+			sys := make([]Stored, 1000)
+			for i := range sys {
+				sys[i] = stampede(5, base.Add(time.Duration(i)*3*time.Second))
+				sys[i].Key += fmt.Sprint(i)
+			}
+			if err := s.Put(ctx, sys); err != nil {
+				b.Fatal(err)
+			}
+			for r := 1; r <= revs; r++ {
+				for i := range sys {
+					sys[i].Revision, sys[i].Updated, sys[i].ImpactMS = r, base.Add(time.Hour), float64(r)
+				}
+				if err := s.Update(ctx, sys); err != nil {
+					b.Fatal(err)
+				}
+			}
+			yes := true
+			b.ResetTimer()
+			for range b.N {
+				for _, q := range []Query{{Limit: 100}, {Systemic: &yes, Limit: 100}} {
+					if l, err := s.List(ctx, q); err != nil || len(l) != 100 {
+						b.Fatalf("%d findings, %v", len(l), err)
+					}
+				}
+				if sum, err := s.Summarize(ctx, SummaryQuery{}); err != nil || sum.Total != 101_000 {
+					b.Fatalf("summary of %d findings, %v", sum.Total, err)
+				}
+			}
+		})
+	}
+}
