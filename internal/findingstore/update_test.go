@@ -16,7 +16,7 @@ func stampede(traces int, at time.Time) Stored {
 	return Stored{Finding: analyze.Finding{Kind: "cache_stampede", Severity: analyze.SeverityWarning,
 		Title:    fmt.Sprintf("cache stampede on user:42: %d requests missed it", traces),
 		TraceID:  tid(traces).String(),
-		Evidence: map[string]any{"traces": traces, "window_s": 2}, ImpactMS: float64(traces) * 10},
+		Evidence: map[string]any{"traces": traces}, ImpactMS: float64(traces) * 10},
 		Time: at, Service: "redis", Operation: "api GET /user", Key: "cache_stampede/api GET /user/user:42", Systemic: true}
 }
 
@@ -136,6 +136,13 @@ func TestJoinSystemicUsesLastUpdate(t *testing.T) {
 	got := JoinSystemic([]Stored{a, b})
 	if len(got) != 1 || got[0].Joined != 2 || !got[0].Updated.Equal(a.Updated) {
 		t.Fatalf("joined %d findings (%+v), want one joining both", len(got), got)
+	}
+	// The merged summary counts them once, as the list shows them.
+	w := windowOf(&a).Seconds()
+	refs := []SystemicRef{{Kind: a.Kind, Key: a.Key, Time: a.Time, Updated: a.Updated, WindowS: w},
+		{Kind: b.Kind, Key: b.Key, Time: b.Time, WindowS: w}}
+	if sets := joinedRefs(refs); len(sets) != 1 || len(sets[0]) != 2 {
+		t.Fatalf("summary joins %v, want the two as one", sets)
 	}
 }
 
