@@ -67,6 +67,18 @@ type countingSink struct {
 	c    *FindingsCounter
 }
 
+// Update passes rewrites of open findings on, uncounted: they are
+// findings already counted (and alerted on) when they opened.
+func (s countingSink) Update(ctx context.Context, fs []findingstore.Stored) error {
+	u, ok := s.next.(interface {
+		Update(ctx context.Context, fs []findingstore.Stored) error
+	})
+	if !ok {
+		return nil
+	}
+	return u.Update(ctx, fs)
+}
+
 func (s countingSink) Put(ctx context.Context, fs []findingstore.Stored) error {
 	if err := s.next.Put(ctx, fs); err != nil {
 		return err

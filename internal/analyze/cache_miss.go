@@ -74,8 +74,9 @@ func cacheOp(n *Node) (cmd, key, system string, ok bool) {
 	return cmd, key, system, true
 }
 
-// keyShape collapses the ids in a cache key ("product:123" → "product:?").
-func keyShape(key string) string {
+// CacheKeyShape collapses the ids in a cache key ("product:123" →
+// "product:?"), so the keys one code path reads read as one.
+func CacheKeyShape(key string) string {
 	if key == "" {
 		return ""
 	}
@@ -215,7 +216,7 @@ func (d *CacheMiss) Detect(t *Trace, _ *Env) []Finding {
 		if NS(wall) < d.MinFallbackMS {
 			continue
 		}
-		shape := keyShape(key)
+		shape := CacheKeyShape(key)
 		gk := [2]string{n.Parent.Span.SpanID.String(), shape}
 		g := index[gk]
 		if g == nil {

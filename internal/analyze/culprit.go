@@ -238,6 +238,10 @@ func fanOutCulprit(t *Trace, f *Finding) *Culprit {
 	if p == nil {
 		return nil
 	}
+	if ev.CapacityBound {
+		return culpritAt(t, p, fmt.Sprintf("%s's code sends %d calls to %s %s at once and they slow each other down there; "+
+			"fewer, larger calls (or fewer at once) is the thing to try.", p.Span.Service, ev.Count, ev.Target, model.Clip(ev.Operation, 60)))
+	}
 	return culpritAt(t, p, fmt.Sprintf("%s's code calls %s %s once per item (%d calls); the loop is the thing to batch.",
 		p.Span.Service, ev.Target, model.Clip(ev.Operation, 60), ev.Count))
 }

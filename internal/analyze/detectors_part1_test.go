@@ -120,6 +120,21 @@ var p1Checks = map[string]func(t *testing.T, fs []Finding){
 			t.Errorf("saving %.1f vs total %.1f", ev.BatchSavingMS, ev.TotalMS)
 		}
 	},
+	// Forty calls all slowed by the burst: the saving is bounded by what
+	// one call costs alone, and the finding says the callee's capacity,
+	// not the call count, is the limit.
+	"fan_out/positive-burst-queues-at-pricing": func(t *testing.T, fs []Finding) {
+		ev := fs[0].Evidence.(FanOutEvidence)
+		if len(fs) != 1 || ev.Count != 40 || ev.Mode != "concurrent" || !ev.CapacityBound || ev.FastestCallMS > 9 || ev.TypicalCallMS < 30 {
+			t.Fatalf("evidence %+v", ev)
+		}
+		if want := ev.CriticalMS - ev.FastestCallMS; !p1Near(ev.BatchSavingMS, want, 1) || !p1Near(fs[0].ImpactMS, want, 1) {
+			t.Errorf("saving %.1f, impact %.1f; want about the critical time less one call alone, %.1f", ev.BatchSavingMS, fs[0].ImpactMS, want)
+		}
+		if !strings.Contains(fs[0].Title, "capacity") || !strings.Contains(fs[0].Fix, "less work") {
+			t.Errorf("title %q, fix %q", fs[0].Title, fs[0].Fix)
+		}
+	},
 	"sequential_calls/positive-dashboard-four-calls": func(t *testing.T, fs []Finding) {
 		ev := fs[0].Evidence.(SequentialCallsEvidence)
 		if len(fs) != 1 || len(ev.Calls) != 4 || !p1Near(ev.SumMS, 1800, 0.5) || !p1Near(ev.MaxMS, 590, 0.5) ||
@@ -200,6 +215,15 @@ var p1Checks = map[string]func(t *testing.T, fs []Finding){
 		if len(fs) != 1 || !p1Near(ev.GapMS, 1800, 0.5) || ev.LikelyCause != "pool_wait" || ev.Position != "between_children" ||
 			ev.Before == nil || ev.After == nil || !p1Near(fs[0].ImpactMS, 1800, 0.5) {
 			t.Errorf("evidence %+v impact %.1f", ev, fs[0].ImpactMS)
+		}
+	},
+	// A single-flight waiter: the gap follows its read of the key, and
+	// nothing in the trace fetched or wrote it.
+	"idle_gap/positive-single-flight-waiter": func(t *testing.T, fs []Finding) {
+		ev := fs[0].Evidence.(IdleGapEvidence)
+		if len(fs) != 1 || ev.Position != "after_last_child" || ev.LikelyCause != "shared_fetch_wait" ||
+			!strings.Contains(fs[0].Title, "catalog:all, which another request was fetching") || ev.Before == nil {
+			t.Errorf("evidence %+v title %q", ev, fs[0].Title)
 		}
 	},
 	"idle_gap/positive-wait-before-first-call": func(t *testing.T, fs []Finding) {

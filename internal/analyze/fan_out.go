@@ -1,8 +1,11 @@
 package analyze
 
 import (
+	"cmp"
 	"fmt"
+	"math"
 	"slices"
+	"strings"
 
 	"github.com/tracedx/tracedx/internal/model"
 )
@@ -38,8 +41,18 @@ type FanOutEvidence struct {
 	TotalMS        float64 `json:"total_ms"`
 	CriticalMS     float64 `json:"critical_ms"`
 	// BatchSavingMS is what one batch call (about as long as the slowest
-	// single call) would save on the critical path.
+	// single call) would save on the critical path. With CapacityBound it
+	// is at most what the calls spent queueing at the callee.
 	BatchSavingMS float64 `json:"batch_saving_ms"`
+	// CapacityBound: the calls slow each other down at the callee (the
+	// more run at once, the longer each takes), so the callee's capacity,
+	// not the number of calls, bounds the saving. FastestCallMS is a call
+	// with the least company, TypicalCallMS the median call, and
+	// CalleeParallelism about how many calls the callee served at a time.
+	CapacityBound     bool    `json:"capacity_bound,omitempty"`
+	FastestCallMS     float64 `json:"fastest_call_ms,omitempty"`
+	TypicalCallMS     float64 `json:"typical_call_ms,omitempty"`
+	CalleeParallelism float64 `json:"callee_parallelism,omitempty"`
 }
 
 // Detect implements Detector. Groups whose batch saving is below the
@@ -91,6 +104,12 @@ func (d *FanOut) finding(t *Trace, p *Node, g []*Node) (Finding, bool) {
 	}
 	crit := critUnder(t, g...)
 	saving := subSat(crit, longest)
+	// Calls stretched by the burst itself: the longest one is no
+	// estimate of a batch, which does the same work at the same callee.
+	q, queued := calleeQueue(t, g, conc, crit)
+	if queued {
+		saving = q.waitNS
+	}
 	if NS(saving) < d.MinSavingMS || float64(saving) < d.MinSavingShare*float64(p.Duration()) {
 		return Finding{}, false
 	}
@@ -107,16 +126,164 @@ func (d *FanOut) finding(t *Trace, p *Node, g []*Node) (Finding, bool) {
 	if mode == "partly_concurrent" {
 		title = fmt.Sprintf("%d calls (at most %d at once) to %s %s from %s", len(g), conc, svc, opName(g[0], op), displayOp(p))
 	}
-	title += fmt.Sprintf("; a batch call would save ~%.0f ms", NS(saving))
+	ev := FanOutEvidence{
+		Target: svc, Operation: op, Count: len(g), Caller: RefOf(t, p), Mode: mode, MaxConcurrency: conc,
+		TotalMS: roundMS(total), CriticalMS: roundMS(crit), BatchSavingMS: roundMS(saving),
+	}
+	fix := "Add or use a batch endpoint on " + svc + " (one call with all ids), or cache the per-item answers; " +
+		"if the calls must stay separate, run them concurrently with a bounded pool."
+	if queued {
+		ev.CapacityBound, ev.FastestCallMS, ev.TypicalCallMS = true, roundMS(q.fastestNS), roundMS(q.typicalNS)
+		ev.CalleeParallelism = math.Round(q.parallel*10) / 10
+		title += fmt.Sprintf(" slow each other down at %s (%.0f ms alone, %.0f ms typical, up to %d at once): %s's capacity, "+
+			"not batching, bounds the saving, up to ~%.0f ms if one batch call costs about one call alone", svc, NS(q.fastestNS),
+			NS(q.typicalNS), conc, svc, NS(saving))
+		fix = fmt.Sprintf("Each call waits for the others at %s, which did about %.0f calls' work at a time: one batch call "+
+			"(one query for all ids) saves the time only if it costs %s less work than the calls; otherwise raise %s's capacity "+
+			"(workers, connection pools) or send fewer calls at once.", svc, max(1, q.parallel), svc, svc)
+	} else {
+		title += fmt.Sprintf("; a batch call would save ~%.0f ms", NS(saving))
+	}
 	return Finding{
-		Kind: d.Kind(), Severity: sev, Title: title, SpanIDs: ids, ImpactMS: roundMS(saving),
-		Evidence: FanOutEvidence{
-			Target: svc, Operation: op, Count: len(g), Caller: RefOf(t, p), Mode: mode, MaxConcurrency: conc,
-			TotalMS: roundMS(total), CriticalMS: roundMS(crit), BatchSavingMS: roundMS(saving),
-		},
-		Fix: "Add or use a batch endpoint on " + svc + " (one call with all ids), or cache the per-item answers; " +
-			"if the calls must stay separate, run them concurrently with a bounded pool.",
+		Kind: d.Kind(), Severity: sev, Title: title, SpanIDs: ids, ImpactMS: roundMS(saving), Evidence: ev, Fix: fix,
 	}, true
+}
+
+// queueAtCallee describes calls that slow each other down at the callee.
+type queueAtCallee struct {
+	fastestNS, typicalNS uint64
+	// parallel is how many calls' worth of uncontended work the callee
+	// did at a time over the burst.
+	parallel float64
+	// waitNS is the critical-path time beyond the calls served without
+	// queueing, as many at once as the caller ran them.
+	waitNS uint64
+}
+
+// calleeQueue reports whether the concurrent calls g (conc at most at
+// once, crit on the critical path) stretch with concurrency: the typical
+// call takes at least twice the fastest although they do the same work
+// (the same statements and calls below each, when the callee is
+// instrumented; else calls that start with more of the group already
+// running take longer, rank correlation ≥ 0.5). The fastest call is then
+// what the work costs without the burst, and a batch of such calls costs
+// what the callee's capacity makes of the work, not the longest call.
+func calleeQueue(t *Trace, g []*Node, conc int, crit uint64) (queueAtCallee, bool) {
+	if conc < 2 || len(g) < 3 {
+		return queueAtCallee{}, false
+	}
+	durs := make([]float64, len(g))
+	sorted := make([]uint64, len(g))
+	starts := make([]uint64, len(g))
+	ends := make([]uint64, len(g))
+	fastestAt := 0
+	for i, n := range g {
+		durs[i] = float64(n.Duration())
+		sorted[i], starts[i], ends[i] = n.Duration(), n.Start(), n.End()
+		if n.Duration() < g[fastestAt].Duration() {
+			fastestAt = i
+		}
+	}
+	slices.Sort(sorted)
+	slices.Sort(starts)
+	slices.Sort(ends)
+	fastest, typical := sorted[0], sorted[len(sorted)/2]
+	if fastest == 0 || typical < 2*fastest {
+		return queueAtCallee{}, false
+	}
+	if work := workOf(t, g[fastestAt]); work != "" {
+		same := 0
+		for _, n := range g {
+			if workOf(t, n) == work {
+				same++
+			}
+		}
+		if same*5 < len(g)*4 {
+			return queueAtCallee{}, false // different work: a cache hit is not a queued miss
+		}
+	} else {
+		// Company at start: calls of the group started by then and not ended.
+		load := make([]float64, len(g))
+		for i, n := range g {
+			started, _ := slices.BinarySearch(starts, n.Start()+1)
+			ended, _ := slices.BinarySearch(ends, n.Start()+1)
+			load[i] = float64(started - ended)
+		}
+		if rankCorrelation(load, durs) < 0.5 {
+			return queueAtCallee{}, false
+		}
+	}
+	waves := uint64((len(g) + conc - 1) / conc)
+	return queueAtCallee{fastestNS: fastest, typicalNS: typical, parallel: float64(len(g)) * float64(fastest) / float64(max(crit, 1)),
+		waitNS: subSat(crit, waves*fastest)}, true
+}
+
+// workOf describes the work below a call: the statement shapes and the
+// call targets under it, in order ("" when nothing below is a call).
+// Pool spans (a connect, a session reset) carry no statement, so calls
+// that waited differently for a connection still do the same work.
+func workOf(t *Trace, n *Node) string {
+	var b strings.Builder
+	var walk func(*Node)
+	walk = func(x *Node) {
+		for _, c := range x.Children {
+			switch {
+			case IsDB(c) && c.Span.Attrs.Str("db.query.text", "db.statement") != "":
+				b.WriteString(c.Span.Service + " " + DBShape(c.Span) + "\n")
+			case IsCall(c) && !IsDB(c):
+				svc, op := CallTarget(t, c)
+				b.WriteString(c.Span.Service + " → " + svc + " " + op + "\n")
+			}
+			walk(c)
+		}
+	}
+	walk(n)
+	return b.String()
+}
+
+// rankCorrelation is Spearman's rank correlation of x and y (ties take
+// their mean rank); 0 when either does not vary.
+func rankCorrelation(x, y []float64) float64 {
+	rx, ry := ranks(x), ranks(y)
+	var mx, my float64
+	for i := range rx {
+		mx += rx[i]
+		my += ry[i]
+	}
+	mx /= float64(len(rx))
+	my /= float64(len(ry))
+	var sxy, sxx, syy float64
+	for i := range rx {
+		dx, dy := rx[i]-mx, ry[i]-my
+		sxy += dx * dy
+		sxx += dx * dx
+		syy += dy * dy
+	}
+	if sxx == 0 || syy == 0 {
+		return 0
+	}
+	return sxy / math.Sqrt(sxx*syy)
+}
+
+func ranks(v []float64) []float64 {
+	idx := make([]int, len(v))
+	for i := range idx {
+		idx[i] = i
+	}
+	slices.SortFunc(idx, func(a, b int) int { return cmp.Compare(v[a], v[b]) })
+	out := make([]float64, len(v))
+	for i := 0; i < len(idx); {
+		j := i
+		for j+1 < len(idx) && v[idx[j+1]] == v[idx[i]] {
+			j++
+		}
+		r := float64(i+j)/2 + 1
+		for k := i; k <= j; k++ {
+			out[idx[k]] = r
+		}
+		i = j + 1
+	}
+	return out
 }
 
 // maxConcurrency of spans sorted by start: the most running at one

@@ -32,8 +32,8 @@ type IdleGapEvidence struct {
 	Before   *SpanRef `json:"before,omitempty"` // child that ended before the gap
 	After    *SpanRef `json:"after,omitempty"`  // child that started after it
 	// LikelyCause is "pool_wait", "connection_setup", "network_or_queueing",
-	// "queueing", "retry_backoff", "poll_interval", "uninstrumented_work" or
-	// "lock_or_thread_wait"; CauseText says why.
+	// "queueing", "retry_backoff", "poll_interval", "shared_fetch_wait",
+	// "uninstrumented_work" or "lock_or_thread_wait"; CauseText says why.
 	LikelyCause string `json:"likely_cause"`
 	CauseText   string `json:"cause_text"`
 	// GapStartMS is the gap's offset from the trace start.
@@ -161,6 +161,9 @@ func (d *IdleGap) finding(t *Trace, n *Node, gs, ge, crit uint64, pos string, be
 			"and keep the backoff within the caller's deadline.",
 		"poll_interval": "The request waits for work it polls for: have the job notify (callback, webhook, push) or poll " +
 			"sooner at first and back off, or answer the client 202 and let it poll.",
+		"shared_fetch_wait": "If the request waited for another request's fetch of the key (single flight, a lock per key), " +
+			"the wait is that fetch's time: make the fetch faster, refresh the key before it expires, or serve the stale " +
+			"value meanwhile. If not, add a span around the code that runs here.",
 	}[ev.LikelyCause]
 	return Finding{Kind: d.Kind(), Severity: SeverityForImpact(crit, critTotal(t)), Title: title,
 		SpanIDs: idleGapIDs(n, before, after, pos), ImpactMS: roundMS(crit), Evidence: ev, Fix: fix}
@@ -196,10 +199,47 @@ func gapCause(t *Trace, n *Node, gs, ge uint64, pos string, before, after *Node)
 		return "network_or_queueing", "network or queueing before the callee started"
 	case pos == "before_first_child" && after != nil && IsDB(after):
 		return "uninstrumented_work", "work nobody instrumented before the first query (start-up, connecting, an ORM warming up)"
+	case pos != "before_first_child" && awaitsSharedFetch(t, before, after):
+		_, key, _, _ := cacheOp(before)
+		return "shared_fetch_wait", fmt.Sprintf("waiting for %s, which another request was fetching (single flight), "+
+			"or work nobody instrumented after reading it", model.Clip(key, 80))
 	case pos == "after_last_child" || pos == "before_first_child":
 		return "uninstrumented_work", "work nobody instrumented"
 	}
 	return "lock_or_thread_wait", "a lock, a thread or work nobody instrumented"
+}
+
+// awaitsSharedFetch reports a gap that follows a cache read (before) not
+// known to have hit, in a trace that neither fetches the value after the
+// gap (no database query next) nor writes the key back: the value came
+// from somewhere. A request that coalesces its miss with another
+// request's fetch (single flight) waits just so, its trace showing only
+// the read; the fetch and the write are in the other request's trace.
+func awaitsSharedFetch(t *Trace, before, after *Node) bool {
+	if before == nil {
+		return false
+	}
+	cmd, key, _, ok := cacheOp(before)
+	if !ok || !cacheReads[cmd] || key == "" {
+		return false
+	}
+	if _, has := before.Span.Attrs.First("cache.hit", "db.cache.hit", "cache_hit"); has && missSignal(before.Span) == "" {
+		return false // the lookup says it hit
+	}
+	if after != nil {
+		if _, _, _, cache := cacheOp(after); IsDB(after) && !cache {
+			return false // the request ran its own query: a fetch of its own
+		}
+	}
+	for _, m := range t.Nodes {
+		if m.Start() < before.Start() {
+			continue
+		}
+		if c, k, _, ok := cacheOp(m); ok && cacheWrites[c] && k == key {
+			return false
+		}
+	}
+	return true
 }
 
 // awaitedConsumer reports a CONSUMER child that its parent, no PRODUCER

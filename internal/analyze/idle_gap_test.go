@@ -440,3 +440,31 @@ func TestIdleGapInsideAConnectIsConnectionSetup(t *testing.T) {
 		}
 	}
 }
+
+// A gap after a cache read is a wait for another request's fetch only
+// when nothing in the trace fetches or writes the key afterwards.
+func TestIdleGapSharedFetchNeedsNoFetchOfItsOwn(t *testing.T) {
+	redis := func(id byte, start, end float64, stmt string, attrs ...model.Attr) model.Span {
+		return p1Span(id, 1, "shop", strings.ToLower(strings.Fields(stmt)[0]), model.KindClient, start, end,
+			append(attrs, model.Attr{Key: "db.system.name", Value: model.Str("redis")}, model.Attr{Key: "db.query.text", Value: model.Str(stmt)})...)
+	}
+	cause := func(spans ...model.Span) string {
+		t.Helper()
+		got := NewIdleGap().Detect(NewTrace(append([]model.Span{p1Span(1, 0, "shop", "GET /catalog", model.KindServer, 0, 400)}, spans...)), nil)
+		if len(got) != 1 {
+			t.Fatalf("%d idle gaps, want 1", len(got))
+		}
+		return got[0].Evidence.(IdleGapEvidence).LikelyCause
+	}
+	if c := cause(redis(2, 0, 1, "get catalog:all")); c != "shared_fetch_wait" {
+		t.Errorf("read then nothing: %s", c)
+	}
+	// Its own write-back of the key after the gap: the value was computed here.
+	if c := cause(redis(2, 0, 1, "get catalog:all"), redis(3, 390, 395, "set catalog:all [3 other arguments]")); c == "shared_fetch_wait" {
+		t.Error("a request that wrote the key back was said to wait for another's fetch")
+	}
+	// A lookup that says it hit.
+	if c := cause(redis(2, 0, 1, "get catalog:all", model.Attr{Key: "cache.hit", Value: model.Bool(true)})); c == "shared_fetch_wait" {
+		t.Error("a cache hit was said to wait for another's fetch")
+	}
+}

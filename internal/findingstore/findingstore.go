@@ -50,6 +50,12 @@ type Stored struct {
 	// /cart") so detectors can deduplicate across restarts.
 	Key      string `json:"key,omitempty"`
 	Systemic bool   `json:"systemic,omitempty"`
+	// Updated is the latest evaluation that still saw an open systemic
+	// finding's condition, and Revision how many times the finding was
+	// rewritten with newer figures since it opened (Store.Update): Time
+	// stays when it opened, so the finding keeps its place and its ID.
+	Updated  time.Time `json:"updated,omitzero"`
+	Revision int       `json:"revision,omitempty"`
 	// In a cluster's merged answers, a cross-trace finding seen by several
 	// nodes (each in its share of the traces) is one finding (JoinSystemic):
 	// Joined counts the nodes' findings it joins, Nodes names those nodes
@@ -481,11 +487,13 @@ func (f *indexFields) UnmarshalJSON(b []byte) error {
 		ImpactMS  float64          `json:"impact_ms"`
 		Systemic  bool             `json:"systemic"`
 		ID        uint64           `json:"id"`
+		Revision  int              `json:"revision"`
 	}
 	if err := json.Unmarshal(b, &rec); err != nil {
 		return err
 	}
 	f.Kind, f.TraceID, f.Time, f.Service, f.Systemic, f.ID = rec.Kind, rec.TraceID, rec.Time, rec.Service, rec.Systemic, rec.ID
+	f.Revision = rec.Revision
 	f.Operation, f.Severity, f.ImpactMS = rec.Operation, rec.Severity, rec.ImpactMS
 	return nil
 }
@@ -497,8 +505,31 @@ func (s *Store) Ready() bool { return s.unindexed.Load() == 0 }
 // Unindexed is the number of segments still waiting to be indexed.
 func (s *Store) Unindexed() int { return int(s.unindexed.Load()) }
 
-// Put appends findings. IDs are assigned here; a zero Time becomes now.
+// Put appends findings. IDs are assigned here and written back to fs, so
+// a detector can later rewrite a finding it opened (Update); a zero Time
+// becomes now.
 func (s *Store) Put(ctx context.Context, fs []Stored) error {
+	return s.append(ctx, fs, false)
+}
+
+// Update rewrites open systemic findings with newer figures: each of fs
+// carries the ID and Time Put gave the finding it replaces, and its kind,
+// service, operation and trace id (what queries select by) unchanged. The new
+// version is appended (the log stays append-only) and from then on
+// answers in place of the older ones, with the same ID and place in time
+// order; counts still count the finding once.
+func (s *Store) Update(ctx context.Context, fs []Stored) error {
+	for i := range fs {
+		if !fs[i].Systemic || fs[i].Time.IsZero() {
+			return fmt.Errorf("findingstore: update of %s finding %d: only a stored systemic finding (ID and Time set) can be updated",
+				fs[i].Kind, fs[i].ID)
+		}
+		fs[i].Revision = max(fs[i].Revision, 1)
+	}
+	return s.append(ctx, fs, true)
+}
+
+func (s *Store) append(ctx context.Context, fs []Stored, update bool) error {
 	if len(fs) == 0 {
 		return nil
 	}
@@ -518,15 +549,23 @@ func (s *Store) Put(ctx context.Context, fs []Stored) error {
 	offs := make([]int64, len(fs))
 	lens := make([]int32, len(fs))
 	recs := make([]Stored, len(fs))
+	next := s.nextID
 	for i := range fs {
 		st := fs[i]
-		if st.Time.IsZero() {
-			st.Time = now
+		if update {
+			if st.ID >= s.nextID {
+				return fmt.Errorf("findingstore: update of %s finding %d: no such finding", st.Kind, st.ID)
+			}
+		} else {
+			if st.Time.IsZero() {
+				st.Time = now
+			}
+			st.ID, st.Revision = next, 0
+			next++
 		}
 		if st.SpanIDs == nil {
 			st.SpanIDs = []string{}
 		}
-		st.ID = s.nextID + uint64(i)
 		offs[i] = s.cur.size + int64(buf.Len())
 		b, err := json.Marshal(&st)
 		if err != nil {
@@ -553,8 +592,9 @@ func (s *Store) Put(ctx context.Context, fs []Stored) error {
 	}
 	for i := range recs {
 		s.cur.b.add(&recs[i], offs[i], lens[i])
+		fs[i].ID, fs[i].Time = recs[i].ID, recs[i].Time
 	}
-	s.nextID += uint64(len(fs))
+	s.nextID = next
 	s.cur.size += int64(buf.Len())
 	return nil
 }
@@ -690,8 +730,43 @@ func (s *Store) ForTrace(ctx context.Context, id model.TraceID) ([]Stored, error
 			}
 		}
 	}
+	hits = latestVersions(hits)
 	sort.SliceStable(hits, func(i, j int) bool { return after(&hits[j].e, &hits[i].e) })
 	return s.readHits(ctx, hits)
+}
+
+// latestVersions keeps, of each systemic finding that hits holds several
+// versions of (Update), only the newest, in the place of the first.
+func latestVersions(hits []hit) []hit {
+	var at map[uint64]int
+	out := hits[:0]
+	for _, h := range hits {
+		if !h.e.systemic {
+			out = append(out, h)
+			continue
+		}
+		if at == nil {
+			at = map[uint64]int{}
+		}
+		if i, ok := at[h.e.id]; ok {
+			if newerVersion(&h, &out[i]) {
+				out[i] = h
+			}
+			continue
+		}
+		at[h.e.id] = len(out)
+		out = append(out, h)
+	}
+	return out
+}
+
+// newerVersion reports whether a was written after b: segment names sort
+// in creation order, and a segment is appended to.
+func newerVersion(a, b *hit) bool {
+	if a.seg != b.seg {
+		return a.seg.name > b.seg.name
+	}
+	return a.e.off > b.e.off
 }
 
 func (s *Store) readHits(ctx context.Context, hits []hit) ([]Stored, error) {
@@ -790,8 +865,11 @@ func (s *Store) List(ctx context.Context, q Query) ([]Stored, error) {
 				continue
 			}
 			top = append(top, hit{seg, *e})
-			found++
+			if !e.rev {
+				found++
+			}
 		}
+		top = latestVersions(top)
 		sort.Slice(top, func(i, j int) bool { return after(&top[i].e, &top[j].e) })
 		if len(top) > q.Limit {
 			top = top[:q.Limit]
@@ -837,7 +915,7 @@ func (s *Store) Counts(from, to time.Time) map[string]int {
 		if seg.b == nil && minT >= lo && maxT < hi {
 			// Wholly inside: the metadata has the counts.
 			for k, n := range seg.meta.kinds {
-				out[k] += n
+				out[k] += n - seg.meta.revs[k]
 			}
 			continue
 		}
@@ -847,7 +925,7 @@ func (s *Store) Counts(from, to time.Time) map[string]int {
 			continue
 		}
 		for i := range x.entries {
-			if e := &x.entries[i]; e.t >= lo && e.t < hi {
+			if e := &x.entries[i]; e.t >= lo && e.t < hi && !e.rev {
 				out[x.str(int(e.kind))]++
 			}
 		}
@@ -855,14 +933,21 @@ func (s *Store) Counts(from, to time.Time) map[string]int {
 	return out
 }
 
-// Len returns the number of findings in indexed segments.
+// Len returns the number of findings in indexed segments (a rewritten
+// finding counts once).
 func (s *Store) Len() int {
 	s.mu.RLock()
 	defer s.mu.RUnlock()
 	n := 0
 	for _, seg := range s.segs {
-		if seg.b != nil || seg.indexed {
+		switch {
+		case seg.b != nil:
+			n += seg.count() - seg.b.revs
+		case seg.indexed:
 			n += seg.count()
+			for _, r := range seg.meta.revs {
+				n -= r
+			}
 		}
 	}
 	return n

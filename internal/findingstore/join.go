@@ -40,7 +40,7 @@ var unionFields = []string{"callers", "codes"}
 // same condition joined into one: the same kind and key (the detectors
 // key a condition by what it is about, e.g.
 // "latency_regression/checkout/GET /cart") and windows that overlap (a
-// finding's window is [Time-window_s, Time]). A joined finding sums the
+// finding's window is [Time-window_s, Updated or Time]). A joined finding sums the
 // members' impact and evidence counts, spans the union of their windows
 // (Time is the latest member's), joins their example traces, culprits and
 // nodes, and says how many findings it joins; the title and the other
@@ -112,7 +112,7 @@ func overlapping(fs []Stored, idx []int) [][]int {
 	}
 	spans := make([]span, len(idx))
 	for j, i := range idx {
-		spans[j] = span{i, fs[i].Time.Add(-windowOf(&fs[i])), fs[i].Time}
+		spans[j] = span{i, fs[i].Time.Add(-windowOf(&fs[i])), lastSeen(&fs[i])}
 	}
 	sort.Slice(spans, func(a, b int) bool { return spans[a].start.Before(spans[b].start) })
 	var sets [][]int
@@ -127,6 +127,12 @@ func overlapping(fs []Stored, idx []int) [][]int {
 	}
 	return sets
 }
+
+// lastSeen is the end of a cross-trace finding's window: the latest
+// evaluation that still saw its condition, when it was updated since it
+// opened. A long incident one node opened an hour before another node
+// (a restart, a key that changed owner) is still one condition.
+func lastSeen(f *Stored) time.Time { return maxTime(f.Time, f.Updated) }
 
 // windowOf is how long before its Time a cross-trace finding's condition
 // was observed.
@@ -181,6 +187,7 @@ func joinFindings(members []Stored) Stored {
 			out.Severity = m.Severity
 		}
 		out.Time = maxTime(out.Time, m.Time)
+		out.Updated = maxTime(out.Updated, m.Updated)
 		start = minTime(start, m.Time.Add(-windowOf(m)))
 		out.ExampleTraceIDs = appendNew(out.ExampleTraceIDs, m.ExampleTraceIDs, maxJoinedExamples)
 		out.SpanIDs = appendNew(out.SpanIDs, m.SpanIDs, maxJoinedExamples)

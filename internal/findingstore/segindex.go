@@ -6,8 +6,10 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"maps"
 	"math"
 	"os"
+	"slices"
 	"sort"
 
 	"github.com/tracedx/tracedx/internal/model"
@@ -57,7 +59,10 @@ type idxEntry struct {
 	kind     uint16 // index into the segment's strings
 	service  uint32 // index+1 into the segment's strings; 0: none
 	systemic bool
-	trace    model.TraceID
+	// rev marks a newer version of a systemic finding written by Update
+	// (same id and t): the newest version of an id answers for it.
+	rev   bool
+	trace model.TraceID
 	// For the summary.
 	operation uint32 // index+1 into the segment's strings; 0: none
 	severity  int8   // analyze.Severity.Rank
@@ -73,6 +78,9 @@ type segMeta struct {
 	kinds      map[string]int
 	services   map[string]bool
 	bloom      bloom
+	// revs counts, by kind, the records that rewrite a finding (counted
+	// in kinds too, so a kind's rewrites are found; Counts leaves them out).
+	revs map[string]int
 }
 
 // segIndex is the full index of a segment.
@@ -94,6 +102,7 @@ type indexBuilder struct {
 	strIdx     map[string]int
 	sorted     bool
 	minT, maxT int64
+	revs       int // entries with rev set
 }
 
 func newIndexBuilder() *indexBuilder { return &indexBuilder{strIdx: map[string]int{}, sorted: true} }
@@ -108,7 +117,8 @@ func (b *indexBuilder) intern(s string) int {
 }
 
 func (b *indexBuilder) add(st *Stored, off int64, n int32) {
-	e := idxEntry{t: st.Time.UnixNano(), id: st.ID, off: off, n: n, systemic: st.Systemic, kind: uint16(b.intern(st.Kind))}
+	e := idxEntry{t: st.Time.UnixNano(), id: st.ID, off: off, n: n, systemic: st.Systemic, rev: st.Systemic && st.Revision > 0,
+		kind: uint16(b.intern(st.Kind))}
 	if st.Service != "" {
 		e.service = uint32(b.intern(st.Service)) + 1
 	}
@@ -128,6 +138,9 @@ func (b *indexBuilder) add(st *Stored, off int64, n int32) {
 		b.minT = e.t
 	}
 	b.maxT = max(b.maxT, e.t)
+	if e.rev {
+		b.revs++
+	}
 	b.entries = append(b.entries, e)
 }
 
@@ -155,6 +168,12 @@ func (x *segIndex) meta(covered int64) segMeta {
 		m.maxT = max(m.maxT, e.t)
 		m.maxID = max(m.maxID, e.id)
 		m.kinds[x.str(int(e.kind))]++
+		if e.rev {
+			if m.revs == nil {
+				m.revs = map[string]int{}
+			}
+			m.revs[x.str(int(e.kind))]++
+		}
 		if e.service > 0 {
 			m.services[x.str(int(e.service)-1)] = true
 		}
@@ -193,6 +212,14 @@ func writeIndex(path string, x *segIndex, m *segMeta) (int64, error) {
 	}
 	meta = binary.LittleEndian.AppendUint32(meta, uint32(len(m.bloom)))
 	meta = append(meta, m.bloom...)
+	// Rewrites by kind come last: a reader that predates them stops at
+	// the Bloom filter.
+	meta = binary.LittleEndian.AppendUint32(meta, uint32(len(m.revs)))
+	for _, k := range slices.Sorted(maps.Keys(m.revs)) {
+		meta = binary.LittleEndian.AppendUint16(meta, uint16(len(k)))
+		meta = append(meta, k...)
+		meta = binary.LittleEndian.AppendUint32(meta, uint32(m.revs[k]))
+	}
 
 	tmp := path + ".tmp"
 	f, err := os.Create(tmp)
@@ -217,6 +244,9 @@ func writeIndex(path string, x *segIndex, m *segMeta) (int64, error) {
 		rec[34] = 0
 		if e.systemic {
 			rec[34] = 1
+		}
+		if e.rev {
+			rec[34] |= 2
 		}
 		copy(rec[35:51], e.trace[:])
 		binary.LittleEndian.PutUint32(rec[51:], e.operation)
@@ -288,6 +318,17 @@ func parseMeta(b []byte) (segMeta, []string, error) {
 		}
 	}
 	m.bloom = bloom(append([]byte(nil), r.bytes(int(r.u32()))...))
+	if r.err == nil && len(r.b) > 0 {
+		for k := int(r.u32()); k > 0 && r.err == nil; k-- {
+			kind := string(r.bytes(int(r.u16())))
+			if c := r.u32(); c > 0 {
+				if m.revs == nil {
+					m.revs = map[string]int{}
+				}
+				m.revs[kind] = int(c)
+			}
+		}
+	}
 	if r.err != nil {
 		return segMeta{}, nil, errBadIndex
 	}
@@ -324,7 +365,7 @@ func readIndex(path string, strs []string, off int64, count int) (*segIndex, err
 		e.n = int32(binary.LittleEndian.Uint32(rec[24:]))
 		e.kind = binary.LittleEndian.Uint16(rec[28:])
 		e.service = binary.LittleEndian.Uint32(rec[30:])
-		e.systemic = rec[34] == 1
+		e.systemic, e.rev = rec[34]&1 != 0, rec[34]&2 != 0
 		copy(e.trace[:], rec[35:51])
 		e.operation = binary.LittleEndian.Uint32(rec[51:])
 		e.severity = int8(rec[55])

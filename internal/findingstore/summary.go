@@ -98,8 +98,11 @@ type SystemicRef struct {
 	Operation string    `json:"operation,omitempty"`
 	Severity  string    `json:"severity"`
 	Time      time.Time `json:"time"`
-	WindowS   float64   `json:"window_s"`
-	ImpactMS  float64   `json:"impact_ms"`
+	// Updated is the finding's last rewrite (Stored.Updated): the merged
+	// summary joins findings as JoinSystemic does.
+	Updated  time.Time `json:"updated,omitzero"`
+	WindowS  float64   `json:"window_s"`
+	ImpactMS float64   `json:"impact_ms"`
 	// Traced: the finding names a trace, counted among the traces hurt.
 	Traced bool `json:"traced,omitempty"`
 }
@@ -223,7 +226,8 @@ func (s *Store) Summarize(ctx context.Context, q SummaryQuery) (Summary, error) 
 	}
 	from, to := nanoBounds(q.From, q.To)
 	acc := summaryAcc{bySev: map[string]int{}, byKind: map[string]*agg{}, bySvc: map[string]*agg{}, groups: map[groupKey]*groupAgg{}}
-	var systemic []hit
+	var systemic, versions []hit
+	idxOf := map[*segment]*segIndex{}
 	s.mu.RLock()
 	defer s.mu.RUnlock()
 	for _, seg := range s.segs {
@@ -250,10 +254,19 @@ func (s *Store) Summarize(ctx context.Context, q SummaryQuery) (Summary, error) 
 				q.Systemic != nil && *q.Systemic != e.systemic {
 				continue
 			}
-			acc.add(seg, x, e)
-			if q.WithSystemic && e.systemic {
-				systemic = append(systemic, hit{seg, *e})
+			if e.systemic {
+				// Only a rewritten finding's newest version counts.
+				versions = append(versions, hit{seg, *e})
+				idxOf[seg] = x
+				continue
 			}
+			acc.add(seg, x, e)
+		}
+	}
+	for _, h := range latestVersions(versions) {
+		acc.add(h.seg, idxOf[h.seg], &h.e)
+		if q.WithSystemic {
+			systemic = append(systemic, h)
 		}
 	}
 	out, err := s.summaryOf(&acc, q.Groups)
@@ -267,7 +280,7 @@ func (s *Store) Summarize(ctx context.Context, q SummaryQuery) (Summary, error) 
 		}
 		if st.Key != "" {
 			out.Systemic = append(out.Systemic, SystemicRef{Kind: st.Kind, Key: st.Key, Service: st.Service, Operation: st.Operation,
-				Severity: sevName(h.e.severity), Time: st.Time, WindowS: windowOf(&st).Seconds(), ImpactMS: float64(h.e.impactMS), Traced: !h.e.trace.IsZero()})
+				Severity: sevName(h.e.severity), Time: st.Time, Updated: st.Updated, WindowS: windowOf(&st).Seconds(), ImpactMS: float64(h.e.impactMS), Traced: !h.e.trace.IsZero()})
 		}
 	}
 	return out, nil
@@ -476,7 +489,7 @@ func joinedRefs(refs []SystemicRef) [][]SystemicRef {
 	fs := make([]Stored, len(refs))
 	byKey := map[string][]int{}
 	for i, r := range refs {
-		fs[i] = Stored{Finding: analyze.Finding{Kind: r.Kind, Evidence: map[string]any{"window_s": r.WindowS}}, Time: r.Time}
+		fs[i] = Stored{Finding: analyze.Finding{Kind: r.Kind, Evidence: map[string]any{"window_s": r.WindowS}}, Time: r.Time, Updated: r.Updated}
 		byKey[r.Kind+"\x00"+r.Key] = append(byKey[r.Kind+"\x00"+r.Key], i)
 	}
 	var out [][]SystemicRef

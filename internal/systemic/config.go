@@ -17,6 +17,10 @@ type Config struct {
 	Bucket time.Duration
 	// EvalInterval is how often Run evaluates the patterns.
 	EvalInterval time.Duration
+	// UpdateInterval is how often at most an open finding whose figures
+	// changed is rewritten in the store (default 1 min; once more when it
+	// closes).
+	UpdateInterval time.Duration
 	// BaselineHalfLife: data older than the longest window is folded into
 	// an exponentially decaying baseline with this half-life.
 	BaselineHalfLife time.Duration
@@ -115,6 +119,7 @@ func (c Config) withDefaults() Config {
 	dur(&c.Bucket, d.Bucket)
 	dur(&c.SnapshotInterval, time.Minute)
 	dur(&c.EvalInterval, d.EvalInterval)
+	dur(&c.UpdateInterval, time.Minute)
 	dur(&c.BaselineHalfLife, d.BaselineHalfLife)
 	dur(&c.MinBaseline, d.MinBaseline)
 	i(&c.MinSamples, d.MinSamples)

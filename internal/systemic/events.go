@@ -112,7 +112,8 @@ type missEvent struct {
 	fallback    string
 	fallbackMS  float64
 	wrote       bool
-	service, op string
+	service     string
+	op          string // the cache read (cacheRead)
 }
 
 type ring struct {
@@ -153,6 +154,14 @@ func cacheCommand(s *model.Span) (cmd, key string) {
 		cmd = strings.ToUpper(s.Name)
 	}
 	return cmd, key
+}
+
+// cacheRead names the read that missed by its command and key shape
+// ("GET product:?"): the code path to coalesce. The span's name says
+// only the command ("get") of any key.
+func cacheRead(s *model.Span, key string) string {
+	cmd, _ := cacheCommand(s)
+	return cmd + " " + analyze.CacheKeyShape(key)
 }
 
 // missOf reports whether a cache span is a miss, and its key.
@@ -225,7 +234,8 @@ func (d *Detector) flushMisses(now time.Time, root *model.Span, spans []model.Sp
 	defer func() { d.misses = d.misses[:0] }()
 	endpoint := root.Service + " " + root.Name
 	for _, m := range d.misses {
-		ev := missEvent{t: time.Unix(0, int64(m.s.StartUnixNano)), trace: m.s.TraceID.String(), span: m.s.SpanID.String(), service: m.s.Service, op: m.s.Name}
+		ev := missEvent{t: time.Unix(0, int64(m.s.StartUnixNano)), trace: m.s.TraceID.String(), span: m.s.SpanID.String(), service: m.s.Service,
+			op: cacheRead(m.s, m.key)}
 		// The fallback: the longest non-cache database call between the
 		// miss and the write-back of its key (or the trace's end). The
 		// first one is often the pool's connect, not the fetch.
@@ -326,7 +336,8 @@ func (d *Detector) stampedeFinding(endpoint, key string, evs []missEvent) (Findi
 	f.Evidence = StampedeEvidence{Endpoint: endpoint, CacheKey: key, Traces: best, WithinMS: float64(spread) / 1e6,
 		Fallback: win[0].fallback, FallbackMS: math.Round(mean*10) / 10, Rewrites: wrote, CacheService: win[0].service}
 	f.Culprit = &analyze.Culprit{Service: win[0].service, Operation: win[0].op, SpanID: win[0].span,
-		Reason: sprintf("%s owns the reads of %s that all missed at once and recomputed it", win[0].service, key)}
+		Reason: sprintf("%s reads %s (%s) and on a miss runs %s itself: %d requests did so at once; that read-through is where to let one request refill the key",
+			win[0].service, key, win[0].op, model.Clip(win[0].fallback, 80), best)}
 	f.Fix = "Let one request recompute the value while the others wait or serve the stale one: request coalescing (singleflight), a lock per key, early probabilistic refresh, or TTL jitter."
 	return f, true
 }

@@ -176,7 +176,8 @@ func (d *Detector) clusterShares(ctx context.Context) *merged {
 // together, and only the findings owns accepts are returned. The other
 // patterns are judged on this node's share, as Evaluate does.
 func (d *Detector) EvaluateCluster(now time.Time, owns func(key string) bool, peers []Share) []Finding {
-	return d.evaluate(now, &merged{owns: owns, peers: peers})
+	opened, _ := d.evaluate(now, &merged{owns: owns, peers: peers})
+	return opened
 }
 
 // Share returns this node's share of the merged patterns at now.

@@ -13,6 +13,7 @@ import (
 	"slices"
 	"time"
 
+	"github.com/tracedx/tracedx/internal/analyze"
 	"github.com/tracedx/tracedx/internal/model"
 )
 
@@ -89,6 +90,15 @@ type snapOpen struct {
 	Key   string
 	Last  time.Time
 	Close time.Duration
+	// The stored finding and its last written version (update.go).
+	Stored                    bool
+	ID                        uint64
+	Opened                    time.Time
+	Trace, Service, Operation string
+	Rev                       int
+	Wrote                     time.Time
+	Shown                     float64
+	Sev                       string
 }
 
 type snapSeries struct {
@@ -205,7 +215,8 @@ func (d *Detector) captureOnce() (*snapshot, int) {
 			Trace: nt.r.trace, Span: nt.r.span, T: nt.r.t})
 	}
 	for k, o := range d.open {
-		snap.Open = append(snap.Open, snapOpen{Key: k, Last: o.last, Close: o.close})
+		snap.Open = append(snap.Open, snapOpen{Key: k, Last: o.last, Close: o.close, Stored: o.stored, ID: o.id, Opened: o.opened,
+			Trace: o.trace, Service: o.service, Operation: o.operation, Rev: o.rev, Wrote: o.wrote, Shown: o.shown, Sev: string(o.sev)})
 	}
 	ops, roots := snapSeriesOf(d.ops), snapSeriesOf(d.roots)
 	resumes := d.resumes
@@ -410,7 +421,8 @@ func (d *Detector) load(snap *snapshot) error {
 			r: ref{trace: nt.Trace, span: nt.Span, t: nt.T}})
 	}
 	for _, o := range snap.Open {
-		d.open[o.Key] = &openKey{last: o.Last, close: o.Close}
+		d.open[o.Key] = &openKey{last: o.Last, close: o.Close, stored: o.Stored, id: o.ID, opened: o.Opened, trace: o.Trace,
+			service: o.Service, operation: o.Operation, rev: o.Rev, wrote: o.Wrote, shown: o.Shown, sev: analyze.Severity(o.Sev)}
 	}
 	d.resumePending = !snap.Saved.IsZero()
 	d.log.Info("systemic history restored", "operations", len(snap.Ops), "flows", len(snap.Roots),
@@ -454,7 +466,7 @@ func (d *Detector) resume(now time.Time) {
 	// Open keys move by the whole gap even when the windows restart
 	// empty: a condition still true once they refill is the same finding.
 	for _, o := range d.open {
-		o.last = shift(o.last, gap)
+		o.last, o.wrote = shift(o.last, gap), shift(o.wrote, gap)
 	}
 	seriesGap := time.Duration(seriesShift) * d.cfg.Bucket
 	for _, m := range []map[opKey]*series{d.ops, d.roots} {

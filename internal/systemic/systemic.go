@@ -46,9 +46,17 @@ import (
 // Finding is a systemic finding as stored.
 type Finding = findingstore.Stored
 
-// Sink receives findings (the findings store implements it).
+// Sink receives findings (the findings store implements it). Put hands
+// back the ids it gave in fs, which Updater needs.
 type Sink interface {
 	Put(ctx context.Context, fs []findingstore.Stored) error
+}
+
+// Updater is a Sink that can rewrite a finding it stored (the findings
+// store: Store.Update), so an open finding shows the figures of the
+// condition as it grows rather than as it first fired.
+type Updater interface {
+	Update(ctx context.Context, fs []findingstore.Stored) error
 }
 
 // Detector holds the sliding windows. It is safe for concurrent use.
@@ -106,6 +114,22 @@ type opKey struct{ service, op string }
 type openKey struct {
 	last  time.Time
 	close time.Duration
+	// The stored finding (stored once the sink gave its id): what queries
+	// select it by stays as it opened; rev versions were written since.
+	stored                    bool
+	id                        uint64
+	opened                    time.Time
+	trace, service, operation string
+	rev                       int
+	// wrote is when the version the store shows was written, shown its
+	// figure (magnitude) and sev its severity; next is the version to
+	// write (the latest, or the peak for bursts) and dirty says it
+	// differs enough from the shown one to be written.
+	wrote time.Time
+	shown float64
+	sev   analyze.Severity
+	next  *Finding
+	dirty bool
 }
 
 // New returns a detector. sink may be nil when only Evaluate is used;
@@ -154,13 +178,8 @@ func (d *Detector) Run(ctx context.Context) {
 			// The peers are asked before the lock is taken: they ask
 			// this node for its share at the same time.
 			m := d.clusterShares(ctx)
-			fs := d.evaluate(d.clock(), m)
-			if len(fs) == 0 || d.sink == nil {
-				continue
-			}
-			if err := d.sink.Put(ctx, fs); err != nil {
-				d.log.Warn("storing systemic findings", "count", len(fs), "err", err)
-			}
+			fs, ups := d.evaluate(d.clock(), m)
+			d.store(ctx, fs, ups)
 		}
 	}
 }
@@ -440,15 +459,43 @@ func (d *Detector) observeErrorType(now time.Time, s *model.Span) {
 
 // ---- evaluation ----
 
+// store puts the findings that opened and then rewrites those that
+// changed, when the sink can.
+func (d *Detector) store(ctx context.Context, opened, updated []Finding) {
+	if d.sink == nil {
+		return
+	}
+	if len(opened) > 0 {
+		if err := d.sink.Put(ctx, opened); err != nil {
+			d.log.Warn("storing systemic findings", "count", len(opened), "err", err)
+		} else {
+			d.Stored(opened)
+		}
+	}
+	if u, ok := d.sink.(Updater); ok && len(updated) > 0 {
+		if err := u.Update(ctx, updated); err != nil {
+			d.log.Warn("updating open systemic findings", "count", len(updated), "err", err)
+		}
+	}
+}
+
 // Evaluate folds old buckets into baselines, checks every pattern and
 // returns the findings that open now.
 func (d *Detector) Evaluate(now time.Time) []Finding {
+	opened, _ := d.evaluate(now, nil)
+	return opened
+}
+
+// EvaluateUpdates is Evaluate that also returns the new versions of open
+// findings whose figures changed (see update.go), for Updater.Update once
+// Stored has been told the ids of the opened ones.
+func (d *Detector) EvaluateUpdates(now time.Time) (opened, updated []Finding) {
 	return d.evaluate(now, nil)
 }
 
-// evaluate is Evaluate; with m (in a cluster) the merged patterns are
-// judged on every node's share and reported by their keys' owners.
-func (d *Detector) evaluate(now time.Time, m *merged) []Finding {
+// evaluate is EvaluateUpdates; with m (in a cluster) the merged patterns
+// are judged on every node's share and reported by their keys' owners.
+func (d *Detector) evaluate(now time.Time, m *merged) (opened, updated []Finding) {
 	d.mu.Lock()
 	defer d.mu.Unlock()
 	d.seen(now)
@@ -509,23 +556,35 @@ func (d *Detector) evaluate(now time.Time, m *merged) []Finding {
 	}
 	d.expireEvents(now, m != nil)
 
-	var out []Finding
+	var out, ups []Finding
 	for k, f := range active {
 		o := d.open[k]
 		if o == nil {
 			out = append(out, f)
-			o = &openKey{}
+			o = newOpenKey(f, now)
 			d.open[k] = o
+		} else {
+			o.revise(f)
 		}
 		o.last, o.close = now, closeAfter[k]
 	}
 	for k, o := range d.open {
+		closing := false
 		if _, ok := active[k]; !ok && now.Sub(o.last) >= o.close {
+			closing = true
+		}
+		// A newer version is written once the interval has passed, even
+		// when nothing new came since: a burst ends quickly.
+		if u, ok := o.due(now, d.cfg.UpdateInterval, closing); ok {
+			ups = append(ups, u)
+		}
+		if closing {
 			delete(d.open, k)
 		}
 	}
 	sort.Slice(out, func(i, j int) bool { return out[i].Key < out[j].Key })
-	return out
+	sort.Slice(ups, func(i, j int) bool { return ups[i].Key < ups[j].Key })
+	return out, ups
 }
 
 // Open returns the keys of the findings currently open (tests, debugging).

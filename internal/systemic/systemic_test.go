@@ -201,6 +201,10 @@ func patternCases(inject time.Time) []patternCase {
 				if ev.Traces < 5 || ev.CacheKey != "product:42" || ev.Rewrites < 5 || ev.FallbackMS < 50 {
 					t.Errorf("evidence %+v", ev)
 				}
+				// What to fix is the read of that key, not any "GET".
+				if f.Culprit == nil || f.Culprit.Operation != "GET product:?" || !strings.Contains(f.Culprit.Reason, "SELECT * FROM products") {
+					t.Errorf("culprit %+v", f.Culprit)
+				}
 			}},
 		{name: "token expiry race", kind: "auth_expiry_race", key: "auth_expiry_race/auth", culprit: "checkout",
 			burst:    authBurst(inject),

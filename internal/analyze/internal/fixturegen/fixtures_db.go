@@ -199,6 +199,22 @@ func init() {
 		g.client(root, "report-worker", "s3", "PUT", "https://reports-bucket.s3.eu-west-1.amazonaws.com/statements/3312/2026-10.pdf", 200, 640, 262)
 		return g
 	})
+	// Twenty requests miss catalog:all at once; the service lets one of
+	// them run the query and the others await its promise (single flight).
+	// A waiter's trace shows only its read of the key, then nothing until
+	// the other request's fetch is done.
+	add("idle_gap", "positive-single-flight-waiter", func() *gen {
+		g, _ := catalogRead(405, 336)
+		return g
+	})
+	// The same read, after which the request fetches the value itself and
+	// writes it back: its gap is no wait for another request.
+	add("idle_gap", "healthy-cache-read-then-own-fetch", func() *gen {
+		g, h := catalogRead(406, 345)
+		g.db(h, "shop", "postgresql", "shop", "pg-shop", "SELECT count(*) AS n, sum(total) AS s FROM orders", 1.2, 330)
+		g.db(h, "shop", "redis", "0", "redis-cache", "SET catalog:all ? EX 30", 331.5, 12)
+		return g
+	})
 	// A config client's background thread long-polls its config server: the
 	// server parks the request right after the handler returns and answers
 	// when a key changes or the poll's 30 s run out. The wait is the protocol.
@@ -240,4 +256,14 @@ func init() {
 		}
 		return g
 	})
+}
+
+// catalogRead is shop GET /catalog (durMS long) whose handler reads
+// catalog:all from Redis first; it returns the handler's index.
+func catalogRead(seed uint64, durMS float64) (*gen, int) {
+	g := newGen(seed, false)
+	root := g.server(-1, "shop", "GET", "/catalog", "/catalog", 200, 0, durMS)
+	h := g.internal(root, "shop", "request handler", 0.2, durMS-0.4, a("http.route", "/catalog"))
+	g.db(h, "shop", "redis", "0", "redis-cache", "GET catalog:all", 0.4, 0.3)
+	return g, h
 }
