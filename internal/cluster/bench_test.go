@@ -13,6 +13,7 @@ import (
 	"os/exec"
 	"path/filepath"
 	"runtime"
+	"runtime/pprof"
 	"strconv"
 	"strings"
 	"sync"
@@ -37,6 +38,15 @@ func cpuTime() time.Duration {
 	var ru syscall.Rusage
 	_ = syscall.Getrusage(syscall.RUSAGE_SELF, &ru)
 	return time.Duration(ru.Utime.Nano() + ru.Stime.Nano())
+}
+
+// minorFaults is how many times this process has touched a page for
+// the first time: the kernel's time for each is in the CPU counted, but
+// in no function of a profile that says why.
+func minorFaults() int64 {
+	var ru syscall.Rusage
+	_ = syscall.Getrusage(syscall.RUSAGE_SELF, &ru)
+	return ru.Minflt
 }
 
 // ingestCase is one deployment BenchmarkIngest compares.
@@ -169,7 +179,8 @@ func benchIngest(b *testing.B, c ingestCase) {
 	// nodes' GC cycles inside the measurement.
 	runtime.GC()
 	b.ResetTimer()
-	cpu0, minio0, t0 := cpuTime(), minioCPU(), time.Now()
+	stopProfile := profileWindow(b)
+	cpu0, minio0, t0, faults0 := cpuTime(), minioCPU(), time.Now(), minorFaults()
 	sender.send(b)
 	cpuFlush := cpuTime()
 	var early uint64
@@ -185,6 +196,8 @@ func benchIngest(b *testing.B, c ingestCase) {
 	}
 	cpu, wall := cpuTime()-cpu0, time.Since(t0)
 	minio := minioCPU() - minio0
+	faults := minorFaults() - faults0
+	stopProfile()
 	b.StopTimer()
 	b.ReportMetric(float64(cpu.Nanoseconds())/float64(spans)/1e3, "cpu-µs/span")
 	b.ReportMetric(float64(spans)/wall.Seconds(), "spans/s")
@@ -202,11 +215,38 @@ func benchIngest(b *testing.B, c ingestCase) {
 		blocks += st.BlocksFlushedTotal
 	}
 	b.ReportMetric(float64(blocks), "blocks")
+	b.ReportMetric(float64(faults)*1000/float64(spans), "page-faults/1k-spans")
 	// Blocks cut before the final flush: none, or the run paid cuts the
 	// others did not (see startIngestNodes).
 	b.ReportMetric(float64(early), "early-blocks")
 	b.ReportMetric(float64(spans)/float64(writes), "spans/write")
 	b.ReportMetric(float64(writes)/float64(max(syncs, 1)), "writes/fsync")
+}
+
+// profileWindow starts a CPU profile of the measured window alone when
+// TRACEDX_BENCH_CPUPROFILE is set, into that path followed by the case's
+// name (a run holds several cases), and returns what stops it:
+// -test.cpuprofile also profiles building the requests and starting the
+// nodes, which differ between cases and blur a comparison of them. The
+// b.N = 1 run that precedes a -benchtime run is not profiled.
+func profileWindow(b *testing.B) func() {
+	path := os.Getenv("TRACEDX_BENCH_CPUPROFILE")
+	if path == "" || b.N == 1 {
+		return func() {}
+	}
+	f, err := os.Create(path + "." + strings.NewReplacer("/", "_", "=", "").Replace(b.Name()))
+	if err != nil {
+		b.Fatal(err)
+	}
+	if err := pprof.StartCPUProfile(f); err != nil {
+		b.Fatalf("TRACEDX_BENCH_CPUPROFILE: %v", err)
+	}
+	return func() {
+		pprof.StopCPUProfile()
+		if err := f.Close(); err != nil {
+			b.Fatal(err)
+		}
+	}
 }
 
 // minioCPU is the CPU time MinIO's process has used so far, when

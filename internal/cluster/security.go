@@ -74,12 +74,15 @@ func (s Security) requirePeer(next http.Handler) http.Handler {
 // FromPeer reports whether a gRPC call was forwarded by a peer: it
 // carries the forwarded marker and the peer token. A client setting the
 // marker without the token is treated as any other sender.
+//
+// Ingest asks several times per request, on every cluster node and for
+// every request, most of them a client's: the keys are looked up alone,
+// as metadata.FromIncomingContext copies the whole metadata each time.
 func (s Security) FromPeer(ctx context.Context) bool {
-	md, ok := metadata.FromIncomingContext(ctx)
-	if !ok || len(md.Get(forwardedKey)) == 0 {
+	if len(metadata.ValueFromIncomingContext(ctx, forwardedKey)) == 0 {
 		return false
 	}
-	for _, v := range md.Get("authorization") {
+	for _, v := range metadata.ValueFromIncomingContext(ctx, "authorization") {
 		if s.isPeer(v) {
 			return true
 		}

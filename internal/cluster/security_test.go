@@ -103,6 +103,28 @@ func TestForwardCarriesTokenAndTenant(t *testing.T) {
 	if !(Security{}).FromPeer(metadata.NewIncomingContext(context.Background(), metadata.Pairs(forwardedKey, "n0"))) {
 		t.Error("without a peer token (trusted network) the marker must count")
 	}
+	// Keys as a client may spell them, which gRPC does not lower-case in
+	// a context built by hand.
+	mixed := metadata.MD{"X-Tracedx-Forwarded-By": {"n0"}, "Authorization": {"Bearer " + peerToken}}
+	if !owner.fw.sec.FromPeer(metadata.NewIncomingContext(context.Background(), mixed)) {
+		t.Error("the marker and the token in other letter cases not taken as a peer's")
+	}
+}
+
+// Every request to a cluster node asks FromPeer several times; a client's
+// request (no marker) costs no allocation.
+func TestFromPeerAllocatesNothingForClients(t *testing.T) {
+	ctx := metadata.NewIncomingContext(context.Background(), metadata.Pairs(
+		"content-type", "application/grpc", "user-agent", "otel-collector", ":authority", "node:4317",
+		"authorization", "Bearer some-tenants-token"))
+	sec := Security{Token: peerToken}
+	if n := testing.AllocsPerRun(100, func() {
+		if sec.FromPeer(ctx) {
+			t.Fatal("a client's request taken as a peer's")
+		}
+	}); n != 0 {
+		t.Errorf("%v allocations per call for a client's request, want 0", n)
+	}
 }
 
 // fakeLocal answers the peer API with one trace.
