@@ -394,6 +394,16 @@ func retryStormCulprit(t *Trace, f *Finding) *Culprit {
 			"layer's calls to %s fail (%s): %s's failures are the cause, the outer layers only retry them.",
 			ev.Amplification, svc, model.Clip(attemptOutcome(deepest, true), 60), svc))
 	}
+	if lockError(attempt) != "" {
+		// The database only refereed the conflict between transactions:
+		// the caller's transaction, which holds and takes the locks, is
+		// where the fix goes.
+		if caller := refNode(t, &ev.Caller); caller != nil {
+			return culpritAt(t, caller, fmt.Sprintf("%s's transaction lost a lock conflict (%s) and was retried: "+
+				"the cause is the order and length of the transactions that lock the same rows, not %s.",
+				caller.Span.Service, model.Clip(lockError(attempt), 60), ev.Target))
+		}
+	}
 	return culpritCallee(t, attempt, fmt.Sprintf("%d of %d attempts to %s failed (%s): the retries react to %s's "+
 		"failures, which are the cause.", ev.FailedCount, len(ev.Attempts), ev.Target, model.Clip(ev.Attempts[0].Outcome, 60),
 		ev.Target))

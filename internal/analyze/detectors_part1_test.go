@@ -223,6 +223,15 @@ var p1Checks = map[string]func(t *testing.T, fs []Finding){
 			t.Errorf("impact %.1f", fs[0].ImpactMS)
 		}
 	},
+	// Restarting a deadlock victim's transaction is what MySQL asks for:
+	// the advice is the lock order, not fewer retries.
+	"retry_storm/positive-mysql-deadlock-retry": func(t *testing.T, fs []Finding) {
+		ev := fs[0].Evidence.(RetryStormEvidence)
+		if len(fs) != 1 || len(ev.Attempts) != 2 || ev.FailedCount != 1 || ev.Caller.Service != "inventory" ||
+			!strings.Contains(fs[0].Fix, "lock rows in one order") || strings.Contains(fs[0].Fix, "idempotent") {
+			t.Errorf("evidence %+v fix %q", ev, fs[0].Fix)
+		}
+	},
 	"retry_storm/positive-nested-3x3": func(t *testing.T, fs []Finding) {
 		ev := fs[0].Evidence.(RetryStormEvidence)
 		if len(fs) != 1 || ev.Amplification != 9 || len(ev.Layers) != 2 || ev.Layers[1].Calls != 9 ||
@@ -250,6 +259,15 @@ var p1Checks = map[string]func(t *testing.T, fs []Finding){
 		ev := fs[0].Evidence.(IdleGapEvidence)
 		if len(fs) != 1 || !p1Near(ev.GapMS, 100.5, 0.5) || ev.Position != "between_children" ||
 			ev.LikelyCause != "uninstrumented_work" || !strings.Contains(ev.CauseText, "open transaction") {
+			t.Errorf("evidence %+v", ev)
+		}
+	},
+	// No checkout span, but the queries run around a remote call: the gap
+	// before the first one is read as a pool wait, naming that call.
+	"idle_gap/positive-mysql2-untraced-checkout": func(t *testing.T, fs []Finding) {
+		ev := fs[0].Evidence.(IdleGapEvidence)
+		if len(fs) != 1 || !p1Near(ev.GapMS, 310, 0.5) || ev.Position != "before_first_child" || ev.LikelyCause != "pool_wait" ||
+			!strings.Contains(ev.CauseText, "pricing GET /slow, 307 ms") {
 			t.Errorf("evidence %+v", ev)
 		}
 	},

@@ -200,6 +200,14 @@ func gapCause(t *Trace, n *Node, gs, ge uint64, pos string, before, after *Node)
 		return "pool_wait", "waiting for a pooled database connection before the next query"
 	case after != nil && IsCall(n) && (after.Span.Kind == model.KindServer || after.Span.Kind == model.KindConsumer):
 		return "network_or_queueing", "network or queueing before the callee started"
+	case pos == "before_first_child" && after != nil && IsDB(after) && heldAcrossFrom(after, true) != nil:
+		call := heldAcrossFrom(after, true)
+		// A checkout nobody traced (mysql2's getConnection) leaves only
+		// this gap; a connection the queries share stays held across the
+		// call between them, which is what empties a pool for everyone.
+		return "pool_wait", fmt.Sprintf("waiting for a pooled database connection (its queries run around %s, %.0f ms: "+
+			"a connection held across it starves the pool), or untraced work before the first query",
+			spanLabel(t, call), NS(call.Duration()))
 	case pos == "before_first_child" && after != nil && IsDB(after):
 		return "uninstrumented_work", "work nobody instrumented before the first query (start-up, connecting, an ORM warming up)"
 	case pos != "before_first_child" && awaitsSharedFetch(t, before, after):

@@ -101,4 +101,47 @@ func init() {
 		g.mysql2Query(h, "orders", "COMMIT", 106, 0.3)
 		return g
 	})
+
+	// Ten concurrent requests share a mysql2 pool of 2 whose getConnection
+	// nobody traces; each holds its connection across a 300 ms call, so
+	// this one waited 310 ms (one call's length) before its first query.
+	add("idle_gap", "positive-mysql2-untraced-checkout", func() *gen {
+		g := newGen(1904, false)
+		_, gh := g.expressEntry(-1, "gateway", "/pool", 200, 0, 652.3)
+		c := g.client(gh, "gateway", "", "GET", "http://127.0.0.1:47202/pool?fixed=0", 200, 11, 640.9)
+		_, h := g.expressEntry(c, "orders", "/pool", 200, 23, 625.6)
+		g.mysql2Query(h, "orders", "SELECT id, total FROM orders WHERE id = ?", 333, 2.1)
+		p := g.client(h, "orders", "", "GET", "http://127.0.0.1:47204/slow?ms=300", 200, 335, 306.7)
+		g.expressEntry(p, "pricing", "/slow", 200, 340, 302.2)
+		g.mysql2Query(h, "orders", "UPDATE orders SET total = total WHERE id = ?", 647, 1.4)
+		return g
+	})
+
+	// Two transfers lock accounts 1 and 2 in opposite orders; InnoDB picks
+	// inventory's as the deadlock victim (1213) and inventory restarts the
+	// transaction, as MySQL asks.
+	add("retry_storm", "positive-mysql-deadlock-retry", func() *gen {
+		g := newGen(1905, false)
+		_, gh := g.expressEntry(-1, "gateway", "/deadlock", 200, 0, 324.9)
+		xfer := func(svc string, at float64, attempts int) {
+			c := g.client(gh, "gateway", "", "GET", "http://127.0.0.1:47202/xfer?dir=ab", 200, at, 208.6+float64(attempts-1)*106)
+			_, h := g.expressEntry(c, svc, "/xfer", 200, at+1, 207.4+float64(attempts-1)*106)
+			st := at + 2
+			for i := 1; i <= attempts; i++ {
+				g.mysql2Query(h, svc, "START TRANSACTION", st, 1.1)
+				g.mysql2Query(h, svc, "UPDATE accounts SET balance = balance - 1 WHERE id = ?", st+1, 0.5)
+				upd := g.mysql2Query(h, svc, "UPDATE accounts SET balance = balance + 1 WHERE id = ?", st+102, 2.1)
+				if i < attempts {
+					g.fail(upd, "Error", "Deadlock found when trying to get lock; try restarting transaction")
+					g.mysql2Query(h, svc, "ROLLBACK", st+105, 2.5)
+					st += 108
+					continue
+				}
+				g.mysql2Query(h, svc, "COMMIT", st+105, 0.3)
+			}
+		}
+		xfer("orders", 2, 1)
+		xfer("inventory", 15, 2)
+		return g
+	})
 }
