@@ -87,6 +87,15 @@ var p1Checks = map[string]func(t *testing.T, fs []Finding){
 			t.Errorf("title %q", fs[0].Title)
 		}
 	},
+	// Sub-millisecond queries on a whole-millisecond clock: the sum is a
+	// lower bound, the loop's span the upper one, and the finding says so.
+	"n_plus_one_query/positive-whole-ms-mysql2-loop": func(t *testing.T, fs []Finding) {
+		ev := fs[0].Evidence.(NPlusOneEvidence)
+		if len(fs) != 1 || ev.Count != 150 || !p1Near(ev.TotalMS, 30, 0.1) || !p1Near(ev.TotalMaxMS, 104, 0.1) ||
+			!strings.Contains(fs[0].Title, "30-104 ms in total (whole-millisecond timestamps)") {
+			t.Errorf("evidence %+v title %q", ev, fs[0].Title)
+		}
+	},
 	"n_plus_one_query/positive-redis-product-per-item": func(t *testing.T, fs []Finding) {
 		ev := fs[0].Evidence.(NPlusOneEvidence)
 		if len(fs) != 1 || ev.Count != 16 || ev.DBSystem != "redis" || ev.Shape != "HGETALL product:?" || ev.ListQuery == nil ||

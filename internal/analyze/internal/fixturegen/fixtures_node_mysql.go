@@ -144,4 +144,26 @@ func init() {
 		xfer("inventory", 15, 2)
 		return g
 	})
+
+	// An N+1 whose every timestamp is a whole millisecond (an SDK or a
+	// converter that keeps milliseconds): 150 sub-millisecond lookups read
+	// 0 ms (120 of them) or 1 ms, 30 ms together, though the loop ran 104 ms.
+	add("n_plus_one_query", "positive-whole-ms-mysql2-loop", func() *gen {
+		g := newGen(1906, false)
+		_, h := g.expressEntry(-1, "orders", "/n1", 200, 0, 112)
+		g.mysql2Query(h, "orders", "SELECT id, total, customer_id FROM orders ORDER BY id LIMIT 150", 1, 2)
+		at := 3.0
+		for i := 0; i < 150; i++ {
+			d := 0.0
+			if i%5 == 0 {
+				d = 1
+			}
+			g.mysql2Query(h, "orders", "SELECT id, name FROM customers WHERE id = ?", at, d)
+			at += d
+			if i%2 == 1 {
+				at++
+			}
+		}
+		return g
+	})
 }
