@@ -597,6 +597,7 @@ func ExceptionOf(s *model.Span) (typ, msg string) {
 		e := &s.Events[i]
 		if e.Name == "exception" {
 			typ, msg = e.Attrs.Str("exception.type"), e.Attrs.Str("exception.message")
+			typ = namedType(typ, e.Attrs.Str("exception.stacktrace"))
 			// @opentelemetry/instrumentation-pg records a typeless, generic
 			// "PostgreSQL error of type 'error' occurred (code: 42P01)" and
 			// puts the server's words ("relation \"pricez\" does not exist")
@@ -620,6 +621,22 @@ func ExceptionOf(s *model.Span) (typ, msg string) {
 		msg = s.StatusMessage
 	}
 	return typ, msg
+}
+
+// namedType replaces a numeric exception type with the error's name from
+// the first line of its stack trace: @opentelemetry/instrumentation-undici
+// records an aborted fetch's DOMException by its legacy code ("23"), while
+// the trace starts "TimeoutError: The operation was aborted due to timeout".
+func namedType(typ, stack string) string {
+	if typ == "" || strings.TrimLeft(typ, "0123456789") != "" {
+		return typ
+	}
+	first, _, _ := strings.Cut(stack, "\n")
+	name, _, ok := strings.Cut(first, ":")
+	if !ok || name == "" || strings.ContainsAny(name, " \t") {
+		return typ
+	}
+	return name
 }
 
 // errorLog reads the error a span logged the OpenTracing way, which Jaeger

@@ -83,6 +83,10 @@ func init() {
 		_, ih := g.expressEntry(c, "inventory", "/timeout", 504, 40, 205.9)
 		f := g.client(ih, "inventory", "", "GET", "http://127.0.0.1:47202/slowwork?ms=1000", 0, 42, 200.03)
 		g.fail(f, "23", "The operation was aborted due to timeout")
+		// undici names the DOMException by its legacy code; its stack says what it is.
+		g.spans[f].Events[0].Attrs[2] = a("exception.stacktrace", "TimeoutError: The operation was aborted due to timeout\n"+
+			"    at new DOMException (node:internal/per_context/domexception:53:5)\n"+
+			"    at Timeout._onTimeout (node:internal/abort_controller:129:9)")
 		_, oh := g.expressEntry(f, "orders", "/slowwork", 200, 48, 204)
 		g.mysql2Query(oh, "orders", "SELECT SLEEP(?) AS s", 48, 1002.7)
 		return g
