@@ -61,6 +61,7 @@ func TestCulpritsOnFixtures(t *testing.T) {
 		// The worker's call to shipping timed out; shipping spent all of
 		// that time waiting for carrier-api, which is where it went.
 		{"timeout_cascade/positive-worker-shipping-10s", "timeout_cascade", "carrier-api", "POST /labels"},
+		{"timeout_cascade/positive-express-mysql-lock-wait-timeout", "timeout_cascade", "orders", "request handler"},
 		{"timeout_cascade/positive-worker-shipping-10s", "error_origin", "carrier-api", "POST /labels"},
 		{"timeout_mismatch/positive-inner-timeout-longer", "timeout_mismatch", "orders-service",
 			"call to inventory-service POST /api/stock/reserve"},
