@@ -394,6 +394,16 @@ func retryStormCulprit(t *Trace, f *Finding) *Culprit {
 			"layer's calls to %s fail (%s): %s's failures are the cause, the outer layers only retry them.",
 			ev.Amplification, svc, model.Clip(attemptOutcome(deepest, true), 60), svc))
 	}
+	if lockError(attempt) != "" {
+		// The database only refereed the conflict between transactions:
+		// the caller's transaction, which holds and takes the locks, is
+		// where the fix goes.
+		if caller := refNode(t, &ev.Caller); caller != nil {
+			return culpritAt(t, caller, fmt.Sprintf("%s's transaction lost a lock conflict (%s) and was retried: "+
+				"the cause is the order and length of the transactions that lock the same rows, not %s.",
+				caller.Span.Service, model.Clip(lockError(attempt), 60), ev.Target))
+		}
+	}
 	return culpritCallee(t, attempt, fmt.Sprintf("%d of %d attempts to %s failed (%s): the retries react to %s's "+
 		"failures, which are the cause.", ev.FailedCount, len(ev.Attempts), ev.Target, model.Clip(ev.Attempts[0].Outcome, 60),
 		ev.Target))
@@ -463,9 +473,40 @@ func timeoutCascadeCulprit(t *Trace, f *Finding) *Culprit {
 	if o == nil {
 		return nil
 	}
+	if holder, call := lockHolder(t, o); holder != nil && holder.Parent != nil {
+		return culpritAt(t, holder.Parent, fmt.Sprintf("%s waited for a row lock until the database gave up (%s) while "+
+			"%s's transaction held the lock across %s (%s): that transaction, not the database, is the cause.",
+			nodeLabel(t, o), model.Clip(lockError(o), 60), holder.Span.Service, spanLabel(t, call), fmtDur(call.Duration())))
+	}
 	reason := fmt.Sprintf("it consumed the %.0f ms budget; the %d layers above only waited for it and passed the "+
 		"timeout up.", ev.TimeoutMS, len(ev.Layers)-1)
 	return slowestCulprit(t, o, reason)
+}
+
+// lockHolder finds, for a statement the database stopped on a lock
+// conflict, a statement of the same shape that got the lock and whose
+// transaction held it across a remote call while the victim waited, and
+// that call (heldLockAcross); nil when the trace does not show one.
+func lockHolder(t *Trace, victim *Node) (holder, call *Node) {
+	if lockError(victim) == "" {
+		return nil, nil
+	}
+	shape := DBShape(victim.Span)
+	var best uint64
+	for _, m := range t.Nodes {
+		if m == victim || Failed(m) || !IsDB(m) || m.End() > victim.End() || DBShape(m.Span) != shape {
+			continue
+		}
+		c := heldLockAcross(m)
+		if c == nil {
+			continue
+		}
+		lo, hi := max(c.Start(), victim.Start()), min(c.End(), victim.End())
+		if hi > lo && hi-lo > best {
+			best, holder, call = hi-lo, m, c
+		}
+	}
+	return holder, call
 }
 
 // slowestCulprit blames where a slow span's time went: the callee of a

@@ -44,11 +44,13 @@ func TestCulpritsOnFixtures(t *testing.T) {
 		{"error_origin/positive-order-deadlock-old-semconv", "error_origin", "pg-main", "UPDATE inventory SET reserved"},
 		{"fan_out/positive-price-per-sku-sequential", "fan_out", "checkout-api", "POST /api/checkout"},
 		{"idle_gap/positive-pool-wait-between-queries", "idle_gap", "order-service", "OrderController.createOrder"},
+		{"idle_gap/positive-mysql2-untraced-checkout", "idle_gap", "orders", "request handler"},
 		{"instrumentation_gap/positive-pii-and-token", "instrumentation_gap", "payment-service", ""},
 		{"n_plus_one_query/positive-orders-then-50-customers", "n_plus_one_query", "order-service", "OrderController.listOrders"},
 		{"partial_failure/positive-dashboard-loyalty-down", "partial_failure", "web-bff", "GET /api/dashboard"},
 		{"poison_message/positive-kafka-retries-to-dlt", "poison_message", "billing-worker", "consume orders.created"},
 		{"retry_storm/positive-nested-3x3", "retry_storm", "payments-service", "POST /v1/charges"},
+		{"retry_storm/positive-mysql-deadlock-retry", "retry_storm", "inventory", "request handler"},
 		{"retry_storm/positive-inventory-pool-exhaustion", "retry_storm", "inventory-service", "inventory.v1.InventoryService/ReserveStock"},
 		{"sequential_calls/positive-dashboard-four-calls", "sequential_calls", "web-bff", "GET /api/dashboard"},
 		{"slow_dependency/positive-geocoding-api", "slow_dependency", "maps.example-geo.com", "GET /maps/api/geocode/json"},
@@ -59,6 +61,7 @@ func TestCulpritsOnFixtures(t *testing.T) {
 		// The worker's call to shipping timed out; shipping spent all of
 		// that time waiting for carrier-api, which is where it went.
 		{"timeout_cascade/positive-worker-shipping-10s", "timeout_cascade", "carrier-api", "POST /labels"},
+		{"timeout_cascade/positive-express-mysql-lock-wait-timeout", "timeout_cascade", "orders", "request handler"},
 		{"timeout_cascade/positive-worker-shipping-10s", "error_origin", "carrier-api", "POST /labels"},
 		{"timeout_mismatch/positive-inner-timeout-longer", "timeout_mismatch", "orders-service",
 			"call to inventory-service POST /api/stock/reserve"},

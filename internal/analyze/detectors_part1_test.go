@@ -87,6 +87,15 @@ var p1Checks = map[string]func(t *testing.T, fs []Finding){
 			t.Errorf("title %q", fs[0].Title)
 		}
 	},
+	// Sub-millisecond queries on a whole-millisecond clock: the sum is a
+	// lower bound, the loop's span the upper one, and the finding says so.
+	"n_plus_one_query/positive-whole-ms-mysql2-loop": func(t *testing.T, fs []Finding) {
+		ev := fs[0].Evidence.(NPlusOneEvidence)
+		if len(fs) != 1 || ev.Count != 150 || !p1Near(ev.TotalMS, 30, 0.1) || !p1Near(ev.TotalMaxMS, 104, 0.1) ||
+			!strings.Contains(fs[0].Title, "30-104 ms in total (whole-millisecond timestamps)") {
+			t.Errorf("evidence %+v title %q", ev, fs[0].Title)
+		}
+	},
 	"n_plus_one_query/positive-redis-product-per-item": func(t *testing.T, fs []Finding) {
 		ev := fs[0].Evidence.(NPlusOneEvidence)
 		if len(fs) != 1 || ev.Count != 16 || ev.DBSystem != "redis" || ev.Shape != "HGETALL product:?" || ev.ListQuery == nil ||
@@ -174,6 +183,26 @@ var p1Checks = map[string]func(t *testing.T, fs []Finding){
 			t.Errorf("evidence %+v", ev)
 		}
 	},
+	// The lock wait timeout is the origin, below the Express handler span
+	// that did not fail; its fix is the lock holder, not a circuit breaker.
+	"timeout_cascade/positive-express-mysql-lock-wait-timeout": func(t *testing.T, fs []Finding) {
+		ev := fs[0].Evidence.(TimeoutCascadeEvidence)
+		if len(fs) != 1 || len(ev.Layers) != 3 || ev.Origin.Service != "orders" ||
+			ev.Origin.Operation != "SELECT" || !strings.Contains(ev.Origin.Message, "Lock wait timeout") || ev.TimeoutMS != 1000 ||
+			ev.Occurrences != 2 || ev.Budget != nil || !strings.Contains(fs[0].Fix, "lock_contention") ||
+			strings.Contains(fs[0].Fix, "circuit breaker") {
+			t.Errorf("evidence %+v fix %q", ev, fs[0].Fix)
+		}
+	},
+	// One cascade from the gateway down to inventory's aborted fetch; the
+	// gateway's 504 is what it received, not a deadline of its own.
+	"timeout_cascade/positive-express-fetch-abort-signal": func(t *testing.T, fs []Finding) {
+		ev := fs[0].Evidence.(TimeoutCascadeEvidence)
+		if len(fs) != 1 || len(ev.Layers) != 4 || ev.Origin.Service != "inventory" || ev.Origin.Operation != "GET" ||
+			!p1Near(ev.TimeoutMS, 200, 0.1) || ev.Budget != nil || fs[0].Severity != SeverityCritical {
+			t.Errorf("evidence %+v budget %+v severity %s", ev, ev.Budget, fs[0].Severity)
+		}
+	},
 	"timeout_mismatch/positive-search-kept-running": func(t *testing.T, fs []Finding) {
 		ev := fs[0].Evidence.(TimeoutMismatchEvidence)
 		if len(fs) != 1 || !p1Near(ev.InvertedByMS, 1404, 1) || ev.Child.Service != "search-service" || ev.InnerTimeout != nil {
@@ -203,6 +232,15 @@ var p1Checks = map[string]func(t *testing.T, fs []Finding){
 			t.Errorf("impact %.1f", fs[0].ImpactMS)
 		}
 	},
+	// Restarting a deadlock victim's transaction is what MySQL asks for:
+	// the advice is the lock order, not fewer retries.
+	"retry_storm/positive-mysql-deadlock-retry": func(t *testing.T, fs []Finding) {
+		ev := fs[0].Evidence.(RetryStormEvidence)
+		if len(fs) != 1 || len(ev.Attempts) != 2 || ev.FailedCount != 1 || ev.Caller.Service != "inventory" ||
+			!strings.Contains(fs[0].Fix, "lock rows in one order") || strings.Contains(fs[0].Fix, "idempotent") {
+			t.Errorf("evidence %+v fix %q", ev, fs[0].Fix)
+		}
+	},
 	"retry_storm/positive-nested-3x3": func(t *testing.T, fs []Finding) {
 		ev := fs[0].Evidence.(RetryStormEvidence)
 		if len(fs) != 1 || ev.Amplification != 9 || len(ev.Layers) != 2 || ev.Layers[1].Calls != 9 ||
@@ -224,6 +262,22 @@ var p1Checks = map[string]func(t *testing.T, fs []Finding){
 		if len(fs) != 1 || ev.Position != "after_last_child" || ev.LikelyCause != "shared_fetch_wait" ||
 			!strings.Contains(fs[0].Title, "catalog:all, which another request was fetching") || ev.Before == nil {
 			t.Errorf("evidence %+v title %q", ev, fs[0].Title)
+		}
+	},
+	"idle_gap/positive-work-inside-transaction": func(t *testing.T, fs []Finding) {
+		ev := fs[0].Evidence.(IdleGapEvidence)
+		if len(fs) != 1 || !p1Near(ev.GapMS, 100.5, 0.5) || ev.Position != "between_children" ||
+			ev.LikelyCause != "uninstrumented_work" || !strings.Contains(ev.CauseText, "open transaction") {
+			t.Errorf("evidence %+v", ev)
+		}
+	},
+	// No checkout span, but the queries run around a remote call: the gap
+	// before the first one is read as a pool wait, naming that call.
+	"idle_gap/positive-mysql2-untraced-checkout": func(t *testing.T, fs []Finding) {
+		ev := fs[0].Evidence.(IdleGapEvidence)
+		if len(fs) != 1 || !p1Near(ev.GapMS, 310, 0.5) || ev.Position != "before_first_child" || ev.LikelyCause != "pool_wait" ||
+			!strings.Contains(ev.CauseText, "pricing GET /slow, 307 ms") {
+			t.Errorf("evidence %+v", ev)
 		}
 	},
 	"idle_gap/positive-wait-before-first-call": func(t *testing.T, fs []Finding) {

@@ -191,12 +191,23 @@ func gapCause(t *Trace, n *Node, gs, ge uint64, pos string, before, after *Node)
 	case pos == "before_first_child" && opensConnection(n):
 		return "connection_setup", fmt.Sprintf("opening a new %s connection (network round trips, TLS, authentication) "+
 			"before its session set-up", nonEmpty(DBSystem(n.Span), "database"))
+	case after != nil && IsDB(after) && before != nil && IsDB(before) && pos == "between_children" && inTransaction(n, before):
+		return "uninstrumented_work", "work nobody instrumented inside an open transaction (its locks held meanwhile; " +
+			"the transaction keeps its connection, so this is no pool wait)"
 	case after != nil && IsDB(after) && before != nil && IsDB(before) && pos == "between_children":
 		return "pool_wait", "waiting for a pooled database connection"
 	case after != nil && IsDB(after) && poolInUse(t, n, after, gs, ge):
 		return "pool_wait", "waiting for a pooled database connection before the next query"
 	case after != nil && IsCall(n) && (after.Span.Kind == model.KindServer || after.Span.Kind == model.KindConsumer):
 		return "network_or_queueing", "network or queueing before the callee started"
+	case pos == "before_first_child" && after != nil && IsDB(after) && heldAcrossFrom(after, true) != nil:
+		call := heldAcrossFrom(after, true)
+		// A checkout nobody traced (mysql2's getConnection) leaves only
+		// this gap; a connection the queries share stays held across the
+		// call between them, which is what empties a pool for everyone.
+		return "pool_wait", fmt.Sprintf("waiting for a pooled database connection (its queries run around %s, %.0f ms: "+
+			"a connection held across it starves the pool), or untraced work before the first query",
+			spanLabel(t, call), NS(call.Duration()))
 	case pos == "before_first_child" && after != nil && IsDB(after):
 		return "uninstrumented_work", "work nobody instrumented before the first query (start-up, connecting, an ORM warming up)"
 	case pos != "before_first_child" && awaitsSharedFetch(t, before, after):
@@ -301,6 +312,35 @@ func poolInUse(t *Trace, n, after *Node, gs, ge uint64) bool {
 		}
 	}
 	return false
+}
+
+// inTransaction reports whether, among n's children up to before, the
+// last statement that began or ended a transaction began one: the
+// statements around a gap after it run on the transaction's connection
+// (mysql2's START TRANSACTION ... COMMIT), which nothing returns to the
+// pool before the commit, so the gap cannot be a wait for a free one.
+func inTransaction(n, before *Node) bool {
+	open := false
+	for _, c := range n.Children {
+		if c.Start() > before.Start() || !IsDB(c) || c.Span.Service != before.Span.Service {
+			continue
+		}
+		switch {
+		case endsTransaction(c):
+			open = false
+		case beginsTransaction(c):
+			open = true
+		}
+	}
+	return open
+}
+
+// beginsTransaction reports a BEGIN or START TRANSACTION, as a statement
+// or as the driver's span (otelsql's sql.conn.begin_tx).
+func beginsTransaction(n *Node) bool {
+	ws := textWords(DBStatement(n.Span) + " " + n.Span.Name)
+	return slices.Contains(ws, "begin") || slices.Contains(ws, "begin_tx") ||
+		slices.Contains(ws, "start") && slices.Contains(ws, "transaction")
 }
 
 // connectAdvice is the fix for a request that paid for opening a database

@@ -278,11 +278,15 @@ func (d *LockContention) waitFinding(t *Trace, n *Node, ws []spanWait, impact, t
 // heldAcross finds, among the siblings after checkout n, a remote call
 // (not a database span) between two queries with no other checkout in
 // between: the connection n checked out stays held across that call.
-func heldAcross(n *Node) *Node {
+func heldAcross(n *Node) *Node { return heldAcrossFrom(n, false) }
+
+// heldAcrossFrom is heldAcross counting n itself as the first query when
+// queried is set: the query a request ran first after an untraced
+// checkout.
+func heldAcrossFrom(n *Node, queried bool) *Node {
 	if n.Parent == nil {
 		return nil
 	}
-	var queried bool
 	var call *Node
 	for _, c := range n.Parent.Children {
 		if c == n || c.Start()+1e6 < n.End() {

@@ -29,6 +29,10 @@ type NPlusOneEvidence struct {
 	DBSystem string  `json:"db_system"`
 	Count    int     `json:"count"`
 	TotalMS  float64 `json:"total_ms"`
+	// TotalMaxMS, set when the queries' timestamps are whole milliseconds
+	// and some read 0 ms, bounds what they may really have taken
+	// (coarseTotalBound); TotalMS is then the lower bound.
+	TotalMaxMS float64 `json:"total_max_ms,omitempty"`
 	// CriticalMS is the repeated spans' time on the critical path (less
 	// than TotalMS when they overlap).
 	CriticalMS float64 `json:"critical_ms"`
@@ -121,7 +125,8 @@ func (d *NPlusOneQuery) finding(t *Trace, p *Node, units, nodes []*Node) (Findin
 	for _, c := range checkouts {
 		total += c.Duration()
 	}
-	if NS(total) < d.MinTotalMS {
+	upper := coarseTotalBound(units, total)
+	if NS(upper) < d.MinTotalMS {
 		return Finding{}, false
 	}
 	_, shape := CallTarget(t, nodes[0])
@@ -170,6 +175,11 @@ func (d *NPlusOneQuery) finding(t *Trace, p *Node, units, nodes []*Node) (Findin
 	if len(distinct) > 1 {
 		ev.DistinctStatements = countDistinctStatements(nodes)
 	}
+	totalText := fmt.Sprintf("%.0f ms in total", NS(total))
+	if upper > total {
+		ev.TotalMaxMS = roundMS(upper)
+		totalText = fmt.Sprintf("%.0f-%.0f ms in total (whole-millisecond timestamps)", NS(total), NS(upper))
+	}
 	if list != nil {
 		_, ls := CallTarget(t, list)
 		ev.ListQuery = &ListQueryRef{SpanRef: RefOf(t, list), Shape: ls}
@@ -187,17 +197,17 @@ func (d *NPlusOneQuery) finding(t *Trace, p *Node, units, nodes []*Node) (Findin
 		sev = SeverityWarning
 	}
 	entry := EntryOf(p)
-	title := fmt.Sprintf("%d %s queries of the same shape under %s (%s), %.0f ms in total",
-		len(nodes), system, displayOp(entry), model.Clip(shape, 80), NS(total))
+	title := fmt.Sprintf("%d %s queries of the same shape under %s (%s), %s",
+		len(nodes), system, displayOp(entry), model.Clip(shape, 80), totalText)
 	switch {
 	case verb != "":
 		// A write loop follows no list: the query before it (a seeder's
 		// random pick, the previous table's inserts) is not what it walks.
-		title = fmt.Sprintf("%d %s %ss, one row at a time, under %s (%s), %.0f ms in total",
-			len(nodes), system, verb, displayOp(entry), model.Clip(shape, 80), NS(total))
+		title = fmt.Sprintf("%d %s %ss, one row at a time, under %s (%s), %s",
+			len(nodes), system, verb, displayOp(entry), model.Clip(shape, 80), totalText)
 	case list != nil:
-		title = fmt.Sprintf("%d %s queries of the same shape after 1 list query under %s (%s), %.0f ms in total",
-			len(nodes), system, displayOp(entry), model.Clip(shape, 80), NS(total))
+		title = fmt.Sprintf("%d %s queries of the same shape after 1 list query under %s (%s), %s",
+			len(nodes), system, displayOp(entry), model.Clip(shape, 80), totalText)
 	}
 	listShape := ""
 	if list != nil {
@@ -210,6 +220,31 @@ func (d *NPlusOneQuery) finding(t *Trace, p *Node, units, nodes []*Node) (Findin
 	return Finding{
 		Kind: d.Kind(), Severity: sev, Title: title, SpanIDs: ids, ImpactMS: roundMS(impact), Evidence: ev, Fix: fix,
 	}, true
+}
+
+// coarseTotalBound is the most the units may have taken together when
+// their clock records whole milliseconds: a sub-millisecond query then
+// reads 0 ms (or 1), and 200 of them sum to a fraction of their real time.
+// Each zero-length unit may have taken up to a millisecond, and a loop
+// that ran one query after another took no more than the time from its
+// first start to its last end. Otherwise it is total.
+func coarseTotalBound(units []*Node, total uint64) uint64 {
+	zeros := 0
+	for i, u := range units {
+		if u.Start()%1e6 != 0 || u.End()%1e6 != 0 {
+			return total
+		}
+		if u.Duration() == 0 {
+			zeros++
+		}
+		if i > 0 && u.Start()+1e6 < units[i-1].End() {
+			return total // overlapping: not the sequential loop the wall-clock bound assumes
+		}
+	}
+	if zeros == 0 {
+		return total
+	}
+	return max(total, min(total+uint64(zeros)*1e6, units[len(units)-1].End()-units[0].Start()))
 }
 
 // flatHolder finds the span that ran a loop recorded beside it instead of

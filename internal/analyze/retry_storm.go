@@ -406,7 +406,30 @@ func (d *RetryStorm) finding(t *Trace, rc *retryChain) (Finding, bool) {
 	}
 	fix := "Retry only idempotent calls on transient errors, with exponential back-off and jitter and a retry budget; " +
 		"retry at one layer only (usually the edge) and do not retry when the callee says it is overloaded."
+	if lockVictimAttempt(rc.nodes) != nil {
+		fix = lockRetryFix
+	}
 	return Finding{Kind: d.Kind(), Severity: sev, Title: title, SpanIDs: ids, ImpactMS: roundMS(impact), Evidence: ev, Fix: fix}, true
+}
+
+// lockRetryFix is the advice for retries of statements the database
+// aborted on a lock conflict: MySQL and PostgreSQL ask the client to
+// restart the transaction, so the retry is right and the conflict is what
+// to make rarer.
+const lockRetryFix = "The database aborted the transaction on a lock conflict (a deadlock or a lock wait timeout) and " +
+	"asks for it to be retried, so keep the retry (the whole transaction, capped); make the conflict rarer: lock rows " +
+	"in one order in every transaction (for example by id), and keep transactions short (no remote calls or sleeps " +
+	"while they hold locks)."
+
+// lockVictimAttempt returns the first attempt the database aborted on a
+// lock conflict, or nil.
+func lockVictimAttempt(attempts []*Node) *Node {
+	for _, n := range attempts {
+		if lockError(n) != "" {
+			return n
+		}
+	}
+	return nil
 }
 
 func attemptOutcome(n *Node, failed bool) string {

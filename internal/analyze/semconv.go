@@ -551,6 +551,18 @@ func rpcSystem(s *model.Span) string { return s.Attrs.Str("rpc.system", "rpc.sys
 // its status message, error.type, exception events or attributes mention a
 // timeout or deadline, or it carries HTTP 504/408 or gRPC DEADLINE_EXCEEDED.
 func IsTimeoutLike(s *model.Span) bool {
+	if OwnTimeout(s) {
+		return true
+	}
+	code, ok := HTTPStatus(s)
+	return ok && (code == 504 || code == 408)
+}
+
+// OwnTimeout reports a span whose error says it timed out (its message,
+// exception or error type, or gRPC DEADLINE_EXCEEDED), not one that only
+// received an HTTP 504 or 408: a caller answered so passed on a deadline
+// that ran out below it or in a proxy it does not see.
+func OwnTimeout(s *model.Span) bool {
 	if mentionsTimeout(s.StatusMessage) || mentionsTimeout(s.Attrs.Str("error.type")) ||
 		mentionsTimeout(s.Attrs.Str("exception.type")) || mentionsTimeout(s.Attrs.Str("exception.message")) {
 		return true
@@ -564,13 +576,8 @@ func IsTimeoutLike(s *model.Span) bool {
 			return true
 		}
 	}
-	if code, ok := HTTPStatus(s); ok && (code == 504 || code == 408) {
-		return true
-	}
-	if c, ok := grpcStatus(s); ok && c == 4 {
-		return true
-	}
-	return false
+	c, ok := grpcStatus(s)
+	return ok && c == 4
 }
 
 func mentionsTimeout(s string) bool {
@@ -590,6 +597,7 @@ func ExceptionOf(s *model.Span) (typ, msg string) {
 		e := &s.Events[i]
 		if e.Name == "exception" {
 			typ, msg = e.Attrs.Str("exception.type"), e.Attrs.Str("exception.message")
+			typ = namedType(typ, e.Attrs.Str("exception.stacktrace"))
 			// @opentelemetry/instrumentation-pg records a typeless, generic
 			// "PostgreSQL error of type 'error' occurred (code: 42P01)" and
 			// puts the server's words ("relation \"pricez\" does not exist")
@@ -613,6 +621,22 @@ func ExceptionOf(s *model.Span) (typ, msg string) {
 		msg = s.StatusMessage
 	}
 	return typ, msg
+}
+
+// namedType replaces a numeric exception type with the error's name from
+// the first line of its stack trace: @opentelemetry/instrumentation-undici
+// records an aborted fetch's DOMException by its legacy code ("23"), while
+// the trace starts "TimeoutError: The operation was aborted due to timeout".
+func namedType(typ, stack string) string {
+	if typ == "" || strings.TrimLeft(typ, "0123456789") != "" {
+		return typ
+	}
+	first, _, _ := strings.Cut(stack, "\n")
+	name, _, ok := strings.Cut(first, ":")
+	if !ok || name == "" || strings.ContainsAny(name, " \t") {
+		return typ
+	}
+	return name
 }
 
 // errorLog reads the error a span logged the OpenTracing way, which Jaeger

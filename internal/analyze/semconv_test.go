@@ -322,3 +322,20 @@ func TestExceptionOfKeepsTheStatusThatSaysMore(t *testing.T) {
 		t.Errorf("typed exception message %q", msg)
 	}
 }
+
+// An aborted fetch as instrumentation-undici records it: exception.type is
+// the DOMException's legacy code "23", the stack trace names TimeoutError.
+func TestExceptionOfNumericTypeTakesTheStackName(t *testing.T) {
+	spans := loadSpans(t, "../../testdata/traces/timeout_cascade/positive-express-fetch-abort-signal.json")
+	for i := range spans {
+		s := &spans[i]
+		if s.Service != "inventory" || s.Kind != model.KindClient {
+			continue
+		}
+		if typ, msg := ExceptionOf(s); typ != "TimeoutError" || msg != "The operation was aborted due to timeout" {
+			t.Errorf("ExceptionOf = %q, %q", typ, msg)
+		}
+		return
+	}
+	t.Fatal("no inventory fetch span in the fixture")
+}

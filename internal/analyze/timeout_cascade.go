@@ -108,17 +108,12 @@ func (d *TimeoutCascade) Detect(t *Trace, env *Env) []Finding {
 	}
 	var chains [][]*Node
 	for _, top := range t.Nodes {
-		if !Failed(top) || (top.Parent != nil && d.linked(top.Parent, top)) {
+		if !Failed(top) || d.layerAbove(top) != nil {
 			continue
 		}
 		chain := []*Node{top}
 		for cur := top; ; {
-			var next *Node
-			for _, c := range cur.Children {
-				if d.linked(cur, c) && (next == nil || c.Duration() > next.Duration()) {
-					next = c
-				}
-			}
+			next := d.layerBelow(cur)
 			if next == nil {
 				break
 			}
@@ -127,7 +122,7 @@ func (d *TimeoutCascade) Detect(t *Trace, env *Env) []Finding {
 		}
 		chains = append(chains, chain)
 	}
-	chains = joinChains(chains)
+	chains = joinChains(chains, uint64(d.LayerGapMS*1e6))
 	var out []Finding
 	// Identical chains under one parent (each attempt of a retry loop)
 	// are one finding with a count.
@@ -164,10 +159,57 @@ func (d *TimeoutCascade) Detect(t *Trace, env *Env) []Finding {
 	return out
 }
 
+// layerBelow returns the longest child of p that failed with it, looking
+// through a passThrough child: Express's "request handler" span sits
+// between a server span that answered 503 and the statement whose lock
+// wait timed out, and ends with them without failing itself.
+func (d *TimeoutCascade) layerBelow(p *Node) *Node {
+	var next *Node
+	consider := func(c *Node) {
+		if d.linked(p, c) && (next == nil || c.Duration() > next.Duration()) {
+			next = c
+		}
+	}
+	for _, c := range p.Children {
+		consider(c)
+		if passThrough(p, c) {
+			for _, g := range c.Children {
+				consider(g)
+			}
+		}
+	}
+	return next
+}
+
+// layerAbove is the failed layer a span's timeout was passed up to (the
+// inverse of layerBelow), or nil when the span starts a chain.
+func (d *TimeoutCascade) layerAbove(n *Node) *Node {
+	p := n.Parent
+	if p == nil {
+		return nil
+	}
+	if d.linked(p, n) {
+		return p
+	}
+	if g := p.Parent; g != nil && passThrough(g, p) && d.linked(g, n) {
+		return g
+	}
+	return nil
+}
+
+// passThrough reports an in-process span of p's own service (a framework's
+// handler or middleware span) that did not fail while p did: it records
+// no outcome of its own, so it neither breaks nor joins a chain.
+func passThrough(p, c *Node) bool {
+	return !Failed(c) && c.Span.Kind == model.KindInternal && !IsCall(c) && c.Span.Service == p.Span.Service
+}
+
 // joinChains appends a chain to the one whose origin sits above its top
 // when every span between them failed too and the lower chain took at
-// least 90 % of the upper origin's time: one timeout, one cascade.
-func joinChains(chains [][]*Node) [][]*Node {
+// least 90 % of the upper origin's time, or was its only callee and
+// failed when it did (a slow connect to the callee shortens the lower
+// chain, not a retry): one timeout, one cascade.
+func joinChains(chains [][]*Node, gap uint64) [][]*Node {
 	byOrigin := make(map[*Node]int, len(chains))
 	for i, c := range chains {
 		byOrigin[c[len(c)-1]] = i
@@ -187,7 +229,7 @@ func joinChains(chains [][]*Node) [][]*Node {
 				// Only a lower chain that held (nearly) all of the upper
 				// origin's time is the same wait: one of several retry
 				// attempts is not.
-				if ok && 10*c[0].Duration() < 9*a.Duration() {
+				if ok && 10*c[0].Duration() < 9*a.Duration() && !soleCallee(a, c[0], gap) {
 					break
 				}
 				// Nor is a callee that ran on after the upper origin gave
@@ -218,6 +260,12 @@ func joinChains(chains [][]*Node) [][]*Node {
 		}
 	}
 	return out
+}
+
+// soleCallee reports c as the only child of a, ending within gap of it:
+// a waited for c alone and failed with it.
+func soleCallee(a, c *Node, gap uint64) bool {
+	return len(a.Children) == 1 && subSat(a.End(), c.End()) <= gap && subSat(c.End(), a.End()) <= gap
 }
 
 // retriesExhausted reports whether n failed after a chain of failed retry
@@ -274,7 +322,7 @@ func (d *TimeoutCascade) finding(t *Trace, hist History, chain []*Node) (Finding
 	}
 	budgetAt := -1
 	for i, n := range chain[:len(chain)-1] {
-		if IsCall(n) && layers[i].TimeoutLike {
+		if IsCall(n) && OwnTimeout(n.Span) {
 			budgetAt = i
 			ev.Budget = &layers[i]
 			if round == 0 {
@@ -302,11 +350,16 @@ func (d *TimeoutCascade) finding(t *Trace, hist History, chain []*Node) (Finding
 	if len(ev.NeverStarted) > 0 {
 		title += fmt.Sprintf("; %d usual calls never started", len(ev.NeverStarted))
 	}
-	return Finding{
-		Kind: d.Kind(), Severity: sev, Title: title, SpanIDs: ids, ImpactMS: roundMS(impact), Evidence: ev,
-		Fix: "Give each layer a timeout shorter than its caller's (deadline propagation), fail fast with a circuit breaker on " +
-			peer + ", and look at why " + peer + " stopped answering." + budget,
-	}, true
+	fix := "Give each layer a timeout shorter than its caller's (deadline propagation), fail fast with a circuit breaker on " +
+		peer + ", and look at why " + peer + " stopped answering." + budget
+	if lockError(origin) != "" {
+		// The database answered at once that the lock wait ran out: the
+		// holder of the lock, not the database or the callers, is the fix.
+		fix = "The statement waited for a lock another transaction held until the database's lock wait timeout: " +
+			"keep the transactions on this row short (no remote calls or slow work while the lock is held) and " +
+			"look for the holder in the lock_contention finding." + budget
+	}
+	return Finding{Kind: d.Kind(), Severity: sev, Title: title, SpanIDs: ids, ImpactMS: roundMS(impact), Evidence: ev, Fix: fix}, true
 }
 
 // neverStarted compares the calls made under each service entry of the
