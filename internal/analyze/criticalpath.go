@@ -75,7 +75,7 @@ func (cp *CriticalPath) walk(n *Node, lo, hi uint64) {
 				kids = append(kids, c)
 			}
 		}
-		slices.SortStableFunc(kids, func(a, b *Node) int { return cmp.Compare(b.End(), a.End()) })
+		sortByEndDesc(kids)
 		return frame{n: n, lo: lo, cursor: hi, kids: kids}
 	}
 	stack := []frame{newFrame(n, lo, hi)}
@@ -109,6 +109,25 @@ func (cp *CriticalPath) walk(n *Node, lo, hi uint64) {
 		f.cursor = start
 		stack = append(stack, newFrame(pick, start, end))
 	}
+}
+
+// sortByEndDesc sorts nodes by end, latest first, equal ends in their
+// order. Children come by start, and calls made one after another end in
+// that order too: reversing them is the stable sort's answer at a
+// fraction of its cost on a parent of hundreds of calls.
+func sortByEndDesc(ns []*Node) {
+	strictlyRising := true
+	for i := 1; i < len(ns); i++ {
+		if ns[i].End() <= ns[i-1].End() {
+			strictlyRising = false
+			break
+		}
+	}
+	if strictlyRising {
+		slices.Reverse(ns)
+		return
+	}
+	slices.SortStableFunc(ns, func(a, b *Node) int { return cmp.Compare(b.End(), a.End()) })
 }
 
 func (cp *CriticalPath) add(n *Node, start, end uint64) {

@@ -19,15 +19,15 @@ func (d *LockContention) poolFindings(t *Trace, total uint64) []Finding {
 		if len(p.Children) < minCalls {
 			continue
 		}
-		var order []string
-		groups := map[string][]*Node{}
+		var order [][2]string
+		groups := map[[2]string][]*Node{}
 		for _, c := range p.Children {
 			call := pooledCall(c)
 			if call == nil || asyncEdge(p, c) {
 				continue
 			}
 			svc, op := CallTarget(t, call)
-			key := svc + " " + op
+			key := [2]string{svc, op}
 			if _, seen := groups[key]; !seen {
 				order = append(order, key)
 			}

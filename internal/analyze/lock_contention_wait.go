@@ -202,17 +202,26 @@ func unitOf(key string) float64 {
 func attrWait(s *model.Span) (spanWait, bool) {
 	var best spanWait
 	var bestNS float64
-	_, isDB := s.Attrs.First(dbKeys...)
-	for _, a := range s.Attrs {
-		ns, known := waitAttrUnits[a.Key]
-		if !known && isDB {
-			ns, known = dbWaitAttrUnits[a.Key]
-		}
+	isDB := -1 // not yet read
+	for i := range s.Attrs {
+		a := &s.Attrs[i]
 		// Only a positive number can be a wait time: the value is checked
-		// before the key's words, which cost far more over every attribute.
+		// before the key, which costs far more over every attribute.
 		v, ok := a.Value.AsFloat()
 		if !ok || v <= 0 {
 			continue
+		}
+		ns, known := waitAttrUnits[a.Key]
+		if !known {
+			if isDB < 0 {
+				isDB = 0
+				if _, ok := s.Attrs.First(dbKeys...); ok {
+					isDB = 1
+				}
+			}
+			if isDB == 1 {
+				ns, known = dbWaitAttrUnits[a.Key]
+			}
 		}
 		res := "connection_pool"
 		if !known {

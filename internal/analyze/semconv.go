@@ -940,7 +940,13 @@ func originalErrorType(typ, msg string) string {
 
 // isIPLiteral reports whether host is an IPv4 or IPv6 address.
 func isIPLiteral(host string) bool {
-	return host != "" && net.ParseIP(strings.Trim(host, "[]")) != nil
+	h := strings.Trim(host, "[]")
+	// An IPv6 address has a colon and an IPv4 one only digits and dots:
+	// most hosts are names, and ParseIP allocates for each of them.
+	if h == "" || !strings.Contains(h, ":") && strings.Trim(h, "0123456789.") != "" {
+		return false
+	}
+	return net.ParseIP(h) != nil
 }
 
 // IsLongPoll tells whether a request waits on purpose: a long poll or a

@@ -174,7 +174,7 @@ func hasGateWord(s string) bool {
 	isLetter := func(b byte) bool { return b|0x20 >= 'a' && b|0x20 <= 'z' }
 	return eachRun(s, isLetter, func(w string) bool {
 		for _, g := range gateWords {
-			if strings.EqualFold(w, g) {
+			if len(w) == len(g) && strings.EqualFold(w, g) {
 				return true
 			}
 		}

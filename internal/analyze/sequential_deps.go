@@ -74,6 +74,11 @@ func (v seqValues) addRequest(s *model.Span) {
 // is no value the caller can pass on.
 func (v seqValues) addAnswer(s *model.Span) {
 	for _, kv := range s.Attrs {
+		// Every span of every call's subtree passes here: most keys are
+		// ruled out without lower-casing them.
+		if !containsFold(kv.Key, "result") && !containsFold(kv.Key, "response.body") {
+			continue
+		}
 		k := strings.ToLower(kv.Key)
 		if (strings.Contains(k, "response.body") || strings.Contains(k, "result")) &&
 			!strings.HasSuffix(k, ".size") && !strings.HasSuffix(k, "length") && !strings.Contains(k, "status") {
@@ -309,6 +314,17 @@ type SeqInput struct {
 // answeredBy returns the call of run whose answer holds a value c sends
 // that p did not have before, or nil.
 func (d *seqDeps) answeredBy(p *Node, run []*Node, c *Node) *Node {
+	// Most traces record no answers: then nothing c sends needs reading.
+	answered := false
+	for _, a := range run {
+		if len(d.answer(a)) > 0 {
+			answered = true
+			break
+		}
+	}
+	if !answered {
+		return nil
+	}
 	req, _ := d.request(c)
 	for _, tok := range sortedValues(req) {
 		for _, a := range run {

@@ -4,8 +4,8 @@
 package analyze
 
 import (
+	"cmp"
 	"slices"
-	"sort"
 
 	"github.com/tracedx/tracedx/internal/model"
 	"github.com/tracedx/tracedx/internal/zipkin"
@@ -115,7 +115,9 @@ func buildTrace(spans []model.Span, adjust bool) *Trace {
 	for i, n := range t.Nodes {
 		pid := n.Span.ParentSpanID
 		half := shared[i]
-		if o := t.ByID[n.Span.SpanID]; unflaggedHalf(n, o) {
+		// Only a SERVER span can be an unflagged half: the map is read
+		// for those alone, as most spans of a large trace are not.
+		if n.Span.Kind == model.KindServer && unflaggedHalf(n, t.ByID[n.Span.SpanID]) {
 			pid, half = n.Span.SpanID, true
 		}
 		if pid.IsZero() {
@@ -178,12 +180,11 @@ func buildTrace(spans []model.Span, adjust bool) *Trace {
 		p.Children = append(p.Children, n)
 	}
 	byStart := func(ns []*Node) {
-		sort.SliceStable(ns, func(i, j int) bool {
-			if ns[i].Start() != ns[j].Start() {
-				return ns[i].Start() < ns[j].Start()
-			}
-			return ns[i].End() < ns[j].End()
-		})
+		// Exporters mostly send children in start order: checking costs a
+		// pass, a stable sort of thousands of children many.
+		if !slices.IsSortedFunc(ns, compareStart) {
+			slices.SortStableFunc(ns, compareStart)
+		}
 	}
 	byStart(roots)
 	byStart(orphans)
@@ -230,6 +231,14 @@ func buildTrace(spans []model.Span, adjust bool) *Trace {
 		t.SkewShifted = moved
 	}
 	return t
+}
+
+// compareStart orders nodes by start, then end.
+func compareStart(a, b *Node) int {
+	if c := cmp.Compare(a.Start(), b.Start()); c != 0 {
+		return c
+	}
+	return cmp.Compare(a.End(), b.End())
 }
 
 // skewShift returns how far a span must move to undo a clock offset
