@@ -50,7 +50,7 @@ var cacheWrites = map[string]bool{"SET": true, "SETEX": true, "SETNX": true, "PS
 // cacheOp returns the command and key of a cache span, or ok=false.
 func cacheOp(n *Node) (cmd, key, system string, ok bool) {
 	s := n.Span
-	system = DBSystem(s)
+	system = nodeDBSystem(n)
 	if !cacheSystems[strings.ToLower(system)] {
 		if _, has := s.Attrs.First("cache.hit", "cache.key", "cache.name"); !has {
 			return "", "", "", false

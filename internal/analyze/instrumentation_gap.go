@@ -85,7 +85,7 @@ func (d *InstrumentationGap) Detect(t *Trace, _ *Env) []Finding {
 			g.ids = append(g.ids, n.Span.SpanID.String())
 		}
 	}
-	seenResource := map[string]bool{}
+	seenResource := map[[2]string]bool{}
 	// Names and attribute keys repeat across spans: judge each once.
 	type shaped struct {
 		shape string
@@ -177,7 +177,7 @@ func (d *InstrumentationGap) Detect(t *Trace, _ *Env) []Finding {
 			// Resource attributes repeat on every span of a process: scan
 			// each distinct resource once.
 			if len(s.Resource) > 0 {
-				rk := s.Service + "|" + s.Resource.Str("service.instance.id", "host.name")
+				rk := [2]string{s.Service, s.Resource.Str("service.instance.id", "host.name")}
 				if !seenResource[rk] {
 					seenResource[rk] = true
 					scan("resource ", s.Resource)

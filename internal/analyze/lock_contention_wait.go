@@ -364,6 +364,22 @@ const lockPeerTolNS = 10e6
 // finished when it failed waited for the lock the victim's rollback
 // released. Both are lock waits, not slow statements to EXPLAIN.
 func nodeWaits(t *Trace, n *Node) []spanWait {
+	// lock_contention and slow_query both ask, of every database span.
+	if n.Index < 0 || n.Index >= len(t.Nodes) || t.Nodes[n.Index] != n {
+		return readWaits(t, n)
+	}
+	m := memoOf(t)
+	if m.waits == nil {
+		m.waits = make([][]spanWait, len(t.Nodes))
+		m.waitsDone = make([]bool, len(t.Nodes))
+	}
+	if !m.waitsDone[n.Index] {
+		m.waits[n.Index], m.waitsDone[n.Index] = readWaits(t, n), true
+	}
+	return m.waits[n.Index]
+}
+
+func readWaits(t *Trace, n *Node) []spanWait {
 	if ws := spanWaits(n.Span); len(ws) > 0 {
 		return ws
 	}
@@ -379,7 +395,7 @@ func nodeWaits(t *Trace, n *Node) []spanWait {
 	}
 	for _, m := range lockVictims(t) {
 		if m == n || m.Start() > n.Start()+lockPeerTolNS || absDiff(m.End(), n.End()) > lockPeerTolNS ||
-			m.Span.Service != n.Span.Service || DBSystem(m.Span) != DBSystem(n.Span) {
+			m.Span.Service != n.Span.Service || nodeDBSystem(m) != nodeDBSystem(n) {
 			continue
 		}
 		end := min(n.End(), m.End())

@@ -52,7 +52,7 @@ type ListQueryRef struct {
 func (d *NPlusOneQuery) Detect(t *Trace, _ *Env) []Finding {
 	var out []Finding
 	type group struct {
-		key   string
+		key   [2]string
 		units []*Node // children of p: the query, or a wrapper around it
 		dbs   []*Node
 	}
@@ -61,14 +61,14 @@ func (d *NPlusOneQuery) Detect(t *Trace, _ *Env) []Finding {
 			continue
 		}
 		var groups []*group
-		idx := map[string]*group{}
+		idx := map[[2]string]*group{}
 		for _, c := range p.Children {
 			q := dbUnit(c)
 			if q == nil || isCheckout(q) {
 				continue
 			}
 			_, shape := CallTarget(t, q)
-			key := DBSystem(q.Span) + "\x00" + shape
+			key := [2]string{nodeDBSystem(q), shape}
 			g := idx[key]
 			if g == nil {
 				g = &group{key: key}

@@ -2,6 +2,7 @@ package analyze
 
 import (
 	"fmt"
+	"slices"
 	"strconv"
 	"strings"
 
@@ -196,25 +197,40 @@ func attemptsBelowCall(p *Node) [][]*Node {
 // first-seen order; each group keeps start order.
 func groupChildren(p *Node, keep func(*Node) bool, key func(*Node) [2]string) [][]*Node {
 	var groups [][]*Node
+	// Most parents call a few targets: their keys are compared in a list,
+	// and a map is built only for parents that call many.
+	var keys [][2]string
 	var idx map[[2]string]int
 	for _, c := range p.Children {
 		if !keep(c) {
 			continue
 		}
 		k := key(c)
-		if idx == nil {
-			idx = map[[2]string]int{}
+		i, ok := -1, false
+		if idx != nil {
+			i, ok = idx[k]
+		} else if i = slices.Index(keys, k); i >= 0 {
+			ok = true
 		}
-		i, ok := idx[k]
 		if !ok {
 			i = len(groups)
-			idx[k] = i
 			groups = append(groups, nil)
+			if idx != nil {
+				idx[k] = i
+			} else if keys = append(keys, k); len(keys) > groupListMax {
+				idx = make(map[[2]string]int, len(keys))
+				for j, k := range keys {
+					idx[k] = j
+				}
+			}
 		}
 		groups[i] = append(groups[i], c)
 	}
 	return groups
 }
+
+// groupListMax is the most groups groupChildren finds by comparing keys.
+const groupListMax = 8
 
 // attemptTarget names what an attempt called: its call target, or for an
 // attempt seen only as the callee's SERVER span, that service and

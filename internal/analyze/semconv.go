@@ -30,14 +30,24 @@ func IsCall(n *Node) bool {
 	if n == nil {
 		return false
 	}
-	switch n.Span.Kind {
+	if n.isCall == 0 {
+		n.isCall = 1
+		if isCall(n.Span) {
+			n.isCall = 2
+		}
+	}
+	return n.isCall == 2
+}
+
+func isCall(s *model.Span) bool {
+	switch s.Kind {
 	case model.KindClient, model.KindProducer:
 		return true
 	case model.KindInternal, model.KindUnspecified:
-		if _, ok := n.Span.Attrs.First(dbKeys...); ok {
+		if _, ok := s.Attrs.First(dbKeys...); ok {
 			return true
 		}
-		_, ok := n.Span.Attrs.First("http.request.method", "http.method", "rpc.system", "rpc.system.name", "messaging.system")
+		_, ok := s.Attrs.First("http.request.method", "http.method", "rpc.system", "rpc.system.name", "messaging.system")
 		return ok
 	}
 	return false
@@ -86,6 +96,15 @@ func DBSystem(s *model.Span) string {
 		return "sql"
 	}
 	return ""
+}
+
+// nodeDBSystem is DBSystem of n's span, read once: every database span
+// is asked for it by several detectors.
+func nodeDBSystem(n *Node) string {
+	if !n.dbSystemDone {
+		n.dbSystem, n.dbSystemDone = DBSystem(n.Span), true
+	}
+	return n.dbSystem
 }
 
 // DBStatement returns db.query.text / db.statement, falling back to the
@@ -217,7 +236,7 @@ func callTarget(n *Node) (service, operation string) {
 		// A database reached by IP is better named by what it is: the
 		// address says nothing to a reader and changes with every pod.
 		if isIPLiteral(service) && IsDB(n) {
-			service = DBSystem(s)
+			service = nodeDBSystem(n)
 		}
 		// 0.0.0.0 or localhost names no service; the port at least tells
 		// one apart from another (HotROD's customer on :8081, route on
@@ -232,7 +251,7 @@ func callTarget(n *Node) (service, operation string) {
 		service = server.Span.Service
 	}
 	if service == "" {
-		service = DBSystem(s)
+		service = nodeDBSystem(n)
 	}
 	if service == "" {
 		service = s.Attrs.Str("messaging.system", "rpc.service")
@@ -692,6 +711,9 @@ type detectMemo struct {
 	// lock (lockError), found once: every database span asks for them.
 	lockVictims     []*Node
 	lockVictimsDone bool
+	// waits holds nodeWaits by node index once waitsDone is set.
+	waits     [][]spanWait
+	waitsDone []bool
 }
 
 func memoOf(t *Trace) *detectMemo {

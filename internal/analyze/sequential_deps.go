@@ -33,6 +33,10 @@ type seqDeps struct {
 	allIdx   map[*Node]*seqIndex // when each value first appeared in a parent's children's subtrees
 	answers  map[*Node]seqValues // what the call's subtree answered or logged
 	anything map[*Node]seqValues // every value in the call's subtree
+	// mayAnswer holds, by node index, whether some span of the node's
+	// subtree records an answer addAnswer could read: most traces record
+	// none, and then no call's subtree needs reading.
+	mayAnswer []bool
 }
 
 func newSeqDeps(t *Trace, hist History) *seqDeps {
@@ -90,6 +94,40 @@ func (v seqValues) addAnswer(s *model.Span) {
 			v.addText(kv.Value.AsString())
 		}
 	}
+}
+
+// spanMayAnswer reports a span addAnswer may read values from: one with
+// an attribute key naming a result or a response body, or with an event
+// attribute.
+func spanMayAnswer(s *model.Span) bool {
+	for i := range s.Attrs {
+		if k := s.Attrs[i].Key; containsFold(k, "result") || containsFold(k, "response.body") {
+			return true
+		}
+	}
+	for i := range s.Events {
+		if len(s.Events[i].Attrs) > 0 {
+			return true
+		}
+	}
+	return false
+}
+
+// subtreesWith returns, by node index, whether the node or one of its
+// descendants satisfies has, in one pass over the trace.
+func subtreesWith(t *Trace, has func(*model.Span) bool) []bool {
+	out := make([]bool, len(t.Nodes))
+	for _, n := range t.Nodes {
+		if !has(n.Span) {
+			continue
+		}
+		// Ancestors already marked were reached from another span, and
+		// so were theirs.
+		for p := n; p != nil && !out[p.Index]; p = p.Parent {
+			out[p.Index] = true
+		}
+	}
+	return out
 }
 
 // addRequestSide adds everything span s records except its answer: the
@@ -315,9 +353,12 @@ type SeqInput struct {
 // that p did not have before, or nil.
 func (d *seqDeps) answeredBy(p *Node, run []*Node, c *Node) *Node {
 	// Most traces record no answers: then nothing c sends needs reading.
+	if d.mayAnswer == nil {
+		d.mayAnswer = subtreesWith(d.t, spanMayAnswer)
+	}
 	answered := false
 	for _, a := range run {
-		if len(d.answer(a)) > 0 {
+		if d.mayAnswer[a.Index] && len(d.answer(a)) > 0 {
 			answered = true
 			break
 		}

@@ -26,6 +26,11 @@ type Node struct {
 	failed uint8
 	// isDB memoises IsDB the same way: most detectors ask it of every span.
 	isDB uint8
+	// isCall memoises IsCall the same way.
+	isCall uint8
+	// dbSystem memoises DBSystem of the span once dbSystemDone is set.
+	dbSystem     string
+	dbSystemDone bool
 }
 
 // Start returns the span start in unix ns.
