@@ -225,11 +225,13 @@ func attrWait(s *model.Span) (spanWait, bool) {
 		}
 		res := "connection_pool"
 		if !known {
-			r, wait, acq := classifyText(a.Key)
-			if r == "" || (!wait && !acq && !strings.Contains(strings.ToLower(a.Key), "acquire")) {
+			// A key without a unit is no wait time, whatever its words:
+			// the unit is the cheaper test.
+			if ns = unitOf(a.Key); ns == 0 {
 				continue
 			}
-			if ns = unitOf(a.Key); ns == 0 {
+			r, wait, acq := classifyText(a.Key)
+			if r == "" || (!wait && !acq && !strings.Contains(strings.ToLower(a.Key), "acquire")) {
 				continue
 			}
 			res = r
@@ -369,12 +371,17 @@ func nodeWaits(t *Trace, n *Node) []spanWait {
 		return readWaits(t, n)
 	}
 	m := memoOf(t)
-	if m.waits == nil {
-		m.waits = make([][]spanWait, len(t.Nodes))
+	if m.waitsDone == nil {
 		m.waitsDone = make([]bool, len(t.Nodes))
 	}
 	if !m.waitsDone[n.Index] {
-		m.waits[n.Index], m.waitsDone[n.Index] = readWaits(t, n), true
+		m.waitsDone[n.Index] = true
+		if ws := readWaits(t, n); ws != nil {
+			if m.waits == nil {
+				m.waits = map[int][]spanWait{}
+			}
+			m.waits[n.Index] = ws
+		}
 	}
 	return m.waits[n.Index]
 }

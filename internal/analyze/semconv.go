@@ -83,11 +83,8 @@ func DBSystem(s *model.Span) string {
 	if v := s.Attrs.Str("db.system.name", "db.system", "db.type"); v != "" {
 		return v
 	}
-	if u := s.Attrs.Str("sql.url"); strings.HasPrefix(u, "jdbc:") {
-		// jdbc:mysql://mysql:3306/shop names the system after "jdbc:".
-		if sys, _, ok := strings.Cut(u[len("jdbc:"):], ":"); ok && sys != "" {
-			return sys
-		}
+	if sys := jdbcSystem(s); sys != "" {
+		return sys
 	}
 	switch {
 	case s.Attrs.Str("redis.command") != "":
@@ -98,11 +95,28 @@ func DBSystem(s *model.Span) string {
 	return ""
 }
 
-// nodeDBSystem is DBSystem of n's span, read once: every database span
-// is asked for it by several detectors.
+// jdbcSystem names the database of a JDBC URL in sql.url:
+// jdbc:mysql://mysql:3306/shop names the system after "jdbc:".
+func jdbcSystem(s *model.Span) string {
+	if u := s.Attrs.Str("sql.url"); strings.HasPrefix(u, "jdbc:") {
+		if sys, _, ok := strings.Cut(u[len("jdbc:"):], ":"); ok && sys != "" {
+			return sys
+		}
+	}
+	return ""
+}
+
+// nodeDBSystem is DBSystem of n's span, read once: every span is asked
+// for it by several detectors. A span without any of dbKeys (IsDB knows,
+// for the kinds it judges) can name its database only by a JDBC URL.
 func nodeDBSystem(n *Node) string {
 	if !n.dbSystemDone {
-		n.dbSystem, n.dbSystemDone = DBSystem(n.Span), true
+		if k := n.Span.Kind; k != model.KindServer && k != model.KindConsumer && !IsDB(n) {
+			n.dbSystem = jdbcSystem(n.Span)
+		} else {
+			n.dbSystem = DBSystem(n.Span)
+		}
+		n.dbSystemDone = true
 	}
 	return n.dbSystem
 }
@@ -711,8 +725,9 @@ type detectMemo struct {
 	// lock (lockError), found once: every database span asks for them.
 	lockVictims     []*Node
 	lockVictimsDone bool
-	// waits holds nodeWaits by node index once waitsDone is set.
-	waits     [][]spanWait
+	// waits holds nodeWaits by node index once waitsDone is set; few
+	// spans wait, so only theirs are kept.
+	waits     map[int][]spanWait
 	waitsDone []bool
 }
 
