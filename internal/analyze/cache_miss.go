@@ -216,7 +216,7 @@ func (d *CacheMiss) Detect(t *Trace, _ *Env) []Finding {
 			continue
 		}
 		shape := keyShape(key)
-		gk := [2]string{n.Parent.Span.SpanID.String(), shape}
+		gk := [2]string{spanIDOf(t, n.Parent), shape}
 		g := index[gk]
 		if g == nil {
 			g = &group{lookup: n, parent: n.Parent, ev: CacheMissEvidence{KeyShape: shape, Key: model.Clip(key, 120), System: system,
@@ -226,11 +226,11 @@ func (d *CacheMiss) Detect(t *Trace, _ *Env) []Finding {
 		}
 		g.ev.Misses++
 		g.ev.FallbackMS += NS(wall)
-		g.ids = append(g.ids, n.Span.SpanID.String())
+		g.ids = append(g.ids, spanIDOf(t, n))
 		for _, f := range fallback {
 			g.fallback = append(g.fallback, f)
 			g.ev.Fallback = append(g.ev.Fallback, RefOf(t, f))
-			g.ids = append(g.ids, f.Span.SpanID.String())
+			g.ids = append(g.ids, spanIDOf(t, f))
 		}
 	}
 	var out []Finding

@@ -221,7 +221,7 @@ func (cp *CriticalPath) Steps(t *Trace) []PathStep {
 		seen[s.Node.Index] = true
 		sp := s.Node.Span
 		out = append(out, PathStep{
-			SpanID: sp.SpanID.String(), Service: sp.Service, Operation: sp.Name,
+			SpanID: spanIDOf(t, s.Node), Service: sp.Service, Operation: sp.Name,
 			SelfMS: NS(cp.self[s.Node.Index]), StartMS: off(sp.StartUnixNano), EndMS: off(sp.EndUnixNano), Depth: s.Node.Depth,
 		})
 	}

@@ -82,7 +82,7 @@ func (d *InstrumentationGap) Detect(t *Trace, _ *Env) []Finding {
 		g.svcs[n.Span.Service] = true
 		if len(g.ev.Spans) < max(d.MaxExamples, 1) {
 			g.ev.Spans = append(g.ev.Spans, RefOf(t, n))
-			g.ids = append(g.ids, n.Span.SpanID.String())
+			g.ids = append(g.ids, spanIDOf(t, n))
 		}
 	}
 	seenResource := map[[2]string]bool{}

@@ -153,7 +153,7 @@ func (d *LockContention) poolFinding(t *Trace, p *Node, calls []*Node, total uin
 	svc, op := CallTarget(t, pooledCall(calls[0]))
 	ids := make([]string, 0, n)
 	for _, c := range calls {
-		ids = append(ids, c.Span.SpanID.String())
+		ids = append(ids, spanIDOf(t, c))
 	}
 	pool := &PoolFanOutEvidence{
 		Target: svc, Operation: op, Calls: n, Concurrency: sh.k, QueuedCalls: sh.queued,

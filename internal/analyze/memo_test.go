@@ -38,6 +38,9 @@ func TestMemoisedReadingsMatchSpans(t *testing.T) {
 			if got, want := IsCall(n), isCall(n.Span); got != want {
 				t.Fatalf("%s: span %s: IsCall %v, span says %v", name, n.Span.Name, got, want)
 			}
+			if got, want := spanIDOf(tr, n), n.Span.SpanID.String(); got != want {
+				t.Fatalf("%s: span %s: id %q, span says %q", name, n.Span.Name, got, want)
+			}
 			if got, want := nodeDBSystem(n), DBSystem(n.Span); got != want {
 				t.Fatalf("%s: span %s: db system %q, span says %q", name, n.Span.Name, got, want)
 			}

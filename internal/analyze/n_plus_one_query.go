@@ -176,11 +176,11 @@ func (d *NPlusOneQuery) finding(t *Trace, p *Node, units, nodes []*Node) (Findin
 	}
 	ids := make([]string, len(nodes))
 	for i, n := range nodes {
-		ids[i] = n.Span.SpanID.String()
+		ids[i] = spanIDOf(t, n)
 	}
 	if holder != nil {
 		// The span that ran the loop is where the request's time shows.
-		ids = append(ids, holder.Span.SpanID.String())
+		ids = append(ids, spanIDOf(t, holder))
 	}
 	sev := SeverityForImpact(impact, critTotal(t))
 	if len(nodes) >= 20 && sev.Rank() < SeverityWarning.Rank() {

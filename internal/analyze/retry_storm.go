@@ -196,13 +196,21 @@ func attemptsBelowCall(p *Node) [][]*Node {
 // groupChildren groups the children of p that keep accepts by key, in
 // first-seen order; each group keeps start order.
 func groupChildren(p *Node, keep func(*Node) bool, key func(*Node) [2]string) [][]*Node {
-	var groups [][]*Node
 	// Most parents call a few targets: their keys are compared in a list,
-	// and a map is built only for parents that call many.
+	// and a map is built only for parents that call many. The groups are
+	// laid out in one slice once their sizes are known.
 	var keys [][2]string
 	var idx map[[2]string]int
+	var sizes []int
+	var small [64]int32
+	of := small[:0] // group of each child, -1 when not kept
+	if len(p.Children) > len(small) {
+		of = make([]int32, 0, len(p.Children))
+	}
+	kept := 0
 	for _, c := range p.Children {
 		if !keep(c) {
+			of = append(of, -1)
 			continue
 		}
 		k := key(c)
@@ -213,8 +221,8 @@ func groupChildren(p *Node, keep func(*Node) bool, key func(*Node) [2]string) []
 			ok = true
 		}
 		if !ok {
-			i = len(groups)
-			groups = append(groups, nil)
+			i = len(sizes)
+			sizes = append(sizes, 0)
 			if idx != nil {
 				idx[k] = i
 			} else if keys = append(keys, k); len(keys) > groupListMax {
@@ -224,7 +232,26 @@ func groupChildren(p *Node, keep func(*Node) bool, key func(*Node) [2]string) []
 				}
 			}
 		}
-		groups[i] = append(groups[i], c)
+		sizes[i]++
+		kept++
+		of = append(of, int32(i))
+	}
+	if kept == 0 {
+		return nil
+	}
+	all := make([]*Node, kept)
+	groups := make([][]*Node, len(sizes))
+	at := 0
+	for i, n := range sizes {
+		// Capped, so that a caller appending to a group cannot write
+		// into the next.
+		groups[i] = all[at : at : at+n]
+		at += n
+	}
+	for j, c := range p.Children {
+		if g := of[j]; g >= 0 {
+			groups[g] = append(groups[g], c)
+		}
 	}
 	return groups
 }
@@ -341,7 +368,7 @@ func (d *RetryStorm) finding(t *Trace, rc *retryChain) (Finding, bool) {
 	li := map[lk]int{}
 	ids := make([]string, 0, len(rc.nodes))
 	for _, n := range rc.nodes {
-		ids = append(ids, n.Span.SpanID.String())
+		ids = append(ids, spanIDOf(t, n))
 	}
 	for _, nc := range rc.nested {
 		k := lk{nc.depth, nc.service, nc.op}
@@ -354,7 +381,7 @@ func (d *RetryStorm) finding(t *Trace, rc *retryChain) (Finding, bool) {
 		layers[i].Attempts = max(layers[i].Attempts, len(nc.nodes))
 		layers[i].Calls += len(nc.nodes)
 		for _, n := range nc.nodes {
-			ids = append(ids, n.Span.SpanID.String())
+			ids = append(ids, spanIDOf(t, n))
 		}
 	}
 	// Amplification multiplies the worst layer at each depth.

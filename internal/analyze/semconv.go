@@ -1,6 +1,7 @@
 package analyze
 
 import (
+	"encoding/hex"
 	"net"
 	"net/url"
 	"slices"
@@ -681,6 +682,30 @@ type SpanRef struct {
 	StartMS float64 `json:"start_ms"`
 }
 
+// spanIDOf is n's span id as text. The ids of a trace are written once
+// into one string and handed out as slices of it: the critical path and
+// the findings name most spans of a large trace, often several times.
+func spanIDOf(t *Trace, n *Node) string {
+	if t == nil || n.Index < 0 || n.Index >= len(t.Nodes) || t.Nodes[n.Index] != n {
+		return n.Span.SpanID.String()
+	}
+	m := memoOf(t)
+	if m.ids == "" {
+		var b strings.Builder
+		b.Grow(spanIDHex * len(t.Nodes))
+		var buf [spanIDHex]byte
+		for _, x := range t.Nodes {
+			b.Write(hex.AppendEncode(buf[:0], x.Span.SpanID[:]))
+		}
+		m.ids = b.String()
+	}
+	i := spanIDHex * n.Index
+	return m.ids[i : i+spanIDHex]
+}
+
+// spanIDHex is the length of a span id in hex.
+const spanIDHex = 2 * len(model.SpanID{})
+
 // RefOf describes n for evidence.
 func RefOf(t *Trace, n *Node) SpanRef {
 	var base uint64
@@ -691,7 +716,7 @@ func RefOf(t *Trace, n *Node) SpanRef {
 	if n.Start() > base {
 		off = NS(n.Start() - base)
 	}
-	return SpanRef{SpanID: n.Span.SpanID.String(), Service: n.Span.Service, Operation: n.Span.Name,
+	return SpanRef{SpanID: spanIDOf(t, n), Service: n.Span.Service, Operation: n.Span.Name,
 		DurationMS: NS(n.Duration()), StartMS: off}
 }
 
@@ -729,6 +754,8 @@ type detectMemo struct {
 	// spans wait, so only theirs are kept.
 	waits     map[int][]spanWait
 	waitsDone []bool
+	// ids holds the span ids of t.Nodes in hex, in order (spanIDOf).
+	ids string
 }
 
 func memoOf(t *Trace) *detectMemo {

@@ -230,7 +230,7 @@ func (d *SequentialCalls) finding(t *Trace, p *Node, chain []*Node, deps *seqDep
 		}
 		prevEnd = c.End()
 		ev.Calls = append(ev.Calls, sc)
-		ids[i] = c.Span.SpanID.String()
+		ids[i] = spanIDOf(t, c)
 		if unexplained != nil && unexplained[i] != "" {
 			ev.Unexplained = append(ev.Unexplained, SeqInput{Call: sc.SpanRef, Target: s, Value: unexplained[i]})
 		}
