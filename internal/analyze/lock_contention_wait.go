@@ -455,6 +455,12 @@ func containsFold(s, sub string) bool {
 	return false
 }
 
+// hasPrefixFold reports whether s starts with the lower-case ASCII text
+// prefix in any case.
+func hasPrefixFold(s, prefix string) bool {
+	return len(s) >= len(prefix) && strings.EqualFold(s[:len(prefix)], prefix)
+}
+
 // heldLockAcross finds, among the siblings after the locking statement n,
 // the longest remote call (not a database span) made before the
 // transaction's next statement or its commit: the lock stays held across

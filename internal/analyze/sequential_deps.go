@@ -101,8 +101,12 @@ func (v seqValues) addAnswer(s *model.Span) {
 // attribute.
 func spanMayAnswer(s *model.Span) bool {
 	for i := range s.Attrs {
-		if k := s.Attrs[i].Key; containsFold(k, "result") || containsFold(k, "response.body") {
-			return true
+		// Both words start with r: one pass finds either.
+		k := s.Attrs[i].Key
+		for j := 0; j < len(k); j++ {
+			if k[j]|0x20 == 'r' && (hasPrefixFold(k[j:], "result") || hasPrefixFold(k[j:], "response.body")) {
+				return true
+			}
 		}
 	}
 	for i := range s.Events {
