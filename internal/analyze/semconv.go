@@ -66,13 +66,17 @@ var dbKeys = []string{"db.system.name", "db.system", "db.type", "sql.query", "re
 // IsDB: a call to a database (one of dbKeys present). SERVER spans of a
 // database proxy are not calls and are excluded.
 func IsDB(n *Node) bool {
-	if n == nil || n.Span.Kind == model.KindServer || n.Span.Kind == model.KindConsumer {
+	if n == nil {
 		return false
 	}
+	// The answer, kind included, is kept on the node: asking it again
+	// does not touch the span.
 	if n.isDB == 0 {
 		n.isDB = 1
-		if _, ok := n.Span.Attrs.First(dbKeys...); ok {
-			n.isDB = 2
+		if k := n.Span.Kind; k != model.KindServer && k != model.KindConsumer {
+			if _, ok := n.Span.Attrs.First(dbKeys...); ok {
+				n.isDB = 2
+			}
 		}
 	}
 	return n.isDB == 2
@@ -466,7 +470,15 @@ func Failed(n *Node) bool {
 
 func judgeFailed(n *Node) bool {
 	s := n.Span
-	if answeredNotFailed(s) {
+	// The codes are read once: whether they are an answer and the tests
+	// below judge the same ones.
+	code, httpOK := HTTPStatus(s)
+	var grpc int64
+	var grpcOK bool
+	if !httpOK {
+		grpc, grpcOK = grpcStatus(s)
+	}
+	if answeredCodes(code, httpOK, grpc, grpcOK) {
 		// Unless the caller failed on it: then the answer is where the
 		// caller's failure came from (a 404 the checkout turned into a 500).
 		return (s.StatusCode == model.StatusError || errorTag(s) || abandoned(n)) && callerFailed(n)
@@ -478,10 +490,13 @@ func judgeFailed(n *Node) bool {
 		// An explicit OK is the instrumentation's final word.
 		return false
 	}
-	if code, ok := HTTPStatus(s); ok && (code >= 500 || code == 408 || code == 429) {
+	if httpOK && (code >= 500 || code == 408 || code == 429) {
 		return true
 	}
-	if c, ok := grpcStatus(s); ok && grpcFailure[c] {
+	if httpOK {
+		grpc, grpcOK = grpcStatus(s)
+	}
+	if grpcOK && grpcFailure[grpc] {
 		return true
 	}
 	return errorTag(s)
@@ -534,15 +549,14 @@ func errorTag(s *model.Span) bool {
 	return v.Type == model.TypeString && strings.EqualFold(v.Str, "true")
 }
 
-// answeredNotFailed reports a span whose HTTP status or gRPC code is an
-// answer that is the caller's business (4xx but 408 and 429; a gRPC code
-// other than OK that is not in grpcFailure).
-func answeredNotFailed(s *model.Span) bool {
-	if code, ok := HTTPStatus(s); ok {
+// answeredCodes reports codes that are an answer that is the caller's
+// business (4xx but 408 and 429; a gRPC code other than OK that is not in
+// grpcFailure). The gRPC code counts only without an HTTP status.
+func answeredCodes(code int, httpOK bool, grpc int64, grpcOK bool) bool {
+	if httpOK {
 		return code >= 400 && code < 500 && code != 408 && code != 429
 	}
-	c, ok := grpcStatus(s)
-	return ok && c != 0 && !grpcFailure[c]
+	return grpcOK && grpc != 0 && !grpcFailure[grpc]
 }
 
 // grpcStatus returns the gRPC status code a span recorded: the number of
