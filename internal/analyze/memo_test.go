@@ -34,7 +34,15 @@ func TestMemoisedReadingsMatchSpans(t *testing.T) {
 		tr := NewTrace(spans)
 		d := newSeqDeps(tr, NoHistory{})
 		may := subtreesWith(tr, spanMayAnswer)
+		ops := newCacheOps(tr)
 		for _, n := range tr.Nodes {
+			for range 2 { // read, then kept
+				c1, k1, s1, ok1 := ops.of(n)
+				c2, k2, s2, ok2 := cacheOp(n)
+				if c1 != c2 || k1 != k2 || s1 != s2 || ok1 != ok2 {
+					t.Fatalf("%s: span %s: cache op %q %q %q %v, span says %q %q %q %v", name, n.Span.Name, c1, k1, s1, ok1, c2, k2, s2, ok2)
+				}
+			}
 			if got, want := IsCall(n), isCall(n.Span); got != want {
 				t.Fatalf("%s: span %s: IsCall %v, span says %v", name, n.Span.Name, got, want)
 			}
