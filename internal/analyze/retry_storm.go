@@ -153,22 +153,17 @@ func withoutAuthority(u string) string {
 // where each attempt retries the previous one.
 func retryChainsOf(nodes []*Node, tolNS uint64) [][]*Node {
 	var chains [][]*Node
-	var cur []*Node
-	for _, n := range nodes {
-		if len(cur) > 0 {
-			prev := cur[len(cur)-1]
-			if retries(prev, n, tolNS) {
-				cur = append(cur, n)
-				continue
-			}
-			if len(cur) >= 2 {
-				chains = append(chains, cur)
-			}
+	// A chain is a run of consecutive nodes: it is handed out as a capped
+	// slice of nodes, not copied.
+	from := 0
+	for i := 1; i <= len(nodes); i++ {
+		if i < len(nodes) && retries(nodes[i-1], nodes[i], tolNS) {
+			continue
 		}
-		cur = []*Node{n}
-	}
-	if len(cur) >= 2 {
-		chains = append(chains, cur)
+		if i-from >= 2 {
+			chains = append(chains, nodes[from:i:i])
+		}
+		from = i
 	}
 	return chains
 }

@@ -158,6 +158,7 @@ func buildTrace(spans []model.Span, adjust bool) *Trace {
 			halves[p] = append(halves[p], n)
 		}
 	}
+	kids := make([]int32, len(spans))
 	for i, n := range t.Nodes {
 		p := parents[i]
 		if p == nil {
@@ -182,7 +183,21 @@ func buildTrace(spans []model.Span, adjust bool) *Trace {
 			p = q
 		}
 		n.Parent = p
-		p.Children = append(p.Children, n)
+		kids[p.Index]++
+	}
+	// Every node's children are slices of one array, sized once: appending
+	// them one by one grew thousands of small slices.
+	all := make([]*Node, 0, len(spans))
+	for i, n := range t.Nodes {
+		if k := int(kids[i]); k > 0 {
+			n.Children = all[len(all) : len(all) : len(all)+k]
+			all = all[:len(all)+k]
+		}
+	}
+	for _, n := range t.Nodes {
+		if p := n.Parent; p != nil {
+			p.Children = append(p.Children, n)
+		}
 	}
 	byStart := func(ns []*Node) {
 		// Exporters mostly send children in start order: checking costs a
