@@ -175,19 +175,22 @@ var dbWaitAttrUnits = map[string]float64{"queue_time_microseconds": 1e3}
 
 var poolNameKeys = []string{"db.client.connection.pool.name", "db.client.connections.pool.name", "pool.name", "db.pool.name"}
 
+// unitSuffixes name a unit at the end of a key, with its length in ns.
+var unitSuffixes = []struct {
+	suffixes []string
+	ns       float64
+}{
+	{[]string{"_ms", ".ms", "_millis", "_milliseconds", ".milliseconds"}, 1e6},
+	{[]string{"_us", ".us", "_micros", "_microseconds"}, 1e3},
+	{[]string{"_ns", ".ns", "_nanos", "_nanoseconds"}, 1},
+	{[]string{"_s", ".s", "_sec", "_secs", "_seconds", ".seconds"}, 1e9},
+}
+
 // unitOf reads the unit from a key's suffix ("pool.wait_ms",
 // "lock_wait_seconds"); 0 when the key names no unit.
 func unitOf(key string) float64 {
 	k := strings.ToLower(key)
-	for _, u := range []struct {
-		suffixes []string
-		ns       float64
-	}{
-		{[]string{"_ms", ".ms", "_millis", "_milliseconds", ".milliseconds"}, 1e6},
-		{[]string{"_us", ".us", "_micros", "_microseconds"}, 1e3},
-		{[]string{"_ns", ".ns", "_nanos", "_nanoseconds"}, 1},
-		{[]string{"_s", ".s", "_sec", "_secs", "_seconds", ".seconds"}, 1e9},
-	} {
+	for _, u := range unitSuffixes {
 		for _, sfx := range u.suffixes {
 			if strings.HasSuffix(k, sfx) {
 				return u.ns
