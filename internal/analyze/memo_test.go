@@ -49,6 +49,9 @@ func TestMemoisedReadingsMatchSpans(t *testing.T) {
 			if got, want := spanIDOf(tr, n), n.Span.SpanID.String(); got != want {
 				t.Fatalf("%s: span %s: id %q, span says %q", name, n.Span.Name, got, want)
 			}
+			if got, want := proxyHop(n), isProxyHop(n.Span); got != want {
+				t.Fatalf("%s: span %s: proxy hop %v, span says %v", name, n.Span.Name, got, want)
+			}
 			if got, want := nodeDBSystem(n), DBSystem(n.Span); got != want {
 				t.Fatalf("%s: span %s: db system %q, span says %q", name, n.Span.Name, got, want)
 			}

@@ -240,7 +240,7 @@ func callTarget(n *Node) (service, operation string) {
 		service = server.Span.Service
 		// Nothing instrumented answered behind the proxy: it forwarded
 		// to the host it names, which is the callee, not the proxy.
-		if isProxyHop(server.Span) {
+		if proxyHop(server) {
 			if a := ServerAddress(server.Span); a != "" && !isIPLiteral(a) && a != "localhost" {
 				service = a
 			}
@@ -398,7 +398,7 @@ const proxyHops = 4
 // forwarded to, following only proxy spans, or nil when e is no proxy or
 // nothing instrumented answered behind it.
 func behindProxy(e *Node, caller string) *Node {
-	if !isProxyHop(e.Span) {
+	if !proxyHop(e) {
 		return nil
 	}
 	level := []*Node{e}
@@ -407,7 +407,7 @@ func behindProxy(e *Node, caller string) *Node {
 		for _, p := range level {
 			for _, c := range p.Children {
 				switch {
-				case isProxyHop(c.Span):
+				case proxyHop(c):
 					next = append(next, c)
 				case entryFrom(c, caller):
 					return c
@@ -431,6 +431,18 @@ func isProxyHop(s *model.Span) bool {
 		return true
 	}
 	return false
+}
+
+// proxyHop is isProxyHop of n's span, read once: every call's children
+// are asked while looking for its callee.
+func proxyHop(n *Node) bool {
+	if n.proxyHop == 0 {
+		n.proxyHop = 1
+		if isProxyHop(n.Span) {
+			n.proxyHop = 2
+		}
+	}
+	return n.proxyHop == 2
 }
 
 // EntryOf returns the nearest service-entry ancestor-or-self of n.

@@ -252,7 +252,7 @@ func (d *seqDeps) request(c *Node) (request, sent seqValues) {
 		var next []*Node
 		for _, p := range level {
 			for _, h := range p.Children {
-				if isProxyHop(h.Span) {
+				if proxyHop(h) {
 					add(h.Span)
 					next = append(next, h)
 				}

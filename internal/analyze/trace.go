@@ -26,8 +26,8 @@ type Node struct {
 	failed uint8
 	// isDB memoises IsDB the same way: most detectors ask it of every span.
 	isDB uint8
-	// isCall memoises IsCall the same way.
-	isCall uint8
+	// isCall and proxyHop memoise IsCall and isProxyHop the same way.
+	isCall, proxyHop uint8
 	// dbSystem memoises DBSystem of the span once dbSystemDone is set.
 	dbSystem     string
 	dbSystemDone bool
