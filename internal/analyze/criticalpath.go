@@ -64,19 +64,25 @@ func (cp *CriticalPath) walk(n *Node, lo, hi uint64) {
 		cursor uint64
 		kids   []*Node // by end, descending
 		next   int
+		from   int // where kids start in buf
 	}
 	// Frames are values and the sort is generic: on a 10,000-span trace
 	// the pointer frames and sort.SliceStable's reflection were most of
-	// the walk's allocations.
+	// the walk's allocations. The frames' children lists live on one
+	// stack of their own, buf, popped with their frames: a frame's list
+	// is never written once a later frame is pushed, so a list of an
+	// array that buf outgrew stays as it was.
+	var buf []*Node
 	newFrame := func(n *Node, lo, hi uint64) frame {
-		var kids []*Node
+		from := len(buf)
 		for _, c := range n.Children {
 			if followable(n, c) && c.Start() < hi && c.End() > lo {
-				kids = append(kids, c)
+				buf = append(buf, c)
 			}
 		}
+		kids := buf[from:len(buf):len(buf)]
 		sortByEndDesc(kids)
-		return frame{n: n, lo: lo, cursor: hi, kids: kids}
+		return frame{n: n, lo: lo, cursor: hi, kids: kids, from: from}
 	}
 	stack := []frame{newFrame(n, lo, hi)}
 	for len(stack) > 0 {
@@ -94,6 +100,7 @@ func (cp *CriticalPath) walk(n *Node, lo, hi uint64) {
 		}
 		if pick == nil {
 			cp.add(f.n, f.lo, f.cursor)
+			buf = buf[:f.from]
 			stack = stack[:len(stack)-1]
 			continue
 		}
