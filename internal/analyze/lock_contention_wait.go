@@ -176,28 +176,23 @@ var dbWaitAttrUnits = map[string]float64{"queue_time_microseconds": 1e3}
 var poolNameKeys = []string{"db.client.connection.pool.name", "db.client.connections.pool.name", "pool.name", "db.pool.name"}
 
 // unitSuffixes name a unit at the end of a key, with its length in ns.
-var unitSuffixes = []struct {
-	suffixes []string
-	ns       float64
-}{
-	{[]string{"_ms", ".ms", "_millis", "_milliseconds", ".milliseconds"}, 1e6},
-	{[]string{"_us", ".us", "_micros", "_microseconds"}, 1e3},
-	{[]string{"_ns", ".ns", "_nanos", "_nanoseconds"}, 1},
-	{[]string{"_s", ".s", "_sec", "_secs", "_seconds", ".seconds"}, 1e9},
+// Each is a separator and a word without one.
+var unitSuffixes = map[string]float64{
+	"_ms": 1e6, ".ms": 1e6, "_millis": 1e6, "_milliseconds": 1e6, ".milliseconds": 1e6,
+	"_us": 1e3, ".us": 1e3, "_micros": 1e3, "_microseconds": 1e3,
+	"_ns": 1, ".ns": 1, "_nanos": 1, "_nanoseconds": 1,
+	"_s": 1e9, ".s": 1e9, "_sec": 1e9, "_secs": 1e9, "_seconds": 1e9, ".seconds": 1e9,
 }
 
 // unitOf reads the unit from a key's suffix ("pool.wait_ms",
-// "lock_wait_seconds"); 0 when the key names no unit.
+// "lock_wait_seconds"); 0 when the key names no unit. A suffix starts at
+// the key's last separator, so only that tail is looked up.
 func unitOf(key string) float64 {
-	k := strings.ToLower(key)
-	for _, u := range unitSuffixes {
-		for _, sfx := range u.suffixes {
-			if strings.HasSuffix(k, sfx) {
-				return u.ns
-			}
-		}
+	i := strings.LastIndexAny(key, "_.")
+	if i < 0 {
+		return 0
 	}
-	return 0
+	return unitSuffixes[strings.ToLower(key[i:])]
 }
 
 // attrWait reads a pool, lock or queue wait time from span attributes. The

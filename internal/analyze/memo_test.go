@@ -134,3 +134,17 @@ func TestSortByEndDescIsStable(t *testing.T) {
 		}
 	}
 }
+
+// TestUnitOfReadsTheLastSuffix: the unit is read from the tail after the
+// key's last separator, as a suffix test of the whole key reads it.
+func TestUnitOfReadsTheLastSuffix(t *testing.T) {
+	for key, want := range map[string]float64{
+		"pool.wait_ms": 1e6, "lock_wait_seconds": 1e9, "Queue.Wait_MS": 1e6, "db.wait.us": 1e3, "wait_nanos": 1,
+		"x.milliseconds": 1e6, "wait_s": 1e9, "wait.s": 1e9, "wait_sec": 1e9, "wait_ms.": 0, "waitms": 0,
+		"http.response.status_code": 0, "wait_ms_total": 0, "_ms": 1e6, "": 0, "wait_mſ": 0,
+	} {
+		if got := unitOf(key); got != want {
+			t.Errorf("unitOf(%q) = %v, want %v", key, got, want)
+		}
+	}
+}
