@@ -194,9 +194,10 @@ func groupChildren(p *Node, keep func(*Node) bool, key func(*Node) [2]string) []
 	// Most parents call a few targets: their keys are compared in a list,
 	// and a map is built only for parents that call many. The groups are
 	// laid out in one slice once their sizes are known.
-	var keys [][2]string
+	var keyBuf [groupListMax + 1][2]string
+	var sizeBuf [groupListMax + 1]int
+	keys, sizes := keyBuf[:0], sizeBuf[:0] // on the stack while few
 	var idx map[[2]string]int
-	var sizes []int
 	var small [64]int32
 	of := small[:0] // group of each child, -1 when not kept
 	if len(p.Children) > len(small) {
