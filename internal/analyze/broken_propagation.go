@@ -290,7 +290,7 @@ func calleeService(c *Node, services map[string]bool) string {
 	// A proxy's span also holds the downstream's URL (Envoy's ingress:
 	// http://localhost:8080/...), which names the proxy, not its upstream.
 	addrs := []string{ServerAddress(c.Span)}
-	if isProxyHop(c.Span) {
+	if proxyHop(c) {
 		cluster := c.Span.Attrs.Str("upstream_cluster.name", "upstream_cluster")
 		addrs = append(addrs, cluster[strings.LastIndexByte(cluster, '|')+1:])
 	}
@@ -315,7 +315,7 @@ func calleeService(c *Node, services map[string]bool) string {
 func likelyCaller(t *Trace, r *Node) *Node {
 	services := map[string]bool{r.Span.Service: true}
 	for _, c := range t.Nodes {
-		if c == r || (c.Span.Kind != model.KindClient && !isProxyHop(c.Span)) || c.Span.Service == r.Span.Service {
+		if c == r || (c.Span.Kind != model.KindClient && !proxyHop(c)) || c.Span.Service == r.Span.Service {
 			continue
 		}
 		if c.Start() <= r.Start()+crossHostSkewNS && r.Start() <= c.End()+crossHostSkewNS && calleeService(c, services) != "" {

@@ -50,7 +50,7 @@ var cacheWrites = map[string]bool{"SET": true, "SETEX": true, "SETNX": true, "PS
 // cacheOp returns the command and key of a cache span, or ok=false.
 func cacheOp(n *Node) (cmd, key, system string, ok bool) {
 	s := n.Span
-	system = DBSystem(s)
+	system = nodeDBSystem(n)
 	if !cacheSystems[strings.ToLower(system)] {
 		if _, has := s.Attrs.First("cache.hit", "cache.key", "cache.name"); !has {
 			return "", "", "", false
@@ -61,17 +61,55 @@ func cacheOp(n *Node) (cmd, key, system string, ok bool) {
 	if stmt == "" {
 		stmt = s.Name
 	}
-	f := strings.Fields(stmt)
+	// Only the first two words are read: the statement is not split
+	// into a slice (the look-ahead reads each cache call many times).
+	var f [2]string
+	nf := 0
+	for w := range strings.FieldsSeq(stmt) {
+		f[nf] = w
+		if nf++; nf == len(f) {
+			break
+		}
+	}
 	if op := s.Attrs.Str("db.operation.name", "db.operation", "cache.operation"); op != "" {
 		cmd = strings.ToUpper(op)
-	} else if len(f) > 0 {
+	} else if nf > 0 {
 		cmd = strings.ToUpper(f[0])
 	}
 	key = s.Attrs.Str("cache.key", "db.redis.key", "db.memcached.key")
-	if key == "" && len(f) > 1 {
+	if key == "" && nf > 1 {
 		key = f[1]
 	}
 	return cmd, key, system, true
+}
+
+// cacheOps keeps cacheOp's answers for one Detect: the look-ahead after
+// each lookup asks them of the same siblings again and again.
+type cacheOps struct {
+	t    *Trace
+	done []bool
+	ops  map[int]cacheOpResult // only of the cache calls
+}
+
+type cacheOpResult struct{ cmd, key, system string }
+
+func newCacheOps(t *Trace) *cacheOps {
+	return &cacheOps{t: t, done: make([]bool, len(t.Nodes)), ops: map[int]cacheOpResult{}}
+}
+
+// of is cacheOp(n), read once per node of the trace.
+func (c *cacheOps) of(n *Node) (cmd, key, system string, ok bool) {
+	if n.Index < 0 || n.Index >= len(c.t.Nodes) || c.t.Nodes[n.Index] != n {
+		return cacheOp(n)
+	}
+	if !c.done[n.Index] {
+		c.done[n.Index] = true
+		if cmd, key, system, ok := cacheOp(n); ok {
+			c.ops[n.Index] = cacheOpResult{cmd, key, system}
+		}
+	}
+	r, ok := c.ops[n.Index]
+	return r.cmd, r.key, r.system, ok
 }
 
 // CacheKeyShape collapses the ids in a cache key ("product:123" →
@@ -142,11 +180,12 @@ func (d *CacheMiss) Detect(t *Trace, _ *Env) []Finding {
 	}
 	var groups []*group
 	index := map[[2]string]*group{}
+	ops := newCacheOps(t)
 	for _, n := range t.Nodes {
 		if n.Parent == nil {
 			continue
 		}
-		cmd, key, system, ok := cacheOp(n)
+		cmd, key, system, ok := ops.of(n)
 		if !ok {
 			continue
 		}
@@ -162,7 +201,7 @@ func (d *CacheMiss) Detect(t *Trace, _ *Env) []Finding {
 		wrote := false
 		for _, c := range n.Children {
 			if IsCall(c) || len(c.Children) > 0 {
-				if _, _, _, isCache := cacheOp(c); !isCache {
+				if _, _, _, isCache := ops.of(c); !isCache {
 					fallback = append(fallback, c)
 				}
 			}
@@ -180,7 +219,7 @@ func (d *CacheMiss) Detect(t *Trace, _ *Env) []Finding {
 				if s == n {
 					continue
 				}
-				if c2, k2, _, isCache := cacheOp(s); isCache {
+				if c2, k2, _, isCache := ops.of(s); isCache {
 					if cacheWrites[c2] && k2 == key && key != "" {
 						wrote = true
 						break
@@ -191,7 +230,7 @@ func (d *CacheMiss) Detect(t *Trace, _ *Env) []Finding {
 					continue
 				}
 				fallback = append(fallback, s)
-				if sig != "" && !hasLaterWrite(sibs, s, key) {
+				if sig != "" && !hasLaterWrite(ops, sibs, s, key) {
 					break
 				}
 			}
@@ -217,7 +256,7 @@ func (d *CacheMiss) Detect(t *Trace, _ *Env) []Finding {
 			continue
 		}
 		shape := CacheKeyShape(key)
-		gk := [2]string{n.Parent.Span.SpanID.String(), shape}
+		gk := [2]string{spanIDOf(t, n.Parent), shape}
 		g := index[gk]
 		if g == nil {
 			g = &group{lookup: n, parent: n.Parent, ev: CacheMissEvidence{KeyShape: shape, Key: model.Clip(key, 120), System: system,
@@ -227,11 +266,11 @@ func (d *CacheMiss) Detect(t *Trace, _ *Env) []Finding {
 		}
 		g.ev.Misses++
 		g.ev.FallbackMS += NS(wall)
-		g.ids = append(g.ids, n.Span.SpanID.String())
+		g.ids = append(g.ids, spanIDOf(t, n))
 		for _, f := range fallback {
 			g.fallback = append(g.fallback, f)
 			g.ev.Fallback = append(g.ev.Fallback, RefOf(t, f))
-			g.ids = append(g.ids, f.Span.SpanID.String())
+			g.ids = append(g.ids, spanIDOf(t, f))
 		}
 	}
 	var out []Finding
@@ -264,7 +303,7 @@ func (d *CacheMiss) Detect(t *Trace, _ *Env) []Finding {
 
 const cacheLookahead = 24
 
-func hasLaterWrite(sibs []*Node, after *Node, key string) bool {
+func hasLaterWrite(ops *cacheOps, sibs []*Node, after *Node, key string) bool {
 	if key == "" {
 		return false
 	}
@@ -272,7 +311,7 @@ func hasLaterWrite(sibs []*Node, after *Node, key string) bool {
 		if s.Start()+1e6 < after.End() {
 			continue
 		}
-		if c, k, _, ok := cacheOp(s); ok && cacheWrites[c] && k == key {
+		if c, k, _, ok := ops.of(s); ok && cacheWrites[c] && k == key {
 			return true
 		}
 	}

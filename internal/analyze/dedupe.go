@@ -26,12 +26,29 @@ var subsumedBy = map[string][]string{
 	"idle_gap": {"lock_contention"},
 }
 
+// coveringKinds are the kinds whose findings' span ids subsumed reads:
+// those of subsumedBy and retry_storm, whose attempts explain a backoff.
+var coveringKinds = func() map[string]bool {
+	m := map[string]bool{"retry_storm": true}
+	for _, kinds := range subsumedBy {
+		for _, k := range kinds {
+			m[k] = true
+		}
+	}
+	return m
+}()
+
 // mergeDuplicates drops findings subsumed by another finding on the same
 // key span. error_origin findings of failed requests are kept: they say
 // where the user's error started, which no other kind does.
 func mergeDuplicates(fs []Finding) []Finding {
 	covered := map[string]map[string]bool{} // kind -> span ids its findings name
 	for _, f := range fs {
+		if !coveringKinds[f.Kind] {
+			// subsumed never asks: a cache_miss or n_plus_one_query
+			// finding of a large trace names thousands of spans.
+			continue
+		}
 		m := covered[f.Kind]
 		if m == nil {
 			m = map[string]bool{}

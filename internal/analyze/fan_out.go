@@ -116,7 +116,7 @@ func (d *FanOut) finding(t *Trace, p *Node, g []*Node) (Finding, bool) {
 	svc, op := CallTarget(t, g[0])
 	ids := make([]string, len(g))
 	for i, n := range g {
-		ids[i] = n.Span.SpanID.String()
+		ids[i] = spanIDOf(t, n)
 	}
 	sev := SeverityForImpact(saving, critTotal(t))
 	if mode == "sequential" && sev.Rank() < SeverityWarning.Rank() {

@@ -82,10 +82,12 @@ func (d *InstrumentationGap) Detect(t *Trace, _ *Env) []Finding {
 		g.svcs[n.Span.Service] = true
 		if len(g.ev.Spans) < max(d.MaxExamples, 1) {
 			g.ev.Spans = append(g.ev.Spans, RefOf(t, n))
-			g.ids = append(g.ids, n.Span.SpanID.String())
+			g.ids = append(g.ids, spanIDOf(t, n))
 		}
 	}
-	seenResource := map[string]bool{}
+	seenResource := map[[2]string]bool{}
+	var lastResource [2]string
+	haveLast := false
 	// Names and attribute keys repeat across spans: judge each once.
 	type shaped struct {
 		shape string
@@ -177,11 +179,14 @@ func (d *InstrumentationGap) Detect(t *Trace, _ *Env) []Finding {
 			// Resource attributes repeat on every span of a process: scan
 			// each distinct resource once.
 			if len(s.Resource) > 0 {
-				rk := s.Service + "|" + s.Resource.Str("service.instance.id", "host.name")
-				if !seenResource[rk] {
+				// Spans of one process mostly follow each other: the last
+				// span's resource is compared before the set is asked.
+				rk := [2]string{s.Service, s.Resource.Str("service.instance.id", "host.name")}
+				if (!haveLast || rk != lastResource) && !seenResource[rk] {
 					seenResource[rk] = true
 					scan("resource ", s.Resource)
 				}
+				lastResource, haveLast = rk, true
 			}
 		}
 	}

@@ -19,22 +19,12 @@ func (d *LockContention) poolFindings(t *Trace, total uint64) []Finding {
 		if len(p.Children) < minCalls {
 			continue
 		}
-		var order []string
-		groups := map[string][]*Node{}
-		for _, c := range p.Children {
-			call := pooledCall(c)
-			if call == nil || asyncEdge(p, c) {
-				continue
-			}
-			svc, op := CallTarget(t, call)
-			key := svc + " " + op
-			if _, seen := groups[key]; !seen {
-				order = append(order, key)
-			}
-			groups[key] = append(groups[key], c)
-		}
-		for _, key := range order {
-			calls := groups[key]
+		groups := groupChildren(p, func(c *Node) bool { return pooledCall(c) != nil && !asyncEdge(p, c) },
+			func(c *Node) [2]string {
+				svc, op := CallTarget(t, pooledCall(c))
+				return [2]string{svc, op}
+			})
+		for _, calls := range groups {
 			if len(calls) < minCalls {
 				continue
 			}
@@ -163,7 +153,7 @@ func (d *LockContention) poolFinding(t *Trace, p *Node, calls []*Node, total uin
 	svc, op := CallTarget(t, pooledCall(calls[0]))
 	ids := make([]string, 0, n)
 	for _, c := range calls {
-		ids = append(ids, c.Span.SpanID.String())
+		ids = append(ids, spanIDOf(t, c))
 	}
 	pool := &PoolFanOutEvidence{
 		Target: svc, Operation: op, Calls: n, Concurrency: sh.k, QueuedCalls: sh.queued,

@@ -175,26 +175,24 @@ var dbWaitAttrUnits = map[string]float64{"queue_time_microseconds": 1e3}
 
 var poolNameKeys = []string{"db.client.connection.pool.name", "db.client.connections.pool.name", "pool.name", "db.pool.name"}
 
+// unitSuffixes name a unit at the end of a key, with its length in ns.
+// Each is a separator and a word without one.
+var unitSuffixes = map[string]float64{
+	"_ms": 1e6, ".ms": 1e6, "_millis": 1e6, "_milliseconds": 1e6, ".milliseconds": 1e6,
+	"_us": 1e3, ".us": 1e3, "_micros": 1e3, "_microseconds": 1e3,
+	"_ns": 1, ".ns": 1, "_nanos": 1, "_nanoseconds": 1,
+	"_s": 1e9, ".s": 1e9, "_sec": 1e9, "_secs": 1e9, "_seconds": 1e9, ".seconds": 1e9,
+}
+
 // unitOf reads the unit from a key's suffix ("pool.wait_ms",
-// "lock_wait_seconds"); 0 when the key names no unit.
+// "lock_wait_seconds"); 0 when the key names no unit. A suffix starts at
+// the key's last separator, so only that tail is looked up.
 func unitOf(key string) float64 {
-	k := strings.ToLower(key)
-	for _, u := range []struct {
-		suffixes []string
-		ns       float64
-	}{
-		{[]string{"_ms", ".ms", "_millis", "_milliseconds", ".milliseconds"}, 1e6},
-		{[]string{"_us", ".us", "_micros", "_microseconds"}, 1e3},
-		{[]string{"_ns", ".ns", "_nanos", "_nanoseconds"}, 1},
-		{[]string{"_s", ".s", "_sec", "_secs", "_seconds", ".seconds"}, 1e9},
-	} {
-		for _, sfx := range u.suffixes {
-			if strings.HasSuffix(k, sfx) {
-				return u.ns
-			}
-		}
+	i := strings.LastIndexAny(key, "_.")
+	if i < 0 {
+		return 0
 	}
-	return 0
+	return unitSuffixes[strings.ToLower(key[i:])]
 }
 
 // attrWait reads a pool, lock or queue wait time from span attributes. The
@@ -202,25 +200,36 @@ func unitOf(key string) float64 {
 func attrWait(s *model.Span) (spanWait, bool) {
 	var best spanWait
 	var bestNS float64
-	_, isDB := s.Attrs.First(dbKeys...)
-	for _, a := range s.Attrs {
-		ns, known := waitAttrUnits[a.Key]
-		if !known && isDB {
-			ns, known = dbWaitAttrUnits[a.Key]
-		}
+	isDB := -1 // not yet read
+	for i := range s.Attrs {
+		a := &s.Attrs[i]
 		// Only a positive number can be a wait time: the value is checked
-		// before the key's words, which cost far more over every attribute.
+		// before the key, which costs far more over every attribute.
 		v, ok := a.Value.AsFloat()
 		if !ok || v <= 0 {
 			continue
 		}
+		ns, known := waitAttrUnits[a.Key]
+		if !known {
+			if isDB < 0 {
+				isDB = 0
+				if _, ok := s.Attrs.First(dbKeys...); ok {
+					isDB = 1
+				}
+			}
+			if isDB == 1 {
+				ns, known = dbWaitAttrUnits[a.Key]
+			}
+		}
 		res := "connection_pool"
 		if !known {
-			r, wait, acq := classifyText(a.Key)
-			if r == "" || (!wait && !acq && !strings.Contains(strings.ToLower(a.Key), "acquire")) {
+			// A key without a unit is no wait time, whatever its words:
+			// the unit is the cheaper test.
+			if ns = unitOf(a.Key); ns == 0 {
 				continue
 			}
-			if ns = unitOf(a.Key); ns == 0 {
+			r, wait, acq := classifyText(a.Key)
+			if r == "" || (!wait && !acq && !strings.Contains(strings.ToLower(a.Key), "acquire")) {
 				continue
 			}
 			res = r
@@ -355,6 +364,27 @@ const lockPeerTolNS = 10e6
 // finished when it failed waited for the lock the victim's rollback
 // released. Both are lock waits, not slow statements to EXPLAIN.
 func nodeWaits(t *Trace, n *Node) []spanWait {
+	// lock_contention and slow_query both ask, of every database span.
+	if n.Index < 0 || n.Index >= len(t.Nodes) || t.Nodes[n.Index] != n {
+		return readWaits(t, n)
+	}
+	m := memoOf(t)
+	if m.waitsDone == nil {
+		m.waitsDone = make([]bool, len(t.Nodes))
+	}
+	if !m.waitsDone[n.Index] {
+		m.waitsDone[n.Index] = true
+		if ws := readWaits(t, n); ws != nil {
+			if m.waits == nil {
+				m.waits = map[int][]spanWait{}
+			}
+			m.waits[n.Index] = ws
+		}
+	}
+	return m.waits[n.Index]
+}
+
+func readWaits(t *Trace, n *Node) []spanWait {
 	if ws := spanWaits(n.Span); len(ws) > 0 {
 		return ws
 	}
@@ -370,7 +400,7 @@ func nodeWaits(t *Trace, n *Node) []spanWait {
 	}
 	for _, m := range lockVictims(t) {
 		if m == n || m.Start() > n.Start()+lockPeerTolNS || absDiff(m.End(), n.End()) > lockPeerTolNS ||
-			m.Span.Service != n.Span.Service || DBSystem(m.Span) != DBSystem(n.Span) {
+			m.Span.Service != n.Span.Service || nodeDBSystem(m) != nodeDBSystem(n) {
 			continue
 		}
 		end := min(n.End(), m.End())
@@ -421,6 +451,12 @@ func containsFold(s, sub string) bool {
 		}
 	}
 	return false
+}
+
+// hasPrefixFold reports whether s starts with the lower-case ASCII text
+// prefix in any case.
+func hasPrefixFold(s, prefix string) bool {
+	return len(s) >= len(prefix) && strings.EqualFold(s[:len(prefix)], prefix)
 }
 
 // heldLockAcross finds, among the siblings after the locking statement n,

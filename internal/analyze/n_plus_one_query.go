@@ -55,38 +55,29 @@ type ListQueryRef struct {
 // count grows with the data even when today's impact is small.
 func (d *NPlusOneQuery) Detect(t *Trace, _ *Env) []Finding {
 	var out []Finding
-	type group struct {
-		key   string
-		units []*Node // children of p: the query, or a wrapper around it
-		dbs   []*Node
+	keep := func(c *Node) bool {
+		q := dbUnit(c)
+		return q != nil && !isCheckout(q)
+	}
+	key := func(c *Node) [2]string {
+		q := dbUnit(c)
+		_, shape := CallTarget(t, q)
+		return [2]string{nodeDBSystem(q), shape}
 	}
 	for _, p := range t.Nodes {
 		if len(p.Children) < d.MinRepetitions {
 			continue
 		}
-		var groups []*group
-		idx := map[string]*group{}
-		for _, c := range p.Children {
-			q := dbUnit(c)
-			if q == nil || isCheckout(q) {
+		// units are children of p: the query, or a wrapper around it.
+		for _, units := range groupChildren(p, keep, key) {
+			if len(units) < d.MinRepetitions {
 				continue
 			}
-			_, shape := CallTarget(t, q)
-			key := DBSystem(q.Span) + "\x00" + shape
-			g := idx[key]
-			if g == nil {
-				g = &group{key: key}
-				idx[key] = g
-				groups = append(groups, g)
+			dbs := make([]*Node, len(units))
+			for i, u := range units {
+				dbs[i] = dbUnit(u)
 			}
-			g.units = append(g.units, c)
-			g.dbs = append(g.dbs, q)
-		}
-		for _, g := range groups {
-			if len(g.units) < d.MinRepetitions {
-				continue
-			}
-			if f, ok := d.finding(t, p, g.units, g.dbs); ok {
+			if f, ok := d.finding(t, p, units, dbs); ok {
 				out = append(out, f)
 			}
 		}
@@ -186,11 +177,11 @@ func (d *NPlusOneQuery) finding(t *Trace, p *Node, units, nodes []*Node) (Findin
 	}
 	ids := make([]string, len(nodes))
 	for i, n := range nodes {
-		ids[i] = n.Span.SpanID.String()
+		ids[i] = spanIDOf(t, n)
 	}
 	if holder != nil {
 		// The span that ran the loop is where the request's time shows.
-		ids = append(ids, holder.Span.SpanID.String())
+		ids = append(ids, spanIDOf(t, holder))
 	}
 	sev := SeverityForImpact(impact, critTotal(t))
 	if len(nodes) >= 20 && sev.Rank() < SeverityWarning.Rank() {

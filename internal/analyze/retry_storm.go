@@ -2,6 +2,7 @@ package analyze
 
 import (
 	"fmt"
+	"slices"
 	"strconv"
 	"strings"
 
@@ -152,22 +153,17 @@ func withoutAuthority(u string) string {
 // where each attempt retries the previous one.
 func retryChainsOf(nodes []*Node, tolNS uint64) [][]*Node {
 	var chains [][]*Node
-	var cur []*Node
-	for _, n := range nodes {
-		if len(cur) > 0 {
-			prev := cur[len(cur)-1]
-			if retries(prev, n, tolNS) {
-				cur = append(cur, n)
-				continue
-			}
-			if len(cur) >= 2 {
-				chains = append(chains, cur)
-			}
+	// A chain is a run of consecutive nodes: it is handed out as a capped
+	// slice of nodes, not copied.
+	from := 0
+	for i := 1; i <= len(nodes); i++ {
+		if i < len(nodes) && retries(nodes[i-1], nodes[i], tolNS) {
+			continue
 		}
-		cur = []*Node{n}
-	}
-	if len(cur) >= 2 {
-		chains = append(chains, cur)
+		if i-from >= 2 {
+			chains = append(chains, nodes[from:i:i])
+		}
+		from = i
 	}
 	return chains
 }
@@ -195,26 +191,69 @@ func attemptsBelowCall(p *Node) [][]*Node {
 // groupChildren groups the children of p that keep accepts by key, in
 // first-seen order; each group keeps start order.
 func groupChildren(p *Node, keep func(*Node) bool, key func(*Node) [2]string) [][]*Node {
-	var groups [][]*Node
+	// Most parents call a few targets: their keys are compared in a list,
+	// and a map is built only for parents that call many. The groups are
+	// laid out in one slice once their sizes are known.
+	var keyBuf [groupListMax + 1][2]string
+	var sizeBuf [groupListMax + 1]int
+	keys, sizes := keyBuf[:0], sizeBuf[:0] // on the stack while few
 	var idx map[[2]string]int
+	var small [64]int32
+	of := small[:0] // group of each child, -1 when not kept
+	if len(p.Children) > len(small) {
+		of = make([]int32, 0, len(p.Children))
+	}
+	kept := 0
 	for _, c := range p.Children {
 		if !keep(c) {
+			of = append(of, -1)
 			continue
 		}
 		k := key(c)
-		if idx == nil {
-			idx = map[[2]string]int{}
+		i, ok := -1, false
+		if idx != nil {
+			i, ok = idx[k]
+		} else if i = slices.Index(keys, k); i >= 0 {
+			ok = true
 		}
-		i, ok := idx[k]
 		if !ok {
-			i = len(groups)
-			idx[k] = i
-			groups = append(groups, nil)
+			i = len(sizes)
+			sizes = append(sizes, 0)
+			if idx != nil {
+				idx[k] = i
+			} else if keys = append(keys, k); len(keys) > groupListMax {
+				idx = make(map[[2]string]int, len(keys))
+				for j, k := range keys {
+					idx[k] = j
+				}
+			}
 		}
-		groups[i] = append(groups[i], c)
+		sizes[i]++
+		kept++
+		of = append(of, int32(i))
+	}
+	if kept == 0 {
+		return nil
+	}
+	all := make([]*Node, kept)
+	groups := make([][]*Node, len(sizes))
+	at := 0
+	for i, n := range sizes {
+		// Capped, so that a caller appending to a group cannot write
+		// into the next.
+		groups[i] = all[at : at : at+n]
+		at += n
+	}
+	for j, c := range p.Children {
+		if g := of[j]; g >= 0 {
+			groups[g] = append(groups[g], c)
+		}
 	}
 	return groups
 }
+
+// groupListMax is the most groups groupChildren finds by comparing keys.
+const groupListMax = 8
 
 // attemptTarget names what an attempt called: its call target, or for an
 // attempt seen only as the callee's SERVER span, that service and
@@ -325,7 +364,7 @@ func (d *RetryStorm) finding(t *Trace, rc *retryChain) (Finding, bool) {
 	li := map[lk]int{}
 	ids := make([]string, 0, len(rc.nodes))
 	for _, n := range rc.nodes {
-		ids = append(ids, n.Span.SpanID.String())
+		ids = append(ids, spanIDOf(t, n))
 	}
 	for _, nc := range rc.nested {
 		k := lk{nc.depth, nc.service, nc.op}
@@ -338,7 +377,7 @@ func (d *RetryStorm) finding(t *Trace, rc *retryChain) (Finding, bool) {
 		layers[i].Attempts = max(layers[i].Attempts, len(nc.nodes))
 		layers[i].Calls += len(nc.nodes)
 		for _, n := range nc.nodes {
-			ids = append(ids, n.Span.SpanID.String())
+			ids = append(ids, spanIDOf(t, n))
 		}
 	}
 	// Amplification multiplies the worst layer at each depth.

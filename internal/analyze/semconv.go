@@ -1,6 +1,7 @@
 package analyze
 
 import (
+	"encoding/hex"
 	"net"
 	"net/url"
 	"slices"
@@ -30,14 +31,24 @@ func IsCall(n *Node) bool {
 	if n == nil {
 		return false
 	}
-	switch n.Span.Kind {
+	if n.isCall == 0 {
+		n.isCall = 1
+		if isCall(n.Span) {
+			n.isCall = 2
+		}
+	}
+	return n.isCall == 2
+}
+
+func isCall(s *model.Span) bool {
+	switch s.Kind {
 	case model.KindClient, model.KindProducer:
 		return true
 	case model.KindInternal, model.KindUnspecified:
-		if _, ok := n.Span.Attrs.First(dbKeys...); ok {
+		if _, ok := s.Attrs.First(dbKeys...); ok {
 			return true
 		}
-		_, ok := n.Span.Attrs.First("http.request.method", "http.method", "rpc.system", "rpc.system.name", "messaging.system")
+		_, ok := s.Attrs.First("http.request.method", "http.method", "rpc.system", "rpc.system.name", "messaging.system")
 		return ok
 	}
 	return false
@@ -55,13 +66,17 @@ var dbKeys = []string{"db.system.name", "db.system", "db.type", "sql.query", "re
 // IsDB: a call to a database (one of dbKeys present). SERVER spans of a
 // database proxy are not calls and are excluded.
 func IsDB(n *Node) bool {
-	if n == nil || n.Span.Kind == model.KindServer || n.Span.Kind == model.KindConsumer {
+	if n == nil {
 		return false
 	}
+	// The answer, kind included, is kept on the node: asking it again
+	// does not touch the span.
 	if n.isDB == 0 {
 		n.isDB = 1
-		if _, ok := n.Span.Attrs.First(dbKeys...); ok {
-			n.isDB = 2
+		if k := n.Span.Kind; k != model.KindServer && k != model.KindConsumer {
+			if _, ok := n.Span.Attrs.First(dbKeys...); ok {
+				n.isDB = 2
+			}
 		}
 	}
 	return n.isDB == 2
@@ -73,11 +88,8 @@ func DBSystem(s *model.Span) string {
 	if v := s.Attrs.Str("db.system.name", "db.system", "db.type"); v != "" {
 		return v
 	}
-	if u := s.Attrs.Str("sql.url"); strings.HasPrefix(u, "jdbc:") {
-		// jdbc:mysql://mysql:3306/shop names the system after "jdbc:".
-		if sys, _, ok := strings.Cut(u[len("jdbc:"):], ":"); ok && sys != "" {
-			return sys
-		}
+	if sys := jdbcSystem(s); sys != "" {
+		return sys
 	}
 	switch {
 	case s.Attrs.Str("redis.command") != "":
@@ -86,6 +98,32 @@ func DBSystem(s *model.Span) string {
 		return "sql"
 	}
 	return ""
+}
+
+// jdbcSystem names the database of a JDBC URL in sql.url:
+// jdbc:mysql://mysql:3306/shop names the system after "jdbc:".
+func jdbcSystem(s *model.Span) string {
+	if u := s.Attrs.Str("sql.url"); strings.HasPrefix(u, "jdbc:") {
+		if sys, _, ok := strings.Cut(u[len("jdbc:"):], ":"); ok && sys != "" {
+			return sys
+		}
+	}
+	return ""
+}
+
+// nodeDBSystem is DBSystem of n's span, read once: every span is asked
+// for it by several detectors. A span without any of dbKeys (IsDB knows,
+// for the kinds it judges) can name its database only by a JDBC URL.
+func nodeDBSystem(n *Node) string {
+	if !n.dbSystemDone {
+		if k := n.Span.Kind; k != model.KindServer && k != model.KindConsumer && !IsDB(n) {
+			n.dbSystem = jdbcSystem(n.Span)
+		} else {
+			n.dbSystem = DBSystem(n.Span)
+		}
+		n.dbSystemDone = true
+	}
+	return n.dbSystem
 }
 
 // DBStatement returns db.query.text / db.statement, falling back to the
@@ -202,7 +240,7 @@ func callTarget(n *Node) (service, operation string) {
 		service = server.Span.Service
 		// Nothing instrumented answered behind the proxy: it forwarded
 		// to the host it names, which is the callee, not the proxy.
-		if isProxyHop(server.Span) {
+		if proxyHop(server) {
 			if a := ServerAddress(server.Span); a != "" && !isIPLiteral(a) && a != "localhost" {
 				service = a
 			}
@@ -217,7 +255,7 @@ func callTarget(n *Node) (service, operation string) {
 		// A database reached by IP is better named by what it is: the
 		// address says nothing to a reader and changes with every pod.
 		if isIPLiteral(service) && IsDB(n) {
-			service = DBSystem(s)
+			service = nodeDBSystem(n)
 		}
 		// 0.0.0.0 or localhost names no service; the port at least tells
 		// one apart from another (HotROD's customer on :8081, route on
@@ -232,7 +270,7 @@ func callTarget(n *Node) (service, operation string) {
 		service = server.Span.Service
 	}
 	if service == "" {
-		service = DBSystem(s)
+		service = nodeDBSystem(n)
 	}
 	if service == "" {
 		service = s.Attrs.Str("messaging.system", "rpc.service")
@@ -360,7 +398,7 @@ const proxyHops = 4
 // forwarded to, following only proxy spans, or nil when e is no proxy or
 // nothing instrumented answered behind it.
 func behindProxy(e *Node, caller string) *Node {
-	if !isProxyHop(e.Span) {
+	if !proxyHop(e) {
 		return nil
 	}
 	level := []*Node{e}
@@ -369,7 +407,7 @@ func behindProxy(e *Node, caller string) *Node {
 		for _, p := range level {
 			for _, c := range p.Children {
 				switch {
-				case isProxyHop(c.Span):
+				case proxyHop(c):
 					next = append(next, c)
 				case entryFrom(c, caller):
 					return c
@@ -393,6 +431,18 @@ func isProxyHop(s *model.Span) bool {
 		return true
 	}
 	return false
+}
+
+// proxyHop is isProxyHop of n's span, read once: every call's children
+// are asked while looking for its callee.
+func proxyHop(n *Node) bool {
+	if n.proxyHop == 0 {
+		n.proxyHop = 1
+		if isProxyHop(n.Span) {
+			n.proxyHop = 2
+		}
+	}
+	return n.proxyHop == 2
 }
 
 // EntryOf returns the nearest service-entry ancestor-or-self of n.
@@ -432,7 +482,15 @@ func Failed(n *Node) bool {
 
 func judgeFailed(n *Node) bool {
 	s := n.Span
-	if answeredNotFailed(s) {
+	// The codes are read once: whether they are an answer and the tests
+	// below judge the same ones.
+	code, httpOK := HTTPStatus(s)
+	var grpc int64
+	var grpcOK bool
+	if !httpOK {
+		grpc, grpcOK = grpcStatus(s)
+	}
+	if answeredCodes(code, httpOK, grpc, grpcOK) {
 		// Unless the caller failed on it: then the answer is where the
 		// caller's failure came from (a 404 the checkout turned into a 500).
 		return (s.StatusCode == model.StatusError || errorTag(s) || abandoned(n)) && callerFailed(n)
@@ -444,10 +502,13 @@ func judgeFailed(n *Node) bool {
 		// An explicit OK is the instrumentation's final word.
 		return false
 	}
-	if code, ok := HTTPStatus(s); ok && (code >= 500 || code == 408 || code == 429) {
+	if httpOK && (code >= 500 || code == 408 || code == 429) {
 		return true
 	}
-	if c, ok := grpcStatus(s); ok && grpcFailure[c] {
+	if httpOK {
+		grpc, grpcOK = grpcStatus(s)
+	}
+	if grpcOK && grpcFailure[grpc] {
 		return true
 	}
 	return errorTag(s)
@@ -500,15 +561,14 @@ func errorTag(s *model.Span) bool {
 	return v.Type == model.TypeString && strings.EqualFold(v.Str, "true")
 }
 
-// answeredNotFailed reports a span whose HTTP status or gRPC code is an
-// answer that is the caller's business (4xx but 408 and 429; a gRPC code
-// other than OK that is not in grpcFailure).
-func answeredNotFailed(s *model.Span) bool {
-	if code, ok := HTTPStatus(s); ok {
+// answeredCodes reports codes that are an answer that is the caller's
+// business (4xx but 408 and 429; a gRPC code other than OK that is not in
+// grpcFailure). The gRPC code counts only without an HTTP status.
+func answeredCodes(code int, httpOK bool, grpc int64, grpcOK bool) bool {
+	if httpOK {
 		return code >= 400 && code < 500 && code != 408 && code != 429
 	}
-	c, ok := grpcStatus(s)
-	return ok && c != 0 && !grpcFailure[c]
+	return grpcOK && grpc != 0 && !grpcFailure[grpc]
 }
 
 // grpcStatus returns the gRPC status code a span recorded: the number of
@@ -672,6 +732,30 @@ type SpanRef struct {
 	StartMS float64 `json:"start_ms"`
 }
 
+// spanIDOf is n's span id as text. The ids of a trace are written once
+// into one string and handed out as slices of it: the critical path and
+// the findings name most spans of a large trace, often several times.
+func spanIDOf(t *Trace, n *Node) string {
+	if t == nil || n.Index < 0 || n.Index >= len(t.Nodes) || t.Nodes[n.Index] != n {
+		return n.Span.SpanID.String()
+	}
+	m := memoOf(t)
+	if m.ids == "" {
+		var b strings.Builder
+		b.Grow(spanIDHex * len(t.Nodes))
+		var buf [spanIDHex]byte
+		for _, x := range t.Nodes {
+			b.Write(hex.AppendEncode(buf[:0], x.Span.SpanID[:]))
+		}
+		m.ids = b.String()
+	}
+	i := spanIDHex * n.Index
+	return m.ids[i : i+spanIDHex]
+}
+
+// spanIDHex is the length of a span id in hex.
+const spanIDHex = 2 * len(model.SpanID{})
+
 // RefOf describes n for evidence.
 func RefOf(t *Trace, n *Node) SpanRef {
 	var base uint64
@@ -682,7 +766,7 @@ func RefOf(t *Trace, n *Node) SpanRef {
 	if n.Start() > base {
 		off = NS(n.Start() - base)
 	}
-	return SpanRef{SpanID: n.Span.SpanID.String(), Service: n.Span.Service, Operation: n.Span.Name,
+	return SpanRef{SpanID: spanIDOf(t, n), Service: n.Span.Service, Operation: n.Span.Name,
 		DurationMS: NS(n.Duration()), StartMS: off}
 }
 
@@ -716,6 +800,12 @@ type detectMemo struct {
 	// lock (lockError), found once: every database span asks for them.
 	lockVictims     []*Node
 	lockVictimsDone bool
+	// waits holds nodeWaits by node index once waitsDone is set; few
+	// spans wait, so only theirs are kept.
+	waits     map[int][]spanWait
+	waitsDone []bool
+	// ids holds the span ids of t.Nodes in hex, in order (spanIDOf).
+	ids string
 }
 
 func memoOf(t *Trace) *detectMemo {
@@ -964,7 +1054,13 @@ func originalErrorType(typ, msg string) string {
 
 // isIPLiteral reports whether host is an IPv4 or IPv6 address.
 func isIPLiteral(host string) bool {
-	return host != "" && net.ParseIP(strings.Trim(host, "[]")) != nil
+	h := strings.Trim(host, "[]")
+	// An IPv6 address has a colon and an IPv4 one only digits and dots:
+	// most hosts are names, and ParseIP allocates for each of them.
+	if h == "" || !strings.Contains(h, ":") && strings.Trim(h, "0123456789.") != "" {
+		return false
+	}
+	return net.ParseIP(h) != nil
 }
 
 // IsLongPoll tells whether a request waits on purpose: a long poll or a

@@ -174,7 +174,7 @@ func hasGateWord(s string) bool {
 	isLetter := func(b byte) bool { return b|0x20 >= 'a' && b|0x20 <= 'z' }
 	return eachRun(s, isLetter, func(w string) bool {
 		for _, g := range gateWords {
-			if strings.EqualFold(w, g) {
+			if len(w) == len(g) && strings.EqualFold(w, g) {
 				return true
 			}
 		}
@@ -230,7 +230,7 @@ func (d *SequentialCalls) finding(t *Trace, p *Node, chain []*Node, deps *seqDep
 		}
 		prevEnd = c.End()
 		ev.Calls = append(ev.Calls, sc)
-		ids[i] = c.Span.SpanID.String()
+		ids[i] = spanIDOf(t, c)
 		if unexplained != nil && unexplained[i] != "" {
 			ev.Unexplained = append(ev.Unexplained, SeqInput{Call: sc.SpanRef, Target: s, Value: unexplained[i]})
 		}

@@ -33,6 +33,10 @@ type seqDeps struct {
 	allIdx   map[*Node]*seqIndex // when each value first appeared in a parent's children's subtrees
 	answers  map[*Node]seqValues // what the call's subtree answered or logged
 	anything map[*Node]seqValues // every value in the call's subtree
+	// mayAnswer holds, by node index, whether some span of the node's
+	// subtree records an answer addAnswer could read: most traces record
+	// none, and then no call's subtree needs reading.
+	mayAnswer []bool
 }
 
 func newSeqDeps(t *Trace, hist History) *seqDeps {
@@ -74,6 +78,11 @@ func (v seqValues) addRequest(s *model.Span) {
 // is no value the caller can pass on.
 func (v seqValues) addAnswer(s *model.Span) {
 	for _, kv := range s.Attrs {
+		// Every span of every call's subtree passes here: most keys are
+		// ruled out without lower-casing them.
+		if !containsFold(kv.Key, "result") && !containsFold(kv.Key, "response.body") {
+			continue
+		}
 		k := strings.ToLower(kv.Key)
 		if (strings.Contains(k, "response.body") || strings.Contains(k, "result")) &&
 			!strings.HasSuffix(k, ".size") && !strings.HasSuffix(k, "length") && !strings.Contains(k, "status") {
@@ -85,6 +94,44 @@ func (v seqValues) addAnswer(s *model.Span) {
 			v.addText(kv.Value.AsString())
 		}
 	}
+}
+
+// spanMayAnswer reports a span addAnswer may read values from: one with
+// an attribute key naming a result or a response body, or with an event
+// attribute.
+func spanMayAnswer(s *model.Span) bool {
+	for i := range s.Attrs {
+		// Both words start with r: one pass finds either.
+		k := s.Attrs[i].Key
+		for j := 0; j < len(k); j++ {
+			if k[j]|0x20 == 'r' && (hasPrefixFold(k[j:], "result") || hasPrefixFold(k[j:], "response.body")) {
+				return true
+			}
+		}
+	}
+	for i := range s.Events {
+		if len(s.Events[i].Attrs) > 0 {
+			return true
+		}
+	}
+	return false
+}
+
+// subtreesWith returns, by node index, whether the node or one of its
+// descendants satisfies has, in one pass over the trace.
+func subtreesWith(t *Trace, has func(*model.Span) bool) []bool {
+	out := make([]bool, len(t.Nodes))
+	for _, n := range t.Nodes {
+		if !has(n.Span) {
+			continue
+		}
+		// Ancestors already marked were reached from another span, and
+		// so were theirs.
+		for p := n; p != nil && !out[p.Index]; p = p.Parent {
+			out[p.Index] = true
+		}
+	}
+	return out
 }
 
 // addRequestSide adds everything span s records except its answer: the
@@ -205,7 +252,7 @@ func (d *seqDeps) request(c *Node) (request, sent seqValues) {
 		var next []*Node
 		for _, p := range level {
 			for _, h := range p.Children {
-				if isProxyHop(h.Span) {
+				if proxyHop(h) {
 					add(h.Span)
 					next = append(next, h)
 				}
@@ -309,6 +356,20 @@ type SeqInput struct {
 // answeredBy returns the call of run whose answer holds a value c sends
 // that p did not have before, or nil.
 func (d *seqDeps) answeredBy(p *Node, run []*Node, c *Node) *Node {
+	// Most traces record no answers: then nothing c sends needs reading.
+	if d.mayAnswer == nil {
+		d.mayAnswer = subtreesWith(d.t, spanMayAnswer)
+	}
+	answered := false
+	for _, a := range run {
+		if d.mayAnswer[a.Index] && len(d.answer(a)) > 0 {
+			answered = true
+			break
+		}
+	}
+	if !answered {
+		return nil
+	}
 	req, _ := d.request(c)
 	for _, tok := range sortedValues(req) {
 		for _, a := range run {

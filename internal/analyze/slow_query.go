@@ -101,7 +101,7 @@ func (d *SlowQuery) Detect(t *Trace, env *Env) []Finding {
 			share = float64(min(dur, in)) / float64(ed)
 		}
 		_, shape := CallTarget(t, n)
-		system := DBSystem(n.Span)
+		system := nodeDBSystem(n)
 		base, hasBase := hist.StatementDuration(system, shape)
 		hasBase = hasBase && base.Count >= d.MinHistorySamples && base.P50MS > 0
 		if Failed(n) && !d.failedButSlow(t, n, system, shape, hist, durMS) {
@@ -171,7 +171,7 @@ func (d *SlowQuery) failedButSlow(t *Trace, n *Node, system, shape string, hist 
 	var ok []float64
 	if n.Parent != nil {
 		for _, c := range n.Parent.Children {
-			if c != n && !Failed(c) && IsDB(c) && DBSystem(c.Span) == system {
+			if c != n && !Failed(c) && IsDB(c) && nodeDBSystem(c) == system {
 				if _, s := CallTarget(t, c); s == shape {
 					ok = append(ok, NS(c.Duration()))
 				}

@@ -194,9 +194,14 @@ func retryThatRecovered(t *Trace, n *Node) *Node {
 // recorded without its text (otelsql's sql.conn.query with the query
 // omitted) is no chore.
 func connectionChore(n *Node) bool {
+	// IsDB is known for every span by now; the keys are read only of
+	// database spans.
+	if !IsDB(n) {
+		return false
+	}
 	_, said := n.Span.Attrs.First("db.query.text", "db.statement", "sql.query", "redis.command", "db.query.summary",
 		"db.operation.name", "db.operation")
-	return IsDB(n) && !said && nameHasWord(n.Span.Name, "reset", "connect", "ping")
+	return !said && nameHasWord(n.Span.Name, "reset", "connect", "ping")
 }
 
 // nameHasWord reports whether one of words is a whole word of name.

@@ -4,8 +4,8 @@
 package analyze
 
 import (
+	"cmp"
 	"slices"
-	"sort"
 
 	"github.com/tracedx/tracedx/internal/model"
 	"github.com/tracedx/tracedx/internal/zipkin"
@@ -26,6 +26,11 @@ type Node struct {
 	failed uint8
 	// isDB memoises IsDB the same way: most detectors ask it of every span.
 	isDB uint8
+	// isCall and proxyHop memoise IsCall and isProxyHop the same way.
+	isCall, proxyHop uint8
+	// dbSystem memoises DBSystem of the span once dbSystemDone is set.
+	dbSystem     string
+	dbSystemDone bool
 }
 
 // Start returns the span start in unix ns.
@@ -115,7 +120,9 @@ func buildTrace(spans []model.Span, adjust bool) *Trace {
 	for i, n := range t.Nodes {
 		pid := n.Span.ParentSpanID
 		half := shared[i]
-		if o := t.ByID[n.Span.SpanID]; unflaggedHalf(n, o) {
+		// Only a SERVER span can be an unflagged half: the map is read
+		// for those alone, as most spans of a large trace are not.
+		if n.Span.Kind == model.KindServer && unflaggedHalf(n, t.ByID[n.Span.SpanID]) {
 			pid, half = n.Span.SpanID, true
 		}
 		if pid.IsZero() {
@@ -151,6 +158,7 @@ func buildTrace(spans []model.Span, adjust bool) *Trace {
 			halves[p] = append(halves[p], n)
 		}
 	}
+	kids := make([]int32, len(spans))
 	for i, n := range t.Nodes {
 		p := parents[i]
 		if p == nil {
@@ -175,15 +183,28 @@ func buildTrace(spans []model.Span, adjust bool) *Trace {
 			p = q
 		}
 		n.Parent = p
-		p.Children = append(p.Children, n)
+		kids[p.Index]++
+	}
+	// Every node's children are slices of one array, sized once: appending
+	// them one by one grew thousands of small slices.
+	all := make([]*Node, 0, len(spans))
+	for i, n := range t.Nodes {
+		if k := int(kids[i]); k > 0 {
+			n.Children = all[len(all) : len(all) : len(all)+k]
+			all = all[:len(all)+k]
+		}
+	}
+	for _, n := range t.Nodes {
+		if p := n.Parent; p != nil {
+			p.Children = append(p.Children, n)
+		}
 	}
 	byStart := func(ns []*Node) {
-		sort.SliceStable(ns, func(i, j int) bool {
-			if ns[i].Start() != ns[j].Start() {
-				return ns[i].Start() < ns[j].Start()
-			}
-			return ns[i].End() < ns[j].End()
-		})
+		// Exporters mostly send children in start order: checking costs a
+		// pass, a stable sort of thousands of children many.
+		if !slices.IsSortedFunc(ns, compareStart) {
+			slices.SortStableFunc(ns, compareStart)
+		}
 	}
 	byStart(roots)
 	byStart(orphans)
@@ -230,6 +251,14 @@ func buildTrace(spans []model.Span, adjust bool) *Trace {
 		t.SkewShifted = moved
 	}
 	return t
+}
+
+// compareStart orders nodes by start, then end.
+func compareStart(a, b *Node) int {
+	if c := cmp.Compare(a.Start(), b.Start()); c != 0 {
+		return c
+	}
+	return cmp.Compare(a.End(), b.End())
 }
 
 // skewShift returns how far a span must move to undo a clock offset

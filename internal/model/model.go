@@ -278,11 +278,19 @@ func (a Attrs) First(keys ...string) (Value, bool) {
 
 // Str returns the string form of the first present key, or "".
 func (a Attrs) Str(keys ...string) string {
-	v, ok := a.First(keys...)
-	if !ok {
-		return ""
+	// First's answer would be copied twice on its way here; diagnosis
+	// reads attributes of every span many times over.
+	for _, k := range keys {
+		for i := range a {
+			if v := &a[i].Value; a[i].Key == k {
+				if v.Type == TypeString {
+					return v.Str
+				}
+				return v.AsString()
+			}
+		}
 	}
-	return v.AsString()
+	return ""
 }
 
 // Event is a span event (OTLP) / log (Jaeger) / annotation (Zipkin).
