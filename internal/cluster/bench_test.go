@@ -76,6 +76,11 @@ type ingestCase struct {
 	// keeps a queue per backend (as the loadbalancing exporter can) gives
 	// each node that many.
 	sendersPerNode bool
+	// rebatch joins each owner's parts of consecutive batches into
+	// requests of at least a batch's spans, as the loadbalancing
+	// exporter's per-backend sending queue does with `batch` set: a
+	// node then gets requests of the single node's size.
+	rebatch bool
 }
 
 // BenchmarkIngest sends OTLP/gRPC batches of ~500 spans from 8 clients to
@@ -98,10 +103,12 @@ func BenchmarkIngest(b *testing.B) {
 		{name: "s3/nodes=3/forward", nodes: 3, s3: true},
 		{name: "s3/nodes=3/by-trace-id", nodes: 3, s3: true, byTraceID: true},
 		{name: "s3/nodes=3/by-trace-id/senders=8-per-node", nodes: 3, s3: true, byTraceID: true, sendersPerNode: true},
+		{name: "s3/nodes=3/by-trace-id/rebatched", nodes: 3, s3: true, byTraceID: true, rebatch: true},
 		{name: "instrumented/local/nodes=1", nodes: 1, instrumented: true},
 		{name: "instrumented/s3/nodes=3/forward", nodes: 3, s3: true, instrumented: true},
 		{name: "instrumented/s3/nodes=3/by-trace-id", nodes: 3, s3: true, byTraceID: true, instrumented: true},
 		{name: "instrumented/s3/nodes=3/by-trace-id/senders=8-per-node", nodes: 3, s3: true, byTraceID: true, instrumented: true, sendersPerNode: true},
+		{name: "instrumented/s3/nodes=3/by-trace-id/rebatched", nodes: 3, s3: true, byTraceID: true, instrumented: true, rebatch: true},
 	} {
 		b.Run(c.name, func(b *testing.B) { benchIngest(b, c) })
 	}
@@ -110,71 +117,27 @@ func BenchmarkIngest(b *testing.B) {
 func benchIngest(b *testing.B, c ingestCase) {
 	storage := benchStorage(b, c.s3)
 	addrs, owner, engines := startIngestNodes(b, c.nodes, storage, !c.byTraceID)
-	// Requests are built and encoded before the clock starts, into a file
-	// the sender process reads: what a sender spends building a batch and
-	// splitting it by owner is the Collector's, not the cluster's, and
-	// requests kept in this process would be live heap the nodes' GC
-	// scans and paces itself by.
-	reqFile, err := os.Create(filepath.Join(b.TempDir(), "requests"))
-	if err != nil {
-		b.Fatal(err)
-	}
-	w := bufio.NewWriter(reqFile)
-	put := func(node int, spans []model.Span) {
-		body, err := ptraceotlp.NewExportRequestFromTraces(otlpconv.ToTraces(spans)).MarshalProto()
-		if err != nil {
-			b.Fatal(err)
-		}
-		var hdr [8]byte
-		binary.LittleEndian.PutUint32(hdr[:], uint32(node))
-		binary.LittleEndian.PutUint32(hdr[4:], uint32(len(body)))
-		w.Write(hdr[:])
-		w.Write(body)
-	}
 	r := rand.New(rand.NewPCG(9, 9))
-	spans := 0
-	for i := 0; i < b.N; i++ {
-		batch := makeTraces(r, 250)
-		if c.instrumented {
-			batch = otlpconv.FromTraces(gen.Traces(r, 50, time.Now()))
-		}
-		spans += len(batch)
-		if c.split > 1 {
-			// Two spans a trace: cut between traces.
-			per := (len(batch)/2 + c.split - 1) / c.split * 2
-			for len(batch) > 0 {
-				n := min(per, len(batch))
-				put(0, batch[:n])
-				batch = batch[n:]
-			}
-			continue
-		}
-		if !c.byTraceID {
-			put(i%len(addrs), batch)
-			continue
-		}
-		parts := make([][]model.Span, len(addrs))
-		for _, s := range batch {
-			n := owner(s.TraceID)
-			parts[n] = append(parts[n], s)
-		}
-		for n, part := range parts {
-			if len(part) > 0 {
-				put(n, part)
-			}
-		}
-	}
-	if err := w.Flush(); err != nil {
-		b.Fatal(err)
-	}
-	if err := reqFile.Close(); err != nil {
-		b.Fatal(err)
-	}
+	// A node runs for days: what it pays once after it starts (the first
+	// touch of its dedup table, buffers the allocator has not handed out
+	// yet) is not a cost per span. Each case first sends a warm-up load
+	// and cuts it into blocks before the clock starts.
+	warm := filepath.Join(b.TempDir(), "warm-up")
+	writeIngestRequests(b, warm, c, r, owner, len(addrs), warmUpBatches)
 	workers := 8
 	if c.sendersPerNode {
 		workers *= len(addrs)
 	}
-	sender := startIngestSender(b, reqFile.Name(), addrs, workers)
+	startIngestSender(b, warm, addrs, workers).send(b)
+	for _, e := range engines {
+		if err := e.Flush(context.Background()); err != nil {
+			b.Fatal(err)
+		}
+	}
+	measured := filepath.Join(b.TempDir(), "requests")
+	spans := writeIngestRequests(b, measured, c, r, owner, len(addrs), b.N)
+	sender := startIngestSender(b, measured, addrs, workers)
+	writes0, syncs0, blocks0 := engineTotals(engines)
 	// The garbage of building the requests is collected now, not by the
 	// nodes' GC cycles inside the measurement.
 	runtime.GC()
@@ -183,10 +146,8 @@ func benchIngest(b *testing.B, c ingestCase) {
 	cpu0, minio0, t0, faults0 := cpuTime(), minioCPU(), time.Now(), minorFaults()
 	sender.send(b)
 	cpuFlush := cpuTime()
-	var early uint64
-	for _, e := range engines {
-		early += e.Stats().BlocksFlushedTotal
-	}
+	_, _, early := engineTotals(engines)
+	early -= blocks0
 	// Cutting the spans into blocks (and uploading them) is counted too:
 	// it is where local disk and object storage differ.
 	for _, e := range engines {
@@ -207,13 +168,8 @@ func benchIngest(b *testing.B, c ingestCase) {
 	}
 	// What the engines were handed: the per-request costs (a write, a WAL
 	// record, a share of a sync) are paid per write.
-	var writes, syncs, blocks uint64
-	for _, e := range engines {
-		st := e.Stats()
-		writes += st.WriteBatchesTotal
-		syncs += st.WALFsyncsTotal
-		blocks += st.BlocksFlushedTotal
-	}
+	writes, syncs, blocks := engineTotals(engines)
+	writes, syncs, blocks = writes-writes0, syncs-syncs0, blocks-blocks0
 	b.ReportMetric(float64(blocks), "blocks")
 	b.ReportMetric(float64(faults)*1000/float64(spans), "page-faults/1k-spans")
 	// Blocks cut before the final flush: none, or the run paid cuts the
@@ -221,6 +177,92 @@ func benchIngest(b *testing.B, c ingestCase) {
 	b.ReportMetric(float64(early), "early-blocks")
 	b.ReportMetric(float64(spans)/float64(writes), "spans/write")
 	b.ReportMetric(float64(writes)/float64(max(syncs, 1)), "writes/fsync")
+}
+
+// warmUpBatches is the warm-up load of every case: ~25k spans touch
+// every page of a node's dedup table.
+const warmUpBatches = 50
+
+// engineTotals sums the engines' write batches, WAL syncs and blocks cut.
+func engineTotals(engines []*engine.Engine) (writes, syncs, blocks uint64) {
+	for _, e := range engines {
+		st := e.Stats()
+		writes += st.WriteBatchesTotal
+		syncs += st.WALFsyncsTotal
+		blocks += st.BlocksFlushedTotal
+	}
+	return writes, syncs, blocks
+}
+
+// writeIngestRequests encodes n of the case's batches, split as the case
+// sends them, into path for the sender process, and returns their spans.
+// Requests are built and encoded before the clock starts, into a file
+// the sender process reads: what a sender spends building a batch and
+// splitting it by owner is the Collector's, not the cluster's, and
+// requests kept in this process would be live heap the nodes' GC
+// scans and paces itself by.
+func writeIngestRequests(b *testing.B, path string, c ingestCase, r *rand.Rand, owner func(model.TraceID) int, nodes, n int) int {
+	f, err := os.Create(path)
+	if err != nil {
+		b.Fatal(err)
+	}
+	w := bufio.NewWriter(f)
+	put := func(node int, spans []model.Span) {
+		body, err := ptraceotlp.NewExportRequestFromTraces(otlpconv.ToTraces(spans)).MarshalProto()
+		if err != nil {
+			b.Fatal(err)
+		}
+		var hdr [8]byte
+		binary.LittleEndian.PutUint32(hdr[:], uint32(node))
+		binary.LittleEndian.PutUint32(hdr[4:], uint32(len(body)))
+		w.Write(hdr[:])
+		w.Write(body)
+	}
+	spans := 0
+	pending := make([][]model.Span, nodes)
+	for i := 0; i < n; i++ {
+		batch := makeTraces(r, 250)
+		if c.instrumented {
+			batch = otlpconv.FromTraces(gen.Traces(r, 50, time.Now()))
+		}
+		spans += len(batch)
+		if c.split > 1 {
+			// Two spans a trace: cut between traces.
+			per := (len(batch)/2 + c.split - 1) / c.split * 2
+			for len(batch) > 0 {
+				k := min(per, len(batch))
+				put(0, batch[:k])
+				batch = batch[k:]
+			}
+			continue
+		}
+		if !c.byTraceID {
+			put(i%nodes, batch)
+			continue
+		}
+		for _, s := range batch {
+			o := owner(s.TraceID)
+			pending[o] = append(pending[o], s)
+		}
+		for o, part := range pending {
+			if len(part) > 0 && (!c.rebatch || len(part) >= len(batch)) {
+				put(o, part)
+				pending[o] = nil
+			}
+		}
+	}
+	for o, part := range pending {
+		if len(part) > 0 {
+			put(o, part)
+		}
+	}
+	if err := w.Flush(); err != nil {
+		b.Fatal(err)
+	}
+	if err := f.Close(); err != nil {
+		b.Fatal(err)
+	}
+	return spans
 }
 
 // profileWindow starts a CPU profile of the measured window alone when
