@@ -150,26 +150,30 @@ func TestGroupEndsBoundsEachGroup(t *testing.T) {
 	}
 }
 
-// Once the consumer has no room, the batch's remaining groups are handed
-// over declined without being read back.
-func TestReadBackDeclinesGroupsTheConsumerWouldSkip(t *testing.T) {
-	old := readBackBytes
-	readBackBytes = 16 << 10
-	defer func() { readBackBytes = old }()
-	var groupChecks atomic.Int32
+// A consumer with room for some of a group's traces gets those read back
+// and the rest declined unread: every trace read back is taken.
+func TestReadBackReadsOnlyWhatTheConsumerHasRoomFor(t *testing.T) {
+	// Like the analysis queue: room for room spans, filled by each trace
+	// taken, never drained during the test.
+	var queued atomic.Int64
+	var room int64
 	var mu sync.Mutex
 	got := map[model.TraceID]CompletedTrace{}
 	e, ids, all := readBackSetupWith(t, 300, func(o *Options) {
-		// completeBatch asks for room for one span before each group;
-		// the completion goroutine asks for a trace's spans (more than one).
-		o.TakeSpans = func(c Completing) bool { return c.Spans != 1 || groupChecks.Add(1) == 1 }
+		o.TakeSpans = func(c Completing) bool { return queued.Load()+int64(c.Spans) <= room }
 		o.OnTraceComplete = func(c CompletedTrace) {
+			if !c.Declined {
+				queued.Add(int64(len(c.Spans)))
+			}
 			mu.Lock()
 			got[c.ID] = c
 			mu.Unlock()
 		}
 	})
 	defer e.Close()
+	room = int64(len(all) / 3)
+	// One group: its completions are all sent after it is read, so the
+	// consumer's room is what it was before the group.
 	if err := e.completeBatch(context.Background(), ids); err != nil {
 		t.Fatal(err)
 	}
@@ -177,7 +181,7 @@ func TestReadBackDeclinesGroupsTheConsumerWouldSkip(t *testing.T) {
 	want := groupByTrace(all)
 	read := e.readBacks.Load()
 	if read == 0 || read >= uint64(len(ids)) {
-		t.Fatalf("%d of %d traces read back, want the first group only", read, len(ids))
+		t.Fatalf("%d of %d traces read back, want those a third of the spans holds", read, len(ids))
 	}
 	mu.Lock()
 	defer mu.Unlock()
@@ -194,5 +198,8 @@ func TestReadBackDeclinesGroupsTheConsumerWouldSkip(t *testing.T) {
 	}
 	if taken != read {
 		t.Errorf("%d traces completed with spans, %d read back", taken, read)
+	}
+	if q := queued.Load(); q > room {
+		t.Errorf("%d spans taken, room for %d", q, room)
 	}
 }
