@@ -81,7 +81,7 @@ func (e *Engine) completionLoop(ctx context.Context) {
 			e.opts.YieldBackground(ctx) // background work: let ingest and queries go first
 		}
 		readBack := c.readBack || len(c.spans) > 0
-		if c.want && !e.canTake(c.n+len(c.spans), &c.meta, !readBack) {
+		if c.want && !e.canTake(c.n+len(c.spans), &c.meta, !readBack || c.hinted) {
 			d := completion{id: c.id, declined: true}
 			if !readBack {
 				d.meta = c.meta
@@ -573,6 +573,10 @@ func (e *Engine) completePending(ctx context.Context) {
 	}
 	idleBefore := time.Now().UnixNano() - int64(e.opts.IdleTimeout)
 	var ready []model.TraceID
+	// hints holds the packed meta of the spans cut so far of the traces in
+	// ready: all of a trace's spans unless it had older ones in blocks,
+	// enough for the consumer to tell one that matters (see roomFor).
+	hints := map[model.TraceID][]byte{}
 	type coldDone struct {
 		id    model.TraceID
 		parts []coldRef
@@ -607,6 +611,7 @@ func (e *Engine) completePending(ctx context.Context) {
 		default:
 			e.cold.release(p.parts)
 			ready = append(ready, id)
+			hints[id] = p.packed
 		}
 	}
 	e.pendingQ = e.pendingQ[k:]
@@ -654,6 +659,7 @@ func (e *Engine) completePending(ctx context.Context) {
 				buf, k, err := cr.framed(c.parts)
 				if err != nil {
 					ready = append(ready, c.id) // evicted meanwhile: read back
+					hints[c.id] = c.meta.pack(nil)
 				} else {
 					batch = append(batch, completion{id: c.id, meta: c.meta, want: true, buf: buf, n: k})
 				}
@@ -679,7 +685,7 @@ func (e *Engine) completePending(ctx context.Context) {
 			ready = ready[n:]
 			continue
 		}
-		if err := e.completeBatch(ctx, ready[:n]); err != nil && ctx.Err() == nil {
+		if err := e.completeBatch(ctx, ready[:n], hints); err != nil && ctx.Err() == nil {
 			e.bgErrors.Add(1)
 			e.log.Error("complete early-cut traces", "err", err)
 		}
@@ -705,7 +711,11 @@ var readBackBytes = 8 << 20
 // a level-0 block keeps its traces in id order, so each group's traces lie
 // in their own run of chunks and every chunk is still decompressed about
 // once per batch.
-func (e *Engine) completeBatch(ctx context.Context, ids []model.TraceID) error {
+//
+// hints, when not nil, holds packed metas of the traces' spans (not
+// necessarily all of them) that let the consumer take one that matters
+// while it has no room for others.
+func (e *Engine) completeBatch(ctx context.Context, ids []model.TraceID, hints map[model.TraceID][]byte) error {
 	slices.SortFunc(ids, func(a, b model.TraceID) int { return bytes.Compare(a[:], b[:]) })
 	got := make(map[model.TraceID][]model.Span, len(ids))
 	e.mu.RLock()
@@ -775,7 +785,7 @@ func (e *Engine) completeBatch(ctx context.Context, ids []model.TraceID) error {
 	lo := 0
 	var take, decline []model.TraceID
 	for _, hi := range groupEnds(ids, need, readBackBytes) {
-		take, decline = e.roomFor(ids[lo:hi], spans, take[:0], decline[:0])
+		take, decline = e.roomFor(ids[lo:hi], spans, hints, take[:0], decline[:0])
 		lo = hi
 		// As for a whole batch (completePending): reading back traces the
 		// consumer would skip is not worth it, and the consumer falls
@@ -788,7 +798,7 @@ func (e *Engine) completeBatch(ctx context.Context, ids []model.TraceID) error {
 			continue
 		}
 		e.readBacks.Add(uint64(len(take)))
-		if err := e.readBackGroup(ctx, take, blocks, wants, need, got); err != nil {
+		if err := e.readBackGroup(ctx, take, blocks, wants, need, got, hints); err != nil {
 			return err
 		}
 	}
@@ -802,11 +812,19 @@ func (e *Engine) completeBatch(ctx context.Context, ids []model.TraceID) error {
 // group: the completion goroutine then declined most of the traces read,
 // and reading them back cost a tenth of the server's CPU and a fifth of
 // its allocated bytes. The group's completions are sent after it is read,
-// so the consumer is asked for room for all of them at once.
-func (e *Engine) roomFor(group []model.TraceID, spans map[model.TraceID]int, take, decline []model.TraceID) ([]model.TraceID, []model.TraceID) {
+// so the consumer is asked for room for all of them at once. A trace with
+// a hint is described by it when there is no plain room, so one that
+// matters is taken as it would be from the cold tier.
+func (e *Engine) roomFor(group []model.TraceID, spans map[model.TraceID]int, hints map[model.TraceID][]byte, take, decline []model.TraceID) ([]model.TraceID, []model.TraceID) {
 	taken := 0
 	for _, id := range group {
-		if n := spans[id]; e.canTake(taken+n, nil, false) {
+		n := spans[id]
+		ok := e.canTake(taken+n, nil, false)
+		if h := hints[id]; !ok && h != nil {
+			m := unpackMeta(id, h)
+			ok = e.canTake(taken+n, &m, true)
+		}
+		if ok {
 			take = append(take, id)
 			taken += n
 		} else {
@@ -839,7 +857,7 @@ func groupEnds(ids []model.TraceID, size map[model.TraceID]int, max int) []int {
 // trace; wants are the batch's trace positions by block. Whether a block is
 // scanned or its traces are read one by one is decided on the whole batch,
 // as before it was read in groups.
-func (e *Engine) readBackGroup(ctx context.Context, group []model.TraceID, blocks []*block, wants []map[int]bool, need map[model.TraceID]int, got map[model.TraceID][]model.Span) error {
+func (e *Engine) readBackGroup(ctx context.Context, group []model.TraceID, blocks []*block, wants []map[int]bool, need map[model.TraceID]int, got map[model.TraceID][]model.Span, hints map[model.TraceID][]byte) error {
 	framed := make(map[model.TraceID]*completion)
 	for k, b := range blocks {
 		want := wants[k]
@@ -891,6 +909,10 @@ func (e *Engine) readBackGroup(ctx context.Context, group []model.TraceID, block
 	}
 	for _, id := range group {
 		c := completion{id: id, want: true, readBack: true, spans: got[id]}
+		if h := hints[id]; h != nil {
+			// Asked about by it, as roomFor asked.
+			c.meta, c.hinted = unpackMeta(id, h), true
+		}
 		delete(got, id)
 		if f := framed[id]; f != nil {
 			c.buf, c.n = f.buf, f.n
