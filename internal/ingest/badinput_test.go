@@ -7,7 +7,10 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"log/slog"
 	"net/http"
+	"net/http/httptest"
+	"slices"
 	"strings"
 	"sync/atomic"
 	"testing"
@@ -26,6 +29,8 @@ import (
 	"google.golang.org/grpc/status"
 	"google.golang.org/protobuf/encoding/protowire"
 	"google.golang.org/protobuf/proto"
+
+	"github.com/prometheus/client_golang/prometheus"
 
 	"github.com/tracedx/tracedx/internal/model"
 	"github.com/tracedx/tracedx/internal/store"
@@ -609,5 +614,48 @@ func TestGRPCRefusedBeforeTheMessageIsRead(t *testing.T) {
 	}
 	if stored.Load() != 1 {
 		t.Errorf("stored %d spans, want 1", stored.Load())
+	}
+}
+
+// readSizes is a request body that records the size of each read.
+type readSizes struct {
+	r     io.Reader
+	sizes []int
+}
+
+func (b *readSizes) Read(p []byte) (int, error) {
+	b.sizes = append(b.sizes, len(p))
+	return b.r.Read(p)
+}
+
+// A request admission refuses unread has its body read to the end, in
+// large reads, before the 503: the connection stays usable for the retry
+// without net/http draining it 8 KB at a time.
+func TestHTTPRefusedBodyIsDrainedInLargeReads(t *testing.T) {
+	cfg := testConfig()
+	cfg.Admit = func() error { return errors.New("memory budget exceeded") }
+	s, err := New(cfg, funcSink(func(context.Context, []model.Span) error { return nil }), nil,
+		slog.New(slog.NewTextHandler(io.Discard, nil)), prometheus.NewRegistry())
+	if err != nil {
+		t.Fatal(err)
+	}
+	payload := protoBody(t, sampleTraces(4, 2500))
+	if len(payload) <= 64<<10 || len(payload) > drainBytes {
+		t.Fatalf("body of %d bytes: want one over a read and within what is drained", len(payload))
+	}
+	body := &readSizes{r: bytes.NewReader(payload)}
+	req := httptest.NewRequest(http.MethodPost, "/v1/traces", body)
+	req.Header.Set("Content-Type", ctProto)
+	req.ContentLength = int64(len(payload))
+	rec := httptest.NewRecorder()
+	s.OTLPHTTPHandler().ServeHTTP(rec, req)
+	if rec.Code != http.StatusServiceUnavailable || rec.Header().Get("Retry-After") == "" {
+		t.Fatalf("refused request: %d, Retry-After %q; want 503 with Retry-After", rec.Code, rec.Header().Get("Retry-After"))
+	}
+	if n, _ := body.r.Read(make([]byte, 1)); n != 0 {
+		t.Error("the refused request's body was not read to the end")
+	}
+	if len(body.sizes) == 0 || slices.Min(body.sizes) < 64<<10 {
+		t.Errorf("body read in reads of %v bytes, want 64 KiB or more", body.sizes)
 	}
 }

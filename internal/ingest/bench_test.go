@@ -3,6 +3,7 @@ package ingest
 import (
 	"bytes"
 	"context"
+	"errors"
 	"io"
 	"log/slog"
 	"math/rand/v2"
@@ -137,18 +138,49 @@ func BenchmarkHTTPExport(b *testing.B) {
 				if enc != "" {
 					req.Header.Set("Content-Encoding", enc)
 				}
-				resp, err := client.Do(req)
-				if err != nil {
-					b.Fatal(err)
-				}
-				_, _ = io.Copy(io.Discard, resp.Body)
-				resp.Body.Close()
-				if resp.StatusCode != http.StatusOK {
-					b.Fatalf("status %d", resp.StatusCode)
-				}
+				exportExpecting(b, client, req, http.StatusOK)
 			}
 			b.ReportMetric(float64(b.Elapsed().Nanoseconds())/float64(b.N)/float64(spans/len(bodies)), "ns/span")
 		})
+	}
+}
+
+// BenchmarkHTTPRefused measures OTLP/HTTP requests of the harness's size
+// that admission refuses, over loopback with keep-alive: reading their
+// bodies is what they cost (cpu-ns/request counts client and server).
+func BenchmarkHTTPRefused(b *testing.B) {
+	bodies, _ := exportBodies(b)
+	cfg := testConfig()
+	cfg.Admit = func() error { return errors.New("memory budget exceeded") }
+	s := startServer(b, cfg, funcSink(func(context.Context, []model.Span) error { return nil }), nil)
+	url := "http://" + s.HTTPAddr() + "/v1/traces"
+	client := &http.Client{Transport: &http.Transport{}}
+	b.SetBytes(int64(len(bodies[0])))
+	b.ReportAllocs()
+	b.ResetTimer()
+	cpu0 := processCPU()
+	for i := 0; i < b.N; i++ {
+		req, err := http.NewRequest(http.MethodPost, url, bytes.NewReader(bodies[i%len(bodies)]))
+		if err != nil {
+			b.Fatal(err)
+		}
+		req.Header.Set("Content-Type", ctProto)
+		exportExpecting(b, client, req, http.StatusServiceUnavailable)
+	}
+	b.ReportMetric(float64((processCPU()-cpu0).Nanoseconds())/float64(b.N), "cpu-ns/request")
+}
+
+// exportExpecting sends req and reads its whole answer, which must have
+// the status want.
+func exportExpecting(b *testing.B, client *http.Client, req *http.Request, want int) {
+	resp, err := client.Do(req)
+	if err != nil {
+		b.Fatal(err)
+	}
+	_, _ = io.Copy(io.Discard, resp.Body)
+	resp.Body.Close()
+	if resp.StatusCode != want {
+		b.Fatalf("status %d, want %d", resp.StatusCode, want)
 	}
 }
 

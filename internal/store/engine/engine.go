@@ -362,6 +362,9 @@ type completion struct {
 	// readBack: spans and buf were read back from the head and blocks in
 	// no particular order; meta is recomputed from them.
 	readBack bool
+	// hinted: a read-back trace whose meta, until it is recomputed, is
+	// that of the spans it had cut early, which describes it to TakeSpans.
+	hinted bool
 }
 
 var _ store.Store = (*Engine)(nil)

@@ -81,7 +81,7 @@ func (e *Engine) completionLoop(ctx context.Context) {
 			e.opts.YieldBackground(ctx) // background work: let ingest and queries go first
 		}
 		readBack := c.readBack || len(c.spans) > 0
-		if c.want && !e.canTake(c.n+len(c.spans), &c.meta, !readBack) {
+		if c.want && !e.canTake(c.n+len(c.spans), &c.meta, !readBack || c.hinted) {
 			d := completion{id: c.id, declined: true}
 			if !readBack {
 				d.meta = c.meta
@@ -573,6 +573,10 @@ func (e *Engine) completePending(ctx context.Context) {
 	}
 	idleBefore := time.Now().UnixNano() - int64(e.opts.IdleTimeout)
 	var ready []model.TraceID
+	// hints holds the packed meta of the spans cut so far of the traces in
+	// ready: all of a trace's spans unless it had older ones in blocks,
+	// enough for the consumer to tell one that matters (see roomFor).
+	hints := map[model.TraceID][]byte{}
 	type coldDone struct {
 		id    model.TraceID
 		parts []coldRef
@@ -607,6 +611,7 @@ func (e *Engine) completePending(ctx context.Context) {
 		default:
 			e.cold.release(p.parts)
 			ready = append(ready, id)
+			hints[id] = p.packed
 		}
 	}
 	e.pendingQ = e.pendingQ[k:]
@@ -654,6 +659,7 @@ func (e *Engine) completePending(ctx context.Context) {
 				buf, k, err := cr.framed(c.parts)
 				if err != nil {
 					ready = append(ready, c.id) // evicted meanwhile: read back
+					hints[c.id] = c.meta.pack(nil)
 				} else {
 					batch = append(batch, completion{id: c.id, meta: c.meta, want: true, buf: buf, n: k})
 				}
@@ -679,7 +685,7 @@ func (e *Engine) completePending(ctx context.Context) {
 			ready = ready[n:]
 			continue
 		}
-		if err := e.completeBatch(ctx, ready[:n]); err != nil && ctx.Err() == nil {
+		if err := e.completeBatch(ctx, ready[:n], hints); err != nil && ctx.Err() == nil {
 			e.bgErrors.Add(1)
 			e.log.Error("complete early-cut traces", "err", err)
 		}
@@ -705,7 +711,11 @@ var readBackBytes = 8 << 20
 // a level-0 block keeps its traces in id order, so each group's traces lie
 // in their own run of chunks and every chunk is still decompressed about
 // once per batch.
-func (e *Engine) completeBatch(ctx context.Context, ids []model.TraceID) error {
+//
+// hints, when not nil, holds packed metas of the traces' spans (not
+// necessarily all of them) that let the consumer take one that matters
+// while it has no room for others.
+func (e *Engine) completeBatch(ctx context.Context, ids []model.TraceID, hints map[model.TraceID][]byte) error {
 	slices.SortFunc(ids, func(a, b model.TraceID) int { return bytes.Compare(a[:], b[:]) })
 	got := make(map[model.TraceID][]model.Span, len(ids))
 	e.mu.RLock()
@@ -738,11 +748,20 @@ func (e *Engine) completeBatch(ctx context.Context, ids []model.TraceID) error {
 	// growing each buffer by appends held up to twice their bytes.
 	wants := make([]map[int]bool, len(blocks))
 	need := map[model.TraceID]int{}
+	// spans counts each trace's spans, wherever they are, for asking the
+	// consumer for room before reading a trace back.
+	spans := make(map[model.TraceID]int, len(ids))
+	for id, s := range got {
+		spans[id] = len(s)
+	}
 	// Sorted, the ids are found in each block by one galloping walk of its
 	// index (a batch is thousands of ids, and there are many blocks).
 	for k, b := range blocks {
 		want := map[int]bool{}
-		eachIn(b.idx.ids, ids, func(_, i int) { want[i] = true })
+		eachIn(b.idx.ids, ids, func(_, i int) {
+			want[i] = true
+			spans[b.idx.ids[i]] += int(b.idx.nspans[i])
+		})
 		wants[k] = want
 		if b.l0 != nil {
 			for i := range want {
@@ -764,25 +783,55 @@ func (e *Engine) completeBatch(ctx context.Context, ids []model.TraceID) error {
 		}
 	}
 	lo := 0
+	var take, decline []model.TraceID
 	for _, hi := range groupEnds(ids, need, readBackBytes) {
-		group := ids[lo:hi]
+		take, decline = e.roomFor(ids[lo:hi], spans, hints, take[:0], decline[:0])
 		lo = hi
-		if !e.canTake(1, nil, false) {
-			// As for a whole batch (completePending): reading back traces
-			// the consumer would skip is not worth it, and the consumer
-			// falls behind while the groups before are decoded.
-			for _, id := range group {
-				delete(got, id)
-			}
-			e.declineAll(ctx, group)
+		// As for a whole batch (completePending): reading back traces the
+		// consumer would skip is not worth it, and the consumer falls
+		// behind while the groups before are decoded.
+		for _, id := range decline {
+			delete(got, id)
+		}
+		e.declineAll(ctx, decline)
+		if len(take) == 0 {
 			continue
 		}
-		e.readBacks.Add(uint64(len(group)))
-		if err := e.readBackGroup(ctx, group, blocks, wants, need, got); err != nil {
+		e.readBacks.Add(uint64(len(take)))
+		if err := e.readBackGroup(ctx, take, blocks, wants, need, got, hints); err != nil {
 			return err
 		}
 	}
 	return nil
+}
+
+// roomFor splits group into the traces the consumer has room for, taken
+// in order while the spans of those before fit with theirs, and the rest.
+// Asking only for room for one span before a group read whole groups back
+// at the maximum ingest rate, where the analysis queue holds less than a
+// group: the completion goroutine then declined most of the traces read,
+// and reading them back cost a tenth of the server's CPU and a fifth of
+// its allocated bytes. The group's completions are sent after it is read,
+// so the consumer is asked for room for all of them at once. A trace with
+// a hint is described by it when there is no plain room, so one that
+// matters is taken as it would be from the cold tier.
+func (e *Engine) roomFor(group []model.TraceID, spans map[model.TraceID]int, hints map[model.TraceID][]byte, take, decline []model.TraceID) ([]model.TraceID, []model.TraceID) {
+	taken := 0
+	for _, id := range group {
+		n := spans[id]
+		ok := e.canTake(taken+n, nil, false)
+		if h := hints[id]; !ok && h != nil {
+			m := unpackMeta(id, h)
+			ok = e.canTake(taken+n, &m, true)
+		}
+		if ok {
+			take = append(take, id)
+			taken += n
+		} else {
+			decline = append(decline, id)
+		}
+	}
+	return take, decline
 }
 
 // groupEnds splits ids into runs whose sizes add up to at most max (a
@@ -808,7 +857,7 @@ func groupEnds(ids []model.TraceID, size map[model.TraceID]int, max int) []int {
 // trace; wants are the batch's trace positions by block. Whether a block is
 // scanned or its traces are read one by one is decided on the whole batch,
 // as before it was read in groups.
-func (e *Engine) readBackGroup(ctx context.Context, group []model.TraceID, blocks []*block, wants []map[int]bool, need map[model.TraceID]int, got map[model.TraceID][]model.Span) error {
+func (e *Engine) readBackGroup(ctx context.Context, group []model.TraceID, blocks []*block, wants []map[int]bool, need map[model.TraceID]int, got map[model.TraceID][]model.Span, hints map[model.TraceID][]byte) error {
 	framed := make(map[model.TraceID]*completion)
 	for k, b := range blocks {
 		want := wants[k]
@@ -818,7 +867,15 @@ func (e *Engine) readBackGroup(ctx context.Context, group []model.TraceID, block
 		ids := b.idx.ids
 		from := sort.Search(len(ids), func(i int) bool { return !idLess(&ids[i], &group[0]) })
 		to := sort.Search(len(ids), func(i int) bool { return idLess(&group[len(group)-1], &ids[i]) })
-		in := func(i int) bool { return i >= from && i < to && want[i] }
+		// group is the ids taken of a run of consecutive ones: a wanted
+		// trace inside the run may have been declined.
+		in := func(i int) bool {
+			if i < from || i >= to || !want[i] {
+				return false
+			}
+			_, ok := slices.BinarySearchFunc(group, ids[i], func(a, b model.TraceID) int { return bytes.Compare(a[:], b[:]) })
+			return ok
+		}
 		if len(want) <= 64 {
 			for i := range want {
 				if !in(i) {
@@ -852,6 +909,10 @@ func (e *Engine) readBackGroup(ctx context.Context, group []model.TraceID, block
 	}
 	for _, id := range group {
 		c := completion{id: id, want: true, readBack: true, spans: got[id]}
+		if h := hints[id]; h != nil {
+			// Asked about by it, as roomFor asked.
+			c.meta, c.hinted = unpackMeta(id, h), true
+		}
 		delete(got, id)
 		if f := framed[id]; f != nil {
 			c.buf, c.n = f.buf, f.n

@@ -71,14 +71,14 @@ func TestReadBackJoinsLevel0Fragments(t *testing.T) {
 	got := map[model.TraceID][]model.Span{}
 	e, ids, all := readBackSetup(t, 300, collectSpans(&mu, got))
 	defer e.Close()
-	if err := e.completeBatch(context.Background(), ids); err != nil {
+	if err := e.completeBatch(context.Background(), ids, nil); err != nil {
 		t.Fatal(err)
 	}
 	want := groupByTrace(all)
 	waitFor(t, func() bool { mu.Lock(); defer mu.Unlock(); return len(got) == len(want) })
 	// A second batch decodes into fresh buffers; the first results must
 	// not change.
-	if err := e.completeBatch(context.Background(), ids[:100]); err != nil {
+	if err := e.completeBatch(context.Background(), ids[:100], nil); err != nil {
 		t.Fatal(err)
 	}
 	waitFor(t, func() bool {
@@ -105,7 +105,7 @@ func BenchmarkCompleteBatchReadBack(b *testing.B) {
 	b.ReportAllocs()
 	b.ResetTimer()
 	for range b.N {
-		if err := e.completeBatch(context.Background(), ids); err != nil {
+		if err := e.completeBatch(context.Background(), ids, nil); err != nil {
 			b.Fatal(err)
 		}
 	}
@@ -122,7 +122,7 @@ func TestReadBackInGroupsCompletesEveryTrace(t *testing.T) {
 	e, ids, all := readBackSetup(t, 300, collectSpans(&mu, got))
 	defer e.Close()
 	rand.New(rand.NewPCG(5, 6)).Shuffle(len(ids), func(i, j int) { ids[i], ids[j] = ids[j], ids[i] })
-	if err := e.completeBatch(context.Background(), ids); err != nil {
+	if err := e.completeBatch(context.Background(), ids, nil); err != nil {
 		t.Fatal(err)
 	}
 	want := groupByTrace(all)
@@ -150,34 +150,38 @@ func TestGroupEndsBoundsEachGroup(t *testing.T) {
 	}
 }
 
-// Once the consumer has no room, the batch's remaining groups are handed
-// over declined without being read back.
-func TestReadBackDeclinesGroupsTheConsumerWouldSkip(t *testing.T) {
-	old := readBackBytes
-	readBackBytes = 16 << 10
-	defer func() { readBackBytes = old }()
-	var groupChecks atomic.Int32
+// A consumer with room for some of a group's traces gets those read back
+// and the rest declined unread: every trace read back is taken.
+func TestReadBackReadsOnlyWhatTheConsumerHasRoomFor(t *testing.T) {
+	// Like the analysis queue: room for room spans, filled by each trace
+	// taken, never drained during the test.
+	var queued atomic.Int64
+	var room int64
 	var mu sync.Mutex
 	got := map[model.TraceID]CompletedTrace{}
 	e, ids, all := readBackSetupWith(t, 300, func(o *Options) {
-		// completeBatch asks for room for one span before each group;
-		// the completion goroutine asks for a trace's spans (more than one).
-		o.TakeSpans = func(c Completing) bool { return c.Spans != 1 || groupChecks.Add(1) == 1 }
+		o.TakeSpans = func(c Completing) bool { return queued.Load()+int64(c.Spans) <= room }
 		o.OnTraceComplete = func(c CompletedTrace) {
+			if !c.Declined {
+				queued.Add(int64(len(c.Spans)))
+			}
 			mu.Lock()
 			got[c.ID] = c
 			mu.Unlock()
 		}
 	})
 	defer e.Close()
-	if err := e.completeBatch(context.Background(), ids); err != nil {
+	room = int64(len(all) / 3)
+	// One group: its completions are all sent after it is read, so the
+	// consumer's room is what it was before the group.
+	if err := e.completeBatch(context.Background(), ids, nil); err != nil {
 		t.Fatal(err)
 	}
 	waitFor(t, func() bool { mu.Lock(); defer mu.Unlock(); return len(got) == len(ids) })
 	want := groupByTrace(all)
 	read := e.readBacks.Load()
 	if read == 0 || read >= uint64(len(ids)) {
-		t.Fatalf("%d of %d traces read back, want the first group only", read, len(ids))
+		t.Fatalf("%d of %d traces read back, want those a third of the spans holds", read, len(ids))
 	}
 	mu.Lock()
 	defer mu.Unlock()
@@ -194,5 +198,65 @@ func TestReadBackDeclinesGroupsTheConsumerWouldSkip(t *testing.T) {
 	}
 	if taken != read {
 		t.Errorf("%d traces completed with spans, %d read back", taken, read)
+	}
+	if q := queued.Load(); q > room {
+		t.Errorf("%d spans taken, room for %d", q, room)
+	}
+}
+
+// With no room for plain traces, the traces the consumer would take by
+// the meta they were cut with (one that matters, to the analysis) are
+// still read back, with every span, and only those.
+func TestReadBackTakesHintedTracesWithoutRoom(t *testing.T) {
+	var mu sync.Mutex
+	got := map[model.TraceID]CompletedTrace{}
+	chosen := map[model.TraceID]bool{}
+	e, ids, all := readBackSetupWith(t, 300, func(o *Options) {
+		o.TakeSpans = func(c Completing) bool {
+			mu.Lock()
+			defer mu.Unlock()
+			return c.Summary != nil && chosen[c.Summary.TraceID]
+		}
+		o.OnTraceComplete = func(c CompletedTrace) {
+			mu.Lock()
+			got[c.ID] = c
+			mu.Unlock()
+		}
+	})
+	defer e.Close()
+	mu.Lock()
+	chosen[ids[7]], chosen[ids[150]] = true, true
+	mu.Unlock()
+	hints := map[model.TraceID][]byte{}
+	e.pendingMu.Lock()
+	for _, id := range ids {
+		p := e.pending[id]
+		if p == nil {
+			e.pendingMu.Unlock()
+			t.Fatalf("trace %s not pending after its early cut", id)
+		}
+		hints[id] = p.packed
+	}
+	e.pendingMu.Unlock()
+	if err := e.completeBatch(context.Background(), ids, hints); err != nil {
+		t.Fatal(err)
+	}
+	waitFor(t, func() bool { mu.Lock(); defer mu.Unlock(); return len(got) == len(ids) })
+	if read := e.readBacks.Load(); read != 2 {
+		t.Errorf("%d traces read back, want the 2 the consumer takes", read)
+	}
+	want := groupByTrace(all)
+	mu.Lock()
+	defer mu.Unlock()
+	for id, c := range got {
+		if chosen[id] {
+			if c.Declined {
+				t.Errorf("trace %s the consumer takes was declined", id)
+				continue
+			}
+			sameSpans(t, want[id], c.Spans)
+		} else if !c.Declined || len(c.Spans) != 0 {
+			t.Errorf("trace %s: declined %v with %d spans, want declined without spans", id, c.Declined, len(c.Spans))
+		}
 	}
 }
