@@ -158,6 +158,22 @@ metric_sum() { # sum over the nodes of a metric's series not matching $2
   echo "$s"
 }
 
+# snapshot NAME: the nodes' counters and CPU and the Collector's CPU into
+# the associative array NAME.
+snapshot() {
+  local -n v=$1
+  v[n]=$(cpu_ticks "${node_pids[@]}")
+  v[c]=0
+  [ -z "$col_pid" ] || v[c]=$(cpu_ticks "$col_pid")
+  v[acc]=$(metric_sum tracedx_ingest_spans_accepted_total)
+  v[fwd]=$(metric_sum tracedx_cluster_forwarded_spans_total)
+  v[req]=$(metric_sum tracedx_ingest_requests_total)
+  v[bad]=$(metric_sum tracedx_ingest_requests_total 'outcome="ok"')
+  v[an]=$(metric_sum tracedx_analysis_traces_total)
+  v[dr]=$(metric_sum tracedx_analysis_dropped_total)
+  v[ac]=$(metric_sum_float tracedx_analysis_cpu_seconds_total)
+}
+
 "$LOADGEN" -addr "$target" -duration "$WARMUP" -workers "$WORKERS" -rate "$RATE" -seed 7 -json >"$work/warmup.json"
 sleep "$SETTLE"
 
@@ -167,40 +183,25 @@ hz=$(getconf CLK_TCK)
 i0=$(cpu_ticks "${node_pids[@]}")
 sleep "$IDLE"
 i1=$(cpu_ticks "${node_pids[@]}")
-acc0=$(metric_sum tracedx_ingest_spans_accepted_total)
-fwd0=$(metric_sum tracedx_cluster_forwarded_spans_total)
-req0=$(metric_sum tracedx_ingest_requests_total)
-bad0=$(metric_sum tracedx_ingest_requests_total 'outcome="ok"')
-an0=$(metric_sum tracedx_analysis_traces_total)
-dr0=$(metric_sum tracedx_analysis_dropped_total)
-ac0=$(metric_sum_float tracedx_analysis_cpu_seconds_total)
-n0=$(cpu_ticks "${node_pids[@]}")
-c0=0
-[ -n "$col_pid" ] && c0=$(cpu_ticks "$col_pid")
+declare -A s0 s1
+snapshot s0
 load=$(cut -d' ' -f1-3 /proc/loadavg)
 t0=$(date +%s.%N)
 "$LOADGEN" -addr "$target" -duration "$DURATION" -workers "$WORKERS" -rate "$RATE" -json >"$work/load.json"
 nl=$(cpu_ticks "${node_pids[@]}")
 sleep "$SETTLE"
-n1=$(cpu_ticks "${node_pids[@]}")
 t1=$(date +%s.%N)
-c1=0
-[ -n "$col_pid" ] && c1=$(cpu_ticks "$col_pid")
-acc1=$(metric_sum tracedx_ingest_spans_accepted_total)
-fwd1=$(metric_sum tracedx_cluster_forwarded_spans_total)
-req1=$(metric_sum tracedx_ingest_requests_total)
-bad1=$(metric_sum tracedx_ingest_requests_total 'outcome="ok"')
-an1=$(metric_sum tracedx_analysis_traces_total)
-dr1=$(metric_sum tracedx_analysis_dropped_total)
-ac1=$(metric_sum_float tracedx_analysis_cpu_seconds_total)
+snapshot s1
 load1=$(cut -d' ' -f1-3 /proc/loadavg)
 
 sent=$(grep -o '"spans_accepted":[0-9]*' "$work/load.json" | cut -d: -f2)
 errors=$(grep -o '"errors":{[^}]*}' "$work/load.json")
-stored=$((acc1 - acc0 - (fwd1 - fwd0)))
-awk -v m="$MODE" -v hz="$hz" -v n="$((n1 - n0))" -v c="$((c1 - c0))" -v st="$stored" -v se="$sent" \
-  -v fw="$((fwd1 - fwd0))" -v e="$errors" -v rq="$((req1 - req0))" -v bad="$((bad1 - bad0))" \
-  -v an="$((an1 - an0))" -v dr="$((dr1 - dr0))" -v ac="$((ac1 - ac0))" -v nl="$((nl - n0))" -v idle="$(( i1 - i0 ))" -v it="$IDLE" -v win="$(echo "$t1 - $t0" | bc)" -v l0="$load" -v l1="$load1" 'BEGIN {
+d() { echo $((s1[$1] - s0[$1])); }
+stored=$(($(d acc) - $(d fwd)))
+awk -v m="$MODE" -v hz="$hz" -v n="$(d n)" -v c="$(d c)" -v st="$stored" -v se="$sent" \
+  -v fw="$(d fwd)" -v e="$errors" -v rq="$(d req)" -v bad="$(d bad)" \
+  -v an="$(d an)" -v dr="$(d dr)" -v ac="$(d ac)" -v nl="$((nl - s0[n]))" -v idle="$((i1 - i0))" -v it="$IDLE" \
+  -v win="$(echo "$t1 - $t0" | bc)" -v l0="$load" -v l1="$load1" 'BEGIN {
   printf "%-9s sent %d stored %d forwarded %d (%.2f) node requests %d (not ok %d, %.0f spans each) nodes %.2fs = %.2f us/span (%.2f without idle %.3f cores; %.2fs during the load) analysis %.2fs of it (%d traces, %d dropped) collector %.2fs = %.2f us/span %s load %s / %s\n",
     m, se, st, fw, (st ? fw / st : 0), rq, bad, (rq ? (st + fw) / rq : 0), n / hz, n / hz * 1e6 / st, (n - idle / it * win) / hz * 1e6 / st, idle / hz / it, nl / hz, ac / 1000, an, dr, c / hz, c / hz * 1e6 / st, e, l0, l1 }'
 # Where traces sent through the Collector landed (after the measurement).
