@@ -72,7 +72,9 @@ for i in $(seq 1 "$nodes"); do
     --otlp-http-addr "" --zipkin-addr "" --tempo-addr ""
     --storage s3 --s3-endpoint "$S3_ENDPOINT" --s3-bucket tracedx-otelcol --s3-prefix "$prefix")
   [ "$nodes" -gt 1 ] && args+=(--node-id "n$i" --peers "$peer_list")
-  "$TRACEDX" "${args[@]}" >"$work/n$i.log" 2>&1 &
+  # With bench/profserve as TRACEDX, PPROF_PORT serves node i's profiles
+  # on PPROF_PORT+i.
+  TRACEDX_PPROF_ADDR=${PPROF_PORT:+127.0.0.1:$((PPROF_PORT + i))} "$TRACEDX" "${args[@]}" >"$work/n$i.log" 2>&1 &
   pids+=($!) node_pids+=($!)
 done
 for i in $(seq 1 "$nodes"); do
