@@ -436,6 +436,10 @@ type Admission struct {
 	// are not skipped by the detectors for lack of room. Off, the queue
 	// sheds instead: traces that matter displace plain ones.
 	AnalysisQueue bool `yaml:"analysis_queue"`
+	// MemoryWait is how long a request that finds the heap over
+	// HeapFraction waits, unread, for it to come back under before it is
+	// refused. 0 refuses at once.
+	MemoryWait time.Duration `yaml:"memory_wait"`
 	// RetryAfter is the delay suggested to refused clients.
 	RetryAfter time.Duration `yaml:"retry_after"`
 }
@@ -481,7 +485,7 @@ func Default() Config {
 		Alerting:  Alerting{Enabled: true, Interval: 15 * time.Second, ResendInterval: time.Minute, DefaultRules: true, QueueSize: 64},
 		Sampling:  Sampling{KeepErrors: true, KeepFindings: "warning", KeepSlowerThan: "p95", Rate: 0.01, MinPerMinute: 1},
 		Retention: Retention{Traces: 24 * time.Hour, KeptTraces: 30 * 24 * time.Hour, Findings: 30 * 24 * time.Hour, Metrics: 30 * 24 * time.Hour},
-		Admission: Admission{HeapFraction: 0.7, RetryAfter: time.Second},
+		Admission: Admission{HeapFraction: 0.7, MemoryWait: 500 * time.Millisecond, RetryAfter: time.Second},
 	}
 }
 
@@ -701,6 +705,9 @@ func (c *Config) Validate() error {
 	}
 	if c.Admission.RetryAfter < 0 {
 		return errors.New("admission.retry_after must not be negative")
+	}
+	if c.Admission.MemoryWait < 0 || c.Admission.MemoryWait > 5*time.Second {
+		return fmt.Errorf("admission.memory_wait %s: want 0 to 5s (exporters time out after a few seconds)", c.Admission.MemoryWait)
 	}
 	if c.Query.MaxTraceSpans <= 0 || c.Query.MaxAnalysisSpans <= 0 || c.Query.MaxAPITraceSpans <= 0 {
 		return errors.New("query.max_trace_spans, query.max_analysis_spans and query.max_api_trace_spans must be positive")

@@ -106,6 +106,16 @@ func TestMemoryAndAnalyticsSettings(t *testing.T) {
 	if _, err := Load([]string{"--config", bad}, nil); err == nil || !strings.Contains(err.Error(), "max_cpu_share") {
 		t.Errorf("bad max_cpu_share: %v", err)
 	}
+	for _, wait := range []string{"-1s", "10s"} {
+		_ = os.WriteFile(bad, []byte("admission:\n  memory_wait: "+wait+"\n"), 0o644)
+		if _, err := Load([]string{"--config", bad}, nil); err == nil || !strings.Contains(err.Error(), "memory_wait") {
+			t.Errorf("admission.memory_wait %s: %v", wait, err)
+		}
+	}
+	_ = os.WriteFile(bad, []byte("admission:\n  memory_wait: 0s\n"), 0o644)
+	if cfg, err := Load([]string{"--config", bad}, nil); err != nil || cfg.Admission.MemoryWait != 0 {
+		t.Errorf("admission.memory_wait 0s: %v, %v", cfg.Admission.MemoryWait, err)
+	}
 }
 
 func TestBaselineSettings(t *testing.T) {

@@ -14,6 +14,7 @@ import (
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/testutil"
 	"go.opentelemetry.io/collector/pdata/ptrace/ptraceotlp"
 	"google.golang.org/genproto/googleapis/rpc/errdetails"
 	"google.golang.org/grpc"
@@ -109,6 +110,7 @@ func TestAdmissionReasons(t *testing.T) {
 	cfg := config.Default().Admission
 	cfg.AnalysisQueue = true
 	a := newAdmission(cfg, st, func() bool { return full }, slog.New(slog.NewTextHandler(io.Discard, nil)), prometheus.NewRegistry())
+	a.memoryWait = 0
 	a.heap = func() heapStats { return heapStats{live: 100, inUse: 200, limit: 1000} }
 	if err := a.Admit(); err != nil {
 		t.Fatalf("nothing over budget: %v", err)
@@ -138,6 +140,141 @@ func TestAdmissionReasons(t *testing.T) {
 	full, st.err = false, nil
 	if err := a.Admit(); err != nil {
 		t.Fatalf("without a memory limit: %v", err)
+	}
+}
+
+// A request that finds the heap over budget waits, unread, for a
+// collection to bring it back under instead of being refused at once.
+// It is admitted when a collection ends with the heap under budget; runs
+// one itself when none has ended for staleAfter (nothing allocates while
+// every sender waits); is refused after admission.memory_wait, at once
+// when the wait is 0 or too many wait already, and for another budget as
+// soon as that one is over.
+func TestMemoryWait(t *testing.T) {
+	over := heapStats{live: 900, inUse: 900, limit: 1000}
+	under := heapStats{live: 100, inUse: 200, limit: 1000}
+	st := &fakeStore{}
+	cfg := config.Default().Admission
+	cfg.MemoryWait = 300 * time.Millisecond
+	a := newAdmission(cfg, st, nil, slog.New(slog.NewTextHandler(io.Discard, nil)), prometheus.NewRegistry())
+
+	// A fake clock advanced by the waits; collections end every gcEvery
+	// (0: never) and leave the heap as gcLeaves, a forced one as
+	// collectLeaves.
+	clock := time.Unix(1_000_000_000, 0)
+	var (
+		heap                    heapStats
+		gcEvery, nextGC         time.Duration
+		gcLeaves, collectLeaves heapStats
+		collects                int
+		elapsed                 time.Duration
+	)
+	a.now = func() time.Time { return clock.Add(elapsed) }
+	a.heap = func() heapStats { return heap }
+	a.gcEnded = func(d time.Duration) bool {
+		if gcEvery > 0 && nextGC-elapsed <= d {
+			elapsed, nextGC, heap = nextGC, nextGC+gcEvery, gcLeaves
+			return true
+		}
+		elapsed += d
+		return false
+	}
+	a.collect = func() { collects++; heap = collectLeaves }
+	start := func(every time.Duration, gcLeavesHeap, collectLeavesHeap heapStats) {
+		clock = clock.Add(time.Hour) // past minCollectEvery since any earlier forced collection
+		elapsed, heap, gcEvery, nextGC, gcLeaves, collectLeaves, collects = 0, over, every, every, gcLeavesHeap, collectLeavesHeap, 0
+	}
+	counts := func() (admitted, refusedAfterWait, refused float64) {
+		return testutil.ToFloat64(a.waited.WithLabelValues("admitted")), testutil.ToFloat64(a.waited.WithLabelValues("refused")),
+			testutil.ToFloat64(a.refused.WithLabelValues("memory"))
+	}
+
+	// A collection 30 ms in finds the heap under budget.
+	start(30*time.Millisecond, under, over)
+	if err := a.Admit(); err != nil || elapsed != 30*time.Millisecond || collects != 0 {
+		t.Fatalf("heap under budget at the collection 30 ms in: %v after %v, %d forced collections; want admitted then, none forced", err, elapsed, collects)
+	}
+	if ad, rw, r := counts(); ad != 1 || rw != 0 || r != 0 {
+		t.Fatalf("waits admitted %v, refused %v, memory refusals %v; want 1, 0, 0", ad, rw, r)
+	}
+
+	// Collections every 50 ms all find it over: refused at the deadline,
+	// and the figure is never stale enough to force one.
+	start(50*time.Millisecond, over, over)
+	if err := a.Admit(); !errors.Is(err, errMemory) || elapsed != cfg.MemoryWait || collects != 0 {
+		t.Fatalf("heap over budget throughout: %v after %v, %d forced collections; want a memory refusal after %v, none forced", err, elapsed, collects, cfg.MemoryWait)
+	}
+	if ad, rw, r := counts(); ad != 1 || rw != 1 || r != 1 {
+		t.Fatalf("waits admitted %v, refused %v, memory refusals %v; want 1, 1, 1", ad, rw, r)
+	}
+
+	// No collection ends: one is forced after staleAfter and admits.
+	start(0, over, under)
+	if err := a.Admit(); err != nil || elapsed != staleAfter || collects != 1 {
+		t.Fatalf("stale figure: %v after %v, %d forced collections; want admitted after %v by one", err, elapsed, collects, staleAfter)
+	}
+	// Forced collections that find the heap over budget come at most
+	// every minCollectEvery.
+	start(0, over, over)
+	if err := a.Admit(); !errors.Is(err, errMemory) || collects != 1 {
+		t.Fatalf("heap truly over budget, nothing allocating: %v, %d forced collections within %v; want a memory refusal, one", err, collects, cfg.MemoryWait)
+	}
+
+	// Another budget exceeded while waiting refuses for that one.
+	start(20*time.Millisecond, over, over)
+	gcEnded := a.gcEnded
+	a.gcEnded = func(d time.Duration) bool { st.err = store.ErrOverloaded; return gcEnded(d) }
+	if err := a.Admit(); refusalReason(err) != "head" || elapsed != 20*time.Millisecond {
+		t.Fatalf("head over budget during the wait: %v (reason %q) after %v; want a head refusal at the first collection", err, refusalReason(err), elapsed)
+	}
+	st.err, a.gcEnded = nil, gcEnded
+
+	// As many waiting as allowed: refused without waiting.
+	start(20*time.Millisecond, under, under)
+	a.waiters.Store(maxMemoryWaiters)
+	if err := a.Admit(); !errors.Is(err, errMemory) || elapsed != 0 {
+		t.Fatalf("with %d waiting: %v after %v; want a memory refusal at once", maxMemoryWaiters, err, elapsed)
+	}
+	a.waiters.Store(0)
+
+	// No wait configured: refused at once.
+	cfg.MemoryWait = 0
+	a = newAdmission(cfg, st, nil, slog.New(slog.NewTextHandler(io.Discard, nil)), prometheus.NewRegistry())
+	a.heap = func() heapStats { return over }
+	a.gcEnded = func(time.Duration) bool { t.Fatal("waited with admission.memory_wait 0"); return false }
+	if err := a.Admit(); !errors.Is(err, errMemory) {
+		t.Fatalf("memory_wait 0: %v", err)
+	}
+}
+
+// The watch hears of every collection, and the heap reader reads the
+// runtime's figures again after one instead of serving its cached ones.
+func TestGCWatch(t *testing.T) {
+	r := newHeapReader()
+	r.read()
+	n := collections.count()
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		for !collections.wait(10 * time.Second) {
+		}
+	}()
+	time.Sleep(10 * time.Millisecond) // let the waiter take the current channel
+	runtime.GC()
+	select {
+	case <-done:
+	case <-time.After(10 * time.Second):
+		t.Fatal("no waiter woken by a collection")
+	}
+	if collections.count() == n {
+		t.Fatal("collection not counted")
+	}
+	r.mu.Lock()
+	r.at = time.Now().Add(time.Hour) // the cache would hold for another hour
+	r.mu.Unlock()
+	r.read()
+	if r.gen != collections.count() {
+		t.Fatalf("heap reader served figures from before the collection (read at %d, %d collections)", r.gen, collections.count())
 	}
 }
 
