@@ -72,6 +72,15 @@ func (s *rgScan) dropPages(c *scanCols, col int, out func(lo, hi parquet.Value) 
 		return
 	}
 	np := ci.NumPages()
+	drops := make([]bool, np)
+	some := false
+	for p := range drops {
+		drops[p] = !ci.NullPage(p) && out(ci.MinValue(p), ci.MaxValue(p))
+		some = some || drops[p]
+	}
+	if !some {
+		return // the common case: the runs stay as they are
+	}
 	var kept []rowRun
 	dropped, ri := 0, 0
 	for p := 0; p < np; p++ {
@@ -79,7 +88,7 @@ func (s *rgScan) dropPages(c *scanCols, col int, out func(lo, hi parquet.Value) 
 		if p+1 < np {
 			end = oi.FirstRowIndex(p + 1)
 		}
-		drop := !ci.NullPage(p) && out(ci.MinValue(p), ci.MaxValue(p))
+		drop := drops[p]
 		held := false
 		for j := ri; j < len(s.runs) && int64(s.runs[j].lo) < end; j++ {
 			r := s.runs[j]
