@@ -151,11 +151,8 @@ func (s *rgScan) visitPages(pages parquet.Pages, col int, rows []int32, cv colVi
 				first = starts[p]
 			}
 		}
-		pg, err := pages.ReadPage()
+		pg, err := readPage(pages, want)
 		if err != nil {
-			if errors.Is(err, io.EOF) {
-				return fmt.Errorf("row %d past the last page: %w", want, errCorrupt)
-			}
 			return err
 		}
 		end := first + pg.NumRows()
@@ -178,6 +175,15 @@ func (s *rgScan) visitPages(pages parquet.Pages, col int, rows []int32, cv colVi
 		k, first = hi, end
 	}
 	return nil
+}
+
+// readPage reads the next page of pages, which should hold row.
+func readPage(pages parquet.Pages, row int64) (parquet.Page, error) {
+	pg, err := pages.ReadPage()
+	if errors.Is(err, io.EOF) {
+		return nil, fmt.Errorf("row %d past the last page: %w", row, errCorrupt)
+	}
+	return pg, err
 }
 
 // prefetch has a block file on object storage cache the pages of column
@@ -274,11 +280,8 @@ func (s *rgScan) selectService(col int, want []byte) error {
 				return fmt.Errorf("seek to row %d: %w", first, err)
 			}
 		}
-		pg, err := pages.ReadPage()
+		pg, err := readPage(pages, first)
 		if err != nil {
-			if errors.Is(err, io.EOF) {
-				return fmt.Errorf("page %d past the last page: %w", p, errCorrupt)
-			}
 			return err
 		}
 		end := first + pg.NumRows()

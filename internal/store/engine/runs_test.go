@@ -46,6 +46,20 @@ func TestPagesOverlapping(t *testing.T) {
 	}
 }
 
+// twinScans returns the scan columns of q in b and two scans of the same
+// random row group selecting the same random traces' rows, as runs.
+func twinScans(t *testing.T, r *rand.Rand, b *block, q *store.Query) (*scanCols, *rgScan, *rgScan) {
+	t.Helper()
+	p := newScanPlan(q)
+	c, err := b.scanColumns(p)
+	if err != nil {
+		t.Fatal(err)
+	}
+	g := r.IntN(len(b.pf.RowGroups()))
+	seed := r.Uint64()
+	return c, randomRuns(rand.New(rand.NewPCG(seed, 1)), b, p, g), randomRuns(rand.New(rand.NewPCG(seed, 1)), b, p, g)
+}
+
 // randomRuns is a scan of row group g of b selecting the rows of a random
 // subset of its traces, as selectRows makes them.
 func randomRuns(r *rand.Rand, b *block, p *scanPlan, g int) *rgScan {
@@ -93,16 +107,7 @@ func TestSelectServiceKeepsWhatFilterColumnKeeps(t *testing.T) {
 			if r.IntN(8) == 0 {
 				svc = "absent"
 			}
-			q := store.Query{Service: svc}
-			p := newScanPlan(&q)
-			c, err := b.scanColumns(p)
-			if err != nil {
-				t.Fatal(err)
-			}
-			g := r.IntN(len(b.pf.RowGroups()))
-			seed := r.Uint64()
-			got := randomRuns(rand.New(rand.NewPCG(seed, 1)), b, p, g)
-			want := randomRuns(rand.New(rand.NewPCG(seed, 1)), b, p, g)
+			c, got, want := twinScans(t, r, b, &store.Query{Service: svc})
 			if err := got.selectService(c.service, []byte(svc)); err != nil {
 				t.Fatal(err)
 			}
@@ -111,7 +116,7 @@ func TestSelectServiceKeepsWhatFilterColumnKeeps(t *testing.T) {
 				t.Fatal(err)
 			}
 			if !slices.Equal(got.sel, want.sel) || !slices.Equal(got.tr, want.tr) || len(got.conf) != len(got.sel) || got.runs != nil {
-				t.Fatalf("block %s row group %d service %q: rows %v traces %v, want %v %v", b.id, g, svc, got.sel, got.tr, want.sel, want.tr)
+				t.Fatalf("block %s row group %d service %q: rows %v traces %v, want %v %v", b.id, got.g, svc, got.sel, got.tr, want.sel, want.tr)
 			}
 			checked++
 			kept += len(got.sel)
@@ -141,15 +146,7 @@ func TestDropPagesOnRunsDropsTheRowsOfRuledOutPages(t *testing.T) {
 		}
 		for range 30 {
 			q := store.Query{MinDuration: uint64(r.IntN(150e6))}
-			p := newScanPlan(&q)
-			c, err := b.scanColumns(p)
-			if err != nil {
-				t.Fatal(err)
-			}
-			g := r.IntN(len(b.pf.RowGroups()))
-			seed := r.Uint64()
-			sc := randomRuns(rand.New(rand.NewPCG(seed, 2)), b, p, g)
-			all := randomRuns(rand.New(rand.NewPCG(seed, 2)), b, p, g)
+			c, sc, all := twinScans(t, r, b, &q)
 			all.materialize()
 			cc := sc.ccs[c.duration]
 			ci, _ := cc.ColumnIndex()
@@ -170,7 +167,7 @@ func TestDropPagesOnRunsDropsTheRowsOfRuledOutPages(t *testing.T) {
 			sc.prunePages(c)
 			sc.materialize()
 			if !slices.Equal(sc.sel, wantRows) || !slices.Equal(sc.tr, wantTr) {
-				t.Fatalf("block %s row group %d, min duration %d: %d rows left, want %d", b.id, g, q.MinDuration, len(sc.sel), len(wantRows))
+				t.Fatalf("block %s row group %d, min duration %d: %d rows left, want %d", b.id, sc.g, q.MinDuration, len(sc.sel), len(wantRows))
 			}
 			pruned += len(all.sel) - len(wantRows)
 		}
