@@ -433,11 +433,14 @@ func BenchmarkSearchSpanFilter(b *testing.B) {
 	f := getFixture(b)
 	q := store.Query{Service: "cart", MinDuration: 20e6, Attrs: []store.AttrFilter{{Key: "db.system", Op: store.OpEq, Value: model.Str("postgresql")}}, Limit: 20}
 	b.ResetTimer()
+	cpu := processCPU()
 	for i := 0; i < b.N; i++ {
 		if _, err := f.e.Search(context.Background(), q); err != nil {
 			b.Fatal(err)
 		}
 	}
+	reportCPU(b, cpu)
+	b.ReportMetric(float64(f.bytes)/float64(f.spans), "disk-B/span")
 }
 
 // BenchmarkCompact measures compaction CPU per span on one core's worth of

@@ -1,6 +1,7 @@
 package engine
 
 import (
+	"bytes"
 	"context"
 	"encoding/binary"
 	"errors"
@@ -41,6 +42,9 @@ type rgScan struct {
 	ccs  []parquet.ColumnChunk
 	row0 int64
 	n    int
+	// runs holds the selection as runs of whole traces' rows until the
+	// first condition narrows it to rows (materialize; then nil)
+	runs []rowRun
 	sel  []int32 // selected rows of the row group (local indexes), ascending
 	tr   []int32 // trace position of each selected row
 	// match[i]: trace position t0+i has a matching span in this row group
@@ -147,11 +151,8 @@ func (s *rgScan) visitPages(pages parquet.Pages, col int, rows []int32, cv colVi
 				first = starts[p]
 			}
 		}
-		pg, err := pages.ReadPage()
+		pg, err := readPage(pages, want)
 		if err != nil {
-			if errors.Is(err, io.EOF) {
-				return fmt.Errorf("row %d past the last page: %w", want, errCorrupt)
-			}
 			return err
 		}
 		end := first + pg.NumRows()
@@ -176,15 +177,32 @@ func (s *rgScan) visitPages(pages parquet.Pages, col int, rows []int32, cv colVi
 	return nil
 }
 
+// readPage reads the next page of pages, which should hold row.
+func readPage(pages parquet.Pages, row int64) (parquet.Page, error) {
+	pg, err := pages.ReadPage()
+	if errors.Is(err, io.EOF) {
+		return nil, fmt.Errorf("row %d past the last page: %w", row, errCorrupt)
+	}
+	return pg, err
+}
+
 // prefetch has a block file on object storage cache the pages of column
 // col holding rows, concurrently: read page by page they cost a round trip
 // per read-ahead, one after the other.
 func (s *rgScan) prefetch(col int, oi parquet.OffsetIndex, starts []int64, rows []int32) error {
+	if _, ok := s.b.file.(blockio.Prefetcher); !ok {
+		return nil
+	}
+	return s.prefetchPages(col, oi, pagesHolding(starts, rows))
+}
+
+// prefetchPages is prefetch for the pages of column col numbered pages.
+func (s *rgScan) prefetchPages(col int, oi parquet.OffsetIndex, pages []int) error {
 	pf, ok := s.b.file.(blockio.Prefetcher)
 	if !ok {
 		return nil
 	}
-	ranges := s.b.pageRanges(nil, s.g, col, oi, pagesHolding(starts, rows))
+	ranges := s.b.pageRanges(nil, s.g, col, oi, pages)
 	if err := pf.Prefetch(s.context(), ranges); err != nil {
 		return fmt.Errorf("block %s: fetch column %d: %w", s.b.id, col, err)
 	}
@@ -196,6 +214,138 @@ func (s *rgScan) context() context.Context {
 		return context.Background()
 	}
 	return s.ctx
+}
+
+// pagesOverlapping returns the pages (by their first rows, starts)
+// holding a row of one of runs (ascending, disjoint); rows before the
+// first page are left for the read to report.
+func pagesOverlapping(starts []int64, runs []rowRun) []int {
+	var pages []int
+	p := 0
+	for _, r := range runs {
+		for p+1 < len(starts) && starts[p+1] <= int64(r.lo) {
+			p++
+		}
+		for ; p < len(starts) && starts[p] < int64(r.hi); p++ {
+			if len(pages) == 0 || pages[len(pages)-1] != p {
+				pages = append(pages, p)
+			}
+		}
+		// The next run may start in the last page this one reached.
+		p = max(p-1, 0)
+	}
+	return pages
+}
+
+// selectService narrows the runs of selectRows to the rows of service
+// want (the first condition, since it is the most selective for a
+// column this cheap). It walks the pages of the service column holding a
+// run's rows and compares each row's dictionary index with the entries
+// equal to want, rather than materialising every row of the runs and
+// judging them one by one through filterColumn: the runs hold the rows of
+// every trace with a span of the service, half the row group for a
+// common one.
+func (s *rgScan) selectService(col int, want []byte) error {
+	runs := s.runs
+	if runs == nil {
+		return s.filterColumn(col, func(v parquet.Value) verdict { return keepWhen(bytes.Equal(v.ByteArray(), want)) }, vDrop)
+	}
+	cc := s.ccs[col]
+	oi, err := cc.OffsetIndex()
+	if err != nil || oi == nil || oi.NumPages() == 0 {
+		s.materialize()
+		return s.filterColumn(col, func(v parquet.Value) verdict { return keepWhen(bytes.Equal(v.ByteArray(), want)) }, vDrop)
+	}
+	s.runs = nil
+	starts := pageStarts(oi)
+	pl := pagesOverlapping(starts, runs)
+	if err := s.prefetchPages(col, oi, pl); err != nil {
+		return err
+	}
+	pages := cc.Pages()
+	defer pages.Close()
+	s.sel, s.tr = nil, nil
+	var (
+		dict parquet.Dictionary
+		keep []bool // by dictionary index: the entry is want
+		rows []int32
+		trs  []int32
+	)
+	next := int64(-1) // the first row of the page the reader is at
+	ri := 0           // the first run not wholly before the page
+	for _, p := range pl {
+		first := starts[p]
+		if first != next {
+			if err := pages.SeekToRow(first); err != nil {
+				return fmt.Errorf("seek to row %d: %w", first, err)
+			}
+		}
+		pg, err := readPage(pages, first)
+		if err != nil {
+			return err
+		}
+		end := first + pg.NumRows()
+		next = end
+		for ri < len(runs) && int64(runs[ri].hi) <= first {
+			ri++
+		}
+		d := pg.Dictionary()
+		if d != nil && len(pg.DefinitionLevels()) == 0 {
+			if d != dict {
+				dict = d
+				keep = make([]bool, d.Len())
+				for i := range keep {
+					keep[i] = bytes.Equal(d.Index(int32(i)).ByteArray(), want)
+				}
+			}
+			data := pg.Data()
+			idx := data.Int32()
+			if int64(len(idx)) < end-first {
+				parquet.Release(pg)
+				return fmt.Errorf("page %d of column %d: %d indexes for %d rows: %w", p, col, len(idx), end-first, errCorrupt)
+			}
+			for j := ri; j < len(runs) && int64(runs[j].lo) < end; j++ {
+				lo, hi := max(int64(runs[j].lo), first), min(int64(runs[j].hi), end)
+				for _, x := range idx[lo-first : hi-first] {
+					if uint32(x) >= uint32(len(keep)) {
+						parquet.Release(pg)
+						return fmt.Errorf("dictionary index %d of %d: %w", x, len(keep), errCorrupt)
+					}
+					if keep[x] {
+						s.sel = append(s.sel, int32(lo))
+						s.tr = append(s.tr, runs[j].t)
+					}
+					lo++
+				}
+			}
+		} else {
+			// Plain values (the dictionary overflowed) or nulls: row by
+			// row, as filterColumn does.
+			rows, trs = rows[:0], trs[:0]
+			for j := ri; j < len(runs) && int64(runs[j].lo) < end; j++ {
+				for r := max(int64(runs[j].lo), first); r < min(int64(runs[j].hi), end); r++ {
+					rows, trs = append(rows, int32(r)), append(trs, runs[j].t)
+				}
+			}
+			test := func(k int, v parquet.Value) {
+				if !v.IsNull() && bytes.Equal(v.ByteArray(), want) {
+					s.sel, s.tr = append(s.sel, rows[k]), append(s.tr, trs[k])
+				}
+			}
+			if d != nil {
+				visitIndexes(pg, first, rows, 0, func(k int, di int32) {
+					if di >= 0 {
+						test(k, d.Index(di))
+					}
+				})
+			} else {
+				visitValues(pg, first, rows, 0, colVisitor{value: test})
+			}
+		}
+		parquet.Release(pg)
+	}
+	s.conf = make([]bool, len(s.sel))
+	return nil
 }
 
 // pagesHolding returns the pages (by their first rows, starts) holding

@@ -241,40 +241,50 @@ func (b *block) scanColumns(p *scanPlan) (*scanCols, error) {
 }
 
 // selectRows selects the rows of the row group that belong to traces want
-// accepts (nil: all).
+// accepts (nil: all), as runs: the first condition narrows them to rows.
 func (s *rgScan) selectRows(want func(i int) bool) {
 	x := s.b.idx
 	end := s.row0 + int64(s.n)
 	t0 := max(sort.Search(len(x.firstRow), func(i int) bool { return int64(x.firstRow[i]) > s.row0 })-1, 0)
 	t1 := sort.Search(len(x.firstRow), func(i int) bool { return int64(x.firstRow[i]) >= end })
 	s.t0 = int32(t0)
-	rowsOf := func(t int) (lo, hi int64) {
-		return max(int64(x.firstRow[t]), s.row0), min(int64(x.firstRow[t])+int64(x.nspans[t]), end)
-	}
-	// Two passes, so that the selection is allocated once at its size;
-	// match holds the wanted traces in between.
 	s.match = make([]bool, max(t1-t0, 0))
-	total := int64(0)
+	s.runs = make([]rowRun, 0, max(t1-t0, 0))
 	for t := t0; t < t1; t++ {
-		if want == nil || want(t) {
-			s.match[t-t0] = true
-			lo, hi := rowsOf(t)
-			total += max(hi-lo, 0)
-		}
-	}
-	s.sel, s.tr = make([]int32, 0, total), make([]int32, 0, total)
-	for t := t0; t < t1; t++ {
-		if !s.match[t-t0] {
+		if want != nil && !want(t) {
 			continue
 		}
-		s.match[t-t0] = false
-		lo, hi := rowsOf(t)
-		for r := lo; r < hi; r++ {
-			s.sel = append(s.sel, int32(r-s.row0))
-			s.tr = append(s.tr, int32(t))
+		lo := max(int64(x.firstRow[t]), s.row0)
+		hi := min(int64(x.firstRow[t])+int64(x.nspans[t]), end)
+		if hi > lo {
+			s.runs = append(s.runs, rowRun{lo: int32(lo - s.row0), hi: int32(hi - s.row0), t: int32(t)})
+		}
+	}
+	s.sel, s.tr, s.conf = nil, nil, nil
+}
+
+// rowRun is a run of selected rows [lo, hi) (local indexes) of trace
+// position t.
+type rowRun struct{ lo, hi, t int32 }
+
+// materialize turns the runs of selectRows into the selection of rows.
+func (s *rgScan) materialize() {
+	if s.runs == nil {
+		return
+	}
+	total := 0
+	for _, r := range s.runs {
+		total += int(r.hi - r.lo)
+	}
+	s.sel, s.tr = make([]int32, 0, total), make([]int32, 0, total)
+	for _, r := range s.runs {
+		for row := r.lo; row < r.hi; row++ {
+			s.sel = append(s.sel, row)
+			s.tr = append(s.tr, r.t)
 		}
 	}
 	s.conf = make([]bool, len(s.sel))
+	s.runs = nil
 }
 
 // run narrows the selection condition by condition, cheapest and most
@@ -291,11 +301,11 @@ func (s *rgScan) run(ctx context.Context, c *scanCols) error {
 		}
 	}
 	if q.Service != "" {
-		want := []byte(q.Service)
-		if err := s.filterColumn(c.service, func(v parquet.Value) verdict { return keepWhen(bytes.Equal(v.ByteArray(), want)) }, vDrop); err != nil {
+		if err := s.selectService(c.service, []byte(q.Service)); err != nil {
 			return err
 		}
 	}
+	s.materialize()
 	if len(q.Kinds) > 0 {
 		if err := s.filterColumn(c.kind, func(v parquet.Value) verdict {
 			return keepWhen(slices.Contains(q.Kinds, model.SpanKind(v.Int32())))

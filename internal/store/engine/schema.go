@@ -11,10 +11,15 @@ import (
 //   - parent_idx points at the parent's position inside the trace's rows
 //     instead of repeating its 8 random bytes;
 //   - start_off is the offset from the trace start, a short number;
-//   - parent_idx, start_off and duration are byte-stream-split: the
-//     values' high bytes, mostly zero, end up side by side, which zstd
-//     shrinks ~10 % (parent_idx ~50 %) more than plain values (blocks
-//     written before, plain, read the same);
+//   - parent_idx and start_off are byte-stream-split: the values' high
+//     bytes, mostly zero, end up side by side, which zstd shrinks ~10 %
+//     (parent_idx ~50 %) more than plain values (blocks written before,
+//     plain, read the same);
+//   - duration is delta-binary-packed and not compressed: span-filter
+//     searches read it at rows spread over every page, so every page of
+//     it is decoded; bit-unpacking is ~4x cheaper than zstd plus the
+//     byte-stream split, for 3 % more bytes (3.64 against 3.53 per span).
+//     Blocks written before, byte-stream-split or plain, read the same;
 //   - service, name, scope, resource and the dedicated attribute columns
 //     are dictionary encoded, and zstd squeezes what is left; a column
 //     chunk whose dictionary outgrows dictMaxBytes (values that hardly
@@ -28,7 +33,7 @@ type spanRow struct {
 	ParentID   []byte   `parquet:"parent_id,optional"` // set only when the parent is not among the trace's rows here
 	TraceStart int64    `parquet:"-"`                  // earliest start of the trace's rows in this block (index start)
 	StartOff   int64    `parquet:"start_off,split"`
-	Duration   int64    `parquet:"duration,split"` // end-start, modulo 2^64
+	Duration   int64    `parquet:"duration,delta,uncompressed"` // end-start, modulo 2^64
 	Service    string   `parquet:"service,dict"`
 	Name       string   `parquet:"name,dict"`
 	Kind       int32    `parquet:"kind,dict"`

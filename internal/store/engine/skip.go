@@ -55,11 +55,11 @@ func exactMax(b []byte) bool {
 	return len(b) == 0
 }
 
-// dropPages drops the selected rows of the pages of column col whose
-// bounds out rules out; pages of a column without bounds (c.bounded), or
-// holding only nulls, keep their rows.
+// dropPages drops the selected rows (still runs, see selectRows) of the
+// pages of column col whose bounds out rules out; pages of a column
+// without bounds (c.bounded), or holding only nulls, keep their rows.
 func (s *rgScan) dropPages(c *scanCols, col int, out func(lo, hi parquet.Value) bool) {
-	if len(s.sel) == 0 || !c.bounded[col] {
+	if len(s.runs) == 0 || !c.bounded[col] {
 		return
 	}
 	cc := s.ccs[col]
@@ -71,34 +71,54 @@ func (s *rgScan) dropPages(c *scanCols, col int, out func(lo, hi parquet.Value) 
 	if err != nil || oi == nil || oi.NumPages() != ci.NumPages() {
 		return
 	}
-	v := make([]verdict, len(s.sel))
-	np, k, dropped := ci.NumPages(), 0, 0
+	np := ci.NumPages()
+	drops := make([]bool, np)
+	some := false
+	for p := range drops {
+		drops[p] = !ci.NullPage(p) && out(ci.MinValue(p), ci.MaxValue(p))
+		some = some || drops[p]
+	}
+	if !some {
+		return // the common case: the runs stay as they are
+	}
+	var kept []rowRun
+	dropped, ri := 0, 0
 	for p := 0; p < np; p++ {
-		end := int64(s.n)
+		first, end := oi.FirstRowIndex(p), int64(s.n)
 		if p+1 < np {
 			end = oi.FirstRowIndex(p + 1)
 		}
-		verdict := vKeep
-		if !ci.NullPage(p) && out(ci.MinValue(p), ci.MaxValue(p)) {
-			verdict = vDrop
+		drop := drops[p]
+		held := false
+		for j := ri; j < len(s.runs) && int64(s.runs[j].lo) < end; j++ {
+			r := s.runs[j]
+			lo, hi := max(int64(r.lo), first), min(int64(r.hi), end)
+			if lo >= hi {
+				continue
+			}
+			held = true
+			if drop {
+				continue
+			}
+			// A run a kept page continues extends the piece before.
+			if n := len(kept); n > 0 && kept[n-1].t == r.t && int64(kept[n-1].hi) == lo {
+				kept[n-1].hi = int32(hi)
+			} else {
+				kept = append(kept, rowRun{lo: int32(lo), hi: int32(hi), t: r.t})
+			}
 		}
-		from := k
-		for k < len(s.sel) && int64(s.sel[k]) < end {
-			v[k] = verdict
-			k++
-		}
-		if verdict == vDrop && k > from {
+		if drop && held {
 			dropped++
 		}
-	}
-	for ; k < len(v); k++ {
-		v[k] = vKeep
+		for ri < len(s.runs) && int64(s.runs[ri].hi) <= end {
+			ri++
+		}
 	}
 	if dropped > 0 {
 		if c := s.p.counters; c != nil {
 			c.prunedPages.Add(int64(dropped))
 		}
-		s.keepIf(v)
+		s.runs = kept
 	}
 }
 
@@ -110,7 +130,7 @@ func (s *rgScan) dropPages(c *scanCols, col int, out func(lo, hi parquet.Value) 
 // rows are spread over the pages of a row group.
 func (s *rgScan) lookahead(c *scanCols) error {
 	pf, ok := s.b.file.(blockio.Prefetcher)
-	if !ok || len(s.sel) == 0 {
+	if !ok || len(s.runs) == 0 && len(s.sel) == 0 {
 		return nil
 	}
 	var ranges []blockio.Range
@@ -119,7 +139,13 @@ func (s *rgScan) lookahead(c *scanCols) error {
 		if err != nil || oi == nil {
 			continue // visit reads without it
 		}
-		ranges = s.b.pageRanges(ranges, s.g, col, oi, pagesHolding(pageStarts(oi), s.sel))
+		var pages []int
+		if s.runs != nil {
+			pages = pagesOverlapping(pageStarts(oi), s.runs)
+		} else {
+			pages = pagesHolding(pageStarts(oi), s.sel)
+		}
+		ranges = s.b.pageRanges(ranges, s.g, col, oi, pages)
 	}
 	return s.fetchAhead(pf, ranges)
 }

@@ -27,15 +27,12 @@ func smallPagesEngine(t *testing.T, spans []model.Span) *Engine {
 	return e
 }
 
-// allRowsScan is the scan of row group g of b with every row selected.
+// allRowsScan is the scan of row group g of b with every row selected,
+// as one run (materialize makes rows of it).
 func allRowsScan(b *block, p *scanPlan, g int) *rgScan {
 	rg := b.pf.RowGroups()[g]
 	sc := &rgScan{b: b, p: p, g: g, ccs: rg.ColumnChunks(), n: int(rg.NumRows())}
-	sc.sel = make([]int32, sc.n)
-	for i := range sc.sel {
-		sc.sel[i] = int32(i)
-	}
-	sc.tr, sc.conf = make([]int32, sc.n), make([]bool, sc.n)
+	sc.runs = []rowRun{{lo: 0, hi: int32(sc.n)}}
 	return sc
 }
 
@@ -146,6 +143,7 @@ func TestSearchTrustsOnlyNamedPageBounds(t *testing.T) {
 	left := func(b *block, c *scanCols, g int) int {
 		sc := allRowsScan(b, newScanPlan(&q), g)
 		sc.prunePages(c)
+		sc.materialize()
 		return len(sc.sel)
 	}
 	for _, b := range s.blocks {
@@ -336,6 +334,7 @@ func TestSearchSpanFiltersDecideResourcesByDictionary(t *testing.T) {
 		}
 		for g := range b.pf.RowGroups() {
 			sc := allRowsScan(b, nil, g)
+			sc.materialize()
 			want := make([]verdict, sc.n)
 			var dict parquet.Dictionary
 			err := sc.visit(c.resource, sc.sel, colVisitor{
