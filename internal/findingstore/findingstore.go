@@ -120,6 +120,10 @@ type Query struct {
 	Kind    string
 	Service string
 	TraceID model.TraceID
+	// Traces, when not empty, keeps the findings of these traces only; the
+	// root-cause ranking asks for its sampled traces' findings, which
+	// spares decoding the rest of a busy window's.
+	Traces []model.TraceID
 	// Systemic: nil both, else only systemic (true) or only per-trace.
 	Systemic *bool
 	Limit    int // default 100
@@ -816,6 +820,7 @@ func (s *Store) List(ctx context.Context, q Query) ([]Stored, error) {
 		q.Limit = 100
 	}
 	kinds := kindSet(q.Kind)
+	traces := traceSet(q.Traces)
 	from, to := nanoBounds(q.From, q.To)
 	s.mu.RLock()
 	defer s.mu.RUnlock()
@@ -827,7 +832,7 @@ func (s *Store) List(ctx context.Context, q Query) ([]Stored, error) {
 		if lo, hi := seg.timeRange(); seg.count() == 0 || hi < from || lo >= to {
 			continue
 		}
-		if seg.b == nil && !seg.mayMatch(kinds, q.Service, q.TraceID) {
+		if seg.b == nil && (!seg.mayMatch(kinds, q.Service, q.TraceID) || !seg.mayHaveAny(q.Traces)) {
 			continue
 		}
 		cands = append(cands, seg)
@@ -861,7 +866,8 @@ func (s *Store) List(ctx context.Context, q Query) ([]Stored, error) {
 			}
 			if e.t < from || e.t >= to || kinds != nil && !kinds[x.str(int(e.kind))] ||
 				q.Service != "" && (e.service == 0 || x.str(int(e.service)-1) != q.Service) ||
-				!q.TraceID.IsZero() && e.trace != q.TraceID || q.Systemic != nil && *q.Systemic != e.systemic {
+				!q.TraceID.IsZero() && e.trace != q.TraceID || traces != nil && !traces[e.trace] ||
+				q.Systemic != nil && *q.Systemic != e.systemic {
 				continue
 			}
 			top = append(top, hit{seg, *e})
@@ -896,6 +902,32 @@ func (seg *segment) mayMatch(kinds map[string]bool, service string, trace model.
 		return false
 	}
 	return trace.IsZero() || seg.meta.bloom.mayHave(trace)
+}
+
+// mayHaveAny tells whether a sealed segment may hold a finding of one of
+// traces (true when traces is empty: no condition).
+func (seg *segment) mayHaveAny(traces []model.TraceID) bool {
+	if len(traces) == 0 {
+		return true
+	}
+	for _, id := range traces {
+		if seg.meta.bloom.mayHave(id) {
+			return true
+		}
+	}
+	return false
+}
+
+// traceSet is Query.Traces as a set; nil when empty.
+func traceSet(ids []model.TraceID) map[model.TraceID]bool {
+	if len(ids) == 0 {
+		return nil
+	}
+	set := make(map[model.TraceID]bool, len(ids))
+	for _, id := range ids {
+		set[id] = true
+	}
+	return set
 }
 
 // Counts returns the number of findings by kind in [from, to).

@@ -104,6 +104,19 @@ func TestPutListRestart(t *testing.T) {
 		if len(win) != 10 {
 			t.Errorf("window [10s,20s): %d, want 10", len(win))
 		}
+		// The trace condition comes before the limit: the newest of the
+		// listed traces, not of all.
+		of, err := fs.List(ctx, Query{Traces: []model.TraceID{tid(3), tid(27), tid(200)}, Limit: 1})
+		if err != nil || len(of) != 1 || of[0].TraceID != tid(27).String() {
+			t.Errorf("Traces, limit 1 = %+v, %v; want trace 27's finding", of, err)
+		}
+		of, _ = fs.List(ctx, Query{Traces: []model.TraceID{tid(3), tid(27), tid(200)}, Limit: 10})
+		if len(of) != 2 || of[0].TraceID != tid(27).String() || of[1].TraceID != tid(3).String() {
+			t.Errorf("Traces = %+v; want the findings of traces 27 and 3", of)
+		}
+		if none, _ := fs.List(ctx, Query{Traces: []model.TraceID{tid(200)}}); len(none) != 0 {
+			t.Errorf("Traces of a trace without findings = %+v", none)
+		}
 		two, _ := fs.List(ctx, Query{Kind: "slow_query,error_origin", Limit: 3})
 		if len(two) != 3 {
 			t.Errorf("limit: %d, want 3", len(two))

@@ -62,11 +62,11 @@ func (f *storedFindings) traceFindings(ctx context.Context, id model.TraceID) ([
 	return findingstore.Findings(l), len(l) > 0, err
 }
 
-// FindingsBetween lists the findings stored for [from, to), newest first,
-// for the root-cause ranking (v1.FindingsInRange); in a cluster, every
-// node's.
-func (f *storedFindings) FindingsBetween(ctx context.Context, from, to time.Time, limit int) ([]analyze.Finding, error) {
-	l, err := f.fs.ClusterList(ctx, findingstore.Query{From: from, To: to, Limit: limit})
+// FindingsBetween lists the findings of traces stored for [from, to),
+// newest first, for the root-cause ranking (v1.FindingsInRange); in a
+// cluster, every node's.
+func (f *storedFindings) FindingsBetween(ctx context.Context, from, to time.Time, traces []model.TraceID, limit int) ([]analyze.Finding, error) {
+	l, err := f.fs.ClusterList(ctx, findingstore.Query{From: from, To: to, Traces: traces, Limit: limit})
 	return findingstore.Findings(l), err
 }
 

@@ -26,11 +26,10 @@ type FindingsLookup interface {
 	TraceFindings(ctx context.Context, id model.TraceID) (findings []analyze.Finding, ok bool, err error)
 }
 
-// FindingsInRange lists the findings stored for a time range: per-trace
-// ones by their trace's start, cross-trace ones by when they were
-// detected; at most limit, newest first.
+// FindingsInRange lists the findings of the given traces stored for a
+// time range (by their trace's start); at most limit, newest first.
 type FindingsInRange interface {
-	FindingsBetween(ctx context.Context, from, to time.Time, limit int) ([]analyze.Finding, error)
+	FindingsBetween(ctx context.Context, from, to time.Time, traces []model.TraceID, limit int) ([]analyze.Finding, error)
 }
 
 // Deps are what the API needs. Only Store is required.

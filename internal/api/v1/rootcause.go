@@ -189,13 +189,18 @@ func (a *api) sampleWindow(ctx context.Context, rq rootCauseQuery, win store.Tim
 			break
 		}
 	}
-	if a.d.WindowFindings != nil {
-		fs, err := a.d.WindowFindings.FindingsBetween(ctx, time.Unix(0, int64(win.Start)), time.Unix(0, int64(win.End)), maxWindowFindings)
+	if a.d.WindowFindings != nil && len(seen) > 0 {
+		ids := make([]model.TraceID, 0, len(seen))
+		for id := range seen {
+			ids = append(ids, id)
+		}
+		fs, err := a.d.WindowFindings.FindingsBetween(ctx, time.Unix(0, int64(win.Start)), time.Unix(0, int64(win.End)), ids, maxWindowFindings)
 		if err != nil {
 			return nil, nil, fmt.Errorf("findings of the window: %w", err)
 		}
-		// Only those of sampled traces: the ranking counts culprits per
-		// sampled trace, and both windows must be sampled alike.
+		// Only those of sampled traces (a peer of an older build ignores
+		// the trace list): the ranking counts culprits per sampled trace,
+		// and both windows must be sampled alike.
 		for _, f := range fs {
 			if id, err := model.ParseTraceID(f.TraceID); err == nil && seen[id] {
 				findings = append(findings, f)

@@ -146,7 +146,7 @@ type windowFindings struct {
 	culprit  analyze.Culprit
 }
 
-func (w windowFindings) FindingsBetween(_ context.Context, from, to time.Time, _ int) ([]analyze.Finding, error) {
+func (w windowFindings) FindingsBetween(_ context.Context, from, to time.Time, _ []model.TraceID, _ int) ([]analyze.Finding, error) {
 	var out []analyze.Finding
 	for id := range w.incident {
 		out = append(out, analyze.Finding{Kind: "slow_dependency", TraceID: id.String(), Culprit: &w.culprit})
