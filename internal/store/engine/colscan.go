@@ -247,12 +247,9 @@ func pagesOverlapping(starts []int64, runs []rowRun) []int {
 // common one.
 func (s *rgScan) selectService(col int, want []byte) error {
 	runs := s.runs
-	if runs == nil {
-		return s.filterColumn(col, func(v parquet.Value) verdict { return keepWhen(bytes.Equal(v.ByteArray(), want)) }, vDrop)
-	}
 	cc := s.ccs[col]
 	oi, err := cc.OffsetIndex()
-	if err != nil || oi == nil || oi.NumPages() == 0 {
+	if runs == nil || err != nil || oi == nil || oi.NumPages() == 0 {
 		s.materialize()
 		return s.filterColumn(col, func(v parquet.Value) verdict { return keepWhen(bytes.Equal(v.ByteArray(), want)) }, vDrop)
 	}
