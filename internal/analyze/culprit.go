@@ -202,6 +202,22 @@ func errorOriginCulprit(t *Trace, f *Finding) *Culprit {
 		return culpritAt(t, o, fmt.Sprintf("%s refused %s's statement (%s): the query or the schema it expects is the place "+
 			"to fix; the database only reported it, and every failed layer above only passed it up.", svc, o.Span.Service, model.Clip(refused, 160)))
 	}
+	if lock := lockError(o); lock != "" {
+		// The database refereed a conflict between transactions; the
+		// transaction that lost it, which takes and holds the locks, is
+		// where the fix goes, and the one it collided with is named.
+		with := "another transaction"
+		if holder, call := lockHolder(t, o); holder != nil {
+			with = fmt.Sprintf("%s's transaction, which held the lock across %s (%s)", holder.Span.Service, spanLabel(t, call),
+				fmtDur(call.Duration()))
+		} else if peer := lockPeerOf(t, o); peer != nil {
+			with = fmt.Sprintf("%s's transaction (%s, which waited %s for the same rows)", peer.Span.Service, spanLabel(t, peer),
+				fmtDur(min(peer.End(), o.End())-peer.Start()))
+		}
+		return culpritAt(t, o, fmt.Sprintf("%s's transaction lost a lock conflict (%s) with %s: the cause is the "+
+			"order and length of the transactions that lock the same rows, not the database.", o.Span.Service,
+			model.Clip(lock, 60), with))
+	}
 	if IsCall(o) && calleeEntry(o) == nil {
 		svc, _ := CallTarget(t, o)
 		return culpritCallee(t, o, fmt.Sprintf("the failure starts at the call to %s (%s), which left no spans of its own; "+

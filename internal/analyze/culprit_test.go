@@ -41,7 +41,7 @@ func TestCulpritsOnFixtures(t *testing.T) {
 		{"cache_miss/positive-product-cache-aside", "cache_miss", "product-service", "GET /v1/products/{id}"},
 		{"consumer_lag/positive-kafka-45s", "consumer_lag", "fulfillment-service", "consume orders.created"},
 		{"error_origin/positive-ml-model-oom", "error_origin", "ml-inference", "model.forward"},
-		{"error_origin/positive-order-deadlock-old-semconv", "error_origin", "pg-main", "UPDATE inventory SET reserved"},
+		{"error_origin/positive-order-deadlock-old-semconv", "error_origin", "orders-service", "call to pg-main UPDATE inventory SET reserved"},
 		{"fan_out/positive-price-per-sku-sequential", "fan_out", "checkout-api", "POST /api/checkout"},
 		{"idle_gap/positive-pool-wait-between-queries", "idle_gap", "order-service", "OrderController.createOrder"},
 		{"idle_gap/positive-mysql2-untraced-checkout", "idle_gap", "orders", "request handler"},
@@ -167,11 +167,19 @@ func TestErrorOriginPoolExhaustionBlamesThePoolOwner(t *testing.T) {
 	if len(fs) != 1 || fs[0].Culprit.Service != "inventory" || !strings.Contains(fs[0].Culprit.Reason, "connection pool") {
 		t.Fatalf("%+v", fs)
 	}
-	// A failure the database reported is the database's.
+	// A failure of the database itself is the database's.
+	spans[1].Events[0].Attrs = model.Attrs{{Key: "exception.type", Value: model.Str("org.postgresql.util.PSQLException")},
+		{Key: "exception.message", Value: model.Str("ERROR: could not extend file \"base/16384/16397\": No space left on device")}}
+	fs = ofKind(Analyze(spans, Options{}).Findings, "error_origin")
+	if len(fs) != 1 || fs[0].Culprit.Service != "postgres.shop.internal" {
+		t.Fatalf("%+v", fs[0].Culprit)
+	}
+	// A deadlock the database broke is the transactions' lock order: the
+	// service whose transaction lost it.
 	spans[1].Events[0].Attrs = model.Attrs{{Key: "exception.type", Value: model.Str("org.postgresql.util.PSQLException")},
 		{Key: "exception.message", Value: model.Str("ERROR: deadlock detected")}}
 	fs = ofKind(Analyze(spans, Options{}).Findings, "error_origin")
-	if len(fs) != 1 || fs[0].Culprit.Service != "postgres.shop.internal" {
+	if len(fs) != 1 || fs[0].Culprit.Service != "inventory" || !strings.Contains(fs[0].Culprit.Reason, "lock conflict") {
 		t.Fatalf("%+v", fs[0].Culprit)
 	}
 }

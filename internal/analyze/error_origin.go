@@ -228,6 +228,12 @@ func (d *ErrorOrigin) Detect(t *Trace, _ *Env) []Finding {
 	// original error; name that one as the thing to fix.
 	fix := fmt.Sprintf("Start at %s %s: fix or guard %s there", o.Span.Service, opName(o, displayOp(o)),
 		nonEmpty(quoteCause(typ, msg), "the failure"))
+	if lock := lockError(o); lock != "" {
+		// The database only refereed a conflict between transactions:
+		// guarding the error there would not stop the next one.
+		fix = fmt.Sprintf("Start at the transaction around %s %s: the database aborted it to break a lock conflict "+
+			"with another transaction (%s); %s", o.Span.Service, opName(o, displayOp(o)), model.Clip(lock, 80), lockOrderAdvice)
+	}
 	if envoy != "" && upstream {
 		// The proxy answered for an upstream it could not reach: the
 		// upstream is the thing to look at, the proxy only said so.

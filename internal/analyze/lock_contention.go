@@ -51,6 +51,11 @@ func init() { Register(func() Detector { return NewLockContention() }) }
 // Kind implements Detector.
 func (*LockContention) Kind() string { return "lock_contention" }
 
+// lockOrderAdvice is what ends deadlocks and long row-lock waits between
+// transactions, whichever detector met them.
+const lockOrderAdvice = "take row locks in one order everywhere (sort the keys, or SELECT ... FOR UPDATE them first), " +
+	"keep transactions short (no remote calls inside), and retry a deadlock victim once"
+
 // LockContentionEvidence is the evidence of a lock_contention finding.
 type LockContentionEvidence struct {
 	// Mechanism is how the wait was seen: "span_events", "attributes",
@@ -252,10 +257,8 @@ func (d *LockContention) waitFinding(t *Trace, n *Node, ws []spanWait, impact, t
 			spanLabel(t, n), NS(wait), model.Clip(main.waitEvent, 100), ev.RequestSharePct)
 		reason = fmt.Sprintf("%s's transactions take the same rows' locks: this statement spent %.0f%% of its time "+
 			"waiting for one, not executing.", n.Span.Service, ev.SpanSharePct)
-		fix = "Transactions wait for each other's row locks: take them in one order everywhere (sort the keys, or " +
-			"SELECT ... FOR UPDATE them first), keep transactions short (no remote calls inside), and retry a " +
-			"deadlock victim once; for a lock timeout, find the transaction holding the rows (pg_locks, " +
-			"performance_schema.data_locks)."
+		fix = "Transactions wait for each other's row locks: " + lockOrderAdvice + "; for a lock timeout, find the " +
+			"transaction holding the rows (pg_locks, performance_schema.data_locks)."
 	}
 	ids := []string{n.Span.SpanID.String()}
 	culprit := &Culprit{Service: n.Span.Service, Operation: n.Span.Name, SpanID: n.Span.SpanID.String(), Reason: reason}

@@ -656,3 +656,57 @@ func TestMayLockKeepsEveryLockingRead(t *testing.T) {
 		t.Errorf("mayLock passes a plain read")
 	}
 }
+
+// InnoDB detects a deadlock as soon as the cycle closes and aborts the
+// statement that closed it (1213) within milliseconds; the peer, of
+// another service sharing the database, had been waiting for the row
+// since its start and finishes as the victim's rollback frees it. The
+// peer's 500 ms are a lock wait, not a statement to EXPLAIN. On another
+// database server the same timing is a coincidence, not a lock.
+func TestMySQLDeadlockPeerOfAnotherServiceWaitedForALock(t *testing.T) {
+	build := func(peerAddr string) []model.Span {
+		db := func(id, parent byte, svc string, start, end float64, addr string) model.Span {
+			return p1Span(id, parent, svc, "UPDATE", model.KindClient, start, end,
+				str("db.system.name", "mysql"), str("db.namespace", "shop"), str("server.address", addr),
+				str("db.query.text", "UPDATE accounts SET balance = balance + 1 WHERE id = ?"))
+		}
+		victim := db(6, 5, "inventory", 517, 519.1, "10.0.0.7")
+		victim.StatusCode = model.StatusError
+		victim.StatusMessage = "Deadlock found when trying to get lock; try restarting transaction"
+		return []model.Span{
+			p1Span(1, 0, "gateway", "GET /xfer", model.KindServer, 0, 530),
+			p1Span(2, 1, "gateway", "GET", model.KindClient, 1, 528, str("http.request.method", "GET")),
+			p1Span(3, 2, "orders", "GET /xfer", model.KindServer, 2, 527),
+			db(4, 3, "orders", 10, 521.4, peerAddr),
+			p1Span(7, 1, "gateway", "GET", model.KindClient, 500, 526, str("http.request.method", "GET")),
+			p1Span(5, 7, "inventory", "GET /xfer", model.KindServer, 501, 525),
+			victim,
+		}
+	}
+	peerID := p1Node(NewTrace(build("10.0.0.7")), 4).Span.SpanID.String()
+	fs := Analyze(build("10.0.0.7"), Options{}).Findings
+	locks := ofKind(fs, "lock_contention")
+	if len(locks) != 1 || len(ofKind(fs, "slow_query")) != 0 {
+		t.Fatalf("findings %v; want one lock_contention and no slow_query", lcKinds(fs))
+	}
+	ev := locks[0].Evidence.(LockContentionEvidence)
+	if ev.Mechanism != "database_error" || ev.Resource != "lock" || ev.Span.SpanID != peerID || !p1Near(ev.WaitMS, 509.1, 0.5) {
+		t.Errorf("evidence %+v", ev)
+	}
+	lcNoIndexAdvice(t, locks[0].Fix)
+	// The victim's error is a lost lock conflict: its fix is the lock
+	// order, and its culprit the victim's transaction, naming the peer.
+	origins := ofKind(fs, "error_origin")
+	if len(origins) != 1 || !strings.Contains(origins[0].Fix, "lock conflict") || !strings.Contains(origins[0].Fix, "one order") {
+		t.Fatalf("error_origin %+v", origins)
+	}
+	if c := origins[0].Culprit; c == nil || c.Service != "inventory" || !strings.Contains(c.Operation, "UPDATE accounts") ||
+		!strings.Contains(c.Reason, "orders's transaction") || !strings.Contains(c.Reason, "waited 509 ms") {
+		t.Errorf("error_origin culprit %+v", c)
+	}
+
+	fs = Analyze(build("10.0.0.9"), Options{}).Findings
+	if n := len(ofKind(fs, "lock_contention")); n != 0 {
+		t.Errorf("peer on another server: %d lock_contention (%v)", n, lcKinds(fs))
+	}
+}

@@ -360,9 +360,13 @@ const lockPeerTolNS = 10e6
 // nodeWaits is what the span says it waited for (spanWaits), and what the
 // database said: a statement that failed as a deadlock victim or with a
 // lock wait timeout waited for a lock from its start to its error, and a
-// statement of the same service and database that ran alongside it and
-// finished when it failed waited for the lock the victim's rollback
-// released. Both are lock waits, not slow statements to EXPLAIN.
+// statement on the same database that was running when it failed and
+// finished with it waited for the lock the victim's rollback released.
+// Both are lock waits, not slow statements to EXPLAIN. The peer may have
+// started first: PostgreSQL lets both wait out its deadlock timeout and
+// aborts the first waiter, while InnoDB detects the cycle at once and
+// aborts the statement that closed it, so its victim fails within
+// milliseconds while the peer had been waiting all along.
 func nodeWaits(t *Trace, n *Node) []spanWait {
 	// lock_contention and slow_query both ask, of every database span.
 	if n.Index < 0 || n.Index >= len(t.Nodes) || t.Nodes[n.Index] != n {
@@ -399,8 +403,7 @@ func readWaits(t *Trace, n *Node) []spanWait {
 			waitEvent: model.Clip(text, 160)}}
 	}
 	for _, m := range lockVictims(t) {
-		if m == n || m.Start() > n.Start()+lockPeerTolNS || absDiff(m.End(), n.End()) > lockPeerTolNS ||
-			m.Span.Service != n.Span.Service || nodeDBSystem(m) != nodeDBSystem(n) {
+		if !isLockPeer(m, n) {
 			continue
 		}
 		end := min(n.End(), m.End())
@@ -408,6 +411,50 @@ func readWaits(t *Trace, n *Node) []spanWait {
 			waitEvent: model.Clip("blocked by the lock of "+spanLabel(t, m)+", which failed: "+lockError(m), 160)}}
 	}
 	return nil
+}
+
+// isLockPeer reports whether n is the statement a lock victim blocked: on
+// the same database, running when the victim failed and finishing with it.
+func isLockPeer(victim, n *Node) bool {
+	return n != victim && n.Start() < victim.End() && absDiff(victim.End(), n.End()) <= lockPeerTolNS &&
+		sameDatabase(victim, n)
+}
+
+// lockPeerOf finds the statement a lock victim blocked, or nil.
+func lockPeerOf(t *Trace, victim *Node) *Node {
+	for _, n := range t.Nodes {
+		if IsDB(n) && !Failed(n) && isLockPeer(victim, n) {
+			return n
+		}
+	}
+	return nil
+}
+
+// sameDatabase reports whether two database spans talk to one database:
+// the same system and, when both name it, the same server and namespace.
+// Two services sharing a database deadlock each other as readily as two
+// requests of one service; spans that name no server count as one
+// database only within a service.
+func sameDatabase(a, b *Node) bool {
+	if nodeDBSystem(a) != nodeDBSystem(b) {
+		return false
+	}
+	ia, ib := dbInstance(a.Span), dbInstance(b.Span)
+	if ia == "" || ib == "" {
+		return a.Span.Service == b.Span.Service
+	}
+	return ia == ib
+}
+
+// dbInstance names the database a span talks to by its server address
+// and namespace, or "" when the span names neither.
+func dbInstance(s *model.Span) string {
+	addr := s.Attrs.Str("server.address", "net.peer.name")
+	ns := s.Attrs.Str("db.namespace", "db.name")
+	if addr == "" && ns == "" {
+		return ""
+	}
+	return addr + "/" + ns
 }
 
 // lockingReadRe matches statements that take row or table locks and wait
