@@ -182,6 +182,10 @@ var p1Checks = map[string]func(t *testing.T, fs []Finding){
 		if len(fs) != 1 || len(ev.Layers) != 2 || ev.TimeoutMS != 10000 || !ev.RoundTimeout {
 			t.Errorf("evidence %+v", ev)
 		}
+		// shipping-service spent its time calling carrier-api.
+		if !strings.HasPrefix(fs[0].Fix, "Start at shipping-service → carrier-api") {
+			t.Errorf("fix %q", fs[0].Fix)
+		}
 	},
 	// The lock wait timeout is the origin, below the Express handler span
 	// that did not fail; its fix is the lock holder, not a circuit breaker.
@@ -195,12 +199,17 @@ var p1Checks = map[string]func(t *testing.T, fs []Finding){
 		}
 	},
 	// One cascade from the gateway down to inventory's aborted fetch; the
-	// gateway's 504 is what it received, not a deadline of its own.
+	// gateway's 504 is what it received, not a deadline of its own. The
+	// fix starts where orders spent the time inventory gave up waiting
+	// for: its query, not a circuit breaker on orders.
 	"timeout_cascade/positive-express-fetch-abort-signal": func(t *testing.T, fs []Finding) {
 		ev := fs[0].Evidence.(TimeoutCascadeEvidence)
 		if len(fs) != 1 || len(ev.Layers) != 4 || ev.Origin.Service != "inventory" || ev.Origin.Operation != "GET" ||
 			!p1Near(ev.TimeoutMS, 200, 0.1) || ev.Budget != nil || fs[0].Severity != SeverityCritical {
 			t.Errorf("evidence %+v budget %+v severity %s", ev, ev.Budget, fs[0].Severity)
+		}
+		if fix := fs[0].Fix; !strings.HasPrefix(fix, "Start at orders → mysql SELECT SLEEP") || strings.Contains(fix, "circuit breaker") {
+			t.Errorf("fix %q", fix)
 		}
 	},
 	"timeout_mismatch/positive-search-kept-running": func(t *testing.T, fs []Finding) {

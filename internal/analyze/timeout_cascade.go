@@ -350,8 +350,7 @@ func (d *TimeoutCascade) finding(t *Trace, hist History, chain []*Node) (Finding
 	if len(ev.NeverStarted) > 0 {
 		title += fmt.Sprintf("; %d usual calls never started", len(ev.NeverStarted))
 	}
-	fix := "Give each layer a timeout shorter than its caller's (deadline propagation), fail fast with a circuit breaker on " +
-		peer + ", and look at why " + peer + " stopped answering." + budget
+	fix := cascadeFix(t, origin, peer) + budget
 	if lockError(origin) != "" {
 		// The database answered at once that the lock wait ran out: the
 		// holder of the lock, not the database or the callers, is the fix.
@@ -360,6 +359,34 @@ func (d *TimeoutCascade) finding(t *Trace, hist History, chain []*Node) (Finding
 			"look for the holder in the lock_contention finding." + budget
 	}
 	return Finding{Kind: d.Kind(), Severity: sev, Title: title, SpanIDs: ids, ImpactMS: roundMS(impact), Evidence: ev, Fix: fix}, true
+}
+
+// deadlineAdvice is what stops a cascade from spreading, whatever its
+// origin.
+const deadlineAdvice = "give each layer a timeout shorter than its caller's (deadline propagation), so that work " +
+	"nobody waits for any more stops"
+
+// cascadeFix points at where the origin's time went when the trace shows
+// it (the callee's span that held nearly all of it): that, not the
+// timeouts that only reported it, is what to fix first. A callee that left
+// no spans gets the generic advice.
+func cascadeFix(t *Trace, origin *Node, peer string) string {
+	start := origin
+	if IsCall(origin) {
+		start = calleeEntry(origin)
+	}
+	if start == nil {
+		return "Look at why " + peer + " stopped answering in time, fail fast with a circuit breaker on it, and " +
+			deadlineAdvice + "."
+	}
+	leaf := dominantDescendant(start)
+	if leaf == start {
+		return fmt.Sprintf("Start at %s, which ran %s with no traced step taking the time: find what it waits on (add "+
+			"spans inside it or profile it); then %s.", spanLabel(t, start), fmtDur(start.Duration()), deadlineAdvice)
+	}
+	share := 100 * float64(min(leaf.Duration(), start.Duration())) / float64(max(start.Duration(), 1))
+	return fmt.Sprintf("Start at %s, where %s spent %.0f%% of its %s: that is what outlasted the timeouts, which only "+
+		"reported it; then %s.", spanLabel(t, leaf), start.Span.Service, share, fmtDur(start.Duration()), deadlineAdvice)
 }
 
 // neverStarted compares the calls made under each service entry of the
