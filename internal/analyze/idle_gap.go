@@ -140,12 +140,19 @@ func (d *IdleGap) finding(t *Trace, n *Node, gs, ge, crit uint64, pos string, be
 		ev.After = &r
 	}
 	ev.LikelyCause, ev.CauseText = gapCause(t, n, gs, ge, pos, before, after)
+	// The neighbours are named: with whole-millisecond timestamps a gap
+	// can fill "100 %" of a span whose only child took 0 ms, and "after
+	// the last child" then reads as a contradiction.
 	where := "before the first child"
-	switch pos {
-	case "between_children":
+	switch {
+	case pos == "between_children":
 		where = fmt.Sprintf("between %s and %s", opName(before, before.Span.Name), opName(after, after.Span.Name))
-	case "after_last_child":
+	case pos == "after_last_child" && before != nil:
+		where = "after " + spanLabel(t, before)
+	case pos == "after_last_child":
 		where = "after the last child"
+	case after != nil:
+		where = "before " + spanLabel(t, after)
 	}
 	title := fmt.Sprintf("%.0f ms with nothing running inside %s %s (%.0f%% of it), %s; likely %s",
 		NS(gap), n.Span.Service, opName(n, displayOp(n)), ev.SharePct, where, ev.CauseText)
