@@ -333,6 +333,7 @@ func (w *walker) report(out io.Writer, top int, only string) {
 		for _, wt := range q.waits {
 			fmt.Fprintln(out, "    "+wt)
 		}
+		fmt.Fprintf(out, "    meanwhile the server ran: %s\n", w.ranBetween(q.begin, q.end))
 	}
 }
 
