@@ -251,24 +251,12 @@ func TestFailedCutRestoresTracesWithoutCopying(t *testing.T) {
 		bufs[id] = unsafe.SliceData(buf)
 	}
 	bytesBefore, spansBefore, tracesBefore := e.head.bytes.Load(), e.head.spans.Load(), e.head.traces.Load()
-	var id model.TraceID
-	for id = range want {
-		break
-	}
-	late := want[id][0]
-	late.SpanID = model.SpanID{0xfe, 0xed}
-	late.ParentSpanID = want[id][0].SpanID
-	want[id] = append(want[id], late)
-	var werr error
-	e.afterCutIDs = func() {
-		e.afterCutIDs = nil
-		werr = e.Write(context.Background(), []model.Span{late})
-	}
+	id, werr := writeDuringCut(e, want)
 	e.flushMu.Lock()
 	err := e.cutToBlock(context.Background(), func(*headTrace) bool { return true }, time.Now().Add(-time.Hour).UnixNano())
 	e.flushMu.Unlock()
-	if err == nil || werr != nil {
-		t.Fatalf("cut: %v (want the injected failure), late write: %v", err, werr)
+	if err == nil || *werr != nil {
+		t.Fatalf("cut: %v (want the injected failure), late write: %v", err, *werr)
 	}
 	for tid, p := range bufs {
 		buf, n := e.head.encoded(tid)
@@ -306,22 +294,10 @@ func TestFailedCutRestoresTracesWithoutCopying(t *testing.T) {
 // alone, and the late spans completed again as the same trace later.
 func TestWriteDuringEarlyCutCompletesOnce(t *testing.T) {
 	e, want, got := openCutTest(t, func(BlockStorage) BlockStorage { return nil })
-	var id model.TraceID
-	for id = range want {
-		break
-	}
-	late := want[id][0]
-	late.SpanID = model.SpanID{0xfe, 0xed}
-	late.ParentSpanID = want[id][0].SpanID
-	want[id] = append(want[id], late)
-	var werr error
-	e.afterCutIDs = func() {
-		e.afterCutIDs = nil // the idle cut below must not write it again
-		werr = e.Write(context.Background(), []model.Span{late})
-	}
+	_, werr := writeDuringCut(e, want)
 	cutAllEarly(t, e)
-	if werr != nil {
-		t.Fatal(werr)
+	if *werr != nil {
+		t.Fatal(*werr)
 	}
 	if n := e.head.traces.Load(); n != 1 {
 		t.Fatalf("head holds %d traces after the cut, want the late span's one", n)
@@ -338,6 +314,26 @@ func TestWriteDuringEarlyCutCompletesOnce(t *testing.T) {
 		t.Fatal(err)
 	}
 	checkCompletedOnce(t, e, want, got)
+}
+
+// writeDuringCut makes the next cut write a late span of one of want's
+// traces (added to want) once it has taken the traces out of the head,
+// and only that cut. It returns the trace's id and the write's error.
+func writeDuringCut(e *Engine, want map[model.TraceID][]model.Span) (model.TraceID, *error) {
+	var id model.TraceID
+	for id = range want {
+		break
+	}
+	late := want[id][0]
+	late.SpanID = model.SpanID{0xfe, 0xed}
+	late.ParentSpanID = want[id][0].SpanID
+	want[id] = append(want[id], late)
+	werr := new(error)
+	e.afterCutIDs = func() {
+		e.afterCutIDs = nil
+		*werr = e.Write(context.Background(), []model.Span{late})
+	}
+	return id, werr
 }
 
 // openCutTest opens an engine whose block storage is wrap(local storage)
