@@ -491,3 +491,34 @@ func TestWholeShareForetoldByOpenTraces(t *testing.T) {
 		t.Fatalf("share %g at 10 traces/s, want 1", got)
 	}
 }
+
+// A trace larger than the whole queue, which an empty queue takes, is
+// declined before it is decoded when decoding and analysing it would take
+// the live heap over admission's budget; one that fits the budget, or any
+// without a memory limit, is taken as before.
+func TestTakeSpansDeclinesATraceBeyondTheMemoryBudget(t *testing.T) {
+	p := testPipeline(t, func(c *config.Config) { c.Analysis.QueueSpans = 8192 })
+	p.sampleBits.Store(0)
+	heap := heapStats{live: 100 << 20, limit: 256 << 20}
+	p.heap = func() heapStats { return heap }
+	// Budget: 0.7 × 256 MiB = 179 MiB, 79 MiB above the live heap.
+	for _, tc := range []struct {
+		spans int
+		want  bool
+	}{{200_000, false}, {50_000, false}, {30_000, true}, {8192, true}} {
+		if got := p.takeSpans(engine.Completing{Spans: tc.spans}); got != tc.want {
+			t.Errorf("takeSpans(%d spans), empty queue, live heap 100 of 256 MiB = %v, want %v", tc.spans, got, tc.want)
+		}
+	}
+	heap.limit = 0
+	if !p.takeSpans(engine.Completing{Spans: 200_000}) {
+		t.Error("without a memory limit an empty queue refused a trace larger than its budget")
+	}
+	// Declined, it counts as dropped for want of room.
+	heap.limit = 256 << 20
+	before := droppedBy(p, skipNoRoom)
+	p.traceComplete(engine.CompletedTrace{ID: model.TraceID{7}, Declined: true, Summary: model.TraceSummary{SpanCount: 200_000}})
+	if got := droppedBy(p, skipNoRoom); got != before+1 {
+		t.Errorf("a declined huge trace: no_room %v, want %v", got, before+1)
+	}
+}

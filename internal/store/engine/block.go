@@ -465,6 +465,25 @@ func newBlockBuilder(ctx context.Context, st BlockStorage, id string, level int)
 	}, nil
 }
 
+// flushRowsAt is how many rows the builder buffers before writing them to
+// the Parquet writer, whole traces or not.
+const flushRowsAt = 4096
+
+// nextRow appends a zero row and returns it, writing the buffered rows out
+// first when flushRowsAt are buffered, also in the middle of a trace: the
+// rows of one trace of 200,000 spans (~1 KiB each) held 200 MB, and the
+// copies of the slice's growth as much again, while the head and the
+// detectors held that trace too.
+func (b *blockBuilder) nextRow() (*spanRow, error) {
+	if len(b.rows) >= flushRowsAt {
+		if err := b.flushRows(); err != nil {
+			return nil, err
+		}
+	}
+	b.rows = append(b.rows, spanRow{})
+	return &b.rows[len(b.rows)-1], nil
+}
+
 func (b *blockBuilder) flushRows() error {
 	if len(b.rows) == 0 {
 		return nil

@@ -12,8 +12,10 @@ import (
 	"sync"
 	"testing"
 	"time"
+	"unsafe"
 
 	"github.com/tracedx/tracedx/internal/model"
+	"github.com/tracedx/tracedx/internal/store"
 )
 
 // Traces cut under memory pressure complete from the cold tier once idle,
@@ -231,28 +233,71 @@ func TestFailedCutCompletesEarlyTracesExactly(t *testing.T) {
 	completeAllPending(t, e, want, got)
 }
 
+// A failed cut puts its traces back in the head as they were, without
+// decoding and encoding them again (which took 2-3 times the cut's size
+// on every retry while a full disk failed the cuts): each trace keeps its
+// buffer, the head's accounting is what it was, and a trace written to
+// during the cut holds both its cut and its new spans. The next cut then
+// completes every trace exactly once, with exactly its spans.
+func TestFailedCutRestoresTracesWithoutCopying(t *testing.T) {
+	fail := &failingStorage{failAfter: 100 << 10}
+	e, want, got := openCutTest(t, func(local BlockStorage) BlockStorage {
+		fail.BlockStorage = local
+		return fail
+	})
+	bufs := map[model.TraceID]*byte{}
+	for id := range want {
+		buf, _ := e.head.encoded(id)
+		bufs[id] = unsafe.SliceData(buf)
+	}
+	bytesBefore, spansBefore, tracesBefore := e.head.bytes.Load(), e.head.spans.Load(), e.head.traces.Load()
+	id, werr := writeDuringCut(e, want)
+	e.flushMu.Lock()
+	err := e.cutToBlock(context.Background(), func(*headTrace) bool { return true }, time.Now().Add(-time.Hour).UnixNano())
+	e.flushMu.Unlock()
+	if err == nil || *werr != nil {
+		t.Fatalf("cut: %v (want the injected failure), late write: %v", err, *werr)
+	}
+	for tid, p := range bufs {
+		buf, n := e.head.encoded(tid)
+		if tid == id {
+			if n != len(want[tid]) {
+				t.Fatalf("trace written to during the cut holds %d spans, want %d", n, len(want[tid]))
+			}
+			continue
+		}
+		if unsafe.SliceData(buf) != p || n != len(want[tid]) {
+			t.Fatalf("trace %s after the failed cut: %d spans in a new buffer (%v), want its %d spans in its own buffer", tid, n, unsafe.SliceData(buf) != p, len(want[tid]))
+		}
+	}
+	if tr, sp := e.head.traces.Load(), e.head.spans.Load(); tr != tracesBefore || sp != spansBefore+1 {
+		t.Fatalf("head holds %d traces and %d spans, want %d and %d", tr, sp, tracesBefore, spansBefore+1)
+	}
+	if b := e.head.bytes.Load(); b < bytesBefore {
+		t.Fatalf("head accounts %d bytes, fewer than the %d before the cut", b, bytesBefore)
+	}
+	sum, err := e.Trace(context.Background(), id, store.TimeRange{})
+	if err != nil || len(sum) != len(want[id]) {
+		t.Fatalf("trace written to during the cut reads %d spans (%v), want %d", len(sum), err, len(want[id]))
+	}
+
+	fail.mu.Lock()
+	fail.failAfter = 0
+	fail.mu.Unlock()
+	cutAllEarly(t, e)
+	completeAllPending(t, e, want, got)
+}
+
 // Spans written while a cut has taken their trace out of the head but not
 // yet registered it as pending used to find no pending entry, so the entry
 // said the head held nothing newer: the trace completed from its cut spans
 // alone, and the late spans completed again as the same trace later.
 func TestWriteDuringEarlyCutCompletesOnce(t *testing.T) {
 	e, want, got := openCutTest(t, func(BlockStorage) BlockStorage { return nil })
-	var id model.TraceID
-	for id = range want {
-		break
-	}
-	late := want[id][0]
-	late.SpanID = model.SpanID{0xfe, 0xed}
-	late.ParentSpanID = want[id][0].SpanID
-	want[id] = append(want[id], late)
-	var werr error
-	e.afterCutIDs = func() {
-		e.afterCutIDs = nil // the idle cut below must not write it again
-		werr = e.Write(context.Background(), []model.Span{late})
-	}
+	_, werr := writeDuringCut(e, want)
 	cutAllEarly(t, e)
-	if werr != nil {
-		t.Fatal(werr)
+	if *werr != nil {
+		t.Fatal(*werr)
 	}
 	if n := e.head.traces.Load(); n != 1 {
 		t.Fatalf("head holds %d traces after the cut, want the late span's one", n)
@@ -269,6 +314,26 @@ func TestWriteDuringEarlyCutCompletesOnce(t *testing.T) {
 		t.Fatal(err)
 	}
 	checkCompletedOnce(t, e, want, got)
+}
+
+// writeDuringCut makes the next cut write a late span of one of want's
+// traces (added to want) once it has taken the traces out of the head,
+// and only that cut. It returns the trace's id and the write's error.
+func writeDuringCut(e *Engine, want map[model.TraceID][]model.Span) (model.TraceID, *error) {
+	var id model.TraceID
+	for id = range want {
+		break
+	}
+	late := want[id][0]
+	late.SpanID = model.SpanID{0xfe, 0xed}
+	late.ParentSpanID = want[id][0].SpanID
+	want[id] = append(want[id], late)
+	werr := new(error)
+	e.afterCutIDs = func() {
+		e.afterCutIDs = nil
+		*werr = e.Write(context.Background(), []model.Span{late})
+	}
+	return id, werr
 }
 
 // openCutTest opens an engine whose block storage is wrap(local storage)

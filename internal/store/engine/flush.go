@@ -261,19 +261,7 @@ func (e *Engine) cutToBlock(ctx context.Context, pick func(t *headTrace) bool, i
 	if err != nil {
 		// Put the traces back so nothing becomes unreadable; the WAL still
 		// holds them and the next tick retries.
-		for _, t := range cut {
-			spans, derr := t.spans()
-			if derr != nil {
-				continue
-			}
-			var buf []byte
-			offs := []int{0}
-			for i := range spans {
-				buf = appendFramed(buf, &spans[i])
-				offs = append(offs, len(buf))
-			}
-			e.head.insert(spans, buf, offs, t.minSeg, t.lastSeen)
-		}
+		e.head.restore(cut)
 	}
 	e.mu.Unlock()
 	if err != nil {

@@ -309,6 +309,42 @@ func (h *head) cutIDs(ids []model.TraceID, pick func(t *headTrace) bool) map[mod
 	return out
 }
 
+// restore puts back the traces of a cut that failed, as they were: their
+// encoded spans and meta, not decoded and encoded again. A trace written
+// to since the cut took it out gets the cut's spans appended. Decoding a
+// cut to insert its spans again took 2-3 times the cut's size on every
+// retry while a full disk failed the cuts: 100 MB more live heap every
+// few seconds, RSS up to 656 MB under a 256 MiB memory limit.
+func (h *head) restore(cut map[model.TraceID]*headTrace) {
+	var grew, spans, added int64
+	for id, t := range cut {
+		sh := h.shard(id)
+		sh.mu.Lock()
+		if cur := sh.traces[id]; cur != nil {
+			before := cur.size()
+			// Readers hold cur.buf only up to its length: appending
+			// past it (or to a new array) leaves what they read intact.
+			cur.buf = append(cur.buf, t.buf...)
+			cur.n += t.n
+			cur.traceMeta.merge(&t.traceMeta)
+			cur.lastSeen = max(cur.lastSeen, t.lastSeen)
+			if t.minSeg != 0 && (cur.minSeg == 0 || t.minSeg < cur.minSeg) {
+				cur.minSeg = t.minSeg
+			}
+			grew += cur.size() - before
+		} else {
+			sh.traces[id] = t
+			grew += t.size()
+			added++
+		}
+		spans += int64(t.n)
+		sh.mu.Unlock()
+	}
+	h.bytes.Add(grew)
+	h.spans.Add(spans)
+	h.traces.Add(added)
+}
+
 // each calls fn for a snapshot copy of every trace (summary fields and the
 // encoded buffer as of now).
 func (h *head) each(fn func(t *headTrace)) {

@@ -152,3 +152,40 @@ func TestRawCatalogMatchesCatalog(t *testing.T) {
 		t.Fatal("no key with more values than the cache holds; the test checks nothing")
 	}
 }
+
+// A trace of many thousand spans is converted a batch of rows at a time:
+// the builder buffers at most flushRowsAt rows (~1 KiB each) of it, where
+// it held every row of the trace (a 200,000-span trace took 470 MB of a
+// 256 MiB server), and the converted trace is exact though its rows were
+// written in several batches, the arena reused between them.
+func TestConvertHugeTraceBuffersBoundedRows(t *testing.T) {
+	ctx := context.Background()
+	e := openT(t, testOpts(t.TempDir()))
+	defer e.Close()
+	spans := loadgenBatch(rand.New(rand.NewPCG(9, 10)), 4*flushRowsAt+100, time.Unix(1_700_000_000, 0))
+	id := model.TraceID{0xa1, 15: 0x9e}
+	for i := range spans {
+		spans[i].TraceID = id
+	}
+	var buf []byte
+	for i := range spans {
+		buf = appendFramed(buf, &spans[i])
+	}
+	bb, err := newBlockBuilder(ctx, e.storage, "huge-trace-test", 1)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := bb.addRawTrace(buf, len(spans)); err != nil {
+		t.Fatal(err)
+	}
+	if c := cap(bb.rows); c > 2*flushRowsAt {
+		t.Errorf("the builder buffered rows for %d of the trace's %d spans, want at most %d", c, len(spans), 2*flushRowsAt)
+	}
+	bb.abort()
+
+	convertSpans(t, e, spans)
+	if l0, pq := blockFormats(e); l0 != 0 || pq != 1 {
+		t.Fatalf("after compaction: %d level-0 and %d Parquet blocks, want 0 and 1", l0, pq)
+	}
+	checkAllTraces(t, e, spans)
+}

@@ -492,7 +492,12 @@ func (b *blockBuilder) addRows(rows []mergedRow) error {
 			}
 			ts.Services = append(ts.Services, st)
 		}
-		row := m.r
+		// The row first: a flush in nextRow reuses the arena keep fills.
+		row, err := b.nextRow()
+		if err != nil {
+			return err
+		}
+		*row = m.r
 		row.StartOff = int64(m.start - ts.StartUnixNano)
 		if !m.parent.IsZero() {
 			if j, ok := b.pos[m.parent]; ok && j != i {
@@ -501,7 +506,6 @@ func (b *blockBuilder) addRows(rows []mergedRow) error {
 				row.ParentID = b.keep(m.parent[:])
 			}
 		}
-		b.rows = append(b.rows, row)
 		if b.meta.MinTime == 0 || m.start < b.meta.MinTime {
 			b.meta.MinTime = m.start
 		}
@@ -513,7 +517,7 @@ func (b *blockBuilder) addRows(rows []mergedRow) error {
 	b.nrows += uint32(len(rows))
 	b.meta.Spans += int64(len(rows))
 	b.meta.Traces++
-	if len(b.rows) >= 4096 {
+	if len(b.rows) >= flushRowsAt {
 		return b.flushRows()
 	}
 	return nil

@@ -437,8 +437,10 @@ func (b *blockBuilder) addRawTrace(buf []byte, n int) error {
 			ts.Services = append(ts.Services, st)
 		}
 
-		b.rows = append(b.rows, spanRow{})
-		row := &b.rows[len(b.rows)-1]
+		row, err := b.nextRow()
+		if err != nil {
+			return err
+		}
 		row.TraceID = r.traceID
 		row.SpanID = r.spanID
 		if !r.parent.IsZero() {
@@ -492,7 +494,7 @@ func (b *blockBuilder) addRawTrace(buf []byte, n int) error {
 	b.nrows += uint32(len(raws))
 	b.meta.Spans += int64(len(raws))
 	b.meta.Traces++
-	if len(b.rows) >= 4096 {
+	if len(b.rows) >= flushRowsAt {
 		return b.flushRows()
 	}
 	return nil
