@@ -5,6 +5,7 @@ import (
 	"context"
 	"net/http"
 	"net/http/httptest"
+	"runtime"
 	"testing"
 
 	"google.golang.org/grpc/mem"
@@ -58,5 +59,67 @@ func TestReadBodyOfKnownLengthDoesNotGrowTheBuffer(t *testing.T) {
 	defer putBuf(buf)
 	if buf.Len() != size || buf.Cap() >= 2*size {
 		t.Fatalf("read %d bytes into a buffer of %d, want %d in less than %d", buf.Len(), buf.Cap(), size, 2*size)
+	}
+}
+
+// Body buffers handed back go to the freelist (the usual sizes) and come
+// out empty; two requests in flight never share one, and bodies read
+// concurrently into reused buffers hold exactly their own bytes.
+func TestBodyBuffersAreReusedNotShared(t *testing.T) {
+	s, err := New(poolTestConfig(), funcSink(func(context.Context, []model.Span) error { return nil }), nil, nil, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for idleBufs.Len() > 0 { // other tests' buffers
+		idleBufs.Get()
+	}
+	a, b := getBuf(), getBuf()
+	if a == b {
+		t.Fatal("two buffers in use at once are the same")
+	}
+	a.WriteString("left over")
+	putBuf(a)
+	if got := getBuf(); got != a || got.Len() != 0 {
+		t.Fatalf("reused buffer: same %v, %d bytes left in it", got == a, got.Len())
+	}
+	big := bytes.NewBuffer(make([]byte, 0, 2*maxIdleBufBytes))
+	putBuf(big)
+	if idleBufs.Len() != 0 {
+		t.Fatal("a buffer over maxIdleBufBytes went to the freelist")
+	}
+	putBuf(a)
+	putBuf(b)
+
+	const workers, rounds = 8, 50
+	errs := make(chan string, workers)
+	for w := range workers {
+		go func() {
+			var msg string
+			for r := range rounds {
+				body := bytes.Repeat([]byte{byte(w*rounds + r)}, 200<<10+w*1000+r)
+				req := httptest.NewRequest(http.MethodPost, "/v1/traces", bytes.NewReader(body))
+				buf, err := s.readBody(httptest.NewRecorder(), req)
+				if err != nil {
+					msg = err.Error()
+					break
+				}
+				held := buf.Bytes()
+				for i := 0; i < 3; i++ {
+					runtime.Gosched() // let others take and fill buffers
+				}
+				if !bytes.Equal(held, body) {
+					msg = "a body changed while its request held it"
+					putBuf(buf)
+					break
+				}
+				putBuf(buf)
+			}
+			errs <- msg
+		}()
+	}
+	for range workers {
+		if msg := <-errs; msg != "" {
+			t.Fatal(msg)
+		}
 	}
 }

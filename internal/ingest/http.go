@@ -18,6 +18,7 @@ import (
 	"google.golang.org/grpc/codes"
 	"google.golang.org/protobuf/proto"
 
+	"github.com/tracedx/tracedx/internal/freelist"
 	"github.com/tracedx/tracedx/internal/model"
 	"github.com/tracedx/tracedx/internal/otlpconv"
 	"github.com/tracedx/tracedx/internal/zipkin"
@@ -199,7 +200,24 @@ func (s *Server) writeOTLPError(w http.ResponseWriter, format wireFormat, err er
 
 // --- body reading --------------------------------------------------------
 
-var bufPool = sync.Pool{New: func() any { return new(bytes.Buffer) }}
+// Request bodies are read into pooled buffers: up to 8 of the usual size
+// (a 500-span request is ~250 KB) wait in a freelist, which outlives
+// collections; a sync.Pool empties at every other one, several times a
+// second at the maximum rate, so most requests grew a new buffer. Larger
+// ones, up to 4 MiB, go to the sync.Pool.
+var (
+	idleBufs = freelist.New[*bytes.Buffer](8)
+	bufPool  = sync.Pool{New: func() any { return new(bytes.Buffer) }}
+)
+
+const maxIdleBufBytes = 1 << 20
+
+func getBuf() *bytes.Buffer {
+	if b, ok := idleBufs.Get(); ok {
+		return b
+	}
+	return bufPool.Get().(*bytes.Buffer)
+}
 
 // drainBytes is as much of an unread body as net/http reads to keep the
 // connection (its maxPostHandlerReadBytes); past it, it closes instead.
@@ -228,10 +246,12 @@ func drainBody(r *http.Request) {
 	}
 }
 
+// putBuf hands b back; nothing may use it, or its bytes, afterwards.
 func putBuf(b *bytes.Buffer) {
-	// Do not keep huge buffers alive in the pool.
-	if b.Cap() <= 4<<20 {
-		b.Reset()
+	b.Reset()
+	switch {
+	case b.Cap() <= maxIdleBufBytes && idleBufs.Put(b):
+	case b.Cap() <= 4<<20: // do not keep huge buffers alive in the pool
 		bufPool.Put(b)
 	}
 }
@@ -301,7 +321,7 @@ func (s *Server) readBody(w http.ResponseWriter, r *http.Request) (*bytes.Buffer
 	default:
 		return nil, badInput(kindUnsupported, reasonEncoding, "unsupported Content-Encoding %q: use gzip, zstd or none", model.Clip(enc, 40))
 	}
-	buf := bufPool.Get().(*bytes.Buffer)
+	buf := getBuf()
 	if r.ContentLength > 0 && r.Header.Get("Content-Encoding") == "" {
 		// ReadFrom wants MinRead bytes free before each read, the one
 		// that finds the end included: room for the body alone made it

@@ -212,13 +212,22 @@ func (h *head) insert(spans []model.Span, enc []byte, offs []int, seg uint64, no
 		}
 		before := t.size()
 		run := offs[j] - offs[i]
-		if cap(t.buf)-len(t.buf) < run {
+		// A trace new to the head whose spans of this batch are all in
+		// this run (the usual case) gets its buffer from add's append,
+		// which does not clear the bytes it copies over, as make did.
+		whole := cap(t.buf) == 0 && need[s.TraceID] == run
+		if cap(t.buf)-len(t.buf) < run && !whole {
 			// Room for the rest of the batch at once; a trace already in
 			// the head gets slack for spans of later batches.
 			t.buf = append(make([]byte, 0, len(t.buf)+need[s.TraceID]+len(t.buf)/4), t.buf...)
 		}
 		need[s.TraceID] -= run
 		t.add(spans[i:j], enc[offs[i]:offs[j]], seg, now, h)
+		if whole {
+			// Exactly the run, as make gave: the head's byte count is of
+			// capacities.
+			t.buf = t.buf[:run:run]
+		}
 		grew += t.size() - before
 		sh.mu.Unlock()
 		i = j

@@ -13,6 +13,7 @@ import (
 
 	"github.com/klauspost/compress/s2"
 
+	"github.com/tracedx/tracedx/internal/freelist"
 	"github.com/tracedx/tracedx/internal/model"
 	"github.com/tracedx/tracedx/internal/quickhash"
 	"github.com/tracedx/tracedx/internal/store"
@@ -145,6 +146,37 @@ func (b *block) l0Chunk(c int, zbuf, dst []byte) (raw, z []byte, err error) {
 	return raw, zbuf, nil
 }
 
+// chunkBufs are the compressed and decompressed buffers of a background
+// chunk read (read-back, completion, span-filter scans of level-0 data).
+// At the maximum rate read-back reads thousands of chunks a second, and
+// new buffers for each were 7 % of the bytes the server allocated; idle
+// ones wait in a freelist, which outlives collections.
+type chunkBufs struct{ z, raw []byte }
+
+var idleChunkBufs = freelist.New[*chunkBufs](4)
+
+// maxIdleChunkBytes keeps buffers of a chunk grown by one huge trace out
+// of the freelist; a chunk is usually l0ChunkBytes.
+const maxIdleChunkBytes = 4 * l0ChunkBytes
+
+func getChunkBufs() *chunkBufs {
+	if cb, ok := idleChunkBufs.Get(); ok {
+		return cb
+	}
+	return new(chunkBufs)
+}
+
+// putChunkBufs hands cb back; nothing may use its buffers afterwards.
+func putChunkBufs(cb *chunkBufs) {
+	if cap(cb.z) > maxIdleChunkBytes {
+		cb.z = nil
+	}
+	if cap(cb.raw) > maxIdleChunkBytes {
+		cb.raw = nil
+	}
+	idleChunkBufs.Put(cb)
+}
+
 func (b *block) l0Trace(raw []byte, i int) []byte {
 	l := b.l0
 	return raw[l.traceOff[i] : l.traceOff[i]+l.traceLen[i]]
@@ -171,7 +203,14 @@ func (b *block) l0ReadTrace(i int, query bool, out []model.Span) ([]model.Span, 
 		raw, err = b.l0QueryChunk(c)
 		decode = decodeFramedOwned
 	} else {
-		raw, _, err = b.l0Chunk(c, nil, nil)
+		// decodeFramed copies what it keeps: the chunk's buffers go back
+		// to the freelist once the trace is decoded.
+		cb := getChunkBufs()
+		raw, cb.z, err = b.l0Chunk(c, cb.z, cb.raw)
+		if raw != nil {
+			cb.raw = raw
+		}
+		defer putChunkBufs(cb)
 	}
 	if err != nil {
 		return nil, err
@@ -193,7 +232,12 @@ func (b *block) l0ReadTrace(i int, query bool, out []model.Span) ([]model.Span, 
 // one. buf is only valid during the call.
 func (b *block) l0Scan(ctx context.Context, want func(i int) bool, fn func(i int, buf []byte) error) error {
 	l := b.l0
-	var zbuf, raw []byte
+	cb := getChunkBufs()
+	zbuf, raw := cb.z, cb.raw
+	defer func() {
+		cb.z, cb.raw = zbuf, raw
+		putChunkBufs(cb)
+	}()
 	for c := 0; c+1 < len(l.chunkOff); c++ {
 		if err := ctx.Err(); err != nil {
 			return err
@@ -298,6 +342,7 @@ type l0Builder struct {
 	n     int64 // bytes written to data
 	raw   []byte
 	z     []byte
+	bufs  *chunkBufs // where raw and z came from; nil once handed back
 	foot  enc
 	lens  []uint32 // framed lengths of the traces in raw
 	idx   indexBuilder
@@ -337,7 +382,9 @@ func newL0Builder(ctx context.Context, st BlockStorage, id string) (*l0Builder, 
 		in:     interner{m: map[string]string{}},
 		rcat:   newRawCatalog(),
 		seenRs: map[string]struct{}{},
+		bufs:   getChunkBufs(),
 	}
+	lb.raw, lb.z = lb.bufs.raw[:0], lb.bufs.z[:0]
 	if err := lb.write(l0Magic); err != nil {
 		lb.abort()
 		return nil, err
@@ -357,6 +404,18 @@ func (lb *l0Builder) write(p []byte) error {
 func (lb *l0Builder) abort() {
 	lb.data.Close()
 	lb.bw.Abort()
+	lb.releaseBufs()
+}
+
+// releaseBufs hands the chunk buffers back once the last chunk is
+// written (data.Write does not keep them); later calls do nothing.
+func (lb *l0Builder) releaseBufs() {
+	if lb.bufs == nil {
+		return
+	}
+	lb.bufs.raw, lb.bufs.z = lb.raw, lb.z
+	putChunkBufs(lb.bufs)
+	lb.bufs, lb.raw, lb.z = nil, nil, nil
 }
 
 // add appends one head trace: its framed spans as they are, its running
@@ -473,6 +532,7 @@ func (lb *l0Builder) finish() (blockMeta, error) {
 	if err := lb.flushChunk(); err != nil {
 		return fail(err)
 	}
+	lb.releaseBufs()
 	var foot enc
 	foot.uvarint(uint64(lb.nchunks))
 	foot.raw(lb.foot.b)
