@@ -416,6 +416,7 @@ func Open(ctx context.Context, opts Options) (*Engine, error) {
 		e.storage = ls
 	}
 	e.sh.created = map[string]bool{}
+	e.sh.lateCat = map[string]time.Time{}
 	e.storage = createTracker{BlockStorage: e.storage, sh: &e.sh}
 	ids, err := e.storage.List(ctx)
 	if err != nil {
