@@ -18,22 +18,7 @@ import (
 // as a peer; compaction runs only on the owner and b follows it.
 func TestEnginesSharingStorage(t *testing.T) {
 	ctx := context.Background()
-	root := t.TempDir()
-	st := testStorage(root)
-	if st == nil {
-		ls, err := NewLocalStorage(filepath.Join(root, "shared"))
-		if err != nil {
-			t.Fatal(err)
-		}
-		st = ls
-	}
-	oa, ob := testOpts(filepath.Join(root, "a")), testOpts(filepath.Join(root, "b"))
-	oa.Storage, ob.Storage = st, st
-	oa.OwnsBlock = func(string) bool { return true }
-	ob.OwnsBlock = func(string) bool { return false }
-	a, b := openT(t, oa), openT(t, ob)
-	defer a.Close()
-	defer b.Close()
+	a, b := sharedPair(t)
 
 	g := newGen(21)
 	var all []model.Span
