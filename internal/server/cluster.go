@@ -192,6 +192,17 @@ func clusterEngineOptions(o *engine.Options, cfg config.Config, ring *cluster.Ri
 	}
 	o.OwnsBlock = ring.OwnsBlock
 	o.RefreshInterval = cfg.Cluster.RefreshInterval
+	o.CutInterval = clusterCutInterval(cfg)
+}
+
+// clusterCutInterval is how often at most a cluster node cuts its head
+// into a block (engine.Options.CutInterval): a node receives a share of
+// the spans, and cutting it every second made three nodes write, and open
+// each other's, three times the blocks of one. A trace completes at most
+// that long after it went idle (a third of trace_idle_timeout, at most
+// 3 s) instead of within a second.
+func clusterCutInterval(cfg config.Config) time.Duration {
+	return min(3*time.Second, cfg.Storage.TraceIdleTimeout/3)
 }
 
 // joinCluster wraps the ingest sink (spans go to their trace's owner) and

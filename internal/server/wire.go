@@ -196,7 +196,9 @@ func New(ctx context.Context, cfg config.Config, log *slog.Logger) (*Server, err
 		return nil, fmt.Errorf("opening storage in %s: %w", dir("traces"), err)
 	}
 	s.store = eng
-	pipe.openTraces, pipe.idle = eng.OpenTraces, cfg.Storage.TraceIdleTimeout
+	// A trace stays open for its idle timeout and, on average, half the
+	// wait for the next cut.
+	pipe.openTraces, pipe.idle = eng.OpenTraces, cfg.Storage.TraceIdleTimeout+engOpts.CutInterval/2
 	s.closers = append(s.closers, eng.Close)
 	s.reg.MustRegister(engineCollector{eng})
 	s.withSampling(pipe, history, eng)

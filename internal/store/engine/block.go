@@ -586,12 +586,17 @@ type block struct {
 }
 
 func openBlock(ctx context.Context, st BlockStorage, id string) (*block, error) {
+	return openBlockWith(ctx, st, id, func(mj []byte, m *blockMeta) error { return json.Unmarshal(mj, m) })
+}
+
+// openBlockWith is openBlock with decodeMeta decoding meta.json.
+func openBlockWith(ctx context.Context, st BlockStorage, id string, decodeMeta func([]byte, *blockMeta) error) (*block, error) {
 	mj, err := st.ReadAll(ctx, id, fileMeta)
 	if err != nil {
 		return nil, err
 	}
 	b := &block{id: id, opened: time.Now()}
-	if err := json.Unmarshal(mj, &b.meta); err != nil {
+	if err := decodeMeta(mj, &b.meta); err != nil {
 		return nil, fmt.Errorf("block %s meta: %w", id, err)
 	}
 	if b.meta.Version != blockFormatVersion {

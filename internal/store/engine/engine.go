@@ -66,6 +66,16 @@ type Options struct {
 	// FlushInterval is how often the head is checked for complete traces
 	// (default 1s, or IdleTimeout/4 when that is shorter).
 	FlushInterval time.Duration
+	// CutInterval, when longer than FlushInterval, is how often at most
+	// the flusher cuts complete traces into a block while the head holds
+	// less than HeadMaxBytes/16 and memory is not under pressure: a trace
+	// then completes (and is analysed) up to CutInterval after it went
+	// idle rather than FlushInterval, in fewer, larger blocks. Each block
+	// costs a catalog, uploads and, on a shared storage, every other
+	// engine's Refresh an opening; a cluster node's share of the spans
+	// made three nodes cut three times the blocks of one. 0: every
+	// FlushInterval.
+	CutInterval time.Duration
 	// HeadMaxBytes bounds the memory of spans not yet in blocks (head plus
 	// the cut being written). Above a quarter of it, traces are cut to
 	// blocks before they are idle (they wait for completion compressed, in
@@ -417,6 +427,7 @@ func Open(ctx context.Context, opts Options) (*Engine, error) {
 		e.storage = ls
 	}
 	e.sh.created = map[string]bool{}
+	e.sh.lateCat = map[string]time.Time{}
 	e.storage = createTracker{BlockStorage: e.storage, sh: &e.sh}
 	ids, err := e.storage.List(ctx)
 	if err != nil {

@@ -927,3 +927,60 @@ func TestDirLocked(t *testing.T) {
 		t.Fatal("second open of the same dir succeeded")
 	}
 }
+
+// With a CutInterval, idle traces wait for it and go in fewer, larger
+// blocks, and still all complete; a head over HeadMaxBytes/16 is cut at
+// every flush as before.
+func TestCutInterval(t *testing.T) {
+	run := func(t *testing.T, headMax int64) (blocks int, took time.Duration) {
+		var mu sync.Mutex
+		done := map[model.TraceID]bool{}
+		o := testOpts(t.TempDir())
+		o.IdleTimeout = 50 * time.Millisecond
+		o.FlushInterval = 10 * time.Millisecond
+		o.CutInterval = 400 * time.Millisecond
+		o.HeadMaxBytes = headMax
+		o.OnTraceComplete = func(c CompletedTrace) {
+			mu.Lock()
+			done[c.ID] = true
+			mu.Unlock()
+		}
+		e := openT(t, o)
+		defer e.Close()
+		ctx := context.Background()
+		g := newGen(12)
+		var ids []model.TraceID
+		start := time.Now()
+		for i := 0; i < 60; i++ {
+			spans := g.trace(1_700_000_000e9 + uint64(i)*1e9)
+			ids = append(ids, spans[0].TraceID)
+			if err := e.Write(ctx, spans); err != nil {
+				t.Fatal(err)
+			}
+			time.Sleep(20 * time.Millisecond)
+		}
+		waitFor(t, func() bool {
+			mu.Lock()
+			defer mu.Unlock()
+			for _, id := range ids {
+				if !done[id] {
+					return false
+				}
+			}
+			return true
+		})
+		return e.Stats().Blocks, time.Since(start)
+	}
+	// 60 traces over 1.2 s or more: every 10 ms flush would cut up to 60
+	// blocks, one every 400 ms at most 5 (and one more per 400 ms a slow
+	// machine adds).
+	if n, took := run(t, 0); n > int(took/(400*time.Millisecond))+2 {
+		t.Fatalf("%d blocks cut in %v with a 400 ms cut interval", n, took)
+	}
+	// The generator's traces take 4-17 KB in the head: over 16 KB
+	// (HeadMaxBytes/16) with the last few, far from the soft limit (64 KB)
+	// at which traces are cut early.
+	if n, _ := run(t, 256<<10); n < 30 {
+		t.Fatalf("%d blocks cut with the head over HeadMaxBytes/16, want one about every trace", n)
+	}
+}

@@ -20,7 +20,7 @@ func (e *Engine) flushLoop(ctx context.Context) {
 	flushErrLog := ratelog.Limiter{Every: 10 * time.Second}
 	t := time.NewTicker(e.opts.FlushInterval)
 	defer t.Stop()
-	var retryAt time.Time
+	var retryAt, lastCut time.Time
 	for {
 		select {
 		case <-ctx.Done():
@@ -34,22 +34,31 @@ func (e *Engine) flushLoop(ctx context.Context) {
 			// spent the CPU and memory a recovery needs.
 			continue
 		}
-		if err := e.flushOnce(ctx); err != nil && ctx.Err() == nil {
-			e.bgErrors.Add(1)
-			now := time.Now()
-			retryAt = now.Add(flushRetryDelay)
-			if isDiskFull(err) {
-				e.diskFullAt.Store(now.UnixNano())
-			}
-			if held, ok := flushErrLog.Allow(now); ok {
-				e.log.Error("head flush failed; the spans stay in the WAL and the flush is retried", "err", err,
-					"retry_in", flushRetryDelay, "failures_since_last_log", held)
-			}
+		if now := time.Now(); !e.cutLater(now.Sub(lastCut)) {
+			lastCut = now
+			e.flushAndRetry(ctx, &retryAt, &flushErrLog)
 		}
 		e.refreshStoredBytes()
 		select {
 		case e.completeNow <- struct{}{}:
 		default:
+		}
+	}
+}
+
+// flushAndRetry runs flushOnce; after a failure it sets *retryAt and logs
+// (at most every 10 s).
+func (e *Engine) flushAndRetry(ctx context.Context, retryAt *time.Time, flushErrLog *ratelog.Limiter) {
+	if err := e.flushOnce(ctx); err != nil && ctx.Err() == nil {
+		e.bgErrors.Add(1)
+		now := time.Now()
+		*retryAt = now.Add(flushRetryDelay)
+		if isDiskFull(err) {
+			e.diskFullAt.Store(now.UnixNano())
+		}
+		if held, ok := flushErrLog.Allow(now); ok {
+			e.log.Error("head flush failed; the spans stay in the WAL and the flush is retried", "err", err,
+				"retry_in", flushRetryDelay, "failures_since_last_log", held)
 		}
 	}
 }
@@ -275,6 +284,12 @@ func (e *Engine) cutToBlock(ctx context.Context, pick func(t *headTrace) bool, i
 // rates the engine sustains (early cuts cost little since completion
 // reads from the cold tier, not from blocks); the rest absorbs bursts.
 func (e *Engine) softHeadBytes() int64 { return e.opts.HeadMaxBytes / 4 }
+
+// cutLater reports whether the flusher, which last cut since ago, leaves
+// the complete traces in the head for now (Options.CutInterval).
+func (e *Engine) cutLater(since time.Duration) bool {
+	return since < e.opts.CutInterval && e.head.bytes.Load()+e.flushingBytes.Load() < e.opts.HeadMaxBytes/16 && !e.underPressure()
+}
 
 // underPressure reports whether unflushed spans use more than the soft
 // limit.

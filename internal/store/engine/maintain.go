@@ -412,6 +412,11 @@ func (e *Engine) mergeCatalogs(ctx context.Context, bb *blockBuilder, in []*bloc
 		if m.Catalog != nil {
 			bb.cat.merge(m.Catalog)
 		}
+		if e.takeLateCatalog(b.id) && m.Catalog != nil {
+			// An input Refresh opened without its catalog.
+			e.sh.catalogsRead.Add(1)
+			e.cat.merge(m.Catalog)
+		}
 	}
 	return nil
 }

@@ -939,11 +939,13 @@ func (s *snapshot) traces(ctx context.Context, ids []model.TraceID) ([][]model.S
 
 // Services lists services seen in the range.
 func (e *Engine) Services(ctx context.Context, r store.TimeRange) ([]string, error) {
+	e.catalogReady(ctx)
 	return e.cat.serviceList(r), nil
 }
 
 // Operations lists span names (with kind) of a service ("" for all).
 func (e *Engine) Operations(ctx context.Context, service string, r store.TimeRange) ([]store.Operation, error) {
+	e.catalogReady(ctx)
 	return e.cat.operationList(service, r), nil
 }
 
@@ -951,12 +953,14 @@ func (e *Engine) Operations(ctx context.Context, service string, r store.TimeRan
 // head appear once their trace is cut into a block (seconds), which keeps
 // the write path free of per-attribute work.
 func (e *Engine) AttributeNames(ctx context.Context, scope store.Scope, r store.TimeRange) ([]string, error) {
+	e.catalogReady(ctx)
 	return e.cat.attrNames(scope, r), nil
 }
 
 // AttributeValues lists distinct values of a key (at most 1000 per key are
 // remembered, values longer than 256 bytes are not).
 func (e *Engine) AttributeValues(ctx context.Context, scope store.Scope, key string, r store.TimeRange, limit int) ([]model.Value, error) {
+	e.catalogReady(ctx)
 	return e.cat.attrValues(scope, key, r, limit), nil
 }
 

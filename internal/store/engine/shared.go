@@ -1,11 +1,14 @@
 package engine
 
 import (
+	"bytes"
 	"context"
+	"encoding/json"
 	"fmt"
 	"strconv"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/tracedx/tracedx/internal/model"
@@ -27,6 +30,15 @@ import (
 type shared struct {
 	mu      sync.Mutex
 	created map[string]bool // blocks this engine wrote: it publishes them itself
+	// lateCat lists the level-0 blocks of other engines whose catalog is
+	// not in the engine's yet, with when Refresh opened them (see
+	// deferCatalog).
+	lateCat map[string]time.Time
+	// drainMu makes one catalog query at a time read lateCat's catalogs.
+	drainMu sync.Mutex
+	// catalogsRead counts the blocks' catalogs Refresh and drainCatalogs
+	// decoded.
+	catalogsRead atomic.Int64
 }
 
 // createTracker records the ids of blocks the engine creates, so Refresh
@@ -94,7 +106,7 @@ func (e *Engine) Refresh(ctx context.Context) error {
 		if known[id] || e.createdHere(id) {
 			continue
 		}
-		b, err := openBlock(ctx, e.storage, id)
+		b, err := openPeerBlock(ctx, e.storage, id)
 		if err != nil {
 			// Deleted since the listing (compacted meanwhile): the next
 			// refresh sees its successor.
@@ -138,15 +150,31 @@ func (e *Engine) Refresh(ctx context.Context) error {
 	sortBlocks(keep)
 	e.blocks = keep
 	e.mu.Unlock()
+	e.sh.mu.Lock()
+	for _, b := range drop {
+		// Compacted (its successor's catalog holds its own) or expired.
+		delete(e.sh.lateCat, b.id)
+	}
+	for _, b := range fresh {
+		if b.meta.Catalog == nil && deferCatalog(b) {
+			e.sh.lateCat[b.id] = b.opened
+		}
+	}
+	e.sh.mu.Unlock()
 	for _, b := range drop {
 		b.release()
 	}
 	for _, b := range fresh {
 		if b.meta.Catalog != nil {
+			e.sh.catalogsRead.Add(1)
 			e.cat.merge(b.meta.Catalog)
 			b.meta.Catalog = nil
 		}
 	}
+	// A level-0 block nobody converts for long (its owner is busy or
+	// short of memory) has its catalog read here rather than by the
+	// catalog query that would otherwise wait for all of them.
+	e.drainCatalogs(ctx, start.Add(-e.lateCatalogAge()))
 	// Forget own blocks that another engine deleted (compacted); ids
 	// younger than a minute may be blocks still being written.
 	e.sh.mu.Lock()
@@ -160,6 +188,152 @@ func (e *Engine) Refresh(ctx context.Context) error {
 		e.log.Debug("refreshed blocks", "added", len(fresh), "dropped", len(drop))
 	}
 	return nil
+}
+
+// Catalogs of other engines' level-0 blocks are read late. Each node cuts
+// a level-0 block about every FlushInterval, each with the catalog of its
+// traces in meta.json (~100 KB at a few thousand spans per second), and
+// every other node decoding them all at each Refresh was the largest part
+// of what Refresh cost a three-node cluster. Level-0 blocks are converted
+// within about CompactInterval, into a block whose catalog is the union of
+// theirs: a Refresh opens a level-0 block without its catalog, forgets it
+// once it is gone (converted or compacted), and merges the converted
+// block's catalog instead. Catalog queries (Services, Operations,
+// AttributeNames, AttributeValues) first read the catalogs still
+// outstanding, and so do Refreshes for blocks outstanding longer than
+// lateCatalogAge, so every answer covers every loaded block as before. A
+// compaction this engine runs reads its inputs' catalogs anyway and
+// merges those outstanding (mergeCatalogs).
+
+// deferCatalog says whether Refresh leaves the catalog of block b, opened
+// without it, to later.
+func deferCatalog(b *block) bool { return b.meta.Format == formatL0 && len(b.meta.Sources) == 0 }
+
+// lateCatalogAge is how long a level-0 block's catalog may stay unread
+// while no catalog query asks for it: conversion normally takes it first.
+func (e *Engine) lateCatalogAge() time.Duration { return max(4*e.opts.CompactInterval, 2*time.Minute) }
+
+// openPeerBlock opens a block another engine committed; the catalog of a
+// level-0 block is skipped (left in storage), other blocks' is decoded.
+func openPeerBlock(ctx context.Context, st BlockStorage, id string) (*block, error) {
+	return openBlockWith(ctx, st, id, func(mj []byte, m *blockMeta) error {
+		rest, cat := cutCatalog(mj)
+		if err := json.Unmarshal(rest, m); err != nil {
+			return err
+		}
+		if cat != nil && !deferCatalog(&block{meta: *m}) {
+			m.Catalog = new(catalogJSON)
+			return json.Unmarshal(cat, m.Catalog)
+		}
+		return nil
+	})
+}
+
+// cutCatalog splits meta.json as json.Marshal writes it (no spaces) into
+// the rest, its catalog's value replaced by null, and that value (nil, with
+// mj whole, when it has none). Finding the value's end takes a fraction of
+// what encoding/json spends to skip it (it checks the whole input first,
+// then skips the value token by token).
+func cutCatalog(mj []byte) (rest, cat []byte) {
+	const key = `"catalog":{`
+	i := bytes.Index(mj, []byte(key))
+	if i < 0 {
+		return mj, nil
+	}
+	start := i + len(key) - 1
+	depth, inStr := 0, false
+	for j := start; j < len(mj); j++ {
+		c := mj[j]
+		switch {
+		case inStr:
+			if c == '\\' {
+				j++
+			} else if c == '"' {
+				inStr = false
+			}
+		case c == '"':
+			inStr = true
+		case c == '{' || c == '[':
+			depth++
+		case c == '}' || c == ']':
+			if depth--; depth == 0 {
+				rest = make([]byte, 0, len(mj)-(j+1-start)+4)
+				rest = append(append(append(rest, mj[:start]...), "null"...), mj[j+1:]...)
+				return rest, mj[start : j+1]
+			}
+		}
+	}
+	return mj, nil // unbalanced: encoding/json reports it
+}
+
+// drainCatalogs merges the catalogs outstanding (see deferCatalog) of
+// blocks Refresh opened before openedBefore (zero: all) and still loaded.
+// One that cannot be read is left for the next call, unless its block is
+// gone meanwhile.
+func (e *Engine) drainCatalogs(ctx context.Context, openedBefore time.Time) {
+	e.sh.drainMu.Lock()
+	defer e.sh.drainMu.Unlock()
+	e.sh.mu.Lock()
+	var ids []string
+	for id, at := range e.sh.lateCat {
+		if openedBefore.IsZero() || at.Before(openedBefore) {
+			ids = append(ids, id)
+		}
+	}
+	e.sh.mu.Unlock()
+	if len(ids) == 0 {
+		return
+	}
+	e.mu.RLock()
+	loaded := make(map[string]bool, len(e.blocks))
+	for _, b := range e.blocks {
+		loaded[b.id] = true
+	}
+	e.mu.RUnlock()
+	for _, id := range ids {
+		if loaded[id] {
+			c, err := readCatalog(ctx, e.storage, id)
+			if err != nil {
+				e.log.Warn("reading the catalog of another node's block failed", "block", id, "err", err)
+				continue
+			}
+			e.sh.catalogsRead.Add(1)
+			if c != nil {
+				e.cat.merge(c)
+			}
+		}
+		e.sh.mu.Lock()
+		delete(e.sh.lateCat, id)
+		e.sh.mu.Unlock()
+	}
+}
+
+// catalogReady merges every catalog outstanding, for a catalog query.
+func (e *Engine) catalogReady(ctx context.Context) { e.drainCatalogs(ctx, time.Time{}) }
+
+// takeLateCatalog reports whether block id's catalog is outstanding, and
+// no longer counts it so.
+func (e *Engine) takeLateCatalog(id string) bool {
+	e.sh.mu.Lock()
+	defer e.sh.mu.Unlock()
+	_, ok := e.sh.lateCat[id]
+	delete(e.sh.lateCat, id)
+	return ok
+}
+
+// readCatalog decodes the catalog in block id's meta.json (nil: none).
+func readCatalog(ctx context.Context, st BlockStorage, id string) (*catalogJSON, error) {
+	mj, err := st.ReadAll(ctx, id, fileMeta)
+	if err != nil {
+		return nil, err
+	}
+	var m struct {
+		Catalog *catalogJSON `json:"catalog"`
+	}
+	if err := json.Unmarshal(mj, &m); err != nil {
+		return nil, fmt.Errorf("block %s meta: %w", id, err)
+	}
+	return m.Catalog, nil
 }
 
 // peerWindow is how long a block this engine committed is also served to
