@@ -61,7 +61,9 @@ type LockContentionEvidence struct {
 	// Mechanism is how the wait was seen: "span_events", "attributes",
 	// "span_name" (the span is a pool checkout, such as pg-pool.connect),
 	// "database_error" (a deadlock or lock timeout, or the statement such
-	// a victim blocked), "locking_read" (SELECT ... FOR UPDATE whose
+	// a victim blocked), "lock_release" (a statement that finished as
+	// another transaction that had written before it started ended),
+	// "locking_read" (SELECT ... FOR UPDATE whose
 	// transaction holds the lock across a remote call), "checkout_gap"
 	// (database/sql's untraced wait before a connection is handed out) or
 	// "pool_fan_out".
@@ -252,13 +254,20 @@ func (d *LockContention) waitFinding(t *Trace, n *Node, ws []spanWait, impact, t
 			"its commit), or replace the lock with an optimistic check (a version column in the UPDATE's WHERE); keep " +
 			"transactions short."
 	}
-	if main.source == "database_error" {
+	if main.source == "database_error" || main.source == "lock_release" {
 		title = fmt.Sprintf("%s waited %.0f ms for a row lock another transaction held (%s; %.0f%% of the request)",
 			spanLabel(t, n), NS(wait), model.Clip(main.waitEvent, 100), ev.RequestSharePct)
 		reason = fmt.Sprintf("%s's transactions take the same rows' locks: this statement spent %.0f%% of its time "+
 			"waiting for one, not executing.", n.Span.Service, ev.SpanSharePct)
 		fix = "Transactions wait for each other's row locks: " + lockOrderAdvice + "; for a lock timeout, find the " +
 			"transaction holding the rows (pg_locks, performance_schema.data_locks)."
+		if main.source == "lock_release" {
+			// The holder's rows were locked in order; what made this one
+			// wait is how long the holder kept them.
+			fix = "A written row stays locked until its transaction ends: keep the holding transaction short (" +
+				model.Clip(main.acquiredEvent, 120) + "): move slow work, remote calls and sleeps out of it (before it, " +
+				"or after its commit), or lock the rows later in the transaction."
+		}
 	}
 	ids := []string{n.Span.SpanID.String()}
 	culprit := &Culprit{Service: n.Span.Service, Operation: n.Span.Name, SpanID: n.Span.SpanID.String(), Reason: reason}

@@ -673,7 +673,12 @@ func TestMySQLDeadlockPeerOfAnotherServiceWaitedForALock(t *testing.T) {
 		victim := db(6, 5, "inventory", 517, 519.1, "10.0.0.7")
 		victim.StatusCode = model.StatusError
 		victim.StatusMessage = "Deadlock found when trying to get lock; try restarting transaction"
+		// mysql2 starts the victim's ROLLBACK before it ends the failed
+		// statement's span: no peer, it waited for nothing.
+		rollback := db(8, 5, "inventory", 518.9, 519.2, "10.0.0.7")
+		rollback.Attrs[3] = str("db.query.text", "ROLLBACK")
 		return []model.Span{
+			rollback,
 			p1Span(1, 0, "gateway", "GET /xfer", model.KindServer, 0, 530),
 			p1Span(2, 1, "gateway", "GET", model.KindClient, 1, 528, str("http.request.method", "GET")),
 			p1Span(3, 2, "orders", "GET /xfer", model.KindServer, 2, 527),
@@ -683,7 +688,11 @@ func TestMySQLDeadlockPeerOfAnotherServiceWaitedForALock(t *testing.T) {
 			victim,
 		}
 	}
-	peerID := p1Node(NewTrace(build("10.0.0.7")), 4).Span.SpanID.String()
+	tr := NewTrace(build("10.0.0.7"))
+	peerID := p1Node(tr, 4).Span.SpanID.String()
+	if ws := nodeWaits(tr, p1Node(tr, 8)); len(ws) != 0 {
+		t.Errorf("the victim's ROLLBACK waited for a lock: %+v", ws)
+	}
 	fs := Analyze(build("10.0.0.7"), Options{}).Findings
 	locks := ofKind(fs, "lock_contention")
 	if len(locks) != 1 || len(ofKind(fs, "slow_query")) != 0 {
@@ -708,5 +717,50 @@ func TestMySQLDeadlockPeerOfAnotherServiceWaitedForALock(t *testing.T) {
 	fs = Analyze(build("10.0.0.9"), Options{}).Findings
 	if n := len(ofKind(fs, "lock_contention")); n != 0 {
 		t.Errorf("peer on another server: %d lock_contention (%v)", n, lcKinds(fs))
+	}
+}
+
+// Two services move money between the same accounts in the same order
+// (no deadlock): inventory's first UPDATE queues 83 ms for the row
+// orders's transaction wrote and keeps locked across 100 ms of its own
+// work until its COMMIT. That is a lock wait to shorten, not a statement
+// to EXPLAIN. An UPDATE that ends well after the COMMIT was slow by
+// itself.
+func TestStatementFreedByAnotherTransactionsCommitWaitedForALock(t *testing.T) {
+	build := func(invUpdateEnd float64) []model.Span {
+		db := func(id, parent byte, svc string, start, end float64, stmt string) model.Span {
+			return p1Span(id, parent, svc, strings.Fields(stmt)[0], model.KindClient, start, end,
+				str("db.system.name", "mysql"), str("db.namespace", "shop"), str("server.address", "127.0.0.1"),
+				str("db.query.text", stmt))
+		}
+		return []model.Span{
+			p1Span(1, 0, "gateway", "GET /xfer", model.KindServer, 0, 230),
+			p1Span(2, 1, "orders", "GET /xfer", model.KindServer, 2, 125),
+			db(3, 2, "orders", 3, 4, "START TRANSACTION"),
+			db(4, 2, "orders", 4, 5, "UPDATE accounts SET balance = balance - 1 WHERE id = ?"),
+			db(5, 2, "orders", 105, 106, "UPDATE accounts SET balance = balance + 1 WHERE id = ?"),
+			db(6, 2, "orders", 106, 107, "COMMIT"),
+			p1Span(7, 1, "inventory", "GET /xfer", model.KindServer, 22, 215),
+			db(8, 7, "inventory", 23, 24, "START TRANSACTION"),
+			db(9, 7, "inventory", 24, invUpdateEnd, "UPDATE accounts SET balance = balance - 1 WHERE id = ?"),
+			db(10, 7, "inventory", 208, 209, "UPDATE accounts SET balance = balance + 1 WHERE id = ?"),
+			db(11, 7, "inventory", 209, 210, "COMMIT"),
+		}
+	}
+	fs := Analyze(build(107.5), Options{})
+	locks := ofKind(fs.Findings, "lock_contention")
+	if len(locks) != 1 || len(ofKind(fs.Findings, "slow_query")) != 0 {
+		t.Fatalf("findings %v; want one lock_contention and no slow_query", lcKinds(fs.Findings))
+	}
+	ev := locks[0].Evidence.(LockContentionEvidence)
+	if ev.Mechanism != "lock_release" || ev.Span.Service != "inventory" || !p1Near(ev.WaitMS, 83, 0.5) ||
+		!strings.Contains(locks[0].Fix, "orders's transaction held it 101 ms between UPDATE and its COMMIT") {
+		t.Errorf("evidence %+v fix %q", ev, locks[0].Fix)
+	}
+	lcNoIndexAdvice(t, locks[0].Fix)
+
+	fs = Analyze(build(160), Options{})
+	if n := len(ofKind(fs.Findings, "lock_contention")); n != 0 {
+		t.Errorf("UPDATE ending 53 ms after the COMMIT: %d lock_contention (%v)", n, lcKinds(fs.Findings))
 	}
 }

@@ -800,6 +800,10 @@ type detectMemo struct {
 	// lock (lockError), found once: every database span asks for them.
 	lockVictims     []*Node
 	lockVictimsDone bool
+	// txEnds are the database spans that end a transaction (COMMIT,
+	// ROLLBACK), found once for lockReleasedBy.
+	txEnds     []*Node
+	txEndsDone bool
 	// waits holds nodeWaits by node index once waitsDone is set; few
 	// spans wait, so only theirs are kept.
 	waits     map[int][]spanWait
