@@ -163,6 +163,21 @@ func missSignal(s *model.Span) string {
 	return ""
 }
 
+// fetchedBefore keeps the fallback calls that ended by the time the key
+// was written back: the value written cannot come from a call still
+// running. One that began just before the write and ran on is another
+// request's query, which a pool (mysql2's) ran under this request's
+// context when it handed over the connection this one released.
+func fetchedBefore(fallback []*Node, write *Node) []*Node {
+	kept := fallback[:0]
+	for _, f := range fallback {
+		if f.End() <= write.Start()+timingTolerance(f, write) {
+			kept = append(kept, f)
+		}
+	}
+	return kept
+}
+
 // Detect implements Detector. The fallback is what the lookup's miss
 // triggered: a read-through cache's own children (the loader runs inside
 // the lookup span), else the following sibling calls up to the write-back
@@ -222,6 +237,7 @@ func (d *CacheMiss) Detect(t *Trace, _ *Env) []Finding {
 				if c2, k2, _, isCache := ops.of(s); isCache {
 					if cacheWrites[c2] && k2 == key && key != "" {
 						wrote = true
+						fallback = fetchedBefore(fallback, s)
 						break
 					}
 					continue

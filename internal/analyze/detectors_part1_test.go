@@ -292,6 +292,17 @@ var p1Checks = map[string]func(t *testing.T, fs []Finding){
 			t.Errorf("evidence %+v", ev)
 		}
 	},
+	// A live Express app on ioredis and a mysql2 pool of 8, 15 requests
+	// missing at once: this request's SELECT waited for a connection and
+	// then ran under the context of the request that released it, so its
+	// trace shows only the GET, 499 ms of nothing and the SET.
+	"idle_gap/positive-mysql2-fetch-span-elsewhere": func(t *testing.T, fs []Finding) {
+		ev := fs[0].Evidence.(IdleGapEvidence)
+		if len(fs) != 1 || !p1Near(ev.GapMS, 499, 1) || ev.Position != "between_children" || ev.LikelyCause != "untraced_fetch" ||
+			!strings.Contains(ev.CauseText, "catalog:page:1") || !strings.Contains(fs[0].Fix, "mysql2") {
+			t.Errorf("evidence %+v", ev)
+		}
+	},
 	"idle_gap/positive-wait-before-first-call": func(t *testing.T, fs []Finding) {
 		ev := fs[0].Evidence.(IdleGapEvidence)
 		if len(fs) != 1 || !p1Near(ev.GapMS, 522, 0.5) || ev.Position != "before_first_child" || ev.LikelyCause != "uninstrumented_work" {

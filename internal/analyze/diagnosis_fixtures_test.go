@@ -107,6 +107,17 @@ var diagChecks = map[string]func(t *testing.T, fs []Finding){
 			t.Errorf("evidence %+v impact %.1f", ev, fs[0].ImpactMS)
 		}
 	},
+	// A live Express app on ioredis and a mysql2 pool of 8, 15 requests
+	// missing at once: the pool ran another request's queued SELECT under
+	// this one's context as it released the connection, a ms before this
+	// request's SET. The fallback is this request's own 242 ms SELECT.
+	"cache_miss/positive-mysql2-pool-stampede": func(t *testing.T, fs []Finding) {
+		ev := fs[0].Evidence.(CacheMissEvidence)
+		if len(fs) != 1 || ev.KeyShape != "catalog:page:?" || !ev.WroteBack || len(ev.Fallback) != 1 ||
+			ev.FallbackMS < 240 || ev.FallbackMS > 245 || !strings.HasSuffix(fs[0].Title, "(242 ms)") {
+			t.Errorf("evidence %+v title %q", ev, fs[0].Title)
+		}
+	},
 	"cache_miss/positive-read-through-cache-hit-false": func(t *testing.T, fs []Finding) {
 		ev := fs[0].Evidence.(CacheMissEvidence)
 		if len(fs) != 1 || ev.Signal != "cache_hit_false" || len(ev.Fallback) != 1 || ev.Fallback[0].Operation != "GET" ||

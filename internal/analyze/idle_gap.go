@@ -33,7 +33,8 @@ type IdleGapEvidence struct {
 	After    *SpanRef `json:"after,omitempty"`  // child that started after it
 	// LikelyCause is "pool_wait", "connection_setup", "network_or_queueing",
 	// "queueing", "retry_backoff", "poll_interval", "shared_fetch_wait",
-	// "uninstrumented_work" or "lock_or_thread_wait"; CauseText says why.
+	// "untraced_fetch", "uninstrumented_work" or "lock_or_thread_wait";
+	// CauseText says why.
 	LikelyCause string `json:"likely_cause"`
 	CauseText   string `json:"cause_text"`
 	// GapStartMS is the gap's offset from the trace start.
@@ -168,11 +169,23 @@ func (d *IdleGap) finding(t *Trace, n *Node, gs, ge, crit uint64, pos string, be
 			"and keep the backoff within the caller's deadline.",
 		"poll_interval": "The request waits for work it polls for: have the job notify (callback, webhook, push) or poll " +
 			"sooner at first and back off, or answer the client 202 and let it poll.",
+		"untraced_fetch": "Add a span around the code that computes the cached value. If it queries a database through a pool, " +
+			"the query's span may sit in another request's trace (mysql2 runs a query queued for a connection in the context of " +
+			"the request that released it); the gap then holds the pool wait and the query: size the pool, and coalesce " +
+			"concurrent misses of the key so one request fetches it.",
 		"shared_fetch_wait": "If the request waited for another request's fetch of the key (single flight, a lock per key), " +
 			"the wait is that fetch's time: make the fetch faster, refresh the key before it expires, or serve the stale " +
 			"value meanwhile. If not, add a span around the code that runs here.",
 	}[ev.LikelyCause]
-	return Finding{Kind: d.Kind(), Severity: SeverityForImpact(crit, critTotal(t)), Title: title,
+	sev := SeverityForImpact(crit, critTotal(t))
+	if ev.LikelyCause == "shared_fetch_wait" {
+		// A request that coalesced its miss with another's fetch did what
+		// a stampede's fix asks: the cost is that fetch's, and the trace
+		// that ran it reports it (cache_miss, slow_query). Every waiter of
+		// a single flight shows this gap; as warnings they would bury it.
+		sev = SeverityInfo
+	}
+	return Finding{Kind: d.Kind(), Severity: sev, Title: title,
 		SpanIDs: idleGapIDs(n, before, after, pos), ImpactMS: roundMS(crit), Evidence: ev, Fix: fix}
 }
 
@@ -190,6 +203,10 @@ func idleGapIDs(n, before, after *Node, pos string) []string {
 func gapCause(t *Trace, n *Node, gs, ge uint64, pos string, before, after *Node) (string, string) {
 	if cause, text := waitBetweenCalls(t, pos, before, after); cause != "" {
 		return cause, text
+	}
+	if key := refilledBetween(before, after); pos == "between_children" && key != "" {
+		return "untraced_fetch", fmt.Sprintf("computing the value of %s, read and then written back around the gap, "+
+			"with no span for the fetch (untraced, or a pooled query whose span went to another request's trace)", model.Clip(key, 80))
 	}
 	switch {
 	case after != nil && awaitedConsumer(n, after):
@@ -225,6 +242,26 @@ func gapCause(t *Trace, n *Node, gs, ge uint64, pos string, before, after *Node)
 		return "uninstrumented_work", "work nobody instrumented"
 	}
 	return "lock_or_thread_wait", "a lock, a thread or work nobody instrumented"
+}
+
+// refilledBetween returns the key of a cache read (before) written back
+// right after the gap (after): the value was fetched in the gap, by code
+// that left no span here. A pool that queues queries for a connection can
+// take the span elsewhere: mysql2 runs a queued query in the context of
+// the request that released the connection, so its span lands in that
+// request's trace.
+func refilledBetween(before, after *Node) string {
+	if before == nil || after == nil {
+		return ""
+	}
+	rc, rk, _, ok := cacheOp(before)
+	if !ok || !cacheReads[rc] || rk == "" {
+		return ""
+	}
+	if wc, wk, _, ok := cacheOp(after); !ok || !cacheWrites[wc] || wk != rk {
+		return ""
+	}
+	return rk
 }
 
 // awaitsSharedFetch reports a gap that follows a cache read (before) not

@@ -459,6 +459,15 @@ func TestIdleGapSharedFetchNeedsNoFetchOfItsOwn(t *testing.T) {
 	if c := cause(redis(2, 0, 1, "get catalog:all")); c != "shared_fetch_wait" {
 		t.Errorf("read then nothing: %s", c)
 	}
+	// Coalescing is the fix of a stampede: the wait is informational, the
+	// fetch's own trace carries the warning. Other gaps keep theirs.
+	root := p1Span(1, 0, "shop", "GET /catalog", model.KindServer, 0, 400)
+	if got := NewIdleGap().Detect(NewTrace([]model.Span{root, redis(2, 0, 1, "get catalog:all")}), nil); len(got) != 1 || got[0].Severity != SeverityInfo {
+		t.Errorf("a single-flight waiter: %+v", got)
+	}
+	if got := NewIdleGap().Detect(NewTrace([]model.Span{root, redis(2, 0, 1, "set catalog:all x")}), nil); len(got) != 1 || got[0].Severity == SeverityInfo {
+		t.Errorf("uninstrumented work after a write: %+v", got)
+	}
 	// Its own write-back of the key after the gap: the value was computed here.
 	if c := cause(redis(2, 0, 1, "get catalog:all"), redis(3, 390, 395, "set catalog:all [3 other arguments]")); c == "shared_fetch_wait" {
 		t.Error("a request that wrote the key back was said to wait for another's fetch")

@@ -89,6 +89,9 @@ func (d *TimeoutMismatch) Detect(t *Trace, _ *Env) []Finding {
 		if p.Span.Kind != model.KindClient && n.Start() > p.End()+tol {
 			continue
 		}
+		if d.neverWaited(p, n, over) {
+			continue
+		}
 		k := shape{p.Span.Service, p.Span.Name, n.Span.Service, n.Span.Name}
 		g := groups[k]
 		if g == nil {
@@ -188,6 +191,50 @@ func handedOff(p, c *Node) bool {
 		return true
 	}
 	return p.Duration() <= handoffNS && c.End()-p.End() > p.Duration()
+}
+
+// lastMomentNS bounds how long before its end a parent can start a child
+// it does not wait for: the code returns right after starting it.
+const lastMomentNS = 10e6
+
+// neverWaited reports a child its parent did not wait for, under a parent
+// that ended well: the child began in the parent's last moments and ran
+// on far longer, or the parent went straight on to another call it
+// finished while the child ran. Fire-and-forget work looks so, and so
+// does a pooled query that inherited the wrong context: a pool (mysql2's,
+// pg-pool's) hands a released connection to the query queued by another
+// request, and that query's span takes the context of the code that
+// released it, landing under a request that had finished its own query
+// and was about to write its cache and answer. Neither is a deadline
+// mismatch. A client call is different: it waits for its server however
+// late that starts. A parent that failed, timed out or was cut short from
+// above did stop waiting and stays reported, as does one that waited a
+// while before moving on (a Promise.race against a timer, then a
+// fallback).
+func (d *TimeoutMismatch) neverWaited(p, c *Node, over uint64) bool {
+	if p.Span.Kind == model.KindClient || gaveUp(p) || d.upstreamGaveUp(p) != nil {
+		return false
+	}
+	for a := p.Parent; a != nil; a = a.Parent {
+		if gaveUp(a) {
+			return false
+		}
+	}
+	if waited := subSat(p.End(), c.Start()); waited <= lastMomentNS && waited*10 <= over {
+		return true
+	}
+	return movedOn(p, c)
+}
+
+// movedOn reports a call of p's that began within lastMomentNS of child c
+// (not before it, up to clock rounding) and ended while p still ran.
+func movedOn(p, c *Node) bool {
+	for _, s := range p.Children {
+		if s != c && IsCall(s) && s.Start()+1e6 >= c.Start() && s.Start() <= c.Start()+lastMomentNS && s.End() <= p.End() {
+			return true
+		}
+	}
+	return false
 }
 
 // answeredWith tells whether client span p ended with the answer of its

@@ -246,3 +246,46 @@ func TestTimeoutMismatchServerFailedByAnswering(t *testing.T) {
 		t.Errorf("a handler outliving its caller's timeout: %d findings, want 1", len(got))
 	}
 }
+
+// A handler that started a query in its last moments and returned without
+// awaiting it did not give up on it: a fire-and-forget write, or (as in a
+// live Express app on a mysql2 pool) another request's queued query that
+// the pool ran under this handler's context when it released the
+// connection. A handler that failed, or one that waited for the query
+// longer, did stop waiting.
+func TestTimeoutMismatchStartedInTheLastMoments(t *testing.T) {
+	build := func(handler func(*model.Span), qStart float64, more ...model.Span) *Trace {
+		h := p1Span(2, 1, "catalog", "request handler", model.KindInternal, 0, 300)
+		handler(&h)
+		q := func(id byte, start, end float64) model.Span {
+			return p1Span(id, 2, "catalog", "SELECT", model.KindClient, start, end, str("db.system", "mysql"),
+				str("db.statement", "SELECT id FROM products WHERE id <= 3"))
+		}
+		return NewTrace(append([]model.Span{p1Span(1, 0, "catalog", "GET /catalog", model.KindServer, 0, 300.5), h,
+			q(3, 40, 250), q(4, qStart, qStart+243)}, more...))
+	}
+	set := func(start float64) model.Span {
+		return p1Span(5, 2, "catalog", "set", model.KindClient, start, start+3, str("db.system", "redis"),
+			str("db.statement", "set catalog:page:1 [3 other arguments]"))
+	}
+	ok := func(*model.Span) {}
+	if got := NewTimeoutMismatch().Detect(build(ok, 291), nil); len(got) != 0 {
+		t.Fatalf("a query started 9 ms before the handler returned: %q", got[0].Title)
+	}
+	failed := func(s *model.Span) { s.StatusCode, s.StatusMessage = model.StatusError, "query timeout" }
+	if got := NewTimeoutMismatch().Detect(build(failed, 291), nil); len(got) != 1 {
+		t.Errorf("a handler that failed: %d findings", len(got))
+	}
+	if got := NewTimeoutMismatch().Detect(build(ok, 250), nil); len(got) != 1 {
+		t.Errorf("a handler that waited 50 ms: %d findings", len(got))
+	}
+	// Under load the handler's own SET and answer take 50 ms, but it went
+	// on to the SET as the query began: it never waited for the query.
+	if got := NewTimeoutMismatch().Detect(build(ok, 250, set(258)), nil); len(got) != 0 {
+		t.Errorf("a handler that moved straight on: %q", got[0].Title)
+	}
+	// One that raced the query against a 30 ms timer, then fell back.
+	if got := NewTimeoutMismatch().Detect(build(ok, 250, set(280)), nil); len(got) != 1 {
+		t.Errorf("a handler that waited 30 ms, then fell back: %d findings", len(got))
+	}
+}
