@@ -103,6 +103,21 @@ var p1Checks = map[string]func(t *testing.T, fs []Finding){
 			t.Errorf("evidence %+v", ev)
 		}
 	},
+	// A live Express app (ioredis, mysql2) reads 30 products from Redis one
+	// GET at a time, then loads each missing one with its own SELECT. The
+	// GET before the SELECTs is the last item of the first loop, not a
+	// list to JOIN with.
+	"n_plus_one_query/positive-redis-miss-then-mysql-per-item": func(t *testing.T, fs []Finding) {
+		if len(fs) != 2 {
+			t.Fatalf("%d findings, want the Redis loop and the SQL loop", len(fs))
+		}
+		for _, f := range fs {
+			ev := f.Evidence.(NPlusOneEvidence)
+			if ev.Count != 30 || ev.ListQuery != nil || strings.Contains(f.Fix, "JOIN with") || strings.Contains(f.Title, "list query") {
+				t.Errorf("%s: evidence %+v title %q fix %q", ev.DBSystem, ev, f.Title, f.Fix)
+			}
+		}
+	},
 	"n_plus_one_query/positive-spring-data-repository-wrappers": func(t *testing.T, fs []Finding) {
 		ev := fs[0].Evidence.(NPlusOneEvidence)
 		if len(fs) != 1 || ev.Count != 24 || ev.DistinctStatements != 1 || ev.ListQuery == nil ||

@@ -177,6 +177,10 @@ func (d *IdleGap) finding(t *Trace, n *Node, gs, ge, crit uint64, pos string, be
 			"the wait is that fetch's time: make the fetch faster, refresh the key before it expires, or serve the stale " +
 			"value meanwhile. If not, add a span around the code that runs here.",
 	}[ev.LikelyCause]
+	if ev.LikelyCause == "network_or_queueing" && pos == "after_last_child" {
+		fix = "The answer came back late: check whether " + n.Span.Service + " was busy before it read the response " +
+			"(CPU starvation or throttling, blocking work on its event loop, a full thread pool) and the network path."
+	}
 	sev := SeverityForImpact(crit, critTotal(t))
 	if ev.LikelyCause == "shared_fetch_wait" {
 		// A request that coalesced its miss with another's fetch did what
@@ -224,6 +228,11 @@ func gapCause(t *Trace, n *Node, gs, ge uint64, pos string, before, after *Node)
 		return "pool_wait", "waiting for a pooled database connection before the next query"
 	case after != nil && IsCall(n) && (after.Span.Kind == model.KindServer || after.Span.Kind == model.KindConsumer):
 		return "network_or_queueing", "network or queueing before the callee started"
+	case pos == "after_last_child" && before != nil && IsCall(n) && before.Span.Kind == model.KindServer:
+		// The callee had answered; the call ended only when the caller
+		// read the answer.
+		return "network_or_queueing", fmt.Sprintf("the answer's way back after %s answered: the network, or %s busy "+
+			"before it read the response (a blocked event loop, a full thread pool)", before.Span.Service, n.Span.Service)
 	case pos == "before_first_child" && after != nil && IsDB(after) && heldAcrossFrom(after, true) != nil:
 		call := heldAcrossFrom(after, true)
 		// A checkout nobody traced (mysql2's getConnection) leaves only

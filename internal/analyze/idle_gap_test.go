@@ -477,3 +477,23 @@ func TestIdleGapSharedFetchNeedsNoFetchOfItsOwn(t *testing.T) {
 		t.Error("a cache hit was said to wait for another's fetch")
 	}
 }
+
+// Under a busy Node process, orders' call to payments ended 151 ms after
+// payments answered: the answer waited for orders to read it. That is no
+// work nobody instrumented.
+func TestIdleGapAfterTheCalleeAnswered(t *testing.T) {
+	spans := []model.Span{
+		p1Span(1, 0, "orders", "GET /order", model.KindServer, 0, 200),
+		p1Span(2, 1, "orders", "GET", model.KindClient, 5, 180, model.Attr{Key: "http.response.status_code", Value: model.Int(200)}),
+		p1Span(3, 2, "payments", "GET /pay", model.KindServer, 7, 29),
+	}
+	got := NewIdleGap().Detect(NewTrace(spans), nil)
+	if len(got) != 1 {
+		t.Fatalf("%d gaps, want 1", len(got))
+	}
+	ev := got[0].Evidence.(IdleGapEvidence)
+	if ev.Position != "after_last_child" || ev.LikelyCause != "network_or_queueing" || !strings.Contains(ev.CauseText, "after payments answered") ||
+		!strings.Contains(got[0].Fix, "orders was busy") {
+		t.Errorf("evidence %+v fix %q", ev, got[0].Fix)
+	}
+}

@@ -137,15 +137,17 @@ func (d *NPlusOneQuery) finding(t *Trace, p *Node, units, nodes []*Node) (Findin
 	// One batched query costs about as much as the slowest single one.
 	impact := subSat(crit, longest)
 
-	// The list query: the latest other-shaped database sibling that ended
-	// before the loop began.
+	// The list query: the latest other-shaped query of the same database
+	// that ended before the loop began. Another store's query is no list
+	// to JOIN with: a loop of Redis GETs that missed, then one SELECT per
+	// item, reads the same ids twice.
 	var list *Node
 	first := units[0]
 	for _, c := range p.Children {
 		if c.Start() >= first.Start() {
 			break
 		}
-		if q := dbUnit(c); q != nil && !isCheckout(q) && c.End() <= first.Start()+1e6 {
+		if q := dbUnit(c); q != nil && !isCheckout(q) && c.End() <= first.Start()+1e6 && sameStore(DBSystem(q.Span), system) {
 			if _, s := CallTarget(t, q); s != shape {
 				list = q
 			}
@@ -303,6 +305,12 @@ func loopCheckouts(p *Node, units []*Node) []*Node {
 		}
 	}
 	return out
+}
+
+// sameStore tells whether two db.system values name one kind of store;
+// an unknown one may be either.
+func sameStore(a, b string) bool {
+	return a == "" || b == "" || strings.EqualFold(a, b)
 }
 
 func countDistinctStatements(nodes []*Node) int {

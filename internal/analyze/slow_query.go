@@ -111,7 +111,12 @@ func (d *SlowQuery) Detect(t *Trace, env *Env) []Finding {
 		switch {
 		case durMS >= d.MinDurationMS && share >= d.MinShare:
 			rule = "share"
-		case hasBase && durMS >= d.HistoryFactor*base.P50MS && durMS >= d.MinHistoryMS:
+		case hasBase && durMS >= d.HistoryFactor*base.P50MS && durMS >= d.MinHistoryMS && (base.P95MS <= 0 || durMS > base.P95MS):
+			// Within the shape's usual p95 is within its usual spread,
+			// however far above the median: a bimodal statement (a
+			// cached and an uncached plan), or one whose process is often
+			// starved of CPU (the event loop of a busy Node service adds
+			// its lag to every call), is slow that often.
 			rule = "history"
 		default:
 			continue

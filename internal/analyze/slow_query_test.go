@@ -274,3 +274,18 @@ func TestSlowQueryAConnectIsNoStatement(t *testing.T) {
 		t.Fatalf("leaf connect: %+v", got)
 	}
 }
+
+// A GET at 9x its median but under its usual p95 is within its usual
+// spread: a busy Node service's event loop adds its lag to every call,
+// and half its GETs ran that slow. Beyond the p95 it is unusual.
+func TestSlowQueryHistoryNeedsMoreThanTheUsualSpread(t *testing.T) {
+	spans := sqRequest("redis", "GET catalog:page:1", 46)
+	h := p1History{stmt: map[string]Baseline{"redis|GET catalog:page:?": {P50MS: 5, P95MS: 60, Count: 500}}}
+	if got := NewSlowQuery().Detect(NewTrace(spans), &Env{History: h}); len(got) != 0 {
+		t.Errorf("within the usual p95: %q", got[0].Title)
+	}
+	h.stmt["redis|GET catalog:page:?"] = Baseline{P50MS: 5, P95MS: 12, Count: 500}
+	if got := NewSlowQuery().Detect(NewTrace(spans), &Env{History: h}); len(got) != 1 {
+		t.Errorf("beyond the usual p95: %d findings", len(got))
+	}
+}

@@ -6,6 +6,7 @@ import (
 	"math"
 	"slices"
 	"sort"
+	"strings"
 	"time"
 
 	"github.com/tracedx/tracedx/internal/analyze"
@@ -102,30 +103,87 @@ type callSample struct {
 type callRing struct {
 	calls []callSample
 	next  int
+	// stmt is the first statement seen, for the finding's operation.
+	stmt string
+}
+
+// callKey is what calls are tracked under: the span's service and name
+// and, for a database call, its statement's shape (stmtShapeHash).
+// Instrumentations name database spans by operation and table ("SELECT",
+// "SELECT shop.products"): a quick point lookup and a slow report under
+// one name would pass for one call that slows down when the report runs
+// concurrently.
+type callKey struct {
+	service, name string
+	shape         uint64
 }
 
 type contentionTracker struct {
 	cfg      ContentionConfig
-	ops      map[opKey]*callRing
+	ops      map[callKey]*callRing
 	lastEval time.Time
 }
 
 func newContentionTracker(cfg ContentionConfig) *contentionTracker {
-	return &contentionTracker{cfg: cfg.withDefaults(), ops: map[opKey]*callRing{}}
+	return &contentionTracker{cfg: cfg.withDefaults(), ops: map[callKey]*callRing{}}
 }
 
-// observe records one outgoing call. Called with the detector's lock held.
-func (c *contentionTracker) observe(now time.Time, s *model.Span) {
+// stmtShapeHash hashes a statement's shape in one pass without
+// allocating, as ingest pays it for every database call: literals do not
+// count (quoted strings, and runs of digits, placeholders, commas and
+// spaces, which also folds IN lists of any length), the rest does. Two
+// statements of one shape hash alike; NormalizeStatement, which writes
+// the shape out, runs only for a finding.
+func stmtShapeHash(q string) uint64 {
+	const prime = 1099511628211
+	h := uint64(14695981039346656037)
+	inRun := false
+	var quote byte
+	for i := 0; i < len(q); i++ {
+		c := q[i]
+		if quote != 0 {
+			if c == quote {
+				quote = 0
+			}
+			continue
+		}
+		switch {
+		case c == '\'' || c == '"':
+			quote = c
+		case c >= '0' && c <= '9' || c == '?' || c == '$' || c == ',' || c == ' ' || c == '\t' || c == '\n' || c == ':':
+		default:
+			inRun = false
+			h = (h ^ uint64(c)) * prime
+			continue
+		}
+		if !inRun {
+			inRun = true
+			h = (h ^ '#') * prime
+		}
+	}
+	return h
+}
+
+// observe records one outgoing call; stmt is its database statement,
+// when it has one. Called with the detector's lock held.
+func (c *contentionTracker) observe(now time.Time, s *model.Span, stmt *model.Value) {
 	if s.EndUnixNano <= s.StartUnixNano {
 		return
 	}
-	k := opKey{s.Service, s.Name}
+	k := callKey{service: s.Service, name: s.Name}
+	q := ""
+	if stmt != nil {
+		if q = stmt.AsString(); q != "" {
+			k.shape = stmtShapeHash(q)
+		}
+	}
 	r := c.ops[k]
 	if r == nil {
 		if len(c.ops) >= c.cfg.MaxOps {
 			return
 		}
-		r = &callRing{}
+		// The statement may alias a decode buffer that is reused.
+		r = &callRing{stmt: strings.Clone(q)}
 		c.ops[k] = r
 	}
 	x := callSample{start: s.StartUnixNano, end: s.EndUnixNano, seen: now.UnixNano(), trace: s.TraceID, span: s.SpanID}
@@ -174,8 +232,8 @@ func (c *contentionTracker) evaluate(now time.Time, add func(Finding, time.Durat
 		return
 	}
 	c.lastEval = now
-	keys := slices.SortedFunc(maps.Keys(c.ops), func(a, b opKey) int {
-		return cmp.Or(cmp.Compare(a.service, b.service), cmp.Compare(a.op, b.op))
+	keys := slices.SortedFunc(maps.Keys(c.ops), func(a, b callKey) int {
+		return cmp.Or(cmp.Compare(a.service, b.service), cmp.Compare(a.name, b.name), cmp.Compare(a.shape, b.shape))
 	})
 	for _, k := range keys {
 		r := c.ops[k]
@@ -189,13 +247,13 @@ func (c *contentionTracker) evaluate(now time.Time, add func(Finding, time.Durat
 			delete(c.ops, k)
 			continue
 		}
-		if f, ok := c.check(k, calls); ok {
+		if f, ok := c.check(k, r.stmt, calls); ok {
 			add(f, c.cfg.Window)
 		}
 	}
 }
 
-func (c *contentionTracker) check(k opKey, calls []callSample) (Finding, bool) {
+func (c *contentionTracker) check(k callKey, stmt string, calls []callSample) (Finding, bool) {
 	if len(calls) < c.cfg.MinSamples {
 		return Finding{}, false
 	}
@@ -241,7 +299,11 @@ func (c *contentionTracker) check(k opKey, calls []callSample) (Finding, bool) {
 	if den := n*sxx - sx*sx; den > 0 {
 		slope = (n*sxy - sx*sy) / den
 	}
-	ev := ContentionEvidence{Service: k.service, Operation: k.op, WindowS: c.cfg.Window.Seconds(), Calls: len(calls),
+	op := k.name
+	if stmt != "" {
+		op = model.Clip(analyze.NormalizeStatement(stmt), 160)
+	}
+	ev := ContentionEvidence{Service: k.service, Operation: op, WindowS: c.cfg.Window.Seconds(), Calls: len(calls),
 		LowConcurrency: lowMax, HighConcurrency: highMin, LowP50MS: round1(lp), HighP50MS: round1(hp),
 		Factor: math.Round(hp/lp*100) / 100, SlopeMS: round1(slope)}
 	for b := 0; b <= highMin; b += width {
@@ -251,7 +313,7 @@ func (c *contentionTracker) check(k opKey, calls []callSample) (Finding, bool) {
 	}
 	// Examples: the slowest crowded calls.
 	sort.Slice(hot, func(i, j int) bool { return hot[i].end-hot[i].start > hot[j].end-hot[j].start })
-	f := Finding{Service: k.service, Operation: k.op, Key: "concurrency_contention/" + k.service + "/" + k.op}
+	f := Finding{Service: k.service, Operation: op, Key: "concurrency_contention/" + k.service + "/" + op}
 	f.Kind, f.Severity = "concurrency_contention", analyze.SeverityWarning
 	if hp >= 4*lp {
 		f.Severity = analyze.SeverityCritical
@@ -262,12 +324,12 @@ func (c *contentionTracker) check(k opKey, calls []callSample) (Finding, bool) {
 	}
 	f.ImpactMS = round1(hp - lp)
 	f.Title = sprintf("%s %s takes %.1fx longer when %d+ run at once (median %.0f ms) than when at most %d do (%.0f ms): they queue for something shared",
-		k.service, k.op, hp/lp, highMin+1, hp, lowMax+1, lp)
+		k.service, op, hp/lp, highMin+1, hp, lowMax+1, lp)
 	f.Evidence = ev
 	f.Fix = "Calls of this operation wait for each other: find what they share (a lock or mutex around it, a connection or " +
 		"worker pool, a single-threaded backend); example traces may carry lock_contention findings naming it. Shorten or " +
 		"split the critical section, size the pool for the concurrency seen, or scale the backend."
-	f.Culprit = &analyze.Culprit{Service: k.service, Operation: k.op,
+	f.Culprit = &analyze.Culprit{Service: k.service, Operation: op,
 		Reason: sprintf("its calls slow down %.1fx as more of them overlap: a resource they share serialises them", hp/lp)}
 	return f, true
 }

@@ -146,6 +146,72 @@ func BenchmarkContentionObserve(b *testing.B) {
 	now := t0
 	b.ResetTimer()
 	for i := 0; i < b.N; i++ {
-		c.observe(now, &spans[i%len(spans)])
+		c.observe(now, &spans[i%len(spans)], nil)
+	}
+}
+
+// mysql2 names every query span "SELECT": a point lookup that runs alone
+// and a slow report that runs several at a time are two operations, not
+// one that slows down when crowded. The same report serialised behind a
+// lock still is.
+func TestConcurrencyContentionTellsStatementsApart(t *testing.T) {
+	withStmt := func(spans []model.Span, stmt string) []model.Span {
+		for i := range spans {
+			spans[i].Attrs = append(spans[i].Attrs, model.Attr{Key: "db.query.text", Value: model.Str(stmt)})
+		}
+		return spans
+	}
+	lookups := withStmt(ctCalls(5, 300, "catalog", "SELECT", func(int, time.Time) time.Duration { return time.Millisecond }),
+		"SELECT id, name FROM products WHERE id = ?")
+	// Reports start in bursts, many at once, and take 250 ms however many run.
+	reports := withStmt(ctCalls(6, 300, "catalog", "SELECT", func(int, time.Time) time.Duration { return 250 * time.Millisecond }),
+		"SELECT id, SLEEP(0.08) FROM products WHERE id <= 3")
+	// Spread the lookups so they run alone.
+	for i := range lookups {
+		shift := uint64(i) * uint64(time.Second)
+		lookups[i].StartUnixNano += shift
+		lookups[i].EndUnixNano += shift
+	}
+	d := New(Config{}, nil, nil, nil)
+	now := maxTime(ctFeed(d, reports), ctFeed(d, lookups))
+	for _, f := range d.Evaluate(now) {
+		if f.Kind == "concurrency_contention" {
+			t.Errorf("two statements under one span name: %q", f.Title)
+		}
+	}
+	d = New(Config{}, nil, nil, nil)
+	locked := withStmt(ctCalls(1, 400, "catalog", "SELECT", ctLocked(20*time.Millisecond)), "SELECT * FROM stock WHERE sku = 42 FOR UPDATE")
+	var got []Finding
+	for _, f := range d.Evaluate(ctFeed(d, locked)) {
+		if f.Kind == "concurrency_contention" {
+			got = append(got, f)
+		}
+	}
+	if len(got) != 1 || got[0].Operation != "SELECT * FROM stock WHERE sku = ? FOR UPDATE" {
+		t.Errorf("a locked statement: %+v", got)
+	}
+}
+
+func TestStmtShapeHash(t *testing.T) {
+	same := [][2]string{
+		{"SELECT * FROM orders WHERE id = 42", "SELECT * FROM orders WHERE id = ?"},
+		{"SELECT * FROM t WHERE sku IN (1, 2, 3)", "SELECT * FROM t WHERE sku IN (7)"},
+		{"SELECT * FROM u WHERE name = 'o''hara'", "SELECT * FROM u WHERE name = $1"},
+		{"GET product:17", "GET product:923"},
+	}
+	for _, p := range same {
+		if stmtShapeHash(p[0]) != stmtShapeHash(p[1]) {
+			t.Errorf("%q and %q hash apart", p[0], p[1])
+		}
+	}
+	differ := [][2]string{
+		{"SELECT * FROM orders WHERE id = ?", "SELECT * FROM customers WHERE id = ?"},
+		{"SELECT id FROM products WHERE id = ?", "SELECT id, SLEEP(?) FROM products WHERE id <= ?"},
+		{"GET product:1", "SET product:1 x"},
+	}
+	for _, p := range differ {
+		if stmtShapeHash(p[0]) == stmtShapeHash(p[1]) {
+			t.Errorf("%q and %q hash alike", p[0], p[1])
+		}
 	}
 }

@@ -236,7 +236,7 @@ func (d *Detector) observeSpans(now time.Time, spans []model.Span) {
 				sr.errRefs = pushRef(sr.errRefs, ref{trace: s.TraceID, span: s.SpanID, t: now}, 5)
 			}
 		case call:
-			d.contention.observe(now, s)
+			d.contention.observe(now, s, first(k.dbQueryText, k.dbStatement))
 			if code, bad, ok := k.authStatus(); ok {
 				if v := k.target(); !emptyValue(v) {
 					d.recordAuth(s, v.AsString(), code, bad)
@@ -358,6 +358,7 @@ type spanKeys struct {
 	peerService, serverAddress, netPeerName *model.Value
 	cacheHit                                *model.Value
 	dbSystemName, dbSystem                  *model.Value
+	dbQueryText, dbStatement                *model.Value
 }
 
 // scan fills k (zero) from attrs.
@@ -386,6 +387,10 @@ func (k *spanKeys) scan(attrs model.Attrs) {
 			p = &k.dbSystemName
 		case "db.system":
 			p = &k.dbSystem
+		case "db.query.text":
+			p = &k.dbQueryText
+		case "db.statement":
+			p = &k.dbStatement
 		default:
 			continue
 		}
