@@ -100,6 +100,18 @@ var diagChecks = map[string]func(t *testing.T, fs []Finding){
 			t.Errorf("evidence %+v", ev)
 		}
 	},
+	// A live Go frontend (otelhttp, otelgrpc 0.72) gives the catalog a
+	// 50 ms gRPC deadline; the catalog honours it and ends CANCELLED with
+	// the call, its status unset. The deadline that ran out is the origin
+	// and the catalog, still working, the culprit: not a failure "in" the
+	// catalog with no message.
+	"error_origin/positive-grpc-deadline-honoured": func(t *testing.T, fs []Finding) {
+		ev := fs[0].Evidence.(ErrorOriginEvidence)
+		if len(fs) != 1 || ev.Origin.Service != "frontend" || !strings.Contains(fs[0].Title, "context deadline exceeded") ||
+			fs[0].Culprit == nil || fs[0].Culprit.Service != "productcatalog" || !strings.Contains(fs[0].Culprit.Reason, "still working") {
+			t.Errorf("evidence %+v title %q culprit %+v", ev.Origin, fs[0].Title, fs[0].Culprit)
+		}
+	},
 	"cache_miss/positive-product-cache-aside": func(t *testing.T, fs []Finding) {
 		ev := fs[0].Evidence.(CacheMissEvidence)
 		if len(fs) != 1 || ev.KeyShape != "product:?" || ev.Signal != "get_fetch_set" || !ev.WroteBack || len(ev.Fallback) != 2 ||

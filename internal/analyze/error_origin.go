@@ -296,9 +296,11 @@ func failedBelow(n *Node) bool {
 // (ended beyond the cross-host clock allowance after it): p's own timeout
 // failed the request, and c's failure — a gRPC server reports the
 // propagated deadline as DEADLINE_EXCEEDED or CANCELLED when its handler
-// finally returns — came after and reached nobody.
+// finally returns — came after and reached nobody. A callee that honours
+// the deadline ends with the call, cancelled (gRPC CANCELLED, HTTP 499):
+// it too was still working when the deadline ran out.
 func gaveUpFirst(p, c *Node) bool {
-	return IsCall(p) && IsTimeoutLike(p.Span) && c.End() > p.End()+crossHostSkewNS
+	return IsCall(p) && IsTimeoutLike(p.Span) && (c.End() > p.End()+crossHostSkewNS || abandoned(c))
 }
 
 // passesFailureUp: an unfailed span that is neither a call nor a service
