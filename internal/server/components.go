@@ -51,10 +51,20 @@ type storedFindings struct {
 	// sink stores into fs and counts what it stores.
 	sink systemic.Sink
 	sys  *systemic.Detector
+	// once keeps a trace completed again by late spans from storing its
+	// findings twice.
+	once *storedOnce
 }
 
 func (f *storedFindings) putTrace(ctx context.Context, spans []model.Span, res analyze.Result) error {
-	return f.sink.Put(ctx, findingstore.FromResult(spans, res))
+	fs := findingstore.FromResult(spans, res)
+	if f.once != nil {
+		fs = f.once.fresh(fs)
+	}
+	if len(fs) == 0 {
+		return nil
+	}
+	return f.sink.Put(ctx, fs)
 }
 
 func (f *storedFindings) traceFindings(ctx context.Context, id model.TraceID) ([]analyze.Finding, bool, error) {

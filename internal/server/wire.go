@@ -116,7 +116,7 @@ func New(ctx context.Context, cfg config.Config, log *slog.Logger) (*Server, err
 	// moves both.
 	sys := systemic.New(systemic.Config{Dir: dir("systemic"), EvalInterval: systemicEvalInterval}, findingsSink, func() time.Time { return timeNow() }, log)
 	s.background = append(s.background, func(ctx context.Context) { sys.Run(ctx) })
-	pipe.findings = &storedFindings{fs: fs, sink: findingsSink, sys: sys}
+	pipe.findings = &storedFindings{fs: fs, sink: findingsSink, sys: sys, once: newStoredOnce()}
 	// Alerts name the root-cause ranking's top cause; the ranking reads
 	// through the API's dependencies, which are built further down.
 	var rankDeps *v1.Deps
