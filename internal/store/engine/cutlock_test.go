@@ -197,13 +197,7 @@ func benchCutLockHold(b *testing.B, early bool) {
 	e.cutHeld = func(d time.Duration) { held += d }
 	for i := 0; i < b.N; i++ {
 		now := time.Now().UnixNano()
-		for k := range batches {
-			bt := &batches[k]
-			for j := range bt.spans {
-				bt.spans[j].TraceID[0], bt.spans[j].TraceID[1] = byte(i), byte(i>>8)
-			}
-			e.head.insert(bt.spans, reencode(bt), bt.offs, 1, now)
-		}
+		insertBatches(e, batches, i, now)
 		idleBefore := now + 1
 		if early {
 			idleBefore = now - 1
