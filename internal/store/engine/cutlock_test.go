@@ -13,19 +13,21 @@ import (
 	"github.com/tracedx/tracedx/internal/store"
 )
 
-// readLog records, per written trace, how many spans were written before
-// and after a read so the read can be checked against both.
+// readLog records, per written trace, how many spans were written (done)
+// and how many were being or had been written (started), so a read can be
+// checked against the writes done before it and those started by its end.
 type readLog struct {
-	mu    sync.Mutex
-	ids   []model.TraceID
-	svc   []string
-	spans map[model.TraceID]int
+	mu      sync.Mutex
+	ids     []model.TraceID
+	svc     []string
+	done    map[model.TraceID]int
+	started map[model.TraceID]int
 }
 
-func (l *readLog) count(id model.TraceID) int {
+func (l *readLog) count(id model.TraceID) (done, started int) {
 	l.mu.Lock()
 	defer l.mu.Unlock()
-	return l.spans[id]
+	return l.done[id], l.started[id]
 }
 
 func (l *readLog) pick(r *rand.Rand) (model.TraceID, string, bool) {
@@ -50,7 +52,7 @@ func TestReadsDuringCutsFindEveryTrace(t *testing.T) {
 	defer e.Close()
 	ctx := context.Background()
 
-	log := &readLog{spans: map[model.TraceID]int{}}
+	log := &readLog{done: map[model.TraceID]int{}, started: map[model.TraceID]int{}}
 	const traces = 1500
 	var done atomic.Bool
 	var wg sync.WaitGroup
@@ -79,19 +81,23 @@ func TestReadsDuringCutsFindEveryTrace(t *testing.T) {
 			log.mu.Lock()
 			log.ids = append(log.ids, tr[0].TraceID)
 			log.svc = append(log.svc, tr[0].Service)
-			log.spans[tr[0].TraceID] = len(tr)
+			log.done[tr[0].TraceID] = len(tr)
+			log.started[tr[0].TraceID] = len(tr)
 			log.mu.Unlock()
 			if i%7 == 6 {
 				id, _, _ := log.pick(r)
 				late := tr[len(tr)-1]
 				late.TraceID = id
 				late.SpanID = g.id8()
+				log.mu.Lock()
+				log.started[id]++
+				log.mu.Unlock()
 				if err := e.Write(ctx, []model.Span{late}); err != nil {
 					fail(err)
 					return
 				}
 				log.mu.Lock()
-				log.spans[id]++
+				log.done[id]++
 				log.mu.Unlock()
 			}
 		}
@@ -130,18 +136,18 @@ func TestReadsDuringCutsFindEveryTrace(t *testing.T) {
 					time.Sleep(100 * time.Microsecond)
 					continue
 				}
-				before := log.count(id)
+				before, _ := log.count(id)
 				spans, err := e.Trace(ctx, id, store.TimeRange{})
-				after := log.count(id)
+				_, after := log.count(id)
 				if err != nil || len(spans) < before || len(spans) > after {
-					fail(fmt.Errorf("trace %s: %d spans (err %v), written %d before the read and %d after", id, len(spans), err, before, after))
+					fail(fmt.Errorf("trace %s: %d spans (err %v), %d written before the read, %d started by its end", id, len(spans), err, before, after))
 					return
 				}
-				before = log.count(id)
+				before, _ = log.count(id)
 				n, err := e.TraceSpanCount(ctx, id, store.TimeRange{})
-				after = log.count(id)
+				_, after = log.count(id)
 				if err != nil || n < before || n > after {
-					fail(fmt.Errorf("span count of %s: %d (err %v), written %d before and %d after", id, n, err, before, after))
+					fail(fmt.Errorf("span count of %s: %d (err %v), %d written before, %d started by its end", id, n, err, before, after))
 					return
 				}
 				sums, err := e.Search(ctx, store.Query{Service: svc, TraceIDs: []model.TraceID{id}, Limit: 20})
