@@ -112,14 +112,7 @@ func benchCut(b *testing.B, batches []encodedBatch) {
 	for i := 0; i < b.N; i++ {
 		b.StopTimer()
 		now := time.Now().UnixNano()
-		for k := range batches {
-			bt := &batches[k]
-			for j := range bt.spans {
-				bt.spans[j].TraceID[0], bt.spans[j].TraceID[1] = byte(i), byte(i>>8)
-			}
-			e.head.insert(bt.spans, reencode(bt), bt.offs, 1, now)
-			spans += int64(len(bt.spans))
-		}
+		spans += insertBatches(e, batches, i, now)
 		b.StartTimer()
 		cpu0 := processCPU()
 		if err := e.Flush(context.Background()); err != nil {
@@ -152,17 +145,7 @@ func BenchmarkCutComplete(b *testing.B) {
 	cpu0 := processCPU()
 	for i := 0; i < b.N; i++ {
 		now := time.Now().UnixNano()
-		for k := range batches {
-			bt := &batches[k]
-			// Fresh trace ids per op, or the traces would merge with the
-			// last op's.
-			for j := range bt.spans {
-				bt.spans[j].TraceID[0] = byte(i)
-				bt.spans[j].TraceID[1] = byte(i >> 8)
-			}
-			e.head.insert(bt.spans, reencode(bt), bt.offs, 1, now)
-			spans += int64(len(bt.spans))
-		}
+		spans += insertBatches(e, batches, i, now)
 		e.flushMu.Lock()
 		err := e.cutToBlock(ctx, func(*headTrace) bool { return true }, now-1)
 		e.flushMu.Unlock()
@@ -186,6 +169,22 @@ func BenchmarkCutComplete(b *testing.B) {
 	b.ReportMetric(float64((processCPU()-cpu0).Nanoseconds())/float64(spans), "cpu-ns/span")
 	b.ReportMetric(float64(e.readBacks.Load())/float64(b.N), "readbacks/op")
 	b.ReportMetric(float64(coldBytes)/float64(spans), "cold-bytes/span")
+}
+
+// insertBatches adds batches to e's head as written at now, with trace
+// ids fresh for op i (or the traces would merge with the last op's), and
+// returns how many spans it added.
+func insertBatches(e *Engine, batches []encodedBatch, i int, now int64) int64 {
+	var spans int64
+	for k := range batches {
+		bt := &batches[k]
+		for j := range bt.spans {
+			bt.spans[j].TraceID[0], bt.spans[j].TraceID[1] = byte(i), byte(i>>8)
+		}
+		e.head.insert(bt.spans, reencode(bt), bt.offs, 1, now)
+		spans += int64(len(bt.spans))
+	}
+	return spans
 }
 
 // reencode writes the batch's current trace ids into its framed bytes (the

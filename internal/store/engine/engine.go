@@ -294,6 +294,9 @@ type Engine struct {
 	// picked traces left the head and before they are registered as
 	// pending: where a concurrent Write can slip in.
 	afterCutIDs func()
+	// cutHeld (benchmarks only; nil otherwise) gets how long a cut held
+	// the engine's lock while it took traces out of the head.
+	cutHeld func(time.Duration)
 
 	flushingBytes atomic.Int64
 

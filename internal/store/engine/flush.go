@@ -194,66 +194,28 @@ func (e *Engine) cutToBlock(ctx context.Context, pick func(t *headTrace) bool, i
 	// for 1.5-4 ms once a second at 30k spans/s on a shared core: only the
 	// move itself needs the lock, so readers see each trace in the head or
 	// in flushing, never in neither or both.
-	ids := e.head.candidates(pick)
+	plan := e.head.planCut(pick)
 	e.mu.Lock()
-	cut := e.head.cutIDs(ids, pick)
+	var locked time.Time
+	if e.cutHeld != nil {
+		locked = time.Now()
+	}
+	cut, cutBytes := e.head.takeCut(plan, pick)
 	if e.afterCutIDs != nil {
 		e.afterCutIDs()
-	}
-	var cutBytes int64
-	for _, t := range cut {
-		cutBytes += t.size()
 	}
 	if len(cut) > 0 {
 		e.flushing = append(e.flushing, cut)
 		e.flushingBytes.Add(cutBytes)
 	}
-	var early []model.TraceID
-	if e.opts.OnTraceComplete != nil {
-		// Traces cut before they are idle complete later. A Write that
-		// adds spans of one after this registration sees the entry and
-		// hands completion back to the head.
-		e.pendingMu.Lock()
-		q := len(e.pendingQ)
-		for id, t := range cut {
-			if t.lastSeen > idleBefore {
-				p := e.pending[id]
-				if p == nil {
-					p = &pendingTrace{}
-					e.pending[id] = p
-				}
-				p.inHead = false
-				p.lastSeen = t.lastSeen
-				p.addMeta(id, &t.traceMeta)
-				e.pendingQ = append(e.pendingQ, pendingRef{id, t.lastSeen})
-				if e.wants(id, p.flags) {
-					early = append(early, id)
-				} else {
-					// Nobody needs its spans so far: they are not kept. Should
-					// later spans make it wanted, it completes by read-back.
-					p.older = true
-				}
-			}
-		}
-		added := e.pendingQ[q:]
-		sort.Slice(added, func(i, j int) bool { return added[i].lastSeen < added[j].lastSeen })
-		e.nPending.Store(int64(len(e.pending)))
-		// Write does not take e.mu, so one since cutIDs may have put spans
-		// of a trace back in the head and looked for its entry before it
-		// existed. Write inserts, then looks: an insert after the check
-		// below is followed by a look after the nPending store above,
-		// which finds the entry; an earlier insert is what the check
-		// finds. Left unset, inHead let the trace complete from its cut
-		// spans alone, and the late spans completed again as the same
-		// trace.
-		for _, r := range added {
-			if e.head.has(r.id) {
-				e.pending[r.id].inHead = true
-			}
-		}
-		e.pendingMu.Unlock()
-	}
 	e.mu.Unlock()
+	if e.cutHeld != nil {
+		e.cutHeld(time.Since(locked))
+	}
+	// Readers do not look at the pending set, so it is registered after
+	// the engine's lock: holding it here too kept every trace read and
+	// search waiting while thousands of traces' meta were packed.
+	early := e.registerPending(cut, idleBefore)
 	if len(cut) == 0 {
 		return nil
 	}
@@ -277,6 +239,60 @@ func (e *Engine) cutToBlock(ctx context.Context, pick func(t *headTrace) bool, i
 		return err
 	}
 	return e.truncateWAL(ctx)
+}
+
+// registerPending remembers the traces of a cut that are not idle yet
+// (lastSeen after idleBefore): they complete later. It returns those whose
+// spans the cut keeps in the cold tier. Callers hold flushMu, so no other
+// cut registers meanwhile; a completion pass that finds an entry before
+// writeCut has handed its spans to the cold tier leaves it for the next
+// pass.
+func (e *Engine) registerPending(cut map[model.TraceID]*headTrace, idleBefore int64) []model.TraceID {
+	if e.opts.OnTraceComplete == nil || len(cut) == 0 {
+		return nil
+	}
+	var early []model.TraceID
+	// A Write that adds spans of one after this registration sees the
+	// entry and hands completion back to the head.
+	e.pendingMu.Lock()
+	defer e.pendingMu.Unlock()
+	q := len(e.pendingQ)
+	for id, t := range cut {
+		if t.lastSeen > idleBefore {
+			p := e.pending[id]
+			if p == nil {
+				p = &pendingTrace{}
+				e.pending[id] = p
+			}
+			p.inHead = false
+			p.lastSeen = t.lastSeen
+			p.addMeta(id, &t.traceMeta)
+			e.pendingQ = append(e.pendingQ, pendingRef{id, t.lastSeen})
+			if e.wants(id, p.flags) {
+				early = append(early, id)
+			} else {
+				// Nobody needs its spans so far: they are not kept. Should
+				// later spans make it wanted, it completes by read-back.
+				p.older = true
+			}
+		}
+	}
+	added := e.pendingQ[q:]
+	sort.Slice(added, func(i, j int) bool { return added[i].lastSeen < added[j].lastSeen })
+	e.nPending.Store(int64(len(e.pending)))
+	// Write does not take pendingMu before inserting, so one since takeCut
+	// may have put spans of a trace back in the head and looked for its
+	// entry before it existed. Write inserts, then looks: an insert after
+	// the check below is followed by a look after the nPending store
+	// above, which finds the entry; an earlier insert is what the check
+	// finds. Left unset, inHead let the trace complete from its cut spans
+	// alone, and the late spans completed again as the same trace.
+	for _, r := range added {
+		if e.head.has(r.id) {
+			e.pending[r.id].inHead = true
+		}
+	}
+	return early
 }
 
 // softHeadBytes is where memory pressure starts: above it, traces are cut

@@ -275,47 +275,74 @@ func (h *head) has(id model.TraceID) bool {
 
 // cut removes and returns the traces selected by pick.
 func (h *head) cut(pick func(t *headTrace) bool) map[model.TraceID]*headTrace {
-	return h.cutIDs(h.candidates(pick), pick)
+	cut, _ := h.takeCut(h.planCut(pick), pick)
+	return cut
 }
 
-// candidates lists the traces pick selects now. It takes only the shards'
+// cutPlan is what a cut prepares before it takes the engine's lock: the
+// traces pick selected, shard by shard, and the map that will hold them.
+type cutPlan struct {
+	refs []headRef
+	out  map[model.TraceID]*headTrace
+}
+
+// planCut lists the traces pick selects now. It takes only the shards'
 // locks, so a cut can look at every head trace (tens of thousands at 30k
-// spans/s) without holding the engine's lock, which trace reads wait for.
-func (h *head) candidates(pick func(t *headTrace) bool) []model.TraceID {
-	var ids []model.TraceID
+// spans/s) and build its map without holding the engine's lock, which
+// trace reads wait for.
+func (h *head) planCut(pick func(t *headTrace) bool) cutPlan {
+	var refs []headRef
 	for i := range h.shards {
 		sh := &h.shards[i]
 		sh.mu.Lock()
 		for id, t := range sh.traces {
 			if pick(t) {
-				ids = append(ids, id)
+				refs = append(refs, headRef{id, t})
 			}
 		}
 		sh.mu.Unlock()
 	}
-	return ids
+	out := make(map[model.TraceID]*headTrace, len(refs))
+	for _, r := range refs {
+		out[r.id] = r.t
+	}
+	return cutPlan{refs, out}
 }
 
-// cutIDs removes and returns those of ids that pick still selects: a span
-// that arrived since candidates looked keeps its trace in the head.
-func (h *head) cutIDs(ids []model.TraceID, pick func(t *headTrace) bool) map[model.TraceID]*headTrace {
-	out := make(map[model.TraceID]*headTrace, len(ids))
+// takeCut removes from the head those of p's traces that pick still
+// selects (a span that arrived since planCut looked keeps its trace in
+// the head) and returns them, in p's map, with their size. It locks each
+// shard once.
+func (h *head) takeCut(p cutPlan, pick func(t *headTrace) bool) (map[model.TraceID]*headTrace, int64) {
 	var freed, spans int64
-	for _, id := range ids {
-		sh := h.shard(id)
-		sh.mu.Lock()
-		if t := sh.traces[id]; t != nil && pick(t) {
-			out[id] = t
-			delete(sh.traces, id)
-			freed += t.size()
-			spans += int64(t.n)
+	var sh *headShard
+	for _, r := range p.refs {
+		if s := h.shard(r.id); s != sh {
+			if sh != nil {
+				sh.mu.Unlock()
+			}
+			sh = s
+			sh.mu.Lock()
 		}
+		t := sh.traces[r.id]
+		if t == nil || !pick(t) {
+			delete(p.out, r.id)
+			continue
+		}
+		if t != r.t {
+			p.out[r.id] = t
+		}
+		delete(sh.traces, r.id)
+		freed += t.size()
+		spans += int64(t.n)
+	}
+	if sh != nil {
 		sh.mu.Unlock()
 	}
 	h.bytes.Add(-freed)
 	h.spans.Add(-spans)
-	h.traces.Add(-int64(len(out)))
-	return out
+	h.traces.Add(-int64(len(p.out)))
+	return p.out, freed
 }
 
 // restore puts back the traces of a cut that failed, as they were: their

@@ -24,12 +24,12 @@ func TestHeadCutRechecksCandidates(t *testing.T) {
 	insertSpan(h, 3, 1, 900) // not idle: never a candidate
 	idle := func(ht *headTrace) bool { return ht.lastSeen <= 500 }
 
-	ids := h.candidates(idle)
-	if len(ids) != 2 {
+	plan := h.planCut(idle)
+	if ids := plan.refs; len(ids) != 2 {
 		t.Fatalf("candidates = %d traces, want 2 (the idle ones)", len(ids))
 	}
 	insertSpan(h, 2, 2, 1000) // trace 2 is busy again before the move
-	cut := h.cutIDs(ids, idle)
+	cut, _ := h.takeCut(plan, idle)
 
 	if len(cut) != 1 || cut[model.TraceID{1, 15: 1}] == nil {
 		t.Fatalf("cut %d traces, want only trace 1", len(cut))
@@ -47,7 +47,32 @@ func TestHeadCutRechecksCandidates(t *testing.T) {
 		t.Errorf("head counts %d spans, want 3", n)
 	}
 	// A candidate that left the head meanwhile (another cut) is skipped.
-	if again := h.cutIDs(ids, idle); len(again) != 0 {
+	if again, _ := h.takeCut(plan, idle); len(again) != 0 {
 		t.Errorf("cutting the same candidates again took %d traces", len(again))
+	}
+}
+
+// A trace that left the head and came back between planning and taking
+// the cut is a new headTrace: the cut takes the one in the head now, not
+// the one it planned with.
+func TestHeadCutTakesCurrentTrace(t *testing.T) {
+	h := newHead(nil, false)
+	insertSpan(h, 1, 1, 100)
+	idle := func(ht *headTrace) bool { return ht.lastSeen <= 500 }
+	plan := h.planCut(idle)
+	planned := plan.out[model.TraceID{1, 15: 1}]
+	if h.cut(idle)[model.TraceID{1, 15: 1}] != planned { // e.g. a drop
+		t.Fatal("the first cut did not take the planned trace")
+	}
+	insertSpan(h, 1, 2, 200)
+	insertSpan(h, 1, 3, 200)
+	bytes := h.bytes.Load()
+	cut, size := h.takeCut(plan, idle)
+	got := cut[model.TraceID{1, 15: 1}]
+	if got == nil || got == planned || got.n != 2 {
+		t.Fatalf("cut took %+v, want the trace back in the head with 2 spans", got)
+	}
+	if size != got.size() || h.traces.Load() != 0 || h.spans.Load() != 0 || bytes-h.bytes.Load() != size {
+		t.Errorf("size %d (trace %d), head left with %d traces, %d spans, %d of %d bytes freed", size, got.size(), h.traces.Load(), h.spans.Load(), bytes-h.bytes.Load(), size)
 	}
 }
