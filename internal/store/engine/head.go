@@ -205,12 +205,14 @@ func (h *head) insert(spans []model.Span, enc []byte, offs []int, seg uint64, no
 		sh := h.shard(s.TraceID)
 		sh.mu.Lock()
 		t := sh.traces[s.TraceID]
+		var before int64 // a trace new to the head adds its whole size, base included
 		if t == nil {
 			t = &headTrace{}
 			sh.traces[s.TraceID] = t
 			h.traces.Add(1)
+		} else {
+			before = t.size()
 		}
-		before := t.size()
 		run := offs[j] - offs[i]
 		// A trace new to the head whose spans of this batch are all in
 		// this run (the usual case) gets its buffer from add's append,
