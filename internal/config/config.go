@@ -384,7 +384,9 @@ type Analytics struct {
 	// BaselineTracesPerSecond caps the completed traces fed to the
 	// baselines (uniformly sampled above it; 0: every trace). Baselines are
 	// decayed distributions over hours, so a sample describes them as well
-	// as every trace, at a fraction of the cost (~1.2 µs per span).
+	// as every trace, at a fraction of the cost (~1.2 µs per span). In a
+	// cluster the cap is the cluster's: each of N nodes feeds its own
+	// baselines 1/N of it (each node sees a uniform share of the traces).
 	BaselineTracesPerSecond float64 `yaml:"baseline_traces_per_second"`
 	// WholeTracesPerSecond: above this rate of completed traces, the
 	// cross-trace analytics decode a uniform sample of whole traces (the

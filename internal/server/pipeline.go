@@ -134,6 +134,16 @@ type pipeline struct {
 	vitalShare       float64
 }
 
+// baselinePerNode is the rate of completed traces this node feeds its
+// baselines: analytics.baseline_traces_per_second split between the
+// nodes of a cluster. Each node sees a uniform share of the traces (by
+// trace id), so a node's baselines describe the same distributions, and
+// the cluster pays for the baselines what one node does instead of the
+// cap's worth on every node.
+func baselinePerNode(cfg config.Config) float64 {
+	return cfg.Analytics.BaselineTracesPerSecond / float64(max(1, len(cfg.Cluster.Peers)))
+}
+
 // rateSampler keeps about perSecond events per second, uniformly: the keep
 // probability for the next second is perSecond over the rate of the last.
 type rateSampler struct {
@@ -177,7 +187,7 @@ func newPipeline(s *Server, history *baseline.Baselines) *pipeline {
 	p := &pipeline{s: s, log: s.log.With("component", "analysis"), skipLog: ratelog.Limiter{Every: skipLogEvery}, putLog: ratelog.Limiter{Every: skipLogEvery}, history: history, queue: newAnalysisQueue(maxQueued),
 		analysis: s.cfg.Analysis.Enabled, analytics: s.cfg.Analytics.Enabled,
 		maxShare: s.cfg.Analysis.MaxCPUShare, rng: rand.New(rand.NewPCG(rand.Uint64(), 1)),
-		baseline: rateSampler{perSecond: s.cfg.Analytics.BaselineTracesPerSecond}, wholePerSecond: s.cfg.Analytics.WholeTracesPerSecond}
+		baseline: rateSampler{perSecond: baselinePerNode(s.cfg)}, wholePerSecond: s.cfg.Analytics.WholeTracesPerSecond}
 	if s.cfg.Admission.HeapFraction > 0 {
 		p.heap, p.heapFraction, p.bigLog = newHeapReader().read, s.cfg.Admission.HeapFraction, ratelog.Limiter{Every: skipLogEvery}
 	}

@@ -19,6 +19,7 @@ import (
 
 	"github.com/tracedx/tracedx/internal/analyze"
 	"github.com/tracedx/tracedx/internal/baseline"
+	"github.com/tracedx/tracedx/internal/cluster"
 	"github.com/tracedx/tracedx/internal/config"
 	"github.com/tracedx/tracedx/internal/model"
 	"github.com/tracedx/tracedx/internal/store/engine"
@@ -267,6 +268,36 @@ func TestRateSamplerKeepsAboutTheRate(t *testing.T) {
 		if !all.keep(t0, rng) {
 			t.Fatal("perSecond 0 must keep everything")
 		}
+	}
+}
+
+// A node of a cluster feeds its baselines its share of
+// analytics.baseline_traces_per_second: three nodes, each taking a third of
+// the traces, pay together what one node does.
+func TestClusterNodeFeedsBaselinesItsShareOfTheCap(t *testing.T) {
+	keptOver9s := func(p *pipeline) int {
+		rng := rand.New(rand.NewPCG(1, 2))
+		t0 := time.Unix(1000, 0)
+		kept := 0
+		for i := range 20000 { // 10 s at 2000 completions/s
+			if p.baseline.keep(t0.Add(time.Duration(i)*500*time.Microsecond), rng) && i >= 2000 {
+				kept++
+			}
+		}
+		return kept
+	}
+	single := testPipeline(t, func(c *config.Config) { c.Analytics.BaselineTracesPerSecond = 300 })
+	node := testPipeline(t, func(c *config.Config) {
+		c.Analytics.BaselineTracesPerSecond = 300
+		c.Cluster.NodeID = "a"
+		c.Cluster.Peers = []cluster.Peer{{ID: "a", OTLPGRPC: "127.0.0.1:1", HTTP: "127.0.0.1:2"},
+			{ID: "b", OTLPGRPC: "127.0.0.1:3", HTTP: "127.0.0.1:4"}, {ID: "c", OTLPGRPC: "127.0.0.1:5", HTTP: "127.0.0.1:6"}}
+	})
+	if got := keptOver9s(single); got < 2500 || got > 2900 {
+		t.Errorf("single node fed its baselines %d traces over 9 s, want ~2700 (300/s)", got)
+	}
+	if got := keptOver9s(node); got < 800 || got > 1000 {
+		t.Errorf("node of three fed its baselines %d traces over 9 s, want ~900 (100/s)", got)
 	}
 }
 
