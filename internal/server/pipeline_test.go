@@ -553,3 +553,38 @@ func TestTakeSpansDeclinesATraceBeyondTheMemoryBudget(t *testing.T) {
 		t.Errorf("a declined huge trace: no_room %v, want %v", got, before+1)
 	}
 }
+
+// An idle worker sleeps until a trace is queued (or the next tick)
+// instead of polling the empty queue, and takes a queued trace without
+// waiting for the tick.
+func TestIdleWorkerSleepsUntilATraceIsQueued(t *testing.T) {
+	p := testPipeline(t, nil)
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		p.run(ctx)
+	}()
+	defer func() {
+		cancel()
+		<-done
+	}()
+	time.Sleep(300 * time.Millisecond)
+	// Polling every pipelineIdle found it empty ~15 times.
+	if n := p.idleWakes.Load(); n > 2 {
+		t.Errorf("idle worker woke %d times in 300 ms, want at most 2", n)
+	}
+	for k := range 3 {
+		start := time.Now()
+		p.traceComplete(completedOf(traceOf(5+k, "a")))
+		for p.analysed.Load() < uint64(k+1) {
+			if time.Since(start) > 5*time.Second {
+				t.Fatalf("trace %d queued to an idle worker not taken within 5 s", k)
+			}
+			time.Sleep(time.Millisecond)
+		}
+	}
+	if n := p.idleWakes.Load(); n > 10 {
+		t.Errorf("worker woke %d times for three traces, want a few", n)
+	}
+}
