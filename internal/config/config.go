@@ -393,7 +393,8 @@ type Analytics struct {
 	// latency examples behind attribution, the baselines) and count every
 	// other trace from the summary the store keeps without decoding it.
 	// Traces that may hold a cache miss or an auth failure only the whole
-	// trace can place are always decoded (0: decode every trace).
+	// trace can place are always decoded (0: decode every trace). In a
+	// cluster the rate is the cluster's, as for BaselineTracesPerSecond.
 	WholeTracesPerSecond float64 `yaml:"whole_traces_per_second"`
 	// Baseline says how "usual" is learnt and how incidents are kept out
 	// of it.

@@ -138,14 +138,16 @@ type pipeline struct {
 	vitalShare       float64
 }
 
-// baselinePerNode is the rate of completed traces this node feeds its
-// baselines: analytics.baseline_traces_per_second split between the
-// nodes of a cluster. Each node sees a uniform share of the traces (by
-// trace id), so a node's baselines describe the same distributions, and
-// the cluster pays for the baselines what one node does instead of the
-// cap's worth on every node.
-func baselinePerNode(cfg config.Config) float64 {
-	return cfg.Analytics.BaselineTracesPerSecond / float64(max(1, len(cfg.Cluster.Peers)))
+// perNode is this node's part of a rate of completed traces the
+// analytics take (analytics.baseline_traces_per_second,
+// whole_traces_per_second): the rate split between the nodes of a
+// cluster. Each node sees a uniform share of the traces (by trace id), so
+// a node's baselines describe the same distributions and the cross-trace
+// detectors judge the union of every node's share (internal/systemic
+// merge.go); the cluster pays what one node does instead of the rate's
+// worth on every node.
+func perNode(cfg config.Config, perSecond float64) float64 {
+	return perSecond / float64(max(1, len(cfg.Cluster.Peers)))
 }
 
 // rateSampler keeps about perSecond events per second, uniformly: the keep
@@ -191,7 +193,8 @@ func newPipeline(s *Server, history *baseline.Baselines) *pipeline {
 	p := &pipeline{s: s, log: s.log.With("component", "analysis"), skipLog: ratelog.Limiter{Every: skipLogEvery}, putLog: ratelog.Limiter{Every: skipLogEvery}, history: history, queue: newAnalysisQueue(maxQueued),
 		analysis: s.cfg.Analysis.Enabled, analytics: s.cfg.Analytics.Enabled,
 		maxShare: s.cfg.Analysis.MaxCPUShare, rng: rand.New(rand.NewPCG(rand.Uint64(), 1)),
-		baseline: rateSampler{perSecond: baselinePerNode(s.cfg)}, wholePerSecond: s.cfg.Analytics.WholeTracesPerSecond}
+		baseline:       rateSampler{perSecond: perNode(s.cfg, s.cfg.Analytics.BaselineTracesPerSecond)},
+		wholePerSecond: perNode(s.cfg, s.cfg.Analytics.WholeTracesPerSecond)}
 	if s.cfg.Admission.HeapFraction > 0 {
 		p.heap, p.heapFraction, p.bigLog = newHeapReader().read, s.cfg.Admission.HeapFraction, ratelog.Limiter{Every: skipLogEvery}
 	}

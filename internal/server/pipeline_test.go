@@ -272,9 +272,10 @@ func TestRateSamplerKeepsAboutTheRate(t *testing.T) {
 }
 
 // A node of a cluster feeds its baselines its share of
-// analytics.baseline_traces_per_second: three nodes, each taking a third of
-// the traces, pay together what one node does.
-func TestClusterNodeFeedsBaselinesItsShareOfTheCap(t *testing.T) {
+// analytics.baseline_traces_per_second, and decodes for the cross-trace
+// analytics its share of whole_traces_per_second: three nodes, each
+// taking a third of the traces, pay together what one node does.
+func TestClusterNodeTakesItsShareOfTheAnalyticsRates(t *testing.T) {
 	keptOver9s := func(p *pipeline) int {
 		rng := rand.New(rand.NewPCG(1, 2))
 		t0 := time.Unix(1000, 0)
@@ -286,9 +287,11 @@ func TestClusterNodeFeedsBaselinesItsShareOfTheCap(t *testing.T) {
 		}
 		return kept
 	}
-	single := testPipeline(t, func(c *config.Config) { c.Analytics.BaselineTracesPerSecond = 300 })
+	single := testPipeline(t, func(c *config.Config) {
+		c.Analytics.BaselineTracesPerSecond, c.Analytics.WholeTracesPerSecond = 300, 90
+	})
 	node := testPipeline(t, func(c *config.Config) {
-		c.Analytics.BaselineTracesPerSecond = 300
+		c.Analytics.BaselineTracesPerSecond, c.Analytics.WholeTracesPerSecond = 300, 90
 		c.Cluster.NodeID = "a"
 		c.Cluster.Peers = []cluster.Peer{{ID: "a", OTLPGRPC: "127.0.0.1:1", HTTP: "127.0.0.1:2"},
 			{ID: "b", OTLPGRPC: "127.0.0.1:3", HTTP: "127.0.0.1:4"}, {ID: "c", OTLPGRPC: "127.0.0.1:5", HTTP: "127.0.0.1:6"}}
@@ -298,6 +301,18 @@ func TestClusterNodeFeedsBaselinesItsShareOfTheCap(t *testing.T) {
 	}
 	if got := keptOver9s(node); got < 800 || got > 1000 {
 		t.Errorf("node of three fed its baselines %d traces over 9 s, want ~900 (100/s)", got)
+	}
+	// 270 completions in a second: one node decodes a third whole (90/s),
+	// a node of three a ninth (30/s).
+	for _, tc := range []struct {
+		p    *pipeline
+		want float64
+	}{{single, 1.0 / 3}, {node, 1.0 / 9}} {
+		tc.p.completedN.Store(270)
+		tc.p.tick(tc.p.lastTick.Add(time.Second))
+		if got := math.Float64frombits(tc.p.sampleBits.Load()); math.Abs(got-tc.want) > 1e-9 {
+			t.Errorf("whole-trace share %g at 270 completions/s, want %g", got, tc.want)
+		}
 	}
 }
 
