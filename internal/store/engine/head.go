@@ -296,6 +296,22 @@ func (h *head) candidates(pick func(t *headTrace) bool) []model.TraceID {
 	return ids
 }
 
+// idleBytes is what the traces not touched since before take of the head.
+func (h *head) idleBytes(before int64) int64 {
+	var n int64
+	for i := range h.shards {
+		sh := &h.shards[i]
+		sh.mu.Lock()
+		for _, t := range sh.traces {
+			if t.lastSeen <= before {
+				n += t.size()
+			}
+		}
+		sh.mu.Unlock()
+	}
+	return n
+}
+
 // cutIDs removes and returns those of ids that pick still selects: a span
 // that arrived since candidates looked keeps its trace in the head.
 func (h *head) cutIDs(ids []model.TraceID, pick func(t *headTrace) bool) map[model.TraceID]*headTrace {
