@@ -80,8 +80,14 @@ type node struct {
 	eng   *engine.Engine
 	in    *ingest.Server
 	web   *httptest.Server
+	mux   *http.ServeMux
 	store *Store
 	ring  *Ring
+	// traceRequests counts the peer API requests for traces by id it
+	// answered (pathTrace and pathTraces).
+	traceRequests atomic.Int64
+	// oldBuild, set, answers as a node without pathTraces.
+	oldBuild atomic.Bool
 }
 
 // startCluster runs n nodes in-process on one block storage, each with
@@ -121,9 +127,19 @@ func startClusterWith(t testing.TB, n int, o engine.Options) []*node {
 		if err := in.Start(ctx); err != nil {
 			t.Fatal(err)
 		}
-		mux := http.NewServeMux()
-		web := httptest.NewServer(mux)
-		nodes[i] = &node{in: in, web: web}
+		nd := &node{in: in, mux: http.NewServeMux()}
+		nd.web = httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+			if r.URL.Path == pathTrace || r.URL.Path == pathTraces {
+				nd.traceRequests.Add(1)
+			}
+			if r.URL.Path == pathTraces && nd.oldBuild.Load() {
+				http.NotFound(w, r)
+				return
+			}
+			nd.mux.ServeHTTP(w, r)
+		}))
+		web := nd.web
+		nodes[i] = nd
 		peers = append(peers, Peer{ID: fmt.Sprintf("n%d", i), OTLPGRPC: in.GRPCAddr(), HTTP: web.Listener.Addr().String()})
 		t.Cleanup(func() {
 			web.Close()
@@ -153,7 +169,7 @@ func startClusterWith(t testing.TB, n int, o engine.Options) []*node {
 		refs[i].ring.Store(ring)
 		nd.eng, nd.ring = eng, ring
 		nd.store = NewStore(eng, eng, ring, Security{}, quiet)
-		RegisterPeerRoutes(nd.web.Config.Handler.(*http.ServeMux), eng, Security{}, quiet)
+		RegisterPeerRoutes(nd.mux, eng, Security{}, quiet)
 	}
 	return nodes
 }
@@ -198,12 +214,15 @@ func checkEverywhere(t *testing.T, stage string, nodes []*node, spans []model.Sp
 		want[s.TraceID]++
 	}
 	for i, nd := range nodes {
+		var refs []store.TraceRef
 		for id, n := range want {
 			got, err := nd.store.Trace(ctx, id, store.TimeRange{})
 			if err != nil || len(got) != n {
 				t.Fatalf("%s: node %d: trace %s: %d spans, want %d (%v)", stage, i, id, len(got), n, err)
 			}
+			refs = append(refs, store.TraceRef{ID: id})
 		}
+		checkTracesTogether(t, stage, i, nodes, refs, want)
 		res, err := nd.store.Search(ctx, store.Query{Service: "cart", Limit: 10_000})
 		if err != nil {
 			t.Fatal(err)
@@ -228,6 +247,43 @@ func checkEverywhere(t *testing.T, stage string, nodes []*node, spans []model.Sp
 			t.Fatalf("%s: node %d: scan saw %d traces, want %d (%v)", stage, i, scanned, len(want), err)
 		}
 		checkUnlimitedScan(t, stage, i, nd, want)
+	}
+}
+
+// checkTracesTogether asserts node i reads the traces of refs, and one
+// absent, whole and in order with one request to each peer.
+func checkTracesTogether(t *testing.T, stage string, i int, nodes []*node, refs []store.TraceRef, want map[model.TraceID]int) {
+	t.Helper()
+	var absent model.TraceID
+	absent[0] = 0xfe
+	refs = append(slices.Clone(refs), store.TraceRef{ID: absent}, refs[0])
+	before := make([]int64, len(nodes))
+	for k, nd := range nodes {
+		before[k] = nd.traceRequests.Load()
+	}
+	got, err := nodes[i].store.Traces(context.Background(), refs)
+	if err != nil || len(got) != len(refs) {
+		t.Fatalf("%s: node %d: Traces: %d answers for %d ids (%v)", stage, i, len(got), len(refs), err)
+	}
+	for k, r := range refs {
+		if len(got[k]) != want[r.ID] {
+			t.Fatalf("%s: node %d: Traces: trace %s: %d spans, want %d", stage, i, r.ID, len(got[k]), want[r.ID])
+		}
+		if !slices.IsSortedFunc(got[k], func(a, b model.Span) int { return cmp.Compare(a.StartUnixNano, b.StartUnixNano) }) {
+			t.Fatalf("%s: node %d: Traces: trace %s not in start order", stage, i, r.ID)
+		}
+	}
+	for k, nd := range nodes {
+		wantReq := int64(1)
+		switch {
+		case k == i:
+			wantReq = 0
+		case nd.oldBuild.Load():
+			wantReq = int64(len(want)) + 2 // the batch refused, then each id once
+		}
+		if n := nd.traceRequests.Load() - before[k]; n != wantReq {
+			t.Fatalf("%s: node %d: Traces of %d ids asked node %d %d times, want %d", stage, i, len(refs), k, n, wantReq)
+		}
 	}
 }
 
@@ -298,6 +354,10 @@ func TestClusterAnswersEverywhere(t *testing.T) {
 		}
 	}
 	checkEverywhere(t, "recent blocks", nodes, spans)
+	// A node of an older build answers traces one by one.
+	nodes[2].oldBuild.Store(true)
+	checkEverywhere(t, "recent blocks, a node of an older build", nodes, spans)
+	nodes[2].oldBuild.Store(false)
 	for _, nd := range nodes {
 		if err := nd.eng.Refresh(ctx); err != nil {
 			t.Fatal(err)

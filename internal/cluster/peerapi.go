@@ -24,6 +24,8 @@ import (
 const (
 	pathTrace  = "/internal/cluster/v1/trace"
 	pathSearch = "/internal/cluster/v1/search"
+	// pathTraces answers many traces by id in one request.
+	pathTraces = "/internal/cluster/v1/traces"
 	// PeerHeader marks requests between nodes: a node answers them from
 	// its own data only, never by asking its peers again.
 	PeerHeader = "X-Tracedx-Peer"
@@ -41,6 +43,16 @@ type traceRequest struct {
 	TraceID model.TraceID `json:"trace_id"`
 	Exclude []string      `json:"exclude"`
 }
+
+type tracesRequest struct {
+	TraceIDs []model.TraceID `json:"trace_ids"`
+	Exclude  []string        `json:"exclude"`
+}
+
+// maxPeerTraceIDs bounds the trace ids of one request to pathTraces (a
+// request body of ~35 KB; the root-cause ranking reads up to 500 traces
+// a window).
+const maxPeerTraceIDs = 1000
 
 type searchRequest struct {
 	Query   store.Query `json:"query"`
@@ -77,14 +89,33 @@ func RegisterPeerRoutes(mux *http.ServeMux, local Local, sec Security, log *slog
 			http.Error(w, err.Error(), http.StatusInternalServerError)
 			return
 		}
-		var m ptrace.ProtoMarshaler
-		body, err := m.MarshalTraces(otlpconv.ToTraces(spans))
-		if err != nil {
-			http.Error(w, err.Error(), http.StatusInternalServerError)
+		writeSpans(w, spans)
+	})))
+	mux.Handle("POST "+pathTraces, sec.requirePeer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		var req tracesRequest
+		if err := json.NewDecoder(io.LimitReader(r.Body, maxPeerRequest)).Decode(&req); err != nil {
+			http.Error(w, "bad peer traces request: "+err.Error(), http.StatusBadRequest)
 			return
 		}
-		w.Header().Set("Content-Type", "application/x-protobuf")
-		_, _ = w.Write(body)
+		if len(req.TraceIDs) > maxPeerTraceIDs {
+			http.Error(w, fmt.Sprintf("bad peer traces request: %d trace ids, at most %d", len(req.TraceIDs), maxPeerTraceIDs), http.StatusBadRequest)
+			return
+		}
+		exclude := toSet(req.Exclude)
+		var all []model.Span
+		for _, id := range req.TraceIDs {
+			spans, err := local.PeerTrace(r.Context(), id, exclude)
+			if errors.Is(err, store.ErrNotFound) {
+				continue
+			}
+			if err != nil {
+				log.Error("peer trace query failed", "trace_id", id, "err", err)
+				http.Error(w, err.Error(), http.StatusInternalServerError)
+				return
+			}
+			all = append(all, spans...)
+		}
+		writeSpans(w, all)
 	})))
 	mux.Handle("POST "+pathSearch, sec.requirePeer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		var req searchRequest
@@ -104,6 +135,18 @@ func RegisterPeerRoutes(mux *http.ServeMux, local Local, sec Security, log *slog
 		w.Header().Set("Content-Type", "application/json")
 		_ = json.NewEncoder(w).Encode(res)
 	})))
+}
+
+// writeSpans answers spans as OTLP protobuf.
+func writeSpans(w http.ResponseWriter, spans []model.Span) {
+	var m ptrace.ProtoMarshaler
+	body, err := m.MarshalTraces(otlpconv.ToTraces(spans))
+	if err != nil {
+		http.Error(w, err.Error(), http.StatusInternalServerError)
+		return
+	}
+	w.Header().Set("Content-Type", "application/x-protobuf")
+	_, _ = w.Write(body)
 }
 
 // peerClient calls the peer query API of one node.
@@ -134,6 +177,43 @@ func (c *peerClient) trace(ctx context.Context, id model.TraceID, exclude []stri
 	if resp.StatusCode == http.StatusNotFound {
 		return nil, nil
 	}
+	return c.readSpans(resp)
+}
+
+// traces hands add the peer's spans of the traces ids, a request of at
+// most maxPeerTraceIDs ids at a time. A peer without pathTraces (an older
+// build: 404 or 405 for the path) is asked trace by trace.
+func (c *peerClient) traces(ctx context.Context, ids []model.TraceID, exclude []string, add func([]model.Span)) error {
+	for len(ids) > 0 {
+		chunk := ids[:min(len(ids), maxPeerTraceIDs)]
+		ids = ids[len(chunk):]
+		resp, err := c.post(ctx, pathTraces, tracesRequest{TraceIDs: chunk, Exclude: exclude})
+		if err != nil {
+			return err
+		}
+		if resp.StatusCode == http.StatusNotFound || resp.StatusCode == http.StatusMethodNotAllowed {
+			resp.Body.Close()
+			for _, id := range append(chunk, ids...) {
+				spans, err := c.trace(ctx, id, exclude)
+				if err != nil {
+					return err
+				}
+				add(spans)
+			}
+			return nil
+		}
+		spans, err := c.readSpans(resp)
+		resp.Body.Close()
+		if err != nil {
+			return err
+		}
+		add(spans)
+	}
+	return nil
+}
+
+// readSpans decodes a peer's OTLP protobuf answer.
+func (c *peerClient) readSpans(resp *http.Response) ([]model.Span, error) {
 	body, err := io.ReadAll(resp.Body)
 	if err != nil {
 		return nil, err

@@ -106,6 +106,74 @@ func (s *Store) Trace(ctx context.Context, id model.TraceID, hint store.TimeRang
 	return all, nil
 }
 
+// Traces is store.TracesReader's: Trace for many traces at once, the
+// local spans of all of them read together, and one request to every
+// peer for all of them (in chunks of maxPeerTraceIDs) instead of one per
+// trace and peer. out[k] holds the spans of refs[k] ordered by start
+// time, nil when no node holds any.
+func (s *Store) Traces(ctx context.Context, refs []store.TraceRef) ([][]model.Span, error) {
+	// Each id once: the peers' spans are added to its slice.
+	first := make(map[model.TraceID]int, len(refs))
+	var uniq []store.TraceRef
+	for _, r := range refs {
+		if _, ok := first[r.ID]; !ok {
+			first[r.ID] = len(uniq)
+			uniq = append(uniq, r)
+		}
+	}
+	var got [][]model.Span
+	ex, err := s.localConsistent(func() error {
+		var err error
+		got, err = s.localTraces(ctx, uniq)
+		return err
+	})
+	if err != nil {
+		return nil, err
+	}
+	ids := make([]model.TraceID, len(uniq))
+	for i, r := range uniq {
+		ids[i] = r.ID
+	}
+	var mu sync.Mutex
+	s.fanOut(ctx, "traces", func(ctx context.Context, p *peerClient) error {
+		return p.traces(ctx, ids, ex, func(spans []model.Span) {
+			mu.Lock()
+			defer mu.Unlock()
+			for _, sp := range spans {
+				if k, ok := first[sp.TraceID]; ok {
+					got[k] = append(got[k], sp)
+				}
+			}
+		})
+	})
+	out := make([][]model.Span, len(refs))
+	for i, r := range refs {
+		spans := got[first[r.ID]]
+		if len(spans) == 0 {
+			continue
+		}
+		sort.SliceStable(spans, func(i, j int) bool { return spans[i].StartUnixNano < spans[j].StartUnixNano })
+		out[i] = spans
+	}
+	return out, nil
+}
+
+// localTraces reads refs from the local engine, together when it can.
+func (s *Store) localTraces(ctx context.Context, refs []store.TraceRef) ([][]model.Span, error) {
+	if tr, ok := s.Store.(store.TracesReader); ok {
+		return tr.Traces(ctx, refs)
+	}
+	out := make([][]model.Span, len(refs))
+	for i, r := range refs {
+		spans, err := s.Store.Trace(ctx, r.ID, r.Hint)
+		if err != nil && !errors.Is(err, store.ErrNotFound) {
+			return nil, err
+		}
+		out[i] = spans
+	}
+	return out, nil
+}
+
 // localConsistent runs the local part of a query so that it saw exactly
 // the recent blocks that the peers are then told to leave out: a peer's
 // block this node loads during the query (a refresh) would otherwise be

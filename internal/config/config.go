@@ -384,14 +384,17 @@ type Analytics struct {
 	// BaselineTracesPerSecond caps the completed traces fed to the
 	// baselines (uniformly sampled above it; 0: every trace). Baselines are
 	// decayed distributions over hours, so a sample describes them as well
-	// as every trace, at a fraction of the cost (~1.2 µs per span).
+	// as every trace, at a fraction of the cost (~1.2 µs per span). In a
+	// cluster the cap is the cluster's: each of N nodes feeds its own
+	// baselines 1/N of it (each node sees a uniform share of the traces).
 	BaselineTracesPerSecond float64 `yaml:"baseline_traces_per_second"`
 	// WholeTracesPerSecond: above this rate of completed traces, the
 	// cross-trace analytics decode a uniform sample of whole traces (the
 	// latency examples behind attribution, the baselines) and count every
 	// other trace from the summary the store keeps without decoding it.
 	// Traces that may hold a cache miss or an auth failure only the whole
-	// trace can place are always decoded (0: decode every trace).
+	// trace can place are always decoded (0: decode every trace). In a
+	// cluster the rate is the cluster's, as for BaselineTracesPerSecond.
 	WholeTracesPerSecond float64 `yaml:"whole_traces_per_second"`
 	// Baseline says how "usual" is learnt and how incidents are kept out
 	// of it.

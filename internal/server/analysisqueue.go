@@ -73,9 +73,14 @@ type analysisQueue struct {
 	// byRank are the spans of the queued traces of each rank (rank 0 for
 	// those not classified yet).
 	byRank [ranks]int64
+	// ready is signalled when a trace is queued: the worker waits for it
+	// instead of polling an empty queue.
+	ready chan struct{}
 }
 
-func newAnalysisQueue(maxSpans int64) *analysisQueue { return &analysisQueue{max: maxSpans} }
+func newAnalysisQueue(maxSpans int64) *analysisQueue {
+	return &analysisQueue{max: maxSpans, ready: make(chan struct{}, 1)}
+}
 
 // fits reports whether a trace of n spans fits without displacing any: the
 // queue is empty (a trace larger than the whole budget would otherwise never
@@ -138,6 +143,10 @@ func (q *analysisQueue) push(c engine.CompletedTrace, classify func(*engine.Comp
 	q.byRank[rank(t.priority)] += n
 	q.spans.Add(n)
 	q.items = append(q.items, t)
+	select {
+	case q.ready <- struct{}{}:
+	default:
+	}
 	return displaced, t.priority, true
 }
 

@@ -19,6 +19,7 @@ import (
 
 	"github.com/tracedx/tracedx/internal/analyze"
 	"github.com/tracedx/tracedx/internal/baseline"
+	"github.com/tracedx/tracedx/internal/cluster"
 	"github.com/tracedx/tracedx/internal/config"
 	"github.com/tracedx/tracedx/internal/model"
 	"github.com/tracedx/tracedx/internal/store/engine"
@@ -266,6 +267,51 @@ func TestRateSamplerKeepsAboutTheRate(t *testing.T) {
 	for range 100 {
 		if !all.keep(t0, rng) {
 			t.Fatal("perSecond 0 must keep everything")
+		}
+	}
+}
+
+// A node of a cluster feeds its baselines its share of
+// analytics.baseline_traces_per_second, and decodes for the cross-trace
+// analytics its share of whole_traces_per_second: three nodes, each
+// taking a third of the traces, pay together what one node does.
+func TestClusterNodeTakesItsShareOfTheAnalyticsRates(t *testing.T) {
+	keptOver9s := func(p *pipeline) int {
+		rng := rand.New(rand.NewPCG(1, 2))
+		t0 := time.Unix(1000, 0)
+		kept := 0
+		for i := range 20000 { // 10 s at 2000 completions/s
+			if p.baseline.keep(t0.Add(time.Duration(i)*500*time.Microsecond), rng) && i >= 2000 {
+				kept++
+			}
+		}
+		return kept
+	}
+	single := testPipeline(t, func(c *config.Config) {
+		c.Analytics.BaselineTracesPerSecond, c.Analytics.WholeTracesPerSecond = 300, 90
+	})
+	node := testPipeline(t, func(c *config.Config) {
+		c.Analytics.BaselineTracesPerSecond, c.Analytics.WholeTracesPerSecond = 300, 90
+		c.Cluster.NodeID = "a"
+		c.Cluster.Peers = []cluster.Peer{{ID: "a", OTLPGRPC: "127.0.0.1:1", HTTP: "127.0.0.1:2"},
+			{ID: "b", OTLPGRPC: "127.0.0.1:3", HTTP: "127.0.0.1:4"}, {ID: "c", OTLPGRPC: "127.0.0.1:5", HTTP: "127.0.0.1:6"}}
+	})
+	if got := keptOver9s(single); got < 2500 || got > 2900 {
+		t.Errorf("single node fed its baselines %d traces over 9 s, want ~2700 (300/s)", got)
+	}
+	if got := keptOver9s(node); got < 800 || got > 1000 {
+		t.Errorf("node of three fed its baselines %d traces over 9 s, want ~900 (100/s)", got)
+	}
+	// 270 completions in a second: one node decodes a third whole (90/s),
+	// a node of three a ninth (30/s).
+	for _, tc := range []struct {
+		p    *pipeline
+		want float64
+	}{{single, 1.0 / 3}, {node, 1.0 / 9}} {
+		tc.p.completedN.Store(270)
+		tc.p.tick(tc.p.lastTick.Add(time.Second))
+		if got := math.Float64frombits(tc.p.sampleBits.Load()); math.Abs(got-tc.want) > 1e-9 {
+			t.Errorf("whole-trace share %g at 270 completions/s, want %g", got, tc.want)
 		}
 	}
 }
@@ -520,5 +566,40 @@ func TestTakeSpansDeclinesATraceBeyondTheMemoryBudget(t *testing.T) {
 	p.traceComplete(engine.CompletedTrace{ID: model.TraceID{7}, Declined: true, Summary: model.TraceSummary{SpanCount: 200_000}})
 	if got := droppedBy(p, skipNoRoom); got != before+1 {
 		t.Errorf("a declined huge trace: no_room %v, want %v", got, before+1)
+	}
+}
+
+// An idle worker sleeps until a trace is queued (or the next tick)
+// instead of polling the empty queue, and takes a queued trace without
+// waiting for the tick.
+func TestIdleWorkerSleepsUntilATraceIsQueued(t *testing.T) {
+	p := testPipeline(t, nil)
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		p.run(ctx)
+	}()
+	defer func() {
+		cancel()
+		<-done
+	}()
+	time.Sleep(300 * time.Millisecond)
+	// Polling every pipelineIdle found it empty ~15 times.
+	if n := p.idleWakes.Load(); n > 2 {
+		t.Errorf("idle worker woke %d times in 300 ms, want at most 2", n)
+	}
+	for k := range 3 {
+		start := time.Now()
+		p.traceComplete(completedOf(traceOf(5+k, "a")))
+		for p.analysed.Load() < uint64(k+1) {
+			if time.Since(start) > 5*time.Second {
+				t.Fatalf("trace %d queued to an idle worker not taken within 5 s", k)
+			}
+			time.Sleep(time.Millisecond)
+		}
+	}
+	if n := p.idleWakes.Load(); n > 10 {
+		t.Errorf("worker woke %d times for three traces, want a few", n)
 	}
 }

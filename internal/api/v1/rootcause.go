@@ -145,13 +145,54 @@ func RankRootCause(ctx context.Context, d Deps, service, operation string, from,
 
 // sampleWindow fetches up to rq.perWindow traces of the window (through
 // the endpoint, when one is asked for), spread over its slices, with the
-// findings stored for them.
+// findings stored for them. The traces found by the searches are read
+// together (readTraces) once the searches found enough of them, not one
+// by one: in a cluster each read asks every peer.
 func (a *api) sampleWindow(ctx context.Context, rq rootCauseQuery, win store.TimeRange) ([][]model.Span, []analyze.Finding, error) {
 	seen := map[model.TraceID]bool{}
 	var traces [][]model.Span
 	var findings []analyze.Finding
 	step := (win.End - win.Start) / rootCauseSlices
 	per := max(rq.perWindow/rootCauseSlices, 1)
+	// pending are the traces found and not read yet, in the searches'
+	// order; queued says which ids they hold.
+	var pending []model.TraceSummary
+	queued := map[model.TraceID]bool{}
+	// take reads the pending traces and keeps them in order until the
+	// window holds rq.perWindow (those left over are not looked at, as if
+	// never found).
+	take := func() error {
+		if len(pending) == 0 {
+			return nil
+		}
+		got, err := a.readTraces(ctx, pending)
+		if err != nil {
+			return err
+		}
+		for i, s := range pending {
+			if len(traces) >= rq.perWindow {
+				break
+			}
+			seen[s.TraceID] = true
+			if got[i] == nil {
+				continue
+			}
+			traces = append(traces, got[i])
+			if a.d.Findings == nil || a.d.WindowFindings != nil {
+				continue
+			}
+			fs, ok, err := a.d.Findings.TraceFindings(ctx, s.TraceID)
+			if err != nil {
+				return fmt.Errorf("findings of trace %s: %w", s.TraceID, err)
+			}
+			if ok {
+				findings = append(findings, fs...)
+			}
+		}
+		pending = pending[:0]
+		clear(queued)
+		return nil
+	}
 	for i := uint64(0); i < rootCauseSlices && len(traces) < rq.perWindow; i++ {
 		sl := store.TimeRange{Start: win.Start + i*step, End: win.Start + (i+1)*step}
 		if i == rootCauseSlices-1 || step == 0 {
@@ -162,32 +203,24 @@ func (a *api) sampleWindow(ctx context.Context, rq rootCauseQuery, win store.Tim
 			return nil, nil, fmt.Errorf("searching: %w", err)
 		}
 		for _, s := range sums {
-			if seen[s.TraceID] || len(traces) >= rq.perWindow {
-				continue
+			if !seen[s.TraceID] && !queued[s.TraceID] {
+				queued[s.TraceID] = true
+				pending = append(pending, s)
 			}
-			seen[s.TraceID] = true
-			spans, err := a.d.Store.Trace(ctx, s.TraceID, store.TimeRange{Start: s.StartUnixNano, End: s.EndUnixNano + 1})
-			if errors.Is(err, store.ErrNotFound) {
-				continue
-			}
-			if err != nil {
-				return nil, nil, fmt.Errorf("reading trace %s: %w", s.TraceID, err)
-			}
-			traces = append(traces, spans)
-			if a.d.Findings == nil || a.d.WindowFindings != nil {
-				continue
-			}
-			fs, ok, err := a.d.Findings.TraceFindings(ctx, s.TraceID)
-			if err != nil {
-				return nil, nil, fmt.Errorf("findings of trace %s: %w", s.TraceID, err)
-			}
-			if ok {
-				findings = append(findings, fs...)
+		}
+		// The next slice is searched only while the window may still be
+		// short of traces once these are read.
+		if len(traces)+len(pending) >= rq.perWindow || step == 0 {
+			if err := take(); err != nil {
+				return nil, nil, err
 			}
 		}
 		if step == 0 {
 			break
 		}
+	}
+	if err := take(); err != nil {
+		return nil, nil, err
 	}
 	if a.d.WindowFindings != nil && len(seen) > 0 {
 		ids := make([]model.TraceID, 0, len(seen))
@@ -208,4 +241,38 @@ func (a *api) sampleWindow(ctx context.Context, rq rootCauseQuery, win store.Tim
 		}
 	}
 	return traces, findings, nil
+}
+
+// readTraces reads the traces of search results, in their order; one no
+// longer stored is nil. A store that reads many traces at once
+// (store.TracesReader: a cluster asks each peer once) reads them so.
+func (a *api) readTraces(ctx context.Context, sums []model.TraceSummary) ([][]model.Span, error) {
+	out := make([][]model.Span, len(sums))
+	if tr, ok := a.d.Store.(store.TracesReader); ok {
+		refs := make([]store.TraceRef, len(sums))
+		for i, s := range sums {
+			refs[i] = store.TraceRef{ID: s.TraceID, Hint: store.TimeRange{Start: s.StartUnixNano, End: s.EndUnixNano + 1}}
+		}
+		got, err := tr.Traces(ctx, refs)
+		if err != nil {
+			return nil, fmt.Errorf("reading the sampled traces: %w", err)
+		}
+		for i, spans := range got {
+			if len(spans) > 0 {
+				out[i] = spans
+			}
+		}
+		return out, nil
+	}
+	for i, s := range sums {
+		spans, err := a.d.Store.Trace(ctx, s.TraceID, store.TimeRange{Start: s.StartUnixNano, End: s.EndUnixNano + 1})
+		if errors.Is(err, store.ErrNotFound) {
+			continue
+		}
+		if err != nil {
+			return nil, fmt.Errorf("reading trace %s: %w", s.TraceID, err)
+		}
+		out[i] = spans
+	}
+	return out, nil
 }

@@ -4,7 +4,10 @@ import (
 	"context"
 	"fmt"
 	"net/http"
+	"net/url"
+	"reflect"
 	"strings"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -12,6 +15,8 @@ import (
 	"github.com/tracedx/tracedx/internal/api/apitest"
 	"github.com/tracedx/tracedx/internal/faultbed"
 	"github.com/tracedx/tracedx/internal/model"
+	"github.com/tracedx/tracedx/internal/rootcause"
+	"github.com/tracedx/tracedx/internal/store"
 )
 
 // culpritFindings stores a finding naming culprit for the traces in only.
@@ -204,5 +209,87 @@ func TestRootCauseRouteBadInput(t *testing.T) {
 	} {
 		st, m := get("/api/v1/rootcause?" + tc.query)
 		wantError(t, tc.query, st, m, tc.status, tc.mention)
+	}
+}
+
+// readCounter reads traces one by one, counting the reads; hidden ids
+// are not found (expired between the search and the read).
+type readCounter struct {
+	store.Store
+	hidden map[model.TraceID]bool
+	reads  atomic.Int64
+}
+
+func (c *readCounter) Trace(ctx context.Context, id model.TraceID, hint store.TimeRange) ([]model.Span, error) {
+	c.reads.Add(1)
+	if c.hidden[id] {
+		return nil, store.ErrNotFound
+	}
+	return c.Store.Trace(ctx, id, hint)
+}
+
+// batchStore is readCounter reading many traces at once.
+type batchStore struct{ *readCounter }
+
+func (b batchStore) Traces(ctx context.Context, refs []store.TraceRef) ([][]model.Span, error) {
+	b.reads.Add(1)
+	out := make([][]model.Span, len(refs))
+	for i, r := range refs {
+		if spans, err := b.Store.Trace(ctx, r.ID, r.Hint); err == nil && !b.hidden[r.ID] {
+			out[i] = spans
+		}
+	}
+	return out, nil
+}
+
+// The ranking reads its sampled traces together from a store that can (a
+// cluster asks every peer once instead of once per trace) and ranks them
+// as it does reading them one by one, traces gone since the search
+// included; a sample capped below the traces found is the same too.
+func TestRootCauseReadsSampledTracesTogether(t *testing.T) {
+	w, err := faultbed.Generate(faultbed.Config{Seed: 9, Class: faultbed.NetworkDelay, TracesPerWindow: 100})
+	if err != nil {
+		t.Fatal(err)
+	}
+	var spans []model.Span
+	hidden := map[model.TraceID]bool{}
+	for i, tr := range append(append([][]model.Span{}, w.Baseline...), w.Incident...) {
+		spans = append(spans, tr...)
+		if i%7 == 3 {
+			hidden[tr[0].TraceID] = true
+		}
+	}
+	mem := apitest.NewStore(t, spans)
+	from, to := windowOf(w.Incident)
+	now := time.Unix(0, int64(spans[len(spans)-1].EndUnixNano)).Add(time.Minute)
+	for _, limit := range []int{500, 40} {
+		rank := func(st store.Store) rootcause.Report {
+			t.Helper()
+			a := &api{d: Deps{Store: st, Now: func() time.Time { return now }, MaxSearchLimit: 1000}}
+			rq, err := a.parseRootCause(url.Values{"from": {fmt.Sprint(from)}, "to": {fmt.Sprint(to)}, "limit": {fmt.Sprint(limit)}})
+			if err != nil {
+				t.Fatal(err)
+			}
+			rep, err := a.rank(context.Background(), rq)
+			if err != nil {
+				t.Fatal(err)
+			}
+			return rep
+		}
+		single := &readCounter{Store: mem, hidden: hidden}
+		batched := batchStore{&readCounter{Store: mem, hidden: hidden}}
+		want, got := rank(single), rank(batched)
+		if !reflect.DeepEqual(got, want) {
+			t.Errorf("limit %d: ranked from traces read together:\n%+v\none by one:\n%+v", limit, got, want)
+		}
+		if len(want.Causes) == 0 || want.Causes[0].Service != w.Fault.Service {
+			t.Errorf("limit %d: top cause %+v, want %s", limit, want.Causes, w.Fault.Service)
+		}
+		if n := single.reads.Load(); n <= 2*rootCauseSlices {
+			t.Errorf("limit %d: %d reads one by one, want one per sampled trace", limit, n)
+		}
+		if n := batched.reads.Load(); n > 2*rootCauseSlices || limit == 500 && n != 2 {
+			t.Errorf("limit %d: %d batched reads, want one per window (two) with room for every trace found, at most one per slice", limit, n)
+		}
 	}
 }

@@ -67,8 +67,8 @@ type Options struct {
 	// (default 1s, or IdleTimeout/4 when that is shorter).
 	FlushInterval time.Duration
 	// CutInterval, when longer than FlushInterval, is how often at most
-	// the flusher cuts complete traces into a block while the head holds
-	// less than HeadMaxBytes/16 and memory is not under pressure: a trace
+	// the flusher cuts complete traces into a block while they take less
+	// than HeadMaxBytes/16 and memory is not under pressure: a trace
 	// then completes (and is analysed) up to CutInterval after it went
 	// idle rather than FlushInterval, in fewer, larger blocks. Each block
 	// costs a catalog, uploads and, on a shared storage, every other

@@ -929,8 +929,8 @@ func TestDirLocked(t *testing.T) {
 }
 
 // With a CutInterval, idle traces wait for it and go in fewer, larger
-// blocks, and still all complete; a head over HeadMaxBytes/16 is cut at
-// every flush as before.
+// blocks, and still all complete; complete traces over HeadMaxBytes/16
+// are cut at every flush as before.
 func TestCutInterval(t *testing.T) {
 	run := func(t *testing.T, headMax int64) (blocks int, took time.Duration) {
 		var mu sync.Mutex
@@ -977,10 +977,36 @@ func TestCutInterval(t *testing.T) {
 	if n, took := run(t, 0); n > int(took/(400*time.Millisecond))+2 {
 		t.Fatalf("%d blocks cut in %v with a 400 ms cut interval", n, took)
 	}
-	// The generator's traces take 4-17 KB in the head: over 16 KB
-	// (HeadMaxBytes/16) with the last few, far from the soft limit (64 KB)
-	// at which traces are cut early.
-	if n, _ := run(t, 256<<10); n < 30 {
-		t.Fatalf("%d blocks cut with the head over HeadMaxBytes/16, want one about every trace", n)
+	// The generator's traces take 4-17 KB in the head: a complete one or
+	// two pass 8 KB (HeadMaxBytes/16).
+	if n, _ := run(t, 128<<10); n < 30 {
+		t.Fatalf("%d blocks cut with complete traces over HeadMaxBytes/16, want one about every trace or two", n)
+	}
+}
+
+// Traces still open do not make the flusher cut before CutInterval,
+// however much of the head they take (a cluster node's head at 2,000
+// spans/s passed HeadMaxBytes/16 with them alone); complete ones over
+// HeadMaxBytes/16 do.
+func TestCutIntervalHoldsBackOnlyCompleteTraces(t *testing.T) {
+	o := testOpts(t.TempDir())
+	o.IdleTimeout = 300 * time.Millisecond
+	o.FlushInterval = time.Hour
+	o.CutInterval = time.Hour
+	o.HeadMaxBytes = 1 << 20 // a sixteenth 64 KB, pressure above 256 KB
+	e := openT(t, o)
+	defer e.Close()
+	g := newGen(12)
+	for i := 0; e.head.bytes.Load() < 100<<10; i++ {
+		if err := e.Write(context.Background(), g.trace(1_700_000_000e9+uint64(i)*1e9)); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if !e.cutLater(0) {
+		t.Fatalf("open traces of %d bytes (over HeadMaxBytes/16) cut before the cut interval", e.head.bytes.Load())
+	}
+	time.Sleep(400 * time.Millisecond) // every trace idle: complete
+	if e.cutLater(0) {
+		t.Fatalf("complete traces of %d bytes (over HeadMaxBytes/16) held back", e.head.bytes.Load())
 	}
 }

@@ -302,9 +302,16 @@ func (e *Engine) registerPending(cut map[model.TraceID]*headTrace, idleBefore in
 func (e *Engine) softHeadBytes() int64 { return e.opts.HeadMaxBytes / 4 }
 
 // cutLater reports whether the flusher, which last cut since ago, leaves
-// the complete traces in the head for now (Options.CutInterval).
+// the complete traces in the head for now (Options.CutInterval): while
+// they take less than HeadMaxBytes/16 (what holding them back costs) and
+// memory is not under pressure. The traces still open do not count: at
+// 2,000 spans/s they alone passed HeadMaxBytes/16, and a cluster node cut
+// every second.
 func (e *Engine) cutLater(since time.Duration) bool {
-	return since < e.opts.CutInterval && e.head.bytes.Load()+e.flushingBytes.Load() < e.opts.HeadMaxBytes/16 && !e.underPressure()
+	if since >= e.opts.CutInterval || e.underPressure() {
+		return false
+	}
+	return e.head.idleBytes(time.Now().UnixNano()-int64(e.opts.IdleTimeout)) < e.opts.HeadMaxBytes/16
 }
 
 // underPressure reports whether unflushed spans use more than the soft

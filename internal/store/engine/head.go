@@ -311,6 +311,22 @@ func (h *head) planCut(pick func(t *headTrace) bool) cutPlan {
 	return cutPlan{refs, out}
 }
 
+// idleBytes is what the traces not touched since before take of the head.
+func (h *head) idleBytes(before int64) int64 {
+	var n int64
+	for i := range h.shards {
+		sh := &h.shards[i]
+		sh.mu.Lock()
+		for _, t := range sh.traces {
+			if t.lastSeen <= before {
+				n += t.size()
+			}
+		}
+		sh.mu.Unlock()
+	}
+	return n
+}
+
 // takeCut removes from the head those of p's traces that pick still
 // selects (a span that arrived since planCut looked keeps its trace in
 // the head) and returns them, in p's map, with their size. It locks each

@@ -91,8 +91,8 @@ func TestHeadBytesReturnToZeroAfterACut(t *testing.T) {
 		}
 	}
 	var held int64
-	for _, sh := range h.shards {
-		for _, ht := range sh.traces {
+	for i := range h.shards {
+		for _, ht := range h.shards[i].traces {
 			held += ht.size()
 		}
 	}
