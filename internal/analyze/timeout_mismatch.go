@@ -89,7 +89,7 @@ func (d *TimeoutMismatch) Detect(t *Trace, _ *Env) []Finding {
 		if p.Span.Kind != model.KindClient && n.Start() > p.End()+tol {
 			continue
 		}
-		if d.neverWaited(p, n, over) {
+		if neverWaited(p, n, over) {
 			continue
 		}
 		k := shape{p.Span.Service, p.Span.Name, n.Span.Service, n.Span.Name}
@@ -211,10 +211,11 @@ const lastMomentNS = 10e6
 // above did stop waiting and stays reported, as does one that waited a
 // while before moving on (a Promise.race against a timer, then a
 // fallback).
-func (d *TimeoutMismatch) neverWaited(p, c *Node, over uint64) bool {
-	if p.Span.Kind == model.KindClient || gaveUp(p) || d.upstreamGaveUp(p) != nil {
+func neverWaited(p, c *Node, over uint64) bool {
+	if p.Span.Kind == model.KindClient || gaveUp(p) {
 		return false
 	}
+	// Nothing above gave up either (this covers upstreamGaveUp's callers).
 	for a := p.Parent; a != nil; a = a.Parent {
 		if gaveUp(a) {
 			return false
