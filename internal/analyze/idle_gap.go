@@ -222,6 +222,13 @@ func gapCause(t *Trace, n *Node, gs, ge uint64, pos string, before, after *Node)
 	case after != nil && IsDB(after) && before != nil && IsDB(before) && pos == "between_children" && inTransaction(n, before):
 		return "uninstrumented_work", "work nobody instrumented inside an open transaction (its locks held meanwhile; " +
 			"the transaction keeps its connection, so this is no pool wait)"
+	case after != nil && IsDB(after) && checkoutsTraced(t, after):
+		// node-postgres traces every checkout (pg-pool.connect): a wait
+		// for a connection is inside one, and a gap after one is spent
+		// holding the connection it handed out.
+		return "uninstrumented_work", "work nobody instrumented before the next query (the pool's checkouts are " +
+			"traced, and a wait for a connection would be inside one: this is time with a connection held, or " +
+			"code between two uses of the pool)"
 	case after != nil && IsDB(after) && before != nil && IsDB(before) && pos == "between_children":
 		return "pool_wait", "waiting for a pooled database connection"
 	case after != nil && IsDB(after) && poolInUse(t, n, after, gs, ge):
@@ -361,6 +368,21 @@ func poolInUse(t *Trace, n, after *Node, gs, ge uint64) bool {
 		// The span with the gap, or a database span around it, is the
 		// connection the next query runs on, not another one held.
 		if m != after && !encloses(m, n) && m.Span.Service == after.Span.Service && IsDB(m) && m.Start() < ge && m.End() > gs {
+			return true
+		}
+	}
+	return false
+}
+
+// checkoutsTraced reports whether the service of the query after a gap
+// traces its pool checkouts in this request (a pg-pool.connect among the
+// service entry's database spans): a wait for a connection shows as one.
+func checkoutsTraced(t *Trace, after *Node) bool {
+	if isCheckout(after) {
+		return true
+	}
+	for _, c := range entryStatements(t, EntryOf(after)) {
+		if c.Span.Service == after.Span.Service && isCheckout(c) {
 			return true
 		}
 	}

@@ -497,3 +497,34 @@ func TestIdleGapAfterTheCalleeAnswered(t *testing.T) {
 		t.Errorf("evidence %+v fix %q", ev, got[0].Fix)
 	}
 }
+
+// node-postgres traces every checkout (pg-pool.connect). A gap after a
+// checkout, or between two queries of a request whose checkouts are
+// traced, is time with a connection in hand: no wait for one. Without
+// checkout spans, a gap between two queries may still be that wait.
+func TestIdleGapAfterTracedCheckoutIsNoPoolWait(t *testing.T) {
+	db := model.Attr{Key: "db.system", Value: model.Str("postgresql")}
+	spans := []model.Span{
+		p1Span(1, 0, "inventory", "GET /reserve", model.KindServer, 0, 300),
+		p1Span(2, 1, "inventory", "pg-pool.connect", model.KindClient, 1, 2, db),
+		p1Span(3, 1, "inventory", "pg.query:SELECT", model.KindClient, 2, 4, db, str("db.statement", "SELECT 2")),
+		p1Span(4, 1, "inventory", "pg.query:UPDATE", model.KindClient, 250, 252, db, str("db.statement", "UPDATE t SET a = 1")),
+	}
+	cause := func(spans []model.Span) string {
+		t.Helper()
+		got := NewIdleGap().Detect(NewTrace(spans), nil)
+		if len(got) != 1 {
+			t.Fatalf("want one gap: %+v", got)
+		}
+		return got[0].Evidence.(IdleGapEvidence).LikelyCause
+	}
+	if c := cause(spans); c != "uninstrumented_work" {
+		t.Errorf("between two queries after a traced checkout: %q", c)
+	}
+	if c := cause([]model.Span{spans[0], spans[1], spans[3]}); c != "uninstrumented_work" {
+		t.Errorf("right after a traced checkout: %q", c)
+	}
+	if c := cause([]model.Span{spans[0], spans[2], spans[3]}); c != "pool_wait" {
+		t.Errorf("no checkout spans, two queries around the gap: %q, want pool_wait", c)
+	}
+}

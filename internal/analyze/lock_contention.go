@@ -64,7 +64,10 @@ type LockContentionEvidence struct {
 	// a victim blocked), "lock_release" (a statement that finished as
 	// another transaction that had written before it started ended),
 	// "locking_read" (SELECT ... FOR UPDATE whose
-	// transaction holds the lock across a remote call), "checkout_gap"
+	// transaction holds the lock across a remote call), "row_lock_queue"
+	// (a statement that locks rows and took ten times longer than a later
+	// statement of its transaction with the same table and WHERE),
+	// "checkout_gap"
 	// (database/sql's untraced wait before a connection is handed out) or
 	// "pool_fan_out".
 	Mechanism string `json:"mechanism"`
@@ -94,6 +97,12 @@ type LockContentionEvidence struct {
 	// connections busy for the call's length.
 	HeldAcross   *SpanRef `json:"held_across,omitempty"`
 	HeldAcrossMS float64  `json:"held_across_ms,omitempty"`
+	// HeldMS is how long this request's transaction kept the rows locked
+	// after its locking statement, until its COMMIT or ROLLBACK ended
+	// (row_lock_queue); HeldIdleMS is the part of it with no statement of
+	// the request running.
+	HeldMS     float64 `json:"held_ms,omitempty"`
+	HeldIdleMS float64 `json:"held_idle_ms,omitempty"`
 }
 
 // PoolFanOutEvidence describes calls queued for a worker pool.
@@ -254,6 +263,27 @@ func (d *LockContention) waitFinding(t *Trace, n *Node, ws []spanWait, impact, t
 			"its commit), or replace the lock with an optimistic check (a version column in the UPDATE's WHERE); keep " +
 			"transactions short."
 	}
+	if main.source == "row_lock_queue" {
+		fast, end := rowLockQueue(t, n)
+		hold := end.End() - min(n.End(), end.End())
+		idle := hold - statementsWithin(t, n, n.End(), end.End())
+		ev.HeldMS, ev.HeldIdleMS = roundMS(hold), roundMS(idle)
+		title = fmt.Sprintf("%s waited %.0f ms for a row lock (%.0f%% of the request): %s, the same lookup, took %s "+
+			"once its transaction held the lock, which it then kept %s until %s (%s of it with no statement running)",
+			spanLabel(t, n), NS(wait), ev.RequestSharePct, model.Clip(DBShape(fast.Span), 80), fmtDur(fast.Duration()),
+			fmtDur(hold), model.Clip(DBShape(end.Span), 20), fmtDur(idle))
+		reason = fmt.Sprintf("%s's transaction locks these rows and keeps them %s before it ends; requests running it "+
+			"queue behind each other on the lock, so the locking statement spent its time waiting, not executing.",
+			n.Span.Service, fmtDur(hold))
+		work := "the transaction's other work"
+		if idle >= 1e6 {
+			work = fmt.Sprintf("the work between its statements (%s here)", fmtDur(idle))
+		}
+		fix = fmt.Sprintf("Hold the row lock briefly: every request queues behind the %s each transaction keeps it. "+
+			"Do %s before the locking statement or after the commit, or fold the read-modify-write into one "+
+			"conditional UPDATE (its WHERE checks what the read checked; RETURNING gives the new value), which "+
+			"holds the lock only while it runs.", fmtDur(hold), work)
+	}
 	if main.source == "database_error" || main.source == "lock_release" {
 		title = fmt.Sprintf("%s waited %.0f ms for a row lock another transaction held (%s; %.0f%% of the request)",
 			spanLabel(t, n), NS(wait), model.Clip(main.waitEvent, 100), ev.RequestSharePct)
@@ -271,6 +301,12 @@ func (d *LockContention) waitFinding(t *Trace, n *Node, ws []spanWait, impact, t
 	}
 	ids := []string{n.Span.SpanID.String()}
 	culprit := &Culprit{Service: n.Span.Service, Operation: n.Span.Name, SpanID: n.Span.SpanID.String(), Reason: reason}
+	if main.source == "row_lock_queue" {
+		// The code to change is the transaction's: the request holding
+		// the rows, not the statement queued for them.
+		e := EntryOf(n)
+		culprit = &Culprit{Service: e.Span.Service, Operation: displayOp(e), SpanID: e.Span.SpanID.String(), Reason: reason}
+	}
 	if main.source == "checkout_gap" || main.source == "locking_read" {
 		// The code to change is the parent's, which holds the connection
 		// or the lock across its call; and for a checkout its idle time is

@@ -413,6 +413,19 @@ func TestLockContentionFixtures(t *testing.T) {
 			}
 		},
 	}
+	// node-postgres, live: the handler locks the HOT row, then sleeps 40 ms
+	// before its UPDATE and COMMIT; seven other requests queue on the row.
+	// The INSERT, UPDATE and COMMIT hang off the server span, the SELECT
+	// off the handler: one transaction under two parents.
+	checks["positive-pg-row-lock-held-over-work"] = func(t *testing.T, f Finding, ev LockContentionEvidence) {
+		if ev.Mechanism != "row_lock_queue" || !p1Near(ev.WaitMS, 194.5, 0.5) || !p1Near(ev.HeldMS, 43.4, 0.5) ||
+			!p1Near(ev.HeldIdleMS, 41.1, 0.5) || f.Severity != SeverityCritical ||
+			f.Culprit.Service != "inventory" || f.Culprit.Operation != "GET /reserve" ||
+			!strings.Contains(f.Title, "UPDATE stock SET qty = qty - ? WHERE sku = ?, the same lookup, took 1.00 ms") ||
+			!strings.Contains(f.Fix, "conditional UPDATE") {
+			t.Errorf("evidence %+v severity %s culprit %+v title %q", ev, f.Severity, f.Culprit, f.Title)
+		}
+	}
 	checks["positive-hotrod-shaped-dispatch"] = func(t *testing.T, f Finding, ev LockContentionEvidence) {
 		switch ev.Mechanism {
 		case "span_events":
@@ -759,8 +772,86 @@ func TestStatementFreedByAnotherTransactionsCommitWaitedForALock(t *testing.T) {
 	}
 	lcNoIndexAdvice(t, locks[0].Fix)
 
+	// Ending 53 ms after orders' COMMIT, the UPDATE was not freed by it.
+	// It still waited for a lock: its transaction's UPDATE by the same id
+	// took 1 ms.
 	fs = Analyze(build(160), Options{})
-	if n := len(ofKind(fs.Findings, "lock_contention")); n != 0 {
-		t.Errorf("UPDATE ending 53 ms after the COMMIT: %d lock_contention (%v)", n, lcKinds(fs.Findings))
+	locks = ofKind(fs.Findings, "lock_contention")
+	if len(locks) != 1 || locks[0].Evidence.(LockContentionEvidence).Mechanism != "row_lock_queue" {
+		t.Fatalf("UPDATE ending 53 ms after the COMMIT: %v, want one row_lock_queue finding", lcKinds(fs.Findings))
+	}
+	if ev := locks[0].Evidence.(LockContentionEvidence); !p1Near(ev.WaitMS, 135, 0.5) || !p1Near(ev.HeldMS, 50, 0.5) {
+		t.Errorf("evidence %+v", ev)
+	}
+}
+
+// A locking read is a lock wait when the same lookup later in its
+// transaction ran far faster; when the later one is as slow (a missing
+// index slows both), or it came first, or the transaction never ends in
+// view, the read is judged as a statement.
+func TestRowLockQueueNeedsTheSameLookupFaster(t *testing.T) {
+	build := func(updateMS float64, first string) []model.Span {
+		db := func(id byte, start, end float64, stmt string) model.Span {
+			return p1Span(id, 2, "inventory", strings.Fields(stmt)[0], model.KindClient, start, end,
+				str("db.system", "postgresql"), str("db.statement", stmt))
+		}
+		return []model.Span{
+			p1Span(1, 0, "web", "GET /checkout", model.KindServer, 0, 400),
+			p1Span(2, 1, "inventory", "GET /reserve", model.KindServer, 1, 390),
+			db(3, 2, 3, "BEGIN"),
+			db(4, 3, 303, first),
+			db(5, 303, 304, "INSERT INTO audit(sku) VALUES ($1)"),
+			db(6, 340, 340+updateMS, "UPDATE stock SET qty = qty - 1 WHERE sku = $1"),
+			db(7, 341+updateMS, 342+updateMS, "COMMIT"),
+		}
+	}
+	const forUpdate = "SELECT qty FROM stock WHERE sku = $1 FOR UPDATE"
+	mech := func(spans []model.Span) string {
+		for _, f := range ofKind(Analyze(spans, Options{}).Findings, "lock_contention") {
+			return f.Evidence.(LockContentionEvidence).Mechanism
+		}
+		return ""
+	}
+	if m := mech(build(1, forUpdate)); m != "row_lock_queue" {
+		t.Fatalf("same lookup 300x faster: mechanism %q", m)
+	}
+	if m := mech(build(80, forUpdate)); m != "" {
+		t.Errorf("same lookup under 4x faster (a starved host, or a plan): %q", m)
+	}
+	if m := mech(build(1, "SELECT qty FROM stock WHERE name = $1 FOR UPDATE")); m != "" {
+		t.Errorf("a lookup by another column (its index may be missing): %q", m)
+	}
+	if m := mech(build(1, "SELECT qty FROM stock WHERE sku = $1 FOR UPDATE NOWAIT")); m != "" {
+		t.Errorf("NOWAIT never waits: %q", m)
+	}
+	noCommit := build(1, forUpdate)[:6]
+	if m := mech(noCommit); m != "" {
+		t.Errorf("no end of the transaction in view: %q", m)
+	}
+	// The row locked by an earlier statement of the transaction: the read
+	// took its lock already.
+	locked := build(1, forUpdate)
+	locked[2] = p1Span(3, 2, "inventory", "UPDATE", model.KindClient, 2, 3, str("db.system", "postgresql"),
+		str("db.statement", "UPDATE stock SET reserved = true WHERE sku = $1"))
+	locked = append([]model.Span{p1Span(8, 2, "inventory", "BEGIN", model.KindClient, 1, 2, str("db.system", "postgresql"),
+		str("db.statement", "BEGIN"))}, locked...)
+	if m := mech(locked); m != "" {
+		t.Errorf("the rows were the transaction's already: %q", m)
+	}
+}
+
+func TestRowsOfNamesTableAndWhere(t *testing.T) {
+	for stmt, want := range map[string]string{
+		"SELECT qty FROM stock WHERE sku = ? FOR UPDATE":             "stock where sku = ?",
+		"UPDATE stock SET qty = qty - ? WHERE sku = ? RETURNING qty": "stock where sku = ?",
+		"update `shop`.`stock` set qty = ? where sku = ?":            "shop.stock where sku = ?",
+		"DELETE FROM carts WHERE user_id = ? AND id = ?":             "carts where user_id = ? and id = ?",
+		"SELECT * FROM t WHERE a = ? LOCK IN SHARE MODE":             "t where a = ?",
+		"INSERT INTO audit(sku) VALUES (?)":                          "",
+		"SELECT count(*) FROM stock":                                 "",
+	} {
+		if got := rowsOf(stmt); got != want {
+			t.Errorf("rowsOf(%q) = %q, want %q", stmt, got, want)
+		}
 	}
 }

@@ -1,6 +1,7 @@
 package analyze
 
 import (
+	"cmp"
 	"fmt"
 	"regexp"
 	"slices"
@@ -418,6 +419,14 @@ func readWaits(t *Trace, n *Node) []spanWait {
 			acquiredEvent: fmt.Sprintf("%s's transaction held it %s between %s and its %s", c.Span.Service,
 				fmtDur(c.Start()-min(w.End(), c.Start())), opName(w, w.Span.Name), opName(c, c.Span.Name))}}
 	}
+	// A holder in view (above) says more than the same lookup's speed.
+	if fast, end := rowLockQueue(t, n); fast != nil {
+		return []spanWait{{start: n.Start(), end: n.End() - min(fast.Duration(), n.Duration()), resource: "lock",
+			source: "row_lock_queue", waitEvent: model.Clip(DBShape(n.Span), 160),
+			acquiredEvent: fmt.Sprintf("%s, the same lookup, took %s once the lock was held; the transaction kept it "+
+				"%s more, until %s", model.Clip(DBShape(fast.Span), 80), fmtDur(fast.Duration()),
+				fmtDur(end.End()-min(n.End(), end.End())), model.Clip(DBShape(end.Span), 20))}}
+	}
 	return nil
 }
 
@@ -548,6 +557,152 @@ func lockingReadWait(n *Node) (spanWait, bool) {
 	return spanWait{start: n.Start(), end: n.End(), resource: "lock", source: "locking_read",
 		waitEvent: model.Clip(DBShape(n.Span), 160)}, true
 }
+
+// rowLockQueue reads a statement that queued for row locks its own
+// transaction then held: it was the transaction's first to lock its rows
+// (a write or a locking read), and a later statement of the transaction on
+// the same rows (same table, same WHERE) ran at least rowLockFactor times
+// faster,
+// once the lock was the transaction's own. The lookup is cheap, so the
+// time went to waiting for other transactions holding those rows, most
+// often requests running this same code: it is no plan to EXPLAIN. It
+// returns that fast statement and the transaction's COMMIT or ROLLBACK.
+// The statements are looked for in the whole service entry, not among
+// siblings: node-postgres parents a transaction's later statements on
+// the server span or on the handler, depending on which callback ran them.
+func rowLockQueue(t *Trace, n *Node) (fast, end *Node) {
+	if n.Duration() < rowLockMinNS || !IsDB(n) || !takesRowLocks(n) || noWaitRe.MatchString(DBStatement(n.Span)) {
+		return nil, nil
+	}
+	rows := rowsOf(DBShape(n.Span))
+	if rows == "" {
+		return nil, nil
+	}
+	stmts := entryStatements(t, EntryOf(n))
+	i := slices.Index(stmts, n)
+	if i < 0 {
+		return nil, nil
+	}
+	// Walking back to the transaction's start: a statement on the same
+	// rows before n means the lock was already the transaction's.
+	for _, c := range slices.Backward(stmts[:i]) {
+		if c.Span.Service != n.Span.Service {
+			continue
+		}
+		if beginsTransaction(c) || endsTransaction(c) {
+			break
+		}
+		if takesRowLocks(c) && rowsOf(DBShape(c.Span)) == rows {
+			return nil, nil
+		}
+	}
+	for _, c := range stmts[i+1:] {
+		if c.Span.Service != n.Span.Service || c.Start()+1e6 < n.End() {
+			continue
+		}
+		switch {
+		case endsTransaction(c):
+			if fast != nil {
+				return fast, c
+			}
+			return nil, nil
+		case beginsTransaction(c):
+			return nil, nil
+		case fast == nil && c.Duration()*rowLockFactor <= n.Duration() && rowsOf(DBShape(c.Span)) == rows:
+			fast = c
+		}
+	}
+	return nil, nil
+}
+
+// statementsWithin returns how much of [from, to] the database spans of
+// n's service entry cover: the rest of a transaction's hold is time it
+// kept its locks while running no statement.
+func statementsWithin(t *Trace, n *Node, from, to uint64) uint64 {
+	var covered, reach uint64
+	reach = from
+	for _, c := range entryStatements(t, EntryOf(n)) {
+		s, e := max(c.Start(), reach), min(c.End(), to)
+		if e > s {
+			covered += e - s
+			reach = e
+		}
+	}
+	return covered
+}
+
+// rowLockMinNS is the shortest statement rowLockQueue considers: below
+// lock_contention's floor no finding could follow. rowLockFactor is how
+// much faster the same lookup must have run later: a missing
+// index slows both alike, while a starved database host can slow the
+// second a few times over.
+const (
+	rowLockMinNS  = 10e6
+	rowLockFactor = 5
+)
+
+// entryStatements returns the database spans under a service entry (not
+// under the entries of services it calls), in start order.
+func entryStatements(t *Trace, entry *Node) []*Node {
+	m := memoOf(t)
+	if m.entryStatements == nil {
+		m.entryStatements = map[*Node][]*Node{}
+		for _, c := range t.Nodes {
+			if IsDB(c) {
+				e := EntryOf(c)
+				m.entryStatements[e] = append(m.entryStatements[e], c)
+			}
+		}
+		for _, list := range m.entryStatements {
+			slices.SortStableFunc(list, func(a, b *Node) int { return cmp.Compare(a.Start(), b.Start()) })
+		}
+	}
+	return m.entryStatements[entry]
+}
+
+// rowsOf names the rows a statement touches by its table and WHERE clause,
+// read from its normalised shape: "stock where sku = ?" for both SELECT qty
+// FROM stock WHERE sku = ? FOR UPDATE and UPDATE stock SET qty = qty - ?
+// WHERE sku = ?. It is "" for a statement without both (an INSERT, a
+// whole-table read), whose rows cannot be matched.
+func rowsOf(shape string) string {
+	s := strings.ToLower(shape)
+	var table string
+	switch {
+	case strings.HasPrefix(s, "select "), strings.HasPrefix(s, "delete "):
+		_, rest, ok := strings.Cut(s, " from ")
+		if !ok {
+			return ""
+		}
+		table = firstWord(rest)
+	case strings.HasPrefix(s, "update "):
+		table = firstWord(s[len("update "):])
+	default:
+		return ""
+	}
+	_, where, ok := strings.Cut(s, " where ")
+	if table == "" || !ok {
+		return ""
+	}
+	for _, tail := range []string{" for ", " returning ", " order by ", " limit ", " lock in share mode"} {
+		if i := strings.Index(where, tail); i >= 0 {
+			where = where[:i]
+		}
+	}
+	return table + " where " + strings.TrimSpace(where)
+}
+
+// firstWord returns s's first word without quotes: a table name.
+func firstWord(s string) string {
+	s = strings.TrimSpace(s)
+	if i := strings.IndexAny(s, " (,;"); i >= 0 {
+		s = s[:i]
+	}
+	return quoteChars.Replace(s)
+}
+
+// quoteChars are the identifier quotes of SQL dialects.
+var quoteChars = strings.NewReplacer("`", "", `"`, "", "[", "", "]", "")
 
 // mayLock is a cheap test before lockingReadRe, whose case-insensitive
 // backtracking over every statement of a 10,000-span trace tripled

@@ -222,12 +222,24 @@ func TestLockingReadHeldAcrossCall(t *testing.T) {
 	if len(p1OfKind(fs, "slow_query")) != 0 {
 		t.Errorf("the lock's wait also reported as slow_query")
 	}
-	// The call after the commit holds no lock: a slow locking read is then
-	// only a slow query.
+	// The call after the commit holds no lock. The UPDATE of the same sku
+	// took 0.7 ms, so the locking read still waited for a row lock: only
+	// the holder is no longer a call.
 	spans[3].StartUnixNano, spans[3].EndUnixNano = spans[5].EndUnixNano+1e6, spans[5].EndUnixNano+200e6
 	spans[0].EndUnixNano = spans[3].EndUnixNano + 1e6
-	if got := p1OfKind(p1RunAll(NewTrace(spans), nil), "lock_contention"); len(got) != 0 {
-		t.Errorf("no lock held across the call, yet: %q", got[0].Title)
+	got := p1OfKind(p1RunAll(NewTrace(spans), nil), "lock_contention")
+	if len(got) != 1 || got[0].Evidence.(LockContentionEvidence).Mechanism != "row_lock_queue" {
+		t.Fatalf("want one row_lock_queue finding, got %d: %v", len(got), got)
+	}
+	// Without a later statement on the same lookup nothing says the read
+	// waited: a slow locking read is then only a slow query.
+	spans[4] = sqlSpan(5, 1, "inventory", "sql.conn.exec", 1016.6, 1017.3, "INSERT INTO price_log (sku, price) VALUES ($1, $2)")
+	fs = p1RunAll(NewTrace(spans), nil)
+	if got := p1OfKind(fs, "lock_contention"); len(got) != 0 {
+		t.Errorf("no evidence of a wait, yet: %q", got[0].Title)
+	}
+	if len(p1OfKind(fs, "slow_query")) != 1 {
+		t.Errorf("the slow locking read is not a slow_query: %v", p1Kinds(fs))
 	}
 }
 

@@ -804,6 +804,9 @@ type detectMemo struct {
 	// ROLLBACK), found once for lockReleasedBy.
 	txEnds     []*Node
 	txEndsDone bool
+	// entryStatements holds each service entry's database spans in start
+	// order, built once the first row-lock wait asks (rowLockQueue).
+	entryStatements map[*Node][]*Node
 	// waits holds nodeWaits by node index once waitsDone is set; few
 	// spans wait, so only theirs are kept.
 	waits     map[int][]spanWait

@@ -59,6 +59,10 @@ type SlowQueryEvidence struct {
 	// Failed is set when the span failed yet ran far beyond the usual
 	// time of successful runs.
 	Failed bool `json:"failed,omitempty"`
+	// AlsoSlow lists other statements of the request, each with how many
+	// times its usual it ran, that slowed down with this one (history
+	// rule): two or more say the moment was slow, not the statement.
+	AlsoSlow []string `json:"also_slow,omitempty"`
 }
 
 // Detect implements Detector. Severity: critical when the query's
@@ -72,7 +76,10 @@ func (d *SlowQuery) Detect(t *Trace, env *Env) []Finding {
 	}
 	var out []Finding
 	for _, n := range t.Nodes {
-		if !IsDB(n) || n.Parent == nil {
+		// A pool checkout (pg-pool.connect) runs no statement: its own
+		// time is the wait for a free connection (lock_contention's), and
+		// a connect under it is judged on its own.
+		if !IsDB(n) || n.Parent == nil || isCheckout(n) || noWorkStatement(DBStatement(n.Span)) {
 			continue
 		}
 		entry := EntryOf(n.Parent)
@@ -135,7 +142,12 @@ func (d *SlowQuery) Detect(t *Trace, env *Env) []Finding {
 			impact = subSat(crit, uint64(base.P50MS*1e6))
 		}
 		sev := SeverityForImpact(impact, critTotal(t))
-		if ev.TimesUsual >= 10 && sev.Rank() < SeverityWarning.Rank() {
+		var around []string
+		if rule == "history" {
+			around = d.slowAround(t, n, hist)
+			ev.AlsoSlow = around
+		}
+		if ev.TimesUsual >= 10 && sev.Rank() < SeverityWarning.Rank() && len(around) < 2 {
 			sev = SeverityWarning
 		}
 		title := fmt.Sprintf("%s query took %.0f ms, %.0f%% of %s", system, durMS, ev.SharePct, displayOp(entry))
@@ -148,6 +160,23 @@ func (d *SlowQuery) Detect(t *Trace, env *Env) []Finding {
 		}
 		fix := queryAdvice(system, shape)
 		reason := fmt.Sprintf("%s issues this %s statement, which ran %.0f ms itself, so the statement and what it reads are the place to look.", n.Span.Service, system, durMS)
+		switch {
+		case endsTransaction(n):
+			fix = commitAdvice
+			reason = fmt.Sprintf("%s's transaction took %.0f ms to end; a commit runs no query to tune.", n.Span.Service, durMS)
+		case rule == "history" && len(around) >= 2:
+			fix = fmt.Sprintf("Several statements of this request ran many times their usual at once (%s): %s or %s "+
+				"was slow at that moment (CPU starved, an I/O stall, a blocked event loop), not this statement's plan. "+
+				"Check both hosts' CPU and I/O for that time.", strings.Join(around, ", "),
+				nonEmpty(system, "the database"), n.Span.Service)
+			reason = fmt.Sprintf("%s's statements all slowed down together in this request.", n.Span.Service)
+		case rule == "history" && !hasPlanWords(shape):
+			// Usually fast, so the plan is fine: this run differed.
+			fix = fmt.Sprintf("%s usually takes %.0f ms (p95 %.0f ms), so its plan is not what changed: find what was "+
+				"different for this run: a lock it waited for, parameters that match far more rows than usual, or %s "+
+				"or %s busy at that moment (other statements slow at the same time point there).",
+				model.Clip(shape, 120), base.P50MS, base.P95MS, nonEmpty(system, "the database"), n.Span.Service)
+		}
 		if connect {
 			title = fmt.Sprintf("opening a %s connection took %.0f ms, %.0f%% of %s", system, durMS, ev.SharePct, displayOp(entry))
 			fix = connectAdvice
@@ -158,6 +187,11 @@ func (d *SlowQuery) Detect(t *Trace, env *Env) []Finding {
 		}
 		if waited > 0 {
 			title += fmt.Sprintf(", after %.0f ms waiting for a lock or connection", NS(waited))
+		}
+		if len(around) >= 2 {
+			title += fmt.Sprintf("; %s in the same request slowed down with it", strings.Join(around, ", "))
+			// The statement is not what to fix: the moment was slow.
+			sev = SeverityInfo
 		}
 		out = append(out, Finding{
 			Kind: d.Kind(), Severity: sev, Title: title, SpanIDs: []string{n.Span.SpanID.String()},
@@ -252,6 +286,67 @@ func queryAdvice(system, shape string) string {
 	}
 	return "Find out where " + what + " spends its time on the " + system + " side: the work the server does for it, " +
 		"the size of what it returns, and the network between."
+}
+
+// noWorkStatement reports a statement that asks the database for no work
+// worth tuning: transaction and session control, a ping. A slow one took
+// its time on the round trip (the network, a starved client or server),
+// which no EXPLAIN finds; the statements around it show the same.
+func noWorkStatement(stmt string) bool {
+	f := strings.Fields(stmt)
+	if len(f) == 0 {
+		return false
+	}
+	switch strings.ToUpper(strings.TrimRight(f[0], ";")) {
+	case "BEGIN", "SAVEPOINT", "RELEASE", "SET", "SHOW", "USE", "DISCARD", "RESET":
+		return true
+	case "START":
+		return len(f) > 1 && strings.EqualFold(f[1], "transaction")
+	case "SELECT":
+		return len(f) == 2 && (f[1] == "1" || f[1] == "?" || f[1] == "$1")
+	}
+	return false
+}
+
+// commitAdvice is the fix of a slow COMMIT or ROLLBACK.
+const commitAdvice = "A slow commit waits for the transaction's log to reach disk (and for synchronous replicas), or " +
+	"for deferred constraints and triggers: check the database's disk flush latency and replication lag. Rows the " +
+	"transaction wrote stay locked until it ends, so other requests may wait for this commit too."
+
+// hasPlanWords reports a shape whose cost can change with the data even
+// under the same plan: a history-slow run of it may still want EXPLAIN
+// (an aggregate over a growing table). Point statements do not.
+func hasPlanWords(shape string) bool {
+	s := strings.ToLower(shape)
+	for _, w := range []string{" join ", " group by ", " order by ", " like ", " count(", " sum(", " distinct "} {
+		if strings.Contains(s, w) {
+			return true
+		}
+	}
+	return false
+}
+
+// slowAround returns the other statements of n's service in the same
+// request that also ran at least HistoryFactor times their usual time
+// (BEGIN and COMMIT included): when several unrelated statements slowed
+// down together, the database or the calling process was slow at that
+// moment (CPU, I/O, a stalled event loop), not n's plan.
+func (d *SlowQuery) slowAround(t *Trace, n *Node, hist History) []string {
+	var out []string
+	for _, c := range entryStatements(t, EntryOf(n)) {
+		if c == n || c.Span.Service != n.Span.Service || isCheckout(c) || len(out) >= 3 {
+			continue
+		}
+		_, shape := CallTarget(t, c)
+		base, ok := hist.StatementDuration(nodeDBSystem(c), shape)
+		if !ok || base.Count < d.MinHistorySamples || base.P50MS <= 0 {
+			continue
+		}
+		if ms := NS(c.Duration()); ms >= d.HistoryFactor*base.P50MS && ms >= base.P50MS+1 {
+			out = append(out, fmt.Sprintf("%s %.0fx", model.Clip(shape, 40), ms/base.P50MS))
+		}
+	}
+	return out
 }
 
 func looksLikeSQL(verb string) bool {

@@ -289,3 +289,73 @@ func TestSlowQueryHistoryNeedsMoreThanTheUsualSpread(t *testing.T) {
 		t.Errorf("beyond the usual p95: %d findings", len(got))
 	}
 }
+
+// Statements with nothing to tune are no slow_query, whatever their
+// length: a pool checkout (its time is the wait for a connection, or the
+// connect under it), BEGIN, SET, a ping. A slow COMMIT is reported with
+// what makes commits slow.
+func TestSlowQuerySkipsStatementsWithNothingToTune(t *testing.T) {
+	request := func(inner ...model.Span) []model.Span {
+		return append([]model.Span{p1Span(1, 0, "stock", "GET /stock/{sku}", model.KindServer, 0, 1000)}, inner...)
+	}
+	detect := func(spans []model.Span) []Finding {
+		return NewSlowQuery().Detect(NewTrace(spans), &Env{History: NoHistory{}})
+	}
+	got := detect(request(
+		p1Span(2, 1, "stock", "pg-pool.connect", model.KindClient, 1, 701, str("db.system", "postgresql")),
+		p1Span(3, 2, "stock", "pg.connect", model.KindClient, 1, 700, str("db.system", "postgresql"))))
+	if len(got) != 1 || !strings.HasPrefix(got[0].Title, "opening a postgresql connection took 699 ms") {
+		t.Errorf("checkout with a connect: %v, want the connect alone", got)
+	}
+	for _, stmt := range []string{"BEGIN", "SET statement_timeout = 5000", "START TRANSACTION", "SELECT 1"} {
+		if got := detect(request(p1DB(2, 1, 1, 701, stmt))); len(got) != 0 {
+			t.Errorf("%s: %q", stmt, got[0].Title)
+		}
+	}
+	got = detect(request(p1DB(2, 1, 1, 701, "COMMIT")))
+	if len(got) != 1 || strings.Contains(got[0].Fix, "EXPLAIN") || !strings.Contains(got[0].Fix, "disk flush") {
+		t.Errorf("COMMIT: %v", got)
+	}
+}
+
+// A point lookup slow against its own history did not lose its index
+// overnight: the advice asks what differed for this run. When other
+// statements of the same request slowed down as much, the moment was slow
+// (a starved host), and the finding says so as info.
+func TestSlowQueryHistoryRunDifferedOrTheMomentWasSlow(t *testing.T) {
+	shape := "SELECT qty FROM stock WHERE sku = ?"
+	h := p1History{stmt: map[string]Baseline{
+		"postgresql|" + shape:                           {P50MS: 2, P95MS: 5, Count: 500},
+		"postgresql|BEGIN":                              {P50MS: 0.5, P95MS: 1, Count: 500},
+		"postgresql|INSERT INTO audit (sku) VALUES (?)": {P50MS: 1, P95MS: 2, Count: 500},
+	}}
+	build := func(beginMS, insertMS float64) []model.Span {
+		return []model.Span{
+			p1Span(1, 0, "stock", "GET /stock/{sku}", model.KindServer, 0, 400),
+			p1DB(2, 1, 1, 1+beginMS, "BEGIN"),
+			p1DB(3, 1, 30, 90, "SELECT qty FROM stock WHERE sku = $1"),
+			p1DB(4, 1, 90, 90+insertMS, "INSERT INTO audit (sku) VALUES ($1)"),
+			p1Span(5, 1, "stock", "compute", model.KindInternal, 120, 399),
+		}
+	}
+	got := NewSlowQuery().Detect(NewTrace(build(0.4, 1)), &Env{History: h})
+	if len(got) != 1 || got[0].Severity != SeverityWarning || strings.Contains(got[0].Fix, "EXPLAIN") ||
+		!strings.Contains(got[0].Fix, "its plan is not what changed") {
+		t.Fatalf("alone: %d findings %+v", len(got), got)
+	}
+	got = NewSlowQuery().Detect(NewTrace(build(12, 20)), &Env{History: h})
+	var sel *Finding
+	for i := range got {
+		if got[i].Evidence.(SlowQueryEvidence).Shape == shape {
+			sel = &got[i]
+		}
+	}
+	if sel == nil {
+		t.Fatalf("with BEGIN and INSERT slow too: no finding on the SELECT among %d", len(got))
+	}
+	ev := sel.Evidence.(SlowQueryEvidence)
+	if len(ev.AlsoSlow) != 2 || sel.Severity != SeverityInfo || !strings.Contains(sel.Title, "slowed down with it") ||
+		!strings.Contains(sel.Fix, "was slow at that moment") {
+		t.Errorf("evidence %+v severity %s title %q fix %q", ev, sel.Severity, sel.Title, sel.Fix)
+	}
+}
