@@ -59,9 +59,10 @@ type SlowQueryEvidence struct {
 	// Failed is set when the span failed yet ran far beyond the usual
 	// time of successful runs.
 	Failed bool `json:"failed,omitempty"`
-	// AlsoSlow lists other statements of the request, each with how many
-	// times its usual it ran, that slowed down with this one (history
-	// rule): two or more say the moment was slow, not the statement.
+	// AlsoSlow lists the other statements of the request that slowed down
+	// with this one (history rule), by shape with how many times their
+	// usual they ran: two or more such runs say the moment was slow, not
+	// the statement.
 	AlsoSlow []string `json:"also_slow,omitempty"`
 }
 
@@ -143,11 +144,12 @@ func (d *SlowQuery) Detect(t *Trace, env *Env) []Finding {
 		}
 		sev := SeverityForImpact(impact, critTotal(t))
 		var around []string
+		slowRuns := 0
 		if rule == "history" {
-			around = d.slowAround(t, n, hist)
+			around, slowRuns = d.slowAround(t, n, hist)
 			ev.AlsoSlow = around
 		}
-		if ev.TimesUsual >= 10 && sev.Rank() < SeverityWarning.Rank() && len(around) < 2 {
+		if ev.TimesUsual >= 10 && sev.Rank() < SeverityWarning.Rank() && slowRuns < 2 {
 			sev = SeverityWarning
 		}
 		title := fmt.Sprintf("%s query took %.0f ms, %.0f%% of %s", system, durMS, ev.SharePct, displayOp(entry))
@@ -164,7 +166,7 @@ func (d *SlowQuery) Detect(t *Trace, env *Env) []Finding {
 		case endsTransaction(n):
 			fix = commitAdvice
 			reason = fmt.Sprintf("%s's transaction took %.0f ms to end; a commit runs no query to tune.", n.Span.Service, durMS)
-		case rule == "history" && len(around) >= 2:
+		case rule == "history" && slowRuns >= 2:
 			fix = fmt.Sprintf("Several statements of this request ran many times their usual at once (%s): %s or %s "+
 				"was slow at that moment (CPU starved, an I/O stall, a blocked event loop), not this statement's plan. "+
 				"Check both hosts' CPU and I/O for that time.", strings.Join(around, ", "),
@@ -183,12 +185,12 @@ func (d *SlowQuery) Detect(t *Trace, env *Env) []Finding {
 			reason = fmt.Sprintf("%s opened a new %s connection for this request: connecting per request is the cost, not a statement.", n.Span.Service, system)
 		}
 		if hasBase {
-			title += fmt.Sprintf(" (%.1fx its usual %.0f ms)", ev.TimesUsual, base.P50MS)
+			title += fmt.Sprintf(" (%.1fx its usual %s)", ev.TimesUsual, fmtDur(uint64(base.P50MS*1e6)))
 		}
 		if waited > 0 {
 			title += fmt.Sprintf(", after %.0f ms waiting for a lock or connection", NS(waited))
 		}
-		if len(around) >= 2 {
+		if slowRuns >= 2 {
 			title += fmt.Sprintf("; %s in the same request slowed down with it", strings.Join(around, ", "))
 			// The statement is not what to fix: the moment was slow.
 			sev = SeverityInfo
@@ -328,13 +330,21 @@ func hasPlanWords(shape string) bool {
 
 // slowAround returns the other statements of n's service in the same
 // request that also ran at least HistoryFactor times their usual time
-// (BEGIN and COMMIT included): when several unrelated statements slowed
-// down together, the database or the calling process was slow at that
-// moment (CPU, I/O, a stalled event loop), not n's plan.
-func (d *SlowQuery) slowAround(t *Trace, n *Node, hist History) []string {
-	var out []string
+// (BEGIN and COMMIT included), one entry per shape with its worst factor
+// and its count of such runs, and how many runs that is in all: when
+// several statements slowed down together, the database or the calling
+// process was slow at that moment (CPU, I/O, a stalled event loop), not
+// n's plan.
+func (d *SlowQuery) slowAround(t *Trace, n *Node, hist History) ([]string, int) {
+	type slow struct {
+		shape  string
+		worst  float64
+		counts int
+	}
+	var shapes []slow
+	runs := 0
 	for _, c := range entryStatements(t, EntryOf(n)) {
-		if c == n || c.Span.Service != n.Span.Service || isCheckout(c) || len(out) >= 3 {
+		if c == n || c.Span.Service != n.Span.Service || isCheckout(c) {
 			continue
 		}
 		_, shape := CallTarget(t, c)
@@ -342,11 +352,28 @@ func (d *SlowQuery) slowAround(t *Trace, n *Node, hist History) []string {
 		if !ok || base.Count < d.MinHistorySamples || base.P50MS <= 0 {
 			continue
 		}
-		if ms := NS(c.Duration()); ms >= d.HistoryFactor*base.P50MS && ms >= base.P50MS+1 {
-			out = append(out, fmt.Sprintf("%s %.0fx", model.Clip(shape, 40), ms/base.P50MS))
+		ms := NS(c.Duration())
+		if ms < d.HistoryFactor*base.P50MS || ms < base.P50MS+1 {
+			continue
+		}
+		runs++
+		i := slices.IndexFunc(shapes, func(s slow) bool { return s.shape == shape })
+		if i < 0 {
+			shapes = append(shapes, slow{shape: shape})
+			i = len(shapes) - 1
+		}
+		shapes[i].worst = max(shapes[i].worst, ms/base.P50MS)
+		shapes[i].counts++
+	}
+	var out []string
+	for _, s := range shapes[:min(len(shapes), 3)] {
+		if s.counts > 1 {
+			out = append(out, fmt.Sprintf("%s (%d runs, up to %.0fx)", model.Clip(s.shape, 40), s.counts, s.worst))
+		} else {
+			out = append(out, fmt.Sprintf("%s %.0fx", model.Clip(s.shape, 40), s.worst))
 		}
 	}
-	return out
+	return out, runs
 }
 
 func looksLikeSQL(verb string) bool {
