@@ -94,6 +94,17 @@ var diagChecks = map[string]func(t *testing.T, fs []Finding){
 			t.Errorf("findings %d evidence %+v", len(fs), ev)
 		}
 	},
+	// Express, live: the handler's two fetches run under Promise.all and
+	// pricing throws; the server span answers 502, but the "request
+	// handler" span the fetches hang off has its status unset.
+	"partial_failure/positive-express-promise-all-unset-handler": func(t *testing.T, fs []Finding) {
+		ev := fs[0].Evidence.(PartialFailureEvidence)
+		if len(fs) != 1 || ev.Failing[0].Target != "pricing" || len(ev.Healthy) != 1 || ev.Healthy[0].Target != "inventory" ||
+			ev.Parent.Operation != "request handler" || fs[0].Severity != SeverityCritical ||
+			!strings.HasPrefix(fs[0].Title, "web GET /checkout failed because pricing failed") {
+			t.Errorf("findings %d evidence %+v title %q", len(fs), ev, fs[0].Title)
+		}
+	},
 	"partial_failure/positive-report-shard-deadline": func(t *testing.T, fs []Finding) {
 		ev := fs[0].Evidence.(PartialFailureEvidence)
 		if len(fs) != 1 || ev.Failing[0].Target != "shard-2" || len(ev.Healthy) != 2 || ev.Parent.Operation != "aggregate shards" {

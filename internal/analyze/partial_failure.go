@@ -50,7 +50,11 @@ type PartialFailureEvidence struct {
 func (d *PartialFailure) Detect(t *Trace, _ *Env) []Finding {
 	var out []Finding
 	for _, p := range t.Nodes {
-		if len(p.Children) < 2 || !Failed(p) {
+		if len(p.Children) < 2 {
+			continue
+		}
+		whole := failedAsWhole(p)
+		if whole == nil {
 			continue
 		}
 		var failed []*Node
@@ -113,7 +117,7 @@ func (d *PartialFailure) Detect(t *Trace, _ *Env) []Finding {
 		}
 		ev.WastedMS = roundMS(hi - lo)
 		rootFailed := false
-		for q := p; q != nil; q = q.Parent {
+		for q := whole; q != nil; q = q.Parent {
 			if !Failed(q) {
 				break
 			}
@@ -124,11 +128,50 @@ func (d *PartialFailure) Detect(t *Trace, _ *Env) []Finding {
 			sev = SeverityCritical
 		}
 		title := fmt.Sprintf("%s failed because %s failed while %d concurrent branch(es) succeeded",
-			spanLabel(t, p), strings.Join(uniqSorted(names), ", "), len(healthy))
+			spanLabel(t, whole), strings.Join(uniqSorted(names), ", "), len(healthy))
 		fix := "Degrade gracefully: answer with the healthy branches' results and mark the " +
 			strings.Join(uniqSorted(names), ", ") + " part as unavailable (with a timeout and a default or cached value) instead of failing the whole request."
 		out = append(out, Finding{Kind: d.Kind(), Severity: sev, Title: title, SpanIDs: ids,
 			ImpactMS: roundMS(critUnder(t, failed...)), Evidence: ev, Fix: fix})
 	}
 	return out
+}
+
+// failedAsWhole returns the span that failed as a whole because of p's
+// children: p itself, or, when p is an in-process span (Express's
+// "request handler") whose status nobody sets, the service entry above it
+// that failed with no failure outside p's subtree, which is the error p's
+// code answered with. nil when neither failed.
+func failedAsWhole(p *Node) *Node {
+	if Failed(p) {
+		return p
+	}
+	if IsServiceEntry(p) || IsCall(p) {
+		return nil
+	}
+	e := EntryOf(p)
+	if e == nil || e.Span.Service != p.Span.Service || !Failed(e) {
+		return nil
+	}
+	for q := p; q != e; q = q.Parent {
+		for _, c := range q.Parent.Children {
+			if c != q && failsWithin(c) {
+				return nil
+			}
+		}
+	}
+	return e
+}
+
+// failsWithin reports whether n or a span under it failed.
+func failsWithin(n *Node) bool {
+	if Failed(n) {
+		return true
+	}
+	for _, c := range n.Children {
+		if failsWithin(c) {
+			return true
+		}
+	}
+	return false
 }
