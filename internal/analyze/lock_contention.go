@@ -269,20 +269,30 @@ func (d *LockContention) waitFinding(t *Trace, n *Node, ws []spanWait, impact, t
 		idle := hold - statementsWithin(t, n, n.End(), end.End())
 		ev.HeldMS, ev.HeldIdleMS = roundMS(hold), roundMS(idle)
 		title = fmt.Sprintf("%s waited %.0f ms for a row lock (%.0f%% of the request): %s, the same lookup, took %s "+
-			"once its transaction held the lock, which it then kept %s until %s (%s of it with no statement running)",
+			"in the same transaction, which then kept the lock %s until %s (%s of it with no statement running)",
 			spanLabel(t, n), NS(wait), ev.RequestSharePct, model.Clip(DBShape(fast.Span), 80), fmtDur(fast.Duration()),
 			fmtDur(hold), model.Clip(DBShape(end.Span), 20), fmtDur(idle))
-		reason = fmt.Sprintf("%s's transaction locks these rows and keeps them %s before it ends; requests running it "+
-			"queue behind each other on the lock, so the locking statement spent its time waiting, not executing.",
-			n.Span.Service, fmtDur(hold))
-		work := "the transaction's other work"
-		if idle >= 1e6 {
-			work = fmt.Sprintf("the work between its statements (%s here)", fmtDur(idle))
+		if hold >= 10e6 && hold*10 >= wait {
+			reason = fmt.Sprintf("%s's transaction locks these rows and keeps them %s before it ends; requests running it "+
+				"queue behind each other on the lock, so the locking statement spent its time waiting, not executing.",
+				n.Span.Service, fmtDur(hold))
+			work := "the transaction's other work"
+			if idle >= 1e6 {
+				work = fmt.Sprintf("the work between its statements (%s here)", fmtDur(idle))
+			}
+			fix = fmt.Sprintf("Hold the row lock briefly: every request queues behind the %s each transaction keeps it. "+
+				"Do %s before the locking statement or after the commit, or fold the read-modify-write into one "+
+				"conditional UPDATE (its WHERE checks what the read checked; RETURNING gives the new value), which "+
+				"holds the lock only while it runs.", fmtDur(hold), work)
+		} else {
+			// This request lets go of the rows at once: what it waited for
+			// is another transaction's long hold, or a lock cycle.
+			reason = fmt.Sprintf("%s's statement waited for rows another transaction held; this one keeps them only %s.",
+				n.Span.Service, fmtDur(hold))
+			fix = "Another transaction held these rows for long: find it (pg_locks, performance_schema.data_locks) and " +
+				"keep it short, or, if transactions lock the same rows in different orders (a deadlock's survivor waits " +
+				"out the detection timeout, 1 s in PostgreSQL), " + lockOrderAdvice + "."
 		}
-		fix = fmt.Sprintf("Hold the row lock briefly: every request queues behind the %s each transaction keeps it. "+
-			"Do %s before the locking statement or after the commit, or fold the read-modify-write into one "+
-			"conditional UPDATE (its WHERE checks what the read checked; RETURNING gives the new value), which "+
-			"holds the lock only while it runs.", fmtDur(hold), work)
 	}
 	if main.source == "database_error" || main.source == "lock_release" {
 		title = fmt.Sprintf("%s waited %.0f ms for a row lock another transaction held (%s; %.0f%% of the request)",

@@ -426,6 +426,15 @@ func TestLockContentionFixtures(t *testing.T) {
 			t.Errorf("evidence %+v severity %s culprit %+v title %q", ev, f.Severity, f.Culprit, f.Title)
 		}
 	}
+	// node-postgres, live: transfers lock two rows in request order and
+	// deadlock; this one survived, its second UPDATE waiting out the
+	// victim's deadlock_timeout, then committed 21 ms later.
+	checks["positive-pg-deadlock-survivor"] = func(t *testing.T, f Finding, ev LockContentionEvidence) {
+		if ev.Mechanism != "row_lock_queue" || !p1Near(ev.WaitMS, 954.5, 0.5) || !p1Near(ev.HeldMS, 21.5, 0.5) ||
+			!strings.Contains(f.Fix, "in different orders") || f.Severity != SeverityCritical {
+			t.Errorf("evidence %+v severity %s fix %q", ev, f.Severity, f.Fix)
+		}
+	}
 	checks["positive-hotrod-shaped-dispatch"] = func(t *testing.T, f Finding, ev LockContentionEvidence) {
 		switch ev.Mechanism {
 		case "span_events":
@@ -828,15 +837,26 @@ func TestRowLockQueueNeedsTheSameLookupFaster(t *testing.T) {
 	if m := mech(noCommit); m != "" {
 		t.Errorf("no end of the transaction in view: %q", m)
 	}
-	// The row locked by an earlier statement of the transaction: the read
-	// took its lock already.
-	locked := build(1, forUpdate)
-	locked[2] = p1Span(3, 2, "inventory", "UPDATE", model.KindClient, 2, 3, str("db.system", "postgresql"),
-		str("db.statement", "UPDATE stock SET reserved = true WHERE sku = $1"))
-	locked = append([]model.Span{p1Span(8, 2, "inventory", "BEGIN", model.KindClient, 1, 2, str("db.system", "postgresql"),
-		str("db.statement", "BEGIN"))}, locked...)
-	if m := mech(locked); m != "" {
-		t.Errorf("the rows were the transaction's already: %q", m)
+	// A transfer that survived a deadlock: its first UPDATE took 1 ms, its
+	// second, by the same lookup, waited out the victim's deadlock_timeout;
+	// then it committed at once. Its own hold is short, so the fix is not
+	// its hold but the other transaction and the lock order.
+	db := func(id byte, start, end float64, stmt string) model.Span {
+		return p1Span(id, 2, "inventory", strings.Fields(stmt)[0], model.KindClient, start, end,
+			str("db.system", "postgresql"), str("db.statement", stmt))
+	}
+	survivor := []model.Span{
+		p1Span(1, 0, "web", "GET /move", model.KindServer, 0, 1030),
+		p1Span(2, 1, "inventory", "GET /move", model.KindServer, 1, 1025),
+		db(3, 2, 3, "BEGIN"),
+		db(4, 3, 4, "UPDATE stock SET qty = qty - 1 WHERE sku = $1"),
+		db(5, 25, 1011, "UPDATE stock SET qty = qty + 1 WHERE sku = $1"),
+		db(6, 1011, 1013, "COMMIT"),
+	}
+	got := ofKind(Analyze(survivor, Options{}).Findings, "lock_contention")
+	if len(got) != 1 || got[0].Evidence.(LockContentionEvidence).Mechanism != "row_lock_queue" ||
+		!strings.Contains(got[0].Fix, "in different orders") || strings.Contains(got[0].Fix, "Hold the row lock briefly") {
+		t.Errorf("deadlock survivor: %+v", got)
 	}
 }
 

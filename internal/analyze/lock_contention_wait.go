@@ -423,7 +423,7 @@ func readWaits(t *Trace, n *Node) []spanWait {
 	if fast, end := rowLockQueue(t, n); fast != nil {
 		return []spanWait{{start: n.Start(), end: n.End() - min(fast.Duration(), n.Duration()), resource: "lock",
 			source: "row_lock_queue", waitEvent: model.Clip(DBShape(n.Span), 160),
-			acquiredEvent: fmt.Sprintf("%s, the same lookup, took %s once the lock was held; the transaction kept it "+
+			acquiredEvent: fmt.Sprintf("%s, the same lookup, took %s in the same transaction, which held the lock "+
 				"%s more, until %s", model.Clip(DBShape(fast.Span), 80), fmtDur(fast.Duration()),
 				fmtDur(end.End()-min(n.End(), end.End())), model.Clip(DBShape(end.Span), 20))}}
 	}
@@ -558,18 +558,20 @@ func lockingReadWait(n *Node) (spanWait, bool) {
 		waitEvent: model.Clip(DBShape(n.Span), 160)}, true
 }
 
-// rowLockQueue reads a statement that queued for row locks its own
-// transaction then held: it was the transaction's first to lock its rows
-// (a write or a locking read), and a later statement of the transaction on
-// the same rows (same table, same WHERE) ran at least rowLockFactor times
-// faster,
-// once the lock was the transaction's own. The lookup is cheap, so the
-// time went to waiting for other transactions holding those rows, most
-// often requests running this same code: it is no plan to EXPLAIN. It
-// returns that fast statement and the transaction's COMMIT or ROLLBACK.
-// The statements are looked for in the whole service entry, not among
-// siblings: node-postgres parents a transaction's later statements on
-// the server span or on the handler, depending on which callback ran them.
+// rowLockQueue reads a statement that queued for row locks: it takes
+// them (a write or a locking read), and another statement of its
+// transaction with the same table and WHERE, before or after it, ran at
+// least rowLockFactor times faster. The lookup is cheap (a missing index
+// or a bad plan would slow both), so the time went to waiting for other
+// transactions holding the rows, most often requests running this same
+// code. With bind parameters the two may touch different rows (a
+// transfer's two accounts, the second one locked by another transfer);
+// the lookup is the same, and the wait still a lock's. It returns that
+// fast statement and the transaction's COMMIT or ROLLBACK, which must be
+// in view. The statements are looked for in the whole service entry, not
+// among siblings: node-postgres parents a transaction's later statements
+// on the server span or on the handler, depending on which callback ran
+// them.
 func rowLockQueue(t *Trace, n *Node) (fast, end *Node) {
 	if n.Duration() < rowLockMinNS || !IsDB(n) || !takesRowLocks(n) || noWaitRe.MatchString(DBStatement(n.Span)) {
 		return nil, nil
@@ -583,8 +585,12 @@ func rowLockQueue(t *Trace, n *Node) (fast, end *Node) {
 	if i < 0 {
 		return nil, nil
 	}
-	// Walking back to the transaction's start: a statement on the same
-	// rows before n means the lock was already the transaction's.
+	better := func(c *Node) {
+		if c.Span.Service == n.Span.Service && c.Duration()*rowLockFactor <= n.Duration() &&
+			(fast == nil || c.Duration() < fast.Duration()) && rowsOf(DBShape(c.Span)) == rows {
+			fast = c
+		}
+	}
 	for _, c := range slices.Backward(stmts[:i]) {
 		if c.Span.Service != n.Span.Service {
 			continue
@@ -592,9 +598,7 @@ func rowLockQueue(t *Trace, n *Node) (fast, end *Node) {
 		if beginsTransaction(c) || endsTransaction(c) {
 			break
 		}
-		if takesRowLocks(c) && rowsOf(DBShape(c.Span)) == rows {
-			return nil, nil
-		}
+		better(c)
 	}
 	for _, c := range stmts[i+1:] {
 		if c.Span.Service != n.Span.Service || c.Start()+1e6 < n.End() {
@@ -608,9 +612,8 @@ func rowLockQueue(t *Trace, n *Node) (fast, end *Node) {
 			return nil, nil
 		case beginsTransaction(c):
 			return nil, nil
-		case fast == nil && c.Duration()*rowLockFactor <= n.Duration() && rowsOf(DBShape(c.Span)) == rows:
-			fast = c
 		}
+		better(c)
 	}
 	return nil, nil
 }

@@ -313,6 +313,12 @@ func (d *TimeoutCascade) finding(t *Trace, hist History, chain []*Node) (Finding
 	if !evidence || (!explicit && retriesExhausted(t, origin)) {
 		return Finding{}, false
 	}
+	if !explicit && lockError(origin) != "" {
+		// A deadlock victim that failed after a round second waited out
+		// PostgreSQL's deadlock_timeout (1 s), then lost: no client gave
+		// up, and lock_contention and error_origin tell what happened.
+		return Finding{}, false
+	}
 	if v, on := roundTimeout(origin.Duration()); on {
 		round = v
 	}
