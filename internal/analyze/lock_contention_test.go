@@ -435,6 +435,15 @@ func TestLockContentionFixtures(t *testing.T) {
 			t.Errorf("evidence %+v severity %s fix %q", ev, f.Severity, f.Fix)
 		}
 	}
+	// Go, live: net/http + otelsql over pgx, the same lock held over a
+	// 40 ms sleep. otelsql's sql.conn.begin_tx and sql.tx.commit carry no
+	// statement; the SELECT and the UPDATE do.
+	checks["positive-otelsql-row-lock-held-over-sleep"] = func(t *testing.T, f Finding, ev LockContentionEvidence) {
+		if ev.Mechanism != "row_lock_queue" || !p1Near(ev.WaitMS, 185.1, 0.5) || ev.HeldMS < 40 || ev.HeldIdleMS < 39 ||
+			f.Culprit.Operation != "GET /reserve" || !strings.Contains(f.Fix, "Hold the row lock briefly") {
+			t.Errorf("evidence %+v culprit %+v fix %q", ev, f.Culprit, f.Fix)
+		}
+	}
 	checks["positive-hotrod-shaped-dispatch"] = func(t *testing.T, f Finding, ev LockContentionEvidence) {
 		switch ev.Mechanism {
 		case "span_events":

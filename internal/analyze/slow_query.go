@@ -80,7 +80,7 @@ func (d *SlowQuery) Detect(t *Trace, env *Env) []Finding {
 		// A pool checkout (pg-pool.connect) runs no statement: its own
 		// time is the wait for a free connection (lock_contention's), and
 		// a connect under it is judged on its own.
-		if !IsDB(n) || n.Parent == nil || isCheckout(n) || noWorkStatement(DBStatement(n.Span)) {
+		if !IsDB(n) || n.Parent == nil || isCheckout(n) || noWorkStatement(DBStatement(n.Span)) || beginsTransaction(n) {
 			continue
 		}
 		entry := EntryOf(n.Parent)

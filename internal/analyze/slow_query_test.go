@@ -312,6 +312,10 @@ func TestSlowQuerySkipsStatementsWithNothingToTune(t *testing.T) {
 			t.Errorf("%s: %q", stmt, got[0].Title)
 		}
 	}
+	// otelsql's span for BeginTx carries no statement.
+	if got := detect(request(sqlSpan(2, 1, "stock", "sql.conn.begin_tx", 1, 701, ""))); len(got) != 0 {
+		t.Errorf("sql.conn.begin_tx: %q", got[0].Title)
+	}
 	got = detect(request(p1DB(2, 1, 1, 701, "COMMIT")))
 	if len(got) != 1 || strings.Contains(got[0].Fix, "EXPLAIN") || !strings.Contains(got[0].Fix, "disk flush") {
 		t.Errorf("COMMIT: %v", got)
