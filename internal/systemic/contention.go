@@ -83,6 +83,11 @@ type ContentionEvidence struct {
 	// running at the start.
 	SlopeMS float64             `json:"slope_ms_per_concurrent_call"`
 	Buckets []ConcurrencyBucket `json:"buckets"`
+	// CallerRuntime is the calling service's telemetry.sdk.language when
+	// that runtime runs all its requests' code on one thread ("nodejs",
+	// "python"): its own busy thread is then a suspect as much as the
+	// callee.
+	CallerRuntime string `json:"caller_runtime,omitempty"`
 }
 
 // ConcurrencyBucket is the median duration of the calls that started with
@@ -105,6 +110,9 @@ type callRing struct {
 	next  int
 	// stmt is the first statement seen, for the finding's operation.
 	stmt string
+	// runtime is the caller's telemetry.sdk.language when it runs every
+	// request's code on one thread (Node.js' event loop, Python's GIL).
+	runtime string
 }
 
 // callKey is what calls are tracked under: the span's service and name
@@ -183,7 +191,7 @@ func (c *contentionTracker) observe(now time.Time, s *model.Span, stmt *model.Va
 			return
 		}
 		// The statement may alias a decode buffer that is reused.
-		r = &callRing{stmt: strings.Clone(q)}
+		r = &callRing{stmt: strings.Clone(q), runtime: oneThreadRuntime(s)}
 		c.ops[k] = r
 	}
 	x := callSample{start: s.StartUnixNano, end: s.EndUnixNano, seen: now.UnixNano(), trace: s.TraceID, span: s.SpanID}
@@ -247,13 +255,14 @@ func (c *contentionTracker) evaluate(now time.Time, add func(Finding, time.Durat
 			delete(c.ops, k)
 			continue
 		}
-		if f, ok := c.check(k, r.stmt, calls); ok {
+		if f, ok := c.check(k, r, calls); ok {
 			add(f, c.cfg.Window)
 		}
 	}
 }
 
-func (c *contentionTracker) check(k callKey, stmt string, calls []callSample) (Finding, bool) {
+func (c *contentionTracker) check(k callKey, r *callRing, calls []callSample) (Finding, bool) {
+	stmt := r.stmt
 	if len(calls) < c.cfg.MinSamples {
 		return Finding{}, false
 	}
@@ -329,9 +338,37 @@ func (c *contentionTracker) check(k callKey, stmt string, calls []callSample) (F
 	f.Fix = "Calls of this operation wait for each other: find what they share (a lock or mutex around it, a connection or " +
 		"worker pool, a single-threaded backend); example traces may carry lock_contention findings naming it. Shorten or " +
 		"split the critical section, size the pool for the concurrency seen, or scale the backend."
+	if r.runtime != "" {
+		// The caller's own thread is shared too: a span ends when the
+		// runtime gets to the answer, not when the answer arrives.
+		ev.CallerRuntime = r.runtime
+		f.Evidence = ev
+		f.Fix += sprintf(" %s runs on %s, whose one thread runs every request's code: a call's span ends only when "+
+			"that thread gets to its answer, so synchronous work in any request (time with no child span in %s's "+
+			"requests, CPU near one core) makes every call in flight look slower: rule that out before the callee.",
+			k.service, runtimeName(r.runtime), k.service)
+	}
 	f.Culprit = &analyze.Culprit{Service: k.service, Operation: op,
 		Reason: sprintf("its calls slow down %.1fx as more of them overlap: a resource they share serialises them", hp/lp)}
 	return f, true
 }
 
 func round1(v float64) float64 { return math.Round(v*10) / 10 }
+
+// oneThreadRuntime returns the span's telemetry.sdk.language when that
+// runtime runs a process's request code on one thread at a time: Node.js
+// (one event loop) and Python (the GIL), or "".
+func oneThreadRuntime(s *model.Span) string {
+	switch lang := s.Resource.Str("telemetry.sdk.language"); lang {
+	case "nodejs", "python":
+		return lang
+	}
+	return ""
+}
+
+func runtimeName(lang string) string {
+	if lang == "nodejs" {
+		return "Node.js"
+	}
+	return "Python (one thread at a time under the GIL)"
+}

@@ -215,3 +215,30 @@ func TestStmtShapeHash(t *testing.T) {
 		}
 	}
 }
+
+// A Node.js caller runs every request's code on one event loop: its own
+// busy thread is a suspect beside the callee, and the finding says so. A
+// Go caller's is not.
+func TestConcurrencyContentionNamesASingleThreadedCaller(t *testing.T) {
+	for _, lang := range []string{"nodejs", "go"} {
+		d := New(Config{}, nil, nil, nil)
+		spans := ctCalls(1, 400, "inventory", "pg.query:SELECT", ctLocked(20*time.Millisecond))
+		for i := range spans {
+			spans[i].Resource = model.Attrs{{Key: "telemetry.sdk.language", Value: model.Str(lang)}}
+		}
+		var got []Finding
+		for _, f := range d.Evaluate(ctFeed(d, spans)) {
+			if f.Kind == "concurrency_contention" {
+				got = append(got, f)
+			}
+		}
+		if len(got) != 1 {
+			t.Fatalf("%s: %d findings", lang, len(got))
+		}
+		ev := got[0].Evidence.(ContentionEvidence)
+		node := lang == "nodejs"
+		if (ev.CallerRuntime == "nodejs") != node || strings.Contains(got[0].Fix, "Node.js") != node {
+			t.Errorf("%s: runtime %q fix %q", lang, ev.CallerRuntime, got[0].Fix)
+		}
+	}
+}
