@@ -239,6 +239,34 @@ func (d *LockContention) waitFinding(t *Trace, n *Node, ws []spanWait, impact, t
 		reason = fmt.Sprintf("%s %s waits for a connection of a pool that requests like it keep busy.", p.Span.Service, opName(p, displayOp(p)))
 	}
 	if (main.source == "span_name" || main.source == "checkout_gap") && main.resource == "connection_pool" {
+		if hold, ok := connectionHold(t, n); ok && heldAcross(n) == nil && hold.explains() {
+			// What empties the pool is what each request does with its
+			// connection: wait for a row lock, or idle in a transaction.
+			ev.HeldMS, ev.HeldIdleMS = roundMS(hold.held), roundMS(hold.idleInTx)
+			title += ", then held it " + fmtDur(hold.held)
+			if hold.lockWait > 0 {
+				title += fmt.Sprintf(": %s waiting for a row lock in %s", fmtDur(hold.lockWait), spanLabel(t, hold.locked))
+				if hold.idleInTx >= 1e6 {
+					title += fmt.Sprintf(", %s with no statement running in its transaction", fmtDur(hold.idleInTx))
+				}
+			} else {
+				title += fmt.Sprintf(", %s of it with no statement running in its transaction", fmtDur(hold.idleInTx))
+			}
+			if hold.lockWait > hold.idleInTx {
+				reason += fmt.Sprintf(" Each request keeps its connection while it queues for a row lock (%s here), "+
+					"so the pool empties behind the lock.", fmtDur(hold.lockWait))
+				fix = "The pool empties because connections wait for a row lock: requests running " + displayOp(EntryOf(n)) +
+					" hold a connection while they queue for the lock " + spanLabel(t, hold.locked) + " takes. Shorten " +
+					"what holds that lock (the transaction's work between its statements, remote calls inside it) or " +
+					"make the update one conditional statement; a larger pool only lets more requests queue on the lock."
+			} else {
+				reason += fmt.Sprintf(" Each request keeps its connection %s, mostly idle inside a transaction.", fmtDur(hold.held))
+				fix = fmt.Sprintf("The pool empties because each request keeps its connection %s, %s of it with no "+
+					"statement running inside its transaction: do that work before checking the connection out (or "+
+					"after releasing it), then size the pool for the concurrency it serves.", fmtDur(hold.held),
+					fmtDur(hold.idleInTx))
+			}
+		}
 		if h := heldAcross(n); h != nil {
 			ref := RefOf(t, h)
 			ev.HeldAcross, ev.HeldAcrossMS = &ref, roundMS(h.Duration())

@@ -444,6 +444,18 @@ func TestLockContentionFixtures(t *testing.T) {
 			t.Errorf("evidence %+v culprit %+v fix %q", ev, f.Culprit, f.Fix)
 		}
 	}
+	// node-postgres, live: web gives inventory 500 ms; inventory's
+	// transactions hold the HOT row 300 ms each, so requests queue for it
+	// holding their connections, the pool of 10 empties, and this request
+	// waited 12 s for a connection. What it did with the connection once it
+	// got one names why the pool is empty.
+	checks["positive-pg-pool-empties-behind-row-lock"] = func(t *testing.T, f Finding, ev LockContentionEvidence) {
+		if ev.Mechanism != "span_name" || ev.Resource != "connection_pool" || !p1Near(ev.HeldMS, 608, 2) ||
+			!strings.Contains(f.Title, "waiting for a row lock in inventory → postgresql SELECT qty FROM stock") ||
+			!strings.Contains(f.Fix, "connections wait for a row lock") {
+			t.Errorf("evidence %+v title %q fix %q", ev, f.Title, f.Fix)
+		}
+	}
 	checks["positive-hotrod-shaped-dispatch"] = func(t *testing.T, f Finding, ev LockContentionEvidence) {
 		switch ev.Mechanism {
 		case "span_events":

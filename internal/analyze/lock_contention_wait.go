@@ -634,6 +634,73 @@ func statementsWithin(t *Trace, n *Node, from, to uint64) uint64 {
 	return covered
 }
 
+// connHold is what a request did with a pooled connection it checked out.
+type connHold struct {
+	held     uint64 // from the checkout's end to its last statement's end
+	lockWait uint64 // of it, statements waiting for a row lock
+	idleInTx uint64 // of it, no statement running while a transaction was open
+	locked   *Node  // the statement that waited longest for a row lock
+}
+
+// explains reports a hold that empties a pool: one spent waiting for a
+// row lock (10 ms or more), or mostly idle (at least 10 ms and half of it)
+// inside an open transaction.
+func (h connHold) explains() bool {
+	return h.lockWait >= 10e6 || h.idleInTx >= 10e6 && 2*h.idleInTx >= h.held
+}
+
+// connectionHold reads the statements of the checkout's service entry
+// after the checkout, up to the next checkout: they ran on the connection
+// it handed out (node-postgres' pool.connect(), then client.query() until
+// release). ok is false when no statement followed.
+func connectionHold(t *Trace, checkout *Node) (connHold, bool) {
+	var h connHold
+	var last *Node
+	open := false
+	at := checkout.End()
+	for _, c := range entryStatements(t, EntryOf(checkout)) {
+		if c.Span.Service != checkout.Span.Service || c.Start()+1e6 < checkout.End() || c == checkout {
+			continue
+		}
+		if isCheckout(c) {
+			break
+		}
+		if open && c.Start() > at {
+			h.idleInTx += c.Start() - at
+		}
+		if w := waitedNS(nodeWaits(t, c)); w > 0 && resourceOf(nodeWaits(t, c)) == "lock" {
+			h.lockWait += w
+			if h.locked == nil || w > waitedNS(nodeWaits(t, h.locked)) {
+				h.locked = c
+			}
+		}
+		switch {
+		case beginsTransaction(c):
+			open = true
+		case endsTransaction(c):
+			open = false
+		}
+		at = max(at, c.End())
+		last = c
+	}
+	if last == nil {
+		return connHold{}, false
+	}
+	h.held = last.End() - min(checkout.End(), last.End())
+	return h, true
+}
+
+// resourceOf returns the resource of the longest wait.
+func resourceOf(ws []spanWait) string {
+	var main spanWait
+	for _, w := range ws {
+		if w.end-w.start >= main.end-main.start {
+			main = w
+		}
+	}
+	return main.resource
+}
+
 // rowLockMinNS is the shortest statement rowLockQueue considers: below
 // lock_contention's floor no finding could follow. rowLockFactor is how
 // much faster the same lookup must have run later: a missing
