@@ -292,6 +292,29 @@ func failedBelow(n *Node) bool {
 	return false
 }
 
+// FailedBelow reports whether a span's failure came from below: a failed
+// child, or one under a handler span that only passed it up
+// (passesFailureUp: Express's "request handler" carries no status).
+func FailedBelow(n *Node) bool {
+	for _, c := range n.Children {
+		if Failed(c) || passesFailureUp(c) && FailedBelow(c) {
+			return true
+		}
+	}
+	return false
+}
+
+// SlowCallee returns the entry span of the service that a failed call
+// gave up on: the call timed out (IsTimeoutLike) and its callee left
+// spans, so it was still working. Root-cause ranking counts the error as
+// starting there, as error_origin's culprit does; nil otherwise.
+func SlowCallee(n *Node) *Node {
+	if !IsCall(n) || !IsTimeoutLike(n.Span) {
+		return nil
+	}
+	return calleeEntry(n)
+}
+
 // gaveUpFirst reports a call p that timed out while its callee c ran on
 // (ended beyond the cross-host clock allowance after it): p's own timeout
 // failed the request, and c's failure — a gRPC server reports the

@@ -420,6 +420,10 @@ func (r *ranker) evidence(svc string, list []keyScore, wLat, wErr float64, opt O
 			rb, ri := float64(bs.origins)/r.nb, float64(is.origins)/r.ni
 			ev := Evidence{Kind: KindErrorOrigin, Operation: k.Operation, BaselineRate: fp(rb), IncidentRate: fp(ri), Count: ip(is.origins)}
 			ev.Text = fmt.Sprintf("errors start in %s in %.0f %% of incident traces (baseline %.0f %%): the deepest failing span whose children did not fail", name, 100*ri, 100*rb)
+			if 2*is.timeouts > is.origins {
+				ev.Text = fmt.Sprintf("errors start in %s in %.0f %% of incident traces (baseline %.0f %%): its callers time out "+
+					"while it is still working", name, 100*ri, 100*rb)
+			}
 			if is.exception != "" {
 				ev.Text += " (" + is.exception + ")"
 			}

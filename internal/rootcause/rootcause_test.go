@@ -216,3 +216,62 @@ func rootName(tr []model.Span) string {
 	}
 	return ""
 }
+
+// An Express web service gives inventory 500 ms; in the incident every
+// call times out while inventory runs on. The error is reported by web
+// (its fetch span fails, and its server span answers 500 through a
+// "request handler" span with no status), but it starts in inventory.
+func TestTimedOutCallBlamesTheCalleeStillWorking(t *testing.T) {
+	trace := func(i int, incident bool) []model.Span {
+		var tid model.TraceID
+		tid[0], tid[1], tid[2] = byte(i), byte(i>>8), 1
+		if incident {
+			tid[2] = 2
+		}
+		base := uint64(time.Date(2026, 12, 7, 10, 0, 0, 0, time.UTC).UnixNano()) + uint64(i)*uint64(time.Second)
+		span := func(id, parent byte, svc, name string, kind model.SpanKind, startMS, endMS float64, attrs ...model.Attr) model.Span {
+			return model.Span{TraceID: tid, SpanID: model.SpanID{id}, ParentSpanID: model.SpanID{parent}, Service: svc, Name: name,
+				Kind: kind, StartUnixNano: base + uint64(startMS*1e6), EndUnixNano: base + uint64(endMS*1e6), Attrs: attrs}
+		}
+		status := func(code int64) model.Attr { return model.Attr{Key: "http.response.status_code", Value: model.Int(code)} }
+		callee := 40.0 + float64(i%7)
+		if incident {
+			callee = 700 + float64(i%50)
+		}
+		spans := []model.Span{
+			span(1, 0, "web", "GET /checkout", model.KindServer, 0, min(callee, 500)+3, status(200)),
+			span(2, 1, "web", "request handler", model.KindInternal, 1, min(callee, 500)+2),
+			span(3, 2, "web", "GET", model.KindClient, 1, min(callee, 500)+1, status(200)),
+			span(4, 3, "inventory", "GET /reserve", model.KindServer, 1.5, callee, status(200)),
+		}
+		spans[0].ParentSpanID = model.SpanID{}
+		if incident {
+			spans[0].Attrs, spans[0].StatusCode = model.Attrs{status(500)}, model.StatusError
+			spans[2].Attrs, spans[2].StatusCode = nil, model.StatusError
+			spans[2].StatusMessage = "TimeoutError: The operation was aborted due to timeout"
+		}
+		return spans
+	}
+	var baseline, incident [][]model.Span
+	for i := 0; i < 60; i++ {
+		baseline = append(baseline, trace(i, false))
+		incident = append(incident, trace(i, true))
+	}
+	rep, err := rootcause.Rank(baseline, incident, rootcause.Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(rep.Causes) == 0 || rep.Causes[0].Service != "inventory" {
+		t.Fatalf("causes %v, want inventory first", names(rep))
+	}
+	for _, c := range rep.Causes {
+		for _, e := range c.Evidence {
+			if e.Kind == rootcause.KindErrorOrigin && c.Service == "web" {
+				t.Errorf("errors counted as starting in web: %q", e.Text)
+			}
+			if e.Kind == rootcause.KindErrorOrigin && c.Service == "inventory" && !strings.Contains(e.Text, "time out while it is still working") {
+				t.Errorf("inventory's error evidence: %q", e.Text)
+			}
+		}
+	}
+}

@@ -31,7 +31,11 @@ type keyStat struct {
 	// presence counts traces holding a span of the key; origins traces
 	// whose error started in it.
 	presence, origins int
-	exception         string
+	// timeouts counts, of origins, traces where a caller's timeout failed
+	// while this operation was still working: the error is reported by the
+	// caller and started here.
+	timeouts  int
+	exception string
 }
 
 // edge is a call from an operation of one service to an operation of
@@ -112,6 +116,7 @@ func (w *window) merge(src *window) {
 		d.gapSamples = append(d.gapSamples, s.gapSamples...)
 		d.presence += s.presence
 		d.origins += s.origins
+		d.timeouts += s.timeouts
 		if d.exception == "" {
 			d.exception = s.exception
 		}
@@ -278,17 +283,23 @@ func (w *window) digest(t *analyze.Trace, root *analyze.Node) {
 		if !analyze.Failed(n) {
 			continue
 		}
-		leaf := true
-		for _, c := range n.Children {
-			if analyze.Failed(c) {
-				leaf = false
-				break
-			}
+		if analyze.FailedBelow(n) {
+			continue
 		}
-		if leaf && !rec.origins[own.Service+"\x00"+own.Operation] {
+		timedOut := false
+		if e := analyze.SlowCallee(n); e != nil {
+			// A call that gave up on a callee still working: the time,
+			// and so the error, started in the callee, as error_origin's
+			// culprit says; the caller's timeout only reported it.
+			own, timedOut = Key{e.Span.Service, e.Span.Name}, true
+		}
+		if !rec.origins[own.Service+"\x00"+own.Operation] {
 			rec.origins[own.Service+"\x00"+own.Operation] = true
 			os := w.stat(own)
 			os.origins++
+			if timedOut {
+				os.timeouts++
+			}
 			if os.exception == "" {
 				if typ, _ := analyze.ExceptionOf(n.Span); typ != "" {
 					os.exception = typ
