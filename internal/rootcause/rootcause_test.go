@@ -233,7 +233,9 @@ func TestTimedOutCallBlamesTheCalleeStillWorking(t *testing.T) {
 			return model.Span{TraceID: tid, SpanID: model.SpanID{id}, ParentSpanID: model.SpanID{parent}, Service: svc, Name: name,
 				Kind: kind, StartUnixNano: base + uint64(startMS*1e6), EndUnixNano: base + uint64(endMS*1e6), Attrs: attrs}
 		}
-		status := func(code int64) model.Attr { return model.Attr{Key: "http.response.status_code", Value: model.Int(code)} }
+		status := func(code int64) model.Attr {
+			return model.Attr{Key: "http.response.status_code", Value: model.Int(code)}
+		}
 		callee := 40.0 + float64(i%7)
 		if incident {
 			callee = 700 + float64(i%50)
