@@ -27,7 +27,9 @@ func (*BrokenPropagation) Kind() string { return "broken_propagation" }
 
 // BrokenPropagationEvidence is the evidence of a broken_propagation finding.
 type BrokenPropagationEvidence struct {
-	// Signal: missing_parent, extra_root or no_server_child.
+	// Signal: missing_parent, extra_root, no_server_child or leaked_context
+	// (calls begun long after their request answered; SubtreeSize counts
+	// them).
 	Signal string `json:"signal"`
 	// Span is the first span after the break (the orphan or extra root).
 	Span *SpanRef `json:"span,omitempty"`
@@ -195,6 +197,104 @@ func (d *BrokenPropagation) Detect(t *Trace, _ *Env) []Finding {
 			f.Fix = lostFix(r, ev.Caller)
 		}
 		add(f)
+	}
+	for _, f := range lateCallFindings(t) {
+		add(f)
+	}
+	return out
+}
+
+// lateCallMin is the fewest calls begun after a request answered that
+// make a leaked_context finding; lateCallAfterNS is how long after the
+// answer (and at least the request's own length) a call must begin.
+const (
+	lateCallMin     = 3
+	lateCallAfterNS = 1e9
+)
+
+// lateCallFindings reports, per service entry, the calls of its service
+// that began well after it had answered. A client that queues requests for
+// a free connection (an undici Agent or Node http.Agent with few sockets,
+// a mysql2 pool) can start each queued call in the context of the request
+// that opened or last released the connection: that old trace collects
+// other requests' calls for seconds, and those requests show gaps nothing
+// explains. Calls to targets the request itself called while it ran, more
+// of them late than in time, are that leak; others may be deliberate
+// background work, reported as info.
+func lateCallFindings(t *Trace) []Finding {
+	type late struct {
+		calls        []*Node
+		last         uint64
+		inTime, same int
+	}
+	var byEntry map[*Node]*late
+	for _, c := range t.Nodes {
+		if !IsCall(c) || c.Parent == nil {
+			continue
+		}
+		e := EntryOf(c.Parent)
+		if e == nil || e.Span.Service != c.Span.Service || e.End() <= e.Start() {
+			continue
+		}
+		if c.Start() <= e.End()+max(uint64(lateCallAfterNS), e.Duration()) {
+			continue
+		}
+		if byEntry == nil {
+			byEntry = map[*Node]*late{}
+		}
+		l := byEntry[e]
+		if l == nil {
+			l = &late{}
+			byEntry[e] = l
+		}
+		l.calls = append(l.calls, c)
+		l.last = max(l.last, c.Start())
+	}
+	var out []Finding
+	for _, e := range t.Nodes {
+		l := byEntry[e]
+		if l == nil || len(l.calls) < lateCallMin {
+			continue
+		}
+		targets := map[[2]string]bool{}
+		for _, c := range t.Nodes {
+			if IsCall(c) && c.Parent != nil && EntryOf(c.Parent) == e && c.Start() <= e.End() {
+				svc, op := CallTarget(t, c)
+				targets[[2]string{svc, op}] = true
+				l.inTime++
+			}
+		}
+		for _, c := range l.calls {
+			if svc, op := CallTarget(t, c); targets[[2]string{svc, op}] {
+				l.same++
+			}
+		}
+		svc, op := CallTarget(t, l.calls[0])
+		ref := RefOf(t, e)
+		first := RefOf(t, l.calls[0])
+		ev := BrokenPropagationEvidence{Signal: "leaked_context", Span: &ref, Call: &first, Caller: e.Span.Service,
+			Callee: svc, SubtreeSize: len(l.calls)}
+		ids := []string{e.Span.SpanID.String()}
+		for _, c := range l.calls[:min(len(l.calls), 10)] {
+			ids = append(ids, c.Span.SpanID.String())
+		}
+		after := fmtDur(l.last - e.End())
+		title := fmt.Sprintf("%d calls of %s (to %s %s first) began up to %s after %s %s had answered", len(l.calls),
+			e.Span.Service, svc, model.Clip(op, 60), after, e.Span.Service, displayOp(e))
+		sev, fix := SeverityInfo, "Calls begun long after the request answered are no part of it: background work the "+
+			"request started (then give it a span of its own, linked to the request), or a client running later "+
+			"requests' calls in this request's context."
+		if l.same*2 > len(l.calls) && len(l.calls) > l.inTime {
+			sev = SeverityWarning
+			title += fmt.Sprintf(" (it made %d while it ran): a connection pool or HTTP agent ran later requests' queued "+
+				"calls in this request's context", l.inTime)
+			fix = "Other requests' calls are recorded in this trace, and their own traces show gaps where those calls " +
+				"ran: a client that queues calls for a free connection (an undici Agent or http.Agent with few " +
+				"connections, a mysql2 pool) starts each queued call in the context that opened or released the " +
+				"connection. Raise the client's connection limit so calls do not queue, or bind each call to its " +
+				"request's context (context.with around the call) where the library loses it."
+		}
+		out = append(out, Finding{Kind: "broken_propagation", Severity: sev, Title: title, SpanIDs: ids, Evidence: ev, Fix: fix})
 	}
 	return out
 }

@@ -81,3 +81,51 @@ func TestBrokenPropagationProxyLostItsEgressSpan(t *testing.T) {
 		}
 	}
 }
+
+// Calls begun long after their request answered: to the targets it called
+// while it ran, more of them late than in time, they are other requests'
+// calls run in its context (warning); a few calls elsewhere may be its own
+// background work (info). fan_out counts only the calls made in time.
+func TestLateCallsAfterTheAnswer(t *testing.T) {
+	build := func(late int, target string) []model.Span {
+		spans := []model.Span{
+			httpServer(1, 0, "web", "GET /prices", 0, 300, 200),
+			p1Span(2, 1, "web", "request handler", model.KindInternal, 1, 299),
+		}
+		id := byte(10)
+		for i := 0; i < 5; i++ {
+			spans = append(spans, p1Call(id, 2, float64(10+50*i), float64(50+50*i), "http://pricing/price", 200))
+			id++
+		}
+		for i := 0; i < late; i++ {
+			at := 1500 + float64(40*i)
+			spans = append(spans, p1Call(id, 2, at, at+35, "http://"+target+"/price", 200))
+			id++
+		}
+		return spans
+	}
+	late := func(spans []model.Span) []Finding {
+		var out []Finding
+		for _, f := range p1OfKind(p1RunAll(NewTrace(spans), nil), "broken_propagation") {
+			if f.Evidence.(BrokenPropagationEvidence).Signal == "leaked_context" {
+				out = append(out, f)
+			}
+		}
+		return out
+	}
+	got := late(build(12, "pricing"))
+	if len(got) != 1 || got[0].Severity != SeverityWarning || got[0].Evidence.(BrokenPropagationEvidence).SubtreeSize != 12 {
+		t.Fatalf("12 late calls to pricing: %+v", got)
+	}
+	for _, f := range p1OfKind(p1RunAll(NewTrace(build(12, "pricing")), nil), "fan_out") {
+		if n := f.Evidence.(FanOutEvidence).Count; n != 5 {
+			t.Errorf("fan_out counted %d calls, want the 5 made before the answer", n)
+		}
+	}
+	if got := late(build(3, "audit")); len(got) != 1 || got[0].Severity != SeverityInfo {
+		t.Errorf("3 late calls elsewhere: %+v, want one info", got)
+	}
+	if got := late(build(2, "pricing")); len(got) != 0 {
+		t.Errorf("2 late calls: %+v", got)
+	}
+}

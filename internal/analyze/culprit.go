@@ -111,6 +111,11 @@ func brokenPropagationCulprit(t *Trace, f *Finding) *Culprit {
 		return nil
 	}
 	switch ev.Signal {
+	case "leaked_context":
+		if n := refNode(t, ev.Call); n != nil {
+			return culpritAt(t, n, fmt.Sprintf("%s began this call long after its request had answered: its client (or the "+
+				"code around it) ran it in that request's context.", n.Span.Service))
+		}
 	case "extra_root":
 		// The callee received the call but did not continue its context.
 		if n := refNode(t, ev.Span); n != nil {

@@ -190,6 +190,18 @@ var diagChecks = map[string]func(t *testing.T, fs []Finding){
 			t.Errorf("findings %d evidence %+v", len(fs), ev)
 		}
 	},
+	// Express, live: web fans out 10 fetches through an undici Agent with 2
+	// connections. Each queued fetch starts in the context of the request
+	// that opened the connection, so the first request's trace holds 24 of
+	// the next five requests' calls, begun up to 2 s after it answered.
+	"broken_propagation/positive-undici-agent-queued-calls-in-old-context": func(t *testing.T, fs []Finding) {
+		ev := fs[0].Evidence.(BrokenPropagationEvidence)
+		if len(fs) != 1 || ev.Signal != "leaked_context" || ev.SubtreeSize != 24 || ev.Callee != "pricing" ||
+			fs[0].Severity != SeverityWarning || !strings.Contains(fs[0].Title, "(it made 10 while it ran)") ||
+			fs[0].Culprit == nil || fs[0].Culprit.Service != "web" {
+			t.Errorf("findings %d evidence %+v title %q", len(fs), ev, fs[0].Title)
+		}
+	},
 	"broken_propagation/positive-worker-second-root": func(t *testing.T, fs []Finding) {
 		ev := fs[0].Evidence.(BrokenPropagationEvidence)
 		if len(fs) != 1 || ev.Signal != "extra_root" || ev.Span.Operation != "ExportJob.run" || ev.SubtreeSize != 2 {

@@ -70,6 +70,7 @@ func (d *FanOut) Detect(t *Trace, _ *Env) []Finding {
 			continue
 		}
 		for _, g := range groupCallsByTarget(t, p, keep) {
+			g = beforeAnswer(p, g)
 			if len(g) < d.MinCalls {
 				continue
 			}
@@ -307,4 +308,23 @@ func maxConcurrency(g []*Node) int {
 		best = max(best, running)
 	}
 	return best
+}
+
+// beforeAnswer drops the calls that began after the request had answered
+// (its service entry ended): no part of its latency, and most often not
+// its calls at all. A client that queues requests for a free connection
+// (an undici Agent with few connections, a mysql2 pool) can start a
+// queued call in the context of whichever request opened the
+// connection, so one old trace collects other requests' calls for
+// seconds after it answered.
+func beforeAnswer(p *Node, g []*Node) []*Node {
+	e := EntryOf(p)
+	if e == nil {
+		return g
+	}
+	end := e.End() + timingTolerance(e, e)
+	if !slices.ContainsFunc(g, func(c *Node) bool { return c.Start() > end }) {
+		return g
+	}
+	return slices.DeleteFunc(slices.Clone(g), func(c *Node) bool { return c.Start() > end })
 }
