@@ -413,7 +413,14 @@ func inTransaction(n, before *Node) bool {
 // beginsTransaction reports a BEGIN or START TRANSACTION, as a statement
 // or as the driver's span (otelsql's sql.conn.begin_tx).
 func beginsTransaction(n *Node) bool {
-	ws := textWords(DBStatement(n.Span) + " " + n.Span.Name)
+	stmt := DBStatement(n.Span)
+	// Most statements name neither word: splitting each into words cost
+	// slow_query, which asks of every database span, an allocation each.
+	if !containsFold(stmt, "begin") && !containsFold(stmt, "start") &&
+		!containsFold(n.Span.Name, "begin") && !containsFold(n.Span.Name, "start") {
+		return false
+	}
+	ws := textWords(stmt + " " + n.Span.Name)
 	return slices.Contains(ws, "begin") || slices.Contains(ws, "begin_tx") ||
 		slices.Contains(ws, "start") && slices.Contains(ws, "transaction")
 }

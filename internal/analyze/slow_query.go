@@ -295,17 +295,20 @@ func queryAdvice(system, shape string) string {
 // its time on the round trip (the network, a starved client or server),
 // which no EXPLAIN finds; the statements around it show the same.
 func noWorkStatement(stmt string) bool {
-	f := strings.Fields(stmt)
-	if len(f) == 0 {
-		return false
+	// Asked of every database span: no allocation.
+	first, rest, _ := strings.Cut(strings.TrimSpace(stmt), " ")
+	first, rest = strings.TrimRight(first, ";"), strings.TrimSpace(rest)
+	for _, verb := range []string{"BEGIN", "SAVEPOINT", "RELEASE", "SET", "SHOW", "USE", "DISCARD", "RESET"} {
+		if strings.EqualFold(first, verb) {
+			return true
+		}
 	}
-	switch strings.ToUpper(strings.TrimRight(f[0], ";")) {
-	case "BEGIN", "SAVEPOINT", "RELEASE", "SET", "SHOW", "USE", "DISCARD", "RESET":
-		return true
-	case "START":
-		return len(f) > 1 && strings.EqualFold(f[1], "transaction")
-	case "SELECT":
-		return len(f) == 2 && (f[1] == "1" || f[1] == "?" || f[1] == "$1")
+	switch {
+	case strings.EqualFold(first, "START"):
+		return hasPrefixFold(rest, "transaction")
+	case strings.EqualFold(first, "SELECT"):
+		rest = strings.TrimRight(rest, "; ")
+		return rest == "1" || rest == "?" || rest == "$1"
 	}
 	return false
 }
