@@ -314,3 +314,31 @@ func TestTenantLimitOverrides(t *testing.T) {
 		t.Errorf("other: %+v", l)
 	}
 }
+
+func TestTraceMaxOpen(t *testing.T) {
+	dir := t.TempDir()
+	load := func(yaml string) (Config, error) {
+		file := filepath.Join(dir, "tracedx.yaml")
+		if err := os.WriteFile(file, []byte(yaml), 0o644); err != nil {
+			t.Fatal(err)
+		}
+		return Load([]string{"--config", file}, nil)
+	}
+	cfg, err := load("storage:\n  trace_idle_timeout: 20s\n")
+	if err != nil || cfg.Storage.MaxOpen() != time.Minute {
+		t.Fatalf("unset: max open %v (%v), want three idle timeouts", cfg.Storage.MaxOpen(), err)
+	}
+	if def := Default(); def.Storage.MaxOpen() != 30*time.Second {
+		t.Errorf("default max open %v, want 30s", def.Storage.MaxOpen())
+	}
+	cfg, err = load("storage:\n  trace_max_open: 2m\n")
+	if err != nil || cfg.Storage.MaxOpen() != 2*time.Minute {
+		t.Fatalf("set: max open %v (%v), want 2m", cfg.Storage.MaxOpen(), err)
+	}
+	for _, bad := range []string{"storage:\n  trace_max_open: 5s\n", "storage:\n  trace_max_open: -1s\n"} {
+		_, err := load(bad)
+		if err == nil || !strings.Contains(err.Error(), "storage.trace_max_open") || !strings.Contains(err.Error(), "trace_idle_timeout (10s)") {
+			t.Errorf("%q: %v, want an error naming trace_max_open and the idle timeout", bad, err)
+		}
+	}
+}

@@ -170,6 +170,7 @@ func New(ctx context.Context, cfg config.Config, log *slog.Logger) (*Server, err
 		Dir:             dir("traces"),
 		Storage:         blocks,
 		IdleTimeout:     cfg.Storage.TraceIdleTimeout,
+		MaxOpen:         cfg.Storage.MaxOpen(),
 		OnTraceComplete: onComplete,
 		SpanFlags:       spanFlags,
 		WantSpans:       wantSpans,

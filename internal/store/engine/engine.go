@@ -37,9 +37,16 @@ type Options struct {
 	// IdleTimeout: a trace with no new span for this long is complete
 	// (default 10s).
 	IdleTimeout time.Duration
+	// MaxOpen: a trace still receiving spans this long after its first
+	// one reached the head is complete all the same (default 3 ×
+	// IdleTimeout). A message requeued forever, a long-lived stream or a
+	// pool handing a finished request's context to later queries would
+	// otherwise never go idle, and never be analysed. Its later spans are
+	// stored as usual and complete it again, as late spans do.
+	MaxOpen time.Duration
 	// OnTraceComplete, when set, is called from a background goroutine
 	// for each completed trace. Late spans of a completed trace complete
-	// it again once idle again.
+	// it again once idle again (or open for MaxOpen again).
 	OnTraceComplete func(CompletedTrace)
 	// SpanFlags, when set, classifies each written span; the bits are
 	// ORed per trace and handed to WantSpans and OnTraceComplete.
@@ -165,6 +172,9 @@ func (o *Options) defaults() {
 	}
 	if o.IdleTimeout <= 0 {
 		o.IdleTimeout = 10 * time.Second
+	}
+	if o.MaxOpen <= 0 {
+		o.MaxOpen = 3 * o.IdleTimeout
 	}
 	if o.FlushInterval <= 0 {
 		o.FlushInterval = time.Second
@@ -698,8 +708,8 @@ func (e *Engine) Write(ctx context.Context, spans []model.Span) error {
 		for i := range spans {
 			// Back in the head: it completes from there (merged with its
 			// cold parts or blocks) when idle.
-			if p := e.pending[spans[i].TraceID]; p != nil {
-				p.inHead = true
+			if p := e.pending[spans[i].TraceID]; p != nil && !p.inHead {
+				e.backInHead(spans[i].TraceID, p)
 			}
 		}
 		e.pendingMu.Unlock()
