@@ -4,6 +4,7 @@ import (
 	"context"
 	"fmt"
 	"os"
+	"strings"
 	"testing"
 	"time"
 
@@ -159,6 +160,16 @@ func TestPoisonMessageOfATraceThatNeverGoesIdle(t *testing.T) {
 			t.Errorf("finding %s stored twice", k)
 		}
 		keys[k] = true
+	}
+	m := metricsOf(t, s)
+	for _, name := range []string{"tracedx_store_traces_completed_open_total", "tracedx_store_write_stalls_total",
+		"tracedx_store_write_stall_seconds_total", "tracedx_admission_forced_gcs_total", "tracedx_admission_forced_gc_seconds_total"} {
+		if !strings.Contains(m, "\n"+name+" ") {
+			t.Errorf("/metrics lacks %s", name)
+		}
+	}
+	if strings.Contains(m, "\ntracedx_store_traces_completed_open_total 0\n") {
+		t.Errorf("no completion while open counted")
 	}
 	t.Logf("poison_message stored %v after the first delivery; %d redeliveries; findings %v", found, n, keys)
 }

@@ -423,6 +423,9 @@ func (e *Engine) writeCut(ctx context.Context, cut map[model.TraceID]*headTrace,
 		t := cut[id]
 		if e.opts.OnTraceComplete != nil {
 			if rule.done(t) {
+				if t.lastSeen > rule.idle {
+					e.completedOpen.Add(1)
+				}
 				c := completion{id: id, meta: t.traceMeta}
 				// Asked here too, not only by the completion goroutine: a
 				// trace the consumer has no room for would otherwise keep

@@ -70,6 +70,9 @@ func TestMaxOpenCompletesATraceThatNeverGoesIdle(t *testing.T) {
 	if first := before[0].at.Sub(start); first < o.MaxOpen {
 		t.Errorf("first completion %v after the first span, before max open %v", first, o.MaxOpen)
 	}
+	if n := e.Stats().TracesCompletedOpenTotal; n == 0 {
+		t.Errorf("no completion while open counted, %d happened", len(before))
+	}
 	// Completed by the bound, not once per cut: about 3.5 s / 1.5 s.
 	if len(before) > 3 {
 		t.Errorf("%d completions while written to for %v", len(before), stopped.Sub(start))
