@@ -118,15 +118,21 @@ func TestMemoryAndAnalyticsSettings(t *testing.T) {
 	}
 }
 
-func TestBaselineSettings(t *testing.T) {
+// fileLoader returns a function that loads a config file of the given
+// text.
+func fileLoader(t *testing.T) func(yaml string) (Config, error) {
 	dir := t.TempDir()
-	load := func(yaml string) (Config, error) {
+	return func(yaml string) (Config, error) {
 		file := filepath.Join(dir, "tracedx.yaml")
 		if err := os.WriteFile(file, []byte(yaml), 0o644); err != nil {
 			t.Fatal(err)
 		}
 		return Load([]string{"--config", file}, nil)
 	}
+}
+
+func TestBaselineSettings(t *testing.T) {
+	load := fileLoader(t)
 	cfg, err := load("analytics:\n  baseline:\n    accept_after: 2h\n    anomaly_factor: 3\n")
 	if err != nil {
 		t.Fatal(err)
@@ -316,14 +322,7 @@ func TestTenantLimitOverrides(t *testing.T) {
 }
 
 func TestTraceMaxOpen(t *testing.T) {
-	dir := t.TempDir()
-	load := func(yaml string) (Config, error) {
-		file := filepath.Join(dir, "tracedx.yaml")
-		if err := os.WriteFile(file, []byte(yaml), 0o644); err != nil {
-			t.Fatal(err)
-		}
-		return Load([]string{"--config", file}, nil)
-	}
+	load := fileLoader(t)
 	cfg, err := load("storage:\n  trace_idle_timeout: 20s\n")
 	if err != nil || cfg.Storage.MaxOpen() != time.Minute {
 		t.Fatalf("unset: max open %v (%v), want three idle timeouts", cfg.Storage.MaxOpen(), err)
