@@ -302,7 +302,10 @@ type Storage struct {
 	Retention        time.Duration `yaml:"retention"`
 	MaxDiskBytes     int64         `yaml:"max_disk_bytes"`
 	TraceIdleTimeout time.Duration `yaml:"trace_idle_timeout"`
-	HeadMaxBytes     int64         `yaml:"head_max_bytes"`
+	// TraceMaxOpen completes a trace that is still receiving spans this
+	// long after its first one (0: 3 × TraceIdleTimeout; see MaxOpen).
+	TraceMaxOpen time.Duration `yaml:"trace_max_open"`
+	HeadMaxBytes int64         `yaml:"head_max_bytes"`
 	// CompactInterval is how often compaction and retention run
 	// (0: every 30s).
 	CompactInterval time.Duration `yaml:"compact_interval"`
@@ -665,6 +668,21 @@ func (c *Config) EffectiveMemoryLimit(gomemlimit string) (int64, string) {
 	return head*5/4 + 96<<20, "default"
 }
 
+// MaxOpen is how long a trace that keeps receiving spans stays open
+// before it is completed (and analysed) all the same: trace_max_open, or
+// three times trace_idle_timeout (30 s by default). Three idle timeouts
+// leave traces whose spans trickle in (exporters flushing every 5 s,
+// a slow batch job) whole, and bound how late a trace that never goes idle
+// (a message requeued forever, a long-lived stream) is analysed; each
+// later completion reads the whole trace back, so a much shorter bound
+// costs read-backs.
+func (s Storage) MaxOpen() time.Duration {
+	if s.TraceMaxOpen > 0 {
+		return s.TraceMaxOpen
+	}
+	return 3 * s.TraceIdleTimeout
+}
+
 // Validate checks values a user can get wrong.
 func (c *Config) Validate() error {
 	if c.DataDir == "" {
@@ -675,6 +693,9 @@ func (c *Config) Validate() error {
 	}
 	if c.Storage.TraceIdleTimeout <= 0 {
 		return errors.New("storage.trace_idle_timeout must be positive")
+	}
+	if m := c.Storage.TraceMaxOpen; m < 0 || (m > 0 && m < c.Storage.TraceIdleTimeout) {
+		return fmt.Errorf("storage.trace_max_open %s: want 0 (three times trace_idle_timeout) or at least trace_idle_timeout (%s); shorter, traces would complete before they go idle", m, c.Storage.TraceIdleTimeout)
 	}
 	if c.Storage.Retention < 0 || c.Storage.MaxDiskBytes < 0 || c.Cluster.PeerCopiesMaxBytes < 0 {
 		return errors.New("storage.retention, storage.max_disk_bytes and cluster.peer_copies_max_bytes must not be negative")

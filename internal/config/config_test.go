@@ -118,15 +118,21 @@ func TestMemoryAndAnalyticsSettings(t *testing.T) {
 	}
 }
 
-func TestBaselineSettings(t *testing.T) {
+// fileLoader returns a function that loads a config file of the given
+// text.
+func fileLoader(t *testing.T) func(yaml string) (Config, error) {
 	dir := t.TempDir()
-	load := func(yaml string) (Config, error) {
+	return func(yaml string) (Config, error) {
 		file := filepath.Join(dir, "tracedx.yaml")
 		if err := os.WriteFile(file, []byte(yaml), 0o644); err != nil {
 			t.Fatal(err)
 		}
 		return Load([]string{"--config", file}, nil)
 	}
+}
+
+func TestBaselineSettings(t *testing.T) {
+	load := fileLoader(t)
 	cfg, err := load("analytics:\n  baseline:\n    accept_after: 2h\n    anomaly_factor: 3\n")
 	if err != nil {
 		t.Fatal(err)
@@ -312,5 +318,26 @@ func TestTenantLimitOverrides(t *testing.T) {
 	}
 	if l := m.LimitsOf("other"); l.MaxTraceBytes != 1<<20 {
 		t.Errorf("other: %+v", l)
+	}
+}
+
+func TestTraceMaxOpen(t *testing.T) {
+	load := fileLoader(t)
+	cfg, err := load("storage:\n  trace_idle_timeout: 20s\n")
+	if err != nil || cfg.Storage.MaxOpen() != time.Minute {
+		t.Fatalf("unset: max open %v (%v), want three idle timeouts", cfg.Storage.MaxOpen(), err)
+	}
+	if def := Default(); def.Storage.MaxOpen() != 30*time.Second {
+		t.Errorf("default max open %v, want 30s", def.Storage.MaxOpen())
+	}
+	cfg, err = load("storage:\n  trace_max_open: 2m\n")
+	if err != nil || cfg.Storage.MaxOpen() != 2*time.Minute {
+		t.Fatalf("set: max open %v (%v), want 2m", cfg.Storage.MaxOpen(), err)
+	}
+	for _, bad := range []string{"storage:\n  trace_max_open: 5s\n", "storage:\n  trace_max_open: -1s\n"} {
+		_, err := load(bad)
+		if err == nil || !strings.Contains(err.Error(), "storage.trace_max_open") || !strings.Contains(err.Error(), "trace_idle_timeout (10s)") {
+			t.Errorf("%q: %v, want an error naming trace_max_open and the idle timeout", bad, err)
+		}
 	}
 }

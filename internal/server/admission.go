@@ -54,8 +54,11 @@ type admission struct {
 
 	refused *prometheus.CounterVec
 	waited  *prometheus.CounterVec
-	log     *slog.Logger
-	logged  ratelog.Limiter
+	// forced and forcedSeconds count the collections collectStale ran
+	// and the time they took.
+	forced, forcedSeconds prometheus.Counter
+	log                   *slog.Logger
+	logged                ratelog.Limiter
 }
 
 const admissionLogEvery = 10 * time.Second
@@ -69,11 +72,15 @@ func newAdmission(cfg config.Admission, st interface{ Admit() error }, queueFull
 			[]string{"reason"}),
 		waited: prometheus.NewCounterVec(prometheus.CounterOpts{Name: "tracedx_admission_memory_waits_total",
 			Help: "Ingest requests that found the heap over the memory budget and waited (admission.memory_wait), by outcome (admitted, refused)."},
-			[]string{"outcome"})}
+			[]string{"outcome"}),
+		forced: prometheus.NewCounter(prometheus.CounterOpts{Name: "tracedx_admission_forced_gcs_total",
+			Help: "Garbage collections run by ingest requests waiting for memory, when the live heap figure was older than 100 ms."}),
+		forcedSeconds: prometheus.NewCounter(prometheus.CounterOpts{Name: "tracedx_admission_forced_gc_seconds_total",
+			Help: "Time the forced garbage collections (tracedx_admission_forced_gcs_total) took, summed."})}
 	if cfg.AnalysisQueue {
 		a.queueFull = queueFull
 	}
-	reg.MustRegister(a.refused, a.waited)
+	reg.MustRegister(a.refused, a.waited, a.forced, a.forcedSeconds)
 	return a
 }
 
@@ -163,6 +170,8 @@ func (a *admission) collectStale() {
 	defer a.collecting.Store(false)
 	a.lastCollect.Store(now)
 	a.collect()
+	a.forced.Inc()
+	a.forcedSeconds.Add(time.Duration(a.now().UnixNano() - now).Seconds())
 }
 
 func (a *admission) check() error {

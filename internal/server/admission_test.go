@@ -6,6 +6,7 @@ import (
 	"errors"
 	"io"
 	"log/slog"
+	"math"
 	"net/http"
 	"runtime"
 	"runtime/debug"
@@ -213,6 +214,9 @@ func TestMemoryWait(t *testing.T) {
 	if err := a.Admit(); err != nil || elapsed != staleAfter || collects != 1 {
 		t.Fatalf("stale figure: %v after %v, %d forced collections; want admitted after %v by one", err, elapsed, collects, staleAfter)
 	}
+	if n := testutil.ToFloat64(a.forced); n != 1 {
+		t.Fatalf("tracedx_admission_forced_gcs_total %v after one forced collection", n)
+	}
 	// Forced collections that find the heap over budget come at most
 	// every minCollectEvery.
 	start(0, over, over)
@@ -367,5 +371,27 @@ func TestConversionBudgetIsBelowAdmission(t *testing.T) {
 		if got := c.h.overBudget(c.fraction); got != c.want {
 			t.Errorf("%+v over %g: %v, want %v", c.h, c.fraction, got, c.want)
 		}
+	}
+}
+
+// A forced collection is counted, with the time it took; one skipped
+// (another was forced less than minCollectEvery ago) is not.
+func TestForcedCollectionsAreCounted(t *testing.T) {
+	a := newAdmission(config.Default().Admission, nil, nil, slog.New(slog.NewTextHandler(io.Discard, nil)), prometheus.NewRegistry())
+	clock := time.Unix(1_000_000_000, 0)
+	a.now = func() time.Time { return clock }
+	a.collect = func() { clock = clock.Add(15 * time.Millisecond) }
+	a.collectStale()
+	if n, s := testutil.ToFloat64(a.forced), testutil.ToFloat64(a.forcedSeconds); n != 1 || math.Abs(s-0.015) > 1e-9 {
+		t.Fatalf("after a 15 ms forced collection: %v collections, %v s; want 1, 0.015", n, s)
+	}
+	a.collectStale()
+	if n := testutil.ToFloat64(a.forced); n != 1 {
+		t.Fatalf("a collection within minCollectEvery of the last was forced: %v counted", n)
+	}
+	clock = clock.Add(minCollectEvery)
+	a.collectStale()
+	if n, s := testutil.ToFloat64(a.forced), testutil.ToFloat64(a.forcedSeconds); n != 2 || math.Abs(s-0.030) > 1e-9 {
+		t.Fatalf("after two forced collections: %v collections, %v s; want 2, 0.030", n, s)
 	}
 }

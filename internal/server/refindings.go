@@ -16,21 +16,29 @@ import (
 // kind and first span are; a new kind or a finding about other spans (the
 // late consumer's consumer_lag) is stored.
 //
-// It remembers the traces that stored findings most recently (recentMax),
-// which covers late spans minutes after completion at any rate the
-// analysis keeps up with; a re-completion older than that stores again.
+// It remembers the traces that completed with findings most recently
+// (recentMax completions), which covers late spans minutes after
+// completion at any rate the analysis keeps up with; a re-completion older
+// than that stores again. A trace that never goes idle completes every
+// storage.trace_max_open: each completion renews it, so it is remembered
+// as long as it keeps completing.
 type storedOnce struct {
 	seed maphash.Seed
 	mu   sync.Mutex
-	seen map[string][]uint64 // trace id → keys of its stored findings
-	ring []string            // trace ids in the order first stored
+	seen map[string]*storedKeys // trace id → keys of its stored findings
+	ring []string               // trace ids in the order they completed
 	next int
+}
+
+type storedKeys struct {
+	keys []uint64
+	refs int // entries of the trace in ring
 }
 
 const recentMax = 1 << 15
 
 func newStoredOnce() *storedOnce {
-	return &storedOnce{seed: maphash.MakeSeed(), seen: map[string][]uint64{}}
+	return &storedOnce{seed: maphash.MakeSeed(), seen: map[string]*storedKeys{}}
 }
 
 // fresh returns the findings of fs (one trace's) not stored before and
@@ -42,27 +50,33 @@ func (o *storedOnce) fresh(fs []findingstore.Stored) []findingstore.Stored {
 	id := fs[0].TraceID
 	o.mu.Lock()
 	defer o.mu.Unlock()
-	prev, known := o.seen[id]
+	e := o.seen[id]
+	if e == nil {
+		e = &storedKeys{}
+		o.seen[id] = e
+	}
+	prev := e.keys
 	out := fs[:0]
-	keys := prev
 	for _, f := range fs {
 		k := o.key(&f)
 		if containsKey(prev, k) {
 			continue
 		}
-		keys = append(keys, k)
+		e.keys = append(e.keys, k)
 		out = append(out, f)
 	}
-	if !known {
-		if len(o.ring) < recentMax {
-			o.ring = append(o.ring, id)
-		} else {
-			delete(o.seen, o.ring[o.next])
-			o.ring[o.next] = id
-			o.next = (o.next + 1) % recentMax
+	e.refs++
+	if len(o.ring) < recentMax {
+		o.ring = append(o.ring, id)
+	} else {
+		old := o.ring[o.next]
+		x := o.seen[old]
+		if x.refs--; x.refs == 0 {
+			delete(o.seen, old)
 		}
+		o.ring[o.next] = id
+		o.next = (o.next + 1) % recentMax
 	}
-	o.seen[id] = keys
 	return out
 }
 

@@ -45,3 +45,25 @@ func TestStoredOnceForgetsTheOldestTraces(t *testing.T) {
 		t.Errorf("a recent trace stored its finding twice")
 	}
 }
+
+// A trace that never goes idle completes every trace_max_open: each
+// completion renews it, so however many other traces store findings in
+// between, its findings are stored once.
+func TestStoredOnceRemembersATraceThatKeepsCompleting(t *testing.T) {
+	o := newStoredOnce()
+	poison := []findingstore.Stored{stored("busy", "poison_message", "a")}
+	if got := o.fresh(poison); len(got) != 1 {
+		t.Fatal("first completion stored nothing")
+	}
+	for round := range 3 {
+		for i := range recentMax / 2 {
+			o.fresh([]findingstore.Stored{stored(string(rune(round*recentMax+i+1000)), "slow_query", "a")})
+		}
+		if got := o.fresh([]findingstore.Stored{stored("busy", "poison_message", "a", "b")}); len(got) != 0 {
+			t.Fatalf("round %d: the poison message stored again after %d other traces", round, recentMax/2)
+		}
+	}
+	if len(o.seen) > recentMax {
+		t.Fatalf("remembers %d traces, more than %d", len(o.seen), recentMax)
+	}
+}

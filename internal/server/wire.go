@@ -170,6 +170,7 @@ func New(ctx context.Context, cfg config.Config, log *slog.Logger) (*Server, err
 		Dir:             dir("traces"),
 		Storage:         blocks,
 		IdleTimeout:     cfg.Storage.TraceIdleTimeout,
+		MaxOpen:         cfg.Storage.MaxOpen(),
 		OnTraceComplete: onComplete,
 		SpanFlags:       spanFlags,
 		WantSpans:       wantSpans,
@@ -377,28 +378,31 @@ func withRecover(log *slog.Logger, h http.Handler) http.Handler {
 type engineCollector struct{ e *engine.Engine }
 
 var (
-	descSpansWritten = prometheus.NewDesc("tracedx_store_spans_written_total", "Spans written durably.", nil, nil)
-	descOverloaded   = prometheus.NewDesc("tracedx_store_overloaded_total", "Writes refused by back-pressure.", nil, nil)
-	descFsyncs       = prometheus.NewDesc("tracedx_store_wal_fsyncs_total", "WAL fsyncs (group commits).", nil, nil)
-	descCompleted    = prometheus.NewDesc("tracedx_store_traces_completed_total", "Traces that went idle and were handed to analysis.", nil, nil)
-	descReadBacks    = prometheus.NewDesc("tracedx_store_completion_read_backs_total", "Completed traces whose spans were read back from blocks: cut early under memory pressure and not kept in memory.", nil, nil)
-	descBlocks       = prometheus.NewDesc("tracedx_store_blocks", "Immutable blocks on disk.", nil, nil)
-	descBlockBytes   = prometheus.NewDesc("tracedx_store_block_bytes", "Bytes of blocks on disk.", nil, nil)
-	descWALBytes     = prometheus.NewDesc("tracedx_store_wal_bytes", "Bytes of write-ahead log on disk.", nil, nil)
-	descHeadSpans    = prometheus.NewDesc("tracedx_store_head_spans", "Spans buffered in the head.", nil, nil)
-	descBgErrors     = prometheus.NewDesc("tracedx_store_background_errors_total", "Errors of flush, compaction and retention jobs.", nil, nil)
-	descDiskRefused  = prometheus.NewDesc("tracedx_store_disk_refused_total", "Writes refused because the disk was full or storage.max_disk_bytes reached.", nil, nil)
-	descWALFailures  = prometheus.NewDesc("tracedx_store_wal_failures_total", "Failed WAL writes and fsyncs (each answered with an error, the WAL recovers).", nil, nil)
-	descDiskFull     = prometheus.NewDesc("tracedx_store_disk_full", "1 while writes fail for lack of disk space or quota.", nil, nil)
-	descPageHits     = prometheus.NewDesc("tracedx_store_trace_page_hits_total", "Pages of traces read from Parquet blocks found decoded in the page cache.", nil, nil)
-	descPageMisses   = prometheus.NewDesc("tracedx_store_trace_page_misses_total", "Pages of traces read from Parquet blocks that had to be read and decoded.", nil, nil)
-	descPageBytes    = prometheus.NewDesc("tracedx_store_trace_page_cache_bytes", "Decoded pages held by the page cache of trace reads.", nil, nil)
-	descPagesPruned  = prometheus.NewDesc("tracedx_store_search_pages_pruned_total", "Pages that searches with span filters left unread because the pages' bounds ruled their rows out.", nil, nil)
-	descScansAhead   = prometheus.NewDesc("tracedx_store_search_blocks_scanned_ahead_total", "Blocks on object storage that searches with span filters scanned ahead of the walk, to overlap their reads.", nil, nil)
+	descSpansWritten  = prometheus.NewDesc("tracedx_store_spans_written_total", "Spans written durably.", nil, nil)
+	descOverloaded    = prometheus.NewDesc("tracedx_store_overloaded_total", "Writes refused by back-pressure.", nil, nil)
+	descFsyncs        = prometheus.NewDesc("tracedx_store_wal_fsyncs_total", "WAL fsyncs (group commits).", nil, nil)
+	descCompleted     = prometheus.NewDesc("tracedx_store_traces_completed_total", "Traces that went idle (or were open for storage.trace_max_open) and were handed to analysis.", nil, nil)
+	descCompletedOpen = prometheus.NewDesc("tracedx_store_traces_completed_open_total", "Traces completed while still receiving spans: open for storage.trace_max_open, never idle.", nil, nil)
+	descStalls        = prometheus.NewDesc("tracedx_store_write_stalls_total", "Writes that waited for a head cut because the head was over half of storage.head_max_bytes.", nil, nil)
+	descStallSeconds  = prometheus.NewDesc("tracedx_store_write_stall_seconds_total", "Time writes waited for a head cut (tracedx_store_write_stalls_total), summed.", nil, nil)
+	descReadBacks     = prometheus.NewDesc("tracedx_store_completion_read_backs_total", "Completed traces whose spans were read back from blocks: cut early under memory pressure and not kept in memory.", nil, nil)
+	descBlocks        = prometheus.NewDesc("tracedx_store_blocks", "Immutable blocks on disk.", nil, nil)
+	descBlockBytes    = prometheus.NewDesc("tracedx_store_block_bytes", "Bytes of blocks on disk.", nil, nil)
+	descWALBytes      = prometheus.NewDesc("tracedx_store_wal_bytes", "Bytes of write-ahead log on disk.", nil, nil)
+	descHeadSpans     = prometheus.NewDesc("tracedx_store_head_spans", "Spans buffered in the head.", nil, nil)
+	descBgErrors      = prometheus.NewDesc("tracedx_store_background_errors_total", "Errors of flush, compaction and retention jobs.", nil, nil)
+	descDiskRefused   = prometheus.NewDesc("tracedx_store_disk_refused_total", "Writes refused because the disk was full or storage.max_disk_bytes reached.", nil, nil)
+	descWALFailures   = prometheus.NewDesc("tracedx_store_wal_failures_total", "Failed WAL writes and fsyncs (each answered with an error, the WAL recovers).", nil, nil)
+	descDiskFull      = prometheus.NewDesc("tracedx_store_disk_full", "1 while writes fail for lack of disk space or quota.", nil, nil)
+	descPageHits      = prometheus.NewDesc("tracedx_store_trace_page_hits_total", "Pages of traces read from Parquet blocks found decoded in the page cache.", nil, nil)
+	descPageMisses    = prometheus.NewDesc("tracedx_store_trace_page_misses_total", "Pages of traces read from Parquet blocks that had to be read and decoded.", nil, nil)
+	descPageBytes     = prometheus.NewDesc("tracedx_store_trace_page_cache_bytes", "Decoded pages held by the page cache of trace reads.", nil, nil)
+	descPagesPruned   = prometheus.NewDesc("tracedx_store_search_pages_pruned_total", "Pages that searches with span filters left unread because the pages' bounds ruled their rows out.", nil, nil)
+	descScansAhead    = prometheus.NewDesc("tracedx_store_search_blocks_scanned_ahead_total", "Blocks on object storage that searches with span filters scanned ahead of the walk, to overlap their reads.", nil, nil)
 )
 
 func (c engineCollector) Describe(ch chan<- *prometheus.Desc) {
-	for _, d := range []*prometheus.Desc{descSpansWritten, descOverloaded, descFsyncs, descCompleted, descReadBacks, descBlocks, descBlockBytes, descWALBytes, descHeadSpans, descBgErrors, descDiskRefused, descWALFailures, descDiskFull, descPageHits, descPageMisses, descPageBytes, descPagesPruned, descScansAhead} {
+	for _, d := range []*prometheus.Desc{descSpansWritten, descOverloaded, descFsyncs, descCompleted, descCompletedOpen, descStalls, descStallSeconds, descReadBacks, descBlocks, descBlockBytes, descWALBytes, descHeadSpans, descBgErrors, descDiskRefused, descWALFailures, descDiskFull, descPageHits, descPageMisses, descPageBytes, descPagesPruned, descScansAhead} {
 		ch <- d
 	}
 }
@@ -409,6 +413,9 @@ func (c engineCollector) Collect(ch chan<- prometheus.Metric) {
 	ch <- prometheus.MustNewConstMetric(descOverloaded, prometheus.CounterValue, float64(st.OverloadedTotal))
 	ch <- prometheus.MustNewConstMetric(descFsyncs, prometheus.CounterValue, float64(st.WALFsyncsTotal))
 	ch <- prometheus.MustNewConstMetric(descCompleted, prometheus.CounterValue, float64(st.TracesCompletedTotal))
+	ch <- prometheus.MustNewConstMetric(descCompletedOpen, prometheus.CounterValue, float64(st.TracesCompletedOpenTotal))
+	ch <- prometheus.MustNewConstMetric(descStalls, prometheus.CounterValue, float64(st.WriteStallsTotal))
+	ch <- prometheus.MustNewConstMetric(descStallSeconds, prometheus.CounterValue, st.WriteStallSeconds)
 	ch <- prometheus.MustNewConstMetric(descReadBacks, prometheus.CounterValue, float64(st.CompletionReadBacksTotal))
 	ch <- prometheus.MustNewConstMetric(descBlocks, prometheus.GaugeValue, float64(st.Blocks))
 	ch <- prometheus.MustNewConstMetric(descBlockBytes, prometheus.GaugeValue, float64(st.BlockBytes))

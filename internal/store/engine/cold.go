@@ -33,6 +33,9 @@ type coldRef struct {
 // pendingTrace is a trace cut before it was idle.
 type pendingTrace struct {
 	lastSeen int64
+	// firstSeen is the earliest firstSeen of its cut parts: spans written
+	// to it later count as open since then (Options.MaxOpen).
+	firstSeen int64
 	// flags and packed (a packed traceMeta) cover the spans cut so far.
 	flags  uint32
 	packed []byte

@@ -37,9 +37,16 @@ type Options struct {
 	// IdleTimeout: a trace with no new span for this long is complete
 	// (default 10s).
 	IdleTimeout time.Duration
+	// MaxOpen: a trace still receiving spans this long after its first
+	// one reached the head is complete all the same (default 3 ×
+	// IdleTimeout). A message requeued forever, a long-lived stream or a
+	// pool handing a finished request's context to later queries would
+	// otherwise never go idle, and never be analysed. Its later spans are
+	// stored as usual and complete it again, as late spans do.
+	MaxOpen time.Duration
 	// OnTraceComplete, when set, is called from a background goroutine
 	// for each completed trace. Late spans of a completed trace complete
-	// it again once idle again.
+	// it again once idle again (or open for MaxOpen again).
 	OnTraceComplete func(CompletedTrace)
 	// SpanFlags, when set, classifies each written span; the bits are
 	// ORed per trace and handed to WantSpans and OnTraceComplete.
@@ -166,6 +173,9 @@ func (o *Options) defaults() {
 	if o.IdleTimeout <= 0 {
 		o.IdleTimeout = 10 * time.Second
 	}
+	if o.MaxOpen <= 0 {
+		o.MaxOpen = 3 * o.IdleTimeout
+	}
 	if o.FlushInterval <= 0 {
 		o.FlushInterval = time.Second
 		if o.IdleTimeout/4 < o.FlushInterval {
@@ -210,10 +220,18 @@ type Stats struct {
 	// CompletionReadBacksTotal counts completed traces whose spans had to
 	// be read back from blocks (cut early and not kept in memory).
 	CompletionReadBacksTotal uint64
-	BlocksFlushedTotal       uint64
-	CompactionsTotal         uint64
-	RetentionDeletedTotal    uint64
-	BackgroundErrorsTotal    uint64
+	// TracesCompletedOpenTotal counts the completed traces that were still
+	// receiving spans: open for MaxOpen, not idle.
+	TracesCompletedOpenTotal uint64
+	// WriteStallsTotal counts writes that waited for a head cut because
+	// the head was over half HeadMaxBytes; WriteStallSeconds is the time
+	// they waited, summed.
+	WriteStallsTotal      uint64
+	WriteStallSeconds     float64
+	BlocksFlushedTotal    uint64
+	CompactionsTotal      uint64
+	RetentionDeletedTotal uint64
+	BackgroundErrorsTotal uint64
 	// DroppedTracesTotal counts trace fragments Drop took out of kept
 	// blocks at compaction (left out, or moved to the unkept tier);
 	// DropsPending the traces waiting for their compaction.
@@ -317,6 +335,12 @@ type Engine struct {
 	// readBacks counts early-cut traces completed by reading blocks back
 	// because the cold tier did not hold them whole.
 	readBacks atomic.Uint64
+	// completedOpen counts traces completed while still written to
+	// (open for MaxOpen, not idle).
+	completedOpen atomic.Uint64
+	// stalls and stallNanos count the writes that waited for a cut (the
+	// head over half HeadMaxBytes) and the time they waited.
+	stalls, stallNanos atomic.Uint64
 	// drops are traces to leave out of the next compactions (Drop).
 	drops dropSet
 	// diskFullAt is when a write last failed for lack of space (unix ns,
@@ -667,7 +691,10 @@ func (e *Engine) Write(ctx context.Context, spans []model.Span) error {
 			// rate blocks are written and leaves the CPU to the cut, where
 			// failing fast would let clients retry at once and spend it on
 			// decoding requests that are then refused.
+			stalled := time.Now()
 			e.waitForCut(ctx, writeStallMax)
+			e.stalls.Add(1)
+			e.stallNanos.Add(uint64(time.Since(stalled)))
 		}
 	}
 	fb := getFrameBuf()
@@ -698,8 +725,8 @@ func (e *Engine) Write(ctx context.Context, spans []model.Span) error {
 		for i := range spans {
 			// Back in the head: it completes from there (merged with its
 			// cold parts or blocks) when idle.
-			if p := e.pending[spans[i].TraceID]; p != nil {
-				p.inHead = true
+			if p := e.pending[spans[i].TraceID]; p != nil && !p.inHead {
+				e.backInHead(spans[i].TraceID, p)
 			}
 		}
 		e.pendingMu.Unlock()
@@ -830,6 +857,9 @@ func (e *Engine) Stats() Stats {
 		WALFsyncsTotal:           e.wal.fsyncs.Load(),
 		TracesCompletedTotal:     e.completed.Load(),
 		CompletionReadBacksTotal: e.readBacks.Load(),
+		TracesCompletedOpenTotal: e.completedOpen.Load(),
+		WriteStallsTotal:         e.stalls.Load(),
+		WriteStallSeconds:        time.Duration(e.stallNanos.Load()).Seconds(),
 		BlocksFlushedTotal:       e.flushed.Load(),
 		CompactionsTotal:         e.compactions.Load(),
 		RetentionDeletedTotal:    e.retained.Load(),

@@ -1013,3 +1013,35 @@ func TestCutIntervalHoldsBackOnlyCompleteTraces(t *testing.T) {
 		t.Fatalf("complete traces of %d bytes (over HeadMaxBytes/16) held back", e.head.bytes.Load())
 	}
 }
+
+// A write that finds the head over half its budget waits for a cut: the
+// stall is counted, with the time it waited; writes below that are not.
+func TestWriteStallCounted(t *testing.T) {
+	o := testOpts(t.TempDir())
+	o.HeadMaxBytes = 256 << 10
+	e := openT(t, o)
+	defer e.Close()
+	// No cut may bring the head back under half its budget meanwhile (a
+	// kicked one takes the traces not written to for 250 ms).
+	e.flushMu.Lock()
+	defer e.flushMu.Unlock()
+	ctx := context.Background()
+	g := newGen(14)
+	for i := 0; e.head.bytes.Load() <= o.HeadMaxBytes/2; i++ {
+		if st := e.Stats(); st.WriteStallsTotal != 0 || st.WriteStallSeconds != 0 {
+			t.Fatalf("stall counted at %d head bytes of %d: %+v", e.head.bytes.Load(), o.HeadMaxBytes, st)
+		}
+		if err := e.Write(ctx, g.batch(5, 1_700_000_000e9+uint64(i)*1e9, 1e6)); err != nil {
+			t.Fatal(err)
+		}
+	}
+	start := time.Now()
+	if err := e.Write(ctx, g.batch(5, 1_700_000_000e9, 1e6)); err != nil {
+		t.Fatal(err)
+	}
+	took := time.Since(start)
+	st := e.Stats()
+	if st.WriteStallsTotal != 1 || st.WriteStallSeconds < writeStallMax.Seconds() || st.WriteStallSeconds > took.Seconds() {
+		t.Fatalf("one write over half the head budget, %v: stalls %d, %v s stalled", took, st.WriteStallsTotal, st.WriteStallSeconds)
+	}
+}

@@ -182,14 +182,25 @@ func (e *Engine) flushOnce(ctx context.Context) error {
 		// traces complete later, from the cold tier.
 		forceBefore = now - int64(min(e.opts.IdleTimeout/10, 250*time.Millisecond))
 	}
-	return e.cutToBlock(ctx, func(t *headTrace) bool { return t.lastSeen <= forceBefore }, idleBefore)
+	// A trace open for MaxOpen is taken however recently it was written
+	// to: it completes with this cut (cutToBlock's rule is the same or
+	// later).
+	openBefore := now - int64(e.opts.MaxOpen)
+	return e.cutToBlock(ctx, func(t *headTrace) bool { return t.lastSeen <= forceBefore || t.firstSeen <= openBefore }, idleBefore)
+}
+
+// doneBy is the rule that completes the traces idle since idleBefore and
+// those open for MaxOpen by now.
+func (e *Engine) doneBy(idleBefore int64) doneRule {
+	return doneRule{idle: idleBefore, open: time.Now().UnixNano() - int64(e.opts.MaxOpen)}
 }
 
 // cutToBlock moves the picked head traces into a new block. Traces idle
-// since idleBefore complete; others are remembered and complete later.
-// Callers hold flushMu. Cuts only add blocks, so they run alongside
-// compaction and retention.
+// since idleBefore, or open for MaxOpen, complete; others are remembered
+// and complete later. Callers hold flushMu. Cuts only add blocks, so they
+// run alongside compaction and retention.
 func (e *Engine) cutToBlock(ctx context.Context, pick func(t *headTrace) bool, idleBefore int64) error {
+	rule := e.doneBy(idleBefore)
 	// Looking at every head trace under the engine's lock held trace reads
 	// for 1.5-4 ms once a second at 30k spans/s on a shared core: only the
 	// move itself needs the lock, so readers see each trace in the head or
@@ -215,7 +226,7 @@ func (e *Engine) cutToBlock(ctx context.Context, pick func(t *headTrace) bool, i
 	// Readers do not look at the pending set, so it is registered after
 	// the engine's lock: holding it here too kept every trace read and
 	// search waiting while thousands of traces' meta were packed.
-	early := e.registerPending(cut, idleBefore)
+	early := e.registerPending(cut, rule)
 	if len(cut) == 0 {
 		return nil
 	}
@@ -223,7 +234,7 @@ func (e *Engine) cutToBlock(ctx context.Context, pick func(t *headTrace) bool, i
 		e.flushingBytes.Add(-cutBytes)
 		e.signalCut()
 	}()
-	err := e.writeCut(ctx, cut, early, idleBefore)
+	err := e.writeCut(ctx, cut, early, rule)
 	if err != nil && len(early) > 0 {
 		e.unkeepCold(early)
 	}
@@ -241,13 +252,12 @@ func (e *Engine) cutToBlock(ctx context.Context, pick func(t *headTrace) bool, i
 	return e.truncateWAL(ctx)
 }
 
-// registerPending remembers the traces of a cut that are not idle yet
-// (lastSeen after idleBefore): they complete later. It returns those whose
-// spans the cut keeps in the cold tier. Callers hold flushMu, so no other
-// cut registers meanwhile; a completion pass that finds an entry before
-// writeCut has handed its spans to the cold tier leaves it for the next
-// pass.
-func (e *Engine) registerPending(cut map[model.TraceID]*headTrace, idleBefore int64) []model.TraceID {
+// registerPending remembers the traces of a cut that are not complete yet
+// (by rule): they complete later. It returns those whose spans the cut
+// keeps in the cold tier. Callers hold flushMu, so no other cut registers
+// meanwhile; a completion pass that finds an entry before writeCut has
+// handed its spans to the cold tier leaves it for the next pass.
+func (e *Engine) registerPending(cut map[model.TraceID]*headTrace, rule doneRule) []model.TraceID {
 	if e.opts.OnTraceComplete == nil || len(cut) == 0 {
 		return nil
 	}
@@ -258,12 +268,13 @@ func (e *Engine) registerPending(cut map[model.TraceID]*headTrace, idleBefore in
 	defer e.pendingMu.Unlock()
 	q := len(e.pendingQ)
 	for id, t := range cut {
-		if t.lastSeen > idleBefore {
+		if !rule.done(t) {
 			p := e.pending[id]
 			if p == nil {
-				p = &pendingTrace{}
+				p = &pendingTrace{firstSeen: t.firstSeen}
 				e.pending[id] = p
 			}
+			p.firstSeen = min(p.firstSeen, t.firstSeen)
 			p.inHead = false
 			p.lastSeen = t.lastSeen
 			p.addMeta(id, &t.traceMeta)
@@ -288,11 +299,19 @@ func (e *Engine) registerPending(cut map[model.TraceID]*headTrace, idleBefore in
 	// finds. Left unset, inHead let the trace complete from its cut spans
 	// alone, and the late spans completed again as the same trace.
 	for _, r := range added {
-		if e.head.has(r.id) {
-			e.pending[r.id].inHead = true
+		if p := e.pending[r.id]; !p.inHead && e.head.has(r.id) {
+			e.backInHead(r.id, p)
 		}
 	}
 	return early
+}
+
+// backInHead marks the pending trace id as written to again: the head
+// completes it, open since the first of its cut parts. Callers hold
+// pendingMu.
+func (e *Engine) backInHead(id model.TraceID, p *pendingTrace) {
+	p.inHead = true
+	e.head.openSince(id, p.firstSeen)
 }
 
 // softHeadBytes is where memory pressure starts: above it, traces are cut
@@ -311,7 +330,7 @@ func (e *Engine) cutLater(since time.Duration) bool {
 	if since >= e.opts.CutInterval || e.underPressure() {
 		return false
 	}
-	return e.head.idleBytes(time.Now().UnixNano()-int64(e.opts.IdleTimeout)) < e.opts.HeadMaxBytes/16
+	return e.head.doneBytes(e.doneBy(time.Now().UnixNano()-int64(e.opts.IdleTimeout))) < e.opts.HeadMaxBytes/16
 }
 
 // underPressure reports whether unflushed spans use more than the soft
@@ -345,7 +364,7 @@ func sameMap(a, b map[model.TraceID]*headTrace) bool {
 // traces. The early ones (cut before they were idle) keep the block's
 // compressed chunks holding them in the cold tier, so they complete later
 // without reading blocks back and without compressing their spans twice.
-func (e *Engine) writeCut(ctx context.Context, cut map[model.TraceID]*headTrace, early []model.TraceID, idleBefore int64) error {
+func (e *Engine) writeCut(ctx context.Context, cut map[model.TraceID]*headTrace, early []model.TraceID, rule doneRule) error {
 	ids := make([]model.TraceID, 0, len(cut))
 	for id := range cut {
 		ids = append(ids, id)
@@ -403,7 +422,10 @@ func (e *Engine) writeCut(ctx context.Context, cut map[model.TraceID]*headTrace,
 		}
 		t := cut[id]
 		if e.opts.OnTraceComplete != nil {
-			if t.lastSeen <= idleBefore {
+			if rule.done(t) {
+				if t.lastSeen > rule.idle {
+					e.completedOpen.Add(1)
+				}
 				c := completion{id: id, meta: t.traceMeta}
 				// Asked here too, not only by the completion goroutine: a
 				// trace the consumer has no room for would otherwise keep

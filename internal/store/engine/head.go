@@ -22,9 +22,20 @@ type headTrace struct {
 	buf []byte // framed encoded spans
 	n   int
 	traceMeta
-	lastSeen int64  // engine clock, unix nanos
-	minSeg   uint64 // oldest WAL segment holding spans of this trace
+	lastSeen int64 // engine clock, unix nanos
+	// firstSeen is when the trace's first span reached the head (or, for
+	// a trace cut early and written to since, its first cut part did):
+	// the trace completes MaxOpen after it however busy it still is.
+	firstSeen int64
+	minSeg    uint64 // oldest WAL segment holding spans of this trace
 }
+
+// doneRule tells which traces of a cut complete: those with no span since
+// idle, and those open since open (Options.MaxOpen), still written to or
+// not. Both are engine clock, unix nanos.
+type doneRule struct{ idle, open int64 }
+
+func (r doneRule) done(t *headTrace) bool { return t.lastSeen <= r.idle || t.firstSeen <= r.open }
 
 // traceMeta is what the engine knows of a trace without decoding it: the
 // running summary (search by service), and what OnTraceComplete receives
@@ -207,7 +218,7 @@ func (h *head) insert(spans []model.Span, enc []byte, offs []int, seg uint64, no
 		t := sh.traces[s.TraceID]
 		var before int64 // a trace new to the head adds its whole size, base included
 		if t == nil {
-			t = &headTrace{}
+			t = &headTrace{firstSeen: now}
 			sh.traces[s.TraceID] = t
 			h.traces.Add(1)
 		} else {
@@ -267,6 +278,17 @@ func (h *head) encoded(id model.TraceID) ([]byte, int) {
 	return nil, 0
 }
 
+// openSince lowers the firstSeen of the head's trace id to at, if it
+// holds the trace and at is earlier.
+func (h *head) openSince(id model.TraceID, at int64) {
+	sh := h.shard(id)
+	sh.mu.Lock()
+	if t := sh.traces[id]; t != nil && at < t.firstSeen {
+		t.firstSeen = at
+	}
+	sh.mu.Unlock()
+}
+
 // has reports whether the head holds spans of id.
 func (h *head) has(id model.TraceID) bool {
 	sh := h.shard(id)
@@ -311,14 +333,14 @@ func (h *head) planCut(pick func(t *headTrace) bool) cutPlan {
 	return cutPlan{refs, out}
 }
 
-// idleBytes is what the traces not touched since before take of the head.
-func (h *head) idleBytes(before int64) int64 {
+// doneBytes is what the traces complete by r take of the head.
+func (h *head) doneBytes(r doneRule) int64 {
 	var n int64
 	for i := range h.shards {
 		sh := &h.shards[i]
 		sh.mu.Lock()
 		for _, t := range sh.traces {
-			if t.lastSeen <= before {
+			if r.done(t) {
 				n += t.size()
 			}
 		}
@@ -382,6 +404,7 @@ func (h *head) restore(cut map[model.TraceID]*headTrace) {
 			cur.n += t.n
 			cur.traceMeta.merge(&t.traceMeta)
 			cur.lastSeen = max(cur.lastSeen, t.lastSeen)
+			cur.firstSeen = min(cur.firstSeen, t.firstSeen)
 			if t.minSeg != 0 && (cur.minSeg == 0 || t.minSeg < cur.minSeg) {
 				cur.minSeg = t.minSeg
 			}
