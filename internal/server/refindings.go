@@ -13,8 +13,9 @@ import (
 // finished request's context) complete the trace again, and its analysis
 // finds again what it found the first time: stored twice, each would be
 // listed, counted and alerted on twice. A finding is the same when its
-// kind and first span are; a new kind or a finding about other spans (the
-// late consumer's consumer_lag) is stored.
+// kind and first span are, or its kind, service and operation; a new kind
+// or a finding about another place (the late consumer's consumer_lag) is
+// stored.
 //
 // It remembers the traces that completed with findings most recently
 // (recentMax completions), which covers late spans minutes after
@@ -58,11 +59,14 @@ func (o *storedOnce) fresh(fs []findingstore.Stored) []findingstore.Stored {
 	prev := e.keys
 	out := fs[:0]
 	for _, f := range fs {
-		k := o.key(&f)
-		if containsKey(prev, k) {
+		k, at := o.key(&f), o.placeKey(&f)
+		if containsKey(prev, k) || at != 0 && containsKey(prev, at) {
 			continue
 		}
 		e.keys = append(e.keys, k)
+		if at != 0 {
+			e.keys = append(e.keys, at)
+		}
 		out = append(out, f)
 	}
 	e.refs++
@@ -89,6 +93,25 @@ func (o *storedOnce) key(f *findingstore.Stored) uint64 {
 		h.WriteString(f.SpanIDs[0])
 	}
 	return h.Sum64()
+}
+
+// placeKey identifies a finding by its kind and the service and operation
+// it is about: a trace that keeps growing (a message redelivered for
+// hours, completed every storage.trace_max_open) shows the same idle_gap
+// on each newer redelivery, a new first span every time but the same
+// problem in the same place. 0 when the finding names no place.
+func (o *storedOnce) placeKey(f *findingstore.Stored) uint64 {
+	if f.Service == "" && f.Operation == "" {
+		return 0
+	}
+	var h maphash.Hash
+	h.SetSeed(o.seed)
+	h.WriteString(f.Kind)
+	h.WriteByte('@')
+	h.WriteString(f.Service)
+	h.WriteByte('/')
+	h.WriteString(f.Operation)
+	return h.Sum64() | 1 // never 0
 }
 
 func containsKey(keys []uint64, k uint64) bool {

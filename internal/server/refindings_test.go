@@ -67,3 +67,23 @@ func TestStoredOnceRemembersATraceThatKeepsCompleting(t *testing.T) {
 		t.Fatalf("remembers %d traces, more than %d", len(o.seen), recentMax)
 	}
 }
+
+// A message redelivered for hours completes its trace every
+// trace_max_open; each analysis finds the gap before the newest
+// redelivery, a new first span every time, at the same place.
+func TestStoredOnceKeepsOneFindingPerPlaceOfAGrowingTrace(t *testing.T) {
+	o := newStoredOnce()
+	at := func(kind, span, svc, op string) findingstore.Stored {
+		f := stored("t1", kind, span)
+		f.Service, f.Operation = svc, op
+		return f
+	}
+	if got := o.fresh([]findingstore.Stored{at("idle_gap", "a", "orders", "consume orders")}); len(got) != 1 {
+		t.Fatalf("first completion: %d stored", len(got))
+	}
+	got := o.fresh([]findingstore.Stored{at("idle_gap", "b", "orders", "consume orders"),
+		at("idle_gap", "c", "mailer", "send"), at("slow_query", "d", "orders", "consume orders")})
+	if len(got) != 2 || got[0].Service != "mailer" || got[1].Kind != "slow_query" {
+		t.Fatalf("second completion stored %+v, want mailer's idle_gap and the slow_query", got)
+	}
+}
