@@ -126,6 +126,10 @@ type PoolFanOutEvidence struct {
 	// ParentSharePct is the wall-clock wait over the parent's duration.
 	ParentSharePct float64  `json:"parent_share_pct"`
 	SpanIDs        []string `json:"span_ids"`
+	// AtCallee is set when the calls ran together but the callee's server
+	// spans show the limit: a client connection limit (or the callee's
+	// workers) between them, the wait inside each call span.
+	AtCallee bool `json:"at_callee,omitempty"`
 }
 
 // Detect implements Detector.

@@ -1,6 +1,7 @@
 package analyze
 
 import (
+	"cmp"
 	"fmt"
 	"slices"
 	"sort"
@@ -29,6 +30,8 @@ func (d *LockContention) poolFindings(t *Trace, total uint64) []Finding {
 				continue
 			}
 			if f, ok := d.poolFinding(t, p, calls, total); ok {
+				out = append(out, f)
+			} else if f, ok := d.calleePoolFinding(t, p, calls, total); ok {
 				out = append(out, f)
 			}
 		}
@@ -191,4 +194,81 @@ func leadingIdle(p, first *Node, start uint64) uint64 {
 		from = max(from, c.End())
 	}
 	return subSat(start, from)
+}
+
+// calleePoolFinding reads the pool from the callee's side: the calls left
+// together (their spans overlap), but the callee's server spans ran at
+// most K at a time, each next one starting as another ended. The limit
+// sits between the two: the caller's HTTP client allows K connections to
+// the host (Node's http.Agent maxSockets, an undici Agent's connections,
+// Go's MaxConnsPerHost) and its call spans include the wait for one, or
+// the callee runs K workers.
+func (d *LockContention) calleePoolFinding(t *Trace, p *Node, calls []*Node, total uint64) (Finding, bool) {
+	servers := make([]*Node, 0, len(calls))
+	for _, c := range calls {
+		e := calleeEntry(pooledCall(c))
+		if e == nil || len(servers) > 0 && e.Span.Service != servers[0].Span.Service {
+			return Finding{}, false
+		}
+		servers = append(servers, e)
+	}
+	slices.SortStableFunc(servers, func(a, b *Node) int { return cmp.Compare(a.Start(), b.Start()) })
+	durs := make([]uint64, len(servers))
+	for i, c := range servers {
+		durs[i] = c.Duration()
+	}
+	slices.Sort(durs)
+	tol := max(uint64(d.HandoffToleranceMS*1e6), uint64(d.HandoffToleranceShare*float64(durs[len(durs)/2])))
+	sh := measurePool(servers, tol)
+	n := len(servers)
+	if sh.k < 2 || sh.k >= n || sh.queued*5 < (n-sh.k)*4 || sh.saturation < d.MinSaturation ||
+		measurePool(calls, tol).k <= sh.k {
+		return Finding{}, false
+	}
+	first := calls[0].Start()
+	for _, c := range calls {
+		first = min(first, c.Start())
+	}
+	// Each call's time before its server started is its wait for a slot.
+	var queued uint64
+	for _, c := range calls {
+		if e := calleeEntry(pooledCall(c)); e != nil {
+			queued += subSat(e.Start(), c.Start())
+		}
+	}
+	wait := subSat(sh.window, sh.longest) + subSat(sh.firstStart, first)
+	impact := min(wait, critWithin(t, p, first, sh.lastE))
+	sev, ok := d.severity(impact, total)
+	if !ok {
+		return Finding{}, false
+	}
+	svc, op := CallTarget(t, pooledCall(calls[0]))
+	ids := make([]string, 0, n)
+	for _, c := range calls {
+		ids = append(ids, spanIDOf(t, c))
+	}
+	pool := &PoolFanOutEvidence{
+		Target: svc, Operation: op, Calls: n, Concurrency: sh.k, QueuedCalls: sh.queued,
+		TotalQueueMS: roundMS(queued), WindowMS: roundMS(sh.lastE - first), LongestCallMS: roundMS(sh.longest),
+		ParentSharePct: sharePct(wait, p.Duration()), SpanIDs: ids, AtCallee: true,
+	}
+	ev := LockContentionEvidence{
+		Mechanism: "pool_fan_out", Resource: "connection_pool", Span: RefOf(t, p), WaitMS: roundMS(wait),
+		SpanSharePct: pool.ParentSharePct, RequestSharePct: sharePct(impact, total), Pool: pool,
+	}
+	target := svc + " " + opName(pooledCall(calls[0]), op)
+	title := fmt.Sprintf("%d calls from %s to %s left together but %s served at most %d at a time, queueing %.0f ms "+
+		"(%.0f%% of the request): a limit of %d between them", n, p.Span.Service, target, svc, sh.k, NS(wait),
+		ev.RequestSharePct, sh.k)
+	reason := fmt.Sprintf("%s %s sends %d calls to %s at once; only %d reach it at a time.", p.Span.Service,
+		displayOp(p), n, target, sh.k)
+	fix := fmt.Sprintf("The calls wait for one of %d slots between %s and %s: most often the HTTP client's "+
+		"connections per host (Node's http.Agent maxSockets, an undici Agent's connections, Go's "+
+		"Transport.MaxConnsPerHost); raise it to at least %d or batch the calls. If %s runs only %d workers, size "+
+		"it for the concurrency it serves.", sh.k, p.Span.Service, svc, n, svc, sh.k)
+	return Finding{
+		Kind: d.Kind(), Severity: sev, Title: title, SpanIDs: append([]string{p.Span.SpanID.String()}, ids...),
+		ImpactMS: roundMS(impact), Evidence: ev, Fix: fix,
+		Culprit: &Culprit{Service: p.Span.Service, Operation: displayOp(p), SpanID: p.Span.SpanID.String(), Reason: reason},
+	}, true
 }

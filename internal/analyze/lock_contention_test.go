@@ -456,6 +456,16 @@ func TestLockContentionFixtures(t *testing.T) {
 			t.Errorf("evidence %+v title %q fix %q", ev, f.Title, f.Fix)
 		}
 	}
+	// Express, live: ten http.get calls through an http.Agent with
+	// maxSockets 2. The call spans start together and include the wait for
+	// a socket; pricing's server spans show the limit.
+	checks["positive-http-agent-max-sockets-2"] = func(t *testing.T, f Finding, ev LockContentionEvidence) {
+		if ev.Mechanism != "pool_fan_out" || ev.Pool == nil || !ev.Pool.AtCallee || ev.Pool.Calls != 10 ||
+			ev.Pool.Concurrency != 2 || ev.Pool.Target != "pricing" || !strings.Contains(f.Fix, "maxSockets") ||
+			f.Culprit.Service != "web" {
+			t.Errorf("evidence %+v pool %+v fix %q", ev, ev.Pool, f.Fix)
+		}
+	}
 	checks["positive-hotrod-shaped-dispatch"] = func(t *testing.T, f Finding, ev LockContentionEvidence) {
 		switch ev.Mechanism {
 		case "span_events":
