@@ -299,7 +299,10 @@ func skewShift(n *Node, d int64) int64 {
 // being ahead puts it later. A server running on after its caller gave
 // up shows no such answer (timeout_mismatch's case) and is left alone.
 func lateAnswer(p, n *Node, pe, ne int64) bool {
-	if ne <= pe+crossHostSkewNS || n.Duration() > p.Duration() {
+	// JavaScript SDKs stamp starts to the whole millisecond and ends finer,
+	// so a server can measure a fraction of a millisecond longer than the
+	// call that waited for it.
+	if ne <= pe+crossHostSkewNS || n.Duration() > p.Duration()+timingTolerance(p, n) {
 		return false
 	}
 	// A server as long as its call, to the millisecond, yet ending well
@@ -308,7 +311,7 @@ func lateAnswer(p, n *Node, pe, ne int64) bool {
 	// after its caller's deadline started with the call and ends later.
 	// Calls recorded without a length (Zipkin's unfinished spans) match
 	// anything: only a call long enough to tell is compared.
-	if p.Duration() >= minTimedCallNS && p.Duration()-n.Duration() <= max(2e6, p.Duration()/100) {
+	if p.Duration() >= minTimedCallNS && absDiff(p.Duration(), n.Duration()) <= max(2e6, p.Duration()/100) {
 		return true
 	}
 	if Failed(p) || Failed(n) {
