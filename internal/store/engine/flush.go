@@ -307,8 +307,15 @@ func (e *Engine) softHeadBytes() int64 { return e.opts.HeadMaxBytes / 4 }
 // memory is not under pressure. The traces still open do not count: at
 // 2,000 spans/s they alone passed HeadMaxBytes/16, and a cluster node cut
 // every second.
+//
+// The flusher looks every FlushInterval, so a cut is due from half a flush
+// interval before CutInterval: compared with the interval itself, a tick
+// read a few microseconds earlier than the last cut's held the cut back a
+// whole FlushInterval, and a cluster node cut every 4 s instead of 3 in
+// about half its cuts, a third more completed traces at once for the
+// analysis queue.
 func (e *Engine) cutLater(since time.Duration) bool {
-	if since >= e.opts.CutInterval || e.underPressure() {
+	if since >= e.opts.CutInterval-e.opts.FlushInterval/2 || e.underPressure() {
 		return false
 	}
 	return e.head.idleBytes(time.Now().UnixNano()-int64(e.opts.IdleTimeout)) < e.opts.HeadMaxBytes/16
