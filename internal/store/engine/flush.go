@@ -90,7 +90,7 @@ func (e *Engine) completionLoop(ctx context.Context) {
 			e.opts.YieldBackground(ctx) // background work: let ingest and queries go first
 		}
 		readBack := c.readBack || len(c.spans) > 0
-		if c.want && !e.canTake(c.n+len(c.spans), &c.meta, !readBack || c.hinted) {
+		if c.want && !e.canTakeWaiting(c.n+len(c.spans), &c.meta, !readBack || c.hinted) {
 			d := completion{id: c.id, declined: true}
 			if !readBack {
 				d.meta = c.meta
@@ -145,10 +145,22 @@ func (e *Engine) callComplete(c completion) {
 // canTake reports whether OnTraceComplete can take a decoded trace of
 // about spans spans now; m describes it when known is set.
 func (e *Engine) canTake(spans int, m *traceMeta, known bool) bool {
+	return e.askTake(spans, m, known, false)
+}
+
+// canTakeWaiting is canTake for the completion goroutine, which lets
+// TakeSpans wait for room (Completing.CanWait) while its queue is less
+// than half full, so cuts sending completions never block behind it, and
+// memory is not under pressure.
+func (e *Engine) canTakeWaiting(spans int, m *traceMeta, known bool) bool {
+	return e.askTake(spans, m, known, len(e.completions) < cap(e.completions)/2 && !e.underPressure())
+}
+
+func (e *Engine) askTake(spans int, m *traceMeta, known, canWait bool) bool {
 	if e.opts.TakeSpans == nil {
 		return true
 	}
-	c := Completing{Spans: spans}
+	c := Completing{Spans: spans, CanWait: canWait}
 	if known {
 		c.Summary, c.Flags = &m.sum, m.flags
 	}
