@@ -314,27 +314,22 @@ func (p *pipeline) takeSpans(c engine.Completing) bool {
 	if n > p.queue.max && !p.memoryFor(n) {
 		return false
 	}
-	pr := ""
-	if c.Summary != nil {
-		pr = p.priority(c.Summary, c.Flags)
-	}
-	var waited time.Time
-	defer func() {
-		if !waited.IsZero() {
-			p.roomWaited.Add(int64(time.Since(waited)))
-		}
-	}()
 	// With time to spare, the trace waits for room rather than displace
 	// queued ones.
-	for c.CanWait && !p.queue.fits(n) {
-		if waited.IsZero() {
-			waited = time.Now()
+	if c.CanWait && !p.queue.fits(n) {
+		start := time.Now()
+		for !p.queue.fits(n) && p.queue.waitDone(analysisRoomWait) {
 		}
-		if !p.queue.waitDone(analysisRoomWait) {
-			break
-		}
+		p.roomWaited.Add(int64(time.Since(start)))
 	}
-	return p.queue.fits(n) || pr != "" && p.queue.fitsDisplacing(n, pr)
+	if p.queue.fits(n) {
+		return true
+	}
+	if c.Summary == nil {
+		return false
+	}
+	pr := p.priority(c.Summary, c.Flags)
+	return pr != "" && p.queue.fitsDisplacing(n, pr)
 }
 
 // analysisRoomWait is how long a completed trace waits for the worker to
