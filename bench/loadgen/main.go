@@ -26,6 +26,9 @@ import (
 	"go.opentelemetry.io/collector/pdata/ptrace/ptraceotlp"
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/credentials/insecure"
+	// gzip: the -gzip flag's gRPC compressor (grpc.UseCompressor finds it
+	// registered by name; without it every request failed with Internal).
+	_ "google.golang.org/grpc/encoding/gzip"
 	"google.golang.org/grpc/status"
 
 	"github.com/tracedx/tracedx/bench/loadgen/gen"

@@ -10,6 +10,8 @@
 #            nodes with cluster.forward on (the default).
 # noforward: the same with cluster.forward: false.
 # COMPRESSION=none sets the Collector's exporter's compression (gzip unset).
+# The single node is sent what the three nodes are: gzip-compressed
+# requests (the load generator's -gzip) unless COMPRESSION=none.
 #
 # Every run starts fresh nodes on a new bucket prefix, sends a warm-up load
 # (WARMUP), waits for it to be cut into blocks, then sends RATE spans/s for
@@ -86,6 +88,10 @@ done
 
 target="127.0.0.1:$((BASE_PORT + 1))"
 col_pid=
+gen_opts=()
+if [ "$MODE" = single ] && [ "${COMPRESSION:-gzip}" = gzip ]; then
+  gen_opts=(-gzip)
+fi
 if [ "$MODE" != single ]; then
   target="127.0.0.1:$BASE_PORT"
   # docs/deployment.md's configuration, host:port values changed.
@@ -174,9 +180,10 @@ snapshot() {
   v[an]=$(metric_sum tracedx_analysis_traces_total)
   v[dr]=$(metric_sum tracedx_analysis_dropped_total)
   v[ac]=$(metric_sum_float tracedx_analysis_cpu_seconds_total)
+  v[rw]=$(metric_sum_float tracedx_analysis_room_wait_seconds_total)
 }
 
-"$LOADGEN" -addr "$target" -duration "$WARMUP" -workers "$WORKERS" -rate "$RATE" -seed 7 -json >"$work/warmup.json"
+"$LOADGEN" -addr "$target" -duration "$WARMUP" -workers "$WORKERS" -rate "$RATE" -seed 7 "${gen_opts[@]}" -json >"$work/warmup.json"
 sleep "$SETTLE"
 
 hz=$(getconf CLK_TCK)
@@ -189,7 +196,7 @@ declare -A s0 s1
 snapshot s0
 load=$(cut -d' ' -f1-3 /proc/loadavg)
 t0=$(date +%s.%N)
-"$LOADGEN" -addr "$target" -duration "$DURATION" -workers "$WORKERS" -rate "$RATE" -json >"$work/load.json"
+"$LOADGEN" -addr "$target" -duration "$DURATION" -workers "$WORKERS" -rate "$RATE" "${gen_opts[@]}" -json >"$work/load.json"
 nl=$(cpu_ticks "${node_pids[@]}")
 sleep "$SETTLE"
 t1=$(date +%s.%N)
@@ -202,10 +209,10 @@ d() { echo $((s1[$1] - s0[$1])); }
 stored=$(($(d acc) - $(d fwd)))
 awk -v m="$MODE" -v hz="$hz" -v n="$(d n)" -v c="$(d c)" -v st="$stored" -v se="$sent" \
   -v fw="$(d fwd)" -v e="$errors" -v rq="$(d req)" -v bad="$(d bad)" \
-  -v an="$(d an)" -v dr="$(d dr)" -v ac="$(d ac)" -v nl="$((nl - s0[n]))" -v idle="$((i1 - i0))" -v it="$IDLE" \
+  -v an="$(d an)" -v dr="$(d dr)" -v ac="$(d ac)" -v rw="$(d rw)" -v nl="$((nl - s0[n]))" -v idle="$((i1 - i0))" -v it="$IDLE" \
   -v win="$(echo "$t1 - $t0" | bc)" -v l0="$load" -v l1="$load1" 'BEGIN {
-  printf "%-9s sent %d stored %d forwarded %d (%.2f) node requests %d (not ok %d, %.0f spans each) nodes %.2fs = %.2f us/span (%.2f without idle %.3f cores; %.2fs during the load) analysis %.2fs of it (%d traces, %d dropped) collector %.2fs = %.2f us/span %s load %s / %s\n",
-    m, se, st, fw, (st ? fw / st : 0), rq, bad, (rq ? (st + fw) / rq : 0), n / hz, n / hz * 1e6 / st, (n - idle / it * win) / hz * 1e6 / st, idle / hz / it, nl / hz, ac / 1000, an, dr, c / hz, c / hz * 1e6 / st, e, l0, l1 }'
+  printf "%-9s sent %d stored %d forwarded %d (%.2f) node requests %d (not ok %d, %.0f spans each) nodes %.2fs = %.2f us/span (%.2f without idle %.3f cores; %.2fs during the load) analysis %.2fs of it (%d traces, %d dropped, %.2fs waited for room) collector %.2fs = %.2f us/span %s load %s / %s\n",
+    m, se, st, fw, (st ? fw / st : 0), rq, bad, (rq ? (st + fw) / rq : 0), n / hz, n / hz * 1e6 / st, (n - idle / it * win) / hz * 1e6 / st, idle / hz / it, nl / hz, ac / 1000, an, dr, rw / 1000, c / hz, c / hz * 1e6 / st, e, l0, l1 }'
 # Where traces sent through the Collector landed (after the measurement).
 if [ -n "${CHECK:-}" ] && [ -n "$col_pid" ]; then
   "$CHECK" -collector "$target" -nodes "$(for i in 1 2 3; do printf '127.0.0.1:%d,' $((BASE_PORT + 4 + i)); done | sed 's/,$//')"

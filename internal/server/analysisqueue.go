@@ -3,6 +3,7 @@ package server
 import (
 	"sync"
 	"sync/atomic"
+	"time"
 
 	"github.com/tracedx/tracedx/internal/store/engine"
 )
@@ -76,10 +77,15 @@ type analysisQueue struct {
 	// ready is signalled when a trace is queued: the worker waits for it
 	// instead of polling an empty queue.
 	ready chan struct{}
+	// finished is signalled when the worker is done with a trace, for a
+	// completion waiting for room (waitDone); stalled is set by a wait
+	// that saw none finish, and cleared by the next one finished.
+	finished chan struct{}
+	stalled  atomic.Bool
 }
 
 func newAnalysisQueue(maxSpans int64) *analysisQueue {
-	return &analysisQueue{max: maxSpans, ready: make(chan struct{}, 1)}
+	return &analysisQueue{max: maxSpans, ready: make(chan struct{}, 1), finished: make(chan struct{}, 1)}
 }
 
 // fits reports whether a trace of n spans fits without displacing any: the
@@ -199,7 +205,34 @@ func (q *analysisQueue) compact() {
 }
 
 // done releases the spans of a trace the worker finished.
-func (q *analysisQueue) done(c engine.CompletedTrace) { q.spans.Add(-weight(c)) }
+func (q *analysisQueue) done(c engine.CompletedTrace) {
+	q.spans.Add(-weight(c))
+	q.stalled.Store(false)
+	select {
+	case q.finished <- struct{}{}:
+	default:
+	}
+}
+
+// waitDone waits up to d for the worker to finish a trace and reports
+// whether one did (or had since the last wait). After a wait that saw
+// none, it returns false at once until the worker finishes one: a worker
+// busy with a huge trace, or stopped, costs a burst of completions one
+// wait, not one each.
+func (q *analysisQueue) waitDone(d time.Duration) bool {
+	if q.stalled.Load() {
+		return false
+	}
+	t := time.NewTimer(d)
+	defer t.Stop()
+	select {
+	case <-q.finished:
+		return true
+	case <-t.C:
+		q.stalled.Store(true)
+		return false
+	}
+}
 
 // weight is what a completed trace counts against the queue bound: its
 // decoded spans, or 1 for a summary.

@@ -67,7 +67,9 @@ type Options struct {
 	// wanted trace completing while it says no is handed over with
 	// Declined set and without spans, so the spans of a trace the consumer
 	// would skip are neither decompressed, decoded nor read back from
-	// blocks. It is asked just before that work.
+	// blocks. It is asked just before that work. Asked by the completion
+	// goroutine with time to spare (Completing.CanWait), it may wait a
+	// little for room instead of saying no.
 	TakeSpans func(Completing) bool
 
 	// FlushInterval is how often the head is checked for complete traces
@@ -363,6 +365,13 @@ type Completing struct {
 	// blocks are summarised only once decoded).
 	Summary *model.TraceSummary
 	Flags   uint32
+	// CanWait says TakeSpans may wait for room rather than say no: it is
+	// asked by the completion goroutine, with its own queue less than half
+	// full and memory not under pressure, so no cut waits behind it. A
+	// head cut completes its traces in one burst (a cluster node's every
+	// 3 s), which a consumer keeping up on average takes by waiting for
+	// room where it would otherwise skip the burst's end.
+	CanWait bool
 }
 
 // CompletedTrace is what OnTraceComplete receives.

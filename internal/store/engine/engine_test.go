@@ -987,6 +987,28 @@ func TestCutInterval(t *testing.T) {
 	}
 }
 
+// The flusher looks every FlushInterval, and the tick that reaches
+// CutInterval may be read a little earlier after the last cut than that
+// cut's was: it must cut then, not a whole FlushInterval later (a cluster
+// node's 3 s interval became 4 s in about half its cuts).
+func TestCutIntervalDueOnTheTickThatReachesIt(t *testing.T) {
+	o := testOpts(t.TempDir())
+	o.FlushInterval = time.Second
+	o.CutInterval = 3 * time.Second
+	e := openT(t, o)
+	defer e.Close()
+	for _, since := range []time.Duration{3*time.Second - 50*time.Microsecond, 3 * time.Second, 3*time.Second + 20*time.Millisecond} {
+		if e.cutLater(since) {
+			t.Errorf("cut held back %v after the last one (flush every %v, cut interval %v)", since, o.FlushInterval, o.CutInterval)
+		}
+	}
+	for _, since := range []time.Duration{time.Second, 2*time.Second + 20*time.Millisecond} {
+		if !e.cutLater(since) {
+			t.Errorf("cut %v after the last one, before the cut interval %v", since, o.CutInterval)
+		}
+	}
+}
+
 // Traces still open do not make the flusher cut before CutInterval,
 // however much of the head they take (a cluster node's head at 2,000
 // spans/s passed HeadMaxBytes/16 with them alone); complete ones over
