@@ -674,8 +674,14 @@ func (e *Engine) Write(ctx context.Context, spans []model.Span) error {
 	defer putFrameBuf(fb)
 	fb.b, fb.offs = fb.b[:0], append(fb.offs[:0], 0)
 	fb.res.reset()
+	var run resRun
 	for i := range spans {
-		fb.b = appendFramedRes(fb.b, &spans[i], fb.res.get(spans[i].Resource))
+		// A run of spans of one trace is what the head appends to the
+		// trace's buffer in one piece: references stay inside it.
+		if i == 0 || spans[i].TraceID != spans[i-1].TraceID {
+			run.reset()
+		}
+		fb.b = appendFramedRes(fb.b, &spans[i], fb.res.get(spans[i].Resource), &run)
 		fb.offs = append(fb.offs, len(fb.b))
 	}
 	fb.res.reset() // drop references to the caller's resources
