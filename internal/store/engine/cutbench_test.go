@@ -53,11 +53,10 @@ func encodeBatchesOf(n int, next func() []model.Span) []encodedBatch {
 	for i := range out {
 		b := &out[i]
 		b.spans = byService(next())
-		b.offs = []int{0}
-		for k := range b.spans {
-			b.buf = appendFramed(b.buf, &b.spans[k])
-			b.offs = append(b.offs, len(b.buf))
-		}
+		// Encoded as Write encodes them.
+		var fb frameBuf
+		fb.encode(b.spans)
+		b.buf, b.offs = fb.b, fb.offs
 	}
 	return out
 }
