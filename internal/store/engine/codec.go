@@ -327,6 +327,18 @@ func appendSpan(b []byte, s *model.Span) []byte { return appendSpanRes(b, s, nil
 // resources, which need encoding only once.
 func appendSpanRes(b []byte, s *model.Span, res []byte) []byte {
 	e := enc{b: b}
+	encSpanHead(&e, s)
+	if res != nil {
+		e.raw(res)
+	} else {
+		encAttrs(&e, s.Resource)
+	}
+	encSpanTail(&e, s)
+	return e.b
+}
+
+// encSpanHead encodes the fields before the resource.
+func encSpanHead(e *enc, s *model.Span) {
 	e.raw(s.TraceID[:])
 	e.raw(s.SpanID[:])
 	e.raw(s.ParentSpanID[:])
@@ -341,29 +353,106 @@ func appendSpanRes(b []byte, s *model.Span, res []byte) []byte {
 	e.str(s.Service)
 	e.str(s.ScopeName)
 	e.str(s.ScopeVersion)
-	if res != nil {
-		e.raw(res)
-	} else {
-		encAttrs(&e, s.Resource)
-	}
-	encAttrs(&e, s.Attrs)
-	encEvents(&e, s.Events, s.StartUnixNano)
-	encLinks(&e, s.Links)
+}
+
+// encSpanTail encodes the fields after the resource.
+func encSpanTail(e *enc, s *model.Span) {
+	encAttrs(e, s.Attrs)
+	encEvents(e, s.Events, s.StartUnixNano)
+	encLinks(e, s.Links)
 	e.uvarint(uint64(s.DroppedAttributesCount))
 	e.uvarint(uint64(s.DroppedEventsCount))
 	e.uvarint(uint64(s.DroppedLinksCount))
-	return e.b
+}
+
+// Resource references. A span's resource is most often that of the span
+// before it: SDKs batch by resource, so a request holds each trace in
+// runs of spans of one process. Encoded in full in every span, resources
+// were ~170 of the ~650 bytes per span the head holds and the cut parses.
+// Within a run of spans of one trace written together (one Write), a
+// resource met before is a back-reference instead:
+//
+//	0x80 0x00 | uvarint distance | uvarint length
+//
+// where distance leads from the reference's first byte back to the first
+// byte of the resource's full encoding, earlier in the same run. 0x80 0x00
+// is a uvarint that binary.AppendUvarint never writes (a non-minimal 0),
+// so no full encoding starts with it: WAL records and level-0 chunks
+// written before references existed read as they did.
+//
+// A distance holds wherever the run's bytes go together: the head appends
+// whole runs to a trace's buffer, and the WAL, the cut, level-0 chunks,
+// the cold tier and every reader move whole trace buffers (or whole WAL
+// records). Whatever decodes a span must see the bytes before it in its
+// buffer: decodeSpanAt and parseRawHead read in the buffer's coordinates.
+
+// minResRef is the shortest resource encoding worth a reference (one is
+// at least four bytes).
+const minResRef = 8
+
+// isResRef reports whether a resource reference starts at b[off].
+func isResRef(b []byte, off int) bool { return off+1 < len(b) && b[off] == 0x80 && b[off+1] == 0 }
+
+// resRef reads the reference at d.off (isResRef is true there) and returns
+// where the full encoding it refers to lies in d.b.
+func (d *dec) resRef() (start, n int) {
+	at := d.off
+	d.off += 2
+	back, ln := d.uvarint(), d.uvarint()
+	if d.err != nil || back == 0 || back > uint64(at) || ln > back {
+		d.fail()
+		return 0, 0
+	}
+	return at - int(back), int(ln)
+}
+
+// resRun remembers where the resources of the run being encoded (spans of
+// one trace, consecutive in a batch) lie in the buffer, most recent first.
+type resRun struct {
+	at, n [4]int
+	k     int
+}
+
+// reset starts a new run: references never reach into an earlier one.
+func (r *resRun) reset() { r.k = 0 }
+
+// ref replaces the resource encoding at b[at:] by a reference when the run
+// holds the same bytes already, else remembers where they are.
+func (r *resRun) ref(b []byte, at int) []byte {
+	res := b[at:]
+	if len(res) < minResRef {
+		return b
+	}
+	for i := 0; i < r.k; i++ {
+		if r.n[i] == len(res) && bytes.Equal(b[r.at[i]:r.at[i]+r.n[i]], res) {
+			b = append(b[:at], 0x80, 0)
+			b = binary.AppendUvarint(b, uint64(at-r.at[i]))
+			return binary.AppendUvarint(b, uint64(len(res)))
+		}
+	}
+	copy(r.at[1:], r.at[:len(r.at)-1])
+	copy(r.n[1:], r.n[:len(r.n)-1])
+	r.at[0], r.n[0] = at, len(res)
+	r.k = min(r.k+1, len(r.at))
+	return b
 }
 
 // decodeSpan decodes one span produced by appendSpan; p must hold exactly
-// one span.
+// one span, with its resource in full.
 func decodeSpan(p []byte, s *model.Span) error {
-	return decodeSpanArena(p, s, nil)
+	return decodeSpanAt(p, 0, len(p), s, nil)
 }
 
 // decResource decodes a resource; with an arena, spans with the same
 // encoded resource as the previous one share its (immutable) attributes.
 func decResource(d *dec) model.Attrs {
+	if isResRef(d.b, d.off) {
+		start, n := d.resRef()
+		if d.err != nil {
+			return nil
+		}
+		return d.resourceAt(start, n)
+	}
 	if d.a == nil {
 		return decAttrs(d)
 	}
@@ -376,29 +465,63 @@ func decResource(d *dec) model.Attrs {
 			return d.a.res[i]
 		}
 	}
-	raw := d.span(skipAttrs)
+	start := d.off
+	skipAttrs(d)
 	if d.err != nil {
 		return nil
 	}
-	// Decode the same bytes again; raw ends where d.rest() starts, which is
-	// what the arena's end offset must say meanwhile.
-	sub := dec{b: raw, a: d.a}
-	end := d.a.srcLen
-	d.a.srcLen = end - d.left()
-	res := decAttrs(&sub)
-	d.a.srcLen = end
-	if sub.err != nil {
+	return d.newResource(start, d.off-start)
+}
+
+// resourceAt decodes the resource encoded in full at d.b[start:start+n],
+// through the arena's recent resources when there is one.
+func (d *dec) resourceAt(start, n int) model.Attrs {
+	if d.a != nil {
+		raw := d.b[start : start+n]
+		for i, r := range d.a.resRaw {
+			if len(r) == n && bytes.Equal(r, raw) {
+				return d.a.res[i]
+			}
+		}
+	}
+	return d.newResource(start, n)
+}
+
+// newResource decodes the resource at d.b[start:start+n] and, with an
+// arena, makes it the most recent.
+func (d *dec) newResource(start, n int) model.Attrs {
+	raw := d.b[start : start+n]
+	// Decode in d.b's coordinates, which are the arena's: the arena finds
+	// a string's offset from the end of the input, which meanwhile is the
+	// resource's end.
+	sub := dec{b: d.b[:start+n], off: start, a: d.a}
+	var res model.Attrs
+	if d.a != nil {
+		end := d.a.srcLen
+		d.a.srcLen = start + n
+		res = decAttrs(&sub)
+		d.a.srcLen = end
+	} else {
+		res = decAttrs(&sub)
+	}
+	if sub.err != nil || sub.off != start+n {
 		d.fail()
 		return nil
 	}
-	copy(d.a.resRaw[1:], d.a.resRaw[:3])
-	copy(d.a.res[1:], d.a.res[:3])
-	d.a.resRaw[0], d.a.res[0] = raw, res
+	if d.a != nil {
+		copy(d.a.resRaw[1:], d.a.resRaw[:3])
+		copy(d.a.res[1:], d.a.res[:3])
+		d.a.resRaw[0], d.a.res[0] = raw, res
+	}
 	return res
 }
 
-func decodeSpanArena(p []byte, s *model.Span, a *decArena) error {
-	d := dec{b: p, a: a}
+// decodeSpanAt decodes the span at src[off:off+n] (a framed span's
+// payload). A resource reference in it is resolved in src, which must
+// hold the bytes before the span. With an arena, src is the arena's input
+// and the arena's srcLen is off+n.
+func decodeSpanAt(src []byte, off, n int, s *model.Span, a *decArena) error {
+	d := dec{b: src[:off+n], off: off, a: a}
 	copy(s.TraceID[:], d.rawN(16))
 	copy(s.SpanID[:], d.rawN(8))
 	copy(s.ParentSpanID[:], d.rawN(8))
@@ -431,15 +554,28 @@ func decodeSpanArena(p []byte, s *model.Span, a *decArena) error {
 
 // appendFramed appends a span prefixed with its encoded length, the framing
 // used inside WAL records and head buffers.
-func appendFramed(b []byte, s *model.Span) []byte { return appendFramedRes(b, s, nil) }
+func appendFramed(b []byte, s *model.Span) []byte { return appendFramedRes(b, s, nil, nil) }
 
-func appendFramedRes(b []byte, s *model.Span, res []byte) []byte {
+// appendFramedRes is appendFramed with the resource encoded in res as for
+// appendSpanRes; with run, the resource is a reference when the run has
+// met it already.
+func appendFramedRes(b []byte, s *model.Span, res []byte, run *resRun) []byte {
 	// Reserve a fixed 4-byte length so the span can be encoded in place.
 	off := len(b)
-	b = append(b, 0, 0, 0, 0)
-	b = appendSpanRes(b, s, res)
-	binary.LittleEndian.PutUint32(b[off:], uint32(len(b)-off-4))
-	return b
+	e := enc{b: append(b, 0, 0, 0, 0)}
+	encSpanHead(&e, s)
+	at := len(e.b)
+	if res != nil {
+		e.raw(res)
+	} else {
+		encAttrs(&e, s.Resource)
+	}
+	if run != nil {
+		e.b = run.ref(e.b, at)
+	}
+	encSpanTail(&e, s)
+	binary.LittleEndian.PutUint32(e.b[off:], uint32(len(e.b)-off-4))
+	return e.b
 }
 
 // resEncCache remembers the encodings of the resources met in one batch,
@@ -534,7 +670,7 @@ func decodeFramedArena(p []byte, out []model.Span, a *decArena) ([]model.Span, e
 		// The arena finds a string's offset in p from where the span ends.
 		a.srcLen = end
 		out = append(out, model.Span{})
-		if err := decodeSpanArena(p[off+4:end], &out[len(out)-1], a); err != nil {
+		if err := decodeSpanAt(p, off+4, n, &out[len(out)-1], a); err != nil {
 			return out, err
 		}
 		a.spanDone(end)

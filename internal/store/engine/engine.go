@@ -672,6 +672,24 @@ type frameBuf struct {
 	res  resEncCache
 }
 
+// encode frames spans into fb.b, span i ending at fb.offs[i+1].
+func (fb *frameBuf) encode(spans []model.Span) {
+	fb.b, fb.offs = fb.b[:0], append(fb.offs[:0], 0)
+	fb.res.reset()
+	var run resRun
+	for i := range spans {
+		// A run of spans of one trace is what the head appends to the
+		// trace's buffer in one piece: references stay inside it.
+		if i == 0 || spans[i].TraceID != spans[i-1].TraceID {
+			run.reset()
+		}
+		fb.b = appendFramedRes(fb.b, &spans[i], fb.res.get(spans[i].Resource), &run)
+		fb.offs = append(fb.offs, len(fb.b))
+	}
+	fb.res.reset() // drop references to the caller's resources
+	clear(fb.res.keys[:cap(fb.res.keys)])
+}
+
 // Write makes spans durable (WAL + fsync, shared with concurrent writers)
 // and adds them to the head.
 func (e *Engine) Write(ctx context.Context, spans []model.Span) error {
@@ -708,14 +726,7 @@ func (e *Engine) Write(ctx context.Context, spans []model.Span) error {
 	}
 	fb := getFrameBuf()
 	defer putFrameBuf(fb)
-	fb.b, fb.offs = fb.b[:0], append(fb.offs[:0], 0)
-	fb.res.reset()
-	for i := range spans {
-		fb.b = appendFramedRes(fb.b, &spans[i], fb.res.get(spans[i].Resource))
-		fb.offs = append(fb.offs, len(fb.b))
-	}
-	fb.res.reset() // drop references to the caller's resources
-	clear(fb.res.keys[:cap(fb.res.keys)])
+	fb.encode(spans)
 	e.ingestMu.RLock()
 	seg, err := e.wal.append(ctx, fb.b)
 	if err != nil {

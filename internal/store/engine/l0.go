@@ -26,14 +26,14 @@ import (
 // compaction converts level-0 blocks (see convertL0). The block directory
 // holds data.l0 instead of data.parquet:
 //
-//	"TDXL0\x01"
+//	"TDXL0\x02"
 //	chunk*          S2 block encoding of the framed spans of whole traces,
 //	                traces in trace-id order (a trace larger than a chunk
 //	                gets a chunk of its own)
 //	footer          uvarint #chunks; per chunk: uvarint compressed length,
 //	                uvarint raw length, u32 CRC-32C of the compressed bytes,
 //	                uvarint #traces, then per trace uvarint framed length
-//	u32 footer length | "TDXL0\x01"
+//	u32 footer length | "TDXL0\x02" ("TDXL0\x01" before resource references)
 //
 // Trace i of the index is the i-th trace of the file, so the footer needs
 // no trace ids.
@@ -44,7 +44,14 @@ const (
 	l0ChunkBytes = 256 << 10
 )
 
-var l0Magic = []byte("TDXL0\x01")
+// l0Magic marks files whose spans may hold resource references (see
+// resRun); l0MagicV1 files were written before them and read the same way,
+// as their spans never start a resource with a reference. An older build
+// refuses a file with the new magic instead of misreading its spans.
+var (
+	l0Magic   = []byte("TDXL0\x02")
+	l0MagicV1 = []byte("TDXL0\x01")
+)
 
 // l0Data is the in-memory location table of a level-0 block.
 type l0Data struct {
@@ -70,7 +77,7 @@ func readL0Footer(f BlockFile, ntraces int) (*l0Data, error) {
 	if _, err := f.ReadAt(t, size-tail); err != nil {
 		return nil, fmt.Errorf("read level-0 trailer: %w", err)
 	}
-	if !bytes.Equal(t[4:], l0Magic) {
+	if !bytes.Equal(t[4:], l0Magic) && !bytes.Equal(t[4:], l0MagicV1) {
 		return nil, fmt.Errorf("level-0 trailer: bad magic: %w", errCorrupt)
 	}
 	n := int64(binary.LittleEndian.Uint32(t))

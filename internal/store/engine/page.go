@@ -147,9 +147,9 @@ func (e *Engine) traceSources(id model.TraceID, hint store.TimeRange) ([]spanSou
 
 func framedSource(buf []byte) spanSource {
 	return func(fn func(s *model.Span) error) error {
-		return forEachFramed(buf, func(p []byte) error {
+		return forEachFramedAt(buf, func(off, n int) error {
 			var s model.Span
-			if err := decodeSpan(p, &s); err != nil {
+			if err := decodeSpanAt(buf, off, n, &s, nil); err != nil {
 				return err
 			}
 			return fn(&s)

@@ -540,9 +540,9 @@ func popCand(h []headCand) []headCand {
 
 func memFragmentMatches(q *store.Query, t *headTrace) bool {
 	match := false
-	_ = forEachFramed(t.buf, func(b []byte) error {
+	_ = forEachFramedAt(t.buf, func(off, n int) error {
 		var sp model.Span
-		if decodeSpan(b, &sp) == nil && store.MatchSpan(q, &sp) {
+		if decodeSpanAt(t.buf, off, n, &sp, nil) == nil && store.MatchSpan(q, &sp) {
 			match = true
 			return errStopIter
 		}

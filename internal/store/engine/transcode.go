@@ -164,10 +164,15 @@ func parseRawHead(d *dec, r *rawSpan, hint []byte) {
 	r.service = d.strPart()
 	r.scope = d.strPart()
 	r.scopeVer = d.strPart()
-	if len(hint) > 0 && bytes.HasPrefix(d.rest(), hint) {
+	switch {
+	case isResRef(d.b, d.off):
+		// The resource of an earlier span of the run, in d.b.
+		start, n := d.resRef()
+		r.resource = part{uint32(start), uint32(n)}
+	case len(hint) > 0 && bytes.HasPrefix(d.rest(), hint):
 		r.resource = part{uint32(d.off), uint32(len(hint))}
 		d.skip(len(hint))
-	} else {
+	default:
 		r.resource = d.partOf(skipAttrs)
 	}
 }
