@@ -130,16 +130,10 @@ func measurePool(calls []*Node, tol uint64) poolShape {
 }
 
 func (d *LockContention) poolFinding(t *Trace, p *Node, calls []*Node, total uint64) (Finding, bool) {
-	durs := make([]uint64, len(calls))
-	for i, c := range calls {
-		durs[i] = c.Duration()
-	}
-	slices.Sort(durs)
-	tol := max(uint64(d.HandoffToleranceMS*1e6), uint64(d.HandoffToleranceShare*float64(durs[len(durs)/2])))
+	tol := d.handoffTolerance(calls)
 	sh := measurePool(calls, tol)
 	n := len(calls)
-	mustQueue := n - sh.k
-	if sh.k < 2 || sh.k >= n || sh.queued*5 < mustQueue*4 || sh.saturation < d.MinSaturation {
+	if !d.poolFull(sh, n) {
 		return Finding{}, false
 	}
 	// A pool shared across requests keeps the first call waiting while
@@ -153,16 +147,8 @@ func (d *LockContention) poolFinding(t *Trace, p *Node, calls []*Node, total uin
 	if !ok {
 		return Finding{}, false
 	}
-	svc, op := CallTarget(t, pooledCall(calls[0]))
-	ids := make([]string, 0, n)
-	for _, c := range calls {
-		ids = append(ids, spanIDOf(t, c))
-	}
-	pool := &PoolFanOutEvidence{
-		Target: svc, Operation: op, Calls: n, Concurrency: sh.k, QueuedCalls: sh.queued,
-		TotalQueueMS: roundMS(sh.totalQueue), WindowMS: roundMS(sh.window), LongestCallMS: roundMS(sh.longest),
-		ParentSharePct: sharePct(wait, p.Duration()), SpanIDs: ids, LeadingWaitMS: roundMS(lead),
-	}
+	svc, op, ids, pool := poolEvidence(t, p, calls, sh, wait, sh.totalQueue, sh.window)
+	pool.LeadingWaitMS = roundMS(lead)
 	ev := LockContentionEvidence{
 		Mechanism: "pool_fan_out", Resource: "worker_pool", Span: RefOf(t, p), WaitMS: roundMS(wait),
 		SpanSharePct: pool.ParentSharePct, RequestSharePct: sharePct(impact, total), Pool: pool,
@@ -213,16 +199,10 @@ func (d *LockContention) calleePoolFinding(t *Trace, p *Node, calls []*Node, tot
 		servers = append(servers, e)
 	}
 	slices.SortStableFunc(servers, func(a, b *Node) int { return cmp.Compare(a.Start(), b.Start()) })
-	durs := make([]uint64, len(servers))
-	for i, c := range servers {
-		durs[i] = c.Duration()
-	}
-	slices.Sort(durs)
-	tol := max(uint64(d.HandoffToleranceMS*1e6), uint64(d.HandoffToleranceShare*float64(durs[len(durs)/2])))
+	tol := d.handoffTolerance(servers)
 	sh := measurePool(servers, tol)
 	n := len(servers)
-	if sh.k < 2 || sh.k >= n || sh.queued*5 < (n-sh.k)*4 || sh.saturation < d.MinSaturation ||
-		measurePool(calls, tol).k <= sh.k {
+	if !d.poolFull(sh, n) || measurePool(calls, tol).k <= sh.k {
 		return Finding{}, false
 	}
 	first := calls[0].Start()
@@ -242,16 +222,8 @@ func (d *LockContention) calleePoolFinding(t *Trace, p *Node, calls []*Node, tot
 	if !ok {
 		return Finding{}, false
 	}
-	svc, op := CallTarget(t, pooledCall(calls[0]))
-	ids := make([]string, 0, n)
-	for _, c := range calls {
-		ids = append(ids, spanIDOf(t, c))
-	}
-	pool := &PoolFanOutEvidence{
-		Target: svc, Operation: op, Calls: n, Concurrency: sh.k, QueuedCalls: sh.queued,
-		TotalQueueMS: roundMS(queued), WindowMS: roundMS(sh.lastE - first), LongestCallMS: roundMS(sh.longest),
-		ParentSharePct: sharePct(wait, p.Duration()), SpanIDs: ids, AtCallee: true,
-	}
+	svc, op, ids, pool := poolEvidence(t, p, calls, sh, wait, queued, sh.lastE-first)
+	pool.AtCallee = true
 	ev := LockContentionEvidence{
 		Mechanism: "pool_fan_out", Resource: "connection_pool", Span: RefOf(t, p), WaitMS: roundMS(wait),
 		SpanSharePct: pool.ParentSharePct, RequestSharePct: sharePct(impact, total), Pool: pool,
@@ -271,4 +243,39 @@ func (d *LockContention) calleePoolFinding(t *Trace, p *Node, calls []*Node, tot
 		ImpactMS: roundMS(impact), Evidence: ev, Fix: fix,
 		Culprit: &Culprit{Service: p.Span.Service, Operation: displayOp(p), SpanID: p.Span.SpanID.String(), Reason: reason},
 	}, true
+}
+
+// poolEvidence is what a pool finding reports of its calls: their target,
+// their span ids, and the pool's shape.
+func poolEvidence(t *Trace, p *Node, calls []*Node, sh poolShape, wait, queued, window uint64) (svc, op string, ids []string, pool *PoolFanOutEvidence) {
+	svc, op = CallTarget(t, pooledCall(calls[0]))
+	ids = make([]string, 0, len(calls))
+	for _, c := range calls {
+		ids = append(ids, spanIDOf(t, c))
+	}
+	pool = &PoolFanOutEvidence{
+		Target: svc, Operation: op, Calls: len(calls), Concurrency: sh.k, QueuedCalls: sh.queued,
+		TotalQueueMS: roundMS(queued), WindowMS: roundMS(window), LongestCallMS: roundMS(sh.longest),
+		ParentSharePct: sharePct(wait, p.Duration()), SpanIDs: ids,
+	}
+	return svc, op, ids, pool
+}
+
+// handoffTolerance is how close a queued call's start must be to an
+// earlier call's end to count as taking its worker: HandoffToleranceMS, or
+// HandoffToleranceShare of the median call when that is more.
+func (d *LockContention) handoffTolerance(calls []*Node) uint64 {
+	durs := make([]uint64, len(calls))
+	for i, c := range calls {
+		durs[i] = c.Duration()
+	}
+	slices.Sort(durs)
+	return max(uint64(d.HandoffToleranceMS*1e6), uint64(d.HandoffToleranceShare*float64(durs[len(durs)/2])))
+}
+
+// poolFull reports a shape that shows a pool: K of n calls at a time (2 ≤
+// K < n), four in five of the calls that had to queue starting as another
+// ended, the pool full most of the time.
+func (d *LockContention) poolFull(sh poolShape, n int) bool {
+	return sh.k >= 2 && sh.k < n && sh.queued*5 >= (n-sh.k)*4 && sh.saturation >= d.MinSaturation
 }

@@ -830,11 +830,11 @@ func TestStatementFreedByAnotherTransactionsCommitWaitedForALock(t *testing.T) {
 // index slows both), or it came first, or the transaction never ends in
 // view, the read is judged as a statement.
 func TestRowLockQueueNeedsTheSameLookupFaster(t *testing.T) {
+	db := func(id byte, start, end float64, stmt string) model.Span {
+		return p1Span(id, 2, "inventory", strings.Fields(stmt)[0], model.KindClient, start, end,
+			str("db.system", "postgresql"), str("db.statement", stmt))
+	}
 	build := func(updateMS float64, first string) []model.Span {
-		db := func(id byte, start, end float64, stmt string) model.Span {
-			return p1Span(id, 2, "inventory", strings.Fields(stmt)[0], model.KindClient, start, end,
-				str("db.system", "postgresql"), str("db.statement", stmt))
-		}
 		return []model.Span{
 			p1Span(1, 0, "web", "GET /checkout", model.KindServer, 0, 400),
 			p1Span(2, 1, "inventory", "GET /reserve", model.KindServer, 1, 390),
@@ -872,10 +872,6 @@ func TestRowLockQueueNeedsTheSameLookupFaster(t *testing.T) {
 	// second, by the same lookup, waited out the victim's deadlock_timeout;
 	// then it committed at once. Its own hold is short, so the fix is not
 	// its hold but the other transaction and the lock order.
-	db := func(id byte, start, end float64, stmt string) model.Span {
-		return p1Span(id, 2, "inventory", strings.Fields(stmt)[0], model.KindClient, start, end,
-			str("db.system", "postgresql"), str("db.statement", stmt))
-	}
 	survivor := []model.Span{
 		p1Span(1, 0, "web", "GET /move", model.KindServer, 0, 1030),
 		p1Span(2, 1, "inventory", "GET /move", model.KindServer, 1, 1025),
