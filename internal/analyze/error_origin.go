@@ -69,7 +69,7 @@ type ErrorOriginEvidence struct {
 func (d *ErrorOrigin) Detect(t *Trace, _ *Env) []Finding {
 	var origins []*Node
 	for _, n := range t.Nodes {
-		if Failed(n) && !failedBelow(n) {
+		if Failed(n) && !FailedBelow(n) {
 			origins = append(origins, n)
 		}
 	}
@@ -277,27 +277,17 @@ func waitedOn(o *Node) *Node {
 	return nil
 }
 
-// failedBelow reports whether a failure sits under n: a failed child, or a
+// FailedBelow reports whether a failure sits under n: a failed child, or a
 // failed span under children that let it pass without setting an error
-// status themselves (see passesFailureUp).
-func failedBelow(n *Node) bool {
+// status themselves (see passesFailureUp: Express's "request handler"
+// carries no status). A callee that failed only after its caller gave up
+// on it (gaveUpFirst) does not count: the caller's timeout is the failure.
+func FailedBelow(n *Node) bool {
 	for _, c := range n.Children {
 		if gaveUpFirst(n, c) {
 			continue
 		}
-		if Failed(c) || (passesFailureUp(c) && failedBelow(c)) {
-			return true
-		}
-	}
-	return false
-}
-
-// FailedBelow reports whether a span's failure came from below: a failed
-// child, or one under a handler span that only passed it up
-// (passesFailureUp: Express's "request handler" carries no status).
-func FailedBelow(n *Node) bool {
-	for _, c := range n.Children {
-		if Failed(c) || passesFailureUp(c) && FailedBelow(c) {
+		if Failed(c) || (passesFailureUp(c) && FailedBelow(c)) {
 			return true
 		}
 	}

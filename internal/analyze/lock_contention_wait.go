@@ -656,6 +656,7 @@ func (h connHold) explains() bool {
 func connectionHold(t *Trace, checkout *Node) (connHold, bool) {
 	var h connHold
 	var last *Node
+	var lockedWait uint64
 	open := false
 	at := checkout.End()
 	for _, c := range entryStatements(t, EntryOf(checkout)) {
@@ -668,10 +669,11 @@ func connectionHold(t *Trace, checkout *Node) (connHold, bool) {
 		if open && c.Start() > at {
 			h.idleInTx += c.Start() - at
 		}
-		if w := waitedNS(nodeWaits(t, c)); w > 0 && resourceOf(nodeWaits(t, c)) == "lock" {
+		if ws := nodeWaits(t, c); resourceOf(ws) == "lock" {
+			w := waitedNS(ws)
 			h.lockWait += w
-			if h.locked == nil || w > waitedNS(nodeWaits(t, h.locked)) {
-				h.locked = c
+			if w > lockedWait {
+				h.locked, lockedWait = c, w
 			}
 		}
 		switch {
